@@ -1,0 +1,204 @@
+/* tapegrad autograd: tensors, the tape, and the differentiable ops.
+ *
+ * A tensor is float32, row-major, contiguous, 1 to 4 dims. Ops take the tape
+ * they record on as their first argument and return a tensor carved from the
+ * tape's arena; it lives until tg_tape_reset(). Parameters and other
+ * long-lived tensors come from tg_tensor_new() and are freed by their owner.
+ *
+ * Shape misuse is a programmer error: the op aborts with a message naming
+ * itself and the shapes. Bad data (files, arguments) never aborts: see
+ * tg_status in tg_nn.h. */
+#ifndef TG_AUTOGRAD_H
+#define TG_AUTOGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TG_VERSION "0.1.0"
+#define TG_MAX_DIMS 4
+
+typedef struct tg_tensor {
+    float *data;
+    float *grad;        /* NULL until a gradient is needed */
+    int ndim;
+    int shape[TG_MAX_DIMS];
+    size_t size;        /* number of elements */
+    bool requires_grad; /* parameters, and anything computed from them */
+    bool owns_data;     /* data/grad were malloc'd by tg_tensor_new */
+} tg_tensor;
+
+typedef struct tg_tape tg_tape;
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Prints "tapegrad: OP: message" to stderr and aborts. For API misuse only. */
+#if defined(__GNUC__)
+__attribute__((noreturn, format(printf, 2, 3)))
+#endif
+void tg_fatal(const char *op, const char *fmt, ...);
+
+/* "[2, 3]" into buf (at least 64 bytes); returns buf. For messages. */
+const char *tg_shape_str(const tg_tensor *t, char *buf);
+
+/* ---- long-lived tensors (parameters, data sets) ------------------------- */
+
+/* Zero-filled tensor with its own storage; grad stays NULL until
+ * tg_tensor_require_grad(). */
+tg_tensor *tg_tensor_new(int ndim, const int *shape);
+tg_tensor *tg_tensor_new2(int rows, int cols);
+void tg_tensor_free(tg_tensor *t);
+/* Marks t as a leaf that collects gradients; allocates a zeroed grad if t has
+ * none (a parameter set may instead point grad into its shared buffer). */
+void tg_tensor_require_grad(tg_tensor *t);
+void tg_tensor_zero_grad(tg_tensor *t);
+int tg_tensor_rows(const tg_tensor *t); /* product of all dims but the last */
+int tg_tensor_cols(const tg_tensor *t); /* the last dim */
+
+/* ---- the tape ------------------------------------------------------------ */
+
+/* A tape owns an arena from which every op output is allocated, and a list of
+ * records, one per op called while recording. After the first step a training
+ * step allocates nothing: reset rewinds the arena and keeps its memory. */
+tg_tape *tg_tape_new(void);
+void tg_tape_free(tg_tape *tp);
+/* Forget every record and tensor made since the last reset. */
+void tg_tape_reset(tg_tape *tp);
+/* Recording on (default): ops append records for backward. Off: ops only
+ * compute (inference); outputs never require grad. Returns the old value. */
+bool tg_tape_set_recording(tg_tape *tp, bool on);
+bool tg_tape_recording(const tg_tape *tp);
+/* Bytes of arena memory held, and the number of heap allocations the tape has
+ * made over its life (a training step after warm-up makes none). */
+size_t tg_tape_arena_bytes(const tg_tape *tp);
+size_t tg_tape_heap_allocs(const tg_tape *tp);
+size_t tg_tape_records(const tg_tape *tp);
+
+/* A tensor on the tape (input batches, noise): valid until the next reset.
+ * Contents are uninitialised unless zeroed is true. */
+tg_tensor *tg_tape_tensor(tg_tape *tp, int ndim, const int *shape, bool zeroed);
+tg_tensor *tg_tape_tensor2(tg_tape *tp, int rows, int cols, bool zeroed);
+/* Raw scratch memory from the arena (64-byte aligned), valid until reset. */
+void *tg_tape_alloc(tg_tape *tp, size_t bytes);
+
+/* Seeds d(loss)/d(loss) = 1 and walks the records in reverse, adding each
+ * op's input gradients. loss must have exactly one element. Gradients
+ * accumulate into leaves (+=): zero them between steps. */
+void tg_backward(tg_tape *tp, tg_tensor *loss);
+/* Same, with a caller-supplied seed gradient of out's shape. */
+void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed);
+
+/* ---- ops ------------------------------------------------------------------
+ * Broadcasting (add, sub, mul): b has a's shape, or is a row ([C] or [1, C],
+ * repeated down the rows of a's last axis), or a per-row scalar ([R, 1] or
+ * [R], one value for each row), or a single element. */
+
+/* y[B, out] = x[B, in] . W^T + b, with W stored [out, in] as in PyTorch and
+ * b [out] (b may be NULL). One fused op. */
+tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b);
+/* C = op(A) . op(B), op transposes when its flag is set; 2-D only. */
+tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b, bool trans_a,
+                     bool trans_b);
+
+tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, float s);      /* s * x */
+tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, float s); /* x + s */
+
+tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x);
+tg_tensor *tg_log(tg_tape *tp, tg_tensor *x);
+tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x);
+tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x);
+tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x);
+tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x); /* log(1 + e^x), stable */
+tg_tensor *tg_square(tg_tape *tp, tg_tensor *x);
+/* min(max(x, lo), hi); the gradient is zero where x was clamped. */
+tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi);
+
+tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);      /* all elements -> [1] */
+tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x);     /* all elements -> [1] */
+tg_tensor *tg_sum_rows(tg_tape *tp, tg_tensor *x); /* [R, C] -> [R, 1] */
+tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x);
+
+/* Splits x along its last axis into k equal parts: outs[i] gets columns
+ * [i*C/k, (i+1)*C/k). One op, k outputs; gradients flow back into the
+ * matching slices. */
+void tg_split(tg_tape *tp, tg_tensor *x, int k, tg_tensor **outs);
+/* Joins n tensors with equal leading dims along the last axis. */
+tg_tensor *tg_concat(tg_tape *tp, int n, tg_tensor **xs);
+/* Same data, new shape (same element count): a view, no copy. */
+tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape);
+
+/* Binary cross-entropy of logits x against targets z in [0,1], summed over
+ * the last axis: [R, C] -> [R, 1], each row -log p(z|x) under
+ * Bernoulli(sigmoid(x)). Stable form: max(x,0) - x*z + log1p(exp(-|x|)). */
+tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
+                              tg_tensor *targets);
+/* Softmax cross-entropy of logits [R, C] against class labels (0..C-1):
+ * [R, 1], each row -log softmax(x)[label]. Labels get no gradient. */
+tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits,
+                           const int *labels);
+/* KL(N(mean, exp(logvar)) || N(0, I)) summed over the last axis: [R, 1],
+ * -0.5 * sum(1 + logvar - mean^2 - exp(logvar)). One fused op. */
+tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar);
+
+/* ---- matmul kernel --------------------------------------------------------
+ * C[M,N] = alpha * op(A) . op(B) + beta * C, row-major, leading dimensions in
+ * elements. op(A) is M x K, op(B) is K x N. Used by dense and matmul forward
+ * and backward. Results do not depend on the thread count. */
+void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+             const float *A, int lda, const float *B, int ldb, float beta,
+             float *C, int ldc);
+/* Threads used by the library (OpenMP); 0 means all cores. */
+void tg_set_threads(int n);
+int tg_get_threads(void);
+/* The micro-kernel in use ("avx512", "avx2", "portable"). Forcing one the CPU
+ * cannot run is refused (returns false). TG_GEMM_KERNEL in the environment
+ * does the same at start-up. */
+const char *tg_gemm_kernel(void);
+bool tg_gemm_set_kernel(const char *name);
+
+/* ---- gradient check ---------------------------------------------------------
+ * f builds a graph on tp from inputs and returns its output (any shape).
+ * tg_gradcheck compares backward's gradient of L = sum(w * f(inputs)) (w
+ * fixed random weights, sums in double) with fourth-order central differences
+ * in each input element. An element fails when
+ * |analytic - numeric| > atol + rtol * |numeric|. It also fails when every
+ * analytic and numeric gradient is zero (a check that cannot fail is no
+ * check). Inputs must be long-lived tensors; their data is restored. */
+typedef tg_tensor *(*tg_graph_fn)(tg_tape *tp, tg_tensor **inputs, void *ctx);
+
+typedef struct tg_gradcheck_report {
+    bool ok;
+    bool all_zero;       /* both gradients were zero everywhere */
+    double max_abs_err;  /* worst |analytic - numeric| */
+    double max_rel_err;  /* worst |analytic - numeric| / max(|numeric|, 1e-3) */
+    int worst_input;     /* where the worst ratio to the tolerance was */
+    size_t worst_index;
+    double worst_analytic, worst_numeric;
+    size_t checked;      /* elements compared */
+} tg_gradcheck_report;
+
+typedef struct tg_gradcheck_opts {
+    double eps;  /* step (default 1e-2: float32 forward, 4th-order stencil) */
+    double atol; /* default 1e-4 */
+    double rtol; /* default 1e-3 */
+    uint64_t seed;
+} tg_gradcheck_opts;
+
+/* opts may be NULL for the defaults. Returns report.ok. */
+bool tg_gradcheck(tg_graph_fn f, int n_inputs, tg_tensor **inputs, void *ctx,
+                  const tg_gradcheck_opts *opts, tg_gradcheck_report *report);
+/* One line: "ok: 123 elements, max abs err ..., max rel err ..." or where it
+ * failed. */
+void tg_gradcheck_print(const tg_gradcheck_report *r, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

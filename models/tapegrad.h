@@ -1,0 +1,8 @@
+/* tapegrad: the one header a user includes. */
+#ifndef TAPEGRAD_H
+#define TAPEGRAD_H
+
+#include "tg_autograd.h"
+#include "tg_nn.h"
+
+#endif
