@@ -185,7 +185,7 @@ typedef struct tg_gradcheck_report {
 } tg_gradcheck_report;
 
 typedef struct tg_gradcheck_opts {
-    double eps;  /* step (default 1e-2: float32 forward, 4th-order stencil) */
+    double eps;  /* step, rounded to a power of two (default 2^-6) */
     double atol; /* default 1e-4 */
     double rtol; /* default 1e-3 */
     uint64_t seed;

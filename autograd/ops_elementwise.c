@@ -1,0 +1,339 @@
+/* Elementwise ops: broadcasting binary ops, scalar ops, and the unary
+ * functions. Each forward is followed by its backward. */
+#include "tape.h"
+
+#include <math.h>
+
+/* ---- broadcasting ----------------------------------------------------------
+ * a is viewed as [R, C] (C its last dim). b is indexed b[r*row_stride +
+ * c*col_stride]: a's shape (C, 1), a row [C] or [1, C] (0, 1), a per-row
+ * scalar [R, 1] (1, 0), or one element (0, 0). */
+typedef struct bcast {
+    int rows, cols;
+    int row_stride, col_stride;
+} bcast;
+
+static bcast broadcast(const char *op, const tg_tensor *a, const tg_tensor *b)
+{
+    bcast g = {tg_tensor_rows(a), tg_tensor_cols(a), 0, 0};
+    bool same = a->ndim == b->ndim;
+    for (int d = 0; same && d < a->ndim; d++)
+        same = a->shape[d] == b->shape[d];
+    if (same) {
+        g.row_stride = g.cols;
+        g.col_stride = 1;
+    } else if (b->size == 1) {
+        /* one element: strides stay 0 */
+    } else if ((b->ndim == 1 || (b->ndim == 2 && b->shape[0] == 1)) &&
+               tg_tensor_cols(b) == g.cols) {
+        g.col_stride = 1;
+    } else if (b->ndim == 2 && b->shape[1] == 1 && b->shape[0] == g.rows) {
+        g.row_stride = 1;
+    } else {
+        char sa[64], sb[64];
+        tg_fatal(op, "cannot broadcast %s to %s (b must match a, be a row "
+                     "[C], a per-row column [R, 1] or a single element)",
+                 tg_shape_str(b, sb), tg_shape_str(a, sa));
+    }
+    return g;
+}
+
+#define BIDX(g, r, c) ((size_t)(r) * (size_t)(g).row_stride + (size_t)(c) * (size_t)(g).col_stride)
+
+static void binary_backward(tg_tape *tp, tg_record *r, float sign_b)
+{
+    tg_tensor *a = r->in[0], *b = r->in[1];
+    bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
+    const float *dy = r->out->grad;
+    float *da = grad_of(tp, a), *db = grad_of(tp, b);
+    for (int i = 0; i < g.rows; i++)
+        for (int j = 0; j < g.cols; j++) {
+            size_t k = (size_t)i * g.cols + j;
+            if (da)
+                da[k] += dy[k];
+            if (db)
+                db[BIDX(g, i, j)] += sign_b * dy[k];
+        }
+}
+
+static void add_backward(tg_tape *tp, tg_record *r) { binary_backward(tp, r, 1.0f); }
+static void sub_backward(tg_tape *tp, tg_record *r) { binary_backward(tp, r, -1.0f); }
+
+static tg_tensor *add_or_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b,
+                             const char *op, float sign_b, tg_backward_fn bwd)
+{
+    bcast g = broadcast(op, a, b);
+    tg_tensor *y = out_like(tp, a);
+    for (int i = 0; i < g.rows; i++)
+        for (int j = 0; j < g.cols; j++) {
+            size_t k = (size_t)i * g.cols + j;
+            y->data[k] = a->data[k] + sign_b * b->data[BIDX(g, i, j)];
+        }
+    tg_record *r = record(tp, op, bwd, y, 2, (tg_tensor *[]){a, b});
+    if (r) {
+        r->i[0] = g.rows;
+        r->i[1] = g.cols;
+        r->i[2] = g.row_stride;
+        r->i[3] = g.col_stride;
+    }
+    return y;
+}
+
+/* y = a + b */
+tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b)
+{
+    return add_or_sub(tp, a, b, "add", 1.0f, add_backward);
+}
+
+/* y = a - b */
+tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b)
+{
+    return add_or_sub(tp, a, b, "sub", -1.0f, sub_backward);
+}
+
+/* y = a * b; da += dy * b, db += dy * a (summed over broadcast axes). */
+static void mul_backward(tg_tape *tp, tg_record *r)
+{
+    tg_tensor *a = r->in[0], *b = r->in[1];
+    bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
+    const float *dy = r->out->grad;
+    float *da = grad_of(tp, a), *db = grad_of(tp, b);
+    for (int i = 0; i < g.rows; i++)
+        for (int j = 0; j < g.cols; j++) {
+            size_t k = (size_t)i * g.cols + j, kb = BIDX(g, i, j);
+            if (da)
+                da[k] += dy[k] * b->data[kb];
+            if (db)
+                db[kb] += dy[k] * a->data[k];
+        }
+}
+
+tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
+{
+    bcast g = broadcast("mul", a, b);
+    tg_tensor *y = out_like(tp, a);
+    for (int i = 0; i < g.rows; i++)
+        for (int j = 0; j < g.cols; j++) {
+            size_t k = (size_t)i * g.cols + j;
+            y->data[k] = a->data[k] * b->data[BIDX(g, i, j)];
+        }
+    tg_record *r = record(tp, "mul", mul_backward, y, 2, (tg_tensor *[]){a, b});
+    if (r) {
+        r->i[0] = g.rows;
+        r->i[1] = g.cols;
+        r->i[2] = g.row_stride;
+        r->i[3] = g.col_stride;
+    }
+    return y;
+}
+
+/* ---- scalar ops --------------------------------------------------------- */
+
+/* y = s * x; dx += s * dy */
+static void scale_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    for (size_t i = 0; i < r->out->size; i++)
+        dx[i] += r->f[0] * dy[i];
+}
+
+tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, float s)
+{
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = s * x->data[i];
+    tg_record *r = record(tp, "scale", scale_backward, y, 1, &x);
+    if (r)
+        r->f[0] = s;
+    return y;
+}
+
+/* y = x + s; dx += dy */
+static void add_scalar_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    for (size_t i = 0; i < r->out->size; i++)
+        dx[i] += dy[i];
+}
+
+tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, float s)
+{
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = x->data[i] + s;
+    record(tp, "add_scalar", add_scalar_backward, y, 1, &x);
+    return y;
+}
+
+/* ---- unary functions -------------------------------------------------------
+ * Each backward uses whichever of x and y makes the derivative cheapest. */
+
+/* y = e^x; dx += dy * y */
+static void exp_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const tg_tensor *y = r->out;
+    for (size_t i = 0; i < y->size; i++)
+        dx[i] += y->grad[i] * y->data[i];
+}
+
+tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x)
+{
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = expf(x->data[i]);
+    record(tp, "exp", exp_backward, y, 1, &x);
+    return y;
+}
+
+/* y = ln x; dx += dy / x */
+static void log_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    for (size_t i = 0; i < x->size; i++)
+        dx[i] += dy[i] / x->data[i];
+}
+
+tg_tensor *tg_log(tg_tape *tp, tg_tensor *x)
+{
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = logf(x->data[i]);
+    record(tp, "log", log_backward, y, 1, &x);
+    return y;
+}
+
+/* y = 1 / (1 + e^-x), computed without overflow for either sign;
+ * dx += dy * y * (1 - y) */
+static float sigmoidf(float x)
+{
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+static void sigmoid_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const tg_tensor *y = r->out;
+    for (size_t i = 0; i < y->size; i++)
+        dx[i] += y->grad[i] * y->data[i] * (1.0f - y->data[i]);
+}
+
+tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x)
+{
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = sigmoidf(x->data[i]);
+    record(tp, "sigmoid", sigmoid_backward, y, 1, &x);
+    return y;
+}
+
+/* y = max(x, 0); dx += dy where x > 0 */
+static void relu_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const tg_tensor *y = r->out;
+    for (size_t i = 0; i < y->size; i++)
+        dx[i] += y->data[i] > 0.0f ? y->grad[i] : 0.0f;
+}
+
+tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x)
+{
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
+    record(tp, "relu", relu_backward, y, 1, &x);
+    return y;
+}
+
+/* y = tanh x; dx += dy * (1 - y^2) */
+static void tanh_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const tg_tensor *y = r->out;
+    for (size_t i = 0; i < y->size; i++)
+        dx[i] += y->grad[i] * (1.0f - y->data[i] * y->data[i]);
+}
+
+tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x)
+{
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = tanhf(x->data[i]);
+    record(tp, "tanh", tanh_backward, y, 1, &x);
+    return y;
+}
+
+/* y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), which neither overflows
+ * nor loses precision; dx += dy * sigmoid(x) */
+static void softplus_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    for (size_t i = 0; i < x->size; i++)
+        dx[i] += dy[i] * sigmoidf(x->data[i]);
+}
+
+tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x)
+{
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++) {
+        float v = x->data[i];
+        y->data[i] = fmaxf(v, 0.0f) + log1pf(expf(-fabsf(v)));
+    }
+    record(tp, "softplus", softplus_backward, y, 1, &x);
+    return y;
+}
+
+/* y = x^2; dx += 2 x dy */
+static void square_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    for (size_t i = 0; i < x->size; i++)
+        dx[i] += 2.0f * x->data[i] * dy[i];
+}
+
+tg_tensor *tg_square(tg_tape *tp, tg_tensor *x)
+{
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = x->data[i] * x->data[i];
+    record(tp, "square", square_backward, y, 1, &x);
+    return y;
+}
+
+/* y = min(max(x, lo), hi); dx += dy where lo < x < hi */
+static void clamp_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    float lo = r->f[0], hi = r->f[1];
+    for (size_t i = 0; i < x->size; i++)
+        if (x->data[i] > lo && x->data[i] < hi)
+            dx[i] += dy[i];
+}
+
+tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi)
+{
+    if (!(lo <= hi))
+        tg_fatal("clamp", "bounds lo %g > hi %g", (double)lo, (double)hi);
+    tg_tensor *y = out_like(tp, x);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = fminf(fmaxf(x->data[i], lo), hi);
+    tg_record *r = record(tp, "clamp", clamp_backward, y, 1, &x);
+    if (r) {
+        r->f[0] = lo;
+        r->f[1] = hi;
+    }
+    return y;
+}

@@ -1,0 +1,137 @@
+/* Losses fused into single ops: each computes a per-row value in one pass
+ * and its gradient in another, in numerically stable forms. */
+#include "tape.h"
+
+#include <math.h>
+
+static float sigmoidf(float x)
+{
+    if (x >= 0.0f)
+        return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+/* logits x, targets z [R, C] -> y [R, 1],
+ * y[r] = sum_c max(x,0) - x*z + log1p(exp(-|x|))   (= -log p(z|x))
+ * dx += dy * (sigmoid(x) - z),  dz += dy * -x */
+static void bce_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0], *z = r->in[1];
+    float *dx = grad_of(tp, r->in[0]), *dz = grad_of(tp, r->in[1]);
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    for (int i = 0; i < rows; i++) {
+        float g = r->out->grad[i];
+        for (int j = 0; j < cols; j++) {
+            size_t k = (size_t)i * cols + j;
+            if (dx)
+                dx[k] += g * (sigmoidf(x->data[k]) - z->data[k]);
+            if (dz)
+                dz[k] -= g * x->data[k];
+        }
+    }
+}
+
+tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
+                              tg_tensor *targets)
+{
+    check_same_shape("bce_with_logits", logits, targets);
+    int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
+    tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
+    for (int i = 0; i < rows; i++) {
+        const float *x = &logits->data[(size_t)i * cols];
+        const float *z = &targets->data[(size_t)i * cols];
+        float acc = 0.0f;
+        for (int j = 0; j < cols; j++)
+            acc += fmaxf(x[j], 0.0f) - x[j] * z[j] + log1pf(expf(-fabsf(x[j])));
+        y->data[i] = acc;
+    }
+    record(tp, "bce_with_logits", bce_backward, y, 2,
+           (tg_tensor *[]){logits, targets});
+    return y;
+}
+
+/* logits x [R, C], labels -> y [R, 1], y[r] = logsumexp(x[r]) - x[r, label],
+ * with the row max subtracted before exp. dx += dy * (softmax(x) - onehot).
+ * The labels are copied to the arena for backward. */
+static void xent_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    const int *labels = r->saved;
+    float *dx = grad_of(tp, r->in[0]);
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    for (int i = 0; i < rows; i++) {
+        const float *xi = &x->data[(size_t)i * cols];
+        float g = r->out->grad[i];
+        /* y = lse - x[label], so lse = y + x[label]; p = exp(x - lse). */
+        float lse = r->out->data[i] + xi[labels[i]];
+        for (int j = 0; j < cols; j++)
+            dx[(size_t)i * cols + j] += g * expf(xi[j] - lse);
+        dx[(size_t)i * cols + labels[i]] -= g;
+    }
+}
+
+tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels)
+{
+    int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
+    tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
+    for (int i = 0; i < rows; i++) {
+        if (labels[i] < 0 || labels[i] >= cols)
+            tg_fatal("softmax_xent", "label %d of row %d outside 0..%d",
+                     labels[i], i, cols - 1);
+        const float *x = &logits->data[(size_t)i * cols];
+        float max = x[0];
+        for (int j = 1; j < cols; j++)
+            max = fmaxf(max, x[j]);
+        double sum = 0.0;
+        for (int j = 0; j < cols; j++)
+            sum += exp((double)(x[j] - max));
+        y->data[i] = (float)(max + log(sum) - x[labels[i]]);
+    }
+    tg_record *r = record(tp, "softmax_xent", xent_backward, y, 1, &logits);
+    if (r) {
+        int *saved = tg_tape_alloc(tp, (size_t)rows * sizeof *saved);
+        for (int i = 0; i < rows; i++)
+            saved[i] = labels[i];
+        r->saved = saved;
+    }
+    return y;
+}
+
+/* mean m, logvar v [R, C] -> y [R, 1],
+ * y[r] = -0.5 * sum_c (1 + v - m^2 - e^v)   (KL of N(m, e^v) from N(0, 1))
+ * dm += dy * m,  dv += dy * 0.5 * (e^v - 1) */
+static void kl_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *m = r->in[0], *v = r->in[1];
+    float *dm = grad_of(tp, r->in[0]), *dv = grad_of(tp, r->in[1]);
+    int rows = tg_tensor_rows(m), cols = tg_tensor_cols(m);
+    for (int i = 0; i < rows; i++) {
+        float g = r->out->grad[i];
+        for (int j = 0; j < cols; j++) {
+            size_t k = (size_t)i * cols + j;
+            if (dm)
+                dm[k] += g * m->data[k];
+            if (dv)
+                dv[k] += g * 0.5f * (expf(v->data[k]) - 1.0f);
+        }
+    }
+}
+
+tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar)
+{
+    check_same_shape("kl_normal", mean, logvar);
+    int rows = tg_tensor_rows(mean), cols = tg_tensor_cols(mean);
+    tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
+    for (int i = 0; i < rows; i++) {
+        float acc = 0.0f;
+        for (int j = 0; j < cols; j++) {
+            size_t k = (size_t)i * cols + j;
+            float m = mean->data[k], v = logvar->data[k];
+            acc += 1.0f + v - m * m - expf(v);
+        }
+        y->data[i] = -0.5f * acc;
+    }
+    record(tp, "kl_normal", kl_backward, y, 2, (tg_tensor *[]){mean, logvar});
+    return y;
+}

@@ -1,0 +1,76 @@
+/* Reductions: over all elements, or over the last axis of each row. Sums
+ * run in a fixed order (double accumulators) so results never depend on the
+ * thread count. */
+#include "tape.h"
+
+/* y[0] = s * sum(x), s = 1 or 1/n; dx += s * dy */
+static void sum_all_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    float g = r->f[0] * r->out->grad[0];
+    for (size_t i = 0; i < r->in[0]->size; i++)
+        dx[i] += g;
+}
+
+static tg_tensor *sum_all(tg_tape *tp, tg_tensor *x, const char *op, float s)
+{
+    tg_tensor *y = out_tensor(tp, 1, (int[]){1});
+    double acc = 0.0;
+    for (size_t i = 0; i < x->size; i++)
+        acc += x->data[i];
+    y->data[0] = (float)(s * acc);
+    tg_record *r = record(tp, op, sum_all_backward, y, 1, &x);
+    if (r)
+        r->f[0] = s;
+    return y;
+}
+
+tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x)
+{
+    return sum_all(tp, x, "sum", 1.0f);
+}
+
+tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x)
+{
+    return sum_all(tp, x, "mean", (float)(1.0 / (double)x->size));
+}
+
+/* x [R, C] -> y [R, 1], y[r] = s * sum_c x[r, c]; dx[r, c] += s * dy[r] */
+static void sum_rows_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    float *dx = grad_of(tp, r->in[0]);
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    for (int i = 0; i < rows; i++) {
+        float g = r->f[0] * r->out->grad[i];
+        for (int j = 0; j < cols; j++)
+            dx[(size_t)i * cols + j] += g;
+    }
+}
+
+static tg_tensor *sum_rows(tg_tape *tp, tg_tensor *x, const char *op, float s)
+{
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
+    for (int i = 0; i < rows; i++) {
+        double acc = 0.0;
+        for (int j = 0; j < cols; j++)
+            acc += x->data[(size_t)i * cols + j];
+        y->data[i] = (float)(s * acc);
+    }
+    tg_record *r = record(tp, op, sum_rows_backward, y, 1, &x);
+    if (r)
+        r->f[0] = s;
+    return y;
+}
+
+tg_tensor *tg_sum_rows(tg_tape *tp, tg_tensor *x)
+{
+    return sum_rows(tp, x, "sum_rows", 1.0f);
+}
+
+tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x)
+{
+    return sum_rows(tp, x, "mean_rows",
+                    (float)(1.0 / (double)tg_tensor_cols(x)));
+}

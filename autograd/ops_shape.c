@@ -1,0 +1,135 @@
+/* Ops that move data without arithmetic: split, concat, reshape. */
+#include "tape.h"
+
+#include <string.h>
+
+/* x [R, C] -> k outputs [R, C/k]; outs[p] holds columns [p*w, (p+1)*w).
+ * Backward adds each output's gradient into its slice of dx. */
+static void split_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    float *dx = grad_of(tp, r->in[0]);
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    int w = cols / r->n_out;
+    for (int p = 0; p < r->n_out; p++) {
+        const float *dy = r->outs[p]->grad;
+        if (!dy)
+            continue; /* this part did not reach the loss */
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < w; j++)
+                dx[(size_t)i * cols + p * w + j] += dy[(size_t)i * w + j];
+    }
+}
+
+void tg_split(tg_tape *tp, tg_tensor *x, int k, tg_tensor **outs)
+{
+    int cols = tg_tensor_cols(x), rows = tg_tensor_rows(x);
+    if (k < 1 || cols % k != 0) {
+        char s[64];
+        tg_fatal("split", "cannot split %s into %d equal parts along the "
+                          "last axis", tg_shape_str(x, s), k);
+    }
+    int w = cols / k;
+    int shape[TG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = w;
+    for (int p = 0; p < k; p++) {
+        outs[p] = out_tensor(tp, x->ndim, shape);
+        for (int i = 0; i < rows; i++)
+            memcpy(&outs[p]->data[(size_t)i * w],
+                   &x->data[(size_t)i * cols + p * w], (size_t)w * sizeof(float));
+    }
+    record_multi(tp, "split", split_backward, k, outs, 1, &x);
+}
+
+/* xs[p] [R, C_p] -> y [R, sum C_p]; each input gets back its columns. The
+ * inputs are kept in arena memory (r->saved) since a record holds at most
+ * TG_MAX_INPUTS. */
+typedef struct concat_saved {
+    int n;
+    tg_tensor **xs;
+} concat_saved;
+
+static void concat_backward(tg_tape *tp, tg_record *r)
+{
+    const concat_saved *s = r->saved;
+    const tg_tensor *y = r->out;
+    int rows = tg_tensor_rows(y), cols = tg_tensor_cols(y), off = 0;
+    for (int p = 0; p < s->n; p++) {
+        int w = tg_tensor_cols(s->xs[p]);
+        float *dx = grad_of(tp, s->xs[p]);
+        for (int i = 0; dx && i < rows; i++)
+            for (int j = 0; j < w; j++)
+                dx[(size_t)i * w + j] += y->grad[(size_t)i * cols + off + j];
+        off += w;
+    }
+}
+
+tg_tensor *tg_concat(tg_tape *tp, int n, tg_tensor **xs)
+{
+    if (n < 1)
+        tg_fatal("concat", "needs at least one tensor, got %d", n);
+    int rows = tg_tensor_rows(xs[0]), cols = 0;
+    bool any_grad = false;
+    for (int p = 0; p < n; p++) {
+        char s0[64], sp[64];
+        bool same_lead = xs[p]->ndim == xs[0]->ndim;
+        for (int d = 0; same_lead && d < xs[0]->ndim - 1; d++)
+            same_lead = xs[p]->shape[d] == xs[0]->shape[d];
+        if (!same_lead)
+            tg_fatal("concat", "leading dims differ: %s and %s",
+                     tg_shape_str(xs[0], s0), tg_shape_str(xs[p], sp));
+        cols += tg_tensor_cols(xs[p]);
+        any_grad |= xs[p]->requires_grad;
+    }
+    int shape[TG_MAX_DIMS];
+    memcpy(shape, xs[0]->shape, sizeof shape);
+    shape[xs[0]->ndim - 1] = cols;
+    tg_tensor *y = out_tensor(tp, xs[0]->ndim, shape);
+    int off = 0;
+    for (int p = 0; p < n; p++) {
+        int w = tg_tensor_cols(xs[p]);
+        for (int i = 0; i < rows; i++)
+            memcpy(&y->data[(size_t)i * cols + off],
+                   &xs[p]->data[(size_t)i * w], (size_t)w * sizeof(float));
+        off += w;
+    }
+    /* Record with a stand-in input list: any one input that requires grad
+     * makes the op recorded; the real list is in saved. */
+    tg_tensor *probe = xs[0];
+    for (int p = 0; p < n && any_grad; p++)
+        if (xs[p]->requires_grad)
+            probe = xs[p];
+    tg_record *r = record(tp, "concat", concat_backward, y, 1, &probe);
+    if (r) {
+        concat_saved *s = tg_tape_alloc(tp, sizeof *s);
+        s->n = n;
+        s->xs = tg_tape_alloc(tp, (size_t)n * sizeof *s->xs);
+        memcpy(s->xs, xs, (size_t)n * sizeof *xs);
+        r->saved = s;
+    }
+    return y;
+}
+
+/* y has x's data under a new shape; dx += dy */
+static void reshape_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    for (size_t i = 0; i < r->out->size; i++)
+        dx[i] += dy[i];
+}
+
+tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape)
+{
+    tg_tensor *y = tg_tape_alloc(tp, sizeof *y);
+    tg_tensor_init_shape(y, ndim, shape);
+    if (y->size != x->size) {
+        char sx[64], sy[64];
+        tg_fatal("reshape", "%s has %zu elements, %s has %zu",
+                 tg_shape_str(x, sx), x->size, tg_shape_str(y, sy), y->size);
+    }
+    y->data = x->data;
+    record(tp, "reshape", reshape_backward, y, 1, &x);
+    return y;
+}

@@ -1,0 +1,269 @@
+/* The tape: an arena for every tensor a step makes, and the list of records
+ * that backward walks in reverse. */
+#include "tape.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_ALIGN 64
+#define ARENA_MIN_BLOCK ((size_t)1 << 20)
+
+/* The arena is a chain of blocks. During the first steps it may grow a block
+ * at a time; at reset, a chain of several blocks is replaced by one block as
+ * large as all of them, so a steady-state step fits in one block and
+ * allocates nothing. */
+typedef struct block {
+    struct block *next;
+    size_t cap, used;
+    unsigned char *mem;
+} block;
+
+struct tg_tape {
+    block *first, *cur;
+    tg_record *records;
+    size_t n_records, cap_records;
+    bool recording;
+    size_t heap_allocs;
+};
+
+static block *block_new(tg_tape *tp, size_t cap)
+{
+    block *b = malloc(sizeof *b);
+    if (!b)
+        tg_fatal("tape", "out of memory");
+    b->mem = aligned_alloc(ARENA_ALIGN, cap);
+    if (!b->mem)
+        tg_fatal("tape", "out of memory for a %zu-byte arena block", cap);
+    b->next = NULL;
+    b->cap = cap;
+    b->used = 0;
+    tp->heap_allocs += 2;
+    return b;
+}
+
+static void blocks_free(block *b)
+{
+    while (b) {
+        block *next = b->next;
+        free(b->mem);
+        free(b);
+        b = next;
+    }
+}
+
+tg_tape *tg_tape_new(void)
+{
+    tg_tape *tp = calloc(1, sizeof *tp);
+    if (!tp)
+        tg_fatal("tape", "out of memory");
+    tp->recording = true;
+    tp->first = tp->cur = block_new(tp, ARENA_MIN_BLOCK);
+    return tp;
+}
+
+void tg_tape_free(tg_tape *tp)
+{
+    if (!tp)
+        return;
+    blocks_free(tp->first);
+    free(tp->records);
+    free(tp);
+}
+
+void tg_tape_reset(tg_tape *tp)
+{
+    if (tp->first->next) {
+        size_t total = 0;
+        for (block *b = tp->first; b; b = b->next)
+            total += b->cap;
+        blocks_free(tp->first);
+        tp->first = block_new(tp, total);
+    }
+    tp->first->used = 0;
+    tp->cur = tp->first;
+    tp->n_records = 0;
+}
+
+bool tg_tape_set_recording(tg_tape *tp, bool on)
+{
+    bool old = tp->recording;
+    tp->recording = on;
+    return old;
+}
+
+bool tg_tape_recording(const tg_tape *tp) { return tp->recording; }
+
+size_t tg_tape_arena_bytes(const tg_tape *tp)
+{
+    size_t total = 0;
+    for (const block *b = tp->first; b; b = b->next)
+        total += b->cap;
+    return total;
+}
+
+size_t tg_tape_heap_allocs(const tg_tape *tp) { return tp->heap_allocs; }
+size_t tg_tape_records(const tg_tape *tp) { return tp->n_records; }
+
+void *tg_tape_alloc(tg_tape *tp, size_t bytes)
+{
+    if (bytes > SIZE_MAX - ARENA_ALIGN)
+        tg_fatal("tape", "allocation of %zu bytes", bytes);
+    bytes = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (bytes == 0)
+        bytes = ARENA_ALIGN;
+    block *b = tp->cur;
+    if (b->cap - b->used < bytes) {
+        size_t cap = b->cap * 2 > bytes ? b->cap * 2 : bytes;
+        block *fresh = block_new(tp, cap);
+        fresh->next = b->next;
+        b->next = fresh;
+        tp->cur = b = fresh;
+    }
+    void *p = b->mem + b->used;
+    b->used += bytes;
+    return p;
+}
+
+tg_tensor *tg_tape_tensor(tg_tape *tp, int ndim, const int *shape, bool zeroed)
+{
+    tg_tensor *t = tg_tape_alloc(tp, sizeof *t);
+    tg_tensor_init_shape(t, ndim, shape);
+    t->data = tg_tape_alloc(tp, t->size * sizeof(float));
+    if (zeroed)
+        memset(t->data, 0, t->size * sizeof(float));
+    return t;
+}
+
+tg_tensor *tg_tape_tensor2(tg_tape *tp, int rows, int cols, bool zeroed)
+{
+    return tg_tape_tensor(tp, 2, (int[]){rows, cols}, zeroed);
+}
+
+tg_tensor *out_tensor(tg_tape *tp, int ndim, const int *shape)
+{
+    return tg_tape_tensor(tp, ndim, shape, false);
+}
+
+tg_tensor *out_like(tg_tape *tp, const tg_tensor *x)
+{
+    return tg_tape_tensor(tp, x->ndim, x->shape, false);
+}
+
+float *grad_of(tg_tape *tp, tg_tensor *t)
+{
+    if (!t->requires_grad)
+        return NULL;
+    if (!t->grad) {
+        t->grad = tg_tape_alloc(tp, t->size * sizeof(float));
+        memset(t->grad, 0, t->size * sizeof(float));
+    }
+    return t->grad;
+}
+
+void check_same_shape(const char *op, const tg_tensor *a, const tg_tensor *b)
+{
+    bool same = a->ndim == b->ndim;
+    for (int d = 0; same && d < a->ndim; d++)
+        same = a->shape[d] == b->shape[d];
+    if (!same) {
+        char sa[64], sb[64];
+        tg_fatal(op, "shapes differ: %s and %s", tg_shape_str(a, sa),
+                 tg_shape_str(b, sb));
+    }
+}
+
+static tg_record *append(tg_tape *tp)
+{
+    if (tp->n_records == tp->cap_records) {
+        size_t cap = tp->cap_records ? tp->cap_records * 2 : 256;
+        tg_record *grown = realloc(tp->records, cap * sizeof *grown);
+        if (!grown)
+            tg_fatal("tape", "out of memory for %zu records", cap);
+        tp->records = grown;
+        tp->cap_records = cap;
+        tp->heap_allocs++;
+    }
+    tg_record *r = &tp->records[tp->n_records++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+static bool wants_grad(const tg_tape *tp, int n_in, tg_tensor *const *in)
+{
+    if (!tp->recording)
+        return false;
+    for (int i = 0; i < n_in; i++)
+        if (in[i]->requires_grad)
+            return true;
+    return false;
+}
+
+tg_record *record_multi(tg_tape *tp, const char *op, tg_backward_fn backward,
+                        int n_out, tg_tensor **outs, int n_in,
+                        tg_tensor *const *in)
+{
+    if (n_in > TG_MAX_INPUTS)
+        tg_fatal(op, "%d inputs recorded, at most %d", n_in, TG_MAX_INPUTS);
+    if (!wants_grad(tp, n_in, in))
+        return NULL;
+    tg_record *r = append(tp);
+    r->op = op;
+    r->backward = backward;
+    r->n_in = n_in;
+    for (int i = 0; i < n_in; i++)
+        r->in[i] = in[i];
+    r->n_out = n_out;
+    if (n_out == 1) {
+        r->out = outs[0];
+    } else {
+        r->outs = tg_tape_alloc(tp, (size_t)n_out * sizeof *outs);
+        memcpy(r->outs, outs, (size_t)n_out * sizeof *outs);
+    }
+    for (int i = 0; i < n_out; i++)
+        outs[i]->requires_grad = true;
+    return r;
+}
+
+tg_record *record(tg_tape *tp, const char *op, tg_backward_fn backward,
+                  tg_tensor *out, int n_in, tg_tensor *const *in)
+{
+    return record_multi(tp, op, backward, 1, &out, n_in, in);
+}
+
+static bool has_grad(const tg_record *r)
+{
+    if (r->out)
+        return r->out->grad != NULL;
+    for (int i = 0; i < r->n_out; i++)
+        if (r->outs[i]->grad)
+            return true;
+    return false;
+}
+
+void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed)
+{
+    if (!out->requires_grad)
+        tg_fatal("backward", "output does not depend on anything that "
+                             "requires grad (or was computed while not "
+                             "recording)");
+    float *dout = grad_of(tp, out);
+    for (size_t i = 0; i < out->size; i++)
+        dout[i] += seed[i];
+    for (size_t k = tp->n_records; k-- > 0;) {
+        tg_record *r = &tp->records[k];
+        if (has_grad(r))
+            r->backward(tp, r);
+    }
+}
+
+void tg_backward(tg_tape *tp, tg_tensor *loss)
+{
+    if (loss->size != 1) {
+        char s[64];
+        tg_fatal("backward", "loss must have one element, got shape %s",
+                 tg_shape_str(loss, s));
+    }
+    const float one = 1.0f;
+    tg_backward_with(tp, loss, &one);
+}

@@ -1,0 +1,105 @@
+/* Long-lived tensors, shapes, and the one abort path for API misuse. */
+#include "tape.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tg_fatal(const char *op, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "tapegrad: %s: ", op);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+const char *tg_shape_str(const tg_tensor *t, char *buf)
+{
+    int n = sprintf(buf, "[");
+    for (int d = 0; d < t->ndim; d++)
+        n += sprintf(buf + n, d ? ", %d" : "%d", t->shape[d]);
+    sprintf(buf + n, "]");
+    return buf;
+}
+
+/* Checks a shape and returns its element count. */
+static size_t shape_size(const char *op, int ndim, const int *shape)
+{
+    if (ndim < 1 || ndim > TG_MAX_DIMS)
+        tg_fatal(op, "ndim %d outside 1..%d", ndim, TG_MAX_DIMS);
+    size_t size = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 1)
+            tg_fatal(op, "dim %d is %d, must be >= 1", d, shape[d]);
+        if (size > SIZE_MAX / 4 / (size_t)shape[d])
+            tg_fatal(op, "shape too large");
+        size *= (size_t)shape[d];
+    }
+    return size;
+}
+
+void tg_tensor_init_shape(tg_tensor *t, int ndim, const int *shape)
+{
+    memset(t, 0, sizeof *t);
+    t->size = shape_size("tensor", ndim, shape);
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+}
+
+tg_tensor *tg_tensor_new(int ndim, const int *shape)
+{
+    tg_tensor *t = malloc(sizeof *t);
+    if (!t)
+        tg_fatal("tensor_new", "out of memory");
+    tg_tensor_init_shape(t, ndim, shape);
+    t->data = calloc(t->size, sizeof(float));
+    if (!t->data)
+        tg_fatal("tensor_new", "out of memory for %zu floats", t->size);
+    t->owns_data = true;
+    return t;
+}
+
+tg_tensor *tg_tensor_new2(int rows, int cols)
+{
+    return tg_tensor_new(2, (int[]){rows, cols});
+}
+
+void tg_tensor_free(tg_tensor *t)
+{
+    if (!t)
+        return;
+    if (t->owns_data) {
+        free(t->data);
+        free(t->grad);
+    }
+    free(t);
+}
+
+void tg_tensor_require_grad(tg_tensor *t)
+{
+    t->requires_grad = true;
+    if (!t->grad) {
+        if (!t->owns_data)
+            tg_fatal("require_grad", "tensor does not own its storage");
+        t->grad = calloc(t->size, sizeof(float));
+        if (!t->grad)
+            tg_fatal("require_grad", "out of memory");
+    }
+}
+
+void tg_tensor_zero_grad(tg_tensor *t)
+{
+    if (t->grad)
+        memset(t->grad, 0, t->size * sizeof(float));
+}
+
+int tg_tensor_cols(const tg_tensor *t) { return t->shape[t->ndim - 1]; }
+
+int tg_tensor_rows(const tg_tensor *t)
+{
+    return (int)(t->size / (size_t)t->shape[t->ndim - 1]);
+}
