@@ -1,0 +1,206 @@
+/* The tape: records, reset, recording off, allocation-free steps, and the
+ * messages API misuse dies with. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tg_autograd.h"
+
+static tg_tensor *filled(int rows, int cols, float start)
+{
+    tg_tensor *t = tg_tensor_new2(rows, cols);
+    for (size_t i = 0; i < t->size; i++)
+        t->data[i] = start + 0.01f * (float)i;
+    return t;
+}
+
+/* One "training step" of a small MLP on the tape. */
+static float step(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b)
+{
+    tg_tape_reset(tp);
+    tg_tensor *h = tg_relu(tp, tg_dense(tp, x, W, b));
+    tg_tensor *loss = tg_mean(tp, tg_square(tp, h));
+    tg_backward(tp, loss);
+    return loss->data[0];
+}
+
+static void test_steps_after_warmup_do_not_allocate(void **state)
+{
+    (void)state;
+    tg_tensor *x = filled(64, 300, -1.0f), *W = filled(500, 300, -0.5f);
+    tg_tensor *b = filled(1, 500, 0.0f);
+    tg_tensor_require_grad(W);
+    tg_tensor_require_grad(b);
+    tg_tape *tp = tg_tape_new();
+    step(tp, x, W, b); /* grows the arena past its first block */
+    step(tp, x, W, b); /* runs on the coalesced block */
+    size_t allocs = tg_tape_heap_allocs(tp), bytes = tg_tape_arena_bytes(tp);
+    for (int i = 0; i < 5; i++)
+        step(tp, x, W, b);
+    assert_int_equal(tg_tape_heap_allocs(tp), allocs);
+    assert_int_equal(tg_tape_arena_bytes(tp), bytes);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(W);
+    tg_tensor_free(b);
+}
+
+static void test_gradients_accumulate_until_zeroed(void **state)
+{
+    (void)state;
+    tg_tensor *x = filled(2, 3, 0.5f);
+    tg_tensor_require_grad(x);
+    tg_tape *tp = tg_tape_new();
+    tg_backward(tp, tg_sum(tp, tg_scale(tp, x, 3.0f)));
+    tg_tape_reset(tp);
+    tg_backward(tp, tg_sum(tp, tg_scale(tp, x, 3.0f)));
+    for (size_t i = 0; i < x->size; i++)
+        assert_float_equal(x->grad[i], 6.0f, 0.0f);
+    tg_tensor_zero_grad(x);
+    assert_float_equal(x->grad[0], 0.0f, 0.0f);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
+static void test_recording_off_keeps_no_records(void **state)
+{
+    (void)state;
+    tg_tensor *x = filled(4, 4, 0.1f);
+    tg_tensor_require_grad(x);
+    tg_tape *tp = tg_tape_new();
+    bool was = tg_tape_set_recording(tp, false);
+    assert_true(was);
+    tg_tensor *y = tg_exp(tp, tg_sum(tp, x));
+    assert_int_equal(tg_tape_records(tp), 0);
+    assert_false(y->requires_grad);
+    tg_tape_set_recording(tp, true);
+    tg_exp(tp, tg_sum(tp, x));
+    assert_int_equal(tg_tape_records(tp), 2);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
+static void test_constants_record_nothing(void **state)
+{
+    (void)state;
+    tg_tensor *x = filled(4, 4, 0.1f); /* no requires_grad */
+    tg_tape *tp = tg_tape_new();
+    tg_exp(tp, x);
+    assert_int_equal(tg_tape_records(tp), 0);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
+static void test_reshape_is_a_view(void **state)
+{
+    (void)state;
+    tg_tensor *x = filled(2, 6, 0.0f);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_reshape(tp, x, 3, (int[]){3, 2, 2});
+    assert_ptr_equal(y->data, x->data);
+    assert_int_equal(tg_tensor_rows(y), 6);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
+/* ---- misuse dies with a message naming the op and the shapes ------------ */
+
+typedef void (*misuse_fn)(void);
+
+/* Runs fn in a child; expects SIGABRT and stderr containing every needle. */
+static void expect_abort(misuse_fn fn, const char *needle1, const char *needle2)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        signal(SIGABRT, SIG_DFL);
+        fn();
+        _exit(0);
+    }
+    close(fds[1]);
+    char msg[512] = {0};
+    size_t n = 0;
+    ssize_t got;
+    while (n < sizeof msg - 1 &&
+           (got = read(fds[0], msg + n, sizeof msg - 1 - n)) > 0)
+        n += (size_t)got;
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    printf("  died as expected: %s", msg);
+    assert_non_null(strstr(msg, needle1));
+    assert_non_null(strstr(msg, needle2));
+}
+
+static void misuse_dense(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_dense(tp, tg_tensor_new2(4, 3), tg_tensor_new2(5, 7), NULL);
+}
+static void misuse_add(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_add(tp, tg_tensor_new2(4, 3), tg_tensor_new2(2, 3));
+}
+static void misuse_matmul(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_matmul(tp, tg_tensor_new2(4, 3), tg_tensor_new2(4, 3), false, false);
+}
+static void misuse_split(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *parts[3];
+    tg_split(tp, tg_tensor_new2(2, 5), 3, parts);
+}
+static void misuse_backward(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tg_tensor_new2(2, 3);
+    tg_tensor_require_grad(x);
+    tg_backward(tp, tg_exp(tp, x));
+}
+static void misuse_bce(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_bce_with_logits(tp, tg_tensor_new2(2, 3), tg_tensor_new2(3, 2));
+}
+
+static void test_misuse_aborts_naming_op_and_shapes(void **state)
+{
+    (void)state;
+    expect_abort(misuse_dense, "dense", "[4, 3]");
+    expect_abort(misuse_add, "add", "[2, 3]");
+    expect_abort(misuse_matmul, "matmul", "[4, 3]");
+    expect_abort(misuse_split, "split", "[2, 5]");
+    expect_abort(misuse_backward, "backward", "[2, 3]");
+    expect_abort(misuse_bce, "bce_with_logits", "[3, 2]");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_steps_after_warmup_do_not_allocate),
+        cmocka_unit_test(test_gradients_accumulate_until_zeroed),
+        cmocka_unit_test(test_recording_off_keeps_no_records),
+        cmocka_unit_test(test_constants_record_nothing),
+        cmocka_unit_test(test_reshape_is_a_view),
+        cmocka_unit_test(test_misuse_aborts_naming_op_and_shapes),
+    };
+    return cmocka_run_group_tests_name("autograd tape", tests, NULL, NULL);
+}
