@@ -4,5 +4,6 @@
 
 #include "tg_autograd.h"
 #include "tg_nn.h"
+#include "tg_vae.h"
 
 #endif

@@ -1,0 +1,146 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *cli_prog = "tapegrad";
+
+void cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", cli_prog);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (try --help)\n");
+    va_end(ap);
+    exit(2);
+}
+
+int cli_int(const char *flag, const char *s, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        cli_usage_error("%s: expected an integer in [%ld, %ld], got '%s'",
+                        flag, lo, hi, s);
+    return (int)v;
+}
+
+uint64_t cli_u64(const char *flag, const char *s) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-')
+        cli_usage_error("%s: expected a non-negative integer, got '%s'", flag,
+                        s);
+    return (uint64_t)v;
+}
+
+float cli_float_pos(const char *flag, const char *s, double hi) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || !(v > 0.0) || v > hi)
+        cli_usage_error("%s: expected a number in (0, %g], got '%s'", flag, hi,
+                        s);
+    return (float)v;
+}
+
+void cli_getopt_error(int c, char **argv) {
+    const char *arg = argv[optind - 1];
+    if (c == ':')
+        cli_usage_error("option '%s' needs a value", arg);
+    cli_usage_error("unknown option '%s'", arg);
+}
+
+static bool mkdir_p(const char *dir) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return false;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return false;
+        *p = '/';
+    }
+    return mkdir(buf, 0777) == 0 || errno == EEXIST;
+}
+
+bool cli_prepare_out_dir(const char *dir) {
+    struct stat st;
+    if (!mkdir_p(dir) || stat(dir, &st) != 0) {
+        fprintf(stderr, "%s: cannot create output folder %s: %s\n", cli_prog,
+                dir, strerror(errno));
+        return false;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "%s: output path %s is not a folder\n", cli_prog, dir);
+        return false;
+    }
+    const char *probe = cli_path(dir, ".write_test");
+    FILE *f = fopen(probe, "w");
+    if (!f || fclose(f) != 0) {
+        fprintf(stderr, "%s: output folder %s is not writable: %s\n", cli_prog,
+                dir, strerror(errno));
+        return false;
+    }
+    remove(probe);
+    return true;
+}
+
+const char *cli_path(const char *dir, const char *name) {
+    static char bufs[4][4096];
+    static int next;
+    char *b = bufs[next++ % 4];
+    snprintf(b, sizeof bufs[0], "%s/%s", dir, name);
+    return b;
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void cli_progress_start(cli_progress *p, int total) {
+    p->tty = isatty(STDERR_FILENO);
+    p->total = total;
+    p->t0 = cli_now();
+    p->last_draw = 0.0;
+}
+
+void cli_progress_update(cli_progress *p, int done, int samples, double loss) {
+    if (!p->tty)
+        return;
+    double now = cli_now(), dt = now - p->t0;
+    if (done < p->total && now - p->last_draw < 0.1)
+        return;
+    p->last_draw = now;
+    enum { WIDTH = 30 };
+    int fill = p->total > 0 ? (int)((long)WIDTH * done / p->total) : WIDTH;
+    char bar[WIDTH + 1];
+    for (int i = 0; i < WIDTH; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[WIDTH] = '\0';
+    double rate = dt > 0 ? samples / dt : 0.0;
+    double eta = done > 0 ? dt * (p->total - done) / done : 0.0;
+    fprintf(stderr, "\r[%s] %d/%d  loss %.2f  %.0f samples/s  ETA %.0fs  ",
+            bar, done, p->total, loss, rate, eta);
+    fflush(stderr);
+}
+
+void cli_progress_end(cli_progress *p) {
+    if (p->tty)
+        fprintf(stderr, "\r\033[K");
+}

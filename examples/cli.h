@@ -1,0 +1,50 @@
+/* What the example programs share: strict flag values, the output folder,
+ * and a progress bar. Errors print one line "<prog>: ..." to stderr. */
+#ifndef EX_CLI_H
+#define EX_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The program name used in messages ("vae_mnist"). */
+extern const char *cli_prog;
+
+/* Prints "<prog>: <message> (try --help)" and exits with status 2. */
+#if defined(__GNUC__)
+__attribute__((noreturn, format(printf, 1, 2)))
+#endif
+void cli_usage_error(const char *fmt, ...);
+
+/* Whole-string parses; a value out of [lo, hi] or with trailing junk is a
+ * usage error naming the flag. */
+int cli_int(const char *flag, const char *s, long lo, long hi);
+uint64_t cli_u64(const char *flag, const char *s);
+float cli_float_pos(const char *flag, const char *s, double hi); /* (0, hi] */
+
+/* Reports the getopt_long failure at argv[optind - 1] (unknown option or
+ * missing value) as a usage error. c is what getopt_long returned. */
+void cli_getopt_error(int c, char **argv);
+
+/* mkdir -p dir, then proves it is writable by creating and removing a file.
+ * On failure prints "<prog>: <dir>: <reason>" and returns false. */
+bool cli_prepare_out_dir(const char *dir);
+
+/* "<dir>/<name>" in a static buffer that is reused after 4 calls. */
+const char *cli_path(const char *dir, const char *name);
+
+double cli_now(void); /* seconds, monotonic */
+
+/* A one-line progress bar redrawn on stderr when stderr is a terminal;
+ * does nothing otherwise. */
+typedef struct cli_progress {
+    bool tty;
+    int total;
+    double t0;
+    double last_draw;
+} cli_progress;
+
+void cli_progress_start(cli_progress *p, int total);
+void cli_progress_update(cli_progress *p, int done, int samples, double loss);
+void cli_progress_end(cli_progress *p); /* clears the line */
+
+#endif

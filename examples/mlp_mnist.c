@@ -1,0 +1,218 @@
+/* mlp_mnist: a digit classifier, Dense(784, hidden) - ReLU - Dense(10) with
+ * softmax cross-entropy and Adam, written with the same nn API as the VAE.
+ * Prints train loss and test accuracy per epoch. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "tapegrad.h"
+
+#ifndef TG_DEFAULT_DATA_DIR
+#define TG_DEFAULT_DATA_DIR "data/mnist"
+#endif
+
+typedef struct options {
+    const char *data;
+    int epochs, batch, hidden, threads, max_batches;
+    float lr;
+    uint64_t seed;
+} options;
+
+enum { CLASSES = 10, EVAL_BATCH = 1000 };
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: mlp_mnist [options]\n"
+            "Trains a one-hidden-layer classifier on MNIST-format IDX files.\n\n"
+            "  --data DIR        folder with the 4 IDX files, raw or .gz\n"
+            "                    (default %s)\n"
+            "  --epochs N        epochs (default 5)\n"
+            "  --batch N         batch size (default 128)\n"
+            "  --hidden N        hidden units (default 256)\n"
+            "  --lr X            Adam learning rate (default 1e-3)\n"
+            "  --seed N          seed (default 1)\n"
+            "  --threads N       threads, 0 = all cores (default 0)\n"
+            "  --max-batches N   stop each epoch after N batches\n"
+            "  --help, --version\n",
+            TG_DEFAULT_DATA_DIR);
+}
+
+static options parse_options(int argc, char **argv) {
+    options o = {.data = TG_DEFAULT_DATA_DIR, .epochs = 5, .batch = 128,
+                 .hidden = 256, .lr = 1e-3f, .seed = 1};
+    static const struct option longopts[] = {
+        {"data", required_argument, NULL, 'd'},
+        {"epochs", required_argument, NULL, 'e'},
+        {"batch", required_argument, NULL, 'b'},
+        {"hidden", required_argument, NULL, 'H'},
+        {"lr", required_argument, NULL, 'l'},
+        {"seed", required_argument, NULL, 's'},
+        {"threads", required_argument, NULL, 't'},
+        {"max-batches", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd': o.data = optarg; break;
+        case 'e': o.epochs = cli_int("--epochs", optarg, 1, 100000); break;
+        case 'b': o.batch = cli_int("--batch", optarg, 1, 65536); break;
+        case 'H': o.hidden = cli_int("--hidden", optarg, 1, 65536); break;
+        case 'l': o.lr = cli_float_pos("--lr", optarg, 10.0); break;
+        case 's': o.seed = cli_u64("--seed", optarg); break;
+        case 't': o.threads = cli_int("--threads", optarg, 0, 1024); break;
+        case 'm':
+            o.max_batches = cli_int("--max-batches", optarg, 1, 1 << 30);
+            break;
+        case 'h': usage(stdout); exit(0);
+        case 'V':
+            printf("mlp_mnist (tapegrad %s)\n", TG_VERSION);
+            exit(0);
+        default: cli_getopt_error(c, argv);
+        }
+    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
+    return o;
+}
+
+typedef struct mlp {
+    tg_params *params;
+    tg_dense_layer fc1, fc2;
+} mlp;
+
+/* logits [B, 10] = dense(fc2, relu(dense(fc1, x))) */
+static tg_tensor *mlp_logits(tg_tape *tp, const mlp *m, tg_tensor *x) {
+    return tg_dense_apply(tp, &m->fc2,
+                          tg_relu(tp, tg_dense_apply(tp, &m->fc1, x)));
+}
+
+/* Fraction of test images whose largest logit is their label. */
+static double accuracy(tg_tape *tp, const mlp *m, const tg_dataset *test) {
+    bool was = tg_tape_set_recording(tp, false);
+    int input = test->rows * test->cols, correct = 0;
+    for (int i = 0; i < test->n; i += EVAL_BATCH) {
+        int n = test->n - i < EVAL_BATCH ? test->n - i : EVAL_BATCH;
+        tg_tape_reset(tp);
+        tg_tensor *x = tg_tape_tensor2(tp, n, input, false);
+        memcpy(x->data, test->images + (size_t)i * input,
+               sizeof(float) * (size_t)n * input);
+        tg_tensor *logits = mlp_logits(tp, m, x);
+        for (int r = 0; r < n; r++) {
+            const float *row = logits->data + (size_t)r * CLASSES;
+            int best = 0;
+            for (int k = 1; k < CLASSES; k++)
+                if (row[k] > row[best])
+                    best = k;
+            correct += best == test->labels[i + r];
+        }
+    }
+    tg_tape_reset(tp);
+    tg_tape_set_recording(tp, was);
+    return (double)correct / test->n;
+}
+
+static bool labels_ok(const tg_dataset *ds, const char *dir) {
+    for (int i = 0; i < ds->n; i++)
+        if (ds->labels[i] >= CLASSES) {
+            fprintf(stderr, "mlp_mnist: %s: label %d of image %d is not 0..9\n",
+                    dir, ds->labels[i], i);
+            return false;
+        }
+    return true;
+}
+
+int main(int argc, char **argv) {
+    cli_prog = "mlp_mnist";
+    options o = parse_options(argc, argv);
+    tg_set_threads(o.threads);
+
+    tg_dataset train = {0}, test = {0};
+    if (tg_mnist_load(o.data, true, &train) != TG_OK ||
+        tg_mnist_load(o.data, false, &test) != TG_OK) {
+        fprintf(stderr, "mlp_mnist: %s\n", tg_errmsg());
+        return 2;
+    }
+    int input = train.rows * train.cols;
+    if (test.rows * test.cols != input || !labels_ok(&train, o.data) ||
+        !labels_ok(&test, o.data)) {
+        if (test.rows * test.cols != input)
+            fprintf(stderr, "mlp_mnist: %s: train and test image sizes "
+                            "differ\n", o.data);
+        return 2;
+    }
+
+    mlp m = {.params = tg_params_new()};
+    tg_rng init;
+    tg_rng_seed(&init, o.seed, 0);
+    tg_dense_layer_init(&m.fc1, m.params, "fc1", input, o.hidden, TG_INIT_HE,
+                        &init);
+    tg_dense_layer_init(&m.fc2, m.params, "fc2", o.hidden, CLASSES,
+                        TG_INIT_GLOROT, &init);
+    tg_optim *opt = tg_adam_new(m.params, o.lr);
+    printf("mlp_mnist: %d train / %d test images, model %d-%d-%d, %zu "
+           "parameters, batch %d, Adam lr %g\n",
+           train.n, test.n, input, o.hidden, CLASSES,
+           tg_params_numel(m.params), o.batch, (double)o.lr);
+
+    tg_tape *tp = tg_tape_new();
+    tg_batcher batcher;
+    tg_batcher_init(&batcher, &train, o.batch, o.seed);
+    float *xbuf = malloc(sizeof(float) * (size_t)o.batch * input);
+    int *labels = malloc(sizeof(int) * (size_t)o.batch);
+    int n_batches = tg_batcher_count(&batcher);
+    if (o.max_batches && o.max_batches < n_batches)
+        n_batches = o.max_batches;
+
+    for (int epoch = 1; epoch <= o.epochs; epoch++) {
+        tg_batcher_start(&batcher, epoch, 0);
+        cli_progress bar;
+        cli_progress_start(&bar, n_batches);
+        double total = 0.0, t0 = cli_now();
+        int seen = 0, n;
+        for (int i = 0; i < n_batches &&
+                        (n = tg_batcher_next(&batcher, xbuf, labels)) > 0;
+             i++) {
+            tg_tape_reset(tp);
+            tg_tensor *x = tg_tape_tensor2(tp, n, input, false);
+            memcpy(x->data, xbuf, sizeof(float) * (size_t)n * input);
+            tg_params_zero_grad(m.params);
+            tg_tensor *loss =
+                tg_loss_softmax_xent(tp, mlp_logits(tp, &m, x), labels);
+            if (!isfinite(loss->data[0])) {
+                cli_progress_end(&bar);
+                fprintf(stderr, "mlp_mnist: loss is %g at step %lld; "
+                                "stopping (try a smaller --lr)\n",
+                        (double)loss->data[0], (long long)opt->step + 1);
+                return 1;
+            }
+            tg_backward(tp, loss);
+            tg_optim_step(opt);
+            total += (double)loss->data[0] * n;
+            seen += n;
+            cli_progress_update(&bar, i + 1, seen, total / seen);
+        }
+        double dt = cli_now() - t0;
+        cli_progress_end(&bar);
+        printf("epoch %d  train loss %.4f  test accuracy %.2f%%  %.0f "
+               "samples/s\n",
+               epoch, total / seen, 100.0 * accuracy(tp, &m, &test),
+               seen / dt);
+        fflush(stdout);
+    }
+
+    free(xbuf);
+    free(labels);
+    tg_batcher_free(&batcher);
+    tg_tape_free(tp);
+    tg_optim_free(opt);
+    tg_params_free(m.params);
+    tg_dataset_free(&train);
+    tg_dataset_free(&test);
+    return 0;
+}

@@ -1,0 +1,471 @@
+/* vae_mnist: trains the VAE of models/vae.c on MNIST-format IDX data.
+ *
+ * Per epoch it prints train and test -ELBO in nats per sample (the summed
+ * per-example loss divided by the number of examples, as
+ * /work/shared/bench/torch_vae.py does) with its rec and KL terms, and writes
+ * metrics.csv, loss.svg, reconstructions.png, samples.png, manifold.png
+ * (latent = 2) and checkpoint.safetensors to --out.
+ *
+ * Random streams (all from --seed): 0 weights, 1 picture noise, 2 manifold,
+ * 1000 + epoch training noise, 2000 + epoch test noise; the batch order
+ * depends on (seed, epoch). A run resumed from an epoch's checkpoint
+ * therefore continues exactly as if it had not stopped. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "png.h"
+#include "svg.h"
+#include "tapegrad.h"
+
+#ifndef TG_DEFAULT_DATA_DIR
+#define TG_DEFAULT_DATA_DIR "data/mnist"
+#endif
+
+typedef struct options {
+    const char *data, *out, *resume;
+    int epochs, batch, hidden, latent, threads, max_batches;
+    float lr;
+    uint64_t seed;
+} options;
+
+/* One row of metrics.csv. */
+typedef struct epoch_stats {
+    int epoch;
+    int64_t step;
+    double train, train_rec, train_kl, test, test_rec, test_kl;
+    double samples_per_s;
+} epoch_stats;
+
+enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000 };
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: vae_mnist [options]\n"
+            "Trains a variational autoencoder on MNIST-format IDX files.\n\n"
+            "  --data DIR        folder with the 4 IDX files, raw or .gz\n"
+            "                    (default %s)\n"
+            "  --epochs N        epochs in total (default 10)\n"
+            "  --batch N         batch size (default 128)\n"
+            "  --hidden N        hidden units, 0 = no hidden layer (400)\n"
+            "  --latent N        latent dimension (default 20)\n"
+            "  --lr X            Adam learning rate (default 1e-3)\n"
+            "  --seed N          seed of every random stream (default 1)\n"
+            "  --threads N       threads, 0 = all cores (default 0)\n"
+            "  --out DIR         output folder (default out/vae_mnist)\n"
+            "  --resume FILE     continue from a checkpoint\n"
+            "  --max-batches N   stop each epoch after N batches\n"
+            "  --help, --version\n",
+            TG_DEFAULT_DATA_DIR);
+}
+
+static options parse_options(int argc, char **argv) {
+    options o = {.data = TG_DEFAULT_DATA_DIR, .out = "out/vae_mnist",
+                 .epochs = 10, .batch = 128, .hidden = 400, .latent = 20,
+                 .lr = 1e-3f, .seed = 1};
+    static const struct option longopts[] = {
+        {"data", required_argument, NULL, 'd'},
+        {"epochs", required_argument, NULL, 'e'},
+        {"batch", required_argument, NULL, 'b'},
+        {"hidden", required_argument, NULL, 'H'},
+        {"latent", required_argument, NULL, 'z'},
+        {"lr", required_argument, NULL, 'l'},
+        {"seed", required_argument, NULL, 's'},
+        {"threads", required_argument, NULL, 't'},
+        {"out", required_argument, NULL, 'o'},
+        {"resume", required_argument, NULL, 'r'},
+        {"max-batches", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd': o.data = optarg; break;
+        case 'e': o.epochs = cli_int("--epochs", optarg, 1, MAX_EPOCHS); break;
+        case 'b': o.batch = cli_int("--batch", optarg, 1, 65536); break;
+        case 'H': o.hidden = cli_int("--hidden", optarg, 0, 65536); break;
+        case 'z': o.latent = cli_int("--latent", optarg, 1, 4096); break;
+        case 'l': o.lr = cli_float_pos("--lr", optarg, 10.0); break;
+        case 's': o.seed = cli_u64("--seed", optarg); break;
+        case 't': o.threads = cli_int("--threads", optarg, 0, 1024); break;
+        case 'o': o.out = optarg; break;
+        case 'r': o.resume = optarg; break;
+        case 'm':
+            o.max_batches = cli_int("--max-batches", optarg, 1, 1 << 30);
+            break;
+        case 'h': usage(stdout); exit(0);
+        case 'V':
+            printf("vae_mnist (tapegrad %s)\n", TG_VERSION);
+            exit(0);
+        default: cli_getopt_error(c, argv);
+        }
+    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
+    if (!o.data[0] || !o.out[0])
+        cli_usage_error("--data and --out need a folder name");
+    return o;
+}
+
+static void fail_data(void) {
+    fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
+    exit(2);
+}
+
+static void fail_write(const char *path) {
+    fprintf(stderr, "vae_mnist: cannot write %s\n", path);
+    exit(1);
+}
+
+/* Copies rows [first, first + n) of ds into a new tape tensor [n, pixels]. */
+static tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first,
+                               int n) {
+    size_t pixels = (size_t)ds->rows * ds->cols;
+    tg_tensor *x = tg_tape_tensor2(tp, n, (int)pixels, false);
+    memcpy(x->data, ds->images + (size_t)first * pixels,
+           (size_t)n * pixels * sizeof(float));
+    return x;
+}
+
+static double sum_rows(const tg_tensor *t) {
+    double s = 0.0;
+    for (size_t i = 0; i < t->size; i++)
+        s += t->data[i];
+    return s;
+}
+
+/* Test -ELBO, rec and KL in nats per sample: recording off, batches of
+ * EVAL_BATCH, the tape rewound after each. */
+static void evaluate(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
+                     const options *o, int epoch, epoch_stats *st) {
+    bool was = tg_tape_set_recording(tp, false);
+    tg_rng noise;
+    tg_rng_seed(&noise, o->seed, 2000 + (uint64_t)epoch);
+    double rec = 0.0, kl = 0.0;
+    for (int i = 0; i < test->n; i += EVAL_BATCH) {
+        int n = test->n - i < EVAL_BATCH ? test->n - i : EVAL_BATCH;
+        tg_tape_reset(tp);
+        tg_vae_out out =
+            tg_vae_forward(tp, vae, rows_on_tape(tp, test, i, n), &noise);
+        rec += sum_rows(out.rec);
+        kl += sum_rows(out.kl);
+    }
+    tg_tape_reset(tp);
+    tg_tape_set_recording(tp, was);
+    st->test_rec = rec / test->n;
+    st->test_kl = kl / test->n;
+    st->test = st->test_rec + st->test_kl;
+}
+
+/* Standard normal quantile by bisection on Phi(x) = erfc(-x / sqrt 2) / 2. */
+static double normal_quantile(double p) {
+    double lo = -10.0, hi = 10.0;
+    for (int i = 0; i < 80; i++) {
+        double mid = 0.5 * (lo + hi);
+        if (0.5 * erfc(-mid / sqrt(2.0)) < p)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+static void write_grid(const char *path, const float *tiles, int n, int side,
+                       int cols, int scale) {
+    int w, h;
+    uint8_t *img = png_tile_grid(tiles, n, side, side, cols, scale, &w, &h);
+    if (!img || !png_write_gray(path, w, h, img))
+        fail_write(path);
+    free(img);
+}
+
+/* reconstructions.png: rows of 16 test inputs, each above its
+ * reconstruction (decoded at the posterior mean); samples.png: 64 decoded
+ * prior draws (the same z every epoch); manifold.png (latent = 2): decoded
+ * 20 x 20 grid of z at normal quantiles 0.05 .. 0.95. */
+static void write_pictures(tg_tape *tp, const tg_vae *vae,
+                           const tg_dataset *test, const options *o) {
+    enum { COLS = 16, PAIRS = 2, SIDE_N = 20 };
+    int side = test->rows, pixels = test->rows * test->cols;
+    if (test->rows != test->cols)
+        return; /* pictures assume square images */
+    bool was = tg_tape_set_recording(tp, false);
+    float *tiles = malloc(sizeof(float) * (size_t)pixels * SIDE_N * SIDE_N);
+    if (!tiles)
+        fail_write(o->out);
+
+    int n = COLS * PAIRS <= test->n ? COLS * PAIRS : test->n;
+    tg_tape_reset(tp);
+    tg_tensor *x = rows_on_tape(tp, test, 0, n);
+    tg_tensor *rec = tg_vae_reconstruct(tp, vae, x);
+    int t = 0;
+    for (int r = 0; r * COLS < n; r++) {
+        int m = n - r * COLS < COLS ? n - r * COLS : COLS;
+        size_t off = (size_t)r * COLS * pixels, len = (size_t)m * pixels;
+        memcpy(tiles + (size_t)t * pixels, x->data + off, len * sizeof(float));
+        memset(tiles + (size_t)(t + m) * pixels, 0,
+               (size_t)(COLS - m) * pixels * sizeof(float));
+        t += COLS;
+        memcpy(tiles + (size_t)t * pixels, rec->data + off,
+               len * sizeof(float));
+        t += m;
+    }
+    write_grid(cli_path(o->out, "reconstructions.png"), tiles, t, side, COLS,
+               2);
+
+    tg_rng rng;
+    tg_rng_seed(&rng, o->seed, 1);
+    tg_tape_reset(tp);
+    tg_tensor *samples = tg_vae_sample(tp, vae, 64, &rng);
+    write_grid(cli_path(o->out, "samples.png"), samples->data, 64, side, 8,
+               2);
+
+    if (vae->cfg.latent == 2) {
+        tg_tape_reset(tp);
+        tg_tensor *z = tg_tape_tensor2(tp, SIDE_N * SIDE_N, 2, false);
+        for (int i = 0; i < SIDE_N; i++)
+            for (int j = 0; j < SIDE_N; j++) {
+                /* row i from top = z2 high to low, column j = z1 */
+                double pi = 0.05 + 0.9 * (SIDE_N - 1 - i) / (SIDE_N - 1);
+                double pj = 0.05 + 0.9 * j / (SIDE_N - 1);
+                z->data[2 * (i * SIDE_N + j)] = (float)normal_quantile(pj);
+                z->data[2 * (i * SIDE_N + j) + 1] = (float)normal_quantile(pi);
+            }
+        tg_tensor *dec = tg_vae_decode(tp, vae, z);
+        write_grid(cli_path(o->out, "manifold.png"), dec->data,
+                   SIDE_N * SIDE_N, side, SIDE_N, 1);
+    }
+    free(tiles);
+    tg_tape_reset(tp);
+    tg_tape_set_recording(tp, was);
+}
+
+static void write_metrics(const options *o, const epoch_stats *hist, int n) {
+    const char *path = cli_path(o->out, "metrics.csv");
+    FILE *f = fopen(path, "w");
+    if (!f)
+        fail_write(path);
+    fprintf(f, "epoch,step,train_neg_elbo,train_rec,train_kl,test_neg_elbo,"
+               "test_rec,test_kl,samples_per_s\n");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%d,%lld,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.1f\n",
+                hist[i].epoch, (long long)hist[i].step, hist[i].train,
+                hist[i].train_rec, hist[i].train_kl, hist[i].test,
+                hist[i].test_rec, hist[i].test_kl, hist[i].samples_per_s);
+    if (ferror(f) | (fclose(f) != 0))
+        fail_write(path);
+
+    double *xy = malloc(sizeof(double) * 3 * (size_t)(n ? n : 1));
+    if (!xy)
+        fail_write(path);
+    for (int i = 0; i < n; i++) {
+        xy[i] = hist[i].epoch;
+        xy[n + i] = hist[i].train;
+        xy[2 * n + i] = hist[i].test;
+    }
+    svg_series s[2] = {{"train", "#1f77b4", xy, xy + n, n},
+                       {"test", "#d62728", xy, xy + 2 * n, n}};
+    path = cli_path(o->out, "loss.svg");
+    if (!svg_line_chart(path, "VAE on MNIST: -ELBO per sample", "epoch",
+                        "-ELBO (nats)", s, 2))
+        fail_write(path);
+    free(xy);
+}
+
+/* Rows of an earlier run's metrics.csv before first_epoch, so a resumed run
+ * keeps its curves. A missing file gives none. */
+static int read_metrics(const options *o, epoch_stats *hist, int first_epoch,
+                        int cap) {
+    FILE *f = fopen(cli_path(o->out, "metrics.csv"), "r");
+    if (!f)
+        return 0;
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < cap) {
+        epoch_stats s;
+        long long step;
+        if (sscanf(line, "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &s.epoch,
+                   &step, &s.train, &s.train_rec, &s.train_kl, &s.test,
+                   &s.test_rec, &s.test_kl, &s.samples_per_s) == 9 &&
+            s.epoch < first_epoch) {
+            s.step = step;
+            hist[n++] = s;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+static void set_meta(tg_meta *m, const options *o, const tg_vae *vae,
+                     int epoch, int64_t step) {
+    m->n = 0;
+    tg_meta_set(m, "model", "vae");
+    tg_meta_set_int(m, "input", vae->cfg.input);
+    tg_meta_set_int(m, "hidden", vae->cfg.hidden);
+    tg_meta_set_int(m, "latent", vae->cfg.latent);
+    tg_meta_set_int(m, "epoch", epoch);
+    tg_meta_set_int(m, "step", step);
+    tg_meta_set_int(m, "batch", o->batch);
+    tg_meta_set_int(m, "seed", (int64_t)o->seed);
+    char lr[32];
+    snprintf(lr, sizeof lr, "%.9g", (double)o->lr);
+    tg_meta_set(m, "lr", lr);
+    tg_meta_set(m, "weight_layout", "[out, in] (torch.nn.Linear)");
+}
+
+/* Loads --resume into vae and opt; the run's config must be the file's.
+ * Returns the epoch the checkpoint finished. */
+static int resume(const options *o, tg_vae *vae, tg_optim *opt) {
+    tg_meta m = {0};
+    if (tg_checkpoint_load(o->resume, vae->params, opt, &m) != TG_OK)
+        fail_data();
+    struct { const char *key; int64_t want; } keys[] = {
+        {"input", vae->cfg.input}, {"hidden", o->hidden},
+        {"latent", o->latent},     {"batch", o->batch},
+        {"seed", (int64_t)o->seed}};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        int64_t v;
+        if (tg_meta_get_int(&m, keys[i].key, &v) != TG_OK)
+            fail_data();
+        if (v != keys[i].want) {
+            fprintf(stderr,
+                    "vae_mnist: %s: checkpoint has %s %lld but this run has "
+                    "%lld (pass --%s %lld)\n",
+                    o->resume, keys[i].key, (long long)v,
+                    (long long)keys[i].want, keys[i].key, (long long)v);
+            exit(2);
+        }
+    }
+    int64_t epoch, step;
+    if (tg_meta_get_int(&m, "epoch", &epoch) != TG_OK ||
+        tg_meta_get_int(&m, "step", &step) != TG_OK)
+        fail_data();
+    opt->step = step;
+    return (int)epoch;
+}
+
+int main(int argc, char **argv) {
+    cli_prog = "vae_mnist";
+    options o = parse_options(argc, argv);
+    tg_set_threads(o.threads);
+    if (!cli_prepare_out_dir(o.out))
+        return 1;
+
+    tg_dataset train = {0}, test = {0};
+    if (tg_mnist_load(o.data, true, &train) != TG_OK ||
+        tg_mnist_load(o.data, false, &test) != TG_OK)
+        fail_data();
+    int input = train.rows * train.cols;
+    if (test.rows * test.cols != input) {
+        fprintf(stderr, "vae_mnist: %s: train images are %dx%d, test %dx%d\n",
+                o.data, train.rows, train.cols, test.rows, test.cols);
+        return 2;
+    }
+
+    tg_vae *vae = tg_vae_new(
+        (tg_vae_config){.input = input, .hidden = o.hidden, .latent = o.latent},
+        o.seed);
+    tg_params *ps = tg_vae_params(vae);
+    tg_optim *opt = tg_adam_new(ps, o.lr);
+    int done_epochs = o.resume ? resume(&o, vae, opt) : 0;
+    epoch_stats *hist = calloc(2 * (size_t)o.epochs + 1, sizeof *hist);
+    int n_hist = read_metrics(&o, hist, done_epochs + 1, o.epochs);
+
+    printf("vae_mnist: %d train / %d test images of %dx%d from %s\n", train.n,
+           test.n, train.rows, train.cols, o.data);
+    printf("model %d-%d-%d, %zu parameters, batch %d, Adam lr %g, seed %llu, "
+           "%d threads, gemm %s\n",
+           input, o.hidden, o.latent, tg_params_numel(ps), o.batch,
+           (double)o.lr, (unsigned long long)o.seed, tg_get_threads(),
+           tg_gemm_kernel());
+    if (done_epochs)
+        printf("resumed from %s after epoch %d (step %lld)\n", o.resume,
+               done_epochs, (long long)opt->step);
+    fflush(stdout);
+
+    tg_tape *tp = tg_tape_new();
+    tg_batcher batcher;
+    tg_batcher_init(&batcher, &train, o.batch, o.seed);
+    float *xbuf = malloc(sizeof(float) * (size_t)o.batch * input);
+    int n_batches = tg_batcher_count(&batcher);
+    if (o.max_batches && o.max_batches < n_batches)
+        n_batches = o.max_batches;
+
+    for (int epoch = done_epochs + 1; epoch <= o.epochs; epoch++) {
+        tg_rng noise;
+        tg_rng_seed(&noise, o.seed, 1000 + (uint64_t)epoch);
+        tg_batcher_start(&batcher, epoch, 0);
+        cli_progress bar;
+        cli_progress_start(&bar, n_batches);
+        double rec = 0.0, kl = 0.0, t0 = cli_now();
+        int seen = 0, n;
+        for (int i = 0; i < n_batches &&
+                        (n = tg_batcher_next(&batcher, xbuf, NULL)) > 0;
+             i++) {
+            tg_tape_reset(tp);
+            tg_tensor *x = tg_tape_tensor2(tp, n, input, false);
+            memcpy(x->data, xbuf, sizeof(float) * (size_t)n * input);
+            tg_params_zero_grad(ps);
+            tg_vae_out out = tg_vae_forward(tp, vae, x, &noise);
+            if (!isfinite(out.loss->data[0])) {
+                cli_progress_end(&bar);
+                fprintf(stderr,
+                        "vae_mnist: loss is %g at step %lld (epoch %d, batch "
+                        "%d); stopping (try a smaller --lr)\n",
+                        (double)out.loss->data[0], (long long)opt->step + 1,
+                        epoch, i + 1);
+                return 1;
+            }
+            tg_backward(tp, out.loss);
+            tg_optim_step(opt);
+            rec += sum_rows(out.rec);
+            kl += sum_rows(out.kl);
+            seen += n;
+            cli_progress_update(&bar, i + 1, seen, (rec + kl) / seen);
+        }
+        double dt = cli_now() - t0;
+        cli_progress_end(&bar);
+
+        epoch_stats *st = &hist[n_hist++];
+        st->epoch = epoch;
+        st->step = opt->step;
+        st->train_rec = rec / seen;
+        st->train_kl = kl / seen;
+        st->train = st->train_rec + st->train_kl;
+        st->samples_per_s = seen / dt;
+        evaluate(tp, vae, &test, &o, epoch, st);
+        printf("epoch %d  train -ELBO %.2f (rec %.2f, KL %.2f)  test -ELBO "
+               "%.2f (rec %.2f, KL %.2f)  %.0f samples/s\n",
+               epoch, st->train, st->train_rec, st->train_kl, st->test,
+               st->test_rec, st->test_kl, st->samples_per_s);
+        fflush(stdout);
+
+        write_metrics(&o, hist, n_hist);
+        write_pictures(tp, vae, &test, &o);
+        tg_meta meta;
+        set_meta(&meta, &o, vae, epoch, opt->step);
+        const char *ck = cli_path(o.out, "checkpoint.safetensors");
+        if (tg_checkpoint_save(ck, ps, opt, &meta) != TG_OK) {
+            fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
+            return 1;
+        }
+    }
+    printf("wrote %s/{metrics.csv, loss.svg, reconstructions.png, "
+           "samples.png%s, checkpoint.safetensors}\n",
+           o.out, o.latent == 2 ? ", manifold.png" : "");
+
+    free(xbuf);
+    free(hist);
+    tg_batcher_free(&batcher);
+    tg_tape_free(tp);
+    tg_optim_free(opt);
+    tg_vae_free(vae);
+    tg_dataset_free(&train);
+    tg_dataset_free(&test);
+    return 0;
+}

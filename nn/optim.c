@@ -1,0 +1,99 @@
+/* Optimizers over a parameter set's contiguous data and grad buffers.
+ * Every update is elementwise, so splitting the loop over threads changes
+ * nothing in the result. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "tg_nn.h"
+
+static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr) {
+    if (!(lr > 0.0f) || !isfinite(lr))
+        tg_fatal("optim_new", "learning rate must be > 0, got %g", (double)lr);
+    tg_optim *opt = calloc(1, sizeof *opt);
+    if (!opt)
+        tg_fatal("optim_new", "out of memory");
+    size_t n = tg_params_numel(ps);
+    tg_params_seal(ps);
+    opt->kind = kind;
+    opt->params = ps;
+    opt->lr = lr;
+    opt->beta1 = 0.9f;
+    opt->beta2 = 0.999f;
+    opt->eps = 1e-8f;
+    opt->m = calloc(n ? n : 1, sizeof(float));
+    if (kind == TG_OPTIM_ADAM)
+        opt->v = calloc(n ? n : 1, sizeof(float));
+    if (!opt->m || (kind == TG_OPTIM_ADAM && !opt->v))
+        tg_fatal("optim_new", "out of memory for %zu elements", n);
+    return opt;
+}
+
+tg_optim *tg_sgd_new(tg_params *ps, float lr, float momentum) {
+    if (!(momentum >= 0.0f && momentum < 1.0f))
+        tg_fatal("sgd_new", "momentum must be in [0, 1), got %g",
+                 (double)momentum);
+    tg_optim *opt = optim_new(ps, TG_OPTIM_SGD, lr);
+    opt->momentum = momentum;
+    return opt;
+}
+
+tg_optim *tg_adam_new(tg_params *ps, float lr) {
+    return optim_new(ps, TG_OPTIM_ADAM, lr);
+}
+
+/* g = grad + wd * p
+ * v = momentum * v + g       (v starts at 0, so the first v is g)
+ * p -= lr * v                 (momentum 0: plain SGD) */
+static void sgd_step(tg_optim *opt, float *p, const float *grad, long n) {
+    const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
+    float *v = opt->m;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n > 65536)
+#endif
+    for (long i = 0; i < n; i++) {
+        float g = grad[i] + wd * p[i];
+        v[i] = mu * v[i] + g;
+        p[i] -= lr * v[i];
+    }
+}
+
+/* torch.optim.Adam, t = step after increment:
+ * m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+ * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps) */
+static void adam_step(tg_optim *opt, float *p, const float *grad, long n) {
+    const float b1 = opt->beta1, b2 = opt->beta2, eps = opt->eps;
+    const float wd = opt->weight_decay;
+    const double t = (double)opt->step;
+    const float step_size = (float)(opt->lr / (1.0 - pow(b1, t)));
+    const float sqrt_bc2 = (float)sqrt(1.0 - pow(b2, t));
+    float *m = opt->m, *v = opt->v;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n > 65536)
+#endif
+    for (long i = 0; i < n; i++) {
+        float g = grad[i] + wd * p[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * g;
+        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+        float denom = sqrtf(v[i]) / sqrt_bc2 + eps;
+        p[i] -= step_size * (m[i] / denom);
+    }
+}
+
+void tg_optim_step(tg_optim *opt) {
+    float *p = tg_params_data(opt->params);
+    const float *grad = tg_params_grad(opt->params);
+    long n = (long)tg_params_numel(opt->params);
+    opt->step++;
+    if (opt->kind == TG_OPTIM_SGD)
+        sgd_step(opt, p, grad, n);
+    else
+        adam_step(opt, p, grad, n);
+}
+
+void tg_optim_free(tg_optim *opt) {
+    if (!opt)
+        return;
+    free(opt->m);
+    free(opt->v);
+    free(opt);
+}
