@@ -1,0 +1,80 @@
+/* Mini-batches in a shuffled order that is a function of (seed, epoch) only,
+ * so a run resumed at batch k of epoch e sees exactly the batches it would
+ * have seen. */
+#include "tg_nn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The rng stream for an epoch's order; the constant keeps it apart from the
+ * streams other purposes derive from small integers. */
+static uint64_t order_stream(int64_t epoch)
+{
+    return 0x6261746368000000ull ^ (uint64_t)epoch; /* "batch" */
+}
+
+void tg_batcher_init(tg_batcher *b, const tg_dataset *ds, int batch,
+                     uint64_t seed)
+{
+    if (batch < 1)
+        tg_fatal("batcher_init", "batch size %d must be >= 1", batch);
+    if (!ds || ds->n < 1)
+        tg_fatal("batcher_init", "empty data set");
+    memset(b, 0, sizeof *b);
+    b->ds = ds;
+    b->batch = batch;
+    b->seed = seed;
+    b->order = malloc((size_t)ds->n * sizeof *b->order);
+    if (!b->order)
+        tg_fatal("batcher_init", "out of memory for %d indices", ds->n);
+    tg_batcher_start(b, 0, 0);
+}
+
+void tg_batcher_free(tg_batcher *b)
+{
+    free(b->order);
+    b->order = NULL;
+}
+
+int tg_batcher_count(const tg_batcher *b)
+{
+    return (int)(((int64_t)b->ds->n + b->batch - 1) / b->batch);
+}
+
+/* Fisher-Yates from the identity: order[i] swaps with a uniform j <= i. */
+void tg_batcher_start(tg_batcher *b, int64_t epoch, int first_batch)
+{
+    int n = b->ds->n;
+    if (first_batch < 0 || first_batch > tg_batcher_count(b))
+        tg_fatal("batcher_start", "batch %d outside 0..%d", first_batch,
+                 tg_batcher_count(b));
+    tg_rng rng;
+    tg_rng_seed(&rng, b->seed, order_stream(epoch));
+    for (int i = 0; i < n; i++)
+        b->order[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)tg_rng_below(&rng, (uint32_t)i + 1);
+        int t = b->order[i];
+        b->order[i] = b->order[j];
+        b->order[j] = t;
+    }
+    b->epoch = epoch;
+    int64_t pos = (int64_t)first_batch * b->batch;
+    b->pos = pos > n ? n : (int)pos;
+}
+
+int tg_batcher_next(tg_batcher *b, float *x, int *labels)
+{
+    const tg_dataset *ds = b->ds;
+    size_t pixels = (size_t)ds->rows * (size_t)ds->cols;
+    int count = ds->n - b->pos < b->batch ? ds->n - b->pos : b->batch;
+    for (int r = 0; r < count; r++) {
+        int idx = b->order[b->pos + r];
+        memcpy(x + (size_t)r * pixels, ds->images + (size_t)idx * pixels,
+               pixels * sizeof(float));
+        if (labels)
+            labels[r] = ds->labels[idx];
+    }
+    b->pos += count;
+    return count;
+}

@@ -1,0 +1,374 @@
+/* Checkpoints: a parameter set, optimizer state and string metadata in one
+ * safetensors file. Tensors: each parameter under its name, then
+ * "optim.m.<name>" and (Adam) "optim.v.<name>". Metadata: the caller's
+ * entries plus "optim.kind" ("sgd" / "adam") and "optim.step".
+ * Saving is atomic (temporary file, fsync, rename, fsync of the directory);
+ * loading checks the whole file against the model before changing it. */
+#include "safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define KIND_KEY "optim.kind"
+#define STEP_KEY "optim.step"
+
+/* ---- metadata -------------------------------------------------------------- */
+
+void tg_meta_set(tg_meta *m, const char *key, const char *value)
+{
+    if (strlen(key) >= sizeof m->key[0])
+        tg_fatal("meta_set", "key '%s' longer than %zu bytes", key,
+                 sizeof m->key[0] - 1);
+    if (strlen(value) >= sizeof m->value[0])
+        tg_fatal("meta_set", "value of '%s' longer than %zu bytes", key,
+                 sizeof m->value[0] - 1);
+    int i = 0;
+    while (i < m->n && strcmp(m->key[i], key) != 0)
+        i++;
+    if (i == TG_META_MAX)
+        tg_fatal("meta_set", "more than %d entries", TG_META_MAX);
+    if (i == m->n)
+        m->n++;
+    strcpy(m->key[i], key);
+    strcpy(m->value[i], value);
+}
+
+void tg_meta_set_int(tg_meta *m, const char *key, int64_t value)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRId64, value);
+    tg_meta_set(m, key, buf);
+}
+
+const char *tg_meta_get(const tg_meta *m, const char *key)
+{
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->key[i], key) == 0)
+            return m->value[i];
+    return NULL;
+}
+
+static tg_status parse_int(const char *what, const char *key, const char *s,
+                           int64_t *value)
+{
+    if (!s)
+        return tg_error(TG_ERR_FORMAT, "%s: metadata '%s' missing", what, key);
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE || *s == ' ')
+        return tg_error(TG_ERR_FORMAT, "%s: metadata '%s' = '%.40s' is not an "
+                        "integer", what, key, s);
+    *value = v;
+    return TG_OK;
+}
+
+tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value)
+{
+    return parse_int("checkpoint", key, tg_meta_get(m, key), value);
+}
+
+/* ---- saving ------------------------------------------------------------------ */
+
+static const char *kind_name(tg_optim_kind k)
+{
+    return k == TG_OPTIM_ADAM ? "adam" : "sgd";
+}
+
+/* "<prefix><name>", malloc'd. */
+static char *prefixed(const char *prefix, const char *name)
+{
+    size_t a = strlen(prefix), b = strlen(name);
+    char *s = malloc(a + b + 1);
+    if (!s)
+        tg_fatal("checkpoint", "out of memory");
+    memcpy(s, prefix, a);
+    memcpy(s + a, name, b + 1);
+    return s;
+}
+
+/* fsync the directory holding path, so the rename itself is durable. */
+static tg_status sync_dir(const char *path)
+{
+    char *dir = prefixed("", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        strcpy(dir, ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    tg_status st = TG_OK;
+    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
+        st = tg_error(TG_ERR_IO, "%s: saved, but syncing directory %s "
+                      "failed: %s", path, dir, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    return st;
+}
+
+/* Writes the tensors and metadata to "<path>.tmp.<pid>", syncs it and
+ * renames it over path. On failure the temporary file is removed. */
+static tg_status write_atomic(const char *path, int n, const tg_st_tensor *t,
+                              int nmeta, const char **keys,
+                              const char **values)
+{
+    char *tmp = malloc(strlen(path) + 32);
+    if (!tmp)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
+    sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        tg_status st = tg_error(TG_ERR_IO, "%s: cannot create %s: %s", path,
+                                tmp, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        free(tmp);
+        return st;
+    }
+    tg_status st = tg_st_write(f, path, n, t, nmeta, keys, values);
+    if (st == TG_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
+        st = tg_error(TG_ERR_IO, "%s: flushing %s failed: %s", path, tmp,
+                      strerror(errno));
+    if (fclose(f) != 0 && st == TG_OK)
+        st = tg_error(TG_ERR_IO, "%s: closing %s failed: %s", path, tmp,
+                      strerror(errno));
+    if (st == TG_OK && rename(tmp, path) != 0)
+        st = tg_error(TG_ERR_IO, "%s: renaming %s failed: %s", path, tmp,
+                      strerror(errno));
+    if (st != TG_OK) {
+        unlink(tmp);
+        free(tmp);
+        return st;
+    }
+    free(tmp);
+    return sync_dir(path);
+}
+
+tg_status tg_checkpoint_save(const char *path, tg_params *ps,
+                             const tg_optim *opt, const tg_meta *meta)
+{
+    if (opt && opt->params != ps)
+        tg_fatal("checkpoint_save", "optimizer belongs to another parameter "
+                 "set");
+    tg_params_seal(ps);
+    int np = tg_params_count(ps);
+    const float *m = opt ? opt->m : NULL, *v = opt ? opt->v : NULL;
+    int n = np * (1 + (m != NULL) + (v != NULL));
+    tg_st_tensor *t = calloc((size_t)(n ? n : 1), sizeof *t);
+    char **owned = calloc((size_t)(n ? n : 1), sizeof *owned);
+    const char *keys[TG_META_MAX + 2], *values[TG_META_MAX + 2];
+    char step[32];
+    if (!t || !owned)
+        tg_fatal("checkpoint_save", "out of memory");
+
+    size_t off = 0;
+    int k = 0;
+    for (int i = 0; i < np; i++) {
+        const tg_tensor *p = tg_params_get(ps, i);
+        const char *name = tg_params_name(ps, i);
+        t[k++] = (tg_st_tensor){name, p->ndim, p->shape, p->data};
+        if (m) {
+            owned[k] = prefixed("optim.m.", name);
+            t[k] = (tg_st_tensor){owned[k], p->ndim, p->shape, m + off};
+            k++;
+        }
+        if (v) {
+            owned[k] = prefixed("optim.v.", name);
+            t[k] = (tg_st_tensor){owned[k], p->ndim, p->shape, v + off};
+            k++;
+        }
+        off += p->size;
+    }
+    int nmeta = 0;
+    for (int i = 0; meta && i < meta->n; i++) {
+        if (opt && (strcmp(meta->key[i], KIND_KEY) == 0 ||
+                    strcmp(meta->key[i], STEP_KEY) == 0))
+            continue; /* the optimizer's own values win */
+        keys[nmeta] = meta->key[i];
+        values[nmeta++] = meta->value[i];
+    }
+    if (opt) {
+        snprintf(step, sizeof step, "%" PRId64, opt->step);
+        keys[nmeta] = KIND_KEY;
+        values[nmeta++] = kind_name(opt->kind);
+        keys[nmeta] = STEP_KEY;
+        values[nmeta++] = step;
+    }
+    tg_status st = write_atomic(path, n, t, nmeta, keys, values);
+    for (int i = 0; i < n; i++)
+        free(owned[i]);
+    free(owned);
+    free(t);
+    return st;
+}
+
+/* ---- loading ------------------------------------------------------------------ */
+
+static const char *file_meta(const tg_st_file *f, const char *key)
+{
+    for (int i = 0; i < f->nmeta; i++)
+        if (strcmp(f->meta_key[i], key) == 0)
+            return f->meta_value[i];
+    return NULL;
+}
+
+static bool same_shape(const tg_st_entry *e, const tg_tensor *t)
+{
+    if (e->ndim != t->ndim)
+        return false;
+    for (int d = 0; d < t->ndim; d++)
+        if (e->shape[d] != (uint64_t)t->shape[d])
+            return false;
+    return true;
+}
+
+static const char *entry_shape_str(const tg_st_entry *e, char *buf, size_t n)
+{
+    size_t at = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < e->ndim && at < n; d++)
+        at += (size_t)snprintf(buf + at, n - at, d ? ", %llu" : "%llu",
+                               (unsigned long long)e->shape[d]);
+    if (at < n)
+        snprintf(buf + at, n - at, "]");
+    return buf;
+}
+
+/* The entry called "<prefix><name>" with t's shape, or an error. */
+static tg_status expect(const tg_st_file *f, const char *prefix,
+                        const char *name, const tg_tensor *t,
+                        const tg_st_entry **out)
+{
+    char *full = prefixed(prefix, name);
+    const tg_st_entry *e = tg_st_find(f, full);
+    tg_status st = TG_OK;
+    char fs[256], ms[64];
+    if (!e)
+        st = tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' missing from the "
+                      "file", f->path, full);
+    else if (!same_shape(e, t))
+        st = tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' has shape %s in the "
+                      "file but %s in the model", f->path, full,
+                      entry_shape_str(e, fs, sizeof fs), tg_shape_str(t, ms));
+    free(full);
+    *out = e;
+    return st;
+}
+
+/* Every tensor in the file must be a parameter or its optimizer state. */
+static tg_status check_unexpected(const tg_st_file *f, const tg_params *ps)
+{
+    for (int i = 0; i < f->n; i++) {
+        const char *name = f->t[i].name;
+        if (strncmp(name, "optim.m.", 8) == 0 ||
+            strncmp(name, "optim.v.", 8) == 0)
+            name += 8;
+        if (!tg_params_find(ps, name))
+            return tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' is not a "
+                            "parameter of the model", f->path, f->t[i].name);
+    }
+    return TG_OK;
+}
+
+static tg_status check_meta_fits(const tg_st_file *f)
+{
+    const tg_meta *m = NULL;
+    if (f->nmeta > TG_META_MAX)
+        return tg_error(TG_ERR_FORMAT, "%s: %d metadata entries, at most %d "
+                        "supported", f->path, f->nmeta, TG_META_MAX);
+    for (int i = 0; i < f->nmeta; i++)
+        if (strlen(f->meta_key[i]) >= sizeof m->key[0] ||
+            strlen(f->meta_value[i]) >= sizeof m->value[0])
+            return tg_error(TG_ERR_FORMAT, "%s: metadata '%.40s' too long",
+                            f->path, f->meta_key[i]);
+    return TG_OK;
+}
+
+tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
+                             tg_meta *meta)
+{
+    if (opt && opt->params != ps)
+        tg_fatal("checkpoint_load", "optimizer belongs to another parameter "
+                 "set");
+    tg_params_seal(ps);
+    tg_st_file f;
+    tg_status st = tg_st_open(path, &f);
+    if (st != TG_OK)
+        return st;
+
+    int np = tg_params_count(ps);
+    size_t numel = tg_params_numel(ps);
+    bool want_m = opt && opt->m, want_v = opt && opt->v;
+    int64_t step = 0;
+    st = check_unexpected(&f, ps);
+    if (st == TG_OK && meta)
+        st = check_meta_fits(&f);
+    if (st == TG_OK && opt) {
+        const char *kind = file_meta(&f, KIND_KEY);
+        if (!kind)
+            st = tg_error(TG_ERR_MISMATCH, "%s: no optimizer state in the "
+                          "file", path);
+        else if (strcmp(kind, kind_name(opt->kind)) != 0)
+            st = tg_error(TG_ERR_MISMATCH, "%s: optimizer is '%.16s' in the "
+                          "file but '%s' in the model", path, kind,
+                          kind_name(opt->kind));
+        else
+            st = parse_int(path, STEP_KEY, file_meta(&f, STEP_KEY), &step);
+        if (st == TG_OK && step < 0)
+            st = tg_error(TG_ERR_FORMAT, "%s: negative optimizer step", path);
+    }
+
+    /* Values go to scratch first: the model changes only once all is read. */
+    int per = 1 + want_m + want_v;
+    float *scratch = NULL;
+    if (st == TG_OK) {
+        scratch = malloc((numel ? numel : 1) * (size_t)per * sizeof(float));
+        if (!scratch)
+            st = tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
+    }
+    size_t off = 0;
+    for (int i = 0; i < np && st == TG_OK; i++) {
+        const tg_tensor *t = tg_params_get(ps, i);
+        const char *name = tg_params_name(ps, i);
+        const char *prefixes[3] = {"", "optim.m.", "optim.v."};
+        bool wanted[3] = {true, want_m, want_v};
+        for (int k = 0, slot = 0; k < 3 && st == TG_OK; k++) {
+            const tg_st_entry *e;
+            if (!wanted[k])
+                continue;
+            st = expect(&f, prefixes[k], name, t, &e);
+            if (st == TG_OK)
+                st = tg_st_read_f32(&f, e, scratch + numel * slot + off);
+            slot++;
+        }
+        off += t->size;
+    }
+    if (st == TG_OK) {
+        memcpy(tg_params_data(ps), scratch, numel * sizeof(float));
+        if (want_m)
+            memcpy(opt->m, scratch + numel, numel * sizeof(float));
+        if (want_v)
+            memcpy(opt->v, scratch + numel * (1 + want_m),
+                   numel * sizeof(float));
+        if (opt)
+            opt->step = step;
+        if (meta) {
+            memset(meta, 0, sizeof *meta);
+            for (int i = 0; i < f.nmeta; i++)
+                tg_meta_set(meta, f.meta_key[i], f.meta_value[i]);
+        }
+    }
+    free(scratch);
+    tg_st_close(&f);
+    return st;
+}

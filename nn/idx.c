@@ -1,0 +1,369 @@
+/* IDX files (LeCun's MNIST format), raw or gzip: magic 00 00 08 <ndims>,
+ * ndims big-endian u32 sizes, then the unsigned bytes. Every size is checked
+ * against the file before the data buffer is allocated. */
+#include "tg_config.h"
+#include "tg_nn.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#ifdef TG_HAVE_ZLIB
+#include <zlib.h>
+#endif
+
+/* Largest payload accepted: EMNIST's biggest file is 0.55 GB. A gzip file
+ * cannot be sized before decompressing, so this also bounds what a lying
+ * header can make us read. */
+#define IDX_MAX_BYTES ((uint64_t)1 << 30)
+
+bool tg_have_zlib(void)
+{
+#ifdef TG_HAVE_ZLIB
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* A raw FILE or a gzFile behind one read function. */
+typedef struct source {
+    const char *path;
+    tg_status err; /* what src_read failed with */
+    FILE *f;
+#ifdef TG_HAVE_ZLIB
+    gzFile gz;
+#endif
+} source;
+
+/* Reads up to n bytes; returns the count, or -1 (message set) on error. */
+static long long src_read(source *s, void *buf, size_t n)
+{
+#ifdef TG_HAVE_ZLIB
+    if (s->gz) {
+        size_t got = 0;
+        while (got < n) {
+            size_t chunk = n - got > (1u << 30) ? (1u << 30) : n - got;
+            int r = gzread(s->gz, (char *)buf + got, (unsigned)chunk);
+            if (r < 0) {
+                int code;
+                const char *why = gzerror(s->gz, &code);
+                s->err = tg_error(TG_ERR_FORMAT, "%s: corrupt gzip data (%s)",
+                                  s->path, why);
+                return -1;
+            }
+            if (r == 0)
+                break;
+            got += (size_t)r;
+        }
+        /* A gzip stream cut short reads as a short count plus an error. */
+        int code = Z_OK;
+        const char *why = gzerror(s->gz, &code);
+        if (got < n && code != Z_OK) {
+            s->err = tg_error(TG_ERR_FORMAT, "%s: corrupt gzip data (%s)",
+                              s->path, why);
+            return -1;
+        }
+        return (long long)got;
+    }
+#endif
+    size_t got = fread(buf, 1, n, s->f);
+    if (got < n && ferror(s->f)) {
+        s->err = tg_error(TG_ERR_IO, "%s: read error: %s", s->path,
+                          strerror(errno));
+        return -1;
+    }
+    return (long long)got;
+}
+
+static void src_close(source *s)
+{
+#ifdef TG_HAVE_ZLIB
+    if (s->gz)
+        gzclose(s->gz);
+#endif
+    if (s->f)
+        fclose(s->f);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+           (uint32_t)p[3];
+}
+
+static tg_status open_source(const char *path, source *s, off_t *raw_size)
+{
+    struct stat st;
+    memset(s, 0, sizeof *s);
+    s->path = path;
+    if (stat(path, &st) != 0)
+        return tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return tg_error(TG_ERR_IO, "%s: is a directory, not an IDX file",
+                        path);
+    if (!S_ISREG(st.st_mode))
+        return tg_error(TG_ERR_IO, "%s: not a regular file", path);
+    *raw_size = st.st_size;
+    if (ends_with(path, ".gz")) {
+#ifdef TG_HAVE_ZLIB
+        s->gz = gzopen(path, "rb");
+        if (!s->gz)
+            return tg_error(TG_ERR_IO, "%s: %s", path,
+                            errno ? strerror(errno) : "cannot open");
+        return TG_OK;
+#else
+        return tg_error(TG_ERR_UNSUPPORTED,
+                        "%s: reading .gz needs zlib, which this build lacks "
+                        "(gunzip the file or rebuild with zlib)",
+                        path);
+#endif
+    }
+    s->f = fopen(path, "rb");
+    if (!s->f)
+        return tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+    return TG_OK;
+}
+
+/* Reads magic and dims; *payload = product of dims, overflow-checked. */
+static tg_status read_header(source *s, int *ndim, int dims[3],
+                             uint64_t *payload)
+{
+    uint8_t h[16];
+    long long got = src_read(s, h, 4);
+    if (got < 0)
+        return s->err;
+    if (got < 4)
+        return tg_error(TG_ERR_FORMAT, "%s: truncated: %lld bytes, no IDX "
+                        "header", s->path, got);
+    if (h[0] != 0 || h[1] != 0)
+        return tg_error(TG_ERR_FORMAT, "%s: bad magic 0x%08x (not an IDX "
+                        "file)", s->path, be32(h));
+    if (h[2] != 0x08)
+        return tg_error(TG_ERR_FORMAT, "%s: IDX data type 0x%02x not "
+                        "supported (only 0x08, unsigned byte)", s->path, h[2]);
+    int nd = h[3];
+    if (nd < 1 || nd > 3)
+        return tg_error(TG_ERR_FORMAT, "%s: %d dimensions (1 to 3 supported)",
+                        s->path, nd);
+    got = src_read(s, h + 4, 4 * (size_t)nd);
+    if (got < 0)
+        return s->err;
+    if (got < 4 * nd)
+        return tg_error(TG_ERR_FORMAT, "%s: truncated in the dimensions",
+                        s->path);
+    uint64_t total = 1;
+    for (int d = 0; d < nd; d++) {
+        uint32_t v = be32(h + 4 + 4 * d);
+        if (v > INT_MAX)
+            return tg_error(TG_ERR_FORMAT, "%s: dimension %d is %u, too large",
+                            s->path, d, v);
+        dims[d] = (int)v;
+        if (v && total > IDX_MAX_BYTES / v)
+            return tg_error(TG_ERR_FORMAT, "%s: dimensions multiply to more "
+                            "than %llu bytes", s->path,
+                            (unsigned long long)IDX_MAX_BYTES);
+        total *= v;
+    }
+    *ndim = nd;
+    *payload = total;
+    return TG_OK;
+}
+
+/* Raw file: the size is known, so it is compared before allocating. */
+static tg_status read_raw(source *s, off_t file_size, int ndim,
+                          uint64_t payload, uint8_t **out)
+{
+    uint64_t header = 4 + 4 * (uint64_t)ndim;
+    uint64_t have = (uint64_t)file_size - header;
+    if ((uint64_t)file_size < header + payload)
+        return tg_error(TG_ERR_FORMAT, "%s: truncated: dims need %llu data "
+                        "bytes, file has %llu", s->path,
+                        (unsigned long long)payload, (unsigned long long)have);
+    if ((uint64_t)file_size > header + payload)
+        return tg_error(TG_ERR_FORMAT, "%s: %llu bytes of trailing garbage "
+                        "after the data", s->path,
+                        (unsigned long long)(have - payload));
+    uint8_t *data = malloc(payload ? payload : 1);
+    if (!data)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory for %llu bytes",
+                        s->path, (unsigned long long)payload);
+    long long got = src_read(s, data, payload);
+    if (got != (long long)payload) {
+        free(data);
+        if (got < 0)
+            return s->err;
+        return tg_error(TG_ERR_IO, "%s: file shrank while reading", s->path);
+    }
+    *out = data;
+    return TG_OK;
+}
+
+/* gzip: the real size is only known by decompressing, so the buffer grows
+ * with the data actually read (never beyond payload + 1, the one extra byte
+ * detecting trailing garbage) and is compared at the end. */
+static tg_status read_stream(source *s, uint64_t payload, uint8_t **out)
+{
+    size_t cap = payload + 1 < (1u << 20) ? (size_t)payload + 1 : (1u << 20);
+    size_t len = 0;
+    uint8_t *buf = malloc(cap);
+    if (!buf)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", s->path);
+    for (;;) {
+        if (len == cap) {
+            if (cap > payload)
+                break; /* read payload + 1 bytes: there is more */
+            size_t grow = cap * 2 > payload + 1 ? (size_t)payload + 1 : cap * 2;
+            uint8_t *bigger = realloc(buf, grow);
+            if (!bigger) {
+                free(buf);
+                return tg_error(TG_ERR_NOMEM, "%s: out of memory", s->path);
+            }
+            buf = bigger;
+            cap = grow;
+        }
+        long long got = src_read(s, buf + len, cap - len);
+        if (got < 0) {
+            free(buf);
+            return s->err;
+        }
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    if (len != payload) {
+        free(buf);
+        if (len < payload)
+            return tg_error(TG_ERR_FORMAT, "%s: truncated: dims need %llu "
+                            "data bytes, file has %zu", s->path,
+                            (unsigned long long)payload, len);
+        return tg_error(TG_ERR_FORMAT, "%s: trailing garbage after the %llu "
+                        "data bytes", s->path, (unsigned long long)payload);
+    }
+    *out = buf;
+    return TG_OK;
+}
+
+tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data)
+{
+    source s;
+    off_t file_size = 0;
+    uint64_t payload = 0;
+    int nd = 0, d[3] = {0, 0, 0};
+    *data = NULL;
+    tg_status st = open_source(path, &s, &file_size);
+    if (st == TG_OK)
+        st = read_header(&s, &nd, d, &payload);
+    if (st == TG_OK)
+        st = s.f ? read_raw(&s, file_size, nd, payload, data)
+                 : read_stream(&s, payload, data);
+    src_close(&s);
+    if (st != TG_OK)
+        return st;
+    *ndim = nd;
+    memcpy(dims, d, sizeof d);
+    return TG_OK;
+}
+
+/* "<dir>/<base>" if it exists, else "<dir>/<base>.gz". */
+static tg_status find_file(const char *dir, const char *base, char *out,
+                          size_t cap)
+{
+    struct stat st;
+    if ((size_t)snprintf(out, cap, "%s/%s", dir, base) >= cap)
+        return tg_error(TG_ERR_ARG, "%s: path too long", dir);
+    if (stat(out, &st) == 0)
+        return TG_OK;
+    if ((size_t)snprintf(out, cap, "%s/%s.gz", dir, base) >= cap)
+        return tg_error(TG_ERR_ARG, "%s: path too long", dir);
+    if (stat(out, &st) == 0)
+        return TG_OK;
+    return tg_error(TG_ERR_IO, "%s: neither %s nor %s.gz found", dir, base,
+                    base);
+}
+
+tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds)
+{
+    const char *prefix = train ? "train" : "t10k";
+    char base[64], img_path[4096], lbl_path[4096];
+    struct stat st;
+    memset(ds, 0, sizeof *ds);
+    if (stat(dir, &st) != 0)
+        return tg_error(TG_ERR_IO, "%s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return tg_error(TG_ERR_IO, "%s: not a directory", dir);
+
+    snprintf(base, sizeof base, "%s-images-idx3-ubyte", prefix);
+    tg_status status = find_file(dir, base, img_path, sizeof img_path);
+    if (status != TG_OK)
+        return status;
+    snprintf(base, sizeof base, "%s-labels-idx1-ubyte", prefix);
+    status = find_file(dir, base, lbl_path, sizeof lbl_path);
+    if (status != TG_OK)
+        return status;
+
+    int img_nd, img_dims[3], lbl_nd, lbl_dims[3];
+    uint8_t *pixels = NULL, *labels = NULL;
+    status = tg_idx_read(img_path, &img_nd, img_dims, &pixels);
+    if (status != TG_OK)
+        return status;
+    if (img_nd != 3) {
+        free(pixels);
+        return tg_error(TG_ERR_FORMAT, "%s: %d dimensions, images need 3",
+                        img_path, img_nd);
+    }
+    status = tg_idx_read(lbl_path, &lbl_nd, lbl_dims, &labels);
+    if (status != TG_OK) {
+        free(pixels);
+        return status;
+    }
+    if (lbl_nd != 1)
+        status = tg_error(TG_ERR_FORMAT, "%s: %d dimensions, labels need 1",
+                          lbl_path, lbl_nd);
+    else if (lbl_dims[0] != img_dims[0])
+        status = tg_error(TG_ERR_MISMATCH, "%s has %d images but %s has %d "
+                          "labels", img_path, img_dims[0], lbl_path,
+                          lbl_dims[0]);
+    else if (img_dims[0] == 0 || img_dims[1] == 0 || img_dims[2] == 0)
+        status = tg_error(TG_ERR_FORMAT, "%s: empty (%d x %d x %d)", img_path,
+                          img_dims[0], img_dims[1], img_dims[2]);
+    if (status != TG_OK) {
+        free(pixels);
+        free(labels);
+        return status;
+    }
+
+    size_t count = (size_t)img_dims[0] * img_dims[1] * img_dims[2];
+    float *images = malloc(count * sizeof(float));
+    if (!images) {
+        free(pixels);
+        free(labels);
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", img_path);
+    }
+    for (size_t i = 0; i < count; i++)
+        images[i] = (float)pixels[i] / 255.0f;
+    free(pixels);
+    ds->n = img_dims[0];
+    ds->rows = img_dims[1];
+    ds->cols = img_dims[2];
+    ds->images = images;
+    ds->labels = labels;
+    return TG_OK;
+}
+
+void tg_dataset_free(tg_dataset *ds)
+{
+    if (!ds)
+        return;
+    free(ds->images);
+    free(ds->labels);
+    memset(ds, 0, sizeof *ds);
+}

@@ -1,0 +1,770 @@
+/* safetensors: a small writer, and a strict reader built on a hand-written
+ * JSON parser that knows exactly the shapes of value the format allows
+ * (objects of strings, an object per tensor, arrays of integers). */
+#include "safetensors.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---- UTF-8 -------------------------------------------------------------- */
+
+/* Well-formed UTF-8 (RFC 3629): no overlongs, no surrogates, <= U+10FFFF. */
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            k = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            if (c == 0xF4)
+                hi = 0x8F;
+        } else {
+            return false;
+        }
+        if (n - i <= k)
+            return false;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t j = 2; j <= k; j++)
+            if ((s[i + j] & 0xC0) != 0x80)
+                return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+/* ---- JSON ----------------------------------------------------------------- */
+
+typedef struct parser {
+    const char *s;
+    size_t n, i;
+    const char *what;
+} parser;
+
+static tg_status bad(parser *p, const char *why)
+{
+    return tg_error(TG_ERR_FORMAT, "%s: bad safetensors header: %s at byte %zu",
+                    p->what, why, p->i);
+}
+
+static void skip_ws(parser *p)
+{
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' ||
+                           p->s[p->i] == '\n' || p->s[p->i] == '\r'))
+        p->i++;
+}
+
+/* Consumes c (after whitespace) if it is next. */
+static bool eat(parser *p, char c)
+{
+    skip_ws(p);
+    if (p->i < p->n && p->s[p->i] == c) {
+        p->i++;
+        return true;
+    }
+    return false;
+}
+
+static int hex4(const char *h)
+{
+    int v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = h[k];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static char *put_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xC0 | cp >> 6);
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xE0 | cp >> 12);
+        *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *o++ = (char)(0xF0 | cp >> 18);
+        *o++ = (char)(0x80 | (cp >> 12 & 0x3F));
+        *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return o;
+}
+
+/* A JSON string into a malloc'd C string. An escape never decodes to more
+ * bytes than it spans, so the raw length bounds the result. \u0000 is
+ * refused: names are C strings. */
+static tg_status parse_string(parser *p, char **out)
+{
+    *out = NULL;
+    if (!eat(p, '"'))
+        return bad(p, "expected a string");
+    size_t start = p->i, end = start;
+    while (end < p->n && p->s[end] != '"')
+        end += p->s[end] == '\\' ? 2 : 1;
+    if (end >= p->n)
+        return bad(p, "unterminated string");
+    char *buf = malloc(end - start + 1), *o = buf;
+    if (!buf)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", p->what);
+    const char *why = NULL;
+    while (p->i < end && !why) {
+        unsigned char c = (unsigned char)p->s[p->i];
+        if (c < 0x20) {
+            why = "control character in string";
+        } else if (c != '\\') {
+            *o++ = (char)c;
+            p->i++;
+        } else {
+            char e = p->s[p->i + 1];
+            const char *simple = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
+            const char *hit = e ? strchr(simple, e) : NULL;
+            if (hit) {
+                *o++ = to[hit - simple];
+                p->i += 2;
+                continue;
+            }
+            if (e != 'u' || end - p->i < 6 || hex4(p->s + p->i + 2) < 0) {
+                why = "bad escape in string";
+                break;
+            }
+            unsigned cp = (unsigned)hex4(p->s + p->i + 2);
+            p->i += 6;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                why = "lone low surrogate in string";
+            } else if (cp >= 0xD800 && cp <= 0xDBFF) {
+                int low = end - p->i >= 6 && p->s[p->i] == '\\' &&
+                                  p->s[p->i + 1] == 'u'
+                              ? hex4(p->s + p->i + 2)
+                              : -1;
+                if (low < 0xDC00 || low > 0xDFFF) {
+                    why = "unpaired surrogate in string";
+                } else {
+                    cp = 0x10000 + ((cp - 0xD800) << 10) +
+                         ((unsigned)low - 0xDC00);
+                    p->i += 6;
+                }
+            } else if (cp == 0) {
+                why = "\\u0000 in string";
+            }
+            if (!why)
+                o = put_utf8(o, cp);
+        }
+    }
+    if (why) {
+        free(buf);
+        return bad(p, why);
+    }
+    *o = '\0';
+    p->i = end + 1;
+    *out = buf;
+    return TG_OK;
+}
+
+/* A non-negative JSON integer (no sign, fraction, exponent, leading 0). */
+static tg_status parse_u64(parser *p, uint64_t *v)
+{
+    skip_ws(p);
+    size_t start = p->i;
+    uint64_t x = 0;
+    while (p->i < p->n && p->s[p->i] >= '0' && p->s[p->i] <= '9') {
+        unsigned d = (unsigned)(p->s[p->i] - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return bad(p, "integer overflows 64 bits");
+        x = x * 10 + d;
+        p->i++;
+    }
+    if (p->i == start)
+        return bad(p, "expected a non-negative integer");
+    if (p->s[start] == '0' && p->i - start > 1)
+        return bad(p, "leading zero in integer");
+    if (p->i < p->n && (p->s[p->i] == '.' || p->s[p->i] == 'e' ||
+                        p->s[p->i] == 'E'))
+        return bad(p, "expected an integer");
+    *v = x;
+    return TG_OK;
+}
+
+/* [a, b, ...] with at most max elements. */
+static tg_status parse_u64_array(parser *p, uint64_t *v, int max, int *count)
+{
+    *count = 0;
+    if (!eat(p, '['))
+        return bad(p, "expected an array");
+    if (eat(p, ']'))
+        return TG_OK;
+    do {
+        if (*count == max)
+            return bad(p, "array too long");
+        tg_status st = parse_u64(p, &v[*count]);
+        if (st != TG_OK)
+            return st;
+        (*count)++;
+    } while (eat(p, ','));
+    return eat(p, ']') ? TG_OK : bad(p, "expected ',' or ']'");
+}
+
+/* ---- the header ------------------------------------------------------------ */
+
+static bool is_known_dtype(const char *d)
+{
+    static const char *const known[] = {
+        "BOOL", "U8",  "I8",  "I16", "U16",     "F16",     "BF16", "I32",
+        "U32",  "F64", "I64", "U64", "F8_E4M3", "F8_E5M2", "F4",   NULL};
+    for (int i = 0; known[i]; i++)
+        if (strcmp(d, known[i]) == 0)
+            return true;
+    return false;
+}
+
+/* {"dtype": "F32", "shape": [...], "data_offsets": [b, e]}, keys in any
+ * order, each exactly once. */
+static tg_status parse_tensor(parser *p, tg_st_entry *e)
+{
+    bool have_dtype = false, have_shape = false, have_offsets = false;
+    if (!eat(p, '{'))
+        return bad(p, "expected a tensor object");
+    do {
+        char *key;
+        tg_status st = parse_string(p, &key);
+        if (st != TG_OK)
+            return st;
+        if (!eat(p, ':')) {
+            free(key);
+            return bad(p, "expected ':'");
+        }
+        if (strcmp(key, "dtype") == 0 && !have_dtype) {
+            char *dtype;
+            have_dtype = true;
+            st = parse_string(p, &dtype);
+            if (st == TG_OK && strcmp(dtype, "F32") != 0)
+                st = tg_error(is_known_dtype(dtype) ? TG_ERR_UNSUPPORTED
+                                                    : TG_ERR_FORMAT,
+                              "%s: tensor '%s' has dtype %.16s, only F32 is "
+                              "supported",
+                              p->what, e->name, dtype);
+            free(dtype);
+        } else if (strcmp(key, "shape") == 0 && !have_shape) {
+            have_shape = true;
+            st = parse_u64_array(p, e->shape, TG_ST_MAX_DIMS, &e->ndim);
+        } else if (strcmp(key, "data_offsets") == 0 && !have_offsets) {
+            uint64_t off[2];
+            int k;
+            have_offsets = true;
+            st = parse_u64_array(p, off, 2, &k);
+            if (st == TG_OK && k != 2)
+                st = bad(p, "data_offsets needs 2 integers");
+            e->begin = off[0];
+            e->end = off[1];
+        } else {
+            st = tg_error(TG_ERR_FORMAT, "%s: tensor '%s': unexpected or "
+                          "repeated key '%.40s'", p->what, e->name, key);
+        }
+        free(key);
+        if (st != TG_OK)
+            return st;
+    } while (eat(p, ','));
+    if (!eat(p, '}'))
+        return bad(p, "expected ',' or '}'");
+    if (!have_dtype || !have_shape || !have_offsets)
+        return tg_error(TG_ERR_FORMAT, "%s: tensor '%s' lacks dtype, shape or "
+                        "data_offsets", p->what, e->name);
+    uint64_t numel = 1;
+    for (int d = 0; d < e->ndim; d++) {
+        if (e->shape[d] && numel > UINT64_MAX / 4 / e->shape[d])
+            return tg_error(TG_ERR_FORMAT, "%s: tensor '%s': shape overflows",
+                            p->what, e->name);
+        numel *= e->shape[d];
+    }
+    e->numel = numel;
+    if (e->end < e->begin || e->end - e->begin != numel * 4)
+        return tg_error(TG_ERR_FORMAT, "%s: tensor '%s': data_offsets "
+                        "[%llu, %llu] do not hold %llu floats", p->what,
+                        e->name, (unsigned long long)e->begin,
+                        (unsigned long long)e->end, (unsigned long long)numel);
+    return TG_OK;
+}
+
+static tg_status parse_metadata(parser *p, tg_st_file *f)
+{
+    int cap = 0;
+    if (!eat(p, '{'))
+        return bad(p, "__metadata__ must be an object");
+    if (eat(p, '}'))
+        return TG_OK;
+    do {
+        if (f->nmeta == cap) {
+            cap = cap ? 2 * cap : 8;
+            char **k = realloc(f->meta_key, (size_t)cap * sizeof *k);
+            if (k)
+                f->meta_key = k;
+            char **v = realloc(f->meta_value, (size_t)cap * sizeof *v);
+            if (v)
+                f->meta_value = v;
+            if (!k || !v)
+                return tg_error(TG_ERR_NOMEM, "%s: out of memory", p->what);
+        }
+        char *key, *value = NULL;
+        tg_status st = parse_string(p, &key);
+        if (st != TG_OK)
+            return st;
+        if (!eat(p, ':'))
+            st = bad(p, "expected ':'");
+        skip_ws(p);
+        if (st == TG_OK)
+            st = p->i < p->n && p->s[p->i] == '"'
+                     ? parse_string(p, &value)
+                     : bad(p, "__metadata__ values must be strings");
+        if (st != TG_OK) {
+            free(key);
+            return st;
+        }
+        f->meta_key[f->nmeta] = key;
+        f->meta_value[f->nmeta] = value;
+        f->nmeta++;
+    } while (eat(p, ','));
+    return eat(p, '}') ? TG_OK : bad(p, "expected ',' or '}'");
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A name seen twice anywhere in list (sorts a copy: n may be large). */
+static const char *duplicate(char **list, int n)
+{
+    const char *dup = NULL;
+    char **copy = malloc((size_t)(n ? n : 1) * sizeof *copy);
+    if (!copy)
+        return "(out of memory)";
+    memcpy(copy, list, (size_t)n * sizeof *copy);
+    qsort(copy, (size_t)n, sizeof *copy, cmp_str);
+    for (int i = 1; i < n && !dup; i++)
+        if (strcmp(copy[i - 1], copy[i]) == 0)
+            dup = copy[i];
+    free(copy);
+    return dup;
+}
+
+static int cmp_offsets(const void *a, const void *b)
+{
+    const tg_st_entry *x = *(const tg_st_entry *const *)a;
+    const tg_st_entry *y = *(const tg_st_entry *const *)b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    return (x->end > y->end) - (x->end < y->end);
+}
+
+/* Sorted by begin, the tensors must tile [0, data_len) exactly. */
+static tg_status check_layout(const tg_st_file *f, uint64_t data_len)
+{
+    const tg_st_entry **by = malloc((size_t)(f->n ? f->n : 1) * sizeof *by);
+    if (!by)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", f->path);
+    for (int i = 0; i < f->n; i++)
+        by[i] = &f->t[i];
+    qsort(by, (size_t)f->n, sizeof *by, cmp_offsets);
+    uint64_t at = 0;
+    tg_status st = TG_OK;
+    for (int i = 0; i < f->n && st == TG_OK; i++) {
+        if (by[i]->begin != at)
+            st = tg_error(TG_ERR_FORMAT, "%s: tensor '%s' starts at byte %llu, "
+                          "expected %llu (%s)", f->path, by[i]->name,
+                          (unsigned long long)by[i]->begin,
+                          (unsigned long long)at,
+                          by[i]->begin < at ? "overlap" : "gap");
+        at = by[i]->end;
+    }
+    if (st == TG_OK && at != data_len)
+        st = tg_error(TG_ERR_FORMAT, "%s: file size mismatch: the header "
+                      "describes %llu data bytes, the file holds %llu",
+                      f->path, (unsigned long long)at,
+                      (unsigned long long)data_len);
+    free(by);
+    return st;
+}
+
+static tg_status parse_top(parser *p, tg_st_file *f)
+{
+    int cap = 0;
+    bool have_meta = false;
+    if (!eat(p, '{'))
+        return bad(p, "header is not a JSON object");
+    if (eat(p, '}'))
+        goto done;
+    do {
+        char *name;
+        tg_status st = parse_string(p, &name);
+        if (st != TG_OK)
+            return st;
+        if (!eat(p, ':')) {
+            free(name);
+            return bad(p, "expected ':'");
+        }
+        if (strcmp(name, "__metadata__") == 0) {
+            free(name);
+            if (have_meta)
+                return bad(p, "__metadata__ given twice");
+            have_meta = true;
+            st = parse_metadata(p, f);
+            if (st != TG_OK)
+                return st;
+            continue;
+        }
+        if (f->n == cap) {
+            if (cap > INT_MAX / 4) {
+                free(name);
+                return bad(p, "too many tensors");
+            }
+            cap = cap ? 2 * cap : 16;
+            tg_st_entry *t = realloc(f->t, (size_t)cap * sizeof *t);
+            if (!t) {
+                free(name);
+                return tg_error(TG_ERR_NOMEM, "%s: out of memory", p->what);
+            }
+            f->t = t;
+        }
+        tg_st_entry *e = &f->t[f->n++];
+        memset(e, 0, sizeof *e);
+        e->name = name;
+        st = parse_tensor(p, e);
+        if (st != TG_OK)
+            return st;
+    } while (eat(p, ','));
+    if (!eat(p, '}'))
+        return bad(p, "expected ',' or '}'");
+done:
+    skip_ws(p);
+    if (p->i != p->n)
+        return bad(p, "trailing bytes after the JSON object");
+    return TG_OK;
+}
+
+tg_status tg_st_parse_header(const char *json, size_t len, uint64_t data_len,
+                             const char *what, tg_st_file *out)
+{
+    parser p = {json, len, 0, what};
+    memset(out, 0, sizeof *out);
+    out->path = what;
+    if (!utf8_valid((const unsigned char *)json, len))
+        return tg_error(TG_ERR_FORMAT, "%s: header is not valid UTF-8", what);
+    tg_status st = parse_top(&p, out);
+    if (st == TG_OK) {
+        char **names = malloc((size_t)(out->n ? out->n : 1) * sizeof *names);
+        if (!names) {
+            st = tg_error(TG_ERR_NOMEM, "%s: out of memory", what);
+        } else {
+            for (int i = 0; i < out->n; i++)
+                names[i] = out->t[i].name;
+            const char *dup = duplicate(names, out->n);
+            if (!dup)
+                dup = duplicate(out->meta_key, out->nmeta);
+            if (dup)
+                st = tg_error(TG_ERR_FORMAT, "%s: key '%s' appears twice",
+                              what, dup);
+            free(names);
+        }
+    }
+    if (st == TG_OK)
+        st = check_layout(out, data_len);
+    if (st != TG_OK)
+        tg_st_close(out);
+    return st;
+}
+
+/* ---- files ----------------------------------------------------------------- */
+
+static uint64_t le64(const unsigned char *b)
+{
+    uint64_t v = 0;
+    for (int k = 7; k >= 0; k--)
+        v = v << 8 | b[k];
+    return v;
+}
+
+static bool host_is_le(void)
+{
+    const uint32_t one = 1;
+    return *(const unsigned char *)&one == 1;
+}
+
+static void swap32(void *p, size_t n)
+{
+    unsigned char *b = p;
+    for (size_t i = 0; i < n; i++, b += 4) {
+        unsigned char t0 = b[0], t1 = b[1];
+        b[0] = b[3];
+        b[1] = b[2];
+        b[2] = t1;
+        b[3] = t0;
+    }
+}
+
+tg_status tg_st_open(const char *path, tg_st_file *out)
+{
+    struct stat st;
+    unsigned char lenbuf[8];
+    memset(out, 0, sizeof *out);
+    out->path = path;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return tg_error(TG_ERR_IO, "%s: not a regular file", path);
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size < 8 || fread(lenbuf, 1, 8, f) != 8) {
+        fclose(f);
+        return tg_error(TG_ERR_FORMAT, "%s: truncated: %llu bytes, no "
+                        "safetensors header", path, (unsigned long long)size);
+    }
+    uint64_t n = le64(lenbuf);
+    tg_status status = TG_OK;
+    if (n > TG_ST_MAX_HEADER)
+        status = tg_error(TG_ERR_FORMAT, "%s: header length %llu exceeds "
+                          "100 MB", path, (unsigned long long)n);
+    else if (n > size - 8)
+        status = tg_error(TG_ERR_FORMAT, "%s: truncated: header length %llu "
+                          "but only %llu bytes follow", path,
+                          (unsigned long long)n,
+                          (unsigned long long)(size - 8));
+    if (status != TG_OK) {
+        fclose(f);
+        return status;
+    }
+    char *json = malloc(n ? n : 1);
+    if (!json) {
+        fclose(f);
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
+    }
+    if (fread(json, 1, n, f) != n) {
+        free(json);
+        fclose(f);
+        return tg_error(TG_ERR_IO, "%s: read error in the header", path);
+    }
+    status = tg_st_parse_header(json, n, size - 8 - n, path, out);
+    free(json);
+    if (status != TG_OK) {
+        fclose(f);
+        return status;
+    }
+    out->f = f;
+    out->data_start = 8 + n;
+    return TG_OK;
+}
+
+const tg_st_entry *tg_st_find(const tg_st_file *f, const char *name)
+{
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->t[i].name, name) == 0)
+            return &f->t[i];
+    return NULL;
+}
+
+tg_status tg_st_read_f32(tg_st_file *f, const tg_st_entry *e, float *dst)
+{
+    if (fseeko(f->f, (off_t)(f->data_start + e->begin), SEEK_SET) != 0 ||
+        fread(dst, sizeof(float), e->numel, f->f) != e->numel)
+        return tg_error(TG_ERR_IO, "%s: cannot read tensor '%s'", f->path,
+                        e->name);
+    if (!host_is_le())
+        swap32(dst, e->numel);
+    return TG_OK;
+}
+
+void tg_st_close(tg_st_file *f)
+{
+    if (f->f)
+        fclose(f->f);
+    for (int i = 0; i < f->n; i++)
+        free(f->t[i].name);
+    for (int i = 0; i < f->nmeta; i++) {
+        free(f->meta_key[i]);
+        free(f->meta_value[i]);
+    }
+    free(f->t);
+    free(f->meta_key);
+    free(f->meta_value);
+    memset(f, 0, sizeof *f);
+}
+
+/* ---- writing ------------------------------------------------------------------ */
+
+/* A growing string; on allocation failure it marks itself failed. */
+typedef struct strbuf {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} strbuf;
+
+static void sb_put(strbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *bigger = realloc(b->s, cap);
+        if (!bigger) {
+            b->failed = true;
+            return;
+        }
+        b->s = bigger;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void sb_str(strbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_u64(strbuf *b, uint64_t v)
+{
+    char tmp[24];
+    snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
+    sb_str(b, tmp);
+}
+
+/* A JSON string literal: quotes, backslashes and control bytes escaped. */
+static void sb_json(strbuf *b, const char *s)
+{
+    sb_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            sb_put(b, esc, 2);
+        } else if (c < 0x20) {
+            char esc[8];
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            sb_str(b, esc);
+        } else {
+            sb_put(b, (const char *)&c, 1);
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+static bool valid_name(const char *s)
+{
+    return utf8_valid((const unsigned char *)s, strlen(s));
+}
+
+static size_t numel_of(const tg_st_tensor *t)
+{
+    size_t n = 1;
+    for (int d = 0; d < t->ndim; d++)
+        n *= (size_t)t->shape[d];
+    return n;
+}
+
+tg_status tg_st_write(FILE *out, const char *path, int n,
+                      const tg_st_tensor *t, int nmeta,
+                      const char *const *meta_key,
+                      const char *const *meta_value)
+{
+    strbuf h = {0};
+    uint64_t at = 0;
+    sb_str(&h, "{");
+    if (nmeta > 0) {
+        sb_str(&h, "\"__metadata__\":{");
+        for (int i = 0; i < nmeta; i++) {
+            if (!valid_name(meta_key[i]) || !valid_name(meta_value[i])) {
+                free(h.s);
+                return tg_error(TG_ERR_ARG, "%s: metadata '%s' is not valid "
+                                "UTF-8", path, meta_key[i]);
+            }
+            sb_str(&h, i ? "," : "");
+            sb_json(&h, meta_key[i]);
+            sb_str(&h, ":");
+            sb_json(&h, meta_value[i]);
+        }
+        sb_str(&h, n > 0 ? "}," : "}");
+    }
+    for (int i = 0; i < n; i++) {
+        if (!valid_name(t[i].name)) {
+            free(h.s);
+            return tg_error(TG_ERR_ARG, "%s: tensor name is not valid UTF-8",
+                            path);
+        }
+        uint64_t bytes = (uint64_t)numel_of(&t[i]) * 4;
+        sb_str(&h, i ? "," : "");
+        sb_json(&h, t[i].name);
+        sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        for (int d = 0; d < t[i].ndim; d++) {
+            sb_str(&h, d ? "," : "");
+            sb_u64(&h, (uint64_t)t[i].shape[d]);
+        }
+        sb_str(&h, "],\"data_offsets\":[");
+        sb_u64(&h, at);
+        sb_str(&h, ",");
+        sb_u64(&h, at + bytes);
+        sb_str(&h, "]}");
+        at += bytes;
+    }
+    sb_str(&h, "}");
+    while (!h.failed && h.len % 8 != 0)
+        sb_str(&h, " ");
+    if (h.failed) {
+        free(h.s);
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory for the header",
+                        path);
+    }
+
+    unsigned char lenbuf[8];
+    for (int k = 0; k < 8; k++)
+        lenbuf[k] = (unsigned char)((uint64_t)h.len >> (8 * k));
+    bool ok = fwrite(lenbuf, 1, 8, out) == 8 &&
+              fwrite(h.s, 1, h.len, out) == h.len;
+    free(h.s);
+    float chunk[1024];
+    for (int i = 0; i < n && ok; i++) {
+        size_t count = numel_of(&t[i]);
+        if (host_is_le()) {
+            ok = fwrite(t[i].data, sizeof(float), count, out) == count;
+            continue;
+        }
+        for (size_t j = 0; j < count && ok; j += 1024) {
+            size_t k = count - j < 1024 ? count - j : 1024;
+            memcpy(chunk, t[i].data + j, k * sizeof(float));
+            swap32(chunk, k);
+            ok = fwrite(chunk, sizeof(float), k, out) == k;
+        }
+    }
+    if (!ok)
+        return tg_error(TG_ERR_IO, "%s: write failed: %s", path,
+                        strerror(errno));
+    return TG_OK;
+}

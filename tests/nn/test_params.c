@@ -1,0 +1,155 @@
+/* Parameter sets: names, lookup, and sealing into one contiguous data buffer
+ * and one grad buffer in the order added, values preserved. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tg_nn.h"
+
+static tg_params *three_params(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "enc.weight", 2, (int[]){3, 4});
+    tg_params_add(ps, "enc.bias", 1, (int[]){3});
+    tg_params_add(ps, "dec.weight", 3, (int[]){2, 1, 5});
+    return ps;
+}
+
+static void names_count_and_find(void **state)
+{
+    (void)state;
+    tg_params *ps = three_params();
+    assert_int_equal(tg_params_count(ps), 3);
+    assert_int_equal(tg_params_numel(ps), 12 + 3 + 10);
+    assert_string_equal(tg_params_name(ps, 0), "enc.weight");
+    assert_string_equal(tg_params_name(ps, 2), "dec.weight");
+    assert_ptr_equal(tg_params_find(ps, "enc.bias"), tg_params_get(ps, 1));
+    assert_null(tg_params_find(ps, "enc"));
+    assert_null(tg_params_find(ps, "enc.bias2"));
+    assert_int_equal(tg_params_get(ps, 2)->shape[2], 5);
+    tg_params_free(ps);
+}
+
+static void sealing_makes_data_and_grad_contiguous(void **state)
+{
+    (void)state;
+    tg_params *ps = three_params();
+    tg_tensor *t[3];
+    for (int i = 0; i < 3; i++) {
+        t[i] = tg_params_get(ps, i);
+        assert_true(t[i]->owns_data);
+        for (size_t j = 0; j < t[i]->size; j++)
+            t[i]->data[j] = (float)(100 * i + (int)j);
+    }
+    tg_tensor_require_grad(t[1]);
+    t[1]->grad[2] = 7.0f;
+
+    float *data = tg_params_data(ps), *grad = tg_params_grad(ps);
+    size_t off = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_ptr_equal(t[i]->data, data + off);
+        assert_ptr_equal(t[i]->grad, grad + off);
+        assert_false(t[i]->owns_data);
+        assert_true(t[i]->requires_grad);
+        for (size_t j = 0; j < t[i]->size; j++)
+            assert_true(data[off + j] == (float)(100 * i + (int)j));
+        off += t[i]->size;
+    }
+    assert_int_equal(off, tg_params_numel(ps));
+    assert_true(grad[12 + 2] == 7.0f); /* an existing grad moved too */
+    assert_true(grad[0] == 0.0f);
+
+    tg_params_seal(ps); /* idempotent */
+    assert_ptr_equal(tg_params_data(ps), data);
+    for (size_t i = 0; i < tg_params_numel(ps); i++)
+        grad[i] = 1.0f;
+    tg_params_zero_grad(ps);
+    for (size_t i = 0; i < tg_params_numel(ps); i++)
+        assert_true(grad[i] == 0.0f);
+    tg_params_free(ps);
+}
+
+static void finite_names_the_first_bad_tensor(void **state)
+{
+    (void)state;
+    tg_params *ps = three_params();
+    const char *where = NULL;
+    assert_true(tg_params_finite(ps, &where));
+    tg_params_seal(ps);
+    tg_params_get(ps, 2)->data[4] = NAN;
+    assert_false(tg_params_finite(ps, &where));
+    assert_string_equal(where, "dec.weight");
+    tg_params_get(ps, 2)->data[4] = 0;
+    tg_params_get(ps, 1)->grad[0] = INFINITY;
+    assert_false(tg_params_finite(ps, NULL));
+    assert_false(tg_params_finite(ps, &where));
+    assert_string_equal(where, "enc.bias");
+    tg_params_free(ps);
+}
+
+/* Runs f in a child; true when it died of SIGABRT (tg_fatal). */
+static bool aborts(void (*f)(void))
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr))
+            _exit(1);
+        f();
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+static void add_duplicate(void)
+{
+    tg_params *ps = three_params();
+    tg_params_add(ps, "enc.bias", 1, (int[]){3});
+}
+
+static void add_after_seal(void)
+{
+    tg_params *ps = three_params();
+    tg_params_seal(ps);
+    tg_params_add(ps, "late", 1, (int[]){3});
+}
+
+static void misuse_aborts(void **state)
+{
+    (void)state;
+    assert_true(aborts(add_duplicate));
+    assert_true(aborts(add_after_seal));
+}
+
+static void empty_set_seals(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    assert_int_equal(tg_params_numel(ps), 0);
+    assert_non_null(tg_params_data(ps));
+    tg_params_zero_grad(ps);
+    assert_true(tg_params_finite(ps, NULL));
+    tg_params_free(ps);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(names_count_and_find),
+        cmocka_unit_test(sealing_makes_data_and_grad_contiguous),
+        cmocka_unit_test(finite_names_the_first_bad_tensor),
+        cmocka_unit_test(misuse_aborts),
+        cmocka_unit_test(empty_set_seals),
+    };
+    return cmocka_run_group_tests_name("nn_params", tests, NULL, NULL);
+}
