@@ -1,31 +1,410 @@
-/* Naive reference GEMM: a placeholder until the blocked kernel lands. */
+/* GEMM driver: C[M,N] = alpha * op(A)[M,K] . op(B)[K,N] + beta * C, row-major.
+ *
+ * The GotoBLAS/BLIS five loops, per thread over its own rectangle of C:
+ *   jc over N by NC     pack B~[kc, nc] (NR-wide panels, L2-resident)
+ *    pc over K by kc    first K block applies beta, later ones add
+ *     ic over M by MC   pack A~[mc, kc] (MR-tall panels)
+ *      ir over mc by MR   A micro-panel [kc, MR] stays in L1
+ *       jr over nc by NR  micro-kernel: C[MR, NR] from the two micro-panels
+ * Packing reads op(A) and op(B), so one micro-kernel serves all four
+ * transpose variants, and zero-pads partial panels so the kernel only ever
+ * sees full tiles (edge tiles go through a small buffer).
+ *
+ * Determinism: every C element is computed by exactly one thread as the sum
+ * over K blocks in order, each block summed in k order by the micro-kernel.
+ * The K split depends only on K, and thread rectangles start on tile
+ * boundaries, so results are bit-identical for any thread count. */
+#include "gemm_internal.h"
 #include "tg_autograd.h"
 #include "tg_config.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int n_threads = 1;
+#ifdef TG_HAVE_OPENMP
+#include <omp.h>
+#endif
 
-void tg_set_threads(int n) { n_threads = n > 0 ? n : 1; }
-int tg_get_threads(void) { return n_threads; }
-const char *tg_gemm_kernel(void) { return "portable"; }
-bool tg_gemm_set_kernel(const char *name) { return strcmp(name, "portable") == 0; }
+/* ---- portable kernel: C arrays the compiler may vectorise ---------------- */
+enum { PORT_MR = 4, PORT_NR = 16 };
+
+static void ukr_portable(int k, const float *a, const float *b, float *c,
+                         ptrdiff_t ldc, float alpha, float beta)
+{
+    float acc[PORT_MR][PORT_NR] = {{0}};
+    for (int p = 0; p < k; p++, a += PORT_MR, b += PORT_NR)
+        for (int i = 0; i < PORT_MR; i++)
+            for (int j = 0; j < PORT_NR; j++)
+                acc[i][j] += a[i] * b[j];
+    for (int i = 0; i < PORT_MR; i++)
+        for (int j = 0; j < PORT_NR; j++) {
+            float *cij = &c[i * ldc + j];
+            *cij = beta == 0.0f ? alpha * acc[i][j]
+                                : alpha * acc[i][j] + beta * *cij;
+        }
+}
+
+static int always(void) { return 1; }
+
+static const gemm_kernel kernel_portable = {"portable", PORT_MR, PORT_NR,
+                                            ukr_portable, always};
+
+/* Best first. */
+static const gemm_kernel *const kernels[] = {
+#ifdef TG_GEMM_X86
+    &tg_gemm_kernel_avx512,
+    &tg_gemm_kernel_avx2,
+#endif
+    &kernel_portable,
+};
+enum { N_KERNELS = sizeof kernels / sizeof kernels[0] };
+
+/* ---- configuration: kernel, blocking, threads ---------------------------- */
+enum { MAX_MR = 32, MAX_NR = 64 };
+
+static struct {
+    const gemm_kernel *kern;
+    int kc_max;  /* K block: A micro-panel kc*MR in L1 */
+    int mc, nc;  /* B~ kc*nc in half of L2 */
+    int threads; /* 0 until set: all cores */
+    double min_flops_parallel;
+} cfg;
+static atomic_int cfg_ready;
+
+static long cache_bytes(int index, long fallback)
+{
+    char path[96];
+    snprintf(path, sizeof path,
+             "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return fallback;
+    long v = 0;
+    char unit = 0;
+    int got = fscanf(f, "%ld%c", &v, &unit);
+    fclose(f);
+    if (got < 1 || v <= 0)
+        return fallback;
+    if (unit == 'K')
+        v *= 1024;
+    if (unit == 'M')
+        v *= 1024 * 1024;
+    return v;
+}
+
+static int round_down(int v, int m) { return v / m * m > 0 ? v / m * m : m; }
+
+static void set_blocks(void)
+{
+    const gemm_kernel *k = cfg.kern;
+    long l2 = cache_bytes(2, 1L << 20);
+    cfg.kc_max = 512;
+    cfg.mc = round_down(240, k->mr);
+    long nc = l2 / 2 / ((long)cfg.kc_max * (long)sizeof(float));
+    cfg.nc = round_down(nc > 4096 ? 4096 : (int)nc, k->nr);
+    const char *env = getenv("TG_GEMM_BLOCKS"); /* tuning aid: "kc,mc,nc" */
+    int kc, mc, ncv;
+    if (env && sscanf(env, "%d,%d,%d", &kc, &mc, &ncv) == 3 && kc > 0 &&
+        mc > 0 && ncv > 0) {
+        cfg.kc_max = kc;
+        cfg.mc = round_down(mc, k->mr);
+        cfg.nc = round_down(ncv, k->nr);
+    }
+}
+
+static void init(void)
+{
+    if (atomic_load(&cfg_ready))
+        return;
+    for (int i = 0; i < N_KERNELS; i++)
+        if (kernels[i]->supported()) {
+            cfg.kern = kernels[i];
+            break;
+        }
+    cfg.min_flops_parallel = 4e6;
+    const char *env = getenv("TG_GEMM_KERNEL");
+    if (env && *env && !tg_gemm_set_kernel(env))
+        fprintf(stderr,
+                "tapegrad: TG_GEMM_KERNEL=%s unknown or unsupported here, "
+                "using %s\n",
+                env, cfg.kern->name);
+    set_blocks();
+    atomic_store(&cfg_ready, 1);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((constructor)) static void init_at_load(void) { init(); }
+#endif
+
+const char *tg_gemm_kernel(void)
+{
+    init();
+    return cfg.kern->name;
+}
+
+bool tg_gemm_set_kernel(const char *name)
+{
+    for (int i = 0; i < N_KERNELS; i++)
+        if (name && strcmp(name, kernels[i]->name) == 0) {
+            if (!kernels[i]->supported())
+                return false;
+            cfg.kern = kernels[i];
+            if (atomic_load(&cfg_ready))
+                set_blocks();
+            return true;
+        }
+    return false;
+}
+
+static int all_cores(void)
+{
+#ifdef TG_HAVE_OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
+void tg_set_threads(int n) { cfg.threads = n > 0 ? n : 0; }
+int tg_get_threads(void) { return cfg.threads > 0 ? cfg.threads : all_cores(); }
+
+/* ---- pack buffers: one per thread, allocated on first use ---------------- */
+enum { MAX_BUFS = 256 };
+static float *all_bufs[MAX_BUFS]; /* keeps every buffer reachable */
+static atomic_int n_bufs;
+static _Thread_local float *tbuf;
+static _Thread_local size_t tbuf_len;
+
+static float *thread_buffer(size_t floats)
+{
+    if (tbuf_len >= floats)
+        return tbuf;
+    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    float *p = aligned_alloc(64, bytes);
+    if (!p)
+        tg_fatal("tg_gemm", "out of memory for %zu-byte pack buffer", bytes);
+    /* A grown buffer replaces the old one; blocks are fixed, so this happens
+     * once per thread (twice if the kernel is switched). */
+    int slot = -1;
+    for (int i = 0; i < atomic_load(&n_bufs) && i < MAX_BUFS; i++)
+        if (all_bufs[i] == tbuf && tbuf)
+            slot = i;
+    if (slot >= 0) {
+        all_bufs[slot] = p;
+    } else {
+        int i = atomic_fetch_add(&n_bufs, 1);
+        if (i < MAX_BUFS)
+            all_bufs[i] = p;
+    }
+    free(tbuf);
+    tbuf = p;
+    tbuf_len = bytes / sizeof(float);
+    return p;
+}
+
+/* ---- packing ------------------------------------------------------------- */
+typedef struct {
+    bool ta, tb;
+    int M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int lda, ldb, ldc;
+} problem;
+
+/* A~: rows [i0, i0+mc) of op(A), columns [p0, p0+kc), as MR-row panels
+ * laid out [panel][p][r], rows past mc zero. */
+static void pack_a(const problem *pb, int i0, int mc, int p0, int kc, int mr,
+                   float *dst)
+{
+    for (int ip = 0; ip < mc; ip += mr, dst += (size_t)kc * mr) {
+        int rows = mc - ip < mr ? mc - ip : mr;
+        if (pb->ta) { /* op(A)(i, p) = A[p*lda + i]: rows contiguous */
+            for (int p = 0; p < kc; p++) {
+                const float *src = pb->A + (size_t)(p0 + p) * pb->lda + i0 + ip;
+                float *d = dst + (size_t)p * mr;
+                for (int r = 0; r < rows; r++)
+                    d[r] = src[r];
+                for (int r = rows; r < mr; r++)
+                    d[r] = 0.0f;
+            }
+        } else { /* op(A)(i, p) = A[i*lda + p] */
+            for (int r = 0; r < rows; r++) {
+                const float *src = pb->A + (size_t)(i0 + ip + r) * pb->lda + p0;
+                for (int p = 0; p < kc; p++)
+                    dst[(size_t)p * mr + r] = src[p];
+            }
+            for (int r = rows; r < mr; r++)
+                for (int p = 0; p < kc; p++)
+                    dst[(size_t)p * mr + r] = 0.0f;
+        }
+    }
+}
+
+/* B~: rows [p0, p0+kc) of op(B), columns [j0, j0+nc), as NR-column panels
+ * laid out [panel][p][c], columns past nc zero. */
+static void pack_b(const problem *pb, int j0, int nc, int p0, int kc, int nr,
+                   float *dst)
+{
+    for (int jp = 0; jp < nc; jp += nr, dst += (size_t)kc * nr) {
+        int cols = nc - jp < nr ? nc - jp : nr;
+        if (!pb->tb) { /* op(B)(p, j) = B[p*ldb + j]: columns contiguous */
+            for (int p = 0; p < kc; p++) {
+                const float *src = pb->B + (size_t)(p0 + p) * pb->ldb + j0 + jp;
+                float *d = dst + (size_t)p * nr;
+                for (int c = 0; c < cols; c++)
+                    d[c] = src[c];
+                for (int c = cols; c < nr; c++)
+                    d[c] = 0.0f;
+            }
+        } else { /* op(B)(p, j) = B[j*ldb + p] */
+            for (int c = 0; c < cols; c++) {
+                const float *src = pb->B + (size_t)(j0 + jp + c) * pb->ldb + p0;
+                for (int p = 0; p < kc; p++)
+                    dst[(size_t)p * nr + c] = src[p];
+            }
+            for (int c = cols; c < nr; c++)
+                for (int p = 0; p < kc; p++)
+                    dst[(size_t)p * nr + c] = 0.0f;
+        }
+    }
+}
+
+/* ---- one thread's rectangle C[m0:m1, n0:n1] ------------------------------ */
+static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
+                       int m0, int m1, int n0, int n1)
+{
+    const int mr = kern->mr, nr = kern->nr, MC = cfg.mc, NC = cfg.nc;
+    size_t a_len = (size_t)MC * kc_step, b_len = (size_t)NC * kc_step;
+    float *buf = thread_buffer(a_len + b_len + MAX_MR * MAX_NR);
+    float *apack = buf, *bpack = buf + a_len, *edge = buf + a_len + b_len;
+    const ptrdiff_t ldc = pb->ldc;
+
+    for (int jc = n0; jc < n1; jc += NC) {
+        int nc = n1 - jc < NC ? n1 - jc : NC;
+        for (int pc = 0; pc < pb->K; pc += kc_step) {
+            int kc = pb->K - pc < kc_step ? pb->K - pc : kc_step;
+            float beta = pc == 0 ? pb->beta : 1.0f;
+            pack_b(pb, jc, nc, pc, kc, nr, bpack);
+            for (int ic = m0; ic < m1; ic += MC) {
+                int mc = m1 - ic < MC ? m1 - ic : MC;
+                pack_a(pb, ic, mc, pc, kc, mr, apack);
+                for (int ir = 0; ir < mc; ir += mr) {
+                    const float *ap = apack + (size_t)ir * kc;
+                    int rows = mc - ir < mr ? mc - ir : mr;
+                    for (int jr = 0; jr < nc; jr += nr) {
+                        const float *bp = bpack + (size_t)jr * kc;
+                        int cols = nc - jr < nr ? nc - jr : nr;
+                        float *c = pb->C + (size_t)(ic + ir) * ldc + jc + jr;
+                        if (rows == mr && cols == nr) {
+                            kern->ukr(kc, ap, bp, c, ldc, pb->alpha, beta);
+                            continue;
+                        }
+                        /* Edge tile: same kernel on a padded copy, so an
+                         * element's arithmetic never depends on the tile. */
+                        for (int i = 0; i < rows; i++)
+                            for (int j = 0; j < cols; j++)
+                                edge[i * nr + j] =
+                                    beta == 0.0f ? 0.0f : c[i * ldc + j];
+                        kern->ukr(kc, ap, bp, edge, nr, pb->alpha, beta);
+                        for (int i = 0; i < rows; i++)
+                            for (int j = 0; j < cols; j++)
+                                c[i * ldc + j] = edge[i * nr + j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- entry point --------------------------------------------------------- */
+static void scale_c(const problem *pb)
+{
+    for (int i = 0; i < pb->M; i++) {
+        float *c = pb->C + (size_t)i * pb->ldc;
+        for (int j = 0; j < pb->N; j++)
+            c[j] = pb->beta == 0.0f ? 0.0f : pb->beta * c[j];
+    }
+}
+
+/* Split T threads into a tm x tn grid of C minimising the largest
+ * rectangle's work plus its packing (~12 FMA-equivalents per packed float). */
+static void split_grid(int pm, int pn, int mr, int nr, int T, int *tm, int *tn)
+{
+    double best = -1;
+    for (int a = 1; a <= T; a++) {
+        if (T % a || a > pm || T / a > pn)
+            continue;
+        double mt = (double)((pm + a - 1) / a) * mr,
+               nt = (double)((pn + T / a - 1) / (T / a)) * nr;
+        double cost = mt * nt + 12.0 * (mt + nt);
+        if (best < 0 || cost < best) {
+            best = cost;
+            *tm = a;
+            *tn = T / a;
+        }
+    }
+}
 
 void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc)
 {
-    for (int i = 0; i < M; i++) {
-        for (int j = 0; j < N; j++) {
-            float acc = 0.0f;
-            for (int p = 0; p < K; p++) {
-                float a = trans_a ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
-                float b = trans_b ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
-                acc += a * b;
-            }
-            float *c = &C[(size_t)i * ldc + j];
-            *c = alpha * acc + (beta == 0.0f ? 0.0f : beta * *c);
-        }
+    init();
+    if (M < 0 || N < 0 || K < 0)
+        tg_fatal("tg_gemm", "negative size M=%d N=%d K=%d", M, N, K);
+    int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+    if (lda < (a_cols > 1 ? a_cols : 1) || ldb < (b_cols > 1 ? b_cols : 1) ||
+        ldc < (N > 1 ? N : 1))
+        tg_fatal("tg_gemm",
+                 "leading dimension too small: lda=%d (op(A) %dx%d%s) "
+                 "ldb=%d (op(B) %dx%d%s) ldc=%d (C %dx%d)",
+                 lda, M, K, trans_a ? " transposed" : "", ldb, K, N,
+                 trans_b ? " transposed" : "", ldc, M, N);
+    problem pb = {trans_a, trans_b, M, N,   K,   alpha, beta,
+                  A,       B,       C, lda, ldb, ldc};
+    if (M == 0 || N == 0)
+        return;
+    if (K == 0 || alpha == 0.0f) {
+        scale_c(&pb);
+        return;
+    }
+
+    const gemm_kernel *kern = cfg.kern;
+    /* K blocks of near-equal size, a function of K alone. */
+    int nk = (K + cfg.kc_max - 1) / cfg.kc_max;
+    int kc_step = (K + nk - 1) / nk;
+
+    int pm = (M + kern->mr - 1) / kern->mr, pn = (N + kern->nr - 1) / kern->nr;
+    int T = 1;
+#ifdef TG_HAVE_OPENMP
+    if (2.0 * M * N * K >= cfg.min_flops_parallel && !omp_in_parallel())
+        T = tg_get_threads();
+#endif
+    if (T > pm * pn)
+        T = pm * pn;
+    if (T <= 1) {
+        gemm_block(&pb, kern, kc_step, 0, M, 0, N);
+        return;
+    }
+    int tm = 1, tn = T;
+    split_grid(pm, pn, kern->mr, kern->nr, T, &tm, &tn);
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (int t = 0; t < T; t++) {
+        int ti = t / tn, tj = t % tn;
+        int m0 = (int)((long)pm * ti / tm) * kern->mr,
+            m1 = (int)((long)pm * (ti + 1) / tm) * kern->mr;
+        int n0 = (int)((long)pn * tj / tn) * kern->nr,
+            n1 = (int)((long)pn * (tj + 1) / tn) * kern->nr;
+        if (m1 > M)
+            m1 = M;
+        if (n1 > N)
+            n1 = N;
+        if (m0 < m1 && n0 < n1)
+            gemm_block(&pb, kern, kc_step, m0, m1, n0, n1);
     }
 }

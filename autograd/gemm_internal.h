@@ -1,0 +1,29 @@
+/* Private to the GEMM: the micro-kernel interface shared by gemm.c (driver:
+ * blocking, packing, threads) and gemm_x86.c (AVX-512 and AVX2 kernels). */
+#ifndef TG_GEMM_INTERNAL_H
+#define TG_GEMM_INTERNAL_H
+
+#include <stddef.h>
+
+/* One register-blocked tile: c[mr, nr] (row stride ldc) =
+ *   alpha * sum_{p<k} a[p*mr + i] * b[p*nr + j] + beta * c[i, j],
+ * summed in increasing p. a is a packed MR-row micro-panel (k columns of mr
+ * floats), b a packed NR-column micro-panel (k rows of nr floats), both
+ * 64-byte aligned. beta == 0 stores without reading c (NaN-safe). */
+typedef void (*gemm_ukr_fn)(int k, const float *a, const float *b, float *c,
+                            ptrdiff_t ldc, float alpha, float beta);
+
+typedef struct gemm_kernel {
+    const char *name;
+    int mr, nr; /* tile: mr rows of C, nr columns (a multiple of the vector) */
+    gemm_ukr_fn ukr;
+    int (*supported)(void);
+} gemm_kernel;
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TG_GEMM_X86 1
+extern const gemm_kernel tg_gemm_kernel_avx512;
+extern const gemm_kernel tg_gemm_kernel_avx2;
+#endif
+
+#endif

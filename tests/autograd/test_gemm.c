@@ -1,0 +1,284 @@
+/* tg_gemm against a double-precision reference, for every micro-kernel this
+ * CPU can run: all transpose variants, edge tiles, strided operands,
+ * alpha/beta cases, beta = 0 over NaN, and bit-identical results for 1 and
+ * 2 threads. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tg_autograd.h"
+
+static const char *const kernel_names[] = {"avx512", "avx2", "portable"};
+enum { N_NAMES = 3 };
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+
+static uint64_t next_u64(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static int rand_int(int lo, int hi)
+{
+    return lo + (int)(next_u64() % (uint64_t)(hi - lo + 1));
+}
+static float rand_float(void)
+{
+    return (float)((double)(next_u64() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static float *random_matrix(size_t n)
+{
+    float *m = malloc(n * sizeof(float) + 1);
+    assert_non_null(m);
+    for (size_t i = 0; i < n; i++)
+        m[i] = rand_float();
+    return m;
+}
+
+/* One case: C[M,N] (row stride ldc) = alpha op(A) op(B) + beta C, checked
+ * element-wise against a double sum with a forward-error bound
+ * (K+2) u (|alpha| sum|a||b| + |beta c|), and the padding beyond N unchanged.
+ */
+static void check_case(bool ta, bool tb, int M, int N, int K, float alpha,
+                       float beta, int pad, bool nan_c)
+{
+    int a_rows = ta ? K : M, a_cols = ta ? M : K;
+    int b_rows = tb ? N : K, b_cols = tb ? K : N;
+    int lda = a_cols + pad, ldb = b_cols + pad, ldc = N + pad;
+    if (lda < 1)
+        lda = 1;
+    if (ldb < 1)
+        ldb = 1;
+    if (ldc < 1)
+        ldc = 1;
+    float *A = random_matrix((size_t)a_rows * lda);
+    float *B = random_matrix((size_t)b_rows * ldb);
+    float *C = random_matrix((size_t)M * ldc);
+    float *C0 = malloc((size_t)M * ldc * sizeof(float) + 1);
+    assert_non_null(C0);
+    if (nan_c)
+        for (size_t i = 0; i < (size_t)M * ldc; i++)
+            if (i % (size_t)ldc < (size_t)N)
+                C[i] = NAN;
+    memcpy(C0, C, (size_t)M * ldc * sizeof(float));
+
+    tg_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            double sum = 0, mag = 0;
+            for (int p = 0; p < K; p++) {
+                double a = ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
+                double b = tb ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
+                sum += a * b;
+                mag += fabs(a * b);
+            }
+            double c0 = C0[(size_t)i * ldc + j];
+            double ref = alpha * sum + (beta == 0.0f ? 0.0 : beta * c0);
+            double bound =
+                (K + 2) * 1.2e-7 *
+                    (fabs(alpha) * mag + (beta == 0.0f ? 0 : fabs(beta * c0))) +
+                1e-30;
+            double got = C[(size_t)i * ldc + j];
+            if (!(fabs(got - ref) <= bound)) {
+                print_error(
+                    "%s ta=%d tb=%d M=%d N=%d K=%d alpha=%g beta=%g pad=%d: "
+                    "C[%d,%d] = %.9g, want %.9g (bound %.3g)\n",
+                    tg_gemm_kernel(), ta, tb, M, N, K, alpha, beta, pad, i, j,
+                    got, ref, bound);
+                fail();
+            }
+        }
+        for (int j = N; j < ldc; j++)
+            assert_memory_equal(&C[(size_t)i * ldc + j],
+                                &C0[(size_t)i * ldc + j], sizeof(float));
+    }
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+}
+
+static void all_variants(int M, int N, int K, float alpha, float beta, int pad,
+                         bool nan_c)
+{
+    for (int t = 0; t < 4; t++)
+        check_case(t & 1, t & 2, M, N, K, alpha, beta, pad, nan_c);
+}
+
+/* Runs body once per kernel the CPU supports, restoring the default. */
+static int for_each_kernel(void (*body)(void))
+{
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    int ran = 0;
+    for (int k = 0; k < N_NAMES; k++) {
+        if (!tg_gemm_set_kernel(kernel_names[k]))
+            continue;
+        assert_string_equal(tg_gemm_kernel(), kernel_names[k]);
+        body();
+        ran++;
+    }
+    assert_true(tg_gemm_set_kernel(saved));
+    return ran;
+}
+
+static void edge_shapes_body(void)
+{
+    static const int sizes[] = {1, 2, 3, 5, 7, 8, 13, 16, 17, 31, 33, 47, 65};
+    int n = sizeof sizes / sizeof sizes[0];
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j += 2)
+            all_variants(sizes[i], sizes[j], sizes[(i + j) % n], 1.0f, 0.0f, 0,
+                         false);
+    all_variants(1, 1, 1, 1.0f, 0.0f, 0, false);
+    all_variants(1, 1, 1, -2.0f, 0.5f, 3, false);
+}
+
+static void
+test_gemm_every_kernel_matches_reference_on_edge_shapes(void **state)
+{
+    (void)state;
+    assert_true(for_each_kernel(edge_shapes_body) >= 1);
+}
+
+static void random_shapes_body(void)
+{
+    static const float alphas[] = {1.0f, -1.5f, 0.25f};
+    static const float betas[] = {0.0f, 1.0f, -0.5f};
+    for (int r = 0; r < 12; r++) {
+        int M = rand_int(1, 90), N = rand_int(1, 140), K = rand_int(1, 200);
+        all_variants(M, N, K, alphas[r % 3], betas[(r / 3) % 3], rand_int(0, 5),
+                     false);
+    }
+}
+
+static void test_gemm_random_shapes_alpha_beta_and_strides(void **state)
+{
+    (void)state;
+    for_each_kernel(random_shapes_body);
+}
+
+/* Crosses the K, M and N cache blocks: several K blocks accumulate. */
+static void large_body(void)
+{
+    check_case(false, true, 131, 300, 1100, 1.0f, 0.0f, 1, false);
+    check_case(true, false, 261, 67, 1030, 0.5f, 2.0f, 0, false);
+    check_case(false, false, 70, 530, 600, 1.0f, 1.0f, 4, false);
+    check_case(true, true, 300, 45, 520, -1.0f, 0.0f, 0, false);
+}
+
+static void test_gemm_large_shapes_cross_cache_blocks(void **state)
+{
+    (void)state;
+    for_each_kernel(large_body);
+}
+
+static void nan_body(void)
+{
+    all_variants(37, 45, 29, 1.0f, 0.0f, 2, true);
+    all_variants(3, 200, 700, 2.0f, 0.0f, 0, true);
+}
+
+static void test_gemm_beta_zero_ignores_nan_in_c(void **state)
+{
+    (void)state;
+    for_each_kernel(nan_body);
+}
+
+static void test_gemm_k_zero_scales_c(void **state)
+{
+    (void)state;
+    float A[1] = {NAN}, B[1] = {NAN};
+    float C[6] = {1, 2, 3, 4, 5, 6};
+    tg_gemm(false, false, 2, 3, 0, 1.0f, A, 1, B, 3, 2.0f, C, 3);
+    for (int i = 0; i < 6; i++)
+        assert_float_equal(C[i], 2.0f * (float)(i + 1), 0.0f);
+    float D[4] = {NAN, NAN, NAN, NAN};
+    tg_gemm(true, true, 2, 2, 0, 1.0f, A, 2, B, 1, 0.0f, D, 2);
+    for (int i = 0; i < 4; i++)
+        assert_float_equal(D[i], 0.0f, 0.0f);
+    check_case(false, false, 5, 9, 0, 1.0f, -3.0f, 1, false);
+}
+
+static void threads_body(void)
+{
+    static const int shapes[][3] = {{128, 784, 400},
+                                    {400, 128, 784},
+                                    {131, 517, 301},
+                                    {517, 33, 1100},
+                                    {64, 64, 64}};
+    for (int s = 0; s < 5; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            float *A = random_matrix((size_t)M * K),
+                  *B = random_matrix((size_t)K * N);
+            float *C1 = random_matrix((size_t)M * N);
+            float *C2 = malloc((size_t)M * N * sizeof(float));
+            assert_non_null(C2);
+            memcpy(C2, C1, (size_t)M * N * sizeof(float));
+            tg_set_threads(1);
+            tg_gemm(ta, tb, M, N, K, 0.75f, A, ta ? M : K, B, tb ? K : N, 0.5f,
+                    C1, N);
+            tg_set_threads(2);
+            tg_gemm(ta, tb, M, N, K, 0.75f, A, ta ? M : K, B, tb ? K : N, 0.5f,
+                    C2, N);
+            assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
+            free(A);
+            free(B);
+            free(C1);
+            free(C2);
+        }
+    }
+}
+
+static void test_gemm_bit_identical_for_one_and_two_threads(void **state)
+{
+    (void)state;
+    int saved = tg_get_threads();
+    for_each_kernel(threads_body);
+    tg_set_threads(0);
+    assert_true(tg_get_threads() >= 1);
+    tg_set_threads(saved);
+}
+
+static void test_gemm_set_kernel_refuses_unknown_names(void **state)
+{
+    (void)state;
+    const char *before = tg_gemm_kernel();
+    assert_false(tg_gemm_set_kernel("sse9"));
+    assert_false(tg_gemm_set_kernel(""));
+    assert_false(tg_gemm_set_kernel("AVX2"));
+    assert_string_equal(tg_gemm_kernel(), before);
+    assert_true(tg_gemm_set_kernel("portable"));
+    assert_string_equal(tg_gemm_kernel(), "portable");
+    assert_true(tg_gemm_set_kernel(before));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(
+            test_gemm_every_kernel_matches_reference_on_edge_shapes),
+        cmocka_unit_test(test_gemm_random_shapes_alpha_beta_and_strides),
+        cmocka_unit_test(test_gemm_large_shapes_cross_cache_blocks),
+        cmocka_unit_test(test_gemm_beta_zero_ignores_nan_in_c),
+        cmocka_unit_test(test_gemm_k_zero_scales_c),
+        cmocka_unit_test(test_gemm_bit_identical_for_one_and_two_threads),
+        cmocka_unit_test(test_gemm_set_kernel_refuses_unknown_names),
+    };
+    return cmocka_run_group_tests_name("gemm", tests, NULL, NULL);
+}
