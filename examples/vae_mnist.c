@@ -321,8 +321,10 @@ static void set_meta(tg_meta *m, const options *o, const tg_vae *vae,
 /* Loads --resume into vae and opt; the run's config must be the file's.
  * Returns the epoch the checkpoint finished. */
 static int resume(const options *o, tg_vae *vae, tg_optim *opt) {
+    /* The metadata first, so a config mismatch is reported as such rather
+     * than as a tensor shape. */
     tg_meta m = {0};
-    if (tg_checkpoint_load(o->resume, vae->params, opt, &m) != TG_OK)
+    if (tg_checkpoint_read_meta(o->resume, &m) != TG_OK)
         fail_data();
     struct { const char *key; int64_t want; } keys[] = {
         {"input", vae->cfg.input}, {"hidden", o->hidden},
@@ -341,6 +343,8 @@ static int resume(const options *o, tg_vae *vae, tg_optim *opt) {
             exit(2);
         }
     }
+    if (tg_checkpoint_load(o->resume, vae->params, opt, &m) != TG_OK)
+        fail_data();
     int64_t epoch, step;
     if (tg_meta_get_int(&m, "epoch", &epoch) != TG_OK ||
         tg_meta_get_int(&m, "step", &step) != TG_OK)

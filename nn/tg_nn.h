@@ -153,6 +153,9 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
  * state is loaded when opt is not NULL (and must then be present). */
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta);
+/* Only the metadata (after validating the header), to check a model's
+ * config before building it (nn/checkpoint_meta.c). */
+tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
 
 /* ---- data ------------------------------------------------------------------- */
 
