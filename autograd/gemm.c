@@ -46,10 +46,18 @@ static void ukr_portable(int k, const float *a, const float *b, float *c,
         }
 }
 
+static void transpose_portable(const float *src, ptrdiff_t ld, int rows,
+                               int cols, float *dst, ptrdiff_t dst_ld)
+{
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            dst[c * dst_ld + r] = src[r * ld + c];
+}
+
 static int always(void) { return 1; }
 
-static const gemm_kernel kernel_portable = {"portable", PORT_MR, PORT_NR,
-                                            ukr_portable, always};
+static const gemm_kernel kernel_portable = {
+    "portable", PORT_MR, PORT_NR, ukr_portable, transpose_portable, always};
 
 /* Best first. */
 static const gemm_kernel *const kernels[] = {
@@ -214,60 +222,36 @@ typedef struct {
     int lda, ldb, ldc;
 } problem;
 
-/* A~: rows [i0, i0+mc) of op(A), columns [p0, p0+kc), as MR-row panels
- * laid out [panel][p][r], rows past mc zero. */
-static void pack_a(const problem *pb, int i0, int mc, int p0, int kc, int mr,
-                   float *dst)
+/* Packs op(X)(i, p) for i in [i0, i0+n), p in [p0, p0+kc) into panels of w
+ * lanes laid out [panel][p][lane], lanes past n zero. op(X)(i, p) is
+ * X[p*ld + i] when i is the contiguous index (A transposed, B not), else
+ * X[i*ld + p] (a transpose). A~ is (op(A), MR); B~ is (op(B)^T, NR). */
+static void pack(const float *X, int ld, bool contig_i, int i0, int n, int p0,
+                 int kc, int w, gemm_transpose_fn transpose, float *dst)
 {
-    for (int ip = 0; ip < mc; ip += mr, dst += (size_t)kc * mr) {
-        int rows = mc - ip < mr ? mc - ip : mr;
-        if (pb->ta) { /* op(A)(i, p) = A[p*lda + i]: rows contiguous */
-            for (int p = 0; p < kc; p++) {
-                const float *src = pb->A + (size_t)(p0 + p) * pb->lda + i0 + ip;
-                float *d = dst + (size_t)p * mr;
-                for (int r = 0; r < rows; r++)
-                    d[r] = src[r];
-                for (int r = rows; r < mr; r++)
+    for (int ip = 0; ip < n; ip += w, dst += (size_t)kc * w) {
+        int lanes = n - ip < w ? n - ip : w;
+        if (contig_i) {
+            const float *src = X + (size_t)p0 * ld + i0 + ip;
+            for (int p = 0; p < kc; p++, src += ld) {
+                float *d = dst + (size_t)p * w;
+                if (lanes == 32)
+                    memcpy(d, src, 32 * sizeof(float));
+                else if (lanes == 16)
+                    memcpy(d, src, 16 * sizeof(float));
+                else if (lanes == 8)
+                    memcpy(d, src, 8 * sizeof(float));
+                else
+                    for (int r = 0; r < lanes; r++)
+                        d[r] = src[r];
+                for (int r = lanes; r < w; r++)
                     d[r] = 0.0f;
             }
-        } else { /* op(A)(i, p) = A[i*lda + p] */
-            for (int r = 0; r < rows; r++) {
-                const float *src = pb->A + (size_t)(i0 + ip + r) * pb->lda + p0;
-                for (int p = 0; p < kc; p++)
-                    dst[(size_t)p * mr + r] = src[p];
-            }
-            for (int r = rows; r < mr; r++)
-                for (int p = 0; p < kc; p++)
-                    dst[(size_t)p * mr + r] = 0.0f;
-        }
-    }
-}
-
-/* B~: rows [p0, p0+kc) of op(B), columns [j0, j0+nc), as NR-column panels
- * laid out [panel][p][c], columns past nc zero. */
-static void pack_b(const problem *pb, int j0, int nc, int p0, int kc, int nr,
-                   float *dst)
-{
-    for (int jp = 0; jp < nc; jp += nr, dst += (size_t)kc * nr) {
-        int cols = nc - jp < nr ? nc - jp : nr;
-        if (!pb->tb) { /* op(B)(p, j) = B[p*ldb + j]: columns contiguous */
-            for (int p = 0; p < kc; p++) {
-                const float *src = pb->B + (size_t)(p0 + p) * pb->ldb + j0 + jp;
-                float *d = dst + (size_t)p * nr;
-                for (int c = 0; c < cols; c++)
-                    d[c] = src[c];
-                for (int c = cols; c < nr; c++)
-                    d[c] = 0.0f;
-            }
-        } else { /* op(B)(p, j) = B[j*ldb + p] */
-            for (int c = 0; c < cols; c++) {
-                const float *src = pb->B + (size_t)(j0 + jp + c) * pb->ldb + p0;
-                for (int p = 0; p < kc; p++)
-                    dst[(size_t)p * nr + c] = src[p];
-            }
-            for (int c = cols; c < nr; c++)
-                for (int p = 0; p < kc; p++)
-                    dst[(size_t)p * nr + c] = 0.0f;
+        } else {
+            transpose(X + (size_t)(i0 + ip) * ld + p0, ld, lanes, kc, dst, w);
+            for (int p = 0; lanes < w && p < kc; p++)
+                for (int r = lanes; r < w; r++)
+                    dst[(size_t)p * w + r] = 0.0f;
         }
     }
 }
@@ -287,10 +271,12 @@ static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
         for (int pc = 0; pc < pb->K; pc += kc_step) {
             int kc = pb->K - pc < kc_step ? pb->K - pc : kc_step;
             float beta = pc == 0 ? pb->beta : 1.0f;
-            pack_b(pb, jc, nc, pc, kc, nr, bpack);
+            pack(pb->B, pb->ldb, !pb->tb, jc, nc, pc, kc, nr, kern->transpose,
+                 bpack);
             for (int ic = m0; ic < m1; ic += MC) {
                 int mc = m1 - ic < MC ? m1 - ic : MC;
-                pack_a(pb, ic, mc, pc, kc, mr, apack);
+                pack(pb->A, pb->lda, pb->ta, ic, mc, pc, kc, mr,
+                     kern->transpose, apack);
                 for (int ir = 0; ir < mc; ir += mr) {
                     const float *ap = apack + (size_t)ir * kc;
                     int rows = mc - ir < mr ? mc - ir : mr;

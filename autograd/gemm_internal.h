@@ -13,10 +13,16 @@
 typedef void (*gemm_ukr_fn)(int k, const float *a, const float *b, float *c,
                             ptrdiff_t ldc, float alpha, float beta);
 
+/* dst[c * dst_ld + r] = src[r * ld + c] for r < rows, c < cols: packing's
+ * transposes, in the kernel's instruction set. */
+typedef void (*gemm_transpose_fn)(const float *src, ptrdiff_t ld, int rows,
+                                  int cols, float *dst, ptrdiff_t dst_ld);
+
 typedef struct gemm_kernel {
     const char *name;
     int mr, nr; /* tile: mr rows of C, nr columns (a multiple of the vector) */
     gemm_ukr_fn ukr;
+    gemm_transpose_fn transpose;
     int (*supported)(void);
 } gemm_kernel;
 

@@ -12,7 +12,7 @@
 
 /* AVX-512: 32 zmm registers. MR*NV accumulators + NV loads + 1 broadcast. */
 #ifndef TG_AVX512_MR
-#define TG_AVX512_MR 12
+#define TG_AVX512_MR 8
 #endif
 #ifndef TG_AVX512_NV
 #define TG_AVX512_NV 2
@@ -109,6 +109,67 @@ ukr_avx2(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
     }
 }
 
+/* dst[c * dst_ld + r] = src[r * ld + c] for r < rows, c < cols: 8x8 blocks
+ * in registers (unpack, shuffle, 128-bit permute), the rest one by one. */
+__attribute__((target("avx2"))) static void
+transpose_avx2(const float *src, ptrdiff_t ld, int rows, int cols, float *dst,
+               ptrdiff_t dst_ld)
+{
+    int r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+    for (int r = 0; r < r8; r += 8) {
+        const float *s = src + r * ld;
+        for (int c = 0; c < c8; c += 8) {
+            __m256 x0 = _mm256_loadu_ps(s + 0 * ld + c);
+            __m256 x1 = _mm256_loadu_ps(s + 1 * ld + c);
+            __m256 x2 = _mm256_loadu_ps(s + 2 * ld + c);
+            __m256 x3 = _mm256_loadu_ps(s + 3 * ld + c);
+            __m256 x4 = _mm256_loadu_ps(s + 4 * ld + c);
+            __m256 x5 = _mm256_loadu_ps(s + 5 * ld + c);
+            __m256 x6 = _mm256_loadu_ps(s + 6 * ld + c);
+            __m256 x7 = _mm256_loadu_ps(s + 7 * ld + c);
+            __m256 t0 = _mm256_unpacklo_ps(x0, x1),
+                   t1 = _mm256_unpackhi_ps(x0, x1);
+            __m256 t2 = _mm256_unpacklo_ps(x2, x3),
+                   t3 = _mm256_unpackhi_ps(x2, x3);
+            __m256 t4 = _mm256_unpacklo_ps(x4, x5),
+                   t5 = _mm256_unpackhi_ps(x4, x5);
+            __m256 t6 = _mm256_unpacklo_ps(x6, x7),
+                   t7 = _mm256_unpackhi_ps(x6, x7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44),
+                   u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+                   u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44),
+                   u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44),
+                   u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *d = dst + c * dst_ld + r;
+            _mm256_storeu_ps(d + 0 * dst_ld,
+                             _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + 1 * dst_ld,
+                             _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 2 * dst_ld,
+                             _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 3 * dst_ld,
+                             _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 4 * dst_ld,
+                             _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 5 * dst_ld,
+                             _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 6 * dst_ld,
+                             _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 7 * dst_ld,
+                             _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+        for (int i = 0; i < 8; i++)
+            for (int c = c8; c < cols; c++)
+                dst[c * dst_ld + r + i] = s[i * ld + c];
+    }
+    for (int r = r8; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            dst[c * dst_ld + r] = src[r * ld + c];
+}
+
 static int has_avx512(void)
 {
     __builtin_cpu_init();
@@ -121,10 +182,11 @@ static int has_avx2(void)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-const gemm_kernel tg_gemm_kernel_avx512 = {
-    "avx512", TG_AVX512_MR, TG_AVX512_NV * 16, ukr_avx512, has_avx512};
-const gemm_kernel tg_gemm_kernel_avx2 = {"avx2", AVX2_MR, AVX2_NV * 8, ukr_avx2,
-                                         has_avx2};
+const gemm_kernel tg_gemm_kernel_avx512 = {"avx512",          TG_AVX512_MR,
+                                           TG_AVX512_NV * 16, ukr_avx512,
+                                           transpose_avx2,    has_avx512};
+const gemm_kernel tg_gemm_kernel_avx2 = {"avx2",   AVX2_MR,        AVX2_NV * 8,
+                                         ukr_avx2, transpose_avx2, has_avx2};
 
 #else
 /* ISO C forbids an empty translation unit. */
