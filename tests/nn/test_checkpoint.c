@@ -1,0 +1,525 @@
+/* Checkpoints: bit-exact round trips of parameters, optimizer state and
+ * metadata; every malformed or mismatched file refused with the right
+ * tg_status while the model stays untouched; atomic saves. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nn/safetensors.h"
+#include "tg_nn.h"
+
+static char dir[64];
+static char path_buf[256];
+
+static const char *in_dir(const char *name)
+{
+    snprintf(path_buf, sizeof path_buf, "%s/%s", dir, name);
+    return path_buf;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    strcpy(dir, "/tmp/tg_ckpt_XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A small model: enc.weight [3, 4], enc.bias [3], dec.weight [4, 3]. */
+static tg_params *model(int enc_in)
+{
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "enc.weight", 2, (int[]){3, enc_in});
+    tg_params_add(ps, "enc.bias", 1, (int[]){3});
+    tg_params_add(ps, "dec.weight", 2, (int[]){4, 3});
+    tg_params_seal(ps);
+    return ps;
+}
+
+/* Random floats plus the values a lossy writer would mangle: -0, a
+ * denormal, the largest float, a float with all mantissa bits set. */
+static void fill(float *x, size_t n, uint64_t seed)
+{
+    tg_rng r;
+    tg_rng_seed(&r, seed, 0);
+    tg_rng_fill_normal(&r, x, n, 0.0f, 3.0f);
+    const float special[] = {-0.0f, 1e-40f, 3.4028235e38f, 0x1.fffffep-3f};
+    for (size_t i = 0; i < 4 && i < n; i++)
+        x[i * 2] = special[i];
+}
+
+static bool same_bits(const float *a, const float *b, size_t n)
+{
+    return memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+static tg_optim *adam_with_state(tg_params *ps, uint64_t seed)
+{
+    tg_optim *opt = tg_adam_new(ps, 1e-3f);
+    size_t n = tg_params_numel(ps);
+    fill(opt->m, n, seed + 1);
+    fill(opt->v, n, seed + 2);
+    for (size_t i = 0; i < n; i++)
+        opt->v[i] = fabsf(opt->v[i]);
+    opt->step = 123456789012ll;
+    return opt;
+}
+
+static void round_trip_is_bit_exact(void **state)
+{
+    (void)state;
+    tg_params *ps = model(4);
+    size_t n = tg_params_numel(ps);
+    fill(tg_params_data(ps), n, 1);
+    tg_optim *opt = adam_with_state(ps, 10);
+    tg_meta meta = {0};
+    tg_meta_set(&meta, "model", "vae 784-400-20");
+    tg_meta_set_int(&meta, "epoch", -3);
+    tg_meta_set(&meta, "odd \"chars\"", "back\\slash\nnewline\ttab é ✓");
+    const char *p = in_dir("rt.safetensors");
+    assert_int_equal(tg_checkpoint_save(p, ps, opt, &meta), TG_OK);
+
+    tg_params *ps2 = model(4);
+    tg_optim *opt2 = tg_adam_new(ps2, 1e-3f);
+    tg_meta meta2;
+    assert_int_equal(tg_checkpoint_load(p, ps2, opt2, &meta2), TG_OK);
+    assert_true(same_bits(tg_params_data(ps), tg_params_data(ps2), n));
+    assert_true(same_bits(opt->m, opt2->m, n));
+    assert_true(same_bits(opt->v, opt2->v, n));
+    assert_true(opt2->step == opt->step);
+    assert_string_equal(tg_meta_get(&meta2, "model"), "vae 784-400-20");
+    int64_t epoch;
+    assert_int_equal(tg_meta_get_int(&meta2, "epoch", &epoch), TG_OK);
+    assert_true(epoch == -3);
+    assert_string_equal(tg_meta_get(&meta2, "odd \"chars\""),
+                        "back\\slash\nnewline\ttab é ✓");
+    assert_string_equal(tg_meta_get(&meta2, "optim.kind"), "adam");
+    assert_int_equal(tg_meta_get_int(&meta2, "model", &epoch), TG_ERR_FORMAT);
+    assert_int_equal(tg_meta_get_int(&meta2, "nope", &epoch), TG_ERR_FORMAT);
+
+    /* Parameters alone load from the same file. */
+    tg_params *ps3 = model(4);
+    assert_int_equal(tg_checkpoint_load(p, ps3, NULL, NULL), TG_OK);
+    assert_true(same_bits(tg_params_data(ps), tg_params_data(ps3), n));
+
+    /* The layout on disk: little-endian F32 at the header's offsets. */
+    tg_st_file f;
+    assert_int_equal(tg_st_open(p, &f), TG_OK);
+    assert_int_equal(f.data_start % 8, 0);
+    const tg_st_entry *e = tg_st_find(&f, "dec.weight");
+    assert_non_null(e);
+    assert_int_equal(e->ndim, 2);
+    assert_int_equal(e->shape[0], 4);
+    float raw[12];
+    assert_int_equal(tg_st_read_f32(&f, e, raw), TG_OK);
+    assert_true(same_bits(raw, tg_params_find(ps, "dec.weight")->data, 12));
+    assert_non_null(tg_st_find(&f, "optim.v.enc.bias"));
+    tg_st_close(&f);
+
+    tg_optim_free(opt);
+    tg_optim_free(opt2);
+    tg_params_free(ps);
+    tg_params_free(ps2);
+    tg_params_free(ps3);
+}
+
+static void sgd_state_and_optimizer_kind(void **state)
+{
+    (void)state;
+    tg_params *ps = model(4);
+    size_t n = tg_params_numel(ps);
+    fill(tg_params_data(ps), n, 2);
+    tg_optim *sgd = tg_sgd_new(ps, 0.1f, 0.9f);
+    fill(sgd->m, n, 3);
+    sgd->step = 7;
+    const char *p = in_dir("sgd.safetensors");
+    assert_int_equal(tg_checkpoint_save(p, ps, sgd, NULL), TG_OK);
+
+    tg_params *ps2 = model(4);
+    tg_optim *sgd2 = tg_sgd_new(ps2, 0.1f, 0.9f);
+    assert_int_equal(tg_checkpoint_load(p, ps2, sgd2, NULL), TG_OK);
+    assert_true(same_bits(sgd->m, sgd2->m, n));
+    assert_true(sgd2->step == 7);
+
+    tg_optim *adam = tg_adam_new(ps2, 1e-3f);
+    assert_int_equal(tg_checkpoint_load(p, ps2, adam, NULL), TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "sgd"));
+    assert_true(adam->step == 0);
+
+    /* A file without optimizer state cannot restore one. */
+    assert_int_equal(tg_checkpoint_save(p, ps, NULL, NULL), TG_OK);
+    assert_int_equal(tg_checkpoint_load(p, ps2, sgd2, NULL), TG_ERR_MISMATCH);
+    assert_true(sgd2->step == 7);
+
+    tg_optim_free(sgd);
+    tg_optim_free(sgd2);
+    tg_optim_free(adam);
+    tg_params_free(ps);
+    tg_params_free(ps2);
+}
+
+/* ---- refused files ------------------------------------------------------------ */
+
+static tg_params *victim;
+static tg_optim *victim_opt;
+static float *victim_before;
+
+/* Loads path into a model filled with a known pattern and checks the
+ * status, that the message names the file, and that nothing changed. */
+static void refused(const char *path, tg_status want)
+{
+    size_t n = tg_params_numel(victim);
+    tg_meta meta = {0};
+    tg_meta_set(&meta, "keep", "me");
+    tg_status got = tg_checkpoint_load(path, victim, victim_opt, &meta);
+    if (getenv("TG_TEST_VERBOSE"))
+        printf("status %d: %s\n", got, tg_errmsg());
+    if (got != want)
+        fail_msg("%s: status %d, expected %d (%s)", path, got, want,
+                 tg_errmsg());
+    assert_non_null(strstr(tg_errmsg(), path));
+    assert_true(same_bits(tg_params_data(victim), victim_before, n));
+    assert_true(same_bits(victim_opt->m, victim_before + n, n));
+    assert_true(same_bits(victim_opt->v, victim_before + 2 * n, n));
+    assert_true(victim_opt->step == 99);
+    assert_int_equal(meta.n, 1);
+}
+
+static int victim_setup(void **state)
+{
+    (void)state;
+    victim = model(4);
+    size_t n = tg_params_numel(victim);
+    victim_opt = adam_with_state(victim, 50);
+    victim_opt->step = 99;
+    fill(tg_params_data(victim), n, 51);
+    victim_before = malloc(3 * n * sizeof(float));
+    memcpy(victim_before, tg_params_data(victim), n * sizeof(float));
+    memcpy(victim_before + n, victim_opt->m, n * sizeof(float));
+    memcpy(victim_before + 2 * n, victim_opt->v, n * sizeof(float));
+    return 0;
+}
+
+static int victim_teardown(void **state)
+{
+    (void)state;
+    tg_optim_free(victim_opt);
+    tg_params_free(victim);
+    free(victim_before);
+    return 0;
+}
+
+static long file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* A valid checkpoint of another model instance, as bytes. */
+static unsigned char *good_bytes(size_t *len)
+{
+    tg_params *ps = model(4);
+    fill(tg_params_data(ps), tg_params_numel(ps), 77);
+    tg_optim *opt = adam_with_state(ps, 78);
+    const char *p = in_dir("good.safetensors");
+    assert_int_equal(tg_checkpoint_save(p, ps, opt, NULL), TG_OK);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+    *len = (size_t)file_size(p);
+    unsigned char *b = malloc(*len + 64);
+    FILE *f = fopen(p, "rb");
+    assert_int_equal(fread(b, 1, *len, f), *len);
+    fclose(f);
+    return b;
+}
+
+static const char *write_bytes(const char *name, const void *b, size_t n)
+{
+    const char *p = in_dir(name);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+    return p;
+}
+
+static void put_le64(unsigned char *b, uint64_t v)
+{
+    for (int k = 0; k < 8; k++)
+        b[k] = (unsigned char)(v >> (8 * k));
+}
+
+static void truncated_and_resized_files(void **state)
+{
+    (void)state;
+    size_t n;
+    unsigned char *b = good_bytes(&n);
+    refused(write_bytes("t1", b, n - 4), TG_ERR_FORMAT); /* data cut */
+    assert_non_null(strstr(tg_errmsg(), "size"));
+    refused(write_bytes("t2", b, 100), TG_ERR_FORMAT); /* header cut */
+    refused(write_bytes("t3", b, 5), TG_ERR_FORMAT);
+    refused(write_bytes("t4", b, 0), TG_ERR_FORMAT);
+    b[n] = 0;
+    refused(write_bytes("t5", b, n + 1), TG_ERR_FORMAT); /* one byte more */
+
+    put_le64(b, (uint64_t)1 << 62);
+    refused(write_bytes("h1", b, n), TG_ERR_FORMAT); /* huge header */
+    assert_non_null(strstr(tg_errmsg(), "100 MB"));
+    put_le64(b, 100000001);
+    refused(write_bytes("h2", b, n), TG_ERR_FORMAT);
+    put_le64(b, n - 7);
+    refused(write_bytes("h3", b, n), TG_ERR_FORMAT); /* past the end */
+    put_le64(b, 0);
+    refused(write_bytes("h4", b, n), TG_ERR_FORMAT);
+    free(b);
+
+    refused(in_dir("does-not-exist"), TG_ERR_IO);
+    refused(dir, TG_ERR_IO);
+}
+
+/* A file from a header (padded to 8) and data_len bytes of data. */
+static const char *craft(const char *name, const char *json, size_t data_len)
+{
+    size_t h = strlen(json), padded = (h + 7) / 8 * 8;
+    unsigned char *b = calloc(1, 8 + padded + data_len + 1);
+    put_le64(b, padded);
+    memcpy(b + 8, json, h);
+    memset(b + 8 + h, ' ', padded - h);
+    const char *p = write_bytes(name, b, 8 + padded + data_len);
+    free(b);
+    return p;
+}
+
+/* The victim's three tensors with their optimizer state, one JSON object,
+ * with the first entry replaced by first (when not NULL). */
+static char *model_json(const char *first)
+{
+    static char buf[4096];
+    const char *names[3] = {"enc.weight", "enc.bias", "dec.weight"};
+    const char *shapes[3] = {"[3,4]", "[3]", "[4,3]"};
+    const int sizes[3] = {48, 12, 48};
+    int at = first ? 48 : 0, len = 0;
+    len += sprintf(buf, "{\"__metadata__\":{\"optim.kind\":\"adam\","
+                        "\"optim.step\":\"5\"}");
+    if (first)
+        len += sprintf(buf + len, ",%s", first);
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++) {
+            if (first && i == 0 && k == 0)
+                continue;
+            const char *prefix[3] = {"", "optim.m.", "optim.v."};
+            len += sprintf(buf + len, ",\"%s%s\":{\"dtype\":\"F32\",\"shape\":"
+                           "%s,\"data_offsets\":[%d,%d]}", prefix[k], names[i],
+                           shapes[i], at, at + sizes[i]);
+            at += sizes[i];
+        }
+    sprintf(buf + len, "}");
+    return buf;
+}
+
+enum { MODEL_BYTES = 3 * (48 + 12 + 48) };
+
+static void bad_headers_refused(void **state)
+{
+    (void)state;
+    /* The crafted baseline is accepted: the failures below are real. */
+    tg_params *ps = model(4);
+    tg_optim *opt = tg_adam_new(ps, 1e-3f);
+    assert_int_equal(tg_checkpoint_load(craft("ok", model_json(NULL),
+                                              MODEL_BYTES), ps, opt, NULL),
+                     TG_OK);
+    assert_true(opt->step == 5);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+
+    const char *bad_json[] = {
+        "", "{", "[]", "{}x", "{\"a\":}", "{\"a\":1}", "{,}", "{\"a\" 1}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[3,4],}}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[3,4]}}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[-3,4],"
+        "\"data_offsets\":[0,48]}}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[3.0,4],"
+        "\"data_offsets\":[0,48]}}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[03,4],"
+        "\"data_offsets\":[0,48]}}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[3,4],"
+        "\"data_offsets\":[0,48,96]}}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[3,4],"
+        "\"data_offsets\":[0,48],\"extra\":1}}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[3,4],"
+        "\"data_offsets\":[0,48]}}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[99999999999,"
+        "99999999999,99999999999],\"data_offsets\":[0,48]}}",
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":"
+        "[184467440737095516160],\"data_offsets\":[0,48]}}",
+        "{\"__metadata__\":{\"a\":1}}",
+        "{\"__metadata__\":{\"a\":\"b\"},\"__metadata__\":{}}",
+        "{\"__metadata__\":{\"a\":\"x\",\"a\":\"y\"}}",
+        "{\"__metadata__\":{\"a\":\"unterminated}}",
+        "{\"__metadata__\":{\"a\":\"bad \\q escape\"}}",
+        "{\"__metadata__\":{\"a\":\"lone \\ud800\"}}",
+        "{\"__metadata__\":{\"a\":\"nul \\u0000\"}}",
+        "{\"__metadata__\":{\"a\":\"raw\ttab\"}}",
+        "{\"__metadata__\":{\"a\":\"\xc3\x28 bad utf-8\"}}",
+        "{\"__metadata__\":{\"a\":\"\xed\xa0\x80 surrogate\"}}",
+    };
+    for (size_t i = 0; i < sizeof bad_json / sizeof *bad_json; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "json%zu", i);
+        refused(craft(name, bad_json[i], 0), TG_ERR_FORMAT);
+    }
+
+    /* dtype: a known other type is unsupported, nonsense is a bad file. */
+    refused(craft("f64", model_json("\"enc.weight\":{\"dtype\":\"F64\","
+                  "\"shape\":[3,4],\"data_offsets\":[0,48]}"), MODEL_BYTES),
+            TG_ERR_UNSUPPORTED);
+    refused(craft("dtype", model_json("\"enc.weight\":{\"dtype\":\"f32\","
+                  "\"shape\":[3,4],\"data_offsets\":[0,48]}"), MODEL_BYTES),
+            TG_ERR_FORMAT);
+    /* Offsets: overlap, gap, not from 0, end - begin != numel * 4. */
+    refused(craft("overlap.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+                  "\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\","
+                  "\"shape\":[2],\"data_offsets\":[4,12]}}", 12),
+            TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "(overlap)"));
+    refused(craft("gap.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+                  "\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\","
+                  "\"shape\":[2],\"data_offsets\":[12,20]}}", 20),
+            TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "(gap)"));
+    refused(craft("shared.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+                  "\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\","
+                  "\"shape\":[2],\"data_offsets\":[0,8]}}", 8),
+            TG_ERR_FORMAT);
+    refused(craft("late.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+                  "\"data_offsets\":[8,16]}}", 16), TG_ERR_FORMAT);
+    refused(craft("short", model_json("\"enc.weight\":{\"dtype\":\"F32\","
+                  "\"shape\":[3,4],\"data_offsets\":[0,44]}"), MODEL_BYTES),
+            TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "do not hold 12 floats"));
+    refused(craft("backwards.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],"
+                  "\"data_offsets\":[8,0]}}", 8), TG_ERR_FORMAT);
+    refused(craft("size", model_json(NULL), MODEL_BYTES - 4), TG_ERR_FORMAT);
+    refused(craft("size2", model_json(NULL), MODEL_BYTES + 8), TG_ERR_FORMAT);
+}
+
+static void files_of_another_model_refused(void **state)
+{
+    (void)state;
+    /* Same names, another shape: the message names tensor and shapes. */
+    tg_params *other = model(5);
+    tg_optim *other_opt = tg_adam_new(other, 1e-3f);
+    const char *p = in_dir("other.safetensors");
+    assert_int_equal(tg_checkpoint_save(p, other, other_opt, NULL), TG_OK);
+    tg_optim_free(other_opt);
+    tg_params_free(other);
+    tg_status st = tg_checkpoint_load(p, victim, NULL, NULL);
+    assert_int_equal(st, TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "enc.weight"));
+    assert_non_null(strstr(tg_errmsg(), "[3, 5]"));
+    assert_non_null(strstr(tg_errmsg(), "[3, 4]"));
+    refused(p, TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "[3, 5]"));
+
+    /* A tensor the model does not have, or one missing. */
+    refused(craft("unexpected", model_json("\"x\":{\"dtype\":\"F32\","
+                  "\"shape\":[3,4],\"data_offsets\":[0,48]}"), MODEL_BYTES),
+            TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "'x' is not a parameter"));
+    tg_params *fewer = tg_params_new();
+    tg_params_add(fewer, "enc.weight", 2, (int[]){3, 4});
+    tg_params_add(fewer, "enc.bias", 1, (int[]){3});
+    tg_optim *fewer_opt = tg_adam_new(fewer, 1e-3f);
+    assert_int_equal(tg_checkpoint_save(p, fewer, fewer_opt, NULL), TG_OK);
+    tg_optim_free(fewer_opt);
+    tg_params_free(fewer);
+    refused(p, TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "'dec.weight' missing"));
+    tg_params *extra = tg_params_new();
+    tg_params_add(extra, "enc.weight", 2, (int[]){3, 4});
+    tg_params_add(extra, "enc.bias", 1, (int[]){3});
+    tg_params_add(extra, "dec.weight", 2, (int[]){4, 3});
+    tg_params_add(extra, "dec.bias", 1, (int[]){4});
+    assert_int_equal(tg_checkpoint_save(p, extra, NULL, NULL), TG_OK);
+    tg_params_free(extra);
+    tg_status st2 = tg_checkpoint_load(p, victim, NULL, NULL);
+    assert_int_equal(st2, TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "dec.bias"));
+}
+
+/* No "*.tmp.*" file anywhere in dir. */
+static void assert_no_temp_files(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    assert_non_null(d);
+    while ((e = readdir(d)))
+        assert_null(strstr(e->d_name, ".tmp."));
+    closedir(d);
+}
+
+static void failed_saves_leave_nothing(void **state)
+{
+    (void)state;
+    tg_params *ps = model(4);
+    fill(tg_params_data(ps), tg_params_numel(ps), 5);
+    const char *p = in_dir("no/such/dir/ck.safetensors");
+    assert_int_equal(tg_checkpoint_save(p, ps, NULL, NULL), TG_ERR_IO);
+    assert_non_null(strstr(tg_errmsg(), p));
+    assert_int_equal(file_size(p), -1);
+
+    /* The rename fails (the target is a non-empty directory): the temporary
+     * file is removed and the directory survives. */
+    char target[256];
+    snprintf(target, sizeof target, "%s", in_dir("occupied"));
+    assert_int_equal(mkdir(target, 0755), 0);
+    write_bytes("occupied/x", "x", 1);
+    assert_int_equal(tg_checkpoint_save(target, ps, NULL, NULL), TG_ERR_IO);
+    assert_no_temp_files();
+
+    /* A good save replaces an older checkpoint in one step. */
+    const char *q = in_dir("replace.safetensors");
+    write_bytes("replace.safetensors", "old", 3);
+    assert_int_equal(tg_checkpoint_save(q, ps, NULL, NULL), TG_OK);
+    assert_no_temp_files();
+    tg_params *back = model(4);
+    assert_int_equal(tg_checkpoint_load(q, back, NULL, NULL), TG_OK);
+    assert_true(same_bits(tg_params_data(ps), tg_params_data(back),
+                          tg_params_numel(ps)));
+    tg_params_free(back);
+    tg_params_free(ps);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(round_trip_is_bit_exact),
+        cmocka_unit_test(sgd_state_and_optimizer_kind),
+        cmocka_unit_test_setup_teardown(truncated_and_resized_files,
+                                        victim_setup, victim_teardown),
+        cmocka_unit_test_setup_teardown(bad_headers_refused, victim_setup,
+                                        victim_teardown),
+        cmocka_unit_test_setup_teardown(files_of_another_model_refused,
+                                        victim_setup, victim_teardown),
+        cmocka_unit_test(failed_saves_leave_nothing),
+    };
+    return cmocka_run_group_tests_name("nn_checkpoint", tests, setup,
+                                       teardown);
+}
