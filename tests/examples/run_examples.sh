@@ -1,0 +1,94 @@
+#!/bin/sh
+# Runs the example programs briefly and checks what they promise:
+# outputs written, resume continues, bad flags and bad data rejected with one
+# line and exit 2, an unwritable output folder with exit 1.
+# usage: run_examples.sh VAE_MNIST MLP_MNIST
+set -u
+vae=$1
+mlp=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+
+fail() {
+    echo "FAIL: $*"
+    fails=$((fails + 1))
+}
+
+# expect STATUS PROG ARGS...: exit status STATUS and, when not 0, exactly one
+# line on stderr that starts with the program's name.
+expect() {
+    want=$1
+    shift
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    got=$?
+    if [ "$got" -ne "$want" ]; then
+        fail "$* exited $got, expected $want: $(cat "$tmp/err")"
+        return
+    fi
+    if [ "$want" -ne 0 ]; then
+        lines=$(wc -l <"$tmp/err")
+        name=$(basename "$1")
+        if [ "$lines" -ne 1 ] || ! grep -q "^$name: " "$tmp/err"; then
+            fail "$* should print one line '$name: ...', got: $(cat "$tmp/err")"
+        fi
+    fi
+    echo "ok: $* -> $got"
+}
+
+is_png() {
+    [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]
+}
+
+# --- vae_mnist: one short epoch, then resume to a second one -----------------
+out="$tmp/vae"
+expect 0 "$vae" --epochs 1 --max-batches 3 --threads 1 --out "$out"
+for f in metrics.csv loss.svg reconstructions.png samples.png \
+    checkpoint.safetensors; do
+    [ -s "$out/$f" ] || fail "vae_mnist did not write $f"
+done
+for f in reconstructions.png samples.png; do
+    is_png "$out/$f" || fail "$f is not a PNG"
+done
+grep -q '<svg' "$out/loss.svg" || fail "loss.svg is not an SVG"
+[ "$(wc -l <"$out/metrics.csv")" -eq 2 ] || fail "metrics.csv: want 2 lines"
+grep -q 'test -ELBO' "$tmp/out" || fail "no per-epoch line: $(cat "$tmp/out")"
+
+expect 0 "$vae" --epochs 2 --max-batches 3 --threads 1 --out "$out" \
+    --resume "$out/checkpoint.safetensors"
+grep -q 'resumed' "$tmp/out" || fail "resume did not say so"
+[ "$(wc -l <"$out/metrics.csv")" -eq 3 ] || fail "metrics.csv after resume"
+expect 2 "$vae" --hidden 300 --out "$out" \
+    --resume "$out/checkpoint.safetensors"
+
+expect 0 "$vae" --epochs 1 --max-batches 2 --latent 2 --threads 1 \
+    --out "$tmp/vae2"
+is_png "$tmp/vae2/manifold.png" || fail "latent 2: no manifold.png"
+
+# --- vae_mnist: rejected flags and data --------------------------------------
+expect 2 "$vae" --batch 0
+expect 2 "$vae" --lr -1
+expect 2 "$vae" --latent 0
+expect 2 "$vae" --epochs abc
+expect 2 "$vae" --epochs
+expect 2 "$vae" --no-such-flag
+expect 2 "$vae" stray-argument
+expect 2 "$vae" --data "$tmp/missing" --out "$tmp/o3"
+head -c 200 /dev/urandom >"$tmp/junk.safetensors"
+expect 2 "$vae" --resume "$tmp/junk.safetensors" --out "$tmp/o4"
+: >"$tmp/file"
+expect 1 "$vae" --out "$tmp/file/sub"
+expect 0 "$vae" --help
+expect 0 "$vae" --version
+
+# --- mlp_mnist ---------------------------------------------------------------
+expect 0 "$mlp" --epochs 1 --max-batches 3 --threads 1
+grep -q 'test accuracy' "$tmp/out" || fail "mlp_mnist: no accuracy line"
+expect 2 "$mlp" --hidden 0
+expect 2 "$mlp" --lr x
+expect 2 "$mlp" --bogus
+expect 2 "$mlp" --data "$tmp/missing"
+expect 0 "$mlp" --version
+
+[ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
+echo "all example checks passed"
