@@ -63,4 +63,8 @@ tg_status tg_st_write(FILE *out, const char *path, int n,
                       const char *const *meta_key,
                       const char *const *meta_value);
 
+/* Helpers shared by the reader and the writer. */
+bool tg_st_utf8_valid(const unsigned char *s, size_t n);
+void tg_st_swap_le32(void *p, size_t n); /* in place; no-op on LE hosts */
+
 #endif

@@ -93,6 +93,7 @@ static void round_trip_is_bit_exact(void **state)
     tg_meta_set(&meta, "model", "vae 784-400-20");
     tg_meta_set_int(&meta, "epoch", -3);
     tg_meta_set(&meta, "odd \"chars\"", "back\\slash\nnewline\ttab é ✓");
+    tg_meta_set(&meta, "ctl", "a\x01b\rc\x1f\b\f");
     const char *p = in_dir("rt.safetensors");
     assert_int_equal(tg_checkpoint_save(p, ps, opt, &meta), TG_OK);
 
@@ -110,6 +111,7 @@ static void round_trip_is_bit_exact(void **state)
     assert_true(epoch == -3);
     assert_string_equal(tg_meta_get(&meta2, "odd \"chars\""),
                         "back\\slash\nnewline\ttab é ✓");
+    assert_string_equal(tg_meta_get(&meta2, "ctl"), "a\x01b\rc\x1f\b\f");
     assert_string_equal(tg_meta_get(&meta2, "optim.kind"), "adam");
     assert_int_equal(tg_meta_get_int(&meta2, "model", &epoch), TG_ERR_FORMAT);
     assert_int_equal(tg_meta_get_int(&meta2, "nope", &epoch), TG_ERR_FORMAT);
