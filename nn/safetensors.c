@@ -359,20 +359,23 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* A name seen twice anywhere in list (sorts a copy: n may be large). */
-static const char *duplicate(char **list, int n)
+/* Refuses a name seen twice in list (sorts a copy: n may be large). */
+static tg_status check_unique(char **list, int n, const char *what)
 {
-    const char *dup = NULL;
-    char **copy = malloc((size_t)(n ? n : 1) * sizeof *copy);
+    if (n < 2)
+        return TG_OK;
+    char **copy = malloc((size_t)n * sizeof *copy);
     if (!copy)
-        return "(out of memory)";
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", what);
     memcpy(copy, list, (size_t)n * sizeof *copy);
     qsort(copy, (size_t)n, sizeof *copy, cmp_str);
-    for (int i = 1; i < n && !dup; i++)
+    tg_status st = TG_OK;
+    for (int i = 1; i < n && st == TG_OK; i++)
         if (strcmp(copy[i - 1], copy[i]) == 0)
-            dup = copy[i];
+            st = tg_error(TG_ERR_FORMAT, "%s: key '%s' appears twice", what,
+                          copy[i]);
     free(copy);
-    return dup;
+    return st;
 }
 
 static int cmp_offsets(const void *a, const void *b)
@@ -485,12 +488,9 @@ tg_status tg_st_parse_header(const char *json, size_t len, uint64_t data_len,
         } else {
             for (int i = 0; i < out->n; i++)
                 names[i] = out->t[i].name;
-            const char *dup = duplicate(names, out->n);
-            if (!dup)
-                dup = duplicate(out->meta_key, out->nmeta);
-            if (dup)
-                st = tg_error(TG_ERR_FORMAT, "%s: key '%s' appears twice",
-                              what, dup);
+            st = check_unique(names, out->n, what);
+            if (st == TG_OK)
+                st = check_unique(out->meta_key, out->nmeta, what);
             free(names);
         }
     }
