@@ -1,6 +1,8 @@
 /* Elementwise ops: broadcasting binary ops, scalar ops, and the unary
  * functions. Each forward is followed by its backward. */
+#include "parallel.h"
 #include "tape.h"
+#include "vmath.h"
 
 #include <math.h>
 
@@ -40,20 +42,22 @@ static bcast broadcast(const char *op, const tg_tensor *a, const tg_tensor *b)
 
 #define BIDX(g, r, c) ((size_t)(r) * (size_t)(g).row_stride + (size_t)(c) * (size_t)(g).col_stride)
 
+/* da += dy (rows in parallel); db += sign_b * dy summed over the axes b was
+ * broadcast along (one thread: rows may share a db element). */
 static void binary_backward(tg_tape *tp, tg_record *r, float sign_b)
 {
     tg_tensor *a = r->in[0], *b = r->in[1];
     bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
     const float *dy = r->out->grad;
     float *da = grad_of(tp, a), *db = grad_of(tp, b);
-    for (int i = 0; i < g.rows; i++)
-        for (int j = 0; j < g.cols; j++) {
-            size_t k = (size_t)i * g.cols + j;
-            if (da)
-                da[k] += dy[k];
-            if (db)
-                db[BIDX(g, i, j)] += sign_b * dy[k];
-        }
+    if (da) {
+        TG_PARALLEL_FOR(a->size, 1)
+        for (size_t k = 0; k < a->size; k++)
+            da[k] += dy[k];
+    }
+    for (int i = 0; db && i < g.rows; i++)
+        for (int j = 0; j < g.cols; j++)
+            db[BIDX(g, i, j)] += sign_b * dy[(size_t)i * g.cols + j];
 }
 
 static void add_backward(tg_tape *tp, tg_record *r) { binary_backward(tp, r, 1.0f); }
@@ -64,6 +68,7 @@ static tg_tensor *add_or_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b,
 {
     bcast g = broadcast(op, a, b);
     tg_tensor *y = out_like(tp, a);
+    TG_PARALLEL_FOR(g.rows, g.cols)
     for (int i = 0; i < g.rows; i++)
         for (int j = 0; j < g.cols; j++) {
             size_t k = (size_t)i * g.cols + j;
@@ -91,20 +96,26 @@ tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b)
     return add_or_sub(tp, a, b, "sub", -1.0f, sub_backward);
 }
 
-/* y = a * b; da += dy * b, db += dy * a (summed over broadcast axes). */
+/* y = a * b; da += dy * b (rows in parallel), db += dy * a summed over the
+ * broadcast axes (one thread). */
 static void mul_backward(tg_tape *tp, tg_record *r)
 {
     tg_tensor *a = r->in[0], *b = r->in[1];
     bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
     const float *dy = r->out->grad;
     float *da = grad_of(tp, a), *db = grad_of(tp, b);
-    for (int i = 0; i < g.rows; i++)
+    if (da) {
+        TG_PARALLEL_FOR(g.rows, g.cols)
+        for (int i = 0; i < g.rows; i++)
+            for (int j = 0; j < g.cols; j++) {
+                size_t k = (size_t)i * g.cols + j;
+                da[k] += dy[k] * b->data[BIDX(g, i, j)];
+            }
+    }
+    for (int i = 0; db && i < g.rows; i++)
         for (int j = 0; j < g.cols; j++) {
-            size_t k = (size_t)i * g.cols + j, kb = BIDX(g, i, j);
-            if (da)
-                da[k] += dy[k] * b->data[kb];
-            if (db)
-                db[kb] += dy[k] * a->data[k];
+            size_t k = (size_t)i * g.cols + j;
+            db[BIDX(g, i, j)] += dy[k] * a->data[k];
         }
 }
 
@@ -112,6 +123,7 @@ tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
 {
     bcast g = broadcast("mul", a, b);
     tg_tensor *y = out_like(tp, a);
+    TG_PARALLEL_FOR(g.rows, g.cols)
     for (int i = 0; i < g.rows; i++)
         for (int j = 0; j < g.cols; j++) {
             size_t k = (size_t)i * g.cols + j;
@@ -134,6 +146,7 @@ static void scale_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
+    TG_PARALLEL_FOR(r->out->size, 1)
     for (size_t i = 0; i < r->out->size; i++)
         dx[i] += r->f[0] * dy[i];
 }
@@ -141,6 +154,7 @@ static void scale_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, float s)
 {
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         y->data[i] = s * x->data[i];
     tg_record *r = record(tp, "scale", scale_backward, y, 1, &x);
@@ -154,6 +168,7 @@ static void add_scalar_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
+    TG_PARALLEL_FOR(r->out->size, 1)
     for (size_t i = 0; i < r->out->size; i++)
         dx[i] += dy[i];
 }
@@ -161,6 +176,7 @@ static void add_scalar_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, float s)
 {
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         y->data[i] = x->data[i] + s;
     record(tp, "add_scalar", add_scalar_backward, y, 1, &x);
@@ -175,6 +191,7 @@ static void exp_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
     const tg_tensor *y = r->out;
+    TG_PARALLEL_FOR(y->size, 1)
     for (size_t i = 0; i < y->size; i++)
         dx[i] += y->grad[i] * y->data[i];
 }
@@ -182,8 +199,9 @@ static void exp_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x)
 {
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
-        y->data[i] = expf(x->data[i]);
+        y->data[i] = vexpf(x->data[i]);
     record(tp, "exp", exp_backward, y, 1, &x);
     return y;
 }
@@ -194,6 +212,7 @@ static void log_backward(tg_tape *tp, tg_record *r)
     const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         dx[i] += dy[i] / x->data[i];
 }
@@ -201,26 +220,20 @@ static void log_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_log(tg_tape *tp, tg_tensor *x)
 {
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         y->data[i] = logf(x->data[i]);
     record(tp, "log", log_backward, y, 1, &x);
     return y;
 }
 
-/* y = 1 / (1 + e^-x), computed without overflow for either sign;
+/* y = 1 / (1 + e^-x), without overflow for either sign (vmath.h);
  * dx += dy * y * (1 - y) */
-static float sigmoidf(float x)
-{
-    if (x >= 0.0f)
-        return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
 static void sigmoid_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
     const tg_tensor *y = r->out;
+    TG_PARALLEL_FOR(y->size, 1)
     for (size_t i = 0; i < y->size; i++)
         dx[i] += y->grad[i] * y->data[i] * (1.0f - y->data[i]);
 }
@@ -228,8 +241,9 @@ static void sigmoid_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x)
 {
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
-        y->data[i] = sigmoidf(x->data[i]);
+        y->data[i] = vsigmoidf(x->data[i]);
     record(tp, "sigmoid", sigmoid_backward, y, 1, &x);
     return y;
 }
@@ -239,6 +253,7 @@ static void relu_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
     const tg_tensor *y = r->out;
+    TG_PARALLEL_FOR(y->size, 1)
     for (size_t i = 0; i < y->size; i++)
         dx[i] += y->data[i] > 0.0f ? y->grad[i] : 0.0f;
 }
@@ -246,6 +261,7 @@ static void relu_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x)
 {
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
     record(tp, "relu", relu_backward, y, 1, &x);
@@ -257,6 +273,7 @@ static void tanh_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
     const tg_tensor *y = r->out;
+    TG_PARALLEL_FOR(y->size, 1)
     for (size_t i = 0; i < y->size; i++)
         dx[i] += y->grad[i] * (1.0f - y->data[i] * y->data[i]);
 }
@@ -264,6 +281,7 @@ static void tanh_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x)
 {
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         y->data[i] = tanhf(x->data[i]);
     record(tp, "tanh", tanh_backward, y, 1, &x);
@@ -277,16 +295,18 @@ static void softplus_backward(tg_tape *tp, tg_record *r)
     const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
-        dx[i] += dy[i] * sigmoidf(x->data[i]);
+        dx[i] += dy[i] * vsigmoidf(x->data[i]);
 }
 
 tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x)
 {
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++) {
         float v = x->data[i];
-        y->data[i] = fmaxf(v, 0.0f) + log1pf(expf(-fabsf(v)));
+        y->data[i] = fmaxf(v, 0.0f) + vlog1pf(vexpf(-fabsf(v)));
     }
     record(tp, "softplus", softplus_backward, y, 1, &x);
     return y;
@@ -298,6 +318,7 @@ static void square_backward(tg_tape *tp, tg_record *r)
     const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         dx[i] += 2.0f * x->data[i] * dy[i];
 }
@@ -305,6 +326,7 @@ static void square_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x)
 {
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         y->data[i] = x->data[i] * x->data[i];
     record(tp, "square", square_backward, y, 1, &x);
@@ -318,6 +340,7 @@ static void clamp_backward(tg_tape *tp, tg_record *r)
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
     float lo = r->f[0], hi = r->f[1];
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         if (x->data[i] > lo && x->data[i] < hi)
             dx[i] += dy[i];
@@ -328,6 +351,7 @@ tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi)
     if (!(lo <= hi))
         tg_fatal("clamp", "bounds lo %g > hi %g", (double)lo, (double)hi);
     tg_tensor *y = out_like(tp, x);
+    TG_PARALLEL_FOR(x->size, 1)
     for (size_t i = 0; i < x->size; i++)
         y->data[i] = fminf(fmaxf(x->data[i], lo), hi);
     tg_record *r = record(tp, "clamp", clamp_backward, y, 1, &x);

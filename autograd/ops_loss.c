@@ -1,16 +1,10 @@
 /* Losses fused into single ops: each computes a per-row value in one pass
  * and its gradient in another, in numerically stable forms. */
+#include "parallel.h"
 #include "tape.h"
+#include "vmath.h"
 
 #include <math.h>
-
-static float sigmoidf(float x)
-{
-    if (x >= 0.0f)
-        return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
 
 /* logits x, targets z [R, C] -> y [R, 1],
  * y[r] = sum_c max(x,0) - x*z + log1p(exp(-|x|))   (= -log p(z|x))
@@ -20,31 +14,46 @@ static void bce_backward(tg_tape *tp, tg_record *r)
     const tg_tensor *x = r->in[0], *z = r->in[1];
     float *dx = grad_of(tp, r->in[0]), *dz = grad_of(tp, r->in[1]);
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
-    for (int i = 0; i < rows; i++) {
-        float g = r->out->grad[i];
-        for (int j = 0; j < cols; j++) {
-            size_t k = (size_t)i * cols + j;
-            if (dx)
-                dx[k] += g * (sigmoidf(x->data[k]) - z->data[k]);
-            if (dz)
-                dz[k] -= g * x->data[k];
-        }
+    const float *dy = r->out->grad;
+    if (dx) {
+        TG_PARALLEL_FOR(rows, cols)
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) {
+                size_t k = (size_t)i * cols + j;
+                dx[k] += dy[i] * (vsigmoidf(x->data[k]) - z->data[k]);
+            }
+    }
+    if (dz) {
+        TG_PARALLEL_FOR(rows, cols)
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) {
+                size_t k = (size_t)i * cols + j;
+                dz[k] -= dy[i] * x->data[k];
+            }
     }
 }
 
+/* The per-element terms go to scratch memory first, so that the loop over
+ * them vectorises; each row is then summed in order (double). */
 tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                               tg_tensor *targets)
 {
     check_same_shape("bce_with_logits", logits, targets);
     int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
+    float *term = tg_tape_alloc(tp, logits->size * sizeof(float));
+    TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++) {
         const float *x = &logits->data[(size_t)i * cols];
         const float *z = &targets->data[(size_t)i * cols];
-        float acc = 0.0f;
+        float *t = &term[(size_t)i * cols];
         for (int j = 0; j < cols; j++)
-            acc += fmaxf(x[j], 0.0f) - x[j] * z[j] + log1pf(expf(-fabsf(x[j])));
-        y->data[i] = acc;
+            t[j] = fmaxf(x[j], 0.0f) - x[j] * z[j] +
+                   vlog1pf(vexpf(-fabsf(x[j])));
+        double acc = 0.0;
+        for (int j = 0; j < cols; j++)
+            acc += t[j];
+        y->data[i] = (float)acc;
     }
     record(tp, "bce_with_logits", bce_backward, y, 2,
            (tg_tensor *[]){logits, targets});
@@ -113,7 +122,7 @@ static void kl_backward(tg_tape *tp, tg_record *r)
             if (dm)
                 dm[k] += g * m->data[k];
             if (dv)
-                dv[k] += g * 0.5f * (expf(v->data[k]) - 1.0f);
+                dv[k] += g * 0.5f * (vexpf(v->data[k]) - 1.0f);
         }
     }
 }
@@ -128,7 +137,7 @@ tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar)
         for (int j = 0; j < cols; j++) {
             size_t k = (size_t)i * cols + j;
             float m = mean->data[k], v = logvar->data[k];
-            acc += 1.0f + v - m * m - expf(v);
+            acc += 1.0f + v - m * m - vexpf(v);
         }
         y->data[i] = -0.5f * acc;
     }

@@ -1,0 +1,85 @@
+/* Private to autograd: exp and log1p written so that the compiler can
+ * vectorise loops over them (no calls, no branches), accurate to a few ulp
+ * over the whole float range. libm's expf/log1pf are scalar calls and were
+ * the largest cost of the VAE step after the GEMMs. Loops over them
+ * vectorise when compiled with -fno-trapping-math (meson.build sets it for
+ * the library; it changes no result, only lets comparisons be if-converted). */
+#ifndef TG_VMATH_H
+#define TG_VMATH_H
+
+#include <stdint.h>
+
+typedef union {
+    float f;
+    int32_t i;
+} f32_bits;
+
+/* e^x = 2^n * e^r with n = round(x / ln 2), |r| <= ln2 / 2; e^r by its
+ * Taylor series to degree 7 (truncation < 7e-9 relative). As libm: Inf
+ * above 88.72 and NaN for NaN; below -87.3 it flushes to 0 (where libm
+ * returns denormals under 1.2e-38). */
+static inline float vexpf(float x)
+{
+    const float log2e = 1.44269504088896341f;
+    const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    float xc = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+    /* round to nearest: adding 1.5 * 2^23 pushes the fraction out */
+    float n = (xc * log2e + 12582912.0f) - 12582912.0f;
+    float r = (xc - n * ln2_hi) - n * ln2_lo;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    f32_bits scale = {.i = ((int32_t)n + 127) << 23};
+    float y = p * scale.f;
+    y = x < -87.3f ? 0.0f : y;
+    y = x > 88.72f ? __builtin_inff() : y;
+    return x != x ? x : y;
+}
+
+/* ln(u) for u in [1, 2^127): u = m * 2^e with m in [sqrt(1/2), sqrt(2));
+ * ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its odd series
+ * to s^13 (truncation < 2e-11). */
+static inline float vlogf_ge1(float u)
+{
+    f32_bits b = {.f = u};
+    int32_t e = ((b.i >> 23) & 0xff) - 127;
+    b.i = (b.i & 0x007fffff) | 0x3f800000; /* m in [1, 2) */
+    float m = b.f;
+    int big = m > 1.41421356f;
+    m = big ? m * 0.5f : m;
+    e += big;
+    float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+    float q = 2.0f / 13.0f;
+    q = q * s2 + 2.0f / 11.0f;
+    q = q * s2 + 2.0f / 9.0f;
+    q = q * s2 + 2.0f / 7.0f;
+    q = q * s2 + 2.0f / 5.0f;
+    q = q * s2 + 2.0f / 3.0f;
+    q = q * s2 + 2.0f;
+    return s * q + (float)e * 0.693147180559945309f;
+}
+
+/* ln(1 + y) for y >= 0. 1 + y rounds away y's low bits; the factor
+ * y / ((1 + y) - 1) puts them back (Goldberg's trick), and for y so small
+ * that 1 + y == 1 the answer is y itself. */
+static inline float vlog1pf(float y)
+{
+    float u = 1.0f + y, d = u - 1.0f;
+    float l = vlogf_ge1(u);
+    return d == 0.0f ? y : l * (y / d);
+}
+
+/* 1 / (1 + e^-x) without overflow for either sign. */
+static inline float vsigmoidf(float x)
+{
+    float e = vexpf(-(x < 0 ? -x : x)); /* e^-|x| in (0, 1] */
+    float p = 1.0f / (1.0f + e);
+    return x >= 0 ? p : e * p;
+}
+
+#endif
