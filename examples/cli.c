@@ -13,7 +13,8 @@
 
 const char *cli_prog = "tapegrad";
 
-void cli_usage_error(const char *fmt, ...) {
+void cli_usage_error(const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "%s: ", cli_prog);
@@ -23,17 +24,19 @@ void cli_usage_error(const char *fmt, ...) {
     exit(2);
 }
 
-int cli_int(const char *flag, const char *s, long lo, long hi) {
+int cli_int(const char *flag, const char *s, long lo, long hi)
+{
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi)
-        cli_usage_error("%s: expected an integer in [%ld, %ld], got '%s'",
-                        flag, lo, hi, s);
+        cli_usage_error("%s: expected an integer in [%ld, %ld], got '%s'", flag,
+                        lo, hi, s);
     return (int)v;
 }
 
-uint64_t cli_u64(const char *flag, const char *s) {
+uint64_t cli_u64(const char *flag, const char *s)
+{
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
@@ -43,7 +46,8 @@ uint64_t cli_u64(const char *flag, const char *s) {
     return (uint64_t)v;
 }
 
-float cli_float_pos(const char *flag, const char *s, double hi) {
+float cli_float_pos(const char *flag, const char *s, double hi)
+{
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -53,14 +57,16 @@ float cli_float_pos(const char *flag, const char *s, double hi) {
     return (float)v;
 }
 
-void cli_getopt_error(int c, char **argv) {
+void cli_getopt_error(int c, char **argv)
+{
     const char *arg = argv[optind - 1];
     if (c == ':')
         cli_usage_error("option '%s' needs a value", arg);
     cli_usage_error("unknown option '%s'", arg);
 }
 
-static bool mkdir_p(const char *dir) {
+static bool mkdir_p(const char *dir)
+{
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
         errno = ENAMETOOLONG;
@@ -77,7 +83,8 @@ static bool mkdir_p(const char *dir) {
     return mkdir(buf, 0777) == 0 || errno == EEXIST;
 }
 
-bool cli_prepare_out_dir(const char *dir) {
+bool cli_prepare_out_dir(const char *dir)
+{
     struct stat st;
     if (!mkdir_p(dir) || stat(dir, &st) != 0) {
         fprintf(stderr, "%s: cannot create output folder %s: %s\n", cli_prog,
@@ -99,7 +106,8 @@ bool cli_prepare_out_dir(const char *dir) {
     return true;
 }
 
-const char *cli_path(const char *dir, const char *name) {
+const char *cli_path(const char *dir, const char *name)
+{
     static char bufs[4][4096];
     static int next;
     char *b = bufs[next++ % 4];
@@ -107,20 +115,23 @@ const char *cli_path(const char *dir, const char *name) {
     return b;
 }
 
-double cli_now(void) {
+double cli_now(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-void cli_progress_start(cli_progress *p, int total) {
+void cli_progress_start(cli_progress *p, int total)
+{
     p->tty = isatty(STDERR_FILENO);
     p->total = total;
     p->t0 = cli_now();
     p->last_draw = 0.0;
 }
 
-void cli_progress_update(cli_progress *p, int done, int samples, double loss) {
+void cli_progress_update(cli_progress *p, int done, int samples, double loss)
+{
     if (!p->tty)
         return;
     double now = cli_now(), dt = now - p->t0;
@@ -135,12 +146,13 @@ void cli_progress_update(cli_progress *p, int done, int samples, double loss) {
     bar[WIDTH] = '\0';
     double rate = dt > 0 ? samples / dt : 0.0;
     double eta = done > 0 ? dt * (p->total - done) / done : 0.0;
-    fprintf(stderr, "\r[%s] %d/%d  loss %.2f  %.0f samples/s  ETA %.0fs  ",
-            bar, done, p->total, loss, rate, eta);
+    fprintf(stderr, "\r[%s] %d/%d  loss %.2f  %.0f samples/s  ETA %.0fs  ", bar,
+            done, p->total, loss, rate, eta);
     fflush(stderr);
 }
 
-void cli_progress_end(cli_progress *p) {
+void cli_progress_end(cli_progress *p)
+{
     if (p->tty)
         fprintf(stderr, "\r\033[K");
 }

@@ -23,26 +23,33 @@ typedef struct options {
 
 enum { CLASSES = 10, EVAL_BATCH = 1000 };
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: mlp_mnist [options]\n"
-            "Trains a one-hidden-layer classifier on MNIST-format IDX files.\n\n"
-            "  --data DIR        folder with the 4 IDX files, raw or .gz\n"
-            "                    (default %s)\n"
-            "  --epochs N        epochs (default 5)\n"
-            "  --batch N         batch size (default 128)\n"
-            "  --hidden N        hidden units (default 256)\n"
-            "  --lr X            Adam learning rate (default 1e-3)\n"
-            "  --seed N          seed (default 1)\n"
-            "  --threads N       threads, 0 = all cores (default 0)\n"
-            "  --max-batches N   stop each epoch after N batches\n"
-            "  --help, --version\n",
-            TG_DEFAULT_DATA_DIR);
+static void usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: mlp_mnist [options]\n"
+        "Trains a one-hidden-layer classifier on MNIST-format IDX files.\n\n"
+        "  --data DIR        folder with the 4 IDX files, raw or .gz\n"
+        "                    (default %s)\n"
+        "  --epochs N        epochs (default 5)\n"
+        "  --batch N         batch size (default 128)\n"
+        "  --hidden N        hidden units (default 256)\n"
+        "  --lr X            Adam learning rate (default 1e-3)\n"
+        "  --seed N          seed (default 1)\n"
+        "  --threads N       threads, 0 = all cores (default 0)\n"
+        "  --max-batches N   stop each epoch after N batches\n"
+        "  --help, --version\n",
+        TG_DEFAULT_DATA_DIR);
 }
 
-static options parse_options(int argc, char **argv) {
-    options o = {.data = TG_DEFAULT_DATA_DIR, .epochs = 5, .batch = 128,
-                 .hidden = 256, .lr = 1e-3f, .seed = 1};
+static options parse_options(int argc, char **argv)
+{
+    options o = {.data = TG_DEFAULT_DATA_DIR,
+                 .epochs = 5,
+                 .batch = 128,
+                 .hidden = 256,
+                 .lr = 1e-3f,
+                 .seed = 1};
     static const struct option longopts[] = {
         {"data", required_argument, NULL, 'd'},
         {"epochs", required_argument, NULL, 'e'},
@@ -59,21 +66,38 @@ static options parse_options(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'd': o.data = optarg; break;
-        case 'e': o.epochs = cli_int("--epochs", optarg, 1, 100000); break;
-        case 'b': o.batch = cli_int("--batch", optarg, 1, 65536); break;
-        case 'H': o.hidden = cli_int("--hidden", optarg, 1, 65536); break;
-        case 'l': o.lr = cli_float_pos("--lr", optarg, 10.0); break;
-        case 's': o.seed = cli_u64("--seed", optarg); break;
-        case 't': o.threads = cli_int("--threads", optarg, 0, 1024); break;
+        case 'd':
+            o.data = optarg;
+            break;
+        case 'e':
+            o.epochs = cli_int("--epochs", optarg, 1, 100000);
+            break;
+        case 'b':
+            o.batch = cli_int("--batch", optarg, 1, 65536);
+            break;
+        case 'H':
+            o.hidden = cli_int("--hidden", optarg, 1, 65536);
+            break;
+        case 'l':
+            o.lr = cli_float_pos("--lr", optarg, 10.0);
+            break;
+        case 's':
+            o.seed = cli_u64("--seed", optarg);
+            break;
+        case 't':
+            o.threads = cli_int("--threads", optarg, 0, 1024);
+            break;
         case 'm':
             o.max_batches = cli_int("--max-batches", optarg, 1, 1 << 30);
             break;
-        case 'h': usage(stdout); exit(0);
+        case 'h':
+            usage(stdout);
+            exit(0);
         case 'V':
             printf("mlp_mnist (tapegrad %s)\n", TG_VERSION);
             exit(0);
-        default: cli_getopt_error(c, argv);
+        default:
+            cli_getopt_error(c, argv);
         }
     }
     if (optind < argc)
@@ -87,13 +111,15 @@ typedef struct mlp {
 } mlp;
 
 /* logits [B, 10] = dense(fc2, relu(dense(fc1, x))) */
-static tg_tensor *mlp_logits(tg_tape *tp, const mlp *m, tg_tensor *x) {
+static tg_tensor *mlp_logits(tg_tape *tp, const mlp *m, tg_tensor *x)
+{
     return tg_dense_apply(tp, &m->fc2,
                           tg_relu(tp, tg_dense_apply(tp, &m->fc1, x)));
 }
 
 /* Fraction of test images whose largest logit is their label. */
-static double accuracy(tg_tape *tp, const mlp *m, const tg_dataset *test) {
+static double accuracy(tg_tape *tp, const mlp *m, const tg_dataset *test)
+{
     bool was = tg_tape_set_recording(tp, false);
     int input = test->rows * test->cols, correct = 0;
     for (int i = 0; i < test->n; i += EVAL_BATCH) {
@@ -117,7 +143,8 @@ static double accuracy(tg_tape *tp, const mlp *m, const tg_dataset *test) {
     return (double)correct / test->n;
 }
 
-static bool labels_ok(const tg_dataset *ds, const char *dir) {
+static bool labels_ok(const tg_dataset *ds, const char *dir)
+{
     for (int i = 0; i < ds->n; i++)
         if (ds->labels[i] >= CLASSES) {
             fprintf(stderr, "mlp_mnist: %s: label %d of image %d is not 0..9\n",
@@ -127,7 +154,8 @@ static bool labels_ok(const tg_dataset *ds, const char *dir) {
     return true;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     cli_prog = "mlp_mnist";
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
@@ -142,8 +170,10 @@ int main(int argc, char **argv) {
     if (test.rows * test.cols != input || !labels_ok(&train, o.data) ||
         !labels_ok(&test, o.data)) {
         if (test.rows * test.cols != input)
-            fprintf(stderr, "mlp_mnist: %s: train and test image sizes "
-                            "differ\n", o.data);
+            fprintf(stderr,
+                    "mlp_mnist: %s: train and test image sizes "
+                    "differ\n",
+                    o.data);
         return 2;
     }
 
@@ -157,8 +187,8 @@ int main(int argc, char **argv) {
     tg_optim *opt = tg_adam_new(m.params, o.lr);
     printf("mlp_mnist: %d train / %d test images, model %d-%d-%d, %zu "
            "parameters, batch %d, Adam lr %g\n",
-           train.n, test.n, input, o.hidden, CLASSES,
-           tg_params_numel(m.params), o.batch, (double)o.lr);
+           train.n, test.n, input, o.hidden, CLASSES, tg_params_numel(m.params),
+           o.batch, (double)o.lr);
 
     tg_tape *tp = tg_tape_new();
     tg_batcher batcher;
@@ -175,8 +205,8 @@ int main(int argc, char **argv) {
         cli_progress_start(&bar, n_batches);
         double total = 0.0, t0 = cli_now();
         int seen = 0, n;
-        for (int i = 0; i < n_batches &&
-                        (n = tg_batcher_next(&batcher, xbuf, labels)) > 0;
+        for (int i = 0;
+             i < n_batches && (n = tg_batcher_next(&batcher, xbuf, labels)) > 0;
              i++) {
             tg_tape_reset(tp);
             tg_tensor *x = tg_tape_tensor2(tp, n, input, false);
@@ -186,8 +216,9 @@ int main(int argc, char **argv) {
                 tg_loss_softmax_xent(tp, mlp_logits(tp, &m, x), labels);
             if (!isfinite(loss->data[0])) {
                 cli_progress_end(&bar);
-                fprintf(stderr, "mlp_mnist: loss is %g at step %lld; "
-                                "stopping (try a smaller --lr)\n",
+                fprintf(stderr,
+                        "mlp_mnist: loss is %g at step %lld; "
+                        "stopping (try a smaller --lr)\n",
                         (double)loss->data[0], (long long)opt->step + 1);
                 return 1;
             }
@@ -201,8 +232,7 @@ int main(int argc, char **argv) {
         cli_progress_end(&bar);
         printf("epoch %d  train loss %.4f  test accuracy %.2f%%  %.0f "
                "samples/s\n",
-               epoch, total / seen, 100.0 * accuracy(tp, &m, &test),
-               seen / dt);
+               epoch, total / seen, 100.0 * accuracy(tp, &m, &test), seen / dt);
         fflush(stdout);
     }
 

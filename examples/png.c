@@ -13,7 +13,8 @@
 #endif
 
 /* CRC-32 (ISO-HDLC, reflected polynomial 0xEDB88320); pass crc = 0 first. */
-uint32_t png_crc32(uint32_t crc, const uint8_t *buf, size_t n) {
+uint32_t png_crc32(uint32_t crc, const uint8_t *buf, size_t n)
+{
     static uint32_t table[256];
     static int ready;
     if (!ready) {
@@ -33,7 +34,8 @@ uint32_t png_crc32(uint32_t crc, const uint8_t *buf, size_t n) {
 
 /* Adler-32: a = 1 + sum of bytes, b = sum of a's, both mod 65521; pass 1
  * first. */
-uint32_t png_adler32(uint32_t adler, const uint8_t *buf, size_t n) {
+uint32_t png_adler32(uint32_t adler, const uint8_t *buf, size_t n)
+{
     uint32_t a = adler & 0xffff, b = adler >> 16;
     for (size_t i = 0; i < n; i++) {
         a = (a + buf[i]) % 65521u;
@@ -42,7 +44,8 @@ uint32_t png_adler32(uint32_t adler, const uint8_t *buf, size_t n) {
     return (b << 16) | a;
 }
 
-static void put_be32(uint8_t *p, uint32_t v) {
+static void put_be32(uint8_t *p, uint32_t v)
+{
     p[0] = (uint8_t)(v >> 24);
     p[1] = (uint8_t)(v >> 16);
     p[2] = (uint8_t)(v >> 8);
@@ -50,7 +53,8 @@ static void put_be32(uint8_t *p, uint32_t v) {
 }
 
 static bool write_chunk(FILE *f, const char type[4], const uint8_t *data,
-                        size_t n) {
+                        size_t n)
+{
     uint8_t head[8];
     put_be32(head, (uint32_t)n);
     memcpy(head + 4, type, 4);
@@ -58,14 +62,15 @@ static bool write_chunk(FILE *f, const char type[4], const uint8_t *data,
     crc = png_crc32(crc, data, n);
     uint8_t tail[4];
     put_be32(tail, crc);
-    return fwrite(head, 1, 8, f) == 8 && (n == 0 || fwrite(data, 1, n, f) == n)
-           && fwrite(tail, 1, 4, f) == 4;
+    return fwrite(head, 1, 8, f) == 8 &&
+           (n == 0 || fwrite(data, 1, n, f) == n) && fwrite(tail, 1, 4, f) == 4;
 }
 
 /* zlib stream of raw made of stored deflate blocks (at most 65535 bytes
  * each): header 78 01, per block [BFINAL, BTYPE=00] LEN NLEN (LE) data, then
  * the Adler-32 of raw (BE). */
-static uint8_t *deflate_stored(const uint8_t *raw, size_t n, size_t *out_n) {
+static uint8_t *deflate_stored(const uint8_t *raw, size_t n, size_t *out_n)
+{
     size_t blocks = n / 65535 + 1;
     uint8_t *out = malloc(2 + blocks * 5 + n + 4);
     if (!out)
@@ -91,7 +96,8 @@ static uint8_t *deflate_stored(const uint8_t *raw, size_t n, size_t *out_n) {
 }
 
 static uint8_t *deflate_any(const uint8_t *raw, size_t n, size_t *out_n,
-                            bool compress_it) {
+                            bool compress_it)
+{
 #ifdef TG_HAVE_ZLIB
     if (compress_it) {
         uLongf cap = compressBound((uLong)n);
@@ -110,7 +116,8 @@ static uint8_t *deflate_any(const uint8_t *raw, size_t n, size_t *out_n,
 }
 
 bool png_write_gray_ex(const char *path, int w, int h, const uint8_t *pixels,
-                       bool compress_it) {
+                       bool compress_it)
+{
     if (w <= 0 || h <= 0) {
         errno = EINVAL;
         return false;
@@ -122,8 +129,7 @@ bool png_write_gray_ex(const char *path, int w, int h, const uint8_t *pixels,
         return false;
     for (int y = 0; y < h; y++) {
         raw[(size_t)y * stride] = 0;
-        memcpy(raw + (size_t)y * stride + 1, pixels + (size_t)y * w,
-               (size_t)w);
+        memcpy(raw + (size_t)y * stride + 1, pixels + (size_t)y * w, (size_t)w);
     }
     size_t zn = 0;
     uint8_t *z = deflate_any(raw, n, &zn, compress_it);
@@ -131,8 +137,8 @@ bool png_write_gray_ex(const char *path, int w, int h, const uint8_t *pixels,
     if (!z)
         return false;
 
-    static const uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n',
-                                         0x1a, '\n'};
+    static const uint8_t signature[8] = {0x89, 'P',  'N',  'G',
+                                         '\r', '\n', 0x1a, '\n'};
     uint8_t ihdr[13];
     put_be32(ihdr, (uint32_t)w);
     put_be32(ihdr + 4, (uint32_t)h);
@@ -154,12 +160,14 @@ bool png_write_gray_ex(const char *path, int w, int h, const uint8_t *pixels,
     return ok;
 }
 
-bool png_write_gray(const char *path, int w, int h, const uint8_t *pixels) {
+bool png_write_gray(const char *path, int w, int h, const uint8_t *pixels)
+{
     return png_write_gray_ex(path, w, h, pixels, true);
 }
 
 uint8_t *png_tile_grid(const float *tiles, int n, int tile_h, int tile_w,
-                       int cols, int scale, int *w, int *h) {
+                       int cols, int scale, int *w, int *h)
+{
     int rows = (n + cols - 1) / cols;
     int cw = (tile_w * scale + 1), ch = (tile_h * scale + 1);
     *w = cols * cw + 1;

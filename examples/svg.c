@@ -6,15 +6,16 @@
 enum { W = 640, H = 420, LEFT = 70, RIGHT = 20, TOP = 40, BOTTOM = 50 };
 
 /* A "nice" tick step (1, 2 or 5 times a power of ten) for about 6 ticks. */
-static double tick_step(double span) {
+static double tick_step(double span)
+{
     double raw = span / 6.0, p = pow(10.0, floor(log10(raw)));
     double f = raw / p;
     return (f < 1.5 ? 1.0 : f < 3.5 ? 2.0 : f < 7.5 ? 5.0 : 10.0) * p;
 }
 
 bool svg_line_chart(const char *path, const char *title, const char *xlabel,
-                    const char *ylabel, const svg_series *series,
-                    int n_series) {
+                    const char *ylabel, const svg_series *series, int n_series)
+{
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
     for (int s = 0; s < n_series; s++)
         for (int i = 0; i < series[s].n; i++) {
@@ -33,8 +34,8 @@ bool svg_line_chart(const char *path, const char *title, const char *xlabel,
     double pad = 0.05 * (y1 - y0);
     y0 -= pad, y1 += pad;
     const double pw = W - LEFT - RIGHT, ph = H - TOP - BOTTOM;
-#define PX(x) (LEFT + ((x) - x0) / (x1 - x0) * pw)
-#define PY(y) (TOP + (1.0 - ((y) - y0) / (y1 - y0)) * ph)
+#define PX(x) (LEFT + ((x)-x0) / (x1 - x0) * pw)
+#define PY(y) (TOP + (1.0 - ((y)-y0) / (y1 - y0)) * ph)
 
     FILE *f = fopen(path, "w");
     if (!f)
@@ -75,16 +76,19 @@ bool svg_line_chart(const char *path, const char *title, const char *xlabel,
 
     for (int s = 0; s < n_series; s++) {
         const svg_series *sr = &series[s];
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" "
-                   "points=\"", sr->color);
+        fprintf(f,
+                "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" "
+                "points=\"",
+                sr->color);
         for (int i = 0; i < sr->n; i++)
             if (isfinite(sr->x[i]) && isfinite(sr->y[i]))
                 fprintf(f, "%.1f,%.1f ", PX(sr->x[i]), PY(sr->y[i]));
         fprintf(f, "\"/>\n");
         for (int i = 0; i < sr->n; i++)
             if (isfinite(sr->x[i]) && isfinite(sr->y[i]))
-                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" "
-                           "fill=\"%s\"/>\n",
+                fprintf(f,
+                        "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" "
+                        "fill=\"%s\"/>\n",
                         PX(sr->x[i]), PY(sr->y[i]), sr->color);
         double ly = TOP + 16 + 18 * s;
         fprintf(f,

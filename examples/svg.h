@@ -14,7 +14,6 @@ typedef struct svg_series {
 /* One chart with axes, ticks, labels and a legend. Non-finite points are
  * skipped. Returns false with errno set when the file cannot be written. */
 bool svg_line_chart(const char *path, const char *title, const char *xlabel,
-                    const char *ylabel, const svg_series *series,
-                    int n_series);
+                    const char *ylabel, const svg_series *series, int n_series);
 
 #endif

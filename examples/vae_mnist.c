@@ -42,7 +42,8 @@ typedef struct epoch_stats {
 
 enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000 };
 
-static void usage(FILE *f) {
+static void usage(FILE *f)
+{
     fprintf(f,
             "usage: vae_mnist [options]\n"
             "Trains a variational autoencoder on MNIST-format IDX files.\n\n"
@@ -62,10 +63,16 @@ static void usage(FILE *f) {
             TG_DEFAULT_DATA_DIR);
 }
 
-static options parse_options(int argc, char **argv) {
-    options o = {.data = TG_DEFAULT_DATA_DIR, .out = "out/vae_mnist",
-                 .epochs = 10, .batch = 128, .hidden = 400, .latent = 20,
-                 .lr = 1e-3f, .seed = 1};
+static options parse_options(int argc, char **argv)
+{
+    options o = {.data = TG_DEFAULT_DATA_DIR,
+                 .out = "out/vae_mnist",
+                 .epochs = 10,
+                 .batch = 128,
+                 .hidden = 400,
+                 .latent = 20,
+                 .lr = 1e-3f,
+                 .seed = 1};
     static const struct option longopts[] = {
         {"data", required_argument, NULL, 'd'},
         {"epochs", required_argument, NULL, 'e'},
@@ -85,24 +92,47 @@ static options parse_options(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'd': o.data = optarg; break;
-        case 'e': o.epochs = cli_int("--epochs", optarg, 1, MAX_EPOCHS); break;
-        case 'b': o.batch = cli_int("--batch", optarg, 1, 65536); break;
-        case 'H': o.hidden = cli_int("--hidden", optarg, 0, 65536); break;
-        case 'z': o.latent = cli_int("--latent", optarg, 1, 4096); break;
-        case 'l': o.lr = cli_float_pos("--lr", optarg, 10.0); break;
-        case 's': o.seed = cli_u64("--seed", optarg); break;
-        case 't': o.threads = cli_int("--threads", optarg, 0, 1024); break;
-        case 'o': o.out = optarg; break;
-        case 'r': o.resume = optarg; break;
+        case 'd':
+            o.data = optarg;
+            break;
+        case 'e':
+            o.epochs = cli_int("--epochs", optarg, 1, MAX_EPOCHS);
+            break;
+        case 'b':
+            o.batch = cli_int("--batch", optarg, 1, 65536);
+            break;
+        case 'H':
+            o.hidden = cli_int("--hidden", optarg, 0, 65536);
+            break;
+        case 'z':
+            o.latent = cli_int("--latent", optarg, 1, 4096);
+            break;
+        case 'l':
+            o.lr = cli_float_pos("--lr", optarg, 10.0);
+            break;
+        case 's':
+            o.seed = cli_u64("--seed", optarg);
+            break;
+        case 't':
+            o.threads = cli_int("--threads", optarg, 0, 1024);
+            break;
+        case 'o':
+            o.out = optarg;
+            break;
+        case 'r':
+            o.resume = optarg;
+            break;
         case 'm':
             o.max_batches = cli_int("--max-batches", optarg, 1, 1 << 30);
             break;
-        case 'h': usage(stdout); exit(0);
+        case 'h':
+            usage(stdout);
+            exit(0);
         case 'V':
             printf("vae_mnist (tapegrad %s)\n", TG_VERSION);
             exit(0);
-        default: cli_getopt_error(c, argv);
+        default:
+            cli_getopt_error(c, argv);
         }
     }
     if (optind < argc)
@@ -112,19 +142,22 @@ static options parse_options(int argc, char **argv) {
     return o;
 }
 
-static void fail_data(void) {
+static void fail_data(void)
+{
     fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
     exit(2);
 }
 
-static void fail_write(const char *path) {
+static void fail_write(const char *path)
+{
     fprintf(stderr, "vae_mnist: cannot write %s\n", path);
     exit(1);
 }
 
 /* Copies rows [first, first + n) of ds into a new tape tensor [n, pixels]. */
 static tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first,
-                               int n) {
+                               int n)
+{
     size_t pixels = (size_t)ds->rows * ds->cols;
     tg_tensor *x = tg_tape_tensor2(tp, n, (int)pixels, false);
     memcpy(x->data, ds->images + (size_t)first * pixels,
@@ -132,7 +165,8 @@ static tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first,
     return x;
 }
 
-static double sum_rows(const tg_tensor *t) {
+static double sum_rows(const tg_tensor *t)
+{
     double s = 0.0;
     for (size_t i = 0; i < t->size; i++)
         s += t->data[i];
@@ -142,7 +176,8 @@ static double sum_rows(const tg_tensor *t) {
 /* Test -ELBO, rec and KL in nats per sample: recording off, batches of
  * EVAL_BATCH, the tape rewound after each. */
 static void evaluate(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
-                     const options *o, int epoch, epoch_stats *st) {
+                     const options *o, int epoch, epoch_stats *st)
+{
     bool was = tg_tape_set_recording(tp, false);
     tg_rng noise;
     tg_rng_seed(&noise, o->seed, 2000 + (uint64_t)epoch);
@@ -163,7 +198,8 @@ static void evaluate(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
 }
 
 /* Standard normal quantile by bisection on Phi(x) = erfc(-x / sqrt 2) / 2. */
-static double normal_quantile(double p) {
+static double normal_quantile(double p)
+{
     double lo = -10.0, hi = 10.0;
     for (int i = 0; i < 80; i++) {
         double mid = 0.5 * (lo + hi);
@@ -176,7 +212,8 @@ static double normal_quantile(double p) {
 }
 
 static void write_grid(const char *path, const float *tiles, int n, int side,
-                       int cols, int scale) {
+                       int cols, int scale)
+{
     int w, h;
     uint8_t *img = png_tile_grid(tiles, n, side, side, cols, scale, &w, &h);
     if (!img || !png_write_gray(path, w, h, img))
@@ -189,7 +226,8 @@ static void write_grid(const char *path, const float *tiles, int n, int side,
  * prior draws (the same z every epoch); manifold.png (latent = 2): decoded
  * 20 x 20 grid of z at normal quantiles 0.05 .. 0.95. */
 static void write_pictures(tg_tape *tp, const tg_vae *vae,
-                           const tg_dataset *test, const options *o) {
+                           const tg_dataset *test, const options *o)
+{
     enum { COLS = 16, PAIRS = 2, SIDE_N = 20 };
     int side = test->rows, pixels = test->rows * test->cols;
     if (test->rows != test->cols)
@@ -222,8 +260,7 @@ static void write_pictures(tg_tape *tp, const tg_vae *vae,
     tg_rng_seed(&rng, o->seed, 1);
     tg_tape_reset(tp);
     tg_tensor *samples = tg_vae_sample(tp, vae, 64, &rng);
-    write_grid(cli_path(o->out, "samples.png"), samples->data, 64, side, 8,
-               2);
+    write_grid(cli_path(o->out, "samples.png"), samples->data, 64, side, 8, 2);
 
     if (vae->cfg.latent == 2) {
         tg_tape_reset(tp);
@@ -237,15 +274,16 @@ static void write_pictures(tg_tape *tp, const tg_vae *vae,
                 z->data[2 * (i * SIDE_N + j) + 1] = (float)normal_quantile(pi);
             }
         tg_tensor *dec = tg_vae_decode(tp, vae, z);
-        write_grid(cli_path(o->out, "manifold.png"), dec->data,
-                   SIDE_N * SIDE_N, side, SIDE_N, 1);
+        write_grid(cli_path(o->out, "manifold.png"), dec->data, SIDE_N * SIDE_N,
+                   side, SIDE_N, 1);
     }
     free(tiles);
     tg_tape_reset(tp);
     tg_tape_set_recording(tp, was);
 }
 
-static void write_metrics(const options *o, const epoch_stats *hist, int n) {
+static void write_metrics(const options *o, const epoch_stats *hist, int n)
+{
     const char *path = cli_path(o->out, "metrics.csv");
     FILE *f = fopen(path, "w");
     if (!f)
@@ -280,7 +318,8 @@ static void write_metrics(const options *o, const epoch_stats *hist, int n) {
 /* Rows of an earlier run's metrics.csv before first_epoch, so a resumed run
  * keeps its curves. A missing file gives none. */
 static int read_metrics(const options *o, epoch_stats *hist, int first_epoch,
-                        int cap) {
+                        int cap)
+{
     FILE *f = fopen(cli_path(o->out, "metrics.csv"), "r");
     if (!f)
         return 0;
@@ -289,9 +328,9 @@ static int read_metrics(const options *o, epoch_stats *hist, int first_epoch,
     while (fgets(line, sizeof line, f) && n < cap) {
         epoch_stats s;
         long long step;
-        if (sscanf(line, "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &s.epoch,
-                   &step, &s.train, &s.train_rec, &s.train_kl, &s.test,
-                   &s.test_rec, &s.test_kl, &s.samples_per_s) == 9 &&
+        if (sscanf(line, "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &s.epoch, &step,
+                   &s.train, &s.train_rec, &s.train_kl, &s.test, &s.test_rec,
+                   &s.test_kl, &s.samples_per_s) == 9 &&
             s.epoch < first_epoch) {
             s.step = step;
             hist[n++] = s;
@@ -301,8 +340,9 @@ static int read_metrics(const options *o, epoch_stats *hist, int first_epoch,
     return n;
 }
 
-static void set_meta(tg_meta *m, const options *o, const tg_vae *vae,
-                     int epoch, int64_t step) {
+static void set_meta(tg_meta *m, const options *o, const tg_vae *vae, int epoch,
+                     int64_t step)
+{
     m->n = 0;
     tg_meta_set(m, "model", "vae");
     tg_meta_set_int(m, "input", vae->cfg.input);
@@ -320,16 +360,21 @@ static void set_meta(tg_meta *m, const options *o, const tg_vae *vae,
 
 /* Loads --resume into vae and opt; the run's config must be the file's.
  * Returns the epoch the checkpoint finished. */
-static int resume(const options *o, tg_vae *vae, tg_optim *opt) {
+static int resume(const options *o, tg_vae *vae, tg_optim *opt)
+{
     /* The metadata first, so a config mismatch is reported as such rather
      * than as a tensor shape. */
     tg_meta m = {0};
     if (tg_checkpoint_read_meta(o->resume, &m) != TG_OK)
         fail_data();
-    struct { const char *key; int64_t want; } keys[] = {
-        {"input", vae->cfg.input}, {"hidden", o->hidden},
-        {"latent", o->latent},     {"batch", o->batch},
-        {"seed", (int64_t)o->seed}};
+    struct {
+        const char *key;
+        int64_t want;
+    } keys[] = {{"input", vae->cfg.input},
+                {"hidden", o->hidden},
+                {"latent", o->latent},
+                {"batch", o->batch},
+                {"seed", (int64_t)o->seed}};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         int64_t v;
         if (tg_meta_get_int(&m, keys[i].key, &v) != TG_OK)
@@ -345,7 +390,7 @@ static int resume(const options *o, tg_vae *vae, tg_optim *opt) {
     }
     if (tg_checkpoint_load(o->resume, vae->params, opt, &m) != TG_OK)
         fail_data();
-    int64_t epoch, step;
+    int64_t epoch = 0, step = 0;
     if (tg_meta_get_int(&m, "epoch", &epoch) != TG_OK ||
         tg_meta_get_int(&m, "step", &step) != TG_OK)
         fail_data();
@@ -353,7 +398,8 @@ static int resume(const options *o, tg_vae *vae, tg_optim *opt) {
     return (int)epoch;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     cli_prog = "vae_mnist";
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
@@ -408,8 +454,8 @@ int main(int argc, char **argv) {
         cli_progress_start(&bar, n_batches);
         double rec = 0.0, kl = 0.0, t0 = cli_now();
         int seen = 0, n;
-        for (int i = 0; i < n_batches &&
-                        (n = tg_batcher_next(&batcher, xbuf, NULL)) > 0;
+        for (int i = 0;
+             i < n_batches && (n = tg_batcher_next(&batcher, xbuf, NULL)) > 0;
              i++) {
             tg_tape_reset(tp);
             tg_tensor *x = tg_tape_tensor2(tp, n, input, false);

@@ -40,12 +40,12 @@ typedef struct tg_vae {
 
 /* Everything forward computes, all on the tape. */
 typedef struct tg_vae_out {
-    tg_tensor *loss;         /* [1]: mean over rows of rec + kl */
-    tg_tensor *rec;          /* [B, 1]: -log p(x|z) per example */
-    tg_tensor *kl;           /* [B, 1]: KL(q(z|x) || p(z)) per example */
+    tg_tensor *loss;          /* [1]: mean over rows of rec + kl */
+    tg_tensor *rec;           /* [B, 1]: -log p(x|z) per example */
+    tg_tensor *kl;            /* [B, 1]: KL(q(z|x) || p(z)) per example */
     tg_tensor *mean, *logvar; /* [B, latent]; logvar after clamping */
-    tg_tensor *z;            /* [B, latent] */
-    tg_tensor *logits;       /* [B, input] */
+    tg_tensor *z;             /* [B, latent] */
+    tg_tensor *logits;        /* [B, input] */
 } tg_vae_out;
 
 /* Parameters initialised as PyTorch's nn.Linear (TG_INIT_TORCH) from

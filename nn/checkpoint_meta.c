@@ -5,7 +5,8 @@
 
 #include "safetensors.h"
 
-tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta) {
+tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta)
+{
     tg_st_file f;
     tg_status st = tg_st_open(path, &f);
     if (st != TG_OK)

@@ -6,7 +6,8 @@
 #include "tg_nn.h"
 
 void tg_dense_layer_init(tg_dense_layer *l, tg_params *ps, const char *name,
-                         int in, int out, tg_init init, tg_rng *rng) {
+                         int in, int out, tg_init init, tg_rng *rng)
+{
     if (in <= 0 || out <= 0)
         tg_fatal("dense_layer_init", "%s: bad size in=%d out=%d", name, in,
                  out);
@@ -42,6 +43,7 @@ void tg_dense_layer_init(tg_dense_layer *l, tg_params *ps, const char *name,
     }
 }
 
-tg_tensor *tg_dense_apply(tg_tape *tp, const tg_dense_layer *l, tg_tensor *x) {
+tg_tensor *tg_dense_apply(tg_tape *tp, const tg_dense_layer *l, tg_tensor *x)
+{
     return tg_dense(tp, x, l->W, l->b);
 }

@@ -4,18 +4,21 @@
 
 /* mean_r sum_c bce(logits[r,c], targets[r,c]) */
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
-                                   tg_tensor *targets) {
+                                   tg_tensor *targets)
+{
     return tg_mean(tp, tg_bce_with_logits(tp, logits, targets));
 }
 
 /* mean_r sum_c (pred[r,c] - target[r,c])^2 */
-tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred, tg_tensor *target) {
+tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred, tg_tensor *target)
+{
     tg_tensor *diff = tg_sub(tp, pred, target);
     return tg_mean(tp, tg_sum_rows(tp, tg_square(tp, diff)));
 }
 
 /* mean_r -log softmax(logits[r])[labels[r]] */
 tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
-                                const int *labels) {
+                                const int *labels)
+{
     return tg_mean(tp, tg_softmax_xent(tp, logits, labels));
 }

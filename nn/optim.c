@@ -6,7 +6,8 @@
 
 #include "tg_nn.h"
 
-static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr) {
+static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
+{
     if (!(lr > 0.0f) || !isfinite(lr))
         tg_fatal("optim_new", "learning rate must be > 0, got %g", (double)lr);
     tg_optim *opt = calloc(1, sizeof *opt);
@@ -28,7 +29,8 @@ static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr) {
     return opt;
 }
 
-tg_optim *tg_sgd_new(tg_params *ps, float lr, float momentum) {
+tg_optim *tg_sgd_new(tg_params *ps, float lr, float momentum)
+{
     if (!(momentum >= 0.0f && momentum < 1.0f))
         tg_fatal("sgd_new", "momentum must be in [0, 1), got %g",
                  (double)momentum);
@@ -37,14 +39,16 @@ tg_optim *tg_sgd_new(tg_params *ps, float lr, float momentum) {
     return opt;
 }
 
-tg_optim *tg_adam_new(tg_params *ps, float lr) {
+tg_optim *tg_adam_new(tg_params *ps, float lr)
+{
     return optim_new(ps, TG_OPTIM_ADAM, lr);
 }
 
 /* g = grad + wd * p
  * v = momentum * v + g       (v starts at 0, so the first v is g)
  * p -= lr * v                 (momentum 0: plain SGD) */
-static void sgd_step(tg_optim *opt, float *p, const float *grad, long n) {
+static void sgd_step(tg_optim *opt, float *p, const float *grad, long n)
+{
     const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
     float *v = opt->m;
 #ifdef _OPENMP
@@ -60,7 +64,8 @@ static void sgd_step(tg_optim *opt, float *p, const float *grad, long n) {
 /* torch.optim.Adam, t = step after increment:
  * m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
  * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps) */
-static void adam_step(tg_optim *opt, float *p, const float *grad, long n) {
+static void adam_step(tg_optim *opt, float *p, const float *grad, long n)
+{
     const float b1 = opt->beta1, b2 = opt->beta2, eps = opt->eps;
     const float wd = opt->weight_decay;
     const double t = (double)opt->step;
@@ -79,7 +84,8 @@ static void adam_step(tg_optim *opt, float *p, const float *grad, long n) {
     }
 }
 
-void tg_optim_step(tg_optim *opt) {
+void tg_optim_step(tg_optim *opt)
+{
     float *p = tg_params_data(opt->params);
     const float *grad = tg_params_grad(opt->params);
     long n = (long)tg_params_numel(opt->params);
@@ -90,7 +96,8 @@ void tg_optim_step(tg_optim *opt) {
         adam_step(opt, p, grad, n);
 }
 
-void tg_optim_free(tg_optim *opt) {
+void tg_optim_free(tg_optim *opt)
+{
     if (!opt)
         return;
     free(opt->m);

@@ -35,8 +35,7 @@ static uint32_t be32(const uint8_t *p)
 }
 
 /* Inflates stored blocks only; returns the byte count or -1. */
-static long inflate_stored(const uint8_t *z, size_t n, uint8_t *out,
-                           size_t cap)
+static long inflate_stored(const uint8_t *z, size_t n, uint8_t *out, size_t cap)
 {
     size_t pos = 2, o = 0;
     int final = 0;

@@ -156,8 +156,8 @@ static void gradcheck_every_parameter(int hidden, int n_params)
     for (int i = 0; i < n_params; i++)
         inputs[i] = tg_params_get(ps, i);
     tg_gradcheck_report rep;
-    tg_gradcheck_opts opts = {.eps = 0x1p-8, .atol = 2e-4, .rtol = 1e-3,
-                              .seed = 1};
+    tg_gradcheck_opts opts = {
+        .eps = 0x1p-8, .atol = 2e-4, .rtol = 1e-3, .seed = 1};
     bool ok = tg_gradcheck(vae_loss, n_params, inputs, &f, &opts, &rep);
     tg_gradcheck_print(&rep, hidden ? "vae 12-5-3" : "vae 12-0-3");
     assert_true(ok);
@@ -185,9 +185,10 @@ static void parameter_names_and_shapes(void **state)
     const struct {
         const char *name;
         int rows, cols;
-    } want[] = {{"encoder.fc1.weight", 400, 784}, {"encoder.fc2.weight", 40, 400},
-                {"decoder.fc1.weight", 400, 20},  {"decoder.fc2.weight", 784, 400},
-                {"encoder.fc1.bias", 400, 0},     {"decoder.fc2.bias", 784, 0}};
+    } want[] = {
+        {"encoder.fc1.weight", 400, 784}, {"encoder.fc2.weight", 40, 400},
+        {"decoder.fc1.weight", 400, 20},  {"decoder.fc2.weight", 784, 400},
+        {"encoder.fc1.bias", 400, 0},     {"decoder.fc2.bias", 784, 0}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         tg_tensor *t = tg_params_find(ps, want[i].name);
         assert_non_null(t);
@@ -243,7 +244,8 @@ static void logvar_clamp_keeps_loss_finite(void **state)
     unmake(&f);
 }
 
-/* ---- training on real digits ---------------------------------------------- */
+/* ---- training on real digits ----------------------------------------------
+ */
 
 enum { N_DIGITS = 300, TRAIN_BATCH = 50 };
 

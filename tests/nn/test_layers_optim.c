@@ -101,7 +101,8 @@ static void same_seed_same_weights(void **state)
 {
     (void)state;
     tg_params *p1 = tg_params_new(), *p2 = tg_params_new();
-    tg_dense_layer a = layer(p1, TG_INIT_TORCH, 9), b = layer(p2, TG_INIT_TORCH, 9);
+    tg_dense_layer a = layer(p1, TG_INIT_TORCH, 9),
+                   b = layer(p2, TG_INIT_TORCH, 9);
     for (size_t i = 0; i < a.W->size; i++)
         assert_true(a.W->data[i] == b.W->data[i]);
     tg_params_free(p1);
