@@ -61,7 +61,9 @@ static tg_status parse_int(const char *what, const char *key, const char *s,
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (end == s || *end != '\0' || errno == ERANGE || *s == ' ')
+    bool starts_ok = *s == '-' ? s[1] >= '0' && s[1] <= '9'
+                               : *s >= '0' && *s <= '9';
+    if (!starts_ok || *end != '\0' || errno == ERANGE)
         return tg_error(TG_ERR_FORMAT, "%s: metadata '%s' = '%.40s' is not an "
                         "integer", what, key, s);
     *value = v;

@@ -177,6 +177,32 @@ static void sgd_state_and_optimizer_kind(void **state)
     tg_params_free(ps2);
 }
 
+static void meta_set_get_and_integers(void **state)
+{
+    (void)state;
+    tg_meta m = {0};
+    int64_t v = 1;
+    tg_meta_set(&m, "a", "x");
+    tg_meta_set(&m, "a", "y"); /* replaces */
+    assert_int_equal(m.n, 1);
+    assert_string_equal(tg_meta_get(&m, "a"), "y");
+    assert_null(tg_meta_get(&m, "b"));
+    tg_meta_set_int(&m, "big", INT64_MIN);
+    assert_int_equal(tg_meta_get_int(&m, "big", &v), TG_OK);
+    assert_true(v == INT64_MIN);
+    const char *bad[] = {"", " 5", "5 ", "5x", "+5", "-", "0x10",
+                         "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tg_meta_set(&m, "n", bad[i]);
+        v = 1;
+        assert_int_equal(tg_meta_get_int(&m, "n", &v), TG_ERR_FORMAT);
+        assert_true(v == 1);
+    }
+    tg_meta_set(&m, "n", "-0042");
+    assert_int_equal(tg_meta_get_int(&m, "n", &v), TG_OK);
+    assert_true(v == -42);
+}
+
 /* ---- refused files ------------------------------------------------------------ */
 
 static tg_params *victim;
@@ -514,6 +540,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip_is_bit_exact),
         cmocka_unit_test(sgd_state_and_optimizer_kind),
+        cmocka_unit_test(meta_set_get_and_integers),
         cmocka_unit_test_setup_teardown(truncated_and_resized_files,
                                         victim_setup, victim_teardown),
         cmocka_unit_test_setup_teardown(bad_headers_refused, victim_setup,
