@@ -6,12 +6,14 @@
 #include <stddef.h>
 
 /* One register-blocked tile: c[mr, nr] (row stride ldc) =
- *   alpha * sum_{p<k} a[p*mr + i] * b[p*nr + j] + beta * c[i, j],
- * summed in increasing p. a is a packed MR-row micro-panel (k columns of mr
- * floats), b a packed NR-column micro-panel (k rows of nr floats), both
- * 64-byte aligned. beta == 0 stores without reading c (NaN-safe). */
-typedef void (*gemm_ukr_fn)(int k, const float *a, const float *b, float *c,
-                            ptrdiff_t ldc, float alpha, float beta);
+ *   alpha * sum_{p<k} a[i*rsa + p*csa] * b[p*nr + j] + beta * c[i, j],
+ * summed in increasing p. a is op(A)'s MR rows in place (rsa, csa = lda, 1
+ * or 1, lda) or a packed micro-panel (1, mr); b is a packed NR-column
+ * micro-panel (k rows of nr floats, 64-byte aligned). beta == 0 stores
+ * without reading c (NaN-safe). */
+typedef void (*gemm_ukr_fn)(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
+                            const float *b, float *c, ptrdiff_t ldc,
+                            float alpha, float beta);
 
 /* dst[c * dst_ld + r] = src[r * ld + c] for r < rows, c < cols: packing's
  * transposes, in the kernel's instruction set. */

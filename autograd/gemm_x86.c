@@ -24,8 +24,8 @@
 #define TG_UNROLL _Pragma("GCC unroll 16")
 
 __attribute__((target("avx512f,fma"))) static void
-ukr_avx512(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-           float alpha, float beta)
+ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
+           float *c, ptrdiff_t ldc, float alpha, float beta)
 {
     enum { MR = TG_AVX512_MR, NV = TG_AVX512_NV, W = 16 };
     __m512 acc[MR][NV];
@@ -38,11 +38,11 @@ ukr_avx512(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
             _mm512_load_ps(b + j * W);
         TG_UNROLL for (int i = 0; i < MR; i++)
         {
-            __m512 av = _mm512_set1_ps(a[i]);
+            __m512 av = _mm512_set1_ps(a[i * rsa]);
             TG_UNROLL for (int j = 0; j < NV; j++) acc[i][j] =
                 _mm512_fmadd_ps(av, bv[j], acc[i][j]);
         }
-        a += MR;
+        a += csa;
         b += NV * W;
     }
 
@@ -67,8 +67,8 @@ ukr_avx512(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
 }
 
 __attribute__((target("avx2,fma"))) static void
-ukr_avx2(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
-         float alpha, float beta)
+ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
+         float *c, ptrdiff_t ldc, float alpha, float beta)
 {
     enum { MR = AVX2_MR, NV = AVX2_NV, W = 8 };
     __m256 acc[MR][NV];
@@ -81,11 +81,11 @@ ukr_avx2(int k, const float *a, const float *b, float *c, ptrdiff_t ldc,
             _mm256_load_ps(b + j * W);
         TG_UNROLL for (int i = 0; i < MR; i++)
         {
-            __m256 av = _mm256_broadcast_ss(a + i);
+            __m256 av = _mm256_broadcast_ss(a + i * rsa);
             TG_UNROLL for (int j = 0; j < NV; j++) acc[i][j] =
                 _mm256_fmadd_ps(av, bv[j], acc[i][j]);
         }
-        a += MR;
+        a += csa;
         b += NV * W;
     }
 
