@@ -379,6 +379,13 @@ static int resume(const options *o, tg_vae *vae, tg_optim *opt)
         int64_t v;
         if (tg_meta_get_int(&m, keys[i].key, &v) != TG_OK)
             fail_data();
+        if (v != keys[i].want && i == 0) {
+            fprintf(stderr,
+                    "vae_mnist: %s: checkpoint has input %lld pixels but the "
+                    "images in %s have %lld\n",
+                    o->resume, (long long)v, o->data, (long long)keys[i].want);
+            exit(2);
+        }
         if (v != keys[i].want) {
             fprintf(stderr,
                     "vae_mnist: %s: checkpoint has %s %lld but this run has "
