@@ -5,5 +5,6 @@
 #include "tg_autograd.h"
 #include "tg_nn.h"
 #include "tg_vae.h"
+#include "tg_vae_score.h"
 
 #endif

@@ -1,0 +1,385 @@
+/* Scoring inputs with a trained VAE: importance-weighted log p(x), ELBO,
+ * complexity, AUROC, typicality, posterior pixel spread. See tg_vae_score.h. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tg_config.h"
+#include "tg_vae_score.h"
+#ifdef TG_HAVE_ZLIB
+#include <zlib.h>
+#endif
+
+enum { DEFAULT_ROWS = 4096, ENCODE_BATCH = 256 };
+
+double tg_log_mean_exp(const double *a, int n)
+{
+    if (n < 1)
+        tg_fatal("log_mean_exp", "need n >= 1, got %d", n);
+    double max = a[0];
+    for (int i = 1; i < n; i++)
+        if (a[i] > max || isnan(a[i]))
+            max = a[i];
+    if (isnan(max) || isinf(max))
+        return max; /* NaN, +inf, or every term -inf */
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        sum += exp(a[i] - max); /* each term in (0, 1], one of them 1 */
+    return max + log(sum / n);
+}
+
+/* A log-sum-exp accumulated one value at a time: sum exp(a) = sum * e^max,
+ * rescaled when a new maximum arrives so no exp() overflows. */
+typedef struct lse {
+    double max, sum;
+} lse;
+
+static void lse_add(lse *s, double a)
+{
+    if (a == -INFINITY)
+        return;
+    if (a > s->max || isnan(a)) {
+        s->sum = s->sum * exp(s->max - a) + 1.0;
+        s->max = a;
+    } else {
+        s->sum += exp(a - s->max);
+    }
+}
+
+static void check_opts(const char *op, const tg_iw_opts *o)
+{
+    if (!o || o->k < 1 || o->max_rows < 0)
+        tg_fatal(op, "need k >= 1 and max_rows >= 0 (k=%d, max_rows=%d)",
+                 o ? o->k : 0, o ? o->max_rows : 0);
+}
+
+/* Groups of g examples, chunks of kc draws: g * kc <= max_rows rows of z. */
+static void chunking(int n, int k, int max_rows, int *g, int *kc)
+{
+    int rows = max_rows > 0 ? max_rows : DEFAULT_ROWS;
+    *kc = k < rows ? k : rows;
+    *g = rows / *kc;
+    if (*g > n)
+        *g = n;
+}
+
+void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
+                    const float *x, int n, int latent, const float *mean,
+                    const float *logvar, const tg_iw_opts *opts, double *log_px,
+                    double *elbo)
+{
+    check_opts("iw_estimate", opts);
+    if (n <= 0 || latent <= 0 || input <= 0)
+        tg_fatal("iw_estimate", "bad sizes n=%d latent=%d input=%d", n, latent,
+                 input);
+    int g, kc;
+    chunking(n, opts->k, opts->max_rows, &g, &kc);
+    tg_rng *rng = malloc(sizeof *rng * (size_t)g);
+    lse *acc = malloc(sizeof *acc * (size_t)g);
+    double *sum_logw = malloc(sizeof *sum_logw * (size_t)g);
+    if (!rng || !acc || !sum_logw)
+        tg_fatal("iw_estimate", "out of memory (%d examples)", g);
+    bool was = tg_tape_set_recording(tp, false);
+
+    for (int i0 = 0; i0 < n; i0 += g) {
+        int ng = n - i0 < g ? n - i0 : g;
+        for (int i = 0; i < ng; i++) {
+            tg_rng_seed(&rng[i], opts->seed, opts->stream + (uint64_t)(i0 + i));
+            acc[i] = (lse){-INFINITY, 0.0};
+            sum_logw[i] = 0.0;
+        }
+        for (int j0 = 0; j0 < opts->k; j0 += kc) {
+            int nk = opts->k - j0 < kc ? opts->k - j0 : kc;
+            int rows = ng * nk;
+            tg_tape_reset(tp);
+            tg_tensor *z = tg_tape_tensor2(tp, rows, latent, false);
+            double *logw = tg_tape_alloc(tp, sizeof(double) * (size_t)rows);
+            /* z = mean + exp(logvar / 2) * eps, and
+             * log p(z) - log q(z|x) = sum_d 0.5 * (eps^2 - z^2 + logvar)
+             * (the log 2 pi terms cancel). */
+            for (int i = 0; i < ng; i++) {
+                const float *m = mean + (size_t)(i0 + i) * latent;
+                const float *lv = logvar + (size_t)(i0 + i) * latent;
+                for (int j = 0; j < nk; j++) {
+                    float *zr = z->data + (size_t)(i * nk + j) * latent;
+                    double prior_minus_q = 0.0;
+                    for (int d = 0; d < latent; d++) {
+                        float eps = tg_rng_normal(&rng[i]);
+                        zr[d] = m[d] + expf(0.5f * lv[d]) * eps;
+                        prior_minus_q += 0.5 * ((double)eps * eps -
+                                                (double)zr[d] * zr[d] + lv[d]);
+                    }
+                    logw[i * nk + j] = prior_minus_q;
+                }
+            }
+            double *ll = tg_tape_alloc(tp, sizeof(double) * (size_t)rows);
+            loglik(tp, ctx, x + (size_t)i0 * input, ng, nk, z, ll);
+            for (int r = 0; r < rows; r++) {
+                double lw = ll[r] + logw[r];
+                lse_add(&acc[r / nk], lw);
+                sum_logw[r / nk] += lw;
+            }
+        }
+        for (int i = 0; i < ng; i++) {
+            if (log_px)
+                log_px[i0 + i] =
+                    acc[i].max + log(acc[i].sum) - log((double)opts->k);
+            if (elbo)
+                elbo[i0 + i] = sum_logw[i] / opts->k;
+        }
+    }
+    tg_tape_reset(tp);
+    tg_tape_set_recording(tp, was);
+    free(rng);
+    free(acc);
+    free(sum_logw);
+}
+
+/* ---- the VAE ------------------------------------------------------------ */
+
+/* log p(x|z) = -bce(logits(z), x) summed over pixels, each example's x
+ * repeated for its kc draws so one dense pass decodes the whole chunk. */
+static void vae_loglik(tg_tape *tp, void *ctx, const float *x, int n, int kc,
+                       const tg_tensor *z, double *out)
+{
+    const tg_vae *vae = ctx;
+    int input = vae->cfg.input;
+    tg_tensor *xr = tg_tape_tensor2(tp, n * kc, input, false);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < kc; j++)
+            memcpy(xr->data + (size_t)(i * kc + j) * input,
+                   x + (size_t)i * input, sizeof(float) * (size_t)input);
+    tg_tensor *logits = tg_vae_decode_logits(tp, vae, (tg_tensor *)z);
+    tg_tensor *rec = tg_bce_with_logits(tp, logits, xr);
+    for (int r = 0; r < n * kc; r++)
+        out[r] = -(double)rec->data[r];
+}
+
+/* mean, logvar [n, latent] of q(z|x) into caller memory. */
+static void encode_rows(tg_tape *tp, const tg_vae *vae, const float *x, int n,
+                        float *mean, float *logvar)
+{
+    int input = vae->cfg.input, latent = vae->cfg.latent;
+    tg_tape_reset(tp);
+    tg_tensor *xt = tg_tape_tensor2(tp, n, input, false);
+    memcpy(xt->data, x, sizeof(float) * (size_t)n * input);
+    tg_tensor *m, *lv;
+    tg_vae_encode(tp, vae, xt, &m, &lv);
+    memcpy(mean, m->data, sizeof(float) * (size_t)n * latent);
+    memcpy(logvar, lv->data, sizeof(float) * (size_t)n * latent);
+    tg_tape_reset(tp);
+}
+
+void tg_vae_iwae(tg_tape *tp, const tg_vae *vae, const float *x, int n,
+                 const tg_iw_opts *opts, double *log_px, double *elbo)
+{
+    check_opts("vae_iwae", opts);
+    int input = vae->cfg.input, latent = vae->cfg.latent;
+    float *mean = malloc(sizeof(float) * ENCODE_BATCH * (size_t)latent);
+    float *logvar = malloc(sizeof(float) * ENCODE_BATCH * (size_t)latent);
+    if (!mean || !logvar)
+        tg_fatal("vae_iwae", "out of memory");
+    bool was = tg_tape_set_recording(tp, false);
+    for (int i0 = 0; i0 < n; i0 += ENCODE_BATCH) {
+        int nb = n - i0 < ENCODE_BATCH ? n - i0 : ENCODE_BATCH;
+        const float *xb = x + (size_t)i0 * input;
+        encode_rows(tp, vae, xb, nb, mean, logvar);
+        tg_iw_opts o = *opts;
+        o.stream += (uint64_t)i0;
+        tg_iw_estimate(tp, vae_loglik, (void *)vae, input, xb, nb, latent, mean,
+                       logvar, &o, log_px ? log_px + i0 : NULL,
+                       elbo ? elbo + i0 : NULL);
+    }
+    tg_tape_set_recording(tp, was);
+    free(mean);
+    free(logvar);
+}
+
+void tg_vae_posterior_pixels(tg_tape *tp, const tg_vae *vae, const float *x,
+                             int n, int S, uint64_t seed, uint64_t stream,
+                             float *mean, float *std)
+{
+    if (S < 1)
+        tg_fatal("vae_posterior_pixels", "need S >= 1, got %d", S);
+    int input = vae->cfg.input, latent = vae->cfg.latent;
+    float *zm = malloc(sizeof(float) * (size_t)latent);
+    float *zlv = malloc(sizeof(float) * (size_t)latent);
+    double *s1 = malloc(sizeof(double) * (size_t)input);
+    double *s2 = malloc(sizeof(double) * (size_t)input);
+    if (!zm || !zlv || !s1 || !s2)
+        tg_fatal("vae_posterior_pixels", "out of memory");
+    int chunk = DEFAULT_ROWS < S ? DEFAULT_ROWS : S;
+    bool was = tg_tape_set_recording(tp, false);
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * input;
+        encode_rows(tp, vae, xi, 1, zm, zlv);
+        tg_rng rng;
+        tg_rng_seed(&rng, seed, stream + (uint64_t)i);
+        memset(s1, 0, sizeof(double) * (size_t)input);
+        memset(s2, 0, sizeof(double) * (size_t)input);
+        for (int j0 = 0; j0 < S; j0 += chunk) {
+            int nk = S - j0 < chunk ? S - j0 : chunk;
+            tg_tape_reset(tp);
+            tg_tensor *z = tg_tape_tensor2(tp, nk, latent, false);
+            for (int j = 0; j < nk; j++)
+                for (int d = 0; d < latent; d++)
+                    z->data[j * latent + d] =
+                        zm[d] + expf(0.5f * zlv[d]) * tg_rng_normal(&rng);
+            tg_tensor *p = tg_vae_decode(tp, vae, z);
+            for (int j = 0; j < nk; j++)
+                for (int q = 0; q < input; q++) {
+                    double v = p->data[(size_t)j * input + q];
+                    s1[q] += v;
+                    s2[q] += v * v;
+                }
+        }
+        /* var = E[p^2] - E[p]^2 in double; p in [0, 1] so no cancellation
+         * worth a second pass. */
+        for (int q = 0; q < input; q++) {
+            double m = s1[q] / S, var = s2[q] / S - m * m;
+            mean[(size_t)i * input + q] = (float)m;
+            std[(size_t)i * input + q] = (float)sqrt(var > 0 ? var : 0);
+        }
+    }
+    tg_tape_reset(tp);
+    tg_tape_set_recording(tp, was);
+    free(zm);
+    free(zlv);
+    free(s1);
+    free(s2);
+}
+
+/* ---- AUROC ------------------------------------------------------------- */
+
+typedef struct ranked {
+    double v;
+    int pos; /* 1 for the positive list */
+} ranked;
+
+static int by_value(const void *a, const void *b)
+{
+    double x = ((const ranked *)a)->v, y = ((const ranked *)b)->v;
+    return (x > y) - (x < y);
+}
+
+/* Mann-Whitney: AUROC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg),
+ * R_pos the sum of the positives' ranks (1-based, ties get their mean). */
+double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos)
+{
+    if (n_neg < 1 || n_pos < 1)
+        tg_fatal("auroc", "need two non-empty lists (%d, %d)", n_neg, n_pos);
+    size_t n = (size_t)n_neg + (size_t)n_pos;
+    ranked *r = malloc(sizeof *r * n);
+    if (!r)
+        tg_fatal("auroc", "out of memory (%zu scores)", n);
+    for (int i = 0; i < n_neg; i++)
+        r[i] = (ranked){neg[i], 0};
+    for (int i = 0; i < n_pos; i++)
+        r[n_neg + i] = (ranked){pos[i], 1};
+    for (size_t i = 0; i < n; i++)
+        if (isnan(r[i].v)) {
+            free(r);
+            return NAN;
+        }
+    qsort(r, n, sizeof *r, by_value);
+    double rank_sum = 0.0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && r[j].v == r[i].v)
+            j++;
+        double mid = 0.5 * (double)(i + 1 + j); /* mean of ranks i+1 .. j */
+        for (size_t t = i; t < j; t++)
+            if (r[t].pos)
+                rank_sum += mid;
+        i = j;
+    }
+    free(r);
+    return (rank_sum - 0.5 * n_pos * ((double)n_pos + 1)) /
+           ((double)n_pos * n_neg);
+}
+
+/* ---- complexity ---------------------------------------------------------- */
+
+tg_status tg_complexity_bits(const uint8_t *bytes, size_t n, double *bits)
+{
+#ifdef TG_HAVE_ZLIB
+    uLongf cap = compressBound((uLong)n);
+    Bytef *buf = malloc(cap);
+    if (!buf)
+        return tg_error(TG_ERR_NOMEM, "complexity: out of memory (%zu bytes)",
+                        n);
+    int rc = compress2(buf, &cap, bytes, (uLong)n, 9);
+    free(buf);
+    if (rc != Z_OK)
+        return tg_error(TG_ERR_NOMEM, "complexity: zlib compress2 failed (%d)",
+                        rc);
+    *bits = 8.0 * (double)cap;
+    return TG_OK;
+#else
+    (void)bytes;
+    (void)n;
+    *bits = NAN;
+    return tg_error(TG_ERR_UNSUPPORTED,
+                    "complexity L(x) needs zlib, which this build lacks");
+#endif
+}
+
+/* ---- typicality ------------------------------------------------------------
+ */
+
+tg_status tg_typical_fit(tg_typical *ref, const double *feat, int n, int d)
+{
+    if (d < 1 || d > TG_TYPICAL_MAX_DIM || n <= d)
+        return tg_error(TG_ERR_ARG,
+                        "typicality: need 1 <= d <= %d and n > d "
+                        "(d=%d, n=%d)",
+                        TG_TYPICAL_MAX_DIM, d, n);
+    memset(ref, 0, sizeof *ref);
+    ref->d = d;
+    ref->n = n;
+    for (int i = 0; i < n; i++)
+        for (int a = 0; a < d; a++) {
+            if (!isfinite(feat[i * d + a]))
+                return tg_error(TG_ERR_ARG,
+                                "typicality: feature %d of example %d is %g", a,
+                                i, feat[i * d + a]);
+            ref->mean[a] += feat[i * d + a] / n;
+        }
+    /* cov = sum (f - mean)(f - mean)' / (n - 1), then Cholesky cov = L L'. */
+    for (int i = 0; i < n; i++)
+        for (int a = 0; a < d; a++)
+            for (int b = 0; b < d; b++)
+                ref->cov[a][b] += (feat[i * d + a] - ref->mean[a]) *
+                                  (feat[i * d + b] - ref->mean[b]) / (n - 1);
+    for (int a = 0; a < d; a++)
+        for (int b = 0; b <= a; b++) {
+            double s = ref->cov[a][b];
+            for (int c = 0; c < b; c++)
+                s -= ref->chol[a][c] * ref->chol[b][c];
+            if (a == b) {
+                if (!(s > 1e-12 * (ref->cov[a][a] + 1e-300)))
+                    return tg_error(TG_ERR_ARG,
+                                    "typicality: the %d features "
+                                    "of %d examples are collinear",
+                                    d, n);
+                ref->chol[a][a] = sqrt(s);
+            } else {
+                ref->chol[a][b] = s / ref->chol[b][b];
+            }
+        }
+    return TG_OK;
+}
+
+/* |L^-1 (f - mean)|: forward substitution. */
+double tg_typical_score(const tg_typical *ref, const double *f)
+{
+    double y[TG_TYPICAL_MAX_DIM], ss = 0.0;
+    for (int a = 0; a < ref->d; a++) {
+        double s = f[a] - ref->mean[a];
+        for (int c = 0; c < a; c++)
+            s -= ref->chol[a][c] * y[c];
+        y[a] = s / ref->chol[a][a];
+        ss += y[a] * y[a];
+    }
+    return sqrt(ss);
+}

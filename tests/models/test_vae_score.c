@@ -1,0 +1,425 @@
+/* Scoring with a VAE: log-mean-exp at large magnitudes, AUROC against
+ * hand-computed values and brute force, the importance-weighted estimator
+ * against the exact log p(x) of a linear-Gaussian model, IWAE >= ELBO per
+ * example and = at k = 1, the k = 1 estimate against the VAE graph with the
+ * same noise, results independent of chunking, flat memory, typicality
+ * reference statistics, complexity, posterior pixel spread. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tapegrad.h"
+
+#define LOG_2PI 1.8378770664093453
+
+/* ---- log-mean-exp ------------------------------------------------------- */
+
+static void log_mean_exp_is_stable_at_1e4(void **state)
+{
+    (void)state;
+    double same[3] = {1e4, 1e4, 1e4};
+    assert_true(tg_log_mean_exp(same, 3) == 1e4);
+    double neg[2] = {-1e4, -1e4 + log(2.0)};
+    assert_true(fabs(tg_log_mean_exp(neg, 2) - (-1e4 + log(1.5))) < 1e-9);
+    double mixed[2] = {1e4, -1e4};
+    assert_true(fabs(tg_log_mean_exp(mixed, 2) - (1e4 - log(2.0))) < 1e-9);
+    double big[2] = {1e4, 1e4 - 1.0};
+    double want = 1e4 + log((1.0 + exp(-1.0)) / 2.0);
+    assert_true(fabs(tg_log_mean_exp(big, 2) - want) < 1e-9);
+    double all_inf[2] = {-INFINITY, -INFINITY};
+    assert_true(tg_log_mean_exp(all_inf, 2) == -INFINITY);
+    double one_inf[2] = {-INFINITY, -5e3};
+    assert_true(fabs(tg_log_mean_exp(one_inf, 2) - (-5e3 - log(2.0))) < 1e-9);
+}
+
+/* ---- AUROC -------------------------------------------------------------- */
+
+static double auroc_pairs(const double *neg, int nn, const double *pos, int np)
+{
+    double s = 0;
+    for (int i = 0; i < nn; i++)
+        for (int j = 0; j < np; j++)
+            s += pos[j] > neg[i] ? 1.0 : pos[j] == neg[i] ? 0.5 : 0.0;
+    return s / ((double)nn * np);
+}
+
+static void auroc_matches_hand_built_lists(void **state)
+{
+    (void)state;
+    double lo[3] = {1, 2, 3}, hi[2] = {4, 5};
+    assert_true(tg_auroc(lo, 3, hi, 2) == 1.0);
+    assert_true(tg_auroc(hi, 2, lo, 3) == 0.0);
+    double ones[2] = {1, 1};
+    assert_true(tg_auroc(ones, 2, ones, 2) == 0.5);
+    /* 2.5 beats 1, 2; 3 beats 1, 2 and ties 3; 0 beats none: 4.5 / 12 */
+    double neg[4] = {1, 2, 3, 4}, pos[3] = {2.5, 3, 0};
+    assert_true(tg_auroc(neg, 4, pos, 3) == 0.375);
+    double nan_pos[1] = {NAN};
+    assert_true(isnan(tg_auroc(neg, 4, nan_pos, 1)));
+
+    /* many ties: small integers, against the O(n^2) pair count */
+    tg_rng rng;
+    tg_rng_seed(&rng, 7, 0);
+    for (int trial = 0; trial < 20; trial++) {
+        int nn = 1 + (int)tg_rng_below(&rng, 60);
+        int np = 1 + (int)tg_rng_below(&rng, 60);
+        double a[60], b[60];
+        for (int i = 0; i < nn; i++)
+            a[i] = tg_rng_below(&rng, 6);
+        for (int i = 0; i < np; i++)
+            b[i] = tg_rng_below(&rng, 6) + 0.5 * (trial % 2);
+        assert_true(fabs(tg_auroc(a, nn, b, np) - auroc_pairs(a, nn, b, np)) <
+                    1e-12);
+    }
+}
+
+/* ---- a linear-Gaussian model with a closed form --------------------------
+ * p(z) = N(0, I_2), p(x|z) = N(W z + c, s^2 I_3). Then
+ * p(x) = N(c, W W' + s^2 I), and W's columns are orthogonal, so the exact
+ * posterior N(P W'(x - c) / s^2, P), P = (I + W'W / s^2)^-1, is diagonal. */
+enum { LG_IN = 3, LG_Z = 2 };
+static const double lg_W[LG_IN][LG_Z] = {{1, 1}, {1, -1}, {0, 1}};
+static const double lg_c[LG_IN] = {0.5, -0.25, 1.0};
+static const double lg_s = 0.7;
+
+static void lg_loglik(tg_tape *tp, void *ctx, const float *x, int n, int kc,
+                      const tg_tensor *z, double *out)
+{
+    (void)tp;
+    (void)ctx;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < kc; j++) {
+            const float *zr = z->data + (size_t)(i * kc + j) * LG_Z;
+            double ll = 0;
+            for (int p = 0; p < LG_IN; p++) {
+                double mu = lg_c[p] + lg_W[p][0] * zr[0] + lg_W[p][1] * zr[1];
+                double r = (x[i * LG_IN + p] - mu) / lg_s;
+                ll += -0.5 * (r * r + LOG_2PI) - log(lg_s);
+            }
+            out[i * kc + j] = ll;
+        }
+}
+
+/* log N(x; c, C), C = W W' + s^2 I (3 x 3), by Cholesky. */
+static double lg_exact(const float *x)
+{
+    double C[3][3], L[3][3] = {{0}}, y[3], quad = 0, logdet = 0;
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++)
+            C[a][b] = lg_W[a][0] * lg_W[b][0] + lg_W[a][1] * lg_W[b][1] +
+                      (a == b ? lg_s * lg_s : 0);
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b <= a; b++) {
+            double s = C[a][b];
+            for (int k = 0; k < b; k++)
+                s -= L[a][k] * L[b][k];
+            L[a][b] = a == b ? sqrt(s) : s / L[b][b];
+        }
+    for (int a = 0; a < 3; a++) {
+        double s = x[a] - lg_c[a];
+        for (int k = 0; k < a; k++)
+            s -= L[a][k] * y[k];
+        y[a] = s / L[a][a];
+        quad += y[a] * y[a];
+        logdet += 2 * log(L[a][a]);
+    }
+    return -0.5 * (quad + logdet + 3 * LOG_2PI);
+}
+
+/* The exact posterior, then optionally shifted (dm) and widened (dlv). */
+static void lg_posterior(const float *x, double dm, double dlv, float *mean,
+                         float *logvar)
+{
+    for (int d = 0; d < LG_Z; d++) {
+        double wtw = 0, wtr = 0;
+        for (int p = 0; p < LG_IN; p++) {
+            wtw += lg_W[p][d] * lg_W[p][d];
+            wtr += lg_W[p][d] * (x[p] - lg_c[p]);
+        }
+        double var = 1.0 / (1.0 + wtw / (lg_s * lg_s));
+        mean[d] = (float)(var * wtr / (lg_s * lg_s) + dm);
+        logvar[d] = (float)(log(var) + dlv);
+    }
+}
+
+static void estimator_is_exact_with_the_true_posterior(void **state)
+{
+    (void)state;
+    float x[2 * LG_IN] = {0.3f, -1.2f, 2.0f, -0.5f, 0.8f, 0.1f};
+    float mean[2 * LG_Z], logvar[2 * LG_Z];
+    for (int i = 0; i < 2; i++)
+        lg_posterior(x + i * LG_IN, 0, 0, mean + i * LG_Z, logvar + i * LG_Z);
+    tg_tape *tp = tg_tape_new();
+    double lp[2], elbo[2];
+    tg_iw_opts o = {.k = 7, .seed = 3};
+    tg_iw_estimate(tp, lg_loglik, NULL, LG_IN, x, 2, LG_Z, mean, logvar, &o, lp,
+                   elbo);
+    for (int i = 0; i < 2; i++) {
+        /* every weight is p(x): q is the posterior (float z: ~1e-6 off) */
+        assert_true(fabs(lp[i] - lg_exact(x + i * LG_IN)) < 1e-4);
+        assert_true(fabs(elbo[i] - lg_exact(x + i * LG_IN)) < 1e-4);
+    }
+    tg_tape_free(tp);
+}
+
+static void estimator_converges_to_exact_log_px(void **state)
+{
+    (void)state;
+    float x[LG_IN] = {1.5f, -0.4f, 0.9f};
+    float mean[LG_Z], logvar[LG_Z];
+    lg_posterior(x, 0.6, 0.8, mean, logvar); /* a poor q */
+    double exact = lg_exact(x);
+    tg_tape *tp = tg_tape_new();
+    int ks[4] = {1, 10, 1000, 100000};
+    double gap[4];
+    for (int t = 0; t < 4; t++) {
+        /* averaged over 20 independent runs so the trend is not noise */
+        double sum = 0;
+        for (int r = 0; r < 20; r++) {
+            double lp;
+            tg_iw_opts o = {.k = ks[t], .seed = 11, .stream = 100 * r};
+            tg_iw_estimate(tp, lg_loglik, NULL, LG_IN, x, 1, LG_Z, mean, logvar,
+                           &o, &lp, NULL);
+            sum += lp;
+        }
+        gap[t] = exact - sum / 20;
+        printf("linear-Gaussian: k = %6d  exact - estimate = %.5f\n", ks[t],
+               gap[t]);
+    }
+    assert_true(gap[0] > 0.1); /* the ELBO is well below log p(x) */
+    assert_true(gap[1] < gap[0] && gap[2] < gap[1]);
+    assert_true(fabs(gap[3]) < 0.01);
+    tg_tape_free(tp);
+}
+
+/* ---- the VAE ------------------------------------------------------------ */
+
+enum { IN = 16, HID = 8, LAT = 3, N = 10 };
+
+static float *random_images(int n, uint64_t seed)
+{
+    float *x = malloc(sizeof(float) * n * IN);
+    tg_rng rng;
+    tg_rng_seed(&rng, seed, 5);
+    /* mostly near 0 or 1, like digits */
+    for (int i = 0; i < n * IN; i++) {
+        float u = tg_rng_uniform(&rng);
+        x[i] = u < 0.6f ? 0.0f : u < 0.9f ? 1.0f : tg_rng_uniform(&rng);
+    }
+    return x;
+}
+
+static void iwae_is_at_least_elbo_and_equal_at_k1(void **state)
+{
+    (void)state;
+    tg_vae *vae = tg_vae_new((tg_vae_config){IN, HID, LAT}, 2);
+    float *x = random_images(N, 1);
+    tg_tape *tp = tg_tape_new();
+    double lp[N], elbo[N], lp1[N], elbo1[N];
+    tg_iw_opts o = {.k = 64, .seed = 9};
+    tg_vae_iwae(tp, vae, x, N, &o, lp, elbo);
+    for (int i = 0; i < N; i++) {
+        assert_true(isfinite(lp[i]) && isfinite(elbo[i]));
+        assert_true(lp[i] >= elbo[i]);
+        assert_true(lp[i] - elbo[i] > 1e-6); /* a real gap, not equality */
+    }
+    o.k = 1;
+    tg_vae_iwae(tp, vae, x, N, &o, lp1, elbo1);
+    for (int i = 0; i < N; i++)
+        assert_true(lp1[i] == elbo1[i]);
+    tg_tape_free(tp);
+    tg_vae_free(vae);
+    free(x);
+}
+
+/* k = 1: log w = -rec + log p(z) - log q(z|x) with rec from the training
+ * graph (tg_vae_forward_eps) fed the same noise, densities written out. */
+static void k1_estimate_matches_the_training_graph(void **state)
+{
+    (void)state;
+    tg_vae *vae = tg_vae_new((tg_vae_config){IN, HID, LAT}, 4);
+    float *x = random_images(N, 2);
+    tg_tape *tp = tg_tape_new();
+    double lp[N];
+    tg_iw_opts o = {.k = 1, .seed = 21, .stream = 40};
+    tg_vae_iwae(tp, vae, x, N, &o, lp, NULL);
+    for (int i = 0; i < N; i++) {
+        tg_tape_reset(tp);
+        tg_tensor *xi = tg_tape_tensor2(tp, 1, IN, false);
+        memcpy(xi->data, x + i * IN, sizeof(float) * IN);
+        tg_tensor *eps = tg_tape_tensor2(tp, 1, LAT, false);
+        tg_rng rng;
+        tg_rng_seed(&rng, 21, 40 + (uint64_t)i);
+        for (int d = 0; d < LAT; d++)
+            eps->data[d] = tg_rng_normal(&rng);
+        tg_vae_out out = tg_vae_forward_eps(tp, vae, xi, eps);
+        double log_pz = 0, log_qz = 0;
+        for (int d = 0; d < LAT; d++) {
+            double z = out.z->data[d], m = out.mean->data[d];
+            double lv = out.logvar->data[d];
+            log_pz += -0.5 * (z * z + LOG_2PI);
+            log_qz += -0.5 * ((z - m) * (z - m) / exp(lv) + lv + LOG_2PI);
+        }
+        double want = -out.rec->data[0] + log_pz - log_qz;
+        assert_true(fabs(lp[i] - want) < 1e-4 * (1 + fabs(want)));
+    }
+    tg_tape_free(tp);
+    tg_vae_free(vae);
+    free(x);
+}
+
+static void
+results_do_not_depend_on_chunking_and_memory_stays_flat(void **state)
+{
+    (void)state;
+    tg_vae *vae = tg_vae_new((tg_vae_config){IN, HID, LAT}, 6);
+    float *x = random_images(N, 3);
+    tg_tape *tp = tg_tape_new();
+    double a[N], b[N], one;
+    tg_iw_opts o = {.k = 50, .seed = 5, .stream = 7};
+    tg_vae_iwae(tp, vae, x, N, &o, a, NULL);
+    o.max_rows = 7; /* 7 draws of one example per pass */
+    tg_vae_iwae(tp, vae, x, N, &o, b, NULL);
+    for (int i = 0; i < N; i++) {
+        assert_true(fabs(a[i] - b[i]) < 1e-9 * (1 + fabs(a[i])));
+        /* alone, with the stream it had in the batch */
+        tg_iw_opts oi = {.k = 50, .seed = 5, .stream = 7 + (uint64_t)i};
+        tg_vae_iwae(tp, vae, x + i * IN, 1, &oi, &one, NULL);
+        assert_true(fabs(a[i] - one) < 1e-9 * (1 + fabs(a[i])));
+    }
+
+    /* a fresh tape: its arena is what k = 200 needs, and k = 5000 adds
+     * nothing */
+    tg_tape_free(tp);
+    tp = tg_tape_new();
+    o.max_rows = 64;
+    o.k = 200;
+    tg_vae_iwae(tp, vae, x, N, &o, a, NULL);
+    size_t bytes = tg_tape_arena_bytes(tp), allocs = tg_tape_heap_allocs(tp);
+    o.k = 5000;
+    tg_vae_iwae(tp, vae, x, N, &o, a, NULL);
+    assert_true(tg_tape_arena_bytes(tp) == bytes);
+    assert_true(tg_tape_heap_allocs(tp) == allocs);
+    tg_tape_free(tp);
+    tg_vae_free(vae);
+    free(x);
+}
+
+static void posterior_pixels_spread(void **state)
+{
+    (void)state;
+    tg_vae *vae = tg_vae_new((tg_vae_config){IN, HID, LAT}, 8);
+    float *x = random_images(2, 4);
+    float mean[2 * IN], std[2 * IN];
+    tg_tape *tp = tg_tape_new();
+    tg_vae_posterior_pixels(tp, vae, x, 2, 1, 1, 0, mean, std);
+    for (int q = 0; q < 2 * IN; q++)
+        assert_true(std[q] == 0.0f && mean[q] > 0 && mean[q] < 1);
+    tg_vae_posterior_pixels(tp, vae, x, 2, 300, 1, 0, mean, std);
+    double avg = 0;
+    for (int q = 0; q < 2 * IN; q++) {
+        assert_true(std[q] >= 0 && std[q] <= 0.5f);
+        assert_true(mean[q] > 0 && mean[q] < 1);
+        avg += std[q] / (2 * IN);
+    }
+    assert_true(avg > 1e-4); /* an untrained q is wide: pixels do vary */
+    tg_tape_free(tp);
+    tg_vae_free(vae);
+    free(x);
+}
+
+/* ---- typicality and complexity --------------------------------------------
+ */
+
+static void typicality_reference_comes_from_the_fit_data_only(void **state)
+{
+    (void)state;
+    double one[5] = {1, 2, 3, 4, 5}; /* mean 3, variance 2.5 */
+    tg_typical r1;
+    assert_int_equal(tg_typical_fit(&r1, one, 5, 1), TG_OK);
+    double f = 3 + sqrt(2.5), g = 3 - 2 * sqrt(2.5);
+    assert_true(fabs(tg_typical_score(&r1, &f) - 1.0) < 1e-12);
+    assert_true(fabs(tg_typical_score(&r1, &g) - 2.0) < 1e-12);
+
+    /* 2-D against the explicit inverse of the covariance */
+    enum { M = 200 };
+    double feat[2 * M];
+    tg_rng rng;
+    tg_rng_seed(&rng, 3, 0);
+    for (int i = 0; i < M; i++) {
+        double u = tg_rng_normal(&rng), v = tg_rng_normal(&rng);
+        feat[2 * i] = 100 + 5 * u;
+        feat[2 * i + 1] = 80 + 4 * u + 0.5 * v; /* strongly correlated */
+    }
+    tg_typical ref, again;
+    assert_int_equal(tg_typical_fit(&ref, feat, M, 2), TG_OK);
+    double c00 = ref.cov[0][0], c01 = ref.cov[0][1], c11 = ref.cov[1][1];
+    double det = c00 * c11 - c01 * c01;
+    double ood[4][2] = {{100, 80}, {110, 88}, {100, 84}, {90, 80}};
+    tg_typical before = ref;
+    for (int t = 0; t < 4; t++) {
+        double dx = ood[t][0] - ref.mean[0], dy = ood[t][1] - ref.mean[1];
+        double want =
+            sqrt((c11 * dx * dx - 2 * c01 * dx * dy + c00 * dy * dy) / det);
+        assert_true(fabs(tg_typical_score(&ref, ood[t]) - want) <
+                    1e-9 * (1 + want));
+    }
+    /* scoring other data leaves the reference as fitted, and a refit on the
+     * same in-distribution features gives the same bytes */
+    assert_memory_equal(&before, &ref, sizeof ref);
+    assert_int_equal(tg_typical_fit(&again, feat, M, 2), TG_OK);
+    assert_memory_equal(&again, &ref, sizeof ref);
+    /* off the correlation line is far more atypical than along it */
+    assert_true(tg_typical_score(&ref, ood[2]) >
+                3 * tg_typical_score(&ref, ood[1]));
+
+    double line[6] = {1, 2, 2, 4, 3, 6}; /* collinear */
+    assert_int_equal(tg_typical_fit(&ref, line, 3, 2), TG_ERR_ARG);
+    double bad[3] = {1, NAN, 2};
+    assert_int_equal(tg_typical_fit(&ref, bad, 3, 1), TG_ERR_ARG);
+}
+
+static void complexity_is_deflate_bits(void **state)
+{
+    (void)state;
+    uint8_t flat[784] = {0}, noise[784];
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    for (int i = 0; i < 784; i++)
+        noise[i] = (uint8_t)tg_rng_below(&rng, 256);
+    double a, b;
+    if (!tg_have_zlib()) {
+        assert_int_equal(tg_complexity_bits(flat, 784, &a), TG_ERR_UNSUPPORTED);
+        return;
+    }
+    assert_int_equal(tg_complexity_bits(flat, 784, &a), TG_OK);
+    assert_int_equal(tg_complexity_bits(noise, 784, &b), TG_OK);
+    assert_true(a > 0 && a < 8 * 40);        /* a run of zeros: tiny */
+    assert_true(b > 8 * 784 && b < 8 * 820); /* stored: larger than raw */
+    assert_true(fmod(a, 8) == 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(log_mean_exp_is_stable_at_1e4),
+        cmocka_unit_test(auroc_matches_hand_built_lists),
+        cmocka_unit_test(estimator_is_exact_with_the_true_posterior),
+        cmocka_unit_test(estimator_converges_to_exact_log_px),
+        cmocka_unit_test(iwae_is_at_least_elbo_and_equal_at_k1),
+        cmocka_unit_test(k1_estimate_matches_the_training_graph),
+        cmocka_unit_test(
+            results_do_not_depend_on_chunking_and_memory_stays_flat),
+        cmocka_unit_test(posterior_pixels_spread),
+        cmocka_unit_test(typicality_reference_comes_from_the_fit_data_only),
+        cmocka_unit_test(complexity_is_deflate_bits),
+    };
+    return cmocka_run_group_tests_name("models_vae_score", tests, NULL, NULL);
+}
