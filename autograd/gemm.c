@@ -29,17 +29,24 @@
 #endif
 
 /* ---- portable kernel: C arrays the compiler may vectorise ---------------- */
-enum { PORT_MR = 4, PORT_NR = 16 };
+enum { PORT_MR = 8, PORT_NR = 8 };
 
 static void ukr_portable(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
                          const float *b, float *c, ptrdiff_t ldc, float alpha,
                          float beta)
 {
     float acc[PORT_MR][PORT_NR] = {{0}};
-    for (int p = 0; p < k; p++, a += csa, b += PORT_NR)
-        for (int i = 0; i < PORT_MR; i++)
+    for (int p = 0; p < k; p++, a += csa, b += PORT_NR) {
+        float bp[PORT_NR];
+        memcpy(bp, b, sizeof bp);
+#pragma GCC unroll 8
+        for (int i = 0; i < PORT_MR; i++) {
+            float ai = a[i * rsa];
+#pragma GCC unroll 16
             for (int j = 0; j < PORT_NR; j++)
-                acc[i][j] += a[i * rsa] * b[j];
+                acc[i][j] += ai * bp[j];
+        }
+    }
     for (int i = 0; i < PORT_MR; i++)
         for (int j = 0; j < PORT_NR; j++) {
             float *cij = &c[i * ldc + j];
