@@ -139,28 +139,35 @@ tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
     return y;
 }
 
-/* ---- scalar ops --------------------------------------------------------- */
+/* ---- scalar ops and unary functions ------------------------------------------
+ * Every loop reads and writes through local pointers, so that the compiler
+ * knows a store to dx cannot move y or dy, and vectorises. Each backward
+ * uses whichever of x and y makes the derivative cheapest. */
 
 /* y = s * x; dx += s * dy */
 static void scale_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
-    const float *dy = r->out->grad;
-    TG_PARALLEL_FOR(r->out->size, 1)
-    for (size_t i = 0; i < r->out->size; i++)
-        dx[i] += r->f[0] * dy[i];
+    const float *dy = r->out->grad, s = r->f[0];
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += s * dy[i];
 }
 
 tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, float s)
 {
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        y->data[i] = s * x->data[i];
-    tg_record *r = record(tp, "scale", scale_backward, y, 1, &x);
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = s * xd[i];
+    tg_record *r = record(tp, "scale", scale_backward, out, 1, &x);
     if (r)
         r->f[0] = s;
-    return y;
+    return out;
 }
 
 /* y = x + s; dx += dy */
@@ -168,63 +175,71 @@ static void add_scalar_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
-    TG_PARALLEL_FOR(r->out->size, 1)
-    for (size_t i = 0; i < r->out->size; i++)
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
         dx[i] += dy[i];
 }
 
 tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, float s)
 {
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        y->data[i] = x->data[i] + s;
-    record(tp, "add_scalar", add_scalar_backward, y, 1, &x);
-    return y;
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = xd[i] + s;
+    record(tp, "add_scalar", add_scalar_backward, out, 1, &x);
+    return out;
 }
-
-/* ---- unary functions -------------------------------------------------------
- * Each backward uses whichever of x and y makes the derivative cheapest. */
 
 /* y = e^x; dx += dy * y */
 static void exp_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
-    const tg_tensor *y = r->out;
-    TG_PARALLEL_FOR(y->size, 1)
-    for (size_t i = 0; i < y->size; i++)
-        dx[i] += y->grad[i] * y->data[i];
+    const float *y = r->out->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dy[i] * y[i];
 }
 
 tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x)
 {
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        y->data[i] = vexpf(x->data[i]);
-    record(tp, "exp", exp_backward, y, 1, &x);
-    return y;
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = vexpf(xd[i]);
+    record(tp, "exp", exp_backward, out, 1, &x);
+    return out;
 }
 
 /* y = ln x; dx += dy / x */
 static void log_backward(tg_tape *tp, tg_record *r)
 {
-    const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
-    const float *dy = r->out->grad;
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        dx[i] += dy[i] / x->data[i];
+    const float *x = r->in[0]->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dy[i] / x[i];
 }
 
 tg_tensor *tg_log(tg_tape *tp, tg_tensor *x)
 {
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        y->data[i] = logf(x->data[i]);
-    record(tp, "log", log_backward, y, 1, &x);
-    return y;
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = logf(xd[i]);
+    record(tp, "log", log_backward, out, 1, &x);
+    return out;
 }
 
 /* y = 1 / (1 + e^-x), without overflow for either sign (vmath.h);
@@ -232,132 +247,152 @@ tg_tensor *tg_log(tg_tape *tp, tg_tensor *x)
 static void sigmoid_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
-    const tg_tensor *y = r->out;
-    TG_PARALLEL_FOR(y->size, 1)
-    for (size_t i = 0; i < y->size; i++)
-        dx[i] += y->grad[i] * y->data[i] * (1.0f - y->data[i]);
+    const float *y = r->out->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dy[i] * y[i] * (1.0f - y[i]);
 }
 
 tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x)
 {
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        y->data[i] = vsigmoidf(x->data[i]);
-    record(tp, "sigmoid", sigmoid_backward, y, 1, &x);
-    return y;
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = vsigmoidf(xd[i]);
+    record(tp, "sigmoid", sigmoid_backward, out, 1, &x);
+    return out;
 }
 
 /* y = max(x, 0); dx += dy where x > 0 */
 static void relu_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
-    const tg_tensor *y = r->out;
-    TG_PARALLEL_FOR(y->size, 1)
-    for (size_t i = 0; i < y->size; i++)
-        dx[i] += y->data[i] > 0.0f ? y->grad[i] : 0.0f;
+    const float *y = r->out->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x)
 {
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
-    record(tp, "relu", relu_backward, y, 1, &x);
-    return y;
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = xd[i] > 0.0f ? xd[i] : 0.0f;
+    record(tp, "relu", relu_backward, out, 1, &x);
+    return out;
 }
 
 /* y = tanh x; dx += dy * (1 - y^2) */
 static void tanh_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
-    const tg_tensor *y = r->out;
-    TG_PARALLEL_FOR(y->size, 1)
-    for (size_t i = 0; i < y->size; i++)
-        dx[i] += y->grad[i] * (1.0f - y->data[i] * y->data[i]);
+    const float *y = r->out->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dy[i] * (1.0f - y[i] * y[i]);
 }
 
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x)
 {
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        y->data[i] = tanhf(x->data[i]);
-    record(tp, "tanh", tanh_backward, y, 1, &x);
-    return y;
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = tanhf(xd[i]);
+    record(tp, "tanh", tanh_backward, out, 1, &x);
+    return out;
 }
 
 /* y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), which neither overflows
  * nor loses precision; dx += dy * sigmoid(x) */
 static void softplus_backward(tg_tape *tp, tg_record *r)
 {
-    const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
-    const float *dy = r->out->grad;
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        dx[i] += dy[i] * vsigmoidf(x->data[i]);
+    const float *x = r->in[0]->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dy[i] * vsigmoidf(x[i]);
 }
 
 tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x)
 {
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++) {
-        float v = x->data[i];
-        y->data[i] = fmaxf(v, 0.0f) + vlog1pf(vexpf(-fabsf(v)));
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++) {
+        float v = xd[i];
+        y[i] = (v > 0.0f ? v : 0.0f) + vlog1pf(vexpf(-fabsf(v)));
     }
-    record(tp, "softplus", softplus_backward, y, 1, &x);
-    return y;
+    record(tp, "softplus", softplus_backward, out, 1, &x);
+    return out;
 }
 
 /* y = x^2; dx += 2 x dy */
 static void square_backward(tg_tape *tp, tg_record *r)
 {
-    const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
-    const float *dy = r->out->grad;
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        dx[i] += 2.0f * x->data[i] * dy[i];
+    const float *x = r->in[0]->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += 2.0f * x[i] * dy[i];
 }
 
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x)
 {
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        y->data[i] = x->data[i] * x->data[i];
-    record(tp, "square", square_backward, y, 1, &x);
-    return y;
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = xd[i] * xd[i];
+    record(tp, "square", square_backward, out, 1, &x);
+    return out;
 }
 
 /* y = min(max(x, lo), hi); dx += dy where lo < x < hi */
 static void clamp_backward(tg_tape *tp, tg_record *r)
 {
-    const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
-    const float *dy = r->out->grad;
-    float lo = r->f[0], hi = r->f[1];
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        if (x->data[i] > lo && x->data[i] < hi)
-            dx[i] += dy[i];
+    const float *x = r->in[0]->data, *dy = r->out->grad;
+    const float lo = r->f[0], hi = r->f[1];
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += x[i] > lo && x[i] < hi ? dy[i] : 0.0f;
 }
 
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi)
 {
     if (!(lo <= hi))
         tg_fatal("clamp", "bounds lo %g > hi %g", (double)lo, (double)hi);
-    tg_tensor *y = out_like(tp, x);
-    TG_PARALLEL_FOR(x->size, 1)
-    for (size_t i = 0; i < x->size; i++)
-        y->data[i] = fminf(fmaxf(x->data[i], lo), hi);
-    tg_record *r = record(tp, "clamp", clamp_backward, y, 1, &x);
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = xd[i] < lo ? lo : (xd[i] > hi ? hi : xd[i]); /* NaN stays */
+    tg_record *r = record(tp, "clamp", clamp_backward, out, 1, &x);
     if (r) {
         r->f[0] = lo;
         r->f[1] = hi;
     }
-    return y;
+    return out;
 }

@@ -48,7 +48,7 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
         const float *z = &targets->data[(size_t)i * cols];
         float *t = &term[(size_t)i * cols];
         for (int j = 0; j < cols; j++)
-            t[j] = fmaxf(x[j], 0.0f) - x[j] * z[j] +
+            t[j] = (x[j] > 0.0f ? x[j] : 0.0f) - x[j] * z[j] +
                    vlog1pf(vexpf(-fabsf(x[j])));
         double acc = 0.0;
         for (int j = 0; j < cols; j++)

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "parallel.h"
 #include "tg_nn.h"
 
 static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
@@ -51,9 +52,7 @@ static void sgd_step(tg_optim *opt, float *p, const float *grad, long n)
 {
     const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
     float *v = opt->m;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n > 65536)
-#endif
+    TG_PARALLEL_FOR(n, 1)
     for (long i = 0; i < n; i++) {
         float g = grad[i] + wd * p[i];
         v[i] = mu * v[i] + g;
@@ -72,9 +71,7 @@ static void adam_step(tg_optim *opt, float *p, const float *grad, long n)
     const float step_size = (float)(opt->lr / (1.0 - pow(b1, t)));
     const float sqrt_bc2 = (float)sqrt(1.0 - pow(b2, t));
     float *m = opt->m, *v = opt->v;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n > 65536)
-#endif
+    TG_PARALLEL_FOR(n, 1)
     for (long i = 0; i < n; i++) {
         float g = grad[i] + wd * p[i];
         m[i] = b1 * m[i] + (1.0f - b1) * g;
