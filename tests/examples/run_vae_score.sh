@@ -1,0 +1,92 @@
+#!/bin/sh
+# vae_score on a tiny checkpoint: outputs written, the reference statistics
+# and in-distribution results identical with and without --ood-data, AUROC
+# table printed, bad flags and files rejected with one line and exit 2.
+# usage: run_vae_score.sh VAE_MNIST VAE_SCORE DATA_DIR
+set -u
+vae=$1
+score=$2
+data=$3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+
+fail() {
+    echo "FAIL: $*"
+    fails=$((fails + 1))
+}
+
+# expect STATUS PROG ARGS...: as in run_examples.sh
+expect() {
+    want=$1
+    shift
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    got=$?
+    if [ "$got" -ne "$want" ]; then
+        fail "$* exited $got, expected $want: $(cat "$tmp/err")"
+        return
+    fi
+    if [ "$want" -ne 0 ]; then
+        lines=$(wc -l <"$tmp/err")
+        if [ "$lines" -ne 1 ] || ! grep -q "^vae_score: " "$tmp/err"; then
+            fail "$* should print one line 'vae_score: ...', got: $(cat "$tmp/err")"
+        fi
+    fi
+    echo "ok: $* -> $got"
+}
+
+expect 0 "$vae" --epochs 1 --max-batches 3 --hidden 32 --latent 2 \
+    --threads 1 --out "$tmp/model"
+ck="$tmp/model/checkpoint.safetensors"
+[ -s "$ck" ] || fail "no checkpoint"
+
+common="--checkpoint $ck --data $data --iwae-k 20 --max-images 60 --threads 1"
+expect 0 "$score" $common --out "$tmp/alone"
+cp "$tmp/out" "$tmp/alone.txt"
+expect 0 "$score" $common --ood-data "$data" --out "$tmp/both"
+cp "$tmp/out" "$tmp/both.txt"
+
+for f in scores.csv ood_hist.svg uncertainty.png latent.svg; do
+    [ -s "$tmp/both/$f" ] || fail "vae_score did not write $f"
+done
+[ "$(head -c 8 "$tmp/both/uncertainty.png" | od -An -tx1 | tr -d ' \n')" = \
+    89504e470d0a1a0a ] || fail "uncertainty.png is not a PNG"
+grep -q '<svg' "$tmp/both/ood_hist.svg" || fail "ood_hist.svg is not an SVG"
+[ "$(wc -l <"$tmp/both/scores.csv")" -eq 121 ] || fail "scores.csv: want 121 lines"
+
+# what the in-distribution set gives must not depend on the OOD set
+for pat in '^reference' '^  ELBO' 'in-distribution [0-9]'; do
+    a=$(grep "$pat" "$tmp/alone.txt" | head -1 | sed 's/ [0-9.]* s,.*//; s/, OOD.*//')
+    b=$(grep "$pat" "$tmp/both.txt" | head -1 | sed 's/ [0-9.]* s,.*//; s/, OOD.*//')
+    [ -n "$a" ] || fail "no line matching '$pat': $(cat "$tmp/alone.txt")"
+    [ "$a" = "$b" ] || fail "'$pat' differs with --ood-data: '$a' vs '$b'"
+done
+grep '^in,' "$tmp/alone/scores.csv" >"$tmp/a.csv"
+grep '^in,' "$tmp/both/scores.csv" >"$tmp/b.csv"
+cmp -s "$tmp/a.csv" "$tmp/b.csv" || fail "in-distribution scores differ with --ood-data"
+for s in '-ELBO' '-log p(x)' 'S(x)' '|S| two-sided' 'typicality (ours)'; do
+    grep -F -- "  $s " "$tmp/both.txt" | grep -Eq '^  .* [01]\.[0-9]{4}$' ||
+        fail "no AUROC row for $s: $(cat "$tmp/both.txt")"
+done
+# the same images scored as "OOD" (other noise): no better than chance
+auc=$(grep -F -- '  -log p(x) ' "$tmp/both.txt" | awk '{print $NF}')
+awk -v a="$auc" 'BEGIN { exit !(a > 0.35 && a < 0.65) }' ||
+    fail "same data as OOD: AUROC of -log p(x) is $auc, want about 0.5"
+
+# rejected flags and files
+expect 2 "$score"
+expect 2 "$score" --checkpoint "$ck" --iwae-k 0
+expect 2 "$score" --checkpoint "$ck" --iwae-k many
+expect 2 "$score" --checkpoint "$ck" --max-images -3
+expect 2 "$score" --checkpoint "$ck" --frobnicate
+expect 2 "$score" --checkpoint "$ck" stray
+expect 2 "$score" --checkpoint "$tmp/missing.safetensors"
+head -c 300 /dev/urandom >"$tmp/junk.safetensors"
+expect 2 "$score" --checkpoint "$tmp/junk.safetensors"
+expect 2 "$score" --checkpoint "$ck" --data "$tmp/missing" --out "$tmp/o"
+expect 2 "$score" --checkpoint "$ck" --ood-data "$tmp/missing" --out "$tmp/o"
+expect 0 "$score" --help
+expect 0 "$score" --version
+
+[ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
+echo "all vae_score checks passed"
