@@ -1,8 +1,8 @@
 /* IDX files (LeCun's MNIST format), raw or gzip: magic 00 00 08 <ndims>,
  * ndims big-endian u32 sizes, then the unsigned bytes. Every size is checked
  * against the file before the data buffer is allocated. */
+#include "idx.h"
 #include "tg_config.h"
-#include "tg_nn.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -28,11 +28,13 @@ bool tg_have_zlib(void)
 #endif
 }
 
-/* A raw FILE or a gzFile behind one read function. */
+/* A raw FILE, a memory buffer or a gzFile behind one read function. */
 typedef struct source {
     const char *path;
     tg_status err; /* what src_read failed with */
     FILE *f;
+    const uint8_t *mem; /* mem_len bytes, mem_at of them consumed */
+    size_t mem_len, mem_at;
 #ifdef TG_HAVE_ZLIB
     gzFile gz;
 #endif
@@ -69,6 +71,13 @@ static long long src_read(source *s, void *buf, size_t n)
         return (long long)got;
     }
 #endif
+    if (s->mem) {
+        size_t got = s->mem_len - s->mem_at < n ? s->mem_len - s->mem_at : n;
+        if (got)
+            memcpy(buf, s->mem + s->mem_at, got);
+        s->mem_at += got;
+        return (long long)got;
+    }
     size_t got = fread(buf, 1, n, s->f);
     if (got < n && ferror(s->f)) {
         s->err = tg_error(TG_ERR_IO, "%s: read error: %s", s->path,
@@ -252,25 +261,48 @@ static tg_status read_stream(source *s, uint64_t payload, uint8_t **out)
     return TG_OK;
 }
 
-tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data)
+/* Header then data from an open source of raw_size bytes (unknown: gzip). */
+static tg_status read_source(source *s, off_t raw_size, int *ndim,
+                             int dims[3], uint8_t **data)
 {
-    source s;
-    off_t file_size = 0;
     uint64_t payload = 0;
     int nd = 0, d[3] = {0, 0, 0};
-    *data = NULL;
-    tg_status st = open_source(path, &s, &file_size);
+    tg_status st = read_header(s, &nd, d, &payload);
     if (st == TG_OK)
-        st = read_header(&s, &nd, d, &payload);
-    if (st == TG_OK)
-        st = s.f ? read_raw(&s, file_size, nd, payload, data)
-                 : read_stream(&s, payload, data);
-    src_close(&s);
+        st = s->f || s->mem ? read_raw(s, raw_size, nd, payload, data)
+                            : read_stream(s, payload, data);
     if (st != TG_OK)
         return st;
     *ndim = nd;
     memcpy(dims, d, sizeof d);
     return TG_OK;
+}
+
+tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data)
+{
+    source s;
+    off_t file_size = 0;
+    *data = NULL;
+    tg_status st = open_source(path, &s, &file_size);
+    if (st == TG_OK)
+        st = read_source(&s, file_size, ndim, dims, data);
+    src_close(&s);
+    return st;
+}
+
+tg_status tg_idx_read_mem(const void *buf, size_t len, const char *what,
+                          int *ndim, int dims[3], uint8_t **data)
+{
+    static const uint8_t empty[1];
+    source s;
+    memset(&s, 0, sizeof s);
+    s.path = what;
+    s.mem = len ? buf : empty;
+    s.mem_len = len;
+    *data = NULL;
+    if ((uint64_t)len > (uint64_t)INT64_MAX)
+        return tg_error(TG_ERR_FORMAT, "%s: too large", what);
+    return read_source(&s, (off_t)len, ndim, dims, data);
 }
 
 /* "<dir>/<base>" if it exists, else "<dir>/<base>.gz". */
