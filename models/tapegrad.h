@@ -4,6 +4,7 @@
 
 #include "tg_autograd.h"
 #include "tg_nn.h"
+#include "tg_dist.h"
 #include "tg_vae.h"
 #include "tg_vae_score.h"
 

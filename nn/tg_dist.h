@@ -1,0 +1,89 @@
+/* tapegrad dist: data-parallel training over MPI.
+ *
+ * N processes (ranks) hold the same model. Each takes its share of every
+ * global batch, computes the gradient of
+ *
+ *     (sum over its rows of the per-example loss) / (rows in the global batch)
+ *
+ * and one all-reduce (sum) of the contiguous gradient buffer gives every rank
+ * the gradient of the global batch's mean loss, the one a single process
+ * would compute. The ranks then take the same optimizer step.
+ *
+ *     tg_dist_init(&argc, &argv);
+ *     tg_dist_broadcast(ps, opt);                 // rank 0's weights
+ *     for each global batch of n rows:
+ *         int first, mine = tg_dist_share(n, &first);
+ *         loss = sum over rows [first, first + mine) / n
+ *         tg_backward(tp, loss);
+ *         tg_dist_allreduce_grads(ps);            // one MPI_Allreduce
+ *         tg_optim_step(opt);
+ *     tg_dist_finalize();
+ *
+ * Built without MPI (meson -Dmpi=disabled, or no MPI found) every function
+ * is a single-process no-op: rank 0 of 1, shares are everything, reductions
+ * return their input. Calls other than the queries are collective: every
+ * rank makes them, in the same order. */
+#ifndef TG_DIST_H
+#define TG_DIST_H
+
+#include "tg_nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* True when the library was built with MPI. */
+bool tg_dist_available(void);
+
+/* MPI_Init (when started by mpirun; harmless in a plain run) and the rank
+ * queries below. Call once, first thing in main. */
+void tg_dist_init(int *argc, char ***argv);
+/* MPI_Finalize. Every rank calls it, then returns from main or exits. */
+void tg_dist_finalize(void);
+/* Stops every rank from one rank alone (MPI_Abort), for failures the others
+ * cannot know about; exit(code) in a single process. */
+#if defined(__GNUC__)
+__attribute__((noreturn))
+#endif
+void tg_dist_abort(int code);
+
+int tg_dist_rank(void);       /* 0 .. size - 1 */
+int tg_dist_size(void);       /* ranks in the job; 1 without MPI */
+int tg_dist_local_rank(void); /* among the ranks on this machine */
+int tg_dist_local_size(void); /* ranks on this machine */
+/* Threads per rank so the ranks on a machine share its cores:
+ * cores / local ranks (at least 1); 0 (all cores) with one local rank. */
+int tg_dist_default_threads(void);
+
+/* This rank's rows of a batch of n: [first, first + count) with
+ * first = rank * n / size (so counts differ by at most 1; a rank's count is
+ * 0 when n < size). Returns count. */
+int tg_dist_share(int n, int *first);
+
+/* Sums every rank's gradients (tg_params_grad, in place, one
+ * MPI_Allreduce). The result is on every rank. */
+void tg_dist_allreduce_grads(tg_params *ps);
+/* Rank 0's parameter values, and when opt is not NULL its optimizer state
+ * (m, v, step), copied to every rank: at start and after a resume. */
+void tg_dist_broadcast(tg_params *ps, tg_optim *opt);
+/* Rank 0's n integers copied to every rank. */
+void tg_dist_broadcast_i64(int64_t *x, int n);
+/* x[i] = sum over ranks of x[i], on every rank (loss and count sums). */
+void tg_dist_sum(double *x, int n);
+
+/* Agreement on failure: true on every rank when ok is true on every rank.
+ * A rank that failed reads, by tg_dist_first_failed, whether it is the
+ * lowest failing rank, the one that prints the message, so a failure is
+ * reported once and every rank then stops cleanly. */
+bool tg_dist_all_ok(bool ok);
+/* After tg_dist_all_ok returned false: the lowest rank that passed false. */
+int tg_dist_first_failed(void);
+
+/* Seconds spent in tg_dist_allreduce_grads so far on this rank (waiting for
+ * slower ranks included), for the compute / communication split. */
+double tg_dist_allreduce_seconds(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
