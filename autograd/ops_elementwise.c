@@ -274,8 +274,10 @@ static void relu_backward(tg_tape *tp, tg_record *r)
     const float *y = r->out->data, *dy = r->out->grad;
     size_t n = r->out->size;
     TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float g = dy[i]; /* loaded unconditionally: the loop vectorises */
+        dx[i] += y[i] > 0.0f ? g : 0.0f;
+    }
 }
 
 tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x)
@@ -374,8 +376,10 @@ static void clamp_backward(tg_tape *tp, tg_record *r)
     const float lo = r->f[0], hi = r->f[1];
     size_t n = r->out->size;
     TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += x[i] > lo && x[i] < hi ? dy[i] : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float g = dy[i];
+        dx[i] += x[i] > lo && x[i] < hi ? g : 0.0f;
+    }
 }
 
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi)

@@ -9,6 +9,15 @@
 /* logits x, targets z [R, C] -> y [R, 1],
  * y[r] = sum_c max(x,0) - x*z + log1p(exp(-|x|))   (= -log p(z|x))
  * dx += dy * (sigmoid(x) - z),  dz += dy * -x */
+/* One row of the gradient: dx += g * (sigmoid(x) - z). */
+TG_VECTOR_CLONES
+static void bce_grad_row(const float *x, const float *z, float g, float *dx,
+                         int n)
+{
+    for (int j = 0; j < n; j++)
+        dx[j] += g * (vsigmoidf(x[j]) - z[j]);
+}
+
 static void bce_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *x = r->in[0], *z = r->in[1];
@@ -17,11 +26,10 @@ static void bce_backward(tg_tape *tp, tg_record *r)
     const float *dy = r->out->grad;
     if (dx) {
         TG_PARALLEL_FOR(rows, cols)
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) {
-                size_t k = (size_t)i * cols + j;
-                dx[k] += dy[i] * (vsigmoidf(x->data[k]) - z->data[k]);
-            }
+        for (int i = 0; i < rows; i++) {
+            size_t k = (size_t)i * cols;
+            bce_grad_row(&x->data[k], &z->data[k], dy[i], &dx[k], cols);
+        }
     }
     if (dz) {
         TG_PARALLEL_FOR(rows, cols)
@@ -33,8 +41,20 @@ static void bce_backward(tg_tape *tp, tg_record *r)
     }
 }
 
-/* The per-element terms go to scratch memory first, so that the loop over
- * them vectorises; each row is then summed in order (double). */
+/* One row of the loss: the terms into t (vectorised), then their sum in
+ * order, in double. */
+TG_VECTOR_CLONES
+static float bce_row(const float *x, const float *z, float *t, int n)
+{
+    for (int j = 0; j < n; j++)
+        t[j] = (x[j] > 0.0f ? x[j] : 0.0f) - x[j] * z[j] +
+               vlog1pf(vexpf(-fabsf(x[j])));
+    double acc = 0.0;
+    for (int j = 0; j < n; j++)
+        acc += t[j];
+    return (float)acc;
+}
+
 tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                               tg_tensor *targets)
 {
@@ -44,16 +64,9 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
     float *term = tg_tape_alloc(tp, logits->size * sizeof(float));
     TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++) {
-        const float *x = &logits->data[(size_t)i * cols];
-        const float *z = &targets->data[(size_t)i * cols];
-        float *t = &term[(size_t)i * cols];
-        for (int j = 0; j < cols; j++)
-            t[j] = (x[j] > 0.0f ? x[j] : 0.0f) - x[j] * z[j] +
-                   vlog1pf(vexpf(-fabsf(x[j])));
-        double acc = 0.0;
-        for (int j = 0; j < cols; j++)
-            acc += t[j];
-        y->data[i] = (float)acc;
+        size_t k = (size_t)i * cols;
+        y->data[i] = bce_row(&logits->data[k], &targets->data[k], &term[k],
+                             cols);
     }
     record(tp, "bce_with_logits", bce_backward, y, 2,
            (tg_tensor *[]){logits, targets});

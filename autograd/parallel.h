@@ -25,4 +25,16 @@
 #define TG_PARALLEL_FOR(n, per_iter)
 #endif
 
+/* TG_VECTOR_CLONES before a function with a hot elementwise loop compiles it
+ * for AVX-512, AVX2 and baseline x86-64 and picks one at load time (an
+ * ifunc), so one build runs anywhere and uses wide vectors where it can.
+ * Keep such functions free of OpenMP: call them from inside the parallel
+ * loop, on a block of elements. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+#define TG_VECTOR_CLONES                                                       \
+    __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TG_VECTOR_CLONES
+#endif
+
 #endif

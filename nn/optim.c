@@ -62,22 +62,38 @@ static void sgd_step(tg_optim *opt, float *p, const float *grad, long n)
 
 /* torch.optim.Adam, t = step after increment:
  * m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
- * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps) */
+ * p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ * adam_block does elements [0, n) of the arrays it is given. */
+typedef struct adam_coef {
+    float b1, b2, eps, wd, step_size, sqrt_bc2;
+} adam_coef;
+
+TG_VECTOR_CLONES
+static void adam_block(adam_coef c, float *p, const float *grad, float *m,
+                       float *v, long n)
+{
+    for (long i = 0; i < n; i++) {
+        float g = grad[i] + c.wd * p[i];
+        m[i] = c.b1 * m[i] + (1.0f - c.b1) * g;
+        v[i] = c.b2 * v[i] + (1.0f - c.b2) * g * g;
+        float denom = sqrtf(v[i]) / c.sqrt_bc2 + c.eps;
+        p[i] -= c.step_size * (m[i] / denom);
+    }
+}
+
 static void adam_step(tg_optim *opt, float *p, const float *grad, long n)
 {
-    const float b1 = opt->beta1, b2 = opt->beta2, eps = opt->eps;
-    const float wd = opt->weight_decay;
     const double t = (double)opt->step;
-    const float step_size = (float)(opt->lr / (1.0 - pow(b1, t)));
-    const float sqrt_bc2 = (float)sqrt(1.0 - pow(b2, t));
-    float *m = opt->m, *v = opt->v;
+    adam_coef c = {opt->beta1, opt->beta2, opt->eps, opt->weight_decay,
+                   (float)(opt->lr / (1.0 - pow(opt->beta1, t))),
+                   (float)sqrt(1.0 - pow(opt->beta2, t))};
+    const long block = 8192;
+    long n_blocks = (n + block - 1) / block;
     TG_PARALLEL_FOR(n, 1)
-    for (long i = 0; i < n; i++) {
-        float g = grad[i] + wd * p[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * g;
-        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
-        float denom = sqrtf(v[i]) / sqrt_bc2 + eps;
-        p[i] -= step_size * (m[i] / denom);
+    for (long k = 0; k < n_blocks; k++) {
+        long begin = k * block, len = n - begin < block ? n - begin : block;
+        adam_block(c, p + begin, grad + begin, opt->m + begin, opt->v + begin,
+                   len);
     }
 }
 
