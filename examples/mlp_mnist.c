@@ -1,11 +1,13 @@
 /* mlp_mnist: a digit classifier, Dense(784, hidden) - ReLU - Dense(10) with
  * softmax cross-entropy and Adam, written with the same nn API as the VAE.
  * Prints train loss and test accuracy per epoch. */
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "tapegrad.h"
@@ -36,7 +38,8 @@ static void usage(FILE *f)
         "  --hidden N        hidden units (default 256)\n"
         "  --lr X            Adam learning rate (default 1e-3)\n"
         "  --seed N          seed (default 1)\n"
-        "  --threads N       threads, 0 = all cores (default 0)\n"
+        "  --threads N       threads, 0 = all cores (default 0; under\n"
+        "                    mpirun, cores / ranks on the machine)\n"
         "  --max-batches N   stop each epoch after N batches\n"
         "  --help, --version\n",
         TG_DEFAULT_DATA_DIR);
@@ -117,13 +120,15 @@ static tg_tensor *mlp_logits(tg_tape *tp, const mlp *m, tg_tensor *x)
                           tg_relu(tp, tg_dense_apply(tp, &m->fc1, x)));
 }
 
-/* Fraction of test images whose largest logit is their label. */
+/* Fraction of test images whose largest logit is their label. Under MPI each
+ * rank counts its share of the test set and the counts are summed. */
 static double accuracy(tg_tape *tp, const mlp *m, const tg_dataset *test)
 {
     bool was = tg_tape_set_recording(tp, false);
-    int input = test->rows * test->cols, correct = 0;
-    for (int i = 0; i < test->n; i += EVAL_BATCH) {
-        int n = test->n - i < EVAL_BATCH ? test->n - i : EVAL_BATCH;
+    int input = test->rows * test->cols, correct = 0, first;
+    int mine = tg_dist_share(test->n, &first), end = first + mine;
+    for (int i = first; i < end; i += EVAL_BATCH) {
+        int n = end - i < EVAL_BATCH ? end - i : EVAL_BATCH;
         tg_tape_reset(tp);
         tg_tensor *x = tg_tape_tensor2(tp, n, input, false);
         memcpy(x->data, test->images + (size_t)i * input,
@@ -140,7 +145,9 @@ static double accuracy(tg_tape *tp, const mlp *m, const tg_dataset *test)
     }
     tg_tape_reset(tp);
     tg_tape_set_recording(tp, was);
-    return (double)correct / test->n;
+    double sum = correct;
+    tg_dist_sum(&sum, 1);
+    return sum / test->n;
 }
 
 static bool labels_ok(const tg_dataset *ds, const char *dir)
@@ -154,16 +161,55 @@ static bool labels_ok(const tg_dataset *ds, const char *dir)
     return true;
 }
 
+/* Under mpirun every rank parses the same flags: rank 0 alone prints usage
+ * errors and --help, and an exit while parsing finalizes MPI on every rank
+ * together, so rank 0's message is never cut short. */
+static bool parsing;
+static void finalize_if_parsing(void)
+{
+    if (parsing)
+        tg_dist_finalize();
+}
+
+static options parse_on_every_rank(int argc, char **argv)
+{
+    int err = -1;
+    if (tg_dist_rank() != 0) {
+        fflush(stderr);
+        err = dup(STDERR_FILENO);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, STDERR_FILENO);
+        close(null);
+    }
+    parsing = true;
+    atexit(finalize_if_parsing);
+    options o = parse_options(argc, argv);
+    parsing = false;
+    if (err >= 0) {
+        dup2(err, STDERR_FILENO);
+        close(err);
+    }
+    return o;
+}
+
 int main(int argc, char **argv)
 {
     cli_prog = "mlp_mnist";
-    options o = parse_options(argc, argv);
-    tg_set_threads(o.threads);
+    tg_dist_init(&argc, &argv);
+    if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
+        return 1; /* only rank 0 prints progress and results */
+    options o = parse_on_every_rank(argc, argv);
+    tg_set_threads(o.threads ? o.threads : tg_dist_default_threads());
 
+    /* A rank that cannot read its data stops every rank; the lowest such
+     * rank says why. */
     tg_dataset train = {0}, test = {0};
-    if (tg_mnist_load(o.data, true, &train) != TG_OK ||
-        tg_mnist_load(o.data, false, &test) != TG_OK) {
-        fprintf(stderr, "mlp_mnist: %s\n", tg_errmsg());
+    bool loaded = tg_mnist_load(o.data, true, &train) == TG_OK &&
+                  tg_mnist_load(o.data, false, &test) == TG_OK;
+    if (!tg_dist_all_ok(loaded)) {
+        if (tg_dist_first_failed() == tg_dist_rank())
+            fprintf(stderr, "mlp_mnist: %s\n", tg_errmsg());
+        tg_dist_finalize();
         return 2;
     }
     int input = train.rows * train.cols;
@@ -185,6 +231,7 @@ int main(int argc, char **argv)
     tg_dense_layer_init(&m.fc2, m.params, "fc2", o.hidden, CLASSES,
                         TG_INIT_GLOROT, &init);
     tg_optim *opt = tg_adam_new(m.params, o.lr);
+    tg_dist_broadcast(m.params, opt);
     printf("mlp_mnist: %d train / %d test images, model %d-%d-%d, %zu "
            "parameters, batch %d, Adam lr %g\n",
            train.n, test.n, input, o.hidden, CLASSES, tg_params_numel(m.params),
@@ -208,28 +255,42 @@ int main(int argc, char **argv)
         for (int i = 0;
              i < n_batches && (n = tg_batcher_next(&batcher, xbuf, labels)) > 0;
              i++) {
-            tg_tape_reset(tp);
-            tg_tensor *x = tg_tape_tensor2(tp, n, input, false);
-            memcpy(x->data, xbuf, sizeof(float) * (size_t)n * input);
+            /* This rank's rows [first, first + mine) of the global batch;
+             * the loss mean * mine / n, summed over ranks by the
+             * all-reduce, is the mean over the global batch. */
+            int first, mine = tg_dist_share(n, &first);
             tg_params_zero_grad(m.params);
-            tg_tensor *loss =
-                tg_loss_softmax_xent(tp, mlp_logits(tp, &m, x), labels);
-            if (!isfinite(loss->data[0])) {
+            float loss_value = 0.0f;
+            if (mine > 0) {
+                tg_tape_reset(tp);
+                tg_tensor *x = tg_tape_tensor2(tp, mine, input, false);
+                memcpy(x->data, xbuf + (size_t)first * input,
+                       sizeof(float) * (size_t)mine * input);
+                tg_tensor *loss = tg_loss_softmax_xent(
+                    tp, mlp_logits(tp, &m, x), labels + first);
+                loss_value = loss->data[0];
+                if (isfinite(loss_value))
+                    tg_backward(tp, tg_scale(tp, loss, (float)mine / n));
+            }
+            if (!tg_dist_all_ok(isfinite(loss_value))) {
                 cli_progress_end(&bar);
-                fprintf(stderr,
-                        "mlp_mnist: loss is %g at step %lld; "
-                        "stopping (try a smaller --lr)\n",
-                        (double)loss->data[0], (long long)opt->step + 1);
+                if (tg_dist_first_failed() == tg_dist_rank())
+                    fprintf(stderr,
+                            "mlp_mnist: loss is %g at step %lld; "
+                            "stopping (try a smaller --lr)\n",
+                            (double)loss_value, (long long)opt->step + 1);
+                tg_dist_finalize();
                 return 1;
             }
-            tg_backward(tp, loss);
+            tg_dist_allreduce_grads(m.params);
             tg_optim_step(opt);
-            total += (double)loss->data[0] * n;
+            total += (double)loss_value * mine;
             seen += n;
             cli_progress_update(&bar, i + 1, seen, total / seen);
         }
         double dt = cli_now() - t0;
         cli_progress_end(&bar);
+        tg_dist_sum(&total, 1);
         printf("epoch %d  train loss %.4f  test accuracy %.2f%%  %.0f "
                "samples/s\n",
                epoch, total / seen, 100.0 * accuracy(tp, &m, &test), seen / dt);
@@ -244,5 +305,6 @@ int main(int argc, char **argv)
     tg_params_free(m.params);
     tg_dataset_free(&train);
     tg_dataset_free(&test);
+    tg_dist_finalize();
     return 0;
 }
