@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -29,7 +30,8 @@ int cli_int(const char *flag, const char *s, long lo, long hi)
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
+    if (errno || end == s || *end || v < lo || v > hi ||
+        !(isdigit((unsigned char)s[0]) || s[0] == '-'))
         cli_usage_error("%s: expected an integer in [%ld, %ld], got '%s'", flag,
                         lo, hi, s);
     return (int)v;
@@ -40,7 +42,7 @@ uint64_t cli_u64(const char *flag, const char *s)
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-')
+    if (errno || end == s || *end || !isdigit((unsigned char)s[0]))
         cli_usage_error("%s: expected a non-negative integer, got '%s'", flag,
                         s);
     return (uint64_t)v;
@@ -51,7 +53,8 @@ float cli_float_pos(const char *flag, const char *s, double hi)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || !(v > 0.0) || v > hi)
+    if (errno || end == s || *end || !isfinite(v) || !(v > 0.0) || v > hi ||
+        isspace((unsigned char)s[0]))
         cli_usage_error("%s: expected a number in (0, %g], got '%s'", flag, hi,
                         s);
     return (float)v;
@@ -120,6 +123,60 @@ double cli_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *cli_tmp(const char *path)
+{
+    static char buf[4096 + 8];
+    snprintf(buf, sizeof buf, "%s.tmp", path);
+    return buf;
+}
+
+bool cli_commit(const char *tmp, const char *path, bool ok)
+{
+    if (ok && rename(tmp, path) == 0)
+        return true;
+    int err = errno;
+    remove(tmp);
+    errno = err;
+    return false;
+}
+
+volatile sig_atomic_t cli_interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    cli_interrupted = 1;
+}
+
+void cli_catch_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sa.sa_flags = SA_RESETHAND; /* the second Ctrl-C kills */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+void cli_shell_word(FILE *f, const char *s)
+{
+    bool plain = s[0] != '\0';
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("-_./=:,+@%", *p))
+            plain = false;
+    if (plain) {
+        fputs(s, f);
+        return;
+    }
+    fputc('\'', f);
+    for (const char *p = s; *p; p++)
+        if (*p == '\'')
+            fputs("'\\''", f);
+        else
+            fputc(*p, f);
+    fputc('\'', f);
 }
 
 void cli_progress_start(cli_progress *p, int total)

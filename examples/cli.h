@@ -3,8 +3,10 @@
 #ifndef EX_CLI_H
 #define EX_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* The program name used in messages ("vae_mnist"). */
 extern const char *cli_prog;
@@ -33,6 +35,20 @@ bool cli_prepare_out_dir(const char *dir);
 const char *cli_path(const char *dir, const char *name);
 
 double cli_now(void); /* seconds, monotonic */
+
+/* Output files appear whole or not at all: a writer writes cli_tmp(path)
+ * ("<path>.tmp"), then cli_commit renames it over path when ok, or removes
+ * it. Returns false (errno set) when the write or the rename failed. */
+const char *cli_tmp(const char *path);
+bool cli_commit(const char *tmp, const char *path, bool ok);
+
+/* SIGINT (Ctrl-C) sets cli_interrupted instead of killing; a second one
+ * kills as usual. Training loops poll it between steps. */
+extern volatile sig_atomic_t cli_interrupted;
+void cli_catch_sigint(void);
+
+/* Writes s to f quoted for a POSIX shell when it needs quoting. */
+void cli_shell_word(FILE *f, const char *s);
 
 /* A one-line progress bar redrawn on stderr when stderr is a terminal;
  * does nothing otherwise. */

@@ -8,8 +8,16 @@
  *
  * Random streams (all from --seed): 0 weights, 1 picture noise, 2 manifold,
  * 1000 + epoch training noise, 2000 + epoch test noise; the batch order
- * depends on (seed, epoch). A run resumed from an epoch's checkpoint
- * therefore continues exactly as if it had not stopped. */
+ * depends on (seed, epoch). A checkpoint (each epoch's end, and every
+ * --checkpoint-every batches) stores the position in the epoch, the training
+ * noise stream's state and the epoch's running sums, so a run resumed from
+ * it continues exactly (bit for bit) as if it had not stopped.
+ *
+ * Exit status: 0 done, 1 an output file could not be written, 2 bad flags
+ * or input (data, checkpoint), 3 a non-finite loss or gradient, 130
+ * interrupted by SIGINT (after saving a checkpoint). */
+#include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -28,9 +36,20 @@
 typedef struct options {
     const char *data, *out, *resume;
     int epochs, batch, hidden, latent, threads, max_batches;
+    int checkpoint_every; /* batches; 0: only at each epoch's end */
+    bool skip_nonfinite;
     float lr;
     uint64_t seed;
 } options;
+
+/* Where training stands: epoch epochs finished and batch batches of the
+ * next one, with that epoch's noise stream and running sums. */
+typedef struct train_pos {
+    int epoch, batch, seen;
+    tg_rng noise;
+    double rec, kl;
+    int64_t skipped;
+} train_pos;
 
 /* One row of metrics.csv. */
 typedef struct epoch_stats {
@@ -59,7 +78,16 @@ static void usage(FILE *f)
             "  --out DIR         output folder (default out/vae_mnist)\n"
             "  --resume FILE     continue from a checkpoint\n"
             "  --max-batches N   stop each epoch after N batches\n"
-            "  --help, --version\n",
+            "  --checkpoint-every N  also save a checkpoint every N batches\n"
+            "                    (default: only at the end of each epoch)\n"
+            "  --skip-nonfinite  skip steps whose loss or gradient is NaN/Inf\n"
+            "                    (default: stop with exit status 3)\n"
+            "  --help, --version\n\n"
+            "Exit status: 0 done; 1 an output file could not be written;\n"
+            "2 bad flags or input (data files, checkpoint); 3 the loss or a\n"
+            "gradient became NaN/Inf (nothing non-finite is saved); 130\n"
+            "interrupted (Ctrl-C): the step finishes, a checkpoint is saved\n"
+            "and the command to resume is printed.\n",
             TG_DEFAULT_DATA_DIR);
 }
 
@@ -85,6 +113,8 @@ static options parse_options(int argc, char **argv)
         {"out", required_argument, NULL, 'o'},
         {"resume", required_argument, NULL, 'r'},
         {"max-batches", required_argument, NULL, 'm'},
+        {"checkpoint-every", required_argument, NULL, 'c'},
+        {"skip-nonfinite", no_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -108,7 +138,7 @@ static options parse_options(int argc, char **argv)
             o.latent = cli_int("--latent", optarg, 1, 4096);
             break;
         case 'l':
-            o.lr = cli_float_pos("--lr", optarg, 10.0);
+            o.lr = cli_float_pos("--lr", optarg, 1e6);
             break;
         case 's':
             o.seed = cli_u64("--seed", optarg);
@@ -124,6 +154,13 @@ static options parse_options(int argc, char **argv)
             break;
         case 'm':
             o.max_batches = cli_int("--max-batches", optarg, 1, 1 << 30);
+            break;
+        case 'c':
+            o.checkpoint_every =
+                cli_int("--checkpoint-every", optarg, 1, 1 << 30);
+            break;
+        case 'n':
+            o.skip_nonfinite = true;
             break;
         case 'h':
             usage(stdout);
@@ -148,9 +185,11 @@ static void fail_data(void)
     exit(2);
 }
 
+/* errno says why, when the failing call set it. */
 static void fail_write(const char *path)
 {
-    fprintf(stderr, "vae_mnist: cannot write %s\n", path);
+    fprintf(stderr, "vae_mnist: cannot write %s: %s\n", path,
+            errno ? strerror(errno) : "write failed");
     exit(1);
 }
 
@@ -216,7 +255,9 @@ static void write_grid(const char *path, const float *tiles, int n, int side,
 {
     int w, h;
     uint8_t *img = png_tile_grid(tiles, n, side, side, cols, scale, &w, &h);
-    if (!img || !png_write_gray(path, w, h, img))
+    const char *tmp = cli_tmp(path);
+    errno = 0;
+    if (!img || !cli_commit(tmp, path, png_write_gray(tmp, w, h, img)))
         fail_write(path);
     free(img);
 }
@@ -285,7 +326,8 @@ static void write_pictures(tg_tape *tp, const tg_vae *vae,
 static void write_metrics(const options *o, const epoch_stats *hist, int n)
 {
     const char *path = cli_path(o->out, "metrics.csv");
-    FILE *f = fopen(path, "w");
+    const char *tmp = cli_tmp(path);
+    FILE *f = fopen(tmp, "w");
     if (!f)
         fail_write(path);
     fprintf(f, "epoch,step,train_neg_elbo,train_rec,train_kl,test_neg_elbo,"
@@ -295,7 +337,10 @@ static void write_metrics(const options *o, const epoch_stats *hist, int n)
                 hist[i].epoch, (long long)hist[i].step, hist[i].train,
                 hist[i].train_rec, hist[i].train_kl, hist[i].test,
                 hist[i].test_rec, hist[i].test_kl, hist[i].samples_per_s);
-    if (ferror(f) | (fclose(f) != 0))
+    errno = 0;
+    bool ok = !ferror(f);
+    ok = (fclose(f) == 0) && ok;
+    if (!cli_commit(tmp, path, ok))
         fail_write(path);
 
     double *xy = malloc(sizeof(double) * 3 * (size_t)(n ? n : 1));
@@ -309,8 +354,11 @@ static void write_metrics(const options *o, const epoch_stats *hist, int n)
     svg_series s[2] = {{"train", "#1f77b4", xy, xy + n, n},
                        {"test", "#d62728", xy, xy + 2 * n, n}};
     path = cli_path(o->out, "loss.svg");
-    if (!svg_line_chart(path, "VAE on MNIST: -ELBO per sample", "epoch",
-                        "-ELBO (nats)", s, 2))
+    tmp = cli_tmp(path);
+    errno = 0;
+    if (!cli_commit(tmp, path,
+                    svg_line_chart(tmp, "VAE on MNIST: -ELBO per sample",
+                                   "epoch", "-ELBO (nats)", s, 2)))
         fail_write(path);
     free(xy);
 }
@@ -340,16 +388,36 @@ static int read_metrics(const options *o, epoch_stats *hist, int first_epoch,
     return n;
 }
 
-static void set_meta(tg_meta *m, const options *o, const tg_vae *vae, int epoch,
-                     int64_t step)
+/* A double as C99 hex ("%a"), so it reads back bit for bit. */
+static void meta_set_exact(tg_meta *m, const char *key, double v)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%a", v);
+    tg_meta_set(m, key, buf);
+}
+
+static void set_meta(tg_meta *m, const options *o, const tg_vae *vae,
+                     const train_pos *pos, int64_t step)
 {
     m->n = 0;
     tg_meta_set(m, "model", "vae");
     tg_meta_set_int(m, "input", vae->cfg.input);
     tg_meta_set_int(m, "hidden", vae->cfg.hidden);
     tg_meta_set_int(m, "latent", vae->cfg.latent);
-    tg_meta_set_int(m, "epoch", epoch);
+    tg_meta_set_int(m, "epoch", pos->epoch);
     tg_meta_set_int(m, "step", step);
+    /* mid-epoch position: batches done in epoch + 1, its noise stream
+     * (xoshiro256** state, 4 x 64 bits in hex) and running sums */
+    tg_meta_set_int(m, "batch_in_epoch", pos->batch);
+    char rng[4 * 16 + 1];
+    for (int i = 0; i < 4; i++)
+        snprintf(rng + 16 * i, 17, "%016llx",
+                 (unsigned long long)pos->noise.s[i]);
+    tg_meta_set(m, "noise_rng", rng);
+    tg_meta_set_int(m, "epoch_seen", pos->seen);
+    meta_set_exact(m, "epoch_rec", pos->rec);
+    meta_set_exact(m, "epoch_kl", pos->kl);
+    tg_meta_set_int(m, "epoch_skipped", pos->skipped);
     tg_meta_set_int(m, "batch", o->batch);
     tg_meta_set_int(m, "seed", (int64_t)o->seed);
     char lr[32];
@@ -358,9 +426,65 @@ static void set_meta(tg_meta *m, const options *o, const tg_vae *vae, int epoch,
     tg_meta_set(m, "weight_layout", "[out, in] (torch.nn.Linear)");
 }
 
+static void fail_meta(const options *o, const char *key, const char *what)
+{
+    fprintf(stderr, "vae_mnist: %s: metadata '%s' %s\n", o->resume, key, what);
+    exit(2);
+}
+
+static int64_t meta_int(const options *o, const tg_meta *m, const char *key,
+                        int64_t lo, int64_t hi)
+{
+    int64_t v;
+    if (tg_meta_get_int(m, key, &v) != TG_OK)
+        fail_data();
+    if (v < lo || v > hi)
+        fail_meta(o, key, "is out of range");
+    return v;
+}
+
+static double meta_exact(const options *o, const tg_meta *m, const char *key)
+{
+    const char *s = tg_meta_get(m, key);
+    char *end;
+    double v = s ? strtod(s, &end) : 0.0;
+    if (!s || end == s || *end || !isfinite(v))
+        fail_meta(o, key, "is missing or not a finite number");
+    return v;
+}
+
+/* The training position of a checkpoint. Files written before mid-epoch
+ * checkpoints existed have only "epoch" (finished) and start the next. */
+static train_pos meta_position(const options *o, const tg_meta *m)
+{
+    train_pos pos = {0};
+    pos.epoch = (int)meta_int(o, m, "epoch", 0, MAX_EPOCHS);
+    if (!tg_meta_get(m, "batch_in_epoch"))
+        return pos;
+    pos.batch = (int)meta_int(o, m, "batch_in_epoch", 0, 1 << 30);
+    pos.seen = (int)meta_int(o, m, "epoch_seen", 0, 1 << 30);
+    pos.skipped = meta_int(o, m, "epoch_skipped", 0, 1 << 30);
+    pos.rec = meta_exact(o, m, "epoch_rec");
+    pos.kl = meta_exact(o, m, "epoch_kl");
+    const char *rng = tg_meta_get(m, "noise_rng");
+    bool ok = rng && strlen(rng) == 4 * 16;
+    for (int i = 0; ok && i < 4; i++) {
+        char part[17];
+        memcpy(part, rng + 16 * i, 16);
+        part[16] = '\0';
+        for (int k = 0; k < 16; k++)
+            ok = ok && isxdigit((unsigned char)part[k]);
+        pos.noise.s[i] = strtoull(part, NULL, 16);
+    }
+    if (!ok || !(pos.noise.s[0] | pos.noise.s[1] | pos.noise.s[2] |
+                 pos.noise.s[3]))
+        fail_meta(o, "noise_rng", "is not a generator state (64 hex digits)");
+    return pos;
+}
+
 /* Loads --resume into vae and opt; the run's config must be the file's.
- * Returns the epoch the checkpoint finished. */
-static int resume(const options *o, tg_vae *vae, tg_optim *opt)
+ * Returns where training stands. */
+static train_pos resume(const options *o, tg_vae *vae, tg_optim *opt)
 {
     /* The metadata first, so a config mismatch is reported as such rather
      * than as a tensor shape. */
@@ -395,14 +519,88 @@ static int resume(const options *o, tg_vae *vae, tg_optim *opt)
             exit(2);
         }
     }
+    train_pos pos = meta_position(o, &m);
+    int64_t step = meta_int(o, &m, "step", 0, INT64_MAX);
     if (tg_checkpoint_load(o->resume, vae->params, opt, &m) != TG_OK)
         fail_data();
-    int64_t epoch = 0, step = 0;
-    if (tg_meta_get_int(&m, "epoch", &epoch) != TG_OK ||
-        tg_meta_get_int(&m, "step", &step) != TG_OK)
-        fail_data();
     opt->step = step;
-    return (int)epoch;
+    return pos;
+}
+
+/* Saves the checkpoint at pos, refusing to write a non-finite one. */
+static void save_checkpoint(const options *o, tg_vae *vae, tg_optim *opt,
+                            const train_pos *pos)
+{
+    tg_params *ps = tg_vae_params(vae);
+    tg_params_zero_grad(ps); /* a skipped step's grads are not state */
+    const char *bad = NULL;
+    size_t n = tg_params_numel(ps);
+    if (tg_params_finite(ps, &bad))
+        for (size_t i = 0; i < n && !bad; i++)
+            if (!isfinite(opt->m[i]) || !isfinite(opt->v[i]))
+                bad = "the Adam state";
+    if (bad) {
+        fprintf(stderr,
+                "vae_mnist: %s is not finite after step %lld; not saving "
+                "a checkpoint (try a smaller --lr)\n",
+                bad, (long long)opt->step);
+        exit(3);
+    }
+    tg_meta meta;
+    set_meta(&meta, o, vae, pos, opt->step);
+    const char *ck = cli_path(o->out, "checkpoint.safetensors");
+    if (tg_checkpoint_save(ck, ps, opt, &meta) != TG_OK) {
+        fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
+        exit(1);
+    }
+}
+
+/* Writes the command that continues this run from checkpoint ck. */
+static void print_resume_command(FILE *f, const char *argv0, const options *o,
+                                 const char *ck)
+{
+    cli_shell_word(f, argv0);
+    fputs(" --data ", f);
+    cli_shell_word(f, o->data);
+    fputs(" --out ", f);
+    cli_shell_word(f, o->out);
+    char lr[32]; /* the shortest form that reads back as the same float */
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(lr, sizeof lr, "%.*g", digits, (double)o->lr);
+        if ((float)strtod(lr, NULL) == o->lr)
+            break;
+    }
+    fprintf(f, " --epochs %d --batch %d --hidden %d --latent %d --lr %s "
+               "--seed %llu",
+            o->epochs, o->batch, o->hidden, o->latent, lr,
+            (unsigned long long)o->seed);
+    if (o->threads)
+        fprintf(f, " --threads %d", o->threads);
+    if (o->max_batches)
+        fprintf(f, " --max-batches %d", o->max_batches);
+    if (o->checkpoint_every)
+        fprintf(f, " --checkpoint-every %d", o->checkpoint_every);
+    if (o->skip_nonfinite)
+        fputs(" --skip-nonfinite", f);
+    fputs(" --resume ", f);
+    cli_shell_word(f, ck);
+}
+
+/* After SIGINT, between steps: save where training stands, say how to go
+ * on, exit 130. */
+static void stop_interrupted(const options *o, const char *argv0,
+                             tg_vae *vae, tg_optim *opt, const train_pos *pos)
+{
+    save_checkpoint(o, vae, opt, pos);
+    const char *ck = cli_path(o->out, "checkpoint.safetensors");
+    fprintf(stderr,
+            "vae_mnist: interrupted after step %lld (epoch %d, batch %d); "
+            "saved %s; resume with: ",
+            (long long)opt->step, pos->batch ? pos->epoch + 1 : pos->epoch,
+            pos->batch, ck);
+    print_resume_command(stderr, argv0, o, ck);
+    fputc('\n', stderr);
+    exit(130);
 }
 
 int main(int argc, char **argv)
@@ -410,8 +608,7 @@ int main(int argc, char **argv)
     cli_prog = "vae_mnist";
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
-    if (!cli_prepare_out_dir(o.out))
-        return 1;
+    cli_catch_sigint();
 
     tg_dataset train = {0}, test = {0};
     if (tg_mnist_load(o.data, true, &train) != TG_OK ||
@@ -421,7 +618,7 @@ int main(int argc, char **argv)
     if (test.rows * test.cols != input) {
         fprintf(stderr, "vae_mnist: %s: train images are %dx%d, test %dx%d\n",
                 o.data, train.rows, train.cols, test.rows, test.cols);
-        return 2;
+        exit(2);
     }
 
     tg_vae *vae = tg_vae_new(
@@ -429,9 +626,13 @@ int main(int argc, char **argv)
         o.seed);
     tg_params *ps = tg_vae_params(vae);
     tg_optim *opt = tg_adam_new(ps, o.lr);
-    int done_epochs = o.resume ? resume(&o, vae, opt) : 0;
+    train_pos pos = o.resume ? resume(&o, vae, opt) : (train_pos){0};
+    /* Only now, with the data and checkpoint accepted: bad input leaves no
+     * output behind. */
+    if (!cli_prepare_out_dir(o.out))
+        exit(1);
     epoch_stats *hist = calloc(2 * (size_t)o.epochs + 1, sizeof *hist);
-    int n_hist = read_metrics(&o, hist, done_epochs + 1, o.epochs);
+    int n_hist = read_metrics(&o, hist, pos.epoch + 1, o.epochs);
 
     printf("vae_mnist: %d train / %d test images of %dx%d from %s\n", train.n,
            test.n, train.rows, train.cols, o.data);
@@ -440,9 +641,9 @@ int main(int argc, char **argv)
            input, o.hidden, o.latent, tg_params_numel(ps), o.batch,
            (double)o.lr, (unsigned long long)o.seed, tg_get_threads(),
            tg_gemm_kernel());
-    if (done_epochs)
-        printf("resumed from %s after epoch %d (step %lld)\n", o.resume,
-               done_epochs, (long long)opt->step);
+    if (o.resume)
+        printf("resumed from %s after epoch %d, batch %d (step %lld)\n",
+               o.resume, pos.epoch, pos.batch, (long long)opt->step);
     fflush(stdout);
 
     tg_tape *tp = tg_tape_new();
@@ -453,40 +654,69 @@ int main(int argc, char **argv)
     if (o.max_batches && o.max_batches < n_batches)
         n_batches = o.max_batches;
 
-    for (int epoch = done_epochs + 1; epoch <= o.epochs; epoch++) {
-        tg_rng noise;
-        tg_rng_seed(&noise, o.seed, 1000 + (uint64_t)epoch);
-        tg_batcher_start(&batcher, epoch, 0);
+    for (int epoch = pos.epoch + 1; epoch <= o.epochs; epoch++) {
+        if (pos.batch == 0) {
+            pos = (train_pos){.epoch = epoch - 1};
+            tg_rng_seed(&pos.noise, o.seed, 1000 + (uint64_t)epoch);
+        }
+        tg_batcher_start(&batcher, epoch, pos.batch);
         cli_progress bar;
         cli_progress_start(&bar, n_batches);
-        double rec = 0.0, kl = 0.0, t0 = cli_now();
-        int seen = 0, n;
-        for (int i = 0;
+        double t0 = cli_now();
+        int seen_before = pos.seen, n;
+        for (int i = pos.batch;
              i < n_batches && (n = tg_batcher_next(&batcher, xbuf, NULL)) > 0;
              i++) {
             tg_tape_reset(tp);
             tg_tensor *x = tg_tape_tensor2(tp, n, input, false);
             memcpy(x->data, xbuf, sizeof(float) * (size_t)n * input);
             tg_params_zero_grad(ps);
-            tg_vae_out out = tg_vae_forward(tp, vae, x, &noise);
-            if (!isfinite(out.loss->data[0])) {
+            tg_vae_out out = tg_vae_forward(tp, vae, x, &pos.noise);
+            /* NaN/Inf guard: the loss, then every value and gradient */
+            const char *bad = NULL;
+            if (!isfinite(out.loss->data[0]))
+                bad = "the loss";
+            else
+                tg_backward(tp, out.loss);
+            if (!bad && !tg_params_finite(ps, &bad) && !bad)
+                bad = "a parameter";
+            if (bad && !o.skip_nonfinite) {
                 cli_progress_end(&bar);
                 fprintf(stderr,
-                        "vae_mnist: loss is %g at step %lld (epoch %d, batch "
-                        "%d); stopping (try a smaller --lr)\n",
-                        (double)out.loss->data[0], (long long)opt->step + 1,
-                        epoch, i + 1);
-                return 1;
+                        "vae_mnist: %s%s is not finite at step %lld (epoch "
+                        "%d, batch %d); stopped, last checkpoint kept (try a "
+                        "smaller --lr, or --skip-nonfinite)\n",
+                        bad, strcmp(bad, "the loss") ? " (value or gradient)"
+                                                     : "",
+                        (long long)opt->step + 1, epoch, i + 1);
+                exit(3);
             }
-            tg_backward(tp, out.loss);
-            tg_optim_step(opt);
-            rec += sum_rows(out.rec);
-            kl += sum_rows(out.kl);
-            seen += n;
-            cli_progress_update(&bar, i + 1, seen, (rec + kl) / seen);
+            if (bad) {
+                pos.skipped++;
+            } else {
+                tg_optim_step(opt);
+                pos.rec += sum_rows(out.rec);
+                pos.kl += sum_rows(out.kl);
+                pos.seen += n;
+            }
+            pos.batch = i + 1;
+            cli_progress_update(&bar, i + 1, pos.seen,
+                                (pos.rec + pos.kl) / pos.seen);
+            int64_t done = (int64_t)(epoch - 1) * n_batches + pos.batch;
+            if (o.checkpoint_every && done % o.checkpoint_every == 0 &&
+                pos.batch < n_batches)
+                save_checkpoint(&o, vae, opt, &pos);
+            if (cli_interrupted && pos.batch < n_batches) {
+                cli_progress_end(&bar);
+                stop_interrupted(&o, argv[0], vae, opt, &pos);
+            }
         }
         double dt = cli_now() - t0;
         cli_progress_end(&bar);
+        double rec = pos.rec, kl = pos.kl;
+        int seen = pos.seen;
+        int64_t skipped = pos.skipped;
+        pos = (train_pos){.epoch = epoch, .noise = pos.noise};
 
         epoch_stats *st = &hist[n_hist++];
         st->epoch = epoch;
@@ -494,23 +724,22 @@ int main(int argc, char **argv)
         st->train_rec = rec / seen;
         st->train_kl = kl / seen;
         st->train = st->train_rec + st->train_kl;
-        st->samples_per_s = seen / dt;
+        st->samples_per_s = (seen - seen_before) / dt;
         evaluate(tp, vae, &test, &o, epoch, st);
         printf("epoch %d  train -ELBO %.2f (rec %.2f, KL %.2f)  test -ELBO "
                "%.2f (rec %.2f, KL %.2f)  %.0f samples/s\n",
                epoch, st->train, st->train_rec, st->train_kl, st->test,
                st->test_rec, st->test_kl, st->samples_per_s);
+        if (skipped)
+            printf("epoch %d  skipped %lld non-finite step%s\n", epoch,
+                   (long long)skipped, skipped == 1 ? "" : "s");
         fflush(stdout);
 
         write_metrics(&o, hist, n_hist);
         write_pictures(tp, vae, &test, &o);
-        tg_meta meta;
-        set_meta(&meta, &o, vae, epoch, opt->step);
-        const char *ck = cli_path(o.out, "checkpoint.safetensors");
-        if (tg_checkpoint_save(ck, ps, opt, &meta) != TG_OK) {
-            fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
-            return 1;
-        }
+        save_checkpoint(&o, vae, opt, &pos);
+        if (cli_interrupted && epoch < o.epochs)
+            stop_interrupted(&o, argv[0], vae, opt, &pos);
     }
     printf("wrote %s/{metrics.csv, loss.svg, reconstructions.png, "
            "samples.png%s, checkpoint.safetensors}\n",
