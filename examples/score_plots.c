@@ -160,6 +160,8 @@ bool plot_scatter(const char *path, const char *title, const char *xlabel,
         x0 = -1, x1 = 1;
     if (!(y1 > y0))
         y0 = -1, y1 = 1;
+    double mx = 0.03 * (x1 - x0), my = 0.03 * (y1 - y0); /* margins */
+    x0 -= mx, x1 += mx, y0 -= my, y1 += my;
     double pw = W - L - R, ph = H - T - B;
     FILE *f = fopen(path, "w");
     if (!f)
