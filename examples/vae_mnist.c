@@ -18,11 +18,13 @@
  * interrupted by SIGINT (after saving a checkpoint). */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "png.h"
@@ -212,23 +214,51 @@ static double sum_rows(const tg_tensor *t)
     return s;
 }
 
+/* Noise [mine, latent] for rows [first, first + mine) of a batch of n: the
+ * whole batch's eps ~ N(0, I) is drawn from rng (n * latent numbers, row by
+ * row, as tg_vae_forward draws them) on every rank, and this rank keeps its
+ * rows, so under MPI each row gets the noise one process gives it. NULL
+ * when mine is 0 (the noise is drawn all the same). */
+static tg_tensor *noise_rows(tg_tape *tp, tg_rng *rng, float *buf, int n,
+                             int latent, int first, int mine)
+{
+    tg_rng_fill_normal(rng, buf, (size_t)n * latent, 0.0f, 1.0f);
+    if (mine == 0)
+        return NULL;
+    tg_tensor *eps = tg_tape_tensor2(tp, mine, latent, false);
+    memcpy(eps->data, buf + (size_t)first * latent,
+           sizeof(float) * (size_t)mine * latent);
+    return eps;
+}
+
 /* Test -ELBO, rec and KL in nats per sample: recording off, batches of
- * EVAL_BATCH, the tape rewound after each. */
+ * EVAL_BATCH, the tape rewound after each. Under MPI each rank takes its
+ * share of every batch and the sums are reduced. */
 static void evaluate(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
                      const options *o, int epoch, epoch_stats *st)
 {
     bool was = tg_tape_set_recording(tp, false);
     tg_rng noise;
     tg_rng_seed(&noise, o->seed, 2000 + (uint64_t)epoch);
-    double rec = 0.0, kl = 0.0;
+    float *buf = malloc(sizeof(float) * EVAL_BATCH * (size_t)o->latent);
+    if (!buf)
+        fail_write(o->out);
+    double sums[2] = {0.0, 0.0}; /* rec, kl */
     for (int i = 0; i < test->n; i += EVAL_BATCH) {
         int n = test->n - i < EVAL_BATCH ? test->n - i : EVAL_BATCH;
+        int first, mine = tg_dist_share(n, &first);
         tg_tape_reset(tp);
-        tg_vae_out out =
-            tg_vae_forward(tp, vae, rows_on_tape(tp, test, i, n), &noise);
-        rec += sum_rows(out.rec);
-        kl += sum_rows(out.kl);
+        tg_tensor *eps = noise_rows(tp, &noise, buf, n, o->latent, first, mine);
+        if (!eps)
+            continue;
+        tg_vae_out out = tg_vae_forward_eps(
+            tp, vae, rows_on_tape(tp, test, i + first, mine), eps);
+        sums[0] += sum_rows(out.rec);
+        sums[1] += sum_rows(out.kl);
     }
+    free(buf);
+    tg_dist_sum(sums, 2);
+    double rec = sums[0], kl = sums[1];
     tg_tape_reset(tp);
     tg_tape_set_recording(tp, was);
     st->test_rec = rec / test->n;
@@ -531,6 +561,8 @@ static train_pos resume(const options *o, tg_vae *vae, tg_optim *opt)
 static void save_checkpoint(const options *o, tg_vae *vae, tg_optim *opt,
                             const train_pos *pos)
 {
+    if (tg_dist_rank() != 0)
+        return; /* the ranks hold the same weights: rank 0 writes */
     tg_params *ps = tg_vae_params(vae);
     tg_params_zero_grad(ps); /* a skipped step's grads are not state */
     const char *bad = NULL;
@@ -603,17 +635,75 @@ static void stop_interrupted(const options *o, const char *argv0,
     exit(130);
 }
 
+/* Rank 0's training position, copied to every rank after a resume. */
+static void broadcast_pos(train_pos *pos)
+{
+    int64_t v[10] = {pos->epoch, pos->batch, pos->seen, pos->skipped};
+    memcpy(v + 4, pos->noise.s, sizeof pos->noise.s);
+    memcpy(v + 8, &pos->rec, sizeof pos->rec);
+    memcpy(v + 9, &pos->kl, sizeof pos->kl);
+    tg_dist_broadcast_i64(v, 10);
+    pos->epoch = (int)v[0];
+    pos->batch = (int)v[1];
+    pos->seen = (int)v[2];
+    pos->skipped = v[3];
+    memcpy(pos->noise.s, v + 4, sizeof pos->noise.s);
+    memcpy(&pos->rec, v + 8, sizeof pos->rec);
+    memcpy(&pos->kl, v + 9, sizeof pos->kl);
+}
+
+/* Under mpirun every rank parses the same flags: rank 0 alone prints usage
+ * errors and --help, and an exit while parsing finalizes MPI on every rank
+ * together, so rank 0's message is never cut short. */
+static bool parsing;
+static void finalize_if_parsing(void)
+{
+    if (parsing)
+        tg_dist_finalize();
+}
+
+static options parse_on_every_rank(int argc, char **argv)
+{
+    int err = -1;
+    if (tg_dist_rank() != 0) {
+        fflush(stderr);
+        err = dup(STDERR_FILENO);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, STDERR_FILENO);
+        close(null);
+    }
+    parsing = true;
+    atexit(finalize_if_parsing);
+    options o = parse_options(argc, argv);
+    parsing = false;
+    if (err >= 0) {
+        dup2(err, STDERR_FILENO);
+        close(err);
+    }
+    return o;
+}
+
 int main(int argc, char **argv)
 {
     cli_prog = "vae_mnist";
-    options o = parse_options(argc, argv);
-    tg_set_threads(o.threads);
+    tg_dist_init(&argc, &argv);
+    if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
+        return 1; /* only rank 0 prints progress and results */
+    options o = parse_on_every_rank(argc, argv);
+    tg_set_threads(o.threads ? o.threads : tg_dist_default_threads());
     cli_catch_sigint();
 
+    /* A rank that cannot read its data stops every rank; the lowest such
+     * rank says why. */
     tg_dataset train = {0}, test = {0};
-    if (tg_mnist_load(o.data, true, &train) != TG_OK ||
-        tg_mnist_load(o.data, false, &test) != TG_OK)
-        fail_data();
+    bool loaded = tg_mnist_load(o.data, true, &train) == TG_OK &&
+                  tg_mnist_load(o.data, false, &test) == TG_OK;
+    if (!tg_dist_all_ok(loaded)) {
+        if (tg_dist_first_failed() == tg_dist_rank())
+            fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
+        tg_dist_finalize();
+        exit(2);
+    }
     int input = train.rows * train.cols;
     if (test.rows * test.cols != input) {
         fprintf(stderr, "vae_mnist: %s: train images are %dx%d, test %dx%d\n",
@@ -626,11 +716,19 @@ int main(int argc, char **argv)
         o.seed);
     tg_params *ps = tg_vae_params(vae);
     tg_optim *opt = tg_adam_new(ps, o.lr);
-    train_pos pos = o.resume ? resume(&o, vae, opt) : (train_pos){0};
+    /* Rank 0 reads the checkpoint (and stops the job if it cannot) and
+     * sends weights, Adam state and position to the others. */
+    train_pos pos = o.resume && tg_dist_rank() == 0 ? resume(&o, vae, opt)
+                                                    : (train_pos){0};
+    tg_dist_broadcast(ps, opt);
+    if (o.resume)
+        broadcast_pos(&pos);
     /* Only now, with the data and checkpoint accepted: bad input leaves no
      * output behind. */
-    if (!cli_prepare_out_dir(o.out))
+    if (!tg_dist_all_ok(tg_dist_rank() != 0 || cli_prepare_out_dir(o.out))) {
+        tg_dist_finalize();
         exit(1);
+    }
     epoch_stats *hist = calloc(2 * (size_t)o.epochs + 1, sizeof *hist);
     int n_hist = read_metrics(&o, hist, pos.epoch + 1, o.epochs);
 
@@ -650,6 +748,7 @@ int main(int argc, char **argv)
     tg_batcher batcher;
     tg_batcher_init(&batcher, &train, o.batch, o.seed);
     float *xbuf = malloc(sizeof(float) * (size_t)o.batch * input);
+    float *epsbuf = malloc(sizeof(float) * (size_t)o.batch * o.latent);
     int n_batches = tg_batcher_count(&batcher);
     if (o.max_batches && o.max_batches < n_batches)
         n_batches = o.max_batches;
@@ -735,8 +834,10 @@ int main(int argc, char **argv)
                    (long long)skipped, skipped == 1 ? "" : "s");
         fflush(stdout);
 
-        write_metrics(&o, hist, n_hist);
-        write_pictures(tp, vae, &test, &o);
+        if (tg_dist_rank() == 0) {
+            write_metrics(&o, hist, n_hist);
+            write_pictures(tp, vae, &test, &o);
+        }
         save_checkpoint(&o, vae, opt, &pos);
         if (cli_interrupted && epoch < o.epochs)
             stop_interrupted(&o, argv[0], vae, opt, &pos);
@@ -746,6 +847,7 @@ int main(int argc, char **argv)
            o.out, o.latent == 2 ? ", manifold.png" : "");
 
     free(xbuf);
+    free(epsbuf);
     free(hist);
     tg_batcher_free(&batcher);
     tg_tape_free(tp);
@@ -753,5 +855,6 @@ int main(int argc, char **argv)
     tg_vae_free(vae);
     tg_dataset_free(&train);
     tg_dataset_free(&test);
+    tg_dist_finalize();
     return 0;
 }
