@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tapegrad.h"
+
 const char *cli_prog = "tapegrad";
 
 void cli_usage_error(const char *fmt, ...)
@@ -158,6 +160,23 @@ void cli_catch_sigint(void)
     sa.sa_flags = SA_RESETHAND; /* the second Ctrl-C kills */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
+}
+
+const char *cli_nonfinite(tg_params *ps, const char **why)
+{
+    for (int k = 0; k < tg_params_count(ps); k++) {
+        const tg_tensor *t = tg_params_get(ps, k);
+        for (size_t i = 0; i < t->size; i++) {
+            float g = t->grad ? t->grad[i] : 0.0f;
+            *why = !isfinite(t->data[i]) ? "value is not finite"
+                   : !isfinite(g)        ? "gradient is not finite"
+                   : !isfinite(g * g)    ? "gradient overflows when squared"
+                                         : NULL;
+            if (*why)
+                return tg_params_name(ps, k);
+        }
+    }
+    return NULL;
 }
 
 void cli_shell_word(FILE *f, const char *s)

@@ -47,6 +47,13 @@ bool cli_commit(const char *tmp, const char *path, bool ok);
 extern volatile sig_atomic_t cli_interrupted;
 void cli_catch_sigint(void);
 
+/* The NaN/Inf guard of a training step, after backward: NULL when every
+ * parameter value and gradient g is finite and so is g * g (Adam's second
+ * moment, a convex mix of g * g, then stays finite too). Otherwise the name
+ * of the first tensor that fails, and *why says how. */
+struct tg_params;
+const char *cli_nonfinite(struct tg_params *ps, const char **why);
+
 /* Writes s to f quoted for a POSIX shell when it needs quoting. */
 void cli_shell_word(FILE *f, const char *s);
 

@@ -41,7 +41,10 @@ static void usage(FILE *f)
         "  --threads N       threads, 0 = all cores (default 0; under\n"
         "                    mpirun, cores / ranks on the machine)\n"
         "  --max-batches N   stop each epoch after N batches\n"
-        "  --help, --version\n",
+        "  --help, --version\n\n"
+        "Exit status: 0 done; 2 bad flags or input data; 3 the loss or a\n"
+        "gradient became NaN/Inf (training stops). mlp_mnist writes no\n"
+        "files and keeps no checkpoint: Ctrl-C simply stops it.\n",
         TG_DEFAULT_DATA_DIR);
 }
 
@@ -82,7 +85,7 @@ static options parse_options(int argc, char **argv)
             o.hidden = cli_int("--hidden", optarg, 1, 65536);
             break;
         case 'l':
-            o.lr = cli_float_pos("--lr", optarg, 10.0);
+            o.lr = cli_float_pos("--lr", optarg, 1e6);
             break;
         case 's':
             o.seed = cli_u64("--seed", optarg);
@@ -276,13 +279,26 @@ int main(int argc, char **argv)
                 cli_progress_end(&bar);
                 if (tg_dist_first_failed() == tg_dist_rank())
                     fprintf(stderr,
-                            "mlp_mnist: loss is %g at step %lld; "
-                            "stopping (try a smaller --lr)\n",
-                            (double)loss_value, (long long)opt->step + 1);
+                            "mlp_mnist: step %lld (epoch %d, batch %d): "
+                            "loss: is %g; stopped (try a smaller --lr)\n",
+                            (long long)opt->step + 1, epoch, i + 1,
+                            (double)loss_value);
                 tg_dist_finalize();
-                return 1;
+                return 3;
             }
             tg_dist_allreduce_grads(m.params);
+            /* the summed gradients are the same on every rank */
+            const char *why, *bad = cli_nonfinite(m.params, &why);
+            if (bad) {
+                cli_progress_end(&bar);
+                if (tg_dist_rank() == 0)
+                    fprintf(stderr,
+                            "mlp_mnist: step %lld (epoch %d, batch %d): %s: "
+                            "%s; stopped (try a smaller --lr)\n",
+                            (long long)opt->step + 1, epoch, i + 1, bad, why);
+                tg_dist_finalize();
+                return 3;
+            }
             tg_optim_step(opt);
             total += (double)loss_value * mine;
             seen += n;

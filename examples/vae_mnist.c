@@ -772,22 +772,18 @@ int main(int argc, char **argv)
             tg_params_zero_grad(ps);
             tg_vae_out out = tg_vae_forward(tp, vae, x, &pos.noise);
             /* NaN/Inf guard: the loss, then every value and gradient */
-            const char *bad = NULL;
-            if (!isfinite(out.loss->data[0]))
-                bad = "the loss";
-            else
+            const char *bad = "loss", *why = "is not finite";
+            if (isfinite(out.loss->data[0])) {
                 tg_backward(tp, out.loss);
-            if (!bad && !tg_params_finite(ps, &bad) && !bad)
-                bad = "a parameter";
+                bad = cli_nonfinite(ps, &why);
+            }
             if (bad && !o.skip_nonfinite) {
                 cli_progress_end(&bar);
                 fprintf(stderr,
-                        "vae_mnist: %s%s is not finite at step %lld (epoch "
-                        "%d, batch %d); stopped, last checkpoint kept (try a "
-                        "smaller --lr, or --skip-nonfinite)\n",
-                        bad, strcmp(bad, "the loss") ? " (value or gradient)"
-                                                     : "",
-                        (long long)opt->step + 1, epoch, i + 1);
+                        "vae_mnist: step %lld (epoch %d, batch %d): %s: %s; "
+                        "stopped, no checkpoint of it written (try a smaller "
+                        "--lr, or --skip-nonfinite)\n",
+                        (long long)opt->step + 1, epoch, i + 1, bad, why);
                 exit(3);
             }
             if (bad) {
