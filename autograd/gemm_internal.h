@@ -12,8 +12,8 @@
  * micro-panel (k rows of nr floats, 64-byte aligned). beta == 0 stores
  * without reading c (NaN-safe). */
 typedef void (*gemm_ukr_fn)(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
-                            const float *b, float *c, ptrdiff_t ldc,
-                            float alpha, float beta);
+                            const float *b, ptrdiff_t rsb, float *c,
+                            ptrdiff_t ldc, float alpha, float beta);
 
 /* dst[c * dst_ld + r] = src[r * ld + c] for r < rows, c < cols: packing's
  * transposes, in the kernel's instruction set. */

@@ -25,7 +25,7 @@
 
 __attribute__((target("avx512f,fma"))) static void
 ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
-           float *c, ptrdiff_t ldc, float alpha, float beta)
+           ptrdiff_t rsb, float *c, ptrdiff_t ldc, float alpha, float beta)
 {
     enum { MR = TG_AVX512_MR, NV = TG_AVX512_NV, W = 16 };
     __m512 acc[MR][NV];
@@ -35,7 +35,7 @@ ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
     for (int p = 0; p < k; p++) {
         __m512 bv[NV];
         TG_UNROLL for (int j = 0; j < NV; j++) bv[j] =
-            _mm512_load_ps(b + j * W);
+            _mm512_loadu_ps(b + j * W);
         TG_UNROLL for (int i = 0; i < MR; i++)
         {
             __m512 av = _mm512_set1_ps(a[i * rsa]);
@@ -43,7 +43,7 @@ ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
                 _mm512_fmadd_ps(av, bv[j], acc[i][j]);
         }
         a += csa;
-        b += NV * W;
+        b += rsb;
     }
 
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -68,7 +68,7 @@ ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
 
 __attribute__((target("avx2,fma"))) static void
 ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
-         float *c, ptrdiff_t ldc, float alpha, float beta)
+         ptrdiff_t rsb, float *c, ptrdiff_t ldc, float alpha, float beta)
 {
     enum { MR = AVX2_MR, NV = AVX2_NV, W = 8 };
     __m256 acc[MR][NV];
@@ -78,7 +78,7 @@ ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
     for (int p = 0; p < k; p++) {
         __m256 bv[NV];
         TG_UNROLL for (int j = 0; j < NV; j++) bv[j] =
-            _mm256_load_ps(b + j * W);
+            _mm256_loadu_ps(b + j * W);
         TG_UNROLL for (int i = 0; i < MR; i++)
         {
             __m256 av = _mm256_broadcast_ss(a + i * rsa);
@@ -86,7 +86,7 @@ ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
                 _mm256_fmadd_ps(av, bv[j], acc[i][j]);
         }
         a += csa;
-        b += NV * W;
+        b += rsb;
     }
 
     __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);

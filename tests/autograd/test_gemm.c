@@ -171,13 +171,18 @@ static void test_gemm_random_shapes_alpha_beta_and_strides(void **state)
     for_each_kernel(random_shapes_body);
 }
 
-/* Crosses the K, M and N cache blocks: several K blocks accumulate. */
+/* Crosses the K and N cache blocks (several K blocks accumulate), with B
+ * packed and read in place (small M), and C computed as C^T (narrow N). */
 static void large_body(void)
 {
     check_case(false, true, 131, 300, 1100, 1.0f, 0.0f, 1, false);
     check_case(true, false, 261, 67, 1030, 0.5f, 2.0f, 0, false);
     check_case(false, false, 70, 530, 600, 1.0f, 1.0f, 4, false);
     check_case(true, true, 300, 45, 520, -1.0f, 0.0f, 0, false);
+    check_case(false, false, 40, 100, 1700, 1.0f, -1.0f, 3, false);
+    check_case(true, false, 20, 77, 900, 1.0f, 0.0f, 0, false);
+    check_case(false, true, 200, 12, 900, 2.0f, 0.5f, 1, false);
+    check_case(true, true, 150, 20, 1000, 1.0f, 0.0f, 0, true);
 }
 
 static void test_gemm_large_shapes_cross_cache_blocks(void **state)
