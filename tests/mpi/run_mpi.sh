@@ -1,0 +1,103 @@
+#!/bin/sh
+# vae_mnist under mpirun, against one process and against itself:
+#   - the same steps on the same samples: weights after -np 2 and -np 3 equal
+#     one process's within BOUND (float summation order only)
+#   - two runs with the same N and seed: bit-identical checkpoints
+#   - resume under MPI continues exactly (same checkpoint as a straight run)
+#   - a rank that cannot read its data (rank 1 started in a folder without
+#     it), a broken checkpoint, a bad flag: every rank stops, non-zero exit,
+#     one message, no hang
+# usage: run_mpi.sh MPIRUN VAE_MNIST CK_DIFF DATA_DIR
+set -u
+mpirun=$1
+vae=$2
+ck_diff=$3
+data=$4
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+BOUND=2e-5 # measured max |difference| 6e-7 .. 2e-6 over these 12 steps
+run="timeout 120 $mpirun --bind-to none --oversubscribe"
+small="--epochs 2 --max-batches 6 --batch 101 --hidden 64 --latent 4 --threads 1"
+
+fail() {
+    echo "FAIL: $*"
+    fails=$((fails + 1))
+}
+
+# one_error STATUS_FILE ERR_FILE WHAT: non-zero exit, not a timeout (124),
+# and exactly one line from vae_mnist on stderr.
+one_error() {
+    st=$(cat "$1")
+    n=$(grep -c '^vae_mnist: ' "$2")
+    if [ "$st" -eq 0 ] || [ "$st" -eq 124 ] || [ "$n" -ne 1 ]; then
+        fail "$3: exit $st, $n vae_mnist lines: $(cat "$2")"
+    else
+        echo "ok: $3: exit $st, one message: $(grep '^vae_mnist: ' "$2")"
+    fi
+}
+
+# --- same model as one process ---------------------------------------------
+"$vae" $small --data "$data" --out "$tmp/one" >"$tmp/one.log" 2>&1 ||
+    fail "one process: $(cat "$tmp/one.log")"
+for np in 2 3; do
+    $run -np $np "$vae" $small --data "$data" --out "$tmp/np$np" \
+        >"$tmp/np$np.log" 2>&1 || fail "-np $np: $(cat "$tmp/np$np.log")"
+    if "$ck_diff" "$tmp/one/checkpoint.safetensors" \
+        "$tmp/np$np/checkpoint.safetensors" $BOUND >"$tmp/diff" 2>&1; then
+        echo "ok: -np $np vs one process: $(cat "$tmp/diff")"
+    else
+        fail "-np $np vs one process: $(cat "$tmp/diff")"
+    fi
+    lines=$(grep -c '^epoch ' "$tmp/np$np.log")
+    [ "$lines" -eq 2 ] || fail "-np $np printed $lines epoch lines, not 2"
+done
+grep '^epoch 2 ' "$tmp/one.log" "$tmp/np2.log"
+
+# --- same N, same seed: bit-identical ----------------------------------------
+$run -np 2 "$vae" $small --data "$data" --out "$tmp/np2b" >/dev/null 2>&1 ||
+    fail "-np 2 again"
+if cmp -s "$tmp/np2/checkpoint.safetensors" "$tmp/np2b/checkpoint.safetensors"; then
+    echo "ok: two -np 2 runs give identical checkpoints"
+else
+    fail "two -np 2 runs differ"
+fi
+
+# --- resume under MPI ----------------------------------------------------------
+one_epoch=$(echo "$small" | sed 's/--epochs 2/--epochs 1/')
+$run -np 2 "$vae" $one_epoch --data "$data" --out "$tmp/res" >/dev/null 2>&1 ||
+    fail "-np 2, first epoch"
+$run -np 2 "$vae" $small --data "$data" --out "$tmp/res" \
+    --resume "$tmp/res/checkpoint.safetensors" >"$tmp/res.log" 2>&1 ||
+    fail "-np 2 --resume: $(cat "$tmp/res.log")"
+if cmp -s "$tmp/np2/checkpoint.safetensors" "$tmp/res/checkpoint.safetensors"; then
+    echo "ok: -np 2 resumed after epoch 1 = straight -np 2 run"
+else
+    fail "-np 2 resumed differs from the straight run: $($ck_diff \
+        "$tmp/np2/checkpoint.safetensors" "$tmp/res/checkpoint.safetensors" 0)"
+fi
+
+# --- failures: one message, every rank stops ---------------------------------
+# rank 1 runs in a folder where the relative --data path does not exist, as
+# on a machine that lacks the data
+mkdir -p "$tmp/w0" "$tmp/w1"
+ln -s "$data" "$tmp/w0/mnist"
+$run -np 1 -wdir "$tmp/w0" "$vae" $small --data mnist --out "$tmp/w0/out" : \
+    -np 1 -wdir "$tmp/w1" "$vae" $small --data mnist --out "$tmp/w0/out" \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error "$tmp/st" "$tmp/err" "rank 1 without data"
+[ -e "$tmp/w0/out" ] && fail "rank 1 without data: output folder created"
+
+head -c 1000 "$tmp/np2/checkpoint.safetensors" >"$tmp/broken.safetensors"
+$run -np 2 "$vae" $small --data "$data" --out "$tmp/broken" \
+    --resume "$tmp/broken.safetensors" >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error "$tmp/st" "$tmp/err" "broken checkpoint"
+
+$run -np 2 "$vae" --batch 0 >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error "$tmp/st" "$tmp/err" "bad flag"
+
+[ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
+echo "all ok"
