@@ -231,6 +231,37 @@ static tg_tensor *noise_rows(tg_tape *tp, tg_rng *rng, float *buf, int n,
     return eps;
 }
 
+/* Forward and backward of this rank's rows [first, first + mine) of a
+ * global batch xbuf [n, input] (all of it in one process), with the noise
+ * one process draws for them. Backward runs on
+ *     (sum over the rows of rec + kl) / n
+ * so the all-reduce (a sum over ranks) gives the gradient of the global
+ * batch's mean -ELBO; alone it is exactly the gradient of tg_mean.
+ * sums = {1 if the loss is not finite else 0, sum of rec, sum of kl}. */
+static void share_step(tg_tape *tp, const tg_vae *vae, const float *xbuf,
+                       float *epsbuf, int n, tg_rng *noise, double sums[3])
+{
+    int input = vae->cfg.input, first, mine = tg_dist_share(n, &first);
+    tg_tape_reset(tp);
+    tg_tensor *eps =
+        noise_rows(tp, noise, epsbuf, n, vae->cfg.latent, first, mine);
+    sums[0] = sums[1] = sums[2] = 0.0;
+    if (!eps)
+        return;
+    tg_tensor *x = tg_tape_tensor2(tp, mine, input, false);
+    memcpy(x->data, xbuf + (size_t)first * input,
+           sizeof(float) * (size_t)mine * input);
+    tg_vae_out out = tg_vae_forward_eps(tp, vae, x, eps);
+    if (!isfinite(out.loss->data[0])) {
+        sums[0] = 1.0;
+        return;
+    }
+    tg_tensor *rows_sum = tg_sum(tp, tg_add(tp, out.rec, out.kl));
+    tg_backward(tp, tg_scale(tp, rows_sum, (float)(1.0 / n)));
+    sums[1] = sum_rows(out.rec);
+    sums[2] = sum_rows(out.kl);
+}
+
 /* Test -ELBO, rec and KL in nats per sample: recording off, batches of
  * EVAL_BATCH, the tape rewound after each. Under MPI each rank takes its
  * share of every batch and the sums are reduced. */
@@ -761,37 +792,42 @@ int main(int argc, char **argv)
         tg_batcher_start(&batcher, epoch, pos.batch);
         cli_progress bar;
         cli_progress_start(&bar, n_batches);
-        double t0 = cli_now();
-        int seen_before = pos.seen, n;
+        double t0 = cli_now(), allreduce0 = tg_dist_allreduce_seconds();
+        int seen_before = pos.seen, batch_before = pos.batch, n;
         for (int i = pos.batch;
              i < n_batches && (n = tg_batcher_next(&batcher, xbuf, NULL)) > 0;
              i++) {
-            tg_tape_reset(tp);
-            tg_tensor *x = tg_tape_tensor2(tp, n, input, false);
-            memcpy(x->data, xbuf, sizeof(float) * (size_t)n * input);
             tg_params_zero_grad(ps);
-            tg_vae_out out = tg_vae_forward(tp, vae, x, &pos.noise);
+            double sums[3]; /* loss not finite, rec, kl of this rank's rows */
+            share_step(tp, vae, xbuf, epsbuf, n, &pos.noise, sums);
+            /* Under MPI one small all-reduce tells every rank whether any
+             * loss was not finite, and gives the global batch's sums; the
+             * guard then sees the same all-reduced gradients everywhere,
+             * so every rank takes the same decision. */
+            tg_dist_sum(sums, 3);
             /* NaN/Inf guard: the loss, then every value and gradient */
             const char *bad = "loss", *why = "is not finite";
-            if (isfinite(out.loss->data[0])) {
-                tg_backward(tp, out.loss);
+            if (sums[0] == 0.0) {
+                tg_dist_allreduce_grads(ps);
                 bad = cli_nonfinite(ps, &why);
             }
             if (bad && !o.skip_nonfinite) {
                 cli_progress_end(&bar);
-                fprintf(stderr,
-                        "vae_mnist: step %lld (epoch %d, batch %d): %s: %s; "
-                        "stopped, no checkpoint of it written (try a smaller "
-                        "--lr, or --skip-nonfinite)\n",
-                        (long long)opt->step + 1, epoch, i + 1, bad, why);
+                if (tg_dist_rank() == 0)
+                    fprintf(stderr,
+                            "vae_mnist: step %lld (epoch %d, batch %d): %s: "
+                            "%s; stopped, no checkpoint of it written (try a "
+                            "smaller --lr, or --skip-nonfinite)\n",
+                            (long long)opt->step + 1, epoch, i + 1, bad, why);
+                tg_dist_finalize();
                 exit(3);
             }
             if (bad) {
                 pos.skipped++;
             } else {
                 tg_optim_step(opt);
-                pos.rec += sum_rows(out.rec);
-                pos.kl += sum_rows(out.kl);
+                pos.rec += sums[1];
+                pos.kl += sums[2];
                 pos.seen += n;
             }
             pos.batch = i + 1;
@@ -807,6 +843,8 @@ int main(int argc, char **argv)
             }
         }
         double dt = cli_now() - t0;
+        double allreduce_dt = tg_dist_allreduce_seconds() - allreduce0;
+        int steps = pos.batch - batch_before;
         cli_progress_end(&bar);
         double rec = pos.rec, kl = pos.kl;
         int seen = pos.seen;
@@ -825,6 +863,11 @@ int main(int argc, char **argv)
                "%.2f (rec %.2f, KL %.2f)  %.0f samples/s\n",
                epoch, st->train, st->train_rec, st->train_kl, st->test,
                st->test_rec, st->test_kl, st->samples_per_s);
+        if (tg_dist_size() > 1 && steps > 0)
+            printf("epoch %d  %d ranks: %.2f ms per step, of which all-reduce "
+                   "%.2f ms (rank 0)\n",
+                   epoch, tg_dist_size(), 1e3 * dt / steps,
+                   1e3 * allreduce_dt / steps);
         if (skipped)
             printf("epoch %d  skipped %lld non-finite step%s\n", epoch,
                    (long long)skipped, skipped == 1 ? "" : "s");
