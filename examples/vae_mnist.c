@@ -498,7 +498,7 @@ static int64_t meta_int(const options *o, const tg_meta *m, const char *key,
 {
     int64_t v;
     if (tg_meta_get_int(m, key, &v) != TG_OK)
-        fail_data();
+        fail_meta(o, key, "is missing or not an integer");
     if (v < lo || v > hi)
         fail_meta(o, key, "is out of range");
     return v;
@@ -561,9 +561,7 @@ static train_pos resume(const options *o, tg_vae *vae, tg_optim *opt)
                 {"batch", o->batch},
                 {"seed", (int64_t)o->seed}};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        int64_t v;
-        if (tg_meta_get_int(&m, keys[i].key, &v) != TG_OK)
-            fail_data();
+        int64_t v = meta_int(o, &m, keys[i].key, INT64_MIN, INT64_MAX);
         if (v != keys[i].want && i == 0) {
             fprintf(stderr,
                     "vae_mnist: %s: checkpoint has input %lld pixels but the "
@@ -584,6 +582,14 @@ static train_pos resume(const options *o, tg_vae *vae, tg_optim *opt)
     int64_t step = meta_int(o, &m, "step", 0, INT64_MAX);
     if (tg_checkpoint_load(o->resume, vae->params, opt, &m) != TG_OK)
         fail_data();
+    const char *why, *bad = cli_nonfinite(vae->params, &why);
+    for (size_t i = 0, n = tg_params_numel(vae->params); i < n && !bad; i++)
+        if (!isfinite(opt->m[i]) || !isfinite(opt->v[i]))
+            bad = "the Adam state", why = "is not finite";
+    if (bad) {
+        fprintf(stderr, "vae_mnist: %s: %s: %s\n", o->resume, bad, why);
+        exit(2);
+    }
     opt->step = step;
     return pos;
 }

@@ -1,0 +1,287 @@
+#!/bin/sh
+# Feeds vae_mnist and mlp_mnist bad input end to end: data folders, IDX
+# files, checkpoints, flags and output folders, each built here in a temp
+# folder. Every case checks the exact exit status (2 bad input, 1 an output
+# that cannot be written, 3 NaN/Inf), that stderr is exactly one line
+# "<prog>: ..." containing the file or flag at fault, and that nothing partial
+# is left behind (no output folder after bad input, no temporary files).
+#
+# usage: bad_input.sh VAE_MNIST MLP_MNIST MNIST_DIR
+# WRAP="valgrind --error-exitcode=99 ..." runs every program under a wrapper
+# (a wrapper's own report changes the exit status, so it fails the case).
+# VERBOSE=1 prints each case's message.
+set -u
+vae=$1
+mlp=$2
+mnist=$3
+wrap=${WRAP:-}
+tmp=$(mktemp -d)
+trap 'chmod -R u+rwx "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+fails=0
+cases=0
+
+fail() {
+    echo "FAIL: $*"
+    fails=$((fails + 1))
+}
+
+# expect STATUS MENTION PROG ARGS...: exit status exactly STATUS; when not 0,
+# stderr exactly one line "<prog>: ..." that contains MENTION.
+expect() {
+    want=$1
+    mention=$2
+    shift 2
+    cases=$((cases + 1))
+    # shellcheck disable=SC2086
+    $wrap "$@" >"$tmp/stdout" 2>"$tmp/stderr"
+    got=$?
+    name=$(basename "$1")
+    shift
+    if [ "$got" -ne "$want" ]; then
+        fail "$name $* exited $got, expected $want: $(head -c 2000 "$tmp/stderr")"
+        return
+    fi
+    if [ "$want" -eq 0 ]; then
+        [ -s "$tmp/stderr" ] && fail "$name $*: stderr not empty: $(cat "$tmp/stderr")"
+        return
+    fi
+    lines=$(wc -l <"$tmp/stderr")
+    if [ "$lines" -ne 1 ] || ! grep -q "^$name: " "$tmp/stderr"; then
+        fail "$name $*: want one line '$name: ...', got: $(cat "$tmp/stderr")"
+    elif ! grep -qF -- "$mention" "$tmp/stderr"; then
+        fail "$name $*: message does not name '$mention': $(cat "$tmp/stderr")"
+    else
+        [ -n "${VERBOSE:-}" ] && echo "ok ($got) $name $*: $(cat "$tmp/stderr")"
+    fi
+}
+
+# no_output DIR: a refused run left no output folder behind.
+no_output() {
+    [ -e "$1" ] && fail "partial output left in $1: $(ls -A "$1")"
+}
+
+# no_temp DIR: no temporary file of an interrupted write.
+no_temp() {
+    leftovers=$(find "$1" -name '*.tmp*' 2>/dev/null)
+    [ -n "$leftovers" ] && fail "temporary files left: $leftovers"
+}
+
+# --- IDX files built from the shipped digits -------------------------------
+be32() {
+    printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $(($1 >> 24 & 255)) \
+        $(($1 >> 16 & 255)) $(($1 >> 8 & 255)) $(($1 & 255)))"
+}
+raw="$tmp/raw"
+mkdir "$raw"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte \
+    t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    gzip -dc "$mnist/$f.gz" >"$raw/$f" || { echo "cannot read $mnist/$f.gz"; exit 1; }
+done
+
+# images FILE COUNT ROWS COLS [SRC]: an IDX3 file of COUNT images, pixels
+# taken from SRC (the shipped train images, or zeros when they run out).
+images() {
+    { printf '\000\000\010\003'; be32 "$2"; be32 "$3"; be32 "$4"
+      { tail -c +17 "${5:-$raw/train-images-idx3-ubyte}"; cat /dev/zero; } |
+          head -c $(($2 * $3 * $4)); } >"$1"
+}
+# labels FILE COUNT: an IDX1 file of COUNT labels from the shipped ones.
+labels() {
+    { printf '\000\000\010\001'; be32 "$2"
+      tail -c +9 "$raw/train-labels-idx1-ubyte" | head -c "$2"; } >"$1"
+}
+# dataset DIR [TRAIN_N TEST_N SIDE]: a small valid data folder.
+dataset() {
+    mkdir -p "$1"
+    images "$1/train-images-idx3-ubyte" "${2:-256}" "${4:-28}" "${4:-28}"
+    labels "$1/train-labels-idx1-ubyte" "${2:-256}"
+    images "$1/t10k-images-idx3-ubyte" "${3:-64}" "${4:-28}" "${4:-28}"
+    labels "$1/t10k-labels-idx1-ubyte" "${3:-64}"
+}
+good="$tmp/good"
+dataset "$good"
+# small, fast settings for the runs that train
+fast="--data $good --hidden 16 --latent 2 --batch 32 --threads 1"
+fast_mlp="--data $good --hidden 16 --batch 32 --threads 1"
+
+for prog in "$vae" "$mlp"; do
+    p=$(basename "$prog")
+    o="$tmp/out_$p"
+    out=""
+    [ "$p" = vae_mnist ] && out="--out $o"
+
+    # --- data folders ------------------------------------------------------
+    expect 2 "$tmp/missing" "$prog" --data "$tmp/missing" $out
+    : >"$tmp/plainfile"
+    expect 2 "$tmp/plainfile" "$prog" --data "$tmp/plainfile" $out
+    d="$tmp/$p.nolabels"; dataset "$d"; rm "$d/t10k-labels-idx1-ubyte"
+    expect 2 "t10k-labels-idx1-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.locked"; dataset "$d"; chmod 000 "$d"
+    if ! ls "$d" >/dev/null 2>&1; then # root reads it anyway: skip
+        expect 2 "$d" "$prog" --data "$d" $out
+    fi
+    chmod 755 "$d"
+    d="$tmp/$p.unreadable"; dataset "$d"
+    chmod 000 "$d/train-images-idx3-ubyte"
+    if ! cat "$d/train-images-idx3-ubyte" >/dev/null 2>&1; then
+        expect 2 "train-images-idx3-ubyte" "$prog" --data "$d" $out
+    fi
+    d="$tmp/$p.dirfile"; dataset "$d"; rm "$d/train-images-idx3-ubyte"
+    mkdir "$d/train-images-idx3-ubyte"
+    expect 2 "train-images-idx3-ubyte" "$prog" --data "$d" $out
+
+    # --- IDX contents ------------------------------------------------------
+    d="$tmp/$p.magic"; dataset "$d"
+    { printf '\000\000\011\003'; tail -c +5 "$good/train-images-idx3-ubyte"; } \
+        >"$d/train-images-idx3-ubyte"
+    expect 2 "train-images-idx3-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.magic2"; dataset "$d"
+    { printf 'PK\003\004'; tail -c +5 "$good/t10k-labels-idx1-ubyte"; } \
+        >"$d/t10k-labels-idx1-ubyte"
+    expect 2 "t10k-labels-idx1-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.trunc"; dataset "$d"
+    head -c 5000 "$good/train-images-idx3-ubyte" >"$d/train-images-idx3-ubyte"
+    expect 2 "train-images-idx3-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.trunchdr"; dataset "$d"
+    head -c 10 "$good/train-labels-idx1-ubyte" >"$d/train-labels-idx1-ubyte"
+    expect 2 "train-labels-idx1-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.empty"; dataset "$d"; : >"$d/t10k-images-idx3-ubyte"
+    expect 2 "t10k-images-idx3-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.trailing"; dataset "$d"
+    printf 'junk' >>"$d/t10k-images-idx3-ubyte"
+    expect 2 "t10k-images-idx3-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.count"; dataset "$d"; labels "$d/train-labels-idx1-ubyte" 255
+    expect 2 "train-labels-idx1-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.dims"; dataset "$d"
+    { printf '\000\000\010\002'; be32 256; be32 784
+      tail -c +17 "$good/train-images-idx3-ubyte"; } >"$d/train-images-idx3-ubyte"
+    expect 2 "train-images-idx3-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.huge"; dataset "$d"
+    { printf '\000\000\010\003'; be32 4000000000; be32 65535; be32 65535; } \
+        >"$d/train-images-idx3-ubyte"
+    expect 2 "train-images-idx3-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.gz"; dataset "$d"; rm "$d/t10k-images-idx3-ubyte"
+    gzip -c "$good/t10k-images-idx3-ubyte" | head -c 300 \
+        >"$d/t10k-images-idx3-ubyte.gz"
+    expect 2 "t10k-images-idx3-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.sizes"; dataset "$d"
+    images "$d/t10k-images-idx3-ubyte" 64 32 32
+    expect 2 "$d" "$prog" --data "$d" $out
+    [ "$p" = vae_mnist ] && no_output "$o"
+
+    # --- flags ---------------------------------------------------------------
+    for bad in "--batch 0" "--batch -5" "--batch 12x" "--batch 99999999999" \
+        "--batch 0x10" "--lr -1" "--lr 0" "--lr nan" "--lr inf" "--lr 1e9" \
+        "--lr 1e-3x" "--epochs -3" "--epochs 0" "--epochs ten" \
+        "--threads -1" "--threads 2000" "--seed -1" \
+        "--seed 99999999999999999999" "--max-batches 0" "--hidden -1"; do
+        set -- $bad
+        expect 2 "$1" "$prog" $out "$@"
+    done
+    expect 2 "--epochs" "$prog" $out --epochs " 5"
+    expect 2 "--batch" "$prog" $out --batch ""
+    expect 2 "--frobnicate" "$prog" --frobnicate 1
+    expect 2 "--epochs" "$prog" --epochs
+    expect 2 "stray" "$prog" stray
+    [ "$p" = vae_mnist ] && no_output "$o"
+done
+
+# --- vae_mnist only: model flags, checkpoints, outputs ---------------------
+o="$tmp/vae_out"
+for bad in "--latent 0" "--latent 99999" "--hidden 99999999" \
+    "--checkpoint-every 0" "--checkpoint-every x"; do
+    set -- $bad
+    expect 2 "$1" "$vae" --out "$o" "$@"
+done
+expect 2 "--data" "$vae" --data "" --out "$o"
+expect 2 "--out" "$vae" --out ""
+no_output "$o"
+
+# A good checkpoint to spoil.
+ck="$tmp/ck/checkpoint.safetensors"
+expect 0 "" "$vae" $fast --epochs 1 --max-batches 2 --out "$tmp/ck"
+hdr=$(od -An -tu8 -N8 "$ck" | tr -d ' ')
+
+expect 2 "$tmp/nock" "$vae" $fast --resume "$tmp/nock" --out "$o"
+expect 2 "$tmp/ck" "$vae" $fast --resume "$tmp/ck" --out "$o"
+expect 2 "--hidden" "$vae" --data "$good" --hidden 17 --latent 2 --batch 32 \
+    --resume "$ck" --out "$o"
+expect 2 "--latent" "$vae" --data "$good" --hidden 16 --latent 3 --batch 32 \
+    --resume "$ck" --out "$o"
+expect 2 "--batch" "$vae" --data "$good" --hidden 16 --latent 2 --batch 33 \
+    --resume "$ck" --out "$o"
+expect 2 "--seed" "$vae" $fast --seed 7 --resume "$ck" --out "$o"
+d="$tmp/vae.side32"; dataset "$d" 256 64 32
+expect 2 "$d" "$vae" $fast --data "$d" --resume "$ck" --out "$o"
+head -c 4000 "$ck" >"$tmp/trunc.safetensors"
+expect 2 "trunc.safetensors" "$vae" $fast --resume "$tmp/trunc.safetensors" --out "$o"
+head -c $((8 + hdr + 100)) "$ck" >"$tmp/truncdata.safetensors"
+expect 2 "truncdata.safetensors" "$vae" $fast --resume "$tmp/truncdata.safetensors" --out "$o"
+head -c 5 "$ck" >"$tmp/tiny.safetensors"
+expect 2 "tiny.safetensors" "$vae" $fast --resume "$tmp/tiny.safetensors" --out "$o"
+: >"$tmp/empty.safetensors"
+expect 2 "empty.safetensors" "$vae" $fast --resume "$tmp/empty.safetensors" --out "$o"
+head -c 3000 /dev/urandom >"$tmp/junk.safetensors"
+expect 2 "junk.safetensors" "$vae" $fast --resume "$tmp/junk.safetensors" --out "$o"
+sed 's/"shape":\[16,784\]/"shape":\[16,785\]/' "$ck" >"$tmp/shape.safetensors"
+expect 2 "shape.safetensors" "$vae" $fast --resume "$tmp/shape.safetensors" --out "$o"
+sed 's/"data_offsets":\[0,/"data_offsets":\[4,/' "$ck" >"$tmp/offs.safetensors"
+expect 2 "offs.safetensors" "$vae" $fast --resume "$tmp/offs.safetensors" --out "$o"
+sed 's/"__metadata__":{/"__metadata__":[/' "$ck" >"$tmp/json.safetensors"
+expect 2 "json.safetensors" "$vae" $fast --resume "$tmp/json.safetensors" --out "$o"
+sed 's/"noise_rng":"./"noise_rng":"z/' "$ck" >"$tmp/rng.safetensors"
+expect 2 "noise_rng" "$vae" $fast --resume "$tmp/rng.safetensors" --out "$o"
+sed 's/"epoch":"1"/"epoch":"x"/' "$ck" >"$tmp/epoch.safetensors"
+expect 2 "epoch" "$vae" $fast --resume "$tmp/epoch.safetensors" --out "$o"
+sed 's/"batch_in_epoch":"0"/"batch_in_epoch":"-"/' "$ck" >"$tmp/pos.safetensors"
+expect 2 "batch_in_epoch" "$vae" $fast --resume "$tmp/pos.safetensors" --out "$o"
+cp "$ck" "$tmp/nan.safetensors"
+printf '\377\377\377\177' | dd of="$tmp/nan.safetensors" bs=1 seek=$((8 + hdr)) \
+    conv=notrunc 2>/dev/null
+expect 2 "nan.safetensors" "$vae" $fast --resume "$tmp/nan.safetensors" --out "$o"
+no_output "$o"
+
+# Outputs that cannot be written: exit 1, no temporary files left.
+: >"$tmp/afile"
+expect 1 "$tmp/afile" "$vae" $fast --epochs 1 --max-batches 1 --out "$tmp/afile/sub"
+expect 1 "$tmp/afile" "$vae" $fast --epochs 1 --max-batches 1 --out "$tmp/afile"
+expect 1 "/proc/tapegrad" "$vae" $fast --epochs 1 --max-batches 1 --out /proc/tapegrad/x
+o="$tmp/ro"; mkdir "$o"; chmod 555 "$o"
+if ! : 2>/dev/null >"$o/probe"; then # root writes anyway: skip
+    expect 1 "$o" "$vae" $fast --epochs 1 --max-batches 1 --out "$o"
+fi
+rm -f "$o/probe"
+o="$tmp/ckdir"; mkdir -p "$o/checkpoint.safetensors"
+expect 1 "checkpoint.safetensors" "$vae" $fast --epochs 1 --max-batches 1 --out "$o"
+no_temp "$o"
+o="$tmp/csvdir"; mkdir -p "$o/metrics.csv"
+expect 1 "metrics.csv" "$vae" $fast --epochs 1 --max-batches 1 --out "$o"
+no_temp "$o"
+o="$tmp/pngdir"; mkdir -p "$o/samples.png"
+expect 1 "samples.png" "$vae" $fast --epochs 1 --max-batches 1 --out "$o"
+no_temp "$o"
+
+# --- NaN/Inf: exit 3 naming the step and tensor, nothing non-finite saved --
+o="$tmp/nan_fresh"
+expect 3 "step 2 " "$vae" $fast --lr 1e6 --epochs 1 --out "$o"
+[ -e "$o/checkpoint.safetensors" ] && fail "a blown-up run saved a checkpoint"
+no_temp "$o"
+cp -r "$tmp/ck" "$tmp/nan_resume"
+cp "$ck" "$tmp/ck.before"
+expect 3 "weight" "$vae" $fast --lr 1e6 --epochs 2 --out "$tmp/nan_resume" \
+    --resume "$tmp/nan_resume/checkpoint.safetensors"
+cmp -s "$tmp/ck.before" "$tmp/nan_resume/checkpoint.safetensors" ||
+    fail "the checkpoint changed although training blew up"
+expect 0 "" "$vae" $fast --lr 1e6 --epochs 1 --max-batches 4 --skip-nonfinite \
+    --out "$tmp/nan_skip"
+grep -q "skipped 3 non-finite steps" "$tmp/stdout" ||
+    fail "--skip-nonfinite did not count: $(cat "$tmp/stdout")"
+expect 3 "step 2 " "$mlp" $fast_mlp --lr 1e6 --epochs 1
+
+# --- and the good runs still work ------------------------------------------
+d="$tmp/side32"; dataset "$d" 256 64 32
+expect 0 "" "$vae" $fast --data "$d" --epochs 1 --max-batches 2 --out "$tmp/s32"
+expect 0 "" "$mlp" $fast_mlp --data "$d" --epochs 1 --max-batches 2
+
+echo "$cases cases, $fails failed"
+[ "$fails" -eq 0 ]
