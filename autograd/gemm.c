@@ -356,7 +356,8 @@ static double tile_cost(int M, int N, int K, bool c_trans, const gemm_kernel *k)
 }
 
 /* Split T threads into a tm x tn grid of C minimising the largest
- * rectangle's work plus its packing (~12 FMA-equivalents per packed float). */
+ * rectangle's work (FMA lanes per unit of K) plus packing its columns of B
+ * (~10 lanes per float; A is read in place). */
 static void split_grid(int pm, int pn, int mr, int nr, int T, int *tm, int *tn)
 {
     double best = -1;
@@ -365,7 +366,7 @@ static void split_grid(int pm, int pn, int mr, int nr, int T, int *tm, int *tn)
             continue;
         double mt = (double)((pm + a - 1) / a) * mr,
                nt = (double)((pn + T / a - 1) / (T / a)) * nr;
-        double cost = mt * nt + 12.0 * (mt + nt);
+        double cost = mt * nt + 10.0 * nt;
         if (best < 0 || cost < best) {
             best = cost;
             *tm = a;

@@ -1,9 +1,11 @@
 /* FMA peak of this machine: register-only loops for each vector width the CPU
  * has, on one thread and on all cores. Median of 5 runs of ~0.2 s each.
- * Usage: peak [seconds-per-run] */
+ * Usage: peak [--cpu-time] [seconds-per-run]
+ * --cpu-time: each thread is timed by its own CPU time (see fma_peak.h). */
 #include "fma_peak.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -22,7 +24,12 @@ static double median_peak(int width, int threads, double seconds)
 
 int main(int argc, char **argv)
 {
-    double seconds = argc > 1 ? atof(argv[1]) : 0.2;
+    int arg = 1;
+    if (argc > 1 && !strcmp(argv[1], "--cpu-time")) {
+        bench_cpu_time = 1;
+        arg++;
+    }
+    double seconds = argc > arg ? atof(argv[arg]) : 0.2;
     if (!(seconds > 0))
         seconds = 0.2;
     int cores = 1;
