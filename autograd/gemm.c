@@ -271,8 +271,9 @@ static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
                        int m0, int m1, int n0, int n1)
 {
     const int mr = kern->mr, nr = kern->nr, NC = cfg.nc;
-    size_t b_len = (size_t)NC * kc_step;
-    float *bpack = thread_buffer(b_len + (size_t)MAX_MR * kc_step);
+    /* Sized for the largest blocks, so each thread allocates once. */
+    size_t b_len = (size_t)NC * cfg.kc_max;
+    float *bpack = thread_buffer(b_len + (size_t)MAX_MR * cfg.kc_max);
     float *apack = bpack + b_len;
     /* Element (i, j) of the C being computed is at c[i * rs + j * cs]. */
     const ptrdiff_t ldc = pb->ldc, rs = pb->c_trans ? 1 : ldc,
