@@ -305,11 +305,14 @@ static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
                     ap_cs = mr;
                 }
                 for (int jr = 0; jr < nc; jr += nr) {
-                    const float *bp = bpack + (size_t)(jr - full) * kc;
-                    ptrdiff_t rsb = nr;
+                    const float *bp;
+                    ptrdiff_t rsb;
                     if (jr < full) {
                         bp = pb->B + (size_t)pc * pb->ldb + jc + jr;
                         rsb = pb->ldb;
+                    } else {
+                        bp = bpack + (size_t)(jr - full) * kc;
+                        rsb = nr;
                     }
                     int cols = nc - jr < nr ? nc - jr : nr;
                     float *c = pb->C + ir * rs + (jc + jr) * cs;
