@@ -73,8 +73,18 @@ static void run_blas(const operands *o)
 }
 #endif
 
+/* Switching between OpenBLAS (pthreads that busy-wait ~0.1 s after a call)
+ * and our OpenMP threads (which spin too): let the other side's threads go
+ * idle first, or they steal the second core from the measurement. */
 static void select_config(const config *c)
 {
+    static int last_is_ours = -1;
+    int ours = c->kernel != NULL;
+    if (last_is_ours >= 0 && ours != last_is_ours) {
+        struct timespec pause = {0, 250 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    last_is_ours = ours;
     if (c->kernel) {
         tg_gemm_set_kernel(c->kernel);
         tg_set_threads(c->threads);
