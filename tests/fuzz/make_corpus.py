@@ -61,16 +61,21 @@ IDX = {
 for name, data in IDX.items():
     write("idx", name, data)
 
+# fuzz_idx_gz: first byte odd = the target gzips the rest itself, even =
+# the rest is the file as it is.
 for name in ["labels-10", "images-3x4x4", "zero-dim", "trailing",
-             "truncated"]:
-    write("idx_gz", name + ".gz", gzip.compress(IDX[name], mtime=0))
-write("idx_gz", "raw-passthrough", IDX["matrix-2x5"])
+             "truncated", "huge-dims"]:
+    write("idx_gz", "z-" + name, b"\x01" + IDX[name])
+for name in ["labels-10", "images-3x4x4", "trailing"]:
+    write("idx_gz", name + ".gz", b"\x00" + gzip.compress(IDX[name], mtime=0))
+write("idx_gz", "raw-passthrough", b"\x00" + IDX["matrix-2x5"])
 gz = gzip.compress(IDX["images-3x4x4"], mtime=0)
-write("idx_gz", "cut-gzip", gz[:len(gz) // 2])
-write("idx_gz", "bad-crc", gz[:-8] + bytes(4) + gz[-4:])
+write("idx_gz", "cut-gzip", b"\x00" + gz[:len(gz) // 2])
+write("idx_gz", "bad-crc", b"\x00" + gz[:-8] + bytes(4) + gz[-4:])
 half = len(IDX["images-3x4x4"]) // 2
-write("idx_gz", "two-members", gzip.compress(IDX["images-3x4x4"][:half],
-      mtime=0) + gzip.compress(IDX["images-3x4x4"][half:], mtime=0))
+write("idx_gz", "two-members", b"\x00" + gzip.compress(
+    IDX["images-3x4x4"][:half], mtime=0) + gzip.compress(
+    IDX["images-3x4x4"][half:], mtime=0))
 
 # The fuzz target's model: enc.weight [2, 3], enc.bias [3], Adam.
 W = [0.5, -1.0, 2.0, 0.25, 3.5, -0.125]

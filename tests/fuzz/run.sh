@@ -26,7 +26,9 @@ case $secs in
                  exit 2 ;;
 esac
 if [ "$which" = all ]; then
-    set -- idx idx_gz safetensors -- "$@"
+    gz=idx_gz # only built with zlib
+    grep -q 'fuzz_idx_gz:' "$build/build.ninja" 2>/dev/null || gz=
+    set -- idx $gz safetensors -- "$@"
 else
     set -- "$which" -- "$@"
 fi
