@@ -133,6 +133,16 @@ for prog in "$vae" "$mlp"; do
     if ! cat "$d/train-images-idx3-ubyte" >/dev/null 2>&1; then
         expect 2 "train-images-idx3-ubyte" "$prog" --data "$d" $out
     fi
+    # unreadable even for root: reading /proc/self/mem at 0 fails (EIO)
+    d="$tmp/$p.eio"; dataset "$d"; rm "$d/train-images-idx3-ubyte"
+    ln -s /proc/self/mem "$d/train-images-idx3-ubyte"
+    expect 2 "train-images-idx3-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.fifo"; dataset "$d"; rm "$d/t10k-images-idx3-ubyte"
+    mkfifo "$d/t10k-images-idx3-ubyte"
+    expect 2 "t10k-images-idx3-ubyte" "$prog" --data "$d" $out
+    d="$tmp/$p.dangling"; dataset "$d"; rm "$d/train-labels-idx1-ubyte"
+    ln -s "$tmp/nowhere" "$d/train-labels-idx1-ubyte"
+    expect 2 "train-labels-idx1-ubyte" "$prog" --data "$d" $out
     d="$tmp/$p.dirfile"; dataset "$d"; rm "$d/train-images-idx3-ubyte"
     mkdir "$d/train-images-idx3-ubyte"
     expect 2 "train-images-idx3-ubyte" "$prog" --data "$d" $out
