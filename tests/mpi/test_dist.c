@@ -114,9 +114,8 @@ static void test_sharded_vae_gradient_is_global_mean(void **state)
 {
     (void)state;
     enum { N = 13, IN = 12, HID = 8, LAT = 3 };
-    tg_vae *vae =
-        tg_vae_new((tg_vae_config){.input = IN, .hidden = HID, .latent = LAT},
-                   7);
+    tg_vae *vae = tg_vae_new(
+        (tg_vae_config){.input = IN, .hidden = HID, .latent = LAT}, 7);
     tg_params *ps = tg_vae_params(vae);
     size_t np = tg_params_numel(ps);
     float x[N * IN], eps[N * LAT];
