@@ -404,7 +404,8 @@ static void write_metrics(const options *o, const epoch_stats *hist, int n)
     if (!cli_commit(tmp, path, ok))
         fail_write(path);
 
-    double *xy = malloc(sizeof(double) * 3 * (size_t)(n ? n : 1));
+    size_t points = n > 0 ? (size_t)n : 1;
+    double *xy = malloc(sizeof(double) * 3 * points);
     if (!xy)
         fail_write(path);
     for (int i = 0; i < n; i++) {
