@@ -192,6 +192,7 @@ static float *all_bufs[MAX_BUFS]; /* keeps every buffer reachable */
 static atomic_int n_bufs;
 static _Thread_local float *tbuf;
 static _Thread_local size_t tbuf_len;
+static _Thread_local int tslot = -1; /* this thread's entry in all_bufs */
 
 static float *thread_buffer(size_t floats)
 {
@@ -201,19 +202,12 @@ static float *thread_buffer(size_t floats)
     float *p = aligned_alloc(64, bytes);
     if (!p)
         tg_fatal("tg_gemm", "out of memory for %zu-byte pack buffer", bytes);
-    /* A grown buffer replaces the old one; blocks are fixed, so this happens
-     * once per thread (twice if the kernel is switched). */
-    int slot = -1;
-    for (int i = 0; i < atomic_load(&n_bufs) && i < MAX_BUFS; i++)
-        if (all_bufs[i] == tbuf && tbuf)
-            slot = i;
-    if (slot >= 0) {
-        all_bufs[slot] = p;
-    } else {
-        int i = atomic_fetch_add(&n_bufs, 1);
-        if (i < MAX_BUFS)
-            all_bufs[i] = p;
-    }
+    /* Blocks are fixed, so this runs once per thread (again only if the
+     * kernel is switched to one with larger blocks). */
+    if (tslot < 0)
+        tslot = atomic_fetch_add(&n_bufs, 1);
+    if (tslot < MAX_BUFS)
+        all_bufs[tslot] = p; /* only this thread writes its slot */
     free(tbuf);
     tbuf = p;
     tbuf_len = bytes / sizeof(float);

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,6 +261,52 @@ static void test_gemm_bit_identical_for_one_and_two_threads(void **state)
     tg_set_threads(saved);
 }
 
+/* Two application threads calling tg_gemm at once (each with its own pack
+ * buffer) get exactly what one thread gets calling them in turn. */
+typedef struct {
+    int M, N, K;
+    const float *A, *B;
+    float *C;
+} call;
+
+static void *run_call(void *arg)
+{
+    call *c = arg;
+    for (int rep = 0; rep < 20; rep++)
+        tg_gemm(false, true, c->M, c->N, c->K, 1.0f, c->A, c->K, c->B, c->K,
+                0.0f, c->C, c->N);
+    return NULL;
+}
+
+static void test_gemm_concurrent_callers_match_serial_calls(void **state)
+{
+    (void)state;
+    call calls[2] = {{96, 200, 300, NULL, NULL, NULL},
+                     {130, 70, 900, NULL, NULL, NULL}};
+    float *serial[2];
+    for (int i = 0; i < 2; i++) {
+        call *c = &calls[i];
+        c->A = random_matrix((size_t)c->M * c->K);
+        c->B = random_matrix((size_t)c->N * c->K);
+        c->C = random_matrix((size_t)c->M * c->N);
+        serial[i] = random_matrix((size_t)c->M * c->N);
+        tg_gemm(false, true, c->M, c->N, c->K, 1.0f, c->A, c->K, c->B, c->K,
+                0.0f, serial[i], c->N);
+    }
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, run_call, &calls[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_memory_equal(calls[i].C, serial[i],
+                            (size_t)calls[i].M * calls[i].N * sizeof(float));
+        free((void *)calls[i].A);
+        free((void *)calls[i].B);
+        free(calls[i].C);
+        free(serial[i]);
+    }
+}
+
 static void test_gemm_set_kernel_refuses_unknown_names(void **state)
 {
     (void)state;
@@ -283,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_gemm_beta_zero_ignores_nan_in_c),
         cmocka_unit_test(test_gemm_k_zero_scales_c),
         cmocka_unit_test(test_gemm_bit_identical_for_one_and_two_threads),
+        cmocka_unit_test(test_gemm_concurrent_callers_match_serial_calls),
         cmocka_unit_test(test_gemm_set_kernel_refuses_unknown_names),
     };
     return cmocka_run_group_tests_name("gemm", tests, NULL, NULL);
