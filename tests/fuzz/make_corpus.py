@@ -103,5 +103,8 @@ ST = {
                   b'"data_offsets":[0,4]}}') + bytes(4),
     "bad-step": st(full, {"optim.kind": "adam", "optim.step": "-1"}),
 }
+ST["short"] = b"\x08\x00\x00"
+ST["length-too-big"] = struct.pack("<Q", 40) + b'{"a":1}'
+ST["length-over-100mb"] = struct.pack("<Q", 100000001) + b"{}"
 for name, data in ST.items():
     write("safetensors", name, data)
