@@ -73,6 +73,14 @@ gz = gzip.compress(IDX["images-3x4x4"], mtime=0)
 write("idx_gz", "cut-gzip", b"\x00" + gz[:len(gz) // 2])
 write("idx_gz", "bad-crc", b"\x00" + gz[:-8] + bytes(4) + gz[-4:])
 half = len(IDX["images-3x4x4"]) // 2
+# More than 1 MB decompressed: the buffer grows (2 MB of zeros, ~2 KB of
+# gzip); exact, with one trailing byte, and cut short.
+big = idx([2, 1024, 1024], bytes(2 << 20))
+write("idx_gz", "grow-2mb.gz", b"\x00" + gzip.compress(big, mtime=0))
+write("idx_gz", "grow-trailing.gz",
+      b"\x00" + gzip.compress(big + b"\0", mtime=0))
+write("idx_gz", "grow-short.gz",
+      b"\x00" + gzip.compress(big[:3 << 19], mtime=0))
 write("idx_gz", "two-members", b"\x00" + gzip.compress(
     IDX["images-3x4x4"][:half], mtime=0) + gzip.compress(
     IDX["images-3x4x4"][half:], mtime=0))
@@ -103,6 +111,12 @@ ST = {
                   b'"data_offsets":[0,4]}}') + bytes(4),
     "bad-step": st(full, {"optim.kind": "adam", "optim.step": "-1"}),
 }
+# tg_meta limits (32 entries, key < 64 bytes, value < 256 bytes).
+adam = {"optim.kind": "adam", "optim.step": "1"}
+ST["meta-long-value"] = st(full, dict(adam, note="v" * 256))
+ST["meta-long-key"] = st(full, dict(adam, **{"k" * 64: "x"}))
+ST["meta-33"] = st(full, dict(adam, **{"k%d" % i: "" for i in range(31)}))
+ST["wrong-ndim"] = st([full[0], ("enc.bias", [1, 3], B)])
 ST["short"] = b"\x08\x00\x00"
 ST["length-too-big"] = struct.pack("<Q", 40) + b'{"a":1}'
 ST["length-over-100mb"] = struct.pack("<Q", 100000001) + b"{}"
