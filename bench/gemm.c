@@ -175,6 +175,7 @@ static float *random_floats(size_t n, unsigned *seed)
     return m;
 }
 
+#ifdef TG_BENCH_OPENBLAS
 /* Largest |ours - other| relative to the largest |other|. */
 static double disagreement(const float *ours, const float *other, size_t n)
 {
@@ -185,6 +186,7 @@ static double disagreement(const float *ours, const float *other, size_t n)
     }
     return mag > 0 ? d / mag : d;
 }
+#endif
 
 int main(int argc, char **argv)
 {
