@@ -18,6 +18,11 @@
  * cannot be sized before decompressing, so this also bounds what a lying
  * header can make us read. */
 #define IDX_MAX_BYTES ((uint64_t)1 << 30)
+/* First buffer for a gzip payload, doubled as data arrives. The fuzz build
+ * makes it small so that short inputs reach the growth. */
+#ifndef IDX_FIRST_CHUNK
+#define IDX_FIRST_CHUNK ((size_t)1 << 20)
+#endif
 
 bool tg_have_zlib(void)
 {
@@ -221,7 +226,8 @@ static tg_status read_raw(source *s, off_t file_size, int ndim,
  * detecting trailing garbage) and is compared at the end. */
 static tg_status read_stream(source *s, uint64_t payload, uint8_t **out)
 {
-    size_t cap = payload + 1 < (1u << 20) ? (size_t)payload + 1 : (1u << 20);
+    size_t cap = payload + 1 < IDX_FIRST_CHUNK ? (size_t)payload + 1
+                                               : IDX_FIRST_CHUNK;
     size_t len = 0;
     uint8_t *buf = malloc(cap);
     if (!buf)
