@@ -1,0 +1,165 @@
+/* vae_mnist's outputs: pictures (PNG), metrics.csv and loss.svg, each
+ * written to a temporary file and renamed, so none is ever half-written. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "png.h"
+#include "svg.h"
+#include "vae_mnist.h"
+
+/* Standard normal quantile by bisection on Phi(x) = erfc(-x / sqrt 2) / 2. */
+static double normal_quantile(double p)
+{
+    double lo = -10.0, hi = 10.0;
+    for (int i = 0; i < 80; i++) {
+        double mid = 0.5 * (lo + hi);
+        if (0.5 * erfc(-mid / sqrt(2.0)) < p)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+static void write_grid(const char *path, const float *tiles, int n, int side,
+                       int cols, int scale)
+{
+    int w, h;
+    uint8_t *img = png_tile_grid(tiles, n, side, side, cols, scale, &w, &h);
+    const char *tmp = cli_tmp(path);
+    errno = 0;
+    if (!img || !cli_commit(tmp, path, png_write_gray(tmp, w, h, img)))
+        fail_write(path);
+    free(img);
+}
+
+/* reconstructions.png: rows of 16 test inputs, each above its
+ * reconstruction (decoded at the posterior mean); samples.png: 64 decoded
+ * prior draws (the same z every epoch); manifold.png (latent = 2): decoded
+ * 20 x 20 grid of z at normal quantiles 0.05 .. 0.95. */
+void write_pictures(tg_tape *tp, const tg_vae *vae,
+                           const tg_dataset *test, const options *o)
+{
+    enum { COLS = 16, PAIRS = 2, SIDE_N = 20 };
+    int side = test->rows, pixels = test->rows * test->cols;
+    if (test->rows != test->cols)
+        return; /* pictures assume square images */
+    bool was = tg_tape_set_recording(tp, false);
+    float *tiles = malloc(sizeof(float) * (size_t)pixels * SIDE_N * SIDE_N);
+    if (!tiles)
+        fail_write(o->out);
+
+    int n = COLS * PAIRS <= test->n ? COLS * PAIRS : test->n;
+    tg_tape_reset(tp);
+    tg_tensor *x = rows_on_tape(tp, test, 0, n);
+    tg_tensor *rec = tg_vae_reconstruct(tp, vae, x);
+    int t = 0;
+    for (int r = 0; r * COLS < n; r++) {
+        int m = n - r * COLS < COLS ? n - r * COLS : COLS;
+        size_t off = (size_t)r * COLS * pixels, len = (size_t)m * pixels;
+        memcpy(tiles + (size_t)t * pixels, x->data + off, len * sizeof(float));
+        memset(tiles + (size_t)(t + m) * pixels, 0,
+               (size_t)(COLS - m) * pixels * sizeof(float));
+        t += COLS;
+        memcpy(tiles + (size_t)t * pixels, rec->data + off,
+               len * sizeof(float));
+        t += m;
+    }
+    write_grid(cli_path(o->out, "reconstructions.png"), tiles, t, side, COLS,
+               2);
+
+    tg_rng rng;
+    tg_rng_seed(&rng, o->seed, 1);
+    tg_tape_reset(tp);
+    tg_tensor *samples = tg_vae_sample(tp, vae, 64, &rng);
+    write_grid(cli_path(o->out, "samples.png"), samples->data, 64, side, 8, 2);
+
+    if (vae->cfg.latent == 2) {
+        tg_tape_reset(tp);
+        tg_tensor *z = tg_tape_tensor2(tp, SIDE_N * SIDE_N, 2, false);
+        for (int i = 0; i < SIDE_N; i++)
+            for (int j = 0; j < SIDE_N; j++) {
+                /* row i from top = z2 high to low, column j = z1 */
+                double pi = 0.05 + 0.9 * (SIDE_N - 1 - i) / (SIDE_N - 1);
+                double pj = 0.05 + 0.9 * j / (SIDE_N - 1);
+                z->data[2 * (i * SIDE_N + j)] = (float)normal_quantile(pj);
+                z->data[2 * (i * SIDE_N + j) + 1] = (float)normal_quantile(pi);
+            }
+        tg_tensor *dec = tg_vae_decode(tp, vae, z);
+        write_grid(cli_path(o->out, "manifold.png"), dec->data, SIDE_N * SIDE_N,
+                   side, SIDE_N, 1);
+    }
+    free(tiles);
+    tg_tape_reset(tp);
+    tg_tape_set_recording(tp, was);
+}
+
+void write_metrics(const options *o, const epoch_stats *hist, int n)
+{
+    const char *path = cli_path(o->out, "metrics.csv");
+    const char *tmp = cli_tmp(path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        fail_write(path);
+    fprintf(f, "epoch,step,train_neg_elbo,train_rec,train_kl,test_neg_elbo,"
+               "test_rec,test_kl,samples_per_s\n");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%d,%lld,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.1f\n",
+                hist[i].epoch, (long long)hist[i].step, hist[i].train,
+                hist[i].train_rec, hist[i].train_kl, hist[i].test,
+                hist[i].test_rec, hist[i].test_kl, hist[i].samples_per_s);
+    errno = 0;
+    bool ok = !ferror(f);
+    ok = (fclose(f) == 0) && ok;
+    if (!cli_commit(tmp, path, ok))
+        fail_write(path);
+
+    size_t points = n > 0 ? (size_t)n : 1;
+    double *xy = malloc(sizeof(double) * 3 * points);
+    if (!xy)
+        fail_write(path);
+    for (int i = 0; i < n; i++) {
+        xy[i] = hist[i].epoch;
+        xy[n + i] = hist[i].train;
+        xy[2 * n + i] = hist[i].test;
+    }
+    svg_series s[2] = {{"train", "#1f77b4", xy, xy + n, n},
+                       {"test", "#d62728", xy, xy + 2 * n, n}};
+    path = cli_path(o->out, "loss.svg");
+    tmp = cli_tmp(path);
+    errno = 0;
+    if (!cli_commit(tmp, path,
+                    svg_line_chart(tmp, "VAE on MNIST: -ELBO per sample",
+                                   "epoch", "-ELBO (nats)", s, 2)))
+        fail_write(path);
+    free(xy);
+}
+
+/* Rows of an earlier run's metrics.csv before first_epoch, so a resumed run
+ * keeps its curves. A missing file gives none. */
+int read_metrics(const options *o, epoch_stats *hist, int first_epoch,
+                        int cap)
+{
+    FILE *f = fopen(cli_path(o->out, "metrics.csv"), "r");
+    if (!f)
+        return 0;
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < cap) {
+        epoch_stats s;
+        long long step;
+        if (sscanf(line, "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &s.epoch, &step,
+                   &s.train, &s.train_rec, &s.train_kl, &s.test, &s.test_rec,
+                   &s.test_kl, &s.samples_per_s) == 9 &&
+            s.epoch < first_epoch) {
+            s.step = step;
+            hist[n++] = s;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
