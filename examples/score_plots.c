@@ -37,17 +37,18 @@ static double quantile(const double *v, int n, double q)
     return r;
 }
 
-/* Fraction of v in each of bins bins over [lo, hi]; values outside land in
- * the edge bins, so the tails stay visible. */
+/* Fraction of v in each of bins bins over [lo, hi] (of log10 v when logx);
+ * values outside land in the edge bins, so the tails stay visible. */
 static void histogram(const double *v, int n, double lo, double hi, int bins,
-                      double *frac)
+                      bool logx, double *frac)
 {
     memset(frac, 0, sizeof(double) * (size_t)bins);
     int m = 0;
     for (int i = 0; i < n; i++) {
         if (!isfinite(v[i]))
             continue;
-        int b = (int)floor((v[i] - lo) / (hi - lo) * bins);
+        double t = logx ? (v[i] > 0 ? log10(v[i]) : lo) : v[i];
+        int b = (int)floor((t - lo) / (hi - lo) * bins);
         frac[b < 0 ? 0 : b >= bins ? bins - 1 : b] += 1.0;
         m++;
     }
@@ -111,9 +112,13 @@ bool plot_histograms(const char *path, const char *title,
         }
         if (!(hi > lo))
             hi = lo + 1.0;
-        histogram(hp->in, hp->n_in, lo, hi, bins, fi);
+        /* positive scores spanning decades (a far-off OOD tail): bin their
+         * logarithm, or the in-distribution set fills one bin */
+        bool logx = lo > 0 && hi / lo > 20;
+        double blo = logx ? log10(lo) : lo, bhi = logx ? log10(hi) : hi;
+        histogram(hp->in, hp->n_in, blo, bhi, bins, logx, fi);
         if (hp->ood)
-            histogram(hp->ood, hp->n_ood, lo, hi, bins, fo);
+            histogram(hp->ood, hp->n_ood, blo, bhi, bins, logx, fo);
         double ymax = 1e-12;
         for (int b = 0; b < bins; b++)
             ymax = fmax(ymax, fmax(fi[b], hp->ood ? fo[b] : 0));
@@ -137,6 +142,11 @@ bool plot_histograms(const char *path, const char *title,
                 "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
                 x0, y0, PW, PH, x0, y0 + PH + 14, lo, x0 + PW, y0 + PH + 14, hi,
                 x0 - 4, y0 + 10, ymax);
+        if (logx)
+            fprintf(f,
+                    "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">"
+                    "log scale</text>\n",
+                    x0 + PW / 2.0, y0 + PH + 14);
     }
     fprintf(f, "</svg>\n");
     free(fi);
