@@ -129,8 +129,9 @@ int main(int argc, char **argv)
     double ms = 1e3 * t_timed / timed;
     /* Six GEMMs: three forward products, and backward dW and dx for each
      * layer but dx of the first (the data needs no gradient). */
-    double fwd = (double)cfg.input * cfg.hidden + cfg.hidden * 2.0 * cfg.latent +
-                 (double)cfg.latent * cfg.hidden + (double)cfg.hidden * cfg.input;
+    double fwd =
+        (double)cfg.input * cfg.hidden + cfg.hidden * 2.0 * cfg.latent +
+        (double)cfg.latent * cfg.hidden + (double)cfg.hidden * cfg.input;
     if (cfg.hidden == 0)
         fwd = cfg.input * 2.0 * cfg.latent + (double)cfg.latent * cfg.input;
     double first = cfg.hidden ? (double)cfg.input * cfg.hidden
@@ -139,11 +140,14 @@ int main(int argc, char **argv)
     printf("vae_step %d-%d-%d batch %d, %d threads, gemm %s\n", cfg.input,
            cfg.hidden, cfg.latent, batch, tg_get_threads(), tg_gemm_kernel());
     printf("  %.3f ms/step  %.0f samples/s  %.1f GFLOP/s over the whole step "
-           "(%.2f MFLOP/sample)\n", ms, batch / (ms * 1e-3),
-           flops / (ms * 1e-3) * 1e-9, flops / batch * 1e-6);
-    printf("  heap allocations per step after warm-up: %.2f (%ld in %d steps)\n",
-           (double)allocs_timed / timed, allocs_timed, timed);
-    printf("  peak RSS %.1f MiB, last loss %.2f\n", ru.ru_maxrss / 1024.0, loss);
+           "(%.2f MFLOP/sample)\n",
+           ms, batch / (ms * 1e-3), flops / (ms * 1e-3) * 1e-9,
+           flops / batch * 1e-6);
+    printf(
+        "  heap allocations per step after warm-up: %.2f (%ld in %d steps)\n",
+        (double)allocs_timed / timed, allocs_timed, timed);
+    printf("  peak RSS %.1f MiB, last loss %.2f\n", ru.ru_maxrss / 1024.0,
+           loss);
 
     tg_tape_free(tp);
     tg_batcher_free(&b);
