@@ -3,6 +3,8 @@
  * parameters were added, so an optimizer or an all-reduce sees one array.
  * After sealing the tensors no longer own their storage (owns_data=false):
  * the set frees the two buffers. */
+#include "parallel.h"
+#include "tg_config.h"
 #include "tg_nn.h"
 
 #include <math.h>
@@ -156,16 +158,65 @@ void tg_params_zero_grad(tg_params *ps)
     memset(ps->grad, 0, ps->numel * sizeof(float));
 }
 
+/* The largest |x[i]| as the bits of a float: NaN bits order above Inf, so a
+ * NaN anywhere makes the result NaN. Integer compares: the loop vectorises
+ * whatever the floating-point flags. */
+TG_VECTOR_CLONES
+static uint32_t absmax_bits(const float *x, size_t n)
+{
+    uint32_t max = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], sizeof b);
+        b &= 0x7fffffffu;
+        max = b > max ? b : max;
+    }
+    return max;
+}
+
+/* absmax_bits over x in blocks on the library's threads (a max does not
+ * depend on the order it is taken in). */
+static uint32_t absmax_bits_parallel(const float *x, size_t n)
+{
+    enum { BLOCK = 16384 };
+    size_t n_blocks = (n + BLOCK - 1) / BLOCK;
+    uint32_t max = 0;
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for schedule(static) reduction(max : max) \
+    num_threads(tg_get_threads()) if (n >= TG_PARALLEL_MIN)
+#endif
+    for (size_t k = 0; k < n_blocks; k++) {
+        size_t len = n - k * BLOCK < BLOCK ? n - k * BLOCK : BLOCK;
+        uint32_t m = absmax_bits(x + k * BLOCK, len);
+        max = m > max ? m : max;
+    }
+    return max;
+}
+
+static float bits_to_float(uint32_t b)
+{
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+float tg_params_grad_absmax(tg_params *ps)
+{
+    float *grad = tg_params_grad(ps);
+    return bits_to_float(absmax_bits_parallel(grad, tg_params_numel(ps)));
+}
+
 static bool all_finite(const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return false;
-    return true;
+    return absmax_bits(x, n) < 0x7f800000u; /* below Inf's bits */
 }
 
 bool tg_params_finite(tg_params *ps, const char **where)
 {
+    /* Fast path: both contiguous buffers at once; names only on failure. */
+    if (absmax_bits_parallel(tg_params_data(ps), tg_params_numel(ps)) < 0x7f800000u &&
+        absmax_bits_parallel(tg_params_grad(ps), tg_params_numel(ps)) < 0x7f800000u)
+        return true;
     for (int i = 0; i < ps->n; i++) {
         const tg_tensor *t = ps->tensors[i];
         if (!all_finite(t->data, t->size) ||

@@ -75,6 +75,9 @@ void tg_params_zero_grad(tg_params *ps);
 /* True when every parameter value and gradient is finite; otherwise *where
  * (if not NULL) names the first tensor holding a NaN or Inf. */
 bool tg_params_finite(tg_params *ps, const char **where);
+/* The largest |gradient| (NaN if any gradient is NaN): for a NaN guard that
+ * also catches gradients whose square would overflow, or for clipping. */
+float tg_params_grad_absmax(tg_params *ps);
 
 /* ---- layers -------------------------------------------------------------- */
 

@@ -96,6 +96,24 @@ static void finite_names_the_first_bad_tensor(void **state)
     tg_params_free(ps);
 }
 
+static void grad_absmax_is_the_largest_magnitude_or_nan(void **state)
+{
+    (void)state;
+    tg_params *ps = three_params();
+    tg_params_zero_grad(ps);
+    assert_true(tg_params_grad_absmax(ps) == 0.0f);
+    float *grad = tg_params_grad(ps);
+    size_t n = tg_params_numel(ps);
+    grad[0] = 3.0f;
+    grad[n - 1] = -7.5f; /* the largest is negative, and last */
+    assert_true(tg_params_grad_absmax(ps) == 7.5f);
+    grad[n / 2] = -INFINITY;
+    assert_true(isinf(tg_params_grad_absmax(ps)));
+    grad[1] = NAN;
+    assert_true(isnan(tg_params_grad_absmax(ps)));
+    tg_params_free(ps);
+}
+
 /* Runs f in a child; true when it died of SIGABRT (tg_fatal). */
 static bool aborts(void (*f)(void))
 {
@@ -148,6 +166,7 @@ int main(void)
         cmocka_unit_test(names_count_and_find),
         cmocka_unit_test(sealing_makes_data_and_grad_contiguous),
         cmocka_unit_test(finite_names_the_first_bad_tensor),
+        cmocka_unit_test(grad_absmax_is_the_largest_magnitude_or_nan),
         cmocka_unit_test(misuse_aborts),
         cmocka_unit_test(empty_set_seals),
     };
