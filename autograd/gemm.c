@@ -19,6 +19,7 @@
 #include "tg_autograd.h"
 #include "tg_config.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,31 +187,52 @@ static int all_cores(void)
 void tg_set_threads(int n) { cfg.threads = n > 0 ? n : 0; }
 int tg_get_threads(void) { return cfg.threads > 0 ? cfg.threads : all_cores(); }
 
-/* ---- pack buffers: one per thread, allocated on first use ---------------- */
-enum { MAX_BUFS = 256 };
-static float *all_bufs[MAX_BUFS]; /* keeps every buffer reachable */
-static atomic_int n_bufs;
-static _Thread_local float *tbuf;
-static _Thread_local size_t tbuf_len;
-static _Thread_local int tslot = -1; /* this thread's entry in all_bufs */
+/* ---- pack buffers: one per thread, allocated on first use ----------------
+ * Each thread's buffer hangs on a pthread key whose destructor frees it when
+ * the thread exits (OpenMP pools of threads that call tg_gemm concurrently
+ * come and go); a long-lived thread keeps its buffer, so a steady-state call
+ * allocates nothing. */
+typedef struct pack_buffer {
+    float *data;
+    size_t len; /* floats */
+} pack_buffer;
+
+static pthread_key_t buffer_key;
+static pthread_once_t buffer_once = PTHREAD_ONCE_INIT;
+
+static void buffer_free(void *p)
+{
+    pack_buffer *b = p;
+    free(b->data);
+    free(b);
+}
+
+static void buffer_key_create(void)
+{
+    if (pthread_key_create(&buffer_key, buffer_free) != 0)
+        tg_fatal("tg_gemm", "cannot create the pack buffers' thread key");
+}
 
 static float *thread_buffer(size_t floats)
 {
-    if (tbuf_len >= floats)
-        return tbuf;
+    pthread_once(&buffer_once, buffer_key_create);
+    pack_buffer *b = pthread_getspecific(buffer_key);
+    if (b && b->len >= floats)
+        return b->data;
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b || pthread_setspecific(buffer_key, b) != 0)
+            tg_fatal("tg_gemm", "out of memory for a pack buffer");
+    }
+    /* Blocks are fixed, so this runs once per thread (again only if the
+     * kernel is switched to one with larger blocks). */
     size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
     float *p = aligned_alloc(64, bytes);
     if (!p)
         tg_fatal("tg_gemm", "out of memory for %zu-byte pack buffer", bytes);
-    /* Blocks are fixed, so this runs once per thread (again only if the
-     * kernel is switched to one with larger blocks). */
-    if (tslot < 0)
-        tslot = atomic_fetch_add(&n_bufs, 1);
-    if (tslot < MAX_BUFS)
-        all_bufs[tslot] = p; /* only this thread writes its slot */
-    free(tbuf);
-    tbuf = p;
-    tbuf_len = bytes / sizeof(float);
+    free(b->data);
+    b->data = p;
+    b->len = bytes / sizeof(float);
     return p;
 }
 
