@@ -1,5 +1,6 @@
 /* Products: the fused Dense op and a general matmul. Both run on tg_gemm,
  * forward and backward. */
+#include "parallel.h"
 #include "tape.h"
 
 /* y [B, out] = x [B, in] . W^T + b, W [out, in], b [out] or NULL.
@@ -18,11 +19,19 @@ static void dense_backward(tg_tape *tp, tg_record *r)
     if (dW)
         tg_gemm(true, false, out, in, B, 1.0f, dy, out, x->data, in, 1.0f,
                 dW, in);
+    /* db: columns split over threads, each summed down the rows in order */
     float *db = b ? grad_of(tp, b) : NULL;
-    if (db)
-        for (int i = 0; i < B; i++)
-            for (int j = 0; j < out; j++)
-                db[j] += dy[(size_t)i * out + j];
+    if (db) {
+        enum { COLS = 64 };
+        int n_blocks = (out + COLS - 1) / COLS;
+        TG_PARALLEL_FOR(B, out)
+        for (int k = 0; k < n_blocks; k++) {
+            int j0 = k * COLS, j1 = j0 + COLS < out ? j0 + COLS : out;
+            for (int i = 0; i < B; i++)
+                for (int j = j0; j < j1; j++)
+                    db[j] += dy[(size_t)i * out + j];
+        }
+    }
 }
 
 tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b)

@@ -152,10 +152,18 @@ float *tg_params_grad(tg_params *ps)
     return ps->grad;
 }
 
+/* In blocks on the library's threads: 2.6 MB for the VAE, every step. */
 void tg_params_zero_grad(tg_params *ps)
 {
+    enum { BLOCK = 16384 };
     tg_params_seal(ps);
-    memset(ps->grad, 0, ps->numel * sizeof(float));
+    float *grad = ps->grad;
+    size_t n = ps->numel, n_blocks = (n + BLOCK - 1) / BLOCK;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t k = 0; k < n_blocks; k++) {
+        size_t len = n - k * BLOCK < BLOCK ? n - k * BLOCK : BLOCK;
+        memset(grad + k * BLOCK, 0, len * sizeof(float));
+    }
 }
 
 /* The largest |x[i]| as the bits of a float: NaN bits order above Inf, so a
