@@ -12,43 +12,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "count_alloc.h"
 #include "tapegrad.h"
 #include "tg_vae.h"
-
-/* ---- counting allocator -------------------------------------------------- */
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-
-static volatile long n_allocs;
-
-void *malloc(size_t n)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t size)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    return __libc_calloc(n, size);
-}
-void *realloc(void *p, size_t n)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    return __libc_realloc(p, n);
-}
-void *aligned_alloc(size_t align, size_t n)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    return __libc_memalign(align, n);
-}
-int posix_memalign(void **p, size_t align, size_t n)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    *p = __libc_memalign(align, n);
-    return *p ? 0 : 12;
-}
 
 static double now(void)
 {
@@ -110,7 +76,7 @@ int main(int argc, char **argv)
             tg_batcher_start(&b, ++epoch, 0);
             n = tg_batcher_next(&b, x->data, NULL);
         }
-        long a0 = n_allocs;
+        long a0 = allocs_so_far();
         double t0 = now();
         tg_params_zero_grad(ps);
         tg_vae_out o = tg_vae_forward(tp, vae, x, &noise);
@@ -119,7 +85,7 @@ int main(int argc, char **argv)
         double t1 = now();
         if (s >= warmup) {
             t_timed += t1 - t0;
-            allocs_timed += n_allocs - a0;
+            allocs_timed += allocs_so_far() - a0;
             timed++;
             loss = o.loss->data[0];
         }

@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
@@ -236,4 +237,36 @@ void cli_progress_end(cli_progress *p)
 {
     if (p->tty)
         fprintf(stderr, "\r\033[K");
+}
+
+static bool parsing;
+static int saved_stderr = -1;
+
+static void finalize_if_parsing(void)
+{
+    if (parsing)
+        tg_dist_finalize();
+}
+
+void cli_parse_begin(void)
+{
+    if (tg_dist_rank() != 0) {
+        fflush(stderr);
+        saved_stderr = dup(STDERR_FILENO);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, STDERR_FILENO);
+        close(null);
+    }
+    parsing = true;
+    atexit(finalize_if_parsing);
+}
+
+void cli_parse_end(void)
+{
+    parsing = false;
+    if (saved_stderr >= 0) {
+        dup2(saved_stderr, STDERR_FILENO);
+        close(saved_stderr);
+        saved_stderr = -1;
+    }
 }

@@ -36,6 +36,13 @@ const char *cli_path(const char *dir, const char *name);
 
 double cli_now(void); /* seconds, monotonic */
 
+/* Around flag parsing, under mpirun: every rank parses the same flags but
+ * only rank 0's stderr is kept (one message, not N), and an exit while
+ * parsing finalizes MPI on every rank together, so rank 0's message is
+ * never cut short. Single-process: no effect. */
+void cli_parse_begin(void);
+void cli_parse_end(void);
+
 /* Output files appear whole or not at all: a writer writes cli_tmp(path)
  * ("<path>.tmp"), then cli_commit renames it over path when ok, or removes
  * it. Returns false (errno set) when the write or the rename failed. */

@@ -164,44 +164,15 @@ static bool labels_ok(const tg_dataset *ds, const char *dir)
     return true;
 }
 
-/* Under mpirun every rank parses the same flags: rank 0 alone prints usage
- * errors and --help, and an exit while parsing finalizes MPI on every rank
- * together, so rank 0's message is never cut short. */
-static bool parsing;
-static void finalize_if_parsing(void)
-{
-    if (parsing)
-        tg_dist_finalize();
-}
-
-static options parse_on_every_rank(int argc, char **argv)
-{
-    int err = -1;
-    if (tg_dist_rank() != 0) {
-        fflush(stderr);
-        err = dup(STDERR_FILENO);
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, STDERR_FILENO);
-        close(null);
-    }
-    parsing = true;
-    atexit(finalize_if_parsing);
-    options o = parse_options(argc, argv);
-    parsing = false;
-    if (err >= 0) {
-        dup2(err, STDERR_FILENO);
-        close(err);
-    }
-    return o;
-}
-
 int main(int argc, char **argv)
 {
     cli_prog = "mlp_mnist";
     tg_dist_init(&argc, &argv);
     if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
         return 1; /* only rank 0 prints progress and results */
-    options o = parse_on_every_rank(argc, argv);
+    cli_parse_begin();
+    options o = parse_options(argc, argv);
+    cli_parse_end();
     tg_set_threads(o.threads ? o.threads : tg_dist_default_threads());
 
     /* A rank that cannot read its data stops every rank; the lowest such

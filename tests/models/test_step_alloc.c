@@ -10,46 +10,13 @@
 
 #include <stdlib.h>
 
+#include "bench/count_alloc.h"
 #include "tapegrad.h"
-
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-
-static long n_allocs;
-
-void *malloc(size_t n)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t size)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    return __libc_calloc(n, size);
-}
-void *realloc(void *p, size_t n)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    return __libc_realloc(p, n);
-}
-void *aligned_alloc(size_t align, size_t n)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    return __libc_memalign(align, n);
-}
-int posix_memalign(void **p, size_t align, size_t n)
-{
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
-    *p = __libc_memalign(align, n);
-    return *p ? 0 : 12;
-}
 
 static long step(tg_tape *tp, tg_vae *vae, tg_optim *opt, tg_rng *noise,
                  const float *batch, int rows)
 {
-    long before = __atomic_load_n(&n_allocs, __ATOMIC_RELAXED);
+    long before = allocs_so_far();
     tg_tape_reset(tp);
     tg_tensor *x = tg_tape_tensor2(tp, rows, vae->cfg.input, false);
     for (size_t i = 0; i < x->size; i++)
@@ -58,7 +25,7 @@ static long step(tg_tape *tp, tg_vae *vae, tg_optim *opt, tg_rng *noise,
     tg_vae_out o = tg_vae_forward(tp, vae, x, noise);
     tg_backward(tp, o.loss);
     tg_optim_step(opt);
-    return __atomic_load_n(&n_allocs, __ATOMIC_RELAXED) - before;
+    return allocs_so_far() - before;
 }
 
 static void test_training_step_allocates_nothing_after_warmup(void **state)
@@ -80,7 +47,7 @@ static void test_training_step_allocates_nothing_after_warmup(void **state)
         assert_int_equal(step(tp, vae, opt, &noise, batch, ROWS), 0);
     /* inference, recording off, does not allocate either */
     bool was = tg_tape_set_recording(tp, false);
-    long before = n_allocs;
+    long before = allocs_so_far();
     for (int i = 0; i < 5; i++) {
         tg_tape_reset(tp);
         tg_tensor *x = tg_tape_tensor2(tp, ROWS, INPUT, false);
@@ -88,7 +55,7 @@ static void test_training_step_allocates_nothing_after_warmup(void **state)
             x->data[k] = batch[k];
         tg_vae_forward(tp, vae, x, &noise);
     }
-    assert_int_equal(n_allocs - before, 0);
+    assert_int_equal(allocs_so_far() - before, 0);
     tg_tape_set_recording(tp, was);
     tg_tape_free(tp);
     free(batch);
