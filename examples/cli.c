@@ -161,6 +161,9 @@ void cli_catch_sigint(void)
     sa.sa_flags = SA_RESETHAND; /* the second Ctrl-C kills */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
+    /* mpirun turns Ctrl-C into SIGTERM for every rank (then SIGKILL a few
+     * seconds later): a rank stops the same way. */
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 const char *cli_nonfinite(tg_params *ps, const char **why)

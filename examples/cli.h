@@ -49,8 +49,9 @@ void cli_parse_end(void);
 const char *cli_tmp(const char *path);
 bool cli_commit(const char *tmp, const char *path, bool ok);
 
-/* SIGINT (Ctrl-C) sets cli_interrupted instead of killing; a second one
- * kills as usual. Training loops poll it between steps. */
+/* SIGINT (Ctrl-C) or SIGTERM (what mpirun sends every rank on Ctrl-C) sets
+ * cli_interrupted instead of killing; a second one kills as usual. Training
+ * loops poll it between steps. */
 extern volatile sig_atomic_t cli_interrupted;
 void cli_catch_sigint(void);
 

@@ -207,15 +207,17 @@ static tg_tensor *noise_rows(tg_tape *tp, tg_rng *rng, float *buf, int n,
  *     (sum over the rows of rec + kl) / n
  * so the all-reduce (a sum over ranks) gives the gradient of the global
  * batch's mean -ELBO; alone it is exactly the gradient of tg_mean.
- * sums = {1 if the loss is not finite else 0, sum of rec, sum of kl}. */
+ * sums = {1 if the loss is not finite else 0, sum of rec, sum of kl,
+ *         1 if this rank was interrupted (SIGINT/SIGTERM) else 0}. */
 static void share_step(tg_tape *tp, const tg_vae *vae, const float *xbuf,
-                       float *epsbuf, int n, tg_rng *noise, double sums[3])
+                       float *epsbuf, int n, tg_rng *noise, double sums[4])
 {
     int input = vae->cfg.input, first, mine = tg_dist_share(n, &first);
     tg_tape_reset(tp);
     tg_tensor *eps =
         noise_rows(tp, noise, epsbuf, n, vae->cfg.latent, first, mine);
     sums[0] = sums[1] = sums[2] = 0.0;
+    sums[3] = cli_interrupted ? 1.0 : 0.0;
     if (!eps)
         return;
     tg_tensor *x = tg_tape_tensor2(tp, mine, input, false);
@@ -353,13 +355,14 @@ int main(int argc, char **argv)
              i < n_batches && (n = tg_batcher_next(&batcher, xbuf, NULL)) > 0;
              i++) {
             tg_params_zero_grad(ps);
-            double sums[3]; /* loss not finite, rec, kl of this rank's rows */
+            /* loss not finite, rec, kl of this rank's rows, interrupted */
+            double sums[4];
             share_step(tp, vae, xbuf, epsbuf, n, &pos.noise, sums);
             /* Under MPI one small all-reduce tells every rank whether any
              * loss was not finite, and gives the global batch's sums; the
              * guard then sees the same all-reduced gradients everywhere,
              * so every rank takes the same decision. */
-            tg_dist_sum(sums, 3);
+            tg_dist_sum(sums, 4);
             /* NaN/Inf guard: the loss, then every value and gradient */
             const char *bad = "loss", *why = "is not finite";
             if (sums[0] == 0.0) {
@@ -392,7 +395,8 @@ int main(int argc, char **argv)
             if (o.checkpoint_every && done % o.checkpoint_every == 0 &&
                 pos.batch < n_batches)
                 save_checkpoint(&o, vae, opt, &pos);
-            if (cli_interrupted && pos.batch < n_batches) {
+            /* every rank saw the same sums[3]: all stop after this step */
+            if (sums[3] > 0.0 && pos.batch < n_batches) {
                 cli_progress_end(&bar);
                 stop_interrupted(&o, argv[0], vae, opt, &pos);
             }

@@ -220,15 +220,18 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
 void stop_interrupted(const options *o, const char *argv0,
                              tg_vae *vae, tg_optim *opt, const train_pos *pos)
 {
-    save_checkpoint(o, vae, opt, pos);
+    save_checkpoint(o, vae, opt, pos); /* rank 0 writes */
     const char *ck = cli_path(o->out, "checkpoint.safetensors");
-    fprintf(stderr,
-            "vae_mnist: interrupted after step %lld (epoch %d, batch %d); "
-            "saved %s; resume with: ",
-            (long long)opt->step, pos->batch ? pos->epoch + 1 : pos->epoch,
-            pos->batch, ck);
-    print_resume_command(stderr, argv0, o, ck);
-    fputc('\n', stderr);
+    if (tg_dist_rank() == 0) {
+        fprintf(stderr,
+                "vae_mnist: interrupted after step %lld (epoch %d, batch %d); "
+                "saved %s; resume with: ",
+                (long long)opt->step, pos->batch ? pos->epoch + 1 : pos->epoch,
+                pos->batch, ck);
+        print_resume_command(stderr, argv0, o, ck);
+        fputc('\n', stderr);
+    }
+    tg_dist_finalize();
     exit(130);
 }
 
