@@ -221,6 +221,9 @@ void stop_interrupted(const options *o, const char *argv0,
                              tg_vae *vae, tg_optim *opt, const train_pos *pos)
 {
     save_checkpoint(o, vae, opt, pos); /* rank 0 writes */
+    /* every rank waits for the save: a rank that exited first could make
+     * mpirun kill rank 0 mid-save (the old checkpoint would stay, whole) */
+    tg_dist_all_ok(true);
     const char *ck = cli_path(o->out, "checkpoint.safetensors");
     if (tg_dist_rank() == 0) {
         fprintf(stderr,
