@@ -18,29 +18,7 @@
 #include "nn/safetensors.h"
 #include "tg_nn.h"
 
-static char dir[64];
-static char path_buf[256];
-
-static const char *in_dir(const char *name)
-{
-    snprintf(path_buf, sizeof path_buf, "%s/%s", dir, name);
-    return path_buf;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    strcpy(dir, "/tmp/tg_ckpt_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "tmpdir.h"
 
 /* A small model: enc.weight [3, 4], enc.bias [3], dec.weight [4, 3]. */
 static tg_params *model(int enc_in)

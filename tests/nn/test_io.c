@@ -18,29 +18,7 @@
 #include <zlib.h>
 #endif
 
-static char dir[64];
-static char path_buf[256];
-
-static const char *in_dir(const char *name)
-{
-    snprintf(path_buf, sizeof path_buf, "%s/%s", dir, name);
-    return path_buf;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    strcpy(dir, "/tmp/tg_io_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#include "tmpdir.h"
 
 /* An IDX image: header bytes (type, ndims), big-endian dims, count bytes of
  * data (i % 251), then extra garbage bytes. Returns its length. */
