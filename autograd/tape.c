@@ -140,6 +140,14 @@ tg_tensor *tg_tape_tensor2(tg_tape *tp, int rows, int cols, bool zeroed)
     return tg_tape_tensor(tp, 2, (int[]){rows, cols}, zeroed);
 }
 
+tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols)
+{
+    tg_tensor *t = tg_tape_alloc(tp, sizeof *t);
+    tg_tensor_init_shape(t, 2, (int[]){rows, cols});
+    t->data = data;
+    return t;
+}
+
 tg_tensor *out_tensor(tg_tape *tp, int ndim, const int *shape)
 {
     return tg_tape_tensor(tp, ndim, shape, false);

@@ -82,6 +82,10 @@ size_t tg_tape_records(const tg_tape *tp);
  * Contents are uninitialised unless zeroed is true. */
 tg_tensor *tg_tape_tensor(tg_tape *tp, int ndim, const int *shape, bool zeroed);
 tg_tensor *tg_tape_tensor2(tg_tape *tp, int rows, int cols, bool zeroed);
+/* A tape tensor [rows, cols] over memory the caller owns (a batch's rows in
+ * a data set, say): no copy. Ops only read it; keep it alive and unchanged
+ * until the next reset. */
+tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols);
 /* Raw scratch memory from the arena (64-byte aligned), valid until reset. */
 void *tg_tape_alloc(tg_tape *tp, size_t bytes);
 

@@ -133,9 +133,8 @@ static double accuracy(tg_tape *tp, const mlp *m, const tg_dataset *test)
     for (int i = first; i < end; i += EVAL_BATCH) {
         int n = end - i < EVAL_BATCH ? end - i : EVAL_BATCH;
         tg_tape_reset(tp);
-        tg_tensor *x = tg_tape_tensor2(tp, n, input, false);
-        memcpy(x->data, test->images + (size_t)i * input,
-               sizeof(float) * (size_t)n * input);
+        tg_tensor *x =
+            tg_tape_view2(tp, test->images + (size_t)i * input, n, input);
         tg_tensor *logits = mlp_logits(tp, m, x);
         for (int r = 0; r < n; r++) {
             const float *row = logits->data + (size_t)r * CLASSES;
@@ -242,9 +241,8 @@ int main(int argc, char **argv)
             float loss_value = 0.0f;
             if (mine > 0) {
                 tg_tape_reset(tp);
-                tg_tensor *x = tg_tape_tensor2(tp, mine, input, false);
-                memcpy(x->data, xbuf + (size_t)first * input,
-                       sizeof(float) * (size_t)mine * input);
+                tg_tensor *x = tg_tape_view2(
+                    tp, xbuf + (size_t)first * input, mine, input);
                 tg_tensor *loss = tg_loss_softmax_xent(
                     tp, mlp_logits(tp, &m, x), labels + first);
                 loss_value = loss->data[0];

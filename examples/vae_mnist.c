@@ -165,15 +165,11 @@ void fail_write(const char *path)
     exit(1);
 }
 
-/* Copies rows [first, first + n) of ds into a new tape tensor [n, pixels]. */
-tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first,
-                               int n)
+/* Rows [first, first + n) of ds as a tape tensor [n, pixels] (a view). */
+tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first, int n)
 {
-    size_t pixels = (size_t)ds->rows * ds->cols;
-    tg_tensor *x = tg_tape_tensor2(tp, n, (int)pixels, false);
-    memcpy(x->data, ds->images + (size_t)first * pixels,
-           (size_t)n * pixels * sizeof(float));
-    return x;
+    int pixels = ds->rows * ds->cols;
+    return tg_tape_view2(tp, ds->images + (size_t)first * pixels, n, pixels);
 }
 
 static double sum_rows(const tg_tensor *t)
@@ -195,10 +191,7 @@ static tg_tensor *noise_rows(tg_tape *tp, tg_rng *rng, float *buf, int n,
     tg_rng_fill_normal(rng, buf, (size_t)n * latent, 0.0f, 1.0f);
     if (mine == 0)
         return NULL;
-    tg_tensor *eps = tg_tape_tensor2(tp, mine, latent, false);
-    memcpy(eps->data, buf + (size_t)first * latent,
-           sizeof(float) * (size_t)mine * latent);
-    return eps;
+    return tg_tape_view2(tp, buf + (size_t)first * latent, mine, latent);
 }
 
 /* Forward and backward of this rank's rows [first, first + mine) of a
@@ -209,7 +202,7 @@ static tg_tensor *noise_rows(tg_tape *tp, tg_rng *rng, float *buf, int n,
  * batch's mean -ELBO; alone it is exactly the gradient of tg_mean.
  * sums = {1 if the loss is not finite else 0, sum of rec, sum of kl,
  *         1 if this rank was interrupted (SIGINT/SIGTERM) else 0}. */
-static void share_step(tg_tape *tp, const tg_vae *vae, const float *xbuf,
+static void share_step(tg_tape *tp, const tg_vae *vae, float *xbuf,
                        float *epsbuf, int n, tg_rng *noise, double sums[4])
 {
     int input = vae->cfg.input, first, mine = tg_dist_share(n, &first);
@@ -220,9 +213,8 @@ static void share_step(tg_tape *tp, const tg_vae *vae, const float *xbuf,
     sums[3] = cli_interrupted ? 1.0 : 0.0;
     if (!eps)
         return;
-    tg_tensor *x = tg_tape_tensor2(tp, mine, input, false);
-    memcpy(x->data, xbuf + (size_t)first * input,
-           sizeof(float) * (size_t)mine * input);
+    tg_tensor *x = tg_tape_view2(tp, xbuf + (size_t)first * input, mine,
+                                 input);
     tg_vae_out out = tg_vae_forward_eps(tp, vae, x, eps);
     if (!isfinite(out.loss->data[0])) {
         sums[0] = 1.0;

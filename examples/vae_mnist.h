@@ -39,7 +39,7 @@ enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000 };
 /* vae_mnist.c */
 void fail_data(void);                  /* tg_errmsg(), exit 2 */
 void fail_write(const char *path);     /* errno's reason, exit 1 */
-/* Rows [first, first + n) of ds as a new tape tensor [n, pixels]. */
+/* Rows [first, first + n) of ds as a tape tensor [n, pixels] (a view). */
 tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first, int n);
 
 /* vae_mnist_outputs.c */

@@ -112,6 +112,26 @@ static void test_reshape_is_a_view(void **state)
     tg_tensor_free(x);
 }
 
+static void test_view_reads_caller_memory_without_copy(void **state)
+{
+    (void)state;
+    float buf[6] = {1, 2, 3, 4, 5, 6};
+    tg_tensor *W = filled(2, 3, 0.5f);
+    tg_tensor_require_grad(W);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tg_tape_view2(tp, buf + 3, 1, 3); /* the second row */
+    assert_ptr_equal(x->data, buf + 3);
+    assert_false(x->requires_grad);
+    tg_tensor *y = tg_dense(tp, x, W, NULL); /* [1, 2] */
+    assert_float_equal(y->data[0], 4 * 0.5f + 5 * 0.51f + 6 * 0.52f, 1e-5f);
+    tg_backward(tp, tg_sum(tp, y));
+    assert_float_equal(W->grad[1], 5.0f, 0.0f); /* dW = dy^T x */
+    for (int i = 0; i < 6; i++)
+        assert_float_equal(buf[i], (float)(i + 1), 0.0f); /* untouched */
+    tg_tape_free(tp);
+    tg_tensor_free(W);
+}
+
 /* ---- misuse dies with a message naming the op and the shapes ------------ */
 
 typedef void (*misuse_fn)(void);
@@ -200,6 +220,7 @@ int main(void)
         cmocka_unit_test(test_recording_off_keeps_no_records),
         cmocka_unit_test(test_constants_record_nothing),
         cmocka_unit_test(test_reshape_is_a_view),
+        cmocka_unit_test(test_view_reads_caller_memory_without_copy),
         cmocka_unit_test(test_misuse_aborts_naming_op_and_shapes),
     };
     return cmocka_run_group_tests_name("autograd tape", tests, NULL, NULL);
