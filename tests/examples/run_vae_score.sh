@@ -7,33 +7,7 @@ set -u
 vae=$1
 score=$2
 data=$3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
-
-# expect STATUS PROG ARGS...: as in run_examples.sh
-expect() {
-    want=$1
-    shift
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    got=$?
-    if [ "$got" -ne "$want" ]; then
-        fail "$* exited $got, expected $want: $(cat "$tmp/err")"
-        return
-    fi
-    if [ "$want" -ne 0 ]; then
-        lines=$(wc -l <"$tmp/err")
-        if [ "$lines" -ne 1 ] || ! grep -q "^vae_score: " "$tmp/err"; then
-            fail "$* should print one line 'vae_score: ...', got: $(cat "$tmp/err")"
-        fi
-    fi
-    echo "ok: $* -> $got"
-}
+. "$(dirname "$0")/lib.sh"
 
 expect 0 "$vae" --epochs 1 --max-batches 3 --hidden 32 --latent 2 \
     --threads 1 --out "$tmp/model"
