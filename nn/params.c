@@ -190,8 +190,10 @@ static uint32_t absmax_bits_parallel(const float *x, size_t n)
     size_t n_blocks = (n + BLOCK - 1) / BLOCK;
     uint32_t max = 0;
 #ifdef TG_HAVE_OPENMP
-#pragma omp parallel for schedule(static) reduction(max : max) \
+/* clang-format off */
+#pragma omp parallel for schedule(static) reduction(max: max) \
     num_threads(tg_get_threads()) if (n >= TG_PARALLEL_MIN)
+/* clang-format on */
 #endif
     for (size_t k = 0; k < n_blocks; k++) {
         size_t len = n - k * BLOCK < BLOCK ? n - k * BLOCK : BLOCK;
@@ -222,8 +224,10 @@ static bool all_finite(const float *x, size_t n)
 bool tg_params_finite(tg_params *ps, const char **where)
 {
     /* Fast path: both contiguous buffers at once; names only on failure. */
-    if (absmax_bits_parallel(tg_params_data(ps), tg_params_numel(ps)) < 0x7f800000u &&
-        absmax_bits_parallel(tg_params_grad(ps), tg_params_numel(ps)) < 0x7f800000u)
+    if (absmax_bits_parallel(tg_params_data(ps), tg_params_numel(ps)) <
+            0x7f800000u &&
+        absmax_bits_parallel(tg_params_grad(ps), tg_params_numel(ps)) <
+            0x7f800000u)
         return true;
     for (int i = 0; i < ps->n; i++) {
         const tg_tensor *t = ps->tensors[i];

@@ -13,7 +13,7 @@
 extern "C" {
 #endif
 
-/* ---- status ---------------------------------------------------------------- */
+/* ---- status -------------------------------------------------------------- */
 
 typedef enum tg_status {
     TG_OK = 0,
@@ -33,9 +33,10 @@ const char *tg_errmsg(void);
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-tg_status tg_error(tg_status status, const char *fmt, ...);
+tg_status
+tg_error(tg_status status, const char *fmt, ...);
 
-/* ---- random numbers ----------------------------------------------------------
+/* ---- random numbers ---------------------------------------------------------
  * xoshiro256** seeded through splitmix64 from (seed, stream): one stream per
  * purpose (init, data order, noise) so each is reproducible on its own. */
 typedef struct tg_rng {
@@ -50,7 +51,7 @@ float tg_rng_normal(tg_rng *r);               /* N(0, 1) */
 void tg_rng_fill_uniform(tg_rng *r, float *x, size_t n, float lo, float hi);
 void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std);
 
-/* ---- parameter sets ----------------------------------------------------------
+/* ---- parameter sets ---------------------------------------------------------
  * Named long-lived tensors ("encoder.fc1.weight"). Once the set is sealed
  * (by the first tg_params_zero_grad, optimizer or checkpoint call, or
  * explicitly) every parameter's data lives in one contiguous buffer and
@@ -142,10 +143,10 @@ tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
 #define TG_PROB_FLOOR 1e-12 /* tg_metric_nll reads p < 1e-12 as 1e-12 */
 
 typedef struct tg_reliability_bin {
-    double lo, hi;      /* confidences in (lo, hi]; the first bin has 0 too */
-    int count;          /* examples in the bin */
-    double confidence;  /* their mean confidence (NaN when empty) */
-    double accuracy;    /* their accuracy (NaN when empty) */
+    double lo, hi;     /* confidences in (lo, hi]; the first bin has 0 too */
+    int count;         /* examples in the bin */
+    double confidence; /* their mean confidence (NaN when empty) */
+    double accuracy;   /* their accuracy (NaN when empty) */
 } tg_reliability_bin;
 
 /* Expected calibration error with `bins` equal-width bins (15 is usual):
@@ -184,7 +185,7 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
 
-/* ---- losses (scalars: the mean over the rows of a batch) ------------------ */
+/* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                                    tg_tensor *targets); /* summed per row */
@@ -193,7 +194,7 @@ tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred,
 tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
                                 const int *labels);
 
-/* ---- optimizers ------------------------------------------------------------ */
+/* ---- optimizers ---------------------------------------------------------- */
 
 typedef enum tg_optim_kind { TG_OPTIM_SGD, TG_OPTIM_ADAM } tg_optim_kind;
 
@@ -201,11 +202,11 @@ typedef struct tg_optim {
     tg_optim_kind kind;
     tg_params *params;
     float lr;
-    float momentum;             /* SGD */
-    float beta1, beta2, eps;    /* Adam (0.9, 0.999, 1e-8) */
-    float weight_decay;         /* L2, added to the gradient; default 0 */
-    int64_t step;               /* steps taken */
-    float *m, *v;               /* state, tg_params_numel() each (v: Adam) */
+    float momentum;          /* SGD */
+    float beta1, beta2, eps; /* Adam (0.9, 0.999, 1e-8) */
+    float weight_decay;      /* L2, added to the gradient; default 0 */
+    int64_t step;            /* steps taken */
+    float *m, *v;            /* state, tg_params_numel() each (v: Adam) */
 } tg_optim;
 
 /* SGD: v = momentum * v + g; p -= lr * v (PyTorch's form). */
@@ -246,7 +247,7 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
  * config before building it (nn/checkpoint_meta.c). */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
 
-/* ---- data ------------------------------------------------------------------- */
+/* ---- data ---------------------------------------------------------------- */
 
 /* n images of rows x cols pixels as floats in [0, 1], row-major, and their
  * labels (0..255 as read; MNIST uses 0..9). */
@@ -259,8 +260,7 @@ typedef struct tg_dataset {
 /* Reads an IDX file (raw, or gzip when the name ends in .gz and zlib was
  * found at build time). Checks magic, dims, and sizes against the file before
  * allocating. *dims gets up to 3 sizes; data is malloc'd (caller frees). */
-tg_status tg_idx_read(const char *path, int *ndim, int dims[3],
-                      uint8_t **data);
+tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data);
 /* Loads "<dir>/train-images-idx3-ubyte" (or t10k- when train is false) and
  * its labels, trying each name raw and with .gz. Checks counts agree. */
 tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds);
