@@ -26,8 +26,9 @@ void tg_split(tg_tape *tp, tg_tensor *x, int k, tg_tensor **outs)
     int cols = tg_tensor_cols(x), rows = tg_tensor_rows(x);
     if (k < 1 || cols % k != 0) {
         char s[64];
-        tg_fatal("split", "cannot split %s into %d equal parts along the "
-                          "last axis", tg_shape_str(x, s), k);
+        tg_fatal("split",
+                 "cannot split %s into %d equal parts along the last axis",
+                 tg_shape_str(x, s), k);
     }
     int w = cols / k;
     int shape[TG_MAX_DIMS];
@@ -37,7 +38,8 @@ void tg_split(tg_tape *tp, tg_tensor *x, int k, tg_tensor **outs)
         outs[p] = out_tensor(tp, x->ndim, shape);
         for (int i = 0; i < rows; i++)
             memcpy(&outs[p]->data[(size_t)i * w],
-                   &x->data[(size_t)i * cols + p * w], (size_t)w * sizeof(float));
+                   &x->data[(size_t)i * cols + p * w],
+                   (size_t)w * sizeof(float));
     }
     record_multi(tp, "split", split_backward, k, outs, 1, &x);
 }

@@ -21,9 +21,9 @@ struct tg_record {
     tg_tensor *out;   /* single-output ops */
     tg_tensor **outs; /* multi-output ops (split); out is then NULL */
     int n_out;
-    float f[2];       /* scalar arguments (scale, clamp bounds) */
-    int i[4];         /* integer arguments (broadcast geometry) */
-    void *saved;      /* arena memory the op kept for backward */
+    float f[2];  /* scalar arguments (scale, clamp bounds) */
+    int i[4];    /* integer arguments (broadcast geometry) */
+    void *saved; /* arena memory the op kept for backward */
 };
 
 /* A fresh output tensor on the arena (uninitialised data). */

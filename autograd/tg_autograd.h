@@ -24,7 +24,7 @@ extern "C" {
 
 typedef struct tg_tensor {
     float *data;
-    float *grad;        /* NULL until a gradient is needed */
+    float *grad; /* NULL until a gradient is needed */
     int ndim;
     int shape[TG_MAX_DIMS];
     size_t size;        /* number of elements */
@@ -145,8 +145,7 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                               tg_tensor *targets);
 /* Softmax cross-entropy of logits [R, C] against class labels (0..C-1):
  * [R, 1], each row -log softmax(x)[label]. Labels get no gradient. */
-tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits,
-                           const int *labels);
+tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels);
 /* KL(N(mean, exp(logvar)) || N(0, I)) summed over the last axis: [R, 1],
  * -0.5 * sum(1 + logvar - mean^2 - exp(logvar)). One fused op. */
 tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar);
@@ -179,13 +178,13 @@ typedef tg_tensor *(*tg_graph_fn)(tg_tape *tp, tg_tensor **inputs, void *ctx);
 
 typedef struct tg_gradcheck_report {
     bool ok;
-    bool all_zero;       /* both gradients were zero everywhere */
-    double max_abs_err;  /* worst |analytic - numeric| */
-    double max_rel_err;  /* worst |analytic - numeric| / max(|numeric|, 1e-3) */
-    int worst_input;     /* where the worst ratio to the tolerance was */
+    bool all_zero;      /* both gradients were zero everywhere */
+    double max_abs_err; /* worst |analytic - numeric| */
+    double max_rel_err; /* worst |analytic - numeric| / max(|numeric|, 1e-3) */
+    int worst_input;    /* where the worst ratio to the tolerance was */
     size_t worst_index;
     double worst_analytic, worst_numeric;
-    size_t checked;      /* elements compared */
+    size_t checked; /* elements compared */
 } tg_gradcheck_report;
 
 typedef struct tg_gradcheck_opts {

@@ -27,7 +27,10 @@ static double uniform(void)
     return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
 }
 
-static int randint(int lo, int hi) { return lo + (int)(uniform() * (hi - lo + 1)); }
+static int randint(int lo, int hi)
+{
+    return lo + (int)(uniform() * (hi - lo + 1));
+}
 
 /* Values in [lo, hi], kept at least `gap` away from each kink point (so a
  * finite-difference step never straddles a point where f is not smooth). */
@@ -86,25 +89,101 @@ static tg_tensor *f_matmul(tg_tape *tp, tg_tensor **in, void *ctx)
     const int *flags = ctx;
     return tg_matmul(tp, in[0], in[1], flags[0], flags[1]);
 }
-static tg_tensor *f_add(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_add(tp, in[0], in[1]); }
-static tg_tensor *f_sub(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_sub(tp, in[0], in[1]); }
-static tg_tensor *f_mul(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_mul(tp, in[0], in[1]); }
-static tg_tensor *f_scale(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_scale(tp, in[0], -1.75f); }
-static tg_tensor *f_add_scalar(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_add_scalar(tp, in[0], 0.3f); }
-static tg_tensor *f_exp(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_exp(tp, in[0]); }
-static tg_tensor *f_log(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_log(tp, in[0]); }
-static tg_tensor *f_sigmoid(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_sigmoid(tp, in[0]); }
-static tg_tensor *f_relu(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_relu(tp, in[0]); }
-static tg_tensor *f_tanh(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_tanh(tp, in[0]); }
-static tg_tensor *f_softplus(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_softplus(tp, in[0]); }
-static tg_tensor *f_square(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_square(tp, in[0]); }
-static tg_tensor *f_clamp(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_clamp(tp, in[0], -0.5f, 0.5f); }
-static tg_tensor *f_sum(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_sum(tp, in[0]); }
-static tg_tensor *f_mean(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_mean(tp, in[0]); }
-static tg_tensor *f_sum_rows(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_sum_rows(tp, in[0]); }
-static tg_tensor *f_mean_rows(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_mean_rows(tp, in[0]); }
-static tg_tensor *f_bce(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_bce_with_logits(tp, in[0], in[1]); }
-static tg_tensor *f_kl(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_kl_normal(tp, in[0], in[1]); }
+static tg_tensor *f_add(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_add(tp, in[0], in[1]);
+}
+static tg_tensor *f_sub(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_sub(tp, in[0], in[1]);
+}
+static tg_tensor *f_mul(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_mul(tp, in[0], in[1]);
+}
+static tg_tensor *f_scale(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_scale(tp, in[0], -1.75f);
+}
+static tg_tensor *f_add_scalar(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_add_scalar(tp, in[0], 0.3f);
+}
+static tg_tensor *f_exp(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_exp(tp, in[0]);
+}
+static tg_tensor *f_log(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_log(tp, in[0]);
+}
+static tg_tensor *f_sigmoid(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_sigmoid(tp, in[0]);
+}
+static tg_tensor *f_relu(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_relu(tp, in[0]);
+}
+static tg_tensor *f_tanh(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_tanh(tp, in[0]);
+}
+static tg_tensor *f_softplus(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_softplus(tp, in[0]);
+}
+static tg_tensor *f_square(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_square(tp, in[0]);
+}
+static tg_tensor *f_clamp(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_clamp(tp, in[0], -0.5f, 0.5f);
+}
+static tg_tensor *f_sum(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_sum(tp, in[0]);
+}
+static tg_tensor *f_mean(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_mean(tp, in[0]);
+}
+static tg_tensor *f_sum_rows(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_sum_rows(tp, in[0]);
+}
+static tg_tensor *f_mean_rows(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_mean_rows(tp, in[0]);
+}
+static tg_tensor *f_bce(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_bce_with_logits(tp, in[0], in[1]);
+}
+static tg_tensor *f_kl(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_kl_normal(tp, in[0], in[1]);
+}
 
 /* Each split part is weighted differently, so a gradient sent to the wrong
  * slice shows. */
@@ -148,7 +227,7 @@ static tg_tensor *f_xent(tg_tape *tp, tg_tensor **in, void *c)
     return tg_softmax_xent(tp, in[0], xent_labels);
 }
 
-/* ---- the table ------------------------------------------------------------ */
+/* ---- the table ----------------------------------------------------------- */
 
 typedef enum layout {
     ONE,          /* x [R, C] */
@@ -312,8 +391,8 @@ static void test_every_op(void **state)
             tg_gradcheck_report rep;
             if (!tg_gradcheck(c->f, n, in, c->ctx, NULL, &rep)) {
                 char name[96];
-                snprintf(name, sizeof name, "%s (trial %d, R=%d C=%d)",
-                         c->name, trial, R, C);
+                snprintf(name, sizeof name, "%s (trial %d, R=%d C=%d)", c->name,
+                         trial, R, C);
                 tg_gradcheck_print(&rep, name);
                 failures++;
             }
@@ -329,7 +408,7 @@ static void test_every_op(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* ---- composite graphs ------------------------------------------------------ */
+/* ---- composite graphs ---------------------------------------------------- */
 
 /* Two-layer MLP: mean over rows of bce(dense(relu(dense(x))), target). */
 static tg_tensor *f_mlp(tg_tape *tp, tg_tensor **in, void *ctx)
@@ -394,7 +473,7 @@ static void test_shared_weights_and_fan_out(void **state)
         tg_tensor_free(in[i]);
 }
 
-/* ---- the checker must be able to fail -------------------------------------- */
+/* ---- the checker must be able to fail ------------------------------------ */
 
 /* exp with a wrong backward (dy * x instead of dy * e^x). */
 static void bad_exp_backward(tg_tape *tp, tg_record *r)
