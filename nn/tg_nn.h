@@ -99,6 +99,92 @@ void tg_dense_layer_init(tg_dense_layer *l, tg_params *ps, const char *name,
                          int in, int out, tg_init init, tg_rng *rng);
 tg_tensor *tg_dense_apply(tg_tape *tp, const tg_dense_layer *l, tg_tensor *x);
 
+/* ---- variational Dense layer (nn/bayes.c) -----------------------------------
+ * Bayes by Backprop (Blundell et al. 2015) with the local reparameterization
+ * trick (Kingma et al. 2015). Posterior over W [out, in] and b [out]: a
+ * factorised Gaussian N(mu, sigma^2), sigma = softplus(rho); prior
+ * N(0, prior_scale^2) on every weight and bias. Parameters "<name>.weight_mu",
+ * ".weight_rho", ".bias_mu", ".bias_rho" live in the set (save and load like
+ * any other). Training loss (the negative ELBO per example):
+ *   mean NLL over the batch + (sum of the layers' KL) / N,  N = training set
+ * size. Costs two GEMMs forward where a Dense layer costs one. */
+typedef struct tg_bayes_dense {
+    tg_tensor *W_mu, *W_rho, *b_mu, *b_rho;
+    int in, out;
+    float prior_scale;
+} tg_bayes_dense;
+
+/* Means uniform +-1/sqrt(in) (PyTorch's Linear, drawn W then b from rng);
+ * every rho = rho_init (-5 gives sigma 0.0067). Aborts on bad sizes or
+ * prior_scale <= 0. */
+void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
+                         int in, int out, float prior_scale, float rho_init,
+                         tg_rng *rng);
+/* A sampled pre-activation y [B, out] for x [B, in]:
+ *   y = x.W_mu^T + b_mu + sqrt((x*x).(sigma_W^2)^T + sigma_b^2) * eps,
+ * eps ~ N(0, I) drawn from rng on one thread in row order (so the same for
+ * any thread count). rng NULL: the posterior mean's output x.W_mu^T + b_mu. */
+tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
+                                tg_tensor *x, tg_rng *rng);
+/* The same with caller-supplied noise eps [B, out] (tests, fixed noise). */
+tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
+                                    tg_tensor *x, tg_tensor *eps);
+/* KL(q || p) over all weights and biases in closed form, a [1] graph:
+ * sum log(p/sigma) + (sigma^2 + mu^2) / (2 p^2) - 1/2. */
+tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
+
+/* ---- metrics of predictive distributions (nn/metrics.c) ---------------------
+ * For any classifier: probs [n, C] row-major probabilities (each row sums to
+ * 1), labels [n] in 0..C-1. Confidence = the largest probability of a row,
+ * the prediction = its class (the first on ties). Computed in double,
+ * serially: results do not depend on the thread count. Aborts on n < 1,
+ * C < 2 or a label outside 0..C-1. */
+#define TG_ECE_MAX_BINS 100
+#define TG_PROB_FLOOR 1e-12 /* tg_metric_nll reads p < 1e-12 as 1e-12 */
+
+typedef struct tg_reliability_bin {
+    double lo, hi;     /* confidences in (lo, hi]; the first bin has 0 too */
+    int count;         /* examples in the bin */
+    double confidence; /* their mean confidence (NaN when empty) */
+    double accuracy;   /* their accuracy (NaN when empty) */
+} tg_reliability_bin;
+
+/* Expected calibration error with `bins` equal-width bins (15 is usual):
+ * sum_b (count_b / n) |accuracy_b - confidence_b|. out (may be NULL) gets
+ * the bins for a reliability diagram. */
+double tg_metric_ece(const float *probs, const int *labels, int n, int C,
+                     int bins, tg_reliability_bin *out);
+/* Brier score: mean over rows of sum_k (p_k - [k == label])^2, in [0, 2]. */
+double tg_metric_brier(const float *probs, const int *labels, int n, int C);
+/* Negative log-likelihood: mean of -log max(p[label], TG_PROB_FLOOR). */
+double tg_metric_nll(const float *probs, const int *labels, int n, int C);
+double tg_metric_accuracy(const float *probs, const int *labels, int n, int C);
+/* Accuracy on the ceil(coverage * n) most confident rows (coverage in
+ * (0, 1]; equal confidences are taken in row order). */
+double tg_metric_accuracy_at_coverage(const float *probs, const int *labels,
+                                      int n, int C, double coverage);
+
+/* Uncertainty of one example's predictive distribution, in nats. */
+typedef struct tg_uncertainty {
+    double total;     /* entropy of the mean prediction H(pbar) */
+    double aleatoric; /* mean entropy of the samples, mean_s H(p_s) */
+    double epistemic; /* mutual information = total - aleatoric, >= 0,
+                         computed as mean_s KL(p_s || pbar): exactly 0 when
+                         the samples are identical */
+} tg_uncertainty;
+
+/* The predictive distribution from S sampled predictions: samples
+ * [S, n, C] (sample s of row i at (s * n + i) * C). mean [n, C] (may be
+ * NULL) gets pbar = mean_s p_s, u [n] (may be NULL) the decomposition. */
+void tg_predictive(const float *samples, int S, int n, int C, float *mean,
+                   tg_uncertainty *u);
+
+/* P(pos > neg) + P(pos == neg) / 2 over all pairs, from ranks (O(n log n)):
+ * the area under the ROC curve of a score that should be higher for the
+ * positives (e.g. out-of-distribution inputs). NaN when a score is NaN.
+ * Aborts when a list is empty. */
+double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
+
 /* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
