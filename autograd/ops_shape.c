@@ -27,8 +27,7 @@ void tg_split(tg_tape *tp, tg_tensor *x, int k, tg_tensor **outs)
     if (k < 1 || cols % k != 0) {
         char s[64];
         tg_fatal("split",
-                 "cannot split %s into %d equal parts along the "
-                 "last axis",
+                 "cannot split %s into %d equal parts along the last axis",
                  tg_shape_str(x, s), k);
     }
     int w = cols / k;

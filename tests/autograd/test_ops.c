@@ -226,8 +226,7 @@ static tg_tensor *f_xent(tg_tape *tp, tg_tensor **in, void *c)
     return tg_softmax_xent(tp, in[0], xent_labels);
 }
 
-/* ---- the table ------------------------------------------------------------
- */
+/* ---- the table ----------------------------------------------------------- */
 
 typedef enum layout {
     ONE,          /* x [R, C] */
@@ -408,8 +407,7 @@ static void test_every_op(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* ---- composite graphs ------------------------------------------------------
- */
+/* ---- composite graphs ---------------------------------------------------- */
 
 /* Two-layer MLP: mean over rows of bce(dense(relu(dense(x))), target). */
 static tg_tensor *f_mlp(tg_tape *tp, tg_tensor **in, void *ctx)
@@ -474,8 +472,7 @@ static void test_shared_weights_and_fan_out(void **state)
         tg_tensor_free(in[i]);
 }
 
-/* ---- the checker must be able to fail --------------------------------------
- */
+/* ---- the checker must be able to fail ------------------------------------ */
 
 /* exp with a wrong backward (dy * x instead of dy * e^x), written as a
  * user's op through the public API. */
