@@ -52,16 +52,24 @@ void tg_rng_fill_uniform(tg_rng *r, float *x, size_t n, float lo, float hi);
 void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std);
 
 /* ---- parameter sets ---------------------------------------------------------
- * Named long-lived tensors ("encoder.fc1.weight"). Once the set is sealed
- * (by the first tg_params_zero_grad, optimizer or checkpoint call, or
- * explicitly) every parameter's data lives in one contiguous buffer and
- * every grad in another, in the order added: one all-reduce syncs them all. */
+ * Named long-lived tensors ("encoder.fc1.weight"). Every parameter's data
+ * lives in one contiguous buffer and every grad in another, in the order
+ * added: one all-reduce syncs them all, an optimizer sees one array.
+ *
+ * Pointer stability: a parameter's tg_tensor, its data and its grad pointers
+ * are final from tg_params_add on (the set reserves address space up front
+ * and never moves storage); keeping `float *w = layer.W->data` is safe for
+ * the set's life. A parameter requires grad from the start, so a layer can be
+ * used on a tape (forward and backward) before anything seals the set.
+ * Sealing (tg_params_seal, or the first optimizer, checkpoint or zero_grad
+ * call) only closes the set: tg_params_add afterwards aborts. A set holds up
+ * to 512 M floats (less where address space is limited, e.g. valgrind). */
 typedef struct tg_params tg_params;
 
 tg_params *tg_params_new(void);
 void tg_params_free(tg_params *ps);
-/* A new zeroed parameter owned by the set; aborts on a duplicate name or
- * after sealing. */
+/* A new zeroed parameter owned by the set (requires grad, grad zeroed);
+ * aborts on a duplicate name or after sealing. */
 tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
                          const int *shape);
 void tg_params_seal(tg_params *ps);
