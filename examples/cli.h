@@ -72,8 +72,8 @@ void cli_note_labels(const struct tg_dataset *ds, const char *dir, int classes,
 /* Writes s to f quoted for a POSIX shell when it needs quoting. */
 void cli_shell_word(FILE *f, const char *s);
 
-/* A one-line progress bar redrawn on stderr when stderr is a terminal;
- * does nothing otherwise. */
+/* A one-line progress bar redrawn on stderr by rank 0 when stderr is a
+ * terminal, or under mpirun when mpirun's is; does nothing otherwise. */
 typedef struct cli_progress {
     bool tty;
     int total;

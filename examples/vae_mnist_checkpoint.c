@@ -159,7 +159,8 @@ void stop_interrupted(const options *o, const char *argv0, tg_vae *vae,
     if (tg_dist_rank() == 0) {
         fprintf(stderr,
                 "vae_mnist: interrupted after step %lld (epoch %lld, batch "
-                "%lld); saved %s; resume with: ",
+                "%lld); saved %s (the resumed run saves over it: copy it to "
+                "keep it); resume with: ",
                 (long long)opt->step,
                 (long long)(pos->batch ? pos->epoch + 1 : pos->epoch),
                 (long long)pos->batch, ck);
