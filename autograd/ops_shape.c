@@ -124,14 +124,12 @@ static void reshape_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape)
 {
-    tg_tensor *y = tg_tape_alloc(tp, sizeof *y);
-    tg_tensor_init_shape(y, ndim, shape);
+    tg_tensor *y = view_tensor(tp, x->data, ndim, shape);
     if (y->size != x->size) {
         char sx[64], sy[64];
         tg_fatal("reshape", "%s has %zu elements, %s has %zu",
                  tg_shape_str(x, sx), x->size, tg_shape_str(y, sy), y->size);
     }
-    y->data = x->data;
     record(tp, "reshape", reshape_backward, y, 1, &x);
     return y;
 }

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/tape.h"
 #include "tg_autograd.h"
 
 /* ---- random inputs ------------------------------------------------------- */
@@ -475,21 +474,24 @@ static void test_shared_weights_and_fan_out(void **state)
 
 /* ---- the checker must be able to fail ------------------------------------ */
 
-/* exp with a wrong backward (dy * x instead of dy * e^x). */
+/* exp with a wrong backward (dy * x instead of dy * e^x), written as a
+ * user's op through the public API. */
 static void bad_exp_backward(tg_tape *tp, tg_record *r)
 {
-    float *dx = grad_of(tp, r->in[0]);
-    for (size_t i = 0; i < r->out->size; i++)
-        dx[i] += r->out->grad[i] * r->in[0]->data[i];
+    tg_tensor *x = tg_op_input(r, 0);
+    float *dx = tg_grad_of(tp, x);
+    const float *dy = tg_op_grad_out(r, 0);
+    for (size_t i = 0; i < x->size; i++)
+        dx[i] += dy[i] * x->data[i];
 }
 
 static tg_tensor *f_bad_exp(tg_tape *tp, tg_tensor **in, void *c)
 {
     (void)c;
-    tg_tensor *x = in[0], *y = out_like(tp, x);
+    tg_tensor *x = in[0], *y = tg_tape_tensor(tp, x->ndim, x->shape, false);
     for (size_t i = 0; i < x->size; i++)
         y->data[i] = expf(x->data[i]);
-    record(tp, "bad_exp", bad_exp_backward, y, 1, &x);
+    tg_op_record(tp, "bad_exp", bad_exp_backward, 1, &x, 1, &y, NULL);
     return y;
 }
 
