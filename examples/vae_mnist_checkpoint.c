@@ -229,7 +229,8 @@ void stop_interrupted(const options *o, const char *argv0, tg_vae *vae,
     if (tg_dist_rank() == 0) {
         fprintf(stderr,
                 "vae_mnist: interrupted after step %lld (epoch %d, batch %d); "
-                "saved %s; resume with: ",
+                "saved %s (the resumed run saves over it: copy it to keep "
+                "it); resume with: ",
                 (long long)opt->step, pos->batch ? pos->epoch + 1 : pos->epoch,
                 pos->batch, ck);
         print_resume_command(stderr, argv0, o, ck);
