@@ -80,7 +80,10 @@ tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value)
 
 static const char *kind_name(tg_optim_kind k)
 {
-    return k == TG_OPTIM_ADAM ? "adam" : "sgd";
+    return k == TG_OPTIM_ADAM      ? "adam"
+           : k == TG_OPTIM_ADAMW   ? "adamw"
+           : k == TG_OPTIM_RMSPROP ? "rmsprop"
+                                   : "sgd";
 }
 
 /* "<prefix><name>", malloc'd. */
