@@ -202,6 +202,7 @@ static void scale_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, float s)
 {
+    check_inputs("scale", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -228,6 +229,7 @@ static void add_scalar_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, float s)
 {
+    check_inputs("add_scalar", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -252,6 +254,7 @@ static void exp_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("exp", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -276,6 +279,7 @@ static void log_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_log(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("log", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -301,6 +305,7 @@ static void sigmoid_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("sigmoid", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -327,6 +332,7 @@ static void relu_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("relu", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -351,6 +357,7 @@ static void tanh_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("tanh", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -376,6 +383,7 @@ static void softplus_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("softplus", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -402,6 +410,7 @@ static void square_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("square", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -429,6 +438,7 @@ static void clamp_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi)
 {
+    check_inputs("clamp", x);
     if (!(lo <= hi))
         tg_fatal("clamp", "bounds lo %g > hi %g", (double)lo, (double)hi);
     tg_tensor *out = out_like(tp, x);

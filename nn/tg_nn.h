@@ -198,7 +198,7 @@ double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                                    tg_tensor *targets); /* summed per row */
 tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred,
-                       tg_tensor *target); /* summed per row */
+                       tg_tensor *target); /* summed per row; equal shapes */
 tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
                                 const int *labels);
 
