@@ -91,8 +91,12 @@ tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols);
 void *tg_tape_alloc(tg_tape *tp, size_t bytes);
 
 /* Seeds d(loss)/d(loss) = 1 and walks the records in reverse, adding each
- * op's input gradients. loss must have exactly one element. Gradients
- * accumulate into leaves (+=): zero them between steps. */
+ * op's input gradients. loss must have exactly one element and have been
+ * computed on tp. Gradients accumulate into leaves (+=): zero them between
+ * steps. May be called again on the same tape (two losses sharing layers,
+ * or the same loss twice): each walk starts from zero inside the graph, so
+ * backward(l1); backward(l2) gives the leaves what backward(l1 + l2) would,
+ * as PyTorch's retain_graph=True. */
 void tg_backward(tg_tape *tp, tg_tensor *loss);
 /* Same, with a caller-supplied seed gradient of out's shape. */
 void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed);
