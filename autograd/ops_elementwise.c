@@ -1,5 +1,6 @@
 /* Elementwise ops: broadcasting binary ops, scalar ops, and the unary
- * functions. Each forward is followed by its backward. */
+ * functions. Each op's backward comes first, then the forward that records
+ * it. */
 #include "parallel.h"
 #include "tape.h"
 #include "vmath.h"

@@ -15,11 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tg_version.h" /* TG_VERSION "major.minor.patch", from meson */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define TG_VERSION "0.1.0"
 #define TG_MAX_DIMS 4
 
 typedef struct tg_tape tg_tape;

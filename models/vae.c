@@ -1,4 +1,5 @@
-/* The VAE as graphs: see tg_vae.h and the sketch in design.md. */
+/* The VAE as graphs: the ELBO sketched in docs/design.md (models); the API
+ * and shapes are in tg_vae.h. */
 #include <stdlib.h>
 
 #include "tg_vae.h"
