@@ -87,6 +87,11 @@ bool tg_params_finite(tg_params *ps, const char **where);
 /* The largest |gradient| (NaN if any gradient is NaN): for a NaN guard that
  * also catches gradients whose square would overflow, or for clipping. */
 float tg_params_grad_absmax(tg_params *ps);
+/* The NaN/Inf guard of a training step, after backward: NULL when every
+ * value and gradient g is finite and so is g * g (Adam's second moment, a
+ * convex mix of g * g, then stays finite too). Otherwise the name of the
+ * first tensor that fails, and *why (if not NULL) says how (nn/guard.c). */
+const char *tg_params_nonfinite(tg_params *ps, const char **why);
 
 /* ---- layers -------------------------------------------------------------- */
 
@@ -241,6 +246,9 @@ tg_optim *tg_adamw_new(tg_params *ps, float lr, float weight_decay);
 tg_optim *tg_rmsprop_new(tg_params *ps, float lr, float momentum);
 void tg_optim_step(tg_optim *opt);
 void tg_optim_free(tg_optim *opt);
+/* NULL when the optimizer state is finite, else the name of the first
+ * parameter whose state is not (nn/guard.c). */
+const char *tg_optim_nonfinite(const tg_optim *opt);
 
 /* Global gradient-norm clipping, as torch.nn.utils.clip_grad_norm_: returns
  * the L2 norm of every gradient of ps taken together and, when it exceeds
@@ -281,6 +289,15 @@ void tg_meta_set_int(tg_meta *m, const char *key, int64_t value);
 const char *tg_meta_get(const tg_meta *m, const char *key); /* or NULL */
 /* Parses an integer value; TG_ERR_FORMAT if missing or not an integer. */
 tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value);
+/* A double as C99 hex ("%a"), so that it reads back bit for bit; getting
+ * it gives TG_ERR_FORMAT if missing or not a finite number. */
+void tg_meta_set_double(tg_meta *m, const char *key, double value);
+tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value);
+/* A generator's state (64 hex digits): a checkpoint resumes its stream
+ * exactly. Getting it gives TG_ERR_FORMAT unless it is 64 hex digits, not
+ * all zero. */
+void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r);
+tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 
 /* opt and meta may be NULL. */
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
@@ -290,7 +307,7 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta);
 /* Only the metadata (after validating the header), to check a model's
- * config before building it (nn/checkpoint_meta.c). */
+ * config before building it. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
 
 /* ---- data ---------------------------------------------------------------- */
