@@ -233,7 +233,7 @@ void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                                    tg_tensor *targets); /* summed per row */
 tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred,
-                       tg_tensor *target); /* summed per row */
+                       tg_tensor *target); /* summed per row; equal shapes */
 tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
                                 const int *labels);
 
