@@ -6,7 +6,9 @@
  * long-lived tensors come from tg_tensor_new() and are freed by their owner.
  *
  * Shape misuse is a programmer error: the op aborts with a message naming
- * itself and the shapes. Bad data (files, arguments) never aborts: see
+ * itself and the shapes; so does a NULL tensor. Dims may be 0: a batch of
+ * 0 rows ([0, C]) goes through every op, forward and backward, and the mean
+ * of no elements is 0. Bad data (files, arguments) never aborts: see
  * tg_status in tg_nn.h. */
 #ifndef TG_AUTOGRAD_H
 #define TG_AUTOGRAD_H
@@ -15,24 +17,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tg_version.h" /* TG_VERSION "major.minor.patch", from meson */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define TG_VERSION "0.1.0"
 #define TG_MAX_DIMS 4
+
+typedef struct tg_tape tg_tape;
 
 typedef struct tg_tensor {
     float *data;
-    float *grad;        /* NULL until a gradient is needed */
+    float *grad; /* NULL until a gradient is needed */
     int ndim;
     int shape[TG_MAX_DIMS];
     size_t size;        /* number of elements */
     bool requires_grad; /* parameters, and anything computed from them */
     bool owns_data;     /* data/grad were malloc'd by tg_tensor_new */
+    tg_tape *tape;      /* the tape that made it; NULL when long-lived */
 } tg_tensor;
-
-typedef struct tg_tape tg_tape;
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -90,16 +94,23 @@ tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols);
 void *tg_tape_alloc(tg_tape *tp, size_t bytes);
 
 /* Seeds d(loss)/d(loss) = 1 and walks the records in reverse, adding each
- * op's input gradients. loss must have exactly one element. Gradients
- * accumulate into leaves (+=): zero them between steps. */
+ * op's input gradients. loss must have exactly one element and have been
+ * computed on tp. Gradients accumulate into leaves (+=): zero them between
+ * steps. May be called again on the same tape (two losses sharing layers,
+ * or the same loss twice): each walk starts from zero inside the graph, so
+ * backward(l1); backward(l2) gives the leaves what backward(l1 + l2) would,
+ * as PyTorch's retain_graph=True. */
 void tg_backward(tg_tape *tp, tg_tensor *loss);
 /* Same, with a caller-supplied seed gradient of out's shape. */
 void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed);
 
 /* ---- ops ------------------------------------------------------------------
- * Broadcasting (add, sub, mul): b has a's shape, or is a row ([C] or [1, C],
- * repeated down the rows of a's last axis), or a per-row scalar ([R, 1] or
- * [R], one value for each row), or a single element. */
+ * Broadcasting (add, sub, mul): the first operand a sets the output's shape
+ * ([R, C], R the product of the leading dims); b has a's shape, or is a row
+ * ([C] or [1, C], repeated down the rows), or a per-row column ([R, 1], one
+ * value for each row), or a single element. A 1-D b is always a row, as in
+ * NumPy and PyTorch, also when R == C: one value per row is [R, 1]. A
+ * smaller a with a larger b is refused (swap the operands). */
 
 /* y[B, out] = x[B, in] . W^T + b, with W stored [out, in] as in PyTorch and
  * b [out] (b may be NULL). One fused op. */
@@ -125,7 +136,7 @@ tg_tensor *tg_square(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi);
 
 tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);      /* all elements -> [1] */
-tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x);     /* all elements -> [1] */
+tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x);     /* all -> [1]; 0 if none */
 tg_tensor *tg_sum_rows(tg_tape *tp, tg_tensor *x); /* [R, C] -> [R, 1] */
 tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x);
 
@@ -145,11 +156,47 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                               tg_tensor *targets);
 /* Softmax cross-entropy of logits [R, C] against class labels (0..C-1):
  * [R, 1], each row -log softmax(x)[label]. Labels get no gradient. */
-tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits,
-                           const int *labels);
+tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels);
 /* KL(N(mean, exp(logvar)) || N(0, I)) summed over the last axis: [R, 1],
  * -0.5 * sum(1 + logvar - mean^2 - exp(logvar)). One fused op. */
 tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar);
+
+/* ---- writing your own op ------------------------------------------------
+ * An op is two functions. Its forward checks its inputs
+ * (tg_check_tensors), makes its outputs on the tape (tg_tape_tensor),
+ * computes them, and calls tg_op_record. Its backward is called by
+ * tg_backward with the record: it reads each output's gradient
+ * (tg_op_grad_out) and ADDS (+=, never =: an input may feed several ops)
+ * into each input's gradient, tg_grad_of(tp, input), which is NULL for an
+ * input that needs none. The tape then gives a user's op every guarantee a
+ * built-in one has: repeated backward, recording off, 0-row batches, and the
+ * gradient check (tg_gradcheck). README, "Writing your own op", has a
+ * complete example. */
+typedef struct tg_record tg_record; /* one op on the tape */
+typedef void (*tg_backward_fn)(tg_tape *tp, tg_record *r);
+
+/* Records an op on tp: n_in inputs (none NULL), n_out outputs (tensors made
+ * on tp for this op), and saved, any memory the backward needs (usually from
+ * tg_tape_alloc, so it lives as long as the record). name appears in error
+ * messages and must outlive the tape (a string literal). When tp is not
+ * recording or no input requires grad, records nothing and returns NULL;
+ * otherwise marks the outputs as requiring grad and returns the record. */
+tg_record *tg_op_record(tg_tape *tp, const char *name, tg_backward_fn backward,
+                        int n_in, tg_tensor *const *inputs, int n_out,
+                        tg_tensor *const *outputs, void *saved);
+/* In a backward: the record's i-th input and output, output i's gradient
+ * dL/dy (same shape as the output; NULL when that output did not reach the
+ * loss), and the saved pointer given to tg_op_record. */
+tg_tensor *tg_op_input(const tg_record *r, int i);
+tg_tensor *tg_op_output(const tg_record *r, int i);
+const float *tg_op_grad_out(const tg_record *r, int i);
+void *tg_op_saved(const tg_record *r);
+/* t's gradient buffer, to add into; zero-filled at first use. NULL when t
+ * does not require grad (a constant). */
+float *tg_grad_of(tg_tape *tp, tg_tensor *t);
+/* Aborts with "tapegrad: OP: tensor argument K is NULL" when any of the n
+ * tensors is NULL. */
+void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts);
 
 /* ---- matmul kernel --------------------------------------------------------
  * C[M,N] = alpha * op(A) . op(B) + beta * C, row-major, leading dimensions in
@@ -179,13 +226,13 @@ typedef tg_tensor *(*tg_graph_fn)(tg_tape *tp, tg_tensor **inputs, void *ctx);
 
 typedef struct tg_gradcheck_report {
     bool ok;
-    bool all_zero;       /* both gradients were zero everywhere */
-    double max_abs_err;  /* worst |analytic - numeric| */
-    double max_rel_err;  /* worst |analytic - numeric| / max(|numeric|, 1e-3) */
-    int worst_input;     /* where the worst ratio to the tolerance was */
+    bool all_zero;      /* both gradients were zero everywhere */
+    double max_abs_err; /* worst |analytic - numeric| */
+    double max_rel_err; /* worst |analytic - numeric| / max(|numeric|, 1e-3) */
+    int worst_input;    /* where the worst ratio to the tolerance was */
     size_t worst_index;
     double worst_analytic, worst_numeric;
-    size_t checked;      /* elements compared */
+    size_t checked; /* elements compared */
 } tg_gradcheck_report;
 
 typedef struct tg_gradcheck_opts {

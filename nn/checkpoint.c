@@ -6,9 +6,11 @@
  * loading checks the whole file against the model before changing it. */
 #include "safetensors.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,7 @@
 #define KIND_KEY "optim.kind"
 #define STEP_KEY "optim.step"
 
-/* ---- metadata -------------------------------------------------------------- */
+/* ---- metadata ------------------------------------------------------------ */
 
 void tg_meta_set(tg_meta *m, const char *key, const char *value)
 {
@@ -61,11 +63,12 @@ static tg_status parse_int(const char *what, const char *key, const char *s,
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    bool starts_ok = *s == '-' ? s[1] >= '0' && s[1] <= '9'
-                               : *s >= '0' && *s <= '9';
+    bool starts_ok =
+        *s == '-' ? s[1] >= '0' && s[1] <= '9' : *s >= '0' && *s <= '9';
     if (!starts_ok || *end != '\0' || errno == ERANGE)
-        return tg_error(TG_ERR_FORMAT, "%s: metadata '%s' = '%.40s' is not an "
-                        "integer", what, key, s);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata '%s' = '%.40s' is not an integer", what,
+                        key, s);
     *value = v;
     return TG_OK;
 }
@@ -75,11 +78,63 @@ tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value)
     return parse_int("checkpoint", key, tg_meta_get(m, key), value);
 }
 
-/* ---- saving ------------------------------------------------------------------ */
+void tg_meta_set_double(tg_meta *m, const char *key, double value)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%a", value);
+    tg_meta_set(m, key, buf);
+}
+
+tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value)
+{
+    const char *s = tg_meta_get(m, key);
+    char *end = NULL;
+    double v = s && *s && !isspace((unsigned char)*s) ? strtod(s, &end) : NAN;
+    if (!end || *end || !isfinite(v))
+        return tg_error(TG_ERR_FORMAT, "checkpoint: metadata '%s' is %s", key,
+                        s ? "not a finite number" : "missing");
+    *value = v;
+    return TG_OK;
+}
+
+void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r)
+{
+    char buf[4 * 16 + 1];
+    for (int i = 0; i < 4; i++)
+        snprintf(buf + 16 * i, 17, "%016" PRIx64, r->s[i]);
+    tg_meta_set(m, key, buf);
+}
+
+tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r)
+{
+    const char *s = tg_meta_get(m, key);
+    bool ok = s && strlen(s) == 4 * 16;
+    tg_rng v = {{0}};
+    for (int i = 0; ok && i < 4 * 16; i++) {
+        int c = tolower((unsigned char)s[i]);
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
+        ok = d >= 0;
+        v.s[i / 16] = v.s[i / 16] << 4 | (uint64_t)(ok ? d : 0);
+    }
+    if (!ok || !(v.s[0] | v.s[1] | v.s[2] | v.s[3]))
+        return tg_error(TG_ERR_FORMAT,
+                        "checkpoint: metadata '%s' is not a "
+                        "generator state (64 hex digits, not all zero)",
+                        key);
+    *r = v;
+    return TG_OK;
+}
+
+/* ---- saving -------------------------------------------------------------- */
 
 static const char *kind_name(tg_optim_kind k)
 {
-    return k == TG_OPTIM_ADAM ? "adam" : "sgd";
+    return k == TG_OPTIM_ADAM      ? "adam"
+           : k == TG_OPTIM_ADAMW   ? "adamw"
+           : k == TG_OPTIM_RMSPROP ? "rmsprop"
+                                   : "sgd";
 }
 
 /* "<prefix><name>", malloc'd. */
@@ -108,8 +163,9 @@ static tg_status sync_dir(const char *path)
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     tg_status st = TG_OK;
     if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
-        st = tg_error(TG_ERR_IO, "%s: saved, but syncing directory %s "
-                      "failed: %s", path, dir, strerror(errno));
+        st = tg_error(TG_ERR_IO,
+                      "%s: saved, but syncing directory %s failed: %s", path,
+                      dir, strerror(errno));
     if (fd >= 0)
         close(fd);
     free(dir);
@@ -119,8 +175,7 @@ static tg_status sync_dir(const char *path)
 /* Writes the tensors and metadata to "<path>.tmp.<pid>", syncs it and
  * renames it over path. On failure the temporary file is removed. */
 static tg_status write_atomic(const char *path, int n, const tg_st_tensor *t,
-                              int nmeta, const char **keys,
-                              const char **values)
+                              int nmeta, const char **keys, const char **values)
 {
     char *tmp = malloc(strlen(path) + 32);
     if (!tmp)
@@ -161,8 +216,8 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta)
 {
     if (opt && opt->params != ps)
-        tg_fatal("checkpoint_save", "optimizer belongs to another parameter "
-                 "set");
+        tg_fatal("checkpoint_save",
+                 "optimizer belongs to another parameter set");
     tg_params_seal(ps);
     int np = tg_params_count(ps);
     const float *m = opt ? opt->m : NULL, *v = opt ? opt->v : NULL;
@@ -215,7 +270,7 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     return st;
 }
 
-/* ---- loading ------------------------------------------------------------------ */
+/* ---- loading ------------------------------------------------------------- */
 
 static const char *file_meta(const tg_st_file *f, const char *key)
 {
@@ -256,12 +311,14 @@ static tg_status expect(const tg_st_file *f, const char *prefix,
     tg_status st = TG_OK;
     char fs[256], ms[64];
     if (!e)
-        st = tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' missing from the "
-                      "file", f->path, full);
+        st = tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' missing from the file",
+                      f->path, full);
     else if (!same_shape(e, t))
-        st = tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' has shape %s in the "
-                      "file but %s in the model", f->path, full,
-                      entry_shape_str(e, fs, sizeof fs), tg_shape_str(t, ms));
+        st = tg_error(TG_ERR_MISMATCH,
+                      "%s: tensor '%s' has shape %s in the "
+                      "file but %s in the model",
+                      f->path, full, entry_shape_str(e, fs, sizeof fs),
+                      tg_shape_str(t, ms));
     free(full);
     *out = e;
     return st;
@@ -276,8 +333,9 @@ static tg_status check_unexpected(const tg_st_file *f, const tg_params *ps)
             strncmp(name, "optim.v.", 8) == 0)
             name += 8;
         if (!tg_params_find(ps, name))
-            return tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' is not a "
-                            "parameter of the model", f->path, f->t[i].name);
+            return tg_error(TG_ERR_MISMATCH,
+                            "%s: tensor '%s' is not a parameter of the model",
+                            f->path, f->t[i].name);
     }
     return TG_OK;
 }
@@ -286,8 +344,9 @@ static tg_status check_meta_fits(const tg_st_file *f)
 {
     const tg_meta *m = NULL;
     if (f->nmeta > TG_META_MAX)
-        return tg_error(TG_ERR_FORMAT, "%s: %d metadata entries, at most %d "
-                        "supported", f->path, f->nmeta, TG_META_MAX);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: %d metadata entries, at most %d supported",
+                        f->path, f->nmeta, TG_META_MAX);
     for (int i = 0; i < f->nmeta; i++)
         if (strlen(f->meta_key[i]) >= sizeof m->key[0] ||
             strlen(f->meta_value[i]) >= sizeof m->value[0])
@@ -296,12 +355,33 @@ static tg_status check_meta_fits(const tg_st_file *f)
     return TG_OK;
 }
 
+/* The file's metadata into meta, after check_meta_fits. */
+static void copy_meta(const tg_st_file *f, tg_meta *meta)
+{
+    memset(meta, 0, sizeof *meta);
+    for (int i = 0; i < f->nmeta; i++)
+        tg_meta_set(meta, f->meta_key[i], f->meta_value[i]);
+}
+
+tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta)
+{
+    tg_st_file f;
+    tg_status st = tg_st_open(path, &f);
+    if (st != TG_OK)
+        return st;
+    st = check_meta_fits(&f);
+    if (st == TG_OK)
+        copy_meta(&f, meta);
+    tg_st_close(&f);
+    return st;
+}
+
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta)
 {
     if (opt && opt->params != ps)
-        tg_fatal("checkpoint_load", "optimizer belongs to another parameter "
-                 "set");
+        tg_fatal("checkpoint_load",
+                 "optimizer belongs to another parameter set");
     tg_params_seal(ps);
     tg_st_file f;
     tg_status st = tg_st_open(path, &f);
@@ -318,12 +398,13 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
     if (st == TG_OK && opt) {
         const char *kind = file_meta(&f, KIND_KEY);
         if (!kind)
-            st = tg_error(TG_ERR_MISMATCH, "%s: no optimizer state in the "
-                          "file", path);
+            st = tg_error(TG_ERR_MISMATCH, "%s: no optimizer state in the file",
+                          path);
         else if (strcmp(kind, kind_name(opt->kind)) != 0)
-            st = tg_error(TG_ERR_MISMATCH, "%s: optimizer is '%.16s' in the "
-                          "file but '%s' in the model", path, kind,
-                          kind_name(opt->kind));
+            st = tg_error(TG_ERR_MISMATCH,
+                          "%s: optimizer is '%.16s' in the "
+                          "file but '%s' in the model",
+                          path, kind, kind_name(opt->kind));
         else
             st = parse_int(path, STEP_KEY, file_meta(&f, STEP_KEY), &step);
         if (st == TG_OK && step < 0)
@@ -364,11 +445,8 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                    numel * sizeof(float));
         if (opt)
             opt->step = step;
-        if (meta) {
-            memset(meta, 0, sizeof *meta);
-            for (int i = 0; i < f.nmeta; i++)
-                tg_meta_set(meta, f.meta_key[i], f.meta_value[i]);
-        }
+        if (meta)
+            copy_meta(&f, meta);
     }
     free(scratch);
     tg_st_close(&f);

@@ -13,7 +13,7 @@
 extern "C" {
 #endif
 
-/* ---- status ---------------------------------------------------------------- */
+/* ---- status -------------------------------------------------------------- */
 
 typedef enum tg_status {
     TG_OK = 0,
@@ -33,9 +33,10 @@ const char *tg_errmsg(void);
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-tg_status tg_error(tg_status status, const char *fmt, ...);
+tg_status
+tg_error(tg_status status, const char *fmt, ...);
 
-/* ---- random numbers ----------------------------------------------------------
+/* ---- random numbers ---------------------------------------------------------
  * xoshiro256** seeded through splitmix64 from (seed, stream): one stream per
  * purpose (init, data order, noise) so each is reproducible on its own. */
 typedef struct tg_rng {
@@ -50,17 +51,25 @@ float tg_rng_normal(tg_rng *r);               /* N(0, 1) */
 void tg_rng_fill_uniform(tg_rng *r, float *x, size_t n, float lo, float hi);
 void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std);
 
-/* ---- parameter sets ----------------------------------------------------------
- * Named long-lived tensors ("encoder.fc1.weight"). Once the set is sealed
- * (by the first tg_params_zero_grad, optimizer or checkpoint call, or
- * explicitly) every parameter's data lives in one contiguous buffer and
- * every grad in another, in the order added: one all-reduce syncs them all. */
+/* ---- parameter sets ---------------------------------------------------------
+ * Named long-lived tensors ("encoder.fc1.weight"). Every parameter's data
+ * lives in one contiguous buffer and every grad in another, in the order
+ * added: one all-reduce syncs them all, an optimizer sees one array.
+ *
+ * Pointer stability: a parameter's tg_tensor, its data and its grad pointers
+ * are final from tg_params_add on (the set reserves address space up front
+ * and never moves storage); keeping `float *w = layer.W->data` is safe for
+ * the set's life. A parameter requires grad from the start, so a layer can be
+ * used on a tape (forward and backward) before anything seals the set.
+ * Sealing (tg_params_seal, or the first optimizer, checkpoint or zero_grad
+ * call) only closes the set: tg_params_add afterwards aborts. A set holds up
+ * to 512 M floats (less where address space is limited, e.g. valgrind). */
 typedef struct tg_params tg_params;
 
 tg_params *tg_params_new(void);
 void tg_params_free(tg_params *ps);
-/* A new zeroed parameter owned by the set; aborts on a duplicate name or
- * after sealing. */
+/* A new zeroed parameter owned by the set (requires grad, grad zeroed);
+ * aborts on a duplicate name or after sealing. */
 tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
                          const int *shape);
 void tg_params_seal(tg_params *ps);
@@ -78,6 +87,11 @@ bool tg_params_finite(tg_params *ps, const char **where);
 /* The largest |gradient| (NaN if any gradient is NaN): for a NaN guard that
  * also catches gradients whose square would overflow, or for clipping. */
 float tg_params_grad_absmax(tg_params *ps);
+/* The NaN/Inf guard of a training step, after backward: NULL when every
+ * value and gradient g is finite and so is g * g (Adam's second moment, a
+ * convex mix of g * g, then stays finite too). Otherwise the name of the
+ * first tensor that fails, and *why (if not NULL) says how (nn/guard.c). */
+const char *tg_params_nonfinite(tg_params *ps, const char **why);
 
 /* ---- layers -------------------------------------------------------------- */
 
@@ -98,36 +112,163 @@ void tg_dense_layer_init(tg_dense_layer *l, tg_params *ps, const char *name,
                          int in, int out, tg_init init, tg_rng *rng);
 tg_tensor *tg_dense_apply(tg_tape *tp, const tg_dense_layer *l, tg_tensor *x);
 
-/* ---- losses (scalars: the mean over the rows of a batch) ------------------ */
+/* ---- variational Dense layer (nn/bayes.c) -----------------------------------
+ * Bayes by Backprop (Blundell et al. 2015) with the local reparameterization
+ * trick (Kingma et al. 2015). Posterior over W [out, in] and b [out]: a
+ * factorised Gaussian N(mu, sigma^2), sigma = softplus(rho); prior
+ * N(0, prior_scale^2) on every weight and bias. Parameters "<name>.weight_mu",
+ * ".weight_rho", ".bias_mu", ".bias_rho" live in the set (save and load like
+ * any other). Training loss (the negative ELBO per example):
+ *   mean NLL over the batch + (sum of the layers' KL) / N,  N = training set
+ * size. Costs two GEMMs forward where a Dense layer costs one. */
+typedef struct tg_bayes_dense {
+    tg_tensor *W_mu, *W_rho, *b_mu, *b_rho;
+    int in, out;
+    float prior_scale;
+} tg_bayes_dense;
+
+/* Means uniform +-1/sqrt(in) (PyTorch's Linear, drawn W then b from rng);
+ * every rho = rho_init (-5 gives sigma 0.0067). Aborts on bad sizes or
+ * prior_scale <= 0. */
+void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
+                         int in, int out, float prior_scale, float rho_init,
+                         tg_rng *rng);
+/* A sampled pre-activation y [B, out] for x [B, in]:
+ *   y = x.W_mu^T + b_mu + sqrt((x*x).(sigma_W^2)^T + sigma_b^2) * eps,
+ * eps ~ N(0, I) drawn from rng on one thread in row order (so the same for
+ * any thread count). rng NULL: the posterior mean's output x.W_mu^T + b_mu. */
+tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
+                                tg_tensor *x, tg_rng *rng);
+/* The same with caller-supplied noise eps [B, out] (tests, fixed noise). */
+tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
+                                    tg_tensor *x, tg_tensor *eps);
+/* KL(q || p) over all weights and biases in closed form, a [1] graph:
+ * sum log(p/sigma) + (sigma^2 + mu^2) / (2 p^2) - 1/2. */
+tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
+
+/* ---- metrics of predictive distributions (nn/metrics.c) ---------------------
+ * For any classifier: probs [n, C] row-major probabilities (each row sums to
+ * 1), labels [n] in 0..C-1. Confidence = the largest probability of a row,
+ * the prediction = its class (the first on ties). Computed in double,
+ * serially: results do not depend on the thread count. Aborts on n < 1,
+ * C < 2 or a label outside 0..C-1. */
+#define TG_ECE_MAX_BINS 100
+#define TG_PROB_FLOOR 1e-12 /* tg_metric_nll reads p < 1e-12 as 1e-12 */
+
+typedef struct tg_reliability_bin {
+    double lo, hi;     /* confidences in (lo, hi]; the first bin has 0 too */
+    int count;         /* examples in the bin */
+    double confidence; /* their mean confidence (NaN when empty) */
+    double accuracy;   /* their accuracy (NaN when empty) */
+} tg_reliability_bin;
+
+/* Expected calibration error with `bins` equal-width bins (15 is usual):
+ * sum_b (count_b / n) |accuracy_b - confidence_b|. out (may be NULL) gets
+ * the bins for a reliability diagram. */
+double tg_metric_ece(const float *probs, const int *labels, int n, int C,
+                     int bins, tg_reliability_bin *out);
+/* Brier score: mean over rows of sum_k (p_k - [k == label])^2, in [0, 2]. */
+double tg_metric_brier(const float *probs, const int *labels, int n, int C);
+/* Negative log-likelihood: mean of -log max(p[label], TG_PROB_FLOOR). */
+double tg_metric_nll(const float *probs, const int *labels, int n, int C);
+double tg_metric_accuracy(const float *probs, const int *labels, int n, int C);
+/* Accuracy on the ceil(coverage * n) most confident rows (coverage in
+ * (0, 1]; equal confidences are taken in row order). */
+double tg_metric_accuracy_at_coverage(const float *probs, const int *labels,
+                                      int n, int C, double coverage);
+
+/* Uncertainty of one example's predictive distribution, in nats. */
+typedef struct tg_uncertainty {
+    double total;     /* entropy of the mean prediction H(pbar) */
+    double aleatoric; /* mean entropy of the samples, mean_s H(p_s) */
+    double epistemic; /* mutual information = total - aleatoric, >= 0,
+                         computed as mean_s KL(p_s || pbar): exactly 0 when
+                         the samples are identical */
+} tg_uncertainty;
+
+/* The predictive distribution from S sampled predictions: samples
+ * [S, n, C] (sample s of row i at (s * n + i) * C). mean [n, C] (may be
+ * NULL) gets pbar = mean_s p_s, u [n] (may be NULL) the decomposition. */
+void tg_predictive(const float *samples, int S, int n, int C, float *mean,
+                   tg_uncertainty *u);
+
+/* P(pos > neg) + P(pos == neg) / 2 over all pairs, from ranks (O(n log n)):
+ * the area under the ROC curve of a score that should be higher for the
+ * positives (e.g. out-of-distribution inputs). NaN when a score is NaN.
+ * Aborts when a list is empty. */
+double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
+
+/* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                                    tg_tensor *targets); /* summed per row */
 tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred,
-                       tg_tensor *target); /* summed per row */
+                       tg_tensor *target); /* summed per row; equal shapes */
 tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
                                 const int *labels);
 
-/* ---- optimizers ------------------------------------------------------------ */
+/* ---- optimizers ---------------------------------------------------------- */
 
-typedef enum tg_optim_kind { TG_OPTIM_SGD, TG_OPTIM_ADAM } tg_optim_kind;
+typedef enum tg_optim_kind {
+    TG_OPTIM_SGD,
+    TG_OPTIM_ADAM,
+    TG_OPTIM_ADAMW,
+    TG_OPTIM_RMSPROP,
+} tg_optim_kind;
 
+/* Fields may be changed between steps (lr by a schedule, say). */
 typedef struct tg_optim {
     tg_optim_kind kind;
     tg_params *params;
     float lr;
-    float momentum;             /* SGD */
-    float beta1, beta2, eps;    /* Adam (0.9, 0.999, 1e-8) */
-    float weight_decay;         /* L2, added to the gradient; default 0 */
-    int64_t step;               /* steps taken */
-    float *m, *v;               /* state, tg_params_numel() each (v: Adam) */
+    float momentum;          /* SGD, RMSprop (default 0) */
+    float beta1, beta2, eps; /* Adam, AdamW (0.9, 0.999, 1e-8); eps RMSprop */
+    float weight_decay;      /* L2 added to the gradient (AdamW: decoupled) */
+    int64_t step;            /* steps taken */
+    float *m, *v;  /* state, tg_params_numel() each: m momentum or first
+                      moment, v second moment (Adam, AdamW, RMSprop) */
+    float alpha;   /* RMSprop's smoothing constant (default 0.99) */
+    bool nesterov; /* SGD with momentum > 0: Nesterov's update */
 } tg_optim;
 
-/* SGD: v = momentum * v + g; p -= lr * v (PyTorch's form). */
+/* SGD: v = momentum * v + g; p -= lr * v (PyTorch's form). With
+ * opt->nesterov set: p -= lr * (g + momentum * v), as torch.optim.SGD with
+ * nesterov=True. */
 tg_optim *tg_sgd_new(tg_params *ps, float lr, float momentum);
 /* Adam with bias correction, as torch.optim.Adam. */
 tg_optim *tg_adam_new(tg_params *ps, float lr);
+/* AdamW, as torch.optim.AdamW: p *= 1 - lr * weight_decay, then Adam's
+ * update without the decay in the gradient (decoupled weight decay). */
+tg_optim *tg_adamw_new(tg_params *ps, float lr, float weight_decay);
+/* RMSprop, as torch.optim.RMSprop (not centered): v = alpha v + (1 - alpha)
+ * g^2; with momentum 0 p -= lr g / (sqrt(v) + eps), else m = momentum m +
+ * g / (sqrt(v) + eps), p -= lr m. alpha 0.99, eps 1e-8. */
+tg_optim *tg_rmsprop_new(tg_params *ps, float lr, float momentum);
 void tg_optim_step(tg_optim *opt);
 void tg_optim_free(tg_optim *opt);
+/* NULL when the optimizer state is finite, else the name of the first
+ * parameter whose state is not (nn/guard.c). */
+const char *tg_optim_nonfinite(const tg_optim *opt);
+
+/* Global gradient-norm clipping, as torch.nn.utils.clip_grad_norm_: returns
+ * the L2 norm of every gradient of ps taken together and, when it exceeds
+ * max_norm (> 0), scales every gradient by max_norm / (norm + 1e-6). The sum
+ * runs in double over fixed blocks added in order: the same bits on any
+ * thread count. A NaN or Inf norm is returned and nothing is scaled (the
+ * caller's guard decides). */
+float tg_clip_grad_norm(tg_params *ps, float max_norm);
+
+/* Learning-rate schedules: pure functions of the step (0-based, the number
+ * of steps taken before this one), so a resumed run gets the same rates. Set
+ * opt->lr = tg_lr_...(..., opt->step) before each tg_optim_step.
+ * Step decay: base * gamma^floor(step / step_size). */
+float tg_lr_step_decay(float base, int64_t step, int64_t step_size,
+                       float gamma);
+/* Linear warm-up over warmup steps, base * (step + 1) / warmup, then cosine
+ * decay to min_lr at total steps: min_lr + (base - min_lr) * (1 + cos(pi *
+ * (step - warmup) / (total - warmup))) / 2; min_lr from total on. */
+float tg_lr_cosine_warmup(float base, int64_t step, int64_t warmup,
+                          int64_t total, float min_lr);
 
 /* ---- checkpoints (safetensors) ---------------------------------------------
  * A file holds the parameters under their names (F32, little-endian, W as
@@ -148,6 +289,15 @@ void tg_meta_set_int(tg_meta *m, const char *key, int64_t value);
 const char *tg_meta_get(const tg_meta *m, const char *key); /* or NULL */
 /* Parses an integer value; TG_ERR_FORMAT if missing or not an integer. */
 tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value);
+/* A double as C99 hex ("%a"), so that it reads back bit for bit; getting
+ * it gives TG_ERR_FORMAT if missing or not a finite number. */
+void tg_meta_set_double(tg_meta *m, const char *key, double value);
+tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value);
+/* A generator's state (64 hex digits): a checkpoint resumes its stream
+ * exactly. Getting it gives TG_ERR_FORMAT unless it is 64 hex digits, not
+ * all zero. */
+void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r);
+tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 
 /* opt and meta may be NULL. */
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
@@ -157,10 +307,10 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta);
 /* Only the metadata (after validating the header), to check a model's
- * config before building it (nn/checkpoint_meta.c). */
+ * config before building it. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
 
-/* ---- data ------------------------------------------------------------------- */
+/* ---- data ---------------------------------------------------------------- */
 
 /* n images of rows x cols pixels as floats in [0, 1], row-major, and their
  * labels (0..255 as read; MNIST uses 0..9). */
@@ -173,8 +323,7 @@ typedef struct tg_dataset {
 /* Reads an IDX file (raw, or gzip when the name ends in .gz and zlib was
  * found at build time). Checks magic, dims, and sizes against the file before
  * allocating. *dims gets up to 3 sizes; data is malloc'd (caller frees). */
-tg_status tg_idx_read(const char *path, int *ndim, int dims[3],
-                      uint8_t **data);
+tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data);
 /* Loads "<dir>/train-images-idx3-ubyte" (or t10k- when train is false) and
  * its labels, trying each name raw and with .gz. Checks counts agree. */
 tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds);
@@ -201,6 +350,55 @@ int tg_batcher_count(const tg_batcher *b); /* batches per epoch */
 /* Copies the next batch into x ([n, rows*cols], n <= batch) and labels (may
  * be NULL); returns n, 0 at the end of the epoch. */
 int tg_batcher_next(tg_batcher *b, float *x, int *labels);
+
+/* Mini-batches over any float data: x [n, dim] row-major, optional float
+ * targets y [n, y_dim] (set y, y_dim) and optional int labels [n] (set
+ * labels); the arrays stay the caller's and must outlive the batcher. The
+ * order depends only on (seed, epoch), as tg_batcher's. Set the fields
+ * shuffle (default true) and drop_last (default false) after init, then
+ * call tg_array_batcher_start.
+ * Last batch: with drop_last false it holds the n % batch remaining rows
+ * (short); with drop_last true those rows are skipped for the epoch. */
+typedef struct tg_array_batcher {
+    const float *x;
+    int n, dim;
+    const float *y; /* may be NULL */
+    int y_dim;
+    const int *labels; /* may be NULL */
+    int batch;
+    bool shuffle, drop_last;
+    int *order;
+    uint64_t seed;
+    int64_t epoch;
+    int pos;
+} tg_array_batcher;
+
+void tg_array_batcher_init(tg_array_batcher *b, const float *x, int n, int dim,
+                           int batch, uint64_t seed);
+void tg_array_batcher_free(tg_array_batcher *b);
+/* Starts epoch (shuffles by (seed, epoch) when shuffle is set) at batch
+ * index first_batch. */
+void tg_array_batcher_start(tg_array_batcher *b, int64_t epoch,
+                            int first_batch);
+int tg_array_batcher_count(const tg_array_batcher *b); /* batches per epoch */
+/* The next batch as tape tensors (valid until tg_tape_reset): *x [count,
+ * dim], *y [count, y_dim] and *labels (arena memory) when those pointers are
+ * not NULL. Consecutive rows (shuffle off) are views of the caller's arrays,
+ * not copies. Returns count, 0 at the end of the epoch. */
+int tg_array_batcher_next(tg_array_batcher *b, tg_tape *tp, tg_tensor **x,
+                          tg_tensor **y, const int **labels);
+
+/* ---- model helpers ------------------------------------------------------- */
+
+/* The reparameterization trick: z = mean + exp(logvar / 2) * eps with eps ~
+ * N(0, I) of mean's shape drawn from rng on this thread in row-major order
+ * (same bits on any thread count). Gradients reach mean and logvar. eps_out
+ * (may be NULL) gets the noise tensor. mean and logvar have equal shapes. */
+tg_tensor *tg_reparameterize(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar,
+                             tg_rng *rng, tg_tensor **eps_out);
+/* labels (0..classes-1) as a tape tensor [n, classes] of zeros and ones (no
+ * gradient); a label out of range aborts naming its row. */
+tg_tensor *tg_one_hot(tg_tape *tp, const int *labels, int n, int classes);
 
 #ifdef __cplusplus
 }
