@@ -168,8 +168,13 @@ static geom geom_from(const char *op, const tg_tensor *x, const tg_tensor *W,
                       const tg_tensor *b, int b_size, const tg_conv2d_args *a)
 {
     char sx[64], sw[64], sb[64];
-    if (x->ndim != 4 || W->ndim != 4)
-        tg_fatal(op, "needs x [N, C, H, W] and a 4-D weight, got x %s, W %s",
+    bool empty = false; /* only the batch may be empty */
+    for (int d = 0; d < 4; d++)
+        empty |= (d > 0 && x->shape[d] < 1) || W->shape[d] < 1;
+    if (x->ndim != 4 || W->ndim != 4 || empty)
+        tg_fatal(op,
+                 "needs x [N, C, H, W] and a 4-D weight with no 0 dims "
+                 "(but N), got x %s, W %s",
                  tg_shape_str(x, sx), tg_shape_str(W, sw));
     if (b && (b->size != (size_t)b_size))
         tg_fatal(op, "bias %s does not fit W %s (bias has %d elements)",
@@ -257,6 +262,7 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
                         const tg_conv2d_args *args)
 {
     const char *op = "conv2d";
+    check_inputs(op, x, W);
     geom g = geom_from(op, x, W, b, W->ndim == 4 ? W->shape[0] : 0, args);
     char sx[64], sw[64];
     if (x->shape[1] != W->shape[1])
@@ -342,6 +348,7 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
                                   tg_tensor *b, const tg_conv2d_args *args)
 {
     const char *op = "conv_transpose2d";
+    check_inputs(op, x, W);
     geom g = geom_from(op, x, W, b, W->ndim == 4 ? W->shape[1] : 0, args);
     char sx[64], sw[64];
     if (x->shape[1] != W->shape[0])

@@ -33,14 +33,17 @@ static bcast broadcast(const char *op, const tg_tensor *a, const tg_tensor *b)
         g.row_stride = 1;
     } else {
         char sa[64], sb[64];
-        tg_fatal(op, "cannot broadcast %s to %s (b must match a, be a row "
-                     "[C], a per-row column [R, 1] or a single element)",
+        tg_fatal(op,
+                 "cannot broadcast %s to %s (b must match a, be a row "
+                 "[C], a per-row column [R, 1] or a single element)",
                  tg_shape_str(b, sb), tg_shape_str(a, sa));
     }
     return g;
 }
 
-#define BIDX(g, r, c) ((size_t)(r) * (size_t)(g).row_stride + (size_t)(c) * (size_t)(g).col_stride)
+#define BIDX(g, r, c)                                                          \
+    ((size_t)(r) * (size_t)(g).row_stride +                                    \
+     (size_t)(c) * (size_t)(g).col_stride)
 
 /* da += dy (rows in parallel); db += sign_b * dy summed over the axes b was
  * broadcast along (one thread: rows may share a db element). */
@@ -60,8 +63,14 @@ static void binary_backward(tg_tape *tp, tg_record *r, float sign_b)
             db[BIDX(g, i, j)] += sign_b * dy[(size_t)i * g.cols + j];
 }
 
-static void add_backward(tg_tape *tp, tg_record *r) { binary_backward(tp, r, 1.0f); }
-static void sub_backward(tg_tape *tp, tg_record *r) { binary_backward(tp, r, -1.0f); }
+static void add_backward(tg_tape *tp, tg_record *r)
+{
+    binary_backward(tp, r, 1.0f);
+}
+static void sub_backward(tg_tape *tp, tg_record *r)
+{
+    binary_backward(tp, r, -1.0f);
+}
 
 static tg_tensor *add_or_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b,
                              const char *op, float sign_b, tg_backward_fn bwd)
@@ -139,7 +148,7 @@ tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
     return y;
 }
 
-/* ---- scalar ops and unary functions ------------------------------------------
+/* ---- scalar ops and unary functions -----------------------------------------
  * Every loop reads and writes through local pointers, so that the compiler
  * knows a store to dx cannot move y or dy, and vectorises. Each backward
  * uses whichever of x and y makes the derivative cheapest. */

@@ -19,6 +19,7 @@ static pool_geom pool_geom_of(const char *op, const tg_tensor *x, int k, int s,
                               int p)
 {
     char sx[64];
+    check_inputs(op, x);
     if (x->ndim != 4)
         tg_fatal(op, "needs x [N, C, H, W], got %s", tg_shape_str(x, sx));
     if (s == 0)
@@ -204,6 +205,7 @@ static void upsample2d_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_upsample2d(tg_tape *tp, tg_tensor *x, int scale)
 {
     char sx[64];
+    check_inputs("upsample2d", x);
     if (x->ndim != 4 || scale < 1)
         tg_fatal("upsample2d",
                  "needs x [N, C, H, W] and scale >= 1, got x "

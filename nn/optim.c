@@ -84,7 +84,10 @@ static void adam_block(adam_coef c, float *p, const float *grad, float *m,
 static void adam_step(tg_optim *opt, float *p, const float *grad, long n)
 {
     const double t = (double)opt->step;
-    adam_coef c = {opt->beta1, opt->beta2, opt->eps, opt->weight_decay,
+    adam_coef c = {opt->beta1,
+                   opt->beta2,
+                   opt->eps,
+                   opt->weight_decay,
                    (float)(opt->lr / (1.0 - pow(opt->beta1, t))),
                    (float)sqrt(1.0 - pow(opt->beta2, t))};
     const long block = 8192;

@@ -574,6 +574,34 @@ static void test_threads_bit_identical(void **state)
         tg_tensor_free(p[i]);
 }
 
+/* A 0-image batch goes through every op; parameter gradients stay zero
+ * (the bias's too: a sum over no images). */
+static void test_empty_batch(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_new(4, (int[]){0, 2, 8, 6});
+    tg_tensor *p[4] = {rand4(3, 2, 3, 3), rand1(3), rand4(3, 2, 4, 4),
+                       rand1(2)};
+    for (int i = 0; i < 4; i++)
+        tg_tensor_require_grad(p[i]);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *h = tg_conv2d(tp, x, p[0], p[1], 1, 1, 1);
+    h = tg_max_pool2d(tp, h, 2, 2, 0);
+    h = tg_conv_transpose2d(tp, h, p[2], p[3], 2, 1, 0, 1);
+    h = tg_upsample2d(tp, tg_avg_pool2d(tp, h, 2, 2, 0), 2);
+    int want[] = {0, 2, 8, 6};
+    for (int d = 0; d < 4; d++)
+        assert_int_equal(h->shape[d], want[d]);
+    tg_backward(tp, tg_sum(tp, h));
+    for (int i = 0; i < 4; i++)
+        for (size_t k = 0; k < p[i]->size; k++)
+            assert_float_equal(p[i]->grad[k], 0.0f, 0.0f);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    for (int i = 0; i < 4; i++)
+        tg_tensor_free(p[i]);
+}
+
 /* ---- misuse dies with a message naming the op and the shapes ------------ */
 
 typedef void (*misuse_fn)(void);
@@ -652,9 +680,16 @@ static void misuse_pool_rank(void)
     tg_avg_pool2d(tp, tg_tensor_new2(4, 4), 2, 2, 0);
 }
 
+static void misuse_null(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d(tp, rand4(1, 2, 5, 5), NULL, NULL, 1, 0, 1);
+}
+
 static void test_misuse_aborts(void **state)
 {
     (void)state;
+    expect_abort(misuse_null, "conv2d", "NULL");
     expect_abort(misuse_kernel_too_big, "conv2d", "[1, 2, 3, 3]");
     expect_abort(misuse_channels, "conv2d", "[4, 2, 3, 3]");
     expect_abort(misuse_transpose_channels, "conv_transpose2d", "[1, 3, 5, 5]");
@@ -674,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
         cmocka_unit_test(test_threads_bit_identical),
+        cmocka_unit_test(test_empty_batch),
         cmocka_unit_test(test_misuse_aborts),
     };
     return cmocka_run_group_tests_name("conv", tests, NULL, NULL);
