@@ -15,11 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tg_version.h" /* TG_VERSION "major.minor.patch", from meson */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define TG_VERSION "0.1.0"
 #define TG_MAX_DIMS 4
 
 typedef struct tg_tape tg_tape;
@@ -91,16 +92,23 @@ tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols);
 void *tg_tape_alloc(tg_tape *tp, size_t bytes);
 
 /* Seeds d(loss)/d(loss) = 1 and walks the records in reverse, adding each
- * op's input gradients. loss must have exactly one element. Gradients
- * accumulate into leaves (+=): zero them between steps. */
+ * op's input gradients. loss must have exactly one element and have been
+ * computed on tp. Gradients accumulate into leaves (+=): zero them between
+ * steps. May be called again on the same tape (two losses sharing layers,
+ * or the same loss twice): each walk starts from zero inside the graph, so
+ * backward(l1); backward(l2) gives the leaves what backward(l1 + l2) would,
+ * as PyTorch's retain_graph=True. */
 void tg_backward(tg_tape *tp, tg_tensor *loss);
 /* Same, with a caller-supplied seed gradient of out's shape. */
 void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed);
 
 /* ---- ops ------------------------------------------------------------------
- * Broadcasting (add, sub, mul): b has a's shape, or is a row ([C] or [1, C],
- * repeated down the rows of a's last axis), or a per-row scalar ([R, 1] or
- * [R], one value for each row), or a single element. */
+ * Broadcasting (add, sub, mul): the first operand a sets the output's shape
+ * ([R, C], R the product of the leading dims); b has a's shape, or is a row
+ * ([C] or [1, C], repeated down the rows), or a per-row column ([R, 1], one
+ * value for each row), or a single element. A 1-D b is always a row, as in
+ * NumPy and PyTorch, also when R == C: one value per row is [R, 1]. A
+ * smaller a with a larger b is refused (swap the operands). */
 
 /* y[B, out] = x[B, in] . W^T + b, with W stored [out, in] as in PyTorch and
  * b [out] (b may be NULL). One fused op. */

@@ -188,6 +188,23 @@ const char *cli_nonfinite(tg_params *ps, const char **why)
     return NULL;
 }
 
+void cli_note_labels(const tg_dataset *ds, const char *dir, int classes,
+                     const char *use)
+{
+    int bad = 0, first = -1;
+    for (int i = 0; i < ds->n; i++)
+        if (ds->labels[i] >= classes) {
+            bad++;
+            first = first < 0 ? i : first;
+        }
+    if (bad)
+        fprintf(stderr,
+                "%s: note: %s: %d label%s outside 0..%d (the first: image "
+                "%d, label %d); %s\n",
+                cli_prog, dir, bad, bad == 1 ? "" : "s", classes - 1, first,
+                ds->labels[first], use);
+}
+
 void cli_shell_word(FILE *f, const char *s)
 {
     bool plain = s[0] != '\0';
@@ -207,9 +224,29 @@ void cli_shell_word(FILE *f, const char *s)
     fputc('\'', f);
 }
 
+/* Under mpirun a rank's stderr is a pipe to the launcher, which copies it to
+ * its own stderr: the bar is drawn when that (rank 0's parent's, read from
+ * /proc on Linux) is a terminal. Only under a launcher: a program whose
+ * stderr a shell redirects to a file must not draw into it. */
+static bool launcher_stderr_is_tty(void)
+{
+    if (tg_dist_size() < 2 && !getenv("OMPI_COMM_WORLD_SIZE") &&
+        !getenv("PMI_SIZE"))
+        return false;
+    char link[64], target[64];
+    snprintf(link, sizeof link, "/proc/%ld/fd/2", (long)getppid());
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return false;
+    target[n] = '\0';
+    return strncmp(target, "/dev/pts/", 9) == 0 ||
+           strncmp(target, "/dev/tty", 8) == 0;
+}
+
 void cli_progress_start(cli_progress *p, int total)
 {
-    p->tty = isatty(STDERR_FILENO);
+    p->tty = tg_dist_rank() == 0 &&
+             (isatty(STDERR_FILENO) || launcher_stderr_is_tty());
     p->total = total;
     p->t0 = cli_now();
     p->last_draw = 0.0;

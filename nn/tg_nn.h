@@ -87,6 +87,11 @@ bool tg_params_finite(tg_params *ps, const char **where);
 /* The largest |gradient| (NaN if any gradient is NaN): for a NaN guard that
  * also catches gradients whose square would overflow, or for clipping. */
 float tg_params_grad_absmax(tg_params *ps);
+/* The NaN/Inf guard of a training step, after backward: NULL when every
+ * value and gradient g is finite and so is g * g (Adam's second moment, a
+ * convex mix of g * g, then stays finite too). Otherwise the name of the
+ * first tensor that fails, and *why (if not NULL) says how (nn/guard.c). */
+const char *tg_params_nonfinite(tg_params *ps, const char **why);
 
 /* ---- layers -------------------------------------------------------------- */
 
@@ -204,25 +209,66 @@ tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
 
 /* ---- optimizers ---------------------------------------------------------- */
 
-typedef enum tg_optim_kind { TG_OPTIM_SGD, TG_OPTIM_ADAM } tg_optim_kind;
+typedef enum tg_optim_kind {
+    TG_OPTIM_SGD,
+    TG_OPTIM_ADAM,
+    TG_OPTIM_ADAMW,
+    TG_OPTIM_RMSPROP,
+} tg_optim_kind;
 
+/* Fields may be changed between steps (lr by a schedule, say). */
 typedef struct tg_optim {
     tg_optim_kind kind;
     tg_params *params;
     float lr;
-    float momentum;          /* SGD */
-    float beta1, beta2, eps; /* Adam (0.9, 0.999, 1e-8) */
-    float weight_decay;      /* L2, added to the gradient; default 0 */
+    float momentum;          /* SGD, RMSprop (default 0) */
+    float beta1, beta2, eps; /* Adam, AdamW (0.9, 0.999, 1e-8); eps RMSprop */
+    float weight_decay;      /* L2 added to the gradient (AdamW: decoupled) */
     int64_t step;            /* steps taken */
-    float *m, *v;            /* state, tg_params_numel() each (v: Adam) */
+    float *m, *v;  /* state, tg_params_numel() each: m momentum or first
+                      moment, v second moment (Adam, AdamW, RMSprop) */
+    float alpha;   /* RMSprop's smoothing constant (default 0.99) */
+    bool nesterov; /* SGD with momentum > 0: Nesterov's update */
 } tg_optim;
 
-/* SGD: v = momentum * v + g; p -= lr * v (PyTorch's form). */
+/* SGD: v = momentum * v + g; p -= lr * v (PyTorch's form). With
+ * opt->nesterov set: p -= lr * (g + momentum * v), as torch.optim.SGD with
+ * nesterov=True. */
 tg_optim *tg_sgd_new(tg_params *ps, float lr, float momentum);
 /* Adam with bias correction, as torch.optim.Adam. */
 tg_optim *tg_adam_new(tg_params *ps, float lr);
+/* AdamW, as torch.optim.AdamW: p *= 1 - lr * weight_decay, then Adam's
+ * update without the decay in the gradient (decoupled weight decay). */
+tg_optim *tg_adamw_new(tg_params *ps, float lr, float weight_decay);
+/* RMSprop, as torch.optim.RMSprop (not centered): v = alpha v + (1 - alpha)
+ * g^2; with momentum 0 p -= lr g / (sqrt(v) + eps), else m = momentum m +
+ * g / (sqrt(v) + eps), p -= lr m. alpha 0.99, eps 1e-8. */
+tg_optim *tg_rmsprop_new(tg_params *ps, float lr, float momentum);
 void tg_optim_step(tg_optim *opt);
 void tg_optim_free(tg_optim *opt);
+/* NULL when the optimizer state is finite, else the name of the first
+ * parameter whose state is not (nn/guard.c). */
+const char *tg_optim_nonfinite(const tg_optim *opt);
+
+/* Global gradient-norm clipping, as torch.nn.utils.clip_grad_norm_: returns
+ * the L2 norm of every gradient of ps taken together and, when it exceeds
+ * max_norm (> 0), scales every gradient by max_norm / (norm + 1e-6). The sum
+ * runs in double over fixed blocks added in order: the same bits on any
+ * thread count. A NaN or Inf norm is returned and nothing is scaled (the
+ * caller's guard decides). */
+float tg_clip_grad_norm(tg_params *ps, float max_norm);
+
+/* Learning-rate schedules: pure functions of the step (0-based, the number
+ * of steps taken before this one), so a resumed run gets the same rates. Set
+ * opt->lr = tg_lr_...(..., opt->step) before each tg_optim_step.
+ * Step decay: base * gamma^floor(step / step_size). */
+float tg_lr_step_decay(float base, int64_t step, int64_t step_size,
+                       float gamma);
+/* Linear warm-up over warmup steps, base * (step + 1) / warmup, then cosine
+ * decay to min_lr at total steps: min_lr + (base - min_lr) * (1 + cos(pi *
+ * (step - warmup) / (total - warmup))) / 2; min_lr from total on. */
+float tg_lr_cosine_warmup(float base, int64_t step, int64_t warmup,
+                          int64_t total, float min_lr);
 
 /* ---- checkpoints (safetensors) ---------------------------------------------
  * A file holds the parameters under their names (F32, little-endian, W as
@@ -243,6 +289,15 @@ void tg_meta_set_int(tg_meta *m, const char *key, int64_t value);
 const char *tg_meta_get(const tg_meta *m, const char *key); /* or NULL */
 /* Parses an integer value; TG_ERR_FORMAT if missing or not an integer. */
 tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value);
+/* A double as C99 hex ("%a"), so that it reads back bit for bit; getting
+ * it gives TG_ERR_FORMAT if missing or not a finite number. */
+void tg_meta_set_double(tg_meta *m, const char *key, double value);
+tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value);
+/* A generator's state (64 hex digits): a checkpoint resumes its stream
+ * exactly. Getting it gives TG_ERR_FORMAT unless it is 64 hex digits, not
+ * all zero. */
+void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r);
+tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 
 /* opt and meta may be NULL. */
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
@@ -252,7 +307,7 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta);
 /* Only the metadata (after validating the header), to check a model's
- * config before building it (nn/checkpoint_meta.c). */
+ * config before building it. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
 
 /* ---- data ---------------------------------------------------------------- */
