@@ -142,6 +142,11 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
 /* The same with caller-supplied noise eps [B, out] (tests, fixed noise). */
 tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
                                     tg_tensor *x, tg_tensor *eps);
+/* Training: the sample as tg_bayes_dense_apply (rng required) and *kl =
+ * the layer's KL as tg_bayes_dense_kl, both from one pass over rho (half the
+ * work of calling the two). */
+tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
+                                   tg_tensor *x, tg_rng *rng, tg_tensor **kl);
 /* KL(q || p) over all weights and biases in closed form, a [1] graph:
  * sum log(p/sigma) + (sigma^2 + mu^2) / (2 p^2) - 1/2. */
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
@@ -198,12 +203,42 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
 
+/* Recurrent cells as PyTorch's torch.nn.GRUCell and LSTMCell: parameters
+ * "<name>.weight_ih" [G*H, in], "<name>.weight_hh" [G*H, H], "<name>.bias_ih"
+ * [G*H], "<name>.bias_hh" [G*H], gates stacked in PyTorch's order (GRU: r,
+ * z, n; LSTM: i, f, g, o), initialised uniform in +-1/sqrt(H). One call is
+ * one time step on a batch, made of ops (dense, split, sigmoid, tanh, mul,
+ * add): unroll by calling it per step on one tape; backward runs through
+ * time. A NULL state means zeros. */
+typedef struct tg_gru_cell {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int in, hidden;
+} tg_gru_cell;
+
+void tg_gru_cell_init(tg_gru_cell *c, tg_params *ps, const char *name, int in,
+                      int hidden, tg_rng *rng);
+/* x [B, in], h [B, H] -> h' [B, H]. */
+tg_tensor *tg_gru_cell_apply(tg_tape *tp, const tg_gru_cell *c, tg_tensor *x,
+                             tg_tensor *h);
+
+typedef struct tg_lstm_cell {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int in, hidden;
+} tg_lstm_cell;
+
+void tg_lstm_cell_init(tg_lstm_cell *c, tg_params *ps, const char *name, int in,
+                       int hidden, tg_rng *rng);
+/* x [B, in], h and cell [B, H] -> *h_out, *cell_out [B, H]. */
+void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
+                        tg_tensor *h, tg_tensor *cell, tg_tensor **h_out,
+                        tg_tensor **cell_out);
+
 /* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                                    tg_tensor *targets); /* summed per row */
 tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred,
-                       tg_tensor *target); /* summed per row */
+                       tg_tensor *target); /* summed per row; equal shapes */
 tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
                                 const int *labels);
 
@@ -350,6 +385,55 @@ int tg_batcher_count(const tg_batcher *b); /* batches per epoch */
 /* Copies the next batch into x ([n, rows*cols], n <= batch) and labels (may
  * be NULL); returns n, 0 at the end of the epoch. */
 int tg_batcher_next(tg_batcher *b, float *x, int *labels);
+
+/* Mini-batches over any float data: x [n, dim] row-major, optional float
+ * targets y [n, y_dim] (set y, y_dim) and optional int labels [n] (set
+ * labels); the arrays stay the caller's and must outlive the batcher. The
+ * order depends only on (seed, epoch), as tg_batcher's. Set the fields
+ * shuffle (default true) and drop_last (default false) after init, then
+ * call tg_array_batcher_start.
+ * Last batch: with drop_last false it holds the n % batch remaining rows
+ * (short); with drop_last true those rows are skipped for the epoch. */
+typedef struct tg_array_batcher {
+    const float *x;
+    int n, dim;
+    const float *y; /* may be NULL */
+    int y_dim;
+    const int *labels; /* may be NULL */
+    int batch;
+    bool shuffle, drop_last;
+    int *order;
+    uint64_t seed;
+    int64_t epoch;
+    int pos;
+} tg_array_batcher;
+
+void tg_array_batcher_init(tg_array_batcher *b, const float *x, int n, int dim,
+                           int batch, uint64_t seed);
+void tg_array_batcher_free(tg_array_batcher *b);
+/* Starts epoch (shuffles by (seed, epoch) when shuffle is set) at batch
+ * index first_batch. */
+void tg_array_batcher_start(tg_array_batcher *b, int64_t epoch,
+                            int first_batch);
+int tg_array_batcher_count(const tg_array_batcher *b); /* batches per epoch */
+/* The next batch as tape tensors (valid until tg_tape_reset): *x [count,
+ * dim], *y [count, y_dim] and *labels (arena memory) when those pointers are
+ * not NULL. Consecutive rows (shuffle off) are views of the caller's arrays,
+ * not copies. Returns count, 0 at the end of the epoch. */
+int tg_array_batcher_next(tg_array_batcher *b, tg_tape *tp, tg_tensor **x,
+                          tg_tensor **y, const int **labels);
+
+/* ---- model helpers ------------------------------------------------------- */
+
+/* The reparameterization trick: z = mean + exp(logvar / 2) * eps with eps ~
+ * N(0, I) of mean's shape drawn from rng on this thread in row-major order
+ * (same bits on any thread count). Gradients reach mean and logvar. eps_out
+ * (may be NULL) gets the noise tensor. mean and logvar have equal shapes. */
+tg_tensor *tg_reparameterize(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar,
+                             tg_rng *rng, tg_tensor **eps_out);
+/* labels (0..classes-1) as a tape tensor [n, classes] of zeros and ones (no
+ * gradient); a label out of range aborts naming its row. */
+tg_tensor *tg_one_hot(tg_tape *tp, const int *labels, int n, int classes);
 
 #ifdef __cplusplus
 }
