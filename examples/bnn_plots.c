@@ -8,6 +8,7 @@
 
 #include "bnn_mnist.h"
 #include "cli.h"
+#include "png.h"
 #include "score_plots.h"
 #include "svg.h"
 
@@ -33,9 +34,12 @@ bool bnn_plot_reliability(const char *dir, const bnn_result *r)
     snprintf(title, sizeof title,
              "Reliability: %s (ECE %.4f, %d bins, empty bins skipped)",
              r->method, r->ece, BNN_BINS);
-    const char *path = cli_path(dir, name);
-    return svg_line_chart(path, title, "mean confidence in bin",
-                          "accuracy in bin", s, 2);
+    tg_atomic_file a;
+    if (tg_atomic_open(&a, cli_path(dir, name)) != TG_OK)
+        return false;
+    return tg_atomic_commit(&a,
+                            svg_line_chart(a.f, title, "mean confidence in bin",
+                                           "accuracy in bin", s, 2)) == TG_OK;
 }
 
 /* Accuracy on the most confident fraction c of the test set, c = 5%..100%. */
@@ -55,10 +59,13 @@ bool bnn_plot_coverage(const char *dir, const bnn_result *r, int n_results,
         }
         s[m] = (svg_series){r[m].method, colors[m], x, y[m], POINTS};
     }
-    return svg_line_chart(cli_path(dir, "coverage.svg"),
-                          "Accuracy on the most confident test digits",
-                          "coverage (fraction kept, most confident first)",
-                          "accuracy", s, n_results < 4 ? n_results : 4);
+    tg_atomic_file a;
+    if (tg_atomic_open(&a, cli_path(dir, "coverage.svg")) != TG_OK)
+        return false;
+    bool ok = svg_line_chart(a.f, "Accuracy on the most confident test digits",
+                             "coverage (fraction kept, most confident first)",
+                             "accuracy", s, n_results < 4 ? n_results : 4);
+    return tg_atomic_commit(&a, ok) == TG_OK;
 }
 
 typedef struct by_entropy {
@@ -140,7 +147,9 @@ bool bnn_plot_sure(const char *dir, const bnn_result *r, const float *images,
         }
     char name[96];
     snprintf(name, sizeof name, "sure_%s.png", r->method);
-    bool ok = png_write_rgb(cli_path(dir, name), w, h, rgb);
+    tg_atomic_file a;
+    bool ok = tg_atomic_open(&a, cli_path(dir, name)) == TG_OK &&
+              tg_atomic_commit(&a, png_write(a.f, w, h, 3, rgb)) == TG_OK;
     free(rgb);
     free(order);
     return ok;
