@@ -27,12 +27,16 @@ static tg_tensor *sum_all(tg_tape *tp, tg_tensor *x, const char *op, float s)
 
 tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("sum", x);
     return sum_all(tp, x, "sum", 1.0f);
 }
 
 tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x)
 {
-    return sum_all(tp, x, "mean", (float)(1.0 / (double)x->size));
+    check_inputs("mean", x);
+    /* The mean of no elements is 0 (not NaN): an empty batch adds nothing. */
+    return sum_all(tp, x, "mean",
+                   x->size ? (float)(1.0 / (double)x->size) : 0.0f);
 }
 
 /* x [R, C] -> y [R, 1], y[r] = s * sum_c x[r, c]; dx[r, c] += s * dy[r] */
@@ -66,11 +70,13 @@ static tg_tensor *sum_rows(tg_tape *tp, tg_tensor *x, const char *op, float s)
 
 tg_tensor *tg_sum_rows(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("sum_rows", x);
     return sum_rows(tp, x, "sum_rows", 1.0f);
 }
 
 tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x)
 {
-    return sum_rows(tp, x, "mean_rows",
-                    (float)(1.0 / (double)tg_tensor_cols(x)));
+    check_inputs("mean_rows", x);
+    int cols = tg_tensor_cols(x);
+    return sum_rows(tp, x, "mean_rows", cols ? (float)(1.0 / cols) : 0.0f);
 }
