@@ -200,6 +200,36 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
 
+/* Recurrent cells as PyTorch's torch.nn.GRUCell and LSTMCell: parameters
+ * "<name>.weight_ih" [G*H, in], "<name>.weight_hh" [G*H, H], "<name>.bias_ih"
+ * [G*H], "<name>.bias_hh" [G*H], gates stacked in PyTorch's order (GRU: r,
+ * z, n; LSTM: i, f, g, o), initialised uniform in +-1/sqrt(H). One call is
+ * one time step on a batch, made of ops (dense, split, sigmoid, tanh, mul,
+ * add): unroll by calling it per step on one tape; backward runs through
+ * time. A NULL state means zeros. */
+typedef struct tg_gru_cell {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int in, hidden;
+} tg_gru_cell;
+
+void tg_gru_cell_init(tg_gru_cell *c, tg_params *ps, const char *name, int in,
+                      int hidden, tg_rng *rng);
+/* x [B, in], h [B, H] -> h' [B, H]. */
+tg_tensor *tg_gru_cell_apply(tg_tape *tp, const tg_gru_cell *c, tg_tensor *x,
+                             tg_tensor *h);
+
+typedef struct tg_lstm_cell {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int in, hidden;
+} tg_lstm_cell;
+
+void tg_lstm_cell_init(tg_lstm_cell *c, tg_params *ps, const char *name, int in,
+                       int hidden, tg_rng *rng);
+/* x [B, in], h and cell [B, H] -> *h_out, *cell_out [B, H]. */
+void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
+                        tg_tensor *h, tg_tensor *cell, tg_tensor **h_out,
+                        tg_tensor **cell_out);
+
 /* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
