@@ -142,6 +142,11 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
 /* The same with caller-supplied noise eps [B, out] (tests, fixed noise). */
 tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
                                     tg_tensor *x, tg_tensor *eps);
+/* Training: the sample as tg_bayes_dense_apply (rng required) and *kl =
+ * the layer's KL as tg_bayes_dense_kl, both from one pass over rho (half the
+ * work of calling the two). */
+tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
+                                   tg_tensor *x, tg_rng *rng, tg_tensor **kl);
 /* KL(q || p) over all weights and biases in closed form, a [1] graph:
  * sum log(p/sigma) + (sigma^2 + mu^2) / (2 p^2) - 1/2. */
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
@@ -197,6 +202,36 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * positives (e.g. out-of-distribution inputs). NaN when a score is NaN.
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
+
+/* Recurrent cells as PyTorch's torch.nn.GRUCell and LSTMCell: parameters
+ * "<name>.weight_ih" [G*H, in], "<name>.weight_hh" [G*H, H], "<name>.bias_ih"
+ * [G*H], "<name>.bias_hh" [G*H], gates stacked in PyTorch's order (GRU: r,
+ * z, n; LSTM: i, f, g, o), initialised uniform in +-1/sqrt(H). One call is
+ * one time step on a batch, made of ops (dense, split, sigmoid, tanh, mul,
+ * add): unroll by calling it per step on one tape; backward runs through
+ * time. A NULL state means zeros. */
+typedef struct tg_gru_cell {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int in, hidden;
+} tg_gru_cell;
+
+void tg_gru_cell_init(tg_gru_cell *c, tg_params *ps, const char *name, int in,
+                      int hidden, tg_rng *rng);
+/* x [B, in], h [B, H] -> h' [B, H]. */
+tg_tensor *tg_gru_cell_apply(tg_tape *tp, const tg_gru_cell *c, tg_tensor *x,
+                             tg_tensor *h);
+
+typedef struct tg_lstm_cell {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int in, hidden;
+} tg_lstm_cell;
+
+void tg_lstm_cell_init(tg_lstm_cell *c, tg_params *ps, const char *name, int in,
+                       int hidden, tg_rng *rng);
+/* x [B, in], h and cell [B, H] -> *h_out, *cell_out [B, H]. */
+void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
+                        tg_tensor *h, tg_tensor *cell, tg_tensor **h_out,
+                        tg_tensor **cell_out);
 
 /* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
