@@ -142,6 +142,11 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
 /* The same with caller-supplied noise eps [B, out] (tests, fixed noise). */
 tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
                                     tg_tensor *x, tg_tensor *eps);
+/* Training: the sample as tg_bayes_dense_apply (rng required) and *kl =
+ * the layer's KL as tg_bayes_dense_kl, both from one pass over rho (half the
+ * work of calling the two). */
+tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
+                                   tg_tensor *x, tg_rng *rng, tg_tensor **kl);
 /* KL(q || p) over all weights and biases in closed form, a [1] graph:
  * sum log(p/sigma) + (sigma^2 + mu^2) / (2 p^2) - 1/2. */
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
