@@ -9,6 +9,8 @@
 
 #include "tg_autograd.h"
 
+#include <stdio.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -344,6 +346,26 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
 /* Only the metadata (after validating the header), to check a model's
  * config before building it. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
+
+/* ---- output files (nn/files.c) --------------------------------------------
+ * A file appears whole or not at all: write to a->f, then commit. The data
+ * goes to "<path>.tmp.<pid>", is flushed and fsynced, renamed over path,
+ * and the folder is fsynced; on any failure (or ok false) the temporary is
+ * removed and path keeps its old contents. */
+typedef struct tg_atomic_file {
+    FILE *f;
+    char *path, *tmp;
+} tg_atomic_file;
+
+tg_status tg_atomic_open(tg_atomic_file *a, const char *path);
+/* ok: the caller's own writes succeeded. Closes a in every case. */
+tg_status tg_atomic_commit(tg_atomic_file *a, bool ok);
+/* Removes "<name>.tmp.<pid>" files in dir whose process no longer runs (a
+ * killed run's temporaries); returns how many. */
+int tg_remove_stale_temps(const char *dir);
+/* Locks dir for this process until it exits ("<dir>/.lock", flock, holding
+ * the PID). A second process gets TG_ERR_IO naming the first one's PID. */
+tg_status tg_dir_lock(const char *dir);
 
 /* ---- data ---------------------------------------------------------------- */
 
