@@ -179,8 +179,8 @@ typedef struct tg_conv2d_args {
  * PyTorch) with W [OC, C, kh, kw], plus b [OC] (b may be NULL). */
 tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
                      int stride, int padding, int dilation);
-tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
-                        tg_tensor *b, const tg_conv2d_args *args);
+tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
+                        const tg_conv2d_args *args);
 /* The adjoint of conv2d ("deconvolution"): W [C, OC, kh, kw] as PyTorch's
  * ConvTranspose2d, x [N, C, H, W] -> y [N, OC, OH, OW], b [OC] or NULL. */
 tg_tensor *tg_conv_transpose2d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
@@ -260,7 +260,9 @@ bool tg_gemm_set_kernel(const char *name);
  * in each input element. An element fails when
  * |analytic - numeric| > atol + rtol * |numeric|. It also fails when every
  * analytic and numeric gradient is zero (a check that cannot fail is no
- * check). Inputs must be long-lived tensors; their data is restored. */
+ * check). Inputs may be long-lived tensors or tape tensors (of a tape other
+ * than the one f is given); their data, gradients and requires_grad are
+ * restored. */
 typedef tg_tensor *(*tg_graph_fn)(tg_tape *tp, tg_tensor **inputs, void *ctx);
 
 typedef struct tg_gradcheck_report {
