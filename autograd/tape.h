@@ -8,7 +8,7 @@
 
 #include "tg_autograd.h"
 
-#define TG_MAX_INPUTS 3
+#define TG_MAX_INPUTS 4
 
 typedef struct tg_record tg_record;
 typedef void (*tg_backward_fn)(tg_tape *tp, tg_record *r);
