@@ -128,7 +128,8 @@ void tg_gradcheck_print(const tg_gradcheck_report *r, const char *name)
 {
     if (r->all_zero)
         printf("%s: FAIL: every gradient is zero (%zu elements): the check "
-               "cannot tell right from wrong\n", name, r->checked);
+               "cannot tell right from wrong\n",
+               name, r->checked);
     else
         printf("%s: %s: %zu elements, max abs err %.3g, max rel err %.3g; "
                "worst input %d [%zu]: analytic %.9g numeric %.9g\n",

@@ -7,40 +7,79 @@
 #include <math.h>
 
 /* ---- broadcasting ----------------------------------------------------------
- * a is viewed as [R, C] (C its last dim). b is indexed b[r*row_stride +
- * c*col_stride]: a's shape (C, 1), a row [C] or [1, C] (0, 1), a per-row
- * scalar [R, 1] (1, 0), or one element (0, 0). */
+ * The first operand a sets the output's shape; a is viewed as [R, C] (C its
+ * last dim, R the product of the others). b is indexed b[r*row_stride +
+ * c*col_stride] and may be:
+ *   a's shape                        (C, 1)
+ *   a row: [C], or [1, ..., 1, C]    (0, 1)   repeated down every row
+ *   a per-row column [R, 1]          (1, 0)   one value per row
+ *   one element                      (0, 0)
+ * A 1-D b is always a row, as in NumPy and PyTorch (trailing axes align),
+ * also when R == C: one value per row is spelled [R, 1]. */
 typedef struct bcast {
     int rows, cols;
     int row_stride, col_stride;
 } bcast;
 
-static bcast broadcast(const char *op, const tg_tensor *a, const tg_tensor *b)
+static bool is_row(const tg_tensor *b)
 {
-    bcast g = {tg_tensor_rows(a), tg_tensor_cols(a), 0, 0};
+    for (int d = 0; d < b->ndim - 1; d++)
+        if (b->shape[d] != 1)
+            return false;
+    return true;
+}
+
+/* The geometry for b broadcast to a's shape; false when b does not fit. */
+static bool fits(const tg_tensor *a, const tg_tensor *b, bcast *g)
+{
+    *g = (bcast){tg_tensor_rows(a), tg_tensor_cols(a), 0, 0};
     bool same = a->ndim == b->ndim;
     for (int d = 0; same && d < a->ndim; d++)
         same = a->shape[d] == b->shape[d];
     if (same) {
-        g.row_stride = g.cols;
-        g.col_stride = 1;
+        g->row_stride = g->cols;
+        g->col_stride = 1;
     } else if (b->size == 1) {
         /* one element: strides stay 0 */
-    } else if ((b->ndim == 1 || (b->ndim == 2 && b->shape[0] == 1)) &&
-               tg_tensor_cols(b) == g.cols) {
-        g.col_stride = 1;
-    } else if (b->ndim == 2 && b->shape[1] == 1 && b->shape[0] == g.rows) {
-        g.row_stride = 1;
+    } else if (is_row(b) && tg_tensor_cols(b) == g->cols) {
+        g->col_stride = 1;
+    } else if (b->ndim == 2 && b->shape[1] == 1 && b->shape[0] == g->rows) {
+        g->row_stride = 1;
     } else {
-        char sa[64], sb[64];
-        tg_fatal(op, "cannot broadcast %s to %s (b must match a, be a row "
-                     "[C], a per-row column [R, 1] or a single element)",
-                 tg_shape_str(b, sb), tg_shape_str(a, sa));
+        return false;
     }
-    return g;
+    return true;
 }
 
-#define BIDX(g, r, c) ((size_t)(r) * (size_t)(g).row_stride + (size_t)(c) * (size_t)(g).col_stride)
+static bcast broadcast(const char *op, const tg_tensor *a, const tg_tensor *b)
+{
+    check_inputs(op, a, b);
+    bcast g;
+    if (fits(a, b, &g))
+        return g;
+    char sa[64], sb[64];
+    tg_shape_str(a, sa);
+    tg_shape_str(b, sb);
+    if (fits(b, a, &g))
+        tg_fatal(op,
+                 "cannot broadcast %s to %s; swap the operands: the first "
+                 "operand sets the shape",
+                 sb, sa);
+    int rows = tg_tensor_rows(a);
+    if (b->ndim == 1 && b->shape[0] == rows)
+        tg_fatal(op,
+                 "cannot broadcast %s to %s: a 1-D operand is a row of %d "
+                 "columns; for one value per row use [%d, 1]",
+                 sb, sa, tg_tensor_cols(a), rows);
+    tg_fatal(op,
+             "cannot broadcast %s to %s (b must match a, be a row [C] or "
+             "[1, C], a per-row column [R, 1] or a single element)",
+             sb, sa);
+}
+
+#define BIDX(g, r, c)                                                          \
+    ((size_t)(r) * (size_t)(g).row_stride +                                    \
+     (size_t)(c) * (size_t)(g).col_stride)
 
 /* da += dy (rows in parallel); db += sign_b * dy summed over the axes b was
  * broadcast along (one thread: rows may share a db element). */
@@ -60,8 +99,14 @@ static void binary_backward(tg_tape *tp, tg_record *r, float sign_b)
             db[BIDX(g, i, j)] += sign_b * dy[(size_t)i * g.cols + j];
 }
 
-static void add_backward(tg_tape *tp, tg_record *r) { binary_backward(tp, r, 1.0f); }
-static void sub_backward(tg_tape *tp, tg_record *r) { binary_backward(tp, r, -1.0f); }
+static void add_backward(tg_tape *tp, tg_record *r)
+{
+    binary_backward(tp, r, 1.0f);
+}
+static void sub_backward(tg_tape *tp, tg_record *r)
+{
+    binary_backward(tp, r, -1.0f);
+}
 
 static tg_tensor *add_or_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b,
                              const char *op, float sign_b, tg_backward_fn bwd)
@@ -139,7 +184,7 @@ tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
     return y;
 }
 
-/* ---- scalar ops and unary functions ------------------------------------------
+/* ---- scalar ops and unary functions -----------------------------------------
  * Every loop reads and writes through local pointers, so that the compiler
  * knows a store to dx cannot move y or dy, and vectorises. Each backward
  * uses whichever of x and y makes the derivative cheapest. */

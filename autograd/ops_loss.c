@@ -66,8 +66,8 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
     TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++) {
         size_t k = (size_t)i * cols;
-        y->data[i] = bce_row(&logits->data[k], &targets->data[k], &term[k],
-                             cols);
+        y->data[i] =
+            bce_row(&logits->data[k], &targets->data[k], &term[k], cols);
     }
     record(tp, "bce_with_logits", bce_backward, y, 2,
            (tg_tensor *[]){logits, targets});

@@ -14,11 +14,11 @@ static void dense_backward(tg_tape *tp, tg_record *r)
     int B = tg_tensor_rows(x), in = W->shape[1], out = W->shape[0];
     float *dx = grad_of(tp, x), *dW = grad_of(tp, W);
     if (dx)
-        tg_gemm(false, false, B, in, out, 1.0f, dy, out, W->data, in, 1.0f,
-                dx, in);
+        tg_gemm(false, false, B, in, out, 1.0f, dy, out, W->data, in, 1.0f, dx,
+                in);
     if (dW)
-        tg_gemm(true, false, out, in, B, 1.0f, dy, out, x->data, in, 1.0f,
-                dW, in);
+        tg_gemm(true, false, out, in, B, 1.0f, dy, out, x->data, in, 1.0f, dW,
+                in);
     /* db: columns split over threads, each summed down the rows in order */
     float *db = b ? grad_of(tp, b) : NULL;
     if (db) {
@@ -77,16 +77,16 @@ static void matmul_backward(tg_tape *tp, tg_record *r)
             tg_gemm(false, !tb, M, K, N, 1.0f, dC, N, B->data, B->shape[1],
                     1.0f, dA, K);
         else
-            tg_gemm(tb, true, K, M, N, 1.0f, B->data, B->shape[1], dC, N,
-                    1.0f, dA, M);
+            tg_gemm(tb, true, K, M, N, 1.0f, B->data, B->shape[1], dC, N, 1.0f,
+                    dA, M);
     }
     if (dB) {
         if (!tb)
             tg_gemm(!ta, false, K, N, M, 1.0f, A->data, A->shape[1], dC, N,
                     1.0f, dB, N);
         else
-            tg_gemm(true, ta, N, K, M, 1.0f, dC, N, A->data, A->shape[1],
-                    1.0f, dB, K);
+            tg_gemm(true, ta, N, K, M, 1.0f, dC, N, A->data, A->shape[1], 1.0f,
+                    dB, K);
     }
 }
 
@@ -103,13 +103,13 @@ tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b, bool trans_a,
     int N = trans_b ? b->shape[0] : b->shape[1];
     if (K != Kb)
         tg_fatal("matmul", "inner dims differ: %s%s . %s%s",
-                 tg_shape_str(a, sa), trans_a ? "^T" : "",
-                 tg_shape_str(b, sb), trans_b ? "^T" : "");
+                 tg_shape_str(a, sa), trans_a ? "^T" : "", tg_shape_str(b, sb),
+                 trans_b ? "^T" : "");
     tg_tensor *c = out_tensor(tp, 2, (int[]){M, N});
     tg_gemm(trans_a, trans_b, M, N, K, 1.0f, a->data, a->shape[1], b->data,
             b->shape[1], 0.0f, c->data, N);
-    tg_record *r = record(tp, "matmul", matmul_backward, c, 2,
-                          (tg_tensor *[]){a, b});
+    tg_record *r =
+        record(tp, "matmul", matmul_backward, c, 2, (tg_tensor *[]){a, b});
     if (r) {
         r->i[0] = trans_a;
         r->i[1] = trans_b;

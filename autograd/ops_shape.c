@@ -26,8 +26,9 @@ void tg_split(tg_tape *tp, tg_tensor *x, int k, tg_tensor **outs)
     int cols = tg_tensor_cols(x), rows = tg_tensor_rows(x);
     if (k < 1 || cols % k != 0) {
         char s[64];
-        tg_fatal("split", "cannot split %s into %d equal parts along the "
-                          "last axis", tg_shape_str(x, s), k);
+        tg_fatal("split",
+                 "cannot split %s into %d equal parts along the last axis",
+                 tg_shape_str(x, s), k);
     }
     int w = cols / k;
     int shape[TG_MAX_DIMS];
@@ -37,7 +38,8 @@ void tg_split(tg_tape *tp, tg_tensor *x, int k, tg_tensor **outs)
         outs[p] = out_tensor(tp, x->ndim, shape);
         for (int i = 0; i < rows; i++)
             memcpy(&outs[p]->data[(size_t)i * w],
-                   &x->data[(size_t)i * cols + p * w], (size_t)w * sizeof(float));
+                   &x->data[(size_t)i * cols + p * w],
+                   (size_t)w * sizeof(float));
     }
     record_multi(tp, "split", split_backward, k, outs, 1, &x);
 }
@@ -122,14 +124,12 @@ static void reshape_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape)
 {
-    tg_tensor *y = tg_tape_alloc(tp, sizeof *y);
-    tg_tensor_init_shape(y, ndim, shape);
+    tg_tensor *y = view_tensor(tp, x->data, ndim, shape);
     if (y->size != x->size) {
         char sx[64], sy[64];
         tg_fatal("reshape", "%s has %zu elements, %s has %zu",
                  tg_shape_str(x, sx), x->size, tg_shape_str(y, sy), y->size);
     }
-    y->data = x->data;
     record(tp, "reshape", reshape_backward, y, 1, &x);
     return y;
 }

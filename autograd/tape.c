@@ -125,10 +125,18 @@ void *tg_tape_alloc(tg_tape *tp, size_t bytes)
     return p;
 }
 
-tg_tensor *tg_tape_tensor(tg_tape *tp, int ndim, const int *shape, bool zeroed)
+/* A tensor header on tp's arena; data is set by the caller. */
+static tg_tensor *tape_header(tg_tape *tp, int ndim, const int *shape)
 {
     tg_tensor *t = tg_tape_alloc(tp, sizeof *t);
     tg_tensor_init_shape(t, ndim, shape);
+    t->tape = tp;
+    return t;
+}
+
+tg_tensor *tg_tape_tensor(tg_tape *tp, int ndim, const int *shape, bool zeroed)
+{
+    tg_tensor *t = tape_header(tp, ndim, shape);
     t->data = tg_tape_alloc(tp, t->size * sizeof(float));
     if (zeroed)
         memset(t->data, 0, t->size * sizeof(float));
@@ -142,8 +150,14 @@ tg_tensor *tg_tape_tensor2(tg_tape *tp, int rows, int cols, bool zeroed)
 
 tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols)
 {
-    tg_tensor *t = tg_tape_alloc(tp, sizeof *t);
-    tg_tensor_init_shape(t, 2, (int[]){rows, cols});
+    tg_tensor *t = tape_header(tp, 2, (int[]){rows, cols});
+    t->data = data;
+    return t;
+}
+
+tg_tensor *view_tensor(tg_tape *tp, float *data, int ndim, const int *shape)
+{
+    tg_tensor *t = tape_header(tp, ndim, shape);
     t->data = data;
     return t;
 }
@@ -158,15 +172,30 @@ tg_tensor *out_like(tg_tape *tp, const tg_tensor *x)
     return tg_tape_tensor(tp, x->ndim, x->shape, false);
 }
 
+/* A tape tensor's gradient lives on the arena. A long-lived tensor's lives
+ * with it: tg_tensor_require_grad, or a parameter set's shared buffer; one
+ * that was marked requires_grad by hand gets its own here, never arena
+ * memory that the next reset would pull from under it. */
 float *grad_of(tg_tape *tp, tg_tensor *t)
 {
     if (!t->requires_grad)
         return NULL;
     if (!t->grad) {
+        if (!t->tape) {
+            tg_tensor_require_grad(t);
+            tp->heap_allocs++;
+            return t->grad;
+        }
         t->grad = tg_tape_alloc(tp, t->size * sizeof(float));
         memset(t->grad, 0, t->size * sizeof(float));
     }
     return t->grad;
+}
+
+float *tg_grad_of(tg_tape *tp, tg_tensor *t)
+{
+    tg_check_tensors("grad_of", 1, (const tg_tensor *[]){t});
+    return grad_of(tp, t);
 }
 
 void check_same_shape(const char *op, const tg_tensor *a, const tg_tensor *b)
@@ -211,23 +240,22 @@ tg_record *record_multi(tg_tape *tp, const char *op, tg_backward_fn backward,
                         int n_out, tg_tensor **outs, int n_in,
                         tg_tensor *const *in)
 {
-    if (n_in > TG_MAX_INPUTS)
-        tg_fatal(op, "%d inputs recorded, at most %d", n_in, TG_MAX_INPUTS);
     if (!wants_grad(tp, n_in, in))
         return NULL;
     tg_record *r = append(tp);
     r->op = op;
     r->backward = backward;
     r->n_in = n_in;
-    for (int i = 0; i < n_in; i++)
-        r->in[i] = in[i];
+    /* At least 3 slots, the unused ones NULL: dense reads in[2] as its
+     * optional bias. */
+    size_t slots = n_in > 3 ? (size_t)n_in : 3;
+    r->in = tg_tape_alloc(tp, slots * sizeof *in);
+    memset(r->in, 0, slots * sizeof *in);
+    memcpy(r->in, in, (size_t)n_in * sizeof *in);
     r->n_out = n_out;
-    if (n_out == 1) {
-        r->out = outs[0];
-    } else {
-        r->outs = tg_tape_alloc(tp, (size_t)n_out * sizeof *outs);
-        memcpy(r->outs, outs, (size_t)n_out * sizeof *outs);
-    }
+    r->outs = tg_tape_alloc(tp, (size_t)n_out * sizeof *outs);
+    memcpy(r->outs, outs, (size_t)n_out * sizeof *outs);
+    r->out = outs[0];
     for (int i = 0; i < n_out; i++)
         outs[i]->requires_grad = true;
     return r;
@@ -239,10 +267,71 @@ tg_record *record(tg_tape *tp, const char *op, tg_backward_fn backward,
     return record_multi(tp, op, backward, 1, &out, n_in, in);
 }
 
+/* ---- the public way to record an op: record_multi behind checks that turn
+ * a user's slip into a message instead of a wrong gradient. */
+tg_record *tg_op_record(tg_tape *tp, const char *name, tg_backward_fn backward,
+                        int n_in, tg_tensor *const *inputs, int n_out,
+                        tg_tensor *const *outputs, void *saved)
+{
+    const char *op = name ? name : "op_record";
+    if (!tp || !backward)
+        tg_fatal(op, "tg_op_record needs a tape and a backward function");
+    if (n_in < 1 || n_out < 1 || !inputs || !outputs)
+        tg_fatal(op,
+                 "tg_op_record needs at least one input and one output "
+                 "(got %d and %d)",
+                 n_in, n_out);
+    tg_check_tensors(op, n_in, (const tg_tensor *const *)inputs);
+    for (int k = 0; k < n_out; k++) {
+        const tg_tensor *y = outputs[k];
+        if (!y)
+            tg_fatal(op, "output %d is NULL", k);
+        if (y->tape != tp)
+            tg_fatal(op,
+                     "output %d was not made on this tape: make outputs "
+                     "with tg_tape_tensor(tp, ...)",
+                     k);
+        for (int i = 0; i < n_in; i++)
+            if (inputs[i] == y)
+                tg_fatal(op,
+                         "output %d is also input %d: an op makes new "
+                         "tensors",
+                         k, i);
+    }
+    tg_record *r = record_multi(tp, op, backward, n_out, (tg_tensor **)outputs,
+                                n_in, inputs);
+    if (r)
+        r->saved = saved;
+    return r;
+}
+
+static void check_index(const tg_record *r, int i, int n, const char *what)
+{
+    if (!r || i < 0 || i >= n)
+        tg_fatal(r ? r->op : "op", "%s %d of %d", what, i, n);
+}
+
+tg_tensor *tg_op_input(const tg_record *r, int i)
+{
+    check_index(r, i, r ? r->n_in : 0, "input");
+    return r->in[i];
+}
+
+tg_tensor *tg_op_output(const tg_record *r, int i)
+{
+    check_index(r, i, r ? r->n_out : 0, "output");
+    return r->outs[i];
+}
+
+const float *tg_op_grad_out(const tg_record *r, int i)
+{
+    return tg_op_output(r, i)->grad;
+}
+
+void *tg_op_saved(const tg_record *r) { return r ? r->saved : NULL; }
+
 static bool has_grad(const tg_record *r)
 {
-    if (r->out)
-        return r->out->grad != NULL;
     for (int i = 0; i < r->n_out; i++)
         if (r->outs[i]->grad)
             return true;
@@ -251,10 +340,32 @@ static bool has_grad(const tg_record *r)
 
 void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed)
 {
+    if (!tp || !out || !seed)
+        tg_fatal("backward", "NULL %s",
+                 !tp    ? "tape"
+                 : !out ? "output"
+                        : "seed");
+    if (out->tape && out->tape != tp) {
+        char s[64];
+        tg_fatal("backward",
+                 "the output %s was recorded on another tape: "
+                 "pass the tape it was computed on",
+                 tg_shape_str(out, s));
+    }
     if (!out->requires_grad)
         tg_fatal("backward", "output does not depend on anything that "
                              "requires grad (or was computed while not "
                              "recording)");
+    /* Every walk starts from zero inside the graph: the gradients of op
+     * outputs are dropped (grad_of makes fresh zeroed ones), so a second
+     * backward on the same tape adds into the leaves exactly what backward
+     * of the sum of both outputs would (PyTorch's retain_graph). Leaves
+     * (parameters, inputs no op made) keep accumulating. */
+    for (size_t k = 0; k < tp->n_records; k++) {
+        tg_record *r = &tp->records[k];
+        for (int i = 0; i < r->n_out; i++)
+            r->outs[i]->grad = NULL;
+    }
     float *dout = grad_of(tp, out);
     for (size_t i = 0; i < out->size; i++)
         dout[i] += seed[i];
@@ -267,6 +378,8 @@ void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed)
 
 void tg_backward(tg_tape *tp, tg_tensor *loss)
 {
+    if (!loss)
+        tg_fatal("backward", "NULL loss");
     if (loss->size != 1) {
         char s[64];
         tg_fatal("backward", "loss must have one element, got shape %s",

@@ -1,36 +1,38 @@
-/* Private to autograd: how an op records itself on the tape.
+/* Private to autograd: how a built-in op records itself on the tape.
  *
- * An op's forward allocates its output with out_tensor()/out_like(), computes
- * it, then calls record(); its backward reads the record and adds into the
- * input gradients it gets from grad_of() (NULL for inputs that need none). */
+ * An op's forward checks its inputs (check_inputs: no NULL), allocates its
+ * output with out_tensor()/out_like(), computes it, then calls record(); its
+ * backward reads the record and adds into the input gradients it gets from
+ * grad_of() (NULL for inputs that need none). A user's op does the same
+ * through the public tg_op_record() / tg_grad_of() (tg_autograd.h): the
+ * names here are shorthands for the library's own ops, and are not exported
+ * from the shared library (tapegrad.map). */
 #ifndef TG_TAPE_H
 #define TG_TAPE_H
 
 #include "tg_autograd.h"
 
-#define TG_MAX_INPUTS 4
-
-typedef struct tg_record tg_record;
-typedef void (*tg_backward_fn)(tg_tape *tp, tg_record *r);
-
 struct tg_record {
     const char *op;
     tg_backward_fn backward;
-    tg_tensor *in[TG_MAX_INPUTS];
+    tg_tensor **in; /* n_in inputs (arena; NULL up to in[2]) */
     int n_in;
-    tg_tensor *out;   /* single-output ops */
-    tg_tensor **outs; /* multi-output ops (split); out is then NULL */
+    tg_tensor *out;   /* the first output: the only one of most ops */
+    tg_tensor **outs; /* all n_out outputs (arena); outs[0] == out */
     int n_out;
-    float f[2];       /* scalar arguments (scale, clamp bounds) */
-    int i[4];         /* integer arguments (broadcast geometry) */
-    void *saved;      /* arena memory the op kept for backward */
+    float f[2];  /* scalar arguments (scale, clamp bounds) */
+    int i[4];    /* integer arguments (broadcast geometry) */
+    void *saved; /* arena memory the op kept for backward */
 };
 
 /* A fresh output tensor on the arena (uninitialised data). */
 tg_tensor *out_tensor(tg_tape *tp, int ndim, const int *shape);
 tg_tensor *out_like(tg_tape *tp, const tg_tensor *x);
+/* A tape tensor of this shape over existing memory (reshape's view). */
+tg_tensor *view_tensor(tg_tape *tp, float *data, int ndim, const int *shape);
 /* Appends a record when recording and some input requires grad, marking the
- * output(s) as requiring grad; returns NULL (and records nothing) otherwise. */
+ * output(s) as requiring grad; returns NULL (and records nothing) otherwise.
+ * No input may be NULL (leave an absent bias out of the list). */
 tg_record *record(tg_tape *tp, const char *op, tg_backward_fn backward,
                   tg_tensor *out, int n_in, tg_tensor *const *in);
 tg_record *record_multi(tg_tape *tp, const char *op, tg_backward_fn backward,
@@ -40,10 +42,20 @@ tg_record *record_multi(tg_tape *tp, const char *op, tg_backward_fn backward,
  * not require grad. */
 float *grad_of(tg_tape *tp, tg_tensor *t);
 
-/* Sets t to an empty tensor of this shape (aborts on a bad shape). */
+/* Sets t to an empty tensor of this shape (aborts on a bad shape). Dims may
+ * be 0 (an empty batch). */
 void tg_tensor_init_shape(tg_tensor *t, int ndim, const int *shape);
 
 /* Aborts unless a and b have the same shape. */
 void check_same_shape(const char *op, const tg_tensor *a, const tg_tensor *b);
+
+/* check_inputs(op, a, b, ...): aborts naming op and the argument's position
+ * when any of the tensors is NULL. Every op calls it before touching its
+ * inputs (an optional input, such as dense's bias, is left out). */
+#define check_inputs(op, ...)                                                  \
+    tg_check_tensors(op,                                                       \
+                     (int)(sizeof((const tg_tensor *[]){__VA_ARGS__}) /        \
+                           sizeof(const tg_tensor *)),                         \
+                     (const tg_tensor *[]){__VA_ARGS__})
 
 #endif

@@ -17,6 +17,13 @@ void tg_fatal(const char *op, const char *fmt, ...)
     abort();
 }
 
+void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts)
+{
+    for (int k = 0; k < n; k++)
+        if (!ts[k])
+            tg_fatal(op, "tensor argument %d is NULL", k + 1);
+}
+
 const char *tg_shape_str(const tg_tensor *t, char *buf)
 {
     int n = sprintf(buf, "[");
@@ -26,16 +33,17 @@ const char *tg_shape_str(const tg_tensor *t, char *buf)
     return buf;
 }
 
-/* Checks a shape and returns its element count. */
+/* Checks a shape and returns its element count. A dim may be 0: an empty
+ * batch ([0, C]) goes through every op. */
 static size_t shape_size(const char *op, int ndim, const int *shape)
 {
     if (ndim < 1 || ndim > TG_MAX_DIMS)
         tg_fatal(op, "ndim %d outside 1..%d", ndim, TG_MAX_DIMS);
     size_t size = 1;
     for (int d = 0; d < ndim; d++) {
-        if (shape[d] < 1)
-            tg_fatal(op, "dim %d is %d, must be >= 1", d, shape[d]);
-        if (size > SIZE_MAX / 4 / (size_t)shape[d])
+        if (shape[d] < 0)
+            tg_fatal(op, "dim %d is %d, must be >= 0", d, shape[d]);
+        if (shape[d] > 0 && size > SIZE_MAX / 4 / (size_t)shape[d])
             tg_fatal(op, "shape too large");
         size *= (size_t)shape[d];
     }
@@ -56,7 +64,7 @@ tg_tensor *tg_tensor_new(int ndim, const int *shape)
     if (!t)
         tg_fatal("tensor_new", "out of memory");
     tg_tensor_init_shape(t, ndim, shape);
-    t->data = calloc(t->size, sizeof(float));
+    t->data = calloc(t->size ? t->size : 1, sizeof(float));
     if (!t->data)
         tg_fatal("tensor_new", "out of memory for %zu floats", t->size);
     t->owns_data = true;
@@ -81,11 +89,12 @@ void tg_tensor_free(tg_tensor *t)
 
 void tg_tensor_require_grad(tg_tensor *t)
 {
+    tg_check_tensors("require_grad", 1, (const tg_tensor *[]){t});
     t->requires_grad = true;
     if (!t->grad) {
         if (!t->owns_data)
             tg_fatal("require_grad", "tensor does not own its storage");
-        t->grad = calloc(t->size, sizeof(float));
+        t->grad = calloc(t->size ? t->size : 1, sizeof(float));
         if (!t->grad)
             tg_fatal("require_grad", "out of memory");
     }
@@ -101,5 +110,8 @@ int tg_tensor_cols(const tg_tensor *t) { return t->shape[t->ndim - 1]; }
 
 int tg_tensor_rows(const tg_tensor *t)
 {
-    return (int)(t->size / (size_t)t->shape[t->ndim - 1]);
+    size_t rows = 1;
+    for (int d = 0; d < t->ndim - 1; d++)
+        rows *= (size_t)t->shape[d];
+    return (int)rows;
 }

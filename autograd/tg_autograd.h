@@ -22,17 +22,18 @@ extern "C" {
 #define TG_VERSION "0.1.0"
 #define TG_MAX_DIMS 4
 
+typedef struct tg_tape tg_tape;
+
 typedef struct tg_tensor {
     float *data;
-    float *grad;        /* NULL until a gradient is needed */
+    float *grad; /* NULL until a gradient is needed */
     int ndim;
     int shape[TG_MAX_DIMS];
     size_t size;        /* number of elements */
     bool requires_grad; /* parameters, and anything computed from them */
     bool owns_data;     /* data/grad were malloc'd by tg_tensor_new */
+    tg_tape *tape;      /* the tape that made it; NULL when long-lived */
 } tg_tensor;
-
-typedef struct tg_tape tg_tape;
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -90,16 +91,23 @@ tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols);
 void *tg_tape_alloc(tg_tape *tp, size_t bytes);
 
 /* Seeds d(loss)/d(loss) = 1 and walks the records in reverse, adding each
- * op's input gradients. loss must have exactly one element. Gradients
- * accumulate into leaves (+=): zero them between steps. */
+ * op's input gradients. loss must have exactly one element and have been
+ * computed on tp. Gradients accumulate into leaves (+=): zero them between
+ * steps. May be called again on the same tape (two losses sharing layers,
+ * or the same loss twice): each walk starts from zero inside the graph, so
+ * backward(l1); backward(l2) gives the leaves what backward(l1 + l2) would,
+ * as PyTorch's retain_graph=True. */
 void tg_backward(tg_tape *tp, tg_tensor *loss);
 /* Same, with a caller-supplied seed gradient of out's shape. */
 void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed);
 
 /* ---- ops ------------------------------------------------------------------
- * Broadcasting (add, sub, mul): b has a's shape, or is a row ([C] or [1, C],
- * repeated down the rows of a's last axis), or a per-row scalar ([R, 1] or
- * [R], one value for each row), or a single element. */
+ * Broadcasting (add, sub, mul): the first operand a sets the output's shape
+ * ([R, C], R the product of the leading dims); b has a's shape, or is a row
+ * ([C] or [1, C], repeated down the rows), or a per-row column ([R, 1], one
+ * value for each row), or a single element. A 1-D b is always a row, as in
+ * NumPy and PyTorch, also when R == C: one value per row is [R, 1]. A
+ * smaller a with a larger b is refused (swap the operands). */
 
 /* y[B, out] = x[B, in] . W^T + b, with W stored [out, in] as in PyTorch and
  * b [out] (b may be NULL). One fused op. */
@@ -145,8 +153,7 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                               tg_tensor *targets);
 /* Softmax cross-entropy of logits [R, C] against class labels (0..C-1):
  * [R, 1], each row -log softmax(x)[label]. Labels get no gradient. */
-tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits,
-                           const int *labels);
+tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels);
 /* KL(N(mean, exp(logvar)) || N(0, I)) summed over the last axis: [R, 1],
  * -0.5 * sum(1 + logvar - mean^2 - exp(logvar)). One fused op. */
 tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar);
@@ -228,11 +235,47 @@ tg_tensor *tg_bce(tg_tape *tp, tg_tensor *probs, tg_tensor *targets);
 /* KL(N(mean_q, e^logvar_q) || N(mean_p, e^logvar_p)) of two diagonal
  * Gaussians, summed over the last axis: mean_q, logvar_q [R, C]; mean_p,
  * logvar_p (of one shape) either [R, C] too or one row [C] / [1, C] shared
- * by every row (a
- * learned prior). 0.5 * sum(lvp - lvq + e^(lvq - lvp)
- * + (mq - mp)^2 e^-lvp - 1). One fused op; every input gets a gradient. */
+ * by every row (a learned prior):
+ * 0.5 * sum(lvp - lvq + e^(lvq - lvp) + (mq - mp)^2 e^-lvp - 1).
+ * One fused op; every input gets a gradient. */
 tg_tensor *tg_kl_normals(tg_tape *tp, tg_tensor *mean_q, tg_tensor *logvar_q,
                          tg_tensor *mean_p, tg_tensor *logvar_p);
+/* ---- writing your own op ------------------------------------------------
+ * An op is two functions. Its forward checks its inputs
+ * (tg_check_tensors), makes its outputs on the tape (tg_tape_tensor),
+ * computes them, and calls tg_op_record. Its backward is called by
+ * tg_backward with the record: it reads each output's gradient
+ * (tg_op_grad_out) and ADDS (+=, never =: an input may feed several ops)
+ * into each input's gradient, tg_grad_of(tp, input), which is NULL for an
+ * input that needs none. The tape then gives a user's op every guarantee a
+ * built-in one has: repeated backward, recording off, 0-row batches, and the
+ * gradient check (tg_gradcheck). README, "Writing your own op", has a
+ * complete example. */
+typedef struct tg_record tg_record; /* one op on the tape */
+typedef void (*tg_backward_fn)(tg_tape *tp, tg_record *r);
+
+/* Records an op on tp: n_in inputs (none NULL), n_out outputs (tensors made
+ * on tp for this op), and saved, any memory the backward needs (usually from
+ * tg_tape_alloc, so it lives as long as the record). name appears in error
+ * messages and must outlive the tape (a string literal). When tp is not
+ * recording or no input requires grad, records nothing and returns NULL;
+ * otherwise marks the outputs as requiring grad and returns the record. */
+tg_record *tg_op_record(tg_tape *tp, const char *name, tg_backward_fn backward,
+                        int n_in, tg_tensor *const *inputs, int n_out,
+                        tg_tensor *const *outputs, void *saved);
+/* In a backward: the record's i-th input and output, output i's gradient
+ * dL/dy (same shape as the output; NULL when that output did not reach the
+ * loss), and the saved pointer given to tg_op_record. */
+tg_tensor *tg_op_input(const tg_record *r, int i);
+tg_tensor *tg_op_output(const tg_record *r, int i);
+const float *tg_op_grad_out(const tg_record *r, int i);
+void *tg_op_saved(const tg_record *r);
+/* t's gradient buffer, to add into; zero-filled at first use. NULL when t
+ * does not require grad (a constant). */
+float *tg_grad_of(tg_tape *tp, tg_tensor *t);
+/* Aborts with "tapegrad: OP: tensor argument K is NULL" when any of the n
+ * tensors is NULL. */
+void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts);
 
 /* ---- matmul kernel --------------------------------------------------------
  * C[M,N] = alpha * op(A) . op(B) + beta * C, row-major, leading dimensions in
@@ -262,13 +305,13 @@ typedef tg_tensor *(*tg_graph_fn)(tg_tape *tp, tg_tensor **inputs, void *ctx);
 
 typedef struct tg_gradcheck_report {
     bool ok;
-    bool all_zero;       /* both gradients were zero everywhere */
-    double max_abs_err;  /* worst |analytic - numeric| */
-    double max_rel_err;  /* worst |analytic - numeric| / max(|numeric|, 1e-3) */
-    int worst_input;     /* where the worst ratio to the tolerance was */
+    bool all_zero;      /* both gradients were zero everywhere */
+    double max_abs_err; /* worst |analytic - numeric| */
+    double max_rel_err; /* worst |analytic - numeric| / max(|numeric|, 1e-3) */
+    int worst_input;    /* where the worst ratio to the tolerance was */
     size_t worst_index;
     double worst_analytic, worst_numeric;
-    size_t checked;      /* elements compared */
+    size_t checked; /* elements compared */
 } tg_gradcheck_report;
 
 typedef struct tg_gradcheck_opts {

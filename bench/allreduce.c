@@ -8,8 +8,12 @@
  * 652,824 and ten times that. Rank 0 prints the median of 50 timed calls
  * after 5 warm-up calls, and the bus bandwidth 2(N-1)/N * bytes / time. */
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "bench_cli.h"
 
 enum { WARMUP = 5, REPS = 50 };
 
@@ -38,27 +42,53 @@ static double time_allreduce(float *buf, int n)
     return t[REPS / 2];
 }
 
+static const char usage[] =
+    "usage: mpirun -np N allreduce [FLOATS ...]\n"
+    "Median time of an in-place MPI_Allreduce (sum, float32) of each size\n"
+    "(default 1 203530 652824 6528240 floats; at most 16 sizes) and the bus\n"
+    "bandwidth 2(N-1)/N * bytes / time.\n";
+
 int main(int argc, char **argv)
 {
+    /* Flags before MPI_Init, so that --help and typos need no launcher;
+     * under mpirun only the first rank prints. */
+    const char *r = getenv("OMPI_COMM_WORLD_RANK");
+    bool quiet = r && strcmp(r, "0") != 0;
+    long sizes[16] = {1, 203530, 652824, 6528240};
+    int n_sizes = argc > 1 ? 0 : 4;
+    for (int i = 1; i < argc; i++) {
+        if (bench_is_help(argv[i])) {
+            if (!quiet)
+                fputs(usage, stdout);
+            return 0;
+        }
+        if (n_sizes == 16) {
+            if (!quiet)
+                fprintf(stderr, "allreduce: at most 16 sizes (try --help)\n");
+            return 2;
+        }
+        if (argv[i][0] == '-') {
+            if (!quiet)
+                fprintf(stderr, "allreduce: unknown option '%s' (try --help)\n",
+                        argv[i]);
+            return 2;
+        }
+        char *end;
+        long v = strtol(argv[i], &end, 10);
+        if (end == argv[i] || *end != '\0' || v < 1 || v > (1L << 30)) {
+            if (!quiet)
+                fprintf(stderr,
+                        "allreduce: '%s' is not a size in 1..2^30 (try "
+                        "--help)\n",
+                        argv[i]);
+            return 2;
+        }
+        sizes[n_sizes++] = v;
+    }
     MPI_Init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    long sizes[16] = {1, 203530, 652824, 6528240};
-    int n_sizes = 4;
-    if (argc > 1) {
-        n_sizes = 0;
-        for (int i = 1; i < argc && n_sizes < 16; i++) {
-            long v = strtol(argv[i], NULL, 10);
-            if (v < 1 || v > (1L << 30)) {
-                if (rank == 0)
-                    fprintf(stderr, "allreduce: bad size '%s'\n", argv[i]);
-                MPI_Finalize();
-                return 2;
-            }
-            sizes[n_sizes++] = v;
-        }
-    }
     if (rank == 0)
         printf("%d ranks\n%12s %12s %12s %14s\n", size, "floats", "bytes",
                "median us", "bus GB/s");

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_cli.h"
 #include "tg_autograd.h"
 
 #ifdef TG_BENCH_OPENBLAS
@@ -196,7 +197,13 @@ int main(int argc, char **argv)
     int n_shapes = sizeof default_shapes / sizeof default_shapes[0];
     for (int i = 1; i < argc; i++) {
         char tt[3] = "NN";
-        if (!strcmp(argv[i], "--cpu-time")) {
+        if (bench_is_help(argv[i])) {
+            printf("usage: gemm [--rounds N] [--best] [--cpu-time] "
+                   "[--shape MxNxK[:TT]]\n"
+                   "tg_gemm GFLOP/s per kernel and thread count on the VAE "
+                   "shapes (see the\ncomment atop bench/gemm.c).\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--cpu-time")) {
             bench_cpu_time = 1;
         } else if (!strcmp(argv[i], "--best")) {
             use_best = true;
@@ -211,11 +218,8 @@ int main(int argc, char **argv)
             shapes = &custom;
             n_shapes = 1;
         } else {
-            fprintf(stderr,
-                    "usage: %s [--rounds N] [--best] [--cpu-time] "
-                    "[--shape MxNxK[:TT]]\n",
-                    argv[0]);
-            return 2;
+            bench_usage_error("gemm", "unknown option or bad value '%s'",
+                              argv[i]);
         }
     }
     if (rounds < 1)

@@ -1,8 +1,10 @@
 /* FMA peak of this machine: register-only loops for each vector width the CPU
  * has, on one thread and on all cores. Median of 5 runs of ~0.2 s each.
- * Usage: peak [--cpu-time] [seconds-per-run]
+ * Usage: peak [--cpu-time] [seconds-per-run] (peak --help)
  * --cpu-time: each thread is timed by its own CPU time (see fma_peak.h). */
 #include "fma_peak.h"
+
+#include "bench_cli.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,16 +24,31 @@ static double median_peak(int width, int threads, double seconds)
     return r[2];
 }
 
+static const char usage[] =
+    "usage: peak [--cpu-time] [SECONDS]\n"
+    "FMA peak (GFLOP/s fp32) for each vector width the CPU has, on one thread\n"
+    "and on all cores: the median of 5 register-only runs of SECONDS each\n"
+    "(default 0.2).\n"
+    "  --cpu-time     time each thread by its own CPU time\n"
+    "  --help         this text\n";
+
 int main(int argc, char **argv)
 {
-    int arg = 1;
-    if (argc > 1 && !strcmp(argv[1], "--cpu-time")) {
-        bench_cpu_time = 1;
-        arg++;
+    double seconds = 0.2;
+    bool have_seconds = false;
+    for (int i = 1; i < argc; i++) {
+        if (bench_is_help(argv[i])) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--cpu-time")) {
+            bench_cpu_time = 1;
+        } else if (argv[i][0] != '-' && !have_seconds) {
+            seconds = bench_pos("peak", "SECONDS", argv[i], 60);
+            have_seconds = true;
+        } else {
+            bench_usage_error("peak", "unknown option '%s'", argv[i]);
+        }
     }
-    double seconds = argc > arg ? atof(argv[arg]) : 0.2;
-    if (!(seconds > 0))
-        seconds = 0.2;
     int cores = 1;
 #ifdef TG_HAVE_OPENMP
     cores = omp_get_num_procs();

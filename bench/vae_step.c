@@ -1,8 +1,6 @@
 /* bench/vae_step: the VAE training step (784-H-Z, Adam) on the embedded
- * data: samples/s, ms per step, heap allocations per step, peak RSS.
- *
- * usage: vae_step [--data DIR] [--steps N] [--batch B] [--hidden H]
- *                 [--latent Z] [--threads T]
+ * data: samples/s, ms per step, heap allocations per step, peak RSS
+ * (flags: vae_step --help).
  * Allocations are counted by wrapping malloc/calloc/realloc/aligned_alloc
  * in this executable (glibc's __libc_* entry points do the work), so every
  * allocation the library, libgomp or libc make during a step is seen. */
@@ -12,6 +10,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench_cli.h"
 #include "count_alloc.h"
 #include "tapegrad.h"
 #include "tg_vae.h"
@@ -23,31 +22,51 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int arg_int(int argc, char **argv, const char *name, int def)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0)
-            return atoi(argv[i + 1]);
-    return def;
-}
-
-static const char *arg_str(int argc, char **argv, const char *name,
-                           const char *def)
-{
-    for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], name) == 0)
-            return argv[i + 1];
-    return def;
-}
+static const char usage[] =
+    "usage: vae_step [--data DIR] [--steps N] [--batch B] [--hidden H]\n"
+    "                [--latent Z] [--threads T]\n"
+    "Times the VAE training step (784-H-Z, Adam) on an IDX folder: samples/s,\n"
+    "ms per step, heap allocations per step, peak RSS.\n"
+    "  --data DIR     MNIST-style IDX folder (default: the embedded digits)\n"
+    "  --steps N      timed steps after 10 warm-up steps (default 300)\n"
+    "  --batch B      batch size (default 128)\n"
+    "  --hidden H     hidden width, 0 = none (default 400)\n"
+    "  --latent Z     latent size (default 20)\n"
+    "  --threads T    threads, 0 = all cores (default 0)\n"
+    "  --help         this text\n";
 
 int main(int argc, char **argv)
 {
-    const char *dir = arg_str(argc, argv, "--data", TG_BENCH_DATA_DIR);
-    int steps = arg_int(argc, argv, "--steps", 300);
-    int batch = arg_int(argc, argv, "--batch", 128);
-    tg_vae_config cfg = {784, arg_int(argc, argv, "--hidden", 400),
-                         arg_int(argc, argv, "--latent", 20)};
-    tg_set_threads(arg_int(argc, argv, "--threads", 0));
+    const char *dir = TG_BENCH_DATA_DIR, *prog = "vae_step";
+    int steps = 300, batch = 128, threads = 0;
+    tg_vae_config cfg = {784, 400, 20};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (bench_is_help(a)) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "--data")) {
+            dir = bench_value(prog, argc, argv, &i);
+        } else if (!strcmp(a, "--steps")) {
+            steps = (int)bench_long(prog, a, bench_value(prog, argc, argv, &i),
+                                    1, 1000000);
+        } else if (!strcmp(a, "--batch")) {
+            batch = (int)bench_long(prog, a, bench_value(prog, argc, argv, &i),
+                                    1, 65536);
+        } else if (!strcmp(a, "--hidden")) {
+            cfg.hidden = (int)bench_long(
+                prog, a, bench_value(prog, argc, argv, &i), 0, 65536);
+        } else if (!strcmp(a, "--latent")) {
+            cfg.latent = (int)bench_long(
+                prog, a, bench_value(prog, argc, argv, &i), 1, 65536);
+        } else if (!strcmp(a, "--threads")) {
+            threads = (int)bench_long(
+                prog, a, bench_value(prog, argc, argv, &i), 0, 1024);
+        } else {
+            bench_usage_error(prog, "unknown option '%s'", a);
+        }
+    }
+    tg_set_threads(threads);
 
     tg_dataset ds;
     if (tg_mnist_load(dir, true, &ds) != TG_OK) {

@@ -207,9 +207,29 @@ void cli_shell_word(FILE *f, const char *s)
     fputc('\'', f);
 }
 
+/* Under mpirun a rank's stderr is a pipe to the launcher, which copies it to
+ * its own stderr: the bar is drawn when that (rank 0's parent's, read from
+ * /proc on Linux) is a terminal. Only under a launcher: a program whose
+ * stderr a shell redirects to a file must not draw into it. */
+static bool launcher_stderr_is_tty(void)
+{
+    if (tg_dist_size() < 2 && !getenv("OMPI_COMM_WORLD_SIZE") &&
+        !getenv("PMI_SIZE"))
+        return false;
+    char link[64], target[64];
+    snprintf(link, sizeof link, "/proc/%ld/fd/2", (long)getppid());
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n <= 0)
+        return false;
+    target[n] = '\0';
+    return strncmp(target, "/dev/pts/", 9) == 0 ||
+           strncmp(target, "/dev/tty", 8) == 0;
+}
+
 void cli_progress_start(cli_progress *p, int total)
 {
-    p->tty = isatty(STDERR_FILENO);
+    p->tty = tg_dist_rank() == 0 &&
+             (isatty(STDERR_FILENO) || launcher_stderr_is_tty());
     p->total = total;
     p->t0 = cli_now();
     p->last_draw = 0.0;

@@ -65,8 +65,8 @@ const char *cli_nonfinite(struct tg_params *ps, const char **why);
 /* Writes s to f quoted for a POSIX shell when it needs quoting. */
 void cli_shell_word(FILE *f, const char *s);
 
-/* A one-line progress bar redrawn on stderr when stderr is a terminal;
- * does nothing otherwise. */
+/* A one-line progress bar redrawn on stderr by rank 0 when stderr is a
+ * terminal, or under mpirun when mpirun's is; does nothing otherwise. */
 typedef struct cli_progress {
     bool tty;
     int total;

@@ -192,8 +192,7 @@ int main(int argc, char **argv)
         !labels_ok(&test, o.data)) {
         if (test.rows * test.cols != input)
             fprintf(stderr,
-                    "mlp_mnist: %s: train and test image sizes "
-                    "differ\n",
+                    "mlp_mnist: %s: train and test image sizes differ\n",
                     o.data);
         tg_dataset_free(&train);
         tg_dataset_free(&test);
@@ -241,8 +240,8 @@ int main(int argc, char **argv)
             float loss_value = 0.0f;
             if (mine > 0) {
                 tg_tape_reset(tp);
-                tg_tensor *x = tg_tape_view2(
-                    tp, xbuf + (size_t)first * input, mine, input);
+                tg_tensor *x = tg_tape_view2(tp, xbuf + (size_t)first * input,
+                                             mine, input);
                 tg_tensor *loss = tg_loss_softmax_xent(
                     tp, mlp_logits(tp, &m, x), labels + first);
                 loss_value = loss->data[0];

@@ -48,7 +48,8 @@ static void usage(FILE *f)
             "  --seed N          seed of every random stream (default 1)\n"
             "  --threads N       threads, 0 = all cores (default 0)\n"
             "  --out DIR         output folder (default out/vae_mnist)\n"
-            "  --resume FILE     continue from a checkpoint\n"
+            "  --resume FILE     continue from a checkpoint (this run saves\n"
+            "                    into --out: over FILE if it is there)\n"
             "  --max-batches N   stop each epoch after N batches\n"
             "  --checkpoint-every N  also save a checkpoint every N batches\n"
             "                    (default: only at the end of each epoch)\n"
@@ -213,8 +214,7 @@ static void share_step(tg_tape *tp, const tg_vae *vae, float *xbuf,
     sums[3] = cli_interrupted ? 1.0 : 0.0;
     if (!eps)
         return;
-    tg_tensor *x = tg_tape_view2(tp, xbuf + (size_t)first * input, mine,
-                                 input);
+    tg_tensor *x = tg_tape_view2(tp, xbuf + (size_t)first * input, mine, input);
     tg_vae_out out = tg_vae_forward_eps(tp, vae, x, eps);
     if (!isfinite(out.loss->data[0])) {
         sums[0] = 1.0;
@@ -298,8 +298,8 @@ int main(int argc, char **argv)
     tg_optim *opt = tg_adam_new(ps, o.lr);
     /* Rank 0 reads the checkpoint (and stops the job if it cannot) and
      * sends weights, Adam state and position to the others. */
-    train_pos pos = o.resume && tg_dist_rank() == 0 ? resume(&o, vae, opt)
-                                                    : (train_pos){0};
+    train_pos pos =
+        o.resume && tg_dist_rank() == 0 ? resume(&o, vae, opt) : (train_pos){0};
     tg_dist_broadcast(ps, opt);
     if (o.resume)
         broadcast_pos(&pos);

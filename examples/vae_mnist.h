@@ -37,8 +37,8 @@ typedef struct epoch_stats {
 enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000 };
 
 /* vae_mnist.c */
-void fail_data(void);                  /* tg_errmsg(), exit 2 */
-void fail_write(const char *path);     /* errno's reason, exit 1 */
+void fail_data(void);              /* tg_errmsg(), exit 2 */
+void fail_write(const char *path); /* errno's reason, exit 1 */
 /* Rows [first, first + n) of ds as a tape tensor [n, pixels] (a view). */
 tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first, int n);
 
@@ -46,8 +46,7 @@ tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first, int n);
 void write_pictures(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
                     const options *o);
 void write_metrics(const options *o, const epoch_stats *hist, int n);
-int read_metrics(const options *o, epoch_stats *hist, int first_epoch,
-                 int cap);
+int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap);
 
 /* vae_mnist_checkpoint.c */
 train_pos resume(const options *o, tg_vae *vae, tg_optim *opt);

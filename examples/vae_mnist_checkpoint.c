@@ -97,8 +97,8 @@ static train_pos meta_position(const options *o, const tg_meta *m)
             ok = ok && isxdigit((unsigned char)part[k]);
         pos.noise.s[i] = strtoull(part, NULL, 16);
     }
-    if (!ok || !(pos.noise.s[0] | pos.noise.s[1] | pos.noise.s[2] |
-                 pos.noise.s[3]))
+    if (!ok ||
+        !(pos.noise.s[0] | pos.noise.s[1] | pos.noise.s[2] | pos.noise.s[3]))
         fail_meta(o, "noise_rng", "is not a generator state (64 hex digits)");
     return pos;
 }
@@ -156,7 +156,7 @@ train_pos resume(const options *o, tg_vae *vae, tg_optim *opt)
 
 /* Saves the checkpoint at pos, refusing to write a non-finite one. */
 void save_checkpoint(const options *o, tg_vae *vae, tg_optim *opt,
-                            const train_pos *pos)
+                     const train_pos *pos)
 {
     if (tg_dist_rank() != 0)
         return; /* the ranks hold the same weights: rank 0 writes */
@@ -199,8 +199,9 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
         if ((float)strtod(lr, NULL) == o->lr)
             break;
     }
-    fprintf(f, " --epochs %d --batch %d --hidden %d --latent %d --lr %s "
-               "--seed %llu",
+    fprintf(f,
+            " --epochs %d --batch %d --hidden %d --latent %d --lr %s "
+            "--seed %llu",
             o->epochs, o->batch, o->hidden, o->latent, lr,
             (unsigned long long)o->seed);
     if (o->threads)
@@ -217,8 +218,8 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
 
 /* After SIGINT, between steps: save where training stands, say how to go
  * on, exit 130. */
-void stop_interrupted(const options *o, const char *argv0,
-                             tg_vae *vae, tg_optim *opt, const train_pos *pos)
+void stop_interrupted(const options *o, const char *argv0, tg_vae *vae,
+                      tg_optim *opt, const train_pos *pos)
 {
     save_checkpoint(o, vae, opt, pos); /* rank 0 writes */
     /* every rank waits for the save: a rank that exited first could make
@@ -228,7 +229,8 @@ void stop_interrupted(const options *o, const char *argv0,
     if (tg_dist_rank() == 0) {
         fprintf(stderr,
                 "vae_mnist: interrupted after step %lld (epoch %d, batch %d); "
-                "saved %s; resume with: ",
+                "saved %s (the resumed run saves over it: copy it to keep "
+                "it); resume with: ",
                 (long long)opt->step, pos->batch ? pos->epoch + 1 : pos->epoch,
                 pos->batch, ck);
         print_resume_command(stderr, argv0, o, ck);
@@ -254,4 +256,3 @@ void broadcast_pos(train_pos *pos)
     memcpy(&pos->rec, v + 8, sizeof pos->rec);
     memcpy(&pos->kl, v + 9, sizeof pos->kl);
 }
-

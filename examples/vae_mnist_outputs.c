@@ -40,8 +40,8 @@ static void write_grid(const char *path, const float *tiles, int n, int side,
  * reconstruction (decoded at the posterior mean); samples.png: 64 decoded
  * prior draws (the same z every epoch); manifold.png (latent = 2): decoded
  * 20 x 20 grid of z at normal quantiles 0.05 .. 0.95. */
-void write_pictures(tg_tape *tp, const tg_vae *vae,
-                           const tg_dataset *test, const options *o)
+void write_pictures(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
+                    const options *o)
 {
     enum { COLS = 16, PAIRS = 2, SIDE_N = 20 };
     int side = test->rows, pixels = test->rows * test->cols;
@@ -140,8 +140,7 @@ void write_metrics(const options *o, const epoch_stats *hist, int n)
 
 /* Rows of an earlier run's metrics.csv before first_epoch, so a resumed run
  * keeps its curves. A missing file gives none. */
-int read_metrics(const options *o, epoch_stats *hist, int first_epoch,
-                        int cap)
+int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
 {
     FILE *f = fopen(cli_path(o->out, "metrics.csv"), "r");
     if (!f)
@@ -162,4 +161,3 @@ int read_metrics(const options *o, epoch_stats *hist, int first_epoch,
     fclose(f);
     return n;
 }
-

@@ -6,7 +6,7 @@
  *   ELBO      mean_j log w_j over the same draws (<= the estimate above by
  *             Jensen, equal when k = 1; its expectation is the ELBO)
  *   L(x)      the input's complexity: deflate size in bits (zlib level 9)
- *   AUROC     rank-based, ties counted half
+ *   AUROC     tg_auroc in tg_nn.h (nn/metrics.c)
  *   typicality  Mahalanobis distance of a feature vector from reference
  *             statistics fitted on in-distribution data only
  *   posterior pixels  per-pixel mean and std of decoded draws z ~ q(z|x)
@@ -61,9 +61,7 @@ void tg_vae_posterior_pixels(tg_tape *tp, const tg_vae *vae, const float *x,
                              int n, int S, uint64_t seed, uint64_t stream,
                              float *mean, float *std);
 
-/* P(pos > neg) + P(pos == neg) / 2 over all pairs, from ranks (O(n log n)).
- * NaN when a score is NaN. Aborts when a list is empty. */
-double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
+/* tg_auroc (AUROC, ties counted half) is in tg_nn.h with the metrics. */
 
 /* Deflate size in bits (zlib compress2, level 9, the zlib stream's 6 bytes
  * of header and checksum included) of n bytes. TG_ERR_UNSUPPORTED when the

@@ -249,54 +249,7 @@ void tg_vae_posterior_pixels(tg_tape *tp, const tg_vae *vae, const float *x,
     free(s2);
 }
 
-/* ---- AUROC ------------------------------------------------------------- */
-
-typedef struct ranked {
-    double v;
-    int pos; /* 1 for the positive list */
-} ranked;
-
-static int by_value(const void *a, const void *b)
-{
-    double x = ((const ranked *)a)->v, y = ((const ranked *)b)->v;
-    return (x > y) - (x < y);
-}
-
-/* Mann-Whitney: AUROC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg),
- * R_pos the sum of the positives' ranks (1-based, ties get their mean). */
-double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos)
-{
-    if (n_neg < 1 || n_pos < 1)
-        tg_fatal("auroc", "need two non-empty lists (%d, %d)", n_neg, n_pos);
-    size_t n = (size_t)n_neg + (size_t)n_pos;
-    ranked *r = malloc(sizeof *r * n);
-    if (!r)
-        tg_fatal("auroc", "out of memory (%zu scores)", n);
-    for (int i = 0; i < n_neg; i++)
-        r[i] = (ranked){neg[i], 0};
-    for (int i = 0; i < n_pos; i++)
-        r[n_neg + i] = (ranked){pos[i], 1};
-    for (size_t i = 0; i < n; i++)
-        if (isnan(r[i].v)) {
-            free(r);
-            return NAN;
-        }
-    qsort(r, n, sizeof *r, by_value);
-    double rank_sum = 0.0;
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        while (j < n && r[j].v == r[i].v)
-            j++;
-        double mid = 0.5 * (double)(i + 1 + j); /* mean of ranks i+1 .. j */
-        for (size_t t = i; t < j; t++)
-            if (r[t].pos)
-                rank_sum += mid;
-        i = j;
-    }
-    free(r);
-    return (rank_sum - 0.5 * n_pos * ((double)n_pos + 1)) /
-           ((double)n_pos * n_neg);
-}
+/* tg_auroc moved to nn/metrics.c (declared in tg_nn.h). */
 
 /* ---- complexity ---------------------------------------------------------- */
 

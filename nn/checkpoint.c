@@ -17,7 +17,7 @@
 #define KIND_KEY "optim.kind"
 #define STEP_KEY "optim.step"
 
-/* ---- metadata -------------------------------------------------------------- */
+/* ---- metadata ------------------------------------------------------------ */
 
 void tg_meta_set(tg_meta *m, const char *key, const char *value)
 {
@@ -61,11 +61,12 @@ static tg_status parse_int(const char *what, const char *key, const char *s,
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    bool starts_ok = *s == '-' ? s[1] >= '0' && s[1] <= '9'
-                               : *s >= '0' && *s <= '9';
+    bool starts_ok =
+        *s == '-' ? s[1] >= '0' && s[1] <= '9' : *s >= '0' && *s <= '9';
     if (!starts_ok || *end != '\0' || errno == ERANGE)
-        return tg_error(TG_ERR_FORMAT, "%s: metadata '%s' = '%.40s' is not an "
-                        "integer", what, key, s);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata '%s' = '%.40s' is not an integer", what,
+                        key, s);
     *value = v;
     return TG_OK;
 }
@@ -75,11 +76,14 @@ tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value)
     return parse_int("checkpoint", key, tg_meta_get(m, key), value);
 }
 
-/* ---- saving ------------------------------------------------------------------ */
+/* ---- saving -------------------------------------------------------------- */
 
 static const char *kind_name(tg_optim_kind k)
 {
-    return k == TG_OPTIM_ADAM ? "adam" : "sgd";
+    return k == TG_OPTIM_ADAM      ? "adam"
+           : k == TG_OPTIM_ADAMW   ? "adamw"
+           : k == TG_OPTIM_RMSPROP ? "rmsprop"
+                                   : "sgd";
 }
 
 /* "<prefix><name>", malloc'd. */
@@ -108,8 +112,9 @@ static tg_status sync_dir(const char *path)
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     tg_status st = TG_OK;
     if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
-        st = tg_error(TG_ERR_IO, "%s: saved, but syncing directory %s "
-                      "failed: %s", path, dir, strerror(errno));
+        st = tg_error(TG_ERR_IO,
+                      "%s: saved, but syncing directory %s failed: %s", path,
+                      dir, strerror(errno));
     if (fd >= 0)
         close(fd);
     free(dir);
@@ -119,8 +124,7 @@ static tg_status sync_dir(const char *path)
 /* Writes the tensors and metadata to "<path>.tmp.<pid>", syncs it and
  * renames it over path. On failure the temporary file is removed. */
 static tg_status write_atomic(const char *path, int n, const tg_st_tensor *t,
-                              int nmeta, const char **keys,
-                              const char **values)
+                              int nmeta, const char **keys, const char **values)
 {
     char *tmp = malloc(strlen(path) + 32);
     if (!tmp)
@@ -161,8 +165,8 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta)
 {
     if (opt && opt->params != ps)
-        tg_fatal("checkpoint_save", "optimizer belongs to another parameter "
-                 "set");
+        tg_fatal("checkpoint_save",
+                 "optimizer belongs to another parameter set");
     tg_params_seal(ps);
     int np = tg_params_count(ps);
     const float *m = opt ? opt->m : NULL, *v = opt ? opt->v : NULL;
@@ -215,7 +219,7 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     return st;
 }
 
-/* ---- loading ------------------------------------------------------------------ */
+/* ---- loading ------------------------------------------------------------- */
 
 static const char *file_meta(const tg_st_file *f, const char *key)
 {
@@ -256,12 +260,14 @@ static tg_status expect(const tg_st_file *f, const char *prefix,
     tg_status st = TG_OK;
     char fs[256], ms[64];
     if (!e)
-        st = tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' missing from the "
-                      "file", f->path, full);
+        st = tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' missing from the file",
+                      f->path, full);
     else if (!same_shape(e, t))
-        st = tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' has shape %s in the "
-                      "file but %s in the model", f->path, full,
-                      entry_shape_str(e, fs, sizeof fs), tg_shape_str(t, ms));
+        st = tg_error(TG_ERR_MISMATCH,
+                      "%s: tensor '%s' has shape %s in the "
+                      "file but %s in the model",
+                      f->path, full, entry_shape_str(e, fs, sizeof fs),
+                      tg_shape_str(t, ms));
     free(full);
     *out = e;
     return st;
@@ -276,8 +282,9 @@ static tg_status check_unexpected(const tg_st_file *f, const tg_params *ps)
             strncmp(name, "optim.v.", 8) == 0)
             name += 8;
         if (!tg_params_find(ps, name))
-            return tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' is not a "
-                            "parameter of the model", f->path, f->t[i].name);
+            return tg_error(TG_ERR_MISMATCH,
+                            "%s: tensor '%s' is not a parameter of the model",
+                            f->path, f->t[i].name);
     }
     return TG_OK;
 }
@@ -286,8 +293,9 @@ static tg_status check_meta_fits(const tg_st_file *f)
 {
     const tg_meta *m = NULL;
     if (f->nmeta > TG_META_MAX)
-        return tg_error(TG_ERR_FORMAT, "%s: %d metadata entries, at most %d "
-                        "supported", f->path, f->nmeta, TG_META_MAX);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: %d metadata entries, at most %d supported",
+                        f->path, f->nmeta, TG_META_MAX);
     for (int i = 0; i < f->nmeta; i++)
         if (strlen(f->meta_key[i]) >= sizeof m->key[0] ||
             strlen(f->meta_value[i]) >= sizeof m->value[0])
@@ -300,8 +308,8 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta)
 {
     if (opt && opt->params != ps)
-        tg_fatal("checkpoint_load", "optimizer belongs to another parameter "
-                 "set");
+        tg_fatal("checkpoint_load",
+                 "optimizer belongs to another parameter set");
     tg_params_seal(ps);
     tg_st_file f;
     tg_status st = tg_st_open(path, &f);
@@ -318,12 +326,13 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
     if (st == TG_OK && opt) {
         const char *kind = file_meta(&f, KIND_KEY);
         if (!kind)
-            st = tg_error(TG_ERR_MISMATCH, "%s: no optimizer state in the "
-                          "file", path);
+            st = tg_error(TG_ERR_MISMATCH, "%s: no optimizer state in the file",
+                          path);
         else if (strcmp(kind, kind_name(opt->kind)) != 0)
-            st = tg_error(TG_ERR_MISMATCH, "%s: optimizer is '%.16s' in the "
-                          "file but '%s' in the model", path, kind,
-                          kind_name(opt->kind));
+            st = tg_error(TG_ERR_MISMATCH,
+                          "%s: optimizer is '%.16s' in the "
+                          "file but '%s' in the model",
+                          path, kind, kind_name(opt->kind));
         else
             st = parse_int(path, STEP_KEY, file_meta(&f, STEP_KEY), &step);
         if (st == TG_OK && step < 0)

@@ -85,8 +85,8 @@ static long long src_read(source *s, void *buf, size_t n)
     }
     size_t got = fread(buf, 1, n, s->f);
     if (got < n && ferror(s->f)) {
-        s->err = tg_error(TG_ERR_IO, "%s: read error: %s", s->path,
-                          strerror(errno));
+        s->err =
+            tg_error(TG_ERR_IO, "%s: read error: %s", s->path, strerror(errno));
         return -1;
     }
     return (long long)got;
@@ -122,8 +122,7 @@ static tg_status open_source(const char *path, source *s, off_t *raw_size)
     if (stat(path, &st) != 0)
         return tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode))
-        return tg_error(TG_ERR_IO, "%s: is a directory, not an IDX file",
-                        path);
+        return tg_error(TG_ERR_IO, "%s: is a directory, not an IDX file", path);
     if (!S_ISREG(st.st_mode))
         return tg_error(TG_ERR_IO, "%s: not a regular file", path);
     *raw_size = st.st_size;
@@ -156,14 +155,17 @@ static tg_status read_header(source *s, int *ndim, int dims[3],
     if (got < 0)
         return s->err;
     if (got < 4)
-        return tg_error(TG_ERR_FORMAT, "%s: truncated: %lld bytes, no IDX "
-                        "header", s->path, got);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: truncated: %lld bytes, no IDX header", s->path,
+                        got);
     if (h[0] != 0 || h[1] != 0)
-        return tg_error(TG_ERR_FORMAT, "%s: bad magic 0x%08x (not an IDX "
-                        "file)", s->path, be32(h));
+        return tg_error(TG_ERR_FORMAT, "%s: bad magic 0x%08x (not an IDX file)",
+                        s->path, be32(h));
     if (h[2] != 0x08)
-        return tg_error(TG_ERR_FORMAT, "%s: IDX data type 0x%02x not "
-                        "supported (only 0x08, unsigned byte)", s->path, h[2]);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: IDX data type 0x%02x not "
+                        "supported (only 0x08, unsigned byte)",
+                        s->path, h[2]);
     int nd = h[3];
     if (nd < 1 || nd > 3)
         return tg_error(TG_ERR_FORMAT, "%s: %d dimensions (1 to 3 supported)",
@@ -182,9 +184,9 @@ static tg_status read_header(source *s, int *ndim, int dims[3],
                             s->path, d, v);
         dims[d] = (int)v;
         if (v && total > IDX_MAX_BYTES / v)
-            return tg_error(TG_ERR_FORMAT, "%s: dimensions multiply to more "
-                            "than %llu bytes", s->path,
-                            (unsigned long long)IDX_MAX_BYTES);
+            return tg_error(TG_ERR_FORMAT,
+                            "%s: dimensions multiply to more than %llu bytes",
+                            s->path, (unsigned long long)IDX_MAX_BYTES);
         total *= v;
     }
     *ndim = nd;
@@ -199,13 +201,15 @@ static tg_status read_raw(source *s, off_t file_size, int ndim,
     uint64_t header = 4 + 4 * (uint64_t)ndim;
     uint64_t have = (uint64_t)file_size - header;
     if ((uint64_t)file_size < header + payload)
-        return tg_error(TG_ERR_FORMAT, "%s: truncated: dims need %llu data "
-                        "bytes, file has %llu", s->path,
-                        (unsigned long long)payload, (unsigned long long)have);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: truncated: dims need %llu data "
+                        "bytes, file has %llu",
+                        s->path, (unsigned long long)payload,
+                        (unsigned long long)have);
     if ((uint64_t)file_size > header + payload)
-        return tg_error(TG_ERR_FORMAT, "%s: %llu bytes of trailing garbage "
-                        "after the data", s->path,
-                        (unsigned long long)(have - payload));
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: %llu bytes of trailing garbage after the data",
+                        s->path, (unsigned long long)(have - payload));
     uint8_t *data = malloc(payload ? payload : 1);
     if (!data)
         return tg_error(TG_ERR_NOMEM, "%s: out of memory for %llu bytes",
@@ -226,8 +230,8 @@ static tg_status read_raw(source *s, off_t file_size, int ndim,
  * detecting trailing garbage) and is compared at the end. */
 static tg_status read_stream(source *s, uint64_t payload, uint8_t **out)
 {
-    size_t cap = payload + 1 < IDX_FIRST_CHUNK ? (size_t)payload + 1
-                                               : IDX_FIRST_CHUNK;
+    size_t cap =
+        payload + 1 < IDX_FIRST_CHUNK ? (size_t)payload + 1 : IDX_FIRST_CHUNK;
     size_t len = 0;
     uint8_t *buf = malloc(cap);
     if (!buf)
@@ -257,19 +261,21 @@ static tg_status read_stream(source *s, uint64_t payload, uint8_t **out)
     if (len != payload) {
         free(buf);
         if (len < payload)
-            return tg_error(TG_ERR_FORMAT, "%s: truncated: dims need %llu "
-                            "data bytes, file has %zu", s->path,
-                            (unsigned long long)payload, len);
-        return tg_error(TG_ERR_FORMAT, "%s: trailing garbage after the %llu "
-                        "data bytes", s->path, (unsigned long long)payload);
+            return tg_error(TG_ERR_FORMAT,
+                            "%s: truncated: dims need %llu "
+                            "data bytes, file has %zu",
+                            s->path, (unsigned long long)payload, len);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: trailing garbage after the %llu data bytes",
+                        s->path, (unsigned long long)payload);
     }
     *out = buf;
     return TG_OK;
 }
 
 /* Header then data from an open source of raw_size bytes (unknown: gzip). */
-static tg_status read_source(source *s, off_t raw_size, int *ndim,
-                             int dims[3], uint8_t **data)
+static tg_status read_source(source *s, off_t raw_size, int *ndim, int dims[3],
+                             uint8_t **data)
 {
     uint64_t payload = 0;
     int nd = 0, d[3] = {0, 0, 0};
@@ -313,7 +319,7 @@ tg_status tg_idx_read_mem(const void *buf, size_t len, const char *what,
 
 /* "<dir>/<base>" if it exists, else "<dir>/<base>.gz". */
 static tg_status find_file(const char *dir, const char *base, char *out,
-                          size_t cap)
+                           size_t cap)
 {
     struct stat st;
     if ((size_t)snprintf(out, cap, "%s/%s", dir, base) >= cap)
@@ -367,9 +373,9 @@ tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds)
         status = tg_error(TG_ERR_FORMAT, "%s: %d dimensions, labels need 1",
                           lbl_path, lbl_nd);
     else if (lbl_dims[0] != img_dims[0])
-        status = tg_error(TG_ERR_MISMATCH, "%s has %d images but %s has %d "
-                          "labels", img_path, img_dims[0], lbl_path,
-                          lbl_dims[0]);
+        status =
+            tg_error(TG_ERR_MISMATCH, "%s has %d images but %s has %d labels",
+                     img_path, img_dims[0], lbl_path, lbl_dims[0]);
     else if (img_dims[0] == 0 || img_dims[1] == 0 || img_dims[2] == 0)
         status = tg_error(TG_ERR_FORMAT, "%s: empty (%d x %d x %d)", img_path,
                           img_dims[0], img_dims[1], img_dims[2]);

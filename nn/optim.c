@@ -22,10 +22,12 @@ static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
     opt->beta1 = 0.9f;
     opt->beta2 = 0.999f;
     opt->eps = 1e-8f;
+    opt->alpha = 0.99f;
+    bool second_moment = kind != TG_OPTIM_SGD;
     opt->m = calloc(n ? n : 1, sizeof(float));
-    if (kind == TG_OPTIM_ADAM)
+    if (second_moment)
         opt->v = calloc(n ? n : 1, sizeof(float));
-    if (!opt->m || (kind == TG_OPTIM_ADAM && !opt->v))
+    if (!opt->m || (second_moment && !opt->v))
         tg_fatal("optim_new", "out of memory for %zu elements", n);
     return opt;
 }
@@ -45,18 +47,69 @@ tg_optim *tg_adam_new(tg_params *ps, float lr)
     return optim_new(ps, TG_OPTIM_ADAM, lr);
 }
 
+tg_optim *tg_adamw_new(tg_params *ps, float lr, float weight_decay)
+{
+    if (!(weight_decay >= 0.0f) || !isfinite(weight_decay))
+        tg_fatal("adamw_new", "weight decay must be >= 0, got %g",
+                 (double)weight_decay);
+    tg_optim *opt = optim_new(ps, TG_OPTIM_ADAMW, lr);
+    opt->weight_decay = weight_decay;
+    return opt;
+}
+
+tg_optim *tg_rmsprop_new(tg_params *ps, float lr, float momentum)
+{
+    if (!(momentum >= 0.0f && momentum < 1.0f))
+        tg_fatal("rmsprop_new", "momentum must be in [0, 1), got %g",
+                 (double)momentum);
+    tg_optim *opt = optim_new(ps, TG_OPTIM_RMSPROP, lr);
+    opt->momentum = momentum;
+    return opt;
+}
+
 /* g = grad + wd * p
  * v = momentum * v + g       (v starts at 0, so the first v is g)
- * p -= lr * v                 (momentum 0: plain SGD) */
+ * p -= lr * v                 (momentum 0: plain SGD)
+ * p -= lr * (g + momentum v)  (Nesterov: the step looks ahead along v) */
 static void sgd_step(tg_optim *opt, float *p, const float *grad, long n)
 {
     const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
     float *v = opt->m;
+    if (opt->nesterov) {
+        if (!(mu > 0.0f))
+            tg_fatal("optim_step", "Nesterov SGD needs momentum > 0");
+        TG_PARALLEL_FOR(n, 1)
+        for (long i = 0; i < n; i++) {
+            float g = grad[i] + wd * p[i];
+            v[i] = mu * v[i] + g;
+            p[i] -= lr * (g + mu * v[i]);
+        }
+        return;
+    }
     TG_PARALLEL_FOR(n, 1)
     for (long i = 0; i < n; i++) {
         float g = grad[i] + wd * p[i];
         v[i] = mu * v[i] + g;
         p[i] -= lr * v[i];
+    }
+}
+
+/* torch.optim.RMSprop (centered=False), g = grad + wd * p:
+ * v = alpha v + (1 - alpha) g^2
+ * momentum 0:  p -= lr * g / (sqrt(v) + eps)
+ * momentum mu: m = mu m + g / (sqrt(v) + eps);  p -= lr * m */
+static void rmsprop_step(tg_optim *opt, float *p, const float *grad, long n)
+{
+    const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
+    const float alpha = opt->alpha, eps = opt->eps;
+    float *m = opt->m, *v = opt->v;
+    TG_PARALLEL_FOR(n, 1)
+    for (long i = 0; i < n; i++) {
+        float g = grad[i] + wd * p[i];
+        v[i] = alpha * v[i] + (1.0f - alpha) * g * g;
+        float step = g / (sqrtf(v[i]) + eps);
+        m[i] = mu * m[i] + step;
+        p[i] -= lr * (mu > 0.0f ? m[i] : step);
     }
 }
 
@@ -81,10 +134,24 @@ static void adam_block(adam_coef c, float *p, const float *grad, float *m,
     }
 }
 
+/* AdamW decays the parameter before Adam's update and keeps the decay out
+ * of the moments: p *= 1 - lr * wd. */
+TG_VECTOR_CLONES
+static void decay_block(float keep, float *p, long n)
+{
+    for (long i = 0; i < n; i++)
+        p[i] *= keep;
+}
+
 static void adam_step(tg_optim *opt, float *p, const float *grad, long n)
 {
     const double t = (double)opt->step;
-    adam_coef c = {opt->beta1, opt->beta2, opt->eps, opt->weight_decay,
+    const bool decoupled = opt->kind == TG_OPTIM_ADAMW;
+    const float keep = 1.0f - opt->lr * opt->weight_decay;
+    adam_coef c = {opt->beta1,
+                   opt->beta2,
+                   opt->eps,
+                   decoupled ? 0.0f : opt->weight_decay,
                    (float)(opt->lr / (1.0 - pow(opt->beta1, t))),
                    (float)sqrt(1.0 - pow(opt->beta2, t))};
     const long block = 8192;
@@ -92,6 +159,8 @@ static void adam_step(tg_optim *opt, float *p, const float *grad, long n)
     TG_PARALLEL_FOR(n, 1)
     for (long k = 0; k < n_blocks; k++) {
         long begin = k * block, len = n - begin < block ? n - begin : block;
+        if (decoupled)
+            decay_block(keep, p + begin, len);
         adam_block(c, p + begin, grad + begin, opt->m + begin, opt->v + begin,
                    len);
     }
@@ -105,6 +174,8 @@ void tg_optim_step(tg_optim *opt)
     opt->step++;
     if (opt->kind == TG_OPTIM_SGD)
         sgd_step(opt, p, grad, n);
+    else if (opt->kind == TG_OPTIM_RMSPROP)
+        rmsprop_step(opt, p, grad, n);
     else
         adam_step(opt, p, grad, n);
 }

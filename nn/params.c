@@ -1,8 +1,13 @@
-/* Parameter sets: named long-lived tensors. Sealing moves every value into
- * one contiguous buffer and every gradient into another, in the order the
+/* Parameter sets: named long-lived tensors whose values live in one
+ * contiguous buffer and whose gradients live in another, in the order the
  * parameters were added, so an optimizer or an all-reduce sees one array.
- * After sealing the tensors no longer own their storage (owns_data=false):
- * the set frees the two buffers. */
+ *
+ * Addresses never move. A set reserves address space for both buffers when
+ * it is created (mmap, PROT_NONE: no memory is used) and makes pages
+ * readable and writable as parameters are added, so a parameter's data and
+ * grad pointers are final from tg_params_add on. Sealing only closes the set
+ * to new parameters (an optimizer's state is sized by then). */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include "parallel.h"
 #include "tg_config.h"
 #include "tg_nn.h"
@@ -10,6 +15,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct tg_params {
     int n, cap;
@@ -17,14 +24,66 @@ struct tg_params {
     char **names;
     bool sealed;
     size_t numel;
-    float *data, *grad; /* numel each once sealed */
+    float *data, *grad; /* reserved for max_numel floats each */
+    size_t max_numel;   /* the reservation */
+    size_t committed;   /* floats of each buffer readable and writable */
+    void *base;         /* the mapping: data, then grad */
+    size_t base_bytes;
 };
+
+/* The reservation: 2 GiB of values and 2 GiB of gradients (512 M floats)
+ * when the system allows, halved down to 16 MiB each when it does not (a
+ * limit on address space, valgrind's 128 GiB). */
+enum { RESERVE_MAX_SHIFT = 31, RESERVE_MIN_SHIFT = 24 };
+#define COMMIT_STEP ((size_t)1 << 18) /* floats made usable at a time */
+
+static void reserve(tg_params *ps)
+{
+    for (int shift = RESERVE_MAX_SHIFT; shift >= RESERVE_MIN_SHIFT; shift--) {
+        size_t half = (size_t)1 << shift;
+        void *p = mmap(NULL, 2 * half, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED)
+            continue;
+        ps->base = p;
+        ps->base_bytes = 2 * half;
+        ps->data = p;
+        ps->grad = (float *)((char *)p + half);
+        ps->max_numel = half / sizeof(float);
+        return;
+    }
+    tg_fatal("params_new", "cannot reserve address space for parameters");
+}
+
+/* Makes the first numel floats of data and grad usable (zero-filled: fresh
+ * anonymous pages). */
+static void commit(tg_params *ps, size_t numel, const char *name)
+{
+    if (numel <= ps->committed)
+        return;
+    if (numel > ps->max_numel)
+        tg_fatal("params_add",
+                 "'%s' makes the set %zu floats, above its reservation of "
+                 "%zu",
+                 name, numel, ps->max_numel);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t want = (numel + COMMIT_STEP - 1) / COMMIT_STEP * COMMIT_STEP;
+    if (want > ps->max_numel)
+        want = ps->max_numel;
+    size_t bytes = (want * sizeof(float) + page - 1) / page * page;
+    if (mprotect(ps->data, bytes, PROT_READ | PROT_WRITE) != 0 ||
+        mprotect(ps->grad, bytes, PROT_READ | PROT_WRITE) != 0)
+        tg_fatal("params_add", "'%s': out of memory for %zu floats", name,
+                 numel);
+    ps->committed = want;
+}
 
 tg_params *tg_params_new(void)
 {
     tg_params *ps = calloc(1, sizeof *ps);
     if (!ps)
         tg_fatal("params_new", "out of memory");
+    reserve(ps);
     return ps;
 }
 
@@ -38,8 +97,7 @@ void tg_params_free(tg_params *ps)
     }
     free(ps->tensors);
     free(ps->names);
-    free(ps->data);
-    free(ps->grad);
+    munmap(ps->base, ps->base_bytes);
     free(ps);
 }
 
@@ -47,7 +105,11 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
                          const int *shape)
 {
     if (ps->sealed)
-        tg_fatal("params_add", "'%s' added after the set was sealed", name);
+        tg_fatal("params_add",
+                 "'%s' added after the set was sealed (by an optimizer, a "
+                 "checkpoint, zero_grad or tg_params_seal): add every "
+                 "parameter first",
+                 name);
     if (!name || !*name)
         tg_fatal("params_add", "empty parameter name");
     if (tg_params_find(ps, name))
@@ -69,7 +131,31 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
     if (!copy)
         tg_fatal("params_add", "out of memory");
     memcpy(copy, name, len + 1);
-    tg_tensor *t = tg_tensor_new(ndim, shape);
+    if (ndim < 1 || ndim > TG_MAX_DIMS)
+        tg_fatal("params_add", "'%s': ndim %d outside 1..%d", name, ndim,
+                 TG_MAX_DIMS);
+    size_t size = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 1)
+            tg_fatal("params_add", "'%s': dim %d is %d, must be >= 1", name, d,
+                     shape[d]);
+        if (size > ps->max_numel / (size_t)shape[d])
+            tg_fatal("params_add", "'%s': shape too large", name);
+        size *= (size_t)shape[d];
+    }
+    /* The tensor points into the set's buffers at once: usable on a tape
+     * (it requires grad) and never moved. */
+    tg_tensor *t = calloc(1, sizeof *t);
+    if (!t)
+        tg_fatal("params_add", "out of memory");
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    t->size = size;
+    commit(ps, ps->numel + t->size, name);
+    t->data = ps->data + ps->numel;
+    t->grad = ps->grad + ps->numel;
+    t->owns_data = false;
+    t->requires_grad = true;
     ps->tensors[ps->n] = t;
     ps->names[ps->n] = copy;
     ps->n++;
@@ -77,41 +163,7 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
     return t;
 }
 
-/* 64-byte aligned, zeroed, at least one byte. */
-static float *alloc_floats(size_t n)
-{
-    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-    float *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (!p)
-        tg_fatal("params_seal", "out of memory for %zu floats", n);
-    memset(p, 0, bytes ? bytes : 64);
-    return p;
-}
-
-void tg_params_seal(tg_params *ps)
-{
-    if (ps->sealed)
-        return;
-    ps->data = alloc_floats(ps->numel);
-    ps->grad = alloc_floats(ps->numel);
-    size_t off = 0;
-    for (int i = 0; i < ps->n; i++) {
-        tg_tensor *t = ps->tensors[i];
-        memcpy(ps->data + off, t->data, t->size * sizeof(float));
-        if (t->grad)
-            memcpy(ps->grad + off, t->grad, t->size * sizeof(float));
-        if (t->owns_data) {
-            free(t->data);
-            free(t->grad);
-        }
-        t->data = ps->data + off;
-        t->grad = ps->grad + off;
-        t->owns_data = false;
-        t->requires_grad = true;
-        off += t->size;
-    }
-    ps->sealed = true;
-}
+void tg_params_seal(tg_params *ps) { ps->sealed = true; }
 
 int tg_params_count(const tg_params *ps) { return ps->n; }
 
@@ -190,7 +242,8 @@ static uint32_t absmax_bits_parallel(const float *x, size_t n)
     size_t n_blocks = (n + BLOCK - 1) / BLOCK;
     uint32_t max = 0;
 #ifdef TG_HAVE_OPENMP
-#pragma omp parallel for schedule(static) reduction(max : max) \
+#pragma omp parallel for schedule(static) reduction(max                        \
+                                                    : max)                     \
     num_threads(tg_get_threads()) if (n >= TG_PARALLEL_MIN)
 #endif
     for (size_t k = 0; k < n_blocks; k++) {
@@ -222,8 +275,10 @@ static bool all_finite(const float *x, size_t n)
 bool tg_params_finite(tg_params *ps, const char **where)
 {
     /* Fast path: both contiguous buffers at once; names only on failure. */
-    if (absmax_bits_parallel(tg_params_data(ps), tg_params_numel(ps)) < 0x7f800000u &&
-        absmax_bits_parallel(tg_params_grad(ps), tg_params_numel(ps)) < 0x7f800000u)
+    if (absmax_bits_parallel(tg_params_data(ps), tg_params_numel(ps)) <
+            0x7f800000u &&
+        absmax_bits_parallel(tg_params_grad(ps), tg_params_numel(ps)) <
+            0x7f800000u)
         return true;
     for (int i = 0; i < ps->n; i++) {
         const tg_tensor *t = ps->tensors[i];

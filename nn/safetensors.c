@@ -51,7 +51,7 @@ bool tg_st_utf8_valid(const unsigned char *s, size_t n)
     return true;
 }
 
-/* ---- JSON ----------------------------------------------------------------- */
+/* ---- JSON ---------------------------------------------------------------- */
 
 typedef struct parser {
     const char *s;
@@ -206,8 +206,8 @@ static tg_status parse_u64(parser *p, uint64_t *v)
         return bad(p, "expected a non-negative integer");
     if (p->s[start] == '0' && p->i - start > 1)
         return bad(p, "leading zero in integer");
-    if (p->i < p->n && (p->s[p->i] == '.' || p->s[p->i] == 'e' ||
-                        p->s[p->i] == 'E'))
+    if (p->i < p->n &&
+        (p->s[p->i] == '.' || p->s[p->i] == 'e' || p->s[p->i] == 'E'))
         return bad(p, "expected an integer");
     *v = x;
     return TG_OK;
@@ -232,7 +232,7 @@ static tg_status parse_u64_array(parser *p, uint64_t *v, int max, int *count)
     return eat(p, ']') ? TG_OK : bad(p, "expected ',' or ']'");
 }
 
-/* ---- the header ------------------------------------------------------------ */
+/* ---- the header ---------------------------------------------------------- */
 
 static bool is_known_dtype(const char *d)
 {
@@ -285,8 +285,9 @@ static tg_status parse_tensor(parser *p, tg_st_entry *e)
             e->begin = off[0];
             e->end = off[1];
         } else {
-            st = tg_error(TG_ERR_FORMAT, "%s: tensor '%s': unexpected or "
-                          "repeated key '%.40s'", p->what, e->name, key);
+            st = tg_error(TG_ERR_FORMAT,
+                          "%s: tensor '%s': unexpected or repeated key '%.40s'",
+                          p->what, e->name, key);
         }
         free(key);
         if (st != TG_OK)
@@ -295,8 +296,9 @@ static tg_status parse_tensor(parser *p, tg_st_entry *e)
     if (!eat(p, '}'))
         return bad(p, "expected ',' or '}'");
     if (!have_dtype || !have_shape || !have_offsets)
-        return tg_error(TG_ERR_FORMAT, "%s: tensor '%s' lacks dtype, shape or "
-                        "data_offsets", p->what, e->name);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: tensor '%s' lacks dtype, shape or data_offsets",
+                        p->what, e->name);
     uint64_t numel = 1;
     for (int d = 0; d < e->ndim; d++) {
         if (e->shape[d] && numel > UINT64_MAX / 4 / e->shape[d])
@@ -306,9 +308,10 @@ static tg_status parse_tensor(parser *p, tg_st_entry *e)
     }
     e->numel = numel;
     if (e->end < e->begin || e->end - e->begin != numel * 4)
-        return tg_error(TG_ERR_FORMAT, "%s: tensor '%s': data_offsets "
-                        "[%llu, %llu] do not hold %llu floats", p->what,
-                        e->name, (unsigned long long)e->begin,
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: tensor '%s': data_offsets "
+                        "[%llu, %llu] do not hold %llu floats",
+                        p->what, e->name, (unsigned long long)e->begin,
                         (unsigned long long)e->end, (unsigned long long)numel);
     return TG_OK;
 }
@@ -400,15 +403,16 @@ static tg_status check_layout(const tg_st_file *f, uint64_t data_len)
     tg_status st = TG_OK;
     for (int i = 0; i < f->n && st == TG_OK; i++) {
         if (by[i]->begin != at)
-            st = tg_error(TG_ERR_FORMAT, "%s: tensor '%s' starts at byte %llu, "
-                          "expected %llu (%s)", f->path, by[i]->name,
-                          (unsigned long long)by[i]->begin,
-                          (unsigned long long)at,
-                          by[i]->begin < at ? "overlap" : "gap");
+            st = tg_error(
+                TG_ERR_FORMAT,
+                "%s: tensor '%s' starts at byte %llu, expected %llu (%s)",
+                f->path, by[i]->name, (unsigned long long)by[i]->begin,
+                (unsigned long long)at, by[i]->begin < at ? "overlap" : "gap");
         at = by[i]->end;
     }
     if (st == TG_OK && at != data_len)
-        st = tg_error(TG_ERR_FORMAT, "%s: file size mismatch: the header "
+        st = tg_error(TG_ERR_FORMAT,
+                      "%s: file size mismatch: the header "
                       "describes %llu data bytes, the file holds %llu",
                       f->path, (unsigned long long)at,
                       (unsigned long long)data_len);
@@ -501,7 +505,7 @@ tg_status tg_st_parse_header(const char *json, size_t len, uint64_t data_len,
     return st;
 }
 
-/* ---- files ----------------------------------------------------------------- */
+/* ---- files --------------------------------------------------------------- */
 
 static uint64_t le64(const unsigned char *b)
 {
@@ -543,18 +547,21 @@ tg_status tg_st_open(const char *path, tg_st_file *out)
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8 || fread(lenbuf, 1, 8, f) != 8) {
         fclose(f);
-        return tg_error(TG_ERR_FORMAT, "%s: truncated: %llu bytes, no "
-                        "safetensors header", path, (unsigned long long)size);
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: truncated: %llu bytes, no safetensors header",
+                        path, (unsigned long long)size);
     }
     uint64_t n = le64(lenbuf);
     tg_status status = TG_OK;
     if (n > TG_ST_MAX_HEADER)
-        status = tg_error(TG_ERR_FORMAT, "%s: header length %llu exceeds "
-                          "100 MB", path, (unsigned long long)n);
+        status =
+            tg_error(TG_ERR_FORMAT, "%s: header length %llu exceeds 100 MB",
+                     path, (unsigned long long)n);
     else if (n > size - 8)
-        status = tg_error(TG_ERR_FORMAT, "%s: truncated: header length %llu "
-                          "but only %llu bytes follow", path,
-                          (unsigned long long)n,
+        status = tg_error(TG_ERR_FORMAT,
+                          "%s: truncated: header length %llu "
+                          "but only %llu bytes follow",
+                          path, (unsigned long long)n,
                           (unsigned long long)(size - 8));
     if (status != TG_OK) {
         fclose(f);

@@ -58,9 +58,8 @@ typedef struct tg_st_tensor {
  * (nmeta key/value pairs), then the tensors in the order given, the header
  * padded with spaces to a multiple of 8 bytes. TG_ERR_IO on a write error,
  * TG_ERR_ARG for a name or value that is not valid UTF-8. */
-tg_status tg_st_write(FILE *out, const char *path, int n,
-                      const tg_st_tensor *t, int nmeta,
-                      const char *const *meta_key,
+tg_status tg_st_write(FILE *out, const char *path, int n, const tg_st_tensor *t,
+                      int nmeta, const char *const *meta_key,
                       const char *const *meta_value);
 
 /* Helpers shared by the reader and the writer. */

@@ -82,9 +82,8 @@ static size_t numel_of(const tg_st_tensor *t)
     return n;
 }
 
-tg_status tg_st_write(FILE *out, const char *path, int n,
-                      const tg_st_tensor *t, int nmeta,
-                      const char *const *meta_key,
+tg_status tg_st_write(FILE *out, const char *path, int n, const tg_st_tensor *t,
+                      int nmeta, const char *const *meta_key,
                       const char *const *meta_value)
 {
     strbuf h = {0};
@@ -95,8 +94,9 @@ tg_status tg_st_write(FILE *out, const char *path, int n,
         for (int i = 0; i < nmeta; i++) {
             if (!valid_name(meta_key[i]) || !valid_name(meta_value[i])) {
                 free(h.s);
-                return tg_error(TG_ERR_ARG, "%s: metadata '%s' is not valid "
-                                "UTF-8", path, meta_key[i]);
+                return tg_error(TG_ERR_ARG,
+                                "%s: metadata '%s' is not valid UTF-8", path,
+                                meta_key[i]);
             }
             sb_str(&h, i ? "," : "");
             sb_json(&h, meta_key[i]);
@@ -131,15 +131,14 @@ tg_status tg_st_write(FILE *out, const char *path, int n,
         sb_str(&h, " ");
     if (h.failed) {
         free(h.s);
-        return tg_error(TG_ERR_NOMEM, "%s: out of memory for the header",
-                        path);
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory for the header", path);
     }
 
     unsigned char lenbuf[8];
     for (int k = 0; k < 8; k++)
         lenbuf[k] = (unsigned char)((uint64_t)h.len >> (8 * k));
-    bool ok = fwrite(lenbuf, 1, 8, out) == 8 &&
-              fwrite(h.s, 1, h.len, out) == h.len;
+    bool ok =
+        fwrite(lenbuf, 1, 8, out) == 8 && fwrite(h.s, 1, h.len, out) == h.len;
     free(h.s);
     float chunk[1024];
     for (int i = 0; i < n && ok; i++) {

@@ -13,7 +13,7 @@
 extern "C" {
 #endif
 
-/* ---- status ---------------------------------------------------------------- */
+/* ---- status -------------------------------------------------------------- */
 
 typedef enum tg_status {
     TG_OK = 0,
@@ -33,9 +33,10 @@ const char *tg_errmsg(void);
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-tg_status tg_error(tg_status status, const char *fmt, ...);
+tg_status
+tg_error(tg_status status, const char *fmt, ...);
 
-/* ---- random numbers ----------------------------------------------------------
+/* ---- random numbers ---------------------------------------------------------
  * xoshiro256** seeded through splitmix64 from (seed, stream): one stream per
  * purpose (init, data order, noise) so each is reproducible on its own. */
 typedef struct tg_rng {
@@ -72,17 +73,25 @@ typedef enum tg_dropout_mode {
 tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, float p, tg_rng *rng,
                       tg_dropout_mode mode);
 
-/* ---- parameter sets ----------------------------------------------------------
- * Named long-lived tensors ("encoder.fc1.weight"). Once the set is sealed
- * (by the first tg_params_zero_grad, optimizer or checkpoint call, or
- * explicitly) every parameter's data lives in one contiguous buffer and
- * every grad in another, in the order added: one all-reduce syncs them all. */
+/* ---- parameter sets ---------------------------------------------------------
+ * Named long-lived tensors ("encoder.fc1.weight"). Every parameter's data
+ * lives in one contiguous buffer and every grad in another, in the order
+ * added: one all-reduce syncs them all, an optimizer sees one array.
+ *
+ * Pointer stability: a parameter's tg_tensor, its data and its grad pointers
+ * are final from tg_params_add on (the set reserves address space up front
+ * and never moves storage); keeping `float *w = layer.W->data` is safe for
+ * the set's life. A parameter requires grad from the start, so a layer can be
+ * used on a tape (forward and backward) before anything seals the set.
+ * Sealing (tg_params_seal, or the first optimizer, checkpoint or zero_grad
+ * call) only closes the set: tg_params_add afterwards aborts. A set holds up
+ * to 512 M floats (less where address space is limited, e.g. valgrind). */
 typedef struct tg_params tg_params;
 
 tg_params *tg_params_new(void);
 void tg_params_free(tg_params *ps);
-/* A new zeroed parameter owned by the set; aborts on a duplicate name or
- * after sealing. */
+/* A new zeroed parameter owned by the set (requires grad, grad zeroed);
+ * aborts on a duplicate name or after sealing. */
 tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
                          const int *shape);
 void tg_params_seal(tg_params *ps);
@@ -120,7 +129,93 @@ void tg_dense_layer_init(tg_dense_layer *l, tg_params *ps, const char *name,
                          int in, int out, tg_init init, tg_rng *rng);
 tg_tensor *tg_dense_apply(tg_tape *tp, const tg_dense_layer *l, tg_tensor *x);
 
-/* ---- losses (scalars: the mean over the rows of a batch) ------------------ */
+/* ---- variational Dense layer (nn/bayes.c) -----------------------------------
+ * Bayes by Backprop (Blundell et al. 2015) with the local reparameterization
+ * trick (Kingma et al. 2015). Posterior over W [out, in] and b [out]: a
+ * factorised Gaussian N(mu, sigma^2), sigma = softplus(rho); prior
+ * N(0, prior_scale^2) on every weight and bias. Parameters "<name>.weight_mu",
+ * ".weight_rho", ".bias_mu", ".bias_rho" live in the set (save and load like
+ * any other). Training loss (the negative ELBO per example):
+ *   mean NLL over the batch + (sum of the layers' KL) / N,  N = training set
+ * size. Costs two GEMMs forward where a Dense layer costs one. */
+typedef struct tg_bayes_dense {
+    tg_tensor *W_mu, *W_rho, *b_mu, *b_rho;
+    int in, out;
+    float prior_scale;
+} tg_bayes_dense;
+
+/* Means uniform +-1/sqrt(in) (PyTorch's Linear, drawn W then b from rng);
+ * every rho = rho_init (-5 gives sigma 0.0067). Aborts on bad sizes or
+ * prior_scale <= 0. */
+void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
+                         int in, int out, float prior_scale, float rho_init,
+                         tg_rng *rng);
+/* A sampled pre-activation y [B, out] for x [B, in]:
+ *   y = x.W_mu^T + b_mu + sqrt((x*x).(sigma_W^2)^T + sigma_b^2) * eps,
+ * eps ~ N(0, I) drawn from rng on one thread in row order (so the same for
+ * any thread count). rng NULL: the posterior mean's output x.W_mu^T + b_mu. */
+tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
+                                tg_tensor *x, tg_rng *rng);
+/* The same with caller-supplied noise eps [B, out] (tests, fixed noise). */
+tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
+                                    tg_tensor *x, tg_tensor *eps);
+/* KL(q || p) over all weights and biases in closed form, a [1] graph:
+ * sum log(p/sigma) + (sigma^2 + mu^2) / (2 p^2) - 1/2. */
+tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
+
+/* ---- metrics of predictive distributions (nn/metrics.c) ---------------------
+ * For any classifier: probs [n, C] row-major probabilities (each row sums to
+ * 1), labels [n] in 0..C-1. Confidence = the largest probability of a row,
+ * the prediction = its class (the first on ties). Computed in double,
+ * serially: results do not depend on the thread count. Aborts on n < 1,
+ * C < 2 or a label outside 0..C-1. */
+#define TG_ECE_MAX_BINS 100
+#define TG_PROB_FLOOR 1e-12 /* tg_metric_nll reads p < 1e-12 as 1e-12 */
+
+typedef struct tg_reliability_bin {
+    double lo, hi;     /* confidences in (lo, hi]; the first bin has 0 too */
+    int count;         /* examples in the bin */
+    double confidence; /* their mean confidence (NaN when empty) */
+    double accuracy;   /* their accuracy (NaN when empty) */
+} tg_reliability_bin;
+
+/* Expected calibration error with `bins` equal-width bins (15 is usual):
+ * sum_b (count_b / n) |accuracy_b - confidence_b|. out (may be NULL) gets
+ * the bins for a reliability diagram. */
+double tg_metric_ece(const float *probs, const int *labels, int n, int C,
+                     int bins, tg_reliability_bin *out);
+/* Brier score: mean over rows of sum_k (p_k - [k == label])^2, in [0, 2]. */
+double tg_metric_brier(const float *probs, const int *labels, int n, int C);
+/* Negative log-likelihood: mean of -log max(p[label], TG_PROB_FLOOR). */
+double tg_metric_nll(const float *probs, const int *labels, int n, int C);
+double tg_metric_accuracy(const float *probs, const int *labels, int n, int C);
+/* Accuracy on the ceil(coverage * n) most confident rows (coverage in
+ * (0, 1]; equal confidences are taken in row order). */
+double tg_metric_accuracy_at_coverage(const float *probs, const int *labels,
+                                      int n, int C, double coverage);
+
+/* Uncertainty of one example's predictive distribution, in nats. */
+typedef struct tg_uncertainty {
+    double total;     /* entropy of the mean prediction H(pbar) */
+    double aleatoric; /* mean entropy of the samples, mean_s H(p_s) */
+    double epistemic; /* mutual information = total - aleatoric, >= 0,
+                         computed as mean_s KL(p_s || pbar): exactly 0 when
+                         the samples are identical */
+} tg_uncertainty;
+
+/* The predictive distribution from S sampled predictions: samples
+ * [S, n, C] (sample s of row i at (s * n + i) * C). mean [n, C] (may be
+ * NULL) gets pbar = mean_s p_s, u [n] (may be NULL) the decomposition. */
+void tg_predictive(const float *samples, int S, int n, int C, float *mean,
+                   tg_uncertainty *u);
+
+/* P(pos > neg) + P(pos == neg) / 2 over all pairs, from ranks (O(n log n)):
+ * the area under the ROC curve of a score that should be higher for the
+ * positives (e.g. out-of-distribution inputs). NaN when a score is NaN.
+ * Aborts when a list is empty. */
+double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
+
+/* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                                    tg_tensor *targets); /* summed per row */
@@ -129,27 +224,65 @@ tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred,
 tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
                                 const int *labels);
 
-/* ---- optimizers ------------------------------------------------------------ */
+/* ---- optimizers ---------------------------------------------------------- */
 
-typedef enum tg_optim_kind { TG_OPTIM_SGD, TG_OPTIM_ADAM } tg_optim_kind;
+typedef enum tg_optim_kind {
+    TG_OPTIM_SGD,
+    TG_OPTIM_ADAM,
+    TG_OPTIM_ADAMW,
+    TG_OPTIM_RMSPROP,
+} tg_optim_kind;
 
+/* Fields may be changed between steps (lr by a schedule, say). */
 typedef struct tg_optim {
     tg_optim_kind kind;
     tg_params *params;
     float lr;
-    float momentum;             /* SGD */
-    float beta1, beta2, eps;    /* Adam (0.9, 0.999, 1e-8) */
-    float weight_decay;         /* L2, added to the gradient; default 0 */
-    int64_t step;               /* steps taken */
-    float *m, *v;               /* state, tg_params_numel() each (v: Adam) */
+    float momentum;          /* SGD, RMSprop (default 0) */
+    float beta1, beta2, eps; /* Adam, AdamW (0.9, 0.999, 1e-8); eps RMSprop */
+    float weight_decay;      /* L2 added to the gradient (AdamW: decoupled) */
+    int64_t step;            /* steps taken */
+    float *m, *v;  /* state, tg_params_numel() each: m momentum or first
+                      moment, v second moment (Adam, AdamW, RMSprop) */
+    float alpha;   /* RMSprop's smoothing constant (default 0.99) */
+    bool nesterov; /* SGD with momentum > 0: Nesterov's update */
 } tg_optim;
 
-/* SGD: v = momentum * v + g; p -= lr * v (PyTorch's form). */
+/* SGD: v = momentum * v + g; p -= lr * v (PyTorch's form). With
+ * opt->nesterov set: p -= lr * (g + momentum * v), as torch.optim.SGD with
+ * nesterov=True. */
 tg_optim *tg_sgd_new(tg_params *ps, float lr, float momentum);
 /* Adam with bias correction, as torch.optim.Adam. */
 tg_optim *tg_adam_new(tg_params *ps, float lr);
+/* AdamW, as torch.optim.AdamW: p *= 1 - lr * weight_decay, then Adam's
+ * update without the decay in the gradient (decoupled weight decay). */
+tg_optim *tg_adamw_new(tg_params *ps, float lr, float weight_decay);
+/* RMSprop, as torch.optim.RMSprop (not centered): v = alpha v + (1 - alpha)
+ * g^2; with momentum 0 p -= lr g / (sqrt(v) + eps), else m = momentum m +
+ * g / (sqrt(v) + eps), p -= lr m. alpha 0.99, eps 1e-8. */
+tg_optim *tg_rmsprop_new(tg_params *ps, float lr, float momentum);
 void tg_optim_step(tg_optim *opt);
 void tg_optim_free(tg_optim *opt);
+
+/* Global gradient-norm clipping, as torch.nn.utils.clip_grad_norm_: returns
+ * the L2 norm of every gradient of ps taken together and, when it exceeds
+ * max_norm (> 0), scales every gradient by max_norm / (norm + 1e-6). The sum
+ * runs in double over fixed blocks added in order: the same bits on any
+ * thread count. A NaN or Inf norm is returned and nothing is scaled (the
+ * caller's guard decides). */
+float tg_clip_grad_norm(tg_params *ps, float max_norm);
+
+/* Learning-rate schedules: pure functions of the step (0-based, the number
+ * of steps taken before this one), so a resumed run gets the same rates. Set
+ * opt->lr = tg_lr_...(..., opt->step) before each tg_optim_step.
+ * Step decay: base * gamma^floor(step / step_size). */
+float tg_lr_step_decay(float base, int64_t step, int64_t step_size,
+                       float gamma);
+/* Linear warm-up over warmup steps, base * (step + 1) / warmup, then cosine
+ * decay to min_lr at total steps: min_lr + (base - min_lr) * (1 + cos(pi *
+ * (step - warmup) / (total - warmup))) / 2; min_lr from total on. */
+float tg_lr_cosine_warmup(float base, int64_t step, int64_t warmup,
+                          int64_t total, float min_lr);
 
 /* ---- checkpoints (safetensors) ---------------------------------------------
  * A file holds the parameters under their names (F32, little-endian, W as
@@ -182,7 +315,7 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
  * config before building it (nn/checkpoint_meta.c). */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
 
-/* ---- data ------------------------------------------------------------------- */
+/* ---- data ---------------------------------------------------------------- */
 
 /* n images of rows x cols pixels as floats in [0, 1], row-major, and their
  * labels (0..255 as read; MNIST uses 0..9). */
@@ -195,8 +328,7 @@ typedef struct tg_dataset {
 /* Reads an IDX file (raw, or gzip when the name ends in .gz and zlib was
  * found at build time). Checks magic, dims, and sizes against the file before
  * allocating. *dims gets up to 3 sizes; data is malloc'd (caller frees). */
-tg_status tg_idx_read(const char *path, int *ndim, int dims[3],
-                      uint8_t **data);
+tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data);
 /* Loads "<dir>/train-images-idx3-ubyte" (or t10k- when train is false) and
  * its labels, trying each name raw and with .gz. Checks counts agree. */
 tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds);

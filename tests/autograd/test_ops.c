@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/tape.h"
 #include "tg_autograd.h"
 
 /* ---- random inputs ------------------------------------------------------- */
@@ -27,7 +26,10 @@ static double uniform(void)
     return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
 }
 
-static int randint(int lo, int hi) { return lo + (int)(uniform() * (hi - lo + 1)); }
+static int randint(int lo, int hi)
+{
+    return lo + (int)(uniform() * (hi - lo + 1));
+}
 
 /* Values in [lo, hi], kept at least `gap` away from each kink point (so a
  * finite-difference step never straddles a point where f is not smooth). */
@@ -86,25 +88,101 @@ static tg_tensor *f_matmul(tg_tape *tp, tg_tensor **in, void *ctx)
     const int *flags = ctx;
     return tg_matmul(tp, in[0], in[1], flags[0], flags[1]);
 }
-static tg_tensor *f_add(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_add(tp, in[0], in[1]); }
-static tg_tensor *f_sub(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_sub(tp, in[0], in[1]); }
-static tg_tensor *f_mul(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_mul(tp, in[0], in[1]); }
-static tg_tensor *f_scale(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_scale(tp, in[0], -1.75f); }
-static tg_tensor *f_add_scalar(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_add_scalar(tp, in[0], 0.3f); }
-static tg_tensor *f_exp(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_exp(tp, in[0]); }
-static tg_tensor *f_log(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_log(tp, in[0]); }
-static tg_tensor *f_sigmoid(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_sigmoid(tp, in[0]); }
-static tg_tensor *f_relu(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_relu(tp, in[0]); }
-static tg_tensor *f_tanh(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_tanh(tp, in[0]); }
-static tg_tensor *f_softplus(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_softplus(tp, in[0]); }
-static tg_tensor *f_square(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_square(tp, in[0]); }
-static tg_tensor *f_clamp(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_clamp(tp, in[0], -0.5f, 0.5f); }
-static tg_tensor *f_sum(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_sum(tp, in[0]); }
-static tg_tensor *f_mean(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_mean(tp, in[0]); }
-static tg_tensor *f_sum_rows(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_sum_rows(tp, in[0]); }
-static tg_tensor *f_mean_rows(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_mean_rows(tp, in[0]); }
-static tg_tensor *f_bce(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_bce_with_logits(tp, in[0], in[1]); }
-static tg_tensor *f_kl(tg_tape *tp, tg_tensor **in, void *c) { (void)c; return tg_kl_normal(tp, in[0], in[1]); }
+static tg_tensor *f_add(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_add(tp, in[0], in[1]);
+}
+static tg_tensor *f_sub(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_sub(tp, in[0], in[1]);
+}
+static tg_tensor *f_mul(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_mul(tp, in[0], in[1]);
+}
+static tg_tensor *f_scale(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_scale(tp, in[0], -1.75f);
+}
+static tg_tensor *f_add_scalar(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_add_scalar(tp, in[0], 0.3f);
+}
+static tg_tensor *f_exp(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_exp(tp, in[0]);
+}
+static tg_tensor *f_log(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_log(tp, in[0]);
+}
+static tg_tensor *f_sigmoid(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_sigmoid(tp, in[0]);
+}
+static tg_tensor *f_relu(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_relu(tp, in[0]);
+}
+static tg_tensor *f_tanh(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_tanh(tp, in[0]);
+}
+static tg_tensor *f_softplus(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_softplus(tp, in[0]);
+}
+static tg_tensor *f_square(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_square(tp, in[0]);
+}
+static tg_tensor *f_clamp(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_clamp(tp, in[0], -0.5f, 0.5f);
+}
+static tg_tensor *f_sum(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_sum(tp, in[0]);
+}
+static tg_tensor *f_mean(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_mean(tp, in[0]);
+}
+static tg_tensor *f_sum_rows(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_sum_rows(tp, in[0]);
+}
+static tg_tensor *f_mean_rows(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_mean_rows(tp, in[0]);
+}
+static tg_tensor *f_bce(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_bce_with_logits(tp, in[0], in[1]);
+}
+static tg_tensor *f_kl(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_kl_normal(tp, in[0], in[1]);
+}
 
 /* Each split part is weighted differently, so a gradient sent to the wrong
  * slice shows. */
@@ -148,7 +226,7 @@ static tg_tensor *f_xent(tg_tape *tp, tg_tensor **in, void *c)
     return tg_softmax_xent(tp, in[0], xent_labels);
 }
 
-/* ---- the table ------------------------------------------------------------ */
+/* ---- the table ----------------------------------------------------------- */
 
 typedef enum layout {
     ONE,          /* x [R, C] */
@@ -312,8 +390,8 @@ static void test_every_op(void **state)
             tg_gradcheck_report rep;
             if (!tg_gradcheck(c->f, n, in, c->ctx, NULL, &rep)) {
                 char name[96];
-                snprintf(name, sizeof name, "%s (trial %d, R=%d C=%d)",
-                         c->name, trial, R, C);
+                snprintf(name, sizeof name, "%s (trial %d, R=%d C=%d)", c->name,
+                         trial, R, C);
                 tg_gradcheck_print(&rep, name);
                 failures++;
             }
@@ -329,7 +407,7 @@ static void test_every_op(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* ---- composite graphs ------------------------------------------------------ */
+/* ---- composite graphs ---------------------------------------------------- */
 
 /* Two-layer MLP: mean over rows of bce(dense(relu(dense(x))), target). */
 static tg_tensor *f_mlp(tg_tape *tp, tg_tensor **in, void *ctx)
@@ -394,23 +472,26 @@ static void test_shared_weights_and_fan_out(void **state)
         tg_tensor_free(in[i]);
 }
 
-/* ---- the checker must be able to fail -------------------------------------- */
+/* ---- the checker must be able to fail ------------------------------------ */
 
-/* exp with a wrong backward (dy * x instead of dy * e^x). */
+/* exp with a wrong backward (dy * x instead of dy * e^x), written as a
+ * user's op through the public API. */
 static void bad_exp_backward(tg_tape *tp, tg_record *r)
 {
-    float *dx = grad_of(tp, r->in[0]);
-    for (size_t i = 0; i < r->out->size; i++)
-        dx[i] += r->out->grad[i] * r->in[0]->data[i];
+    tg_tensor *x = tg_op_input(r, 0);
+    float *dx = tg_grad_of(tp, x);
+    const float *dy = tg_op_grad_out(r, 0);
+    for (size_t i = 0; i < x->size; i++)
+        dx[i] += dy[i] * x->data[i];
 }
 
 static tg_tensor *f_bad_exp(tg_tape *tp, tg_tensor **in, void *c)
 {
     (void)c;
-    tg_tensor *x = in[0], *y = out_like(tp, x);
+    tg_tensor *x = in[0], *y = tg_tape_tensor(tp, x->ndim, x->shape, false);
     for (size_t i = 0; i < x->size; i++)
         y->data[i] = expf(x->data[i]);
-    record(tp, "bad_exp", bad_exp_backward, y, 1, &x);
+    tg_op_record(tp, "bad_exp", bad_exp_backward, 1, &x, 1, &y, NULL);
     return y;
 }
 

@@ -13,8 +13,7 @@ static void remove_file(void)
         unlink(path);
 }
 
-const char *fuzz_file_write(const char *suffix, const uint8_t *buf,
-                            size_t len)
+const char *fuzz_file_write(const char *suffix, const uint8_t *buf, size_t len)
 {
     if (!path[0]) {
         const char *dir = getenv("TMPDIR");

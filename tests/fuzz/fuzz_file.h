@@ -9,7 +9,6 @@
 /* Writes len bytes at buf to the file (its name ends in suffix; the suffix
  * of the first call is kept) and returns its path. Aborts on I/O errors:
  * those are the harness's, not the reader's. */
-const char *fuzz_file_write(const char *suffix, const uint8_t *buf,
-                            size_t len);
+const char *fuzz_file_write(const char *suffix, const uint8_t *buf, size_t len);
 
 #endif

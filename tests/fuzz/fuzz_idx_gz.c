@@ -16,8 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len);
 static uint8_t *gzip_bytes(const uint8_t *in, size_t n, size_t *out_len)
 {
     z_stream z = {0};
-    if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK)
+    if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         abort();
     size_t cap = deflateBound(&z, (uLong)n) + 32;
     uint8_t *out = malloc(cap);

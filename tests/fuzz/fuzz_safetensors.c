@@ -51,8 +51,8 @@ static bool parse_in_memory(const uint8_t *buf, size_t len)
         n = len - 8;
     tg_st_file f;
     uint64_t data_len = len - 8 - n;
-    if (tg_st_parse_header((const char *)buf + 8, n, data_len, "fuzz",
-                           &f) == TG_OK) {
+    if (tg_st_parse_header((const char *)buf + 8, n, data_len, "fuzz", &f) ==
+        TG_OK) {
         check_parsed(&f, data_len);
         tg_st_close(&f);
     } else if (f.n || f.t || f.nmeta) {

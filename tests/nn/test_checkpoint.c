@@ -168,8 +168,8 @@ static void meta_set_get_and_integers(void **state)
     tg_meta_set_int(&m, "big", INT64_MIN);
     assert_int_equal(tg_meta_get_int(&m, "big", &v), TG_OK);
     assert_true(v == INT64_MIN);
-    const char *bad[] = {"", " 5", "5 ", "5x", "+5", "-", "0x10",
-                         "99999999999999999999"};
+    const char *bad[] = {"",   " 5", "5 ",   "5x",
+                         "+5", "-",  "0x10", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         tg_meta_set(&m, "n", bad[i]);
         v = 1;
@@ -181,7 +181,7 @@ static void meta_set_get_and_integers(void **state)
     assert_true(v == -42);
 }
 
-/* ---- refused files ------------------------------------------------------------ */
+/* ---- refused files ------------------------------------------------------- */
 
 static tg_params *victim;
 static tg_optim *victim_opt;
@@ -331,9 +331,10 @@ static char *model_json(const char *first)
             if (first && i == 0 && k == 0)
                 continue;
             const char *prefix[3] = {"", "optim.m.", "optim.v."};
-            len += sprintf(buf + len, ",\"%s%s\":{\"dtype\":\"F32\",\"shape\":"
-                           "%s,\"data_offsets\":[%d,%d]}", prefix[k], names[i],
-                           shapes[i], at, at + sizes[i]);
+            len += sprintf(buf + len,
+                           ",\"%s%s\":{\"dtype\":\"F32\",\"shape\":"
+                           "%s,\"data_offsets\":[%d,%d]}",
+                           prefix[k], names[i], shapes[i], at, at + sizes[i]);
             at += sizes[i];
         }
     sprintf(buf + len, "}");
@@ -348,15 +349,23 @@ static void bad_headers_refused(void **state)
     /* The crafted baseline is accepted: the failures below are real. */
     tg_params *ps = model(4);
     tg_optim *opt = tg_adam_new(ps, 1e-3f);
-    assert_int_equal(tg_checkpoint_load(craft("ok", model_json(NULL),
-                                              MODEL_BYTES), ps, opt, NULL),
-                     TG_OK);
+    assert_int_equal(
+        tg_checkpoint_load(craft("ok", model_json(NULL), MODEL_BYTES), ps, opt,
+                           NULL),
+        TG_OK);
     assert_true(opt->step == 5);
     tg_optim_free(opt);
     tg_params_free(ps);
 
     const char *bad_json[] = {
-        "", "{", "[]", "{}x", "{\"a\":}", "{\"a\":1}", "{,}", "{\"a\" 1}",
+        "",
+        "{",
+        "[]",
+        "{}x",
+        "{\"a\":}",
+        "{\"a\":1}",
+        "{,}",
+        "{\"a\" 1}",
         "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[3,4],}}",
         "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[3,4]}}",
         "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[-3,4],"
@@ -393,35 +402,53 @@ static void bad_headers_refused(void **state)
     }
 
     /* dtype: a known other type is unsupported, nonsense is a bad file. */
-    refused(craft("f64", model_json("\"enc.weight\":{\"dtype\":\"F64\","
-                  "\"shape\":[3,4],\"data_offsets\":[0,48]}"), MODEL_BYTES),
+    refused(craft("f64",
+                  model_json("\"enc.weight\":{\"dtype\":\"F64\","
+                             "\"shape\":[3,4],\"data_offsets\":[0,48]}"),
+                  MODEL_BYTES),
             TG_ERR_UNSUPPORTED);
-    refused(craft("dtype", model_json("\"enc.weight\":{\"dtype\":\"f32\","
-                  "\"shape\":[3,4],\"data_offsets\":[0,48]}"), MODEL_BYTES),
+    refused(craft("dtype",
+                  model_json("\"enc.weight\":{\"dtype\":\"f32\","
+                             "\"shape\":[3,4],\"data_offsets\":[0,48]}"),
+                  MODEL_BYTES),
             TG_ERR_FORMAT);
     /* Offsets: overlap, gap, not from 0, end - begin != numel * 4. */
-    refused(craft("overlap.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+    refused(craft("overlap.st",
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
                   "\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\","
-                  "\"shape\":[2],\"data_offsets\":[4,12]}}", 12),
+                  "\"shape\":[2],\"data_offsets\":[4,12]}}",
+                  12),
             TG_ERR_FORMAT);
     assert_non_null(strstr(tg_errmsg(), "(overlap)"));
-    refused(craft("gap.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+    refused(craft("gap.st",
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
                   "\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\","
-                  "\"shape\":[2],\"data_offsets\":[12,20]}}", 20),
+                  "\"shape\":[2],\"data_offsets\":[12,20]}}",
+                  20),
             TG_ERR_FORMAT);
     assert_non_null(strstr(tg_errmsg(), "(gap)"));
-    refused(craft("shared.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+    refused(craft("shared.st",
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
                   "\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\","
-                  "\"shape\":[2],\"data_offsets\":[0,8]}}", 8),
+                  "\"shape\":[2],\"data_offsets\":[0,8]}}",
+                  8),
             TG_ERR_FORMAT);
-    refused(craft("late.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
-                  "\"data_offsets\":[8,16]}}", 16), TG_ERR_FORMAT);
-    refused(craft("short", model_json("\"enc.weight\":{\"dtype\":\"F32\","
-                  "\"shape\":[3,4],\"data_offsets\":[0,44]}"), MODEL_BYTES),
+    refused(craft("late.st",
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+                  "\"data_offsets\":[8,16]}}",
+                  16),
+            TG_ERR_FORMAT);
+    refused(craft("short",
+                  model_json("\"enc.weight\":{\"dtype\":\"F32\","
+                             "\"shape\":[3,4],\"data_offsets\":[0,44]}"),
+                  MODEL_BYTES),
             TG_ERR_FORMAT);
     assert_non_null(strstr(tg_errmsg(), "do not hold 12 floats"));
-    refused(craft("backwards.st", "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],"
-                  "\"data_offsets\":[8,0]}}", 8), TG_ERR_FORMAT);
+    refused(craft("backwards.st",
+                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],"
+                  "\"data_offsets\":[8,0]}}",
+                  8),
+            TG_ERR_FORMAT);
     refused(craft("size", model_json(NULL), MODEL_BYTES - 4), TG_ERR_FORMAT);
     refused(craft("size2", model_json(NULL), MODEL_BYTES + 8), TG_ERR_FORMAT);
 }
@@ -445,8 +472,10 @@ static void files_of_another_model_refused(void **state)
     assert_non_null(strstr(tg_errmsg(), "[3, 5]"));
 
     /* A tensor the model does not have, or one missing. */
-    refused(craft("unexpected", model_json("\"x\":{\"dtype\":\"F32\","
-                  "\"shape\":[3,4],\"data_offsets\":[0,48]}"), MODEL_BYTES),
+    refused(craft("unexpected",
+                  model_json("\"x\":{\"dtype\":\"F32\","
+                             "\"shape\":[3,4],\"data_offsets\":[0,48]}"),
+                  MODEL_BYTES),
             TG_ERR_MISMATCH);
     assert_non_null(strstr(tg_errmsg(), "'x' is not a parameter"));
     tg_params *fewer = tg_params_new();
@@ -527,6 +556,5 @@ int main(void)
                                         victim_setup, victim_teardown),
         cmocka_unit_test(failed_saves_leave_nothing),
     };
-    return cmocka_run_group_tests_name("nn_checkpoint", tests, setup,
-                                       teardown);
+    return cmocka_run_group_tests_name("nn_checkpoint", tests, setup, teardown);
 }

@@ -145,8 +145,14 @@ static void bad_files_refused(bool gz)
     assert_int_equal(read_idx(p, &nd, dims), TG_ERR_FORMAT);
 }
 
-static void raw_valid_round_trip(void **s) { (void)s, valid_file_round_trip(false); }
-static void raw_bad_files_refused(void **s) { (void)s, bad_files_refused(false); }
+static void raw_valid_round_trip(void **s)
+{
+    (void)s, valid_file_round_trip(false);
+}
+static void raw_bad_files_refused(void **s)
+{
+    (void)s, bad_files_refused(false);
+}
 
 static void gz_files(void **state)
 {
@@ -274,7 +280,7 @@ static void embedded_mnist_loads(void **state)
     }
 }
 
-/* ---- batcher --------------------------------------------------------------- */
+/* ---- batcher ------------------------------------------------------------- */
 
 enum { N = 103, B = 10 };
 static float images[N * 2];

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,14 +40,16 @@ static void names_count_and_find(void **state)
     tg_params_free(ps);
 }
 
-static void sealing_makes_data_and_grad_contiguous(void **state)
+static void data_and_grad_are_contiguous_from_the_start(void **state)
 {
     (void)state;
     tg_params *ps = three_params();
     tg_tensor *t[3];
     for (int i = 0; i < 3; i++) {
         t[i] = tg_params_get(ps, i);
-        assert_true(t[i]->owns_data);
+        assert_false(t[i]->owns_data);
+        assert_true(t[i]->requires_grad);
+        assert_non_null(t[i]->grad);
         for (size_t j = 0; j < t[i]->size; j++)
             t[i]->data[j] = (float)(100 * i + (int)j);
     }
@@ -65,7 +68,7 @@ static void sealing_makes_data_and_grad_contiguous(void **state)
         off += t[i]->size;
     }
     assert_int_equal(off, tg_params_numel(ps));
-    assert_true(grad[12 + 2] == 7.0f); /* an existing grad moved too */
+    assert_true(grad[12 + 2] == 7.0f); /* the grad written before */
     assert_true(grad[0] == 0.0f);
 
     tg_params_seal(ps); /* idempotent */
@@ -75,6 +78,68 @@ static void sealing_makes_data_and_grad_contiguous(void **state)
     tg_params_zero_grad(ps);
     for (size_t i = 0; i < tg_params_numel(ps); i++)
         assert_true(grad[i] == 0.0f);
+    tg_params_free(ps);
+}
+
+/* Issue 13: a layer used before anything sealed its set had no gradient
+ * storage (backward aborted), and sealing moved every data pointer. Here:
+ * loss = sum(x W^T + b) for x [2, 3], W [2, 3], so dL/dW[o][i] = x[0][i] +
+ * x[1][i] and dL/db[o] = 2; then one SGD step (lr 0.5), which seals. */
+static void a_layer_works_before_the_set_is_sealed(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_dense_layer l;
+    tg_dense_layer_init(&l, ps, "fc", 3, 2, TG_INIT_TORCH, &rng);
+    float w0[6], b0[2];
+    memcpy(w0, l.W->data, sizeof w0);
+    memcpy(b0, l.b->data, sizeof b0);
+
+    tg_tape *tp = tg_tape_new();
+    float xs[6] = {1, 2, 3, -1, 0.5f, 4};
+    tg_tensor *x = tg_tape_view2(tp, xs, 2, 3);
+    tg_backward(tp, tg_sum(tp, tg_dense_apply(tp, &l, x)));
+    for (int o = 0; o < 2; o++) {
+        for (int i = 0; i < 3; i++)
+            assert_float_equal(l.W->grad[o * 3 + i], xs[i] + xs[3 + i], 0);
+        assert_float_equal(l.b->grad[o], 2.0f, 0);
+    }
+    tg_optim *opt = tg_sgd_new(ps, 0.5f, 0.0f);
+    tg_optim_step(opt);
+    for (int o = 0; o < 2; o++) {
+        for (int i = 0; i < 3; i++)
+            assert_float_equal(l.W->data[o * 3 + i],
+                               w0[o * 3 + i] - 0.5f * (xs[i] + xs[3 + i]),
+                               1e-6);
+        assert_float_equal(l.b->data[o], b0[o] - 1.0f, 1e-6);
+    }
+    tg_optim_free(opt);
+    tg_tape_free(tp);
+    tg_params_free(ps);
+}
+
+/* A float pointer taken at tg_params_add is the one the optimizer, the
+ * checkpoint loader and zero_grad write through, before and after sealing. */
+static void pointers_kept_from_before_sealing_stay_valid(void **state)
+{
+    (void)state;
+    tg_params *ps = three_params();
+    tg_tensor *w = tg_params_get(ps, 0);
+    float *data = w->data, *grad = w->grad;
+    data[5] = 3.0f;
+    grad[5] = 1.0f;
+    tg_params_seal(ps);
+    tg_optim *opt = tg_sgd_new(ps, 0.25f, 0.0f);
+    assert_ptr_equal(w->data, data);
+    assert_ptr_equal(w->grad, grad);
+    assert_ptr_equal(tg_params_data(ps), data);
+    tg_optim_step(opt);
+    assert_float_equal(data[5], 2.75f, 0);
+    tg_params_zero_grad(ps);
+    assert_float_equal(grad[5], 0.0f, 0);
+    tg_optim_free(opt);
     tg_params_free(ps);
 }
 
@@ -164,7 +229,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(names_count_and_find),
-        cmocka_unit_test(sealing_makes_data_and_grad_contiguous),
+        cmocka_unit_test(data_and_grad_are_contiguous_from_the_start),
+        cmocka_unit_test(a_layer_works_before_the_set_is_sealed),
+        cmocka_unit_test(pointers_kept_from_before_sealing_stay_valid),
         cmocka_unit_test(finite_names_the_first_bad_tensor),
         cmocka_unit_test(grad_absmax_is_the_largest_magnitude_or_nan),
         cmocka_unit_test(misuse_aborts),

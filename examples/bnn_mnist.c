@@ -1,0 +1,618 @@
+/* bnn_mnist: predictive uncertainty of a 784-400-400-10 ReLU classifier by
+ * four methods, compared in one table:
+ *   det        the deterministic network (the baseline, one pass)
+ *   mcdropout  dropout after each hidden layer, kept on at test time
+ *              (Gal & Ghahramani 2016), S passes
+ *   bbb        Bayes by Backprop: variational Dense layers (tg_bayes_dense),
+ *              loss = NLL + KL / N, S sampled passes
+ *   ensemble   M independently seeded deterministic networks
+ *              (Lakshminarayanan et al. 2017), one pass each
+ * Scores the test set (accuracy, NLL, Brier, ECE, accuracy at coverage) and
+ * an out-of-distribution folder (AUROC of predictive entropy, mutual
+ * information and max-softmax), and draws the pictures into --out. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bnn_mnist.h"
+#include "cli.h"
+
+#ifndef TG_DEFAULT_DATA_DIR
+#define TG_DEFAULT_DATA_DIR "data/mnist"
+#endif
+#define DEFAULT_OOD_DIR "/usr/share/datasets/fashion-mnist"
+
+enum { DET, MCDROPOUT, BBB, ENSEMBLE, N_METHODS };
+static const char *const method_names[N_METHODS] = {"det", "mcdropout", "bbb",
+                                                    "ensemble"};
+enum { EVAL_ROWS = 1000, MAX_MEMBERS = 32 };
+
+typedef struct options {
+    const char *data, *ood, *out;
+    bool ood_given;
+    bool run[N_METHODS];
+    int epochs, batch, hidden, samples, members, threads, max_batches, max_eval;
+    float lr, dropout, prior_scale, rho_init;
+    uint64_t seed;
+} options;
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: bnn_mnist [options]\n"
+        "Trains a 784-H-H-10 ReLU classifier by one or all of four methods\n"
+        "and prints one table of predictive quality and uncertainty.\n\n"
+        "  --method M        det | mcdropout | bbb | ensemble | all (default "
+        "all)\n"
+        "  --data DIR        IDX folder, raw or .gz (default %s)\n"
+        "  --ood-data DIR    out-of-distribution IDX folder; its t10k images\n"
+        "                    are scored (default %s,\n"
+        "                    skipped when absent)\n"
+        "  --out DIR         write reliability_<method>.svg, coverage.svg and\n"
+        "                    sure_<method>.png there (default: no pictures)\n"
+        "  --epochs N        epochs (default 10)\n"
+        "  --batch N         batch size (default 128)\n"
+        "  --hidden N        units per hidden layer (default 400)\n"
+        "  --lr X            Adam learning rate (default 1e-3)\n"
+        "  --samples S       test-time passes for mcdropout and bbb (default "
+        "30)\n"
+        "  --members M       ensemble size (default 5)\n"
+        "  --dropout P       mcdropout's drop probability (default 0.25)\n"
+        "  --prior-scale X   bbb's prior N(0, X^2) (default 0.1)\n"
+        "  --rho-init X      bbb's initial rho, sigma = softplus(rho)\n"
+        "                    (default -5)\n"
+        "  --seed N          seed (default 1)\n"
+        "  --threads N       threads, 0 = all cores (default 0)\n"
+        "  --max-batches N   stop each epoch after N batches (quick runs)\n"
+        "  --max-eval N      score only the first N test and OOD images\n"
+        "  --help, --version\n\n"
+        "Throughput: training = epochs x training images / training time\n"
+        "(the ensemble's time covers all its members); inference = test and\n"
+        "OOD images / time to compute their S-sample predictive. The same\n"
+        "seed gives the same table (throughput aside) on any thread count.\n"
+        "Exit status: 0 done; 1 an output file could not be written; 2 bad\n"
+        "flags or input data; 3 the loss became NaN/Inf.\n",
+        TG_DEFAULT_DATA_DIR, DEFAULT_OOD_DIR);
+}
+
+/* A finite number in [lo, hi]. */
+static float parse_float(const char *flag, const char *s, double lo, double hi)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+        cli_usage_error("%s: expected a number in [%g, %g], got '%s'", flag, lo,
+                        hi, s);
+    return (float)v;
+}
+
+static options parse_options(int argc, char **argv)
+{
+    options o = {.data = TG_DEFAULT_DATA_DIR,
+                 .ood = DEFAULT_OOD_DIR,
+                 .epochs = 10,
+                 .batch = 128,
+                 .hidden = 400,
+                 .samples = 30,
+                 .members = 5,
+                 .lr = 1e-3f,
+                 .dropout = 0.25f,
+                 .prior_scale = 0.1f,
+                 .rho_init = -5.0f,
+                 .seed = 1};
+    bool any = false;
+    static const struct option longopts[] = {
+        {"method", required_argument, NULL, 'M'},
+        {"data", required_argument, NULL, 'd'},
+        {"ood-data", required_argument, NULL, 'O'},
+        {"out", required_argument, NULL, 'o'},
+        {"epochs", required_argument, NULL, 'e'},
+        {"batch", required_argument, NULL, 'b'},
+        {"hidden", required_argument, NULL, 'H'},
+        {"lr", required_argument, NULL, 'l'},
+        {"samples", required_argument, NULL, 'S'},
+        {"members", required_argument, NULL, 'm'},
+        {"dropout", required_argument, NULL, 'p'},
+        {"prior-scale", required_argument, NULL, 'P'},
+        {"rho-init", required_argument, NULL, 'r'},
+        {"seed", required_argument, NULL, 's'},
+        {"threads", required_argument, NULL, 't'},
+        {"max-batches", required_argument, NULL, 'x'},
+        {"max-eval", required_argument, NULL, 'E'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'M': {
+            int k = 0;
+            while (k < N_METHODS && strcmp(optarg, method_names[k]))
+                k++;
+            if (k < N_METHODS)
+                o.run[k] = true;
+            else if (!strcmp(optarg, "all"))
+                for (k = 0; k < N_METHODS; k++)
+                    o.run[k] = true;
+            else
+                cli_usage_error("--method: expected det, mcdropout, bbb, "
+                                "ensemble or all, got '%s'",
+                                optarg);
+            any = true;
+            break;
+        }
+        case 'd':
+            o.data = optarg;
+            break;
+        case 'O':
+            o.ood = optarg;
+            o.ood_given = true;
+            break;
+        case 'o':
+            o.out = optarg;
+            break;
+        case 'e':
+            o.epochs = cli_int("--epochs", optarg, 1, 100000);
+            break;
+        case 'b':
+            o.batch = cli_int("--batch", optarg, 1, 65536);
+            break;
+        case 'H':
+            o.hidden = cli_int("--hidden", optarg, 1, 65536);
+            break;
+        case 'l':
+            o.lr = cli_float_pos("--lr", optarg, 1e6);
+            break;
+        case 'S':
+            o.samples = cli_int("--samples", optarg, 1, 10000);
+            break;
+        case 'm':
+            o.members = cli_int("--members", optarg, 1, MAX_MEMBERS);
+            break;
+        case 'p':
+            o.dropout = parse_float("--dropout", optarg, 0.0, 0.95);
+            break;
+        case 'P':
+            o.prior_scale = cli_float_pos("--prior-scale", optarg, 1e6);
+            break;
+        case 'r':
+            o.rho_init = parse_float("--rho-init", optarg, -30.0, 10.0);
+            break;
+        case 's':
+            o.seed = cli_u64("--seed", optarg);
+            break;
+        case 't':
+            o.threads = cli_int("--threads", optarg, 0, 1024);
+            break;
+        case 'x':
+            o.max_batches = cli_int("--max-batches", optarg, 1, 1 << 30);
+            break;
+        case 'E':
+            o.max_eval = cli_int("--max-eval", optarg, 1, 1 << 30);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        case 'V':
+            printf("bnn_mnist (tapegrad %s)\n", TG_VERSION);
+            exit(0);
+        default:
+            cli_getopt_error(c, argv);
+        }
+    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
+    if (!any)
+        for (int k = 0; k < N_METHODS; k++)
+            o.run[k] = true;
+    return o;
+}
+
+/* ---- the network ------------------------------------------------------- */
+
+typedef struct net {
+    tg_params *ps;
+    tg_dense_layer fc[3];
+    tg_bayes_dense bfc[3]; /* bbb */
+    bool bayes;
+    float dropout; /* mcdropout: drop probability after each hidden ReLU */
+} net;
+
+static void net_init(net *m, int method, const options *o, int input,
+                     uint64_t seed)
+{
+    const int dims[4] = {input, o->hidden, o->hidden, BNN_CLASSES};
+    const char *names[3] = {"fc1", "fc2", "fc3"};
+    *m = (net){.ps = tg_params_new(),
+               .bayes = method == BBB,
+               .dropout = method == MCDROPOUT ? o->dropout : 0.0f};
+    tg_rng init;
+    tg_rng_seed(&init, seed, 0);
+    for (int l = 0; l < 3; l++)
+        if (m->bayes)
+            tg_bayes_dense_init(&m->bfc[l], m->ps, names[l], dims[l],
+                                dims[l + 1], o->prior_scale, o->rho_init,
+                                &init);
+        else
+            tg_dense_layer_init(&m->fc[l], m->ps, names[l], dims[l],
+                                dims[l + 1], TG_INIT_TORCH, &init);
+    tg_params_seal(m->ps);
+}
+
+/* Inverted dropout: each element kept with probability 1 - p and scaled by
+ * 1 / (1 - p); the mask is drawn from rng on one thread in row order. */
+static tg_tensor *dropout(tg_tape *tp, tg_tensor *x, float p, tg_rng *rng)
+{
+    tg_tensor *mask = tg_tape_tensor2(tp, x->shape[0], x->shape[1], false);
+    float keep = 1.0f / (1.0f - p);
+    for (size_t i = 0; i < mask->size; i++)
+        mask->data[i] = tg_rng_uniform(rng) < p ? 0.0f : keep;
+    return tg_mul(tp, x, mask);
+}
+
+/* logits [B, 10]. rng is the noise (bbb's eps, dropout's masks); NULL gives
+ * the deterministic pass (posterior means, no dropout). */
+static tg_tensor *net_logits(tg_tape *tp, const net *m, tg_tensor *x,
+                             tg_rng *rng)
+{
+    tg_tensor *h = x;
+    for (int l = 0; l < 3; l++) {
+        h = m->bayes ? tg_bayes_dense_apply(tp, &m->bfc[l], h, rng)
+                     : tg_dense_apply(tp, &m->fc[l], h);
+        if (l < 2) {
+            h = tg_relu(tp, h);
+            if (m->dropout > 0.0f && rng)
+                h = dropout(tp, h, m->dropout, rng);
+        }
+    }
+    return h;
+}
+
+/* Trains one network; returns seconds spent and adds the images it saw to
+ * *seen. Exits 3 on a NaN/Inf loss. */
+static double train(net *m, const options *o, const tg_dataset *train_set,
+                    uint64_t seed, const char *what, long *seen)
+{
+    int input = train_set->rows * train_set->cols;
+    tg_optim *opt = tg_adam_new(m->ps, o->lr);
+    tg_tape *tp = tg_tape_new();
+    tg_batcher batcher;
+    tg_batcher_init(&batcher, train_set, o->batch, seed);
+    float *xbuf = malloc(sizeof(float) * (size_t)o->batch * input);
+    int *labels = malloc(sizeof(int) * (size_t)o->batch);
+    if (!xbuf || !labels)
+        tg_fatal("bnn_mnist", "out of memory");
+    tg_rng noise;
+    tg_rng_seed(&noise, seed, 1);
+    int n_batches = tg_batcher_count(&batcher);
+    if (o->max_batches && o->max_batches < n_batches)
+        n_batches = o->max_batches;
+    float kl_weight = 1.0f / (float)train_set->n;
+    double t0 = cli_now();
+    for (int epoch = 1; epoch <= o->epochs; epoch++) {
+        tg_batcher_start(&batcher, epoch, 0);
+        int n;
+        for (int i = 0;
+             i < n_batches && (n = tg_batcher_next(&batcher, xbuf, labels)) > 0;
+             i++) {
+            tg_params_zero_grad(m->ps);
+            tg_tape_reset(tp);
+            tg_tensor *x = tg_tape_view2(tp, xbuf, n, input);
+            bool noisy = m->bayes || m->dropout > 0.0f;
+            tg_tensor *loss = tg_loss_softmax_xent(
+                tp, net_logits(tp, m, x, noisy ? &noise : NULL), labels);
+            if (m->bayes) {
+                tg_tensor *kl = tg_bayes_dense_kl(tp, &m->bfc[0]);
+                for (int l = 1; l < 3; l++)
+                    kl = tg_add(tp, kl, tg_bayes_dense_kl(tp, &m->bfc[l]));
+                loss = tg_add(tp, loss, tg_scale(tp, kl, kl_weight));
+            }
+            if (!isfinite(loss->data[0])) {
+                fprintf(stderr,
+                        "bnn_mnist: %s: epoch %d, batch %d: loss is %g; "
+                        "stopped (try a smaller --lr)\n",
+                        what, epoch, i + 1, (double)loss->data[0]);
+                exit(3);
+            }
+            tg_backward(tp, loss);
+            tg_optim_step(opt);
+            *seen += n;
+        }
+    }
+    double dt = cli_now() - t0;
+    free(xbuf);
+    free(labels);
+    tg_batcher_free(&batcher);
+    tg_tape_free(tp);
+    tg_optim_free(opt);
+    return dt;
+}
+
+/* ---- prediction -------------------------------------------------------- */
+
+/* Row-wise softmax of logits [n, 10] into out, in double. */
+static void softmax_rows(const float *logits, int n, float *out)
+{
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * BNN_CLASSES;
+        float *p = out + (size_t)i * BNN_CLASSES;
+        float mx = z[0];
+        for (int k = 1; k < BNN_CLASSES; k++)
+            mx = z[k] > mx ? z[k] : mx;
+        double e[BNN_CLASSES], sum = 0.0;
+        for (int k = 0; k < BNN_CLASSES; k++)
+            sum += e[k] = exp((double)z[k] - mx);
+        for (int k = 0; k < BNN_CLASSES; k++)
+            p[k] = (float)(e[k] / sum);
+    }
+}
+
+/* samples [S, n, 10]: sample s of row i from net s (ensemble, S = members),
+ * or pass s of nets[0] with noise from rng (S passes), or the deterministic
+ * pass (S = 1, rng NULL). Rows go in chunks; the noise is drawn chunk by
+ * chunk, pass by pass, in order. */
+static void predict(tg_tape *tp, const net *nets, int n_nets, int S,
+                    tg_rng *rng, const float *images, int n, int input,
+                    float *samples)
+{
+    bool was = tg_tape_set_recording(tp, false);
+    for (int first = 0; first < n; first += EVAL_ROWS) {
+        int rows = n - first < EVAL_ROWS ? n - first : EVAL_ROWS;
+        for (int s = 0; s < S; s++) {
+            tg_tape_reset(tp);
+            tg_tensor *x = tg_tape_view2(
+                tp, (float *)images + (size_t)first * input, rows, input);
+            const net *m = n_nets > 1 ? &nets[s] : &nets[0];
+            tg_tensor *logits = net_logits(tp, m, x, rng);
+            softmax_rows(logits->data, rows,
+                         samples + ((size_t)s * n + first) * BNN_CLASSES);
+        }
+    }
+    tg_tape_reset(tp);
+    tg_tape_set_recording(tp, was);
+}
+
+typedef struct eval_set {
+    const float *images;
+    const int *labels; /* NULL for OOD */
+    int n;
+} eval_set;
+
+/* Trains by method, scores test (and ood when ood->n > 0) into r. */
+static void run_method(int method, const options *o,
+                       const tg_dataset *train_set, const eval_set *test,
+                       const eval_set *ood, bnn_result *r)
+{
+    int input = train_set->rows * train_set->cols;
+    int n_nets = method == ENSEMBLE ? o->members : 1;
+    int S = method == ENSEMBLE ? o->members : method == DET ? 1 : o->samples;
+    net nets[MAX_MEMBERS];
+    double train_s = 0.0;
+    long seen = 0;
+    for (int k = 0; k < n_nets; k++) {
+        /* member k: its own init and data order */
+        uint64_t seed = o->seed + 1000003ull * (uint64_t)k;
+        net_init(&nets[k], method, o, input, seed);
+        char what[64];
+        snprintf(what, sizeof what, "%s member %d", method_names[method],
+                 k + 1);
+        train_s += train(&nets[k], o, train_set, seed,
+                         n_nets > 1 ? what : method_names[method], &seen);
+    }
+    /* the ensemble's throughput: images through the whole ensemble */
+    double trained = (double)seen / n_nets;
+
+    size_t plane = (size_t)BNN_CLASSES * S;
+    float *st = malloc(sizeof(float) * plane * (size_t)test->n);
+    float *so = ood->n ? malloc(sizeof(float) * plane * (size_t)ood->n) : NULL;
+    r->mean = malloc(sizeof(float) * BNN_CLASSES * (size_t)test->n);
+    r->u = malloc(sizeof *r->u * (size_t)test->n);
+    float *ood_mean =
+        ood->n ? malloc(sizeof(float) * BNN_CLASSES * (size_t)ood->n) : NULL;
+    tg_uncertainty *ood_u =
+        ood->n ? malloc(sizeof *ood_u * (size_t)ood->n) : NULL;
+    if (!st || !r->mean || !r->u || (ood->n && (!so || !ood_mean || !ood_u)))
+        tg_fatal("bnn_mnist", "out of memory for %d samples", S);
+
+    tg_tape *tp = tg_tape_new();
+    tg_rng noise;
+    tg_rng_seed(&noise, o->seed, 2);
+    tg_rng *rng = method == MCDROPOUT || method == BBB ? &noise : NULL;
+    double t0 = cli_now();
+    predict(tp, nets, n_nets, S, rng, test->images, test->n, input, st);
+    if (ood->n)
+        predict(tp, nets, n_nets, S, rng, ood->images, ood->n, input, so);
+    double infer_s = cli_now() - t0;
+    tg_tape_free(tp);
+
+    tg_predictive(st, S, test->n, BNN_CLASSES, r->mean, r->u);
+    const float *p = r->mean;
+    const int *y = test->labels;
+    int n = test->n;
+    r->method = method_names[method];
+    r->acc = tg_metric_accuracy(p, y, n, BNN_CLASSES);
+    r->nll = tg_metric_nll(p, y, n, BNN_CLASSES);
+    r->brier = tg_metric_brier(p, y, n, BNN_CLASSES);
+    r->ece = tg_metric_ece(p, y, n, BNN_CLASSES, BNN_BINS, r->bins);
+    r->acc90 = tg_metric_accuracy_at_coverage(p, y, n, BNN_CLASSES, 0.9);
+    r->acc80 = tg_metric_accuracy_at_coverage(p, y, n, BNN_CLASSES, 0.8);
+    r->has_mi = S > 1;
+    r->train_per_s = trained / train_s;
+    r->infer_per_s = (test->n + ood->n) / infer_s;
+    r->auroc_entropy = r->auroc_mi = r->auroc_msp = NAN;
+    if (ood->n) {
+        tg_predictive(so, S, ood->n, BNN_CLASSES, ood_mean, ood_u);
+        /* higher score = more likely out of distribution */
+        double *in_s = malloc(sizeof(double) * (size_t)n);
+        double *out_s = malloc(sizeof(double) * (size_t)ood->n);
+        if (!in_s || !out_s)
+            tg_fatal("bnn_mnist", "out of memory");
+        for (int which = 0; which < 3; which++) {
+            for (int i = 0; i < n + ood->n; i++) {
+                bool in = i < n;
+                int j = in ? i : i - n;
+                const tg_uncertainty *u = in ? &r->u[j] : &ood_u[j];
+                const float *pm =
+                    (in ? r->mean : ood_mean) + (size_t)j * BNN_CLASSES;
+                double v;
+                if (which == 0)
+                    v = u->total;
+                else if (which == 1)
+                    v = u->epistemic;
+                else {
+                    float mx = pm[0];
+                    for (int k = 1; k < BNN_CLASSES; k++)
+                        mx = pm[k] > mx ? pm[k] : mx;
+                    v = -(double)mx;
+                }
+                (in ? in_s : out_s)[j] = v;
+            }
+            double a = tg_auroc(in_s, n, out_s, ood->n);
+            *(which == 0   ? &r->auroc_entropy
+              : which == 1 ? &r->auroc_mi
+                           : &r->auroc_msp) = a;
+        }
+        free(in_s);
+        free(out_s);
+    }
+    free(st);
+    free(so);
+    free(ood_mean);
+    free(ood_u);
+    for (int k = 0; k < n_nets; k++)
+        tg_params_free(nets[k].ps);
+}
+
+/* ---- data and output --------------------------------------------------- */
+
+static bool load(const char *dir, bool train, tg_dataset *ds)
+{
+    if (tg_mnist_load(dir, train, ds) != TG_OK) {
+        fprintf(stderr, "bnn_mnist: %s\n", tg_errmsg());
+        return false;
+    }
+    return true;
+}
+
+static void print_number(double v, bool shown)
+{
+    if (shown && isfinite(v))
+        printf(" %9.4f", v);
+    else
+        printf(" %9s", "-");
+}
+
+static void print_table(const bnn_result *r, int n)
+{
+    printf("%-10s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s\n", "method",
+           "acc", "NLL", "Brier", "ECE", "AUROC-H", "AUROC-MI", "AUROC-MSP",
+           "acc@90%", "acc@80%", "train/s", "infer/s");
+    for (int i = 0; i < n; i++) {
+        printf("%-10s", r[i].method);
+        print_number(r[i].acc, true);
+        print_number(r[i].nll, true);
+        print_number(r[i].brier, true);
+        print_number(r[i].ece, true);
+        print_number(r[i].auroc_entropy, true);
+        print_number(r[i].auroc_mi, r[i].has_mi);
+        print_number(r[i].auroc_msp, true);
+        print_number(r[i].acc90, true);
+        print_number(r[i].acc80, true);
+        printf(" %9.0f %9.0f\n", r[i].train_per_s, r[i].infer_per_s);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    cli_prog = "bnn_mnist";
+    options o = parse_options(argc, argv);
+    tg_set_threads(o.threads);
+
+    tg_dataset train_set = {0}, test_set = {0}, ood_set = {0};
+    if (!load(o.data, true, &train_set) || !load(o.data, false, &test_set))
+        return 2;
+    int input = train_set.rows * train_set.cols;
+    bool have_ood = false;
+    if (o.ood_given || tg_mnist_load(o.ood, false, &ood_set) == TG_OK) {
+        if (o.ood_given && !load(o.ood, false, &ood_set))
+            return 2;
+        have_ood = true;
+    }
+    if (test_set.rows * test_set.cols != input ||
+        (have_ood && ood_set.rows * ood_set.cols != input)) {
+        fprintf(stderr,
+                "bnn_mnist: %s: image sizes differ between the "
+                "training, test and OOD sets\n",
+                test_set.rows * test_set.cols != input ? o.data : o.ood);
+        return 2;
+    }
+    const tg_dataset *sets[2] = {&train_set, &test_set};
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < sets[s]->n; i++)
+            if (sets[s]->labels[i] >= BNN_CLASSES) {
+                fprintf(stderr,
+                        "bnn_mnist: %s: label %d of image %d is not 0..9\n",
+                        o.data, sets[s]->labels[i], i);
+                return 2;
+            }
+    if (o.out && !cli_prepare_out_dir(o.out))
+        return 1;
+
+    int n_test =
+        o.max_eval && o.max_eval < test_set.n ? o.max_eval : test_set.n;
+    int n_ood = !have_ood                              ? 0
+                : o.max_eval && o.max_eval < ood_set.n ? o.max_eval
+                                                       : ood_set.n;
+    int *test_labels = malloc(sizeof(int) * (size_t)n_test);
+    for (int i = 0; i < n_test; i++)
+        test_labels[i] = test_set.labels[i];
+    eval_set test = {test_set.images, test_labels, n_test};
+    eval_set ood = {have_ood ? ood_set.images : NULL, NULL, n_ood};
+
+    printf("bnn_mnist: %d train / %d test images from %s; OOD: %s (%d "
+           "images); model %d-%d-%d-%d, %d epochs, batch %d, Adam lr %g, "
+           "S = %d, M = %d, seed %llu, %d thread(s)\n",
+           train_set.n, n_test, o.data, have_ood ? o.ood : "none", n_ood, input,
+           o.hidden, o.hidden, BNN_CLASSES, o.epochs, o.batch, (double)o.lr,
+           o.samples, o.members, (unsigned long long)o.seed, tg_get_threads());
+    fflush(stdout);
+
+    bnn_result results[N_METHODS];
+    int n_results = 0;
+    int status = 0;
+    for (int k = 0; k < N_METHODS; k++) {
+        if (!o.run[k])
+            continue;
+        bnn_result *r = &results[n_results++];
+        memset(r, 0, sizeof *r);
+        run_method(k, &o, &train_set, &test, &ood, r);
+        if (o.out && (!bnn_plot_reliability(o.out, r) ||
+                      !bnn_plot_sure(o.out, r, test_set.images, test_set.rows,
+                                     test_labels, n_test))) {
+            fprintf(stderr, "bnn_mnist: %s: %s\n", o.out, strerror(errno));
+            status = 1;
+        }
+    }
+    if (o.out && status == 0 &&
+        !bnn_plot_coverage(o.out, results, n_results, test_labels, n_test)) {
+        fprintf(stderr, "bnn_mnist: %s: %s\n", o.out, strerror(errno));
+        status = 1;
+    }
+    print_table(results, n_results);
+
+    for (int i = 0; i < n_results; i++) {
+        free(results[i].mean);
+        free(results[i].u);
+    }
+    free(test_labels);
+    tg_dataset_free(&train_set);
+    tg_dataset_free(&test_set);
+    tg_dataset_free(&ood_set);
+    return status;
+}

@@ -1,0 +1,162 @@
+/* tg_backward called more than once on one tape (two losses sharing a
+ * hidden layer, or one loss twice) adds into the leaves exactly what one
+ * backward of the sum would (PyTorch's retain_graph=True), and a loss from
+ * another tape is refused. Before, the second walk added the first walk's
+ * intermediate gradients again. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "expect_abort.h"
+#include "tg_autograd.h"
+
+static uint64_t rng_state = 777;
+
+static float uniform(float lo, float hi)
+{
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    double u = (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
+    return lo + (float)u * (hi - lo);
+}
+
+static int randint(int lo, int hi) { return lo + (int)uniform(0, hi - lo + 1); }
+
+static tg_tensor *param(int rows, int cols)
+{
+    tg_tensor *t = tg_tensor_new2(rows, cols);
+    for (size_t i = 0; i < t->size; i++)
+        t->data[i] = uniform(-1.0f, 1.0f);
+    tg_tensor_require_grad(t);
+    return t;
+}
+
+enum { X, W1, B1, W2, B2, W3, N_LEAVES };
+
+typedef struct net {
+    tg_tensor *leaf[N_LEAVES];
+} net;
+
+/* A shared hidden layer h and two heads on it: l1 through a dense layer,
+ * l2 through a split and a product (a multi-output op inside the graph). */
+static void heads(tg_tape *tp, net *n, tg_tensor **l1, tg_tensor **l2)
+{
+    tg_tensor **p = n->leaf;
+    tg_tensor *h = tg_tanh(tp, tg_dense(tp, p[X], p[W1], p[B1]));
+    *l1 = tg_mean(tp, tg_square(tp, tg_dense(tp, h, p[W2], p[B2])));
+    tg_tensor *parts[2];
+    tg_split(tp, tg_mul(tp, h, h), 2, parts);
+    tg_tensor *g = tg_dense(tp, tg_sigmoid(tp, parts[0]), p[W3], NULL);
+    *l2 = tg_sum(tp, tg_mul(tp, g, parts[1]));
+}
+
+static void zero_grads(net *n)
+{
+    for (int k = 0; k < N_LEAVES; k++)
+        tg_tensor_zero_grad(n->leaf[k]);
+}
+
+static void expect_same_grads(net *n, float **want)
+{
+    for (int k = 0; k < N_LEAVES; k++)
+        for (size_t i = 0; i < n->leaf[k]->size; i++) {
+            float got = n->leaf[k]->grad[i], w = want[k][i];
+            if (fabsf(got - w) > 1e-5f + 1e-4f * fabsf(w)) {
+                printf("leaf %d [%zu]: %.9g, expected %.9g\n", k, i,
+                       (double)got, (double)w);
+                fail();
+            }
+        }
+}
+
+static void test_two_heads_match_backward_of_the_sum(void **state)
+{
+    (void)state;
+    for (int trial = 0; trial < 20; trial++) {
+        int B = randint(1, 6), in = randint(1, 7), hid = 2 * randint(1, 5);
+        int out = randint(1, 5);
+        net n = {{param(B, in), param(hid, in), param(1, hid), param(out, hid),
+                  param(1, out), param(hid / 2, hid / 2)}};
+        float *want[N_LEAVES];
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *l1, *l2;
+        heads(tp, &n, &l1, &l2);
+        tg_backward(tp, tg_add(tp, l1, l2));
+        for (int k = 0; k < N_LEAVES; k++) {
+            want[k] = malloc(n.leaf[k]->size * sizeof(float));
+            memcpy(want[k], n.leaf[k]->grad, n.leaf[k]->size * sizeof(float));
+        }
+        zero_grads(&n);
+        tg_tape_reset(tp);
+        heads(tp, &n, &l1, &l2);
+        tg_backward(tp, l1);
+        tg_backward(tp, l2);
+        expect_same_grads(&n, want);
+
+        /* The same loss twice is twice the gradient. */
+        for (int k = 0; k < N_LEAVES; k++)
+            for (size_t i = 0; i < n.leaf[k]->size; i++)
+                want[k][i] = 2.0f * n.leaf[k]->grad[i];
+        zero_grads(&n);
+        tg_tape_reset(tp);
+        heads(tp, &n, &l1, &l2);
+        tg_tensor *l = tg_add(tp, l1, l2);
+        tg_backward(tp, l);
+        tg_backward(tp, l);
+        expect_same_grads(&n, want);
+        for (int k = 0; k < N_LEAVES; k++) {
+            free(want[k]);
+            tg_tensor_free(n.leaf[k]);
+        }
+        tg_tape_free(tp);
+    }
+}
+
+/* The numbers: loss and gradient of a small shared layer. */
+static void test_one_loss_twice_is_twice_the_gradient(void **state)
+{
+    (void)state;
+    tg_tensor *w = param(1, 3);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *h = tg_exp(tp, tg_scale(tp, w, 0.5f));
+    tg_tensor *l = tg_sum(tp, tg_square(tp, h));
+    tg_backward(tp, l);
+    float once[3];
+    memcpy(once, w->grad, sizeof once);
+    tg_backward(tp, l);
+    for (int i = 0; i < 3; i++)
+        assert_float_equal(w->grad[i], 2.0f * once[i], 1e-6f * fabsf(once[i]));
+    tg_tape_free(tp);
+    tg_tensor_free(w);
+}
+
+static void misuse_other_tape(void)
+{
+    tg_tensor *w = param(2, 3);
+    tg_tape *tp1 = tg_tape_new(), *tp2 = tg_tape_new();
+    tg_tensor *loss = tg_sum(tp1, tg_exp(tp1, w));
+    tg_backward(tp2, loss);
+}
+
+static void test_loss_from_another_tape_aborts(void **state)
+{
+    (void)state;
+    expect_abort(misuse_other_tape, "backward", "another tape");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_two_heads_match_backward_of_the_sum),
+        cmocka_unit_test(test_one_loss_twice_is_twice_the_gradient),
+        cmocka_unit_test(test_loss_from_another_tape_aborts),
+    };
+    return cmocka_run_group_tests_name("autograd backward twice", tests, NULL,
+                                       NULL);
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Every program built from examples/ and bench/ answers --help and refuses
+an unknown flag. Finds the programs in meson's introspection file, so a new
+program is checked without being listed here.
+
+  help_sweep.py BUILD_DIR SOURCE_DIR
+
+Per program: `--help` exits 0 with the usage on stdout; `--no-such-flag`
+exits 2 at once (nothing on stdout: no work started) with exactly one line on
+stderr that starts with "<program>: "."""
+import json
+import os
+import subprocess
+import sys
+
+FOLDERS = ("examples", "bench")
+
+
+def programs(build, source):
+    with open(os.path.join(build, "meson-info", "intro-targets.json")) as f:
+        targets = json.load(f)
+    for t in targets:
+        rel = os.path.relpath(os.path.dirname(t["defined_in"]), source)
+        if t["type"] == "executable" and rel in FOLDERS:
+            yield t["name"], t["filename"][0]
+
+
+def run(path, flag):
+    # 60 s: generous under valgrind-free CI load; a flag that started the
+    # real work would take minutes.
+    return subprocess.run([path, flag], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def check(name, path):
+    errors = []
+    if not os.access(path, os.X_OK):
+        return ["%s: not built (%s)" % (name, path)]
+    r = run(path, "--help")
+    out = r.stdout.decode(errors="replace")
+    if r.returncode != 0:
+        errors.append("%s --help exited %d" % (name, r.returncode))
+    if "usage" not in out.lower():
+        errors.append("%s --help printed no usage on stdout" % name)
+    r = run(path, "--no-such-flag")
+    err = r.stderr.decode(errors="replace").splitlines()
+    if r.returncode != 2:
+        errors.append("%s --no-such-flag exited %d, expected 2"
+                      % (name, r.returncode))
+    if r.stdout:
+        errors.append("%s --no-such-flag wrote to stdout (did it run?): %r"
+                      % (name, r.stdout[:200]))
+    if len(err) != 1 or not err[0].startswith(name + ": "):
+        errors.append("%s --no-such-flag: want one line '%s: ...' on stderr, "
+                      "got %r" % (name, name, err[:5]))
+    return errors
+
+
+def main():
+    found = list(programs(sys.argv[1], sys.argv[2]))
+    failures = []
+    for name, path in found:
+        errs = check(name, path)
+        print("%-12s %s" % (name, "ok" if not errs else "FAIL"))
+        failures += errs
+    for f in failures:
+        print("FAIL: " + f)
+    if len(found) < 4:
+        print("FAIL: only %d programs found in examples/ and bench/"
+              % len(found))
+        return 1
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

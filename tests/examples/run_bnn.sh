@@ -1,0 +1,63 @@
+#!/bin/sh
+# bnn_mnist, briefly: every method on a few batches and 150 test/OOD images
+# writes its table and pictures; the same seed gives the same table (all but
+# the throughput columns) on 1 and 2 threads; bad flags and data are
+# rejected with one line and exit 2, an unwritable --out with exit 1.
+# usage: run_bnn.sh BNN_MNIST MNIST_DIR
+set -u
+bnn=$1
+data=$2
+. "$(dirname "$0")/lib.sh"
+
+# The embedded MNIST doubles as the OOD folder: the test only needs the
+# columns filled, not a meaningful AUROC.
+quick="--data $data --ood-data $data --epochs 1 --max-batches 4 --max-eval 150
+       --samples 3 --members 2 --hidden 48 --seed 7"
+# shellcheck disable=SC2086
+expect 0 "$bnn" $quick --threads 1 --out "$tmp/pics"
+cp "$tmp/out" "$tmp/t1"
+for m in det mcdropout bbb ensemble; do
+    grep -q "^$m " "$tmp/t1" || fail "no table row for $m"
+    grep -q '<svg' "$tmp/pics/reliability_$m.svg" ||
+        fail "reliability_$m.svg is not an SVG"
+    [ "$(head -c 8 "$tmp/pics/sure_$m.png" | od -An -tx1 | tr -d ' \n')" = \
+        89504e470d0a1a0a ] || fail "sure_$m.png is not a PNG"
+done
+grep -q '<svg' "$tmp/pics/coverage.svg" || fail "coverage.svg is not an SVG"
+# shellcheck disable=SC2086
+expect 0 "$bnn" $quick --threads 2
+cp "$tmp/out" "$tmp/t2"
+# the table without its last two columns (throughput)
+table() { grep -E '^(det|mcdropout|bbb|ensemble) ' "$1" |
+    awk '{ NF -= 2; print }'; }
+[ -n "$(table "$tmp/t1")" ] || fail "empty table"
+[ "$(table "$tmp/t1")" = "$(table "$tmp/t2")" ] ||
+    fail "1 and 2 threads differ: $(table "$tmp/t1") vs $(table "$tmp/t2")"
+# a single method runs alone; det has no mutual information column
+# shellcheck disable=SC2086
+expect 0 "$bnn" $quick --method det --threads 1
+[ "$(grep -cE '^(det|mcdropout|bbb|ensemble) ' "$tmp/out")" -eq 1 ] ||
+    fail "--method det printed other rows"
+grep -qE '^det +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- ' "$tmp/out" ||
+    fail "det's AUROC-MI should be '-': $(cat "$tmp/out")"
+
+expect 0 "$bnn" --help
+expect 0 "$bnn" --version
+expect 2 "$bnn" --method bayes
+expect 2 "$bnn" --samples 0
+expect 2 "$bnn" --dropout 1
+expect 2 "$bnn" --rho-init x
+expect 2 "$bnn" --members 0
+expect 2 "$bnn" --no-such-flag
+expect 2 "$bnn" --epochs
+expect 2 "$bnn" stray
+expect 2 "$bnn" --data "$tmp/missing"
+expect 2 "$bnn" --data "$data" --ood-data "$tmp/missing"
+mkdir -p "$tmp/junk"
+head -c 100 /dev/urandom >"$tmp/junk/t10k-images-idx3-ubyte"
+expect 2 "$bnn" --data "$data" --ood-data "$tmp/junk"
+: >"$tmp/file"
+# shellcheck disable=SC2086
+expect 1 "$bnn" $quick --method det --out "$tmp/file/sub"
+
+[ "$fails" -eq 0 ] || exit 1

@@ -1,0 +1,340 @@
+/* The variational Dense layer: its KL against the closed form and a Monte
+ * Carlo estimate, the sampled pre-activations' moments against the local
+ * reparameterization formula, gradient checks with fixed noise, the same bits
+ * on 1 and 2 threads, and a checkpoint round trip. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tg_nn.h"
+#include "tmpdir.h"
+
+static double softplus(double r)
+{
+    return r > 0 ? r + log1p(exp(-r)) : log1p(exp(r));
+}
+
+/* A layer in=3, out=4 with random means and rho in [-3, 0] (sigma from
+ * 0.05 to 0.7), prior scale 0.5, in a sealed set. */
+static tg_bayes_dense small_layer(tg_params *ps, uint64_t seed)
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, seed, 0);
+    tg_bayes_dense l;
+    tg_bayes_dense_init(&l, ps, "bfc", 3, 4, 0.5f, -5.0f, &rng);
+    tg_params_seal(ps);
+    tg_rng_fill_uniform(&rng, l.W_rho->data, l.W_rho->size, -3.0f, 0.0f);
+    tg_rng_fill_uniform(&rng, l.b_rho->data, l.b_rho->size, -3.0f, 0.0f);
+    tg_rng_fill_normal(&rng, l.W_mu->data, l.W_mu->size, 0.0f, 0.5f);
+    tg_rng_fill_normal(&rng, l.b_mu->data, l.b_mu->size, 0.0f, 0.5f);
+    return l;
+}
+
+/* KL(N(mu, s^2) || N(0, p^2)) summed over one pair, in double. */
+static double kl_closed(const tg_tensor *mu, const tg_tensor *rho, double p)
+{
+    double kl = 0.0;
+    for (size_t i = 0; i < mu->size; i++) {
+        double s = softplus(rho->data[i]), m = mu->data[i];
+        kl += log(p / s) + (s * s + m * m) / (2 * p * p) - 0.5;
+    }
+    return kl;
+}
+
+static void init_names_shapes_and_rho(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 7, 0);
+    tg_bayes_dense l;
+    tg_bayes_dense_init(&l, ps, "fc1", 5, 2, 1.0f, -5.0f, &rng);
+    assert_int_equal(tg_params_count(ps), 4);
+    assert_ptr_equal(tg_params_find(ps, "fc1.weight_mu"), l.W_mu);
+    assert_ptr_equal(tg_params_find(ps, "fc1.weight_rho"), l.W_rho);
+    assert_ptr_equal(tg_params_find(ps, "fc1.bias_mu"), l.b_mu);
+    assert_ptr_equal(tg_params_find(ps, "fc1.bias_rho"), l.b_rho);
+    assert_int_equal(l.W_mu->shape[0], 2);
+    assert_int_equal(l.W_mu->shape[1], 5);
+    for (size_t i = 0; i < l.W_rho->size; i++)
+        assert_true(l.W_rho->data[i] == -5.0f);
+    for (size_t i = 0; i < l.W_mu->size; i++)
+        assert_true(fabsf(l.W_mu->data[i]) <= 1.0f / sqrtf(5.0f));
+    tg_params_free(ps);
+}
+
+static void kl_matches_closed_form(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_bayes_dense l = small_layer(ps, 1);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *kl = tg_bayes_dense_kl(tp, &l);
+    double want =
+        kl_closed(l.W_mu, l.W_rho, 0.5) + kl_closed(l.b_mu, l.b_rho, 0.5);
+    assert_int_equal(kl->size, 1);
+    assert_true(fabs(kl->data[0] - want) < 1e-5 * fabs(want) + 1e-5);
+    tg_tape_free(tp);
+    tg_params_free(ps);
+}
+
+/* KL = E_q[log q(w) - log p(w)]: the mean over 200,000 draws from q is
+ * within 5 standard errors of the graph's value. */
+static void kl_matches_monte_carlo(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_bayes_dense l = small_layer(ps, 2);
+    tg_tape *tp = tg_tape_new();
+    double graph = tg_bayes_dense_kl(tp, &l)->data[0];
+    const tg_tensor *pairs[2][2] = {{l.W_mu, l.W_rho}, {l.b_mu, l.b_rho}};
+    tg_rng rng;
+    tg_rng_seed(&rng, 99, 0);
+    const int draws = 200000;
+    const double p = 0.5;
+    double sum = 0.0, sum2 = 0.0;
+    for (int d = 0; d < draws; d++) {
+        double log_ratio = 0.0;
+        for (int t = 0; t < 2; t++)
+            for (size_t i = 0; i < pairs[t][0]->size; i++) {
+                double s = softplus(pairs[t][1]->data[i]);
+                double z = tg_rng_normal(&rng);
+                double w = pairs[t][0]->data[i] + s * z;
+                /* log N(w; mu, s^2) - log N(w; 0, p^2) */
+                log_ratio +=
+                    -log(s) - 0.5 * z * z + log(p) + 0.5 * w * w / (p * p);
+            }
+        sum += log_ratio;
+        sum2 += log_ratio * log_ratio;
+    }
+    double mean = sum / draws, var = sum2 / draws - mean * mean;
+    double se = sqrt(var / draws);
+    assert_true(fabs(mean - graph) < 5 * se);
+    assert_true(se < 0.02 * fabs(graph)); /* the check has teeth */
+    tg_tape_free(tp);
+    tg_params_free(ps);
+}
+
+/* Over 100,000 draws the output of one row has mean x.W_mu^T + b_mu and
+ * variance (x*x).(sigma_W^2)^T + sigma_b^2, per unit (5 standard errors). */
+static void samples_have_the_local_reparameterization_moments(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_bayes_dense l = small_layer(ps, 3);
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_recording(tp, false);
+    float xrow[3] = {0.5f, -1.0f, 2.0f};
+    const int rows = 1000, reps = 100;
+    float *x = malloc(sizeof(float) * rows * 3);
+    for (int r = 0; r < rows; r++)
+        memcpy(x + r * 3, xrow, sizeof xrow);
+    double sum[4] = {0}, sum2[4] = {0};
+    tg_rng rng;
+    tg_rng_seed(&rng, 5, 0);
+    for (int rep = 0; rep < reps; rep++) {
+        tg_tape_reset(tp);
+        tg_tensor *y =
+            tg_bayes_dense_apply(tp, &l, tg_tape_view2(tp, x, rows, 3), &rng);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < 4; j++) {
+                double v = y->data[r * 4 + j];
+                sum[j] += v;
+                sum2[j] += v * v;
+            }
+    }
+    double n = (double)rows * reps;
+    for (int j = 0; j < 4; j++) {
+        double mean = l.b_mu->data[j], var = pow(softplus(l.b_rho->data[j]), 2);
+        for (int k = 0; k < 3; k++) {
+            mean += xrow[k] * l.W_mu->data[j * 3 + k];
+            var +=
+                xrow[k] * xrow[k] * pow(softplus(l.W_rho->data[j * 3 + k]), 2);
+        }
+        double m = sum[j] / n, v = sum2[j] / n - m * m;
+        assert_true(fabs(m - mean) < 5 * sqrt(var / n));
+        /* the variance of a sample variance is 2 var^2 / n for a Gaussian */
+        assert_true(fabs(v - var) < 5 * var * sqrt(2.0 / n));
+    }
+    /* without an rng: the posterior mean's output, exactly tg_dense's */
+    tg_tape_reset(tp);
+    tg_tensor *xs = tg_tape_view2(tp, x, 2, 3);
+    tg_tensor *a = tg_bayes_dense_apply(tp, &l, xs, NULL);
+    tg_tensor *b = tg_dense(tp, xs, l.W_mu, l.b_mu);
+    assert_memory_equal(a->data, b->data, sizeof(float) * 8);
+    free(x);
+    tg_tape_free(tp);
+    tg_params_free(ps);
+}
+
+/* ---- gradient checks with fixed noise --------------------------------- */
+
+typedef struct fixed {
+    tg_tensor *eps;
+    float prior_scale;
+} fixed;
+
+/* inputs: x [5, 3], W_mu [4, 3], W_rho [4, 3], b_mu [4], b_rho [4] */
+static tg_bayes_dense from_inputs(tg_tensor **in, float prior_scale)
+{
+    return (tg_bayes_dense){.W_mu = in[1],
+                            .W_rho = in[2],
+                            .b_mu = in[3],
+                            .b_rho = in[4],
+                            .in = 3,
+                            .out = 4,
+                            .prior_scale = prior_scale};
+}
+
+static tg_tensor *f_sample(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const fixed *f = ctx;
+    tg_bayes_dense l = from_inputs(in, f->prior_scale);
+    return tg_bayes_dense_apply_eps(tp, &l, in[0], f->eps);
+}
+
+static tg_tensor *f_kl(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const fixed *f = ctx;
+    tg_bayes_dense l = from_inputs(in, f->prior_scale);
+    return tg_bayes_dense_kl(tp, &l);
+}
+
+/* A whole negative ELBO: softmax NLL of relu(sample) through a second
+ * variational layer would need more inputs; one layer's NLL + KL / N. */
+static tg_tensor *f_elbo(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    static const int labels[5] = {0, 3, 1, 2, 3};
+    tg_tensor *nll = tg_loss_softmax_xent(tp, f_sample(tp, in, ctx), labels);
+    return tg_add(tp, nll, tg_scale(tp, f_kl(tp, in, ctx), 1.0f / 50.0f));
+}
+
+static void gradients_with_fixed_noise(void **state)
+{
+    (void)state;
+    const int shapes[5][2] = {{5, 3}, {4, 3}, {4, 3}, {4, 0}, {4, 0}};
+    tg_tensor *in[5];
+    tg_rng rng;
+    tg_rng_seed(&rng, 11, 0);
+    for (int i = 0; i < 5; i++) {
+        in[i] = shapes[i][1] ? tg_tensor_new2(shapes[i][0], shapes[i][1])
+                             : tg_tensor_new(1, shapes[i]);
+        tg_rng_fill_normal(&rng, in[i]->data, in[i]->size, 0.0f, 0.7f);
+        tg_tensor_require_grad(in[i]);
+    }
+    /* rho in [-2, 0.5]: sigma from 0.13 to 0.97 */
+    tg_rng_fill_uniform(&rng, in[2]->data, in[2]->size, -2.0f, 0.5f);
+    tg_rng_fill_uniform(&rng, in[4]->data, in[4]->size, -2.0f, 0.5f);
+    fixed f = {.eps = tg_tensor_new2(5, 4), .prior_scale = 0.7f};
+    tg_rng_fill_normal(&rng, f.eps->data, f.eps->size, 0.0f, 1.0f);
+    const struct {
+        const char *name;
+        tg_graph_fn fn;
+    } cases[] = {{"bayes sample", f_sample},
+                 {"bayes kl", f_kl},
+                 {"bayes nll + kl / N", f_elbo}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        tg_gradcheck_report rep;
+        bool ok = tg_gradcheck(cases[c].fn, 5, in, &f, NULL, &rep);
+        tg_gradcheck_print(&rep, cases[c].name);
+        assert_true(ok);
+    }
+    for (int i = 0; i < 5; i++)
+        tg_tensor_free(in[i]);
+    tg_tensor_free(f.eps);
+}
+
+/* ---- threads and persistence ------------------------------------------ */
+
+typedef struct run {
+    float y[64 * 40];
+    float grad[40 * 30];
+} run;
+
+/* One step of a 30-40 layer on 64 rows: the sample and W_rho's gradient. */
+static void one_step(int threads, run *out)
+{
+    tg_set_threads(threads);
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 3, 0);
+    tg_bayes_dense l;
+    tg_bayes_dense_init(&l, ps, "b", 30, 40, 1.0f, -3.0f, &rng);
+    tg_params_zero_grad(ps);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tg_tape_tensor2(tp, 64, 30, false);
+    tg_rng_fill_normal(&rng, x->data, x->size, 0.0f, 1.0f);
+    tg_tensor *y = tg_bayes_dense_apply(tp, &l, x, &rng);
+    memcpy(out->y, y->data, sizeof out->y);
+    tg_backward(tp, tg_add(tp, tg_sum(tp, tg_square(tp, y)),
+                           tg_bayes_dense_kl(tp, &l)));
+    memcpy(out->grad, l.W_rho->grad, sizeof out->grad);
+    tg_tape_free(tp);
+    tg_params_free(ps);
+}
+
+static void same_bits_on_one_and_two_threads(void **state)
+{
+    (void)state;
+    run *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    one_step(1, a);
+    one_step(2, b);
+    tg_set_threads(0);
+    assert_memory_equal(a, b, sizeof *a);
+    free(a);
+    free(b);
+}
+
+static void checkpoint_round_trip(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_bayes_dense l = small_layer(ps, 4);
+    assert_int_equal(
+        tg_checkpoint_save(in_dir("bnn.safetensors"), ps, NULL, NULL), TG_OK);
+    tg_params *ps2 = tg_params_new();
+    tg_bayes_dense l2 = small_layer(ps2, 5); /* different values */
+    assert_true(memcmp(l.W_rho->data, l2.W_rho->data, 12 * sizeof(float)));
+    assert_int_equal(
+        tg_checkpoint_load(in_dir("bnn.safetensors"), ps2, NULL, NULL), TG_OK);
+    const tg_tensor *a[4] = {l.W_mu, l.W_rho, l.b_mu, l.b_rho};
+    const tg_tensor *b[4] = {l2.W_mu, l2.W_rho, l2.b_mu, l2.b_rho};
+    for (int i = 0; i < 4; i++)
+        assert_memory_equal(a[i]->data, b[i]->data, a[i]->size * sizeof(float));
+    /* the same noise gives the same outputs and KL */
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tg_tape_tensor2(tp, 2, 3, false);
+    tg_tensor *eps = tg_tape_tensor2(tp, 2, 4, false);
+    tg_rng rng;
+    tg_rng_seed(&rng, 8, 0);
+    tg_rng_fill_normal(&rng, x->data, x->size, 0.0f, 1.0f);
+    tg_rng_fill_normal(&rng, eps->data, eps->size, 0.0f, 1.0f);
+    tg_tensor *y1 = tg_bayes_dense_apply_eps(tp, &l, x, eps);
+    tg_tensor *y2 = tg_bayes_dense_apply_eps(tp, &l2, x, eps);
+    assert_memory_equal(y1->data, y2->data, 8 * sizeof(float));
+    assert_true(tg_bayes_dense_kl(tp, &l)->data[0] ==
+                tg_bayes_dense_kl(tp, &l2)->data[0]);
+    tg_tape_free(tp);
+    tg_params_free(ps);
+    tg_params_free(ps2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(init_names_shapes_and_rho),
+        cmocka_unit_test(kl_matches_closed_form),
+        cmocka_unit_test(kl_matches_monte_carlo),
+        cmocka_unit_test(samples_have_the_local_reparameterization_moments),
+        cmocka_unit_test(gradients_with_fixed_noise),
+        cmocka_unit_test(same_bits_on_one_and_two_threads),
+        cmocka_unit_test(checkpoint_round_trip),
+    };
+    return cmocka_run_group_tests_name("bayes", tests, setup, teardown);
+}

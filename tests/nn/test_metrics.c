@@ -1,0 +1,192 @@
+/* The uncertainty metrics against values computed by hand: ECE and its bins,
+ * Brier, NLL, accuracy at a coverage, AUROC (ties count half), and the
+ * entropy decomposition (mutual information 0 for identical samples, >= 0
+ * and equal to total - aleatoric always). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "tg_nn.h"
+
+/* Four rows, three classes. Confidences 0.7, 0.5, 0.9, 0.4; predictions
+ * 0, 1, 2, 0; labels 0, 0, 2, 1: rows 0 and 2 are right. */
+static const float P4[4 * 3] = {0.7f,  0.2f,  0.1f, 0.3f, 0.5f,  0.2f,
+                                0.05f, 0.05f, 0.9f, 0.4f, 0.35f, 0.25f};
+static const int L4[4] = {0, 0, 2, 1};
+
+static void ece_by_hand(void **state)
+{
+    (void)state;
+    /* Two bins: (0, 0.5] holds rows 1 and 3 (conf 0.45 mean, accuracy 0);
+     * (0.5, 1] holds rows 0 and 2 (conf 0.8, accuracy 1).
+     * ECE = 2/4 * 0.45 + 2/4 * 0.2 = 0.325. */
+    tg_reliability_bin bins[2];
+    double ece = tg_metric_ece(P4, L4, 4, 3, 2, bins);
+    assert_true(fabs(ece - 0.325) < 1e-7);
+    assert_int_equal(bins[0].count, 2);
+    assert_int_equal(bins[1].count, 2);
+    assert_true(fabs(bins[0].confidence - 0.45) < 1e-7);
+    assert_true(bins[0].accuracy == 0.0 && bins[1].accuracy == 1.0);
+    assert_true(bins[0].hi == 0.5 && bins[1].lo == 0.5);
+    /* 15 bins: each row alone in its bin (0.4f, a little above 0.4, in bin
+     * 6 = (0.4, 0.467],
+     * 0.5 in bin 7, 0.7 in bin 10, 0.9 in bin 13):
+     * ECE = (0.4 + 0.5 + 0.3 + 0.1) / 4 = 0.325 as well. */
+    tg_reliability_bin b15[15];
+    assert_true(fabs(tg_metric_ece(P4, L4, 4, 3, 15, b15) - 0.325) < 1e-7);
+    assert_int_equal(b15[6].count, 1);
+    assert_int_equal(b15[7].count, 1);
+    assert_int_equal(b15[10].count, 1);
+    assert_int_equal(b15[13].count, 1);
+    assert_true(isnan(b15[0].confidence));
+    /* one bin: |accuracy - mean confidence| = |0.5 - 0.625| */
+    assert_true(fabs(tg_metric_ece(P4, L4, 4, 3, 1, NULL) - 0.125) < 1e-7);
+}
+
+static void brier_nll_accuracy_by_hand(void **state)
+{
+    (void)state;
+    /* row 0: 0.09 + 0.04 + 0.01 = 0.14; row 1: 0.49 + 0.25 + 0.04 = 0.78;
+     * row 2: 0.0025 + 0.0025 + 0.01 = 0.015; row 3: 0.16 + 0.4225 + 0.0625
+     * = 0.645; mean 1.58 / 4 = 0.395 */
+    assert_true(fabs(tg_metric_brier(P4, L4, 4, 3) - 0.395) < 1e-7);
+    double nll = -(log(0.7) + log(0.3) + log(0.9) + log(0.35)) / 4;
+    assert_true(fabs(tg_metric_nll(P4, L4, 4, 3) - nll) < 1e-7);
+    assert_true(tg_metric_accuracy(P4, L4, 4, 3) == 0.5);
+    /* a zero probability on the label counts as TG_PROB_FLOOR */
+    const float hard[2] = {1.0f, 0.0f};
+    const int one = 1;
+    assert_true(fabs(tg_metric_nll(hard, &one, 1, 2) + log(TG_PROB_FLOOR)) <
+                1e-9);
+    /* perfect predictions: Brier 0, ECE 0 */
+    const float sure[4] = {1.0f, 0.0f, 0.0f, 1.0f};
+    const int sure_l[2] = {0, 1};
+    assert_true(tg_metric_brier(sure, sure_l, 2, 2) == 0.0);
+    assert_true(tg_metric_ece(sure, sure_l, 2, 2, 15, NULL) == 0.0);
+}
+
+static void accuracy_at_coverage_by_hand(void **state)
+{
+    (void)state;
+    /* By confidence: row 2 (0.9, right), 0 (0.7, right), 1 (0.5, wrong),
+     * 3 (0.4, wrong). 50%: 2 rows, 1.0; 75%: 3 rows, 2/3; 60%: ceil(2.4) = 3
+     * rows; 100%: 0.5; 10%: the single most confident row. */
+    assert_true(tg_metric_accuracy_at_coverage(P4, L4, 4, 3, 0.5) == 1.0);
+    assert_true(fabs(tg_metric_accuracy_at_coverage(P4, L4, 4, 3, 0.75) -
+                     2.0 / 3.0) < 1e-12);
+    assert_true(fabs(tg_metric_accuracy_at_coverage(P4, L4, 4, 3, 0.6) -
+                     2.0 / 3.0) < 1e-12);
+    assert_true(tg_metric_accuracy_at_coverage(P4, L4, 4, 3, 1.0) == 0.5);
+    assert_true(tg_metric_accuracy_at_coverage(P4, L4, 4, 3, 0.1) == 1.0);
+    /* ties in confidence are taken in row order: row 0 (wrong) first */
+    const float tie[4] = {0.6f, 0.4f, 0.6f, 0.4f};
+    const int tie_l[2] = {1, 0};
+    assert_true(tg_metric_accuracy_at_coverage(tie, tie_l, 2, 2, 0.5) == 0.0);
+}
+
+static void auroc_by_hand(void **state)
+{
+    (void)state;
+    const double lo[3] = {0.1, 0.2, 0.3}, hi[2] = {0.8, 0.9};
+    assert_true(tg_auroc(lo, 3, hi, 2) == 1.0);
+    assert_true(tg_auroc(hi, 2, lo, 3) == 0.0);
+    /* ties count half: one tie among 2 x 2 pairs, the rest split evenly */
+    const double neg[2] = {0.5, 0.2}, pos[2] = {0.5, 0.1};
+    /* pairs (pos, neg): (0.5,0.5) half, (0.5,0.2) win, (0.1,*) lose: 1.5/4 */
+    assert_true(tg_auroc(neg, 2, pos, 2) == 0.375);
+    const double same[3] = {1, 1, 1};
+    assert_true(tg_auroc(same, 3, same, 2) == 0.5);
+}
+
+static double entropy(const double *p, int C)
+{
+    double h = 0;
+    for (int k = 0; k < C; k++)
+        h -= p[k] > 0 ? p[k] * log(p[k]) : 0.0;
+    return h;
+}
+
+static void decomposition_by_hand(void **state)
+{
+    (void)state;
+    /* Row 0: samples (1, 0) and (0, 1): mean (0.5, 0.5), total log 2,
+     * aleatoric 0, epistemic log 2. Row 1: both (0.5, 0.5): total =
+     * aleatoric = log 2, epistemic 0. Layout [S = 2, n = 2, C = 2]. */
+    const float s[8] = {1, 0, 0.5f, 0.5f, 0, 1, 0.5f, 0.5f};
+    float mean[4];
+    tg_uncertainty u[2];
+    tg_predictive(s, 2, 2, 2, mean, u);
+    for (int i = 0; i < 4; i++)
+        assert_true(mean[i] == 0.5f);
+    assert_true(fabs(u[0].total - log(2.0)) < 1e-12);
+    assert_true(u[0].aleatoric == 0.0);
+    assert_true(fabs(u[0].epistemic - log(2.0)) < 1e-12);
+    assert_true(fabs(u[1].total - log(2.0)) < 1e-12);
+    assert_true(fabs(u[1].aleatoric - log(2.0)) < 1e-12);
+    assert_true(u[1].epistemic == 0.0);
+}
+
+/* Random softmax-like samples: identical samples give exactly 0; otherwise
+ * epistemic >= 0 and equal to total - aleatoric. */
+static void mutual_information_zero_and_nonnegative(void **state)
+{
+    (void)state;
+    enum { S = 7, N = 50, C = 10 };
+    static float s[S * N * C];
+    tg_rng rng;
+    tg_rng_seed(&rng, 4, 0);
+    for (int trial = 0; trial < 2; trial++) {
+        for (int i = 0; i < N; i++) {
+            double z[C], sum = 0;
+            for (int k = 0; k < C; k++)
+                sum += z[k] = exp(3.0 * tg_rng_normal(&rng));
+            for (int t = 0; t < S; t++) {
+                double zs[C], ss = 0;
+                for (int k = 0; k < C; k++)
+                    ss += zs[k] = trial ? exp(3.0 * tg_rng_normal(&rng)) : z[k];
+                for (int k = 0; k < C; k++)
+                    s[(t * N + i) * C + k] = (float)(zs[k] / ss);
+            }
+            (void)sum;
+        }
+        tg_uncertainty u[N];
+        float mean[N * C];
+        tg_predictive(s, S, N, C, mean, u);
+        for (int i = 0; i < N; i++) {
+            if (trial == 0) {
+                assert_true(u[i].epistemic == 0.0);
+                assert_true(fabs(u[i].total - u[i].aleatoric) < 1e-12);
+            } else {
+                assert_true(u[i].epistemic > 0.0);
+                assert_true(fabs(u[i].epistemic -
+                                 (u[i].total - u[i].aleatoric)) < 1e-9);
+            }
+            double pbar[C];
+            for (int k = 0; k < C; k++)
+                pbar[k] = mean[i * C + k];
+            assert_true(fabs(entropy(pbar, C) - u[i].total) < 1e-5);
+        }
+    }
+    /* one sample: no epistemic uncertainty */
+    tg_uncertainty one;
+    tg_predictive(s, 1, 1, C, NULL, &one);
+    assert_true(one.epistemic == 0.0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(ece_by_hand),
+        cmocka_unit_test(brier_nll_accuracy_by_hand),
+        cmocka_unit_test(accuracy_at_coverage_by_hand),
+        cmocka_unit_test(auroc_by_hand),
+        cmocka_unit_test(decomposition_by_hand),
+        cmocka_unit_test(mutual_information_zero_and_nonnegative),
+    };
+    return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
+}

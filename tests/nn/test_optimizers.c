@@ -1,0 +1,266 @@
+/* AdamW, RMSprop, Nesterov SGD, gradient-norm clipping and learning-rate
+ * schedules, each against the formula worked by hand in double over two or
+ * three steps on a six-element parameter set. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+
+#include "tg_nn.h"
+
+enum { N = 6 };
+static const double p0[N] = {0.5, -1.0, 2.0, 0.0, 3.0, -0.25};
+static const double g1[N] = {0.1, -0.2, 0.3, 1e-4, -2.0, 0.0};
+static const double g2[N] = {-0.3, 0.1, 0.3, 5.0, 0.5, 1e-3};
+static const double g3[N] = {0.2, 0.2, -0.1, -1.0, 0.0, 0.5};
+static const double *const gs[3] = {g1, g2, g3};
+
+static tg_params *small_set(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "a", 1, (int[]){2});
+    tg_params_add(ps, "b", 2, (int[]){2, 2});
+    float *p = tg_params_data(ps);
+    for (int i = 0; i < N; i++)
+        p[i] = (float)p0[i];
+    return ps;
+}
+
+static void set_grad(tg_params *ps, const double *g)
+{
+    float *d = tg_params_grad(ps);
+    for (int i = 0; i < N; i++)
+        d[i] = (float)g[i];
+}
+
+static void assert_params(tg_params *ps, const double *want)
+{
+    const float *p = tg_params_data(ps);
+    for (int i = 0; i < N; i++)
+        if (!(fabs(p[i] - want[i]) < 2e-6 * (1 + fabs(want[i]))))
+            fail_msg("param %d: %.9g, want %.9g", i, (double)p[i], want[i]);
+}
+
+static void adamw_decays_the_weights_outside_the_moments(void **state)
+{
+    (void)state;
+    const double lr = 0.01, wd = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    tg_params *ps = small_set();
+    tg_optim *opt = tg_adamw_new(ps, (float)lr, (float)wd);
+    double want[N], m[N] = {0}, v[N] = {0};
+    for (int i = 0; i < N; i++)
+        want[i] = p0[i];
+    for (int t = 1; t <= 3; t++) {
+        set_grad(ps, gs[t - 1]);
+        tg_optim_step(opt);
+        for (int i = 0; i < N; i++) {
+            double g = gs[t - 1][i]; /* no wd * p in the moments */
+            want[i] *= 1 - lr * wd;
+            m[i] = b1 * m[i] + (1 - b1) * g;
+            v[i] = b2 * v[i] + (1 - b2) * g * g;
+            double mhat = m[i] / (1 - pow(b1, t));
+            double vhat = v[i] / (1 - pow(b2, t));
+            want[i] -= lr * mhat / (sqrt(vhat) + eps);
+        }
+        assert_params(ps, want);
+    }
+    /* Element 5 has a zero first gradient: step 1 only decays it. */
+    tg_optim_free(opt);
+    tg_params_free(ps);
+}
+
+static void rmsprop_three_steps(void **state)
+{
+    (void)state;
+    const double lr = 0.01, alpha = 0.99, eps = 1e-8;
+    for (int with_momentum = 0; with_momentum < 2; with_momentum++) {
+        const double mu = with_momentum ? 0.9 : 0.0;
+        tg_params *ps = small_set();
+        tg_optim *opt = tg_rmsprop_new(ps, (float)lr, (float)mu);
+        double want[N], v[N] = {0}, buf[N] = {0};
+        for (int i = 0; i < N; i++)
+            want[i] = p0[i];
+        for (int t = 1; t <= 3; t++) {
+            set_grad(ps, gs[t - 1]);
+            tg_optim_step(opt);
+            for (int i = 0; i < N; i++) {
+                double g = gs[t - 1][i];
+                v[i] = alpha * v[i] + (1 - alpha) * g * g;
+                double step = g / (sqrt(v[i]) + eps);
+                buf[i] = mu * buf[i] + step;
+                want[i] -= lr * (with_momentum ? buf[i] : step);
+            }
+            assert_params(ps, want);
+        }
+        tg_optim_free(opt);
+        tg_params_free(ps);
+    }
+}
+
+/* First step by hand for element 0: v = 0.01 * 0.1^2 = 1e-4, so the step is
+ * 0.1 / (0.01 + 1e-8) ~ 10 and p = 0.5 - 0.01 * 10 = 0.4. */
+static void rmsprop_first_step_by_hand(void **state)
+{
+    (void)state;
+    tg_params *ps = small_set();
+    tg_optim *opt = tg_rmsprop_new(ps, 0.01f, 0.0f);
+    set_grad(ps, g1);
+    tg_optim_step(opt);
+    assert_float_equal(tg_params_data(ps)[0], 0.4f, 1e-6);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+}
+
+static void sgd_nesterov_three_steps(void **state)
+{
+    (void)state;
+    const double lr = 0.1, mu = 0.9, wd = 0.01;
+    tg_params *ps = small_set();
+    tg_optim *opt = tg_sgd_new(ps, (float)lr, (float)mu);
+    opt->nesterov = true;
+    opt->weight_decay = (float)wd;
+    double want[N], buf[N] = {0};
+    for (int i = 0; i < N; i++)
+        want[i] = p0[i];
+    for (int t = 1; t <= 3; t++) {
+        set_grad(ps, gs[t - 1]);
+        tg_optim_step(opt);
+        for (int i = 0; i < N; i++) {
+            double g = gs[t - 1][i] + wd * want[i];
+            buf[i] = mu * buf[i] + g;
+            want[i] -= lr * (g + mu * buf[i]);
+        }
+        assert_params(ps, want);
+    }
+    /* Step 1 by hand for element 0: g = 0.1 + 0.005, buf = g,
+     * p = 0.5 - 0.1 * 1.9 * 0.105 = 0.48005. */
+    tg_optim_free(opt);
+    tg_params *ps1 = small_set();
+    tg_optim *one = tg_sgd_new(ps1, 0.1f, 0.9f);
+    one->nesterov = true;
+    one->weight_decay = 0.01f;
+    set_grad(ps1, g1);
+    tg_optim_step(one);
+    assert_float_equal(tg_params_data(ps1)[0], 0.48005f, 1e-6);
+    tg_optim_free(one);
+    tg_params_free(ps1);
+    tg_params_free(ps);
+}
+
+/* |g1| = sqrt(0.01 + 0.04 + 0.09 + 1e-8 + 4 + 0) = sqrt(4.14000001). */
+static void clip_returns_the_norm_and_scales_above_it(void **state)
+{
+    (void)state;
+    tg_params *ps = small_set();
+    set_grad(ps, g1);
+    const double norm = sqrt(4.14000001);
+    assert_float_equal(tg_clip_grad_norm(ps, 10.0f), norm, 1e-6);
+    const float *d = tg_params_grad(ps);
+    for (int i = 0; i < N; i++) /* below the limit: untouched */
+        assert_true(d[i] == (float)g1[i]);
+    assert_float_equal(tg_clip_grad_norm(ps, 1.0f), norm, 1e-6);
+    for (int i = 0; i < N; i++)
+        assert_float_equal(d[i], g1[i] / (norm + 1e-6), 1e-7);
+    assert_float_equal(tg_clip_grad_norm(ps, 1.0f), 1.0, 1e-6);
+
+    float *w = tg_params_grad(ps);
+    w[3] = NAN;
+    assert_true(isnan(tg_clip_grad_norm(ps, 1.0f)));
+    assert_true(w[0] == (float)(g1[0] / (norm + 1e-6)) || fabs(w[0]) < 1);
+    tg_params_free(ps);
+}
+
+/* A large set split over the fixed blocks gives the same bits on one and
+ * two threads, and the double sum of the squares. */
+static void clip_norm_is_the_same_on_any_thread_count(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "w", 2, (int[]){300, 701});
+    tg_params_add(ps, "b", 1, (int[]){13});
+    float *g = tg_params_grad(ps);
+    size_t n = tg_params_numel(ps);
+    tg_rng rng;
+    tg_rng_seed(&rng, 7, 0);
+    tg_rng_fill_normal(&rng, g, n, 0.0f, 1.0f);
+    double want = 0;
+    for (size_t i = 0; i < n; i++)
+        want += (double)g[i] * g[i];
+    int threads = tg_get_threads();
+    tg_set_threads(1);
+    float one = tg_clip_grad_norm(ps, 1e9f);
+    tg_set_threads(2);
+    float two = tg_clip_grad_norm(ps, 1e9f);
+    tg_set_threads(threads);
+    assert_true(one == two);
+    assert_float_equal(one, sqrt(want), 1e-3);
+    tg_params_free(ps);
+}
+
+static void step_decay_by_hand(void **state)
+{
+    (void)state;
+    assert_float_equal(tg_lr_step_decay(0.1f, 0, 10, 0.5f), 0.1, 1e-9);
+    assert_float_equal(tg_lr_step_decay(0.1f, 9, 10, 0.5f), 0.1, 1e-9);
+    assert_float_equal(tg_lr_step_decay(0.1f, 10, 10, 0.5f), 0.05, 1e-9);
+    assert_float_equal(tg_lr_step_decay(0.1f, 25, 10, 0.5f), 0.025, 1e-9);
+}
+
+/* warmup 4, total 12, base 1, min 0.1: steps 0..3 give 0.25, 0.5, 0.75, 1;
+ * step 8 is half-way down: 0.1 + 0.9 * 0.5 = 0.55; step 6 a quarter:
+ * 0.1 + 0.9 * (1 + cos(pi / 4)) / 2; 12 and after: 0.1. */
+static void cosine_with_warmup_by_hand(void **state)
+{
+    (void)state;
+    const double quarter = 0.1 + 0.9 * (1 + sqrt(0.5)) / 2;
+    const double want[14] = {0.25, 0.5,  0.75, 1.0, 0, 0,   quarter,
+                             0,    0.55, 0,    0,   0, 0.1, 0.1};
+    for (int s = 0; s < 14; s++) {
+        float lr = tg_lr_cosine_warmup(1.0f, s, 4, 12, 0.1f);
+        if (want[s] != 0)
+            assert_float_equal(lr, want[s], 1e-6);
+        if (s > 3 && s < 13) /* decreasing after the warm-up */
+            assert_true(lr <= tg_lr_cosine_warmup(1.0f, s - 1, 4, 12, 0.1f));
+    }
+    assert_float_equal(tg_lr_cosine_warmup(1.0f, 4, 4, 12, 0.1f), 1.0, 1e-6);
+}
+
+/* A schedule drives opt->lr; two SGD steps with rates 0.25 and 0.5. */
+static void schedule_drives_the_optimizer(void **state)
+{
+    (void)state;
+    tg_params *ps = small_set();
+    tg_optim *opt = tg_sgd_new(ps, 1.0f, 0.0f);
+    double want[N];
+    for (int i = 0; i < N; i++)
+        want[i] = p0[i];
+    for (int t = 0; t < 2; t++) {
+        opt->lr = tg_lr_cosine_warmup(1.0f, opt->step, 4, 12, 0.0f);
+        set_grad(ps, gs[t]);
+        tg_optim_step(opt);
+        for (int i = 0; i < N; i++)
+            want[i] -= 0.25 * (t + 1) * gs[t][i];
+    }
+    assert_params(ps, want);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(adamw_decays_the_weights_outside_the_moments),
+        cmocka_unit_test(rmsprop_three_steps),
+        cmocka_unit_test(rmsprop_first_step_by_hand),
+        cmocka_unit_test(sgd_nesterov_three_steps),
+        cmocka_unit_test(clip_returns_the_norm_and_scales_above_it),
+        cmocka_unit_test(clip_norm_is_the_same_on_any_thread_count),
+        cmocka_unit_test(step_decay_by_hand),
+        cmocka_unit_test(cosine_with_warmup_by_hand),
+        cmocka_unit_test(schedule_drives_the_optimizer),
+    };
+    return cmocka_run_group_tests_name("nn_optimizers", tests, NULL, NULL);
+}
