@@ -186,8 +186,7 @@ static void bce_prob_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_bce(tg_tape *tp, tg_tensor *probs, tg_tensor *targets)
 {
-    check_tensor("bce", probs, "probs");
-    check_tensor("bce", targets, "targets");
+    check_inputs("bce", probs, targets);
     check_same_shape("bce", probs, targets);
     int rows = tg_tensor_rows(probs), cols = tg_tensor_cols(probs);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
@@ -245,10 +244,7 @@ tg_tensor *tg_kl_normals(tg_tape *tp, tg_tensor *mean_q, tg_tensor *logvar_q,
                          tg_tensor *mean_p, tg_tensor *logvar_p)
 {
     const char *op = "kl_normals";
-    check_tensor(op, mean_q, "mean_q");
-    check_tensor(op, logvar_q, "logvar_q");
-    check_tensor(op, mean_p, "mean_p");
-    check_tensor(op, logvar_p, "logvar_p");
+    check_inputs(op, mean_q, logvar_q, mean_p, logvar_p);
     check_same_shape(op, mean_q, logvar_q);
     check_same_shape(op, mean_p, logvar_p);
     int rows = tg_tensor_rows(mean_q), cols = tg_tensor_cols(mean_q);

@@ -21,7 +21,7 @@ static void neg_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x)
 {
-    check_tensor("neg", x, "x");
+    check_inputs("neg", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -49,7 +49,7 @@ static void abs_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x)
 {
-    check_tensor("abs", x, "x");
+    check_inputs("abs", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -75,7 +75,7 @@ static void sqrt_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x)
 {
-    check_tensor("sqrt", x, "x");
+    check_inputs("sqrt", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -106,7 +106,7 @@ static void pow_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_pow(tg_tape *tp, tg_tensor *x, float p)
 {
-    check_tensor("pow", x, "x");
+    check_inputs("pow", x);
     if (!isfinite(p))
         tg_fatal("pow", "exponent %g is not finite", (double)p);
     tg_tensor *out = out_like(tp, x);
@@ -139,7 +139,7 @@ static void leaky_relu_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_leaky_relu(tg_tape *tp, tg_tensor *x, float slope)
 {
-    check_tensor("leaky_relu", x, "x");
+    check_inputs("leaky_relu", x);
     if (!isfinite(slope))
         tg_fatal("leaky_relu", "slope %g is not finite", (double)slope);
     tg_tensor *out = out_like(tp, x);
@@ -179,7 +179,7 @@ static void gelu_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_gelu(tg_tape *tp, tg_tensor *x)
 {
-    check_tensor("gelu", x, "x");
+    check_inputs("gelu", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;

@@ -69,7 +69,7 @@ static void layer_norm_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma,
                          tg_tensor *beta, float eps)
 {
-    check_tensor("layer_norm", x, "x");
+    check_inputs("layer_norm", x);
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
     if (gamma)
         check_row("layer_norm", gamma, "gamma", cols);
@@ -137,7 +137,7 @@ static void mask_scale_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_mask_scale(tg_tape *tp, tg_tensor *x, const uint8_t *keep,
                          float scale)
 {
-    check_tensor("mask_scale", x, "x");
+    check_inputs("mask_scale", x);
     if (!keep && x->size > 0)
         tg_fatal("mask_scale", "keep mask is NULL");
     if (!isfinite(scale))

@@ -97,7 +97,7 @@ static void sum_axis0_backward(tg_tape *tp, tg_record *r)
 static tg_tensor *sum_axis0(tg_tape *tp, tg_tensor *x, const char *op,
                             bool mean)
 {
-    check_tensor(op, x, "x");
+    check_inputs(op, x);
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
     tg_tensor *y = out_tensor(tp, 2, (int[]){1, cols});
     double *acc = tg_tape_alloc(tp, (size_t)cols * sizeof *acc);

@@ -33,7 +33,7 @@ static void transpose_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *x)
 {
-    check_tensor("transpose", x, "x");
+    check_inputs("transpose", x);
     if (x->ndim != 2) {
         char s[64];
         tg_fatal("transpose", "x %s is not 2-D", tg_shape_str(x, s));
@@ -62,7 +62,7 @@ static void slice_cols_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_slice_cols(tg_tape *tp, tg_tensor *x, int c0, int c1)
 {
-    check_tensor("slice_cols", x, "x");
+    check_inputs("slice_cols", x);
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
     if (c0 < 0 || c1 <= c0 || c1 > cols) {
         char s[64];
@@ -91,6 +91,8 @@ static void slice_rows_backward(tg_tape *tp, tg_record *r)
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
     size_t n = r->out->size;
+    if (n == 0)
+        return; /* an empty slice (x may have 0 rows) */
     size_t inner = r->in[0]->size / (size_t)r->in[0]->shape[0];
     float *dst = dx + (size_t)r->i[0] * inner;
     TG_PARALLEL_FOR(n, 1)
@@ -100,7 +102,7 @@ static void slice_rows_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_slice_rows(tg_tape *tp, tg_tensor *x, int r0, int r1)
 {
-    check_tensor("slice_rows", x, "x");
+    check_inputs("slice_rows", x);
     int n = x->shape[0];
     if (r0 < 0 || r1 < r0 || r1 > n) {
         char s[64];
@@ -112,10 +114,9 @@ tg_tensor *tg_slice_rows(tg_tape *tp, tg_tensor *x, int r0, int r1)
     int shape[TG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[0] = r1 - r0;
-    tg_tensor *y = tg_tape_alloc(tp, sizeof *y);
-    tg_tensor_init_shape(y, x->ndim, shape);
     size_t inner = n ? x->size / (size_t)n : 0;
-    y->data = x->data + (size_t)r0 * inner;
+    tg_tensor *y =
+        view_tensor(tp, x->data + (size_t)r0 * inner, x->ndim, shape);
     tg_record *r = record(tp, "slice_rows", slice_rows_backward, y, 1, &x);
     if (r)
         r->i[0] = r0;
@@ -142,7 +143,7 @@ static void gather_rows_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_gather_rows(tg_tape *tp, tg_tensor *table, const int *idx, int n)
 {
-    check_tensor("gather_rows", table, "table");
+    check_inputs("gather_rows", table);
     char s[64];
     if (table->ndim != 2)
         tg_fatal("gather_rows", "table %s is not 2-D [N, D]",
@@ -175,9 +176,6 @@ tg_tensor *tg_gather_rows(tg_tape *tp, tg_tensor *table, const int *idx, int n)
  * never requires grad, and no gradient flows back into x through y. */
 tg_tensor *tg_detach(tg_tape *tp, tg_tensor *x)
 {
-    check_tensor("detach", x, "x");
-    tg_tensor *y = tg_tape_alloc(tp, sizeof *y);
-    tg_tensor_init_shape(y, x->ndim, x->shape);
-    y->data = x->data;
-    return y;
+    check_inputs("detach", x);
+    return view_tensor(tp, x->data, x->ndim, x->shape);
 }

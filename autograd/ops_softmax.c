@@ -42,7 +42,7 @@ static float row_lse(const float *x, float *scratch, int n)
 
 static void check_rows(const char *op, const tg_tensor *x)
 {
-    check_tensor(op, x, "x");
+    check_inputs(op, x);
     if (tg_tensor_cols(x) < 1) {
         char s[64];
         tg_fatal(op, "x %s has no columns to normalise over",

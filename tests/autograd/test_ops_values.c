@@ -374,6 +374,90 @@ static void kl_normals_values(void **state)
         tg_tensor_free(ts[i]);
 }
 
+/* ---- 0-row batches
+ * ------------------------------------------------------------ Every op takes x
+ * [0, C] (a rank handed no rows) forward and backward. */
+
+static tg_tensor *zero_row_op(tg_tape *tp, int k, tg_tensor *x, tg_tensor *row)
+{
+    switch (k) {
+    case 0:
+        return tg_neg(tp, x);
+    case 1:
+        return tg_abs(tp, x);
+    case 2:
+        return tg_sqrt(tp, x);
+    case 3:
+        return tg_pow(tp, x, 2.5f);
+    case 4:
+        return tg_leaky_relu(tp, x, 0.1f);
+    case 5:
+        return tg_gelu(tp, x);
+    case 6:
+        return tg_softmax(tp, x);
+    case 7:
+        return tg_log_softmax(tp, x);
+    case 8:
+        return tg_logsumexp(tp, x);
+    case 9:
+        return tg_sum_axis0(tp, x);
+    case 10:
+        return tg_transpose(tp, x);
+    case 11:
+        return tg_slice_cols(tp, x, 1, 2);
+    case 12:
+        return tg_slice_rows(tp, x, 0, 0);
+    case 13:
+        return tg_gather_rows(tp, x, NULL, 0);
+    case 14:
+        return tg_layer_norm(tp, x, row, row, 1e-5f);
+    case 15:
+        return tg_mask_scale(tp, x, NULL, 2.0f);
+    case 16:
+        return tg_bce(tp, x, x);
+    case 17:
+        return tg_kl_normals(tp, x, x, row, row);
+    case 18:
+        return tg_kl_normals(tp, x, x, x, x);
+    default:
+        return NULL;
+    }
+}
+
+static void zero_rows_pass_through_every_op(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_new2(0, 3);
+    tg_tensor *row = tg_tensor_new(1, (int[]){3});
+    tg_tensor_require_grad(x);
+    tg_tensor_require_grad(row);
+    tg_tape *tp = tg_tape_new();
+    for (int k = 0;; k++) {
+        tg_tape_reset(tp);
+        tg_tensor *y = zero_row_op(tp, k, x, row);
+        if (!y)
+            break;
+        assert_int_equal(y->size, k == 9 ? 3 : 0);
+        if (k == 9) { /* sum down no rows: [1, 3] of zeros */
+            for (int j = 0; j < 3; j++)
+                assert_float_equal(y->data[j], 0.0, 0);
+        }
+        if (k == 10) {
+            assert_int_equal(y->shape[0], 3);
+            assert_int_equal(y->shape[1], 0);
+        } else if (k != 9) {
+            assert_int_equal(y->shape[0], 0);
+        }
+        tg_backward(tp, tg_sum(tp, y));
+    }
+    /* layer_norm and the shared prior got a zero gradient from no rows */
+    for (int j = 0; j < 3; j++)
+        assert_float_equal(row->grad[j], 0.0, 0);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(row);
+}
+
 /* ---- misuse aborts, naming the op -------------------------------------------
  */
 
@@ -474,6 +558,7 @@ int main(void)
         cmocka_unit_test(mask_scale_values),
         cmocka_unit_test(bce_clamps_probabilities),
         cmocka_unit_test(kl_normals_values),
+        cmocka_unit_test(zero_rows_pass_through_every_op),
         cmocka_unit_test(misuse_aborts_naming_the_op),
     };
     return cmocka_run_group_tests_name("autograd more ops: values", tests, NULL,
