@@ -1,5 +1,6 @@
 /* Elementwise ops: broadcasting binary ops, scalar ops, and the unary
- * functions. Each forward is followed by its backward. */
+ * functions. Each op's backward comes first, then the forward that records
+ * it. */
 #include "parallel.h"
 #include "tape.h"
 #include "vmath.h"
@@ -202,6 +203,7 @@ static void scale_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, float s)
 {
+    check_inputs("scale", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -228,6 +230,7 @@ static void add_scalar_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, float s)
 {
+    check_inputs("add_scalar", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -252,6 +255,7 @@ static void exp_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("exp", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -276,6 +280,7 @@ static void log_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_log(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("log", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -301,6 +306,7 @@ static void sigmoid_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("sigmoid", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -327,6 +333,7 @@ static void relu_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("relu", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -351,6 +358,7 @@ static void tanh_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("tanh", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -376,6 +384,7 @@ static void softplus_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("softplus", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -402,6 +411,7 @@ static void square_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("square", x);
     tg_tensor *out = out_like(tp, x);
     const float *xd = x->data;
     float *y = out->data;
@@ -429,6 +439,7 @@ static void clamp_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi)
 {
+    check_inputs("clamp", x);
     if (!(lo <= hi))
         tg_fatal("clamp", "bounds lo %g > hi %g", (double)lo, (double)hi);
     tg_tensor *out = out_like(tp, x);

@@ -59,6 +59,7 @@ static float bce_row(const float *x, const float *z, float *t, int n)
 tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                               tg_tensor *targets)
 {
+    check_inputs("bce_with_logits", logits, targets);
     check_same_shape("bce_with_logits", logits, targets);
     int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
@@ -96,6 +97,9 @@ static void xent_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels)
 {
+    check_inputs("softmax_xent", logits);
+    if (!labels && tg_tensor_rows(logits) > 0)
+        tg_fatal("softmax_xent", "labels is NULL");
     int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
     for (int i = 0; i < rows; i++) {
@@ -143,6 +147,7 @@ static void kl_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar)
 {
+    check_inputs("kl_normal", mean, logvar);
     check_same_shape("kl_normal", mean, logvar);
     int rows = tg_tensor_rows(mean), cols = tg_tensor_cols(mean);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});

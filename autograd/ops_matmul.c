@@ -36,6 +36,7 @@ static void dense_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b)
 {
+    check_inputs("dense", x, W);
     char sx[64], sw[64], sb[64];
     if (W->ndim != 2 || tg_tensor_cols(x) != W->shape[1])
         tg_fatal("dense", "x %s does not fit W %s (W is [out, in])",
@@ -93,6 +94,7 @@ static void matmul_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b, bool trans_a,
                      bool trans_b)
 {
+    check_inputs("matmul", a, b);
     char sa[64], sb[64];
     if (a->ndim != 2 || b->ndim != 2)
         tg_fatal("matmul", "needs 2-D tensors, got %s and %s",

@@ -29,12 +29,16 @@ static tg_tensor *sum_all(tg_tape *tp, tg_tensor *x, const char *op, float s)
 
 tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("sum", x);
     return sum_all(tp, x, "sum", 1.0f);
 }
 
 tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x)
 {
-    return sum_all(tp, x, "mean", (float)(1.0 / (double)x->size));
+    check_inputs("mean", x);
+    /* The mean of no elements is 0 (not NaN): an empty batch adds nothing. */
+    return sum_all(tp, x, "mean",
+                   x->size ? (float)(1.0 / (double)x->size) : 0.0f);
 }
 
 /* x [R, C] -> y [R, 1], y[r] = s * sum_c x[r, c]; dx[r, c] += s * dy[r] */
@@ -68,19 +72,21 @@ static tg_tensor *sum_rows(tg_tape *tp, tg_tensor *x, const char *op, float s)
 
 tg_tensor *tg_sum_rows(tg_tape *tp, tg_tensor *x)
 {
+    check_inputs("sum_rows", x);
     return sum_rows(tp, x, "sum_rows", 1.0f);
 }
 
 tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x)
 {
-    return sum_rows(tp, x, "mean_rows",
-                    (float)(1.0 / (double)tg_tensor_cols(x)));
+    check_inputs("mean_rows", x);
+    int cols = tg_tensor_cols(x);
+    return sum_rows(tp, x, "mean_rows", cols ? (float)(1.0 / cols) : 0.0f);
 }
 
 /* x [R, C] -> y [1, C], y[c] = s * sum_r x[r, c] with s = 1 (sum) or 1/R
  * (mean); dx[r, c] += s * dy[c]. x of rank > 2 is viewed as [R, C] (R the
  * product of the leading dims). Each column sums its rows in order, in
- * double. With 0 rows the sum is 0 and the mean NaN (0/0, as PyTorch). */
+ * double. With 0 rows both are 0 (the mean of nothing is 0, as tg_mean). */
 static void sum_axis0_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *x = r->in[0];
@@ -107,9 +113,9 @@ static tg_tensor *sum_axis0(tg_tape *tp, tg_tensor *x, const char *op,
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < cols; j++)
             acc[j] += xd[(size_t)i * cols + j];
-    double s = mean ? 1.0 / (double)rows : 1.0;
+    double s = mean && rows > 0 ? 1.0 / (double)rows : 1.0;
     for (int j = 0; j < cols; j++)
-        y->data[j] = (float)(mean ? acc[j] / (double)rows : acc[j]);
+        y->data[j] = (float)(mean && rows > 0 ? acc[j] / (double)rows : acc[j]);
     tg_record *r = record(tp, op, sum_axis0_backward, y, 1, &x);
     if (r)
         r->f[0] = (float)s;

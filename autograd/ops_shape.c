@@ -23,6 +23,9 @@ static void split_backward(tg_tape *tp, tg_record *r)
 
 void tg_split(tg_tape *tp, tg_tensor *x, int k, tg_tensor **outs)
 {
+    check_inputs("split", x);
+    if (!outs)
+        tg_fatal("split", "outs is NULL (it receives the k parts)");
     int cols = tg_tensor_cols(x), rows = tg_tensor_rows(x);
     if (k < 1 || cols % k != 0) {
         char s[64];
@@ -69,8 +72,9 @@ static void concat_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_concat(tg_tape *tp, int n, tg_tensor **xs)
 {
-    if (n < 1)
-        tg_fatal("concat", "needs at least one tensor, got %d", n);
+    if (n < 1 || !xs)
+        tg_fatal("concat", "needs at least one tensor, got %d", xs ? n : 0);
+    tg_check_tensors("concat", n, (const tg_tensor *const *)xs);
     int rows = tg_tensor_rows(xs[0]), cols = 0;
     bool any_grad = false;
     for (int p = 0; p < n; p++) {
@@ -124,6 +128,7 @@ static void reshape_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape)
 {
+    check_inputs("reshape", x);
     tg_tensor *y = view_tensor(tp, x->data, ndim, shape);
     if (y->size != x->size) {
         char sx[64], sy[64];

@@ -107,6 +107,8 @@ size_t tg_tape_records(const tg_tape *tp) { return tp->n_records; }
 
 void *tg_tape_alloc(tg_tape *tp, size_t bytes)
 {
+    if (!tp)
+        tg_fatal("tape", "NULL tape");
     if (bytes > SIZE_MAX - ARENA_ALIGN)
         tg_fatal("tape", "allocation of %zu bytes", bytes);
     bytes = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);

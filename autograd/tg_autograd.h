@@ -6,7 +6,9 @@
  * long-lived tensors come from tg_tensor_new() and are freed by their owner.
  *
  * Shape misuse is a programmer error: the op aborts with a message naming
- * itself and the shapes. Bad data (files, arguments) never aborts: see
+ * itself and the shapes; so does a NULL tensor. Dims may be 0: a batch of
+ * 0 rows ([0, C]) goes through every op, forward and backward, and the mean
+ * of no elements is 0. Bad data (files, arguments) never aborts: see
  * tg_status in tg_nn.h. */
 #ifndef TG_AUTOGRAD_H
 #define TG_AUTOGRAD_H
@@ -15,11 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tg_version.h" /* TG_VERSION "major.minor.patch", from meson */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define TG_VERSION "0.1.0"
 #define TG_MAX_DIMS 4
 
 typedef struct tg_tape tg_tape;
@@ -133,7 +136,7 @@ tg_tensor *tg_square(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi);
 
 tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);      /* all elements -> [1] */
-tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x);     /* all elements -> [1] */
+tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x);     /* all -> [1]; 0 if none */
 tg_tensor *tg_sum_rows(tg_tape *tp, tg_tensor *x); /* [R, C] -> [R, 1] */
 tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x);
 
@@ -184,7 +187,7 @@ tg_tensor *tg_logsumexp(tg_tape *tp, tg_tensor *x);   /* [R, 1] */
 /* ---- more ops: reductions down the rows -----------------------------------
  * x [R, C] -> [1, C] (2-D, so the result broadcasts back as a row): the
  * column sums / means over every row (for rank > 2, over all leading dims).
- * With 0 rows the sum is 0 and the mean NaN, as in PyTorch. */
+ * With 0 rows both are 0 (the mean of nothing is 0, as tg_mean). */
 tg_tensor *tg_sum_axis0(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_mean_axis0(tg_tape *tp, tg_tensor *x);
 

@@ -188,6 +188,23 @@ const char *cli_nonfinite(tg_params *ps, const char **why)
     return NULL;
 }
 
+void cli_note_labels(const tg_dataset *ds, const char *dir, int classes,
+                     const char *use)
+{
+    int bad = 0, first = -1;
+    for (int i = 0; i < ds->n; i++)
+        if (ds->labels[i] >= classes) {
+            bad++;
+            first = first < 0 ? i : first;
+        }
+    if (bad)
+        fprintf(stderr,
+                "%s: note: %s: %d label%s outside 0..%d (the first: image "
+                "%d, label %d); %s\n",
+                cli_prog, dir, bad, bad == 1 ? "" : "s", classes - 1, first,
+                ds->labels[first], use);
+}
+
 void cli_shell_word(FILE *f, const char *s)
 {
     bool plain = s[0] != '\0';

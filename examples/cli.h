@@ -62,6 +62,13 @@ void cli_catch_sigint(void);
 struct tg_params;
 const char *cli_nonfinite(struct tg_params *ps, const char **why);
 
+/* For programs that do not need labels: a note on stderr when some of ds's
+ * labels are outside 0..classes-1, ending with use (how the program treats
+ * labels). */
+struct tg_dataset;
+void cli_note_labels(const struct tg_dataset *ds, const char *dir, int classes,
+                     const char *use);
+
 /* Writes s to f quoted for a POSIX shell when it needs quoting. */
 void cli_shell_word(FILE *f, const char *s);
 

@@ -105,10 +105,10 @@ static options parse_options(int argc, char **argv)
             o.batch = cli_int("--batch", optarg, 1, 65536);
             break;
         case 'H':
-            o.hidden = cli_int("--hidden", optarg, 0, 65536);
+            o.hidden = cli_int("--hidden", optarg, 0, TG_VAE_MAX_HIDDEN);
             break;
         case 'z':
-            o.latent = cli_int("--latent", optarg, 1, 4096);
+            o.latent = cli_int("--latent", optarg, 1, TG_VAE_MAX_LATENT);
             break;
         case 'l':
             o.lr = cli_float_pos("--lr", optarg, 1e6);
@@ -284,6 +284,11 @@ int main(int argc, char **argv)
         tg_dist_finalize();
         exit(2);
     }
+    if (tg_dist_rank() == 0) {
+        const char *use = "vae_mnist does not use labels";
+        cli_note_labels(&train, o.data, 10, use);
+        cli_note_labels(&test, o.data, 10, use);
+    }
     int input = train.rows * train.cols;
     if (test.rows * test.cols != input) {
         fprintf(stderr, "vae_mnist: %s: train images are %dx%d, test %dx%d\n",
@@ -296,13 +301,28 @@ int main(int argc, char **argv)
         o.seed);
     tg_params *ps = tg_vae_params(vae);
     tg_optim *opt = tg_adam_new(ps, o.lr);
+    tg_batcher batcher;
+    tg_batcher_init(&batcher, &train, o.batch, o.seed);
+    int n_batches = tg_batcher_count(&batcher);
+    if (o.max_batches && o.max_batches < n_batches)
+        n_batches = o.max_batches;
     /* Rank 0 reads the checkpoint (and stops the job if it cannot) and
      * sends weights, Adam state and position to the others. */
-    train_pos pos =
-        o.resume && tg_dist_rank() == 0 ? resume(&o, vae, opt) : (train_pos){0};
+    tg_vae_position pos = {0};
+    if (o.resume && tg_dist_rank() == 0)
+        pos = resume(&o, vae, opt, n_batches);
     tg_dist_broadcast(ps, opt);
     if (o.resume)
         broadcast_pos(&pos);
+    if (pos.epoch >= o.epochs) {
+        printf("vae_mnist: %s has trained %lld epoch%s%s, --epochs is %d: "
+               "nothing to train, nothing written (pass a larger --epochs "
+               "to go on)\n",
+               o.resume, (long long)pos.epoch, pos.epoch == 1 ? "" : "s",
+               pos.batch ? " and part of the next" : "", o.epochs);
+        tg_dist_finalize();
+        exit(0);
+    }
     /* Only now, with the data and checkpoint accepted: bad input leaves no
      * output behind. */
     if (!tg_dist_all_ok(tg_dist_rank() != 0 || cli_prepare_out_dir(o.out))) {
@@ -310,7 +330,7 @@ int main(int argc, char **argv)
         exit(1);
     }
     epoch_stats *hist = calloc(2 * (size_t)o.epochs + 1, sizeof *hist);
-    int n_hist = read_metrics(&o, hist, pos.epoch + 1, o.epochs);
+    int n_hist = read_metrics(&o, hist, (int)pos.epoch + 1, o.epochs);
 
     printf("vae_mnist: %d train / %d test images of %dx%d from %s\n", train.n,
            test.n, train.rows, train.cols, o.data);
@@ -320,30 +340,27 @@ int main(int argc, char **argv)
            (double)o.lr, (unsigned long long)o.seed, tg_get_threads(),
            tg_gemm_kernel());
     if (o.resume)
-        printf("resumed from %s after epoch %d, batch %d (step %lld)\n",
-               o.resume, pos.epoch, pos.batch, (long long)opt->step);
+        printf("resumed from %s after epoch %lld, batch %lld (step %lld)\n",
+               o.resume, (long long)pos.epoch, (long long)pos.batch,
+               (long long)opt->step);
     fflush(stdout);
 
     tg_tape *tp = tg_tape_new();
-    tg_batcher batcher;
-    tg_batcher_init(&batcher, &train, o.batch, o.seed);
     float *xbuf = malloc(sizeof(float) * (size_t)o.batch * input);
     float *epsbuf = malloc(sizeof(float) * (size_t)o.batch * o.latent);
-    int n_batches = tg_batcher_count(&batcher);
-    if (o.max_batches && o.max_batches < n_batches)
-        n_batches = o.max_batches;
 
-    for (int epoch = pos.epoch + 1; epoch <= o.epochs; epoch++) {
+    for (int epoch = (int)pos.epoch + 1; epoch <= o.epochs; epoch++) {
         if (pos.batch == 0) {
-            pos = (train_pos){.epoch = epoch - 1};
+            pos = (tg_vae_position){.epoch = epoch - 1};
             tg_rng_seed(&pos.noise, o.seed, 1000 + (uint64_t)epoch);
         }
-        tg_batcher_start(&batcher, epoch, pos.batch);
+        tg_batcher_start(&batcher, epoch, (int)pos.batch);
         cli_progress bar;
         cli_progress_start(&bar, n_batches);
         double t0 = cli_now(), allreduce0 = tg_dist_allreduce_seconds();
-        int seen_before = pos.seen, batch_before = pos.batch, n;
-        for (int i = pos.batch;
+        int64_t seen_before = pos.seen, batch_before = pos.batch;
+        int n;
+        for (int i = (int)pos.batch;
              i < n_batches && (n = tg_batcher_next(&batcher, xbuf, NULL)) > 0;
              i++) {
             tg_params_zero_grad(ps);
@@ -381,7 +398,7 @@ int main(int argc, char **argv)
                 pos.seen += n;
             }
             pos.batch = i + 1;
-            cli_progress_update(&bar, i + 1, pos.seen,
+            cli_progress_update(&bar, i + 1, (int)pos.seen,
                                 (pos.rec + pos.kl) / pos.seen);
             int64_t done = (int64_t)(epoch - 1) * n_batches + pos.batch;
             if (o.checkpoint_every && done % o.checkpoint_every == 0 &&
@@ -395,12 +412,12 @@ int main(int argc, char **argv)
         }
         double dt = cli_now() - t0;
         double allreduce_dt = tg_dist_allreduce_seconds() - allreduce0;
-        int steps = pos.batch - batch_before;
+        int steps = (int)(pos.batch - batch_before);
         cli_progress_end(&bar);
         double rec = pos.rec, kl = pos.kl;
-        int seen = pos.seen;
+        int64_t seen = pos.seen;
         int64_t skipped = pos.skipped;
-        pos = (train_pos){.epoch = epoch, .noise = pos.noise};
+        pos = (tg_vae_position){.epoch = epoch, .noise = pos.noise};
 
         epoch_stats *st = &hist[n_hist++];
         st->epoch = epoch;

@@ -17,15 +17,6 @@ typedef struct options {
     uint64_t seed;
 } options;
 
-/* Where training stands: epoch epochs finished and batch batches of the
- * next one, with that epoch's noise stream and running sums. */
-typedef struct train_pos {
-    int epoch, batch, seen;
-    tg_rng noise;
-    double rec, kl;
-    int64_t skipped;
-} train_pos;
-
 /* One row of metrics.csv. */
 typedef struct epoch_stats {
     int epoch;
@@ -49,11 +40,12 @@ void write_metrics(const options *o, const epoch_stats *hist, int n);
 int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap);
 
 /* vae_mnist_checkpoint.c */
-train_pos resume(const options *o, tg_vae *vae, tg_optim *opt);
+tg_vae_position resume(const options *o, tg_vae *vae, tg_optim *opt,
+                       int n_batches);
 void save_checkpoint(const options *o, tg_vae *vae, tg_optim *opt,
-                     const train_pos *pos);
+                     const tg_vae_position *pos);
 void stop_interrupted(const options *o, const char *argv0, tg_vae *vae,
-                      tg_optim *opt, const train_pos *pos);
-void broadcast_pos(train_pos *pos);
+                      tg_optim *opt, const tg_vae_position *pos);
+void broadcast_pos(tg_vae_position *pos);
 
 #endif

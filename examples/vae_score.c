@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "score_plots.h"
@@ -172,34 +173,11 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
-/* The VAE the checkpoint describes, with its weights. */
+/* The VAE the checkpoint describes, with its weights (checked finite). */
 static tg_vae *load_model(const char *path)
 {
-    tg_meta m = {0};
-    if (tg_checkpoint_read_meta(path, &m) != TG_OK)
-        fail_data();
-    const char *model = tg_meta_get(&m, "model");
-    if (model && strcmp(model, "vae") != 0) {
-        fprintf(stderr, "vae_score: %s: model is '%s', not 'vae'\n", path,
-                model);
-        exit(2);
-    }
-    int64_t input, hidden, latent;
-    if (tg_meta_get_int(&m, "input", &input) != TG_OK ||
-        tg_meta_get_int(&m, "hidden", &hidden) != TG_OK ||
-        tg_meta_get_int(&m, "latent", &latent) != TG_OK)
-        fail_data();
-    if (input < 1 || input > 1 << 24 || hidden < 0 || hidden > 1 << 20 ||
-        latent < 1 || latent > 4096) {
-        fprintf(stderr, "vae_score: %s: bad model size %lld-%lld-%lld\n", path,
-                (long long)input, (long long)hidden, (long long)latent);
-        exit(2);
-    }
-    tg_vae *vae = tg_vae_new((tg_vae_config){.input = (int)input,
-                                             .hidden = (int)hidden,
-                                             .latent = (int)latent},
-                             0);
-    if (tg_checkpoint_load(path, tg_vae_params(vae), NULL, &m) != TG_OK)
+    tg_vae *vae;
+    if (tg_vae_open(path, &vae, NULL) != TG_OK)
         fail_data();
     return vae;
 }
@@ -218,6 +196,9 @@ static void load_set(scored *s, const char *dir, const tg_vae *vae,
                 dir, s->ds.rows, s->ds.cols, vae->cfg.input);
         exit(2);
     }
+    cli_note_labels(&s->ds, dir, 10,
+                    "labels only colour latent.svg (modulo 10) and are "
+                    "copied to scores.csv");
     s->n = max_images && max_images < s->ds.n ? max_images : s->ds.n;
     s->log_px = xcalloc((size_t)s->n, sizeof(double));
     s->elbo = xcalloc((size_t)s->n, sizeof(double));
@@ -245,6 +226,15 @@ static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
     }
     cli_progress_end(&bar);
     s->seconds = cli_now() - t0;
+    for (int i = 0; i < s->n; i++)
+        if (!isfinite(s->log_px[i]) || !isfinite(s->elbo[i])) {
+            fprintf(stderr,
+                    "vae_score: %s: the model's ELBO of image %d of "
+                    "%s is not finite\n",
+                    o->checkpoint, i, s->dir);
+            rmdir(o->out); /* ours if empty: no empty folder left behind */
+            exit(2);
+        }
 
     bool have_L = true;
     uint8_t *bytes = xcalloc((size_t)input, 1);

@@ -25,6 +25,12 @@ extern "C" {
 #define TG_VAE_LOGVAR_MIN (-30.0f)
 #define TG_VAE_LOGVAR_MAX 20.0f
 
+/* The one set of limits on a VAE's sizes: flags, tg_vae_new and every
+ * checkpoint read are checked against them. */
+#define TG_VAE_MAX_INPUT (1 << 24)
+#define TG_VAE_MAX_HIDDEN 65536
+#define TG_VAE_MAX_LATENT 4096
+
 typedef struct tg_vae_config {
     int input;  /* pixels per image (784 for MNIST) */
     int hidden; /* hidden units of each MLP; 0 = no hidden layer */
@@ -49,8 +55,8 @@ typedef struct tg_vae_out {
 } tg_vae_out;
 
 /* Parameters initialised as PyTorch's nn.Linear (TG_INIT_TORCH) from
- * tg_rng stream (seed, 0). Aborts on a non-positive input or latent or a
- * negative hidden. */
+ * tg_rng stream (seed, 0). Aborts on sizes outside 1..TG_VAE_MAX_* (hidden
+ * 0..TG_VAE_MAX_HIDDEN). */
 tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed);
 void tg_vae_free(tg_vae *vae);
 tg_params *tg_vae_params(tg_vae *vae);
@@ -74,6 +80,55 @@ tg_tensor *tg_vae_reconstruct(tg_tape *tp, const tg_vae *vae, tg_tensor *x);
 tg_tensor *tg_vae_decode(tg_tape *tp, const tg_vae *vae, tg_tensor *z);
 /* decoded at n draws z ~ N(0, I) from rng */
 tg_tensor *tg_vae_sample(tg_tape *tp, const tg_vae *vae, int n, tg_rng *rng);
+
+/* ---- saving and loading (models/vae_io.c) ---------------------------------
+ * A VAE checkpoint is a tg_checkpoint_save file (safetensors: the
+ * parameters under their names, W as [out, in], the optimizer state) whose
+ * metadata holds the model (model = "vae", input, hidden, latent), the
+ * training position, and any entries of the caller's own (batch, seed, a
+ * data fingerprint, ...). Every value read back is checked before use. */
+
+/* Where training stands: epoch epochs finished and batch batches of the
+ * next one, with that epoch's running sums and noise stream. */
+typedef struct tg_vae_position {
+    int64_t epoch;   /* epochs finished */
+    int64_t batch;   /* batches done in epoch + 1; 0 at an epoch's start */
+    int64_t seen;    /* samples trained on in those batches */
+    int64_t skipped; /* steps skipped in them (non-finite) */
+    double rec, kl;  /* their summed rec and kl */
+    tg_rng noise;    /* the epoch's noise stream where it stands */
+} tg_vae_position;
+
+#define TG_VAE_MAX_EPOCHS 1000000
+
+/* What a checkpoint says, checked for consistency within itself (sizes
+ * within the limits, 0 <= skipped <= batch, seen <= batch * 2^20, finite
+ * sums, a generator state). What it cannot know (an epoch's batch count,
+ * the batch size) the caller checks against its run. */
+typedef struct tg_vae_info {
+    tg_vae_config cfg;
+    bool has_position;   /* false for a checkpoint saved without one */
+    tg_vae_position pos; /* zero when !has_position */
+    int64_t step;        /* optimizer steps (0 without optimizer state) */
+    tg_meta meta;        /* every metadata entry, the caller's too */
+} tg_vae_info;
+
+/* Saves vae (and opt, pos, extra when not NULL) to path atomically.
+ * Refuses (TG_ERR_ARG, file untouched) when a parameter or the optimizer
+ * state is not finite. extra's keys must not be the model's own. */
+tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
+                      const tg_vae_position *pos, const tg_meta *extra);
+/* Reads and checks path's metadata only (a model can then be built). */
+tg_status tg_vae_read_info(const char *path, tg_vae_info *info);
+/* Loads path into vae (and opt when not NULL): the file's config must be
+ * vae's (TG_ERR_MISMATCH naming the size), every weight and optimizer
+ * value finite (TG_ERR_FORMAT naming the tensor). On failure vae and opt
+ * may hold part of the file: discard them. info may be NULL. */
+tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
+                      tg_vae_info *info);
+/* A new VAE built from path's config, with its weights (*vae NULL on
+ * failure). For programs that only use a trained model. */
+tg_status tg_vae_open(const char *path, tg_vae **vae, tg_vae_info *info);
 
 #ifdef __cplusplus
 }

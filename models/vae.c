@@ -1,11 +1,14 @@
-/* The VAE as graphs: see tg_vae.h and the sketch in design.md. */
+/* The VAE as graphs: the ELBO sketched in docs/design.md (models); the API
+ * and shapes are in tg_vae.h. */
 #include <stdlib.h>
 
 #include "tg_vae.h"
 
 tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed)
 {
-    if (cfg.input <= 0 || cfg.latent <= 0 || cfg.hidden < 0)
+    if (cfg.input <= 0 || cfg.latent <= 0 || cfg.hidden < 0 ||
+        cfg.input > TG_VAE_MAX_INPUT || cfg.hidden > TG_VAE_MAX_HIDDEN ||
+        cfg.latent > TG_VAE_MAX_LATENT)
         tg_fatal("vae_new", "bad config input=%d hidden=%d latent=%d",
                  cfg.input, cfg.hidden, cfg.latent);
     tg_vae *vae = calloc(1, sizeof *vae);

@@ -6,9 +6,11 @@
  * loading checks the whole file against the model before changing it. */
 #include "safetensors.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +76,55 @@ static tg_status parse_int(const char *what, const char *key, const char *s,
 tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value)
 {
     return parse_int("checkpoint", key, tg_meta_get(m, key), value);
+}
+
+void tg_meta_set_double(tg_meta *m, const char *key, double value)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%a", value);
+    tg_meta_set(m, key, buf);
+}
+
+tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value)
+{
+    const char *s = tg_meta_get(m, key);
+    char *end = NULL;
+    double v = s && *s && !isspace((unsigned char)*s) ? strtod(s, &end) : NAN;
+    if (!end || *end || !isfinite(v))
+        return tg_error(TG_ERR_FORMAT, "checkpoint: metadata '%s' is %s", key,
+                        s ? "not a finite number" : "missing");
+    *value = v;
+    return TG_OK;
+}
+
+void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r)
+{
+    char buf[4 * 16 + 1];
+    for (int i = 0; i < 4; i++)
+        snprintf(buf + 16 * i, 17, "%016" PRIx64, r->s[i]);
+    tg_meta_set(m, key, buf);
+}
+
+tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r)
+{
+    const char *s = tg_meta_get(m, key);
+    bool ok = s && strlen(s) == 4 * 16;
+    tg_rng v = {{0}};
+    for (int i = 0; ok && i < 4 * 16; i++) {
+        int c = tolower((unsigned char)s[i]);
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
+        ok = d >= 0;
+        v.s[i / 16] = v.s[i / 16] << 4 | (uint64_t)(ok ? d : 0);
+    }
+    if (!ok || !(v.s[0] | v.s[1] | v.s[2] | v.s[3]))
+        return tg_error(TG_ERR_FORMAT,
+                        "checkpoint: metadata '%s' is not a "
+                        "generator state (64 hex digits, not all zero)",
+                        key);
+    *r = v;
+    return TG_OK;
 }
 
 /* ---- saving -------------------------------------------------------------- */
@@ -304,6 +355,27 @@ static tg_status check_meta_fits(const tg_st_file *f)
     return TG_OK;
 }
 
+/* The file's metadata into meta, after check_meta_fits. */
+static void copy_meta(const tg_st_file *f, tg_meta *meta)
+{
+    memset(meta, 0, sizeof *meta);
+    for (int i = 0; i < f->nmeta; i++)
+        tg_meta_set(meta, f->meta_key[i], f->meta_value[i]);
+}
+
+tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta)
+{
+    tg_st_file f;
+    tg_status st = tg_st_open(path, &f);
+    if (st != TG_OK)
+        return st;
+    st = check_meta_fits(&f);
+    if (st == TG_OK)
+        copy_meta(&f, meta);
+    tg_st_close(&f);
+    return st;
+}
+
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta)
 {
@@ -373,11 +445,8 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                    numel * sizeof(float));
         if (opt)
             opt->step = step;
-        if (meta) {
-            memset(meta, 0, sizeof *meta);
-            for (int i = 0; i < f.nmeta; i++)
-                tg_meta_set(meta, f.meta_key[i], f.meta_value[i]);
-        }
+        if (meta)
+            copy_meta(&f, meta);
     }
     free(scratch);
     tg_st_close(&f);

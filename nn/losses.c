@@ -9,9 +9,20 @@ tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
     return tg_mean(tp, tg_bce_with_logits(tp, logits, targets));
 }
 
-/* mean_r sum_c (pred[r,c] - target[r,c])^2 */
+/* mean_r sum_c (pred[r,c] - target[r,c])^2. pred and target have one
+ * shape: a target [R, 1] against a prediction [R, C] is a mistake that
+ * broadcasting would hide. */
 tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred, tg_tensor *target)
 {
+    tg_check_tensors("loss_mse", 2, (const tg_tensor *[]){pred, target});
+    bool same = pred->ndim == target->ndim;
+    for (int d = 0; same && d < pred->ndim; d++)
+        same = pred->shape[d] == target->shape[d];
+    if (!same) {
+        char sp[64], st[64];
+        tg_fatal("loss_mse", "shapes differ: prediction %s, target %s",
+                 tg_shape_str(pred, sp), tg_shape_str(target, st));
+    }
     tg_tensor *diff = tg_sub(tp, pred, target);
     return tg_mean(tp, tg_sum_rows(tp, tg_square(tp, diff)));
 }

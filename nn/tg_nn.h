@@ -109,6 +109,11 @@ bool tg_params_finite(tg_params *ps, const char **where);
 /* The largest |gradient| (NaN if any gradient is NaN): for a NaN guard that
  * also catches gradients whose square would overflow, or for clipping. */
 float tg_params_grad_absmax(tg_params *ps);
+/* The NaN/Inf guard of a training step, after backward: NULL when every
+ * value and gradient g is finite and so is g * g (Adam's second moment, a
+ * convex mix of g * g, then stays finite too). Otherwise the name of the
+ * first tensor that fails, and *why (if not NULL) says how (nn/guard.c). */
+const char *tg_params_nonfinite(tg_params *ps, const char **why);
 
 /* ---- layers -------------------------------------------------------------- */
 
@@ -220,7 +225,7 @@ double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                                    tg_tensor *targets); /* summed per row */
 tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred,
-                       tg_tensor *target); /* summed per row */
+                       tg_tensor *target); /* summed per row; equal shapes */
 tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
                                 const int *labels);
 
@@ -263,6 +268,9 @@ tg_optim *tg_adamw_new(tg_params *ps, float lr, float weight_decay);
 tg_optim *tg_rmsprop_new(tg_params *ps, float lr, float momentum);
 void tg_optim_step(tg_optim *opt);
 void tg_optim_free(tg_optim *opt);
+/* NULL when the optimizer state is finite, else the name of the first
+ * parameter whose state is not (nn/guard.c). */
+const char *tg_optim_nonfinite(const tg_optim *opt);
 
 /* Global gradient-norm clipping, as torch.nn.utils.clip_grad_norm_: returns
  * the L2 norm of every gradient of ps taken together and, when it exceeds
@@ -303,6 +311,15 @@ void tg_meta_set_int(tg_meta *m, const char *key, int64_t value);
 const char *tg_meta_get(const tg_meta *m, const char *key); /* or NULL */
 /* Parses an integer value; TG_ERR_FORMAT if missing or not an integer. */
 tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value);
+/* A double as C99 hex ("%a"), so that it reads back bit for bit; getting
+ * it gives TG_ERR_FORMAT if missing or not a finite number. */
+void tg_meta_set_double(tg_meta *m, const char *key, double value);
+tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value);
+/* A generator's state (64 hex digits): a checkpoint resumes its stream
+ * exactly. Getting it gives TG_ERR_FORMAT unless it is 64 hex digits, not
+ * all zero. */
+void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r);
+tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 
 /* opt and meta may be NULL. */
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
@@ -312,7 +329,7 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta);
 /* Only the metadata (after validating the header), to check a model's
- * config before building it (nn/checkpoint_meta.c). */
+ * config before building it. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
 
 /* ---- data ---------------------------------------------------------------- */
@@ -355,6 +372,55 @@ int tg_batcher_count(const tg_batcher *b); /* batches per epoch */
 /* Copies the next batch into x ([n, rows*cols], n <= batch) and labels (may
  * be NULL); returns n, 0 at the end of the epoch. */
 int tg_batcher_next(tg_batcher *b, float *x, int *labels);
+
+/* Mini-batches over any float data: x [n, dim] row-major, optional float
+ * targets y [n, y_dim] (set y, y_dim) and optional int labels [n] (set
+ * labels); the arrays stay the caller's and must outlive the batcher. The
+ * order depends only on (seed, epoch), as tg_batcher's. Set the fields
+ * shuffle (default true) and drop_last (default false) after init, then
+ * call tg_array_batcher_start.
+ * Last batch: with drop_last false it holds the n % batch remaining rows
+ * (short); with drop_last true those rows are skipped for the epoch. */
+typedef struct tg_array_batcher {
+    const float *x;
+    int n, dim;
+    const float *y; /* may be NULL */
+    int y_dim;
+    const int *labels; /* may be NULL */
+    int batch;
+    bool shuffle, drop_last;
+    int *order;
+    uint64_t seed;
+    int64_t epoch;
+    int pos;
+} tg_array_batcher;
+
+void tg_array_batcher_init(tg_array_batcher *b, const float *x, int n, int dim,
+                           int batch, uint64_t seed);
+void tg_array_batcher_free(tg_array_batcher *b);
+/* Starts epoch (shuffles by (seed, epoch) when shuffle is set) at batch
+ * index first_batch. */
+void tg_array_batcher_start(tg_array_batcher *b, int64_t epoch,
+                            int first_batch);
+int tg_array_batcher_count(const tg_array_batcher *b); /* batches per epoch */
+/* The next batch as tape tensors (valid until tg_tape_reset): *x [count,
+ * dim], *y [count, y_dim] and *labels (arena memory) when those pointers are
+ * not NULL. Consecutive rows (shuffle off) are views of the caller's arrays,
+ * not copies. Returns count, 0 at the end of the epoch. */
+int tg_array_batcher_next(tg_array_batcher *b, tg_tape *tp, tg_tensor **x,
+                          tg_tensor **y, const int **labels);
+
+/* ---- model helpers ------------------------------------------------------- */
+
+/* The reparameterization trick: z = mean + exp(logvar / 2) * eps with eps ~
+ * N(0, I) of mean's shape drawn from rng on this thread in row-major order
+ * (same bits on any thread count). Gradients reach mean and logvar. eps_out
+ * (may be NULL) gets the noise tensor. mean and logvar have equal shapes. */
+tg_tensor *tg_reparameterize(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar,
+                             tg_rng *rng, tg_tensor **eps_out);
+/* labels (0..classes-1) as a tape tensor [n, classes] of zeros and ones (no
+ * gradient); a label out of range aborts naming its row. */
+tg_tensor *tg_one_hot(tg_tape *tp, const int *labels, int n, int classes);
 
 #ifdef __cplusplus
 }

@@ -438,7 +438,7 @@ static void zero_rows_pass_through_every_op(void **state)
         if (!y)
             break;
         assert_int_equal(y->size, k == 9 ? 3 : 0);
-        if (k == 9) { /* sum down no rows: [1, 3] of zeros */
+        if (k == 9) { /* mean down no rows: [1, 3] of zeros */
             for (int j = 0; j < 3; j++)
                 assert_float_equal(y->data[j], 0.0, 0);
         }

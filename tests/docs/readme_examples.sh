@@ -17,13 +17,13 @@ for f in "$work"/example*.c; do
     # Blocks without main() are fragments: compile them only.
     if grep -q 'int main' "$f"; then
         $cc -std=c11 -Wall -Wextra -Wpedantic -Werror \
-            -I"$src/autograd" -I"$src/nn" -I"$src/models" "$f" \
+            -I"$src/autograd" -I"$build/autograd" -I"$src/nn" -I"$src/models" "$f" \
             -L"$build" -ltapegrad -lm -Wl,-rpath,"$build" -o "$f.exe"
         "$f.exe" > "$f.out"
         echo "$(basename "$f"): $(head -n 3 "$f.out")"
     else
         $cc -std=c11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only \
-            -I"$src/autograd" -I"$src/nn" -I"$src/models" "$f"
+            -I"$src/autograd" -I"$build/autograd" -I"$src/nn" -I"$src/models" "$f"
         echo "$(basename "$f"): compiles"
     fi
     count=$((count + 1))

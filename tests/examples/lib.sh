@@ -30,3 +30,67 @@ expect() {
     fi
     echo "ok: $* -> $got"
 }
+
+# mentions TEXT: the last expect's stderr contains TEXT.
+mentions() {
+    grep -qF -- "$1" "$tmp/err" || fail "stderr does not mention '$1': $(cat "$tmp/err")"
+}
+
+# --- small IDX data sets built from the shipped digits (MNIST_DIR) ---------
+be32() {
+    printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $(($1 >> 24 & 255)) \
+        $(($1 >> 16 & 255)) $(($1 >> 8 & 255)) $(($1 & 255)))"
+}
+# dataset MNIST_DIR DIR TRAIN_N TEST_N [LABEL]: an IDX folder of 28x28
+# digits (LABEL, when given, replaces every label).
+dataset() {
+    mkdir -p "$2"
+    for s in train:$3 t10k:$4; do
+        set_name=${s%%:*} n=${s#*:}
+        { printf '\000\000\010\003'; be32 "$n"; be32 28; be32 28
+          gzip -dc "$1/train-images-idx3-ubyte.gz" | tail -c +17 |
+              head -c $((n * 784)); } >"$2/$set_name-images-idx3-ubyte"
+        { printf '\000\000\010\001'; be32 "$n"
+          if [ -n "${5:-}" ]; then
+              head -c "$n" /dev/zero | tr '\0' "$(printf '\\%03o' "$5")"
+          else
+              gzip -dc "$1/train-labels-idx1-ubyte.gz" | tail -c +9 | head -c "$n"
+          fi; } >"$2/$set_name-labels-idx1-ubyte"
+    done
+}
+
+# --- safetensors checkpoints -----------------------------------------------
+# st_meta FILE KEY: a metadata value.
+st_meta() {
+    n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
+    head -c $((8 + n)) "$1" | tail -c +9 | tr ',' '\n' |
+        sed -n "s/^.*\"$2\":\"\\([^\"]*\\)\".*$/\\1/p" | head -n 1
+}
+# st_set_meta FILE KEY VALUE OUT: FILE with metadata KEY set to VALUE (the
+# header rewritten, its length word updated).
+st_set_meta() {
+    n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
+    head -c $((8 + n)) "$1" | tail -c +9 |
+        sed "s/\"$2\":\"[^\"]*\"/\"$2\":\"$3\"/" | sed 's/ *$//' >"$tmp/st_hdr"
+    while [ $(($(wc -c <"$tmp/st_hdr") % 8)) -ne 0 ]; do
+        printf ' ' >>"$tmp/st_hdr"
+    done
+    m=$(wc -c <"$tmp/st_hdr")
+    { for i in 0 1 2 3 4 5 6 7; do
+          printf "$(printf '\\%03o' $((m >> (8 * i) & 255)))"
+      done
+      cat "$tmp/st_hdr"
+      tail -c +$((9 + n)) "$1"; } >"$4"
+}
+# st_poke FILE TENSOR_BYTE_OFFSET BYTES: overwrites data bytes (printf
+# escapes) at an offset into the data section.
+st_poke() {
+    n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
+    printf "$3" | dd of="$1" bs=1 seek=$((8 + n + $2)) conv=notrunc 2>/dev/null
+}
+# st_offset FILE TENSOR: the byte offset of TENSOR in the data section.
+st_offset() {
+    n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
+    head -c $((8 + n)) "$1" | tail -c +9 | grep -o "\"$2\":{[^}]*}" |
+        sed 's/.*"data_offsets":\[\([0-9]*\),.*/\1/'
+}

@@ -1,0 +1,189 @@
+/* VAE checkpoints: the model's metadata, the training position, and the
+ * checks every value read back passes before anyone uses it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tg_vae.h"
+
+/* The metadata keys this file owns; a caller's extra entries may not use
+ * them. */
+static const char *const OWN_KEYS[] = {
+    "model",         "input",          "hidden",       "latent",    "step",
+    "epoch",         "batch_in_epoch", "epoch_seen",   "epoch_rec", "epoch_kl",
+    "epoch_skipped", "noise_rng",      "weight_layout"};
+
+static bool own_key(const char *key)
+{
+    for (size_t i = 0; i < sizeof OWN_KEYS / sizeof OWN_KEYS[0]; i++)
+        if (strcmp(key, OWN_KEYS[i]) == 0)
+            return true;
+    return false;
+}
+
+tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
+                      const tg_vae_position *pos, const tg_meta *extra)
+{
+    tg_params *ps = tg_vae_params(vae);
+    tg_params_zero_grad(ps); /* a skipped step's grads are not state */
+    const char *bad = tg_params_nonfinite(ps, NULL);
+    if (!bad && opt)
+        bad = tg_optim_nonfinite(opt);
+    if (bad)
+        return tg_error(TG_ERR_ARG, "%s: not saved: '%s' is not finite", path,
+                        bad);
+    tg_meta m = {0};
+    for (int i = 0; extra && i < extra->n; i++) {
+        if (own_key(extra->key[i]))
+            tg_fatal("vae_save", "metadata key '%s' is the model's own",
+                     extra->key[i]);
+        tg_meta_set(&m, extra->key[i], extra->value[i]);
+    }
+    tg_meta_set(&m, "model", "vae");
+    tg_meta_set_int(&m, "input", vae->cfg.input);
+    tg_meta_set_int(&m, "hidden", vae->cfg.hidden);
+    tg_meta_set_int(&m, "latent", vae->cfg.latent);
+    tg_meta_set(&m, "weight_layout", "[out, in] (torch.nn.Linear)");
+    tg_meta_set_int(&m, "step", opt ? opt->step : 0);
+    if (pos) {
+        tg_meta_set_int(&m, "epoch", pos->epoch);
+        tg_meta_set_int(&m, "batch_in_epoch", pos->batch);
+        tg_meta_set_int(&m, "epoch_seen", pos->seen);
+        tg_meta_set_int(&m, "epoch_skipped", pos->skipped);
+        tg_meta_set_double(&m, "epoch_rec", pos->rec);
+        tg_meta_set_double(&m, "epoch_kl", pos->kl);
+        tg_meta_set_rng(&m, "noise_rng", &pos->noise);
+    }
+    return tg_checkpoint_save(path, ps, opt, &m);
+}
+
+/* An integer entry in [lo, hi], or an error naming the file and key. */
+static tg_status get_int(const char *path, const tg_meta *m, const char *key,
+                         int64_t lo, int64_t hi, int64_t *v)
+{
+    if (tg_meta_get_int(m, key, v) != TG_OK)
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata '%s' is missing or not "
+                        "an integer",
+                        path, key);
+    if (*v < lo || *v > hi)
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata '%s' = %lld is outside "
+                        "%lld..%lld",
+                        path, key, (long long)*v, (long long)lo, (long long)hi);
+    return TG_OK;
+}
+
+/* The position's values, each in range and consistent with the others.
+ * Files written before mid-epoch checkpoints have only "epoch" (finished):
+ * they start the next epoch. */
+static tg_status read_position(const char *path, const tg_meta *m,
+                               tg_vae_position *pos)
+{
+    tg_status st = get_int(path, m, "epoch", 0, TG_VAE_MAX_EPOCHS, &pos->epoch);
+    if (st != TG_OK || !tg_meta_get(m, "batch_in_epoch"))
+        return st;
+    enum { MAX_BATCH = 1 << 30 }; /* samples per batch: 2^20 at most */
+    if ((st = get_int(path, m, "batch_in_epoch", 0, MAX_BATCH, &pos->batch)) !=
+            TG_OK ||
+        (st = get_int(path, m, "epoch_skipped", 0, pos->batch,
+                      &pos->skipped)) != TG_OK ||
+        (st = get_int(path, m, "epoch_seen", 0, pos->batch << 20,
+                      &pos->seen)) != TG_OK)
+        return st;
+    if (tg_meta_get_double(m, "epoch_rec", &pos->rec) != TG_OK ||
+        tg_meta_get_double(m, "epoch_kl", &pos->kl) != TG_OK ||
+        tg_meta_get_rng(m, "noise_rng", &pos->noise) != TG_OK) {
+        char why[256]; /* "checkpoint: metadata ...", with the path instead */
+        snprintf(why, sizeof why, "%s", tg_errmsg() + strlen("checkpoint: "));
+        return tg_error(TG_ERR_FORMAT, "%s: %s", path, why);
+    }
+    if (pos->seen == 0 && pos->batch > pos->skipped)
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata says %lld batches of the "
+                        "epoch were trained on but no sample was seen",
+                        path, (long long)(pos->batch - pos->skipped));
+    return TG_OK;
+}
+
+tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
+{
+    memset(info, 0, sizeof *info);
+    tg_meta *m = &info->meta;
+    tg_status st = tg_checkpoint_read_meta(path, m);
+    if (st != TG_OK)
+        return st;
+    const char *model = tg_meta_get(m, "model");
+    if (!model || strcmp(model, "vae") != 0)
+        return tg_error(TG_ERR_MISMATCH, "%s: model is '%.40s', not 'vae'",
+                        path, model ? model : "(missing)");
+    int64_t input, hidden, latent, step = 0;
+    if ((st = get_int(path, m, "input", 1, TG_VAE_MAX_INPUT, &input)) !=
+            TG_OK ||
+        (st = get_int(path, m, "hidden", 0, TG_VAE_MAX_HIDDEN, &hidden)) !=
+            TG_OK ||
+        (st = get_int(path, m, "latent", 1, TG_VAE_MAX_LATENT, &latent)) !=
+            TG_OK)
+        return st;
+    info->cfg = (tg_vae_config){(int)input, (int)hidden, (int)latent};
+    const char *step_key = tg_meta_get(m, "optim.step") ? "optim.step" : "step";
+    if (tg_meta_get(m, step_key) &&
+        (st = get_int(path, m, step_key, 0, INT64_MAX, &step)) != TG_OK)
+        return st;
+    info->step = step;
+    if (tg_meta_get(m, "epoch")) {
+        info->has_position = true;
+        st = read_position(path, m, &info->pos);
+    }
+    return st;
+}
+
+tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
+                      tg_vae_info *info)
+{
+    tg_vae_info local, *in = info ? info : &local;
+    tg_status st = tg_vae_read_info(path, in);
+    if (st != TG_OK)
+        return st;
+    const int have[3] = {in->cfg.input, in->cfg.hidden, in->cfg.latent};
+    const int want[3] = {vae->cfg.input, vae->cfg.hidden, vae->cfg.latent};
+    const char *names[3] = {"input", "hidden", "latent"};
+    for (int i = 0; i < 3; i++)
+        if (have[i] != want[i])
+            return tg_error(TG_ERR_MISMATCH,
+                            "%s: checkpoint has %s %d but "
+                            "the model has %d",
+                            path, names[i], have[i], want[i]);
+    tg_params *ps = tg_vae_params(vae);
+    if ((st = tg_checkpoint_load(path, ps, opt, NULL)) != TG_OK)
+        return st;
+    tg_params_zero_grad(ps);
+    const char *bad = tg_params_nonfinite(ps, NULL);
+    if (bad)
+        return tg_error(TG_ERR_FORMAT, "%s: weights of '%s' are not finite",
+                        path, bad);
+    if (opt && (bad = tg_optim_nonfinite(opt)))
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: optimizer state of '%s' is not "
+                        "finite",
+                        path, bad);
+    if (opt)
+        opt->step = in->step;
+    return TG_OK;
+}
+
+tg_status tg_vae_open(const char *path, tg_vae **vae, tg_vae_info *info)
+{
+    tg_vae_info local, *in = info ? info : &local;
+    *vae = NULL;
+    tg_status st = tg_vae_read_info(path, in);
+    if (st != TG_OK)
+        return st;
+    tg_vae *v = tg_vae_new(in->cfg, 0);
+    if ((st = tg_vae_load(path, v, NULL, in)) != TG_OK) {
+        tg_vae_free(v);
+        return st;
+    }
+    *vae = v;
+    return TG_OK;
+}

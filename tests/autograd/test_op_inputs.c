@@ -1,0 +1,228 @@
+/* Inputs at the edges of every op: a batch of 0 rows goes through forward
+ * and backward (tg_dist_share can hand a rank no rows), and a NULL tensor
+ * aborts with a message naming the op instead of a segfault. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+
+#include "expect_abort.h"
+#include "tg_autograd.h"
+
+/* ---- 0 rows ----------------------------------------------------------------
+ */
+
+enum { C = 6, OUT = 4 };
+static const int no_labels[1] = {0};
+
+/* Each entry builds one op on 0-row inputs x, x2 [0, C] (and W [OUT, C],
+ * b [OUT], a row [C]); the output must have 0 rows too. */
+static tg_tensor *run_op(tg_tape *tp, int op, tg_tensor *x, tg_tensor *x2,
+                         tg_tensor *W, tg_tensor *b, tg_tensor *row)
+{
+    tg_tensor *parts[3];
+    switch (op) {
+    case 0:
+        return tg_dense(tp, x, W, b);
+    case 1:
+        return tg_dense(tp, x, W, NULL);
+    case 2:
+        return tg_matmul(tp, x, W, false, true);
+    case 3:
+        return tg_add(tp, x, row);
+    case 4:
+        return tg_sub(tp, x, x2);
+    case 5:
+        return tg_mul(tp, x, row);
+    case 6:
+        return tg_scale(tp, x, 2.0f);
+    case 7:
+        return tg_add_scalar(tp, x, 2.0f);
+    case 8:
+        return tg_exp(tp, x);
+    case 9:
+        return tg_log(tp, x);
+    case 10:
+        return tg_sigmoid(tp, x);
+    case 11:
+        return tg_relu(tp, x);
+    case 12:
+        return tg_tanh(tp, x);
+    case 13:
+        return tg_softplus(tp, x);
+    case 14:
+        return tg_square(tp, x);
+    case 15:
+        return tg_clamp(tp, x, -1.0f, 1.0f);
+    case 16:
+        return tg_sum_rows(tp, x);
+    case 17:
+        return tg_mean_rows(tp, x);
+    case 18:
+        tg_split(tp, x, 3, parts);
+        return tg_add(tp, parts[0], parts[2]);
+    case 19:
+        tg_split(tp, x, 1, parts);
+        return parts[0];
+    case 20:
+        return tg_concat(tp, 2, (tg_tensor *[]){x, x2});
+    case 21:
+        return tg_reshape(tp, x, 3, (int[]){0, 2, C / 2});
+    case 22:
+        return tg_bce_with_logits(tp, x, x2);
+    case 23:
+        return tg_softmax_xent(tp, x, no_labels);
+    case 24:
+        return tg_kl_normal(tp, x, x2);
+    default:
+        return NULL;
+    }
+}
+
+static void test_zero_rows_pass_every_op(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_new2(0, C), *x2 = tg_tensor_new2(0, C);
+    tg_tensor *W = tg_tensor_new2(OUT, C), *b = tg_tensor_new(1, (int[]){OUT});
+    tg_tensor *row = tg_tensor_new(1, (int[]){C});
+    tg_tensor *leaves[] = {x, x2, W, b, row};
+    for (int k = 0; k < 5; k++)
+        tg_tensor_require_grad(leaves[k]);
+    for (size_t i = 0; i < W->size; i++)
+        W->data[i] = 0.5f;
+    tg_tape *tp = tg_tape_new();
+    int n_ops = 0;
+    for (int op = 0;; op++) {
+        tg_tape_reset(tp);
+        tg_tensor *y = run_op(tp, op, x, x2, W, b, row);
+        if (!y)
+            break;
+        n_ops++;
+        assert_int_equal(tg_tensor_rows(y), 0);
+        assert_int_equal(y->size, 0);
+        tg_tensor *s = tg_sum(tp, y), *m = tg_mean(tp, y);
+        assert_float_equal(s->data[0], 0.0f, 0.0f);
+        assert_float_equal(m->data[0], 0.0f, 0.0f); /* mean of nothing: 0 */
+        tg_backward(tp, tg_add(tp, s, m));
+        for (int k = 0; k < 5; k++)
+            for (size_t i = 0; i < leaves[k]->size; i++)
+                assert_float_equal(leaves[k]->grad[i], 0.0f, 0.0f);
+    }
+    assert_int_equal(n_ops, 25);
+    /* The mean of an empty batch's per-row losses is 0, gradient none. */
+    tg_tape_reset(tp);
+    tg_tensor *loss = tg_mean(tp, tg_bce_with_logits(tp, x, x2));
+    assert_false(isnan(loss->data[0]));
+    tg_tape_free(tp);
+    for (int k = 0; k < 5; k++)
+        tg_tensor_free(leaves[k]);
+}
+
+/* A 0-row tape tensor and a view of no rows are fine too. */
+static void test_zero_row_tape_tensors(void **state)
+{
+    (void)state;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *t = tg_tape_tensor2(tp, 0, 3, true);
+    assert_int_equal(t->size, 0);
+    float dummy = 0.0f;
+    tg_tensor *v = tg_tape_view2(tp, &dummy, 0, 3);
+    assert_int_equal(tg_tensor_rows(v), 0);
+    assert_int_equal(tg_tensor_cols(v), 3);
+    tg_tape_free(tp);
+}
+
+/* ---- NULL tensors ----------------------------------------------------------
+ */
+
+static tg_tensor *some(void) { return tg_tensor_new2(2, 3); }
+static tg_tape *tape(void) { return tg_tape_new(); }
+
+static void null_dense(void) { tg_dense(tape(), NULL, some(), NULL); }
+static void null_dense_w(void) { tg_dense(tape(), some(), NULL, NULL); }
+static void null_matmul(void) { tg_matmul(tape(), some(), NULL, false, true); }
+static void null_add(void) { tg_add(tape(), some(), NULL); }
+static void null_sub(void) { tg_sub(tape(), NULL, some()); }
+static void null_mul(void) { tg_mul(tape(), some(), NULL); }
+static void null_scale(void) { tg_scale(tape(), NULL, 1.0f); }
+static void null_add_scalar(void) { tg_add_scalar(tape(), NULL, 1.0f); }
+static void null_exp(void) { tg_exp(tape(), NULL); }
+static void null_log(void) { tg_log(tape(), NULL); }
+static void null_sigmoid(void) { tg_sigmoid(tape(), NULL); }
+static void null_relu(void) { tg_relu(tape(), NULL); }
+static void null_tanh(void) { tg_tanh(tape(), NULL); }
+static void null_softplus(void) { tg_softplus(tape(), NULL); }
+static void null_square(void) { tg_square(tape(), NULL); }
+static void null_clamp(void) { tg_clamp(tape(), NULL, 0.0f, 1.0f); }
+static void null_sum(void) { tg_sum(tape(), NULL); }
+static void null_mean(void) { tg_mean(tape(), NULL); }
+static void null_sum_rows(void) { tg_sum_rows(tape(), NULL); }
+static void null_mean_rows(void) { tg_mean_rows(tape(), NULL); }
+static void null_split(void)
+{
+    tg_tensor *parts[2];
+    tg_split(tape(), NULL, 2, parts);
+}
+static void null_concat(void)
+{
+    tg_concat(tape(), 2, (tg_tensor *[]){some(), NULL});
+}
+static void null_reshape(void) { tg_reshape(tape(), NULL, 1, (int[]){6}); }
+static void null_bce(void) { tg_bce_with_logits(tape(), some(), NULL); }
+static void null_xent(void) { tg_softmax_xent(tape(), NULL, (int[]){0, 0}); }
+static void null_xent_labels(void) { tg_softmax_xent(tape(), some(), NULL); }
+static void null_kl(void) { tg_kl_normal(tape(), NULL, some()); }
+static void null_backward(void) { tg_backward(tape(), NULL); }
+
+static void test_null_tensor_aborts_naming_the_op(void **state)
+{
+    (void)state;
+    static const struct {
+        misuse_fn fn;
+        const char *op, *what;
+    } cases[] = {
+        {null_dense, "dense:", "argument 1 is NULL"},
+        {null_dense_w, "dense:", "argument 2 is NULL"},
+        {null_matmul, "matmul:", "argument 2 is NULL"},
+        {null_add, "add:", "argument 2 is NULL"},
+        {null_sub, "sub:", "argument 1 is NULL"},
+        {null_mul, "mul:", "argument 2 is NULL"},
+        {null_scale, "scale:", "NULL"},
+        {null_add_scalar, "add_scalar:", "NULL"},
+        {null_exp, "exp:", "NULL"},
+        {null_log, "log:", "NULL"},
+        {null_sigmoid, "sigmoid:", "NULL"},
+        {null_relu, "relu:", "NULL"},
+        {null_tanh, "tanh:", "NULL"},
+        {null_softplus, "softplus:", "NULL"},
+        {null_square, "square:", "NULL"},
+        {null_clamp, "clamp:", "NULL"},
+        {null_sum, "sum:", "NULL"},
+        {null_mean, "mean:", "NULL"},
+        {null_sum_rows, "sum_rows:", "NULL"},
+        {null_mean_rows, "mean_rows:", "NULL"},
+        {null_split, "split:", "NULL"},
+        {null_concat, "concat:", "argument 2 is NULL"},
+        {null_reshape, "reshape:", "NULL"},
+        {null_bce, "bce_with_logits:", "argument 2 is NULL"},
+        {null_xent, "softmax_xent:", "NULL"},
+        {null_xent_labels, "softmax_xent:", "labels is NULL"},
+        {null_kl, "kl_normal:", "argument 1 is NULL"},
+        {null_backward, "backward:", "NULL"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        expect_abort(cases[k].fn, cases[k].op, cases[k].what);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_zero_rows_pass_every_op),
+        cmocka_unit_test(test_zero_row_tape_tensors),
+        cmocka_unit_test(test_null_tensor_aborts_naming_the_op),
+    };
+    return cmocka_run_group_tests_name("autograd op inputs", tests, NULL, NULL);
+}

@@ -1,0 +1,68 @@
+#!/bin/sh
+# Checkpoints trusted only after checking, and outputs a folder can rely on
+# (issue 17): each case failed before its fix.
+# usage: reliability.sh VAE_MNIST VAE_SCORE MNIST_DIR
+set -u
+vae=$1
+score=$2
+mnist=$3
+. "$(dirname "$0")/lib.sh"
+
+big="$tmp/big"; dataset "$mnist" "$big" 640 64
+small="$tmp/small"; dataset "$mnist" "$small" 64 64
+fast="--hidden 16 --latent 2 --batch 32 --threads 1"
+
+# A checkpoint after 2 epochs of $big (20 batches each), then one edited to
+# stand at batch 15 of epoch 2.
+expect 0 "$vae" $fast --data "$big" --epochs 2 --out "$tmp/run"
+ck="$tmp/run/checkpoint.safetensors"
+st_set_meta "$ck" batch_in_epoch 15 "$tmp/b15.safetensors"
+st_set_meta "$tmp/b15.safetensors" epoch 1 "$tmp/b15.2"
+st_set_meta "$tmp/b15.2" epoch_seen 480 "$tmp/b15.safetensors"
+
+# 1. resume past the end of the current data set's epoch: a message, not
+#    an abort (was SIGABRT in tg_batcher_start)
+expect 2 "$vae" $fast --data "$small" --epochs 3 --out "$tmp/o1" \
+    --resume "$tmp/b15.safetensors"
+mentions "batch 15"
+[ -e "$tmp/o1" ] && fail "a refused resume left $tmp/o1"
+
+# 2. impossible position: epoch_seen = 1e9
+st_set_meta "$tmp/b15.safetensors" epoch_seen 1000000000 "$tmp/seen.safetensors"
+expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o2" \
+    --resume "$tmp/seen.safetensors"
+mentions "epoch_seen"
+
+# 3. a checkpoint of another model
+st_set_meta "$ck" model mlp "$tmp/mlp.safetensors"
+expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o3" \
+    --resume "$tmp/mlp.safetensors"
+mentions "model is 'mlp'"
+
+# 4. resuming a checkpoint already past --epochs says so, writes nothing
+mkdir "$tmp/o4"
+expect 0 "$vae" $fast --data "$big" --epochs 1 --out "$tmp/o4" --resume "$ck"
+grep -q "nothing to train" "$tmp/out" || fail "past --epochs: $(cat "$tmp/out")"
+grep -q "^wrote" "$tmp/out" && fail "past --epochs: claims to have written files"
+[ -z "$(ls -A "$tmp/o4")" ] || fail "past --epochs: wrote $(ls -A "$tmp/o4")"
+
+# 5. vae_score checks the weights: NaN in an encoder weight, in a decoder
+#    bias: exit 2 naming the checkpoint, no output folder
+for t in encoder.fc1.weight decoder.fc2.bias; do
+    cp "$ck" "$tmp/nan.safetensors"
+    st_poke "$tmp/nan.safetensors" "$(st_offset "$ck" $t)" '\377\377\377\177'
+    expect 2 "$score" --checkpoint "$tmp/nan.safetensors" --data "$small" \
+        --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o5"
+    mentions "nan.safetensors"
+    mentions "$t"
+    [ -e "$tmp/o5" ] && fail "vae_score left an output folder"
+done
+
+# 6. labels out of range where labels are not used: a note on stderr
+bad="$tmp/badlabels"; dataset "$mnist" "$bad" 64 64 12
+"$vae" $fast --data "$bad" --epochs 1 --out "$tmp/o6" >"$tmp/out" 2>"$tmp/err" ||
+    fail "labels out of range stopped vae_mnist: $(cat "$tmp/err")"
+grep -q "labels" "$tmp/err" || fail "labels out of range: no word said"
+
+[ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
+echo "all reliability checks passed"
