@@ -1,20 +1,29 @@
 /* GEMM driver: C[M,N] = alpha * op(A)[M,K] . op(B)[K,N] + beta * C, row-major.
  *
- * GotoBLAS/BLIS-style loops, per thread over its own rectangle of C:
+ * GotoBLAS-style loops, per thread over its own rectangle of C:
  *   jc over N by NC     pack B~[kc, nc] (NR-wide panels, L2-resident)
  *    pc over K by kc    first K block applies beta, later ones add
  *     ir over M by MR     MR rows of op(A), read in place, stay in L1
  *      jr over nc by NR   micro-kernel: C[MR, NR] from A rows and a B~ panel
  * B~ packing reads op(B), and the kernel takes op(A) with strides, so one
- * micro-kernel serves all four transpose variants. Measured on Zen 5,
- * reading A in place beats packing it by 5-12% (no A copy, 8 prefetch
- * streams); only a partial row panel is packed (zero-padded). Partial tiles
- * go through a small buffer. No MC block: A is not packed.
+ * micro-kernel serves all four transpose variants. Reading A in place beats
+ * packing it (Zen 5: by 5-12%; Zen 3: packed A~ blocks in BLIS order lost
+ * 5-20% on every shape); only a partial row panel is packed (zero-padded).
+ * Partial tiles go through a small buffer.
+ *
+ * Blocks come from the cache sizes the CPU reports (cpuid, else sysfs):
+ * when op(A) is A transposed, each k step of the kernel touches a new cache
+ * line of A, so MR x kc of A plus a B~ micro-panel must fit L1d (Zen 3:
+ * kc <= 256); when op(A) is read along rows, longer K blocks win (fewer
+ * passes over C; up to 832 measured best on Zen 3 and Zen 5). B~ fills 3/4
+ * of L2. A kernel family may use a different tile for each case (AVX2: 4x24
+ * on rows, 6x16 down columns: 6 floats per line touched instead of 4).
  *
  * Determinism: every C element is computed by exactly one thread as the sum
  * over K blocks in order, each block summed in k order by the micro-kernel.
- * The K split depends only on K, and thread rectangles start on tile
- * boundaries, so results are bit-identical for any thread count. */
+ * The K split and the tile depend only on the shape, and thread rectangles
+ * start on tile boundaries, so results are bit-identical for any thread
+ * count. */
 #include "gemm_internal.h"
 #include "tg_autograd.h"
 #include "tg_config.h"
@@ -67,13 +76,14 @@ static void transpose_portable(const float *src, ptrdiff_t ld, int rows,
 static int always(void) { return 1; }
 
 static const gemm_kernel kernel_portable = {
-    "portable", PORT_MR, PORT_NR, ukr_portable, transpose_portable, always};
+    "portable",         PORT_MR, PORT_NR, ukr_portable,
+    transpose_portable, always,  NULL};
 
 /* Best first. */
 static const gemm_kernel *const kernels[] = {
 #ifdef TG_GEMM_X86
-    &tg_gemm_kernel_avx512,
-    &tg_gemm_kernel_avx2,
+    &tg_gemm_kernel_avx512,    &tg_gemm_kernel_avx2,
+    &tg_gemm_kernel_avx2_4x24, &tg_gemm_kernel_avx2_6x16,
 #endif
     &kernel_portable,
 };
@@ -84,51 +94,112 @@ enum { MAX_MR = 32, MAX_NR = 64 };
 
 static struct {
     const gemm_kernel *kern;
-    int kc_max;  /* K block: MR rows of A, kc long, in L1 */
-    int nc;      /* B~ kc*nc in most of L2 */
-    int threads; /* 0 until set: all cores */
+    long cache[3]; /* L1d, L2, L3 bytes */
+    int blocks_kc; /* TG_GEMM_BLOCKS="kc,nc" (tuning aid), else 0 */
+    int blocks_nc;
+    size_t buffer_floats; /* per-thread pack buffer: the largest blocks */
+    int threads;          /* 0 until set: all cores */
     double min_flops_parallel;
 } cfg;
 static atomic_int cfg_ready;
 
-static long cache_bytes(int index, long fallback)
+/* Data cache sizes in bytes (L1d, L2, L3 per cpu0's view) from sysfs;
+ * entries it cannot read are left alone. */
+static void sysfs_caches(long size[3])
 {
-    char path[96];
-    snprintf(path, sizeof path,
-             "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return fallback;
-    long v = 0;
-    char unit = 0;
-    int got = fscanf(f, "%ld%c", &v, &unit);
-    fclose(f);
-    if (got < 1 || v <= 0)
-        return fallback;
-    if (unit == 'K')
-        v *= 1024;
-    if (unit == 'M')
-        v *= 1024 * 1024;
-    return v;
+    for (int index = 0; index < 8; index++) {
+        char path[96], type[16] = "";
+        int level = 0;
+        long v = 0;
+        char unit = 0;
+        snprintf(path, sizeof path,
+                 "/sys/devices/system/cpu/cpu0/cache/index%d/level", index);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            break;
+        int ok = fscanf(f, "%d", &level) == 1;
+        fclose(f);
+        snprintf(path, sizeof path,
+                 "/sys/devices/system/cpu/cpu0/cache/index%d/type", index);
+        if (ok && (f = fopen(path, "r"))) {
+            ok = fscanf(f, "%15s", type) == 1;
+            fclose(f);
+        }
+        snprintf(path, sizeof path,
+                 "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
+        if (ok && (f = fopen(path, "r"))) {
+            ok = fscanf(f, "%ld%c", &v, &unit) >= 1;
+            fclose(f);
+        }
+        if (!ok || v <= 0 || level < 1 || level > 3 ||
+            strcmp(type, "Instruction") == 0)
+            continue;
+        v *= unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1;
+        size[level - 1] = v;
+    }
+}
+
+/* L1d, L2, L3: cpuid (x86), else sysfs, else a common desktop's sizes. */
+static void cache_sizes(long size[3])
+{
+    size[0] = size[1] = size[2] = 0;
+#ifdef TG_GEMM_X86
+    tg_gemm_x86_caches(size);
+#endif
+    if (!size[0] || !size[1])
+        sysfs_caches(size);
+    if (size[0] < 16 * 1024 || size[0] > 1024 * 1024)
+        size[0] = 32 * 1024;
+    if (size[1] < 128 * 1024 || size[1] > 64 * 1024 * 1024)
+        size[1] = 512 * 1024;
+    if (size[2] < size[1])
+        size[2] = 4 * size[1];
 }
 
 static int round_down(int v, int m) { return v / m * m > 0 ? v / m * m : m; }
 
+static int clamp_int(long v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : (int)v;
+}
+
+/* The tile for op(A) read in place with its rows strided (A transposed) or
+ * contiguous, and its blocks. A function of the shape class only. */
+static const gemm_kernel *tile_for(const gemm_kernel *k, bool a_trans)
+{
+    return a_trans && k->strided ? k->strided : k;
+}
+
+static void blocks_for(const gemm_kernel *k, bool a_trans, int *kc_max, int *nc)
+{
+    const long l1 = cfg.cache[0], l2 = cfg.cache[1], f = sizeof(float);
+    if (a_trans) /* a line of A and NR floats of B per k step, in L1 */
+        *kc_max = clamp_int(l1 / (64 + k->nr * f), 128, 832);
+    else
+        *kc_max = clamp_int(l1 * 26 / 1024, 256, 832);
+    *nc = round_down(clamp_int(l2 * 3 / 4 / (*kc_max * f), 1, 4096), k->nr);
+    if (cfg.blocks_kc > 0) {
+        *kc_max = cfg.blocks_kc;
+        *nc = round_down(cfg.blocks_nc, k->nr);
+    }
+}
+
 static void set_blocks(void)
 {
-    const gemm_kernel *k = cfg.kern;
-    long l2 = cache_bytes(2, 1L << 20);
-    /* Measured on Zen 5 (1 MB L2): K up to ~800 in one block and B~ filling
-     * about 3/4 of L2 beat K blocks of 256-512. */
-    cfg.kc_max = 832;
-    long nc = l2 * 3 / 4 / ((long)cfg.kc_max * (long)sizeof(float));
-    cfg.nc = round_down(nc > 4096 ? 4096 : (int)nc, k->nr);
-    const char *env = getenv("TG_GEMM_BLOCKS"); /* tuning aid: "kc,nc" */
-    int kc, ncv;
-    if (env && sscanf(env, "%d,%d", &kc, &ncv) == 2 && kc > 0 && ncv > 0) {
-        cfg.kc_max = kc;
-        cfg.nc = round_down(ncv, k->nr);
+    cache_sizes(cfg.cache);
+    const char *env = getenv("TG_GEMM_BLOCKS");
+    if (!env || sscanf(env, "%d,%d", &cfg.blocks_kc, &cfg.blocks_nc) != 2 ||
+        cfg.blocks_kc <= 0 || cfg.blocks_nc <= 0)
+        cfg.blocks_kc = cfg.blocks_nc = 0;
+    size_t most = 0;
+    for (int t = 0; t < 2; t++) {
+        const gemm_kernel *k = tile_for(cfg.kern, t);
+        int kc, nc;
+        blocks_for(k, t, &kc, &nc);
+        size_t need = ((size_t)nc + MAX_MR) * (size_t)kc + 16;
+        most = need > most ? need : most;
     }
+    cfg.buffer_floats = most;
 }
 
 static void init(void)
@@ -263,10 +334,16 @@ static void pack(const float *X, int ld, bool contig_i, int i0, int n, int p0,
                 float *d = dst + (size_t)p * w;
                 if (lanes == 32)
                     memcpy(d, src, 32 * sizeof(float));
+                else if (lanes == 24)
+                    memcpy(d, src, 24 * sizeof(float));
                 else if (lanes == 16)
                     memcpy(d, src, 16 * sizeof(float));
                 else if (lanes == 8)
                     memcpy(d, src, 8 * sizeof(float));
+                else if (lanes == 6)
+                    memcpy(d, src, 6 * sizeof(float));
+                else if (lanes == 4)
+                    memcpy(d, src, 4 * sizeof(float));
                 else
                     for (int r = 0; r < lanes; r++)
                         d[r] = src[r];
@@ -283,14 +360,35 @@ static void pack(const float *X, int ld, bool contig_i, int i0, int n, int p0,
 }
 
 /* ---- one thread's rectangle C[m0:m1, n0:n1] ------------------------------ */
-static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
-                       int m0, int m1, int n0, int n1)
+/* One MR x NR tile of C at c (element (i, j) at c[i * rs + j * cs]). */
+static inline void tile(const problem *pb, const gemm_kernel *kern, int kc,
+                        const float *ap, ptrdiff_t ap_rs, ptrdiff_t ap_cs,
+                        const float *bp, ptrdiff_t rsb, float *c, ptrdiff_t rs,
+                        ptrdiff_t cs, int rows, int cols, float beta)
 {
-    const int mr = kern->mr, nr = kern->nr, NC = cfg.nc;
-    /* Sized for the largest blocks, so each thread allocates once. */
-    size_t b_len = (size_t)NC * cfg.kc_max;
-    float *bpack = thread_buffer(b_len + (size_t)MAX_MR * cfg.kc_max);
-    float *apack = bpack + b_len;
+    const int mr = kern->mr, nr = kern->nr;
+    if (rows == mr && cols == nr && !pb->c_trans) {
+        kern->ukr(kc, ap, ap_rs, ap_cs, bp, rsb, c, pb->ldc, pb->alpha, beta);
+        return;
+    }
+    /* Edge tile: same kernel on a padded copy, so an element's arithmetic
+     * never depends on the tile. */
+    _Alignas(64) float edge[MAX_MR * MAX_NR];
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++)
+            edge[i * nr + j] = beta == 0.0f ? 0.0f : c[i * rs + j * cs];
+    kern->ukr(kc, ap, ap_rs, ap_cs, bp, rsb, edge, nr, pb->alpha, beta);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++)
+            c[i * rs + j * cs] = edge[i * nr + j];
+}
+
+static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
+                       int NC, int m0, int m1, int n0, int n1)
+{
+    const int mr = kern->mr, nr = kern->nr;
+    float *bpack = thread_buffer(cfg.buffer_floats);
+    float *apack = bpack + (size_t)NC * kc_step;
     /* Element (i, j) of the C being computed is at c[i * rs + j * cs]. */
     const ptrdiff_t ldc = pb->ldc, rs = pb->c_trans ? 1 : ldc,
                     cs = pb->c_trans ? ldc : 1;
@@ -331,24 +429,9 @@ static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
                         rsb = nr;
                     }
                     int cols = nc - jr < nr ? nc - jr : nr;
-                    float *c = pb->C + ir * rs + (jc + jr) * cs;
-                    if (rows == mr && cols == nr && !pb->c_trans) {
-                        kern->ukr(kc, ap, ap_rs, ap_cs, bp, rsb, c, ldc,
-                                  pb->alpha, beta);
-                        continue;
-                    }
-                    /* Edge tile: same kernel on a padded copy, so an
-                     * element's arithmetic never depends on the tile. */
-                    _Alignas(64) float edge[MAX_MR * MAX_NR];
-                    for (int i = 0; i < rows; i++)
-                        for (int j = 0; j < cols; j++)
-                            edge[i * nr + j] =
-                                beta == 0.0f ? 0.0f : c[i * rs + j * cs];
-                    kern->ukr(kc, ap, ap_rs, ap_cs, bp, rsb, edge, nr,
-                              pb->alpha, beta);
-                    for (int i = 0; i < rows; i++)
-                        for (int j = 0; j < cols; j++)
-                            c[i * rs + j * cs] = edge[i * nr + j];
+                    tile(pb, kern, kc, ap, ap_rs, ap_cs, bp, rsb,
+                         pb->C + ir * rs + (jc + jr) * cs, rs, cs, rows, cols,
+                         beta);
                 }
             }
         }
@@ -423,8 +506,8 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     /* A narrow C wastes most of each NR-wide tile (N = 40 fills 40 of 64
      * lanes): compute C^T = op(B)^T op(A)^T instead when that costs less.
      * Each element is the same FMA chain either way (a*b = b*a). */
-    if (tile_cost(N, M, K, true, kern) <
-        0.95 * tile_cost(M, N, K, false, kern)) {
+    if (tile_cost(N, M, K, true, tile_for(kern, !trans_b)) <
+        0.95 * tile_cost(M, N, K, false, tile_for(kern, trans_a))) {
         problem t = {!trans_b, !trans_a, N,   M,   K,   alpha, beta, B,
                      A,        C,        ldb, lda, ldc, true,  false};
         pb = t;
@@ -433,7 +516,10 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
      * 20x128x400 gains 35% in place, 1024^3 loses 20%). */
     pb.b_in_place = !pb.tb && pb.M <= 96;
     /* K blocks of near-equal size, a function of K alone. */
-    int nk = (K + cfg.kc_max - 1) / cfg.kc_max;
+    kern = tile_for(kern, pb.ta);
+    int kc_max, NC;
+    blocks_for(kern, pb.ta, &kc_max, &NC);
+    int nk = (K + kc_max - 1) / kc_max;
     int kc_step = (K + nk - 1) / nk;
 
     int pm = (pb.M + kern->mr - 1) / kern->mr,
@@ -446,7 +532,7 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     if (T > pm * pn)
         T = pm * pn;
     if (T <= 1) {
-        gemm_block(&pb, kern, kc_step, 0, pb.M, 0, pb.N);
+        gemm_block(&pb, kern, kc_step, NC, 0, pb.M, 0, pb.N);
         return;
     }
     int tm = 1, tn = T;
@@ -465,6 +551,6 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
         if (n1 > pb.N)
             n1 = pb.N;
         if (m0 < m1 && n0 < n1)
-            gemm_block(&pb, kern, kc_step, m0, m1, n0, n1);
+            gemm_block(&pb, kern, kc_step, NC, m0, m1, n0, n1);
     }
 }

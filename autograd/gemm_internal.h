@@ -26,12 +26,20 @@ typedef struct gemm_kernel {
     gemm_ukr_fn ukr;
     gemm_transpose_fn transpose;
     int (*supported)(void);
+    /* The tile used instead when op(A) is A transposed (read down its
+     * columns), or NULL for this one. */
+    const struct gemm_kernel *strided;
 } gemm_kernel;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define TG_GEMM_X86 1
 extern const gemm_kernel tg_gemm_kernel_avx512;
 extern const gemm_kernel tg_gemm_kernel_avx2;
+extern const gemm_kernel tg_gemm_kernel_avx2_4x24;
+extern const gemm_kernel tg_gemm_kernel_avx2_6x16;
+/* Data cache sizes from cpuid (leaf 4, or 0x8000001D on AMD): size[0..2] =
+ * L1d, L2, L3 in bytes; entries cpuid does not report are left alone. */
+void tg_gemm_x86_caches(long size[3]);
 #endif
 
 #endif

@@ -12,7 +12,9 @@
 #include "gemm_internal.h"
 
 #ifdef TG_GEMM_X86
+#include <cpuid.h>
 #include <immintrin.h>
+#include <string.h>
 
 /* AVX-512: 32 zmm registers. MR*NV accumulators + NV loads + 1 broadcast. */
 #ifndef TG_AVX512_MR
@@ -21,9 +23,6 @@
 #ifndef TG_AVX512_NV
 #define TG_AVX512_NV 2
 #endif
-/* AVX2: 16 ymm registers, 6 x 16 = 12 accumulators. */
-#define AVX2_MR 6
-#define AVX2_NV 2
 
 #define TG_UNROLL _Pragma("GCC unroll 16")
 
@@ -70,17 +69,20 @@ ukr_avx512(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
     }
 }
 
-__attribute__((target("avx2,fma"))) static void
-ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
-         ptrdiff_t rsb, float *c, ptrdiff_t ldc, float alpha, float beta)
+/* AVX2 tile MR x NV*8, MR*NV accumulators of the 16 ymm registers; inlined
+ * into one function per shape, so MR and NV are constants there. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+ukr_avx2_tile(const int MR, const int NV, int k, const float *a, ptrdiff_t rsa,
+              ptrdiff_t csa, const float *b, ptrdiff_t rsb, float *c,
+              ptrdiff_t ldc, float alpha, float beta)
 {
-    enum { MR = AVX2_MR, NV = AVX2_NV, W = 8 };
-    __m256 acc[MR][NV];
+    enum { W = 8, MAX_ACC = 12 };
+    __m256 acc[MAX_ACC][4];
     TG_UNROLL for (int i = 0; i < MR; i++)
         TG_UNROLL for (int j = 0; j < NV; j++) acc[i][j] = _mm256_setzero_ps();
 
     for (int p = 0; p < k; p++) {
-        __m256 bv[NV];
+        __m256 bv[4];
         TG_UNROLL for (int j = 0; j < NV; j++) bv[j] =
             _mm256_loadu_ps(b + j * W);
         TG_UNROLL for (int i = 0; i < MR; i++)
@@ -111,6 +113,22 @@ ukr_avx2(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa, const float *b,
             _mm256_storeu_ps(ci + j * W, r);
         }
     }
+}
+
+__attribute__((target("avx2,fma"))) static void
+ukr_avx2_6x16(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
+              const float *b, ptrdiff_t rsb, float *c, ptrdiff_t ldc,
+              float alpha, float beta)
+{
+    ukr_avx2_tile(6, 2, k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
+}
+
+__attribute__((target("avx2,fma"))) static void
+ukr_avx2_4x24(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
+              const float *b, ptrdiff_t rsb, float *c, ptrdiff_t ldc,
+              float alpha, float beta)
+{
+    ukr_avx2_tile(4, 3, k, a, rsa, csa, b, rsb, c, ldc, alpha, beta);
 }
 
 /* dst[c * dst_ld + r] = src[r * ld + c] for r < rows, c < cols: 8x8 blocks
@@ -169,9 +187,91 @@ transpose_avx2(const float *src, ptrdiff_t ld, int rows, int cols, float *dst,
             for (int c = c8; c < cols; c++)
                 dst[c * dst_ld + r + i] = s[i * ld + c];
     }
+    if (r8 == rows)
+        return;
+    /* The last 1-7 rows: the same 8x8 transpose with the missing rows read
+     * as zeros. Each column's 8 lanes are stored whole when that stays
+     * inside the destination (lanes past `rows` land on padding or on the
+     * next column, written after), else through a buffer. */
+    int rr = rows - r8;
+    const float *s = src + r8 * ld;
+    for (int c = 0; c < c8; c += 8) {
+        __m256 x[8];
+        for (int i = 0; i < 8; i++)
+            x[i] =
+                i < rr ? _mm256_loadu_ps(s + i * ld + c) : _mm256_setzero_ps();
+        __m256 t0 = _mm256_unpacklo_ps(x[0], x[1]),
+               t1 = _mm256_unpackhi_ps(x[0], x[1]);
+        __m256 t2 = _mm256_unpacklo_ps(x[2], x[3]),
+               t3 = _mm256_unpackhi_ps(x[2], x[3]);
+        __m256 t4 = _mm256_unpacklo_ps(x[4], x[5]),
+               t5 = _mm256_unpackhi_ps(x[4], x[5]);
+        __m256 t6 = _mm256_unpacklo_ps(x[6], x[7]),
+               t7 = _mm256_unpackhi_ps(x[6], x[7]);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44),
+               u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+               u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44),
+               u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44),
+               u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        __m256 y[8] = {_mm256_permute2f128_ps(u0, u4, 0x20),
+                       _mm256_permute2f128_ps(u1, u5, 0x20),
+                       _mm256_permute2f128_ps(u2, u6, 0x20),
+                       _mm256_permute2f128_ps(u3, u7, 0x20),
+                       _mm256_permute2f128_ps(u0, u4, 0x31),
+                       _mm256_permute2f128_ps(u1, u5, 0x31),
+                       _mm256_permute2f128_ps(u2, u6, 0x31),
+                       _mm256_permute2f128_ps(u3, u7, 0x31)};
+        for (int i = 0; i < 8; i++) {
+            float *d = dst + (c + i) * dst_ld + r8;
+            if ((c + i) * dst_ld + r8 + 8 <= cols * dst_ld) {
+                _mm256_storeu_ps(d, y[i]);
+            } else {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, y[i]);
+                memcpy(d, tmp, (size_t)rr * sizeof(float));
+            }
+        }
+    }
     for (int r = r8; r < rows; r++)
-        for (int c = 0; c < cols; c++)
+        for (int c = c8; c < cols; c++)
             dst[c * dst_ld + r] = src[r * ld + c];
+}
+
+void tg_gemm_x86_caches(long size[3])
+{
+    unsigned eax, ebx, ecx, edx, leaf = 4;
+    char vendor[13] = "";
+    if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx))
+        return;
+    unsigned max_leaf = eax;
+    memcpy(vendor, &ebx, 4);
+    memcpy(vendor + 4, &edx, 4);
+    memcpy(vendor + 8, &ecx, 4);
+    if (strcmp(vendor, "AuthenticAMD") == 0 ||
+        strcmp(vendor, "HygonGenuine") == 0) {
+        /* 0x8000001D needs TOPOEXT (0x80000001 ECX bit 22). */
+        if (!__get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) ||
+            !(ecx & (1u << 22)))
+            return;
+        leaf = 0x8000001D;
+    } else if (max_leaf < 4) {
+        return;
+    }
+    for (unsigned sub = 0; sub < 16; sub++) {
+        __cpuid_count(leaf, sub, eax, ebx, ecx, edx);
+        unsigned type = eax & 31, level = (eax >> 5) & 7;
+        if (type == 0)
+            break;
+        if (type == 2 || level < 1 || level > 3) /* instruction cache */
+            continue;
+        long ways = (long)(ebx >> 22) + 1,
+             parts = (long)((ebx >> 12) & 1023) + 1,
+             line = (long)(ebx & 4095) + 1, sets = (long)ecx + 1;
+        size[level - 1] = ways * parts * line * sets;
+    }
 }
 
 static int has_avx512(void)
@@ -186,11 +286,21 @@ static int has_avx2(void)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-const gemm_kernel tg_gemm_kernel_avx512 = {"avx512",          TG_AVX512_MR,
-                                           TG_AVX512_NV * 16, ukr_avx512,
-                                           transpose_avx2,    has_avx512};
-const gemm_kernel tg_gemm_kernel_avx2 = {"avx2",   AVX2_MR,        AVX2_NV * 8,
-                                         ukr_avx2, transpose_avx2, has_avx2};
+const gemm_kernel tg_gemm_kernel_avx512 = {
+    "avx512",   TG_AVX512_MR, TG_AVX512_NV * 16, ukr_avx512, transpose_avx2,
+    has_avx512, NULL};
+/* "avx2" picks its tile per call; the other two pin one (tests, tuning). */
+const gemm_kernel tg_gemm_kernel_avx2_6x16 = {
+    "avx2-6x16", 6, 16, ukr_avx2_6x16, transpose_avx2, has_avx2, NULL};
+const gemm_kernel tg_gemm_kernel_avx2_4x24 = {
+    "avx2-4x24", 4, 24, ukr_avx2_4x24, transpose_avx2, has_avx2, NULL};
+const gemm_kernel tg_gemm_kernel_avx2 = {"avx2",
+                                         4,
+                                         24,
+                                         ukr_avx2_4x24,
+                                         transpose_avx2,
+                                         has_avx2,
+                                         &tg_gemm_kernel_avx2_6x16};
 
 #else
 /* ISO C forbids an empty translation unit. */

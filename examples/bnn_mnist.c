@@ -257,14 +257,21 @@ static tg_tensor *dropout(tg_tape *tp, tg_tensor *x, float p, tg_rng *rng)
 }
 
 /* logits [B, 10]. rng is the noise (bbb's eps, dropout's masks); NULL gives
- * the deterministic pass (posterior means, no dropout). */
+ * the deterministic pass (posterior means, no dropout). When kl is not NULL
+ * (bbb training) it gets the sum of the layers' KL to the prior. */
 static tg_tensor *net_logits(tg_tape *tp, const net *m, tg_tensor *x,
-                             tg_rng *rng)
+                             tg_rng *rng, tg_tensor **kl)
 {
     tg_tensor *h = x;
     for (int l = 0; l < 3; l++) {
-        h = m->bayes ? tg_bayes_dense_apply(tp, &m->bfc[l], h, rng)
-                     : tg_dense_apply(tp, &m->fc[l], h);
+        if (m->bayes && kl) {
+            tg_tensor *layer_kl;
+            h = tg_bayes_dense_apply_kl(tp, &m->bfc[l], h, rng, &layer_kl);
+            *kl = l ? tg_add(tp, *kl, layer_kl) : layer_kl;
+        } else if (m->bayes)
+            h = tg_bayes_dense_apply(tp, &m->bfc[l], h, rng);
+        else
+            h = tg_dense_apply(tp, &m->fc[l], h);
         if (l < 2) {
             h = tg_relu(tp, h);
             if (m->dropout > 0.0f && rng)
@@ -305,14 +312,14 @@ static double train(net *m, const options *o, const tg_dataset *train_set,
             tg_tape_reset(tp);
             tg_tensor *x = tg_tape_view2(tp, xbuf, n, input);
             bool noisy = m->bayes || m->dropout > 0.0f;
-            tg_tensor *loss = tg_loss_softmax_xent(
-                tp, net_logits(tp, m, x, noisy ? &noise : NULL), labels);
-            if (m->bayes) {
-                tg_tensor *kl = tg_bayes_dense_kl(tp, &m->bfc[0]);
-                for (int l = 1; l < 3; l++)
-                    kl = tg_add(tp, kl, tg_bayes_dense_kl(tp, &m->bfc[l]));
+            tg_tensor *kl = NULL;
+            tg_tensor *loss =
+                tg_loss_softmax_xent(tp,
+                                     net_logits(tp, m, x, noisy ? &noise : NULL,
+                                                m->bayes ? &kl : NULL),
+                                     labels);
+            if (kl) /* the negative ELBO per example: NLL + KL / N */
                 loss = tg_add(tp, loss, tg_scale(tp, kl, kl_weight));
-            }
             if (!isfinite(loss->data[0])) {
                 fprintf(stderr,
                         "bnn_mnist: %s: epoch %d, batch %d: loss is %g; "
@@ -369,7 +376,7 @@ static void predict(tg_tape *tp, const net *nets, int n_nets, int S,
             tg_tensor *x = tg_tape_view2(
                 tp, (float *)images + (size_t)first * input, rows, input);
             const net *m = n_nets > 1 ? &nets[s] : &nets[0];
-            tg_tensor *logits = net_logits(tp, m, x, rng);
+            tg_tensor *logits = net_logits(tp, m, x, rng, NULL);
             softmax_rows(logits->data, rows,
                          samples + ((size_t)s * n + first) * BNN_CLASSES);
         }

@@ -261,7 +261,7 @@ int main(int argc, char **argv)
             }
             tg_dist_allreduce_grads(m.params);
             /* the summed gradients are the same on every rank */
-            const char *why, *bad = cli_nonfinite(m.params, &why);
+            const char *why, *bad = tg_params_nonfinite(m.params, &why);
             if (bad) {
                 cli_progress_end(&bar);
                 if (tg_dist_rank() == 0)

@@ -376,7 +376,7 @@ int main(int argc, char **argv)
             const char *bad = "loss", *why = "is not finite";
             if (sums[0] == 0.0) {
                 tg_dist_allreduce_grads(ps);
-                bad = cli_nonfinite(ps, &why);
+                bad = tg_params_nonfinite(ps, &why);
             }
             if (bad && !o.skip_nonfinite) {
                 cli_progress_end(&bar);
@@ -441,11 +441,13 @@ int main(int argc, char **argv)
                    (long long)skipped, skipped == 1 ? "" : "s");
         fflush(stdout);
 
+        /* the checkpoint first: if it cannot be saved, the files that
+         * describe it are not replaced either */
+        save_checkpoint(&o, vae, opt, &pos);
         if (tg_dist_rank() == 0) {
             write_metrics(&o, hist, n_hist);
             write_pictures(tp, vae, &test, &o);
         }
-        save_checkpoint(&o, vae, opt, &pos);
         if (cli_interrupted && epoch < o.epochs)
             stop_interrupted(&o, argv[0], vae, opt, &pos);
     }

@@ -12,10 +12,13 @@
  *
  * Each row draws its own weights, which lowers the gradient's variance
  * compared with one weight sample per batch. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 
+#include "parallel.h"
 #include "tg_nn.h"
+#include "vmath.h"
 
 void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
                          int in, int out, float prior_scale, float rho_init,
@@ -54,13 +57,132 @@ void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
         l->b_rho->data[i] = rho_init;
 }
 
-/* The pre-activation sample for given noise eps [B, out]; the formula above.
- * sqrt(var) is written exp(log(var) / 2): var >= sigma_b^2 > 0. */
-tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
-                                    tg_tensor *x, tg_tensor *eps)
+/* ---- the posterior's variances and KL: one fused op -------------------
+ * For mu, rho of one shape (a weight matrix or a bias), per element
+ *   s = softplus(rho),  var = s^2,
+ *   kl = sum log p - log s + (s^2 + mu^2) / (2 p^2) - 1/2     [1]
+ * Backward, with sig = sigmoid(rho) = ds/drho:
+ *   drho += sig * (2 s dvar + (s / p^2 - 1 / s) dkl),  dmu += mu / p^2 dkl.
+ * Forward saves s and sig, so backward does no transcendental math. The
+ * sum runs over fixed blocks combined in order: the same bits on any thread
+ * count. s is kept >= FLT_MIN so log s stays finite (rho below about -87). */
+enum { KL_BLOCK = 4096 };
+
+typedef struct posterior_saved {
+    float *s, *sig;
+    float inv_p2;
+    bool kl;
+} posterior_saved;
+
+static void posterior_backward(tg_tape *tp, tg_record *r)
 {
-    if (!x || !eps)
-        tg_fatal("bayes_dense", "NULL %s", x ? "eps" : "x");
+    const posterior_saved *sv = tg_op_saved(r);
+    tg_tensor *mu = tg_op_input(r, 0), *rho = tg_op_input(r, 1);
+    const float *dvar = tg_op_grad_out(r, 0);
+    const float *dkl_p = sv->kl ? tg_op_grad_out(r, 1) : NULL;
+    float dkl = dkl_p ? dkl_p[0] : 0.0f;
+    float *drho = tg_grad_of(tp, rho), *dmu = tg_grad_of(tp, mu);
+    const float *s = sv->s, *sig = sv->sig, *m = mu->data;
+    const float c = sv->inv_p2;
+    size_t n = mu->size;
+    if (drho) {
+        TG_PARALLEL_FOR(n, 1)
+        for (size_t i = 0; i < n; i++) {
+            float g = dkl * (s[i] * c - 1.0f / s[i]);
+            if (dvar)
+                g += 2.0f * s[i] * dvar[i];
+            drho[i] += sig[i] * g;
+        }
+    }
+    if (dmu && dkl != 0.0f) {
+        TG_PARALLEL_FOR(n, 1)
+        for (size_t i = 0; i < n; i++)
+            dmu[i] += dkl * c * m[i];
+    }
+}
+
+/* ln s for s in [FLT_MIN, 2^127), through the library's vectorisable log of
+ * numbers >= 1. */
+static inline float log_pos(float s)
+{
+    return s >= 1.0f ? vlogf_ge1(s) : -vlogf_ge1(1.0f / s);
+}
+
+/* One block of the forward: var, the saved s and sig, and the block's sum
+ * of -log s + c (s^2 + mu^2), in double over 8 fixed lanes (so the loops
+ * vectorise and the sum is the same on every machine). */
+TG_VECTOR_CLONES
+static double posterior_block(const float *restrict mu,
+                              const float *restrict rho, float *restrict var,
+                              float *restrict s_out, float *restrict sig_out,
+                              size_t n, float c, bool kl)
+{
+    float term[KL_BLOCK];
+    for (size_t i = 0; i < n; i++) {
+        float v = rho[i];
+        float e = vexpf(-fabsf(v)); /* e^-|rho| in (0, 1] */
+        float s = (v > 0.0f ? v : 0.0f) + vlog1pf(e);
+        s = s < FLT_MIN ? FLT_MIN : s;
+        float q = 1.0f / (1.0f + e);
+        s_out[i] = s;
+        sig_out[i] = v >= 0.0f ? q : e * q;
+        var[i] = s * s;
+        term[i] = c * (s * s + mu[i] * mu[i]) - log_pos(s);
+    }
+    if (!kl)
+        return 0.0;
+    double lane[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            lane[j] += (double)term[i + j];
+    for (; i < n; i++)
+        lane[i & 7] += (double)term[i];
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+/* var (same shape as rho) and, when kl is not NULL, the KL [1]. */
+static tg_tensor *posterior(tg_tape *tp, tg_tensor *mu, tg_tensor *rho,
+                            float prior_scale, tg_tensor **kl)
+{
+    size_t n = rho->size;
+    tg_tensor *var = tg_tape_tensor(tp, rho->ndim, rho->shape, false);
+    posterior_saved *sv = tg_tape_alloc(tp, sizeof *sv);
+    sv->s = tg_tape_alloc(tp, n * sizeof(float));
+    sv->sig = tg_tape_alloc(tp, n * sizeof(float));
+    sv->inv_p2 = 1.0f / (prior_scale * prior_scale);
+    sv->kl = kl != NULL;
+    size_t blocks = (n + KL_BLOCK - 1) / KL_BLOCK;
+    double *part = tg_tape_alloc(tp, blocks * sizeof(double));
+    float c = 0.5f * sv->inv_p2;
+    const float *m = mu->data, *r = rho->data;
+    TG_PARALLEL_FOR(blocks, KL_BLOCK)
+    for (size_t b = 0; b < blocks; b++) {
+        size_t lo = b * KL_BLOCK, len = n - lo < KL_BLOCK ? n - lo : KL_BLOCK;
+        part[b] = posterior_block(m + lo, r + lo, var->data + lo, sv->s + lo,
+                                  sv->sig + lo, len, c, sv->kl);
+    }
+    tg_tensor *outs[2] = {var, NULL};
+    if (kl) {
+        double sum = (double)n * (log((double)prior_scale) - 0.5);
+        for (size_t b = 0; b < blocks; b++)
+            sum += part[b];
+        *kl = outs[1] = tg_tape_tensor(tp, 1, (int[]){1}, false);
+        (*kl)->data[0] = (float)sum;
+    }
+    tg_tensor *ins[2] = {mu, rho};
+    tg_op_record(tp, "bayes_posterior", posterior_backward, 2, ins, kl ? 2 : 1,
+                 outs, sv);
+    return var;
+}
+
+/* The sample for noise eps (the formula at the top), and the layer's KL
+ * from the same softplus pass when kl is not NULL. sqrt(var) is written
+ * exp(log(var) / 2): var >= sigma_b^2 > 0. */
+static tg_tensor *sample(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
+                         tg_tensor *eps, tg_tensor **kl)
+{
     tg_tensor *mean = tg_dense(tp, x, l->W_mu, l->b_mu);
     if (eps->ndim != 2 || eps->shape[0] != mean->shape[0] ||
         eps->shape[1] != l->out) {
@@ -68,11 +190,39 @@ tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
         tg_fatal("bayes_dense", "eps %s must be the output's shape %s",
                  tg_shape_str(eps, a), tg_shape_str(mean, b));
     }
-    tg_tensor *var_W = tg_square(tp, tg_softplus(tp, l->W_rho));
-    tg_tensor *var_b = tg_square(tp, tg_softplus(tp, l->b_rho));
+    tg_tensor *kl_W, *kl_b;
+    tg_tensor *var_W =
+        posterior(tp, l->W_mu, l->W_rho, l->prior_scale, kl ? &kl_W : NULL);
+    tg_tensor *var_b =
+        posterior(tp, l->b_mu, l->b_rho, l->prior_scale, kl ? &kl_b : NULL);
+    if (kl)
+        *kl = tg_add(tp, kl_W, kl_b);
     tg_tensor *var = tg_dense(tp, tg_square(tp, x), var_W, var_b);
     tg_tensor *sd = tg_exp(tp, tg_scale(tp, tg_log(tp, var), 0.5f));
     return tg_add(tp, mean, tg_mul(tp, sd, eps));
+}
+
+tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
+                                    tg_tensor *x, tg_tensor *eps)
+{
+    if (!x || !eps)
+        tg_fatal("bayes_dense", "NULL %s", x ? "eps" : "x");
+    return sample(tp, l, x, eps, NULL);
+}
+
+tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
+                                   tg_tensor *x, tg_rng *rng, tg_tensor **kl)
+{
+    if (!x || !rng || !kl)
+        tg_fatal("bayes_dense_apply_kl", "NULL %s",
+                 !x     ? "x"
+                 : !rng ? "rng"
+                        : "kl");
+    if (x->ndim != 2)
+        tg_fatal("bayes_dense_apply_kl", "x must be 2-D [B, %d]", l->in);
+    tg_tensor *eps = tg_tape_tensor2(tp, x->shape[0], l->out, false);
+    tg_rng_fill_normal(rng, eps->data, eps->size, 0.0f, 1.0f);
+    return sample(tp, l, x, eps, kl);
 }
 
 tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
@@ -88,25 +238,13 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
      * thread count. */
     tg_tensor *eps = tg_tape_tensor2(tp, x->shape[0], l->out, false);
     tg_rng_fill_normal(rng, eps->data, eps->size, 0.0f, 1.0f);
-    return tg_bayes_dense_apply_eps(tp, l, x, eps);
-}
-
-/* KL(N(mu, s^2) || N(0, p^2)) = log p - log s + (s^2 + mu^2) / (2 p^2) - 1/2
- * per element, summed over one tensor pair: a [1] graph. */
-static tg_tensor *kl_gauss(tg_tape *tp, tg_tensor *mu, tg_tensor *rho,
-                           float prior_scale)
-{
-    tg_tensor *s = tg_softplus(tp, rho);
-    tg_tensor *quad = tg_add(tp, tg_square(tp, s), tg_square(tp, mu));
-    tg_tensor *per =
-        tg_sub(tp, tg_scale(tp, quad, 0.5f / (prior_scale * prior_scale)),
-               tg_log(tp, s));
-    double constant = (double)mu->size * (log((double)prior_scale) - 0.5);
-    return tg_add_scalar(tp, tg_sum(tp, per), (float)constant);
+    return sample(tp, l, x, eps, NULL);
 }
 
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l)
 {
-    return tg_add(tp, kl_gauss(tp, l->W_mu, l->W_rho, l->prior_scale),
-                  kl_gauss(tp, l->b_mu, l->b_rho, l->prior_scale));
+    tg_tensor *kl_W, *kl_b;
+    posterior(tp, l->W_mu, l->W_rho, l->prior_scale, &kl_W);
+    posterior(tp, l->b_mu, l->b_rho, l->prior_scale, &kl_b);
+    return tg_add(tp, kl_W, kl_b);
 }

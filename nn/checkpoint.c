@@ -149,67 +149,22 @@ static char *prefixed(const char *prefix, const char *name)
     return s;
 }
 
-/* fsync the directory holding path, so the rename itself is durable. */
-static tg_status sync_dir(const char *path)
-{
-    char *dir = prefixed("", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        strcpy(dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    tg_status st = TG_OK;
-    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
-        st = tg_error(TG_ERR_IO,
-                      "%s: saved, but syncing directory %s failed: %s", path,
-                      dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(dir);
-    return st;
-}
-
-/* Writes the tensors and metadata to "<path>.tmp.<pid>", syncs it and
- * renames it over path. On failure the temporary file is removed. */
+/* Writes the tensors and metadata through tg_atomic_open / commit: an
+ * interrupted or failed save leaves the old file as it was. */
 static tg_status write_atomic(const char *path, int n, const tg_st_tensor *t,
                               int nmeta, const char **keys, const char **values)
 {
-    char *tmp = malloc(strlen(path) + 32);
-    if (!tmp)
-        return tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
-    sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (!f) {
-        tg_status st = tg_error(TG_ERR_IO, "%s: cannot create %s: %s", path,
-                                tmp, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        free(tmp);
+    tg_atomic_file a;
+    tg_status st = tg_atomic_open(&a, path);
+    if (st != TG_OK)
         return st;
-    }
-    tg_status st = tg_st_write(f, path, n, t, nmeta, keys, values);
-    if (st == TG_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
-        st = tg_error(TG_ERR_IO, "%s: flushing %s failed: %s", path, tmp,
-                      strerror(errno));
-    if (fclose(f) != 0 && st == TG_OK)
-        st = tg_error(TG_ERR_IO, "%s: closing %s failed: %s", path, tmp,
-                      strerror(errno));
-    if (st == TG_OK && rename(tmp, path) != 0)
-        st = tg_error(TG_ERR_IO, "%s: renaming %s failed: %s", path, tmp,
-                      strerror(errno));
-    if (st != TG_OK) {
-        unlink(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    return sync_dir(path);
+    st = tg_st_write(a.f, path, n, t, nmeta, keys, values);
+    if (st == TG_OK)
+        return tg_atomic_commit(&a, true);
+    char why[512]; /* the writer's message, not commit's */
+    snprintf(why, sizeof why, "%s", tg_errmsg());
+    tg_atomic_commit(&a, false);
+    return tg_error(st, "%s", why);
 }
 
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,

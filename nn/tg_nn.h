@@ -9,6 +9,8 @@
 
 #include "tg_autograd.h"
 
+#include <stdio.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -164,6 +166,11 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
 /* The same with caller-supplied noise eps [B, out] (tests, fixed noise). */
 tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
                                     tg_tensor *x, tg_tensor *eps);
+/* Training: the sample as tg_bayes_dense_apply (rng required) and *kl =
+ * the layer's KL as tg_bayes_dense_kl, both from one pass over rho (half the
+ * work of calling the two). */
+tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
+                                   tg_tensor *x, tg_rng *rng, tg_tensor **kl);
 /* KL(q || p) over all weights and biases in closed form, a [1] graph:
  * sum log(p/sigma) + (sigma^2 + mu^2) / (2 p^2) - 1/2. */
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
@@ -219,6 +226,36 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * positives (e.g. out-of-distribution inputs). NaN when a score is NaN.
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
+
+/* Recurrent cells as PyTorch's torch.nn.GRUCell and LSTMCell: parameters
+ * "<name>.weight_ih" [G*H, in], "<name>.weight_hh" [G*H, H], "<name>.bias_ih"
+ * [G*H], "<name>.bias_hh" [G*H], gates stacked in PyTorch's order (GRU: r,
+ * z, n; LSTM: i, f, g, o), initialised uniform in +-1/sqrt(H). One call is
+ * one time step on a batch, made of ops (dense, split, sigmoid, tanh, mul,
+ * add): unroll by calling it per step on one tape; backward runs through
+ * time. A NULL state means zeros. */
+typedef struct tg_gru_cell {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int in, hidden;
+} tg_gru_cell;
+
+void tg_gru_cell_init(tg_gru_cell *c, tg_params *ps, const char *name, int in,
+                      int hidden, tg_rng *rng);
+/* x [B, in], h [B, H] -> h' [B, H]. */
+tg_tensor *tg_gru_cell_apply(tg_tape *tp, const tg_gru_cell *c, tg_tensor *x,
+                             tg_tensor *h);
+
+typedef struct tg_lstm_cell {
+    tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh;
+    int in, hidden;
+} tg_lstm_cell;
+
+void tg_lstm_cell_init(tg_lstm_cell *c, tg_params *ps, const char *name, int in,
+                       int hidden, tg_rng *rng);
+/* x [B, in], h and cell [B, H] -> *h_out, *cell_out [B, H]. */
+void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
+                        tg_tensor *h, tg_tensor *cell, tg_tensor **h_out,
+                        tg_tensor **cell_out);
 
 /* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
@@ -331,6 +368,26 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
 /* Only the metadata (after validating the header), to check a model's
  * config before building it. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
+
+/* ---- output files (nn/files.c) --------------------------------------------
+ * A file appears whole or not at all: write to a->f, then commit. The data
+ * goes to "<path>.tmp.<pid>", is flushed and fsynced, renamed over path,
+ * and the folder is fsynced; on any failure (or ok false) the temporary is
+ * removed and path keeps its old contents. */
+typedef struct tg_atomic_file {
+    FILE *f;
+    char *path, *tmp;
+} tg_atomic_file;
+
+tg_status tg_atomic_open(tg_atomic_file *a, const char *path);
+/* ok: the caller's own writes succeeded. Closes a in every case. */
+tg_status tg_atomic_commit(tg_atomic_file *a, bool ok);
+/* Removes "<name>.tmp.<pid>" files in dir whose process no longer runs (a
+ * killed run's temporaries); returns how many. */
+int tg_remove_stale_temps(const char *dir);
+/* Locks dir for this process until it exits ("<dir>/.lock", flock, holding
+ * the PID). A second process gets TG_ERR_IO naming the first one's PID. */
+tg_status tg_dir_lock(const char *dir);
 
 /* ---- data ---------------------------------------------------------------- */
 

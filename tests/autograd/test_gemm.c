@@ -17,8 +17,9 @@
 
 #include "tg_autograd.h"
 
-static const char *const kernel_names[] = {"avx512", "avx2", "portable"};
-enum { N_NAMES = 3 };
+static const char *const kernel_names[] = {"avx512", "avx2", "avx2-4x24",
+                                           "avx2-6x16", "portable"};
+enum { N_NAMES = sizeof kernel_names / sizeof kernel_names[0] };
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;
 

@@ -64,5 +64,40 @@ bad="$tmp/badlabels"; dataset "$mnist" "$bad" 64 64 12
     fail "labels out of range stopped vae_mnist: $(cat "$tmp/err")"
 grep -q "labels" "$tmp/err" || fail "labels out of range: no word said"
 
+# 7. temporaries of dead processes are removed, a live one's are kept
+sh -c 'exit 0' &
+dead=$!
+wait "$dead"
+mkdir -p "$tmp/o7"
+: >"$tmp/o7/checkpoint.safetensors.tmp.$dead"
+: >"$tmp/o7/metrics.csv.tmp.$$"
+expect 0 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o7"
+[ -e "$tmp/o7/checkpoint.safetensors.tmp.$dead" ] &&
+    fail "a dead process's temporary checkpoint was left behind"
+[ -e "$tmp/o7/metrics.csv.tmp.$$" ] || fail "a live process's temporary was removed"
+
+# 8. a failed save leaves the folder consistent: metrics.csv and the
+#    pictures still describe the checkpoint that is there (epoch 1)
+cp "$tmp/o7/checkpoint.safetensors" "$tmp/e1.safetensors"
+cp "$tmp/o7/metrics.csv" "$tmp/e1.csv"
+rm "$tmp/o7/checkpoint.safetensors"
+mkdir -p "$tmp/o7/checkpoint.safetensors/x" # the rename over it fails
+expect 1 "$vae" $fast --data "$small" --epochs 2 --out "$tmp/o7" \
+    --resume "$tmp/e1.safetensors"
+cmp -s "$tmp/e1.csv" "$tmp/o7/metrics.csv" ||
+    fail "a failed save replaced metrics.csv: $(cat "$tmp/o7/metrics.csv")"
+
+# 9. a second run into the same folder is refused, naming the first's PID
+"$vae" $fast --data "$big" --epochs 1000 --out "$tmp/o9" >/dev/null 2>&1 &
+first=$!
+i=0
+while [ ! -s "$tmp/o9/.lock" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i + 1)); done
+expect 1 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o9"
+mentions "process $first"
+kill -9 "$first" 2>/dev/null
+wait "$first" 2>/dev/null
+# the lock dies with its process
+expect 0 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o9"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"

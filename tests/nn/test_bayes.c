@@ -215,6 +215,19 @@ static tg_tensor *f_elbo(tg_tape *tp, tg_tensor **in, void *ctx)
     return tg_add(tp, nll, tg_scale(tp, f_kl(tp, in, ctx), 1.0f / 50.0f));
 }
 
+/* The training path: sample and KL from one pass; the noise from an rng
+ * seeded afresh on every call, so every evaluation sees the same eps. */
+static tg_tensor *f_apply_kl(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const fixed *f = ctx;
+    tg_bayes_dense l = from_inputs(in, f->prior_scale);
+    tg_rng rng;
+    tg_rng_seed(&rng, 21, 0);
+    tg_tensor *kl;
+    tg_tensor *y = tg_bayes_dense_apply_kl(tp, &l, in[0], &rng, &kl);
+    return tg_add(tp, y, tg_scale(tp, kl, 0.3f));
+}
+
 static void gradients_with_fixed_noise(void **state)
 {
     (void)state;
@@ -238,7 +251,8 @@ static void gradients_with_fixed_noise(void **state)
         tg_graph_fn fn;
     } cases[] = {{"bayes sample", f_sample},
                  {"bayes kl", f_kl},
-                 {"bayes nll + kl / N", f_elbo}};
+                 {"bayes nll + kl / N", f_elbo},
+                 {"bayes apply_kl", f_apply_kl}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         tg_gradcheck_report rep;
         bool ok = tg_gradcheck(cases[c].fn, 5, in, &f, NULL, &rep);
@@ -250,14 +264,38 @@ static void gradients_with_fixed_noise(void **state)
     tg_tensor_free(f.eps);
 }
 
+/* apply_kl gives apply's sample (same rng state) and kl's value. */
+static void apply_kl_matches_apply_and_kl(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_bayes_dense l = small_layer(ps, 6);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tg_tape_tensor2(tp, 7, 3, false);
+    tg_rng a, b;
+    tg_rng_seed(&a, 1, 0);
+    tg_rng_fill_normal(&a, x->data, x->size, 0.0f, 1.0f);
+    tg_rng_seed(&a, 2, 0);
+    tg_rng_seed(&b, 2, 0);
+    tg_tensor *kl;
+    tg_tensor *y1 = tg_bayes_dense_apply_kl(tp, &l, x, &a, &kl);
+    tg_tensor *y2 = tg_bayes_dense_apply(tp, &l, x, &b);
+    assert_memory_equal(y1->data, y2->data, 28 * sizeof(float));
+    assert_true(kl->data[0] == tg_bayes_dense_kl(tp, &l)->data[0]);
+    tg_tape_free(tp);
+    tg_params_free(ps);
+}
+
 /* ---- threads and persistence ------------------------------------------ */
 
 typedef struct run {
-    float y[64 * 40];
-    float grad[40 * 30];
+    float y[64 * 300];
+    float grad[300 * 200];
+    float kl;
 } run;
 
-/* One step of a 30-40 layer on 64 rows: the sample and W_rho's gradient. */
+/* One step of a 200-300 layer on 64 rows (60,000 weights: enough for the
+ * parallel loops): the sample, the KL and W_rho's gradient. */
 static void one_step(int threads, run *out)
 {
     tg_set_threads(threads);
@@ -265,15 +303,16 @@ static void one_step(int threads, run *out)
     tg_rng rng;
     tg_rng_seed(&rng, 3, 0);
     tg_bayes_dense l;
-    tg_bayes_dense_init(&l, ps, "b", 30, 40, 1.0f, -3.0f, &rng);
+    tg_bayes_dense_init(&l, ps, "b", 200, 300, 1.0f, -3.0f, &rng);
     tg_params_zero_grad(ps);
     tg_tape *tp = tg_tape_new();
-    tg_tensor *x = tg_tape_tensor2(tp, 64, 30, false);
+    tg_tensor *x = tg_tape_tensor2(tp, 64, 200, false);
     tg_rng_fill_normal(&rng, x->data, x->size, 0.0f, 1.0f);
-    tg_tensor *y = tg_bayes_dense_apply(tp, &l, x, &rng);
+    tg_tensor *kl;
+    tg_tensor *y = tg_bayes_dense_apply_kl(tp, &l, x, &rng, &kl);
     memcpy(out->y, y->data, sizeof out->y);
-    tg_backward(tp, tg_add(tp, tg_sum(tp, tg_square(tp, y)),
-                           tg_bayes_dense_kl(tp, &l)));
+    out->kl = kl->data[0];
+    tg_backward(tp, tg_add(tp, tg_sum(tp, tg_square(tp, y)), kl));
     memcpy(out->grad, l.W_rho->grad, sizeof out->grad);
     tg_tape_free(tp);
     tg_params_free(ps);
@@ -333,6 +372,7 @@ int main(void)
         cmocka_unit_test(kl_matches_monte_carlo),
         cmocka_unit_test(samples_have_the_local_reparameterization_moments),
         cmocka_unit_test(gradients_with_fixed_noise),
+        cmocka_unit_test(apply_kl_matches_apply_and_kl),
         cmocka_unit_test(same_bits_on_one_and_two_threads),
         cmocka_unit_test(checkpoint_round_trip),
     };
