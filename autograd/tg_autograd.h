@@ -243,6 +243,45 @@ tg_tensor *tg_bce(tg_tape *tp, tg_tensor *probs, tg_tensor *targets);
  * One fused op; every input gets a gradient. */
 tg_tensor *tg_kl_normals(tg_tape *tp, tg_tensor *mean_q, tg_tensor *logvar_q,
                          tg_tensor *mean_p, tg_tensor *logvar_p);
+/* ---- convolution and pooling (NCHW) ----------------------------------------
+ * Images are [N, C, H, W]. Geometry per axis (h, w); in tg_conv2d_args a
+ * stride or dilation of 0 means 1, so {0} is a plain stride-1 convolution.
+ * Output sizes are PyTorch's:
+ *   conv2d:           floor((H + 2p - d(k-1) - 1) / s) + 1
+ *   conv_transpose2d: (H - 1)s - 2p + d(k-1) + output_padding + 1
+ * A geometry that gives an output size < 1 aborts, naming op and shapes. */
+typedef struct tg_conv2d_args {
+    int stride[2];
+    int padding[2];
+    int dilation[2];
+    int output_padding[2]; /* conv_transpose2d only; < stride or dilation */
+} tg_conv2d_args;
+
+/* y [N, OC, OH, OW] = x [N, C, H, W] convolved (cross-correlated, as
+ * PyTorch) with W [OC, C, kh, kw], plus b [OC] (b may be NULL). */
+tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
+                     int stride, int padding, int dilation);
+tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
+                        tg_tensor *b, const tg_conv2d_args *args);
+/* The adjoint of conv2d ("deconvolution"): W [C, OC, kh, kw] as PyTorch's
+ * ConvTranspose2d, x [N, C, H, W] -> y [N, OC, OH, OW], b [OC] or NULL. */
+tg_tensor *tg_conv_transpose2d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
+                               tg_tensor *b, int stride, int padding,
+                               int output_padding, int dilation);
+tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
+                                  tg_tensor *b, const tg_conv2d_args *args);
+/* Square windows of side kernel, stride (0: = kernel), padding at most
+ * kernel/2; output floor((H + 2p - k) / s) + 1 per axis. max_pool2d sends
+ * each output's gradient to its window's maximum (ties: the first in
+ * row-major window order; padding never wins). avg_pool2d divides the sum of
+ * the real elements by kernel^2 (PyTorch's count_include_pad=True). */
+tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding);
+tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding);
+/* Nearest neighbour: y [N, C, H*s, W*s], y[.., h, w] = x[.., h/s, w/s]. */
+tg_tensor *tg_upsample2d(tg_tape *tp, tg_tensor *x, int scale);
+
 /* ---- writing your own op ------------------------------------------------
  * An op is two functions. Its forward checks its inputs
  * (tg_check_tensors), makes its outputs on the tape (tg_tape_tensor),
