@@ -261,8 +261,8 @@ typedef struct tg_conv2d_args {
  * PyTorch) with W [OC, C, kh, kw], plus b [OC] (b may be NULL). */
 tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
                      int stride, int padding, int dilation);
-tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
-                        tg_tensor *b, const tg_conv2d_args *args);
+tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
+                        const tg_conv2d_args *args);
 /* The adjoint of conv2d ("deconvolution"): W [C, OC, kh, kw] as PyTorch's
  * ConvTranspose2d, x [N, C, H, W] -> y [N, OC, OH, OW], b [OC] or NULL. */
 tg_tensor *tg_conv_transpose2d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
