@@ -53,6 +53,28 @@ float tg_rng_normal(tg_rng *r);               /* N(0, 1) */
 void tg_rng_fill_uniform(tg_rng *r, float *x, size_t n, float lo, float hi);
 void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std);
 
+/* ---- dropout ---------------------------------------------------------------
+ * Inverted dropout: each element of x is zeroed with probability p and the
+ * survivors are scaled by 1 / (1 - p), so the expected value is unchanged.
+ * Whether it drops is the mode's choice, never the tape's alone:
+ *   TG_DROPOUT_TRAIN  always drops: training, and MC dropout at test time
+ *                     (recording off, S passes with dropout on);
+ *   TG_DROPOUT_EVAL   never: returns x itself (evaluation);
+ *   TG_DROPOUT_AUTO   drops while tp records, returns x when recording is
+ *                     off (inference under tg_tape_set_recording(tp, false)).
+ * When it drops it draws one tg_rng_uniform per element, in row-major order,
+ * on the calling thread (so a seed gives the same mask on any thread count);
+ * when it does not, or p = 0, rng is not touched and may be NULL. p = 1
+ * zeroes everything. The mask is saved for backward on the tape. */
+typedef enum tg_dropout_mode {
+    TG_DROPOUT_AUTO = 0,
+    TG_DROPOUT_TRAIN,
+    TG_DROPOUT_EVAL,
+} tg_dropout_mode;
+
+tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, float p, tg_rng *rng,
+                      tg_dropout_mode mode);
+
 /* ---- parameter sets ---------------------------------------------------------
  * Named long-lived tensors ("encoder.fc1.weight"). Every parameter's data
  * lives in one contiguous buffer and every grad in another, in the order
