@@ -257,6 +257,48 @@ void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
                         tg_tensor *h, tg_tensor *cell, tg_tensor **h_out,
                         tg_tensor **cell_out);
 
+/* ---- convolutional layers (nn/conv_layers.c) -----------------------------
+ * PyTorch's torch.nn.Conv2d and ConvTranspose2d with square kernels:
+ * parameters "<name>.weight" [out, in, k, k] (Conv2d) or [in, out, k, k]
+ * (ConvTranspose2d, as torch stores it) and "<name>.bias" [out], so a
+ * checkpoint loads into torch unchanged. TG_INIT_TORCH is torch's default
+ * (uniform +-1/sqrt(fan_in) for W and b, fan_in = weight.shape[1] * k * k,
+ * torch's rule for both kinds); GLOROT and HE use the same fans. Pooling has
+ * no parameters: call tg_max_pool2d / tg_avg_pool2d / tg_upsample2d. */
+typedef struct tg_conv2d_layer {
+    tg_tensor *W; /* [out, in, k, k] */
+    tg_tensor *b; /* [out] */
+    int in, out;
+    tg_conv2d_args args;
+} tg_conv2d_layer;
+
+void tg_conv2d_layer_init(tg_conv2d_layer *l, tg_params *ps, const char *name,
+                          int in, int out, int kernel, int stride, int padding,
+                          tg_init init, tg_rng *rng);
+/* x [B, in, H, W] -> [B, out, OH, OW] */
+tg_tensor *tg_conv2d_apply(tg_tape *tp, const tg_conv2d_layer *l, tg_tensor *x);
+
+typedef struct tg_conv_transpose2d_layer {
+    tg_tensor *W; /* [in, out, k, k] */
+    tg_tensor *b; /* [out] */
+    int in, out;
+    tg_conv2d_args args;
+} tg_conv_transpose2d_layer;
+
+/* output_padding < stride. */
+void tg_conv_transpose2d_layer_init(tg_conv_transpose2d_layer *l, tg_params *ps,
+                                    const char *name, int in, int out,
+                                    int kernel, int stride, int padding,
+                                    int output_padding, tg_init init,
+                                    tg_rng *rng);
+tg_tensor *tg_conv_transpose2d_apply(tg_tape *tp,
+                                     const tg_conv_transpose2d_layer *l,
+                                     tg_tensor *x);
+
+/* [B, C, H, W] <-> [B, C*H*W] (any [B, ...] flattens): views, no copy. */
+tg_tensor *tg_flatten(tg_tape *tp, tg_tensor *x);
+tg_tensor *tg_unflatten(tg_tape *tp, tg_tensor *x, int C, int H, int W);
+
 /* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
