@@ -384,6 +384,13 @@ typedef struct tg_meta {
     char key[TG_META_MAX][64];
     char value[TG_META_MAX][256];
 } tg_meta;
+/* An empty tg_meta: `tg_meta meta = TG_META_INIT;` or tg_meta_init(&meta)
+ * (all zero bytes is also empty). */
+#define TG_META_INIT                                                           \
+    {                                                                          \
+        .n = 0                                                                 \
+    }
+void tg_meta_init(tg_meta *m);
 
 void tg_meta_set(tg_meta *m, const char *key, const char *value);
 void tg_meta_set_int(tg_meta *m, const char *key, int64_t value);
@@ -403,13 +410,29 @@ tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 /* opt and meta may be NULL. */
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta);
-/* Every parameter of ps must be in the file with the same shape; optimizer
- * state is loaded when opt is not NULL (and must then be present). */
+/* Every parameter of ps must be in the file with the same shape and every
+ * tensor of the file must be a parameter (or its optimizer state); a
+ * mismatch names a missing tensor first, then a shape, then an extra one,
+ * with the count of each. Optimizer state is loaded when opt is not NULL
+ * (and must then be present). */
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta);
 /* Only the metadata (after validating the header), to check a model's
  * config before building it. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
+/* Loads part of a file: every parameter of ps whose name starts with
+ * model_prefix gets the file's tensor named file_prefix + the rest of its
+ * name ("encoder." -> "encoder.", or renamed: file "encoder." into model
+ * "enc."; model_prefix NULL means file_prefix). Other parameters and file
+ * tensors outside file_prefix are left alone; no optimizer state is read.
+ * Strict: a parameter in scope missing from the file, a shape that differs,
+ * or a file tensor in scope that is no parameter gives TG_ERR_MISMATCH (the
+ * message names a missing tensor first, then a shape, then an extra one,
+ * with the count of each); nothing in scope gives TG_ERR_ARG. The model is
+ * unchanged on any error. */
+tg_status tg_checkpoint_load_prefix(const char *path, tg_params *ps,
+                                    const char *file_prefix,
+                                    const char *model_prefix);
 
 /* ---- output files (nn/files.c) --------------------------------------------
  * A file appears whole or not at all: write to a->f, then commit. The data
