@@ -25,6 +25,7 @@
  * start on tile boundaries, so results are bit-identical for any thread
  * count. */
 #include "gemm_internal.h"
+#include "parallel.h"
 #include "tg_autograd.h"
 #include "tg_config.h"
 
@@ -98,7 +99,6 @@ static struct {
     int blocks_kc; /* TG_GEMM_BLOCKS="kc,nc" (tuning aid), else 0 */
     int blocks_nc;
     size_t buffer_floats; /* per-thread pack buffer: the largest blocks */
-    int threads;          /* 0 until set: all cores */
     double min_flops_parallel;
 } cfg;
 static atomic_int cfg_ready;
@@ -245,18 +245,6 @@ bool tg_gemm_set_kernel(const char *name)
         }
     return false;
 }
-
-static int all_cores(void)
-{
-#ifdef TG_HAVE_OPENMP
-    return omp_get_num_procs();
-#else
-    return 1;
-#endif
-}
-
-void tg_set_threads(int n) { cfg.threads = n > 0 ? n : 0; }
-int tg_get_threads(void) { return cfg.threads > 0 ? cfg.threads : all_cores(); }
 
 /* ---- pack buffers: one per thread, allocated on first use ----------------
  * Each thread's buffer hangs on a pthread key whose destructor frees it when
@@ -531,16 +519,20 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
 #endif
     if (T > pm * pn)
         T = pm * pn;
+    tg_par_region region;
+    T = tg_par_begin(&region, T);
     if (T <= 1) {
         gemm_block(&pb, kern, kc_step, NC, 0, pb.M, 0, pb.N);
         return;
     }
     int tm = 1, tn = T;
     split_grid(pm, pn, kern->mr, kern->nr, T, &tm, &tn);
+    int64_t master_ns = 0;
 #ifdef TG_HAVE_OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
     for (int t = 0; t < T; t++) {
+        int64_t start = t == 0 ? tg_par_now_ns() : 0;
         int ti = t / tn, tj = t % tn;
         int m0 = (int)((long)pm * ti / tm) * kern->mr,
             m1 = (int)((long)pm * (ti + 1) / tm) * kern->mr;
@@ -552,5 +544,8 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
             n1 = pb.N;
         if (m0 < m1 && n0 < n1)
             gemm_block(&pb, kern, kc_step, NC, m0, m1, n0, n1);
+        if (t == 0) /* the master's share: what the region would cost on */
+            master_ns = tg_par_now_ns() - start; /* one thread, over T */
     }
+    tg_par_end(&region, master_ns);
 }

@@ -1,16 +1,38 @@
-/* Private to autograd: OpenMP for elementwise and per-row loops.
+/* Private to the library: OpenMP for elementwise and per-row loops.
  *
  * TG_PARALLEL_FOR(n) before a for loop splits its iterations over the
  * library's threads when the loop touches at least TG_PARALLEL_MIN floats
  * in all (n counts iterations, per_iter floats each); smaller loops stay on
  * one thread, where a parallel region would cost more than it saves. Each
  * iteration must write only its own outputs: then the result is the same
- * for any thread count. Without OpenMP it expands to nothing. */
+ * for any thread count. Without OpenMP it expands to nothing. The thread
+ * count is tg_par_threads(): one while the machine is too busy for more to
+ * pay (see threads.c). */
 #ifndef TG_PARALLEL_H
 #define TG_PARALLEL_H
 
 #include "tg_autograd.h"
 #include "tg_config.h"
+
+#include <stdint.h>
+
+/* Threads for the next parallel region: tg_get_threads(), or 1 while the
+ * adaptive default (tg_set_threads(0)) finds that more do not pay. */
+int tg_par_threads(void);
+
+/* A measured parallel region (the GEMM's):
+ *   tg_par_region r;
+ *   int T = tg_par_begin(&r, want);   // want, or 1 while falling back
+ *   ... region on T threads; the master times its own share ...
+ *   tg_par_end(&r, master_ns);
+ */
+typedef struct tg_par_region {
+    int threads;
+    int64_t t0; /* 0: not measured */
+} tg_par_region;
+int tg_par_begin(tg_par_region *r, int want);
+void tg_par_end(const tg_par_region *r, int64_t master_ns);
+int64_t tg_par_now_ns(void); /* CLOCK_MONOTONIC */
 
 /* Measured on the VAE step (2 cores, Zen): a parallel region costs a few
  * microseconds, a vectorised exp over 16k floats about as much. */
@@ -19,7 +41,7 @@
 #define TG_PRAGMA(x) _Pragma(#x)
 #ifdef TG_HAVE_OPENMP
 #define TG_PARALLEL_FOR(n, per_iter)                                           \
-    TG_PRAGMA(omp parallel for schedule(static) num_threads(tg_get_threads()) \
+    TG_PRAGMA(omp parallel for schedule(static) num_threads(tg_par_threads()) \
                   if ((size_t)(n) * (size_t)(per_iter) >= TG_PARALLEL_MIN))
 #else
 #define TG_PARALLEL_FOR(n, per_iter)

@@ -8,7 +8,9 @@
 
 #include "bnn_mnist.h"
 #include "cli.h"
+#include "png.h"
 #include "score_plots.h"
+#include "svg.h"
 
 /* A chart frame: x in [0, 1], y in [y0, y1], ticks every 0.1 on x and
  * every ystep on y, title and axis labels. PX/PY map data to pixels. */
@@ -21,13 +23,7 @@ enum { W = 640, H = 440, LEFT = 70, RIGHT = 20, TOP = 40, BOTTOM = 55 };
 static void frame(FILE *f, const char *title, const char *xlabel,
                   const char *ylabel, double y0, double y1, double ystep)
 {
-    fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
-            "height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n"
-            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%d\" y=\"24\" text-anchor=\"middle\" "
-            "font-size=\"15\">%s</text>\n",
-            W, H, W / 2, title);
+    svg_begin(f, W, H, 12, title);
     for (int i = 0; i <= 10; i++)
         fprintf(f,
                 "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%.1f\" "
@@ -78,10 +74,10 @@ bool bnn_plot_reliability(const char *dir, const bnn_result *r)
     snprintf(name, sizeof name, "reliability_%s.svg", r->method);
     snprintf(title, sizeof title, "Reliability: %s (ECE %.4f, %d bins)",
              r->method, r->ece, BNN_BINS);
-    const char *path = cli_path(dir, name), *tmp = cli_tmp(path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
+    tg_atomic_file a;
+    if (tg_atomic_open(&a, cli_path(dir, name)) != TG_OK)
         return false;
+    FILE *f = a.f;
     frame(f, title, "confidence (largest predictive probability)", "accuracy",
           0.0, 1.0, 0.1);
     int most = 1;
@@ -118,10 +114,7 @@ bool bnn_plot_reliability(const char *dir, const bnn_result *r)
     legend(f, 1, true, "#d62728", "gap to mean confidence");
     legend(f, 2, true, "#555", "test digits in bin (largest = 1/4 height)");
     legend(f, 3, true, "#444", "calibrated (dashed diagonal)");
-    fprintf(f, "</svg>\n");
-    bool ok = !ferror(f);
-    ok = fclose(f) == 0 && ok;
-    return cli_commit(tmp, path, ok);
+    return tg_atomic_commit(&a, svg_end(f)) == TG_OK;
 }
 
 /* Accuracy on the most confident fraction c of the test set, c = 5%..100%,
@@ -143,10 +136,10 @@ bool bnn_plot_coverage(const char *dir, const bnn_result *r, int n_results,
     double step = 1.0 - lowest > 0.2 ? 0.1 : 1.0 - lowest > 0.05 ? 0.02 : 0.01;
     double y0 = floor((lowest - 1e-9) / step) * step;
     y0 = y0 < 0.0 ? 0.0 : y0;
-    const char *path = cli_path(dir, "coverage.svg"), *tmp = cli_tmp(path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
+    tg_atomic_file a;
+    if (tg_atomic_open(&a, cli_path(dir, "coverage.svg")) != TG_OK)
         return false;
+    FILE *f = a.f;
     frame(f, "Accuracy on the most confident test digits",
           "coverage (fraction kept, most confident first)", "accuracy", y0, 1.0,
           step);
@@ -161,10 +154,7 @@ bool bnn_plot_coverage(const char *dir, const bnn_result *r, int n_results,
         fprintf(f, "\"/>\n");
         legend(f, n_results - 1 - m, false, colors[m], r[m].method);
     }
-    fprintf(f, "</svg>\n");
-    bool ok = !ferror(f);
-    ok = fclose(f) == 0 && ok;
-    return cli_commit(tmp, path, ok);
+    return tg_atomic_commit(&a, svg_end(f)) == TG_OK;
 }
 
 typedef struct by_entropy {
@@ -246,8 +236,9 @@ bool bnn_plot_sure(const char *dir, const bnn_result *r, const float *images,
         }
     char name[96];
     snprintf(name, sizeof name, "sure_%s.png", r->method);
-    const char *path = cli_path(dir, name), *tmp = cli_tmp(path);
-    bool ok = cli_commit(tmp, path, png_write_rgb(tmp, w, h, rgb));
+    tg_atomic_file a;
+    bool ok = tg_atomic_open(&a, cli_path(dir, name)) == TG_OK &&
+              tg_atomic_commit(&a, png_write(a.f, w, h, 3, rgb)) == TG_OK;
     free(rgb);
     free(order);
     return ok;

@@ -101,6 +101,11 @@ bool cli_prepare_out_dir(const char *dir)
         fprintf(stderr, "%s: output path %s is not a folder\n", cli_prog, dir);
         return false;
     }
+    if (tg_dir_lock(dir) != TG_OK) {
+        fprintf(stderr, "%s: %s\n", cli_prog, tg_errmsg());
+        return false;
+    }
+    tg_remove_stale_temps(dir);
     const char *probe = cli_path(dir, ".write_test");
     FILE *f = fopen(probe, "w");
     if (!f || fclose(f) != 0) {
@@ -128,21 +133,21 @@ double cli_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-const char *cli_tmp(const char *path)
+FILE *cli_out_open(tg_atomic_file *a, const char *path)
 {
-    static char buf[4096 + 8];
-    snprintf(buf, sizeof buf, "%s.tmp", path);
-    return buf;
+    if (tg_atomic_open(a, path) != TG_OK) {
+        fprintf(stderr, "%s: %s\n", cli_prog, tg_errmsg());
+        exit(1);
+    }
+    return a->f;
 }
 
-bool cli_commit(const char *tmp, const char *path, bool ok)
+void cli_out_commit(tg_atomic_file *a, bool ok)
 {
-    if (ok && rename(tmp, path) == 0)
-        return true;
-    int err = errno;
-    remove(tmp);
-    errno = err;
-    return false;
+    if (tg_atomic_commit(a, ok) != TG_OK) {
+        fprintf(stderr, "%s: %s\n", cli_prog, tg_errmsg());
+        exit(1);
+    }
 }
 
 volatile sig_atomic_t cli_interrupted;
@@ -164,28 +169,6 @@ void cli_catch_sigint(void)
     /* mpirun turns Ctrl-C into SIGTERM for every rank (then SIGKILL a few
      * seconds later): a rank stops the same way. */
     sigaction(SIGTERM, &sa, NULL);
-}
-
-const char *cli_nonfinite(tg_params *ps, const char **why)
-{
-    /* Fast path (vectorised, on the library's threads): every value finite
-     * and every |gradient| below 2^63, so that its square is finite. */
-    *why = NULL;
-    if (tg_params_finite(ps, NULL) && tg_params_grad_absmax(ps) < 0x1p63f)
-        return NULL;
-    for (int k = 0; k < tg_params_count(ps); k++) {
-        const tg_tensor *t = tg_params_get(ps, k);
-        for (size_t i = 0; i < t->size; i++) {
-            float g = t->grad ? t->grad[i] : 0.0f;
-            *why = !isfinite(t->data[i]) ? "value is not finite"
-                   : !isfinite(g)        ? "gradient is not finite"
-                   : !isfinite(g * g)    ? "gradient overflows when squared"
-                                         : NULL;
-            if (*why)
-                return tg_params_name(ps, k);
-        }
-    }
-    return NULL;
 }
 
 void cli_note_labels(const tg_dataset *ds, const char *dir, int classes,

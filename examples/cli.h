@@ -27,8 +27,10 @@ float cli_float_pos(const char *flag, const char *s, double hi); /* (0, hi] */
  * missing value) as a usage error. c is what getopt_long returned. */
 void cli_getopt_error(int c, char **argv);
 
-/* mkdir -p dir, then proves it is writable by creating and removing a file.
- * On failure prints "<prog>: <dir>: <reason>" and returns false. */
+/* mkdir -p dir, locks it for this process (tg_dir_lock: a second run
+ * writing there is refused, naming the first one's PID), removes the
+ * temporaries of killed runs, and proves it is writable. On failure prints
+ * "<prog>: ..." and returns false. */
 bool cli_prepare_out_dir(const char *dir);
 
 /* "<dir>/<name>" in a static buffer that is reused after 4 calls. */
@@ -43,24 +45,20 @@ double cli_now(void); /* seconds, monotonic */
 void cli_parse_begin(void);
 void cli_parse_end(void);
 
-/* Output files appear whole or not at all: a writer writes cli_tmp(path)
- * ("<path>.tmp"), then cli_commit renames it over path when ok, or removes
- * it. Returns false (errno set) when the write or the rename failed. */
-const char *cli_tmp(const char *path);
-bool cli_commit(const char *tmp, const char *path, bool ok);
+/* Output files appear whole or not at all (tg_atomic_open / commit):
+ *     tg_atomic_file a;
+ *     cli_out_commit(&a, write_it(cli_out_open(&a, path), ...));
+ * Either failing prints "<prog>: cannot write <path>: <reason>" and exits
+ * with status 1. */
+struct tg_atomic_file;
+FILE *cli_out_open(struct tg_atomic_file *a, const char *path);
+void cli_out_commit(struct tg_atomic_file *a, bool ok);
 
 /* SIGINT (Ctrl-C) or SIGTERM (what mpirun sends every rank on Ctrl-C) sets
  * cli_interrupted instead of killing; a second one kills as usual. Training
  * loops poll it between steps. */
 extern volatile sig_atomic_t cli_interrupted;
 void cli_catch_sigint(void);
-
-/* The NaN/Inf guard of a training step, after backward: NULL when every
- * parameter value and gradient g is finite and so is g * g (Adam's second
- * moment, a convex mix of g * g, then stays finite too). Otherwise the name
- * of the first tensor that fails, and *why says how. */
-struct tg_params;
-const char *cli_nonfinite(struct tg_params *ps, const char **why);
 
 /* For programs that do not need labels: a note on stderr when some of ds's
  * labels are outside 0..classes-1, ending with use (how the program treats

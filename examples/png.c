@@ -115,21 +115,22 @@ static uint8_t *deflate_any(const uint8_t *raw, size_t n, size_t *out_n,
     return deflate_stored(raw, n, out_n);
 }
 
-bool png_write_gray_ex(const char *path, int w, int h, const uint8_t *pixels,
-                       bool compress_it)
+bool png_write_ex(FILE *f, int w, int h, int channels, const uint8_t *pixels,
+                  bool compress_it)
 {
-    if (w <= 0 || h <= 0) {
+    if (!f || w <= 0 || h <= 0 || (channels != 1 && channels != 3)) {
         errno = EINVAL;
         return false;
     }
     /* Scanlines, each preceded by filter type 0 (none). */
-    size_t stride = (size_t)w + 1, n = stride * (size_t)h;
+    size_t row = (size_t)w * (size_t)channels;
+    size_t stride = row + 1, n = stride * (size_t)h;
     uint8_t *raw = malloc(n);
     if (!raw)
         return false;
     for (int y = 0; y < h; y++) {
         raw[(size_t)y * stride] = 0;
-        memcpy(raw + (size_t)y * stride + 1, pixels + (size_t)y * w, (size_t)w);
+        memcpy(raw + (size_t)y * stride + 1, pixels + (size_t)y * row, row);
     }
     size_t zn = 0;
     uint8_t *z = deflate_any(raw, n, &zn, compress_it);
@@ -142,27 +143,23 @@ bool png_write_gray_ex(const char *path, int w, int h, const uint8_t *pixels,
     uint8_t ihdr[13];
     put_be32(ihdr, (uint32_t)w);
     put_be32(ihdr + 4, (uint32_t)h);
-    ihdr[8] = 8;  /* bit depth */
-    ihdr[9] = 0;  /* colour type: grayscale */
-    ihdr[10] = 0; /* deflate */
+    ihdr[8] = 8;                     /* bits per channel */
+    ihdr[9] = channels == 3 ? 2 : 0; /* colour type: RGB or grayscale */
+    ihdr[10] = 0;                    /* deflate */
     ihdr[11] = 0; /* adaptive filtering (we use type 0 only) */
     ihdr[12] = 0; /* no interlace */
 
-    FILE *f = fopen(path, "wb");
-    bool ok = f != NULL;
-    ok = ok && fwrite(signature, 1, 8, f) == 8;
+    bool ok = fwrite(signature, 1, 8, f) == 8;
     ok = ok && write_chunk(f, "IHDR", ihdr, sizeof ihdr);
     ok = ok && write_chunk(f, "IDAT", z, zn);
     ok = ok && write_chunk(f, "IEND", NULL, 0);
-    if (f && fclose(f) != 0)
-        ok = false;
     free(z);
     return ok;
 }
 
-bool png_write_gray(const char *path, int w, int h, const uint8_t *pixels)
+bool png_write(FILE *f, int w, int h, int channels, const uint8_t *pixels)
 {
-    return png_write_gray_ex(path, w, h, pixels, true);
+    return png_write_ex(f, w, h, channels, pixels, true);
 }
 
 uint8_t *png_tile_grid(const float *tiles, int n, int tile_h, int tile_w,

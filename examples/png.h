@@ -1,19 +1,21 @@
-/* A tiny PNG writer for the examples: 8-bit grayscale, no filtering.
- * The image data is deflated with zlib's compress() when tapegrad was built
- * with zlib, else stored in uncompressed deflate blocks. */
+/* The examples' one PNG writer: 8-bit grayscale or RGB, no filtering. The
+ * image data is deflated with zlib when tapegrad was built with it, else
+ * stored in uncompressed deflate blocks. */
 #ifndef EX_PNG_H
 #define EX_PNG_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
-/* Writes w x h gray pixels (row-major, 0 = black) to path. Returns false
- * with errno set when the file cannot be written. */
-bool png_write_gray(const char *path, int w, int h, const uint8_t *pixels);
+/* Writes w x h pixels of channels bytes each (1: gray, 0 = black; 3: RGB),
+ * row-major, to f (see cli_out_open). Returns false with errno set when
+ * something could not be written. */
+bool png_write(FILE *f, int w, int h, int channels, const uint8_t *pixels);
 /* The same, choosing the encoding: stored blocks when compress is false. */
-bool png_write_gray_ex(const char *path, int w, int h, const uint8_t *pixels,
-                       bool compress);
+bool png_write_ex(FILE *f, int w, int h, int channels, const uint8_t *pixels,
+                  bool compress);
 
 /* Checksums PNG and zlib use, exposed for the tests. */
 uint32_t png_crc32(uint32_t crc, const uint8_t *buf, size_t n);

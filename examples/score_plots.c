@@ -1,5 +1,5 @@
-/* Histograms and scatter as hand-written SVG; an RGB PNG with stored
- * deflate blocks (checksums from png.h). */
+/* Histograms and scatter as hand-written SVG (svg.h's preamble), and the
+ * heat-map colour scale. */
 #include "score_plots.h"
 
 #include <errno.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "png.h"
+#include "svg.h"
 
 static const char *const palette[10] = {
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -74,33 +74,26 @@ static void steps(FILE *f, const double *frac, int bins, double ymax, double x0,
     fprintf(f, " L%.1f %.1f Z\"/>\n", x0 + PW, y0 + PH);
 }
 
-bool plot_histograms(const char *path, const char *title,
-                     const hist_panel *panels, int n_panels, int bins)
+bool plot_histograms(FILE *f, const char *title, const hist_panel *panels,
+                     int n_panels, int bins)
 {
     int rows = (n_panels + COLS - 1) / COLS;
     int w = COLS * (PW + 2 * PAD), h = 50 + rows * (PH + 2 * PAD);
     double *fi = malloc(sizeof(double) * (size_t)bins);
     double *fo = malloc(sizeof(double) * (size_t)bins);
-    FILE *f = fopen(path, "w");
-    if (!f || !fi || !fo) {
-        if (f)
-            fclose(f);
+    if (!fi || !fo) {
         free(fi);
         free(fo);
         return false;
     }
+    svg_begin(f, w, h, 11, title);
     fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
-            "height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n"
-            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">"
-            "%s</text>\n<rect x=\"%d\" y=\"32\" width=\"10\" height=\"10\" "
+            "<rect x=\"%d\" y=\"32\" width=\"10\" height=\"10\" "
             "fill=\"#1f77b4\"/><text x=\"%d\" y=\"41\">in-distribution "
             "test</text><rect x=\"%d\" y=\"32\" width=\"10\" height=\"10\" "
             "fill=\"#ff7f0e\"/><text x=\"%d\" y=\"41\">out-of-distribution"
             "</text>\n",
-            w, h, w / 2, title, w / 2 - 200, w / 2 - 186, w / 2 + 20,
-            w / 2 + 34);
+            w / 2 - 200, w / 2 - 186, w / 2 + 20, w / 2 + 34);
     for (int p = 0; p < n_panels; p++) {
         const hist_panel *hp = &panels[p];
         /* range: 1st to 99th percentile of both sets together */
@@ -148,14 +141,12 @@ bool plot_histograms(const char *path, const char *title,
                     "log scale</text>\n",
                     x0 + PW / 2.0, y0 + PH + 14);
     }
-    fprintf(f, "</svg>\n");
     free(fi);
     free(fo);
-    bool ok = !ferror(f);
-    return (fclose(f) == 0) && ok;
+    return svg_end(f);
 }
 
-bool plot_scatter(const char *path, const char *title, const char *xlabel,
+bool plot_scatter(FILE *f, const char *title, const char *xlabel,
                   const char *ylabel, const float *x, const float *y,
                   const uint8_t *labels, int n)
 {
@@ -173,15 +164,9 @@ bool plot_scatter(const char *path, const char *title, const char *xlabel,
     double mx = 0.03 * (x1 - x0), my = 0.03 * (y1 - y0); /* margins */
     x0 -= mx, x1 += mx, y0 -= my, y1 += my;
     double pw = W - L - R, ph = H - T - B;
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return false;
+    svg_begin(f, W, H, 12, title);
     fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
-            "height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n"
-            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%d\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">"
-            "%s</text>\n<rect x=\"%d\" y=\"%d\" width=\"%g\" height=\"%g\" "
+            "<rect x=\"%d\" y=\"%d\" width=\"%g\" height=\"%g\" "
             "fill=\"none\" stroke=\"#444\"/>\n"
             "<text x=\"%g\" y=\"%d\" text-anchor=\"middle\">%s</text>\n"
             "<text x=\"16\" y=\"%g\" text-anchor=\"middle\" "
@@ -190,9 +175,9 @@ bool plot_scatter(const char *path, const char *title, const char *xlabel,
             "text-anchor=\"end\">%.3g</text><text x=\"%d\" y=\"%g\" "
             "text-anchor=\"end\">%.3g</text><text x=\"%d\" y=\"%d\" "
             "text-anchor=\"end\">%.3g</text>\n",
-            W, H, W / 2, title, L, T, pw, ph, L + pw / 2, H - 10, xlabel,
-            T + ph / 2, T + ph / 2, ylabel, L, T + (int)ph + 16, x0, L + pw,
-            T + (int)ph + 16, x1, L - 4, T + ph, y0, L - 4, T + 10, y1);
+            L, T, pw, ph, L + pw / 2, H - 10, xlabel, T + ph / 2, T + ph / 2,
+            ylabel, L, T + (int)ph + 16, x0, L + pw, T + (int)ph + 16, x1,
+            L - 4, T + ph, y0, L - 4, T + 10, y1);
     for (int i = 0; i < n; i++) {
         if (!isfinite(x[i]) || !isfinite(y[i]))
             continue;
@@ -209,9 +194,7 @@ bool plot_scatter(const char *path, const char *title, const char *xlabel,
                 "<text x=\"%g\" y=\"%d\">%d</text>\n",
                 L + pw + 20, T + 10 + 20 * c, palette[c], L + pw + 30,
                 T + 14 + 20 * c, c);
-    fprintf(f, "</svg>\n");
-    bool ok = !ferror(f);
-    return (fclose(f) == 0) && ok;
+    return svg_end(f);
 }
 
 void heat_rgb(float t, uint8_t rgb[3])
@@ -228,68 +211,4 @@ void heat_rgb(float t, uint8_t rgb[3])
     for (int c = 0; c < 3; c++)
         rgb[c] =
             (uint8_t)(stops[i][c] + u * (stops[i + 1][c] - stops[i][c]) + 0.5f);
-}
-
-static void be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
-}
-
-static bool chunk(FILE *f, const char *type, const uint8_t *data, size_t n)
-{
-    uint8_t head[8], tail[4];
-    be32(head, (uint32_t)n);
-    memcpy(head + 4, type, 4);
-    be32(tail, png_crc32(png_crc32(0, head + 4, 4), data, n));
-    return fwrite(head, 1, 8, f) == 8 &&
-           (n == 0 || fwrite(data, 1, n, f) == n) && fwrite(tail, 1, 4, f) == 4;
-}
-
-/* IDAT = zlib header 78 01, stored deflate blocks of at most 65535 bytes
- * ([BFINAL] LEN NLEN data), Adler-32 of the filtered scanlines. */
-bool png_write_rgb(const char *path, int w, int h, const uint8_t *rgb)
-{
-    if (w <= 0 || h <= 0) {
-        errno = EINVAL;
-        return false;
-    }
-    size_t stride = 3 * (size_t)w + 1, n = stride * (size_t)h;
-    uint8_t *raw = malloc(n), *z = malloc(2 + (n / 65535 + 1) * 5 + n + 4);
-    if (!raw || !z) {
-        free(raw);
-        free(z);
-        return false;
-    }
-    for (int y = 0; y < h; y++) {
-        raw[(size_t)y * stride] = 0; /* filter: none */
-        memcpy(raw + (size_t)y * stride + 1, rgb + (size_t)y * 3 * w,
-               3 * (size_t)w);
-    }
-    size_t o = 0, pos = 0;
-    z[o++] = 0x78, z[o++] = 0x01;
-    do {
-        size_t len = n - pos < 65535 ? n - pos : 65535;
-        z[o++] = pos + len == n;
-        z[o++] = (uint8_t)len, z[o++] = (uint8_t)(len >> 8);
-        z[o++] = (uint8_t)~len, z[o++] = (uint8_t)(~len >> 8);
-        memcpy(z + o, raw + pos, len);
-        o += len, pos += len;
-    } while (pos < n);
-    be32(z + o, png_adler32(1, raw, n));
-    o += 4;
-    uint8_t ihdr[13] = {0};
-    be32(ihdr, (uint32_t)w);
-    be32(ihdr + 4, (uint32_t)h);
-    ihdr[8] = 8; /* bits per channel */
-    ihdr[9] = 2; /* colour type: RGB */
-    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    FILE *f = fopen(path, "wb");
-    bool ok = f && fwrite(sig, 1, 8, f) == 8 && chunk(f, "IHDR", ihdr, 13) &&
-              chunk(f, "IDAT", z, o) && chunk(f, "IEND", NULL, 0);
-    if (f && fclose(f) != 0)
-        ok = false;
-    free(raw);
-    free(z);
-    return ok;
 }

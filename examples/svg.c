@@ -13,7 +13,24 @@ static double tick_step(double span)
     return (f < 1.5 ? 1.0 : f < 3.5 ? 2.0 : f < 7.5 ? 5.0 : 10.0) * p;
 }
 
-bool svg_line_chart(const char *path, const char *title, const char *xlabel,
+void svg_begin(FILE *f, int w, int h, int font_size, const char *title)
+{
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
+            "height=\"%d\" font-family=\"sans-serif\" font-size=\"%d\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+            "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" "
+            "font-size=\"15\">%s</text>\n",
+            w, h, font_size, w / 2, title);
+}
+
+bool svg_end(FILE *f)
+{
+    fprintf(f, "</svg>\n");
+    return !ferror(f);
+}
+
+bool svg_line_chart(FILE *f, const char *title, const char *xlabel,
                     const char *ylabel, const svg_series *series, int n_series)
 {
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
@@ -37,16 +54,7 @@ bool svg_line_chart(const char *path, const char *title, const char *xlabel,
 #define PX(x) (LEFT + ((x)-x0) / (x1 - x0) * pw)
 #define PY(y) (TOP + (1.0 - ((y)-y0) / (y1 - y0)) * ph)
 
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return false;
-    fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
-            "height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n"
-            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%d\" y=\"24\" text-anchor=\"middle\" "
-            "font-size=\"15\">%s</text>\n",
-            W, H, W / 2, title);
+    svg_begin(f, W, H, 12, title);
     fprintf(f,
             "<rect x=\"%d\" y=\"%d\" width=\"%g\" height=\"%g\" fill=\"none\" "
             "stroke=\"#444\"/>\n",
@@ -97,8 +105,7 @@ bool svg_line_chart(const char *path, const char *title, const char *xlabel,
                 LEFT + pw - 130, LEFT + pw - 110, ly, ly, sr->color,
                 LEFT + pw - 104, ly + 4, sr->name);
     }
-    fprintf(f, "</svg>\n");
 #undef PX
 #undef PY
-    return fclose(f) == 0;
+    return svg_end(f);
 }

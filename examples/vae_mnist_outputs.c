@@ -1,5 +1,5 @@
 /* vae_mnist's outputs: pictures (PNG), metrics.csv and loss.svg, each
- * written to a temporary file and renamed, so none is ever half-written. */
+ * written whole or not at all (cli_out_open / cli_out_commit). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -29,10 +29,10 @@ static void write_grid(const char *path, const float *tiles, int n, int side,
 {
     int w, h;
     uint8_t *img = png_tile_grid(tiles, n, side, side, cols, scale, &w, &h);
-    const char *tmp = cli_tmp(path);
-    errno = 0;
-    if (!img || !cli_commit(tmp, path, png_write_gray(tmp, w, h, img)))
+    if (!img)
         fail_write(path);
+    tg_atomic_file a;
+    cli_out_commit(&a, png_write(cli_out_open(&a, path), w, h, 1, img));
     free(img);
 }
 
@@ -99,11 +99,8 @@ void write_pictures(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
 
 void write_metrics(const options *o, const epoch_stats *hist, int n)
 {
-    const char *path = cli_path(o->out, "metrics.csv");
-    const char *tmp = cli_tmp(path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        fail_write(path);
+    tg_atomic_file a;
+    FILE *f = cli_out_open(&a, cli_path(o->out, "metrics.csv"));
     fprintf(f, "epoch,step,train_neg_elbo,train_rec,train_kl,test_neg_elbo,"
                "test_rec,test_kl,samples_per_s\n");
     for (int i = 0; i < n; i++)
@@ -111,16 +108,12 @@ void write_metrics(const options *o, const epoch_stats *hist, int n)
                 hist[i].epoch, (long long)hist[i].step, hist[i].train,
                 hist[i].train_rec, hist[i].train_kl, hist[i].test,
                 hist[i].test_rec, hist[i].test_kl, hist[i].samples_per_s);
-    errno = 0;
-    bool ok = !ferror(f);
-    ok = (fclose(f) == 0) && ok;
-    if (!cli_commit(tmp, path, ok))
-        fail_write(path);
+    cli_out_commit(&a, true);
 
     size_t points = n > 0 ? (size_t)n : 1;
     double *xy = malloc(sizeof(double) * 3 * points);
     if (!xy)
-        fail_write(path);
+        fail_write(o->out);
     for (int i = 0; i < n; i++) {
         xy[i] = hist[i].epoch;
         xy[n + i] = hist[i].train;
@@ -128,13 +121,9 @@ void write_metrics(const options *o, const epoch_stats *hist, int n)
     }
     svg_series s[2] = {{"train", "#1f77b4", xy, xy + n, n},
                        {"test", "#d62728", xy, xy + 2 * n, n}};
-    path = cli_path(o->out, "loss.svg");
-    tmp = cli_tmp(path);
-    errno = 0;
-    if (!cli_commit(tmp, path,
-                    svg_line_chart(tmp, "VAE on MNIST: -ELBO per sample",
-                                   "epoch", "-ELBO (nats)", s, 2)))
-        fail_write(path);
+    FILE *svg = cli_out_open(&a, cli_path(o->out, "loss.svg"));
+    cli_out_commit(&a, svg_line_chart(svg, "VAE on MNIST: -ELBO per sample",
+                                      "epoch", "-ELBO (nats)", s, 2));
     free(xy);
 }
 

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "png.h"
 #include "score_plots.h"
 #include "tapegrad.h"
 
@@ -155,12 +156,6 @@ static void fail_data(void)
 {
     fprintf(stderr, "vae_score: %s\n", tg_errmsg());
     exit(2);
-}
-
-static void fail_write(const char *path)
-{
-    fprintf(stderr, "vae_score: cannot write %s\n", path);
-    exit(1);
 }
 
 static void *xcalloc(size_t n, size_t size)
@@ -324,8 +319,8 @@ static void write_uncertainty_png(const char *path, const scored *sets[2],
                         }
                     }
             }
-    if (!png_write_rgb(path, w, h, rgb))
-        fail_write(path);
+    tg_atomic_file a;
+    cli_out_commit(&a, png_write(cli_out_open(&a, path), w, h, 3, rgb));
     free(rgb);
 }
 
@@ -352,18 +347,20 @@ static void write_latent(tg_tape *tp, const tg_vae *vae, const scored *s,
     }
     tg_tape_reset(tp);
     tg_tape_set_recording(tp, was);
-    if (!plot_scatter(path, "posterior means of the test set by label", "z1",
-                      "z2", z1, z2, s->ds.labels, s->n))
-        fail_write(path);
+    tg_atomic_file a;
+    FILE *f = cli_out_open(&a, path);
+    cli_out_commit(&a, plot_scatter(f,
+                                    "posterior means of the test set by "
+                                    "label",
+                                    "z1", "z2", z1, z2, s->ds.labels, s->n));
     free(z1);
     free(z2);
 }
 
 static void write_csv(const char *path, const scored *sets[2], int n_sets)
 {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        fail_write(path);
+    tg_atomic_file a;
+    FILE *f = cli_out_open(&a, path);
     fprintf(f, "set,index,label,elbo,log_px,L_bits,S,S_two_sided,"
                "typicality\n");
     for (int g = 0; g < n_sets; g++)
@@ -373,8 +370,7 @@ static void write_csv(const char *path, const scored *sets[2], int n_sets)
                     sets[g]->elbo[i], sets[g]->log_px[i], sets[g]->L[i],
                     sets[g]->score[2][i], sets[g]->score[3][i],
                     sets[g]->score[4][i]);
-    if (ferror(f) | (fclose(f) != 0))
-        fail_write(path);
+    cli_out_commit(&a, true);
 }
 
 static void print_set(const char *what, const scored *s, int k)
@@ -455,9 +451,11 @@ int main(int argc, char **argv)
             in.n,           o.ood ? ood.n : 0, auc};
     }
     const char *path = cli_path(o.out, "ood_hist.svg");
-    if (!plot_histograms(path, "scores: in-distribution vs OOD test images",
-                         panels, n_panels, 40))
-        fail_write(path);
+    tg_atomic_file a;
+    cli_out_commit(&a, plot_histograms(cli_out_open(&a, path),
+                                       "scores: in-distribution vs OOD test "
+                                       "images",
+                                       panels, n_panels, 40));
 
     /* posterior uncertainty: maps of the first images, average std over up
      * to UNC_AVG images per set */

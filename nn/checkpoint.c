@@ -4,6 +4,7 @@
  * entries plus "optim.kind" ("sgd" / "adam") and "optim.step".
  * Saving is atomic (temporary file, fsync, rename, fsync of the directory);
  * loading checks the whole file against the model before changing it. */
+#include "checkpoint_match.h"
 #include "safetensors.h"
 
 #include <ctype.h>
@@ -20,6 +21,8 @@
 #define STEP_KEY "optim.step"
 
 /* ---- metadata ------------------------------------------------------------ */
+
+void tg_meta_init(tg_meta *m) { memset(m, 0, sizeof *m); }
 
 void tg_meta_set(tg_meta *m, const char *key, const char *value)
 {
@@ -149,67 +152,22 @@ static char *prefixed(const char *prefix, const char *name)
     return s;
 }
 
-/* fsync the directory holding path, so the rename itself is durable. */
-static tg_status sync_dir(const char *path)
-{
-    char *dir = prefixed("", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        strcpy(dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    tg_status st = TG_OK;
-    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
-        st = tg_error(TG_ERR_IO,
-                      "%s: saved, but syncing directory %s failed: %s", path,
-                      dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(dir);
-    return st;
-}
-
-/* Writes the tensors and metadata to "<path>.tmp.<pid>", syncs it and
- * renames it over path. On failure the temporary file is removed. */
+/* Writes the tensors and metadata through tg_atomic_open / commit: an
+ * interrupted or failed save leaves the old file as it was. */
 static tg_status write_atomic(const char *path, int n, const tg_st_tensor *t,
                               int nmeta, const char **keys, const char **values)
 {
-    char *tmp = malloc(strlen(path) + 32);
-    if (!tmp)
-        return tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
-    sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (!f) {
-        tg_status st = tg_error(TG_ERR_IO, "%s: cannot create %s: %s", path,
-                                tmp, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        free(tmp);
+    tg_atomic_file a;
+    tg_status st = tg_atomic_open(&a, path);
+    if (st != TG_OK)
         return st;
-    }
-    tg_status st = tg_st_write(f, path, n, t, nmeta, keys, values);
-    if (st == TG_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
-        st = tg_error(TG_ERR_IO, "%s: flushing %s failed: %s", path, tmp,
-                      strerror(errno));
-    if (fclose(f) != 0 && st == TG_OK)
-        st = tg_error(TG_ERR_IO, "%s: closing %s failed: %s", path, tmp,
-                      strerror(errno));
-    if (st == TG_OK && rename(tmp, path) != 0)
-        st = tg_error(TG_ERR_IO, "%s: renaming %s failed: %s", path, tmp,
-                      strerror(errno));
-    if (st != TG_OK) {
-        unlink(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    return sync_dir(path);
+    st = tg_st_write(a.f, path, n, t, nmeta, keys, values);
+    if (st == TG_OK)
+        return tg_atomic_commit(&a, true);
+    char why[512]; /* the writer's message, not commit's */
+    snprintf(why, sizeof why, "%s", tg_errmsg());
+    tg_atomic_commit(&a, false);
+    return tg_error(st, "%s", why);
 }
 
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
@@ -324,22 +282,6 @@ static tg_status expect(const tg_st_file *f, const char *prefix,
     return st;
 }
 
-/* Every tensor in the file must be a parameter or its optimizer state. */
-static tg_status check_unexpected(const tg_st_file *f, const tg_params *ps)
-{
-    for (int i = 0; i < f->n; i++) {
-        const char *name = f->t[i].name;
-        if (strncmp(name, "optim.m.", 8) == 0 ||
-            strncmp(name, "optim.v.", 8) == 0)
-            name += 8;
-        if (!tg_params_find(ps, name))
-            return tg_error(TG_ERR_MISMATCH,
-                            "%s: tensor '%s' is not a parameter of the model",
-                            f->path, f->t[i].name);
-    }
-    return TG_OK;
-}
-
 static tg_status check_meta_fits(const tg_st_file *f)
 {
     const tg_meta *m = NULL;
@@ -392,8 +334,7 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
     size_t numel = tg_params_numel(ps);
     bool want_m = opt && opt->m, want_v = opt && opt->v;
     int64_t step = 0;
-    st = check_unexpected(&f, ps);
-    if (st == TG_OK && meta)
+    if (meta)
         st = check_meta_fits(&f);
     if (st == TG_OK && opt) {
         const char *kind = file_meta(&f, KIND_KEY);
@@ -410,6 +351,9 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
         if (st == TG_OK && step < 0)
             st = tg_error(TG_ERR_FORMAT, "%s: negative optimizer step", path);
     }
+    /* Every parameter (and its state) in the file, nothing else. */
+    if (st == TG_OK)
+        st = tg_ck_match(&f, ps, "", "", want_m, want_v, NULL);
 
     /* Values go to scratch first: the model changes only once all is read. */
     int per = 1 + want_m + want_v;

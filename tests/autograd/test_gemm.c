@@ -235,8 +235,11 @@ static void threads_body(void)
                   *B = random_matrix((size_t)K * N);
             float *C1 = random_matrix((size_t)M * N);
             float *C2 = malloc((size_t)M * N * sizeof(float));
+            float *C0 = malloc((size_t)M * N * sizeof(float));
             assert_non_null(C2);
+            assert_non_null(C0);
             memcpy(C2, C1, (size_t)M * N * sizeof(float));
+            memcpy(C0, C1, (size_t)M * N * sizeof(float));
             tg_set_threads(1);
             tg_gemm(ta, tb, M, N, K, 0.75f, A, ta ? M : K, B, tb ? K : N, 0.5f,
                     C1, N);
@@ -244,10 +247,18 @@ static void threads_body(void)
             tg_gemm(ta, tb, M, N, K, 0.75f, A, ta ? M : K, B, tb ? K : N, 0.5f,
                     C2, N);
             assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
+            /* The default count adapts to the machine's load (1 or all
+             * cores): the same bits again. */
+            memcpy(C2, C0, (size_t)M * N * sizeof(float));
+            tg_set_threads(0);
+            tg_gemm(ta, tb, M, N, K, 0.75f, A, ta ? M : K, B, tb ? K : N, 0.5f,
+                    C2, N);
+            assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
             free(A);
             free(B);
             free(C1);
             free(C2);
+            free(C0);
         }
     }
 }

@@ -64,5 +64,61 @@ bad="$tmp/badlabels"; dataset "$mnist" "$bad" 64 64 12
     fail "labels out of range stopped vae_mnist: $(cat "$tmp/err")"
 grep -q "labels" "$tmp/err" || fail "labels out of range: no word said"
 
+# 7. temporaries of dead processes are removed, a live one's are kept
+sh -c 'exit 0' &
+dead=$!
+wait "$dead"
+mkdir -p "$tmp/o7"
+: >"$tmp/o7/checkpoint.safetensors.tmp.$dead"
+: >"$tmp/o7/metrics.csv.tmp.$$"
+expect 0 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o7"
+[ -e "$tmp/o7/checkpoint.safetensors.tmp.$dead" ] &&
+    fail "a dead process's temporary checkpoint was left behind"
+[ -e "$tmp/o7/metrics.csv.tmp.$$" ] || fail "a live process's temporary was removed"
+
+# 8. a failed save leaves the folder consistent: metrics.csv and the
+#    pictures still describe the checkpoint that is there (epoch 1)
+cp "$tmp/o7/checkpoint.safetensors" "$tmp/e1.safetensors"
+cp "$tmp/o7/metrics.csv" "$tmp/e1.csv"
+rm "$tmp/o7/checkpoint.safetensors"
+mkdir -p "$tmp/o7/checkpoint.safetensors/x" # the rename over it fails
+expect 1 "$vae" $fast --data "$small" --epochs 2 --out "$tmp/o7" \
+    --resume "$tmp/e1.safetensors"
+cmp -s "$tmp/e1.csv" "$tmp/o7/metrics.csv" ||
+    fail "a failed save replaced metrics.csv: $(cat "$tmp/o7/metrics.csv")"
+
+# 9. a second run into the same folder is refused, naming the first's PID
+"$vae" $fast --data "$big" --epochs 1000 --out "$tmp/o9" >/dev/null 2>&1 &
+first=$!
+i=0
+while [ ! -s "$tmp/o9/.lock" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i + 1)); done
+expect 1 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o9"
+mentions "process $first"
+kill -9 "$first" 2>/dev/null
+wait "$first" 2>/dev/null
+# the lock dies with its process
+expect 0 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o9"
+
+# 10. divergence: --lr 10 from a good checkpoint stops (exit 3) and does
+#     not write its weights over the good checkpoint
+mkdir -p "$tmp/o10"
+cp "$ck" "$tmp/o10/checkpoint.safetensors"
+cp "$ck" "$tmp/good.safetensors"
+"$vae" $fast --data "$big" --epochs 4 --lr 10 --out "$tmp/o10" \
+    --resume "$tmp/o10/checkpoint.safetensors" >"$tmp/out" 2>"$tmp/err"
+st=$?
+[ $st -eq 3 ] || fail "--lr 10: exit $st, want 3: $(cat "$tmp/err")"
+mentions "diverged"
+cmp -s "$tmp/good.safetensors" "$tmp/o10/checkpoint.safetensors" ||
+    fail "a diverged run replaced the good checkpoint"
+
+# 11. too many skipped steps: stop (exit 3), no poisoned checkpoint, no
+#     -nan in metrics.csv
+expect 3 "$vae" $fast --data "$big" --epochs 4 --lr 1e6 --skip-nonfinite \
+    --out "$tmp/o11"
+mentions "too many steps were skipped"
+[ -e "$tmp/o11/checkpoint.safetensors" ] && fail "a skip-everything run saved a checkpoint"
+grep -q nan "$tmp/o11/metrics.csv" 2>/dev/null && fail "nan in metrics.csv"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"

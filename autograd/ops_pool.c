@@ -1,0 +1,233 @@
+/* Pooling and upsampling over NCHW image planes: max_pool2d, avg_pool2d,
+ * nearest-neighbour upsample2d. Each (image, channel) plane is independent:
+ * the loops run in parallel over planes, each plane in a fixed order, so
+ * results do not depend on the thread count. */
+#include "parallel.h"
+#include "tape.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+typedef struct pool_geom {
+    int planes, H, W, OH, OW, k, s, p;
+} pool_geom;
+
+/* Square window k, stride s (0: s = k), padding p <= k/2 (as PyTorch);
+ * output floor((H + 2p - k)/s) + 1 per axis. */
+static pool_geom pool_geom_of(const char *op, const tg_tensor *x, int k, int s,
+                              int p)
+{
+    char sx[64];
+    check_inputs(op, x);
+    if (x->ndim != 4)
+        tg_fatal(op, "needs x [N, C, H, W], got %s", tg_shape_str(x, sx));
+    if (s == 0)
+        s = k;
+    if (k < 1 || s < 1 || p < 0 || p > k / 2)
+        tg_fatal(op,
+                 "kernel %d, stride %d, padding %d on x %s: kernel and "
+                 "stride must be >= 1, padding in 0..kernel/2",
+                 k, s, p, tg_shape_str(x, sx));
+    pool_geom g = {
+        x->shape[0] * x->shape[1], x->shape[2], x->shape[3], 0, 0, k, s, p};
+    int span_h = g.H + 2 * p - k, span_w = g.W + 2 * p - k;
+    g.OH = span_h < 0 ? 0 : span_h / s + 1;
+    g.OW = span_w < 0 ? 0 : span_w / s + 1;
+    if (g.OH < 1 || g.OW < 1)
+        tg_fatal(op,
+                 "kernel %d, stride %d, padding %d on x %s gives an "
+                 "output of %d x %d",
+                 k, s, p, tg_shape_str(x, sx), g.OH, g.OW);
+    return g;
+}
+
+static tg_tensor *pool_out(tg_tape *tp, const tg_tensor *x, const pool_geom *g)
+{
+    return out_tensor(tp, 4, (int[]){x->shape[0], x->shape[1], g->OH, g->OW});
+}
+
+/* ---- max_pool2d ------------------------------------------------------------
+ */
+
+typedef struct max_saved {
+    pool_geom g;
+    int *argmax; /* per output: index of the max within its input plane */
+} max_saved;
+
+/* dx[n, c, argmax] += dy[n, c, oh, ow]. Saved: argmax. */
+static void max_pool2d_backward(tg_tape *tp, tg_record *r)
+{
+    const max_saved *s = r->saved;
+    const pool_geom *g = &s->g;
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->OH * g->OW;
+    TG_PARALLEL_FOR(g->planes, out_plane)
+    for (int t = 0; t < g->planes; t++) {
+        float *dxp = dx + (size_t)t * in_plane;
+        const float *dyp = dy + (size_t)t * out_plane;
+        const int *am = s->argmax + (size_t)t * out_plane;
+        for (size_t o = 0; o < out_plane; o++)
+            dxp[am[o]] += dyp[o];
+    }
+}
+
+/* y [N, C, OH, OW]: the maximum of each window over the real (unpadded)
+ * elements. Ties go to the first in row-major window order; a NaN wins. */
+tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding)
+{
+    pool_geom g = pool_geom_of("max_pool2d", x, kernel, stride, padding);
+    tg_tensor *y = pool_out(tp, x, &g);
+    size_t in_plane = (size_t)g.H * g.W, out_plane = (size_t)g.OH * g.OW;
+    int *argmax = tg_tape_alloc(tp, y->size * sizeof *argmax);
+    TG_PARALLEL_FOR(g.planes, in_plane)
+    for (int t = 0; t < g.planes; t++) {
+        const float *xp = x->data + (size_t)t * in_plane;
+        float *yp = y->data + (size_t)t * out_plane;
+        int *am = argmax + (size_t)t * out_plane;
+        for (int oh = 0; oh < g.OH; oh++)
+            for (int ow = 0; ow < g.OW; ow++) {
+                int h0 = oh * g.s - g.p, w0 = ow * g.s - g.p, best = -1;
+                float m = -INFINITY;
+                for (int i = h0; i < h0 + g.k; i++)
+                    for (int j = w0; j < w0 + g.k; j++) {
+                        if (i < 0 || i >= g.H || j < 0 || j >= g.W)
+                            continue;
+                        float v = xp[i * g.W + j];
+                        if (best < 0 || v > m || (isnan(v) && !isnan(m))) {
+                            m = v;
+                            best = i * g.W + j;
+                        }
+                    }
+                yp[oh * g.OW + ow] = m;
+                am[oh * g.OW + ow] = best;
+            }
+    }
+    tg_record *r = record(tp, "max_pool2d", max_pool2d_backward, y, 1, &x);
+    if (r) {
+        max_saved *s = tg_tape_alloc(tp, sizeof *s);
+        s->g = g;
+        s->argmax = argmax;
+        r->saved = s;
+    }
+    return y;
+}
+
+/* ---- avg_pool2d ------------------------------------------------------------
+ */
+
+/* dx[n, c, i, j] += dy[n, c, oh, ow] / k^2 for each window holding (i, j). */
+static void avg_pool2d_backward(tg_tape *tp, tg_record *r)
+{
+    const pool_geom *g = r->saved;
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->OH * g->OW;
+    float inv = 1.0f / (float)(g->k * g->k);
+    TG_PARALLEL_FOR(g->planes, in_plane)
+    for (int t = 0; t < g->planes; t++) {
+        float *dxp = dx + (size_t)t * in_plane;
+        const float *dyp = dy + (size_t)t * out_plane;
+        for (int oh = 0; oh < g->OH; oh++)
+            for (int ow = 0; ow < g->OW; ow++) {
+                int h0 = oh * g->s - g->p, w0 = ow * g->s - g->p;
+                float d = dyp[oh * g->OW + ow] * inv;
+                for (int i = h0 > 0 ? h0 : 0; i < h0 + g->k && i < g->H; i++)
+                    for (int j = w0 > 0 ? w0 : 0; j < w0 + g->k && j < g->W;
+                         j++)
+                        dxp[i * g->W + j] += d;
+            }
+    }
+}
+
+/* y [N, C, OH, OW]: the window sum over real elements divided by k^2 (padding
+ * counts as zeros, PyTorch's count_include_pad=True). */
+tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding)
+{
+    pool_geom g = pool_geom_of("avg_pool2d", x, kernel, stride, padding);
+    tg_tensor *y = pool_out(tp, x, &g);
+    size_t in_plane = (size_t)g.H * g.W, out_plane = (size_t)g.OH * g.OW;
+    float inv = 1.0f / (float)(g.k * g.k);
+    TG_PARALLEL_FOR(g.planes, in_plane)
+    for (int t = 0; t < g.planes; t++) {
+        const float *xp = x->data + (size_t)t * in_plane;
+        float *yp = y->data + (size_t)t * out_plane;
+        for (int oh = 0; oh < g.OH; oh++)
+            for (int ow = 0; ow < g.OW; ow++) {
+                int h0 = oh * g.s - g.p, w0 = ow * g.s - g.p;
+                float sum = 0.0f;
+                for (int i = h0 > 0 ? h0 : 0; i < h0 + g.k && i < g.H; i++)
+                    for (int j = w0 > 0 ? w0 : 0; j < w0 + g.k && j < g.W; j++)
+                        sum += xp[i * g.W + j];
+                yp[oh * g.OW + ow] = sum * inv;
+            }
+    }
+    tg_record *r = record(tp, "avg_pool2d", avg_pool2d_backward, y, 1, &x);
+    if (r) {
+        pool_geom *s = tg_tape_alloc(tp, sizeof *s);
+        *s = g;
+        r->saved = s;
+    }
+    return y;
+}
+
+/* ---- upsample2d ------------------------------------------------------------
+ */
+
+/* y [N, C, H*s, W*s], y[n, c, h, w] = x[n, c, h/s, w/s].
+ * dx[n, c, i, j] += sum of dy over its s x s block (row-major order). */
+static void upsample2d_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    int s = r->i[0], H = x->shape[2], W = x->shape[3];
+    int planes = x->shape[0] * x->shape[1], OW = W * s;
+    size_t in_plane = (size_t)H * W, out_plane = in_plane * s * s;
+    TG_PARALLEL_FOR(planes, out_plane)
+    for (int t = 0; t < planes; t++) {
+        float *dxp = dx + (size_t)t * in_plane;
+        const float *dyp = dy + (size_t)t * out_plane;
+        for (int i = 0; i < H; i++)
+            for (int j = 0; j < W; j++) {
+                float sum = 0.0f;
+                for (int a = 0; a < s; a++)
+                    for (int b = 0; b < s; b++)
+                        sum += dyp[(size_t)(i * s + a) * OW + j * s + b];
+                dxp[i * W + j] += sum;
+            }
+    }
+}
+
+tg_tensor *tg_upsample2d(tg_tape *tp, tg_tensor *x, int scale)
+{
+    char sx[64];
+    check_inputs("upsample2d", x);
+    if (x->ndim != 4 || scale < 1)
+        tg_fatal("upsample2d",
+                 "needs x [N, C, H, W] and scale >= 1, got x "
+                 "%s, scale %d",
+                 tg_shape_str(x, sx), scale);
+    int H = x->shape[2], W = x->shape[3];
+    if ((long)H * scale > INT_MAX / 2 || (long)W * scale > INT_MAX / 2)
+        tg_fatal("upsample2d", "x %s times %d is too large",
+                 tg_shape_str(x, sx), scale);
+    int OH = H * scale, OW = W * scale, planes = x->shape[0] * x->shape[1];
+    tg_tensor *y = out_tensor(tp, 4, (int[]){x->shape[0], x->shape[1], OH, OW});
+    size_t in_plane = (size_t)H * W, out_plane = (size_t)OH * OW;
+    TG_PARALLEL_FOR(planes, out_plane)
+    for (int t = 0; t < planes; t++) {
+        const float *xp = x->data + (size_t)t * in_plane;
+        float *yp = y->data + (size_t)t * out_plane;
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++)
+                yp[(size_t)oh * OW + ow] = xp[(oh / scale) * W + ow / scale];
+    }
+    tg_record *r = record(tp, "upsample2d", upsample2d_backward, y, 1, &x);
+    if (r)
+        r->i[0] = scale;
+    return y;
+}

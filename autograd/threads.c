@@ -1,0 +1,122 @@
+/* The library's thread count, and how it adapts to a busy machine.
+ *
+ * libgomp's threads busy-wait at the end of a region before they sleep
+ * (OMP_WAIT_POLICY and GOMP_SPINCOUNT are read once, when libgomp loads,
+ * before any constructor of ours runs). On a machine where another program
+ * keeps a core busy, a region's worker is often descheduled: the region
+ * then waits a whole time slice (milliseconds) for it, and a 2-thread step
+ * runs 10-30x slower than one thread.
+ *
+ * So with the default thread count (tg_set_threads(0)) the library measures
+ * its parallel GEMM regions: wall time against T x the master thread's own
+ * share (what one thread would have taken). Over each window of 5 ms of
+ * region time, when T threads bought less than a 1.1x speedup, every
+ * parallel region (GEMM and TG_PARALLEL_FOR) runs on one thread for a
+ * while, then T threads are tried again: after 50 ms, doubling up to 2 s
+ * while the tries keep failing within a second. An explicit thread count
+ * (tg_set_threads(n), n > 0) is used as given. Results do not depend on
+ * the thread count, so neither do they on this choice. */
+#include "parallel.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#ifdef TG_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+static atomic_int threads_set; /* tg_set_threads: 0 = all cores, adaptive */
+
+void tg_set_threads(int n) { atomic_store(&threads_set, n > 0 ? n : 0); }
+
+int tg_get_threads(void)
+{
+    int n = atomic_load(&threads_set);
+#ifdef TG_HAVE_OPENMP
+    return n > 0 ? n : omp_get_num_procs();
+#else
+    (void)n;
+    return 1;
+#endif
+}
+
+enum {
+    WINDOW_NS = 5000000,         /* region time judged at once */
+    BACKOFF_MIN_NS = 50000000,   /* first retry of T threads */
+    BACKOFF_MAX_NS = 2000000000, /* longest stay on one thread */
+    LONG_RUN_NS = 1000000000     /* T threads held this long: trust again */
+};
+#define MIN_SPEEDUP 1.1
+
+static struct {
+    atomic_int serial;          /* 1: regions run on one thread */
+    _Atomic int64_t next_probe; /* when serial: time to try T threads */
+    pthread_mutex_t lock;       /* the fields below */
+    int64_t since;              /* when T threads were last taken up */
+    int64_t backoff;
+    double win_wall, win_serial; /* ns in the current window */
+} ctl = {.lock = PTHREAD_MUTEX_INITIALIZER, .backoff = BACKOFF_MIN_NS};
+
+int64_t tg_par_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int tg_par_threads(void)
+{
+    int n = tg_get_threads();
+    if (n > 1 && atomic_load(&threads_set) == 0 &&
+        atomic_load_explicit(&ctl.serial, memory_order_relaxed))
+        return 1;
+    return n;
+}
+
+int tg_par_begin(tg_par_region *r, int want)
+{
+    r->threads = want;
+    r->t0 = 0;
+    if (want <= 1 || atomic_load(&threads_set) != 0)
+        return want;
+    int64_t now = tg_par_now_ns();
+    if (atomic_load(&ctl.serial)) {
+        if (now < atomic_load(&ctl.next_probe)) {
+            r->threads = 1;
+            return 1;
+        }
+        int expect = 1;
+        if (atomic_compare_exchange_strong(&ctl.serial, &expect, 0)) {
+            pthread_mutex_lock(&ctl.lock);
+            ctl.since = now;
+            ctl.win_wall = ctl.win_serial = 0;
+            pthread_mutex_unlock(&ctl.lock);
+        }
+    }
+    r->t0 = now;
+    return want;
+}
+
+void tg_par_end(const tg_par_region *r, int64_t master_ns)
+{
+    if (r->t0 == 0 || r->threads <= 1)
+        return;
+    int64_t now = tg_par_now_ns();
+    pthread_mutex_lock(&ctl.lock);
+    ctl.win_wall += (double)(now - r->t0);
+    ctl.win_serial += (double)r->threads * (double)master_ns;
+    if (ctl.win_wall >= WINDOW_NS) {
+        if (ctl.win_serial < MIN_SPEEDUP * ctl.win_wall) {
+            int64_t b = ctl.backoff * 2;
+            ctl.backoff = now - ctl.since >= LONG_RUN_NS ? BACKOFF_MIN_NS
+                          : b < BACKOFF_MAX_NS           ? b
+                                                         : BACKOFF_MAX_NS;
+            atomic_store(&ctl.next_probe, now + ctl.backoff);
+            atomic_store(&ctl.serial, 1);
+        }
+        ctl.win_wall = ctl.win_serial = 0;
+    }
+    pthread_mutex_unlock(&ctl.lock);
+}

@@ -1,0 +1,183 @@
+/* The files a training program writes: whole or not at all (temporary file,
+ * fsync, rename, fsync of the folder), no temporaries of dead processes
+ * left behind, and one process at a time per output folder. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "tg_nn.h"
+
+/* The folder holding path ("." when it has no slash), malloc'd. */
+static char *folder_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    char *dir = malloc(n + 2);
+    if (!dir)
+        return NULL;
+    if (!slash)
+        strcpy(dir, ".");
+    else if (n == 0)
+        strcpy(dir, "/");
+    else {
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    return dir;
+}
+
+tg_status tg_atomic_open(tg_atomic_file *a, const char *path)
+{
+    memset(a, 0, sizeof *a);
+    size_t n = strlen(path) + 32;
+    a->path = malloc(strlen(path) + 1);
+    a->tmp = malloc(n);
+    if (!a->path || !a->tmp) {
+        free(a->path);
+        free(a->tmp);
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
+    }
+    strcpy(a->path, path);
+    snprintf(a->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    a->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!a->f) {
+        tg_status st =
+            tg_error(TG_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(a->tmp);
+        }
+        free(a->path);
+        free(a->tmp);
+        memset(a, 0, sizeof *a);
+        return st;
+    }
+    return TG_OK;
+}
+
+static tg_status sync_folder(const char *path)
+{
+    char *dir = folder_of(path);
+    if (!dir)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    tg_status st = TG_OK;
+    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
+        st = tg_error(TG_ERR_IO,
+                      "%s: written, but syncing folder %s failed: "
+                      "%s",
+                      path, dir, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    return st;
+}
+
+tg_status tg_atomic_commit(tg_atomic_file *a, bool ok)
+{
+    if (!a->f)
+        return tg_error(TG_ERR_ARG, "atomic file not open");
+    errno = 0;
+    tg_status st = TG_OK;
+    if (!ok || ferror(a->f))
+        st = tg_error(TG_ERR_IO, "cannot write %s: %s", a->path,
+                      errno ? strerror(errno) : "write failed");
+    if (st == TG_OK && (fflush(a->f) != 0 || fsync(fileno(a->f)) != 0))
+        st = tg_error(TG_ERR_IO, "cannot write %s: %s", a->path,
+                      strerror(errno));
+    if (fclose(a->f) != 0 && st == TG_OK)
+        st = tg_error(TG_ERR_IO, "cannot write %s: %s", a->path,
+                      strerror(errno));
+    if (st == TG_OK && rename(a->tmp, a->path) != 0)
+        st = tg_error(TG_ERR_IO, "cannot write %s: %s", a->path,
+                      strerror(errno));
+    if (st != TG_OK)
+        unlink(a->tmp);
+    else
+        st = sync_folder(a->path);
+    free(a->path);
+    free(a->tmp);
+    memset(a, 0, sizeof *a);
+    return st;
+}
+
+/* The pid of a name ending ".tmp.<digits>", or 0. */
+static long temp_pid(const char *name)
+{
+    const char *t = strstr(name, ".tmp.");
+    while (t && strstr(t + 1, ".tmp."))
+        t = strstr(t + 1, ".tmp.");
+    if (!t || !t[5])
+        return 0;
+    for (const char *p = t + 5; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            return 0;
+    return strtol(t + 5, NULL, 10);
+}
+
+int tg_remove_stale_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int removed = 0;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d))) {
+        long pid = temp_pid(e->d_name);
+        if (pid <= 0 || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* alive, or not ours to judge */
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) <
+                (int)sizeof path &&
+            unlink(path) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
+}
+
+tg_status tg_dir_lock(const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/.lock", dir) >= (int)sizeof path)
+        return tg_error(TG_ERR_ARG, "%s: path too long", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return tg_error(TG_ERR_IO, "cannot lock output folder %s: %s", dir,
+                        strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        char buf[32] = {0};
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+        close(fd);
+        if (err == EWOULDBLOCK && pid > 0)
+            return tg_error(TG_ERR_IO,
+                            "output folder %s is in use by process "
+                            "%ld (another run writing there); wait for it "
+                            "to end or choose another folder",
+                            dir, pid);
+        return tg_error(TG_ERR_IO, "cannot lock output folder %s: %s", dir,
+                        strerror(err));
+    }
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len) {
+        int err = errno;
+        close(fd);
+        return tg_error(TG_ERR_IO, "cannot lock output folder %s: %s", dir,
+                        strerror(err));
+    }
+    /* fd stays open: the lock lasts as long as the process */
+    return TG_OK;
+}

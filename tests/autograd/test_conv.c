@@ -1,0 +1,682 @@
+/* Convolution and pooling: forward values against direct loop nests written
+ * here from the definitions (not from the im2col formulation), gradient
+ * checks on edge-case and random geometries, thread-count independence, and
+ * misuse aborts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "expect_abort.h"
+#include "tg_autograd.h"
+
+static uint64_t rng_state = 20261202;
+
+static double uniform(void)
+{
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
+}
+
+static int randint(int lo, int hi)
+{
+    return lo + (int)(uniform() * (hi - lo + 1));
+}
+
+static tg_tensor *rand4(int a, int b, int c, int d)
+{
+    tg_tensor *t = tg_tensor_new(4, (int[]){a, b, c, d});
+    for (size_t i = 0; i < t->size; i++)
+        t->data[i] = (float)(uniform() * 2.0 - 1.0);
+    return t;
+}
+
+static tg_tensor *rand1(int n)
+{
+    tg_tensor *t = tg_tensor_new(1, &n);
+    for (size_t i = 0; i < t->size; i++)
+        t->data[i] = (float)(uniform() * 2.0 - 1.0);
+    return t;
+}
+
+/* ---- geometries ------------------------------------------------------------
+ */
+
+typedef struct conv_case {
+    int N, C, H, W, OC, kh, kw;
+    tg_conv2d_args a;
+    bool bias;
+} conv_case;
+
+static int stride_h(const conv_case *c)
+{
+    return c->a.stride[0] ? c->a.stride[0] : 1;
+}
+static int stride_w(const conv_case *c)
+{
+    return c->a.stride[1] ? c->a.stride[1] : 1;
+}
+static int dil_h(const conv_case *c)
+{
+    return c->a.dilation[0] ? c->a.dilation[0] : 1;
+}
+static int dil_w(const conv_case *c)
+{
+    return c->a.dilation[1] ? c->a.dilation[1] : 1;
+}
+
+static int conv_out(int in, int k, int s, int p, int d)
+{
+    int span = in + 2 * p - d * (k - 1) - 1;
+    return span < 0 ? 0 : span / s + 1;
+}
+
+#define ARGS(sh, sw, ph, pw, dh, dw, oh, ow)                                   \
+    {                                                                          \
+        {sh, sw}, {ph, pw}, {dh, dw}, { oh, ow }                               \
+    }
+
+/* The issue's edge cases; conv_transpose2d reads C as its input channels
+ * and OC as its output channels. */
+static const conv_case edge_cases[] = {
+    /* stride > kernel */
+    {2, 3, 9, 8, 4, 2, 2, ARGS(3, 3, 0, 0, 1, 1, 0, 0), true},
+    /* padding >= kernel/2, odd sizes */
+    {2, 3, 7, 5, 5, 3, 3, ARGS(1, 1, 2, 1, 1, 1, 0, 0), true},
+    /* 1x1 kernel, channels not a multiple of 8 */
+    {3, 9, 5, 6, 11, 1, 1, ARGS(1, 1, 0, 0, 1, 1, 0, 0), true},
+    /* a single image, non-square kernel, no bias */
+    {1, 2, 6, 7, 3, 2, 3, ARGS(1, 2, 1, 0, 1, 1, 0, 0), false},
+    /* dilation > 1 */
+    {2, 2, 9, 8, 3, 3, 2, ARGS(1, 1, 1, 1, 2, 3, 0, 0), true},
+    /* the VAE's k4 s2 p1 */
+    {2, 3, 8, 6, 4, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0), true},
+    /* output padding (conv_transpose2d), stride 3 */
+    {2, 2, 4, 3, 3, 3, 2, ARGS(3, 2, 1, 0, 1, 1, 2, 1), true},
+    /* output padding below the dilation but not the stride */
+    {1, 2, 4, 4, 2, 2, 2, ARGS(1, 1, 0, 0, 3, 2, 2, 1), true},
+    /* 17 channels in, 1 out */
+    {2, 17, 3, 4, 1, 2, 2, ARGS(1, 1, 0, 1, 1, 1, 0, 0), true},
+};
+enum { N_EDGE = sizeof edge_cases / sizeof edge_cases[0] };
+
+/* Whether some output position along an axis reads a real input element
+ * (else the op reads only padding and every gradient but the bias's is 0). */
+static bool axis_touches(int in, int out, int k, int s, int p, int d)
+{
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < k; i++)
+            if (o * s - p + i * d >= 0 && o * s - p + i * d < in)
+                return true;
+    return false;
+}
+
+/* A random geometry whose conv2d output is at least 1x1 (transpose: the
+ * output padding is set below the stride or dilation). */
+static conv_case random_case(bool transpose)
+{
+    conv_case c;
+    for (;;) {
+        memset(&c, 0, sizeof c);
+        c.N = randint(1, 3), c.C = randint(1, 5), c.OC = randint(1, 5);
+        c.H = randint(1, 9), c.W = randint(1, 9);
+        c.kh = randint(1, 4), c.kw = randint(1, 4);
+        c.a.stride[0] = randint(1, 4), c.a.stride[1] = randint(1, 4);
+        c.a.padding[0] = randint(0, 3), c.a.padding[1] = randint(0, 3);
+        c.a.dilation[0] = randint(1, 3), c.a.dilation[1] = randint(1, 3);
+        c.bias = uniform() < 0.7;
+        if (transpose) {
+            int mh = stride_h(&c) > dil_h(&c) ? stride_h(&c) : dil_h(&c);
+            int mw = stride_w(&c) > dil_w(&c) ? stride_w(&c) : dil_w(&c);
+            c.a.output_padding[0] = randint(0, mh - 1);
+            c.a.output_padding[1] = randint(0, mw - 1);
+            int oh = (c.H - 1) * stride_h(&c) - 2 * c.a.padding[0] +
+                     dil_h(&c) * (c.kh - 1) + c.a.output_padding[0] + 1;
+            int ow = (c.W - 1) * stride_w(&c) - 2 * c.a.padding[1] +
+                     dil_w(&c) * (c.kw - 1) + c.a.output_padding[1] + 1;
+            if (oh >= 1 && ow >= 1 && oh * ow <= 150 &&
+                axis_touches(oh, c.H, c.kh, stride_h(&c), c.a.padding[0],
+                             dil_h(&c)) &&
+                axis_touches(ow, c.W, c.kw, stride_w(&c), c.a.padding[1],
+                             dil_w(&c)))
+                return c;
+        } else {
+            int oh =
+                conv_out(c.H, c.kh, stride_h(&c), c.a.padding[0], dil_h(&c));
+            int ow =
+                conv_out(c.W, c.kw, stride_w(&c), c.a.padding[1], dil_w(&c));
+            if (oh >= 1 && ow >= 1 &&
+                axis_touches(c.H, oh, c.kh, stride_h(&c), c.a.padding[0],
+                             dil_h(&c)) &&
+                axis_touches(c.W, ow, c.kw, stride_w(&c), c.a.padding[1],
+                             dil_w(&c)))
+                return c;
+        }
+    }
+}
+
+static void describe(const conv_case *c, const char *op, char *buf)
+{
+    sprintf(buf,
+            "%s x[%d,%d,%d,%d] k%dx%d oc %d s(%d,%d) p(%d,%d) d(%d,%d) "
+            "op(%d,%d)%s",
+            op, c->N, c->C, c->H, c->W, c->kh, c->kw, c->OC, stride_h(c),
+            stride_w(c), c->a.padding[0], c->a.padding[1], dil_h(c), dil_w(c),
+            c->a.output_padding[0], c->a.output_padding[1],
+            c->bias ? "" : " no bias");
+}
+
+/* ---- direct references ------------------------------------------------------
+ * conv2d:  y[n,o,h,w] = b[o] + sum_{c,i,j} x[n,c,h*s-p+i*d, w*s-p+j*d]
+ * W[o,c,i,j] convT:   y[n,o,h*s-p+i*d, w*s-p+j*d] += x[n,c,h,w] W[c,o,i,j],
+ * then + b[o] */
+
+static double *ref_conv2d(const conv_case *c, const tg_tensor *x,
+                          const tg_tensor *W, const tg_tensor *b, int *OH,
+                          int *OW)
+{
+    int sh = stride_h(c), sw = stride_w(c), dh = dil_h(c), dw = dil_w(c);
+    int ph = c->a.padding[0], pw = c->a.padding[1];
+    int oh_n = conv_out(c->H, c->kh, sh, ph, dh);
+    int ow_n = conv_out(c->W, c->kw, sw, pw, dw);
+    double *y = calloc((size_t)c->N * c->OC * oh_n * ow_n, sizeof *y);
+    for (int n = 0; n < c->N; n++)
+        for (int o = 0; o < c->OC; o++)
+            for (int h = 0; h < oh_n; h++)
+                for (int w = 0; w < ow_n; w++) {
+                    double acc = b ? b->data[o] : 0.0;
+                    for (int ch = 0; ch < c->C; ch++)
+                        for (int i = 0; i < c->kh; i++)
+                            for (int j = 0; j < c->kw; j++) {
+                                int ih = h * sh - ph + i * dh;
+                                int iw = w * sw - pw + j * dw;
+                                if (ih < 0 || ih >= c->H || iw < 0 ||
+                                    iw >= c->W)
+                                    continue;
+                                acc +=
+                                    (double)
+                                        x->data[((n * c->C + ch) * c->H + ih) *
+                                                    c->W +
+                                                iw] *
+                                    W->data[((o * c->C + ch) * c->kh + i) *
+                                                c->kw +
+                                            j];
+                            }
+                    y[((n * c->OC + o) * oh_n + h) * ow_n + w] = acc;
+                }
+    *OH = oh_n, *OW = ow_n;
+    return y;
+}
+
+static double *ref_conv_transpose2d(const conv_case *c, const tg_tensor *x,
+                                    const tg_tensor *W, const tg_tensor *b,
+                                    int *OH, int *OW)
+{
+    int sh = stride_h(c), sw = stride_w(c), dh = dil_h(c), dw = dil_w(c);
+    int ph = c->a.padding[0], pw = c->a.padding[1];
+    int oh_n = (c->H - 1) * sh - 2 * ph + dh * (c->kh - 1) +
+               c->a.output_padding[0] + 1;
+    int ow_n = (c->W - 1) * sw - 2 * pw + dw * (c->kw - 1) +
+               c->a.output_padding[1] + 1;
+    double *y = calloc((size_t)c->N * c->OC * oh_n * ow_n, sizeof *y);
+    for (int n = 0; n < c->N; n++)
+        for (int ch = 0; ch < c->C; ch++)
+            for (int h = 0; h < c->H; h++)
+                for (int w = 0; w < c->W; w++)
+                    for (int o = 0; o < c->OC; o++)
+                        for (int i = 0; i < c->kh; i++)
+                            for (int j = 0; j < c->kw; j++) {
+                                int yh = h * sh - ph + i * dh;
+                                int yw = w * sw - pw + j * dw;
+                                if (yh < 0 || yh >= oh_n || yw < 0 ||
+                                    yw >= ow_n)
+                                    continue;
+                                y[((n * c->OC + o) * oh_n + yh) * ow_n + yw] +=
+                                    (double)
+                                        x->data[((n * c->C + ch) * c->H + h) *
+                                                    c->W +
+                                                w] *
+                                    W->data[((ch * c->OC + o) * c->kh + i) *
+                                                c->kw +
+                                            j];
+                            }
+    for (int n = 0; b && n < c->N; n++)
+        for (int o = 0; o < c->OC; o++)
+            for (int k = 0; k < oh_n * ow_n; k++)
+                y[(n * c->OC + o) * oh_n * ow_n + k] += b->data[o];
+    *OH = oh_n, *OW = ow_n;
+    return y;
+}
+
+/* ---- the graphs under gradient check ----------------------------------- */
+
+static tg_tensor *f_conv2d(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const conv_case *c = ctx;
+    return tg_conv2d_ex(tp, in[0], in[1], c->bias ? in[2] : NULL, &c->a);
+}
+
+static tg_tensor *f_conv_transpose2d(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const conv_case *c = ctx;
+    return tg_conv_transpose2d_ex(tp, in[0], in[1], c->bias ? in[2] : NULL,
+                                  &c->a);
+}
+
+typedef struct worst {
+    double abs_err, rel_err;
+} worst;
+
+static void note(worst *w, const tg_gradcheck_report *r)
+{
+    if (r->max_abs_err > w->abs_err)
+        w->abs_err = r->max_abs_err;
+    if (r->max_rel_err > w->rel_err)
+        w->rel_err = r->max_rel_err;
+}
+
+/* Forward against the reference, then the gradient check of x, W, b. */
+static void check_case(const conv_case *c, bool transpose, worst *w)
+{
+    char name[160];
+    describe(c, transpose ? "conv_transpose2d" : "conv2d", name);
+    tg_tensor *in[3];
+    in[0] = rand4(c->N, c->C, c->H, c->W);
+    in[1] = transpose ? rand4(c->C, c->OC, c->kh, c->kw)
+                      : rand4(c->OC, c->C, c->kh, c->kw);
+    in[2] = rand1(c->OC);
+    int OH, OW;
+    double *ref =
+        transpose
+            ? ref_conv_transpose2d(c, in[0], in[1], c->bias ? in[2] : NULL, &OH,
+                                   &OW)
+            : ref_conv2d(c, in[0], in[1], c->bias ? in[2] : NULL, &OH, &OW);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = transpose ? f_conv_transpose2d(tp, in, (void *)c)
+                             : f_conv2d(tp, in, (void *)c);
+    assert_int_equal(y->ndim, 4);
+    assert_int_equal(y->shape[0], c->N);
+    assert_int_equal(y->shape[1], c->OC);
+    assert_int_equal(y->shape[2], OH);
+    assert_int_equal(y->shape[3], OW);
+    double max_diff = 0.0;
+    for (size_t k = 0; k < y->size; k++)
+        max_diff = fmax(max_diff, fabs(y->data[k] - ref[k]));
+    if (max_diff > 1e-5)
+        printf("  forward differs by %g: %s\n", max_diff, name);
+    assert_true(max_diff <= 1e-5);
+    free(ref);
+    tg_tape_free(tp);
+
+    int n_in = c->bias ? 3 : 2;
+    tg_gradcheck_report rep;
+    bool ok = tg_gradcheck(transpose ? f_conv_transpose2d : f_conv2d, n_in, in,
+                           (void *)c, NULL, &rep);
+    if (!ok)
+        tg_gradcheck_print(&rep, name);
+    note(w, &rep);
+    assert_true(ok);
+    for (int i = 0; i < 3; i++)
+        tg_tensor_free(in[i]);
+}
+
+static void test_conv2d(void **state)
+{
+    (void)state;
+    worst w = {0, 0};
+    for (int k = 0; k < N_EDGE; k++) {
+        conv_case c = edge_cases[k];
+        c.a.output_padding[0] = c.a.output_padding[1] = 0;
+        if (conv_out(c.H, c.kh, stride_h(&c), c.a.padding[0], dil_h(&c)) < 1 ||
+            conv_out(c.W, c.kw, stride_w(&c), c.a.padding[1], dil_w(&c)) < 1)
+            continue;
+        check_case(&c, false, &w);
+    }
+    for (int k = 0; k < 20; k++) {
+        conv_case c = random_case(false);
+        check_case(&c, false, &w);
+    }
+    printf("  conv2d: worst gradcheck abs err %.3g, rel err %.3g\n", w.abs_err,
+           w.rel_err);
+}
+
+static void test_conv_transpose2d(void **state)
+{
+    (void)state;
+    worst w = {0, 0};
+    for (int k = 0; k < N_EDGE; k++)
+        check_case(&edge_cases[k], true, &w);
+    for (int k = 0; k < 20; k++) {
+        conv_case c = random_case(true);
+        check_case(&c, true, &w);
+    }
+    printf("  conv_transpose2d: worst gradcheck abs err %.3g, rel err %.3g\n",
+           w.abs_err, w.rel_err);
+}
+
+/* ---- pooling
+ * ------------------------------------------------------------------ */
+
+typedef struct pool_case {
+    int N, C, H, W, k, s, p;
+} pool_case;
+
+static const pool_case pool_edges[] = {
+    {2, 3, 6, 5, 2, 2, 0}, /* the usual 2x2, odd width */
+    {1, 2, 7, 7, 3, 2, 1}, /* stride != kernel, padding */
+    {2, 1, 5, 8, 2, 3, 1}, /* stride > kernel, padding = k/2 */
+    {1, 9, 4, 3, 1, 1, 0}, /* 1x1 window */
+    {1, 1, 3, 3, 3, 1, 1}, /* windows mostly padding */
+};
+
+/* Distinct values at least 0.1 apart (a random permutation), so that no
+ * finite-difference step moves the arg-max. */
+static tg_tensor *distinct4(int a, int b, int c, int d)
+{
+    tg_tensor *t = tg_tensor_new(4, (int[]){a, b, c, d});
+    for (size_t i = 0; i < t->size; i++)
+        t->data[i] = (float)i * 0.1f - (float)t->size * 0.05f;
+    for (size_t i = t->size; i-- > 1;) {
+        size_t j = (size_t)(uniform() * (double)(i + 1));
+        float v = t->data[i];
+        t->data[i] = t->data[j];
+        t->data[j] = v;
+    }
+    return t;
+}
+
+static tg_tensor *f_max_pool(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const pool_case *c = ctx;
+    return tg_max_pool2d(tp, in[0], c->k, c->s, c->p);
+}
+static tg_tensor *f_avg_pool(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const pool_case *c = ctx;
+    return tg_avg_pool2d(tp, in[0], c->k, c->s, c->p);
+}
+static tg_tensor *f_upsample(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    return tg_upsample2d(tp, in[0], *(const int *)ctx);
+}
+
+/* The window's max (is_max) or its sum over real elements / k^2. */
+static double ref_pool(const pool_case *c, const float *plane, int oh, int ow,
+                       bool is_max)
+{
+    double acc = is_max ? -INFINITY : 0.0;
+    for (int i = 0; i < c->k; i++)
+        for (int j = 0; j < c->k; j++) {
+            int h = oh * c->s - c->p + i, w = ow * c->s - c->p + j;
+            if (h < 0 || h >= c->H || w < 0 || w >= c->W)
+                continue;
+            double v = plane[h * c->W + w];
+            acc = is_max ? fmax(acc, v) : acc + v;
+        }
+    return is_max ? acc : acc / (c->k * c->k);
+}
+
+static void check_pool(const pool_case *c, bool is_max, worst *w)
+{
+    tg_tensor *x = distinct4(c->N, c->C, c->H, c->W);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y =
+        is_max ? f_max_pool(tp, &x, (void *)c) : f_avg_pool(tp, &x, (void *)c);
+    int OH = (c->H + 2 * c->p - c->k) / c->s + 1;
+    int OW = (c->W + 2 * c->p - c->k) / c->s + 1;
+    assert_int_equal(y->shape[2], OH);
+    assert_int_equal(y->shape[3], OW);
+    for (int t = 0; t < c->N * c->C; t++)
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++) {
+                double ref =
+                    ref_pool(c, x->data + t * c->H * c->W, oh, ow, is_max);
+                assert_true(fabs(y->data[(t * OH + oh) * OW + ow] - ref) <
+                            1e-5);
+            }
+    tg_tape_free(tp);
+    tg_gradcheck_report rep;
+    bool ok = tg_gradcheck(is_max ? f_max_pool : f_avg_pool, 1, &x, (void *)c,
+                           NULL, &rep);
+    if (!ok)
+        tg_gradcheck_print(&rep, is_max ? "max_pool2d" : "avg_pool2d");
+    note(w, &rep);
+    assert_true(ok);
+    tg_tensor_free(x);
+}
+
+static void test_pooling(void **state)
+{
+    (void)state;
+    for (int is_max = 0; is_max < 2; is_max++) {
+        worst w = {0, 0};
+        for (size_t k = 0; k < sizeof pool_edges / sizeof *pool_edges; k++)
+            check_pool(&pool_edges[k], is_max, &w);
+        for (int k = 0; k < 20; k++) {
+            pool_case c = {randint(1, 3),
+                           randint(1, 4),
+                           randint(1, 9),
+                           randint(1, 9),
+                           randint(1, 4),
+                           randint(1, 4),
+                           0};
+            c.p = randint(0, c.k / 2);
+            if (c.H + 2 * c.p < c.k || c.W + 2 * c.p < c.k)
+                continue;
+            check_pool(&c, is_max, &w);
+        }
+        printf("  %s: worst gradcheck abs err %.3g, rel err %.3g\n",
+               is_max ? "max_pool2d" : "avg_pool2d", w.abs_err, w.rel_err);
+    }
+}
+
+/* Ties go to the first element in row-major window order. */
+static void test_max_pool_ties(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_new(4, (int[]){1, 1, 2, 4});
+    float v[] = {1, 3, 3, 0, 3, 2, 0, 0};
+    memcpy(x->data, v, sizeof v);
+    tg_tensor_require_grad(x);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_max_pool2d(tp, x, 2, 2, 0);
+    assert_float_equal(y->data[0], 3.0f, 0.0f);
+    assert_float_equal(y->data[1], 3.0f, 0.0f);
+    tg_backward(tp, tg_sum(tp, y));
+    float want[] = {0, 1, 1, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 8; i++)
+        assert_float_equal(x->grad[i], want[i], 0.0f);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
+static void test_upsample(void **state)
+{
+    (void)state;
+    worst w = {0, 0};
+    for (int k = 0; k < 6; k++) {
+        int s = randint(1, 3);
+        tg_tensor *x =
+            rand4(randint(1, 2), randint(1, 3), randint(1, 5), randint(1, 5));
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *y = tg_upsample2d(tp, x, s);
+        int H = x->shape[2], W = x->shape[3];
+        for (int t = 0; t < x->shape[0] * x->shape[1]; t++)
+            for (int h = 0; h < H * s; h++)
+                for (int c = 0; c < W * s; c++)
+                    assert_float_equal(y->data[(t * H * s + h) * W * s + c],
+                                       x->data[(t * H + h / s) * W + c / s],
+                                       0.0f);
+        tg_tape_free(tp);
+        tg_gradcheck_report rep;
+        assert_true(tg_gradcheck(f_upsample, 1, &x, &s, NULL, &rep));
+        note(&w, &rep);
+        tg_tensor_free(x);
+    }
+    printf("  upsample2d: worst gradcheck abs err %.3g, rel err %.3g\n",
+           w.abs_err, w.rel_err);
+}
+
+/* ---- same bits on 1 and 2 threads ------------------------------------------
+ */
+
+/* conv2d -> max_pool -> conv_transpose2d -> avg_pool: forward and every
+ * gradient, large enough that the GEMM and the loops go parallel. */
+static void run_stack(int threads, tg_tensor **p, float **out, size_t *n)
+{
+    tg_set_threads(threads);
+    for (int i = 0; i < 5; i++)
+        tg_tensor_zero_grad(p[i]);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *h = tg_conv2d(tp, p[0], p[1], p[2], 1, 1, 1);
+    h = tg_max_pool2d(tp, tg_relu(tp, h), 2, 2, 0);
+    h = tg_conv_transpose2d(tp, h, p[3], p[4], 2, 1, 0, 1);
+    h = tg_upsample2d(tp, tg_avg_pool2d(tp, h, 3, 2, 1), 2);
+    tg_backward(tp, tg_sum(tp, tg_square(tp, h)));
+    size_t k = 0;
+    for (size_t i = 0; i < h->size; i++)
+        out[0][k++] = h->data[i];
+    for (int j = 0; j < 5; j++)
+        for (size_t i = 0; i < p[j]->size; i++)
+            out[0][k++] = p[j]->grad[i];
+    *n = k;
+    tg_tape_free(tp);
+}
+
+static void test_threads_bit_identical(void **state)
+{
+    (void)state;
+    tg_tensor *p[5] = {rand4(8, 5, 22, 20), rand4(24, 5, 3, 3), rand1(24),
+                       rand4(24, 7, 4, 4), rand1(7)};
+    for (int i = 0; i < 5; i++)
+        tg_tensor_require_grad(p[i]);
+    size_t cap = 1 << 20, n1, n2;
+    float *a = malloc(cap * sizeof *a), *b = malloc(cap * sizeof *b);
+    int old = tg_get_threads();
+    run_stack(1, p, &a, &n1);
+    run_stack(2, p, &b, &n2);
+    tg_set_threads(old);
+    assert_true(n1 == n2 && n1 < cap);
+    assert_memory_equal(a, b, n1 * sizeof *a);
+    free(a);
+    free(b);
+    for (int i = 0; i < 5; i++)
+        tg_tensor_free(p[i]);
+}
+
+/* A 0-image batch goes through every op; parameter gradients stay zero
+ * (the bias's too: a sum over no images). */
+static void test_empty_batch(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_new(4, (int[]){0, 2, 8, 6});
+    tg_tensor *p[4] = {rand4(3, 2, 3, 3), rand1(3), rand4(3, 2, 4, 4),
+                       rand1(2)};
+    for (int i = 0; i < 4; i++)
+        tg_tensor_require_grad(p[i]);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *h = tg_conv2d(tp, x, p[0], p[1], 1, 1, 1);
+    h = tg_max_pool2d(tp, h, 2, 2, 0);
+    h = tg_conv_transpose2d(tp, h, p[2], p[3], 2, 1, 0, 1);
+    h = tg_upsample2d(tp, tg_avg_pool2d(tp, h, 2, 2, 0), 2);
+    int want[] = {0, 2, 8, 6};
+    for (int d = 0; d < 4; d++)
+        assert_int_equal(h->shape[d], want[d]);
+    tg_backward(tp, tg_sum(tp, h));
+    for (int i = 0; i < 4; i++)
+        for (size_t k = 0; k < p[i]->size; k++)
+            assert_float_equal(p[i]->grad[k], 0.0f, 0.0f);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    for (int i = 0; i < 4; i++)
+        tg_tensor_free(p[i]);
+}
+
+/* ---- misuse dies with a message naming the op and the shapes ------------ */
+
+static void misuse_kernel_too_big(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d(tp, rand4(1, 2, 3, 3), rand4(4, 2, 5, 5), NULL, 1, 0, 1);
+}
+static void misuse_channels(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d(tp, rand4(1, 3, 5, 5), rand4(4, 2, 3, 3), NULL, 1, 0, 1);
+}
+static void misuse_transpose_channels(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv_transpose2d(tp, rand4(1, 3, 5, 5), rand4(4, 3, 3, 3), NULL, 1, 0, 0,
+                        1);
+}
+static void misuse_output_padding(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv_transpose2d(tp, rand4(1, 3, 5, 5), rand4(3, 2, 3, 3), NULL, 2, 0, 2,
+                        1);
+}
+static void misuse_transpose_size(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv_transpose2d(tp, rand4(1, 3, 1, 1), rand4(3, 2, 1, 1), NULL, 1, 1, 0,
+                        1);
+}
+static void misuse_bias(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d(tp, rand4(1, 2, 5, 5), rand4(4, 2, 3, 3), rand1(3), 1, 0, 1);
+}
+static void misuse_pool_padding(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_max_pool2d(tp, rand4(1, 2, 5, 5), 2, 2, 2);
+}
+static void misuse_pool_rank(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_avg_pool2d(tp, tg_tensor_new2(4, 4), 2, 2, 0);
+}
+
+static void misuse_null(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d(tp, rand4(1, 2, 5, 5), NULL, NULL, 1, 0, 1);
+}
+
+static void test_misuse_aborts(void **state)
+{
+    (void)state;
+    expect_abort(misuse_null, "conv2d", "NULL");
+    expect_abort(misuse_kernel_too_big, "conv2d", "[1, 2, 3, 3]");
+    expect_abort(misuse_channels, "conv2d", "[4, 2, 3, 3]");
+    expect_abort(misuse_transpose_channels, "conv_transpose2d", "[1, 3, 5, 5]");
+    expect_abort(misuse_output_padding, "conv_transpose2d", "output padding");
+    expect_abort(misuse_transpose_size, "conv_transpose2d", "[3, 2, 1, 1]");
+    expect_abort(misuse_bias, "conv2d", "bias [3]");
+    expect_abort(misuse_pool_padding, "max_pool2d", "[1, 2, 5, 5]");
+    expect_abort(misuse_pool_rank, "avg_pool2d", "[4, 4]");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv2d),
+        cmocka_unit_test(test_conv_transpose2d),
+        cmocka_unit_test(test_pooling),
+        cmocka_unit_test(test_max_pool_ties),
+        cmocka_unit_test(test_upsample),
+        cmocka_unit_test(test_threads_bit_identical),
+        cmocka_unit_test(test_empty_batch),
+        cmocka_unit_test(test_misuse_aborts),
+    };
+    return cmocka_run_group_tests_name("conv", tests, NULL, NULL);
+}
