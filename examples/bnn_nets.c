@@ -30,20 +30,6 @@ void net_init(net *m, int method, const options *o, int input, uint64_t seed)
     tg_params_seal(m->ps);
 }
 
-/* Inverted dropout: each element kept with probability 1 - p and scaled by
- * 1 / (1 - p); the mask is drawn from rng on one thread in row order. */
-static tg_tensor *dropout(tg_tape *tp, tg_tensor *x, float p, tg_rng *rng)
-{
-    tg_tensor *mask = tg_tape_tensor2(tp, x->shape[0], x->shape[1], false);
-    float keep = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < mask->size; i++)
-        mask->data[i] = tg_rng_uniform(rng) < p ? 0.0f : keep;
-    return tg_mul(tp, x, mask);
-}
-
-/* logits [B, 10]. rng is the noise (bbb's eps, dropout's masks); NULL gives
- * the deterministic pass (posterior means, no dropout). When kl is not NULL
- * (bbb training) it gets the sum of the layers' KL to the prior. */
 tg_tensor *net_logits(tg_tape *tp, const net *m, tg_tensor *x, tg_rng *rng,
                       tg_tensor **kl)
 {
@@ -60,7 +46,7 @@ tg_tensor *net_logits(tg_tape *tp, const net *m, tg_tensor *x, tg_rng *rng,
         if (l < 2) {
             h = tg_relu(tp, h);
             if (m->dropout > 0.0f && rng)
-                h = dropout(tp, h, m->dropout, rng);
+                h = tg_dropout(tp, h, m->dropout, rng, TG_DROPOUT_TRAIN);
         }
     }
     return h;
