@@ -1,5 +1,9 @@
 /* tapegrad nn: what a model is built from. Seeded RNG, parameter sets,
- * Dense layers, losses, optimizers, checkpoints (safetensors) and IDX data.
+ * layers (Dense, LayerNorm, Embedding, GRU and LSTM cells, variational
+ * Dense, dropout), losses, optimizers (SGD/Nesterov, Adam, AdamW, RMSprop),
+ * gradient clipping, learning-rate schedules, the reparameterization trick
+ * and one-hot, checkpoints (safetensors, whole or by name prefix), IDX data
+ * and batchers.
  *
  * Bad data (files, arguments) is reported, never aborted on: functions that
  * read or write return a tg_status and leave a one-line message for
@@ -226,6 +230,34 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * positives (e.g. out-of-distribution inputs). NaN when a score is NaN.
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
+
+/* LayerNorm over the last axis, as torch.nn.LayerNorm(dim, eps):
+ * "<name>.weight" (gamma, starts at 1) and "<name>.bias" (beta, 0), both
+ * [dim]; y = (x - mean) / sqrt(var + eps) * gamma + beta per row (biased
+ * variance). PyTorch's eps is 1e-5. */
+typedef struct tg_layer_norm_layer {
+    tg_tensor *weight, *bias;
+    int dim;
+    float eps;
+} tg_layer_norm_layer;
+
+void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
+                              const char *name, int dim, float eps);
+tg_tensor *tg_layer_norm_apply(tg_tape *tp, const tg_layer_norm_layer *l,
+                               tg_tensor *x); /* [R, dim] -> [R, dim] */
+
+/* A lookup table as torch.nn.Embedding(num, dim): "<name>.weight" [num,
+ * dim], drawn N(0, 1). apply gives [n, dim], row i = weight[idx[i]] (idx in
+ * 0..num-1, copied); the gradient adds back into the rows used. */
+typedef struct tg_embedding_layer {
+    tg_tensor *weight;
+    int num, dim;
+} tg_embedding_layer;
+
+void tg_embedding_layer_init(tg_embedding_layer *l, tg_params *ps,
+                             const char *name, int num, int dim, tg_rng *rng);
+tg_tensor *tg_embedding_apply(tg_tape *tp, const tg_embedding_layer *l,
+                              const int *idx, int n);
 
 /* Recurrent cells as PyTorch's torch.nn.GRUCell and LSTMCell: parameters
  * "<name>.weight_ih" [G*H, in], "<name>.weight_hh" [G*H, H], "<name>.bias_ih"
