@@ -342,7 +342,9 @@ bool tg_gemm_set_kernel(const char *name);
  * in each input element. An element fails when
  * |analytic - numeric| > atol + rtol * |numeric|. It also fails when every
  * analytic and numeric gradient is zero (a check that cannot fail is no
- * check). Inputs must be long-lived tensors; their data is restored. */
+ * check). Inputs may be long-lived tensors or tape tensors (of a tape other
+ * than the one f is given); their data, gradients and requires_grad are
+ * restored. */
 typedef tg_tensor *(*tg_graph_fn)(tg_tape *tp, tg_tensor **inputs, void *ctx);
 
 typedef struct tg_gradcheck_report {

@@ -128,9 +128,12 @@ int main(int argc, char **argv)
            "(%.2f MFLOP/sample)\n",
            ms, batch / (ms * 1e-3), flops / (ms * 1e-3) * 1e-9,
            flops / batch * 1e-6);
-    printf(
-        "  heap allocations per step after warm-up: %.2f (%ld in %d steps)\n",
-        (double)allocs_timed / timed, allocs_timed, timed);
+    if (COUNT_ALLOC_ACTIVE)
+        printf("  heap allocations per step after warm-up: %.2f (%ld in %d "
+               "steps)\n",
+               (double)allocs_timed / timed, allocs_timed, timed);
+    else
+        printf("  heap allocations: not counted (AddressSanitizer build)\n");
     printf("  peak RSS %.1f MiB, last loss %.2f\n", ru.ru_maxrss / 1024.0,
            loss);
 

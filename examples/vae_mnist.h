@@ -28,6 +28,36 @@ typedef struct epoch_stats {
 
 enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000 };
 
+/* A training run: what vae_mnist_train.c's functions share. */
+typedef struct run {
+    const options *o;
+    const char *argv0;
+    tg_dataset train, test;
+    tg_vae *vae;
+    tg_params *ps;
+    tg_optim *opt;
+    tg_step_guard guard;
+    tg_tape *tp;
+    tg_batcher batcher;
+    int n_batches;        /* per epoch, after --max-batches */
+    float *xbuf, *epsbuf; /* a global batch's images and noise */
+    tg_vae_position pos;
+    epoch_stats *hist; /* metrics.csv's rows */
+    int n_hist;
+    /* the current epoch's start, for its timing line */
+    double t0, wait0;
+    int64_t seen0, batch0;
+} run;
+
+/* vae_mnist_train.c: run_setup reads the data (and --resume), builds the
+ * model and prepares --out; train_epoch runs an epoch's guarded steps
+ * (exits on a stop); end_epoch evaluates, prints, saves the checkpoint and
+ * then metrics.csv and the pictures. */
+void run_setup(run *r, const options *o, const char *argv0);
+void train_epoch(run *r, int epoch);
+void end_epoch(run *r, int epoch);
+void run_free(run *r);
+
 /* vae_mnist.c */
 void fail_data(void);              /* tg_errmsg(), exit 2 */
 void fail_write(const char *path); /* errno's reason, exit 1 */

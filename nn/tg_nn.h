@@ -227,6 +227,34 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
 
+/* LayerNorm over the last axis, as torch.nn.LayerNorm(dim, eps):
+ * "<name>.weight" (gamma, starts at 1) and "<name>.bias" (beta, 0), both
+ * [dim]; y = (x - mean) / sqrt(var + eps) * gamma + beta per row (biased
+ * variance). PyTorch's eps is 1e-5. */
+typedef struct tg_layer_norm_layer {
+    tg_tensor *weight, *bias;
+    int dim;
+    float eps;
+} tg_layer_norm_layer;
+
+void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
+                              const char *name, int dim, float eps);
+tg_tensor *tg_layer_norm_apply(tg_tape *tp, const tg_layer_norm_layer *l,
+                               tg_tensor *x); /* [R, dim] -> [R, dim] */
+
+/* A lookup table as torch.nn.Embedding(num, dim): "<name>.weight" [num,
+ * dim], drawn N(0, 1). apply gives [n, dim], row i = weight[idx[i]] (idx in
+ * 0..num-1, copied); the gradient adds back into the rows used. */
+typedef struct tg_embedding_layer {
+    tg_tensor *weight;
+    int num, dim;
+} tg_embedding_layer;
+
+void tg_embedding_layer_init(tg_embedding_layer *l, tg_params *ps,
+                             const char *name, int num, int dim, tg_rng *rng);
+tg_tensor *tg_embedding_apply(tg_tape *tp, const tg_embedding_layer *l,
+                              const int *idx, int n);
+
 /* Recurrent cells as PyTorch's torch.nn.GRUCell and LSTMCell: parameters
  * "<name>.weight_ih" [G*H, in], "<name>.weight_hh" [G*H, H], "<name>.bias_ih"
  * [G*H], "<name>.bias_hh" [G*H], gates stacked in PyTorch's order (GRU: r,
@@ -384,6 +412,13 @@ typedef struct tg_meta {
     char key[TG_META_MAX][64];
     char value[TG_META_MAX][256];
 } tg_meta;
+/* An empty tg_meta: `tg_meta meta = TG_META_INIT;` or tg_meta_init(&meta)
+ * (all zero bytes is also empty). */
+#define TG_META_INIT                                                           \
+    {                                                                          \
+        .n = 0                                                                 \
+    }
+void tg_meta_init(tg_meta *m);
 
 void tg_meta_set(tg_meta *m, const char *key, const char *value);
 void tg_meta_set_int(tg_meta *m, const char *key, int64_t value);
@@ -403,13 +438,29 @@ tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 /* opt and meta may be NULL. */
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta);
-/* Every parameter of ps must be in the file with the same shape; optimizer
- * state is loaded when opt is not NULL (and must then be present). */
+/* Every parameter of ps must be in the file with the same shape and every
+ * tensor of the file must be a parameter (or its optimizer state); a
+ * mismatch names a missing tensor first, then a shape, then an extra one,
+ * with the count of each. Optimizer state is loaded when opt is not NULL
+ * (and must then be present). */
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta);
 /* Only the metadata (after validating the header), to check a model's
  * config before building it. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
+/* Loads part of a file: every parameter of ps whose name starts with
+ * model_prefix gets the file's tensor named file_prefix + the rest of its
+ * name ("encoder." -> "encoder.", or renamed: file "encoder." into model
+ * "enc."; model_prefix NULL means file_prefix). Other parameters and file
+ * tensors outside file_prefix are left alone; no optimizer state is read.
+ * Strict: a parameter in scope missing from the file, a shape that differs,
+ * or a file tensor in scope that is no parameter gives TG_ERR_MISMATCH (the
+ * message names a missing tensor first, then a shape, then an extra one,
+ * with the count of each); nothing in scope gives TG_ERR_ARG. The model is
+ * unchanged on any error. */
+tg_status tg_checkpoint_load_prefix(const char *path, tg_params *ps,
+                                    const char *file_prefix,
+                                    const char *model_prefix);
 
 /* ---- output files (nn/files.c) --------------------------------------------
  * A file appears whole or not at all: write to a->f, then commit. The data
