@@ -161,6 +161,16 @@ tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels);
  * -0.5 * sum(1 + logvar - mean^2 - exp(logvar)). One fused op. */
 tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar);
 
+/* ---- more ops: binary, broadcasting as add / sub / mul ---------------------
+ * b has a's shape, is a row, a per-row column [R, 1] or one element. */
+/* a / b; b = 0 gives +-Inf or NaN (IEEE), and so does its gradient. */
+tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+/* Elementwise max(a, b) and min(a, b). The gradient goes whole to the
+ * operand picked; a tie (a == b) picks a, the first operand (PyTorch splits
+ * a tie in halves). A NaN in either operand comes out as NaN. */
+tg_tensor *tg_maximum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_minimum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+
 /* ---- more ops: unary math ---------------------------------------------------
  * Shape in = shape out. Kinks: abs and leaky_relu take the gradient of the
  * x < 0 side at exactly 0 (abs: 0; leaky_relu: slope), as PyTorch. */

@@ -1,5 +1,9 @@
 /* tapegrad nn: what a model is built from. Seeded RNG, parameter sets,
- * Dense layers, losses, optimizers, checkpoints (safetensors) and IDX data.
+ * layers (Dense, LayerNorm, Embedding, GRU and LSTM cells, variational
+ * Dense, dropout), losses, optimizers (SGD/Nesterov, Adam, AdamW, RMSprop),
+ * gradient clipping, learning-rate schedules, the reparameterization trick
+ * and one-hot, checkpoints (safetensors, whole or by name prefix), IDX data
+ * and batchers.
  *
  * Bad data (files, arguments) is reported, never aborted on: functions that
  * read or write return a tg_status and leave a one-line message for

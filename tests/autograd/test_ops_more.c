@@ -1,8 +1,8 @@
-/* Gradient check of the ops added for issue 13 (unary math, softmax family,
- * reductions down the rows, selection, layer_norm, mask_scale, bce on
- * probabilities, kl_normals), on random non-square shapes and values kept
- * away from kinks. Forward values, 0-row batches and misuse are in
- * test_ops_values.c. */
+/* Gradient check of the ops added for issue 13 (div, maximum, minimum, unary
+ * math, softmax family, reductions down the rows, selection, layer_norm,
+ * mask_scale, bce on probabilities, kl_normals), on random non-square shapes
+ * and values kept away from kinks and ties. Forward values, 0-row batches and
+ * misuse are in test_ops_values.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,7 +38,17 @@ typedef struct domain {
     float lo, hi, gap, kink;
 } domain;
 
-enum { ANY, WIDE, POSITIVE, PROB, OPEN_PROB, AWAY_FROM_0, LARGE, N_DOMAINS };
+enum {
+    ANY,
+    WIDE,
+    POSITIVE,
+    PROB,
+    OPEN_PROB,
+    AWAY_FROM_0,
+    NONZERO,
+    LARGE,
+    N_DOMAINS
+};
 static const domain domains[N_DOMAINS] = {
     [ANY] = {-2.0f, 2.0f, 0.0f, 0.0f},
     [WIDE] = {-3.0f, 3.0f, 0.0f, 0.0f},
@@ -46,6 +56,7 @@ static const domain domains[N_DOMAINS] = {
     [PROB] = {0.0f, 1.0f, 0.0f, 0.0f},
     [OPEN_PROB] = {0.1f, 0.9f, 0.0f, 0.0f},
     [AWAY_FROM_0] = {-2.0f, 2.0f, 0.1f, 0.0f},
+    [NONZERO] = {-2.0f, 2.0f, 0.5f, 0.0f}, /* divisors */
     /* e^x overflows float32; softmax's outputs in [0, 1] keep their
      * resolution (log_softmax's and logsumexp's, near 100, do not: their
      * stability is checked against double in test_ops_values.c) */
@@ -81,6 +92,17 @@ static tg_tensor *rand2(int rows, int cols, int kind)
         return call;                                                           \
     }
 
+#define BINARY(name, call)                                                     \
+    static tg_tensor *name(tg_tape *tp, tg_tensor **in, void *c)               \
+    {                                                                          \
+        (void)c;                                                               \
+        tg_tensor *a = in[0], *b = in[1];                                      \
+        return call;                                                           \
+    }
+
+BINARY(f_div, tg_div(tp, a, b))
+BINARY(f_maximum, tg_maximum(tp, a, b))
+BINARY(f_minimum, tg_minimum(tp, a, b))
 UNARY(f_neg, tg_neg(tp, x))
 UNARY(f_abs, tg_abs(tp, x))
 UNARY(f_sqrt, tg_sqrt(tp, x))
@@ -254,6 +276,50 @@ static int make_kl_shared(int R, int C, int dom, tg_tensor **in)
     return 4;
 }
 
+/* a [R, C] and b of the layout's shape (the broadcast forms of add): b
+ * from dom; a from ANY but at least 0.1 away from the b element it meets,
+ * so that no finite-difference step crosses a tie of maximum / minimum. */
+enum { B_SAME, B_ROW, B_COL, B_ONE };
+static int make_binary(int R, int C, int dom, int layout, tg_tensor **in)
+{
+    tg_tensor *b = layout == B_SAME  ? rand2(R, C, dom)
+                   : layout == B_ROW ? rand_t(1, &C, dom)
+                   : layout == B_COL ? rand2(R, 1, dom)
+                                     : rand_t(1, (int[]){1}, dom);
+    tg_tensor *a = tg_tensor_new2(R, C);
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            int k = layout == B_SAME  ? i * C + j
+                    : layout == B_ROW ? j
+                    : layout == B_COL ? i
+                                      : 0;
+            float v;
+            do
+                v = (float)(uniform() * 4.0 - 2.0);
+            while (fabsf(v - b->data[k]) < 0.1f);
+            a->data[i * C + j] = v;
+        }
+    in[0] = a;
+    in[1] = b;
+    return 2;
+}
+static int make_b_same(int R, int C, int dom, tg_tensor **in)
+{
+    return make_binary(R, C, dom, B_SAME, in);
+}
+static int make_b_row(int R, int C, int dom, tg_tensor **in)
+{
+    return make_binary(R, C, dom, B_ROW, in);
+}
+static int make_b_col(int R, int C, int dom, tg_tensor **in)
+{
+    return make_binary(R, C, dom, B_COL, in);
+}
+static int make_b_one(int R, int C, int dom, tg_tensor **in)
+{
+    return make_binary(R, C, dom, B_ONE, in);
+}
+
 typedef struct op_case {
     const char *name;
     tg_graph_fn f;
@@ -262,6 +328,16 @@ typedef struct op_case {
 } op_case;
 
 static const op_case cases[] = {
+    {"div", f_div, make_b_same, NONZERO},
+    {"div row", f_div, make_b_row, NONZERO},
+    {"div per-row", f_div, make_b_col, NONZERO},
+    {"div scalar tensor", f_div, make_b_one, NONZERO},
+    {"maximum", f_maximum, make_b_same, ANY},
+    {"maximum row", f_maximum, make_b_row, ANY},
+    {"maximum per-row", f_maximum, make_b_col, ANY},
+    {"minimum", f_minimum, make_b_same, ANY},
+    {"minimum row", f_minimum, make_b_row, ANY},
+    {"minimum scalar tensor", f_minimum, make_b_one, ANY},
     {"neg", f_neg, make_one, ANY},
     {"abs", f_abs, make_one, AWAY_FROM_0},
     {"sqrt", f_sqrt, make_one, POSITIVE},

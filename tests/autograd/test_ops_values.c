@@ -118,6 +118,60 @@ static void logsumexp_of_minus_inf_row_is_minus_inf(void **state)
     tg_tensor_free(x);
 }
 
+/* ---- binary ops: broadcasting, ties, NaN
+ * ------------------------------------- */
+
+static void div_maximum_minimum_values_and_ties(void **state)
+{
+    (void)state;
+    const float av[] = {1, -2, 3, 4, 5, -6}, bv[] = {2, -2, 0.5f};
+    tg_tensor *a = from(2, 3, av), *b = tg_tensor_new(1, (int[]){3});
+    memcpy(b->data, bv, sizeof bv);
+    tg_tensor_require_grad(a);
+    tg_tensor_require_grad(b);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *q = tg_div(tp, a, b); /* b a row: [2, -2, 0.5] */
+    const float eq[] = {0.5f, 1, 6, 2, -2.5f, -12};
+    for (int k = 0; k < 6; k++)
+        assert_float_equal(q->data[k], eq[k], 0);
+    /* maximum(a, b): a[0, 1] == b[1] = -2 is a tie: a gets its gradient */
+    tg_tape_reset(tp);
+    tg_tensor *mx = tg_maximum(tp, a, b);
+    const float emx[] = {2, -2, 3, 4, 5, 0.5f};
+    for (int k = 0; k < 6; k++)
+        assert_float_equal(mx->data[k], emx[k], 0);
+    backward_ones(tp, mx);
+    const float ega[] = {0, 1, 1, 1, 1, 0}, egb[] = {1, 0, 1};
+    for (int k = 0; k < 6; k++)
+        assert_float_equal(a->grad[k], ega[k], 0);
+    for (int k = 0; k < 3; k++)
+        assert_float_equal(b->grad[k], egb[k], 0);
+    /* minimum: the tie again goes to a */
+    tg_tape_reset(tp);
+    tg_tensor_zero_grad(a);
+    tg_tensor_zero_grad(b);
+    tg_tensor *mn = tg_minimum(tp, a, b);
+    backward_ones(tp, mn);
+    const float emn[] = {1, -2, 0.5f, 2, -2, -6};
+    const float egan[] = {1, 1, 0, 0, 0, 1}, egbn[] = {1, 1, 1};
+    for (int k = 0; k < 6; k++) {
+        assert_float_equal(mn->data[k], emn[k], 0);
+        assert_float_equal(a->grad[k], egan[k], 0);
+    }
+    for (int k = 0; k < 3; k++)
+        assert_float_equal(b->grad[k], egbn[k], 0);
+    /* NaN in either operand comes out */
+    tg_tape_reset(tp);
+    a->data[0] = NAN;
+    b->data[2] = NAN;
+    tg_tensor *mnan = tg_maximum(tp, a, b), *nnan = tg_minimum(tp, a, b);
+    assert_true(isnan(mnan->data[0]) && isnan(nnan->data[0]));
+    assert_true(isnan(mnan->data[2]) && isnan(nnan->data[5]));
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+}
+
 /* ---- unary math: values and the documented kink rules ---------------------
  */
 
@@ -526,6 +580,11 @@ static void bad_kl_prior(void)
 }
 static void null_softmax(void) { tg_softmax(mtp, NULL); }
 static void null_neg(void) { tg_neg(mtp, NULL); }
+static void bad_div_shapes(void)
+{
+    tg_div(mtp, tg_tensor_new2(3, 3), tg_tensor_new(1, (int[]){2}));
+}
+static void null_maximum(void) { tg_maximum(mtp, tg_tensor_new2(1, 1), NULL); }
 
 static void misuse_aborts_naming_the_op(void **state)
 {
@@ -540,6 +599,8 @@ static void misuse_aborts_naming_the_op(void **state)
     assert_true(aborts_naming(bad_kl_prior, "kl_normals"));
     assert_true(aborts_naming(null_softmax, "softmax"));
     assert_true(aborts_naming(null_neg, "neg"));
+    assert_true(aborts_naming(bad_div_shapes, "div"));
+    assert_true(aborts_naming(null_maximum, "maximum"));
     tg_tape_free(mtp);
 }
 
@@ -549,6 +610,7 @@ int main(void)
         cmocka_unit_test(softmax_rows_sum_to_one_and_large_logits_are_finite),
         cmocka_unit_test(softmax_family_is_shift_invariant),
         cmocka_unit_test(logsumexp_of_minus_inf_row_is_minus_inf),
+        cmocka_unit_test(div_maximum_minimum_values_and_ties),
         cmocka_unit_test(unary_values_and_kinks),
         cmocka_unit_test(sum_and_mean_axis0_values),
         cmocka_unit_test(transpose_and_slices_values),
