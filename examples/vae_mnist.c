@@ -56,6 +56,8 @@ static void usage(FILE *f)
             "  --max-batches N   stop each epoch after N batches\n"
             "  --checkpoint-every N  also save a checkpoint every N batches\n"
             "                    (default: only at the end of each epoch)\n"
+            "  --allow-data-change  resume on data other than the\n"
+            "                    checkpoint's (its fingerprint differs)\n"
             "  --skip-nonfinite  skip steps whose loss or gradient is NaN/Inf\n"
             "                    (default: stop with exit status 3)\n"
             "  --help, --version\n\n"
@@ -92,6 +94,7 @@ static options parse_options(int argc, char **argv)
         {"max-batches", required_argument, NULL, 'm'},
         {"checkpoint-every", required_argument, NULL, 'c'},
         {"skip-nonfinite", no_argument, NULL, 'n'},
+        {"allow-data-change", no_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -144,6 +147,9 @@ static options parse_options(int argc, char **argv)
             break;
         case 'n':
             o.skip_nonfinite = true;
+            break;
+        case 'A':
+            o.allow_data_change = true;
             break;
         case 'h':
             usage(stdout);
