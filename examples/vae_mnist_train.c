@@ -286,9 +286,18 @@ void run_setup(run *r, const options *o, const char *argv0)
     r->argv0 = argv0;
     load_data(r);
     int input = r->train.rows * r->train.cols;
+    if (o->arch == TG_VAE_CONV &&
+        (r->train.rows != r->train.cols || r->train.rows % 4 != 0)) {
+        fprintf(stderr,
+                "vae_mnist: %s: --arch conv needs square images with a side "
+                "that is a multiple of 4, not %dx%d\n",
+                o->data, r->train.rows, r->train.cols);
+        exit(2);
+    }
     r->vae = tg_vae_new((tg_vae_config){.input = input,
                                         .hidden = o->hidden,
-                                        .latent = o->latent},
+                                        .latent = o->latent,
+                                        .arch = o->arch},
                         o->seed);
     r->ps = tg_vae_params(r->vae);
     r->opt = tg_adam_new(r->ps, o->lr);
@@ -330,11 +339,11 @@ void run_setup(run *r, const options *o, const char *argv0)
 
     printf("vae_mnist: %d train / %d test images of %dx%d from %s\n",
            r->train.n, r->test.n, r->train.rows, r->train.cols, o->data);
-    printf("model %d-%d-%d, %zu parameters, batch %d, Adam lr %g, seed %llu, "
-           "%d threads, gemm %s\n",
-           input, o->hidden, o->latent, tg_params_numel(r->ps), o->batch,
-           (double)o->lr, (unsigned long long)o->seed, tg_get_threads(),
-           tg_gemm_kernel());
+    printf("model %s %d-%d-%d, %zu parameters, batch %d, Adam lr %g, seed "
+           "%llu, %d threads, gemm %s\n",
+           tg_vae_arch_name(o->arch), input, o->hidden, o->latent,
+           tg_params_numel(r->ps), o->batch, (double)o->lr,
+           (unsigned long long)o->seed, tg_get_threads(), tg_gemm_kernel());
     if (o->resume)
         printf("resumed from %s after epoch %lld, batch %lld (step %lld)\n",
                o->resume, (long long)r->pos.epoch, (long long)r->pos.batch,
