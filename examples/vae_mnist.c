@@ -94,7 +94,7 @@ static options parse_options(int argc, char **argv)
         {"max-batches", required_argument, NULL, 'm'},
         {"checkpoint-every", required_argument, NULL, 'c'},
         {"skip-nonfinite", no_argument, NULL, 'n'},
-        {"allow-data-change", no_argument, NULL, 'A'},
+        {"allow-data-change", no_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -148,7 +148,7 @@ static options parse_options(int argc, char **argv)
         case 'n':
             o.skip_nonfinite = true;
             break;
-        case 'A':
+        case 'D':
             o.allow_data_change = true;
             break;
         case 'h':
