@@ -185,6 +185,120 @@ tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
     return y;
 }
 
+static tg_record *record_binary(tg_tape *tp, const char *op, tg_backward_fn bwd,
+                                tg_tensor *y, tg_tensor *a, tg_tensor *b,
+                                bcast g)
+{
+    tg_record *r = record(tp, op, bwd, y, 2, (tg_tensor *[]){a, b});
+    if (r) {
+        r->i[0] = g.rows;
+        r->i[1] = g.cols;
+        r->i[2] = g.row_stride;
+        r->i[3] = g.col_stride;
+    }
+    return r;
+}
+
+/* y = a / b; da += dy / b (rows in parallel), db += -dy * y / b (= -dy a /
+ * b^2) summed over the broadcast axes (one thread). b = 0 gives +-Inf or
+ * NaN, as IEEE division. */
+static void div_backward(tg_tape *tp, tg_record *r)
+{
+    tg_tensor *a = r->in[0], *b = r->in[1];
+    bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
+    const float *dy = r->out->grad, *y = r->out->data, *bd = b->data;
+    float *da = grad_of(tp, a), *db = grad_of(tp, b);
+    if (da) {
+        TG_PARALLEL_FOR(g.rows, g.cols)
+        for (int i = 0; i < g.rows; i++)
+            for (int j = 0; j < g.cols; j++) {
+                size_t k = (size_t)i * g.cols + j;
+                da[k] += dy[k] / bd[BIDX(g, i, j)];
+            }
+    }
+    for (int i = 0; db && i < g.rows; i++)
+        for (int j = 0; j < g.cols; j++) {
+            size_t k = (size_t)i * g.cols + j, kb = BIDX(g, i, j);
+            db[kb] -= dy[k] * y[k] / bd[kb];
+        }
+}
+
+tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b)
+{
+    bcast g = broadcast("div", a, b);
+    tg_tensor *y = out_like(tp, a);
+    TG_PARALLEL_FOR(g.rows, g.cols)
+    for (int i = 0; i < g.rows; i++)
+        for (int j = 0; j < g.cols; j++) {
+            size_t k = (size_t)i * g.cols + j;
+            y->data[k] = a->data[k] / b->data[BIDX(g, i, j)];
+        }
+    record_binary(tp, "div", div_backward, y, a, b, g);
+    return y;
+}
+
+/* maximum: y = a if a >= b (or a is NaN) else b; minimum: a if a <= b (or a
+ * is NaN) else b. So a NaN in either operand comes out, and a tie (a == b)
+ * picks a. The gradient goes whole to the operand picked: da += dy there,
+ * db += dy elsewhere (summed over b's broadcast axes, one thread). PyTorch
+ * splits a tie's gradient in halves instead; one deterministic side keeps
+ * the rule simple to state and the result a subgradient. */
+static inline bool picks_a(float a, float b, bool max)
+{
+    return (max ? a >= b : a <= b) || a != a;
+}
+
+static void extremum_backward(tg_tape *tp, tg_record *r)
+{
+    tg_tensor *a = r->in[0], *b = r->in[1];
+    bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
+    const bool max = r->f[0] > 0.0f;
+    const float *dy = r->out->grad, *ad = a->data, *bd = b->data;
+    float *da = grad_of(tp, a), *db = grad_of(tp, b);
+    if (da) {
+        TG_PARALLEL_FOR(g.rows, g.cols)
+        for (int i = 0; i < g.rows; i++)
+            for (int j = 0; j < g.cols; j++) {
+                size_t k = (size_t)i * g.cols + j;
+                float d = dy[k];
+                da[k] += picks_a(ad[k], bd[BIDX(g, i, j)], max) ? d : 0.0f;
+            }
+    }
+    for (int i = 0; db && i < g.rows; i++)
+        for (int j = 0; j < g.cols; j++) {
+            size_t k = (size_t)i * g.cols + j, kb = BIDX(g, i, j);
+            db[kb] += picks_a(ad[k], bd[kb], max) ? 0.0f : dy[k];
+        }
+}
+
+static tg_tensor *extremum(tg_tape *tp, tg_tensor *a, tg_tensor *b,
+                           const char *op, bool max)
+{
+    bcast g = broadcast(op, a, b);
+    tg_tensor *y = out_like(tp, a);
+    TG_PARALLEL_FOR(g.rows, g.cols)
+    for (int i = 0; i < g.rows; i++)
+        for (int j = 0; j < g.cols; j++) {
+            size_t k = (size_t)i * g.cols + j;
+            float av = a->data[k], bv = b->data[BIDX(g, i, j)];
+            y->data[k] = picks_a(av, bv, max) ? av : bv;
+        }
+    tg_record *r = record_binary(tp, op, extremum_backward, y, a, b, g);
+    if (r)
+        r->f[0] = max ? 1.0f : -1.0f;
+    return y;
+}
+
+tg_tensor *tg_maximum(tg_tape *tp, tg_tensor *a, tg_tensor *b)
+{
+    return extremum(tp, a, b, "maximum", true);
+}
+
+tg_tensor *tg_minimum(tg_tape *tp, tg_tensor *a, tg_tensor *b)
+{
+    return extremum(tp, a, b, "minimum", false);
+}
+
 /* ---- scalar ops and unary functions -----------------------------------------
  * Every loop reads and writes through local pointers, so that the compiler
  * knows a store to dx cannot move y or dy, and vectorises. Each backward

@@ -1,5 +1,6 @@
 /* Losses fused into single ops: each computes a per-row value in one pass
  * and its gradient in another, in numerically stable forms. */
+#include "ops_check.h"
 #include "parallel.h"
 #include "tape.h"
 #include "vmath.h"
@@ -160,5 +161,120 @@ tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar)
         y->data[i] = -0.5f * acc;
     }
     record(tp, "kl_normal", kl_backward, y, 2, (tg_tensor *[]){mean, logvar});
+    return y;
+}
+
+/* probabilities p, targets z [R, C] -> y [R, 1],
+ * y[r] = -sum_c z log(q) + (1 - z) log(1 - q),  q = clamp(p, eps, 1 - eps)
+ * with eps = TG_BCE_EPS, so that a p of exactly 0 or 1 gives a large finite
+ * loss, not Inf. The gradient is that of the clamped function:
+ * dp += dy * (q - z) / (q (1 - q)) where eps < p < 1 - eps, and 0 where p
+ * was clamped (as tg_clamp); dz += dy * (log(1 - q) - log(q)). */
+static void bce_prob_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *p = r->in[0], *z = r->in[1];
+    float *dp = grad_of(tp, r->in[0]), *dz = grad_of(tp, r->in[1]);
+    const float *pd = p->data, *zd = z->data, *dy = r->out->grad;
+    const float lo = TG_BCE_EPS, hi = 1.0f - TG_BCE_EPS;
+    int rows = tg_tensor_rows(p), cols = tg_tensor_cols(p);
+    TG_PARALLEL_FOR(rows, cols)
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) {
+            size_t k = (size_t)i * cols + j;
+            float v = pd[k], q = v < lo ? lo : (v > hi ? hi : v);
+            if (dp && v > lo && v < hi)
+                dp[k] += dy[i] * (q - zd[k]) / (q * (1.0f - q));
+            if (dz)
+                dz[k] += dy[i] * (log1pf(-q) - logf(q));
+        }
+}
+
+tg_tensor *tg_bce(tg_tape *tp, tg_tensor *probs, tg_tensor *targets)
+{
+    check_inputs("bce", probs, targets);
+    check_same_shape("bce", probs, targets);
+    int rows = tg_tensor_rows(probs), cols = tg_tensor_cols(probs);
+    tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
+    const float *pd = probs->data, *zd = targets->data;
+    const float lo = TG_BCE_EPS, hi = 1.0f - TG_BCE_EPS;
+    TG_PARALLEL_FOR(rows, cols)
+    for (int i = 0; i < rows; i++) {
+        double acc = 0.0;
+        for (int j = 0; j < cols; j++) {
+            size_t k = (size_t)i * cols + j;
+            float v = pd[k], q = v < lo ? lo : (v > hi ? hi : v);
+            acc -= zd[k] * logf(q) + (1.0f - zd[k]) * log1pf(-q);
+        }
+        y->data[i] = (float)acc;
+    }
+    record(tp, "bce", bce_prob_backward, y, 2, (tg_tensor *[]){probs, targets});
+    return y;
+}
+
+/* q = N(mq, e^vq), p = N(mp, e^vp), all [R, C]; or mp, vp one row [C] /
+ * [1, C] shared by every row (a learned prior). -> y [R, 1],
+ * y[r] = 0.5 sum_c (vp - vq + e^(vq - vp) + (mq - mp)^2 e^-vp - 1)
+ * (= KL(q || p); e^(vq - vp) rather than e^vq / e^vp, which could overflow)
+ * dmq += dy (mq - mp) e^-vp            dmp -= the same
+ * dvq += dy 0.5 (e^(vq - vp) - 1)      dvp += dy 0.5 (1 - e^(vq - vp)
+ *                                                     - (mq - mp)^2 e^-vp)
+ * One thread, rows in order (a shared prior sums over the rows). r->i[0]:
+ * the prior's row stride (C, or 0 when shared). */
+static void kl_normals_backward(tg_tape *tp, tg_record *r)
+{
+    const float *mq = r->in[0]->data, *vq = r->in[1]->data;
+    const float *mp = r->in[2]->data, *vp = r->in[3]->data;
+    float *dmq = grad_of(tp, r->in[0]), *dvq = grad_of(tp, r->in[1]);
+    float *dmp = grad_of(tp, r->in[2]), *dvp = grad_of(tp, r->in[3]);
+    const float *dy = r->out->grad;
+    int rows = tg_tensor_rows(r->in[0]), cols = tg_tensor_cols(r->in[0]);
+    int stride = r->i[0];
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) {
+            size_t k = (size_t)i * cols + j, kp = (size_t)i * stride + j;
+            float diff = mq[k] - mp[kp], inv_vp = vexpf(-vp[kp]);
+            float ratio = vexpf(vq[k] - vp[kp]), g = dy[i];
+            if (dmq)
+                dmq[k] += g * diff * inv_vp;
+            if (dmp)
+                dmp[kp] -= g * diff * inv_vp;
+            if (dvq)
+                dvq[k] += g * 0.5f * (ratio - 1.0f);
+            if (dvp)
+                dvp[kp] += g * 0.5f * (1.0f - ratio - diff * diff * inv_vp);
+        }
+}
+
+tg_tensor *tg_kl_normals(tg_tape *tp, tg_tensor *mean_q, tg_tensor *logvar_q,
+                         tg_tensor *mean_p, tg_tensor *logvar_p)
+{
+    const char *op = "kl_normals";
+    check_inputs(op, mean_q, logvar_q, mean_p, logvar_p);
+    check_same_shape(op, mean_q, logvar_q);
+    check_same_shape(op, mean_p, logvar_p);
+    int rows = tg_tensor_rows(mean_q), cols = tg_tensor_cols(mean_q);
+    bool same = mean_p->ndim == mean_q->ndim;
+    for (int d = 0; same && d < mean_q->ndim; d++)
+        same = mean_p->shape[d] == mean_q->shape[d];
+    if (!same)
+        check_row(op, mean_p, "mean_p (not q's shape, so a shared row)", cols);
+    int stride = same ? cols : 0;
+    tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
+    const float *mq = mean_q->data, *vq = logvar_q->data;
+    const float *mp = mean_p->data, *vp = logvar_p->data;
+    for (int i = 0; i < rows; i++) {
+        double acc = 0.0;
+        for (int j = 0; j < cols; j++) {
+            size_t k = (size_t)i * cols + j, kp = (size_t)i * stride + j;
+            float diff = mq[k] - mp[kp];
+            acc += vp[kp] - vq[k] + vexpf(vq[k] - vp[kp]) +
+                   diff * diff * vexpf(-vp[kp]) - 1.0f;
+        }
+        y->data[i] = (float)(0.5 * acc);
+    }
+    tg_record *r = record(tp, op, kl_normals_backward, y, 4,
+                          (tg_tensor *[]){mean_q, logvar_q, mean_p, logvar_p});
+    if (r)
+        r->i[0] = stride;
     return y;
 }

@@ -1,6 +1,8 @@
-/* Reductions: over all elements, or over the last axis of each row. Sums
- * run in a fixed order (double accumulators) so results never depend on the
- * thread count. */
+/* Reductions: over all elements, over the last axis of each row, or down
+ * the rows (axis 0). Sums run in a fixed order (double accumulators) so
+ * results never depend on the thread count. */
+#include "ops_check.h"
+#include "parallel.h"
 #include "tape.h"
 
 /* y[0] = s * sum(x), s = 1 or 1/n; dx += s * dy */
@@ -79,4 +81,53 @@ tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x)
     check_inputs("mean_rows", x);
     int cols = tg_tensor_cols(x);
     return sum_rows(tp, x, "mean_rows", cols ? (float)(1.0 / cols) : 0.0f);
+}
+
+/* x [R, C] -> y [1, C], y[c] = s * sum_r x[r, c] with s = 1 (sum) or 1/R
+ * (mean); dx[r, c] += s * dy[c]. x of rank > 2 is viewed as [R, C] (R the
+ * product of the leading dims). Each column sums its rows in order, in
+ * double. With 0 rows both are 0 (the mean of nothing is 0, as tg_mean). */
+static void sum_axis0_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    const float s = r->f[0];
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    TG_PARALLEL_FOR(rows, cols)
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++)
+            dx[(size_t)i * cols + j] += s * dy[j];
+}
+
+static tg_tensor *sum_axis0(tg_tape *tp, tg_tensor *x, const char *op,
+                            bool mean)
+{
+    check_inputs(op, x);
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    tg_tensor *y = out_tensor(tp, 2, (int[]){1, cols});
+    double *acc = tg_tape_alloc(tp, (size_t)cols * sizeof *acc);
+    for (int j = 0; j < cols; j++)
+        acc[j] = 0.0;
+    const float *xd = x->data;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++)
+            acc[j] += xd[(size_t)i * cols + j];
+    double s = mean && rows > 0 ? 1.0 / (double)rows : 1.0;
+    for (int j = 0; j < cols; j++)
+        y->data[j] = (float)(mean && rows > 0 ? acc[j] / (double)rows : acc[j]);
+    tg_record *r = record(tp, op, sum_axis0_backward, y, 1, &x);
+    if (r)
+        r->f[0] = (float)s;
+    return y;
+}
+
+tg_tensor *tg_sum_axis0(tg_tape *tp, tg_tensor *x)
+{
+    return sum_axis0(tp, x, "sum_axis0", false);
+}
+
+tg_tensor *tg_mean_axis0(tg_tape *tp, tg_tensor *x)
+{
+    return sum_axis0(tp, x, "mean_axis0", true);
 }

@@ -40,7 +40,8 @@ typedef struct tg_tensor {
 
 /* ---- errors ------------------------------------------------------------ */
 
-/* Prints "tapegrad: OP: message" to stderr and aborts. For API misuse only. */
+/* Flushes stdout (a program's buffered output is not lost), prints
+ * "tapegrad: OP: message" to stderr and aborts. For API misuse only. */
 #if defined(__GNUC__)
 __attribute__((noreturn, format(printf, 2, 3)))
 #endif
@@ -161,6 +162,98 @@ tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels);
  * -0.5 * sum(1 + logvar - mean^2 - exp(logvar)). One fused op. */
 tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar);
 
+/* ---- more ops: binary, broadcasting as add / sub / mul ---------------------
+ * b has a's shape, is a row, a per-row column [R, 1] or one element. */
+/* a / b; b = 0 gives +-Inf or NaN (IEEE), and so does its gradient. */
+tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+/* Elementwise max(a, b) and min(a, b). The gradient goes whole to the
+ * operand picked; a tie (a == b) picks a, the first operand (PyTorch splits
+ * a tie in halves). A NaN in either operand comes out as NaN. */
+tg_tensor *tg_maximum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_minimum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+
+/* ---- more ops: unary math ---------------------------------------------------
+ * Shape in = shape out. Kinks: abs and leaky_relu take the gradient of the
+ * x < 0 side at exactly 0 (abs: 0; leaky_relu: slope), as PyTorch. */
+tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x); /* -x */
+tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x); /* |x| */
+/* sqrt(x); the gradient 1 / (2 sqrt x) is +Inf at 0 and NaN below. */
+tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x);
+/* x^p for a constant p (gradient p x^(p-1); p = 0 gives 1 and gradient 0).
+ * A non-integer p needs x >= 0 (NaN otherwise, as powf). */
+tg_tensor *tg_pow(tg_tape *tp, tg_tensor *x, float p);
+/* x for x > 0, slope * x otherwise (PyTorch's default slope is 0.01). */
+tg_tensor *tg_leaky_relu(tg_tape *tp, tg_tensor *x, float slope);
+/* The exact GELU x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)): PyTorch's
+ * default (approximate='none'), not the tanh approximation. */
+tg_tensor *tg_gelu(tg_tape *tp, tg_tensor *x);
+
+/* ---- more ops: softmax family (over the last axis, rows independent) -------
+ * x [R, C] (leading dims flattened into R), C >= 1. Each row's max is
+ * subtracted before exp, so large logits never overflow. */
+tg_tensor *tg_softmax(tg_tape *tp, tg_tensor *x);     /* x's shape */
+tg_tensor *tg_log_softmax(tg_tape *tp, tg_tensor *x); /* x's shape */
+tg_tensor *tg_logsumexp(tg_tape *tp, tg_tensor *x);   /* [R, 1] */
+
+/* ---- more ops: reductions down the rows -----------------------------------
+ * x [R, C] -> [1, C] (2-D, so the result broadcasts back as a row): the
+ * column sums / means over every row (for rank > 2, over all leading dims).
+ * With 0 rows both are 0 (the mean of nothing is 0, as tg_mean). */
+tg_tensor *tg_sum_axis0(tg_tape *tp, tg_tensor *x);
+tg_tensor *tg_mean_axis0(tg_tape *tp, tg_tensor *x);
+
+/* ---- more ops: selecting and rearranging --------------------------------- */
+
+/* x [R, C] -> [C, R] (2-D only; a copy). */
+tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *x);
+/* Columns [c0, c1) of the last axis: [..., C] -> [..., c1 - c0], a copy;
+ * 0 <= c0 < c1 <= C. */
+tg_tensor *tg_slice_cols(tg_tape *tp, tg_tensor *x, int c0, int c1);
+/* Rows [r0, r1) of the first axis: [N, ...] -> [r1 - r0, ...], a view of
+ * x's data (no copy); 0 <= r0 <= r1 <= N. */
+tg_tensor *tg_slice_rows(tg_tape *tp, tg_tensor *x, int r0, int r1);
+/* Embedding lookup: table [N, D], idx[i] in [0, N) -> [n, D], row i is
+ * table[idx[i]]. Backward adds row i's gradient into table row idx[i];
+ * repeated indices sum, in index order, the same for any thread count.
+ * idx is copied: the caller's array may go once the call returns. */
+tg_tensor *tg_gather_rows(tg_tape *tp, tg_tensor *table, const int *idx, int n);
+/* Stop-gradient: x's values (shared, not copied) as a constant. Nothing is
+ * recorded; the result never requires grad. */
+tg_tensor *tg_detach(tg_tape *tp, tg_tensor *x);
+
+/* ---- more ops: normalisation and masking --------------------------------- */
+
+/* Layer normalisation over the last axis: x [R, C], gamma and beta [C] or
+ * [1, C] (either may be NULL: scale 1, shift 0), eps >= 0 (PyTorch: 1e-5):
+ * y = (x - mean) / sqrt(var + eps) * gamma + beta, per row, with the biased
+ * variance (divide by C) as PyTorch. Saves mean and 1/std for backward. */
+tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma,
+                         tg_tensor *beta, float eps);
+/* y = keep[k] ? scale * x[k] : 0 for each element k (keep has x->size
+ * bytes, nonzero = keep; copied, so the caller's may go). The building block
+ * of dropout: tg_dropout (tg_nn.h) draws the mask from a tg_rng. */
+tg_tensor *tg_mask_scale(tg_tape *tp, tg_tensor *x, const uint8_t *keep,
+                         float scale);
+
+/* ---- more losses (per row, [R, C] -> [R, 1], like bce_with_logits) ------ */
+
+/* Binary cross-entropy of probabilities p against targets z (equal shapes),
+ * for models that apply sigmoid themselves (prefer bce_with_logits when you
+ * have logits: it is exact where this one clamps):
+ * -sum_c z log q + (1 - z) log(1 - q),  q = clamp(p, eps, 1 - eps) with
+ * eps = TG_BCE_EPS = 1e-7. Where p was clamped (p <= eps or p >= 1 - eps)
+ * the gradient to p is 0, as for tg_clamp: a saturated probability gets no
+ * signal. */
+#define TG_BCE_EPS 1e-7f
+tg_tensor *tg_bce(tg_tape *tp, tg_tensor *probs, tg_tensor *targets);
+/* KL(N(mean_q, e^logvar_q) || N(mean_p, e^logvar_p)) of two diagonal
+ * Gaussians, summed over the last axis: mean_q, logvar_q [R, C]; mean_p,
+ * logvar_p (of one shape) either [R, C] too or one row [C] / [1, C] shared
+ * by every row (a learned prior):
+ * 0.5 * sum(lvp - lvq + e^(lvq - lvp) + (mq - mp)^2 e^-lvp - 1).
+ * One fused op; every input gets a gradient. */
+tg_tensor *tg_kl_normals(tg_tape *tp, tg_tensor *mean_q, tg_tensor *logvar_q,
+                         tg_tensor *mean_p, tg_tensor *logvar_p);
 /* ---- convolution and pooling (NCHW) ----------------------------------------
  * Images are [N, C, H, W]. Geometry per axis (h, w); in tg_conv2d_args a
  * stride or dilation of 0 means 1, so {0} is a plain stride-1 convolution.
@@ -179,8 +272,8 @@ typedef struct tg_conv2d_args {
  * PyTorch) with W [OC, C, kh, kw], plus b [OC] (b may be NULL). */
 tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
                      int stride, int padding, int dilation);
-tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
-                        tg_tensor *b, const tg_conv2d_args *args);
+tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
+                        const tg_conv2d_args *args);
 /* The adjoint of conv2d ("deconvolution"): W [C, OC, kh, kw] as PyTorch's
  * ConvTranspose2d, x [N, C, H, W] -> y [N, OC, OH, OW], b [OC] or NULL. */
 tg_tensor *tg_conv_transpose2d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
@@ -244,7 +337,9 @@ void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts);
 void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc);
-/* Threads used by the library (OpenMP); 0 means all cores. */
+/* Threads used by the library (OpenMP); 0 means all cores. tg_get_threads
+ * reports what will actually run: always 1 in a build without OpenMP,
+ * whatever was set. */
 void tg_set_threads(int n);
 int tg_get_threads(void);
 /* The micro-kernel in use ("avx512", "avx2", "portable"). Forcing one the CPU
@@ -260,7 +355,9 @@ bool tg_gemm_set_kernel(const char *name);
  * in each input element. An element fails when
  * |analytic - numeric| > atol + rtol * |numeric|. It also fails when every
  * analytic and numeric gradient is zero (a check that cannot fail is no
- * check). Inputs must be long-lived tensors; their data is restored. */
+ * check). Inputs may be long-lived tensors or tape tensors (of a tape other
+ * than the one f is given); their data, gradients and requires_grad are
+ * restored. */
 typedef tg_tensor *(*tg_graph_fn)(tg_tape *tp, tg_tensor **inputs, void *ctx);
 
 typedef struct tg_gradcheck_report {

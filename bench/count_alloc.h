@@ -8,6 +8,19 @@
 
 #include <stddef.h>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TG_COUNT_ALLOC_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(TG_COUNT_ALLOC_ASAN)
+/* ASan's allocator must not be replaced (the program would die at start):
+ * nothing is counted, and COUNT_ALLOC_ACTIVE says so. */
+#define COUNT_ALLOC_ACTIVE 0
+static long allocs_so_far(void) { return 0; }
+#else
+#define COUNT_ALLOC_ACTIVE 1
+
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
@@ -46,5 +59,6 @@ int posix_memalign(void **p, size_t align, size_t n)
     *p = __libc_memalign(align, n);
     return *p ? 0 : 12; /* ENOMEM */
 }
+#endif /* ASan */
 
 #endif

@@ -208,6 +208,8 @@ int main(int argc, char **argv)
     tg_dense_layer_init(&m.fc2, m.params, "fc2", o.hidden, CLASSES,
                         TG_INIT_GLOROT, &init);
     tg_optim *opt = tg_adam_new(m.params, o.lr);
+    tg_step_guard guard;
+    tg_step_guard_init(&guard, m.params, opt, NULL);
     tg_dist_broadcast(m.params, opt);
     printf("mlp_mnist: %d train / %d test images, model %d-%d-%d, %zu "
            "parameters, batch %d, Adam lr %g\n",
@@ -233,53 +235,39 @@ int main(int argc, char **argv)
              i < n_batches && (n = tg_batcher_next(&batcher, xbuf, labels)) > 0;
              i++) {
             /* This rank's rows [first, first + mine) of the global batch;
-             * the loss mean * mine / n, summed over ranks by the
-             * all-reduce, is the mean over the global batch. */
+             * backward of their summed loss / n, summed over ranks by the
+             * all-reduce, is the gradient of the global batch's mean. */
             int first, mine = tg_dist_share(n, &first);
             tg_params_zero_grad(m.params);
-            float loss_value = 0.0f;
+            tg_step s = {0};
             if (mine > 0) {
                 tg_tape_reset(tp);
                 tg_tensor *x = tg_tape_view2(tp, xbuf + (size_t)first * input,
                                              mine, input);
                 tg_tensor *loss = tg_loss_softmax_xent(
                     tp, mlp_logits(tp, &m, x), labels + first);
-                loss_value = loss->data[0];
-                if (isfinite(loss_value))
+                s.loss = (double)loss->data[0] * mine;
+                if (isfinite(s.loss))
                     tg_backward(tp, tg_scale(tp, loss, (float)mine / n));
             }
-            if (!tg_dist_all_ok(isfinite(loss_value))) {
-                cli_progress_end(&bar);
-                if (tg_dist_first_failed() == tg_dist_rank())
-                    fprintf(stderr,
-                            "mlp_mnist: step %lld (epoch %d, batch %d): "
-                            "loss: is %g; stopped (try a smaller --lr)\n",
-                            (long long)opt->step + 1, epoch, i + 1,
-                            (double)loss_value);
-                tg_dist_finalize();
-                exit(3); /* main's frame stays live: no leak report */
-            }
-            tg_dist_allreduce_grads(m.params);
-            /* the summed gradients are the same on every rank */
-            const char *why, *bad = tg_params_nonfinite(m.params, &why);
-            if (bad) {
+            tg_step_finish(&guard, &s, n);
+            if (s.verdict != TG_STEP_TAKEN) {
                 cli_progress_end(&bar);
                 if (tg_dist_rank() == 0)
                     fprintf(stderr,
                             "mlp_mnist: step %lld (epoch %d, batch %d): %s: "
                             "%s; stopped (try a smaller --lr)\n",
-                            (long long)opt->step + 1, epoch, i + 1, bad, why);
+                            (long long)opt->step + 1, epoch, i + 1,
+                            s.bad ? s.bad : "loss", s.bad ? s.why : "diverged");
                 tg_dist_finalize();
                 exit(3); /* main's frame stays live: no leak report */
             }
-            tg_optim_step(opt);
-            total += (double)loss_value * mine;
+            total += s.loss_sum;
             seen += n;
             cli_progress_update(&bar, i + 1, seen, total / seen);
         }
         double dt = cli_now() - t0;
         cli_progress_end(&bar);
-        tg_dist_sum(&total, 1);
         printf("epoch %d  train loss %.4f  test accuracy %.2f%%  %.0f "
                "samples/s\n",
                epoch, total / seen, 100.0 * accuracy(tp, &m, &test), seen / dt);

@@ -11,8 +11,10 @@
 typedef struct options {
     const char *data, *out, *resume;
     int epochs, batch, hidden, latent, threads, max_batches;
+    tg_vae_arch arch;     /* --arch: mlp (default) or conv (hidden is then 0) */
     int checkpoint_every; /* batches; 0: only at each epoch's end */
     bool skip_nonfinite;
+    bool allow_data_change; /* resume on data other than the checkpoint's */
     float lr;
     uint64_t seed;
 } options;
@@ -27,6 +29,37 @@ typedef struct epoch_stats {
 
 enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000 };
 
+/* A training run: what vae_mnist_train.c's functions share. */
+typedef struct run {
+    const options *o;
+    const char *argv0;
+    tg_dataset train, test;
+    tg_vae *vae;
+    tg_params *ps;
+    tg_optim *opt;
+    tg_step_guard guard;
+    tg_tape *tp;
+    tg_batcher batcher;
+    int n_batches;        /* per epoch, after --max-batches */
+    float *xbuf, *epsbuf; /* a global batch's images and noise */
+    tg_vae_position pos;
+    char data_fp[2 * TG_FINGERPRINT_MAX + 16]; /* "train ...; test ..." */
+    epoch_stats *hist;                         /* metrics.csv's rows */
+    int n_hist;
+    /* the current epoch's start, for its timing line */
+    double t0, wait0;
+    int64_t seen0, batch0;
+} run;
+
+/* vae_mnist_train.c: run_setup reads the data (and --resume), builds the
+ * model and prepares --out; train_epoch runs an epoch's guarded steps
+ * (exits on a stop); end_epoch evaluates, prints, saves the checkpoint and
+ * then metrics.csv and the pictures. */
+void run_setup(run *r, const options *o, const char *argv0);
+void train_epoch(run *r, int epoch);
+void end_epoch(run *r, int epoch);
+void run_free(run *r);
+
 /* vae_mnist.c */
 void fail_data(void);              /* tg_errmsg(), exit 2 */
 void fail_write(const char *path); /* errno's reason, exit 1 */
@@ -40,12 +73,9 @@ void write_metrics(const options *o, const epoch_stats *hist, int n);
 int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap);
 
 /* vae_mnist_checkpoint.c */
-tg_vae_position resume(const options *o, tg_vae *vae, tg_optim *opt,
-                       int n_batches);
-void save_checkpoint(const options *o, tg_vae *vae, tg_optim *opt,
-                     const tg_vae_position *pos);
-void stop_interrupted(const options *o, const char *argv0, tg_vae *vae,
-                      tg_optim *opt, const tg_vae_position *pos);
+void resume(run *r); /* rank 0: --resume into r, checked */
+void save_checkpoint(const run *r);
+void stop_interrupted(const run *r);
 void broadcast_pos(tg_vae_position *pos);
 
 #endif

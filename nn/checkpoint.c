@@ -4,6 +4,7 @@
  * entries plus "optim.kind" ("sgd" / "adam") and "optim.step".
  * Saving is atomic (temporary file, fsync, rename, fsync of the directory);
  * loading checks the whole file against the model before changing it. */
+#include "checkpoint_match.h"
 #include "safetensors.h"
 
 #include <ctype.h>
@@ -20,6 +21,8 @@
 #define STEP_KEY "optim.step"
 
 /* ---- metadata ------------------------------------------------------------ */
+
+void tg_meta_init(tg_meta *m) { memset(m, 0, sizeof *m); }
 
 void tg_meta_set(tg_meta *m, const char *key, const char *value)
 {
@@ -279,22 +282,6 @@ static tg_status expect(const tg_st_file *f, const char *prefix,
     return st;
 }
 
-/* Every tensor in the file must be a parameter or its optimizer state. */
-static tg_status check_unexpected(const tg_st_file *f, const tg_params *ps)
-{
-    for (int i = 0; i < f->n; i++) {
-        const char *name = f->t[i].name;
-        if (strncmp(name, "optim.m.", 8) == 0 ||
-            strncmp(name, "optim.v.", 8) == 0)
-            name += 8;
-        if (!tg_params_find(ps, name))
-            return tg_error(TG_ERR_MISMATCH,
-                            "%s: tensor '%s' is not a parameter of the model",
-                            f->path, f->t[i].name);
-    }
-    return TG_OK;
-}
-
 static tg_status check_meta_fits(const tg_st_file *f)
 {
     const tg_meta *m = NULL;
@@ -347,8 +334,7 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
     size_t numel = tg_params_numel(ps);
     bool want_m = opt && opt->m, want_v = opt && opt->v;
     int64_t step = 0;
-    st = check_unexpected(&f, ps);
-    if (st == TG_OK && meta)
+    if (meta)
         st = check_meta_fits(&f);
     if (st == TG_OK && opt) {
         const char *kind = file_meta(&f, KIND_KEY);
@@ -365,6 +351,9 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
         if (st == TG_OK && step < 0)
             st = tg_error(TG_ERR_FORMAT, "%s: negative optimizer step", path);
     }
+    /* Every parameter (and its state) in the file, nothing else. */
+    if (st == TG_OK)
+        st = tg_ck_match(&f, ps, "", "", want_m, want_v, NULL);
 
     /* Values go to scratch first: the model changes only once all is read. */
     int per = 1 + want_m + want_v;

@@ -83,6 +83,82 @@ int tg_dist_first_failed(void);
  * slower ranks included), for the compute / communication split. */
 double tg_dist_allreduce_seconds(void);
 
+/* ---- the guarded step (nn/step.c) ------------------------------------------
+ * What every data-parallel training step needs after backward, with every
+ * decision agreed by all ranks: one small all-reduce of the losses, the
+ * caller's sums and the stop flags; the gradient all-reduce; the NaN/Inf
+ * guard on the summed gradients; divergence and skip limits; the optimizer
+ * step. Single-process it is the same guard without communication.
+ *
+ *     tg_step_guard g;
+ *     tg_step_guard_init(&g, ps, opt, NULL);   // NULL: tg_step_config's
+ *     per global batch of n rows:              //       defaults
+ *         tg_params_zero_grad(ps);
+ *         tg_step s = {.interrupted = <signal seen>};
+ *         forward this rank's rows; s.loss = sum of their losses;
+ *         if (isfinite(s.loss)) backward of s.loss / n;
+ *         tg_step_finish(&g, &s, n);
+ *         switch (s.verdict) ... (s.interrupted_any: stop after this step)
+ */
+#define TG_STEP_PARTS 4
+
+typedef enum tg_step_verdict {
+    TG_STEP_TAKEN,             /* the optimizer stepped */
+    TG_STEP_SKIPPED,           /* non-finite and cfg.skip_nonfinite: no step */
+    TG_STEP_NONFINITE,         /* non-finite: stop (s.bad, s.why say what) */
+    TG_STEP_DIVERGED,          /* the loss stayed far above its running level */
+    TG_STEP_SKIPPED_TOO_OFTEN, /* too many skipped steps: stop */
+} tg_step_verdict;
+
+typedef struct tg_step {
+    /* in: this rank's */
+    double loss;                 /* summed over its rows; NaN/Inf allowed */
+    double parts[TG_STEP_PARTS]; /* the caller's own sums (e.g. rec, kl) */
+    bool interrupted;            /* this rank saw a stop signal */
+    /* out: the same on every rank */
+    tg_step_verdict verdict;
+    double loss_sum;                 /* over all ranks' rows */
+    double part_sums[TG_STEP_PARTS]; /* over all ranks */
+    bool interrupted_any;            /* some rank saw a stop signal */
+    const char *bad, *why;           /* SKIPPED / NONFINITE: what and how */
+    double level; /* the lowest running per-row loss level (DIVERGED) */
+} tg_step;
+
+typedef struct tg_step_config {
+    bool skip_nonfinite; /* skip non-finite steps instead of stopping */
+    /* DIVERGED after diverge_steps steps in a row whose per-row loss is
+     * above best + (diverge_factor - 1) * |best|, best the lowest running
+     * mean of the steps that were not (default 20 steps, factor 10) */
+    int diverge_steps;
+    double diverge_factor;
+    /* SKIPPED_TOO_OFTEN after max_skipped_run skipped steps in a row, or
+     * more than max_skipped of the last 100 (defaults 10 and 25) */
+    int max_skipped_run, max_skipped;
+} tg_step_config;
+
+typedef struct tg_step_guard {
+    tg_params *ps;
+    tg_optim *opt;
+    tg_step_config cfg;
+    double level; /* running per-row loss; NaN before the first step */
+    double best;  /* the lowest level so far */
+    int above;    /* steps in a row above the level */
+    int skipped_run;
+    unsigned char recent[100]; /* 1: that step was skipped */
+    int64_t steps;
+    double wait_s; /* seconds in this guard's collectives: waiting for the
+                      other ranks' compute and the all-reduces */
+} tg_step_guard;
+
+/* cfg NULL: the defaults; zero fields of cfg also take the defaults. */
+void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
+                        const tg_step_config *cfg);
+/* Collective: every rank calls it once per step, rows = the global batch. */
+void tg_step_finish(tg_step_guard *g, tg_step *s, int rows);
+/* True while the loss is above its running level (a step toward
+ * TG_STEP_DIVERGED): no checkpoint should be written from such weights. */
+bool tg_step_suspect(const tg_step_guard *g);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,9 @@
 /* tapegrad nn: what a model is built from. Seeded RNG, parameter sets,
- * Dense layers, losses, optimizers, checkpoints (safetensors) and IDX data.
+ * layers (Dense, LayerNorm, Embedding, GRU and LSTM cells, variational
+ * Dense, dropout), losses, optimizers (SGD/Nesterov, Adam, AdamW, RMSprop),
+ * gradient clipping, learning-rate schedules, the reparameterization trick
+ * and one-hot, checkpoints (safetensors, whole or by name prefix), IDX data
+ * and batchers.
  *
  * Bad data (files, arguments) is reported, never aborted on: functions that
  * read or write return a tg_status and leave a one-line message for
@@ -52,6 +56,28 @@ float tg_rng_uniform(tg_rng *r);              /* uniform in [0, 1) */
 float tg_rng_normal(tg_rng *r);               /* N(0, 1) */
 void tg_rng_fill_uniform(tg_rng *r, float *x, size_t n, float lo, float hi);
 void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std);
+
+/* ---- dropout ---------------------------------------------------------------
+ * Inverted dropout: each element of x is zeroed with probability p and the
+ * survivors are scaled by 1 / (1 - p), so the expected value is unchanged.
+ * Whether it drops is the mode's choice, never the tape's alone:
+ *   TG_DROPOUT_TRAIN  always drops: training, and MC dropout at test time
+ *                     (recording off, S passes with dropout on);
+ *   TG_DROPOUT_EVAL   never: returns x itself (evaluation);
+ *   TG_DROPOUT_AUTO   drops while tp records, returns x when recording is
+ *                     off (inference under tg_tape_set_recording(tp, false)).
+ * When it drops it draws one tg_rng_uniform per element, in row-major order,
+ * on the calling thread (so a seed gives the same mask on any thread count);
+ * when it does not, or p = 0, rng is not touched and may be NULL. p = 1
+ * zeroes everything. The mask is saved for backward on the tape. */
+typedef enum tg_dropout_mode {
+    TG_DROPOUT_AUTO = 0,
+    TG_DROPOUT_TRAIN,
+    TG_DROPOUT_EVAL,
+} tg_dropout_mode;
+
+tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, float p, tg_rng *rng,
+                      tg_dropout_mode mode);
 
 /* ---- parameter sets ---------------------------------------------------------
  * Named long-lived tensors ("encoder.fc1.weight"). Every parameter's data
@@ -205,6 +231,34 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
 
+/* LayerNorm over the last axis, as torch.nn.LayerNorm(dim, eps):
+ * "<name>.weight" (gamma, starts at 1) and "<name>.bias" (beta, 0), both
+ * [dim]; y = (x - mean) / sqrt(var + eps) * gamma + beta per row (biased
+ * variance). PyTorch's eps is 1e-5. */
+typedef struct tg_layer_norm_layer {
+    tg_tensor *weight, *bias;
+    int dim;
+    float eps;
+} tg_layer_norm_layer;
+
+void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
+                              const char *name, int dim, float eps);
+tg_tensor *tg_layer_norm_apply(tg_tape *tp, const tg_layer_norm_layer *l,
+                               tg_tensor *x); /* [R, dim] -> [R, dim] */
+
+/* A lookup table as torch.nn.Embedding(num, dim): "<name>.weight" [num,
+ * dim], drawn N(0, 1). apply gives [n, dim], row i = weight[idx[i]] (idx in
+ * 0..num-1, copied); the gradient adds back into the rows used. */
+typedef struct tg_embedding_layer {
+    tg_tensor *weight;
+    int num, dim;
+} tg_embedding_layer;
+
+void tg_embedding_layer_init(tg_embedding_layer *l, tg_params *ps,
+                             const char *name, int num, int dim, tg_rng *rng);
+tg_tensor *tg_embedding_apply(tg_tape *tp, const tg_embedding_layer *l,
+                              const int *idx, int n);
+
 /* Recurrent cells as PyTorch's torch.nn.GRUCell and LSTMCell: parameters
  * "<name>.weight_ih" [G*H, in], "<name>.weight_hh" [G*H, H], "<name>.bias_ih"
  * [G*H], "<name>.bias_hh" [G*H], gates stacked in PyTorch's order (GRU: r,
@@ -234,6 +288,48 @@ void tg_lstm_cell_init(tg_lstm_cell *c, tg_params *ps, const char *name, int in,
 void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
                         tg_tensor *h, tg_tensor *cell, tg_tensor **h_out,
                         tg_tensor **cell_out);
+
+/* ---- convolutional layers (nn/conv_layers.c) -----------------------------
+ * PyTorch's torch.nn.Conv2d and ConvTranspose2d with square kernels:
+ * parameters "<name>.weight" [out, in, k, k] (Conv2d) or [in, out, k, k]
+ * (ConvTranspose2d, as torch stores it) and "<name>.bias" [out], so a
+ * checkpoint loads into torch unchanged. TG_INIT_TORCH is torch's default
+ * (uniform +-1/sqrt(fan_in) for W and b, fan_in = weight.shape[1] * k * k,
+ * torch's rule for both kinds); GLOROT and HE use the same fans. Pooling has
+ * no parameters: call tg_max_pool2d / tg_avg_pool2d / tg_upsample2d. */
+typedef struct tg_conv2d_layer {
+    tg_tensor *W; /* [out, in, k, k] */
+    tg_tensor *b; /* [out] */
+    int in, out;
+    tg_conv2d_args args;
+} tg_conv2d_layer;
+
+void tg_conv2d_layer_init(tg_conv2d_layer *l, tg_params *ps, const char *name,
+                          int in, int out, int kernel, int stride, int padding,
+                          tg_init init, tg_rng *rng);
+/* x [B, in, H, W] -> [B, out, OH, OW] */
+tg_tensor *tg_conv2d_apply(tg_tape *tp, const tg_conv2d_layer *l, tg_tensor *x);
+
+typedef struct tg_conv_transpose2d_layer {
+    tg_tensor *W; /* [in, out, k, k] */
+    tg_tensor *b; /* [out] */
+    int in, out;
+    tg_conv2d_args args;
+} tg_conv_transpose2d_layer;
+
+/* output_padding < stride. */
+void tg_conv_transpose2d_layer_init(tg_conv_transpose2d_layer *l, tg_params *ps,
+                                    const char *name, int in, int out,
+                                    int kernel, int stride, int padding,
+                                    int output_padding, tg_init init,
+                                    tg_rng *rng);
+tg_tensor *tg_conv_transpose2d_apply(tg_tape *tp,
+                                     const tg_conv_transpose2d_layer *l,
+                                     tg_tensor *x);
+
+/* [B, C, H, W] <-> [B, C*H*W] (any [B, ...] flattens): views, no copy. */
+tg_tensor *tg_flatten(tg_tape *tp, tg_tensor *x);
+tg_tensor *tg_unflatten(tg_tape *tp, tg_tensor *x, int C, int H, int W);
 
 /* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
 
@@ -320,6 +416,13 @@ typedef struct tg_meta {
     char key[TG_META_MAX][64];
     char value[TG_META_MAX][256];
 } tg_meta;
+/* An empty tg_meta: `tg_meta meta = TG_META_INIT;` or tg_meta_init(&meta)
+ * (all zero bytes is also empty). */
+#define TG_META_INIT                                                           \
+    {                                                                          \
+        .n = 0                                                                 \
+    }
+void tg_meta_init(tg_meta *m);
 
 void tg_meta_set(tg_meta *m, const char *key, const char *value);
 void tg_meta_set_int(tg_meta *m, const char *key, int64_t value);
@@ -339,13 +442,29 @@ tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 /* opt and meta may be NULL. */
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta);
-/* Every parameter of ps must be in the file with the same shape; optimizer
- * state is loaded when opt is not NULL (and must then be present). */
+/* Every parameter of ps must be in the file with the same shape and every
+ * tensor of the file must be a parameter (or its optimizer state); a
+ * mismatch names a missing tensor first, then a shape, then an extra one,
+ * with the count of each. Optimizer state is loaded when opt is not NULL
+ * (and must then be present). */
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta);
 /* Only the metadata (after validating the header), to check a model's
  * config before building it. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
+/* Loads part of a file: every parameter of ps whose name starts with
+ * model_prefix gets the file's tensor named file_prefix + the rest of its
+ * name ("encoder." -> "encoder.", or renamed: file "encoder." into model
+ * "enc."; model_prefix NULL means file_prefix). Other parameters and file
+ * tensors outside file_prefix are left alone; no optimizer state is read.
+ * Strict: a parameter in scope missing from the file, a shape that differs,
+ * or a file tensor in scope that is no parameter gives TG_ERR_MISMATCH (the
+ * message names a missing tensor first, then a shape, then an extra one,
+ * with the count of each); nothing in scope gives TG_ERR_ARG. The model is
+ * unchanged on any error. */
+tg_status tg_checkpoint_load_prefix(const char *path, tg_params *ps,
+                                    const char *file_prefix,
+                                    const char *model_prefix);
 
 /* ---- output files (nn/files.c) --------------------------------------------
  * A file appears whole or not at all: write to a->f, then commit. The data
@@ -386,6 +505,12 @@ tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data);
 tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds);
 void tg_dataset_free(tg_dataset *ds);
 bool tg_have_zlib(void);
+/* What a checkpoint records about the data it was trained on: the sizes and
+ * a fast 64-bit checksum of the images and labels, as one line
+ * "60000x28x28 9f3c...". Equal data gives equal lines, whatever the files'
+ * compression. */
+#define TG_FINGERPRINT_MAX 64
+void tg_dataset_fingerprint(const tg_dataset *ds, char out[TG_FINGERPRINT_MAX]);
 
 /* Mini-batches in an order that depends only on (seed, epoch): resuming at a
  * batch index reproduces the same batches. The last batch may be short. */

@@ -135,6 +135,31 @@ static void test_zero_row_tape_tensors(void **state)
     tg_tape_free(tp);
 }
 
+/* ---- split into one part ---------------------------------------------------
+ * k = 1 kept its single output where backward did not look for it: forward
+ * worked, backward crashed. */
+
+static tg_tensor *f_split1(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    (void)ctx;
+    tg_tensor *part;
+    tg_split(tp, in[0], 1, &part);
+    return tg_square(tp, part);
+}
+
+static void test_split_into_one_part(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_new2(3, 5);
+    for (size_t i = 0; i < x->size; i++)
+        x->data[i] = 0.25f * (float)i - 1.0f;
+    tg_gradcheck_report rep;
+    bool ok = tg_gradcheck(f_split1, 1, &x, NULL, NULL, &rep);
+    tg_gradcheck_print(&rep, "split k=1");
+    assert_true(ok);
+    tg_tensor_free(x);
+}
+
 /* ---- NULL tensors ----------------------------------------------------------
  */
 
@@ -222,6 +247,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_rows_pass_every_op),
         cmocka_unit_test(test_zero_row_tape_tensors),
+        cmocka_unit_test(test_split_into_one_part),
         cmocka_unit_test(test_null_tensor_aborts_naming_the_op),
     };
     return cmocka_run_group_tests_name("autograd op inputs", tests, NULL, NULL);

@@ -99,5 +99,37 @@ wait "$first" 2>/dev/null
 # the lock dies with its process
 expect 0 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o9"
 
+# 10. divergence: --lr 10 from a good checkpoint stops (exit 3) and does
+#     not write its weights over the good checkpoint
+mkdir -p "$tmp/o10"
+cp "$ck" "$tmp/o10/checkpoint.safetensors"
+cp "$ck" "$tmp/good.safetensors"
+"$vae" $fast --data "$big" --epochs 4 --lr 10 --out "$tmp/o10" \
+    --resume "$tmp/o10/checkpoint.safetensors" >"$tmp/out" 2>"$tmp/err"
+st=$?
+[ $st -eq 3 ] || fail "--lr 10: exit $st, want 3: $(cat "$tmp/err")"
+mentions "diverged"
+cmp -s "$tmp/good.safetensors" "$tmp/o10/checkpoint.safetensors" ||
+    fail "a diverged run replaced the good checkpoint"
+
+# 11. too many skipped steps: stop (exit 3), no poisoned checkpoint, no
+#     -nan in metrics.csv
+expect 3 "$vae" $fast --data "$big" --epochs 4 --lr 1e6 --skip-nonfinite \
+    --out "$tmp/o11"
+mentions "too many steps were skipped"
+[ -e "$tmp/o11/checkpoint.safetensors" ] && fail "a skip-everything run saved a checkpoint"
+grep -q nan "$tmp/o11/metrics.csv" 2>/dev/null && fail "nan in metrics.csv"
+
+# 12. the data's fingerprint: other data of the same shape is refused on
+#     resume unless --allow-data-change says it is intended
+other="$tmp/other"; dataset "$mnist" "$other" 640 64 3
+expect 2 "$vae" $fast --data "$other" --epochs 3 --out "$tmp/o12" --resume "$ck"
+mentions "--allow-data-change"
+[ -e "$tmp/o12" ] && fail "a refused resume left $tmp/o12"
+expect 0 "$vae" $fast --data "$other" --epochs 3 --out "$tmp/o12" --resume "$ck" \
+    --allow-data-change
+st_meta "$tmp/o12/checkpoint.safetensors" data | grep -q "^train 640x28x28 " ||
+    fail "no data fingerprint in the checkpoint"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"

@@ -192,7 +192,7 @@ static float *victim_before;
 static void refused(const char *path, tg_status want)
 {
     size_t n = tg_params_numel(victim);
-    tg_meta meta = {0};
+    tg_meta meta = TG_META_INIT;
     tg_meta_set(&meta, "keep", "me");
     tg_status got = tg_checkpoint_load(path, victim, victim_opt, &meta);
     if (getenv("TG_TEST_VERBOSE"))
@@ -477,7 +477,9 @@ static void files_of_another_model_refused(void **state)
                              "\"shape\":[3,4],\"data_offsets\":[0,48]}"),
                   MODEL_BYTES),
             TG_ERR_MISMATCH);
-    assert_non_null(strstr(tg_errmsg(), "'x' is not a parameter"));
+    /* 'x' took enc.weight's place: the missing tensor is named first. */
+    assert_non_null(strstr(tg_errmsg(), "'enc.weight' missing"));
+    assert_non_null(strstr(tg_errmsg(), "1 not in the model"));
     tg_params *fewer = tg_params_new();
     tg_params_add(fewer, "enc.weight", 2, (int[]){3, 4});
     tg_params_add(fewer, "enc.bias", 1, (int[]){3});
@@ -500,6 +502,132 @@ static void files_of_another_model_refused(void **state)
 }
 
 /* No "*.tmp.*" file anywhere in dir. */
+/* Issue 20: a file holding more tensors than the model reported its first
+ * extra tensor even when another tensor's shape was the real problem. Now:
+ * missing first, then shape, then extra, each with the counts. */
+static void the_most_informative_difference_is_reported_first(void **state)
+{
+    (void)state;
+    const char *p = in_dir("superset.safetensors");
+    tg_params *big = tg_params_new(); /* extras first, then a wrong shape */
+    tg_params_add(big, "aaa.extra", 1, (int[]){2});
+    tg_params_add(big, "enc.weight", 2, (int[]){3, 4});
+    tg_params_add(big, "enc.bias", 1, (int[]){5});
+    tg_params_add(big, "dec.weight", 2, (int[]){4, 3});
+    tg_params_add(big, "zzz.extra", 1, (int[]){2});
+    assert_int_equal(tg_checkpoint_save(p, big, NULL, NULL), TG_OK);
+    tg_params_free(big);
+    refused(p, TG_ERR_MISMATCH); /* victim_opt wants optimizer state */
+    assert_int_equal(tg_checkpoint_load(p, victim, NULL, NULL),
+                     TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "'enc.bias' has shape [5] in the "
+                                        "file but [3] in the model"));
+    assert_non_null(strstr(tg_errmsg(), "0 missing, 1 with another shape, "
+                                        "2 not in the model"));
+
+    tg_params *fewer = tg_params_new(); /* missing beats shape and extra */
+    tg_params_add(fewer, "aaa.extra", 1, (int[]){2});
+    tg_params_add(fewer, "enc.weight", 2, (int[]){3, 5});
+    tg_params_add(fewer, "enc.bias", 1, (int[]){3});
+    assert_int_equal(tg_checkpoint_save(p, fewer, NULL, NULL), TG_OK);
+    tg_params_free(fewer);
+    assert_int_equal(tg_checkpoint_load(p, victim, NULL, NULL),
+                     TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "'dec.weight' missing"));
+    assert_non_null(strstr(tg_errmsg(), "1 missing, 1 with another shape, "
+                                        "1 not in the model"));
+    assert_true(same_bits(tg_params_data(victim), victim_before,
+                          tg_params_numel(victim)));
+}
+
+/* A model of an encoder and a head; the file holds an encoder and a
+ * decoder. */
+static tg_params *two_part(const char *enc, const char *other, int in)
+{
+    tg_params *ps = tg_params_new();
+    char name[64];
+    snprintf(name, sizeof name, "%s.fc.weight", enc);
+    tg_params_add(ps, name, 2, (int[]){3, in});
+    snprintf(name, sizeof name, "%s.fc.bias", enc);
+    tg_params_add(ps, name, 1, (int[]){3});
+    snprintf(name, sizeof name, "%s.fc.weight", other);
+    tg_params_add(ps, name, 2, (int[]){2, 3});
+    return ps;
+}
+
+static void a_prefix_loads_into_a_new_model(void **state)
+{
+    (void)state;
+    const char *p = in_dir("vae.safetensors");
+    tg_params *vae = two_part("encoder", "decoder", 4);
+    fill(tg_params_data(vae), tg_params_numel(vae), 31);
+    tg_optim *opt = tg_adam_new(vae, 1e-3f); /* optimizer state is skipped */
+    assert_int_equal(tg_checkpoint_save(p, vae, opt, NULL), TG_OK);
+    tg_optim_free(opt);
+    const float *enc = tg_params_data(vae); /* encoder: the first 15 */
+
+    tg_params *clf = two_part("encoder", "head", 4);
+    fill(tg_params_data(clf), tg_params_numel(clf), 32);
+    float head[6];
+    memcpy(head, tg_params_find(clf, "head.fc.weight")->data, sizeof head);
+    assert_int_equal(tg_checkpoint_load_prefix(p, clf, "encoder.", NULL),
+                     TG_OK);
+    assert_true(same_bits(tg_params_data(clf), enc, 15));
+    assert_true(
+        same_bits(tg_params_find(clf, "head.fc.weight")->data, head, 6));
+
+    /* Renamed: the file's "encoder." into the model's "enc.". */
+    tg_params *renamed = two_part("enc", "head", 4);
+    assert_int_equal(tg_checkpoint_load_prefix(p, renamed, "encoder.", "enc."),
+                     TG_OK);
+    assert_true(same_bits(tg_params_data(renamed), enc, 15));
+
+    /* A shape, a missing tensor, an extra one; the model stays as it was. */
+    tg_params *wide = two_part("encoder", "head", 5);
+    float before[15];
+    memcpy(before, tg_params_data(wide), sizeof before);
+    assert_int_equal(tg_checkpoint_load_prefix(p, wide, "encoder.", NULL),
+                     TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "'encoder.fc.weight' has shape "
+                                        "[3, 4] in the file but [3, 5]"));
+    assert_true(same_bits(tg_params_data(wide), before, 15));
+    tg_params *more = tg_params_new();
+    tg_params_add(more, "encoder.fc.weight", 2, (int[]){3, 4});
+    tg_params_add(more, "encoder.fc.bias", 1, (int[]){3});
+    tg_params_add(more, "encoder.fc2.bias", 1, (int[]){3});
+    assert_int_equal(tg_checkpoint_load_prefix(p, more, "encoder.", NULL),
+                     TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "'encoder.fc2.bias' missing"));
+    tg_params *less = tg_params_new();
+    tg_params_add(less, "encoder.fc.weight", 2, (int[]){3, 4});
+    assert_int_equal(tg_checkpoint_load_prefix(p, less, "encoder.", NULL),
+                     TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "'encoder.fc.bias' is not a "
+                                        "parameter of the model"));
+    assert_int_equal(tg_checkpoint_load_prefix(p, less, "decoder.", "head."),
+                     TG_ERR_ARG);
+    assert_non_null(strstr(tg_errmsg(), "no parameter named 'head.*'"));
+
+    tg_params_free(vae);
+    tg_params_free(clf);
+    tg_params_free(renamed);
+    tg_params_free(wide);
+    tg_params_free(more);
+    tg_params_free(less);
+}
+
+static void meta_initialiser_is_empty(void **state)
+{
+    (void)state;
+    tg_meta a = TG_META_INIT, b;
+    tg_meta_init(&b);
+    assert_int_equal(a.n, 0);
+    assert_int_equal(b.n, 0);
+    assert_null(tg_meta_get(&a, "x"));
+    tg_meta_set(&b, "x", "1");
+    assert_string_equal(tg_meta_get(&b, "x"), "1");
+}
+
 static void assert_no_temp_files(void)
 {
     DIR *d = opendir(dir);
@@ -554,6 +682,11 @@ int main(void)
                                         victim_teardown),
         cmocka_unit_test_setup_teardown(files_of_another_model_refused,
                                         victim_setup, victim_teardown),
+        cmocka_unit_test_setup_teardown(
+            the_most_informative_difference_is_reported_first, victim_setup,
+            victim_teardown),
+        cmocka_unit_test(a_prefix_loads_into_a_new_model),
+        cmocka_unit_test(meta_initialiser_is_empty),
         cmocka_unit_test(failed_saves_leave_nothing),
     };
     return cmocka_run_group_tests_name("nn_checkpoint", tests, setup, teardown);

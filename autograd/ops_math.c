@@ -1,0 +1,192 @@
+/* Unary math: neg, abs, sqrt, pow with a scalar exponent, leaky_relu, gelu.
+ * Every op maps x [any shape] to y of the same shape; each forward is
+ * followed by its backward, which adds into dx. Loops read and write through
+ * local pointers so that they vectorise (see ops_elementwise.c). */
+#include "parallel.h"
+#include "ops_check.h"
+#include "tape.h"
+
+#include <math.h>
+
+/* y = -x; dx += -dy */
+static void neg_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] -= dy[i];
+}
+
+tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x)
+{
+    check_inputs("neg", x);
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = -xd[i];
+    record(tp, "neg", neg_backward, out, 1, &x);
+    return out;
+}
+
+/* y = |x|; dx += sign(x) dy, with sign(0) = 0 (the subgradient PyTorch
+ * uses: at the kink no direction is preferred). */
+static void abs_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *x = r->in[0]->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++) {
+        float g = dy[i];
+        dx[i] += x[i] > 0.0f ? g : (x[i] < 0.0f ? -g : 0.0f);
+    }
+}
+
+tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x)
+{
+    check_inputs("abs", x);
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = fabsf(xd[i]);
+    record(tp, "abs", abs_backward, out, 1, &x);
+    return out;
+}
+
+/* y = sqrt(x); dx += dy / (2 y). At x = 0 the gradient is +Inf (as in
+ * PyTorch); x < 0 gives NaN in both. */
+static void sqrt_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *y = r->out->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += 0.5f * dy[i] / y[i];
+}
+
+tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x)
+{
+    check_inputs("sqrt", x);
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = sqrtf(xd[i]);
+    record(tp, "sqrt", sqrt_backward, out, 1, &x);
+    return out;
+}
+
+/* y = x^p for a constant p; dx += p x^(p-1) dy. The derivative is computed
+ * as powf(x, p - 1), not p y / x, so that it stays right at x = 0 (p = 2:
+ * 0; p = 1: 1). p = 0 gives y = 1 and dx += 0 everywhere, 0^0 included.
+ * Non-integer p needs x >= 0 (otherwise NaN, as powf). */
+static void pow_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *x = r->in[0]->data, *dy = r->out->grad;
+    const float p = r->f[0];
+    size_t n = r->out->size;
+    if (p == 0.0f)
+        return;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dy[i] * p * powf(x[i], p - 1.0f);
+}
+
+tg_tensor *tg_pow(tg_tape *tp, tg_tensor *x, float p)
+{
+    check_inputs("pow", x);
+    if (!isfinite(p))
+        tg_fatal("pow", "exponent %g is not finite", (double)p);
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = powf(xd[i], p);
+    tg_record *r = record(tp, "pow", pow_backward, out, 1, &x);
+    if (r)
+        r->f[0] = p;
+    return out;
+}
+
+/* y = x for x > 0, slope * x otherwise; dx += dy or slope * dy (at x = 0 the
+ * slope side, as PyTorch). */
+static void leaky_relu_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *x = r->in[0]->data, *dy = r->out->grad;
+    const float slope = r->f[0];
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++) {
+        float g = dy[i];
+        dx[i] += x[i] > 0.0f ? g : slope * g;
+    }
+}
+
+tg_tensor *tg_leaky_relu(tg_tape *tp, tg_tensor *x, float slope)
+{
+    check_inputs("leaky_relu", x);
+    if (!isfinite(slope))
+        tg_fatal("leaky_relu", "slope %g is not finite", (double)slope);
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t i = 0; i < n; i++)
+        y[i] = xd[i] > 0.0f ? xd[i] : slope * xd[i];
+    tg_record *r = record(tp, "leaky_relu", leaky_relu_backward, out, 1, &x);
+    if (r)
+        r->f[0] = slope;
+    return out;
+}
+
+/* The exact GELU (PyTorch's default, approximate='none'):
+ * y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)),
+ * dx += dy (Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+ * erff is a libm call, so these loops stay scalar; neither form overflows
+ * (for x -> -Inf, x phi(x) -> 0 and erf -> -1 exactly). */
+#define TG_SQRT1_2 0.70710678118654752440f
+#define TG_INV_SQRT_2PI 0.39894228040143267794f
+
+static void gelu_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *x = r->in[0]->data, *dy = r->out->grad;
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 8)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float cdf = 0.5f * (1.0f + erff(v * TG_SQRT1_2));
+        float pdf = TG_INV_SQRT_2PI * expf(-0.5f * v * v);
+        dx[i] += dy[i] * (cdf + v * pdf);
+    }
+}
+
+tg_tensor *tg_gelu(tg_tape *tp, tg_tensor *x)
+{
+    check_inputs("gelu", x);
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 8)
+    for (size_t i = 0; i < n; i++)
+        y[i] = 0.5f * xd[i] * (1.0f + erff(xd[i] * TG_SQRT1_2));
+    record(tp, "gelu", gelu_backward, out, 1, &x);
+    return out;
+}

@@ -1,0 +1,161 @@
+/* Normalisation and masking: layer_norm over the last axis, and the masked
+ * scale that dropout (nn/dropout.c) is built on. */
+#include "ops_check.h"
+#include "parallel.h"
+#include "tape.h"
+
+#include <math.h>
+#include <string.h>
+
+/* x [R, C] (leading dims flattened), gamma, beta [C] (either may be NULL:
+ * scale 1, shift 0) -> y [R, C]:
+ *   mean[r] = (1/C) sum_j x[r, j],  var[r] = (1/C) sum_j (x[r, j] - mean)^2
+ *   rstd[r] = 1 / sqrt(var[r] + eps),  xhat = (x - mean) * rstd
+ *   y = xhat * gamma + beta
+ * The variance is the biased one (divide by C), as PyTorch's LayerNorm;
+ * both moments are two-pass sums in double. Saved for backward: mean and
+ * rstd per row. Backward, with g = dy * gamma:
+ *   dx     += rstd * (g - mean_j(g) - xhat * mean_j(g * xhat))
+ *   dgamma += sum_r dy * xhat,   dbeta += sum_r dy
+ * dx rows run in parallel; dgamma and dbeta sum the rows in order on one
+ * thread. r->i[0], r->i[1]: gamma, beta present (then in[1], in[1 + i[0]]). */
+typedef struct ln_saved {
+    float *mean, *rstd;
+} ln_saved;
+
+static void layer_norm_backward(tg_tape *tp, tg_record *r)
+{
+    tg_tensor *x = r->in[0];
+    tg_tensor *gamma = r->i[0] ? r->in[1] : NULL;
+    tg_tensor *beta = r->i[1] ? r->in[1 + r->i[0]] : NULL;
+    const ln_saved *s = r->saved;
+    const float *mean = s->mean, *rstd = s->rstd;
+    const float *xd = x->data, *dy = r->out->grad;
+    const float *gd = gamma ? gamma->data : NULL;
+    float *dx = grad_of(tp, x);
+    float *dgamma = gamma ? grad_of(tp, gamma) : NULL;
+    float *dbeta = beta ? grad_of(tp, beta) : NULL;
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    if (dx) {
+        TG_PARALLEL_FOR(rows, cols)
+        for (int i = 0; i < rows; i++) {
+            size_t o = (size_t)i * cols;
+            double sum_g = 0.0, sum_gx = 0.0;
+            for (int j = 0; j < cols; j++) {
+                float g = dy[o + j] * (gd ? gd[j] : 1.0f);
+                float xhat = (xd[o + j] - mean[i]) * rstd[i];
+                sum_g += g;
+                sum_gx += (double)g * xhat;
+            }
+            float mg = (float)(sum_g / cols), mgx = (float)(sum_gx / cols);
+            for (int j = 0; j < cols; j++) {
+                float g = dy[o + j] * (gd ? gd[j] : 1.0f);
+                float xhat = (xd[o + j] - mean[i]) * rstd[i];
+                dx[o + j] += rstd[i] * (g - mg - xhat * mgx);
+            }
+        }
+    }
+    for (int i = 0; (dgamma || dbeta) && i < rows; i++) {
+        size_t o = (size_t)i * cols;
+        for (int j = 0; j < cols; j++) {
+            if (dgamma)
+                dgamma[j] += dy[o + j] * (xd[o + j] - mean[i]) * rstd[i];
+            if (dbeta)
+                dbeta[j] += dy[o + j];
+        }
+    }
+}
+
+tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma,
+                         tg_tensor *beta, float eps)
+{
+    check_inputs("layer_norm", x);
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    if (gamma)
+        check_row("layer_norm", gamma, "gamma", cols);
+    if (beta)
+        check_row("layer_norm", beta, "beta", cols);
+    if (!(eps >= 0.0f) || !isfinite(eps))
+        tg_fatal("layer_norm", "eps %g must be finite and >= 0", (double)eps);
+    tg_tensor *y = out_like(tp, x);
+    ln_saved *s = tg_tape_alloc(tp, sizeof *s);
+    s->mean = tg_tape_alloc(tp, (size_t)rows * sizeof(float));
+    s->rstd = tg_tape_alloc(tp, (size_t)rows * sizeof(float));
+    const float *xd = x->data;
+    const float *gd = gamma ? gamma->data : NULL;
+    const float *bd = beta ? beta->data : NULL;
+    float *yd = y->data, *mean = s->mean, *rstd = s->rstd;
+    TG_PARALLEL_FOR(rows, cols)
+    for (int i = 0; i < rows; i++) {
+        size_t o = (size_t)i * cols;
+        double m = 0.0, v = 0.0;
+        for (int j = 0; j < cols; j++)
+            m += xd[o + j];
+        m /= cols;
+        for (int j = 0; j < cols; j++)
+            v += (xd[o + j] - m) * (xd[o + j] - m);
+        v /= cols;
+        mean[i] = (float)m;
+        rstd[i] = (float)(1.0 / sqrt(v + (double)eps));
+        for (int j = 0; j < cols; j++) {
+            float xhat = (xd[o + j] - mean[i]) * rstd[i];
+            yd[o + j] = xhat * (gd ? gd[j] : 1.0f) + (bd ? bd[j] : 0.0f);
+        }
+    }
+    tg_tensor *in[3] = {x};
+    int n_in = 1;
+    if (gamma)
+        in[n_in++] = gamma;
+    if (beta)
+        in[n_in++] = beta;
+    tg_record *r = record(tp, "layer_norm", layer_norm_backward, y, n_in, in);
+    if (r) {
+        r->i[0] = gamma != NULL;
+        r->i[1] = beta != NULL;
+        r->saved = s;
+    }
+    return y;
+}
+
+/* x [any shape], keep [x->size] bytes -> y of x's shape,
+ * y[k] = keep[k] ? scale * x[k] : 0;  dx[k] += keep[k] ? scale * dy[k] : 0.
+ * The mask is copied to the arena (r->saved), so the caller's may go. */
+static void mask_scale_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *dy = r->out->grad;
+    const uint8_t *keep = r->saved;
+    const float scale = r->f[0];
+    size_t n = r->out->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t k = 0; k < n; k++) {
+        float g = dy[k];
+        dx[k] += keep[k] ? scale * g : 0.0f;
+    }
+}
+
+tg_tensor *tg_mask_scale(tg_tape *tp, tg_tensor *x, const uint8_t *keep,
+                         float scale)
+{
+    check_inputs("mask_scale", x);
+    if (!keep && x->size > 0)
+        tg_fatal("mask_scale", "keep mask is NULL");
+    if (!isfinite(scale))
+        tg_fatal("mask_scale", "scale %g is not finite", (double)scale);
+    tg_tensor *out = out_like(tp, x);
+    const float *xd = x->data;
+    float *y = out->data;
+    size_t n = x->size;
+    TG_PARALLEL_FOR(n, 1)
+    for (size_t k = 0; k < n; k++)
+        y[k] = keep[k] ? scale * xd[k] : 0.0f;
+    tg_record *r = record(tp, "mask_scale", mask_scale_backward, out, 1, &x);
+    if (r) {
+        uint8_t *saved = tg_tape_alloc(tp, n);
+        if (n > 0)
+            memcpy(saved, keep, n);
+        r->saved = saved;
+        r->f[0] = scale;
+    }
+    return out;
+}

@@ -1,0 +1,351 @@
+/* char_rnn: a character-level language model, a GRU (or LSTM) cell unrolled
+ * over windows of a text, trained with truncated backpropagation through
+ * time, then sampled from. Shows that recurrent models work on the tape:
+ * the loss (bits per character) falls and the samples start to look like
+ * the text. Written with the public nn API only (tapegrad.h). */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "tapegrad.h"
+
+#ifndef TG_DEFAULT_TEXT
+#define TG_DEFAULT_TEXT "data/text/sonnets.txt"
+#endif
+
+enum { MAX_TEXT = 16 << 20 };
+
+typedef struct options {
+    const char *text;
+    bool lstm;
+    int epochs, steps, hidden, seq, batch, threads, sample;
+    float lr, temperature;
+    uint64_t seed;
+} options;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: char_rnn [options]\n"
+            "Trains a character-level GRU or LSTM on a text file and prints\n"
+            "the loss per epoch and samples from the model.\n\n"
+            "  --text FILE       training text, bytes (default\n"
+            "                    %s)\n"
+            "  --cell gru|lstm   recurrent cell (default gru)\n"
+            "  --epochs N        epochs (default 10)\n"
+            "  --steps N         training steps per epoch (default 100)\n"
+            "  --hidden N        hidden units (default 128)\n"
+            "  --seq N           characters per window, the length of\n"
+            "                    backpropagation through time (default 32)\n"
+            "  --batch N         windows per step (default 32)\n"
+            "  --lr X            peak Adam learning rate (default 3e-3;\n"
+            "                    linear warm-up, cosine decay)\n"
+            "  --seed N          seed (default 1)\n"
+            "  --threads N       threads, 0 = all cores (default 0)\n"
+            "  --sample N        characters sampled after training\n"
+            "                    (default 300; 0: none)\n"
+            "  --temperature X   sampling temperature (default 0.8)\n"
+            "  --help, --version\n\n"
+            "Exit status: 0 done; 2 bad flags or text; 3 the loss became\n"
+            "NaN/Inf.\n",
+            TG_DEFAULT_TEXT);
+}
+
+static options parse_options(int argc, char **argv)
+{
+    options o = {.text = TG_DEFAULT_TEXT,
+                 .epochs = 10,
+                 .steps = 100,
+                 .hidden = 128,
+                 .seq = 32,
+                 .batch = 32,
+                 .sample = 300,
+                 .lr = 3e-3f,
+                 .temperature = 0.8f,
+                 .seed = 1};
+    static const struct option longopts[] = {
+        {"text", required_argument, NULL, 'x'},
+        {"cell", required_argument, NULL, 'c'},
+        {"epochs", required_argument, NULL, 'e'},
+        {"steps", required_argument, NULL, 'n'},
+        {"hidden", required_argument, NULL, 'H'},
+        {"seq", required_argument, NULL, 'q'},
+        {"batch", required_argument, NULL, 'b'},
+        {"lr", required_argument, NULL, 'l'},
+        {"seed", required_argument, NULL, 's'},
+        {"threads", required_argument, NULL, 't'},
+        {"sample", required_argument, NULL, 'S'},
+        {"temperature", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'x':
+            o.text = optarg;
+            break;
+        case 'c':
+            if (strcmp(optarg, "gru") != 0 && strcmp(optarg, "lstm") != 0)
+                cli_usage_error("--cell must be gru or lstm, not '%s'", optarg);
+            o.lstm = strcmp(optarg, "lstm") == 0;
+            break;
+        case 'e':
+            o.epochs = cli_int("--epochs", optarg, 1, 100000);
+            break;
+        case 'n':
+            o.steps = cli_int("--steps", optarg, 1, 1 << 24);
+            break;
+        case 'H':
+            o.hidden = cli_int("--hidden", optarg, 1, 8192);
+            break;
+        case 'q':
+            o.seq = cli_int("--seq", optarg, 1, 4096);
+            break;
+        case 'b':
+            o.batch = cli_int("--batch", optarg, 1, 65536);
+            break;
+        case 'l':
+            o.lr = cli_float_pos("--lr", optarg, 10);
+            break;
+        case 's':
+            o.seed = cli_u64("--seed", optarg);
+            break;
+        case 't':
+            o.threads = cli_int("--threads", optarg, 0, 1024);
+            break;
+        case 'S':
+            o.sample = cli_int("--sample", optarg, 0, 1 << 20);
+            break;
+        case 'T':
+            o.temperature = cli_float_pos("--temperature", optarg, 100);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        case 'V':
+            printf("char_rnn (tapegrad %s)\n", TG_VERSION);
+            exit(0);
+        default:
+            cli_getopt_error(c, argv);
+        }
+    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
+    return o;
+}
+
+/* The text as vocabulary indices; vocab[k] is the byte of index k (bytes
+ * in increasing order). Returns the length, or -1 after printing why. */
+static long read_text(const char *path, int seq, int **ids,
+                      unsigned char *vocab, int *n_vocab)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "char_rnn: %s: cannot open\n", path);
+        return -1;
+    }
+    unsigned char *buf = malloc(MAX_TEXT + 1);
+    size_t len = buf ? fread(buf, 1, MAX_TEXT + 1, f) : 0;
+    bool err = ferror(f);
+    fclose(f);
+    if (!buf || err || len > MAX_TEXT || len < (size_t)seq + 2) {
+        fprintf(stderr, "char_rnn: %s: %s\n", path,
+                !buf  ? "out of memory"
+                : err ? "read error"
+                : len > MAX_TEXT
+                    ? "larger than 16 MB"
+                    : "too short for one window (need --seq + 2 bytes)");
+        free(buf);
+        return -1;
+    }
+    int index[256];
+    bool present[256] = {false};
+    for (size_t i = 0; i < len; i++)
+        present[buf[i]] = true;
+    *n_vocab = 0;
+    for (int b = 0; b < 256; b++)
+        if (present[b]) {
+            index[b] = *n_vocab;
+            vocab[(*n_vocab)++] = (unsigned char)b;
+        }
+    *ids = malloc(len * sizeof **ids);
+    if (!*ids) {
+        fprintf(stderr, "char_rnn: %s: out of memory\n", path);
+        free(buf);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++)
+        (*ids)[i] = index[buf[i]];
+    free(buf);
+    return (long)len;
+}
+
+typedef struct model {
+    tg_params *params;
+    bool lstm;
+    tg_gru_cell gru;
+    tg_lstm_cell cell;
+    tg_dense_layer out;
+    int vocab, hidden;
+} model;
+
+/* One time step: the state (h, and c for the LSTM) moves on; returns the
+ * logits [B, vocab] for the next character. */
+static tg_tensor *step(tg_tape *tp, const model *m, const int *chars, int B,
+                       tg_tensor **h, tg_tensor **c)
+{
+    tg_tensor *x = tg_one_hot(tp, chars, B, m->vocab);
+    if (m->lstm)
+        tg_lstm_cell_apply(tp, &m->cell, x, *h, *c, h, c);
+    else
+        *h = tg_gru_cell_apply(tp, &m->gru, x, *h);
+    return tg_dense_apply(tp, &m->out, *h);
+}
+
+/* Mean cross-entropy per character over a batch of windows drawn uniformly
+ * from the text; in[t * B + b] and next[t * B + b] are filled here. */
+static tg_tensor *window_loss(tg_tape *tp, const model *m, const int *ids,
+                              long len, int B, int T, tg_rng *rng, int *in,
+                              int *next)
+{
+    for (int b = 0; b < B; b++) {
+        long start = (long)tg_rng_below(rng, (uint32_t)(len - T - 1) + 1);
+        for (int t = 0; t < T; t++) {
+            in[t * B + b] = ids[start + t];
+            next[t * B + b] = ids[start + t + 1];
+        }
+    }
+    tg_tensor *h = NULL, *c = NULL, *total = NULL;
+    for (int t = 0; t < T; t++) {
+        tg_tensor *logits = step(tp, m, in + t * B, B, &h, &c);
+        tg_tensor *l = tg_loss_softmax_xent(tp, logits, next + t * B);
+        total = total ? tg_add(tp, total, l) : l;
+    }
+    return tg_scale(tp, total, 1.0f / (float)T);
+}
+
+/* n characters from the model, starting from the text's first character,
+ * each drawn from softmax(logits / temperature). */
+static void sample(tg_tape *tp, const model *m, const unsigned char *vocab,
+                   int first, int n, float temperature, tg_rng *rng)
+{
+    bool was = tg_tape_set_recording(tp, false);
+    float *state = calloc(2 * (size_t)m->hidden, sizeof *state);
+    double *p = malloc((size_t)m->vocab * sizeof *p);
+    if (!state || !p)
+        tg_fatal("char_rnn", "out of memory");
+    int ch = first;
+    putchar(vocab[ch]);
+    for (int i = 1; i < n; i++) {
+        tg_tape_reset(tp);
+        tg_tensor *h = tg_tape_view2(tp, state, 1, m->hidden);
+        tg_tensor *c = tg_tape_view2(tp, state + m->hidden, 1, m->hidden);
+        tg_tensor *logits = step(tp, m, &ch, 1, &h, &c);
+        memcpy(state, h->data, (size_t)m->hidden * sizeof *state);
+        if (m->lstm)
+            memcpy(state + m->hidden, c->data,
+                   (size_t)m->hidden * sizeof *state);
+        double max = logits->data[0], sum = 0;
+        for (int k = 1; k < m->vocab; k++)
+            max = logits->data[k] > max ? logits->data[k] : max;
+        for (int k = 0; k < m->vocab; k++)
+            sum += p[k] = exp((logits->data[k] - max) / temperature);
+        double u = tg_rng_uniform(rng) * sum;
+        ch = m->vocab - 1;
+        for (int k = 0; k < m->vocab; k++)
+            if ((u -= p[k]) < 0) {
+                ch = k;
+                break;
+            }
+        putchar(vocab[ch]);
+    }
+    putchar('\n');
+    free(state);
+    free(p);
+    tg_tape_reset(tp);
+    tg_tape_set_recording(tp, was);
+}
+
+int main(int argc, char **argv)
+{
+    cli_prog = "char_rnn";
+    options o = parse_options(argc, argv);
+    tg_set_threads(o.threads);
+
+    int *ids = NULL, n_vocab = 0;
+    unsigned char vocab[256];
+    long len = read_text(o.text, o.seq, &ids, vocab, &n_vocab);
+    if (len < 0)
+        return 2;
+
+    model m = {.params = tg_params_new(),
+               .lstm = o.lstm,
+               .vocab = n_vocab,
+               .hidden = o.hidden};
+    tg_rng init, data, noise;
+    tg_rng_seed(&init, o.seed, 0);
+    tg_rng_seed(&data, o.seed, 1);
+    tg_rng_seed(&noise, o.seed, 2);
+    if (o.lstm)
+        tg_lstm_cell_init(&m.cell, m.params, "rnn", n_vocab, o.hidden, &init);
+    else
+        tg_gru_cell_init(&m.gru, m.params, "rnn", n_vocab, o.hidden, &init);
+    tg_dense_layer_init(&m.out, m.params, "out", o.hidden, n_vocab,
+                        TG_INIT_TORCH, &init);
+    tg_optim *opt = tg_adam_new(m.params, o.lr);
+    tg_tape *tp = tg_tape_new();
+    int *in = malloc(2 * (size_t)o.batch * (size_t)o.seq * sizeof *in);
+    if (!in)
+        tg_fatal("char_rnn", "out of memory");
+    int *next = in + (size_t)o.batch * (size_t)o.seq;
+
+    printf("char_rnn: %ld characters, %d distinct, %s %d, %zu parameters; "
+           "uniform guess: %.3f bits/char\n",
+           len, n_vocab, o.lstm ? "LSTM" : "GRU", o.hidden,
+           tg_params_numel(m.params), log2((double)n_vocab));
+    int64_t total = (int64_t)o.epochs * o.steps;
+    int64_t warmup = total / 20 < total - 1 ? total / 20 : total - 1;
+    int status = 0;
+    for (int e = 0; e < o.epochs && status == 0; e++) {
+        double sum = 0, norm = 0;
+        for (int s = 0; s < o.steps; s++) {
+            tg_tape_reset(tp);
+            tg_params_zero_grad(m.params);
+            tg_tensor *loss =
+                window_loss(tp, &m, ids, len, o.batch, o.seq, &data, in, next);
+            if (!isfinite(loss->data[0])) {
+                fprintf(stderr, "char_rnn: loss is %g at step %lld\n",
+                        (double)loss->data[0], (long long)opt->step);
+                status = 3;
+                break;
+            }
+            tg_backward(tp, loss);
+            norm += tg_clip_grad_norm(m.params, 5.0f);
+            opt->lr = total > 1 ? tg_lr_cosine_warmup(o.lr, opt->step, warmup,
+                                                      total, 0.1f * o.lr)
+                                : o.lr;
+            tg_optim_step(opt);
+            sum += loss->data[0];
+        }
+        if (status == 0)
+            printf("epoch %d: loss %.4f nats = %.3f bits/char, mean grad "
+                   "norm %.3f\n",
+                   e + 1, sum / o.steps, sum / o.steps / log(2.0),
+                   norm / o.steps);
+    }
+    if (status == 0 && o.sample > 0) {
+        printf("sample (temperature %g):\n", (double)o.temperature);
+        sample(tp, &m, vocab, ids[0], o.sample, o.temperature, &noise);
+    }
+    free(in);
+    free(ids);
+    tg_tape_free(tp);
+    tg_optim_free(opt);
+    tg_params_free(m.params);
+    return status;
+}

@@ -1,0 +1,365 @@
+/* vae_mnist's training: setting the run up (data, model, resume, output
+ * folder), an epoch of guarded steps (tg_step_finish), and the epoch's end
+ * (test -ELBO, checkpoint, then the files that describe it). */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "vae_mnist.h"
+
+/* Rows [first, first + n) of ds as a tape tensor [n, pixels] (a view). */
+tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first, int n)
+{
+    int pixels = ds->rows * ds->cols;
+    return tg_tape_view2(tp, ds->images + (size_t)first * pixels, n, pixels);
+}
+
+static double sum_rows(const tg_tensor *t)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < t->size; i++)
+        s += t->data[i];
+    return s;
+}
+
+/* Noise [mine, latent] for rows [first, first + mine) of a batch of n: the
+ * whole batch's eps ~ N(0, I) is drawn from rng (n * latent numbers, row by
+ * row, as tg_vae_forward draws them) on every rank, and this rank keeps its
+ * rows, so under MPI each row gets the noise one process gives it. NULL
+ * when mine is 0 (the noise is drawn all the same). */
+static tg_tensor *noise_rows(tg_tape *tp, tg_rng *rng, float *buf, int n,
+                             int latent, int first, int mine)
+{
+    tg_rng_fill_normal(rng, buf, (size_t)n * latent, 0.0f, 1.0f);
+    if (mine == 0)
+        return NULL;
+    return tg_tape_view2(tp, buf + (size_t)first * latent, mine, latent);
+}
+
+/* Forward and backward of this rank's rows [first, first + mine) of the
+ * global batch r->xbuf [n, input], with the noise one process draws for
+ * them. Backward runs on (sum over the rows of rec + kl) / n, so the
+ * all-reduce (a sum over ranks) gives the gradient of the global batch's
+ * mean -ELBO. s gets the rows' summed loss, rec (parts[0]) and kl
+ * (parts[1]). */
+static void share_step(run *r, int n, tg_step *s)
+{
+    const tg_vae *vae = r->vae;
+    int input = vae->cfg.input, first, mine = tg_dist_share(n, &first);
+    tg_tape_reset(r->tp);
+    tg_tensor *eps = noise_rows(r->tp, &r->pos.noise, r->epsbuf, n,
+                                vae->cfg.latent, first, mine);
+    if (!eps)
+        return;
+    tg_tensor *x =
+        tg_tape_view2(r->tp, r->xbuf + (size_t)first * input, mine, input);
+    tg_vae_out out = tg_vae_forward_eps(r->tp, vae, x, eps);
+    s->loss = (double)out.loss->data[0] * mine;
+    if (!isfinite(s->loss))
+        return;
+    tg_tensor *rows_sum = tg_sum(r->tp, tg_add(r->tp, out.rec, out.kl));
+    tg_backward(r->tp, tg_scale(r->tp, rows_sum, (float)(1.0 / n)));
+    s->parts[0] = sum_rows(out.rec);
+    s->parts[1] = sum_rows(out.kl);
+}
+
+/* Test -ELBO, rec and KL in nats per sample: recording off, batches of
+ * EVAL_BATCH, the tape rewound after each. Under MPI each rank takes its
+ * share of every batch and the sums are reduced. */
+static void evaluate(run *r, int epoch, epoch_stats *st)
+{
+    const tg_dataset *test = &r->test;
+    bool was = tg_tape_set_recording(r->tp, false);
+    tg_rng noise;
+    tg_rng_seed(&noise, r->o->seed, 2000 + (uint64_t)epoch);
+    float *buf = malloc(sizeof(float) * EVAL_BATCH * (size_t)r->o->latent);
+    if (!buf)
+        fail_write(r->o->out);
+    double sums[2] = {0.0, 0.0}; /* rec, kl */
+    for (int i = 0; i < test->n; i += EVAL_BATCH) {
+        int n = test->n - i < EVAL_BATCH ? test->n - i : EVAL_BATCH;
+        int first, mine = tg_dist_share(n, &first);
+        tg_tape_reset(r->tp);
+        tg_tensor *eps =
+            noise_rows(r->tp, &noise, buf, n, r->o->latent, first, mine);
+        if (!eps)
+            continue;
+        tg_vae_out out = tg_vae_forward_eps(
+            r->tp, r->vae, rows_on_tape(r->tp, test, i + first, mine), eps);
+        sums[0] += sum_rows(out.rec);
+        sums[1] += sum_rows(out.kl);
+    }
+    free(buf);
+    tg_dist_sum(sums, 2);
+    tg_tape_reset(r->tp);
+    tg_tape_set_recording(r->tp, was);
+    st->test_rec = sums[0] / test->n;
+    st->test_kl = sums[1] / test->n;
+    st->test = st->test_rec + st->test_kl;
+}
+
+/* Every rank stops with one message from rank 0 and exit status 3. */
+static void stop_numeric(run *r, const tg_step *s, int epoch, int batch,
+                         int rows)
+{
+    if (tg_dist_rank() == 0) {
+        fprintf(stderr, "vae_mnist: step %lld (epoch %d, batch %d): ",
+                (long long)r->opt->step + 1, epoch, batch);
+        if (s->verdict == TG_STEP_NONFINITE)
+            fprintf(stderr,
+                    "%s: %s; stopped, no checkpoint of it written (try a "
+                    "smaller --lr, or --skip-nonfinite)\n",
+                    s->bad, s->why);
+        else if (s->verdict == TG_STEP_DIVERGED)
+            fprintf(stderr,
+                    "the loss (%.4g per sample) stayed above %gx its lowest "
+                    "running level (%.4g) for %d steps: diverged; stopped, the "
+                    "last "
+                    "checkpoint kept (try a smaller --lr)\n",
+                    s->loss_sum / rows, r->guard.cfg.diverge_factor, s->level,
+                    r->guard.cfg.diverge_steps);
+        else
+            fprintf(stderr,
+                    "%s: %s, and too many steps were skipped (%d in a row, "
+                    "or more than %d of the last 100); stopped, the last "
+                    "checkpoint kept (try a smaller --lr)\n",
+                    s->bad, s->why, r->guard.cfg.max_skipped_run,
+                    r->guard.cfg.max_skipped);
+    }
+    tg_dist_finalize();
+    exit(3);
+}
+
+void train_epoch(run *r, int epoch)
+{
+    tg_vae_position *pos = &r->pos;
+    if (pos->batch == 0) {
+        *pos = (tg_vae_position){.epoch = epoch - 1};
+        tg_rng_seed(&pos->noise, r->o->seed, 1000 + (uint64_t)epoch);
+    }
+    tg_batcher_start(&r->batcher, epoch, (int)pos->batch);
+    cli_progress bar;
+    cli_progress_start(&bar, r->n_batches);
+    r->t0 = cli_now();
+    r->wait0 = r->guard.wait_s;
+    r->seen0 = pos->seen;
+    r->batch0 = pos->batch;
+    int n;
+    for (int i = (int)pos->batch;
+         i < r->n_batches &&
+         (n = tg_batcher_next(&r->batcher, r->xbuf, NULL)) > 0;
+         i++) {
+        tg_params_zero_grad(r->ps);
+        tg_step s = {.interrupted = cli_interrupted};
+        share_step(r, n, &s);
+        tg_step_finish(&r->guard, &s, n);
+        if (s.verdict == TG_STEP_TAKEN) {
+            pos->rec += s.part_sums[0];
+            pos->kl += s.part_sums[1];
+            pos->seen += n;
+        } else if (s.verdict == TG_STEP_SKIPPED) {
+            pos->skipped++;
+        } else {
+            cli_progress_end(&bar);
+            stop_numeric(r, &s, epoch, i + 1, n);
+        }
+        pos->batch = i + 1;
+        cli_progress_update(&bar, i + 1, (int)pos->seen,
+                            (pos->rec + pos->kl) / pos->seen);
+        int64_t done = (int64_t)(epoch - 1) * r->n_batches + pos->batch;
+        if (r->o->checkpoint_every && done % r->o->checkpoint_every == 0 &&
+            pos->batch < r->n_batches && !tg_step_suspect(&r->guard))
+            save_checkpoint(r);
+        /* every rank saw the same interrupted_any: all stop here */
+        if (s.interrupted_any && pos->batch < r->n_batches) {
+            cli_progress_end(&bar);
+            stop_interrupted(r);
+        }
+    }
+    cli_progress_end(&bar);
+}
+
+void end_epoch(run *r, int epoch)
+{
+    const options *o = r->o;
+    double dt = cli_now() - r->t0, wait = r->guard.wait_s - r->wait0;
+    int steps = (int)(r->pos.batch - r->batch0);
+    tg_vae_position done = r->pos;
+    r->pos = (tg_vae_position){.epoch = epoch, .noise = done.noise};
+    if (done.seen == 0) {
+        if (tg_dist_rank() == 0)
+            fprintf(stderr,
+                    "vae_mnist: every step of epoch %d was skipped as "
+                    "non-finite; stopped, the last checkpoint kept (try a "
+                    "smaller --lr)\n",
+                    epoch);
+        tg_dist_finalize();
+        exit(3);
+    }
+
+    epoch_stats *st = &r->hist[r->n_hist++];
+    st->epoch = epoch;
+    st->step = r->opt->step;
+    st->train_rec = done.rec / done.seen;
+    st->train_kl = done.kl / done.seen;
+    st->train = st->train_rec + st->train_kl;
+    st->samples_per_s = (done.seen - r->seen0) / dt;
+    evaluate(r, epoch, st);
+    printf("epoch %d  train -ELBO %.2f (rec %.2f, KL %.2f)  test -ELBO "
+           "%.2f (rec %.2f, KL %.2f)  %.0f samples/s\n",
+           epoch, st->train, st->train_rec, st->train_kl, st->test,
+           st->test_rec, st->test_kl, st->samples_per_s);
+    if (tg_dist_size() > 1 && steps > 0)
+        printf("epoch %d  %d ranks: %.2f ms per step, of which %.2f ms "
+               "waiting for the other ranks and in all-reduces (rank 0)\n",
+               epoch, tg_dist_size(), 1e3 * dt / steps, 1e3 * wait / steps);
+    if (done.skipped)
+        printf("epoch %d  skipped %lld non-finite step%s\n", epoch,
+               (long long)done.skipped, done.skipped == 1 ? "" : "s");
+    fflush(stdout);
+
+    if (tg_step_suspect(&r->guard)) {
+        /* a diverging run's weights replace nothing; the last epoch's end
+         * is the last chance to recover */
+        if (tg_dist_rank() == 0)
+            fprintf(stderr,
+                    "vae_mnist: %sepoch %d ends with the loss far above its "
+                    "lowest running level: checkpoint and outputs not "
+                    "replaced%s\n",
+                    epoch < o->epochs ? "note: " : "", epoch,
+                    epoch < o->epochs ? "" : "; stopped (try a smaller --lr)");
+        if (epoch == o->epochs) {
+            tg_dist_finalize();
+            exit(3);
+        }
+    } else {
+        /* the checkpoint first: if it cannot be saved, the files that
+         * describe it are not replaced either */
+        save_checkpoint(r);
+        if (tg_dist_rank() == 0) {
+            write_metrics(o, r->hist, r->n_hist);
+            write_pictures(r->tp, r->vae, &r->test, o);
+        }
+    }
+    /* agreed: a rank interrupted during the I/O above stops them all */
+    if (!tg_dist_all_ok(!cli_interrupted) && epoch < o->epochs)
+        stop_interrupted(r);
+}
+
+/* Reads the data; a rank that cannot stops every rank, the lowest such rank
+ * saying why. */
+static void load_data(run *r)
+{
+    const options *o = r->o;
+    bool loaded = tg_mnist_load(o->data, true, &r->train) == TG_OK &&
+                  tg_mnist_load(o->data, false, &r->test) == TG_OK;
+    if (!tg_dist_all_ok(loaded)) {
+        if (tg_dist_first_failed() == tg_dist_rank())
+            fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
+        tg_dist_finalize();
+        exit(2);
+    }
+    if (tg_dist_rank() == 0) {
+        const char *use = "vae_mnist does not use labels";
+        cli_note_labels(&r->train, o->data, 10, use);
+        cli_note_labels(&r->test, o->data, 10, use);
+    }
+    char train_fp[TG_FINGERPRINT_MAX], test_fp[TG_FINGERPRINT_MAX];
+    tg_dataset_fingerprint(&r->train, train_fp);
+    tg_dataset_fingerprint(&r->test, test_fp);
+    snprintf(r->data_fp, sizeof r->data_fp, "train %s; test %s", train_fp,
+             test_fp);
+    if (r->test.rows * r->test.cols != r->train.rows * r->train.cols) {
+        fprintf(stderr, "vae_mnist: %s: train images are %dx%d, test %dx%d\n",
+                o->data, r->train.rows, r->train.cols, r->test.rows,
+                r->test.cols);
+        exit(2);
+    }
+}
+
+void run_setup(run *r, const options *o, const char *argv0)
+{
+    memset(r, 0, sizeof *r);
+    r->o = o;
+    r->argv0 = argv0;
+    load_data(r);
+    int input = r->train.rows * r->train.cols;
+    if (o->arch == TG_VAE_CONV &&
+        (r->train.rows != r->train.cols || r->train.rows % 4 != 0)) {
+        fprintf(stderr,
+                "vae_mnist: %s: --arch conv needs square images with a side "
+                "that is a multiple of 4, not %dx%d\n",
+                o->data, r->train.rows, r->train.cols);
+        exit(2);
+    }
+    r->vae = tg_vae_new((tg_vae_config){.input = input,
+                                        .hidden = o->hidden,
+                                        .latent = o->latent,
+                                        .arch = o->arch},
+                        o->seed);
+    r->ps = tg_vae_params(r->vae);
+    r->opt = tg_adam_new(r->ps, o->lr);
+    tg_step_guard_init(&r->guard, r->ps, r->opt,
+                       &(tg_step_config){.skip_nonfinite = o->skip_nonfinite});
+    tg_batcher_init(&r->batcher, &r->train, o->batch, o->seed);
+    r->n_batches = tg_batcher_count(&r->batcher);
+    if (o->max_batches && o->max_batches < r->n_batches)
+        r->n_batches = o->max_batches;
+    /* Rank 0 reads the checkpoint (and stops the job if it cannot) and
+     * sends weights, Adam state and position to the others. */
+    if (o->resume && tg_dist_rank() == 0)
+        resume(r);
+    tg_dist_broadcast(r->ps, r->opt);
+    if (o->resume)
+        broadcast_pos(&r->pos);
+    if (r->pos.epoch >= o->epochs) {
+        printf("vae_mnist: %s has trained %lld epoch%s%s, --epochs is %d: "
+               "nothing to train, nothing written (pass a larger --epochs "
+               "to go on)\n",
+               o->resume, (long long)r->pos.epoch, r->pos.epoch == 1 ? "" : "s",
+               r->pos.batch ? " and part of the next" : "", o->epochs);
+        tg_dist_finalize();
+        exit(0);
+    }
+    /* Only now, with the data and checkpoint accepted: bad input leaves no
+     * output behind. */
+    if (!tg_dist_all_ok(tg_dist_rank() != 0 || cli_prepare_out_dir(o->out))) {
+        tg_dist_finalize();
+        exit(1);
+    }
+    r->hist = calloc(2 * (size_t)o->epochs + 1, sizeof *r->hist);
+    r->n_hist = read_metrics(o, r->hist, (int)r->pos.epoch + 1, o->epochs);
+    r->tp = tg_tape_new();
+    r->xbuf = malloc(sizeof(float) * (size_t)o->batch * input);
+    r->epsbuf = malloc(sizeof(float) * (size_t)o->batch * o->latent);
+    if (!r->hist || !r->xbuf || !r->epsbuf)
+        fail_write(o->out);
+
+    printf("vae_mnist: %d train / %d test images of %dx%d from %s\n",
+           r->train.n, r->test.n, r->train.rows, r->train.cols, o->data);
+    printf("model %s %d-%d-%d, %zu parameters, batch %d, Adam lr %g, seed "
+           "%llu, %d threads, gemm %s\n",
+           tg_vae_arch_name(o->arch), input, o->hidden, o->latent,
+           tg_params_numel(r->ps), o->batch, (double)o->lr,
+           (unsigned long long)o->seed, tg_get_threads(), tg_gemm_kernel());
+    if (o->resume)
+        printf("resumed from %s after epoch %lld, batch %lld (step %lld)\n",
+               o->resume, (long long)r->pos.epoch, (long long)r->pos.batch,
+               (long long)r->opt->step);
+    fflush(stdout);
+}
+
+void run_free(run *r)
+{
+    free(r->xbuf);
+    free(r->epsbuf);
+    free(r->hist);
+    tg_batcher_free(&r->batcher);
+    tg_tape_free(r->tp);
+    tg_optim_free(r->opt);
+    tg_vae_free(r->vae);
+    tg_dataset_free(&r->train);
+    tg_dataset_free(&r->test);
+}

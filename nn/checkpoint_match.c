@@ -1,0 +1,122 @@
+/* Comparing a checkpoint's tensors with a model's: every difference is
+ * counted before one is reported, and the report starts with the kind that
+ * explains most (a missing tensor, then a shape, then an extra tensor), so
+ * a file that holds more than the model does not hide a real mismatch. */
+#include "checkpoint_match.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+char *tg_ck_join(const char *prefix, const char *name)
+{
+    size_t a = strlen(prefix), b = strlen(name);
+    char *s = malloc(a + b + 1);
+    if (!s)
+        tg_fatal("checkpoint", "out of memory");
+    memcpy(s, prefix, a);
+    memcpy(s + a, name, b + 1);
+    return s;
+}
+
+bool tg_ck_same_shape(const tg_st_entry *e, const tg_tensor *t)
+{
+    if (e->ndim != t->ndim)
+        return false;
+    for (int d = 0; d < t->ndim; d++)
+        if (e->shape[d] != (uint64_t)t->shape[d])
+            return false;
+    return true;
+}
+
+const char *tg_ck_entry_shape(const tg_st_entry *e, char *buf, size_t n)
+{
+    size_t at = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < e->ndim && at < n; d++)
+        at += (size_t)snprintf(buf + at, n - at, d ? ", %llu" : "%llu",
+                               (unsigned long long)e->shape[d]);
+    if (at < n)
+        snprintf(buf + at, n - at, "]");
+    return buf;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+typedef struct diff {
+    int missing, shape, extra;
+    char first_missing[160], first_shape[400], first_extra[160];
+} diff;
+
+static const char *const state_prefix[3] = {"", "optim.m.", "optim.v."};
+
+tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
+                      const char *file_prefix, const char *model_prefix,
+                      bool want_m, bool want_v, int *matched)
+{
+    diff d = {0};
+    int in_scope = 0;
+    size_t mlen = strlen(model_prefix);
+    bool wanted[3] = {true, want_m, want_v};
+    for (int i = 0; i < tg_params_count(ps); i++) {
+        const char *name = tg_params_name(ps, i);
+        if (!starts_with(name, model_prefix))
+            continue;
+        in_scope++;
+        const tg_tensor *t = tg_params_get(ps, i);
+        char *file_name = tg_ck_join(file_prefix, name + mlen);
+        for (int k = 0; k < 3; k++) {
+            if (!wanted[k])
+                continue;
+            char *full = tg_ck_join(state_prefix[k], file_name);
+            const tg_st_entry *e = tg_st_find(f, full);
+            if (!e && d.missing++ == 0)
+                snprintf(d.first_missing, sizeof d.first_missing, "%.120s",
+                         full);
+            if (e && !tg_ck_same_shape(e, t) && d.shape++ == 0) {
+                char fs[128], ms[64];
+                snprintf(d.first_shape, sizeof d.first_shape,
+                         "'%.120s' has shape %s in the file but %s in the "
+                         "model",
+                         full, tg_ck_entry_shape(e, fs, sizeof fs),
+                         tg_shape_str(t, ms));
+            }
+            free(full);
+        }
+        free(file_name);
+    }
+    size_t flen = strlen(file_prefix);
+    for (int i = 0; i < f->n; i++) {
+        const char *name = f->t[i].name;
+        if (starts_with(name, "optim.m.") || starts_with(name, "optim.v."))
+            name += 8;
+        if (!starts_with(name, file_prefix))
+            continue;
+        char *model_name = tg_ck_join(model_prefix, name + flen);
+        bool known = tg_params_find(ps, model_name) != NULL;
+        free(model_name);
+        if (!known && d.extra++ == 0)
+            snprintf(d.first_extra, sizeof d.first_extra, "%.120s",
+                     f->t[i].name);
+    }
+    if (matched)
+        *matched = in_scope;
+    if (d.missing + d.shape + d.extra == 0)
+        return TG_OK;
+    char counts[160];
+    snprintf(counts, sizeof counts,
+             "%d missing, %d with another shape, %d not in the model",
+             d.missing, d.shape, d.extra);
+    if (d.missing)
+        return tg_error(TG_ERR_MISMATCH,
+                        "%s: tensor '%s' missing from the file (%s)", f->path,
+                        d.first_missing, counts);
+    if (d.shape)
+        return tg_error(TG_ERR_MISMATCH, "%s: tensor %s (%s)", f->path,
+                        d.first_shape, counts);
+    return tg_error(TG_ERR_MISMATCH,
+                    "%s: tensor '%s' is not a parameter of the model (%s)",
+                    f->path, d.first_extra, counts);
+}

@@ -1,0 +1,27 @@
+/* Private to nn: how a checkpoint file's tensors correspond to a model's. */
+#ifndef TG_CHECKPOINT_MATCH_H
+#define TG_CHECKPOINT_MATCH_H
+
+#include "safetensors.h"
+
+/* Model parameters whose names start with model_prefix correspond to file
+ * tensors named file_prefix + the rest of the name (and, when want_m /
+ * want_v, to "optim.m." / "optim.v." + that name). In scope in the file:
+ * every tensor whose name, after an "optim.m." or "optim.v." is taken off,
+ * starts with file_prefix. Returns TG_OK when every parameter in scope has
+ * its tensors with the same shapes and every file tensor in scope belongs
+ * to a parameter; otherwise TG_ERR_MISMATCH, naming the most informative
+ * difference first (a missing tensor, then a shape, then an extra tensor)
+ * with the count of each kind. *matched (may be NULL) gets the number of
+ * parameters in scope. */
+tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
+                      const char *file_prefix, const char *model_prefix,
+                      bool want_m, bool want_v, int *matched);
+
+/* prefix + name, malloc'd (aborts when out of memory). */
+char *tg_ck_join(const char *prefix, const char *name);
+
+bool tg_ck_same_shape(const tg_st_entry *e, const tg_tensor *t);
+const char *tg_ck_entry_shape(const tg_st_entry *e, char *buf, size_t n);
+
+#endif

@@ -1,0 +1,128 @@
+/* Convolutional layers (PyTorch's Conv2d and ConvTranspose2d: parameter
+ * names, weight layouts and default init) and the reshapes between image
+ * batches [B, C, H, W] and rows [B, C*H*W]. The layers own nothing
+ * themselves: W and b live in the parameter set. */
+#include <math.h>
+#include <stdio.h>
+
+#include "tg_nn.h"
+
+/* Fills W and b as tg_init says, with PyTorch's fans for a conv weight
+ * [a, b, kh, kw]: fan_in = b*kh*kw, fan_out = a*kh*kw (for a transposed
+ * conv, whose weight is [in, out, kh, kw], torch takes fan_in from `out`,
+ * and so do we, so that TG_INIT_TORCH draws from torch's bounds). */
+static void init_conv(const char *op, const char *name, tg_tensor *W,
+                      tg_tensor *b, tg_init init, tg_rng *rng)
+{
+    int rf = W->shape[2] * W->shape[3];
+    float fan_in = (float)(W->shape[1] * rf),
+          fan_out = (float)(W->shape[0] * rf);
+    switch (init) {
+    case TG_INIT_GLOROT: {
+        float a = sqrtf(6.0f / (fan_in + fan_out));
+        tg_rng_fill_uniform(rng, W->data, W->size, -a, a);
+        break; /* b stays zero */
+    }
+    case TG_INIT_HE:
+        tg_rng_fill_normal(rng, W->data, W->size, 0.0f, sqrtf(2.0f / fan_in));
+        break;
+    case TG_INIT_TORCH: {
+        /* kaiming_uniform(a = sqrt(5)): bound 1/sqrt(fan_in), and the bias
+         * the same bound */
+        float a = 1.0f / sqrtf(fan_in);
+        tg_rng_fill_uniform(rng, W->data, W->size, -a, a);
+        tg_rng_fill_uniform(rng, b->data, b->size, -a, a);
+        break;
+    }
+    default:
+        tg_fatal(op, "%s: unknown init %d", name, (int)init);
+    }
+}
+
+static void add_params(tg_params *ps, const char *name, const int *wshape,
+                       int nb, tg_tensor **W, tg_tensor **b)
+{
+    char key[256];
+    snprintf(key, sizeof key, "%s.weight", name);
+    *W = tg_params_add(ps, key, 4, wshape);
+    snprintf(key, sizeof key, "%s.bias", name);
+    *b = tg_params_add(ps, key, 1, &nb);
+}
+
+static tg_conv2d_args square_args(int stride, int padding, int output_padding,
+                                  int dilation)
+{
+    return (tg_conv2d_args){{stride, stride},
+                            {padding, padding},
+                            {dilation, dilation},
+                            {output_padding, output_padding}};
+}
+
+void tg_conv2d_layer_init(tg_conv2d_layer *l, tg_params *ps, const char *name,
+                          int in, int out, int kernel, int stride, int padding,
+                          tg_init init, tg_rng *rng)
+{
+    if (in <= 0 || out <= 0 || kernel <= 0 || stride <= 0 || padding < 0)
+        tg_fatal("conv2d_layer_init",
+                 "%s: bad size in=%d out=%d kernel=%d stride=%d padding=%d",
+                 name, in, out, kernel, stride, padding);
+    add_params(ps, name, (int[]){out, in, kernel, kernel}, out, &l->W, &l->b);
+    l->in = in;
+    l->out = out;
+    l->args = square_args(stride, padding, 0, 1);
+    init_conv("conv2d_layer_init", name, l->W, l->b, init, rng);
+}
+
+tg_tensor *tg_conv2d_apply(tg_tape *tp, const tg_conv2d_layer *l, tg_tensor *x)
+{
+    return tg_conv2d_ex(tp, x, l->W, l->b, &l->args);
+}
+
+void tg_conv_transpose2d_layer_init(tg_conv_transpose2d_layer *l, tg_params *ps,
+                                    const char *name, int in, int out,
+                                    int kernel, int stride, int padding,
+                                    int output_padding, tg_init init,
+                                    tg_rng *rng)
+{
+    if (in <= 0 || out <= 0 || kernel <= 0 || stride <= 0 || padding < 0 ||
+        output_padding < 0 || output_padding >= stride)
+        tg_fatal("conv_transpose2d_layer_init",
+                 "%s: bad size in=%d out=%d kernel=%d stride=%d padding=%d "
+                 "output_padding=%d (must be < stride)",
+                 name, in, out, kernel, stride, padding, output_padding);
+    add_params(ps, name, (int[]){in, out, kernel, kernel}, out, &l->W, &l->b);
+    l->in = in;
+    l->out = out;
+    l->args = square_args(stride, padding, output_padding, 1);
+    init_conv("conv_transpose2d_layer_init", name, l->W, l->b, init, rng);
+}
+
+tg_tensor *tg_conv_transpose2d_apply(tg_tape *tp,
+                                     const tg_conv_transpose2d_layer *l,
+                                     tg_tensor *x)
+{
+    return tg_conv_transpose2d_ex(tp, x, l->W, l->b, &l->args);
+}
+
+tg_tensor *tg_flatten(tg_tape *tp, tg_tensor *x)
+{
+    if (!x || x->ndim < 2) {
+        char s[64];
+        tg_fatal("flatten", "needs a batch [B, ...] of at least 2 dims, got %s",
+                 x ? tg_shape_str(x, s) : "NULL");
+    }
+    int cols = 1;
+    for (int d = 1; d < x->ndim; d++)
+        cols *= x->shape[d];
+    return tg_reshape(tp, x, 2, (int[]){x->shape[0], cols});
+}
+
+tg_tensor *tg_unflatten(tg_tape *tp, tg_tensor *x, int C, int H, int W)
+{
+    char s[64];
+    if (!x || x->ndim != 2 || C < 1 || H < 1 || W < 1 ||
+        (long)x->shape[1] != (long)C * H * W)
+        tg_fatal("unflatten", "x %s is not [B, %d * %d * %d]",
+                 x ? tg_shape_str(x, s) : "NULL", C, H, W);
+    return tg_reshape(tp, x, 4, (int[]){x->shape[0], C, H, W});
+}

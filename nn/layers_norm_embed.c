@@ -1,0 +1,50 @@
+/* LayerNorm and Embedding layers: parameters in the set under PyTorch's
+ * names (torch.nn.LayerNorm's weight = gamma and bias = beta,
+ * torch.nn.Embedding's weight), computed by one op each (tg_layer_norm,
+ * tg_gather_rows). */
+#include <stdio.h>
+
+#include "tg_nn.h"
+
+void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
+                              const char *name, int dim, float eps)
+{
+    if (dim < 1 || !(eps >= 0.0f))
+        tg_fatal("layer_norm_layer_init", "%s: dim %d, eps %g", name, dim,
+                 (double)eps);
+    char key[256];
+    snprintf(key, sizeof key, "%s.weight", name);
+    l->weight = tg_params_add(ps, key, 1, (int[]){dim});
+    snprintf(key, sizeof key, "%s.bias", name);
+    l->bias = tg_params_add(ps, key, 1, (int[]){dim});
+    for (int i = 0; i < dim; i++)
+        l->weight->data[i] = 1.0f; /* gamma 1, beta 0: the identity map */
+    l->dim = dim;
+    l->eps = eps;
+}
+
+tg_tensor *tg_layer_norm_apply(tg_tape *tp, const tg_layer_norm_layer *l,
+                               tg_tensor *x)
+{
+    return tg_layer_norm(tp, x, l->weight, l->bias, l->eps);
+}
+
+void tg_embedding_layer_init(tg_embedding_layer *l, tg_params *ps,
+                             const char *name, int num, int dim, tg_rng *rng)
+{
+    if (num < 1 || dim < 1)
+        tg_fatal("embedding_layer_init", "%s: bad size num=%d dim=%d", name,
+                 num, dim);
+    char key[256];
+    snprintf(key, sizeof key, "%s.weight", name);
+    l->weight = tg_params_add(ps, key, 2, (int[]){num, dim});
+    tg_rng_fill_normal(rng, l->weight->data, l->weight->size, 0.0f, 1.0f);
+    l->num = num;
+    l->dim = dim;
+}
+
+tg_tensor *tg_embedding_apply(tg_tape *tp, const tg_embedding_layer *l,
+                              const int *idx, int n)
+{
+    return tg_gather_rows(tp, l->weight, idx, n);
+}

@@ -1,0 +1,111 @@
+/* The guarded data-parallel step: see tg_dist.h. Every value a decision is
+ * taken on is the same on every rank (all-reduced sums, all-reduced
+ * gradients, parameters kept identical), so the ranks decide alike without
+ * more messages. */
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "tg_dist.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
+                        const tg_step_config *cfg)
+{
+    if (opt && opt->params != ps)
+        tg_fatal("step_guard_init", "optimizer of another parameter set");
+    memset(g, 0, sizeof *g);
+    g->ps = ps;
+    g->opt = opt;
+    if (cfg)
+        g->cfg = *cfg;
+    if (g->cfg.diverge_steps <= 0)
+        g->cfg.diverge_steps = 20;
+    if (!(g->cfg.diverge_factor > 1.0))
+        g->cfg.diverge_factor = 10.0;
+    if (g->cfg.max_skipped_run <= 0)
+        g->cfg.max_skipped_run = 10;
+    if (g->cfg.max_skipped <= 0)
+        g->cfg.max_skipped = 25;
+    g->level = NAN;
+}
+
+bool tg_step_suspect(const tg_step_guard *g) { return g->above > 0; }
+
+/* Records whether this step was skipped; true when the skip limits are
+ * exceeded. */
+static bool skip_limits(tg_step_guard *g, bool skipped)
+{
+    g->recent[g->steps % 100] = skipped;
+    g->steps++;
+    g->skipped_run = skipped ? g->skipped_run + 1 : 0;
+    int in_window = 0;
+    for (int i = 0; i < 100; i++)
+        in_window += g->recent[i];
+    return g->skipped_run >= g->cfg.max_skipped_run ||
+           in_window > g->cfg.max_skipped;
+}
+
+/* The divergence test on the per-row loss m (finite). The level is a
+ * running mean of the steps that were not above the limit; the limit is
+ * taken from the lowest level seen, so a loss that blows up and settles
+ * high (the level would follow it) still counts as diverged. */
+static bool diverging(tg_step_guard *g, double m)
+{
+    if (isnan(g->level)) {
+        g->level = g->best = m;
+        return false;
+    }
+    double limit =
+        g->best + (g->cfg.diverge_factor - 1.0) * fmax(fabs(g->best), 1e-6);
+    if (m > limit) {
+        g->above++;
+        return g->above >= g->cfg.diverge_steps;
+    }
+    g->above = 0;
+    g->level += 0.05 * (m - g->level); /* about the last 20 steps */
+    g->best = fmin(g->best, g->level);
+    return false;
+}
+
+void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
+{
+    enum { NONFINITE, LOSS, PARTS, INTERRUPTED = PARTS + TG_STEP_PARTS, N };
+    double v[N] = {0};
+    v[NONFINITE] = isfinite(s->loss) ? 0.0 : 1.0;
+    v[LOSS] = isfinite(s->loss) ? s->loss : 0.0;
+    memcpy(v + PARTS, s->parts, sizeof s->parts);
+    v[INTERRUPTED] = s->interrupted ? 1.0 : 0.0;
+    double t0 = now();
+    tg_dist_sum(v, N); /* waits for the slowest rank's compute */
+    s->loss_sum = v[LOSS];
+    memcpy(s->part_sums, v + PARTS, sizeof s->part_sums);
+    s->interrupted_any = v[INTERRUPTED] > 0.0;
+    s->bad = s->why = NULL;
+    s->verdict = TG_STEP_TAKEN;
+    if (v[NONFINITE] > 0.0) {
+        s->bad = "loss";
+        s->why = "is not finite";
+    } else {
+        tg_dist_allreduce_grads(g->ps);
+        s->bad = tg_params_nonfinite(g->ps, &s->why);
+    }
+    g->wait_s += now() - t0;
+    bool skipped = s->bad != NULL;
+    if (skipped)
+        s->verdict =
+            g->cfg.skip_nonfinite ? TG_STEP_SKIPPED : TG_STEP_NONFINITE;
+    if (skip_limits(g, skipped) && s->verdict == TG_STEP_SKIPPED)
+        s->verdict = TG_STEP_SKIPPED_TOO_OFTEN;
+    if (!skipped && rows > 0 && diverging(g, s->loss_sum / rows))
+        s->verdict = TG_STEP_DIVERGED;
+    s->level = g->best;
+    if (s->verdict == TG_STEP_TAKEN && g->opt)
+        tg_optim_step(g->opt);
+}

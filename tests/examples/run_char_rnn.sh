@@ -1,0 +1,47 @@
+#!/bin/sh
+# char_rnn runs briefly (a few seconds): the loss falls from epoch 1 to the
+# last, a sample is printed, GRU and LSTM both train, the same seed gives the
+# same output on 1 and 2 threads; bad flags and texts: one line, exit 2.
+# usage: run_char_rnn.sh CHAR_RNN
+set -u
+rnn=$1
+. "$(dirname "$0")/lib.sh"
+
+small="--epochs 3 --steps 12 --hidden 24 --seq 12 --batch 8 --sample 60"
+
+# loss_falls: the last epoch's loss is below the first one's.
+loss_falls() {
+    first=$(sed -n 's/^epoch 1: loss \([0-9.]*\) .*/\1/p' "$tmp/out")
+    last=$(sed -n 's/^epoch [0-9]*: loss \([0-9.]*\) .*/\1/p' "$tmp/out" |
+        tail -n 1)
+    [ -n "$first" ] && [ -n "$last" ] ||
+        fail "$1: no epoch lines: $(cat "$tmp/out")"
+    awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' ||
+        fail "$1: loss did not fall ($first -> $last)"
+    grep -q '^sample' "$tmp/out" || fail "$1: no sample printed"
+}
+
+# shellcheck disable=SC2086
+expect 0 "$rnn" $small --threads 1
+loss_falls gru
+cp "$tmp/out" "$tmp/gru1"
+# shellcheck disable=SC2086
+expect 0 "$rnn" $small --threads 2
+cmp -s "$tmp/out" "$tmp/gru1" || fail "1 and 2 threads differ"
+# shellcheck disable=SC2086
+expect 0 "$rnn" $small --cell lstm --threads 1
+loss_falls lstm
+
+expect 0 "$rnn" --help
+expect 0 "$rnn" --version
+expect 2 "$rnn" --no-such-flag
+expect 2 "$rnn" --cell rnn
+expect 2 "$rnn" --steps 0
+expect 2 "$rnn" --hidden x
+expect 2 "$rnn" stray
+expect 2 "$rnn" --text "$tmp/missing.txt"
+printf 'abc' >"$tmp/short.txt"
+expect 2 "$rnn" --text "$tmp/short.txt"
+expect 2 "$rnn" --text "$tmp"
+
+[ "$fails" -eq 0 ] || exit 1
