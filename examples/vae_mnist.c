@@ -83,7 +83,7 @@ static options parse_options(int argc, char **argv)
         {"data", required_argument, NULL, 'd'},
         {"epochs", required_argument, NULL, 'e'},
         {"batch", required_argument, NULL, 'b'},
-        {"arch", required_argument, NULL, 'A'},
+        {"arch", required_argument, NULL, 'a'},
         {"hidden", required_argument, NULL, 'H'},
         {"latent", required_argument, NULL, 'z'},
         {"lr", required_argument, NULL, 'l'},
@@ -94,7 +94,7 @@ static options parse_options(int argc, char **argv)
         {"max-batches", required_argument, NULL, 'm'},
         {"checkpoint-every", required_argument, NULL, 'c'},
         {"skip-nonfinite", no_argument, NULL, 'n'},
-        {"allow-data-change", no_argument, NULL, 'A'},
+        {"allow-data-change", no_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -112,7 +112,7 @@ static options parse_options(int argc, char **argv)
         case 'b':
             o.batch = cli_int("--batch", optarg, 1, 65536);
             break;
-        case 'A':
+        case 'a':
             if (!tg_vae_arch_parse(optarg, &o.arch))
                 cli_usage_error("--arch is mlp or conv, not '%s'", optarg);
             break;
@@ -148,7 +148,7 @@ static options parse_options(int argc, char **argv)
         case 'n':
             o.skip_nonfinite = true;
             break;
-        case 'A':
+        case 'D':
             o.allow_data_change = true;
             break;
         case 'h':
