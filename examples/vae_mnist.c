@@ -42,7 +42,10 @@ static void usage(FILE *f)
             "                    (default %s)\n"
             "  --epochs N        epochs in total (default 10)\n"
             "  --batch N         batch size (default 128)\n"
-            "  --hidden N        hidden units, 0 = no hidden layer (400)\n"
+            "  --arch A          mlp (784-400-20 dense layers, default) or\n"
+            "                    conv (convolutional encoder and decoder)\n"
+            "  --hidden N        hidden units, 0 = no hidden layer (400;\n"
+            "                    mlp only)\n"
             "  --latent N        latent dimension (default 20)\n"
             "  --lr X            Adam learning rate (default 1e-3)\n"
             "  --seed N          seed of every random stream (default 1)\n"
@@ -53,6 +56,8 @@ static void usage(FILE *f)
             "  --max-batches N   stop each epoch after N batches\n"
             "  --checkpoint-every N  also save a checkpoint every N batches\n"
             "                    (default: only at the end of each epoch)\n"
+            "  --allow-data-change  resume on data other than the\n"
+            "                    checkpoint's (its fingerprint differs)\n"
             "  --skip-nonfinite  skip steps whose loss or gradient is NaN/Inf\n"
             "                    (default: stop with exit status 3)\n"
             "  --help, --version\n\n"
@@ -78,6 +83,7 @@ static options parse_options(int argc, char **argv)
         {"data", required_argument, NULL, 'd'},
         {"epochs", required_argument, NULL, 'e'},
         {"batch", required_argument, NULL, 'b'},
+        {"arch", required_argument, NULL, 'a'},
         {"hidden", required_argument, NULL, 'H'},
         {"latent", required_argument, NULL, 'z'},
         {"lr", required_argument, NULL, 'l'},
@@ -88,10 +94,12 @@ static options parse_options(int argc, char **argv)
         {"max-batches", required_argument, NULL, 'm'},
         {"checkpoint-every", required_argument, NULL, 'c'},
         {"skip-nonfinite", no_argument, NULL, 'n'},
+        {"allow-data-change", no_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
     opterr = 0;
+    bool hidden_set = false;
     int c;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
@@ -104,8 +112,13 @@ static options parse_options(int argc, char **argv)
         case 'b':
             o.batch = cli_int("--batch", optarg, 1, 65536);
             break;
+        case 'a':
+            if (!tg_vae_arch_parse(optarg, &o.arch))
+                cli_usage_error("--arch is mlp or conv, not '%s'", optarg);
+            break;
         case 'H':
             o.hidden = cli_int("--hidden", optarg, 0, TG_VAE_MAX_HIDDEN);
+            hidden_set = true;
             break;
         case 'z':
             o.latent = cli_int("--latent", optarg, 1, TG_VAE_MAX_LATENT);
@@ -135,6 +148,9 @@ static options parse_options(int argc, char **argv)
         case 'n':
             o.skip_nonfinite = true;
             break;
+        case 'D':
+            o.allow_data_change = true;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -149,6 +165,11 @@ static options parse_options(int argc, char **argv)
         cli_usage_error("unexpected argument '%s'", argv[optind]);
     if (!o.data[0] || !o.out[0])
         cli_usage_error("--data and --out need a folder name");
+    if (o.arch == TG_VAE_CONV) {
+        if (hidden_set && o.hidden != 0)
+            cli_usage_error("--hidden is for --arch mlp");
+        o.hidden = 0;
+    }
     return o;
 }
 

@@ -11,8 +11,10 @@
 typedef struct options {
     const char *data, *out, *resume;
     int epochs, batch, hidden, latent, threads, max_batches;
+    tg_vae_arch arch;     /* --arch: mlp (default) or conv (hidden is then 0) */
     int checkpoint_every; /* batches; 0: only at each epoch's end */
     bool skip_nonfinite;
+    bool allow_data_change; /* resume on data other than the checkpoint's */
     float lr;
     uint64_t seed;
 } options;
@@ -41,7 +43,8 @@ typedef struct run {
     int n_batches;        /* per epoch, after --max-batches */
     float *xbuf, *epsbuf; /* a global batch's images and noise */
     tg_vae_position pos;
-    epoch_stats *hist; /* metrics.csv's rows */
+    char data_fp[2 * TG_FINGERPRINT_MAX + 16]; /* "train ...; test ..." */
+    epoch_stats *hist;                         /* metrics.csv's rows */
     int n_hist;
     /* the current epoch's start, for its timing line */
     double t0, wait0;
@@ -70,12 +73,9 @@ void write_metrics(const options *o, const epoch_stats *hist, int n);
 int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap);
 
 /* vae_mnist_checkpoint.c */
-tg_vae_position resume(const options *o, tg_vae *vae, tg_optim *opt,
-                       int n_batches);
-void save_checkpoint(const options *o, tg_vae *vae, tg_optim *opt,
-                     const tg_vae_position *pos);
-void stop_interrupted(const options *o, const char *argv0, tg_vae *vae,
-                      tg_optim *opt, const tg_vae_position *pos);
+void resume(run *r); /* rank 0: --resume into r, checked */
+void save_checkpoint(const run *r);
+void stop_interrupted(const run *r);
 void broadcast_pos(tg_vae_position *pos);
 
 #endif

@@ -35,11 +35,37 @@ static void check_position(const options *o, const tg_vae_position *pos,
                     (long long)pos->seen, (long long)pos->batch * o->batch);
 }
 
-/* Loads --resume into vae and opt; the run's config must be the file's.
- * Returns where training stands. */
-tg_vae_position resume(const options *o, tg_vae *vae, tg_optim *opt,
-                       int n_batches)
+/* The data the checkpoint was trained on must be this run's, unless
+ * --allow-data-change; another number of ranks is allowed, with a note. */
+static void check_data_and_ranks(const run *r, const tg_meta *m)
 {
+    const options *o = r->o;
+    const char *fp = tg_meta_get(m, "data");
+    if (fp && strcmp(fp, r->data_fp) != 0 && !o->allow_data_change) {
+        fprintf(stderr,
+                "vae_mnist: %s: checkpoint was trained on other data (%s) "
+                "than %s holds (%s); pass --allow-data-change if that is "
+                "intended\n",
+                o->resume, fp, o->data, r->data_fp);
+        exit(2);
+    }
+    int64_t ranks;
+    if (tg_meta_get_int(m, "ranks", &ranks) == TG_OK && ranks != tg_dist_size())
+        fprintf(stderr,
+                "vae_mnist: note: %s was trained with %lld process%s, this "
+                "run has %d: the global batch and the samples stay the same, "
+                "only the order of float sums changes (results close, not "
+                "bit-identical)\n",
+                o->resume, (long long)ranks, ranks == 1 ? "" : "es",
+                tg_dist_size());
+}
+
+/* Loads --resume into r's model and optimizer; the run's config must be
+ * the file's. Sets r->pos to where training stands. */
+void resume(run *r)
+{
+    const options *o = r->o;
+    tg_vae *vae = r->vae;
     /* The metadata first, so a config mismatch is reported as a flag. */
     tg_vae_info info;
     if (tg_vae_read_info(o->resume, &info) != TG_OK)
@@ -49,6 +75,14 @@ tg_vae_position resume(const options *o, tg_vae *vae, tg_optim *opt,
                 "vae_mnist: %s: checkpoint has input %d pixels but "
                 "the images in %s have %d\n",
                 o->resume, info.cfg.input, o->data, vae->cfg.input);
+        exit(2);
+    }
+    if (info.cfg.arch != o->arch) {
+        fprintf(stderr,
+                "vae_mnist: %s: checkpoint has arch %s but this run has %s "
+                "(pass --arch %s)\n",
+                o->resume, tg_vae_arch_name(info.cfg.arch),
+                tg_vae_arch_name(o->arch), tg_vae_arch_name(info.cfg.arch));
         exit(2);
     }
     struct {
@@ -83,29 +117,32 @@ tg_vae_position resume(const options *o, tg_vae *vae, tg_optim *opt,
                 o->resume);
         exit(2);
     }
-    check_position(o, &info.pos, n_batches);
-    if (tg_vae_load(o->resume, vae, opt, &info) != TG_OK)
+    check_position(o, &info.pos, r->n_batches);
+    check_data_and_ranks(r, &info.meta);
+    if (tg_vae_load(o->resume, vae, r->opt, &info) != TG_OK)
         fail_data();
-    return info.pos;
+    r->pos = info.pos;
 }
 
-/* Saves the checkpoint at pos, refusing to write a non-finite one. */
-void save_checkpoint(const options *o, tg_vae *vae, tg_optim *opt,
-                     const tg_vae_position *pos)
+/* Saves the checkpoint at r->pos, refusing to write a non-finite one. */
+void save_checkpoint(const run *r)
 {
     if (tg_dist_rank() != 0)
         return; /* the ranks hold the same weights: rank 0 writes */
+    const options *o = r->o;
     tg_meta extra = {0};
+    tg_meta_set(&extra, "data", r->data_fp);
+    tg_meta_set_int(&extra, "ranks", tg_dist_size());
     tg_meta_set_int(&extra, "batch", o->batch);
     tg_meta_set_int(&extra, "seed", (int64_t)o->seed);
     char lr[32];
     snprintf(lr, sizeof lr, "%.9g", (double)o->lr);
     tg_meta_set(&extra, "lr", lr);
     const char *ck = cli_path(o->out, "checkpoint.safetensors");
-    tg_status st = tg_vae_save(ck, vae, opt, pos, &extra);
+    tg_status st = tg_vae_save(ck, r->vae, r->opt, &r->pos, &extra);
     if (st == TG_ERR_ARG) {
         fprintf(stderr, "vae_mnist: %s after step %lld (try a smaller --lr)\n",
-                tg_errmsg(), (long long)opt->step);
+                tg_errmsg(), (long long)r->opt->step);
         exit(3);
     }
     if (st != TG_OK) {
@@ -118,6 +155,8 @@ void save_checkpoint(const options *o, tg_vae *vae, tg_optim *opt,
 static void print_resume_command(FILE *f, const char *argv0, const options *o,
                                  const char *ck)
 {
+    if (tg_dist_size() > 1)
+        fprintf(f, "mpirun -np %d ", tg_dist_size());
     cli_shell_word(f, argv0);
     fputs(" --data ", f);
     cli_shell_word(f, o->data);
@@ -134,6 +173,8 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
             "--seed %llu",
             o->epochs, o->batch, o->hidden, o->latent, lr,
             (unsigned long long)o->seed);
+    if (o->arch != TG_VAE_MLP)
+        fprintf(f, " --arch %s", tg_vae_arch_name(o->arch));
     if (o->threads)
         fprintf(f, " --threads %d", o->threads);
     if (o->max_batches)
@@ -142,16 +183,19 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
         fprintf(f, " --checkpoint-every %d", o->checkpoint_every);
     if (o->skip_nonfinite)
         fputs(" --skip-nonfinite", f);
+    if (o->allow_data_change)
+        fputs(" --allow-data-change", f);
     fputs(" --resume ", f);
     cli_shell_word(f, ck);
 }
 
 /* After SIGINT, between steps: save where training stands, say how to go
  * on, exit 130. */
-void stop_interrupted(const options *o, const char *argv0, tg_vae *vae,
-                      tg_optim *opt, const tg_vae_position *pos)
+void stop_interrupted(const run *r)
 {
-    save_checkpoint(o, vae, opt, pos); /* rank 0 writes */
+    const options *o = r->o;
+    const tg_vae_position *pos = &r->pos;
+    save_checkpoint(r); /* rank 0 writes */
     /* every rank waits for the save: a rank that exited first could make
      * mpirun kill rank 0 mid-save (the old checkpoint would stay, whole) */
     tg_dist_all_ok(true);
@@ -161,10 +205,10 @@ void stop_interrupted(const options *o, const char *argv0, tg_vae *vae,
                 "vae_mnist: interrupted after step %lld (epoch %lld, batch "
                 "%lld); saved %s (the resumed run saves over it: copy it to "
                 "keep it); resume with: ",
-                (long long)opt->step,
+                (long long)r->opt->step,
                 (long long)(pos->batch ? pos->epoch + 1 : pos->epoch),
                 (long long)pos->batch, ck);
-        print_resume_command(stderr, argv0, o, ck);
+        print_resume_command(stderr, r->argv0, o, ck);
         fputc('\n', stderr);
     }
     tg_dist_finalize();

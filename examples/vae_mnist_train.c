@@ -171,11 +171,11 @@ void train_epoch(run *r, int epoch)
         int64_t done = (int64_t)(epoch - 1) * r->n_batches + pos->batch;
         if (r->o->checkpoint_every && done % r->o->checkpoint_every == 0 &&
             pos->batch < r->n_batches && !tg_step_suspect(&r->guard))
-            save_checkpoint(r->o, r->vae, r->opt, pos);
+            save_checkpoint(r);
         /* every rank saw the same interrupted_any: all stop here */
         if (s.interrupted_any && pos->batch < r->n_batches) {
             cli_progress_end(&bar);
-            stop_interrupted(r->o, r->argv0, r->vae, r->opt, pos);
+            stop_interrupted(r);
         }
     }
     cli_progress_end(&bar);
@@ -237,7 +237,7 @@ void end_epoch(run *r, int epoch)
     } else {
         /* the checkpoint first: if it cannot be saved, the files that
          * describe it are not replaced either */
-        save_checkpoint(o, r->vae, r->opt, &r->pos);
+        save_checkpoint(r);
         if (tg_dist_rank() == 0) {
             write_metrics(o, r->hist, r->n_hist);
             write_pictures(r->tp, r->vae, &r->test, o);
@@ -245,7 +245,7 @@ void end_epoch(run *r, int epoch)
     }
     /* agreed: a rank interrupted during the I/O above stops them all */
     if (!tg_dist_all_ok(!cli_interrupted) && epoch < o->epochs)
-        stop_interrupted(o, r->argv0, r->vae, r->opt, &r->pos);
+        stop_interrupted(r);
 }
 
 /* Reads the data; a rank that cannot stops every rank, the lowest such rank
@@ -266,6 +266,11 @@ static void load_data(run *r)
         cli_note_labels(&r->train, o->data, 10, use);
         cli_note_labels(&r->test, o->data, 10, use);
     }
+    char train_fp[TG_FINGERPRINT_MAX], test_fp[TG_FINGERPRINT_MAX];
+    tg_dataset_fingerprint(&r->train, train_fp);
+    tg_dataset_fingerprint(&r->test, test_fp);
+    snprintf(r->data_fp, sizeof r->data_fp, "train %s; test %s", train_fp,
+             test_fp);
     if (r->test.rows * r->test.cols != r->train.rows * r->train.cols) {
         fprintf(stderr, "vae_mnist: %s: train images are %dx%d, test %dx%d\n",
                 o->data, r->train.rows, r->train.cols, r->test.rows,
@@ -281,9 +286,18 @@ void run_setup(run *r, const options *o, const char *argv0)
     r->argv0 = argv0;
     load_data(r);
     int input = r->train.rows * r->train.cols;
+    if (o->arch == TG_VAE_CONV &&
+        (r->train.rows != r->train.cols || r->train.rows % 4 != 0)) {
+        fprintf(stderr,
+                "vae_mnist: %s: --arch conv needs square images with a side "
+                "that is a multiple of 4, not %dx%d\n",
+                o->data, r->train.rows, r->train.cols);
+        exit(2);
+    }
     r->vae = tg_vae_new((tg_vae_config){.input = input,
                                         .hidden = o->hidden,
-                                        .latent = o->latent},
+                                        .latent = o->latent,
+                                        .arch = o->arch},
                         o->seed);
     r->ps = tg_vae_params(r->vae);
     r->opt = tg_adam_new(r->ps, o->lr);
@@ -296,7 +310,7 @@ void run_setup(run *r, const options *o, const char *argv0)
     /* Rank 0 reads the checkpoint (and stops the job if it cannot) and
      * sends weights, Adam state and position to the others. */
     if (o->resume && tg_dist_rank() == 0)
-        r->pos = resume(o, r->vae, r->opt, r->n_batches);
+        resume(r);
     tg_dist_broadcast(r->ps, r->opt);
     if (o->resume)
         broadcast_pos(&r->pos);
@@ -325,11 +339,11 @@ void run_setup(run *r, const options *o, const char *argv0)
 
     printf("vae_mnist: %d train / %d test images of %dx%d from %s\n",
            r->train.n, r->test.n, r->train.rows, r->train.cols, o->data);
-    printf("model %d-%d-%d, %zu parameters, batch %d, Adam lr %g, seed %llu, "
-           "%d threads, gemm %s\n",
-           input, o->hidden, o->latent, tg_params_numel(r->ps), o->batch,
-           (double)o->lr, (unsigned long long)o->seed, tg_get_threads(),
-           tg_gemm_kernel());
+    printf("model %s %d-%d-%d, %zu parameters, batch %d, Adam lr %g, seed "
+           "%llu, %d threads, gemm %s\n",
+           tg_vae_arch_name(o->arch), input, o->hidden, o->latent,
+           tg_params_numel(r->ps), o->batch, (double)o->lr,
+           (unsigned long long)o->seed, tg_get_threads(), tg_gemm_kernel());
     if (o->resume)
         printf("resumed from %s after epoch %lld, batch %lld (step %lld)\n",
                o->resume, (long long)r->pos.epoch, (long long)r->pos.batch,

@@ -411,3 +411,28 @@ void tg_dataset_free(tg_dataset *ds)
     free(ds->labels);
     memset(ds, 0, sizeof *ds);
 }
+
+/* 64-bit FNV-1a over 32-bit words (the images' float bits, then the
+ * labels' bytes), then a final avalanche: fast, not cryptographic. */
+static uint64_t mix(uint64_t h, uint32_t w)
+{
+    return (h ^ w) * 0x100000001b3ull;
+}
+
+void tg_dataset_fingerprint(const tg_dataset *ds, char out[TG_FINGERPRINT_MAX])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t n = (size_t)ds->n * (size_t)ds->rows * (size_t)ds->cols;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t w;
+        memcpy(&w, ds->images + i, sizeof w);
+        h = mix(h, w);
+    }
+    for (int i = 0; ds->labels && i < ds->n; i++)
+        h = mix(h, ds->labels[i]);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    snprintf(out, TG_FINGERPRINT_MAX, "%dx%dx%d %016llx", ds->n, ds->rows,
+             ds->cols, (unsigned long long)h);
+}

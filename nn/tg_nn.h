@@ -505,6 +505,12 @@ tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data);
 tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds);
 void tg_dataset_free(tg_dataset *ds);
 bool tg_have_zlib(void);
+/* What a checkpoint records about the data it was trained on: the sizes and
+ * a fast 64-bit checksum of the images and labels, as one line
+ * "60000x28x28 9f3c...". Equal data gives equal lines, whatever the files'
+ * compression. */
+#define TG_FINGERPRINT_MAX 64
+void tg_dataset_fingerprint(const tg_dataset *ds, char out[TG_FINGERPRINT_MAX]);
 
 /* Mini-batches in an order that depends only on (seed, epoch): resuming at a
  * batch index reproduces the same batches. The last batch may be short. */

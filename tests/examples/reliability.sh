@@ -120,5 +120,16 @@ mentions "too many steps were skipped"
 [ -e "$tmp/o11/checkpoint.safetensors" ] && fail "a skip-everything run saved a checkpoint"
 grep -q nan "$tmp/o11/metrics.csv" 2>/dev/null && fail "nan in metrics.csv"
 
+# 12. the data's fingerprint: other data of the same shape is refused on
+#     resume unless --allow-data-change says it is intended
+other="$tmp/other"; dataset "$mnist" "$other" 640 64 3
+expect 2 "$vae" $fast --data "$other" --epochs 3 --out "$tmp/o12" --resume "$ck"
+mentions "--allow-data-change"
+[ -e "$tmp/o12" ] && fail "a refused resume left $tmp/o12"
+expect 0 "$vae" $fast --data "$other" --epochs 3 --out "$tmp/o12" --resume "$ck" \
+    --allow-data-change
+st_meta "$tmp/o12/checkpoint.safetensors" data | grep -q "^train 640x28x28 " ||
+    fail "no data fingerprint in the checkpoint"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"
