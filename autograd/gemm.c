@@ -360,15 +360,26 @@ static inline void tile(const problem *pb, const gemm_kernel *kern, int kc,
         return;
     }
     /* Edge tile: same kernel on a padded copy, so an element's arithmetic
-     * never depends on the tile. */
+     * never depends on the tile. With beta == 0 the kernel does not read
+     * it; rows of C are copied whole when they are contiguous. */
     _Alignas(64) float edge[MAX_MR * MAX_NR];
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++)
-            edge[i * nr + j] = beta == 0.0f ? 0.0f : c[i * rs + j * cs];
+    size_t row_bytes = (size_t)cols * sizeof(float);
+    if (beta != 0.0f)
+        for (int i = 0; i < rows; i++) {
+            if (cs == 1)
+                memcpy(&edge[i * nr], &c[i * rs], row_bytes);
+            else
+                for (int j = 0; j < cols; j++)
+                    edge[i * nr + j] = c[i * rs + j * cs];
+        }
     kern->ukr(kc, ap, ap_rs, ap_cs, bp, rsb, edge, nr, pb->alpha, beta);
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++)
-            c[i * rs + j * cs] = edge[i * nr + j];
+    for (int i = 0; i < rows; i++) {
+        if (cs == 1)
+            memcpy(&c[i * rs], &edge[i * nr], row_bytes);
+        else
+            for (int j = 0; j < cols; j++)
+                c[i * rs + j * cs] = edge[i * nr + j];
+    }
 }
 
 static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,

@@ -12,9 +12,9 @@
  * share (what one thread would have taken). Over each window of 5 ms of
  * region time, when T threads bought less than a 1.1x speedup, every
  * parallel region (GEMM and TG_PARALLEL_FOR) runs on one thread for a
- * while, then T threads are tried again: after 50 ms, doubling up to 2 s
- * while the tries keep failing within a second. An explicit thread count
- * (tg_set_threads(n), n > 0) is used as given. Results do not depend on
+ * while, then T threads are tried again: after 50 ms, 4x longer each time
+ * up to 8 s while the tries keep failing within a second. An explicit thread
+ * count (tg_set_threads(n), n > 0) is used as given. Results do not depend on
  * the thread count, so neither do they on this choice. */
 #include "parallel.h"
 
@@ -43,11 +43,14 @@ int tg_get_threads(void)
 }
 
 enum {
-    WINDOW_NS = 5000000,         /* region time judged at once */
-    BACKOFF_MIN_NS = 50000000,   /* first retry of T threads */
-    BACKOFF_MAX_NS = 2000000000, /* longest stay on one thread */
-    LONG_RUN_NS = 1000000000     /* T threads held this long: trust again */
+    WINDOW_NS = 5000000,       /* region time judged at once */
+    BACKOFF_MIN_NS = 50000000, /* first retry of T threads */
+    BACKOFF_GROWTH = 4,        /* per failed try of T threads */
+    LONG_RUN_NS = 1000000000   /* T threads held this long: trust again */
 };
+/* Longest stay on one thread: each failed try costs about one stalled
+ * region (a time slice of the other program; 5-70 ms measured). */
+#define BACKOFF_MAX_NS INT64_C(8000000000)
 #define MIN_SPEEDUP 1.1
 
 static struct {
@@ -109,7 +112,7 @@ void tg_par_end(const tg_par_region *r, int64_t master_ns)
     ctl.win_serial += (double)r->threads * (double)master_ns;
     if (ctl.win_wall >= WINDOW_NS) {
         if (ctl.win_serial < MIN_SPEEDUP * ctl.win_wall) {
-            int64_t b = ctl.backoff * 2;
+            int64_t b = ctl.backoff * BACKOFF_GROWTH;
             ctl.backoff = now - ctl.since >= LONG_RUN_NS ? BACKOFF_MIN_NS
                           : b < BACKOFF_MAX_NS           ? b
                                                          : BACKOFF_MAX_NS;
