@@ -555,8 +555,10 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
             n1 = pb.N;
         if (m0 < m1 && n0 < n1)
             gemm_block(&pb, kern, kc_step, NC, m0, m1, n0, n1);
-        if (t == 0) /* the master's share: what the region would cost on */
-            master_ns = tg_par_now_ns() - start; /* one thread, over T */
+        if (t == 0) /* the master's share of the tiles, timed */
+            master_ns = tg_par_now_ns() - start;
     }
-    tg_par_end(&region, master_ns);
+    /* One thread would take about master_ns / (its share of the tiles). */
+    double share = (double)(pm / tm) * (double)(pn / tn) / ((double)pm * pn);
+    tg_par_end(&region, (int64_t)((double)master_ns / share));
 }

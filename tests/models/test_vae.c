@@ -25,7 +25,8 @@ typedef struct fixture {
 static fixture make(int input, int hidden, int latent, uint64_t seed)
 {
     fixture f;
-    f.vae = tg_vae_new((tg_vae_config){input, hidden, latent, TG_VAE_MLP}, seed);
+    f.vae =
+        tg_vae_new((tg_vae_config){input, hidden, latent, TG_VAE_MLP}, seed);
     f.x = tg_tensor_new2(B, input);
     f.eps = tg_tensor_new2(B, latent);
     tg_rng rng;
