@@ -8,14 +8,15 @@
  * runs 10-30x slower than one thread.
  *
  * So with the default thread count (tg_set_threads(0)) the library measures
- * its parallel GEMM regions: wall time against T x the master thread's own
- * share (what one thread would have taken). Over each window of 5 ms of
- * region time, when T threads bought less than a 1.1x speedup, every
- * parallel region (GEMM and TG_PARALLEL_FOR) runs on one thread for a
- * while, then T threads are tried again: after 50 ms, 4x longer each time
- * up to 8 s while the tries keep failing within a second. An explicit thread
- * count (tg_set_threads(n), n > 0) is used as given. Results do not depend on
- * the thread count, so neither do they on this choice. */
+ * its parallel GEMM regions: wall time against the master thread's time
+ * over its share of the work (what one thread would have taken). Over each
+ * window of 5 ms of region time, when T threads bought less than a 1.1x
+ * speedup, every parallel region (GEMM and TG_PARALLEL_FOR) runs on one
+ * thread for a while, then T threads are tried again: after 50 ms, 4x
+ * longer each time up to 8 s while the tries keep failing within a second.
+ * An explicit thread count (tg_set_threads(n), n > 0) is used as given.
+ * Results do not depend on the thread count, so neither do they on this
+ * choice. */
 #include "parallel.h"
 
 #include <pthread.h>
@@ -102,14 +103,14 @@ int tg_par_begin(tg_par_region *r, int want)
     return want;
 }
 
-void tg_par_end(const tg_par_region *r, int64_t master_ns)
+void tg_par_end(const tg_par_region *r, int64_t serial_ns)
 {
     if (r->t0 == 0 || r->threads <= 1)
         return;
     int64_t now = tg_par_now_ns();
     pthread_mutex_lock(&ctl.lock);
     ctl.win_wall += (double)(now - r->t0);
-    ctl.win_serial += (double)r->threads * (double)master_ns;
+    ctl.win_serial += (double)serial_ns;
     if (ctl.win_wall >= WINDOW_NS) {
         if (ctl.win_serial < MIN_SPEEDUP * ctl.win_wall) {
             int64_t b = ctl.backoff * BACKOFF_GROWTH;
