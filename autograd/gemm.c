@@ -360,15 +360,26 @@ static inline void tile(const problem *pb, const gemm_kernel *kern, int kc,
         return;
     }
     /* Edge tile: same kernel on a padded copy, so an element's arithmetic
-     * never depends on the tile. */
+     * never depends on the tile. With beta == 0 the kernel does not read
+     * it; rows of C are copied whole when they are contiguous. */
     _Alignas(64) float edge[MAX_MR * MAX_NR];
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++)
-            edge[i * nr + j] = beta == 0.0f ? 0.0f : c[i * rs + j * cs];
+    size_t row_bytes = (size_t)cols * sizeof(float);
+    if (beta != 0.0f)
+        for (int i = 0; i < rows; i++) {
+            if (cs == 1)
+                memcpy(&edge[i * nr], &c[i * rs], row_bytes);
+            else
+                for (int j = 0; j < cols; j++)
+                    edge[i * nr + j] = c[i * rs + j * cs];
+        }
     kern->ukr(kc, ap, ap_rs, ap_cs, bp, rsb, edge, nr, pb->alpha, beta);
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++)
-            c[i * rs + j * cs] = edge[i * nr + j];
+    for (int i = 0; i < rows; i++) {
+        if (cs == 1)
+            memcpy(&c[i * rs], &edge[i * nr], row_bytes);
+        else
+            for (int j = 0; j < cols; j++)
+                c[i * rs + j * cs] = edge[i * nr + j];
+    }
 }
 
 static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
@@ -544,8 +555,10 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
             n1 = pb.N;
         if (m0 < m1 && n0 < n1)
             gemm_block(&pb, kern, kc_step, NC, m0, m1, n0, n1);
-        if (t == 0) /* the master's share: what the region would cost on */
-            master_ns = tg_par_now_ns() - start; /* one thread, over T */
+        if (t == 0) /* the master's share of the tiles, timed */
+            master_ns = tg_par_now_ns() - start;
     }
-    tg_par_end(&region, master_ns);
+    /* One thread would take about master_ns / (its share of the tiles). */
+    double share = (double)(pm / tm) * (double)(pn / tn) / ((double)pm * pn);
+    tg_par_end(&region, (int64_t)((double)master_ns / share));
 }

@@ -24,14 +24,15 @@ int tg_par_threads(void);
  *   tg_par_region r;
  *   int T = tg_par_begin(&r, want);   // want, or 1 while falling back
  *   ... region on T threads; the master times its own share ...
- *   tg_par_end(&r, master_ns);
+ *   tg_par_end(&r, serial_ns);  // the master's time / its share of work:
+ *                               // what one thread would have taken
  */
 typedef struct tg_par_region {
     int threads;
     int64_t t0; /* 0: not measured */
 } tg_par_region;
 int tg_par_begin(tg_par_region *r, int want);
-void tg_par_end(const tg_par_region *r, int64_t master_ns);
+void tg_par_end(const tg_par_region *r, int64_t serial_ns);
 int64_t tg_par_now_ns(void); /* CLOCK_MONOTONIC */
 
 /* Measured on the VAE step (2 cores, Zen): a parallel region costs a few

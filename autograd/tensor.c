@@ -9,11 +9,13 @@
 void tg_fatal(const char *op, const char *fmt, ...)
 {
     va_list ap;
+    fflush(stdout); /* what the program printed before, then the reason */
     fprintf(stderr, "tapegrad: %s: ", op);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    fflush(stderr);
     abort();
 }
 

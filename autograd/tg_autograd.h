@@ -40,7 +40,8 @@ typedef struct tg_tensor {
 
 /* ---- errors ------------------------------------------------------------ */
 
-/* Prints "tapegrad: OP: message" to stderr and aborts. For API misuse only. */
+/* Flushes stdout (a program's buffered output is not lost), prints
+ * "tapegrad: OP: message" to stderr and aborts. For API misuse only. */
 #if defined(__GNUC__)
 __attribute__((noreturn, format(printf, 2, 3)))
 #endif
@@ -336,7 +337,9 @@ void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts);
 void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc);
-/* Threads used by the library (OpenMP); 0 means all cores. */
+/* Threads used by the library (OpenMP); 0 means all cores. tg_get_threads
+ * reports what will actually run: always 1 in a build without OpenMP,
+ * whatever was set. */
 void tg_set_threads(int n);
 int tg_get_threads(void);
 /* The micro-kernel in use ("avx512", "avx2", "portable"). Forcing one the CPU

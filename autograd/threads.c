@@ -8,14 +8,15 @@
  * runs 10-30x slower than one thread.
  *
  * So with the default thread count (tg_set_threads(0)) the library measures
- * its parallel GEMM regions: wall time against T x the master thread's own
- * share (what one thread would have taken). Over each window of 5 ms of
- * region time, when T threads bought less than a 1.1x speedup, every
- * parallel region (GEMM and TG_PARALLEL_FOR) runs on one thread for a
- * while, then T threads are tried again: after 50 ms, doubling up to 2 s
- * while the tries keep failing within a second. An explicit thread count
- * (tg_set_threads(n), n > 0) is used as given. Results do not depend on
- * the thread count, so neither do they on this choice. */
+ * its parallel GEMM regions: wall time against the master thread's time
+ * over its share of the work (what one thread would have taken). Over each
+ * window of 5 ms of region time, when T threads bought less than a 1.1x
+ * speedup, every parallel region (GEMM and TG_PARALLEL_FOR) runs on one
+ * thread for a while, then T threads are tried again: after 50 ms, 4x
+ * longer each time up to 8 s while the tries keep failing within a second.
+ * An explicit thread count (tg_set_threads(n), n > 0) is used as given.
+ * Results do not depend on the thread count, so neither do they on this
+ * choice. */
 #include "parallel.h"
 
 #include <pthread.h>
@@ -43,11 +44,14 @@ int tg_get_threads(void)
 }
 
 enum {
-    WINDOW_NS = 5000000,         /* region time judged at once */
-    BACKOFF_MIN_NS = 50000000,   /* first retry of T threads */
-    BACKOFF_MAX_NS = 2000000000, /* longest stay on one thread */
-    LONG_RUN_NS = 1000000000     /* T threads held this long: trust again */
+    WINDOW_NS = 5000000,       /* region time judged at once */
+    BACKOFF_MIN_NS = 50000000, /* first retry of T threads */
+    BACKOFF_GROWTH = 4,        /* per failed try of T threads */
+    LONG_RUN_NS = 1000000000   /* T threads held this long: trust again */
 };
+/* Longest stay on one thread: each failed try costs about one stalled
+ * region (a time slice of the other program; 5-70 ms measured). */
+#define BACKOFF_MAX_NS INT64_C(8000000000)
 #define MIN_SPEEDUP 1.1
 
 static struct {
@@ -99,17 +103,17 @@ int tg_par_begin(tg_par_region *r, int want)
     return want;
 }
 
-void tg_par_end(const tg_par_region *r, int64_t master_ns)
+void tg_par_end(const tg_par_region *r, int64_t serial_ns)
 {
     if (r->t0 == 0 || r->threads <= 1)
         return;
     int64_t now = tg_par_now_ns();
     pthread_mutex_lock(&ctl.lock);
     ctl.win_wall += (double)(now - r->t0);
-    ctl.win_serial += (double)r->threads * (double)master_ns;
+    ctl.win_serial += (double)serial_ns;
     if (ctl.win_wall >= WINDOW_NS) {
         if (ctl.win_serial < MIN_SPEEDUP * ctl.win_wall) {
-            int64_t b = ctl.backoff * 2;
+            int64_t b = ctl.backoff * BACKOFF_GROWTH;
             ctl.backoff = now - ctl.since >= LONG_RUN_NS ? BACKOFF_MIN_NS
                           : b < BACKOFF_MAX_NS           ? b
                                                          : BACKOFF_MAX_NS;

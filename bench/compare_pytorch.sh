@@ -4,7 +4,9 @@
 # Adam) on the same data, alternating the programs, ROUNDS rounds each.
 # Prints each configuration's median samples/s and the ratios.
 #
-# usage: bench/compare_pytorch.sh [BUILD_DIR] [EPOCHS] [ROUNDS]
+# usage: bench/compare_pytorch.sh [BUILD_DIR] [EPOCHS] [ROUNDS] [ARCH]
+# ARCH mlp (default) or conv: the convolutional VAE (vae_mnist --arch conv
+# against bench/torch_conv_vae.py, the same architecture and init).
 # Peers: Debian's python3-torch (/usr/bin/python3) and, when present, a
 # PyPI torch in $TORCH_PYTHON (default /opt/torchvenv/bin/python), each at
 # 1 and 2 threads. A missing peer is skipped with a note.
@@ -14,6 +16,12 @@ root=$(dirname "$here")
 build=${1:-$root/build}
 epochs=${2:-3}
 rounds=${3:-3}
+arch=${4:-mlp}
+case $arch in
+mlp) peer=$here/torch_vae.py ;;
+conv) peer=$here/torch_conv_vae.py ;;
+*) echo "compare_pytorch.sh: ARCH is mlp or conv, not '$arch'" >&2; exit 2 ;;
+esac
 data=$root/data/mnist
 pypi=${TORCH_PYTHON:-/opt/torchvenv/bin/python}
 out=$(mktemp -d)
@@ -26,13 +34,13 @@ add() { configs+=("$1"); samples[$1]=""; }
 # Median over the epochs of one run's samples/s (the first epoch included:
 # both sides pay their warm-up the same way).
 ours() {
-    "$build/examples/vae_mnist" --epochs "$epochs" --threads "$1" \
+    "$build/examples/vae_mnist" --arch "$arch" --epochs "$epochs" --threads "$1" \
         --out "$out/ours" 2>/dev/null |
         awk '/samples\/s/ { for (i = 1; i < NF; i++) if ($(i+1) == "samples/s") print $i }' |
         sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
 }
 torch() {
-    "$1" "$here/torch_vae.py" --data "$data" --epochs "$epochs" --threads "$2" |
+    "$1" "$peer" --data "$data" --epochs "$epochs" --threads "$2" |
         awk '{ for (i = 1; i < NF; i++) if ($(i+1) == "samples/s") print $i }' |
         sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
 }
@@ -55,7 +63,7 @@ else
 fi
 
 echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, $(date -u +%F)"
-echo "$epochs epochs per run, $rounds rounds, programs alternated"
+echo "$arch VAE, $epochs epochs per run, $rounds rounds, programs alternated"
 for r in $(seq "$rounds"); do
     for c in "${configs[@]}"; do
         t=${c##* thr}; t=${c% thr}; t=${t##* }

@@ -4,7 +4,10 @@
  * Configurations are timed in interleaved rounds (each round times every
  * configuration once), and each figure is the median over the rounds.
  *
- * Usage: gemm [--rounds N] [--best] [--cpu-time] [--shape MxNxK[:TT]]
+ * Usage: gemm [--rounds N] [--best] [--cpu-time] [--batch-time S]
+ *             [--shape MxNxK[:TT]]
+ * (--batch-time: each timed batch lasts at least S seconds, default 0.05;
+ * on a busy machine many short batches with --best find the quiet moments)
  * (TT: N/T per operand; --cpu-time: see fma_peak.h)
  * --best reports the best round instead of the median (on a machine shared
  * with other work, the best round estimates what the code can do).
@@ -193,13 +196,14 @@ int main(int argc, char **argv)
 {
     int rounds = 5;
     shape custom;
+    double min_seconds = 0.05;
     const shape *shapes = default_shapes;
     int n_shapes = sizeof default_shapes / sizeof default_shapes[0];
     for (int i = 1; i < argc; i++) {
         char tt[3] = "NN";
         if (bench_is_help(argv[i])) {
             printf("usage: gemm [--rounds N] [--best] [--cpu-time] "
-                   "[--shape MxNxK[:TT]]\n"
+                   "[--batch-time S] [--shape MxNxK[:TT]]\n"
                    "tg_gemm GFLOP/s per kernel and thread count on the VAE "
                    "shapes (see the\ncomment atop bench/gemm.c).\n");
             return 0;
@@ -209,6 +213,9 @@ int main(int argc, char **argv)
             use_best = true;
         } else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
             rounds = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--batch-time")) {
+            min_seconds = bench_pos("gemm", argv[i],
+                                    bench_value("gemm", argc, argv, &i), 10);
         } else if (!strcmp(argv[i], "--shape") && i + 1 < argc &&
                    sscanf(argv[++i], "%dx%dx%d:%2s", &custom.M, &custom.N,
                           &custom.K, tt) >= 3) {
@@ -280,7 +287,6 @@ int main(int argc, char **argv)
         o.B = random_floats((size_t)s->K * s->N, &seed);
         o.C = random_floats((size_t)s->M * s->N, &seed);
         double naive = naive_gflops(&o);
-        double min_seconds = 0.05;
         for (int r = 0; r < rounds; r++)
             for (int c = 0; c < n_cfg; c++)
                 cfg[c].gflops[r] = time_batch(&cfg[c], &o, min_seconds);

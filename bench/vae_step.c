@@ -24,7 +24,7 @@ static double now(void)
 
 static const char usage[] =
     "usage: vae_step [--data DIR] [--steps N] [--batch B] [--hidden H]\n"
-    "                [--latent Z] [--threads T]\n"
+    "                [--latent Z] [--threads T] [--arch mlp|conv]\n"
     "Times the VAE training step (784-H-Z, Adam) on an IDX folder: samples/s,\n"
     "ms per step, heap allocations per step, peak RSS.\n"
     "  --data DIR     MNIST-style IDX folder (default: the embedded digits)\n"
@@ -33,13 +33,15 @@ static const char usage[] =
     "  --hidden H     hidden width, 0 = none (default 400)\n"
     "  --latent Z     latent size (default 20)\n"
     "  --threads T    threads, 0 = all cores (default 0)\n"
+    "  --arch A       mlp (default) or conv (the convolutional VAE; hidden\n"
+    "                 is then ignored)\n"
     "  --help         this text\n";
 
 int main(int argc, char **argv)
 {
     const char *dir = TG_BENCH_DATA_DIR, *prog = "vae_step";
     int steps = 300, batch = 128, threads = 0;
-    tg_vae_config cfg = {784, 400, 20};
+    tg_vae_config cfg = {784, 400, 20, TG_VAE_MLP};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (bench_is_help(a)) {
@@ -59,6 +61,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--latent")) {
             cfg.latent = (int)bench_long(
                 prog, a, bench_value(prog, argc, argv, &i), 1, 65536);
+        } else if (!strcmp(a, "--arch")) {
+            if (!tg_vae_arch_parse(bench_value(prog, argc, argv, &i),
+                                   &cfg.arch))
+                bench_usage_error(prog, "--arch is mlp or conv");
         } else if (!strcmp(a, "--threads")) {
             threads = (int)bench_long(
                 prog, a, bench_value(prog, argc, argv, &i), 0, 1024);
@@ -67,6 +73,8 @@ int main(int argc, char **argv)
         }
     }
     tg_set_threads(threads);
+    if (cfg.arch == TG_VAE_CONV)
+        cfg.hidden = 0;
 
     tg_dataset ds;
     if (tg_mnist_load(dir, true, &ds) != TG_OK) {
@@ -122,8 +130,19 @@ int main(int argc, char **argv)
     double first = cfg.hidden ? (double)cfg.input * cfg.hidden
                               : cfg.input * 2.0 * cfg.latent;
     double flops = 2.0 * batch * (3 * fwd - first);
-    printf("vae_step %d-%d-%d batch %d, %d threads, gemm %s\n", cfg.input,
-           cfg.hidden, cfg.latent, batch, tg_get_threads(), tg_gemm_kernel());
+    if (cfg.arch == TG_VAE_CONV) {
+        /* multiply-adds per image of each layer's forward product (28x28:
+         * conv1, conv2, fc, fc, deconv1, deconv2 as their equivalent
+         * convs); backward adds dx and dW for each but conv1's dx */
+        double s = cfg.input / 784.0, z = cfg.latent;
+        double conv1 = 196 * 32 * 16 * s, conv2 = 49 * 64 * 512 * s;
+        double fcs = 3136 * s * (2 * z) + z * 3136 * s;
+        fwd = conv1 + conv2 + fcs + conv2 + conv1;
+        flops = 2.0 * batch * (3 * fwd - conv1);
+    }
+    printf("vae_step %s %d-%d-%d batch %d, %d threads, gemm %s\n",
+           tg_vae_arch_name(cfg.arch), cfg.input, cfg.hidden, cfg.latent, batch,
+           tg_get_threads(), tg_gemm_kernel());
     printf("  %.3f ms/step  %.0f samples/s  %.1f GFLOP/s over the whole step "
            "(%.2f MFLOP/sample)\n",
            ms, batch / (ms * 1e-3), flops / (ms * 1e-3) * 1e-9,

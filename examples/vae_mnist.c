@@ -42,7 +42,10 @@ static void usage(FILE *f)
             "                    (default %s)\n"
             "  --epochs N        epochs in total (default 10)\n"
             "  --batch N         batch size (default 128)\n"
-            "  --hidden N        hidden units, 0 = no hidden layer (400)\n"
+            "  --arch A          mlp (784-400-20 dense layers, default) or\n"
+            "                    conv (convolutional encoder and decoder)\n"
+            "  --hidden N        hidden units, 0 = no hidden layer (400;\n"
+            "                    mlp only)\n"
             "  --latent N        latent dimension (default 20)\n"
             "  --lr X            Adam learning rate (default 1e-3)\n"
             "  --seed N          seed of every random stream (default 1)\n"
@@ -80,10 +83,13 @@ static options parse_options(int argc, char **argv)
                  .lr = 1e-3f,
                  .seed = 1,
                  .rank_timeout = 300};
+    const char *arch = "mlp";
+    o.hidden = -1; /* not given: 400 for mlp */
     const cli_flag flags[] = {
         {"data", CLI_STR, &o.data, 0, 0},
         {"epochs", CLI_INT, &o.epochs, 1, MAX_EPOCHS},
         {"batch", CLI_INT, &o.batch, 1, 65536},
+        {"arch", CLI_STR, &arch, 0, 0},
         {"hidden", CLI_INT, &o.hidden, 0, TG_VAE_MAX_HIDDEN},
         {"latent", CLI_INT, &o.latent, 1, TG_VAE_MAX_LATENT},
         {"lr", CLI_FLOAT, &o.lr, 0, 1e6},
@@ -98,8 +104,18 @@ static options parse_options(int argc, char **argv)
         {"rank-timeout", CLI_INT, &o.rank_timeout, 0, 86400},
     };
     cli_parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], usage);
+    if (!tg_vae_arch_parse(arch, &o.arch))
+        cli_usage_error("--arch is mlp or conv, not '%s'", arch);
+    bool hidden_set = o.hidden >= 0;
+    if (!hidden_set)
+        o.hidden = 400;
     if (!o.data[0] || !o.out[0])
         cli_usage_error("--data and --out need a folder name");
+    if (o.arch == TG_VAE_CONV) {
+        if (hidden_set && o.hidden != 0)
+            cli_usage_error("--hidden is for --arch mlp");
+        o.hidden = 0;
+    }
     return o;
 }
 

@@ -11,6 +11,7 @@
 typedef struct options {
     const char *data, *out, *resume;
     int epochs, batch, hidden, latent, threads, max_batches;
+    tg_vae_arch arch;     /* --arch: mlp (default) or conv (hidden is then 0) */
     int checkpoint_every; /* batches; 0: only at each epoch's end */
     bool skip_nonfinite;
     bool allow_data_change; /* resume on data other than the checkpoint's */

@@ -77,6 +77,14 @@ void resume(run *r)
                 o->resume, info.cfg.input, o->data, vae->cfg.input);
         exit(2);
     }
+    if (info.cfg.arch != o->arch) {
+        fprintf(stderr,
+                "vae_mnist: %s: checkpoint has arch %s but this run has %s "
+                "(pass --arch %s)\n",
+                o->resume, tg_vae_arch_name(info.cfg.arch),
+                tg_vae_arch_name(o->arch), tg_vae_arch_name(info.cfg.arch));
+        exit(2);
+    }
     struct {
         const char *key;
         int64_t want;
@@ -165,6 +173,8 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
             "--seed %llu",
             o->epochs, o->batch, o->hidden, o->latent, lr,
             (unsigned long long)o->seed);
+    if (o->arch != TG_VAE_MLP)
+        fprintf(f, " --arch %s", tg_vae_arch_name(o->arch));
     if (o->threads)
         fprintf(f, " --threads %d", o->threads);
     if (o->max_batches)

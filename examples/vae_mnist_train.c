@@ -293,7 +293,8 @@ static void check_same_job(const run *r)
     snprintf(v[7], sizeof v[7], "%d", o->checkpoint_every);
     snprintf(v[8], sizeof v[8], "%d", o->skip_nonfinite);
     snprintf(v[9], sizeof v[9], "%d", o->allow_data_change);
-    char timeout[32];
+    char timeout[32], arch[16];
+    snprintf(arch, sizeof arch, "%d", (int)o->arch);
     snprintf(timeout, sizeof timeout, "%d", o->rank_timeout);
     const char *names[] = {"--epochs",
                            "--batch",
@@ -306,10 +307,11 @@ static void check_same_job(const run *r)
                            "--skip-nonfinite",
                            "--allow-data-change",
                            "--rank-timeout",
+                           "--arch",
                            "data (--data)"};
-    const char *values[] = {v[0], v[1], v[2], v[3], v[4],    v[5],
-                            v[6], v[7], v[8], v[9], timeout, r->data_fp};
-    cli_same_job(names, values, 12);
+    const char *values[] = {v[0], v[1], v[2], v[3],    v[4], v[5],      v[6],
+                            v[7], v[8], v[9], timeout, arch, r->data_fp};
+    cli_same_job(names, values, 13);
     tg_dist_set_timeout(o->rank_timeout);
 }
 
@@ -321,9 +323,18 @@ void run_setup(run *r, const options *o, const char *argv0)
     load_data(r);
     check_same_job(r);
     int input = r->train.rows * r->train.cols;
+    if (o->arch == TG_VAE_CONV &&
+        (r->train.rows != r->train.cols || r->train.rows % 4 != 0)) {
+        fprintf(stderr,
+                "vae_mnist: %s: --arch conv needs square images with a side "
+                "that is a multiple of 4, not %dx%d\n",
+                o->data, r->train.rows, r->train.cols);
+        exit(2);
+    }
     r->vae = tg_vae_new((tg_vae_config){.input = input,
                                         .hidden = o->hidden,
-                                        .latent = o->latent},
+                                        .latent = o->latent,
+                                        .arch = o->arch},
                         o->seed);
     r->ps = tg_vae_params(r->vae);
     r->opt = tg_adam_new(r->ps, o->lr);
@@ -365,11 +376,11 @@ void run_setup(run *r, const options *o, const char *argv0)
 
     printf("vae_mnist: %d train / %d test images of %dx%d from %s\n",
            r->train.n, r->test.n, r->train.rows, r->train.cols, o->data);
-    printf("model %d-%d-%d, %zu parameters, batch %d, Adam lr %g, seed %llu, "
-           "%d threads, gemm %s\n",
-           input, o->hidden, o->latent, tg_params_numel(r->ps), o->batch,
-           (double)o->lr, (unsigned long long)o->seed, tg_get_threads(),
-           tg_gemm_kernel());
+    printf("model %s %d-%d-%d, %zu parameters, batch %d, Adam lr %g, seed "
+           "%llu, %d threads, gemm %s\n",
+           tg_vae_arch_name(o->arch), input, o->hidden, o->latent,
+           tg_params_numel(r->ps), o->batch, (double)o->lr,
+           (unsigned long long)o->seed, tg_get_threads(), tg_gemm_kernel());
     if (o->resume)
         printf("resumed from %s after epoch %lld, batch %lld (step %lld)\n",
                o->resume, (long long)r->pos.epoch, (long long)r->pos.batch,

@@ -9,7 +9,18 @@
  *   encoder.fc1 [hidden, input]   encoder.fc2 [2*latent, hidden]
  *   decoder.fc1 [hidden, latent]  decoder.fc2 [input, hidden]
  * With hidden = 0 the fc1 layers are absent: encoder.fc2 maps input to
- * 2*latent and decoder.fc2 maps latent to input (the seed's model). */
+ * 2*latent and decoder.fc2 maps latent to input (the seed's model).
+ *
+ * The convolutional architecture (arch = TG_VAE_CONV) reads each input row
+ * as a square image of side s = sqrt(input), s a multiple of 4 (28 for
+ * MNIST), with PyTorch's layouts (Conv2d [out, in, k, k], ConvTranspose2d
+ * [in, out, k, k]):
+ *   encoder: conv1 Conv2d(1->32, k4, s2, p1) -> ReLU -> conv2 Conv2d(32->64,
+ *            k4, s2, p1) -> ReLU -> flatten [64*s/4*s/4] -> fc -> 2*latent
+ *   decoder: fc latent -> 64*s/4*s/4 -> ReLU -> reshape [64, s/4, s/4] ->
+ *            deconv1 ConvTranspose2d(64->32, k4, s2, p1) -> ReLU -> deconv2
+ *            ConvTranspose2d(32->1, k4, s2, p1) -> flatten -> logits [input]
+ * Its hidden is 0 (unused). Same ELBO graph, same reparameterization. */
 #ifndef TG_VAE_H
 #define TG_VAE_H
 
@@ -31,17 +42,31 @@ extern "C" {
 #define TG_VAE_MAX_HIDDEN 65536
 #define TG_VAE_MAX_LATENT 4096
 
+typedef enum tg_vae_arch {
+    TG_VAE_MLP = 0, /* dense layers (the default) */
+    TG_VAE_CONV,    /* convolutional encoder and decoder */
+} tg_vae_arch;
+
 typedef struct tg_vae_config {
     int input;  /* pixels per image (784 for MNIST) */
     int hidden; /* hidden units of each MLP; 0 = no hidden layer */
     int latent; /* dimension of z */
+    tg_vae_arch arch;
 } tg_vae_config;
+
+/* "mlp" or "conv"; and back (false for an unknown name). */
+const char *tg_vae_arch_name(tg_vae_arch arch);
+bool tg_vae_arch_parse(const char *name, tg_vae_arch *arch);
 
 typedef struct tg_vae {
     tg_vae_config cfg;
     tg_params *params;
     tg_dense_layer enc1, enc2; /* enc1 unused when hidden = 0 */
     tg_dense_layer dec1, dec2; /* dec1 unused when hidden = 0 */
+    /* TG_VAE_CONV: enc2 is encoder.fc, dec1 decoder.fc (enc1, dec2 unused) */
+    tg_conv2d_layer conv1, conv2;
+    tg_conv_transpose2d_layer deconv1, deconv2;
+    int side; /* TG_VAE_CONV: image side */
 } tg_vae;
 
 /* Everything forward computes, all on the tape. */
@@ -54,9 +79,10 @@ typedef struct tg_vae_out {
     tg_tensor *logits;        /* [B, input] */
 } tg_vae_out;
 
-/* Parameters initialised as PyTorch's nn.Linear (TG_INIT_TORCH) from
- * tg_rng stream (seed, 0). Aborts on sizes outside 1..TG_VAE_MAX_* (hidden
- * 0..TG_VAE_MAX_HIDDEN). */
+/* Parameters initialised as PyTorch's nn.Linear, Conv2d and
+ * ConvTranspose2d (TG_INIT_TORCH) from tg_rng stream (seed, 0). Aborts on
+ * sizes outside 1..TG_VAE_MAX_* (hidden 0..TG_VAE_MAX_HIDDEN) and, for
+ * TG_VAE_CONV, unless input is a square of a multiple of 4 and hidden 0. */
 tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed);
 void tg_vae_free(tg_vae *vae);
 tg_params *tg_vae_params(tg_vae *vae);
@@ -84,7 +110,8 @@ tg_tensor *tg_vae_sample(tg_tape *tp, const tg_vae *vae, int n, tg_rng *rng);
 /* ---- saving and loading (models/vae_io.c) ---------------------------------
  * A VAE checkpoint is a tg_checkpoint_save file (safetensors: the
  * parameters under their names, W as [out, in], the optimizer state) whose
- * metadata holds the model (model = "vae", input, hidden, latent), the
+ * metadata holds the model (model = "vae", arch = "mlp" or "conv", input,
+ * hidden, latent; a file without arch is an MLP), the
  * training position, and any entries of the caller's own (batch, seed, a
  * data fingerprint, ...). Every value read back is checked before use. */
 

@@ -1,16 +1,68 @@
 /* The VAE as graphs: the ELBO sketched in docs/design.md (models); the API
  * and shapes are in tg_vae.h. */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tg_vae.h"
+
+const char *tg_vae_arch_name(tg_vae_arch arch)
+{
+    return arch == TG_VAE_CONV ? "conv" : "mlp";
+}
+
+bool tg_vae_arch_parse(const char *name, tg_vae_arch *arch)
+{
+    if (strcmp(name, "mlp") == 0)
+        *arch = TG_VAE_MLP;
+    else if (strcmp(name, "conv") == 0)
+        *arch = TG_VAE_CONV;
+    else
+        return false;
+    return true;
+}
+
+/* The image side of a conv VAE's input, or 0 when input is not the square
+ * of a multiple of 4. */
+static int conv_side(int input)
+{
+    int s = (int)lround(sqrt((double)input));
+    return s * s == input && s % 4 == 0 ? s : 0;
+}
+
+/* The layers of the convolutional architecture (tg_vae.h), created in the
+ * order the encoder and decoder apply them. */
+static void conv_layers_init(tg_vae *vae, tg_rng *rng)
+{
+    tg_params *ps = vae->params;
+    int q = vae->side / 4, flat = 64 * q * q, z = vae->cfg.latent;
+    tg_conv2d_layer_init(&vae->conv1, ps, "encoder.conv1", 1, 32, 4, 2, 1,
+                         TG_INIT_TORCH, rng);
+    tg_conv2d_layer_init(&vae->conv2, ps, "encoder.conv2", 32, 64, 4, 2, 1,
+                         TG_INIT_TORCH, rng);
+    tg_dense_layer_init(&vae->enc2, ps, "encoder.fc", flat, 2 * z,
+                        TG_INIT_TORCH, rng);
+    tg_dense_layer_init(&vae->dec1, ps, "decoder.fc", z, flat, TG_INIT_TORCH,
+                        rng);
+    tg_conv_transpose2d_layer_init(&vae->deconv1, ps, "decoder.deconv1", 64, 32,
+                                   4, 2, 1, 0, TG_INIT_TORCH, rng);
+    tg_conv_transpose2d_layer_init(&vae->deconv2, ps, "decoder.deconv2", 32, 1,
+                                   4, 2, 1, 0, TG_INIT_TORCH, rng);
+}
 
 tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed)
 {
     if (cfg.input <= 0 || cfg.latent <= 0 || cfg.hidden < 0 ||
         cfg.input > TG_VAE_MAX_INPUT || cfg.hidden > TG_VAE_MAX_HIDDEN ||
-        cfg.latent > TG_VAE_MAX_LATENT)
-        tg_fatal("vae_new", "bad config input=%d hidden=%d latent=%d",
-                 cfg.input, cfg.hidden, cfg.latent);
+        cfg.latent > TG_VAE_MAX_LATENT ||
+        (cfg.arch != TG_VAE_MLP && cfg.arch != TG_VAE_CONV))
+        tg_fatal("vae_new", "bad config input=%d hidden=%d latent=%d arch=%d",
+                 cfg.input, cfg.hidden, cfg.latent, (int)cfg.arch);
+    if (cfg.arch == TG_VAE_CONV && (conv_side(cfg.input) == 0 || cfg.hidden))
+        tg_fatal("vae_new",
+                 "the conv VAE needs input = side^2 with side a multiple of "
+                 "4, and hidden 0; got input=%d hidden=%d",
+                 cfg.input, cfg.hidden);
     tg_vae *vae = calloc(1, sizeof *vae);
     if (!vae)
         tg_fatal("vae_new", "out of memory");
@@ -21,7 +73,10 @@ tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed)
     tg_rng_seed(&rng, seed, 0);
     tg_params *ps = vae->params;
     int in = cfg.input, h = cfg.hidden, z = cfg.latent;
-    if (h > 0) {
+    if (cfg.arch == TG_VAE_CONV) {
+        vae->side = conv_side(in);
+        conv_layers_init(vae, &rng);
+    } else if (h > 0) {
         tg_dense_layer_init(&vae->enc1, ps, "encoder.fc1", in, h, TG_INIT_TORCH,
                             &rng);
         tg_dense_layer_init(&vae->enc2, ps, "encoder.fc2", h, 2 * z,
@@ -53,11 +108,23 @@ tg_params *tg_vae_params(tg_vae *vae) { return vae->params; }
 /* h            = relu(dense(enc1, x))          (x itself when hidden = 0)
  * mean, logvar = split(dense(enc2, h), 2)
  * logvar       = clamp(logvar, -30, 20)        (see TG_VAE_LOGVAR_MIN) */
+/* conv: h = flatten(relu(conv2(relu(conv1(x as [B, 1, s, s]))))) */
+static tg_tensor *conv_encoder_features(tg_tape *tp, const tg_vae *vae,
+                                        tg_tensor *x)
+{
+    tg_tensor *img = tg_unflatten(tp, x, 1, vae->side, vae->side);
+    tg_tensor *h = tg_relu(tp, tg_conv2d_apply(tp, &vae->conv1, img));
+    h = tg_relu(tp, tg_conv2d_apply(tp, &vae->conv2, h));
+    return tg_flatten(tp, h);
+}
+
 void tg_vae_encode(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
                    tg_tensor **mean, tg_tensor **logvar)
 {
     tg_tensor *h = x;
-    if (vae->cfg.hidden > 0)
+    if (vae->cfg.arch == TG_VAE_CONV)
+        h = conv_encoder_features(tp, vae, x);
+    else if (vae->cfg.hidden > 0)
         h = tg_relu(tp, tg_dense_apply(tp, &vae->enc1, h));
     tg_tensor *mean_logvar[2];
     tg_split(tp, tg_dense_apply(tp, &vae->enc2, h), 2, mean_logvar);
@@ -69,6 +136,15 @@ void tg_vae_encode(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
 /* logits = dense(dec2, relu(dense(dec1, z)))   (dense(dec2, z), hidden = 0) */
 tg_tensor *tg_vae_decode_logits(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
 {
+    if (vae->cfg.arch == TG_VAE_CONV) {
+        /* logits = flatten(deconv2(relu(deconv1(relu(fc(z)) as
+         *          [B, 64, s/4, s/4])))) */
+        int q = vae->side / 4;
+        tg_tensor *h = tg_relu(tp, tg_dense_apply(tp, &vae->dec1, z));
+        h = tg_unflatten(tp, h, 64, q, q);
+        h = tg_relu(tp, tg_conv_transpose2d_apply(tp, &vae->deconv1, h));
+        return tg_flatten(tp, tg_conv_transpose2d_apply(tp, &vae->deconv2, h));
+    }
     tg_tensor *h = z;
     if (vae->cfg.hidden > 0)
         h = tg_relu(tp, tg_dense_apply(tp, &vae->dec1, h));

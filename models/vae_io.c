@@ -1,5 +1,6 @@
 /* VAE checkpoints: the model's metadata, the training position, and the
  * checks every value read back passes before anyone uses it. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,9 +10,9 @@
 /* The metadata keys this file owns; a caller's extra entries may not use
  * them. */
 static const char *const OWN_KEYS[] = {
-    "model",         "input",          "hidden",       "latent",    "step",
-    "epoch",         "batch_in_epoch", "epoch_seen",   "epoch_rec", "epoch_kl",
-    "epoch_skipped", "noise_rng",      "weight_layout"};
+    "model",         "input",          "hidden",        "latent",    "step",
+    "epoch",         "batch_in_epoch", "epoch_seen",    "epoch_rec", "epoch_kl",
+    "epoch_skipped", "noise_rng",      "weight_layout", "arch"};
 
 static bool own_key(const char *key)
 {
@@ -40,10 +41,16 @@ tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
         tg_meta_set(&m, extra->key[i], extra->value[i]);
     }
     tg_meta_set(&m, "model", "vae");
+    tg_meta_set(&m, "arch", tg_vae_arch_name(vae->cfg.arch));
     tg_meta_set_int(&m, "input", vae->cfg.input);
     tg_meta_set_int(&m, "hidden", vae->cfg.hidden);
     tg_meta_set_int(&m, "latent", vae->cfg.latent);
-    tg_meta_set(&m, "weight_layout", "[out, in] (torch.nn.Linear)");
+    tg_meta_set(&m, "weight_layout",
+                vae->cfg.arch == TG_VAE_CONV
+                    ? "[out, in] (torch.nn.Linear); [out, in, kh, kw] "
+                      "(torch.nn.Conv2d); [in, out, kh, kw] "
+                      "(torch.nn.ConvTranspose2d)"
+                    : "[out, in] (torch.nn.Linear)");
     tg_meta_set_int(&m, "step", opt ? opt->step : 0);
     if (pos) {
         tg_meta_set_int(&m, "epoch", pos->epoch);
@@ -125,7 +132,22 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
         (st = get_int(path, m, "latent", 1, TG_VAE_MAX_LATENT, &latent)) !=
             TG_OK)
         return st;
-    info->cfg = (tg_vae_config){(int)input, (int)hidden, (int)latent};
+    info->cfg =
+        (tg_vae_config){(int)input, (int)hidden, (int)latent, TG_VAE_MLP};
+    const char *arch = tg_meta_get(m, "arch"); /* absent: an MLP */
+    if (arch && !tg_vae_arch_parse(arch, &info->cfg.arch))
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata 'arch' is '%.40s', not 'mlp' or 'conv'",
+                        path, arch);
+    if (info->cfg.arch == TG_VAE_CONV) {
+        int s = (int)lround(sqrt((double)input));
+        if (s * s != input || s % 4 || hidden != 0)
+            return tg_error(TG_ERR_FORMAT,
+                            "%s: a conv VAE needs input = side^2 (side a "
+                            "multiple of 4) and hidden 0, not input %lld "
+                            "hidden %lld",
+                            path, (long long)input, (long long)hidden);
+    }
     const char *step_key = tg_meta_get(m, "optim.step") ? "optim.step" : "step";
     if (tg_meta_get(m, step_key) &&
         (st = get_int(path, m, step_key, 0, INT64_MAX, &step)) != TG_OK)
@@ -154,6 +176,11 @@ tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
                             "%s: checkpoint has %s %d but "
                             "the model has %d",
                             path, names[i], have[i], want[i]);
+    if (in->cfg.arch != vae->cfg.arch)
+        return tg_error(TG_ERR_MISMATCH,
+                        "%s: checkpoint has arch %s but the model is %s", path,
+                        tg_vae_arch_name(in->cfg.arch),
+                        tg_vae_arch_name(vae->cfg.arch));
     tg_params *ps = tg_vae_params(vae);
     if ((st = tg_checkpoint_load(path, ps, opt, NULL)) != TG_OK)
         return st;

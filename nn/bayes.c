@@ -178,8 +178,8 @@ static tg_tensor *posterior(tg_tape *tp, tg_tensor *mu, tg_tensor *rho,
 }
 
 /* The sample for noise eps (the formula at the top), and the layer's KL
- * from the same softplus pass when kl is not NULL. sqrt(var) is written
- * exp(log(var) / 2): var >= sigma_b^2 > 0. */
+ * from the same softplus pass when kl is not NULL. var >= sigma_b^2 > 0, so
+ * sqrt's gradient is finite. */
 static tg_tensor *sample(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
                          tg_tensor *eps, tg_tensor **kl)
 {
@@ -198,7 +198,7 @@ static tg_tensor *sample(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
     if (kl)
         *kl = tg_add(tp, kl_W, kl_b);
     tg_tensor *var = tg_dense(tp, tg_square(tp, x), var_W, var_b);
-    tg_tensor *sd = tg_exp(tp, tg_scale(tp, tg_log(tp, var), 0.5f));
+    tg_tensor *sd = tg_sqrt(tp, var);
     return tg_add(tp, mean, tg_mul(tp, sd, eps));
 }
 

@@ -244,7 +244,7 @@ static uint32_t absmax_bits_parallel(const float *x, size_t n)
 #ifdef TG_HAVE_OPENMP
 #pragma omp parallel for schedule(static) reduction(max                        \
                                                     : max)                     \
-    num_threads(tg_get_threads()) if (n >= TG_PARALLEL_MIN)
+    num_threads(tg_par_threads()) if (n >= TG_PARALLEL_MIN)
 #endif
     for (size_t k = 0; k < n_blocks; k++) {
         size_t len = n - k * BLOCK < BLOCK ? n - k * BLOCK : BLOCK;

@@ -136,6 +136,28 @@ static void test_one_loss_twice_is_twice_the_gradient(void **state)
     tg_tensor_free(w);
 }
 
+/* A long-lived tensor marked requires_grad by hand (no
+ * tg_tensor_require_grad) gets its gradient on the heap, not on the arena
+ * that the next reset hands to other tensors. */
+static void test_hand_marked_leaf_keeps_its_gradient_across_resets(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_new2(2, 3);
+    x->requires_grad = true;
+    tg_tape *tp = tg_tape_new();
+    tg_backward(tp, tg_sum(tp, tg_scale(tp, x, 3.0f)));
+    tg_tape_reset(tp);
+    for (int k = 0; k < 4; k++) { /* the arena's memory, reused */
+        tg_tensor *t = tg_tape_tensor2(tp, 2, 3, false);
+        for (size_t i = 0; i < t->size; i++)
+            t->data[i] = 7.0f;
+    }
+    for (size_t i = 0; i < x->size; i++)
+        assert_float_equal(x->grad[i], 3.0f, 0.0f);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
 static void misuse_other_tape(void)
 {
     tg_tensor *w = param(2, 3);
@@ -156,6 +178,8 @@ int main(void)
         cmocka_unit_test(test_two_heads_match_backward_of_the_sum),
         cmocka_unit_test(test_one_loss_twice_is_twice_the_gradient),
         cmocka_unit_test(test_loss_from_another_tape_aborts),
+        cmocka_unit_test(
+            test_hand_marked_leaf_keeps_its_gradient_across_resets),
     };
     return cmocka_run_group_tests_name("autograd backward twice", tests, NULL,
                                        NULL);

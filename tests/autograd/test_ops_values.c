@@ -512,6 +512,65 @@ static void zero_rows_pass_through_every_op(void **state)
     tg_tensor_free(row);
 }
 
+/* ---- same bits on 1 and 2 threads -------------------------------------------
+ * Big enough (120,000 elements) for every parallel loop to split. */
+
+enum { BIG_R = 300, BIG_C = 400 };
+
+static void run_big(int threads, float *out, float *grads)
+{
+    tg_set_threads(threads);
+    tg_tensor *x = tg_tensor_new2(BIG_R, BIG_C);
+    tg_tensor *gamma = tg_tensor_new(1, (int[]){BIG_C});
+    tg_tensor *beta = tg_tensor_new(1, (int[]){BIG_C});
+    for (size_t k = 0; k < x->size; k++)
+        x->data[k] = (float)((k * 2654435761u) % 1000) * 0.004f - 2.0f;
+    for (int j = 0; j < BIG_C; j++) {
+        gamma->data[j] = 1.0f + 0.001f * (float)j;
+        beta->data[j] = 0.01f * (float)(j % 7);
+    }
+    tg_tensor *ts[] = {x, gamma, beta};
+    for (int i = 0; i < 3; i++)
+        tg_tensor_require_grad(ts[i]);
+    int idx[BIG_R];
+    for (int i = 0; i < BIG_R; i++)
+        idx[i] = (i * 7) % (BIG_R / 2);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *h = tg_gather_rows(tp, x, idx, BIG_R);
+    h = tg_gelu(tp, tg_layer_norm(tp, h, gamma, beta, 1e-5f));
+    h = tg_maximum(tp, tg_div(tp, h, tg_add_scalar(tp, tg_abs(tp, x), 1.0f)),
+                   tg_log_softmax(tp, x));
+    tg_tensor *y = tg_add(tp, tg_softmax(tp, h), tg_sqrt(tp, tg_square(tp, h)));
+    tg_tensor *loss =
+        tg_add(tp, tg_sum(tp, tg_mean_axis0(tp, tg_transpose(tp, y))),
+               tg_sum(tp, tg_logsumexp(tp, tg_slice_cols(tp, y, 5, 300))));
+    tg_backward(tp, loss);
+    out[0] = loss->data[0];
+    memcpy(grads, x->grad, x->size * sizeof(float));
+    memcpy(grads + x->size, gamma->grad, BIG_C * sizeof(float));
+    memcpy(grads + x->size + BIG_C, beta->grad, BIG_C * sizeof(float));
+    tg_tape_free(tp);
+    for (int i = 0; i < 3; i++)
+        tg_tensor_free(ts[i]);
+}
+
+static void same_bits_on_1_and_2_threads(void **state)
+{
+    (void)state;
+    int saved = tg_get_threads();
+    size_t n = (size_t)BIG_R * BIG_C + 2 * BIG_C;
+    float out1, out2;
+    float *g1 = malloc(n * sizeof *g1), *g2 = malloc(n * sizeof *g2);
+    run_big(1, &out1, g1);
+    run_big(2, &out2, g2);
+    tg_set_threads(saved);
+    assert_true(isfinite(out1));
+    assert_memory_equal(&out1, &out2, sizeof out1);
+    assert_memory_equal(g1, g2, n * sizeof *g1);
+    free(g1);
+    free(g2);
+}
+
 /* ---- misuse aborts, naming the op -------------------------------------------
  */
 
@@ -621,6 +680,7 @@ int main(void)
         cmocka_unit_test(bce_clamps_probabilities),
         cmocka_unit_test(kl_normals_values),
         cmocka_unit_test(zero_rows_pass_through_every_op),
+        cmocka_unit_test(same_bits_on_1_and_2_threads),
         cmocka_unit_test(misuse_aborts_naming_the_op),
     };
     return cmocka_run_group_tests_name("autograd more ops: values", tests, NULL,

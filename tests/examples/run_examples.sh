@@ -37,6 +37,19 @@ expect 0 "$vae" --epochs 1 --max-batches 2 --latent 2 --threads 1 \
     --out "$tmp/vae2"
 is_png "$tmp/vae2/manifold.png" || fail "latent 2: no manifold.png"
 
+# --- vae_mnist --arch conv: a few steps, resume, the arch checked ----------
+expect 0 "$vae" --arch conv --epochs 1 --max-batches 2 --batch 32 \
+    --threads 1 --out "$tmp/conv"
+grep -q 'model conv' "$tmp/out" || fail "--arch conv: $(cat "$tmp/out")"
+is_png "$tmp/conv/samples.png" || fail "--arch conv: no samples.png"
+expect 2 "$vae" --batch 32 --out "$tmp/conv" \
+    --resume "$tmp/conv/checkpoint.safetensors"
+grep -q 'pass --arch conv' "$tmp/err" || fail "arch mismatch: $(cat "$tmp/err")"
+expect 0 "$vae" --arch conv --epochs 2 --max-batches 2 --batch 32 \
+    --threads 1 --out "$tmp/conv" --resume "$tmp/conv/checkpoint.safetensors"
+expect 2 "$vae" --arch conv --hidden 300
+expect 2 "$vae" --arch rnn
+
 # --- vae_mnist: rejected flags and data --------------------------------------
 expect 2 "$vae" --batch 0
 expect 2 "$vae" --lr -1

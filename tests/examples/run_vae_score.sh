@@ -62,5 +62,14 @@ expect 2 "$score" --checkpoint "$ck" --ood-data "$tmp/missing" --out "$tmp/o"
 expect 0 "$score" --help
 expect 0 "$score" --version
 
+# a conv checkpoint is scored the same way
+expect 0 "$vae" --arch conv --epochs 1 --max-batches 2 --batch 32 --latent 2 \
+    --threads 1 --out "$tmp/conv"
+expect 0 "$score" --checkpoint "$tmp/conv/checkpoint.safetensors" \
+    --data "$data" --ood-data "$data" --iwae-k 4 --max-images 20 \
+    --samples 4 --threads 1 --out "$tmp/conv_score"
+grep -q 'model conv' "$tmp/out" || fail "conv score: $(cat "$tmp/out")"
+grep -q 'AUROC' "$tmp/out" || fail "conv score: no AUROC table"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all vae_score checks passed"

@@ -28,11 +28,10 @@ static long step(tg_tape *tp, tg_vae *vae, tg_optim *opt, tg_rng *noise,
     return allocs_so_far() - before;
 }
 
-static void test_training_step_allocates_nothing_after_warmup(void **state)
+static void steps_allocate_nothing_after_warmup(tg_vae_config cfg)
 {
-    (void)state;
     enum { ROWS = 128, INPUT = 784 };
-    tg_vae *vae = tg_vae_new((tg_vae_config){INPUT, 400, 20}, 1);
+    tg_vae *vae = tg_vae_new(cfg, 1);
     tg_optim *opt = tg_adam_new(tg_vae_params(vae), 1e-3f);
     tg_rng noise, data;
     tg_rng_seed(&noise, 1, 2);
@@ -63,10 +62,26 @@ static void test_training_step_allocates_nothing_after_warmup(void **state)
     tg_vae_free(vae);
 }
 
+static void test_training_step_allocates_nothing_after_warmup(void **state)
+{
+    (void)state;
+    steps_allocate_nothing_after_warmup(
+        (tg_vae_config){784, 400, 20, TG_VAE_MLP});
+}
+
+static void test_conv_training_step_allocates_nothing_after_warmup(void **state)
+{
+    (void)state;
+    steps_allocate_nothing_after_warmup(
+        (tg_vae_config){784, 0, 20, TG_VAE_CONV});
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_training_step_allocates_nothing_after_warmup),
+        cmocka_unit_test(
+            test_conv_training_step_allocates_nothing_after_warmup),
     };
     return cmocka_run_group_tests_name("models step allocations", tests, NULL,
                                        NULL);

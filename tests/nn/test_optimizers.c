@@ -11,6 +11,8 @@
 
 #include "tg_nn.h"
 
+#include "tmpdir.h"
+
 enum { N = 6 };
 static const double p0[N] = {0.5, -1.0, 2.0, 0.0, 3.0, -0.25};
 static const double g1[N] = {0.1, -0.2, 0.3, 1e-4, -2.0, 0.0};
@@ -249,6 +251,44 @@ static void schedule_drives_the_optimizer(void **state)
     tg_params_free(ps);
 }
 
+/* RMSprop and AdamW state round-trips through a checkpoint: the resumed
+ * optimizer takes the same next step; a file of another kind is refused. */
+static void new_optimizers_resume_from_a_checkpoint(void **state)
+{
+    (void)state;
+    for (int kind = 0; kind < 2; kind++) {
+        tg_params *a = small_set(), *b = small_set();
+        tg_optim *oa = kind ? tg_adamw_new(a, 0.01f, 0.1f)
+                            : tg_rmsprop_new(a, 0.01f, 0.9f);
+        tg_optim *ob = kind ? tg_adamw_new(b, 0.01f, 0.1f)
+                            : tg_rmsprop_new(b, 0.01f, 0.9f);
+        for (int t = 0; t < 2; t++) {
+            set_grad(a, gs[t]);
+            tg_optim_step(oa);
+        }
+        const char *p = in_dir("opt.safetensors");
+        assert_int_equal(tg_checkpoint_save(p, a, oa, NULL), TG_OK);
+        assert_int_equal(tg_checkpoint_load(p, b, ob, NULL), TG_OK);
+        assert_int_equal(ob->step, 2);
+        set_grad(a, g3);
+        set_grad(b, g3);
+        tg_optim_step(oa);
+        tg_optim_step(ob);
+        assert_memory_equal(tg_params_data(a), tg_params_data(b),
+                            N * sizeof(float));
+        tg_params *c = small_set();
+        tg_optim *oc = tg_adam_new(c, 0.01f);
+        assert_int_equal(tg_checkpoint_load(p, c, oc, NULL), TG_ERR_MISMATCH);
+        assert_non_null(strstr(tg_errmsg(), kind ? "'adamw'" : "'rmsprop'"));
+        tg_optim_free(oa);
+        tg_optim_free(ob);
+        tg_optim_free(oc);
+        tg_params_free(a);
+        tg_params_free(b);
+        tg_params_free(c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +301,7 @@ int main(void)
         cmocka_unit_test(step_decay_by_hand),
         cmocka_unit_test(cosine_with_warmup_by_hand),
         cmocka_unit_test(schedule_drives_the_optimizer),
+        cmocka_unit_test(new_optimizers_resume_from_a_checkpoint),
     };
-    return cmocka_run_group_tests_name("nn_optimizers", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("nn_optimizers", tests, setup, teardown);
 }

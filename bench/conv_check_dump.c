@@ -1,0 +1,107 @@
+/* bench/conv_check_dump: writes conv2d, conv_transpose2d, max_pool2d and
+ * avg_pool2d cases (inputs, a seed gradient, our outputs and gradients) to
+ * a file that bench/conv_check_torch.py compares with PyTorch's
+ * torch.nn.functional. A one-off cross-check, not part of CI.
+ * usage: conv_check_dump FILE */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_cli.h"
+#include "tapegrad.h"
+
+enum { CONV, CONVT, MAXPOOL, AVGPOOL };
+
+/* op, N, C, H, W, OC, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw
+ * (pools: kernel kh, stride sh, padding ph) */
+static const int cases[][16] = {
+    {CONV, 2, 3, 9, 8, 4, 2, 2, 3, 3, 0, 0, 1, 1, 0, 0},
+    {CONV, 2, 3, 7, 5, 5, 3, 3, 1, 1, 2, 1, 1, 1, 0, 0},
+    {CONV, 3, 9, 5, 6, 11, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0},
+    {CONV, 1, 2, 6, 7, 3, 2, 3, 1, 2, 1, 0, 1, 1, 0, 0},
+    {CONV, 2, 2, 9, 8, 3, 3, 2, 1, 1, 1, 1, 2, 3, 0, 0},
+    {CONV, 4, 32, 14, 14, 64, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0},
+    {CONVT, 2, 2, 4, 3, 3, 3, 2, 3, 2, 1, 0, 1, 1, 2, 1},
+    {CONVT, 1, 2, 4, 4, 2, 2, 2, 1, 1, 0, 0, 3, 2, 2, 1},
+    {CONVT, 4, 64, 7, 7, 32, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0},
+    {CONVT, 2, 17, 3, 4, 5, 3, 3, 2, 1, 1, 0, 1, 2, 1, 0},
+    {MAXPOOL, 2, 3, 7, 7, 3, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0},
+    {MAXPOOL, 2, 2, 5, 8, 2, 2, 2, 3, 3, 1, 1, 1, 1, 0, 0},
+    {AVGPOOL, 2, 3, 7, 7, 3, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0},
+    {AVGPOOL, 1, 4, 6, 5, 4, 2, 2, 2, 2, 0, 0, 1, 1, 0, 0},
+};
+
+static void put(FILE *f, const float *v, size_t n)
+{
+    fwrite(v, sizeof *v, n, f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && bench_is_help(argv[1])) {
+        puts("usage: conv_check_dump FILE\nWrites conv and pooling cases "
+             "for bench/conv_check_torch.py.");
+        return 0;
+    }
+    if (argc != 2 || argv[1][0] == '-')
+        bench_usage_error("conv_check_dump", "needs one output FILE");
+    FILE *f = fopen(argv[1], "wb");
+    if (!f) {
+        perror(argv[1]);
+        return 1;
+    }
+    tg_rng rng;
+    tg_rng_seed(&rng, 7, 0);
+    int n = (int)(sizeof cases / sizeof cases[0]);
+    fwrite(&n, sizeof n, 1, f);
+    for (int k = 0; k < n; k++) {
+        const int *c = cases[k];
+        int op = c[0];
+        tg_tensor *x = tg_tensor_new(4, (int[]){c[1], c[2], c[3], c[4]});
+        tg_tensor *W =
+            op == CONV    ? tg_tensor_new(4, (int[]){c[5], c[2], c[6], c[7]})
+            : op == CONVT ? tg_tensor_new(4, (int[]){c[2], c[5], c[6], c[7]})
+                          : NULL;
+        tg_tensor *b = W ? tg_tensor_new(1, (int[]){c[5]}) : NULL;
+        tg_tensor *all[3] = {x, W, b};
+        for (int i = 0; i < 3; i++)
+            if (all[i]) {
+                tg_rng_fill_uniform(&rng, all[i]->data, all[i]->size, -1, 1);
+                tg_tensor_require_grad(all[i]);
+            }
+        tg_conv2d_args a = {{c[8], c[9]},
+                            {c[10], c[11]},
+                            {c[12], c[13]},
+                            {op == CONVT ? c[14] : 0, op == CONVT ? c[15] : 0}};
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *y = op == CONV    ? tg_conv2d_ex(tp, x, W, b, &a)
+                       : op == CONVT ? tg_conv_transpose2d_ex(tp, x, W, b, &a)
+                       : op == MAXPOOL
+                           ? tg_max_pool2d(tp, x, c[6], c[8], c[10])
+                           : tg_avg_pool2d(tp, x, c[6], c[8], c[10]);
+        float *dy = malloc(y->size * sizeof *dy);
+        tg_rng_fill_uniform(&rng, dy, y->size, -1, 1);
+        tg_backward_with(tp, y, dy);
+        fwrite(c, sizeof(int), 16, f);
+        fwrite(y->shape, sizeof(int), 4, f);
+        put(f, x->data, x->size);
+        if (W) {
+            put(f, W->data, W->size);
+            put(f, b->data, b->size);
+        }
+        put(f, dy, y->size);
+        put(f, y->data, y->size);
+        put(f, x->grad, x->size);
+        if (W) {
+            put(f, W->grad, W->size);
+            put(f, b->grad, b->size);
+        }
+        free(dy);
+        tg_tape_free(tp);
+        for (int i = 0; i < 3; i++)
+            tg_tensor_free(all[i]);
+    }
+    fclose(f);
+    printf("wrote %d cases to %s\n", n, argv[1]);
+    return 0;
+}
