@@ -15,6 +15,7 @@ typedef struct options {
     int checkpoint_every; /* batches; 0: only at each epoch's end */
     bool skip_nonfinite;
     bool allow_data_change; /* resume on data other than the checkpoint's */
+    int rank_timeout;       /* seconds; 0: wait for other ranks forever */
     float lr;
     uint64_t seed;
 } options;
