@@ -12,10 +12,11 @@
  * Partial tiles go through a small buffer.
  *
  * Blocks come from the cache sizes the CPU reports (cpuid, else sysfs):
- * when op(A) is A transposed, each k step of the kernel touches a new cache
- * line of A, so MR x kc of A plus a B~ micro-panel must fit L1d (Zen 3:
- * kc <= 256); when op(A) is read along rows, longer K blocks win (fewer
- * passes over C; up to 832 measured best on Zen 3 and Zen 5). B~ fills 3/4
+ * when op(A) is A transposed, each k step of the AVX2 kernels touches a new
+ * cache line of A, so kc lines of A plus a B~ micro-panel must fit L1d
+ * (Zen 3: kc <= 256; the AVX-512 tile kept long blocks, measured on Zen 5);
+ * when op(A) is read along rows, longer K blocks win (fewer passes over C;
+ * up to 832 measured best on Zen 3 and Zen 5). B~ fills 3/4
  * of L2. A kernel family may use a different tile for each case (AVX2: 4x24
  * on rows, 6x16 down columns: 6 floats per line touched instead of 4).
  *
@@ -76,9 +77,12 @@ static void transpose_portable(const float *src, ptrdiff_t ld, int rows,
 
 static int always(void) { return 1; }
 
-static const gemm_kernel kernel_portable = {
-    "portable",         PORT_MR, PORT_NR, ukr_portable,
-    transpose_portable, always,  NULL};
+static const gemm_kernel kernel_portable = {.name = "portable",
+                                            .mr = PORT_MR,
+                                            .nr = PORT_NR,
+                                            .ukr = ukr_portable,
+                                            .transpose = transpose_portable,
+                                            .supported = always};
 
 /* Best first. */
 static const gemm_kernel *const kernels[] = {
@@ -173,7 +177,7 @@ static const gemm_kernel *tile_for(const gemm_kernel *k, bool a_trans)
 static void blocks_for(const gemm_kernel *k, bool a_trans, int *kc_max, int *nc)
 {
     const long l1 = cfg.cache[0], l2 = cfg.cache[1], f = sizeof(float);
-    if (a_trans) /* a line of A and NR floats of B per k step, in L1 */
+    if (a_trans && k->l1_k_blocks_strided) /* a line of A, NR floats of B */
         *kc_max = clamp_int(l1 / (64 + k->nr * f), 128, 832);
     else
         *kc_max = clamp_int(l1 * 26 / 1024, 256, 832);

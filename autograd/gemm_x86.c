@@ -286,21 +286,35 @@ static int has_avx2(void)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-const gemm_kernel tg_gemm_kernel_avx512 = {
-    "avx512",   TG_AVX512_MR, TG_AVX512_NV * 16, ukr_avx512, transpose_avx2,
-    has_avx512, NULL};
+const gemm_kernel tg_gemm_kernel_avx512 = {.name = "avx512",
+                                           .mr = TG_AVX512_MR,
+                                           .nr = TG_AVX512_NV * 16,
+                                           .ukr = ukr_avx512,
+                                           .transpose = transpose_avx2,
+                                           .supported = has_avx512};
 /* "avx2" picks its tile per call; the other two pin one (tests, tuning). */
-const gemm_kernel tg_gemm_kernel_avx2_6x16 = {
-    "avx2-6x16", 6, 16, ukr_avx2_6x16, transpose_avx2, has_avx2, NULL};
-const gemm_kernel tg_gemm_kernel_avx2_4x24 = {
-    "avx2-4x24", 4, 24, ukr_avx2_4x24, transpose_avx2, has_avx2, NULL};
-const gemm_kernel tg_gemm_kernel_avx2 = {"avx2",
-                                         4,
-                                         24,
-                                         ukr_avx2_4x24,
-                                         transpose_avx2,
-                                         has_avx2,
-                                         &tg_gemm_kernel_avx2_6x16};
+const gemm_kernel tg_gemm_kernel_avx2_6x16 = {.name = "avx2-6x16",
+                                              .mr = 6,
+                                              .nr = 16,
+                                              .ukr = ukr_avx2_6x16,
+                                              .transpose = transpose_avx2,
+                                              .supported = has_avx2,
+                                              .l1_k_blocks_strided = true};
+const gemm_kernel tg_gemm_kernel_avx2_4x24 = {.name = "avx2-4x24",
+                                              .mr = 4,
+                                              .nr = 24,
+                                              .ukr = ukr_avx2_4x24,
+                                              .transpose = transpose_avx2,
+                                              .supported = has_avx2,
+                                              .l1_k_blocks_strided = true};
+const gemm_kernel tg_gemm_kernel_avx2 = {.name = "avx2",
+                                         .mr = 4,
+                                         .nr = 24,
+                                         .ukr = ukr_avx2_4x24,
+                                         .transpose = transpose_avx2,
+                                         .supported = has_avx2,
+                                         .strided = &tg_gemm_kernel_avx2_6x16,
+                                         .l1_k_blocks_strided = true};
 
 #else
 /* ISO C forbids an empty translation unit. */

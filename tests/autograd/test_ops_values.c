@@ -1,7 +1,7 @@
-/* Forward values (against closed forms and double-precision references),
- * the documented edge rules (kinks, clamps, repeated indices, detach) and
- * misuse aborts of the ops added for issue 13. Their gradient checks are in
- * test_ops_more.c. */
+/* Forward values (against closed forms and double-precision references) and
+ * the documented edge rules (kinks, ties, clamps, repeated indices, detach)
+ * of the ops added for issue 13. Their gradient checks are in
+ * test_ops_more.c; 0-row batches, threads and misuse in test_ops_edges.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "tg_autograd.h"
 
@@ -428,241 +426,6 @@ static void kl_normals_values(void **state)
         tg_tensor_free(ts[i]);
 }
 
-/* ---- 0-row batches
- * ------------------------------------------------------------ Every op takes x
- * [0, C] (a rank handed no rows) forward and backward. */
-
-static tg_tensor *zero_row_op(tg_tape *tp, int k, tg_tensor *x, tg_tensor *row)
-{
-    switch (k) {
-    case 0:
-        return tg_neg(tp, x);
-    case 1:
-        return tg_abs(tp, x);
-    case 2:
-        return tg_sqrt(tp, x);
-    case 3:
-        return tg_pow(tp, x, 2.5f);
-    case 4:
-        return tg_leaky_relu(tp, x, 0.1f);
-    case 5:
-        return tg_gelu(tp, x);
-    case 6:
-        return tg_softmax(tp, x);
-    case 7:
-        return tg_log_softmax(tp, x);
-    case 8:
-        return tg_logsumexp(tp, x);
-    case 9:
-        return tg_sum_axis0(tp, x);
-    case 10:
-        return tg_transpose(tp, x);
-    case 11:
-        return tg_slice_cols(tp, x, 1, 2);
-    case 12:
-        return tg_slice_rows(tp, x, 0, 0);
-    case 13:
-        return tg_gather_rows(tp, x, NULL, 0);
-    case 14:
-        return tg_layer_norm(tp, x, row, row, 1e-5f);
-    case 15:
-        return tg_mask_scale(tp, x, NULL, 2.0f);
-    case 16:
-        return tg_bce(tp, x, x);
-    case 17:
-        return tg_kl_normals(tp, x, x, row, row);
-    case 18:
-        return tg_kl_normals(tp, x, x, x, x);
-    default:
-        return NULL;
-    }
-}
-
-static void zero_rows_pass_through_every_op(void **state)
-{
-    (void)state;
-    tg_tensor *x = tg_tensor_new2(0, 3);
-    tg_tensor *row = tg_tensor_new(1, (int[]){3});
-    tg_tensor_require_grad(x);
-    tg_tensor_require_grad(row);
-    tg_tape *tp = tg_tape_new();
-    for (int k = 0;; k++) {
-        tg_tape_reset(tp);
-        tg_tensor *y = zero_row_op(tp, k, x, row);
-        if (!y)
-            break;
-        assert_int_equal(y->size, k == 9 ? 3 : 0);
-        if (k == 9) { /* mean down no rows: [1, 3] of zeros */
-            for (int j = 0; j < 3; j++)
-                assert_float_equal(y->data[j], 0.0, 0);
-        }
-        if (k == 10) {
-            assert_int_equal(y->shape[0], 3);
-            assert_int_equal(y->shape[1], 0);
-        } else if (k != 9) {
-            assert_int_equal(y->shape[0], 0);
-        }
-        tg_backward(tp, tg_sum(tp, y));
-    }
-    /* layer_norm and the shared prior got a zero gradient from no rows */
-    for (int j = 0; j < 3; j++)
-        assert_float_equal(row->grad[j], 0.0, 0);
-    tg_tape_free(tp);
-    tg_tensor_free(x);
-    tg_tensor_free(row);
-}
-
-/* ---- same bits on 1 and 2 threads -------------------------------------------
- * Big enough (120,000 elements) for every parallel loop to split. */
-
-enum { BIG_R = 300, BIG_C = 400 };
-
-static void run_big(int threads, float *out, float *grads)
-{
-    tg_set_threads(threads);
-    tg_tensor *x = tg_tensor_new2(BIG_R, BIG_C);
-    tg_tensor *gamma = tg_tensor_new(1, (int[]){BIG_C});
-    tg_tensor *beta = tg_tensor_new(1, (int[]){BIG_C});
-    for (size_t k = 0; k < x->size; k++)
-        x->data[k] = (float)((k * 2654435761u) % 1000) * 0.004f - 2.0f;
-    for (int j = 0; j < BIG_C; j++) {
-        gamma->data[j] = 1.0f + 0.001f * (float)j;
-        beta->data[j] = 0.01f * (float)(j % 7);
-    }
-    tg_tensor *ts[] = {x, gamma, beta};
-    for (int i = 0; i < 3; i++)
-        tg_tensor_require_grad(ts[i]);
-    int idx[BIG_R];
-    for (int i = 0; i < BIG_R; i++)
-        idx[i] = (i * 7) % (BIG_R / 2);
-    tg_tape *tp = tg_tape_new();
-    tg_tensor *h = tg_gather_rows(tp, x, idx, BIG_R);
-    h = tg_gelu(tp, tg_layer_norm(tp, h, gamma, beta, 1e-5f));
-    h = tg_maximum(tp, tg_div(tp, h, tg_add_scalar(tp, tg_abs(tp, x), 1.0f)),
-                   tg_log_softmax(tp, x));
-    tg_tensor *y = tg_add(tp, tg_softmax(tp, h), tg_sqrt(tp, tg_square(tp, h)));
-    tg_tensor *loss =
-        tg_add(tp, tg_sum(tp, tg_mean_axis0(tp, tg_transpose(tp, y))),
-               tg_sum(tp, tg_logsumexp(tp, tg_slice_cols(tp, y, 5, 300))));
-    tg_backward(tp, loss);
-    out[0] = loss->data[0];
-    memcpy(grads, x->grad, x->size * sizeof(float));
-    memcpy(grads + x->size, gamma->grad, BIG_C * sizeof(float));
-    memcpy(grads + x->size + BIG_C, beta->grad, BIG_C * sizeof(float));
-    tg_tape_free(tp);
-    for (int i = 0; i < 3; i++)
-        tg_tensor_free(ts[i]);
-}
-
-static void same_bits_on_1_and_2_threads(void **state)
-{
-    (void)state;
-    int saved = tg_get_threads();
-    size_t n = (size_t)BIG_R * BIG_C + 2 * BIG_C;
-    float out1, out2;
-    float *g1 = malloc(n * sizeof *g1), *g2 = malloc(n * sizeof *g2);
-    run_big(1, &out1, g1);
-    run_big(2, &out2, g2);
-    tg_set_threads(saved);
-    assert_true(isfinite(out1));
-    assert_memory_equal(&out1, &out2, sizeof out1);
-    assert_memory_equal(g1, g2, n * sizeof *g1);
-    free(g1);
-    free(g2);
-}
-
-/* ---- misuse aborts, naming the op -------------------------------------------
- */
-
-/* Runs f in a child with stderr into a pipe; true when it died of SIGABRT
- * and its message began "tapegrad: <op>: ". */
-static bool aborts_naming(void (*f)(void), const char *op)
-{
-    int fd[2];
-    if (pipe(fd) != 0)
-        return false;
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fd[0]);
-        dup2(fd[1], 2);
-        f();
-        _exit(0);
-    }
-    close(fd[1]);
-    char msg[512] = {0};
-    size_t len = 0;
-    ssize_t got;
-    while (len < sizeof msg - 1 &&
-           (got = read(fd[0], msg + len, sizeof msg - 1 - len)) > 0)
-        len += (size_t)got;
-    close(fd[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    char want[64];
-    snprintf(want, sizeof want, "tapegrad: %s: ", op);
-    printf("%s", msg);
-    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT &&
-           strncmp(msg, want, strlen(want)) == 0;
-}
-
-static tg_tape *mtp;
-static void bad_gather_index(void)
-{
-    tg_tensor *t = tg_tensor_new2(3, 2);
-    tg_gather_rows(mtp, t, (int[]){0, 3}, 2);
-}
-static void bad_slice_cols(void)
-{
-    tg_slice_cols(mtp, tg_tensor_new2(2, 3), 2, 4);
-}
-static void bad_slice_rows(void)
-{
-    tg_slice_rows(mtp, tg_tensor_new2(2, 3), 1, 3);
-}
-static void bad_transpose(void)
-{
-    tg_transpose(mtp, tg_tensor_new(3, (int[]){2, 2, 2}));
-}
-static void bad_gamma(void)
-{
-    tg_layer_norm(mtp, tg_tensor_new2(2, 3), tg_tensor_new(1, (int[]){2}), NULL,
-                  1e-5f);
-}
-static void bad_bce_shapes(void)
-{
-    tg_bce(mtp, tg_tensor_new2(4, 3), tg_tensor_new2(4, 1));
-}
-static void bad_kl_prior(void)
-{
-    tg_tensor *q = tg_tensor_new2(2, 3), *p = tg_tensor_new2(2, 2);
-    tg_kl_normals(mtp, q, q, p, p);
-}
-static void null_softmax(void) { tg_softmax(mtp, NULL); }
-static void null_neg(void) { tg_neg(mtp, NULL); }
-static void bad_div_shapes(void)
-{
-    tg_div(mtp, tg_tensor_new2(3, 3), tg_tensor_new(1, (int[]){2}));
-}
-static void null_maximum(void) { tg_maximum(mtp, tg_tensor_new2(1, 1), NULL); }
-
-static void misuse_aborts_naming_the_op(void **state)
-{
-    (void)state;
-    mtp = tg_tape_new();
-    assert_true(aborts_naming(bad_gather_index, "gather_rows"));
-    assert_true(aborts_naming(bad_slice_cols, "slice_cols"));
-    assert_true(aborts_naming(bad_slice_rows, "slice_rows"));
-    assert_true(aborts_naming(bad_transpose, "transpose"));
-    assert_true(aborts_naming(bad_gamma, "layer_norm"));
-    assert_true(aborts_naming(bad_bce_shapes, "bce"));
-    assert_true(aborts_naming(bad_kl_prior, "kl_normals"));
-    assert_true(aborts_naming(null_softmax, "softmax"));
-    assert_true(aborts_naming(null_neg, "neg"));
-    assert_true(aborts_naming(bad_div_shapes, "div"));
-    assert_true(aborts_naming(null_maximum, "maximum"));
-    tg_tape_free(mtp);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -679,9 +442,6 @@ int main(void)
         cmocka_unit_test(mask_scale_values),
         cmocka_unit_test(bce_clamps_probabilities),
         cmocka_unit_test(kl_normals_values),
-        cmocka_unit_test(zero_rows_pass_through_every_op),
-        cmocka_unit_test(same_bits_on_1_and_2_threads),
-        cmocka_unit_test(misuse_aborts_naming_the_op),
     };
     return cmocka_run_group_tests_name("autograd more ops: values", tests, NULL,
                                        NULL);
