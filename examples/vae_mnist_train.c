@@ -66,20 +66,21 @@ static void share_step(run *r, int n, tg_step *s)
 }
 
 /* Test -ELBO, rec and KL in nats per sample: recording off, batches of
- * EVAL_BATCH, the tape rewound after each. Under MPI each rank takes its
- * share of every batch and the sums are reduced. */
+ * EVAL_BATCH (EVAL_BATCH_CONV), the tape rewound after each. Under MPI each
+ * rank takes its share of every batch and the sums are reduced. */
 static void evaluate(run *r, int epoch, epoch_stats *st)
 {
     const tg_dataset *test = &r->test;
     bool was = tg_tape_set_recording(r->tp, false);
     tg_rng noise;
     tg_rng_seed(&noise, r->o->seed, 2000 + (uint64_t)epoch);
-    float *buf = malloc(sizeof(float) * EVAL_BATCH * (size_t)r->o->latent);
+    int chunk = r->o->arch == TG_VAE_CONV ? EVAL_BATCH_CONV : EVAL_BATCH;
+    float *buf = malloc(sizeof(float) * (size_t)chunk * (size_t)r->o->latent);
     if (!buf)
         fail_write(r->o->out);
     double sums[2] = {0.0, 0.0}; /* rec, kl */
-    for (int i = 0; i < test->n; i += EVAL_BATCH) {
-        int n = test->n - i < EVAL_BATCH ? test->n - i : EVAL_BATCH;
+    for (int i = 0; i < test->n; i += chunk) {
+        int n = test->n - i < chunk ? test->n - i : chunk;
         int first, mine = tg_dist_share(n, &first);
         tg_tape_reset(r->tp);
         tg_tensor *eps =
