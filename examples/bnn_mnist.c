@@ -353,6 +353,40 @@ static void print_table(const bnn_result *r, int n)
     }
 }
 
+/* Loads the training and test sets and (when given, or present at the
+ * default place) the OOD test set, and checks their sizes and labels.
+ * Returns 0, or 2 after printing one line. */
+static int load_data(const options *o, tg_dataset *train_set,
+                     tg_dataset *test_set, tg_dataset *ood_set, bool *have_ood)
+{
+    if (!load(o->data, true, train_set) || !load(o->data, false, test_set))
+        return 2;
+    int input = train_set->rows * train_set->cols;
+    if (o->ood_given || tg_mnist_load(o->ood, false, ood_set) == TG_OK) {
+        if (o->ood_given && !load(o->ood, false, ood_set))
+            return 2;
+        *have_ood = true;
+    }
+    if (test_set->rows * test_set->cols != input ||
+        (*have_ood && ood_set->rows * ood_set->cols != input)) {
+        fprintf(stderr,
+                "bnn_mnist: %s: image sizes differ between the "
+                "training, test and OOD sets\n",
+                test_set->rows * test_set->cols != input ? o->data : o->ood);
+        return 2;
+    }
+    const tg_dataset *sets[2] = {train_set, test_set};
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < sets[s]->n; i++)
+            if (sets[s]->labels[i] >= BNN_CLASSES) {
+                fprintf(stderr,
+                        "bnn_mnist: %s: label %d of image %d is not 0..9\n",
+                        o->data, sets[s]->labels[i], i);
+                return 2;
+            }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     cli_prog = "bnn_mnist";
@@ -360,34 +394,17 @@ int main(int argc, char **argv)
     tg_set_threads(o.threads);
 
     tg_dataset train_set = {0}, test_set = {0}, ood_set = {0};
-    if (!load(o.data, true, &train_set) || !load(o.data, false, &test_set))
-        return 2;
-    int input = train_set.rows * train_set.cols;
     bool have_ood = false;
-    if (o.ood_given || tg_mnist_load(o.ood, false, &ood_set) == TG_OK) {
-        if (o.ood_given && !load(o.ood, false, &ood_set))
-            return 2;
-        have_ood = true;
+    int code = load_data(&o, &train_set, &test_set, &ood_set, &have_ood);
+    if (code == 0 && o.out && !cli_prepare_out_dir(o.out))
+        code = 1;
+    if (code) {
+        tg_dataset_free(&train_set);
+        tg_dataset_free(&test_set);
+        tg_dataset_free(&ood_set);
+        return code;
     }
-    if (test_set.rows * test_set.cols != input ||
-        (have_ood && ood_set.rows * ood_set.cols != input)) {
-        fprintf(stderr,
-                "bnn_mnist: %s: image sizes differ between the "
-                "training, test and OOD sets\n",
-                test_set.rows * test_set.cols != input ? o.data : o.ood);
-        return 2;
-    }
-    const tg_dataset *sets[2] = {&train_set, &test_set};
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; i < sets[s]->n; i++)
-            if (sets[s]->labels[i] >= BNN_CLASSES) {
-                fprintf(stderr,
-                        "bnn_mnist: %s: label %d of image %d is not 0..9\n",
-                        o.data, sets[s]->labels[i], i);
-                return 2;
-            }
-    if (o.out && !cli_prepare_out_dir(o.out))
-        return 1;
+    int input = train_set.rows * train_set.cols;
 
     int n_test =
         o.max_eval && o.max_eval < test_set.n ? o.max_eval : test_set.n;

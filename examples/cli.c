@@ -71,6 +71,59 @@ void cli_getopt_error(int c, char **argv)
     cli_usage_error("unknown option '%s'", arg);
 }
 
+void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
+                     void (*usage)(FILE *f))
+{
+    enum { HELP = 1000, VERSION = 1001, MAX_FLAGS = 64 };
+    struct option longopts[MAX_FLAGS + 3];
+    if (n > MAX_FLAGS)
+        n = MAX_FLAGS;
+    for (int i = 0; i < n; i++)
+        longopts[i] = (struct option){
+            flags[i].name,
+            flags[i].kind == CLI_BOOL ? no_argument : required_argument, NULL,
+            i};
+    longopts[n] = (struct option){"help", no_argument, NULL, HELP};
+    longopts[n + 1] = (struct option){"version", no_argument, NULL, VERSION};
+    longopts[n + 2] = (struct option){NULL, 0, NULL, 0};
+    opterr = 0;
+    int c;
+    char flag[80];
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        if (c == HELP || c == 'h') {
+            usage(stdout);
+            exit(0);
+        }
+        if (c == VERSION) {
+            printf("%s (tapegrad %s)\n", cli_prog, TG_VERSION);
+            exit(0);
+        }
+        if (c < 0 || c >= n)
+            cli_getopt_error(c, argv);
+        const cli_flag *f = &flags[c];
+        snprintf(flag, sizeof flag, "--%s", f->name);
+        switch (f->kind) {
+        case CLI_INT:
+            *(int *)f->value = cli_int(flag, optarg, f->lo, (long)f->hi);
+            break;
+        case CLI_U64:
+            *(uint64_t *)f->value = cli_u64(flag, optarg);
+            break;
+        case CLI_FLOAT:
+            *(float *)f->value = cli_float_pos(flag, optarg, f->hi);
+            break;
+        case CLI_STR:
+            *(const char **)f->value = optarg;
+            break;
+        case CLI_BOOL:
+            *(bool *)f->value = true;
+            break;
+        }
+    }
+    if (optind < argc)
+        cli_usage_error("unexpected argument '%s'", argv[optind]);
+}
+
 static bool mkdir_p(const char *dir)
 {
     char buf[4096];
@@ -264,21 +317,54 @@ void cli_progress_end(cli_progress *p)
 
 static bool parsing;
 static int saved_stderr = -1;
+static FILE *held; /* a rank > 0's stderr while parsing */
 
+/* Puts stderr back; when replay, what was held is written to it first. */
+static void restore_stderr(bool replay)
+{
+    if (saved_stderr < 0)
+        return;
+    fflush(stderr);
+    dup2(saved_stderr, STDERR_FILENO);
+    close(saved_stderr);
+    saved_stderr = -1;
+    if (replay && held) {
+        char buf[4096];
+        size_t n;
+        rewind(held);
+        while ((n = fread(buf, 1, sizeof buf, held)) > 0)
+            fwrite(buf, 1, n, stderr);
+        fflush(stderr);
+    }
+    if (held)
+        fclose(held);
+    held = NULL;
+}
+
+/* An exit while parsing (a flag error, --help): every rank learns of it in
+ * cli_parse_end's agreement, so none waits for this one; the lowest rank
+ * that exits says why (its held message), then MPI is finalized. */
 static void finalize_if_parsing(void)
 {
-    if (parsing)
-        tg_dist_finalize();
+    if (!parsing)
+        return;
+    parsing = false;
+    fflush(stderr);
+    bool all = tg_dist_all_ok(false);
+    restore_stderr(!all && tg_dist_first_failed() == tg_dist_rank());
+    tg_dist_finalize();
 }
 
 void cli_parse_begin(void)
 {
     if (tg_dist_rank() != 0) {
         fflush(stderr);
+        held = tmpfile();
         saved_stderr = dup(STDERR_FILENO);
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, STDERR_FILENO);
-        close(null);
+        int fd = held ? fileno(held) : open("/dev/null", O_WRONLY);
+        dup2(fd, STDERR_FILENO);
+        if (!held)
+            close(fd);
     }
     parsing = true;
     atexit(finalize_if_parsing);
@@ -287,9 +373,26 @@ void cli_parse_begin(void)
 void cli_parse_end(void)
 {
     parsing = false;
-    if (saved_stderr >= 0) {
-        dup2(saved_stderr, STDERR_FILENO);
-        close(saved_stderr);
-        saved_stderr = -1;
+    bool all = tg_dist_all_ok(true);
+    restore_stderr(false);
+    if (!all) { /* another rank could not parse its flags: it said why */
+        tg_dist_finalize();
+        exit(2);
+    }
+}
+
+void cli_same_job(const char *const *names, const char *const *values, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char rank0[TG_DIST_SAME_MAX];
+        if (tg_dist_same(values[i], rank0))
+            continue;
+        if (tg_dist_first_failed() == tg_dist_rank())
+            fprintf(stderr,
+                    "%s: rank %d has %s '%s' but rank 0 has '%s': every rank "
+                    "must run the same job; stopped\n",
+                    cli_prog, tg_dist_rank(), names[i], values[i], rank0);
+        tg_dist_finalize();
+        exit(2);
     }
 }

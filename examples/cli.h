@@ -23,6 +23,29 @@ int cli_int(const char *flag, const char *s, long lo, long hi);
 uint64_t cli_u64(const char *flag, const char *s);
 float cli_float_pos(const char *flag, const char *s, double hi); /* (0, hi] */
 
+/* A program's flags as a table: cli_parse_flags parses argv against it
+ * (with --help: usage(stdout), exit 0; --version: exit 0), each value by
+ * cli_int / cli_u64 / cli_float_pos; an unknown flag, a missing value or a
+ * stray argument is a usage error (exit 2). */
+typedef enum cli_kind {
+    CLI_INT,   /* int *, in [lo, hi] */
+    CLI_U64,   /* uint64_t * */
+    CLI_FLOAT, /* float *, in (0, hi] */
+    CLI_STR,   /* const char ** */
+    CLI_BOOL,  /* bool *, set by the flag alone */
+} cli_kind;
+
+typedef struct cli_flag {
+    const char *name; /* without the leading "--" */
+    cli_kind kind;
+    void *value;
+    long lo;
+    double hi;
+} cli_flag;
+
+void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
+                     void (*usage)(FILE *f));
+
 /* Reports the getopt_long failure at argv[optind - 1] (unknown option or
  * missing value) as a usage error. c is what getopt_long returned. */
 void cli_getopt_error(int c, char **argv);
@@ -38,12 +61,17 @@ const char *cli_path(const char *dir, const char *name);
 
 double cli_now(void); /* seconds, monotonic */
 
-/* Around flag parsing, under mpirun: every rank parses the same flags but
- * only rank 0's stderr is kept (one message, not N), and an exit while
- * parsing finalizes MPI on every rank together, so rank 0's message is
- * never cut short. Single-process: no effect. */
+/* Around flag parsing, under mpirun: every rank parses its own flags, and
+ * every rank learns whether all succeeded (so a rank whose flags are bad
+ * never leaves the others waiting): a rank > 0's messages are held, and
+ * shown only when it is the lowest rank that failed (one message, not N).
+ * Single-process: no effect. */
 void cli_parse_begin(void);
 void cli_parse_end(void);
+/* Collective, under mpirun: every rank's values[i] must equal rank 0's
+ * (flags, a data fingerprint); else the lowest differing rank names
+ * itself, names[i] and both values, and every rank exits with status 2. */
+void cli_same_job(const char *const *names, const char *const *values, int n);
 
 /* Output files appear whole or not at all (tg_atomic_open / commit):
  *     tg_atomic_file a;

@@ -56,58 +56,17 @@ static options parse_options(int argc, char **argv)
                  .hidden = 256,
                  .lr = 1e-3f,
                  .seed = 1};
-    static const struct option longopts[] = {
-        {"data", required_argument, NULL, 'd'},
-        {"epochs", required_argument, NULL, 'e'},
-        {"batch", required_argument, NULL, 'b'},
-        {"hidden", required_argument, NULL, 'H'},
-        {"lr", required_argument, NULL, 'l'},
-        {"seed", required_argument, NULL, 's'},
-        {"threads", required_argument, NULL, 't'},
-        {"max-batches", required_argument, NULL, 'm'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'd':
-            o.data = optarg;
-            break;
-        case 'e':
-            o.epochs = cli_int("--epochs", optarg, 1, 100000);
-            break;
-        case 'b':
-            o.batch = cli_int("--batch", optarg, 1, 65536);
-            break;
-        case 'H':
-            o.hidden = cli_int("--hidden", optarg, 1, 65536);
-            break;
-        case 'l':
-            o.lr = cli_float_pos("--lr", optarg, 1e6);
-            break;
-        case 's':
-            o.seed = cli_u64("--seed", optarg);
-            break;
-        case 't':
-            o.threads = cli_int("--threads", optarg, 0, 1024);
-            break;
-        case 'm':
-            o.max_batches = cli_int("--max-batches", optarg, 1, 1 << 30);
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        case 'V':
-            printf("mlp_mnist (tapegrad %s)\n", TG_VERSION);
-            exit(0);
-        default:
-            cli_getopt_error(c, argv);
-        }
-    }
-    if (optind < argc)
-        cli_usage_error("unexpected argument '%s'", argv[optind]);
+    const cli_flag flags[] = {
+        {"data", CLI_STR, &o.data, 0, 0},
+        {"epochs", CLI_INT, &o.epochs, 1, 100000},
+        {"batch", CLI_INT, &o.batch, 1, 65536},
+        {"hidden", CLI_INT, &o.hidden, 1, 65536},
+        {"lr", CLI_FLOAT, &o.lr, 0, 1e6},
+        {"seed", CLI_U64, &o.seed, 0, 0},
+        {"threads", CLI_INT, &o.threads, 0, 1024},
+        {"max-batches", CLI_INT, &o.max_batches, 1, 1 << 30},
+    };
+    cli_parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], usage);
     return o;
 }
 

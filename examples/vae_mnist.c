@@ -56,6 +56,9 @@ static void usage(FILE *f)
             "  --max-batches N   stop each epoch after N batches\n"
             "  --checkpoint-every N  also save a checkpoint every N batches\n"
             "                    (default: only at the end of each epoch)\n"
+            "  --rank-timeout S  under mpirun: stop the job, naming the rank,\n"
+            "                    when a rank is silent for S seconds (300;\n"
+            "                    0 = wait forever)\n"
             "  --allow-data-change  resume on data other than the\n"
             "                    checkpoint's (its fingerprint differs)\n"
             "  --skip-nonfinite  skip steps whose loss or gradient is NaN/Inf\n"
@@ -78,91 +81,34 @@ static options parse_options(int argc, char **argv)
                  .hidden = 400,
                  .latent = 20,
                  .lr = 1e-3f,
-                 .seed = 1};
-    static const struct option longopts[] = {
-        {"data", required_argument, NULL, 'd'},
-        {"epochs", required_argument, NULL, 'e'},
-        {"batch", required_argument, NULL, 'b'},
-        {"arch", required_argument, NULL, 'a'},
-        {"hidden", required_argument, NULL, 'H'},
-        {"latent", required_argument, NULL, 'z'},
-        {"lr", required_argument, NULL, 'l'},
-        {"seed", required_argument, NULL, 's'},
-        {"threads", required_argument, NULL, 't'},
-        {"out", required_argument, NULL, 'o'},
-        {"resume", required_argument, NULL, 'r'},
-        {"max-batches", required_argument, NULL, 'm'},
-        {"checkpoint-every", required_argument, NULL, 'c'},
-        {"skip-nonfinite", no_argument, NULL, 'n'},
-        {"allow-data-change", no_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
-    opterr = 0;
-    bool hidden_set = false;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'd':
-            o.data = optarg;
-            break;
-        case 'e':
-            o.epochs = cli_int("--epochs", optarg, 1, MAX_EPOCHS);
-            break;
-        case 'b':
-            o.batch = cli_int("--batch", optarg, 1, 65536);
-            break;
-        case 'a':
-            if (!tg_vae_arch_parse(optarg, &o.arch))
-                cli_usage_error("--arch is mlp or conv, not '%s'", optarg);
-            break;
-        case 'H':
-            o.hidden = cli_int("--hidden", optarg, 0, TG_VAE_MAX_HIDDEN);
-            hidden_set = true;
-            break;
-        case 'z':
-            o.latent = cli_int("--latent", optarg, 1, TG_VAE_MAX_LATENT);
-            break;
-        case 'l':
-            o.lr = cli_float_pos("--lr", optarg, 1e6);
-            break;
-        case 's':
-            o.seed = cli_u64("--seed", optarg);
-            break;
-        case 't':
-            o.threads = cli_int("--threads", optarg, 0, 1024);
-            break;
-        case 'o':
-            o.out = optarg;
-            break;
-        case 'r':
-            o.resume = optarg;
-            break;
-        case 'm':
-            o.max_batches = cli_int("--max-batches", optarg, 1, 1 << 30);
-            break;
-        case 'c':
-            o.checkpoint_every =
-                cli_int("--checkpoint-every", optarg, 1, 1 << 30);
-            break;
-        case 'n':
-            o.skip_nonfinite = true;
-            break;
-        case 'D':
-            o.allow_data_change = true;
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        case 'V':
-            printf("vae_mnist (tapegrad %s)\n", TG_VERSION);
-            exit(0);
-        default:
-            cli_getopt_error(c, argv);
-        }
-    }
-    if (optind < argc)
-        cli_usage_error("unexpected argument '%s'", argv[optind]);
+                 .seed = 1,
+                 .rank_timeout = 300};
+    const char *arch = "mlp";
+    o.hidden = -1; /* not given: 400 for mlp */
+    const cli_flag flags[] = {
+        {"data", CLI_STR, &o.data, 0, 0},
+        {"epochs", CLI_INT, &o.epochs, 1, MAX_EPOCHS},
+        {"batch", CLI_INT, &o.batch, 1, 65536},
+        {"arch", CLI_STR, &arch, 0, 0},
+        {"hidden", CLI_INT, &o.hidden, 0, TG_VAE_MAX_HIDDEN},
+        {"latent", CLI_INT, &o.latent, 1, TG_VAE_MAX_LATENT},
+        {"lr", CLI_FLOAT, &o.lr, 0, 1e6},
+        {"seed", CLI_U64, &o.seed, 0, 0},
+        {"threads", CLI_INT, &o.threads, 0, 1024},
+        {"out", CLI_STR, &o.out, 0, 0},
+        {"resume", CLI_STR, &o.resume, 0, 0},
+        {"max-batches", CLI_INT, &o.max_batches, 1, 1 << 30},
+        {"checkpoint-every", CLI_INT, &o.checkpoint_every, 1, 1 << 30},
+        {"skip-nonfinite", CLI_BOOL, &o.skip_nonfinite, 0, 0},
+        {"allow-data-change", CLI_BOOL, &o.allow_data_change, 0, 0},
+        {"rank-timeout", CLI_INT, &o.rank_timeout, 0, 86400},
+    };
+    cli_parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], usage);
+    if (!tg_vae_arch_parse(arch, &o.arch))
+        cli_usage_error("--arch is mlp or conv, not '%s'", arch);
+    bool hidden_set = o.hidden >= 0;
+    if (!hidden_set)
+        o.hidden = 400;
     if (!o.data[0] || !o.out[0])
         cli_usage_error("--data and --out need a folder name");
     if (o.arch == TG_VAE_CONV) {
@@ -190,6 +136,7 @@ void fail_write(const char *path)
 int main(int argc, char **argv)
 {
     cli_prog = "vae_mnist";
+    cli_catch_sigint(); /* a stop signal while starting: stop after step 1 */
     tg_dist_init(&argc, &argv);
     if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
         return 1; /* only rank 0 prints progress and results */

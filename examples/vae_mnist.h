@@ -15,6 +15,7 @@ typedef struct options {
     int checkpoint_every; /* batches; 0: only at each epoch's end */
     bool skip_nonfinite;
     bool allow_data_change; /* resume on data other than the checkpoint's */
+    int rank_timeout;       /* seconds; 0: wait for other ranks forever */
     float lr;
     uint64_t seed;
 } options;
@@ -27,7 +28,9 @@ typedef struct epoch_stats {
     double samples_per_s;
 } epoch_stats;
 
-enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000 };
+/* Test images per evaluation pass; the conv VAE's im2col matrices grow with
+ * it (about 0.1 MB per image), so it takes smaller passes. */
+enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000, EVAL_BATCH_CONV = 250 };
 
 /* A training run: what vae_mnist_train.c's functions share. */
 typedef struct run {

@@ -185,6 +185,8 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
         fputs(" --skip-nonfinite", f);
     if (o->allow_data_change)
         fputs(" --allow-data-change", f);
+    if (o->rank_timeout != 300)
+        fprintf(f, " --rank-timeout %d", o->rank_timeout);
     fputs(" --resume ", f);
     cli_shell_word(f, ck);
 }

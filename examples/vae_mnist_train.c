@@ -66,20 +66,21 @@ static void share_step(run *r, int n, tg_step *s)
 }
 
 /* Test -ELBO, rec and KL in nats per sample: recording off, batches of
- * EVAL_BATCH, the tape rewound after each. Under MPI each rank takes its
- * share of every batch and the sums are reduced. */
+ * EVAL_BATCH (EVAL_BATCH_CONV), the tape rewound after each. Under MPI each
+ * rank takes its share of every batch and the sums are reduced. */
 static void evaluate(run *r, int epoch, epoch_stats *st)
 {
     const tg_dataset *test = &r->test;
     bool was = tg_tape_set_recording(r->tp, false);
     tg_rng noise;
     tg_rng_seed(&noise, r->o->seed, 2000 + (uint64_t)epoch);
-    float *buf = malloc(sizeof(float) * EVAL_BATCH * (size_t)r->o->latent);
+    int chunk = r->o->arch == TG_VAE_CONV ? EVAL_BATCH_CONV : EVAL_BATCH;
+    float *buf = malloc(sizeof(float) * (size_t)chunk * (size_t)r->o->latent);
     if (!buf)
         fail_write(r->o->out);
     double sums[2] = {0.0, 0.0}; /* rec, kl */
-    for (int i = 0; i < test->n; i += EVAL_BATCH) {
-        int n = test->n - i < EVAL_BATCH ? test->n - i : EVAL_BATCH;
+    for (int i = 0; i < test->n; i += chunk) {
+        int n = test->n - i < chunk ? test->n - i : chunk;
         int first, mine = tg_dist_share(n, &first);
         tg_tape_reset(r->tp);
         tg_tensor *eps =
@@ -255,6 +256,11 @@ static void load_data(run *r)
     const options *o = r->o;
     bool loaded = tg_mnist_load(o->data, true, &r->train) == TG_OK &&
                   tg_mnist_load(o->data, false, &r->test) == TG_OK;
+    if (loaded && r->test.rows * r->test.cols != r->train.rows * r->train.cols)
+        loaded =
+            tg_error(TG_ERR_MISMATCH, "%s: train images are %dx%d, test %dx%d",
+                     o->data, r->train.rows, r->train.cols, r->test.rows,
+                     r->test.cols) == TG_OK;
     if (!tg_dist_all_ok(loaded)) {
         if (tg_dist_first_failed() == tg_dist_rank())
             fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
@@ -271,12 +277,43 @@ static void load_data(run *r)
     tg_dataset_fingerprint(&r->test, test_fp);
     snprintf(r->data_fp, sizeof r->data_fp, "train %s; test %s", train_fp,
              test_fp);
-    if (r->test.rows * r->test.cols != r->train.rows * r->train.cols) {
-        fprintf(stderr, "vae_mnist: %s: train images are %dx%d, test %dx%d\n",
-                o->data, r->train.rows, r->train.cols, r->test.rows,
-                r->test.cols);
-        exit(2);
-    }
+}
+
+/* Under mpirun: the ranks must train the same model on the same data. */
+static void check_same_job(const run *r)
+{
+    const options *o = r->o;
+    char v[10][48];
+    snprintf(v[0], sizeof v[0], "%d", o->epochs);
+    snprintf(v[1], sizeof v[1], "%d", o->batch);
+    snprintf(v[2], sizeof v[2], "%d", o->hidden);
+    snprintf(v[3], sizeof v[3], "%d", o->latent);
+    snprintf(v[4], sizeof v[4], "%.9g", (double)o->lr);
+    snprintf(v[5], sizeof v[5], "%llu", (unsigned long long)o->seed);
+    snprintf(v[6], sizeof v[6], "%d", o->max_batches);
+    snprintf(v[7], sizeof v[7], "%d", o->checkpoint_every);
+    snprintf(v[8], sizeof v[8], "%d", o->skip_nonfinite);
+    snprintf(v[9], sizeof v[9], "%d", o->allow_data_change);
+    char timeout[32], arch[16];
+    snprintf(arch, sizeof arch, "%d", (int)o->arch);
+    snprintf(timeout, sizeof timeout, "%d", o->rank_timeout);
+    const char *names[] = {"--epochs",
+                           "--batch",
+                           "--hidden",
+                           "--latent",
+                           "--lr",
+                           "--seed",
+                           "--max-batches",
+                           "--checkpoint-every",
+                           "--skip-nonfinite",
+                           "--allow-data-change",
+                           "--rank-timeout",
+                           "--arch",
+                           "data (--data)"};
+    const char *values[] = {v[0], v[1], v[2], v[3],    v[4], v[5],      v[6],
+                            v[7], v[8], v[9], timeout, arch, r->data_fp};
+    cli_same_job(names, values, 13);
+    tg_dist_set_timeout(o->rank_timeout);
 }
 
 void run_setup(run *r, const options *o, const char *argv0)
@@ -285,6 +322,7 @@ void run_setup(run *r, const options *o, const char *argv0)
     r->o = o;
     r->argv0 = argv0;
     load_data(r);
+    check_same_job(r);
     int input = r->train.rows * r->train.cols;
     if (o->arch == TG_VAE_CONV &&
         (r->train.rows != r->train.cols || r->train.rows % 4 != 0)) {

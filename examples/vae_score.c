@@ -89,62 +89,18 @@ static options parse_options(int argc, char **argv)
                  .k = 100,
                  .samples = 100,
                  .seed = 1};
-    static const struct option longopts[] = {
-        {"checkpoint", required_argument, NULL, 'c'},
-        {"data", required_argument, NULL, 'd'},
-        {"ood-data", required_argument, NULL, 'D'},
-        {"iwae-k", required_argument, NULL, 'k'},
-        {"max-images", required_argument, NULL, 'm'},
-        {"samples", required_argument, NULL, 'S'},
-        {"seed", required_argument, NULL, 's'},
-        {"threads", required_argument, NULL, 't'},
-        {"out", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            o.checkpoint = optarg;
-            break;
-        case 'd':
-            o.data = optarg;
-            break;
-        case 'D':
-            o.ood = optarg;
-            break;
-        case 'k':
-            o.k = cli_int("--iwae-k", optarg, 1, 10000000);
-            break;
-        case 'm':
-            o.max_images = cli_int("--max-images", optarg, 1, 1 << 30);
-            break;
-        case 'S':
-            o.samples = cli_int("--samples", optarg, 1, 1000000);
-            break;
-        case 's':
-            o.seed = cli_u64("--seed", optarg);
-            break;
-        case 't':
-            o.threads = cli_int("--threads", optarg, 0, 1024);
-            break;
-        case 'o':
-            o.out = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        case 'V':
-            printf("vae_score (tapegrad %s)\n", TG_VERSION);
-            exit(0);
-        default:
-            cli_getopt_error(c, argv);
-        }
-    }
-    if (optind < argc)
-        cli_usage_error("unexpected argument '%s'", argv[optind]);
+    const cli_flag flags[] = {
+        {"checkpoint", CLI_STR, &o.checkpoint, 0, 0},
+        {"data", CLI_STR, &o.data, 0, 0},
+        {"ood-data", CLI_STR, &o.ood, 0, 0},
+        {"iwae-k", CLI_INT, &o.k, 1, 10000000},
+        {"max-images", CLI_INT, &o.max_images, 1, 1 << 30},
+        {"samples", CLI_INT, &o.samples, 1, 1000000},
+        {"seed", CLI_U64, &o.seed, 0, 0},
+        {"threads", CLI_INT, &o.threads, 0, 1024},
+        {"out", CLI_STR, &o.out, 0, 0},
+    };
+    cli_parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], usage);
     if (!o.checkpoint)
         cli_usage_error("--checkpoint FILE is required");
     if (!o.data[0] || !o.out[0] || (o.ood && !o.ood[0]))

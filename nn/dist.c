@@ -4,6 +4,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tg_config.h"
@@ -17,7 +19,14 @@ static struct {
     int rank, size, local_rank, local_size;
     int first_failed;
     double allreduce_s;
-} dist = {.size = 1, .local_size = 1};
+    double timeout_s; /* 0: wait forever */
+    char prog[64];    /* for the timeout's message */
+} dist = {.size = 1, .local_size = 1, .prog = "tapegrad"};
+
+void tg_dist_set_timeout(double seconds)
+{
+    dist.timeout_s = seconds > 0 ? seconds : 0;
+}
 
 bool tg_dist_available(void)
 {
@@ -42,6 +51,18 @@ int tg_dist_default_threads(void)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     long per_rank = cores / dist.local_size;
     return per_rank >= 1 ? (int)per_rank : 1;
+}
+
+int tg_dist_launcher_size(void)
+{
+    static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE",
+                                 "MPI_LOCALNRANKS", "PMIX_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return atoi(v) > 0 ? atoi(v) : 1;
+    }
+    return getenv("PMIX_RANK") || getenv("PMI_RANK") ? 1 : 0;
 }
 
 /* rank r of N takes rows [r * n / N, (r + 1) * n / N): the shares differ by
@@ -83,6 +104,11 @@ static void check(int rc, const char *op)
 
 void tg_dist_init(int *argc, char ***argv)
 {
+    if (argv && *argv && (*argv)[0]) {
+        const char *slash = strrchr((*argv)[0], '/');
+        snprintf(dist.prog, sizeof dist.prog, "%s",
+                 slash ? slash + 1 : (*argv)[0]);
+    }
     int inited = 0;
     MPI_Initialized(&inited);
     if (inited || !launched())
@@ -176,12 +202,80 @@ void tg_dist_broadcast_i64(int64_t *x, int n)
               "dist_broadcast_i64");
 }
 
+/* A collective started as *req, waited for with a deadline when a timeout
+ * is set: every rank > 0 first sends rank 0 a token (tag TOKEN), so on
+ * timeout rank 0 names the ranks whose token never came (stalled or dead
+ * before this collective); a rank > 0 that times out leaves rank 0 a
+ * second timeout to say so, then names rank 0. Both stop the job. The
+ * wait sleeps between polls instead of spinning. */
+enum { TOKEN = 7177 };
+
+static void timed_wait(MPI_Request *req, const char *op)
+{
+    if (dist.timeout_s <= 0) {
+        check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
+        return;
+    }
+    int n = dist.size, token = 1, got[1024] = {0};
+    MPI_Request tokens[1024], sent = MPI_REQUEST_NULL;
+    int watched = n < 1024 ? n : 1024;
+    if (dist.rank == 0)
+        for (int r = 1; r < watched; r++)
+            MPI_Irecv(&got[r], 1, MPI_INT, r, TOKEN, MPI_COMM_WORLD,
+                      &tokens[r]);
+    else
+        MPI_Isend(&token, 1, MPI_INT, 0, TOKEN, MPI_COMM_WORLD, &sent);
+    double t0 = MPI_Wtime();
+    int done = 0;
+    while (!done) {
+        check(MPI_Test(req, &done, MPI_STATUS_IGNORE), op);
+        if (done)
+            break;
+        double waited = MPI_Wtime() - t0;
+        if (dist.rank == 0 && waited > dist.timeout_s) {
+            char silent[256] = "";
+            size_t at = 0;
+            for (int r = 1; r < watched && at < sizeof silent - 16; r++) {
+                int arrived = 0;
+                MPI_Test(&tokens[r], &arrived, MPI_STATUS_IGNORE);
+                if (!arrived)
+                    at += (size_t)snprintf(silent + at, sizeof silent - at,
+                                           "%s%d", at ? ", " : "", r);
+            }
+            fprintf(stderr,
+                    "%s: rank %s did not answer within %g s (stalled or "
+                    "dead); stopping the job\n",
+                    dist.prog, at ? silent : "(unknown)", dist.timeout_s);
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, 4);
+        }
+        if (dist.rank != 0 && waited > 2 * dist.timeout_s + 5) {
+            fprintf(stderr,
+                    "%s: rank 0 did not answer within %g s (stalled or "
+                    "dead); stopping the job\n",
+                    dist.prog, dist.timeout_s);
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, 4);
+        }
+        struct timespec nap = {0, 200000}; /* 0.2 ms */
+        nanosleep(&nap, NULL);
+    }
+    if (dist.rank == 0)
+        for (int r = 1; r < watched; r++)
+            MPI_Wait(&tokens[r], MPI_STATUS_IGNORE);
+    else
+        MPI_Wait(&sent, MPI_STATUS_IGNORE);
+}
+
 void tg_dist_sum(double *x, int n)
 {
-    if (dist.size > 1)
-        check(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM,
-                            MPI_COMM_WORLD),
-              "dist_sum");
+    if (dist.size == 1)
+        return;
+    MPI_Request req;
+    check(MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM,
+                         MPI_COMM_WORLD, &req),
+          "dist_sum");
+    timed_wait(&req, "dist_sum");
 }
 
 /* Each rank sends its rank when it failed and size when not: the minimum is
@@ -193,18 +287,35 @@ bool tg_dist_all_ok(bool ok)
         return ok;
     }
     int mine = ok ? dist.size : dist.rank, lowest;
-    check(MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD),
+    MPI_Request req;
+    check(MPI_Iallreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD,
+                         &req),
           "dist_all_ok");
+    timed_wait(&req, "dist_all_ok");
     dist.first_failed = lowest;
     return lowest == dist.size;
 }
 
 #else /* single process */
 
+/* N copies of a program built without MPI would each train alone, all
+ * writing to the same folder: refuse. */
 void tg_dist_init(int *argc, char ***argv)
 {
     (void)argc;
-    (void)argv;
+    int n = tg_dist_launcher_size();
+    if (n > 1) {
+        const char *prog =
+            argv && *argv && (*argv)[0] ? (*argv)[0] : "tapegrad";
+        const char *slash = strrchr(prog, '/');
+        fprintf(stderr,
+                "%s: started by an MPI launcher as one of %d processes, but "
+                "this build of tapegrad has no MPI: each would train alone "
+                "into the same folder; rebuild with MPI (meson "
+                "-Dmpi=enabled) or run without mpirun\n",
+                slash ? slash + 1 : prog, n);
+        exit(2);
+    }
 }
 
 void tg_dist_finalize(void) {}
@@ -238,3 +349,19 @@ bool tg_dist_all_ok(bool ok)
 }
 
 #endif
+
+bool tg_dist_same(const char *value, char rank0[TG_DIST_SAME_MAX])
+{
+    char mine[TG_DIST_SAME_MAX];
+    snprintf(mine, sizeof mine, "%s", value);
+    snprintf(rank0, TG_DIST_SAME_MAX, "%s", mine);
+    if (tg_dist_size() == 1)
+        return tg_dist_all_ok(true);
+    /* rank 0's text, as integers (TG_DIST_SAME_MAX is a multiple of 8) */
+    int64_t words[TG_DIST_SAME_MAX / 8];
+    memcpy(words, mine, sizeof words);
+    tg_dist_broadcast_i64(words, TG_DIST_SAME_MAX / 8);
+    memcpy(rank0, words, TG_DIST_SAME_MAX);
+    rank0[TG_DIST_SAME_MAX - 1] = '\0';
+    return tg_dist_all_ok(strcmp(mine, rank0) == 0);
+}

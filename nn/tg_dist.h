@@ -79,6 +79,26 @@ bool tg_dist_all_ok(bool ok);
 /* After tg_dist_all_ok returned false: the lowest rank that passed false. */
 int tg_dist_first_failed(void);
 
+/* Collective: true on every rank when every rank's value equals rank 0's
+ * (compared up to TG_DIST_SAME_MAX - 1 bytes); rank0 gets rank 0's. When
+ * false, the lowest differing rank (tg_dist_first_failed) says what
+ * differs: ranks check that they run the same job (flags, data). */
+#define TG_DIST_SAME_MAX 256
+bool tg_dist_same(const char *value, char rank0[TG_DIST_SAME_MAX]);
+
+/* A stalled or dead rank: tg_dist_sum and tg_dist_all_ok wait at most
+ * seconds for the others (0, the default: forever), then stop the job
+ * (MPI_Abort, exit status 4) with a line naming the rank that did not
+ * answer. Every rank must set the same value, before the collectives it
+ * should cover. Waiting sleeps between polls instead of spinning. */
+void tg_dist_set_timeout(double seconds);
+
+/* The number of processes an MPI launcher (mpirun, srun) says the job has,
+ * read from its environment; 0 when not started by one. A build without
+ * MPI started as one of several processes refuses in tg_dist_init (a line
+ * on stderr, exit status 2). */
+int tg_dist_launcher_size(void);
+
 /* Seconds spent in tg_dist_allreduce_grads so far on this rank (waiting for
  * slower ranks included), for the compute / communication split. */
 double tg_dist_allreduce_seconds(void);

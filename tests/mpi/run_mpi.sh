@@ -139,5 +139,112 @@ $run -np 2 "$vae" --batch 0 >/dev/null 2>"$tmp/err"
 echo $? >"$tmp/st"
 one_error "$tmp/st" "$tmp/err" "bad flag"
 
+# --- ranks that do not run the same job: stop together, naming the rank ---
+# subset DIR N: an IDX folder of the first N training digits (test: 64)
+subset() {
+    mkdir -p "$1"
+    for s in train:$2 t10k:64; do
+        name=${s%%:*} n=${s#*:}
+        { gzip -dc "$data/train-images-idx3-ubyte.gz" | head -c 4
+          printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((n >> 24 & 255)) \
+              $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))"
+          gzip -dc "$data/train-images-idx3-ubyte.gz" | tail -c +9 | head -c 8
+          gzip -dc "$data/train-images-idx3-ubyte.gz" | tail -c +17 |
+              head -c $((n * 784)); } >"$1/$name-images-idx3-ubyte"
+        { printf '\000\000\010\001'
+          printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((n >> 24 & 255)) \
+              $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))"
+          gzip -dc "$data/train-labels-idx1-ubyte.gz" | tail -c +9 |
+              head -c "$n"; } >"$1/$name-labels-idx1-ubyte"
+    done
+}
+subset "$tmp/d900" 900
+subset "$tmp/d800" 800
+tiny="--epochs 1 --max-batches 2 --batch 32 --hidden 16 --latent 2 --threads 1"
+# one_error_naming STATUS_FILE ERR_FILE WHAT TEXT...: one_error, and the
+# message contains every TEXT
+one_error_naming() {
+    one_error "$1" "$2" "$3"
+    what=$3
+    file=$2
+    shift 3
+    for t in "$@"; do
+        grep -qF -- "$t" "$file" || fail "$what: message does not name '$t'"
+    done
+}
+$run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same1" : \
+    -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same1" --seed 7 \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "--seed differs on rank 1" "rank 1" "--seed"
+$run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same2" : \
+    -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same2" --hidden 17 \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "--hidden differs on rank 1" "rank 1" "--hidden"
+$run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same3" : \
+    -np 1 "$vae" $tiny --data "$tmp/d800" --out "$tmp/same3" \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "other data on rank 1" "rank 1" "800x28x28"
+$run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same4" : \
+    -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same4" --batch 0 \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "a flag error on rank 1 only" "--batch"
+$run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same5" --epochs 2 : \
+    -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same5" \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "--epochs differs on rank 1" "--epochs"
+
+# --- a stop signal to rank 1 alone while rank 0 is at an epoch's end (one
+# step per epoch: the signal lands in evaluation and I/O): every rank stops
+# after the same epoch, one message, the printed command says mpirun -np 2 --
+ends="--epochs 100000 --max-batches 1 --batch 32 --hidden 16 --latent 2 --threads 1"
+for delay in 0.1 0.4; do
+    $run -np 2 "$vae" $ends --data "$tmp/d900" --out "$tmp/ends" \
+        >/dev/null 2>"$tmp/ends.err" &
+    pid=$!
+    i=0 # until an epoch has ended (metrics.csv written)
+    while [ ! -e "$tmp/ends/metrics.csv" ] && kill -0 $pid 2>/dev/null &&
+        [ $i -lt 3000 ]; do
+        sleep 0.01
+        i=$((i + 1))
+    done
+    sleep $delay
+    launcher=$(pgrep -P $pid | head -n 1)
+    rank1=$(pgrep -P "$launcher" | sed -n 2p)
+    [ -n "$rank1" ] && kill -TERM "$rank1" 2>/dev/null
+    wait $pid
+    st=$?
+    if [ $st -ne 130 ] ||
+        [ "$(grep -c '^vae_mnist: interrupted after step ' "$tmp/ends.err")" -ne 1 ] ||
+        ! grep -q 'resume with: mpirun -np 2 ' "$tmp/ends.err"; then
+        fail "SIGTERM to rank 1 at epoch ends (after ${delay}s): exit $st: $(cat "$tmp/ends.err")"
+    else
+        echo "ok: SIGTERM to rank 1 alone at epoch ends: exit 130, one message"
+    fi
+    rm -rf "$tmp/ends"
+done
+
+# --- a stalled rank (SIGSTOP): the others stop after --rank-timeout,
+# naming it, instead of waiting forever --------------------------------------
+$run -np 2 "$vae" $ends --rank-timeout 2 --data "$tmp/d900" --out "$tmp/stall" \
+    >/dev/null 2>"$tmp/stall.err" &
+pid=$!
+sleep 1
+launcher=$(pgrep -P $pid | head -n 1)
+rank1=$(pgrep -P "$launcher" | sed -n 2p)
+[ -n "$rank1" ] && kill -STOP "$rank1" 2>/dev/null
+wait $pid
+st=$?
+[ -n "$rank1" ] && kill -KILL "$rank1" 2>/dev/null
+if [ $st -eq 0 ] || [ $st -eq 124 ] || ! grep -q 'rank 1 did not answer within 2 s' "$tmp/stall.err"; then
+    fail "a stalled rank 1: exit $st: $(cat "$tmp/stall.err")"
+else
+    echo "ok: a stalled rank 1 is named after --rank-timeout: exit $st"
+fi
+
 [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "all ok"
