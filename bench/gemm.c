@@ -39,6 +39,8 @@ static const shape default_shapes[] = {
     {128, 400, 784, false, true, "enc fwd"},
     {400, 128, 784, true, false, "dW^T-ish"},
     {784, 128, 400, true, false, "dW dec"},
+    {400, 784, 128, true, false, "dW enc, as the step"},
+    {784, 400, 128, true, false, "dW dec, as the step"},
     {128, 400, 40, false, true, "dec fwd"},
     {128, 20, 400, false, true, "enc2 fwd"},
     {128, 400, 784, false, false, "NN"},

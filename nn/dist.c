@@ -206,8 +206,8 @@ void tg_dist_broadcast_i64(int64_t *x, int n)
  * is set: every rank > 0 first sends rank 0 a token (tag TOKEN), so on
  * timeout rank 0 names the ranks whose token never came (stalled or dead
  * before this collective); a rank > 0 that times out leaves rank 0 a
- * second timeout to say so, then names rank 0. Both stop the job. The
- * wait sleeps between polls instead of spinning. */
+ * second timeout to say so, then names rank 0. Both stop the job. After
+ * the first 2 ms the wait sleeps between polls instead of spinning. */
 enum { TOKEN = 7177 };
 
 static void timed_wait(MPI_Request *req, const char *op)
@@ -257,8 +257,10 @@ static void timed_wait(MPI_Request *req, const char *op)
             fflush(stderr);
             MPI_Abort(MPI_COMM_WORLD, 4);
         }
-        struct timespec nap = {0, 200000}; /* 0.2 ms */
-        nanosleep(&nap, NULL);
+        if (waited > 0.002) { /* spin briefly, as MPI_Wait does, then nap */
+            struct timespec nap = {0, 200000}; /* 0.2 ms */
+            nanosleep(&nap, NULL);
+        }
     }
     if (dist.rank == 0)
         for (int r = 1; r < watched; r++)
