@@ -140,7 +140,7 @@ bool bnn_plot_coverage(const char *dir, const bnn_result *r, int n_results,
     if (tg_atomic_open(&a, cli_path(dir, "coverage.svg")) != TG_OK)
         return false;
     FILE *f = a.f;
-    frame(f, "Accuracy on the most confident test digits",
+    frame(f, "Accuracy on the most confident test images",
           "coverage (fraction kept, most confident first)", "accuracy", y0, 1.0,
           step);
     for (int m = 0; m < n_results; m++) {
