@@ -152,13 +152,17 @@ void tg_dist_abort(int code)
 /* MPI counts are int: larger buffers go in pieces of at most 2^30. */
 enum { CHUNK = 1 << 30 };
 
+static void timed_wait(MPI_Request *req, const char *op);
+
 static void sum_floats(float *x, size_t n, const char *op)
 {
     for (size_t i = 0; i < n; i += CHUNK) {
         int count = (int)(n - i < CHUNK ? n - i : CHUNK);
-        check(MPI_Allreduce(MPI_IN_PLACE, x + i, count, MPI_FLOAT, MPI_SUM,
-                            MPI_COMM_WORLD),
+        MPI_Request req;
+        check(MPI_Iallreduce(MPI_IN_PLACE, x + i, count, MPI_FLOAT, MPI_SUM,
+                             MPI_COMM_WORLD, &req),
               op);
+        timed_wait(&req, op);
     }
 }
 
@@ -242,10 +246,13 @@ static void timed_wait(MPI_Request *req, const char *op)
                     at += (size_t)snprintf(silent + at, sizeof silent - at,
                                            "%s%d", at ? ", " : "", r);
             }
+            if (!at) /* all reached this collective: one stalled in it */
+                snprintf(silent, sizeof silent, n == 2 ? "1" : "among 1..%d",
+                         n - 1);
             fprintf(stderr,
                     "%s: rank %s did not answer within %g s (stalled or "
                     "dead); stopping the job\n",
-                    dist.prog, at ? silent : "(unknown)", dist.timeout_s);
+                    dist.prog, silent, dist.timeout_s);
             fflush(stderr);
             MPI_Abort(MPI_COMM_WORLD, 4);
         }
