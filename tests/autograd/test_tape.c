@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "expect_abort.h"
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,39 +135,6 @@ static void test_view_reads_caller_memory_without_copy(void **state)
 }
 
 /* ---- misuse dies with a message naming the op and the shapes ------------ */
-
-typedef void (*misuse_fn)(void);
-
-/* Runs fn in a child; expects SIGABRT and stderr containing every needle. */
-static void expect_abort(misuse_fn fn, const char *needle1, const char *needle2)
-{
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(stdout);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        signal(SIGABRT, SIG_DFL);
-        fn();
-        _exit(0);
-    }
-    close(fds[1]);
-    char msg[512] = {0};
-    size_t n = 0;
-    ssize_t got;
-    while (n < sizeof msg - 1 &&
-           (got = read(fds[0], msg + n, sizeof msg - 1 - n)) > 0)
-        n += (size_t)got;
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
-    printf("  died as expected: %s", msg);
-    assert_non_null(strstr(msg, needle1));
-    assert_non_null(strstr(msg, needle2));
-}
 
 static void misuse_dense(void)
 {
