@@ -221,7 +221,7 @@ tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
     if (x->ndim != 2)
         tg_fatal("bayes_dense_apply_kl", "x must be 2-D [B, %d]", l->in);
     tg_tensor *eps = tg_tape_tensor2(tp, x->shape[0], l->out, false);
-    tg_rng_fill_normal(rng, eps->data, eps->size, 0.0f, 1.0f);
+    tg_rng_fill_normal_bulk(rng, eps->data, eps->size);
     return sample(tp, l, x, eps, kl);
 }
 
@@ -234,10 +234,10 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
         return tg_dense(tp, x, l->W_mu, l->b_mu);
     if (x->ndim != 2)
         tg_fatal("bayes_dense", "x must be 2-D [B, %d]", l->in);
-    /* One stream consumed in row order on one thread: the same draws for any
-     * thread count. */
+    /* Fixed blocks with their own streams: the same draws for any thread
+     * count. */
     tg_tensor *eps = tg_tape_tensor2(tp, x->shape[0], l->out, false);
-    tg_rng_fill_normal(rng, eps->data, eps->size, 0.0f, 1.0f);
+    tg_rng_fill_normal_bulk(rng, eps->data, eps->size);
     return sample(tp, l, x, eps, NULL);
 }
 
