@@ -202,6 +202,20 @@ static tg_tensor *sample(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
     return tg_add(tp, mean, tg_mul(tp, sd, eps));
 }
 
+void tg_bayes_dense_moments(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
+                            tg_tensor **mean, tg_tensor **sd)
+{
+    if (!x || !mean || !sd)
+        tg_fatal("bayes_dense_moments", "NULL %s",
+                 !x      ? "x"
+                 : !mean ? "mean"
+                         : "sd");
+    *mean = tg_dense(tp, x, l->W_mu, l->b_mu);
+    tg_tensor *var_W = posterior(tp, l->W_mu, l->W_rho, l->prior_scale, NULL);
+    tg_tensor *var_b = posterior(tp, l->b_mu, l->b_rho, l->prior_scale, NULL);
+    *sd = tg_sqrt(tp, tg_dense(tp, tg_square(tp, x), var_W, var_b));
+}
+
 tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
                                     tg_tensor *x, tg_tensor *eps)
 {

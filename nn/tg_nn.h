@@ -177,6 +177,14 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
 /* The same with caller-supplied noise eps [B, out] (tests, fixed noise). */
 tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
                                     tg_tensor *x, tg_tensor *eps);
+/* The Gaussian of the pre-activations given x, y = mean + sd * eps:
+ *   mean = x.W_mu^T + b_mu,  sd = sqrt((x*x).(sigma_W^2)^T + sigma_b^2),
+ * both [B, out] graphs. S sampled passes over the same x (a first layer at
+ * prediction time) can compute them once and draw only eps per pass: the
+ * same samples as S calls of tg_bayes_dense_apply, at a fraction of the
+ * GEMMs. */
+void tg_bayes_dense_moments(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
+                            tg_tensor **mean, tg_tensor **sd);
 /* Training: the sample as tg_bayes_dense_apply (rng required) and *kl =
  * the layer's KL as tg_bayes_dense_kl, both from one pass over rho (half the
  * work of calling the two). */
