@@ -73,10 +73,11 @@ void tg_rng_fill_normal_bulk(tg_rng *r, float *x, size_t n);
  *   TG_DROPOUT_EVAL   never: returns x itself (evaluation);
  *   TG_DROPOUT_AUTO   drops while tp records, returns x when recording is
  *                     off (inference under tg_tape_set_recording(tp, false)).
- * When it drops it draws one tg_rng_uniform per element, in row-major order,
- * on the calling thread (so a seed gives the same mask on any thread count);
- * when it does not, or p = 0, rng is not touched and may be NULL. p = 1
- * zeroes everything. The mask is saved for backward on the tape. */
+ * When it drops it takes one draw from rng (a key) and fills the mask in
+ * fixed blocks from streams seeded (key, block), on threads (a seed gives
+ * the same mask on any thread count); when it does not, or p = 0, rng is not
+ * touched and may be NULL. p = 1 zeroes everything. The mask is saved for
+ * backward on the tape. */
 typedef enum tg_dropout_mode {
     TG_DROPOUT_AUTO = 0,
     TG_DROPOUT_TRAIN,
