@@ -340,7 +340,7 @@ def main():
     ap.add_argument("--members", type=int, default=5)
     ap.add_argument("--dropout", type=float, default=0.25)
     ap.add_argument("--prior-scale", type=float, default=1.0)
-    ap.add_argument("--rho-init", type=float, default=-3.0)
+    ap.add_argument("--rho-init", type=float, default=-4.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-batches", type=int, default=0)
