@@ -28,12 +28,23 @@ float cli_float_pos(const char *flag, const char *s, double hi); /* (0, hi] */
  * cli_int / cli_u64 / cli_float_pos; an unknown flag, a missing value or a
  * stray argument is a usage error (exit 2). */
 typedef enum cli_kind {
-    CLI_INT,   /* int *, in [lo, hi] */
-    CLI_U64,   /* uint64_t * */
-    CLI_FLOAT, /* float *, in (0, hi] */
-    CLI_STR,   /* const char ** */
-    CLI_BOOL,  /* bool *, set by the flag alone */
+    CLI_INT,      /* int *, in [lo, hi] */
+    CLI_U64,      /* uint64_t * */
+    CLI_FLOAT,    /* float *, in (0, hi] */
+    CLI_FLOAT_IN, /* float *, finite, in [lo, hi] */
+    CLI_STR,      /* const char ** */
+    CLI_BOOL,     /* bool *, set by the flag alone */
+    CLI_CHOICE,   /* cli_choice *: one of its names */
 } cli_kind;
+
+/* A flag whose value is one of a few words: chosen is the index of the last
+ * one given (left as initialised when the flag is absent), given has bit k
+ * set when names[k] was given (a flag given more than once). */
+typedef struct cli_choice {
+    const char *const *names; /* NULL-terminated, at most 32 */
+    int chosen;
+    uint32_t given;
+} cli_choice;
 
 typedef struct cli_flag {
     const char *name; /* without the leading "--" */
