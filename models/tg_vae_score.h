@@ -40,6 +40,8 @@ typedef struct tg_iw_opts {
     int max_rows;  /* rows of z per decoder pass (0: 4096) */
     uint64_t seed; /* example i uses tg_rng stream (stream + i) */
     uint64_t stream;
+    double *ess; /* when not NULL: [n] effective sample size of each
+                    example's k weights (tg_ess_from_logw in tg_nn.h) */
 } tg_iw_opts;
 
 /* The estimator for any model with a Gaussian q(z|x) = N(mean, exp(logvar))
