@@ -7,8 +7,10 @@
  *             Jensen, equal when k = 1; its expectation is the ELBO)
  *   L(x)      the input's complexity: deflate size in bits (zlib level 9)
  *   AUROC     tg_auroc in tg_nn.h (nn/metrics.c)
- *   typicality  Mahalanobis distance of a feature vector from reference
- *             statistics fitted on in-distribution data only
+ *   ESS       effective sample size of each example's weights (opts.ess)
+ *   typical   Mahalanobis distance of a feature vector from reference
+ *             statistics fitted on in-distribution data only (vae_score's
+ *             DoSE score, Morningstar et al. 2021, on (-log2 p(x), L(x)))
  *   posterior pixels  per-pixel mean and std of decoded draws z ~ q(z|x)
  *
  * Everything here runs with recording off and rewinds the tape between
