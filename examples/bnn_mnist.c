@@ -90,7 +90,7 @@ static options parse_options(int argc, char **argv)
         {"ood-data", CLI_STR, &o.ood, 0, 0},
         {"out", CLI_STR, &o.out, 0, 0},
         {"epochs", CLI_INT, &o.epochs, 1, 100000},
-        {"batch", CLI_INT, &o.batch, 1, 65536},
+        CLI_FLAG_BATCH(&o.batch),
         {"hidden", CLI_INT, &o.hidden, 1, 65536},
         {"lr", CLI_FLOAT, &o.lr, 0, 1e6},
         {"samples", CLI_INT, &o.samples, 1, 10000},
@@ -98,12 +98,12 @@ static options parse_options(int argc, char **argv)
         {"dropout", CLI_FLOAT_IN, &o.dropout, 0, 0.95},
         {"prior-scale", CLI_FLOAT, &o.prior_scale, 0, 1e6},
         {"rho-init", CLI_FLOAT_IN, &o.rho_init, -30, 10.0},
-        {"seed", CLI_U64, &o.seed, 0, 0},
-        {"threads", CLI_INT, &o.threads, 0, 1024},
-        {"max-batches", CLI_INT, &o.max_batches, 1, 1 << 30},
+        CLI_FLAG_SEED(&o.seed),
+        CLI_FLAG_THREADS(&o.threads),
+        CLI_FLAG_MAX_BATCHES(&o.max_batches),
         {"max-eval", CLI_INT, &o.max_eval, 1, 1 << 30},
     };
-    cli_parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], usage);
+    CLI_PARSE(argc, argv, flags, usage);
     o.ood_given = o.ood != NULL;
     if (!o.ood_given)
         o.ood = DEFAULT_OOD_DIR;

@@ -74,14 +74,14 @@ static options parse_options(int argc, char **argv)
         {"steps", CLI_INT, &o.steps, 1, 1 << 24},
         {"hidden", CLI_INT, &o.hidden, 1, 8192},
         {"seq", CLI_INT, &o.seq, 1, 4096},
-        {"batch", CLI_INT, &o.batch, 1, 65536},
+        CLI_FLAG_BATCH(&o.batch),
         {"lr", CLI_FLOAT, &o.lr, 0, 10},
-        {"seed", CLI_U64, &o.seed, 0, 0},
-        {"threads", CLI_INT, &o.threads, 0, 1024},
+        CLI_FLAG_SEED(&o.seed),
+        CLI_FLAG_THREADS(&o.threads),
         {"sample", CLI_INT, &o.sample, 0, 1 << 20},
         {"temperature", CLI_FLOAT, &o.temperature, 0, 100},
     };
-    cli_parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], usage);
+    CLI_PARSE(argc, argv, flags, usage);
     o.lstm = cell.chosen == 1;
     return o;
 }

@@ -98,7 +98,9 @@ static void cli_pick(const char *flag, const char *s, cli_choice *c)
     cli_usage_error("%s: expected %s, got '%s'", flag, list, s);
 }
 
-void cli_getopt_error(int c, char **argv)
+/* Reports the getopt_long failure at argv[optind - 1] (unknown option or
+ * missing value) as a usage error. c is what getopt_long returned. */
+static void cli_getopt_error(int c, char **argv)
 {
     const char *arg = argv[optind - 1];
     if (c == ':')
