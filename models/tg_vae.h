@@ -183,9 +183,9 @@ tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
 /* Reads and checks path's metadata only (a model can then be built). */
 tg_status tg_vae_read_info(const char *path, tg_vae_info *info);
 /* Loads path into vae (and opt when not NULL): the file's config must be
- * vae's (TG_ERR_MISMATCH naming the size, arch or likelihood), every weight and optimizer
- * value finite (TG_ERR_FORMAT naming the tensor). On failure vae and opt
- * may hold part of the file: discard them. info may be NULL. */
+ * vae's (TG_ERR_MISMATCH naming the size, arch or likelihood), every weight and
+ * optimizer value finite (TG_ERR_FORMAT naming the tensor). On failure vae and
+ * opt may hold part of the file: discard them. info may be NULL. */
 tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
                       tg_vae_info *info);
 /* A new VAE built from path's config, with its weights (*vae NULL on

@@ -10,10 +10,10 @@
 /* The metadata keys this file owns; a caller's extra entries may not use
  * them. */
 static const char *const OWN_KEYS[] = {
-    "model",         "input",          "hidden",        "latent",    "step",
-    "epoch",         "batch_in_epoch", "epoch_seen",    "epoch_rec", "epoch_kl",
-    "epoch_skipped", "noise_rng",      "weight_layout", "arch",
-    "likelihood"};
+    "model",         "input",    "hidden",         "latent",
+    "step",          "epoch",    "batch_in_epoch", "epoch_seen",
+    "epoch_rec",     "epoch_kl", "epoch_skipped",  "noise_rng",
+    "weight_layout", "arch",     "likelihood"};
 
 static bool own_key(const char *key)
 {
@@ -134,8 +134,8 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
         (st = get_int(path, m, "latent", 1, TG_VAE_MAX_LATENT, &latent)) !=
             TG_OK)
         return st;
-    info->cfg =
-        (tg_vae_config){(int)input, (int)hidden, (int)latent, TG_VAE_MLP, TG_VAE_BERNOULLI};
+    info->cfg = (tg_vae_config){(int)input, (int)hidden, (int)latent,
+                                TG_VAE_MLP, TG_VAE_BERNOULLI};
     const char *arch = tg_meta_get(m, "arch"); /* absent: an MLP */
     if (arch && !tg_vae_arch_parse(arch, &info->cfg.arch))
         return tg_error(TG_ERR_FORMAT,

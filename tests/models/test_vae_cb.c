@@ -29,8 +29,8 @@ typedef struct fixture {
 static fixture make(int hidden, tg_vae_likelihood lik, uint64_t seed)
 {
     fixture f;
-    f.vae = tg_vae_new((tg_vae_config){IN, hidden, LATENT, TG_VAE_MLP, lik},
-                       seed);
+    f.vae =
+        tg_vae_new((tg_vae_config){IN, hidden, LATENT, TG_VAE_MLP, lik}, seed);
     f.x = tg_tensor_new2(B, IN);
     f.eps = tg_tensor_new2(B, LATENT);
     tg_rng rng;
@@ -196,9 +196,9 @@ static void cb_mean_edges(void **state)
 {
     (void)state;
     /* the switch to the series at |x| = 0.1, both sides */
-    const float x[] = {0.0f,   0.1f,     nextafterf(0.1f, 0), -0.1f,
-                       80.0f,  -80.0f,   1e30f,               -1e30f,
-                       INFINITY, -INFINITY, 1e-30f};
+    const float x[] = {
+        0.0f,   0.1f,     nextafterf(0.1f, 0), -0.1f, 80.0f, -80.0f, 1e30f,
+        -1e30f, INFINITY, -INFINITY,           1e-30f};
     enum { N = sizeof x / sizeof x[0] };
     float m[N];
     tg_cb_mean(x, m, N);
@@ -278,8 +278,10 @@ static void cb_log_px_is_a_density_on_the_unit_interval(void **state)
     tg_tape *tp = tg_tape_new();
     double integral[2];
     for (int l = 0; l < 2; l++) {
-        tg_vae *v = tg_vae_new(
-            (tg_vae_config){1, 0, 1, TG_VAE_MLP, l ? TG_VAE_CB : TG_VAE_BERNOULLI}, 5);
+        tg_vae *v =
+            tg_vae_new((tg_vae_config){1, 0, 1, TG_VAE_MLP,
+                                       l ? TG_VAE_CB : TG_VAE_BERNOULLI},
+                       5);
         tg_iw_opts o = {.k = 4096, .seed = 2};
         double lp[G];
         tg_vae_iwae(tp, v, x, G, &o, lp, NULL);
