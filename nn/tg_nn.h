@@ -123,6 +123,9 @@ bool tg_params_finite(tg_params *ps, const char **where);
 /* The largest |gradient| (NaN if any gradient is NaN): for a NaN guard that
  * also catches gradients whose square would overflow, or for clipping. */
 float tg_params_grad_absmax(tg_params *ps);
+/* The largest |value| and |gradient| in one pass over both buffers (each
+ * NaN if any of its elements is NaN). */
+void tg_params_absmax(tg_params *ps, float *value, float *grad);
 /* The NaN/Inf guard of a training step, after backward: NULL when every
  * value and gradient g is finite and so is g * g (Adam's second moment, a
  * convex mix of g * g, then stays finite too). Otherwise the name of the
@@ -246,6 +249,38 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * positives (e.g. out-of-distribution inputs). NaN when a score is NaN.
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
+
+/* Out-of-distribution detection with the positives (OOD inputs) scoring
+ * higher. Each returns NaN when a score is NaN and aborts on an empty list.
+ *
+ * tg_fpr_at_tpr: the share of negatives at or above the threshold t, t the
+ * highest value that keeps a share >= tpr of the positives at or above it
+ * (the ceil(tpr * n_pos)-th highest positive): "FPR at 95% TPR" for 0.95.
+ * tg_aupr: area under the precision-recall curve of the positives as
+ * average precision, sum over thresholds (one per group of equal scores,
+ * from the highest) of (new positives / n_pos) * precision there, as
+ * scikit-learn's average_precision_score; the share of positives when the
+ * score cannot separate at all.
+ * tg_auroc_bootstrap: a percentile interval at `level` (0.95 usual) of the
+ * AUROC over `resamples` stratified bootstrap resamples (negatives and
+ * positives each drawn with replacement to their own size) from tg_rng
+ * stream 0 of seed: the same inputs and seed give the same interval. */
+double tg_fpr_at_tpr(const double *neg, int n_neg, const double *pos, int n_pos,
+                     double tpr);
+double tg_aupr(const double *neg, int n_neg, const double *pos, int n_pos);
+void tg_auroc_bootstrap(const double *neg, int n_neg, const double *pos,
+                        int n_pos, int resamples, uint64_t seed, double level,
+                        double *lo, double *hi);
+
+/* Importance weights given as k log-weights: the effective sample size
+ * (sum w)^2 / sum w^2, in [1, k] (k for equal weights, 1 when one weight
+ * dominates), computed with the largest weight scaled to 1. NaN when a
+ * log-weight is NaN or +inf or all are -inf. */
+double tg_ess_from_logw(const double *logw, int k);
+/* Standard error of log((1/k) sum w) by the delta method on the mean of the
+ * weights: se(mean w) / mean w = sqrt((k / ess - 1) / (k - 1)) with the
+ * sample variance of the weights; NaN when k < 2 or ess < 1. */
+double tg_iw_log_se(double ess, int k);
 
 /* LayerNorm over the last axis, as torch.nn.LayerNorm(dim, eps):
  * "<name>.weight" (gamma, starts at 1) and "<name>.bias" (beta, 0), both
