@@ -62,6 +62,15 @@ static inline void copy_run(float *restrict d, const float *restrict s, int n)
     }
 }
 
+static inline void zero_run(float *d, int n)
+{
+    if (n == 4)
+        memset(d, 0, 4 * sizeof *d);
+    else
+        for (int j = 0; j < n; j++)
+            d[j] = 0.0f;
+}
+
 static inline void add_run(float *restrict d, const float *restrict s, int n)
 {
     if (n == 4) {
@@ -87,18 +96,15 @@ static void j_range(const geom *g, int iw0, int *lo, int *hi)
     *hi = h;
 }
 
-/* col [N*P, ldk] from x [N, C, H, W]; one iteration per (image, output
- * row), each writing its OW patch rows. */
-static void im2col(const geom *g, const float *x, float *col, int ldk)
+/* The P patch rows of image n: col [P, ldk] from x [N, C, H, W]. */
+static void im2col_image(const geom *g, const float *x, int n, float *col,
+                         int ldk)
 {
     const int kh = g->kh, kw = g->kw, H = g->H, W = g->W, OW = g->OW;
     const size_t plane = (size_t)H * W;
-    long items = (long)g->N * g->OH;
-    TG_PARALLEL_FOR(items, (size_t)OW * K_of(g))
-    for (long t = 0; t < items; t++) {
-        int n = (int)(t / g->OH), oh = (int)(t % g->OH);
-        float *dst = col + (size_t)t * OW * ldk;
-        const float *xn = x + (size_t)n * g->C * plane;
+    const float *xn = x + (size_t)n * g->C * plane;
+    float *dst = col;
+    for (int oh = 0; oh < g->OH; oh++) {
         for (int ow = 0; ow < OW; ow++, dst += ldk) {
             int iw0 = ow * g->sw - g->pw, lo, hi;
             j_range(g, iw0, &lo, &hi);
@@ -109,7 +115,7 @@ static void im2col(const geom *g, const float *x, float *col, int ldk)
                 for (int i = 0; i < kh; i++, d += kw) {
                     int ih = oh * g->sh - g->ph + i * g->dh;
                     if (ih < 0 || ih >= H) {
-                        memset(d, 0, (size_t)kw * sizeof *d);
+                        zero_run(d, kw);
                         continue;
                     }
                     const float *xr = xc + (size_t)ih * W;
@@ -129,40 +135,104 @@ static void im2col(const geom *g, const float *x, float *col, int ldk)
     }
 }
 
-/* dx [N, C, H, W] += col2im(col [N*P, ldk]); one iteration per image,
- * adding its patch rows in order (q, then c, i, j): col is read once,
- * front to back, into the image's gradient. */
-static void col2im_add(const geom *g, const float *col, int ldk, float *dx)
+/* dx [N, C, H, W] += col2im of image n's P patch rows col [P, ldk], added
+ * in order (q, then c, i, j). */
+static void col2im_image(const geom *g, const float *col, int ldk, int n,
+                         float *dx)
 {
     const int kh = g->kh, kw = g->kw, H = g->H, W = g->W, OW = g->OW;
-    const int P = P_of(g);
     const size_t plane = (size_t)H * W;
-    TG_PARALLEL_FOR(g->N, (size_t)K_of(g) * P)
-    for (int n = 0; n < g->N; n++) {
-        float *dxn = dx + (size_t)n * g->C * plane;
-        const float *src = col + (size_t)n * P * ldk;
-        for (int oh = 0; oh < g->OH; oh++)
-            for (int ow = 0; ow < OW; ow++, src += ldk) {
-                int iw0 = ow * g->sw - g->pw, lo, hi;
-                j_range(g, iw0, &lo, &hi);
-                bool inside = lo == 0 && hi == kw && g->dw == 1;
-                const float *s = src;
-                for (int c = 0; c < g->C; c++) {
-                    float *dxc = dxn + (size_t)c * plane;
-                    for (int i = 0; i < kh; i++, s += kw) {
-                        int ih = oh * g->sh - g->ph + i * g->dh;
-                        if (ih < 0 || ih >= H)
-                            continue;
-                        float *restrict dr = dxc + (size_t)ih * W;
-                        if (inside) {
-                            add_run(dr + iw0, s, kw);
-                            continue;
-                        }
-                        for (int j = lo; j < hi; j++)
-                            dr[iw0 + j * g->dw] += s[j];
+    float *dxn = dx + (size_t)n * g->C * plane;
+    const float *src = col;
+    for (int oh = 0; oh < g->OH; oh++) {
+        for (int ow = 0; ow < OW; ow++, src += ldk) {
+            int iw0 = ow * g->sw - g->pw, lo, hi;
+            j_range(g, iw0, &lo, &hi);
+            bool inside = lo == 0 && hi == kw && g->dw == 1;
+            const float *s = src;
+            for (int c = 0; c < g->C; c++) {
+                float *dxc = dxn + (size_t)c * plane;
+                for (int i = 0; i < kh; i++, s += kw) {
+                    int ih = oh * g->sh - g->ph + i * g->dh;
+                    if (ih < 0 || ih >= H)
+                        continue;
+                    float *restrict dr = dxc + (size_t)ih * W;
+                    if (inside) {
+                        add_run(dr + iw0, s, kw);
+                        continue;
                     }
+                    for (int j = lo; j < hi; j++)
+                        dr[iw0 + j * g->dw] += s[j];
                 }
             }
+        }
+    }
+}
+
+/* col [N*P, ldk] from x [N, C, H, W]; one iteration per image. */
+static void im2col(const geom *g, const float *x, float *col, int ldk)
+{
+    const size_t rows = (size_t)P_of(g);
+    TG_PARALLEL_FOR(g->N, rows * K_of(g))
+    for (int n = 0; n < g->N; n++)
+        im2col_image(g, x, n, col + (size_t)n * rows * ldk, ldk);
+}
+
+/* ---- chunks of images: a patch matrix used while it is in L2 ---------------
+ * On one thread, the GEMMs that make or take col run on a few images' rows
+ * at a time, so im2col's output is read back (or col2im's input written)
+ * in L2 rather than through memory. On more threads, one GEMM over all
+ * rows and one parallel loop over the images: a chunk's GEMM is too small
+ * to split well, and a parallel region per chunk costs a time slice
+ * whenever the machine is shared. Both ways give the same bits: a row's
+ * GEMM result does not depend on how many rows are computed with it (the
+ * tile and K blocks depend on K and the transposes alone, and each
+ * element is one accumulator's chain), and im2col/col2im treat each image
+ * alone. */
+enum { CHUNK_FLOATS = 1 << 16 }; /* 256 KB of patch rows */
+
+static int chunk_images(const geom *g, int ldk)
+{
+    if (tg_par_threads() > 1)
+        return g->N;
+    long per = (long)P_of(g) * ldk;
+    long k = CHUNK_FLOATS / (per > 0 ? per : 1);
+    return k < 1 ? 1 : k > g->N ? g->N : (int)k;
+}
+
+/* col = im2col(x) (all images, kept for backward) and
+ * out [N*P, OC] = col . W^T, W [OC, K], a chunk at a time. */
+static void im2col_gemm(const geom *g, const float *x, float *col, int ldk,
+                        const float *W, float *out)
+{
+    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
+    for (int n0 = 0; n0 < g->N; n0 += G) {
+        int n1 = n0 + G < g->N ? n0 + G : g->N;
+        size_t r0 = (size_t)n0 * P;
+        TG_PARALLEL_FOR(n1 - n0, (size_t)P * K)
+        for (int n = n0; n < n1; n++)
+            im2col_image(g, x, n, col + (size_t)n * P * ldk, ldk);
+        tg_gemm(false, true, (n1 - n0) * P, g->OC, K, 1.0f, col + r0 * ldk, ldk,
+                W, K, 0.0f, out + r0 * g->OC, g->OC);
+    }
+}
+
+/* dx [N, C, H, W] += col2im(in . W), in [N*P, OC], W [OC, K], a chunk at a
+ * time. The tape buffer is sized for all rows whichever way it runs (only
+ * a chunk's pages are touched on one thread), so the arena does not change
+ * size with the thread count. */
+static void gemm_col2im(tg_tape *tp, const geom *g, const float *in,
+                        const float *W, int ldk, float *dx)
+{
+    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
+    float *col = tg_tape_alloc(tp, (size_t)g->N * P * ldk * sizeof(float));
+    for (int n0 = 0; n0 < g->N; n0 += G) {
+        int n1 = n0 + G < g->N ? n0 + G : g->N;
+        tg_gemm(false, false, (n1 - n0) * P, K, g->OC, 1.0f,
+                in + (size_t)n0 * P * g->OC, g->OC, W, K, 0.0f, col, ldk);
+        TG_PARALLEL_FOR(n1 - n0, (size_t)P * K)
+        for (int n = n0; n < n1; n++)
+            col2im_image(g, col + (size_t)(n - n0) * P * ldk, ldk, n, dx);
     }
 }
 
@@ -323,12 +393,8 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
                 tmp, g->OC);
         add_transposed(g->OC, K, tmp, dW);
     }
-    if (dx) {
-        float *dcol = scratch(tp, (size_t)NP, (size_t)ldk);
-        tg_gemm(false, false, NP, K, g->OC, 1.0f, dyp, g->OC, W->data, K, 0.0f,
-                dcol, ldk);
-        col2im_add(g, dcol, ldk, dx);
-    }
+    if (dx)
+        gemm_col2im(tp, g, dyp, W->data, ldk, dx);
 }
 
 tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
@@ -351,14 +417,12 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
     g.OH = conv_len(g.H, g.kh, g.sh, g.ph, g.dh);
     g.OW = conv_len(g.W, g.kw, g.sw, g.pw, g.dw);
     check_size(op, &g, x, W, g.OH, g.OW);
-    int K = K_of(&g), P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
+    int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.OC, g.OH, g.OW});
     float *col = scratch(tp, (size_t)NP, (size_t)ldk);
     if (NP > 0) {
-        im2col(&g, x->data, col, ldk);
         float *yp = scratch(tp, (size_t)NP, (size_t)g.OC);
-        tg_gemm(false, true, NP, g.OC, K, 1.0f, col, ldk, W->data, K, 0.0f, yp,
-                g.OC);
+        im2col_gemm(&g, x->data, col, ldk, W->data, yp);
         from_pm(g.N, g.OC, P, yp, b ? b->data : NULL, false, y->data);
     }
     tg_tensor *in[] = {x, W, b};
@@ -447,16 +511,13 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     g.H = (g.OH - 1) * g.sh - 2 * g.ph + g.dh * (g.kh - 1) + oph + 1;
     g.W = (g.OW - 1) * g.sw - 2 * g.pw + g.dw * (g.kw - 1) + opw + 1;
     check_size(op, &g, x, W, g.H, g.W);
-    int K = K_of(&g), P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
+    int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.C, g.H, g.W});
     float *xp = scratch(tp, (size_t)NP, (size_t)g.OC);
     memset(y->data, 0, y->size * sizeof(float));
     if (NP > 0) {
         to_pm(g.N, g.OC, P, x->data, xp);
-        float *col = scratch(tp, (size_t)NP, (size_t)ldk);
-        tg_gemm(false, false, NP, K, g.OC, 1.0f, xp, g.OC, W->data, K, 0.0f,
-                col, ldk);
-        col2im_add(&g, col, ldk, y->data);
+        gemm_col2im(tp, &g, xp, W->data, ldk, y->data);
     }
     if (b) {
         size_t plane = (size_t)g.H * g.W;
