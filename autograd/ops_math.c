@@ -1,10 +1,12 @@
-/* Unary math: neg, abs, sqrt, pow with a scalar exponent, leaky_relu, gelu.
- * Every op maps x [any shape] to y of the same shape; each forward is
- * followed by its backward, which adds into dx. Loops read and write through
+/* Unary math: neg, abs, sqrt, pow with a scalar exponent, leaky_relu, gelu,
+ * the continuous Bernoulli's log normaliser.
+ * Every op maps x [any shape] to y of the same shape; each backward comes
+ * just before its forward and adds into dx. Loops read and write through
  * local pointers so that they vectorise (see ops_elementwise.c). */
 #include "parallel.h"
 #include "ops_check.h"
 #include "tape.h"
+#include "vmath.h"
 
 #include <math.h>
 
@@ -188,5 +190,112 @@ tg_tensor *tg_gelu(tg_tape *tp, tg_tensor *x)
     for (size_t i = 0; i < n; i++)
         y[i] = 0.5f * xd[i] * (1.0f + erff(xd[i] * TG_SQRT1_2));
     record(tp, "gelu", gelu_backward, out, 1, &x);
+    return out;
+}
+
+/* The log normaliser of the continuous Bernoulli (Loaiza-Ganem &
+ * Cunningham 2019), p(x | lambda) = C(lambda) lambda^x (1 - lambda)^(1 - x)
+ * on [0, 1], C(lambda) = 2 atanh(1 - 2 lambda) / (1 - 2 lambda), taken as a
+ * function of the logit x, lambda = sigmoid(x). There 1 - 2 lambda =
+ * -tanh(x/2) and atanh(1 - 2 lambda) = -x/2, so
+ *   C = x / tanh(x/2) = a (1 + u) / (1 - u),  a = |x|, u = e^-a:
+ * even in x, 2 at x = 0, about |x| for large |x| (no overflow: u <= 1).
+ *   y  = log C
+ *   dx += dy (1/x - 1/sinh x) = dy sign(x) (1/a - 2u / ((1 - u)(1 + u)))
+ * For a >= 1 the closed forms lose nothing (1 - u >= 0.63, C >= 2.16 is in
+ * vlogf_ge1's range). Below 1, where 1 - u is mostly rounding and C is 0/0
+ * at 0, the Taylor series, truncated where the next term is below 2e-8 at
+ * a = 1 (CB_SERIES_MAX):
+ *   log C = log 2 + a^2/12 - 7a^4/1440 + 31a^6/90720 - 127a^8/4838400
+ *           + 73a^10/34214400 - 1414477a^12/7846046208000
+ *   dy/dx = x/6 - 7x^3/360 + 31x^5/15120 - 127x^7/604800 + 73x^9/3421440
+ *           - 1414477x^11/653837184000 + 8191x^13/37362124800
+ *           - 16931177x^15/762187345920000
+ * x = +-Inf (lambda 0 or 1, where C grows without bound): y = +Inf and the
+ * gradient 0; NaN gives NaN. Both branches are computed and one selected,
+ * so the loops vectorise. */
+#define CB_SERIES_MAX 1.0f
+
+static inline float cb_log_norm(float x)
+{
+    float a = fabsf(x), s = a * a;
+    float p = -1414477.0f / 7846046208000.0f;
+    p = p * s + 73.0f / 34214400.0f;
+    p = p * s - 127.0f / 4838400.0f;
+    p = p * s + 31.0f / 90720.0f;
+    p = p * s - 7.0f / 1440.0f;
+    p = p * s + 1.0f / 12.0f;
+    float series = p * s + 0.69314718055994531f;
+    float ad = a > CB_SERIES_MAX ? a : CB_SERIES_MAX; /* no 0/0 below */
+    float u = vexpf(-ad);
+    float closed = vlogf_ge1(ad * (1.0f + u) / (1.0f - u));
+    float y = a < CB_SERIES_MAX ? series : closed;
+    y = a == __builtin_inff() ? a : y;
+    return x != x ? x : y;
+}
+
+static inline float cb_log_norm_grad(float x)
+{
+    float a = fabsf(x), s = a * a;
+    float p = -16931177.0f / 762187345920000.0f;
+    p = p * s + 8191.0f / 37362124800.0f;
+    p = p * s - 1414477.0f / 653837184000.0f;
+    p = p * s + 73.0f / 3421440.0f;
+    p = p * s - 127.0f / 604800.0f;
+    p = p * s + 31.0f / 15120.0f;
+    p = p * s - 7.0f / 360.0f;
+    p = p * s + 1.0f / 6.0f;
+    float series = p * x;
+    float ad = a > CB_SERIES_MAX ? a : CB_SERIES_MAX;
+    float u = vexpf(-ad);
+    float closed = 1.0f / ad - 2.0f * u / ((1.0f - u) * (1.0f + u));
+    float g = a < CB_SERIES_MAX ? series : copysignf(closed, x);
+    return x != x ? x : g;
+}
+
+/* Blocks of elements through the vector clones (parallel.h); elementwise,
+ * so the result does not depend on the blocking or the thread count. */
+enum { CB_BLOCK = 4096 };
+
+TG_VECTOR_CLONES
+static void cb_log_norm_block(const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = cb_log_norm(x[i]);
+}
+
+TG_VECTOR_CLONES
+static void cb_log_norm_grad_block(const float *x, const float *dy, float *dx,
+                                   size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dy[i] * cb_log_norm_grad(x[i]);
+}
+
+static void cb_log_norm_backward(tg_tape *tp, tg_record *r)
+{
+    float *dx = grad_of(tp, r->in[0]);
+    const float *x = r->in[0]->data, *dy = r->out->grad;
+    size_t n = r->out->size, blocks = (n + CB_BLOCK - 1) / CB_BLOCK;
+    TG_PARALLEL_FOR(blocks, 4 * CB_BLOCK)
+    for (size_t b = 0; b < blocks; b++) {
+        size_t i0 = b * CB_BLOCK, m = n - i0 < CB_BLOCK ? n - i0 : CB_BLOCK;
+        cb_log_norm_grad_block(x + i0, dy + i0, dx + i0, m);
+    }
+}
+
+tg_tensor *tg_cb_log_norm(tg_tape *tp, tg_tensor *logits)
+{
+    check_inputs("cb_log_norm", logits);
+    tg_tensor *out = out_like(tp, logits);
+    const float *xd = logits->data;
+    float *y = out->data;
+    size_t n = logits->size, blocks = (n + CB_BLOCK - 1) / CB_BLOCK;
+    TG_PARALLEL_FOR(blocks, 4 * CB_BLOCK)
+    for (size_t b = 0; b < blocks; b++) {
+        size_t i0 = b * CB_BLOCK, m = n - i0 < CB_BLOCK ? n - i0 : CB_BLOCK;
+        cb_log_norm_block(xd + i0, y + i0, m);
+    }
+    record(tp, "cb_log_norm", cb_log_norm_backward, out, 1, &logits);
     return out;
 }

@@ -187,6 +187,14 @@ tg_tensor *tg_leaky_relu(tg_tape *tp, tg_tensor *x, float slope);
 /* The exact GELU x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)): PyTorch's
  * default (approximate='none'), not the tanh approximation. */
 tg_tensor *tg_gelu(tg_tape *tp, tg_tensor *x);
+/* log C of the continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) with
+ * lambda = sigmoid(logits): C = 2 atanh(1 - 2 lambda) / (1 - 2 lambda)
+ * = x / tanh(x/2), log 2 at x = 0; a series near 0 and a closed form
+ * elsewhere, accurate to a few ulp for any x (about log|x| for large |x|;
+ * +-Inf gives +Inf with gradient 0). Adding its sum to -bce_with_logits
+ * turns the Bernoulli log-likelihood into the continuous Bernoulli's, a
+ * density on [0, 1]. */
+tg_tensor *tg_cb_log_norm(tg_tape *tp, tg_tensor *logits);
 
 /* ---- more ops: softmax family (over the last axis, rows independent) -------
  * x [R, C] (leading dims flattened into R), C >= 1. Each row's max is

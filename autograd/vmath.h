@@ -49,9 +49,10 @@ static inline float vexpf(float x)
     return x != x ? x : y;
 }
 
-/* ln(u) for u in [1, 2^127): u = m * 2^e with m in [sqrt(1/2), sqrt(2));
- * ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its odd series
- * to s^13 (truncation < 2e-11). */
+/* ln(u) for u in [1, 2^127) (also right for any normal float u > 0, as
+ * the bulk normal generator uses it): u = m * 2^e with m in [sqrt(1/2),
+ * sqrt(2)); ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its odd
+ * series to s^13 (truncation < 2e-11). */
 static inline float vlogf_ge1(float u)
 {
     f32_bits b = {.f = u};

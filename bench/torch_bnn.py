@@ -11,6 +11,11 @@ numbers match ours in distribution, not bit for bit.
 
 usage: torch_bnn.py [--method all] [--data DIR] [--ood-data DIR] [--epochs 10]
                     [--samples 30] [--members 5] [--threads 1] [--seed 1]
+                    [--no-share]
+
+At prediction, S noisy passes of one net compute the first layer's noise-free
+part once per 1,000-image chunk (as bnn_mnist does): the same samples as S
+full passes; --no-share runs S full passes.
 """
 import argparse
 import gzip
@@ -155,15 +160,36 @@ class Net(nn.Module):
             self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1])
                                         for i in range(3))
 
-    def forward(self, x, noisy):
+    def forward(self, x, noisy, first=0):
+        """Layers first..2 on x (layer first's input)."""
         h = x
-        for i, layer in enumerate(self.layers):
+        for i in range(first, 3):
+            layer = self.layers[i]
             h = layer(h, noisy) if self.bayes else layer(h)
             if i < 2:
                 h = F.relu(h)
                 if self.p > 0 and noisy:
                     h = F.dropout(h, self.p, training=True)
         return h
+
+    def first_layer(self, x):
+        """What precedes layer 1's noise, the same every pass: bbb's
+        pre-activation mean and sd, mcdropout's ReLU output."""
+        l0 = self.layers[0]
+        if self.bayes:
+            return (F.linear(x, l0.w_mu, l0.b_mu),
+                    F.linear(x * x, F.softplus(l0.w_rho) ** 2,
+                             F.softplus(l0.b_rho) ** 2).sqrt())
+        return F.relu(l0(x)), None
+
+    def from_first(self, shared):
+        """One noisy pass given first_layer's output."""
+        a, sd = shared
+        if self.bayes:
+            h = F.relu(a + sd * torch.randn_like(a))
+        else:
+            h = F.dropout(a, self.p, training=True)
+        return self(h, True, first=1)
 
     def kl(self):
         return sum(layer.kl() for layer in self.layers)
@@ -197,13 +223,18 @@ def train(net, x, y, args, seed):
 
 
 @torch.no_grad()
-def predict(nets, S, noisy, x):
+def predict(nets, S, noisy, x, share=True):
+    """With share (bnn_mnist does the same) S noisy passes of one net compute
+    the first layer's noise-free part once per chunk (see first_layer)."""
     out = torch.empty(S, len(x), 10, dtype=torch.float64)
+    share = share and noisy and len(nets) == 1
     for first in range(0, len(x), 1000):
         xs = x[first:first + 1000]
+        shared = nets[0].first_layer(xs) if share else None
         for s in range(S):
             net = nets[s] if len(nets) > 1 else nets[0]
-            logits = net(xs, noisy).double()
+            logits = (net.from_first(shared) if share
+                      else net(xs, noisy)).double()
             out[s, first:first + len(xs)] = torch.softmax(logits, dim=1)
     return out.float().numpy()
 
@@ -272,8 +303,9 @@ def run(method, args, train_set, test, ood):
     noisy = method in ("mcdropout", "bbb")
     torch.manual_seed(args.seed + 2)
     t0 = time.perf_counter()
-    st = predict(nets, S, noisy, test[0])
-    so = predict(nets, S, noisy, ood[0]) if ood is not None else None
+    share = not args.no_share
+    st = predict(nets, S, noisy, test[0], share)
+    so = predict(nets, S, noisy, ood[0], share) if ood is not None else None
     infer_s = time.perf_counter() - t0
     yt = test[1].numpy()
     p, total, _, mi = predictive(st)
@@ -313,6 +345,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-batches", type=int, default=0)
     ap.add_argument("--max-eval", type=int, default=0)
+    ap.add_argument("--no-share", action="store_true",
+                    help="S full passes at prediction (no first layer computed once)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     train_set = load(args.data, True)

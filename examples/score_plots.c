@@ -37,86 +37,156 @@ static double quantile(const double *v, int n, double q)
     return r;
 }
 
-/* Fraction of v in each of bins bins over [lo, hi] (of log10 v when logx);
- * values outside land in the edge bins, so the tails stay visible. */
+/* Fraction of v in each of bins bins over [lo, hi] (of log10 v when logx)
+ * in frac[1 .. bins]; frac[0] gets the share below lo, frac[bins + 1] the
+ * share above hi (the overflow bins). */
 static void histogram(const double *v, int n, double lo, double hi, int bins,
                       bool logx, double *frac)
 {
-    memset(frac, 0, sizeof(double) * (size_t)bins);
+    memset(frac, 0, sizeof(double) * (size_t)(bins + 2));
     int m = 0;
     for (int i = 0; i < n; i++) {
         if (!isfinite(v[i]))
             continue;
-        double t = logx ? (v[i] > 0 ? log10(v[i]) : lo) : v[i];
-        int b = (int)floor((t - lo) / (hi - lo) * bins);
-        frac[b < 0 ? 0 : b >= bins ? bins - 1 : b] += 1.0;
+        double t = logx ? (v[i] > 0 ? log10(v[i]) : -INFINITY) : v[i];
+        int b;
+        if (t < lo)
+            b = 0;
+        else if (t > hi)
+            b = bins + 1;
+        else {
+            b = 1 + (int)floor((t - lo) / (hi - lo) * bins);
+            b = b > bins ? bins : b;
+        }
+        frac[b] += 1.0;
         m++;
     }
-    for (int b = 0; b < bins && m > 0; b++)
+    for (int b = 0; b < bins + 2 && m > 0; b++)
         frac[b] /= m;
 }
 
-enum { PW = 300, PH = 190, PAD = 45, COLS = 3 };
+enum { PW = 300, PH = 170, PAD = 80, OVW = 14, COLS = 3 };
 
-/* A closed step outline of one histogram, filled translucent. */
+static const char *const set_colors[HIST_MAX_SETS] = {
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"};
+
+/* A closed step outline of one histogram (frac[1 .. bins]), translucent. */
 static void steps(FILE *f, const double *frac, int bins, double ymax, double x0,
                   double y0, const char *color)
 {
     fprintf(f,
-            "<path fill=\"%s\" fill-opacity=\"0.35\" stroke=\"%s\" d=\"M%.1f "
+            "<path fill=\"%s\" fill-opacity=\"0.25\" stroke=\"%s\" d=\"M%.1f "
             "%.1f",
             color, color, x0, y0 + PH);
     for (int b = 0; b < bins; b++) {
-        double y = y0 + PH - frac[b] / ymax * PH;
+        double y = y0 + PH - fmin(frac[b + 1] / ymax, 1.0) * PH;
         fprintf(f, " L%.1f %.1f L%.1f %.1f", x0 + (double)b * PW / bins, y,
                 x0 + (double)(b + 1) * PW / bins, y);
     }
     fprintf(f, " L%.1f %.1f Z\"/>\n", x0 + PW, y0 + PH);
 }
 
-bool plot_histograms(FILE *f, const char *title, const hist_panel *panels,
-                     int n_panels, int bins)
+/* An overflow bin at x (width OVW): one bar per set, side by side. */
+static void overflow_bin(FILE *f, double x, double y0, double ymax,
+                         double frac[][2], int n_sets, int side,
+                         const char *label)
 {
+    fprintf(f,
+            "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" "
+            "fill=\"#f2f2f2\" stroke=\"#888\" stroke-dasharray=\"3,2\"/>\n",
+            x, y0, OVW, PH);
+    double bw = (double)OVW / n_sets;
+    for (int s = 0; s < n_sets; s++) {
+        double hgt = fmin(frac[s][side] / ymax, 1.0) * PH;
+        if (hgt > 0)
+            fprintf(f,
+                    "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+                    "height=\"%.1f\" fill=\"%s\"/>\n",
+                    x + s * bw, y0 + PH - hgt, bw, hgt, set_colors[s]);
+    }
+    fprintf(f,
+            "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
+            "font-size=\"9\">%s</text>\n",
+            x + OVW / 2.0, y0 + PH + 24, label);
+}
+
+static void fmt_tick(char *buf, size_t cap, double v, bool logx)
+{
+    if (logx)
+        snprintf(buf, cap, "%.3g", pow(10.0, v));
+    else
+        snprintf(buf, cap, "%.4g", fabs(v) < 1e-12 ? 0.0 : v);
+}
+
+static void x_tick(FILE *f, double x, double y0, double v)
+{
+    fprintf(f,
+            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+            "stroke=\"#444\"/><text x=\"%.1f\" y=\"%.1f\" "
+            "text-anchor=\"middle\" font-size=\"10\">%.4g</text>\n",
+            x, y0 + PH, x, y0 + PH + 4, x, y0 + PH + 14, v);
+}
+
+bool plot_histograms(FILE *f, const char *title, const hist_panel *panels,
+                     int n_panels, const char *const *set_names, int n_sets,
+                     const char *auroc_of, int bins)
+{
+    if (n_sets > HIST_MAX_SETS)
+        n_sets = HIST_MAX_SETS;
     int rows = (n_panels + COLS - 1) / COLS;
-    int w = COLS * (PW + 2 * PAD), h = 50 + rows * (PH + 2 * PAD);
-    double *fi = malloc(sizeof(double) * (size_t)bins);
-    double *fo = malloc(sizeof(double) * (size_t)bins);
-    if (!fi || !fo) {
-        free(fi);
-        free(fo);
+    int w = COLS * (PW + 2 * PAD), h = 70 + rows * (PH + 2 * PAD);
+    double(*fr)[64 + 2] = malloc(sizeof *fr * (size_t)n_sets);
+    if (!fr || bins > 64 || bins < 1) {
+        free(fr);
         return false;
     }
     svg_begin(f, w, h, 11, title);
-    fprintf(f,
-            "<rect x=\"%d\" y=\"32\" width=\"10\" height=\"10\" "
-            "fill=\"#1f77b4\"/><text x=\"%d\" y=\"41\">in-distribution "
-            "test</text><rect x=\"%d\" y=\"32\" width=\"10\" height=\"10\" "
-            "fill=\"#ff7f0e\"/><text x=\"%d\" y=\"41\">out-of-distribution"
-            "</text>\n",
-            w / 2 - 200, w / 2 - 186, w / 2 + 20, w / 2 + 34);
+    /* legend */
+    double lx = 20;
+    for (int s = 0; s < n_sets; s++) {
+        fprintf(f,
+                "<rect x=\"%.0f\" y=\"32\" width=\"10\" height=\"10\" "
+                "fill=\"%s\"/><text x=\"%.0f\" y=\"41\">%s</text>\n",
+                lx, set_colors[s], lx + 14, set_names[s]);
+        lx += 24 + 6.5 * (double)strlen(set_names[s]);
+    }
+    if (auroc_of)
+        fprintf(f,
+                "<text x=\"20\" y=\"58\" font-size=\"10\">AUROC in the "
+                "titles: %s against the in-distribution test set. Dashed "
+                "boxes: the shares below / above the axis range (the 1st-99th "
+                "percentile of all values).</text>\n",
+                auroc_of);
     for (int p = 0; p < n_panels; p++) {
         const hist_panel *hp = &panels[p];
-        /* range: 1st to 99th percentile of both sets together */
-        double lo = quantile(hp->in, hp->n_in, 0.01);
-        double hi = quantile(hp->in, hp->n_in, 0.99);
-        if (hp->ood) {
-            lo = fmin(lo, quantile(hp->ood, hp->n_ood, 0.01));
-            hi = fmax(hi, quantile(hp->ood, hp->n_ood, 0.99));
-        }
+        double lo = INFINITY, hi = -INFINITY;
+        for (int s = 0; s < n_sets; s++)
+            if (hp->v[s] && hp->n[s] > 0) {
+                lo = fmin(lo, quantile(hp->v[s], hp->n[s], 0.01));
+                hi = fmax(hi, quantile(hp->v[s], hp->n[s], 0.99));
+            }
+        if (!isfinite(lo) || !isfinite(hi))
+            lo = 0, hi = 1;
         if (!(hi > lo))
             hi = lo + 1.0;
         /* positive scores spanning decades (a far-off OOD tail): bin their
          * logarithm, or the in-distribution set fills one bin */
         bool logx = lo > 0 && hi / lo > 20;
         double blo = logx ? log10(lo) : lo, bhi = logx ? log10(hi) : hi;
-        histogram(hp->in, hp->n_in, blo, bhi, bins, logx, fi);
-        if (hp->ood)
-            histogram(hp->ood, hp->n_ood, blo, bhi, bins, logx, fo);
         double ymax = 1e-12;
-        for (int b = 0; b < bins; b++)
-            ymax = fmax(ymax, fmax(fi[b], hp->ood ? fo[b] : 0));
+        for (int s = 0; s < n_sets; s++) {
+            if (hp->v[s] && hp->n[s] > 0)
+                histogram(hp->v[s], hp->n[s], blo, bhi, bins, logx, fr[s]);
+            else
+                memset(fr[s], 0, sizeof fr[s]);
+            for (int b = 1; b <= bins; b++)
+                ymax = fmax(ymax, fr[s][b]);
+        }
+        /* y axis: a nice step over [0, ymax] */
+        double ys = svg_tick_step(ymax);
+        ymax = ceil(ymax / ys - 1e-9) * ys;
         double x0 = (p % COLS) * (PW + 2 * PAD) + PAD;
-        double y0 = 50 + (p / COLS) * (PH + 2 * PAD) + PAD;
+        double y0 = 70 + (p / COLS) * (PH + 2 * PAD) + 30;
         fprintf(f,
                 "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
                 "font-size=\"13\">%s",
@@ -124,25 +194,63 @@ bool plot_histograms(FILE *f, const char *title, const hist_panel *panels,
         if (isfinite(hp->auroc))
             fprintf(f, " (AUROC %.3f)", hp->auroc);
         fprintf(f, "</text>\n");
-        steps(f, fi, bins, ymax, x0, y0, "#1f77b4");
-        if (hp->ood)
-            steps(f, fo, bins, ymax, x0, y0, "#ff7f0e");
+        for (int s = 0; s < n_sets; s++)
+            if (hp->v[s])
+                steps(f, fr[s], bins, ymax, x0, y0, set_colors[s]);
         fprintf(f,
                 "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" "
-                "fill=\"none\" stroke=\"#444\"/>\n"
-                "<text x=\"%.1f\" y=\"%.1f\">%.4g</text>"
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>"
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
-                x0, y0, PW, PH, x0, y0 + PH + 14, lo, x0 + PW, y0 + PH + 14, hi,
-                x0 - 4, y0 + 10, ymax);
-        if (logx)
+                "fill=\"none\" stroke=\"#444\"/>\n",
+                x0, y0, PW, PH);
+        /* overflow bins, with the per-set shares as bars */
+        double ov[HIST_MAX_SETS][2];
+        for (int s = 0; s < n_sets; s++)
+            ov[s][0] = fr[s][0], ov[s][1] = fr[s][bins + 1];
+        char lab[48], t1[24];
+        fmt_tick(t1, sizeof t1, blo, logx);
+        snprintf(lab, sizeof lab, "&lt;%s", t1);
+        overflow_bin(f, x0 - OVW - 6, y0, ymax, ov, n_sets, 0, lab);
+        fmt_tick(t1, sizeof t1, bhi, logx);
+        snprintf(lab, sizeof lab, "&gt;%s", t1);
+        overflow_bin(f, x0 + PW + 6, y0, ymax, ov, n_sets, 1, lab);
+        /* x ticks: nice values of the score; on a log axis at 1, 2 and 5
+         * times the powers of ten (only the powers beyond 3 decades) */
+        if (logx) {
+            bool few = bhi - blo <= 3.0;
+            for (int d = (int)floor(blo); d <= (int)ceil(bhi); d++)
+                for (int m = 1; m <= 5; m += m == 1 ? 1 : 3) {
+                    if (m > 1 && !few)
+                        continue;
+                    double t = d + log10((double)m);
+                    if (t < blo - 1e-9 || t > bhi + 1e-9)
+                        continue;
+                    x_tick(f, x0 + (t - blo) / (bhi - blo) * PW, y0,
+                           pow(10.0, t));
+                }
+        } else {
+            double xs = svg_tick_step(bhi - blo);
+            for (double t = ceil(blo / xs - 1e-9) * xs; t <= bhi + 1e-9 * xs;
+                 t += xs)
+                x_tick(f, x0 + (t - blo) / (bhi - blo) * PW, y0,
+                       fabs(t) < 1e-9 * xs ? 0.0 : t);
+        }
+        for (double t = 0; t <= ymax + 1e-9 * ys; t += ys) {
+            double y = y0 + PH - t / ymax * PH;
             fprintf(f,
-                    "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">"
-                    "log scale</text>\n",
-                    x0 + PW / 2.0, y0 + PH + 14);
+                    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+                    "stroke=\"#444\"/><text x=\"%.1f\" y=\"%.1f\" "
+                    "text-anchor=\"end\" font-size=\"10\">%.3g</text>\n",
+                    x0 - OVW - 8, y, x0 - OVW - 12, y, x0 - OVW - 14, y + 3, t);
+        }
+        fprintf(f,
+                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s%s"
+                "</text>\n"
+                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
+                "transform=\"rotate(-90 %.1f %.1f)\">share of images</text>\n",
+                x0 + PW / 2.0, y0 + PH + 38, hp->name,
+                logx ? " (log scale)" : "", x0 - PAD + 14, y0 + PH / 2.0,
+                x0 - PAD + 14, y0 + PH / 2.0);
     }
-    free(fi);
-    free(fo);
+    free(fr);
     return svg_end(f);
 }
 

@@ -6,7 +6,7 @@
 enum { W = 640, H = 420, LEFT = 70, RIGHT = 20, TOP = 40, BOTTOM = 50 };
 
 /* A "nice" tick step (1, 2 or 5 times a power of ten) for about 6 ticks. */
-static double tick_step(double span)
+double svg_tick_step(double span)
 {
     double raw = span / 6.0, p = pow(10.0, floor(log10(raw)));
     double f = raw / p;
@@ -60,14 +60,14 @@ bool svg_line_chart(FILE *f, const char *title, const char *xlabel,
             "stroke=\"#444\"/>\n",
             LEFT, TOP, pw, ph);
 
-    double ys = tick_step(y1 - y0);
+    double ys = svg_tick_step(y1 - y0);
     for (double y = ceil(y0 / ys) * ys; y <= y1; y += ys)
         fprintf(f,
                 "<line x1=\"%d\" x2=\"%g\" y1=\"%.1f\" y2=\"%.1f\" "
                 "stroke=\"#ddd\"/><text x=\"%d\" y=\"%.1f\" "
                 "text-anchor=\"end\">%g</text>\n",
                 LEFT, LEFT + pw, PY(y), PY(y), LEFT - 6, PY(y) + 4, y);
-    double xs = tick_step(x1 - x0);
+    double xs = svg_tick_step(x1 - x0);
     if (xs < 1.0 && x1 - x0 >= 1.0)
         xs = 1.0;
     for (double x = ceil(x0 / xs) * xs; x <= x1 + 1e-9; x += xs)

@@ -8,6 +8,9 @@
 
 /* "<svg ...>" of w x h pixels on white, with title centred at the top. */
 void svg_begin(FILE *f, int w, int h, int font_size, const char *title);
+/* A "nice" tick step (1, 2 or 5 times a power of ten) for about 6 ticks
+ * over span. */
+double svg_tick_step(double span);
 /* "</svg>"; false if anything written to f failed. */
 bool svg_end(FILE *f);
 

@@ -7,8 +7,10 @@
  *             Jensen, equal when k = 1; its expectation is the ELBO)
  *   L(x)      the input's complexity: deflate size in bits (zlib level 9)
  *   AUROC     tg_auroc in tg_nn.h (nn/metrics.c)
- *   typicality  Mahalanobis distance of a feature vector from reference
- *             statistics fitted on in-distribution data only
+ *   ESS       effective sample size of each example's weights (opts.ess)
+ *   typical   Mahalanobis distance of a feature vector from reference
+ *             statistics fitted on in-distribution data only (vae_score's
+ *             DoSE score, Morningstar et al. 2021, on (-log2 p(x), L(x)))
  *   posterior pixels  per-pixel mean and std of decoded draws z ~ q(z|x)
  *
  * Everything here runs with recording off and rewinds the tape between
@@ -40,6 +42,8 @@ typedef struct tg_iw_opts {
     int max_rows;  /* rows of z per decoder pass (0: 4096) */
     uint64_t seed; /* example i uses tg_rng stream (stream + i) */
     uint64_t stream;
+    double *ess; /* when not NULL: [n] effective sample size of each
+                    example's k weights (tg_ess_from_logw in tg_nn.h) */
 } tg_iw_opts;
 
 /* The estimator for any model with a Gaussian q(z|x) = N(mean, exp(logvar))
@@ -50,13 +54,15 @@ void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
                     const float *logvar, const tg_iw_opts *opts, double *log_px,
                     double *elbo);
 
-/* The same for the VAE (encoder for q, Bernoulli decoder for p(x|z)), x
+/* The same for the VAE (encoder for q, the decoder's likelihood for p(x|z):
+ * Bernoulli, or for TG_VAE_CB the continuous Bernoulli's density), x
  * [n, vae->cfg.input] with any n (encoded in batches). */
 void tg_vae_iwae(tg_tape *tp, const tg_vae *vae, const float *x, int n,
                  const tg_iw_opts *opts, double *log_px, double *elbo);
 
-/* Per-pixel mean and standard deviation, each [n, input], of the decoded
- * pixel probabilities sigmoid(logits(z)) over S draws z ~ q(z|x). */
+/* Per-pixel mean and standard deviation, each [n, input], of the decoder's
+ * means tg_vae_decode(z) (sigmoid(logits(z)); the CB mean for TG_VAE_CB)
+ * over S draws z ~ q(z|x). */
 void tg_vae_posterior_pixels(tg_tape *tp, const tg_vae *vae, const float *x,
                              int n, int S, uint64_t seed, uint64_t stream,
                              float *mean, float *std);

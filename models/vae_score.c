@@ -76,8 +76,9 @@ void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
     chunking(n, opts->k, opts->max_rows, &g, &kc);
     tg_rng *rng = malloc(sizeof *rng * (size_t)g);
     lse *acc = malloc(sizeof *acc * (size_t)g);
+    lse *acc2 = malloc(sizeof *acc2 * (size_t)g); /* sum of w^2 */
     double *sum_logw = malloc(sizeof *sum_logw * (size_t)g);
-    if (!rng || !acc || !sum_logw)
+    if (!rng || !acc || !acc2 || !sum_logw)
         tg_fatal("iw_estimate", "out of memory (%d examples)", g);
     bool was = tg_tape_set_recording(tp, false);
 
@@ -86,6 +87,7 @@ void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
         for (int i = 0; i < ng; i++) {
             tg_rng_seed(&rng[i], opts->seed, opts->stream + (uint64_t)(i0 + i));
             acc[i] = (lse){-INFINITY, 0.0};
+            acc2[i] = (lse){-INFINITY, 0.0};
             sum_logw[i] = 0.0;
         }
         for (int j0 = 0; j0 < opts->k; j0 += kc) {
@@ -117,6 +119,7 @@ void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
             for (int r = 0; r < rows; r++) {
                 double lw = ll[r] + logw[r];
                 lse_add(&acc[r / nk], lw);
+                lse_add(&acc2[r / nk], 2.0 * lw);
                 sum_logw[r / nk] += lw;
             }
         }
@@ -126,19 +129,25 @@ void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
                     acc[i].max + log(acc[i].sum) - log((double)opts->k);
             if (elbo)
                 elbo[i0 + i] = sum_logw[i] / opts->k;
+            /* ESS = (sum w)^2 / sum w^2 = exp(2 lse(log w) - lse(2 log w)) */
+            if (opts->ess)
+                opts->ess[i0 + i] = exp(2.0 * (acc[i].max + log(acc[i].sum)) -
+                                        (acc2[i].max + log(acc2[i].sum)));
         }
     }
     tg_tape_reset(tp);
     tg_tape_set_recording(tp, was);
     free(rng);
     free(acc);
+    free(acc2);
     free(sum_logw);
 }
 
 /* ---- the VAE ------------------------------------------------------------ */
 
-/* log p(x|z) = -bce(logits(z), x) summed over pixels, each example's x
- * repeated for its kc draws so one dense pass decodes the whole chunk. */
+/* log p(x|z) = -tg_vae_rec (the model's likelihood: for the continuous
+ * Bernoulli a density on [0, 1]^input), each example's x repeated for its
+ * kc draws so one dense pass decodes the whole chunk. */
 static void vae_loglik(tg_tape *tp, void *ctx, const float *x, int n, int kc,
                        const tg_tensor *z, double *out)
 {
@@ -150,7 +159,7 @@ static void vae_loglik(tg_tape *tp, void *ctx, const float *x, int n, int kc,
             memcpy(xr->data + (size_t)(i * kc + j) * input,
                    x + (size_t)i * input, sizeof(float) * (size_t)input);
     tg_tensor *logits = tg_vae_decode_logits(tp, vae, (tg_tensor *)z);
-    tg_tensor *rec = tg_bce_with_logits(tp, logits, xr);
+    tg_tensor *rec = tg_vae_rec(tp, vae, logits, xr);
     for (int r = 0; r < n * kc; r++)
         out[r] = -(double)rec->data[r];
 }
@@ -186,6 +195,8 @@ void tg_vae_iwae(tg_tape *tp, const tg_vae *vae, const float *x, int n,
         encode_rows(tp, vae, xb, nb, mean, logvar);
         tg_iw_opts o = *opts;
         o.stream += (uint64_t)i0;
+        if (o.ess)
+            o.ess += i0;
         tg_iw_estimate(tp, vae_loglik, (void *)vae, input, xb, nb, latent, mean,
                        logvar, &o, log_px ? log_px + i0 : NULL,
                        elbo ? elbo + i0 : NULL);

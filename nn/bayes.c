@@ -202,6 +202,20 @@ static tg_tensor *sample(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
     return tg_add(tp, mean, tg_mul(tp, sd, eps));
 }
 
+void tg_bayes_dense_moments(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
+                            tg_tensor **mean, tg_tensor **sd)
+{
+    if (!x || !mean || !sd)
+        tg_fatal("bayes_dense_moments", "NULL %s",
+                 !x      ? "x"
+                 : !mean ? "mean"
+                         : "sd");
+    *mean = tg_dense(tp, x, l->W_mu, l->b_mu);
+    tg_tensor *var_W = posterior(tp, l->W_mu, l->W_rho, l->prior_scale, NULL);
+    tg_tensor *var_b = posterior(tp, l->b_mu, l->b_rho, l->prior_scale, NULL);
+    *sd = tg_sqrt(tp, tg_dense(tp, tg_square(tp, x), var_W, var_b));
+}
+
 tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
                                     tg_tensor *x, tg_tensor *eps)
 {
@@ -221,7 +235,7 @@ tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
     if (x->ndim != 2)
         tg_fatal("bayes_dense_apply_kl", "x must be 2-D [B, %d]", l->in);
     tg_tensor *eps = tg_tape_tensor2(tp, x->shape[0], l->out, false);
-    tg_rng_fill_normal(rng, eps->data, eps->size, 0.0f, 1.0f);
+    tg_rng_fill_normal_bulk(rng, eps->data, eps->size);
     return sample(tp, l, x, eps, kl);
 }
 
@@ -234,10 +248,10 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
         return tg_dense(tp, x, l->W_mu, l->b_mu);
     if (x->ndim != 2)
         tg_fatal("bayes_dense", "x must be 2-D [B, %d]", l->in);
-    /* One stream consumed in row order on one thread: the same draws for any
-     * thread count. */
+    /* Fixed blocks with their own streams: the same draws for any thread
+     * count. */
     tg_tensor *eps = tg_tape_tensor2(tp, x->shape[0], l->out, false);
-    tg_rng_fill_normal(rng, eps->data, eps->size, 0.0f, 1.0f);
+    tg_rng_fill_normal_bulk(rng, eps->data, eps->size);
     return sample(tp, l, x, eps, NULL);
 }
 

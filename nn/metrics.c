@@ -246,3 +246,224 @@ double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos)
     return (rank_sum - 0.5 * n_pos * ((double)n_pos + 1)) /
            ((double)n_pos * n_neg);
 }
+
+/* ---- out-of-distribution detection ------------------------------------- */
+
+static int desc_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* A copy of v sorted from the highest; NULL when a value is NaN. */
+static double *sorted_desc(const char *op, const double *v, int n)
+{
+    double *s = malloc(sizeof *s * (size_t)n);
+    if (!s)
+        tg_fatal(op, "out of memory (%d scores)", n);
+    for (int i = 0; i < n; i++) {
+        if (isnan(v[i])) {
+            free(s);
+            return NULL;
+        }
+        s[i] = v[i];
+    }
+    qsort(s, (size_t)n, sizeof *s, desc_double);
+    return s;
+}
+
+double tg_fpr_at_tpr(const double *neg, int n_neg, const double *pos, int n_pos,
+                     double tpr)
+{
+    if (n_neg < 1 || n_pos < 1 || !(tpr > 0.0 && tpr <= 1.0))
+        tg_fatal("fpr_at_tpr",
+                 "need two non-empty lists and tpr in (0, 1] "
+                 "(%d, %d, %g)",
+                 n_neg, n_pos, tpr);
+    double *p = sorted_desc("fpr_at_tpr", pos, n_pos);
+    if (!p)
+        return NAN;
+    /* the fewest positives at or above the threshold: ceil(tpr n_pos), with
+     * a little slack so 0.95 * 20 is 19, not 20 */
+    int m = (int)ceil(tpr * n_pos - 1e-9);
+    m = m < 1 ? 1 : m > n_pos ? n_pos : m;
+    double t = p[m - 1];
+    free(p);
+    int fp = 0;
+    for (int i = 0; i < n_neg; i++) {
+        if (isnan(neg[i]))
+            return NAN;
+        fp += neg[i] >= t;
+    }
+    return (double)fp / n_neg;
+}
+
+double tg_aupr(const double *neg, int n_neg, const double *pos, int n_pos)
+{
+    if (n_neg < 1 || n_pos < 1)
+        tg_fatal("aupr", "need two non-empty lists (%d, %d)", n_neg, n_pos);
+    size_t n = (size_t)n_neg + (size_t)n_pos;
+    ranked *r = malloc(sizeof *r * n);
+    if (!r)
+        tg_fatal("aupr", "out of memory (%zu scores)", n);
+    for (int i = 0; i < n_neg; i++)
+        r[i] = (ranked){neg[i], 0};
+    for (int i = 0; i < n_pos; i++)
+        r[n_neg + i] = (ranked){pos[i], 1};
+    for (size_t i = 0; i < n; i++)
+        if (isnan(r[i].v)) {
+            free(r);
+            return NAN;
+        }
+    qsort(r, n, sizeof *r, by_value);
+    /* from the highest score down, one threshold per group of equal
+     * scores: AP = sum over groups of (positives in it / n_pos) * precision
+     * at that threshold */
+    double ap = 0.0;
+    size_t tp = 0, taken = 0;
+    for (size_t j = n; j > 0;) {
+        size_t i = j;
+        while (i > 0 && r[i - 1].v == r[j - 1].v)
+            i--;
+        size_t gp = 0;
+        for (size_t t = i; t < j; t++)
+            gp += (size_t)r[t].pos;
+        tp += gp;
+        taken += j - i;
+        ap += (double)gp / n_pos * ((double)tp / (double)taken);
+        j = i;
+    }
+    free(r);
+    return ap;
+}
+
+/* One score in the merged list: its value, 1 for a positive, its input. */
+typedef struct slot {
+    double v;
+    int pos, src;
+} slot;
+
+static int slot_by_value(const void *a, const void *b)
+{
+    const slot *x = a, *y = b;
+    if (x->v != y->v)
+        return (x->v > y->v) - (x->v < y->v);
+    return (x->src > y->src) - (x->src < y->src); /* deterministic order */
+}
+
+/* AUROC of the merged sorted scores, slot s counted w[s] times. */
+static double weighted_auroc(const slot *r, size_t n, const int *w)
+{
+    double below = 0.0, sum = 0.0, wn = 0.0, wp = 0.0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        double gn = 0.0, gp = 0.0;
+        while (j < n && r[j].v == r[i].v) {
+            if (r[j].pos)
+                gp += w[j];
+            else
+                gn += w[j];
+            j++;
+        }
+        sum += gp * (below + 0.5 * gn);
+        below += gn;
+        wn += gn;
+        wp += gp;
+        i = j;
+    }
+    return sum / (wn * wp);
+}
+
+static int asc_double(const void *a, const void *b)
+{
+    return desc_double(b, a);
+}
+
+void tg_auroc_bootstrap(const double *neg, int n_neg, const double *pos,
+                        int n_pos, int resamples, uint64_t seed, double level,
+                        double *lo, double *hi)
+{
+    if (n_neg < 1 || n_pos < 1 || resamples < 2 || !(level > 0 && level < 1))
+        tg_fatal("auroc_bootstrap",
+                 "need two non-empty lists, resamples >= 2 and level in "
+                 "(0, 1) (%d, %d, %d, %g)",
+                 n_neg, n_pos, resamples, level);
+    size_t n = (size_t)n_neg + (size_t)n_pos;
+    for (size_t i = 0; i < n; i++)
+        if (isnan(i < (size_t)n_neg ? neg[i] : pos[i - n_neg])) {
+            *lo = *hi = NAN;
+            return;
+        }
+    slot *r = malloc(sizeof *r * n);
+    int *w = malloc(sizeof *w * n), *where = malloc(sizeof *where * n);
+    double *auc = malloc(sizeof *auc * (size_t)resamples);
+    if (!r || !w || !where || !auc)
+        tg_fatal("auroc_bootstrap", "out of memory (%zu scores)", n);
+    for (int i = 0; i < n_neg; i++)
+        r[i] = (slot){neg[i], 0, i};
+    for (int i = 0; i < n_pos; i++)
+        r[n_neg + i] = (slot){pos[i], 1, n_neg + i};
+    /* sort once; a resample is then a multiplicity per sorted slot
+     * (stratified: n_neg draws among the negatives, n_pos among the
+     * positives, with replacement), O(n) each */
+    qsort(r, n, sizeof *r, slot_by_value);
+    for (size_t s = 0; s < n; s++)
+        where[r[s].src] = (int)s;
+    tg_rng rng;
+    tg_rng_seed(&rng, seed, 0);
+    for (int b = 0; b < resamples; b++) {
+        memset(w, 0, sizeof *w * n);
+        for (int i = 0; i < n_neg; i++)
+            w[where[tg_rng_below(&rng, (uint32_t)n_neg)]]++;
+        for (int i = 0; i < n_pos; i++)
+            w[where[n_neg + (int)tg_rng_below(&rng, (uint32_t)n_pos)]]++;
+        auc[b] = weighted_auroc(r, n, w);
+    }
+    qsort(auc, (size_t)resamples, sizeof *auc, asc_double);
+    /* percentile interval: the floor(a B)-th and ceil((1 - a) B)-th of the
+     * B sorted values (0-based 25 and 974 for B = 1000, level 0.95) */
+    double a = 0.5 * (1.0 - level);
+    int il = (int)floor(a * resamples + 1e-9);
+    int ih = (int)ceil((1.0 - a) * resamples - 1e-9) - 1;
+    il = il < 0 ? 0 : il >= resamples ? resamples - 1 : il;
+    ih = ih < il ? il : ih >= resamples ? resamples - 1 : ih;
+    *lo = auc[il];
+    *hi = auc[ih];
+    free(r);
+    free(w);
+    free(where);
+    free(auc);
+}
+
+/* ---- importance weights ------------------------------------------------ */
+
+double tg_ess_from_logw(const double *logw, int k)
+{
+    if (k < 1)
+        tg_fatal("ess_from_logw", "need k >= 1, got %d", k);
+    double max = -INFINITY;
+    for (int i = 0; i < k; i++) {
+        if (isnan(logw[i]) || logw[i] == INFINITY)
+            return NAN;
+        if (logw[i] > max)
+            max = logw[i];
+    }
+    if (max == -INFINITY)
+        return NAN; /* every weight is 0 */
+    /* (sum w)^2 / sum w^2 with w scaled by e^-max: the largest is 1 */
+    double s1 = 0.0, s2 = 0.0;
+    for (int i = 0; i < k; i++) {
+        double w = exp(logw[i] - max);
+        s1 += w;
+        s2 += w * w;
+    }
+    return s1 * s1 / s2;
+}
+
+double tg_iw_log_se(double ess, int k)
+{
+    if (k < 2 || !(ess >= 1.0))
+        return NAN;
+    double v = ((double)k / ess - 1.0) / (k - 1);
+    return sqrt(v > 0.0 ? v : 0.0);
+}

@@ -4,6 +4,9 @@
 
 #include <math.h>
 
+#include "parallel.h"
+#include "vmath.h"
+
 static uint64_t splitmix64(uint64_t *x)
 {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
@@ -103,4 +106,82 @@ void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std)
     }
     if (i < n)
         x[i] = mean + std * tg_rng_normal(r);
+}
+
+/* ---- bulk normals: counter-blocked, vectorised ---------------------------
+ * tg_rng_fill_normal above is exact but scalar (double log, cos and sin per
+ * pair, about 50 ns a pair). For bulk noise (Bayes by Backprop draws one
+ * normal per pre-activation per pass) tg_rng_fill_normal_bulk splits x into
+ * fixed blocks of NB_BLOCK; block b has its own xoshiro256** stream seeded
+ * from (key, b), where key is the one draw taken from the caller's rng. The
+ * blocks are independent, so they run on threads, and the values depend on
+ * neither the thread count nor the schedule.
+ *
+ * In a block, one 64-bit draw gives one Box-Muller pair in float:
+ *   u1 = (top 31 bits + 1) * 2^-31 in (0, 1]      radius = sqrt(-2 ln u1)
+ *   the low 32 bits: 2 for a quadrant q, 24 for theta uniform in
+ *   (-pi/4, pi/4), so the angle q pi/2 + theta is uniform on the circle;
+ *   cos and sin of theta by their Taylor series (to theta^10 and theta^9:
+ *   truncation below 2e-9 on |theta| <= pi/4), rotated by q quarter turns.
+ * No calls and no branches, so the loop vectorises. |z| <= sqrt(62 ln 2) =
+ * 6.56 (u1 >= 2^-31): the tail beyond that, probability 5e-11, is cut. */
+enum { NB_BLOCK = 4096 };
+
+TG_VECTOR_CLONES
+static void normal_block(const uint64_t *restrict bits, float *restrict out,
+                         size_t pairs)
+{
+    const float half_pi = 1.57079632679489662f, quarter_pi = 0.785398163f;
+    for (size_t j = 0; j < pairs; j++) {
+        uint64_t w = bits[j];
+        int32_t top = (int32_t)(w >> 33); /* 31 bits */
+        uint32_t lo = (uint32_t)w;
+        int32_t frac = (int32_t)((lo >> 6) & 0xffffff); /* 24 bits */
+        uint32_t q = lo >> 30;
+        float u1 = ((float)top + 1.0f) * 0x1.0p-31f;
+        float radius = sqrtf(-2.0f * vlogf_ge1(u1));
+        float t = ((float)frac + 0.5f) * (half_pi * 0x1.0p-24f) - quarter_pi;
+        float t2 = t * t;
+        float sn = 1.0f / 362880.0f;
+        sn = sn * t2 - 1.0f / 5040.0f;
+        sn = sn * t2 + 1.0f / 120.0f;
+        sn = sn * t2 - 1.0f / 6.0f;
+        sn = (sn * t2 + 1.0f) * t;
+        float cs = -1.0f / 3628800.0f;
+        cs = cs * t2 + 1.0f / 40320.0f;
+        cs = cs * t2 - 1.0f / 720.0f;
+        cs = cs * t2 + 1.0f / 24.0f;
+        cs = cs * t2 - 0.5f;
+        cs = cs * t2 + 1.0f;
+        /* rotate (cs, sn) by q quarter turns */
+        float c1 = (q & 1) ? -sn : cs, s1 = (q & 1) ? cs : sn;
+        float sign = (q & 2) ? -1.0f : 1.0f;
+        out[2 * j] = sign * radius * c1;
+        out[2 * j + 1] = sign * radius * s1;
+    }
+}
+
+void tg_rng_fill_normal_bulk(tg_rng *r, float *x, size_t n)
+{
+    if (!r || (!x && n))
+        tg_fatal("rng_fill_normal_bulk", "NULL %s", r ? "x" : "rng");
+    uint64_t key = tg_rng_u64(r);
+    size_t blocks = (n + NB_BLOCK - 1) / NB_BLOCK;
+    TG_PARALLEL_FOR(blocks, NB_BLOCK)
+    for (size_t b = 0; b < blocks; b++) {
+        size_t lo = b * NB_BLOCK, len = n - lo < NB_BLOCK ? n - lo : NB_BLOCK;
+        size_t pairs = (len + 1) / 2;
+        uint64_t bits[NB_BLOCK / 2];
+        float tmp[NB_BLOCK];
+        tg_rng g;
+        tg_rng_seed(&g, key, b);
+        for (size_t j = 0; j < pairs; j++)
+            bits[j] = tg_rng_u64(&g);
+        /* an odd tail goes through tmp: out of x's bounds otherwise */
+        float *dst = len % 2 ? tmp : x + lo;
+        normal_block(bits, dst, pairs);
+        if (dst == tmp)
+            for (size_t i = 0; i < len; i++)
+                x[lo + i] = tmp[i];
+    }
 }

@@ -56,6 +56,13 @@ float tg_rng_uniform(tg_rng *r);              /* uniform in [0, 1) */
 float tg_rng_normal(tg_rng *r);               /* N(0, 1) */
 void tg_rng_fill_uniform(tg_rng *r, float *x, size_t n, float lo, float hi);
 void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std);
+/* N(0, 1) in bulk, vectorised and threaded (about 20x tg_rng_fill_normal
+ * on one core): takes exactly one draw from r (the key) whatever n is, then
+ * fills x in fixed blocks, each from its own stream seeded (key, block), so
+ * the values are the same for any thread count. A different sequence from
+ * tg_rng_fill_normal's; |x| <= 6.56 (the tail beyond, probability 5e-11, is
+ * cut). */
+void tg_rng_fill_normal_bulk(tg_rng *r, float *x, size_t n);
 
 /* ---- dropout ---------------------------------------------------------------
  * Inverted dropout: each element of x is zeroed with probability p and the
@@ -66,10 +73,11 @@ void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std);
  *   TG_DROPOUT_EVAL   never: returns x itself (evaluation);
  *   TG_DROPOUT_AUTO   drops while tp records, returns x when recording is
  *                     off (inference under tg_tape_set_recording(tp, false)).
- * When it drops it draws one tg_rng_uniform per element, in row-major order,
- * on the calling thread (so a seed gives the same mask on any thread count);
- * when it does not, or p = 0, rng is not touched and may be NULL. p = 1
- * zeroes everything. The mask is saved for backward on the tape. */
+ * When it drops it takes one draw from rng (a key) and fills the mask in
+ * fixed blocks from streams seeded (key, block), on threads (a seed gives
+ * the same mask on any thread count); when it does not, or p = 0, rng is not
+ * touched and may be NULL. p = 1 zeroes everything. The mask is saved for
+ * backward on the tape. */
 typedef enum tg_dropout_mode {
     TG_DROPOUT_AUTO = 0,
     TG_DROPOUT_TRAIN,
@@ -115,6 +123,9 @@ bool tg_params_finite(tg_params *ps, const char **where);
 /* The largest |gradient| (NaN if any gradient is NaN): for a NaN guard that
  * also catches gradients whose square would overflow, or for clipping. */
 float tg_params_grad_absmax(tg_params *ps);
+/* The largest |value| and |gradient| in one pass over both buffers (each
+ * NaN if any of its elements is NaN). */
+void tg_params_absmax(tg_params *ps, float *value, float *grad);
 /* The NaN/Inf guard of a training step, after backward: NULL when every
  * value and gradient g is finite and so is g * g (Adam's second moment, a
  * convex mix of g * g, then stays finite too). Otherwise the name of the
@@ -163,13 +174,21 @@ void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
                          tg_rng *rng);
 /* A sampled pre-activation y [B, out] for x [B, in]:
  *   y = x.W_mu^T + b_mu + sqrt((x*x).(sigma_W^2)^T + sigma_b^2) * eps,
- * eps ~ N(0, I) drawn from rng on one thread in row order (so the same for
- * any thread count). rng NULL: the posterior mean's output x.W_mu^T + b_mu. */
+ * eps ~ N(0, I) from tg_rng_fill_normal_bulk(rng) (the same for any thread
+ * count). rng NULL: the posterior mean's output x.W_mu^T + b_mu. */
 tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
                                 tg_tensor *x, tg_rng *rng);
 /* The same with caller-supplied noise eps [B, out] (tests, fixed noise). */
 tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
                                     tg_tensor *x, tg_tensor *eps);
+/* The Gaussian of the pre-activations given x, y = mean + sd * eps:
+ *   mean = x.W_mu^T + b_mu,  sd = sqrt((x*x).(sigma_W^2)^T + sigma_b^2),
+ * both [B, out] graphs. S sampled passes over the same x (a first layer at
+ * prediction time) can compute them once and draw only eps per pass: the
+ * same samples as S calls of tg_bayes_dense_apply, at a fraction of the
+ * GEMMs. */
+void tg_bayes_dense_moments(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
+                            tg_tensor **mean, tg_tensor **sd);
 /* Training: the sample as tg_bayes_dense_apply (rng required) and *kl =
  * the layer's KL as tg_bayes_dense_kl, both from one pass over rho (half the
  * work of calling the two). */
@@ -230,6 +249,38 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
  * positives (e.g. out-of-distribution inputs). NaN when a score is NaN.
  * Aborts when a list is empty. */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
+
+/* Out-of-distribution detection with the positives (OOD inputs) scoring
+ * higher. Each returns NaN when a score is NaN and aborts on an empty list.
+ *
+ * tg_fpr_at_tpr: the share of negatives at or above the threshold t, t the
+ * highest value that keeps a share >= tpr of the positives at or above it
+ * (the ceil(tpr * n_pos)-th highest positive): "FPR at 95% TPR" for 0.95.
+ * tg_aupr: area under the precision-recall curve of the positives as
+ * average precision, sum over thresholds (one per group of equal scores,
+ * from the highest) of (new positives / n_pos) * precision there, as
+ * scikit-learn's average_precision_score; the share of positives when the
+ * score cannot separate at all.
+ * tg_auroc_bootstrap: a percentile interval at `level` (0.95 usual) of the
+ * AUROC over `resamples` stratified bootstrap resamples (negatives and
+ * positives each drawn with replacement to their own size) from tg_rng
+ * stream 0 of seed: the same inputs and seed give the same interval. */
+double tg_fpr_at_tpr(const double *neg, int n_neg, const double *pos, int n_pos,
+                     double tpr);
+double tg_aupr(const double *neg, int n_neg, const double *pos, int n_pos);
+void tg_auroc_bootstrap(const double *neg, int n_neg, const double *pos,
+                        int n_pos, int resamples, uint64_t seed, double level,
+                        double *lo, double *hi);
+
+/* Importance weights given as k log-weights: the effective sample size
+ * (sum w)^2 / sum w^2, in [1, k] (k for equal weights, 1 when one weight
+ * dominates), computed with the largest weight scaled to 1. NaN when a
+ * log-weight is NaN or +inf or all are -inf. */
+double tg_ess_from_logw(const double *logw, int k);
+/* Standard error of log((1/k) sum w) by the delta method on the mean of the
+ * weights: se(mean w) / mean w = sqrt((k / ess - 1) / (k - 1)) with the
+ * sample variance of the weights; NaN when k < 2 or ess < 1. */
+double tg_iw_log_se(double ess, int k);
 
 /* LayerNorm over the last axis, as torch.nn.LayerNorm(dim, eps):
  * "<name>.weight" (gamma, starts at 1) and "<name>.bias" (beta, 0), both

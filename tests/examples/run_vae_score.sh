@@ -1,7 +1,8 @@
 #!/bin/sh
-# vae_score on a tiny checkpoint: outputs written, the reference statistics
-# and in-distribution results identical with and without --ood-data, AUROC
-# table printed, bad flags and files rejected with one line and exit 2.
+# vae_score on a tiny checkpoint: outputs written (tables, convergence,
+# pictures) with plausible content, the reference statistics and
+# in-distribution results identical with and without --ood-data, AUROC
+# tables printed, bad flags and files rejected with one line and exit 2.
 # usage: run_vae_score.sh VAE_MNIST VAE_SCORE DATA_DIR
 set -u
 vae=$1
@@ -20,32 +21,53 @@ cp "$tmp/out" "$tmp/alone.txt"
 expect 0 "$score" $common --ood-data "$data" --out "$tmp/both"
 cp "$tmp/out" "$tmp/both.txt"
 
-for f in scores.csv ood_hist.svg uncertainty.png latent.svg; do
+for f in scores.csv ood_metrics.csv convergence.csv ood_hist.svg \
+    uncertainty.png latent.svg; do
     [ -s "$tmp/both/$f" ] || fail "vae_score did not write $f"
 done
 [ "$(head -c 8 "$tmp/both/uncertainty.png" | od -An -tx1 | tr -d ' \n')" = \
     89504e470d0a1a0a ] || fail "uncertainty.png is not a PNG"
 grep -q '<svg' "$tmp/both/ood_hist.svg" || fail "ood_hist.svg is not an SVG"
-[ "$(wc -l <"$tmp/both/scores.csv")" -eq 121 ] || fail "scores.csv: want 121 lines"
+grep -q 'share of images' "$tmp/both/ood_hist.svg" || fail "ood_hist.svg: no y label"
+grep -q '&gt;' "$tmp/both/ood_hist.svg" || fail "ood_hist.svg: no overflow bins"
+# sets: in 60, ref 60, ood 60, rot90 60, hflip 60, and the header
+[ "$(wc -l <"$tmp/both/scores.csv")" -eq 301 ] || fail "scores.csv: want 301 lines"
+[ "$(grep -c '^ref,' "$tmp/both/scores.csv")" -eq 60 ] || fail "scores.csv: no reference rows"
+# 7 scores for each of 3 OOD sets; the interval holds the AUROC
+[ "$(wc -l <"$tmp/both/ood_metrics.csv")" -eq 22 ] || fail "ood_metrics.csv: want 22 lines"
+awk -F, 'NR > 1 && !($6 <= $5 && $5 <= $7 && $8 >= 0 && $8 <= 1 &&
+    $9 > 0 && $9 <= 1) { bad = 1; print } END { exit bad }' \
+    "$tmp/both/ood_metrics.csv" || fail "ood_metrics.csv: implausible row"
+awk -F, 'NR > 1 && !($6 >= 1 && $6 <= 20 && $10 >= 0 && $10 <= 1) {
+    bad = 1; print } END { exit bad }' "$tmp/both/convergence.csv" ||
+    fail "convergence.csv: ESS outside [1, k] or share outside [0, 1]"
+grep -q 'convergence: ESS mean' "$tmp/both.txt" || fail "no convergence line"
 
 # what the in-distribution set gives must not depend on the OOD set
 for pat in '^reference' '^  ELBO' 'in-distribution [0-9]'; do
-    a=$(grep "$pat" "$tmp/alone.txt" | head -1 | sed 's/ [0-9.]* s,.*//; s/, OOD.*//')
-    b=$(grep "$pat" "$tmp/both.txt" | head -1 | sed 's/ [0-9.]* s,.*//; s/, OOD.*//')
+    a=$(grep "$pat" "$tmp/alone.txt" | head -1 | sed 's/ [0-9.]* s,.*//; s/\(in-distribution [0-9.]*\),.*/\1/')
+    b=$(grep "$pat" "$tmp/both.txt" | head -1 | sed 's/ [0-9.]* s,.*//; s/\(in-distribution [0-9.]*\),.*/\1/')
     [ -n "$a" ] || fail "no line matching '$pat': $(cat "$tmp/alone.txt")"
     [ "$a" = "$b" ] || fail "'$pat' differs with --ood-data: '$a' vs '$b'"
 done
 grep '^in,' "$tmp/alone/scores.csv" >"$tmp/a.csv"
 grep '^in,' "$tmp/both/scores.csv" >"$tmp/b.csv"
 cmp -s "$tmp/a.csv" "$tmp/b.csv" || fail "in-distribution scores differ with --ood-data"
-for s in '-ELBO' '-log p(x)' 'S(x)' '|S| two-sided' 'typicality (ours)'; do
-    grep -F -- "  $s " "$tmp/both.txt" | grep -Eq '^  .* [01]\.[0-9]{4}$' ||
+for s in '-ELBO' '-log p(x)' 'S(x)' '|S| two-sided' '|L| two-sided' \
+    '-LR background' 'DoSE (-log2 p, L)'; do
+    grep -F -- "  $s " "$tmp/both.txt" |
+        grep -Eq '^  .* [01]\.[0-9]{4} \[[01]\.[0-9]{4}, [01]\.[0-9]{4}\] [01]\.[0-9]{4} [01]\.[0-9]{4}$' ||
         fail "no AUROC row for $s: $(cat "$tmp/both.txt")"
 done
 # the same images scored as "OOD" (other noise): no better than chance
-auc=$(grep -F -- '  -log p(x) ' "$tmp/both.txt" | awk '{print $NF}')
+auc=$(grep '^ood,neg_log_px,' "$tmp/both/ood_metrics.csv" | cut -d, -f5)
 awk -v a="$auc" 'BEGIN { exit !(a > 0.35 && a < 0.65) }' ||
     fail "same data as OOD: AUROC of -log p(x) is $auc, want about 0.5"
+# the reference from the test set instead, and no near-OOD sets
+expect 0 "$score" $common --reference test --near-ood none --out "$tmp/reftest"
+grep -q 'reference (in-distribution test set, n = 60)' "$tmp/out" ||
+    fail "--reference test: $(cat "$tmp/out")"
+[ "$(wc -l <"$tmp/reftest/scores.csv")" -eq 61 ] || fail "--near-ood none: want 61 lines"
 
 # rejected flags and files
 expect 2 "$score"
@@ -54,6 +76,9 @@ expect 2 "$score" --checkpoint "$ck" --iwae-k many
 expect 2 "$score" --checkpoint "$ck" --max-images -3
 expect 2 "$score" --checkpoint "$ck" --frobnicate
 expect 2 "$score" --checkpoint "$ck" stray
+expect 2 "$score" --checkpoint "$ck" --near-ood rot45
+expect 2 "$score" --checkpoint "$ck" --reference both
+expect 2 "$score" --checkpoint "$ck" --min-ess -1
 expect 2 "$score" --checkpoint "$tmp/missing.safetensors"
 head -c 300 /dev/urandom >"$tmp/junk.safetensors"
 expect 2 "$score" --checkpoint "$tmp/junk.safetensors"
@@ -70,6 +95,18 @@ expect 0 "$score" --checkpoint "$tmp/conv/checkpoint.safetensors" \
     --samples 4 --threads 1 --out "$tmp/conv_score"
 grep -q 'model conv' "$tmp/out" || fail "conv score: $(cat "$tmp/out")"
 grep -q 'AUROC' "$tmp/out" || fail "conv score: no AUROC table"
+
+# a continuous Bernoulli checkpoint: scored with its own likelihood, whose
+# log p(x) is a log density (above the Bernoulli's log probability)
+expect 0 "$vae" --likelihood cb --epochs 1 --max-batches 3 --hidden 32 \
+    --latent 2 --threads 1 --out "$tmp/cb"
+expect 0 "$score" --checkpoint "$tmp/cb/checkpoint.safetensors" \
+    --data "$data" --iwae-k 4 --max-images 20 --samples 4 --threads 1 \
+    --out "$tmp/cb_score"
+grep -q 'likelihood cb' "$tmp/out" || fail "cb score: $(cat "$tmp/out")"
+grep -q 'per-pixel continuous Bernoullis' "$tmp/out" ||
+    fail "cb score: the background model is not a CB: $(cat "$tmp/out")"
+[ -s "$tmp/cb_score/scores.csv" ] || fail "cb score: no scores.csv"
 
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all vae_score checks passed"

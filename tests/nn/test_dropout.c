@@ -194,10 +194,41 @@ static void misuse_aborts(void **state)
     assert_true(aborts(no_rng));
 }
 
+/* One draw from rng per call; element k and k + 1 (one 64-bit draw) and
+ * the blocks are independent: the drop fractions of even and odd positions
+ * and of both in a pair match p and p^2 within 6 standard errors. */
+static void one_draw_and_independent_halves(void **state)
+{
+    (void)state;
+    tg_tensor *x = ones();
+    tg_tape *tp = tg_tape_new();
+    tg_rng rng, after;
+    tg_rng_seed(&rng, 3, 3);
+    after = rng;
+    tg_rng_u64(&after);
+    const float p = 0.4f;
+    tg_tensor *y = tg_dropout(tp, x, p, &rng, TG_DROPOUT_TRAIN);
+    assert_memory_equal(&rng, &after, sizeof rng);
+    size_t pairs = y->size / 2, even = 0, odd = 0, both = 0;
+    for (size_t j = 0; j < pairs; j++) {
+        bool a = y->data[2 * j] == 0.0f, b = y->data[2 * j + 1] == 0.0f;
+        even += a, odd += b, both += a && b;
+    }
+    double n = (double)pairs, q = (double)p * p;
+    assert_true(fabs(even / n - p) < 6.0 * sqrt(p * (1 - p) / n));
+    assert_true(fabs(odd / n - p) < 6.0 * sqrt(p * (1 - p) / n));
+    assert_true(fabs(both / n - q) < 6.0 * sqrt(q * (1 - q) / n));
+    /* blocks of 16,384 are not copies of each other */
+    assert_true(memcmp(y->data, y->data + 16384, 16384 * sizeof(float)) != 0);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(drops_a_fraction_p_and_keeps_the_mean),
+        cmocka_unit_test(one_draw_and_independent_halves),
         cmocka_unit_test(modes_decide_not_the_tape_alone),
         cmocka_unit_test(same_seed_same_mask_on_1_and_2_threads),
         cmocka_unit_test(gradient_check_through_a_fixed_mask),

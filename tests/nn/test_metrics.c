@@ -178,6 +178,111 @@ static void mutual_information_zero_and_nonnegative(void **state)
     assert_true(one.epistemic == 0.0);
 }
 
+/* neg {1, 2, 3, 4}, pos {2.5, 3.5, 5, 6}: from the top 6+ 5+ 4- 3.5+ 3-
+ * 2.5+ 2- 1-. */
+static const double NEG4[4] = {1, 2, 3, 4}, POS4[4] = {2.5, 3.5, 5, 6};
+
+static void fpr_at_tpr_by_hand(void **state)
+{
+    (void)state;
+    /* 95% of 4 positives: all 4, threshold 2.5, negatives 3 and 4 above */
+    assert_true(tg_fpr_at_tpr(NEG4, 4, POS4, 4, 0.95) == 0.5);
+    assert_true(tg_fpr_at_tpr(NEG4, 4, POS4, 4, 0.75) == 0.25); /* t 3.5 */
+    assert_true(tg_fpr_at_tpr(NEG4, 4, POS4, 4, 0.5) == 0.0);   /* t 5 */
+    /* a tie at the threshold counts as a false positive */
+    const double n2[2] = {1, 2}, p2[2] = {2, 3};
+    assert_true(tg_fpr_at_tpr(n2, 2, p2, 2, 1.0) == 0.5);
+    /* 0.95 * 20 is 19 positives, not 20 (rounding): threshold 2 */
+    double p20[20];
+    for (int i = 0; i < 20; i++)
+        p20[i] = i + 1;
+    const double below = 1.5, at = 2.0;
+    assert_true(tg_fpr_at_tpr(&below, 1, p20, 20, 0.95) == 0.0);
+    assert_true(tg_fpr_at_tpr(&at, 1, p20, 20, 0.95) == 1.0);
+    const double nan = NAN;
+    assert_true(isnan(tg_fpr_at_tpr(&nan, 1, p2, 2, 0.95)));
+}
+
+static void aupr_by_hand(void **state)
+{
+    (void)state;
+    /* precision at each positive: 1/1, 2/2, 3/4, 4/6 */
+    double want = (1.0 + 1.0 + 0.75 + 4.0 / 6.0) / 4.0;
+    assert_true(fabs(tg_aupr(NEG4, 4, POS4, 4) - want) < 1e-12);
+    /* perfect separation: 1; all tied: the share of positives */
+    const double lo[3] = {0, 1, 2}, hi[2] = {3, 4}, same[3] = {1, 1, 1};
+    assert_true(tg_aupr(lo, 3, hi, 2) == 1.0);
+    assert_true(fabs(tg_aupr(same, 3, same, 2) - 0.4) < 1e-12);
+    /* a tie across the classes is one threshold: 3+ then {2+, 2-}:
+     * 1/2 * 1 + 1/2 * 2/3 */
+    const double n2[2] = {1, 2}, p2[2] = {2, 3};
+    assert_true(fabs(tg_aupr(n2, 2, p2, 2) - (0.5 + 1.0 / 3.0)) < 1e-12);
+}
+
+static void auroc_bootstrap_by_hand(void **state)
+{
+    (void)state;
+    double lo, hi;
+    /* separated lists: every resample separates them too */
+    const double l3[3] = {0, 1, 2}, h2[2] = {3, 4};
+    tg_auroc_bootstrap(l3, 3, h2, 2, 1000, 7, 0.95, &lo, &hi);
+    assert_true(lo == 1.0 && hi == 1.0);
+    /* one of each: every resample is the data; a tie is 0.5 */
+    const double z = 0.0;
+    tg_auroc_bootstrap(&z, 1, &z, 1, 100, 7, 0.95, &lo, &hi);
+    assert_true(lo == 0.5 && hi == 0.5);
+    /* neg {0, 2}, pos {1}: a resample of the negatives is {0, 0} (AUROC 1,
+     * p 1/4), {2, 2} (0, p 1/4) or mixed (0.5, p 1/2): of 1000 sorted
+     * values the 26th is 0 and the 975th is 1 (about 250 of each) */
+    const double n2[2] = {0, 2}, one = 1;
+    tg_auroc_bootstrap(n2, 2, &one, 1, 1000, 7, 0.95, &lo, &hi);
+    assert_true(lo == 0.0 && hi == 1.0);
+    /* a 40% interval, the 301st to the 700th value: inside the halves */
+    tg_auroc_bootstrap(n2, 2, &one, 1, 1000, 7, 0.4, &lo, &hi);
+    assert_true(lo == 0.5 && hi == 0.5);
+    /* overlapping normals: the interval holds the AUROC, is neither empty
+     * nor huge, and is the same for the same seed */
+    enum { N = 300 };
+    double a[N], b[N];
+    tg_rng rng;
+    tg_rng_seed(&rng, 3, 0);
+    for (int i = 0; i < N; i++) {
+        a[i] = tg_rng_normal(&rng);
+        b[i] = 1.0 + tg_rng_normal(&rng);
+    }
+    double auc = tg_auroc(a, N, b, N), lo2, hi2;
+    tg_auroc_bootstrap(a, N, b, N, 500, 11, 0.95, &lo, &hi);
+    tg_auroc_bootstrap(a, N, b, N, 500, 11, 0.95, &lo2, &hi2);
+    assert_true(lo < auc && auc < hi);
+    assert_true(hi - lo > 0.02 && hi - lo < 0.15);
+    assert_true(lo == lo2 && hi == hi2);
+}
+
+static void ess_by_hand(void **state)
+{
+    (void)state;
+    const double flat[4] = {3, 3, 3, 3};
+    assert_true(fabs(tg_ess_from_logw(flat, 4) - 4.0) < 1e-12);
+    const double onehot[3] = {0, -INFINITY, -INFINITY};
+    assert_true(tg_ess_from_logw(onehot, 3) == 1.0);
+    /* far beyond exp's range: still 2 */
+    const double big[2] = {1000, 1000}, tiny[2] = {-1000, -1000};
+    assert_true(fabs(tg_ess_from_logw(big, 2) - 2.0) < 1e-12);
+    assert_true(fabs(tg_ess_from_logw(tiny, 2) - 2.0) < 1e-12);
+    /* weights 1 and 3: 16 / 10 */
+    const double w13[2] = {0, log(3.0)};
+    assert_true(fabs(tg_ess_from_logw(w13, 2) - 1.6) < 1e-12);
+    const double none[2] = {-INFINITY, -INFINITY};
+    assert_true(isnan(tg_ess_from_logw(none, 2)));
+    /* standard error of the log of the mean: 0 for equal weights; one of
+     * four weights: sqrt((4 - 1) / 3) = 1 */
+    assert_true(tg_iw_log_se(4.0, 4) == 0.0);
+    assert_true(fabs(tg_iw_log_se(1.0, 4) - 1.0) < 1e-12);
+    /* weights 1 and 3: mean 2, sample sd sqrt(2), se of the mean 1: 1/2 */
+    assert_true(fabs(tg_iw_log_se(1.6, 2) - 0.5) < 1e-12);
+    assert_true(isnan(tg_iw_log_se(1.0, 1)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +292,10 @@ int main(void)
         cmocka_unit_test(auroc_by_hand),
         cmocka_unit_test(decomposition_by_hand),
         cmocka_unit_test(mutual_information_zero_and_nonnegative),
+        cmocka_unit_test(fpr_at_tpr_by_hand),
+        cmocka_unit_test(aupr_by_hand),
+        cmocka_unit_test(auroc_bootstrap_by_hand),
+        cmocka_unit_test(ess_by_hand),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }
