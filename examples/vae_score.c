@@ -15,7 +15,8 @@
  *   |S| two-sided        |S - mean_ref(S)| / sd_ref(S)
  *   |L| two-sided        |L - mean_ref(L)| / sd_ref(L): no model at all
  *   -LR background       log p_bg(x) - log p(x), p_bg independent
- *                        per-pixel Bernoullis fitted on the training images
+ *                        per-pixel Bernoullis (continuous Bernoullis for a
+ *                        --likelihood cb model) fitted on the training images
  *                        outside the reference (Ren et al. 2019's
  *                        likelihood ratio with a simple background model)
  *   DoSE (-log2 p, L)    Mahalanobis distance of (-log2 p(x), L(x)) from
@@ -292,26 +293,32 @@ static float *transformed(const tg_dataset *ds, int n, bool rot)
     return out;
 }
 
-/* Per-pixel Bernoulli probabilities of the background model from n
- * training images, Laplace-smoothed: (sum x + 1) / (n + 2). */
-static double *fit_background(const float *images, int n, int input)
+/* The background model's per-pixel logits from n training images, of the
+ * model's likelihood: each pixel's mean, Laplace-smoothed to
+ * (sum x + 1) / (n + 2), is lambda for a Bernoulli and the mean of a
+ * continuous Bernoulli (its maximum-likelihood fit) for cb. */
+static double *fit_background(const float *images, int n, int input,
+                              tg_vae_likelihood lik)
 {
-    double *p = xcalloc((size_t)input, sizeof(double));
+    double *logit = xcalloc((size_t)input, sizeof(double));
     for (int i = 0; i < n; i++)
         for (int q = 0; q < input; q++)
-            p[q] += images[(size_t)i * input + q];
-    for (int q = 0; q < input; q++)
-        p[q] = (p[q] + 1.0) / (n + 2.0);
-    return p;
+            logit[q] += images[(size_t)i * input + q];
+    for (int q = 0; q < input; q++) {
+        double m = (logit[q] + 1.0) / (n + 2.0);
+        logit[q] = lik == TG_VAE_CB ? tg_cb_logit_of_mean(m) : log(m / (1 - m));
+    }
+    return logit;
 }
 
-/* log p_bg(x) = sum_q x_q log p_q + (1 - x_q) log(1 - p_q): the same
- * Bernoulli cross-entropy on grey levels as the VAE's decoder. */
-static double background_logp(const double *p, const float *x, int input)
+/* log p_bg(x) = sum_q log p(x_q | logit_q) under the VAE decoder's
+ * likelihood (for the Bernoulli, the same cross-entropy on grey levels). */
+static double background_logp(tg_vae_likelihood lik, const double *logit,
+                              const float *x, int input)
 {
     double s = 0.0;
     for (int q = 0; q < input; q++)
-        s += x[q] * log(p[q]) + (1.0 - x[q]) * log1p(-p[q]);
+        s += tg_vae_pixel_loglik(lik, logit[q], x[q]);
     return s;
 }
 
@@ -359,7 +366,7 @@ static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
         if (!have_L)
             s->L[i] = NAN;
         s->nll_bits[i] = -s->log_px[i] / log(2.0);
-        s->log_bg[i] = background_logp(bg, x, input);
+        s->log_bg[i] = background_logp(vae->cfg.likelihood, bg, x, input);
     }
     free(bytes);
     return have_L;
@@ -712,7 +719,8 @@ int main(int argc, char **argv)
            tg_gemm_kernel());
     fflush(stdout);
 
-    double *bg = fit_background(ds_train.images, n_bg, input);
+    double *bg =
+        fit_background(ds_train.images, n_bg, input, vae->cfg.likelihood);
     tg_tape *tp = tg_tape_new();
     bool have_L = true;
     convergence conv[MAX_SETS];
@@ -737,8 +745,10 @@ int main(int argc, char **argv)
     else
         printf("complexity L(x): unavailable (this build has no zlib), so "
                "are S(x), the two-sided and DoSE scores\n");
-    printf("background model: independent per-pixel Bernoullis fitted on "
+    printf("background model: independent per-pixel %s fitted on "
            "training images 0..%d of %s\n",
+           vae->cfg.likelihood == TG_VAE_CB ? "continuous Bernoullis"
+                                            : "Bernoullis",
            n_bg - 1, o.data);
     for (int g = 0; g < n_sets; g++)
         derive_scores(&sets[g], have_L, &rs);
