@@ -106,7 +106,7 @@ int main(int argc, char **argv)
     const char *dir = TG_BENCH_DATA_DIR, *prog = "contention";
     int load = 1, rounds = 3, batch = 128;
     double seconds = 3;
-    tg_vae_config cfg = {784, 400, 20, TG_VAE_MLP};
+    tg_vae_config cfg = {784, 400, 20, TG_VAE_MLP, TG_VAE_BERNOULLI};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (bench_is_help(a)) {

@@ -11,7 +11,6 @@
  * an out-of-distribution folder (AUROC of predictive entropy, mutual
  * information and max-softmax), and draws the pictures into --out. */
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,22 +67,9 @@ static void usage(FILE *f)
         TG_DEFAULT_DATA_DIR, DEFAULT_OOD_DIR);
 }
 
-/* A finite number in [lo, hi]. */
-static float parse_float(const char *flag, const char *s, double lo, double hi)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
-        cli_usage_error("%s: expected a number in [%g, %g], got '%s'", flag, lo,
-                        hi, s);
-    return (float)v;
-}
-
 static options parse_options(int argc, char **argv)
 {
     options o = {.data = TG_DEFAULT_DATA_DIR,
-                 .ood = DEFAULT_OOD_DIR,
                  .epochs = 10,
                  .batch = 128,
                  .hidden = 400,
@@ -94,112 +80,36 @@ static options parse_options(int argc, char **argv)
                  .prior_scale = 1.0f,
                  .rho_init = -3.0f,
                  .seed = 1};
-    bool any = false;
-    static const struct option longopts[] = {
-        {"method", required_argument, NULL, 'M'},
-        {"data", required_argument, NULL, 'd'},
-        {"ood-data", required_argument, NULL, 'O'},
-        {"out", required_argument, NULL, 'o'},
-        {"epochs", required_argument, NULL, 'e'},
-        {"batch", required_argument, NULL, 'b'},
-        {"hidden", required_argument, NULL, 'H'},
-        {"lr", required_argument, NULL, 'l'},
-        {"samples", required_argument, NULL, 'S'},
-        {"members", required_argument, NULL, 'm'},
-        {"dropout", required_argument, NULL, 'p'},
-        {"prior-scale", required_argument, NULL, 'P'},
-        {"rho-init", required_argument, NULL, 'r'},
-        {"seed", required_argument, NULL, 's'},
-        {"threads", required_argument, NULL, 't'},
-        {"max-batches", required_argument, NULL, 'x'},
-        {"max-eval", required_argument, NULL, 'E'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'M': {
-            int k = 0;
-            while (k < N_METHODS && strcmp(optarg, method_names[k]))
-                k++;
-            if (k < N_METHODS)
-                o.run[k] = true;
-            else if (!strcmp(optarg, "all"))
-                for (k = 0; k < N_METHODS; k++)
-                    o.run[k] = true;
-            else
-                cli_usage_error("--method: expected det, mcdropout, bbb, "
-                                "ensemble or all, got '%s'",
-                                optarg);
-            any = true;
-            break;
-        }
-        case 'd':
-            o.data = optarg;
-            break;
-        case 'O':
-            o.ood = optarg;
-            o.ood_given = true;
-            break;
-        case 'o':
-            o.out = optarg;
-            break;
-        case 'e':
-            o.epochs = cli_int("--epochs", optarg, 1, 100000);
-            break;
-        case 'b':
-            o.batch = cli_int("--batch", optarg, 1, 65536);
-            break;
-        case 'H':
-            o.hidden = cli_int("--hidden", optarg, 1, 65536);
-            break;
-        case 'l':
-            o.lr = cli_float_pos("--lr", optarg, 1e6);
-            break;
-        case 'S':
-            o.samples = cli_int("--samples", optarg, 1, 10000);
-            break;
-        case 'm':
-            o.members = cli_int("--members", optarg, 1, MAX_MEMBERS);
-            break;
-        case 'p':
-            o.dropout = parse_float("--dropout", optarg, 0.0, 0.95);
-            break;
-        case 'P':
-            o.prior_scale = cli_float_pos("--prior-scale", optarg, 1e6);
-            break;
-        case 'r':
-            o.rho_init = parse_float("--rho-init", optarg, -30.0, 10.0);
-            break;
-        case 's':
-            o.seed = cli_u64("--seed", optarg);
-            break;
-        case 't':
-            o.threads = cli_int("--threads", optarg, 0, 1024);
-            break;
-        case 'x':
-            o.max_batches = cli_int("--max-batches", optarg, 1, 1 << 30);
-            break;
-        case 'E':
-            o.max_eval = cli_int("--max-eval", optarg, 1, 1 << 30);
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        case 'V':
-            printf("bnn_mnist (tapegrad %s)\n", TG_VERSION);
-            exit(0);
-        default:
-            cli_getopt_error(c, argv);
-        }
-    }
-    if (optind < argc)
-        cli_usage_error("unexpected argument '%s'", argv[optind]);
-    if (!any)
-        for (int k = 0; k < N_METHODS; k++)
-            o.run[k] = true;
+    /* --method may be given more than once: each named method runs. */
+    static const char *const methods[N_METHODS + 2] = {
+        "det", "mcdropout", "bbb", "ensemble", "all", NULL};
+    cli_choice method = {methods, -1, 0};
+    const cli_flag flags[] = {
+        {"method", CLI_CHOICE, &method, 0, 0},
+        {"data", CLI_STR, &o.data, 0, 0},
+        {"ood-data", CLI_STR, &o.ood, 0, 0},
+        {"out", CLI_STR, &o.out, 0, 0},
+        {"epochs", CLI_INT, &o.epochs, 1, 100000},
+        CLI_FLAG_BATCH(&o.batch),
+        {"hidden", CLI_INT, &o.hidden, 1, 65536},
+        {"lr", CLI_FLOAT, &o.lr, 0, 1e6},
+        {"samples", CLI_INT, &o.samples, 1, 10000},
+        {"members", CLI_INT, &o.members, 1, MAX_MEMBERS},
+        {"dropout", CLI_FLOAT_IN, &o.dropout, 0, 0.95},
+        {"prior-scale", CLI_FLOAT, &o.prior_scale, 0, 1e6},
+        {"rho-init", CLI_FLOAT_IN, &o.rho_init, -30, 10.0},
+        CLI_FLAG_SEED(&o.seed),
+        CLI_FLAG_THREADS(&o.threads),
+        CLI_FLAG_MAX_BATCHES(&o.max_batches),
+        {"max-eval", CLI_INT, &o.max_eval, 1, 1 << 30},
+    };
+    CLI_PARSE(argc, argv, flags, usage);
+    o.ood_given = o.ood != NULL;
+    if (!o.ood_given)
+        o.ood = DEFAULT_OOD_DIR;
+    for (int k = 0; k < N_METHODS; k++)
+        o.run[k] = method.given == 0 || (method.given >> N_METHODS) & 1u ||
+                   (method.given >> k) & 1u;
     return o;
 }
 

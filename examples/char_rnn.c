@@ -3,7 +3,6 @@
  * time, then sampled from. Shows that recurrent models work on the tape:
  * the loss (bits per character) falls and the samples start to look like
  * the text. Written with the public nn API only (tapegrad.h). */
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,76 +65,24 @@ static options parse_options(int argc, char **argv)
                  .lr = 3e-3f,
                  .temperature = 0.8f,
                  .seed = 1};
-    static const struct option longopts[] = {
-        {"text", required_argument, NULL, 'x'},
-        {"cell", required_argument, NULL, 'c'},
-        {"epochs", required_argument, NULL, 'e'},
-        {"steps", required_argument, NULL, 'n'},
-        {"hidden", required_argument, NULL, 'H'},
-        {"seq", required_argument, NULL, 'q'},
-        {"batch", required_argument, NULL, 'b'},
-        {"lr", required_argument, NULL, 'l'},
-        {"seed", required_argument, NULL, 's'},
-        {"threads", required_argument, NULL, 't'},
-        {"sample", required_argument, NULL, 'S'},
-        {"temperature", required_argument, NULL, 'T'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'x':
-            o.text = optarg;
-            break;
-        case 'c':
-            if (strcmp(optarg, "gru") != 0 && strcmp(optarg, "lstm") != 0)
-                cli_usage_error("--cell must be gru or lstm, not '%s'", optarg);
-            o.lstm = strcmp(optarg, "lstm") == 0;
-            break;
-        case 'e':
-            o.epochs = cli_int("--epochs", optarg, 1, 100000);
-            break;
-        case 'n':
-            o.steps = cli_int("--steps", optarg, 1, 1 << 24);
-            break;
-        case 'H':
-            o.hidden = cli_int("--hidden", optarg, 1, 8192);
-            break;
-        case 'q':
-            o.seq = cli_int("--seq", optarg, 1, 4096);
-            break;
-        case 'b':
-            o.batch = cli_int("--batch", optarg, 1, 65536);
-            break;
-        case 'l':
-            o.lr = cli_float_pos("--lr", optarg, 10);
-            break;
-        case 's':
-            o.seed = cli_u64("--seed", optarg);
-            break;
-        case 't':
-            o.threads = cli_int("--threads", optarg, 0, 1024);
-            break;
-        case 'S':
-            o.sample = cli_int("--sample", optarg, 0, 1 << 20);
-            break;
-        case 'T':
-            o.temperature = cli_float_pos("--temperature", optarg, 100);
-            break;
-        case 'h':
-            usage(stdout);
-            exit(0);
-        case 'V':
-            printf("char_rnn (tapegrad %s)\n", TG_VERSION);
-            exit(0);
-        default:
-            cli_getopt_error(c, argv);
-        }
-    }
-    if (optind < argc)
-        cli_usage_error("unexpected argument '%s'", argv[optind]);
+    static const char *const cells[] = {"gru", "lstm", NULL};
+    cli_choice cell = {cells, 0, 0};
+    const cli_flag flags[] = {
+        {"text", CLI_STR, &o.text, 0, 0},
+        {"cell", CLI_CHOICE, &cell, 0, 0},
+        {"epochs", CLI_INT, &o.epochs, 1, 100000},
+        {"steps", CLI_INT, &o.steps, 1, 1 << 24},
+        {"hidden", CLI_INT, &o.hidden, 1, 8192},
+        {"seq", CLI_INT, &o.seq, 1, 4096},
+        CLI_FLAG_BATCH(&o.batch),
+        {"lr", CLI_FLOAT, &o.lr, 0, 10},
+        CLI_FLAG_SEED(&o.seed),
+        CLI_FLAG_THREADS(&o.threads),
+        {"sample", CLI_INT, &o.sample, 0, 1 << 20},
+        {"temperature", CLI_FLOAT, &o.temperature, 0, 100},
+    };
+    CLI_PARSE(argc, argv, flags, usage);
+    o.lstm = cell.chosen == 1;
     return o;
 }
 

@@ -63,7 +63,44 @@ float cli_float_pos(const char *flag, const char *s, double hi)
     return (float)v;
 }
 
-void cli_getopt_error(int c, char **argv)
+/* A finite number in [lo, hi]. */
+static float cli_float_in(const char *flag, const char *s, double lo, double hi)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi ||
+        isspace((unsigned char)s[0]))
+        cli_usage_error("%s: expected a number in [%g, %g], got '%s'", flag, lo,
+                        hi, s);
+    return (float)v;
+}
+
+/* The index of s in c->names; else a usage error listing them. */
+static void cli_pick(const char *flag, const char *s, cli_choice *c)
+{
+    int k = 0;
+    while (c->names[k] && strcmp(c->names[k], s) != 0)
+        k++;
+    if (c->names[k]) {
+        c->chosen = k;
+        c->given |= (uint32_t)1 << k;
+        return;
+    }
+    char list[256] = "";
+    size_t len = 0;
+    for (int i = 0; c->names[i] && len < sizeof list; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s",
+                                i == 0            ? ""
+                                : c->names[i + 1] ? ", "
+                                                  : " or ",
+                                c->names[i]);
+    cli_usage_error("%s: expected %s, got '%s'", flag, list, s);
+}
+
+/* Reports the getopt_long failure at argv[optind - 1] (unknown option or
+ * missing value) as a usage error. c is what getopt_long returned. */
+static void cli_getopt_error(int c, char **argv)
 {
     const char *arg = argv[optind - 1];
     if (c == ':')
@@ -112,8 +149,15 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
         case CLI_FLOAT:
             *(float *)f->value = cli_float_pos(flag, optarg, f->hi);
             break;
+        case CLI_FLOAT_IN:
+            *(float *)f->value =
+                cli_float_in(flag, optarg, (double)f->lo, f->hi);
+            break;
         case CLI_STR:
             *(const char **)f->value = optarg;
+            break;
+        case CLI_CHOICE:
+            cli_pick(flag, optarg, f->value);
             break;
         case CLI_BOOL:
             *(bool *)f->value = true;

@@ -28,12 +28,23 @@ float cli_float_pos(const char *flag, const char *s, double hi); /* (0, hi] */
  * cli_int / cli_u64 / cli_float_pos; an unknown flag, a missing value or a
  * stray argument is a usage error (exit 2). */
 typedef enum cli_kind {
-    CLI_INT,   /* int *, in [lo, hi] */
-    CLI_U64,   /* uint64_t * */
-    CLI_FLOAT, /* float *, in (0, hi] */
-    CLI_STR,   /* const char ** */
-    CLI_BOOL,  /* bool *, set by the flag alone */
+    CLI_INT,      /* int *, in [lo, hi] */
+    CLI_U64,      /* uint64_t * */
+    CLI_FLOAT,    /* float *, in (0, hi] */
+    CLI_FLOAT_IN, /* float *, finite, in [lo, hi] */
+    CLI_STR,      /* const char ** */
+    CLI_BOOL,     /* bool *, set by the flag alone */
+    CLI_CHOICE,   /* cli_choice *: one of its names */
 } cli_kind;
+
+/* A flag whose value is one of a few words: chosen is the index of the last
+ * one given (left as initialised when the flag is absent), given has bit k
+ * set when names[k] was given (a flag given more than once). */
+typedef struct cli_choice {
+    const char *const *names; /* NULL-terminated, at most 32 */
+    int chosen;
+    uint32_t given;
+} cli_choice;
 
 typedef struct cli_flag {
     const char *name; /* without the leading "--" */
@@ -46,9 +57,18 @@ typedef struct cli_flag {
 void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
                      void (*usage)(FILE *f));
 
-/* Reports the getopt_long failure at argv[optind - 1] (unknown option or
- * missing value) as a usage error. c is what getopt_long returned. */
-void cli_getopt_error(int c, char **argv);
+/* cli_parse_flags over a whole array. */
+#define CLI_PARSE(argc, argv, flags, usage)                                    \
+    cli_parse_flags(argc, argv, flags, (int)(sizeof flags / sizeof flags[0]),  \
+                    usage)
+
+/* Flags several programs share, with the same meaning and range in each. */
+/* clang-format off */
+#define CLI_FLAG_SEED(p) {"seed", CLI_U64, (p), 0, 0}
+#define CLI_FLAG_THREADS(p) {"threads", CLI_INT, (p), 0, 1024}
+#define CLI_FLAG_BATCH(p) {"batch", CLI_INT, (p), 1, 65536}
+#define CLI_FLAG_MAX_BATCHES(p) {"max-batches", CLI_INT, (p), 1, 1 << 30}
+/* clang-format on */
 
 /* mkdir -p dir, locks it for this process (tg_dir_lock: a second run
  * writing there is refused, naming the first one's PID), removes the

@@ -59,14 +59,14 @@ static options parse_options(int argc, char **argv)
     const cli_flag flags[] = {
         {"data", CLI_STR, &o.data, 0, 0},
         {"epochs", CLI_INT, &o.epochs, 1, 100000},
-        {"batch", CLI_INT, &o.batch, 1, 65536},
+        CLI_FLAG_BATCH(&o.batch),
         {"hidden", CLI_INT, &o.hidden, 1, 65536},
         {"lr", CLI_FLOAT, &o.lr, 0, 1e6},
-        {"seed", CLI_U64, &o.seed, 0, 0},
-        {"threads", CLI_INT, &o.threads, 0, 1024},
-        {"max-batches", CLI_INT, &o.max_batches, 1, 1 << 30},
+        CLI_FLAG_SEED(&o.seed),
+        CLI_FLAG_THREADS(&o.threads),
+        CLI_FLAG_MAX_BATCHES(&o.max_batches),
     };
-    cli_parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], usage);
+    CLI_PARSE(argc, argv, flags, usage);
     return o;
 }
 

@@ -11,8 +11,9 @@
 typedef struct options {
     const char *data, *out, *resume;
     int epochs, batch, hidden, latent, threads, max_batches;
-    tg_vae_arch arch;     /* --arch: mlp (default) or conv (hidden is then 0) */
-    int checkpoint_every; /* batches; 0: only at each epoch's end */
+    tg_vae_arch arch; /* --arch: mlp (default) or conv (hidden is then 0) */
+    tg_vae_likelihood likelihood; /* --likelihood: bernoulli (default), cb */
+    int checkpoint_every;         /* batches; 0: only at each epoch's end */
     bool skip_nonfinite;
     bool allow_data_change; /* resume on data other than the checkpoint's */
     int rank_timeout;       /* seconds; 0: wait for other ranks forever */

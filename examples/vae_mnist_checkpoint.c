@@ -85,6 +85,15 @@ void resume(run *r)
                 tg_vae_arch_name(o->arch), tg_vae_arch_name(info.cfg.arch));
         exit(2);
     }
+    if (info.cfg.likelihood != o->likelihood) {
+        fprintf(stderr,
+                "vae_mnist: %s: checkpoint has likelihood %s but this run "
+                "has %s (pass --likelihood %s)\n",
+                o->resume, tg_vae_likelihood_name(info.cfg.likelihood),
+                tg_vae_likelihood_name(o->likelihood),
+                tg_vae_likelihood_name(info.cfg.likelihood));
+        exit(2);
+    }
     struct {
         const char *key;
         int64_t want;
@@ -175,6 +184,8 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
             (unsigned long long)o->seed);
     if (o->arch != TG_VAE_MLP)
         fprintf(f, " --arch %s", tg_vae_arch_name(o->arch));
+    if (o->likelihood != TG_VAE_BERNOULLI)
+        fprintf(f, " --likelihood %s", tg_vae_likelihood_name(o->likelihood));
     if (o->threads)
         fprintf(f, " --threads %d", o->threads);
     if (o->max_batches)

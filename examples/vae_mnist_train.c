@@ -294,8 +294,9 @@ static void check_same_job(const run *r)
     snprintf(v[7], sizeof v[7], "%d", o->checkpoint_every);
     snprintf(v[8], sizeof v[8], "%d", o->skip_nonfinite);
     snprintf(v[9], sizeof v[9], "%d", o->allow_data_change);
-    char timeout[32], arch[16];
+    char timeout[32], arch[16], lik[16];
     snprintf(arch, sizeof arch, "%d", (int)o->arch);
+    snprintf(lik, sizeof lik, "%d", (int)o->likelihood);
     snprintf(timeout, sizeof timeout, "%d", o->rank_timeout);
     const char *names[] = {"--epochs",
                            "--batch",
@@ -309,10 +310,11 @@ static void check_same_job(const run *r)
                            "--allow-data-change",
                            "--rank-timeout",
                            "--arch",
+                           "--likelihood",
                            "data (--data)"};
-    const char *values[] = {v[0], v[1], v[2], v[3],    v[4], v[5],      v[6],
-                            v[7], v[8], v[9], timeout, arch, r->data_fp};
-    cli_same_job(names, values, 13);
+    const char *values[] = {v[0], v[1], v[2], v[3],    v[4], v[5], v[6],
+                            v[7], v[8], v[9], timeout, arch, lik,  r->data_fp};
+    cli_same_job(names, values, 14);
     tg_dist_set_timeout(o->rank_timeout);
 }
 
@@ -335,7 +337,8 @@ void run_setup(run *r, const options *o, const char *argv0)
     r->vae = tg_vae_new((tg_vae_config){.input = input,
                                         .hidden = o->hidden,
                                         .latent = o->latent,
-                                        .arch = o->arch},
+                                        .arch = o->arch,
+                                        .likelihood = o->likelihood},
                         o->seed);
     r->ps = tg_vae_params(r->vae);
     r->opt = tg_adam_new(r->ps, o->lr);
@@ -377,11 +380,12 @@ void run_setup(run *r, const options *o, const char *argv0)
 
     printf("vae_mnist: %d train / %d test images of %dx%d from %s\n",
            r->train.n, r->test.n, r->train.rows, r->train.cols, o->data);
-    printf("model %s %d-%d-%d, %zu parameters, batch %d, Adam lr %g, seed "
-           "%llu, %d threads, gemm %s\n",
+    printf("model %s %d-%d-%d, likelihood %s, %zu parameters, batch %d, "
+           "Adam lr %g, seed %llu, %d threads, gemm %s\n",
            tg_vae_arch_name(o->arch), input, o->hidden, o->latent,
-           tg_params_numel(r->ps), o->batch, (double)o->lr,
-           (unsigned long long)o->seed, tg_get_threads(), tg_gemm_kernel());
+           tg_vae_likelihood_name(o->likelihood), tg_params_numel(r->ps),
+           o->batch, (double)o->lr, (unsigned long long)o->seed,
+           tg_get_threads(), tg_gemm_kernel());
     if (o->resume)
         printf("resumed from %s after epoch %lld, batch %lld (step %lld)\n",
                o->resume, (long long)r->pos.epoch, (long long)r->pos.batch,

@@ -704,11 +704,12 @@ int main(int argc, char **argv)
     }
     if (!cli_prepare_out_dir(o.out))
         return 1;
-    printf("vae_score: model %s %d-%d-%d from %s, k = %d, seed %llu, %d "
-           "threads, gemm %s\n",
+    printf("vae_score: model %s %d-%d-%d, likelihood %s, from %s, k = %d, "
+           "seed %llu, %d threads, gemm %s\n",
            tg_vae_arch_name(vae->cfg.arch), vae->cfg.input, vae->cfg.hidden,
-           vae->cfg.latent, o.checkpoint, o.k, (unsigned long long)o.seed,
-           tg_get_threads(), tg_gemm_kernel());
+           vae->cfg.latent, tg_vae_likelihood_name(vae->cfg.likelihood),
+           o.checkpoint, o.k, (unsigned long long)o.seed, tg_get_threads(),
+           tg_gemm_kernel());
     fflush(stdout);
 
     double *bg = fit_background(ds_train.images, n_bg, input);

@@ -2,7 +2,10 @@
  *
  *   q(z|x) = N(mean(x), diag(exp(logvar(x))))    encoder
  *   p(z)   = N(0, I)                              prior
- *   p(x|z) = Bernoulli(sigmoid(logits(z)))        decoder
+ *   p(x|z) = Bernoulli(sigmoid(logits(z)))        decoder (the default), or
+ *            the continuous Bernoulli CB(sigmoid(logits(z))) (likelihood =
+ *            TG_VAE_CB; Loaiza-Ganem & Cunningham 2019), a density on
+ *            [0, 1]: the Bernoulli's terms times the normaliser C
  *   loss   = mean over the batch of rec + kl = -ELBO (nats per sample)
  *
  * Parameters (W stored [out, in], as PyTorch's nn.Linear):
@@ -47,16 +50,39 @@ typedef enum tg_vae_arch {
     TG_VAE_CONV,    /* convolutional encoder and decoder */
 } tg_vae_arch;
 
+/* The decoder's p(x|z) per pixel, lambda = sigmoid(logit):
+ *   bernoulli  lambda^x (1 - lambda)^(1 - x), a probability (x in {0, 1};
+ *              for grey levels the usual BCE, not a density)
+ *   cb         C(lambda) lambda^x (1 - lambda)^(1 - x), a density on [0, 1]
+ *              (C = tg_cb_log_norm's exp). log p(x) of the two are not
+ *              comparable: one is a log probability, the other a log
+ *              density, positive where the density exceeds 1. */
+typedef enum tg_vae_likelihood {
+    TG_VAE_BERNOULLI = 0, /* the default */
+    TG_VAE_CB,
+} tg_vae_likelihood;
+
 typedef struct tg_vae_config {
     int input;  /* pixels per image (784 for MNIST) */
     int hidden; /* hidden units of each MLP; 0 = no hidden layer */
     int latent; /* dimension of z */
     tg_vae_arch arch;
+    tg_vae_likelihood likelihood; /* 0: bernoulli */
 } tg_vae_config;
 
 /* "mlp" or "conv"; and back (false for an unknown name). */
 const char *tg_vae_arch_name(tg_vae_arch arch);
 bool tg_vae_arch_parse(const char *name, tg_vae_arch *arch);
+/* "bernoulli" or "cb"; and back (false for an unknown name). */
+const char *tg_vae_likelihood_name(tg_vae_likelihood lik);
+bool tg_vae_likelihood_parse(const char *name, tg_vae_likelihood *lik);
+
+/* The mean of the continuous Bernoulli with lambda = sigmoid(logit), for n
+ * logits: E[x] = lambda / (2 lambda - 1) + 1 / (2 atanh(1 - 2 lambda)),
+ * which in the logit is 1/2 + 1/(2 tanh(x/2)) - 1/x (1/2 at x = 0, 1 - 1/x
+ * for large x, -1/x for very negative x), computed in double in forms
+ * without cancellation. Not lambda: the CB pulls its mean towards 1/2. */
+void tg_cb_mean(const float *logits, float *mean, size_t n);
 
 typedef struct tg_vae {
     tg_vae_config cfg;
@@ -92,6 +118,11 @@ void tg_vae_encode(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
                    tg_tensor **mean, tg_tensor **logvar);
 /* Decoder logits [B, input] for z [B, latent]. */
 tg_tensor *tg_vae_decode_logits(tg_tape *tp, const tg_vae *vae, tg_tensor *z);
+/* -log p(x|z) [B, 1] of x [B, input] under vae's likelihood, given the
+ * decoder's logits [B, input]: bce_with_logits(logits, x), minus the row
+ * sums of cb_log_norm(logits) for TG_VAE_CB. */
+tg_tensor *tg_vae_rec(tg_tape *tp, const tg_vae *vae, tg_tensor *logits,
+                      tg_tensor *x);
 /* The -ELBO graph with given noise eps [B, latent] (fixed eps: gradcheck). */
 tg_vae_out tg_vae_forward_eps(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
                               tg_tensor *eps);
@@ -99,7 +130,10 @@ tg_vae_out tg_vae_forward_eps(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
 tg_vae_out tg_vae_forward(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
                           tg_rng *rng);
 
-/* Pixel probabilities [B, input] (sigmoid of the logits): */
+/* The decoder's mean E[x|z] [B, input]: sigmoid(logits) for the Bernoulli
+ * (the pixel probabilities), tg_cb_mean of the logits for the continuous
+ * Bernoulli (a tape tensor, but not differentiable: nothing is recorded
+ * from the logits to it): */
 /* decoded at the posterior mean of x */
 tg_tensor *tg_vae_reconstruct(tg_tape *tp, const tg_vae *vae, tg_tensor *x);
 /* decoded at given z [B, latent] */
@@ -111,7 +145,8 @@ tg_tensor *tg_vae_sample(tg_tape *tp, const tg_vae *vae, int n, tg_rng *rng);
  * A VAE checkpoint is a tg_checkpoint_save file (safetensors: the
  * parameters under their names, W as [out, in], the optimizer state) whose
  * metadata holds the model (model = "vae", arch = "mlp" or "conv", input,
- * hidden, latent; a file without arch is an MLP), the
+ * hidden, latent, likelihood = "bernoulli" or "cb"; a file without arch is
+ * an MLP, one without likelihood a Bernoulli), the
  * training position, and any entries of the caller's own (batch, seed, a
  * data fingerprint, ...). Every value read back is checked before use. */
 
@@ -148,9 +183,9 @@ tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
 /* Reads and checks path's metadata only (a model can then be built). */
 tg_status tg_vae_read_info(const char *path, tg_vae_info *info);
 /* Loads path into vae (and opt when not NULL): the file's config must be
- * vae's (TG_ERR_MISMATCH naming the size), every weight and optimizer
- * value finite (TG_ERR_FORMAT naming the tensor). On failure vae and opt
- * may hold part of the file: discard them. info may be NULL. */
+ * vae's (TG_ERR_MISMATCH naming the size, arch or likelihood), every weight and
+ * optimizer value finite (TG_ERR_FORMAT naming the tensor). On failure vae and
+ * opt may hold part of the file: discard them. info may be NULL. */
 tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
                       tg_vae_info *info);
 /* A new VAE built from path's config, with its weights (*vae NULL on

@@ -54,13 +54,15 @@ void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
                     const float *logvar, const tg_iw_opts *opts, double *log_px,
                     double *elbo);
 
-/* The same for the VAE (encoder for q, Bernoulli decoder for p(x|z)), x
+/* The same for the VAE (encoder for q, the decoder's likelihood for p(x|z):
+ * Bernoulli, or for TG_VAE_CB the continuous Bernoulli's density), x
  * [n, vae->cfg.input] with any n (encoded in batches). */
 void tg_vae_iwae(tg_tape *tp, const tg_vae *vae, const float *x, int n,
                  const tg_iw_opts *opts, double *log_px, double *elbo);
 
-/* Per-pixel mean and standard deviation, each [n, input], of the decoded
- * pixel probabilities sigmoid(logits(z)) over S draws z ~ q(z|x). */
+/* Per-pixel mean and standard deviation, each [n, input], of the decoder's
+ * means tg_vae_decode(z) (sigmoid(logits(z)); the CB mean for TG_VAE_CB)
+ * over S draws z ~ q(z|x). */
 void tg_vae_posterior_pixels(tg_tape *tp, const tg_vae *vae, const float *x,
                              int n, int S, uint64_t seed, uint64_t stream,
                              float *mean, float *std);

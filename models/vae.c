@@ -22,6 +22,48 @@ bool tg_vae_arch_parse(const char *name, tg_vae_arch *arch)
     return true;
 }
 
+const char *tg_vae_likelihood_name(tg_vae_likelihood lik)
+{
+    return lik == TG_VAE_CB ? "cb" : "bernoulli";
+}
+
+bool tg_vae_likelihood_parse(const char *name, tg_vae_likelihood *lik)
+{
+    if (strcmp(name, "bernoulli") == 0)
+        *lik = TG_VAE_BERNOULLI;
+    else if (strcmp(name, "cb") == 0)
+        *lik = TG_VAE_CB;
+    else
+        return false;
+    return true;
+}
+
+/* E[x] of CB(lambda), lambda = sigmoid(x), as 1/2 + L(x/2)/2 with L the
+ * Langevin function coth - 1/identity. With a = |x|, u = e^-a:
+ *   x > 0:  1/(1 - u) - 1/a,   x < 0:  1/a - u/(1 - u)
+ * (the two are 1 - each other; each avoids subtracting nearly equal
+ * numbers, 1 - u is -expm1(-a)). Below a = 0.1, where 1/(1 - u) and 1/a
+ * are both near 1/a, the series 1/2 + x/12 - x^3/720 + x^5/30240
+ * - x^7/1209600 (next term under 1e-20). +-Inf give 1 and 0. */
+static double cb_mean(double x)
+{
+    double a = fabs(x);
+    if (a < 0.1) {
+        double s = x * x;
+        return 0.5 +
+               x * (1.0 / 12 + s * (-1.0 / 720 +
+                                    s * (1.0 / 30240 + s * (-1.0 / 1209600))));
+    }
+    double u = exp(-a), one_minus_u = -expm1(-a);
+    return x > 0 ? 1.0 / one_minus_u - 1.0 / a : 1.0 / a - u / one_minus_u;
+}
+
+void tg_cb_mean(const float *logits, float *mean, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mean[i] = (float)cb_mean(logits[i]);
+}
+
 /* The image side of a conv VAE's input, or 0 when input is not the square
  * of a multiple of 4. */
 static int conv_side(int input)
@@ -55,9 +97,13 @@ tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed)
     if (cfg.input <= 0 || cfg.latent <= 0 || cfg.hidden < 0 ||
         cfg.input > TG_VAE_MAX_INPUT || cfg.hidden > TG_VAE_MAX_HIDDEN ||
         cfg.latent > TG_VAE_MAX_LATENT ||
-        (cfg.arch != TG_VAE_MLP && cfg.arch != TG_VAE_CONV))
-        tg_fatal("vae_new", "bad config input=%d hidden=%d latent=%d arch=%d",
-                 cfg.input, cfg.hidden, cfg.latent, (int)cfg.arch);
+        (cfg.arch != TG_VAE_MLP && cfg.arch != TG_VAE_CONV) ||
+        (cfg.likelihood != TG_VAE_BERNOULLI && cfg.likelihood != TG_VAE_CB))
+        tg_fatal("vae_new",
+                 "bad config input=%d hidden=%d latent=%d arch=%d "
+                 "likelihood=%d",
+                 cfg.input, cfg.hidden, cfg.latent, (int)cfg.arch,
+                 (int)cfg.likelihood);
     if (cfg.arch == TG_VAE_CONV && (conv_side(cfg.input) == 0 || cfg.hidden))
         tg_fatal("vae_new",
                  "the conv VAE needs input = side^2 with side a multiple of "
@@ -151,6 +197,17 @@ tg_tensor *tg_vae_decode_logits(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
     return tg_dense_apply(tp, &vae->dec2, h);
 }
 
+/* rec = -log p(x|z) = sum over pixels of bce(logits, x)          [B, 1]
+ *       (cb: minus sum over pixels of log C(sigmoid(logits)))    */
+tg_tensor *tg_vae_rec(tg_tape *tp, const tg_vae *vae, tg_tensor *logits,
+                      tg_tensor *x)
+{
+    tg_tensor *rec = tg_bce_with_logits(tp, logits, x);
+    if (vae->cfg.likelihood == TG_VAE_CB)
+        rec = tg_sub(tp, rec, tg_sum_rows(tp, tg_cb_log_norm(tp, logits)));
+    return rec;
+}
+
 tg_vae_out tg_vae_forward_eps(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
                               tg_tensor *eps)
 {
@@ -163,10 +220,10 @@ tg_vae_out tg_vae_forward_eps(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
 
     o.logits = tg_vae_decode_logits(tp, vae, o.z);
 
-    /* rec  = -log p(x|z) = sum over pixels of bce(logits, x)   [B, 1]
+    /* rec  = -log p(x|z) (tg_vae_rec)                          [B, 1]
      * kl   = -0.5 * sum(1 + logvar - mean^2 - exp(logvar))     [B, 1]
      * loss = mean over the batch of (rec + kl) = -ELBO          [1] */
-    o.rec = tg_bce_with_logits(tp, o.logits, x);
+    o.rec = tg_vae_rec(tp, vae, o.logits, x);
     o.kl = tg_kl_normal(tp, o.mean, o.logvar);
     o.loss = tg_mean(tp, tg_add(tp, o.rec, o.kl));
     return o;
@@ -190,7 +247,12 @@ tg_vae_out tg_vae_forward(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
 
 tg_tensor *tg_vae_decode(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
 {
-    return tg_sigmoid(tp, tg_vae_decode_logits(tp, vae, z));
+    tg_tensor *logits = tg_vae_decode_logits(tp, vae, z);
+    if (vae->cfg.likelihood != TG_VAE_CB)
+        return tg_sigmoid(tp, logits);
+    tg_tensor *mean = tg_tape_tensor(tp, logits->ndim, logits->shape, false);
+    tg_cb_mean(logits->data, mean->data, logits->size);
+    return mean;
 }
 
 tg_tensor *tg_vae_reconstruct(tg_tape *tp, const tg_vae *vae, tg_tensor *x)

@@ -10,9 +10,10 @@
 /* The metadata keys this file owns; a caller's extra entries may not use
  * them. */
 static const char *const OWN_KEYS[] = {
-    "model",         "input",          "hidden",        "latent",    "step",
-    "epoch",         "batch_in_epoch", "epoch_seen",    "epoch_rec", "epoch_kl",
-    "epoch_skipped", "noise_rng",      "weight_layout", "arch"};
+    "model",         "input",    "hidden",         "latent",
+    "step",          "epoch",    "batch_in_epoch", "epoch_seen",
+    "epoch_rec",     "epoch_kl", "epoch_skipped",  "noise_rng",
+    "weight_layout", "arch",     "likelihood"};
 
 static bool own_key(const char *key)
 {
@@ -42,6 +43,7 @@ tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
     }
     tg_meta_set(&m, "model", "vae");
     tg_meta_set(&m, "arch", tg_vae_arch_name(vae->cfg.arch));
+    tg_meta_set(&m, "likelihood", tg_vae_likelihood_name(vae->cfg.likelihood));
     tg_meta_set_int(&m, "input", vae->cfg.input);
     tg_meta_set_int(&m, "hidden", vae->cfg.hidden);
     tg_meta_set_int(&m, "latent", vae->cfg.latent);
@@ -132,13 +134,20 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
         (st = get_int(path, m, "latent", 1, TG_VAE_MAX_LATENT, &latent)) !=
             TG_OK)
         return st;
-    info->cfg =
-        (tg_vae_config){(int)input, (int)hidden, (int)latent, TG_VAE_MLP};
+    info->cfg = (tg_vae_config){(int)input, (int)hidden, (int)latent,
+                                TG_VAE_MLP, TG_VAE_BERNOULLI};
     const char *arch = tg_meta_get(m, "arch"); /* absent: an MLP */
     if (arch && !tg_vae_arch_parse(arch, &info->cfg.arch))
         return tg_error(TG_ERR_FORMAT,
                         "%s: metadata 'arch' is '%.40s', not 'mlp' or 'conv'",
                         path, arch);
+    /* absent (files from before the continuous Bernoulli): a Bernoulli */
+    const char *lik = tg_meta_get(m, "likelihood");
+    if (lik && !tg_vae_likelihood_parse(lik, &info->cfg.likelihood))
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata 'likelihood' is '%.40s', not "
+                        "'bernoulli' or 'cb'",
+                        path, lik);
     if (info->cfg.arch == TG_VAE_CONV) {
         int s = (int)lround(sqrt((double)input));
         if (s * s != input || s % 4 || hidden != 0)
@@ -181,6 +190,11 @@ tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
                         "%s: checkpoint has arch %s but the model is %s", path,
                         tg_vae_arch_name(in->cfg.arch),
                         tg_vae_arch_name(vae->cfg.arch));
+    if (in->cfg.likelihood != vae->cfg.likelihood)
+        return tg_error(TG_ERR_MISMATCH,
+                        "%s: checkpoint has likelihood %s but the model has %s",
+                        path, tg_vae_likelihood_name(in->cfg.likelihood),
+                        tg_vae_likelihood_name(vae->cfg.likelihood));
     tg_params *ps = tg_vae_params(vae);
     if ((st = tg_checkpoint_load(path, ps, opt, NULL)) != TG_OK)
         return st;

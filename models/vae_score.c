@@ -145,8 +145,9 @@ void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
 
 /* ---- the VAE ------------------------------------------------------------ */
 
-/* log p(x|z) = -bce(logits(z), x) summed over pixels, each example's x
- * repeated for its kc draws so one dense pass decodes the whole chunk. */
+/* log p(x|z) = -tg_vae_rec (the model's likelihood: for the continuous
+ * Bernoulli a density on [0, 1]^input), each example's x repeated for its
+ * kc draws so one dense pass decodes the whole chunk. */
 static void vae_loglik(tg_tape *tp, void *ctx, const float *x, int n, int kc,
                        const tg_tensor *z, double *out)
 {
@@ -158,7 +159,7 @@ static void vae_loglik(tg_tape *tp, void *ctx, const float *x, int n, int kc,
             memcpy(xr->data + (size_t)(i * kc + j) * input,
                    x + (size_t)i * input, sizeof(float) * (size_t)input);
     tg_tensor *logits = tg_vae_decode_logits(tp, vae, (tg_tensor *)z);
-    tg_tensor *rec = tg_bce_with_logits(tp, logits, xr);
+    tg_tensor *rec = tg_vae_rec(tp, vae, logits, xr);
     for (int r = 0; r < n * kc; r++)
         out[r] = -(double)rec->data[r];
 }

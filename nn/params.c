@@ -267,6 +267,30 @@ float tg_params_grad_absmax(tg_params *ps)
     return bits_to_float(absmax_bits_parallel(grad, tg_params_numel(ps)));
 }
 
+/* Values and gradients block by block in one parallel region: the guard's
+ * one pass over both buffers each step (2.6 MB each for the VAE). */
+void tg_params_absmax(tg_params *ps, float *value, float *grad)
+{
+    enum { BLOCK = 16384 };
+    const float *x = tg_params_data(ps), *g = tg_params_grad(ps);
+    size_t n = ps->numel, n_blocks = (n + BLOCK - 1) / BLOCK;
+    uint32_t xmax = 0, gmax = 0;
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for schedule(static) reduction(max                        \
+                                                    : xmax, gmax)              \
+    num_threads(tg_par_threads()) if (2 * n >= TG_PARALLEL_MIN)
+#endif
+    for (size_t k = 0; k < n_blocks; k++) {
+        size_t begin = k * BLOCK, len = n - begin < BLOCK ? n - begin : BLOCK;
+        uint32_t mx = absmax_bits(x + begin, len),
+                 mg = absmax_bits(g + begin, len);
+        xmax = mx > xmax ? mx : xmax;
+        gmax = mg > gmax ? mg : gmax;
+    }
+    *value = bits_to_float(xmax);
+    *grad = bits_to_float(gmax);
+}
+
 static bool all_finite(const float *x, size_t n)
 {
     return absmax_bits(x, n) < 0x7f800000u; /* below Inf's bits */
@@ -274,11 +298,11 @@ static bool all_finite(const float *x, size_t n)
 
 bool tg_params_finite(tg_params *ps, const char **where)
 {
-    /* Fast path: both contiguous buffers at once; names only on failure. */
-    if (absmax_bits_parallel(tg_params_data(ps), tg_params_numel(ps)) <
-            0x7f800000u &&
-        absmax_bits_parallel(tg_params_grad(ps), tg_params_numel(ps)) <
-            0x7f800000u)
+    /* Fast path: both contiguous buffers at once; names only on failure.
+     * NaN compares false, so it takes the slow path too. */
+    float value, grad;
+    tg_params_absmax(ps, &value, &grad);
+    if (value < INFINITY && grad < INFINITY)
         return true;
     for (int i = 0; i < ps->n; i++) {
         const tg_tensor *t = ps->tensors[i];

@@ -123,6 +123,9 @@ bool tg_params_finite(tg_params *ps, const char **where);
 /* The largest |gradient| (NaN if any gradient is NaN): for a NaN guard that
  * also catches gradients whose square would overflow, or for clipping. */
 float tg_params_grad_absmax(tg_params *ps);
+/* The largest |value| and |gradient| in one pass over both buffers (each
+ * NaN if any of its elements is NaN). */
+void tg_params_absmax(tg_params *ps, float *value, float *grad);
 /* The NaN/Inf guard of a training step, after backward: NULL when every
  * value and gradient g is finite and so is g * g (Adam's second moment, a
  * convex mix of g * g, then stays finite too). Otherwise the name of the

@@ -50,6 +50,27 @@ expect 0 "$vae" --arch conv --epochs 2 --max-batches 2 --batch 32 \
 expect 2 "$vae" --arch conv --hidden 300
 expect 2 "$vae" --arch rnn
 
+# --- vae_mnist --likelihood cb: a few steps, resume, the likelihood checked --
+expect 0 "$vae" --likelihood cb --epochs 1 --max-batches 2 --threads 1 \
+    --out "$tmp/cb"
+grep -q 'likelihood cb' "$tmp/out" || fail "--likelihood cb: $(cat "$tmp/out")"
+grep -q 'test -ELBO' "$tmp/out" || fail "--likelihood cb: no epoch line"
+is_png "$tmp/cb/samples.png" || fail "--likelihood cb: no samples.png"
+expect 2 "$vae" --epochs 2 --max-batches 2 --threads 1 --out "$tmp/cb" \
+    --resume "$tmp/cb/checkpoint.safetensors"
+grep -q 'pass --likelihood cb' "$tmp/err" ||
+    fail "likelihood mismatch: $(cat "$tmp/err")"
+expect 2 "$vae" --likelihood cb --epochs 3 --max-batches 3 --threads 1 \
+    --out "$out" --resume "$out/checkpoint.safetensors"
+grep -q 'pass --likelihood bernoulli' "$tmp/err" ||
+    fail "likelihood mismatch: $(cat "$tmp/err")"
+expect 0 "$vae" --likelihood cb --epochs 2 --max-batches 2 --threads 1 \
+    --out "$tmp/cb" --resume "$tmp/cb/checkpoint.safetensors"
+grep -q 'resumed' "$tmp/out" || fail "--likelihood cb: resume did not say so"
+expect 2 "$vae" --likelihood gaussian
+grep -q -- '--likelihood is bernoulli or cb' "$tmp/err" ||
+    fail "bad --likelihood: $(cat "$tmp/err")"
+
 # --- vae_mnist: rejected flags and data --------------------------------------
 expect 2 "$vae" --batch 0
 expect 2 "$vae" --lr -1

@@ -96,5 +96,15 @@ expect 0 "$score" --checkpoint "$tmp/conv/checkpoint.safetensors" \
 grep -q 'model conv' "$tmp/out" || fail "conv score: $(cat "$tmp/out")"
 grep -q 'AUROC' "$tmp/out" || fail "conv score: no AUROC table"
 
+# a continuous Bernoulli checkpoint: scored with its own likelihood, whose
+# log p(x) is a log density (above the Bernoulli's log probability)
+expect 0 "$vae" --likelihood cb --epochs 1 --max-batches 3 --hidden 32 \
+    --latent 2 --threads 1 --out "$tmp/cb"
+expect 0 "$score" --checkpoint "$tmp/cb/checkpoint.safetensors" \
+    --data "$data" --iwae-k 4 --max-images 20 --samples 4 --threads 1 \
+    --out "$tmp/cb_score"
+grep -q 'likelihood cb' "$tmp/out" || fail "cb score: $(cat "$tmp/out")"
+[ -s "$tmp/cb_score/scores.csv" ] || fail "cb score: no scores.csv"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all vae_score checks passed"

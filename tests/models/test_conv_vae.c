@@ -14,7 +14,7 @@
 #include "../nn/tmpdir.h"
 #include "tapegrad.h"
 
-static const tg_vae_config CONV = {784, 0, 20, TG_VAE_CONV};
+static const tg_vae_config CONV = {784, 0, 20, TG_VAE_CONV, TG_VAE_BERNOULLI};
 
 /* torch.nn names and shapes of the architecture for 28x28 images */
 static const struct {
@@ -132,7 +132,8 @@ static void checkpoint_has_torch_layouts_and_arch(void **state)
     tg_vae_free(vae);
 
     /* an MLP of the same sizes does not take it */
-    tg_vae *mlp = tg_vae_new((tg_vae_config){784, 0, 20, TG_VAE_MLP}, 1);
+    tg_vae *mlp = tg_vae_new(
+        (tg_vae_config){784, 0, 20, TG_VAE_MLP, TG_VAE_BERNOULLI}, 1);
     assert_int_equal(tg_vae_load(path, mlp, NULL, NULL), TG_ERR_MISMATCH);
     assert_non_null(strstr(tg_errmsg(), "arch"));
     tg_vae_free(mlp);

@@ -66,14 +66,14 @@ static void test_training_step_allocates_nothing_after_warmup(void **state)
 {
     (void)state;
     steps_allocate_nothing_after_warmup(
-        (tg_vae_config){784, 400, 20, TG_VAE_MLP});
+        (tg_vae_config){784, 400, 20, TG_VAE_MLP, TG_VAE_BERNOULLI});
 }
 
 static void test_conv_training_step_allocates_nothing_after_warmup(void **state)
 {
     (void)state;
     steps_allocate_nothing_after_warmup(
-        (tg_vae_config){784, 0, 20, TG_VAE_CONV});
+        (tg_vae_config){784, 0, 20, TG_VAE_CONV, TG_VAE_BERNOULLI});
 }
 
 int main(void)

@@ -25,8 +25,9 @@ typedef struct fixture {
 static fixture make(int input, int hidden, int latent, uint64_t seed)
 {
     fixture f;
-    f.vae =
-        tg_vae_new((tg_vae_config){input, hidden, latent, TG_VAE_MLP}, seed);
+    f.vae = tg_vae_new(
+        (tg_vae_config){input, hidden, latent, TG_VAE_MLP, TG_VAE_BERNOULLI},
+        seed);
     f.x = tg_tensor_new2(B, input);
     f.eps = tg_tensor_new2(B, latent);
     tg_rng rng;
@@ -181,7 +182,8 @@ static void gradcheck_no_hidden(void **state)
 static void parameter_names_and_shapes(void **state)
 {
     (void)state;
-    tg_vae *v = tg_vae_new((tg_vae_config){784, 400, 20, TG_VAE_MLP}, 1);
+    tg_vae *v = tg_vae_new(
+        (tg_vae_config){784, 400, 20, TG_VAE_MLP, TG_VAE_BERNOULLI}, 1);
     tg_params *ps = tg_vae_params(v);
     const struct {
         const char *name;
@@ -281,7 +283,8 @@ static double neg_elbo(tg_tape *tp, const tg_vae *v, const tg_dataset *ds)
 /* steps Adam steps of a 784-64-8 VAE on ds; returns the model. */
 static tg_vae *train(const tg_dataset *ds, int steps, tg_tape *tp)
 {
-    tg_vae *v = tg_vae_new((tg_vae_config){784, 64, 8, TG_VAE_MLP}, 1);
+    tg_vae *v = tg_vae_new(
+        (tg_vae_config){784, 64, 8, TG_VAE_MLP, TG_VAE_BERNOULLI}, 1);
     tg_params *ps = tg_vae_params(v);
     tg_optim *opt = tg_adam_new(ps, 3e-3f);
     tg_batcher b;
@@ -317,7 +320,8 @@ static void training_improves_elbo(void **state)
     tg_dataset ds = {0};
     assert_true(load_digits(&ds));
     tg_tape *tp = tg_tape_new();
-    tg_vae *untrained = tg_vae_new((tg_vae_config){784, 64, 8, TG_VAE_MLP}, 1);
+    tg_vae *untrained = tg_vae_new(
+        (tg_vae_config){784, 64, 8, TG_VAE_MLP, TG_VAE_BERNOULLI}, 1);
     double before = neg_elbo(tp, untrained, &ds);
     tg_vae *trained = train(&ds, 120, tp); /* 20 epochs of 6 batches */
     double after = neg_elbo(tp, trained, &ds);

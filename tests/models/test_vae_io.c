@@ -122,6 +122,7 @@ static void refuses_bad_files(void **state)
         {"epoch_seen", "1000000000", "epoch_seen"},
         {"epoch_skipped", "4", "epoch_skipped"},
         {"epoch_rec", "nan", "epoch_rec"},
+        {"likelihood", "gaussian", "metadata 'likelihood' is 'gaussian'"},
         {"noise_rng",
          "0000000000000000000000000000000000000000000000000000000000000000",
          "noise_rng"},
@@ -135,6 +136,47 @@ static void refuses_bad_files(void **state)
             fail_msg("%s = %s: message '%s'", bad[i].key, bad[i].value,
                      tg_errmsg());
     }
+    tg_vae_free(vae);
+}
+
+/* The checkpoint records the likelihood; a file without it is a
+ * Bernoulli; loading into a model of the other likelihood is refused. */
+static void records_the_likelihood(void **state)
+{
+    (void)state;
+    tg_vae_config cb = CFG;
+    cb.likelihood = TG_VAE_CB;
+    tg_vae *vae = tg_vae_new(cb, 1);
+    const char *path = in_dir("cb.safetensors");
+    assert_int_equal(tg_vae_save(path, vae, NULL, NULL, NULL), TG_OK);
+    tg_vae_info info;
+    assert_int_equal(tg_vae_read_info(path, &info), TG_OK);
+    assert_int_equal(info.cfg.likelihood, TG_VAE_CB);
+    assert_string_equal(tg_meta_get(&info.meta, "likelihood"), "cb");
+    tg_vae *opened;
+    assert_int_equal(tg_vae_open(path, &opened, NULL), TG_OK);
+    assert_int_equal(opened->cfg.likelihood, TG_VAE_CB);
+    assert_memory_equal(tg_params_data(tg_vae_params(vae)),
+                        tg_params_data(tg_vae_params(opened)),
+                        tg_params_numel(tg_vae_params(vae)) * sizeof(float));
+    tg_vae_free(opened);
+
+    tg_vae *bern = tg_vae_new(CFG, 1);
+    assert_int_equal(tg_vae_load(path, bern, NULL, NULL), TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "likelihood cb"));
+    /* a Bernoulli's file says so; the cb model refuses it */
+    assert_int_equal(tg_vae_save(path, bern, NULL, NULL, NULL), TG_OK);
+    assert_int_equal(tg_vae_read_info(path, &info), TG_OK);
+    assert_string_equal(tg_meta_get(&info.meta, "likelihood"), "bernoulli");
+    assert_int_equal(tg_vae_load(path, vae, NULL, NULL), TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "likelihood bernoulli"));
+    /* written before the key existed: a Bernoulli */
+    const char *old = crafted(bern, "seed", "1");
+    assert_int_equal(tg_vae_read_info(old, &info), TG_OK);
+    assert_null(tg_meta_get(&info.meta, "likelihood"));
+    assert_int_equal(info.cfg.likelihood, TG_VAE_BERNOULLI);
+    assert_int_equal(tg_vae_load(old, bern, NULL, NULL), TG_OK);
+    tg_vae_free(bern);
     tg_vae_free(vae);
 }
 
@@ -167,6 +209,7 @@ int main(void)
         cmocka_unit_test(round_trip),
         cmocka_unit_test(refuses_to_save_nonfinite),
         cmocka_unit_test(refuses_bad_files),
+        cmocka_unit_test(records_the_likelihood),
         cmocka_unit_test(refuses_nonfinite_weights_on_load),
     };
     return cmocka_run_group_tests_name("vae_io", tests, setup, teardown);

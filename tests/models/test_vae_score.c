@@ -249,7 +249,8 @@ static float *random_images(int n, uint64_t seed)
 static void iwae_is_at_least_elbo_and_equal_at_k1(void **state)
 {
     (void)state;
-    tg_vae *vae = tg_vae_new((tg_vae_config){IN, HID, LAT, TG_VAE_MLP}, 2);
+    tg_vae *vae = tg_vae_new(
+        (tg_vae_config){IN, HID, LAT, TG_VAE_MLP, TG_VAE_BERNOULLI}, 2);
     float *x = random_images(N, 1);
     tg_tape *tp = tg_tape_new();
     double lp[N], elbo[N], lp1[N], elbo1[N];
@@ -274,7 +275,8 @@ static void iwae_is_at_least_elbo_and_equal_at_k1(void **state)
 static void k1_estimate_matches_the_training_graph(void **state)
 {
     (void)state;
-    tg_vae *vae = tg_vae_new((tg_vae_config){IN, HID, LAT, TG_VAE_MLP}, 4);
+    tg_vae *vae = tg_vae_new(
+        (tg_vae_config){IN, HID, LAT, TG_VAE_MLP, TG_VAE_BERNOULLI}, 4);
     float *x = random_images(N, 2);
     tg_tape *tp = tg_tape_new();
     double lp[N];
@@ -309,7 +311,8 @@ static void
 results_do_not_depend_on_chunking_and_memory_stays_flat(void **state)
 {
     (void)state;
-    tg_vae *vae = tg_vae_new((tg_vae_config){IN, HID, LAT, TG_VAE_MLP}, 6);
+    tg_vae *vae = tg_vae_new(
+        (tg_vae_config){IN, HID, LAT, TG_VAE_MLP, TG_VAE_BERNOULLI}, 6);
     float *x = random_images(N, 3);
     tg_tape *tp = tg_tape_new();
     double a[N], b[N], one;
@@ -345,7 +348,8 @@ results_do_not_depend_on_chunking_and_memory_stays_flat(void **state)
 static void posterior_pixels_spread(void **state)
 {
     (void)state;
-    tg_vae *vae = tg_vae_new((tg_vae_config){IN, HID, LAT, TG_VAE_MLP}, 8);
+    tg_vae *vae = tg_vae_new(
+        (tg_vae_config){IN, HID, LAT, TG_VAE_MLP, TG_VAE_BERNOULLI}, 8);
     float *x = random_images(2, 4);
     float mean[2 * IN], std[2 * IN];
     tg_tape *tp = tg_tape_new();

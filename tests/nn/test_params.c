@@ -161,6 +161,43 @@ static void finite_names_the_first_bad_tensor(void **state)
     tg_params_free(ps);
 }
 
+/* One pass over values and gradients, large enough for several blocks on
+ * the library's threads: each maximum sees every element of its buffer,
+ * and the guard built on it names the tensor and the reason. */
+static void absmax_and_guard_see_values_and_gradients(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "a", 2, (int[]){300, 400});
+    tg_tensor *b = tg_params_add(ps, "b", 1, (int[]){5000});
+    tg_params_zero_grad(ps);
+    size_t n = tg_params_numel(ps);
+    float *x = tg_params_data(ps), *g = tg_params_grad(ps);
+    float value, grad;
+    tg_params_absmax(ps, &value, &grad);
+    assert_true(value == 0.0f && grad == 0.0f);
+    x[7] = -2.0f;
+    g[n - 1] = -3.0f; /* last element, a partial block */
+    tg_params_absmax(ps, &value, &grad);
+    assert_true(value == 2.0f && grad == 3.0f);
+    assert_null(tg_params_nonfinite(ps, NULL));
+
+    const char *why = NULL;
+    b->data[4999] = NAN;
+    tg_params_absmax(ps, &value, &grad);
+    assert_true(isnan(value) && grad == 3.0f);
+    assert_string_equal(tg_params_nonfinite(ps, &why), "b");
+    assert_string_equal(why, "value is not finite");
+    b->data[4999] = 0.0f;
+    g[100000] = 0x1p64f; /* finite, but its square is not */
+    assert_string_equal(tg_params_nonfinite(ps, &why), "a");
+    assert_string_equal(why, "gradient overflows when squared");
+    g[100000] = -INFINITY;
+    assert_string_equal(tg_params_nonfinite(ps, &why), "a");
+    assert_string_equal(why, "gradient is not finite");
+    tg_params_free(ps);
+}
+
 static void grad_absmax_is_the_largest_magnitude_or_nan(void **state)
 {
     (void)state;
@@ -234,6 +271,7 @@ int main(void)
         cmocka_unit_test(pointers_kept_from_before_sealing_stay_valid),
         cmocka_unit_test(finite_names_the_first_bad_tensor),
         cmocka_unit_test(grad_absmax_is_the_largest_magnitude_or_nan),
+        cmocka_unit_test(absmax_and_guard_see_values_and_gradients),
         cmocka_unit_test(misuse_aborts),
         cmocka_unit_test(empty_set_seals),
     };
