@@ -15,7 +15,8 @@
  *   |S| two-sided        |S - mean_ref(S)| / sd_ref(S)
  *   |L| two-sided        |L - mean_ref(L)| / sd_ref(L): no model at all
  *   -LR background       log p_bg(x) - log p(x), p_bg independent
- *                        per-pixel Bernoullis fitted on the training images
+ *                        per-pixel Bernoullis (continuous Bernoullis for a
+ *                        --likelihood cb model) fitted on the training images
  *                        outside the reference (Ren et al. 2019's
  *                        likelihood ratio with a simple background model)
  *   DoSE (-log2 p, L)    Mahalanobis distance of (-log2 p(x), L(x)) from
@@ -292,26 +293,46 @@ static float *transformed(const tg_dataset *ds, int n, bool rot)
     return out;
 }
 
-/* Per-pixel Bernoulli probabilities of the background model from n
- * training images, Laplace-smoothed: (sum x + 1) / (n + 2). */
-static double *fit_background(const float *images, int n, int input)
+/* The background model: independent per-pixel probabilities p_q, the
+ * Laplace-smoothed training means (sum x + 1) / (n + 2), under the
+ * checkpoint's likelihood: Bernoulli cross-entropy on grey levels, or the
+ * continuous Bernoulli CB(p_q) (its density adds log C(p_q) per pixel; p_q
+ * is the smoothed mean, not the CB maximum-likelihood parameter). */
+typedef struct background {
+    double *p;
+    double log_norm; /* sum_q log C(p_q); 0 for the Bernoulli */
+} background;
+
+/* log C(l) of the continuous Bernoulli, C(l) = 2 atanh(1 - 2l) / (1 - 2l),
+ * with the series 2 (1 + u^2/3 + u^4/5) near l = 1/2 (u = 1 - 2l). */
+static double cb_log_c(double l)
 {
-    double *p = xcalloc((size_t)input, sizeof(double));
-    for (int i = 0; i < n; i++)
-        for (int q = 0; q < input; q++)
-            p[q] += images[(size_t)i * input + q];
-    for (int q = 0; q < input; q++)
-        p[q] = (p[q] + 1.0) / (n + 2.0);
-    return p;
+    double u = 1.0 - 2.0 * l;
+    if (fabs(u) < 1e-3)
+        return log(2.0) + log1p(u * u / 3.0 + u * u * u * u / 5.0);
+    return log(2.0 * atanh(u) / u);
 }
 
-/* log p_bg(x) = sum_q x_q log p_q + (1 - x_q) log(1 - p_q): the same
- * Bernoulli cross-entropy on grey levels as the VAE's decoder. */
-static double background_logp(const double *p, const float *x, int input)
+static background fit_background(const float *images, int n, int input, bool cb)
 {
-    double s = 0.0;
+    background bg = {xcalloc((size_t)input, sizeof(double)), 0.0};
+    for (int i = 0; i < n; i++)
+        for (int q = 0; q < input; q++)
+            bg.p[q] += images[(size_t)i * input + q];
+    for (int q = 0; q < input; q++) {
+        bg.p[q] = (bg.p[q] + 1.0) / (n + 2.0);
+        if (cb)
+            bg.log_norm += cb_log_c(bg.p[q]);
+    }
+    return bg;
+}
+
+/* log p_bg(x) = sum_q x_q log p_q + (1 - x_q) log(1 - p_q) + log_norm. */
+static double background_logp(const background *bg, const float *x, int input)
+{
+    double s = bg->log_norm;
     for (int q = 0; q < input; q++)
-        s += x[q] * log(p[q]) + (1.0 - x[q]) * log1p(-p[q]);
+        s += x[q] * log(bg->p[q]) + (1.0 - x[q]) * log1p(-bg->p[q]);
     return s;
 }
 
@@ -319,7 +340,7 @@ static double background_logp(const double *p, const float *x, int input)
  * bar), L(x) of its bytes and log p_bg(x); false when L is unavailable (no
  * zlib). */
 static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
-                      const options *o, const double *bg)
+                      const options *o, const background *bg)
 {
     int input = vae->cfg.input;
     cli_progress bar;
@@ -712,12 +733,13 @@ int main(int argc, char **argv)
            tg_gemm_kernel());
     fflush(stdout);
 
-    double *bg = fit_background(ds_train.images, n_bg, input);
+    background bg = fit_background(ds_train.images, n_bg, input,
+                                   vae->cfg.likelihood == TG_VAE_CB);
     tg_tape *tp = tg_tape_new();
     bool have_L = true;
     convergence conv[MAX_SETS];
     for (int g = 0; g < n_sets; g++) {
-        if (!score_set(tp, vae, &sets[g], &o, bg))
+        if (!score_set(tp, vae, &sets[g], &o, &bg))
             have_L = false;
         print_set(&sets[g], o.k, o.min_ess, &conv[g]);
     }
@@ -737,8 +759,10 @@ int main(int argc, char **argv)
     else
         printf("complexity L(x): unavailable (this build has no zlib), so "
                "are S(x), the two-sided and DoSE scores\n");
-    printf("background model: independent per-pixel Bernoullis fitted on "
+    printf("background model: independent per-pixel %s fitted on "
            "training images 0..%d of %s\n",
+           vae->cfg.likelihood == TG_VAE_CB ? "continuous Bernoullis"
+                                            : "Bernoullis",
            n_bg - 1, o.data);
     for (int g = 0; g < n_sets; g++)
         derive_scores(&sets[g], have_L, &rs);
@@ -876,7 +900,7 @@ int main(int argc, char **argv)
     }
     free(near_img[0]);
     free(near_img[1]);
-    free(bg);
+    free(bg.p);
     tg_dataset_free(&ds_in);
     tg_dataset_free(&ds_train);
     if (o.ood)
