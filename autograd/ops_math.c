@@ -253,14 +253,35 @@ static inline float cb_log_norm_grad(float x)
     return x != x ? x : g;
 }
 
+/* Blocks of elements through the vector clones (parallel.h); elementwise,
+ * so the result does not depend on the blocking or the thread count. */
+enum { CB_BLOCK = 4096 };
+
+TG_VECTOR_CLONES
+static void cb_log_norm_block(const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = cb_log_norm(x[i]);
+}
+
+TG_VECTOR_CLONES
+static void cb_log_norm_grad_block(const float *x, const float *dy, float *dx,
+                                   size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dy[i] * cb_log_norm_grad(x[i]);
+}
+
 static void cb_log_norm_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
     const float *x = r->in[0]->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 4)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += dy[i] * cb_log_norm_grad(x[i]);
+    size_t n = r->out->size, blocks = (n + CB_BLOCK - 1) / CB_BLOCK;
+    TG_PARALLEL_FOR(blocks, 4 * CB_BLOCK)
+    for (size_t b = 0; b < blocks; b++) {
+        size_t i0 = b * CB_BLOCK, m = n - i0 < CB_BLOCK ? n - i0 : CB_BLOCK;
+        cb_log_norm_grad_block(x + i0, dy + i0, dx + i0, m);
+    }
 }
 
 tg_tensor *tg_cb_log_norm(tg_tape *tp, tg_tensor *logits)
@@ -269,10 +290,12 @@ tg_tensor *tg_cb_log_norm(tg_tape *tp, tg_tensor *logits)
     tg_tensor *out = out_like(tp, logits);
     const float *xd = logits->data;
     float *y = out->data;
-    size_t n = logits->size;
-    TG_PARALLEL_FOR(n, 4)
-    for (size_t i = 0; i < n; i++)
-        y[i] = cb_log_norm(xd[i]);
+    size_t n = logits->size, blocks = (n + CB_BLOCK - 1) / CB_BLOCK;
+    TG_PARALLEL_FOR(blocks, 4 * CB_BLOCK)
+    for (size_t b = 0; b < blocks; b++) {
+        size_t i0 = b * CB_BLOCK, m = n - i0 < CB_BLOCK ? n - i0 : CB_BLOCK;
+        cb_log_norm_block(xd + i0, y + i0, m);
+    }
     record(tp, "cb_log_norm", cb_log_norm_backward, out, 1, &logits);
     return out;
 }

@@ -293,46 +293,32 @@ static float *transformed(const tg_dataset *ds, int n, bool rot)
     return out;
 }
 
-/* The background model: independent per-pixel probabilities p_q, the
- * Laplace-smoothed training means (sum x + 1) / (n + 2), under the
- * checkpoint's likelihood: Bernoulli cross-entropy on grey levels, or the
- * continuous Bernoulli CB(p_q) (its density adds log C(p_q) per pixel; p_q
- * is the smoothed mean, not the CB maximum-likelihood parameter). */
-typedef struct background {
-    double *p;
-    double log_norm; /* sum_q log C(p_q); 0 for the Bernoulli */
-} background;
-
-/* log C(l) of the continuous Bernoulli, C(l) = 2 atanh(1 - 2l) / (1 - 2l),
- * with the series 2 (1 + u^2/3 + u^4/5) near l = 1/2 (u = 1 - 2l). */
-static double cb_log_c(double l)
+/* The background model's per-pixel logits from n training images, of the
+ * model's likelihood: each pixel's mean, Laplace-smoothed to
+ * (sum x + 1) / (n + 2), is lambda for a Bernoulli and the mean of a
+ * continuous Bernoulli (its maximum-likelihood fit) for cb. */
+static double *fit_background(const float *images, int n, int input,
+                              tg_vae_likelihood lik)
 {
-    double u = 1.0 - 2.0 * l;
-    if (fabs(u) < 1e-3)
-        return log(2.0) + log1p(u * u / 3.0 + u * u * u * u / 5.0);
-    return log(2.0 * atanh(u) / u);
-}
-
-static background fit_background(const float *images, int n, int input, bool cb)
-{
-    background bg = {xcalloc((size_t)input, sizeof(double)), 0.0};
+    double *logit = xcalloc((size_t)input, sizeof(double));
     for (int i = 0; i < n; i++)
         for (int q = 0; q < input; q++)
-            bg.p[q] += images[(size_t)i * input + q];
+            logit[q] += images[(size_t)i * input + q];
     for (int q = 0; q < input; q++) {
-        bg.p[q] = (bg.p[q] + 1.0) / (n + 2.0);
-        if (cb)
-            bg.log_norm += cb_log_c(bg.p[q]);
+        double m = (logit[q] + 1.0) / (n + 2.0);
+        logit[q] = lik == TG_VAE_CB ? tg_cb_logit_of_mean(m) : log(m / (1 - m));
     }
-    return bg;
+    return logit;
 }
 
-/* log p_bg(x) = sum_q x_q log p_q + (1 - x_q) log(1 - p_q) + log_norm. */
-static double background_logp(const background *bg, const float *x, int input)
+/* log p_bg(x) = sum_q log p(x_q | logit_q) under the VAE decoder's
+ * likelihood (for the Bernoulli, the same cross-entropy on grey levels). */
+static double background_logp(tg_vae_likelihood lik, const double *logit,
+                              const float *x, int input)
 {
-    double s = bg->log_norm;
+    double s = 0.0;
     for (int q = 0; q < input; q++)
-        s += x[q] * log(bg->p[q]) + (1.0 - x[q]) * log1p(-bg->p[q]);
+        s += tg_vae_pixel_loglik(lik, logit[q], x[q]);
     return s;
 }
 
@@ -340,7 +326,7 @@ static double background_logp(const background *bg, const float *x, int input)
  * bar), L(x) of its bytes and log p_bg(x); false when L is unavailable (no
  * zlib). */
 static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
-                      const options *o, const background *bg)
+                      const options *o, const double *bg)
 {
     int input = vae->cfg.input;
     cli_progress bar;
@@ -380,7 +366,7 @@ static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
         if (!have_L)
             s->L[i] = NAN;
         s->nll_bits[i] = -s->log_px[i] / log(2.0);
-        s->log_bg[i] = background_logp(bg, x, input);
+        s->log_bg[i] = background_logp(vae->cfg.likelihood, bg, x, input);
     }
     free(bytes);
     return have_L;
@@ -733,13 +719,13 @@ int main(int argc, char **argv)
            tg_gemm_kernel());
     fflush(stdout);
 
-    background bg = fit_background(ds_train.images, n_bg, input,
-                                   vae->cfg.likelihood == TG_VAE_CB);
+    double *bg =
+        fit_background(ds_train.images, n_bg, input, vae->cfg.likelihood);
     tg_tape *tp = tg_tape_new();
     bool have_L = true;
     convergence conv[MAX_SETS];
     for (int g = 0; g < n_sets; g++) {
-        if (!score_set(tp, vae, &sets[g], &o, &bg))
+        if (!score_set(tp, vae, &sets[g], &o, bg))
             have_L = false;
         print_set(&sets[g], o.k, o.min_ess, &conv[g]);
     }
@@ -900,7 +886,7 @@ int main(int argc, char **argv)
     }
     free(near_img[0]);
     free(near_img[1]);
-    free(bg.p);
+    free(bg);
     tg_dataset_free(&ds_in);
     tg_dataset_free(&ds_train);
     if (o.ood)

@@ -83,6 +83,15 @@ bool tg_vae_likelihood_parse(const char *name, tg_vae_likelihood *lik);
  * for large x, -1/x for very negative x), computed in double in forms
  * without cancellation. Not lambda: the CB pulls its mean towards 1/2. */
 void tg_cb_mean(const float *logits, float *mean, size_t n);
+/* Its inverse: the logit whose continuous Bernoulli has mean m, by
+ * bisection in double (E is increasing in the logit). The CB is an
+ * exponential family in x with the logit as natural parameter, so this is
+ * the maximum-likelihood fit to data of mean m. m in (0, 1); 0 and 1 give
+ * -Inf and +Inf, anything else NaN. */
+double tg_cb_logit_of_mean(double m);
+/* log p(x | logit) of one value x in [0, 1]: x log lambda + (1 - x)
+ * log(1 - lambda), plus log C(lambda) for TG_VAE_CB, in double. */
+double tg_vae_pixel_loglik(tg_vae_likelihood lik, double logit, double x);
 
 typedef struct tg_vae {
     tg_vae_config cfg;

@@ -64,6 +64,36 @@ void tg_cb_mean(const float *logits, float *mean, size_t n)
         mean[i] = (float)cb_mean(logits[i]);
 }
 
+double tg_cb_logit_of_mean(double m)
+{
+    if (!(m >= 0.0 && m <= 1.0))
+        return NAN;
+    if (m == 0.0 || m == 1.0)
+        return m == 0.0 ? -INFINITY : INFINITY;
+    /* E(-a) < 1/a and E(a) > 1 - 1/a: a bracket */
+    double lo = -(1.0 / m + 2.0), hi = 1.0 / (1.0 - m) + 2.0;
+    for (int i = 0; i < 200 && hi - lo > 1e-15 * fmax(1.0, fabs(lo)); i++) {
+        double mid = 0.5 * (lo + hi);
+        if (cb_mean(mid) < m)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+double tg_vae_pixel_loglik(tg_vae_likelihood lik, double logit, double x)
+{
+    /* log sigmoid(+-logit) without overflow */
+    double log_lam =
+        logit < 0 ? logit - log1p(exp(logit)) : -log1p(exp(-logit));
+    double log_1m = log_lam - logit;
+    double ll = x * log_lam + (1.0 - x) * log_1m;
+    if (lik == TG_VAE_CB) /* log C = log(logit / tanh(logit/2)) */
+        ll += logit == 0.0 ? log(2.0) : log(logit / tanh(0.5 * logit));
+    return ll;
+}
+
 /* The image side of a conv VAE's input, or 0 when input is not the square
  * of a multiple of 4. */
 static int conv_side(int input)

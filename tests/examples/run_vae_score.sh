@@ -104,6 +104,8 @@ expect 0 "$score" --checkpoint "$tmp/cb/checkpoint.safetensors" \
     --data "$data" --iwae-k 4 --max-images 20 --samples 4 --threads 1 \
     --out "$tmp/cb_score"
 grep -q 'likelihood cb' "$tmp/out" || fail "cb score: $(cat "$tmp/out")"
+grep -q 'per-pixel continuous Bernoullis' "$tmp/out" ||
+    fail "cb score: the background model is not a CB: $(cat "$tmp/out")"
 [ -s "$tmp/cb_score/scores.csv" ] || fail "cb score: no scores.csv"
 
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }

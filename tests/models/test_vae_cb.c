@@ -216,6 +216,60 @@ static void cb_mean_edges(void **state)
     assert_true(isnan(out));
 }
 
+/* cmocka's assert_float_equal compares in float */
+#define assert_near(a, b, tol)                                                 \
+    do {                                                                       \
+        double a_ = (a), b_ = (b);                                             \
+        if (!(fabs(a_ - b_) <= (tol)))                                         \
+            fail_msg("%s = %.15g, want %.15g", #a, a_, b_);                    \
+    } while (0)
+
+/* tg_cb_logit_of_mean inverts the mean; tg_vae_pixel_loglik is the
+ * Bernoulli's log probability, plus log C for the CB (from the definition
+ * here), and the CB's integrates to 1 over [0, 1]. */
+static void logit_of_mean_and_pixel_loglik(void **state)
+{
+    (void)state;
+    const double m[] = {1e-4, 0.01, 0.2, 0.5, 0.7, 0.999};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        double eta = tg_cb_logit_of_mean(m[i]);
+        if (fabs(eta) < 30)
+            assert_near(mean_from_integral(eta), m[i], 1e-9);
+        else if (eta < 0) /* E(x) = -1/x + O(e^x), x very negative */
+            assert_near(eta, -1.0 / m[i], 1e-9 / m[i]);
+        else /* E(x) = 1 - 1/x + O(e^-x), x very positive */
+            assert_near(eta, 1.0 / (1.0 - m[i]), 1e-9 / (1.0 - m[i]));
+        float e = (float)eta, back;
+        tg_cb_mean(&e, &back, 1);
+        assert_near(back, m[i], 4 * FLT_EPSILON);
+    }
+    assert_true(tg_cb_logit_of_mean(0.5) == 0.0 ||
+                fabs(tg_cb_logit_of_mean(0.5)) < 1e-12);
+    assert_true(isinf(tg_cb_logit_of_mean(1.0)) &&
+                tg_cb_logit_of_mean(1.0) > 0);
+    assert_true(isnan(tg_cb_logit_of_mean(1.5)));
+    const double logits[] = {-30, -3, -0.2, 0.7, 4, 25};
+    for (size_t i = 0; i < sizeof logits / sizeof logits[0]; i++) {
+        double eta = logits[i], lam = 1 / (1 + exp(-eta));
+        for (double x = 0; x <= 1.0; x += 0.25) {
+            double bern = x * log(lam) + (1 - x) * log1p(-lam);
+            if (fabs(eta) > 20) /* log1p(-lam) loses digits there */
+                bern =
+                    x * -log1p(exp(-eta)) + (1 - x) * (-eta - log1p(exp(-eta)));
+            assert_near(tg_vae_pixel_loglik(TG_VAE_BERNOULLI, eta, x), bern,
+                        1e-9 * fmax(1, fabs(bern)));
+            if (fabs(eta) <= 20)
+                assert_near(tg_vae_pixel_loglik(TG_VAE_CB, eta, x),
+                            bern + log_c(eta), 1e-9 * fmax(1, fabs(bern)));
+        }
+        double s = 0; /* Simpson over [0, 1] */
+        for (int k = 0; k <= 1000; k++)
+            s += exp(tg_vae_pixel_loglik(TG_VAE_CB, eta, k / 1000.0)) *
+                 (k == 0 || k == 1000 ? 1 : (k % 2 ? 4 : 2));
+        assert_near(s / 3000.0, 1.0, 1e-6);
+    }
+}
+
 /* decode / reconstruct / sample give the CB mean of the logits. */
 static void pictures_are_the_cb_mean(void **state)
 {
@@ -306,6 +360,7 @@ int main(void)
         cmocka_unit_test(gradcheck_every_parameter),
         cmocka_unit_test(cb_mean_matches_definition_and_integral),
         cmocka_unit_test(cb_mean_edges),
+        cmocka_unit_test(logit_of_mean_and_pixel_loglik),
         cmocka_unit_test(pictures_are_the_cb_mean),
         cmocka_unit_test(iwae_uses_the_cb_density),
         cmocka_unit_test(cb_log_px_is_a_density_on_the_unit_interval),

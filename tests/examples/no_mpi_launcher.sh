@@ -1,0 +1,41 @@
+#!/bin/sh
+# A build without MPI started by a launcher as one of several processes (the
+# launcher's environment says so: Open MPI's OMPI_COMM_WORLD_SIZE, PMI's
+# PMI_SIZE as Slurm and MPICH set it) refuses with one message and exit 2,
+# instead of training N times into one folder; one process under a launcher
+# (size 1) runs as usual. Only a build without MPI can run this (CI: the
+# build without OpenMP and MPI).
+# usage: no_mpi_launcher.sh PROGRAM...
+set -u
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+fail() {
+    echo "FAIL: $*"
+    fails=$((fails + 1))
+}
+for prog in "$@"; do
+    name=$(basename "$prog")
+    for var in OMPI_COMM_WORLD_SIZE=2 PMI_SIZE=3; do
+        env "$var" "$prog" --epochs 1 --max-batches 1 --out "$tmp/out" \
+            >"$tmp/stdout" 2>"$tmp/stderr"
+        st=$?
+        n=$(grep -c "^$name: started by an MPI launcher as one of ${var#*=} processes, but this build of tapegrad has no MPI" "$tmp/stderr")
+        if [ $st -ne 2 ] || [ "$n" -ne 1 ] || [ -s "$tmp/stdout" ] ||
+            [ -e "$tmp/out" ]; then
+            fail "$name with $var: exit $st, stderr: $(cat "$tmp/stderr"), stdout: $(head -c 300 "$tmp/stdout")"
+        else
+            echo "ok: $name with $var: refused, exit 2"
+        fi
+        rm -rf "$tmp/out"
+    done
+    OMPI_COMM_WORLD_SIZE=1 "$prog" --help >"$tmp/stdout" 2>"$tmp/stderr"
+    st=$?
+    if [ $st -ne 0 ] || ! grep -q '^usage: ' "$tmp/stdout"; then
+        fail "$name as the only process of a launcher: exit $st: $(cat "$tmp/stderr")"
+    else
+        echo "ok: $name as the only process of a launcher runs"
+    fi
+done
+[ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
+echo "all ok"
