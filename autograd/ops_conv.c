@@ -1,24 +1,30 @@
-/* Convolutions, NCHW, through the GEMM (im2col / col2im).
+/* Convolutions, NCHW, through the GEMM (im2col / col2im in patch rows).
  *
  * Both ops share one geometry: an "image" side [N, C, H, W] (conv2d's input,
  * conv_transpose2d's output) and a "column" side [N, OC, OH, OW] (conv2d's
  * output, conv_transpose2d's input), joined by a kernel kh x kw with stride,
- * padding and dilation. With K = C*kh*kw and P = OH*OW, the columns of all
- * images are one matrix col [K, N*P]:
- *   col[(c*kh + i)*kw + j][n*P + oh*OW + ow]
- *       = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]   (0 outside)
- * so conv2d is one GEMM  y' [OC, N*P] = W [OC, K] . col, and
- * conv_transpose2d is conv2d's input gradient: col = W^T . x', then col2im
- * adds each column entry back at its image position. Matrices over all
- * images at once keep the GEMMs large (N*P columns); x' and y' are the
- * column-side tensors with channels first ([OC, N*P]), one permuting copy
- * away from NCHW.
+ * padding and dilation. With K = C*kh*kw and P = OH*OW, each output pixel
+ * q = n*P + oh*OW + ow has one patch row of the matrix col [N*P, K]:
+ *   col[q][(c*kh + i)*kw + j] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
+ * (0 outside), rows ldk >= K floats apart (padded off multiples of 512 bytes,
+ * whose rows would share L1 sets when the GEMM reads down a column). With
+ * the column side pixel-major too (x' [N*P, OC], one transposing copy away
+ * from NCHW), conv2d is one GEMM over all images, y' = col . W^T, and
+ * conv_transpose2d is its input gradient: col = x' . W, y = col2im(col).
+ *
+ * Why patch rows and not the [K, N*P] layout (each kernel tap a row): a
+ * patch row is kw-float runs of an image row, so im2col and col2im copy
+ * short contiguous runs instead of strided single floats; and the GEMMs get
+ * the large dimension N*P as M (rows of C, read in place along rows),
+ * which the driver runs faster at these shapes (bench/gemm on conv2's
+ * shapes, Zen 3, 1 thread: 6272x64x512 NT 73 GFLOP/s against 64x6272x512
+ * NN 62, whose in-place B rows 25 KB apart thrash L1 sets).
  *
  * Scratch matrices come from the tape arena, so a training step allocates
  * nothing after warm-up. Determinism: tg_gemm is bit-identical for any
- * thread count; im2col, col2im and the permutes are parallel loops in
+ * thread count; im2col, col2im and the transposes are parallel loops in
  * which each iteration writes only its own outputs, col2im summing each
- * image plane's contributions in a fixed (i, j, oh, ow) order. */
+ * image's contributions in a fixed (oh, ow, c, i, j) order. */
 #include "parallel.h"
 #include "tape.h"
 
@@ -34,108 +40,242 @@ typedef struct geom {
 static int K_of(const geom *g) { return g->C * g->kh * g->kw; }
 static int P_of(const geom *g) { return g->OH * g->OW; }
 
-/* The range [lo, hi) of o in [0, n_out) with 0 <= o*s + off < n_in. */
-static void valid_range(int n_out, int s, int off, int n_in, int *lo, int *hi)
+/* Row stride of col: K rounded up to 8 floats, plus 16 when that is a
+ * multiple of 128 floats (rows 512 bytes apart alias in L1). */
+static int ldk_of(const geom *g)
 {
-    int l = off >= 0 ? 0 : (-off + s - 1) / s;
-    int h = n_in - off <= 0 ? 0 : (n_in - off + s - 1) / s;
-    if (h > n_out)
-        h = n_out;
-    if (l > h)
-        l = h;
+    int ld = (K_of(g) + 7) / 8 * 8;
+    return ld % 128 == 0 ? ld + 16 : ld;
+}
+
+/* d[0..n) = s[0..n) and d[0..n) += s[0..n): the kernel-row runs of
+ * im2col and col2im, with k = 4 (the VAE's kernels) and 3 unrolled. */
+static inline void copy_run(float *restrict d, const float *restrict s, int n)
+{
+    if (n == 4) {
+        memcpy(d, s, 4 * sizeof *d);
+    } else if (n == 3) {
+        memcpy(d, s, 3 * sizeof *d);
+    } else {
+        for (int j = 0; j < n; j++)
+            d[j] = s[j];
+    }
+}
+
+static inline void zero_run(float *d, int n)
+{
+    if (n == 4)
+        memset(d, 0, 4 * sizeof *d);
+    else
+        for (int j = 0; j < n; j++)
+            d[j] = 0.0f;
+}
+
+static inline void add_run(float *restrict d, const float *restrict s, int n)
+{
+    if (n == 4) {
+        d[0] += s[0], d[1] += s[1], d[2] += s[2], d[3] += s[3];
+    } else if (n == 3) {
+        d[0] += s[0], d[1] += s[1], d[2] += s[2];
+    } else {
+        for (int j = 0; j < n; j++)
+            d[j] += s[j];
+    }
+}
+
+/* The kernel columns [*lo, *hi) that fall inside an image row of width W
+ * for an output column whose first input column is iw0. */
+static void j_range(const geom *g, int iw0, int *lo, int *hi)
+{
+    int l = 0, h = g->kw;
+    while (l < h && iw0 + l * g->dw < 0)
+        l++;
+    while (h > l && iw0 + (h - 1) * g->dw >= g->W)
+        h--;
     *lo = l;
     *hi = h;
 }
 
-/* col [K, N*P] from x [N, C, H, W]; one iteration per (row, image). */
-static void im2col(const geom *g, const float *x, float *col)
+/* The P patch rows of image n: col [P, ldk] from x [N, C, H, W]. */
+static void im2col_image(const geom *g, const float *x, int n, float *col,
+                         int ldk)
 {
-    int K = K_of(g), P = P_of(g), N = g->N;
-    size_t NP = (size_t)N * P;
-    long items = (long)K * N;
-    TG_PARALLEL_FOR(items, P)
-    for (long t = 0; t < items; t++) {
-        int row = (int)(t / N), n = (int)(t % N);
-        int c = row / (g->kh * g->kw), i = row / g->kw % g->kh, j = row % g->kw;
-        const float *xc = x + ((size_t)n * g->C + c) * g->H * g->W;
-        float *dst = col + (size_t)row * NP + (size_t)n * P;
-        int lo, hi, off_w = j * g->dw - g->pw;
-        valid_range(g->OW, g->sw, off_w, g->W, &lo, &hi);
-        for (int oh = 0; oh < g->OH; oh++, dst += g->OW) {
-            int ih = oh * g->sh - g->ph + i * g->dh;
-            if (ih < 0 || ih >= g->H) {
-                memset(dst, 0, (size_t)g->OW * sizeof *dst);
-                continue;
+    const int kh = g->kh, kw = g->kw, H = g->H, W = g->W, OW = g->OW;
+    const size_t plane = (size_t)H * W;
+    const float *xn = x + (size_t)n * g->C * plane;
+    float *dst = col;
+    for (int oh = 0; oh < g->OH; oh++) {
+        for (int ow = 0; ow < OW; ow++, dst += ldk) {
+            int iw0 = ow * g->sw - g->pw, lo, hi;
+            j_range(g, iw0, &lo, &hi);
+            bool inside = lo == 0 && hi == kw && g->dw == 1;
+            float *d = dst;
+            for (int c = 0; c < g->C; c++) {
+                const float *xc = xn + (size_t)c * plane;
+                for (int i = 0; i < kh; i++, d += kw) {
+                    int ih = oh * g->sh - g->ph + i * g->dh;
+                    if (ih < 0 || ih >= H) {
+                        zero_run(d, kw);
+                        continue;
+                    }
+                    const float *xr = xc + (size_t)ih * W;
+                    if (inside) {
+                        copy_run(d, xr + iw0, kw);
+                        continue;
+                    }
+                    for (int j = 0; j < lo; j++)
+                        d[j] = 0.0f;
+                    for (int j = lo; j < hi; j++)
+                        d[j] = xr[iw0 + j * g->dw];
+                    for (int j = hi; j < kw; j++)
+                        d[j] = 0.0f;
+                }
             }
-            const float *xr = xc + (size_t)ih * g->W + off_w;
-            for (int ow = 0; ow < lo; ow++)
-                dst[ow] = 0.0f;
-            for (int ow = lo; ow < hi; ow++)
-                dst[ow] = xr[ow * g->sw];
-            for (int ow = hi; ow < g->OW; ow++)
-                dst[ow] = 0.0f;
         }
     }
 }
 
-/* dx [N, C, H, W] += col2im(col [K, N*P]); one iteration per image plane. */
-static void col2im_add(const geom *g, const float *col, float *dx)
+/* dx [N, C, H, W] += col2im of image n's P patch rows col [P, ldk], added
+ * in order (q, then c, i, j). */
+static void col2im_image(const geom *g, const float *col, int ldk, int n,
+                         float *dx)
 {
-    int P = P_of(g), N = g->N;
-    size_t NP = (size_t)N * P;
-    long planes = (long)N * g->C;
-    TG_PARALLEL_FOR(planes, (size_t)g->kh * g->kw * P)
-    for (long t = 0; t < planes; t++) {
-        int n = (int)(t / g->C), c = (int)(t % g->C);
-        float *dxc = dx + (size_t)t * g->H * g->W;
-        for (int i = 0; i < g->kh; i++)
-            for (int j = 0; j < g->kw; j++) {
-                int row = (c * g->kh + i) * g->kw + j;
-                const float *src = col + (size_t)row * NP + (size_t)n * P;
-                int lo, hi, off_w = j * g->dw - g->pw;
-                valid_range(g->OW, g->sw, off_w, g->W, &lo, &hi);
-                for (int oh = 0; oh < g->OH; oh++, src += g->OW) {
+    const int kh = g->kh, kw = g->kw, H = g->H, W = g->W, OW = g->OW;
+    const size_t plane = (size_t)H * W;
+    float *dxn = dx + (size_t)n * g->C * plane;
+    const float *src = col;
+    for (int oh = 0; oh < g->OH; oh++) {
+        for (int ow = 0; ow < OW; ow++, src += ldk) {
+            int iw0 = ow * g->sw - g->pw, lo, hi;
+            j_range(g, iw0, &lo, &hi);
+            bool inside = lo == 0 && hi == kw && g->dw == 1;
+            const float *s = src;
+            for (int c = 0; c < g->C; c++) {
+                float *dxc = dxn + (size_t)c * plane;
+                for (int i = 0; i < kh; i++, s += kw) {
                     int ih = oh * g->sh - g->ph + i * g->dh;
-                    if (ih < 0 || ih >= g->H)
+                    if (ih < 0 || ih >= H)
                         continue;
-                    float *dr = dxc + (size_t)ih * g->W + off_w;
-                    for (int ow = lo; ow < hi; ow++)
-                        dr[ow * g->sw] += src[ow];
+                    float *restrict dr = dxc + (size_t)ih * W;
+                    if (inside) {
+                        add_run(dr + iw0, s, kw);
+                        continue;
+                    }
+                    for (int j = lo; j < hi; j++)
+                        dr[iw0 + j * g->dw] += s[j];
                 }
             }
+        }
     }
 }
 
-/* cnp [C, N*P] = nchw [N, C, P] (a copy with channels first). */
-static void to_cnp(int N, int C, int P, const float *nchw, float *cnp)
+/* col [N*P, ldk] from x [N, C, H, W]; one iteration per image. */
+static void im2col(const geom *g, const float *x, float *col, int ldk)
 {
-    long items = (long)N * C;
-    TG_PARALLEL_FOR(items, P)
-    for (long t = 0; t < items; t++) {
-        int n = (int)(t / C), c = (int)(t % C);
-        memcpy(cnp + ((size_t)c * N + n) * P, nchw + (size_t)t * P,
-               (size_t)P * sizeof *cnp);
+    const size_t rows = (size_t)P_of(g);
+    TG_PARALLEL_FOR(g->N, rows * K_of(g))
+    for (int n = 0; n < g->N; n++)
+        im2col_image(g, x, n, col + (size_t)n * rows * ldk, ldk);
+}
+
+/* ---- chunks of images: a patch matrix used while it is in L2 ---------------
+ * On one thread, the GEMMs that make or take col run on a few images' rows
+ * at a time, so im2col's output is read back (or col2im's input written)
+ * in L2 rather than through memory. On more threads, one GEMM over all
+ * rows and one parallel loop over the images: a chunk's GEMM is too small
+ * to split well, and a parallel region per chunk costs a time slice
+ * whenever the machine is shared. Both ways give the same bits: a row's
+ * GEMM result does not depend on how many rows are computed with it (the
+ * tile and K blocks depend on K and the transposes alone, and each
+ * element is one accumulator's chain), and im2col/col2im treat each image
+ * alone. */
+enum { CHUNK_FLOATS = 1 << 16 }; /* 256 KB of patch rows */
+
+static int chunk_images(const geom *g, int ldk)
+{
+    if (tg_par_threads() > 1)
+        return g->N;
+    long per = (long)P_of(g) * ldk;
+    long k = CHUNK_FLOATS / (per > 0 ? per : 1);
+    return k < 1 ? 1 : k > g->N ? g->N : (int)k;
+}
+
+/* col = im2col(x) (all images, kept for backward) and
+ * out [N*P, OC] = col . W^T, W [OC, K], a chunk at a time. */
+static void im2col_gemm(const geom *g, const float *x, float *col, int ldk,
+                        const float *W, float *out)
+{
+    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
+    for (int n0 = 0; n0 < g->N; n0 += G) {
+        int n1 = n0 + G < g->N ? n0 + G : g->N;
+        size_t r0 = (size_t)n0 * P;
+        TG_PARALLEL_FOR(n1 - n0, (size_t)P * K)
+        for (int n = n0; n < n1; n++)
+            im2col_image(g, x, n, col + (size_t)n * P * ldk, ldk);
+        tg_gemm(false, true, (n1 - n0) * P, g->OC, K, 1.0f, col + r0 * ldk, ldk,
+                W, K, 0.0f, out + r0 * g->OC, g->OC);
     }
 }
 
-/* nchw [N, C, P] (+)= cnp [C, N*P] (+ bias[c] when bias is not NULL). */
-static void from_cnp(int N, int C, int P, const float *cnp, const float *bias,
-                     bool add, float *nchw)
+/* dx [N, C, H, W] += col2im(in . W), in [N*P, OC], W [OC, K], a chunk at a
+ * time. The tape buffer is sized for all rows whichever way it runs (only
+ * a chunk's pages are touched on one thread), so the arena does not change
+ * size with the thread count. */
+static void gemm_col2im(tg_tape *tp, const geom *g, const float *in,
+                        const float *W, int ldk, float *dx)
 {
-    long items = (long)N * C;
-    TG_PARALLEL_FOR(items, P)
-    for (long t = 0; t < items; t++) {
-        int n = (int)(t / C), c = (int)(t % C);
-        const float *src = cnp + ((size_t)c * N + n) * P;
-        float *dst = nchw + (size_t)t * P;
-        float b = bias ? bias[c] : 0.0f;
-        if (add)
-            for (int p = 0; p < P; p++)
-                dst[p] += src[p];
-        else
-            for (int p = 0; p < P; p++)
-                dst[p] = src[p] + b;
+    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
+    float *col = tg_tape_alloc(tp, (size_t)g->N * P * ldk * sizeof(float));
+    for (int n0 = 0; n0 < g->N; n0 += G) {
+        int n1 = n0 + G < g->N ? n0 + G : g->N;
+        tg_gemm(false, false, (n1 - n0) * P, K, g->OC, 1.0f,
+                in + (size_t)n0 * P * g->OC, g->OC, W, K, 0.0f, col, ldk);
+        TG_PARALLEL_FOR(n1 - n0, (size_t)P * K)
+        for (int n = n0; n < n1; n++)
+            col2im_image(g, col + (size_t)(n - n0) * P * ldk, ldk, n, dx);
     }
+}
+
+/* pm [N*P, C] = nchw [N, C, P] (pixel-major: a transpose per image). */
+static void to_pm(int N, int C, int P, const float *nchw, float *pm)
+{
+    TG_PARALLEL_FOR(N, (size_t)C * P)
+    for (int n = 0; n < N; n++) {
+        const float *src = nchw + (size_t)n * C * P;
+        float *dst = pm + (size_t)n * P * C;
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < P; p++)
+                dst[(size_t)p * C + c] = src[(size_t)c * P + p];
+    }
+}
+
+/* nchw [N, C, P] (+)= pm [N*P, C] (+ bias[c] when bias is not NULL). */
+static void from_pm(int N, int C, int P, const float *pm, const float *bias,
+                    bool add, float *nchw)
+{
+    TG_PARALLEL_FOR(N, (size_t)C * P)
+    for (int n = 0; n < N; n++) {
+        const float *src = pm + (size_t)n * P * C;
+        float *dst = nchw + (size_t)n * C * P;
+        for (int c = 0; c < C; c++) {
+            float *d = dst + (size_t)c * P;
+            float b = bias ? bias[c] : 0.0f;
+            if (add)
+                for (int p = 0; p < P; p++)
+                    d[p] += src[(size_t)p * C + c];
+            else
+                for (int p = 0; p < P; p++)
+                    d[p] = src[(size_t)p * C + c] + b;
+        }
+    }
+}
+
+/* dW [OC, K] += tmp [K, OC] transposed. */
+static void add_transposed(int OC, int K, const float *tmp, float *dW)
+{
+    for (int o = 0; o < OC; o++)
+        for (int k = 0; k < K; k++)
+            dW[(size_t)o * K + k] += tmp[(size_t)k * OC + o];
 }
 
 /* db[c] += sum over n, p of dy [N, C, P]; each channel summed in order. */
@@ -223,13 +363,13 @@ static int conv_len(int in, int k, int s, int p, int d)
 
 typedef struct conv_saved {
     geom g;
-    float *col; /* [K, N*P]: conv2d's im2col, conv_transpose2d's x' */
+    float *col; /* conv2d's im2col [N*P, ldk], conv_transpose2d's x' */
 } conv_saved;
 
 /* y [N, OC, OH, OW] = conv(x [N, C, H, W], W [OC, C, kh, kw]) + b [OC].
- * With dy' = dy as [OC, N*P]:
- * dW [OC, K] += dy' . col^T
- * dx         += col2im(W^T . dy')
+ * With dy' = dy pixel-major [N*P, OC]:
+ * dW [OC, K] += (col^T . dy')^T
+ * dx         += col2im(dy' . W)
  * db [OC]    += sum over n, p of dy
  * Saved: col. */
 static void conv2d_backward(tg_tape *tp, tg_record *r)
@@ -237,7 +377,7 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     const conv_saved *s = r->saved;
     const geom *g = &s->g;
     tg_tensor *x = r->in[0], *W = r->in[1];
-    int K = K_of(g), P = P_of(g), NP = g->N * P;
+    int K = K_of(g), P = P_of(g), NP = g->N * P, ldk = ldk_of(g);
     float *dx = grad_of(tp, x), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
@@ -245,17 +385,16 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
         bias_backward(g->N, g->OC, P, dy, db);
     if (NP == 0)
         return;
-    float *dyc = scratch(tp, (size_t)g->OC, (size_t)NP);
-    to_cnp(g->N, g->OC, P, dy, dyc);
-    if (dW)
-        tg_gemm(false, true, g->OC, K, NP, 1.0f, dyc, NP, s->col, NP, 1.0f, dW,
-                K);
-    if (dx) {
-        float *dcol = scratch(tp, (size_t)K, (size_t)NP);
-        tg_gemm(true, false, K, NP, g->OC, 1.0f, W->data, K, dyc, NP, 0.0f,
-                dcol, NP);
-        col2im_add(g, dcol, dx);
+    float *dyp = scratch(tp, (size_t)NP, (size_t)g->OC);
+    to_pm(g->N, g->OC, P, dy, dyp);
+    if (dW) {
+        float *tmp = scratch(tp, (size_t)K, (size_t)g->OC);
+        tg_gemm(true, false, K, g->OC, NP, 1.0f, s->col, ldk, dyp, g->OC, 0.0f,
+                tmp, g->OC);
+        add_transposed(g->OC, K, tmp, dW);
     }
+    if (dx)
+        gemm_col2im(tp, g, dyp, W->data, ldk, dx);
 }
 
 tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
@@ -278,15 +417,13 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
     g.OH = conv_len(g.H, g.kh, g.sh, g.ph, g.dh);
     g.OW = conv_len(g.W, g.kw, g.sw, g.pw, g.dw);
     check_size(op, &g, x, W, g.OH, g.OW);
-    int K = K_of(&g), P = P_of(&g), NP = g.N * P;
+    int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.OC, g.OH, g.OW});
-    float *col = scratch(tp, (size_t)K, (size_t)NP);
+    float *col = scratch(tp, (size_t)NP, (size_t)ldk);
     if (NP > 0) {
-        im2col(&g, x->data, col);
-        float *yc = scratch(tp, (size_t)g.OC, (size_t)NP);
-        tg_gemm(false, false, g.OC, NP, K, 1.0f, W->data, K, col, NP, 0.0f, yc,
-                NP);
-        from_cnp(g.N, g.OC, P, yc, b ? b->data : NULL, false, y->data);
+        float *yp = scratch(tp, (size_t)NP, (size_t)g.OC);
+        im2col_gemm(&g, x->data, col, ldk, W->data, yp);
+        from_pm(g.N, g.OC, P, yp, b ? b->data : NULL, false, y->data);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv2d_backward, y, b ? 3 : 2, in);
@@ -313,9 +450,10 @@ tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
  * side x. Output length (PyTorch's ConvTranspose2d):
  *   (in - 1)*s - 2p + d(k-1) + output_padding + 1. */
 
-/* y [N, C_out, OH, OW] = col2im(W^T . x') + b [C_out], x' = x as [C_in, N*P].
- * dx' [C_in, N*P] += W . im2col(dy)
- * dW [C_in, K]    += x' . im2col(dy)^T
+/* y [N, C_out, OH, OW] = col2im(x' . W) + b [C_out], x' = x pixel-major
+ * [N*P, C_in], W as [C_in, K].
+ * dx' [N*P, C_in] += im2col(dy) . W^T
+ * dW [C_in, K]    += (im2col(dy)^T . x')^T
  * db [C_out]      += sum over n, p of dy
  * Saved: x'. */
 static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
@@ -323,7 +461,7 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     const conv_saved *s = r->saved;
     const geom *g = &s->g;
     tg_tensor *x = r->in[0], *W = r->in[1];
-    int K = K_of(g), P = P_of(g), NP = g->N * P;
+    int K = K_of(g), P = P_of(g), NP = g->N * P, ldk = ldk_of(g);
     float *dx = grad_of(tp, x), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
@@ -331,16 +469,19 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
         bias_backward(g->N, g->C, g->H * g->W, dy, db);
     if (NP == 0)
         return;
-    float *dcol = scratch(tp, (size_t)K, (size_t)NP);
-    im2col(g, dy, dcol);
-    if (dW)
-        tg_gemm(false, true, g->OC, K, NP, 1.0f, s->col, NP, dcol, NP, 1.0f, dW,
-                K);
+    float *dcol = scratch(tp, (size_t)NP, (size_t)ldk);
+    im2col(g, dy, dcol, ldk);
+    if (dW) {
+        float *tmp = scratch(tp, (size_t)K, (size_t)g->OC);
+        tg_gemm(true, false, K, g->OC, NP, 1.0f, dcol, ldk, s->col, g->OC, 0.0f,
+                tmp, g->OC);
+        add_transposed(g->OC, K, tmp, dW);
+    }
     if (dx) {
-        float *dxc = scratch(tp, (size_t)g->OC, (size_t)NP);
-        tg_gemm(false, false, g->OC, NP, K, 1.0f, W->data, K, dcol, NP, 0.0f,
-                dxc, NP);
-        from_cnp(g->N, g->OC, P, dxc, NULL, true, dx);
+        float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
+        tg_gemm(false, true, NP, g->OC, K, 1.0f, dcol, ldk, W->data, K, 0.0f,
+                dxp, g->OC);
+        from_pm(g->N, g->OC, P, dxp, NULL, true, dx);
     }
 }
 
@@ -370,16 +511,13 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     g.H = (g.OH - 1) * g.sh - 2 * g.ph + g.dh * (g.kh - 1) + oph + 1;
     g.W = (g.OW - 1) * g.sw - 2 * g.pw + g.dw * (g.kw - 1) + opw + 1;
     check_size(op, &g, x, W, g.H, g.W);
-    int K = K_of(&g), P = P_of(&g), NP = g.N * P;
+    int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.C, g.H, g.W});
-    float *xc = scratch(tp, (size_t)g.OC, (size_t)NP);
+    float *xp = scratch(tp, (size_t)NP, (size_t)g.OC);
     memset(y->data, 0, y->size * sizeof(float));
     if (NP > 0) {
-        to_cnp(g.N, g.OC, P, x->data, xc);
-        float *col = scratch(tp, (size_t)K, (size_t)NP);
-        tg_gemm(true, false, K, NP, g.OC, 1.0f, W->data, K, xc, NP, 0.0f, col,
-                NP);
-        col2im_add(&g, col, y->data);
+        to_pm(g.N, g.OC, P, x->data, xp);
+        gemm_col2im(tp, &g, xp, W->data, ldk, y->data);
     }
     if (b) {
         size_t plane = (size_t)g.H * g.W;
@@ -396,7 +534,7 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     if (r) {
         conv_saved *s = tg_tape_alloc(tp, sizeof *s);
         s->g = g;
-        s->col = xc;
+        s->col = xp;
         r->saved = s;
     }
     return y;

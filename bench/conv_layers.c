@@ -24,12 +24,14 @@ static const layer layers[] = {
 };
 
 static const char usage[] =
-    "usage: conv_layers [--batch B] [--threads T] [--reps N] [--cpu-time]\n"
+    "usage: conv_layers [--batch B] [--threads T] [--reps N] [--layer L]\n"
+    "                   [--cpu-time]\n"
     "Times the conv VAE's convolution layers (k4 s2 p1): forward and\n"
     "backward (dx, dW, db), GFLOP/s and %% of the FMA peak.\n"
     "  --batch B     images per call (default 128)\n"
     "  --threads T   threads (default 1)\n"
     "  --reps N      timed calls per layer after 3 warm-up calls (default 20)\n"
+    "  --layer L     only layer L (1-4, in the table's order; for profiling)\n"
     "  --cpu-time    time 1-thread runs by the thread's CPU time (a shared\n"
     "                machine)\n"
     "  --help        this text\n";
@@ -44,7 +46,7 @@ static tg_tensor *random4(int a, int b, int c, int d, tg_rng *rng)
 int main(int argc, char **argv)
 {
     const char *prog = "conv_layers";
-    int batch = 128, threads = 1, reps = 20;
+    int batch = 128, threads = 1, reps = 20, only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (bench_is_help(a)) {
@@ -59,6 +61,9 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--reps")) {
             reps = (int)bench_long(prog, a, bench_value(prog, argc, argv, &i),
                                    1, 1000000);
+        } else if (!strcmp(a, "--layer")) {
+            only = (int)bench_long(prog, a, bench_value(prog, argc, argv, &i),
+                                   1, 4);
         } else if (!strcmp(a, "--cpu-time")) {
             bench_cpu_time = 1;
         } else {
@@ -77,6 +82,8 @@ int main(int argc, char **argv)
     tg_rng rng;
     tg_rng_seed(&rng, 1, 0);
     for (size_t l = 0; l < sizeof layers / sizeof layers[0]; l++) {
+        if (only && (size_t)only != l + 1)
+            continue;
         const layer *L = &layers[l];
         int OH = L->transpose ? 2 * L->H : L->H / 2;
         tg_tensor *x = random4(batch, L->C, L->H, L->H, &rng);

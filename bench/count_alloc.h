@@ -18,6 +18,9 @@
  * nothing is counted, and COUNT_ALLOC_ACTIVE says so. */
 #define COUNT_ALLOC_ACTIVE 0
 static long allocs_so_far(void) { return 0; }
+#ifdef COUNT_ALLOC_OMP_APART
+static long omp_allocs_so_far(void) { return 0; }
+#endif
 #else
 #define COUNT_ALLOC_ACTIVE 1
 
@@ -33,29 +36,65 @@ static long allocs_so_far(void)
     return __atomic_load_n(&n_allocs, __ATOMIC_RELAXED);
 }
 
+/* With COUNT_ALLOC_OMP_APART defined before this header (and _GNU_SOURCE
+ * before any header), an allocation called for directly from LLVM's OpenMP
+ * runtime (libomp, what clang's -fopenmp links) is counted in
+ * omp_allocs_so_far() instead: libomp allocates and frees a small block in
+ * every parallel region that runs on one thread (__kmpc_serialized_parallel:
+ * the regions whose if clause keeps small loops serial) and in some loop
+ * schedules, which no code of ours can avoid. GCC's libgomp does not, and
+ * is counted as any other code. */
+#ifdef COUNT_ALLOC_OMP_APART
+#include <dlfcn.h>
+#include <string.h>
+
+static long n_omp_allocs;
+
+static long omp_allocs_so_far(void)
+{
+    return __atomic_load_n(&n_omp_allocs, __ATOMIC_RELAXED);
+}
+
+static void count_alloc(const void *caller)
+{
+    Dl_info info;
+    if (dladdr(caller, &info) && info.dli_fname &&
+        strstr(info.dli_fname, "/libomp"))
+        __atomic_add_fetch(&n_omp_allocs, 1, __ATOMIC_RELAXED);
+    else
+        __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+}
+#else
+static void count_alloc(const void *caller)
+{
+    (void)caller;
+    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+}
+#endif
+
 void *malloc(size_t n)
 {
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+    count_alloc(__builtin_return_address(0));
     return __libc_malloc(n);
 }
 void *calloc(size_t n, size_t size)
 {
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+    count_alloc(__builtin_return_address(0));
     return __libc_calloc(n, size);
 }
 void *realloc(void *p, size_t n)
 {
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+    count_alloc(__builtin_return_address(0));
     return __libc_realloc(p, n);
 }
 void *aligned_alloc(size_t align, size_t n)
 {
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+    count_alloc(__builtin_return_address(0));
     return __libc_memalign(align, n);
 }
 int posix_memalign(void **p, size_t align, size_t n)
 {
-    __atomic_add_fetch(&n_allocs, 1, __ATOMIC_RELAXED);
+    count_alloc(__builtin_return_address(0));
     *p = __libc_memalign(align, n);
     return *p ? 0 : 12; /* ENOMEM */
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "parallel.h"
+#include "params_split.h"
 #include "tg_nn.h"
 
 static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
@@ -67,27 +68,36 @@ tg_optim *tg_rmsprop_new(tg_params *ps, float lr, float momentum)
     return opt;
 }
 
+/* Each update below does elements [begin, begin + len) of the buffers: a
+ * thread's share of the set (params_split.h). */
+typedef struct update {
+    tg_optim *opt;
+    float *p;
+    const float *grad;
+    float step_size, sqrt_bc2; /* Adam's bias corrections */
+} update;
+
 /* g = grad + wd * p
  * v = momentum * v + g       (v starts at 0, so the first v is g)
  * p -= lr * v                 (momentum 0: plain SGD)
  * p -= lr * (g + momentum v)  (Nesterov: the step looks ahead along v) */
-static void sgd_step(tg_optim *opt, float *p, const float *grad, long n)
+static void sgd_share(void *ctx, int thread, size_t begin, size_t len)
 {
-    const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
-    float *v = opt->m;
-    if (opt->nesterov) {
-        if (!(mu > 0.0f))
-            tg_fatal("optim_step", "Nesterov SGD needs momentum > 0");
-        TG_PARALLEL_FOR(n, 1)
-        for (long i = 0; i < n; i++) {
+    (void)thread;
+    const update *u = ctx;
+    const float lr = u->opt->lr, mu = u->opt->momentum,
+                wd = u->opt->weight_decay;
+    float *p = u->p + begin, *v = u->opt->m + begin;
+    const float *grad = u->grad + begin;
+    if (u->opt->nesterov) {
+        for (size_t i = 0; i < len; i++) {
             float g = grad[i] + wd * p[i];
             v[i] = mu * v[i] + g;
             p[i] -= lr * (g + mu * v[i]);
         }
         return;
     }
-    TG_PARALLEL_FOR(n, 1)
-    for (long i = 0; i < n; i++) {
+    for (size_t i = 0; i < len; i++) {
         float g = grad[i] + wd * p[i];
         v[i] = mu * v[i] + g;
         p[i] -= lr * v[i];
@@ -98,13 +108,16 @@ static void sgd_step(tg_optim *opt, float *p, const float *grad, long n)
  * v = alpha v + (1 - alpha) g^2
  * momentum 0:  p -= lr * g / (sqrt(v) + eps)
  * momentum mu: m = mu m + g / (sqrt(v) + eps);  p -= lr * m */
-static void rmsprop_step(tg_optim *opt, float *p, const float *grad, long n)
+static void rmsprop_share(void *ctx, int thread, size_t begin, size_t len)
 {
-    const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
-    const float alpha = opt->alpha, eps = opt->eps;
-    float *m = opt->m, *v = opt->v;
-    TG_PARALLEL_FOR(n, 1)
-    for (long i = 0; i < n; i++) {
+    (void)thread;
+    const update *u = ctx;
+    const float lr = u->opt->lr, mu = u->opt->momentum,
+                wd = u->opt->weight_decay;
+    const float alpha = u->opt->alpha, eps = u->opt->eps;
+    float *p = u->p + begin, *m = u->opt->m + begin, *v = u->opt->v + begin;
+    const float *grad = u->grad + begin;
+    for (size_t i = 0; i < len; i++) {
         float g = grad[i] + wd * p[i];
         v[i] = alpha * v[i] + (1.0f - alpha) * g * g;
         float step = g / (sqrtf(v[i]) + eps);
@@ -123,9 +136,9 @@ typedef struct adam_coef {
 
 TG_VECTOR_CLONES
 static void adam_block(adam_coef c, float *p, const float *grad, float *m,
-                       float *v, long n)
+                       float *v, size_t n)
 {
-    for (long i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         float g = grad[i] + c.wd * p[i];
         m[i] = c.b1 * m[i] + (1.0f - c.b1) * g;
         v[i] = c.b2 * v[i] + (1.0f - c.b2) * g * g;
@@ -137,47 +150,42 @@ static void adam_block(adam_coef c, float *p, const float *grad, float *m,
 /* AdamW decays the parameter before Adam's update and keeps the decay out
  * of the moments: p *= 1 - lr * wd. */
 TG_VECTOR_CLONES
-static void decay_block(float keep, float *p, long n)
+static void decay_block(float keep, float *p, size_t n)
 {
-    for (long i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++)
         p[i] *= keep;
 }
 
-static void adam_step(tg_optim *opt, float *p, const float *grad, long n)
+static void adam_share(void *ctx, int thread, size_t begin, size_t len)
 {
-    const double t = (double)opt->step;
+    (void)thread;
+    const update *u = ctx;
+    const tg_optim *opt = u->opt;
     const bool decoupled = opt->kind == TG_OPTIM_ADAMW;
-    const float keep = 1.0f - opt->lr * opt->weight_decay;
-    adam_coef c = {opt->beta1,
-                   opt->beta2,
-                   opt->eps,
-                   decoupled ? 0.0f : opt->weight_decay,
-                   (float)(opt->lr / (1.0 - pow(opt->beta1, t))),
-                   (float)sqrt(1.0 - pow(opt->beta2, t))};
-    const long block = 8192;
-    long n_blocks = (n + block - 1) / block;
-    TG_PARALLEL_FOR(n, 1)
-    for (long k = 0; k < n_blocks; k++) {
-        long begin = k * block, len = n - begin < block ? n - begin : block;
-        if (decoupled)
-            decay_block(keep, p + begin, len);
-        adam_block(c, p + begin, grad + begin, opt->m + begin, opt->v + begin,
-                   len);
-    }
+    adam_coef c = {opt->beta1,   opt->beta2,
+                   opt->eps,     decoupled ? 0.0f : opt->weight_decay,
+                   u->step_size, u->sqrt_bc2};
+    if (decoupled)
+        decay_block(1.0f - opt->lr * opt->weight_decay, u->p + begin, len);
+    adam_block(c, u->p + begin, u->grad + begin, opt->m + begin, opt->v + begin,
+               len);
 }
 
 void tg_optim_step(tg_optim *opt)
 {
-    float *p = tg_params_data(opt->params);
-    const float *grad = tg_params_grad(opt->params);
-    long n = (long)tg_params_numel(opt->params);
+    update u = {.opt = opt,
+                .p = tg_params_data(opt->params),
+                .grad = tg_params_grad(opt->params)};
     opt->step++;
-    if (opt->kind == TG_OPTIM_SGD)
-        sgd_step(opt, p, grad, n);
-    else if (opt->kind == TG_OPTIM_RMSPROP)
-        rmsprop_step(opt, p, grad, n);
-    else
-        adam_step(opt, p, grad, n);
+    const double t = (double)opt->step;
+    u.step_size = (float)(opt->lr / (1.0 - pow(opt->beta1, t)));
+    u.sqrt_bc2 = (float)sqrt(1.0 - pow(opt->beta2, t));
+    params_share_fn fn = opt->kind == TG_OPTIM_SGD       ? sgd_share
+                         : opt->kind == TG_OPTIM_RMSPROP ? rmsprop_share
+                                                         : adam_share;
+    if (opt->kind == TG_OPTIM_SGD && opt->nesterov && !(opt->momentum > 0.0f))
+        tg_fatal("optim_step", "Nesterov SGD needs momentum > 0");
+    params_for_shares(opt->params, fn, &u);
 }
 
 void tg_optim_free(tg_optim *opt)

@@ -9,6 +9,7 @@
  * to new parameters (an optimizer's state is sized by then). */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include "parallel.h"
+#include "params_split.h"
 #include "tg_config.h"
 #include "tg_nn.h"
 
@@ -17,6 +18,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#ifdef TG_HAVE_OPENMP
+#include <omp.h>
+#endif
 
 struct tg_params {
     int n, cap;
@@ -204,18 +209,53 @@ float *tg_params_grad(tg_params *ps)
     return ps->grad;
 }
 
-/* In blocks on the library's threads: 2.6 MB for the VAE, every step. */
+/* Thread t's share of tensor k (params_split.h). */
+static void share_of(const tg_params *ps, int k, int t, int T, size_t *begin,
+                     size_t *len)
+{
+    const tg_tensor *x = ps->tensors[k];
+    size_t rows = (size_t)x->shape[0], cols = x->size / rows;
+    size_t r0 = rows * (size_t)t / (size_t)T,
+           r1 = rows * (size_t)(t + 1) / (size_t)T;
+    *begin = (size_t)(x->data - ps->data) + r0 * cols;
+    *len = (r1 - r0) * cols;
+}
+
+int params_for_shares(tg_params *ps, params_share_fn fn, void *ctx)
+{
+    tg_params_seal(ps);
+    int T = ps->numel >= TG_PARALLEL_MIN ? tg_par_threads() : 1;
+    T = T < PARAMS_MAX_THREADS ? T : PARAMS_MAX_THREADS;
+#ifdef TG_HAVE_OPENMP
+    if (T > 1) {
+#pragma omp parallel num_threads(T)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            for (int k = 0; k < ps->n; k++) {
+                size_t begin, len;
+                share_of(ps, k, t, nt, &begin, &len);
+                if (len)
+                    fn(ctx, t, begin, len);
+            }
+        }
+        return T;
+    }
+#endif
+    if (ps->numel)
+        fn(ctx, 0, 0, ps->numel);
+    return 1;
+}
+
+static void zero_share(void *ctx, int thread, size_t begin, size_t len)
+{
+    (void)thread;
+    memset((float *)ctx + begin, 0, len * sizeof(float));
+}
+
+/* 2.6 MB for the VAE, every step, on the library's threads. */
 void tg_params_zero_grad(tg_params *ps)
 {
-    enum { BLOCK = 16384 };
-    tg_params_seal(ps);
-    float *grad = ps->grad;
-    size_t n = ps->numel, n_blocks = (n + BLOCK - 1) / BLOCK;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t k = 0; k < n_blocks; k++) {
-        size_t len = n - k * BLOCK < BLOCK ? n - k * BLOCK : BLOCK;
-        memset(grad + k * BLOCK, 0, len * sizeof(float));
-    }
+    params_for_shares(ps, zero_share, ps->grad);
 }
 
 /* The largest |x[i]| as the bits of a float: NaN bits order above Inf, so a
@@ -267,25 +307,30 @@ float tg_params_grad_absmax(tg_params *ps)
     return bits_to_float(absmax_bits_parallel(grad, tg_params_numel(ps)));
 }
 
-/* Values and gradients block by block in one parallel region: the guard's
- * one pass over both buffers each step (2.6 MB each for the VAE). */
+typedef struct absmax_ctx {
+    const float *x, *g;
+    uint32_t xmax[PARAMS_MAX_THREADS], gmax[PARAMS_MAX_THREADS];
+} absmax_ctx;
+
+static void absmax_share(void *ctx, int thread, size_t begin, size_t len)
+{
+    absmax_ctx *c = ctx;
+    uint32_t mx = absmax_bits(c->x + begin, len),
+             mg = absmax_bits(c->g + begin, len);
+    c->xmax[thread] = mx > c->xmax[thread] ? mx : c->xmax[thread];
+    c->gmax[thread] = mg > c->gmax[thread] ? mg : c->gmax[thread];
+}
+
+/* Values and gradients in one pass on the library's threads: the guard's
+ * scan each step (2.6 MB of each for the VAE). */
 void tg_params_absmax(tg_params *ps, float *value, float *grad)
 {
-    enum { BLOCK = 16384 };
-    const float *x = tg_params_data(ps), *g = tg_params_grad(ps);
-    size_t n = ps->numel, n_blocks = (n + BLOCK - 1) / BLOCK;
+    absmax_ctx c = {.x = tg_params_data(ps), .g = tg_params_grad(ps)};
+    int T = params_for_shares(ps, absmax_share, &c);
     uint32_t xmax = 0, gmax = 0;
-#ifdef TG_HAVE_OPENMP
-#pragma omp parallel for schedule(static) reduction(max                        \
-                                                    : xmax, gmax)              \
-    num_threads(tg_par_threads()) if (2 * n >= TG_PARALLEL_MIN)
-#endif
-    for (size_t k = 0; k < n_blocks; k++) {
-        size_t begin = k * BLOCK, len = n - begin < BLOCK ? n - begin : BLOCK;
-        uint32_t mx = absmax_bits(x + begin, len),
-                 mg = absmax_bits(g + begin, len);
-        xmax = mx > xmax ? mx : xmax;
-        gmax = mg > gmax ? mg : gmax;
+    for (int t = 0; t < T; t++) {
+        xmax = c.xmax[t] > xmax ? c.xmax[t] : xmax;
+        gmax = c.gmax[t] > gmax ? c.gmax[t] : gmax;
     }
     *value = bits_to_float(xmax);
     *grad = bits_to_float(gmax);

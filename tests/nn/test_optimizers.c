@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "tg_nn.h"
 
@@ -202,6 +204,71 @@ static void clip_norm_is_the_same_on_any_thread_count(void **state)
     tg_params_free(ps);
 }
 
+/* Tensors of odd row counts, large enough to be split over threads by
+ * rows (nn/params_split.h). */
+static tg_params *large_set(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "w1", 2, (int[]){301, 97});
+    tg_params_add(ps, "b1", 1, (int[]){301});
+    tg_params_add(ps, "w2", 3, (int[]){3, 5, 1001});
+    tg_params_add(ps, "b2", 1, (int[]){1});
+    tg_rng rng;
+    tg_rng_seed(&rng, 3, 0);
+    tg_rng_fill_normal(&rng, tg_params_data(ps), tg_params_numel(ps), 0.0f,
+                       1.0f);
+    return ps;
+}
+
+static tg_optim *make_optim(tg_params *ps, int kind)
+{
+    tg_optim *opt = kind == 0   ? tg_sgd_new(ps, 0.5f, 0.0f)
+                    : kind == 1 ? tg_sgd_new(ps, 0.1f, 0.9f)
+                    : kind == 2 ? tg_rmsprop_new(ps, 1e-2f, 0.5f)
+                    : kind == 3 ? tg_adam_new(ps, 1e-3f)
+                                : tg_adamw_new(ps, 1e-3f, 0.1f);
+    opt->nesterov = kind == 1;
+    return opt;
+}
+
+/* Three steps of each optimizer give the same bits on one and two threads;
+ * plain SGD's first step is p - lr * g for every element (each updated
+ * exactly once, whatever the split). */
+static void optimizers_are_the_same_on_any_thread_count(void **state)
+{
+    (void)state;
+    int threads = tg_get_threads();
+    for (int kind = 0; kind < 5; kind++) {
+        tg_params *ps[2] = {large_set(), large_set()};
+        size_t n = tg_params_numel(ps[0]);
+        for (int t = 0; t < 2; t++) {
+            tg_set_threads(t + 1);
+            tg_optim *opt = make_optim(ps[t], kind);
+            tg_rng rng;
+            tg_rng_seed(&rng, 4, 0);
+            for (int step = 0; step < 3; step++) {
+                float *g = tg_params_grad(ps[t]);
+                tg_rng_fill_normal(&rng, g, n, 0.0f, 1.0f);
+                float *before = step == 0 && kind == 0 ? malloc(n * 4) : NULL;
+                if (before)
+                    memcpy(before, tg_params_data(ps[t]), n * 4);
+                tg_optim_step(opt);
+                const float *p = tg_params_data(ps[t]);
+                for (size_t i = 0; before && i < n; i++)
+                    if (p[i] != before[i] - 0.5f * g[i])
+                        fail_msg("sgd on %d threads: element %zu", t + 1, i);
+                free(before);
+            }
+            tg_optim_free(opt);
+        }
+        if (memcmp(tg_params_data(ps[0]), tg_params_data(ps[1]), n * 4))
+            fail_msg("optimizer %d differs on 1 and 2 threads", kind);
+        tg_params_free(ps[0]);
+        tg_params_free(ps[1]);
+    }
+    tg_set_threads(threads);
+}
+
 static void step_decay_by_hand(void **state)
 {
     (void)state;
@@ -298,6 +365,7 @@ int main(void)
         cmocka_unit_test(sgd_nesterov_three_steps),
         cmocka_unit_test(clip_returns_the_norm_and_scales_above_it),
         cmocka_unit_test(clip_norm_is_the_same_on_any_thread_count),
+        cmocka_unit_test(optimizers_are_the_same_on_any_thread_count),
         cmocka_unit_test(step_decay_by_hand),
         cmocka_unit_test(cosine_with_warmup_by_hand),
         cmocka_unit_test(schedule_drives_the_optimizer),
