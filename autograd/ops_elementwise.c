@@ -1,6 +1,7 @@
 /* Elementwise ops: broadcasting binary ops, scalar ops, and the unary
  * functions. Each op's backward comes first, then the forward that records
  * it. */
+#include "ops_unary.h"
 #include "parallel.h"
 #include "tape.h"
 #include "vmath.h"
@@ -356,186 +357,31 @@ tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, float s)
     return out;
 }
 
+/* clang-format off */
 /* y = e^x; dx += dy * y */
-static void exp_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *y = r->out->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += dy[i] * y[i];
-}
-
-tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("exp", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        y[i] = vexpf(xd[i]);
-    record(tp, "exp", exp_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(exp, vexpf(x_), g_ * y_)
 
 /* y = ln x; dx += dy / x */
-static void log_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *x = r->in[0]->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += dy[i] / x[i];
-}
-
-tg_tensor *tg_log(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("log", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        y[i] = logf(xd[i]);
-    record(tp, "log", log_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(log, logf(x_), g_ / x_)
 
 /* y = 1 / (1 + e^-x), without overflow for either sign (vmath.h);
  * dx += dy * y * (1 - y) */
-static void sigmoid_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *y = r->out->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += dy[i] * y[i] * (1.0f - y[i]);
-}
-
-tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("sigmoid", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        y[i] = vsigmoidf(xd[i]);
-    record(tp, "sigmoid", sigmoid_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(sigmoid, vsigmoidf(x_), g_ * y_ * (1.0f - y_))
 
 /* y = max(x, 0); dx += dy where x > 0 */
-static void relu_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *y = r->out->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++) {
-        float g = dy[i]; /* loaded unconditionally: the loop vectorises */
-        dx[i] += y[i] > 0.0f ? g : 0.0f;
-    }
-}
-
-tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("relu", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        y[i] = xd[i] > 0.0f ? xd[i] : 0.0f;
-    record(tp, "relu", relu_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(relu, x_ > 0.0f ? x_ : 0.0f, y_ > 0.0f ? g_ : 0.0f)
 
 /* y = tanh x; dx += dy * (1 - y^2) */
-static void tanh_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *y = r->out->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += dy[i] * (1.0f - y[i] * y[i]);
-}
-
-tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("tanh", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        y[i] = tanhf(xd[i]);
-    record(tp, "tanh", tanh_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(tanh, tanhf(x_), g_ * (1.0f - y_ * y_))
 
 /* y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), which neither overflows
  * nor loses precision; dx += dy * sigmoid(x) */
-static void softplus_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *x = r->in[0]->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += dy[i] * vsigmoidf(x[i]);
-}
-
-tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("softplus", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++) {
-        float v = xd[i];
-        y[i] = (v > 0.0f ? v : 0.0f) + vlog1pf(vexpf(-fabsf(v)));
-    }
-    record(tp, "softplus", softplus_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(softplus, (x_ > 0.0f ? x_ : 0.0f) + vlog1pf(vexpf(-fabsf(x_))),
+            g_ * vsigmoidf(x_))
 
 /* y = x^2; dx += 2 x dy */
-static void square_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *x = r->in[0]->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += 2.0f * x[i] * dy[i];
-}
-
-tg_tensor *tg_square(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("square", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        y[i] = xd[i] * xd[i];
-    record(tp, "square", square_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(square, x_ * x_, 2.0f * x_ * g_)
+/* clang-format on */
 
 /* y = min(max(x, lo), hi); dx += dy where lo < x < hi */
 static void clamp_backward(tg_tape *tp, tg_record *r)

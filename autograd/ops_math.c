@@ -3,6 +3,7 @@
  * Every op maps x [any shape] to y of the same shape; each backward comes
  * just before its forward and adds into dx. Loops read and write through
  * local pointers so that they vectorise (see ops_elementwise.c). */
+#include "ops_unary.h"
 #include "parallel.h"
 #include "ops_check.h"
 #include "tape.h"
@@ -10,84 +11,18 @@
 
 #include <math.h>
 
+/* clang-format off */
 /* y = -x; dx += -dy */
-static void neg_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] -= dy[i];
-}
-
-tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("neg", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        y[i] = -xd[i];
-    record(tp, "neg", neg_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(neg, -x_, -g_)
 
 /* y = |x|; dx += sign(x) dy, with sign(0) = 0 (the subgradient PyTorch
  * uses: at the kink no direction is preferred). */
-static void abs_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *x = r->in[0]->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++) {
-        float g = dy[i];
-        dx[i] += x[i] > 0.0f ? g : (x[i] < 0.0f ? -g : 0.0f);
-    }
-}
-
-tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("abs", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        y[i] = fabsf(xd[i]);
-    record(tp, "abs", abs_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(abs, fabsf(x_), x_ > 0.0f ? g_ : (x_ < 0.0f ? -g_ : 0.0f))
 
 /* y = sqrt(x); dx += dy / (2 y). At x = 0 the gradient is +Inf (as in
  * PyTorch); x < 0 gives NaN in both. */
-static void sqrt_backward(tg_tape *tp, tg_record *r)
-{
-    float *dx = grad_of(tp, r->in[0]);
-    const float *y = r->out->data, *dy = r->out->grad;
-    size_t n = r->out->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += 0.5f * dy[i] / y[i];
-}
-
-tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x)
-{
-    check_inputs("sqrt", x);
-    tg_tensor *out = out_like(tp, x);
-    const float *xd = x->data;
-    float *y = out->data;
-    size_t n = x->size;
-    TG_PARALLEL_FOR(n, 1)
-    for (size_t i = 0; i < n; i++)
-        y[i] = sqrtf(xd[i]);
-    record(tp, "sqrt", sqrt_backward, out, 1, &x);
-    return out;
-}
+TG_UNARY_OP(sqrt, sqrtf(x_), 0.5f * g_ / y_)
+/* clang-format on */
 
 /* y = x^p for a constant p; dx += p x^(p-1) dy. The derivative is computed
  * as powf(x, p - 1), not p y / x, so that it stays right at x = 0 (p = 2:

@@ -52,7 +52,7 @@ static void usage(FILE *f)
         "  --dropout P       mcdropout's drop probability (default 0.25)\n"
         "  --prior-scale X   bbb's prior N(0, X^2) (default 1)\n"
         "  --rho-init X      bbb's initial rho, sigma = softplus(rho)\n"
-        "                    (default -3, sigma 0.049)\n"
+        "                    (default -4, sigma 0.018)\n"
         "  --seed N          seed (default 1)\n"
         "  --threads N       threads, 0 = all cores (default 0)\n"
         "  --max-batches N   stop each epoch after N batches (quick runs)\n"
@@ -78,7 +78,7 @@ static options parse_options(int argc, char **argv)
                  .lr = 1e-3f,
                  .dropout = 0.25f,
                  .prior_scale = 1.0f,
-                 .rho_init = -3.0f,
+                 .rho_init = -4.0f,
                  .seed = 1};
     /* --method may be given more than once: each named method runs. */
     static const char *const methods[N_METHODS + 2] = {

@@ -228,10 +228,16 @@ bool plot_histograms(FILE *f, const char *title, const hist_panel *panels,
                 }
         } else {
             double xs = svg_tick_step(bhi - blo);
-            for (double t = ceil(blo / xs - 1e-9) * xs; t <= bhi + 1e-9 * xs;
-                 t += xs)
+            /* counted, not accumulated: at 1e6 a step of 1e-10 would not
+             * move t */
+            double t0 = ceil(blo / xs - 1e-9) * xs;
+            for (int i = 0; i <= 20; i++) {
+                double t = t0 + i * xs;
+                if (t > bhi + 1e-9 * xs)
+                    break;
                 x_tick(f, x0 + (t - blo) / (bhi - blo) * PW, y0,
                        fabs(t) < 1e-9 * xs ? 0.0 : t);
+            }
         }
         for (double t = 0; t <= ymax + 1e-9 * ys; t += ys) {
             double y = y0 + PH - t / ymax * PH;

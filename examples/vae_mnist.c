@@ -52,6 +52,9 @@ static void usage(FILE *f)
             "                    on [0, 1] (its -ELBO is not comparable\n"
             "                    with the Bernoulli's; pictures show its\n"
             "                    mean)\n"
+            "  --holdout N       keep the last N training images out of\n"
+            "                    training (vae_score fits its reference\n"
+            "                    statistics on them; default 0)\n"
             "  --lr X            Adam learning rate (default 1e-3)\n"
             "  --seed N          seed of every random stream (default 1)\n"
             "  --threads N       threads, 0 = all cores (default 0)\n"
@@ -105,6 +108,7 @@ static options parse_options(int argc, char **argv)
         {"resume", CLI_STR, &o.resume, 0, 0},
         CLI_FLAG_MAX_BATCHES(&o.max_batches),
         {"checkpoint-every", CLI_INT, &o.checkpoint_every, 1, 1 << 30},
+        {"holdout", CLI_INT, &o.holdout, 0, 1 << 30},
         {"skip-nonfinite", CLI_BOOL, &o.skip_nonfinite, 0, 0},
         {"allow-data-change", CLI_BOOL, &o.allow_data_change, 0, 0},
         {"rank-timeout", CLI_INT, &o.rank_timeout, 0, 86400},

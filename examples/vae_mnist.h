@@ -14,6 +14,7 @@ typedef struct options {
     tg_vae_arch arch; /* --arch: mlp (default) or conv (hidden is then 0) */
     tg_vae_likelihood likelihood; /* --likelihood: bernoulli (default), cb */
     int checkpoint_every;         /* batches; 0: only at each epoch's end */
+    int holdout; /* the last N training images are not trained on */
     bool skip_nonfinite;
     bool allow_data_change; /* resume on data other than the checkpoint's */
     int rank_timeout;       /* seconds; 0: wait for other ranks forever */

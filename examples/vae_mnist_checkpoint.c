@@ -144,6 +144,7 @@ void save_checkpoint(const run *r)
     tg_meta_set_int(&extra, "ranks", tg_dist_size());
     tg_meta_set_int(&extra, "batch", o->batch);
     tg_meta_set_int(&extra, "seed", (int64_t)o->seed);
+    tg_meta_set_int(&extra, "holdout", o->holdout);
     char lr[32];
     snprintf(lr, sizeof lr, "%.9g", (double)o->lr);
     tg_meta_set(&extra, "lr", lr);
@@ -192,6 +193,8 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
         fprintf(f, " --max-batches %d", o->max_batches);
     if (o->checkpoint_every)
         fprintf(f, " --checkpoint-every %d", o->checkpoint_every);
+    if (o->holdout)
+        fprintf(f, " --holdout %d", o->holdout);
     if (o->skip_nonfinite)
         fputs(" --skip-nonfinite", f);
     if (o->allow_data_change)

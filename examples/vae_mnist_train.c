@@ -272,6 +272,16 @@ static void load_data(run *r)
         cli_note_labels(&r->train, o->data, 10, use);
         cli_note_labels(&r->test, o->data, 10, use);
     }
+    /* --holdout: the last images are never trained on (the fingerprint
+     * covers what is, so a resume with another --holdout is refused) */
+    if (o->holdout >= r->train.n) {
+        fprintf(stderr,
+                "vae_mnist: --holdout %d leaves no training images of the "
+                "%d in %s\n",
+                o->holdout, r->train.n, o->data);
+        exit(2);
+    }
+    r->train.n -= o->holdout;
     char train_fp[TG_FINGERPRINT_MAX], test_fp[TG_FINGERPRINT_MAX];
     tg_dataset_fingerprint(&r->train, train_fp);
     tg_dataset_fingerprint(&r->test, test_fp);

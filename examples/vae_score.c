@@ -123,7 +123,9 @@ static void usage(FILE *f)
             "                     --ref-images training images, default) or "
             "test (the\n"
             "                     in-distribution test set itself)\n"
-            "  --ref-images N     reference images (default 1000; at most "
+            "  --ref-images N     reference images (default 1000, or a "
+            "--holdout checkpoint's\n"
+            "                     held-out images; at most "
             "--max-images\n"
             "                     and half the training set)\n"
             "  --iwae-k K         importance samples per image (default 100)\n"
@@ -223,12 +225,19 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
-/* The VAE the checkpoint describes, with its weights (checked finite). */
-static tg_vae *load_model(const char *path)
+/* The VAE the checkpoint describes, with its weights (checked finite), and
+ * how many training images vae_mnist --holdout kept out (0 if none). */
+static tg_vae *load_model(const char *path, int *holdout)
 {
     tg_vae *vae;
-    if (tg_vae_open(path, &vae, NULL) != TG_OK)
+    tg_vae_info info;
+    if (tg_vae_open(path, &vae, &info) != TG_OK)
         fail_data();
+    int64_t h = 0;
+    if (tg_meta_get_int(&info.meta, "holdout", &h) != TG_OK || h < 0 ||
+        h > (1 << 30))
+        h = 0;
+    *holdout = (int)h;
     return vae;
 }
 
@@ -622,7 +631,8 @@ int main(int argc, char **argv)
     cli_prog = "vae_score";
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
-    tg_vae *vae = load_model(o.checkpoint);
+    int holdout;
+    tg_vae *vae = load_model(o.checkpoint, &holdout);
     bool ref_train = !strcmp(o.reference, "train");
     tg_dataset ds_in, ds_train, ds_ood = {0};
     load_data(&ds_in, o.data, false, vae);
@@ -637,9 +647,10 @@ int main(int argc, char **argv)
     }
     int input = vae->cfg.input;
     int n_in = o.max_images && o.max_images < ds_in.n ? o.max_images : ds_in.n;
-    /* the reference: the last n_ref training images; the background model
+    /* the reference: the last n_ref training images (those vae_mnist
+     * --holdout kept out of training, when it did); the background model
      * is fitted on the training images before them */
-    int n_ref = o.ref_images;
+    int n_ref = holdout ? holdout : o.ref_images;
     if (o.max_images && n_ref > o.max_images)
         n_ref = o.max_images;
     if (n_ref > ds_train.n / 2)
@@ -666,8 +677,10 @@ int main(int argc, char **argv)
                  ds_train.labels + n_bg, n_ref, ds_in.rows, ds_in.cols, 4,
                  false);
         snprintf(ref->desc, sizeof ref->desc,
-                 "training images %d..%d of %s (the reference)", n_bg,
-                 ds_train.n - 1, o.data);
+                 "training images %d..%d of %s (the reference, %s)", n_bg,
+                 ds_train.n - 1, o.data,
+                 holdout >= n_ref ? "held out of training"
+                                  : "seen in training");
     }
     if (o.ood) {
         int n =

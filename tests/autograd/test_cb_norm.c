@@ -4,7 +4,8 @@
  * in other ways (the definition in lambda in long double, and the integral
  * 1/C = int_0^1 lambda^t (1 - lambda)^(1 - t) dt by Simpson's rule), the
  * gradient against 1/x - 1/sinh x in long double, continuity across the
- * threshold, and the extremes (+-80, +-FLT_MAX, +-Inf, NaN). */
+ * threshold, the extremes (+-80, +-FLT_MAX, +-Inf, NaN), and the same bits
+ * on 1 and 2 threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -249,6 +250,32 @@ static void extremes_are_finite_or_infinite_never_nan(void **state)
     assert_true(isnan(y[0]) && isnan(dx[0]));
 }
 
+/* Elementwise, in blocks: the same bits on 1 and 2 threads (a VAE batch's
+ * worth of logits, enough to run in parallel). */
+static void same_on_one_and_two_threads(void **state)
+{
+    (void)state;
+    enum { N = 128 * 784 };
+    float *x = malloc(N * sizeof *x), *y[2], *dx[2];
+    for (int i = 0; i < N; i++)
+        x[i] = (float)(40.0 * uniform() - 20.0);
+    int old = tg_get_threads();
+    for (int t = 0; t < 2; t++) {
+        y[t] = malloc(N * sizeof(float));
+        dx[t] = malloc(N * sizeof(float));
+        tg_set_threads(t + 1);
+        eval(N, x, y[t], dx[t]);
+    }
+    tg_set_threads(old);
+    assert_memory_equal(y[0], y[1], N * sizeof(float));
+    assert_memory_equal(dx[0], dx[1], N * sizeof(float));
+    for (int t = 0; t < 2; t++) {
+        free(y[t]);
+        free(dx[t]);
+    }
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +284,7 @@ int main(void)
         cmocka_unit_test(gradient_matches_long_double),
         cmocka_unit_test(continuous_across_the_series_threshold),
         cmocka_unit_test(extremes_are_finite_or_infinite_never_nan),
+        cmocka_unit_test(same_on_one_and_two_threads),
     };
     return cmocka_run_group_tests_name("autograd: continuous Bernoulli "
                                        "log normaliser",

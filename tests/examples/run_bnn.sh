@@ -60,4 +60,16 @@ expect 2 "$bnn" --data "$data" --ood-data "$tmp/junk"
 # shellcheck disable=SC2086
 expect 1 "$bnn" $quick --method det --out "$tmp/file/sub"
 
+# bench/bnn_val_split.py (the tuning split): 8,000 + 1,000 of the 9,000
+# training digits, which bnn_mnist reads as train and test
+if command -v python3 >/dev/null 2>&1; then
+    split=$(dirname "$0")/../../bench/bnn_val_split.py
+    python3 "$split" "$data" "$tmp/val" >/dev/null ||
+        fail "bnn_val_split.py failed"
+    # shellcheck disable=SC2086
+    expect 0 "$bnn" $quick --data "$tmp/val" --method det --threads 1
+    grep -q "8000 train / 150 test images" "$tmp/out" ||
+        fail "the split should hold 8000 training images: $(head -1 "$tmp/out")"
+fi
+
 [ "$fails" -eq 0 ] || exit 1

@@ -69,6 +69,17 @@ grep -q 'reference (in-distribution test set, n = 60)' "$tmp/out" ||
     fail "--reference test: $(cat "$tmp/out")"
 [ "$(wc -l <"$tmp/reftest/scores.csv")" -eq 61 ] || fail "--near-ood none: want 61 lines"
 
+# a checkpoint trained with --holdout: the reference is its held-out images
+expect 0 "$vae" --holdout 40 --epochs 1 --max-batches 2 --hidden 16 --latent 2 \
+    --threads 1 --out "$tmp/ho"
+grep -q '8960 train' "$tmp/out" || fail "--holdout 40: $(cat "$tmp/out")"
+expect 0 "$score" --checkpoint "$tmp/ho/checkpoint.safetensors" --data "$data" \
+    --iwae-k 4 --max-images 60 --near-ood none --threads 1 --out "$tmp/hosc"
+grep -q '^ref: 40 images, training images 8960..8999 .*held out of training' \
+    "$tmp/out" || fail "--holdout reference: $(cat "$tmp/out")"
+grep -q 'seen in training' "$tmp/both.txt" || fail "no 'seen in training' note"
+expect 2 "$vae" --holdout 9000 --epochs 1 --out "$tmp/ho2"
+
 # rejected flags and files
 expect 2 "$score"
 expect 2 "$score" --checkpoint "$ck" --iwae-k 0

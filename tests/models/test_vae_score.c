@@ -199,6 +199,36 @@ static void estimator_converges_to_exact_log_px(void **state)
     tg_tape_free(tp);
 }
 
+/* The weights' effective sample size: k when q is the true posterior (all
+ * weights equal), within [1, k] and well below k for a poor q, 1 for k = 1,
+ * and the same whatever the chunking of the draws. */
+static void estimator_reports_ess(void **state)
+{
+    (void)state;
+    float x[LG_IN] = {1.5f, -0.4f, 0.9f};
+    float mean[LG_Z], logvar[LG_Z];
+    tg_tape *tp = tg_tape_new();
+    double lp, ess, ess2;
+    lg_posterior(x, 0, 0, mean, logvar);
+    tg_iw_opts o = {.k = 50, .seed = 5, .ess = &ess};
+    tg_iw_estimate(tp, lg_loglik, NULL, LG_IN, x, 1, LG_Z, mean, logvar, &o,
+                   &lp, NULL);
+    assert_true(fabs(ess - 50) < 1e-3);
+    lg_posterior(x, 0.6, 0.8, mean, logvar); /* a poor q */
+    tg_iw_estimate(tp, lg_loglik, NULL, LG_IN, x, 1, LG_Z, mean, logvar, &o,
+                   &lp, NULL);
+    assert_true(ess >= 1 && ess < 25);
+    tg_iw_opts oc = {.k = 50, .max_rows = 7, .seed = 5, .ess = &ess2};
+    tg_iw_estimate(tp, lg_loglik, NULL, LG_IN, x, 1, LG_Z, mean, logvar, &oc,
+                   &lp, NULL);
+    assert_true(fabs(ess2 - ess) < 1e-9 * ess);
+    tg_iw_opts o1 = {.k = 1, .seed = 5, .ess = &ess};
+    tg_iw_estimate(tp, lg_loglik, NULL, LG_IN, x, 1, LG_Z, mean, logvar, &o1,
+                   &lp, NULL);
+    assert_true(fabs(ess - 1) < 1e-12);
+    tg_tape_free(tp);
+}
+
 /* ---- the VAE ------------------------------------------------------------ */
 
 enum { IN = 16, HID = 8, LAT = 3, N = 10 };
@@ -417,6 +447,7 @@ int main(void)
         cmocka_unit_test(auroc_matches_hand_built_lists),
         cmocka_unit_test(estimator_is_exact_with_the_true_posterior),
         cmocka_unit_test(estimator_converges_to_exact_log_px),
+        cmocka_unit_test(estimator_reports_ess),
         cmocka_unit_test(iwae_is_at_least_elbo_and_equal_at_k1),
         cmocka_unit_test(k1_estimate_matches_the_training_graph),
         cmocka_unit_test(
