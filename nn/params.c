@@ -209,6 +209,7 @@ float *tg_params_grad(tg_params *ps)
     return ps->grad;
 }
 
+#ifdef TG_HAVE_OPENMP
 /* Thread t's share of tensor k (params_split.h). */
 static void share_of(const tg_params *ps, int k, int t, int T, size_t *begin,
                      size_t *len)
@@ -220,6 +221,7 @@ static void share_of(const tg_params *ps, int k, int t, int T, size_t *begin,
     *begin = (size_t)(x->data - ps->data) + r0 * cols;
     *len = (r1 - r0) * cols;
 }
+#endif
 
 int params_for_shares(tg_params *ps, params_share_fn fn, void *ctx)
 {
