@@ -22,88 +22,57 @@
 static const char *const method_names[N_METHODS] = {"det", "mcdropout", "bbb",
                                                     "ensemble"};
 
-#ifndef TG_DEFAULT_DATA_DIR
-#define TG_DEFAULT_DATA_DIR "data/mnist"
-#endif
 #define DEFAULT_OOD_DIR "/usr/share/datasets/fashion-mnist"
-
-static void usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: bnn_mnist [options]\n"
-        "Trains a 784-H-H-10 ReLU classifier by one or all of four methods\n"
-        "and prints one table of predictive quality and uncertainty.\n\n"
-        "  --method M        det | mcdropout | bbb | ensemble | all (default "
-        "all)\n"
-        "  --data DIR        IDX folder, raw or .gz (default %s)\n"
-        "  --ood-data DIR    out-of-distribution IDX folder; its t10k images\n"
-        "                    are scored (default %s,\n"
-        "                    skipped when absent)\n"
-        "  --out DIR         write reliability_<method>.svg, coverage.svg and\n"
-        "                    sure_<method>.png there (default: no pictures)\n"
-        "  --epochs N        epochs (default 10)\n"
-        "  --batch N         batch size (default 128)\n"
-        "  --hidden N        units per hidden layer (default 400)\n"
-        "  --lr X            Adam learning rate (default 1e-3)\n"
-        "  --samples S       test-time passes for mcdropout and bbb (default "
-        "30)\n"
-        "  --members M       ensemble size (default 5)\n"
-        "  --dropout P       mcdropout's drop probability (default 0.25)\n"
-        "  --prior-scale X   bbb's prior N(0, X^2) (default 1)\n"
-        "  --rho-init X      bbb's initial rho, sigma = softplus(rho)\n"
-        "                    (default -4, sigma 0.018)\n"
-        "  --seed N          seed (default 1)\n"
-        "  --threads N       threads, 0 = all cores (default 0)\n"
-        "  --max-batches N   stop each epoch after N batches (quick runs)\n"
-        "  --max-eval N      score only the first N test and OOD images\n"
-        "  --help, --version\n\n"
-        "Throughput: training = epochs x training images / training time\n"
-        "(the ensemble's time covers all its members); inference = test and\n"
-        "OOD images / time to compute their S-sample predictive. The same\n"
-        "seed gives the same table (throughput aside) on any thread count.\n"
-        "Exit status: 0 done; 1 an output file could not be written; 2 bad\n"
-        "flags or input data; 3 the loss became NaN/Inf.\n",
-        TG_DEFAULT_DATA_DIR, DEFAULT_OOD_DIR);
-}
 
 static options parse_options(int argc, char **argv)
 {
-    options o = {.data = TG_DEFAULT_DATA_DIR,
-                 .epochs = 10,
-                 .batch = 128,
-                 .hidden = 400,
-                 .samples = 30,
-                 .members = 5,
-                 .lr = 1e-3f,
-                 .dropout = 0.25f,
-                 .prior_scale = 1.0f,
-                 .rho_init = -4.0f,
-                 .seed = 1};
+    options o = {0};
     /* --method may be given more than once: each named method runs. */
     static const char *const methods[N_METHODS + 2] = {
         "det", "mcdropout", "bbb", "ensemble", "all", NULL};
-    cli_choice method = {methods, -1, 0};
+    cli_choice method = {methods, 0, 0};
     const cli_flag flags[] = {
-        {"method", CLI_CHOICE, &method, 0, 0},
-        {"data", CLI_STR, &o.data, 0, 0},
-        {"ood-data", CLI_STR, &o.ood, 0, 0},
-        {"out", CLI_STR, &o.out, 0, 0},
-        {"epochs", CLI_INT, &o.epochs, 1, 100000},
-        CLI_FLAG_BATCH(&o.batch),
-        {"hidden", CLI_INT, &o.hidden, 1, 65536},
-        {"lr", CLI_FLOAT, &o.lr, 0, 1e6},
-        {"samples", CLI_INT, &o.samples, 1, 10000},
-        {"members", CLI_INT, &o.members, 1, MAX_MEMBERS},
-        {"dropout", CLI_FLOAT_IN, &o.dropout, 0, 0.95},
-        {"prior-scale", CLI_FLOAT, &o.prior_scale, 0, 1e6},
-        {"rho-init", CLI_FLOAT_IN, &o.rho_init, -30, 10.0},
+        {"method", CLI_CHOICE, &method, 0, 0, "M", "all",
+         "det | mcdropout | bbb | ensemble | all"},
+        CLI_FLAG_DATA(&o.data),
+        {"ood-data", CLI_STR, &o.ood, 0, 0, "DIR", NULL,
+         "out-of-distribution IDX folder; its t10k images are scored "
+         "(default " DEFAULT_OOD_DIR ", skipped when absent)"},
+        {"out", CLI_STR, &o.out, 0, 0, "DIR", NULL,
+         "write reliability_<method>.svg, coverage.svg and "
+         "sure_<method>.png there (default: no pictures)"},
+        {"epochs", CLI_INT, &o.epochs, 1, 100000, "N", "10", "epochs"},
+        CLI_FLAG_BATCH(&o.batch, "128"),
+        {"hidden", CLI_INT, &o.hidden, 1, 65536, "N", "400",
+         "units per hidden layer"},
+        {"lr", CLI_FLOAT, &o.lr, 0, 1e6, "X", "1e-3", "Adam learning rate"},
+        {"samples", CLI_INT, &o.samples, 1, 10000, "S", "30",
+         "test-time passes for mcdropout and bbb"},
+        {"members", CLI_INT, &o.members, 1, MAX_MEMBERS, "M", "5",
+         "ensemble size"},
+        {"dropout", CLI_FLOAT_IN, &o.dropout, 0, 0.95, "P", "0.25",
+         "mcdropout's drop probability"},
+        {"prior-scale", CLI_FLOAT, &o.prior_scale, 0, 1e6, "X", "1",
+         "bbb's prior N(0, X^2)"},
+        {"rho-init", CLI_FLOAT_IN, &o.rho_init, -30, 10.0, "X", "-4",
+         "bbb's initial rho, sigma = softplus(rho); -4 gives sigma 0.018"},
         CLI_FLAG_SEED(&o.seed),
         CLI_FLAG_THREADS(&o.threads),
         CLI_FLAG_MAX_BATCHES(&o.max_batches),
-        {"max-eval", CLI_INT, &o.max_eval, 1, 1 << 30},
+        {"max-eval", CLI_INT, &o.max_eval, 1, 1 << 30, "N", NULL,
+         "score only the first N test and OOD images"},
     };
-    CLI_PARSE(argc, argv, flags, usage);
+    CLI_PARSE(
+        argc, argv, flags,
+        "usage: bnn_mnist [options]\n"
+        "Trains a 784-H-H-10 ReLU classifier by one or all of four methods "
+        "and prints one table of predictive quality and uncertainty.\n",
+        "Throughput: training = epochs x training images / training time "
+        "(the ensemble's time covers all its members); inference = test and "
+        "OOD images / time to compute their S-sample predictive. The same "
+        "seed gives the same table (throughput aside) on any thread count.\n"
+        "Exit status: 0 done; 1 an output file could not be written; 2 bad "
+        "flags or input data; 3 the loss became NaN/Inf.\n");
     o.ood_given = o.ood != NULL;
     if (!o.ood_given)
         o.ood = DEFAULT_OOD_DIR;

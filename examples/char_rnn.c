@@ -25,63 +25,40 @@ typedef struct options {
     uint64_t seed;
 } options;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: char_rnn [options]\n"
-            "Trains a character-level GRU or LSTM on a text file and prints\n"
-            "the loss per epoch and samples from the model.\n\n"
-            "  --text FILE       training text, bytes (default\n"
-            "                    %s)\n"
-            "  --cell gru|lstm   recurrent cell (default gru)\n"
-            "  --epochs N        epochs (default 10)\n"
-            "  --steps N         training steps per epoch (default 100)\n"
-            "  --hidden N        hidden units (default 128)\n"
-            "  --seq N           characters per window, the length of\n"
-            "                    backpropagation through time (default 32)\n"
-            "  --batch N         windows per step (default 32)\n"
-            "  --lr X            peak Adam learning rate (default 3e-3;\n"
-            "                    linear warm-up, cosine decay)\n"
-            "  --seed N          seed (default 1)\n"
-            "  --threads N       threads, 0 = all cores (default 0)\n"
-            "  --sample N        characters sampled after training\n"
-            "                    (default 300; 0: none)\n"
-            "  --temperature X   sampling temperature (default 0.8)\n"
-            "  --help, --version\n\n"
-            "Exit status: 0 done; 2 bad flags or text; 3 the loss became\n"
-            "NaN/Inf.\n",
-            TG_DEFAULT_TEXT);
-}
-
 static options parse_options(int argc, char **argv)
 {
-    options o = {.text = TG_DEFAULT_TEXT,
-                 .epochs = 10,
-                 .steps = 100,
-                 .hidden = 128,
-                 .seq = 32,
-                 .batch = 32,
-                 .sample = 300,
-                 .lr = 3e-3f,
-                 .temperature = 0.8f,
-                 .seed = 1};
+    options o = {0};
     static const char *const cells[] = {"gru", "lstm", NULL};
     cli_choice cell = {cells, 0, 0};
     const cli_flag flags[] = {
-        {"text", CLI_STR, &o.text, 0, 0},
-        {"cell", CLI_CHOICE, &cell, 0, 0},
-        {"epochs", CLI_INT, &o.epochs, 1, 100000},
-        {"steps", CLI_INT, &o.steps, 1, 1 << 24},
-        {"hidden", CLI_INT, &o.hidden, 1, 8192},
-        {"seq", CLI_INT, &o.seq, 1, 4096},
-        CLI_FLAG_BATCH(&o.batch),
-        {"lr", CLI_FLOAT, &o.lr, 0, 10},
+        {"text", CLI_STR, &o.text, 0, 0, "FILE", TG_DEFAULT_TEXT,
+         "training text, bytes"},
+        {"cell", CLI_CHOICE, &cell, 0, 0, "gru|lstm", "gru", "recurrent cell"},
+        {"epochs", CLI_INT, &o.epochs, 1, 100000, "N", "10", "epochs"},
+        {"steps", CLI_INT, &o.steps, 1, 1 << 24, "N", "100",
+         "training steps per epoch"},
+        {"hidden", CLI_INT, &o.hidden, 1, 8192, "N", "128", "hidden units"},
+        {"seq", CLI_INT, &o.seq, 1, 4096, "N", "32",
+         "characters per window, the length of backpropagation through "
+         "time"},
+        CLI_FLAG_BATCH(&o.batch, "32"),
+        {"lr", CLI_FLOAT, &o.lr, 0, 10, "X", "3e-3",
+         "peak Adam learning rate, with linear warm-up and cosine decay"},
         CLI_FLAG_SEED(&o.seed),
         CLI_FLAG_THREADS(&o.threads),
-        {"sample", CLI_INT, &o.sample, 0, 1 << 20},
-        {"temperature", CLI_FLOAT, &o.temperature, 0, 100},
+        {"sample", CLI_INT, &o.sample, 0, 1 << 20, "N", "300",
+         "characters sampled after training, 0 = none"},
+        {"temperature", CLI_FLOAT, &o.temperature, 0, 100, "X", "0.8",
+         "sampling temperature"},
     };
-    CLI_PARSE(argc, argv, flags, usage);
+    CLI_PARSE(
+        argc, argv, flags,
+        "usage: char_rnn [options]\n"
+        "Trains a character-level GRU or LSTM on a text file, a batch of "
+        "windows a step, and prints the loss per epoch and samples from the "
+        "model.\n",
+        "Exit status: 0 done; 2 bad flags or text; 3 the loss became "
+        "NaN/Inf.\n");
     o.lstm = cell.chosen == 1;
     return o;
 }

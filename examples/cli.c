@@ -108,27 +108,132 @@ static void cli_getopt_error(int c, char **argv)
     cli_usage_error("unknown option '%s'", arg);
 }
 
+/* Parses s as f's value into *f->value. */
+static void set_value(const cli_flag *f, const char *s)
+{
+    char flag[80];
+    snprintf(flag, sizeof flag, "--%s", f->name);
+    switch (f->kind) {
+    case CLI_INT:
+        *(int *)f->value = cli_int(flag, s, f->lo, (long)f->hi);
+        break;
+    case CLI_U64:
+        *(uint64_t *)f->value = cli_u64(flag, s);
+        break;
+    case CLI_FLOAT:
+        *(float *)f->value = cli_float_pos(flag, s, f->hi);
+        break;
+    case CLI_FLOAT_IN:
+        *(float *)f->value = cli_float_in(flag, s, (double)f->lo, f->hi);
+        break;
+    case CLI_STR:
+        *(const char **)f->value = s;
+        break;
+    case CLI_CHOICE:
+        cli_pick(flag, s, f->value);
+        break;
+    case CLI_BOOL:
+        *(bool *)f->value = true;
+        break;
+    }
+}
+
+enum { HELP_WIDTH = 79 };
+
+/* Writes the words of text (up to a newline) to f and a newline, wrapped at
+ * HELP_WIDTH characters, the lines after the first indented to col; pos is
+ * the column f is at. Returns the text after the newline. */
+static const char *print_wrapped(FILE *f, const char *text, int pos, int col)
+{
+    bool first = true;
+    while (*text && *text != '\n') {
+        while (*text == ' ')
+            text++;
+        int len = (int)strcspn(text, " \n");
+        if (len == 0)
+            continue;
+        if (!first && pos + 1 + len > HELP_WIDTH) {
+            fprintf(f, "\n%*s", col, "");
+            pos = col;
+        } else if (!first) {
+            fputc(' ', f);
+            pos++;
+        }
+        first = false;
+        fprintf(f, "%.*s", len, text);
+        pos += len;
+        text += len;
+    }
+    fputc('\n', f);
+    return *text ? text + 1 : text;
+}
+
+/* Each line of text as a paragraph wrapped at HELP_WIDTH; an empty line
+ * stays empty. */
+static void print_paragraphs(FILE *f, const char *text)
+{
+    while (*text)
+        text = print_wrapped(f, text, 0, 0);
+}
+
+void cli_print_flags(FILE *f, const cli_flag *flags, int n)
+{
+    /* the help column: after the longest "  --name ARG  ", at most MAX_COL
+     * (a longer one's help follows it on its line) */
+    enum { MAX_COL = 22 };
+    int col = 0;
+    for (int i = 0; i < n; i++) {
+        int w = 2 + 2 + (int)strlen(flags[i].name) +
+                (flags[i].arg ? 1 + (int)strlen(flags[i].arg) : 0) + 2;
+        col = w > col ? w : col;
+    }
+    col = col > MAX_COL ? MAX_COL : col;
+    for (int i = 0; i < n; i++) {
+        const cli_flag *fl = &flags[i];
+        int pos = fprintf(f, "  --%s%s%s", fl->name, fl->arg ? " " : "",
+                          fl->arg ? fl->arg : "");
+        pos += fprintf(f, "%*s", pos + 2 < col ? col - pos : 2, "");
+        char text[1024];
+        snprintf(text, sizeof text, "%s%s%s%s", fl->help,
+                 fl->def ? " (default " : "", fl->def ? fl->def : "",
+                 fl->def ? ")" : "");
+        print_wrapped(f, text, pos, col);
+    }
+    fprintf(f, "  --help, --version\n");
+}
+
 void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
-                     void (*usage)(FILE *f))
+                     const char *head, const char *foot)
 {
     enum { HELP = 1000, VERSION = 1001, MAX_FLAGS = 64 };
     struct option longopts[MAX_FLAGS + 3];
     if (n > MAX_FLAGS)
         n = MAX_FLAGS;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         longopts[i] = (struct option){
             flags[i].name,
             flags[i].kind == CLI_BOOL ? no_argument : required_argument, NULL,
             i};
+        if (flags[i].def) {
+            set_value(&flags[i], flags[i].def);
+            if (flags[i].kind == CLI_CHOICE)
+                ((cli_choice *)flags[i].value)->given = 0;
+        }
+    }
     longopts[n] = (struct option){"help", no_argument, NULL, HELP};
     longopts[n + 1] = (struct option){"version", no_argument, NULL, VERSION};
     longopts[n + 2] = (struct option){NULL, 0, NULL, 0};
     opterr = 0;
     int c;
-    char flag[80];
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         if (c == HELP || c == 'h') {
-            usage(stdout);
+            print_paragraphs(stdout, head);
+            printf("\n");
+            cli_print_flags(stdout, flags, n);
+            if (foot) {
+                printf("\n");
+                print_paragraphs(stdout, foot);
+            }
             exit(0);
         }
         if (c == VERSION) {
@@ -137,32 +242,7 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
         }
         if (c < 0 || c >= n)
             cli_getopt_error(c, argv);
-        const cli_flag *f = &flags[c];
-        snprintf(flag, sizeof flag, "--%s", f->name);
-        switch (f->kind) {
-        case CLI_INT:
-            *(int *)f->value = cli_int(flag, optarg, f->lo, (long)f->hi);
-            break;
-        case CLI_U64:
-            *(uint64_t *)f->value = cli_u64(flag, optarg);
-            break;
-        case CLI_FLOAT:
-            *(float *)f->value = cli_float_pos(flag, optarg, f->hi);
-            break;
-        case CLI_FLOAT_IN:
-            *(float *)f->value =
-                cli_float_in(flag, optarg, (double)f->lo, f->hi);
-            break;
-        case CLI_STR:
-            *(const char **)f->value = optarg;
-            break;
-        case CLI_CHOICE:
-            cli_pick(flag, optarg, f->value);
-            break;
-        case CLI_BOOL:
-            *(bool *)f->value = true;
-            break;
-        }
+        set_value(&flags[c], optarg);
     }
     if (optind < argc)
         cli_usage_error("unexpected argument '%s'", argv[optind]);
@@ -399,7 +479,7 @@ static void finalize_if_parsing(void)
     tg_dist_finalize();
 }
 
-void cli_parse_begin(void)
+static void cli_parse_begin(void)
 {
     if (tg_dist_rank() != 0) {
         fflush(stderr);
@@ -414,7 +494,7 @@ void cli_parse_begin(void)
     atexit(finalize_if_parsing);
 }
 
-void cli_parse_end(void)
+static void cli_parse_end(void)
 {
     parsing = false;
     bool all = tg_dist_all_ok(true);
@@ -423,6 +503,20 @@ void cli_parse_end(void)
         tg_dist_finalize();
         exit(2);
     }
+}
+
+void cli_dist_start(int *argc, char ***argv)
+{
+    tg_dist_init(argc, argv);
+    if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
+        exit(1);
+    cli_parse_begin();
+}
+
+void cli_dist_ready(int threads)
+{
+    cli_parse_end();
+    tg_set_threads(threads ? threads : tg_dist_default_threads());
 }
 
 void cli_same_job(const char *const *names, const char *const *values, int n)

@@ -23,10 +23,15 @@ int cli_int(const char *flag, const char *s, long lo, long hi);
 uint64_t cli_u64(const char *flag, const char *s);
 float cli_float_pos(const char *flag, const char *s, double hi); /* (0, hi] */
 
-/* A program's flags as a table: cli_parse_flags parses argv against it
- * (with --help: usage(stdout), exit 0; --version: exit 0), each value by
+/* A program's flags as a table, each flag written once: its name, kind,
+ * range, default and --help line. cli_parse_flags first stores every flag's
+ * default into its value, then parses argv against the table, each value by
  * cli_int / cli_u64 / cli_float_pos; an unknown flag, a missing value or a
- * stray argument is a usage error (exit 2). */
+ * stray argument is a usage error (exit 2). --help prints head, a blank
+ * line, the flag lines (cli_print_flags) and, unless foot is NULL, a blank
+ * line and foot, on stdout, and exits 0: head and foot are paragraphs, one a
+ * line, each wrapped at 79 characters. --version prints the version and
+ * exits 0. */
 typedef enum cli_kind {
     CLI_INT,      /* int *, in [lo, hi] */
     CLI_U64,      /* uint64_t * */
@@ -38,8 +43,8 @@ typedef enum cli_kind {
 } cli_kind;
 
 /* A flag whose value is one of a few words: chosen is the index of the last
- * one given (left as initialised when the flag is absent), given has bit k
- * set when names[k] was given (a flag given more than once). */
+ * one given (its default's when the flag is absent), given has bit k set
+ * when names[k] was given (a flag given more than once). */
 typedef struct cli_choice {
     const char *const *names; /* NULL-terminated, at most 32 */
     int chosen;
@@ -52,22 +57,46 @@ typedef struct cli_flag {
     void *value;
     long lo;
     double hi;
+    const char *arg; /* the value in --help ("N", "DIR"); NULL for CLI_BOOL */
+    /* The default as it would be given ("10", "1e-3", "out/vae_mnist"),
+     * parsed into *value before the flags and shown in --help as
+     * "(default ...)". NULL: the value is left as initialised and --help
+     * shows no default (the help says what the flag's absence means). */
+    const char *def;
+    const char *help; /* what the flag does */
 } cli_flag;
 
 void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
-                     void (*usage)(FILE *f));
+                     const char *head, const char *foot);
 
 /* cli_parse_flags over a whole array. */
-#define CLI_PARSE(argc, argv, flags, usage)                                    \
+#define CLI_PARSE(argc, argv, flags, head, foot)                               \
     cli_parse_flags(argc, argv, flags, (int)(sizeof flags / sizeof flags[0]),  \
-                    usage)
+                    head, foot)
 
-/* Flags several programs share, with the same meaning and range in each. */
+/* One line a flag, "  --name ARG  help (default ...)", the help in one
+ * column and wrapped to 79 characters, then "  --help, --version". */
+void cli_print_flags(FILE *f, const cli_flag *flags, int n);
+
+#ifndef TG_DEFAULT_DATA_DIR
+#define TG_DEFAULT_DATA_DIR "data/mnist"
+#endif
+
+/* Flags several programs share, with the same meaning, range, default and
+ * help in each. */
 /* clang-format off */
-#define CLI_FLAG_SEED(p) {"seed", CLI_U64, (p), 0, 0}
-#define CLI_FLAG_THREADS(p) {"threads", CLI_INT, (p), 0, 1024}
-#define CLI_FLAG_BATCH(p) {"batch", CLI_INT, (p), 1, 65536}
-#define CLI_FLAG_MAX_BATCHES(p) {"max-batches", CLI_INT, (p), 1, 1 << 30}
+#define CLI_FLAG_SEED(p) {"seed", CLI_U64, (p), 0, 0, "N", "1", \
+    "seed of every random stream"}
+#define CLI_FLAG_THREADS(p) {"threads", CLI_INT, (p), 0, 1024, "N", "0", \
+    "threads, 0 = all cores"}
+#define CLI_FLAG_BATCH(p, def) {"batch", CLI_INT, (p), 1, 65536, "N", \
+    (def), "batch size"}
+#define CLI_FLAG_MAX_BATCHES(p) {"max-batches", CLI_INT, (p), 1, 1 << 30, \
+    "N", NULL, "stop each epoch after N batches (quick runs)"}
+#define CLI_FLAG_DATA(p) {"data", CLI_STR, (p), 0, 0, "DIR", \
+    TG_DEFAULT_DATA_DIR, "folder with the 4 IDX files, raw or .gz"}
+#define CLI_FLAG_OUT(p, dir) {"out", CLI_STR, (p), 0, 0, "DIR", (dir), \
+    "output folder"}
 /* clang-format on */
 
 /* mkdir -p dir, locks it for this process (tg_dir_lock: a second run
@@ -81,13 +110,21 @@ const char *cli_path(const char *dir, const char *name);
 
 double cli_now(void); /* seconds, monotonic */
 
-/* Around flag parsing, under mpirun: every rank parses its own flags, and
+/* The start of a data-parallel program (vae_mnist, mlp_mnist), around its
+ * flag parsing:
+ *     cli_dist_start(&argc, &argv);
+ *     options o = parse_options(argc, argv);
+ *     cli_dist_ready(o.threads);
+ * cli_dist_start does tg_dist_init (under mpirun the ranks find each
+ * other) and keeps stdout for rank 0 alone (progress and results).
+ * Between the two, under mpirun, every rank parses its own flags, and
  * every rank learns whether all succeeded (so a rank whose flags are bad
  * never leaves the others waiting): a rank > 0's messages are held, and
  * shown only when it is the lowest rank that failed (one message, not N).
- * Single-process: no effect. */
-void cli_parse_begin(void);
-void cli_parse_end(void);
+ * cli_dist_ready then sets the thread count: threads, or if 0 the
+ * machine's cores divided among its ranks (tg_dist_default_threads). */
+void cli_dist_start(int *argc, char ***argv);
+void cli_dist_ready(int threads);
 /* Collective, under mpirun: every rank's values[i] must equal rank 0's
  * (flags, a data fingerprint); else the lowest differing rank names
  * itself, names[i] and both values, and every rank exits with status 2. */

@@ -12,10 +12,6 @@
 #include "cli.h"
 #include "tapegrad.h"
 
-#ifndef TG_DEFAULT_DATA_DIR
-#define TG_DEFAULT_DATA_DIR "data/mnist"
-#endif
-
 typedef struct options {
     const char *data;
     int epochs, batch, hidden, threads, max_batches;
@@ -25,48 +21,28 @@ typedef struct options {
 
 enum { CLASSES = 10, EVAL_BATCH = 1000 };
 
-static void usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: mlp_mnist [options]\n"
-        "Trains a one-hidden-layer classifier on MNIST-format IDX files.\n\n"
-        "  --data DIR        folder with the 4 IDX files, raw or .gz\n"
-        "                    (default %s)\n"
-        "  --epochs N        epochs (default 5)\n"
-        "  --batch N         batch size (default 128)\n"
-        "  --hidden N        hidden units (default 256)\n"
-        "  --lr X            Adam learning rate (default 1e-3)\n"
-        "  --seed N          seed (default 1)\n"
-        "  --threads N       threads, 0 = all cores (default 0; under\n"
-        "                    mpirun, cores / ranks on the machine)\n"
-        "  --max-batches N   stop each epoch after N batches\n"
-        "  --help, --version\n\n"
-        "Exit status: 0 done; 2 bad flags or input data; 3 the loss or a\n"
-        "gradient became NaN/Inf (training stops). mlp_mnist writes no\n"
-        "files and keeps no checkpoint: Ctrl-C simply stops it.\n",
-        TG_DEFAULT_DATA_DIR);
-}
-
 static options parse_options(int argc, char **argv)
 {
-    options o = {.data = TG_DEFAULT_DATA_DIR,
-                 .epochs = 5,
-                 .batch = 128,
-                 .hidden = 256,
-                 .lr = 1e-3f,
-                 .seed = 1};
+    options o = {0};
     const cli_flag flags[] = {
-        {"data", CLI_STR, &o.data, 0, 0},
-        {"epochs", CLI_INT, &o.epochs, 1, 100000},
-        CLI_FLAG_BATCH(&o.batch),
-        {"hidden", CLI_INT, &o.hidden, 1, 65536},
-        {"lr", CLI_FLOAT, &o.lr, 0, 1e6},
+        CLI_FLAG_DATA(&o.data),
+        {"epochs", CLI_INT, &o.epochs, 1, 100000, "N", "5", "epochs"},
+        CLI_FLAG_BATCH(&o.batch, "128"),
+        {"hidden", CLI_INT, &o.hidden, 1, 65536, "N", "256", "hidden units"},
+        {"lr", CLI_FLOAT, &o.lr, 0, 1e6, "X", "1e-3", "Adam learning rate"},
         CLI_FLAG_SEED(&o.seed),
         CLI_FLAG_THREADS(&o.threads),
         CLI_FLAG_MAX_BATCHES(&o.max_batches),
     };
-    CLI_PARSE(argc, argv, flags, usage);
+    CLI_PARSE(argc, argv, flags,
+              "usage: mlp_mnist [options]\n"
+              "Trains a one-hidden-layer classifier on MNIST-format IDX "
+              "files.\n",
+              "Under mpirun, --threads 0 means the machine's cores divided "
+              "among its ranks.\n"
+              "Exit status: 0 done; 2 bad flags or input data; 3 the loss or "
+              "a gradient became NaN/Inf (training stops). mlp_mnist writes "
+              "no files and keeps no checkpoint: Ctrl-C simply stops it.\n");
     return o;
 }
 
@@ -125,13 +101,9 @@ static bool labels_ok(const tg_dataset *ds, const char *dir)
 int main(int argc, char **argv)
 {
     cli_prog = "mlp_mnist";
-    tg_dist_init(&argc, &argv);
-    if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
-        return 1; /* only rank 0 prints progress and results */
-    cli_parse_begin();
+    cli_dist_start(&argc, &argv);
     options o = parse_options(argc, argv);
-    cli_parse_end();
-    tg_set_threads(o.threads ? o.threads : tg_dist_default_threads());
+    cli_dist_ready(o.threads);
 
     /* A rank that cannot read its data stops every rank; the lowest such
      * rank says why. */

@@ -29,91 +29,61 @@
 #include "cli.h"
 #include "vae_mnist.h"
 
-#ifndef TG_DEFAULT_DATA_DIR
-#define TG_DEFAULT_DATA_DIR "data/mnist"
-#endif
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: vae_mnist [options]\n"
-            "Trains a variational autoencoder on MNIST-format IDX files.\n\n"
-            "  --data DIR        folder with the 4 IDX files, raw or .gz\n"
-            "                    (default %s)\n"
-            "  --epochs N        epochs in total (default 10)\n"
-            "  --batch N         batch size (default 128)\n"
-            "  --arch A          mlp (784-400-20 dense layers, default) or\n"
-            "                    conv (convolutional encoder and decoder)\n"
-            "  --hidden N        hidden units, 0 = no hidden layer (400;\n"
-            "                    mlp only)\n"
-            "  --latent N        latent dimension (default 20)\n"
-            "  --likelihood L    the decoder's p(x|z): bernoulli (default)\n"
-            "                    or cb, the continuous Bernoulli, a density\n"
-            "                    on [0, 1] (its -ELBO is not comparable\n"
-            "                    with the Bernoulli's; pictures show its\n"
-            "                    mean)\n"
-            "  --holdout N       keep the last N training images out of\n"
-            "                    training (vae_score fits its reference\n"
-            "                    statistics on them; default 0)\n"
-            "  --lr X            Adam learning rate (default 1e-3)\n"
-            "  --seed N          seed of every random stream (default 1)\n"
-            "  --threads N       threads, 0 = all cores (default 0)\n"
-            "  --out DIR         output folder (default out/vae_mnist)\n"
-            "  --resume FILE     continue from a checkpoint (this run saves\n"
-            "                    into --out: over FILE if it is there)\n"
-            "  --max-batches N   stop each epoch after N batches\n"
-            "  --checkpoint-every N  also save a checkpoint every N batches\n"
-            "                    (default: only at the end of each epoch)\n"
-            "  --rank-timeout S  under mpirun: stop the job, naming the rank,\n"
-            "                    when a rank is silent for S seconds (300;\n"
-            "                    0 = wait forever)\n"
-            "  --allow-data-change  resume on data other than the\n"
-            "                    checkpoint's (its fingerprint differs)\n"
-            "  --skip-nonfinite  skip steps whose loss or gradient is NaN/Inf\n"
-            "                    (default: stop with exit status 3)\n"
-            "  --help, --version\n\n"
-            "Exit status: 0 done; 1 an output file could not be written;\n"
-            "2 bad flags or input (data files, checkpoint); 3 the loss or a\n"
-            "gradient became NaN/Inf (nothing non-finite is saved); 130\n"
-            "interrupted (Ctrl-C): the step finishes, a checkpoint is saved\n"
-            "and the command to resume is printed.\n",
-            TG_DEFAULT_DATA_DIR);
-}
-
 static options parse_options(int argc, char **argv)
 {
-    options o = {.data = TG_DEFAULT_DATA_DIR,
-                 .out = "out/vae_mnist",
-                 .epochs = 10,
-                 .batch = 128,
-                 .hidden = 400,
-                 .latent = 20,
-                 .lr = 1e-3f,
-                 .seed = 1,
-                 .rank_timeout = 300};
-    const char *arch = "mlp", *likelihood = "bernoulli";
-    o.hidden = -1; /* not given: 400 for mlp */
+    options o = {.hidden = -1}; /* --hidden not given: 400 for mlp */
+    const char *arch = NULL, *likelihood = NULL;
     const cli_flag flags[] = {
-        {"data", CLI_STR, &o.data, 0, 0},
-        {"epochs", CLI_INT, &o.epochs, 1, MAX_EPOCHS},
-        CLI_FLAG_BATCH(&o.batch),
-        {"arch", CLI_STR, &arch, 0, 0},
-        {"hidden", CLI_INT, &o.hidden, 0, TG_VAE_MAX_HIDDEN},
-        {"latent", CLI_INT, &o.latent, 1, TG_VAE_MAX_LATENT},
-        {"likelihood", CLI_STR, &likelihood, 0, 0},
-        {"lr", CLI_FLOAT, &o.lr, 0, 1e6},
+        CLI_FLAG_DATA(&o.data),
+        {"epochs", CLI_INT, &o.epochs, 1, MAX_EPOCHS, "N", "10",
+         "epochs in total"},
+        CLI_FLAG_BATCH(&o.batch, "128"),
+        {"arch", CLI_STR, &arch, 0, 0, "A", "mlp",
+         "mlp, 784-400-20 dense layers, or conv, a convolutional encoder "
+         "and decoder"},
+        {"hidden", CLI_INT, &o.hidden, 0, TG_VAE_MAX_HIDDEN, "N", NULL,
+         "hidden units, 0 = no hidden layer (400; mlp only)"},
+        {"latent", CLI_INT, &o.latent, 1, TG_VAE_MAX_LATENT, "N", "20",
+         "latent dimension"},
+        {"likelihood", CLI_STR, &likelihood, 0, 0, "L", "bernoulli",
+         "the decoder's p(x|z): bernoulli or cb, the continuous Bernoulli, "
+         "a density on [0, 1]: its -ELBO is not comparable with the "
+         "Bernoulli's, pictures show its mean"},
+        {"holdout", CLI_INT, &o.holdout, 0, 1 << 30, "N", "0",
+         "keep the last N training images out of training, for vae_score "
+         "to fit its reference statistics on"},
+        {"lr", CLI_FLOAT, &o.lr, 0, 1e6, "X", "1e-3", "Adam learning rate"},
         CLI_FLAG_SEED(&o.seed),
         CLI_FLAG_THREADS(&o.threads),
-        {"out", CLI_STR, &o.out, 0, 0},
-        {"resume", CLI_STR, &o.resume, 0, 0},
+        CLI_FLAG_OUT(&o.out, "out/vae_mnist"),
+        {"resume", CLI_STR, &o.resume, 0, 0, "FILE", NULL,
+         "continue from a checkpoint; this run saves into --out, over FILE "
+         "if it is there"},
         CLI_FLAG_MAX_BATCHES(&o.max_batches),
-        {"checkpoint-every", CLI_INT, &o.checkpoint_every, 1, 1 << 30},
-        {"holdout", CLI_INT, &o.holdout, 0, 1 << 30},
-        {"skip-nonfinite", CLI_BOOL, &o.skip_nonfinite, 0, 0},
-        {"allow-data-change", CLI_BOOL, &o.allow_data_change, 0, 0},
-        {"rank-timeout", CLI_INT, &o.rank_timeout, 0, 86400},
+        {"checkpoint-every", CLI_INT, &o.checkpoint_every, 1, 1 << 30, "N",
+         NULL,
+         "also save a checkpoint every N batches (default: only at the end "
+         "of each epoch)"},
+        {"rank-timeout", CLI_INT, &o.rank_timeout, 0, 86400, "S", "300",
+         "under mpirun: stop the job, naming the rank, when a rank is "
+         "silent for S seconds, 0 = wait forever"},
+        {"allow-data-change", CLI_BOOL, &o.allow_data_change, 0, 0, NULL, NULL,
+         "resume on data other than the checkpoint's (its fingerprint "
+         "differs)"},
+        {"skip-nonfinite", CLI_BOOL, &o.skip_nonfinite, 0, 0, NULL, NULL,
+         "skip steps whose loss or gradient is NaN/Inf (default: stop with "
+         "exit status 3)"},
     };
-    CLI_PARSE(argc, argv, flags, usage);
+    CLI_PARSE(argc, argv, flags,
+              "usage: vae_mnist [options]\n"
+              "Trains a variational autoencoder on MNIST-format IDX files.\n",
+              "Under mpirun, --threads 0 means the machine's cores divided "
+              "among its ranks.\n"
+              "Exit status: 0 done; 1 an output file could not be written; "
+              "2 bad flags or input (data files, checkpoint); 3 the loss or "
+              "a gradient became NaN/Inf (nothing non-finite is saved); "
+              "130 interrupted (Ctrl-C): the step finishes, a checkpoint is "
+              "saved and the command to resume is printed.\n");
     if (!tg_vae_arch_parse(arch, &o.arch))
         cli_usage_error("--arch is mlp or conv, not '%s'", arch);
     if (!tg_vae_likelihood_parse(likelihood, &o.likelihood))
@@ -150,13 +120,9 @@ int main(int argc, char **argv)
 {
     cli_prog = "vae_mnist";
     cli_catch_sigint(); /* a stop signal while starting: stop after step 1 */
-    tg_dist_init(&argc, &argv);
-    if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
-        return 1; /* only rank 0 prints progress and results */
-    cli_parse_begin();
+    cli_dist_start(&argc, &argv);
     options o = parse_options(argc, argv);
-    cli_parse_end();
-    tg_set_threads(o.threads ? o.threads : tg_dist_default_threads());
+    cli_dist_ready(o.threads);
     cli_catch_sigint();
 
     run r;

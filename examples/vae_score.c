@@ -32,8 +32,9 @@
  * streams of --seed (each image i adds i): IWAE noise of the test set 0,
  * of --ood-data 2^40, of the reference 2^42, of rot90 2^43, of hflip
  * 3 * 2^42; posterior draws for the pictures 2^41 above each. */
+#include "vae_score.h"
+
 #include <ctype.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,139 +42,66 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "font.h"
-#include "png.h"
-#include "score_plots.h"
-#include "tapegrad.h"
 
-#ifndef TG_DEFAULT_DATA_DIR
-#define TG_DEFAULT_DATA_DIR "data/mnist"
-#endif
+enum { BATCH = 50 };
+static const uint64_t STREAM_UNIT = 1ull << 40;
 
-typedef struct options {
-    const char *checkpoint, *data, *ood, *out, *near, *reference;
-    int k, threads, max_images, samples, ref_images, resamples;
-    double min_ess;
-    uint64_t seed;
-} options;
-
-enum {
-    N_SCORES = 7,
-    MAX_SETS = 5, /* test, reference, --ood-data, rot90, hflip */
-    BATCH = 50,
-    UNC_SHOW = 8,
-    UNC_AVG = 1000
-};
-enum { SC_ELBO, SC_NLL, SC_S, SC_S2, SC_L2, SC_LR, SC_DOSE };
-static const char *const SCORE_NAMES[N_SCORES] = {"-ELBO",
-                                                  "-log p(x)",
-                                                  "S(x)",
-                                                  "|S| two-sided",
-                                                  "|L| two-sided",
-                                                  "-LR background",
-                                                  "DoSE (-log2 p, L)"};
-/* column names in scores.csv, the same order */
-static const char *const SCORE_KEYS[N_SCORES] = {
+const char *const SCORE_NAMES[N_SCORES] = {"-ELBO",
+                                           "-log p(x)",
+                                           "S(x)",
+                                           "|S| two-sided",
+                                           "|L| two-sided",
+                                           "-LR background",
+                                           "DoSE (-log2 p, L)"};
+const char *const SCORE_KEYS[N_SCORES] = {
     "neg_elbo",    "neg_log_px", "S",   "S_two_sided",
     "L_two_sided", "neg_lr_bg",  "dose"};
-static const uint64_t STREAM_UNIT = 1ull << 40, PIX_OFFSET = 1ull << 41;
-/* the std heat map: black at 0, pale yellow at STD_MAX and above */
-#define STD_MAX 0.25f
-/* an estimate has not converged when its weights' ESS is below this */
-#define DEFAULT_MIN_ESS 10.0
-
-/* One scored set of images; the arrays are [n]. */
-typedef struct scored {
-    const char *name; /* in scores.csv and the tables */
-    char label[48];   /* in the pictures */
-    char desc[160];   /* where the images come from */
-    const float *images;
-    const uint8_t *labels;
-    int n, side_r, side_c;
-    uint64_t stream;
-    bool ood; /* scored against the in-distribution test set */
-    double *log_px, *elbo, *ess, *L, *nll_bits, *log_bg;
-    double *score[N_SCORES];
-    double seconds, mean_std;
-} scored;
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: vae_score --checkpoint FILE [options]\n"
-            "Scores test images with a VAE trained by vae_mnist: ELBO, "
-            "importance-weighted\nlog p(x) and its convergence, "
-            "out-of-distribution tables (AUROC with a bootstrap\n95%% "
-            "interval, FPR at 95%% TPR, AUPR), posterior uncertainty "
-            "maps.\n\n"
-            "  --checkpoint FILE  checkpoint.safetensors from vae_mnist\n"
-            "  --data DIR         in-distribution IDX folder: its test set "
-            "is scored, its\n"
-            "                     training images give the reference and "
-            "the background\n"
-            "                     model (default %s)\n"
-            "  --ood-data DIR     IDX folder whose test set is scored as "
-            "out-of-distribution\n"
-            "  --near-ood LIST    near-OOD sets made from the test images: "
-            "rot90, hflip,\n"
-            "                     comma-separated, or none (default "
-            "rot90,hflip)\n"
-            "  --reference R      where the reference statistics come from: "
-            "train (the last\n"
-            "                     --ref-images training images, default) or "
-            "test (the\n"
-            "                     in-distribution test set itself)\n"
-            "  --ref-images N     reference images (default 1000, or a "
-            "--holdout checkpoint's\n"
-            "                     held-out images; at most "
-            "--max-images\n"
-            "                     and half the training set)\n"
-            "  --iwae-k K         importance samples per image (default 100)\n"
-            "  --min-ess X        an estimate whose weights' effective "
-            "sample size is below X\n"
-            "                     counts as not converged (default %g)\n"
-            "  --bootstrap B      bootstrap resamples of each AUROC interval "
-            "(default 1000)\n"
-            "  --max-images N     score the first N images of each test set\n"
-            "  --samples S        posterior draws per uncertainty map "
-            "(default 100)\n"
-            "  --seed N           seed of the noise (default 1)\n"
-            "  --threads N        threads, 0 = all cores (default 0)\n"
-            "  --out DIR          output folder (default out/vae_score)\n"
-            "  --help, --version\n",
-            TG_DEFAULT_DATA_DIR, DEFAULT_MIN_ESS);
-}
 
 static options parse_options(int argc, char **argv)
 {
-    options o = {.data = TG_DEFAULT_DATA_DIR,
-                 .out = "out/vae_score",
-                 .near = "rot90,hflip",
-                 .reference = "train",
-                 .k = 100,
-                 .samples = 100,
-                 .ref_images = 1000,
-                 .resamples = 1000,
-                 .seed = 1};
-    float min_ess = (float)DEFAULT_MIN_ESS;
+    options o = {0};
     const cli_flag flags[] = {
-        {"checkpoint", CLI_STR, &o.checkpoint, 0, 0},
-        {"data", CLI_STR, &o.data, 0, 0},
-        {"ood-data", CLI_STR, &o.ood, 0, 0},
-        {"near-ood", CLI_STR, &o.near, 0, 0},
-        {"reference", CLI_STR, &o.reference, 0, 0},
-        {"ref-images", CLI_INT, &o.ref_images, 2, 1 << 30},
-        {"iwae-k", CLI_INT, &o.k, 1, 10000000},
-        {"min-ess", CLI_FLOAT, &min_ess, 0, 1e9},
-        {"bootstrap", CLI_INT, &o.resamples, 2, 1000000},
-        {"max-images", CLI_INT, &o.max_images, 1, 1 << 30},
-        {"samples", CLI_INT, &o.samples, 1, 1000000},
-        {"seed", CLI_U64, &o.seed, 0, 0},
-        {"threads", CLI_INT, &o.threads, 0, 1024},
-        {"out", CLI_STR, &o.out, 0, 0},
+        {"checkpoint", CLI_STR, &o.checkpoint, 0, 0, "FILE", NULL,
+         "checkpoint.safetensors from vae_mnist"},
+        {"data", CLI_STR, &o.data, 0, 0, "DIR", TG_DEFAULT_DATA_DIR,
+         "in-distribution IDX folder: its test set is scored, its training "
+         "images give the reference and the background model"},
+        {"ood-data", CLI_STR, &o.ood, 0, 0, "DIR", NULL,
+         "IDX folder whose test set is scored as out-of-distribution"},
+        {"near-ood", CLI_STR, &o.near, 0, 0, "LIST", "rot90,hflip",
+         "near-OOD sets made from the test images: rot90, hflip, "
+         "comma-separated, or none"},
+        {"reference", CLI_STR, &o.reference, 0, 0, "R", "train",
+         "where the reference statistics come from: train, the last "
+         "--ref-images training images, or test, the in-distribution test "
+         "set itself"},
+        {"ref-images", CLI_INT, &o.ref_images, 2, 1 << 30, "N", "1000",
+         "reference images, unless the checkpoint is from vae_mnist "
+         "--holdout: its held-out images; at most --max-images and half the "
+         "training set"},
+        {"iwae-k", CLI_INT, &o.k, 1, 10000000, "K", "100",
+         "importance samples per image"},
+        {"min-ess", CLI_FLOAT, &o.min_ess, 0, 1e9, "X", "10",
+         "an estimate whose weights' effective sample size is below X "
+         "counts as not converged"},
+        {"bootstrap", CLI_INT, &o.resamples, 2, 1000000, "B", "1000",
+         "bootstrap resamples of each AUROC interval"},
+        {"max-images", CLI_INT, &o.max_images, 1, 1 << 30, "N", NULL,
+         "score the first N images of each test set"},
+        {"samples", CLI_INT, &o.samples, 1, 1000000, "S", "100",
+         "posterior draws per uncertainty map"},
+        CLI_FLAG_SEED(&o.seed),
+        CLI_FLAG_THREADS(&o.threads),
+        CLI_FLAG_OUT(&o.out, "out/vae_score"),
     };
-    cli_parse_flags(argc, argv, flags, sizeof flags / sizeof flags[0], usage);
-    o.min_ess = min_ess;
+    CLI_PARSE(argc, argv, flags,
+              "usage: vae_score --checkpoint FILE [options]\n"
+              "Scores test images with a VAE trained by vae_mnist: ELBO, "
+              "importance-weighted log p(x) and its convergence, "
+              "out-of-distribution tables (AUROC with a bootstrap 95% "
+              "interval, FPR at 95% TPR, AUPR), posterior uncertainty "
+              "maps.\n",
+              NULL);
     if (!o.checkpoint)
         cli_usage_error("--checkpoint FILE is required");
     if (!o.data[0] || !o.out[0] || (o.ood && !o.ood[0]))
@@ -215,7 +143,7 @@ static void fail_data(void)
     exit(2);
 }
 
-static void *xcalloc(size_t n, size_t size)
+void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size);
     if (!p) {
@@ -224,6 +152,14 @@ static void *xcalloc(size_t n, size_t size)
     }
     return p;
 }
+
+/* What vae_score reads: the model, and the images of --data (test and
+ * training sets) and --ood-data (its test set; ood.n == 0 without it). */
+typedef struct inputs {
+    tg_vae *vae;
+    int holdout; /* training images vae_mnist --holdout kept out, or 0 */
+    tg_dataset test, train, ood;
+} inputs;
 
 /* The VAE the checkpoint describes, with its weights (checked finite), and
  * how many training images vae_mnist --holdout kept out (0 if none). */
@@ -263,10 +199,35 @@ static void load_data(tg_dataset *ds, const char *dir, bool train,
     }
 }
 
-static void init_set(scored *s, const char *name, const float *images,
-                     const uint8_t *labels, int n, int rows, int cols,
-                     uint64_t tag, bool ood)
+static void load_inputs(inputs *in, const options *o)
 {
+    memset(in, 0, sizeof *in);
+    in->vae = load_model(o->checkpoint, &in->holdout);
+    load_data(&in->test, o->data, false, in->vae);
+    load_data(&in->train, o->data, true, in->vae);
+    cli_note_labels(&in->test, o->data, 10,
+                    "labels only colour latent.svg (modulo 10) and are "
+                    "copied to scores.csv");
+    if (o->ood) {
+        load_data(&in->ood, o->ood, false, in->vae);
+        cli_note_labels(&in->ood, o->ood, 10,
+                        "labels are only copied to scores.csv");
+    }
+}
+
+static void free_inputs(inputs *in)
+{
+    tg_dataset_free(&in->test);
+    tg_dataset_free(&in->train);
+    tg_dataset_free(&in->ood);
+    tg_vae_free(in->vae);
+}
+
+static scored *add_set(set_list *sl, const char *name, const float *images,
+                       const uint8_t *labels, int n, int rows, int cols,
+                       uint64_t tag, bool ood)
+{
+    scored *s = &sl->set[sl->n++];
     memset(s, 0, sizeof *s);
     s->name = name;
     snprintf(s->label, sizeof s->label, "%s", name);
@@ -283,6 +244,7 @@ static void init_set(scored *s, const char *name, const float *images,
         *arrays[i] = xcalloc((size_t)n, sizeof(double));
     for (int i = 0; i < N_SCORES; i++)
         s->score[i] = xcalloc((size_t)n, sizeof(double));
+    return s;
 }
 
 /* The near-OOD images: each test image rotated 90 degrees anticlockwise
@@ -302,6 +264,116 @@ static float *transformed(const tg_dataset *ds, int n, bool rot)
     return out;
 }
 
+/* The reference: the last n_ref training images (those vae_mnist --holdout
+ * kept out of training, when it did); the background model is fitted on
+ * the training images before them. */
+static void add_reference(set_list *sl, const inputs *in, const options *o)
+{
+    const tg_dataset *train = &in->train;
+    int n_ref = in->holdout ? in->holdout : o->ref_images;
+    if (o->max_images && n_ref > o->max_images)
+        n_ref = o->max_images;
+    if (n_ref > train->n / 2)
+        n_ref = train->n / 2;
+    if (n_ref < 3) {
+        fprintf(stderr,
+                "vae_score: %s: %d training images are too few for a "
+                "reference and a background model\n",
+                o->data, train->n);
+        exit(2);
+    }
+    sl->n_bg = train->n - n_ref;
+    if (strcmp(o->reference, "train"))
+        return;
+    int n_bg = sl->n_bg, input = in->vae->cfg.input;
+    sl->ref = add_set(sl, "ref", train->images + (size_t)n_bg * input,
+                      train->labels + n_bg, n_ref, in->test.rows, in->test.cols,
+                      4, false);
+    snprintf(sl->ref->desc, sizeof sl->ref->desc,
+             "training images %d..%d of %s (the reference, %s)", n_bg,
+             train->n - 1, o->data,
+             in->holdout >= n_ref ? "held out of training"
+                                  : "seen in training");
+}
+
+/* The test set of --ood-data, labelled "ood: <the folder's last name>" in
+ * the pictures (letters, digits, . _ - only). */
+static void add_ood(set_list *sl, const tg_dataset *ds, const options *o)
+{
+    int n = o->max_images && o->max_images < ds->n ? o->max_images : ds->n;
+    scored *s = add_set(sl, "ood", ds->images, ds->labels, n, ds->rows,
+                        ds->cols, 1, true);
+    snprintf(s->desc, sizeof s->desc, "the test set of %s", o->ood);
+    const char *base = o->ood + strlen(o->ood);
+    while (base > o->ood && base[-1] == '/')
+        base--;
+    const char *end = base;
+    while (base > o->ood && base[-1] != '/')
+        base--;
+    int len = (int)(end - base) > 30 ? 30 : (int)(end - base);
+    snprintf(s->label, sizeof s->label, "ood: %.*s", len, base);
+    for (char *c = s->label + 5; *c; c++)
+        if (!isalnum((unsigned char)*c) && !strchr("._-", *c))
+            *c = '_';
+}
+
+/* The near-OOD sets --near-ood asks for, from the first n test images. */
+static void add_near(set_list *sl, const tg_dataset *test, int n,
+                     const options *o)
+{
+    static const char *const near_names[2] = {"rot90", "hflip"};
+    for (int t = 0; t < 2; t++) {
+        if (!strcmp(o->near, "none") || !near_wanted(o, near_names[t]))
+            continue;
+        if (t == 0 && test->rows != test->cols) {
+            fprintf(stderr,
+                    "vae_score: rot90 needs square images, %s has "
+                    "%dx%d (use --near-ood hflip)\n",
+                    o->data, test->rows, test->cols);
+            exit(2);
+        }
+        sl->near_img[t] = transformed(test, n, t == 0);
+        scored *s = add_set(sl, near_names[t], sl->near_img[t], test->labels, n,
+                            test->rows, test->cols, t == 0 ? 8 : 12, true);
+        snprintf(s->desc, sizeof s->desc, "the test images %s",
+                 t == 0 ? "rotated 90 degrees anticlockwise"
+                        : "flipped left-right");
+    }
+}
+
+/* The sets to score, in order: in, ref, ood, rot90, hflip. */
+static void make_sets(set_list *sl, const inputs *in, const options *o)
+{
+    memset(sl, 0, sizeof *sl);
+    const tg_dataset *test = &in->test;
+    int n_in =
+        o->max_images && o->max_images < test->n ? o->max_images : test->n;
+    sl->in = add_set(sl, "in", test->images, test->labels, n_in, test->rows,
+                     test->cols, 0, false);
+    snprintf(sl->in->desc, sizeof sl->in->desc, "the test set of %s", o->data);
+    snprintf(sl->in->label, sizeof sl->in->label, "in-distribution");
+    add_reference(sl, in, o);
+    if (o->ood)
+        add_ood(sl, &in->ood, o);
+    add_near(sl, test, n_in, o);
+}
+
+static void free_sets(set_list *sl)
+{
+    for (int g = 0; g < sl->n; g++) {
+        scored *s = &sl->set[g];
+        free(s->log_px);
+        free(s->elbo);
+        free(s->ess);
+        free(s->L);
+        free(s->nll_bits);
+        free(s->log_bg);
+        for (int c = 0; c < N_SCORES; c++)
+            free(s->score[c]);
+    }
+    free(sl->near_img[0]);
+    free(sl->near_img[1]);
+}
 /* The background model's per-pixel logits from n training images, of the
  * model's likelihood: each pixel's mean, Laplace-smoothed to
  * (sum x + 1) / (n + 2), is lambda for a Bernoulli and the mean of a
@@ -381,25 +453,6 @@ static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
     return have_L;
 }
 
-static double mean_of(const double *v, int n)
-{
-    double s = 0;
-    for (int i = 0; i < n; i++)
-        s += v[i];
-    return s / n;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Reference statistics, fitted on the reference set only. */
-typedef struct reference {
-    tg_typical S, L, joint;
-} reference;
-
 static void fit_reference(reference *ref, const scored *r, bool have_L)
 {
     memset(ref, 0, sizeof *ref);
@@ -436,475 +489,56 @@ static void derive_scores(scored *s, bool have_L, const reference *ref)
     }
 }
 
-/* Convergence of the log p(x) estimates of a set. */
-typedef struct convergence {
-    double ess_mean, ess_median, ess_min, below, se_mean, se_max;
-} convergence;
-
-static convergence converge(const scored *s, int k, double min_ess)
-{
-    convergence c = {0};
-    double *e = xcalloc((size_t)s->n, sizeof(double));
-    c.ess_min = INFINITY;
-    for (int i = 0; i < s->n; i++) {
-        e[i] = s->ess[i];
-        c.ess_mean += e[i] / s->n;
-        c.ess_min = fmin(c.ess_min, e[i]);
-        c.below += (e[i] < min_ess) / (double)s->n;
-        double se = tg_iw_log_se(e[i], k);
-        c.se_mean += se / s->n;
-        c.se_max = fmax(c.se_max, se);
-    }
-    qsort(e, (size_t)s->n, sizeof *e, cmp_double);
-    c.ess_median =
-        s->n % 2 ? e[s->n / 2] : 0.5 * (e[s->n / 2 - 1] + e[s->n / 2]);
-    free(e);
-    return c;
-}
-
-/* Mean and std maps of the first n images; returns the average std. */
-static double posterior_maps(tg_tape *tp, const tg_vae *vae, const scored *s,
-                             int n, const options *o, float *mean, float *std)
-{
-    tg_vae_posterior_pixels(tp, vae, s->images, n, o->samples, o->seed,
-                            s->stream + PIX_OFFSET, mean, std);
-    double sum = 0;
-    for (size_t i = 0; i < (size_t)n * vae->cfg.input; i++)
-        sum += std[i];
-    return sum / ((double)n * vae->cfg.input);
-}
-
-/* uncertainty.png: a group of three labelled columns (input, mean
- * reconstruction, per-pixel std over the posterior draws) per set, the set
- * named above it, one image per row, and a colour bar with its scale for
- * the std maps. Each pixel drawn 3 x 3. */
-static void write_uncertainty_png(const char *path, const scored *const *sets,
-                                  const float *const *means,
-                                  const float *const *stds, int n_sets,
-                                  int rows, int side, int samples)
-{
-    enum { SCALE = 3, GAP = 3, GROUP_GAP = 18, TOP = 44, BAR_W = 16 };
-    static const uint8_t ink[3] = {0, 0, 0}, grey[3] = {90, 90, 90};
-    int tile = side * SCALE;
-    int group_w = 3 * tile + 2 * GAP;
-    int bar_x = GAP + n_sets * group_w + (n_sets - 1) * GROUP_GAP + 16;
-    int w = bar_x + BAR_W + 6 + font_text_width("0.25+", 2) + 8;
-    int h = TOP + rows * (tile + GAP) + 36;
-    uint8_t *rgb = xcalloc((size_t)w * h * 3, 1);
-    memset(rgb, 255, (size_t)w * h * 3);
-    static const char *const heads[3] = {"input", "mean", "std"};
-    for (int g = 0; g < n_sets; g++) {
-        int gx = GAP + g * (group_w + GROUP_GAP);
-        char label[64];
-        snprintf(label, sizeof label, "%s", sets[g]->label);
-        int lw = font_text_width(label, 2);
-        int lx = gx + (group_w - lw) / 2;
-        font_draw(rgb, w, h, lx < gx ? gx : lx, 4, label, 2, ink);
-        for (int col = 0; col < 3; col++) {
-            int x0 = gx + col * (tile + GAP);
-            int hw = font_text_width(heads[col], 2);
-            font_draw(rgb, w, h, x0 + (tile - hw) / 2, 24, heads[col], 2, grey);
-        }
-        for (int r = 0; r < rows && r < sets[g]->n; r++)
-            for (int col = 0; col < 3; col++) {
-                int x0 = gx + col * (tile + GAP);
-                int y0 = TOP + r * (tile + GAP);
-                size_t off = (size_t)r * side * side;
-                const float *src = col == 0   ? sets[g]->images + off
-                                   : col == 1 ? means[g] + off
-                                              : stds[g] + off;
-                for (int y = 0; y < tile; y++)
-                    for (int x = 0; x < tile; x++) {
-                        float v = src[(y / SCALE) * side + x / SCALE];
-                        uint8_t *px = rgb + ((size_t)(y0 + y) * w + x0 + x) * 3;
-                        if (col == 2) {
-                            heat_rgb(v / STD_MAX, px);
-                        } else {
-                            v = v < 0 ? 0 : v > 1 ? 1 : v;
-                            px[0] = px[1] = px[2] = (uint8_t)lrintf(v * 255);
-                        }
-                    }
-            }
-    }
-    /* the colour bar: std 0 at the bottom, STD_MAX (and above) at the top */
-    int by0 = TOP, by1 = TOP + rows * (tile + GAP) - GAP;
-    for (int y = by0; y < by1; y++) {
-        uint8_t c[3];
-        heat_rgb((float)(by1 - 1 - y) / (float)(by1 - by0 - 1), c);
-        for (int x = bar_x; x < bar_x + BAR_W; x++)
-            memcpy(rgb + ((size_t)y * w + x) * 3, c, 3);
-    }
-    static const char *const ticks[3] = {"0.25+", "0.125", "0"};
-    for (int t = 0; t < 3; t++) {
-        int y = by0 + t * (by1 - 1 - by0) / 2;
-        for (int x = bar_x + BAR_W; x < bar_x + BAR_W + 4; x++)
-            memcpy(rgb + ((size_t)y * w + x) * 3, ink, 3);
-        int ty = y - 7 + (t == 0 ? 7 : t == 2 ? -7 : 0);
-        font_draw(rgb, w, h, bar_x + BAR_W + 6, ty, ticks[t], 2, ink);
-    }
-    font_draw(rgb, w, h, bar_x - 6, 12, "std", 2, ink);
-    char foot[160];
-    snprintf(foot, sizeof foot,
-             "mean reconstruction and per-pixel std of the decoded pixels over "
-             "%d draws of z from q(z|x)",
-             samples);
-    font_draw(rgb, w, h, GAP, h - 24, foot, 2, grey);
-    tg_atomic_file a;
-    cli_out_commit(&a, png_write(cli_out_open(&a, path), w, h, 3, rgb));
-    free(rgb);
-}
-
-/* latent.svg: posterior means of the in-distribution test set by label. */
-static void write_latent(tg_tape *tp, const tg_vae *vae, const scored *s,
-                         const char *path)
-{
-    float *z1 = xcalloc((size_t)s->n, sizeof(float));
-    float *z2 = xcalloc((size_t)s->n, sizeof(float));
-    bool was = tg_tape_set_recording(tp, false);
-    int input = vae->cfg.input;
-    for (int i0 = 0; i0 < s->n; i0 += 1000) {
-        int nb = s->n - i0 < 1000 ? s->n - i0 : 1000;
-        tg_tape_reset(tp);
-        tg_tensor *x = tg_tape_tensor2(tp, nb, input, false);
-        memcpy(x->data, s->images + (size_t)i0 * input,
-               sizeof(float) * (size_t)nb * input);
-        tg_tensor *mean, *logvar;
-        tg_vae_encode(tp, vae, x, &mean, &logvar);
-        for (int i = 0; i < nb; i++) {
-            z1[i0 + i] = mean->data[2 * i];
-            z2[i0 + i] = mean->data[2 * i + 1];
-        }
-    }
-    tg_tape_reset(tp);
-    tg_tape_set_recording(tp, was);
-    tg_atomic_file a;
-    FILE *f = cli_out_open(&a, path);
-    cli_out_commit(&a, plot_scatter(f,
-                                    "posterior means of the test set by "
-                                    "label",
-                                    "z1", "z2", z1, z2, s->labels, s->n));
-    free(z1);
-    free(z2);
-}
-
-static void write_csv(const char *path, const scored *const *sets, int n_sets,
-                      int k)
-{
-    tg_atomic_file a;
-    FILE *f = cli_out_open(&a, path);
-    fprintf(f, "set,index,label,elbo,log_px,ess,log_px_se,L_bits,log_p_bg");
-    for (int c = 0; c < N_SCORES; c++)
-        fprintf(f, ",%s", SCORE_KEYS[c]);
-    fprintf(f, "\n");
-    for (int g = 0; g < n_sets; g++) {
-        const scored *s = sets[g];
-        for (int i = 0; i < s->n; i++) {
-            fprintf(f, "%s,%d,%d,%.4f,%.4f,%.3f,%.4f,%.0f,%.4f", s->name, i,
-                    s->labels[i], s->elbo[i], s->log_px[i], s->ess[i],
-                    tg_iw_log_se(s->ess[i], k), s->L[i], s->log_bg[i]);
-            for (int c = 0; c < N_SCORES; c++)
-                fprintf(f, ",%.4f", s->score[c][i]);
-            fprintf(f, "\n");
-        }
-    }
-    cli_out_commit(&a, true);
-}
-
-static void print_set(const scored *s, int k, double min_ess, convergence *c)
-{
-    *c = converge(s, k, min_ess);
-    printf("%s: %d images, %s\n  ELBO %.2f  log p(x) %.2f nats "
-           "(IWAE, k = %d; gap %.2f)  %.1f s, %.2f ms/image\n"
-           "  convergence: ESS mean %.1f median %.1f min %.2f of k = %d; "
-           "%.1f%% below ESS %g (not converged); log p(x) standard error "
-           "mean %.3f max %.3f nats\n",
-           s->name, s->n, s->desc, mean_of(s->elbo, s->n),
-           mean_of(s->log_px, s->n), k,
-           mean_of(s->log_px, s->n) - mean_of(s->elbo, s->n), s->seconds,
-           1e3 * s->seconds / s->n, c->ess_mean, c->ess_median, c->ess_min, k,
-           100.0 * c->below, min_ess, c->se_mean, c->se_max);
-    fflush(stdout);
-}
-
 int main(int argc, char **argv)
 {
     cli_prog = "vae_score";
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
-    int holdout;
-    tg_vae *vae = load_model(o.checkpoint, &holdout);
-    bool ref_train = !strcmp(o.reference, "train");
-    tg_dataset ds_in, ds_train, ds_ood = {0};
-    load_data(&ds_in, o.data, false, vae);
-    load_data(&ds_train, o.data, true, vae);
-    cli_note_labels(&ds_in, o.data, 10,
-                    "labels only colour latent.svg (modulo 10) and are "
-                    "copied to scores.csv");
-    if (o.ood) {
-        load_data(&ds_ood, o.ood, false, vae);
-        cli_note_labels(&ds_ood, o.ood, 10,
-                        "labels are only copied to scores.csv");
-    }
-    int input = vae->cfg.input;
-    int n_in = o.max_images && o.max_images < ds_in.n ? o.max_images : ds_in.n;
-    /* the reference: the last n_ref training images (those vae_mnist
-     * --holdout kept out of training, when it did); the background model
-     * is fitted on the training images before them */
-    int n_ref = holdout ? holdout : o.ref_images;
-    if (o.max_images && n_ref > o.max_images)
-        n_ref = o.max_images;
-    if (n_ref > ds_train.n / 2)
-        n_ref = ds_train.n / 2;
-    if (n_ref < 3) {
-        fprintf(stderr,
-                "vae_score: %s: %d training images are too few for a "
-                "reference and a background model\n",
-                o.data, ds_train.n);
-        return 2;
-    }
-    int n_bg = ds_train.n - n_ref;
-
-    scored sets[MAX_SETS];
-    int n_sets = 0;
-    scored *in = &sets[n_sets++], *ref = NULL;
-    init_set(in, "in", ds_in.images, ds_in.labels, n_in, ds_in.rows, ds_in.cols,
-             0, false);
-    snprintf(in->desc, sizeof in->desc, "the test set of %s", o.data);
-    snprintf(in->label, sizeof in->label, "in-distribution");
-    if (ref_train) {
-        ref = &sets[n_sets++];
-        init_set(ref, "ref", ds_train.images + (size_t)n_bg * input,
-                 ds_train.labels + n_bg, n_ref, ds_in.rows, ds_in.cols, 4,
-                 false);
-        snprintf(ref->desc, sizeof ref->desc,
-                 "training images %d..%d of %s (the reference, %s)", n_bg,
-                 ds_train.n - 1, o.data,
-                 holdout >= n_ref ? "held out of training"
-                                  : "seen in training");
-    }
-    if (o.ood) {
-        int n =
-            o.max_images && o.max_images < ds_ood.n ? o.max_images : ds_ood.n;
-        scored *s = &sets[n_sets++];
-        init_set(s, "ood", ds_ood.images, ds_ood.labels, n, ds_ood.rows,
-                 ds_ood.cols, 1, true);
-        snprintf(s->desc, sizeof s->desc, "the test set of %s", o.ood);
-        /* "ood: <the folder's last name>", letters, digits, . _ - only */
-        const char *base = o.ood + strlen(o.ood);
-        while (base > o.ood && base[-1] == '/')
-            base--;
-        const char *end = base;
-        while (base > o.ood && base[-1] != '/')
-            base--;
-        int len = (int)(end - base) > 30 ? 30 : (int)(end - base);
-        snprintf(s->label, sizeof s->label, "ood: %.*s", len, base);
-        for (char *c = s->label + 5; *c; c++)
-            if (!isalnum((unsigned char)*c) && !strchr("._-", *c))
-                *c = '_';
-    }
-    float *near_img[2] = {NULL, NULL};
-    static const char *const near_names[2] = {"rot90", "hflip"};
-    for (int t = 0; t < 2; t++) {
-        if (!strcmp(o.near, "none") || !near_wanted(&o, near_names[t]))
-            continue;
-        if (t == 0 && ds_in.rows != ds_in.cols) {
-            fprintf(stderr,
-                    "vae_score: rot90 needs square images, %s has "
-                    "%dx%d (use --near-ood hflip)\n",
-                    o.data, ds_in.rows, ds_in.cols);
-            return 2;
-        }
-        near_img[t] = transformed(&ds_in, n_in, t == 0);
-        scored *s = &sets[n_sets++];
-        init_set(s, near_names[t], near_img[t], ds_in.labels, n_in, ds_in.rows,
-                 ds_in.cols, t == 0 ? 8 : 12, true);
-        snprintf(s->desc, sizeof s->desc, "the test images %s",
-                 t == 0 ? "rotated 90 degrees anticlockwise"
-                        : "flipped left-right");
-    }
+    inputs in;
+    load_inputs(&in, &o);
+    set_list sl;
+    make_sets(&sl, &in, &o);
     if (!cli_prepare_out_dir(o.out))
         return 1;
-    printf("vae_score: model %s %d-%d-%d, likelihood %s, from %s, k = %d, "
-           "seed %llu, %d threads, gemm %s\n",
-           tg_vae_arch_name(vae->cfg.arch), vae->cfg.input, vae->cfg.hidden,
-           vae->cfg.latent, tg_vae_likelihood_name(vae->cfg.likelihood),
-           o.checkpoint, o.k, (unsigned long long)o.seed, tg_get_threads(),
-           tg_gemm_kernel());
-    fflush(stdout);
+    print_model(&o, in.vae);
 
-    double *bg =
-        fit_background(ds_train.images, n_bg, input, vae->cfg.likelihood);
+    /* score every set */
+    const tg_vae *vae = in.vae;
+    double *bg = fit_background(in.train.images, sl.n_bg, vae->cfg.input,
+                                vae->cfg.likelihood);
     tg_tape *tp = tg_tape_new();
     bool have_L = true;
     convergence conv[MAX_SETS];
-    for (int g = 0; g < n_sets; g++) {
-        if (!score_set(tp, vae, &sets[g], &o, bg))
+    for (int g = 0; g < sl.n; g++) {
+        if (!score_set(tp, vae, &sl.set[g], &o, bg))
             have_L = false;
-        print_set(&sets[g], o.k, o.min_ess, &conv[g]);
+        print_set(&sl.set[g], o.k, o.min_ess, &conv[g]);
     }
-
     reference rs;
-    const scored *rset = ref ? ref : in;
+    const scored *rset = sl.ref ? sl.ref : sl.in;
     fit_reference(&rs, rset, have_L);
-    if (have_L)
-        printf("reference (%s, n = %d): S mean %.6f sd %.6f; L mean %.6f "
-               "sd %.6f; (-log2 p, L) mean [%.6f, %.6f] cov [[%.6f, %.6f], "
-               "[%.6f, %.6f]]\n",
-               ref ? "held-out training images" : "in-distribution test set",
-               rset->n, rs.S.mean[0], sqrt(rs.S.cov[0][0]), rs.L.mean[0],
-               sqrt(rs.L.cov[0][0]), rs.joint.mean[0], rs.joint.mean[1],
-               rs.joint.cov[0][0], rs.joint.cov[0][1], rs.joint.cov[1][0],
-               rs.joint.cov[1][1]);
-    else
-        printf("complexity L(x): unavailable (this build has no zlib), so "
-               "are S(x), the two-sided and DoSE scores\n");
-    printf("background model: independent per-pixel %s fitted on "
-           "training images 0..%d of %s\n",
-           vae->cfg.likelihood == TG_VAE_CB ? "continuous Bernoullis"
-                                            : "Bernoullis",
-           n_bg - 1, o.data);
-    for (int g = 0; g < n_sets; g++)
-        derive_scores(&sets[g], have_L, &rs);
+    print_reference(&rs, rset, sl.ref != NULL, have_L, vae, sl.n_bg, o.data);
+    for (int g = 0; g < sl.n; g++)
+        derive_scores(&sl.set[g], have_L, &rs);
 
-    /* the OOD tables and ood_metrics.csv */
-    tg_atomic_file am;
-    FILE *mf = cli_out_open(&am, cli_path(o.out, "ood_metrics.csv"));
-    fprintf(mf, "ood_set,score,n_in,n_ood,auroc,auroc_lo,auroc_hi,fpr95,"
-                "aupr\n");
+    /* the report */
     double first_auc[N_SCORES];
-    const char *first_ood = NULL;
-    for (int c = 0; c < N_SCORES; c++)
-        first_auc[c] = NAN;
-    for (int g = 0; g < n_sets; g++) {
-        const scored *s = &sets[g];
-        if (!s->ood)
-            continue;
-        printf("OOD set %s (%s, %d images) vs in-distribution test (%d), "
-               "higher score = more OOD:\n"
-               "  %-20s %-6s %-17s %-6s %-6s\n",
-               s->name, s->desc, s->n, in->n, "score", "AUROC",
-               "[95% bootstrap]", "FPR95", "AUPR");
-        for (int c = 0; c < N_SCORES; c++) {
-            double auc = tg_auroc(in->score[c], in->n, s->score[c], s->n);
-            if (isnan(auc))
-                continue;
-            double lo, hi;
-            tg_auroc_bootstrap(in->score[c], in->n, s->score[c], s->n,
-                               o.resamples, o.seed, 0.95, &lo, &hi);
-            double fpr =
-                tg_fpr_at_tpr(in->score[c], in->n, s->score[c], s->n, 0.95);
-            double ap = tg_aupr(in->score[c], in->n, s->score[c], s->n);
-            printf("  %-20s %.4f [%.4f, %.4f] %.4f %.4f\n", SCORE_NAMES[c], auc,
-                   lo, hi, fpr, ap);
-            fprintf(mf, "%s,%s,%d,%d,%.6f,%.6f,%.6f,%.6f,%.6f\n", s->name,
-                    SCORE_KEYS[c], in->n, s->n, auc, lo, hi, fpr, ap);
-            if (!first_ood)
-                first_auc[c] = auc;
-        }
-        if (!first_ood)
-            first_ood = s->name;
-    }
-    cli_out_commit(&am, true);
-
-    tg_atomic_file ac;
-    FILE *cf = cli_out_open(&ac, cli_path(o.out, "convergence.csv"));
-    fprintf(cf, "set,n,k,elbo_mean,log_px_mean,ess_mean,ess_median,ess_min,"
-                "min_ess,share_below_min_ess,log_px_se_mean,log_px_se_max\n");
-    for (int g = 0; g < n_sets; g++)
-        fprintf(cf, "%s,%d,%d,%.4f,%.4f,%.3f,%.3f,%.3f,%g,%.6f,%.5f,%.5f\n",
-                sets[g].name, sets[g].n, o.k, mean_of(sets[g].elbo, sets[g].n),
-                mean_of(sets[g].log_px, sets[g].n), conv[g].ess_mean,
-                conv[g].ess_median, conv[g].ess_min, o.min_ess, conv[g].below,
-                conv[g].se_mean, conv[g].se_max);
-    cli_out_commit(&ac, true);
-
-    /* histograms: the test set and every OOD set */
-    hist_panel panels[N_SCORES];
-    const char *set_names[HIST_MAX_SETS];
-    const scored *shown[MAX_SETS];
-    int n_shown = 0;
-    for (int g = 0; g < n_sets && n_shown < HIST_MAX_SETS; g++)
-        if (&sets[g] == in || sets[g].ood) {
-            shown[n_shown] = &sets[g];
-            set_names[n_shown++] = sets[g].label;
-        }
-    int n_panels = 0;
-    for (int c = 0; c < N_SCORES; c++) {
-        if (!have_L && c != SC_ELBO && c != SC_NLL && c != SC_LR)
-            continue;
-        hist_panel *hp = &panels[n_panels++];
-        memset(hp, 0, sizeof *hp);
-        hp->name = SCORE_NAMES[c];
-        hp->auroc = first_auc[c];
-        for (int s = 0; s < n_shown; s++) {
-            hp->v[s] = shown[s]->score[c];
-            hp->n[s] = shown[s]->n;
-        }
-    }
-    tg_atomic_file a;
-    cli_out_commit(&a,
-                   plot_histograms(cli_out_open(&a, cli_path(o.out, "ood_hist."
-                                                                    "svg")),
-                                   "scores: in-distribution vs OOD test "
-                                   "images (higher = more OOD)",
-                                   panels, n_panels, set_names, n_shown,
-                                   first_ood, 40));
-
-    /* posterior uncertainty: maps of the first images, average std over up
-     * to UNC_AVG images per set */
-    float *means[MAX_SETS] = {0}, *stds[MAX_SETS] = {0};
-    for (int s = 0; s < n_shown; s++) {
-        int n = shown[s]->n < UNC_AVG ? shown[s]->n : UNC_AVG;
-        means[s] = xcalloc((size_t)n * input, sizeof(float));
-        stds[s] = xcalloc((size_t)n * input, sizeof(float));
-        ((scored *)shown[s])->mean_std =
-            posterior_maps(tp, vae, shown[s], n, &o, means[s], stds[s]);
-    }
-    printf("posterior pixel std (S = %d draws of z ~ q(z|x)), average over "
-           "pixels and images:",
-           o.samples);
-    for (int s = 0; s < n_shown; s++)
-        printf("%s %s %.4f", s ? "," : "",
-               s ? shown[s]->name : "in-distribution", shown[s]->mean_std);
-    printf("\n");
-    if (in->side_r == in->side_c)
-        write_uncertainty_png(cli_path(o.out, "uncertainty.png"), shown,
-                              (const float *const *)means,
-                              (const float *const *)stds, n_shown, UNC_SHOW,
-                              in->side_r, o.samples);
+    const char *first_ood = write_ood_tables(&sl, &o, first_auc);
+    write_convergence(&sl, conv, &o);
+    scored *shown[MAX_SETS];
+    int n_shown = pictured_sets(&sl, shown);
+    write_histograms(shown, n_shown, have_L, first_auc, first_ood, &o);
+    write_uncertainty(tp, vae, shown, n_shown, &o);
     if (vae->cfg.latent == 2)
-        write_latent(tp, vae, in, cli_path(o.out, "latent.svg"));
-    const scored *all[MAX_SETS];
-    for (int g = 0; g < n_sets; g++)
-        all[g] = &sets[g];
-    write_csv(cli_path(o.out, "scores.csv"), all, n_sets, o.k);
+        write_latent(tp, vae, sl.in, cli_path(o.out, "latent.svg"));
+    write_scores_csv(&sl, &o);
     printf("wrote %s/{scores.csv, ood_metrics.csv, convergence.csv, "
            "ood_hist.svg, uncertainty.png%s}\n",
            o.out, vae->cfg.latent == 2 ? ", latent.svg" : "");
 
-    for (int s = 0; s < n_shown; s++) {
-        free(means[s]);
-        free(stds[s]);
-    }
-    for (int g = 0; g < n_sets; g++) {
-        scored *s = &sets[g];
-        free(s->log_px);
-        free(s->elbo);
-        free(s->ess);
-        free(s->L);
-        free(s->nll_bits);
-        free(s->log_bg);
-        for (int c = 0; c < N_SCORES; c++)
-            free(s->score[c]);
-    }
-    free(near_img[0]);
-    free(near_img[1]);
+    free_sets(&sl);
     free(bg);
-    tg_dataset_free(&ds_in);
-    tg_dataset_free(&ds_train);
-    if (o.ood)
-        tg_dataset_free(&ds_ood);
     tg_tape_free(tp);
-    tg_vae_free(vae);
+    free_inputs(&in);
     return 0;
 }

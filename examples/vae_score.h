@@ -1,0 +1,92 @@
+/* vae_score in two files: vae_score.c reads the flags, the model and the
+ * images, and scores each set; vae_score_report.c prints and writes what
+ * the scores say (tables, CSV files, pictures). */
+#ifndef EX_VAE_SCORE_H
+#define EX_VAE_SCORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tapegrad.h"
+
+typedef struct options {
+    const char *checkpoint, *data, *ood, *out, *near, *reference;
+    int k, threads, max_images, samples, ref_images, resamples;
+    float min_ess;
+    uint64_t seed;
+} options;
+
+enum {
+    N_SCORES = 7,
+    MAX_SETS = 5, /* test, reference, --ood-data, rot90, hflip */
+};
+enum { SC_ELBO, SC_NLL, SC_S, SC_S2, SC_L2, SC_LR, SC_DOSE };
+/* the scores' names in the tables and, the same order, in scores.csv */
+extern const char *const SCORE_NAMES[N_SCORES];
+extern const char *const SCORE_KEYS[N_SCORES];
+
+/* One scored set of images; the arrays are [n]. */
+typedef struct scored {
+    const char *name; /* in scores.csv and the tables */
+    char label[48];   /* in the pictures */
+    char desc[160];   /* where the images come from */
+    const float *images;
+    const uint8_t *labels;
+    int n, side_r, side_c;
+    uint64_t stream;
+    bool ood; /* scored against the in-distribution test set */
+    double *log_px, *elbo, *ess, *L, *nll_bits, *log_bg;
+    double *score[N_SCORES];
+    double seconds, mean_std;
+} scored;
+
+/* The sets in the order they are scored and reported: the in-distribution
+ * test set, the reference (--reference train), --ood-data, rot90, hflip. */
+typedef struct set_list {
+    scored set[MAX_SETS];
+    int n;
+    scored *in, *ref; /* ref NULL with --reference test */
+    int n_bg; /* the background model's images: training images 0..n_bg-1 */
+    float *near_img[2]; /* rot90 and hflip images, or NULL */
+} set_list;
+
+/* Reference statistics, fitted on the reference set only. */
+typedef struct reference {
+    tg_typical S, L, joint;
+} reference;
+
+/* Convergence of the log p(x) estimates of a set. */
+typedef struct convergence {
+    double ess_mean, ess_median, ess_min, below, se_mean, se_max;
+} convergence;
+
+/* calloc, or exit(1) with "vae_score: out of memory". */
+void *xcalloc(size_t n, size_t size);
+
+/* vae_score_report.c, in the order main calls them. */
+void print_model(const options *o, const tg_vae *vae);
+void print_set(const scored *s, int k, double min_ess, convergence *c);
+void print_reference(const reference *rs, const scored *rset, bool from_train,
+                     bool have_L, const tg_vae *vae, int n_bg,
+                     const char *data);
+/* The OOD tables and ood_metrics.csv; first_auc gets the first OOD set's
+ * AUROC of each score (NaN if none), and it returns that set's name (NULL
+ * without an OOD set). */
+const char *write_ood_tables(const set_list *sl, const options *o,
+                             double first_auc[N_SCORES]);
+void write_convergence(const set_list *sl, const convergence *conv,
+                       const options *o);
+/* The sets in the pictures: the in-distribution test set and every OOD
+ * set. Returns how many. */
+int pictured_sets(set_list *sl, scored *shown[MAX_SETS]);
+void write_histograms(scored *const *shown, int n_shown, bool have_L,
+                      const double first_auc[N_SCORES], const char *first_ood,
+                      const options *o);
+void write_uncertainty(tg_tape *tp, const tg_vae *vae, scored *const *shown,
+                       int n_shown, const options *o);
+void write_latent(tg_tape *tp, const tg_vae *vae, const scored *s,
+                  const char *path);
+void write_scores_csv(const set_list *sl, const options *o);
+
+#endif
