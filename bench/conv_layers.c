@@ -27,7 +27,7 @@ static const char usage[] =
     "usage: conv_layers [--batch B] [--threads T] [--reps N] [--layer L]\n"
     "                   [--cpu-time]\n"
     "Times the conv VAE's convolution layers (k4 s2 p1): forward and\n"
-    "backward (dx, dW, db), GFLOP/s and %% of the FMA peak.\n"
+    "backward (dx, dW, db), GFLOP/s and % of the FMA peak.\n"
     "  --batch B     images per call (default 128)\n"
     "  --threads T   threads (default 1)\n"
     "  --reps N      timed calls per layer after 3 warm-up calls (default 20)\n"

@@ -235,7 +235,13 @@ static void write_uncertainty_png(const char *path, const scored *const *sets,
     int group_w = 3 * tile + 2 * GAP;
     int bar_x = GAP + n_sets * group_w + (n_sets - 1) * GROUP_GAP + 16;
     int w = bar_x + BAR_W + 6 + font_text_width("0.25+", 2) + 8;
-    int h = TOP + rows * (tile + GAP) + 36;
+    char foot[160], lines[4][FONT_LINE];
+    snprintf(foot, sizeof foot,
+             "mean reconstruction and per-pixel std of the decoded pixels over "
+             "%d draws of z from q(z|x)",
+             samples);
+    int n_lines = font_wrap(foot, 2, w - 2 * GAP, lines, 4);
+    int h = TOP + rows * (tile + GAP) + 12 + n_lines * 20;
     uint8_t *rgb = xcalloc((size_t)w * h * 3, 1);
     memset(rgb, 255, (size_t)w * h * 3);
     static const char *const heads[3] = {"input", "mean", "std"};
@@ -283,18 +289,16 @@ static void write_uncertainty_png(const char *path, const scored *const *sets,
     static const char *const ticks[3] = {"0.25+", "0.125", "0"};
     for (int t = 0; t < 3; t++) {
         int y = by0 + t * (by1 - 1 - by0) / 2;
-        for (int x = bar_x + BAR_W; x < bar_x + BAR_W + 4; x++)
+        /* the tick left of the bar, so that it does not read as a minus */
+        for (int x = bar_x - 4; x < bar_x; x++)
             memcpy(rgb + ((size_t)y * w + x) * 3, ink, 3);
         int ty = y - 7 + (t == 0 ? 7 : t == 2 ? -7 : 0);
         font_draw(rgb, w, h, bar_x + BAR_W + 6, ty, ticks[t], 2, ink);
     }
     font_draw(rgb, w, h, bar_x - 6, 12, "std", 2, ink);
-    char foot[160];
-    snprintf(foot, sizeof foot,
-             "mean reconstruction and per-pixel std of the decoded pixels over "
-             "%d draws of z from q(z|x)",
-             samples);
-    font_draw(rgb, w, h, GAP, h - 24, foot, 2, grey);
+    for (int l = 0; l < n_lines; l++)
+        font_draw(rgb, w, h, GAP, h - 6 - (n_lines - l) * 20, lines[l], 2,
+                  grey);
     tg_atomic_file a;
     cli_out_commit(&a, png_write(cli_out_open(&a, path), w, h, 3, rgb));
     free(rgb);

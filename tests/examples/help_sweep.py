@@ -5,11 +5,14 @@ program is checked without being listed here.
 
   help_sweep.py BUILD_DIR SOURCE_DIR
 
-Per program: `--help` exits 0 with the usage on stdout; `--no-such-flag`
+Per program: `--help` exits 0 with the usage on stdout, with no printf
+directive left in it (a usage string printed with fputs showed "%%");
+`--no-such-flag`
 exits 2 at once (nothing on stdout: no work started) with exactly one line on
 stderr that starts with "<program>: "."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -43,6 +46,9 @@ def check(name, path):
         errors.append("%s --help exited %d" % (name, r.returncode))
     if "usage" not in out.lower():
         errors.append("%s --help printed no usage on stdout" % name)
+    left = re.findall(r"%%|%[-+ 0#]*[0-9.]*(?:l|z|ll)?[sdifgeuxc]\b", out)
+    if left:
+        errors.append("%s --help shows printf directives %r" % (name, left[:3]))
     r = run(path, "--no-such-flag")
     err = r.stderr.decode(errors="replace").splitlines()
     if r.returncode != 2:

@@ -233,10 +233,22 @@ done
 $run -np 2 "$vae" $ends --rank-timeout 2 --data "$tmp/d900" --out "$tmp/stall" \
     >/dev/null 2>"$tmp/stall.err" &
 pid=$!
-sleep 1
+i=0 # until training runs (an epoch has ended): a rank stopped inside
+# MPI_Init would stall the launcher itself, which no timeout of ours covers;
+# a fixed sleep was too short on a loaded machine
+while [ ! -e "$tmp/stall/metrics.csv" ] && kill -0 $pid 2>/dev/null &&
+    [ $i -lt 6000 ]; do
+    sleep 0.01
+    i=$((i + 1))
+done
 launcher=$(pgrep -P $pid | head -n 1)
 rank1=$(pgrep -P "$launcher" | sed -n 2p)
-[ -n "$rank1" ] && kill -STOP "$rank1" 2>/dev/null
+if [ -n "$rank1" ]; then
+    kill -STOP "$rank1" 2>/dev/null
+else
+    echo "stall: rank 1 not found; stopping the run" >&2
+    kill -TERM $pid 2>/dev/null
+fi
 wait $pid
 st=$?
 [ -n "$rank1" ] && kill -KILL "$rank1" 2>/dev/null
