@@ -60,6 +60,20 @@ static void check_data_and_ranks(const run *r, const tg_meta *m)
                 tg_dist_size());
 }
 
+/* Exits 2, naming the flag, when the checkpoint's value of a flag (as
+ * text) is not this run's. */
+static void same_flag(const char *path, const char *flag, const char *theirs,
+                      const char *ours)
+{
+    if (!strcmp(theirs, ours))
+        return;
+    fprintf(stderr,
+            "vae_mnist: %s: checkpoint has %s %s but this run has %s (pass "
+            "--%s %s)\n",
+            path, flag, theirs, ours, flag, theirs);
+    exit(2);
+}
+
 /* Loads --resume into r's model and optimizer; the run's config must be
  * the file's. Sets r->pos to where training stands. */
 void resume(run *r)
@@ -77,23 +91,11 @@ void resume(run *r)
                 o->resume, info.cfg.input, o->data, vae->cfg.input);
         exit(2);
     }
-    if (info.cfg.arch != o->arch) {
-        fprintf(stderr,
-                "vae_mnist: %s: checkpoint has arch %s but this run has %s "
-                "(pass --arch %s)\n",
-                o->resume, tg_vae_arch_name(info.cfg.arch),
-                tg_vae_arch_name(o->arch), tg_vae_arch_name(info.cfg.arch));
-        exit(2);
-    }
-    if (info.cfg.likelihood != o->likelihood) {
-        fprintf(stderr,
-                "vae_mnist: %s: checkpoint has likelihood %s but this run "
-                "has %s (pass --likelihood %s)\n",
-                o->resume, tg_vae_likelihood_name(info.cfg.likelihood),
-                tg_vae_likelihood_name(o->likelihood),
-                tg_vae_likelihood_name(info.cfg.likelihood));
-        exit(2);
-    }
+    same_flag(o->resume, "arch", tg_vae_arch_name(info.cfg.arch),
+              tg_vae_arch_name(o->arch));
+    same_flag(o->resume, "likelihood",
+              tg_vae_likelihood_name(info.cfg.likelihood),
+              tg_vae_likelihood_name(o->likelihood));
     struct {
         const char *key;
         int64_t want;
@@ -110,14 +112,10 @@ void resume(run *r)
                     o->resume, keys[i].key);
             exit(2);
         }
-        if (v != keys[i].want) {
-            fprintf(stderr,
-                    "vae_mnist: %s: checkpoint has %s %lld but this run has "
-                    "%lld (pass --%s %lld)\n",
-                    o->resume, keys[i].key, (long long)v,
-                    (long long)keys[i].want, keys[i].key, (long long)v);
-            exit(2);
-        }
+        char theirs[24], ours[24];
+        snprintf(theirs, sizeof theirs, "%lld", (long long)v);
+        snprintf(ours, sizeof ours, "%lld", (long long)keys[i].want);
+        same_flag(o->resume, keys[i].key, theirs, ours);
     }
     if (!info.has_position) {
         fprintf(stderr,
