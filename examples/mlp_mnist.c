@@ -98,119 +98,153 @@ static bool labels_ok(const tg_dataset *ds, const char *dir)
     return true;
 }
 
+/* The training and test sets of dir; false after saying why not. A rank
+ * that cannot read its data stops every rank; the lowest such rank says
+ * why. */
+static bool load_data(const char *dir, tg_dataset *train, tg_dataset *test)
+{
+    bool loaded = tg_mnist_load(dir, true, train) == TG_OK &&
+                  tg_mnist_load(dir, false, test) == TG_OK;
+    if (!tg_dist_all_ok(loaded)) {
+        if (tg_dist_first_failed() == tg_dist_rank())
+            fprintf(stderr, "mlp_mnist: %s\n", tg_errmsg());
+        return false;
+    }
+    if (test->rows * test->cols != train->rows * train->cols) {
+        fprintf(stderr, "mlp_mnist: %s: train and test image sizes differ\n",
+                dir);
+        return false;
+    }
+    return labels_ok(train, dir) && labels_ok(test, dir);
+}
+
+/* What training needs: the model, its optimizer and step guard (the same
+ * on every rank), a tape, and the batches of the training set. */
+typedef struct trainer {
+    mlp m;
+    tg_optim *opt;
+    tg_step_guard guard;
+    tg_tape *tp;
+    tg_batcher batcher;
+    float *xbuf;
+    int *labels;
+    int input, n_batches;
+} trainer;
+
+static void trainer_init(trainer *t, const tg_dataset *train, const options *o)
+{
+    t->input = train->rows * train->cols;
+    t->m.params = tg_params_new();
+    tg_rng init;
+    tg_rng_seed(&init, o->seed, 0);
+    tg_dense_layer_init(&t->m.fc1, t->m.params, "fc1", t->input, o->hidden,
+                        TG_INIT_HE, &init);
+    tg_dense_layer_init(&t->m.fc2, t->m.params, "fc2", o->hidden, CLASSES,
+                        TG_INIT_GLOROT, &init);
+    t->opt = tg_adam_new(t->m.params, o->lr);
+    tg_step_guard_init(&t->guard, t->m.params, t->opt, NULL);
+    tg_dist_broadcast(t->m.params, t->opt);
+    t->tp = tg_tape_new();
+    tg_batcher_init(&t->batcher, train, o->batch, o->seed);
+    t->xbuf = malloc(sizeof(float) * (size_t)o->batch * t->input);
+    t->labels = malloc(sizeof(int) * (size_t)o->batch);
+    t->n_batches = tg_batcher_count(&t->batcher);
+    if (o->max_batches && o->max_batches < t->n_batches)
+        t->n_batches = o->max_batches;
+}
+
+static void trainer_free(trainer *t)
+{
+    free(t->xbuf);
+    free(t->labels);
+    tg_batcher_free(&t->batcher);
+    tg_tape_free(t->tp);
+    tg_optim_free(t->opt);
+    tg_params_free(t->m.params);
+}
+
+/* One step on the global batch of n rows in t->xbuf; returns its summed
+ * loss. A step not taken (a non-finite loss or gradient) stops every rank
+ * with exit status 3, naming batch i of epoch. */
+static double train_step(trainer *t, int n, int epoch, int i, cli_progress *bar)
+{
+    /* This rank's rows [first, first + mine) of the global batch; backward
+     * of their summed loss / n, summed over ranks by the all-reduce, is the
+     * gradient of the global batch's mean. */
+    int first, mine = tg_dist_share(n, &first);
+    tg_params_zero_grad(t->m.params);
+    tg_step s = {0};
+    if (mine > 0) {
+        tg_tape_reset(t->tp);
+        tg_tensor *x = tg_tape_view2(t->tp, t->xbuf + (size_t)first * t->input,
+                                     mine, t->input);
+        tg_tensor *loss = tg_loss_softmax_xent(
+            t->tp, mlp_logits(t->tp, &t->m, x), t->labels + first);
+        s.loss = (double)loss->data[0] * mine;
+        if (isfinite(s.loss))
+            tg_backward(t->tp, tg_scale(t->tp, loss, (float)mine / n));
+    }
+    tg_step_finish(&t->guard, &s, n);
+    if (s.verdict != TG_STEP_TAKEN) {
+        cli_progress_end(bar);
+        if (tg_dist_rank() == 0)
+            fprintf(stderr,
+                    "mlp_mnist: step %lld (epoch %d, batch %d): %s: %s; "
+                    "stopped (try a smaller --lr)\n",
+                    (long long)t->opt->step + 1, epoch, i + 1,
+                    s.bad ? s.bad : "loss", s.bad ? s.why : "diverged");
+        tg_dist_finalize();
+        exit(3); /* main's frame stays live: no leak report */
+    }
+    return s.loss_sum;
+}
+
+/* One epoch, then its line: mean training loss, test accuracy, speed. */
+static void train_epoch(trainer *t, int epoch, const tg_dataset *test)
+{
+    tg_batcher_start(&t->batcher, epoch, 0);
+    cli_progress bar;
+    cli_progress_start(&bar, t->n_batches);
+    double total = 0.0, t0 = cli_now();
+    int seen = 0, n;
+    for (int i = 0; i < t->n_batches &&
+                    (n = tg_batcher_next(&t->batcher, t->xbuf, t->labels)) > 0;
+         i++) {
+        total += train_step(t, n, epoch, i, &bar);
+        seen += n;
+        cli_progress_update(&bar, i + 1, seen, total / seen);
+    }
+    double dt = cli_now() - t0;
+    cli_progress_end(&bar);
+    printf("epoch %d  train loss %.4f  test accuracy %.2f%%  %.0f "
+           "samples/s\n",
+           epoch, total / seen, 100.0 * accuracy(t->tp, &t->m, test),
+           seen / dt);
+    fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
     cli_prog = "mlp_mnist";
     cli_dist_start(&argc, &argv);
     options o = parse_options(argc, argv);
     cli_dist_ready(o.threads);
-
-    /* A rank that cannot read its data stops every rank; the lowest such
-     * rank says why. */
     tg_dataset train = {0}, test = {0};
-    bool loaded = tg_mnist_load(o.data, true, &train) == TG_OK &&
-                  tg_mnist_load(o.data, false, &test) == TG_OK;
-    if (!tg_dist_all_ok(loaded)) {
-        if (tg_dist_first_failed() == tg_dist_rank())
-            fprintf(stderr, "mlp_mnist: %s\n", tg_errmsg());
+    if (!load_data(o.data, &train, &test)) {
         tg_dataset_free(&train);
         tg_dataset_free(&test);
         tg_dist_finalize();
         return 2;
     }
-    int input = train.rows * train.cols;
-    if (test.rows * test.cols != input || !labels_ok(&train, o.data) ||
-        !labels_ok(&test, o.data)) {
-        if (test.rows * test.cols != input)
-            fprintf(stderr,
-                    "mlp_mnist: %s: train and test image sizes differ\n",
-                    o.data);
-        tg_dataset_free(&train);
-        tg_dataset_free(&test);
-        tg_dist_finalize();
-        return 2;
-    }
-
-    mlp m = {.params = tg_params_new()};
-    tg_rng init;
-    tg_rng_seed(&init, o.seed, 0);
-    tg_dense_layer_init(&m.fc1, m.params, "fc1", input, o.hidden, TG_INIT_HE,
-                        &init);
-    tg_dense_layer_init(&m.fc2, m.params, "fc2", o.hidden, CLASSES,
-                        TG_INIT_GLOROT, &init);
-    tg_optim *opt = tg_adam_new(m.params, o.lr);
-    tg_step_guard guard;
-    tg_step_guard_init(&guard, m.params, opt, NULL);
-    tg_dist_broadcast(m.params, opt);
+    trainer t;
+    trainer_init(&t, &train, &o);
     printf("mlp_mnist: %d train / %d test images, model %d-%d-%d, %zu "
            "parameters, batch %d, Adam lr %g\n",
-           train.n, test.n, input, o.hidden, CLASSES, tg_params_numel(m.params),
-           o.batch, (double)o.lr);
-
-    tg_tape *tp = tg_tape_new();
-    tg_batcher batcher;
-    tg_batcher_init(&batcher, &train, o.batch, o.seed);
-    float *xbuf = malloc(sizeof(float) * (size_t)o.batch * input);
-    int *labels = malloc(sizeof(int) * (size_t)o.batch);
-    int n_batches = tg_batcher_count(&batcher);
-    if (o.max_batches && o.max_batches < n_batches)
-        n_batches = o.max_batches;
-
-    for (int epoch = 1; epoch <= o.epochs; epoch++) {
-        tg_batcher_start(&batcher, epoch, 0);
-        cli_progress bar;
-        cli_progress_start(&bar, n_batches);
-        double total = 0.0, t0 = cli_now();
-        int seen = 0, n;
-        for (int i = 0;
-             i < n_batches && (n = tg_batcher_next(&batcher, xbuf, labels)) > 0;
-             i++) {
-            /* This rank's rows [first, first + mine) of the global batch;
-             * backward of their summed loss / n, summed over ranks by the
-             * all-reduce, is the gradient of the global batch's mean. */
-            int first, mine = tg_dist_share(n, &first);
-            tg_params_zero_grad(m.params);
-            tg_step s = {0};
-            if (mine > 0) {
-                tg_tape_reset(tp);
-                tg_tensor *x = tg_tape_view2(tp, xbuf + (size_t)first * input,
-                                             mine, input);
-                tg_tensor *loss = tg_loss_softmax_xent(
-                    tp, mlp_logits(tp, &m, x), labels + first);
-                s.loss = (double)loss->data[0] * mine;
-                if (isfinite(s.loss))
-                    tg_backward(tp, tg_scale(tp, loss, (float)mine / n));
-            }
-            tg_step_finish(&guard, &s, n);
-            if (s.verdict != TG_STEP_TAKEN) {
-                cli_progress_end(&bar);
-                if (tg_dist_rank() == 0)
-                    fprintf(stderr,
-                            "mlp_mnist: step %lld (epoch %d, batch %d): %s: "
-                            "%s; stopped (try a smaller --lr)\n",
-                            (long long)opt->step + 1, epoch, i + 1,
-                            s.bad ? s.bad : "loss", s.bad ? s.why : "diverged");
-                tg_dist_finalize();
-                exit(3); /* main's frame stays live: no leak report */
-            }
-            total += s.loss_sum;
-            seen += n;
-            cli_progress_update(&bar, i + 1, seen, total / seen);
-        }
-        double dt = cli_now() - t0;
-        cli_progress_end(&bar);
-        printf("epoch %d  train loss %.4f  test accuracy %.2f%%  %.0f "
-               "samples/s\n",
-               epoch, total / seen, 100.0 * accuracy(tp, &m, &test), seen / dt);
-        fflush(stdout);
-    }
-
-    free(xbuf);
-    free(labels);
-    tg_batcher_free(&batcher);
-    tg_tape_free(tp);
-    tg_optim_free(opt);
-    tg_params_free(m.params);
+           train.n, test.n, t.input, o.hidden, CLASSES,
+           tg_params_numel(t.m.params), o.batch, (double)o.lr);
+    for (int epoch = 1; epoch <= o.epochs; epoch++)
+        train_epoch(&t, epoch, &test);
+    trainer_free(&t);
     tg_dataset_free(&train);
     tg_dataset_free(&test);
     tg_dist_finalize();
