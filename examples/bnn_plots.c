@@ -9,7 +9,6 @@
 #include "bnn_mnist.h"
 #include "cli.h"
 #include "png.h"
-#include "score_plots.h"
 #include "svg.h"
 
 /* A chart frame: x in [0, 1], y in [y0, y1], ticks every 0.1 on x and
