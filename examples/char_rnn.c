@@ -195,81 +195,109 @@ static void sample(tg_tape *tp, const model *m, const unsigned char *vocab,
     tg_tape_set_recording(tp, was);
 }
 
+/* The model of o's cell and size over n_vocab characters, its weights
+ * drawn from init. */
+static void model_init(model *m, const options *o, int n_vocab, tg_rng *init)
+{
+    *m = (model){.params = tg_params_new(),
+                 .lstm = o->lstm,
+                 .vocab = n_vocab,
+                 .hidden = o->hidden};
+    if (o->lstm)
+        tg_lstm_cell_init(&m->cell, m->params, "rnn", n_vocab, o->hidden, init);
+    else
+        tg_gru_cell_init(&m->gru, m->params, "rnn", n_vocab, o->hidden, init);
+    tg_dense_layer_init(&m->out, m->params, "out", o->hidden, n_vocab,
+                        TG_INIT_TORCH, init);
+}
+
+/* What training needs besides the model: the text as indices, the
+ * optimizer and its schedule, a tape, the window buffers and the stream of
+ * window positions. */
+typedef struct trainer {
+    const int *ids;
+    long len;
+    tg_optim *opt;
+    tg_tape *tp;
+    int *in, *next; /* [batch, seq] each */
+    tg_rng data;
+    int64_t total, warmup; /* steps in all, of linear warm-up */
+} trainer;
+
+/* Epoch e (from 0): o->steps steps of clipped, scheduled Adam on random
+ * windows, then its line. Returns 0, or 3 after saying the loss is not
+ * finite. */
+static int train_epoch(trainer *t, model *m, const options *o, int e)
+{
+    double sum = 0, norm = 0;
+    for (int s = 0; s < o->steps; s++) {
+        tg_tape_reset(t->tp);
+        tg_params_zero_grad(m->params);
+        tg_tensor *loss = window_loss(t->tp, m, t->ids, t->len, o->batch,
+                                      o->seq, &t->data, t->in, t->next);
+        if (!isfinite(loss->data[0])) {
+            fprintf(stderr, "char_rnn: loss is %g at step %lld\n",
+                    (double)loss->data[0], (long long)t->opt->step);
+            return 3;
+        }
+        tg_backward(t->tp, loss);
+        norm += tg_clip_grad_norm(m->params, 5.0f);
+        t->opt->lr = t->total > 1
+                         ? tg_lr_cosine_warmup(o->lr, t->opt->step, t->warmup,
+                                               t->total, 0.1f * o->lr)
+                         : o->lr;
+        tg_optim_step(t->opt);
+        sum += loss->data[0];
+    }
+    printf("epoch %d: loss %.4f nats = %.3f bits/char, mean grad norm %.3f\n",
+           e + 1, sum / o->steps, sum / o->steps / log(2.0), norm / o->steps);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     cli_prog = "char_rnn";
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
-
     int *ids = NULL, n_vocab = 0;
     unsigned char vocab[256];
     long len = read_text(o.text, o.seq, &ids, vocab, &n_vocab);
     if (len < 0)
         return 2;
 
-    model m = {.params = tg_params_new(),
-               .lstm = o.lstm,
-               .vocab = n_vocab,
-               .hidden = o.hidden};
-    tg_rng init, data, noise;
+    model m;
+    tg_rng init, noise;
     tg_rng_seed(&init, o.seed, 0);
-    tg_rng_seed(&data, o.seed, 1);
     tg_rng_seed(&noise, o.seed, 2);
-    if (o.lstm)
-        tg_lstm_cell_init(&m.cell, m.params, "rnn", n_vocab, o.hidden, &init);
-    else
-        tg_gru_cell_init(&m.gru, m.params, "rnn", n_vocab, o.hidden, &init);
-    tg_dense_layer_init(&m.out, m.params, "out", o.hidden, n_vocab,
-                        TG_INIT_TORCH, &init);
-    tg_optim *opt = tg_adam_new(m.params, o.lr);
-    tg_tape *tp = tg_tape_new();
-    int *in = malloc(2 * (size_t)o.batch * (size_t)o.seq * sizeof *in);
-    if (!in)
+    model_init(&m, &o, n_vocab, &init);
+    trainer t = {.ids = ids,
+                 .len = len,
+                 .opt = tg_adam_new(m.params, o.lr),
+                 .tp = tg_tape_new(),
+                 .in =
+                     malloc(2 * (size_t)o.batch * (size_t)o.seq * sizeof(int)),
+                 .total = (int64_t)o.epochs * o.steps};
+    if (!t.in)
         tg_fatal("char_rnn", "out of memory");
-    int *next = in + (size_t)o.batch * (size_t)o.seq;
-
+    t.next = t.in + (size_t)o.batch * (size_t)o.seq;
+    tg_rng_seed(&t.data, o.seed, 1);
+    t.warmup = t.total / 20 < t.total - 1 ? t.total / 20 : t.total - 1;
     printf("char_rnn: %ld characters, %d distinct, %s %d, %zu parameters; "
            "uniform guess: %.3f bits/char\n",
            len, n_vocab, o.lstm ? "LSTM" : "GRU", o.hidden,
            tg_params_numel(m.params), log2((double)n_vocab));
-    int64_t total = (int64_t)o.epochs * o.steps;
-    int64_t warmup = total / 20 < total - 1 ? total / 20 : total - 1;
+
     int status = 0;
-    for (int e = 0; e < o.epochs && status == 0; e++) {
-        double sum = 0, norm = 0;
-        for (int s = 0; s < o.steps; s++) {
-            tg_tape_reset(tp);
-            tg_params_zero_grad(m.params);
-            tg_tensor *loss =
-                window_loss(tp, &m, ids, len, o.batch, o.seq, &data, in, next);
-            if (!isfinite(loss->data[0])) {
-                fprintf(stderr, "char_rnn: loss is %g at step %lld\n",
-                        (double)loss->data[0], (long long)opt->step);
-                status = 3;
-                break;
-            }
-            tg_backward(tp, loss);
-            norm += tg_clip_grad_norm(m.params, 5.0f);
-            opt->lr = total > 1 ? tg_lr_cosine_warmup(o.lr, opt->step, warmup,
-                                                      total, 0.1f * o.lr)
-                                : o.lr;
-            tg_optim_step(opt);
-            sum += loss->data[0];
-        }
-        if (status == 0)
-            printf("epoch %d: loss %.4f nats = %.3f bits/char, mean grad "
-                   "norm %.3f\n",
-                   e + 1, sum / o.steps, sum / o.steps / log(2.0),
-                   norm / o.steps);
-    }
+    for (int e = 0; e < o.epochs && status == 0; e++)
+        status = train_epoch(&t, &m, &o, e);
     if (status == 0 && o.sample > 0) {
         printf("sample (temperature %g):\n", (double)o.temperature);
-        sample(tp, &m, vocab, ids[0], o.sample, o.temperature, &noise);
+        sample(t.tp, &m, vocab, ids[0], o.sample, o.temperature, &noise);
     }
-    free(in);
+    free(t.in);
     free(ids);
-    tg_tape_free(tp);
-    tg_optim_free(opt);
+    tg_tape_free(t.tp);
+    tg_optim_free(t.opt);
     tg_params_free(m.params);
     return status;
 }
