@@ -266,6 +266,57 @@ static int load_data(const options *o, tg_dataset *train_set,
     return 0;
 }
 
+/* The sets scored: the first --max-eval test images with their labels,
+ * and as many OOD images when there are any. Returns test's labels, for
+ * the caller to free. */
+static int *eval_sets(const options *o, const tg_dataset *test_set,
+                      const tg_dataset *ood_set, bool have_ood, eval_set *test,
+                      eval_set *ood)
+{
+    int n_test =
+        o->max_eval && o->max_eval < test_set->n ? o->max_eval : test_set->n;
+    int n_ood = !have_ood                                 ? 0
+                : o->max_eval && o->max_eval < ood_set->n ? o->max_eval
+                                                          : ood_set->n;
+    int *test_labels = malloc(sizeof(int) * (size_t)n_test);
+    for (int i = 0; i < n_test; i++)
+        test_labels[i] = test_set->labels[i];
+    *test = (eval_set){test_set->images, test_labels, n_test};
+    *ood = (eval_set){have_ood ? ood_set->images : NULL, NULL, n_ood};
+    return test_labels;
+}
+
+/* Runs each method --method asks for into results (n_results of them),
+ * drawing its pictures into --out when given, then the coverage chart of
+ * all. Returns 0, or 1 when a picture could not be written. */
+static int run_methods(const options *o, const tg_dataset *train_set,
+                       const eval_set *test, const eval_set *ood, int side,
+                       bnn_result *results, int *n_results)
+{
+    int status = 0;
+    *n_results = 0;
+    for (int k = 0; k < N_METHODS; k++) {
+        if (!o->run[k])
+            continue;
+        bnn_result *r = &results[(*n_results)++];
+        memset(r, 0, sizeof *r);
+        run_method(k, o, train_set, test, ood, r);
+        if (o->out && (!bnn_plot_reliability(o->out, r) ||
+                       !bnn_plot_sure(o->out, r, test->images, side,
+                                      test->labels, test->n))) {
+            fprintf(stderr, "bnn_mnist: %s: %s\n", o->out, strerror(errno));
+            status = 1;
+        }
+    }
+    if (o->out && status == 0 &&
+        !bnn_plot_coverage(o->out, results, *n_results, test->labels,
+                           test->n)) {
+        fprintf(stderr, "bnn_mnist: %s: %s\n", o->out, strerror(errno));
+        status = 1;
+    }
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     cli_prog = "bnn_mnist";
@@ -283,48 +334,22 @@ int main(int argc, char **argv)
         tg_dataset_free(&ood_set);
         return code;
     }
-    int input = train_set.rows * train_set.cols;
-
-    int n_test =
-        o.max_eval && o.max_eval < test_set.n ? o.max_eval : test_set.n;
-    int n_ood = !have_ood                              ? 0
-                : o.max_eval && o.max_eval < ood_set.n ? o.max_eval
-                                                       : ood_set.n;
-    int *test_labels = malloc(sizeof(int) * (size_t)n_test);
-    for (int i = 0; i < n_test; i++)
-        test_labels[i] = test_set.labels[i];
-    eval_set test = {test_set.images, test_labels, n_test};
-    eval_set ood = {have_ood ? ood_set.images : NULL, NULL, n_ood};
-
+    eval_set test, ood;
+    int *test_labels =
+        eval_sets(&o, &test_set, &ood_set, have_ood, &test, &ood);
     printf("bnn_mnist: %d train / %d test images from %s; OOD: %s (%d "
            "images); model %d-%d-%d-%d, %d epochs, batch %d, Adam lr %g, "
            "S = %d, M = %d, seed %llu, %d thread(s)\n",
-           train_set.n, n_test, o.data, have_ood ? o.ood : "none", n_ood, input,
-           o.hidden, o.hidden, BNN_CLASSES, o.epochs, o.batch, (double)o.lr,
-           o.samples, o.members, (unsigned long long)o.seed, tg_get_threads());
+           train_set.n, test.n, o.data, have_ood ? o.ood : "none", ood.n,
+           train_set.rows * train_set.cols, o.hidden, o.hidden, BNN_CLASSES,
+           o.epochs, o.batch, (double)o.lr, o.samples, o.members,
+           (unsigned long long)o.seed, tg_get_threads());
     fflush(stdout);
 
     bnn_result results[N_METHODS];
-    int n_results = 0;
-    int status = 0;
-    for (int k = 0; k < N_METHODS; k++) {
-        if (!o.run[k])
-            continue;
-        bnn_result *r = &results[n_results++];
-        memset(r, 0, sizeof *r);
-        run_method(k, &o, &train_set, &test, &ood, r);
-        if (o.out && (!bnn_plot_reliability(o.out, r) ||
-                      !bnn_plot_sure(o.out, r, test_set.images, test_set.rows,
-                                     test_labels, n_test))) {
-            fprintf(stderr, "bnn_mnist: %s: %s\n", o.out, strerror(errno));
-            status = 1;
-        }
-    }
-    if (o.out && status == 0 &&
-        !bnn_plot_coverage(o.out, results, n_results, test_labels, n_test)) {
-        fprintf(stderr, "bnn_mnist: %s: %s\n", o.out, strerror(errno));
-        status = 1;
-    }
+    int n_results;
+    int status = run_methods(&o, &train_set, &test, &ood, test_set.rows,
+                             results, &n_results);
     print_table(results, n_results);
 
     for (int i = 0; i < n_results; i++) {
