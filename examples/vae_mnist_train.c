@@ -344,12 +344,25 @@ void run_setup(run *r, const options *o, const char *argv0)
                 o->data, r->train.rows, r->train.cols);
         exit(2);
     }
-    r->vae = tg_vae_new((tg_vae_config){.input = input,
-                                        .hidden = o->hidden,
-                                        .latent = o->latent,
-                                        .arch = o->arch,
-                                        .likelihood = o->likelihood},
-                        o->seed);
+    tg_vae_config cfg = {.input = input,
+                         .hidden = o->hidden,
+                         .latent = o->latent,
+                         .arch = o->arch,
+                         .likelihood = o->likelihood};
+    /* each size within its limit, the model still too large (--hidden
+     * 65536 --latent 4096): was an abort in tg_vae_new */
+    if (tg_vae_numel(cfg) > TG_VAE_MAX_PARAMS) {
+        if (tg_dist_rank() == 0)
+            fprintf(stderr,
+                    "vae_mnist: --hidden %d and --latent %d on %dx%d images "
+                    "make %llu parameters, more than %llu\n",
+                    o->hidden, o->latent, r->train.rows, r->train.cols,
+                    (unsigned long long)tg_vae_numel(cfg),
+                    (unsigned long long)TG_VAE_MAX_PARAMS);
+        tg_dist_finalize();
+        exit(2);
+    }
+    r->vae = tg_vae_new(cfg, o->seed);
     r->ps = tg_vae_params(r->vae);
     r->opt = tg_adam_new(r->ps, o->lr);
     tg_step_guard_init(&r->guard, r->ps, r->opt,
