@@ -304,10 +304,9 @@ static void check_same_job(const run *r)
     snprintf(v[7], sizeof v[7], "%d", o->checkpoint_every);
     snprintf(v[8], sizeof v[8], "%d", o->skip_nonfinite);
     snprintf(v[9], sizeof v[9], "%d", o->allow_data_change);
-    char timeout[32], arch[16], lik[16];
-    snprintf(arch, sizeof arch, "%d", (int)o->arch);
-    snprintf(lik, sizeof lik, "%d", (int)o->likelihood);
+    char timeout[32], holdout[32];
     snprintf(timeout, sizeof timeout, "%d", o->rank_timeout);
+    snprintf(holdout, sizeof holdout, "%d", o->holdout);
     const char *names[] = {"--epochs",
                            "--batch",
                            "--hidden",
@@ -321,10 +320,28 @@ static void check_same_job(const run *r)
                            "--rank-timeout",
                            "--arch",
                            "--likelihood",
+                           "--holdout",
+                           "--resume",
                            "data (--data)"};
-    const char *values[] = {v[0], v[1], v[2], v[3],    v[4], v[5], v[6],
-                            v[7], v[8], v[9], timeout, arch, lik,  r->data_fp};
-    cli_same_job(names, values, 14);
+    /* --resume too: rank 0 alone reads the file and sends the position, so
+     * a rank started without it (or with it alone) waited for ever */
+    const char *values[] = {v[0],
+                            v[1],
+                            v[2],
+                            v[3],
+                            v[4],
+                            v[5],
+                            v[6],
+                            v[7],
+                            v[8],
+                            v[9],
+                            timeout,
+                            tg_vae_arch_name(o->arch),
+                            tg_vae_likelihood_name(o->likelihood),
+                            holdout,
+                            o->resume ? o->resume : "(none)",
+                            r->data_fp};
+    cli_same_job(names, values, 16);
     tg_dist_set_timeout(o->rank_timeout);
 }
 
