@@ -383,7 +383,8 @@ TG_UNARY_OP(softplus, (x_ > 0.0f ? x_ : 0.0f) + vlog1pf(vexpf(-fabsf(x_))),
 TG_UNARY_OP(square, x_ * x_, 2.0f * x_ * g_)
 /* clang-format on */
 
-/* y = min(max(x, lo), hi); dx += dy where lo < x < hi */
+/* y = min(max(x, lo), hi); dx += dy where lo < x < hi (so 0 at the bounds
+ * themselves, as PyTorch) */
 static void clamp_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);

@@ -75,22 +75,29 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
     return y;
 }
 
-/* logits x [R, C], labels -> y [R, 1], y[r] = logsumexp(x[r]) - x[r, label],
- * with the row max subtracted before exp. dx += dy * (softmax(x) - onehot).
- * The labels are copied to the arena for backward. */
+/* logits x [R, C], labels -> y [R, 1], y[r] = m + ls - x[r, label] with m
+ * the row max and ls = log sum_j exp(x[r, j] - m).
+ * dx += dy * (softmax(x) - onehot), softmax(x)_j = exp((x_j - m) - ls):
+ * m and ls are saved apart, as the softmax family does (ops_softmax.c),
+ * since m + ls rounded to float would put up to half an ulp of the logits
+ * into every probability. The labels are copied to the arena too. */
+typedef struct xent_saved {
+    int *labels;
+    float *m, *ls;
+} xent_saved;
+
 static void xent_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *x = r->in[0];
-    const int *labels = r->saved;
+    const xent_saved *s = r->saved;
+    const int *labels = s->labels;
     float *dx = grad_of(tp, r->in[0]);
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
     for (int i = 0; i < rows; i++) {
         const float *xi = &x->data[(size_t)i * cols];
-        float g = r->out->grad[i];
-        /* y = lse - x[label], so lse = y + x[label]; p = exp(x - lse). */
-        float lse = r->out->data[i] + xi[labels[i]];
+        float g = r->out->grad[i], m = s->m[i], ls = s->ls[i];
         for (int j = 0; j < cols; j++)
-            dx[(size_t)i * cols + j] += g * expf(xi[j] - lse);
+            dx[(size_t)i * cols + j] += g * expf((xi[j] - m) - ls);
         dx[(size_t)i * cols + labels[i]] -= g;
     }
 }
@@ -102,6 +109,9 @@ tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels)
         tg_fatal("softmax_xent", "labels is NULL");
     int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
+    xent_saved *s = tg_tape_alloc(tp, sizeof *s);
+    s->m = tg_tape_alloc(tp, 2 * (size_t)rows * sizeof(float));
+    s->ls = s->m + rows;
     for (int i = 0; i < rows; i++) {
         if (labels[i] < 0 || labels[i] >= cols)
             tg_fatal("softmax_xent", "label %d of row %d outside 0..%d",
@@ -113,21 +123,47 @@ tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels)
         double sum = 0.0;
         for (int j = 0; j < cols; j++)
             sum += exp((double)(x[j] - max));
-        y->data[i] = (float)(max + log(sum) - x[labels[i]]);
+        double ls = log(sum);
+        y->data[i] = (float)(max + ls - x[labels[i]]);
+        s->m[i] = max;
+        s->ls[i] = (float)ls;
     }
     tg_record *r = record(tp, "softmax_xent", xent_backward, y, 1, &logits);
     if (r) {
-        int *saved = tg_tape_alloc(tp, (size_t)rows * sizeof *saved);
+        s->labels = tg_tape_alloc(tp, (size_t)rows * sizeof *s->labels);
         for (int i = 0; i < rows; i++)
-            saved[i] = labels[i];
-        r->saved = saved;
+            s->labels[i] = labels[i];
+        r->saved = s;
     }
     return y;
 }
 
+/* e^d - 1 - d (>= 0), the Gaussian KLs' term in a log-variance difference
+ * d, without the cancellation of the written form near d = 0: there it is
+ * about d^2 / 2, and 1 + d - e^d in float keeps none of its digits once |d|
+ * is below ~1e-4 (at d = 1e-3 it is off by 5%). For |d| < 0.5 the Taylor
+ * series d^2 (1/2! + d/3! + ... + d^7/9!) (truncation below 3e-9 relative);
+ * beyond, the direct form, where the result is above 0.1 and rounding costs
+ * a few ulp. NaN takes the direct form. */
+static inline float exp_m1_minus(float d)
+{
+    if (!(fabsf(d) < 0.5f))
+        return vexpf(d) - 1.0f - d;
+    float p = 1.0f / 362880.0f;
+    p = p * d + 1.0f / 40320.0f;
+    p = p * d + 1.0f / 5040.0f;
+    p = p * d + 1.0f / 720.0f;
+    p = p * d + 1.0f / 120.0f;
+    p = p * d + 1.0f / 24.0f;
+    p = p * d + 1.0f / 6.0f;
+    p = p * d + 0.5f;
+    return d * d * p;
+}
+
 /* mean m, logvar v [R, C] -> y [R, 1],
  * y[r] = -0.5 * sum_c (1 + v - m^2 - e^v)   (KL of N(m, e^v) from N(0, 1))
- * dm += dy * m,  dv += dy * 0.5 * (e^v - 1) */
+ *      = 0.5 * sum_c (m^2 + (e^v - 1 - v)), summed in double
+ * dm += dy * m,  dv += dy * 0.5 * (e^v - 1), as expm1 (exact near v = 0) */
 static void kl_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *m = r->in[0], *v = r->in[1];
@@ -140,7 +176,7 @@ static void kl_backward(tg_tape *tp, tg_record *r)
             if (dm)
                 dm[k] += g * m->data[k];
             if (dv)
-                dv[k] += g * 0.5f * (vexpf(v->data[k]) - 1.0f);
+                dv[k] += g * 0.5f * expm1f(v->data[k]);
         }
     }
 }
@@ -152,13 +188,13 @@ tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar)
     int rows = tg_tensor_rows(mean), cols = tg_tensor_cols(mean);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
     for (int i = 0; i < rows; i++) {
-        float acc = 0.0f;
+        double acc = 0.0;
         for (int j = 0; j < cols; j++) {
             size_t k = (size_t)i * cols + j;
             float m = mean->data[k], v = logvar->data[k];
-            acc += 1.0f + v - m * m - vexpf(v);
+            acc += (double)(m * m) + exp_m1_minus(v);
         }
-        y->data[i] = -0.5f * acc;
+        y->data[i] = (float)(0.5 * acc);
     }
     record(tp, "kl_normal", kl_backward, y, 2, (tg_tensor *[]){mean, logvar});
     return y;
@@ -168,8 +204,8 @@ tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar)
  * y[r] = -sum_c z log(q) + (1 - z) log(1 - q),  q = clamp(p, eps, 1 - eps)
  * with eps = TG_BCE_EPS, so that a p of exactly 0 or 1 gives a large finite
  * loss, not Inf. The gradient is that of the clamped function:
- * dp += dy * (q - z) / (q (1 - q)) where eps < p < 1 - eps, and 0 where p
- * was clamped (as tg_clamp); dz += dy * (log(1 - q) - log(q)). */
+ * dp += dy * (q - z) / (q (1 - q)) where eps < p < 1 - eps, and 0 at or
+ * beyond a bound; dz += dy * (log(1 - q) - log(q)). */
 static void bce_prob_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *p = r->in[0], *z = r->in[1];
@@ -214,7 +250,9 @@ tg_tensor *tg_bce(tg_tape *tp, tg_tensor *probs, tg_tensor *targets)
 /* q = N(mq, e^vq), p = N(mp, e^vp), all [R, C]; or mp, vp one row [C] /
  * [1, C] shared by every row (a learned prior). -> y [R, 1],
  * y[r] = 0.5 sum_c (vp - vq + e^(vq - vp) + (mq - mp)^2 e^-vp - 1)
- * (= KL(q || p); e^(vq - vp) rather than e^vq / e^vp, which could overflow)
+ *      = 0.5 sum_c (exp_m1_minus(vq - vp) + (mq - mp)^2 e^-vp)
+ * (= KL(q || p); e^(vq - vp) rather than e^vq / e^vp, which could overflow;
+ * e^d - 1 - d as exp_m1_minus, exact near d = 0, and e^d - 1 as expm1)
  * dmq += dy (mq - mp) e^-vp            dmp -= the same
  * dvq += dy 0.5 (e^(vq - vp) - 1)      dvp += dy 0.5 (1 - e^(vq - vp)
  *                                                     - (mq - mp)^2 e^-vp)
@@ -233,15 +271,15 @@ static void kl_normals_backward(tg_tape *tp, tg_record *r)
         for (int j = 0; j < cols; j++) {
             size_t k = (size_t)i * cols + j, kp = (size_t)i * stride + j;
             float diff = mq[k] - mp[kp], inv_vp = vexpf(-vp[kp]);
-            float ratio = vexpf(vq[k] - vp[kp]), g = dy[i];
+            float ratio_m1 = expm1f(vq[k] - vp[kp]), g = dy[i];
             if (dmq)
                 dmq[k] += g * diff * inv_vp;
             if (dmp)
                 dmp[kp] -= g * diff * inv_vp;
             if (dvq)
-                dvq[k] += g * 0.5f * (ratio - 1.0f);
+                dvq[k] += g * 0.5f * ratio_m1;
             if (dvp)
-                dvp[kp] += g * 0.5f * (1.0f - ratio - diff * diff * inv_vp);
+                dvp[kp] -= g * 0.5f * (ratio_m1 + diff * diff * inv_vp);
         }
 }
 
@@ -267,8 +305,8 @@ tg_tensor *tg_kl_normals(tg_tape *tp, tg_tensor *mean_q, tg_tensor *logvar_q,
         for (int j = 0; j < cols; j++) {
             size_t k = (size_t)i * cols + j, kp = (size_t)i * stride + j;
             float diff = mq[k] - mp[kp];
-            acc += vp[kp] - vq[k] + vexpf(vq[k] - vp[kp]) +
-                   diff * diff * vexpf(-vp[kp]) - 1.0f;
+            acc += (double)exp_m1_minus(vq[k] - vp[kp]) +
+                   (double)(diff * diff * vexpf(-vp[kp]));
         }
         y->data[i] = (float)(0.5 * acc);
     }

@@ -13,15 +13,23 @@
  *   rstd[r] = 1 / sqrt(var[r] + eps),  xhat = (x - mean) * rstd
  *   y = xhat * gamma + beta
  * The variance is the biased one (divide by C), as PyTorch's LayerNorm;
- * both moments are two-pass sums in double. Saved for backward: mean and
- * rstd per row. Backward, with g = dy * gamma:
+ * both moments are two-pass sums in double, and x - mean is taken in
+ * double too: a row like 1000 + 0.01 u has a mean that float rounds by
+ * 3e-5, half a percent of its spread. Saved for backward: mean (double)
+ * and rstd per row. Backward, with g = dy * gamma:
  *   dx     += rstd * (g - mean_j(g) - xhat * mean_j(g * xhat))
  *   dgamma += sum_r dy * xhat,   dbeta += sum_r dy
  * dx rows run in parallel; dgamma and dbeta sum the rows in order on one
  * thread. r->i[0], r->i[1]: gamma, beta present (then in[1], in[1 + i[0]]). */
 typedef struct ln_saved {
-    float *mean, *rstd;
+    double *mean;
+    float *rstd;
 } ln_saved;
+
+static inline float ln_xhat(float x, double mean, float rstd)
+{
+    return (float)(((double)x - mean) * rstd);
+}
 
 static void layer_norm_backward(tg_tape *tp, tg_record *r)
 {
@@ -29,7 +37,8 @@ static void layer_norm_backward(tg_tape *tp, tg_record *r)
     tg_tensor *gamma = r->i[0] ? r->in[1] : NULL;
     tg_tensor *beta = r->i[1] ? r->in[1 + r->i[0]] : NULL;
     const ln_saved *s = r->saved;
-    const float *mean = s->mean, *rstd = s->rstd;
+    const double *mean = s->mean;
+    const float *rstd = s->rstd;
     const float *xd = x->data, *dy = r->out->grad;
     const float *gd = gamma ? gamma->data : NULL;
     float *dx = grad_of(tp, x);
@@ -43,14 +52,14 @@ static void layer_norm_backward(tg_tape *tp, tg_record *r)
             double sum_g = 0.0, sum_gx = 0.0;
             for (int j = 0; j < cols; j++) {
                 float g = dy[o + j] * (gd ? gd[j] : 1.0f);
-                float xhat = (xd[o + j] - mean[i]) * rstd[i];
+                float xhat = ln_xhat(xd[o + j], mean[i], rstd[i]);
                 sum_g += g;
                 sum_gx += (double)g * xhat;
             }
             float mg = (float)(sum_g / cols), mgx = (float)(sum_gx / cols);
             for (int j = 0; j < cols; j++) {
                 float g = dy[o + j] * (gd ? gd[j] : 1.0f);
-                float xhat = (xd[o + j] - mean[i]) * rstd[i];
+                float xhat = ln_xhat(xd[o + j], mean[i], rstd[i]);
                 dx[o + j] += rstd[i] * (g - mg - xhat * mgx);
             }
         }
@@ -59,7 +68,7 @@ static void layer_norm_backward(tg_tape *tp, tg_record *r)
         size_t o = (size_t)i * cols;
         for (int j = 0; j < cols; j++) {
             if (dgamma)
-                dgamma[j] += dy[o + j] * (xd[o + j] - mean[i]) * rstd[i];
+                dgamma[j] += dy[o + j] * ln_xhat(xd[o + j], mean[i], rstd[i]);
             if (dbeta)
                 dbeta[j] += dy[o + j];
         }
@@ -79,12 +88,13 @@ tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma,
         tg_fatal("layer_norm", "eps %g must be finite and >= 0", (double)eps);
     tg_tensor *y = out_like(tp, x);
     ln_saved *s = tg_tape_alloc(tp, sizeof *s);
-    s->mean = tg_tape_alloc(tp, (size_t)rows * sizeof(float));
+    s->mean = tg_tape_alloc(tp, (size_t)rows * sizeof(double));
     s->rstd = tg_tape_alloc(tp, (size_t)rows * sizeof(float));
     const float *xd = x->data;
     const float *gd = gamma ? gamma->data : NULL;
     const float *bd = beta ? beta->data : NULL;
-    float *yd = y->data, *mean = s->mean, *rstd = s->rstd;
+    float *yd = y->data, *rstd = s->rstd;
+    double *mean = s->mean;
     TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++) {
         size_t o = (size_t)i * cols;
@@ -95,10 +105,10 @@ tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma,
         for (int j = 0; j < cols; j++)
             v += (xd[o + j] - m) * (xd[o + j] - m);
         v /= cols;
-        mean[i] = (float)m;
+        mean[i] = m;
         rstd[i] = (float)(1.0 / sqrt(v + (double)eps));
         for (int j = 0; j < cols; j++) {
-            float xhat = (xd[o + j] - mean[i]) * rstd[i];
+            float xhat = ln_xhat(xd[o + j], m, rstd[i]);
             yd[o + j] = xhat * (gd ? gd[j] : 1.0f) + (bd ? bd[j] : 0.0f);
         }
     }

@@ -5,7 +5,14 @@
  *   logsumexp(x) = m + log(sum_j exp(x_j - m)).
  * A row whose max is infinite shifts by 0 instead (so a row of -Inf gives
  * logsumexp -Inf, as in PyTorch, rather than NaN from -Inf - -Inf). Row sums
- * run in order in double. */
+ * run in order in double.
+ *
+ * The shift m and the log of the sum, ls = log sum_j exp(x_j - m), are kept
+ * apart wherever they feed an exp or a difference: log_softmax is
+ * (x - m) - ls, and the backward of logsumexp takes exp((x - m) - ls), not
+ * exp(x - lse) with lse = m + ls rounded to float (for logits near 1e5
+ * that rounding alone, half an ulp of 1e5 = 0.004, would put 0.4% into every
+ * probability). Saved per row for backward: m and ls. */
 #include "ops_check.h"
 #include "parallel.h"
 #include "tape.h"
@@ -33,11 +40,11 @@ static double row_exp(const float *x, float *e, int n, float *m)
     return sum;
 }
 
-static float row_lse(const float *x, float *scratch, int n)
+/* The row's shift *m and ls = log sum_j exp(x_j - m) (scratch gets the
+ * exps). */
+static double row_log_sum(const float *x, float *scratch, int n, float *m)
 {
-    float m;
-    double sum = row_exp(x, scratch, n, &m);
-    return (float)(log(sum) + m);
+    return log(row_exp(x, scratch, n, m));
 }
 
 static void check_rows(const char *op, const tg_tensor *x)
@@ -117,28 +124,31 @@ tg_tensor *tg_log_softmax(tg_tape *tp, tg_tensor *x)
     TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++) {
         size_t o = (size_t)i * cols;
-        float lse = row_lse(&xd[o], &y[o], cols); /* y as scratch */
+        float m,
+            ls = (float)row_log_sum(&xd[o], &y[o], cols, &m); /* y: scratch */
         for (int j = 0; j < cols; j++)
-            y[o + j] = xd[o + j] - lse;
+            y[o + j] = (xd[o + j] - m) - ls;
     }
     record(tp, "log_softmax", log_softmax_backward, out, 1, &x);
     return out;
 }
 
-/* x [R, C] -> y [R, 1], y[r] = log sum_j exp(x[r, j]);
- * dx[r, j] += dy[r] * exp(x[r, j] - y[r])   (the softmax) */
+/* x [R, C] -> y [R, 1], y[r] = m[r] + ls[r] = log sum_j exp(x[r, j]);
+ * dx[r, j] += dy[r] * exp((x[r, j] - m[r]) - ls[r])   (the softmax).
+ * saved: m[R] then ls[R]. */
 static void logsumexp_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
-    const float *xd = x->data, *y = r->out->data, *dy = r->out->grad;
+    const float *xd = x->data, *dy = r->out->grad;
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    const float *m = r->saved, *ls = m + rows;
     TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++) {
         size_t o = (size_t)i * cols;
-        float g = dy[i], lse = y[i];
+        float g = dy[i];
         for (int j = 0; j < cols; j++)
-            dx[o + j] += g * vexpf(xd[o + j] - lse);
+            dx[o + j] += g * vexpf((xd[o + j] - m[i]) - ls[i]);
     }
 }
 
@@ -148,13 +158,19 @@ tg_tensor *tg_logsumexp(tg_tape *tp, tg_tensor *x)
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
     tg_tensor *out = out_tensor(tp, 2, (int[]){rows, 1});
     float *scratch = tg_tape_alloc(tp, x->size * sizeof(float));
+    float *m = tg_tape_alloc(tp, 2 * (size_t)rows * sizeof(float));
+    float *ls = m + rows;
     const float *xd = x->data;
     float *y = out->data;
     TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++) {
         size_t o = (size_t)i * cols;
-        y[i] = row_lse(&xd[o], &scratch[o], cols);
+        double l = row_log_sum(&xd[o], &scratch[o], cols, &m[i]);
+        ls[i] = (float)l;
+        y[i] = (float)(m[i] + l);
     }
-    record(tp, "logsumexp", logsumexp_backward, out, 1, &x);
+    tg_record *r = record(tp, "logsumexp", logsumexp_backward, out, 1, &x);
+    if (r)
+        r->saved = m;
     return out;
 }

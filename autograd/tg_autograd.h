@@ -133,7 +133,8 @@ tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x); /* log(1 + e^x), stable */
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x);
-/* min(max(x, lo), hi); the gradient is zero where x was clamped. */
+/* min(max(x, lo), hi); the gradient passes where lo < x < hi and is zero
+ * elsewhere, at x == lo and x == hi too (as PyTorch's clamp). */
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi);
 
 tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);      /* all elements -> [1] */
@@ -249,9 +250,9 @@ tg_tensor *tg_mask_scale(tg_tape *tp, tg_tensor *x, const uint8_t *keep,
  * for models that apply sigmoid themselves (prefer bce_with_logits when you
  * have logits: it is exact where this one clamps):
  * -sum_c z log q + (1 - z) log(1 - q),  q = clamp(p, eps, 1 - eps) with
- * eps = TG_BCE_EPS = 1e-7. Where p was clamped (p <= eps or p >= 1 - eps)
- * the gradient to p is 0, as for tg_clamp: a saturated probability gets no
- * signal. */
+ * eps = TG_BCE_EPS = 1e-7. Where p is at or beyond a bound (p <= eps or
+ * p >= 1 - eps) the gradient to p is 0: a saturated probability gets no
+ * signal. (PyTorch's binary_cross_entropy clamps log p at -100 instead.) */
 #define TG_BCE_EPS 1e-7f
 tg_tensor *tg_bce(tg_tape *tp, tg_tensor *probs, tg_tensor *targets);
 /* KL(N(mean_q, e^logvar_q) || N(mean_p, e^logvar_p)) of two diagonal

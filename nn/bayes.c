@@ -12,7 +12,6 @@
  *
  * Each row draws its own weights, which lowers the gradient's variance
  * compared with one weight sample per batch. */
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -62,10 +61,14 @@ void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
  *   s = softplus(rho),  var = s^2,
  *   kl = sum log p - log s + (s^2 + mu^2) / (2 p^2) - 1/2     [1]
  * Backward, with sig = sigmoid(rho) = ds/drho:
- *   drho += sig * (2 s dvar + (s / p^2 - 1 / s) dkl),  dmu += mu / p^2 dkl.
- * Forward saves s and sig, so backward does no transcendental math. The
+ *   drho += sig * (2 s dvar + s / p^2 dkl) - (sig / s) dkl,  dmu += mu / p^2
+ * dkl. Forward saves s and sig, so backward does no transcendental math. The
  * sum runs over fixed blocks combined in order: the same bits on any thread
- * count. s is kept >= FLT_MIN so log s stays finite (rho below about -87). */
+ * count. Below rho = RHO_TINY, s = log1p(e^rho) = e^rho (1 - e^rho / 2 + ...)
+ * is e^rho to float precision: there log s = rho and sig / s = 1 exactly as
+ * floats (also where s is denormal or 0, rho < -87 or -104, so the KL and
+ * its gradient stay right for any finite rho). */
+#define RHO_TINY -20.0f
 enum { KL_BLOCK = 4096 };
 
 typedef struct posterior_saved {
@@ -82,16 +85,17 @@ static void posterior_backward(tg_tape *tp, tg_record *r)
     const float *dkl_p = sv->kl ? tg_op_grad_out(r, 1) : NULL;
     float dkl = dkl_p ? dkl_p[0] : 0.0f;
     float *drho = tg_grad_of(tp, rho), *dmu = tg_grad_of(tp, mu);
-    const float *s = sv->s, *sig = sv->sig, *m = mu->data;
+    const float *s = sv->s, *sig = sv->sig, *m = mu->data, *rh = rho->data;
     const float c = sv->inv_p2;
     size_t n = mu->size;
     if (drho) {
         TG_PARALLEL_FOR(n, 1)
         for (size_t i = 0; i < n; i++) {
-            float g = dkl * (s[i] * c - 1.0f / s[i]);
+            float g = dkl * s[i] * c;
             if (dvar)
                 g += 2.0f * s[i] * dvar[i];
-            drho[i] += sig[i] * g;
+            float sig_over_s = rh[i] < RHO_TINY ? 1.0f : sig[i] / s[i];
+            drho[i] += sig[i] * g - dkl * sig_over_s;
         }
     }
     if (dmu && dkl != 0.0f) {
@@ -115,12 +119,13 @@ static double posterior_block(const float *restrict mu,
         float v = rho[i];
         float e = vexpf(-fabsf(v)); /* e^-|rho| in (0, 1] */
         float s = (v > 0.0f ? v : 0.0f) + vlog1pf(e);
-        s = s < FLT_MIN ? FLT_MIN : s;
         float q = 1.0f / (1.0f + e);
         s_out[i] = s;
         sig_out[i] = v >= 0.0f ? q : e * q;
         var[i] = s * s;
-        term[i] = c * (s * s + mu[i] * mu[i]) - vlogf_ge1(s); /* any s > 0 */
+        /* vlogf_ge1 takes any normal s > 0: s > 2e-9 from RHO_TINY up */
+        float log_s = v < RHO_TINY ? v : vlogf_ge1(v < RHO_TINY ? 1.0f : s);
+        term[i] = c * (s * s + mu[i] * mu[i]) - log_s;
     }
     if (!kl)
         return 0.0;

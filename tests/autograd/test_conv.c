@@ -362,6 +362,41 @@ static void test_conv_transpose2d(void **state)
            w.abs_err, w.rel_err);
 }
 
+/* The square-geometry entry points (int stride, padding, dilation) have
+ * their own gradient check: stride 2, padding 1, dilation 2, and for the
+ * transpose an output_padding of 1. */
+static tg_tensor *f_conv2d_plain(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    (void)ctx;
+    return tg_conv2d(tp, in[0], in[1], in[2], 2, 1, 2);
+}
+
+static tg_tensor *f_conv_transpose2d_plain(tg_tape *tp, tg_tensor **in,
+                                           void *ctx)
+{
+    (void)ctx;
+    return tg_conv_transpose2d(tp, in[0], in[1], in[2], 2, 1, 1, 2);
+}
+
+static void test_square_entry_points(void **state)
+{
+    (void)state;
+    for (int transpose = 0; transpose < 2; transpose++) {
+        tg_tensor *in[3] = {rand4(2, 3, 6, 5),
+                            transpose ? rand4(3, 2, 3, 3) : rand4(2, 3, 3, 3),
+                            rand1(2)};
+        tg_gradcheck_report rep;
+        bool ok =
+            tg_gradcheck(transpose ? f_conv_transpose2d_plain : f_conv2d_plain,
+                         3, in, NULL, NULL, &rep);
+        tg_gradcheck_print(&rep, transpose ? "conv_transpose2d (int args)"
+                                           : "conv2d (int args)");
+        assert_true(ok);
+        for (int i = 0; i < 3; i++)
+            tg_tensor_free(in[i]);
+    }
+}
+
 /* ---- pooling
  * ------------------------------------------------------------------ */
 
@@ -671,6 +706,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv_transpose2d),
+        cmocka_unit_test(test_square_entry_points),
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),

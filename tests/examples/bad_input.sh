@@ -302,7 +302,12 @@ expect 0 "" "$vae" $fast --lr 1e6 --epochs 1 --max-batches 4 --skip-nonfinite \
     --out "$tmp/nan_skip"
 grep -q "skipped 3 non-finite steps" "$tmp/stdout" ||
     fail "--skip-nonfinite did not count: $(cat "$tmp/stdout")"
-expect 3 "step 2 " "$mlp" $fast_mlp --lr 1e6 --epochs 1
+# mlp_mnist's gradients stay bounded (softmax_xent's d/dlogits lies in
+# [-1, 1]), so even --lr 1e6 trains to finite garbage and exits 0. It used
+# to stop at step 2 on an Inf that softmax_xent's backward made from a
+# log-sum-exp rounded to float (exp(x - lse) with lse below the max logit);
+# the NaN/Inf stop itself is covered by the VAE cases above and tests/nn.
+expect 0 "" "$mlp" $fast_mlp --lr 1e6 --epochs 1
 
 # --- and the good runs still work ------------------------------------------
 d="$tmp/side32"; dataset "$d" 256 64 32

@@ -84,6 +84,40 @@ static void kl_matches_closed_form(void **state)
     tg_params_free(ps);
 }
 
+/* Very negative rho (sigma = softplus(rho) ~ e^rho, denormal in float below
+ * rho = -87, 0 below -104): the KL still matches the closed form, log sigma
+ * being rho, and its gradient in rho is sig (s / p^2 - 1 / s) ~ -1 (the
+ * layer used to keep sigma >= FLT_MIN, which put log sigma at -87.3 and the
+ * gradient at ~1e-6 for rho = -100). */
+static void kl_exact_for_very_negative_rho(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_bayes_dense l = small_layer(ps, 3);
+    const float rho[] = {-110, -100, -90, -50, -21, -19};
+    for (int i = 0; i < 6; i++)
+        l.W_rho->data[i] = rho[i];
+    l.b_rho->data[0] = -95;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *kl = tg_bayes_dense_kl(tp, &l);
+    double want =
+        kl_closed(l.W_mu, l.W_rho, 0.5) + kl_closed(l.b_mu, l.b_rho, 0.5);
+    assert_true(fabs(kl->data[0] - want) < 1e-6 * fabs(want));
+    tg_backward(tp, kl);
+    for (int i = 0; i < 7; i++) {
+        double r = i < 6 ? rho[i] : -95;
+        float got = i < 6 ? l.W_rho->grad[i] : l.b_rho->grad[0];
+        double s = softplus(r), sig = 1 / (1 + exp(-r));
+        double g = sig * (s / 0.25) - sig / s;
+        if (!(fabs(got - g) < 1e-6 * fabs(g))) {
+            print_error("rho %g: dKL/drho %.9g, want %.9g\n", r, got, g);
+            fail();
+        }
+    }
+    tg_tape_free(tp);
+    tg_params_free(ps);
+}
+
 /* KL = E_q[log q(w) - log p(w)]: the mean over 50,000 draws from q is
  * within 5 standard errors of the graph's value. */
 static void kl_matches_monte_carlo(void **state)
@@ -369,6 +403,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(init_names_shapes_and_rho),
         cmocka_unit_test(kl_matches_closed_form),
+        cmocka_unit_test(kl_exact_for_very_negative_rho),
         cmocka_unit_test(kl_matches_monte_carlo),
         cmocka_unit_test(samples_have_the_local_reparameterization_moments),
         cmocka_unit_test(gradients_with_fixed_noise),
