@@ -368,8 +368,10 @@ TG_UNARY_OP(log, logf(x_), g_ / x_)
  * dx += dy * y * (1 - y) */
 TG_UNARY_OP(sigmoid, vsigmoidf(x_), g_ * y_ * (1.0f - y_))
 
-/* y = max(x, 0); dx += dy where x > 0 */
-TG_UNARY_OP(relu, x_ > 0.0f ? x_ : 0.0f, y_ > 0.0f ? g_ : 0.0f)
+/* y = max(x, 0); dx += dy where x > 0. NaN stays NaN and passes its
+ * gradient (as PyTorch): x < 0 ? 0 : x, not x > 0 ? x : 0, which made a NaN
+ * pre-activation a silent 0. */
+TG_UNARY_OP(relu, x_ < 0.0f ? 0.0f : x_, y_ <= 0.0f ? 0.0f : g_)
 
 /* y = tanh x; dx += dy * (1 - y^2) */
 TG_UNARY_OP(tanh, tanhf(x_), g_ * (1.0f - y_ * y_))

@@ -129,6 +129,8 @@ tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, float s); /* x + s */
 tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_log(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x);
+/* max(x, 0), gradient 0 where x <= 0; NaN stays NaN and passes its gradient
+ * (as PyTorch). */
 tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x); /* log(1 + e^x), stable */

@@ -277,6 +277,12 @@ static void unary_cases(void)
         place(x, c->special, n_special);
         output(c->f(C.tp, x));
         end();
+        /* NaN in, NaN out (and the gradient PyTorch gives it) */
+        begin(c->name, "NaN");
+        x = input(1, (int[]){4}, 0, 0);
+        place(x, (float[]){NAN, 1.5f, -0.5f, 0}, 4);
+        output(c->f(C.tp, x));
+        end();
     }
 }
 
@@ -318,7 +324,7 @@ static void param_cases(void)
     for (int i = 0; i < 6; i++) {
         begin("leaky_relu", "slope %g", (double)slopes[i]);
         tg_tensor *x = input2(5, 7, -2, 2);
-        float sp[] = {0, -0.0f, 1e-30f, -1e-30f, 0};
+        float sp[] = {0, -0.0f, 1e-30f, -1e-30f, NAN};
         place(x, sp, 5);
         fparam(slopes[i]);
         output(tg_leaky_relu(C.tp, x, slopes[i]));
@@ -330,7 +336,7 @@ static void param_cases(void)
         float lo = bounds[i][0], hi = bounds[i][1];
         begin("clamp", "[%g, %g]", (double)lo, (double)hi);
         tg_tensor *x = input2(6, 7, -2, 2);
-        /* at the bounds, just inside and just outside */
+        /* at the bounds, just inside and just outside, NaN */
         float sp[] = {lo,
                       hi,
                       lo,
@@ -338,8 +344,9 @@ static void param_cases(void)
                       nextafterf(lo, -INFINITY),
                       nextafterf(lo, INFINITY),
                       nextafterf(hi, -INFINITY),
-                      nextafterf(hi, INFINITY)};
-        place(x, sp, 8);
+                      nextafterf(hi, INFINITY),
+                      NAN};
+        place(x, sp, 9);
         fparam(lo);
         fparam(hi);
         output(tg_clamp(C.tp, x, lo, hi));

@@ -2,8 +2,8 @@
  * (bench/op_check_dump + bench/op_check_torch.py) found tapegrad off, each
  * against a reference computed here in double: the softmax family and
  * softmax_xent at large logits, the Gaussian KLs near 0, layer_norm of a
- * row with a large offset; and clamp's documented rule at its bounds, where
- * PyTorch agrees. */
+ * row with a large offset, relu of NaN; and clamp's documented rule at its
+ * bounds, where PyTorch agrees. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,6 +55,28 @@ static void clamp_gradient_is_zero_at_the_bounds(void **state)
     tg_backward(tp, tg_sum(tp, tg_clamp(tp, x, lo, lo)));
     for (int k = 0; k < 6; k++)
         assert_float_equal(x->grad[k], 0.0f, 0);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
+/* ---- relu of NaN is NaN
+ * ------------------------------------------------------ as PyTorch's (and its
+ * gradient passes); relu used to map NaN to 0, hiding a NaN pre-activation from
+ * everything downstream. */
+static void relu_keeps_nan(void **state)
+{
+    (void)state;
+    tg_tensor *x = from(1, 4, (float[]){NAN, -1.0f, 0.0f, 2.0f});
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_relu(tp, x);
+    assert_true(isnan(y->data[0]));
+    assert_float_equal(y->data[1], 0.0f, 0);
+    assert_float_equal(y->data[2], 0.0f, 0);
+    assert_float_equal(y->data[3], 2.0f, 0);
+    tg_backward_with(tp, y, (const float[]){0.5f, 0.5f, 0.5f, 0.5f});
+    const float want[] = {0.5f, 0, 0, 0.5f};
+    for (int k = 0; k < 4; k++)
+        assert_float_equal(x->grad[k], want[k], 0);
     tg_tape_free(tp);
     tg_tensor_free(x);
 }
@@ -252,6 +274,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(clamp_gradient_is_zero_at_the_bounds),
+        cmocka_unit_test(relu_keeps_nan),
         cmocka_unit_test(log_softmax_exact_at_large_logits),
         cmocka_unit_test(logsumexp_gradient_exact_at_large_logits),
         cmocka_unit_test(softmax_xent_gradient_exact_at_large_logits),
