@@ -355,8 +355,19 @@ static void check_size(const char *op, const geom *g, const tg_tensor *x,
  * d(k-1) - 1) / s) + 1, or <= 0 when the kernel does not fit. */
 static int conv_len(int in, int k, int s, int p, int d)
 {
-    int span = in + 2 * p - d * (k - 1) - 1;
-    return span < 0 ? 0 : span / s + 1;
+    /* in 64 bits: a huge padding or dilation overflowed int (UB) */
+    long long span = (long long)in + 2LL * p - (long long)d * (k - 1) - 1;
+    long long len = span < 0 ? 0 : span / s + 1;
+    return len > INT_MAX ? INT_MAX : (int)len;
+}
+
+/* conv_transpose2d's output length (in - 1)s - 2p + d(k-1) + op + 1, in
+ * 64 bits, clamped to 0..INT_MAX (check_size refuses both ends). */
+static int convt_len(int in, int k, int s, int p, int d, int op)
+{
+    long long len =
+        (long long)(in - 1) * s - 2LL * p + (long long)d * (k - 1) + op + 1;
+    return len < 0 ? 0 : len > INT_MAX ? INT_MAX : (int)len;
 }
 
 /* ---- conv2d -------------------------------------------------------------- */
@@ -508,8 +519,8 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     g.N = x->shape[0], g.OC = x->shape[1];
     g.OH = x->shape[2], g.OW = x->shape[3];
     g.C = W->shape[1];
-    g.H = (g.OH - 1) * g.sh - 2 * g.ph + g.dh * (g.kh - 1) + oph + 1;
-    g.W = (g.OW - 1) * g.sw - 2 * g.pw + g.dw * (g.kw - 1) + opw + 1;
+    g.H = convt_len(g.OH, g.kh, g.sh, g.ph, g.dh, oph);
+    g.W = convt_len(g.OW, g.kw, g.sw, g.pw, g.dw, opw);
     check_size(op, &g, x, W, g.H, g.W);
     int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.C, g.H, g.W});

@@ -31,9 +31,11 @@ static pool_geom pool_geom_of(const char *op, const tg_tensor *x, int k, int s,
                  k, s, p, tg_shape_str(x, sx));
     pool_geom g = {
         x->shape[0] * x->shape[1], x->shape[2], x->shape[3], 0, 0, k, s, p};
-    int span_h = g.H + 2 * p - k, span_w = g.W + 2 * p - k;
-    g.OH = span_h < 0 ? 0 : span_h / s + 1;
-    g.OW = span_w < 0 ? 0 : span_w / s + 1;
+    /* in 64 bits: H + 2p overflowed int for a kernel near INT_MAX */
+    long long span_h = (long long)g.H + 2LL * p - k,
+              span_w = (long long)g.W + 2LL * p - k;
+    g.OH = span_h < 0 ? 0 : (int)(span_h / s + 1);
+    g.OW = span_w < 0 ? 0 : (int)(span_w / s + 1);
     if (g.OH < 1 || g.OW < 1)
         tg_fatal(op,
                  "kernel %d, stride %d, padding %d on x %s gives an "

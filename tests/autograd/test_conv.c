@@ -681,6 +681,21 @@ static void misuse_pool_rank(void)
     tg_avg_pool2d(tp, tg_tensor_new2(4, 4), 2, 2, 0);
 }
 
+/* Geometry whose output length overflows int: the size arithmetic was
+ * signed-overflow UB, and in practice wrapped: a stride of 2^30 made
+ * conv_transpose2d of a 5x5 input a 3x3 output without a word. */
+static void misuse_huge_padding(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d(tp, rand4(1, 2, 5, 5), rand4(4, 2, 3, 3), NULL, 1, 1 << 30, 1);
+}
+static void misuse_transpose_huge_stride(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv_transpose2d(tp, rand4(1, 3, 5, 5), rand4(3, 2, 3, 3), NULL, 1 << 30,
+                        0, 0, 1);
+}
+
 static void misuse_null(void)
 {
     tg_tape *tp = tg_tape_new();
@@ -699,6 +714,9 @@ static void test_misuse_aborts(void **state)
     expect_abort(misuse_bias, "conv2d", "bias [3]");
     expect_abort(misuse_pool_padding, "max_pool2d", "[1, 2, 5, 5]");
     expect_abort(misuse_pool_rank, "avg_pool2d", "[4, 4]");
+    expect_abort(misuse_huge_padding, "conv2d", "too many output positions");
+    expect_abort(misuse_transpose_huge_stride, "conv_transpose2d",
+                 "too many output positions");
 }
 
 int main(void)
