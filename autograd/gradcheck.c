@@ -45,6 +45,12 @@ static double eval(tg_graph_fn f, tg_tape *tp, tg_tensor **inputs, void *ctx,
 bool tg_gradcheck(tg_graph_fn f, int n_inputs, tg_tensor **inputs, void *ctx,
                   const tg_gradcheck_opts *opts, tg_gradcheck_report *rep)
 {
+    if (!f || n_inputs < 1 || !inputs || !rep)
+        tg_fatal("gradcheck",
+                 "needs a graph function, inputs (n_inputs %d >= 1) and a "
+                 "report",
+                 n_inputs);
+    tg_check_tensors("gradcheck", n_inputs, (const tg_tensor *const *)inputs);
     tg_gradcheck_opts o = {0x1p-6, 1e-4, 1e-3, 42};
     if (opts)
         o = *opts;

@@ -173,6 +173,8 @@ static tg_status write_atomic(const char *path, int n, const tg_st_tensor *t,
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta)
 {
+    if (!path || !ps)
+        tg_fatal("checkpoint_save", "NULL %s", path ? "parameter set" : "path");
     if (opt && opt->params != ps)
         tg_fatal("checkpoint_save",
                  "optimizer belongs to another parameter set");
@@ -321,6 +323,8 @@ tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta)
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta)
 {
+    if (!path || !ps)
+        tg_fatal("checkpoint_load", "NULL %s", path ? "parameter set" : "path");
     if (opt && opt->params != ps)
         tg_fatal("checkpoint_load",
                  "optimizer belongs to another parameter set");

@@ -173,6 +173,8 @@ static void adam_share(void *ctx, int thread, size_t begin, size_t len)
 
 void tg_optim_step(tg_optim *opt)
 {
+    if (!opt)
+        tg_fatal("optim_step", "NULL optimizer");
     update u = {.opt = opt,
                 .p = tg_params_data(opt->params),
                 .grad = tg_params_grad(opt->params)};
