@@ -1,8 +1,8 @@
 /* bench/op_check_dump: writes cases for every public op of tg_autograd.h
  * and the nn layers that have math of their own, plus the optimizers and
- * gradient clipping (inputs, tapegrad's
- * outputs, a random upstream gradient g per output, and tapegrad's gradient
- * of sum(g * out) with respect to every input) to a file that
+ * gradient clipping (inputs, tapegrad's outputs, a random upstream
+ * gradient g per output, and tapegrad's gradient of sum(g * out) with
+ * respect to every input) to a file that
  * bench/op_check_torch.py recomputes with PyTorch in float64. A one-off
  * cross-check, not part of CI (torch is not a build dependency); it extends
  * bench/conv_check_dump's pattern to all the ops. Fixed seed: the same file
