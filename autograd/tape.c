@@ -153,6 +153,9 @@ tg_tensor *tg_tape_tensor2(tg_tape *tp, int rows, int cols, bool zeroed)
 tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols)
 {
     tg_tensor *t = tape_header(tp, 2, (int[]){rows, cols});
+    if (!data && t->size) /* was a crash in the first op that read it */
+        tg_fatal("tape_view2", "data is NULL for a view of %d x %d", rows,
+                 cols);
     t->data = data;
     return t;
 }
@@ -238,12 +241,44 @@ static bool wants_grad(const tg_tape *tp, int n_in, tg_tensor *const *in)
     return false;
 }
 
+/* True when t is an output of one of tp's records (since its last reset). */
+static bool computed_on(const tg_tape *tp, const tg_tensor *t)
+{
+    for (size_t k = 0; k < tp->n_records; k++)
+        for (int i = 0; i < tp->records[k].n_out; i++)
+            if (tp->records[k].outs[i] == t)
+                return true;
+    return false;
+}
+
+/* An input that another tape computed would stop the gradient at this
+ * tape's edge without a word: backward on this tape cannot walk the other
+ * one's records. Refused. A leaf of another tape (a tape tensor marked
+ * requires_grad by hand, as tg_gradcheck's inputs) is fine. */
+static void check_same_tape(const tg_tape *tp, const char *op, int n_in,
+                            tg_tensor *const *in)
+{
+    for (int i = 0; i < n_in; i++) {
+        const tg_tensor *x = in[i];
+        if (x->tape && x->tape != tp && x->requires_grad &&
+            computed_on(x->tape, x)) {
+            char s[64];
+            tg_fatal(op,
+                     "input %d %s was computed on another tape: gradients "
+                     "do not cross tapes (compute it on this tape, or "
+                     "tg_detach it first)",
+                     i, tg_shape_str(x, s));
+        }
+    }
+}
+
 tg_record *record_multi(tg_tape *tp, const char *op, tg_backward_fn backward,
                         int n_out, tg_tensor **outs, int n_in,
                         tg_tensor *const *in)
 {
     if (!wants_grad(tp, n_in, in))
         return NULL;
+    check_same_tape(tp, op, n_in, in);
     tg_record *r = append(tp);
     r->op = op;
     r->backward = backward;
@@ -358,6 +393,13 @@ void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed)
         tg_fatal("backward", "output does not depend on anything that "
                              "requires grad (or was computed while not "
                              "recording)");
+    if (out->tape == tp && !computed_on(tp, out)) {
+        char s[64];
+        tg_fatal("backward",
+                 "the output %s is no op's result on this tape since its "
+                 "last tg_tape_reset (tensors made before a reset are gone)",
+                 tg_shape_str(out, s));
+    }
     /* Every walk starts from zero inside the graph: the gradients of op
      * outputs are dropped (grad_of makes fresh zeroed ones), so a second
      * backward on the same tape adds into the leaves exactly what backward

@@ -28,6 +28,12 @@ void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts)
 
 const char *tg_shape_str(const tg_tensor *t, char *buf)
 {
+    /* A damaged header (a tape tensor used after its tape's reset) must
+     * not overrun buf in the message that reports it. */
+    if (t->ndim < 0 || t->ndim > TG_MAX_DIMS) {
+        snprintf(buf, 64, "[ndim %d?]", t->ndim);
+        return buf;
+    }
     int n = sprintf(buf, "[");
     for (int d = 0; d < t->ndim; d++)
         n += sprintf(buf + n, d ? ", %d" : "%d", t->shape[d]);
@@ -82,6 +88,13 @@ void tg_tensor_free(tg_tensor *t)
 {
     if (!t)
         return;
+    if (t->tape) { /* was free() of arena memory: a crash far away */
+        char s[64];
+        tg_fatal("tensor_free",
+                 "%s was made on a tape: tg_tape_reset and tg_tape_free "
+                 "release it",
+                 tg_shape_str(t, s));
+    }
     if (t->owns_data) {
         free(t->data);
         free(t->grad);

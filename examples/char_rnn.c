@@ -3,10 +3,13 @@
  * time, then sampled from. Shows that recurrent models work on the tape:
  * the loss (bits per character) falls and the samples start to look like
  * the text. Written with the public nn API only (tapegrad.h). */
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "tapegrad.h"
@@ -68,9 +71,18 @@ static options parse_options(int argc, char **argv)
 static long read_text(const char *path, int seq, int **ids,
                       unsigned char *vocab, int *n_vocab)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "char_rnn: %s: cannot open\n", path);
+    /* O_NONBLOCK: a FIFO opens at once and is refused, instead of waiting
+     * for a writer for ever */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    struct stat st;
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!f || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "char_rnn: %s: %s\n", path,
+                !f ? "cannot open" : "not a regular file");
+        if (f)
+            fclose(f);
+        else if (fd >= 0)
+            close(fd);
         return -1;
     }
     unsigned char *buf = malloc(MAX_TEXT + 1);

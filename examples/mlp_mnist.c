@@ -87,35 +87,59 @@ static double accuracy(tg_tape *tp, const mlp *m, const tg_dataset *test)
     return sum / test->n;
 }
 
-static bool labels_ok(const tg_dataset *ds, const char *dir)
+/* TG_OK, or an error naming the first label outside 0..9. */
+static tg_status labels_ok(const tg_dataset *ds, const char *dir)
 {
     for (int i = 0; i < ds->n; i++)
-        if (ds->labels[i] >= CLASSES) {
-            fprintf(stderr, "mlp_mnist: %s: label %d of image %d is not 0..9\n",
-                    dir, ds->labels[i], i);
-            return false;
-        }
-    return true;
+        if (ds->labels[i] >= CLASSES)
+            return tg_error(TG_ERR_FORMAT,
+                            "%s: label %d of image %d is not 0..9", dir,
+                            ds->labels[i], i);
+    return TG_OK;
 }
 
 /* The training and test sets of dir; false after saying why not. A rank
- * that cannot read its data stops every rank; the lowest such rank says
- * why. */
+ * whose data is unusable stops every rank (none is left waiting in a
+ * collective); the lowest such rank says why. */
 static bool load_data(const char *dir, tg_dataset *train, tg_dataset *test)
 {
-    bool loaded = tg_mnist_load(dir, true, train) == TG_OK &&
-                  tg_mnist_load(dir, false, test) == TG_OK;
+    bool loaded =
+        tg_mnist_load(dir, true, train) == TG_OK &&
+        tg_mnist_load(dir, false, test) == TG_OK &&
+        (test->rows * test->cols == train->rows * train->cols ||
+         tg_error(TG_ERR_MISMATCH, "%s: train and test image sizes differ",
+                  dir) == TG_OK) &&
+        labels_ok(train, dir) == TG_OK && labels_ok(test, dir) == TG_OK;
     if (!tg_dist_all_ok(loaded)) {
         if (tg_dist_first_failed() == tg_dist_rank())
             fprintf(stderr, "mlp_mnist: %s\n", tg_errmsg());
         return false;
     }
-    if (test->rows * test->cols != train->rows * train->cols) {
-        fprintf(stderr, "mlp_mnist: %s: train and test image sizes differ\n",
-                dir);
-        return false;
-    }
-    return labels_ok(train, dir) && labels_ok(test, dir);
+    return true;
+}
+
+/* Under mpirun the ranks must train the same model on the same data: a
+ * rank with another --epochs or --batch left the others waiting in a
+ * collective for ever, another --lr or --seed trained silently another
+ * model. The first differing rank names itself and the flag; all stop. */
+static void check_same_job(const options *o, const tg_dataset *train,
+                           const tg_dataset *test)
+{
+    char v[6][32], tr[TG_FINGERPRINT_MAX], te[TG_FINGERPRINT_MAX];
+    char data[2 * TG_FINGERPRINT_MAX + 16];
+    snprintf(v[0], sizeof v[0], "%d", o->epochs);
+    snprintf(v[1], sizeof v[1], "%d", o->batch);
+    snprintf(v[2], sizeof v[2], "%d", o->hidden);
+    snprintf(v[3], sizeof v[3], "%.9g", (double)o->lr);
+    snprintf(v[4], sizeof v[4], "%llu", (unsigned long long)o->seed);
+    snprintf(v[5], sizeof v[5], "%d", o->max_batches);
+    tg_dataset_fingerprint(train, tr);
+    tg_dataset_fingerprint(test, te);
+    snprintf(data, sizeof data, "train %s; test %s", tr, te);
+    const char *names[] = {"--epochs", "--batch",       "--hidden",     "--lr",
+                           "--seed",   "--max-batches", "data (--data)"};
+    const char *values[] = {v[0], v[1], v[2], v[3], v[4], v[5], data};
+    cli_same_job(names, values, 7);
 }
 
 /* What training needs: the model, its optimizer and step guard (the same
@@ -236,6 +260,7 @@ int main(int argc, char **argv)
         tg_dist_finalize();
         return 2;
     }
+    check_same_job(&o, &train, &test);
     trainer t;
     trainer_init(&t, &train, &o);
     printf("mlp_mnist: %d train / %d test images, model %d-%d-%d, %zu "

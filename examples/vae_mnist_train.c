@@ -304,10 +304,9 @@ static void check_same_job(const run *r)
     snprintf(v[7], sizeof v[7], "%d", o->checkpoint_every);
     snprintf(v[8], sizeof v[8], "%d", o->skip_nonfinite);
     snprintf(v[9], sizeof v[9], "%d", o->allow_data_change);
-    char timeout[32], arch[16], lik[16];
-    snprintf(arch, sizeof arch, "%d", (int)o->arch);
-    snprintf(lik, sizeof lik, "%d", (int)o->likelihood);
+    char timeout[32], holdout[32];
     snprintf(timeout, sizeof timeout, "%d", o->rank_timeout);
+    snprintf(holdout, sizeof holdout, "%d", o->holdout);
     const char *names[] = {"--epochs",
                            "--batch",
                            "--hidden",
@@ -321,10 +320,28 @@ static void check_same_job(const run *r)
                            "--rank-timeout",
                            "--arch",
                            "--likelihood",
+                           "--holdout",
+                           "--resume",
                            "data (--data)"};
-    const char *values[] = {v[0], v[1], v[2], v[3],    v[4], v[5], v[6],
-                            v[7], v[8], v[9], timeout, arch, lik,  r->data_fp};
-    cli_same_job(names, values, 14);
+    /* --resume too: rank 0 alone reads the file and sends the position, so
+     * a rank started without it (or with it alone) waited for ever */
+    const char *values[] = {v[0],
+                            v[1],
+                            v[2],
+                            v[3],
+                            v[4],
+                            v[5],
+                            v[6],
+                            v[7],
+                            v[8],
+                            v[9],
+                            timeout,
+                            tg_vae_arch_name(o->arch),
+                            tg_vae_likelihood_name(o->likelihood),
+                            holdout,
+                            o->resume ? o->resume : "(none)",
+                            r->data_fp};
+    cli_same_job(names, values, 16);
     tg_dist_set_timeout(o->rank_timeout);
 }
 
@@ -344,12 +361,25 @@ void run_setup(run *r, const options *o, const char *argv0)
                 o->data, r->train.rows, r->train.cols);
         exit(2);
     }
-    r->vae = tg_vae_new((tg_vae_config){.input = input,
-                                        .hidden = o->hidden,
-                                        .latent = o->latent,
-                                        .arch = o->arch,
-                                        .likelihood = o->likelihood},
-                        o->seed);
+    tg_vae_config cfg = {.input = input,
+                         .hidden = o->hidden,
+                         .latent = o->latent,
+                         .arch = o->arch,
+                         .likelihood = o->likelihood};
+    /* each size within its limit, the model still too large (--hidden
+     * 65536 --latent 4096): was an abort in tg_vae_new */
+    if (tg_vae_numel(cfg) > TG_VAE_MAX_PARAMS) {
+        if (tg_dist_rank() == 0)
+            fprintf(stderr,
+                    "vae_mnist: --hidden %d and --latent %d on %dx%d images "
+                    "make %llu parameters, more than %llu\n",
+                    o->hidden, o->latent, r->train.rows, r->train.cols,
+                    (unsigned long long)tg_vae_numel(cfg),
+                    (unsigned long long)TG_VAE_MAX_PARAMS);
+        tg_dist_finalize();
+        exit(2);
+    }
+    r->vae = tg_vae_new(cfg, o->seed);
     r->ps = tg_vae_params(r->vae);
     r->opt = tg_adam_new(r->ps, o->lr);
     tg_step_guard_init(&r->guard, r->ps, r->opt,

@@ -169,10 +169,18 @@ static tg_vae *load_model(const char *path, int *holdout)
     tg_vae_info info;
     if (tg_vae_open(path, &vae, &info) != TG_OK)
         fail_data();
+    /* absent (vae_mnist before --holdout): 0; present, it must be a count
+     * (a damaged value read as 0 silently changed the reference images) */
     int64_t h = 0;
-    if (tg_meta_get_int(&info.meta, "holdout", &h) != TG_OK || h < 0 ||
-        h > (1 << 30))
-        h = 0;
+    const char *v = tg_meta_get(&info.meta, "holdout");
+    if (v && (tg_meta_get_int(&info.meta, "holdout", &h) != TG_OK || h < 0 ||
+              h > (1 << 30))) {
+        fprintf(stderr,
+                "vae_score: %s: metadata 'holdout' is '%.40s', not a number "
+                "of images in 0..%d\n",
+                path, v, 1 << 30);
+        exit(2);
+    }
     *holdout = (int)h;
     return vae;
 }
@@ -205,6 +213,14 @@ static void load_inputs(inputs *in, const options *o)
     in->vae = load_model(o->checkpoint, &in->holdout);
     load_data(&in->test, o->data, false, in->vae);
     load_data(&in->train, o->data, true, in->vae);
+    if (in->holdout >= in->train.n) {
+        fprintf(stderr,
+                "vae_score: %s: metadata 'holdout' says %d training images "
+                "were kept out of training, but %s has only %d: not the data "
+                "it was trained on\n",
+                o->checkpoint, in->holdout, o->data, in->train.n);
+        exit(2);
+    }
     cli_note_labels(&in->test, o->data, 10,
                     "labels only colour latent.svg (modulo 10) and are "
                     "copied to scores.csv");

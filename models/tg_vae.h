@@ -44,6 +44,8 @@ extern "C" {
 #define TG_VAE_MAX_INPUT (1 << 24)
 #define TG_VAE_MAX_HIDDEN 65536
 #define TG_VAE_MAX_LATENT 4096
+/* ... and on their product: at most 2^28 parameters (1 GiB of weights). */
+#define TG_VAE_MAX_PARAMS ((uint64_t)1 << 28)
 
 typedef enum tg_vae_arch {
     TG_VAE_MLP = 0, /* dense layers (the default) */
@@ -116,9 +118,14 @@ typedef struct tg_vae_out {
 
 /* Parameters initialised as PyTorch's nn.Linear, Conv2d and
  * ConvTranspose2d (TG_INIT_TORCH) from tg_rng stream (seed, 0). Aborts on
- * sizes outside 1..TG_VAE_MAX_* (hidden 0..TG_VAE_MAX_HIDDEN) and, for
+ * sizes outside 1..TG_VAE_MAX_* (hidden 0..TG_VAE_MAX_HIDDEN), more than
+ * TG_VAE_MAX_PARAMS parameters and, for
  * TG_VAE_CONV, unless input is a square of a multiple of 4 and hidden 0. */
 tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed);
+/* The number of parameters tg_vae_new makes for cfg (sizes within the
+ * limits above), without making them: callers check it against
+ * TG_VAE_MAX_PARAMS, tg_vae_new aborts above it. */
+uint64_t tg_vae_numel(tg_vae_config cfg);
 void tg_vae_free(tg_vae *vae);
 tg_params *tg_vae_params(tg_vae *vae);
 

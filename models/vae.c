@@ -122,6 +122,20 @@ static void conv_layers_init(tg_vae *vae, tg_rng *rng)
                                    4, 2, 1, 0, TG_INIT_TORCH, rng);
 }
 
+uint64_t tg_vae_numel(tg_vae_config cfg)
+{
+    uint64_t in = (uint64_t)cfg.input, h = (uint64_t)cfg.hidden,
+             z = (uint64_t)cfg.latent;
+    if (cfg.arch == TG_VAE_CONV) { /* conv_layers_init */
+        uint64_t flat = 4 * in;    /* 64 channels of (side / 4)^2 */
+        return (32 * 16 + 32) + (64 * 32 * 16 + 64) + (flat * 2 * z + 2 * z) +
+               (z * flat + flat) + (64 * 32 * 16 + 32) + (32 * 16 + 1);
+    }
+    if (h > 0)
+        return (in * h + h) + (h * 2 * z + 2 * z) + (z * h + h) + (h * in + in);
+    return (in * 2 * z + 2 * z) + (z * in + in);
+}
+
 tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed)
 {
     if (cfg.input <= 0 || cfg.latent <= 0 || cfg.hidden < 0 ||
@@ -139,6 +153,13 @@ tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed)
                  "the conv VAE needs input = side^2 with side a multiple of "
                  "4, and hidden 0; got input=%d hidden=%d",
                  cfg.input, cfg.hidden);
+    if (tg_vae_numel(cfg) > TG_VAE_MAX_PARAMS)
+        tg_fatal("vae_new",
+                 "input=%d hidden=%d latent=%d makes %llu parameters, more "
+                 "than %llu",
+                 cfg.input, cfg.hidden, cfg.latent,
+                 (unsigned long long)tg_vae_numel(cfg),
+                 (unsigned long long)TG_VAE_MAX_PARAMS);
     tg_vae *vae = calloc(1, sizeof *vae);
     if (!vae)
         tg_fatal("vae_new", "out of memory");

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tg_vae.h"
 
@@ -157,6 +158,23 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
                             "hidden %lld",
                             path, (long long)input, (long long)hidden);
     }
+    /* The model the metadata describes must be one tg_vae_new makes, and
+     * its weights must fit in the file: a crafted header (input 16777216,
+     * or hidden 65536 and latent 4096) had vae_score build a model of
+     * billions of parameters, and abort, before finding tensors missing. */
+    uint64_t numel = tg_vae_numel(info->cfg);
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        sb.st_size = 0;
+    if (numel > TG_VAE_MAX_PARAMS || (uint64_t)sb.st_size / 4 < numel)
+        return tg_error(
+            TG_ERR_FORMAT,
+            "%s: metadata describes a %s VAE %lld-%lld-%lld of "
+            "%llu parameters (at most %llu), but the file is "
+            "%lld bytes",
+            path, tg_vae_arch_name(info->cfg.arch), (long long)input,
+            (long long)hidden, (long long)latent, (unsigned long long)numel,
+            (unsigned long long)TG_VAE_MAX_PARAMS, (long long)sb.st_size);
     const char *step_key = tg_meta_get(m, "optim.step") ? "optim.step" : "step";
     if (tg_meta_get(m, step_key) &&
         (st = get_int(path, m, step_key, 0, INT64_MAX, &step)) != TG_OK)

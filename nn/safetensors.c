@@ -4,10 +4,12 @@
 #include "safetensors.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- UTF-8 -------------------------------------------------------------- */
 
@@ -537,9 +539,16 @@ tg_status tg_st_open(const char *path, tg_st_file *out)
     unsigned char lenbuf[8];
     memset(out, 0, sizeof *out);
     out->path = path;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+    /* O_NONBLOCK: a FIFO opens at once (and is refused below) instead of
+     * blocking until some writer comes; a regular file reads as usual. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        tg_status st_err = tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return st_err;
+    }
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
         return tg_error(TG_ERR_IO, "%s: not a regular file", path);

@@ -172,12 +172,123 @@ static void test_loss_from_another_tape_aborts(void **state)
     expect_abort(misuse_other_tape, "backward", "another tape");
 }
 
+/* An op on one tape whose input another tape computed: backward on this
+ * tape cannot reach the other tape's records, so the gradient stopped there
+ * without a word (the weight's gradient stayed 0). Now refused, naming the
+ * op and the input's shape. */
+static void misuse_input_from_another_tape(void)
+{
+    tg_tensor *w = param(2, 3);
+    tg_tape *tp1 = tg_tape_new(), *tp2 = tg_tape_new();
+    tg_tensor *h = tg_exp(tp1, w);
+    tg_backward(tp2, tg_sum(tp2, tg_scale(tp2, h, 2.0f)));
+}
+
+static void test_input_computed_on_another_tape_aborts(void **state)
+{
+    (void)state;
+    expect_abort(misuse_input_from_another_tape, "scale", "input 0 [2, 3]",
+                 "another tape");
+}
+
+/* What stays allowed across tapes: a leaf made on another tape and marked
+ * requires_grad by hand (tg_gradcheck's inputs) gets its gradient, and a
+ * detached result of another tape is a constant. */
+static void test_leaf_or_detached_from_another_tape_works(void **state)
+{
+    (void)state;
+    tg_tensor *w = param(2, 3);
+    tg_tape *tp1 = tg_tape_new(), *tp2 = tg_tape_new();
+    tg_tensor *leaf = tg_tape_tensor2(tp1, 2, 3, false);
+    for (size_t i = 0; i < leaf->size; i++)
+        leaf->data[i] = (float)i;
+    leaf->requires_grad = true;
+    tg_tensor *c = tg_detach(tp1, tg_exp(tp1, w));
+    tg_backward(tp2, tg_sum(tp2, tg_mul(tp2, tg_scale(tp2, leaf, 3.0f), c)));
+    for (size_t i = 0; i < leaf->size; i++)
+        assert_float_equal(leaf->grad[i], 3.0f * expf(w->data[i]), 1e-5f);
+    for (size_t i = 0; i < w->size; i++) /* the detached path: none */
+        assert_float_equal(w->grad[i], 0.0f, 0.0f);
+    tg_tape_free(tp1);
+    tg_tape_free(tp2);
+    tg_tensor_free(w);
+}
+
+/* A loss kept past tg_tape_reset: the tape has forgotten its records, so
+ * backward walked nothing and left every gradient as it was. Refused. */
+static void misuse_loss_from_before_reset(void)
+{
+    tg_tensor *w = param(2, 3);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *loss = tg_sum(tp, tg_exp(tp, w));
+    tg_backward(tp, loss);
+    tg_tape_reset(tp);
+    tg_backward(tp, loss);
+}
+
+static void test_loss_from_before_reset_aborts(void **state)
+{
+    (void)state;
+    expect_abort(misuse_loss_from_before_reset, "backward", "[1]",
+                 "tg_tape_reset");
+}
+
+/* The same, with the arena reused after the reset, so the loss's header
+ * now holds other data: the message's shape string overran its buffer
+ * (a segfault) instead of aborting with a message. */
+static void misuse_loss_overwritten_after_reset(void)
+{
+    tg_tensor *w = param(2, 3);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *loss = tg_sum(tp, tg_exp(tp, w));
+    tg_tape_reset(tp);
+    tg_tensor *junk = tg_tape_tensor2(tp, 64, 64, false);
+    for (size_t i = 0; i < junk->size; i++)
+        junk->data[i] = 1e9f;
+    tg_backward(tp, loss);
+}
+
+static void test_loss_overwritten_after_reset_aborts(void **state)
+{
+    (void)state;
+    expect_abort(misuse_loss_overwritten_after_reset, "backward");
+}
+
+/* Freeing a tape tensor (free() of arena memory) and a view of NULL data:
+ * crashes later and elsewhere; now messages naming the call. */
+static void misuse_free_tape_tensor(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor_free(tg_tape_tensor2(tp, 2, 3, true));
+}
+
+static void misuse_view_of_null(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tape_view2(tp, NULL, 4, 3);
+}
+
+static void test_free_tape_tensor_and_null_view_abort(void **state)
+{
+    (void)state;
+    expect_abort(misuse_free_tape_tensor, "tensor_free", "[2, 3]", "tape");
+    expect_abort(misuse_view_of_null, "tape_view2", "NULL", "4 x 3");
+    tg_tape *tp = tg_tape_new(); /* a view of 0 rows needs no memory */
+    assert_int_equal((int)tg_tape_view2(tp, NULL, 0, 3)->size, 0);
+    tg_tape_free(tp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_heads_match_backward_of_the_sum),
         cmocka_unit_test(test_one_loss_twice_is_twice_the_gradient),
         cmocka_unit_test(test_loss_from_another_tape_aborts),
+        cmocka_unit_test(test_input_computed_on_another_tape_aborts),
+        cmocka_unit_test(test_leaf_or_detached_from_another_tape_works),
+        cmocka_unit_test(test_loss_from_before_reset_aborts),
+        cmocka_unit_test(test_loss_overwritten_after_reset_aborts),
+        cmocka_unit_test(test_free_tape_tensor_and_null_view_abort),
         cmocka_unit_test(
             test_hand_marked_leaf_keeps_its_gradient_across_resets),
     };

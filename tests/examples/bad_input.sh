@@ -211,7 +211,10 @@ done
 
 # --- vae_mnist only: model flags, checkpoints, outputs ---------------------
 o="$tmp/vae_out"
+# (--hidden 65536 --latent 4096: each within its limit, together 900 M
+# parameters: was an abort in tg_vae_new)
 for bad in "--latent 0" "--latent 99999" "--hidden 99999999" \
+    "--hidden 65536 --latent 4096" \
     "--checkpoint-every 0" "--checkpoint-every x"; do
     set -- $bad
     expect 2 "$1" "$vae" --out "$o" "$@"

@@ -131,5 +131,40 @@ expect 0 "$vae" $fast --data "$other" --epochs 3 --out "$tmp/o12" --resume "$ck"
 st_meta "$tmp/o12/checkpoint.safetensors" data | grep -q "^train 640x28x28 " ||
     fail "no data fingerprint in the checkpoint"
 
+# 13. metadata describing a far larger model than the file holds (hidden
+#     65536, latent 4096): vae_score built that model from the metadata and
+#     aborted (SIGABRT in tg_params_add); now exit 2 naming the file
+st_set_meta "$ck" hidden 65536 "$tmp/h.safetensors"
+st_set_meta "$tmp/h.safetensors" latent 4096 "$tmp/huge.safetensors"
+expect 2 "$score" --checkpoint "$tmp/huge.safetensors" --data "$small" \
+    --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o13"
+mentions "huge.safetensors"
+mentions "metadata describes"
+[ -e "$tmp/o13" ] && fail "vae_score left an output folder"
+
+# 14. a damaged 'holdout' entry: refused, not read as 0 or capped (which
+#     silently changed the reference images)
+for v in abc -5 99999999; do
+    st_set_meta "$ck" holdout "$v" "$tmp/ho.safetensors"
+    expect 2 "$score" --checkpoint "$tmp/ho.safetensors" --data "$small" \
+        --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o14"
+    mentions "holdout"
+    [ -e "$tmp/o14" ] && fail "vae_score left an output folder"
+done
+
+# 15. a FIFO given as a checkpoint: refused at once (opening it waited for
+#     a writer for ever)
+mkfifo "$tmp/fifo.safetensors"
+timeout 30 "$score" --checkpoint "$tmp/fifo.safetensors" --data "$small" \
+    --out "$tmp/o15" >"$tmp/out" 2>"$tmp/err"
+st=$?
+[ $st -eq 2 ] || fail "vae_score --checkpoint FIFO: exit $st, want 2: $(cat "$tmp/err")"
+timeout 30 "$vae" $fast --data "$small" --resume "$tmp/fifo.safetensors" \
+    --out "$tmp/o15" >"$tmp/out" 2>"$tmp/err"
+st=$?
+[ $st -eq 2 ] || fail "vae_mnist --resume FIFO: exit $st, want 2: $(cat "$tmp/err")"
+mentions "not a regular file"
+[ -e "$tmp/o15" ] && fail "a refused FIFO left $tmp/o15"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"

@@ -43,5 +43,11 @@ expect 2 "$rnn" --text "$tmp/missing.txt"
 printf 'abc' >"$tmp/short.txt"
 expect 2 "$rnn" --text "$tmp/short.txt"
 expect 2 "$rnn" --text "$tmp"
+# a FIFO: refused at once (opening it waited for a writer for ever)
+mkfifo "$tmp/fifo.txt"
+timeout 30 "$rnn" --text "$tmp/fifo.txt" >"$tmp/out" 2>"$tmp/err"
+st=$?
+[ $st -eq 2 ] || fail "char_rnn --text FIFO: exit $st, want 2: $(cat "$tmp/err")"
+mentions "not a regular file"
 
 [ "$fails" -eq 0 ] || exit 1

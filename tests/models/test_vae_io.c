@@ -180,6 +180,57 @@ static void records_the_likelihood(void **state)
     tg_vae_free(vae);
 }
 
+/* Metadata describing a model far larger than the file's tensors
+ * (input 4096, hidden 65536, latent 4096: 1.3 G weights, over a parameter
+ * set's 512 M floats): tg_vae_open built that model from the metadata before
+ * reading a tensor and aborted in tg_params_add. Refused with a message
+ * instead, before anything is allocated; so is a smaller overstatement. */
+static void refuses_metadata_larger_than_the_file(void **state)
+{
+    (void)state;
+    tg_vae *vae = tg_vae_new(CFG, 1);
+    const char *sizes[][3] = {
+        {"4096", "65536", "4096"}, {"784", "400", "20"}, {"784", "0", "2000"}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        tg_meta m = {0};
+        tg_meta_set(&m, "model", "vae");
+        tg_meta_set(&m, "input", sizes[i][0]);
+        tg_meta_set(&m, "hidden", sizes[i][1]);
+        tg_meta_set(&m, "latent", sizes[i][2]);
+        const char *path = in_dir("big.safetensors");
+        assert_int_equal(tg_checkpoint_save(path, tg_vae_params(vae), NULL, &m),
+                         TG_OK);
+        tg_vae *opened = (tg_vae *)1;
+        assert_int_equal(tg_vae_open(path, &opened, NULL), TG_ERR_FORMAT);
+        assert_null(opened);
+        if (!strstr(tg_errmsg(), "big.safetensors") ||
+            !strstr(tg_errmsg(), "metadata describes"))
+            fail_msg("message '%s'", tg_errmsg());
+    }
+    /* tg_vae_numel, which the check uses, is what tg_vae_new makes */
+    const tg_vae_config cfgs[] = {
+        CFG,
+        {.input = 12, .hidden = 0, .latent = 3},
+        {.input = 64, .latent = 2, .arch = TG_VAE_CONV},
+        {.input = 144, .latent = 5, .arch = TG_VAE_CONV}};
+    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+        tg_vae *v = tg_vae_new(cfgs[i], 1);
+        assert_int_equal(tg_vae_numel(cfgs[i]),
+                         tg_params_numel(tg_vae_params(v)));
+        tg_vae_free(v);
+    }
+    /* a conv model's file passes the same check */
+    tg_vae *conv = tg_vae_new(
+        (tg_vae_config){.input = 64, .latent = 2, .arch = TG_VAE_CONV}, 1);
+    const char *path = in_dir("conv.safetensors");
+    assert_int_equal(tg_vae_save(path, conv, NULL, NULL, NULL), TG_OK);
+    tg_vae *opened;
+    assert_int_equal(tg_vae_open(path, &opened, NULL), TG_OK);
+    tg_vae_free(opened);
+    tg_vae_free(conv);
+    tg_vae_free(vae);
+}
+
 static void refuses_nonfinite_weights_on_load(void **state)
 {
     (void)state;
@@ -211,6 +262,7 @@ int main(void)
         cmocka_unit_test(refuses_bad_files),
         cmocka_unit_test(records_the_likelihood),
         cmocka_unit_test(refuses_nonfinite_weights_on_load),
+        cmocka_unit_test(refuses_metadata_larger_than_the_file),
     };
     return cmocka_run_group_tests_name("vae_io", tests, setup, teardown);
 }

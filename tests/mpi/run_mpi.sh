@@ -9,12 +9,15 @@
 #   - a rank that cannot read its data (rank 1 started in a folder without
 #     it), a broken checkpoint, a bad flag: every rank stops, non-zero exit,
 #     one message, no hang
-# usage: run_mpi.sh MPIRUN VAE_MNIST CK_DIFF DATA_DIR
+#   - ranks started with another --resume, --likelihood (vae_mnist) or
+#     --epochs, --lr (mlp_mnist): all stop at once, naming the rank and flag
+# usage: run_mpi.sh MPIRUN VAE_MNIST CK_DIFF DATA_DIR [MLP_MNIST]
 set -u
 mpirun=$1
 vae=$2
 ck_diff=$3
 data=$4
+mlp=${5:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
@@ -197,6 +200,50 @@ $run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same5" --epochs 2 : \
     >/dev/null 2>"$tmp/err"
 echo $? >"$tmp/st"
 one_error_naming "$tmp/st" "$tmp/err" "--epochs differs on rank 1" "--epochs"
+
+# --resume given to one rank only: rank 0 alone reads the checkpoint and
+# sends the position, so the ranks waited in different collectives for ever
+# (either way round); now refused at the start, naming --resume
+"$vae" $tiny --data "$tmp/d900" --out "$tmp/rck" >/dev/null 2>&1 ||
+    fail "a checkpoint for the --resume cases"
+$run -np 1 "$vae" $tiny --epochs 2 --data "$tmp/d900" --out "$tmp/same6" \
+    --resume "$tmp/rck/checkpoint.safetensors" : \
+    -np 1 "$vae" $tiny --epochs 2 --data "$tmp/d900" --out "$tmp/same6" \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "--resume on rank 0 only" "rank 1" "--resume"
+$run -np 1 "$vae" $tiny --epochs 2 --data "$tmp/d900" --out "$tmp/same7" : \
+    -np 1 "$vae" $tiny --epochs 2 --data "$tmp/d900" --out "$tmp/same7" \
+    --resume "$tmp/rck/checkpoint.safetensors" >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "--resume on rank 1 only" "rank 1" "--resume"
+# the differing value is named as given ('cb', not the enum's 1)
+$run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same8" : \
+    -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same8" --likelihood cb \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "--likelihood differs on rank 1" \
+    "--likelihood 'cb'"
+
+# mlp_mnist compared nothing: another --epochs on one rank waited for ever,
+# another --lr trained silently another model on each rank (exit 0)
+if [ -n "$mlp" ]; then
+    mtiny="--epochs 1 --max-batches 2 --batch 32 --hidden 16 --threads 1"
+    for flag in "--epochs 2" "--lr 0.5" "--hidden 17"; do
+        # shellcheck disable=SC2086
+        $run -np 1 "$mlp" $mtiny --data "$tmp/d900" : \
+            -np 1 "$mlp" $mtiny --data "$tmp/d900" $flag \
+            >/dev/null 2>"$tmp/err"
+        st=$?
+        n=$(grep -c '^mlp_mnist: ' "$tmp/err")
+        if [ $st -eq 0 ] || [ $st -eq 124 ] || [ "$n" -ne 1 ] ||
+            ! grep -q "rank 1 has ${flag%% *} " "$tmp/err"; then
+            fail "mlp_mnist, $flag on rank 1: exit $st: $(cat "$tmp/err")"
+        else
+            echo "ok: mlp_mnist, $flag on rank 1: exit $st, one message"
+        fi
+    done
+fi
 
 # --- a stop signal to rank 1 alone while rank 0 is at an epoch's end (one
 # step per epoch: the signal lands in evaluation and I/O): every rank stops
