@@ -1,7 +1,8 @@
 /* bench/op_check_dump: writes cases for every public op of tg_autograd.h
- * and the nn layers that have math of their own (inputs, tapegrad's
- * outputs, a random upstream gradient g per output, and tapegrad's gradient
- * of sum(g * out) with respect to every input) to a file that
+ * and the nn layers that have math of their own, plus the optimizers and
+ * gradient clipping (inputs, tapegrad's outputs, a random upstream
+ * gradient g per output, and tapegrad's gradient of sum(g * out) with
+ * respect to every input) to a file that
  * bench/op_check_torch.py recomputes with PyTorch in float64. A one-off
  * cross-check, not part of CI (torch is not a build dependency); it extends
  * bench/conv_check_dump's pattern to all the ops. Fixed seed: the same file
@@ -1083,6 +1084,95 @@ static void nn_cases(void)
     end();
 }
 
+/* ---- optimizers and clipping ----------------------------------------------
+ * Not ops, but values of the public API: K steps of an optimizer on one
+ * parameter with given gradients, against torch.optim; the global norm clip
+ * against torch.nn.utils.clip_grad_norm_. Inputs: p0 then the K gradients
+ * (constants); output: p after K steps (a copy, no gradient). fparams:
+ * kind, lr, momentum, weight decay, nesterov. */
+static void optim_case(tg_optim_kind kind, float lr, float momentum, float wd,
+                       bool nesterov)
+{
+    enum { K = 6, N = 7 };
+    begin("optim", "kind %d lr %g momentum %g wd %g nesterov %d", (int)kind,
+          (double)lr, (double)momentum, (double)wd, nesterov);
+    tg_tensor *p0 = input_g(1, (int[]){N}, -1, 1, false);
+    tg_tensor *gs[K];
+    for (int k = 0; k < K; k++) {
+        gs[k] = input_g(1, (int[]){N}, -1, 1, false);
+        gs[k]->data[k % N] *= 1e-3f; /* small gradients too */
+    }
+    tg_params *ps = tg_params_new();
+    tg_tensor *w = tg_params_add(ps, "w", 1, (int[]){N});
+    memcpy(w->data, p0->data, sizeof(float) * N);
+    tg_optim *opt = kind == TG_OPTIM_SGD     ? tg_sgd_new(ps, lr, momentum)
+                    : kind == TG_OPTIM_ADAM  ? tg_adam_new(ps, lr)
+                    : kind == TG_OPTIM_ADAMW ? tg_adamw_new(ps, lr, wd)
+                                             : tg_rmsprop_new(ps, lr, momentum);
+    if (kind != TG_OPTIM_ADAMW)
+        opt->weight_decay = wd;
+    opt->nesterov = nesterov;
+    for (int k = 0; k < K; k++) {
+        memcpy(tg_params_grad(ps), gs[k]->data, sizeof(float) * N);
+        tg_optim_step(opt);
+    }
+    tg_tensor *fin = tg_tensor_new(1, (int[]){N});
+    memcpy(fin->data, w->data, sizeof(float) * N);
+    fparam(kind);
+    fparam(lr);
+    fparam(momentum);
+    fparam(wd);
+    fparam(nesterov);
+    output(fin);
+    end();
+    tg_tensor_free(fin);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+}
+
+/* clip: inputs two gradient tensors; outputs them clipped and the norm. */
+static void clip_case(float max_norm, float scale)
+{
+    begin("clip_grad_norm", "max_norm %g scale %g", (double)max_norm,
+          (double)scale);
+    tg_tensor *g0 = input_g(2, (int[]){3, 4}, -scale, scale, false);
+    tg_tensor *g1 = input_g(1, (int[]){5}, -scale, scale, false);
+    tg_params *ps = tg_params_new();
+    tg_tensor *a = tg_params_add(ps, "a", 2, (int[]){3, 4});
+    tg_tensor *b = tg_params_add(ps, "b", 1, (int[]){5});
+    memcpy(a->grad, g0->data, sizeof(float) * 12);
+    memcpy(b->grad, g1->data, sizeof(float) * 5);
+    float norm = tg_clip_grad_norm(ps, max_norm);
+    tg_tensor *outs[3] = {tg_tensor_new(2, (int[]){3, 4}),
+                          tg_tensor_new(1, (int[]){5}),
+                          tg_tensor_new(1, (int[]){1})};
+    memcpy(outs[0]->data, a->grad, sizeof(float) * 12);
+    memcpy(outs[1]->data, b->grad, sizeof(float) * 5);
+    outs[2]->data[0] = norm;
+    fparam(max_norm);
+    for (int i = 0; i < 3; i++)
+        output(outs[i]);
+    end();
+    for (int i = 0; i < 3; i++)
+        tg_tensor_free(outs[i]);
+    tg_params_free(ps);
+}
+
+static void optim_cases(void)
+{
+    optim_case(TG_OPTIM_SGD, 0.1f, 0, 0, false);
+    optim_case(TG_OPTIM_SGD, 0.1f, 0.9f, 0, false);
+    optim_case(TG_OPTIM_SGD, 0.05f, 0.9f, 0.01f, true);
+    optim_case(TG_OPTIM_ADAM, 1e-3f, 0, 0, false);
+    optim_case(TG_OPTIM_ADAM, 0.1f, 0, 0.01f, false);
+    optim_case(TG_OPTIM_ADAMW, 1e-2f, 0, 0.1f, false);
+    optim_case(TG_OPTIM_RMSPROP, 1e-2f, 0, 0, false);
+    optim_case(TG_OPTIM_RMSPROP, 1e-2f, 0.9f, 0.01f, false);
+    clip_case(1.0f, 1.0f);
+    clip_case(100.0f, 1.0f);
+    clip_case(0.5f, 1e-3f);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && bench_is_help(argv[1])) {
@@ -1109,6 +1199,7 @@ int main(int argc, char **argv)
     layer_norm_cases();
     conv_cases();
     nn_cases();
+    optim_cases();
     put_u32(0);
     if (fclose(F) != 0) {
         perror(argv[1]);

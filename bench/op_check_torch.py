@@ -258,6 +258,36 @@ def dropout(c, x):
     return [x[0] * keep * scale]
 
 
+def optim(c, x):
+    """K steps of torch.optim on p0 with the dumped gradients."""
+    kind, lr, momentum, wd, nesterov = c.fp
+    kind, nesterov = int(kind), bool(nesterov)
+    lr, momentum, wd = f32(lr), f32(momentum), f32(wd)
+    p = x[0].detach().clone().requires_grad_()
+    if kind == 0:
+        opt = torch.optim.SGD([p], lr, momentum=momentum, weight_decay=wd, nesterov=nesterov)
+    elif kind == 1:
+        opt = torch.optim.Adam([p], lr, weight_decay=wd)
+    elif kind == 2:
+        opt = torch.optim.AdamW([p], lr, weight_decay=wd)
+    else:
+        opt = torch.optim.RMSprop([p], lr, alpha=0.99, eps=1e-8, momentum=momentum,
+                                  weight_decay=wd)
+    for g in x[1:]:
+        p.grad = g.detach().clone()
+        opt.step()
+    return [p.detach()]
+
+
+def clip(c, x):
+    gs = [t.detach().clone() for t in x]
+    ps = [torch.zeros_like(g, requires_grad=True) for g in gs]
+    for p, g in zip(ps, gs):
+        p.grad = g
+    norm = torch.nn.utils.clip_grad_norm_(ps, f32(c.fp[0]))
+    return [p.grad for p in ps] + [norm.reshape(1)]
+
+
 def split(c, x):
     k = c.ip[0]
     parts = torch.split(x[0], x[0].shape[-1] // k, -1)
@@ -357,6 +387,8 @@ REF = {
         x[0], x[1], reduction='none').sum(-1).mean().reshape(1)],
     'loss_softmax_xent': lambda c, x: [F.cross_entropy(x[0], long(c.ip)).reshape(1)],
     'dropout': dropout,
+    'optim': optim,
+    'clip_grad_norm': clip,
 }
 
 # PyTorch's own convention where tapegrad documents another one.
