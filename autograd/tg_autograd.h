@@ -171,7 +171,8 @@ tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar);
 tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b);
 /* Elementwise max(a, b) and min(a, b). The gradient goes whole to the
  * operand picked; a tie (a == b) picks a, the first operand (PyTorch splits
- * a tie in halves). A NaN in either operand comes out as NaN. */
+ * a tie in halves). A NaN in either operand comes out as NaN and is the
+ * operand picked (PyTorch gives the whole gradient to both). */
 tg_tensor *tg_maximum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_minimum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
 

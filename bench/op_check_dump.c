@@ -450,6 +450,14 @@ static void binary_cases(void)
         b->data[1] = 0.0f;
         output((m ? tg_minimum : tg_maximum)(C.tp, a, b));
         end();
+        begin(m ? "minimum" : "maximum", "NaN in either operand");
+        a = input2(2, 3, -1, 1);
+        b = input2(2, 3, -1, 1);
+        a->data[0] = NAN;
+        b->data[1] = NAN;
+        a->data[2] = b->data[2] = NAN;
+        output((m ? tg_minimum : tg_maximum)(C.tp, a, b));
+        end();
     }
 }
 

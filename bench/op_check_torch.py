@@ -401,8 +401,10 @@ TORCH_OWN = {
     'max_pool2d': lambda c, x: [F.max_pool2d(x[0], c.ip[0], c.ip[1] or c.ip[0], c.ip[2])],
 }
 DOCUMENTED = {
-    'maximum': 'a tie gives the whole gradient to a (PyTorch: halves)',
-    'minimum': 'a tie gives the whole gradient to a (PyTorch: halves)',
+    'maximum': 'a tie gives the whole gradient to a (PyTorch: halves); '
+               'a NaN operand gets it all (PyTorch: both do)',
+    'minimum': 'a tie gives the whole gradient to a (PyTorch: halves); '
+               'a NaN operand gets it all (PyTorch: both do)',
     'bce': 'p clamped to [1e-7, 1 - 1e-7], no gradient there (PyTorch: log clamped at -100)',
     'mean': 'the mean of no elements is 0 (PyTorch: NaN)',
     'mean_axis0': 'the mean of no rows is 0 (PyTorch: NaN)',

@@ -81,6 +81,29 @@ static void relu_keeps_nan(void **state)
     tg_tensor_free(x);
 }
 
+/* ---- maximum / minimum with a NaN: the header's rule ------------------------
+ * The NaN comes out and its operand takes the whole gradient (PyTorch gives
+ * it to both operands; bench/op_check_torch.py reports the difference). */
+static void extremum_nan_operand_takes_the_gradient(void **state)
+{
+    (void)state;
+    for (int m = 0; m < 2; m++) {
+        tg_tensor *a = from(1, 3, (float[]){NAN, 1.0f, 0.5f});
+        tg_tensor *b = from(1, 3, (float[]){1.0f, NAN, -0.5f});
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *y = (m ? tg_minimum : tg_maximum)(tp, a, b);
+        assert_true(isnan(y->data[0]) && isnan(y->data[1]));
+        tg_backward(tp, tg_sum(tp, tg_slice_cols(tp, y, 0, 2)));
+        assert_float_equal(a->grad[0], 1.0f, 0);
+        assert_float_equal(b->grad[0], 0.0f, 0);
+        assert_float_equal(a->grad[1], 0.0f, 0);
+        assert_float_equal(b->grad[1], 1.0f, 0);
+        tg_tape_free(tp);
+        tg_tensor_free(a);
+        tg_tensor_free(b);
+    }
+}
+
 /* ---- the softmax family at large logits -------------------------------------
  * Rows near 1e3 and 1e5 (every value exact in float). log_softmax's values
  * and the gradients of logsumexp and softmax_xent are O(1) numbers that
@@ -275,6 +298,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(clamp_gradient_is_zero_at_the_bounds),
         cmocka_unit_test(relu_keeps_nan),
+        cmocka_unit_test(extremum_nan_operand_takes_the_gradient),
         cmocka_unit_test(log_softmax_exact_at_large_logits),
         cmocka_unit_test(logsumexp_gradient_exact_at_large_logits),
         cmocka_unit_test(softmax_xent_gradient_exact_at_large_logits),
