@@ -56,7 +56,9 @@ static convergence converge(const scored *s, int k, double min_ess)
         c.below += (e[i] < min_ess) / (double)s->n;
         double se = tg_iw_log_se(e[i], k);
         c.se_mean += se / s->n;
-        c.se_max = fmax(c.se_max, se);
+        /* NaN (k = 1: no standard error) stays NaN: fmax dropped it, and
+         * the largest error read 0 beside a mean of nan */
+        c.se_max = isnan(se) || isnan(c.se_max) ? NAN : fmax(c.se_max, se);
     }
     qsort(e, (size_t)s->n, sizeof *e, cmp_double);
     c.ess_median =

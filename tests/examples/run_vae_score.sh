@@ -80,6 +80,14 @@ grep -q '^ref: 40 images, training images 8960..8999 .*held out of training' \
 grep -q 'seen in training' "$tmp/both.txt" || fail "no 'seen in training' note"
 expect 2 "$vae" --holdout 9000 --epochs 1 --out "$tmp/ho2"
 
+# k = 1: no standard error, and none claimed (the max read 0 beside a
+# mean of nan)
+expect 0 "$score" --checkpoint "$ck" --data "$data" --iwae-k 1 \
+    --max-images 4 --near-ood none --samples 1 --threads 1 --out "$tmp/k1"
+awk -F, 'NR > 1 && !($11 == "nan" && $12 == "nan") { bad = 1; print }
+    END { exit bad }' "$tmp/k1/convergence.csv" ||
+    fail "k = 1: standard errors should be nan: $(cat "$tmp/k1/convergence.csv")"
+
 # rejected flags and files
 expect 2 "$score"
 expect 2 "$score" --checkpoint "$ck" --iwae-k 0
