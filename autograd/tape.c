@@ -334,6 +334,15 @@ tg_record *tg_op_record(tg_tape *tp, const char *name, tg_backward_fn backward,
                          "output %d is also input %d: an op makes new "
                          "tensors",
                          k, i);
+        /* another op's output (recorded twice, its gradient would reach
+         * both backwards: counted twice without a word) */
+        if (y->requires_grad) {
+            char s[64];
+            tg_fatal(op,
+                     "output %d %s already requires grad (another op's "
+                     "output?): make each op's outputs with tg_tape_tensor",
+                     k, tg_shape_str(y, s));
+        }
     }
     tg_record *r = record_multi(tp, op, backward, n_out, (tg_tensor **)outputs,
                                 n_in, inputs);

@@ -195,6 +195,15 @@ static void misuse_output_is_input(void)
     tg_tensor *x = tg_tape_tensor2(tp, 2, 2, true);
     tg_op_record(tp, "myop", cube_backward, 1, &x, 1, &x, NULL);
 }
+static void misuse_output_recorded_twice(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tg_tensor_new2(2, 2);
+    tg_tensor_require_grad(x);
+    tg_tensor *y = tg_tape_tensor2(tp, 2, 2, true);
+    tg_op_record(tp, "myop", cube_backward, 1, &x, 1, &y, NULL);
+    tg_op_record(tp, "again", cube_backward, 1, &x, 1, &y, NULL);
+}
 static void misuse_input_index(void)
 {
     tg_tape *tp = tg_tape_new();
@@ -212,6 +221,8 @@ static void test_user_op_misuse_aborts_with_a_message(void **state)
     expect_abort(misuse_long_lived_output, "myop:", "not made on this tape");
     expect_abort(misuse_output_is_input, "myop:", "also input 0");
     expect_abort(misuse_input_index, "myop:", "input 1 of 1");
+    expect_abort(misuse_output_recorded_twice, "again:", "output 0 [2, 2]",
+                 "already requires grad");
 }
 
 int main(void)
