@@ -98,6 +98,9 @@ int tg_array_batcher_next(tg_array_batcher *b, tg_tape *tp, tg_tensor **x,
         return 0;
     if (y && !b->y)
         tg_fatal("array_batcher_next", "y requested but no targets set");
+    if (y && b->y_dim < 1) /* was a silent [count, 0] target */
+        tg_fatal("array_batcher_next", "targets y set with y_dim %d (set both)",
+                 b->y_dim);
     if (labels && !b->labels)
         tg_fatal("array_batcher_next", "labels requested but none set");
     *x = rows_of(tp, b, b->x, b->dim, count);

@@ -32,6 +32,18 @@ static void gradcheck_no_graph(void)
     tg_gradcheck(NULL, 0, NULL, NULL, NULL, &rep);
 }
 
+/* targets set without their width: batches of [n, 0] targets, silently */
+static void batcher_y_without_dim(void)
+{
+    static float x[4], y[4];
+    tg_array_batcher b;
+    tg_array_batcher_init(&b, x, 4, 1, 2, 1);
+    b.y = y;
+    tg_array_batcher_start(&b, 0, 0);
+    tg_tensor *xs, *ys;
+    tg_array_batcher_next(&b, tg_tape_new(), &xs, &ys, NULL);
+}
+
 static void test_null_arguments_abort_with_a_message(void **state)
 {
     (void)state;
@@ -39,6 +51,7 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(save_null_path, "checkpoint_save", "NULL path");
     expect_abort(load_null_path, "checkpoint_load", "NULL path");
     expect_abort(gradcheck_no_graph, "gradcheck", "n_inputs 0");
+    expect_abort(batcher_y_without_dim, "array_batcher_next", "y_dim 0");
 }
 
 int main(void)
