@@ -240,18 +240,22 @@ static int load_data(const options *o, tg_dataset *train_set,
 {
     if (!load(o->data, true, train_set) || !load(o->data, false, test_set))
         return 2;
-    int input = train_set->rows * train_set->cols;
     if (o->ood_given || tg_mnist_load(o->ood, false, ood_set) == TG_OK) {
         if (o->ood_given && !load(o->ood, false, ood_set))
             return 2;
         *have_ood = true;
     }
-    if (test_set->rows * test_set->cols != input ||
-        (*have_ood && ood_set->rows * ood_set->cols != input)) {
+    /* the same geometry, not only the same number of pixels: a 14x56
+     * image is not a 28x28 one */
+    int r = train_set->rows, c = train_set->cols;
+    const tg_dataset *odd =
+        test_set->rows != r || test_set->cols != c                ? test_set
+        : *have_ood && (ood_set->rows != r || ood_set->cols != c) ? ood_set
+                                                                  : NULL;
+    if (odd) {
         fprintf(stderr,
-                "bnn_mnist: %s: image sizes differ between the "
-                "training, test and OOD sets\n",
-                test_set->rows * test_set->cols != input ? o->data : o->ood);
+                "bnn_mnist: %s: images are %dx%d, the training images %dx%d\n",
+                odd == test_set ? o->data : o->ood, odd->rows, odd->cols, r, c);
         return 2;
     }
     const tg_dataset *sets[2] = {train_set, test_set};

@@ -106,9 +106,10 @@ static bool load_data(const char *dir, tg_dataset *train, tg_dataset *test)
     bool loaded =
         tg_mnist_load(dir, true, train) == TG_OK &&
         tg_mnist_load(dir, false, test) == TG_OK &&
-        (test->rows * test->cols == train->rows * train->cols ||
-         tg_error(TG_ERR_MISMATCH, "%s: train and test image sizes differ",
-                  dir) == TG_OK) &&
+        ((test->rows == train->rows && test->cols == train->cols) ||
+         tg_error(TG_ERR_MISMATCH, "%s: train images are %dx%d, test %dx%d",
+                  dir, train->rows, train->cols, test->rows,
+                  test->cols) == TG_OK) &&
         labels_ok(train, dir) == TG_OK && labels_ok(test, dir) == TG_OK;
     if (!tg_dist_all_ok(loaded)) {
         if (tg_dist_first_failed() == tg_dist_rank())

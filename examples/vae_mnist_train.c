@@ -256,7 +256,8 @@ static void load_data(run *r)
     const options *o = r->o;
     bool loaded = tg_mnist_load(o->data, true, &r->train) == TG_OK &&
                   tg_mnist_load(o->data, false, &r->test) == TG_OK;
-    if (loaded && r->test.rows * r->test.cols != r->train.rows * r->train.cols)
+    if (loaded &&
+        (r->test.rows != r->train.rows || r->test.cols != r->train.cols))
         loaded =
             tg_error(TG_ERR_MISMATCH, "%s: train images are %dx%d, test %dx%d",
                      o->data, r->train.rows, r->train.cols, r->test.rows,

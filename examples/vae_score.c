@@ -207,6 +207,20 @@ static void load_data(tg_dataset *ds, const char *dir, bool train,
     }
 }
 
+/* A set scored beside the in-distribution test set has its geometry, not
+ * only its number of pixels (14x56 is not 28x28). */
+static void same_geometry(const tg_dataset *ds, const char *dir,
+                          const char *what, const tg_dataset *test)
+{
+    if (ds->rows != test->rows || ds->cols != test->cols) {
+        fprintf(stderr,
+                "vae_score: %s: %s images are %dx%d, the in-distribution "
+                "test images %dx%d\n",
+                dir, what, ds->rows, ds->cols, test->rows, test->cols);
+        exit(2);
+    }
+}
+
 static void load_inputs(inputs *in, const options *o)
 {
     memset(in, 0, sizeof *in);
@@ -224,8 +238,10 @@ static void load_inputs(inputs *in, const options *o)
     cli_note_labels(&in->test, o->data, 10,
                     "labels only colour latent.svg (modulo 10) and are "
                     "copied to scores.csv");
+    same_geometry(&in->train, o->data, "training", &in->test);
     if (o->ood) {
         load_data(&in->ood, o->ood, false, in->vae);
+        same_geometry(&in->ood, o->ood, "test", &in->test);
         cli_note_labels(&in->ood, o->ood, 10,
                         "labels are only copied to scores.csv");
     }

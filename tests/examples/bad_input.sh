@@ -121,6 +121,10 @@ for prog in "$vae" "$mlp"; do
     expect 2 "$tmp/missing" "$prog" --data "$tmp/missing" $out
     : >"$tmp/plainfile"
     expect 2 "$tmp/plainfile" "$prog" --data "$tmp/plainfile" $out
+    # test images of another geometry, the same pixel count (14x56)
+    d="$tmp/$p.wide"; dataset "$d"
+    images "$d/t10k-images-idx3-ubyte" 64 14 56
+    expect 2 "14x56" "$prog" --data "$d" $out
     d="$tmp/$p.nolabels"; dataset "$d"; rm "$d/t10k-labels-idx1-ubyte"
     expect 2 "t10k-labels-idx1-ubyte" "$prog" --data "$d" $out
     d="$tmp/$p.locked"; dataset "$d"; chmod 000 "$d"

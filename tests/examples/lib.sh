@@ -59,6 +59,13 @@ dataset() {
     done
 }
 
+# regeom IMAGES_IDX ROWS COLS: the same pixels declared as ROWS x COLS images
+# (ROWS * COLS = 784: the same byte count, another geometry).
+regeom() {
+    { head -c 8 "$1"; be32 "$2"; be32 "$3"; tail -c +17 "$1"; } >"$1.regeom"
+    mv "$1.regeom" "$1"
+}
+
 # --- safetensors checkpoints -----------------------------------------------
 # st_meta FILE KEY: a metadata value.
 st_meta() {

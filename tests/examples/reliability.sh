@@ -166,5 +166,16 @@ st=$?
 mentions "not a regular file"
 [ -e "$tmp/o15" ] && fail "a refused FIFO left $tmp/o15"
 
+# 16. images of another geometry with the same number of pixels (14x56 is
+#     not 28x28): refused, naming both (only the pixel count was compared)
+wide="$tmp/wide"; dataset "$mnist" "$wide" 64 64
+regeom "$wide/t10k-images-idx3-ubyte" 14 56
+expect 2 "$score" --checkpoint "$ck" --data "$small" --ood-data "$wide" \
+    --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o16"
+mentions "14x56"
+[ -e "$tmp/o16" ] && fail "vae_score left an output folder"
+expect 2 "$vae" $fast --data "$wide" --epochs 1 --out "$tmp/o16"
+mentions "14x56"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"

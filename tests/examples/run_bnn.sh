@@ -72,4 +72,11 @@ if command -v python3 >/dev/null 2>&1; then
         fail "the split should hold 8000 training images: $(head -1 "$tmp/out")"
 fi
 
+# OOD images of another geometry with the same number of pixels: refused
+# (only the pixel count was compared)
+wide="$tmp/wide"; dataset "$data" "$wide" 64 64
+regeom "$wide/t10k-images-idx3-ubyte" 14 56
+expect 2 "$bnn" --data "$data" --ood-data "$wide" --epochs 1 --max-batches 1
+mentions "14x56"
+
 [ "$fails" -eq 0 ] || exit 1
