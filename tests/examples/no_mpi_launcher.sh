@@ -7,13 +7,7 @@
 # build without OpenMP and MPI).
 # usage: no_mpi_launcher.sh PROGRAM...
 set -u
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
+. "$(dirname "$0")/lib.sh"
 for prog in "$@"; do
     name=$(basename "$prog")
     for var in OMPI_COMM_WORLD_SIZE=2 PMI_SIZE=3; do
