@@ -62,15 +62,6 @@ static inline void copy_run(float *restrict d, const float *restrict s, int n)
     }
 }
 
-static inline void zero_run(float *d, int n)
-{
-    if (n == 4)
-        memset(d, 0, 4 * sizeof *d);
-    else
-        for (int j = 0; j < n; j++)
-            d[j] = 0.0f;
-}
-
 static inline void add_run(float *restrict d, const float *restrict s, int n)
 {
     if (n == 4) {
@@ -83,54 +74,81 @@ static inline void add_run(float *restrict d, const float *restrict s, int n)
     }
 }
 
-/* The kernel columns [*lo, *hi) that fall inside an image row of width W
- * for an output column whose first input column is iw0. */
-static void j_range(const geom *g, int iw0, int *lo, int *hi)
+/* The kernel taps [*lo, *hi) of k (spaced d apart, the first at start) that
+ * fall inside [0, size). */
+static void tap_range(int start, int k, int d, int size, int *lo, int *hi)
 {
-    int l = 0, h = g->kw;
-    while (l < h && iw0 + l * g->dw < 0)
+    int l = 0, h = k;
+    while (l < h && start + l * d < 0)
         l++;
-    while (h > l && iw0 + (h - 1) * g->dw >= g->W)
+    while (h > l && start + (h - 1) * d >= size)
         h--;
     *lo = l;
     *hi = h;
 }
 
-/* The P patch rows of image n: col [P, ldk] from x [N, C, H, W]. */
+/* One patch row's kh x kw block of channel plane xc: kernel rows [ilo, ihi)
+ * from the image rows xc + row0 + i*rstep (others zero), kernel columns [jlo,
+ * jhi) at xr[iw0 + j*dw] (others zero). full: all columns inside, dw == 1. The
+ * branches are on values fixed for the whole row (unswitched by hand), so
+ * the inside runs are plain kw-float copies. */
+static inline void im2col_block(float *restrict d, const float *restrict xc,
+                                ptrdiff_t row0, ptrdiff_t rstep, int kh, int kw,
+                                int ilo, int ihi, int iw0, int jlo, int jhi,
+                                int dw, bool full)
+{
+    if (ilo > 0)
+        memset(d, 0, (size_t)ilo * kw * sizeof *d);
+    if (full && kw == 4) {
+        for (int i = ilo; i < ihi; i++)
+            memcpy(d + i * 4, xc + (row0 + i * rstep + iw0), 4 * sizeof *d);
+    } else if (full) {
+        for (int i = ilo; i < ihi; i++)
+            copy_run(d + i * kw, xc + (row0 + i * rstep + iw0), kw);
+    } else {
+        for (int i = ilo; i < ihi; i++) {
+            float *dr = d + i * kw;
+            const float *s = xc + (row0 + i * rstep);
+            for (int j = 0; j < jlo; j++)
+                dr[j] = 0.0f;
+            for (int j = jlo; j < jhi; j++)
+                dr[j] = s[iw0 + j * dw];
+            for (int j = jhi; j < kw; j++)
+                dr[j] = 0.0f;
+        }
+    }
+    if (ihi < kh)
+        memset(d + ihi * kw, 0, (size_t)(kh - ihi) * kw * sizeof *d);
+}
+
+/* The P patch rows of image n: col [P, ldk] from x [N, C, H, W]. The taps
+ * inside the image are found once per output pixel, not per channel. */
 static void im2col_image(const geom *g, const float *x, int n, float *col,
                          int ldk)
 {
-    const int kh = g->kh, kw = g->kw, H = g->H, W = g->W, OW = g->OW;
-    const size_t plane = (size_t)H * W;
-    const float *xn = x + (size_t)n * g->C * plane;
+    const int kh = g->kh, kw = g->kw, C = g->C, W = g->W, K = K_of(g);
+    const size_t plane = (size_t)g->H * W;
+    const ptrdiff_t rstep = (ptrdiff_t)g->dh * W;
+    const float *xn = x + (size_t)n * C * plane;
     float *dst = col;
     for (int oh = 0; oh < g->OH; oh++) {
-        for (int ow = 0; ow < OW; ow++, dst += ldk) {
-            int iw0 = ow * g->sw - g->pw, lo, hi;
-            j_range(g, iw0, &lo, &hi);
-            bool inside = lo == 0 && hi == kw && g->dw == 1;
-            float *d = dst;
-            for (int c = 0; c < g->C; c++) {
-                const float *xc = xn + (size_t)c * plane;
-                for (int i = 0; i < kh; i++, d += kw) {
-                    int ih = oh * g->sh - g->ph + i * g->dh;
-                    if (ih < 0 || ih >= H) {
-                        zero_run(d, kw);
-                        continue;
-                    }
-                    const float *xr = xc + (size_t)ih * W;
-                    if (inside) {
-                        copy_run(d, xr + iw0, kw);
-                        continue;
-                    }
-                    for (int j = 0; j < lo; j++)
-                        d[j] = 0.0f;
-                    for (int j = lo; j < hi; j++)
-                        d[j] = xr[iw0 + j * g->dw];
-                    for (int j = hi; j < kw; j++)
-                        d[j] = 0.0f;
-                }
+        int ih0 = oh * g->sh - g->ph, ilo, ihi;
+        tap_range(ih0, kh, g->dh, g->H, &ilo, &ihi);
+        for (int ow = 0; ow < g->OW; ow++, dst += ldk) {
+            int iw0 = ow * g->sw - g->pw, jlo, jhi;
+            tap_range(iw0, kw, g->dw, W, &jlo, &jhi);
+            if (ilo == ihi || jlo == jhi) {
+                memset(dst, 0, (size_t)K * sizeof *dst);
+                continue;
             }
+            bool full = jlo == 0 && jhi == kw && g->dw == 1;
+            /* the image row of kernel row 0 (never dereferenced when it
+             * lies outside: i starts at ilo) */
+            ptrdiff_t row0 = (ptrdiff_t)ih0 * W;
+            float *d = dst;
+            for (int c = 0; c < C; c++, d += kh * kw)
+                im2col_block(d, xn + (size_t)c * plane, row0, rstep, kh, kw,
+                             ilo, ihi, iw0, jlo, jhi, g->dw, full);
         }
     }
 }
@@ -140,29 +158,37 @@ static void im2col_image(const geom *g, const float *x, int n, float *col,
 static void col2im_image(const geom *g, const float *col, int ldk, int n,
                          float *dx)
 {
-    const int kh = g->kh, kw = g->kw, H = g->H, W = g->W, OW = g->OW;
-    const size_t plane = (size_t)H * W;
-    float *dxn = dx + (size_t)n * g->C * plane;
+    const int kh = g->kh, kw = g->kw, C = g->C, W = g->W, dw = g->dw;
+    const size_t plane = (size_t)g->H * W;
+    const ptrdiff_t rstep = (ptrdiff_t)g->dh * W;
+    float *dxn = dx + (size_t)n * C * plane;
     const float *src = col;
     for (int oh = 0; oh < g->OH; oh++) {
-        for (int ow = 0; ow < OW; ow++, src += ldk) {
-            int iw0 = ow * g->sw - g->pw, lo, hi;
-            j_range(g, iw0, &lo, &hi);
-            bool inside = lo == 0 && hi == kw && g->dw == 1;
+        int ih0 = oh * g->sh - g->ph, ilo, ihi;
+        tap_range(ih0, kh, g->dh, g->H, &ilo, &ihi);
+        for (int ow = 0; ow < g->OW; ow++, src += ldk) {
+            int iw0 = ow * g->sw - g->pw, jlo, jhi;
+            tap_range(iw0, kw, dw, W, &jlo, &jhi);
+            if (ilo == ihi || jlo == jhi)
+                continue;
+            bool full = jlo == 0 && jhi == kw && dw == 1;
+            ptrdiff_t row0 = (ptrdiff_t)ih0 * W;
             const float *s = src;
-            for (int c = 0; c < g->C; c++) {
-                float *dxc = dxn + (size_t)c * plane;
-                for (int i = 0; i < kh; i++, s += kw) {
-                    int ih = oh * g->sh - g->ph + i * g->dh;
-                    if (ih < 0 || ih >= H)
-                        continue;
-                    float *restrict dr = dxc + (size_t)ih * W;
-                    if (inside) {
-                        add_run(dr + iw0, s, kw);
-                        continue;
+            for (int c = 0; c < C; c++, s += kh * kw) {
+                float *dc = dxn + (size_t)c * plane;
+                if (full && kw == 4) {
+                    for (int i = ilo; i < ihi; i++)
+                        add_run(dc + (row0 + i * rstep + iw0), s + i * 4, 4);
+                } else if (full) {
+                    for (int i = ilo; i < ihi; i++)
+                        add_run(dc + (row0 + i * rstep + iw0), s + i * kw, kw);
+                } else {
+                    for (int i = ilo; i < ihi; i++) {
+                        float *dr = dc + (row0 + i * rstep);
+                        const float *si = s + i * kw;
+                        for (int j = jlo; j < jhi; j++)
+                            dr[iw0 + j * dw] += si[j];
                     }
-                    for (int j = lo; j < hi; j++)
-                        dr[iw0 + j * g->dw] += s[j];
                 }
             }
         }
