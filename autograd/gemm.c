@@ -271,6 +271,22 @@ bool tg_gemm_set_kernel(const char *name)
     return false;
 }
 
+/* dst[c * dst_ld + r] = src[r * ld + c] for r < rows, c < cols, through
+ * the kernel's transpose (8x8 register blocks for AVX2) for whole groups of
+ * 8 rows; the kernels' transposes may write past a partial group (packing
+ * pads it), so the last rows go one by one. */
+void gemm_transpose(const float *src, ptrdiff_t ld, int rows, int cols,
+                    float *dst, ptrdiff_t dst_ld)
+{
+    init();
+    int r8 = rows / 8 * 8;
+    if (r8 > 0 && cols > 0)
+        cfg.kern->transpose(src, ld, r8, cols, dst, dst_ld);
+    for (int r = r8; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            dst[c * dst_ld + r] = src[r * ld + c];
+}
+
 /* ---- pack buffers: one per thread, allocated on first use ----------------
  * Each thread's buffer hangs on a pthread key whose destructor frees it when
  * the thread exits (OpenMP pools of threads that call tg_gemm concurrently

@@ -25,6 +25,7 @@
  * thread count; im2col, col2im and the transposes are parallel loops in
  * which each iteration writes only its own outputs, col2im summing each
  * image's contributions in a fixed (oh, ow, c, i, j) order. */
+#include "gemm_internal.h"
 #include "parallel.h"
 #include "tape.h"
 
@@ -266,33 +267,37 @@ static void gemm_col2im(tg_tape *tp, const geom *g, const float *in,
 static void to_pm(int N, int C, int P, const float *nchw, float *pm)
 {
     TG_PARALLEL_FOR(N, (size_t)C * P)
-    for (int n = 0; n < N; n++) {
-        const float *src = nchw + (size_t)n * C * P;
-        float *dst = pm + (size_t)n * P * C;
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < P; p++)
-                dst[(size_t)p * C + c] = src[(size_t)c * P + p];
-    }
+    for (int n = 0; n < N; n++)
+        gemm_transpose(nchw + (size_t)n * C * P, P, C, P,
+                       pm + (size_t)n * P * C, C);
 }
 
-/* nchw [N, C, P] (+)= pm [N*P, C] (+ bias[c] when bias is not NULL). */
+/* nchw [N, C, P] = pm [N*P, C] (+ bias[c] when bias is not NULL). */
 static void from_pm(int N, int C, int P, const float *pm, const float *bias,
-                    bool add, float *nchw)
+                    float *nchw)
 {
     TG_PARALLEL_FOR(N, (size_t)C * P)
     for (int n = 0; n < N; n++) {
-        const float *src = pm + (size_t)n * P * C;
         float *dst = nchw + (size_t)n * C * P;
-        for (int c = 0; c < C; c++) {
-            float *d = dst + (size_t)c * P;
-            float b = bias ? bias[c] : 0.0f;
-            if (add)
-                for (int p = 0; p < P; p++)
-                    d[p] += src[(size_t)p * C + c];
-            else
-                for (int p = 0; p < P; p++)
-                    d[p] = src[(size_t)p * C + c] + b;
+        gemm_transpose(pm + (size_t)n * P * C, C, P, C, dst, P);
+        for (int c = 0; bias && c < C; c++) {
+            float b = bias[c], *d = dst + (size_t)c * P;
+            for (int p = 0; p < P; p++)
+                d[p] += b;
         }
+    }
+}
+
+/* nchw [N, C, P] += pm [N*P, C], through tmp [N, C, P]. */
+static void add_from_pm(int N, int C, int P, const float *pm, float *tmp,
+                        float *nchw)
+{
+    TG_PARALLEL_FOR(N, (size_t)C * P)
+    for (int n = 0; n < N; n++) {
+        size_t off = (size_t)n * C * P;
+        gemm_transpose(pm + off, C, P, C, tmp + off, P);
+        for (size_t e = 0; e < (size_t)C * P; e++)
+            nchw[off + e] += tmp[off + e];
     }
 }
 
@@ -304,18 +309,25 @@ static void add_transposed(int OC, int K, const float *tmp, float *dW)
             dW[(size_t)o * K + k] += tmp[(size_t)k * OC + o];
 }
 
-/* db[c] += sum over n, p of dy [N, C, P]; each channel summed in order. */
+/* db[c] += sum over n, p of dy [N, C, P]: each channel in 8 running sums
+ * (element p of a row into sum p mod 8 of the row's whole groups, the rest
+ * into sums 0..), added pairwise at the end; a fixed order, vectorised. */
 static void bias_backward(int N, int C, int P, const float *dy, float *db)
 {
     TG_PARALLEL_FOR(C, (size_t)N * P)
     for (int c = 0; c < C; c++) {
-        float s = 0.0f;
+        float s[8] = {0};
         for (int n = 0; n < N; n++) {
             const float *row = dy + ((size_t)n * C + c) * P;
-            for (int p = 0; p < P; p++)
-                s += row[p];
+            int p = 0;
+            for (; p + 8 <= P; p += 8)
+                for (int l = 0; l < 8; l++)
+                    s[l] += row[p + l];
+            for (int l = 0; p < P; p++, l++)
+                s[l] += row[p];
         }
-        db[c] += s;
+        db[c] +=
+            ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
     }
 }
 
@@ -460,7 +472,7 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
     if (NP > 0) {
         float *yp = scratch(tp, (size_t)NP, (size_t)g.OC);
         im2col_gemm(&g, x->data, col, ldk, W->data, yp);
-        from_pm(g.N, g.OC, P, yp, b ? b->data : NULL, false, y->data);
+        from_pm(g.N, g.OC, P, yp, b ? b->data : NULL, y->data);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv2d_backward, y, b ? 3 : 2, in);
@@ -518,7 +530,8 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
         float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
         tg_gemm(false, true, NP, g->OC, K, 1.0f, dcol, ldk, W->data, K, 0.0f,
                 dxp, g->OC);
-        from_pm(g->N, g->OC, P, dxp, NULL, true, dx);
+        add_from_pm(g->N, g->OC, P, dxp, scratch(tp, (size_t)NP, (size_t)g->OC),
+                    dx);
     }
 }
 
@@ -551,20 +564,19 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.C, g.H, g.W});
     float *xp = scratch(tp, (size_t)NP, (size_t)g.OC);
-    memset(y->data, 0, y->size * sizeof(float));
+    /* y starts as the bias (or 0); col2im adds the products to it */
+    size_t plane = (size_t)g.H * g.W;
+    long planes = (long)g.N * g.C;
+    TG_PARALLEL_FOR(planes, plane)
+    for (long t = 0; t < planes; t++) {
+        float bc = b ? b->data[t % g.C] : 0.0f,
+              *dst = y->data + (size_t)t * plane;
+        for (size_t p = 0; p < plane; p++)
+            dst[p] = bc;
+    }
     if (NP > 0) {
         to_pm(g.N, g.OC, P, x->data, xp);
         gemm_col2im(tp, &g, xp, W->data, ldk, y->data);
-    }
-    if (b) {
-        size_t plane = (size_t)g.H * g.W;
-        long planes = (long)g.N * g.C;
-        TG_PARALLEL_FOR(planes, plane)
-        for (long t = 0; t < planes; t++) {
-            float bc = b->data[t % g.C], *dst = y->data + (size_t)t * plane;
-            for (size_t p = 0; p < plane; p++)
-                dst[p] += bc;
-        }
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv_transpose2d_backward, y, b ? 3 : 2, in);
