@@ -49,7 +49,7 @@ static float bce_row(const float *x, const float *z, float *t, int n)
 {
     for (int j = 0; j < n; j++)
         t[j] = (x[j] > 0.0f ? x[j] : 0.0f) - x[j] * z[j] +
-               vlog1pf(vexpf(-fabsf(x[j])));
+               vlog1p_unit(vexpf(-fabsf(x[j])));
     return (float)vsum_f64(t, n);
 }
 
