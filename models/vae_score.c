@@ -14,7 +14,7 @@
 #include <zlib.h>
 #endif
 
-enum { DEFAULT_ROWS = 4096, ENCODE_BATCH = 256 };
+enum { DEFAULT_ROWS = 512, ENCODE_BATCH = 256 };
 
 double tg_log_mean_exp(const double *a, int n)
 {
