@@ -18,7 +18,9 @@
  * when op(A) is read along rows, longer K blocks win (fewer passes over C;
  * up to 832 measured best on Zen 3 and Zen 5). B~ fills 3/4
  * of L2. A kernel family may use a different tile for each case (AVX2: 4x24
- * on rows, 6x16 down columns: 6 floats per line touched instead of 4).
+ * on rows, 6x16 down columns: 6 floats per line touched instead of 4; and
+ * 6x16 on rows too when N is a multiple of 16 that 24 pads by 5% or more,
+ * such as a convolution's 32 or 64 output channels).
  *
  * Determinism: every C element is computed by exactly one thread as the sum
  * over K blocks in order, each block summed in k order by the micro-kernel.
@@ -174,6 +176,23 @@ static const gemm_kernel *tile_for(const gemm_kernel *k, bool a_trans)
     return a_trans && k->strided ? k->strided : k;
 }
 
+/* Columns of C in tiles nr wide, padding included. */
+static int padded(int n, int nr) { return (n + nr - 1) / nr * nr; }
+
+/* The tile for a C of N columns: tile_for's, except that a family's row tile
+ * gives way to its strided one when that pads N by at least 5% less (AVX2:
+ * 6x16 for N = 16, 32, 64, where 4x24 fills 67-89% of its lanes; Zen 3, one
+ * thread: 6272x64x512 NT 82 GFLOP/s against 76, 25088x32x16 NT 74 against
+ * 42). A function of N and the transposes; the arithmetic of an element
+ * does not depend on the tile, and the K blocks of rows do not either. */
+static const gemm_kernel *tile_for_n(const gemm_kernel *k, bool a_trans, int N)
+{
+    if (!a_trans && k->strided &&
+        20 * padded(N, k->nr) > 21 * padded(N, k->strided->nr))
+        return k->strided;
+    return tile_for(k, a_trans);
+}
+
 static void blocks_for(const gemm_kernel *k, bool a_trans, int *kc_max, int *nc)
 {
     const long l1 = cfg.cache[0], l2 = cfg.cache[1], f = sizeof(float);
@@ -196,10 +215,12 @@ static void set_blocks(void)
         cfg.blocks_kc <= 0 || cfg.blocks_nc <= 0)
         cfg.blocks_kc = cfg.blocks_nc = 0;
     size_t most = 0;
-    for (int t = 0; t < 2; t++) {
-        const gemm_kernel *k = tile_for(cfg.kern, t);
+    for (int t = 0; t < 3;
+         t++) { /* rows, A transposed, rows in the strided tile */
+        const gemm_kernel *k =
+            t == 2 ? tile_for(cfg.kern, true) : tile_for(cfg.kern, t);
         int kc, nc;
-        blocks_for(k, t, &kc, &nc);
+        blocks_for(k, t == 1, &kc, &nc);
         size_t need = ((size_t)nc + MAX_MR) * (size_t)kc + 16;
         most = need > most ? need : most;
     }
@@ -248,6 +269,22 @@ bool tg_gemm_set_kernel(const char *name)
             return true;
         }
     return false;
+}
+
+/* dst[c * dst_ld + r] = src[r * ld + c] for r < rows, c < cols, through
+ * the kernel's transpose (8x8 register blocks for AVX2) for whole groups of
+ * 8 rows; the kernels' transposes may write past a partial group (packing
+ * pads it), so the last rows go one by one. */
+void gemm_transpose(const float *src, ptrdiff_t ld, int rows, int cols,
+                    float *dst, ptrdiff_t dst_ld)
+{
+    init();
+    int r8 = rows / 8 * 8;
+    if (r8 > 0 && cols > 0)
+        cfg.kern->transpose(src, ld, r8, cols, dst, dst_ld);
+    for (int r = r8; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            dst[c * dst_ld + r] = src[r * ld + c];
 }
 
 /* ---- pack buffers: one per thread, allocated on first use ----------------
@@ -526,7 +563,7 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
      * 20x128x400 gains 35% in place, 1024^3 loses 20%). */
     pb.b_in_place = !pb.tb && pb.M <= 96;
     /* K blocks of near-equal size, a function of K alone. */
-    kern = tile_for(kern, pb.ta);
+    kern = tile_for_n(kern, pb.ta, pb.N);
     int kc_max, NC;
     blocks_for(kern, pb.ta, &kc_max, &NC);
     int nk = (K + kc_max - 1) / kc_max;

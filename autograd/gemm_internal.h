@@ -21,6 +21,11 @@ typedef void (*gemm_ukr_fn)(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
 typedef void (*gemm_transpose_fn)(const float *src, ptrdiff_t ld, int rows,
                                   int cols, float *dst, ptrdiff_t dst_ld);
 
+/* The same with the chosen kernel's transpose, any rows and cols (for
+ * the convolutions' layout changes; defined in gemm.c). */
+void gemm_transpose(const float *src, ptrdiff_t ld, int rows, int cols,
+                    float *dst, ptrdiff_t dst_ld);
+
 typedef struct gemm_kernel {
     const char *name;
     int mr, nr; /* tile: mr rows of C, nr columns (a multiple of the vector) */

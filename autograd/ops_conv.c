@@ -25,6 +25,7 @@
  * thread count; im2col, col2im and the transposes are parallel loops in
  * which each iteration writes only its own outputs, col2im summing each
  * image's contributions in a fixed (oh, ow, c, i, j) order. */
+#include "gemm_internal.h"
 #include "parallel.h"
 #include "tape.h"
 
@@ -62,15 +63,6 @@ static inline void copy_run(float *restrict d, const float *restrict s, int n)
     }
 }
 
-static inline void zero_run(float *d, int n)
-{
-    if (n == 4)
-        memset(d, 0, 4 * sizeof *d);
-    else
-        for (int j = 0; j < n; j++)
-            d[j] = 0.0f;
-}
-
 static inline void add_run(float *restrict d, const float *restrict s, int n)
 {
     if (n == 4) {
@@ -83,54 +75,81 @@ static inline void add_run(float *restrict d, const float *restrict s, int n)
     }
 }
 
-/* The kernel columns [*lo, *hi) that fall inside an image row of width W
- * for an output column whose first input column is iw0. */
-static void j_range(const geom *g, int iw0, int *lo, int *hi)
+/* The kernel taps [*lo, *hi) of k (spaced d apart, the first at start) that
+ * fall inside [0, size). */
+static void tap_range(int start, int k, int d, int size, int *lo, int *hi)
 {
-    int l = 0, h = g->kw;
-    while (l < h && iw0 + l * g->dw < 0)
+    int l = 0, h = k;
+    while (l < h && start + l * d < 0)
         l++;
-    while (h > l && iw0 + (h - 1) * g->dw >= g->W)
+    while (h > l && start + (h - 1) * d >= size)
         h--;
     *lo = l;
     *hi = h;
 }
 
-/* The P patch rows of image n: col [P, ldk] from x [N, C, H, W]. */
+/* One patch row's kh x kw block of channel plane xc: kernel rows [ilo, ihi)
+ * from the image rows xc + row0 + i*rstep (others zero), kernel columns [jlo,
+ * jhi) at xr[iw0 + j*dw] (others zero). full: all columns inside, dw == 1. The
+ * branches are on values fixed for the whole row (unswitched by hand), so
+ * the inside runs are plain kw-float copies. */
+static inline void im2col_block(float *restrict d, const float *restrict xc,
+                                ptrdiff_t row0, ptrdiff_t rstep, int kh, int kw,
+                                int ilo, int ihi, int iw0, int jlo, int jhi,
+                                int dw, bool full)
+{
+    if (ilo > 0)
+        memset(d, 0, (size_t)ilo * kw * sizeof *d);
+    if (full && kw == 4) {
+        for (int i = ilo; i < ihi; i++)
+            memcpy(d + i * 4, xc + (row0 + i * rstep + iw0), 4 * sizeof *d);
+    } else if (full) {
+        for (int i = ilo; i < ihi; i++)
+            copy_run(d + i * kw, xc + (row0 + i * rstep + iw0), kw);
+    } else {
+        for (int i = ilo; i < ihi; i++) {
+            float *dr = d + i * kw;
+            const float *s = xc + (row0 + i * rstep);
+            for (int j = 0; j < jlo; j++)
+                dr[j] = 0.0f;
+            for (int j = jlo; j < jhi; j++)
+                dr[j] = s[iw0 + j * dw];
+            for (int j = jhi; j < kw; j++)
+                dr[j] = 0.0f;
+        }
+    }
+    if (ihi < kh)
+        memset(d + ihi * kw, 0, (size_t)(kh - ihi) * kw * sizeof *d);
+}
+
+/* The P patch rows of image n: col [P, ldk] from x [N, C, H, W]. The taps
+ * inside the image are found once per output pixel, not per channel. */
 static void im2col_image(const geom *g, const float *x, int n, float *col,
                          int ldk)
 {
-    const int kh = g->kh, kw = g->kw, H = g->H, W = g->W, OW = g->OW;
-    const size_t plane = (size_t)H * W;
-    const float *xn = x + (size_t)n * g->C * plane;
+    const int kh = g->kh, kw = g->kw, C = g->C, W = g->W, K = K_of(g);
+    const size_t plane = (size_t)g->H * W;
+    const ptrdiff_t rstep = (ptrdiff_t)g->dh * W;
+    const float *xn = x + (size_t)n * C * plane;
     float *dst = col;
     for (int oh = 0; oh < g->OH; oh++) {
-        for (int ow = 0; ow < OW; ow++, dst += ldk) {
-            int iw0 = ow * g->sw - g->pw, lo, hi;
-            j_range(g, iw0, &lo, &hi);
-            bool inside = lo == 0 && hi == kw && g->dw == 1;
-            float *d = dst;
-            for (int c = 0; c < g->C; c++) {
-                const float *xc = xn + (size_t)c * plane;
-                for (int i = 0; i < kh; i++, d += kw) {
-                    int ih = oh * g->sh - g->ph + i * g->dh;
-                    if (ih < 0 || ih >= H) {
-                        zero_run(d, kw);
-                        continue;
-                    }
-                    const float *xr = xc + (size_t)ih * W;
-                    if (inside) {
-                        copy_run(d, xr + iw0, kw);
-                        continue;
-                    }
-                    for (int j = 0; j < lo; j++)
-                        d[j] = 0.0f;
-                    for (int j = lo; j < hi; j++)
-                        d[j] = xr[iw0 + j * g->dw];
-                    for (int j = hi; j < kw; j++)
-                        d[j] = 0.0f;
-                }
+        int ih0 = oh * g->sh - g->ph, ilo, ihi;
+        tap_range(ih0, kh, g->dh, g->H, &ilo, &ihi);
+        for (int ow = 0; ow < g->OW; ow++, dst += ldk) {
+            int iw0 = ow * g->sw - g->pw, jlo, jhi;
+            tap_range(iw0, kw, g->dw, W, &jlo, &jhi);
+            if (ilo == ihi || jlo == jhi) {
+                memset(dst, 0, (size_t)K * sizeof *dst);
+                continue;
             }
+            bool full = jlo == 0 && jhi == kw && g->dw == 1;
+            /* the image row of kernel row 0 (never dereferenced when it
+             * lies outside: i starts at ilo) */
+            ptrdiff_t row0 = (ptrdiff_t)ih0 * W;
+            float *d = dst;
+            for (int c = 0; c < C; c++, d += kh * kw)
+                im2col_block(d, xn + (size_t)c * plane, row0, rstep, kh, kw,
+                             ilo, ihi, iw0, jlo, jhi, g->dw, full);
         }
     }
 }
@@ -140,29 +159,37 @@ static void im2col_image(const geom *g, const float *x, int n, float *col,
 static void col2im_image(const geom *g, const float *col, int ldk, int n,
                          float *dx)
 {
-    const int kh = g->kh, kw = g->kw, H = g->H, W = g->W, OW = g->OW;
-    const size_t plane = (size_t)H * W;
-    float *dxn = dx + (size_t)n * g->C * plane;
+    const int kh = g->kh, kw = g->kw, C = g->C, W = g->W, dw = g->dw;
+    const size_t plane = (size_t)g->H * W;
+    const ptrdiff_t rstep = (ptrdiff_t)g->dh * W;
+    float *dxn = dx + (size_t)n * C * plane;
     const float *src = col;
     for (int oh = 0; oh < g->OH; oh++) {
-        for (int ow = 0; ow < OW; ow++, src += ldk) {
-            int iw0 = ow * g->sw - g->pw, lo, hi;
-            j_range(g, iw0, &lo, &hi);
-            bool inside = lo == 0 && hi == kw && g->dw == 1;
+        int ih0 = oh * g->sh - g->ph, ilo, ihi;
+        tap_range(ih0, kh, g->dh, g->H, &ilo, &ihi);
+        for (int ow = 0; ow < g->OW; ow++, src += ldk) {
+            int iw0 = ow * g->sw - g->pw, jlo, jhi;
+            tap_range(iw0, kw, dw, W, &jlo, &jhi);
+            if (ilo == ihi || jlo == jhi)
+                continue;
+            bool full = jlo == 0 && jhi == kw && dw == 1;
+            ptrdiff_t row0 = (ptrdiff_t)ih0 * W;
             const float *s = src;
-            for (int c = 0; c < g->C; c++) {
-                float *dxc = dxn + (size_t)c * plane;
-                for (int i = 0; i < kh; i++, s += kw) {
-                    int ih = oh * g->sh - g->ph + i * g->dh;
-                    if (ih < 0 || ih >= H)
-                        continue;
-                    float *restrict dr = dxc + (size_t)ih * W;
-                    if (inside) {
-                        add_run(dr + iw0, s, kw);
-                        continue;
+            for (int c = 0; c < C; c++, s += kh * kw) {
+                float *dc = dxn + (size_t)c * plane;
+                if (full && kw == 4) {
+                    for (int i = ilo; i < ihi; i++)
+                        add_run(dc + (row0 + i * rstep + iw0), s + i * 4, 4);
+                } else if (full) {
+                    for (int i = ilo; i < ihi; i++)
+                        add_run(dc + (row0 + i * rstep + iw0), s + i * kw, kw);
+                } else {
+                    for (int i = ilo; i < ihi; i++) {
+                        float *dr = dc + (row0 + i * rstep);
+                        const float *si = s + i * kw;
+                        for (int j = jlo; j < jhi; j++)
+                            dr[iw0 + j * dw] += si[j];
                     }
-                    for (int j = lo; j < hi; j++)
-                        dr[iw0 + j * g->dw] += s[j];
                 }
             }
         }
@@ -240,33 +267,37 @@ static void gemm_col2im(tg_tape *tp, const geom *g, const float *in,
 static void to_pm(int N, int C, int P, const float *nchw, float *pm)
 {
     TG_PARALLEL_FOR(N, (size_t)C * P)
-    for (int n = 0; n < N; n++) {
-        const float *src = nchw + (size_t)n * C * P;
-        float *dst = pm + (size_t)n * P * C;
-        for (int c = 0; c < C; c++)
-            for (int p = 0; p < P; p++)
-                dst[(size_t)p * C + c] = src[(size_t)c * P + p];
-    }
+    for (int n = 0; n < N; n++)
+        gemm_transpose(nchw + (size_t)n * C * P, P, C, P,
+                       pm + (size_t)n * P * C, C);
 }
 
-/* nchw [N, C, P] (+)= pm [N*P, C] (+ bias[c] when bias is not NULL). */
+/* nchw [N, C, P] = pm [N*P, C] (+ bias[c] when bias is not NULL). */
 static void from_pm(int N, int C, int P, const float *pm, const float *bias,
-                    bool add, float *nchw)
+                    float *nchw)
 {
     TG_PARALLEL_FOR(N, (size_t)C * P)
     for (int n = 0; n < N; n++) {
-        const float *src = pm + (size_t)n * P * C;
         float *dst = nchw + (size_t)n * C * P;
-        for (int c = 0; c < C; c++) {
-            float *d = dst + (size_t)c * P;
-            float b = bias ? bias[c] : 0.0f;
-            if (add)
-                for (int p = 0; p < P; p++)
-                    d[p] += src[(size_t)p * C + c];
-            else
-                for (int p = 0; p < P; p++)
-                    d[p] = src[(size_t)p * C + c] + b;
+        gemm_transpose(pm + (size_t)n * P * C, C, P, C, dst, P);
+        for (int c = 0; bias && c < C; c++) {
+            float b = bias[c], *d = dst + (size_t)c * P;
+            for (int p = 0; p < P; p++)
+                d[p] += b;
         }
+    }
+}
+
+/* nchw [N, C, P] += pm [N*P, C], through tmp [N, C, P]. */
+static void add_from_pm(int N, int C, int P, const float *pm, float *tmp,
+                        float *nchw)
+{
+    TG_PARALLEL_FOR(N, (size_t)C * P)
+    for (int n = 0; n < N; n++) {
+        size_t off = (size_t)n * C * P;
+        gemm_transpose(pm + off, C, P, C, tmp + off, P);
+        for (size_t e = 0; e < (size_t)C * P; e++)
+            nchw[off + e] += tmp[off + e];
     }
 }
 
@@ -278,18 +309,25 @@ static void add_transposed(int OC, int K, const float *tmp, float *dW)
             dW[(size_t)o * K + k] += tmp[(size_t)k * OC + o];
 }
 
-/* db[c] += sum over n, p of dy [N, C, P]; each channel summed in order. */
+/* db[c] += sum over n, p of dy [N, C, P]: each channel in 8 running sums
+ * (element p of a row into sum p mod 8 of the row's whole groups, the rest
+ * into sums 0..), added pairwise at the end; a fixed order, vectorised. */
 static void bias_backward(int N, int C, int P, const float *dy, float *db)
 {
     TG_PARALLEL_FOR(C, (size_t)N * P)
     for (int c = 0; c < C; c++) {
-        float s = 0.0f;
+        float s[8] = {0};
         for (int n = 0; n < N; n++) {
             const float *row = dy + ((size_t)n * C + c) * P;
-            for (int p = 0; p < P; p++)
-                s += row[p];
+            int p = 0;
+            for (; p + 8 <= P; p += 8)
+                for (int l = 0; l < 8; l++)
+                    s[l] += row[p + l];
+            for (int l = 0; p < P; p++, l++)
+                s[l] += row[p];
         }
-        db[c] += s;
+        db[c] +=
+            ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
     }
 }
 
@@ -434,7 +472,7 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
     if (NP > 0) {
         float *yp = scratch(tp, (size_t)NP, (size_t)g.OC);
         im2col_gemm(&g, x->data, col, ldk, W->data, yp);
-        from_pm(g.N, g.OC, P, yp, b ? b->data : NULL, false, y->data);
+        from_pm(g.N, g.OC, P, yp, b ? b->data : NULL, y->data);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv2d_backward, y, b ? 3 : 2, in);
@@ -492,7 +530,8 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
         float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
         tg_gemm(false, true, NP, g->OC, K, 1.0f, dcol, ldk, W->data, K, 0.0f,
                 dxp, g->OC);
-        from_pm(g->N, g->OC, P, dxp, NULL, true, dx);
+        add_from_pm(g->N, g->OC, P, dxp, scratch(tp, (size_t)NP, (size_t)g->OC),
+                    dx);
     }
 }
 
@@ -525,20 +564,19 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.C, g.H, g.W});
     float *xp = scratch(tp, (size_t)NP, (size_t)g.OC);
-    memset(y->data, 0, y->size * sizeof(float));
+    /* y starts as the bias (or 0); col2im adds the products to it */
+    size_t plane = (size_t)g.H * g.W;
+    long planes = (long)g.N * g.C;
+    TG_PARALLEL_FOR(planes, plane)
+    for (long t = 0; t < planes; t++) {
+        float bc = b ? b->data[t % g.C] : 0.0f,
+              *dst = y->data + (size_t)t * plane;
+        for (size_t p = 0; p < plane; p++)
+            dst[p] = bc;
+    }
     if (NP > 0) {
         to_pm(g.N, g.OC, P, x->data, xp);
         gemm_col2im(tp, &g, xp, W->data, ldk, y->data);
-    }
-    if (b) {
-        size_t plane = (size_t)g.H * g.W;
-        long planes = (long)g.N * g.C;
-        TG_PARALLEL_FOR(planes, plane)
-        for (long t = 0; t < planes; t++) {
-            float bc = b->data[t % g.C], *dst = y->data + (size_t)t * plane;
-            for (size_t p = 0; p < plane; p++)
-                dst[p] += bc;
-        }
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv_transpose2d_backward, y, b ? 3 : 2, in);

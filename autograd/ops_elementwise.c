@@ -378,7 +378,7 @@ TG_UNARY_OP(tanh, tanhf(x_), g_ * (1.0f - y_ * y_))
 
 /* y = log(1 + e^x) = max(x, 0) + log1p(e^-|x|), which neither overflows
  * nor loses precision; dx += dy * sigmoid(x) */
-TG_UNARY_OP(softplus, (x_ > 0.0f ? x_ : 0.0f) + vlog1pf(vexpf(-fabsf(x_))),
+TG_UNARY_OP(softplus, (x_ > 0.0f ? x_ : 0.0f) + vlog1p_unit(vexpf(-fabsf(x_))),
             g_ * vsigmoidf(x_))
 
 /* y = x^2; dx += 2 x dy */

@@ -118,7 +118,7 @@ static double posterior_block(const float *restrict mu,
     for (size_t i = 0; i < n; i++) {
         float v = rho[i];
         float e = vexpf(-fabsf(v)); /* e^-|rho| in (0, 1] */
-        float s = (v > 0.0f ? v : 0.0f) + vlog1pf(e);
+        float s = (v > 0.0f ? v : 0.0f) + vlog1p_unit(e);
         float q = 1.0f / (1.0f + e);
         s_out[i] = s;
         sig_out[i] = v >= 0.0f ? q : e * q;

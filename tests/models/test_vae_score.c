@@ -345,6 +345,41 @@ results_do_not_depend_on_chunking_and_memory_stays_flat(void **state)
     free(x);
 }
 
+/* tg_vae_iwae spreads groups of examples over the threads, one tape each:
+ * every estimate and ESS must be the same bits on 1 and 2 threads, with
+ * many groups (max_rows 100, k 30: three examples per group) and one. */
+static void iwae_is_the_same_on_1_and_2_threads(void **state)
+{
+    (void)state;
+    tg_vae *vae = tg_vae_new(
+        (tg_vae_config){IN, HID, LAT, TG_VAE_MLP, TG_VAE_BERNOULLI}, 8);
+    float *x = random_images(N, 4);
+    tg_tape *tp = tg_tape_new();
+    int old = tg_get_threads();
+    for (int rows = 100; rows <= 4096; rows += 3996) {
+        double lp[2][N], elbo[2][N], ess[2][N];
+        for (int t = 0; t < 2; t++) {
+            tg_set_threads(t + 1);
+            tg_iw_opts o = {.k = 30,
+                            .max_rows = rows,
+                            .seed = 3,
+                            .stream = 9,
+                            .ess = ess[t]};
+            tg_vae_iwae(tp, vae, x, N, &o, lp[t], elbo[t]);
+        }
+        for (int i = 0; i < N; i++) {
+            assert_true(isfinite(lp[0][i]) && lp[0][i] < 0);
+            assert_memory_equal(&lp[0][i], &lp[1][i], sizeof(double));
+            assert_memory_equal(&elbo[0][i], &elbo[1][i], sizeof(double));
+            assert_memory_equal(&ess[0][i], &ess[1][i], sizeof(double));
+        }
+    }
+    tg_set_threads(old);
+    tg_tape_free(tp);
+    tg_vae_free(vae);
+    free(x);
+}
+
 static void posterior_pixels_spread(void **state)
 {
     (void)state;
@@ -452,6 +487,7 @@ int main(void)
         cmocka_unit_test(k1_estimate_matches_the_training_graph),
         cmocka_unit_test(
             results_do_not_depend_on_chunking_and_memory_stays_flat),
+        cmocka_unit_test(iwae_is_the_same_on_1_and_2_threads),
         cmocka_unit_test(posterior_pixels_spread),
         cmocka_unit_test(typicality_reference_comes_from_the_fit_data_only),
         cmocka_unit_test(complexity_is_deflate_bits),
