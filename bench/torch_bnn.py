@@ -202,19 +202,26 @@ def train(net, x, y, args, seed):
     noisy = net.bayes or net.p > 0
     seen = 0
     order_time = 0.0
+    batches = (n + args.batch - 1) // args.batch
+    if args.max_batches:
+        batches = min(batches, args.max_batches)
+    # bbb: the NLL averaged over K posterior samples; the KL's weight rises
+    # linearly from 1/(W n) to 1/n over W = kl_warmup epochs' batches
+    K = args.train_samples if net.bayes else 1
+    step, warm = 0, args.kl_warmup * batches
     t0 = clock()
     for epoch in range(1, args.epochs + 1):
         t_order = clock()
         order = torch.tensor(epoch_order(n, seed, epoch))
         order_time += clock() - t_order
-        batches = (n + args.batch - 1) // args.batch
-        if args.max_batches:
-            batches = min(batches, args.max_batches)
         for b in range(batches):
             idx = order[b * args.batch:(b + 1) * args.batch]
-            loss = F.cross_entropy(net(x[idx], noisy), y[idx])
+            xb, yb = x[idx], y[idx]
+            loss = sum(F.cross_entropy(net(xb, noisy), yb) for _ in range(K)) / K
+            step += 1
             if net.bayes:
-                loss = loss + net.kl() / n
+                beta = step / warm if warm > step else 1.0
+                loss = loss + beta * net.kl() / n
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -328,6 +335,19 @@ def run(method, args, train_set, test, ood):
     return row
 
 
+RHO_END = -3.6
+
+
+def rho_init_auto(args, n_train):
+    """bnn_mnist's default: under the KL's pull each rho rises by about lr
+    per Adam step, so starting at RHO_END - lr x steps ends sigma near
+    softplus(RHO_END)."""
+    batches = (n_train + args.batch - 1) // args.batch
+    if args.max_batches:
+        batches = min(batches, args.max_batches)
+    return max(-30.0, RHO_END - args.lr * batches * args.epochs)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--method", default="all", choices=METHODS + ["all"])
@@ -341,7 +361,14 @@ def main():
     ap.add_argument("--members", type=int, default=5)
     ap.add_argument("--dropout", type=float, default=0.25)
     ap.add_argument("--prior-scale", type=float, default=1.0)
-    ap.add_argument("--rho-init", type=float, default=-4.0)
+    ap.add_argument("--rho-init", type=float, default=None,
+                    help="bbb's initial rho (default: RHO_END - lr x training "
+                         "steps, clamped to [-30, RHO_END], as bnn_mnist)")
+    ap.add_argument("--kl-warmup", type=int, default=0,
+                    help="bbb: the KL's weight rises linearly to 1/N over the "
+                         "first E epochs")
+    ap.add_argument("--train-samples", type=int, default=1,
+                    help="bbb: posterior samples per training step")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-batches", type=int, default=0)
@@ -358,13 +385,16 @@ def main():
     train_set = load(args.data, True)
     test = load(args.data, False)
     ood = load(args.ood_data, False) if os.path.isdir(args.ood_data) else None
+    if args.rho_init is None:
+        args.rho_init = rho_init_auto(args, len(train_set[0]))
     if args.max_eval:
         test = (test[0][:args.max_eval], test[1][:args.max_eval])
         ood = (ood[0][:args.max_eval], ood[1][:args.max_eval]) if ood else None
     print(f"torch_bnn.py: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{len(train_set[0])} train / {len(test[0])} test from {args.data}, "
           f"OOD {args.ood_data if ood else 'none'}, {args.epochs} epochs, "
-          f"S = {args.samples}, M = {args.members}", flush=True)
+          f"S = {args.samples}, M = {args.members}, bbb rho init {args.rho_init:.2f}",
+          flush=True)
     rows = [run(m, args, train_set, test, ood)
             for m in (METHODS if args.method == "all" else [args.method])]
     cols = ["acc", "nll", "brier", "ece", "H", "MI", "MSP", "acc90", "acc80"]

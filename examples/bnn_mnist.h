@@ -20,6 +20,7 @@ typedef struct options {
     bool ood_given;
     bool run[N_METHODS];
     int epochs, batch, hidden, samples, members, threads, max_batches, max_eval;
+    int kl_warmup, train_samples;
     float lr, dropout, prior_scale, rho_init;
     uint64_t seed;
 } options;

@@ -76,7 +76,9 @@ double train(net *m, const options *o, const tg_dataset *train_set,
     int n_batches = tg_batcher_count(&batcher);
     if (o->max_batches && o->max_batches < n_batches)
         n_batches = o->max_batches;
-    float kl_weight = 1.0f / (float)train_set->n;
+    /* KL warm-up: the KL's weight rises linearly from 1/(W N) at the first
+     * step to 1/N at step W = kl_warmup epochs' batches, then stays there. */
+    long step = 0, warm = (long)o->kl_warmup * n_batches;
     double t0 = cli_now();
     for (int epoch = 1; epoch <= o->epochs; epoch++) {
         tg_batcher_start(&batcher, epoch, 0);
@@ -88,14 +90,26 @@ double train(net *m, const options *o, const tg_dataset *train_set,
             tg_tape_reset(tp);
             tg_tensor *x = tg_tape_view2(tp, xbuf, n, input);
             bool noisy = m->bayes || m->dropout > 0.0f;
-            tg_tensor *kl = NULL;
-            tg_tensor *loss =
-                tg_loss_softmax_xent(tp,
-                                     net_logits(tp, m, x, noisy ? &noise : NULL,
-                                                m->bayes ? &kl : NULL),
-                                     labels);
-            if (kl) /* the negative ELBO per example: NLL + KL / N */
-                loss = tg_add(tp, loss, tg_scale(tp, kl, kl_weight));
+            tg_tensor *kl = NULL, *loss = NULL;
+            /* bbb: the NLL averaged over K posterior samples (each row
+             * its own weights in each), the KL from the first pass */
+            int K = m->bayes ? o->train_samples : 1;
+            for (int k = 0; k < K; k++) {
+                tg_tensor *nll = tg_loss_softmax_xent(
+                    tp,
+                    net_logits(tp, m, x, noisy ? &noise : NULL,
+                               m->bayes && k == 0 ? &kl : NULL),
+                    labels);
+                loss = k ? tg_add(tp, loss, nll) : nll;
+            }
+            if (K > 1)
+                loss = tg_scale(tp, loss, 1.0f / (float)K);
+            step++;
+            if (kl) { /* the negative ELBO per example: NLL + KL / N */
+                float beta = warm > step ? (float)step / (float)warm : 1.0f;
+                loss = tg_add(tp, loss,
+                              tg_scale(tp, kl, beta / (float)train_set->n));
+            }
             if (!isfinite(loss->data[0])) {
                 fprintf(stderr,
                         "bnn_mnist: %s: epoch %d, batch %d: loss is %g; "

@@ -41,12 +41,36 @@ expect 0 "$bnn" $quick --method det --threads 1
 grep -qE '^det +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- ' "$tmp/out" ||
     fail "det's AUROC-MI should be '-': $(cat "$tmp/out")"
 
+# bbb with KL warm-up and two posterior samples per step: the same row on
+# 1 and 2 threads
+# shellcheck disable=SC2086
+expect 0 "$bnn" $quick --method bbb --kl-warmup 1 --train-samples 2 --threads 1
+cp "$tmp/out" "$tmp/w1"
+# shellcheck disable=SC2086
+expect 0 "$bnn" $quick --method bbb --kl-warmup 1 --train-samples 2 --threads 2
+[ -n "$(table "$tmp/w1")" ] && [ "$(table "$tmp/w1")" = "$(table "$tmp/out")" ] ||
+    fail "bbb with warm-up: 1 and 2 threads differ: $(table "$tmp/w1")"
+[ "$(table "$tmp/w1")" != "$(grep '^bbb ' "$tmp/t1" | awk '{ NF -= 2; print }')" ] ||
+    fail "--kl-warmup 1 --train-samples 2 changed nothing"
+# the default rho init: -3.6 - lr x steps (0.05 x 2 epochs x 4 batches)
+# shellcheck disable=SC2086
+expect 0 "$bnn" $quick --method det --lr 0.05 --epochs 2
+grep -q "bbb rho init -4.00," "$tmp/out" ||
+    fail "default rho init should be -4.00: $(head -1 "$tmp/out")"
+# shellcheck disable=SC2086
+expect 0 "$bnn" $quick --method det --rho-init -5
+grep -q "bbb rho init -5.00," "$tmp/out" ||
+    fail "--rho-init -5 not shown: $(head -1 "$tmp/out")"
+
 expect 0 "$bnn" --help
 expect 0 "$bnn" --version
 expect 2 "$bnn" --method bayes
 expect 2 "$bnn" --samples 0
 expect 2 "$bnn" --dropout 1
 expect 2 "$bnn" --rho-init x
+expect 2 "$bnn" --kl-warmup -1
+expect 2 "$bnn" --train-samples 0
+expect 2 "$bnn" --train-samples 65
 expect 2 "$bnn" --members 0
 expect 2 "$bnn" --no-such-flag
 expect 2 "$bnn" --epochs
