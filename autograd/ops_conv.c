@@ -164,6 +164,10 @@ static void col2im_image(const geom *g, const float *col, int ldk, int n,
     const ptrdiff_t rstep = (ptrdiff_t)g->dh * W;
     float *dxn = dx + (size_t)n * C * plane;
     const float *src = col;
+#if defined(__GNUC__) || defined(__clang__)
+    for (size_t e = 0; e < (size_t)C * plane; e += 16)
+        __builtin_prefetch(dxn + e, 1);
+#endif
     for (int oh = 0; oh < g->OH; oh++) {
         int ih0 = oh * g->sh - g->ph, ilo, ihi;
         tap_range(ih0, kh, g->dh, g->H, &ilo, &ihi);
@@ -206,60 +210,109 @@ static void im2col(const geom *g, const float *x, float *col, int ldk)
 }
 
 /* ---- chunks of images: a patch matrix used while it is in L2 ---------------
- * On one thread, the GEMMs that make or take col run on a few images' rows
- * at a time, so im2col's output is read back (or col2im's input written)
- * in L2 rather than through memory. On more threads, one GEMM over all
- * rows and one parallel loop over the images: a chunk's GEMM is too small
- * to split well, and a parallel region per chunk costs a time slice
- * whenever the machine is shared. Both ways give the same bits: a row's
- * GEMM result does not depend on how many rows are computed with it (the
- * tile and K blocks depend on K and the transposes alone, and each
- * element is one accumulator's chain), and im2col/col2im treat each image
- * alone. */
+ * The GEMMs that make or take col run on a few images' rows at a time, so
+ * im2col's output is read back (or col2im's input written) in L2 rather
+ * than through memory. On T threads, one parallel region splits the
+ * images into T contiguous ranges, and each thread runs its range's chunks
+ * with one-thread GEMMs (tg_gemm inside an active parallel region stays on
+ * its thread; on one thread no region is opened, as an inactive one would
+ * let the GEMM open a nested team, whose new threads allocate): no region per
+ * chunk (each costs a time slice whenever the machine is shared), no chunk GEMM
+ * split between threads, and im2col's output stays in the L2 of the core that
+ * reads it. Any split gives the same bits: gemm_rows computes a row the same
+ * however many rows are computed with it (its tile and K blocks depend on N, K
+ * and the transposes alone, and each element is one accumulator's chain), and
+ * im2col/col2im treat each image alone. */
 enum { CHUNK_FLOATS = 1 << 16 }; /* 256 KB of patch rows */
 
 static int chunk_images(const geom *g, int ldk)
 {
-    if (tg_par_threads() > 1)
-        return g->N;
     long per = (long)P_of(g) * ldk;
     long k = CHUNK_FLOATS / (per > 0 ? per : 1);
     return k < 1 ? 1 : k > g->N ? g->N : (int)k;
 }
 
-/* col = im2col(x) (all images, kept for backward) and
- * out [N*P, OC] = col . W^T, W [OC, K], a chunk at a time. */
-static void im2col_gemm(const geom *g, const float *x, float *col, int ldk,
-                        const float *W, float *out)
+/* Threads for a loop over the images of `work` floats in all: as
+ * TG_PARALLEL_FOR, at most one per image. */
+static int image_threads(const geom *g, size_t work)
+{
+    int T = tg_par_threads();
+    T = T > g->N ? g->N : T;
+    return T > 1 && work >= TG_PARALLEL_MIN ? T : 1;
+}
+
+/* Thread t's images of T: [N*t/T, N*(t+1)/T). */
+static int range_start(int N, int t, int T) { return (int)((long)N * t / T); }
+
+/* Images [n0, n1) of im2col_gemm, a chunk at a time. */
+static void im2col_gemm_range(const geom *g, const float *x, float *col,
+                              int ldk, const float *W, float *out, int n0,
+                              int n1)
 {
     const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
-    for (int n0 = 0; n0 < g->N; n0 += G) {
-        int n1 = n0 + G < g->N ? n0 + G : g->N;
-        size_t r0 = (size_t)n0 * P;
-        TG_PARALLEL_FOR(n1 - n0, (size_t)P * K)
-        for (int n = n0; n < n1; n++)
+    for (int c0 = n0; c0 < n1; c0 += G) {
+        int c1 = c0 + G < n1 ? c0 + G : n1;
+        size_t r0 = (size_t)c0 * P;
+        for (int n = c0; n < c1; n++)
             im2col_image(g, x, n, col + (size_t)n * P * ldk, ldk);
-        tg_gemm(false, true, (n1 - n0) * P, g->OC, K, 1.0f, col + r0 * ldk, ldk,
-                W, K, 0.0f, out + r0 * g->OC, g->OC);
+        gemm_rows(false, true, (c1 - c0) * P, g->OC, K, 1.0f, col + r0 * ldk,
+                  ldk, W, K, 0.0f, out + r0 * g->OC, g->OC);
     }
 }
 
-/* dx [N, C, H, W] += col2im(in . W), in [N*P, OC], W [OC, K], a chunk at a
- * time. The tape buffer is sized for all rows whichever way it runs (only
- * a chunk's pages are touched on one thread), so the arena does not change
- * size with the thread count. */
+/* col = im2col(x) (all images, kept for backward) and
+ * out [N*P, OC] = col . W^T, W [OC, K]. */
+static void im2col_gemm(const geom *g, const float *x, float *col, int ldk,
+                        const float *W, float *out)
+{
+    int T = image_threads(g, (size_t)g->N * P_of(g) * K_of(g));
+    if (T <= 1) { /* no region: an inactive one would let the GEMM nest one */
+        im2col_gemm_range(g, x, col, ldk, W, out, 0, g->N);
+        return;
+    }
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (int t = 0; t < T; t++)
+        im2col_gemm_range(g, x, col, ldk, W, out, range_start(g->N, t, T),
+                          range_start(g->N, t + 1, T));
+}
+
+/* Images [n0, n1) of gemm_col2im, a chunk at a time through col. */
+static void gemm_col2im_range(const geom *g, const float *in, const float *W,
+                              int ldk, float *col, float *dx, int n0, int n1)
+{
+    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
+    for (int c0 = n0; c0 < n1; c0 += G) {
+        int c1 = c0 + G < n1 ? c0 + G : n1;
+        gemm_rows(false, false, (c1 - c0) * P, K, g->OC, 1.0f,
+                  in + (size_t)c0 * P * g->OC, g->OC, W, K, 0.0f, col, ldk);
+        for (int n = c0; n < c1; n++)
+            col2im_image(g, col + (size_t)(n - c0) * P * ldk, ldk, n, dx);
+    }
+}
+
+/* dx [N, C, H, W] += col2im(in . W), in [N*P, OC], W [OC, K]. The tape
+ * buffer is sized for all rows however many threads run (each touches
+ * only a chunk's pages at the start of its range), so the arena does not
+ * change size with the thread count. */
 static void gemm_col2im(tg_tape *tp, const geom *g, const float *in,
                         const float *W, int ldk, float *dx)
 {
-    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
+    const int P = P_of(g);
     float *col = tg_tape_alloc(tp, (size_t)g->N * P * ldk * sizeof(float));
-    for (int n0 = 0; n0 < g->N; n0 += G) {
-        int n1 = n0 + G < g->N ? n0 + G : g->N;
-        tg_gemm(false, false, (n1 - n0) * P, K, g->OC, 1.0f,
-                in + (size_t)n0 * P * g->OC, g->OC, W, K, 0.0f, col, ldk);
-        TG_PARALLEL_FOR(n1 - n0, (size_t)P * K)
-        for (int n = n0; n < n1; n++)
-            col2im_image(g, col + (size_t)(n - n0) * P * ldk, ldk, n, dx);
+    int T = image_threads(g, (size_t)g->N * P * K_of(g));
+    if (T <= 1) {
+        gemm_col2im_range(g, in, W, ldk, col, dx, 0, g->N);
+        return;
+    }
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (int t = 0; t < T; t++) {
+        int n0 = range_start(g->N, t, T), n1 = range_start(g->N, t + 1, T);
+        gemm_col2im_range(g, in, W, ldk, col + (size_t)n0 * P * ldk, dx, n0,
+                          n1);
     }
 }
 
@@ -519,19 +572,19 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     if (NP == 0)
         return;
     float *dcol = scratch(tp, (size_t)NP, (size_t)ldk);
-    im2col(g, dy, dcol, ldk);
+    if (dx) { /* im2col(dy) and dx' by chunks, as conv2d's forward */
+        float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
+        im2col_gemm(g, dy, dcol, ldk, W->data, dxp);
+        add_from_pm(g->N, g->OC, P, dxp, scratch(tp, (size_t)NP, (size_t)g->OC),
+                    dx);
+    } else {
+        im2col(g, dy, dcol, ldk);
+    }
     if (dW) {
         float *tmp = scratch(tp, (size_t)K, (size_t)g->OC);
         tg_gemm(true, false, K, g->OC, NP, 1.0f, dcol, ldk, s->col, g->OC, 0.0f,
                 tmp, g->OC);
         add_transposed(g->OC, K, tmp, dW);
-    }
-    if (dx) {
-        float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
-        tg_gemm(false, true, NP, g->OC, K, 1.0f, dcol, ldk, W->data, K, 0.0f,
-                dxp, g->OC);
-        add_from_pm(g->N, g->OC, P, dxp, scratch(tp, (size_t)NP, (size_t)g->OC),
-                    dx);
     }
 }
 
