@@ -244,37 +244,71 @@ static int image_threads(const geom *g, size_t work)
 /* Thread t's images of T: [N*t/T, N*(t+1)/T). */
 static int range_start(int N, int t, int T) { return (int)((long)N * t / T); }
 
-/* Images [n0, n1) of im2col_gemm, a chunk at a time. */
-static void im2col_gemm_range(const geom *g, const float *x, float *col,
-                              int ldk, const float *W, float *out, int n0,
-                              int n1)
+/* One image's nchw [C, P] = pm [P, C] + bias[c] (bias may be NULL), or with
+ * tmp [C, P] nchw += pm transposed (through tmp). */
+static void pm_to_nchw(int C, int P, const float *pm, const float *bias,
+                       float *tmp, float *nchw)
 {
-    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
+    if (tmp) {
+        gemm_transpose(pm, C, P, C, tmp, P);
+        for (size_t e = 0; e < (size_t)C * P; e++)
+            nchw[e] += tmp[e];
+        return;
+    }
+    gemm_transpose(pm, C, P, C, nchw, P);
+    for (int c = 0; bias && c < C; c++) {
+        float b = bias[c], *d = nchw + (size_t)c * P;
+        for (int p = 0; p < P; p++)
+            d[p] += b;
+    }
+}
+
+/* Where im2col_gemm's product goes: y [N, OC, P] = product + bias, or with
+ * tmp, y += product. pm and tmp are [N*P, OC] scratch of which each thread
+ * uses a chunk's rows at the start of its range. */
+typedef struct nchw_out {
+    float *y;
+    const float *bias;
+    float *pm, *tmp;
+} nchw_out;
+
+/* Images [n0, n1) of im2col_gemm, a chunk at a time: the chunk's product
+ * is laid out NCHW while it is in cache. */
+static void im2col_gemm_range(const geom *g, const float *x, float *col,
+                              int ldk, const float *W, const nchw_out *o,
+                              int n0, int n1)
+{
+    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g), OC = g->OC;
+    float *pm = o->pm + (size_t)n0 * P * OC,
+          *tmp = o->tmp ? o->tmp + (size_t)n0 * P * OC : NULL;
     for (int c0 = n0; c0 < n1; c0 += G) {
         int c1 = c0 + G < n1 ? c0 + G : n1;
         size_t r0 = (size_t)c0 * P;
         for (int n = c0; n < c1; n++)
             im2col_image(g, x, n, col + (size_t)n * P * ldk, ldk);
-        gemm_rows(false, true, (c1 - c0) * P, g->OC, K, 1.0f, col + r0 * ldk,
-                  ldk, W, K, 0.0f, out + r0 * g->OC, g->OC);
+        gemm_rows(false, true, (c1 - c0) * P, OC, K, 1.0f, col + r0 * ldk, ldk,
+                  W, K, 0.0f, pm, OC);
+        for (int n = c0; n < c1; n++)
+            pm_to_nchw(OC, P, pm + (size_t)(n - c0) * P * OC, o->bias, tmp,
+                       o->y + (size_t)n * OC * P);
     }
 }
 
 /* col = im2col(x) (all images, kept for backward) and
- * out [N*P, OC] = col . W^T, W [OC, K]. */
+ * y [N, OC, OH, OW] (+)= col . W^T, W [OC, K], as o says. */
 static void im2col_gemm(const geom *g, const float *x, float *col, int ldk,
-                        const float *W, float *out)
+                        const float *W, const nchw_out *o)
 {
     int T = image_threads(g, (size_t)g->N * P_of(g) * K_of(g));
     if (T <= 1) { /* no region: an inactive one would let the GEMM nest one */
-        im2col_gemm_range(g, x, col, ldk, W, out, 0, g->N);
+        im2col_gemm_range(g, x, col, ldk, W, o, 0, g->N);
         return;
     }
 #ifdef TG_HAVE_OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
     for (int t = 0; t < T; t++)
-        im2col_gemm_range(g, x, col, ldk, W, out, range_start(g->N, t, T),
+        im2col_gemm_range(g, x, col, ldk, W, o, range_start(g->N, t, T),
                           range_start(g->N, t + 1, T));
 }
 
@@ -323,35 +357,6 @@ static void to_pm(int N, int C, int P, const float *nchw, float *pm)
     for (int n = 0; n < N; n++)
         gemm_transpose(nchw + (size_t)n * C * P, P, C, P,
                        pm + (size_t)n * P * C, C);
-}
-
-/* nchw [N, C, P] = pm [N*P, C] (+ bias[c] when bias is not NULL). */
-static void from_pm(int N, int C, int P, const float *pm, const float *bias,
-                    float *nchw)
-{
-    TG_PARALLEL_FOR(N, (size_t)C * P)
-    for (int n = 0; n < N; n++) {
-        float *dst = nchw + (size_t)n * C * P;
-        gemm_transpose(pm + (size_t)n * P * C, C, P, C, dst, P);
-        for (int c = 0; bias && c < C; c++) {
-            float b = bias[c], *d = dst + (size_t)c * P;
-            for (int p = 0; p < P; p++)
-                d[p] += b;
-        }
-    }
-}
-
-/* nchw [N, C, P] += pm [N*P, C], through tmp [N, C, P]. */
-static void add_from_pm(int N, int C, int P, const float *pm, float *tmp,
-                        float *nchw)
-{
-    TG_PARALLEL_FOR(N, (size_t)C * P)
-    for (int n = 0; n < N; n++) {
-        size_t off = (size_t)n * C * P;
-        gemm_transpose(pm + off, C, P, C, tmp + off, P);
-        for (size_t e = 0; e < (size_t)C * P; e++)
-            nchw[off + e] += tmp[off + e];
-    }
 }
 
 /* dW [OC, K] += tmp [K, OC] transposed. */
@@ -524,8 +529,8 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
     float *col = scratch(tp, (size_t)NP, (size_t)ldk);
     if (NP > 0) {
         float *yp = scratch(tp, (size_t)NP, (size_t)g.OC);
-        im2col_gemm(&g, x->data, col, ldk, W->data, yp);
-        from_pm(g.N, g.OC, P, yp, b ? b->data : NULL, y->data);
+        nchw_out o = {y->data, b ? b->data : NULL, yp, NULL};
+        im2col_gemm(&g, x->data, col, ldk, W->data, &o);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv2d_backward, y, b ? 3 : 2, in);
@@ -574,9 +579,8 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     float *dcol = scratch(tp, (size_t)NP, (size_t)ldk);
     if (dx) { /* im2col(dy) and dx' by chunks, as conv2d's forward */
         float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
-        im2col_gemm(g, dy, dcol, ldk, W->data, dxp);
-        add_from_pm(g->N, g->OC, P, dxp, scratch(tp, (size_t)NP, (size_t)g->OC),
-                    dx);
+        nchw_out o = {dx, NULL, dxp, scratch(tp, (size_t)NP, (size_t)g->OC)};
+        im2col_gemm(g, dy, dcol, ldk, W->data, &o);
     } else {
         im2col(g, dy, dcol, ldk);
     }
