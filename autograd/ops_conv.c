@@ -106,6 +106,15 @@ static inline void im2col_block(float *restrict d, const float *restrict xc,
     } else if (full) {
         for (int i = ilo; i < ihi; i++)
             copy_run(d + i * kw, xc + (row0 + i * rstep + iw0), kw);
+    } else if (kw == 4) { /* a border run as one 16-byte store (the
+                           * generic loops became memmove/memset calls) */
+        for (int i = ilo; i < ihi; i++) {
+            const float *s = xc + (row0 + i * rstep);
+            float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int j = jlo; j < jhi; j++)
+                t[j] = s[iw0 + j * dw];
+            memcpy(d + i * 4, t, sizeof t);
+        }
     } else {
         for (int i = ilo; i < ihi; i++) {
             float *dr = d + i * kw;
