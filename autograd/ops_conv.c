@@ -312,32 +312,46 @@ static void im2col_gemm(const geom *g, const float *x, float *col, int ldk,
                           range_start(g->N, t + 1, T));
 }
 
-/* Images [n0, n1) of gemm_col2im, a chunk at a time through col. */
+/* Images [n0, n1) of gemm_col2im, a chunk at a time through col. With
+ * init, each image of dx is first set to bias[c] (0 without a bias), just
+ * before col2im adds to it (conv_transpose2d's output, set while in cache
+ * rather than in a pass of its own). */
 static void gemm_col2im_range(const geom *g, const float *in, const float *W,
-                              int ldk, float *col, float *dx, int n0, int n1)
+                              int ldk, float *col, float *dx, bool init,
+                              const float *bias, int n0, int n1)
 {
     const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
+    const size_t plane = (size_t)g->H * g->W;
     for (int c0 = n0; c0 < n1; c0 += G) {
         int c1 = c0 + G < n1 ? c0 + G : n1;
         gemm_rows(false, false, (c1 - c0) * P, K, g->OC, 1.0f,
                   in + (size_t)c0 * P * g->OC, g->OC, W, K, 0.0f, col, ldk);
-        for (int n = c0; n < c1; n++)
+        for (int n = c0; n < c1; n++) {
+            for (int c = 0; init && c < g->C; c++) {
+                float bc = bias ? bias[c] : 0.0f,
+                      *d = dx + ((size_t)n * g->C + c) * plane;
+                for (size_t e = 0; e < plane; e++)
+                    d[e] = bc;
+            }
             col2im_image(g, col + (size_t)(n - c0) * P * ldk, ldk, n, dx);
+        }
     }
 }
 
-/* dx [N, C, H, W] += col2im(in . W), in [N*P, OC], W [OC, K]. The tape
+/* dx [N, C, H, W] += col2im(in . W), in [N*P, OC], W [OC, K]; with init,
+ * dx = bias (or 0) + col2im(in . W). The tape
  * buffer is sized for all rows however many threads run (each touches
  * only a chunk's pages at the start of its range), so the arena does not
  * change size with the thread count. */
 static void gemm_col2im(tg_tape *tp, const geom *g, const float *in,
-                        const float *W, int ldk, float *dx)
+                        const float *W, int ldk, float *dx, bool init,
+                        const float *bias)
 {
     const int P = P_of(g);
     float *col = tg_tape_alloc(tp, (size_t)g->N * P * ldk * sizeof(float));
     int T = image_threads(g, (size_t)g->N * P * K_of(g));
     if (T <= 1) {
-        gemm_col2im_range(g, in, W, ldk, col, dx, 0, g->N);
+        gemm_col2im_range(g, in, W, ldk, col, dx, init, bias, 0, g->N);
         return;
     }
 #ifdef TG_HAVE_OPENMP
@@ -345,8 +359,8 @@ static void gemm_col2im(tg_tape *tp, const geom *g, const float *in,
 #endif
     for (int t = 0; t < T; t++) {
         int n0 = range_start(g->N, t, T), n1 = range_start(g->N, t + 1, T);
-        gemm_col2im_range(g, in, W, ldk, col + (size_t)n0 * P * ldk, dx, n0,
-                          n1);
+        gemm_col2im_range(g, in, W, ldk, col + (size_t)n0 * P * ldk, dx, init,
+                          bias, n0, n1);
     }
 }
 
@@ -503,7 +517,7 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
         add_transposed(g->OC, K, tmp, dW);
     }
     if (dx)
-        gemm_col2im(tp, g, dyp, W->data, ldk, dx);
+        gemm_col2im(tp, g, dyp, W->data, ldk, dx, false, NULL);
 }
 
 tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
@@ -623,19 +637,10 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.C, g.H, g.W});
     float *xp = scratch(tp, (size_t)NP, (size_t)g.OC);
-    /* y starts as the bias (or 0); col2im adds the products to it */
-    size_t plane = (size_t)g.H * g.W;
-    long planes = (long)g.N * g.C;
-    TG_PARALLEL_FOR(planes, plane)
-    for (long t = 0; t < planes; t++) {
-        float bc = b ? b->data[t % g.C] : 0.0f,
-              *dst = y->data + (size_t)t * plane;
-        for (size_t p = 0; p < plane; p++)
-            dst[p] = bc;
-    }
-    if (NP > 0) {
+    if (NP > 0) { /* y = b (or 0) + col2im(x' . W), image by image */
         to_pm(g.N, g.OC, P, x->data, xp);
-        gemm_col2im(tp, &g, xp, W->data, ldk, y->data);
+        gemm_col2im(tp, &g, xp, W->data, ldk, y->data, true,
+                    b ? b->data : NULL);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv_transpose2d_backward, y, b ? 3 : 2, in);
