@@ -2,7 +2,8 @@
  * (bench/op_check_dump + bench/op_check_torch.py) found tapegrad off, each
  * against a reference computed here in double: the softmax family and
  * softmax_xent at large logits, the Gaussian KLs near 0, layer_norm of a
- * row with a large offset, relu of NaN; and clamp's documented rule at its
+ * row with a large offset, relu of NaN, dense's bias gradient over a large
+ * batch; and clamp's documented rule at its
  * bounds, where PyTorch agrees. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -293,6 +294,41 @@ static void layer_norm_exact_for_a_row_with_a_large_offset(void **state)
     tg_tensor_free(x);
 }
 
+/* ---- dense: the bias gradient over a large batch --------------------------
+ * db sums B rows of dy; a float running sum drifted by several ulp at
+ * B = 65,536 (rows in [0.5, 1.5]). Now the float nearest the exact sum. */
+static void dense_bias_grad_is_the_nearest_float(void **state)
+{
+    (void)state;
+    enum { B = 65536, OUT = 3 };
+    tg_tensor *x = tg_tensor_new2(B, 1), *W = tg_tensor_new2(OUT, 1);
+    tg_tensor *b = tg_tensor_new(1, (int[]){OUT});
+    tg_tensor_require_grad(b);
+    for (int i = 0; i < B; i++)
+        x->data[i] = 1.0f;
+    float *dy = malloc(sizeof(float) * B * OUT);
+    uint32_t lcg = 777;
+    for (int i = 0; i < B * OUT; i++) {
+        lcg = lcg * 1664525u + 1013904223u;
+        dy[i] = 0.5f + (float)(lcg >> 8) / 16777216.0f;
+    }
+    tg_tape *tp = tg_tape_new();
+    tg_backward_with(tp, tg_dense(tp, x, W, b), dy);
+    for (int j = 0; j < OUT; j++) {
+        double exact = 0.0;
+        for (int i = 0; i < B; i++)
+            exact += dy[i * OUT + j];
+        float want = (float)exact;
+        near("dense db", j, b->grad[j], want,
+             (nextafterf(want, INFINITY) - want) / want);
+    }
+    free(dy);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(W);
+    tg_tensor_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +341,7 @@ int main(void)
         cmocka_unit_test(kl_normal_exact_near_zero),
         cmocka_unit_test(kl_normals_exact_near_zero),
         cmocka_unit_test(layer_norm_exact_for_a_row_with_a_large_offset),
+        cmocka_unit_test(dense_bias_grad_is_the_nearest_float),
     };
     return cmocka_run_group_tests_name("autograd: agreement with PyTorch",
                                        tests, NULL, NULL);
