@@ -525,9 +525,9 @@ static void split_grid(int pm, int pn, int mr, int nr, int T, bool rows_first,
     }
 }
 
-void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-             const float *A, int lda, const float *B, int ldb, float beta,
-             float *C, int ldc)
+static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta,
+                 float *C, int ldc, bool may_swap)
 {
     init();
     if (M < 0 || N < 0 || K < 0)
@@ -553,8 +553,9 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     /* A narrow C wastes most of each NR-wide tile (N = 40 fills 40 of 64
      * lanes): compute C^T = op(B)^T op(A)^T instead when that costs less.
      * Each element is the same FMA chain either way (a*b = b*a). */
-    if (tile_cost(N, M, K, true, tile_for(kern, !trans_b)) <
-        0.95 * tile_cost(M, N, K, false, tile_for(kern, trans_a))) {
+    if (may_swap &&
+        tile_cost(N, M, K, true, tile_for(kern, !trans_b)) <
+            0.95 * tile_cost(M, N, K, false, tile_for(kern, trans_a))) {
         problem t = {!trans_b, !trans_a, N,   M,   K,   alpha, beta, B,
                      A,        C,        ldb, lda, ldc, true,  false};
         pb = t;
@@ -610,4 +611,18 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     /* One thread would take about master_ns / (its share of the tiles). */
     double share = (double)(pm / tm) * (double)(pn / tn) / ((double)pm * pn);
     tg_par_end(&region, (int64_t)((double)master_ns / share));
+}
+
+void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+             const float *A, int lda, const float *B, int ldb, float beta,
+             float *C, int ldc)
+{
+    gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true);
+}
+
+void gemm_rows(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta,
+               float *C, int ldc)
+{
+    gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, false);
 }

@@ -26,6 +26,13 @@ typedef void (*gemm_transpose_fn)(const float *src, ptrdiff_t ld, int rows,
 void gemm_transpose(const float *src, ptrdiff_t ld, int rows, int cols,
                     float *dst, ptrdiff_t dst_ld);
 
+/* tg_gemm without computing C^T instead: then the tile and K blocks depend
+ * on N, K and the transposes alone, and a row of C gets the same bits
+ * however many rows are computed with it (the convolutions' chunks). */
+void gemm_rows(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta,
+               float *C, int ldc);
+
 typedef struct gemm_kernel {
     const char *name;
     int mr, nr; /* tile: mr rows of C, nr columns (a multiple of the vector) */

@@ -106,6 +106,15 @@ static inline void im2col_block(float *restrict d, const float *restrict xc,
     } else if (full) {
         for (int i = ilo; i < ihi; i++)
             copy_run(d + i * kw, xc + (row0 + i * rstep + iw0), kw);
+    } else if (kw == 4) { /* a border run as one 16-byte store (the
+                           * generic loops became memmove/memset calls) */
+        for (int i = ilo; i < ihi; i++) {
+            const float *s = xc + (row0 + i * rstep);
+            float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int j = jlo; j < jhi; j++)
+                t[j] = s[iw0 + j * dw];
+            memcpy(d + i * 4, t, sizeof t);
+        }
     } else {
         for (int i = ilo; i < ihi; i++) {
             float *dr = d + i * kw;
@@ -164,6 +173,10 @@ static void col2im_image(const geom *g, const float *col, int ldk, int n,
     const ptrdiff_t rstep = (ptrdiff_t)g->dh * W;
     float *dxn = dx + (size_t)n * C * plane;
     const float *src = col;
+#if defined(__GNUC__) || defined(__clang__)
+    for (size_t e = 0; e < (size_t)C * plane; e += 16)
+        __builtin_prefetch(dxn + e, 1);
+#endif
     for (int oh = 0; oh < g->OH; oh++) {
         int ih0 = oh * g->sh - g->ph, ilo, ihi;
         tap_range(ih0, kh, g->dh, g->H, &ilo, &ihi);
@@ -206,60 +219,157 @@ static void im2col(const geom *g, const float *x, float *col, int ldk)
 }
 
 /* ---- chunks of images: a patch matrix used while it is in L2 ---------------
- * On one thread, the GEMMs that make or take col run on a few images' rows
- * at a time, so im2col's output is read back (or col2im's input written)
- * in L2 rather than through memory. On more threads, one GEMM over all
- * rows and one parallel loop over the images: a chunk's GEMM is too small
- * to split well, and a parallel region per chunk costs a time slice
- * whenever the machine is shared. Both ways give the same bits: a row's
- * GEMM result does not depend on how many rows are computed with it (the
- * tile and K blocks depend on K and the transposes alone, and each
- * element is one accumulator's chain), and im2col/col2im treat each image
- * alone. */
+ * The GEMMs that make or take col run on a few images' rows at a time, so
+ * im2col's output is read back (or col2im's input written) in L2 rather
+ * than through memory. On T threads, one parallel region splits the
+ * images into T contiguous ranges, and each thread runs its range's chunks
+ * with one-thread GEMMs (tg_gemm inside an active parallel region stays on
+ * its thread; on one thread no region is opened, as an inactive one would
+ * let the GEMM open a nested team, whose new threads allocate): no region per
+ * chunk (each costs a time slice whenever the machine is shared), no chunk GEMM
+ * split between threads, and im2col's output stays in the L2 of the core that
+ * reads it. Any split gives the same bits: gemm_rows computes a row the same
+ * however many rows are computed with it (its tile and K blocks depend on N, K
+ * and the transposes alone, and each element is one accumulator's chain), and
+ * im2col/col2im treat each image alone. */
 enum { CHUNK_FLOATS = 1 << 16 }; /* 256 KB of patch rows */
 
 static int chunk_images(const geom *g, int ldk)
 {
-    if (tg_par_threads() > 1)
-        return g->N;
     long per = (long)P_of(g) * ldk;
     long k = CHUNK_FLOATS / (per > 0 ? per : 1);
     return k < 1 ? 1 : k > g->N ? g->N : (int)k;
 }
 
-/* col = im2col(x) (all images, kept for backward) and
- * out [N*P, OC] = col . W^T, W [OC, K], a chunk at a time. */
-static void im2col_gemm(const geom *g, const float *x, float *col, int ldk,
-                        const float *W, float *out)
+/* Threads for a loop over the images of `work` floats in all: as
+ * TG_PARALLEL_FOR, at most one per image. */
+static int image_threads(const geom *g, size_t work)
 {
-    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
-    for (int n0 = 0; n0 < g->N; n0 += G) {
-        int n1 = n0 + G < g->N ? n0 + G : g->N;
-        size_t r0 = (size_t)n0 * P;
-        TG_PARALLEL_FOR(n1 - n0, (size_t)P * K)
-        for (int n = n0; n < n1; n++)
-            im2col_image(g, x, n, col + (size_t)n * P * ldk, ldk);
-        tg_gemm(false, true, (n1 - n0) * P, g->OC, K, 1.0f, col + r0 * ldk, ldk,
-                W, K, 0.0f, out + r0 * g->OC, g->OC);
+    int T = tg_par_threads();
+    T = T > g->N ? g->N : T;
+    return T > 1 && work >= TG_PARALLEL_MIN ? T : 1;
+}
+
+/* Thread t's images of T: [N*t/T, N*(t+1)/T). */
+static int range_start(int N, int t, int T) { return (int)((long)N * t / T); }
+
+/* One image's nchw [C, P] = pm [P, C] + bias[c] (bias may be NULL), or with
+ * tmp [C, P] nchw += pm transposed (through tmp). */
+static void pm_to_nchw(int C, int P, const float *pm, const float *bias,
+                       float *tmp, float *nchw)
+{
+    if (tmp) {
+        gemm_transpose(pm, C, P, C, tmp, P);
+        for (size_t e = 0; e < (size_t)C * P; e++)
+            nchw[e] += tmp[e];
+        return;
+    }
+    gemm_transpose(pm, C, P, C, nchw, P);
+    for (int c = 0; bias && c < C; c++) {
+        float b = bias[c], *d = nchw + (size_t)c * P;
+        for (int p = 0; p < P; p++)
+            d[p] += b;
     }
 }
 
-/* dx [N, C, H, W] += col2im(in . W), in [N*P, OC], W [OC, K], a chunk at a
- * time. The tape buffer is sized for all rows whichever way it runs (only
- * a chunk's pages are touched on one thread), so the arena does not change
- * size with the thread count. */
-static void gemm_col2im(tg_tape *tp, const geom *g, const float *in,
-                        const float *W, int ldk, float *dx)
+/* Where im2col_gemm's product goes: y [N, OC, P] = product + bias, or with
+ * tmp, y += product. pm and tmp are [N*P, OC] scratch of which each thread
+ * uses a chunk's rows at the start of its range. */
+typedef struct nchw_out {
+    float *y;
+    const float *bias;
+    float *pm, *tmp;
+} nchw_out;
+
+/* Images [n0, n1) of im2col_gemm, a chunk at a time: the chunk's product
+ * is laid out NCHW while it is in cache. */
+static void im2col_gemm_range(const geom *g, const float *x, float *col,
+                              int ldk, const float *W, const nchw_out *o,
+                              int n0, int n1)
+{
+    const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g), OC = g->OC;
+    float *pm = o->pm + (size_t)n0 * P * OC,
+          *tmp = o->tmp ? o->tmp + (size_t)n0 * P * OC : NULL;
+    for (int c0 = n0; c0 < n1; c0 += G) {
+        int c1 = c0 + G < n1 ? c0 + G : n1;
+        size_t r0 = (size_t)c0 * P;
+        for (int n = c0; n < c1; n++)
+            im2col_image(g, x, n, col + (size_t)n * P * ldk, ldk);
+        gemm_rows(false, true, (c1 - c0) * P, OC, K, 1.0f, col + r0 * ldk, ldk,
+                  W, K, 0.0f, pm, OC);
+        for (int n = c0; n < c1; n++)
+            pm_to_nchw(OC, P, pm + (size_t)(n - c0) * P * OC, o->bias, tmp,
+                       o->y + (size_t)n * OC * P);
+    }
+}
+
+/* col = im2col(x) (all images, kept for backward) and
+ * y [N, OC, OH, OW] (+)= col . W^T, W [OC, K], as o says. */
+static void im2col_gemm(const geom *g, const float *x, float *col, int ldk,
+                        const float *W, const nchw_out *o)
+{
+    int T = image_threads(g, (size_t)g->N * P_of(g) * K_of(g));
+    if (T <= 1) { /* no region: an inactive one would let the GEMM nest one */
+        im2col_gemm_range(g, x, col, ldk, W, o, 0, g->N);
+        return;
+    }
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (int t = 0; t < T; t++)
+        im2col_gemm_range(g, x, col, ldk, W, o, range_start(g->N, t, T),
+                          range_start(g->N, t + 1, T));
+}
+
+/* Images [n0, n1) of gemm_col2im, a chunk at a time through col. With
+ * init, each image of dx is first set to bias[c] (0 without a bias), just
+ * before col2im adds to it (conv_transpose2d's output, set while in cache
+ * rather than in a pass of its own). */
+static void gemm_col2im_range(const geom *g, const float *in, const float *W,
+                              int ldk, float *col, float *dx, bool init,
+                              const float *bias, int n0, int n1)
 {
     const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
+    const size_t plane = (size_t)g->H * g->W;
+    for (int c0 = n0; c0 < n1; c0 += G) {
+        int c1 = c0 + G < n1 ? c0 + G : n1;
+        gemm_rows(false, false, (c1 - c0) * P, K, g->OC, 1.0f,
+                  in + (size_t)c0 * P * g->OC, g->OC, W, K, 0.0f, col, ldk);
+        for (int n = c0; n < c1; n++) {
+            for (int c = 0; init && c < g->C; c++) {
+                float bc = bias ? bias[c] : 0.0f,
+                      *d = dx + ((size_t)n * g->C + c) * plane;
+                for (size_t e = 0; e < plane; e++)
+                    d[e] = bc;
+            }
+            col2im_image(g, col + (size_t)(n - c0) * P * ldk, ldk, n, dx);
+        }
+    }
+}
+
+/* dx [N, C, H, W] += col2im(in . W), in [N*P, OC], W [OC, K]; with init,
+ * dx = bias (or 0) + col2im(in . W). The tape
+ * buffer is sized for all rows however many threads run (each touches
+ * only a chunk's pages at the start of its range), so the arena does not
+ * change size with the thread count. */
+static void gemm_col2im(tg_tape *tp, const geom *g, const float *in,
+                        const float *W, int ldk, float *dx, bool init,
+                        const float *bias)
+{
+    const int P = P_of(g);
     float *col = tg_tape_alloc(tp, (size_t)g->N * P * ldk * sizeof(float));
-    for (int n0 = 0; n0 < g->N; n0 += G) {
-        int n1 = n0 + G < g->N ? n0 + G : g->N;
-        tg_gemm(false, false, (n1 - n0) * P, K, g->OC, 1.0f,
-                in + (size_t)n0 * P * g->OC, g->OC, W, K, 0.0f, col, ldk);
-        TG_PARALLEL_FOR(n1 - n0, (size_t)P * K)
-        for (int n = n0; n < n1; n++)
-            col2im_image(g, col + (size_t)(n - n0) * P * ldk, ldk, n, dx);
+    int T = image_threads(g, (size_t)g->N * P * K_of(g));
+    if (T <= 1) {
+        gemm_col2im_range(g, in, W, ldk, col, dx, init, bias, 0, g->N);
+        return;
+    }
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (int t = 0; t < T; t++) {
+        int n0 = range_start(g->N, t, T), n1 = range_start(g->N, t + 1, T);
+        gemm_col2im_range(g, in, W, ldk, col + (size_t)n0 * P * ldk, dx, init,
+                          bias, n0, n1);
     }
 }
 
@@ -272,35 +382,6 @@ static void to_pm(int N, int C, int P, const float *nchw, float *pm)
                        pm + (size_t)n * P * C, C);
 }
 
-/* nchw [N, C, P] = pm [N*P, C] (+ bias[c] when bias is not NULL). */
-static void from_pm(int N, int C, int P, const float *pm, const float *bias,
-                    float *nchw)
-{
-    TG_PARALLEL_FOR(N, (size_t)C * P)
-    for (int n = 0; n < N; n++) {
-        float *dst = nchw + (size_t)n * C * P;
-        gemm_transpose(pm + (size_t)n * P * C, C, P, C, dst, P);
-        for (int c = 0; bias && c < C; c++) {
-            float b = bias[c], *d = dst + (size_t)c * P;
-            for (int p = 0; p < P; p++)
-                d[p] += b;
-        }
-    }
-}
-
-/* nchw [N, C, P] += pm [N*P, C], through tmp [N, C, P]. */
-static void add_from_pm(int N, int C, int P, const float *pm, float *tmp,
-                        float *nchw)
-{
-    TG_PARALLEL_FOR(N, (size_t)C * P)
-    for (int n = 0; n < N; n++) {
-        size_t off = (size_t)n * C * P;
-        gemm_transpose(pm + off, C, P, C, tmp + off, P);
-        for (size_t e = 0; e < (size_t)C * P; e++)
-            nchw[off + e] += tmp[off + e];
-    }
-}
-
 /* dW [OC, K] += tmp [K, OC] transposed. */
 static void add_transposed(int OC, int K, const float *tmp, float *dW)
 {
@@ -310,13 +391,15 @@ static void add_transposed(int OC, int K, const float *tmp, float *dW)
 }
 
 /* db[c] += sum over n, p of dy [N, C, P]: each channel in 8 running sums
- * (element p of a row into sum p mod 8 of the row's whole groups, the rest
- * into sums 0..), added pairwise at the end; a fixed order, vectorised. */
+ * in double (element p of a row into sum p mod 8 of the row's whole groups,
+ * the rest into sums 0..), added pairwise at the end; a fixed order,
+ * vectorised. In float, a [5, 7, 48, 50] gradient's 12,000-term sums were
+ * 1.2e-4 off (bench/conv_check_dump 3000 2; tests/autograd/test_conv.c). */
 static void bias_backward(int N, int C, int P, const float *dy, float *db)
 {
     TG_PARALLEL_FOR(C, (size_t)N * P)
     for (int c = 0; c < C; c++) {
-        float s[8] = {0};
+        double s[8] = {0};
         for (int n = 0; n < N; n++) {
             const float *row = dy + ((size_t)n * C + c) * P;
             int p = 0;
@@ -326,8 +409,8 @@ static void bias_backward(int N, int C, int P, const float *dy, float *db)
             for (int l = 0; p < P; p++, l++)
                 s[l] += row[p];
         }
-        db[c] +=
-            ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+        db[c] += (float)(((s[0] + s[4]) + (s[1] + s[5])) +
+                         ((s[2] + s[6]) + (s[3] + s[7])));
     }
 }
 
@@ -443,7 +526,7 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
         add_transposed(g->OC, K, tmp, dW);
     }
     if (dx)
-        gemm_col2im(tp, g, dyp, W->data, ldk, dx);
+        gemm_col2im(tp, g, dyp, W->data, ldk, dx, false, NULL);
 }
 
 tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
@@ -471,8 +554,8 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
     float *col = scratch(tp, (size_t)NP, (size_t)ldk);
     if (NP > 0) {
         float *yp = scratch(tp, (size_t)NP, (size_t)g.OC);
-        im2col_gemm(&g, x->data, col, ldk, W->data, yp);
-        from_pm(g.N, g.OC, P, yp, b ? b->data : NULL, y->data);
+        nchw_out o = {y->data, b ? b->data : NULL, yp, NULL};
+        im2col_gemm(&g, x->data, col, ldk, W->data, &o);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv2d_backward, y, b ? 3 : 2, in);
@@ -519,19 +602,18 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     if (NP == 0)
         return;
     float *dcol = scratch(tp, (size_t)NP, (size_t)ldk);
-    im2col(g, dy, dcol, ldk);
+    if (dx) { /* im2col(dy) and dx' by chunks, as conv2d's forward */
+        float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
+        nchw_out o = {dx, NULL, dxp, scratch(tp, (size_t)NP, (size_t)g->OC)};
+        im2col_gemm(g, dy, dcol, ldk, W->data, &o);
+    } else {
+        im2col(g, dy, dcol, ldk);
+    }
     if (dW) {
         float *tmp = scratch(tp, (size_t)K, (size_t)g->OC);
         tg_gemm(true, false, K, g->OC, NP, 1.0f, dcol, ldk, s->col, g->OC, 0.0f,
                 tmp, g->OC);
         add_transposed(g->OC, K, tmp, dW);
-    }
-    if (dx) {
-        float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
-        tg_gemm(false, true, NP, g->OC, K, 1.0f, dcol, ldk, W->data, K, 0.0f,
-                dxp, g->OC);
-        add_from_pm(g->N, g->OC, P, dxp, scratch(tp, (size_t)NP, (size_t)g->OC),
-                    dx);
     }
 }
 
@@ -564,19 +646,10 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.C, g.H, g.W});
     float *xp = scratch(tp, (size_t)NP, (size_t)g.OC);
-    /* y starts as the bias (or 0); col2im adds the products to it */
-    size_t plane = (size_t)g.H * g.W;
-    long planes = (long)g.N * g.C;
-    TG_PARALLEL_FOR(planes, plane)
-    for (long t = 0; t < planes; t++) {
-        float bc = b ? b->data[t % g.C] : 0.0f,
-              *dst = y->data + (size_t)t * plane;
-        for (size_t p = 0; p < plane; p++)
-            dst[p] = bc;
-    }
-    if (NP > 0) {
+    if (NP > 0) { /* y = b (or 0) + col2im(x' . W), image by image */
         to_pm(g.N, g.OC, P, x->data, xp);
-        gemm_col2im(tp, &g, xp, W->data, ldk, y->data);
+        gemm_col2im(tp, &g, xp, W->data, ldk, y->data, true,
+                    b ? b->data : NULL);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv_transpose2d_backward, y, b ? 3 : 2, in);

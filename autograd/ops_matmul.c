@@ -19,7 +19,9 @@ static void dense_backward(tg_tape *tp, tg_record *r)
     if (dW)
         tg_gemm(true, false, out, in, B, 1.0f, dy, out, x->data, in, 1.0f, dW,
                 in);
-    /* db: columns split over threads, each summed down the rows in order */
+    /* db: columns split over threads, each summed down the rows in order,
+     * in double (as the reductions: a float running sum drifts by about
+     * B ulp of the sum over large batches) */
     float *db = b ? grad_of(tp, b) : NULL;
     if (db) {
         enum { COLS = 64 };
@@ -27,9 +29,12 @@ static void dense_backward(tg_tape *tp, tg_record *r)
         TG_PARALLEL_FOR(B, out)
         for (int k = 0; k < n_blocks; k++) {
             int j0 = k * COLS, j1 = j0 + COLS < out ? j0 + COLS : out;
+            double acc[COLS] = {0};
             for (int i = 0; i < B; i++)
                 for (int j = j0; j < j1; j++)
-                    db[j] += dy[(size_t)i * out + j];
+                    acc[j - j0] += dy[(size_t)i * out + j];
+            for (int j = j0; j < j1; j++)
+                db[j] += (float)acc[j - j0];
         }
     }
 }

@@ -64,14 +64,25 @@ static void layer_norm_backward(tg_tape *tp, tg_record *r)
             }
         }
     }
-    for (int i = 0; (dgamma || dbeta) && i < rows; i++) {
+    if (!dgamma && !dbeta)
+        return;
+    /* sums down the rows in double (a float running sum drifts by about
+     * rows ulp), added once */
+    double *sg = tg_tape_alloc(tp, 2 * (size_t)cols * sizeof *sg),
+           *sb = sg + cols;
+    memset(sg, 0, 2 * (size_t)cols * sizeof *sg);
+    for (int i = 0; i < rows; i++) {
         size_t o = (size_t)i * cols;
         for (int j = 0; j < cols; j++) {
-            if (dgamma)
-                dgamma[j] += dy[o + j] * ln_xhat(xd[o + j], mean[i], rstd[i]);
-            if (dbeta)
-                dbeta[j] += dy[o + j];
+            sg[j] += dy[o + j] * ln_xhat(xd[o + j], mean[i], rstd[i]);
+            sb[j] += dy[o + j];
         }
+    }
+    for (int j = 0; j < cols; j++) {
+        if (dgamma)
+            dgamma[j] += (float)sg[j];
+        if (dbeta)
+            dbeta[j] += (float)sb[j];
     }
 }
 

@@ -617,6 +617,54 @@ static void test_threads_bit_identical(void **state)
 
 /* A 0-image batch goes through every op; parameter gradients stay zero
  * (the bias's too: a sum over no images). */
+/* The bias gradient sums N * OH * OW terms per channel. It must be the
+ * float nearest their exact sum: in float (8 running sums) 65,536 terms in
+ * [0.5, 1.5] came out several ulp off, and bench/conv_check_dump found a
+ * [5, 7, 48, 50] conv_transpose2d's db 1.2e-4 from PyTorch's. */
+static void test_bias_grad_is_the_nearest_float(void **state)
+{
+    (void)state;
+    enum { C = 2, HW = 256 };
+    uint32_t lcg = 12345;
+    for (int transpose = 0; transpose < 2; transpose++) {
+        tg_tensor *x = tg_tensor_new(4, (int[]){1, C, HW, HW});
+        tg_tensor *W = tg_tensor_new(4, (int[]){C, C, 1, 1});
+        tg_tensor *b = tg_tensor_new(1, (int[]){C});
+        tg_tensor_require_grad(b);
+        for (size_t i = 0; i < x->size; i++)
+            x->data[i] = 0.25f;
+        for (size_t i = 0; i < W->size; i++)
+            W->data[i] = 0.5f;
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *y = transpose ? tg_conv_transpose2d(tp, x, W, b, 1, 0, 0, 1)
+                                 : tg_conv2d(tp, x, W, b, 1, 0, 1);
+        float *dy = malloc(y->size * sizeof *dy);
+        for (size_t i = 0; i < y->size; i++) {
+            lcg = lcg * 1664525u + 1013904223u;
+            dy[i] = 0.5f + (float)(lcg >> 8) / 16777216.0f;
+        }
+        tg_backward_with(tp, y, dy);
+        for (int c = 0; c < C; c++) {
+            double exact = 0.0;
+            for (size_t i = 0; i < (size_t)HW * HW; i++)
+                exact += dy[(size_t)c * HW * HW + i];
+            float want = (float)exact;
+            float ulp = nextafterf(want, INFINITY) - want;
+            if (fabsf(b->grad[c] - want) > ulp) {
+                printf("%s: db[%d] = %.9g, exact sum %.9g\n",
+                       transpose ? "conv_transpose2d" : "conv2d", c,
+                       (double)b->grad[c], exact);
+                fail();
+            }
+        }
+        free(dy);
+        tg_tape_free(tp);
+        tg_tensor_free(x);
+        tg_tensor_free(W);
+        tg_tensor_free(b);
+    }
+}
+
 static void test_empty_batch(void **state)
 {
     (void)state;
@@ -737,6 +785,7 @@ int main(void)
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
         cmocka_unit_test(test_threads_bit_identical),
+        cmocka_unit_test(test_bias_grad_is_the_nearest_float),
         cmocka_unit_test(test_empty_batch),
         cmocka_unit_test(test_misuse_aborts),
     };

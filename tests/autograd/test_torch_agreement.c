@@ -2,8 +2,9 @@
  * (bench/op_check_dump + bench/op_check_torch.py) found tapegrad off, each
  * against a reference computed here in double: the softmax family and
  * softmax_xent at large logits, the Gaussian KLs near 0, layer_norm of a
- * row with a large offset, relu of NaN; and clamp's documented rule at its
- * bounds, where PyTorch agrees. */
+ * row with a large offset, relu of NaN, dense's bias gradient over a large
+ * batch, a broadcast operand's and layer_norm's beta gradient; and clamp's
+ * documented rule at its bounds, where PyTorch agrees. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -293,6 +294,124 @@ static void layer_norm_exact_for_a_row_with_a_large_offset(void **state)
     tg_tensor_free(x);
 }
 
+/* ---- dense: the bias gradient over a large batch --------------------------
+ * db sums B rows of dy; a float running sum drifted by several ulp at
+ * B = 65,536 (rows in [0.5, 1.5]). Now the float nearest the exact sum. */
+static void dense_bias_grad_is_the_nearest_float(void **state)
+{
+    (void)state;
+    enum { B = 65536, OUT = 3 };
+    tg_tensor *x = tg_tensor_new2(B, 1), *W = tg_tensor_new2(OUT, 1);
+    tg_tensor *b = tg_tensor_new(1, (int[]){OUT});
+    tg_tensor_require_grad(b);
+    for (int i = 0; i < B; i++)
+        x->data[i] = 1.0f;
+    float *dy = malloc(sizeof(float) * B * OUT);
+    uint32_t lcg = 777;
+    for (int i = 0; i < B * OUT; i++) {
+        lcg = lcg * 1664525u + 1013904223u;
+        dy[i] = 0.5f + (float)(lcg >> 8) / 16777216.0f;
+    }
+    tg_tape *tp = tg_tape_new();
+    tg_backward_with(tp, tg_dense(tp, x, W, b), dy);
+    for (int j = 0; j < OUT; j++) {
+        double exact = 0.0;
+        for (int i = 0; i < B; i++)
+            exact += dy[i * OUT + j];
+        float want = (float)exact;
+        near("dense db", j, b->grad[j], want,
+             (nextafterf(want, INFINITY) - want) / want);
+    }
+    free(dy);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(W);
+    tg_tensor_free(b);
+}
+
+/* ---- broadcast operands: their gradient sums over the broadcast axes ------
+ * One scale s for a [256, 784] x (200,704 terms in [0.5, 1.5]): the
+ * gradient of s in y = x * s, y = x + s, y = x - s, y = x / s and maximum
+ * was summed in float, several hundred ulp off. Now the float nearest the
+ * exact sum (div: its terms -dy * y / s, each rounded as the op does). */
+static void broadcast_grad_is_the_nearest_float(void **state)
+{
+    (void)state;
+    enum { R = 256, C = 784 };
+    tg_tensor *x = tg_tensor_new2(R, C), *sc = tg_tensor_new2(1, 1);
+    tg_tensor_require_grad(sc);
+    sc->data[0] = 2.0f;
+    float *dy = malloc(sizeof(float) * R * C);
+    uint32_t lcg = 99;
+    for (int i = 0; i < R * C; i++) {
+        lcg = lcg * 1664525u + 1013904223u;
+        dy[i] = 0.5f + (float)(lcg >> 8) / 16777216.0f;
+        x->data[i] = dy[i] - 1.5f; /* below s: maximum picks s */
+    }
+    const char *names[] = {"mul", "add", "sub", "div", "maximum"};
+    for (int op = 0; op < 5; op++) {
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *y = op == 0   ? tg_mul(tp, x, sc)
+                       : op == 1 ? tg_add(tp, x, sc)
+                       : op == 2 ? tg_sub(tp, x, sc)
+                       : op == 3 ? tg_div(tp, x, sc)
+                                 : tg_maximum(tp, x, sc);
+        sc->grad[0] = 0.0f;
+        tg_backward_with(tp, y, dy);
+        double exact = 0.0;
+        for (int i = 0; i < R * C; i++)
+            exact += op == 0   ? (double)(dy[i] * x->data[i])
+                     : op == 2 ? -(double)dy[i]
+                     : op == 3 ? -(double)(dy[i] * y->data[i] / 2.0f)
+                               : (double)dy[i];
+        float want = (float)exact;
+        near(names[op], 0, sc->grad[0], want,
+             fabsf(nextafterf(want, INFINITY) - want) / fabsf(want));
+        tg_tape_free(tp);
+    }
+    free(dy);
+    tg_tensor_free(x);
+    tg_tensor_free(sc);
+}
+
+/* ---- layer_norm: beta's gradient sums every row --------------------------
+ * Over 65,536 rows a float running sum was several ulp off; now the float
+ * nearest the exact sum. */
+static void layer_norm_beta_grad_is_the_nearest_float(void **state)
+{
+    (void)state;
+    enum { R = 65536, C = 3 };
+    tg_tensor *x = tg_tensor_new2(R, C);
+    tg_tensor *gamma = tg_tensor_new(1, (int[]){C});
+    tg_tensor *beta = tg_tensor_new(1, (int[]){C});
+    tg_tensor_require_grad(gamma);
+    tg_tensor_require_grad(beta);
+    float *dy = malloc(sizeof(float) * R * C);
+    uint32_t lcg = 5;
+    for (int i = 0; i < R * C; i++) {
+        lcg = lcg * 1664525u + 1013904223u;
+        dy[i] = 0.5f + (float)(lcg >> 8) / 16777216.0f;
+        x->data[i] = (float)(i % 7);
+    }
+    for (int j = 0; j < C; j++)
+        gamma->data[j] = 1.0f;
+    tg_tape *tp = tg_tape_new();
+    tg_backward_with(tp, tg_layer_norm(tp, x, gamma, beta, 1e-5f), dy);
+    for (int j = 0; j < C; j++) {
+        double exact = 0.0;
+        for (int i = 0; i < R; i++)
+            exact += dy[i * C + j];
+        float want = (float)exact;
+        near("layer_norm dbeta", j, beta->grad[j], want,
+             (nextafterf(want, INFINITY) - want) / want);
+    }
+    free(dy);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(gamma);
+    tg_tensor_free(beta);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +424,9 @@ int main(void)
         cmocka_unit_test(kl_normal_exact_near_zero),
         cmocka_unit_test(kl_normals_exact_near_zero),
         cmocka_unit_test(layer_norm_exact_for_a_row_with_a_large_offset),
+        cmocka_unit_test(dense_bias_grad_is_the_nearest_float),
+        cmocka_unit_test(broadcast_grad_is_the_nearest_float),
+        cmocka_unit_test(layer_norm_beta_grad_is_the_nearest_float),
     };
     return cmocka_run_group_tests_name("autograd: agreement with PyTorch",
                                        tests, NULL, NULL);
