@@ -1005,6 +1005,7 @@ static void nn_cases(void)
     bayes_case(4, 3, 5, 1.0f, -5, -2, false);
     bayes_case(2, 6, 3, 0.1f, -1, 2, false);
     bayes_case(3, 8, 4, 1.0f, -4, -3, true);
+    bayes_case(5, 7, 3, 1.0f, -9, -7, false); /* bnn_mnist's Fashion start */
 
     /* reparameterize: inputs mean, logvar, eps (constant, eps_out) */
     begin("reparameterize", "3x4");
