@@ -110,9 +110,10 @@ static inline void im2col_block(float *restrict d, const float *restrict xc,
                            * generic loops became memmove/memset calls) */
         for (int i = ilo; i < ihi; i++) {
             const float *s = xc + (row0 + i * rstep);
-            float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (int j = jlo; j < jhi; j++)
-                t[j] = s[iw0 + j * dw];
+            float t[4];
+            for (int j = 0; j < 4; j++) /* (not a copy loop, which GCC made
+                                         * a memcpy call) */
+                t[j] = j >= jlo && j < jhi ? s[iw0 + j * dw] : 0.0f;
             memcpy(d + i * 4, t, sizeof t);
         }
     } else {

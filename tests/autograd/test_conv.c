@@ -348,6 +348,39 @@ static void test_conv2d(void **state)
            w.rel_err);
 }
 
+/* The edge cases through every GEMM kernel this CPU can run (each tile of
+ * the AVX2 family, the portable one): the convolutions call the kernel's
+ * transpose for their layout changes and pick tiles by channel count. */
+static void test_every_gemm_kernel(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"avx512", "avx2", "avx2-4x24",
+                                        "avx2-6x16", "portable"};
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    int ran = 0;
+    for (int k = 0; k < 5; k++) {
+        if (!tg_gemm_set_kernel(names[k]))
+            continue;
+        ran++;
+        worst w = {0, 0};
+        for (int e = 0; e < N_EDGE; e++) {
+            conv_case c = edge_cases[e];
+            check_case(&c, true, &w);
+            c.a.output_padding[0] = c.a.output_padding[1] = 0;
+            if (conv_out(c.H, c.kh, stride_h(&c), c.a.padding[0], dil_h(&c)) >=
+                    1 &&
+                conv_out(c.W, c.kw, stride_w(&c), c.a.padding[1], dil_w(&c)) >=
+                    1)
+                check_case(&c, false, &w);
+        }
+        printf("  %s: worst gradcheck abs err %.3g, rel err %.3g\n", names[k],
+               w.abs_err, w.rel_err);
+    }
+    assert_true(tg_gemm_set_kernel(saved));
+    assert_true(ran >= 1); /* portable always runs */
+}
+
 static void test_conv_transpose2d(void **state)
 {
     (void)state;
@@ -780,6 +813,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv_transpose2d),
+        cmocka_unit_test(test_every_gemm_kernel),
         cmocka_unit_test(test_square_entry_points),
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_max_pool_ties),
