@@ -36,6 +36,26 @@ static void near(const char *what, int k, double got, double want, double rel)
     }
 }
 
+/* n seed gradients in [0.5, 1.5) from a small LCG (same-sign terms, so a
+ * float running sum of them drifts). The caller frees. */
+static float *ramp(size_t n, uint32_t seed)
+{
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        v[i] = 0.5f + (float)(seed >> 8) / 16777216.0f;
+    }
+    return v;
+}
+
+/* got must be the float nearest exact (within one ulp of it). */
+static void nearest(const char *what, int k, float got, double exact)
+{
+    float want = (float)exact;
+    near(what, k, got, want,
+         fabsf(nextafterf(want, INFINITY) - want) / fabsf(want));
+}
+
 /* ---- clamp: no gradient at the bounds themselves ---------------------------
  * The header's rule, and PyTorch's (torch 2.15: clamp(x, -1, 1) has
  * gradient 0 at x = -1 and x = 1); one ulp inside, it passes. */
@@ -306,21 +326,14 @@ static void dense_bias_grad_is_the_nearest_float(void **state)
     tg_tensor_require_grad(b);
     for (int i = 0; i < B; i++)
         x->data[i] = 1.0f;
-    float *dy = malloc(sizeof(float) * B * OUT);
-    uint32_t lcg = 777;
-    for (int i = 0; i < B * OUT; i++) {
-        lcg = lcg * 1664525u + 1013904223u;
-        dy[i] = 0.5f + (float)(lcg >> 8) / 16777216.0f;
-    }
+    float *dy = ramp((size_t)B * OUT, 777);
     tg_tape *tp = tg_tape_new();
     tg_backward_with(tp, tg_dense(tp, x, W, b), dy);
     for (int j = 0; j < OUT; j++) {
         double exact = 0.0;
         for (int i = 0; i < B; i++)
             exact += dy[i * OUT + j];
-        float want = (float)exact;
-        near("dense db", j, b->grad[j], want,
-             (nextafterf(want, INFINITY) - want) / want);
+        nearest("dense db", j, b->grad[j], exact);
     }
     free(dy);
     tg_tape_free(tp);
@@ -341,13 +354,9 @@ static void broadcast_grad_is_the_nearest_float(void **state)
     tg_tensor *x = tg_tensor_new2(R, C), *sc = tg_tensor_new2(1, 1);
     tg_tensor_require_grad(sc);
     sc->data[0] = 2.0f;
-    float *dy = malloc(sizeof(float) * R * C);
-    uint32_t lcg = 99;
-    for (int i = 0; i < R * C; i++) {
-        lcg = lcg * 1664525u + 1013904223u;
-        dy[i] = 0.5f + (float)(lcg >> 8) / 16777216.0f;
+    float *dy = ramp((size_t)R * C, 99);
+    for (int i = 0; i < R * C; i++)
         x->data[i] = dy[i] - 1.5f; /* below s: maximum picks s */
-    }
     const char *names[] = {"mul", "add", "sub", "div", "maximum"};
     for (int op = 0; op < 5; op++) {
         tg_tape *tp = tg_tape_new();
@@ -364,9 +373,7 @@ static void broadcast_grad_is_the_nearest_float(void **state)
                      : op == 2 ? -(double)dy[i]
                      : op == 3 ? -(double)(dy[i] * y->data[i] / 2.0f)
                                : (double)dy[i];
-        float want = (float)exact;
-        near(names[op], 0, sc->grad[0], want,
-             fabsf(nextafterf(want, INFINITY) - want) / fabsf(want));
+        nearest(names[op], 0, sc->grad[0], exact);
         tg_tape_free(tp);
     }
     free(dy);
@@ -386,13 +393,9 @@ static void layer_norm_beta_grad_is_the_nearest_float(void **state)
     tg_tensor *beta = tg_tensor_new(1, (int[]){C});
     tg_tensor_require_grad(gamma);
     tg_tensor_require_grad(beta);
-    float *dy = malloc(sizeof(float) * R * C);
-    uint32_t lcg = 5;
-    for (int i = 0; i < R * C; i++) {
-        lcg = lcg * 1664525u + 1013904223u;
-        dy[i] = 0.5f + (float)(lcg >> 8) / 16777216.0f;
+    float *dy = ramp((size_t)R * C, 5);
+    for (int i = 0; i < R * C; i++)
         x->data[i] = (float)(i % 7);
-    }
     for (int j = 0; j < C; j++)
         gamma->data[j] = 1.0f;
     tg_tape *tp = tg_tape_new();
@@ -401,9 +404,7 @@ static void layer_norm_beta_grad_is_the_nearest_float(void **state)
         double exact = 0.0;
         for (int i = 0; i < R; i++)
             exact += dy[i * C + j];
-        float want = (float)exact;
-        near("layer_norm dbeta", j, beta->grad[j], want,
-             (nextafterf(want, INFINITY) - want) / want);
+        nearest("layer_norm dbeta", j, beta->grad[j], exact);
     }
     free(dy);
     tg_tape_free(tp);
