@@ -106,8 +106,8 @@ static void posterior_backward(tg_tape *tp, tg_record *r)
 }
 
 /* One block of the forward: var, the saved s and sig, and the block's sum
- * of -log s + c (s^2 + mu^2), in double over 8 fixed lanes (so the loops
- * vectorise and the sum is the same on every machine). */
+ * of -log s + c (s^2 + mu^2), in double by vsum_f64 (8 fixed lanes, so the
+ * loops vectorise and the sum is the same on every machine). */
 TG_VECTOR_CLONES
 static double posterior_block(const float *restrict mu,
                               const float *restrict rho, float *restrict var,
@@ -129,15 +129,7 @@ static double posterior_block(const float *restrict mu,
     }
     if (!kl)
         return 0.0;
-    double lane[8] = {0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            lane[j] += (double)term[i + j];
-    for (; i < n; i++)
-        lane[i & 7] += (double)term[i];
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    return vsum_f64(term, (int)n); /* n <= KL_BLOCK */
 }
 
 /* var (same shape as rho) and, when kl is not NULL, the KL [1]. */
