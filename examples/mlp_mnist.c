@@ -143,11 +143,15 @@ static void check_same_job(const options *o, const tg_dataset *train,
     tg_dataset_fingerprint(train, tr);
     tg_dataset_fingerprint(test, te);
     snprintf(data, sizeof data, "train %s; test %s", tr, te);
-    const char *names[] = {"--epochs", "--batch",      "--hidden",
-                           "--lr",     "--seed",       "--max-batches",
-                           "--shards", "data (--data)"};
-    const char *values[] = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], data};
-    cli_same_job(names, values, 8);
+    const char *names[] = {
+        "--epochs",     "--batch",
+        "--hidden",     "--lr",
+        "--seed",       "--max-batches",
+        "--shards",     "the GEMM (TG_GEMM_KERNEL, TG_GEMM_BLOCKS)",
+        "data (--data)"};
+    const char *values[] = {
+        v[0], v[1], v[2], v[3], v[4], v[5], v[6], tg_gemm_numerics(), data};
+    cli_same_job(names, values, 9);
 }
 
 /* What training needs: the model, its optimizer and step guard (the same

@@ -335,6 +335,7 @@ static void check_same_job(const run *r)
                            "--likelihood",
                            "--holdout",
                            "--shards",
+                           "the GEMM (TG_GEMM_KERNEL, TG_GEMM_BLOCKS)",
                            "--resume",
                            "data (--data)"};
     /* --resume too: rank 0 alone reads the file and sends the position, so
@@ -354,9 +355,10 @@ static void check_same_job(const run *r)
                             tg_vae_likelihood_name(o->likelihood),
                             holdout,
                             shards,
+                            tg_gemm_numerics(),
                             o->resume ? o->resume : "(none)",
                             r->data_fp};
-    cli_same_job(names, values, 17);
+    cli_same_job(names, values, 18);
     tg_dist_set_timeout(o->rank_timeout);
 }
 

@@ -265,6 +265,14 @@ $run -np 1 "$vae" $tiny --epochs 2 --data "$tmp/d900" --out "$tmp/same7" : \
     --resume "$tmp/rck/checkpoint.safetensors" >/dev/null 2>"$tmp/err"
 echo $? >"$tmp/st"
 one_error_naming "$tmp/st" "$tmp/err" "--resume on rank 1 only" "rank 1" "--resume"
+# a rank whose GEMM sums in another order (another kernel: another CPU
+# class, or TG_GEMM_KERNEL) would compute other bits for its shards
+$run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same9" : \
+    -np 1 env TG_GEMM_KERNEL=portable "$vae" $tiny --data "$tmp/d900" \
+    --out "$tmp/same9" >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "another GEMM kernel on rank 1" \
+    "rank 1" "the GEMM" "portable"
 # the differing value is named as given ('cb', not the enum's 1)
 $run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same8" : \
     -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same8" --likelihood cb \
