@@ -105,6 +105,17 @@ static const conv_case edge_cases[] = {
     {1, 2, 4, 4, 2, 2, 2, ARGS(1, 1, 0, 0, 3, 2, 2, 1), true},
     /* 17 channels in, 1 out */
     {2, 17, 3, 4, 1, 2, 2, ARGS(1, 1, 0, 1, 1, 1, 0, 0), true},
+    /* one channel in (conv2d's direct kernels), k4 s2 p1, 5 out */
+    {2, 1, 9, 7, 5, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0), true},
+    /* 6 in, one out (conv_transpose2d's direct kernels, its four phases
+     * together), output padding */
+    {2, 6, 5, 4, 1, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 1, 1), true},
+    /* one channel on both sides, a single image: stride > kernel rows,
+     * dilation, padding */
+    {1, 1, 6, 5, 1, 3, 2, ARGS(3, 1, 2, 0, 2, 1, 0, 0), false},
+    /* 1x1 kernels, stride 2, one channel in; one out with output padding */
+    {2, 1, 5, 6, 3, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 1, 1), true},
+    {2, 3, 5, 6, 1, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 1, 1), true},
 };
 enum { N_EDGE = sizeof edge_cases / sizeof edge_cases[0] };
 
@@ -593,6 +604,114 @@ static void test_upsample(void **state)
            w.abs_err, w.rel_err);
 }
 
+/* ---- one-channel image sides: direct kernels against the im2col path -----
+ * With an AVX2 GEMM kernel, conv2d with one input channel and
+ * conv_transpose2d with one output channel take direct kernels (phase
+ * planes, no im2col); with the portable kernel, the im2col path. Both must
+ * give the same values and gradients (to rounding) on grids larger than
+ * one vector block, channel counts off multiples of 4, and the geometries
+ * the direct kernels treat apart. */
+typedef struct path_case {
+    bool transpose;
+    int N, C, H, W, OC, kh, kw; /* conv_transpose2d: C in, OC out */
+    tg_conv2d_args a;
+} path_case;
+
+static const path_case path_cases[] = {
+    /* the VAE's first and last layers, 7 channels */
+    {false, 3, 1, 28, 28, 7, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0)},
+    {true, 3, 7, 14, 14, 1, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0)},
+    /* k3 s2: phases with 4, 2, 2 and 1 taps; output padding */
+    {true, 2, 5, 9, 8, 1, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 1, 1)},
+    /* stride 1 (one phase), 9 channels */
+    {true, 2, 9, 10, 9, 1, 3, 3, ARGS(1, 1, 1, 1, 1, 1, 0, 0)},
+    {false, 2, 1, 10, 9, 9, 3, 3, ARGS(1, 1, 1, 1, 1, 1, 0, 0)},
+    /* non-square everything, dilation, stride > kernel */
+    {false, 2, 1, 17, 13, 6, 3, 5, ARGS(1, 3, 2, 1, 2, 1, 0, 0)},
+    {true, 1, 6, 7, 5, 1, 2, 3, ARGS(3, 2, 0, 1, 2, 1, 1, 0)},
+    {false, 1, 1, 19, 23, 2, 2, 2, ARGS(3, 4, 0, 1, 1, 1, 0, 0)},
+    /* 1x1 */
+    {false, 2, 1, 9, 11, 5, 1, 1, ARGS(1, 1, 0, 0, 1, 1, 0, 0)},
+    {true, 2, 5, 9, 11, 1, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 1, 1)},
+};
+
+/* Forward values, then the gradients of x, W and b for a random seed
+ * gradient, concatenated into out (returns the count). */
+static size_t run_path(const path_case *c, tg_tensor **in, const float *seed,
+                       float *out)
+{
+    for (int i = 0; i < 3; i++)
+        tg_tensor_zero_grad(in[i]);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = c->transpose
+                       ? tg_conv_transpose2d_ex(tp, in[0], in[1], in[2], &c->a)
+                       : tg_conv2d_ex(tp, in[0], in[1], in[2], &c->a);
+    tg_backward_with(tp, y, seed);
+    size_t k = 0;
+    for (size_t i = 0; i < y->size; i++)
+        out[k++] = y->data[i];
+    for (int j = 0; j < 3; j++)
+        for (size_t i = 0; i < in[j]->size; i++)
+            out[k++] = in[j]->grad[i];
+    tg_tape_free(tp);
+    return k;
+}
+
+static void test_one_channel_paths_agree(void **state)
+{
+    (void)state;
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    if (!tg_gemm_set_kernel("avx2")) {
+        printf("  no AVX2 here: the direct kernels do not run\n");
+        return;
+    }
+    enum { CAP = 1 << 16 };
+    float *a = malloc(CAP * sizeof *a), *b = malloc(CAP * sizeof *b),
+          *seed = malloc(CAP * sizeof *seed);
+    for (size_t e = 0; e < CAP; e++)
+        seed[e] = (float)(uniform() * 2.0 - 1.0);
+    double worst = 0.0;
+    for (size_t k = 0; k < sizeof path_cases / sizeof path_cases[0]; k++) {
+        const path_case *c = &path_cases[k];
+        tg_tensor *in[3] = {rand4(c->N, c->C, c->H, c->W),
+                            c->transpose ? rand4(c->C, c->OC, c->kh, c->kw)
+                                         : rand4(c->OC, c->C, c->kh, c->kw),
+                            rand1(c->OC)};
+        for (int i = 0; i < 3; i++)
+            tg_tensor_require_grad(in[i]);
+        assert_true(tg_gemm_set_kernel("avx2"));
+        size_t na = run_path(c, in, seed, a);
+        assert_true(tg_gemm_set_kernel("portable"));
+        size_t nb = run_path(c, in, seed, b);
+        assert_true(na == nb && na < CAP);
+        double diff = 0.0, scale = 1.0;
+        for (size_t e = 0; e < na; e++) {
+            diff = fmax(diff, fabs((double)a[e] - b[e]));
+            scale = fmax(scale, fabs((double)b[e]));
+        }
+        if (diff > 2e-6 * scale) {
+            char name[160];
+            conv_case cc = {c->N,  c->C,  c->H, c->W, c->OC,
+                            c->kh, c->kw, c->a, true};
+            describe(&cc, c->transpose ? "conv_transpose2d" : "conv2d", name);
+            printf("  direct and im2col differ by %g (scale %g): %s\n", diff,
+                   scale, name);
+        }
+        assert_true(diff <= 2e-6 * scale);
+        worst = fmax(worst, diff / scale);
+        for (int i = 0; i < 3; i++)
+            tg_tensor_free(in[i]);
+    }
+    printf("  one channel, direct vs im2col: worst difference %.3g of the "
+           "largest value\n",
+           worst);
+    assert_true(tg_gemm_set_kernel(saved));
+    free(a);
+    free(b);
+    free(seed);
+}
+
 /* ---- same bits on 1 and 2 threads ------------------------------------------
  */
 
@@ -619,9 +738,9 @@ static void run_stack(int threads, tg_tensor **p, float **out, size_t *n)
     tg_tape_free(tp);
 }
 
-static void threads_bit_identical(int c1, int c2)
+static void threads_bit_identical(int cin, int c1, int c2)
 {
-    tg_tensor *p[5] = {rand4(8, 5, 22, 20), rand4(c1, 5, 3, 3), rand1(c1),
+    tg_tensor *p[5] = {rand4(8, cin, 22, 20), rand4(c1, cin, 3, 3), rand1(c1),
                        rand4(c1, c2, 4, 4), rand1(c2)};
     for (int i = 0; i < 5; i++)
         tg_tensor_require_grad(p[i]);
@@ -640,12 +759,14 @@ static void threads_bit_identical(int c1, int c2)
 }
 
 /* 24 and 7 channels; 32 and 16, whose products the AVX2 GEMM runs in its
- * other tile (6x16 on rows). */
+ * other tile (6x16 on rows); 1 -> 32 -> 1, through the direct kernels of a
+ * one-channel image side. */
 static void test_threads_bit_identical(void **state)
 {
     (void)state;
-    threads_bit_identical(24, 7);
-    threads_bit_identical(32, 16);
+    threads_bit_identical(5, 24, 7);
+    threads_bit_identical(5, 32, 16);
+    threads_bit_identical(1, 32, 1);
 }
 
 /* A 0-image batch goes through every op; parameter gradients stay zero
@@ -818,6 +939,7 @@ int main(void)
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
+        cmocka_unit_test(test_one_channel_paths_agree),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_bias_grad_is_the_nearest_float),
         cmocka_unit_test(test_empty_batch),
