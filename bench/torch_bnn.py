@@ -15,7 +15,9 @@ usage: torch_bnn.py [--method all] [--data DIR] [--ood-data DIR] [--epochs 10]
 
 At prediction, S noisy passes of one net compute the first layer's noise-free
 part once per 1,000-image chunk (as bnn_mnist does): the same samples as S
-full passes; --no-share runs S full passes.
+full passes; --no-share runs S full passes. Bayes by Backprop's sigma^2 =
+softplus(rho)^2 is computed once per prediction, not once per pass (as
+bnn_mnist does).
 """
 import argparse
 import gzip
@@ -128,13 +130,18 @@ class BayesLinear(nn.Module):
         self.w_rho = nn.Parameter(torch.full((n_out, n_in), rho_init))
         self.b_rho = nn.Parameter(torch.full((n_out,), rho_init))
         self.prior = prior
+        self.fixed = None  # (sigma_W^2, sigma_b^2) while predicting
+
+    def variances(self):
+        if self.fixed is not None:
+            return self.fixed
+        return F.softplus(self.w_rho) ** 2, F.softplus(self.b_rho) ** 2
 
     def forward(self, x, sample=True):
         mean = F.linear(x, self.w_mu, self.b_mu)
         if not sample:
             return mean
-        var = F.linear(x * x, F.softplus(self.w_rho) ** 2,
-                       F.softplus(self.b_rho) ** 2)
+        var = F.linear(x * x, *self.variances())
         return mean + var.sqrt() * torch.randn_like(mean)
 
     def kl(self):
@@ -179,8 +186,7 @@ class Net(nn.Module):
         l0 = self.layers[0]
         if self.bayes:
             return (F.linear(x, l0.w_mu, l0.b_mu),
-                    F.linear(x * x, F.softplus(l0.w_rho) ** 2,
-                             F.softplus(l0.b_rho) ** 2).sqrt())
+                    F.linear(x * x, *l0.variances()).sqrt())
         return F.relu(l0(x)), None
 
     def from_first(self, shared):
@@ -236,6 +242,12 @@ def predict(nets, S, noisy, x, share=True):
     the first layer's noise-free part once per chunk (see first_layer)."""
     out = torch.empty(S, len(x), 10, dtype=torch.float64)
     share = share and noisy and len(nets) == 1
+    # sigma^2 does not change while predicting: once, not once per pass
+    # (bnn_mnist's tg_bayes_mlp_sample does the same)
+    bayes = [l for net in nets if net.bayes for l in net.layers]
+    for layer in bayes:
+        layer.fixed = None
+        layer.fixed = layer.variances()
     for first in range(0, len(x), 1000):
         xs = x[first:first + 1000]
         shared = nets[0].first_layer(xs) if share else None
@@ -244,6 +256,8 @@ def predict(nets, S, noisy, x, share=True):
             logits = (net.from_first(shared) if share
                       else net(xs, noisy)).double()
             out[s, first:first + len(xs)] = torch.softmax(logits, dim=1)
+    for layer in bayes:
+        layer.fixed = None
     return out.float().numpy()
 
 

@@ -150,26 +150,50 @@ static void softmax_rows(const float *logits, int n, float *out)
     }
 }
 
+/* bbb's S passes: chunk by chunk, tg_bayes_mlp_sample's logits, then
+ * their softmax. */
+static void bbb_predict(const net *m, int S, tg_rng *rng, const float *images,
+                        int n, int input, float *samples)
+{
+    float *logits = malloc(sizeof(float) * (size_t)S * EVAL_ROWS * BNN_CLASSES);
+    if (!logits)
+        tg_fatal("bnn_mnist", "out of memory");
+    for (int first = 0; first < n; first += EVAL_ROWS) {
+        int rows = n - first < EVAL_ROWS ? n - first : EVAL_ROWS;
+        tg_bayes_mlp_sample(m->bfc, 3, images + (size_t)first * input, rows, S,
+                            rng, logits);
+        for (int s = 0; s < S; s++)
+            softmax_rows(logits + (size_t)s * rows * BNN_CLASSES, rows,
+                         samples + ((size_t)s * n + first) * BNN_CLASSES);
+    }
+    free(logits);
+}
+
 /* samples [S, n, 10]: sample s of row i from net s (ensemble, S = members),
  * or pass s of nets[0] with noise from rng (S passes), or the deterministic
  * pass (S = 1, rng NULL). Rows go in chunks; the noise is drawn chunk by
  * chunk, pass by pass, in order.
  *
  * With S noisy passes of one net the first layer's input is the same image
- * every pass, so what precedes its noise is computed once per chunk (kept in
- * shared): bbb's pre-activation mean and sd (tg_bayes_dense_moments),
- * mcdropout's ReLU output before dropout. Each pass then draws the noise and
- * runs layers 2 and 3 only: the same draws in the same order and the same
- * arithmetic as S full passes, so the same samples, with a third of the
- * GEMM work (the 784-wide layer is two thirds of it). */
+ * every pass, so what precedes its noise is computed once per chunk: bbb's
+ * pre-activation mean and variance (in tg_bayes_mlp_sample, which also runs
+ * the passes in parallel without a tape), mcdropout's ReLU output before
+ * dropout (kept in shared). Each pass then draws the noise and runs layers
+ * 2 and 3 only: the same draws in the same order and the same arithmetic as
+ * S full passes, so the same samples, with a third of the GEMM work (the
+ * 784-wide layer is two thirds of it). */
 void predict(tg_tape *tp, const net *nets, int n_nets, int S, tg_rng *rng,
              const float *images, int n, int input, float *samples)
 {
-    bool was = tg_tape_set_recording(tp, false);
     bool share = n_nets == 1 && rng && (nets[0].bayes || nets[0].dropout > 0);
+    if (share && nets[0].bayes) {
+        bbb_predict(&nets[0], S, rng, images, n, input, samples);
+        return;
+    }
+    bool was = tg_tape_set_recording(tp, false);
     int width = nets[0].bayes ? nets[0].bfc[0].out : nets[0].fc[0].W->shape[0];
     size_t plane = (size_t)EVAL_ROWS * width;
-    float *shared = share ? malloc(sizeof(float) * 2 * plane) : NULL;
+    float *shared = share ? malloc(sizeof(float) * plane) : NULL;
     if (share && !shared)
         tg_fatal("bnn_mnist", "out of memory");
     for (int first = 0; first < n; first += EVAL_ROWS) {
@@ -179,29 +203,14 @@ void predict(tg_tape *tp, const net *nets, int n_nets, int S, tg_rng *rng,
         if (share) {
             tg_tape_reset(tp);
             tg_tensor *x = tg_tape_view2(tp, (float *)chunk, rows, input);
-            tg_tensor *a, *b = NULL;
-            if (nets[0].bayes)
-                tg_bayes_dense_moments(tp, &nets[0].bfc[0], x, &a, &b);
-            else
-                a = tg_relu(tp, tg_dense_apply(tp, &nets[0].fc[0], x));
+            tg_tensor *a = tg_relu(tp, tg_dense_apply(tp, &nets[0].fc[0], x));
             memcpy(shared, a->data, sizeof(float) * count);
-            if (b)
-                memcpy(shared + plane, b->data, sizeof(float) * count);
         }
         for (int s = 0; s < S; s++) {
             tg_tape_reset(tp);
             const net *m = n_nets > 1 ? &nets[s] : &nets[0];
             tg_tensor *logits;
-            if (share && m->bayes) {
-                /* layer 1's sample: relu(mean + sd * eps) */
-                tg_tensor *eps = tg_tape_tensor2(tp, rows, width, false);
-                tg_rng_fill_normal_bulk(rng, eps->data, count);
-                tg_tensor *mean = tg_tape_view2(tp, shared, rows, width);
-                tg_tensor *sd = tg_tape_view2(tp, shared + plane, rows, width);
-                tg_tensor *h =
-                    tg_relu(tp, tg_add(tp, mean, tg_mul(tp, sd, eps)));
-                logits = net_from(tp, m, 1, h, rng, NULL);
-            } else if (share) {
+            if (share) {
                 tg_tensor *h = tg_tape_view2(tp, shared, rows, width);
                 h = tg_dropout(tp, h, m->dropout, rng, TG_DROPOUT_TRAIN);
                 logits = net_from(tp, m, 1, h, rng, NULL);

@@ -14,8 +14,11 @@
  * compared with one weight sample per batch. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "parallel.h"
+#include "rng_blocks.h"
 #include "tg_nn.h"
 #include "vmath.h"
 
@@ -251,4 +254,184 @@ tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l)
     posterior(tp, l->W_mu, l->W_rho, l->prior_scale, &kl_W);
     posterior(tp, l->b_mu, l->b_rho, l->prior_scale, &kl_b);
     return tg_add(tp, kl_W, kl_b);
+}
+
+/* ---- prediction without a tape -------------------------------------------
+ * S sampled passes of a trained network need sigma^2 once (not S times) and
+ * the sample y = mean + sqrt(var) * eps, then ReLU and y * y for the next
+ * layer's variance, in one pass over memory instead of five ops. */
+
+void tg_bayes_dense_variances(const tg_bayes_dense *l, float *var_W,
+                              float *var_b)
+{
+    if (!l || !var_W || !var_b)
+        tg_fatal("bayes_dense_variances", "NULL %s",
+                 !l       ? "layer"
+                 : !var_W ? "var_W"
+                          : "var_b");
+    float c = 0.5f / (l->prior_scale * l->prior_scale);
+    const tg_tensor *mu[2] = {l->W_mu, l->b_mu}, *rho[2] = {l->W_rho, l->b_rho};
+    float *var[2] = {var_W, var_b};
+    for (int t = 0; t < 2; t++) {
+        size_t n = rho[t]->size, blocks = (n + KL_BLOCK - 1) / KL_BLOCK;
+        const float *m = mu[t]->data, *r = rho[t]->data;
+        float *v = var[t];
+        TG_PARALLEL_FOR(blocks, KL_BLOCK)
+        for (size_t b = 0; b < blocks; b++) {
+            size_t lo = b * KL_BLOCK,
+                   len = n - lo < KL_BLOCK ? n - lo : KL_BLOCK;
+            float s[KL_BLOCK], sig[KL_BLOCK]; /* not needed here */
+            posterior_block(m + lo, r + lo, v + lo, s, sig, len, c, false);
+        }
+    }
+}
+
+/* One block of tg_bayes_draw: the arithmetic of tg_add(mean, tg_mul(
+ * tg_sqrt(var), eps)), tg_relu and tg_square, element by element. */
+TG_VECTOR_CLONES
+static void draw_block(const float *restrict mean, const float *restrict var,
+                       const float *restrict eps, size_t n, bool relu,
+                       float *restrict y, float *restrict y_sq)
+{
+    if (relu)
+        for (size_t i = 0; i < n; i++) {
+            float v = mean[i] + sqrtf(var[i]) * eps[i];
+            y[i] = v < 0.0f ? 0.0f : v;
+        }
+    else
+        for (size_t i = 0; i < n; i++)
+            y[i] = mean[i] + sqrtf(var[i]) * eps[i];
+    if (y_sq)
+        for (size_t i = 0; i < n; i++)
+            y_sq[i] = y[i] * y[i];
+}
+
+/* tg_bayes_draw with its key (one tg_rng_u64 draw) given. */
+static void draw(uint64_t key, const float *mean, const float *var, size_t n,
+                 bool relu, float *y, float *y_sq)
+{
+    size_t blocks = (n + NORMAL_BULK_BLOCK - 1) / NORMAL_BULK_BLOCK;
+    TG_PARALLEL_FOR(blocks, NORMAL_BULK_BLOCK)
+    for (size_t b = 0; b < blocks; b++) {
+        size_t lo = b * NORMAL_BULK_BLOCK,
+               len = n - lo < NORMAL_BULK_BLOCK ? n - lo : NORMAL_BULK_BLOCK;
+        float eps[NORMAL_BULK_BLOCK];
+        normal_bulk_block(key, b, eps, len);
+        draw_block(mean + lo, var + lo, eps, len, relu, y + lo,
+                   y_sq ? y_sq + lo : NULL);
+    }
+}
+
+void tg_bayes_draw(tg_rng *rng, const float *mean, const float *var, size_t n,
+                   bool relu, float *y, float *y_sq)
+{
+    if (!rng || (n && (!mean || !var || !y)))
+        tg_fatal("bayes_draw", "NULL %s",
+                 !rng    ? "rng"
+                 : !mean ? "mean"
+                 : !var  ? "var"
+                         : "y");
+    draw(tg_rng_u64(rng), mean, var, n, relu, y, y_sq); /* as the bulk fill */
+}
+
+/* y [rows, out] = x [rows, in] . W^T + b: tg_dense's arithmetic (C starts
+ * as the bias rows, one GEMM adds the product). */
+static void dense_into(const float *x, int rows, int in, int out,
+                       const float *W, const float *b, float *y)
+{
+    for (int i = 0; i < rows; i++)
+        memcpy(y + (size_t)i * out, b, sizeof(float) * (size_t)out);
+    tg_gemm(false, true, rows, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
+}
+
+void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
+                         const float *x, int rows, int S, tg_rng *rng,
+                         float *out)
+{
+    if (!layers || !rng || !out || (rows && !x))
+        tg_fatal("bayes_mlp_sample", "NULL %s",
+                 !layers ? "layers"
+                 : !rng  ? "rng"
+                 : !out  ? "out"
+                         : "x");
+    if (n_layers < 1 || rows < 0 || S < 1)
+        tg_fatal("bayes_mlp_sample", "bad sizes: %d layers, %d rows, S = %d",
+                 n_layers, rows, S);
+    int width = 1; /* the widest layer's output */
+    for (int l = 0; l < n_layers; l++) {
+        if (l && layers[l].in != layers[l - 1].out)
+            tg_fatal("bayes_mlp_sample",
+                     "layer %d's input %d is not layer %d's output %d", l,
+                     layers[l].in, l - 1, layers[l - 1].out);
+        width = layers[l].out > width ? layers[l].out : width;
+    }
+    /* One key per pass and layer, taken in the order S passes on the tape
+     * would take them (pass by pass, layer by layer). */
+    uint64_t *keys = malloc(sizeof(uint64_t) * (size_t)S * n_layers);
+    float **var_W = calloc((size_t)n_layers * 2, sizeof(float *));
+    float **var_b = var_W ? var_W + n_layers : NULL;
+    size_t plane = (size_t)rows * width, first = (size_t)rows * layers[0].out;
+    int lanes = tg_get_threads() < S ? tg_get_threads() : S;
+    lanes = lanes > 0 ? lanes : 1;
+    /* layer 1's mean and variance, then 4 planes per lane: h, h_sq, the
+     * pre-activations' mean and variance */
+    size_t n_work =
+        2 * first + (size_t)layers[0].in * rows + 4 * plane * (size_t)lanes;
+    float *work = malloc(sizeof(float) * (n_work ? n_work : 1));
+    if (!keys || !var_W || !work)
+        tg_fatal("bayes_mlp_sample", "out of memory");
+    for (int i = 0; i < S * n_layers; i++)
+        keys[i] = tg_rng_u64(rng);
+    for (int l = 0; l < n_layers; l++) {
+        var_W[l] = malloc(sizeof(float) * (size_t)layers[l].out * layers[l].in);
+        var_b[l] = malloc(sizeof(float) * (size_t)layers[l].out);
+        if (!var_W[l] || !var_b[l])
+            tg_fatal("bayes_mlp_sample", "out of memory");
+        tg_bayes_dense_variances(&layers[l], var_W[l], var_b[l]);
+    }
+    /* Layer 1 sees the same x in every pass: its moments once, on all
+     * threads (the GEMM's own). */
+    const tg_bayes_dense *L0 = &layers[0];
+    float *mean1 = work, *var1 = work + first, *x_sq = var1 + first;
+    float *lane_work = x_sq + (size_t)L0->in * rows;
+    for (size_t i = 0; i < (size_t)L0->in * rows; i++)
+        x_sq[i] = x[i] * x[i];
+    dense_into(x, rows, L0->in, L0->out, L0->W_mu->data, L0->b_mu->data, mean1);
+    dense_into(x_sq, rows, L0->in, L0->out, var_W[0], var_b[0], var1);
+    /* The passes, a share of them per lane, each on one thread (the GEMMs
+     * and draws inside see a parallel region and stay serial): every
+     * pass's arithmetic is fixed, so the split changes no bit. */
+    int n_out = layers[n_layers - 1].out;
+    TG_PARALLEL_FOR(lanes, lanes > 1 ? (size_t)S * plane / (size_t)lanes : 0)
+    for (int t = 0; t < lanes; t++) {
+        float *h = lane_work + 4 * plane * (size_t)t, *h_sq = h + plane,
+              *mean = h_sq + plane, *var = mean + plane;
+        for (int s = S * t / lanes; s < S * (t + 1) / lanes; s++) {
+            const uint64_t *key = keys + (size_t)s * n_layers;
+            float *y = out + (size_t)s * rows * n_out;
+            if (n_layers == 1) {
+                draw(key[0], mean1, var1, first, false, y, NULL);
+                continue;
+            }
+            draw(key[0], mean1, var1, first, true, h, h_sq);
+            for (int l = 1; l < n_layers; l++) {
+                const tg_bayes_dense *L = &layers[l];
+                size_t n = (size_t)rows * L->out;
+                dense_into(h, rows, L->in, L->out, L->W_mu->data, L->b_mu->data,
+                           mean);
+                dense_into(h_sq, rows, L->in, L->out, var_W[l], var_b[l], var);
+                if (l < n_layers - 1)
+                    draw(key[l], mean, var, n, true, h, h_sq);
+                else
+                    draw(key[l], mean, var, n, false, y, NULL);
+            }
+        }
+    }
+    for (int l = 0; l < n_layers; l++) {
+        free(var_W[l]);
+        free(var_b[l]);
+    }
+    free(var_W);
+    free(keys);
+    free(work);
 }

@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "parallel.h"
+#include "rng_blocks.h"
 #include "vmath.h"
 
 static uint64_t splitmix64(uint64_t *x)
@@ -29,9 +30,10 @@ void tg_rng_seed(tg_rng *r, uint64_t seed, uint64_t stream)
         r->s[0] = 1; /* the all-zero state is a fixed point */
 }
 
-uint64_t tg_rng_u64(tg_rng *r)
+/* One xoshiro256** step; static so the bulk fill's loop inlines it (a call
+ * per draw through the exported tg_rng_u64 cost a third of that fill). */
+static inline uint64_t next_u64(uint64_t *s)
 {
-    uint64_t *s = r->s;
     uint64_t out = rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
     s[2] ^= s[0];
@@ -42,6 +44,8 @@ uint64_t tg_rng_u64(tg_rng *r)
     s[3] = rotl(s[3], 45);
     return out;
 }
+
+uint64_t tg_rng_u64(tg_rng *r) { return next_u64(r->s); }
 
 /* Lemire's multiply-shift with rejection: exactly uniform in [0, n). */
 uint32_t tg_rng_below(tg_rng *r, uint32_t n)
@@ -112,9 +116,9 @@ void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std)
  * tg_rng_fill_normal above is exact but scalar (double log, cos and sin per
  * pair, about 50 ns a pair). For bulk noise (Bayes by Backprop draws one
  * normal per pre-activation per pass) tg_rng_fill_normal_bulk splits x into
- * fixed blocks of NB_BLOCK; block b has its own xoshiro256** stream seeded
- * from (key, b), where key is the one draw taken from the caller's rng. The
- * blocks are independent, so they run on threads, and the values depend on
+ * fixed blocks of NORMAL_BULK_BLOCK; block b has its own xoshiro256** stream
+ * seeded from (key, b), where key is the one draw taken from the caller's rng.
+ * The blocks are independent, so they run on threads, and the values depend on
  * neither the thread count nor the schedule.
  *
  * In a block, one 64-bit draw gives one Box-Muller pair in float:
@@ -125,7 +129,6 @@ void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std)
  *   truncation below 2e-9 on |theta| <= pi/4), rotated by q quarter turns.
  * No calls and no branches, so the loop vectorises. |z| <= sqrt(62 ln 2) =
  * 6.56 (u1 >= 2^-31): the tail beyond that, probability 5e-11, is cut. */
-enum { NB_BLOCK = 4096 };
 
 TG_VECTOR_CLONES
 static void normal_block(const uint64_t *restrict bits, float *restrict out,
@@ -161,27 +164,33 @@ static void normal_block(const uint64_t *restrict bits, float *restrict out,
     }
 }
 
+void normal_bulk_block(uint64_t key, size_t b, float *out, size_t len)
+{
+    size_t pairs = (len + 1) / 2;
+    uint64_t bits[NORMAL_BULK_BLOCK / 2];
+    float tmp[NORMAL_BULK_BLOCK];
+    tg_rng g;
+    tg_rng_seed(&g, key, b);
+    for (size_t j = 0; j < pairs; j++)
+        bits[j] = next_u64(g.s);
+    /* an odd tail goes through tmp: out of out's bounds otherwise */
+    float *dst = len % 2 ? tmp : out;
+    normal_block(bits, dst, pairs);
+    if (dst == tmp)
+        for (size_t i = 0; i < len; i++)
+            out[i] = tmp[i];
+}
+
 void tg_rng_fill_normal_bulk(tg_rng *r, float *x, size_t n)
 {
     if (!r || (!x && n))
         tg_fatal("rng_fill_normal_bulk", "NULL %s", r ? "x" : "rng");
     uint64_t key = tg_rng_u64(r);
-    size_t blocks = (n + NB_BLOCK - 1) / NB_BLOCK;
-    TG_PARALLEL_FOR(blocks, NB_BLOCK)
+    size_t blocks = (n + NORMAL_BULK_BLOCK - 1) / NORMAL_BULK_BLOCK;
+    TG_PARALLEL_FOR(blocks, NORMAL_BULK_BLOCK)
     for (size_t b = 0; b < blocks; b++) {
-        size_t lo = b * NB_BLOCK, len = n - lo < NB_BLOCK ? n - lo : NB_BLOCK;
-        size_t pairs = (len + 1) / 2;
-        uint64_t bits[NB_BLOCK / 2];
-        float tmp[NB_BLOCK];
-        tg_rng g;
-        tg_rng_seed(&g, key, b);
-        for (size_t j = 0; j < pairs; j++)
-            bits[j] = tg_rng_u64(&g);
-        /* an odd tail goes through tmp: out of x's bounds otherwise */
-        float *dst = len % 2 ? tmp : x + lo;
-        normal_block(bits, dst, pairs);
-        if (dst == tmp)
-            for (size_t i = 0; i < len; i++)
-                x[lo + i] = tmp[i];
+        size_t lo = b * NORMAL_BULK_BLOCK,
+               len = n - lo < NORMAL_BULK_BLOCK ? n - lo : NORMAL_BULK_BLOCK;
+        normal_bulk_block(key, b, x + lo, len);
     }
 }

@@ -197,6 +197,32 @@ tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
 /* KL(q || p) over all weights and biases in closed form, a [1] graph:
  * sum log(p/sigma) + (sigma^2 + mu^2) / (2 p^2) - 1/2. */
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
+/* Prediction without a tape (S sampled passes of a trained network):
+ * sigma^2 of the weights into var_W [out * in] and of the biases into
+ * var_b [out], the values the layer's forward uses. */
+void tg_bayes_dense_variances(const tg_bayes_dense *l, float *var_W,
+                              float *var_b);
+/* y[i] = mean[i] + sqrt(var[i]) * eps[i] for i < n, then max(y, 0) when
+ * relu, and y_sq[i] = y[i]^2 unless y_sq is NULL, with eps the n normals
+ * tg_rng_fill_normal_bulk(rng, eps, n) would draw: the same values as those
+ * ops on the tape (tg_sqrt, tg_mul, tg_add, tg_relu, tg_square) in one pass,
+ * without storing eps. With var = (x*x).(sigma_W^2)^T + sigma_b^2 and mean
+ * = x.W_mu^T + b_mu it is tg_bayes_dense_apply's sample. y and y_sq must not
+ * overlap mean, var or each other. */
+void tg_bayes_draw(tg_rng *rng, const float *mean, const float *var, size_t n,
+                   bool relu, float *y, float *y_sq);
+/* Prediction: S sampled passes of an MLP of variational layers with ReLU
+ * between them (not after the last), for x [rows, layers[0].in]: out
+ * [S, rows, layers[n_layers - 1].out] gets pass s's output. The same values
+ * as S passes of tg_bayes_dense_apply (and tg_relu) on a tape with this
+ * rng, pass by pass, layer by layer (rng advances as they would), on any
+ * thread count; but layer 1's mean and variance are computed once for all
+ * passes (x is the same), sigma^2 once per call, and the passes run in
+ * parallel, one per thread, without a tape. Aborts naming the layer when
+ * layer l's input is not layer l - 1's output. */
+void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
+                         const float *x, int rows, int S, tg_rng *rng,
+                         float *out);
 
 /* ---- metrics of predictive distributions (nn/metrics.c) ---------------------
  * For any classifier: probs [n, C] row-major probabilities (each row sums to

@@ -11,6 +11,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tg_nn.h"
 #include "tmpdir.h"
@@ -398,6 +401,181 @@ static void checkpoint_round_trip(void **state)
     tg_params_free(ps2);
 }
 
+/* ---- prediction without a tape ------------------------------------------ */
+
+/* Layer name in -> out with means N(0, 0.3) and rho uniform in [-6, 1]
+ * (sigma 0.0025 to 1.3), a few below RHO_TINY. */
+static tg_bayes_dense wide_layer(tg_params *ps, const char *name, int in,
+                                 int out, tg_rng *rng)
+{
+    tg_bayes_dense l;
+    tg_bayes_dense_init(&l, ps, name, in, out, 1.0f, -3.0f, rng);
+    return l;
+}
+
+static void randomise(tg_bayes_dense *l, tg_rng *rng)
+{
+    tg_rng_fill_normal(rng, l->W_mu->data, l->W_mu->size, 0.0f, 0.3f);
+    tg_rng_fill_normal(rng, l->b_mu->data, l->b_mu->size, 0.0f, 0.3f);
+    tg_rng_fill_uniform(rng, l->W_rho->data, l->W_rho->size, -6.0f, 1.0f);
+    tg_rng_fill_uniform(rng, l->b_rho->data, l->b_rho->size, -6.0f, 1.0f);
+    l->W_rho->data[0] = -25.0f;
+    l->b_rho->data[0] = -40.0f;
+}
+
+static void variances_are_softplus_squared(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 11, 0);
+    tg_bayes_dense l = wide_layer(ps, "v", 70, 90, &rng); /* 6300 > a block */
+    tg_params_seal(ps);
+    randomise(&l, &rng);
+    float *vW = malloc(sizeof(float) * 70 * 90), vb[90];
+    tg_bayes_dense_variances(&l, vW, vb);
+    for (size_t i = 0; i < l.W_rho->size; i++) {
+        double want = pow(softplus(l.W_rho->data[i]), 2);
+        assert_true(fabs(vW[i] - want) <= 1e-5 * want);
+    }
+    for (int j = 0; j < 90; j++) {
+        double want = pow(softplus(l.b_rho->data[j]), 2);
+        assert_true(fabs(vb[j] - want) <= 1e-5 * want);
+    }
+    free(vW);
+    tg_params_free(ps);
+}
+
+/* tg_bayes_draw against the ops it replaces, on n values over several
+ * noise blocks and an odd tail: the same bits, and rng left where
+ * tg_rng_fill_normal_bulk leaves it. */
+static void draw_is_the_tape_ops(int threads, bool relu)
+{
+    tg_set_threads(threads);
+    const int n = 2 * 4096 + 37;
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_recording(tp, false);
+    tg_tensor *mean = tg_tape_tensor2(tp, 1, n, false);
+    tg_tensor *var = tg_tape_tensor2(tp, 1, n, false);
+    tg_rng rng;
+    tg_rng_seed(&rng, 21, 0);
+    tg_rng_fill_normal(&rng, mean->data, n, 0.0f, 1.0f);
+    tg_rng_fill_uniform(&rng, var->data, n, 0.0f, 2.0f);
+    tg_rng a = rng, b = rng;
+    float *y = malloc(sizeof(float) * n), *y_sq = malloc(sizeof(float) * n);
+    tg_bayes_draw(&a, mean->data, var->data, n, relu, y, relu ? y_sq : NULL);
+    tg_tensor *eps = tg_tape_tensor2(tp, 1, n, false);
+    tg_rng_fill_normal_bulk(&b, eps->data, n);
+    tg_tensor *want = tg_add(tp, mean, tg_mul(tp, tg_sqrt(tp, var), eps));
+    if (relu)
+        want = tg_relu(tp, want);
+    assert_memory_equal(y, want->data, sizeof(float) * n);
+    if (relu) {
+        assert_memory_equal(y_sq, tg_square(tp, want)->data, sizeof(float) * n);
+        int zeros = 0; /* the ReLU did something */
+        for (int i = 0; i < n; i++)
+            zeros += y[i] == 0.0f;
+        assert_true(zeros > n / 10 && zeros < n - n / 10);
+    }
+    assert_true(tg_rng_u64(&a) == tg_rng_u64(&b));
+    free(y);
+    free(y_sq);
+    tg_tape_free(tp);
+    tg_set_threads(0);
+}
+
+static void draw_matches_sqrt_mul_add_relu(void **state)
+{
+    (void)state;
+    for (int t = 1; t <= 2; t++) {
+        draw_is_the_tape_ops(t, true);
+        draw_is_the_tape_ops(t, false);
+    }
+}
+
+/* tg_bayes_mlp_sample against S passes of tg_bayes_dense_apply and tg_relu
+ * on the tape with the same rng, 30 -> 120 -> 90 -> 7 (n_layers 3) or its
+ * first layer alone (1), on 1 and 2 threads: the same bits, and rng left in
+ * the same state. */
+static void mlp_sample_case(int threads, int n_layers)
+{
+    enum { ROWS = 100, S = 6 };
+    tg_set_threads(threads);
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 31, 0);
+    tg_bayes_dense L[3] = {wide_layer(ps, "a", 30, 120, &rng),
+                           wide_layer(ps, "b", 120, 90, &rng),
+                           wide_layer(ps, "c", 90, 7, &rng)};
+    tg_params_seal(ps);
+    for (int l = 0; l < 3; l++)
+        randomise(&L[l], &rng);
+    int n_out = L[n_layers - 1].out;
+    float *x = malloc(sizeof(float) * ROWS * 30);
+    tg_rng_fill_uniform(&rng, x, ROWS * 30, 0.0f, 1.0f);
+    float *out = malloc(sizeof(float) * S * ROWS * n_out);
+    tg_rng a = rng, b = rng;
+    tg_bayes_mlp_sample(L, n_layers, x, ROWS, S, &a, out);
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_recording(tp, false);
+    for (int s = 0; s < S; s++) {
+        tg_tape_reset(tp);
+        tg_tensor *h = tg_tape_view2(tp, x, ROWS, 30);
+        for (int l = 0; l < n_layers; l++) {
+            h = tg_bayes_dense_apply(tp, &L[l], h, &b);
+            if (l < n_layers - 1)
+                h = tg_relu(tp, h);
+        }
+        assert_memory_equal(out + (size_t)s * ROWS * n_out, h->data,
+                            sizeof(float) * ROWS * n_out);
+    }
+    /* the passes differ (the noise is not reused) */
+    assert_memory_not_equal(out, out + ROWS * n_out,
+                            sizeof(float) * ROWS * n_out);
+    assert_true(tg_rng_u64(&a) == tg_rng_u64(&b));
+    tg_tape_free(tp);
+    free(x);
+    free(out);
+    tg_params_free(ps);
+    tg_set_threads(0);
+}
+
+static void mlp_sample_matches_passes_on_the_tape(void **state)
+{
+    (void)state;
+    for (int t = 1; t <= 2; t++) {
+        mlp_sample_case(t, 3);
+        mlp_sample_case(t, 1);
+    }
+}
+
+static void mlp_sample_mismatched_layers(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_bayes_dense L[2] = {wide_layer(ps, "a", 4, 5, &rng),
+                           wide_layer(ps, "b", 6, 2, &rng)};
+    tg_params_seal(ps);
+    float x[4] = {0}, out[2];
+    tg_bayes_mlp_sample(L, 2, x, 1, 1, &rng, out);
+}
+
+static void mlp_sample_rejects_mismatched_layers(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr))
+            _exit(1);
+        mlp_sample_mismatched_layers();
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -410,6 +588,10 @@ int main(void)
         cmocka_unit_test(apply_kl_matches_apply_and_kl),
         cmocka_unit_test(same_bits_on_one_and_two_threads),
         cmocka_unit_test(checkpoint_round_trip),
+        cmocka_unit_test(variances_are_softplus_squared),
+        cmocka_unit_test(draw_matches_sqrt_mul_add_relu),
+        cmocka_unit_test(mlp_sample_matches_passes_on_the_tape),
+        cmocka_unit_test(mlp_sample_rejects_mismatched_layers),
     };
     return cmocka_run_group_tests_name("bayes", tests, setup, teardown);
 }
