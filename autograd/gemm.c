@@ -257,6 +257,25 @@ const char *tg_gemm_kernel(void)
     return cfg.kern->name;
 }
 
+/* The kernel and the K blocks of its three tiles: the K loop sums each
+ * block from zero and adds it to C, so the blocks decide the float results
+ * (the N blocks and the thread count do not). */
+const char *tg_gemm_numerics(void)
+{
+    static _Thread_local char text[96];
+    init();
+    int kc[3];
+    for (int t = 0; t < 3; t++) {
+        const gemm_kernel *k =
+            t == 2 ? tile_for(cfg.kern, true) : tile_for(cfg.kern, t);
+        int nc;
+        blocks_for(k, t == 1, &kc[t], &nc);
+    }
+    snprintf(text, sizeof text, "%s, K blocks %d/%d/%d", cfg.kern->name, kc[0],
+             kc[1], kc[2]);
+    return text;
+}
+
 bool tg_gemm_set_kernel(const char *name)
 {
     for (int i = 0; i < N_KERNELS; i++)

@@ -202,6 +202,13 @@ static void col2im_image(const geom *g, const float *col, int ldk, int n,
                 } else if (full) {
                     for (int i = ilo; i < ihi; i++)
                         add_run(dc + (row0 + i * rstep + iw0), s + i * kw, kw);
+                } else if (dw == 1) { /* a border run: the inside taps
+                                       * are contiguous (the generic loop
+                                       * below took a third of col2im's
+                                       * time on conv2's 7-wide rows) */
+                    for (int i = ilo; i < ihi; i++)
+                        add_run(dc + (row0 + i * rstep + iw0 + jlo),
+                                s + i * kw + jlo, jhi - jlo);
                 } else {
                     for (int i = ilo; i < ihi; i++) {
                         float *dr = dc + (row0 + i * rstep);

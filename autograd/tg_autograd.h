@@ -359,6 +359,10 @@ int tg_get_threads(void);
  * does the same at start-up. */
 const char *tg_gemm_kernel(void);
 bool tg_gemm_set_kernel(const char *name);
+/* What decides the GEMM's float results here, as text: the kernel and its
+ * K blocks (from the CPU's L1 size, or TG_GEMM_BLOCKS). Processes with the
+ * same text compute the same bits; data-parallel ranks compare it. */
+const char *tg_gemm_numerics(void);
 
 /* ---- gradient check ---------------------------------------------------------
  * f builds a graph on tp from inputs and returns its output (any shape).

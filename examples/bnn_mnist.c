@@ -351,6 +351,7 @@ static float rho_init_auto(const options *o, int n_train)
 int main(int argc, char **argv)
 {
     cli_prog = "bnn_mnist";
+    cli_one_process();
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
 

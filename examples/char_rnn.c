@@ -269,6 +269,7 @@ static int train_epoch(trainer *t, model *m, const options *o, int e)
 int main(int argc, char **argv)
 {
     cli_prog = "char_rnn";
+    cli_one_process();
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
     int *ids = NULL, n_vocab = 0;

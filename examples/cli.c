@@ -505,6 +505,20 @@ static void cli_parse_end(void)
     }
 }
 
+void cli_one_process(void)
+{
+    int n = tg_dist_launcher_size();
+    if (n <= 1)
+        return;
+    fprintf(stderr,
+            "%s: started by an MPI launcher as one of %d processes, but %s "
+            "runs as one process (only vae_mnist and mlp_mnist train "
+            "data-parallel): each copy would do the whole job into the same "
+            "files; run it without mpirun\n",
+            cli_prog, n, cli_prog);
+    exit(2);
+}
+
 void cli_dist_start(int *argc, char ***argv)
 {
     tg_dist_init(argc, argv);

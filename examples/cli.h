@@ -110,6 +110,12 @@ const char *cli_path(const char *dir, const char *name);
 
 double cli_now(void); /* seconds, monotonic */
 
+/* The start of a program that runs as one process (bnn_mnist, vae_score,
+ * char_rnn): started by an MPI launcher as one of several processes, each
+ * copy would do the whole job and write the same files, so it refuses
+ * (a line on stderr, exit status 2). */
+void cli_one_process(void);
+
 /* The start of a data-parallel program (vae_mnist, mlp_mnist), around its
  * flag parsing:
  *     cli_dist_start(&argc, &argv);

@@ -15,6 +15,7 @@
 typedef struct options {
     const char *data;
     int epochs, batch, hidden, threads, max_batches;
+    int shards; /* 0: the rank count */
     float lr;
     uint64_t seed;
 } options;
@@ -33,6 +34,10 @@ static options parse_options(int argc, char **argv)
         CLI_FLAG_SEED(&o.seed),
         CLI_FLAG_THREADS(&o.threads),
         CLI_FLAG_MAX_BATCHES(&o.max_batches),
+        {"shards", CLI_INT, &o.shards, 1, TG_DIST_MAX_SHARDS, "N", NULL,
+         "cut each batch into N shards whose gradients are summed in a "
+         "fixed order: the model depends on N, never on the number of "
+         "ranks (default: the rank count, 1 without mpirun)"},
     };
     CLI_PARSE(argc, argv, flags,
               "usage: mlp_mnist [options]\n"
@@ -126,7 +131,7 @@ static bool load_data(const char *dir, tg_dataset *train, tg_dataset *test)
 static void check_same_job(const options *o, const tg_dataset *train,
                            const tg_dataset *test)
 {
-    char v[6][32], tr[TG_FINGERPRINT_MAX], te[TG_FINGERPRINT_MAX];
+    char v[7][32], tr[TG_FINGERPRINT_MAX], te[TG_FINGERPRINT_MAX];
     char data[2 * TG_FINGERPRINT_MAX + 16];
     snprintf(v[0], sizeof v[0], "%d", o->epochs);
     snprintf(v[1], sizeof v[1], "%d", o->batch);
@@ -134,13 +139,19 @@ static void check_same_job(const options *o, const tg_dataset *train,
     snprintf(v[3], sizeof v[3], "%.9g", (double)o->lr);
     snprintf(v[4], sizeof v[4], "%llu", (unsigned long long)o->seed);
     snprintf(v[5], sizeof v[5], "%d", o->max_batches);
+    snprintf(v[6], sizeof v[6], "%d", o->shards);
     tg_dataset_fingerprint(train, tr);
     tg_dataset_fingerprint(test, te);
     snprintf(data, sizeof data, "train %s; test %s", tr, te);
-    const char *names[] = {"--epochs", "--batch",       "--hidden",     "--lr",
-                           "--seed",   "--max-batches", "data (--data)"};
-    const char *values[] = {v[0], v[1], v[2], v[3], v[4], v[5], data};
-    cli_same_job(names, values, 7);
+    const char *names[] = {
+        "--epochs",     "--batch",
+        "--hidden",     "--lr",
+        "--seed",       "--max-batches",
+        "--shards",     "the GEMM (TG_GEMM_KERNEL, TG_GEMM_BLOCKS)",
+        "data (--data)"};
+    const char *values[] = {
+        v[0], v[1], v[2], v[3], v[4], v[5], v[6], tg_gemm_numerics(), data};
+    cli_same_job(names, values, 9);
 }
 
 /* What training needs: the model, its optimizer and step guard (the same
@@ -193,21 +204,26 @@ static void trainer_free(trainer *t)
  * with exit status 3, naming batch i of epoch. */
 static double train_step(trainer *t, int n, int epoch, int i, cli_progress *bar)
 {
-    /* This rank's rows [first, first + mine) of the global batch; backward
-     * of their summed loss / n, summed over ranks by the all-reduce, is the
-     * gradient of the global batch's mean. */
-    int first, mine = tg_dist_share(n, &first);
-    tg_params_zero_grad(t->m.params);
+    /* Each of this rank's shards of the global batch; backward of its
+     * summed loss / n. tg_step_finish sums the shards' gradients in shard
+     * order: the gradient of the global batch's mean, the same bits for
+     * any rank count. */
+    int k0, k1 = k0 + tg_dist_my_shards(&k0);
     tg_step s = {0};
-    if (mine > 0) {
-        tg_tape_reset(t->tp);
-        tg_tensor *x = tg_tape_view2(t->tp, t->xbuf + (size_t)first * t->input,
-                                     mine, t->input);
-        tg_tensor *loss = tg_loss_softmax_xent(
-            t->tp, mlp_logits(t->tp, &t->m, x), t->labels + first);
-        s.loss = (double)loss->data[0] * mine;
-        if (isfinite(s.loss))
-            tg_backward(t->tp, tg_scale(t->tp, loss, (float)mine / n));
+    for (int k = k0; k < k1; k++) {
+        int first, rows = tg_dist_shard_rows(n, k, &first);
+        tg_params_zero_grad(t->m.params);
+        if (rows > 0) {
+            tg_tape_reset(t->tp);
+            tg_tensor *x = tg_tape_view2(
+                t->tp, t->xbuf + (size_t)first * t->input, rows, t->input);
+            tg_tensor *loss = tg_loss_softmax_xent(
+                t->tp, mlp_logits(t->tp, &t->m, x), t->labels + first);
+            s.loss = (double)loss->data[0] * rows;
+            if (isfinite(s.loss))
+                tg_backward(t->tp, tg_scale(t->tp, loss, (float)rows / n));
+        }
+        tg_step_shard(&t->guard, &s);
     }
     tg_step_finish(&t->guard, &s, n);
     if (s.verdict != TG_STEP_TAKEN) {
@@ -262,6 +278,14 @@ int main(int argc, char **argv)
         return 2;
     }
     check_same_job(&o, &train, &test);
+    tg_dist_set_shards(o.shards ? o.shards : tg_dist_size());
+    if (tg_dist_rank() == 0 && tg_dist_shards() < tg_dist_size())
+        fprintf(stderr,
+                "mlp_mnist: note: %d ranks but %d shard%s (--shards): ranks "
+                "%d..%d have no rows to compute\n",
+                tg_dist_size(), tg_dist_shards(),
+                tg_dist_shards() == 1 ? "" : "s", tg_dist_shards(),
+                tg_dist_size() - 1);
     trainer t;
     trainer_init(&t, &train, &o);
     printf("mlp_mnist: %d train / %d test images, model %d-%d-%d, %zu "

@@ -64,6 +64,11 @@ static options parse_options(int argc, char **argv)
          NULL,
          "also save a checkpoint every N batches (default: only at the end "
          "of each epoch)"},
+        {"shards", CLI_INT, &o.shards, 1, TG_DIST_MAX_SHARDS, "N", NULL,
+         "cut each batch into N shards whose gradients are summed in a "
+         "fixed order: the model depends on N, never on the number of "
+         "ranks (default: the checkpoint's, else the rank count, 1 without "
+         "mpirun)"},
         {"rank-timeout", CLI_INT, &o.rank_timeout, 0, 86400, "S", "300",
          "under mpirun: stop the job, naming the rank, when a rank is "
          "silent for S seconds, 0 = wait forever"},

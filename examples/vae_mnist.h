@@ -18,6 +18,7 @@ typedef struct options {
     bool skip_nonfinite;
     bool allow_data_change; /* resume on data other than the checkpoint's */
     int rank_timeout;       /* seconds; 0: wait for other ranks forever */
+    int shards; /* --shards; 0: the checkpoint's, or the rank count */
     float lr;
     uint64_t seed;
 } options;
@@ -46,6 +47,7 @@ typedef struct run {
     tg_tape *tp;
     tg_batcher batcher;
     int n_batches;        /* per epoch, after --max-batches */
+    int shards;           /* from the checkpoint (rank 0), 0: none */
     float *xbuf, *epsbuf; /* a global batch's images and noise */
     tg_vae_position pos;
     char data_fp[2 * TG_FINGERPRINT_MAX + 16]; /* "train ...; test ..." */

@@ -36,8 +36,8 @@ static void check_position(const options *o, const tg_vae_position *pos,
 }
 
 /* The data the checkpoint was trained on must be this run's, unless
- * --allow-data-change; another number of ranks is allowed, with a note. */
-static void check_data_and_ranks(const run *r, const tg_meta *m)
+ * --allow-data-change. */
+static void check_data(const run *r, const tg_meta *m)
 {
     const options *o = r->o;
     const char *fp = tg_meta_get(m, "data");
@@ -49,15 +49,6 @@ static void check_data_and_ranks(const run *r, const tg_meta *m)
                 o->resume, fp, o->data, r->data_fp);
         exit(2);
     }
-    int64_t ranks;
-    if (tg_meta_get_int(m, "ranks", &ranks) == TG_OK && ranks != tg_dist_size())
-        fprintf(stderr,
-                "vae_mnist: note: %s was trained with %lld process%s, this "
-                "run has %d: the global batch and the samples stay the same, "
-                "only the order of float sums changes (results close, not "
-                "bit-identical)\n",
-                o->resume, (long long)ranks, ranks == 1 ? "" : "es",
-                tg_dist_size());
 }
 
 /* Exits 2, naming the flag, when the checkpoint's value of a flag (as
@@ -125,7 +116,28 @@ void resume(run *r)
         exit(2);
     }
     check_position(o, &info.pos, r->n_batches);
-    check_data_and_ranks(r, &info.meta);
+    check_data(r, &info.meta);
+    /* the shards are part of the model: kept, whatever the rank count (a
+     * checkpoint from before they were recorded summed one per rank) */
+    const char *key = tg_meta_get(&info.meta, "shards") ? "shards" : "ranks";
+    int64_t shards = 0;
+    if (tg_meta_get(&info.meta, key) &&
+        (tg_meta_get_int(&info.meta, key, &shards) != TG_OK || shards < 1 ||
+         shards > TG_DIST_MAX_SHARDS)) {
+        fprintf(stderr,
+                "vae_mnist: %s: metadata '%s' is '%s', not an integer in "
+                "1..%d\n",
+                o->resume, key, tg_meta_get(&info.meta, key),
+                TG_DIST_MAX_SHARDS);
+        exit(2);
+    }
+    if (shards && o->shards && shards != o->shards) {
+        char theirs[24], ours[24];
+        snprintf(theirs, sizeof theirs, "%lld", (long long)shards);
+        snprintf(ours, sizeof ours, "%d", o->shards);
+        same_flag(o->resume, "shards", theirs, ours);
+    }
+    r->shards = (int)shards;
     if (tg_vae_load(o->resume, vae, r->opt, &info) != TG_OK)
         fail_data();
     r->pos = info.pos;
@@ -139,7 +151,9 @@ void save_checkpoint(const run *r)
     const options *o = r->o;
     tg_meta extra = {0};
     tg_meta_set(&extra, "data", r->data_fp);
-    tg_meta_set_int(&extra, "ranks", tg_dist_size());
+    /* the shards, not the ranks: the file is the same bytes for any rank
+     * count */
+    tg_meta_set_int(&extra, "shards", tg_dist_shards());
     tg_meta_set_int(&extra, "batch", o->batch);
     tg_meta_set_int(&extra, "seed", (int64_t)o->seed);
     tg_meta_set_int(&extra, "holdout", o->holdout);

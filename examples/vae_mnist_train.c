@@ -24,50 +24,49 @@ static double sum_rows(const tg_tensor *t)
     return s;
 }
 
-/* Noise [mine, latent] for rows [first, first + mine) of a batch of n: the
- * whole batch's eps ~ N(0, I) is drawn from rng (n * latent numbers, row by
- * row, as tg_vae_forward draws them) on every rank, and this rank keeps its
- * rows, so under MPI each row gets the noise one process gives it. NULL
- * when mine is 0 (the noise is drawn all the same). */
-static tg_tensor *noise_rows(tg_tape *tp, tg_rng *rng, float *buf, int n,
-                             int latent, int first, int mine)
-{
-    tg_rng_fill_normal(rng, buf, (size_t)n * latent, 0.0f, 1.0f);
-    if (mine == 0)
-        return NULL;
-    return tg_tape_view2(tp, buf + (size_t)first * latent, mine, latent);
-}
-
-/* Forward and backward of this rank's rows [first, first + mine) of the
- * global batch r->xbuf [n, input], with the noise one process draws for
- * them. Backward runs on (sum over the rows of rec + kl) / n, so the
- * all-reduce (a sum over ranks) gives the gradient of the global batch's
- * mean -ELBO. s gets the rows' summed loss, rec (parts[0]) and kl
- * (parts[1]). */
-static void share_step(run *r, int n, tg_step *s)
+/* Forward and backward of each of this rank's shards of the global batch
+ * r->xbuf [n, input], with the noise one process draws for their rows
+ * (the whole batch's eps ~ N(0, I), drawn row by row on every rank as
+ * tg_vae_forward draws it). Backward runs on (sum over the shard's rows of
+ * rec + kl) / n, and tg_step_finish sums the shards' gradients in shard
+ * order: the gradient of the global batch's mean -ELBO, the same bits for
+ * any rank count. Each shard's summed loss, rec (parts[0]) and kl
+ * (parts[1]) go to s. */
+static void shard_steps(run *r, int n, tg_step *s)
 {
     const tg_vae *vae = r->vae;
-    int input = vae->cfg.input, first, mine = tg_dist_share(n, &first);
-    tg_tape_reset(r->tp);
-    tg_tensor *eps = noise_rows(r->tp, &r->pos.noise, r->epsbuf, n,
-                                vae->cfg.latent, first, mine);
-    if (!eps)
-        return;
-    tg_tensor *x =
-        tg_tape_view2(r->tp, r->xbuf + (size_t)first * input, mine, input);
-    tg_vae_out out = tg_vae_forward_eps(r->tp, vae, x, eps);
-    s->loss = (double)out.loss->data[0] * mine;
-    if (!isfinite(s->loss))
-        return;
-    tg_tensor *rows_sum = tg_sum(r->tp, tg_add(r->tp, out.rec, out.kl));
-    tg_backward(r->tp, tg_scale(r->tp, rows_sum, (float)(1.0 / n)));
-    s->parts[0] = sum_rows(out.rec);
-    s->parts[1] = sum_rows(out.kl);
+    int input = vae->cfg.input, latent = vae->cfg.latent, k0;
+    int k1 = k0 + tg_dist_my_shards(&k0);
+    tg_rng_fill_normal(&r->pos.noise, r->epsbuf, (size_t)n * latent, 0.0f,
+                       1.0f);
+    for (int k = k0; k < k1; k++) {
+        int first, rows = tg_dist_shard_rows(n, k, &first);
+        tg_params_zero_grad(r->ps);
+        tg_tape_reset(r->tp);
+        if (rows > 0) {
+            tg_tensor *eps = tg_tape_view2(
+                r->tp, r->epsbuf + (size_t)first * latent, rows, latent);
+            tg_tensor *x = tg_tape_view2(r->tp, r->xbuf + (size_t)first * input,
+                                         rows, input);
+            tg_vae_out out = tg_vae_forward_eps(r->tp, vae, x, eps);
+            s->loss = (double)out.loss->data[0] * rows;
+            if (isfinite(s->loss)) {
+                tg_tensor *rows_sum =
+                    tg_sum(r->tp, tg_add(r->tp, out.rec, out.kl));
+                tg_backward(r->tp, tg_scale(r->tp, rows_sum, (float)(1.0 / n)));
+                s->parts[0] = sum_rows(out.rec);
+                s->parts[1] = sum_rows(out.kl);
+            }
+        }
+        tg_step_shard(&r->guard, s);
+    }
 }
 
 /* Test -ELBO, rec and KL in nats per sample: recording off, batches of
- * EVAL_BATCH (EVAL_BATCH_CONV), the tape rewound after each. Under MPI each
- * rank takes its share of every batch and the sums are reduced. */
+ * EVAL_BATCH (EVAL_BATCH_CONV), the tape rewound after each. Each batch is
+ * cut into shards as training cuts its batches; each shard's sums have
+ * their own slot, filled by the rank that holds it, and the slots are
+ * added in order: the same bits for any rank count. */
 static void evaluate(run *r, int epoch, epoch_stats *st)
 {
     const tg_dataset *test = &r->test;
@@ -75,25 +74,38 @@ static void evaluate(run *r, int epoch, epoch_stats *st)
     tg_rng noise;
     tg_rng_seed(&noise, r->o->seed, 2000 + (uint64_t)epoch);
     int chunk = r->o->arch == TG_VAE_CONV ? EVAL_BATCH_CONV : EVAL_BATCH;
-    float *buf = malloc(sizeof(float) * (size_t)chunk * (size_t)r->o->latent);
-    if (!buf)
+    int latent = r->o->latent, nshards = tg_dist_shards(), k0;
+    int k1 = k0 + tg_dist_my_shards(&k0);
+    size_t n_slots = (size_t)(test->n / chunk + 1) * nshards * 2;
+    float *buf = malloc(sizeof(float) * (size_t)chunk * (size_t)latent);
+    double *slot = calloc(n_slots, sizeof(double)); /* rec, kl per shard */
+    if (!buf || !slot)
         fail_write(r->o->out);
-    double sums[2] = {0.0, 0.0}; /* rec, kl */
-    for (int i = 0; i < test->n; i += chunk) {
+    for (int i = 0, c = 0; i < test->n; i += chunk, c++) {
         int n = test->n - i < chunk ? test->n - i : chunk;
-        int first, mine = tg_dist_share(n, &first);
-        tg_tape_reset(r->tp);
-        tg_tensor *eps =
-            noise_rows(r->tp, &noise, buf, n, r->o->latent, first, mine);
-        if (!eps)
-            continue;
-        tg_vae_out out = tg_vae_forward_eps(
-            r->tp, r->vae, rows_on_tape(r->tp, test, i + first, mine), eps);
-        sums[0] += sum_rows(out.rec);
-        sums[1] += sum_rows(out.kl);
+        tg_rng_fill_normal(&noise, buf, (size_t)n * latent, 0.0f, 1.0f);
+        for (int k = k0; k < k1; k++) {
+            int first, rows = tg_dist_shard_rows(n, k, &first);
+            if (rows == 0)
+                continue;
+            tg_tape_reset(r->tp);
+            tg_tensor *eps = tg_tape_view2(r->tp, buf + (size_t)first * latent,
+                                           rows, latent);
+            tg_vae_out out = tg_vae_forward_eps(
+                r->tp, r->vae, rows_on_tape(r->tp, test, i + first, rows), eps);
+            double *at = slot + ((size_t)c * nshards + k) * 2;
+            at[0] = sum_rows(out.rec);
+            at[1] = sum_rows(out.kl);
+        }
     }
     free(buf);
-    tg_dist_sum(sums, 2);
+    tg_dist_sum(slot, (int)n_slots); /* one rank per slot: exact */
+    double sums[2] = {0.0, 0.0};
+    for (size_t j = 0; j < n_slots; j += 2) {
+        sums[0] += slot[j];
+        sums[1] += slot[j + 1];
+    }
+    free(slot);
     tg_tape_reset(r->tp);
     tg_tape_set_recording(r->tp, was);
     st->test_rec = sums[0] / test->n;
@@ -152,9 +164,8 @@ void train_epoch(run *r, int epoch)
          i < r->n_batches &&
          (n = tg_batcher_next(&r->batcher, r->xbuf, NULL)) > 0;
          i++) {
-        tg_params_zero_grad(r->ps);
         tg_step s = {.interrupted = cli_interrupted};
-        share_step(r, n, &s);
+        shard_steps(r, n, &s);
         tg_step_finish(&r->guard, &s, n);
         if (s.verdict == TG_STEP_TAKEN) {
             pos->rec += s.part_sums[0];
@@ -305,8 +316,9 @@ static void check_same_job(const run *r)
     snprintf(v[7], sizeof v[7], "%d", o->checkpoint_every);
     snprintf(v[8], sizeof v[8], "%d", o->skip_nonfinite);
     snprintf(v[9], sizeof v[9], "%d", o->allow_data_change);
-    char timeout[32], holdout[32];
+    char timeout[32], holdout[32], shards[32];
     snprintf(timeout, sizeof timeout, "%d", o->rank_timeout);
+    snprintf(shards, sizeof shards, "%d", o->shards);
     snprintf(holdout, sizeof holdout, "%d", o->holdout);
     const char *names[] = {"--epochs",
                            "--batch",
@@ -322,6 +334,8 @@ static void check_same_job(const run *r)
                            "--arch",
                            "--likelihood",
                            "--holdout",
+                           "--shards",
+                           "the GEMM (TG_GEMM_KERNEL, TG_GEMM_BLOCKS)",
                            "--resume",
                            "data (--data)"};
     /* --resume too: rank 0 alone reads the file and sends the position, so
@@ -340,10 +354,32 @@ static void check_same_job(const run *r)
                             tg_vae_arch_name(o->arch),
                             tg_vae_likelihood_name(o->likelihood),
                             holdout,
+                            shards,
+                            tg_gemm_numerics(),
                             o->resume ? o->resume : "(none)",
                             r->data_fp};
-    cli_same_job(names, values, 16);
+    cli_same_job(names, values, 18);
     tg_dist_set_timeout(o->rank_timeout);
+}
+
+/* The shards: --shards, else the checkpoint's (rank 0 read it), else the
+ * rank count. More ranks than shards: the extra ranks have no rows. */
+static void set_shards(run *r)
+{
+    int64_t shards = r->shards;
+    tg_dist_broadcast_i64(&shards, 1);
+    if (r->o->shards)
+        shards = r->o->shards;
+    if (!shards)
+        shards = tg_dist_size();
+    tg_dist_set_shards((int)shards);
+    if (tg_dist_rank() == 0 && shards < tg_dist_size())
+        fprintf(stderr,
+                "vae_mnist: note: %d ranks but %lld shard%s (--shards%s): "
+                "ranks %lld..%d have no rows to compute\n",
+                tg_dist_size(), (long long)shards, shards == 1 ? "" : "s",
+                r->o->shards ? "" : ", kept from the checkpoint",
+                (long long)shards, tg_dist_size() - 1);
 }
 
 void run_setup(run *r, const options *o, const char *argv0)
@@ -396,6 +432,7 @@ void run_setup(run *r, const options *o, const char *argv0)
     tg_dist_broadcast(r->ps, r->opt);
     if (o->resume)
         broadcast_pos(&r->pos);
+    set_shards(r);
     if (r->pos.epoch >= o->epochs) {
         printf("vae_mnist: %s has trained %lld epoch%s%s, --epochs is %d: "
                "nothing to train, nothing written (pass a larger --epochs "

@@ -524,6 +524,7 @@ static void derive_scores(scored *s, bool have_L, const reference *ref)
 int main(int argc, char **argv)
 {
     cli_prog = "vae_score";
+    cli_one_process();
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
     inputs in;

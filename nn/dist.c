@@ -2,12 +2,14 @@
  * undefined) every call is the single-process case: rank 0 of 1. */
 #include "tg_dist.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "dist_shards.h"
 #include "tg_config.h"
 
 #ifdef TG_HAVE_MPI
@@ -65,17 +67,157 @@ int tg_dist_launcher_size(void)
     return getenv("PMIX_RANK") || getenv("PMI_RANK") ? 1 : 0;
 }
 
-/* rank r of N takes rows [r * n / N, (r + 1) * n / N): the shares differ by
- * at most one row and cover the batch in order. */
+/* ---- shards ----------------------------------------------------------- */
+
+static struct {
+    int count;     /* tg_dist_set_shards; 0: the rank count */
+    size_t numel;  /* of acc and of each stashed gradient */
+    double *acc;   /* the running sum of the shards' gradients */
+    float *stash;  /* ranks > 0: their shards' gradients, in order */
+    int stash_cap; /* gradients stash can hold */
+    double *scratch;
+    size_t scratch_cap;
+} sh;
+
+static void *grow(void *p, size_t bytes, const char *op)
+{
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q)
+        tg_fatal(op, "out of memory (%zu bytes)", bytes);
+    return q;
+}
+
+static void shards_free(void)
+{
+    free(sh.acc);
+    free(sh.stash);
+    free(sh.scratch);
+    int count = sh.count;
+    memset(&sh, 0, sizeof sh);
+    sh.count = count;
+}
+
+void tg_dist_set_shards(int shards)
+{
+    if (shards < 1 || shards > TG_DIST_MAX_SHARDS)
+        tg_fatal("dist_set_shards", "%d shards: not 1..%d", shards,
+                 TG_DIST_MAX_SHARDS);
+    sh.count = shards;
+}
+
+int tg_dist_shards(void)
+{
+    if (sh.count)
+        return sh.count;
+    return dist.size < TG_DIST_MAX_SHARDS ? dist.size : TG_DIST_MAX_SHARDS;
+}
+
+/* rank r of N holds shards [r * S / N, (r + 1) * S / N) */
+int tg_dist_my_shards(int *first)
+{
+    int64_t s = tg_dist_shards();
+    int64_t lo = dist.rank * s / dist.size,
+            hi = (dist.rank + 1) * s / dist.size;
+    if (first)
+        *first = (int)lo;
+    return (int)(hi - lo);
+}
+
+int tg_dist_shard_rows(int n, int shard, int *first)
+{
+    int64_t s = tg_dist_shards();
+    if (n < 0 || shard < 0 || shard >= s)
+        tg_fatal("dist_shard_rows",
+                 "shard %d of a batch of %d rows (%d "
+                 "shards)",
+                 shard, n, (int)s);
+    int64_t lo = shard * (int64_t)n / s, hi = (shard + 1) * (int64_t)n / s;
+    if (first)
+        *first = (int)lo;
+    return (int)(hi - lo);
+}
+
+/* The rows of this rank's shards, which are consecutive. */
 int tg_dist_share(int n, int *first)
 {
     if (n < 0)
         tg_fatal("dist_share", "negative batch size %d", n);
-    int64_t lo = (int64_t)dist.rank * n / dist.size;
-    int64_t hi = (int64_t)(dist.rank + 1) * n / dist.size;
+    int64_t s = tg_dist_shards();
+    int k0, k = tg_dist_my_shards(&k0);
+    int64_t lo = k0 * (int64_t)n / s, hi = (k0 + k) * (int64_t)n / s;
     if (first)
         *first = (int)lo;
     return (int)(hi - lo);
+}
+
+double *tg_dist_scratch_(size_t n, bool zero)
+{
+    if (n > sh.scratch_cap) {
+        sh.scratch = grow(sh.scratch, n * sizeof(double), "dist_scratch");
+        sh.scratch_cap = n;
+    }
+    if (zero)
+        memset(sh.scratch, 0, n * sizeof(double));
+    return sh.scratch;
+}
+
+static double *acc_for(size_t n)
+{
+    if (n != sh.numel || !sh.acc) {
+        sh.acc = grow(sh.acc, n * sizeof(double), "dist_reduce");
+        sh.numel = n;
+        sh.stash_cap = 0;
+    }
+    return sh.acc;
+}
+
+/* Rank 0 (the first in shard order) sums its shards into acc as they come;
+ * the other ranks must add theirs after the sum of the ranks before them,
+ * so they keep each shard's gradient until then. */
+void tg_dist_keep_shard_(tg_params *ps, int j, int count)
+{
+    if (count <= 1)
+        return;
+    size_t n = tg_params_numel(ps);
+    float *g = tg_params_grad(ps);
+    double *acc = acc_for(n);
+    if (dist.rank == 0) {
+        if (j == 0)
+            for (size_t i = 0; i < n; i++)
+                acc[i] = g[i];
+        else
+            for (size_t i = 0; i < n; i++)
+                acc[i] += g[i];
+    } else {
+        if (sh.stash_cap < count) {
+            sh.stash = grow(sh.stash, (size_t)count * n * sizeof(float),
+                            "dist_keep_shard");
+            sh.stash_cap = count;
+        }
+        memcpy(sh.stash + (size_t)j * n, g, n * sizeof(float));
+    }
+    memset(g, 0, n * sizeof(float));
+}
+
+#ifdef TG_HAVE_MPI
+static void chain_shards(float *g, double *acc, size_t n, int count);
+#endif
+
+void tg_dist_reduce_shards_(tg_params *ps, int count)
+{
+    size_t n = tg_params_numel(ps);
+    float *g = tg_params_grad(ps);
+    if (dist.size == 1) {
+        if (count > 1)
+            for (size_t i = 0; i < n; i++)
+                g[i] = (float)sh.acc[i];
+        else if (count == 0)
+            memset(g, 0, n * sizeof(float));
+        return;
+    }
+#ifdef TG_HAVE_MPI
+    chain_shards(g, acc_for(n), n, count);
+#endif
 }
 
 #ifdef TG_HAVE_MPI
@@ -132,6 +274,7 @@ void tg_dist_init(int *argc, char ***argv)
 
 void tg_dist_finalize(void)
 {
+    shards_free();
     if (!dist.active)
         return;
     dist.active = false;
@@ -154,18 +297,6 @@ enum { CHUNK = 1 << 30 };
 
 static void timed_wait(MPI_Request *req, const char *op);
 
-static void sum_floats(float *x, size_t n, const char *op)
-{
-    for (size_t i = 0; i < n; i += CHUNK) {
-        int count = (int)(n - i < CHUNK ? n - i : CHUNK);
-        MPI_Request req;
-        check(MPI_Iallreduce(MPI_IN_PLACE, x + i, count, MPI_FLOAT, MPI_SUM,
-                             MPI_COMM_WORLD, &req),
-              op);
-        timed_wait(&req, op);
-    }
-}
-
 static void bcast_floats(float *x, size_t n, const char *op)
 {
     for (size_t i = 0; i < n; i += CHUNK) {
@@ -176,10 +307,90 @@ static void bcast_floats(float *x, size_t n, const char *op)
 
 void tg_dist_allreduce_grads(tg_params *ps)
 {
-    if (dist.size == 1)
+    if (dist.size > 1)
+        tg_dist_reduce_shards_(ps, 1);
+}
+
+/* Waits for a point-to-point request with peer, or for a broadcast from
+ * it; with a timeout set, a peer silent that long is named and the job
+ * stopped (exit status 4). */
+static void peer_wait(MPI_Request *req, int peer, const char *op)
+{
+    if (dist.timeout_s <= 0) {
+        check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
         return;
+    }
     double t0 = MPI_Wtime();
-    sum_floats(tg_params_grad(ps), tg_params_numel(ps), "dist_allreduce_grads");
+    for (;;) {
+        int done = 0;
+        check(MPI_Test(req, &done, MPI_STATUS_IGNORE), op);
+        if (done)
+            return;
+        double waited = MPI_Wtime() - t0;
+        if (waited > dist.timeout_s) {
+            fprintf(stderr,
+                    "%s: rank %d did not answer within %g s (stalled or "
+                    "dead); stopping the job\n",
+                    dist.prog, peer, dist.timeout_s);
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, 4);
+        }
+        if (waited > 0.002) {
+            struct timespec nap = {0, 200000}; /* 0.2 ms */
+            nanosleep(&nap, NULL);
+        }
+    }
+}
+
+/* tag; pieces of 2 MB, so that with 3 or more ranks the chain pipelines */
+enum { CHAIN = 7178, PIECE = 1 << 18 };
+
+/* The sum in shard order: rank 0 starts it (its shards' sum, in acc), each
+ * rank receives the sum so far from the rank before, adds its shards in
+ * order and passes it on; the last rank rounds it to float and broadcasts
+ * it. The additions are those one process makes, in the same order. */
+static void chain_shards(float *g, double *acc, size_t n, int count)
+{
+    double t0 = MPI_Wtime();
+    int r = dist.rank, last = dist.size - 1;
+    const char *op = "dist_reduce_grads";
+    if (r == 0) {
+        if (count == 0)
+            memset(acc, 0, n * sizeof(double));
+        else if (count == 1)
+            for (size_t i = 0; i < n; i++)
+                acc[i] = g[i];
+    }
+    for (size_t i = 0; i < n; i += PIECE) {
+        int m = (int)(n - i < PIECE ? n - i : PIECE);
+        MPI_Request req;
+        if (r > 0) {
+            check(MPI_Irecv(acc + i, m, MPI_DOUBLE, r - 1, CHAIN,
+                            MPI_COMM_WORLD, &req),
+                  op);
+            peer_wait(&req, r - 1, op);
+            for (int j = 0; j < count; j++) {
+                const float *x = count == 1 ? g : sh.stash + (size_t)j * n;
+                for (size_t k = i; k < i + (size_t)m; k++)
+                    acc[k] += x[k];
+            }
+        }
+        if (r < last) {
+            check(MPI_Isend(acc + i, m, MPI_DOUBLE, r + 1, CHAIN,
+                            MPI_COMM_WORLD, &req),
+                  op);
+            peer_wait(&req, r + 1, op);
+        } else {
+            for (size_t k = i; k < i + (size_t)m; k++)
+                g[k] = (float)acc[k];
+        }
+    }
+    for (size_t i = 0; i < n; i += CHUNK) {
+        int m = (int)(n - i < CHUNK ? n - i : CHUNK);
+        MPI_Request req;
+        check(MPI_Ibcast(g + i, m, MPI_FLOAT, last, MPI_COMM_WORLD, &req), op);
+        peer_wait(&req, last, op);
+    }
     dist.allreduce_s += MPI_Wtime() - t0;
 }
 
@@ -327,7 +538,7 @@ void tg_dist_init(int *argc, char ***argv)
     }
 }
 
-void tg_dist_finalize(void) {}
+void tg_dist_finalize(void) { shards_free(); }
 
 void tg_dist_abort(int code) { exit(code); }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dist_shards.h"
 #include "tg_dist.h"
 
 static double now(void)
@@ -74,18 +75,81 @@ static bool diverging(tg_step_guard *g, double m)
     return false;
 }
 
+/* Each shard's sums have their own slot: one shard per slot; the others'
+ * are zero. */
+enum { WIDTH = 1 + TG_STEP_PARTS };
+
+static void keep_sums(double *slot, const tg_step *s, bool *nonfinite)
+{
+    if (!isfinite(s->loss))
+        *nonfinite = true;
+    slot[0] = isfinite(s->loss) ? s->loss : 0.0;
+    memcpy(slot + 1, s->parts, sizeof s->parts);
+}
+
+/* dist.c's scratch holds, between tg_step_shard calls: index 0 the
+ * non-finite flag, 1 the interrupted flag, then one slot per shard. */
+enum { NONFINITE, INTERRUPTED, SLOTS };
+
+void tg_step_shard(tg_step_guard *g, tg_step *s)
+{
+    int first, count = tg_dist_my_shards(&first);
+    if (s->shards >= count)
+        tg_fatal("step_shard",
+                 "call %d, but this rank holds %d of the batch's %d shards "
+                 "(%d rank%s): one call per shard",
+                 s->shards + 1, count, tg_dist_shards(), tg_dist_size(),
+                 tg_dist_size() == 1 ? "" : "s");
+    double *v = tg_dist_scratch_(SLOTS + (size_t)tg_dist_shards() * WIDTH,
+                                 s->shards == 0);
+    bool bad = v[NONFINITE] > 0.0;
+    keep_sums(v + SLOTS + (size_t)(first + s->shards) * WIDTH, s, &bad);
+    v[NONFINITE] = bad ? 1.0 : 0.0;
+    tg_dist_keep_shard_(g->ps, s->shards, count);
+    s->shards++;
+    s->loss = 0.0;
+    memset(s->parts, 0, sizeof s->parts);
+}
+
 void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
 {
-    enum { NONFINITE, LOSS, PARTS, INTERRUPTED = PARTS + TG_STEP_PARTS, N };
-    double v[N] = {0};
-    v[NONFINITE] = isfinite(s->loss) ? 0.0 : 1.0;
-    v[LOSS] = isfinite(s->loss) ? s->loss : 0.0;
-    memcpy(v + PARTS, s->parts, sizeof s->parts);
+    int first, count = tg_dist_my_shards(&first), nshards = tg_dist_shards();
+    size_t n = SLOTS + (size_t)nshards * WIDTH;
+    double *v;
+    if (s->shards == 0) {
+        /* the caller's sums and gradient are this rank's one shard */
+        if (count > 1)
+            tg_fatal("step_finish",
+                     "this rank holds %d of the batch's %d shards (%d "
+                     "rank%s): call tg_step_shard after each",
+                     count, nshards, tg_dist_size(),
+                     tg_dist_size() == 1 ? "" : "s");
+        v = tg_dist_scratch_(n, true);
+        bool bad = false;
+        if (count == 1)
+            keep_sums(v + SLOTS + (size_t)first * WIDTH, s, &bad);
+        v[NONFINITE] = bad ? 1.0 : 0.0;
+    } else {
+        if (s->shards != count)
+            tg_fatal("step_finish",
+                     "tg_step_shard was called %d time%s, but this rank "
+                     "holds %d shards",
+                     s->shards, s->shards == 1 ? "" : "s", count);
+        v = tg_dist_scratch_(n, false);
+    }
     v[INTERRUPTED] = s->interrupted ? 1.0 : 0.0;
     double t0 = now();
-    tg_dist_sum(v, N); /* waits for the slowest rank's compute */
-    s->loss_sum = v[LOSS];
-    memcpy(s->part_sums, v + PARTS, sizeof s->part_sums);
+    tg_dist_sum(v, (int)n); /* waits for the slowest rank's compute */
+    /* each slot came from one rank: the sum over ranks is exact, and the
+     * sum over slots is taken in shard order, as one process takes it */
+    s->loss_sum = 0.0;
+    memset(s->part_sums, 0, sizeof s->part_sums);
+    for (int k = 0; k < nshards; k++) {
+        const double *slot = v + SLOTS + (size_t)k * WIDTH;
+        s->loss_sum += slot[0];
+        for (int p = 0; p < TG_STEP_PARTS; p++)
+            s->part_sums[p] += slot[1 + p];
+    }
     s->interrupted_any = v[INTERRUPTED] > 0.0;
     s->bad = s->why = NULL;
     s->verdict = TG_STEP_TAKEN;
@@ -93,7 +157,7 @@ void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
         s->bad = "loss";
         s->why = "is not finite";
     } else {
-        tg_dist_allreduce_grads(g->ps);
+        tg_dist_reduce_shards_(g->ps, s->shards ? count : (count ? 1 : 0));
         s->bad = tg_params_nonfinite(g->ps, &s->why);
     }
     g->wait_s += now() - t0;

@@ -1,28 +1,42 @@
 /* tapegrad dist: data-parallel training over MPI.
  *
- * N processes (ranks) hold the same model. Each takes its share of every
- * global batch, computes the gradient of
+ * N processes (ranks) hold the same model. Every global batch is cut into
+ * S shards of consecutive rows (tg_dist_shards; S defaults to N), and the
+ * ranks share the shards out in order. Each rank computes, shard by shard,
+ * the gradient of
  *
- *     (sum over its rows of the per-example loss) / (rows in the global batch)
+ *     (sum over the shard's rows of the per-example loss) / (global rows)
  *
- * and one all-reduce (sum) of the contiguous gradient buffer gives every rank
- * the gradient of the global batch's mean loss, the one a single process
- * would compute. The ranks then take the same optimizer step.
+ * and the shards' gradients are summed in shard order, in double, whichever
+ * rank holds each: the result is the same bits for every rank count, so a
+ * model depends on the seed, the batch and S, never on N (nor on the thread
+ * count). One process with S shards trains bit for bit what N ranks train
+ * with S shards. The ranks then take the same optimizer step.
  *
  *     tg_dist_init(&argc, &argv);
  *     tg_dist_broadcast(ps, opt);                 // rank 0's weights
+ *     tg_step_guard g; tg_step_guard_init(&g, ps, opt, NULL);
  *     for each global batch of n rows:
- *         int first, mine = tg_dist_share(n, &first);
- *         loss = sum over rows [first, first + mine) / n
- *         tg_backward(tp, loss);
- *         tg_dist_allreduce_grads(ps);            // one MPI_Allreduce
- *         tg_optim_step(opt);
+ *         tg_step s = {0};
+ *         int k0, k1 = k0 + tg_dist_my_shards(&k0);
+ *         for (int k = k0; k < k1; k++) {
+ *             int first, rows = tg_dist_shard_rows(n, k, &first);
+ *             s.loss = sum over rows [first, first + rows);
+ *             tg_backward(tp, that sum / n);
+ *             tg_step_shard(&g, &s);            // keeps this shard's part
+ *         }
+ *         tg_step_finish(&g, &s, n);             // sums, guards, steps
  *     tg_dist_finalize();
+ *
+ * The lower-level tg_dist_share (this rank's rows) and
+ * tg_dist_allreduce_grads (sum of one gradient per rank, in rank order) do
+ * the same for one shard per rank.
  *
  * Built without MPI (meson -Dmpi=disabled, or no MPI found) every function
  * is a single-process no-op: rank 0 of 1, shares are everything, reductions
- * return their input. Calls other than the queries are collective: every
- * rank makes them, in the same order. */
+ * return their input; shards still work (a rank count of 1 holds them all).
+ * Calls other than the queries are collective: every rank makes them, in
+ * the same order. */
 #ifndef TG_DIST_H
 #define TG_DIST_H
 
@@ -55,13 +69,28 @@ int tg_dist_local_size(void); /* ranks on this machine */
  * cores / local ranks (at least 1); 0 (all cores) with one local rank. */
 int tg_dist_default_threads(void);
 
-/* This rank's rows of a batch of n: [first, first + count) with
- * first = rank * n / size (so counts differ by at most 1; a rank's count is
- * 0 when n < size). Returns count. */
+/* Shards: every global batch of n rows is cut into S = tg_dist_shards()
+ * shards, shard k being rows [k * n / S, (k + 1) * n / S), and rank r of N
+ * holds shards [r * S / N, (r + 1) * S / N) (none when N > S). S is part of
+ * the model's definition, like the batch size: set it on every rank, the
+ * same value, before training (1 .. TG_DIST_MAX_SHARDS; default: N). */
+#define TG_DIST_MAX_SHARDS 4096
+void tg_dist_set_shards(int shards);
+int tg_dist_shards(void);
+/* This rank's shards: [*first, *first + count); returns count. */
+int tg_dist_my_shards(int *first);
+/* Rows of shard k of a batch of n: [*first, *first + count); returns
+ * count (0 when n < S for some shards). */
+int tg_dist_shard_rows(int n, int shard, int *first);
+
+/* This rank's rows of a batch of n: the rows of its shards,
+ * [first, first + count); with S = N, first = rank * n / size (counts
+ * differ by at most 1; 0 when n < size). Returns count. */
 int tg_dist_share(int n, int *first);
 
-/* Sums every rank's gradients (tg_params_grad, in place, one
- * MPI_Allreduce). The result is on every rank. */
+/* Sums every rank's gradient (tg_params_grad, in place), in rank order and
+ * in double, rounded once: the result, on every rank, does not depend on
+ * the MPI library's reduction order. */
 void tg_dist_allreduce_grads(tg_params *ps);
 /* Rank 0's parameter values, and when opt is not NULL its optimizer state
  * (m, v, step), copied to every rank: at start and after a resume. */
@@ -113,12 +142,20 @@ double tg_dist_allreduce_seconds(void);
  *     tg_step_guard g;
  *     tg_step_guard_init(&g, ps, opt, NULL);   // NULL: tg_step_config's
  *     per global batch of n rows:              //       defaults
- *         tg_params_zero_grad(ps);
  *         tg_step s = {.interrupted = <signal seen>};
- *         forward this rank's rows; s.loss = sum of their losses;
- *         if (isfinite(s.loss)) backward of s.loss / n;
+ *         for each of this rank's shards (tg_dist_my_shards):
+ *             tg_params_zero_grad(ps);
+ *             forward the shard's rows; s.loss = sum of their losses;
+ *             s.parts[..] = the caller's own sums over them;
+ *             if (isfinite(s.loss)) backward of s.loss / n;
+ *             tg_step_shard(&g, &s);
  *         tg_step_finish(&g, &s, n);
  *         switch (s.verdict) ... (s.interrupted_any: stop after this step)
+ *
+ * A rank that holds one shard may skip tg_step_shard: tg_step_finish then
+ * takes s.loss, s.parts and the gradient as that shard's. Sums over the
+ * batch (loss_sum, part_sums) are taken shard by shard in shard order, so
+ * they too are the same bits for every rank count.
  */
 #define TG_STEP_PARTS 4
 
@@ -135,6 +172,7 @@ typedef struct tg_step {
     double loss;                 /* summed over its rows; NaN/Inf allowed */
     double parts[TG_STEP_PARTS]; /* the caller's own sums (e.g. rec, kl) */
     bool interrupted;            /* this rank saw a stop signal */
+    int shards;                  /* tg_step_shard calls so far (its own) */
     /* out: the same on every rank */
     tg_step_verdict verdict;
     double loss_sum;                 /* over all ranks' rows */
@@ -173,6 +211,10 @@ typedef struct tg_step_guard {
 /* cfg NULL: the defaults; zero fields of cfg also take the defaults. */
 void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
                         const tg_step_config *cfg);
+/* After the backward of each of this rank's shards, in shard order: keeps
+ * the shard's gradient and s->loss, s->parts (then zeroes them, and the
+ * gradient, for the next shard). Not collective. */
+void tg_step_shard(tg_step_guard *g, tg_step *s);
 /* Collective: every rank calls it once per step, rows = the global batch. */
 void tg_step_finish(tg_step_guard *g, tg_step *s, int rows);
 /* True while the loss is above its running level (a step toward

@@ -401,7 +401,14 @@ static void test_gemm_set_kernel_refuses_unknown_names(void **state)
     assert_string_equal(tg_gemm_kernel(), before);
     assert_true(tg_gemm_set_kernel("portable"));
     assert_string_equal(tg_gemm_kernel(), "portable");
+    /* the numerics name the kernel, so ranks can compare them */
+    char portable[96];
+    snprintf(portable, sizeof portable, "%s", tg_gemm_numerics());
+    assert_true(strncmp(portable, "portable, K blocks ", 19) == 0);
     assert_true(tg_gemm_set_kernel(before));
+    assert_true(strncmp(tg_gemm_numerics(), before, strlen(before)) == 0);
+    if (strcmp(before, "portable") != 0)
+        assert_string_not_equal(tg_gemm_numerics(), portable);
 }
 
 int main(void)

@@ -76,9 +76,14 @@ st_meta() {
 # st_set_meta FILE KEY VALUE OUT: FILE with metadata KEY set to VALUE (the
 # header rewritten, its length word updated).
 st_set_meta() {
+    st_edit_header "$1" "s/\"$2\":\"[^\"]*\"/\"$2\":\"$3\"/" "$4"
+}
+# st_edit_header FILE SED_SCRIPT OUT: FILE with its JSON header edited by
+# SED_SCRIPT (padded to 8 bytes, its length word updated).
+st_edit_header() {
     n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
-    head -c $((8 + n)) "$1" | tail -c +9 |
-        sed "s/\"$2\":\"[^\"]*\"/\"$2\":\"$3\"/" | sed 's/ *$//' >"$tmp/st_hdr"
+    head -c $((8 + n)) "$1" | tail -c +9 | sed "$2" | sed 's/ *$//' \
+        >"$tmp/st_hdr"
     while [ $(($(wc -c <"$tmp/st_hdr") % 8)) -ne 0 ]; do
         printf ' ' >>"$tmp/st_hdr"
     done
@@ -87,7 +92,7 @@ st_set_meta() {
           printf "$(printf '\\%03o' $((m >> (8 * i) & 255)))"
       done
       cat "$tmp/st_hdr"
-      tail -c +$((9 + n)) "$1"; } >"$4"
+      tail -c +$((9 + n)) "$1"; } >"$3"
 }
 # st_poke FILE TENSOR_BYTE_OFFSET BYTES: overwrites data bytes (printf
 # escapes) at an offset into the data section.

@@ -33,6 +33,27 @@ expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o2" \
     --resume "$tmp/seen.safetensors"
 mentions "epoch_seen"
 
+# 2b. the shards (part of the model: how each batch is cut and summed) are
+#     checked like any other number; an old checkpoint without them (it
+#     recorded the rank count, which was the cut) resumes with that many
+for bad in 0 -3 x 4097; do
+    st_set_meta "$ck" shards "$bad" "$tmp/shards.safetensors"
+    expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o2b" \
+        --resume "$tmp/shards.safetensors"
+    mentions "metadata 'shards' is '$bad'"
+done
+[ -e "$tmp/o2b" ] && fail "a refused resume left $tmp/o2b"
+expect 0 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o2c" --resume "$ck"
+st_edit_header "$ck" 's/"shards":"1"/"ranks":"2"/' "$tmp/old.safetensors"
+expect 0 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o2d" \
+    --resume "$tmp/old.safetensors"
+cmp -s "$tmp/o2c/checkpoint.safetensors" "$tmp/o2d/checkpoint.safetensors" &&
+    fail "an old checkpoint of 2 ranks resumed as 1 shard"
+expect 0 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o2e" --shards 2 \
+    --resume "$tmp/old.safetensors"
+cmp -s "$tmp/o2d/checkpoint.safetensors" "$tmp/o2e/checkpoint.safetensors" ||
+    fail "an old checkpoint of 2 ranks: not resumed as --shards 2"
+
 # 3. a checkpoint of another model
 st_set_meta "$ck" model mlp "$tmp/mlp.safetensors"
 expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o3" \

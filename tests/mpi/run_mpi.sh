@@ -1,7 +1,8 @@
 #!/bin/sh
 # vae_mnist under mpirun, against one process and against itself:
-#   - the same steps on the same samples: weights after -np 2 and -np 3 equal
-#     one process's within BOUND (float summation order only)
+#   - N ranks with S shards: the same checkpoint bytes as one process with
+#     --shards S, for N above, equal to and below S; a resume with another N
+#     continues bit for bit
 #   - two runs with the same N and seed: bit-identical checkpoints
 #   - resume under MPI continues exactly (same checkpoint as a straight run)
 #   - SIGTERM to the ranks (what mpirun sends them on Ctrl-C): all stop after
@@ -21,7 +22,6 @@ mlp=${5:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
-BOUND=1e-6 # measured max |difference| 3e-8 .. 4e-8 over these 12 steps
 run="timeout 120 $mpirun --bind-to none --oversubscribe"
 small="--epochs 2 --max-batches 6 --batch 101 --hidden 64 --latent 4 --threads 1"
 
@@ -42,22 +42,53 @@ one_error() {
     fi
 }
 
-# --- same model as one process ---------------------------------------------
-"$vae" $small --data "$data" --out "$tmp/one" >"$tmp/one.log" 2>&1 ||
-    fail "one process: $(cat "$tmp/one.log")"
+# --- the model depends on the shards, never on the rank count --------------
+# N ranks with S shards (S defaults to N) train bit for bit what one
+# process trains with --shards S: the checkpoints are the same bytes. The
+# cases cover S = N (the default, 2 and 3), a rank holding several shards
+# (rank 1 of -np 2 with 3 shards, whose shards wait for rank 0's sum; rank
+# 0 with 2 of 5), a rank holding none (-np 3 with 2), and uneven batches
+# (101 rows in 2, 3 and 5 shards).
+same_bytes() { # NAME A B
+    if cmp -s "$2/checkpoint.safetensors" "$3/checkpoint.safetensors"; then
+        echo "ok: $1: the same checkpoint bytes"
+    else
+        fail "$1: $($ck_diff "$2/checkpoint.safetensors" \
+            "$3/checkpoint.safetensors" 0 2>&1)"
+    fi
+}
+for s in 1 2 3 5; do
+    "$vae" $small --shards $s --data "$data" --out "$tmp/one$s" \
+        >"$tmp/one$s.log" 2>&1 || fail "one process --shards $s: $(cat "$tmp/one$s.log")"
+done
+for case in "2 3" "3 2" "2 5"; do
+    set -- $case
+    np=$1 s=$2
+    $run -np $np "$vae" $small --shards $s --data "$data" \
+        --out "$tmp/np$np-s$s" >"$tmp/np$np-s$s.log" 2>&1 ||
+        fail "-np $np --shards $s: $(cat "$tmp/np$np-s$s.log")"
+    same_bytes "-np $np --shards $s vs one process --shards $s" "$tmp/one$s" \
+        "$tmp/np$np-s$s"
+    a=$(grep '^epoch 2  train' "$tmp/one$s.log" | sed 's/  [0-9]* samples.s$//')
+    b=$(grep '^epoch 2  train' "$tmp/np$np-s$s.log" | sed 's/  [0-9]* samples.s$//')
+    [ -n "$a" ] && [ "$a" = "$b" ] ||
+        fail "-np $np --shards $s prints '$b', one process '$a'"
+done
+# the default is the rank count
 for np in 2 3; do
     $run -np $np "$vae" $small --data "$data" --out "$tmp/np$np" \
         >"$tmp/np$np.log" 2>&1 || fail "-np $np: $(cat "$tmp/np$np.log")"
-    if "$ck_diff" "$tmp/one/checkpoint.safetensors" \
-        "$tmp/np$np/checkpoint.safetensors" $BOUND >"$tmp/diff" 2>&1; then
-        echo "ok: -np $np vs one process: $(cat "$tmp/diff")"
-    else
-        fail "-np $np vs one process: $(cat "$tmp/diff")"
-    fi
+    same_bytes "-np $np (default shards) vs one process --shards $np" \
+        "$tmp/one$np" "$tmp/np$np"
     lines=$(grep -c '^epoch [0-9]*  train' "$tmp/np$np.log")
     [ "$lines" -eq 2 ] || fail "-np $np printed $lines epoch lines, not 2"
 done
-grep '^epoch 2 ' "$tmp/one.log" "$tmp/np2.log" "$tmp/np3.log"
+grep -q 'ranks 2..2 have no rows' "$tmp/np3-s2.log" ||
+    fail "-np 3 --shards 2 did not say that rank 2 has no rows"
+# and the shards are not 1 in disguise: another S is another sum order
+if cmp -s "$tmp/one1/checkpoint.safetensors" "$tmp/one2/checkpoint.safetensors"; then
+    fail "--shards 1 and --shards 2 gave the same checkpoint"
+fi
 
 # --- same N, same seed: bit-identical ----------------------------------------
 $run -np 2 "$vae" $small --data "$data" --out "$tmp/np2b" >/dev/null 2>&1 ||
@@ -72,6 +103,7 @@ fi
 one_epoch=$(echo "$small" | sed 's/--epochs 2/--epochs 1/')
 $run -np 2 "$vae" $one_epoch --data "$data" --out "$tmp/res" >/dev/null 2>&1 ||
     fail "-np 2, first epoch"
+cp "$tmp/res/checkpoint.safetensors" "$tmp/res_epoch1.safetensors"
 $run -np 2 "$vae" $small --data "$data" --out "$tmp/res" \
     --resume "$tmp/res/checkpoint.safetensors" >"$tmp/res.log" 2>&1 ||
     fail "-np 2 --resume: $(cat "$tmp/res.log")"
@@ -81,6 +113,23 @@ else
     fail "-np 2 resumed differs from the straight run: $($ck_diff \
         "$tmp/np2/checkpoint.safetensors" "$tmp/res/checkpoint.safetensors" 0)"
 fi
+
+# --- resume with another rank count: the shards come from the checkpoint,
+# the run continues bit for bit; another --shards is refused --------------
+"$vae" $small --data "$data" --out "$tmp/res1" \
+    --resume "$tmp/res_epoch1.safetensors" >"$tmp/res1.log" 2>&1 ||
+    fail "one process resuming a -np 2 checkpoint: $(cat "$tmp/res1.log")"
+same_bytes "-np 2 epoch 1, resumed by one process" "$tmp/np2" "$tmp/res1"
+$run -np 3 "$vae" $small --data "$data" --out "$tmp/res3" \
+    --resume "$tmp/res_epoch1.safetensors" >"$tmp/res3.log" 2>&1 ||
+    fail "-np 3 resuming a -np 2 checkpoint: $(cat "$tmp/res3.log")"
+same_bytes "-np 2 epoch 1, resumed by -np 3" "$tmp/np2" "$tmp/res3"
+"$vae" $small --shards 3 --data "$data" --out "$tmp/res4" \
+    --resume "$tmp/res_epoch1.safetensors" >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error "$tmp/st" "$tmp/err" "--shards 3 resuming a --shards 2 checkpoint"
+grep -q 'checkpoint has shards 2 but this run has 3' "$tmp/err" ||
+    fail "--shards mismatch on resume: $(cat "$tmp/err")"
 
 # --- interrupted under mpirun: SIGTERM to every rank (what mpirun does on
 # Ctrl-C, and schedulers on cancel; sent here to the ranks directly, since
@@ -217,6 +266,14 @@ $run -np 1 "$vae" $tiny --epochs 2 --data "$tmp/d900" --out "$tmp/same7" : \
     --resume "$tmp/rck/checkpoint.safetensors" >/dev/null 2>"$tmp/err"
 echo $? >"$tmp/st"
 one_error_naming "$tmp/st" "$tmp/err" "--resume on rank 1 only" "rank 1" "--resume"
+# a rank whose GEMM sums in another order (another kernel: another CPU
+# class, or TG_GEMM_KERNEL) would compute other bits for its shards
+$run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same9" : \
+    -np 1 env TG_GEMM_KERNEL=portable "$vae" $tiny --data "$tmp/d900" \
+    --out "$tmp/same9" >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "another GEMM kernel on rank 1" \
+    "rank 1" "the GEMM" "portable"
 # the differing value is named as given ('cb', not the enum's 1)
 $run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same8" : \
     -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same8" --likelihood cb \
@@ -243,6 +300,19 @@ if [ -n "$mlp" ]; then
             echo "ok: mlp_mnist, $flag on rank 1: exit $st, one message"
         fi
     done
+    # two ranks print what one process with two shards prints
+    mrun="--epochs 2 --max-batches 5 --batch 50 --hidden 16 --threads 1"
+    "$mlp" $mrun --shards 2 --data "$data" >"$tmp/mlp1.log" 2>&1 ||
+        fail "mlp_mnist --shards 2: $(cat "$tmp/mlp1.log")"
+    $run -np 2 "$mlp" $mrun --data "$data" >"$tmp/mlp2.log" 2>&1 ||
+        fail "mlp_mnist -np 2: $(cat "$tmp/mlp2.log")"
+    a=$(grep '^epoch' "$tmp/mlp1.log" | sed 's/  [0-9]* samples.*$//')
+    b=$(grep '^epoch' "$tmp/mlp2.log" | sed 's/  [0-9]* samples.*$//')
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then
+        echo "ok: mlp_mnist -np 2 = one process --shards 2: $(echo "$b" | tail -n 1)"
+    else
+        fail "mlp_mnist -np 2 printed '$b', one process --shards 2 '$a'"
+    fi
 fi
 
 # --- a stop signal to rank 1 alone while rank 0 is at an epoch's end (one

@@ -162,6 +162,165 @@ static void test_sharded_vae_gradient_is_global_mean(void **state)
     tg_vae_free(vae);
 }
 
+/* Shard k's gradient: magnitudes about 1, 3e16, -3e16 in turn, so that
+ * the double sum depends on the order (1 + 3e16 - 3e16 is 0 from the
+ * left, 1 from the right). */
+static float shard_value(int k, size_t i)
+{
+    static const float scale[3] = {1.0f, 3e16f, -3e16f};
+    float small = k % 3 == 0 ? 1.0f + 0.001f * (float)k : 1.0f;
+    return scale[k % 3] * (float)(i + 1) * small;
+}
+
+/* With S shards on any rank count, the gradient and loss sums are the sums
+ * over shards in shard order, in double, rounded once: exactly what one
+ * process computes. */
+static void test_shards_sum_in_shard_order(void **state)
+{
+    (void)state;
+    tg_params *ps = two_params();
+    size_t n = tg_params_numel(ps);
+    int shard_counts[] = {1, 2, 3, 4, 5, 7};
+    for (size_t c = 0; c < sizeof shard_counts / sizeof *shard_counts; c++) {
+        int S = shard_counts[c];
+        tg_dist_set_shards(S);
+        assert_int_equal(tg_dist_shards(), S);
+        tg_step_guard g;
+        tg_step_guard_init(&g, ps, NULL, NULL);
+        tg_step s = {0};
+        int k0, k1 = k0 + tg_dist_my_shards(&k0);
+        for (int k = k0; k < k1; k++) {
+            tg_params_zero_grad(ps);
+            float *grad = tg_params_grad(ps);
+            for (size_t i = 0; i < n; i++)
+                grad[i] = shard_value(k, i);
+            s.loss = shard_value(k, 0);
+            s.parts[1] = shard_value(k, 1);
+            tg_step_shard(&g, &s);
+        }
+        tg_step_finish(&g, &s, 101);
+        assert_int_equal(s.verdict, TG_STEP_TAKEN);
+        const float *grad = tg_params_grad(ps);
+        bool order_matters = false;
+        for (size_t i = 0; i < n; i++) {
+            double acc = 0.0, from_right = 0.0;
+            for (int k = 0; k < S; k++)
+                acc += shard_value(k, i);
+            for (int k = S - 1; k >= 0; k--)
+                from_right += shard_value(k, i);
+            order_matters |= (float)acc != (float)from_right;
+            assert_true(grad[i] == (float)acc);
+            if (i < 2) {
+                double got = i == 0 ? s.loss_sum : s.part_sums[1];
+                assert_true(got == acc);
+            }
+        }
+        if (S >= 3 && S % 3 != 2)       /* (then a 3e16 is left over) */
+            assert_true(order_matters); /* the test can tell orders apart */
+    }
+    tg_dist_set_shards(tg_dist_size());
+    tg_params_free(ps);
+}
+
+/* A VAE's gradient over S shards on this many ranks is, bit for bit, the
+ * one this rank computes alone shard after shard (the sum in double in
+ * shard order), for S below, equal to and above the rank count. */
+static void test_sharded_vae_gradient_is_bit_identical(void **state)
+{
+    (void)state;
+    enum { N = 13, IN = 12, HID = 8, LAT = 3 };
+    tg_vae *vae = tg_vae_new(
+        (tg_vae_config){.input = IN, .hidden = HID, .latent = LAT}, 7);
+    tg_params *ps = tg_vae_params(vae);
+    size_t np = tg_params_numel(ps);
+    float x[N * IN], eps[N * LAT];
+    tg_rng rng;
+    tg_rng_seed(&rng, 3, 9);
+    tg_rng_fill_uniform(&rng, x, N * IN, 0.0f, 1.0f);
+    tg_rng_fill_normal(&rng, eps, N * LAT, 0.0f, 1.0f);
+    tg_tape *tp = tg_tape_new();
+    double *acc = malloc(np * sizeof(double));
+    assert_non_null(acc);
+    int shard_counts[] = {1, 2, 3, 5};
+    for (size_t c = 0; c < sizeof shard_counts / sizeof *shard_counts; c++) {
+        int S = shard_counts[c];
+        tg_dist_set_shards(S);
+        /* alone: every shard, in order */
+        for (int k = 0; k < S; k++) {
+            int first, rows = tg_dist_shard_rows(N, k, &first);
+            tg_params_zero_grad(ps);
+            tg_tape_reset(tp);
+            tg_tensor *xt = tg_tape_view2(tp, x + first * IN, rows, IN);
+            tg_tensor *et = tg_tape_view2(tp, eps + first * LAT, rows, LAT);
+            tg_vae_out out = tg_vae_forward_eps(tp, vae, xt, et);
+            tg_backward(tp,
+                        tg_scale(tp, tg_sum(tp, tg_add(tp, out.rec, out.kl)),
+                                 1.0f / N));
+            const float *g = tg_params_grad(ps);
+            for (size_t i = 0; i < np; i++)
+                acc[i] = k == 0 ? g[i] : acc[i] + g[i];
+        }
+        /* shared out over the ranks */
+        tg_step_guard guard;
+        tg_step_guard_init(&guard, ps, NULL, NULL);
+        tg_step s = {0};
+        int k0, k1 = k0 + tg_dist_my_shards(&k0);
+        for (int k = k0; k < k1; k++) {
+            int first, rows = tg_dist_shard_rows(N, k, &first);
+            tg_params_zero_grad(ps);
+            tg_tape_reset(tp);
+            tg_tensor *xt = tg_tape_view2(tp, x + first * IN, rows, IN);
+            tg_tensor *et = tg_tape_view2(tp, eps + first * LAT, rows, LAT);
+            tg_vae_out out = tg_vae_forward_eps(tp, vae, xt, et);
+            s.loss = out.loss->data[0] * rows;
+            tg_backward(tp,
+                        tg_scale(tp, tg_sum(tp, tg_add(tp, out.rec, out.kl)),
+                                 1.0f / N));
+            tg_step_shard(&guard, &s);
+        }
+        tg_step_finish(&guard, &s, N);
+        assert_int_equal(s.verdict, TG_STEP_TAKEN);
+        const float *g = tg_params_grad(ps);
+        for (size_t i = 0; i < np; i++)
+            assert_true(g[i] == (float)acc[i]);
+    }
+    tg_dist_set_shards(tg_dist_size());
+    free(acc);
+    tg_tape_free(tp);
+    tg_vae_free(vae);
+}
+
+/* Shards cut a batch in order, and a rank's share is its shards' rows. */
+static void test_shard_rows_cover_batch(void **state)
+{
+    (void)state;
+    for (int S = 1; S <= 9; S++) {
+        tg_dist_set_shards(S);
+        for (int n = 0; n <= 23; n++) {
+            int next = 0;
+            for (int k = 0; k < S; k++) {
+                int first, rows = tg_dist_shard_rows(n, k, &first);
+                assert_int_equal(first, next);
+                assert_true(rows == n / S || rows == n / S + 1);
+                next += rows;
+            }
+            assert_int_equal(next, n);
+            int k0, count = tg_dist_my_shards(&k0), first;
+            int mine = tg_dist_share(n, &first), lo, hi;
+            if (count == 0) {
+                assert_int_equal(mine, 0);
+                continue;
+            }
+            tg_dist_shard_rows(n, k0, &lo);
+            tg_dist_shard_rows(n, k0 + count - 1, &hi);
+            hi += tg_dist_shard_rows(n, k0 + count - 1, NULL);
+            assert_int_equal(first, lo);
+            assert_int_equal(mine, hi - lo);
+        }
+    }
+    tg_dist_set_shards(tg_dist_size());
+}
+
 int main(int argc, char **argv)
 {
     tg_dist_init(&argc, &argv);
@@ -171,6 +330,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_broadcast_copies_rank0_weights_and_adam),
         cmocka_unit_test(test_all_ok_agrees),
         cmocka_unit_test(test_sharded_vae_gradient_is_global_mean),
+        cmocka_unit_test(test_shards_sum_in_shard_order),
+        cmocka_unit_test(test_sharded_vae_gradient_is_bit_identical),
+        cmocka_unit_test(test_shard_rows_cover_batch),
     };
     int failed = cmocka_run_group_tests_name("dist", tests, NULL, NULL);
     /* every rank must agree before finalizing, or one waits forever */

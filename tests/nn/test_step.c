@@ -1,14 +1,18 @@
 /* The guarded step (tg_step_finish) in one process: non-finite losses and
  * gradients stop or skip, the skip limits, divergence after diverge_steps
- * steps far above the lowest running level, and the optimizer stepping
- * only on TG_STEP_TAKEN. */
+ * steps far above the lowest running level, the optimizer stepping only on
+ * TG_STEP_TAKEN, and shards: several in one process sum in shard order,
+ * and a step that does not pass each one aborts instead of summing
+ * wrongly. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 #include <cmocka.h>
 
+#include "autograd/expect_abort.h"
 #include "tapegrad.h"
 
 typedef struct fixture {
@@ -97,11 +101,100 @@ static void divergence_after_steps_far_above(void **state)
     drop(&f);
 }
 
+/* Three shards in one process: the gradient is the shards' sum in shard
+ * order (in double), the loss sums likewise, and the SGD step uses it. */
+static void shards_sum_in_one_process(void **state)
+{
+    (void)state;
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt, NULL);
+    tg_dist_set_shards(3);
+    int k0, count = tg_dist_my_shards(&k0);
+    assert_int_equal(k0, 0);
+    assert_int_equal(count, 3);
+    const float parts[3][3] = {
+        {1.0f, 2.0f, 3.0f}, {1e8f, 1.0f, -4.0f}, {-1e8f, 0.5f, 0.25f}};
+    tg_step s = {0};
+    for (int k = 0; k < 3; k++) {
+        tg_params_zero_grad(f.ps);
+        for (int i = 0; i < 3; i++)
+            f.w->grad[i] = parts[k][i];
+        s.loss = 10.0 * (k + 1);
+        tg_step_shard(&g, &s);
+        assert_true(f.w->grad[0] == 0.0f); /* kept, and cleared */
+    }
+    float w0[3];
+    memcpy(w0, f.w->data, sizeof w0);
+    tg_step_finish(&g, &s, 3);
+    assert_int_equal(s.verdict, TG_STEP_TAKEN);
+    assert_true(s.loss_sum == 60.0);
+    for (int i = 0; i < 3; i++) {
+        double sum = ((double)parts[0][i] + parts[1][i]) + parts[2][i];
+        assert_true(f.w->grad[i] == (float)sum);
+        assert_true(f.w->data[i] == w0[i] - 0.1f * (float)sum);
+    }
+    /* in float, (1 + 1e8) - 1e8 is 0: the double sum keeps the 1 */
+    assert_true(f.w->grad[0] == 1.0f);
+    tg_dist_set_shards(1);
+    drop(&f);
+}
+
+static void finish_without_shard_calls(void)
+{
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt, NULL);
+    tg_dist_set_shards(2);
+    tg_step s = {0};
+    tg_step_finish(&g, &s, 8);
+}
+
+static void shard_called_once_too_often(void)
+{
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt, NULL);
+    tg_dist_set_shards(1);
+    tg_step s = {0};
+    tg_step_shard(&g, &s);
+    tg_step_shard(&g, &s);
+}
+
+static void finish_after_too_few_shard_calls(void)
+{
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt, NULL);
+    tg_dist_set_shards(3);
+    tg_step s = {0};
+    tg_step_shard(&g, &s);
+    tg_step_finish(&g, &s, 8);
+}
+
+/* Misuse that would sum only part of the batch aborts, naming the call. */
+static void set_zero_shards(void) { tg_dist_set_shards(0); }
+
+static void shard_misuse_aborts(void **state)
+{
+    (void)state;
+    expect_abort(finish_without_shard_calls, "step_finish",
+                 "holds 2 of the batch's 2 shards",
+                 "call tg_step_shard after each");
+    expect_abort(shard_called_once_too_often, "step_shard",
+                 "one call per shard");
+    expect_abort(finish_after_too_few_shard_calls, "step_finish",
+                 "called 1 time,", "holds 3 shards");
+    expect_abort(set_zero_shards, "dist_set_shards", "0 shards");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(nonfinite_stops_or_skips),
         cmocka_unit_test(divergence_after_steps_far_above),
+        cmocka_unit_test(shards_sum_in_one_process),
+        cmocka_unit_test(shard_misuse_aborts),
     };
     return cmocka_run_group_tests_name("step", tests, NULL, NULL);
 }

@@ -1,0 +1,20 @@
+/* Internal to nn/: the shard bookkeeping that tg_step_shard and
+ * tg_step_finish (step.c) use from dist.c. Not part of the API. */
+#ifndef TG_DIST_SHARDS_H
+#define TG_DIST_SHARDS_H
+
+#include "tg_dist.h"
+
+/* Keeps the gradient of this rank's shard j (0-based, in order) of count
+ * for tg_dist_reduce_shards_, and zeroes the gradient. With count 1 the
+ * gradient stays where it is. */
+void tg_dist_keep_shard_(tg_params *ps, int j, int count);
+/* Collective: the kept gradients of every rank's shards (count on this
+ * rank; with count 1, the gradient itself) summed in shard order, in
+ * double, rounded once into tg_params_grad on every rank. */
+void tg_dist_reduce_shards_(tg_params *ps, int count);
+/* A scratch of n doubles kept by dist.c (freed at finalize), zeroed when
+ * zero is true; otherwise as the last call with the same n left it. */
+double *tg_dist_scratch_(size_t n, bool zero);
+
+#endif
