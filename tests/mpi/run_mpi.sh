@@ -45,9 +45,10 @@ one_error() {
 # --- the model depends on the shards, never on the rank count --------------
 # N ranks with S shards (S defaults to N) train bit for bit what one
 # process trains with --shards S: the checkpoints are the same bytes. The
-# pairs cover a rank holding several shards (rank 0 and the others, whose
-# shards wait for the sum of the ranks before them), a rank holding none,
-# and uneven batches (101 rows in 2, 3 and 5 shards).
+# cases cover S = N (the default, 2 and 3), a rank holding several shards
+# (rank 1 of -np 2 with 3 shards, whose shards wait for rank 0's sum; rank
+# 0 with 2 of 5), a rank holding none (-np 3 with 2), and uneven batches
+# (101 rows in 2, 3 and 5 shards).
 same_bytes() { # NAME A B
     if cmp -s "$2/checkpoint.safetensors" "$3/checkpoint.safetensors"; then
         echo "ok: $1: the same checkpoint bytes"
@@ -60,7 +61,7 @@ for s in 1 2 3 5; do
     "$vae" $small --shards $s --data "$data" --out "$tmp/one$s" \
         >"$tmp/one$s.log" 2>&1 || fail "one process --shards $s: $(cat "$tmp/one$s.log")"
 done
-for case in "1 1" "2 2" "3 3" "2 3" "3 2" "2 5" "3 5" "2 1"; do
+for case in "2 3" "3 2" "2 5"; do
     set -- $case
     np=$1 s=$2
     $run -np $np "$vae" $small --shards $s --data "$data" \
