@@ -423,6 +423,250 @@ static float *scratch(tg_tape *tp, size_t rows, size_t cols)
     return tg_tape_alloc(tp, rows * cols * sizeof(float));
 }
 
+/* ---- implicit GEMM: patch rows read from a padded image ---------------------
+ * For OC a multiple of 16 with an AVX2 GEMM kernel, the products that read
+ * col (conv2d's forward and dW, conv_transpose2d's dx and dW) read the
+ * image instead: each image is copied once with its padding as zeros,
+ * xp [C][Hq][Wq] (Hq = H + 2ph, Wq = W + 2pw), and col's element (q, k) is
+ *   xp[rb(q) + off(k)],  rb(q) = oh*sh*Wq + ow*sw,
+ *                        off(k) = c*Hq*Wq + i*dh*Wq + j*dw, k = (c, i, j),
+ * so a micro-kernel broadcasts it from there (6 pixel rows or 6 k rows,
+ * x 16 output channels from W^T laid out in 16-column panels). col (13 MB
+ * for conv2 at batch 128) is never written: the forward saves xp (4 MB).
+ * The forward sums each output over k in order with one FMA chain from 0,
+ * as the GEMM does in one K block. dW is computed as dW^T [K, OC]: each
+ * 6 x 16 tile by one thread over all pixels in a fixed order (blocks of a
+ * few images, the tile kept in the output between blocks), so the bits do
+ * not depend on the thread count. */
+typedef struct ilay {
+    int Hq, Wq;
+    size_t plane, image; /* floats per padded channel plane, per image */
+} ilay;
+
+static bool implicit_ok(const geom *g)
+{
+#ifdef TG_GEMM_X86
+    return g->OC % 16 == 0 && g->C > 1 &&
+           strncmp(tg_gemm_kernel(), "avx2", 4) == 0;
+#else
+    (void)g;
+    return false;
+#endif
+}
+
+static ilay ilay_of(const geom *g)
+{
+    ilay l;
+    l.Hq = g->H + 2 * g->ph;
+    l.Wq = g->W + 2 * g->pw;
+    l.plane = (size_t)l.Hq * l.Wq;
+    l.image = (size_t)g->C * l.plane;
+    return l;
+}
+
+/* xp (all images) from x [N, C, H, W]: rows copied, padding zeroed. */
+static void pad_images(const geom *g, const ilay *l, const float *x, float *xp)
+{
+    const size_t plane = (size_t)g->H * g->W;
+    TG_PARALLEL_FOR((size_t)g->N * g->C, l->plane)
+    for (long nc = 0; nc < (long)g->N * g->C; nc++) {
+        const float *s = x + (size_t)nc * plane;
+        float *d = xp + (size_t)nc * l->plane;
+        memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
+        d += (size_t)g->ph * l->Wq;
+        for (int h = 0; h < g->H; h++, d += l->Wq, s += g->W) {
+            memset(d, 0, (size_t)g->pw * sizeof *d);
+            memcpy(d + g->pw, s, (size_t)g->W * sizeof *d);
+            memset(d + g->pw + g->W, 0, (size_t)g->pw * sizeof *d);
+        }
+        memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
+    }
+}
+
+/* W [OC, K] as W^T in [OC/16][K][16] panels. */
+static float *w_panels(tg_tape *tp, const geom *g, const float *W)
+{
+    const int K = K_of(g);
+    float *wp = scratch(tp, (size_t)K, (size_t)g->OC);
+    for (int j = 0; j < g->OC; j += 16)
+        gemm_transpose(W + (size_t)j * K, K, 16, K, wp + (size_t)j * K, 16);
+    return wp;
+}
+
+/* off(k) for every k. */
+static int *k_offsets(tg_tape *tp, const geom *g, const ilay *l)
+{
+    int *off = tg_tape_alloc(tp, (size_t)K_of(g) * sizeof *off);
+    int k = 0;
+    for (int c = 0; c < g->C; c++)
+        for (int i = 0; i < g->kh; i++)
+            for (int j = 0; j < g->kw; j++)
+                off[k++] = (int)((size_t)c * l->plane +
+                                 (size_t)i * g->dh * l->Wq + (size_t)j * g->dw);
+    return off;
+}
+
+#ifdef TG_GEMM_X86
+/* pm [P, OC] = col(image xn) . W^T for one image, 6 pixels x 16 channels
+ * at a time. */
+__attribute__((target("avx2,fma"))) static void
+implicit_fwd_image(const geom *g, const ilay *l, const float *xn,
+                   const float *wp, const int *off, float *pm)
+{
+    const int P = P_of(g), K = K_of(g), OC = g->OC;
+    for (int q0 = 0; q0 < P; q0 += 6) {
+        const float *a[6];
+        for (int r = 0; r < 6; r++) {
+            int q = q0 + r < P ? q0 + r : P - 1;
+            int oh = q / g->OW, ow = q % g->OW;
+            a[r] = xn + (size_t)oh * g->sh * l->Wq + (size_t)ow * g->sw;
+        }
+        for (int pn = 0; pn < OC; pn += 16) {
+            const float *b = wp + (size_t)pn * K;
+            __m256 acc[6][2];
+            for (int r = 0; r < 6; r++)
+                acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+            for (int k = 0; k < K; k++, b += 16) {
+                __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+                int o = off[k];
+                for (int r = 0; r < 6; r++) {
+                    __m256 av = _mm256_broadcast_ss(a[r] + o);
+                    acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < 6 && q0 + r < P; r++) {
+                float *d = pm + (size_t)(q0 + r) * OC + pn;
+                _mm256_storeu_ps(d, acc[r][0]);
+                _mm256_storeu_ps(d + 8, acc[r][1]);
+            }
+        }
+    }
+}
+
+/* dWt [K, OC] rows [k0, k1) (+)= sum over images [n0, n1) and their pixels
+ * of col(q, k) dyp(q, oc), dyp given as dpan [OC/16][N*P][16] (each
+ * tile's stream of dy contiguous); with first, the rows are set instead. */
+__attribute__((target("avx2,fma"))) static void
+implicit_wgrad_rows(const geom *g, const ilay *l, const float *xp,
+                    const float *dpan, const int *off, int k0, int k1, int n0,
+                    int n1, bool first, float *dWt)
+{
+    const int P = P_of(g), OC = g->OC, K = K_of(g);
+    const size_t NP = (size_t)g->N * P;
+    for (int kt = k0; kt < k1; kt += 6) {
+        int o[6];
+        for (int r = 0; r < 6; r++)
+            o[r] = off[kt + r < K ? kt + r : K - 1];
+        for (int pn = 0; pn < OC; pn += 16) {
+            __m256 acc[6][2];
+            for (int r = 0; r < 6; r++) {
+                if (first || kt + r >= k1) {
+                    acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+                } else {
+                    const float *c = dWt + (size_t)(kt + r) * OC + pn;
+                    acc[r][0] = _mm256_loadu_ps(c);
+                    acc[r][1] = _mm256_loadu_ps(c + 8);
+                }
+            }
+            for (int n = n0; n < n1; n++) {
+                const float *xn = xp + (size_t)n * l->image;
+                const float *dq =
+                    dpan + ((size_t)(pn / 16) * NP + (size_t)n * P) * 16;
+                for (int oh = 0; oh < g->OH; oh++) {
+                    const float *xr = xn + (size_t)oh * g->sh * l->Wq;
+                    for (int ow = 0; ow < g->OW; ow++, dq += 16) {
+                        const float *x0 = xr + (size_t)ow * g->sw;
+                        __m256 b0 = _mm256_loadu_ps(dq),
+                               b1 = _mm256_loadu_ps(dq + 8);
+                        for (int r = 0; r < 6; r++) {
+                            __m256 av = _mm256_broadcast_ss(x0 + o[r]);
+                            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                        }
+                    }
+                }
+            }
+            for (int r = 0; r < 6 && kt + r < k1; r++) {
+                float *c = dWt + (size_t)(kt + r) * OC + pn;
+                _mm256_storeu_ps(c, acc[r][0]);
+                _mm256_storeu_ps(c + 8, acc[r][1]);
+            }
+        }
+    }
+}
+#endif
+
+/* y [N, OC, OH, OW] (+)= col(xp) . W^T as o says (o->pm: [N*P, OC]
+ * scratch, each thread using one image's rows at the start of its range). */
+static void implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
+                         const float *xp, const float *W, const nchw_out *o)
+{
+#ifdef TG_GEMM_X86
+    const float *wp = w_panels(tp, g, W);
+    const int *off = k_offsets(tp, g, l);
+    const int P = P_of(g), OC = g->OC;
+    int T = image_threads(g, (size_t)g->N * P * K_of(g));
+    if (T < 1)
+        T = 1;
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
+#endif
+    for (int t = 0; t < T; t++) {
+        int n0 = range_start(g->N, t, T), n1 = range_start(g->N, t + 1, T);
+        float *pm = o->pm + (size_t)n0 * P * OC,
+              *tmp = o->tmp ? o->tmp + (size_t)n0 * P * OC : NULL;
+        for (int n = n0; n < n1; n++) {
+            implicit_fwd_image(g, l, xp + (size_t)n * l->image, wp, off, pm);
+            pm_to_nchw(OC, P, pm, o->bias, tmp, o->y + (size_t)n * OC * P);
+        }
+    }
+#else
+    (void)tp, (void)g, (void)l, (void)xp, (void)W, (void)o;
+#endif
+}
+
+/* dW [OC, K] += (col(xp)^T . dyp)^T, dyp [N*P, OC]. Threads take ranges of
+ * 6-row tiles of dW^T; each runs every block of images in order. */
+static void implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
+                           const float *xp, const float *dyp, float *dW)
+{
+#ifdef TG_GEMM_X86
+    const int K = K_of(g), P = P_of(g);
+    const int *off = k_offsets(tp, g, l);
+    float *dWt = scratch(tp, (size_t)K, (size_t)g->OC);
+    const size_t NP = (size_t)g->N * P;
+    float *dpan = scratch(tp, NP, (size_t)g->OC);
+    TG_PARALLEL_FOR(g->OC / 16, NP * 16)
+    for (int pn = 0; pn < g->OC / 16; pn++)
+        for (size_t q = 0; q < NP; q++)
+            memcpy(dpan + ((size_t)pn * NP + q) * 16,
+                   dyp + q * g->OC + (size_t)pn * 16, 16 * sizeof(float));
+    /* images per block: about 256 pixels */
+    int G = 256 / (P > 0 ? P : 1);
+    G = G < 1 ? 1 : G;
+    int tiles = (K + 5) / 6;
+    int T = tg_par_threads();
+    T = T > tiles ? tiles : T < 1 ? 1 : T;
+    if ((size_t)g->N * P * K * g->OC < TG_PARALLEL_MIN * 64)
+        T = 1;
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
+#endif
+    for (int t = 0; t < T; t++) {
+        int k0 = (int)((long)tiles * t / T) * 6,
+            k1 = (int)((long)tiles * (t + 1) / T) * 6;
+        k1 = k1 > K ? K : k1;
+        for (int n = 0; n < g->N; n += G)
+            implicit_wgrad_rows(g, l, xp, dpan, off, k0, k1, n,
+                                n + G < g->N ? n + G : g->N, n == 0, dWt);
+    }
+    add_transposed(g->OC, K, dWt, dW);
+#else
+    (void)tp, (void)g, (void)l, (void)xp, (void)dyp, (void)dW;
+#endif
+}
+
 /* ---- a one-channel image side: direct kernels -------------------------------
  * conv2d with one input channel (the VAE's first layer) and
  * conv_transpose2d with one output channel (its last) make GEMMs with
@@ -996,10 +1240,11 @@ static int convt_len(int in, int k, int s, int p, int d, int op)
 
 typedef struct conv_saved {
     geom g;
-    float *col;  /* conv2d's im2col [N*P, ldk], conv_transpose2d's x' (NULL
-                  * on the direct path) */
-    bool direct; /* a one-channel image side: the direct kernels, laid out */
-    dlay d;      /* as d */
+    float *col;    /* conv2d's im2col [N*P, ldk], conv_transpose2d's x' (NULL
+                    * on the direct path) */
+    bool direct;   /* a one-channel image side: the direct kernels, laid out */
+    dlay d;        /* as d */
+    bool implicit; /* col read from the padded image (conv2d: col is it) */
 } conv_saved;
 
 /* y [N, OC, OH, OW] = conv(x [N, C, H, W], W [OC, C, kh, kw]) + b [OC].
@@ -1036,7 +1281,10 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     }
     float *dyp = scratch(tp, (size_t)NP, (size_t)g->OC);
     to_pm(g->N, g->OC, P, dy, dyp);
-    if (dW) {
+    if (dW && s->implicit) {
+        ilay l = ilay_of(g);
+        implicit_wgrad(tp, g, &l, s->col, dyp, dW);
+    } else if (dW) {
         float *tmp = scratch(tp, (size_t)K, (size_t)g->OC);
         tg_gemm(true, false, K, g->OC, NP, 1.0f, s->col, ldk, dyp, g->OC, 0.0f,
                 tmp, g->OC);
@@ -1070,8 +1318,17 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.OC, g.OH, g.OW});
     dlay d = {0};
     bool direct = direct_layout(&g, &d);
-    float *col = direct ? NULL : scratch(tp, (size_t)NP, (size_t)ldk);
-    if (direct && NP > 0) {
+    bool implicit = !direct && implicit_ok(&g);
+    ilay l = ilay_of(&g);
+    float *col = direct     ? NULL
+                 : implicit ? scratch(tp, (size_t)g.N, l.image)
+                            : scratch(tp, (size_t)NP, (size_t)ldk);
+    if (implicit && NP > 0) {
+        pad_images(&g, &l, x->data, col);
+        nchw_out o = {y->data, b ? b->data : NULL,
+                      scratch(tp, (size_t)NP, (size_t)g.OC), NULL};
+        implicit_fwd(tp, &g, &l, col, W->data, &o);
+    } else if (direct && NP > 0) {
         direct_job j = {.img = x->data,
                         .W = W->data,
                         .col_out = y->data,
@@ -1090,6 +1347,7 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
         s->col = col;
         s->direct = direct;
         s->d = d;
+        s->implicit = implicit;
         r->saved = s;
     }
     return y;
@@ -1140,6 +1398,19 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
             .part =
                 dW ? scratch(tp, (size_t)g->N, (size_t)g->OC * s->d.KK) : NULL};
         direct_images(tp, g, &s->d, &j, dW);
+        return;
+    }
+    if (s->implicit) { /* im2col(dy) read from dy padded */
+        ilay l = ilay_of(g);
+        float *xp = scratch(tp, (size_t)g->N, l.image);
+        pad_images(g, &l, dy, xp);
+        if (dx) {
+            nchw_out o = {dx, NULL, scratch(tp, (size_t)NP, (size_t)g->OC),
+                          scratch(tp, (size_t)NP, (size_t)g->OC)};
+            implicit_fwd(tp, g, &l, xp, W->data, &o);
+        }
+        if (dW)
+            implicit_wgrad(tp, g, &l, xp, s->col, dW);
         return;
     }
     float *dcol = scratch(tp, (size_t)NP, (size_t)ldk);
@@ -1209,6 +1480,7 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
         s->col = xp;
         s->direct = direct;
         s->d = d;
+        s->implicit = !direct && implicit_ok(&g);
         r->saved = s;
     }
     return y;

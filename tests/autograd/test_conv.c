@@ -116,6 +116,9 @@ static const conv_case edge_cases[] = {
     /* 1x1 kernels, stride 2, one channel in; one out with output padding */
     {2, 1, 5, 6, 3, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 1, 1), true},
     {2, 3, 5, 6, 1, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 1, 1), true},
+    /* 16 out (conv2d's implicit GEMM); 16 in (conv_transpose2d's) */
+    {2, 3, 6, 5, 16, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 1, 1), true},
+    {2, 16, 4, 3, 2, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 1, 1), true},
 };
 enum { N_EDGE = sizeof edge_cases / sizeof edge_cases[0] };
 
@@ -604,13 +607,14 @@ static void test_upsample(void **state)
            w.abs_err, w.rel_err);
 }
 
-/* ---- one-channel image sides: direct kernels against the im2col path -----
+/* ---- direct and implicit kernels against the im2col path -----------------
  * With an AVX2 GEMM kernel, conv2d with one input channel and
  * conv_transpose2d with one output channel take direct kernels (phase
- * planes, no im2col); with the portable kernel, the im2col path. Both must
- * give the same values and gradients (to rounding) on grids larger than
- * one vector block, channel counts off multiples of 4, and the geometries
- * the direct kernels treat apart. */
+ * planes, no im2col), and column sides of 16k channels the implicit GEMM
+ * (patch rows read from the padded image); with the portable kernel, the
+ * im2col path. Both must give the same values and gradients (to rounding)
+ * on grids larger than one vector block, channel counts off multiples of
+ * 4, and the geometries the kernels treat apart. */
 typedef struct path_case {
     bool transpose;
     int N, C, H, W, OC, kh, kw; /* conv_transpose2d: C in, OC out */
@@ -633,6 +637,21 @@ static const path_case path_cases[] = {
     /* 1x1 */
     {false, 2, 1, 9, 11, 5, 1, 1, ARGS(1, 1, 0, 0, 1, 1, 0, 0)},
     {true, 2, 5, 9, 11, 1, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 1, 1)},
+    /* implicit GEMM (16k channels on the column side, more than one on
+     * the image side): the VAE's 32 -> 64 and 64 -> 32 layers */
+    /* (7 and 40 images: more than one block of dW's image blocks) */
+    {false, 7, 32, 14, 14, 64, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0)},
+    {false, 40, 3, 5, 5, 16, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 0, 0)},
+    {true, 3, 64, 7, 7, 32, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0)},
+    /* non-square kernel, stride and dilation; 1x1 stride 2 */
+    {false, 2, 3, 9, 8, 16, 3, 2, ARGS(2, 1, 1, 0, 1, 2, 0, 0)},
+    {false, 1, 5, 7, 6, 32, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 0, 0)},
+    /* stride > kernel; padding >= kernel/2 */
+    {false, 2, 4, 9, 9, 16, 2, 2, ARGS(3, 3, 0, 0, 1, 1, 0, 0)},
+    {false, 2, 6, 5, 7, 16, 3, 3, ARGS(1, 1, 2, 2, 1, 1, 0, 0)},
+    /* transposed: output padding, dilation, odd sizes */
+    {true, 2, 16, 5, 4, 3, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 1, 1)},
+    {true, 1, 32, 4, 5, 2, 2, 3, ARGS(3, 2, 0, 1, 2, 1, 1, 0)},
 };
 
 /* Forward values, then the gradients of x, W and b for a random seed
@@ -657,16 +676,17 @@ static size_t run_path(const path_case *c, tg_tensor **in, const float *seed,
     return k;
 }
 
-static void test_one_channel_paths_agree(void **state)
+static void test_kernel_paths_agree(void **state)
 {
     (void)state;
     char saved[32];
     snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
     if (!tg_gemm_set_kernel("avx2")) {
-        printf("  no AVX2 here: the direct kernels do not run\n");
+        printf("  no AVX2 here: the direct and implicit kernels do not "
+               "run\n");
         return;
     }
-    enum { CAP = 1 << 16 };
+    enum { CAP = 1 << 17 };
     float *a = malloc(CAP * sizeof *a), *b = malloc(CAP * sizeof *b),
           *seed = malloc(CAP * sizeof *seed);
     for (size_t e = 0; e < CAP; e++)
@@ -703,7 +723,7 @@ static void test_one_channel_paths_agree(void **state)
         for (int i = 0; i < 3; i++)
             tg_tensor_free(in[i]);
     }
-    printf("  one channel, direct vs im2col: worst difference %.3g of the "
+    printf("  direct/implicit vs im2col: worst difference %.3g of the "
            "largest value\n",
            worst);
     assert_true(tg_gemm_set_kernel(saved));
@@ -939,7 +959,7 @@ int main(void)
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
-        cmocka_unit_test(test_one_channel_paths_agree),
+        cmocka_unit_test(test_kernel_paths_agree),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_bias_grad_is_the_nearest_float),
         cmocka_unit_test(test_empty_batch),
