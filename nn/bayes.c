@@ -380,7 +380,7 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
     float *work = malloc(sizeof(float) * (n_work ? n_work : 1));
     if (!keys || !var_W || !work)
         tg_fatal("bayes_mlp_sample", "out of memory");
-    for (int i = 0; i < S * n_layers; i++)
+    for (size_t i = 0; i < (size_t)S * n_layers; i++)
         keys[i] = tg_rng_u64(rng);
     for (int l = 0; l < n_layers; l++) {
         var_W[l] = malloc(sizeof(float) * (size_t)layers[l].out * layers[l].in);
