@@ -446,6 +446,13 @@ typedef struct ilay {
 static bool implicit_ok(const geom *g)
 {
 #ifdef TG_GEMM_X86
+    /* off(k) and rb(q) are ints: a padded image of at most INT_MAX / 2
+     * floats (each factor checked first, so the products cannot wrap) */
+    size_t hq = (size_t)g->H + 2 * (size_t)g->ph,
+           wq = (size_t)g->W + 2 * (size_t)g->pw;
+    if (hq > INT_MAX / 2 || wq > INT_MAX / 2 || hq * wq > INT_MAX / 2 ||
+        (size_t)g->C * hq * wq > INT_MAX / 2)
+        return false;
     return g->OC % 16 == 0 && g->C > 1 &&
            strncmp(tg_gemm_kernel(), "avx2", 4) == 0;
 #else
@@ -716,15 +723,22 @@ static bool direct_layout(const geom *g, dlay *d)
     if (g->C != 1 || strcmp(tg_gemm_kernel(), "portable") == 0 ||
         !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
         return false;
-    d->P = g->sh * g->sw;
-    d->KK = g->kh * g->kw;
-    d->amax = (g->kh - 1) * g->dh / g->sh;
-    d->bmax = (g->kw - 1) * g->dw / g->sw;
+    /* in 64 bits: strides, dilations and paddings may be near INT_MAX
+     * (test_huge_stride_one_channel); then the im2col path */
+    long long P = (long long)g->sh * g->sw, KK = (long long)g->kh * g->kw,
+              spanh = (long long)(g->kh - 1) * g->dh,
+              spanw = (long long)(g->kw - 1) * g->dw;
+    if (KK > DIRECT_MAX_TAPS || P > DIRECT_MAX_TAPS || spanh > (1 << 22) ||
+        spanw > (1 << 22))
+        return false;
+    d->P = (int)P;
+    d->KK = (int)KK;
+    d->amax = (int)(spanh / g->sh);
+    d->bmax = (int)(spanw / g->sw);
     long long Wp = (long long)g->OW + d->bmax, lf = (long long)g->OH * Wp,
               lt = (g->OH + (long long)d->amax) * Wp,
               F = (long long)d->amax * Wp + d->bmax;
-    if (d->KK > DIRECT_MAX_TAPS || d->P > DIRECT_MAX_TAPS || lt > (1 << 22) ||
-        F > (1 << 22))
+    if (lt > (1 << 22) || F > (1 << 22))
         return false;
     d->Wp = (int)Wp;
     d->Lf = (int)((lf + 8 * CORR_V - 1) / (8 * CORR_V) * (8 * CORR_V));

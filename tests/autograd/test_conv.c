@@ -732,6 +732,22 @@ static void test_kernel_paths_agree(void **state)
     free(seed);
 }
 
+/* A stride of 2^30 on one input channel (a 1 x 1 output): the direct
+ * kernels' phase count sh*sw overflowed int (UBSan) before it was taken in
+ * 64 bits; the geometry must fall back to the im2col path and agree with
+ * the reference. The same stride with 2 -> 16 channels goes through the
+ * implicit GEMM. */
+static void test_huge_stride_one_channel(void **state)
+{
+    (void)state;
+    conv_case c = {
+        2, 1, 5, 5, 3, 2, 2, ARGS(1 << 30, 1 << 30, 0, 0, 1, 1, 0, 0), true};
+    worst w = {0, 0};
+    check_case(&c, false, &w);
+    c.C = 2, c.OC = 16; /* the implicit GEMM's geometry, same stride */
+    check_case(&c, false, &w);
+}
+
 /* ---- same bits on 1 and 2 threads ------------------------------------------
  */
 
@@ -960,6 +976,7 @@ int main(void)
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
         cmocka_unit_test(test_kernel_paths_agree),
+        cmocka_unit_test(test_huge_stride_one_channel),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_bias_grad_is_the_nearest_float),
         cmocka_unit_test(test_empty_batch),
