@@ -22,6 +22,10 @@
 #include "tg_nn.h"
 #include "vmath.h"
 
+#ifdef TG_HAVE_OPENMP
+#include <omp.h>
+#endif
+
 void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
                          int in, int out, float prior_scale, float rho_init,
                          tg_rng *rng)
@@ -371,7 +375,7 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
     float **var_W = calloc((size_t)n_layers * 2, sizeof(float *));
     float **var_b = var_W ? var_W + n_layers : NULL;
     size_t plane = (size_t)rows * width, first = (size_t)rows * layers[0].out;
-    int lanes = tg_get_threads() < S ? tg_get_threads() : S;
+    int lanes = tg_par_threads() < S ? tg_par_threads() : S;
     lanes = lanes > 0 ? lanes : 1;
     /* layer 1's mean and variance, then 4 planes per lane: h, h_sq, the
      * pre-activations' mean and variance */
@@ -398,33 +402,40 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
         x_sq[i] = x[i] * x[i];
     dense_into(x, rows, L0->in, L0->out, L0->W_mu->data, L0->b_mu->data, mean1);
     dense_into(x_sq, rows, L0->in, L0->out, var_W[0], var_b[0], var1);
-    /* The passes, a share of them per lane, each on one thread (the GEMMs
-     * and draws inside see a parallel region and stay serial): every
-     * pass's arithmetic is fixed, so the split changes no bit. */
+    /* The passes, handed to the threads one at a time (a core that other
+     * work slows down takes fewer), each pass on one thread with that
+     * thread's planes (the GEMMs and draws inside see a parallel region and
+     * stay serial): every pass's arithmetic is fixed, so which thread runs
+     * it changes no bit. */
     int n_out = layers[n_layers - 1].out;
-    TG_PARALLEL_FOR(lanes, lanes > 1 ? (size_t)S * plane / (size_t)lanes : 0)
-    for (int t = 0; t < lanes; t++) {
+#ifdef TG_HAVE_OPENMP
+    bool par = lanes > 1 && (size_t)S * plane >= TG_PARALLEL_MIN;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(lanes) if (par)
+#endif
+    for (int s = 0; s < S; s++) {
+        int t = 0;
+#ifdef TG_HAVE_OPENMP
+        t = omp_get_thread_num();
+#endif
         float *h = lane_work + 4 * plane * (size_t)t, *h_sq = h + plane,
               *mean = h_sq + plane, *var = mean + plane;
-        for (int s = S * t / lanes; s < S * (t + 1) / lanes; s++) {
-            const uint64_t *key = keys + (size_t)s * n_layers;
-            float *y = out + (size_t)s * rows * n_out;
-            if (n_layers == 1) {
-                draw(key[0], mean1, var1, first, false, y, NULL);
-                continue;
-            }
-            draw(key[0], mean1, var1, first, true, h, h_sq);
-            for (int l = 1; l < n_layers; l++) {
-                const tg_bayes_dense *L = &layers[l];
-                size_t n = (size_t)rows * L->out;
-                dense_into(h, rows, L->in, L->out, L->W_mu->data, L->b_mu->data,
-                           mean);
-                dense_into(h_sq, rows, L->in, L->out, var_W[l], var_b[l], var);
-                if (l < n_layers - 1)
-                    draw(key[l], mean, var, n, true, h, h_sq);
-                else
-                    draw(key[l], mean, var, n, false, y, NULL);
-            }
+        const uint64_t *key = keys + (size_t)s * n_layers;
+        float *y = out + (size_t)s * rows * n_out;
+        if (n_layers == 1) {
+            draw(key[0], mean1, var1, first, false, y, NULL);
+            continue;
+        }
+        draw(key[0], mean1, var1, first, true, h, h_sq);
+        for (int l = 1; l < n_layers; l++) {
+            const tg_bayes_dense *L = &layers[l];
+            size_t n = (size_t)rows * L->out;
+            dense_into(h, rows, L->in, L->out, L->W_mu->data, L->b_mu->data,
+                       mean);
+            dense_into(h_sq, rows, L->in, L->out, var_W[l], var_b[l], var);
+            if (l < n_layers - 1)
+                draw(key[l], mean, var, n, true, h, h_sq);
+            else
+                draw(key[l], mean, var, n, false, y, NULL);
         }
     }
     for (int l = 0; l < n_layers; l++) {
