@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "parallel.h"
+#include "rng_blocks.h"
 
 enum { MASK_BLOCK = 16384 };
 
@@ -42,7 +43,7 @@ tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, float p, tg_rng *rng,
         tg_rng g;
         tg_rng_seed(&g, key, b);
         for (size_t k = lo; k < hi; k += 2) {
-            uint64_t w = tg_rng_u64(&g);
+            uint64_t w = rng_next(g.s);
             keep[k] = (uint32_t)(w >> 40) >= thr;
             if (k + 1 < hi)
                 keep[k + 1] = (uint32_t)((w >> 8) & 0xffffff) >= thr;

@@ -30,22 +30,7 @@ void tg_rng_seed(tg_rng *r, uint64_t seed, uint64_t stream)
         r->s[0] = 1; /* the all-zero state is a fixed point */
 }
 
-/* One xoshiro256** step; static so the bulk fill's loop inlines it (a call
- * per draw through the exported tg_rng_u64 cost a third of that fill). */
-static inline uint64_t next_u64(uint64_t *s)
-{
-    uint64_t out = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-uint64_t tg_rng_u64(tg_rng *r) { return next_u64(r->s); }
+uint64_t tg_rng_u64(tg_rng *r) { return rng_next(r->s); }
 
 /* Lemire's multiply-shift with rejection: exactly uniform in [0, n). */
 uint32_t tg_rng_below(tg_rng *r, uint32_t n)
@@ -172,7 +157,7 @@ void normal_bulk_block(uint64_t key, size_t b, float *out, size_t len)
     tg_rng g;
     tg_rng_seed(&g, key, b);
     for (size_t j = 0; j < pairs; j++)
-        bits[j] = next_u64(g.s);
+        bits[j] = rng_next(g.s);
     /* an odd tail goes through tmp: out of out's bounds otherwise */
     float *dst = len % 2 ? tmp : out;
     normal_block(bits, dst, pairs);

@@ -372,6 +372,41 @@ static void mask_scale_values(void **state)
     tg_tensor_free(x);
 }
 
+/* Over several of the op's blocks and a tail: any nonzero byte keeps, and a
+ * dropped element is 0 (and gets no gradient) even where x or dy is Inf or
+ * NaN: a select, not a multiply by the mask. */
+static void mask_scale_blocks_select(void **state)
+{
+    (void)state;
+    enum { N = 3 * 4096 + 5 };
+    tg_tensor *x = tg_tensor_new(1, (int[]){N});
+    tg_tensor_require_grad(x);
+    uint8_t *keep = malloc(N);
+    for (int k = 0; k < N; k++) {
+        x->data[k] = (float)(k % 97) - 48.5f;
+        keep[k] = (uint8_t)(k % 3 == 0 ? 0 : k % 3 == 1 ? 1 : 200);
+    }
+    x->data[3] = INFINITY; /* dropped (3 % 3 == 0) */
+    x->data[6] = NAN;      /* dropped */
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_mask_scale(tp, x, keep, 1.5f);
+    tg_tensor *w = tg_tensor_new(1, (int[]){N}); /* dy = w */
+    for (int k = 0; k < N; k++)
+        w->data[k] = k == 9 ? NAN : 0.25f; /* 9 is dropped */
+    tg_backward(tp, tg_sum(tp, tg_mul(tp, y, w)));
+    for (int k = 0; k < N; k++) {
+        bool kept = k % 3 != 0;
+        float ey = kept ? 1.5f * x->data[k] : 0.0f;
+        assert_memory_equal(&y->data[k], &ey, sizeof ey);
+        float eg = kept ? 1.5f * 0.25f : 0.0f;
+        assert_memory_equal(&x->grad[k], &eg, sizeof eg);
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(w);
+    free(keep);
+}
+
 /* p = 0 against z = 1 is a finite loss -log(1e-7) with no gradient (the
  * clamp); inside the clamp the value is the textbook one. */
 static void bce_clamps_probabilities(void **state)
@@ -440,6 +475,7 @@ int main(void)
         cmocka_unit_test(detach_stops_the_gradient),
         cmocka_unit_test(layer_norm_rows_have_mean_0_var_1),
         cmocka_unit_test(mask_scale_values),
+        cmocka_unit_test(mask_scale_blocks_select),
         cmocka_unit_test(bce_clamps_probabilities),
         cmocka_unit_test(kl_normals_values),
     };
