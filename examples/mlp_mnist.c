@@ -208,7 +208,7 @@ static double train_step(trainer *t, int n, int epoch, int i, cli_progress *bar)
      * summed loss / n. tg_step_finish sums the shards' gradients in shard
      * order: the gradient of the global batch's mean, the same bits for
      * any rank count. */
-    int k0, k1 = k0 + tg_dist_my_shards(&k0);
+    int k0, mine = tg_dist_my_shards(&k0), k1 = k0 + mine;
     tg_step s = {0};
     for (int k = k0; k < k1; k++) {
         int first, rows = tg_dist_shard_rows(n, k, &first);

@@ -36,7 +36,7 @@ static void shard_steps(run *r, int n, tg_step *s)
 {
     const tg_vae *vae = r->vae;
     int input = vae->cfg.input, latent = vae->cfg.latent, k0;
-    int k1 = k0 + tg_dist_my_shards(&k0);
+    int mine = tg_dist_my_shards(&k0), k1 = k0 + mine;
     tg_rng_fill_normal(&r->pos.noise, r->epsbuf, (size_t)n * latent, 0.0f,
                        1.0f);
     for (int k = k0; k < k1; k++) {
@@ -75,7 +75,7 @@ static void evaluate(run *r, int epoch, epoch_stats *st)
     tg_rng_seed(&noise, r->o->seed, 2000 + (uint64_t)epoch);
     int chunk = r->o->arch == TG_VAE_CONV ? EVAL_BATCH_CONV : EVAL_BATCH;
     int latent = r->o->latent, nshards = tg_dist_shards(), k0;
-    int k1 = k0 + tg_dist_my_shards(&k0);
+    int mine = tg_dist_my_shards(&k0), k1 = k0 + mine;
     size_t n_slots = (size_t)(test->n / chunk + 1) * nshards * 2;
     float *buf = malloc(sizeof(float) * (size_t)chunk * (size_t)latent);
     double *slot = calloc(n_slots, sizeof(double)); /* rec, kl per shard */

@@ -18,7 +18,7 @@
  *     tg_step_guard g; tg_step_guard_init(&g, ps, opt, NULL);
  *     for each global batch of n rows:
  *         tg_step s = {0};
- *         int k0, k1 = k0 + tg_dist_my_shards(&k0);
+ *         int k0, mine = tg_dist_my_shards(&k0), k1 = k0 + mine;
  *         for (int k = k0; k < k1; k++) {
  *             int first, rows = tg_dist_shard_rows(n, k, &first);
  *             s.loss = sum over rows [first, first + rows);

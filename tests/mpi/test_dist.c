@@ -188,7 +188,7 @@ static void test_shards_sum_in_shard_order(void **state)
         tg_step_guard g;
         tg_step_guard_init(&g, ps, NULL, NULL);
         tg_step s = {0};
-        int k0, k1 = k0 + tg_dist_my_shards(&k0);
+        int k0, mine = tg_dist_my_shards(&k0), k1 = k0 + mine;
         for (int k = k0; k < k1; k++) {
             tg_params_zero_grad(ps);
             float *grad = tg_params_grad(ps);
@@ -264,7 +264,7 @@ static void test_sharded_vae_gradient_is_bit_identical(void **state)
         tg_step_guard guard;
         tg_step_guard_init(&guard, ps, NULL, NULL);
         tg_step s = {0};
-        int k0, k1 = k0 + tg_dist_my_shards(&k0);
+        int k0, mine = tg_dist_my_shards(&k0), k1 = k0 + mine;
         for (int k = k0; k < k1; k++) {
             int first, rows = tg_dist_shard_rows(N, k, &first);
             tg_params_zero_grad(ps);
