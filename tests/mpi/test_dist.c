@@ -222,6 +222,22 @@ static void test_shards_sum_in_shard_order(void **state)
     tg_params_free(ps);
 }
 
+/* The VAE's gradient of (sum of -ELBO over rows [first, first + rows) of
+ * x and eps) / n, into the zeroed gradient buffer; returns that sum. */
+static double shard_backward(tg_tape *tp, const tg_vae *vae, tg_params *ps,
+                             float *x, float *eps, int first, int rows, int n)
+{
+    int in = vae->cfg.input, lat = vae->cfg.latent;
+    tg_params_zero_grad(ps);
+    tg_tape_reset(tp);
+    tg_tensor *xt = tg_tape_view2(tp, x + first * in, rows, in);
+    tg_tensor *et = tg_tape_view2(tp, eps + first * lat, rows, lat);
+    tg_vae_out out = tg_vae_forward_eps(tp, vae, xt, et);
+    tg_backward(tp, tg_scale(tp, tg_sum(tp, tg_add(tp, out.rec, out.kl)),
+                             1.0f / (float)n));
+    return (double)out.loss->data[0] * rows;
+}
+
 /* A VAE's gradient over S shards on this many ranks is, bit for bit, the
  * one this rank computes alone shard after shard (the sum in double in
  * shard order), for S below, equal to and above the rank count. */
@@ -248,14 +264,7 @@ static void test_sharded_vae_gradient_is_bit_identical(void **state)
         /* alone: every shard, in order */
         for (int k = 0; k < S; k++) {
             int first, rows = tg_dist_shard_rows(N, k, &first);
-            tg_params_zero_grad(ps);
-            tg_tape_reset(tp);
-            tg_tensor *xt = tg_tape_view2(tp, x + first * IN, rows, IN);
-            tg_tensor *et = tg_tape_view2(tp, eps + first * LAT, rows, LAT);
-            tg_vae_out out = tg_vae_forward_eps(tp, vae, xt, et);
-            tg_backward(tp,
-                        tg_scale(tp, tg_sum(tp, tg_add(tp, out.rec, out.kl)),
-                                 1.0f / N));
+            shard_backward(tp, vae, ps, x, eps, first, rows, N);
             const float *g = tg_params_grad(ps);
             for (size_t i = 0; i < np; i++)
                 acc[i] = k == 0 ? g[i] : acc[i] + g[i];
@@ -267,15 +276,7 @@ static void test_sharded_vae_gradient_is_bit_identical(void **state)
         int k0, mine = tg_dist_my_shards(&k0), k1 = k0 + mine;
         for (int k = k0; k < k1; k++) {
             int first, rows = tg_dist_shard_rows(N, k, &first);
-            tg_params_zero_grad(ps);
-            tg_tape_reset(tp);
-            tg_tensor *xt = tg_tape_view2(tp, x + first * IN, rows, IN);
-            tg_tensor *et = tg_tape_view2(tp, eps + first * LAT, rows, LAT);
-            tg_vae_out out = tg_vae_forward_eps(tp, vae, xt, et);
-            s.loss = out.loss->data[0] * rows;
-            tg_backward(tp,
-                        tg_scale(tp, tg_sum(tp, tg_add(tp, out.rec, out.kl)),
-                                 1.0f / N));
+            s.loss = shard_backward(tp, vae, ps, x, eps, first, rows, N);
             tg_step_shard(&guard, &s);
         }
         tg_step_finish(&guard, &s, N);
