@@ -128,9 +128,8 @@ int tg_dist_shard_rows(int n, int shard, int *first)
     int64_t s = tg_dist_shards();
     if (n < 0 || shard < 0 || shard >= s)
         tg_fatal("dist_shard_rows",
-                 "shard %d of a batch of %d rows (%d "
-                 "shards)",
-                 shard, n, (int)s);
+                 "shard %d of a batch of %d rows (%d shards)", shard, n,
+                 (int)s);
     int64_t lo = shard * (int64_t)n / s, hi = (shard + 1) * (int64_t)n / s;
     if (first)
         *first = (int)lo;
@@ -207,12 +206,10 @@ void tg_dist_reduce_shards_(tg_params *ps, int count)
 {
     size_t n = tg_params_numel(ps);
     float *g = tg_params_grad(ps);
-    if (dist.size == 1) {
+    if (dist.size == 1) { /* one process holds every shard */
         if (count > 1)
             for (size_t i = 0; i < n; i++)
                 g[i] = (float)sh.acc[i];
-        else if (count == 0)
-            memset(g, 0, n * sizeof(float));
         return;
     }
 #ifdef TG_HAVE_MPI

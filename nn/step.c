@@ -75,21 +75,19 @@ static bool diverging(tg_step_guard *g, double m)
     return false;
 }
 
-/* Each shard's sums have their own slot: one shard per slot; the others'
- * are zero. */
-enum { WIDTH = 1 + TG_STEP_PARTS };
+/* dist.c's scratch holds, between tg_step_shard calls: index 0 the
+ * non-finite flag, 1 the interrupted flag, then one slot of sums per shard
+ * (each filled by the rank that holds the shard; the others' are zero). */
+enum { NONFINITE, INTERRUPTED, SLOTS, WIDTH = 1 + TG_STEP_PARTS };
 
-static void keep_sums(double *slot, const tg_step *s, bool *nonfinite)
+static void keep_sums(double *v, int shard, const tg_step *s)
 {
+    double *slot = v + SLOTS + (size_t)shard * WIDTH;
     if (!isfinite(s->loss))
-        *nonfinite = true;
+        v[NONFINITE] = 1.0;
     slot[0] = isfinite(s->loss) ? s->loss : 0.0;
     memcpy(slot + 1, s->parts, sizeof s->parts);
 }
-
-/* dist.c's scratch holds, between tg_step_shard calls: index 0 the
- * non-finite flag, 1 the interrupted flag, then one slot per shard. */
-enum { NONFINITE, INTERRUPTED, SLOTS };
 
 void tg_step_shard(tg_step_guard *g, tg_step *s)
 {
@@ -102,9 +100,7 @@ void tg_step_shard(tg_step_guard *g, tg_step *s)
                  tg_dist_size() == 1 ? "" : "s");
     double *v = tg_dist_scratch_(SLOTS + (size_t)tg_dist_shards() * WIDTH,
                                  s->shards == 0);
-    bool bad = v[NONFINITE] > 0.0;
-    keep_sums(v + SLOTS + (size_t)(first + s->shards) * WIDTH, s, &bad);
-    v[NONFINITE] = bad ? 1.0 : 0.0;
+    keep_sums(v, first + s->shards, s);
     tg_dist_keep_shard_(g->ps, s->shards, count);
     s->shards++;
     s->loss = 0.0;
@@ -125,10 +121,8 @@ void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
                      count, nshards, tg_dist_size(),
                      tg_dist_size() == 1 ? "" : "s");
         v = tg_dist_scratch_(n, true);
-        bool bad = false;
         if (count == 1)
-            keep_sums(v + SLOTS + (size_t)first * WIDTH, s, &bad);
-        v[NONFINITE] = bad ? 1.0 : 0.0;
+            keep_sums(v, first, s);
     } else {
         if (s->shards != count)
             tg_fatal("step_finish",
@@ -157,7 +151,7 @@ void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
         s->bad = "loss";
         s->why = "is not finite";
     } else {
-        tg_dist_reduce_shards_(g->ps, s->shards ? count : (count ? 1 : 0));
+        tg_dist_reduce_shards_(g->ps, count);
         s->bad = tg_params_nonfinite(g->ps, &s->why);
     }
     g->wait_s += now() - t0;

@@ -107,22 +107,29 @@ static void test_all_ok_agrees(void **state)
     assert_true(tg_dist_all_ok(true));
 }
 
+/* A small VAE and a batch of N rows for it: x uniform, eps normal. */
+enum { N = 13, IN = 12, HID = 8, LAT = 3 };
+
+static tg_vae *small_vae(float x[N * IN], float eps[N * LAT])
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, 3, 9);
+    tg_rng_fill_uniform(&rng, x, N * IN, 0.0f, 1.0f);
+    tg_rng_fill_normal(&rng, eps, N * LAT, 0.0f, 1.0f);
+    return tg_vae_new(
+        (tg_vae_config){.input = IN, .hidden = HID, .latent = LAT}, 7);
+}
+
 /* One process: gradient of the mean -ELBO over a batch of n rows. Sharded:
  * each rank the gradient of (sum over its rows) / n, all-reduced. Equal up
  * to float summation order (n = 13 does not divide by 2 or 3). */
 static void test_sharded_vae_gradient_is_global_mean(void **state)
 {
     (void)state;
-    enum { N = 13, IN = 12, HID = 8, LAT = 3 };
-    tg_vae *vae = tg_vae_new(
-        (tg_vae_config){.input = IN, .hidden = HID, .latent = LAT}, 7);
+    float x[N * IN], eps[N * LAT];
+    tg_vae *vae = small_vae(x, eps);
     tg_params *ps = tg_vae_params(vae);
     size_t np = tg_params_numel(ps);
-    float x[N * IN], eps[N * LAT];
-    tg_rng rng;
-    tg_rng_seed(&rng, 3, 9);
-    tg_rng_fill_uniform(&rng, x, N * IN, 0.0f, 1.0f);
-    tg_rng_fill_normal(&rng, eps, N * LAT, 0.0f, 1.0f);
 
     tg_tape *tp = tg_tape_new();
     tg_tensor *xt = tg_tape_tensor2(tp, N, IN, false);
@@ -244,16 +251,10 @@ static double shard_backward(tg_tape *tp, const tg_vae *vae, tg_params *ps,
 static void test_sharded_vae_gradient_is_bit_identical(void **state)
 {
     (void)state;
-    enum { N = 13, IN = 12, HID = 8, LAT = 3 };
-    tg_vae *vae = tg_vae_new(
-        (tg_vae_config){.input = IN, .hidden = HID, .latent = LAT}, 7);
+    float x[N * IN], eps[N * LAT];
+    tg_vae *vae = small_vae(x, eps);
     tg_params *ps = tg_vae_params(vae);
     size_t np = tg_params_numel(ps);
-    float x[N * IN], eps[N * LAT];
-    tg_rng rng;
-    tg_rng_seed(&rng, 3, 9);
-    tg_rng_fill_uniform(&rng, x, N * IN, 0.0f, 1.0f);
-    tg_rng_fill_normal(&rng, eps, N * LAT, 0.0f, 1.0f);
     tg_tape *tp = tg_tape_new();
     double *acc = malloc(np * sizeof(double));
     assert_non_null(acc);

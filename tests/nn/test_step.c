@@ -140,36 +140,24 @@ static void shards_sum_in_one_process(void **state)
     drop(&f);
 }
 
-static void finish_without_shard_calls(void)
+/* A step over `shards` shards with `calls` calls of tg_step_shard. */
+static void step_with_shard_calls(int shards, int calls)
 {
     fixture f = make();
     tg_step_guard g;
     tg_step_guard_init(&g, f.ps, f.opt, NULL);
-    tg_dist_set_shards(2);
+    tg_dist_set_shards(shards);
     tg_step s = {0};
+    for (int i = 0; i < calls; i++)
+        tg_step_shard(&g, &s);
     tg_step_finish(&g, &s, 8);
 }
 
-static void shard_called_once_too_often(void)
-{
-    fixture f = make();
-    tg_step_guard g;
-    tg_step_guard_init(&g, f.ps, f.opt, NULL);
-    tg_dist_set_shards(1);
-    tg_step s = {0};
-    tg_step_shard(&g, &s);
-    tg_step_shard(&g, &s);
-}
-
+static void finish_without_shard_calls(void) { step_with_shard_calls(2, 0); }
+static void shard_called_once_too_often(void) { step_with_shard_calls(1, 2); }
 static void finish_after_too_few_shard_calls(void)
 {
-    fixture f = make();
-    tg_step_guard g;
-    tg_step_guard_init(&g, f.ps, f.opt, NULL);
-    tg_dist_set_shards(3);
-    tg_step s = {0};
-    tg_step_shard(&g, &s);
-    tg_step_finish(&g, &s, 8);
+    step_with_shard_calls(3, 1);
 }
 
 /* Misuse that would sum only part of the batch aborts, naming the call. */
