@@ -72,7 +72,7 @@ int main(int argc, char **argv)
     }
     tg_set_threads(threads);
     int cpu = bench_cpu_time && threads == 1;
-    double peak = measure_peak(256, threads, 0.3);
+    double peak = measure_peak(kernel_width(tg_gemm_kernel()), threads, 0.3);
     printf("conv_layers: batch %d, %d thread%s, gemm %s, FMA peak %.1f "
            "GFLOP/s (%s)\n",
            batch, threads, threads == 1 ? "" : "s", tg_gemm_kernel(), peak,

@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "tg_config.h"
@@ -86,6 +87,13 @@ static float peak_loop(int width, long iters)
     (void)iters;
     return 0.0f;
 #endif
+}
+
+/* The vector width of a tg_gemm kernel (tg_gemm_kernel()'s name): the peak
+ * its "% of peak" is taken against. */
+static inline int kernel_width(const char *kernel)
+{
+    return kernel && !strncmp(kernel, "avx512", 6) ? 512 : 256;
 }
 
 /* GFLOP/s of `threads` threads each running the loop for about `seconds`. */

@@ -259,8 +259,7 @@ int main(int argc, char **argv)
 
     double peak1 = 0, peak_all = 0;
 #ifdef PEAK_X86
-    __builtin_cpu_init();
-    int width = __builtin_cpu_supports("avx512f") ? 512 : 256;
+    int width = kernel_width(default_kernel);
     for (int i = 0; i < 3; i++) { /* best of 3 */
         peak1 = fmax(peak1, measure_peak(width, 1, 0.1));
         peak_all = fmax(peak_all, measure_peak(width, cores, 0.1));
