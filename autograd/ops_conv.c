@@ -424,20 +424,22 @@ static float *scratch(tg_tape *tp, size_t rows, size_t cols)
 }
 
 /* ---- implicit GEMM: patch rows read from a padded image ---------------------
- * For OC a multiple of 16 with an AVX2 GEMM kernel, the products that read
- * col (conv2d's forward and dW, conv_transpose2d's dx and dW) read the
- * image instead: each image is copied once with its padding as zeros,
- * xp [C][Hq][Wq] (Hq = H + 2ph, Wq = W + 2pw), and col's element (q, k) is
+ * For OC a multiple of 16 with an AVX2 or AVX-512 GEMM kernel, the products
+ * that read col (conv2d's forward and dW, conv_transpose2d's dx and dW) read
+ * the image instead: each image is copied once with its padding as zeros, xp
+ * [C][Hq][Wq] (Hq = H + 2ph, Wq = W + 2pw), and col's element (q, k) is
  *   xp[rb(q) + off(k)],  rb(q) = oh*sh*Wq + ow*sw,
  *                        off(k) = c*Hq*Wq + i*dh*Wq + j*dw, k = (c, i, j),
- * so a micro-kernel broadcasts it from there (6 pixel rows or 6 k rows,
- * x 16 output channels from W^T laid out in 16-column panels). col (13 MB
- * for conv2 at batch 128) is never written: the forward saves xp (4 MB).
- * The forward sums each output over k in order with one FMA chain from 0,
- * as the GEMM does in one K block. dW is computed as dW^T [K, OC]: each
- * 6 x 16 tile by one thread over all pixels in a fixed order (blocks of a
- * few images, the tile kept in the output between blocks), so the bits do
- * not depend on the thread count. */
+ * so a micro-kernel broadcasts it from there (AVX2: 6 pixel rows or 6 k
+ * rows x 16 output channels from W^T laid out in 16-column panels; AVX-512:
+ * 8 rows x 32 channels, two panels, and 8 x 16 for a last odd panel). col (13
+ * MB for conv2 at batch 128) is never written: the forward saves xp (4 MB). The
+ * forward sums each output over k in order with one FMA chain from 0, as the
+ * GEMM does in one K block. dW is computed as dW^T [K, OC]: each tile by
+ * one thread over all pixels in a fixed order (blocks of a few images, the tile
+ * kept in the output between blocks), so the bits do not depend on the thread
+ * count, nor on the tile: the AVX2 and AVX-512 kernels make the same FMA chains
+ * and give the same bits. */
 typedef struct ilay {
     int Hq, Wq;
     size_t plane, image; /* floats per padded channel plane, per image */
@@ -453,8 +455,9 @@ static bool implicit_ok(const geom *g)
     if (hq > INT_MAX / 2 || wq > INT_MAX / 2 || hq * wq > INT_MAX / 2 ||
         (size_t)g->C * hq * wq > INT_MAX / 2)
         return false;
+    const char *kern = tg_gemm_kernel();
     return g->OC % 16 == 0 && g->C > 1 &&
-           strncmp(tg_gemm_kernel(), "avx2", 4) == 0;
+           (strncmp(kern, "avx2", 4) == 0 || strcmp(kern, "avx512") == 0);
 #else
     (void)g;
     return false;
@@ -602,6 +605,132 @@ implicit_wgrad_rows(const geom *g, const ilay *l, const float *xp,
         }
     }
 }
+
+/* The AVX-512 tiles: MR = 8 rows (pixels or k) x NV panels of 16 channels,
+ * NV = 2, or 1 for a last odd panel; the same chains as the AVX2 tiles. */
+enum { I512_MR = 8 };
+
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+fwd_tile_512(const int NV, int K, const float *const a[I512_MR], const float *b,
+             const int *off, float *d, int rows, int OC)
+{
+    __m512 acc[I512_MR][2];
+    for (int r = 0; r < I512_MR; r++)
+        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const size_t pstride = (size_t)16 * K; /* next panel */
+    for (int k = 0; k < K; k++, b += 16) {
+        __m512 b0 = _mm512_loadu_ps(b),
+               b1 = NV > 1 ? _mm512_loadu_ps(b + pstride) : b0;
+        int o = off[k];
+        for (int r = 0; r < I512_MR; r++) {
+            __m512 av = _mm512_set1_ps(a[r][o]);
+            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+            if (NV > 1)
+                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < rows; r++, d += OC) {
+        _mm512_storeu_ps(d, acc[r][0]);
+        if (NV > 1)
+            _mm512_storeu_ps(d + 16, acc[r][1]);
+    }
+}
+
+/* implicit_fwd_image with the AVX-512 tiles. */
+__attribute__((target("avx512f,fma"))) static void
+implicit_fwd_image_512(const geom *g, const ilay *l, const float *xn,
+                       const float *wp, const int *off, float *pm)
+{
+    const int P = P_of(g), K = K_of(g), OC = g->OC;
+    for (int q0 = 0; q0 < P; q0 += I512_MR) {
+        const float *a[I512_MR];
+        for (int r = 0; r < I512_MR; r++) {
+            int q = q0 + r < P ? q0 + r : P - 1;
+            int oh = q / g->OW, ow = q % g->OW;
+            a[r] = xn + (size_t)oh * g->sh * l->Wq + (size_t)ow * g->sw;
+        }
+        int rows = P - q0 < I512_MR ? P - q0 : I512_MR;
+        float *d = pm + (size_t)q0 * OC;
+        int pn = 0;
+        for (; pn + 32 <= OC; pn += 32)
+            fwd_tile_512(2, K, a, wp + (size_t)pn * K, off, d + pn, rows, OC);
+        if (pn < OC)
+            fwd_tile_512(1, K, a, wp + (size_t)pn * K, off, d + pn, rows, OC);
+    }
+}
+
+/* One tile of implicit_wgrad_rows_512: dWt rows [kt, kt + rows), channels
+ * [pn, pn + 16 NV). */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+wgrad_tile_512(const int NV, const geom *g, const ilay *l, const float *xp,
+               const float *dpan, const int o[I512_MR], int kt, int rows,
+               int pn, int n0, int n1, bool first, float *dWt)
+{
+    const int P = P_of(g), OC = g->OC;
+    const size_t NP = (size_t)g->N * P;
+    __m512 acc[I512_MR][2];
+    for (int r = 0; r < I512_MR; r++) {
+        if (first || r >= rows) {
+            acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        } else {
+            const float *c = dWt + (size_t)(kt + r) * OC + pn;
+            acc[r][0] = _mm512_loadu_ps(c);
+            acc[r][1] = NV > 1 ? _mm512_loadu_ps(c + 16) : acc[r][0];
+        }
+    }
+    for (int n = n0; n < n1; n++) {
+        const float *xn = xp + (size_t)n * l->image;
+        const float *dq = dpan + ((size_t)(pn / 16) * NP + (size_t)n * P) * 16;
+        const size_t pstride = NP * 16; /* the next panel's stream */
+        for (int oh = 0; oh < g->OH; oh++) {
+            const float *xr = xn + (size_t)oh * g->sh * l->Wq;
+            for (int ow = 0; ow < g->OW; ow++, dq += 16) {
+                const float *x0 = xr + (size_t)ow * g->sw;
+                __m512 b0 = _mm512_loadu_ps(dq),
+                       b1 = NV > 1 ? _mm512_loadu_ps(dq + pstride) : b0;
+                for (int r = 0; r < I512_MR; r++) {
+                    __m512 av = _mm512_set1_ps(x0[o[r]]);
+                    acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+                    if (NV > 1)
+                        acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        float *c = dWt + (size_t)(kt + r) * OC + pn;
+        _mm512_storeu_ps(c, acc[r][0]);
+        if (NV > 1)
+            _mm512_storeu_ps(c + 16, acc[r][1]);
+    }
+}
+
+/* implicit_wgrad_rows with the AVX-512 tiles (k0 a multiple of 8). */
+__attribute__((target("avx512f,fma"))) static void
+implicit_wgrad_rows_512(const geom *g, const ilay *l, const float *xp,
+                        const float *dpan, const int *off, int k0, int k1,
+                        int n0, int n1, bool first, float *dWt)
+{
+    const int K = K_of(g), OC = g->OC;
+    for (int kt = k0; kt < k1; kt += I512_MR) {
+        int o[I512_MR];
+        for (int r = 0; r < I512_MR; r++)
+            o[r] = off[kt + r < K ? kt + r : K - 1];
+        int rows = k1 - kt < I512_MR ? k1 - kt : I512_MR, pn = 0;
+        for (; pn + 32 <= OC; pn += 32)
+            wgrad_tile_512(2, g, l, xp, dpan, o, kt, rows, pn, n0, n1, first,
+                           dWt);
+        if (pn < OC)
+            wgrad_tile_512(1, g, l, xp, dpan, o, kt, rows, pn, n0, n1, first,
+                           dWt);
+    }
+}
+
+/* Whether the implicit kernels take the AVX-512 tiles: the GEMM's kernel. */
+static bool implicit_512(void)
+{
+    return strcmp(tg_gemm_kernel(), "avx512") == 0;
+}
 #endif
 
 /* y [N, OC, OH, OW] (+)= col(xp) . W^T as o says (o->pm: [N*P, OC]
@@ -623,8 +752,10 @@ static void implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
         int n0 = range_start(g->N, t, T), n1 = range_start(g->N, t + 1, T);
         float *pm = o->pm + (size_t)n0 * P * OC,
               *tmp = o->tmp ? o->tmp + (size_t)n0 * P * OC : NULL;
+        const bool z = implicit_512();
         for (int n = n0; n < n1; n++) {
-            implicit_fwd_image(g, l, xp + (size_t)n * l->image, wp, off, pm);
+            (z ? implicit_fwd_image_512 : implicit_fwd_image)(
+                g, l, xp + (size_t)n * l->image, wp, off, pm);
             pm_to_nchw(OC, P, pm, o->bias, tmp, o->y + (size_t)n * OC * P);
         }
     }
@@ -652,7 +783,9 @@ static void implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
     /* images per block: about 256 pixels */
     int G = 256 / (P > 0 ? P : 1);
     G = G < 1 ? 1 : G;
-    int tiles = (K + 5) / 6;
+    const bool z = implicit_512();
+    const int mr = z ? I512_MR : 6;
+    int tiles = (K + mr - 1) / mr;
     int T = tg_par_threads();
     T = T > tiles ? tiles : T < 1 ? 1 : T;
     if ((size_t)g->N * P * K * g->OC < TG_PARALLEL_MIN * 64)
@@ -661,12 +794,13 @@ static void implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
 #pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
 #endif
     for (int t = 0; t < T; t++) {
-        int k0 = (int)((long)tiles * t / T) * 6,
-            k1 = (int)((long)tiles * (t + 1) / T) * 6;
+        int k0 = (int)((long)tiles * t / T) * mr,
+            k1 = (int)((long)tiles * (t + 1) / T) * mr;
         k1 = k1 > K ? K : k1;
         for (int n = 0; n < g->N; n += G)
-            implicit_wgrad_rows(g, l, xp, dpan, off, k0, k1, n,
-                                n + G < g->N ? n + G : g->N, n == 0, dWt);
+            (z ? implicit_wgrad_rows_512
+               : implicit_wgrad_rows)(g, l, xp, dpan, off, k0, k1, n,
+                                      n + G < g->N ? n + G : g->N, n == 0, dWt);
     }
     add_transposed(g->OC, K, dWt, dW);
 #else

@@ -119,6 +119,9 @@ static const conv_case edge_cases[] = {
     /* 16 out (conv2d's implicit GEMM); 16 in (conv_transpose2d's) */
     {2, 3, 6, 5, 16, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 1, 1), true},
     {2, 16, 4, 3, 2, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 1, 1), true},
+    /* 48 out: the AVX-512 implicit tiles' two panels and a last odd one;
+     * 9 pixels, one more than their 8 rows */
+    {1, 2, 5, 5, 48, 2, 2, ARGS(2, 2, 1, 1, 1, 1, 0, 0), true},
 };
 enum { N_EDGE = sizeof edge_cases / sizeof edge_cases[0] };
 
@@ -608,7 +611,7 @@ static void test_upsample(void **state)
 }
 
 /* ---- direct and implicit kernels against the im2col path -----------------
- * With an AVX2 GEMM kernel, conv2d with one input channel and
+ * With an AVX2 or AVX-512 GEMM kernel, conv2d with one input channel and
  * conv_transpose2d with one output channel take direct kernels (phase
  * planes, no im2col), and column sides of 16k channels the implicit GEMM
  * (patch rows read from the padded image); with the portable kernel, the
@@ -652,6 +655,9 @@ static const path_case path_cases[] = {
     /* transposed: output padding, dilation, odd sizes */
     {true, 2, 16, 5, 4, 3, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 1, 1)},
     {true, 1, 32, 4, 5, 2, 2, 3, ARGS(3, 2, 0, 1, 2, 1, 1, 0)},
+    /* 48 channels: the AVX-512 tiles' panel pair and a last odd panel */
+    {false, 3, 5, 6, 7, 48, 3, 3, ARGS(1, 1, 1, 1, 1, 1, 0, 0)},
+    {true, 2, 48, 4, 5, 3, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 1, 1)},
 };
 
 /* Forward values, then the gradients of x, W and b for a random seed
@@ -676,6 +682,28 @@ static size_t run_path(const path_case *c, tg_tensor **in, const float *seed,
     return k;
 }
 
+/* The implicit GEMM's products make the same FMA chains with the AVX2 and
+ * the AVX-512 tiles: conv2d's y and dW, conv_transpose2d's dx and dW are
+ * the same bits (the other products go through the GEMM, whose K blocks
+ * may differ between the families). out as run_path's. */
+static void assert_implicit_same_bits(const path_case *c, tg_tensor **in,
+                                      size_t ny, const float *a, const float *z)
+{
+    /* the column side has 16k channels, the image side more than one */
+    int col_ch = c->transpose ? c->C : c->OC,
+        img_ch = c->transpose ? c->OC : c->C;
+    if (col_ch % 16 != 0 || img_ch < 2)
+        return; /* not the implicit GEMM */
+    size_t nx = in[0]->size, nw = in[1]->size;
+    size_t from = c->transpose ? ny : 0, skip = c->transpose ? 0 : nx;
+    size_t to = ny + nx + nw;
+    for (size_t e = from; e < to; e++) {
+        if (!c->transpose && e >= ny && e < ny + skip)
+            continue; /* conv2d's dx: GEMM and col2im */
+        assert_memory_equal(&a[e], &z[e], sizeof a[e]);
+    }
+}
+
 static void test_kernel_paths_agree(void **state)
 {
     (void)state;
@@ -686,9 +714,12 @@ static void test_kernel_paths_agree(void **state)
                "run\n");
         return;
     }
+    const bool avx512 = tg_gemm_set_kernel("avx512");
+    if (!avx512)
+        printf("  no AVX-512 here: its implicit tiles are not run\n");
     enum { CAP = 1 << 17 };
     float *a = malloc(CAP * sizeof *a), *b = malloc(CAP * sizeof *b),
-          *seed = malloc(CAP * sizeof *seed);
+          *z = malloc(CAP * sizeof *z), *seed = malloc(CAP * sizeof *seed);
     for (size_t e = 0; e < CAP; e++)
         seed[e] = (float)(uniform() * 2.0 - 1.0);
     double worst = 0.0;
@@ -705,9 +736,19 @@ static void test_kernel_paths_agree(void **state)
         assert_true(tg_gemm_set_kernel("portable"));
         size_t nb = run_path(c, in, seed, b);
         assert_true(na == nb && na < CAP);
+        size_t nz = 0;
+        if (avx512) {
+            assert_true(tg_gemm_set_kernel("avx512"));
+            nz = run_path(c, in, seed, z);
+            assert_true(nz == na);
+            size_t ny = na - in[0]->size - in[1]->size - in[2]->size;
+            assert_implicit_same_bits(c, in, ny, a, z);
+        }
         double diff = 0.0, scale = 1.0;
         for (size_t e = 0; e < na; e++) {
             diff = fmax(diff, fabs((double)a[e] - b[e]));
+            if (nz)
+                diff = fmax(diff, fabs((double)z[e] - b[e]));
             scale = fmax(scale, fabs((double)b[e]));
         }
         if (diff > 2e-6 * scale) {
@@ -729,6 +770,7 @@ static void test_kernel_paths_agree(void **state)
     assert_true(tg_gemm_set_kernel(saved));
     free(a);
     free(b);
+    free(z);
     free(seed);
 }
 
