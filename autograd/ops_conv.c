@@ -608,17 +608,38 @@ implicit_wgrad_rows(const geom *g, const ilay *l, const float *xp,
 
 /* The AVX-512 tiles: MR = 8 rows (pixels or k) x NV panels of 16 channels,
  * NV = 2, or 1 for a last odd panel; the same chains as the AVX2 tiles. */
-enum { I512_MR = 8 };
+enum { I512_MR = 8, I512_KC = 128 };
 
+/* Rows [q0, q0 + rows) of pm, channels [pn, pn + 16 NV), k in [k0, k1):
+ * started from 0 when k0 is 0, else from pm (a stored float reloads
+ * exactly, so a chain cut into K chunks is the same chain). */
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
-fwd_tile_512(const int NV, int K, const float *const a[I512_MR], const float *b,
-             const int *off, float *d, int rows, int OC)
+fwd_tile_512(const int NV, const geom *g, const ilay *l, const float *xn,
+             const float *wp, const int *off, int q0, int pn, int k0, int k1,
+             float *pm)
 {
+    const int P = P_of(g), K = K_of(g), OC = g->OC;
+    const float *a[I512_MR];
+    for (int r = 0; r < I512_MR; r++) {
+        int q = q0 + r < P ? q0 + r : P - 1;
+        int oh = q / g->OW, ow = q % g->OW;
+        a[r] = xn + (size_t)oh * g->sh * l->Wq + (size_t)ow * g->sw;
+    }
+    const int rows = P - q0 < I512_MR ? P - q0 : I512_MR;
+    float *d = pm + (size_t)q0 * OC + pn;
     __m512 acc[I512_MR][2];
-    for (int r = 0; r < I512_MR; r++)
-        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int r = 0; r < I512_MR; r++) {
+        if (k0 == 0 || r >= rows) {
+            acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        } else {
+            acc[r][0] = _mm512_loadu_ps(d + (size_t)r * OC);
+            acc[r][1] =
+                NV > 1 ? _mm512_loadu_ps(d + (size_t)r * OC + 16) : acc[r][0];
+        }
+    }
     const size_t pstride = (size_t)16 * K; /* next panel */
-    for (int k = 0; k < K; k++, b += 16) {
+    const float *b = wp + (size_t)pn * K + (size_t)k0 * 16;
+    for (int k = k0; k < k1; k++, b += 16) {
         __m512 b0 = _mm512_loadu_ps(b),
                b1 = NV > 1 ? _mm512_loadu_ps(b + pstride) : b0;
         int o = off[k];
@@ -636,27 +657,24 @@ fwd_tile_512(const int NV, int K, const float *const a[I512_MR], const float *b,
     }
 }
 
-/* implicit_fwd_image with the AVX-512 tiles. */
+/* implicit_fwd_image with the AVX-512 tiles: for each panel pair, K in
+ * chunks of I512_KC (the pair's chunk of W^T, 16 KB, stays in L1 while
+ * every pixel tile of the image uses it). */
 __attribute__((target("avx512f,fma"))) static void
 implicit_fwd_image_512(const geom *g, const ilay *l, const float *xn,
                        const float *wp, const int *off, float *pm)
 {
     const int P = P_of(g), K = K_of(g), OC = g->OC;
-    for (int q0 = 0; q0 < P; q0 += I512_MR) {
-        const float *a[I512_MR];
-        for (int r = 0; r < I512_MR; r++) {
-            int q = q0 + r < P ? q0 + r : P - 1;
-            int oh = q / g->OW, ow = q % g->OW;
-            a[r] = xn + (size_t)oh * g->sh * l->Wq + (size_t)ow * g->sw;
+    for (int pn = 0; pn < OC; pn += 32)
+        for (int k0 = 0; k0 < K; k0 += I512_KC) {
+            int k1 = K - k0 < I512_KC ? K : k0 + I512_KC;
+            for (int q0 = 0; q0 < P; q0 += I512_MR) {
+                if (pn + 32 <= OC)
+                    fwd_tile_512(2, g, l, xn, wp, off, q0, pn, k0, k1, pm);
+                else
+                    fwd_tile_512(1, g, l, xn, wp, off, q0, pn, k0, k1, pm);
+            }
         }
-        int rows = P - q0 < I512_MR ? P - q0 : I512_MR;
-        float *d = pm + (size_t)q0 * OC;
-        int pn = 0;
-        for (; pn + 32 <= OC; pn += 32)
-            fwd_tile_512(2, K, a, wp + (size_t)pn * K, off, d + pn, rows, OC);
-        if (pn < OC)
-            fwd_tile_512(1, K, a, wp + (size_t)pn * K, off, d + pn, rows, OC);
-    }
 }
 
 /* One tile of implicit_wgrad_rows_512: dWt rows [kt, kt + rows), channels
@@ -705,25 +723,28 @@ wgrad_tile_512(const int NV, const geom *g, const ilay *l, const float *xp,
     }
 }
 
-/* implicit_wgrad_rows with the AVX-512 tiles (k0 a multiple of 8). */
+/* implicit_wgrad_rows with the AVX-512 tiles (k0 a multiple of 8); panel
+ * pairs outermost, so that a pair's stream of dy (about 256 pixels x 32
+ * channels, 32 KB) stays in L1 across the k tiles. */
 __attribute__((target("avx512f,fma"))) static void
 implicit_wgrad_rows_512(const geom *g, const ilay *l, const float *xp,
                         const float *dpan, const int *off, int k0, int k1,
                         int n0, int n1, bool first, float *dWt)
 {
     const int K = K_of(g), OC = g->OC;
-    for (int kt = k0; kt < k1; kt += I512_MR) {
-        int o[I512_MR];
-        for (int r = 0; r < I512_MR; r++)
-            o[r] = off[kt + r < K ? kt + r : K - 1];
-        int rows = k1 - kt < I512_MR ? k1 - kt : I512_MR, pn = 0;
-        for (; pn + 32 <= OC; pn += 32)
-            wgrad_tile_512(2, g, l, xp, dpan, o, kt, rows, pn, n0, n1, first,
-                           dWt);
-        if (pn < OC)
-            wgrad_tile_512(1, g, l, xp, dpan, o, kt, rows, pn, n0, n1, first,
-                           dWt);
-    }
+    for (int pn = 0; pn < OC; pn += 32)
+        for (int kt = k0; kt < k1; kt += I512_MR) {
+            int o[I512_MR];
+            for (int r = 0; r < I512_MR; r++)
+                o[r] = off[kt + r < K ? kt + r : K - 1];
+            int rows = k1 - kt < I512_MR ? k1 - kt : I512_MR;
+            if (pn + 32 <= OC)
+                wgrad_tile_512(2, g, l, xp, dpan, o, kt, rows, pn, n0, n1,
+                               first, dWt);
+            else
+                wgrad_tile_512(1, g, l, xp, dpan, o, kt, rows, pn, n0, n1,
+                               first, dWt);
+        }
 }
 
 /* Whether the implicit kernels take the AVX-512 tiles: the GEMM's kernel. */
