@@ -1428,11 +1428,16 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     const geom *g = &s->g;
     tg_tensor *x = r->in[0], *W = r->in[1];
     int K = K_of(g), P = P_of(g), NP = g->N * P, ldk = ldk_of(g);
-    float *dx = grad_of(tp, x), *dW = grad_of(tp, W);
+    bool fresh;
+    float *dx = grad_fresh(tp, x, &fresh), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
     if (db)
         bias_backward(g->N, g->OC, P, dy, db);
+    if (fresh && (NP == 0 || s->direct)) { /* paths that add into dx */
+        memset(dx, 0, x->size * sizeof *dx);
+        fresh = false;
+    }
     if (NP == 0)
         return;
     if (s->direct) {
@@ -1459,8 +1464,8 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
                 tmp, g->OC);
         add_transposed(g->OC, K, tmp, dW);
     }
-    if (dx)
-        gemm_col2im(tp, g, dyp, W->data, ldk, dx, false, NULL);
+    if (dx) /* fresh: each image's dx set to 0 while in cache */
+        gemm_col2im(tp, g, dyp, W->data, ldk, dx, fresh, NULL);
 }
 
 tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
@@ -1548,11 +1553,16 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     const geom *g = &s->g;
     tg_tensor *x = r->in[0], *W = r->in[1];
     int K = K_of(g), P = P_of(g), NP = g->N * P, ldk = ldk_of(g);
-    float *dx = grad_of(tp, x), *dW = grad_of(tp, W);
+    bool fresh;
+    float *dx = grad_fresh(tp, x, &fresh), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
     if (db)
         bias_backward(g->N, g->C, g->H * g->W, dy, db);
+    if (fresh && (NP == 0 || s->direct)) { /* paths that add into dx */
+        memset(dx, 0, x->size * sizeof *dx);
+        fresh = false;
+    }
     if (NP == 0)
         return;
     if (s->direct) {
@@ -1573,9 +1583,10 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
         ilay l = ilay_of(g);
         float *xp = scratch(tp, (size_t)g->N, l.image);
         pad_images(g, &l, dy, xp);
-        if (dx) {
+        if (dx) { /* fresh: dx written, not added to */
             nchw_out o = {dx, NULL, scratch(tp, (size_t)NP, (size_t)g->OC),
-                          scratch(tp, (size_t)NP, (size_t)g->OC)};
+                          fresh ? NULL
+                                : scratch(tp, (size_t)NP, (size_t)g->OC)};
             implicit_fwd(tp, g, &l, xp, W->data, &o);
         }
         if (dW)
@@ -1585,7 +1596,8 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     float *dcol = scratch(tp, (size_t)NP, (size_t)ldk);
     if (dx) { /* im2col(dy) and dx' by chunks, as conv2d's forward */
         float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
-        nchw_out o = {dx, NULL, dxp, scratch(tp, (size_t)NP, (size_t)g->OC)};
+        nchw_out o = {dx, NULL, dxp,
+                      fresh ? NULL : scratch(tp, (size_t)NP, (size_t)g->OC)};
         im2col_gemm(g, dy, dcol, ldk, W->data, &o);
     } else {
         im2col(g, dy, dcol, ldk);

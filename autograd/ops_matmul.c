@@ -12,10 +12,11 @@ static void dense_backward(tg_tape *tp, tg_record *r)
     tg_tensor *x = r->in[0], *W = r->in[1], *b = r->in[2];
     const float *dy = r->out->grad;
     int B = tg_tensor_rows(x), in = W->shape[1], out = W->shape[0];
-    float *dx = grad_of(tp, x), *dW = grad_of(tp, W);
+    bool fresh;
+    float *dx = grad_fresh(tp, x, &fresh), *dW = grad_of(tp, W);
     if (dx)
-        tg_gemm(false, false, B, in, out, 1.0f, dy, out, W->data, in, 1.0f, dx,
-                in);
+        tg_gemm(false, false, B, in, out, 1.0f, dy, out, W->data, in,
+                fresh ? 0.0f : 1.0f, dx, in);
     if (dW)
         tg_gemm(true, false, out, in, B, 1.0f, dy, out, x->data, in, 1.0f, dW,
                 in);

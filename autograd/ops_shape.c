@@ -120,10 +120,15 @@ tg_tensor *tg_concat(tg_tape *tp, int n, tg_tensor **xs)
 /* y has x's data under a new shape; dx += dy */
 static void reshape_backward(tg_tape *tp, tg_record *r)
 {
-    float *dx = grad_of(tp, r->in[0]);
+    bool fresh;
+    float *dx = grad_fresh(tp, r->in[0], &fresh);
     const float *dy = r->out->grad;
-    for (size_t i = 0; i < r->out->size; i++)
-        dx[i] += dy[i];
+    if (fresh)
+        for (size_t i = 0; i < r->out->size; i++)
+            dx[i] = 0.0f + dy[i];
+    else
+        for (size_t i = 0; i < r->out->size; i++)
+            dx[i] += dy[i];
 }
 
 tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape)

@@ -1,7 +1,8 @@
 /* Private to autograd: the shape shared by the unary elementwise ops.
  *
  * TG_UNARY_OP(name, fwd, bwd) defines tg_<name>(tp, x): y has x's shape,
- * y[i] = fwd, and its backward adds dx[i] += bwd. In fwd, x_ is the input
+ * y[i] = fwd, and its backward adds dx[i] += bwd (into 0 written in the same
+ * pass when it is the first to reach dx: grad_fresh). In fwd, x_ is the input
  * element; in bwd, x_ is the input element, y_ the output element and g_ the
  * incoming gradient (an unused one is never loaded). The backward is
  * defined first, then the forward that records it. Both loops read and
@@ -16,16 +17,27 @@
 #define TG_UNARY_OP(name, fwd, bwd)                                            \
     static void name##_backward(tg_tape *tp, tg_record *r)                     \
     {                                                                          \
-        float *dx = grad_of(tp, r->in[0]);                                     \
+        bool fresh;                                                            \
+        float *dx = grad_fresh(tp, r->in[0], &fresh);                          \
         const float *xs = r->in[0]->data, *ys = r->out->data;                  \
         const float *dy = r->out->grad;                                        \
         size_t n = r->out->size;                                               \
-        TG_PARALLEL_FOR(n, 1)                                                  \
-        for (size_t i = 0; i < n; i++) {                                       \
-            const float x_ = xs[i], y_ = ys[i], g_ = dy[i];                    \
-            (void)x_;                                                          \
-            (void)y_;                                                          \
-            dx[i] += (bwd);                                                    \
+        if (fresh) {                                                           \
+            TG_PARALLEL_FOR(n, 1)                                              \
+            for (size_t i = 0; i < n; i++) {                                   \
+                const float x_ = xs[i], y_ = ys[i], g_ = dy[i];                \
+                (void)x_;                                                      \
+                (void)y_;                                                      \
+                dx[i] = 0.0f + (bwd);                                          \
+            }                                                                  \
+        } else {                                                               \
+            TG_PARALLEL_FOR(n, 1)                                              \
+            for (size_t i = 0; i < n; i++) {                                   \
+                const float x_ = xs[i], y_ = ys[i], g_ = dy[i];                \
+                (void)x_;                                                      \
+                (void)y_;                                                      \
+                dx[i] += (bwd);                                                \
+            }                                                                  \
         }                                                                      \
     }                                                                          \
                                                                                \

@@ -197,6 +197,15 @@ float *grad_of(tg_tape *tp, tg_tensor *t)
     return t->grad;
 }
 
+float *grad_fresh(tg_tape *tp, tg_tensor *t, bool *fresh)
+{
+    *fresh = t->requires_grad && !t->grad && t->tape;
+    if (!*fresh)
+        return grad_of(tp, t);
+    t->grad = tg_tape_alloc(tp, t->size * sizeof(float));
+    return t->grad;
+}
+
 float *tg_grad_of(tg_tape *tp, tg_tensor *t)
 {
     tg_check_tensors("grad_of", 1, (const tg_tensor *[]){t});

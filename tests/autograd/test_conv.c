@@ -790,6 +790,110 @@ static void test_huge_stride_one_channel(void **state)
     check_case(&c, false, &w);
 }
 
+/* ---- the first writer of a gradient and the ones that add --------------
+ * The backward op that reaches an intermediate's gradient first writes it
+ * (grad_fresh), the others add to it. An intermediate a feeds four ops and
+ * c = reshape(a) as an image feeds three, and d = conv2d(c) two, recorded
+ * in a rotating order, so that each op is the first writer in one rotation
+ * and adds in the others (smooth ops: no kink near the finite differences); the
+ * 16-channel conv2d and conv_transpose2d take the implicit GEMM, the
+ * one-channel conv_transpose2d the direct kernels (with the AVX kernels), the
+ * im2col path with the portable one. */
+static tg_tensor *mean_sq(tg_tape *tp, tg_tensor *t) /* mean: a loss near 1 */
+{
+    return tg_mean(tp, tg_mul(tp, t, t));
+}
+
+static tg_tensor *f_fan_out(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const int rot = *(const int *)ctx;
+    tg_tensor *x = in[0], *W = in[1], *b = in[2], *W2 = in[3], *Wc = in[4],
+              *Wt = in[5], *Wt2 = in[6];
+    tg_tensor *a = tg_tanh(tp, tg_dense(tp, x, W, b)); /* [2, 32] */
+    tg_tensor *c = tg_reshape(tp, a, 4, (int[]){2, 2, 4, 4});
+    tg_tensor *loss = NULL, *term = NULL;
+    for (int k = 0; k < 4; k++) {
+        switch ((k + rot) % 4) {
+        case 0:
+            term = mean_sq(tp, tg_relu(tp, a));
+            break;
+        case 1:
+            term = mean_sq(tp, tg_reshape(tp, a, 1, (int[]){64}));
+            break;
+        case 2:
+            term = mean_sq(tp, tg_dense(tp, a, W2, NULL));
+            break;
+        default:
+            term = mean_sq(tp, tg_sigmoid(tp, a));
+            break;
+        }
+        loss = loss ? tg_add(tp, loss, term) : term;
+    }
+    tg_conv2d_args p1 = {
+        .stride = {1, 1}, .padding = {1, 1}, .dilation = {1, 1}};
+    tg_tensor *d = NULL;
+    for (int k = 0; k < 3; k++) {
+        switch ((k + rot) % 3) {
+        case 0: /* [2, 16, 4, 4]: implicit GEMM */
+            d = tg_conv2d_ex(tp, c, Wc, NULL, &p1);
+            term = mean_sq(tp, d);
+            break;
+        case 1: /* one output channel: direct kernels */
+            term = mean_sq(tp, tg_conv_transpose2d_ex(tp, c, Wt, NULL, &p1));
+            break;
+        default:
+            term = mean_sq(tp, tg_relu(tp, c));
+            break;
+        }
+        loss = tg_add(tp, loss, term);
+    }
+    for (int k = 0; k < 2; k++) /* 16 channels in: implicit dx */
+        term = (k + rot) % 2
+                   ? mean_sq(tp, tg_relu(tp, d))
+                   : mean_sq(tp, tg_conv_transpose2d_ex(tp, d, Wt2, NULL, &p1)),
+        loss = tg_add(tp, loss, term);
+    return loss;
+}
+
+static void test_fan_out_first_writer(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"avx512", "avx2", "portable"};
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    int dense_in = 5;
+    tg_tensor *in[7] = {
+        tg_tensor_new(2, (int[]){2, dense_in}),
+        tg_tensor_new(2, (int[]){32, dense_in}),
+        rand1(32),
+        tg_tensor_new(2, (int[]){3, 32}),
+        rand4(16, 2, 3, 3),
+        rand4(2, 1, 3, 3),
+        rand4(16, 2, 3, 3),
+    };
+    for (int i = 0; i < 7; i++)
+        for (size_t e = 0; e < in[i]->size; e++)
+            in[i]->data[e] = (float)(uniform() - 0.5);
+    for (int k = 0; k < 3; k++) {
+        if (!tg_gemm_set_kernel(names[k]))
+            continue;
+        for (int rot = 0; rot < 4; rot++) {
+            tg_gradcheck_report rep;
+            bool ok = tg_gradcheck(f_fan_out, 7, in, &rot, NULL, &rep);
+            if (!ok || rot == 0) {
+                char what[64];
+                snprintf(what, sizeof what, "fan-out, %s, rotation %d",
+                         names[k], rot);
+                tg_gradcheck_print(&rep, what);
+            }
+            assert_true(ok);
+        }
+    }
+    assert_true(tg_gemm_set_kernel(saved));
+    for (int i = 0; i < 7; i++)
+        tg_tensor_free(in[i]);
+}
+
 /* ---- same bits on 1 and 2 threads ------------------------------------------
  */
 
@@ -1018,6 +1122,7 @@ int main(void)
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
         cmocka_unit_test(test_kernel_paths_agree),
+        cmocka_unit_test(test_fan_out_first_writer),
         cmocka_unit_test(test_huge_stride_one_channel),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_bias_grad_is_the_nearest_float),
