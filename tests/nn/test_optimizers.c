@@ -10,6 +10,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 #include "tg_nn.h"
 
@@ -356,10 +359,46 @@ static void new_optimizers_resume_from_a_checkpoint(void **state)
     }
 }
 
+/* Denormals count as 0 inside an update (nn/optim.c: each thread runs it
+ * in flush-to-zero and denormals-are-zero modes), and the caller's mode
+ * comes back unchanged. */
+static void updates_count_denormals_as_zero(void **state)
+{
+    (void)state;
+    const float tiny = 1e-39f; /* below FLT_MIN: denormal */
+    tg_params *ps = small_set();
+    float *p = tg_params_data(ps), *g = tg_params_grad(ps);
+    p[0] = tiny; /* a denormal weight, zero gradient: becomes 0 */
+    for (int i = 0; i < N; i++)
+        g[i] = 0.0f;
+    g[1] = tiny;   /* a denormal gradient: no step, moments stay 0 */
+    g[2] = 3e-20f; /* its square times (1 - beta2) is denormal: v = 0 */
+    g[3] = 0.5f;   /* an ordinary one */
+    tg_optim *opt = tg_adam_new(ps, 0.01f);
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned before = _mm_getcsr();
+#endif
+    tg_optim_step(opt);
+#if defined(__x86_64__) || defined(__i386__)
+    assert_int_equal(_mm_getcsr(), before);
+    assert_true(p[0] == 0.0f);
+    assert_true(p[1] == -1.0f && opt->m[1] == 0.0f && opt->v[1] == 0.0f);
+    assert_true(opt->v[2] == 0.0f && opt->m[2] != 0.0f);
+#endif
+    /* the first Adam step is lr * sign(g) where g is well above eps */
+    assert_true(fabsf(p[3] - (0.0f - 0.01f)) < 1e-7f);
+    /* and the caller's own arithmetic still makes denormals */
+    volatile float x = 1e-30f, y = 1e-10f;
+    assert_true(x * y > 0.0f);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(adamw_decays_the_weights_outside_the_moments),
+        cmocka_unit_test(updates_count_denormals_as_zero),
         cmocka_unit_test(rmsprop_three_steps),
         cmocka_unit_test(rmsprop_first_step_by_hand),
         cmocka_unit_test(sgd_nesterov_three_steps),
