@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -359,6 +361,20 @@ static void new_optimizers_resume_from_a_checkpoint(void **state)
     }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/* Whether this process honours the FTZ/DAZ modes: valgrind's CPU does not
+ * (it computes denormals whatever MXCSR says). */
+static bool ftz_honoured(void)
+{
+    const unsigned mode = _mm_getcsr();
+    _mm_setcsr(mode | 0x8040u);
+    volatile float a = 1e-20f, b = 1e-20f;
+    volatile float c = a * b; /* 1e-40: denormal, or 0 when flushed */
+    _mm_setcsr(mode);
+    return c == 0.0f;
+}
+#endif
+
 /* Denormals count as 0 inside an update (nn/optim.c: each thread runs it
  * in flush-to-zero and denormals-are-zero modes), and the caller's mode
  * comes back unchanged. */
@@ -381,9 +397,14 @@ static void updates_count_denormals_as_zero(void **state)
     tg_optim_step(opt);
 #if defined(__x86_64__) || defined(__i386__)
     assert_int_equal(_mm_getcsr(), before);
-    assert_true(p[0] == 0.0f);
-    assert_true(p[1] == -1.0f && opt->m[1] == 0.0f && opt->v[1] == 0.0f);
-    assert_true(opt->v[2] == 0.0f && opt->m[2] != 0.0f);
+    if (ftz_honoured()) {
+        assert_true(p[0] == 0.0f);
+        assert_true(p[1] == -1.0f && opt->m[1] == 0.0f && opt->v[1] == 0.0f);
+        assert_true(opt->v[2] == 0.0f && opt->m[2] != 0.0f);
+    } else {
+        printf(
+            "  FTZ/DAZ not honoured here (valgrind?): flushes not checked\n");
+    }
 #endif
     /* the first Adam step is lr * sign(g) where g is well above eps */
     assert_true(fabsf(p[3] - (0.0f - 0.01f)) < 1e-7f);
