@@ -33,6 +33,7 @@
 #include "tg_config.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,8 @@ static struct {
     int blocks_nc;
     size_t buffer_floats; /* per-thread pack buffer: the largest blocks */
     double min_flops_parallel;
+    atomic_int pack_a_t; /* A transposed: pack it (1) or read it in place
+                            (0); -1 until measured (pack_a_transposed) */
 } cfg;
 static atomic_int cfg_ready;
 
@@ -225,6 +228,12 @@ static void set_blocks(void)
         most = need > most ? need : most;
     }
     cfg.buffer_floats = most;
+    /* TG_GEMM_PACK_A=0 or 1 fixes the choice (tests, tuning); otherwise it
+     * is measured again for this kernel at its first use */
+    env = getenv("TG_GEMM_PACK_A");
+    atomic_store(
+        &cfg.pack_a_t,
+        env && (env[0] == '0' || env[0] == '1') && !env[1] ? env[0] - '0' : -1);
 }
 
 static void init(void)
@@ -365,6 +374,7 @@ typedef struct {
     int lda, ldb, ldc;
     bool c_trans; /* computing C^T = op(B)^T op(A)^T: C(i, j) is C[j*ldc + i] */
     bool b_in_place; /* kernel reads full panels of B (not transposed) */
+    bool a_packed;   /* every row panel of op(A) packed, not read in place */
 } problem;
 
 /* Packs op(X)(i, p) for i in [i0, i0+n), p in [p0, p0+kc) into panels of w
@@ -467,10 +477,11 @@ static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
             for (int ir = m0; ir < m1; ir += mr) {
                 int rows = m1 - ir < mr ? m1 - ir : mr;
                 /* Full row panels are read in place (streams the prefetcher
-                 * follows); a partial one is packed and zero-padded. */
+                 * follows), unless pack_a_transposed says otherwise; a
+                 * partial one is packed and zero-padded. */
                 const float *ap = pb->A + ir * rsa + pc * csa;
                 ptrdiff_t ap_rs = rsa, ap_cs = csa;
-                if (rows < mr) {
+                if (rows < mr || pb->a_packed) {
                     pack(pb->A, pb->lda, pb->ta, ir, rows, pc, kc, mr,
                          kern->transpose, apack);
                     ap = apack;
@@ -544,6 +555,56 @@ static void split_grid(int pm, int pn, int mr, int nr, int T, bool rows_first,
     }
 }
 
+/* Whether to pack op(A) when it is A transposed. Read in place, each k step
+ * of the tile reads a new cache line of A (MR floats of 16); packed, the
+ * row panel is contiguous, at the cost of copying it. Which wins depends on
+ * the core, not on the cache sizes (bench/README: packing took three of
+ * four transposed-A products of the VAE from 123-139 to 136-147 GFLOP/s on
+ * an Intel Xeon, and lost 2-10% on AMD Zen 3 and Zen 5), so it is
+ * measured once per kernel, on one thread: a 768x128x128 product (A's rows
+ * 3 KB apart, as the VAE's 784-wide layers), each way three times in turn
+ * (about 1 ms in all), packing taken only when its best run is 3% faster
+ * (on the Xeon it was 4.3% faster in five of five processes).
+ * The choice changes no result: the same values meet in the same FMA
+ * chains either way. */
+static bool pack_a_transposed(void)
+{
+    int v = atomic_load(&cfg.pack_a_t);
+    if (v >= 0)
+        return v;
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    v = atomic_load(&cfg.pack_a_t);
+    if (v < 0) {
+        enum { M = 768, N = 128, K = 128 };
+        float *a = malloc(sizeof(float) * (M * K + K * N + M * N));
+        if (!a)
+            tg_fatal("tg_gemm", "out of memory measuring the packing of A");
+        for (size_t i = 0; i < (size_t)M * K + K * N; i++)
+            a[i] = 0.5f;
+        float *b = a + M * K, *c = b + K * N;
+        const gemm_kernel *kern = tile_for_n(cfg.kern, true, N);
+        int kc, NC;
+        blocks_for(kern, true, &kc, &NC);
+        problem pb = {true, false, M, N, K, 1.0f,  0.0f,  a,
+                      b,    c,     M, N, N, false, false, false};
+        int64_t best[2] = {INT64_MAX, INT64_MAX};
+        for (int round = 0; round < 3; round++)
+            for (int packed = 0; packed < 2; packed++) {
+                pb.a_packed = packed;
+                int64_t t0 = tg_par_now_ns();
+                gemm_block(&pb, kern, kc < K ? kc : K, NC, 0, M, 0, N);
+                int64_t dt = tg_par_now_ns() - t0;
+                best[packed] = dt < best[packed] ? dt : best[packed];
+            }
+        free(a);
+        v = (double)best[1] < 0.97 * (double)best[0];
+        atomic_store(&cfg.pack_a_t, v);
+    }
+    pthread_mutex_unlock(&lock);
+    return v;
+}
+
 static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta,
                  float *C, int ldc, bool may_swap)
@@ -559,8 +620,8 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  "ldb=%d (op(B) %dx%d%s) ldc=%d (C %dx%d)",
                  lda, M, K, trans_a ? " transposed" : "", ldb, K, N,
                  trans_b ? " transposed" : "", ldc, M, N);
-    problem pb = {trans_a, trans_b, M,   N,   K,   alpha, beta, A,
-                  B,       C,       lda, ldb, ldc, false, false};
+    problem pb = {trans_a, trans_b, M,   N,   K,   alpha, beta,  A,
+                  B,       C,       lda, ldb, ldc, false, false, false};
     if (M == 0 || N == 0)
         return;
     if (K == 0 || alpha == 0.0f) {
@@ -575,8 +636,8 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     if (may_swap &&
         tile_cost(N, M, K, true, tile_for(kern, !trans_b)) <
             0.95 * tile_cost(M, N, K, false, tile_for(kern, trans_a))) {
-        problem t = {!trans_b, !trans_a, N,   M,   K,   alpha, beta, B,
-                     A,        C,        ldb, lda, ldc, true,  false};
+        problem t = {!trans_b, !trans_a, N,   M,   K,   alpha, beta,  B,
+                     A,        C,        ldb, lda, ldc, true,  false, false};
         pb = t;
     }
     /* Packing B pays off over many row panels, not over a few (measured:
@@ -584,6 +645,7 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     pb.b_in_place = !pb.tb && pb.M <= 96;
     /* K blocks of near-equal size, a function of K alone. */
     kern = tile_for_n(kern, pb.ta, pb.N);
+    pb.a_packed = pb.ta && pb.M >= kern->mr && pack_a_transposed();
     int kc_max, NC;
     blocks_for(kern, pb.ta, &kc_max, &NC);
     int nk = (K + kc_max - 1) / kc_max;

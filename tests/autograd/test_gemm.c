@@ -345,6 +345,53 @@ static void test_gemm_avx2_tiles_give_the_same_bits(void **state)
     assert_true(tg_gemm_set_kernel(saved));
 }
 
+/* With A transposed the driver packs A's row panels or reads them in place,
+ * as measured on the CPU (gemm.c, pack_a_transposed); TG_GEMM_PACK_A=0/1
+ * fixes the choice, read again when a kernel is set. Both, and the
+ * measured default, give the same bits on every kernel: odd M (a partial
+ * panel), K over one K block, B either way, C^T mode (N < M). */
+static void test_gemm_packed_a_gives_the_same_bits(void **state)
+{
+    (void)state;
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    static const int shapes[][3] = {
+        {101, 64, 900}, {37, 48, 16}, {300, 20, 130}, {9, 40, 70}};
+    static const char *const modes[] = {"0", "1", NULL};
+    for (int k = 0; k < N_NAMES; k++)
+        for (int s = 0; s < 4; s++)
+            for (int tb = 0; tb < 2; tb++) {
+                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                float *A = random_matrix((size_t)M * K),
+                      *B = random_matrix((size_t)K * N), *C[3];
+                bool ran = true;
+                for (int m = 0; m < 3; m++) {
+                    C[m] = malloc((size_t)M * N * sizeof(float));
+                    assert_non_null(C[m]);
+                    if (modes[m])
+                        setenv("TG_GEMM_PACK_A", modes[m], 1);
+                    else
+                        unsetenv("TG_GEMM_PACK_A");
+                    ran = ran && tg_gemm_set_kernel(kernel_names[k]);
+                    if (ran)
+                        tg_gemm(true, tb, M, N, K, 1.0f, A, M, B, tb ? K : N,
+                                0.0f, C[m], N);
+                }
+                if (ran) {
+                    assert_memory_equal(C[0], C[1],
+                                        (size_t)M * N * sizeof(float));
+                    assert_memory_equal(C[0], C[2],
+                                        (size_t)M * N * sizeof(float));
+                }
+                for (int m = 0; m < 3; m++)
+                    free(C[m]);
+                free(A);
+                free(B);
+            }
+    unsetenv("TG_GEMM_PACK_A");
+    assert_true(tg_gemm_set_kernel(saved));
+}
+
 /* Two application threads calling tg_gemm at once (each with its own pack
  * buffer) get exactly what one thread gets calling them in turn. */
 typedef struct {
@@ -422,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_gemm_k_zero_scales_c),
         cmocka_unit_test(test_gemm_bit_identical_for_one_and_two_threads),
         cmocka_unit_test(test_gemm_avx2_tiles_give_the_same_bits),
+        cmocka_unit_test(test_gemm_packed_a_gives_the_same_bits),
         cmocka_unit_test(test_gemm_concurrent_callers_match_serial_calls),
         cmocka_unit_test(test_gemm_set_kernel_refuses_unknown_names),
     };
