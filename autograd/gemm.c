@@ -560,7 +560,7 @@ static void split_grid(int pm, int pn, int mr, int nr, int T, bool rows_first,
  * row panel is contiguous, at the cost of copying it. Which wins depends on
  * the core, not on the cache sizes (bench/README: packing took three of
  * four transposed-A products of the VAE from 123-139 to 136-147 GFLOP/s on
- * an Intel Xeon, and lost 2-10% on AMD Zen 3 and Zen 5), so it is
+ * an Intel Xeon, and lost 2-10% on AMD Zen 3 and 5-12% on Zen 5), so it is
  * measured once per kernel, on one thread: a 768x128x128 product (A's rows
  * 3 KB apart, as the VAE's 784-wide layers), each way three times in turn
  * (about 1 ms in all), packing taken only when its best run is 3% faster
