@@ -8,7 +8,9 @@
  * B~ packing reads op(B), and the kernel takes op(A) with strides, so one
  * micro-kernel serves all four transpose variants. Reading A in place beats
  * packing it (Zen 5: by 5-12%; Zen 3: packed A~ blocks in BLIS order lost
- * 5-20% on every shape); only a partial row panel is packed (zero-padded).
+ * 5-20% on every shape); only a partial row panel is packed (zero-padded),
+ * and, when A is transposed, every row panel where a measurement at first
+ * use says packing pays (pack_a_transposed: an Intel Xeon).
  * Partial tiles go through a small buffer.
  *
  * Blocks come from the cache sizes the CPU reports (cpuid, else sysfs):

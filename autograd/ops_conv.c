@@ -1422,6 +1422,19 @@ typedef struct conv_saved {
  * dx         += col2im(dy' . W)
  * db [OC]    += sum over n, p of dy
  * Saved: col. */
+/* The gradient of a convolution's input: written whole (fresh, see
+ * grad_fresh) on the paths that write it, set to zeros first on those that
+ * add into it (the direct kernels; an empty batch, which writes nothing). */
+static float *conv_dx(tg_tape *tp, tg_tensor *x, bool writes, bool *fresh)
+{
+    float *dx = grad_fresh(tp, x, fresh);
+    if (*fresh && !writes) {
+        memset(dx, 0, x->size * sizeof *dx);
+        *fresh = false;
+    }
+    return dx;
+}
+
 static void conv2d_backward(tg_tape *tp, tg_record *r)
 {
     const conv_saved *s = r->saved;
@@ -1429,15 +1442,12 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     tg_tensor *x = r->in[0], *W = r->in[1];
     int K = K_of(g), P = P_of(g), NP = g->N * P, ldk = ldk_of(g);
     bool fresh;
-    float *dx = grad_fresh(tp, x, &fresh), *dW = grad_of(tp, W);
+    float *dx = conv_dx(tp, x, NP > 0 && !s->direct, &fresh),
+          *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
     if (db)
         bias_backward(g->N, g->OC, P, dy, db);
-    if (fresh && (NP == 0 || s->direct)) { /* paths that add into dx */
-        memset(dx, 0, x->size * sizeof *dx);
-        fresh = false;
-    }
     if (NP == 0)
         return;
     if (s->direct) {
@@ -1554,15 +1564,12 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     tg_tensor *x = r->in[0], *W = r->in[1];
     int K = K_of(g), P = P_of(g), NP = g->N * P, ldk = ldk_of(g);
     bool fresh;
-    float *dx = grad_fresh(tp, x, &fresh), *dW = grad_of(tp, W);
+    float *dx = conv_dx(tp, x, NP > 0 && !s->direct, &fresh),
+          *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
     if (db)
         bias_backward(g->N, g->C, g->H * g->W, dy, db);
-    if (fresh && (NP == 0 || s->direct)) { /* paths that add into dx */
-        memset(dx, 0, x->size * sizeof *dx);
-        fresh = false;
-    }
     if (NP == 0)
         return;
     if (s->direct) {
