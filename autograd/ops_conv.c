@@ -1425,11 +1425,11 @@ typedef struct conv_saved {
 /* The gradient of a convolution's input: written whole (fresh, see
  * grad_fresh) on the paths that write it, set to zeros first on those that
  * add into it (the direct kernels; an empty batch, which writes nothing). */
-static float *conv_dx(tg_tape *tp, tg_tensor *x, bool writes, bool *fresh)
+static float *conv_dx(tg_tape *tp, const tg_record *r, bool writes, bool *fresh)
 {
-    float *dx = grad_fresh(tp, x, fresh);
+    float *dx = grad_fresh(tp, r, 0, fresh);
     if (*fresh && !writes) {
-        memset(dx, 0, x->size * sizeof *dx);
+        memset(dx, 0, r->in[0]->size * sizeof *dx);
         *fresh = false;
     }
     return dx;
@@ -1442,7 +1442,7 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     tg_tensor *x = r->in[0], *W = r->in[1];
     int K = K_of(g), P = P_of(g), NP = g->N * P, ldk = ldk_of(g);
     bool fresh;
-    float *dx = conv_dx(tp, x, NP > 0 && !s->direct, &fresh),
+    float *dx = conv_dx(tp, r, NP > 0 && !s->direct, &fresh),
           *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
@@ -1564,7 +1564,7 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     tg_tensor *x = r->in[0], *W = r->in[1];
     int K = K_of(g), P = P_of(g), NP = g->N * P, ldk = ldk_of(g);
     bool fresh;
-    float *dx = conv_dx(tp, x, NP > 0 && !s->direct, &fresh),
+    float *dx = conv_dx(tp, r, NP > 0 && !s->direct, &fresh),
           *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;

@@ -13,7 +13,7 @@ static void dense_backward(tg_tape *tp, tg_record *r)
     const float *dy = r->out->grad;
     int B = tg_tensor_rows(x), in = W->shape[1], out = W->shape[0];
     bool fresh;
-    float *dx = grad_fresh(tp, x, &fresh), *dW = grad_of(tp, W);
+    float *dx = grad_fresh(tp, r, 0, &fresh), *dW = grad_of(tp, W);
     if (dx)
         tg_gemm(false, false, B, in, out, 1.0f, dy, out, W->data, in,
                 fresh ? 0.0f : 1.0f, dx, in);

@@ -121,7 +121,7 @@ tg_tensor *tg_concat(tg_tape *tp, int n, tg_tensor **xs)
 static void reshape_backward(tg_tape *tp, tg_record *r)
 {
     bool fresh;
-    float *dx = grad_fresh(tp, r->in[0], &fresh);
+    float *dx = grad_fresh(tp, r, 0, &fresh);
     const float *dy = r->out->grad;
     if (fresh)
         for (size_t i = 0; i < r->out->size; i++)

@@ -18,7 +18,7 @@
     static void name##_backward(tg_tape *tp, tg_record *r)                     \
     {                                                                          \
         bool fresh;                                                            \
-        float *dx = grad_fresh(tp, r->in[0], &fresh);                          \
+        float *dx = grad_fresh(tp, r, 0, &fresh);                              \
         const float *xs = r->in[0]->data, *ys = r->out->data;                  \
         const float *dy = r->out->grad;                                        \
         size_t n = r->out->size;                                               \

@@ -197,9 +197,13 @@ float *grad_of(tg_tape *tp, tg_tensor *t)
     return t->grad;
 }
 
-float *grad_fresh(tg_tape *tp, tg_tensor *t, bool *fresh)
+float *grad_fresh(tg_tape *tp, const tg_record *r, int i, bool *fresh)
 {
-    *fresh = t->requires_grad && !t->grad && t->tape;
+    tg_tensor *t = r->in[i];
+    bool once = true; /* conv2d(x, x): dW, added first, would be overwritten */
+    for (int k = 0; k < r->n_in; k++)
+        once = once && (k == i || r->in[k] != t);
+    *fresh = once && t->requires_grad && !t->grad && t->tape;
     if (!*fresh)
         return grad_of(tp, t);
     t->grad = tg_tape_alloc(tp, t->size * sizeof(float));

@@ -41,14 +41,14 @@ tg_record *record_multi(tg_tape *tp, const char *op, tg_backward_fn backward,
 /* t's gradient, allocated zeroed on the arena at first use; NULL when t does
  * not require grad. */
 float *grad_of(tg_tape *tp, tg_tensor *t);
-/* As grad_of, but when the tensor is an op's output whose gradient this
- * backward pass has not made yet, the buffer is left unset and *fresh is
- * true: the caller then writes every element instead of adding (0 + v
- * where the bits must stay those of adding into zeros; a -0 may come out
- * as -0 instead of +0 otherwise). A backward op is the first to touch its
- * input's gradient whenever no later op used that input, which is where a
- * separate pass of zeros cost 3-7% of a step. */
-float *grad_fresh(tg_tape *tp, tg_tensor *t, bool *fresh);
+/* As grad_of for r's input i, but when that tensor is an op's output whose
+ * gradient this backward pass has not made yet, and r takes it only once,
+ * the buffer is left unset and *fresh is true: the caller then writes every
+ * element instead of adding (0 + v where the bits must stay those of adding
+ * into zeros; a -0 may come out as -0 instead of +0 otherwise). A backward op
+ * is the first to touch its input's gradient whenever no later op used that
+ * input, which is where a separate pass of zeros cost 3-7% of a step. */
+float *grad_fresh(tg_tape *tp, const tg_record *r, int i, bool *fresh);
 
 /* Sets t to an empty tensor of this shape (aborts on a bad shape). Dims may
  * be 0 (an empty batch). */

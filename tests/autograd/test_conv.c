@@ -894,6 +894,61 @@ static void test_fan_out_first_writer(void **state)
         tg_tensor_free(in[i]);
 }
 
+/* One intermediate as both the input and the weights (conv2d(h, h)): the
+ * input gradient must not be written fresh over the weight gradient added
+ * into the same buffer first (it was, for conv2d, silently). */
+typedef struct twice_case {
+    int op; /* 0 conv2d, 1 conv_transpose2d, 2 dense */
+    int shape[4], stride, pad;
+} twice_case;
+
+static tg_tensor *f_twice(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const twice_case *c = ctx;
+    tg_tensor *h = tg_tanh(tp, in[0]);
+    if (c->op == 0)
+        return tg_conv2d(tp, h, h, NULL, c->stride, c->pad, 1);
+    if (c->op == 1)
+        return tg_conv_transpose2d(tp, h, h, NULL, c->stride, c->pad, 0, 1);
+    return tg_dense(tp, h, h, NULL);
+}
+
+static void test_one_tensor_as_two_inputs(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"avx512", "avx2", "portable"};
+    static const twice_case cases[] = {
+        {0, {16, 2, 3, 3}, 1, 1}, /* OC 16: the implicit path on x86 */
+        {0, {2, 2, 2, 2}, 1, 0},  {0, {3, 3, 2, 2}, 2, 1},
+        {1, {2, 2, 2, 2}, 1, 0},  {1, {2, 2, 3, 3}, 2, 1},
+        {2, {3, 3, 0, 0}, 0, 0},
+    };
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    for (int k = 0; k < 3; k++) {
+        if (!tg_gemm_set_kernel(names[k]))
+            continue;
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            const twice_case *c = &cases[i];
+            tg_tensor *x = c->op == 2 ? tg_tensor_new(2, c->shape)
+                                      : tg_tensor_new(4, c->shape);
+            for (size_t e = 0; e < x->size; e++)
+                x->data[e] = (float)(uniform() - 0.5);
+            tg_gradcheck_report rep;
+            bool ok = tg_gradcheck(f_twice, 1, &x, (void *)c, NULL, &rep);
+            if (!ok) {
+                char what[64];
+                snprintf(what, sizeof what, "op %d twice, case %zu, %s", c->op,
+                         i, names[k]);
+                tg_gradcheck_print(&rep, what);
+            }
+            assert_true(ok);
+            tg_tensor_free(x);
+        }
+    }
+    assert_true(tg_gemm_set_kernel(saved));
+}
+
 /* ---- same bits on 1 and 2 threads ------------------------------------------
  */
 
@@ -1123,6 +1178,7 @@ int main(void)
         cmocka_unit_test(test_upsample),
         cmocka_unit_test(test_kernel_paths_agree),
         cmocka_unit_test(test_fan_out_first_writer),
+        cmocka_unit_test(test_one_tensor_as_two_inputs),
         cmocka_unit_test(test_huge_stride_one_channel),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_bias_grad_is_the_nearest_float),
