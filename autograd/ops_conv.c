@@ -517,6 +517,31 @@ static int *k_offsets(tg_tape *tp, const geom *g, const ilay *l)
 }
 
 #ifdef TG_GEMM_X86
+/* The AVX2 tile: d[r][0..16) = sum over k of a[r][off[k]] b[k][0..16) for
+ * the rows r < rows, b one 16-column panel [K][16]; each element one FMA
+ * chain from 0 over k in order. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+tile_avx2(const float *const a[6], int rows, const float *b, const int *off,
+          int K, float *d, size_t ldd)
+{
+    __m256 acc[6][2];
+    for (int r = 0; r < 6; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int k = 0; k < K; k++, b += 16) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        int o = off[k];
+        for (int r = 0; r < 6; r++) {
+            __m256 av = _mm256_broadcast_ss(a[r] + o);
+            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < rows; r++, d += ldd) {
+        _mm256_storeu_ps(d, acc[r][0]);
+        _mm256_storeu_ps(d + 8, acc[r][1]);
+    }
+}
+
 /* pm [P, OC] = col(image xn) . W^T for one image, 6 pixels x 16 channels
  * at a time. */
 __attribute__((target("avx2,fma"))) static void
@@ -531,26 +556,10 @@ implicit_fwd_image(const geom *g, const ilay *l, const float *xn,
             int oh = q / g->OW, ow = q % g->OW;
             a[r] = xn + (size_t)oh * g->sh * l->Wq + (size_t)ow * g->sw;
         }
-        for (int pn = 0; pn < OC; pn += 16) {
-            const float *b = wp + (size_t)pn * K;
-            __m256 acc[6][2];
-            for (int r = 0; r < 6; r++)
-                acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-            for (int k = 0; k < K; k++, b += 16) {
-                __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-                int o = off[k];
-                for (int r = 0; r < 6; r++) {
-                    __m256 av = _mm256_broadcast_ss(a[r] + o);
-                    acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
-                    acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
-                }
-            }
-            for (int r = 0; r < 6 && q0 + r < P; r++) {
-                float *d = pm + (size_t)(q0 + r) * OC + pn;
-                _mm256_storeu_ps(d, acc[r][0]);
-                _mm256_storeu_ps(d + 8, acc[r][1]);
-            }
-        }
+        int rows = P - q0 < 6 ? P - q0 : 6;
+        for (int pn = 0; pn < OC; pn += 16)
+            tile_avx2(a, rows, wp + (size_t)pn * K, off, K,
+                      pm + (size_t)q0 * OC + pn, (size_t)OC);
     }
 }
 
@@ -610,9 +619,44 @@ implicit_wgrad_rows(const geom *g, const ilay *l, const float *xp,
  * NV = 2, or 1 for a last odd panel; the same chains as the AVX2 tiles. */
 enum { I512_MR = 8, I512_KC = 128 };
 
-/* Rows [q0, q0 + rows) of pm, channels [pn, pn + 16 NV), k in [k0, k1):
- * started from 0 when k0 is 0, else from pm (a stored float reloads
- * exactly, so a chain cut into K chunks is the same chain). */
+/* The AVX-512 tile: d[r][0..16 NV) for the rows r < rows, as tile_avx2 over
+ * k in [k0, k1) of NV panels (b: the first panel's k = 0, the next pstride
+ * floats on): started from 0 when k0 is 0, else from d (a stored float
+ * reloads exactly, so a chain cut into K chunks is the same chain). */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+tile_512(const int NV, const float *const a[I512_MR], int rows, const float *b,
+         size_t pstride, const int *off, int k0, int k1, float *d, size_t ldd)
+{
+    __m512 acc[I512_MR][2];
+    for (int r = 0; r < I512_MR; r++) {
+        if (k0 == 0 || r >= rows) {
+            acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        } else {
+            acc[r][0] = _mm512_loadu_ps(d + (size_t)r * ldd);
+            acc[r][1] =
+                NV > 1 ? _mm512_loadu_ps(d + (size_t)r * ldd + 16) : acc[r][0];
+        }
+    }
+    b += (size_t)k0 * 16;
+    for (int k = k0; k < k1; k++, b += 16) {
+        __m512 b0 = _mm512_loadu_ps(b),
+               b1 = NV > 1 ? _mm512_loadu_ps(b + pstride) : b0;
+        int o = off[k];
+        for (int r = 0; r < I512_MR; r++) {
+            __m512 av = _mm512_set1_ps(a[r][o]);
+            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+            if (NV > 1)
+                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < rows; r++, d += ldd) {
+        _mm512_storeu_ps(d, acc[r][0]);
+        if (NV > 1)
+            _mm512_storeu_ps(d + 16, acc[r][1]);
+    }
+}
+
+/* Rows [q0, q0 + 8) of pm, channels [pn, pn + 16 NV), k in [k0, k1). */
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
 fwd_tile_512(const int NV, const geom *g, const ilay *l, const float *xn,
              const float *wp, const int *off, int q0, int pn, int k0, int k1,
@@ -626,35 +670,8 @@ fwd_tile_512(const int NV, const geom *g, const ilay *l, const float *xn,
         a[r] = xn + (size_t)oh * g->sh * l->Wq + (size_t)ow * g->sw;
     }
     const int rows = P - q0 < I512_MR ? P - q0 : I512_MR;
-    float *d = pm + (size_t)q0 * OC + pn;
-    __m512 acc[I512_MR][2];
-    for (int r = 0; r < I512_MR; r++) {
-        if (k0 == 0 || r >= rows) {
-            acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-        } else {
-            acc[r][0] = _mm512_loadu_ps(d + (size_t)r * OC);
-            acc[r][1] =
-                NV > 1 ? _mm512_loadu_ps(d + (size_t)r * OC + 16) : acc[r][0];
-        }
-    }
-    const size_t pstride = (size_t)16 * K; /* next panel */
-    const float *b = wp + (size_t)pn * K + (size_t)k0 * 16;
-    for (int k = k0; k < k1; k++, b += 16) {
-        __m512 b0 = _mm512_loadu_ps(b),
-               b1 = NV > 1 ? _mm512_loadu_ps(b + pstride) : b0;
-        int o = off[k];
-        for (int r = 0; r < I512_MR; r++) {
-            __m512 av = _mm512_set1_ps(a[r][o]);
-            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-            if (NV > 1)
-                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
-        }
-    }
-    for (int r = 0; r < rows; r++, d += OC) {
-        _mm512_storeu_ps(d, acc[r][0]);
-        if (NV > 1)
-            _mm512_storeu_ps(d + 16, acc[r][1]);
-    }
+    tile_512(NV, a, rows, wp + (size_t)pn * K, (size_t)16 * K, off, k0, k1,
+             pm + (size_t)q0 * OC + pn, (size_t)OC);
 }
 
 /* implicit_fwd_image with the AVX-512 tiles: for each panel pair, K in
@@ -826,6 +843,299 @@ static void implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
     add_transposed(g->OC, K, dWt, dW);
 #else
     (void)tp, (void)g, (void)l, (void)xp, (void)dyp, (void)dW;
+#endif
+}
+
+/* ---- implicit transposed products: the image side gathered by phase -------
+ * conv2d's input gradient and conv_transpose2d's forward are col2im(in . W):
+ * image pixel (h, w) of channel c sums W[oc][c][i][j] in[oc][oh][ow] over
+ * the taps with oh*sh - ph + i*dh = h (and likewise along w). Instead of a
+ * GEMM into col (13 MB for conv2's input gradient at batch 128) and a
+ * scatter-add of it, the pixels are gathered by phase: with rh = (h + ph)
+ * mod sh, exactly the taps i with i*dh = rh (mod sh) reach h, at oh = u -
+ * a_i, u = (h + ph - rh) / sh, a_i = floor(i*dh / sh). So the pixels of a
+ * phase (rh, rw) form a grid (u, v) on which the product is a stride-1
+ * correlation of the column side with the phase's taps: an implicit GEMM
+ * whose rows are the phase's pixels, columns the C image channels (16-wide
+ * panels of the phase's W), and K = OC x the phase's taps, reading the
+ * column side copied once with Amax = floor((kh-1)dh / sh) zero rows on top
+ * (Bmax columns on the left) and zeros below and right as far as any u
+ * reaches:
+ *   cp[oc][Amax + oh][Bmax + ow] = in[oc][oh][ow],
+ *   element (q, k) = cp[rb(q) + off(k)], rb(q) = u*Wq + v,
+ *   off(k) = oc*Hq*Wq + (Amax - a_i)*Wq + (Bmax - b_j), k = (oc, i, j).
+ * The tiles are the forward's (the same chains on AVX2 and AVX-512: the
+ * same bits), a few images' pixels of one phase at a time, and each tile's
+ * product is written to (or added into) the image in NCHW. A phase that
+ * no tap reaches (stride > kernel) is bias or 0. Each image is one
+ * thread's: the same bits for any thread count. */
+typedef struct tphase {
+    int rh, rw;      /* residues of (h + ph) mod sh and (w + pw) mod sw */
+    int u0, v0;      /* the grid's first u and v */
+    int Hr, Wr;      /* its size; Hr*Wr pixels */
+    int K;           /* OC x the phase's taps (0: no tap reaches it) */
+    const int *off;  /* [K] */
+    const float *wp; /* W^T [C/16][K][16] */
+} tphase;
+
+typedef struct tlay {
+    int Amax, Bmax, Hq, Wq;
+    size_t plane, image; /* floats per padded column plane, per image */
+    int n_ph, max_pix;   /* phases (sh*sw), the most pixels of one */
+    tphase *ph;
+} tlay;
+
+enum { TRANS_MAX_PHASES = 64 };
+
+/* The first u >= 0 with u*sh + r - p >= 0, and the grid's length below n. */
+static void phase_grid(int r, int p, int s, int n, int *u0, int *len)
+{
+    long first = p >= r ? ((long)p - r + s - 1) / s : 0,
+         last = ((long)n - 1 + p - r) >= 0 ? ((long)n - 1 + p - r) / s : -1;
+    *u0 = (int)first;
+    *len = last >= first ? (int)(last - first + 1) : 0;
+}
+
+static bool trans_ok(const geom *g)
+{
+#ifdef TG_GEMM_X86
+    if (g->C % 16 != 0 || (long)g->sh * g->sw > TRANS_MAX_PHASES)
+        return false;
+    /* off(k), rb(q) are ints: a padded column image of at most INT_MAX / 2
+     * floats, each factor checked first */
+    long amax = (long)(g->kh - 1) * g->dh / g->sh,
+         bmax = (long)(g->kw - 1) * g->dw / g->sw;
+    long hq = amax + (g->OH > ((long)g->H - 1 + g->ph) / g->sh + 1
+                          ? g->OH
+                          : ((long)g->H - 1 + g->ph) / g->sh + 1),
+         wq = bmax + (g->OW > ((long)g->W - 1 + g->pw) / g->sw + 1
+                          ? g->OW
+                          : ((long)g->W - 1 + g->pw) / g->sw + 1);
+    if (hq > INT_MAX / 2 || wq > INT_MAX / 2 || hq * wq > INT_MAX / 2 ||
+        (long)g->OC * hq * wq > INT_MAX / 2)
+        return false;
+    const char *kern = tg_gemm_kernel();
+    return strncmp(kern, "avx2", 4) == 0 || strcmp(kern, "avx512") == 0;
+#else
+    (void)g;
+    return false;
+#endif
+}
+
+/* The phases, their offsets and W panels, on the arena. */
+static tlay tlay_of(tg_tape *tp, const geom *g, const float *W)
+{
+    tlay t;
+    t.Amax = (g->kh - 1) * g->dh / g->sh;
+    t.Bmax = (g->kw - 1) * g->dw / g->sw;
+    int umax = (g->H - 1 + g->ph) / g->sh, vmax = (g->W - 1 + g->pw) / g->sw;
+    t.Hq = t.Amax + (g->OH > umax + 1 ? g->OH : umax + 1);
+    t.Wq = t.Bmax + (g->OW > vmax + 1 ? g->OW : vmax + 1);
+    t.plane = (size_t)t.Hq * t.Wq;
+    t.image = (size_t)g->OC * t.plane;
+    t.n_ph = g->sh * g->sw;
+    t.max_pix = 0;
+    t.ph = tg_tape_alloc(tp, (size_t)t.n_ph * sizeof *t.ph);
+    const int C = g->C, kk = g->kh * g->kw;
+    int *ti = tg_tape_alloc(tp, (size_t)(g->kh + g->kw) * sizeof *ti),
+        *tj = ti + g->kh;
+    for (int p = 0; p < t.n_ph; p++) {
+        tphase *f = &t.ph[p];
+        f->rh = p / g->sw, f->rw = p % g->sw;
+        phase_grid(f->rh, g->ph, g->sh, g->H, &f->u0, &f->Hr);
+        phase_grid(f->rw, g->pw, g->sw, g->W, &f->v0, &f->Wr);
+        if (f->Hr * f->Wr > t.max_pix)
+            t.max_pix = f->Hr * f->Wr;
+        int ni = 0, nj = 0;
+        for (int i = 0; i < g->kh; i++)
+            if (i * g->dh % g->sh == f->rh)
+                ti[ni++] = i;
+        for (int j = 0; j < g->kw; j++)
+            if (j * g->dw % g->sw == f->rw)
+                tj[nj++] = j;
+        f->K = g->OC * ni * nj;
+        f->off = NULL, f->wp = NULL;
+        if (f->K == 0 || f->Hr * f->Wr == 0)
+            continue;
+        int *off = tg_tape_alloc(tp, (size_t)f->K * sizeof *off);
+        float *wp = scratch(tp, (size_t)f->K, (size_t)C);
+        int k = 0;
+        for (int oc = 0; oc < g->OC; oc++)
+            for (int a = 0; a < ni; a++)
+                for (int b = 0; b < nj; b++, k++) {
+                    int i = ti[a], j = tj[b];
+                    off[k] = (int)((size_t)oc * t.plane +
+                                   (size_t)(t.Amax - i * g->dh / g->sh) * t.Wq +
+                                   (size_t)(t.Bmax - j * g->dw / g->sw));
+                    const float *w = W + (size_t)oc * C * kk + i * g->kw + j;
+                    for (int c = 0; c < C; c++)
+                        wp[((size_t)(c / 16) * f->K + k) * 16 + c % 16] =
+                            w[(size_t)c * kk];
+                }
+        f->off = off, f->wp = wp;
+    }
+    return t;
+}
+
+/* cp [OC][Hq][Wq] from one image of in [OC, OH, OW]: each plane placed at
+ * (Amax, Bmax), the rest zeros. */
+static void pad_col_image(const geom *g, const tlay *t, const float *in,
+                          float *cp)
+{
+    for (int oc = 0; oc < g->OC; oc++) {
+        float *d = cp + (size_t)oc * t->plane;
+        memset(d, 0, t->plane * sizeof *d);
+        d += (size_t)t->Amax * t->Wq + t->Bmax;
+        for (int h = 0; h < g->OH; h++, d += t->Wq, in += g->OW)
+            memcpy(d, in, (size_t)g->OW * sizeof *d);
+    }
+}
+
+/* The row bases of a tile: rows [q0, q0 + mr) of phase f over images from
+ * n0 (the last row repeated past rows). */
+static void trans_bases(const tlay *t, const tphase *f, const float *cp, int n0,
+                        int q0, int rows, int mr, const float **a)
+{
+    const int pix = f->Hr * f->Wr;
+    for (int r = 0; r < mr; r++) {
+        int q = q0 + (r < rows ? r : rows - 1);
+        int n = n0 + q / pix, p = q % pix;
+        a[r] = cp + (size_t)n * t->image + (size_t)(f->u0 + p / f->Wr) * t->Wq +
+               (size_t)(f->v0 + p % f->Wr);
+    }
+}
+
+#ifdef TG_GEMM_X86
+/* pm [rows, C] for phase f over images [n0, n0 + rows / pix). */
+__attribute__((target("avx2,fma"))) static void
+trans_rows_avx2(const tlay *t, const tphase *f, const float *cp, int C, int n0,
+                int rows, float *pm)
+{
+    for (int q0 = 0; q0 < rows; q0 += 6) {
+        const float *a[6];
+        int mr = rows - q0 < 6 ? rows - q0 : 6;
+        trans_bases(t, f, cp, n0, q0, mr, 6, a);
+        for (int pn = 0; pn < C; pn += 16)
+            tile_avx2(a, mr, f->wp + (size_t)pn * f->K, f->off, f->K,
+                      pm + (size_t)q0 * C + pn, (size_t)C);
+    }
+}
+
+/* trans_rows_avx2 with the AVX-512 tiles, K in chunks as the forward's. */
+__attribute__((target("avx512f,fma"))) static void
+trans_rows_512(const tlay *t, const tphase *f, const float *cp, int C, int n0,
+               int rows, float *pm)
+{
+    const size_t pstride = (size_t)16 * f->K;
+    for (int pn = 0; pn < C; pn += 32)
+        for (int k0 = 0; k0 < f->K; k0 += I512_KC) {
+            int k1 = f->K - k0 < I512_KC ? f->K : k0 + I512_KC;
+            for (int q0 = 0; q0 < rows; q0 += I512_MR) {
+                const float *a[I512_MR];
+                int mr = rows - q0 < I512_MR ? rows - q0 : I512_MR;
+                trans_bases(t, f, cp, n0, q0, mr, I512_MR, a);
+                const float *b = f->wp + (size_t)pn * f->K;
+                float *d = pm + (size_t)q0 * C + pn;
+                if (pn + 32 <= C)
+                    tile_512(2, a, mr, b, pstride, f->off, k0, k1, d,
+                             (size_t)C);
+                else
+                    tile_512(1, a, mr, b, pstride, f->off, k0, k1, d,
+                             (size_t)C);
+            }
+        }
+}
+#endif
+
+/* Images [n0, n1) of phase f into out [N, C, H, W]: out = bias + pm (0 +
+ * pm without a bias) with set, else out += pm, through tmp [C, pix] (pm
+ * transposed an image at a time, so that each image row of the phase is
+ * one contiguous read). pm NULL: no tap reaches the phase, whose pixels
+ * are then bias or 0 (set) or left. */
+static void trans_store(const geom *g, const tphase *f, const float *pm,
+                        float *tmp, int n0, int n1, bool set, const float *bias,
+                        float *out)
+{
+    const int C = g->C, sw = g->sw, Wr = f->Wr, pix = f->Hr * f->Wr;
+    const size_t plane = (size_t)g->H * g->W;
+    for (int n = n0; n < n1; n++) {
+        if (pm)
+            gemm_transpose(pm + (size_t)(n - n0) * pix * C, C, pix, C, tmp,
+                           pix);
+        for (int c = 0; c < C; c++) {
+            float *o = out + ((size_t)n * C + c) * plane +
+                       (size_t)(f->u0 * g->sh + f->rh - g->ph) * g->W +
+                       (f->v0 * sw + f->rw - g->pw);
+            const float b = bias ? bias[c] : 0.0f;
+            const float *s = tmp + (size_t)c * pix;
+            for (int a = 0; a < f->Hr; a++, o += (size_t)g->sh * g->W) {
+                if (!pm && set)
+                    for (int v = 0; v < Wr; v++)
+                        o[(size_t)v * sw] = b;
+                else if (pm && set)
+                    for (int v = 0; v < Wr; v++)
+                        o[(size_t)v * sw] = b + s[v];
+                else if (pm)
+                    for (int v = 0; v < Wr; v++)
+                        o[(size_t)v * sw] += s[v];
+                s += Wr;
+            }
+        }
+    }
+}
+
+/* out [N, C, H, W] = bias (or 0) + col2im(in . W) with set, else out +=
+ * col2im(in . W); in [N, OC, OH, OW] NCHW, W [OC, C, kh, kw]. */
+static void implicit_trans(tg_tape *tp, const geom *g, const float *in,
+                           const float *W, float *out, bool set,
+                           const float *bias)
+{
+#ifdef TG_GEMM_X86
+    tlay t = tlay_of(tp, g, W);
+    /* images per block: about 256 rows of one phase */
+    int G = 256 / (t.max_pix > 0 ? t.max_pix : 1);
+    G = G < 1 ? 1 : G > g->N ? g->N : G;
+    int T = image_threads(g, (size_t)g->N * P_of(g) * K_of(g));
+    T = T < 1 ? 1 : T;
+    /* per thread: a block's padded column images, its pm, one image's tmp */
+    const size_t pms = (size_t)G * t.max_pix * g->C,
+                 per = G * t.image + pms + (size_t)t.max_pix * g->C;
+    float *buf = scratch(tp, (size_t)T, per);
+    const size_t in_image = (size_t)g->OC * g->OH * g->OW,
+                 out_image = (size_t)g->C * g->H * g->W;
+    const bool z = implicit_512();
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
+#endif
+    for (int th = 0; th < T; th++) {
+        int n0 = range_start(g->N, th, T), n1 = range_start(g->N, th + 1, T);
+        float *cp = buf + (size_t)th * per, *pm = cp + G * t.image,
+              *tmp = pm + pms;
+        for (int c0 = n0; c0 < n1; c0 += G) {
+            int c1 = c0 + G < n1 ? c0 + G : n1;
+            for (int n = c0; n < c1; n++) {
+#if defined(__GNUC__) || defined(__clang__)
+                for (size_t e = 0; e < out_image; e += 16)
+                    __builtin_prefetch(out + n * out_image + e, 1);
+#endif
+                pad_col_image(g, &t, in + n * in_image,
+                              cp + (size_t)(n - c0) * t.image);
+            }
+            for (int p = 0; p < t.n_ph; p++) {
+                const tphase *f = &t.ph[p];
+                int pix = f->Hr * f->Wr;
+                if (pix == 0)
+                    continue;
+                if (f->K > 0)
+                    (z ? trans_rows_512 : trans_rows_avx2)(&t, f, cp, g->C, 0,
+                                                           (c1 - c0) * pix, pm);
+                trans_store(g, f, f->K > 0 ? pm : NULL, tmp, c0, c1, set, bias,
+                            out);
+            }
+        }
+    }
+#else
+    (void)tp, (void)g, (void)in, (void)W, (void)out, (void)set, (void)bias;
 #endif
 }
 
@@ -1474,7 +1784,9 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
                 tmp, g->OC);
         add_transposed(g->OC, K, tmp, dW);
     }
-    if (dx) /* fresh: each image's dx set to 0 while in cache */
+    if (dx && trans_ok(g)) /* fresh: written, not added to */
+        implicit_trans(tp, g, dy, W->data, dx, fresh, NULL);
+    else if (dx) /* fresh: each image's dx set to 0 while in cache */
         gemm_col2im(tp, g, dyp, W->data, ldk, dx, fresh, NULL);
 }
 
@@ -1657,8 +1969,12 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
         direct_images(tp, &g, &d, &j, NULL);
     } else if (NP > 0) { /* y = b (or 0) + col2im(x' . W), image by image */
         to_pm(g.N, g.OC, P, x->data, xp);
-        gemm_col2im(tp, &g, xp, W->data, ldk, y->data, true,
-                    b ? b->data : NULL);
+        if (trans_ok(&g))
+            implicit_trans(tp, &g, x->data, W->data, y->data, true,
+                           b ? b->data : NULL);
+        else
+            gemm_col2im(tp, &g, xp, W->data, ldk, y->data, true,
+                        b ? b->data : NULL);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv_transpose2d_backward, y, b ? 3 : 2, in);

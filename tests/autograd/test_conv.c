@@ -658,6 +658,22 @@ static const path_case path_cases[] = {
     /* 48 channels: the AVX-512 tiles' panel pair and a last odd panel */
     {false, 3, 5, 6, 7, 48, 3, 3, ARGS(1, 1, 1, 1, 1, 1, 0, 0)},
     {true, 2, 48, 4, 5, 3, 3, 3, ARGS(2, 2, 1, 1, 1, 1, 1, 1)},
+    /* the image side gathered by phase (16k channels there): conv2d's dx,
+     * conv_transpose2d's y; stride 3 with k4 (2, 1, 1 taps per phase),
+     * dilation 2 with stride 2 (one phase takes every tap, the other
+     * none), stride > kernel, 1x1, 48 channels (an odd panel), output
+     * padding, more than one block of images */
+    {false, 2, 16, 11, 10, 3, 4, 4, ARGS(3, 3, 2, 1, 1, 1, 0, 0)},
+    {true, 2, 3, 5, 6, 16, 4, 4, ARGS(3, 3, 2, 1, 1, 1, 2, 1)},
+    {false, 2, 16, 9, 8, 5, 3, 3, ARGS(2, 2, 1, 2, 2, 2, 0, 0)},
+    {true, 2, 5, 4, 5, 16, 3, 3, ARGS(2, 2, 1, 2, 2, 2, 1, 1)},
+    {false, 1, 32, 9, 8, 2, 2, 2, ARGS(3, 4, 0, 1, 1, 1, 0, 0)},
+    {true, 1, 2, 4, 3, 32, 2, 2, ARGS(3, 4, 0, 1, 1, 1, 2, 3)},
+    {false, 2, 16, 7, 9, 4, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 0, 0)},
+    {true, 2, 4, 4, 5, 16, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 1, 1)},
+    {false, 2, 48, 8, 8, 3, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0)},
+    {true, 2, 3, 4, 4, 48, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0)},
+    {true, 30, 2, 3, 3, 16, 3, 2, ARGS(2, 1, 1, 0, 1, 2, 1, 0)},
 };
 
 /* Forward values, then the gradients of x, W and b for a random seed
@@ -689,19 +705,26 @@ static size_t run_path(const path_case *c, tg_tensor **in, const float *seed,
 static void assert_implicit_same_bits(const path_case *c, tg_tensor **in,
                                       size_t ny, const float *a, const float *z)
 {
-    /* the column side has 16k channels, the image side more than one */
+    /* the implicit GEMM: 16k channels on the column side and more than one
+     * on the image side; the gathered image side: 16k channels there (and
+     * at most 64 stride phases) */
     int col_ch = c->transpose ? c->C : c->OC,
         img_ch = c->transpose ? c->OC : c->C;
-    if (col_ch % 16 != 0 || img_ch < 2)
-        return; /* not the implicit GEMM */
+    bool implicit = col_ch % 16 == 0 && img_ch > 1,
+         gathered = img_ch % 16 == 0 &&
+                    (c->a.stride[0] ? c->a.stride[0] : 1) * 1L *
+                            (c->a.stride[1] ? c->a.stride[1] : 1) <=
+                        64;
     size_t nx = in[0]->size, nw = in[1]->size;
-    size_t from = c->transpose ? ny : 0, skip = c->transpose ? 0 : nx;
-    size_t to = ny + nx + nw;
-    for (size_t e = from; e < to; e++) {
-        if (!c->transpose && e >= ny && e < ny + skip)
-            continue; /* conv2d's dx: GEMM and col2im */
-        assert_memory_equal(&a[e], &z[e], sizeof a[e]);
-    }
+    /* out: y [0, ny), dx [ny, ny + nx), dW [ny + nx, ny + nx + nw) */
+    size_t range[3][2] = {{0, ny}, {ny, ny + nx}, {ny + nx, ny + nx + nw}};
+    /* conv2d: y, dW implicit, dx gathered; conv_transpose2d: y gathered,
+     * dx, dW implicit */
+    bool same[3] = {c->transpose ? gathered : implicit,
+                    c->transpose ? implicit : gathered, implicit};
+    for (int p = 0; p < 3; p++)
+        for (size_t e = range[p][0]; same[p] && e < range[p][1]; e++)
+            assert_memory_equal(&a[e], &z[e], sizeof a[e]);
 }
 
 static void test_kernel_paths_agree(void **state)
@@ -772,6 +795,52 @@ static void test_kernel_paths_agree(void **state)
     free(b);
     free(z);
     free(seed);
+}
+
+/* The gathered image side (conv2d's dx, conv_transpose2d's y with 16k
+ * image channels) against the reference and the gradient check, on every
+ * kernel: the geometries whose phases take unequal taps or none. */
+static const conv_case gathered_cases[] = {
+    /* k4 s3: phases of 2, 1, 1 taps; padding >= kernel/2 */
+    {2, 16, 8, 7, 3, 4, 4, ARGS(3, 3, 2, 2, 1, 1, 2, 1), true},
+    /* dilation 2, stride 2: one phase takes every tap, the other none */
+    {2, 16, 7, 6, 2, 3, 3, ARGS(2, 2, 1, 1, 2, 2, 1, 1), true},
+    /* stride > kernel, non-square, a single image */
+    {1, 16, 7, 8, 3, 2, 3, ARGS(3, 2, 0, 1, 1, 1, 0, 1), false},
+    /* 1x1 stride 2; dilation 3 along w only */
+    {2, 16, 5, 6, 2, 1, 1, ARGS(2, 2, 0, 0, 1, 1, 1, 1), true},
+    {2, 16, 6, 7, 2, 2, 3, ARGS(1, 2, 1, 1, 1, 3, 0, 1), true},
+    /* 48 channels: an odd panel on AVX-512 (k2: K = 192, whose forward
+     * stays within check_case's 1e-5 of the reference) */
+    {1, 48, 4, 4, 2, 2, 2, ARGS(2, 2, 1, 1, 1, 1, 0, 0), true},
+};
+
+static void test_gathered_image_side(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"avx512", "avx2", "portable"};
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    for (int k = 0; k < 3; k++) {
+        if (!tg_gemm_set_kernel(names[k]))
+            continue;
+        worst w = {0, 0};
+        for (size_t e = 0; e < sizeof gathered_cases / sizeof *gathered_cases;
+             e++) {
+            conv_case c = gathered_cases[e];
+            /* conv_transpose2d: C in -> 16k out (its y gathered) */
+            int img = c.C;
+            c.C = c.OC, c.OC = img;
+            check_case(&c, true, &w);
+            /* conv2d: 16k in (its dx gathered) */
+            c.OC = c.C, c.C = img;
+            c.a.output_padding[0] = c.a.output_padding[1] = 0;
+            check_case(&c, false, &w);
+        }
+        printf("  gathered, %s: worst gradcheck abs err %.3g, rel err %.3g\n",
+               names[k], w.abs_err, w.rel_err);
+    }
+    assert_true(tg_gemm_set_kernel(saved));
 }
 
 /* A stride of 2^30 on one input channel (a 1 x 1 output): the direct
@@ -1177,6 +1246,7 @@ int main(void)
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
         cmocka_unit_test(test_kernel_paths_agree),
+        cmocka_unit_test(test_gathered_image_side),
         cmocka_unit_test(test_fan_out_first_writer),
         cmocka_unit_test(test_one_tensor_as_two_inputs),
         cmocka_unit_test(test_huge_stride_one_channel),
