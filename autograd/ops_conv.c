@@ -407,15 +407,28 @@ static void add_transposed(int OC, int K, const float *tmp, float *dW)
  * (double, a fixed order, vectorised), the rows added in order in double.
  * In float, a [5, 7, 48, 50] gradient's 12,000-term sums were 1.2e-4 off
  * (bench/conv_check_dump 3000 2; tests/autograd/test_conv.c). */
+enum { BIAS_CB = 8 }; /* channels per block: their rows are contiguous */
+
+/* db[c0 .. c0 + nc) += the sums of bias_backward (nc <= BIAS_CB). */
+TG_VECTOR_CLONES
+static void bias_block(int N, int C, int P, int c0, int nc, const float *dy,
+                       float *db)
+{
+    double s[BIAS_CB] = {0};
+    for (int n = 0; n < N; n++) {
+        const float *row = dy + ((size_t)n * C + c0) * P;
+        for (int c = 0; c < nc; c++)
+            s[c] += vsum_f64(row + (size_t)c * P, P);
+    }
+    for (int c = 0; c < nc; c++)
+        db[c0 + c] += (float)s[c];
+}
+
 static void bias_backward(int N, int C, int P, const float *dy, float *db)
 {
-    TG_PARALLEL_FOR(C, (size_t)N * P)
-    for (int c = 0; c < C; c++) {
-        double s = 0.0;
-        for (int n = 0; n < N; n++)
-            s += vsum_f64(dy + ((size_t)n * C + c) * P, P);
-        db[c] += (float)s;
-    }
+    TG_PARALLEL_FOR((C + BIAS_CB - 1) / BIAS_CB, (size_t)N * P * BIAS_CB)
+    for (int c0 = 0; c0 < C; c0 += BIAS_CB)
+        bias_block(N, C, P, c0, C - c0 < BIAS_CB ? C - c0 : BIAS_CB, dy, db);
 }
 
 static float *scratch(tg_tape *tp, size_t rows, size_t cols)
