@@ -555,25 +555,19 @@ tile_avx2(const float *const a[6], int rows, const float *b, const int *off,
     }
 }
 
-/* pm [P, OC] = col(image xn) . W^T for one image, 6 pixels x 16 channels
- * at a time. */
+/* pm [rows, NC] = the product of the rows whose bases are a[0 .. rows)
+ * (a padded with copies of the last to a multiple of the tile's rows) and
+ * the W^T panels wp [NC/16][K][16], offsets off[K]: 6 rows x 16 columns at
+ * a time. */
 __attribute__((target("avx2,fma"))) static void
-implicit_fwd_image(const geom *g, const ilay *l, const float *xn,
-                   const float *wp, const int *off, float *pm)
+rows_avx2(const float *const *a, int rows, const float *wp, const int *off,
+          int K, int NC, float *pm)
 {
-    const int P = P_of(g), K = K_of(g), OC = g->OC;
-    for (int q0 = 0; q0 < P; q0 += 6) {
-        const float *a[6];
-        for (int r = 0; r < 6; r++) {
-            int q = q0 + r < P ? q0 + r : P - 1;
-            int oh = q / g->OW, ow = q % g->OW;
-            a[r] = xn + (size_t)oh * g->sh * l->Wq + (size_t)ow * g->sw;
-        }
-        int rows = P - q0 < 6 ? P - q0 : 6;
-        for (int pn = 0; pn < OC; pn += 16)
-            tile_avx2(a, rows, wp + (size_t)pn * K, off, K,
-                      pm + (size_t)q0 * OC + pn, (size_t)OC);
-    }
+    for (int q0 = 0; q0 < rows; q0 += 6)
+        for (int pn = 0; pn < NC; pn += 16)
+            tile_avx2(a + q0, rows - q0 < 6 ? rows - q0 : 6,
+                      wp + (size_t)pn * K, off, K, pm + (size_t)q0 * NC + pn,
+                      (size_t)NC);
 }
 
 /* dWt [K, OC] rows [k0, k1) (+)= sum over images [n0, n1) and their pixels
@@ -669,40 +663,27 @@ tile_512(const int NV, const float *const a[I512_MR], int rows, const float *b,
     }
 }
 
-/* Rows [q0, q0 + 8) of pm, channels [pn, pn + 16 NV), k in [k0, k1). */
-__attribute__((target("avx512f,fma"), always_inline)) static inline void
-fwd_tile_512(const int NV, const geom *g, const ilay *l, const float *xn,
-             const float *wp, const int *off, int q0, int pn, int k0, int k1,
-             float *pm)
-{
-    const int P = P_of(g), K = K_of(g), OC = g->OC;
-    const float *a[I512_MR];
-    for (int r = 0; r < I512_MR; r++) {
-        int q = q0 + r < P ? q0 + r : P - 1;
-        int oh = q / g->OW, ow = q % g->OW;
-        a[r] = xn + (size_t)oh * g->sh * l->Wq + (size_t)ow * g->sw;
-    }
-    const int rows = P - q0 < I512_MR ? P - q0 : I512_MR;
-    tile_512(NV, a, rows, wp + (size_t)pn * K, (size_t)16 * K, off, k0, k1,
-             pm + (size_t)q0 * OC + pn, (size_t)OC);
-}
-
-/* implicit_fwd_image with the AVX-512 tiles: for each panel pair, K in
- * chunks of I512_KC (the pair's chunk of W^T, 16 KB, stays in L1 while
- * every pixel tile of the image uses it). */
+/* rows_avx2 with the AVX-512 tiles: for each panel pair, K in chunks of
+ * I512_KC (the pair's chunk of W^T, 16 KB, stays in L1 while every row
+ * tile uses it). */
 __attribute__((target("avx512f,fma"))) static void
-implicit_fwd_image_512(const geom *g, const ilay *l, const float *xn,
-                       const float *wp, const int *off, float *pm)
+rows_512(const float *const *a, int rows, const float *wp, const int *off,
+         int K, int NC, float *pm)
 {
-    const int P = P_of(g), K = K_of(g), OC = g->OC;
-    for (int pn = 0; pn < OC; pn += 32)
+    const size_t pstride = (size_t)16 * K;
+    for (int pn = 0; pn < NC; pn += 32)
         for (int k0 = 0; k0 < K; k0 += I512_KC) {
             int k1 = K - k0 < I512_KC ? K : k0 + I512_KC;
-            for (int q0 = 0; q0 < P; q0 += I512_MR) {
-                if (pn + 32 <= OC)
-                    fwd_tile_512(2, g, l, xn, wp, off, q0, pn, k0, k1, pm);
+            for (int q0 = 0; q0 < rows; q0 += I512_MR) {
+                int mr = rows - q0 < I512_MR ? rows - q0 : I512_MR;
+                const float *b = wp + (size_t)pn * K;
+                float *d = pm + (size_t)q0 * NC + pn;
+                if (pn + 32 <= NC)
+                    tile_512(2, a + q0, mr, b, pstride, off, k0, k1, d,
+                             (size_t)NC);
                 else
-                    fwd_tile_512(1, g, l, xn, wp, off, q0, pn, k0, k1, pm);
+                    tile_512(1, a + q0, mr, b, pstride, off, k0, k1, d,
+                             (size_t)NC);
             }
         }
 }
@@ -784,18 +765,46 @@ static bool implicit_512(void)
 }
 #endif
 
+/* Tiles take row bases in blocks of images of about 256 rows, so that a
+ * tile's rows may span images (a 7 x 7 image alone fills 7 tiles of 8 for
+ * 49 rows) and each base is computed once per block, not per K chunk. */
+enum { BLOCK_ROWS = 256, TILE_MAX = 8 };
+
+static int block_images(int N, int pix)
+{
+    int G = BLOCK_ROWS / (pix > 0 ? pix : 1);
+    return G < 1 ? 1 : G > N ? N : G;
+}
+
+/* a[q] for the pixels q of images [n0, n0 + rows / P) of xp (rows
+ * rounded up to a whole tile with the last row). */
+static void fwd_bases(const geom *g, const ilay *l, const float *xp, int n0,
+                      int rows, const float **a)
+{
+    const int P = P_of(g);
+    for (int q = 0; q < rows + TILE_MAX; q++) {
+        int qq = q < rows ? q : rows - 1, p = qq % P;
+        a[q] = xp + (size_t)(n0 + qq / P) * l->image +
+               (size_t)(p / g->OW) * g->sh * l->Wq +
+               (size_t)(p % g->OW) * g->sw;
+    }
+}
+
 /* y [N, OC, OH, OW] (+)= col(xp) . W^T as o says (o->pm: [N*P, OC]
- * scratch, each thread using one image's rows at the start of its range). */
+ * scratch, each thread using a block's rows at the start of its range). */
 static void implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
                          const float *xp, const float *W, const nchw_out *o)
 {
 #ifdef TG_GEMM_X86
     const float *wp = w_panels(tp, g, W);
     const int *off = k_offsets(tp, g, l);
-    const int P = P_of(g), OC = g->OC;
-    int T = image_threads(g, (size_t)g->N * P * K_of(g));
+    const int P = P_of(g), OC = g->OC, K = K_of(g);
+    const int G = block_images(g->N, P);
+    int T = image_threads(g, (size_t)g->N * P * K);
     if (T < 1)
         T = 1;
+    const size_t per = (size_t)G * P + TILE_MAX;
+    const float **bases = tg_tape_alloc(tp, T * per * sizeof *bases);
 #ifdef TG_HAVE_OPENMP
 #pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
 #endif
@@ -803,11 +812,15 @@ static void implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
         int n0 = range_start(g->N, t, T), n1 = range_start(g->N, t + 1, T);
         float *pm = o->pm + (size_t)n0 * P * OC,
               *tmp = o->tmp ? o->tmp + (size_t)n0 * P * OC : NULL;
+        const float **a = bases + t * per;
         const bool z = implicit_512();
-        for (int n = n0; n < n1; n++) {
-            (z ? implicit_fwd_image_512 : implicit_fwd_image)(
-                g, l, xp + (size_t)n * l->image, wp, off, pm);
-            pm_to_nchw(OC, P, pm, o->bias, tmp, o->y + (size_t)n * OC * P);
+        for (int c0 = n0; c0 < n1; c0 += G) {
+            int c1 = c0 + G < n1 ? c0 + G : n1, rows = (c1 - c0) * P;
+            fwd_bases(g, l, xp, c0, rows, a);
+            (z ? rows_512 : rows_avx2)(a, rows, wp, off, K, OC, pm);
+            for (int n = c0; n < c1; n++)
+                pm_to_nchw(OC, P, pm + (size_t)(n - c0) * P * OC, o->bias, tmp,
+                           o->y + (size_t)n * OC * P);
         }
     }
 #else
@@ -1004,61 +1017,19 @@ static void pad_col_image(const geom *g, const tlay *t, const float *in,
     }
 }
 
-/* The row bases of a tile: rows [q0, q0 + mr) of phase f over images from
- * n0 (the last row repeated past rows). */
-static void trans_bases(const tlay *t, const tphase *f, const float *cp, int n0,
-                        int q0, int rows, int mr, const float **a)
+/* a[q] for the pixels q of phase f in the images of cp (rows rounded up
+ * to a whole tile with the last row). */
+static void trans_bases(const tlay *t, const tphase *f, const float *cp,
+                        int rows, const float **a)
 {
     const int pix = f->Hr * f->Wr;
-    for (int r = 0; r < mr; r++) {
-        int q = q0 + (r < rows ? r : rows - 1);
-        int n = n0 + q / pix, p = q % pix;
-        a[r] = cp + (size_t)n * t->image + (size_t)(f->u0 + p / f->Wr) * t->Wq +
+    for (int q = 0; q < rows + TILE_MAX; q++) {
+        int qq = q < rows ? q : rows - 1, p = qq % pix;
+        a[q] = cp + (size_t)(qq / pix) * t->image +
+               (size_t)(f->u0 + p / f->Wr) * t->Wq +
                (size_t)(f->v0 + p % f->Wr);
     }
 }
-
-#ifdef TG_GEMM_X86
-/* pm [rows, C] for phase f over images [n0, n0 + rows / pix). */
-__attribute__((target("avx2,fma"))) static void
-trans_rows_avx2(const tlay *t, const tphase *f, const float *cp, int C, int n0,
-                int rows, float *pm)
-{
-    for (int q0 = 0; q0 < rows; q0 += 6) {
-        const float *a[6];
-        int mr = rows - q0 < 6 ? rows - q0 : 6;
-        trans_bases(t, f, cp, n0, q0, mr, 6, a);
-        for (int pn = 0; pn < C; pn += 16)
-            tile_avx2(a, mr, f->wp + (size_t)pn * f->K, f->off, f->K,
-                      pm + (size_t)q0 * C + pn, (size_t)C);
-    }
-}
-
-/* trans_rows_avx2 with the AVX-512 tiles, K in chunks as the forward's. */
-__attribute__((target("avx512f,fma"))) static void
-trans_rows_512(const tlay *t, const tphase *f, const float *cp, int C, int n0,
-               int rows, float *pm)
-{
-    const size_t pstride = (size_t)16 * f->K;
-    for (int pn = 0; pn < C; pn += 32)
-        for (int k0 = 0; k0 < f->K; k0 += I512_KC) {
-            int k1 = f->K - k0 < I512_KC ? f->K : k0 + I512_KC;
-            for (int q0 = 0; q0 < rows; q0 += I512_MR) {
-                const float *a[I512_MR];
-                int mr = rows - q0 < I512_MR ? rows - q0 : I512_MR;
-                trans_bases(t, f, cp, n0, q0, mr, I512_MR, a);
-                const float *b = f->wp + (size_t)pn * f->K;
-                float *d = pm + (size_t)q0 * C + pn;
-                if (pn + 32 <= C)
-                    tile_512(2, a, mr, b, pstride, f->off, k0, k1, d,
-                             (size_t)C);
-                else
-                    tile_512(1, a, mr, b, pstride, f->off, k0, k1, d,
-                             (size_t)C);
-            }
-        }
-}
-#endif
 
 /* Images [n0, n1) of phase f into out [N, C, H, W]: out = bias + pm (0 +
  * pm without a bias) with set, else out += pm, through tmp [C, pix] (pm
@@ -1105,15 +1076,16 @@ static void implicit_trans(tg_tape *tp, const geom *g, const float *in,
 {
 #ifdef TG_GEMM_X86
     tlay t = tlay_of(tp, g, W);
-    /* images per block: about 256 rows of one phase */
-    int G = 256 / (t.max_pix > 0 ? t.max_pix : 1);
-    G = G < 1 ? 1 : G > g->N ? g->N : G;
+    const int G = block_images(g->N, t.max_pix);
     int T = image_threads(g, (size_t)g->N * P_of(g) * K_of(g));
     T = T < 1 ? 1 : T;
-    /* per thread: a block's padded column images, its pm, one image's tmp */
+    /* per thread: a block's padded column images, its pm, one image's tmp,
+     * the row bases */
     const size_t pms = (size_t)G * t.max_pix * g->C,
-                 per = G * t.image + pms + (size_t)t.max_pix * g->C;
+                 per = G * t.image + pms + (size_t)t.max_pix * g->C,
+                 nb = (size_t)G * t.max_pix + TILE_MAX;
     float *buf = scratch(tp, (size_t)T, per);
+    const float **bases = tg_tape_alloc(tp, T * nb * sizeof *bases);
     const size_t in_image = (size_t)g->OC * g->OH * g->OW,
                  out_image = (size_t)g->C * g->H * g->W;
     const bool z = implicit_512();
@@ -1124,6 +1096,7 @@ static void implicit_trans(tg_tape *tp, const geom *g, const float *in,
         int n0 = range_start(g->N, th, T), n1 = range_start(g->N, th + 1, T);
         float *cp = buf + (size_t)th * per, *pm = cp + G * t.image,
               *tmp = pm + pms;
+        const float **a = bases + th * nb;
         for (int c0 = n0; c0 < n1; c0 += G) {
             int c1 = c0 + G < n1 ? c0 + G : n1;
             for (int n = c0; n < c1; n++) {
@@ -1139,9 +1112,11 @@ static void implicit_trans(tg_tape *tp, const geom *g, const float *in,
                 int pix = f->Hr * f->Wr;
                 if (pix == 0)
                     continue;
-                if (f->K > 0)
-                    (z ? trans_rows_512 : trans_rows_avx2)(&t, f, cp, g->C, 0,
-                                                           (c1 - c0) * pix, pm);
+                if (f->K > 0) {
+                    trans_bases(&t, f, cp, (c1 - c0) * pix, a);
+                    (z ? rows_512 : rows_avx2)(a, (c1 - c0) * pix, f->wp,
+                                               f->off, f->K, g->C, pm);
+                }
                 trans_store(g, f, f->K > 0 ? pm : NULL, tmp, c0, c1, set, bias,
                             out);
             }
