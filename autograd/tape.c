@@ -177,10 +177,14 @@ tg_tensor *out_like(tg_tape *tp, const tg_tensor *x)
     return tg_tape_tensor(tp, x->ndim, x->shape, false);
 }
 
-/* A tape tensor's gradient lives on the arena. A long-lived tensor's lives
- * with it: tg_tensor_require_grad, or a parameter set's shared buffer; one
- * that was marked requires_grad by hand gets its own here, never arena
- * memory that the next reset would pull from under it. */
+/* A tape tensor's gradient lives on the arena of its own tape, as long as
+ * the tensor: a leaf made on another tape (marked requires_grad by hand) and
+ * used on tp keeps it past tg_tape_reset(tp), which would otherwise hand
+ * that memory to the next step's tensors while the leaf still pointed at it
+ * (its gradient then added into theirs). A long-lived tensor's lives with
+ * it: tg_tensor_require_grad, or a parameter set's shared buffer; one that
+ * was marked requires_grad by hand gets its own here, never arena memory
+ * that the next reset would pull from under it. */
 float *grad_of(tg_tape *tp, tg_tensor *t)
 {
     if (!t->requires_grad)
@@ -191,7 +195,7 @@ float *grad_of(tg_tape *tp, tg_tensor *t)
             tp->heap_allocs++;
             return t->grad;
         }
-        t->grad = tg_tape_alloc(tp, t->size * sizeof(float));
+        t->grad = tg_tape_alloc(t->tape, t->size * sizeof(float));
         memset(t->grad, 0, t->size * sizeof(float));
     }
     return t->grad;
@@ -206,7 +210,7 @@ float *grad_fresh(tg_tape *tp, const tg_record *r, int i, bool *fresh)
     *fresh = once && t->requires_grad && !t->grad && t->tape;
     if (!*fresh)
         return grad_of(tp, t);
-    t->grad = tg_tape_alloc(tp, t->size * sizeof(float));
+    t->grad = tg_tape_alloc(t->tape, t->size * sizeof(float));
     return t->grad;
 }
 

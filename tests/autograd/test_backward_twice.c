@@ -214,6 +214,38 @@ static void test_leaf_or_detached_from_another_tape_works(void **state)
     tg_tensor_free(w);
 }
 
+/* A leaf of another tape used over several steps of this one, reset between
+ * them: its gradient accumulates over the steps, as a long-lived tensor's.
+ * It was allocated on this tape's arena, so after the reset the leaf still
+ * pointed at memory the next step handed to other tensors: backward added
+ * into (and over) them, and the leaf's gradient started from their data. */
+static void
+test_leaf_of_another_tape_keeps_its_gradient_past_a_reset(void **state)
+{
+    (void)state;
+    tg_tape *tp1 = tg_tape_new(), *tp2 = tg_tape_new();
+    tg_tensor *leaf = tg_tape_tensor2(tp1, 2, 3, false);
+    for (size_t i = 0; i < leaf->size; i++)
+        leaf->data[i] = 0.1f * (float)(i + 1);
+    leaf->requires_grad = true;
+    for (int step = 1; step <= 3; step++) {
+        tg_tape_reset(tp2);
+        tg_tensor *loss = tg_sum(tp2, tg_square(tp2, leaf));
+        /* a tensor where the previous step's gradients were */
+        tg_tensor *other = tg_tape_tensor2(tp2, step == 1 ? 1 : 64, 64, false);
+        for (size_t i = 0; i < other->size; i++)
+            other->data[i] = 1000.0f;
+        tg_backward(tp2, loss);
+        for (size_t i = 0; i < leaf->size; i++)
+            assert_float_equal(leaf->grad[i], 2.0f * leaf->data[i] * step,
+                               1e-5f);
+        for (size_t i = 0; i < other->size; i++)
+            assert_float_equal(other->data[i], 1000.0f, 0.0f);
+    }
+    tg_tape_free(tp2);
+    tg_tape_free(tp1);
+}
+
 /* A loss kept past tg_tape_reset: the tape has forgotten its records, so
  * backward walked nothing and left every gradient as it was. Refused. */
 static void misuse_loss_from_before_reset(void)
@@ -286,6 +318,8 @@ int main(void)
         cmocka_unit_test(test_loss_from_another_tape_aborts),
         cmocka_unit_test(test_input_computed_on_another_tape_aborts),
         cmocka_unit_test(test_leaf_or_detached_from_another_tape_works),
+        cmocka_unit_test(
+            test_leaf_of_another_tape_keeps_its_gradient_past_a_reset),
         cmocka_unit_test(test_loss_from_before_reset_aborts),
         cmocka_unit_test(test_loss_overwritten_after_reset_aborts),
         cmocka_unit_test(test_free_tape_tensor_and_null_view_abort),
