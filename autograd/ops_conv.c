@@ -940,6 +940,10 @@ static bool trans_ok(const geom *g)
     if (hq > INT_MAX / 2 || wq > INT_MAX / 2 || hq * wq > INT_MAX / 2 ||
         (long)g->OC * hq * wq > INT_MAX / 2)
         return false;
+    /* a huge dilation pads the column planes far past the image (the
+     * GEMM + col2im path needs no such planes) */
+    if (hq * wq > 4L * g->OH * g->OW + 4096)
+        return false;
     const char *kern = tg_gemm_kernel();
     return strncmp(kern, "avx2", 4) == 0 || strcmp(kern, "avx512") == 0;
 #else
@@ -952,9 +956,11 @@ static bool trans_ok(const geom *g)
 static tlay tlay_of(tg_tape *tp, const geom *g, const float *W)
 {
     tlay t;
-    t.Amax = (g->kh - 1) * g->dh / g->sh;
-    t.Bmax = (g->kw - 1) * g->dw / g->sw;
-    int umax = (g->H - 1 + g->ph) / g->sh, vmax = (g->W - 1 + g->pw) / g->sw;
+    /* in 64 bits (trans_ok bounded the results, not the products) */
+    t.Amax = (int)((long)(g->kh - 1) * g->dh / g->sh);
+    t.Bmax = (int)((long)(g->kw - 1) * g->dw / g->sw);
+    int umax = (int)(((long)g->H - 1 + g->ph) / g->sh),
+        vmax = (int)(((long)g->W - 1 + g->pw) / g->sw);
     t.Hq = t.Amax + (g->OH > umax + 1 ? g->OH : umax + 1);
     t.Wq = t.Bmax + (g->OW > vmax + 1 ? g->OW : vmax + 1);
     t.plane = (size_t)t.Hq * t.Wq;
@@ -974,10 +980,10 @@ static tlay tlay_of(tg_tape *tp, const geom *g, const float *W)
             t.max_pix = f->Hr * f->Wr;
         int ni = 0, nj = 0;
         for (int i = 0; i < g->kh; i++)
-            if (i * g->dh % g->sh == f->rh)
+            if ((long)i * g->dh % g->sh == f->rh)
                 ti[ni++] = i;
         for (int j = 0; j < g->kw; j++)
-            if (j * g->dw % g->sw == f->rw)
+            if ((long)j * g->dw % g->sw == f->rw)
                 tj[nj++] = j;
         f->K = g->OC * ni * nj;
         f->off = NULL, f->wp = NULL;
@@ -991,8 +997,9 @@ static tlay tlay_of(tg_tape *tp, const geom *g, const float *W)
                 for (int b = 0; b < nj; b++, k++) {
                     int i = ti[a], j = tj[b];
                     off[k] = (int)((size_t)oc * t.plane +
-                                   (size_t)(t.Amax - i * g->dh / g->sh) * t.Wq +
-                                   (size_t)(t.Bmax - j * g->dw / g->sw));
+                                   (size_t)(t.Amax - (long)i * g->dh / g->sh) *
+                                       t.Wq +
+                                   (size_t)(t.Bmax - (long)j * g->dw / g->sw));
                     const float *w = W + (size_t)oc * C * kk + i * g->kw + j;
                     for (int c = 0; c < C; c++)
                         wp[((size_t)(c / 16) * f->K + k) * 16 + c % 16] =

@@ -857,6 +857,14 @@ static void test_huge_stride_one_channel(void **state)
     check_case(&c, false, &w);
     c.C = 2, c.OC = 16; /* the implicit GEMM's geometry, same stride */
     check_case(&c, false, &w);
+    /* 16 image channels (the gathered image side's) with a dilation of
+     * 2^20 rows: its column planes would be padded 2^19 rows deep, so
+     * the GEMM + col2im path takes it; both ops */
+    conv_case d = {
+        1, 16, 3, 3, 3, 2, 2, ARGS(1, 1, 1 << 19, 0, 1 << 20, 1, 0, 0), true};
+    check_case(&d, false, &w);
+    d.C = 3, d.OC = 16, d.H = 2, d.W = 2;
+    check_case(&d, true, &w);
 }
 
 /* ---- the first writer of a gradient and the ones that add --------------
