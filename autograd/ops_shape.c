@@ -134,9 +134,21 @@ static void reshape_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape)
 {
     check_inputs("reshape", x);
+    char sx[64];
+    if (!shape)
+        tg_fatal("reshape", "x %s: shape is NULL", tg_shape_str(x, sx));
+    if (ndim < 1 || ndim > TG_MAX_DIMS)
+        tg_fatal("reshape", "x %s to %d dims: a tensor has 1 to %d",
+                 tg_shape_str(x, sx), ndim, TG_MAX_DIMS);
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] < 0)
+            tg_fatal("reshape",
+                     "x %s: dim %d of the new shape is %d (give every size; "
+                     "-1 is not inferred)",
+                     tg_shape_str(x, sx), d, shape[d]);
     tg_tensor *y = view_tensor(tp, x->data, ndim, shape);
     if (y->size != x->size) {
-        char sx[64], sy[64];
+        char sy[64];
         tg_fatal("reshape", "%s has %zu elements, %s has %zu",
                  tg_shape_str(x, sx), x->size, tg_shape_str(y, sy), y->size);
     }

@@ -136,7 +136,8 @@ tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x); /* log(1 + e^x), stable */
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x);
 /* min(max(x, lo), hi); the gradient passes where lo < x < hi and is zero
- * elsewhere, at x == lo and x == hi too (as PyTorch's clamp). */
+ * elsewhere, at x == lo and x == hi too (as PyTorch 2.15's clamp; Debian's
+ * torch 1.13 passes it at x == lo and x == hi). */
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi);
 
 tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);      /* all elements -> [1] */

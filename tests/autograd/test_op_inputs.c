@@ -242,6 +242,26 @@ static void test_null_tensor_aborts_naming_the_op(void **state)
         expect_abort(cases[k].fn, cases[k].op, cases[k].what);
 }
 
+/* A bad new shape in tg_reshape (PyTorch's -1, a dim count past 4) names
+ * reshape and x's shape, not a generic "tensor:". */
+static void reshape_minus_one(void)
+{
+    tg_reshape(tape(), some(), 2, (int[]){-1, 3});
+}
+static void reshape_five_dims(void)
+{
+    tg_reshape(tape(), some(), 5, (int[]){1, 1, 1, 2, 3});
+}
+static void reshape_null_shape(void) { tg_reshape(tape(), some(), 2, NULL); }
+
+static void test_bad_reshape_aborts_naming_reshape(void **state)
+{
+    (void)state;
+    expect_abort(reshape_minus_one, "reshape:", "[2, 3]", "-1");
+    expect_abort(reshape_five_dims, "reshape:", "[2, 3]", "5 dims");
+    expect_abort(reshape_null_shape, "reshape:", "shape is NULL");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +269,7 @@ int main(void)
         cmocka_unit_test(test_zero_row_tape_tensors),
         cmocka_unit_test(test_split_into_one_part),
         cmocka_unit_test(test_null_tensor_aborts_naming_the_op),
+        cmocka_unit_test(test_bad_reshape_aborts_naming_reshape),
     };
     return cmocka_run_group_tests_name("autograd op inputs", tests, NULL, NULL);
 }
