@@ -24,6 +24,7 @@ struct tg_tape {
     tg_record *records;
     size_t n_records, cap_records;
     bool recording;
+    bool checks; /* tg_tape_set_checks: record data sums, compare them */
     size_t heap_allocs;
 };
 
@@ -58,6 +59,8 @@ tg_tape *tg_tape_new(void)
     if (!tp)
         tg_fatal("tape", "out of memory");
     tp->recording = true;
+    const char *env = getenv("TG_TAPE_CHECKS");
+    tp->checks = env && *env && strcmp(env, "0") != 0;
     tp->first = tp->cur = block_new(tp, ARENA_MIN_BLOCK);
     return tp;
 }
@@ -93,6 +96,57 @@ bool tg_tape_set_recording(tg_tape *tp, bool on)
 }
 
 bool tg_tape_recording(const tg_tape *tp) { return tp->recording; }
+
+bool tg_tape_set_checks(tg_tape *tp, bool on)
+{
+    if (!tp)
+        tg_fatal("tape", "tg_tape_set_checks: NULL tape");
+    bool old = tp->checks;
+    tp->checks = on;
+    return old;
+}
+
+/* A 64-bit sum of t's data (FNV-1a over 32-bit words; the float bits, so
+ * -0 against 0 and NaN payloads count as changes). */
+static uint64_t data_sum(const tg_tensor *t)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    const float *d = t->data;
+    for (size_t i = 0; d && i < t->size; i++) {
+        uint32_t w;
+        memcpy(&w, &d[i], sizeof w);
+        h = (h ^ w) * 0x100000001b3u;
+    }
+    return h;
+}
+
+/* With checks on: each input's and output's sum when the op recorded, to be
+ * compared before its backward runs. */
+static void record_sums(tg_tape *tp, tg_record *r)
+{
+    r->sums = tg_tape_alloc(tp, (size_t)(r->n_in + r->n_out) * sizeof *r->sums);
+    for (int i = 0; i < r->n_in; i++)
+        r->sums[i] = data_sum(r->in[i]);
+    for (int i = 0; i < r->n_out; i++)
+        r->sums[r->n_in + i] = data_sum(r->outs[i]);
+}
+
+static void check_sums(const tg_record *r)
+{
+    for (int i = 0; i < r->n_in + r->n_out; i++) {
+        bool in = i < r->n_in;
+        const tg_tensor *t = in ? r->in[i] : r->outs[i - r->n_in];
+        if (data_sum(t) == r->sums[i])
+            continue;
+        char s[64];
+        tg_fatal(r->op,
+                 "%s %d %s changed between this op's forward and its "
+                 "backward, which may read it: the gradient would be wrong "
+                 "(copy the tensor before changing it) [TG_TAPE_CHECKS]",
+                 in ? "input" : "output", in ? i : i - r->n_in,
+                 tg_shape_str(t, s));
+    }
+}
 
 size_t tg_tape_arena_bytes(const tg_tape *tp)
 {
@@ -312,6 +366,8 @@ tg_record *record_multi(tg_tape *tp, const char *op, tg_backward_fn backward,
     r->out = outs[0];
     for (int i = 0; i < n_out; i++)
         outs[i]->requires_grad = true;
+    if (tp->checks)
+        record_sums(tp, r);
     return r;
 }
 
@@ -441,6 +497,8 @@ void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed)
         dout[i] += seed[i];
     for (size_t k = tp->n_records; k-- > 0;) {
         tg_record *r = &tp->records[k];
+        if (r->sums)
+            check_sums(r);
         if (has_grad(r))
             r->backward(tp, r);
     }

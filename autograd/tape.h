@@ -20,9 +20,11 @@ struct tg_record {
     tg_tensor *out;   /* the first output: the only one of most ops */
     tg_tensor **outs; /* all n_out outputs (arena); outs[0] == out */
     int n_out;
-    float f[2];  /* scalar arguments (scale, clamp bounds) */
-    int i[4];    /* integer arguments (broadcast geometry) */
-    void *saved; /* arena memory the op kept for backward */
+    float f[2];     /* scalar arguments (scale, clamp bounds) */
+    int i[4];       /* integer arguments (broadcast geometry) */
+    void *saved;    /* arena memory the op kept for backward */
+    uint64_t *sums; /* with tg_tape_set_checks: the inputs' and outputs'
+                     * data sums at record time, else NULL */
 };
 
 /* A fresh output tensor on the arena (uninitialised data). */

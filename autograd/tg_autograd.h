@@ -77,6 +77,14 @@ void tg_tape_reset(tg_tape *tp);
  * compute (inference); outputs never require grad. Returns the old value. */
 bool tg_tape_set_recording(tg_tape *tp, bool on);
 bool tg_tape_recording(const tg_tape *tp);
+/* Checks (off by default; on for every new tape when the environment has
+ * TG_TAPE_CHECKS=1): each op records a 64-bit sum of its inputs' and
+ * outputs' data, and backward recomputes it before running the op's
+ * backward, aborting with the op's name when a tensor changed in between
+ * (written by hand after use: the gradient would silently be wrong).
+ * Costs one pass over every op's tensors at record and at backward: for
+ * debugging. Returns the old value. */
+bool tg_tape_set_checks(tg_tape *tp, bool on);
 /* Bytes of arena memory held, and the number of heap allocations the tape has
  * made over its life (a training step after warm-up makes none). */
 size_t tg_tape_arena_bytes(const tg_tape *tp);

@@ -8,6 +8,7 @@
 
 #include "expect_abort.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,56 @@ static void test_misuse_aborts_naming_op_and_shapes(void **state)
     expect_abort(misuse_bce, "bce_with_logits", "[3, 2]");
 }
 
+/* ---- TG_TAPE_CHECKS: a tensor changed between an op's forward and its
+ * backward (exp's backward reads its output; mul's its inputs) aborts,
+ * naming the op, instead of giving a wrong gradient. */
+static void changed_output(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_checks(tp, true);
+    tg_tensor *w = tg_tensor_new2(2, 3);
+    tg_tensor_require_grad(w);
+    tg_tensor *y = tg_exp(tp, w);
+    y->data[0] = 0.0f; /* dw[0] would come out 0 */
+    tg_backward(tp, tg_sum(tp, y));
+}
+
+static void changed_input(void)
+{
+    float rows[6] = {1, 2, 3, 4, 5, 6};
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_checks(tp, true);
+    tg_tensor *w = tg_tensor_new2(2, 3);
+    tg_tensor_require_grad(w);
+    tg_tensor *x = tg_tape_view2(tp, rows, 2, 3);
+    tg_tensor *loss = tg_sum(tp, tg_mul(tp, x, w));
+    rows[4] = -5.0f; /* dw = x, read at backward */
+    tg_backward(tp, loss);
+}
+
+static void test_checks_catch_a_tensor_changed_before_backward(void **state)
+{
+    (void)state;
+    expect_abort(changed_output, "exp", "output 0 [2, 3] changed");
+    expect_abort(changed_input, "mul", "input 0 [2, 3] changed");
+    /* unchanged, with checks on: the gradient, no abort; off: the check
+     * costs nothing and sees nothing */
+    for (int on = 0; on < 2; on++) {
+        tg_tape *tp = tg_tape_new();
+        tg_tape_set_checks(tp, on);
+        tg_tensor *w = tg_tensor_new2(1, 2);
+        w->data[0] = 0.5f, w->data[1] = -1.0f;
+        tg_tensor_require_grad(w);
+        tg_tensor *y = tg_exp(tp, w);
+        tg_backward(tp, tg_sum(tp, tg_mul(tp, y, w)));
+        for (int i = 0; i < 2; i++)
+            assert_float_equal(w->grad[i],
+                               expf(w->data[i]) * (1.0f + w->data[i]), 1e-6);
+        tg_tensor_free(w);
+        tg_tape_free(tp);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -191,6 +242,7 @@ int main(void)
         cmocka_unit_test(test_reshape_is_a_view),
         cmocka_unit_test(test_view_reads_caller_memory_without_copy),
         cmocka_unit_test(test_misuse_aborts_naming_op_and_shapes),
+        cmocka_unit_test(test_checks_catch_a_tensor_changed_before_backward),
     };
     return cmocka_run_group_tests_name("autograd tape", tests, NULL, NULL);
 }
