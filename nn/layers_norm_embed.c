@@ -46,5 +46,10 @@ void tg_embedding_layer_init(tg_embedding_layer *l, tg_params *ps,
 tg_tensor *tg_embedding_apply(tg_tape *tp, const tg_embedding_layer *l,
                               const int *idx, int n)
 {
+    /* named here, not as the gather_rows it calls */
+    for (int i = 0; idx && i < n; i++)
+        if (idx[i] < 0 || idx[i] >= l->num)
+            tg_fatal("embedding", "index %d at position %d is outside [0, %d)",
+                     idx[i], i, l->num);
     return tg_gather_rows(tp, l->weight, idx, n);
 }

@@ -11,6 +11,8 @@
 
 #include "tg_nn.h"
 
+#include "autograd/expect_abort.h"
+
 static void layer_norm_names_init_and_forward(void **state)
 {
     (void)state;
@@ -119,6 +121,26 @@ static void embedding_gradient_check(void **state)
     tg_params_free(ps);
 }
 
+/* An index outside the table aborts naming the layer (it said
+ * gather_rows, the op it calls), the index and its position. */
+static void embedding_bad_index(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_embedding_layer l;
+    tg_embedding_layer_init(&l, ps, "emb", 5, 3, &rng);
+    tg_tape *tp = tg_tape_new();
+    tg_embedding_apply(tp, &l, (const int[]){1, 5}, 2);
+}
+
+static void embedding_index_out_of_range_aborts(void **state)
+{
+    (void)state;
+    expect_abort(embedding_bad_index, "embedding", "index 5 at position 1",
+                 "[0, 5)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -126,6 +148,7 @@ int main(void)
         cmocka_unit_test(layer_norm_gradient_check),
         cmocka_unit_test(embedding_names_init_and_lookup),
         cmocka_unit_test(embedding_gradient_check),
+        cmocka_unit_test(embedding_index_out_of_range_aborts),
     };
     return cmocka_run_group_tests_name("nn_norm_embed", tests, NULL, NULL);
 }
