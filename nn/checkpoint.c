@@ -352,8 +352,11 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                           path, kind, kind_name(opt->kind));
         else
             st = parse_int(path, STEP_KEY, file_meta(&f, STEP_KEY), &step);
-        if (st == TG_OK && step < 0)
-            st = tg_error(TG_ERR_FORMAT, "%s: negative optimizer step", path);
+        if (st == TG_OK && (step < 0 || step > TG_OPTIM_MAX_STEP))
+            st = tg_error(TG_ERR_FORMAT,
+                          "%s: optimizer step %" PRId64
+                          " is outside 0..%" PRId64,
+                          path, step, TG_OPTIM_MAX_STEP);
     }
     /* Every parameter (and its state) in the file, nothing else. */
     if (st == TG_OK)

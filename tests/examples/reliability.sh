@@ -198,5 +198,13 @@ mentions "14x56"
 expect 2 "$vae" $fast --data "$wide" --epochs 1 --out "$tmp/o16"
 mentions "14x56"
 
+# 17. an optimizer step no run reaches: refused (INT64_MAX overflowed in
+#     the first step after the resume: UBSan's abort, or NaN weights)
+st_set_meta "$ck" optim.step 9223372036854775807 "$tmp/step.safetensors"
+expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o17" \
+    --resume "$tmp/step.safetensors"
+mentions "optim.step"
+[ -e "$tmp/o17" ] && fail "a refused resume left $tmp/o17"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"
