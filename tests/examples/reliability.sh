@@ -206,5 +206,15 @@ expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o17" \
 mentions "optim.step"
 [ -e "$tmp/o17" ] && fail "a refused resume left $tmp/o17"
 
+# 18. a negative Adam second moment: refused as a damaged file (was
+#     trained on until the loss was NaN: exit 3, "try a smaller --lr")
+cp "$ck" "$tmp/negv.safetensors"
+st_poke "$tmp/negv.safetensors" "$(st_offset "$ck" optim.v.encoder.fc1.weight)" \
+    '\000\000\200\277' # -1.0f
+expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o18" \
+    --resume "$tmp/negv.safetensors"
+mentions "optim.v.encoder.fc1.weight"
+[ -e "$tmp/o18" ] && fail "a refused resume left $tmp/o18"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"

@@ -519,6 +519,18 @@ static void unreachable_optimizer_state_refused(void **state)
         refused(p, TG_ERR_FORMAT);
         assert_non_null(strstr(tg_errmsg(), "optimizer step"));
     }
+    /* A negative second moment (a mean of squares): sqrt(v) made the first
+     * step after the resume NaN, which vae_mnist reported as a blown-up
+     * loss (exit 3) instead of a damaged file. */
+    tg_params *ps = model(4);
+    tg_optim *opt = adam_with_state(ps, 91);
+    opt->v[tg_params_numel(ps) - 1] = -1e-12f;
+    const char *p = in_dir("negative_v.safetensors");
+    assert_int_equal(tg_checkpoint_save(p, ps, opt, NULL), TG_OK);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+    refused(p, TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "optim.v.dec.weight"));
 }
 
 /* No "*.tmp.*" file anywhere in dir. */
