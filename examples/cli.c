@@ -226,6 +226,15 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        /* a rank > 0's stdout is /dev/null: without a word on stderr (held,
+         * and said if rank 0 was not given it too) the job stopped silently */
+        if ((c == HELP || c == 'h' || c == VERSION) && tg_dist_rank() != 0) {
+            fprintf(stderr,
+                    "%s: rank %d has %s but rank 0 has not: every rank must "
+                    "run the same job; stopped\n",
+                    cli_prog, tg_dist_rank(), argv[optind - 1]);
+            exit(0);
+        }
         if (c == HELP || c == 'h') {
             print_paragraphs(stdout, head);
             printf("\n");
