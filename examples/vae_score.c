@@ -157,13 +157,16 @@ void *xcalloc(size_t n, size_t size)
  * training sets) and --ood-data (its test set; ood.n == 0 without it). */
 typedef struct inputs {
     tg_vae *vae;
-    int holdout; /* training images vae_mnist --holdout kept out, or 0 */
+    int holdout;    /* training images vae_mnist --holdout kept out, or 0 */
+    int rows, cols; /* the images it was trained on, or 0 if unknown */
     tg_dataset test, train, ood;
 } inputs;
 
-/* The VAE the checkpoint describes, with its weights (checked finite), and
- * how many training images vae_mnist --holdout kept out (0 if none). */
-static tg_vae *load_model(const char *path, int *holdout)
+/* The VAE the checkpoint describes, with its weights (checked finite), how
+ * many training images vae_mnist --holdout kept out (0 if none), and the
+ * geometry of the images it was trained on: its data fingerprint's ("train
+ * NxRxC ..."), else a conv model's side (else 0, unknown). */
+static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols)
 {
     tg_vae *vae;
     tg_vae_info info;
@@ -182,12 +185,20 @@ static tg_vae *load_model(const char *path, int *holdout)
         exit(2);
     }
     *holdout = (int)h;
+    const char *fp = tg_meta_get(&info.meta, "data");
+    *rows = *cols = 0;
+    if (!fp || sscanf(fp, "train %*dx%9dx%9d", rows, cols) != 2 || *rows < 1 ||
+        *cols < 1 || (long long)*rows * *cols != vae->cfg.input) {
+        int side = (int)lround(sqrt((double)vae->cfg.input));
+        *rows = *cols = vae->cfg.arch == TG_VAE_CONV ? side : 0;
+    }
     return vae;
 }
 
 static void load_data(tg_dataset *ds, const char *dir, bool train,
-                      const tg_vae *vae)
+                      const inputs *in, const char *checkpoint)
 {
+    const tg_vae *vae = in->vae;
     if (tg_mnist_load(dir, train, ds) != TG_OK) {
         if (train)
             fprintf(stderr,
@@ -203,6 +214,15 @@ static void load_data(tg_dataset *ds, const char *dir, bool train,
                 "vae_score: %s: images are %dx%d but the model takes %d "
                 "pixels\n",
                 dir, ds->rows, ds->cols, vae->cfg.input);
+        exit(2);
+    }
+    /* the same pixels in another geometry (14x56 for 28x28) scored without
+     * a word: a conv model read them as 28 rows of 28 */
+    if (in->rows && (ds->rows != in->rows || ds->cols != in->cols)) {
+        fprintf(stderr,
+                "vae_score: %s: images are %dx%d but %s was trained on %dx%d "
+                "images\n",
+                dir, ds->rows, ds->cols, checkpoint, in->rows, in->cols);
         exit(2);
     }
 }
@@ -224,9 +244,9 @@ static void same_geometry(const tg_dataset *ds, const char *dir,
 static void load_inputs(inputs *in, const options *o)
 {
     memset(in, 0, sizeof *in);
-    in->vae = load_model(o->checkpoint, &in->holdout);
-    load_data(&in->test, o->data, false, in->vae);
-    load_data(&in->train, o->data, true, in->vae);
+    in->vae = load_model(o->checkpoint, &in->holdout, &in->rows, &in->cols);
+    load_data(&in->test, o->data, false, in, o->checkpoint);
+    load_data(&in->train, o->data, true, in, o->checkpoint);
     if (in->holdout >= in->train.n) {
         fprintf(stderr,
                 "vae_score: %s: metadata 'holdout' says %d training images "
@@ -240,7 +260,7 @@ static void load_inputs(inputs *in, const options *o)
                     "copied to scores.csv");
     same_geometry(&in->train, o->data, "training", &in->test);
     if (o->ood) {
-        load_data(&in->ood, o->ood, false, in->vae);
+        load_data(&in->ood, o->ood, false, in, o->checkpoint);
         same_geometry(&in->ood, o->ood, "test", &in->test);
         cli_note_labels(&in->ood, o->ood, 10,
                         "labels are only copied to scores.csv");

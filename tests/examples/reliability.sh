@@ -197,6 +197,17 @@ mentions "14x56"
 [ -e "$tmp/o16" ] && fail "vae_score left an output folder"
 expect 2 "$vae" $fast --data "$wide" --epochs 1 --out "$tmp/o16"
 mentions "14x56"
+# ... and a folder all of 14x56 images given to vae_score with a checkpoint
+# trained on 28x28: scored without a word (only the pixel count was
+# compared with the model's)
+wide2="$tmp/wide2"; dataset "$mnist" "$wide2" 64 64
+regeom "$wide2/t10k-images-idx3-ubyte" 14 56
+regeom "$wide2/train-images-idx3-ubyte" 14 56
+expect 2 "$score" --checkpoint "$ck" --data "$wide2" --near-ood hflip \
+    --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o16b"
+mentions "14x56"
+mentions "28x28"
+[ -e "$tmp/o16b" ] && fail "vae_score left an output folder"
 
 # 17. an optimizer step no run reaches: refused (INT64_MAX overflowed in
 #     the first step after the resume: UBSan's abort, or NaN weights)
