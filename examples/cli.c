@@ -542,6 +542,18 @@ void cli_dist_ready(int threads)
     tg_set_threads(threads ? threads : tg_dist_default_threads());
 }
 
+void cli_check_model_size(uint64_t numel, const char *what)
+{
+    if (numel <= CLI_MAX_PARAMS)
+        return;
+    if (tg_dist_rank() == 0)
+        fprintf(stderr, "%s: %s make %llu parameters, more than %llu\n",
+                cli_prog, what, (unsigned long long)numel,
+                (unsigned long long)CLI_MAX_PARAMS);
+    tg_dist_finalize();
+    exit(2);
+}
+
 void cli_same_job(const char *const *names, const char *const *values, int n)
 {
     for (int i = 0; i < n; i++) {

@@ -155,6 +155,10 @@ for prog in "$vae" "$mlp"; do
     # (the same loader serves both programs: QUICK tests it through vae_mnist)
     d="$tmp/$p.count"; dataset "$d"; labels "$d/train-labels-idx1-ubyte" 255
     expect 2 "train-labels-idx1-ubyte" "$prog" --data "$d" $out
+    # a model past a tg_params' reservation (512 M floats): mlp_mnist
+    # aborted in tg_params_add (128x128 images, --hidden 65536)
+    d="$tmp/$p.big"; dataset "$d" 8 8 128
+    expect 2 "--hidden 65536" "$prog" --data "$d" --hidden 65536 $out
     d="$tmp/$p.sizes"; dataset "$d"
     images "$d/t10k-images-idx3-ubyte" 64 32 32
     expect 2 "$d" "$prog" --data "$d" $out
