@@ -361,6 +361,7 @@ static void check_model_size(const options *o, const tg_dataset *train_set)
     cli_check_model_size(((in + 1) * h + (h + 1) * h + (h + 1) * BNN_CLASSES) *
                              (o->run[BBB] ? 2 : 1),
                          what);
+    cli_check_batch_size(o->batch, train_set->rows, train_set->cols);
 }
 
 int main(int argc, char **argv)

@@ -554,6 +554,21 @@ void cli_check_model_size(uint64_t numel, const char *what)
     exit(2);
 }
 
+void cli_check_batch_size(int batch, int rows, int cols)
+{
+    uint64_t n = (uint64_t)batch * (uint64_t)rows * (uint64_t)cols;
+    if (n <= CLI_MAX_BATCH_PIXELS)
+        return;
+    if (tg_dist_rank() == 0)
+        fprintf(stderr,
+                "%s: --batch %d of %dx%d images holds %llu pixels, more "
+                "than %llu\n",
+                cli_prog, batch, rows, cols, (unsigned long long)n,
+                (unsigned long long)CLI_MAX_BATCH_PIXELS);
+    tg_dist_finalize();
+    exit(2);
+}
+
 void cli_same_job(const char *const *names, const char *const *values, int n)
 {
     for (int i = 0; i < n; i++) {

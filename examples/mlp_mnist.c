@@ -286,6 +286,7 @@ int main(int argc, char **argv)
     cli_check_model_size((input + 1) * (uint64_t)o.hidden +
                              ((uint64_t)o.hidden + 1) * CLASSES,
                          what);
+    cli_check_batch_size(o.batch, train.rows, train.cols);
     tg_dist_set_shards(o.shards ? o.shards : tg_dist_size());
     if (tg_dist_rank() == 0 && tg_dist_shards() < tg_dist_size())
         fprintf(stderr,
