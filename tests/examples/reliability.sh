@@ -227,5 +227,22 @@ expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o18" \
 mentions "optim.v.encoder.fc1.weight"
 [ -e "$tmp/o18" ] && fail "a refused resume left $tmp/o18"
 
+# 19. a damaged metrics.csv in --out (NaN, duplicate epochs, values near
+#     DBL_MAX): its rows were carried into the resumed run's metrics.csv and
+#     loss.svg ("-nan" coordinates) as they were
+mkdir -p "$tmp/o19"
+cp "$ck" "$tmp/o19/checkpoint.safetensors"
+{ head -n 1 "$tmp/run/metrics.csv"
+  echo "1,20,nan,nan,nan,nan,nan,nan,nan"
+  echo "1,20,1e308,1,1,-1e308,1,1,1"
+  sed -n 2,3p "$tmp/run/metrics.csv"
+  sed -n 2p "$tmp/run/metrics.csv"; } >"$tmp/o19/metrics.csv"
+expect 0 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o19" \
+    --resume "$tmp/o19/checkpoint.safetensors"
+grep -qi nan "$tmp/o19/metrics.csv" "$tmp/o19/loss.svg" &&
+    fail "nan carried into metrics.csv or loss.svg: $(cat "$tmp/o19/metrics.csv")"
+[ "$(cut -d, -f1 "$tmp/o19/metrics.csv" | tr '\n' ' ')" = "epoch 1 2 3 " ] ||
+    fail "epochs of the resumed metrics.csv: $(cat "$tmp/o19/metrics.csv")"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"
