@@ -75,7 +75,7 @@ static options parse_options(int argc, char **argv)
          "where the reference statistics come from: train, the last "
          "--ref-images training images, or test, the in-distribution test "
          "set itself"},
-        {"ref-images", CLI_INT, &o.ref_images, 2, 1 << 30, "N", "1000",
+        {"ref-images", CLI_INT, &o.ref_images, 3, 1 << 30, "N", "1000",
          "reference images, unless the checkpoint is from vae_mnist "
          "--holdout: its held-out images; at most --max-images and half the "
          "training set"},
@@ -323,8 +323,22 @@ static void add_reference(set_list *sl, const inputs *in, const options *o)
 {
     const tg_dataset *train = &in->train;
     int n_ref = in->holdout ? in->holdout : o->ref_images;
-    if (o->max_images && n_ref > o->max_images)
+    /* what set n_ref, named when it is too small (the message blamed the
+     * training set, 256 images, for --max-images 2) */
+    char why[64];
+    snprintf(why, sizeof why,
+             in->holdout ? "the checkpoint's --holdout %d" : "--ref-images %d",
+             n_ref);
+    if (o->max_images && n_ref > o->max_images) {
         n_ref = o->max_images;
+        snprintf(why, sizeof why, "--max-images %d", n_ref);
+    }
+    if (n_ref < 3 && n_ref <= train->n / 2) {
+        fprintf(stderr,
+                "vae_score: %s leaves %d reference images, fewer than 3\n", why,
+                n_ref);
+        exit(2);
+    }
     if (n_ref > train->n / 2)
         n_ref = train->n / 2;
     if (n_ref < 3) {
