@@ -348,6 +348,22 @@ static float rho_init_auto(const options *o, int n_train)
     return (float)(r < -30.0 ? -30.0 : r);
 }
 
+/* The 784-H-H-10 network (bbb's holds a mean and a rho per weight): past a
+ * tg_params' reservation it aborted in tg_params_add. Exits 2, writing
+ * nothing. */
+static void check_model_size(const options *o, const tg_dataset *train_set)
+{
+    uint64_t in = (uint64_t)train_set->rows * (uint64_t)train_set->cols,
+             h = (uint64_t)o->hidden;
+    char what[96];
+    snprintf(what, sizeof what, "--hidden %d on %dx%d images%s", o->hidden,
+             train_set->rows, train_set->cols, o->run[BBB] ? " (bbb)" : "");
+    cli_check_model_size(((in + 1) * h + (h + 1) * h + (h + 1) * BNN_CLASSES) *
+                             (o->run[BBB] ? 2 : 1),
+                         what);
+    cli_check_batch_size(o->batch, train_set->rows, train_set->cols);
+}
+
 int main(int argc, char **argv)
 {
     cli_prog = "bnn_mnist";
@@ -358,6 +374,8 @@ int main(int argc, char **argv)
     tg_dataset train_set = {0}, test_set = {0}, ood_set = {0};
     bool have_ood = false;
     int code = load_data(&o, &train_set, &test_set, &ood_set, &have_ood);
+    if (code == 0)
+        check_model_size(&o, &train_set);
     if (code == 0 && o.out && !cli_prepare_out_dir(o.out))
         code = 1;
     if (code) {

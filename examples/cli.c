@@ -226,6 +226,15 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        /* a rank > 0's stdout is /dev/null: without a word on stderr (held,
+         * and said if rank 0 was not given it too) the job stopped silently */
+        if ((c == HELP || c == 'h' || c == VERSION) && tg_dist_rank() != 0) {
+            fprintf(stderr,
+                    "%s: rank %d has %s but rank 0 has not: every rank must "
+                    "run the same job; stopped\n",
+                    cli_prog, tg_dist_rank(), argv[optind - 1]);
+            exit(0);
+        }
         if (c == HELP || c == 'h') {
             print_paragraphs(stdout, head);
             printf("\n");
@@ -531,6 +540,33 @@ void cli_dist_ready(int threads)
 {
     cli_parse_end();
     tg_set_threads(threads ? threads : tg_dist_default_threads());
+}
+
+void cli_check_model_size(uint64_t numel, const char *what)
+{
+    if (numel <= CLI_MAX_PARAMS)
+        return;
+    if (tg_dist_rank() == 0)
+        fprintf(stderr, "%s: %s make %llu parameters, more than %llu\n",
+                cli_prog, what, (unsigned long long)numel,
+                (unsigned long long)CLI_MAX_PARAMS);
+    tg_dist_finalize();
+    exit(2);
+}
+
+void cli_check_batch_size(int batch, int rows, int cols)
+{
+    uint64_t n = (uint64_t)batch * (uint64_t)rows * (uint64_t)cols;
+    if (n <= CLI_MAX_BATCH_PIXELS)
+        return;
+    if (tg_dist_rank() == 0)
+        fprintf(stderr,
+                "%s: --batch %d of %dx%d images holds %llu pixels, more "
+                "than %llu\n",
+                cli_prog, batch, rows, cols, (unsigned long long)n,
+                (unsigned long long)CLI_MAX_BATCH_PIXELS);
+    tg_dist_finalize();
+    exit(2);
 }
 
 void cli_same_job(const char *const *names, const char *const *values, int n)

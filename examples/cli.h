@@ -136,6 +136,22 @@ void cli_dist_ready(int threads);
  * itself, names[i] and both values, and every rank exits with status 2. */
 void cli_same_job(const char *const *names, const char *const *values, int n);
 
+/* The most parameters a network of the examples may have (vae_mnist's
+ * TG_VAE_MAX_PARAMS): past the reservation of a tg_params (512 M floats)
+ * tg_params_add aborts. */
+#define CLI_MAX_PARAMS ((uint64_t)1 << 28)
+/* When numel > CLI_MAX_PARAMS: "<prog>: <what> make[s] N parameters, more
+ * than M" on stderr (rank 0), and every rank exits with status 2. what
+ * names the flags and the data that make the model ("--hidden 64 on
+ * 4096x4096 images"). */
+void cli_check_model_size(uint64_t numel, const char *what);
+/* The most pixels of one batch (its buffer, 4 GiB of floats): --batch
+ * 65536 of 4096x4096 images asked malloc for 4 TiB (ASan's abort, or a
+ * NULL buffer written to). Past it, "<prog>: --batch B of RxC images holds
+ * N pixels, more than M" (rank 0), and every rank exits with status 2. */
+#define CLI_MAX_BATCH_PIXELS ((uint64_t)1 << 30)
+void cli_check_batch_size(int batch, int rows, int cols);
+
 /* Output files appear whole or not at all (tg_atomic_open / commit):
  *     tg_atomic_file a;
  *     cli_out_commit(&a, write_it(cli_out_open(&a, path), ...));

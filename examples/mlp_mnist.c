@@ -278,6 +278,15 @@ int main(int argc, char **argv)
         return 2;
     }
     check_same_job(&o, &train, &test);
+    /* a model past a tg_params' reservation aborted in tg_params_add */
+    uint64_t input = (uint64_t)train.rows * (uint64_t)train.cols;
+    char what[96];
+    snprintf(what, sizeof what, "--hidden %d on %dx%d images", o.hidden,
+             train.rows, train.cols);
+    cli_check_model_size((input + 1) * (uint64_t)o.hidden +
+                             ((uint64_t)o.hidden + 1) * CLASSES,
+                         what);
+    cli_check_batch_size(o.batch, train.rows, train.cols);
     tg_dist_set_shards(o.shards ? o.shards : tg_dist_size());
     if (tg_dist_rank() == 0 && tg_dist_shards() < tg_dist_size())
         fprintf(stderr,

@@ -127,8 +127,23 @@ void write_metrics(const options *o, const epoch_stats *hist, int n)
     free(xy);
 }
 
+/* A row this program could have written after the rows before it (the
+ * epoch last, or 0): a damaged metrics.csv carried NaN, duplicate or
+ * out-of-order epochs into the resumed run's metrics.csv, and values near
+ * DBL_MAX made loss.svg's scale (and so its coordinates) NaN. */
+static bool plausible_row(const epoch_stats *s, long long step, int last)
+{
+    const double v[7] = {s->train,    s->train_rec, s->train_kl,     s->test,
+                         s->test_rec, s->test_kl,   s->samples_per_s};
+    for (int i = 0; i < 7; i++)
+        if (!isfinite(v[i]) || fabs(v[i]) > 1e30)
+            return false;
+    return s->epoch > last && step >= 0;
+}
+
 /* Rows of an earlier run's metrics.csv before first_epoch, so a resumed run
- * keeps its curves. A missing file gives none. */
+ * keeps its curves; rows that are not plausible_row are left out. A missing
+ * file gives none. */
 int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
 {
     FILE *f = fopen(cli_path(o->out, "metrics.csv"), "r");
@@ -142,7 +157,8 @@ int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
         if (sscanf(line, "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &s.epoch, &step,
                    &s.train, &s.train_rec, &s.train_kl, &s.test, &s.test_rec,
                    &s.test_kl, &s.samples_per_s) == 9 &&
-            s.epoch < first_epoch) {
+            s.epoch < first_epoch &&
+            plausible_row(&s, step, n ? hist[n - 1].epoch : 0)) {
             s.step = step;
             hist[n++] = s;
         }

@@ -416,6 +416,7 @@ void run_setup(run *r, const options *o, const char *argv0)
         tg_dist_finalize();
         exit(2);
     }
+    cli_check_batch_size(o->batch, r->train.rows, r->train.cols);
     r->vae = tg_vae_new(cfg, o->seed);
     r->ps = tg_vae_params(r->vae);
     r->opt = tg_adam_new(r->ps, o->lr);

@@ -75,7 +75,7 @@ static options parse_options(int argc, char **argv)
          "where the reference statistics come from: train, the last "
          "--ref-images training images, or test, the in-distribution test "
          "set itself"},
-        {"ref-images", CLI_INT, &o.ref_images, 2, 1 << 30, "N", "1000",
+        {"ref-images", CLI_INT, &o.ref_images, 3, 1 << 30, "N", "1000",
          "reference images, unless the checkpoint is from vae_mnist "
          "--holdout: its held-out images; at most --max-images and half the "
          "training set"},
@@ -157,13 +157,16 @@ void *xcalloc(size_t n, size_t size)
  * training sets) and --ood-data (its test set; ood.n == 0 without it). */
 typedef struct inputs {
     tg_vae *vae;
-    int holdout; /* training images vae_mnist --holdout kept out, or 0 */
+    int holdout;    /* training images vae_mnist --holdout kept out, or 0 */
+    int rows, cols; /* the images it was trained on, or 0 if unknown */
     tg_dataset test, train, ood;
 } inputs;
 
-/* The VAE the checkpoint describes, with its weights (checked finite), and
- * how many training images vae_mnist --holdout kept out (0 if none). */
-static tg_vae *load_model(const char *path, int *holdout)
+/* The VAE the checkpoint describes, with its weights (checked finite), how
+ * many training images vae_mnist --holdout kept out (0 if none), and the
+ * geometry of the images it was trained on: its data fingerprint's ("train
+ * NxRxC ..."), else a conv model's side (else 0, unknown). */
+static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols)
 {
     tg_vae *vae;
     tg_vae_info info;
@@ -182,12 +185,20 @@ static tg_vae *load_model(const char *path, int *holdout)
         exit(2);
     }
     *holdout = (int)h;
+    const char *fp = tg_meta_get(&info.meta, "data");
+    *rows = *cols = 0;
+    if (!fp || sscanf(fp, "train %*dx%9dx%9d", rows, cols) != 2 || *rows < 1 ||
+        *cols < 1 || (long long)*rows * *cols != vae->cfg.input) {
+        int side = (int)lround(sqrt((double)vae->cfg.input));
+        *rows = *cols = vae->cfg.arch == TG_VAE_CONV ? side : 0;
+    }
     return vae;
 }
 
 static void load_data(tg_dataset *ds, const char *dir, bool train,
-                      const tg_vae *vae)
+                      const inputs *in, const char *checkpoint)
 {
+    const tg_vae *vae = in->vae;
     if (tg_mnist_load(dir, train, ds) != TG_OK) {
         if (train)
             fprintf(stderr,
@@ -203,6 +214,15 @@ static void load_data(tg_dataset *ds, const char *dir, bool train,
                 "vae_score: %s: images are %dx%d but the model takes %d "
                 "pixels\n",
                 dir, ds->rows, ds->cols, vae->cfg.input);
+        exit(2);
+    }
+    /* the same pixels in another geometry (14x56 for 28x28) scored without
+     * a word: a conv model read them as 28 rows of 28 */
+    if (in->rows && (ds->rows != in->rows || ds->cols != in->cols)) {
+        fprintf(stderr,
+                "vae_score: %s: images are %dx%d but %s was trained on %dx%d "
+                "images\n",
+                dir, ds->rows, ds->cols, checkpoint, in->rows, in->cols);
         exit(2);
     }
 }
@@ -224,9 +244,9 @@ static void same_geometry(const tg_dataset *ds, const char *dir,
 static void load_inputs(inputs *in, const options *o)
 {
     memset(in, 0, sizeof *in);
-    in->vae = load_model(o->checkpoint, &in->holdout);
-    load_data(&in->test, o->data, false, in->vae);
-    load_data(&in->train, o->data, true, in->vae);
+    in->vae = load_model(o->checkpoint, &in->holdout, &in->rows, &in->cols);
+    load_data(&in->test, o->data, false, in, o->checkpoint);
+    load_data(&in->train, o->data, true, in, o->checkpoint);
     if (in->holdout >= in->train.n) {
         fprintf(stderr,
                 "vae_score: %s: metadata 'holdout' says %d training images "
@@ -240,7 +260,7 @@ static void load_inputs(inputs *in, const options *o)
                     "copied to scores.csv");
     same_geometry(&in->train, o->data, "training", &in->test);
     if (o->ood) {
-        load_data(&in->ood, o->ood, false, in->vae);
+        load_data(&in->ood, o->ood, false, in, o->checkpoint);
         same_geometry(&in->ood, o->ood, "test", &in->test);
         cli_note_labels(&in->ood, o->ood, 10,
                         "labels are only copied to scores.csv");
@@ -303,8 +323,22 @@ static void add_reference(set_list *sl, const inputs *in, const options *o)
 {
     const tg_dataset *train = &in->train;
     int n_ref = in->holdout ? in->holdout : o->ref_images;
-    if (o->max_images && n_ref > o->max_images)
+    /* what set n_ref, named when it is too small (the message blamed the
+     * training set, 256 images, for --max-images 2) */
+    char why[64];
+    snprintf(why, sizeof why,
+             in->holdout ? "the checkpoint's --holdout %d" : "--ref-images %d",
+             n_ref);
+    if (o->max_images && n_ref > o->max_images) {
         n_ref = o->max_images;
+        snprintf(why, sizeof why, "--max-images %d", n_ref);
+    }
+    if (n_ref < 3 && n_ref <= train->n / 2) {
+        fprintf(stderr,
+                "vae_score: %s leaves %d reference images, fewer than 3\n", why,
+                n_ref);
+        exit(2);
+    }
     if (n_ref > train->n / 2)
         n_ref = train->n / 2;
     if (n_ref < 3) {

@@ -177,7 +177,7 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
             (unsigned long long)TG_VAE_MAX_PARAMS, (long long)sb.st_size);
     const char *step_key = tg_meta_get(m, "optim.step") ? "optim.step" : "step";
     if (tg_meta_get(m, step_key) &&
-        (st = get_int(path, m, step_key, 0, INT64_MAX, &step)) != TG_OK)
+        (st = get_int(path, m, step_key, 0, TG_OPTIM_MAX_STEP, &step)) != TG_OK)
         return st;
     info->step = step;
     if (tg_meta_get(m, "epoch")) {

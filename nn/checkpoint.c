@@ -352,8 +352,11 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                           path, kind, kind_name(opt->kind));
         else
             st = parse_int(path, STEP_KEY, file_meta(&f, STEP_KEY), &step);
-        if (st == TG_OK && step < 0)
-            st = tg_error(TG_ERR_FORMAT, "%s: negative optimizer step", path);
+        if (st == TG_OK && (step < 0 || step > TG_OPTIM_MAX_STEP))
+            st = tg_error(TG_ERR_FORMAT,
+                          "%s: optimizer step %" PRId64
+                          " is outside 0..%" PRId64,
+                          path, step, TG_OPTIM_MAX_STEP);
     }
     /* Every parameter (and its state) in the file, nothing else. */
     if (st == TG_OK)
@@ -383,6 +386,21 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
             slot++;
         }
         off += t->size;
+    }
+    /* opt->v is a running mean of squares (Adam's second moment,
+     * RMSprop's): a negative one is no state an optimizer wrote, and its
+     * square root made the first step after a resume NaN. */
+    off = 0;
+    for (int i = 0; i < np && st == TG_OK && want_v; i++) {
+        const float *v = scratch + numel * (1 + want_m) + off;
+        size_t n = tg_params_get(ps, i)->size;
+        for (size_t j = 0; j < n && st == TG_OK; j++)
+            if (v[j] < 0.0f)
+                st = tg_error(TG_ERR_FORMAT,
+                              "%s: tensor 'optim.v.%s' holds %g, but a "
+                              "second moment is never negative",
+                              path, tg_params_name(ps, i), (double)v[j]);
+        off += n;
     }
     if (st == TG_OK) {
         memcpy(tg_params_data(ps), scratch, numel * sizeof(float));

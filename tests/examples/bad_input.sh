@@ -155,6 +155,18 @@ for prog in "$vae" "$mlp"; do
     # (the same loader serves both programs: QUICK tests it through vae_mnist)
     d="$tmp/$p.count"; dataset "$d"; labels "$d/train-labels-idx1-ubyte" 255
     expect 2 "train-labels-idx1-ubyte" "$prog" --data "$d" $out
+    # a model past a tg_params' reservation (512 M floats): mlp_mnist
+    # aborted in tg_params_add (128x128 images, --hidden 65536)
+    d="$tmp/$p.big"; dataset "$d" 8 8 128
+    expect 2 "--hidden 65536" "$prog" --data "$d" --hidden 65536 $out
+    # a batch buffer of --batch x pixels floats past 4 GiB: --batch 65536
+    # of 2896x2896 images asked malloc for 2 TiB (ASan's abort; mlp_mnist
+    # wrote to the NULL it got)
+    d="$tmp/$p.bigbatch"; dataset "$d" 2 1 2896
+    small_model="--hidden 1"
+    [ "$p" = vae_mnist ] && small_model="--hidden 0 --latent 1"
+    expect 2 "--batch 65536" "$prog" --data "$d" $small_model --batch 65536 $out
+    rm -r "$d"
     d="$tmp/$p.sizes"; dataset "$d"
     images "$d/t10k-images-idx3-ubyte" 64 32 32
     expect 2 "$d" "$prog" --data "$d" $out

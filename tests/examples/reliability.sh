@@ -197,6 +197,52 @@ mentions "14x56"
 [ -e "$tmp/o16" ] && fail "vae_score left an output folder"
 expect 2 "$vae" $fast --data "$wide" --epochs 1 --out "$tmp/o16"
 mentions "14x56"
+# ... and a folder all of 14x56 images given to vae_score with a checkpoint
+# trained on 28x28: scored without a word (only the pixel count was
+# compared with the model's)
+wide2="$tmp/wide2"; dataset "$mnist" "$wide2" 64 64
+regeom "$wide2/t10k-images-idx3-ubyte" 14 56
+regeom "$wide2/train-images-idx3-ubyte" 14 56
+expect 2 "$score" --checkpoint "$ck" --data "$wide2" --near-ood hflip \
+    --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o16b"
+mentions "14x56"
+mentions "28x28"
+[ -e "$tmp/o16b" ] && fail "vae_score left an output folder"
+
+# 17. an optimizer step no run reaches: refused (INT64_MAX overflowed in
+#     the first step after the resume: UBSan's abort, or NaN weights)
+st_set_meta "$ck" optim.step 9223372036854775807 "$tmp/step.safetensors"
+expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o17" \
+    --resume "$tmp/step.safetensors"
+mentions "optim.step"
+[ -e "$tmp/o17" ] && fail "a refused resume left $tmp/o17"
+
+# 18. a negative Adam second moment: refused as a damaged file (was
+#     trained on until the loss was NaN: exit 3, "try a smaller --lr")
+cp "$ck" "$tmp/negv.safetensors"
+st_poke "$tmp/negv.safetensors" "$(st_offset "$ck" optim.v.encoder.fc1.weight)" \
+    '\000\000\200\277' # -1.0f
+expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o18" \
+    --resume "$tmp/negv.safetensors"
+mentions "optim.v.encoder.fc1.weight"
+[ -e "$tmp/o18" ] && fail "a refused resume left $tmp/o18"
+
+# 19. a damaged metrics.csv in --out (NaN, duplicate epochs, values near
+#     DBL_MAX): its rows were carried into the resumed run's metrics.csv and
+#     loss.svg ("-nan" coordinates) as they were
+mkdir -p "$tmp/o19"
+cp "$ck" "$tmp/o19/checkpoint.safetensors"
+{ head -n 1 "$tmp/run/metrics.csv"
+  echo "1,20,nan,nan,nan,nan,nan,nan,nan"
+  echo "1,20,1e308,1,1,-1e308,1,1,1"
+  sed -n 2,3p "$tmp/run/metrics.csv"
+  sed -n 2p "$tmp/run/metrics.csv"; } >"$tmp/o19/metrics.csv"
+expect 0 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o19" \
+    --resume "$tmp/o19/checkpoint.safetensors"
+grep -qi nan "$tmp/o19/metrics.csv" "$tmp/o19/loss.svg" &&
+    fail "nan carried into metrics.csv or loss.svg: $(cat "$tmp/o19/metrics.csv")"
+[ "$(cut -d, -f1 "$tmp/o19/metrics.csv" | tr '\n' ' ')" = "epoch 1 2 3 " ] ||
+    fail "epochs of the resumed metrics.csv: $(cat "$tmp/o19/metrics.csv")"
 
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"

@@ -72,6 +72,10 @@ expect 2 "$bnn" --kl-warmup -1
 expect 2 "$bnn" --train-samples 0
 expect 2 "$bnn" --train-samples 65
 expect 2 "$bnn" --members 0
+# 784-H-H-10 with H = 65536 (its largest --hidden): 4.3 G parameters, past
+# a tg_params' reservation: was an abort in tg_params_add
+expect 2 "$bnn" --data "$data" --hidden 65536 --method det
+grep -q -- "--hidden 65536" "$tmp/err" || fail "--hidden 65536: $(cat "$tmp/err")"
 expect 2 "$bnn" --no-such-flag
 expect 2 "$bnn" --epochs
 expect 2 "$bnn" stray

@@ -93,6 +93,13 @@ expect 2 "$score"
 expect 2 "$score" --checkpoint "$ck" --iwae-k 0
 expect 2 "$score" --checkpoint "$ck" --iwae-k many
 expect 2 "$score" --checkpoint "$ck" --max-images -3
+# too few reference images for --max-images: the message blamed the
+# training set (256 images and more) instead of the flag
+expect 2 "$score" --checkpoint "$ck" --data "$data" --max-images 2 \
+    --out "$tmp/few"
+mentions "--max-images 2"
+[ -e "$tmp/few" ] && fail "vae_score left an output folder"
+expect 2 "$score" --checkpoint "$ck" --ref-images 2
 expect 2 "$score" --checkpoint "$ck" --frobnicate
 expect 2 "$score" --checkpoint "$ck" stray
 expect 2 "$score" --checkpoint "$ck" --near-ood rot45

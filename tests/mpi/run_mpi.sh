@@ -249,6 +249,15 @@ $run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same5" --epochs 2 : \
     >/dev/null 2>"$tmp/err"
 echo $? >"$tmp/st"
 one_error_naming "$tmp/st" "$tmp/err" "--epochs differs on rank 1" "--epochs"
+# --help or --version on rank 1 only: its usage went to its stdout
+# (/dev/null on ranks > 0) and the job stopped with no word said
+for flag in --help --version; do
+    $run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same10" : \
+        -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same10" $flag \
+        >/dev/null 2>"$tmp/err"
+    echo $? >"$tmp/st"
+    one_error_naming "$tmp/st" "$tmp/err" "$flag on rank 1 only" "rank 1" "$flag"
+done
 
 # --resume given to one rank only: rank 0 alone reads the checkpoint and
 # sends the position, so the ranks waited in different collectives for ever

@@ -501,6 +501,38 @@ static void files_of_another_model_refused(void **state)
     assert_non_null(strstr(tg_errmsg(), "dec.bias"));
 }
 
+/* Optimizer state no optimizer can reach: a step past TG_OPTIM_MAX_STEP
+ * (INT64_MAX overflowed in the next tg_optim_step: UBSan stopped vae_mnist
+ * --resume, and without it the step wrapped and the weights became NaN). */
+static void unreachable_optimizer_state_refused(void **state)
+{
+    (void)state;
+    const int64_t steps[] = {INT64_MAX, TG_OPTIM_MAX_STEP + 1};
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        tg_params *ps = model(4);
+        tg_optim *opt = adam_with_state(ps, 90);
+        opt->step = steps[i];
+        const char *p = in_dir("step.safetensors");
+        assert_int_equal(tg_checkpoint_save(p, ps, opt, NULL), TG_OK);
+        tg_optim_free(opt);
+        tg_params_free(ps);
+        refused(p, TG_ERR_FORMAT);
+        assert_non_null(strstr(tg_errmsg(), "optimizer step"));
+    }
+    /* A negative second moment (a mean of squares): sqrt(v) made the first
+     * step after the resume NaN, which vae_mnist reported as a blown-up
+     * loss (exit 3) instead of a damaged file. */
+    tg_params *ps = model(4);
+    tg_optim *opt = adam_with_state(ps, 91);
+    opt->v[tg_params_numel(ps) - 1] = -1e-12f;
+    const char *p = in_dir("negative_v.safetensors");
+    assert_int_equal(tg_checkpoint_save(p, ps, opt, NULL), TG_OK);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+    refused(p, TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "optim.v.dec.weight"));
+}
+
 /* No "*.tmp.*" file anywhere in dir. */
 /* Issue 20: a file holding more tensors than the model reported its first
  * extra tensor even when another tensor's shape was the real problem. Now:
@@ -685,6 +717,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             the_most_informative_difference_is_reported_first, victim_setup,
             victim_teardown),
+        cmocka_unit_test_setup_teardown(unreachable_optimizer_state_refused,
+                                        victim_setup, victim_teardown),
         cmocka_unit_test(a_prefix_loads_into_a_new_model),
         cmocka_unit_test(meta_initialiser_is_empty),
         cmocka_unit_test(failed_saves_leave_nothing),
