@@ -275,8 +275,17 @@ static bool mkdir_p(const char *dir)
     return mkdir(buf, 0777) == 0 || errno == EEXIST;
 }
 
+enum { CLI_PATH_MAX = 4096, CLI_NAME_MAX = 96 }; /* cli_path's buffers */
+
 bool cli_prepare_out_dir(const char *dir)
 {
+    /* refused here, not after training when the first file is written */
+    if (strlen(dir) + CLI_NAME_MAX >= CLI_PATH_MAX) {
+        fprintf(stderr,
+                "%s: output folder path is %zu characters; at most %d\n",
+                cli_prog, strlen(dir), CLI_PATH_MAX - CLI_NAME_MAX - 1);
+        return false;
+    }
     struct stat st;
     if (!mkdir_p(dir) || stat(dir, &st) != 0) {
         fprintf(stderr, "%s: cannot create output folder %s: %s\n", cli_prog,
@@ -305,7 +314,7 @@ bool cli_prepare_out_dir(const char *dir)
 
 const char *cli_path(const char *dir, const char *name)
 {
-    static char bufs[4][4096];
+    static char bufs[4][CLI_PATH_MAX];
     static int next;
     char *b = bufs[next++ % 4];
     snprintf(b, sizeof bufs[0], "%s/%s", dir, name);

@@ -237,6 +237,9 @@ for bad in "--latent 0" "--latent 99999" "--hidden 99999999" \
 done
 expect 2 "--data" "$vae" --data "" --out "$o"
 expect 2 "--out" "$vae" --out ""
+# an --out too long for the files' paths: refused before training (it
+# trained, then failed writing the first file with the path cut off)
+expect 1 "at most" "$vae" --epochs 1 --out "$tmp/$(printf '%04050d' 0)"
 no_output "$o"
 
 # A good checkpoint to spoil.
