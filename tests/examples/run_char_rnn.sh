@@ -38,6 +38,9 @@ expect 2 "$rnn" --no-such-flag
 expect 2 "$rnn" --cell rnn
 expect 2 "$rnn" --steps 0
 expect 2 "$rnn" --hidden x
+# sizes the flags allow but no memory holds: refused, not an out-of-memory
+# abort
+expect 2 "$rnn" --batch 65536 --seq 4096 --hidden 8192
 expect 2 "$rnn" stray
 expect 2 "$rnn" --text "$tmp/missing.txt"
 printf 'abc' >"$tmp/short.txt"
