@@ -922,6 +922,16 @@ static void phase_grid(int r, int p, int s, int n, int *u0, int *len)
     *len = last >= first ? (int)(last - first + 1) : 0;
 }
 
+/* The padded column plane's rows and columns (Amax + as far as any u
+ * reaches, likewise along w), in 64 bits. */
+static void trans_plane(const geom *g, long *hq, long *wq)
+{
+    long u1 = ((long)g->H - 1 + g->ph) / g->sh + 1,
+         v1 = ((long)g->W - 1 + g->pw) / g->sw + 1;
+    *hq = (long)(g->kh - 1) * g->dh / g->sh + (g->OH > u1 ? g->OH : u1);
+    *wq = (long)(g->kw - 1) * g->dw / g->sw + (g->OW > v1 ? g->OW : v1);
+}
+
 static bool trans_ok(const geom *g)
 {
 #ifdef TG_GEMM_X86
@@ -929,14 +939,8 @@ static bool trans_ok(const geom *g)
         return false;
     /* off(k), rb(q) are ints: a padded column image of at most INT_MAX / 2
      * floats, each factor checked first */
-    long amax = (long)(g->kh - 1) * g->dh / g->sh,
-         bmax = (long)(g->kw - 1) * g->dw / g->sw;
-    long hq = amax + (g->OH > ((long)g->H - 1 + g->ph) / g->sh + 1
-                          ? g->OH
-                          : ((long)g->H - 1 + g->ph) / g->sh + 1),
-         wq = bmax + (g->OW > ((long)g->W - 1 + g->pw) / g->sw + 1
-                          ? g->OW
-                          : ((long)g->W - 1 + g->pw) / g->sw + 1);
+    long hq, wq;
+    trans_plane(g, &hq, &wq);
     if (hq > INT_MAX / 2 || wq > INT_MAX / 2 || hq * wq > INT_MAX / 2 ||
         (long)g->OC * hq * wq > INT_MAX / 2)
         return false;
@@ -959,10 +963,9 @@ static tlay tlay_of(tg_tape *tp, const geom *g, const float *W)
     /* in 64 bits (trans_ok bounded the results, not the products) */
     t.Amax = (int)((long)(g->kh - 1) * g->dh / g->sh);
     t.Bmax = (int)((long)(g->kw - 1) * g->dw / g->sw);
-    int umax = (int)(((long)g->H - 1 + g->ph) / g->sh),
-        vmax = (int)(((long)g->W - 1 + g->pw) / g->sw);
-    t.Hq = t.Amax + (g->OH > umax + 1 ? g->OH : umax + 1);
-    t.Wq = t.Bmax + (g->OW > vmax + 1 ? g->OW : vmax + 1);
+    long hq, wq;
+    trans_plane(g, &hq, &wq);
+    t.Hq = (int)hq, t.Wq = (int)wq;
     t.plane = (size_t)t.Hq * t.Wq;
     t.image = (size_t)g->OC * t.plane;
     t.n_ph = g->sh * g->sw;
