@@ -1074,13 +1074,15 @@ static void threads_bit_identical(int cin, int c1, int c2)
 
 /* 24 and 7 channels; 32 and 16, whose products the AVX2 GEMM runs in its
  * other tile (6x16 on rows); 1 -> 32 -> 1, through the direct kernels of a
- * one-channel image side. */
+ * one-channel image side; 16 in, whose input gradient (and
+ * conv_transpose2d's 16-channel output) is gathered by phase. */
 static void test_threads_bit_identical(void **state)
 {
     (void)state;
     threads_bit_identical(5, 24, 7);
     threads_bit_identical(5, 32, 16);
     threads_bit_identical(1, 32, 1);
+    threads_bit_identical(16, 32, 16);
 }
 
 /* A 0-image batch goes through every op; parameter gradients stay zero
