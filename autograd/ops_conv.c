@@ -1052,6 +1052,8 @@ static void trans_store(const geom *g, const tphase *f, const float *pm,
 {
     const int C = g->C, sw = g->sw, Wr = f->Wr, pix = f->Hr * f->Wr;
     const size_t plane = (size_t)g->H * g->W;
+    if (!pm && !set)
+        return;
     for (int n = n0; n < n1; n++) {
         if (pm)
             gemm_transpose(pm + (size_t)(n - n0) * pix * C, C, pix, C, tmp,
@@ -1111,6 +1113,9 @@ static void implicit_trans(tg_tape *tp, const geom *g, const float *in,
             int c1 = c0 + G < n1 ? c0 + G : n1;
             for (int n = c0; n < c1; n++) {
 #if defined(__GNUC__) || defined(__clang__)
+                /* the image's output lines, which every phase's stores
+                 * touch (without it `perf` put the stores' time on the
+                 * loads of a leaf's gradient being added into) */
                 for (size_t e = 0; e < out_image; e += 16)
                     __builtin_prefetch(out + n * out_image + e, 1);
 #endif
