@@ -549,10 +549,13 @@ tile_avx2(const float *const a[6], int rows, const float *b, const int *off,
             acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
         }
     }
-    for (int r = 0; r < rows; r++, d += ldd) {
-        _mm256_storeu_ps(d, acc[r][0]);
-        _mm256_storeu_ps(d + 8, acc[r][1]);
-    }
+    /* constant indices (r < 6, not r < rows): with a variable bound GCC
+     * kept acc in memory and stored all twelve vectors at every k */
+    for (int r = 0; r < 6; r++)
+        if (r < rows) {
+            _mm256_storeu_ps(d + (size_t)r * ldd, acc[r][0]);
+            _mm256_storeu_ps(d + (size_t)r * ldd + 8, acc[r][1]);
+        }
 }
 
 /* pm [rows, NC] = the product of the rows whose bases are a[0 .. rows)
@@ -656,11 +659,12 @@ tile_512(const int NV, const float *const a[I512_MR], int rows, const float *b,
                 acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
         }
     }
-    for (int r = 0; r < rows; r++, d += ldd) {
-        _mm512_storeu_ps(d, acc[r][0]);
-        if (NV > 1)
-            _mm512_storeu_ps(d + 16, acc[r][1]);
-    }
+    for (int r = 0; r < I512_MR; r++) /* constant indices, as tile_avx2 */
+        if (r < rows) {
+            _mm512_storeu_ps(d + (size_t)r * ldd, acc[r][0]);
+            if (NV > 1)
+                _mm512_storeu_ps(d + (size_t)r * ldd + 16, acc[r][1]);
+        }
 }
 
 /* rows_avx2 with the AVX-512 tiles: for each panel pair, K in chunks of
