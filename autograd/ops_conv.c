@@ -535,7 +535,7 @@ static int *k_offsets(tg_tape *tp, const geom *g, const ilay *l)
  * chain from 0 over k in order. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 tile_avx2(const float *const a[6], int rows, const float *b, const int *off,
-          int K, float *d, size_t ldd)
+          int K, float *const d[6])
 {
     __m256 acc[6][2];
     for (int r = 0; r < 6; r++)
@@ -553,24 +553,37 @@ tile_avx2(const float *const a[6], int rows, const float *b, const int *off,
      * kept acc in memory and stored all twelve vectors at every k */
     for (int r = 0; r < 6; r++)
         if (r < rows) {
-            _mm256_storeu_ps(d + (size_t)r * ldd, acc[r][0]);
-            _mm256_storeu_ps(d + (size_t)r * ldd + 8, acc[r][1]);
+            _mm256_storeu_ps(d[r], acc[r][0]);
+            _mm256_storeu_ps(d[r] + 8, acc[r][1]);
         }
 }
 
-/* pm [rows, NC] = the product of the rows whose bases are a[0 .. rows)
- * (a padded with copies of the last to a multiple of the tile's rows) and
- * the W^T panels wp [NC/16][K][16], offsets off[K]: 6 rows x 16 columns at
- * a time. */
+/* The outputs of the tile of rows [q0, q0 + mr) at column pn: row q is
+ * dr[q] when dr is given, else pm + q NC (rows past mr repeat the first). */
+static inline void tile_outs(float *const *dr, float *pm, int NC, int q0,
+                             int mr, int pn, int n, float **d)
+{
+    for (int r = 0; r < n; r++) {
+        int q = q0 + (r < mr ? r : 0);
+        d[r] = (dr ? dr[q] : pm + (size_t)q * NC) + pn;
+    }
+}
+
+/* The product of the rows whose bases are a[0 .. rows) (a padded with
+ * copies of the last to a multiple of the tile's rows) and the W^T panels
+ * wp [NC/16][K][16], offsets off[K], into pm [rows, NC], or row q into
+ * dr[q] [NC] when dr is given: 6 rows x 16 columns at a time. */
 __attribute__((target("avx2,fma"))) static void
 rows_avx2(const float *const *a, int rows, const float *wp, const int *off,
-          int K, int NC, float *pm)
+          int K, int NC, float *pm, float *const *dr)
 {
     for (int q0 = 0; q0 < rows; q0 += 6)
-        for (int pn = 0; pn < NC; pn += 16)
-            tile_avx2(a + q0, rows - q0 < 6 ? rows - q0 : 6,
-                      wp + (size_t)pn * K, off, K, pm + (size_t)q0 * NC + pn,
-                      (size_t)NC);
+        for (int pn = 0; pn < NC; pn += 16) {
+            int mr = rows - q0 < 6 ? rows - q0 : 6;
+            float *d[6];
+            tile_outs(dr, pm, NC, q0, mr, pn, 6, d);
+            tile_avx2(a + q0, mr, wp + (size_t)pn * K, off, K, d);
+        }
 }
 
 /* dWt [K, OC] rows [k0, k1) (+)= sum over images [n0, n1) and their pixels
@@ -635,16 +648,16 @@ enum { I512_MR = 8, I512_KC = 128 };
  * reloads exactly, so a chain cut into K chunks is the same chain). */
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
 tile_512(const int NV, const float *const a[I512_MR], int rows, const float *b,
-         size_t pstride, const int *off, int k0, int k1, float *d, size_t ldd)
+         size_t pstride, const int *off, int k0, int k1,
+         float *const d[I512_MR])
 {
     __m512 acc[I512_MR][2];
     for (int r = 0; r < I512_MR; r++) {
         if (k0 == 0 || r >= rows) {
             acc[r][0] = acc[r][1] = _mm512_setzero_ps();
         } else {
-            acc[r][0] = _mm512_loadu_ps(d + (size_t)r * ldd);
-            acc[r][1] =
-                NV > 1 ? _mm512_loadu_ps(d + (size_t)r * ldd + 16) : acc[r][0];
+            acc[r][0] = _mm512_loadu_ps(d[r]);
+            acc[r][1] = NV > 1 ? _mm512_loadu_ps(d[r] + 16) : acc[r][0];
         }
     }
     b += (size_t)k0 * 16;
@@ -661,9 +674,9 @@ tile_512(const int NV, const float *const a[I512_MR], int rows, const float *b,
     }
     for (int r = 0; r < I512_MR; r++) /* constant indices, as tile_avx2 */
         if (r < rows) {
-            _mm512_storeu_ps(d + (size_t)r * ldd, acc[r][0]);
+            _mm512_storeu_ps(d[r], acc[r][0]);
             if (NV > 1)
-                _mm512_storeu_ps(d + (size_t)r * ldd + 16, acc[r][1]);
+                _mm512_storeu_ps(d[r] + 16, acc[r][1]);
         }
 }
 
@@ -672,7 +685,7 @@ tile_512(const int NV, const float *const a[I512_MR], int rows, const float *b,
  * tile uses it). */
 __attribute__((target("avx512f,fma"))) static void
 rows_512(const float *const *a, int rows, const float *wp, const int *off,
-         int K, int NC, float *pm)
+         int K, int NC, float *pm, float *const *dr)
 {
     const size_t pstride = (size_t)16 * K;
     for (int pn = 0; pn < NC; pn += 32)
@@ -681,13 +694,12 @@ rows_512(const float *const *a, int rows, const float *wp, const int *off,
             for (int q0 = 0; q0 < rows; q0 += I512_MR) {
                 int mr = rows - q0 < I512_MR ? rows - q0 : I512_MR;
                 const float *b = wp + (size_t)pn * K;
-                float *d = pm + (size_t)q0 * NC + pn;
+                float *d[I512_MR];
+                tile_outs(dr, pm, NC, q0, mr, pn, I512_MR, d);
                 if (pn + 32 <= NC)
-                    tile_512(2, a + q0, mr, b, pstride, off, k0, k1, d,
-                             (size_t)NC);
+                    tile_512(2, a + q0, mr, b, pstride, off, k0, k1, d);
                 else
-                    tile_512(1, a + q0, mr, b, pstride, off, k0, k1, d,
-                             (size_t)NC);
+                    tile_512(1, a + q0, mr, b, pstride, off, k0, k1, d);
             }
         }
 }
@@ -821,7 +833,7 @@ static void implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
         for (int c0 = n0; c0 < n1; c0 += G) {
             int c1 = c0 + G < n1 ? c0 + G : n1, rows = (c1 - c0) * P;
             fwd_bases(g, l, xp, c0, rows, a);
-            (z ? rows_512 : rows_avx2)(a, rows, wp, off, K, OC, pm);
+            (z ? rows_512 : rows_avx2)(a, rows, wp, off, K, OC, pm, NULL);
             for (int n = c0; n < c1; n++)
                 pm_to_nchw(OC, P, pm + (size_t)(n - c0) * P * OC, o->bias, tmp,
                            o->y + (size_t)n * OC * P);
@@ -895,10 +907,13 @@ static void implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
  *   element (q, k) = cp[rb(q) + off(k)], rb(q) = u*Wq + v,
  *   off(k) = oc*Hq*Wq + (Amax - a_i)*Wq + (Bmax - b_j), k = (oc, i, j).
  * The tiles are the forward's (the same chains on AVX2 and AVX-512: the
- * same bits), a few images' pixels of one phase at a time, and each tile's
- * product is written to (or added into) the image in NCHW. A phase that
- * no tap reaches (stride > kernel) is bias or 0. Each image is one
- * thread's: the same bits for any thread count. */
+ * same bits), a few images' pixels of one phase at a time; each tile row
+ * (one pixel's C channels) is stored straight to its pixel in a
+ * pixel-major copy of the images, [H][W][C], which is then transposed to
+ * NCHW once per image, bias added or the whole added into out (a store
+ * per phase into NCHW, every sw-th float of a row, took a tenth of conv2's
+ * time). A pixel that no tap reaches (stride > kernel) is bias or 0. Each
+ * image is one thread's: the same bits for any thread count. */
 typedef struct tphase {
     int rh, rw;      /* residues of (h + ph) mod sh and (w + pw) mod sw */
     int u0, v0;      /* the grid's first u and v */
@@ -1045,42 +1060,20 @@ static void trans_bases(const tlay *t, const tphase *f, const float *cp,
     }
 }
 
-/* Images [n0, n1) of phase f into out [N, C, H, W]: out = bias + pm (0 +
- * pm without a bias) with set, else out += pm, through tmp [C, pix] (pm
- * transposed an image at a time, so that each image row of the phase is
- * one contiguous read). pm NULL: no tap reaches the phase, whose pixels
- * are then bias or 0 (set) or left. */
-static void trans_store(const geom *g, const tphase *f, const float *pm,
-                        float *tmp, int n0, int n1, bool set, const float *bias,
-                        float *out)
+/* Where the tiles write the pixels q of phase f in the images of ob
+ * [images][H][W][C] (pixel-major, so that each pixel's C channels are one
+ * contiguous row; rows rounded up to a whole tile as trans_bases). */
+static void trans_outs(const geom *g, const tphase *f, float *ob, int rows,
+                       float **d)
 {
-    const int C = g->C, sw = g->sw, Wr = f->Wr, pix = f->Hr * f->Wr;
-    const size_t plane = (size_t)g->H * g->W;
-    if (!pm && !set)
-        return;
-    for (int n = n0; n < n1; n++) {
-        if (pm)
-            gemm_transpose(pm + (size_t)(n - n0) * pix * C, C, pix, C, tmp,
-                           pix);
-        for (int c = 0; c < C; c++) {
-            float *o = out + ((size_t)n * C + c) * plane +
-                       (size_t)(f->u0 * g->sh + f->rh - g->ph) * g->W +
-                       (f->v0 * sw + f->rw - g->pw);
-            const float b = bias ? bias[c] : 0.0f;
-            const float *s = tmp + (size_t)c * pix;
-            for (int a = 0; a < f->Hr; a++, o += (size_t)g->sh * g->W) {
-                if (!pm && set)
-                    for (int v = 0; v < Wr; v++)
-                        o[(size_t)v * sw] = b;
-                else if (pm && set)
-                    for (int v = 0; v < Wr; v++)
-                        o[(size_t)v * sw] = b + s[v];
-                else if (pm)
-                    for (int v = 0; v < Wr; v++)
-                        o[(size_t)v * sw] += s[v];
-                s += Wr;
-            }
-        }
+    const int pix = f->Hr * f->Wr;
+    const size_t image = (size_t)g->H * g->W * g->C;
+    for (int q = 0; q < rows + TILE_MAX; q++) {
+        int qq = q < rows ? q : rows - 1, p = qq % pix;
+        int h = (f->u0 + p / f->Wr) * g->sh + f->rh - g->ph,
+            w = (f->v0 + p % f->Wr) * g->sw + f->rw - g->pw;
+        d[q] = ob + (size_t)(qq / pix) * image +
+               ((size_t)h * g->W + (size_t)w) * g->C;
     }
 }
 
@@ -1095,50 +1088,51 @@ static void implicit_trans(tg_tape *tp, const geom *g, const float *in,
     const int G = block_images(g->N, t.max_pix);
     int T = image_threads(g, (size_t)g->N * P_of(g) * K_of(g));
     T = T < 1 ? 1 : T;
-    /* per thread: a block's padded column images, its pm, one image's tmp,
-     * the row bases */
-    const size_t pms = (size_t)G * t.max_pix * g->C,
-                 per = G * t.image + pms + (size_t)t.max_pix * g->C,
+    const size_t in_image = (size_t)g->OC * g->OH * g->OW,
+                 out_image = (size_t)g->C * g->H * g->W;
+    /* a pixel that no tap reaches (stride > kernel) is in no tile's rows:
+     * its row of ob is zeroed first */
+    bool unreached = false;
+    for (int p = 0; p < t.n_ph; p++)
+        unreached =
+            unreached || (t.ph[p].K == 0 && t.ph[p].Hr * t.ph[p].Wr > 0);
+    /* per thread: a block's padded column images, its pixel-major outputs,
+     * one image's tmp (adding), the row bases and outputs */
+    const size_t per = G * t.image + (G + (set ? 0 : 1)) * out_image,
                  nb = (size_t)G * t.max_pix + TILE_MAX;
     float *buf = scratch(tp, (size_t)T, per);
     const float **bases = tg_tape_alloc(tp, T * nb * sizeof *bases);
-    const size_t in_image = (size_t)g->OC * g->OH * g->OW,
-                 out_image = (size_t)g->C * g->H * g->W;
+    float **outs = tg_tape_alloc(tp, T * nb * sizeof *outs);
     const bool z = implicit_512();
 #ifdef TG_HAVE_OPENMP
 #pragma omp parallel for num_threads(T) schedule(static) if (T > 1)
 #endif
     for (int th = 0; th < T; th++) {
         int n0 = range_start(g->N, th, T), n1 = range_start(g->N, th + 1, T);
-        float *cp = buf + (size_t)th * per, *pm = cp + G * t.image,
-              *tmp = pm + pms;
+        float *cp = buf + (size_t)th * per, *ob = cp + G * t.image,
+              *tmp = set ? NULL : ob + G * out_image;
         const float **a = bases + th * nb;
+        float **d = outs + th * nb;
         for (int c0 = n0; c0 < n1; c0 += G) {
             int c1 = c0 + G < n1 ? c0 + G : n1;
-            for (int n = c0; n < c1; n++) {
-#if defined(__GNUC__) || defined(__clang__)
-                /* the image's output lines, which every phase's stores
-                 * touch (without it `perf` put the stores' time on the
-                 * loads of a leaf's gradient being added into) */
-                for (size_t e = 0; e < out_image; e += 16)
-                    __builtin_prefetch(out + n * out_image + e, 1);
-#endif
+            for (int n = c0; n < c1; n++)
                 pad_col_image(g, &t, in + n * in_image,
                               cp + (size_t)(n - c0) * t.image);
-            }
+            if (unreached)
+                memset(ob, 0, (size_t)(c1 - c0) * out_image * sizeof *ob);
             for (int p = 0; p < t.n_ph; p++) {
                 const tphase *f = &t.ph[p];
-                int pix = f->Hr * f->Wr;
-                if (pix == 0)
+                int rows = (c1 - c0) * f->Hr * f->Wr;
+                if (rows == 0 || f->K == 0)
                     continue;
-                if (f->K > 0) {
-                    trans_bases(&t, f, cp, (c1 - c0) * pix, a);
-                    (z ? rows_512 : rows_avx2)(a, (c1 - c0) * pix, f->wp,
-                                               f->off, f->K, g->C, pm);
-                }
-                trans_store(g, f, f->K > 0 ? pm : NULL, tmp, c0, c1, set, bias,
-                            out);
+                trans_bases(&t, f, cp, rows, a);
+                trans_outs(g, f, ob, rows, d);
+                (z ? rows_512 : rows_avx2)(a, rows, f->wp, f->off, f->K, g->C,
+                                           NULL, d);
             }
+            for (int n = c0; n < c1; n++)
+                pm_to_nchw(g->C, g->H * g->W, ob + (size_t)(n - c0) * out_image,
+                           set ? bias : NULL, tmp, out + n * out_image);
         }
     }
 #else
