@@ -157,9 +157,12 @@ int main(int argc, char **argv)
         fwd = conv1 + conv2 + fcs + conv2 + conv1;
         flops = 2.0 * batch * (3 * fwd - conv1);
     }
-    printf("vae_step %s %d-%d-%d batch %d, %d threads, gemm %s\n",
-           tg_vae_arch_name(cfg.arch), cfg.input, cfg.hidden, cfg.latent, batch,
-           tg_get_threads(), tg_gemm_kernel());
+    if (cfg.arch == TG_VAE_CONV) /* no hidden width: the layers above */
+        printf("vae_step conv %d inputs, latent %d,", cfg.input, cfg.latent);
+    else
+        printf("vae_step mlp %d-%d-%d,", cfg.input, cfg.hidden, cfg.latent);
+    printf(" batch %d, %d threads, gemm %s\n", batch, tg_get_threads(),
+           tg_gemm_kernel());
     printf("  %.3f ms/step  %.0f samples/s  %.1f GFLOP/s over the whole step "
            "(%.2f MFLOP/sample)\n",
            ms, batch / (ms * 1e-3), flops / (ms * 1e-3) * 1e-9,
