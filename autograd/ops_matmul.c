@@ -3,6 +3,8 @@
 #include "parallel.h"
 #include "tape.h"
 
+#include <string.h>
+
 /* y [B, out] = x [B, in] . W^T + b, W [out, in], b [out] or NULL.
  * dx += dy . W        [B, in]
  * dW += dy^T . x      [out, in]
@@ -56,10 +58,12 @@ tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b)
         shape[d] = x->shape[d];
     shape[x->ndim - 1] = out;
     tg_tensor *y = out_tensor(tp, x->ndim, shape);
-    if (b) {
+    if (b) { /* on the threads: serial, it left the other core waiting */
+        const float *bias = b->data;
+        float *yd = y->data;
+        TG_PARALLEL_FOR(B, out)
         for (int i = 0; i < B; i++)
-            for (int j = 0; j < out; j++)
-                y->data[(size_t)i * out + j] = b->data[j];
+            memcpy(yd + (size_t)i * out, bias, sizeof(float) * (size_t)out);
     }
     tg_gemm(false, true, B, out, in, 1.0f, x->data, in, W->data, in,
             b ? 1.0f : 0.0f, y->data, out);
