@@ -9,27 +9,38 @@
 
 /* logits x, targets z [R, C] -> y [R, 1],
  * y[r] = sum_c max(x,0) - x*z + log1p(exp(-|x|))   (= -log p(z|x))
- * dx += dy * (sigmoid(x) - z),  dz += dy * -x */
-/* One row of the gradient: dx += g * (sigmoid(x) - z). */
+ * dx += dy * (sigmoid(x) - z),  dz += dy * -x
+ * The forward keeps e = exp(-|x|) for the backward, whose sigmoid is then
+ * vsigmoidf's without its exp: p = 1 / (1 + e), sigmoid = p for x >= 0,
+ * e p below (the same bits; the exp was 40% of the backward's time). */
+typedef enum { BCE_ADD, BCE_SET } bce_mode;
+
+/* One row of the gradient: dx (+)= g * (sigmoid(x) - z). */
 TG_VECTOR_CLONES
-static void bce_grad_row(const float *x, const float *z, float g, float *dx,
-                         int n)
+static void bce_grad_row(const float *x, const float *e, const float *z,
+                         float g, float *dx, int n, bce_mode mode)
 {
-    for (int j = 0; j < n; j++)
-        dx[j] += g * (vsigmoidf(x[j]) - z[j]);
+    for (int j = 0; j < n; j++) {
+        float p = 1.0f / (1.0f + e[j]);
+        float d = g * ((x[j] >= 0 ? p : e[j] * p) - z[j]);
+        dx[j] = mode == BCE_SET ? 0.0f + d : dx[j] + d;
+    }
 }
 
 static void bce_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *x = r->in[0], *z = r->in[1];
-    float *dx = grad_of(tp, r->in[0]), *dz = grad_of(tp, r->in[1]);
+    const float *e = r->saved;
+    bool fresh;
+    float *dx = grad_fresh(tp, r, 0, &fresh), *dz = grad_of(tp, r->in[1]);
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
     const float *dy = r->out->grad;
     if (dx) {
         TG_PARALLEL_FOR(rows, cols)
         for (int i = 0; i < rows; i++) {
             size_t k = (size_t)i * cols;
-            bce_grad_row(&x->data[k], &z->data[k], dy[i], &dx[k], cols);
+            bce_grad_row(&x->data[k], &e[k], &z->data[k], dy[i], &dx[k], cols,
+                         fresh ? BCE_SET : BCE_ADD);
         }
     }
     if (dz) {
@@ -42,14 +53,15 @@ static void bce_backward(tg_tape *tp, tg_record *r)
     }
 }
 
-/* One row of the loss: the terms into t (vectorised), then their sum in
- * double (vsum_f64's fixed order). */
+/* One row of the loss: e = exp(-|x|) and the terms into t (vectorised),
+ * then their sum in double (vsum_f64's fixed order). */
 TG_VECTOR_CLONES
-static float bce_row(const float *x, const float *z, float *t, int n)
+static float bce_row(const float *x, const float *z, float *e, float *t, int n)
 {
-    for (int j = 0; j < n; j++)
-        t[j] = (x[j] > 0.0f ? x[j] : 0.0f) - x[j] * z[j] +
-               vlog1p_unit(vexpf(-fabsf(x[j])));
+    for (int j = 0; j < n; j++) {
+        e[j] = vexpf(-fabsf(x[j]));
+        t[j] = (x[j] > 0.0f ? x[j] : 0.0f) - x[j] * z[j] + vlog1p_unit(e[j]);
+    }
     return (float)vsum_f64(t, n);
 }
 
@@ -60,15 +72,18 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
     check_same_shape("bce_with_logits", logits, targets);
     int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
-    float *term = tg_tape_alloc(tp, logits->size * sizeof(float));
+    float *e = tg_tape_alloc(tp, 2 * logits->size * sizeof(float)),
+          *term = e + logits->size;
     TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++) {
         size_t k = (size_t)i * cols;
         y->data[i] =
-            bce_row(&logits->data[k], &targets->data[k], &term[k], cols);
+            bce_row(&logits->data[k], &targets->data[k], &e[k], &term[k], cols);
     }
-    record(tp, "bce_with_logits", bce_backward, y, 2,
-           (tg_tensor *[]){logits, targets});
+    tg_record *r = record(tp, "bce_with_logits", bce_backward, y, 2,
+                          (tg_tensor *[]){logits, targets});
+    if (r)
+        r->saved = e;
     return y;
 }
 
