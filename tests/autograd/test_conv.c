@@ -869,7 +869,8 @@ static void test_huge_stride_one_channel(void **state)
 
 /* ---- the first writer of a gradient and the ones that add --------------
  * The backward op that reaches an intermediate's gradient first writes it
- * (grad_fresh), the others add to it. An intermediate a feeds four ops and
+ * (grad_fresh), the others add to it. An intermediate a feeds five ops
+ * (bce_with_logits among them) and
  * c = reshape(a) as an image feeds three, and d = conv2d(c) two, recorded
  * in a rotating order, so that each op is the first writer in one rotation
  * and adds in the others (smooth ops: no kink near the finite differences); the
@@ -889,8 +890,8 @@ static tg_tensor *f_fan_out(tg_tape *tp, tg_tensor **in, void *ctx)
     tg_tensor *a = tg_tanh(tp, tg_dense(tp, x, W, b)); /* [2, 32] */
     tg_tensor *c = tg_reshape(tp, a, 4, (int[]){2, 2, 4, 4});
     tg_tensor *loss = NULL, *term = NULL;
-    for (int k = 0; k < 4; k++) {
-        switch ((k + rot) % 4) {
+    for (int k = 0; k < 5; k++) {
+        switch ((k + rot) % 5) {
         case 0:
             term = mean_sq(tp, tg_relu(tp, a));
             break;
@@ -900,6 +901,16 @@ static tg_tensor *f_fan_out(tg_tape *tp, tg_tensor **in, void *ctx)
         case 2:
             term = mean_sq(tp, tg_dense(tp, a, W2, NULL));
             break;
+        case 3: { /* targets 0, 0.25, .. 1: a constant; per pixel, so the
+                     loss stays near 1 (finite differences of a sum of 32
+                     terms lose digits) */
+            tg_tensor *z = tg_tape_tensor2(tp, 2, 32, false);
+            for (size_t e = 0; e < z->size; e++)
+                z->data[e] = 0.25f * (float)(e % 5);
+            term = tg_scale(tp, tg_mean(tp, tg_bce_with_logits(tp, a, z)),
+                            1.0f / 32);
+            break;
+        }
         default:
             term = mean_sq(tp, tg_sigmoid(tp, a));
             break;
@@ -954,7 +965,7 @@ static void test_fan_out_first_writer(void **state)
     for (int k = 0; k < 3; k++) {
         if (!tg_gemm_set_kernel(names[k]))
             continue;
-        for (int rot = 0; rot < 4; rot++) {
+        for (int rot = 0; rot < 5; rot++) {
             tg_gradcheck_report rep;
             bool ok = tg_gradcheck(f_fan_out, 7, in, &rot, NULL, &rep);
             if (!ok || rot == 0) {
