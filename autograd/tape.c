@@ -2,6 +2,8 @@
  * that backward walks in reverse. */
 #include "tape.h"
 
+#include "parallel.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,16 @@ typedef struct block {
     unsigned char *mem;
 } block;
 
+/* tg_tape_set_profile: one row per op name; the last row takes every name
+ * past the others ("other ops"). */
+typedef struct prof_row {
+    const char *op;
+    long calls;
+    int64_t fwd_ns, bwd_ns;
+} prof_row;
+
+enum { PROF_ROWS = 64 };
+
 struct tg_tape {
     block *first, *cur;
     tg_record *records;
@@ -26,6 +38,10 @@ struct tg_tape {
     bool recording;
     bool checks; /* tg_tape_set_checks: record data sums, compare them */
     size_t heap_allocs;
+    prof_row *prof; /* NULL until profiling is first turned on */
+    int n_prof;
+    bool profile;
+    int64_t prof_mark; /* the clock at the last record, reset or backward */
 };
 
 static block *block_new(tg_tape *tp, size_t cap)
@@ -62,6 +78,9 @@ tg_tape *tg_tape_new(void)
     const char *env = getenv("TG_TAPE_CHECKS");
     tp->checks = env && *env && strcmp(env, "0") != 0;
     tp->first = tp->cur = block_new(tp, ARENA_MIN_BLOCK);
+    env = getenv("TG_PROFILE");
+    if (env && *env && strcmp(env, "0") != 0)
+        tg_tape_set_profile(tp, true);
     return tp;
 }
 
@@ -69,6 +88,9 @@ void tg_tape_free(tg_tape *tp)
 {
     if (!tp)
         return;
+    if (tp->profile && tp->n_prof > 0)
+        tg_tape_profile_print(tp, stderr);
+    free(tp->prof);
     blocks_free(tp->first);
     free(tp->records);
     free(tp);
@@ -86,6 +108,8 @@ void tg_tape_reset(tg_tape *tp)
     tp->first->used = 0;
     tp->cur = tp->first;
     tp->n_records = 0;
+    if (tp->profile)
+        tp->prof_mark = tg_par_now_ns();
 }
 
 bool tg_tape_set_recording(tg_tape *tp, bool on)
@@ -104,6 +128,70 @@ bool tg_tape_set_checks(tg_tape *tp, bool on)
     bool old = tp->checks;
     tp->checks = on;
     return old;
+}
+
+bool tg_tape_set_profile(tg_tape *tp, bool on)
+{
+    if (!tp)
+        tg_fatal("tape", "tg_tape_set_profile: NULL tape");
+    bool old = tp->profile;
+    if (on && !tp->prof) {
+        tp->prof = calloc(PROF_ROWS, sizeof *tp->prof);
+        if (!tp->prof)
+            tg_fatal("tape", "out of memory for the profile");
+        tp->heap_allocs++;
+    }
+    tp->profile = on;
+    tp->prof_mark = tg_par_now_ns();
+    return old;
+}
+
+static prof_row *prof_row_of(tg_tape *tp, const char *op)
+{
+    for (int i = 0; i < tp->n_prof; i++)
+        if (tp->prof[i].op == op || strcmp(tp->prof[i].op, op) == 0)
+            return &tp->prof[i];
+    if (tp->n_prof == PROF_ROWS - 1) { /* the last row: every other name */
+        tp->prof[PROF_ROWS - 1].op = "(other ops)";
+        return &tp->prof[PROF_ROWS - 1];
+    }
+    tp->prof[tp->n_prof].op = op;
+    return &tp->prof[tp->n_prof++];
+}
+
+static int by_total_time(const void *a, const void *b)
+{
+    const prof_row *x = a, *y = b;
+    int64_t tx = x->fwd_ns + x->bwd_ns, ty = y->fwd_ns + y->bwd_ns;
+    return (tx < ty) - (tx > ty);
+}
+
+void tg_tape_profile_print(const tg_tape *tp, void *file)
+{
+    if (!tp || !file)
+        tg_fatal("tape", "tg_tape_profile_print: NULL %s",
+                 tp ? "file" : "tape");
+    FILE *f = file;
+    prof_row rows[PROF_ROWS];
+    int n = 0;
+    int64_t total = 0;
+    for (int i = 0; tp->prof && i < PROF_ROWS; i++)
+        if (tp->prof[i].calls > 0) {
+            rows[n++] = tp->prof[i];
+            total += tp->prof[i].fwd_ns + tp->prof[i].bwd_ns;
+        }
+    qsort(rows, (size_t)n, sizeof rows[0], by_total_time);
+    fprintf(f, "tapegrad profile: %-20s %9s %12s %12s %7s\n", "op", "calls",
+            "forward ms", "backward ms", "share");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "tapegrad profile: %-20s %9ld %12.3f %12.3f %6.1f%%\n",
+                rows[i].op, rows[i].calls, rows[i].fwd_ns * 1e-6,
+                rows[i].bwd_ns * 1e-6,
+                total ? 100.0 * (double)(rows[i].fwd_ns + rows[i].bwd_ns) /
+                            (double)total
+                      : 0.0);
+    fprintf(f, "tapegrad profile: %-20s %9s %12.3f ms in all\n", "total", "",
+            total * 1e-6);
 }
 
 /* A 64-bit sum of t's data (FNV-1a over 32-bit words; the float bits, so
@@ -351,6 +439,13 @@ tg_record *record_multi(tg_tape *tp, const char *op, tg_backward_fn backward,
         return NULL;
     check_same_tape(tp, op, n_in, in);
     tg_record *r = append(tp);
+    if (tp->profile) {
+        int64_t now = tg_par_now_ns();
+        prof_row *row = prof_row_of(tp, op);
+        row->calls++;
+        row->fwd_ns += now - tp->prof_mark;
+        tp->prof_mark = now;
+    }
     r->op = op;
     r->backward = backward;
     r->n_in = n_in;
@@ -499,9 +594,15 @@ void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed)
         tg_record *r = &tp->records[k];
         if (r->sums)
             check_sums(r);
-        if (has_grad(r))
-            r->backward(tp, r);
+        if (!has_grad(r))
+            continue;
+        int64_t t0 = tp->profile ? tg_par_now_ns() : 0;
+        r->backward(tp, r);
+        if (tp->profile)
+            prof_row_of(tp, r->op)->bwd_ns += tg_par_now_ns() - t0;
     }
+    if (tp->profile)
+        tp->prof_mark = tg_par_now_ns();
 }
 
 void tg_backward(tg_tape *tp, tg_tensor *loss)

@@ -85,6 +85,16 @@ bool tg_tape_recording(const tg_tape *tp);
  * Costs one pass over every op's tensors at record and at backward: for
  * debugging. Returns the old value. */
 bool tg_tape_set_checks(tg_tape *tp, bool on);
+/* Profile (off by default; on for every new tape when the environment has
+ * TG_PROFILE=1): per op name, its calls, forward time and backward time.
+ * An op's forward time is the wall time from the previous record (or the
+ * last tg_tape_reset or backward) to its own record: its forward plus any
+ * code of yours in between. Only recorded ops are seen (not those run with
+ * recording off or on constants). tg_tape_free prints the table to stderr;
+ * tg_tape_profile_print prints it to f (a FILE *) at any time. Costs two
+ * clock reads per op. Returns the old value. */
+bool tg_tape_set_profile(tg_tape *tp, bool on);
+void tg_tape_profile_print(const tg_tape *tp, void *f);
 /* Bytes of arena memory held, and the number of heap allocations the tape has
  * made over its life (a training step after warm-up makes none). */
 size_t tg_tape_arena_bytes(const tg_tape *tp);

@@ -1,5 +1,5 @@
-/* The tape: records, reset, recording off, allocation-free steps, and the
- * messages API misuse dies with. */
+/* The tape: records, reset, recording off, allocation-free steps, the
+ * messages API misuse dies with, checks and the profile. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -232,6 +232,49 @@ static void test_checks_catch_a_tensor_changed_before_backward(void **state)
     }
 }
 
+/* The profile counts each recorded op once per call, forward and backward
+ * timed, and a profiled step after warm-up still allocates nothing. */
+static void test_profile_counts_calls_per_op(void **state)
+{
+    (void)state;
+    tg_tensor *x = filled(4, 8, -0.2f), *W = filled(3, 8, 0.1f),
+              *b = filled(1, 3, 0.0f);
+    tg_tensor_require_grad(W);
+    tg_tensor_require_grad(b);
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_profile(tp, true);
+    step(tp, x, W, b);
+    size_t allocs = tg_tape_heap_allocs(tp);
+    for (int i = 0; i < 4; i++)
+        step(tp, x, W, b);
+    assert_int_equal(tg_tape_heap_allocs(tp), allocs);
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    tg_tape_profile_print(tp, f);
+    rewind(f);
+    char line[256];
+    int seen = 0;
+    while (fgets(line, sizeof line, f)) {
+        char op[64];
+        long calls;
+        double fwd, bwd;
+        if (sscanf(line, "tapegrad profile: %63s %ld %lf %lf", op, &calls, &fwd,
+                   &bwd) != 4)
+            continue;
+        /* dense, relu, square, mean: five steps each */
+        assert_int_equal(calls, 5);
+        assert_true(fwd >= 0.0 && bwd >= 0.0);
+        seen++;
+    }
+    fclose(f);
+    assert_int_equal(seen, 4);
+    assert_true(tg_tape_set_profile(tp, false)); /* nothing printed at free */
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(W);
+    tg_tensor_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_view_reads_caller_memory_without_copy),
         cmocka_unit_test(test_misuse_aborts_naming_op_and_shapes),
         cmocka_unit_test(test_checks_catch_a_tensor_changed_before_backward),
+        cmocka_unit_test(test_profile_counts_calls_per_op),
     };
     return cmocka_run_group_tests_name("autograd tape", tests, NULL, NULL);
 }
