@@ -11,8 +11,8 @@
  * y[r] = sum_c max(x,0) - x*z + log1p(exp(-|x|))   (= -log p(z|x))
  * dx += dy * (sigmoid(x) - z),  dz += dy * -x
  * The forward keeps e = exp(-|x|) for the backward, whose sigmoid is then
- * vsigmoidf's without its exp: p = 1 / (1 + e), sigmoid = p for x >= 0,
- * e p below (the same bits; the exp was 40% of the backward's time). */
+ * vsigmoidf's without its exp (vsigmoid_from_exp: the same bits; the exp was
+ * 40% of the backward's time). */
 typedef enum { BCE_ADD, BCE_SET } bce_mode;
 
 /* One row of the gradient: dx (+)= g * (sigmoid(x) - z). */
@@ -21,8 +21,7 @@ static void bce_grad_row(const float *x, const float *e, const float *z,
                          float g, float *dx, int n, bce_mode mode)
 {
     for (int j = 0; j < n; j++) {
-        float p = 1.0f / (1.0f + e[j]);
-        float d = g * ((x[j] >= 0 ? p : e[j] * p) - z[j]);
+        float d = g * (vsigmoid_from_exp(x[j], e[j]) - z[j]);
         dx[j] = mode == BCE_SET ? 0.0f + d : dx[j] + d;
     }
 }

@@ -120,12 +120,18 @@ static inline float vlog1p_unit(float e)
     return (2.0f * s) * (q * w) + 2.0f * s;
 }
 
+/* sigmoid(x) given e = e^-|x| in (0, 1] (the BCE's backward keeps e from
+ * its forward). */
+static inline float vsigmoid_from_exp(float x, float e)
+{
+    float p = 1.0f / (1.0f + e);
+    return x >= 0 ? p : e * p;
+}
+
 /* 1 / (1 + e^-x) without overflow for either sign. */
 static inline float vsigmoidf(float x)
 {
-    float e = vexpf(-(x < 0 ? -x : x)); /* e^-|x| in (0, 1] */
-    float p = 1.0f / (1.0f + e);
-    return x >= 0 ? p : e * p;
+    return vsigmoid_from_exp(x, vexpf(-(x < 0 ? -x : x)));
 }
 
 #endif
