@@ -1,0 +1,152 @@
+/* Private to the convolutions: the geometry both ops share and the three
+ * ways their products are computed, each in its own file:
+ *   conv_gemm.c      im2col / col2im around the GEMM (any shape, any CPU);
+ *   conv_implicit.c  implicit GEMM tiles reading the padded image, and the
+ *                    transposed products gathered by stride phase (AVX2 /
+ *                    AVX-512, channels a multiple of 16);
+ *   conv_direct.c    direct kernels for a one-channel image side (AVX2);
+ * and ops_conv.c, the ops themselves, which choose among them. */
+#ifndef TG_CONV_INTERNAL_H
+#define TG_CONV_INTERNAL_H
+
+#include "gemm_internal.h"
+#include "parallel.h"
+#include "tape.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The image side [N, C, H, W] and the column side [N, OC, OH, OW], joined
+ * by a kernel kh x kw with stride, padding and dilation (ops_conv.c). */
+typedef struct geom {
+    int N, C, H, W; /* image side */
+    int OC, OH, OW; /* column side */
+    int kh, kw, sh, sw, ph, pw, dh, dw;
+} geom;
+
+static inline int K_of(const geom *g) { return g->C * g->kh * g->kw; }
+static inline int P_of(const geom *g) { return g->OH * g->OW; }
+
+/* Row stride of col: K rounded up to 8 floats, plus 16 when that is a
+ * multiple of 128 floats (rows 512 bytes apart alias in L1). */
+static inline int ldk_of(const geom *g)
+{
+    int ld = (K_of(g) + 7) / 8 * 8;
+    return ld % 128 == 0 ? ld + 16 : ld;
+}
+
+/* Threads for a loop over the images of `work` floats in all: as
+ * TG_PARALLEL_FOR, at most one per image. */
+static inline int image_threads(const geom *g, size_t work)
+{
+    int T = tg_par_threads();
+    T = T > g->N ? g->N : T;
+    return T > 1 && work >= TG_PARALLEL_MIN ? T : 1;
+}
+
+/* Thread t's images of T: [N*t/T, N*(t+1)/T). */
+static inline int range_start(int N, int t, int T)
+{
+    return (int)((long)N * t / T);
+}
+
+static inline float *scratch(tg_tape *tp, size_t rows, size_t cols)
+{
+    return tg_tape_alloc(tp, rows * cols * sizeof(float));
+}
+
+/* ---- conv_gemm.c --------------------------------------------------------- */
+
+/* Where im2col_gemm's product goes: y [N, OC, P] = product + bias, or with
+ * tmp, y += product. pm and tmp are [N*P, OC] scratch of which each thread
+ * uses a chunk's rows at the start of its range. */
+typedef struct nchw_out {
+    float *y;
+    const float *bias;
+    float *pm, *tmp;
+} nchw_out;
+
+/* y (+)= the product of each image's patch rows col (made here) with W^T. */
+void conv_im2col_gemm(const geom *g, const float *x, float *col, int ldk,
+                      const float *W, const nchw_out *o);
+/* dx [N, C, H, W] += col2im(in . W), in [N*P, OC]; with init, dx = bias
+ * (or 0) + col2im(in . W). */
+void conv_gemm_col2im(tg_tape *tp, const geom *g, const float *in,
+                      const float *W, int ldk, float *dx, bool init,
+                      const float *bias);
+void conv_im2col(const geom *g, const float *x, float *col, int ldk);
+void conv_pm_to_nchw(int C, int P, const float *pm, const float *bias,
+                     float *tmp, float *nchw);
+void conv_to_pm(int N, int C, int P, const float *nchw, float *pm);
+void conv_add_transposed(int OC, int K, const float *tmp, float *dW);
+void conv_bias_backward(int N, int C, int P, const float *dy, float *db);
+
+/* ---- conv_implicit.c ----------------------------------------------------- */
+
+/* The padded image xp [N][C][Hq][Wq] the implicit tiles read. */
+typedef struct ilay {
+    int Hq, Wq;
+    size_t plane, image; /* floats per padded channel plane, per image */
+} ilay;
+
+static inline ilay ilay_of(const geom *g)
+{
+    ilay l;
+    l.Hq = g->H + 2 * g->ph;
+    l.Wq = g->W + 2 * g->pw;
+    l.plane = (size_t)l.Hq * l.Wq;
+    l.image = (size_t)g->C * l.plane;
+    return l;
+}
+
+bool conv_implicit_ok(const geom *g);
+void conv_pad_images(const geom *g, const ilay *l, const float *x, float *xp);
+/* y [N, OC, OH, OW] (+)= col(xp) . W^T as o says. */
+void conv_implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
+                       const float *xp, const float *W, const nchw_out *o);
+/* dW [OC, K] += (col(xp)^T . dyp)^T, dyp [N*P, OC]. */
+void conv_implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
+                         const float *xp, const float *dyp, float *dW);
+bool conv_trans_ok(const geom *g);
+/* out [N, C, H, W] = bias (or 0) + col2im(in . W) with set, else out +=
+ * col2im(in . W); in [N, OC, OH, OW], W [OC, C, kh, kw]. */
+void conv_implicit_trans(tg_tape *tp, const geom *g, const float *in,
+                         const float *W, float *out, bool set,
+                         const float *bias);
+
+/* ---- conv_direct.c ------------------------------------------------------- */
+
+/* The phase planes and grid of a one-channel image side. */
+typedef struct dlay {
+    int P, KK;      /* phases sh*sw, taps kh*kw */
+    int amax, bmax; /* largest tap shifts, in phase rows and columns */
+    int Wp;         /* grid row: OW + bmax */
+    int Lf, Lt;     /* grid lengths of corr/wgrad and trans, whole blocks */
+    int F;          /* zeros before a column plane: amax*Wp + bmax */
+    size_t PS, CS;  /* floats per phase plane, per column plane */
+    size_t slot;    /* scratch floats per thread */
+} dlay;
+
+/* What direct_images does for each image n (pointers NULL to skip):
+ * img: the image side [N, 1, H, W] the phase planes are made of;
+ * col: the column side [N, OC, OH, OW] put on the grid;
+ * col_out (+)= corr(img) (+ col_bias; += with col_add);
+ * img_out (= img_bias[0] or 0 with img_set, then) += trans(col);
+ * part [N, OC, KK] = wgrad(col, img) per image. */
+typedef struct direct_job {
+    const float *img, *col, *W;
+    float *col_out;
+    const float *col_bias;
+    bool col_add;
+    float *img_out;
+    const float *img_bias;
+    bool img_set;
+    float *part;
+    const float *wq; /* trans_image's grouped weights (set by direct_images) */
+} direct_job;
+
+bool conv_direct_layout(const geom *g, dlay *d);
+void conv_direct_images(tg_tape *tp, const geom *g, const dlay *d,
+                        const direct_job *job, float *dW);
+
+#endif
