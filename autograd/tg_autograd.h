@@ -368,9 +368,11 @@ void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts);
 void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc);
-/* Threads used by the library (OpenMP); 0 means all cores. tg_get_threads
- * reports what will actually run: always 1 in a build without OpenMP,
- * whatever was set. */
+/* Threads used by the library (OpenMP). 0 (the default) means
+ * OMP_NUM_THREADS when the environment sets it, else all cores, falling back
+ * to one thread while the machine is too busy for more to pay; n > 0 is used
+ * as given. tg_get_threads reports the count (before any fallback): always 1
+ * in a build without OpenMP, whatever was set. */
 void tg_set_threads(int n);
 int tg_get_threads(void);
 /* The micro-kernel in use ("avx512", "avx2", "portable"). Forcing one the CPU

@@ -15,12 +15,15 @@
  * thread for a while, then T threads are tried again: after 50 ms, 4x
  * longer each time up to 8 s while the tries keep failing within a second.
  * An explicit thread count (tg_set_threads(n), n > 0) is used as given.
+ * The default's T is OMP_NUM_THREADS when set, else all cores.
  * Results do not depend on the thread count, so neither do they on this
  * choice. */
 #include "parallel.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -28,15 +31,43 @@
 #include <omp.h>
 #endif
 
-static atomic_int threads_set; /* tg_set_threads: 0 = all cores, adaptive */
+static atomic_int threads_set; /* tg_set_threads: 0 = the default, adaptive */
 
 void tg_set_threads(int n) { atomic_store(&threads_set, n > 0 ? n : 0); }
+
+#ifdef TG_HAVE_OPENMP
+/* The default count: OMP_NUM_THREADS (its first value, as OpenMP reads a
+ * list) when the environment sets it to a positive number, else every core
+ * the process may run on. Read once, so the count (and with it the arena's
+ * per-thread scratch) stays put for the whole run. */
+static int default_threads(void)
+{
+    static atomic_int cached;
+    int n = atomic_load(&cached);
+    if (n > 0)
+        return n;
+    n = omp_get_num_procs();
+    const char *env = getenv("OMP_NUM_THREADS");
+    if (env) {
+        char *end;
+        errno = 0;
+        long v = strtol(env, &end, 10);
+        while (*end == ' ' || *end == '\t')
+            end++;
+        if (end != env && (*end == '\0' || *end == ',') && errno == 0 &&
+            v > 0 && v <= 4096)
+            n = (int)v;
+    }
+    atomic_store(&cached, n);
+    return n;
+}
+#endif
 
 int tg_get_threads(void)
 {
     int n = atomic_load(&threads_set);
 #ifdef TG_HAVE_OPENMP
-    return n > 0 ? n : omp_get_num_procs();
+    return n > 0 ? n : default_threads();
 #else
     (void)n;
     return 1;

@@ -88,7 +88,7 @@ void cli_print_flags(FILE *f, const cli_flag *flags, int n);
 #define CLI_FLAG_SEED(p) {"seed", CLI_U64, (p), 0, 0, "N", "1", \
     "seed of every random stream"}
 #define CLI_FLAG_THREADS(p) {"threads", CLI_INT, (p), 0, 1024, "N", "0", \
-    "threads, 0 = all cores"}
+    "threads, 0 = all cores (OMP_NUM_THREADS when set)"}
 #define CLI_FLAG_BATCH(p, def) {"batch", CLI_INT, (p), 1, 65536, "N", \
     (def), "batch size"}
 #define CLI_FLAG_MAX_BATCHES(p) {"max-batches", CLI_INT, (p), 1, 1 << 30, \

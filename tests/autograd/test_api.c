@@ -1,6 +1,7 @@
 /* Small promises of the public API: tg_get_threads reports the threads that
- * will really run (1 in a build without OpenMP), and tg_fatal flushes what
- * the program had written to stdout before it aborts. */
+ * will really run (1 in a build without OpenMP), the default follows
+ * OMP_NUM_THREADS, and tg_fatal flushes what the program had written to
+ * stdout before it aborts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +30,62 @@ static void test_get_threads_reports_what_runs(void **state)
     tg_set_threads(0);
     assert_true(tg_get_threads() >= 1);
     tg_set_threads(saved);
+}
+
+/* The default thread count in a fresh process whose OMP_NUM_THREADS is env
+ * (NULL: unset), and the same after tg_set_threads(2) then (0); the library
+ * reads the variable once, so each value gets its own child. */
+static int default_threads_with(const char *env, int *after_set)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        if (env)
+            setenv("OMP_NUM_THREADS", env, 1);
+        else
+            unsetenv("OMP_NUM_THREADS");
+        int r[3] = {tg_get_threads(), 0, 0};
+        tg_set_threads(2);
+        r[1] = tg_get_threads();
+        tg_set_threads(0);
+        r[2] = tg_get_threads();
+        _exit(write(fds[1], r, sizeof r) == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(fds[1]);
+    int r[3] = {0, 0, 0}, status;
+    ssize_t got = read(fds[0], r, sizeof r);
+    close(fds[0]);
+    waitpid(pid, &status, 0);
+    assert_true(got == (ssize_t)sizeof r && WIFEXITED(status) &&
+                WEXITSTATUS(status) == 0);
+    assert_int_equal(r[2], r[0]); /* back to the default */
+    *after_set = r[1];
+    return r[0];
+}
+
+static void test_default_threads_follow_omp_num_threads(void **state)
+{
+    (void)state;
+    int set, all = default_threads_with(NULL, &set);
+    assert_true(all >= 1);
+#ifdef TG_TEST_OPENMP
+    assert_int_equal(set, 2); /* an explicit count wins */
+    assert_int_equal(default_threads_with("1", &set), 1);
+    assert_int_equal(default_threads_with("3", &set), 3);
+    assert_int_equal(default_threads_with("3,1", &set), 3); /* a list */
+    assert_int_equal(set, 2);
+    /* not a positive count: ignored, all cores */
+    assert_int_equal(default_threads_with("0", &set), all);
+    assert_int_equal(default_threads_with("two", &set), all);
+    assert_int_equal(default_threads_with("", &set), all);
+#else
+    assert_int_equal(all, 1);
+    assert_int_equal(set, 1);
+    assert_int_equal(default_threads_with("3", &set), 1);
+#endif
 }
 
 /* The child writes to stdout, a pipe (so fully buffered), then misuses an
@@ -69,6 +127,7 @@ static void test_fatal_flushes_stdout(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_default_threads_follow_omp_num_threads),
         cmocka_unit_test(test_get_threads_reports_what_runs),
         cmocka_unit_test(test_fatal_flushes_stdout),
     };
