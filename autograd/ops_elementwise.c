@@ -15,7 +15,9 @@
  * c*col_stride] and may be:
  *   a's shape                        (C, 1)
  *   a row: [C], or [1, ..., 1, C]    (0, 1)   repeated down every row
- *   a per-row column [R, 1]          (1, 0)   one value per row
+ *   a per-row column [R, 1], or a's  (1, 0)   one value per row
+ *   leading dims then 1 ([2, 3, 1]
+ *   for a [2, 3, 4])
  *   one element                      (0, 0)
  * A 1-D b is always a row, as in NumPy and PyTorch (trailing axes align),
  * also when R == C: one value per row is spelled [R, 1]. */
@@ -28,6 +30,19 @@ static bool is_row(const tg_tensor *b)
 {
     for (int d = 0; d < b->ndim - 1; d++)
         if (b->shape[d] != 1)
+            return false;
+    return true;
+}
+
+/* b is one value per row of a: [R, 1], or a's leading dims then 1. */
+static bool is_per_row(const tg_tensor *a, const tg_tensor *b, int rows)
+{
+    if (b->ndim == 2 && b->shape[1] == 1 && b->shape[0] == rows)
+        return true;
+    if (b->ndim != a->ndim || b->ndim < 3 || b->shape[b->ndim - 1] != 1)
+        return false;
+    for (int d = 0; d < a->ndim - 1; d++)
+        if (b->shape[d] != a->shape[d])
             return false;
     return true;
 }
@@ -46,7 +61,7 @@ static bool fits(const tg_tensor *a, const tg_tensor *b, bcast *g)
         /* one element: strides stay 0 */
     } else if (is_row(b) && tg_tensor_cols(b) == g->cols) {
         g->col_stride = 1;
-    } else if (b->ndim == 2 && b->shape[1] == 1 && b->shape[0] == g->rows) {
+    } else if (is_per_row(a, b, g->rows)) {
         g->row_stride = 1;
     } else {
         return false;
@@ -75,9 +90,9 @@ static bcast broadcast(const char *op, const tg_tensor *a, const tg_tensor *b)
                  "columns; for one value per row use [%d, 1]",
                  sb, sa, tg_tensor_cols(a), rows);
     tg_fatal(op,
-             "cannot broadcast %s to %s (b must match a, be a row [C] or "
-             "[1, C], a per-row column [R, 1] or a single element)",
-             sb, sa);
+             "cannot broadcast %s to %s (b must match a, be a row [%d] or "
+             "[1, %d], one value per row [%d, 1] or a single element)",
+             sb, sa, tg_tensor_cols(a), tg_tensor_cols(a), rows);
 }
 
 #define BIDX(g, r, c)                                                          \
