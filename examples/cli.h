@@ -82,6 +82,8 @@ void cli_print_flags(FILE *f, const cli_flag *flags, int n);
 #define TG_DEFAULT_DATA_DIR "data/mnist"
 #endif
 
+enum { CLI_MAX_BATCH = 65536 }; /* --batch's largest value */
+
 /* Flags several programs share, with the same meaning, range, default and
  * help in each. */
 /* clang-format off */
@@ -89,7 +91,7 @@ void cli_print_flags(FILE *f, const cli_flag *flags, int n);
     "seed of every random stream"}
 #define CLI_FLAG_THREADS(p) {"threads", CLI_INT, (p), 0, 1024, "N", "0", \
     "threads, 0 = all cores (OMP_NUM_THREADS when set)"}
-#define CLI_FLAG_BATCH(p, def) {"batch", CLI_INT, (p), 1, 65536, "N", \
+#define CLI_FLAG_BATCH(p, def) {"batch", CLI_INT, (p), 1, CLI_MAX_BATCH, "N", \
     (def), "batch size"}
 #define CLI_FLAG_MAX_BATCHES(p) {"max-batches", CLI_INT, (p), 1, 1 << 30, \
     "N", NULL, "stop each epoch after N batches (quick runs)"}

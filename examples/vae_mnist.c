@@ -49,7 +49,7 @@ static options parse_options(int argc, char **argv)
          "the decoder's p(x|z): bernoulli or cb, the continuous Bernoulli, "
          "a density on [0, 1]: its -ELBO is not comparable with the "
          "Bernoulli's, pictures show its mean"},
-        {"holdout", CLI_INT, &o.holdout, 0, 1 << 30, "N", "0",
+        {"holdout", CLI_INT, &o.holdout, 0, MAX_HOLDOUT, "N", "0",
          "keep the last N training images out of training, for vae_score "
          "to fit its reference statistics on"},
         {"lr", CLI_FLOAT, &o.lr, 0, 1e6, "X", "1e-3", "Adam learning rate"},
@@ -86,8 +86,9 @@ static options parse_options(int argc, char **argv)
               "among its ranks.\n"
               "Exit status: 0 done; 1 an output file could not be written; "
               "2 bad flags or input (data files, checkpoint); 3 the loss or "
-              "a gradient became NaN/Inf (nothing non-finite is saved); "
-              "130 interrupted (Ctrl-C): the step finishes, a checkpoint is "
+              "a gradient became NaN/Inf, or the run diverged (no such "
+              "weights are saved); 4 under mpirun, a rank was silent for "
+              "--rank-timeout seconds; 130 interrupted (Ctrl-C): the step finishes, a checkpoint is "
               "saved and the command to resume is printed.\n");
     if (!tg_vae_arch_parse(arch, &o.arch))
         cli_usage_error("--arch is mlp or conv, not '%s'", arch);

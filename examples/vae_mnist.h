@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 
+#include "cli.h"
 #include "tapegrad.h"
 
 typedef struct options {
@@ -34,6 +35,7 @@ typedef struct epoch_stats {
 /* Test images per evaluation pass; the conv VAE's im2col matrices grow with
  * it (about 0.1 MB per image), so it takes smaller passes. */
 enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000, EVAL_BATCH_CONV = 250 };
+enum { MAX_BATCH = CLI_MAX_BATCH, MAX_HOLDOUT = 1 << 30 };
 
 /* A training run: what vae_mnist_train.c's functions share. */
 typedef struct run {

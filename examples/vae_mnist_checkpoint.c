@@ -1,6 +1,7 @@
 /* vae_mnist's checkpoints (tg_vae_save / tg_vae_load) with this program's
  * own entries (batch, seed, lr), the checks of a checkpoint against the
  * run, and the SIGINT stop that saves and prints how to go on. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,14 @@ static void check_data(const run *r, const tg_meta *m)
 {
     const options *o = r->o;
     const char *fp = tg_meta_get(m, "data");
+    if (!fp && !o->allow_data_change) {
+        fprintf(stderr,
+                "vae_mnist: %s: checkpoint does not say what data it was "
+                "trained on (metadata 'data'); pass --allow-data-change to "
+                "resume on %s anyway\n",
+                o->resume, o->data);
+        exit(2);
+    }
     if (fp && strcmp(fp, r->data_fp) != 0 && !o->allow_data_change) {
         fprintf(stderr,
                 "vae_mnist: %s: checkpoint was trained on other data (%s) "
@@ -48,6 +57,69 @@ static void check_data(const run *r, const tg_meta *m)
                 "intended\n",
                 o->resume, fp, o->data, r->data_fp);
         exit(2);
+    }
+}
+
+/* Exits 2 naming the key: the checkpoint's value is not one a run of
+ * this program could have written. */
+static void bad_meta(const char *path, const char *key, const char *value,
+                     const char *what)
+{
+    fprintf(stderr, "vae_mnist: %s: metadata '%s' is '%.40s', not %s\n", path,
+            key, value ? value : "(missing)", what);
+    exit(2);
+}
+
+/* An integer entry in lo..hi, else exit 2. */
+static int64_t meta_int(const char *path, const tg_meta *m, const char *key,
+                        int64_t lo, int64_t hi)
+{
+    int64_t v;
+    if (tg_meta_get_int(m, key, &v) != TG_OK || v < lo || v > hi) {
+        char what[80];
+        snprintf(what, sizeof what, "an integer in %lld..%lld", (long long)lo,
+                 (long long)hi);
+        bad_meta(path, key, tg_meta_get(m, key), what);
+    }
+    return v;
+}
+
+/* The seed, any 64-bit unsigned value (files from before it was written
+ * unsigned hold seeds of 2^63 and more as negative integers). */
+static uint64_t meta_seed(const char *path, const tg_meta *m)
+{
+    const char *v = tg_meta_get(m, "seed");
+    char *end = NULL;
+    errno = 0;
+    uint64_t seed = 0;
+    if (v && *v == '-') {
+        long long s = strtoll(v, &end, 10);
+        seed = (uint64_t)s;
+    } else if (v && *v >= '0' && *v <= '9') {
+        seed = (uint64_t)strtoull(v, &end, 10);
+    }
+    if (!v || !end || end == v || *end || errno)
+        bad_meta(path, "seed", v, "a 64-bit unsigned integer");
+    return seed;
+}
+
+/* The learning rate: a positive finite float, as --lr takes. */
+static float meta_lr(const char *path, const tg_meta *m)
+{
+    double lr;
+    if (tg_meta_get_double(m, "lr", &lr) != TG_OK || !(lr > 0.0) ||
+        !(lr <= 1e6))
+        bad_meta(path, "lr", tg_meta_get(m, "lr"), "a number in (0, 1e6]");
+    return (float)lr;
+}
+
+/* lr as the shortest text that reads back as the same float. */
+static void lr_text(float lr, char *buf, size_t size)
+{
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, size, "%.*g", digits, (double)lr);
+        if ((float)strtod(buf, NULL) == lr)
+            break;
     }
 }
 
@@ -87,27 +159,37 @@ void resume(run *r)
     same_flag(o->resume, "likelihood",
               tg_vae_likelihood_name(info.cfg.likelihood),
               tg_vae_likelihood_name(o->likelihood));
-    struct {
+    /* Every flag that shapes the model or its trajectory is the file's:
+     * each value checked to be one this program writes, then compared (a
+     * run at another --lr went on silently). */
+    const tg_meta *m = &info.meta;
+    char theirs[32], ours[32];
+    const struct {
         const char *key;
-        int64_t want;
-    } keys[] = {{"hidden", o->hidden},
-                {"latent", o->latent},
-                {"batch", o->batch},
-                {"seed", (int64_t)o->seed}};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        int64_t v;
-        if (tg_meta_get_int(&info.meta, keys[i].key, &v) != TG_OK) {
-            fprintf(stderr,
-                    "vae_mnist: %s: metadata '%s' is missing or not "
-                    "an integer\n",
-                    o->resume, keys[i].key);
-            exit(2);
-        }
-        char theirs[24], ours[24];
-        snprintf(theirs, sizeof theirs, "%lld", (long long)v);
-        snprintf(ours, sizeof ours, "%lld", (long long)keys[i].want);
-        same_flag(o->resume, keys[i].key, theirs, ours);
+        int64_t have, want;
+    } ints[] = {
+        {"hidden", info.cfg.hidden, o->hidden},
+        {"latent", info.cfg.latent, o->latent},
+        {"batch", meta_int(o->resume, m, "batch", 1, MAX_BATCH), o->batch},
+        /* absent in files from before --holdout: none held out */
+        {"holdout",
+         tg_meta_get(m, "holdout")
+             ? meta_int(o->resume, m, "holdout", 0, MAX_HOLDOUT)
+             : 0,
+         o->holdout},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        snprintf(theirs, sizeof theirs, "%lld", (long long)ints[i].have);
+        snprintf(ours, sizeof ours, "%lld", (long long)ints[i].want);
+        same_flag(o->resume, ints[i].key, theirs, ours);
     }
+    snprintf(theirs, sizeof theirs, "%llu",
+             (unsigned long long)meta_seed(o->resume, m));
+    snprintf(ours, sizeof ours, "%llu", (unsigned long long)o->seed);
+    same_flag(o->resume, "seed", theirs, ours);
+    lr_text(meta_lr(o->resume, m), theirs, sizeof theirs);
+    lr_text(o->lr, ours, sizeof ours);
+    same_flag(o->resume, "lr", theirs, ours);
     if (!info.has_position) {
         fprintf(stderr,
                 "vae_mnist: %s: checkpoint has no training position "
@@ -155,7 +237,9 @@ void save_checkpoint(const run *r)
      * count */
     tg_meta_set_int(&extra, "shards", tg_dist_shards());
     tg_meta_set_int(&extra, "batch", o->batch);
-    tg_meta_set_int(&extra, "seed", (int64_t)o->seed);
+    char seed[24]; /* unsigned: all 64 bits */
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+    tg_meta_set(&extra, "seed", seed);
     tg_meta_set_int(&extra, "holdout", o->holdout);
     char lr[32];
     snprintf(lr, sizeof lr, "%.9g", (double)o->lr);
@@ -184,12 +268,8 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
     cli_shell_word(f, o->data);
     fputs(" --out ", f);
     cli_shell_word(f, o->out);
-    char lr[32]; /* the shortest form that reads back as the same float */
-    for (int digits = 6; digits <= 9; digits++) {
-        snprintf(lr, sizeof lr, "%.*g", digits, (double)o->lr);
-        if ((float)strtod(lr, NULL) == o->lr)
-            break;
-    }
+    char lr[32];
+    lr_text(o->lr, lr, sizeof lr);
     fprintf(f,
             " --epochs %d --batch %d --hidden %d --latent %d --lr %s "
             "--seed %llu",

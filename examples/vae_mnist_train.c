@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "vae_mnist.h"
@@ -113,6 +114,15 @@ static void evaluate(run *r, int epoch, epoch_stats *st)
     st->test = st->test_rec + st->test_kl;
 }
 
+/* What a stop leaves behind: the checkpoint an earlier epoch (or the run
+ * resumed from) wrote, or none. */
+static const char *kept(const options *o)
+{
+    return access(cli_path(o->out, "checkpoint.safetensors"), F_OK) == 0
+               ? "the last checkpoint kept"
+               : "no checkpoint written";
+}
+
 /* Every rank stops with one message from rank 0 and exit status 3. */
 static void stop_numeric(run *r, const tg_step *s, int epoch, int batch,
                          int rows)
@@ -128,18 +138,17 @@ static void stop_numeric(run *r, const tg_step *s, int epoch, int batch,
         else if (s->verdict == TG_STEP_DIVERGED)
             fprintf(stderr,
                     "the loss (%.4g per sample) stayed above %gx its lowest "
-                    "running level (%.4g) for %d steps: diverged; stopped, the "
-                    "last "
-                    "checkpoint kept (try a smaller --lr)\n",
+                    "running level (%.4g) for %d steps: diverged; stopped, %s "
+                    "(try a smaller --lr)\n",
                     s->loss_sum / rows, r->guard.cfg.diverge_factor, s->level,
-                    r->guard.cfg.diverge_steps);
+                    r->guard.cfg.diverge_steps, kept(r->o));
         else
             fprintf(stderr,
                     "%s: %s, and too many steps were skipped (%d in a row, "
-                    "or more than %d of the last 100); stopped, the last "
-                    "checkpoint kept (try a smaller --lr)\n",
+                    "or more than %d of the last 100); stopped, %s (try a "
+                    "smaller --lr)\n",
                     s->bad, s->why, r->guard.cfg.max_skipped_run,
-                    r->guard.cfg.max_skipped);
+                    r->guard.cfg.max_skipped, kept(r->o));
     }
     tg_dist_finalize();
     exit(3);
@@ -204,9 +213,8 @@ void end_epoch(run *r, int epoch)
         if (tg_dist_rank() == 0)
             fprintf(stderr,
                     "vae_mnist: every step of epoch %d was skipped as "
-                    "non-finite; stopped, the last checkpoint kept (try a "
-                    "smaller --lr)\n",
-                    epoch);
+                    "non-finite; stopped, %s (try a smaller --lr)\n",
+                    epoch, kept(o));
         tg_dist_finalize();
         exit(3);
     }
@@ -232,16 +240,33 @@ void end_epoch(run *r, int epoch)
                (long long)done.skipped, done.skipped == 1 ? "" : "s");
     fflush(stdout);
 
-    if (tg_step_suspect(&r->guard)) {
-        /* a diverging run's weights replace nothing; the last epoch's end
-         * is the last chance to recover */
-        if (tg_dist_rank() == 0)
-            fprintf(stderr,
-                    "vae_mnist: %sepoch %d ends with the loss far above its "
-                    "lowest running level: checkpoint and outputs not "
-                    "replaced%s\n",
-                    epoch < o->epochs ? "note: " : "", epoch,
-                    epoch < o->epochs ? "" : "; stopped (try a smaller --lr)");
+    /* A diverging run's weights replace nothing: the training loss far
+     * above its level, or a test loss far above it or not finite (with
+     * --skip-nonfinite one wild step had wrecked the weights, every later
+     * step was skipped, and the wreck, test -ELBO 3e33, was saved). The
+     * last epoch's end is the last chance to recover. */
+    const tg_step_guard *g = &r->guard;
+    bool far = g->above > 0, wrecked = tg_step_loss_far_above(g, st->test);
+    if (far || wrecked) {
+        if (tg_dist_rank() == 0) {
+            fprintf(stderr, "vae_mnist: %sepoch %d ends with ",
+                    epoch < o->epochs ? "note: " : "", epoch);
+            if (far)
+                fputs("the loss far above its lowest running level", stderr);
+            else
+                fprintf(stderr,
+                        "a test -ELBO of %.4g, far above the training loss's "
+                        "lowest running level (%.4g)",
+                        st->test, g->best);
+            if (g->skipped_run > 0)
+                fprintf(stderr, ", the last %d step%s skipped as non-finite",
+                        g->skipped_run, g->skipped_run == 1 ? "" : "s");
+            if (epoch < o->epochs)
+                fputs(": checkpoint and outputs not replaced\n", stderr);
+            else
+                fprintf(stderr, "; stopped, %s (try a smaller --lr)\n",
+                        kept(o));
+        }
         if (epoch == o->epochs) {
             tg_dist_finalize();
             exit(3);

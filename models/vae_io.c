@@ -175,10 +175,26 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
             path, tg_vae_arch_name(info->cfg.arch), (long long)input,
             (long long)hidden, (long long)latent, (unsigned long long)numel,
             (unsigned long long)TG_VAE_MAX_PARAMS, (long long)sb.st_size);
-    const char *step_key = tg_meta_get(m, "optim.step") ? "optim.step" : "step";
-    if (tg_meta_get(m, step_key) &&
-        (st = get_int(path, m, step_key, 0, TG_OPTIM_MAX_STEP, &step)) != TG_OK)
+    /* The optimizer's step ("optim.step", the checkpoint's own) and the
+     * model's ("step"): each in range, and the same when both are there
+     * (Adam's bias correction follows it: a crafted 1000 against 2 resumed
+     * a different trajectory). */
+    int64_t model_step = 0;
+    if (tg_meta_get(m, "step") &&
+        (st = get_int(path, m, "step", 0, TG_OPTIM_MAX_STEP, &model_step)) !=
+            TG_OK)
         return st;
+    step = model_step;
+    if (tg_meta_get(m, "optim.step")) {
+        if ((st = get_int(path, m, "optim.step", 0, TG_OPTIM_MAX_STEP,
+                          &step)) != TG_OK)
+            return st;
+        if (tg_meta_get(m, "step") && step != model_step)
+            return tg_error(TG_ERR_FORMAT,
+                            "%s: metadata 'step' = %lld but 'optim.step' = "
+                            "%lld",
+                            path, (long long)model_step, (long long)step);
+    }
     info->step = step;
     if (tg_meta_get(m, "epoch")) {
         info->has_position = true;

@@ -37,7 +37,22 @@ void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
     g->level = NAN;
 }
 
-bool tg_step_suspect(const tg_step_guard *g) { return g->above > 0; }
+bool tg_step_suspect(const tg_step_guard *g)
+{
+    return g->above > 0 || g->skipped_run > 0;
+}
+
+static double divergence_limit(const tg_step_guard *g)
+{
+    return g->best + (g->cfg.diverge_factor - 1.0) * fmax(fabs(g->best), 1e-6);
+}
+
+bool tg_step_loss_far_above(const tg_step_guard *g, double loss)
+{
+    if (!isfinite(loss))
+        return true;
+    return !isnan(g->level) && loss > divergence_limit(g);
+}
 
 /* Records whether this step was skipped; true when the skip limits are
  * exceeded. */
@@ -63,9 +78,7 @@ static bool diverging(tg_step_guard *g, double m)
         g->level = g->best = m;
         return false;
     }
-    double limit =
-        g->best + (g->cfg.diverge_factor - 1.0) * fmax(fabs(g->best), 1e-6);
-    if (m > limit) {
+    if (m > divergence_limit(g)) {
         g->above++;
         return g->above >= g->cfg.diverge_steps;
     }

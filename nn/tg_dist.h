@@ -218,8 +218,15 @@ void tg_step_shard(tg_step_guard *g, tg_step *s);
 /* Collective: every rank calls it once per step, rows = the global batch. */
 void tg_step_finish(tg_step_guard *g, tg_step *s, int rows);
 /* True while the loss is above its running level (a step toward
- * TG_STEP_DIVERGED): no checkpoint should be written from such weights. */
+ * TG_STEP_DIVERGED) or the last step was skipped as non-finite (these
+ * weights gave a NaN/Inf loss or gradient): no checkpoint should be
+ * written from such weights. */
 bool tg_step_suspect(const tg_step_guard *g);
+/* True when a per-row loss of the current weights (an evaluation's, say)
+ * is NaN/Inf or above the divergence limit, best + (diverge_factor - 1) *
+ * |best|, best the training loss's lowest running level (false before the
+ * first step, unless not finite). */
+bool tg_step_loss_far_above(const tg_step_guard *g, double loss);
 
 #ifdef __cplusplus
 }

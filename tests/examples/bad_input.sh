@@ -256,6 +256,34 @@ expect 2 "--latent" "$vae" --data "$good" --hidden 16 --latent 3 --batch 32 \
 expect 2 "--batch" "$vae" --data "$good" --hidden 16 --latent 2 --batch 33 \
     --resume "$ck" --out "$o"
 expect 2 "--seed" "$vae" $fast --seed 7 --resume "$ck" --out "$o"
+# the learning rate is the checkpoint's too (another --lr went on silently)
+expect 2 "pass --lr 0.001" "$vae" $fast --lr 0.002 --resume "$ck" --out "$o"
+expect 2 "--holdout" "$vae" $fast --holdout 5 --resume "$ck" --out "$o"
+# metadata a run cannot have written: named, not turned into a hint (each
+# edit keeps the header's length)
+spoil() { # spoil NAME FROM TO: $ck with the text FROM replaced by TO
+    sed "s/$2/$3/" "$ck" >"$tmp/$1.safetensors"
+    cmp -s "$ck" "$tmp/$1.safetensors" && fail "spoil $1: '$2' not in $ck"
+}
+spoil lrnan '"lr":"0.00100000005"' '"lr":"nan          "'
+expect 2 "'lr'" "$vae" $fast --resume "$tmp/lrnan.safetensors" --out "$o"
+spoil lrneg '"lr":"0.00100000005"' '"lr":"-0.0010000000"'
+expect 2 "'lr'" "$vae" $fast --resume "$tmp/lrneg.safetensors" --out "$o"
+spoil batch0 '"batch":"32"' '"batch":"00"'
+expect 2 "'batch'" "$vae" $fast --resume "$tmp/batch0.safetensors" --out "$o"
+spoil hold '"holdout":"0"' '"holdout":"-"'
+expect 2 "'holdout'" "$vae" $fast --resume "$tmp/hold.safetensors" --out "$o"
+spoil step '"step":"2"' '"step":"9"'
+expect 2 "optim.step" "$vae" $fast --resume "$tmp/step.safetensors" --out "$o"
+spoil nodata '"data":' '"dat_":'
+expect 2 "allow-data-change" "$vae" $fast --resume "$tmp/nodata.safetensors" --out "$o"
+# a seed of 2^63 or more reads back as itself (it was saved as -1)
+big=18446744073709551615
+expect 0 "" "$vae" $fast --seed $big --epochs 1 --max-batches 1 --out "$tmp/bigseed"
+expect 2 "pass --seed $big" "$vae" $fast --epochs 2 --max-batches 1 \
+    --resume "$tmp/bigseed/checkpoint.safetensors" --out "$tmp/bigseed"
+expect 0 "" "$vae" $fast --seed $big --epochs 2 --max-batches 1 \
+    --resume "$tmp/bigseed/checkpoint.safetensors" --out "$tmp/bigseed"
 d="$tmp/vae.side32"; dataset "$d" 256 64 32
 expect 2 "$d" "$vae" $fast --data "$d" --resume "$ck" --out "$o"
 head -c 4000 "$ck" >"$tmp/trunc.safetensors"
@@ -311,16 +339,34 @@ o="$tmp/nan_fresh"
 expect 3 "step 2 " "$vae" $fast --lr 1e6 --epochs 1 --out "$o"
 [ -e "$o/checkpoint.safetensors" ] && fail "a blown-up run saved a checkpoint"
 no_temp "$o"
-cp -r "$tmp/ck" "$tmp/nan_resume"
-cp "$ck" "$tmp/ck.before"
+# resumed at --lr 1e6 (the checkpoint says so: its lr edited, same length)
+mkdir -p "$tmp/nan_resume"
+sed 's/"lr":"0.00100000005"/"lr":"1000000.00000"/' "$ck" \
+    >"$tmp/nan_resume/checkpoint.safetensors"
+cp "$tmp/nan_resume/checkpoint.safetensors" "$tmp/ck.before"
 expect 3 "weight" "$vae" $fast --lr 1e6 --epochs 2 --out "$tmp/nan_resume" \
     --resume "$tmp/nan_resume/checkpoint.safetensors"
 cmp -s "$tmp/ck.before" "$tmp/nan_resume/checkpoint.safetensors" ||
     fail "the checkpoint changed although training blew up"
-expect 0 "" "$vae" $fast --lr 1e6 --epochs 1 --max-batches 4 --skip-nonfinite \
-    --out "$tmp/nan_skip"
+# --skip-nonfinite: one wild step wrecks the weights (finite, test -ELBO
+# ~1e33) and every later step is skipped; the wreck used to be saved over
+# the good checkpoint
+cp "$tmp/ck.before" "$tmp/ck.before2"
+expect 3 "far above" "$vae" $fast --lr 1e6 --epochs 2 --max-batches 4 \
+    --skip-nonfinite --out "$tmp/nan_resume" \
+    --resume "$tmp/nan_resume/checkpoint.safetensors"
 grep -q "skipped 3 non-finite steps" "$tmp/stdout" ||
     fail "--skip-nonfinite did not count: $(cat "$tmp/stdout")"
+cmp -s "$tmp/ck.before2" "$tmp/nan_resume/checkpoint.safetensors" ||
+    fail "--skip-nonfinite saved a wrecked model over the checkpoint"
+expect 3 "no checkpoint written" "$vae" $fast --lr 1e6 --epochs 1 \
+    --max-batches 4 --skip-nonfinite --out "$tmp/nan_skip"
+[ -e "$tmp/nan_skip/checkpoint.safetensors" ] &&
+    fail "--skip-nonfinite saved a wrecked model"
+# a rate that stays finite still trains and saves
+expect 0 "" "$vae" $fast --lr 1e-2 --epochs 1 --max-batches 4 \
+    --skip-nonfinite --out "$tmp/skip_ok"
+[ -e "$tmp/skip_ok/checkpoint.safetensors" ] || fail "no checkpoint saved"
 # mlp_mnist's gradients stay bounded (softmax_xent's d/dlogits lies in
 # [-1, 1]), so even --lr 1e6 trains to finite garbage and exits 0. It used
 # to stop at step 2 on an Inf that softmax_xent's backward made from a

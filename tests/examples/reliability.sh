@@ -121,10 +121,13 @@ wait "$first" 2>/dev/null
 expect 0 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o9"
 
 # 10. divergence: --lr 10 from a good checkpoint stops (exit 3) and does
-#     not write its weights over the good checkpoint
+#     not write its weights over the good checkpoint (the checkpoint's lr
+#     edited to 10, the same length, as --resume takes only its own lr)
 mkdir -p "$tmp/o10"
-cp "$ck" "$tmp/o10/checkpoint.safetensors"
-cp "$ck" "$tmp/good.safetensors"
+sed 's/"lr":"0.00100000005"/"lr":"10.0000000000"/' "$ck" \
+    >"$tmp/o10/checkpoint.safetensors"
+cmp -s "$ck" "$tmp/o10/checkpoint.safetensors" && fail "lr not edited"
+cp "$tmp/o10/checkpoint.safetensors" "$tmp/good.safetensors"
 "$vae" $fast --data "$big" --epochs 4 --lr 10 --out "$tmp/o10" \
     --resume "$tmp/o10/checkpoint.safetensors" >"$tmp/out" 2>"$tmp/err"
 st=$?

@@ -75,6 +75,34 @@ static void nonfinite_stops_or_skips(void **state)
     drop(&f);
 }
 
+/* Weights after a step skipped as non-finite are suspect until a step is
+ * taken; an evaluation's loss is judged against the training loss's
+ * lowest running level (a wild step had wrecked the weights, every later
+ * step was skipped, and the wreck was saved). */
+static void suspect_after_skips_and_far_losses(void **state)
+{
+    (void)state;
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt,
+                       &(tg_step_config){.skip_nonfinite = true});
+    assert_false(tg_step_loss_far_above(&g, 1e30)); /* no level yet */
+    assert_true(tg_step_loss_far_above(&g, NAN));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(step(&g, &f, 100.0, 0.1f), TG_STEP_TAKEN);
+    assert_false(tg_step_suspect(&g));
+    assert_int_equal(step(&g, &f, NAN, 0.1f), TG_STEP_SKIPPED);
+    assert_true(tg_step_suspect(&g));
+    assert_int_equal(step(&g, &f, 100.0, 0.1f), TG_STEP_TAKEN);
+    assert_false(tg_step_suspect(&g));
+    /* the limit: best + (10 - 1) |best| = 1000 */
+    assert_false(tg_step_loss_far_above(&g, 999.0));
+    assert_true(tg_step_loss_far_above(&g, 1001.0));
+    assert_true(tg_step_loss_far_above(&g, INFINITY));
+    assert_false(tg_step_loss_far_above(&g, -1e9)); /* lower is fine */
+    drop(&f);
+}
+
 static void divergence_after_steps_far_above(void **state)
 {
     (void)state;
@@ -180,6 +208,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(nonfinite_stops_or_skips),
+        cmocka_unit_test(suspect_after_skips_and_far_losses),
         cmocka_unit_test(divergence_after_steps_far_above),
         cmocka_unit_test(shards_sum_in_one_process),
         cmocka_unit_test(shard_misuse_aborts),
