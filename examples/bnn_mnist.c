@@ -320,14 +320,14 @@ static int run_methods(const options *o, const tg_dataset *train_set,
         if (o->out && (!bnn_plot_reliability(o->out, r) ||
                        !bnn_plot_sure(o->out, r, test->images, side,
                                       test->labels, test->n))) {
-            fprintf(stderr, "bnn_mnist: %s: %s\n", o->out, strerror(errno));
+            fprintf(stderr, "bnn_mnist: %s\n", tg_errmsg());
             status = 1;
         }
     }
     if (o->out && status == 0 &&
         !bnn_plot_coverage(o->out, results, *n_results, test->labels,
                            test->n)) {
-        fprintf(stderr, "bnn_mnist: %s: %s\n", o->out, strerror(errno));
+        fprintf(stderr, "bnn_mnist: %s\n", tg_errmsg());
         status = 1;
     }
     return status;
@@ -370,6 +370,8 @@ int main(int argc, char **argv)
     cli_one_process();
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
+    if (o.out && !cli_check_out_dir(o.out))
+        return 1;
 
     tg_dataset train_set = {0}, test_set = {0}, ood_set = {0};
     bool have_ood = false;

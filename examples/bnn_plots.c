@@ -209,7 +209,8 @@ bool bnn_plot_sure(const char *dir, const bnn_result *r, const float *images,
 {
     by_entropy *order = malloc(sizeof *order * (size_t)n);
     if (!order)
-        return false;
+        return tg_error(TG_ERR_NOMEM, "sure_%s.png: out of memory",
+                        r->method) == TG_OK;
     for (int i = 0; i < n; i++)
         order[i] = (by_entropy){r->u[i].total, i};
     qsort(order, (size_t)n, sizeof *order, lower_entropy_first);
@@ -220,7 +221,8 @@ bool bnn_plot_sure(const char *dir, const bnn_result *r, const float *images,
     uint8_t *rgb = malloc(3 * (size_t)w * h);
     if (!rgb) {
         free(order);
-        return false;
+        return tg_error(TG_ERR_NOMEM, "sure_%s.png: out of memory",
+                        r->method) == TG_OK;
     }
     memset(rgb, 255, 3 * (size_t)w * h);
     for (int y = 0; y < h; y++) /* a gray rule between the columns */

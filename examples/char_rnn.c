@@ -165,6 +165,17 @@ static tg_tensor *window_loss(tg_tape *tp, const model *m, const int *ids,
     return tg_scale(tp, total, 1.0f / (float)T);
 }
 
+/* A sampled byte as text: control bytes other than newline and tab
+ * escaped as \xHH, so a model trained on binary data cannot send ESC
+ * sequences to the terminal. */
+static void put_byte(unsigned char c)
+{
+    if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f)
+        printf("\\x%02x", c);
+    else
+        putchar(c);
+}
+
 /* n characters from the model, starting from the text's first character,
  * each drawn from softmax(logits / temperature). */
 static void sample(tg_tape *tp, const model *m, const unsigned char *vocab,
@@ -176,7 +187,7 @@ static void sample(tg_tape *tp, const model *m, const unsigned char *vocab,
     if (!state || !p)
         tg_fatal("char_rnn", "out of memory");
     int ch = first;
-    putchar(vocab[ch]);
+    put_byte(vocab[ch]);
     for (int i = 1; i < n; i++) {
         tg_tape_reset(tp);
         tg_tensor *h = tg_tape_view2(tp, state, 1, m->hidden);
@@ -198,7 +209,7 @@ static void sample(tg_tape *tp, const model *m, const unsigned char *vocab,
                 ch = k;
                 break;
             }
-        putchar(vocab[ch]);
+        put_byte(vocab[ch]);
     }
     putchar('\n');
     free(state);

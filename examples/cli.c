@@ -277,7 +277,7 @@ static bool mkdir_p(const char *dir)
 
 enum { CLI_PATH_MAX = 4096, CLI_NAME_MAX = 96 }; /* cli_path's buffers */
 
-bool cli_prepare_out_dir(const char *dir)
+bool cli_check_out_dir(const char *dir)
 {
     /* refused here, not after training when the first file is written */
     if (strlen(dir) + CLI_NAME_MAX >= CLI_PATH_MAX) {
@@ -286,6 +286,18 @@ bool cli_prepare_out_dir(const char *dir)
                 cli_prog, strlen(dir), CLI_PATH_MAX - CLI_NAME_MAX - 1);
         return false;
     }
+    struct stat st;
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "%s: output path %s is not a folder\n", cli_prog, dir);
+        return false;
+    }
+    return true;
+}
+
+bool cli_prepare_out_dir(const char *dir)
+{
+    if (!cli_check_out_dir(dir))
+        return false;
     struct stat st;
     if (!mkdir_p(dir) || stat(dir, &st) != 0) {
         fprintf(stderr, "%s: cannot create output folder %s: %s\n", cli_prog,

@@ -101,6 +101,11 @@ enum { CLI_MAX_BATCH = 65536 }; /* --batch's largest value */
     "output folder"}
 /* clang-format on */
 
+/* Before the inputs are read, what can be said of --out without creating
+ * anything: its path fits, and it is not an existing file. On failure
+ * prints "<prog>: ..." and returns false. */
+bool cli_check_out_dir(const char *dir);
+
 /* mkdir -p dir, locks it for this process (tg_dir_lock: a second run
  * writing there is refused, naming the first one's PID), removes the
  * temporaries of killed runs, and proves it is writable. On failure prints

@@ -24,11 +24,12 @@ static double normal_quantile(double p)
     return 0.5 * (lo + hi);
 }
 
-static void write_grid(const char *path, const float *tiles, int n, int side,
-                       int cols, int scale)
+static void write_grid(const char *path, const float *tiles, int n,
+                       const tg_dataset *shape, int cols, int scale)
 {
     int w, h;
-    uint8_t *img = png_tile_grid(tiles, n, side, side, cols, scale, &w, &h);
+    uint8_t *img =
+        png_tile_grid(tiles, n, shape->rows, shape->cols, cols, scale, &w, &h);
     if (!img)
         fail_write(path);
     tg_atomic_file a;
@@ -44,9 +45,7 @@ void write_pictures(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
                     const options *o)
 {
     enum { COLS = 16, PAIRS = 2, SIDE_N = 20 };
-    int side = test->rows, pixels = test->rows * test->cols;
-    if (test->rows != test->cols)
-        return; /* pictures assume square images */
+    int pixels = test->rows * test->cols; /* tiles of rows x cols */
     bool was = tg_tape_set_recording(tp, false);
     float *tiles = malloc(sizeof(float) * (size_t)pixels * SIDE_N * SIDE_N);
     if (!tiles)
@@ -68,14 +67,14 @@ void write_pictures(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
                len * sizeof(float));
         t += m;
     }
-    write_grid(cli_path(o->out, "reconstructions.png"), tiles, t, side, COLS,
+    write_grid(cli_path(o->out, "reconstructions.png"), tiles, t, test, COLS,
                2);
 
     tg_rng rng;
     tg_rng_seed(&rng, o->seed, 1);
     tg_tape_reset(tp);
     tg_tensor *samples = tg_vae_sample(tp, vae, 64, &rng);
-    write_grid(cli_path(o->out, "samples.png"), samples->data, 64, side, 8, 2);
+    write_grid(cli_path(o->out, "samples.png"), samples->data, 64, test, 8, 2);
 
     if (vae->cfg.latent == 2) {
         tg_tape_reset(tp);
@@ -90,7 +89,7 @@ void write_pictures(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
             }
         tg_tensor *dec = tg_vae_decode(tp, vae, z);
         write_grid(cli_path(o->out, "manifold.png"), dec->data, SIDE_N * SIDE_N,
-                   side, SIDE_N, 1);
+                   test, SIDE_N, 1);
     }
     free(tiles);
     tg_tape_reset(tp);

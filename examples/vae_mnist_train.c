@@ -345,7 +345,10 @@ static void check_same_job(const run *r)
     snprintf(timeout, sizeof timeout, "%d", o->rank_timeout);
     snprintf(shards, sizeof shards, "%d", o->shards);
     snprintf(holdout, sizeof holdout, "%d", o->holdout);
-    const char *names[] = {"--epochs",
+    /* --arch first: it sets --hidden's default (a rank started with --arch
+     * conv was reported as a --hidden mismatch) */
+    const char *names[] = {"--arch",
+                           "--epochs",
                            "--batch",
                            "--hidden",
                            "--latent",
@@ -356,7 +359,6 @@ static void check_same_job(const run *r)
                            "--skip-nonfinite",
                            "--allow-data-change",
                            "--rank-timeout",
-                           "--arch",
                            "--likelihood",
                            "--holdout",
                            "--shards",
@@ -365,7 +367,8 @@ static void check_same_job(const run *r)
                            "data (--data)"};
     /* --resume too: rank 0 alone reads the file and sends the position, so
      * a rank started without it (or with it alone) waited for ever */
-    const char *values[] = {v[0],
+    const char *values[] = {tg_vae_arch_name(o->arch),
+                            v[0],
                             v[1],
                             v[2],
                             v[3],
@@ -376,7 +379,6 @@ static void check_same_job(const run *r)
                             v[8],
                             v[9],
                             timeout,
-                            tg_vae_arch_name(o->arch),
                             tg_vae_likelihood_name(o->likelihood),
                             holdout,
                             shards,

@@ -561,12 +561,18 @@ int main(int argc, char **argv)
     cli_one_process();
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
+    if (!cli_check_out_dir(o.out))
+        return 1;
     inputs in;
     load_inputs(&in, &o);
     set_list sl;
     make_sets(&sl, &in, &o);
-    if (!cli_prepare_out_dir(o.out))
+    /* only now, with the inputs accepted: bad input leaves no output */
+    if (!cli_prepare_out_dir(o.out)) {
+        free_sets(&sl);
+        free_inputs(&in);
         return 1;
+    }
     print_model(&o, in.vae);
 
     /* score every set */

@@ -85,11 +85,13 @@ tg_status tg_atomic_commit(tg_atomic_file *a, bool ok)
 {
     if (!a->f)
         return tg_error(TG_ERR_ARG, "atomic file not open");
-    errno = 0;
+    /* The reason of a failed write: errno, when the stream saw an I/O
+     * error (set to 0 first, it said "write failed" on a full disk) */
+    int err = ferror(a->f) ? errno : 0;
     tg_status st = TG_OK;
     if (!ok || ferror(a->f))
         st = tg_error(TG_ERR_IO, "cannot write %s: %s", a->path,
-                      errno ? strerror(errno) : "write failed");
+                      err ? strerror(err) : "write failed");
     if (st == TG_OK && (fflush(a->f) != 0 || fsync(fileno(a->f)) != 0))
         st = tg_error(TG_ERR_IO, "cannot write %s: %s", a->path,
                       strerror(errno));

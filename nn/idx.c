@@ -183,10 +183,19 @@ static tg_status read_header(source *s, int *ndim, int dims[3],
             return tg_error(TG_ERR_FORMAT, "%s: dimension %d is %u, too large",
                             s->path, d, v);
         dims[d] = (int)v;
-        if (v && total > IDX_MAX_BYTES / v)
+        if (v && total > IDX_MAX_BYTES / v) {
+            /* the sizes as read, so a wrong dimension count in the magic
+             * (data bytes read as sizes) shows */
+            char sizes[64] = "";
+            for (int k = 0; k <= d; k++)
+                snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes),
+                         "%s%u", k ? " x " : "", be32(h + 4 + 4 * k));
             return tg_error(TG_ERR_FORMAT,
-                            "%s: dimensions multiply to more than %llu bytes",
-                            s->path, (unsigned long long)IDX_MAX_BYTES);
+                            "%s: the magic's %d dimensions, %s, multiply to "
+                            "more than %llu bytes",
+                            s->path, nd, sizes,
+                            (unsigned long long)IDX_MAX_BYTES);
+        }
         total *= v;
     }
     *ndim = nd;

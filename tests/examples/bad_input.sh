@@ -378,6 +378,22 @@ expect 0 "" "$mlp" $fast_mlp --lr 1e6 --epochs 1
 d="$tmp/side32"; dataset "$d" 256 64 32
 expect 0 "" "$vae" $fast --data "$d" --epochs 1 --max-batches 2 --out "$tmp/s32"
 expect 0 "" "$mlp" $fast_mlp --data "$d" --epochs 1 --max-batches 2
+# images 28 x 20: the pictures are tiles of that shape (they were skipped
+# while the "wrote" line listed them, and pictures left from an earlier
+# run described another model)
+d="$tmp/rect"; mkdir -p "$d"
+images "$d/train-images-idx3-ubyte" 256 28 20
+labels "$d/train-labels-idx1-ubyte" 256
+images "$d/t10k-images-idx3-ubyte" 64 28 20
+labels "$d/t10k-labels-idx1-ubyte" 64
+expect 0 "" "$vae" $fast --data "$d" --epochs 1 --max-batches 2 --out "$tmp/rect_out"
+for f in reconstructions samples manifold; do
+    # PNG width and height (bytes 17-24): 16 x (2*20 + 1) + 1 by 2 x 2 x (2*28 + 1) + 1
+    wh=$(od -An -tu1 -j16 -N8 "$tmp/rect_out/$f.png" 2>/dev/null | tr -s ' ')
+    [ -n "$wh" ] || fail "no $f.png for 28x20 images"
+    [ $f = reconstructions ] && [ "$wh" != " 0 0 2 145 0 0 0 229" ] &&
+        fail "reconstructions.png of 28x20 tiles is not 657x229: $wh"
+done
 
 echo "$cases cases, $fails failed"
 [ "$fails" -eq 0 ]

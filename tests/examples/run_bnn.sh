@@ -87,6 +87,17 @@ expect 2 "$bnn" --data "$data" --ood-data "$tmp/junk"
 : >"$tmp/file"
 # shellcheck disable=SC2086
 expect 1 "$bnn" $quick --method det --out "$tmp/file/sub"
+# a picture's path taken by a folder: the message names the file
+mkdir -p "$tmp/pdir/coverage.svg"
+# shellcheck disable=SC2086
+expect 1 "$bnn" $quick --method det --out "$tmp/pdir"
+grep -q "coverage.svg: Is a directory" "$tmp/err" ||
+    fail "unwritable picture not named: $(cat "$tmp/err")"
+# a prior so narrow that its KL overflows: blamed, not the rate
+# shellcheck disable=SC2086
+expect 3 "$bnn" $quick --method bbb --prior-scale 1e-30
+grep -q "prior-scale" "$tmp/err" ||
+    fail "--prior-scale 1e-30: $(cat "$tmp/err")"
 
 # bench/bnn_val_split.py (the tuning split): 8,000 + 1,000 of the 9,000
 # training digits, which bnn_mnist reads as train and test

@@ -31,6 +31,14 @@ cmp -s "$tmp/out" "$tmp/gru1" || fail "1 and 2 threads differ"
 # shellcheck disable=SC2086
 expect 0 "$rnn" $small --cell lstm --threads 1
 loss_falls lstm
+# a text of control bytes only: the sample shows them escaped, never raw
+# (ESC sequences reached the terminal)
+printf '\033\001\002\033[2J\007\177' >"$tmp/ctrl.txt"
+for i in 1 2 3 4 5 6; do cat "$tmp/ctrl.txt" "$tmp/ctrl.txt" >"$tmp/c2"; mv "$tmp/c2" "$tmp/ctrl.txt"; done
+# shellcheck disable=SC2086
+expect 0 "$rnn" $small --text "$tmp/ctrl.txt" --threads 1
+grep -q '\\x1b' "$tmp/out" || fail "control bytes not escaped: $(cat "$tmp/out")"
+if LC_ALL=C grep -q "$(printf '\033')" "$tmp/out"; then fail "raw ESC in the sample"; fi
 
 expect 0 "$rnn" --help
 expect 0 "$rnn" --version

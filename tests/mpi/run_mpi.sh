@@ -291,6 +291,16 @@ echo $? >"$tmp/st"
 one_error_naming "$tmp/st" "$tmp/err" "--likelihood differs on rank 1" \
     "--likelihood 'cb'"
 
+# --arch sets --hidden's default: a rank with --arch conv is named as such
+# (it was reported as a --hidden mismatch). No --hidden here: the arch's.
+$run -np 1 "$vae" --epochs 1 --max-batches 2 --batch 32 --latent 2 --threads 1 \
+    --data "$tmp/d900" --out "$tmp/same9" : \
+    -np 1 "$vae" --epochs 1 --max-batches 2 --batch 32 --latent 2 --threads 1 \
+    --data "$tmp/d900" --out "$tmp/same9" --arch conv >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "--arch differs on rank 1" \
+    "--arch 'conv'"
+
 # mlp_mnist compared nothing: another --epochs on one rank waited for ever,
 # another --lr trained silently another model on each rank (exit 0)
 if [ -n "$mlp" ]; then
