@@ -400,14 +400,18 @@ tg_status tg_typical_fit(tg_typical *ref, const double *feat, int n, int d)
     memset(ref, 0, sizeof *ref);
     ref->d = d;
     ref->n = n;
+    double sq[TG_TYPICAL_MAX_DIM] = {0}; /* mean square, for the scale */
     for (int i = 0; i < n; i++)
         for (int a = 0; a < d; a++) {
             if (!isfinite(feat[i * d + a]))
                 return tg_error(TG_ERR_ARG,
                                 "typicality: feature %d of example %d is %g", a,
                                 i, feat[i * d + a]);
-            ref->mean[a] += feat[i * d + a] / n;
+            ref->mean[a] += feat[i * d + a];
+            sq[a] += feat[i * d + a] * feat[i * d + a] / n;
         }
+    for (int a = 0; a < d; a++)
+        ref->mean[a] /= n;
     /* cov = sum (f - mean)(f - mean)' / (n - 1), then Cholesky cov = L L'. */
     for (int i = 0; i < n; i++)
         for (int a = 0; a < d; a++)
@@ -420,7 +424,15 @@ tg_status tg_typical_fit(tg_typical *ref, const double *feat, int n, int d)
             for (int c = 0; c < b; c++)
                 s -= ref->chol[a][c] * ref->chol[b][c];
             if (a == b) {
-                if (!(s > 1e-12 * (ref->cov[a][a] + 1e-300)))
+                /* a feature constant but for rounding (its variance below
+                 * 1e-20 of its mean square: a constant's came out 1e-32
+                 * and passed), or one the others determine */
+                if (!(ref->cov[a][a] > 1e-20 * sq[a] + 1e-300))
+                    return tg_error(TG_ERR_ARG,
+                                    "typicality: feature %d of %d examples "
+                                    "is constant",
+                                    a, n);
+                if (!(s > 1e-12 * ref->cov[a][a]))
                     return tg_error(TG_ERR_ARG,
                                     "typicality: the %d features "
                                     "of %d examples are collinear",

@@ -9,14 +9,51 @@
 
 #include "tg_nn.h"
 
-/* labels may be NULL only where need_labels is false. */
+/* Each of the rows of probs a distribution: every entry finite in [0, 1],
+ * the sum within TG_PROB_SUM_TOL of 1 (a NaN entry gave a finite ECE,
+ * NLL and accuracy, and a finite, inconsistent entropy decomposition). */
+static void check_rows(const char *op, const float *probs, size_t rows, int C,
+                       int per_sample)
+{
+    char where[64];
+    for (size_t i = 0; i < rows; i++) {
+        const float *p = probs + i * (size_t)C;
+        double sum = 0.0;
+        int bad = -1;
+        for (int k = 0; k < C; k++) {
+            if (!(p[k] >= 0.0f && p[k] <= 1.0f) && bad < 0)
+                bad = k;
+            sum += p[k];
+        }
+        if (per_sample) /* samples [S, n, C]: sample s, row r */
+            snprintf(where, sizeof where, "sample %zu, row %zu",
+                     i / (size_t)per_sample, i % (size_t)per_sample);
+        else
+            snprintf(where, sizeof where, "row %zu", i);
+        if (bad >= 0)
+            tg_fatal(op,
+                     "%s is not a distribution: p[%d] = %g (each "
+                     "probability must be finite, in [0, 1])",
+                     where, bad, (double)p[bad]);
+        if (!(fabs(sum - 1.0) <= TG_PROB_SUM_TOL))
+            tg_fatal(op,
+                     "%s is not a distribution: its probabilities sum "
+                     "to %.9g, not 1",
+                     where, sum);
+    }
+}
+
+/* labels may be NULL only where need_labels is false; S > 0: probs holds
+ * S samples of the n rows. */
 static void check(const char *op, const float *probs, const int *labels,
-                  bool need_labels, int n, int C)
+                  bool need_labels, int n, int C, int S)
 {
     if (!probs || (need_labels && !labels))
         tg_fatal(op, "NULL %s", probs ? "labels" : "probs");
     if (n < 1 || C < 2)
         tg_fatal(op, "need n >= 1 and C >= 2 (n = %d, C = %d)", n, C);
+    check_rows(op, probs, (size_t)n * (size_t)(S > 0 ? S : 1), C,
+               S > 0 ? n : 0);
     if (labels)
         for (int i = 0; i < n; i++)
             if (labels[i] < 0 || labels[i] >= C)
@@ -37,7 +74,7 @@ static int argmax(const float *p, int C)
 double tg_metric_ece(const float *probs, const int *labels, int n, int C,
                      int bins, tg_reliability_bin *out)
 {
-    check("metric_ece", probs, labels, true, n, C);
+    check("metric_ece", probs, labels, true, n, C, 0);
     if (bins < 1 || bins > TG_ECE_MAX_BINS)
         tg_fatal("metric_ece", "bins %d outside 1..%d", bins, TG_ECE_MAX_BINS);
     double conf[TG_ECE_MAX_BINS] = {0}, acc[TG_ECE_MAX_BINS] = {0};
@@ -70,7 +107,7 @@ double tg_metric_ece(const float *probs, const int *labels, int n, int C,
 
 double tg_metric_brier(const float *probs, const int *labels, int n, int C)
 {
-    check("metric_brier", probs, labels, true, n, C);
+    check("metric_brier", probs, labels, true, n, C, 0);
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * C;
@@ -84,7 +121,7 @@ double tg_metric_brier(const float *probs, const int *labels, int n, int C)
 
 double tg_metric_nll(const float *probs, const int *labels, int n, int C)
 {
-    check("metric_nll", probs, labels, true, n, C);
+    check("metric_nll", probs, labels, true, n, C, 0);
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
         double p = probs[(size_t)i * C + labels[i]];
@@ -95,7 +132,7 @@ double tg_metric_nll(const float *probs, const int *labels, int n, int C)
 
 double tg_metric_accuracy(const float *probs, const int *labels, int n, int C)
 {
-    check("metric_accuracy", probs, labels, true, n, C);
+    check("metric_accuracy", probs, labels, true, n, C, 0);
     int correct = 0;
     for (int i = 0; i < n; i++)
         correct += argmax(probs + (size_t)i * C, C) == labels[i];
@@ -121,7 +158,7 @@ static int by_conf_desc(const void *a, const void *b)
 double tg_metric_accuracy_at_coverage(const float *probs, const int *labels,
                                       int n, int C, double coverage)
 {
-    check("metric_accuracy_at_coverage", probs, labels, true, n, C);
+    check("metric_accuracy_at_coverage", probs, labels, true, n, C, 0);
     if (!(coverage > 0.0 && coverage <= 1.0))
         tg_fatal("metric_accuracy_at_coverage", "coverage %g outside (0, 1]",
                  coverage);
@@ -158,9 +195,9 @@ static double entropy(const double *p, int C)
 void tg_predictive(const float *samples, int S, int n, int C, float *mean,
                    tg_uncertainty *u)
 {
-    check("predictive", samples, NULL, false, n, C);
     if (S < 1)
         tg_fatal("predictive", "need S >= 1 samples (S = %d)", S);
+    check("predictive", samples, NULL, false, n, C, S);
     double *pbar = malloc(sizeof *pbar * (size_t)C);
     double *ps = malloc(sizeof *ps * (size_t)C);
     if (!pbar || !ps)

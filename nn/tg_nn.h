@@ -229,8 +229,11 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
  * 1), labels [n] in 0..C-1. Confidence = the largest probability of a row,
  * the prediction = its class (the first on ties). Computed in double,
  * serially: results do not depend on the thread count. Aborts on n < 1,
- * C < 2 or a label outside 0..C-1. */
+ * C < 2, a label outside 0..C-1, or a row that is not a distribution: an
+ * entry NaN, Inf or outside [0, 1], or a sum further than TG_PROB_SUM_TOL
+ * from 1 (the message names the row). */
 #define TG_ECE_MAX_BINS 100
+#define TG_PROB_SUM_TOL 1e-3
 #define TG_PROB_FLOOR 1e-12 /* tg_metric_nll reads p < 1e-12 as 1e-12 */
 
 typedef struct tg_reliability_bin {
@@ -241,7 +244,9 @@ typedef struct tg_reliability_bin {
 } tg_reliability_bin;
 
 /* Expected calibration error with `bins` equal-width bins (15 is usual):
- * sum_b (count_b / n) |accuracy_b - confidence_b|. out (may be NULL) gets
+ * sum_b (count_b / n) |accuracy_b - confidence_b|. Bin b holds confidences
+ * in (b / bins, (b + 1) / bins] with exact edges, so the float nearest 1/15
+ * (just above it) is in bin 1. out (may be NULL) gets
  * the bins for a reliability diagram. */
 double tg_metric_ece(const float *probs, const int *labels, int n, int C,
                      int bins, tg_reliability_bin *out);
@@ -251,7 +256,8 @@ double tg_metric_brier(const float *probs, const int *labels, int n, int C);
 double tg_metric_nll(const float *probs, const int *labels, int n, int C);
 double tg_metric_accuracy(const float *probs, const int *labels, int n, int C);
 /* Accuracy on the ceil(coverage * n) most confident rows (coverage in
- * (0, 1]; equal confidences are taken in row order). */
+ * (0, 1]; equal confidences are taken in row order; coverage * n within
+ * 1e-9 of an integer counts as that integer, so 0.9 of 10 rows is 9). */
 double tg_metric_accuracy_at_coverage(const float *probs, const int *labels,
                                       int n, int C, double coverage);
 

@@ -453,6 +453,16 @@ static void typicality_reference_comes_from_the_fit_data_only(void **state)
     assert_int_equal(tg_typical_fit(&ref, line, 3, 2), TG_ERR_ARG);
     double bad[3] = {1, NAN, 2};
     assert_int_equal(tg_typical_fit(&ref, bad, 3, 1), TG_ERR_ARG);
+    /* a constant feature (0.1 does not sum to n * 0.1 exactly: its variance
+     * came out 1e-32, was taken, and the score of 0 was 8e15) */
+    double cst[2 * 11];
+    for (int i = 0; i < 11; i++)
+        cst[2 * i] = 0.1, cst[2 * i + 1] = i;
+    assert_int_equal(tg_typical_fit(&ref, cst, 11, 2), TG_ERR_ARG);
+    assert_non_null(
+        strstr(tg_errmsg(), "feature 0 of 11 examples is constant"));
+    double one_cst[7] = {1e5, 1e5, 1e5, 1e5, 1e5, 1e5, 1e5};
+    assert_int_equal(tg_typical_fit(&ref, one_cst, 7, 1), TG_ERR_ARG);
 }
 
 static void complexity_is_deflate_bits(void **state)

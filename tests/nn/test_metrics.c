@@ -1,7 +1,8 @@
 /* The uncertainty metrics against values computed by hand: ECE and its bins,
  * Brier, NLL, accuracy at a coverage, AUROC (ties count half), and the
  * entropy decomposition (mutual information 0 for identical samples, >= 0
- * and equal to total - aleatoric always). */
+ * and equal to total - aleatoric always), and rows that are not
+ * distributions refused. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "autograd/expect_abort.h"
 #include "tg_nn.h"
 
 /* Four rows, three classes. Confidences 0.7, 0.5, 0.9, 0.4; predictions
@@ -283,6 +285,50 @@ static void ess_by_hand(void **state)
     assert_true(isnan(tg_iw_log_se(1.0, 1)));
 }
 
+/* A NaN, a negative, an Inf or a sum far from 1 in any row is refused,
+ * naming the row: a NaN gave a finite ECE, NLL and accuracy, and a finite
+ * decomposition whose parts did not add up. */
+static float bad_rows[2 * 3] = {0.2f, 0.3f, 0.5f, 0.3f, 0.4f, 0.3f};
+static int bad_labels[2] = {2, 1};
+static void ece_of_bad(void)
+{
+    tg_metric_ece(bad_rows, bad_labels, 2, 3, 15, NULL);
+}
+static void nll_of_bad(void) { tg_metric_nll(bad_rows, bad_labels, 2, 3); }
+static void coverage_of_bad(void)
+{
+    tg_metric_accuracy_at_coverage(bad_rows, bad_labels, 2, 3, 0.5);
+}
+static void predictive_of_bad(void)
+{
+    float samples[2 * 2 * 3]; /* S = 2 samples of the two rows */
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < 6; k++)
+            samples[s * 6 + k] = s == 0 ? 1.0f / 3 : bad_rows[k];
+    tg_uncertainty u[2];
+    tg_predictive(samples, 2, 2, 3, NULL, u);
+}
+
+static void non_distributions_refused(void **state)
+{
+    (void)state;
+    bad_rows[4] = NAN;
+    expect_abort(ece_of_bad, "metric_ece", "row 1", "p[1] = nan");
+    expect_abort(nll_of_bad, "metric_nll", "row 1");
+    expect_abort(coverage_of_bad, "metric_accuracy_at_coverage", "row 1");
+    /* the bad row is in the second sample */
+    expect_abort(predictive_of_bad, "predictive", "sample 1, row 1",
+                 "p[1] = nan");
+    bad_rows[4] = -0.1f;
+    expect_abort(ece_of_bad, "metric_ece", "p[1] = -0.1");
+    bad_rows[4] = INFINITY;
+    expect_abort(nll_of_bad, "metric_nll", "p[1] = inf");
+    bad_rows[4] = 0.6f; /* row 1 sums to 1.2 */
+    expect_abort(ece_of_bad, "metric_ece", "row 1", "sum to 1.2");
+    bad_rows[4] = 0.4f; /* a distribution again: fine */
+    assert_true(tg_metric_nll(bad_rows, bad_labels, 2, 3) > 0.0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -296,6 +342,7 @@ int main(void)
         cmocka_unit_test(aupr_by_hand),
         cmocka_unit_test(auroc_bootstrap_by_hand),
         cmocka_unit_test(ess_by_hand),
+        cmocka_unit_test(non_distributions_refused),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
 }
