@@ -1,7 +1,9 @@
 /* Checkpoints: a parameter set, optimizer state and string metadata in one
  * safetensors file. Tensors: each parameter under its name, then
  * "optim.m.<name>" and (Adam) "optim.v.<name>". Metadata: the caller's
- * entries plus "optim.kind" ("sgd" / "adam") and "optim.step".
+ * entries plus "optim.kind" ("sgd" / "adam"), "optim.step" and
+ * "optim.settings" (momentum, nesterov, betas, eps, alpha, weight decay:
+ * loading refuses an optimizer set otherwise).
  * Saving is atomic (temporary file, fsync, rename, fsync of the directory);
  * loading checks the whole file against the model before changing it. */
 #include "checkpoint_match.h"
@@ -19,6 +21,67 @@
 
 #define KIND_KEY "optim.kind"
 #define STEP_KEY "optim.step"
+#define SETTINGS_KEY "optim.settings"
+
+/* The optimizer's settings as one entry, "momentum=0.9 nesterov=0 ...":
+ * loading into an optimizer set otherwise (an SGD saved with momentum 0
+ * into one with 0.9) would go on with another update rule. */
+enum { N_SETTINGS = 7 };
+static const char *const setting_name[N_SETTINGS] = {
+    "momentum", "nesterov", "beta1", "beta2", "eps", "alpha", "weight_decay"};
+
+static void settings_of(const tg_optim *opt, float v[N_SETTINGS])
+{
+    const float s[N_SETTINGS] = {opt->momentum, opt->nesterov ? 1.0f : 0.0f,
+                                 opt->beta1,    opt->beta2,
+                                 opt->eps,      opt->alpha,
+                                 opt->weight_decay};
+    memcpy(v, s, sizeof s);
+}
+
+static void settings_text(const tg_optim *opt, char *buf, size_t size)
+{
+    float v[N_SETTINGS];
+    settings_of(opt, v);
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < N_SETTINGS && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s=%.9g",
+                                 i ? " " : "", setting_name[i], (double)v[i]);
+}
+
+/* The file's settings (when it has them: files from before had not)
+ * against opt's. */
+static tg_status check_settings(const char *path, const char *text,
+                                const tg_optim *opt)
+{
+    if (!text)
+        return TG_OK;
+    float want[N_SETTINGS];
+    settings_of(opt, want);
+    const char *p = text;
+    for (int i = 0; i < N_SETTINGS; i++) {
+        size_t len = strlen(setting_name[i]);
+        char *end = NULL;
+        double v = 0.0;
+        if (strncmp(p, setting_name[i], len) == 0 && p[len] == '=')
+            v = strtod(p + len + 1, &end);
+        if (!end || end == p + len + 1 || (*end != ' ' && *end != '\0') ||
+            (*end == '\0') != (i == N_SETTINGS - 1))
+            return tg_error(TG_ERR_FORMAT,
+                            "%s: metadata '" SETTINGS_KEY "' is '%.120s', not "
+                            "the optimizer settings this library writes",
+                            path, text);
+        if ((float)v != want[i] && !(isnan(v) && isnan(want[i])))
+            return tg_error(TG_ERR_MISMATCH,
+                            "%s: the optimizer's %s is %.9g in the file but "
+                            "%.9g here (create it with the file's settings, "
+                            "or load without the optimizer)",
+                            path, setting_name[i], v, (double)want[i]);
+        p = end + (*end == ' ');
+    }
+    return TG_OK;
+}
 
 /* ---- metadata ------------------------------------------------------------ */
 
@@ -184,8 +247,8 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     int n = np * (1 + (m != NULL) + (v != NULL));
     tg_st_tensor *t = calloc((size_t)(n ? n : 1), sizeof *t);
     char **owned = calloc((size_t)(n ? n : 1), sizeof *owned);
-    const char *keys[TG_META_MAX + 2], *values[TG_META_MAX + 2];
-    char step[32];
+    const char *keys[TG_META_MAX + 3], *values[TG_META_MAX + 3];
+    char step[32], settings[256];
     if (!t || !owned)
         tg_fatal("checkpoint_save", "out of memory");
 
@@ -210,7 +273,8 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     int nmeta = 0;
     for (int i = 0; meta && i < meta->n; i++) {
         if (opt && (strcmp(meta->key[i], KIND_KEY) == 0 ||
-                    strcmp(meta->key[i], STEP_KEY) == 0))
+                    strcmp(meta->key[i], STEP_KEY) == 0 ||
+                    strcmp(meta->key[i], SETTINGS_KEY) == 0))
             continue; /* the optimizer's own values win */
         keys[nmeta] = meta->key[i];
         values[nmeta++] = meta->value[i];
@@ -221,6 +285,9 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
         values[nmeta++] = kind_name(opt->kind);
         keys[nmeta] = STEP_KEY;
         values[nmeta++] = step;
+        settings_text(opt, settings, sizeof settings);
+        keys[nmeta] = SETTINGS_KEY;
+        values[nmeta++] = settings;
     }
     tg_status st = write_atomic(path, n, t, nmeta, keys, values);
     for (int i = 0; i < n; i++)
@@ -357,6 +424,8 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                           "%s: optimizer step %" PRId64
                           " is outside 0..%" PRId64,
                           path, step, TG_OPTIM_MAX_STEP);
+        if (st == TG_OK)
+            st = check_settings(path, file_meta(&f, SETTINGS_KEY), opt);
     }
     /* Every parameter (and its state) in the file, nothing else. */
     if (st == TG_OK)

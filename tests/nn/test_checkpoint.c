@@ -143,6 +143,29 @@ static void sgd_state_and_optimizer_kind(void **state)
     assert_non_null(strstr(tg_errmsg(), "sgd"));
     assert_true(adam->step == 0);
 
+    /* The settings go with the state: an SGD of another momentum, or with
+     * Nesterov's update, is refused (it loaded and went on with another
+     * update rule); the model is left alone. */
+    tg_params *ps3 = model(4);
+    fill(tg_params_data(ps3), n, 9);
+    float before = tg_params_data(ps3)[0];
+    tg_optim *other = tg_sgd_new(ps3, 0.1f, 0.5f);
+    assert_int_equal(tg_checkpoint_load(p, ps3, other, NULL), TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "momentum is 0.899999976"));
+    assert_true(tg_params_data(ps3)[0] == before && other->step == 0);
+    other->momentum = 0.9f;
+    other->nesterov = true;
+    assert_int_equal(tg_checkpoint_load(p, ps3, other, NULL), TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "nesterov"));
+    other->nesterov = false;
+    other->weight_decay = 1e-4f;
+    assert_int_equal(tg_checkpoint_load(p, ps3, other, NULL), TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "weight_decay"));
+    other->weight_decay = 0.0f;
+    assert_int_equal(tg_checkpoint_load(p, ps3, other, NULL), TG_OK);
+    tg_optim_free(other);
+    tg_params_free(ps3);
+
     /* A file without optimizer state cannot restore one. */
     assert_int_equal(tg_checkpoint_save(p, ps, NULL, NULL), TG_OK);
     assert_int_equal(tg_checkpoint_load(p, ps2, sgd2, NULL), TG_ERR_MISMATCH);
