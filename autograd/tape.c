@@ -31,8 +31,18 @@ typedef struct prof_row {
 
 enum { PROF_ROWS = 64 };
 
+/* With checks on, a reset does not hand the arena's memory to the next
+ * step: the used bytes are overwritten with TG_POISON_BYTE and the blocks
+ * kept for GRAVE_GENERATIONS resets, while the new step gets fresh blocks.
+ * A tensor kept past the reset then has a poisoned header, which every op
+ * and tg_backward refuse (tg_check_tensors); without checks the next step
+ * reuses the memory and its new tensors sit where the old ones were, so a
+ * stale pointer may alias a new tensor. */
+enum { GRAVE_GENERATIONS = 2 };
+
 struct tg_tape {
     block *first, *cur;
+    block *grave[GRAVE_GENERATIONS]; /* checks: older steps' arenas */
     tg_record *records;
     size_t n_records, cap_records;
     bool recording;
@@ -92,13 +102,28 @@ void tg_tape_free(tg_tape *tp)
         tg_tape_profile_print(tp, stderr);
     free(tp->prof);
     blocks_free(tp->first);
+    for (int g = 0; g < GRAVE_GENERATIONS; g++)
+        blocks_free(tp->grave[g]);
     free(tp->records);
     free(tp);
 }
 
 void tg_tape_reset(tg_tape *tp)
 {
-    if (tp->first->next) {
+    if (!tp)
+        tg_fatal("tape_reset", "NULL tape");
+    if (tp->checks) {
+        size_t total = 0;
+        for (block *b = tp->first; b; b = b->next) {
+            memset(b->mem, TG_POISON_BYTE, b->used);
+            total += b->cap;
+        }
+        blocks_free(tp->grave[GRAVE_GENERATIONS - 1]);
+        for (int g = GRAVE_GENERATIONS - 1; g > 0; g--)
+            tp->grave[g] = tp->grave[g - 1];
+        tp->grave[0] = tp->first;
+        tp->first = block_new(tp, total);
+    } else if (tp->first->next) {
         size_t total = 0;
         for (block *b = tp->first; b; b = b->next)
             total += b->cap;
@@ -609,6 +634,10 @@ void tg_backward(tg_tape *tp, tg_tensor *loss)
 {
     if (!loss)
         tg_fatal("backward", "NULL loss");
+    if (tg_tensor_is_poisoned(loss))
+        tg_fatal("backward",
+                 "the loss was made before its tape's last tg_tape_reset "
+                 "[TG_TAPE_CHECKS]");
     if (loss->size != 1) {
         char s[64];
         tg_fatal("backward", "loss must have one element, got shape %s",

@@ -56,6 +56,14 @@ float *grad_fresh(tg_tape *tp, const tg_record *r, int i, bool *fresh);
  * be 0 (an empty batch). */
 void tg_tensor_init_shape(tg_tensor *t, int ndim, const int *shape);
 
+/* The byte a checked tape (tg_tape_set_checks) writes over a step's arena
+ * at reset, and whether a tensor header is made of it. */
+#define TG_POISON_BYTE 0xA5
+static inline bool tg_tensor_is_poisoned(const tg_tensor *t)
+{
+    return t->ndim == (int)0xA5A5A5A5u;
+}
+
 /* Aborts unless a and b have the same shape. */
 void check_same_shape(const char *op, const tg_tensor *a, const tg_tensor *b);
 

@@ -21,9 +21,15 @@ void tg_fatal(const char *op, const char *fmt, ...)
 
 void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts)
 {
-    for (int k = 0; k < n; k++)
+    for (int k = 0; k < n; k++) {
         if (!ts[k])
             tg_fatal(op, "tensor argument %d is NULL", k + 1);
+        if (tg_tensor_is_poisoned(ts[k]))
+            tg_fatal(op,
+                     "tensor argument %d was made on a tape before its last "
+                     "tg_tape_reset [TG_TAPE_CHECKS]",
+                     k + 1);
+    }
 }
 
 const char *tg_shape_str(const tg_tensor *t, char *buf)

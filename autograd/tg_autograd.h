@@ -368,7 +368,7 @@ void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts);
 void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc);
-/* Threads used by the library (OpenMP). 0 (the default) means
+/* Threads used by the library (OpenMP). 0 (the default; or less) means
  * OMP_NUM_THREADS when the environment sets it, else all cores, falling back
  * to one thread while the machine is too busy for more to pay; n > 0 is used
  * as given. tg_get_threads reports the count (before any fallback): always 1

@@ -216,6 +216,8 @@ void tg_bayes_dense_moments(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
 tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
                                     tg_tensor *x, tg_tensor *eps)
 {
+    if (!l)
+        tg_fatal("bayes_dense_apply_eps", "NULL layer");
     if (!x || !eps)
         tg_fatal("bayes_dense", "NULL %s", x ? "eps" : "x");
     return sample(tp, l, x, eps, NULL);
@@ -224,6 +226,8 @@ tg_tensor *tg_bayes_dense_apply_eps(tg_tape *tp, const tg_bayes_dense *l,
 tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
                                    tg_tensor *x, tg_rng *rng, tg_tensor **kl)
 {
+    if (!l)
+        tg_fatal("bayes_dense_apply_kl", "NULL layer");
     if (!x || !rng || !kl)
         tg_fatal("bayes_dense_apply_kl", "NULL %s",
                  !x     ? "x"
@@ -239,6 +243,8 @@ tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
 tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
                                 tg_tensor *x, tg_rng *rng)
 {
+    if (!l)
+        tg_fatal("bayes_dense_apply", "NULL layer");
     if (!x)
         tg_fatal("bayes_dense", "NULL x");
     if (!rng)

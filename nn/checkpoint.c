@@ -32,9 +32,9 @@ static const char *const setting_name[N_SETTINGS] = {
 
 static void settings_of(const tg_optim *opt, float v[N_SETTINGS])
 {
-    const float s[N_SETTINGS] = {opt->momentum, opt->nesterov ? 1.0f : 0.0f,
-                                 opt->beta1,    opt->beta2,
-                                 opt->eps,      opt->alpha,
+    const float s[N_SETTINGS] = {opt->momentum,    opt->nesterov ? 1.0f : 0.0f,
+                                 opt->beta1,       opt->beta2,
+                                 opt->eps,         opt->alpha,
                                  opt->weight_decay};
     memcpy(v, s, sizeof s);
 }

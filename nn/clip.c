@@ -21,6 +21,8 @@ static double sum_squares(const float *x, size_t n)
 
 float tg_clip_grad_norm(tg_params *ps, float max_norm)
 {
+    if (!ps)
+        tg_fatal("clip_grad_norm", "NULL parameter set");
     if (!(max_norm > 0.0f))
         tg_fatal("clip_grad_norm", "max_norm must be > 0, got %g",
                  (double)max_norm);

@@ -75,6 +75,8 @@ void tg_conv2d_layer_init(tg_conv2d_layer *l, tg_params *ps, const char *name,
 
 tg_tensor *tg_conv2d_apply(tg_tape *tp, const tg_conv2d_layer *l, tg_tensor *x)
 {
+    if (!l)
+        tg_fatal("conv2d_apply", "NULL layer");
     return tg_conv2d_ex(tp, x, l->W, l->b, &l->args);
 }
 
@@ -101,6 +103,8 @@ tg_tensor *tg_conv_transpose2d_apply(tg_tape *tp,
                                      const tg_conv_transpose2d_layer *l,
                                      tg_tensor *x)
 {
+    if (!l)
+        tg_fatal("conv_transpose2d_apply", "NULL layer");
     return tg_conv_transpose2d_ex(tp, x, l->W, l->b, &l->args);
 }
 

@@ -345,6 +345,9 @@ static tg_status find_file(const char *dir, const char *base, char *out,
 
 tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds)
 {
+    if (!dir || !ds)
+        return tg_error(TG_ERR_ARG, "mnist_load: NULL %s",
+                        dir ? "dataset" : "folder");
     const char *prefix = train ? "train" : "t10k";
     char base[64], img_path[4096], lbl_path[4096];
     struct stat st;

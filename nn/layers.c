@@ -45,5 +45,7 @@ void tg_dense_layer_init(tg_dense_layer *l, tg_params *ps, const char *name,
 
 tg_tensor *tg_dense_apply(tg_tape *tp, const tg_dense_layer *l, tg_tensor *x)
 {
+    if (!l)
+        tg_fatal("dense_apply", "NULL layer");
     return tg_dense(tp, x, l->W, l->b);
 }

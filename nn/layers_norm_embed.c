@@ -26,6 +26,8 @@ void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
 tg_tensor *tg_layer_norm_apply(tg_tape *tp, const tg_layer_norm_layer *l,
                                tg_tensor *x)
 {
+    if (!l)
+        tg_fatal("layer_norm_apply", "NULL layer");
     return tg_layer_norm(tp, x, l->weight, l->bias, l->eps);
 }
 
@@ -46,6 +48,8 @@ void tg_embedding_layer_init(tg_embedding_layer *l, tg_params *ps,
 tg_tensor *tg_embedding_apply(tg_tape *tp, const tg_embedding_layer *l,
                               const int *idx, int n)
 {
+    if (!l)
+        tg_fatal("embedding_apply", "NULL layer");
     /* named here, not as the gather_rows it calls */
     for (int i = 0; idx && i < n; i++)
         if (idx[i] < 0 || idx[i] >= l->num)

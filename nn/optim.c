@@ -13,6 +13,8 @@
 
 static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
 {
+    if (!ps)
+        tg_fatal("optim_new", "NULL parameter set");
     if (!(lr > 0.0f) || !isfinite(lr))
         tg_fatal("optim_new", "learning rate must be > 0, got %g", (double)lr);
     tg_optim *opt = calloc(1, sizeof *opt);
@@ -208,6 +210,10 @@ void tg_optim_step(tg_optim *opt)
 {
     if (!opt)
         tg_fatal("optim_step", "NULL optimizer");
+    /* set by hand or by a schedule each step: NaN made every weight NaN */
+    if (!(opt->lr >= 0.0f) || !isfinite(opt->lr))
+        tg_fatal("optim_step", "learning rate is %g (must be finite, >= 0)",
+                 (double)opt->lr);
     update u = {.opt = opt,
                 .p = tg_params_data(opt->params),
                 .grad = tg_params_grad(opt->params)};

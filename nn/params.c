@@ -109,6 +109,8 @@ void tg_params_free(tg_params *ps)
 tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
                          const int *shape)
 {
+    if (!ps)
+        tg_fatal("params_add", "NULL parameter set");
     if (ps->sealed)
         tg_fatal("params_add",
                  "'%s' added after the set was sealed (by an optimizer, a "

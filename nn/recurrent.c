@@ -68,6 +68,8 @@ void tg_gru_cell_init(tg_gru_cell *c, tg_params *ps, const char *name, int in,
 tg_tensor *tg_gru_cell_apply(tg_tape *tp, const tg_gru_cell *c, tg_tensor *x,
                              tg_tensor *h)
 {
+    if (!c)
+        tg_fatal("gru_cell", "NULL cell");
     h = state_or_zeros(tp, "gru_cell", x, c->in, h, c->hidden, "h");
     tg_tensor *gi[3], *gh[3];
     tg_split(tp, tg_dense(tp, x, c->weight_ih, c->bias_ih), 3, gi);
@@ -94,6 +96,8 @@ void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
                         tg_tensor *h, tg_tensor *cell, tg_tensor **h_out,
                         tg_tensor **cell_out)
 {
+    if (!c)
+        tg_fatal("lstm_cell", "NULL cell");
     if (!h_out || !cell_out)
         tg_fatal("lstm_cell", "h_out and cell_out must not be NULL");
     h = state_or_zeros(tp, "lstm_cell", x, c->in, h, c->hidden, "h");

@@ -209,6 +209,53 @@ static void changed_input(void)
     tg_backward(tp, loss);
 }
 
+/* A loss kept past tg_tape_reset: the same graph rebuilt put the new loss
+ * at its address, and backward of the old one quietly gave the new graph's
+ * gradient. With checks on, the old step's arena is poisoned and kept
+ * aside for two resets, so the stale loss (or a stale op input) is caught. */
+static void stale_loss_backward(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_checks(tp, true);
+    tg_tensor *x = filled(1, 1, 0.1f);
+    tg_tensor_require_grad(x);
+    tg_tensor *old = tg_sum(tp, tg_exp(tp, x));
+    tg_tape_reset(tp);
+    tg_sum(tp, tg_scale(tp, x, 0.2f));
+    tg_backward(tp, old);
+}
+static void stale_op_input(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_checks(tp, true);
+    tg_tensor *x = filled(1, 3, 0.1f);
+    tg_tensor *y = tg_exp(tp, x);
+    tg_tape_reset(tp);
+    tg_exp(tp, x);
+    tg_tape_reset(tp); /* two resets back: still caught */
+    tg_add(tp, x, y);
+}
+static void test_checks_catch_a_tensor_kept_past_reset(void **state)
+{
+    (void)state;
+    expect_abort(stale_loss_backward, "backward", "before its tape's last");
+    expect_abort(stale_op_input, "add", "tensor argument 2 was made on a tape");
+    /* a checked tape still trains: fresh memory each step, same values */
+    tg_tape *tp = tg_tape_new(), *plain = tg_tape_new();
+    tg_tape_set_checks(tp, true);
+    tg_tensor *x = filled(2, 3, 0.5f);
+    for (int k = 0; k < 3; k++) {
+        tg_tape_reset(tp);
+        tg_tape_reset(plain);
+        tg_tensor *a = tg_sum(tp, tg_exp(tp, x)),
+                  *b = tg_sum(plain, tg_exp(plain, x));
+        assert_true(a->data[0] == b->data[0]);
+    }
+    tg_tape_free(tp);
+    tg_tape_free(plain);
+    tg_tensor_free(x);
+}
+
 static void test_checks_catch_a_tensor_changed_before_backward(void **state)
 {
     (void)state;
@@ -286,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_view_reads_caller_memory_without_copy),
         cmocka_unit_test(test_misuse_aborts_naming_op_and_shapes),
         cmocka_unit_test(test_checks_catch_a_tensor_changed_before_backward),
+        cmocka_unit_test(test_checks_catch_a_tensor_kept_past_reset),
         cmocka_unit_test(test_profile_counts_calls_per_op),
     };
     return cmocka_run_group_tests_name("autograd tape", tests, NULL, NULL);

@@ -7,10 +7,46 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
+
 #include "autograd/expect_abort.h"
 #include "tg_nn.h"
 
 static void step_null_optimizer(void) { tg_optim_step(NULL); }
+
+/* More NULLs that were segfaults (a README-only audit): a tape, a layer,
+ * a parameter set */
+static void reset_null_tape(void) { tg_tape_reset(NULL); }
+static void dense_null_layer(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_dense_apply(tp, NULL, tg_tape_tensor2(tp, 1, 2, false));
+}
+static void conv_null_layer(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d_apply(tp, NULL, NULL);
+}
+static void gru_null_cell(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_gru_cell_apply(tp, NULL, NULL, NULL);
+}
+static void params_add_null_set(void)
+{
+    tg_params_add(NULL, "w", 1, (int[]){2});
+}
+static void adam_null_set(void) { tg_adam_new(NULL, 1e-3f); }
+static void clip_null_set(void) { tg_clip_grad_norm(NULL, 1.0f); }
+/* a NaN learning rate set by hand made every weight NaN */
+static void step_nan_lr(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "w", 1, (int[]){2});
+    tg_optim *opt = tg_sgd_new(ps, 0.1f, 0.0f);
+    opt->lr = (float)NAN;
+    tg_optim_step(opt);
+}
 
 static tg_params *one_param(void)
 {
@@ -52,6 +88,18 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(load_null_path, "checkpoint_load", "NULL path");
     expect_abort(gradcheck_no_graph, "gradcheck", "n_inputs 0");
     expect_abort(batcher_y_without_dim, "array_batcher_next", "y_dim 0");
+    expect_abort(reset_null_tape, "tape_reset", "NULL tape");
+    expect_abort(dense_null_layer, "dense_apply", "NULL layer");
+    expect_abort(conv_null_layer, "conv2d_apply", "NULL layer");
+    expect_abort(gru_null_cell, "gru_cell", "NULL cell");
+    expect_abort(params_add_null_set, "params_add", "NULL parameter set");
+    expect_abort(adam_null_set, "optim_new", "NULL parameter set");
+    expect_abort(clip_null_set, "clip_grad_norm", "NULL parameter set");
+    expect_abort(step_nan_lr, "optim_step", "learning rate is nan");
+    /* a loader reports, it does not abort */
+    tg_dataset ds;
+    assert_int_equal(tg_mnist_load(NULL, true, &ds), TG_ERR_ARG);
+    assert_int_equal(tg_mnist_load("data", true, NULL), TG_ERR_ARG);
 }
 
 int main(void)
