@@ -178,7 +178,9 @@ tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape);
 tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                               tg_tensor *targets);
 /* Softmax cross-entropy of logits [R, C] against class labels (0..C-1):
- * [R, 1], each row -log softmax(x)[label]. Labels get no gradient. */
+ * [R, 1], each row -log softmax(x)[label]. Labels get no gradient. labels
+ * must hold R entries (one per row of logits; a shorter array is read past
+ * its end: pass the batch's labels with the batch's logits). */
 tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels);
 /* KL(N(mean, exp(logvar)) || N(0, I)) summed over the last axis: [R, 1],
  * -0.5 * sum(1 + logvar - mean^2 - exp(logvar)). One fused op. */
