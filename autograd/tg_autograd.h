@@ -127,9 +127,9 @@ void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed);
  * Broadcasting (add, sub, mul): the first operand a sets the output's shape
  * ([R, C], R the product of the leading dims); b has a's shape, or is a row
  * ([C] or [1, C], repeated down the rows), or a per-row column ([R, 1], or
- * a's leading dims then 1: one value for each row), or a single element. A 1-D b is always a row, as in
- * NumPy and PyTorch, also when R == C: one value per row is [R, 1]. A
- * smaller a with a larger b is refused (swap the operands). */
+ * a's leading dims then 1: one value for each row), or a single element. A 1-D
+ * b is always a row, as in NumPy and PyTorch, also when R == C: one value per
+ * row is [R, 1]. A smaller a with a larger b is refused (swap the operands). */
 
 /* y[B, out] = x[B, in] . W^T + b, with W stored [out, in] as in PyTorch and
  * b [out] (b may be NULL). One fused op. */

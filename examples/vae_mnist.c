@@ -88,7 +88,8 @@ static options parse_options(int argc, char **argv)
               "2 bad flags or input (data files, checkpoint); 3 the loss or "
               "a gradient became NaN/Inf, or the run diverged (no such "
               "weights are saved); 4 under mpirun, a rank was silent for "
-              "--rank-timeout seconds; 130 interrupted (Ctrl-C): the step finishes, a checkpoint is "
+              "--rank-timeout seconds; 130 interrupted (Ctrl-C): the step "
+              "finishes, a checkpoint is "
               "saved and the command to resume is printed.\n");
     if (!tg_vae_arch_parse(arch, &o.arch))
         cli_usage_error("--arch is mlp or conv, not '%s'", arch);

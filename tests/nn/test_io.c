@@ -135,7 +135,8 @@ static void bad_files_refused(bool gz)
     assert_int_equal(read_idx(p, &nd, dims), TG_ERR_FORMAT);
     /* the message shows the sizes as read: a wrong count of dimensions in
      * the magic (data read as sizes) is seen as such */
-    assert_non_null(strstr(tg_errmsg(), "3 dimensions, 65535 x 65535, multiply"));
+    assert_non_null(
+        strstr(tg_errmsg(), "3 dimensions, 65535 x 65535, multiply"));
     /* Products that wrap around 2^32 and 2^64. */
     n = make_idx(buf, 0x08, 3, (uint32_t[]){65536, 65536, 1}, 0, 0);
     write_file(p, buf, n, gz);
