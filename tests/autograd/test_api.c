@@ -32,9 +32,23 @@ static void test_get_threads_reports_what_runs(void **state)
     tg_set_threads(saved);
 }
 
+/* The child's side: the default thread count, then after
+ * tg_set_threads(2), then after tg_set_threads(0), written to stdout. */
+static int threads_child(void)
+{
+    int r[3] = {tg_get_threads(), 0, 0};
+    tg_set_threads(2);
+    r[1] = tg_get_threads();
+    tg_set_threads(0);
+    r[2] = tg_get_threads();
+    return write(1, r, sizeof r) == (ssize_t)sizeof r ? 0 : 1;
+}
+
 /* The default thread count in a fresh process whose OMP_NUM_THREADS is env
  * (NULL: unset), and the same after tg_set_threads(2) then (0); the library
- * reads the variable once, so each value gets its own child. */
+ * reads the variable once, so each value gets its own process: this
+ * program run again (exec right after fork: an OpenMP runtime does not
+ * survive a fork, and LLVM's hung in the child). */
 static int default_threads_with(const char *env, int *after_set)
 {
     int fds[2];
@@ -47,12 +61,9 @@ static int default_threads_with(const char *env, int *after_set)
             setenv("OMP_NUM_THREADS", env, 1);
         else
             unsetenv("OMP_NUM_THREADS");
-        int r[3] = {tg_get_threads(), 0, 0};
-        tg_set_threads(2);
-        r[1] = tg_get_threads();
-        tg_set_threads(0);
-        r[2] = tg_get_threads();
-        _exit(write(fds[1], r, sizeof r) == (ssize_t)sizeof r ? 0 : 1);
+        dup2(fds[1], 1);
+        execl("/proc/self/exe", "test_api", "--threads-child", (char *)NULL);
+        _exit(127);
     }
     close(fds[1]);
     int r[3] = {0, 0, 0}, status;
@@ -77,10 +88,10 @@ static void test_default_threads_follow_omp_num_threads(void **state)
     assert_int_equal(default_threads_with("3", &set), 3);
     assert_int_equal(default_threads_with("3,1", &set), 3); /* a list */
     assert_int_equal(set, 2);
-    /* not a positive count: ignored, all cores */
+    /* not a positive count: ignored, all cores (an empty value is left
+     * out: LLVM's libomp itself dies on it, an assertion in its settings) */
     assert_int_equal(default_threads_with("0", &set), all);
     assert_int_equal(default_threads_with("two", &set), all);
-    assert_int_equal(default_threads_with("", &set), all);
 #else
     assert_int_equal(all, 1);
     assert_int_equal(set, 1);
@@ -124,8 +135,10 @@ static void test_fatal_flushes_stdout(void **state)
     assert_non_null(strstr(out, "tapegrad: add:"));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--threads-child") == 0)
+        return threads_child();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_threads_follow_omp_num_threads),
         cmocka_unit_test(test_get_threads_reports_what_runs),
