@@ -32,6 +32,10 @@ static void test_get_threads_reports_what_runs(void **state)
     tg_set_threads(saved);
 }
 
+/* This program, as run: argv[0] (not /proc/self/exe, which is valgrind's
+ * tool when it runs the test). */
+static const char *self_path;
+
 /* The child's side: the default thread count, then after
  * tg_set_threads(2), then after tg_set_threads(0), written to stdout. */
 static int threads_child(void)
@@ -62,7 +66,7 @@ static int default_threads_with(const char *env, int *after_set)
         else
             unsetenv("OMP_NUM_THREADS");
         dup2(fds[1], 1);
-        execl("/proc/self/exe", "test_api", "--threads-child", (char *)NULL);
+        execl(self_path, self_path, "--threads-child", (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -139,6 +143,7 @@ int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--threads-child") == 0)
         return threads_child();
+    self_path = argv[0];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_threads_follow_omp_num_threads),
         cmocka_unit_test(test_get_threads_reports_what_runs),
