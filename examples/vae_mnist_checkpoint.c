@@ -201,20 +201,11 @@ void resume(run *r)
     check_data(r, &info.meta);
     /* the shards are part of the model: kept, whatever the rank count (a
      * checkpoint from before they were recorded summed one per rank) */
-    const char *key = tg_meta_get(&info.meta, "shards") ? "shards" : "ranks";
-    int64_t shards = 0;
-    if (tg_meta_get(&info.meta, key) &&
-        (tg_meta_get_int(&info.meta, key, &shards) != TG_OK || shards < 1 ||
-         shards > TG_DIST_MAX_SHARDS)) {
-        fprintf(stderr,
-                "vae_mnist: %s: metadata '%s' is '%s', not an integer in "
-                "1..%d\n",
-                o->resume, key, tg_meta_get(&info.meta, key),
-                TG_DIST_MAX_SHARDS);
-        exit(2);
-    }
+    const char *key = tg_meta_get(m, "shards") ? "shards" : "ranks";
+    int64_t shards = tg_meta_get(m, key)
+                         ? meta_int(o->resume, m, key, 1, TG_DIST_MAX_SHARDS)
+                         : 0;
     if (shards && o->shards && shards != o->shards) {
-        char theirs[24], ours[24];
         snprintf(theirs, sizeof theirs, "%lld", (long long)shards);
         snprintf(ours, sizeof ours, "%d", o->shards);
         same_flag(o->resume, "shards", theirs, ours);

@@ -273,6 +273,8 @@ spoil batch0 '"batch":"32"' '"batch":"00"'
 expect 2 "'batch'" "$vae" $fast --resume "$tmp/batch0.safetensors" --out "$o"
 spoil hold '"holdout":"0"' '"holdout":"-"'
 expect 2 "'holdout'" "$vae" $fast --resume "$tmp/hold.safetensors" --out "$o"
+spoil shards '"shards":"1"' '"shards":"0"'
+expect 2 "'shards'" "$vae" $fast --resume "$tmp/shards.safetensors" --out "$o"
 spoil step '"step":"2"' '"step":"9"'
 expect 2 "optim.step" "$vae" $fast --resume "$tmp/step.safetensors" --out "$o"
 spoil nodata '"data":' '"dat_":'
