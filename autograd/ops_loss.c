@@ -52,16 +52,37 @@ static void bce_backward(tg_tape *tp, tg_record *r)
     }
 }
 
-/* One row of the loss: e = exp(-|x|) and the terms into t (vectorised),
- * then their sum in double (vsum_f64's fixed order). */
+/* One row of the loss: its terms in tiles of BCE_TILE on the stack
+ * (vectorised), each tile's sum in double into eight partial sums, element j
+ * into sum j % 8 in ascending j: vsum_f64's order and bits, with no
+ * row-length buffer of terms in memory. e = exp(-|x|) goes to e for the
+ * backward, or only to the stack when e is NULL (no gradient wanted: an
+ * evaluation pass, such as vae_score's decoder passes, writes nothing). */
+enum { BCE_TILE = 256 }; /* a multiple of 8 */
+
 TG_VECTOR_CLONES
-static float bce_row(const float *x, const float *z, float *e, float *t, int n)
+static float bce_row(const float *x, const float *z, float *e, int n)
 {
-    for (int j = 0; j < n; j++) {
-        e[j] = vexpf(-fabsf(x[j]));
-        t[j] = (x[j] > 0.0f ? x[j] : 0.0f) - x[j] * z[j] + vlog1p_unit(e[j]);
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float et[BCE_TILE], t[BCE_TILE];
+    for (int j0 = 0; j0 < n; j0 += BCE_TILE) {
+        int m = n - j0 < BCE_TILE ? n - j0 : BCE_TILE;
+        const float *xj = x + j0, *zj = z + j0;
+        float *ej = e ? e + j0 : et;
+        for (int j = 0; j < m; j++) {
+            ej[j] = vexpf(-fabsf(xj[j]));
+            t[j] = (xj[j] > 0.0f ? xj[j] : 0.0f) - xj[j] * zj[j] +
+                   vlog1p_unit(ej[j]);
+        }
+        int j = 0;
+        for (; j + 8 <= m; j += 8)
+            for (int l = 0; l < 8; l++)
+                s[l] += t[j + l];
+        for (int l = 0; j + l < m; l++)
+            s[l] += t[j + l];
     }
-    return (float)vsum_f64(t, n);
+    return (float)(((s[0] + s[4]) + (s[2] + s[6])) +
+                   ((s[1] + s[5]) + (s[3] + s[7])));
 }
 
 tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
@@ -71,13 +92,14 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
     check_same_shape("bce_with_logits", logits, targets);
     int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
-    float *e = tg_tape_alloc(tp, 2 * logits->size * sizeof(float)),
-          *term = e + logits->size;
+    bool grad = tg_tape_recording(tp) &&
+                (logits->requires_grad || targets->requires_grad);
+    float *e = grad ? tg_tape_alloc(tp, logits->size * sizeof(float)) : NULL;
     TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++) {
         size_t k = (size_t)i * cols;
-        y->data[i] =
-            bce_row(&logits->data[k], &targets->data[k], &e[k], &term[k], cols);
+        y->data[i] = bce_row(&logits->data[k], &targets->data[k],
+                             e ? &e[k] : NULL, cols);
     }
     tg_record *r = record(tp, "bce_with_logits", bce_backward, y, 2,
                           (tg_tensor *[]){logits, targets});
