@@ -262,6 +262,18 @@ tg_tensor *tg_detach(tg_tape *tp, tg_tensor *x);
  * variance (divide by C) as PyTorch. Saves mean and 1/std for backward. */
 tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma,
                          tg_tensor *beta, float eps);
+/* Group normalisation, as torch.nn.functional.group_norm: x [B, C, ...]
+ * (2-4 dims: [B, C], [B, C, L], [B, C, H, W]), groups >= 1 dividing C,
+ * gamma and beta [C] or [1, C] (either may be NULL: scale 1, shift 0),
+ * eps >= 0 (PyTorch: 1e-5). Each example's channels split into `groups`
+ * groups of C / groups; each (example, group) is normalised over its
+ * channels and positions with the biased variance, then
+ * y[b, c, ...] = xhat * gamma[c] + beta[c]. groups = C is InstanceNorm,
+ * groups = 1 a LayerNorm over C·H·W (scaled per channel). Each example
+ * alone (no batch statistics). Saves mean and 1/std per (example, group)
+ * for backward. */
+tg_tensor *tg_group_norm(tg_tape *tp, tg_tensor *x, int groups,
+                         tg_tensor *gamma, tg_tensor *beta, float eps);
 /* y = keep[k] ? scale * x[k] : 0 for each element k (keep has x->size
  * bytes, nonzero = keep; copied, so the caller's may go). The building block
  * of dropout: tg_dropout (tg_nn.h) draws the mask from a tg_rng. */

@@ -844,6 +844,58 @@ static void layer_norm_cases(void)
     layer_norm_case("wide", 2, (int[]){5, 300}, 1, 1, 1e-5f, 0);
 }
 
+/* group_norm: iparams groups, gamma form, beta form (0 none, 1 [C], 2 [1, C]);
+ * kind 1: example 0's first group constant, example 1's offset by 1000 */
+static void group_norm_case(const char *label, int ndim, const int *shape,
+                            int groups, int gform, int bform, float eps,
+                            int kind)
+{
+    begin("group_norm", "%s", label);
+    tg_tensor *x = input(ndim, shape, -2, 2);
+    int B = shape[0], chans = shape[1];
+    size_t n = B ? x->size / ((size_t)B * groups) : 0; /* one group */
+    if (kind == 1 && B > 1)
+        for (size_t j = 0; j < n; j++) {
+            x->data[j] = 0.75f;
+            x->data[x->size / B + j] = 1000.0f + urand(-0.01f, 0.01f);
+        }
+    tg_tensor *g = gform == 1   ? input(1, &chans, 0.5f, 1.5f)
+                   : gform == 2 ? input2(1, chans, -1.5f, 1.5f)
+                                : NULL;
+    tg_tensor *b = bform == 1   ? input(1, &chans, -1, 1)
+                   : bform == 2 ? input2(1, chans, -1, 1)
+                                : NULL;
+    iparam(groups);
+    iparam(gform);
+    iparam(bform);
+    fparam(eps);
+    output(tg_group_norm(C.tp, x, groups, g, b, eps));
+    end();
+}
+
+static void group_norm_cases(void)
+{
+    const int rows[2] = {4, 6}, img[4] = {2, 6, 5, 5};
+    group_norm_case("4x6 groups 1", 2, rows, 1, 1, 1, 1e-5f, 0);
+    group_norm_case("4x6 groups 2", 2, rows, 2, 1, 1, 1e-5f, 0);
+    group_norm_case("4x6 groups 6", 2, rows, 6, 1, 1, 1e-5f, 0);
+    group_norm_case("2x6x5x5 groups 1", 4, img, 1, 1, 1, 1e-5f, 0);
+    group_norm_case("2x6x5x5 groups 3", 4, img, 3, 1, 1, 1e-5f, 0);
+    group_norm_case("2x6x5x5 groups 6 (instance)", 4, img, 6, 1, 1, 1e-5f, 0);
+    group_norm_case("2x6x5x5 [1,C] params", 4, img, 3, 2, 2, 1e-5f, 0);
+    group_norm_case("no gamma", 4, img, 3, 0, 1, 1e-5f, 0);
+    group_norm_case("no beta", 4, img, 3, 1, 0, 1e-5f, 0);
+    group_norm_case("no affine", 4, img, 2, 0, 0, 1e-5f, 0);
+    group_norm_case("eps 0", 4, img, 3, 1, 1, 0, 0);
+    group_norm_case("eps 0.5", 4, img, 3, 1, 1, 0.5f, 0);
+    group_norm_case("rank 3", 3, (int[]){3, 4, 7}, 2, 1, 1, 1e-5f, 0);
+    group_norm_case("one example", 4, (int[]){1, 6, 4, 4}, 3, 1, 1, 1e-5f, 0);
+    group_norm_case("1x1 instance", 4, (int[]){3, 4, 1, 1}, 4, 1, 1, 1e-5f, 0);
+    group_norm_case("constant and offset groups", 4, (int[]){2, 4, 3, 3}, 2, 1,
+                    1, 1e-5f, 1);
+    group_norm_case("wide", 4, (int[]){2, 32, 8, 8}, 8, 1, 1, 1e-5f, 0);
+}
+
 /* ---- convolution, pooling, upsampling --------------------------------------
  */
 
@@ -1206,6 +1258,7 @@ int main(int argc, char **argv)
     movement_cases();
     loss_cases();
     layer_norm_cases();
+    group_norm_cases();
     conv_cases();
     nn_cases();
     optim_cases();

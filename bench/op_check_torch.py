@@ -4,7 +4,8 @@
 Reads the cases bench/op_check_dump wrote (inputs, tapegrad's outputs, an
 upstream gradient g per output, tapegrad's gradients of sum(g * out)) and
 recomputes outputs and gradients with torch in float64, from PyTorch's own
-functions where it has them (F.softplus, F.gelu, F.layer_norm, GRUCell, ...)
+functions where it has them (F.softplus, F.gelu, F.layer_norm, F.group_norm,
+GRUCell, ...)
 and from the defining formula otherwise.
 
 Error of one tensor: max over its elements of |ours - ref| / max(|ref|,
@@ -165,6 +166,13 @@ def layer_norm(c, x):
     g = next(it).reshape(-1) if c.ip[0] else None
     b = next(it).reshape(-1) if c.ip[1] else None
     return [F.layer_norm(x[0], (x[0].shape[-1],), g, b, f32(c.fp[0]))]
+
+
+def group_norm(c, x):
+    it = iter(x[1:])
+    g = next(it).reshape(-1) if c.ip[1] else None
+    b = next(it).reshape(-1) if c.ip[2] else None
+    return [F.group_norm(x[0], c.ip[0], g, b, f32(c.fp[0]))]
 
 
 def bce_probs(c, x):
@@ -372,6 +380,7 @@ REF = {
     'softmax_xent': lambda c, x: [F.cross_entropy(as2d(x[0]), long(c.ip),
                                                   reduction='none').reshape(-1, 1)],
     'layer_norm': layer_norm,
+    'group_norm': group_norm,
     'conv2d': conv,
     'conv_transpose2d': conv,
     'max_pool2d': max_pool_first,

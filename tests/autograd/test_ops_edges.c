@@ -59,6 +59,8 @@ static tg_tensor *zero_row_op(tg_tape *tp, int k, tg_tensor *x, tg_tensor *row)
         return tg_kl_normals(tp, x, x, row, row);
     case 18:
         return tg_kl_normals(tp, x, x, x, x);
+    case 19:
+        return tg_group_norm(tp, x, 3, row, row, 1e-5f);
     default:
         return NULL;
     }
@@ -90,7 +92,8 @@ static void zero_rows_pass_through_every_op(void **state)
         }
         tg_backward(tp, tg_sum(tp, y));
     }
-    /* layer_norm and the shared prior got a zero gradient from no rows */
+    /* layer_norm, group_norm and the shared prior got a zero gradient from
+     * no rows */
     for (int j = 0; j < 3; j++)
         assert_float_equal(row->grad[j], 0.0, 0);
     tg_tape_free(tp);

@@ -1,8 +1,8 @@
 /* Gradient check of the ops added for issue 13 (div, maximum, minimum, unary
  * math, softmax family, reductions down the rows, selection, layer_norm,
- * mask_scale, bce on probabilities, kl_normals), on random non-square shapes
- * and values kept away from kinks and ties. Forward values, 0-row batches and
- * misuse are in test_ops_values.c. */
+ * group_norm, mask_scale, bce on probabilities, kl_normals), on random
+ * non-square shapes and values kept away from kinks and ties. Forward values,
+ * 0-row batches and misuse are in test_ops_values.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,6 +132,17 @@ static tg_tensor *f_layer_norm_plain(tg_tape *tp, tg_tensor **in, void *c)
     (void)c;
     return tg_layer_norm(tp, in[0], NULL, NULL, 1e-5f);
 }
+/* group_norm's groups and which of gamma, beta are in[1], in[2]: set per
+ * trial by make_gn */
+static int gn_groups;
+static bool gn_gamma, gn_beta;
+static tg_tensor *f_group_norm(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    tg_tensor *gamma = gn_gamma ? in[1] : NULL;
+    tg_tensor *beta = gn_beta ? in[1 + gn_gamma] : NULL;
+    return tg_group_norm(tp, in[0], gn_groups, gamma, beta, 1e-5f);
+}
 static tg_tensor *f_bce(tg_tape *tp, tg_tensor **in, void *c)
 {
     (void)c;
@@ -254,6 +265,58 @@ static int make_ln_plain(int R, int C, int dom, tg_tensor **in)
     in[0] = spread_rows(R, C < 3 ? 3 : C);
     return 1;
 }
+/* group_norm: x [R, 6] or [R, 6, 3, C] (3x1 to 3x7 images), groups 1, 2 or
+ * 3, or 6 (= C: InstanceNorm). Each (example, group) block has a
+ * standard deviation of at least 0.5, as spread_rows; a group of one
+ * element normalises to 0 (only beta gets a gradient there). */
+enum { GN_C = 6 };
+static int make_gn(int R, int C, bool image, int groups, bool gamma, bool beta,
+                   tg_tensor **in)
+{
+    int shape[4] = {R, GN_C, 3, C}, chan = GN_C;
+    in[0] = rand_t(image ? 4 : 2, shape, WIDE);
+    size_t n = in[0]->size / ((size_t)R * groups);
+    for (size_t o = 0; o < in[0]->size && n > 1; o += n) {
+        float *block = &in[0]->data[o];
+        for (;;) {
+            double m = 0, v = 0;
+            for (size_t j = 0; j < n; j++)
+                m += block[j] / (double)n;
+            for (size_t j = 0; j < n; j++)
+                v += (block[j] - m) * (block[j] - m) / (double)n;
+            if (v >= 0.25)
+                break;
+            for (size_t j = 0; j < n; j++)
+                block[j] = (float)(uniform() * 6.0 - 3.0);
+        }
+    }
+    gn_groups = groups;
+    gn_gamma = gamma;
+    gn_beta = beta;
+    int k = 1;
+    if (gamma)
+        in[k++] = rand_t(1, &chan, POSITIVE);
+    if (beta)
+        in[k++] = rand_t(1, &chan, ANY);
+    return k;
+}
+#define GN_MAKER(name, image, groups, gamma, beta)                             \
+    static int name(int R, int C, int dom, tg_tensor **in)                     \
+    {                                                                          \
+        (void)dom;                                                             \
+        return make_gn(R, C, image, groups, gamma, beta, in);                  \
+    }
+GN_MAKER(make_gn_rows_1, false, 1, true, true)
+GN_MAKER(make_gn_rows_2, false, 2, true, true)
+GN_MAKER(make_gn_rows_c, false, GN_C, true, true)
+GN_MAKER(make_gn_rows_2_plain, false, 2, false, false)
+GN_MAKER(make_gn_img_1, true, 1, true, true)
+GN_MAKER(make_gn_img_3, true, 3, true, true)
+GN_MAKER(make_gn_img_c, true, GN_C, true, true)
+GN_MAKER(make_gn_img_1_plain, true, 1, false, false)
+GN_MAKER(make_gn_img_3_gamma, true, 3, true, false)
+GN_MAKER(make_gn_img_c_beta, true, GN_C, false, true)
+GN_MAKER(make_gn_img_c_plain, true, GN_C, false, false)
 static int make_bce(int R, int C, int dom, tg_tensor **in)
 {
     (void)dom;
@@ -363,6 +426,24 @@ static const op_case cases[] = {
     {"gather_rows (repeats)", f_gather, make_gather, ANY, 0},
     {"layer_norm", f_layer_norm, make_layer_norm, ANY, 0},
     {"layer_norm, no affine", f_layer_norm_plain, make_ln_plain, ANY, 0},
+    {"group_norm [B,C] groups 1", f_group_norm, make_gn_rows_1, ANY, 0},
+    {"group_norm [B,C] groups 2", f_group_norm, make_gn_rows_2, ANY, 0},
+    {"group_norm [B,C] groups C", f_group_norm, make_gn_rows_c, ANY, 0},
+    {"group_norm [B,C] g2 no affine", f_group_norm, make_gn_rows_2_plain, ANY,
+     0},
+    /* an image group sums up to 126 outputs, whose float rounding the
+     * default 2^-6 step turned into half the tolerance: 2^-5 halves it */
+    {"group_norm [B,C,H,W] groups 1", f_group_norm, make_gn_img_1, ANY, 0x1p-5},
+    {"group_norm [B,C,H,W] groups 3", f_group_norm, make_gn_img_3, ANY, 0x1p-5},
+    {"group_norm [B,C,H,W] groups C", f_group_norm, make_gn_img_c, ANY, 0x1p-5},
+    {"group_norm img g1 no affine", f_group_norm, make_gn_img_1_plain, ANY,
+     0x1p-5},
+    {"group_norm img g3 gamma only", f_group_norm, make_gn_img_3_gamma, ANY,
+     0x1p-5},
+    {"group_norm img gC beta only", f_group_norm, make_gn_img_c_beta, ANY,
+     0x1p-5},
+    {"group_norm img gC no affine", f_group_norm, make_gn_img_c_plain, ANY,
+     0x1p-5},
     {"mask_scale", f_mask_scale, make_mask, ANY, 0},
     /* log q has a large 5th derivative near q = 0.1: a smaller step keeps
      * the O(h^4) truncation below the tolerance's atol */
