@@ -1092,7 +1092,8 @@ static void nn_cases(void)
     output(tg_loss_softmax_xent(C.tp, lx, labels));
     end();
 
-    /* layer norm and embedding layers (their ops, through the layer) */
+    /* layer norm, group norm and embedding layers (their ops, through the
+     * layer) */
     begin("layer_norm", "layer 3x6");
     tg_tensor *x = input2(3, 6, -2, 2);
     tg_layer_norm_layer ln = {NULL, NULL, 6, 1e-5f};
@@ -1102,6 +1103,17 @@ static void nn_cases(void)
     iparam(1);
     fparam(1e-5f);
     output(tg_layer_norm_apply(C.tp, &ln, x));
+    end();
+    begin("group_norm", "layer 2x6x3x3 groups 3");
+    tg_tensor *xg = input(4, (int[]){2, 6, 3, 3}, -2, 2);
+    tg_group_norm_layer gn = {NULL, NULL, 3, 6, 1e-5f};
+    gn.weight = input(1, (int[]){6}, 0.5f, 1.5f);
+    gn.bias = input(1, (int[]){6}, -1, 1);
+    iparam(3);
+    iparam(1);
+    iparam(1);
+    fparam(1e-5f);
+    output(tg_group_norm_apply(C.tp, &gn, xg));
     end();
     begin("gather_rows", "embedding layer 7x3");
     tg_embedding_layer emb = {input2(7, 3, -1, 1), 7, 3};

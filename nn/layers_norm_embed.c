@@ -1,7 +1,8 @@
-/* LayerNorm and Embedding layers: parameters in the set under PyTorch's
- * names (torch.nn.LayerNorm's weight = gamma and bias = beta,
- * torch.nn.Embedding's weight), computed by one op each (tg_layer_norm,
- * tg_gather_rows). */
+/* LayerNorm, GroupNorm and Embedding layers: parameters in the set under
+ * PyTorch's names (torch.nn.LayerNorm's and GroupNorm's weight = gamma and
+ * bias = beta, torch.nn.Embedding's weight), computed by one op each
+ * (tg_layer_norm, tg_group_norm, tg_gather_rows). */
+#include <math.h>
 #include <stdio.h>
 
 #include "tg_nn.h"
@@ -29,6 +30,48 @@ tg_tensor *tg_layer_norm_apply(tg_tape *tp, const tg_layer_norm_layer *l,
     if (!l)
         tg_fatal("layer_norm_apply", "NULL layer");
     return tg_layer_norm(tp, x, l->weight, l->bias, l->eps);
+}
+
+void tg_group_norm_layer_init(tg_group_norm_layer *l, tg_params *ps,
+                              const char *name, int groups, int channels,
+                              float eps)
+{
+    if (!l || !name)
+        tg_fatal("group_norm_layer_init", "NULL layer or name");
+    if (channels < 1)
+        tg_fatal("group_norm_layer_init", "%s: channels %d must be >= 1", name,
+                 channels);
+    if (groups < 1 || channels % groups != 0)
+        tg_fatal("group_norm_layer_init",
+                 "%s: groups %d must be >= 1 and divide channels %d", name,
+                 groups, channels);
+    if (!(eps >= 0.0f) || !isfinite(eps))
+        tg_fatal("group_norm_layer_init", "%s: eps %g must be finite and >= 0",
+                 name, (double)eps);
+    char key[256];
+    snprintf(key, sizeof key, "%s.weight", name);
+    l->weight = tg_params_add(ps, key, 1, (int[]){channels});
+    snprintf(key, sizeof key, "%s.bias", name);
+    l->bias = tg_params_add(ps, key, 1, (int[]){channels});
+    for (int i = 0; i < channels; i++)
+        l->weight->data[i] = 1.0f; /* gamma 1, beta 0: plain normalisation */
+    l->groups = groups;
+    l->channels = channels;
+    l->eps = eps;
+}
+
+tg_tensor *tg_group_norm_apply(tg_tape *tp, const tg_group_norm_layer *l,
+                               tg_tensor *x)
+{
+    if (!l)
+        tg_fatal("group_norm_apply", "NULL layer");
+    /* named here, not as gamma's shape in the op it calls */
+    if (x && x->ndim >= 2 && x->shape[1] != l->channels) {
+        char s[64];
+        tg_fatal("group_norm_apply", "x %s has %d channels, the layer %d",
+                 tg_shape_str(x, s), x->shape[1], l->channels);
+    }
+    return tg_group_norm(tp, x, l->groups, l->weight, l->bias, l->eps);
 }
 
 void tg_embedding_layer_init(tg_embedding_layer *l, tg_params *ps,

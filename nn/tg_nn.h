@@ -1,9 +1,9 @@
 /* tapegrad nn: what a model is built from. Seeded RNG, parameter sets,
- * layers (Dense, LayerNorm, Embedding, GRU and LSTM cells, variational
- * Dense, dropout), losses, optimizers (SGD/Nesterov, Adam, AdamW, RMSprop),
- * gradient clipping, learning-rate schedules, the reparameterization trick
- * and one-hot, checkpoints (safetensors, whole or by name prefix), IDX data
- * and batchers.
+ * layers (Dense, LayerNorm, GroupNorm, Embedding, GRU and LSTM cells,
+ * variational Dense, dropout), losses, optimizers (SGD/Nesterov, Adam, AdamW,
+ * RMSprop), gradient clipping, learning-rate schedules, the reparameterization
+ * trick and one-hot, checkpoints (safetensors, whole or by name prefix), IDX
+ * data and batchers.
  *
  * Bad data (files, arguments) is reported, never aborted on: functions that
  * read or write return a tg_status and leave a one-line message for
@@ -328,6 +328,26 @@ void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
                               const char *name, int dim, float eps);
 tg_tensor *tg_layer_norm_apply(tg_tape *tp, const tg_layer_norm_layer *l,
                                tg_tensor *x); /* [R, dim] -> [R, dim] */
+
+/* GroupNorm as torch.nn.GroupNorm(groups, channels, eps): "<name>.weight"
+ * (gamma, starts at 1) and "<name>.bias" (beta, 0), both [channels], so a
+ * checkpoint loads into torch.nn.GroupNorm unchanged. Each example's
+ * channels split into groups of channels / groups, each normalised over
+ * its channels and positions (biased variance), then scaled and shifted
+ * per channel. groups = channels is InstanceNorm (affine), groups = 1 a
+ * LayerNorm over C·H·W. Per example, so the same model on any number of
+ * ranks (no batch statistics). PyTorch's eps is 1e-5. */
+typedef struct tg_group_norm_layer {
+    tg_tensor *weight, *bias;
+    int groups, channels;
+    float eps;
+} tg_group_norm_layer;
+
+void tg_group_norm_layer_init(tg_group_norm_layer *l, tg_params *ps,
+                              const char *name, int groups, int channels,
+                              float eps);
+tg_tensor *tg_group_norm_apply(tg_tape *tp, const tg_group_norm_layer *l,
+                               tg_tensor *x); /* [B, channels, ...] -> same */
 
 /* A lookup table as torch.nn.Embedding(num, dim): "<name>.weight" [num,
  * dim], drawn N(0, 1). apply gives [n, dim], row i = weight[idx[i]] (idx in

@@ -1,6 +1,6 @@
-/* LayerNorm and Embedding layers: PyTorch's names and initial values, the
- * forward on a tiny case by hand, and gradient checks through the layer's
- * parameters and inputs. */
+/* LayerNorm, GroupNorm and Embedding layers: PyTorch's names and initial
+ * values, the forward on a tiny case by hand, gradient checks through the
+ * layer's parameters and inputs, and sizes that abort. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -67,6 +67,104 @@ static void layer_norm_gradient_check(void **state)
     assert_true(ok);
     tg_tensor_free(x);
     tg_params_free(ps);
+}
+
+/* torch.nn.GroupNorm's names and initial values; x [1, 4, 1, 2] in two
+ * groups of two channels: group 0 holds (1, 2 | 3, 6), mean 3, biased
+ * variance 3.5 as above; group 1 holds (0, 0 | 2, 2), mean 1, variance 1.
+ * gamma 2 on channel 1, beta 0.5 on channel 2. */
+static void group_norm_names_init_and_forward(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_group_norm_layer gn;
+    tg_group_norm_layer_init(&gn, ps, "enc.gn", 2, 4, 1e-5f);
+    assert_ptr_equal(tg_params_find(ps, "enc.gn.weight"), gn.weight);
+    assert_ptr_equal(tg_params_find(ps, "enc.gn.bias"), gn.bias);
+    assert_int_equal(gn.weight->ndim, 1);
+    assert_int_equal(gn.weight->shape[0], 4);
+    assert_int_equal(gn.bias->shape[0], 4);
+    for (int i = 0; i < 4; i++) {
+        assert_true(gn.weight->data[i] == 1.0f);
+        assert_true(gn.bias->data[i] == 0.0f);
+    }
+    gn.weight->data[1] = 2.0f;
+    gn.bias->data[2] = 0.5f;
+    float xv[8] = {1, 2, 3, 6, 0, 0, 2, 2};
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tg_tape_tensor(tp, 4, (int[]){1, 4, 1, 2}, false);
+    for (int k = 0; k < 8; k++)
+        x->data[k] = xv[k];
+    tg_tensor *y = tg_group_norm_apply(tp, &gn, x);
+    assert_int_equal(y->ndim, 4);
+    double s0 = sqrt(3.5 + 1e-5), s1 = sqrt(1 + 1e-5);
+    const double want[8] = {-2 / s0,       -1 / s0,       0,      2 * 3 / s0,
+                            -1 / s1 + 0.5, -1 / s1 + 0.5, 1 / s1, 1 / s1};
+    for (int k = 0; k < 8; k++)
+        assert_float_equal(y->data[k], want[k], 1e-5);
+    tg_tape_free(tp);
+    tg_params_free(ps);
+}
+
+static tg_tensor *gn_graph(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    return tg_group_norm_apply(tp, ctx, in[0]);
+}
+
+static void group_norm_gradient_check(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_group_norm_layer gn;
+    tg_group_norm_layer_init(&gn, ps, "gn", 3, 6, 1e-5f);
+    tg_rng rng;
+    tg_rng_seed(&rng, 6, 0);
+    tg_rng_fill_normal(&rng, gn.weight->data, 6, 1, 0.5f);
+    tg_rng_fill_normal(&rng, gn.bias->data, 6, 0, 0.5f);
+    tg_tensor *x = tg_tensor_new(4, (int[]){3, 6, 2, 3});
+    tg_rng_fill_normal(&rng, x->data, x->size, 0.3f, 2);
+    tg_tensor_require_grad(x);
+    tg_gradcheck_report r;
+    bool ok = tg_gradcheck(gn_graph, 3, (tg_tensor *[]){x, gn.weight, gn.bias},
+                           &gn, NULL, &r);
+    if (!ok)
+        tg_gradcheck_print(&r, "group_norm layer");
+    assert_true(ok);
+    tg_tensor_free(x);
+    tg_params_free(ps);
+}
+
+/* Sizes that torch.nn.GroupNorm refuses abort naming the layer. */
+static void gn_init(int groups, int channels, float eps)
+{
+    tg_params *ps = tg_params_new();
+    tg_group_norm_layer l;
+    tg_group_norm_layer_init(&l, ps, "dec.gn", groups, channels, eps);
+}
+static void gn_groups_not_dividing(void) { gn_init(4, 6, 1e-5f); }
+static void gn_zero_groups(void) { gn_init(0, 6, 1e-5f); }
+static void gn_zero_channels(void) { gn_init(1, 0, 1e-5f); }
+static void gn_negative_eps(void) { gn_init(2, 6, -1.0f); }
+static void gn_apply_wrong_channels(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_group_norm_layer l;
+    tg_group_norm_layer_init(&l, ps, "gn", 2, 6, 1e-5f);
+    tg_group_norm_apply(tg_tape_new(), &l,
+                        tg_tensor_new(4, (int[]){2, 4, 3, 3}));
+}
+
+static void group_norm_bad_sizes_abort(void **state)
+{
+    (void)state;
+    expect_abort(gn_groups_not_dividing, "group_norm_layer_init", "dec.gn",
+                 "groups 4", "channels 6");
+    expect_abort(gn_zero_groups, "group_norm_layer_init", "groups 0");
+    expect_abort(gn_zero_channels, "group_norm_layer_init", "channels 0",
+                 ">= 1");
+    expect_abort(gn_negative_eps, "group_norm_layer_init", "eps -1");
+    expect_abort(gn_apply_wrong_channels, "group_norm_apply", "[2, 4, 3, 3]",
+                 "4 channels, the layer 6");
 }
 
 static void embedding_names_init_and_lookup(void **state)
@@ -146,6 +244,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(layer_norm_names_init_and_forward),
         cmocka_unit_test(layer_norm_gradient_check),
+        cmocka_unit_test(group_norm_names_init_and_forward),
+        cmocka_unit_test(group_norm_gradient_check),
+        cmocka_unit_test(group_norm_bad_sizes_abort),
         cmocka_unit_test(embedding_names_init_and_lookup),
         cmocka_unit_test(embedding_gradient_check),
         cmocka_unit_test(embedding_index_out_of_range_aborts),
