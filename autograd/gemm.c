@@ -533,12 +533,16 @@ static double tile_cost(int M, int N, int K, bool c_trans, const gemm_kernel *k)
 /* Split T threads into a tm x tn grid of C minimising the largest
  * rectangle's work (FMA lanes per unit of K) plus packing its columns of B
  * (~10 lanes per float; A is read in place). With rows_first, a split of
- * C's rows wins a near tie (within 5%): C = A^T B is a Dense layer's
- * weight gradient dW = dy^T x, and splitting dW's rows (output units)
- * matches the split of W's rows in the forward product and in the
- * optimizer (nn/params_split.h), so a row of W, dW and Adam's state stays
- * on one core through the step (Zen 3: enc.fc1's 400x784x128 gradient
- * costs 2% more split by rows, Adam after it 2-4x less). */
+ * C's rows wins a near tie (within 5%). It is asked for where C's rows are
+ * a Dense layer's output units: C = A^T B as the weight gradient
+ * dW = dy^T x, and C^T = W x^T, the forward product x W^T computed
+ * transposed (see gemm()). Splitting them matches the split of W's rows in
+ * the optimizer (nn/params_split.h), so a row of W, dW and Adam's state
+ * stays on one core through the step (Zen 3: enc.fc1's 400x784x128
+ * gradient costs 2% more split by rows, Adam after it 2-4x less; Xeon:
+ * enc.fc1's forward, 128x400x784 computed as 400x128, took 350 us per call
+ * inside the step split by batch rows, each core reading all of W, and
+ * 290-300 split by units, the step 7% faster). */
 static void split_grid(int pm, int pn, int mr, int nr, int T, bool rows_first,
                        int *tm, int *tn)
 {
@@ -669,7 +673,9 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
         return;
     }
     int tm = 1, tn = T;
-    split_grid(pm, pn, kern->mr, kern->nr, T, pb.ta && !pb.tb && !pb.c_trans,
+    split_grid(pm, pn, kern->mr, kern->nr, T,
+               (pb.ta && !pb.tb && !pb.c_trans) ||
+                   (pb.c_trans && !pb.ta && pb.tb),
                &tm, &tn);
     int64_t master_ns = 0;
 #ifdef TG_HAVE_OPENMP
