@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bayes_posterior.h"
 #include "parallel.h"
 #include "rng_blocks.h"
 #include "tg_nn.h"
@@ -139,9 +140,10 @@ static double posterior_block(const float *restrict mu,
     return vsum_f64(term, (int)n); /* n <= KL_BLOCK */
 }
 
-/* var (same shape as rho) and, when kl is not NULL, the KL [1]. */
-static tg_tensor *posterior(tg_tape *tp, tg_tensor *mu, tg_tensor *rho,
-                            float prior_scale, tg_tensor **kl)
+/* var (same shape as rho) and, when kl is not NULL, the KL [1]; shared
+ * with bayes_conv.c through bayes_posterior.h. */
+tg_tensor *bayes_posterior(tg_tape *tp, tg_tensor *mu, tg_tensor *rho,
+                           float prior_scale, tg_tensor **kl)
 {
     size_t n = rho->size;
     tg_tensor *var = tg_tape_tensor(tp, rho->ndim, rho->shape, false);
@@ -188,10 +190,10 @@ static tg_tensor *sample(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
                  tg_shape_str(eps, a), tg_shape_str(mean, b));
     }
     tg_tensor *kl_W, *kl_b;
-    tg_tensor *var_W =
-        posterior(tp, l->W_mu, l->W_rho, l->prior_scale, kl ? &kl_W : NULL);
-    tg_tensor *var_b =
-        posterior(tp, l->b_mu, l->b_rho, l->prior_scale, kl ? &kl_b : NULL);
+    tg_tensor *var_W = bayes_posterior(tp, l->W_mu, l->W_rho, l->prior_scale,
+                                       kl ? &kl_W : NULL);
+    tg_tensor *var_b = bayes_posterior(tp, l->b_mu, l->b_rho, l->prior_scale,
+                                       kl ? &kl_b : NULL);
     if (kl)
         *kl = tg_add(tp, kl_W, kl_b);
     tg_tensor *var = tg_dense(tp, tg_square(tp, x), var_W, var_b);
@@ -208,8 +210,10 @@ void tg_bayes_dense_moments(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
                  : !mean ? "mean"
                          : "sd");
     *mean = tg_dense(tp, x, l->W_mu, l->b_mu);
-    tg_tensor *var_W = posterior(tp, l->W_mu, l->W_rho, l->prior_scale, NULL);
-    tg_tensor *var_b = posterior(tp, l->b_mu, l->b_rho, l->prior_scale, NULL);
+    tg_tensor *var_W =
+        bayes_posterior(tp, l->W_mu, l->W_rho, l->prior_scale, NULL);
+    tg_tensor *var_b =
+        bayes_posterior(tp, l->b_mu, l->b_rho, l->prior_scale, NULL);
     *sd = tg_sqrt(tp, tg_dense(tp, tg_square(tp, x), var_W, var_b));
 }
 
@@ -261,8 +265,8 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l)
 {
     tg_tensor *kl_W, *kl_b;
-    posterior(tp, l->W_mu, l->W_rho, l->prior_scale, &kl_W);
-    posterior(tp, l->b_mu, l->b_rho, l->prior_scale, &kl_b);
+    bayes_posterior(tp, l->W_mu, l->W_rho, l->prior_scale, &kl_W);
+    bayes_posterior(tp, l->b_mu, l->b_rho, l->prior_scale, &kl_b);
     return tg_add(tp, kl_W, kl_b);
 }
 
