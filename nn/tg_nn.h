@@ -224,6 +224,49 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
                          const float *x, int rows, int S, tg_rng *rng,
                          float *out);
 
+/* ---- variational Conv2d layer (nn/bayes_conv.c) ----------------------------
+ * Bayes by Backprop over a convolution (tg_conv2d_layer's geometry: square
+ * kernel, stride, padding, no dilation), the counterpart of tg_bayes_dense:
+ * posterior N(mu, softplus(rho)^2) per weight of W [out, in, k, k] and per
+ * bias b [out], prior N(0, prior_scale^2). Parameters "<name>.weight_mu",
+ * ".weight_rho" [out, in, k, k] and ".bias_mu", ".bias_rho" [out] live in
+ * the set (save and load like any other). Local reparameterization for
+ * convolutions (Kingma et al. 2015): every output element is sampled
+ * directly from its Gaussian given x, at two convolutions per layer where a
+ * Conv2d layer costs one. Training loss as tg_bayes_dense's:
+ *   mean NLL over the batch + (sum of the layers' KL) / N. */
+typedef struct tg_bayes_conv2d {
+    tg_tensor *W_mu, *W_rho, *b_mu, *b_rho;
+    int in, out, kernel;
+    tg_conv2d_args args; /* stride and padding; dilation 1 */
+    float prior_scale;
+} tg_bayes_conv2d;
+
+/* Means uniform +-1/sqrt(in * k * k) (PyTorch's Conv2d, tg_conv2d_layer's
+ * TG_INIT_TORCH, drawn W then b from rng); every rho = rho_init. Aborts on
+ * bad sizes or prior_scale <= 0. */
+void tg_bayes_conv2d_init(tg_bayes_conv2d *l, tg_params *ps, const char *name,
+                          int in, int out, int kernel, int stride, int padding,
+                          float prior_scale, float rho_init, tg_rng *rng);
+/* A sampled pre-activation y [B, out, OH, OW] for x [B, in, H, W]:
+ *   y = conv2d(x, W_mu) + b_mu + sqrt(conv2d(x*x, sigma_W^2) + sigma_b^2)
+ *       * eps,
+ * eps ~ N(0, I) from tg_rng_fill_normal_bulk(rng) (the same for any thread
+ * count). rng NULL: the posterior mean's output conv2d(x, W_mu) + b_mu. */
+tg_tensor *tg_bayes_conv2d_apply(tg_tape *tp, const tg_bayes_conv2d *l,
+                                 tg_tensor *x, tg_rng *rng);
+/* The same with caller-supplied noise eps [B, out, OH, OW] (tests, fixed
+ * noise). */
+tg_tensor *tg_bayes_conv2d_apply_eps(tg_tape *tp, const tg_bayes_conv2d *l,
+                                     tg_tensor *x, tg_tensor *eps);
+/* Training: the sample as tg_bayes_conv2d_apply (rng required) and *kl =
+ * the layer's KL as tg_bayes_conv2d_kl, both from one pass over rho. */
+tg_tensor *tg_bayes_conv2d_apply_kl(tg_tape *tp, const tg_bayes_conv2d *l,
+                                    tg_tensor *x, tg_rng *rng, tg_tensor **kl);
+/* KL(q || p) over all weights and biases in closed form, a [1] graph:
+ * sum log(p/sigma) + (sigma^2 + mu^2) / (2 p^2) - 1/2. */
+tg_tensor *tg_bayes_conv2d_kl(tg_tape *tp, const tg_bayes_conv2d *l);
+
 /* ---- metrics of predictive distributions (nn/metrics.c) ---------------------
  * For any classifier: probs [n, C] row-major probabilities (each row sums to
  * 1), labels [n] in 0..C-1. Confidence = the largest probability of a row,
