@@ -176,6 +176,17 @@ tg_tensor *bayes_posterior(tg_tape *tp, tg_tensor *mu, tg_tensor *rho,
     return var;
 }
 
+void bayes_layer_posterior(tg_tape *tp, tg_tensor *W_mu, tg_tensor *W_rho,
+                           tg_tensor *b_mu, tg_tensor *b_rho, float prior_scale,
+                           tg_tensor **var_W, tg_tensor **var_b, tg_tensor **kl)
+{
+    tg_tensor *kl_W, *kl_b;
+    *var_W = bayes_posterior(tp, W_mu, W_rho, prior_scale, kl ? &kl_W : NULL);
+    *var_b = bayes_posterior(tp, b_mu, b_rho, prior_scale, kl ? &kl_b : NULL);
+    if (kl)
+        *kl = tg_add(tp, kl_W, kl_b);
+}
+
 /* The sample for noise eps (the formula at the top), and the layer's KL
  * from the same softplus pass when kl is not NULL. var >= sigma_b^2 > 0, so
  * sqrt's gradient is finite. */
@@ -189,13 +200,9 @@ static tg_tensor *sample(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
         tg_fatal("bayes_dense", "eps %s must be the output's shape %s",
                  tg_shape_str(eps, a), tg_shape_str(mean, b));
     }
-    tg_tensor *kl_W, *kl_b;
-    tg_tensor *var_W = bayes_posterior(tp, l->W_mu, l->W_rho, l->prior_scale,
-                                       kl ? &kl_W : NULL);
-    tg_tensor *var_b = bayes_posterior(tp, l->b_mu, l->b_rho, l->prior_scale,
-                                       kl ? &kl_b : NULL);
-    if (kl)
-        *kl = tg_add(tp, kl_W, kl_b);
+    tg_tensor *var_W, *var_b;
+    bayes_layer_posterior(tp, l->W_mu, l->W_rho, l->b_mu, l->b_rho,
+                          l->prior_scale, &var_W, &var_b, kl);
     tg_tensor *var = tg_dense(tp, tg_square(tp, x), var_W, var_b);
     tg_tensor *sd = tg_sqrt(tp, var);
     return tg_add(tp, mean, tg_mul(tp, sd, eps));
@@ -210,10 +217,9 @@ void tg_bayes_dense_moments(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
                  : !mean ? "mean"
                          : "sd");
     *mean = tg_dense(tp, x, l->W_mu, l->b_mu);
-    tg_tensor *var_W =
-        bayes_posterior(tp, l->W_mu, l->W_rho, l->prior_scale, NULL);
-    tg_tensor *var_b =
-        bayes_posterior(tp, l->b_mu, l->b_rho, l->prior_scale, NULL);
+    tg_tensor *var_W, *var_b;
+    bayes_layer_posterior(tp, l->W_mu, l->W_rho, l->b_mu, l->b_rho,
+                          l->prior_scale, &var_W, &var_b, NULL);
     *sd = tg_sqrt(tp, tg_dense(tp, tg_square(tp, x), var_W, var_b));
 }
 
@@ -264,10 +270,10 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
 
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l)
 {
-    tg_tensor *kl_W, *kl_b;
-    bayes_posterior(tp, l->W_mu, l->W_rho, l->prior_scale, &kl_W);
-    bayes_posterior(tp, l->b_mu, l->b_rho, l->prior_scale, &kl_b);
-    return tg_add(tp, kl_W, kl_b);
+    tg_tensor *var_W, *var_b, *kl;
+    bayes_layer_posterior(tp, l->W_mu, l->W_rho, l->b_mu, l->b_rho,
+                          l->prior_scale, &var_W, &var_b, &kl);
+    return kl;
 }
 
 /* ---- prediction without a tape -------------------------------------------

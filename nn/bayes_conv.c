@@ -97,13 +97,9 @@ static tg_tensor *sample(tg_tape *tp, const tg_bayes_conv2d *l, tg_tensor *x,
         tg_fatal("bayes_conv2d", "eps %s must be the output's shape %s",
                  tg_shape_str(eps, a), tg_shape_str(mean, b));
     }
-    tg_tensor *kl_W, *kl_b;
-    tg_tensor *var_W = bayes_posterior(tp, l->W_mu, l->W_rho, l->prior_scale,
-                                       kl ? &kl_W : NULL);
-    tg_tensor *var_b = bayes_posterior(tp, l->b_mu, l->b_rho, l->prior_scale,
-                                       kl ? &kl_b : NULL);
-    if (kl)
-        *kl = tg_add(tp, kl_W, kl_b);
+    tg_tensor *var_W, *var_b;
+    bayes_layer_posterior(tp, l->W_mu, l->W_rho, l->b_mu, l->b_rho,
+                          l->prior_scale, &var_W, &var_b, kl);
     tg_tensor *var = tg_conv2d_ex(tp, tg_square(tp, x), var_W, var_b, &l->args);
     tg_tensor *sd = tg_sqrt(tp, var);
     return tg_add(tp, mean, tg_mul(tp, sd, eps));
@@ -151,8 +147,8 @@ tg_tensor *tg_bayes_conv2d_kl(tg_tape *tp, const tg_bayes_conv2d *l)
 {
     if (!l)
         tg_fatal("bayes_conv2d_kl", "NULL layer");
-    tg_tensor *kl_W, *kl_b;
-    bayes_posterior(tp, l->W_mu, l->W_rho, l->prior_scale, &kl_W);
-    bayes_posterior(tp, l->b_mu, l->b_rho, l->prior_scale, &kl_b);
-    return tg_add(tp, kl_W, kl_b);
+    tg_tensor *var_W, *var_b, *kl;
+    bayes_layer_posterior(tp, l->W_mu, l->W_rho, l->b_mu, l->b_rho,
+                          l->prior_scale, &var_W, &var_b, &kl);
+    return kl;
 }

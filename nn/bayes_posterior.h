@@ -12,5 +12,12 @@
  * The same bits on any thread count. */
 tg_tensor *bayes_posterior(tg_tape *tp, tg_tensor *mu, tg_tensor *rho,
                            float prior_scale, tg_tensor **kl);
+/* A layer's weight and bias posteriors: *var_W, *var_b as bayes_posterior
+ * gives them and, when kl is not NULL, *kl = the KL of both, a [1] tape
+ * tensor. */
+void bayes_layer_posterior(tg_tape *tp, tg_tensor *W_mu, tg_tensor *W_rho,
+                           tg_tensor *b_mu, tg_tensor *b_rho, float prior_scale,
+                           tg_tensor **var_W, tg_tensor **var_b,
+                           tg_tensor **kl);
 
 #endif
