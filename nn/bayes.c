@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "bayes_posterior.h"
+#include "layer_init.h"
 #include "parallel.h"
 #include "rng_blocks.h"
 #include "tg_nn.h"
@@ -31,11 +32,13 @@ void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
                          int in, int out, float prior_scale, float rho_init,
                          tg_rng *rng)
 {
+    layer_init_check("bayes_dense_init", l, ps, name, true, rng);
     if (in <= 0 || out <= 0)
         tg_fatal("bayes_dense_init", "%s: bad size in=%d out=%d", name, in,
                  out);
     if (!(prior_scale > 0.0f) || !isfinite(prior_scale))
-        tg_fatal("bayes_dense_init", "%s: prior_scale %g must be > 0", name,
+        tg_fatal("bayes_dense_init",
+                 "%s: prior_scale %g must be finite and > 0", name,
                  (double)prior_scale);
     if (!isfinite(rho_init))
         tg_fatal("bayes_dense_init", "%s: rho_init is not finite", name);

@@ -21,18 +21,21 @@
 #include <string.h>
 
 #include "bayes_posterior.h"
+#include "layer_init.h"
 #include "tg_nn.h"
 
 void tg_bayes_conv2d_init(tg_bayes_conv2d *l, tg_params *ps, const char *name,
                           int in, int out, int kernel, int stride, int padding,
                           float prior_scale, float rho_init, tg_rng *rng)
 {
+    layer_init_check("bayes_conv2d_init", l, ps, name, true, rng);
     if (in <= 0 || out <= 0 || kernel <= 0 || stride <= 0 || padding < 0)
         tg_fatal("bayes_conv2d_init",
                  "%s: bad size in=%d out=%d kernel=%d stride=%d padding=%d",
                  name, in, out, kernel, stride, padding);
     if (!(prior_scale > 0.0f) || !isfinite(prior_scale))
-        tg_fatal("bayes_conv2d_init", "%s: prior_scale %g must be > 0", name,
+        tg_fatal("bayes_conv2d_init",
+                 "%s: prior_scale %g must be finite and > 0", name,
                  (double)prior_scale);
     if (!isfinite(rho_init))
         tg_fatal("bayes_conv2d_init", "%s: rho_init is not finite", name);
@@ -73,8 +76,7 @@ static void check_x(const char *op, const tg_bayes_conv2d *l,
 {
     if (x->ndim != 4 || x->shape[1] != l->in) {
         char s[64];
-        tg_fatal(op, "x %s must be 4-D [B, %d, H, W]", tg_shape_str(x, s),
-                 l->in);
+        tg_fatal(op, "x %s must be [B, %d, H, W]", tg_shape_str(x, s), l->in);
     }
 }
 

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "layer_init.h"
 #include "tg_nn.h"
 
 /* Fills W and b as tg_init says, with PyTorch's fans for a conv weight
@@ -62,6 +63,7 @@ void tg_conv2d_layer_init(tg_conv2d_layer *l, tg_params *ps, const char *name,
                           int in, int out, int kernel, int stride, int padding,
                           tg_init init, tg_rng *rng)
 {
+    layer_init_check("conv2d_layer_init", l, ps, name, true, rng);
     if (in <= 0 || out <= 0 || kernel <= 0 || stride <= 0 || padding < 0)
         tg_fatal("conv2d_layer_init",
                  "%s: bad size in=%d out=%d kernel=%d stride=%d padding=%d",
@@ -86,6 +88,7 @@ void tg_conv_transpose2d_layer_init(tg_conv_transpose2d_layer *l, tg_params *ps,
                                     int output_padding, tg_init init,
                                     tg_rng *rng)
 {
+    layer_init_check("conv_transpose2d_layer_init", l, ps, name, true, rng);
     if (in <= 0 || out <= 0 || kernel <= 0 || stride <= 0 || padding < 0 ||
         output_padding < 0 || output_padding >= stride)
         tg_fatal("conv_transpose2d_layer_init",

@@ -3,11 +3,13 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "layer_init.h"
 #include "tg_nn.h"
 
 void tg_dense_layer_init(tg_dense_layer *l, tg_params *ps, const char *name,
                          int in, int out, tg_init init, tg_rng *rng)
 {
+    layer_init_check("dense_layer_init", l, ps, name, true, rng);
     if (in <= 0 || out <= 0)
         tg_fatal("dense_layer_init", "%s: bad size in=%d out=%d", name, in,
                  out);

@@ -5,11 +5,13 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "layer_init.h"
 #include "tg_nn.h"
 
 void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
                               const char *name, int dim, float eps)
 {
+    layer_init_check("layer_norm_layer_init", l, ps, name, false, NULL);
     if (dim < 1 || !(eps >= 0.0f))
         tg_fatal("layer_norm_layer_init", "%s: dim %d, eps %g", name, dim,
                  (double)eps);
@@ -36,6 +38,7 @@ void tg_group_norm_layer_init(tg_group_norm_layer *l, tg_params *ps,
                               const char *name, int groups, int channels,
                               float eps)
 {
+    layer_init_check("group_norm_layer_init", l, ps, name, false, NULL);
     if (!l || !name)
         tg_fatal("group_norm_layer_init", "NULL layer or name");
     if (channels < 1)
@@ -77,6 +80,7 @@ tg_tensor *tg_group_norm_apply(tg_tape *tp, const tg_group_norm_layer *l,
 void tg_embedding_layer_init(tg_embedding_layer *l, tg_params *ps,
                              const char *name, int num, int dim, tg_rng *rng)
 {
+    layer_init_check("embedding_layer_init", l, ps, name, true, rng);
     if (num < 1 || dim < 1)
         tg_fatal("embedding_layer_init", "%s: bad size num=%d dim=%d", name,
                  num, dim);

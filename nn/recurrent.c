@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "layer_init.h"
 #include "tg_nn.h"
 
 /* Registers the four tensors and draws them uniform in +-1/sqrt(H), as
@@ -55,6 +56,7 @@ static tg_tensor *state_or_zeros(tg_tape *tp, const char *op, tg_tensor *x,
 void tg_gru_cell_init(tg_gru_cell *c, tg_params *ps, const char *name, int in,
                       int hidden, tg_rng *rng)
 {
+    layer_init_check("gru_cell_init", c, ps, name, true, rng);
     rnn_params(ps, "gru_cell_init", name, 3, in, hidden, rng, &c->weight_ih,
                &c->weight_hh, &c->bias_ih, &c->bias_hh);
     c->in = in;
@@ -83,6 +85,7 @@ tg_tensor *tg_gru_cell_apply(tg_tape *tp, const tg_gru_cell *c, tg_tensor *x,
 void tg_lstm_cell_init(tg_lstm_cell *c, tg_params *ps, const char *name, int in,
                        int hidden, tg_rng *rng)
 {
+    layer_init_check("lstm_cell_init", c, ps, name, true, rng);
     rnn_params(ps, "lstm_cell_init", name, 4, in, hidden, rng, &c->weight_ih,
                &c->weight_hh, &c->bias_ih, &c->bias_hh);
     c->in = in;

@@ -595,9 +595,9 @@ static void misuse_aborts_naming_the_layer(void **state)
     expect_abort(init_bad_kernel, "bayes_conv2d_init", "conv7: bad size",
                  "kernel=0");
     expect_abort(init_zero_prior, "bayes_conv2d_init", "conv7",
-                 "prior_scale 0 must be > 0");
+                 "prior_scale 0 must be finite and > 0");
     expect_abort(apply_wrong_channels, "bayes_conv2d",
-                 "x [1, 3, 5, 5] must be 4-D [B, 2, H, W]");
+                 "x [1, 3, 5, 5] must be [B, 2, H, W]");
     expect_abort(apply_eps_wrong_shape, "bayes_conv2d",
                  "eps [1, 3, 5, 5] must be the output's shape [1, 3, 3, 3]");
     expect_abort(apply_kl_null_rng, "bayes_conv2d_apply_kl", "NULL rng");

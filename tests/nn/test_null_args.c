@@ -80,6 +80,74 @@ static void batcher_y_without_dim(void)
     tg_array_batcher_next(&b, tg_tape_new(), &xs, &ys, NULL);
 }
 
+/* a NULL rng given to a layer's init: a segfault in tg_rng_u64 (a
+ * README-only audit, four inits); every init that draws now says so */
+static tg_params *ps_for_init(void) { return tg_params_new(); }
+static void dense_init_null_rng(void)
+{
+    tg_dense_layer l;
+    tg_dense_layer_init(&l, ps_for_init(), "d", 2, 3, TG_INIT_TORCH, NULL);
+}
+static void conv_init_null_rng(void)
+{
+    tg_conv2d_layer l;
+    tg_conv2d_layer_init(&l, ps_for_init(), "c", 1, 2, 3, 1, 1, TG_INIT_TORCH,
+                         NULL);
+}
+static void deconv_init_null_rng(void)
+{
+    tg_conv_transpose2d_layer l;
+    tg_conv_transpose2d_layer_init(&l, ps_for_init(), "t", 2, 1, 4, 2, 1, 0,
+                                   TG_INIT_TORCH, NULL);
+}
+static void bayes_dense_init_null_rng(void)
+{
+    tg_bayes_dense l;
+    tg_bayes_dense_init(&l, ps_for_init(), "b", 2, 3, 1.0f, -5.0f, NULL);
+}
+static void bayes_conv_init_null_rng(void)
+{
+    tg_bayes_conv2d l;
+    tg_bayes_conv2d_init(&l, ps_for_init(), "bc", 3, 4, 3, 1, 1, 1.0f, -3.0f,
+                         NULL);
+}
+static void embedding_init_null_rng(void)
+{
+    tg_embedding_layer l;
+    tg_embedding_layer_init(&l, ps_for_init(), "e", 5, 2, NULL);
+}
+static void gru_init_null_rng(void)
+{
+    tg_gru_cell c;
+    tg_gru_cell_init(&c, ps_for_init(), "g", 2, 3, NULL);
+}
+static void lstm_init_null_rng(void)
+{
+    tg_lstm_cell c;
+    tg_lstm_cell_init(&c, ps_for_init(), "l", 2, 3, NULL);
+}
+static void dense_init_null_set(void)
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_dense_layer l;
+    tg_dense_layer_init(&l, NULL, "d", 2, 3, TG_INIT_TORCH, &rng);
+}
+static void group_norm_init_null_name(void)
+{
+    tg_group_norm_layer l;
+    tg_group_norm_layer_init(&l, ps_for_init(), NULL, 1, 2, 1e-5f);
+}
+/* prior_scale = +inf was refused as "must be > 0" */
+static void bayes_dense_init_inf_prior(void)
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_bayes_dense l;
+    tg_bayes_dense_init(&l, ps_for_init(), "b", 2, 3, (float)INFINITY, -5.0f,
+                        &rng);
+}
+
 static void test_null_arguments_abort_with_a_message(void **state)
 {
     (void)state;
@@ -96,6 +164,20 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(adam_null_set, "optim_new", "NULL parameter set");
     expect_abort(clip_null_set, "clip_grad_norm", "NULL parameter set");
     expect_abort(step_nan_lr, "optim_step", "learning rate is nan");
+    expect_abort(dense_init_null_rng, "dense_layer_init", "NULL rng");
+    expect_abort(conv_init_null_rng, "conv2d_layer_init", "NULL rng");
+    expect_abort(deconv_init_null_rng, "conv_transpose2d_layer_init",
+                 "NULL rng");
+    expect_abort(bayes_dense_init_null_rng, "bayes_dense_init", "NULL rng");
+    expect_abort(bayes_conv_init_null_rng, "bayes_conv2d_init", "NULL rng");
+    expect_abort(embedding_init_null_rng, "embedding_layer_init", "NULL rng");
+    expect_abort(gru_init_null_rng, "gru_cell_init", "NULL rng");
+    expect_abort(lstm_init_null_rng, "lstm_cell_init", "NULL rng");
+    expect_abort(dense_init_null_set, "dense_layer_init", "NULL parameter set");
+    expect_abort(group_norm_init_null_name, "group_norm_layer_init",
+                 "NULL name");
+    expect_abort(bayes_dense_init_inf_prior, "bayes_dense_init",
+                 "prior_scale inf must be finite and > 0");
     /* a loader reports, it does not abort */
     tg_dataset ds;
     assert_int_equal(tg_mnist_load(NULL, true, &ds), TG_ERR_ARG);
