@@ -611,6 +611,57 @@ static bool pack_a_transposed(void)
     return v;
 }
 
+/* C += two K blocks of a C^T problem on two threads: thread 0 runs block 0
+ * on C (with pb's beta), thread 1 block 1 into a scratch S (beta 0, so S
+ * is the block's sums exactly, alpha being 1), then each adds half of S
+ * to C: C + S rounds as the kernel's C + 1 * sums on one thread, so the
+ * result has the bits of the blocks run in turn. */
+static void k_split(const problem *pb, const gemm_kernel *kern, int kc_step,
+                    int NC, tg_par_region *region)
+{
+    int64_t master_ns = 0;
+    float *S = NULL;
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel num_threads(2)
+#endif
+    {
+        int t = 0;
+#ifdef TG_HAVE_OPENMP
+        t = omp_get_thread_num();
+#endif
+        int64_t start = t == 0 ? tg_par_now_ns() : 0;
+        problem p = *pb;
+        p.K = t == 0 ? kc_step : pb->K - kc_step;
+        if (t == 1) { /* op(A)(i, p) = A[p * lda + i], op(B)(p, j) = B[j * ldb +
+                         p] */
+            float *buf = thread_buffer(cfg.buffer_floats +
+                                       (size_t)pb->M * (size_t)pb->N);
+            S = buf + cfg.buffer_floats;
+            p.A += (size_t)kc_step * (size_t)pb->lda;
+            p.B += kc_step;
+            p.C = S;
+            p.ldc = pb->M;
+            p.beta = 0.0f;
+        }
+        if (p.K > 0)
+            gemm_block(&p, kern, kc_step, NC, 0, pb->M, 0, pb->N);
+        if (t == 0)
+            master_ns = tg_par_now_ns() - start;
+#ifdef TG_HAVE_OPENMP
+#pragma omp barrier
+#endif
+        /* C(i, j) is C[j * ldc + i] */
+        for (int j = pb->N * t / 2; j < pb->N * (t + 1) / 2; j++) {
+            float *c = pb->C + (size_t)j * pb->ldc;
+            const float *s = S + (size_t)j * pb->M;
+            for (int i = 0; i < pb->M; i++)
+                c[i] += s[i];
+        }
+    }
+    /* One thread would take about twice thread 0's block. */
+    tg_par_end(region, 2 * master_ns);
+}
+
 static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta,
                  float *C, int ldc, bool may_swap)
@@ -655,6 +706,15 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     int kc_max, NC;
     blocks_for(kern, pb.ta, &kc_max, &NC);
     int nk = (K + kc_max - 1) / kc_max;
+    /* A Dense layer's input gradient dy.W computed as C^T = W^T dy^T: K
+     * runs over W's rows, which Adam and the forward keep split over the
+     * cores, while any split of C makes each core read the other's half of
+     * W. So K is always two blocks here, on one thread as on two (the
+     * same bits), and two threads take one block each (k_split). */
+    bool k_halves =
+        pb.ta && pb.tb && pb.c_trans && alpha == 1.0f && nk == 1 && K >= 256;
+    if (k_halves)
+        nk = 2;
     int kc_step = (K + nk - 1) / nk;
 
     int pm = (pb.M + kern->mr - 1) / kern->mr,
@@ -670,6 +730,10 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     T = tg_par_begin(&region, T);
     if (T <= 1) {
         gemm_block(&pb, kern, kc_step, NC, 0, pb.M, 0, pb.N);
+        return;
+    }
+    if (k_halves && T == 2) {
+        k_split(&pb, kern, kc_step, NC, &region);
         return;
     }
     int tm = 1, tn = T;

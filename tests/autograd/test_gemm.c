@@ -209,6 +209,9 @@ static void test_gemm_random_shapes_alpha_beta_and_strides(void **state)
  * packed and read in place (small M), and C computed as C^T (narrow N). */
 static void large_body(void)
 {
+    /* a Dense input gradient dy.W: C^T in two K blocks, one per thread */
+    check_case(false, false, 128, 400, 784, 1.0f, 0.0f, 0, false);
+    check_case(false, false, 128, 400, 784, 1.0f, 1.0f, 3, false);
     check_case(false, true, 131, 300, 1100, 1.0f, 0.0f, 1, false);
     check_case(true, false, 261, 67, 1030, 0.5f, 2.0f, 0, false);
     if (quick())
@@ -263,8 +266,12 @@ static void threads_body(void)
                                     {64, 64, 64}};
     for (int s = quick() ? 4 : 0; s < 5; s++) {
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-        for (int t = 0; t < 4; t++) {
+        /* alpha 1 too: a Dense input gradient (NN, computed as C^T) then
+         * splits K over the two threads, each block's sums added in turn */
+        for (int t = 0; t < 12; t++) {
             bool ta = t & 1, tb = t & 2;
+            static const float ab[3][2] = {{0.75f, 0.5f}, {1, 0}, {1, 1}};
+            float alpha = ab[t / 4][0], beta = ab[t / 4][1];
             float *A = random_matrix((size_t)M * K),
                   *B = random_matrix((size_t)K * N);
             float *C1 = random_matrix((size_t)M * N);
@@ -275,17 +282,17 @@ static void threads_body(void)
             memcpy(C2, C1, (size_t)M * N * sizeof(float));
             memcpy(C0, C1, (size_t)M * N * sizeof(float));
             tg_set_threads(1);
-            tg_gemm(ta, tb, M, N, K, 0.75f, A, ta ? M : K, B, tb ? K : N, 0.5f,
+            tg_gemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta,
                     C1, N);
             tg_set_threads(2);
-            tg_gemm(ta, tb, M, N, K, 0.75f, A, ta ? M : K, B, tb ? K : N, 0.5f,
+            tg_gemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta,
                     C2, N);
             assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
             /* The default count adapts to the machine's load (1 or all
              * cores): the same bits again. */
             memcpy(C2, C0, (size_t)M * N * sizeof(float));
             tg_set_threads(0);
-            tg_gemm(ta, tb, M, N, K, 0.75f, A, ta ? M : K, B, tb ? K : N, 0.5f,
+            tg_gemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta,
                     C2, N);
             assert_memory_equal(C1, C2, (size_t)M * N * sizeof(float));
             free(A);
