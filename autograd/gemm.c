@@ -632,8 +632,9 @@ static void k_split(const problem *pb, const gemm_kernel *kern, int kc_step,
         int64_t start = t == 0 ? tg_par_now_ns() : 0;
         problem p = *pb;
         p.K = t == 0 ? kc_step : pb->K - kc_step;
-        if (t == 1) { /* op(A)(i, p) = A[p * lda + i], op(B)(p, j) = B[j * ldb +
-                         p] */
+        /* block 1 starts kc_step into K: op(A)(i, p) = A[p * lda + i],
+         * op(B)(p, j) = B[j * ldb + p] */
+        if (t == 1) {
             float *buf = thread_buffer(cfg.buffer_floats +
                                        (size_t)pb->M * (size_t)pb->N);
             S = buf + cfg.buffer_floats;
@@ -709,8 +710,8 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     /* A Dense layer's input gradient dy.W computed as C^T = W^T dy^T: K
      * runs over W's rows, which Adam and the forward keep split over the
      * cores, while any split of C makes each core read the other's half of
-     * W. So K is always two blocks here, on one thread as on two (the
-     * same bits), and two threads take one block each (k_split). */
+     * W. So where one block would hold K, it is two here, on one thread as
+     * on two (the same bits), and two threads take one each (k_split). */
     bool k_halves =
         pb.ta && pb.tb && pb.c_trans && alpha == 1.0f && nk == 1 && K >= 256;
     if (k_halves)
