@@ -611,11 +611,13 @@ static bool pack_a_transposed(void)
     return v;
 }
 
-/* C += two K blocks of a C^T problem on two threads: thread 0 runs block 0
- * on C (with pb's beta), thread 1 block 1 into a scratch S (beta 0, so S
- * is the block's sums exactly, alpha being 1), then each adds half of S
- * to C: C + S rounds as the kernel's C + 1 * sums on one thread, so the
- * result has the bits of the blocks run in turn. */
+/* C += two K blocks of a C^T problem on two threads: block 0 runs on C
+ * (with pb's beta), block 1 into a scratch S (beta 0, so S is the block's
+ * sums exactly, alpha being 1), then S is added to C, rows of C^T split
+ * over the threads: C + S rounds as the kernel's C + 1 * sums on one
+ * thread, so the result has the bits of the blocks run in turn. With two
+ * threads each takes a block; should the runtime give fewer (say
+ * OMP_THREAD_LIMIT=1), one thread takes both. */
 static void k_split(const problem *pb, const gemm_kernel *kern, int kc_step,
                     int NC, tg_par_region *region)
 {
@@ -625,41 +627,41 @@ static void k_split(const problem *pb, const gemm_kernel *kern, int kc_step,
 #pragma omp parallel num_threads(2)
 #endif
     {
-        int t = 0;
 #ifdef TG_HAVE_OPENMP
-        t = omp_get_thread_num();
+#pragma omp for schedule(static)
 #endif
-        int64_t start = t == 0 ? tg_par_now_ns() : 0;
-        problem p = *pb;
-        p.K = t == 0 ? kc_step : pb->K - kc_step;
-        /* block 1 starts kc_step into K: op(A)(i, p) = A[p * lda + i],
-         * op(B)(p, j) = B[j * ldb + p] */
-        if (t == 1) {
-            float *buf = thread_buffer(cfg.buffer_floats +
-                                       (size_t)pb->M * (size_t)pb->N);
-            S = buf + cfg.buffer_floats;
-            p.A += (size_t)kc_step * (size_t)pb->lda;
-            p.B += kc_step;
-            p.C = S;
-            p.ldc = pb->M;
-            p.beta = 0.0f;
-        }
-        if (p.K > 0)
+        for (int t = 0; t < 2; t++) {
+            int64_t start = tg_par_now_ns();
+            problem p = *pb;
+            p.K = t == 0 ? kc_step : pb->K - kc_step;
+            /* block 1 starts kc_step into K: op(A)(i, p) = A[p * lda + i],
+             * op(B)(p, j) = B[j * ldb + p] */
+            if (t == 1) {
+                float *buf = thread_buffer(cfg.buffer_floats +
+                                           (size_t)pb->M * (size_t)pb->N);
+                S = buf + cfg.buffer_floats;
+                p.A += (size_t)kc_step * (size_t)pb->lda;
+                p.B += kc_step;
+                p.C = S;
+                p.ldc = pb->M;
+                p.beta = 0.0f;
+            }
             gemm_block(&p, kern, kc_step, NC, 0, pb->M, 0, pb->N);
-        if (t == 0)
-            master_ns = tg_par_now_ns() - start;
-#ifdef TG_HAVE_OPENMP
-#pragma omp barrier
-#endif
+            if (t == 0)
+                master_ns = tg_par_now_ns() - start;
+        }
         /* C(i, j) is C[j * ldc + i] */
-        for (int j = pb->N * t / 2; j < pb->N * (t + 1) / 2; j++) {
+#ifdef TG_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int j = 0; j < pb->N; j++) {
             float *c = pb->C + (size_t)j * pb->ldc;
             const float *s = S + (size_t)j * pb->M;
             for (int i = 0; i < pb->M; i++)
                 c[i] += s[i];
         }
     }
-    /* One thread would take about twice thread 0's block. */
+    /* One thread would take about twice block 0. */
     tg_par_end(region, 2 * master_ns);
 }
 

@@ -465,8 +465,11 @@ static void test_gemm_set_kernel_refuses_unknown_names(void **state)
         assert_string_not_equal(tg_gemm_numerics(), portable);
 }
 
-int main(void)
+/* An argument selects the tests whose names match it (cmocka's filter). */
+int main(int argc, char **argv)
 {
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(
             test_gemm_every_kernel_matches_reference_on_edge_shapes),
