@@ -8,6 +8,20 @@
 #include "layer_init.h"
 #include "tg_nn.h"
 
+/* "<name>.weight" = 1 and "<name>.bias" = 0, both [n]: a normalisation's
+ * scale and shift, starting as the identity (PyTorch's init). */
+static void affine_params(tg_params *ps, const char *name, int n,
+                          tg_tensor **weight, tg_tensor **bias)
+{
+    char key[256];
+    snprintf(key, sizeof key, "%s.weight", name);
+    *weight = tg_params_add(ps, key, 1, (int[]){n});
+    snprintf(key, sizeof key, "%s.bias", name);
+    *bias = tg_params_add(ps, key, 1, (int[]){n});
+    for (int i = 0; i < n; i++)
+        (*weight)->data[i] = 1.0f;
+}
+
 void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
                               const char *name, int dim, float eps)
 {
@@ -15,13 +29,7 @@ void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
     if (dim < 1 || !(eps >= 0.0f))
         tg_fatal("layer_norm_layer_init", "%s: dim %d, eps %g", name, dim,
                  (double)eps);
-    char key[256];
-    snprintf(key, sizeof key, "%s.weight", name);
-    l->weight = tg_params_add(ps, key, 1, (int[]){dim});
-    snprintf(key, sizeof key, "%s.bias", name);
-    l->bias = tg_params_add(ps, key, 1, (int[]){dim});
-    for (int i = 0; i < dim; i++)
-        l->weight->data[i] = 1.0f; /* gamma 1, beta 0: the identity map */
+    affine_params(ps, name, dim, &l->weight, &l->bias);
     l->dim = dim;
     l->eps = eps;
 }
@@ -39,8 +47,6 @@ void tg_group_norm_layer_init(tg_group_norm_layer *l, tg_params *ps,
                               float eps)
 {
     layer_init_check("group_norm_layer_init", l, ps, name, false, NULL);
-    if (!l || !name)
-        tg_fatal("group_norm_layer_init", "NULL layer or name");
     if (channels < 1)
         tg_fatal("group_norm_layer_init", "%s: channels %d must be >= 1", name,
                  channels);
@@ -51,13 +57,7 @@ void tg_group_norm_layer_init(tg_group_norm_layer *l, tg_params *ps,
     if (!(eps >= 0.0f) || !isfinite(eps))
         tg_fatal("group_norm_layer_init", "%s: eps %g must be finite and >= 0",
                  name, (double)eps);
-    char key[256];
-    snprintf(key, sizeof key, "%s.weight", name);
-    l->weight = tg_params_add(ps, key, 1, (int[]){channels});
-    snprintf(key, sizeof key, "%s.bias", name);
-    l->bias = tg_params_add(ps, key, 1, (int[]){channels});
-    for (int i = 0; i < channels; i++)
-        l->weight->data[i] = 1.0f; /* gamma 1, beta 0: plain normalisation */
+    affine_params(ps, name, channels, &l->weight, &l->bias);
     l->groups = groups;
     l->channels = channels;
     l->eps = eps;
