@@ -60,8 +60,8 @@ for who in all 1; do
         2>"$out.err" &
     pid=$!
     sent=""
-    i=0
-    while [ -z "$sent" ] && [ $i -lt 20000 ] && kill -0 $pid 2>/dev/null; do
+    # no cap of our own on the polls: the run's timeout ends the wait
+    while [ -z "$sent" ] && kill -0 $pid 2>/dev/null; do
         r=$(ranks $pid)
         set -- $r
         if [ $# -eq 2 ]; then
@@ -72,7 +72,6 @@ for who in all 1; do
                 kill -TERM $targets 2>/dev/null && sent=$targets
             fi
         fi
-        i=$((i + 1))
     done
     wait $pid
     st=$?
@@ -98,8 +97,10 @@ for who in all 0; do
         >/dev/null 2>"$out.err" &
     pid=$!
     sent=""
-    i=0
-    while [ -z "$sent" ] && [ $i -lt 200000 ] && kill -0 $pid 2>/dev/null; do
+    # polled until seen or the run ends (its timeout, 120 s, bounds it): a
+    # cap on the polls (200,000, 1.5 s at 7 us a poll) ran out before a
+    # loaded machine had even started the ranks
+    while [ -z "$sent" ] && kill -0 $pid 2>/dev/null; do
         for f in "$out"/checkpoint.safetensors.tmp.*; do
             if [ -e "$f" ]; then
                 r=$(ranks $pid)
@@ -108,7 +109,6 @@ for who in all 0; do
                 kill -TERM $targets 2>/dev/null && sent="$targets"
             fi
         done
-        i=$((i + 1))
     done
     wait $pid
     st=$?
