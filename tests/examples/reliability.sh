@@ -112,7 +112,9 @@ cmp -s "$tmp/e1.csv" "$tmp/o7/metrics.csv" ||
 "$vae" $fast --data "$big" --epochs 1000 --out "$tmp/o9" >/dev/null 2>&1 &
 first=$!
 i=0
-while [ ! -s "$tmp/o9/.lock" ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i + 1)); done
+# (up to 60 s: a loaded machine under ASan is slow to start)
+while [ ! -s "$tmp/o9/.lock" ] && kill -0 "$first" 2>/dev/null &&
+    [ $i -lt 3000 ]; do sleep 0.02; i=$((i + 1)); done
 expect 1 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o9"
 mentions "process $first"
 kill -9 "$first" 2>/dev/null
