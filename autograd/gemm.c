@@ -617,12 +617,12 @@ static bool pack_a_transposed(void)
  * over the threads: C + S rounds as the kernel's C + 1 * sums on one
  * thread, so the result has the bits of the blocks run in turn. With two
  * threads each takes a block; should the runtime give fewer (say
- * OMP_THREAD_LIMIT=1), one thread takes both. */
+ * OMP_THREAD_LIMIT=1), one thread takes both. S is the calling thread's
+ * buffer past its packing space. */
 static void k_split(const problem *pb, const gemm_kernel *kern, int kc_step,
-                    int NC, tg_par_region *region)
+                    int NC, float *S, tg_par_region *region)
 {
     int64_t master_ns = 0;
-    float *S = NULL;
 #ifdef TG_HAVE_OPENMP
 #pragma omp parallel num_threads(2)
 #endif
@@ -637,9 +637,6 @@ static void k_split(const problem *pb, const gemm_kernel *kern, int kc_step,
             /* block 1 starts kc_step into K: op(A)(i, p) = A[p * lda + i],
              * op(B)(p, j) = B[j * ldb + p] */
             if (t == 1) {
-                float *buf = thread_buffer(cfg.buffer_floats +
-                                           (size_t)pb->M * (size_t)pb->N);
-                S = buf + cfg.buffer_floats;
                 p.A += (size_t)kc_step * (size_t)pb->lda;
                 p.B += kc_step;
                 p.C = S;
@@ -729,6 +726,14 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
 #endif
     if (T > pm * pn)
         T = pm * pn;
+    /* The K split's scratch grows the calling thread's buffer whether or
+     * not this call splits: the busy-machine fallback (tg_par_begin) may
+     * run every call of a warm-up on one thread, and a step must not
+     * allocate when it next runs two. */
+    float *S = NULL;
+    if (k_halves)
+        S = thread_buffer(cfg.buffer_floats + (size_t)pb.M * (size_t)pb.N) +
+            cfg.buffer_floats;
     tg_par_region region;
     T = tg_par_begin(&region, T);
     if (T <= 1) {
@@ -736,7 +741,7 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
         return;
     }
     if (k_halves && T == 2) {
-        k_split(&pb, kern, kc_step, NC, &region);
+        k_split(&pb, kern, kc_step, NC, S, &region);
         return;
     }
     int tm = 1, tn = T;

@@ -90,12 +90,59 @@ static void test_conv_training_step_allocates_nothing_after_warmup(void **state)
         (tg_vae_config){784, 0, 20, TG_VAE_CONV, TG_VAE_BERNOULLI});
 }
 
+/* The GEMM's K split (a Dense input gradient on two threads, gemm.c) keeps
+ * its second block's sums in scratch memory. The busy-machine fallback can
+ * run a whole warm-up on one thread; the first two-thread call after it must
+ * not allocate that scratch then (it did, in the worker's pack buffer: this
+ * test failed, and so did the MLP one above while another program kept a
+ * core busy: 2 runs in 12 with two busy loops beside it). A shape larger
+ * than the VAE's, so no earlier test has sized the buffers for it, that the
+ * AVX-512 kernel computes transposed, as the split needs (elsewhere the
+ * test still checks that nothing is allocated); the result is also the
+ * one-thread result, bit for bit. */
+static void test_gemm_k_split_allocates_nothing_after_one_thread(void **state)
+{
+    (void)state;
+    enum { M = 160, N = 400, K = 784 }; /* dy [M, K] . W [K, N] */
+    float *dy = malloc(sizeof(float) * M * K),
+          *W = malloc(sizeof(float) * K * N);
+    float *c1 = calloc((size_t)M * N, sizeof(float)),
+          *c2 = calloc((size_t)M * N, sizeof(float));
+    assert_non_null(dy);
+    assert_non_null(W);
+    assert_non_null(c1);
+    assert_non_null(c2);
+    tg_rng r;
+    tg_rng_seed(&r, 7, 1);
+    tg_rng_fill_uniform(&r, dy, (size_t)M * K, -1.0f, 1.0f);
+    tg_rng_fill_uniform(&r, W, (size_t)K * N, -1.0f, 1.0f);
+    /* two threads once on a product without the split (alpha 2): the worker
+     * thread and its packing space exist */
+    tg_set_threads(2);
+    tg_gemm(false, false, M, N, K, 2.0f, dy, K, W, N, 0.0f, c2, N);
+    /* the warm-up on one thread, then two */
+    tg_set_threads(1);
+    tg_gemm(false, false, M, N, K, 1.0f, dy, K, W, N, 0.0f, c1, N);
+    tg_set_threads(2);
+    long before = allocs_so_far();
+    tg_gemm(false, false, M, N, K, 1.0f, dy, K, W, N, 0.0f, c2, N);
+    long n = allocs_so_far() - before;
+    tg_set_threads(0);
+    assert_int_equal(n, 0);
+    assert_memory_equal(c1, c2, sizeof(float) * M * N);
+    free(dy);
+    free(W);
+    free(c1);
+    free(c2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_training_step_allocates_nothing_after_warmup),
         cmocka_unit_test(
             test_conv_training_step_allocates_nothing_after_warmup),
+        cmocka_unit_test(test_gemm_k_split_allocates_nothing_after_one_thread),
     };
     return cmocka_run_group_tests_name("models step allocations", tests, NULL,
                                        NULL);
