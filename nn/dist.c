@@ -269,11 +269,33 @@ void tg_dist_init(int *argc, char ***argv)
     MPI_Comm_free(&local);
 }
 
+/* The line naming a silent rank; stops the job (exit status 4). */
+static void timed_out(const char *who)
+{
+    fprintf(stderr,
+            "%s: rank %s did not answer within %g s (stalled or dead); "
+            "stopping the job\n",
+            dist.prog, who, dist.timeout_s);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 4);
+}
+
+static void timed_wait(MPI_Request *req, const char *op);
+
 void tg_dist_finalize(void)
 {
     shards_free();
     if (!dist.active)
         return;
+    /* MPI_Finalize waits for every rank, with no deadline: a rank stopped
+     * after the last collective left the others there for ever. A barrier
+     * first, under the timeout, names it; only a rank stopped between the
+     * barrier and the end of MPI_Finalize is still waited for. */
+    if (dist.size > 1 && dist.timeout_s > 0) {
+        MPI_Request req;
+        check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "dist_finalize");
+        timed_wait(&req, "dist_finalize");
+    }
     dist.active = false;
     MPI_Finalize();
 }
@@ -292,13 +314,13 @@ void tg_dist_abort(int code)
 /* MPI counts are int: larger buffers go in pieces of at most 2^30. */
 enum { CHUNK = 1 << 30 };
 
-static void timed_wait(MPI_Request *req, const char *op);
-
 static void bcast_floats(float *x, size_t n, const char *op)
 {
     for (size_t i = 0; i < n; i += CHUNK) {
         int count = (int)(n - i < CHUNK ? n - i : CHUNK);
-        check(MPI_Bcast(x + i, count, MPI_FLOAT, 0, MPI_COMM_WORLD), op);
+        MPI_Request req;
+        check(MPI_Ibcast(x + i, count, MPI_FLOAT, 0, MPI_COMM_WORLD, &req), op);
+        timed_wait(&req, op);
     }
 }
 
@@ -325,12 +347,9 @@ static void peer_wait(MPI_Request *req, int peer, const char *op)
             return;
         double waited = MPI_Wtime() - t0;
         if (waited > dist.timeout_s) {
-            fprintf(stderr,
-                    "%s: rank %d did not answer within %g s (stalled or "
-                    "dead); stopping the job\n",
-                    dist.prog, peer, dist.timeout_s);
-            fflush(stderr);
-            MPI_Abort(MPI_COMM_WORLD, 4);
+            char who[16];
+            snprintf(who, sizeof who, "%d", peer);
+            timed_out(who);
         }
         if (waited > 0.002) {
             struct timespec nap = {0, 200000}; /* 0.2 ms */
@@ -409,46 +428,64 @@ void tg_dist_broadcast(tg_params *ps, tg_optim *opt)
 
 void tg_dist_broadcast_i64(int64_t *x, int n)
 {
-    if (dist.size > 1)
-        check(MPI_Bcast(x, n, MPI_INT64_T, 0, MPI_COMM_WORLD),
-              "dist_broadcast_i64");
+    if (dist.size == 1)
+        return;
+    MPI_Request req;
+    check(MPI_Ibcast(x, n, MPI_INT64_T, 0, MPI_COMM_WORLD, &req),
+          "dist_broadcast_i64");
+    timed_wait(&req, "dist_broadcast_i64");
 }
 
 /* A collective started as *req, waited for with a deadline when a timeout
  * is set: every rank > 0 first sends rank 0 a token (tag TOKEN), so on
  * timeout rank 0 names the ranks whose token never came (stalled or dead
  * before this collective); a rank > 0 that times out leaves rank 0 a
- * second timeout to say so, then names rank 0. Both stop the job. After
- * the first 2 ms the wait sleeps between polls instead of spinning. */
-enum { TOKEN = 7177 };
+ * second timeout to say so, then names rank 0. Both stop the job. Rank 0
+ * waits for the tokens too, under the same deadline: a broadcast it roots
+ * is done as soon as it is sent, and a rank stopped before it was found
+ * only at a later collective, or, when it was the last, never. The tokens
+ * go whatever the timeout, so ranks started with different --rank-timeout
+ * values (0 on some) still agree on the messages until the flags are
+ * compared. After the first 2 ms the wait sleeps between polls instead of
+ * spinning. */
+enum { TOKEN = 7177, WATCHED = 1024 };
 
 static void timed_wait(MPI_Request *req, const char *op)
 {
-    if (dist.timeout_s <= 0) {
-        check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
-        return;
-    }
-    int n = dist.size, token = 1, got[1024] = {0};
-    MPI_Request tokens[1024], sent = MPI_REQUEST_NULL;
-    int watched = n < 1024 ? n : 1024;
+    int n = dist.size, token = 1, got[WATCHED] = {0};
+    int watched = n < WATCHED ? n : WATCHED;
+    MPI_Request tokens[WATCHED], sent = MPI_REQUEST_NULL;
     if (dist.rank == 0)
         for (int r = 1; r < watched; r++)
-            MPI_Irecv(&got[r], 1, MPI_INT, r, TOKEN, MPI_COMM_WORLD,
-                      &tokens[r]);
-    else
-        MPI_Isend(&token, 1, MPI_INT, 0, TOKEN, MPI_COMM_WORLD, &sent);
+            check(MPI_Irecv(&got[r], 1, MPI_INT, r, TOKEN, MPI_COMM_WORLD,
+                            &tokens[r]),
+                  op);
+    else if (dist.rank < watched)
+        check(MPI_Isend(&token, 1, MPI_INT, 0, TOKEN, MPI_COMM_WORLD, &sent),
+              op);
+    int others = dist.rank == 0 ? watched - 1 : 1;
+    MPI_Request *theirs = dist.rank == 0 ? tokens + 1 : &sent;
+    if (dist.timeout_s <= 0) {
+        check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
+        check(MPI_Waitall(others, theirs, MPI_STATUSES_IGNORE), op);
+        return;
+    }
     double t0 = MPI_Wtime();
-    int done = 0;
-    while (!done) {
-        check(MPI_Test(req, &done, MPI_STATUS_IGNORE), op);
-        if (done)
-            break;
+    int done = 0, all_tokens = 0;
+    for (;;) {
+        if (!done)
+            check(MPI_Test(req, &done, MPI_STATUS_IGNORE), op);
+        if (!all_tokens)
+            check(MPI_Testall(others, theirs, &all_tokens, MPI_STATUSES_IGNORE),
+                  op);
+        if (done && all_tokens)
+            return;
         double waited = MPI_Wtime() - t0;
         if (dist.rank == 0 && waited > dist.timeout_s) {
             char silent[256] = "";
             size_t at = 0;
             for (int r = 1; r < watched && at < sizeof silent - 16; r++) {
-                int arrived = 0;
+                int arrived = 0; /* a token already in tests true again */
                 MPI_Test(&tokens[r], &arrived, MPI_STATUS_IGNORE);
                 if (!arrived)
                     at += (size_t)snprintf(silent + at, sizeof silent - at,
@@ -457,31 +494,15 @@ static void timed_wait(MPI_Request *req, const char *op)
             if (!at) /* all reached this collective: one stalled in it */
                 snprintf(silent, sizeof silent, n == 2 ? "1" : "among 1..%d",
                          n - 1);
-            fprintf(stderr,
-                    "%s: rank %s did not answer within %g s (stalled or "
-                    "dead); stopping the job\n",
-                    dist.prog, silent, dist.timeout_s);
-            fflush(stderr);
-            MPI_Abort(MPI_COMM_WORLD, 4);
+            timed_out(silent);
         }
-        if (dist.rank != 0 && waited > 2 * dist.timeout_s + 5) {
-            fprintf(stderr,
-                    "%s: rank 0 did not answer within %g s (stalled or "
-                    "dead); stopping the job\n",
-                    dist.prog, dist.timeout_s);
-            fflush(stderr);
-            MPI_Abort(MPI_COMM_WORLD, 4);
-        }
+        if (dist.rank != 0 && waited > 2 * dist.timeout_s + 5)
+            timed_out("0");
         if (waited > 0.002) { /* spin briefly, as MPI_Wait does, then nap */
             struct timespec nap = {0, 200000}; /* 0.2 ms */
             nanosleep(&nap, NULL);
         }
     }
-    if (dist.rank == 0)
-        for (int r = 1; r < watched; r++)
-            MPI_Wait(&tokens[r], MPI_STATUS_IGNORE);
-    else
-        MPI_Wait(&sent, MPI_STATUS_IGNORE);
 }
 
 void tg_dist_sum(double *x, int n)

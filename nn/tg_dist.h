@@ -115,11 +115,15 @@ int tg_dist_first_failed(void);
 #define TG_DIST_SAME_MAX 256
 bool tg_dist_same(const char *value, char rank0[TG_DIST_SAME_MAX]);
 
-/* A stalled or dead rank: tg_dist_sum and tg_dist_all_ok wait at most
- * seconds for the others (0, the default: forever), then stop the job
- * (MPI_Abort, exit status 4) with a line naming the rank that did not
- * answer. Every rank must set the same value, before the collectives it
- * should cover. Waiting sleeps between polls instead of spinning. */
+/* A stalled or dead rank: every collective (tg_dist_sum, tg_dist_all_ok,
+ * the broadcasts, the gradient sum, and a barrier in tg_dist_finalize
+ * before MPI_Finalize) waits at most seconds for the others (0, the
+ * default: forever), then stops the job (MPI_Abort, exit status 4) with a
+ * line naming the rank that did not answer. Set it before the first
+ * collective, the same value on every rank (ranks that differ still
+ * exchange the same messages, so they can compare it); MPI_Init and the
+ * inside of MPI_Finalize are not covered. Waiting sleeps between polls
+ * instead of spinning. */
 void tg_dist_set_timeout(double seconds);
 
 /* The number of processes an MPI launcher (mpirun, srun) says the job has,
