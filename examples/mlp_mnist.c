@@ -15,12 +15,13 @@
 typedef struct options {
     const char *data;
     int epochs, batch, hidden, threads, max_batches;
-    int shards; /* 0: the rank count */
+    int shards;       /* 0: the rank count */
+    int rank_timeout; /* seconds; 0: wait for other ranks forever */
     float lr;
     uint64_t seed;
 } options;
 
-enum { CLASSES = 10, EVAL_BATCH = 1000 };
+enum { CLASSES = 10, EVAL_BATCH = 1000, RANK_TIMEOUT = 300 };
 
 static options parse_options(int argc, char **argv)
 {
@@ -38,6 +39,9 @@ static options parse_options(int argc, char **argv)
          "cut each batch into N shards whose gradients are summed in a "
          "fixed order: the model depends on N, never on the number of "
          "ranks (default: the rank count, 1 without mpirun)"},
+        {"rank-timeout", CLI_INT, &o.rank_timeout, 0, 86400, "S", "300",
+         "under mpirun: stop the job, naming the rank, when a rank is "
+         "silent for S seconds, 0 = wait forever"},
     };
     CLI_PARSE(argc, argv, flags,
               "usage: mlp_mnist [options]\n"
@@ -46,7 +50,8 @@ static options parse_options(int argc, char **argv)
               "Under mpirun, --threads 0 means the machine's cores divided "
               "among its ranks.\n"
               "Exit status: 0 done; 2 bad flags or input data; 3 the loss or "
-              "a gradient became NaN/Inf (training stops). mlp_mnist writes "
+              "a gradient became NaN/Inf (training stops); 4 under mpirun, a "
+              "rank was silent for --rank-timeout seconds. mlp_mnist writes "
               "no files and keeps no checkpoint: Ctrl-C simply stops it.\n");
     return o;
 }
@@ -131,7 +136,7 @@ static bool load_data(const char *dir, tg_dataset *train, tg_dataset *test)
 static void check_same_job(const options *o, const tg_dataset *train,
                            const tg_dataset *test)
 {
-    char v[7][32], tr[TG_FINGERPRINT_MAX], te[TG_FINGERPRINT_MAX];
+    char v[8][32], tr[TG_FINGERPRINT_MAX], te[TG_FINGERPRINT_MAX];
     char data[2 * TG_FINGERPRINT_MAX + 16];
     snprintf(v[0], sizeof v[0], "%d", o->epochs);
     snprintf(v[1], sizeof v[1], "%d", o->batch);
@@ -140,18 +145,24 @@ static void check_same_job(const options *o, const tg_dataset *train,
     snprintf(v[4], sizeof v[4], "%llu", (unsigned long long)o->seed);
     snprintf(v[5], sizeof v[5], "%d", o->max_batches);
     snprintf(v[6], sizeof v[6], "%d", o->shards);
+    snprintf(v[7], sizeof v[7], "%d", o->rank_timeout);
     tg_dataset_fingerprint(train, tr);
     tg_dataset_fingerprint(test, te);
     snprintf(data, sizeof data, "train %s; test %s", tr, te);
-    const char *names[] = {
-        "--epochs",     "--batch",
-        "--hidden",     "--lr",
-        "--seed",       "--max-batches",
-        "--shards",     "the GEMM (TG_GEMM_KERNEL, TG_GEMM_BLOCKS)",
-        "data (--data)"};
+    const char *names[] = {"--epochs",
+                           "--batch",
+                           "--hidden",
+                           "--lr",
+                           "--seed",
+                           "--max-batches",
+                           "--shards",
+                           "--rank-timeout",
+                           "the GEMM (TG_GEMM_KERNEL, TG_GEMM_BLOCKS)",
+                           "data (--data)"};
     const char *values[] = {
-        v[0], v[1], v[2], v[3], v[4], v[5], v[6], tg_gemm_numerics(), data};
-    cli_same_job(names, values, 9);
+        v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], tg_gemm_numerics(),
+        data};
+    cli_same_job(names, values, 10);
 }
 
 /* What training needs: the model, its optimizer and step guard (the same
@@ -267,8 +278,14 @@ static void train_epoch(trainer *t, int epoch, const tg_dataset *test)
 int main(int argc, char **argv)
 {
     cli_prog = "mlp_mnist";
+    /* The rank timeout covers every collective, from the first (in
+     * cli_dist_ready, or a rank's failed flags' agreement) to the barrier
+     * before MPI_Finalize: the default until the flags are read, then
+     * --rank-timeout, which check_same_job compares. */
+    tg_dist_set_timeout(RANK_TIMEOUT);
     cli_dist_start(&argc, &argv);
     options o = parse_options(argc, argv);
+    tg_dist_set_timeout(o.rank_timeout);
     cli_dist_ready(o.threads);
     tg_dataset train = {0}, test = {0};
     if (!load_data(o.data, &train, &test)) {

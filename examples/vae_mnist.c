@@ -127,8 +127,14 @@ int main(int argc, char **argv)
 {
     cli_prog = "vae_mnist";
     cli_catch_sigint(); /* a stop signal while starting: stop after step 1 */
+    /* the rank timeout covers every collective, from the first (in
+     * cli_dist_ready, or a rank's failed flags' agreement) to the barrier
+     * before MPI_Finalize: the default until the flags are read, then
+     * --rank-timeout, which check_same_job compares */
+    tg_dist_set_timeout(300);
     cli_dist_start(&argc, &argv);
     options o = parse_options(argc, argv);
+    tg_dist_set_timeout(o.rank_timeout);
     cli_dist_ready(o.threads);
     cli_catch_sigint();
 

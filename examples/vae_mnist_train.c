@@ -385,8 +385,10 @@ static void check_same_job(const run *r)
                             tg_gemm_numerics(),
                             o->resume ? o->resume : "(none)",
                             r->data_fp};
+    /* --rank-timeout is armed since main read the flags (the default
+     * before): these comparisons, and load_data's agreement before them,
+     * are under it too */
     cli_same_job(names, values, 18);
-    tg_dist_set_timeout(o->rank_timeout);
 }
 
 /* The shards: --shards, else the checkpoint's (rank 0 read it), else the
