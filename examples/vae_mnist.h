@@ -58,6 +58,10 @@ typedef struct run {
     /* the current epoch's start, for its timing line */
     double t0, wait0;
     int64_t seen0, batch0;
+    /* the most batches an epoch of this training had (rank 0): the
+     * checkpoint's, 0 for a fresh run, -1 when the checkpoint did not
+     * record it (this run's own count is added when saving) */
+    int64_t epoch_batches_max;
 } run;
 
 /* vae_mnist_train.c: run_setup reads the data (and --resume), builds the

@@ -2,6 +2,7 @@
  * own entries (batch, seed, lr), the checks of a checkpoint against the
  * run, and the SIGINT stop that saves and prints how to go on. */
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,24 +17,6 @@ static void fail_resume(const options *o, const char *fmt, long long a,
     fprintf(stderr, fmt, a, b);
     fputc('\n', stderr);
     exit(2);
-}
-
-/* The checkpoint's position, checked against what this run can do. */
-static void check_position(const options *o, const tg_vae_position *pos,
-                           int n_batches)
-{
-    if (pos->batch > n_batches)
-        fail_resume(o,
-                    "checkpoint is at batch %lld of an epoch, but an epoch "
-                    "of this run has %lld batches (resume with the data and "
-                    "--max-batches it was trained with)",
-                    (long long)pos->batch, n_batches);
-    if (pos->seen > pos->batch * o->batch)
-        fail_resume(o,
-                    "checkpoint says %lld samples were seen in the epoch, "
-                    "more than its batches hold (%lld): not a position "
-                    "training can reach",
-                    (long long)pos->seen, (long long)pos->batch * o->batch);
 }
 
 /* The data the checkpoint was trained on must be this run's, unless
@@ -82,6 +65,133 @@ static int64_t meta_int(const char *path, const tg_meta *m, const char *key,
         bad_meta(path, key, tg_meta_get(m, key), what);
     }
     return v;
+}
+
+/* The most batches an epoch of the checkpoint's training had (each run's
+ * epoch, after --max-batches, on its data): written by every checkpoint whose
+ * runs all recorded it, so that a step count is bounded from above even
+ * after --allow-data-change from larger data. */
+#define EPOCH_BATCHES_MAX "epoch_batches_max"
+
+/* Keys a checkpoint of this program carries together. A file from before
+ * mid-epoch checkpoints has 'epoch' alone (it starts the next epoch), and
+ * one from before --shards lacks 'shards' (or has 'ranks'), --holdout,
+ * --likelihood or --arch their keys: those resume as they did. But every
+ * file written since has the whole position, and one with 'shards' has the
+ * keys that came before it: a file without them lost them (a mid-epoch
+ * checkpoint without 'batch_in_epoch' restarted its epoch at batch 0). */
+static void check_keys(const char *path, const tg_meta *m)
+{
+    static const char *const need_pos[] = {
+        "epoch_seen", "epoch_skipped", "epoch_rec", "epoch_kl", "noise_rng",
+        "arch",       "likelihood",    "holdout",   "shards",   "ranks"};
+    static const char *const need_shards[] = {"holdout", "likelihood", "arch"};
+    static const char *const always[] = {"step", "optim.step"};
+    char what[96];
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++)
+        if (!tg_meta_get(m, always[i]))
+            bad_meta(path, always[i], NULL,
+                     "optional (every checkpoint of vae_mnist has it)");
+    for (size_t i = 0; i < sizeof need_pos / sizeof need_pos[0]; i++)
+        if (!tg_meta_get(m, "batch_in_epoch") && tg_meta_get(m, need_pos[i])) {
+            snprintf(what, sizeof what, "optional in a file with '%s'",
+                     need_pos[i]);
+            bad_meta(path, "batch_in_epoch", NULL, what);
+        }
+    for (size_t i = 0; i < sizeof need_shards / sizeof need_shards[0]; i++)
+        if (tg_meta_get(m, "shards") && !tg_meta_get(m, need_shards[i]))
+            bad_meta(path, need_shards[i], NULL,
+                     "optional in a file with 'shards'");
+}
+
+/* Exits 2 naming key when v is outside lo..hi (what says why the bound
+ * holds). */
+static void in_range(const char *path, const tg_meta *m, const char *key,
+                     double v, double lo, double hi, const char *why)
+{
+    if (v >= lo && v <= hi)
+        return;
+    char what[320];
+    snprintf(what, sizeof what, "in %.15g..%.15g (%s)", lo, hi, why);
+    bad_meta(path, key, tg_meta_get(m, key), what);
+}
+
+/* The checkpoint's position, checked against what this run can do and
+ * against what a run of this program writes (each relation holds for every
+ * checkpoint one saves: at an epoch's end, every --checkpoint-every
+ * batches, on SIGINT/SIGTERM, for any rank or shard count, whatever
+ * --max-batches or data each run had). */
+static void check_position(const run *r, const tg_vae_info *info,
+                           int64_t batches_max)
+{
+    const options *o = r->o;
+    const char *path = o->resume;
+    const tg_meta *m = &info->meta;
+    const tg_vae_position *pos = &info->pos;
+    if (pos->batch > r->n_batches)
+        fail_resume(o,
+                    "checkpoint is at batch %lld of an epoch, but an epoch "
+                    "of this run has %lld batches (resume with the data and "
+                    "--max-batches it was trained with)",
+                    (long long)pos->batch, r->n_batches);
+    /* A checkpoint is saved after the epoch's last batch (position batch
+     * 0, sums 0) or before it (batch < that run's batches per epoch): the
+     * batches counted are whole, each taken step adds --batch samples. */
+    int64_t taken = pos->batch - pos->skipped;
+    in_range(path, m, "epoch_seen", (double)pos->seen,
+             (double)(taken * o->batch), (double)(taken * o->batch),
+             "(batch_in_epoch - epoch_skipped) x batch: each step trained on "
+             "a whole batch");
+    /* The sums of rows' rec and kl, each a finite float: KL >= 0 (a slightly
+     * negative row once rounded), rec >= 0 for a Bernoulli, above -89 nats
+     * per pixel for a continuous Bernoulli (log C < log FLT_MAX). */
+    double seen = (double)pos->seen, most = 2.0 * FLT_MAX * seen;
+    double rec_lo = info->cfg.likelihood == TG_VAE_CB
+                        ? -100.0 * info->cfg.input * seen
+                        : 0.0;
+    in_range(path, m, "epoch_rec", pos->rec, rec_lo, most,
+             "what epoch_seen samples' reconstruction terms sum to");
+    in_range(path, m, "epoch_kl", pos->kl, -1e-3 * info->cfg.latent * seen,
+             most, "what epoch_seen samples' KL terms sum to");
+    /* One optimizer step per batch taken: every finished epoch took at
+     * least one (an epoch with none stops the run) and at most its batches;
+     * this epoch's, batch_in_epoch - epoch_skipped. */
+    char why[200];
+    snprintf(why, sizeof why,
+             "epoch %lld, batch_in_epoch %lld, epoch_skipped %lld: a "
+             "step per batch taken, at least one per finished epoch%s",
+             (long long)pos->epoch, (long long)pos->batch,
+             (long long)pos->skipped,
+             batches_max > 0 ? ", at most " EPOCH_BATCHES_MAX : "");
+    double step_hi = batches_max > 0
+                         ? (double)(pos->epoch * batches_max + taken)
+                         : (double)TG_OPTIM_MAX_STEP;
+    in_range(path, m, "step", (double)info->step, (double)(pos->epoch + taken),
+             step_hi, why);
+    if (batches_max > 0 && pos->batch > 0)
+        in_range(path, m, "batch_in_epoch", (double)pos->batch, 0.0,
+                 (double)(batches_max - 1),
+                 "a mid-epoch checkpoint is saved before the epoch's last "
+                 "batch");
+    /* Mid-epoch, the noise stream is epoch + 1's after batch_in_epoch
+     * batches, each drawing batch x latent normals (on every rank). */
+    if (pos->batch > 0) {
+        size_t n = (size_t)o->batch * (size_t)info->cfg.latent;
+        float *buf = malloc(n * sizeof *buf);
+        if (!buf)
+            fail_write(o->out);
+        tg_rng want;
+        tg_rng_seed(&want, o->seed, 1000 + (uint64_t)(pos->epoch + 1));
+        for (int64_t b = 0; b < pos->batch; b++)
+            tg_rng_fill_normal(&want, buf, n, 0.0f, 1.0f);
+        free(buf);
+        if (memcmp(want.s, pos->noise.s, sizeof want.s) != 0) {
+            snprintf(why, sizeof why,
+                     "epoch %lld's noise generator after %lld batches",
+                     (long long)pos->epoch + 1, (long long)pos->batch);
+            bad_meta(path, "noise_rng", tg_meta_get(m, "noise_rng"), why);
+        }
+    }
 }
 
 /* The seed, any 64-bit unsigned value (files from before it was written
@@ -197,7 +307,12 @@ void resume(run *r)
                 o->resume);
         exit(2);
     }
-    check_position(o, &info.pos, r->n_batches);
+    check_keys(o->resume, m);
+    r->epoch_batches_max =
+        tg_meta_get(m, EPOCH_BATCHES_MAX)
+            ? meta_int(o->resume, m, EPOCH_BATCHES_MAX, 1, INT32_MAX)
+            : -1; /* a run from before it was recorded: not known */
+    check_position(r, &info, r->epoch_batches_max);
     check_data(r, &info.meta);
     /* the shards are part of the model: kept, whatever the rank count (a
      * checkpoint from before they were recorded summed one per rank) */
@@ -235,6 +350,13 @@ void save_checkpoint(const run *r)
     char lr[32];
     snprintf(lr, sizeof lr, "%.9g", (double)o->lr);
     tg_meta_set(&extra, "lr", lr);
+    /* a fresh run: its own; a resumed one: the larger of the file's and its
+     * own, unless the file's was not known */
+    if (r->epoch_batches_max >= 0)
+        tg_meta_set_int(&extra, EPOCH_BATCHES_MAX,
+                        r->epoch_batches_max > r->n_batches
+                            ? r->epoch_batches_max
+                            : r->n_batches);
     const char *ck = cli_path(o->out, "checkpoint.safetensors");
     tg_status st = tg_vae_save(ck, r->vae, r->opt, &r->pos, &extra);
     if (st == TG_ERR_ARG) {
