@@ -330,6 +330,20 @@ void tg_dist_allreduce_grads(tg_params *ps)
         tg_dist_reduce_shards_(ps, 1);
 }
 
+/* Seconds waited since *t0, the time this process did not run left out: a
+ * gap of over a second between two polls is this rank stopped (SIGSTOP,
+ * a debugger) or starved, not the others late. A rank stopped while it
+ * waited, then continued by mpirun as it stops the job, blamed the rank it
+ * waited for (a second message). */
+static double waited_since(double *t0, double *last)
+{
+    double now = MPI_Wtime();
+    if (now - *last > 1.0)
+        *t0 += now - *last;
+    *last = now;
+    return now - *t0;
+}
+
 /* Waits for a point-to-point request with peer, or for a broadcast from
  * it; with a timeout set, a peer silent that long is named and the job
  * stopped (exit status 4). */
@@ -339,13 +353,13 @@ static void peer_wait(MPI_Request *req, int peer, const char *op)
         check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
         return;
     }
-    double t0 = MPI_Wtime();
+    double t0 = MPI_Wtime(), last = t0;
     for (;;) {
         int done = 0;
         check(MPI_Test(req, &done, MPI_STATUS_IGNORE), op);
         if (done)
             return;
-        double waited = MPI_Wtime() - t0;
+        double waited = waited_since(&t0, &last);
         if (waited > dist.timeout_s) {
             char who[16];
             snprintf(who, sizeof who, "%d", peer);
@@ -470,7 +484,7 @@ static void timed_wait(MPI_Request *req, const char *op)
         check(MPI_Waitall(others, theirs, MPI_STATUSES_IGNORE), op);
         return;
     }
-    double t0 = MPI_Wtime();
+    double t0 = MPI_Wtime(), last = t0;
     int done = 0, all_tokens = 0;
     for (;;) {
         if (!done)
@@ -480,7 +494,7 @@ static void timed_wait(MPI_Request *req, const char *op)
                   op);
         if (done && all_tokens)
             return;
-        double waited = MPI_Wtime() - t0;
+        double waited = waited_since(&t0, &last);
         if (dist.rank == 0 && waited > dist.timeout_s) {
             char silent[256] = "";
             size_t at = 0;
