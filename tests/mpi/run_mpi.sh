@@ -12,6 +12,8 @@
 #     one message, no hang
 #   - ranks started with another --resume, --likelihood (vae_mnist) or
 #     --epochs, --lr (mlp_mnist): all stop at once, naming the rank and flag
+#   - a rank stopped (SIGSTOP) while training (vae_mnist, mlp_mnist) or
+#     starting (vae_mnist): the others stop after --rank-timeout, naming it
 # usage: run_mpi.sh MPIRUN VAE_MNIST CK_DIFF DATA_DIR [MLP_MNIST]
 set -u
 mpirun=$1
@@ -392,6 +394,92 @@ if [ $st -eq 0 ] || [ $st -eq 124 ] || ! grep -q 'rank 1 did not answer within 2
     fail "a stalled rank 1: exit $st: $(cat "$tmp/stall.err")"
 else
     echo "ok: a stalled rank 1 is named after --rank-timeout: exit $st"
+fi
+
+# --- a rank stopped in start-up (vae_mnist) or training (mlp_mnist): the
+# rank timeout covers the whole run. vae_mnist armed it only after comparing
+# the ranks' flags, so a rank stopped while reading its data hung the job;
+# mlp_mnist had no timeout at all (rank 0 spun for ever). ------------------
+# rank_pid PID RANK: the pid of that rank of the job started as PID
+# (timeout, whose child is mpirun), told by its environment
+rank_pid() {
+    for p in $(pgrep -P "$(pgrep -P "$1" | head -n 1)" 2>/dev/null); do
+        tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null |
+            grep -qxE "(OMPI_COMM_WORLD_RANK|PMIX_RANK)=$2" && echo "$p"
+    done
+}
+now() { date +%s.%N; }
+# stall_check WHAT PROG PID RANK1 STOPPED_AT ERR: the job ends, not by the
+# timeout, non-zero, with one line from PROG naming rank 1
+stall_check() {
+    wait "$3"
+    st=$?
+    secs=$(awk -v a="$5" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+    [ -n "$4" ] && kill -KILL "$4" 2>/dev/null
+    n=$(grep -c "^$2: " "$6")
+    if [ -z "$4" ] || [ $st -eq 0 ] || [ $st -eq 124 ] || [ "$n" -ne 1 ] ||
+        ! grep -q "^$2: rank 1 did not answer within 2 s" "$6"; then
+        fail "$1: exit $st ${secs}s after the stop: $(cat "$6")"
+    else
+        echo "ok: $1: exit $st ${secs}s after the stop, one message"
+    fi
+}
+stall="timeout 60 $mpirun --bind-to none --oversubscribe -np 2"
+# vae_mnist: rank 1 stopped as soon as MPI has started in it (it points its
+# stdout at /dev/null right after MPI_Init; one stopped inside MPI_Init
+# stalls the launcher itself, which no timeout of ours covers): it is then
+# reading its flags or its data, before the ranks' first collectives
+# shellcheck disable=SC2086
+$stall "$vae" $tiny --rank-timeout 2 --data "$data" --out "$tmp/ststall" \
+    >/dev/null 2>"$tmp/ststall.err" &
+pid=$!
+end=$(($(date +%s) + 60))
+rank1=
+at=
+phase=
+while kill -0 $pid 2>/dev/null && [ "$(date +%s)" -lt $end ]; do
+    [ -n "$rank1" ] || rank1=$(rank_pid $pid 1)
+    [ -n "$rank1" ] && [ "$(readlink "/proc/$rank1/fd/1")" = /dev/null ] &&
+        break
+done
+if [ -n "$rank1" ] && kill -STOP "$rank1" 2>/dev/null; then
+    at=$(now)
+    if readlink "/proc/$rank1/fd/2" | grep -q deleted; then
+        phase="reading its flags"
+    elif for f in "/proc/$rank1/fd/"*; do readlink "$f"; done |
+        grep -q idx; then
+        phase="reading its data"
+    else
+        phase="past reading its data"
+    fi
+else
+    echo "start-up stall: rank 1 not found; stopping the run" >&2
+    kill -TERM $pid 2>/dev/null
+fi
+stall_check "vae_mnist, rank 1 stopped at start-up (${phase:-?})" vae_mnist \
+    $pid "$rank1" "${at:-0}" "$tmp/ststall.err"
+# mlp_mnist: rank 1 stopped while training (an epoch's line is out)
+if [ -n "$mlp" ]; then
+    # shellcheck disable=SC2086
+    $stall "$mlp" --epochs 100000 --max-batches 2 --batch 32 --hidden 16 \
+        --threads 1 --rank-timeout 2 --data "$tmp/d900" \
+        >"$tmp/mstall.out" 2>"$tmp/mstall.err" &
+    pid=$!
+    at=
+    end=$(($(date +%s) + 60))
+    while ! grep -q '^epoch 1 ' "$tmp/mstall.out" &&
+        kill -0 $pid 2>/dev/null && [ "$(date +%s)" -lt $end ]; do
+        sleep 0.01
+    done
+    rank1=$(rank_pid $pid 1)
+    if [ -n "$rank1" ] && kill -STOP "$rank1" 2>/dev/null; then
+        at=$(now)
+    else
+        echo "mlp stall: rank 1 not found; stopping the run" >&2
+        kill -TERM $pid 2>/dev/null
+    fi
+    stall_check "mlp_mnist, rank 1 stopped while training" mlp_mnist $pid \
+        "$rank1" "${at:-0}" "$tmp/mstall.err"
 fi
 
 [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
