@@ -1,9 +1,12 @@
 /* vae_mnist's outputs: pictures (PNG), metrics.csv and loss.svg, each
  * written whole or not at all (cli_out_open / cli_out_commit). */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "png.h"
@@ -145,12 +148,35 @@ static bool plausible_row(const epoch_stats *s, long long step, int last)
  * file gives none. */
 int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
 {
-    FILE *f = fopen(cli_path(o->out, "metrics.csv"), "r");
-    if (!f)
+    /* O_NONBLOCK: a FIFO opens at once instead of waiting for a writer.
+     * Anything but a regular file (a FIFO, a link to /dev/zero) is not a
+     * history of ours: it is left unread and replaced when the run writes
+     * its own. The lines read are bounded too: unparsable ones never
+     * advance n. */
+    const char *path = cli_path(o->out, "metrics.csv");
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0)
         return 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        if (tg_dist_rank() == 0)
+            fprintf(stderr,
+                    "vae_mnist: note: %s is not a regular file: no earlier "
+                    "epochs read from it; the run writes its own in its "
+                    "place\n",
+                    path);
+        return 0;
+    }
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
+        return 0;
+    }
     char line[512];
     int n = 0;
-    while (fgets(line, sizeof line, f) && n < cap) {
+    long lines = 0;
+    while (n < cap && lines++ < 1000000 && fgets(line, sizeof line, f)) {
         epoch_stats s;
         long long step;
         if (sscanf(line, "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &s.epoch, &step,

@@ -229,11 +229,11 @@ static double posterior_maps(tg_tape *tp, const tg_vae *vae, const scored *s,
 static void write_uncertainty_png(const char *path, const scored *const *sets,
                                   const float *const *means,
                                   const float *const *stds, int n_sets,
-                                  int rows, int side, int samples)
+                                  int rows, int side_r, int side_c, int samples)
 {
     enum { SCALE = 3, GAP = 3, GROUP_GAP = 18, TOP = 44, BAR_W = 16 };
     static const uint8_t ink[3] = {0, 0, 0}, grey[3] = {90, 90, 90};
-    int tile = side * SCALE;
+    int tile = side_c * SCALE, tile_h = side_r * SCALE;
     int group_w = 3 * tile + 2 * GAP;
     int bar_x = GAP + n_sets * group_w + (n_sets - 1) * GROUP_GAP + 16;
     int w = bar_x + BAR_W + 6 + font_text_width("0.25+", 2) + 8;
@@ -243,7 +243,7 @@ static void write_uncertainty_png(const char *path, const scored *const *sets,
              "%d draws of z from q(z|x)",
              samples);
     int n_lines = font_wrap(foot, 2, w - 2 * GAP, lines, 4);
-    int h = TOP + rows * (tile + GAP) + 12 + n_lines * 20;
+    int h = TOP + rows * (tile_h + GAP) + 12 + n_lines * 20;
     uint8_t *rgb = xcalloc((size_t)w * h * 3, 1);
     memset(rgb, 255, (size_t)w * h * 3);
     static const char *const heads[3] = {"input", "mean", "std"};
@@ -262,14 +262,14 @@ static void write_uncertainty_png(const char *path, const scored *const *sets,
         for (int r = 0; r < rows && r < sets[g]->n; r++)
             for (int col = 0; col < 3; col++) {
                 int x0 = gx + col * (tile + GAP);
-                int y0 = TOP + r * (tile + GAP);
-                size_t off = (size_t)r * side * side;
+                int y0 = TOP + r * (tile_h + GAP);
+                size_t off = (size_t)r * side_r * side_c;
                 const float *src = col == 0   ? sets[g]->images + off
                                    : col == 1 ? means[g] + off
                                               : stds[g] + off;
-                for (int y = 0; y < tile; y++)
+                for (int y = 0; y < tile_h; y++)
                     for (int x = 0; x < tile; x++) {
-                        float v = src[(y / SCALE) * side + x / SCALE];
+                        float v = src[(y / SCALE) * side_c + x / SCALE];
                         uint8_t *px = rgb + ((size_t)(y0 + y) * w + x0 + x) * 3;
                         if (col == 2) {
                             heat_rgb(v / STD_MAX, px);
@@ -281,7 +281,7 @@ static void write_uncertainty_png(const char *path, const scored *const *sets,
             }
     }
     /* the colour bar: std 0 at the bottom, STD_MAX (and above) at the top */
-    int by0 = TOP, by1 = TOP + rows * (tile + GAP) - GAP;
+    int by0 = TOP, by1 = TOP + rows * (tile_h + GAP) - GAP;
     for (int y = by0; y < by1; y++) {
         uint8_t c[3];
         heat_rgb((float)(by1 - 1 - y) / (float)(by1 - by0 - 1), c);
@@ -308,7 +308,7 @@ static void write_uncertainty_png(const char *path, const scored *const *sets,
 
 /* Posterior uncertainty: mean and std maps of up to UNC_AVG images of each
  * pictured set, their average std printed, and uncertainty.png of the
- * first UNC_SHOW (square images only). */
+ * first UNC_SHOW. */
 void write_uncertainty(tg_tape *tp, const tg_vae *vae, scored *const *shown,
                        int n_shown, const options *o)
 {
@@ -328,11 +328,10 @@ void write_uncertainty(tg_tape *tp, const tg_vae *vae, scored *const *shown,
         printf("%s %s %.4f", s ? "," : "",
                s ? shown[s]->name : "in-distribution", shown[s]->mean_std);
     printf("\n");
-    if (shown[0]->side_r == shown[0]->side_c)
-        write_uncertainty_png(
-            cli_path(o->out, "uncertainty.png"), (const scored *const *)shown,
-            (const float *const *)means, (const float *const *)stds, n_shown,
-            UNC_SHOW, shown[0]->side_r, o->samples);
+    write_uncertainty_png(
+        cli_path(o->out, "uncertainty.png"), (const scored *const *)shown,
+        (const float *const *)means, (const float *const *)stds, n_shown,
+        UNC_SHOW, shown[0]->side_r, shown[0]->side_c, o->samples);
     for (int s = 0; s < n_shown; s++) {
         free(means[s]);
         free(stds[s]);

@@ -249,5 +249,34 @@ grep -qi nan "$tmp/o19/metrics.csv" "$tmp/o19/loss.svg" &&
 [ "$(cut -d, -f1 "$tmp/o19/metrics.csv" | tr '\n' ' ')" = "epoch 1 2 3 " ] ||
     fail "epochs of the resumed metrics.csv: $(cat "$tmp/o19/metrics.csv")"
 
+# 20. a metrics.csv in --out that is not a regular file: a FIFO (opening it
+#     waited for a writer for ever) or a link to /dev/zero (the lines, none
+#     parsed, were read for ever): a note, the run trains, and writes a
+#     regular metrics.csv in its place
+mkdir -p "$tmp/o20a" "$tmp/o20b"
+mkfifo "$tmp/o20a/metrics.csv"
+ln -s /dev/zero "$tmp/o20b/metrics.csv"
+for o in o20a o20b; do
+    expect 0 timeout -k 5 60 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/$o"
+    mentions "metrics.csv is not a regular file"
+    [ -f "$tmp/$o/metrics.csv" ] && [ ! -L "$tmp/$o/metrics.csv" ] &&
+        [ "$(cut -d, -f1 "$tmp/$o/metrics.csv" | tr '\n' ' ')" = "epoch 1 " ] ||
+        fail "$o: metrics.csv afterwards: $(ls -l "$tmp/$o")"
+done
+
+# 21. images that are not square (14x56): uncertainty.png was not drawn
+#     (square images only) while the closing line listed it, and one left in
+#     --out by an earlier run passed for this run's
+expect 0 "$vae" $fast --data "$wide2" --epochs 1 --out "$tmp/o21"
+mkdir -p "$tmp/o21s"
+echo "a stale picture" >"$tmp/o21s/uncertainty.png"
+expect 0 "$score" --checkpoint "$tmp/o21/checkpoint.safetensors" \
+    --data "$wide2" --near-ood hflip --iwae-k 2 --max-images 4 --samples 2 \
+    --bootstrap 10 --ref-images 10 --threads 1 --out "$tmp/o21s"
+# a new PNG (its signature)
+sig=$(head -c 8 "$tmp/o21s/uncertainty.png" | od -An -tx1 | tr -d ' \n')
+[ "$sig" = 89504e470d0a1a0a ] ||
+    fail "uncertainty.png of 14x56 images is not a new PNG: $(head -c 40 "$tmp/o21s/uncertainty.png")"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"
