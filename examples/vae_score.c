@@ -159,6 +159,9 @@ typedef struct inputs {
     tg_vae *vae;
     int holdout;    /* training images vae_mnist --holdout kept out, or 0 */
     int rows, cols; /* the images it was trained on, or 0 if unknown */
+    /* the checkpoint's training images against --data's (its fingerprint
+     * of what it trained on: the training set less the held-out images) */
+    enum { DATA_UNKNOWN, DATA_SAME, DATA_OTHER } data;
     tg_dataset test, train, ood;
 } inputs;
 
@@ -166,7 +169,8 @@ typedef struct inputs {
  * many training images vae_mnist --holdout kept out (0 if none), and the
  * geometry of the images it was trained on: its data fingerprint's ("train
  * NxRxC ..."), else a conv model's side (else 0, unknown). */
-static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols)
+static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols,
+                          char train_fp[TG_FINGERPRINT_MAX])
 {
     tg_vae *vae;
     tg_vae_info info;
@@ -186,6 +190,14 @@ static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols)
     }
     *holdout = (int)h;
     const char *fp = tg_meta_get(&info.meta, "data");
+    /* "train <fingerprint>; test <fingerprint>" */
+    train_fp[0] = '\0';
+    const char *end = fp ? strstr(fp, "; test ") : NULL;
+    if (fp && !strncmp(fp, "train ", 6) && end &&
+        end - (fp + 6) < TG_FINGERPRINT_MAX) {
+        memcpy(train_fp, fp + 6, (size_t)(end - (fp + 6)));
+        train_fp[end - (fp + 6)] = '\0';
+    }
     *rows = *cols = 0;
     if (!fp || sscanf(fp, "train %*dx%9dx%9d", rows, cols) != 2 || *rows < 1 ||
         *cols < 1 || (long long)*rows * *cols != vae->cfg.input) {
@@ -244,7 +256,9 @@ static void same_geometry(const tg_dataset *ds, const char *dir,
 static void load_inputs(inputs *in, const options *o)
 {
     memset(in, 0, sizeof *in);
-    in->vae = load_model(o->checkpoint, &in->holdout, &in->rows, &in->cols);
+    char trained_fp[TG_FINGERPRINT_MAX];
+    in->vae = load_model(o->checkpoint, &in->holdout, &in->rows, &in->cols,
+                         trained_fp);
     load_data(&in->test, o->data, false, in, o->checkpoint);
     load_data(&in->train, o->data, true, in, o->checkpoint);
     if (in->holdout >= in->train.n) {
@@ -254,6 +268,25 @@ static void load_inputs(inputs *in, const options *o)
                 "it was trained on\n",
                 o->checkpoint, in->holdout, o->data, in->train.n);
         exit(2);
+    }
+    /* the images it trained on: --data's training set less the held-out
+     * ones. Other data is scored (how a model sees another set is a fair
+     * question), but its images are not called held out or seen. */
+    in->data = DATA_UNKNOWN;
+    char here[TG_FINGERPRINT_MAX];
+    if (trained_fp[0]) {
+        tg_dataset trained = in->train;
+        trained.n -= in->holdout;
+        tg_dataset_fingerprint(&trained, here);
+        in->data = strcmp(here, trained_fp) ? DATA_OTHER : DATA_SAME;
+    }
+    if (in->data == DATA_OTHER) {
+        fprintf(stderr,
+                "vae_score: note: %s was trained on other data (%s) than "
+                "those of %s (%s): its reference images are not held out of "
+                "training nor seen in it\n",
+                o->checkpoint, trained_fp, o->data, here);
+        in->holdout = 0; /* not these images' */
     }
     cli_note_labels(&in->test, o->data, 10,
                     "labels only colour latent.svg (modulo 10) and are "
@@ -358,8 +391,9 @@ static void add_reference(set_list *sl, const inputs *in, const options *o)
     snprintf(sl->ref->desc, sizeof sl->ref->desc,
              "training images %d..%d of %s (the reference, %s)", n_bg,
              train->n - 1, o->data,
-             in->holdout >= n_ref ? "held out of training"
-                                  : "seen in training");
+             in->data == DATA_OTHER ? "not the checkpoint's training data"
+             : in->holdout >= n_ref ? "held out of training"
+                                    : "seen in training");
 }
 
 /* The test set of --ood-data, labelled "ood: <the folder's last name>" in

@@ -79,6 +79,18 @@ grep -q '^ref: 40 images, training images 8960..8999 .*held out of training' \
     "$tmp/out" || fail "--holdout reference: $(cat "$tmp/out")"
 grep -q 'seen in training' "$tmp/both.txt" || fail "no 'seen in training' note"
 expect 2 "$vae" --holdout 9000 --epochs 1 --out "$tmp/ho2"
+# ... scored on other data: its last images were called "held out of
+# training" (the data's fingerprint was not compared); now a note, and the
+# reference is said to be other data
+dataset "$data" "$tmp/other" 200 60 3
+expect 0 "$score" --checkpoint "$tmp/ho/checkpoint.safetensors" \
+    --data "$tmp/other" --iwae-k 2 --max-images 60 --near-ood none \
+    --bootstrap 10 --samples 2 --threads 1 --out "$tmp/hoother"
+mentions "was trained on other data"
+grep -q "^ref: .*not the checkpoint's training data" "$tmp/out" ||
+    fail "--holdout checkpoint on other data: $(cat "$tmp/out")"
+grep -q 'held out of training\|seen in training' "$tmp/out" &&
+    fail "other data called held out or seen: $(cat "$tmp/out")"
 
 # k = 1: no standard error, and none claimed (the max read 0 beside a
 # mean of nan)
