@@ -98,13 +98,28 @@ static void cli_pick(const char *flag, const char *s, cli_choice *c)
     cli_usage_error("%s: expected %s, got '%s'", flag, list, s);
 }
 
-/* Reports the getopt_long failure at argv[optind - 1] (unknown option or
- * missing value) as a usage error. c is what getopt_long returned. */
-static void cli_getopt_error(int c, char **argv)
+/* Reports the getopt_long failure (unknown option or missing value) as a
+ * usage error. c is what getopt_long returned. A long option is at
+ * argv[optind - 1]; an unknown short one (optopt) may sit inside an
+ * argument getopt has not finished ("-batch" is -b -a -t ...), where
+ * argv[optind - 1] is the argument before it, so that one is looked up. */
+static void cli_getopt_error(int c, int argc, char **argv)
 {
     const char *arg = argv[optind - 1];
     if (c == ':')
         cli_usage_error("option '%s' needs a value", arg);
+    if (optopt > 0 && optopt < 256) {
+        for (int i = 1; i < argc; i++)
+            if (argv[i][0] == '-' && argv[i][1] != '-' &&
+                strchr(argv[i] + 1, optopt)) {
+                if (strlen(argv[i]) > 2)
+                    cli_usage_error("unknown option '%s' (long options take "
+                                    "two dashes: '-%s')",
+                                    argv[i], argv[i]);
+                cli_usage_error("unknown option '%s'", argv[i]);
+            }
+        cli_usage_error("unknown option '-%c'", optopt);
+    }
     cli_usage_error("unknown option '%s'", arg);
 }
 
@@ -250,7 +265,7 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
             exit(0);
         }
         if (c < 0 || c >= n)
-            cli_getopt_error(c, argv);
+            cli_getopt_error(c, argc, argv);
         set_value(&flags[c], optarg);
     }
     if (optind < argc)

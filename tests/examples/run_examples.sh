@@ -93,6 +93,13 @@ grep -q 'test accuracy' "$tmp/out" || fail "mlp_mnist: no accuracy line"
 expect 2 "$mlp" --hidden 0
 expect 2 "$mlp" --lr x
 expect 2 "$mlp" --bogus
+# one dash on a long option: the message named the argument before it
+# (here the program itself)
+expect 2 "$mlp" -batch 64
+grep -q "unknown option '-batch' (long options take two dashes: '--batch')" \
+    "$tmp/err" || fail "-batch: $(cat "$tmp/err")"
+expect 2 "$mlp" --threads 1 -x
+grep -q "unknown option '-x'" "$tmp/err" || fail "-x: $(cat "$tmp/err")"
 expect 2 "$mlp" --data "$tmp/missing"
 expect 0 "$mlp" --version
 
