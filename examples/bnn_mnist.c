@@ -41,7 +41,8 @@ static options parse_options(int argc, char **argv)
         CLI_FLAG_DATA(&o.data),
         {"ood-data", CLI_STR, &o.ood, 0, 0, "DIR", NULL,
          "out-of-distribution IDX folder; its t10k images are scored "
-         "(default " DEFAULT_OOD_DIR ", skipped when absent)"},
+         "(default " DEFAULT_OOD_DIR ", skipped when absent or of another "
+         "image size; none: no OOD set)"},
         {"out", CLI_STR, &o.out, 0, 0, "DIR", NULL,
          "write reliability_<method>.svg, coverage.svg and "
          "sure_<method>.png there (default: no pictures)"},
@@ -85,9 +86,12 @@ static options parse_options(int argc, char **argv)
         "seed gives the same table (throughput aside) on any thread count.\n"
         "Exit status: 0 done; 1 an output file could not be written; 2 bad "
         "flags or input data; 3 the loss became NaN/Inf.\n");
+    if (o.ood && !*o.ood)
+        cli_usage_error("--ood-data is empty (none: no OOD set)");
     o.ood_given = o.ood != NULL;
     if (!o.ood_given)
         o.ood = DEFAULT_OOD_DIR;
+    o.no_ood = !strcmp(o.ood, "none");
     for (int k = 0; k < N_METHODS; k++)
         o.run[k] = method.given == 0 || (method.given >> N_METHODS) & 1u ||
                    (method.given >> k) & 1u;
@@ -252,10 +256,25 @@ static int load_data(const options *o, tg_dataset *train_set,
 {
     if (!load(o->data, true, train_set) || !load(o->data, false, test_set))
         return 2;
-    if (o->ood_given || tg_mnist_load(o->ood, false, ood_set) == TG_OK) {
-        if (o->ood_given && !load(o->ood, false, ood_set))
+    if (o->no_ood) {
+    } else if (o->ood_given) {
+        if (!load(o->ood, false, ood_set))
             return 2;
         *have_ood = true;
+    } else if (tg_mnist_load(o->ood, false, ood_set) == TG_OK) {
+        /* the default set, not asked for: of another size, it is skipped
+         * (it failed the run) */
+        *have_ood = ood_set->rows == train_set->rows &&
+                    ood_set->cols == train_set->cols;
+        if (!*have_ood) {
+            fprintf(stderr,
+                    "bnn_mnist: note: %s (the default OOD set) has %dx%d "
+                    "images, the training images are %dx%d: no OOD set "
+                    "(--ood-data gives one)\n",
+                    o->ood, ood_set->rows, ood_set->cols, train_set->rows,
+                    train_set->cols);
+            tg_dataset_free(ood_set);
+        }
     }
     /* the same geometry, not only the same number of pixels: a 14x56
      * image is not a 28x28 one */

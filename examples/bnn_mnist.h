@@ -18,6 +18,7 @@ enum { EVAL_ROWS = 1000, MAX_MEMBERS = 32 };
 typedef struct options {
     const char *data, *ood, *out;
     bool ood_given;
+    bool no_ood; /* --ood-data none */
     bool run[N_METHODS];
     int epochs, batch, hidden, samples, members, threads, max_batches, max_eval;
     int kl_warmup, train_samples;

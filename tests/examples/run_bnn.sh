@@ -118,4 +118,24 @@ regeom "$wide/t10k-images-idx3-ubyte" 14 56
 expect 2 "$bnn" --data "$data" --ood-data "$wide" --epochs 1 --max-batches 1
 mentions "14x56"
 
+# the default OOD folder (never asked for) of another geometry than the
+# training data: skipped with a note (it failed the run); --ood-data none
+# skips any; an empty --ood-data is refused (it read "bnn_mnist: : No such
+# file or directory")
+wide2="$tmp/wide2"; dataset "$data" "$wide2" 300 64
+regeom "$wide2/t10k-images-idx3-ubyte" 14 56
+regeom "$wide2/train-images-idx3-ubyte" 14 56
+expect 0 "$bnn" --data "$wide2" --method det --epochs 1 --max-batches 1 \
+    --max-eval 20 --hidden 16 --threads 1
+if [ -d /usr/share/datasets/fashion-mnist ]; then
+    mentions "(the default OOD set) has 28x28 images"
+fi
+grep -q "OOD: none" "$tmp/out" || fail "14x56 data: $(head -1 "$tmp/out")"
+expect 0 "$bnn" --data "$data" --ood-data none --method det --epochs 1 \
+    --max-batches 1 --max-eval 20 --hidden 16 --threads 1
+grep -q "OOD: none (0 images)" "$tmp/out" ||
+    fail "--ood-data none: $(head -1 "$tmp/out")"
+expect 2 "$bnn" --ood-data ""
+mentions "--ood-data is empty"
+
 [ "$fails" -eq 0 ] || exit 1
