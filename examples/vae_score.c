@@ -281,11 +281,12 @@ static void load_inputs(inputs *in, const options *o)
         in->data = strcmp(here, trained_fp) ? DATA_OTHER : DATA_SAME;
     }
     if (in->data == DATA_OTHER) {
-        fprintf(stderr,
-                "vae_score: note: %s was trained on other data (%s) than "
-                "those of %s (%s): its reference images are not held out of "
-                "training nor seen in it\n",
-                o->checkpoint, trained_fp, o->data, here);
+        /* on stdout, with the report (stderr keeps one line for a
+         * failure) */
+        printf("note: %s was trained on other data (%s) than those of %s "
+               "(%s): its reference images are not from the data it was "
+               "trained on\n",
+               o->checkpoint, trained_fp, o->data, here);
         in->holdout = 0; /* not these images' */
     }
     cli_note_labels(&in->test, o->data, 10,
@@ -567,8 +568,16 @@ static void fit_reference(reference *ref, const scored *r, bool have_L)
     }
     if (tg_typical_fit(&ref->S, S, r->n, 1) != TG_OK ||
         tg_typical_fit(&ref->L, r->L, r->n, 1) != TG_OK ||
-        tg_typical_fit(&ref->joint, feat, r->n, 2) != TG_OK)
-        fail_data();
+        tg_typical_fit(&ref->joint, feat, r->n, 2) != TG_OK) {
+        /* say which images, and what to do (it read "typicality: feature 0
+         * of 20 examples is constant") */
+        fprintf(stderr,
+                "vae_score: the reference images (%s) cannot fit the "
+                "typicality scores: %s; they need images that differ "
+                "(another --data, or --reference test)\n",
+                r->desc, tg_errmsg());
+        exit(2);
+    }
     free(S);
     free(feat);
 }

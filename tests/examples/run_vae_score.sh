@@ -86,11 +86,28 @@ dataset "$data" "$tmp/other" 200 60 3
 expect 0 "$score" --checkpoint "$tmp/ho/checkpoint.safetensors" \
     --data "$tmp/other" --iwae-k 2 --max-images 60 --near-ood none \
     --bootstrap 10 --samples 2 --threads 1 --out "$tmp/hoother"
-mentions "was trained on other data"
+grep -q "^note: .* was trained on other data" "$tmp/out" ||
+    fail "no note of other data: $(cat "$tmp/out")"
 grep -q "^ref: .*not the checkpoint's training data" "$tmp/out" ||
     fail "--holdout checkpoint on other data: $(cat "$tmp/out")"
 grep -q 'held out of training\|seen in training' "$tmp/out" &&
     fail "other data called held out or seen: $(cat "$tmp/out")"
+
+# images that are all alike (black): the typicality fit fails, naming the
+# reference images and what to do (it read "vae_score: typicality: feature 0
+# of 20 examples is constant")
+black="$tmp/black"; mkdir -p "$black"
+for set in train:300 t10k:60; do
+    n=${set#*:}
+    { printf '\000\000\010\003'; be32 "$n"; be32 28; be32 28
+      head -c $((n * 784)) /dev/zero; } >"$black/${set%:*}-images-idx3-ubyte"
+    { printf '\000\000\010\001'; be32 "$n"; head -c "$n" /dev/zero; } \
+        >"$black/${set%:*}-labels-idx1-ubyte"
+done
+expect 2 "$score" --checkpoint "$ck" --data "$black" --iwae-k 2 \
+    --max-images 20 --near-ood none --samples 1 --threads 1 --out "$tmp/black_o"
+mentions "the reference images (training images 280..299 of $black"
+mentions "cannot fit the typicality scores"
 
 # k = 1: no standard error, and none claimed (the max read 0 beside a
 # mean of nan)
