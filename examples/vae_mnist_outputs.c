@@ -155,12 +155,13 @@ int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
      * advance n. */
     const char *path = cli_path(o->out, "metrics.csv");
     int fd = open(path, O_RDONLY | O_NONBLOCK);
-    struct stat st;
+    struct stat st = {0};
     if (fd < 0)
         return 0;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        if (tg_dist_rank() == 0)
+        /* (a folder: the run's write there fails, saying so) */
+        if (tg_dist_rank() == 0 && !S_ISDIR(st.st_mode))
             fprintf(stderr,
                     "vae_mnist: note: %s is not a regular file: no earlier "
                     "epochs read from it; the run writes its own in its "
