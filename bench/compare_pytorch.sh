@@ -59,7 +59,7 @@ if [ $have_pypi = 1 ]; then
     pv=$("$pypi" -c 'import torch; print(torch.__version__)')
     for t in 1 2; do add "torch $pv (PyPI) $t thr"; done
 else
-    echo "note: no PyPI torch at $pypi (python3 -m venv DIR && DIR/bin/pip install torch; TORCH_PYTHON=DIR/bin/python)"
+    echo "note: no PyPI torch at $pypi (python3 -m venv DIR && DIR/bin/pip install torch numpy; TORCH_PYTHON=DIR/bin/python)"
 fi
 
 echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, $(date -u +%F)"

@@ -84,12 +84,16 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 # leaks (tests/mpi/meson.build): no leak check under mpirun.
 mpirun() { ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 command mpirun "$@"; }
 # A PyTorch peer (bench/torch_*.py) under interpreter $1, briefly, when it
-# imports torch.
+# has the modules the script needs.
 torch_run() {
     local py=$1
     shift
-    if ! command -v "$py" >/dev/null || ! "$py" -c 'import torch' 2>/dev/null; then
-        echo "skipped (no torch for $py): $*"
+    # the modules the script imports beyond the standard library: torch, and
+    # numpy where it uses it (PyPI's torch no longer pulls numpy in)
+    local mods=torch
+    grep -q '^import numpy' "$1" && mods="torch, numpy"
+    if ! command -v "$py" >/dev/null || ! "$py" -c "import $mods" 2>/dev/null; then
+        echo "skipped (no $mods for $py): $*"
         return 0
     fi
     local quick="--epochs 1 --max-batches 2"
