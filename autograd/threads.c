@@ -9,11 +9,16 @@
  *
  * So with the default thread count (tg_set_threads(0)) the library measures
  * its parallel GEMM regions: wall time against the master thread's time
- * over its share of the work (what one thread would have taken). Over each
- * window of 5 ms of region time, when T threads bought less than a 1.1x
- * speedup, every parallel region (GEMM and TG_PARALLEL_FOR) runs on one
- * thread for a while, then T threads are tried again: after 50 ms, 4x
- * longer each time up to 8 s while the tries keep failing within a second.
+ * over its share of the work (what one thread would have taken), over
+ * windows of 5 ms of region time. When T threads bought less than a 1.1x
+ * speedup in two windows in a row, every parallel region (GEMM and
+ * TG_PARALLEL_FOR) runs on one thread for a while, then T threads are
+ * tried again: after 50 ms, 4x longer each time up to 8 s while the tries
+ * keep failing within a second. A try is judged by its first window alone
+ * (a busy machine pays one window per try); past it, one failed window is
+ * taken for noise: a virtual machine's host takes the other core now and
+ * then, and on an idle machine that cost the default up to a third of
+ * its speed.
  * An explicit thread count (tg_set_threads(n), n > 0) is used as given.
  * The default's T is OMP_NUM_THREADS when set, else all cores.
  * Results do not depend on the thread count, so neither do they on this
@@ -78,7 +83,8 @@ enum {
     WINDOW_NS = 5000000,       /* region time judged at once */
     BACKOFF_MIN_NS = 50000000, /* first retry of T threads */
     BACKOFF_GROWTH = 4,        /* per failed try of T threads */
-    LONG_RUN_NS = 1000000000   /* T threads held this long: trust again */
+    LONG_RUN_NS = 1000000000,  /* T threads held this long: trust again */
+    STEADY_FAILS = 2           /* failed windows in a row once past a probe */
 };
 /* Longest stay on one thread: each failed try costs about one stalled
  * region (a time slice of the other program; 5-70 ms measured). */
@@ -92,7 +98,11 @@ static struct {
     int64_t since;              /* when T threads were last taken up */
     int64_t backoff;
     double win_wall, win_serial; /* ns in the current window */
-} ctl = {.lock = PTHREAD_MUTEX_INITIALIZER, .backoff = BACKOFF_MIN_NS};
+    bool probing; /* judging the first window since T threads were taken */
+    int failed;   /* windows in a row without the speedup */
+} ctl = {.lock = PTHREAD_MUTEX_INITIALIZER,
+         .backoff = BACKOFF_MIN_NS,
+         .probing = true};
 
 int64_t tg_par_now_ns(void)
 {
@@ -127,6 +137,8 @@ int tg_par_begin(tg_par_region *r, int want)
             pthread_mutex_lock(&ctl.lock);
             ctl.since = now;
             ctl.win_wall = ctl.win_serial = 0;
+            ctl.probing = true;
+            ctl.failed = 0;
             pthread_mutex_unlock(&ctl.lock);
         }
     }
@@ -143,7 +155,9 @@ void tg_par_end(const tg_par_region *r, int64_t serial_ns)
     ctl.win_wall += (double)(now - r->t0);
     ctl.win_serial += (double)serial_ns;
     if (ctl.win_wall >= WINDOW_NS) {
-        if (ctl.win_serial < MIN_SPEEDUP * ctl.win_wall) {
+        bool failed = ctl.win_serial < MIN_SPEEDUP * ctl.win_wall;
+        ctl.failed = failed ? ctl.failed + 1 : 0;
+        if (failed && (ctl.probing || ctl.failed >= STEADY_FAILS)) {
             int64_t b = ctl.backoff * BACKOFF_GROWTH;
             ctl.backoff = now - ctl.since >= LONG_RUN_NS ? BACKOFF_MIN_NS
                           : b < BACKOFF_MAX_NS           ? b
@@ -152,6 +166,7 @@ void tg_par_end(const tg_par_region *r, int64_t serial_ns)
             atomic_store(&ctl.serial, 1);
         }
         ctl.win_wall = ctl.win_serial = 0;
+        ctl.probing = false;
     }
     pthread_mutex_unlock(&ctl.lock);
 }
