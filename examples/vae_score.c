@@ -67,7 +67,8 @@ static options parse_options(int argc, char **argv)
          "in-distribution IDX folder: its test set is scored, its training "
          "images give the reference and the background model"},
         {"ood-data", CLI_STR, &o.ood, 0, 0, "DIR", NULL,
-         "IDX folder whose test set is scored as out-of-distribution"},
+         "IDX folder whose test set is scored as out-of-distribution; none "
+         "(as without the flag): no such set (a folder named none: ./none)"},
         {"near-ood", CLI_STR, &o.near, 0, 0, "LIST", "rot90,hflip",
          "near-OOD sets made from the test images: rot90, hflip, "
          "comma-separated, or none"},
@@ -106,6 +107,8 @@ static options parse_options(int argc, char **argv)
         cli_usage_error("--checkpoint FILE is required");
     if (!o.data[0] || !o.out[0] || (o.ood && !o.ood[0]))
         cli_usage_error("--data, --ood-data and --out need a folder name");
+    if (o.ood && !strcmp(o.ood, "none")) /* as bnn_mnist takes it */
+        o.ood = NULL;
     if (strcmp(o.reference, "train") && strcmp(o.reference, "test"))
         cli_usage_error("--reference: want train or test, got '%s'",
                         o.reference);

@@ -20,6 +20,10 @@ expect 0 "$score" $common --out "$tmp/alone"
 cp "$tmp/out" "$tmp/alone.txt"
 expect 0 "$score" $common --ood-data "$data" --out "$tmp/both"
 cp "$tmp/out" "$tmp/both.txt"
+# --ood-data none is the default (as bnn_mnist takes it): the same scores
+expect 0 "$score" $common --ood-data none --out "$tmp/none"
+cmp -s "$tmp/alone/scores.csv" "$tmp/none/scores.csv" ||
+    fail "--ood-data none: scores differ from the run without the flag"
 
 for f in scores.csv ood_metrics.csv convergence.csv ood_hist.svg \
     uncertainty.png latent.svg; do
