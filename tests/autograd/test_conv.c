@@ -368,6 +368,30 @@ static void test_conv2d(void **state)
 /* The edge cases through every GEMM kernel this CPU can run (each tile of
  * the AVX2 family, the portable one): the convolutions call the kernel's
  * transpose for their layout changes and pick tiles by channel count. */
+/* Under valgrind (TG_TEST_QUICK=1, set by meson test --setup valgrind) a
+ * loop of cases over the GEMM kernels gives each case to one of the
+ * kernels the CPU has, in turn, instead of to all: every case and every
+ * kernel still run (the test took 500 s under valgrind on a Zen 4). */
+static int kernels_available(const char *const *names, int n)
+{
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    int avail = 0;
+    for (int k = 0; k < n; k++)
+        avail += tg_gemm_set_kernel(names[k]);
+    assert_true(tg_gemm_set_kernel(saved));
+    return avail;
+}
+
+/* Whether case `item` runs on the rank-th available kernel (of avail). */
+static bool case_runs(int rank, int avail, long item)
+{
+    const char *q = getenv("TG_TEST_QUICK");
+    if (!q || strcmp(q, "1") || avail <= 1)
+        return true;
+    return item % avail == rank;
+}
+
 static void test_every_gemm_kernel(void **state)
 {
     (void)state;
@@ -375,13 +399,15 @@ static void test_every_gemm_kernel(void **state)
                                         "avx2-6x16", "portable"};
     char saved[32];
     snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
-    int ran = 0;
+    int ran = 0, avail = kernels_available(names, 5);
     for (int k = 0; k < 5; k++) {
         if (!tg_gemm_set_kernel(names[k]))
             continue;
-        ran++;
+        int rank = ran++;
         worst w = {0, 0};
         for (int e = 0; e < N_EDGE; e++) {
+            if (!case_runs(rank, avail, e))
+                continue;
             conv_case c = edge_cases[e];
             check_case(&c, true, &w);
             c.a.output_padding[0] = c.a.output_padding[1] = 0;
@@ -821,12 +847,16 @@ static void test_gathered_image_side(void **state)
     static const char *const names[] = {"avx512", "avx2", "portable"};
     char saved[32];
     snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    int ran = 0, avail = kernels_available(names, 3);
     for (int k = 0; k < 3; k++) {
         if (!tg_gemm_set_kernel(names[k]))
             continue;
+        int rank = ran++;
         worst w = {0, 0};
         for (size_t e = 0; e < sizeof gathered_cases / sizeof *gathered_cases;
              e++) {
+            if (!case_runs(rank, avail, (long)e))
+                continue;
             conv_case c = gathered_cases[e];
             /* conv_transpose2d: C in -> 16k out (its y gathered) */
             int img = c.C;
@@ -962,10 +992,14 @@ static void test_fan_out_first_writer(void **state)
     for (int i = 0; i < 7; i++)
         for (size_t e = 0; e < in[i]->size; e++)
             in[i]->data[e] = (float)(uniform() - 0.5);
+    int ran = 0, avail = kernels_available(names, 3);
     for (int k = 0; k < 3; k++) {
         if (!tg_gemm_set_kernel(names[k]))
             continue;
+        int rank = ran++;
         for (int rot = 0; rot < 5; rot++) {
+            if (!case_runs(rank, avail, rot))
+                continue;
             tg_gradcheck_report rep;
             bool ok = tg_gradcheck(f_fan_out, 7, in, &rot, NULL, &rep);
             if (!ok || rot == 0) {
