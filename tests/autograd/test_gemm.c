@@ -55,7 +55,7 @@ static float *random_matrix(size_t n)
  * element-wise against a double sum with a forward-error bound
  * (K+2) u (|alpha| sum|a||b| + |beta c|), and the padding beyond N
  * unchanged, for every kernel this CPU can run (the reference is computed
- * once and shared).
+ * once and shared; under valgrind, for one of them, in turn).
  */
 /* Under valgrind (TG_TEST_QUICK=1, set by meson test --setup valgrind) the
  * sweeps run a subset: emulated AVX code runs some 400x slower, and the full
@@ -66,9 +66,40 @@ static bool quick(void)
     return q && *q && *q != '0';
 }
 
+/* can_run[k]: whether this CPU runs kernel_names[k] (asked once: setting a
+ * kernel measures it again at its first use). Returns how many it runs. */
+static bool can_run[N_NAMES];
+
+static int kernels_available(void)
+{
+    static int avail = -1;
+    if (avail < 0) {
+        char saved[32];
+        snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+        avail = 0;
+        for (int k = 0; k < N_NAMES; k++)
+            avail += can_run[k] = tg_gemm_set_kernel(kernel_names[k]);
+        assert_true(tg_gemm_set_kernel(saved));
+    }
+    return avail;
+}
+
+/* Whether case `item` runs on the rank-th available kernel (of avail): all
+ * of them natively; under valgrind one each, in turn, so that every kernel
+ * still meets every kind of case across a sweep. */
+static bool case_runs(int rank, int avail, long item)
+{
+    if (!quick() || avail <= 1)
+        return true;
+    return item % avail == rank;
+}
+
 static void check_case(bool ta, bool tb, int M, int N, int K, float alpha,
                        float beta, int pad, bool nan_c)
 {
+    static long case_no;
+    long item = case_no++;
+    int avail = kernels_available(), rank = 0;
     int a_rows = ta ? K : M, a_cols = ta ? M : K;
     int b_rows = tb ? N : K, b_cols = tb ? K : N;
     int lda = a_cols + pad, ldb = b_cols + pad, ldc = N + pad;
@@ -113,8 +144,15 @@ static void check_case(bool ta, bool tb, int M, int N, int K, float alpha,
     char saved[32];
     snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
     for (int k = 0; k < N_NAMES; k++) {
-        if (!tg_gemm_set_kernel(kernel_names[k]))
+        if (!can_run[k] || !case_runs(rank++, avail, item))
             continue;
+        /* Setting a kernel measures whether to pack a transposed A at its
+         * first use (~75M multiply-adds, a second under valgrind): there,
+         * the choice is fixed instead, each way in turn. */
+        if (quick())
+            setenv("TG_GEMM_PACK_A", item / avail % 2 ? "1" : "0", 1);
+        assert_true(tg_gemm_set_kernel(kernel_names[k]));
+        unsetenv("TG_GEMM_PACK_A");
         memcpy(C, C0, (size_t)M * ldc * sizeof(float));
         tg_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         for (int i = 0; i < M; i++) {
@@ -159,7 +197,13 @@ static int for_kernels(void (*body)(void), int n)
     snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
     int ran = 0;
     for (int k = 0; k < n; k++) {
-        if (!tg_gemm_set_kernel(kernel_names[k]))
+        /* under valgrind, without measuring the packing of A (see
+         * check_case) */
+        if (quick())
+            setenv("TG_GEMM_PACK_A", k % 2 ? "1" : "0", 1);
+        bool set = tg_gemm_set_kernel(kernel_names[k]);
+        unsetenv("TG_GEMM_PACK_A");
+        if (!set)
             continue;
         assert_string_equal(tg_gemm_kernel(), kernel_names[k]);
         body();
@@ -365,36 +409,44 @@ static void test_gemm_packed_a_gives_the_same_bits(void **state)
     static const int shapes[][3] = {
         {101, 64, 900}, {37, 48, 16}, {300, 20, 130}, {9, 40, 70}};
     static const char *const modes[] = {"0", "1", NULL};
-    for (int k = 0; k < N_NAMES; k++)
+    int avail = kernels_available(), rank = -1;
+    for (int k = 0; k < N_NAMES; k++) {
+        if (!can_run[k])
+            continue;
+        rank++;
         for (int s = 0; s < 4; s++)
             for (int tb = 0; tb < 2; tb++) {
+                if (!case_runs(rank, avail, 2 * s + tb))
+                    continue;
                 int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
                 float *A = random_matrix((size_t)M * K),
                       *B = random_matrix((size_t)K * N), *C[3];
-                bool ran = true;
+                /* under valgrind the measured default (a second there) is
+                 * taken in each kernel's first case only */
+                int n_modes = quick() && 2 * s + tb >= avail ? 2 : 3;
                 for (int m = 0; m < 3; m++) {
                     C[m] = malloc((size_t)M * N * sizeof(float));
                     assert_non_null(C[m]);
+                    if (m >= n_modes) {
+                        memcpy(C[m], C[0], (size_t)M * N * sizeof(float));
+                        continue;
+                    }
                     if (modes[m])
                         setenv("TG_GEMM_PACK_A", modes[m], 1);
                     else
                         unsetenv("TG_GEMM_PACK_A");
-                    ran = ran && tg_gemm_set_kernel(kernel_names[k]);
-                    if (ran)
-                        tg_gemm(true, tb, M, N, K, 1.0f, A, M, B, tb ? K : N,
-                                0.0f, C[m], N);
+                    assert_true(tg_gemm_set_kernel(kernel_names[k]));
+                    tg_gemm(true, tb, M, N, K, 1.0f, A, M, B, tb ? K : N, 0.0f,
+                            C[m], N);
                 }
-                if (ran) {
-                    assert_memory_equal(C[0], C[1],
-                                        (size_t)M * N * sizeof(float));
-                    assert_memory_equal(C[0], C[2],
-                                        (size_t)M * N * sizeof(float));
-                }
+                assert_memory_equal(C[0], C[1], (size_t)M * N * sizeof(float));
+                assert_memory_equal(C[0], C[2], (size_t)M * N * sizeof(float));
                 for (int m = 0; m < 3; m++)
                     free(C[m]);
                 free(A);
                 free(B);
             }
+    }
     unsetenv("TG_GEMM_PACK_A");
     assert_true(tg_gemm_set_kernel(saved));
 }
@@ -410,7 +462,7 @@ typedef struct {
 static void *run_call(void *arg)
 {
     call *c = arg;
-    for (int rep = 0; rep < 20; rep++)
+    for (int rep = 0; rep < (quick() ? 4 : 20); rep++)
         tg_gemm(false, true, c->M, c->N, c->K, 1.0f, c->A, c->K, c->B, c->K,
                 0.0f, c->C, c->N);
     return NULL;
