@@ -367,6 +367,24 @@ static void dense_into(const float *x, int rows, int in, int out,
     tg_gemm(false, true, rows, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
 }
 
+/* The same with W given transposed, WT [in, out]: the GEMM packs B's
+ * panels by plain copies instead of transposes, the same values in the
+ * same order. */
+static void dense_into_t(const float *x, int rows, int in, int out,
+                         const float *WT, const float *b, float *y)
+{
+    for (int i = 0; i < rows; i++)
+        memcpy(y + (size_t)i * out, b, sizeof(float) * (size_t)out);
+    tg_gemm(false, false, rows, out, in, 1.0f, x, in, WT, out, 1.0f, y, out);
+}
+
+static void transpose_into(const float *a, int rows, int cols, float *t)
+{
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++)
+            t[(size_t)j * rows + i] = a[(size_t)i * cols + j];
+}
+
 void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
                          const float *x, int rows, int S, tg_rng *rng,
                          float *out)
@@ -412,6 +430,21 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
             tg_fatal("bayes_mlp_sample", "out of memory");
         tg_bayes_dense_variances(&layers[l], var_W[l], var_b[l]);
     }
+    /* layers past the first run once per pass: their weights transposed */
+    float **mu_T = calloc((size_t)n_layers * 2, sizeof(float *));
+    float **var_T = mu_T ? mu_T + n_layers : NULL;
+    if (!mu_T)
+        tg_fatal("bayes_mlp_sample", "out of memory");
+    for (int l = 1; l < n_layers; l++) {
+        size_t n = (size_t)layers[l].out * layers[l].in;
+        mu_T[l] = malloc(sizeof(float) * n);
+        var_T[l] = malloc(sizeof(float) * n);
+        if (!mu_T[l] || !var_T[l])
+            tg_fatal("bayes_mlp_sample", "out of memory");
+        transpose_into(layers[l].W_mu->data, layers[l].out, layers[l].in,
+                       mu_T[l]);
+        transpose_into(var_W[l], layers[l].out, layers[l].in, var_T[l]);
+    }
     /* Layer 1 sees the same x in every pass: its moments once, on all
      * threads (the GEMM's own). */
     const tg_bayes_dense *L0 = &layers[0];
@@ -448,9 +481,8 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
         for (int l = 1; l < n_layers; l++) {
             const tg_bayes_dense *L = &layers[l];
             size_t n = (size_t)rows * L->out;
-            dense_into(h, rows, L->in, L->out, L->W_mu->data, L->b_mu->data,
-                       mean);
-            dense_into(h_sq, rows, L->in, L->out, var_W[l], var_b[l], var);
+            dense_into_t(h, rows, L->in, L->out, mu_T[l], L->b_mu->data, mean);
+            dense_into_t(h_sq, rows, L->in, L->out, var_T[l], var_b[l], var);
             if (l < n_layers - 1)
                 draw(key[l], mean, var, n, true, h, h_sq);
             else
@@ -460,8 +492,11 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
     for (int l = 0; l < n_layers; l++) {
         free(var_W[l]);
         free(var_b[l]);
+        free(mu_T[l]);
+        free(var_T[l]);
     }
     free(var_W);
+    free(mu_T);
     free(keys);
     free(work);
 }
