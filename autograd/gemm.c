@@ -110,9 +110,12 @@ static struct {
     size_t buffer_floats; /* per-thread pack buffer: the largest blocks */
     double min_flops_parallel;
     atomic_int pack_a_t; /* A transposed: pack it (1) or read it in place
-                            (0); -1 until measured (pack_a_transposed) */
+                            (0) as TG_GEMM_PACK_A fixes it; -1: measured */
 } cfg;
 static atomic_int cfg_ready;
+/* pack_a_transposed's measurement per kernel: 0 until taken, else 1 + the
+ * choice; kept when another kernel is set, so each is measured once. */
+static atomic_int pack_a_measured[N_KERNELS];
 
 /* Data cache sizes in bytes (L1d, L2, L3 per cpu0's view) from sysfs;
  * entries it cannot read are left alone. */
@@ -230,8 +233,9 @@ static void set_blocks(void)
         most = need > most ? need : most;
     }
     cfg.buffer_floats = most;
-    /* TG_GEMM_PACK_A=0 or 1 fixes the choice (tests, tuning); otherwise it
-     * is measured again for this kernel at its first use */
+    /* TG_GEMM_PACK_A=0 or 1 fixes the choice (tests, tuning), read again
+     * when a kernel is set; otherwise each kernel's is measured at its
+     * first use */
     env = getenv("TG_GEMM_PACK_A");
     atomic_store(
         &cfg.pack_a_t,
@@ -575,13 +579,19 @@ static void split_grid(int pm, int pn, int mr, int nr, int T, bool rows_first,
  * chains either way. */
 static bool pack_a_transposed(void)
 {
-    int v = atomic_load(&cfg.pack_a_t);
-    if (v >= 0)
-        return v;
+    int fixed = atomic_load(&cfg.pack_a_t);
+    if (fixed >= 0)
+        return fixed;
+    int i = 0;
+    while (kernels[i] != cfg.kern)
+        i++;
+    int v = atomic_load(&pack_a_measured[i]);
+    if (v)
+        return v - 1;
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&lock);
-    v = atomic_load(&cfg.pack_a_t);
-    if (v < 0) {
+    v = atomic_load(&pack_a_measured[i]);
+    if (!v) {
         enum { M = 768, N = 128, K = 128 };
         float *a = malloc(sizeof(float) * (M * K + K * N + M * N));
         if (!a)
@@ -604,11 +614,11 @@ static bool pack_a_transposed(void)
                 best[packed] = dt < best[packed] ? dt : best[packed];
             }
         free(a);
-        v = (double)best[1] < 0.97 * (double)best[0];
-        atomic_store(&cfg.pack_a_t, v);
+        v = 1 + ((double)best[1] < 0.97 * (double)best[0]);
+        atomic_store(&pack_a_measured[i], v);
     }
     pthread_mutex_unlock(&lock);
-    return v;
+    return v - 1;
 }
 
 /* C += two K blocks of a C^T problem on two threads: block 0 runs on C

@@ -1306,12 +1306,6 @@ int main(int argc, char **argv)
 {
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
-    /* Setting a GEMM kernel measures at its first use whether to pack a
-     * transposed A (~75M multiply-adds, seconds under valgrind); the tests
-     * set kernels often, so under valgrind the choice is fixed (test_gemm
-     * runs both choices and the measurement there). */
-    if (quick())
-        setenv("TG_GEMM_PACK_A", "0", 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv_transpose2d),
