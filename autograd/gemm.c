@@ -577,13 +577,13 @@ static void split_grid(int pm, int pn, int mr, int nr, int T, bool rows_first,
  * (on the Xeon it was 4.3% faster in five of five processes).
  * The choice changes no result: the same values meet in the same FMA
  * chains either way. */
-static bool pack_a_transposed(void)
+static bool pack_a_transposed(const gemm_kernel *base)
 {
     int fixed = atomic_load(&cfg.pack_a_t);
     if (fixed >= 0)
         return fixed;
     int i = 0;
-    while (kernels[i] != cfg.kern)
+    while (i < N_KERNELS - 1 && kernels[i] != base)
         i++;
     int v = atomic_load(&pack_a_measured[i]);
     if (v)
@@ -599,7 +599,7 @@ static bool pack_a_transposed(void)
         for (size_t i = 0; i < (size_t)M * K + K * N; i++)
             a[i] = 0.5f;
         float *b = a + M * K, *c = b + K * N;
-        const gemm_kernel *kern = tile_for_n(cfg.kern, true, N);
+        const gemm_kernel *kern = tile_for_n(base, true, N);
         int kc, NC;
         blocks_for(kern, true, &kc, &NC);
         problem pb = {true, false, M, N, K, 1.0f,  0.0f,  a,
@@ -696,7 +696,7 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
         return;
     }
 
-    const gemm_kernel *kern = cfg.kern;
+    const gemm_kernel *base = cfg.kern, *kern = base;
     /* A narrow C wastes most of each NR-wide tile (N = 40 fills 40 of 64
      * lanes): compute C^T = op(B)^T op(A)^T instead when that costs less.
      * Each element is the same FMA chain either way (a*b = b*a). */
@@ -712,7 +712,7 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     pb.b_in_place = !pb.tb && pb.M <= 96;
     /* K blocks of near-equal size, a function of K alone. */
     kern = tile_for_n(kern, pb.ta, pb.N);
-    pb.a_packed = pb.ta && pb.M >= kern->mr && pack_a_transposed();
+    pb.a_packed = pb.ta && pb.M >= kern->mr && pack_a_transposed(base);
     int kc_max, NC;
     blocks_for(kern, pb.ta, &kc_max, &NC);
     int nk = (K + kc_max - 1) / kc_max;
