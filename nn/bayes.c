@@ -409,8 +409,12 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
     /* One key per pass and layer, taken in the order S passes on the tape
      * would take them (pass by pass, layer by layer). */
     uint64_t *keys = malloc(sizeof(uint64_t) * (size_t)S * n_layers);
-    float **var_W = calloc((size_t)n_layers * 2, sizeof(float *));
+    /* per layer: sigma^2 of W and b; past the first layer, which runs once
+     * per pass, W's mean and sigma^2 transposed as well */
+    float **var_W = calloc((size_t)n_layers * 4, sizeof(float *));
     float **var_b = var_W ? var_W + n_layers : NULL;
+    float **mu_T = var_W ? var_b + n_layers : NULL;
+    float **var_T = var_W ? mu_T + n_layers : NULL;
     size_t plane = (size_t)rows * width, first = (size_t)rows * layers[0].out;
     int lanes = tg_par_threads() < S ? tg_par_threads() : S;
     lanes = lanes > 0 ? lanes : 1;
@@ -429,13 +433,8 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
         if (!var_W[l] || !var_b[l])
             tg_fatal("bayes_mlp_sample", "out of memory");
         tg_bayes_dense_variances(&layers[l], var_W[l], var_b[l]);
-    }
-    /* layers past the first run once per pass: their weights transposed */
-    float **mu_T = calloc((size_t)n_layers * 2, sizeof(float *));
-    float **var_T = mu_T ? mu_T + n_layers : NULL;
-    if (!mu_T)
-        tg_fatal("bayes_mlp_sample", "out of memory");
-    for (int l = 1; l < n_layers; l++) {
+        if (l == 0)
+            continue;
         size_t n = (size_t)layers[l].out * layers[l].in;
         mu_T[l] = malloc(sizeof(float) * n);
         var_T[l] = malloc(sizeof(float) * n);
@@ -496,7 +495,6 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
         free(var_T[l]);
     }
     free(var_W);
-    free(mu_T);
     free(keys);
     free(work);
 }

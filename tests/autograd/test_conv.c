@@ -365,9 +365,6 @@ static void test_conv2d(void **state)
            w.rel_err);
 }
 
-/* The edge cases through every GEMM kernel this CPU can run (each tile of
- * the AVX2 family, the portable one): the convolutions call the kernel's
- * transpose for their layout changes and pick tiles by channel count. */
 /* Under valgrind (TG_TEST_QUICK=1, set by meson test --setup valgrind) a
  * loop of cases over the GEMM kernels gives each case to one of the
  * kernels the CPU has, in turn, instead of to all: every case and every
@@ -397,6 +394,9 @@ static bool case_runs(int rank, int avail, long item)
     return item % avail == rank;
 }
 
+/* The edge cases through every GEMM kernel this CPU can run (each tile of
+ * the AVX2 family, the portable one): the convolutions call the kernel's
+ * transpose for their layout changes and pick tiles by channel count. */
 static void test_every_gemm_kernel(void **state)
 {
     (void)state;
