@@ -199,16 +199,16 @@ corr_image(const geom *g, const dlay *d, const float *planes, const int *src,
         for (int c = 0; c < nb; c++, oc++) {
             const float *s = buf + (size_t)c * d->Lf;
             float *o = out + (size_t)oc * g->OH * g->OW;
+            /* set: s + 0 without a bias, the bits of 0 + s added into a
+             * zeroed output (a -0 becomes +0 either way) */
             float b = bias ? bias[oc] : 0.0f;
             for (int oh = 0; oh < g->OH; oh++, s += d->Wp, o += g->OW) {
                 if (add)
                     for (int ow = 0; ow < g->OW; ow++)
                         o[ow] += s[ow];
-                else if (bias)
+                else
                     for (int ow = 0; ow < g->OW; ow++)
                         o[ow] = s[ow] + b;
-                else
-                    memcpy(o, s, (size_t)g->OW * sizeof *o);
             }
         }
     }

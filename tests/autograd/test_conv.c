@@ -917,7 +917,8 @@ static void test_huge_stride_one_channel(void **state)
  * and adds in the others (smooth ops: no kink near the finite differences); the
  * 16-channel conv2d and conv_transpose2d take the implicit GEMM, the
  * one-channel conv_transpose2d the direct kernels (with the AVX kernels), the
- * im2col path with the portable one. */
+ * im2col path with the portable one; e = a as one-channel images feeds a
+ * conv2d (direct kernels) and a sigmoid, in turn first. */
 static tg_tensor *mean_sq(tg_tape *tp, tg_tensor *t) /* mean: a loss near 1 */
 {
     return tg_mean(tp, tg_mul(tp, t, t));
@@ -981,6 +982,14 @@ static tg_tensor *f_fan_out(tg_tape *tp, tg_tensor **in, void *ctx)
                    ? mean_sq(tp, tg_relu(tp, d))
                    : mean_sq(tp, tg_conv_transpose2d_ex(tp, d, Wt2, NULL, &p1)),
         loss = tg_add(tp, loss, term);
+    /* e = a as one-channel images feeds a conv2d (one channel in: the
+     * direct kernels' dx) and a sigmoid */
+    tg_tensor *e = tg_reshape(tp, a, 4, (int[]){2, 1, 4, 8});
+    for (int k = 0; k < 2; k++)
+        term = (k + rot) % 2
+                   ? mean_sq(tp, tg_sigmoid(tp, e))
+                   : mean_sq(tp, tg_conv2d_ex(tp, e, in[7], NULL, &p1)),
+        loss = tg_add(tp, loss, term);
     return loss;
 }
 
@@ -991,7 +1000,7 @@ static void test_fan_out_first_writer(void **state)
     char saved[32];
     snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
     int dense_in = 5;
-    tg_tensor *in[7] = {
+    tg_tensor *in[8] = {
         tg_tensor_new(2, (int[]){2, dense_in}),
         tg_tensor_new(2, (int[]){32, dense_in}),
         rand1(32),
@@ -999,8 +1008,9 @@ static void test_fan_out_first_writer(void **state)
         rand4(16, 2, 3, 3),
         rand4(2, 1, 3, 3),
         rand4(16, 2, 3, 3),
+        rand4(3, 1, 3, 3),
     };
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 8; i++)
         for (size_t e = 0; e < in[i]->size; e++)
             in[i]->data[e] = (float)(uniform() - 0.5);
     int ran = 0, avail = kernels_available(names, 3);
@@ -1012,7 +1022,7 @@ static void test_fan_out_first_writer(void **state)
             if (!case_runs(rank, avail, rot))
                 continue;
             tg_gradcheck_report rep;
-            bool ok = tg_gradcheck(f_fan_out, 7, in, &rot, NULL, &rep);
+            bool ok = tg_gradcheck(f_fan_out, 8, in, &rot, NULL, &rep);
             if (!ok || rot == 0) {
                 char what[64];
                 snprintf(what, sizeof what, "fan-out, %s, rotation %d",
@@ -1023,7 +1033,7 @@ static void test_fan_out_first_writer(void **state)
         }
     }
     assert_true(tg_gemm_set_kernel(saved));
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 8; i++)
         tg_tensor_free(in[i]);
 }
 
