@@ -679,9 +679,10 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     init();
     if (M < 0 || N < 0 || K < 0)
         tg_fatal("tg_gemm", "negative size M=%d N=%d K=%d", M, N, K);
+    /* At least a stored row's length: 0 for an operand with no columns
+     * (K = 0 or N = 0: tg_matmul of [3, 0] by [0, 4] is zeros) */
     int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
-    if (lda < (a_cols > 1 ? a_cols : 1) || ldb < (b_cols > 1 ? b_cols : 1) ||
-        ldc < (N > 1 ? N : 1))
+    if (lda < a_cols || ldb < b_cols || ldc < N)
         tg_fatal("tg_gemm",
                  "leading dimension too small: lda=%d (op(A) %dx%d%s) "
                  "ldb=%d (op(B) %dx%d%s) ldc=%d (C %dx%d)",

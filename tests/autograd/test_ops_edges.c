@@ -101,6 +101,77 @@ static void zero_rows_pass_through_every_op(void **state)
     tg_tensor_free(row);
 }
 
+/* ---- empty inner and output dimensions -------------------------------------
+ * A product over K = 0 is zeros and a layer with no inputs gives its bias;
+ * a layer with no outputs gives [rows, 0]. Each way of transposing the
+ * operands (the GEMM's leading dimensions are then 0) goes forward and
+ * backward; the gradients that exist are the right ones. */
+
+static tg_tensor *leaf(tg_tape *tp, int rows, int cols)
+{
+    tg_tensor *t = tg_tape_tensor2(tp, rows, cols, true);
+    t->requires_grad = true;
+    return t;
+}
+
+static void empty_inner_and_output_dims(void **state)
+{
+    (void)state;
+    tg_tape *tp = tg_tape_new();
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        tg_tape_reset(tp);
+        /* op(a) [3, 0] times op(b) [0, 4] */
+        tg_tensor *a = leaf(tp, ta ? 0 : 3, ta ? 3 : 0);
+        tg_tensor *b = leaf(tp, tb ? 4 : 0, tb ? 0 : 4);
+        tg_tensor *y = tg_matmul(tp, a, b, ta, tb);
+        assert_int_equal(y->shape[0], 3);
+        assert_int_equal(y->shape[1], 4);
+        for (size_t e = 0; e < y->size; e++)
+            assert_true(y->data[e] == 0.0f);
+        tg_backward(tp, tg_sum(tp, y));
+        /* op(a) [3, 2] times op(b) [2, 0]: [3, 0]; a's gradient is zeros */
+        a = leaf(tp, ta ? 2 : 3, ta ? 3 : 2);
+        b = leaf(tp, tb ? 0 : 2, tb ? 2 : 0);
+        for (size_t e = 0; e < a->size; e++)
+            a->data[e] = 1.0f + (float)e;
+        y = tg_matmul(tp, a, b, ta, tb);
+        assert_int_equal(y->shape[0], 3);
+        assert_int_equal(y->shape[1], 0);
+        tg_tensor *loss = tg_add(tp, tg_sum(tp, y), tg_sum(tp, a));
+        tg_backward(tp, loss);
+        for (size_t e = 0; e < a->size; e++)
+            assert_true(a->grad[e] == 1.0f);
+    }
+    /* dense: x [3, 0], W [2, 0], b [2] gives rows of b; db = 3 per unit */
+    tg_tape_reset(tp);
+    tg_tensor *x = leaf(tp, 3, 0);
+    tg_tensor *W = leaf(tp, 2, 0);
+    tg_tensor *bias = tg_tape_tensor(tp, 1, (int[]){2}, true);
+    bias->requires_grad = true;
+    bias->data[0] = 0.5f, bias->data[1] = -2.0f;
+    tg_tensor *y = tg_dense(tp, x, W, bias);
+    assert_int_equal(y->shape[0], 3);
+    assert_int_equal(y->shape[1], 2);
+    for (int i = 0; i < 3; i++) {
+        assert_true(y->data[2 * i] == 0.5f);
+        assert_true(y->data[2 * i + 1] == -2.0f);
+    }
+    tg_backward(tp, tg_sum(tp, y));
+    assert_true(bias->grad[0] == 3.0f && bias->grad[1] == 3.0f);
+    /* dense: x [3, 4], W [0, 4] gives [3, 0]; x's gradient is zeros */
+    tg_tape_reset(tp);
+    x = leaf(tp, 3, 4);
+    W = leaf(tp, 0, 4);
+    y = tg_dense(tp, x, W, NULL);
+    assert_int_equal(y->shape[0], 3);
+    assert_int_equal(y->shape[1], 0);
+    tg_backward(tp, tg_add(tp, tg_sum(tp, y), tg_sum(tp, x)));
+    for (size_t e = 0; e < x->size; e++)
+        assert_true(x->grad[e] == 1.0f);
+    tg_tape_free(tp);
+}
+
 /* ---- same bits on 1 and 2 threads -------------------------------------------
  * Big enough (120,000 elements) for every parallel loop to split. */
 
@@ -203,6 +274,11 @@ static void bad_div_shapes(void)
     tg_div(mtp, tg_tensor_new2(3, 3), tg_tensor_new(1, (int[]){2}));
 }
 static void null_maximum(void) { tg_maximum(mtp, tg_tensor_new2(1, 1), NULL); }
+static void short_gemm_rows(void) /* A 2 x 3 with rows 2 apart */
+{
+    static float A[6], B[6], C[4];
+    tg_gemm(false, false, 2, 2, 3, 1.0f, A, 2, B, 2, 0.0f, C, 2);
+}
 
 static void misuse_aborts_naming_the_op(void **state)
 {
@@ -219,6 +295,7 @@ static void misuse_aborts_naming_the_op(void **state)
     expect_abort(null_neg, "tapegrad: neg: ");
     expect_abort(bad_div_shapes, "tapegrad: div: ");
     expect_abort(null_maximum, "tapegrad: maximum: ");
+    expect_abort(short_gemm_rows, "tapegrad: tg_gemm: ", "lda=2 (op(A) 2x3)");
     tg_tape_free(mtp);
 }
 
@@ -226,6 +303,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(zero_rows_pass_through_every_op),
+        cmocka_unit_test(empty_inner_and_output_dims),
         cmocka_unit_test(same_bits_on_1_and_2_threads),
         cmocka_unit_test(misuse_aborts_naming_the_op),
     };
