@@ -51,29 +51,41 @@ uint64_t cli_u64(const char *flag, const char *s)
     return (uint64_t)v;
 }
 
+/* A number written in decimal, as the integer flags take them: not hex
+ * (strtod reads 0x10 as 16), no leading space. */
+static bool decimal(const char *s)
+{
+    return !isspace((unsigned char)s[0]) && !strpbrk(s, "xX");
+}
+
+/* The range is checked on the float the program uses: 1e-50 is a double
+ * in (0, hi] but the float 0, which a learning rate or a prior's scale
+ * must not be. */
 float cli_float_pos(const char *flag, const char *s, double hi)
 {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || !(v > 0.0) || v > hi ||
-        isspace((unsigned char)s[0]))
-        cli_usage_error("%s: expected a number in (0, %g], got '%s'", flag, hi,
-                        s);
-    return (float)v;
+    float f = (float)v;
+    if (errno || end == s || *end || !isfinite(v) || !(f > 0.0f) || v > hi ||
+        !decimal(s))
+        cli_usage_error("%s: expected a number in (0, %g], got '%s'%s", flag,
+                        hi, s, v > 0.0 && f == 0.0f ? " (0 as a float)" : "");
+    return f;
 }
 
-/* A finite number in [lo, hi]. */
+/* A finite number in [lo, hi], lo's sign kept by the float. */
 static float cli_float_in(const char *flag, const char *s, double lo, double hi)
 {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
+    float f = (float)v;
     if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi ||
-        isspace((unsigned char)s[0]))
+        (double)f < lo || !decimal(s))
         cli_usage_error("%s: expected a number in [%g, %g], got '%s'", flag, lo,
                         hi, s);
-    return (float)v;
+    return f;
 }
 
 /* The index of s in c->names; else a usage error listing them. */

@@ -217,7 +217,7 @@ static uint64_t meta_seed(const char *path, const tg_meta *m)
 static float meta_lr(const char *path, const tg_meta *m)
 {
     double lr;
-    if (tg_meta_get_double(m, "lr", &lr) != TG_OK || !(lr > 0.0) ||
+    if (tg_meta_get_double(m, "lr", &lr) != TG_OK || !((float)lr > 0.0f) ||
         !(lr <= 1e6))
         bad_meta(path, "lr", tg_meta_get(m, "lr"), "a number in (0, 1e6]");
     return (float)lr;

@@ -208,7 +208,8 @@ for prog in "$vae" "$mlp"; do
     # --- flags ---------------------------------------------------------------
     flags='"--batch 0" "--batch -5" "--batch 12x" "--batch 99999999999" \
         "--batch 0x10" "--lr -1" "--lr 0" "--lr nan" "--lr inf" "--lr 1e9" \
-        "--lr 1e-3x" "--epochs -3" "--epochs 0" "--epochs ten" \
+        "--lr 1e-3x" "--lr 1e-50" "--lr 0x1p-3" "--epochs -3" "--epochs 0" \
+        "--epochs ten" \
         "--threads -1" "--threads 2000" "--seed -1" \
         "--seed 99999999999999999999" "--max-batches 0" "--hidden -1"'
     [ -n "${QUICK:-}" ] && flags='"--batch 0" "--lr 1e-3x" "--seed -1"'
@@ -269,6 +270,9 @@ spoil lrnan '"lr":"0.00100000005"' '"lr":"nan          "'
 expect 2 "'lr'" "$vae" $fast --resume "$tmp/lrnan.safetensors" --out "$o"
 spoil lrneg '"lr":"0.00100000005"' '"lr":"-0.0010000000"'
 expect 2 "'lr'" "$vae" $fast --resume "$tmp/lrneg.safetensors" --out "$o"
+# a double above 0 that is the float 0 (was taken, then asked for --lr 0)
+spoil lrtiny '"lr":"0.00100000005"' '"lr":"1e-50        "'
+expect 2 "'lr'" "$vae" $fast --resume "$tmp/lrtiny.safetensors" --out "$o"
 spoil batch0 '"batch":"32"' '"batch":"00"'
 expect 2 "'batch'" "$vae" $fast --resume "$tmp/batch0.safetensors" --out "$o"
 spoil hold '"holdout":"0"' '"holdout":"-"'
