@@ -387,6 +387,7 @@ int main(int argc, char **argv)
 {
     cli_prog = "bnn_mnist";
     cli_one_process();
+    cli_stop_cleanly();
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
     if (o.out && !cli_check_out_dir(o.out))

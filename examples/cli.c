@@ -386,23 +386,40 @@ void cli_out_commit(tg_atomic_file *a, bool ok)
 
 volatile sig_atomic_t cli_interrupted;
 
+/* Ends the process as sig would have, without the temporary of a file
+ * being written (async-signal-safe calls only). */
+static void stop_now(int sig)
+{
+    tg_atomic_discard_open();
+    signal(sig, SIG_DFL);
+    raise(sig); /* blocked in the handler: delivered on return */
+}
+
 static void on_sigint(int sig)
 {
-    (void)sig;
+    if (cli_interrupted) /* the second Ctrl-C kills */
+        stop_now(sig);
     cli_interrupted = 1;
 }
 
-void cli_catch_sigint(void)
+static void catch_stops(void (*handler)(int))
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sa.sa_flags = SA_RESETHAND; /* the second Ctrl-C kills */
+    sa.sa_handler = handler;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     /* mpirun turns Ctrl-C into SIGTERM for every rank (then SIGKILL a few
      * seconds later): a rank stops the same way. */
     sigaction(SIGTERM, &sa, NULL);
+}
+
+void cli_catch_sigint(void) { catch_stops(on_sigint); }
+
+void cli_stop_cleanly(void)
+{
+    catch_stops(stop_now);
+    signal(SIGHUP, stop_now);
 }
 
 void cli_note_labels(const tg_dataset *ds, const char *dir, int classes,

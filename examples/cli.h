@@ -169,10 +169,15 @@ FILE *cli_out_open(struct tg_atomic_file *a, const char *path);
 void cli_out_commit(struct tg_atomic_file *a, bool ok);
 
 /* SIGINT (Ctrl-C) or SIGTERM (what mpirun sends every rank on Ctrl-C) sets
- * cli_interrupted instead of killing; a second one kills as usual. Training
- * loops poll it between steps. */
+ * cli_interrupted instead of killing; a second one kills as usual, first
+ * removing the temporary of a file being written. Training loops poll it
+ * between steps. */
 extern volatile sig_atomic_t cli_interrupted;
 void cli_catch_sigint(void);
+/* For programs with nothing to save on a stop (vae_score, bnn_mnist):
+ * SIGINT, SIGTERM or SIGHUP kills as usual, but first removes the temporary
+ * of a file being written, so an output folder holds whole files only. */
+void cli_stop_cleanly(void);
 
 /* For programs that do not need labels: a note on stderr when some of ds's
  * labels are outside 0..classes-1, ending with use (how the program treats

@@ -605,6 +605,7 @@ int main(int argc, char **argv)
 {
     cli_prog = "vae_score";
     cli_one_process();
+    cli_stop_cleanly();
     options o = parse_options(argc, argv);
     tg_set_threads(o.threads);
     if (!cli_check_out_dir(o.out))

@@ -1,6 +1,13 @@
 /* The files a training program writes: whole or not at all (temporary file,
  * fsync, rename, fsync of the folder), no temporaries of dead processes
- * left behind, and one process at a time per output folder. */
+ * left behind, and one process at a time per output folder.
+ *
+ * A temporary is "<path>.tapegrad-tmp.<pid>", created new (O_EXCL) and
+ * never through a symbolic link, as is the lock: the names a stale-temp
+ * sweep removes are ones no other program writes (it had removed a
+ * user's "thesis.tex.tmp.20261204", and a checkpoint named "*.tmp.<n>"
+ * given to --resume), and a link planted at a temporary's or the lock's
+ * name cannot make a run write through it into another file. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +20,39 @@
 #include <unistd.h>
 
 #include "tg_nn.h"
+
+#define TEMP_MARK ".tapegrad-tmp."
+
+/* The temporaries open now, for tg_atomic_discard_open from a signal
+ * handler: a fixed table of pointers, each set after its name is complete
+ * and cleared before it is freed. */
+enum { OPEN_TEMPS_MAX = 16 };
+static char *volatile open_temps[OPEN_TEMPS_MAX];
+
+static void open_temps_add(char *tmp)
+{
+    for (int i = 0; i < OPEN_TEMPS_MAX; i++)
+        if (!open_temps[i]) {
+            open_temps[i] = tmp;
+            return;
+        }
+}
+
+static void open_temps_remove(const char *tmp)
+{
+    for (int i = 0; i < OPEN_TEMPS_MAX; i++)
+        if (open_temps[i] == tmp)
+            open_temps[i] = NULL;
+}
+
+void tg_atomic_discard_open(void)
+{
+    for (int i = 0; i < OPEN_TEMPS_MAX; i++) {
+        char *t = open_temps[i];
+        if (t)
+            unlink(t);
+    }
+}
 
 /* The folder holding path ("." when it has no slash), malloc'd. */
 static char *folder_of(const char *path)
@@ -45,8 +85,13 @@ tg_status tg_atomic_open(tg_atomic_file *a, const char *path)
         return tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
     }
     strcpy(a->path, path);
-    snprintf(a->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    snprintf(a->tmp, n, "%s" TEMP_MARK "%ld", path, (long)getpid());
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(a->tmp, flags, 0644);
+    if (fd < 0 && errno == EEXIST && unlink(a->tmp) == 0)
+        fd = open(a->tmp, flags, 0644); /* our pid's: a dead process's */
+    if (fd >= 0)
+        open_temps_add(a->tmp);
     a->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!a->f) {
         tg_status st =
@@ -54,6 +99,7 @@ tg_status tg_atomic_open(tg_atomic_file *a, const char *path)
         if (fd >= 0) {
             close(fd);
             unlink(a->tmp);
+            open_temps_remove(a->tmp);
         }
         free(a->path);
         free(a->tmp);
@@ -103,7 +149,8 @@ tg_status tg_atomic_commit(tg_atomic_file *a, bool ok)
                       strerror(errno));
     if (st != TG_OK)
         unlink(a->tmp);
-    else
+    open_temps_remove(a->tmp);
+    if (st == TG_OK)
         st = sync_folder(a->path);
     free(a->path);
     free(a->tmp);
@@ -111,18 +158,19 @@ tg_status tg_atomic_commit(tg_atomic_file *a, bool ok)
     return st;
 }
 
-/* The pid of a name ending ".tmp.<digits>", or 0. */
+/* The pid of a name ending TEMP_MARK "<digits>", or 0. */
 static long temp_pid(const char *name)
 {
-    const char *t = strstr(name, ".tmp.");
-    while (t && strstr(t + 1, ".tmp."))
-        t = strstr(t + 1, ".tmp.");
-    if (!t || !t[5])
+    const size_t m = strlen(TEMP_MARK);
+    const char *t = strstr(name, TEMP_MARK);
+    while (t && strstr(t + 1, TEMP_MARK))
+        t = strstr(t + 1, TEMP_MARK);
+    if (!t || !t[m] || strlen(t + m) > 18)
         return 0;
-    for (const char *p = t + 5; *p; p++)
+    for (const char *p = t + m; *p; p++)
         if (!isdigit((unsigned char)*p))
             return 0;
-    return strtol(t + 5, NULL, 10);
+    return strtol(t + m, NULL, 10);
 }
 
 int tg_remove_stale_temps(const char *dir)
@@ -153,10 +201,12 @@ tg_status tg_dir_lock(const char *dir)
     char path[4096];
     if (snprintf(path, sizeof path, "%s/.lock", dir) >= (int)sizeof path)
         return tg_error(TG_ERR_ARG, "%s: path too long", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
-        return tg_error(TG_ERR_IO, "cannot lock output folder %s: %s", dir,
-                        strerror(errno));
+        return tg_error(TG_ERR_IO, "cannot lock output folder %s: %s%s", dir,
+                        strerror(errno),
+                        errno == ELOOP ? " (its .lock is a symbolic link)"
+                                       : "");
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;
         char buf[32] = {0};

@@ -620,9 +620,10 @@ tg_status tg_checkpoint_load_prefix(const char *path, tg_params *ps,
 
 /* ---- output files (nn/files.c) --------------------------------------------
  * A file appears whole or not at all: write to a->f, then commit. The data
- * goes to "<path>.tmp.<pid>", is flushed and fsynced, renamed over path,
- * and the folder is fsynced; on any failure (or ok false) the temporary is
- * removed and path keeps its old contents. */
+ * goes to "<path>.tapegrad-tmp.<pid>" (created new, never through a
+ * symbolic link), is flushed and fsynced, renamed over path, and the folder
+ * is fsynced; on any failure (or ok false) the temporary is removed and
+ * path keeps its old contents. */
 typedef struct tg_atomic_file {
     FILE *f;
     char *path, *tmp;
@@ -631,11 +632,15 @@ typedef struct tg_atomic_file {
 tg_status tg_atomic_open(tg_atomic_file *a, const char *path);
 /* ok: the caller's own writes succeeded. Closes a in every case. */
 tg_status tg_atomic_commit(tg_atomic_file *a, bool ok);
-/* Removes "<name>.tmp.<pid>" files in dir whose process no longer runs (a
- * killed run's temporaries); returns how many. */
+/* Removes the temporaries of files not yet committed (async-signal-safe:
+ * for a SIGINT or SIGTERM handler about to end the process). */
+void tg_atomic_discard_open(void);
+/* Removes "<name>.tapegrad-tmp.<pid>" files in dir whose process no longer
+ * runs (a killed run's temporaries); returns how many. */
 int tg_remove_stale_temps(const char *dir);
 /* Locks dir for this process until it exits ("<dir>/.lock", flock, holding
- * the PID). A second process gets TG_ERR_IO naming the first one's PID. */
+ * the PID; a .lock that is a symbolic link is refused). A second process
+ * gets TG_ERR_IO naming the first one's PID. */
 tg_status tg_dir_lock(const char *dir);
 
 /* ---- data ---------------------------------------------------------------- */

@@ -69,7 +69,7 @@ no_output() {
 
 # no_temp DIR: no temporary file of an interrupted write.
 no_temp() {
-    leftovers=$(find "$1" -name '*.tmp*' 2>/dev/null)
+    leftovers=$(find "$1" -name '*tmp.*' 2>/dev/null)
     [ -n "$leftovers" ] && fail "temporary files left: $leftovers"
 }
 

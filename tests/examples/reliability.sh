@@ -85,17 +85,32 @@ bad="$tmp/badlabels"; dataset "$mnist" "$bad" 64 64 12
     fail "labels out of range stopped vae_mnist: $(cat "$tmp/err")"
 grep -q "labels" "$tmp/err" || fail "labels out of range: no word said"
 
-# 7. temporaries of dead processes are removed, a live one's are kept
+# 7. temporaries of dead processes are removed, a live one's are kept, and
+#    so is a user's file that only looks like a temporary (was removed)
 sh -c 'exit 0' &
 dead=$!
 wait "$dead"
 mkdir -p "$tmp/o7"
-: >"$tmp/o7/checkpoint.safetensors.tmp.$dead"
-: >"$tmp/o7/metrics.csv.tmp.$$"
+: >"$tmp/o7/checkpoint.safetensors.tapegrad-tmp.$dead"
+: >"$tmp/o7/metrics.csv.tapegrad-tmp.$$"
+echo draft >"$tmp/o7/notes.tex.tmp.$dead"
 expect 0 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o7"
-[ -e "$tmp/o7/checkpoint.safetensors.tmp.$dead" ] &&
+[ -e "$tmp/o7/checkpoint.safetensors.tapegrad-tmp.$dead" ] &&
     fail "a dead process's temporary checkpoint was left behind"
-[ -e "$tmp/o7/metrics.csv.tmp.$$" ] || fail "a live process's temporary was removed"
+[ -e "$tmp/o7/metrics.csv.tapegrad-tmp.$$" ] ||
+    fail "a live process's temporary was removed"
+[ "$(cat "$tmp/o7/notes.tex.tmp.$dead" 2>/dev/null)" = draft ] ||
+    fail "a user's file named *.tmp.<pid> was removed"
+rm -f "$tmp/o7/metrics.csv.tapegrad-tmp.$$" "$tmp/o7/notes.tex.tmp.$dead"
+
+# 7b. a .lock that is a symbolic link is refused, its target untouched
+#     (was truncated and given the PID)
+mkdir -p "$tmp/o7b"
+echo precious >"$tmp/victim"
+ln -s "$tmp/victim" "$tmp/o7b/.lock"
+expect 1 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o7b"
+grep -q "symbolic link" "$tmp/err" || fail "linked .lock: $(cat "$tmp/err")"
+[ "$(cat "$tmp/victim")" = precious ] || fail "a linked .lock's target was written"
 
 # 8. a failed save leaves the folder consistent: metrics.csv and the
 #    pictures still describe the checkpoint that is there (epoch 1)
@@ -277,6 +292,27 @@ expect 0 "$score" --checkpoint "$tmp/o21/checkpoint.safetensors" \
 sig=$(head -c 8 "$tmp/o21s/uncertainty.png" | od -An -tx1 | tr -d ' \n')
 [ "$sig" = 89504e470d0a1a0a ] ||
     fail "uncertainty.png of 14x56 images is not a new PNG: $(head -c 40 "$tmp/o21s/uncertainty.png")"
+
+# 22. a stop signal while vae_score writes an output leaves no temporary
+#     (the temporary of ood_metrics.csv stayed): SIGINT delivered at the
+#     first fsync, by strace's fault injection, where strace can trace
+if strace -f -o /dev/null -e trace=fsync true 2>/dev/null; then
+    for when in 1 3; do
+        strace -f -o /dev/null -e trace=fsync \
+            -e inject=fsync:signal=SIGINT:when=$when \
+            "$score" --checkpoint "$tmp/o21/checkpoint.safetensors" \
+            --data "$wide2" --near-ood hflip --iwae-k 2 --max-images 4 \
+            --samples 2 --bootstrap 10 --ref-images 10 --threads 1 \
+            --out "$tmp/o22_$when" >/dev/null 2>"$tmp/err"
+        st=$?
+        [ "$st" -eq 130 ] ||
+            fail "vae_score stopped at fsync $when exited $st: $(cat "$tmp/err")"
+        left=$(find "$tmp/o22_$when" -name '*tmp.*')
+        [ -z "$left" ] || fail "stopped at fsync $when, left $left"
+    done
+else
+    echo "skip: strace cannot trace here (the stop-signal case)"
+fi
 
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"

@@ -101,7 +101,7 @@ for who in all 0; do
     # cap on the polls (200,000, 1.5 s at 7 us a poll) ran out before a
     # loaded machine had even started the ranks
     while [ -z "$sent" ] && kill -0 $pid 2>/dev/null; do
-        for f in "$out"/checkpoint.safetensors.tmp.*; do
+        for f in "$out"/checkpoint.safetensors.tapegrad-tmp.*; do
             if [ -e "$f" ]; then
                 r=$(ranks $pid)
                 set -- $r
@@ -118,7 +118,7 @@ for who in all 0; do
     fi
     stopped "SIGTERM to rank(s) $who while rank 0 writes the checkpoint" \
         $st "$out.err" || continue
-    for f in "$out"/checkpoint.safetensors.tmp.*; do
+    for f in "$out"/checkpoint.safetensors.tapegrad-tmp.*; do
         [ -e "$f" ] && fail "checkpoint ($who): $f left behind"
     done
     # whole: the checkpoint a straight run of as many epochs saves

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "nn/safetensors.h"
@@ -556,7 +557,6 @@ static void unreachable_optimizer_state_refused(void **state)
     assert_non_null(strstr(tg_errmsg(), "optim.v.dec.weight"));
 }
 
-/* No "*.tmp.*" file anywhere in dir. */
 /* Issue 20: a file holding more tensors than the model reported its first
  * extra tensor even when another tensor's shape was the real problem. Now:
  * missing first, then shape, then extra, each with the counts. */
@@ -683,14 +683,117 @@ static void meta_initialiser_is_empty(void **state)
     assert_string_equal(tg_meta_get(&b, "x"), "1");
 }
 
+/* No temporary ("*.tapegrad-tmp.*") anywhere in dir. */
 static void assert_no_temp_files(void)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
     assert_non_null(d);
     while ((e = readdir(d)))
-        assert_null(strstr(e->d_name, ".tmp."));
+        assert_null(strstr(e->d_name, "tmp."));
     closedir(d);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static bool has_text(const char *path, const char *text)
+{
+    char buf[64] = {0};
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    return n == strlen(text) && memcmp(buf, text, n) == 0;
+}
+
+static long dead_pid(void)
+{
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0)
+        _exit(0);
+    waitpid(p, NULL, 0);
+    return (long)p;
+}
+
+/* The sweep of a killed run's temporaries removes only names the library
+ * writes: it had removed "thesis.tex.tmp.<n>" of a user, and a checkpoint
+ * named "*.tmp.<n>" given to --resume. */
+static void only_our_dead_temporaries_are_swept(void **state)
+{
+    (void)state;
+    long dead = dead_pid();
+    char users[320], ours[320], live[320];
+    snprintf(users, sizeof users, "%s/thesis.tex.tmp.%ld", dir, dead);
+    snprintf(ours, sizeof ours, "%s/ck.safetensors.tapegrad-tmp.%ld", dir,
+             dead);
+    snprintf(live, sizeof live, "%s/m.csv.tapegrad-tmp.%ld", dir,
+             (long)getppid());
+    write_text(users, "draft");
+    write_text(ours, "half");
+    write_text(live, "busy");
+    assert_int_equal(tg_remove_stale_temps(dir), 1);
+    assert_true(has_text(users, "draft"));
+    assert_false(has_text(ours, "half"));
+    assert_true(has_text(live, "busy"));
+    unlink(users);
+    unlink(live);
+}
+
+/* A symbolic link at the lock's or a temporary's name is never written
+ * through: the lock had truncated the file a planted .lock pointed at and
+ * written a PID into it. */
+static void links_at_our_names_are_not_followed(void **state)
+{
+    (void)state;
+    char victim[320], sub[320], lock[330], tmp[400];
+    snprintf(victim, sizeof victim, "%s/victim.txt", dir);
+    snprintf(sub, sizeof sub, "%s/out", dir);
+    snprintf(lock, sizeof lock, "%s/.lock", sub);
+    write_text(victim, "precious");
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(symlink(victim, lock), 0);
+    assert_int_equal(tg_dir_lock(sub), TG_ERR_IO);
+    assert_non_null(strstr(tg_errmsg(), "symbolic link"));
+    assert_true(has_text(victim, "precious"));
+
+    const char *p = in_dir("out/ck.safetensors");
+    char path[320];
+    snprintf(path, sizeof path, "%s", p);
+    snprintf(tmp, sizeof tmp, "%s.tapegrad-tmp.%ld", path, (long)getpid());
+    assert_int_equal(symlink(victim, tmp), 0);
+    tg_params *ps = model(2);
+    assert_int_equal(tg_checkpoint_save(path, ps, NULL, NULL), TG_OK);
+    assert_true(has_text(victim, "precious"));
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    tg_params_free(ps);
+}
+
+/* tg_atomic_discard_open (a stop signal's handler calls it) removes the
+ * temporary of a file still being written; its commit then fails and
+ * leaves no file. */
+static void a_discarded_temporary_leaves_nothing(void **state)
+{
+    (void)state;
+    char path[320];
+    snprintf(path, sizeof path, "%s", in_dir("half.csv"));
+    tg_atomic_file a;
+    assert_int_equal(tg_atomic_open(&a, path), TG_OK);
+    fputs("1,2,3\n", a.f);
+    tg_atomic_discard_open();
+    assert_no_temp_files();
+    assert_int_not_equal(tg_atomic_commit(&a, true), TG_OK);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_no_temp_files();
 }
 
 static void failed_saves_leave_nothing(void **state)
@@ -745,6 +848,9 @@ int main(void)
         cmocka_unit_test(a_prefix_loads_into_a_new_model),
         cmocka_unit_test(meta_initialiser_is_empty),
         cmocka_unit_test(failed_saves_leave_nothing),
+        cmocka_unit_test(only_our_dead_temporaries_are_swept),
+        cmocka_unit_test(links_at_our_names_are_not_followed),
+        cmocka_unit_test(a_discarded_temporary_leaves_nothing),
     };
     return cmocka_run_group_tests_name("nn_checkpoint", tests, setup, teardown);
 }
