@@ -336,11 +336,13 @@ static int run_methods(const options *o, const tg_dataset *train_set,
         bnn_result *r = &results[(*n_results)++];
         memset(r, 0, sizeof *r);
         run_method(k, o, train_set, test, ood, r);
+        /* the first picture that cannot be written stops the run: one
+         * line, not one per picture after training every method */
         if (o->out && (!bnn_plot_reliability(o->out, r) ||
                        !bnn_plot_sure(o->out, r, test->images, side,
                                       test->labels, test->n))) {
             fprintf(stderr, "bnn_mnist: %s\n", tg_errmsg());
-            status = 1;
+            return 1;
         }
     }
     if (o->out && status == 0 &&

@@ -138,6 +138,14 @@ grep -q "OOD: none (0 images)" "$tmp/out" ||
 expect 2 "$bnn" --ood-data ""
 mentions "--ood-data is empty"
 
+# pictures that cannot be written: one line, at the first (it went on
+# training the other methods and printed a line per picture)
+mkdir -p "$tmp/pics2/reliability_det.svg" "$tmp/pics2/sure_mcdropout.png"
+expect 1 "$bnn" --data "$data" --ood-data none --method all --members 2 \
+    --epochs 1 --max-batches 1 --max-eval 20 --samples 2 --hidden 16 \
+    --threads 1 --out "$tmp/pics2"
+mentions "reliability_det.svg"
+
 # a stop signal while a picture or table is written leaves no temporary
 # (reliability_det.svg's and sure_det.png's stayed): SIGINT at the first
 # and third fsync, by strace's fault injection, where strace can trace
