@@ -179,6 +179,18 @@ static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols,
     tg_vae_info info;
     if (tg_vae_open(path, &vae, &info) != TG_OK)
         fail_data();
+    /* An absent 'likelihood' means a Bernoulli only in files from before
+     * it; vae_mnist's files with 'shards' (newer) all have it, as its
+     * --resume requires (a continuous Bernoulli model whose key was lost
+     * was scored as a Bernoulli one) */
+    if (tg_meta_get(&info.meta, "shards") &&
+        !tg_meta_get(&info.meta, "likelihood")) {
+        fprintf(stderr,
+                "vae_score: %s: metadata 'likelihood' is missing (every "
+                "file with 'shards' has it)\n",
+                path);
+        exit(2);
+    }
     /* absent (vae_mnist before --holdout): 0; present, it must be a count
      * (a damaged value read as 0 silently changed the reference images) */
     int64_t h = 0;

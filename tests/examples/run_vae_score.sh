@@ -166,6 +166,16 @@ grep -q 'likelihood cb' "$tmp/out" || fail "cb score: $(cat "$tmp/out")"
 grep -q 'per-pixel continuous Bernoullis' "$tmp/out" ||
     fail "cb score: the background model is not a CB: $(cat "$tmp/out")"
 [ -s "$tmp/cb_score/scores.csv" ] || fail "cb score: no scores.csv"
+# the same file with its 'likelihood' key lost (renamed, the header's
+# length kept): refused, as vae_mnist --resume refuses it (was scored as a
+# Bernoulli model)
+sed 's/"likelihood":"cb"/"likelihoox":"cb"/' "$tmp/cb/checkpoint.safetensors" \
+    >"$tmp/cb_nolik.safetensors"
+cmp -s "$tmp/cb/checkpoint.safetensors" "$tmp/cb_nolik.safetensors" &&
+    fail "no likelihood key to remove in the cb checkpoint"
+expect 2 "$score" --checkpoint "$tmp/cb_nolik.safetensors" --data "$data" \
+    --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/cb_nolik"
+mentions "'likelihood'"
 
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all vae_score checks passed"
