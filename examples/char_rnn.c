@@ -3,6 +3,7 @@
  * time, then sampled from. Shows that recurrent models work on the tape:
  * the loss (bits per character) falls and the samples start to look like
  * the text. Written with the public nn API only (tapegrad.h). */
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -77,8 +78,7 @@ static long read_text(const char *path, int seq, int **ids,
     struct stat st;
     FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
     if (!f || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "char_rnn: %s: %s\n", path,
-                !f ? "cannot open" : "not a regular file");
+        cli_error("%s: %s", path, !f ? strerror(errno) : "not a regular file");
         if (f)
             fclose(f);
         else if (fd >= 0)
@@ -90,12 +90,12 @@ static long read_text(const char *path, int seq, int **ids,
     bool err = ferror(f);
     fclose(f);
     if (!buf || err || len > MAX_TEXT || len < (size_t)seq + 2) {
-        fprintf(stderr, "char_rnn: %s: %s\n", path,
-                !buf  ? "out of memory"
-                : err ? "read error"
-                : len > MAX_TEXT
-                    ? "larger than 16 MB"
-                    : "too short for one window (need --seq + 2 bytes)");
+        cli_error("%s: %s", path,
+                  !buf  ? "out of memory"
+                  : err ? "read error"
+                  : len > MAX_TEXT
+                      ? "larger than 16 MB"
+                      : "too short for one window (need --seq + 2 bytes)");
         free(buf);
         return -1;
     }

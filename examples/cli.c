@@ -17,13 +17,32 @@
 
 const char *cli_prog = "tapegrad";
 
+/* "<prog>: <message><tail>" on one line: a control character that an
+ * argument, a path or a file's metadata brought in (a newline, an escape
+ * sequence) is printed as '?'. */
+static void print_error(const char *tail, const char *fmt, va_list ap)
+{
+    char msg[2048];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    for (char *c = msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+    fprintf(stderr, "%s: %s%s\n", cli_prog, msg, tail);
+}
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    print_error("", fmt, ap);
+    va_end(ap);
+}
+
 void cli_usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", cli_prog);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (try --help)\n");
+    print_error(" (try --help)", fmt, ap);
     va_end(ap);
     exit(2);
 }
@@ -308,14 +327,13 @@ bool cli_check_out_dir(const char *dir)
 {
     /* refused here, not after training when the first file is written */
     if (strlen(dir) + CLI_NAME_MAX >= CLI_PATH_MAX) {
-        fprintf(stderr,
-                "%s: output folder path is %zu characters; at most %d\n",
-                cli_prog, strlen(dir), CLI_PATH_MAX - CLI_NAME_MAX - 1);
+        cli_error("output folder path is %zu characters; at most %d",
+                  strlen(dir), CLI_PATH_MAX - CLI_NAME_MAX - 1);
         return false;
     }
     struct stat st;
     if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "%s: output path %s is not a folder\n", cli_prog, dir);
+        cli_error("output path %s is not a folder", dir);
         return false;
     }
     return true;
@@ -327,12 +345,11 @@ bool cli_prepare_out_dir(const char *dir)
         return false;
     struct stat st;
     if (!mkdir_p(dir) || stat(dir, &st) != 0) {
-        fprintf(stderr, "%s: cannot create output folder %s: %s\n", cli_prog,
-                dir, strerror(errno));
+        cli_error("cannot create output folder %s: %s", dir, strerror(errno));
         return false;
     }
     if (!S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "%s: output path %s is not a folder\n", cli_prog, dir);
+        cli_error("output path %s is not a folder", dir);
         return false;
     }
     if (tg_dir_lock(dir) != TG_OK) {
@@ -343,8 +360,7 @@ bool cli_prepare_out_dir(const char *dir)
     const char *probe = cli_path(dir, ".write_test");
     FILE *f = fopen(probe, "w");
     if (!f || fclose(f) != 0) {
-        fprintf(stderr, "%s: output folder %s is not writable: %s\n", cli_prog,
-                dir, strerror(errno));
+        cli_error("output folder %s is not writable: %s", dir, strerror(errno));
         return false;
     }
     remove(probe);

@@ -11,7 +11,14 @@
 /* The program name used in messages ("vae_mnist"). */
 extern const char *cli_prog;
 
-/* Prints "<prog>: <message> (try --help)" and exits with status 2. */
+/* Prints "<prog>: <message>" on one line, any control character in it
+ * (from an argument, a path, a file) as '?'. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+void cli_error(const char *fmt, ...);
+
+/* As cli_error, with " (try --help)", then exits with status 2. */
 #if defined(__GNUC__)
 __attribute__((noreturn, format(printf, 1, 2)))
 #endif

@@ -13,9 +13,9 @@
 static void fail_resume(const options *o, const char *fmt, long long a,
                         long long b)
 {
-    fprintf(stderr, "vae_mnist: %s: ", o->resume);
-    fprintf(stderr, fmt, a, b);
-    fputc('\n', stderr);
+    char what[512];
+    snprintf(what, sizeof what, fmt, a, b);
+    cli_error("%s: %s", o->resume, what);
     exit(2);
 }
 
@@ -26,19 +26,16 @@ static void check_data(const run *r, const tg_meta *m)
     const options *o = r->o;
     const char *fp = tg_meta_get(m, "data");
     if (!fp && !o->allow_data_change) {
-        fprintf(stderr,
-                "vae_mnist: %s: checkpoint does not say what data it was "
-                "trained on (metadata 'data'); pass --allow-data-change to "
-                "resume on %s anyway\n",
-                o->resume, o->data);
+        cli_error("%s: checkpoint does not say what data it was trained on "
+                  "(metadata 'data'); pass --allow-data-change to resume on "
+                  "%s anyway",
+                  o->resume, o->data);
         exit(2);
     }
     if (fp && strcmp(fp, r->data_fp) != 0 && !o->allow_data_change) {
-        fprintf(stderr,
-                "vae_mnist: %s: checkpoint was trained on other data (%s) "
-                "than %s holds (%s); pass --allow-data-change if that is "
-                "intended\n",
-                o->resume, fp, o->data, r->data_fp);
+        cli_error("%s: checkpoint was trained on other data (%s) than %s "
+                  "holds (%s); pass --allow-data-change if that is intended",
+                  o->resume, fp, o->data, r->data_fp);
         exit(2);
     }
 }
@@ -48,8 +45,8 @@ static void check_data(const run *r, const tg_meta *m)
 static void bad_meta(const char *path, const char *key, const char *value,
                      const char *what)
 {
-    fprintf(stderr, "vae_mnist: %s: metadata '%s' is '%.40s', not %s\n", path,
-            key, value ? value : "(missing)", what);
+    cli_error("%s: metadata '%s' is '%.40s', not %s", path, key,
+              value ? value : "(missing)", what);
     exit(2);
 }
 

@@ -219,6 +219,8 @@ for prog in "$vae" "$mlp"; do
         expect 2 "$1" "$prog" $out "$@"
     done
     expect 2 "--epochs" "$prog" $out --epochs " 5"
+    # a line break in an argument stays on the one line (it made two)
+    expect 2 "--epochs" "$prog" $out --epochs "$(printf '1\nx')"
     expect 2 "--batch" "$prog" $out --batch ""
     expect 2 "--frobnicate" "$prog" --frobnicate 1
     expect 2 "--epochs" "$prog" --epochs
@@ -270,6 +272,10 @@ spoil lrnan '"lr":"0.00100000005"' '"lr":"nan          "'
 expect 2 "'lr'" "$vae" $fast --resume "$tmp/lrnan.safetensors" --out "$o"
 spoil lrneg '"lr":"0.00100000005"' '"lr":"-0.0010000000"'
 expect 2 "'lr'" "$vae" $fast --resume "$tmp/lrneg.safetensors" --out "$o"
+# a line break and an escape sequence in a value: one line, '?' for each
+spoil lrnl '"lr":"0.00100000005"' '"lr":"1\\n2\\u001b[3m"'
+expect 2 "'lr'" "$vae" $fast --resume "$tmp/lrnl.safetensors" --out "$o"
+grep -q "1?2?\[3m" "$tmp/stderr" || fail "lrnl: $(cat -A "$tmp/stderr")"
 # a double above 0 that is the float 0 (was taken, then asked for --lr 0)
 spoil lrtiny '"lr":"0.00100000005"' '"lr":"1e-50        "'
 expect 2 "'lr'" "$vae" $fast --resume "$tmp/lrtiny.safetensors" --out "$o"
