@@ -86,8 +86,6 @@ static options parse_options(int argc, char **argv)
         "seed gives the same table (throughput aside) on any thread count.\n"
         "Exit status: 0 done; 1 an output file could not be written; 2 bad "
         "flags or input data; 3 the loss became NaN/Inf.\n");
-    if (o.ood && !*o.ood)
-        cli_usage_error("--ood-data is empty (none: no OOD set)");
     o.ood_given = o.ood != NULL;
     if (!o.ood_given)
         o.ood = DEFAULT_OOD_DIR;

@@ -172,7 +172,9 @@ static void set_value(const cli_flag *f, const char *s)
     case CLI_FLOAT_IN:
         *(float *)f->value = cli_float_in(flag, s, (double)f->lo, f->hi);
         break;
-    case CLI_STR:
+    case CLI_STR: /* a path or a word: "" names nothing ("none" does) */
+        if (!*s)
+            cli_usage_error("%s is empty", flag);
         *(const char **)f->value = s;
         break;
     case CLI_CHOICE:

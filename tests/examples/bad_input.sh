@@ -239,6 +239,10 @@ for bad in "--latent 0" "--latent 99999" "--hidden 99999999" \
     expect 2 "$1" "$vae" --out "$o" "$@"
 done
 expect 2 "--data" "$vae" --data "" --out "$o"
+# an empty path names nothing: refused as such (it read "<prog>: : No such
+# file or directory")
+expect 2 "--resume is empty" "$vae" --resume "" --out "$o"
+expect 2 "--data is empty" "$mlp" --data ""
 expect 2 "--out" "$vae" --out ""
 # an --out too long for the files' paths: refused before training (it
 # trained, then failed writing the first file with the path cut off)

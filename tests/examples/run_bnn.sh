@@ -137,6 +137,8 @@ grep -q "OOD: none (0 images)" "$tmp/out" ||
     fail "--ood-data none: $(head -1 "$tmp/out")"
 expect 2 "$bnn" --ood-data ""
 mentions "--ood-data is empty"
+expect 2 "$bnn" --out ""
+mentions "--out is empty"
 
 # pictures that cannot be written: one line, at the first (it went on
 # training the other methods and printed a line per picture)

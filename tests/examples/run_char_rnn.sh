@@ -45,6 +45,8 @@ expect 0 "$rnn" --version
 expect 2 "$rnn" --no-such-flag
 expect 2 "$rnn" --cell rnn
 expect 2 "$rnn" --steps 0
+expect 2 "$rnn" --text ""
+mentions "--text is empty"
 expect 2 "$rnn" --hidden x
 # sizes the flags allow but no memory holds: refused, not an out-of-memory
 # abort

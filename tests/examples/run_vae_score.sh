@@ -123,6 +123,8 @@ awk -F, 'NR > 1 && !($11 == "nan" && $12 == "nan") { bad = 1; print }
 
 # rejected flags and files
 expect 2 "$score"
+expect 2 "$score" --checkpoint ""
+mentions "--checkpoint is empty"
 expect 2 "$score" --checkpoint "$ck" --iwae-k 0
 expect 2 "$score" --checkpoint "$ck" --iwae-k many
 expect 2 "$score" --checkpoint "$ck" --max-images -3
