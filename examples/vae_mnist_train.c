@@ -399,6 +399,20 @@ static void set_shards(run *r)
     tg_dist_broadcast_i64(&shards, 1);
     if (r->o->shards)
         shards = r->o->shards;
+    /* A checkpoint from before the shards were recorded was trained with
+     * as many as it had ranks, which it does not say: one process takes
+     * it as one shard, but N ranks would silently go on with N (another
+     * model, unless it came from N ranks) */
+    if (!shards && r->o->resume && tg_dist_size() > 1) {
+        if (tg_dist_rank() == 0)
+            fprintf(stderr,
+                    "vae_mnist: %s does not record its shards (a file from "
+                    "before they were): pass --shards N, N the ranks it was "
+                    "trained with (1: one process)\n",
+                    r->o->resume);
+        tg_dist_finalize();
+        exit(2);
+    }
     if (!shards)
         shards = tg_dist_size();
     tg_dist_set_shards((int)shards);

@@ -347,10 +347,27 @@ static double waited_since(double *t0, double *last)
     return now - *t0;
 }
 
-/* Waits for a point-to-point request with peer, or for a broadcast from
- * it; with a timeout set, a peer silent that long is named and the job
- * stopped (exit status 4). */
-static void peer_wait(MPI_Request *req, int peer, const char *op)
+/* Who speaks first. A stalled rank leaves several waiting: in the chain
+ * its neighbours, and behind them healthy ranks waiting on those, and in
+ * a collective rank 0 (missing tokens from both). Each waits the timeout T
+ * plus a grace that orders them, so that the line names the silent rank,
+ * not a healthy one stuck behind it (or, at the broadcast's root, itself):
+ * a chain wait on rank r, T + r seconds (the rank nearest the stall ends
+ * its wait first, rank by rank down the chain); the broadcast's root,
+ * T + N (it names the ranks whose receipt has not come); rank 0 in a
+ * collective,
+ * T + N + 1 (the chain has spoken by then); rank r > 0 in a collective,
+ * which names rank 0, 2T + N + 4 + 2r (rank 0 names another first, and
+ * of the others one speaks, the others' lines cut short by its
+ * MPI_Abort; on a loaded machine a second line may still come out, naming
+ * the same rank). */
+static double chain_deadline(void) { return dist.timeout_s + dist.rank; }
+
+/* Waits for a point-to-point request with a peer, or for a broadcast; with
+ * a timeout set, after deadline seconds the peer (who) is named and the
+ * job stopped (exit status 4). */
+static void peer_wait(MPI_Request *req, const char *who, double deadline,
+                      const char *op)
 {
     if (dist.timeout_s <= 0) {
         check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
@@ -363,11 +380,8 @@ static void peer_wait(MPI_Request *req, int peer, const char *op)
         if (done)
             return;
         double waited = waited_since(&t0, &last);
-        if (waited > dist.timeout_s) {
-            char who[16];
-            snprintf(who, sizeof who, "%d", peer);
+        if (waited > deadline)
             timed_out(who);
-        }
         if (waited > 0.002) {
             struct timespec nap = {0, 200000}; /* 0.2 ms */
             nanosleep(&nap, NULL);
@@ -375,8 +389,67 @@ static void peer_wait(MPI_Request *req, int peer, const char *op)
     }
 }
 
-/* tag; pieces of 2 MB, so that with 3 or more ranks the chain pipelines */
-enum { CHAIN = 7178, PIECE = 1 << 18 };
+/* tags; pieces of 2 MB, so that with 3 or more ranks the chain pipelines */
+enum { CHAIN = 7178, ACK = 7179, PIECE = 1 << 18, ACKED = 1024 };
+
+/* The root's receipts of a broadcast: one ACK from each other rank (the
+ * first ACKED ranks; beyond them a broadcast is waited for unnamed). */
+typedef struct acks {
+    int root, got[ACKED];
+    MPI_Request req[ACKED];
+} acks;
+
+static void acks_post(acks *a, int root, const char *op)
+{
+    a->root = root;
+    for (int r = 0; r < dist.size && r < ACKED; r++) {
+        a->req[r] = MPI_REQUEST_NULL;
+        if (r != root)
+            check(MPI_Irecv(&a->got[r], 1, MPI_INT, r, ACK, MPI_COMM_WORLD,
+                            &a->req[r]),
+                  op);
+    }
+}
+
+/* Waits for *bcast (the root's part of a broadcast), or with bcast NULL for
+ * every ACK; past deadline, names the ranks whose ACK has not come. */
+static void acks_wait(acks *a, MPI_Request *bcast, double deadline,
+                      const char *op)
+{
+    int n = dist.size < ACKED ? dist.size : ACKED;
+    if (dist.timeout_s <= 0) {
+        if (bcast)
+            check(MPI_Wait(bcast, MPI_STATUS_IGNORE), op);
+        else
+            check(MPI_Waitall(n, a->req, MPI_STATUSES_IGNORE), op);
+        return;
+    }
+    double t0 = MPI_Wtime(), last = t0;
+    for (;;) {
+        int done = 0;
+        if (bcast)
+            check(MPI_Test(bcast, &done, MPI_STATUS_IGNORE), op);
+        else
+            check(MPI_Testall(n, a->req, &done, MPI_STATUSES_IGNORE), op);
+        if (done)
+            return;
+        if (waited_since(&t0, &last) > deadline) {
+            char silent[256] = "";
+            size_t at = 0;
+            for (int r = 0; r < n && at < sizeof silent - 16; r++) {
+                int arrived = 0; /* a request done tests true again */
+                if (r != a->root)
+                    MPI_Test(&a->req[r], &arrived, MPI_STATUS_IGNORE);
+                if (r != a->root && !arrived)
+                    at += (size_t)snprintf(silent + at, sizeof silent - at,
+                                           "%s%d", at ? ", " : "", r);
+            }
+            timed_out(at ? silent : "other than the broadcast's root");
+        }
+        struct timespec nap = {0, 200000}; /* 0.2 ms */
+        nanosleep(&nap, NULL);
+    }
+}
 
 /* The sum in shard order: rank 0 starts it (its shards' sum, in acc), each
  * rank receives the sum so far from the rank before, adds its shards in
@@ -387,6 +460,12 @@ static void chain_shards(float *g, double *acc, size_t n, int count)
     double t0 = MPI_Wtime();
     int r = dist.rank, last = dist.size - 1;
     const char *op = "dist_reduce_grads";
+    char before[16], after[16], root[16];
+    snprintf(before, sizeof before, "%d", r - 1);
+    snprintf(after, sizeof after, "%d", r + 1);
+    snprintf(root, sizeof root, "%d", last);
+    double root_deadline =
+        r != last ? chain_deadline() : dist.timeout_s + dist.size;
     if (r == 0) {
         if (count == 0)
             memset(acc, 0, n * sizeof(double));
@@ -401,7 +480,7 @@ static void chain_shards(float *g, double *acc, size_t n, int count)
             check(MPI_Irecv(acc + i, m, MPI_DOUBLE, r - 1, CHAIN,
                             MPI_COMM_WORLD, &req),
                   op);
-            peer_wait(&req, r - 1, op);
+            peer_wait(&req, before, chain_deadline(), op);
             for (int j = 0; j < count; j++) {
                 const float *x = count == 1 ? g : sh.stash + (size_t)j * n;
                 for (size_t k = i; k < i + (size_t)m; k++)
@@ -412,17 +491,34 @@ static void chain_shards(float *g, double *acc, size_t n, int count)
             check(MPI_Isend(acc + i, m, MPI_DOUBLE, r + 1, CHAIN,
                             MPI_COMM_WORLD, &req),
                   op);
-            peer_wait(&req, r + 1, op);
+            peer_wait(&req, after, chain_deadline(), op);
         } else {
             for (size_t k = i; k < i + (size_t)m; k++)
                 g[k] = (float)acc[k];
         }
     }
+    /* The sum, broadcast from the last rank. Each other rank then tells
+     * it so (an ACK): the root, for which a broadcast can be done once
+     * sent, names the ranks that never said so, not "one of them". */
+    acks ack;
+    if (r == last)
+        acks_post(&ack, last, op);
     for (size_t i = 0; i < n; i += CHUNK) {
         int m = (int)(n - i < CHUNK ? n - i : CHUNK);
         MPI_Request req;
         check(MPI_Ibcast(g + i, m, MPI_FLOAT, last, MPI_COMM_WORLD, &req), op);
-        peer_wait(&req, last, op);
+        if (r == last)
+            acks_wait(&ack, &req, root_deadline, op);
+        else
+            peer_wait(&req, root, root_deadline, op);
+    }
+    if (r == last) {
+        acks_wait(&ack, NULL, root_deadline, op);
+    } else {
+        int one = 1;
+        MPI_Request req;
+        check(MPI_Isend(&one, 1, MPI_INT, last, ACK, MPI_COMM_WORLD, &req), op);
+        peer_wait(&req, root, root_deadline, op);
     }
     dist.allreduce_s += MPI_Wtime() - t0;
 }
@@ -456,10 +552,10 @@ void tg_dist_broadcast_i64(int64_t *x, int n)
 /* A collective started as *req, waited for with a deadline when a timeout
  * is set: every rank > 0 first sends rank 0 a token (tag TOKEN), so on
  * timeout rank 0 names the ranks whose token never came (stalled or dead
- * before this collective); a rank > 0 that times out leaves rank 0 a
- * second timeout to say so, then names rank 0. Both stop the job. Rank 0
- * waits for the tokens too, under the same deadline: a broadcast it roots
- * is done as soon as it is sent, and a rank stopped before it was found
+ * before this collective); a rank > 0 waits longer (chain_deadline's
+ * comment), leaving rank 0 time to say so, then names rank 0. Both stop the
+ * job. Rank 0 waits for the tokens too, under the same deadline: a broadcast it
+ * roots is done as soon as it is sent, and a rank stopped before it was found
  * only at a later collective, or, when it was the last, never. The tokens
  * go whatever the timeout, so ranks started with different --rank-timeout
  * values (0 on some) still agree on the messages until the flags are
@@ -498,7 +594,7 @@ static void timed_wait(MPI_Request *req, const char *op)
         if (done && all_tokens)
             return;
         double waited = waited_since(&t0, &last);
-        if (dist.rank == 0 && waited > dist.timeout_s) {
+        if (dist.rank == 0 && waited > dist.timeout_s + n + 1) {
             char silent[256] = "";
             size_t at = 0;
             for (int r = 1; r < watched && at < sizeof silent - 16; r++) {
@@ -513,7 +609,8 @@ static void timed_wait(MPI_Request *req, const char *op)
                          n - 1);
             timed_out(silent);
         }
-        if (dist.rank != 0 && waited > 2 * dist.timeout_s + 5)
+        if (dist.rank != 0 &&
+            waited > 2 * dist.timeout_s + n + 4 + 2 * dist.rank)
             timed_out("0");
         if (waited > 0.002) { /* spin briefly, as MPI_Wait does, then nap */
             struct timespec nap = {0, 200000}; /* 0.2 ms */

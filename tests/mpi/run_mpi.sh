@@ -133,6 +133,27 @@ one_error "$tmp/st" "$tmp/err" "--shards 3 resuming a --shards 2 checkpoint"
 grep -q 'checkpoint has shards 2 but this run has 3' "$tmp/err" ||
     fail "--shards mismatch on resume: $(cat "$tmp/err")"
 
+# a checkpoint from before the shards were recorded (the key renamed, the
+# header's length kept): N ranks ask for --shards (they went on with N, a
+# different model from the one process that wrote it); with --shards 1
+# they continue it bit for bit
+"$vae" $one_epoch --shards 1 --data "$data" --out "$tmp/leg" >/dev/null 2>&1 ||
+    fail "one process, first epoch"
+sed 's/"shards":"1"/"shardz":"1"/' "$tmp/leg/checkpoint.safetensors" \
+    >"$tmp/legacy.safetensors"
+cmp -s "$tmp/leg/checkpoint.safetensors" "$tmp/legacy.safetensors" &&
+    fail "no shards key to rename"
+$run -np 2 "$vae" $small --data "$data" --out "$tmp/leg2" \
+    --resume "$tmp/legacy.safetensors" >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error "$tmp/st" "$tmp/err" "-np 2 resuming a file without shards"
+grep -q 'pass --shards N' "$tmp/err" || fail "legacy shards: $(cat "$tmp/err")"
+$run -np 2 "$vae" $small --shards 1 --data "$data" --out "$tmp/leg3" \
+    --resume "$tmp/legacy.safetensors" >"$tmp/leg3.log" 2>&1 ||
+    fail "-np 2 --shards 1 resuming a file without shards: $(cat "$tmp/leg3.log")"
+same_bytes "a file without shards, resumed by -np 2 --shards 1" "$tmp/one1" \
+    "$tmp/leg3"
+
 # --- interrupted under mpirun: SIGTERM to every rank (what mpirun does on
 # Ctrl-C, and schedulers on cancel; sent here to the ranks directly, since
 # mpirun passes signals on late). All ranks stop after the same step, rank 0
@@ -480,6 +501,44 @@ if [ -n "$mlp" ]; then
     fi
     stall_check "mlp_mnist, rank 1 stopped while training" mlp_mnist $pid \
         "$rank1" "${at:-0}" "$tmp/mstall.err"
+fi
+
+# mlp_mnist on 3 ranks, rank 0 or rank 1 stopped while training: one line,
+# naming it (the broadcast's root named itself, and rank 0 named every rank
+# behind the stalled one too)
+if [ -n "$mlp" ]; then
+    for who in 0 1; do
+        # shellcheck disable=SC2086
+        timeout 60 $mpirun --bind-to none --oversubscribe -np 3 "$mlp" \
+            --epochs 100000 --max-batches 2 --batch 32 --hidden 16 \
+            --threads 1 --rank-timeout 2 --data "$tmp/d900" \
+            >"$tmp/m3.out" 2>"$tmp/m3.err" &
+        pid=$!
+        end=$(($(date +%s) + 60))
+        while ! grep -q '^epoch 2 ' "$tmp/m3.out" &&
+            kill -0 $pid 2>/dev/null && [ "$(date +%s)" -lt $end ]; do
+            sleep 0.01
+        done
+        victim=$(rank_pid $pid $who)
+        wait_st=
+        if [ -n "$victim" ] && kill -STOP "$victim" 2>/dev/null; then
+            wait $pid
+            wait_st=$?
+            kill -KILL "$victim" 2>/dev/null
+        else
+            kill -TERM $pid 2>/dev/null
+            wait $pid
+        fi
+        # every line names it (two ranks may speak at once under load)
+        n=$(grep -c '^mlp_mnist: ' "$tmp/m3.err")
+        right=$(grep -c "^mlp_mnist: rank $who did not answer" "$tmp/m3.err")
+        if [ -z "$wait_st" ] || [ "$wait_st" -eq 0 ] || [ "$wait_st" -eq 124 ] ||
+            [ "$n" -lt 1 ] || [ "$right" -ne "$n" ]; then
+            fail "-np 3, rank $who stopped: exit ${wait_st:-?}: $(cat "$tmp/m3.err")"
+        else
+            echo "ok: -np 3, rank $who stopped: exit $wait_st, $n line(s), each naming it"
+        fi
+    done
 fi
 
 [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
