@@ -31,6 +31,30 @@ expect() {
     echo "ok: $* -> $got"
 }
 
+# stopped_mid_write OUT PROG ARGS...: PROG, writing its outputs into the
+# folder OUT (ARGS name it), stopped by SIGINT at its first and at its third
+# fsync (an output being committed; strace's fault injection) exits 130 and
+# leaves no temporary in OUT. Skipped where strace cannot trace.
+stopped_mid_write() {
+    out=$1
+    shift
+    if ! strace -f -o /dev/null -e trace=fsync true 2>/dev/null; then
+        echo "skip: strace cannot trace here (the stop-signal case)"
+        return
+    fi
+    for when in 1 3; do
+        rm -rf "$out"
+        strace -f -o /dev/null -e trace=fsync \
+            -e inject=fsync:signal=SIGINT:when=$when "$@" \
+            >/dev/null 2>"$tmp/err"
+        st=$?
+        [ "$st" -eq 130 ] ||
+            fail "$(basename "$1") stopped at fsync $when exited $st: $(cat "$tmp/err")"
+        left=$(find "$out" -name '*tmp.*')
+        [ -z "$left" ] || fail "$(basename "$1") stopped at fsync $when left $left"
+    done
+}
+
 # mentions TEXT: the last expect's stderr contains TEXT.
 mentions() {
     grep -qF -- "$1" "$tmp/err" || fail "stderr does not mention '$1': $(cat "$tmp/err")"

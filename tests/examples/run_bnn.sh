@@ -149,23 +149,9 @@ expect 1 "$bnn" --data "$data" --ood-data none --method all --members 2 \
 mentions "reliability_det.svg"
 
 # a stop signal while a picture or table is written leaves no temporary
-# (reliability_det.svg's and sure_det.png's stayed): SIGINT at the first
-# and third fsync, by strace's fault injection, where strace can trace
-if strace -f -o /dev/null -e trace=fsync true 2>/dev/null; then
-    for when in 1 3; do
-        strace -f -o /dev/null -e trace=fsync \
-            -e inject=fsync:signal=SIGINT:when=$when \
-            "$bnn" --data "$data" --ood-data none --method det --epochs 1 \
-            --max-batches 1 --max-eval 20 --hidden 16 --threads 1 \
-            --out "$tmp/stop$when" >/dev/null 2>"$tmp/err"
-        st=$?
-        [ "$st" -eq 130 ] ||
-            fail "bnn_mnist stopped at fsync $when exited $st: $(cat "$tmp/err")"
-        left=$(find "$tmp/stop$when" -name '*tmp.*')
-        [ -z "$left" ] || fail "stopped at fsync $when, left $left"
-    done
-else
-    echo "skip: strace cannot trace here (the stop-signal case)"
-fi
+# (reliability_det.svg's and sure_det.png's stayed)
+stopped_mid_write "$tmp/stop" "$bnn" --data "$data" --ood-data none \
+    --method det --epochs 1 --max-batches 1 --max-eval 20 --hidden 16 \
+    --threads 1 --out "$tmp/stop"
 
 [ "$fails" -eq 0 ] || exit 1
