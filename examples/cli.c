@@ -602,7 +602,9 @@ void cli_one_process(void)
     int n = tg_dist_launcher_size();
     if (n <= 1)
         return;
-    fprintf(stderr,
+    if (tg_dist_launcher_rank() == 0) /* one line for the job */
+        fprintf(
+            stderr,
             "%s: started by an MPI launcher as one of %d processes, but %s "
             "runs as one process (only vae_mnist and mlp_mnist train "
             "data-parallel): each copy would do the whole job into the same "

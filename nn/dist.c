@@ -67,6 +67,18 @@ int tg_dist_launcher_size(void)
     return getenv("PMIX_RANK") || getenv("PMI_RANK") ? 1 : 0;
 }
 
+int tg_dist_launcher_rank(void)
+{
+    static const char *vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK",
+                                 "PMIX_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return atoi(v) > 0 ? atoi(v) : 0;
+    }
+    return 0;
+}
+
 /* ---- shards ----------------------------------------------------------- */
 
 static struct {
@@ -660,7 +672,9 @@ void tg_dist_init(int *argc, char ***argv)
         const char *prog =
             argv && *argv && (*argv)[0] ? (*argv)[0] : "tapegrad";
         const char *slash = strrchr(prog, '/');
-        fprintf(stderr,
+        if (tg_dist_launcher_rank() == 0) /* one line for the job */
+            fprintf(
+                stderr,
                 "%s: started by an MPI launcher as one of %d processes, but "
                 "this build of tapegrad has no MPI: each would train alone "
                 "into the same folder; rebuild with MPI (meson "

@@ -131,6 +131,10 @@ void tg_dist_set_timeout(double seconds);
  * MPI started as one of several processes refuses in tg_dist_init (a line
  * on stderr, exit status 2). */
 int tg_dist_launcher_size(void);
+/* This process's rank as the launcher's environment says, 0 when not
+ * started by one (before tg_dist_init, or in a build without MPI: for a
+ * refusal that only one process of the job should print). */
+int tg_dist_launcher_rank(void);
 
 /* Seconds spent in tg_dist_allreduce_grads so far on this rank (waiting for
  * slower ranks included), for the compute / communication split. */

@@ -30,6 +30,20 @@ for prog in "$@"; do
         fi
         rm -rf "$tmp/out"
     done
+    # a rank other than 0 refuses too, silently: one line for the job (each
+    # rank printed it)
+    for var in OMPI_COMM_WORLD_RANK=1 PMI_RANK=2; do
+        env OMPI_COMM_WORLD_SIZE=3 "$var" "$prog" --out "$tmp/out" \
+            >"$tmp/stdout" 2>"$tmp/stderr"
+        st=$?
+        if [ $st -ne 2 ] || [ -s "$tmp/stderr" ] || [ -s "$tmp/stdout" ] ||
+            [ -e "$tmp/out" ]; then
+            fail "$name with $var: exit $st, stderr: $(cat "$tmp/stderr")"
+        else
+            echo "ok: $name with $var: refused silently, exit 2"
+        fi
+        rm -rf "$tmp/out"
+    done
     OMPI_COMM_WORLD_SIZE=1 "$prog" --help >"$tmp/stdout" 2>"$tmp/stderr"
     st=$?
     if [ $st -ne 0 ] || ! grep -q '^usage: ' "$tmp/stdout"; then
