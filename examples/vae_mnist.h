@@ -62,6 +62,7 @@ typedef struct run {
      * checkpoint's, 0 for a fresh run, -1 when the checkpoint did not
      * record it (this run's own count is added when saving) */
     int64_t epoch_batches_max;
+    int64_t first_step; /* the optimizer's step this run started from */
 } run;
 
 /* vae_mnist_train.c: run_setup reads the data (and --resume), builds the

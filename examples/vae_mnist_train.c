@@ -130,7 +130,16 @@ static void stop_numeric(run *r, const tg_step *s, int epoch, int batch,
     if (tg_dist_rank() == 0) {
         fprintf(stderr, "vae_mnist: step %lld (epoch %d, batch %d): ",
                 (long long)r->opt->step + 1, epoch, batch);
-        if (s->verdict == TG_STEP_NONFINITE)
+        if (s->verdict == TG_STEP_NONFINITE && r->o->resume &&
+            r->opt->step == r->first_step)
+            /* the resumed weights went in unchanged: they may be at fault
+             * (finite, as loading checks, but 1e30 overflows the loss) */
+            fprintf(stderr,
+                    "%s: %s at the first step from %s: its weights may be "
+                    "at fault; stopped, nothing written (else try a smaller "
+                    "--lr)\n",
+                    s->bad, s->why, r->o->resume);
+        else if (s->verdict == TG_STEP_NONFINITE)
             fprintf(stderr,
                     "%s: %s; stopped, no checkpoint of it written (try a "
                     "smaller --lr, or --skip-nonfinite)\n",
@@ -474,6 +483,7 @@ void run_setup(run *r, const options *o, const char *argv0)
     if (o->resume && tg_dist_rank() == 0)
         resume(r);
     tg_dist_broadcast(r->ps, r->opt);
+    r->first_step = r->opt->step;
     if (o->resume)
         broadcast_pos(&r->pos);
     set_shards(r);
