@@ -273,33 +273,45 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
     longopts[n + 2] = (struct option){NULL, 0, NULL, 0};
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        /* a rank > 0's stdout is /dev/null: without a word on stderr (held,
-         * and said if rank 0 was not given it too) the job stopped silently */
-        if ((c == HELP || c == 'h' || c == VERSION) && tg_dist_rank() != 0) {
-            fprintf(stderr,
+    /* --help or --version anywhere wins over a bad value before it
+     * (--epochs 0 --help gave the --epochs error): a first pass looks only
+     * for them (getopt still takes each flag's value, so --out --help
+     * names a folder), the second parses the values */
+    for (int pass = 0; pass < 2; pass++) {
+        optind = 0; /* GNU getopt: start again, from argv[1] */
+        while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+            bool info = c == HELP || c == 'h' || c == VERSION;
+            if (pass == 0 && !info)
+                continue;
+            /* a rank > 0's stdout is /dev/null: without a word on stderr
+             * (held, and said if rank 0 was not given it too) the job
+             * stopped silently */
+            if (info && tg_dist_rank() != 0) {
+                fprintf(
+                    stderr,
                     "%s: rank %d has %s but rank 0 has not: every rank must "
                     "run the same job; stopped\n",
                     cli_prog, tg_dist_rank(), argv[optind - 1]);
-            exit(0);
-        }
-        if (c == HELP || c == 'h') {
-            print_paragraphs(stdout, head);
-            printf("\n");
-            cli_print_flags(stdout, flags, n);
-            if (foot) {
-                printf("\n");
-                print_paragraphs(stdout, foot);
+                exit(0);
             }
-            exit(0);
+            if (c == HELP || c == 'h') {
+                print_paragraphs(stdout, head);
+                printf("\n");
+                cli_print_flags(stdout, flags, n);
+                if (foot) {
+                    printf("\n");
+                    print_paragraphs(stdout, foot);
+                }
+                exit(0);
+            }
+            if (c == VERSION) {
+                printf("%s (tapegrad %s)\n", cli_prog, TG_VERSION);
+                exit(0);
+            }
+            if (c < 0 || c >= n)
+                cli_getopt_error(c, argc, argv);
+            set_value(&flags[c], optarg);
         }
-        if (c == VERSION) {
-            printf("%s (tapegrad %s)\n", cli_prog, TG_VERSION);
-            exit(0);
-        }
-        if (c < 0 || c >= n)
-            cli_getopt_error(c, argc, argv);
-        set_value(&flags[c], optarg);
     }
     if (optind < argc)
         cli_usage_error("unexpected argument '%s'", argv[optind]);

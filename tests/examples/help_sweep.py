@@ -9,7 +9,8 @@ Per program: `--help` exits 0 with the usage on stdout, with no printf
 directive left in it (a usage string printed with fputs showed "%%");
 `--no-such-flag`
 exits 2 at once (nothing on stdout: no work started) with exactly one line on
-stderr that starts with "<program>: "."""
+stderr that starts with "<program>: "; an example's `--help` after a bad
+flag still shows the usage."""
 import json
 import os
 import re
@@ -25,18 +26,18 @@ def programs(build, source):
     for t in targets:
         rel = os.path.relpath(os.path.dirname(t["defined_in"]), source)
         if t["type"] == "executable" and rel in FOLDERS:
-            yield t["name"], t["filename"][0]
+            yield t["name"], t["filename"][0], rel
 
 
-def run(path, flag):
+def run(path, *flags):
     # 60 s: generous under valgrind-free CI load; a flag that started the
     # real work would take minutes.
-    return subprocess.run([path, flag], stdout=subprocess.PIPE,
+    return subprocess.run([path, *flags], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=60,
                           stdin=subprocess.DEVNULL)
 
 
-def check(name, path):
+def check(name, path, folder):
     errors = []
     if not os.access(path, os.X_OK):
         return ["%s: not built (%s)" % (name, path)]
@@ -60,14 +61,21 @@ def check(name, path):
     if len(err) != 1 or not err[0].startswith(name + ": "):
         errors.append("%s --no-such-flag: want one line '%s: ...' on stderr, "
                       "got %r" % (name, name, err[:5]))
+    # the examples' --help wins over a bad flag before it (cli.c: it gave
+    # the bad flag's error)
+    if folder == "examples":
+        r = run(path, "--no-such-flag", "--help")
+        if r.returncode != 0 or b"usage" not in r.stdout.lower():
+            errors.append("%s --no-such-flag --help exited %d without the "
+                          "usage" % (name, r.returncode))
     return errors
 
 
 def main():
     found = list(programs(sys.argv[1], sys.argv[2]))
     failures = []
-    for name, path in found:
-        errs = check(name, path)
+    for name, path, folder in found:
+        errs = check(name, path, folder)
         print("%-12s %s" % (name, "ok" if not errs else "FAIL"))
         failures += errs
     for f in failures:
