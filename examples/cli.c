@@ -273,14 +273,16 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
     longopts[n + 2] = (struct option){NULL, 0, NULL, 0};
     opterr = 0;
     int c;
-    /* --help or --version anywhere wins over a bad value before it
-     * (--epochs 0 --help gave the --epochs error): a first pass looks only
-     * for them (getopt still takes each flag's value, so --out --help
-     * names a folder), the second parses the values */
+    /* --help or --version wins over a bad value before it (--epochs 0
+     * --help gave the --epochs error): a first pass looks only for them,
+     * up to the first unknown flag (getopt still takes each flag's value,
+     * so --out --help names a folder), the second parses the values */
     for (int pass = 0; pass < 2; pass++) {
         optind = 0; /* GNU getopt: start again, from argv[1] */
         while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
             bool info = c == HELP || c == 'h' || c == VERSION;
+            if (pass == 0 && (c == '?' || c == ':'))
+                break; /* an unknown flag (or -batch read as -b -a ...) */
             if (pass == 0 && !info)
                 continue;
             /* a rank > 0's stdout is /dev/null: without a word on stderr

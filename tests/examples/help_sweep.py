@@ -10,7 +10,7 @@ directive left in it (a usage string printed with fputs showed "%%");
 `--no-such-flag`
 exits 2 at once (nothing on stdout: no work started) with exactly one line on
 stderr that starts with "<program>: "; an example's `--help` after a bad
-flag still shows the usage."""
+value still shows the usage."""
 import json
 import os
 import re
@@ -61,13 +61,17 @@ def check(name, path, folder):
     if len(err) != 1 or not err[0].startswith(name + ": "):
         errors.append("%s --no-such-flag: want one line '%s: ...' on stderr, "
                       "got %r" % (name, name, err[:5]))
-    # the examples' --help wins over a bad flag before it (cli.c: it gave
-    # the bad flag's error)
+    # the examples' --help wins over a bad value before it (it gave the
+    # value's error); an unknown flag before it still stops at once
     if folder == "examples":
-        r = run(path, "--no-such-flag", "--help")
+        r = run(path, "--threads", "-5", "--help")
         if r.returncode != 0 or b"usage" not in r.stdout.lower():
-            errors.append("%s --no-such-flag --help exited %d without the "
+            errors.append("%s --threads -5 --help exited %d without the "
                           "usage" % (name, r.returncode))
+        r = run(path, "-batch", "64")
+        if r.returncode != 2 or r.stdout:
+            errors.append("%s -batch 64 exited %d (a bundle holding h is "
+                          "not --help)" % (name, r.returncode))
     return errors
 
 
