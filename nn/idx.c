@@ -333,11 +333,13 @@ static tg_status find_file(const char *dir, const char *base, char *out,
     struct stat st;
     if ((size_t)snprintf(out, cap, "%s/%s", dir, base) >= cap)
         return tg_error(TG_ERR_ARG, "%s: path too long", dir);
-    if (stat(out, &st) == 0)
+    /* a name that is there but cannot be followed (a link loop, no
+     * permission on the way) is that error, not "not found" */
+    if (stat(out, &st) == 0 || errno != ENOENT)
         return TG_OK;
     if ((size_t)snprintf(out, cap, "%s/%s.gz", dir, base) >= cap)
         return tg_error(TG_ERR_ARG, "%s: path too long", dir);
-    if (stat(out, &st) == 0)
+    if (stat(out, &st) == 0 || errno != ENOENT)
         return TG_OK;
     return tg_error(TG_ERR_IO, "%s: neither %s nor %s.gz found", dir, base,
                     base);

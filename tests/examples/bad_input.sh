@@ -202,6 +202,11 @@ for prog in "$vae" "$mlp"; do
     gzip -c "$good/t10k-images-idx3-ubyte" | head -c 300 \
         >"$d/t10k-images-idx3-ubyte.gz"
     expect 2 "t10k-images-idx3-ubyte" "$prog" --data "$d" $out
+    # a link loop is that, not "neither ... nor ....gz found"
+    d="$tmp/$p.loop"; dataset "$d"; rm "$d/t10k-images-idx3-ubyte"
+    ln -s loop2 "$d/t10k-images-idx3-ubyte"
+    ln -s t10k-images-idx3-ubyte "$d/loop2"
+    expect 2 "symbolic links" "$prog" --data "$d" $out
     fi
     [ "$p" = vae_mnist ] && no_output "$o"
 
