@@ -320,11 +320,17 @@ static void load_data(run *r)
     }
     /* --holdout: the last images are never trained on (the fingerprint
      * covers what is, so a resume with another --holdout is refused) */
-    if (o->holdout >= r->train.n) {
-        fprintf(stderr,
-                "vae_mnist: --holdout %d leaves no training images of the "
-                "%d in %s\n",
-                o->holdout, r->train.n, o->data);
+    bool kept = o->holdout < r->train.n; /* one line, from the first rank */
+    if (!tg_dist_all_ok(kept)) {
+        char who[32] = "";
+        if (tg_dist_size() > 1)
+            snprintf(who, sizeof who, "rank %d's ", tg_dist_rank());
+        if (tg_dist_first_failed() == tg_dist_rank())
+            fprintf(stderr,
+                    "vae_mnist: %s--holdout %d leaves no training images of "
+                    "the %d in %s\n",
+                    who, o->holdout, r->train.n, o->data);
+        tg_dist_finalize();
         exit(2);
     }
     r->train.n -= o->holdout;
@@ -444,10 +450,13 @@ void run_setup(run *r, const options *o, const char *argv0)
     int input = r->train.rows * r->train.cols;
     if (o->arch == TG_VAE_CONV &&
         (r->train.rows != r->train.cols || r->train.rows % 4 != 0)) {
-        fprintf(stderr,
-                "vae_mnist: %s: --arch conv needs square images with a side "
-                "that is a multiple of 4, not %dx%d\n",
-                o->data, r->train.rows, r->train.cols);
+        /* after check_same_job: every rank has these flags and data */
+        if (tg_dist_rank() == 0)
+            fprintf(stderr,
+                    "vae_mnist: %s: --arch conv needs square images with a "
+                    "side that is a multiple of 4, not %dx%d\n",
+                    o->data, r->train.rows, r->train.cols);
+        tg_dist_finalize();
         exit(2);
     }
     tg_vae_config cfg = {.input = input,

@@ -214,6 +214,12 @@ $run -np 2 "$vae" --batch 0 >/dev/null 2>"$tmp/err"
 echo $? >"$tmp/st"
 one_error "$tmp/st" "$tmp/err" "bad flag"
 
+# a --holdout that leaves no training images: one line, not one per rank
+$run -np 2 "$vae" $small --data "$data" --holdout 9000 --out "$tmp/ho" \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error "$tmp/st" "$tmp/err" "--holdout of every image"
+
 # --- ranks that do not run the same job: stop together, naming the rank ---
 # subset DIR N: an IDX folder of the first N training digits (test: 64)
 subset() {
