@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,31 +25,34 @@
 #define TEMP_MARK ".tapegrad-tmp."
 
 /* The temporaries open now, for tg_atomic_discard_open from a signal
- * handler: a fixed table of pointers, each set after its name is complete
- * and cleared before it is freed. */
+ * handler: a fixed table of (lock-free atomic) pointers, each set after its
+ * name is complete and cleared before it is freed, by any thread. Past
+ * OPEN_TEMPS_MAX files open at once, the others are not listed (a killed
+ * run's are swept by the next one all the same). */
 enum { OPEN_TEMPS_MAX = 16 };
-static char *volatile open_temps[OPEN_TEMPS_MAX];
+static _Atomic(char *) open_temps[OPEN_TEMPS_MAX];
 
 static void open_temps_add(char *tmp)
 {
-    for (int i = 0; i < OPEN_TEMPS_MAX; i++)
-        if (!open_temps[i]) {
-            open_temps[i] = tmp;
+    for (int i = 0; i < OPEN_TEMPS_MAX; i++) {
+        char *none = NULL;
+        if (atomic_compare_exchange_strong(&open_temps[i], &none, tmp))
             return;
-        }
+    }
 }
 
-static void open_temps_remove(const char *tmp)
+static void open_temps_remove(char *tmp)
 {
-    for (int i = 0; i < OPEN_TEMPS_MAX; i++)
-        if (open_temps[i] == tmp)
-            open_temps[i] = NULL;
+    for (int i = 0; i < OPEN_TEMPS_MAX; i++) {
+        char *mine = tmp;
+        atomic_compare_exchange_strong(&open_temps[i], &mine, NULL);
+    }
 }
 
 void tg_atomic_discard_open(void)
 {
     for (int i = 0; i < OPEN_TEMPS_MAX; i++) {
-        char *t = open_temps[i];
+        char *t = atomic_load(&open_temps[i]);
         if (t)
             unlink(t);
     }
