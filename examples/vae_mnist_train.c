@@ -326,10 +326,9 @@ static void load_data(run *r)
         if (tg_dist_size() > 1)
             snprintf(who, sizeof who, "rank %d's ", tg_dist_rank());
         if (tg_dist_first_failed() == tg_dist_rank())
-            fprintf(stderr,
-                    "vae_mnist: %s--holdout %d leaves no training images of "
-                    "the %d in %s\n",
-                    who, o->holdout, r->train.n, o->data);
+            cli_error("%s--holdout %d leaves no training images of the %d "
+                      "in %s",
+                      who, o->holdout, r->train.n, o->data);
         tg_dist_finalize();
         exit(2);
     }
@@ -420,11 +419,10 @@ static void set_shards(run *r)
      * model, unless it came from N ranks) */
     if (!shards && r->o->resume && tg_dist_size() > 1) {
         if (tg_dist_rank() == 0)
-            fprintf(stderr,
-                    "vae_mnist: %s does not record its shards (a file from "
-                    "before they were): pass --shards N, N the ranks it was "
-                    "trained with (1: one process)\n",
-                    r->o->resume);
+            cli_error("%s does not record its shards (a file from before "
+                      "they were): pass --shards N, N the ranks it was "
+                      "trained with (1: one process)",
+                      r->o->resume);
         tg_dist_finalize();
         exit(2);
     }
@@ -452,10 +450,9 @@ void run_setup(run *r, const options *o, const char *argv0)
         (r->train.rows != r->train.cols || r->train.rows % 4 != 0)) {
         /* after check_same_job: every rank has these flags and data */
         if (tg_dist_rank() == 0)
-            fprintf(stderr,
-                    "vae_mnist: %s: --arch conv needs square images with a "
-                    "side that is a multiple of 4, not %dx%d\n",
-                    o->data, r->train.rows, r->train.cols);
+            cli_error("%s: --arch conv needs square images with a side "
+                      "that is a multiple of 4, not %dx%d",
+                      o->data, r->train.rows, r->train.cols);
         tg_dist_finalize();
         exit(2);
     }

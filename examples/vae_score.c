@@ -185,10 +185,9 @@ static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols,
      * was scored as a Bernoulli one) */
     if (tg_meta_get(&info.meta, "shards") &&
         !tg_meta_get(&info.meta, "likelihood")) {
-        fprintf(stderr,
-                "vae_score: %s: metadata 'likelihood' is missing (every "
-                "file with 'shards' has it)\n",
-                path);
+        cli_error("%s: metadata 'likelihood' is missing (every file with "
+                  "'shards' has it)",
+                  path);
         exit(2);
     }
     /* absent (vae_mnist before --holdout): 0; present, it must be a count
