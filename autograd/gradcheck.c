@@ -62,13 +62,13 @@ bool tg_gradcheck(tg_graph_fn f, int n_inputs, tg_tensor **inputs, void *ctx,
     bool *had_grad = calloc((size_t)n_inputs, sizeof *had_grad);
     float **saved_grad = calloc((size_t)n_inputs, sizeof *saved_grad);
     if (!had_grad || !saved_grad)
-        tg_fatal("gradcheck", "out of memory");
+        tg_out_of_memory("gradcheck", "out of memory");
     for (int i = 0; i < n_inputs; i++) {
         had_grad[i] = inputs[i]->requires_grad;
         saved_grad[i] = inputs[i]->grad;
         inputs[i]->grad = calloc(inputs[i]->size, sizeof(float));
         if (!inputs[i]->grad)
-            tg_fatal("gradcheck", "out of memory");
+            tg_out_of_memory("gradcheck", "out of memory");
         inputs[i]->requires_grad = true;
     }
 
@@ -77,7 +77,7 @@ bool tg_gradcheck(tg_graph_fn f, int n_inputs, tg_tensor **inputs, void *ctx,
     size_t n_out = y->size;
     float *w = malloc(n_out * sizeof *w);
     if (!w)
-        tg_fatal("gradcheck", "out of memory");
+        tg_out_of_memory("gradcheck", "out of memory");
     uint64_t s = o.seed;
     for (size_t k = 0; k < n_out; k++)
         w[k] = (float)((double)(splitmix(&s) >> 11) * 0x1p-53 * 2.0 - 1.0);

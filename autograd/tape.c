@@ -58,10 +58,10 @@ static block *block_new(tg_tape *tp, size_t cap)
 {
     block *b = malloc(sizeof *b);
     if (!b)
-        tg_fatal("tape", "out of memory");
+        tg_out_of_memory("tape", "out of memory");
     b->mem = aligned_alloc(ARENA_ALIGN, cap);
     if (!b->mem)
-        tg_fatal("tape", "out of memory for a %zu-byte arena block", cap);
+        tg_out_of_memory("tape", "out of memory for a %zu-byte arena block", cap);
     b->next = NULL;
     b->cap = cap;
     b->used = 0;
@@ -83,7 +83,7 @@ tg_tape *tg_tape_new(void)
 {
     tg_tape *tp = calloc(1, sizeof *tp);
     if (!tp)
-        tg_fatal("tape", "out of memory");
+        tg_out_of_memory("tape", "out of memory");
     tp->recording = true;
     const char *env = getenv("TG_TAPE_CHECKS");
     tp->checks = env && *env && strcmp(env, "0") != 0;
@@ -163,7 +163,7 @@ bool tg_tape_set_profile(tg_tape *tp, bool on)
     if (on && !tp->prof) {
         tp->prof = calloc(PROF_ROWS, sizeof *tp->prof);
         if (!tp->prof)
-            tg_fatal("tape", "out of memory for the profile");
+            tg_out_of_memory("tape", "out of memory for the profile");
         tp->heap_allocs++;
     }
     tp->profile = on;
@@ -405,7 +405,7 @@ static tg_record *append(tg_tape *tp)
         size_t cap = tp->cap_records ? tp->cap_records * 2 : 256;
         tg_record *grown = realloc(tp->records, cap * sizeof *grown);
         if (!grown)
-            tg_fatal("tape", "out of memory for %zu records", cap);
+            tg_out_of_memory("tape", "out of memory for %zu records", cap);
         tp->records = grown;
         tp->cap_records = cap;
         tp->heap_allocs++;

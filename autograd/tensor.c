@@ -2,6 +2,7 @@
 #include "tape.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,25 @@ void tg_fatal(const char *op, const char *fmt, ...)
     fputc('\n', stderr);
     fflush(stderr);
     abort();
+}
+
+static _Atomic(tg_oom_handler) oom_handler;
+
+void tg_set_oom_handler(tg_oom_handler fn) { atomic_store(&oom_handler, fn); }
+
+void tg_out_of_memory(const char *op, const char *fmt, ...)
+{
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "%s: ", op);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < sizeof msg)
+        vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    va_end(ap);
+    tg_oom_handler fn = atomic_load(&oom_handler);
+    if (fn)
+        fn(msg);
+    tg_fatal(op, "%s", msg + (n > 0 && (size_t)n < sizeof msg ? n : 0));
 }
 
 void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts)
@@ -76,11 +96,11 @@ tg_tensor *tg_tensor_new(int ndim, const int *shape)
 {
     tg_tensor *t = malloc(sizeof *t);
     if (!t)
-        tg_fatal("tensor_new", "out of memory");
+        tg_out_of_memory("tensor_new", "out of memory");
     tg_tensor_init_shape(t, ndim, shape);
     t->data = calloc(t->size ? t->size : 1, sizeof(float));
     if (!t->data)
-        tg_fatal("tensor_new", "out of memory for %zu floats", t->size);
+        tg_out_of_memory("tensor_new", "out of memory for %zu floats", t->size);
     t->owns_data = true;
     return t;
 }
@@ -117,7 +137,7 @@ void tg_tensor_require_grad(tg_tensor *t)
             tg_fatal("require_grad", "tensor does not own its storage");
         t->grad = calloc(t->size ? t->size : 1, sizeof(float));
         if (!t->grad)
-            tg_fatal("require_grad", "out of memory");
+            tg_out_of_memory("require_grad", "out of memory");
     }
 }
 

@@ -47,6 +47,21 @@ __attribute__((noreturn, format(printf, 2, 3)))
 #endif
 void tg_fatal(const char *op, const char *fmt, ...);
 
+/* Where the library runs out of memory (an arena block, a tensor, a pack
+ * buffer, an optimizer's state...) it calls tg_out_of_memory, which is not
+ * misuse: a model too large for the machine. It formats "OP: message" and
+ * passes it to the handler set by tg_set_oom_handler, which should end the
+ * process (a program prints its own one-line error and exits with a status
+ * of its choosing). With no handler, or when the handler returns, it is
+ * tg_fatal: "tapegrad: OP: message" and abort. The handler may be called
+ * on any thread, inside a parallel region. */
+typedef void (*tg_oom_handler)(const char *message);
+void tg_set_oom_handler(tg_oom_handler fn);
+#if defined(__GNUC__)
+__attribute__((noreturn, format(printf, 2, 3)))
+#endif
+void tg_out_of_memory(const char *op, const char *fmt, ...);
+
 /* "[2, 3]" into buf (at least 64 bytes); returns buf. For messages. */
 const char *tg_shape_str(const tg_tensor *t, char *buf);
 

@@ -250,9 +250,24 @@ void cli_print_flags(FILE *f, const cli_flag *flags, int n)
     fprintf(f, "  --help, --version\n");
 }
 
+/* The library ran out of memory (tg_out_of_memory): a model or batch too
+ * large for this machine, not a bug. One line, no temporary left behind,
+ * status 1; _exit, as this may run on any thread, inside a parallel
+ * region. */
+static void out_of_memory(const char *message)
+{
+    tg_atomic_discard_open();
+    fflush(stdout);
+    cli_error("%s (the model or the batch is too large for this machine's "
+              "memory)",
+              message);
+    _exit(1);
+}
+
 void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
                      const char *head, const char *foot)
 {
+    tg_set_oom_handler(out_of_memory);
     enum { HELP = 1000, VERSION = 1001, MAX_FLAGS = 64 };
     struct option longopts[MAX_FLAGS + 3];
     if (n > MAX_FLAGS)

@@ -38,7 +38,9 @@ float cli_float_pos(const char *flag, const char *s, double hi); /* (0, hi] */
  * line, the flag lines (cli_print_flags) and, unless foot is NULL, a blank
  * line and foot, on stdout, and exits 0: head and foot are paragraphs, one a
  * line, each wrapped at 79 characters. --version prints the version and
- * exits 0. */
+ * exits 0. It also makes the library's running out of memory (a model or
+ * batch too large for the machine) "<prog>: OP: out of memory ..." on one
+ * line and exit status 1, not an abort. */
 typedef enum cli_kind {
     CLI_INT,      /* int *, in [lo, hi] */
     CLI_U64,      /* uint64_t * */

@@ -162,7 +162,7 @@ tg_vae *tg_vae_new(tg_vae_config cfg, uint64_t seed)
                  (unsigned long long)TG_VAE_MAX_PARAMS);
     tg_vae *vae = calloc(1, sizeof *vae);
     if (!vae)
-        tg_fatal("vae_new", "out of memory");
+        tg_out_of_memory("vae_new", "out of memory");
     vae->cfg = cfg;
     vae->params = tg_params_new();
 

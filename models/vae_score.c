@@ -91,7 +91,7 @@ static void acc_alloc(iw_acc *a, int g)
     a->sum2 = malloc(sizeof *a->sum2 * (size_t)g);
     a->sum_logw = malloc(sizeof *a->sum_logw * (size_t)g);
     if (!a->rng || !a->sum || !a->sum2 || !a->sum_logw)
-        tg_fatal("iw_estimate", "out of memory (%d examples)", g);
+        tg_out_of_memory("iw_estimate", "out of memory (%d examples)", g);
 }
 
 static void acc_free(iw_acc *a)
@@ -257,7 +257,7 @@ void tg_vae_iwae(tg_tape *tp, const tg_vae *vae, const float *x, int n,
 #endif
     tg_tape **tapes = calloc((size_t)T, sizeof *tapes);
     if (!mean || !logvar || !tapes)
-        tg_fatal("vae_iwae", "out of memory");
+        tg_out_of_memory("vae_iwae", "out of memory");
     bool was = tg_tape_set_recording(tp, false);
     tapes[0] = tp;
     for (int t = 1; t < T; t++) {
@@ -317,7 +317,7 @@ void tg_vae_posterior_pixels(tg_tape *tp, const tg_vae *vae, const float *x,
     double *s1 = malloc(sizeof(double) * (size_t)input);
     double *s2 = malloc(sizeof(double) * (size_t)input);
     if (!zm || !zlv || !s1 || !s2)
-        tg_fatal("vae_posterior_pixels", "out of memory");
+        tg_out_of_memory("vae_posterior_pixels", "out of memory");
     int chunk = DEFAULT_ROWS < S ? DEFAULT_ROWS : S;
     bool was = tg_tape_set_recording(tp, false);
     for (int i = 0; i < n; i++) {

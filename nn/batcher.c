@@ -26,7 +26,7 @@ void tg_batcher_init(tg_batcher *b, const tg_dataset *ds, int batch,
     b->seed = seed;
     b->order = malloc((size_t)ds->n * sizeof *b->order);
     if (!b->order)
-        tg_fatal("batcher_init", "out of memory for %d indices", ds->n);
+        tg_out_of_memory("batcher_init", "out of memory for %d indices", ds->n);
     tg_batcher_start(b, 0, 0);
 }
 

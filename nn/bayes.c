@@ -424,14 +424,14 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
         2 * first + (size_t)layers[0].in * rows + 4 * plane * (size_t)lanes;
     float *work = malloc(sizeof(float) * (n_work ? n_work : 1));
     if (!keys || !var_W || !work)
-        tg_fatal("bayes_mlp_sample", "out of memory");
+        tg_out_of_memory("bayes_mlp_sample", "out of memory");
     for (size_t i = 0; i < (size_t)S * n_layers; i++)
         keys[i] = tg_rng_u64(rng);
     for (int l = 0; l < n_layers; l++) {
         var_W[l] = malloc(sizeof(float) * (size_t)layers[l].out * layers[l].in);
         var_b[l] = malloc(sizeof(float) * (size_t)layers[l].out);
         if (!var_W[l] || !var_b[l])
-            tg_fatal("bayes_mlp_sample", "out of memory");
+            tg_out_of_memory("bayes_mlp_sample", "out of memory");
         tg_bayes_dense_variances(&layers[l], var_W[l], var_b[l]);
         if (l == 0)
             continue;
@@ -439,7 +439,7 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
         mu_T[l] = malloc(sizeof(float) * n);
         var_T[l] = malloc(sizeof(float) * n);
         if (!mu_T[l] || !var_T[l])
-            tg_fatal("bayes_mlp_sample", "out of memory");
+            tg_out_of_memory("bayes_mlp_sample", "out of memory");
         transpose_into(layers[l].W_mu->data, layers[l].out, layers[l].in,
                        mu_T[l]);
         transpose_into(var_W[l], layers[l].out, layers[l].in, var_T[l]);

@@ -209,7 +209,7 @@ static char *prefixed(const char *prefix, const char *name)
     size_t a = strlen(prefix), b = strlen(name);
     char *s = malloc(a + b + 1);
     if (!s)
-        tg_fatal("checkpoint", "out of memory");
+        tg_out_of_memory("checkpoint", "out of memory");
     memcpy(s, prefix, a);
     memcpy(s + a, name, b + 1);
     return s;
@@ -250,7 +250,7 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     const char *keys[TG_META_MAX + 3], *values[TG_META_MAX + 3];
     char step[32], settings[256];
     if (!t || !owned)
-        tg_fatal("checkpoint_save", "out of memory");
+        tg_out_of_memory("checkpoint_save", "out of memory");
 
     size_t off = 0;
     int k = 0;

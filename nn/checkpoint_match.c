@@ -13,7 +13,7 @@ char *tg_ck_join(const char *prefix, const char *name)
     size_t a = strlen(prefix), b = strlen(name);
     char *s = malloc(a + b + 1);
     if (!s)
-        tg_fatal("checkpoint", "out of memory");
+        tg_out_of_memory("checkpoint", "out of memory");
     memcpy(s, prefix, a);
     memcpy(s + a, name, b + 1);
     return s;

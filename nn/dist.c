@@ -95,7 +95,7 @@ static void *grow(void *p, size_t bytes, const char *op)
 {
     void *q = realloc(p, bytes ? bytes : 1);
     if (!q)
-        tg_fatal(op, "out of memory (%zu bytes)", bytes);
+        tg_out_of_memory(op, "out of memory (%zu bytes)", bytes);
     return q;
 }
 

@@ -164,7 +164,7 @@ double tg_metric_accuracy_at_coverage(const float *probs, const int *labels,
                  coverage);
     scored *s = malloc(sizeof *s * (size_t)n);
     if (!s)
-        tg_fatal("metric_accuracy_at_coverage", "out of memory (%d rows)", n);
+        tg_out_of_memory("metric_accuracy_at_coverage", "out of memory (%d rows)", n);
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * C;
         s[i] = (scored){p[argmax(p, C)], i};
@@ -201,7 +201,7 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
     double *pbar = malloc(sizeof *pbar * (size_t)C);
     double *ps = malloc(sizeof *ps * (size_t)C);
     if (!pbar || !ps)
-        tg_fatal("predictive", "out of memory (C = %d)", C);
+        tg_out_of_memory("predictive", "out of memory (C = %d)", C);
     size_t plane = (size_t)n * C;
     for (int i = 0; i < n; i++) {
         /* A sum of S floats in double is exact for S < 2^29, so identical
@@ -257,7 +257,7 @@ double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos)
     size_t n = (size_t)n_neg + (size_t)n_pos;
     ranked *r = malloc(sizeof *r * n);
     if (!r)
-        tg_fatal("auroc", "out of memory (%zu scores)", n);
+        tg_out_of_memory("auroc", "out of memory (%zu scores)", n);
     for (int i = 0; i < n_neg; i++)
         r[i] = (ranked){neg[i], 0};
     for (int i = 0; i < n_pos; i++)
@@ -297,7 +297,7 @@ static double *sorted_desc(const char *op, const double *v, int n)
 {
     double *s = malloc(sizeof *s * (size_t)n);
     if (!s)
-        tg_fatal(op, "out of memory (%d scores)", n);
+        tg_out_of_memory(op, "out of memory (%d scores)", n);
     for (int i = 0; i < n; i++) {
         if (isnan(v[i])) {
             free(s);
@@ -342,7 +342,7 @@ double tg_aupr(const double *neg, int n_neg, const double *pos, int n_pos)
     size_t n = (size_t)n_neg + (size_t)n_pos;
     ranked *r = malloc(sizeof *r * n);
     if (!r)
-        tg_fatal("aupr", "out of memory (%zu scores)", n);
+        tg_out_of_memory("aupr", "out of memory (%zu scores)", n);
     for (int i = 0; i < n_neg; i++)
         r[i] = (ranked){neg[i], 0};
     for (int i = 0; i < n_pos; i++)
@@ -435,7 +435,7 @@ void tg_auroc_bootstrap(const double *neg, int n_neg, const double *pos,
     int *w = malloc(sizeof *w * n), *where = malloc(sizeof *where * n);
     double *auc = malloc(sizeof *auc * (size_t)resamples);
     if (!r || !w || !where || !auc)
-        tg_fatal("auroc_bootstrap", "out of memory (%zu scores)", n);
+        tg_out_of_memory("auroc_bootstrap", "out of memory (%zu scores)", n);
     for (int i = 0; i < n_neg; i++)
         r[i] = (slot){neg[i], 0, i};
     for (int i = 0; i < n_pos; i++)

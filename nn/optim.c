@@ -19,7 +19,7 @@ static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
         tg_fatal("optim_new", "learning rate must be > 0, got %g", (double)lr);
     tg_optim *opt = calloc(1, sizeof *opt);
     if (!opt)
-        tg_fatal("optim_new", "out of memory");
+        tg_out_of_memory("optim_new", "out of memory");
     size_t n = tg_params_numel(ps);
     tg_params_seal(ps);
     opt->kind = kind;
@@ -34,7 +34,7 @@ static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
     if (second_moment)
         opt->v = calloc(n ? n : 1, sizeof(float));
     if (!opt->m || (second_moment && !opt->v))
-        tg_fatal("optim_new", "out of memory for %zu elements", n);
+        tg_out_of_memory("optim_new", "out of memory for %zu elements", n);
     return opt;
 }
 

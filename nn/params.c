@@ -57,7 +57,8 @@ static void reserve(tg_params *ps)
         ps->max_numel = half / sizeof(float);
         return;
     }
-    tg_fatal("params_new", "cannot reserve address space for parameters");
+    tg_out_of_memory("params_new",
+                     "out of memory reserving address space for parameters");
 }
 
 /* Makes the first numel floats of data and grad usable (zero-filled: fresh
@@ -66,6 +67,15 @@ static void commit(tg_params *ps, size_t numel, const char *name)
 {
     if (numel <= ps->committed)
         return;
+    /* Past the full reservation it is a set larger than the library
+     * holds; past a reservation the system made smaller, a lack of
+     * memory. */
+    if (numel > ps->max_numel && ps->max_numel < (size_t)1
+                                                     << (RESERVE_MAX_SHIFT - 2))
+        tg_out_of_memory("params_add",
+                         "out of memory: '%s' makes the set %zu floats, and "
+                         "the system let it reserve %zu",
+                         name, numel, ps->max_numel);
     if (numel > ps->max_numel)
         tg_fatal("params_add",
                  "'%s' makes the set %zu floats, above its reservation of "
@@ -78,8 +88,8 @@ static void commit(tg_params *ps, size_t numel, const char *name)
     size_t bytes = (want * sizeof(float) + page - 1) / page * page;
     if (mprotect(ps->data, bytes, PROT_READ | PROT_WRITE) != 0 ||
         mprotect(ps->grad, bytes, PROT_READ | PROT_WRITE) != 0)
-        tg_fatal("params_add", "'%s': out of memory for %zu floats", name,
-                 numel);
+        tg_out_of_memory("params_add", "'%s': out of memory for %zu floats",
+                         name, numel);
     ps->committed = want;
 }
 
@@ -87,7 +97,7 @@ tg_params *tg_params_new(void)
 {
     tg_params *ps = calloc(1, sizeof *ps);
     if (!ps)
-        tg_fatal("params_new", "out of memory");
+        tg_out_of_memory("params_new", "out of memory");
     reserve(ps);
     return ps;
 }
@@ -130,13 +140,13 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
         if (nm)
             ps->names = nm;
         if (!t || !nm)
-            tg_fatal("params_add", "out of memory");
+            tg_out_of_memory("params_add", "out of memory");
         ps->cap = cap;
     }
     size_t len = strlen(name);
     char *copy = malloc(len + 1);
     if (!copy)
-        tg_fatal("params_add", "out of memory");
+        tg_out_of_memory("params_add", "out of memory");
     memcpy(copy, name, len + 1);
     if (ndim < 1 || ndim > TG_MAX_DIMS)
         tg_fatal("params_add", "'%s': ndim %d outside 1..%d", name, ndim,
@@ -154,7 +164,7 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
      * (it requires grad) and never moved. */
     tg_tensor *t = calloc(1, sizeof *t);
     if (!t)
-        tg_fatal("params_add", "out of memory");
+        tg_out_of_memory("params_add", "out of memory");
     t->ndim = ndim;
     memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     t->size = size;

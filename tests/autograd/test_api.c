@@ -1,7 +1,8 @@
 /* Small promises of the public API: tg_get_threads reports the threads that
  * will really run (1 in a build without OpenMP), the default follows
- * OMP_NUM_THREADS, and tg_fatal flushes what the program had written to
- * stdout before it aborts. */
+ * OMP_NUM_THREADS, tg_fatal flushes what the program had written to
+ * stdout before it aborts, and running out of memory reaches the program's
+ * handler. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -142,6 +143,64 @@ static void test_fatal_flushes_stdout(void **state)
     assert_non_null(strstr(out, "tapegrad: add:"));
 }
 
+/* tg_out_of_memory: the message "OP: text" goes to the handler set; with
+ * none, or when the handler returns, it is tg_fatal's abort. */
+static void oom_to_stdout(const char *message)
+{
+    printf("handler got: %s\n", message);
+    fflush(stdout);
+    _exit(7);
+}
+
+static void oom_returns(const char *message) { (void)message; }
+
+/* A child calls tg_out_of_memory with handler h (NULL: none); returns its
+ * wait status and, in out, what it wrote to stdout and stderr. */
+static int oom_child(tg_oom_handler h, char *out, size_t cap)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        signal(SIGABRT, SIG_DFL);
+        tg_set_oom_handler(h);
+        tg_out_of_memory("arena", "out of memory for a %d-byte block", 64);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    ssize_t got;
+    while (len < cap - 1 && (got = read(fds[0], out + len, cap - 1 - len)) > 0)
+        len += (size_t)got;
+    out[len] = '\0';
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+static void test_out_of_memory_goes_to_the_handler(void **state)
+{
+    (void)state;
+    char out[1024];
+    int status = oom_child(oom_to_stdout, out, sizeof out);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 7);
+    assert_string_equal(out, "handler got: arena: out of memory for a 64-byte "
+                             "block\n");
+    status = oom_child(NULL, out, sizeof out);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    assert_string_equal(out, "tapegrad: arena: out of memory for a 64-byte "
+                             "block\n");
+    status = oom_child(oom_returns, out, sizeof out);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    assert_string_equal(out, "tapegrad: arena: out of memory for a 64-byte "
+                             "block\n");
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--threads-child") == 0)
@@ -151,6 +210,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_default_threads_follow_omp_num_threads),
         cmocka_unit_test(test_get_threads_reports_what_runs),
         cmocka_unit_test(test_fatal_flushes_stdout),
+        cmocka_unit_test(test_out_of_memory_goes_to_the_handler),
     };
     return cmocka_run_group_tests_name("autograd api", tests, NULL, NULL);
 }

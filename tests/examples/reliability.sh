@@ -300,5 +300,30 @@ stopped_mid_write "$tmp/o22" "$score" \
     --near-ood hflip --iwae-k 2 --max-images 4 --samples 2 --bootstrap 10 \
     --ref-images 10 --threads 1 --out "$tmp/o22"
 
+# 23. a model or a batch too large for the machine's memory: one line and
+#     status 1 (was "tapegrad: tape: out of memory ..." and SIGABRT), here
+#     under a 1 GB address-space limit: the parameters' reservation
+#     (--hidden 65536) and the tape's arena (a conv batch of 8192). Not
+#     under ASan, whose shadow memory needs terabytes of address space.
+if grep -q __asan_init "$vae"; then
+    echo "skip: out-of-memory case under AddressSanitizer"
+else
+    for args in "--hidden 65536 --data $small" \
+        "--arch conv --batch 8192 --data $mnist"; do
+        # shellcheck disable=SC2086 # args holds flags
+        (ulimit -v 1000000 && exec "$vae" $args --epochs 1 \
+            --threads 1 --out "$tmp/o23") >"$tmp/out" 2>"$tmp/err"
+        st=$?
+        if [ "$st" -ne 1 ] || [ "$(wc -l <"$tmp/err")" -ne 1 ] ||
+            ! grep -q "^vae_mnist: .*out of memory" "$tmp/err"; then
+            fail "vae_mnist $args in 1 GB exited $st: $(cat "$tmp/err")"
+        else
+            echo "ok: vae_mnist $args in 1 GB -> 1: $(cat "$tmp/err")"
+        fi
+        left=$(find "$tmp/o23" -name '*tmp.*' 2>/dev/null)
+        [ -z "$left" ] || fail "vae_mnist $args out of memory left $left"
+    done
+fi
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"
