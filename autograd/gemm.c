@@ -363,7 +363,8 @@ static float *thread_buffer(size_t floats)
     size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
     float *p = aligned_alloc(64, bytes);
     if (!p)
-        tg_out_of_memory("tg_gemm", "out of memory for %zu-byte pack buffer", bytes);
+        tg_out_of_memory("tg_gemm", "out of memory for %zu-byte pack buffer",
+                         bytes);
     free(b->data);
     b->data = p;
     b->len = bytes / sizeof(float);
@@ -595,7 +596,8 @@ static bool pack_a_transposed(const gemm_kernel *base)
         enum { M = 768, N = 128, K = 128 };
         float *a = malloc(sizeof(float) * (M * K + K * N + M * N));
         if (!a)
-            tg_out_of_memory("tg_gemm", "out of memory measuring the packing of A");
+            tg_out_of_memory("tg_gemm",
+                             "out of memory measuring the packing of A");
         for (size_t i = 0; i < (size_t)M * K + K * N; i++)
             a[i] = 0.5f;
         float *b = a + M * K, *c = b + K * N;

@@ -61,7 +61,8 @@ static block *block_new(tg_tape *tp, size_t cap)
         tg_out_of_memory("tape", "out of memory");
     b->mem = aligned_alloc(ARENA_ALIGN, cap);
     if (!b->mem)
-        tg_out_of_memory("tape", "out of memory for a %zu-byte arena block", cap);
+        tg_out_of_memory("tape", "out of memory for a %zu-byte arena block",
+                         cap);
     b->next = NULL;
     b->cap = cap;
     b->used = 0;

@@ -31,7 +31,8 @@ void tg_array_batcher_init(tg_array_batcher *b, const float *x, int n, int dim,
     b->shuffle = true;
     b->order = malloc((size_t)n * sizeof *b->order);
     if (!b->order)
-        tg_out_of_memory("array_batcher_init", "out of memory for %d indices", n);
+        tg_out_of_memory("array_batcher_init", "out of memory for %d indices",
+                         n);
     tg_array_batcher_start(b, 0, 0);
 }
 

@@ -164,7 +164,8 @@ double tg_metric_accuracy_at_coverage(const float *probs, const int *labels,
                  coverage);
     scored *s = malloc(sizeof *s * (size_t)n);
     if (!s)
-        tg_out_of_memory("metric_accuracy_at_coverage", "out of memory (%d rows)", n);
+        tg_out_of_memory("metric_accuracy_at_coverage",
+                         "out of memory (%d rows)", n);
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * C;
         s[i] = (scored){p[argmax(p, C)], i};
