@@ -425,6 +425,20 @@ static void pack(const float *X, int ld, bool contig_i, int i0, int n, int p0,
 }
 
 /* ---- one thread's rectangle C[m0:m1, n0:n1] ------------------------------ */
+/* dst[c * dst_ld + r] = src[r * ld + c] for a tile: rows in blocks of 8 by
+ * the kernel's transpose, the rest element by element, dst's way. */
+static void transpose_tile(const gemm_kernel *kern, const float *src,
+                           ptrdiff_t ld, int rows, int cols, float *dst,
+                           ptrdiff_t dst_ld)
+{
+    int r8 = rows / 8 * 8;
+    if (r8 > 0)
+        kern->transpose(src, ld, r8, cols, dst, dst_ld);
+    for (int c = 0; r8 < rows && c < cols; c++)
+        for (int r = r8; r < rows; r++)
+            dst[c * dst_ld + r] = src[r * ld + c];
+}
+
 /* One MR x NR tile of C at c (element (i, j) at c[i * rs + j * cs]). */
 static inline void tile(const problem *pb, const gemm_kernel *kern, int kc,
                         const float *ap, ptrdiff_t ap_rs, ptrdiff_t ap_cs,
@@ -441,22 +455,19 @@ static inline void tile(const problem *pb, const gemm_kernel *kern, int kc,
      * it; rows of C are copied whole when they are contiguous. */
     _Alignas(64) float edge[MAX_MR * MAX_NR];
     size_t row_bytes = (size_t)cols * sizeof(float);
-    if (beta != 0.0f)
-        for (int i = 0; i < rows; i++) {
-            if (cs == 1)
-                memcpy(&edge[i * nr], &c[i * rs], row_bytes);
-            else
-                for (int j = 0; j < cols; j++)
-                    edge[i * nr + j] = c[i * rs + j * cs];
-        }
-    kern->ukr(kc, ap, ap_rs, ap_cs, bp, rsb, edge, nr, pb->alpha, beta);
-    for (int i = 0; i < rows; i++) {
-        if (cs == 1)
-            memcpy(&c[i * rs], &edge[i * nr], row_bytes);
-        else
-            for (int j = 0; j < cols; j++)
-                c[i * rs + j * cs] = edge[i * nr + j];
+    if (cs != 1) { /* C^T: c[j * cs + i], a transpose each way */
+        if (beta != 0.0f)
+            transpose_tile(kern, c, cs, cols, rows, edge, nr);
+        kern->ukr(kc, ap, ap_rs, ap_cs, bp, rsb, edge, nr, pb->alpha, beta);
+        transpose_tile(kern, edge, nr, rows, cols, c, cs);
+        return;
     }
+    if (beta != 0.0f)
+        for (int i = 0; i < rows; i++)
+            memcpy(&edge[i * nr], &c[i * rs], row_bytes);
+    kern->ukr(kc, ap, ap_rs, ap_cs, bp, rsb, edge, nr, pb->alpha, beta);
+    for (int i = 0; i < rows; i++)
+        memcpy(&c[i * rs], &edge[i * nr], row_bytes);
 }
 
 static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
