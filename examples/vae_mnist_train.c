@@ -128,36 +128,39 @@ static void stop_numeric(run *r, const tg_step *s, int epoch, int batch,
                          int rows)
 {
     if (tg_dist_rank() == 0) {
-        fprintf(stderr, "vae_mnist: step %lld (epoch %d, batch %d): ",
-                (long long)r->opt->step + 1, epoch, batch);
+        /* one message through cli_error: a path with a control character
+         * (--resume, --out) stays on one line */
+        char why[1536];
         if (s->verdict == TG_STEP_NONFINITE && r->o->resume &&
             r->opt->step == r->first_step)
             /* the resumed weights went in unchanged: they may be at fault
              * (finite, as loading checks, but 1e30 overflows the loss) */
-            fprintf(stderr,
-                    "%s: %s at the first step from %s: its weights may be "
-                    "at fault; stopped, nothing written (else try a smaller "
-                    "--lr)\n",
-                    s->bad, s->why, r->o->resume);
+            snprintf(why, sizeof why,
+                     "%s: %s at the first step from %s: its weights may be "
+                     "at fault; stopped, nothing written (else try a smaller "
+                     "--lr)",
+                     s->bad, s->why, r->o->resume);
         else if (s->verdict == TG_STEP_NONFINITE)
-            fprintf(stderr,
-                    "%s: %s; stopped, no checkpoint of it written (try a "
-                    "smaller --lr, or --skip-nonfinite)\n",
-                    s->bad, s->why);
+            snprintf(why, sizeof why,
+                     "%s: %s; stopped, no checkpoint of it written (try a "
+                     "smaller --lr, or --skip-nonfinite)",
+                     s->bad, s->why);
         else if (s->verdict == TG_STEP_DIVERGED)
-            fprintf(stderr,
-                    "the loss (%.4g per sample) stayed above %gx its lowest "
-                    "running level (%.4g) for %d steps: diverged; stopped, %s "
-                    "(try a smaller --lr)\n",
-                    s->loss_sum / rows, r->guard.cfg.diverge_factor, s->level,
-                    r->guard.cfg.diverge_steps, kept(r->o));
+            snprintf(why, sizeof why,
+                     "the loss (%.4g per sample) stayed above %gx its lowest "
+                     "running level (%.4g) for %d steps: diverged; stopped, %s "
+                     "(try a smaller --lr)",
+                     s->loss_sum / rows, r->guard.cfg.diverge_factor, s->level,
+                     r->guard.cfg.diverge_steps, kept(r->o));
         else
-            fprintf(stderr,
-                    "%s: %s, and too many steps were skipped (%d in a row, "
-                    "or more than %d of the last 100); stopped, %s (try a "
-                    "smaller --lr)\n",
-                    s->bad, s->why, r->guard.cfg.max_skipped_run,
-                    r->guard.cfg.max_skipped, kept(r->o));
+            snprintf(why, sizeof why,
+                     "%s: %s, and too many steps were skipped (%d in a row, "
+                     "or more than %d of the last 100); stopped, %s (try a "
+                     "smaller --lr)",
+                     s->bad, s->why, r->guard.cfg.max_skipped_run,
+                     r->guard.cfg.max_skipped, kept(r->o));
+        cli_error("step %lld (epoch %d, batch %d): %s",
+                  (long long)r->opt->step + 1, epoch, batch, why);
     }
     tg_dist_finalize();
     exit(3);

@@ -309,6 +309,13 @@ PY
     expect 3 "its weights may be at fault" "$vae" $fast --resume \
         "$tmp/huge.safetensors" --out "$tmp/huge_out"
     rm -rf "$tmp/huge_out"
+    # the same from a path with a line break: still one line (the path was
+    # printed raw)
+    cp "$tmp/huge.safetensors" "$tmp/huge
+2.safetensors"
+    expect 3 "huge?2.safetensors" "$vae" $fast --resume "$tmp/huge
+2.safetensors" --out "$tmp/huge_out"
+    rm -rf "$tmp/huge_out"
 fi
 spoil step '"step":"2"' '"step":"9"'
 expect 2 "optim.step" "$vae" $fast --resume "$tmp/step.safetensors" --out "$o"
