@@ -212,7 +212,7 @@ static void run_method(int method, const options *o,
 static bool load(const char *dir, bool train, tg_dataset *ds)
 {
     if (tg_mnist_load(dir, train, ds) != TG_OK) {
-        fprintf(stderr, "bnn_mnist: %s\n", tg_errmsg());
+        cli_error("%s", tg_errmsg());
         return false;
     }
     return true;
@@ -265,12 +265,11 @@ static int load_data(const options *o, tg_dataset *train_set,
         *have_ood = ood_set->rows == train_set->rows &&
                     ood_set->cols == train_set->cols;
         if (!*have_ood) {
-            fprintf(stderr,
-                    "bnn_mnist: note: %s (the default OOD set) has %dx%d "
-                    "images, the training images are %dx%d: no OOD set "
-                    "(--ood-data gives one)\n",
-                    o->ood, ood_set->rows, ood_set->cols, train_set->rows,
-                    train_set->cols);
+            cli_error("note: %s (the default OOD set) has %dx%d "
+                      "images, the training images are %dx%d: no OOD set "
+                      "(--ood-data gives one)",
+                      o->ood, ood_set->rows, ood_set->cols, train_set->rows,
+                      train_set->cols);
             tg_dataset_free(ood_set);
         }
     }
@@ -282,18 +281,17 @@ static int load_data(const options *o, tg_dataset *train_set,
         : *have_ood && (ood_set->rows != r || ood_set->cols != c) ? ood_set
                                                                   : NULL;
     if (odd) {
-        fprintf(stderr,
-                "bnn_mnist: %s: images are %dx%d, the training images %dx%d\n",
-                odd == test_set ? o->data : o->ood, odd->rows, odd->cols, r, c);
+        cli_error("%s: images are %dx%d, the training images %dx%d",
+                  odd == test_set ? o->data : o->ood, odd->rows, odd->cols, r,
+                  c);
         return 2;
     }
     const tg_dataset *sets[2] = {train_set, test_set};
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < sets[s]->n; i++)
             if (sets[s]->labels[i] >= BNN_CLASSES) {
-                fprintf(stderr,
-                        "bnn_mnist: %s: label %d of image %d is not 0..9\n",
-                        o->data, sets[s]->labels[i], i);
+                cli_error("%s: label %d of image %d is not 0..9", o->data,
+                          sets[s]->labels[i], i);
                 return 2;
             }
     return 0;
@@ -339,14 +337,14 @@ static int run_methods(const options *o, const tg_dataset *train_set,
         if (o->out && (!bnn_plot_reliability(o->out, r) ||
                        !bnn_plot_sure(o->out, r, test->images, side,
                                       test->labels, test->n))) {
-            fprintf(stderr, "bnn_mnist: %s\n", tg_errmsg());
+            cli_error("%s", tg_errmsg());
             return 1;
         }
     }
     if (o->out && status == 0 &&
         !bnn_plot_coverage(o->out, results, *n_results, test->labels,
                            test->n)) {
-        fprintf(stderr, "bnn_mnist: %s\n", tg_errmsg());
+        cli_error("%s", tg_errmsg());
         status = 1;
     }
     return status;

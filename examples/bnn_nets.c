@@ -114,13 +114,12 @@ double train(net *m, const options *o, const tg_dataset *train_set,
                 /* the KL alone not finite: the prior, not the rate (a
                  * --prior-scale of 1e-30 was told to lower --lr) */
                 bool prior = kl && !isfinite(kl->data[0]);
-                fprintf(stderr,
-                        "bnn_mnist: %s: epoch %d, batch %d: %s is %g; "
-                        "stopped (try %s)\n",
-                        what, epoch, i + 1,
-                        prior ? "the KL to the prior" : "loss",
-                        (double)(prior ? kl->data[0] : loss->data[0]),
-                        prior ? "a --prior-scale nearer 1" : "a smaller --lr");
+                cli_error(
+                    "%s: epoch %d, batch %d: %s is %g; "
+                    "stopped (try %s)",
+                    what, epoch, i + 1, prior ? "the KL to the prior" : "loss",
+                    (double)(prior ? kl->data[0] : loss->data[0]),
+                    prior ? "a --prior-scale nearer 1" : "a smaller --lr");
                 exit(3);
             }
             tg_backward(tp, loss);

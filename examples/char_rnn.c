@@ -111,7 +111,7 @@ static long read_text(const char *path, int seq, int **ids,
         }
     *ids = malloc(len * sizeof **ids);
     if (!*ids) {
-        fprintf(stderr, "char_rnn: %s: out of memory\n", path);
+        cli_error("%s: out of memory", path);
         free(buf);
         return -1;
     }
@@ -259,8 +259,8 @@ static int train_epoch(trainer *t, model *m, const options *o, int e)
         tg_tensor *loss = window_loss(t->tp, m, t->ids, t->len, o->batch,
                                       o->seq, &t->data, t->in, t->next);
         if (!isfinite(loss->data[0])) {
-            fprintf(stderr, "char_rnn: loss is %g at step %lld\n",
-                    (double)loss->data[0], (long long)t->opt->step);
+            cli_error("loss is %g at step %lld", (double)loss->data[0],
+                      (long long)t->opt->step);
             return 3;
         }
         tg_backward(t->tp, loss);
@@ -288,10 +288,9 @@ static void check_memory(const options *o)
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     double have = pages > 0 && page > 0 ? (double)pages * page : 0.0;
     if (have > 0.0 && need > have) {
-        fprintf(stderr,
-                "char_rnn: --batch %d, --seq %d and --hidden %d need about "
-                "%.3g GB for one step, more than this machine's %.3g GB\n",
-                o->batch, o->seq, o->hidden, need / 1e9, have / 1e9);
+        cli_error("--batch %d, --seq %d and --hidden %d need about "
+                  "%.3g GB for one step, more than this machine's %.3g GB",
+                  o->batch, o->seq, o->hidden, need / 1e9, have / 1e9);
         exit(2);
     }
 }

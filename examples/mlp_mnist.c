@@ -123,7 +123,7 @@ static bool load_data(const char *dir, tg_dataset *train, tg_dataset *test)
         labels_ok(train, dir) == TG_OK && labels_ok(test, dir) == TG_OK;
     if (!tg_dist_all_ok(loaded)) {
         if (tg_dist_first_failed() == tg_dist_rank())
-            fprintf(stderr, "mlp_mnist: %s\n", tg_errmsg());
+            cli_error("%s", tg_errmsg());
         return false;
     }
     return true;
@@ -240,11 +240,10 @@ static double train_step(trainer *t, int n, int epoch, int i, cli_progress *bar)
     if (s.verdict != TG_STEP_TAKEN) {
         cli_progress_end(bar);
         if (tg_dist_rank() == 0)
-            fprintf(stderr,
-                    "mlp_mnist: step %lld (epoch %d, batch %d): %s: %s; "
-                    "stopped (try a smaller --lr)\n",
-                    (long long)t->opt->step + 1, epoch, i + 1,
-                    s.bad ? s.bad : "loss", s.bad ? s.why : "diverged");
+            cli_error("step %lld (epoch %d, batch %d): %s: %s; "
+                      "stopped (try a smaller --lr)",
+                      (long long)t->opt->step + 1, epoch, i + 1,
+                      s.bad ? s.bad : "loss", s.bad ? s.why : "diverged");
         tg_dist_finalize();
         exit(3); /* main's frame stays live: no leak report */
     }
@@ -306,12 +305,11 @@ int main(int argc, char **argv)
     cli_check_batch_size(o.batch, train.rows, train.cols);
     tg_dist_set_shards(o.shards ? o.shards : tg_dist_size());
     if (tg_dist_rank() == 0 && tg_dist_shards() < tg_dist_size())
-        fprintf(stderr,
-                "mlp_mnist: note: %d ranks but %d shard%s (--shards): ranks "
-                "%d..%d have no rows to compute\n",
-                tg_dist_size(), tg_dist_shards(),
-                tg_dist_shards() == 1 ? "" : "s", tg_dist_shards(),
-                tg_dist_size() - 1);
+        cli_error("note: %d ranks but %d shard%s (--shards): ranks "
+                  "%d..%d have no rows to compute",
+                  tg_dist_size(), tg_dist_shards(),
+                  tg_dist_shards() == 1 ? "" : "s", tg_dist_shards(),
+                  tg_dist_size() - 1);
     trainer t;
     trainer_init(&t, &train, &o);
     printf("mlp_mnist: %d train / %d test images, model %d-%d-%d, %zu "

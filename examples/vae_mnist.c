@@ -111,15 +111,15 @@ static options parse_options(int argc, char **argv)
 
 void fail_data(void)
 {
-    fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
+    cli_error("%s", tg_errmsg());
     exit(2);
 }
 
 /* errno says why, when the failing call set it. */
 void fail_write(const char *path)
 {
-    fprintf(stderr, "vae_mnist: cannot write %s: %s\n", path,
-            errno ? strerror(errno) : "write failed");
+    cli_error("cannot write %s: %s", path,
+              errno ? strerror(errno) : "write failed");
     exit(1);
 }
 

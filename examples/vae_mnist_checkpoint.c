@@ -237,10 +237,9 @@ static void same_flag(const char *path, const char *flag, const char *theirs,
 {
     if (!strcmp(theirs, ours))
         return;
-    fprintf(stderr,
-            "vae_mnist: %s: checkpoint has %s %s but this run has %s (pass "
-            "--%s %s)\n",
-            path, flag, theirs, ours, flag, theirs);
+    cli_error("%s: checkpoint has %s %s but this run has %s (pass "
+              "--%s %s)",
+              path, flag, theirs, ours, flag, theirs);
     exit(2);
 }
 
@@ -255,10 +254,9 @@ void resume(run *r)
     if (tg_vae_read_info(o->resume, &info) != TG_OK)
         fail_data();
     if (info.cfg.input != vae->cfg.input) {
-        fprintf(stderr,
-                "vae_mnist: %s: checkpoint has input %d pixels but "
-                "the images in %s have %d\n",
-                o->resume, info.cfg.input, o->data, vae->cfg.input);
+        cli_error("%s: checkpoint has input %d pixels but "
+                  "the images in %s have %d",
+                  o->resume, info.cfg.input, o->data, vae->cfg.input);
         exit(2);
     }
     same_flag(o->resume, "arch", tg_vae_arch_name(info.cfg.arch),
@@ -298,10 +296,9 @@ void resume(run *r)
     lr_text(o->lr, ours, sizeof ours);
     same_flag(o->resume, "lr", theirs, ours);
     if (!info.has_position) {
-        fprintf(stderr,
-                "vae_mnist: %s: checkpoint has no training position "
-                "(metadata 'epoch')\n",
-                o->resume);
+        cli_error("%s: checkpoint has no training position "
+                  "(metadata 'epoch')",
+                  o->resume);
         exit(2);
     }
     check_keys(o->resume, m);
@@ -357,12 +354,12 @@ void save_checkpoint(const run *r)
     const char *ck = cli_path(o->out, "checkpoint.safetensors");
     tg_status st = tg_vae_save(ck, r->vae, r->opt, &r->pos, &extra);
     if (st == TG_ERR_ARG) {
-        fprintf(stderr, "vae_mnist: %s after step %lld (try a smaller --lr)\n",
-                tg_errmsg(), (long long)r->opt->step);
+        cli_error("%s after step %lld (try a smaller --lr)", tg_errmsg(),
+                  (long long)r->opt->step);
         exit(3);
     }
     if (st != TG_OK) {
-        fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
+        cli_error("%s", tg_errmsg());
         exit(1);
     }
 }

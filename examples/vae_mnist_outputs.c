@@ -162,11 +162,10 @@ int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
         close(fd);
         /* (a folder: the run's write there fails, saying so) */
         if (tg_dist_rank() == 0 && !S_ISDIR(st.st_mode))
-            fprintf(stderr,
-                    "vae_mnist: note: %s is not a regular file: no earlier "
-                    "epochs read from it; the run writes its own in its "
-                    "place\n",
-                    path);
+            cli_error("note: %s is not a regular file: no earlier "
+                      "epochs read from it; the run writes its own in its "
+                      "place",
+                      path);
         return 0;
     }
     FILE *f = fdopen(fd, "r");

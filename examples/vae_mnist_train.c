@@ -223,10 +223,9 @@ void end_epoch(run *r, int epoch)
     r->pos = (tg_vae_position){.epoch = epoch, .noise = done.noise};
     if (done.seen == 0) {
         if (tg_dist_rank() == 0)
-            fprintf(stderr,
-                    "vae_mnist: every step of epoch %d was skipped as "
-                    "non-finite; stopped, %s (try a smaller --lr)\n",
-                    epoch, kept(o));
+            cli_error("every step of epoch %d was skipped as "
+                      "non-finite; stopped, %s (try a smaller --lr)",
+                      epoch, kept(o));
         tg_dist_finalize();
         exit(3);
     }
@@ -312,7 +311,7 @@ static void load_data(run *r)
                      r->test.cols) == TG_OK;
     if (!tg_dist_all_ok(loaded)) {
         if (tg_dist_first_failed() == tg_dist_rank())
-            fprintf(stderr, "vae_mnist: %s\n", tg_errmsg());
+            cli_error("%s", tg_errmsg());
         tg_dist_finalize();
         exit(2);
     }
@@ -433,12 +432,11 @@ static void set_shards(run *r)
         shards = tg_dist_size();
     tg_dist_set_shards((int)shards);
     if (tg_dist_rank() == 0 && shards < tg_dist_size())
-        fprintf(stderr,
-                "vae_mnist: note: %d ranks but %lld shard%s (--shards%s): "
-                "ranks %lld..%d have no rows to compute\n",
-                tg_dist_size(), (long long)shards, shards == 1 ? "" : "s",
-                r->o->shards ? "" : ", kept from the checkpoint",
-                (long long)shards, tg_dist_size() - 1);
+        cli_error("note: %d ranks but %lld shard%s (--shards%s): "
+                  "ranks %lld..%d have no rows to compute",
+                  tg_dist_size(), (long long)shards, shards == 1 ? "" : "s",
+                  r->o->shards ? "" : ", kept from the checkpoint",
+                  (long long)shards, tg_dist_size() - 1);
 }
 
 void run_setup(run *r, const options *o, const char *argv0)
@@ -468,12 +466,11 @@ void run_setup(run *r, const options *o, const char *argv0)
      * 65536 --latent 4096): was an abort in tg_vae_new */
     if (tg_vae_numel(cfg) > TG_VAE_MAX_PARAMS) {
         if (tg_dist_rank() == 0)
-            fprintf(stderr,
-                    "vae_mnist: --hidden %d and --latent %d on %dx%d images "
-                    "make %llu parameters, more than %llu\n",
-                    o->hidden, o->latent, r->train.rows, r->train.cols,
-                    (unsigned long long)tg_vae_numel(cfg),
-                    (unsigned long long)TG_VAE_MAX_PARAMS);
+            cli_error("--hidden %d and --latent %d on %dx%d images "
+                      "make %llu parameters, more than %llu",
+                      o->hidden, o->latent, r->train.rows, r->train.cols,
+                      (unsigned long long)tg_vae_numel(cfg),
+                      (unsigned long long)TG_VAE_MAX_PARAMS);
         tg_dist_finalize();
         exit(2);
     }

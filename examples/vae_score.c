@@ -142,7 +142,7 @@ static bool near_wanted(const options *o, const char *name)
 
 static void fail_data(void)
 {
-    fprintf(stderr, "vae_score: %s\n", tg_errmsg());
+    cli_error("%s", tg_errmsg());
     exit(2);
 }
 
@@ -150,7 +150,7 @@ void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size);
     if (!p) {
-        fprintf(stderr, "vae_score: out of memory\n");
+        cli_error("out of memory");
         exit(1);
     }
     return p;
@@ -196,10 +196,9 @@ static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols,
     const char *v = tg_meta_get(&info.meta, "holdout");
     if (v && (tg_meta_get_int(&info.meta, "holdout", &h) != TG_OK || h < 0 ||
               h > (1 << 30))) {
-        fprintf(stderr,
-                "vae_score: %s: metadata 'holdout' is '%.40s', not a number "
-                "of images in 0..%d\n",
-                path, v, 1 << 30);
+        cli_error("%s: metadata 'holdout' is '%.40s', not a number "
+                  "of images in 0..%d",
+                  path, v, 1 << 30);
         exit(2);
     }
     *holdout = (int)h;
@@ -227,28 +226,25 @@ static void load_data(tg_dataset *ds, const char *dir, bool train,
     const tg_vae *vae = in->vae;
     if (tg_mnist_load(dir, train, ds) != TG_OK) {
         if (train)
-            fprintf(stderr,
-                    "vae_score: %s (the training images give the "
-                    "reference statistics and the background model)\n",
-                    tg_errmsg());
+            cli_error("%s (the training images give the "
+                      "reference statistics and the background model)",
+                      tg_errmsg());
         else
-            fprintf(stderr, "vae_score: %s\n", tg_errmsg());
+            cli_error("%s", tg_errmsg());
         exit(2);
     }
     if (ds->rows * ds->cols != vae->cfg.input) {
-        fprintf(stderr,
-                "vae_score: %s: images are %dx%d but the model takes %d "
-                "pixels\n",
-                dir, ds->rows, ds->cols, vae->cfg.input);
+        cli_error("%s: images are %dx%d but the model takes %d "
+                  "pixels",
+                  dir, ds->rows, ds->cols, vae->cfg.input);
         exit(2);
     }
     /* the same pixels in another geometry (14x56 for 28x28) scored without
      * a word: a conv model read them as 28 rows of 28 */
     if (in->rows && (ds->rows != in->rows || ds->cols != in->cols)) {
-        fprintf(stderr,
-                "vae_score: %s: images are %dx%d but %s was trained on %dx%d "
-                "images\n",
-                dir, ds->rows, ds->cols, checkpoint, in->rows, in->cols);
+        cli_error("%s: images are %dx%d but %s was trained on %dx%d "
+                  "images",
+                  dir, ds->rows, ds->cols, checkpoint, in->rows, in->cols);
         exit(2);
     }
 }
@@ -259,10 +255,9 @@ static void same_geometry(const tg_dataset *ds, const char *dir,
                           const char *what, const tg_dataset *test)
 {
     if (ds->rows != test->rows || ds->cols != test->cols) {
-        fprintf(stderr,
-                "vae_score: %s: %s images are %dx%d, the in-distribution "
-                "test images %dx%d\n",
-                dir, what, ds->rows, ds->cols, test->rows, test->cols);
+        cli_error("%s: %s images are %dx%d, the in-distribution "
+                  "test images %dx%d",
+                  dir, what, ds->rows, ds->cols, test->rows, test->cols);
         exit(2);
     }
 }
@@ -276,11 +271,10 @@ static void load_inputs(inputs *in, const options *o)
     load_data(&in->test, o->data, false, in, o->checkpoint);
     load_data(&in->train, o->data, true, in, o->checkpoint);
     if (in->holdout >= in->train.n) {
-        fprintf(stderr,
-                "vae_score: %s: metadata 'holdout' says %d training images "
-                "were kept out of training, but %s has only %d: not the data "
-                "it was trained on\n",
-                o->checkpoint, in->holdout, o->data, in->train.n);
+        cli_error("%s: metadata 'holdout' says %d training images "
+                  "were kept out of training, but %s has only %d: not the data "
+                  "it was trained on",
+                  o->checkpoint, in->holdout, o->data, in->train.n);
         exit(2);
     }
     /* the images it trained on: --data's training set less the held-out
@@ -382,18 +376,15 @@ static void add_reference(set_list *sl, const inputs *in, const options *o)
         snprintf(why, sizeof why, "--max-images %d", n_ref);
     }
     if (n_ref < 3 && n_ref <= train->n / 2) {
-        fprintf(stderr,
-                "vae_score: %s leaves %d reference images, fewer than 3\n", why,
-                n_ref);
+        cli_error("%s leaves %d reference images, fewer than 3", why, n_ref);
         exit(2);
     }
     if (n_ref > train->n / 2)
         n_ref = train->n / 2;
     if (n_ref < 3) {
-        fprintf(stderr,
-                "vae_score: %s: %d training images are too few for a "
-                "reference and a background model\n",
-                o->data, train->n);
+        cli_error("%s: %d training images are too few for a "
+                  "reference and a background model",
+                  o->data, train->n);
         exit(2);
     }
     sl->n_bg = train->n - n_ref;
@@ -441,10 +432,9 @@ static void add_near(set_list *sl, const tg_dataset *test, int n,
         if (!strcmp(o->near, "none") || !near_wanted(o, near_names[t]))
             continue;
         if (t == 0 && test->rows != test->cols) {
-            fprintf(stderr,
-                    "vae_score: rot90 needs square images, %s has "
-                    "%dx%d (use --near-ood hflip)\n",
-                    o->data, test->rows, test->cols);
+            cli_error("rot90 needs square images, %s has "
+                      "%dx%d (use --near-ood hflip)",
+                      o->data, test->rows, test->cols);
             exit(2);
         }
         sl->near_img[t] = transformed(test, n, t == 0);
@@ -542,10 +532,9 @@ static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
     s->seconds = cli_now() - t0;
     for (int i = 0; i < s->n; i++)
         if (!isfinite(s->log_px[i]) || !isfinite(s->elbo[i])) {
-            fprintf(stderr,
-                    "vae_score: %s: the model's ELBO of image %d of "
-                    "%s is not finite\n",
-                    o->checkpoint, i, s->desc);
+            cli_error("%s: the model's ELBO of image %d of "
+                      "%s is not finite",
+                      o->checkpoint, i, s->desc);
             rmdir(o->out); /* ours if empty: no empty folder left behind */
             exit(2);
         }
@@ -585,11 +574,10 @@ static void fit_reference(reference *ref, const scored *r, bool have_L)
         tg_typical_fit(&ref->joint, feat, r->n, 2) != TG_OK) {
         /* say which images, and what to do (it read "typicality: feature 0
          * of 20 examples is constant") */
-        fprintf(stderr,
-                "vae_score: the reference images (%s) cannot fit the "
-                "typicality scores: %s; they need images that differ "
-                "(another --data, or --reference test)\n",
-                r->desc, tg_errmsg());
+        cli_error("the reference images (%s) cannot fit the "
+                  "typicality scores: %s; they need images that differ "
+                  "(another --data, or --reference test)",
+                  r->desc, tg_errmsg());
         exit(2);
     }
     free(S);

@@ -117,6 +117,13 @@ wide="$tmp/wide"; dataset "$data" "$wide" 64 64
 regeom "$wide/t10k-images-idx3-ubyte" 14 56
 expect 2 "$bnn" --data "$data" --ood-data "$wide" --epochs 1 --max-batches 1
 mentions "14x56"
+# the same from a folder whose name holds a line break: one line (the
+# name was printed raw)
+cp -r "$wide" "$tmp/wi
+de"
+expect 2 "$bnn" --data "$data" --ood-data "$tmp/wi
+de" --epochs 1 --max-batches 1
+mentions "wi?de: images are 14x56"
 
 # the default OOD folder (never asked for) of another geometry than the
 # training data: skipped with a note (it failed the run); --ood-data none
