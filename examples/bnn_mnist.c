@@ -136,7 +136,7 @@ static void run_method(int method, const options *o,
     tg_uncertainty *ood_u =
         ood->n ? malloc(sizeof *ood_u * (size_t)ood->n) : NULL;
     if (!st || !r->mean || !r->u || (ood->n && (!so || !ood_mean || !ood_u)))
-        tg_fatal("bnn_mnist", "out of memory for %d samples", S);
+        tg_out_of_memory("predictions", "out of memory for %d samples", S);
 
     tg_tape *tp = tg_tape_new();
     tg_rng noise;
@@ -170,7 +170,7 @@ static void run_method(int method, const options *o,
         double *in_s = malloc(sizeof(double) * (size_t)n);
         double *out_s = malloc(sizeof(double) * (size_t)ood->n);
         if (!in_s || !out_s)
-            tg_fatal("bnn_mnist", "out of memory");
+            tg_out_of_memory("ood scores", "out of memory");
         for (int which = 0; which < 3; which++) {
             for (int i = 0; i < n + ood->n; i++) {
                 bool in = i < n;

@@ -70,7 +70,7 @@ double train(net *m, const options *o, const tg_dataset *train_set,
     float *xbuf = malloc(sizeof(float) * (size_t)o->batch * input);
     int *labels = malloc(sizeof(int) * (size_t)o->batch);
     if (!xbuf || !labels)
-        tg_fatal("bnn_mnist", "out of memory");
+        tg_out_of_memory("training batch", "out of memory");
     tg_rng noise;
     tg_rng_seed(&noise, seed, 1);
     int n_batches = tg_batcher_count(&batcher);
@@ -162,7 +162,7 @@ static void bbb_predict(const net *m, int S, tg_rng *rng, const float *images,
 {
     float *logits = malloc(sizeof(float) * (size_t)S * EVAL_ROWS * BNN_CLASSES);
     if (!logits)
-        tg_fatal("bnn_mnist", "out of memory");
+        tg_out_of_memory("predictions", "out of memory");
     for (int first = 0; first < n; first += EVAL_ROWS) {
         int rows = n - first < EVAL_ROWS ? n - first : EVAL_ROWS;
         tg_bayes_mlp_sample(m->bfc, 3, images + (size_t)first * input, rows, S,
@@ -200,7 +200,7 @@ void predict(tg_tape *tp, const net *nets, int n_nets, int S, tg_rng *rng,
     size_t plane = (size_t)EVAL_ROWS * width;
     float *shared = share ? malloc(sizeof(float) * plane) : NULL;
     if (share && !shared)
-        tg_fatal("bnn_mnist", "out of memory");
+        tg_out_of_memory("predictions", "out of memory");
     for (int first = 0; first < n; first += EVAL_ROWS) {
         int rows = n - first < EVAL_ROWS ? n - first : EVAL_ROWS;
         size_t count = (size_t)rows * width;

@@ -185,7 +185,7 @@ static void sample(tg_tape *tp, const model *m, const unsigned char *vocab,
     float *state = calloc(2 * (size_t)m->hidden, sizeof *state);
     double *p = malloc((size_t)m->vocab * sizeof *p);
     if (!state || !p)
-        tg_fatal("char_rnn", "out of memory");
+        tg_out_of_memory("sampling", "out of memory");
     int ch = first;
     put_byte(vocab[ch]);
     for (int i = 1; i < n; i++) {
@@ -321,7 +321,7 @@ int main(int argc, char **argv)
                      malloc(2 * (size_t)o.batch * (size_t)o.seq * sizeof(int)),
                  .total = (int64_t)o.epochs * o.steps};
     if (!t.in)
-        tg_fatal("char_rnn", "out of memory");
+        tg_out_of_memory("training batch", "out of memory");
     t.next = t.in + (size_t)o.batch * (size_t)o.seq;
     tg_rng_seed(&t.data, o.seed, 1);
     t.warmup = t.total / 20 < t.total - 1 ? t.total / 20 : t.total - 1;

@@ -6,8 +6,9 @@
  * metrics.csv, loss.svg, reconstructions.png, samples.png, manifold.png
  * (latent = 2) and checkpoint.safetensors to --out.
  *
- * Random streams (all from --seed): 0 weights, 1 picture noise, 2 manifold,
- * 1000 + epoch training noise, 2000 + epoch test noise; the batch order
+ * Random streams (all from --seed): 0 weights, 1 picture noise, 1000 +
+ * epoch training noise, 2000 + epoch test noise (the manifold is a fixed
+ * grid of normal quantiles); the batch order
  * depends on (seed, epoch). A checkpoint (each epoch's end, and every
  * --checkpoint-every batches) stores the position in the epoch, the training
  * noise stream's state and the epoch's running sums, so a run resumed from

@@ -61,17 +61,21 @@ static void reserve(tg_params *ps)
                      "out of memory reserving address space for parameters");
 }
 
+/* Whether the system made the reservation smaller than the library asks
+ * for: past it, a set is short of memory, not larger than the library
+ * holds. */
+static bool shrunk(const tg_params *ps)
+{
+    return ps->max_numel < ((size_t)1 << RESERVE_MAX_SHIFT) / sizeof(float);
+}
+
 /* Makes the first numel floats of data and grad usable (zero-filled: fresh
  * anonymous pages). */
 static void commit(tg_params *ps, size_t numel, const char *name)
 {
     if (numel <= ps->committed)
         return;
-    /* Past the full reservation it is a set larger than the library
-     * holds; past a reservation the system made smaller, a lack of
-     * memory. */
-    if (numel > ps->max_numel && ps->max_numel < (size_t)1
-                                                     << (RESERVE_MAX_SHIFT - 2))
+    if (numel > ps->max_numel && shrunk(ps))
         tg_out_of_memory("params_add",
                          "out of memory: '%s' makes the set %zu floats, and "
                          "the system let it reserve %zu",
@@ -156,6 +160,11 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
         if (shape[d] < 1)
             tg_fatal("params_add", "'%s': dim %d is %d, must be >= 1", name, d,
                      shape[d]);
+        if (size > ps->max_numel / (size_t)shape[d] && shrunk(ps))
+            tg_out_of_memory("params_add",
+                             "out of memory: '%s' is larger than the %zu "
+                             "floats the system let the set reserve",
+                             name, ps->max_numel);
         if (size > ps->max_numel / (size_t)shape[d])
             tg_fatal("params_add", "'%s': shape too large", name);
         size *= (size_t)shape[d];

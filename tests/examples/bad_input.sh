@@ -439,5 +439,19 @@ for f in reconstructions samples manifold; do
         fail "reconstructions.png of 28x20 tiles is not 657x229: $wh"
 done
 
+# a model too large for the memory the system allows (1 GB of address
+# space here): one line and status 1 (mlp_mnist aborted: the parameter
+# set's smaller reservation read as misuse). Not under a wrapper or ASan.
+if [ -z "$wrap" ] && ! grep -q __asan_init "$mlp"; then
+    cases=$((cases + 1))
+    (ulimit -v 1000000 && exec "$mlp" --data "$mnist" --hidden 65536 \
+        --batch 4096 --epochs 1 --threads 1) >"$tmp/stdout" 2>"$tmp/stderr"
+    st=$?
+    if [ "$st" -ne 1 ] || [ "$(wc -l <"$tmp/stderr")" -ne 1 ] ||
+        ! grep -q "^mlp_mnist: .*out of memory" "$tmp/stderr"; then
+        fail "mlp_mnist --hidden 65536 in 1 GB exited $st: $(cat "$tmp/stderr")"
+    fi
+fi
+
 echo "$cases cases, $fails failed"
 [ "$fails" -eq 0 ]

@@ -161,4 +161,21 @@ stopped_mid_write "$tmp/stop" "$bnn" --data "$data" --ood-data none \
     --method det --epochs 1 --max-batches 1 --max-eval 20 --hidden 16 \
     --threads 1 --out "$tmp/stop"
 
+# 10,000 MC-dropout samples of the 1,000 test images (400 MB) under a
+# 500 MB address-space limit: one line and status 1 (was "tapegrad:
+# bnn_mnist: out of memory" and SIGABRT). Not under ASan, whose shadow
+# memory needs terabytes.
+if grep -q __asan_init "$bnn"; then
+    echo "skip: out-of-memory case under AddressSanitizer"
+else
+    (ulimit -v 500000 && exec "$bnn" --data "$data" --ood-data none \
+        --method mcdropout --samples 10000 --epochs 1 --max-batches 1 \
+        --threads 1 --out "$tmp/oom") >"$tmp/out" 2>"$tmp/err"
+    st=$?
+    if [ "$st" -ne 1 ] || [ "$(wc -l <"$tmp/err")" -ne 1 ] ||
+        ! grep -q "^bnn_mnist: .*out of memory" "$tmp/err"; then
+        fail "bnn_mnist --samples 10000 in 500 MB exited $st: $(cat "$tmp/err")"
+    fi
+fi
+
 [ "$fails" -eq 0 ] || exit 1
