@@ -368,7 +368,9 @@ static double waited_since(double *t0, double *last)
  * its wait first, rank by rank down the chain); the broadcast's root,
  * T + N (it names the ranks whose receipt has not come); rank 0 in a
  * collective,
- * T + N + 1 (the chain has spoken by then); rank r > 0 in a collective,
+ * T + N + 3 (the chain has spoken by then, and its MPI_Abort had 4 s:
+ * with 2 s, on a loaded machine rank 0 once named a healthy rank stuck in
+ * the chain behind the silent one); rank r > 0 in a collective,
  * which names rank 0, 2T + N + 4 + 2r (rank 0 names another first, and
  * of the others one speaks, the others' lines cut short by its
  * MPI_Abort; on a loaded machine a second line may still come out, naming
@@ -606,7 +608,7 @@ static void timed_wait(MPI_Request *req, const char *op)
         if (done && all_tokens)
             return;
         double waited = waited_since(&t0, &last);
-        if (dist.rank == 0 && waited > dist.timeout_s + n + 1) {
+        if (dist.rank == 0 && waited > dist.timeout_s + n + 3) {
             char silent[256] = "";
             size_t at = 0;
             for (int r = 1; r < watched && at < sizeof silent - 16; r++) {
