@@ -201,7 +201,11 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
                  tg_shape_str(x, sx), x->shape[1], tg_shape_str(W, sw),
                  W->shape[1]);
     if (args && (args->output_padding[0] || args->output_padding[1]))
-        tg_fatal(op, "output padding is for conv_transpose2d");
+        tg_fatal(op,
+                 "output_padding (%d, %d) with x %s and W %s: output "
+                 "padding is for conv_transpose2d (set it to 0)",
+                 args->output_padding[0], args->output_padding[1],
+                 tg_shape_str(x, sx), tg_shape_str(W, sw));
     g.N = x->shape[0], g.C = x->shape[1], g.H = x->shape[2], g.W = x->shape[3];
     g.OC = W->shape[0];
     g.OH = conv_len(g.H, g.kh, g.sh, g.ph, g.dh);

@@ -585,7 +585,14 @@ void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed)
                  !tp    ? "tape"
                  : !out ? "output"
                         : "seed");
-    if (out->tape && out->tape != tp) {
+    if (!out->tape) {
+        char s[64];
+        tg_fatal("backward",
+                 "the output %s is a leaf (a parameter, or a tensor no op "
+                 "made), not computed on the tape: compute the loss on it",
+                 tg_shape_str(out, s));
+    }
+    if (out->tape != tp) {
         char s[64];
         tg_fatal("backward",
                  "the output %s was recorded on another tape: "

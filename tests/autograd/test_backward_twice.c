@@ -172,6 +172,21 @@ static void test_loss_from_another_tape_aborts(void **state)
     expect_abort(misuse_other_tape, "backward", "another tape");
 }
 
+/* A leaf (a parameter) passed as the loss: it was taken, its gradient set
+ * to 1, though no op computed it on the tape. */
+static void misuse_leaf_loss(void)
+{
+    tg_tensor *w = param(1, 1);
+    tg_tape *tp = tg_tape_new();
+    tg_backward(tp, w);
+}
+
+static void test_leaf_as_loss_aborts(void **state)
+{
+    (void)state;
+    expect_abort(misuse_leaf_loss, "backward", "[1, 1] is a leaf");
+}
+
 /* An op on one tape whose input another tape computed: backward on this
  * tape cannot reach the other tape's records, so the gradient stopped there
  * without a word (the weight's gradient stayed 0). Now refused, naming the
@@ -322,6 +337,7 @@ int main(void)
             test_leaf_of_another_tape_keeps_its_gradient_past_a_reset),
         cmocka_unit_test(test_loss_from_before_reset_aborts),
         cmocka_unit_test(test_loss_overwritten_after_reset_aborts),
+        cmocka_unit_test(test_leaf_as_loss_aborts),
         cmocka_unit_test(test_free_tape_tensor_and_null_view_abort),
         cmocka_unit_test(
             test_hand_marked_leaf_keeps_its_gradient_across_resets),

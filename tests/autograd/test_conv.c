@@ -1251,6 +1251,12 @@ static void misuse_output_padding(void)
     tg_conv_transpose2d(tp, rand4(1, 3, 5, 5), rand4(3, 2, 3, 3), NULL, 2, 0, 2,
                         1);
 }
+static void misuse_conv_output_padding(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d_args a = {.output_padding = {1, 0}};
+    tg_conv2d_ex(tp, rand4(1, 3, 5, 5), rand4(2, 3, 3, 3), NULL, &a);
+}
 static void misuse_transpose_size(void)
 {
     tg_tape *tp = tg_tape_new();
@@ -1302,6 +1308,9 @@ static void test_misuse_aborts(void **state)
     expect_abort(misuse_channels, "conv2d", "[4, 2, 3, 3]");
     expect_abort(misuse_transpose_channels, "conv_transpose2d", "[1, 3, 5, 5]");
     expect_abort(misuse_output_padding, "conv_transpose2d", "output padding");
+    expect_abort(
+        misuse_conv_output_padding, "conv2d",
+        "output_padding (1, 0) with x [1, 3, 5, 5] and W [2, 3, 3, 3]");
     expect_abort(misuse_transpose_size, "conv_transpose2d", "[3, 2, 1, 1]");
     expect_abort(misuse_bias, "conv2d", "bias [3]");
     expect_abort(misuse_pool_padding, "max_pool2d", "[1, 2, 5, 5]");
