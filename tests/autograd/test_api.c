@@ -107,11 +107,10 @@ static void test_default_threads_follow_omp_num_threads(void **state)
 #endif
 }
 
-/* The child writes to stdout, a pipe (so fully buffered), then misuses an
- * op: the parent must read what was written before the abort. */
-static void test_fatal_flushes_stdout(void **state)
+/* Runs fn in a forked child whose stdout and stderr go to one pipe; returns
+ * its wait status, what it wrote in out (cap bytes at most, terminated). */
+static int run_child(void (*fn)(void), char *out, size_t cap)
 {
-    (void)state;
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     fflush(stdout);
@@ -122,21 +121,35 @@ static void test_fatal_flushes_stdout(void **state)
         dup2(fds[1], 1);
         dup2(fds[1], 2);
         signal(SIGABRT, SIG_DFL);
-        printf("epoch 1 done, loss 0.25\n"); /* buffered: stdout is a pipe */
-        tg_tape *tp = tg_tape_new();
-        tg_add(tp, tg_tensor_new2(2, 3), tg_tensor_new2(3, 2));
+        fn();
         _exit(0);
     }
     close(fds[1]);
-    char out[1024] = {0};
     size_t len = 0;
     ssize_t got;
-    while (len < sizeof out - 1 &&
-           (got = read(fds[0], out + len, sizeof out - 1 - len)) > 0)
+    while (len < cap - 1 && (got = read(fds[0], out + len, cap - 1 - len)) > 0)
         len += (size_t)got;
+    out[len] = '\0';
     close(fds[0]);
     int status;
     waitpid(pid, &status, 0);
+    return status;
+}
+
+/* Writes to stdout, a pipe (so fully buffered), then misuses an op. */
+static void print_then_misuse(void)
+{
+    printf("epoch 1 done, loss 0.25\n");
+    tg_tape *tp = tg_tape_new();
+    tg_add(tp, tg_tensor_new2(2, 3), tg_tensor_new2(3, 2));
+}
+
+/* The parent must read what the child wrote before the abort. */
+static void test_fatal_flushes_stdout(void **state)
+{
+    (void)state;
+    char out[1024];
+    int status = run_child(print_then_misuse, out, sizeof out);
     printf("  the child wrote: %s", out);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
     assert_non_null(strstr(out, "epoch 1 done, loss 0.25"));
@@ -154,51 +167,31 @@ static void oom_to_stdout(const char *message)
 
 static void oom_returns(const char *message) { (void)message; }
 
-/* A child calls tg_out_of_memory with handler h (NULL: none); returns its
- * wait status and, in out, what it wrote to stdout and stderr. */
-static int oom_child(tg_oom_handler h, char *out, size_t cap)
+static tg_oom_handler child_handler; /* the handler oom_child sets */
+
+static void oom_child(void)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(stdout);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        signal(SIGABRT, SIG_DFL);
-        tg_set_oom_handler(h);
-        tg_out_of_memory("arena", "out of memory for a %d-byte block", 64);
-    }
-    close(fds[1]);
-    size_t len = 0;
-    ssize_t got;
-    while (len < cap - 1 && (got = read(fds[0], out + len, cap - 1 - len)) > 0)
-        len += (size_t)got;
-    out[len] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return status;
+    tg_set_oom_handler(child_handler);
+    tg_out_of_memory("arena", "out of memory for a %d-byte block", 64);
 }
 
 static void test_out_of_memory_goes_to_the_handler(void **state)
 {
     (void)state;
     char out[1024];
-    int status = oom_child(oom_to_stdout, out, sizeof out);
+    child_handler = oom_to_stdout;
+    int status = run_child(oom_child, out, sizeof out);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 7);
     assert_string_equal(out, "handler got: arena: out of memory for a 64-byte "
                              "block\n");
-    status = oom_child(NULL, out, sizeof out);
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
-    assert_string_equal(out, "tapegrad: arena: out of memory for a 64-byte "
-                             "block\n");
-    status = oom_child(oom_returns, out, sizeof out);
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
-    assert_string_equal(out, "tapegrad: arena: out of memory for a 64-byte "
-                             "block\n");
+    const tg_oom_handler aborting[] = {NULL, oom_returns};
+    for (int k = 0; k < 2; k++) {
+        child_handler = aborting[k];
+        status = run_child(oom_child, out, sizeof out);
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+        assert_string_equal(out, "tapegrad: arena: out of memory for a "
+                                 "64-byte block\n");
+    }
 }
 
 int main(int argc, char **argv)
