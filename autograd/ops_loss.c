@@ -171,6 +171,41 @@ tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels)
     return y;
 }
 
+/* logp [R, C], labels -> y [R, 1], y[r] = -logp[r, label[r]];
+ * dlogp[r, label[r]] -= dy[r]. The labels are copied to the arena. */
+static void nll_backward(tg_tape *tp, tg_record *r)
+{
+    const tg_tensor *x = r->in[0];
+    const int *labels = r->saved;
+    float *dx = grad_of(tp, r->in[0]);
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    for (int i = 0; i < rows; i++)
+        dx[(size_t)i * cols + labels[i]] -= r->out->grad[i];
+}
+
+tg_tensor *tg_nll(tg_tape *tp, tg_tensor *logp, const int *labels)
+{
+    check_inputs("nll", logp);
+    int rows = tg_tensor_rows(logp), cols = tg_tensor_cols(logp);
+    if (!labels && rows > 0)
+        tg_fatal("nll", "labels is NULL");
+    tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
+    for (int i = 0; i < rows; i++) {
+        if (labels[i] < 0 || labels[i] >= cols)
+            tg_fatal("nll", "label %d of row %d outside 0..%d", labels[i], i,
+                     cols - 1);
+        y->data[i] = -logp->data[(size_t)i * cols + labels[i]];
+    }
+    tg_record *r = record(tp, "nll", nll_backward, y, 1, &logp);
+    if (r) {
+        int *copy = tg_tape_alloc(tp, (size_t)rows * sizeof *copy);
+        for (int i = 0; i < rows; i++)
+            copy[i] = labels[i];
+        r->saved = copy;
+    }
+    return y;
+}
+
 /* e^d - 1 - d (>= 0), the Gaussian KLs' term in a log-variance difference
  * d, without the cancellation of the written form near d = 0: there it is
  * about d^2 / 2, and 1 + d - e^d in float keeps none of its digits once |d|

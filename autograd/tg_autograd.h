@@ -201,6 +201,11 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
  * must hold R entries (one per row of logits; a shorter array is read past
  * its end: pass the batch's labels with the batch's logits). */
 tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels);
+/* Negative log-likelihood of log-probabilities logp [R, C] (tg_log_softmax's
+ * output, say) at class labels (0..C-1): [R, 1], each row -logp[label], as
+ * torch.nn.functional.nll_loss with reduction='none'. Labels get no
+ * gradient; labels must hold R entries, as for tg_softmax_xent. */
+tg_tensor *tg_nll(tg_tape *tp, tg_tensor *logp, const int *labels);
 /* KL(N(mean, exp(logvar)) || N(0, I)) summed over the last axis: [R, 1],
  * -0.5 * sum(1 + logvar - mean^2 - exp(logvar)). One fused op. */
 tg_tensor *tg_kl_normal(tg_tape *tp, tg_tensor *mean, tg_tensor *logvar);

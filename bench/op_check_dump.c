@@ -799,6 +799,20 @@ static void loss_cases(void)
         output(tg_softmax_xent(C.tp, x, labels));
         end();
     }
+    /* nll of log-probabilities (any values: nll only picks), labels as
+     * iparams */
+    for (int s = 0; s < 4; s++) {
+        int R = xs[s][0] + 1, Cc = xs[s][1] + 1;
+        begin("nll", "%dx%d", R, Cc);
+        tg_tensor *x = input2(R, Cc, -6, 0);
+        int labels[16];
+        for (int i = 0; i < R; i++) {
+            labels[i] = irand(Cc);
+            iparam(labels[i]);
+        }
+        output(tg_nll(C.tp, x, labels));
+        end();
+    }
 }
 
 /* layer_norm: iparams gamma form, beta form (0 none, 1 [C], 2 [1, C]) */
@@ -1090,6 +1104,14 @@ static void nn_cases(void)
         iparam(labels[i]);
     }
     output(tg_loss_softmax_xent(C.tp, lx, labels));
+    end();
+    begin("loss_nll", "5x3");
+    tg_tensor *lp = tg_log_softmax(C.tp, input2(5, 3, -3, 3));
+    for (int i = 0; i < 5; i++) {
+        labels[i] = irand(3);
+        iparam(labels[i]);
+    }
+    output(tg_loss_nll(C.tp, lp, labels));
     end();
 
     /* layer norm, group norm and embedding layers (their ops, through the

@@ -379,6 +379,8 @@ REF = {
     'kl_normals': kl_normals,
     'softmax_xent': lambda c, x: [F.cross_entropy(as2d(x[0]), long(c.ip),
                                                   reduction='none').reshape(-1, 1)],
+    'nll': lambda c, x: [F.nll_loss(as2d(x[0]), long(c.ip),
+                                    reduction='none').reshape(-1, 1)],
     'layer_norm': layer_norm,
     'group_norm': group_norm,
     'conv2d': conv,
@@ -395,6 +397,7 @@ REF = {
     'loss_bce_with_logits': lambda c, x: [F.binary_cross_entropy_with_logits(
         x[0], x[1], reduction='none').sum(-1).mean().reshape(1)],
     'loss_softmax_xent': lambda c, x: [F.cross_entropy(x[0], long(c.ip)).reshape(1)],
+    'loss_nll': lambda c, x: [F.nll_loss(F.log_softmax(x[0], -1), long(c.ip)).reshape(1)],
     'dropout': dropout,
     'optim': optim,
     'clip_grad_norm': clip,

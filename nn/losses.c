@@ -33,3 +33,8 @@ tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
 {
     return tg_mean(tp, tg_softmax_xent(tp, logits, labels));
 }
+
+tg_tensor *tg_loss_nll(tg_tape *tp, tg_tensor *logp, const int *labels)
+{
+    return tg_mean(tp, tg_nll(tp, logp, labels));
+}

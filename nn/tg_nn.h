@@ -485,6 +485,9 @@ tg_tensor *tg_loss_mse(tg_tape *tp, tg_tensor *pred,
                        tg_tensor *target); /* summed per row; equal shapes */
 tg_tensor *tg_loss_softmax_xent(tg_tape *tp, tg_tensor *logits,
                                 const int *labels);
+/* The mean of tg_nll: log-probabilities [B, C] (tg_log_softmax's) against
+ * labels, as torch.nn.functional.nll_loss. */
+tg_tensor *tg_loss_nll(tg_tape *tp, tg_tensor *logp, const int *labels);
 
 /* ---- optimizers ---------------------------------------------------------- */
 

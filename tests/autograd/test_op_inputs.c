@@ -77,6 +77,8 @@ static tg_tensor *run_op(tg_tape *tp, int op, tg_tensor *x, tg_tensor *x2,
         return tg_softmax_xent(tp, x, no_labels);
     case 24:
         return tg_kl_normal(tp, x, x2);
+    case 25:
+        return tg_nll(tp, x, no_labels);
     default:
         return NULL;
     }
@@ -111,7 +113,7 @@ static void test_zero_rows_pass_every_op(void **state)
             for (size_t i = 0; i < leaves[k]->size; i++)
                 assert_float_equal(leaves[k]->grad[i], 0.0f, 0.0f);
     }
-    assert_int_equal(n_ops, 25);
+    assert_int_equal(n_ops, 26);
     /* The mean of an empty batch's per-row losses is 0, gradient none. */
     tg_tape_reset(tp);
     tg_tensor *loss = tg_mean(tp, tg_bce_with_logits(tp, x, x2));
@@ -199,6 +201,8 @@ static void null_reshape(void) { tg_reshape(tape(), NULL, 1, (int[]){6}); }
 static void null_bce(void) { tg_bce_with_logits(tape(), some(), NULL); }
 static void null_xent(void) { tg_softmax_xent(tape(), NULL, (int[]){0, 0}); }
 static void null_xent_labels(void) { tg_softmax_xent(tape(), some(), NULL); }
+static void null_nll(void) { tg_nll(tape(), NULL, (int[]){0, 0}); }
+static void null_nll_labels(void) { tg_nll(tape(), some(), NULL); }
 static void null_kl(void) { tg_kl_normal(tape(), NULL, some()); }
 static void null_backward(void) { tg_backward(tape(), NULL); }
 
@@ -235,6 +239,8 @@ static void test_null_tensor_aborts_naming_the_op(void **state)
         {null_bce, "bce_with_logits:", "argument 2 is NULL"},
         {null_xent, "softmax_xent:", "NULL"},
         {null_xent_labels, "softmax_xent:", "labels is NULL"},
+        {null_nll, "nll:", "NULL"},
+        {null_nll_labels, "nll:", "labels is NULL"},
         {null_kl, "kl_normal:", "argument 1 is NULL"},
         {null_backward, "backward:", "NULL"},
     };

@@ -225,6 +225,11 @@ static tg_tensor *f_xent(tg_tape *tp, tg_tensor **in, void *c)
     (void)c;
     return tg_softmax_xent(tp, in[0], xent_labels);
 }
+static tg_tensor *f_nll(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    return tg_nll(tp, in[0], xent_labels);
+}
 
 /* ---- the table ----------------------------------------------------------- */
 
@@ -292,6 +297,7 @@ static const op_case cases[] = {
     {"reshape", f_reshape, RANK3, {ANY}, NULL},
     {"bce_with_logits", f_bce, SAME2, {ANY, PROB}, NULL},
     {"softmax_xent", f_xent, ONE, {ANY}, NULL},
+    {"nll", f_nll, ONE, {ANY}, NULL},
     {"kl_normal", f_kl, SAME2, {ANY, ANY}, NULL},
 };
 

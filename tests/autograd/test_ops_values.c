@@ -314,6 +314,34 @@ static void detach_stops_the_gradient(void **state)
     tg_tensor_free(x);
 }
 
+/* nll picks -logp at each row's label, its gradient -1 there and 0 elsewhere;
+ * of log_softmax it is softmax_xent (to rounding). */
+static void nll_values_and_log_softmax_agreement(void **state)
+{
+    (void)state;
+    const float v[] = {-1.0f, -2.0f, -3.0f, -4.0f, -0.5f, -6.0f};
+    const int labels[] = {1, 2};
+    tg_tensor *x = from(2, 3, v);
+    tg_tensor_require_grad(x);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_nll(tp, x, labels);
+    assert_int_equal(y->shape[0], 2);
+    assert_int_equal(y->shape[1], 1);
+    assert_float_equal(y->data[0], 2.0f, 0);
+    assert_float_equal(y->data[1], 6.0f, 0);
+    backward_ones(tp, tg_sum(tp, y));
+    const float want[] = {0, -1, 0, 0, 0, -1};
+    for (int k = 0; k < 6; k++)
+        assert_float_equal(x->grad[k], want[k], 0);
+    tg_tape_reset(tp);
+    tg_tensor *a = tg_nll(tp, tg_log_softmax(tp, x), labels);
+    tg_tensor *b = tg_softmax_xent(tp, x, labels);
+    for (int i = 0; i < 2; i++)
+        assert_float_equal(a->data[i], b->data[i], 1e-6f * (1 + b->data[i]));
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
 /* ---- layer_norm, mask_scale, losses
  * ------------------------------------------ */
 
@@ -473,6 +501,7 @@ int main(void)
         cmocka_unit_test(transpose_and_slices_values),
         cmocka_unit_test(gather_rows_sums_repeated_indices),
         cmocka_unit_test(detach_stops_the_gradient),
+        cmocka_unit_test(nll_values_and_log_softmax_agreement),
         cmocka_unit_test(layer_norm_rows_have_mean_0_var_1),
         cmocka_unit_test(mask_scale_values),
         cmocka_unit_test(mask_scale_blocks_select),
