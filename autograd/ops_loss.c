@@ -119,6 +119,16 @@ typedef struct xent_saved {
     float *m, *ls;
 } xent_saved;
 
+/* The labels of a backward, kept on the arena (the caller's array may
+ * change before it runs). */
+static int *labels_copy(tg_tape *tp, const int *labels, int rows)
+{
+    int *copy = tg_tape_alloc(tp, (size_t)rows * sizeof *copy);
+    for (int i = 0; i < rows; i++) /* labels may be NULL when rows is 0 */
+        copy[i] = labels[i];
+    return copy;
+}
+
 static void xent_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *x = r->in[0];
@@ -163,9 +173,7 @@ tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels)
     }
     tg_record *r = record(tp, "softmax_xent", xent_backward, y, 1, &logits);
     if (r) {
-        s->labels = tg_tape_alloc(tp, (size_t)rows * sizeof *s->labels);
-        for (int i = 0; i < rows; i++)
-            s->labels[i] = labels[i];
+        s->labels = labels_copy(tp, labels, rows);
         r->saved = s;
     }
     return y;
@@ -197,12 +205,8 @@ tg_tensor *tg_nll(tg_tape *tp, tg_tensor *logp, const int *labels)
         y->data[i] = -logp->data[(size_t)i * cols + labels[i]];
     }
     tg_record *r = record(tp, "nll", nll_backward, y, 1, &logp);
-    if (r) {
-        int *copy = tg_tape_alloc(tp, (size_t)rows * sizeof *copy);
-        for (int i = 0; i < rows; i++)
-            copy[i] = labels[i];
-        r->saved = copy;
-    }
+    if (r)
+        r->saved = labels_copy(tp, labels, rows);
     return y;
 }
 

@@ -61,12 +61,20 @@ static void reserve(tg_params *ps)
                      "out of memory reserving address space for parameters");
 }
 
-/* Whether the system made the reservation smaller than the library asks
- * for: past it, a set is short of memory, not larger than the library
- * holds. */
-static bool shrunk(const tg_params *ps)
+/* Stops the program when parameter name would take the set past its
+ * reservation: a lack of memory when the system made the reservation
+ * smaller than the library asks for, else a set larger than the library
+ * holds (misuse). */
+static void past_reservation(const tg_params *ps, const char *name)
 {
-    return ps->max_numel < ((size_t)1 << RESERVE_MAX_SHIFT) / sizeof(float);
+    if (ps->max_numel < ((size_t)1 << RESERVE_MAX_SHIFT) / sizeof(float))
+        tg_out_of_memory("params_add",
+                         "out of memory: '%s' takes the set past the %zu "
+                         "floats the system let it reserve",
+                         name, ps->max_numel);
+    tg_fatal("params_add",
+             "'%s' takes the set past its reservation of %zu floats", name,
+             ps->max_numel);
 }
 
 /* Makes the first numel floats of data and grad usable (zero-filled: fresh
@@ -75,16 +83,8 @@ static void commit(tg_params *ps, size_t numel, const char *name)
 {
     if (numel <= ps->committed)
         return;
-    if (numel > ps->max_numel && shrunk(ps))
-        tg_out_of_memory("params_add",
-                         "out of memory: '%s' makes the set %zu floats, and "
-                         "the system let it reserve %zu",
-                         name, numel, ps->max_numel);
     if (numel > ps->max_numel)
-        tg_fatal("params_add",
-                 "'%s' makes the set %zu floats, above its reservation of "
-                 "%zu",
-                 name, numel, ps->max_numel);
+        past_reservation(ps, name);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t want = (numel + COMMIT_STEP - 1) / COMMIT_STEP * COMMIT_STEP;
     if (want > ps->max_numel)
@@ -160,13 +160,8 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
         if (shape[d] < 1)
             tg_fatal("params_add", "'%s': dim %d is %d, must be >= 1", name, d,
                      shape[d]);
-        if (size > ps->max_numel / (size_t)shape[d] && shrunk(ps))
-            tg_out_of_memory("params_add",
-                             "out of memory: '%s' is larger than the %zu "
-                             "floats the system let the set reserve",
-                             name, ps->max_numel);
         if (size > ps->max_numel / (size_t)shape[d])
-            tg_fatal("params_add", "'%s': shape too large", name);
+            past_reservation(ps, name);
         size *= (size_t)shape[d];
     }
     /* The tensor points into the set's buffers at once: usable on a tape
