@@ -40,9 +40,10 @@ static options parse_options(int argc, char **argv)
          "det | mcdropout | bbb | ensemble | all"},
         CLI_FLAG_DATA(&o.data),
         {"ood-data", CLI_STR, &o.ood, 0, 0, "DIR", NULL,
-         "out-of-distribution IDX folder; its t10k images are scored "
-         "(default " DEFAULT_OOD_DIR ", skipped when absent or of another "
-         "image size; none: no OOD set)"},
+         "out-of-distribution IDX folder (its t10k images are scored, "
+         "labels optional) or IDX images file (default " DEFAULT_OOD_DIR
+         ", skipped when absent or of another image size; none: no OOD "
+         "set)"},
         {"out", CLI_STR, &o.out, 0, 0, "DIR", NULL,
          "write reliability_<method>.svg, coverage.svg and "
          "sure_<method>.png there (default: no pictures)"},
@@ -255,11 +256,13 @@ static int load_data(const options *o, tg_dataset *train_set,
     if (!load(o->data, true, train_set) || !load(o->data, false, test_set))
         return 2;
     if (o->no_ood) {
-    } else if (o->ood_given) {
-        if (!load(o->ood, false, ood_set))
+    } else if (o->ood_given) { /* scored only: labels optional */
+        if (tg_idx_images_load(o->ood, false, ood_set) != TG_OK) {
+            cli_error("%s", tg_errmsg());
             return 2;
+        }
         *have_ood = true;
-    } else if (tg_mnist_load(o->ood, false, ood_set) == TG_OK) {
+    } else if (tg_idx_images_load(o->ood, false, ood_set) == TG_OK) {
         /* the default set, not asked for: of another size, it is skipped
          * (it failed the run) */
         *have_ood = ood_set->rows == train_set->rows &&

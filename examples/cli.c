@@ -473,7 +473,7 @@ void cli_note_labels(const tg_dataset *ds, const char *dir, int classes,
                      const char *use)
 {
     int bad = 0, first = -1;
-    for (int i = 0; i < ds->n; i++)
+    for (int i = 0; ds->labels && i < ds->n; i++)
         if (ds->labels[i] >= classes) {
             bad++;
             first = first < 0 ? i : first;

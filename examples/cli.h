@@ -190,7 +190,7 @@ void cli_stop_cleanly(void);
 
 /* For programs that do not need labels: a note on stderr when some of ds's
  * labels are outside 0..classes-1, ending with use (how the program treats
- * labels). */
+ * labels); nothing when ds has no labels. */
 struct tg_dataset;
 void cli_note_labels(const struct tg_dataset *ds, const char *dir, int classes,
                      const char *use);

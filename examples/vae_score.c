@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -67,8 +68,9 @@ static options parse_options(int argc, char **argv)
          "in-distribution IDX folder: its test set is scored, its training "
          "images give the reference and the background model"},
         {"ood-data", CLI_STR, &o.ood, 0, 0, "DIR", NULL,
-         "IDX folder whose test set is scored as out-of-distribution; none "
-         "(as without the flag): no such set (a folder named none: ./none)"},
+         "IDX folder whose test set (labels optional) is scored as "
+         "out-of-distribution, or an IDX images file itself; none (as "
+         "without the flag): no such set (a folder named none: ./none)"},
         {"near-ood", CLI_STR, &o.near, 0, 0, "LIST", "rot90,hflip",
          "near-OOD sets made from the test images: rot90, hflip, "
          "comma-separated, or none"},
@@ -221,10 +223,12 @@ static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols,
 }
 
 static void load_data(tg_dataset *ds, const char *dir, bool train,
-                      const inputs *in, const char *checkpoint)
+                      bool ood, const inputs *in, const char *checkpoint)
 {
     const tg_vae *vae = in->vae;
-    if (tg_mnist_load(dir, train, ds) != TG_OK) {
+    /* an OOD set needs no labels and may be an images file */
+    if ((ood ? tg_idx_images_load(dir, false, ds)
+             : tg_mnist_load(dir, train, ds)) != TG_OK) {
         if (train)
             cli_error("%s (the training images give the "
                       "reference statistics and the background model)",
@@ -268,8 +272,8 @@ static void load_inputs(inputs *in, const options *o)
     char trained_fp[TG_FINGERPRINT_MAX];
     in->vae = load_model(o->checkpoint, &in->holdout, &in->rows, &in->cols,
                          trained_fp);
-    load_data(&in->test, o->data, false, in, o->checkpoint);
-    load_data(&in->train, o->data, true, in, o->checkpoint);
+    load_data(&in->test, o->data, false, false, in, o->checkpoint);
+    load_data(&in->train, o->data, true, false, in, o->checkpoint);
     if (in->holdout >= in->train.n) {
         cli_error("%s: metadata 'holdout' says %d training images "
                   "were kept out of training, but %s has only %d: not the data "
@@ -302,7 +306,7 @@ static void load_inputs(inputs *in, const options *o)
                     "copied to scores.csv");
     same_geometry(&in->train, o->data, "training", &in->test);
     if (o->ood) {
-        load_data(&in->ood, o->ood, false, in, o->checkpoint);
+        load_data(&in->ood, o->ood, false, true, in, o->checkpoint);
         same_geometry(&in->ood, o->ood, "test", &in->test);
         cli_note_labels(&in->ood, o->ood, 10,
                         "labels are only copied to scores.csv");
@@ -402,14 +406,18 @@ static void add_reference(set_list *sl, const inputs *in, const options *o)
                                     : "seen in training");
 }
 
-/* The test set of --ood-data, labelled "ood: <the folder's last name>" in
- * the pictures (letters, digits, . _ - only). */
+/* The test set of --ood-data (or the images of the file it names),
+ * labelled "ood: <the last name of its path>" in the pictures (letters,
+ * digits, . _ - only). */
 static void add_ood(set_list *sl, const tg_dataset *ds, const options *o)
 {
     int n = o->max_images && o->max_images < ds->n ? o->max_images : ds->n;
     scored *s = add_set(sl, "ood", ds->images, ds->labels, n, ds->rows,
                         ds->cols, 1, true);
-    snprintf(s->desc, sizeof s->desc, "the test set of %s", o->ood);
+    struct stat st;
+    bool file = stat(o->ood, &st) == 0 && !S_ISDIR(st.st_mode);
+    snprintf(s->desc, sizeof s->desc, "the %s of %s",
+             file ? "images" : "test set", o->ood);
     const char *base = o->ood + strlen(o->ood);
     while (base > o->ood && base[-1] == '/')
         base--;

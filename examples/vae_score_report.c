@@ -382,9 +382,12 @@ void write_scores_csv(const set_list *sl, const options *o)
     for (int g = 0; g < sl->n; g++) {
         const scored *s = &sl->set[g];
         for (int i = 0; i < s->n; i++) {
-            fprintf(f, "%s,%d,%d,%.4f,%.4f,%.3f,%.4f,%.0f,%.4f", s->name, i,
-                    s->labels[i], s->elbo[i], s->log_px[i], s->ess[i],
-                    tg_iw_log_se(s->ess[i], o->k), s->L[i], s->log_bg[i]);
+            fprintf(f, "%s,%d,", s->name, i);
+            if (s->labels) /* an OOD set without labels: empty */
+                fprintf(f, "%d", s->labels[i]);
+            fprintf(f, ",%.4f,%.4f,%.3f,%.4f,%.0f,%.4f", s->elbo[i],
+                    s->log_px[i], s->ess[i], tg_iw_log_se(s->ess[i], o->k),
+                    s->L[i], s->log_bg[i]);
             for (int c = 0; c < N_SCORES; c++)
                 fprintf(f, ",%.4f", s->score[c][i]);
             fprintf(f, "\n");

@@ -66,6 +66,11 @@ void tg_batcher_start(tg_batcher *b, int64_t epoch, int first_batch)
 int tg_batcher_next(tg_batcher *b, float *x, int *labels)
 {
     const tg_dataset *ds = b->ds;
+    if (labels && !ds->labels)
+        tg_fatal("batcher_next",
+                 "labels asked for, but the dataset of %d images has none "
+                 "(read by tg_idx_images_load from a set without labels)",
+                 ds->n);
     size_t pixels = (size_t)ds->rows * (size_t)ds->cols;
     int count = ds->n - b->pos < b->batch ? ds->n - b->pos : b->batch;
     for (int r = 0; r < count; r++) {

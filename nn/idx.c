@@ -326,11 +326,14 @@ tg_status tg_idx_read_mem(const void *buf, size_t len, const char *what,
     return read_source(&s, (off_t)len, ndim, dims, data);
 }
 
-/* "<dir>/<base>" if it exists, else "<dir>/<base>.gz". */
+/* "<dir>/<base>" if it exists, else "<dir>/<base>.gz"; *absent (when
+ * given) tells "neither found" from other errors. */
 static tg_status find_file(const char *dir, const char *base, char *out,
-                           size_t cap)
+                           size_t cap, bool *absent)
 {
     struct stat st;
+    if (absent)
+        *absent = false;
     if ((size_t)snprintf(out, cap, "%s/%s", dir, base) >= cap)
         return tg_error(TG_ERR_ARG, "%s: path too long", dir);
     /* a name that is there but cannot be followed (a link loop, no
@@ -341,36 +344,20 @@ static tg_status find_file(const char *dir, const char *base, char *out,
         return tg_error(TG_ERR_ARG, "%s: path too long", dir);
     if (stat(out, &st) == 0 || errno != ENOENT)
         return TG_OK;
+    if (absent)
+        *absent = true;
     return tg_error(TG_ERR_IO, "%s: neither %s nor %s.gz found", dir, base,
                     base);
 }
 
-tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds)
+/* Loads an images file, and its labels file when lbl_path is given
+ * (labels NULL otherwise), into ds after checking both. */
+static tg_status load_files(const char *img_path, const char *lbl_path,
+                            tg_dataset *ds)
 {
-    if (!dir || !ds)
-        return tg_error(TG_ERR_ARG, "mnist_load: NULL %s",
-                        dir ? "dataset" : "folder");
-    const char *prefix = train ? "train" : "t10k";
-    char base[64], img_path[4096], lbl_path[4096];
-    struct stat st;
-    memset(ds, 0, sizeof *ds);
-    if (stat(dir, &st) != 0)
-        return tg_error(TG_ERR_IO, "%s: %s", dir, strerror(errno));
-    if (!S_ISDIR(st.st_mode))
-        return tg_error(TG_ERR_IO, "%s: not a directory", dir);
-
-    snprintf(base, sizeof base, "%s-images-idx3-ubyte", prefix);
-    tg_status status = find_file(dir, base, img_path, sizeof img_path);
-    if (status != TG_OK)
-        return status;
-    snprintf(base, sizeof base, "%s-labels-idx1-ubyte", prefix);
-    status = find_file(dir, base, lbl_path, sizeof lbl_path);
-    if (status != TG_OK)
-        return status;
-
     int img_nd, img_dims[3], lbl_nd, lbl_dims[3];
     uint8_t *pixels = NULL, *labels = NULL;
-    status = tg_idx_read(img_path, &img_nd, img_dims, &pixels);
+    tg_status status = tg_idx_read(img_path, &img_nd, img_dims, &pixels);
     if (status != TG_OK)
         return status;
     if (img_nd != 3) {
@@ -378,25 +365,26 @@ tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds)
         return tg_error(TG_ERR_FORMAT, "%s: %d dimensions, images need 3",
                         img_path, img_nd);
     }
-    status = tg_idx_read(lbl_path, &lbl_nd, lbl_dims, &labels);
-    if (status != TG_OK) {
+    if (img_dims[0] == 0 || img_dims[1] == 0 || img_dims[2] == 0) {
         free(pixels);
-        return status;
+        return tg_error(TG_ERR_FORMAT, "%s: empty (%d x %d x %d)", img_path,
+                        img_dims[0], img_dims[1], img_dims[2]);
     }
-    if (lbl_nd != 1)
-        status = tg_error(TG_ERR_FORMAT, "%s: %d dimensions, labels need 1",
-                          lbl_path, lbl_nd);
-    else if (lbl_dims[0] != img_dims[0])
-        status =
-            tg_error(TG_ERR_MISMATCH, "%s has %d images but %s has %d labels",
-                     img_path, img_dims[0], lbl_path, lbl_dims[0]);
-    else if (img_dims[0] == 0 || img_dims[1] == 0 || img_dims[2] == 0)
-        status = tg_error(TG_ERR_FORMAT, "%s: empty (%d x %d x %d)", img_path,
-                          img_dims[0], img_dims[1], img_dims[2]);
-    if (status != TG_OK) {
-        free(pixels);
-        free(labels);
-        return status;
+    if (lbl_path) {
+        status = tg_idx_read(lbl_path, &lbl_nd, lbl_dims, &labels);
+        if (status == TG_OK && lbl_nd != 1)
+            status = tg_error(TG_ERR_FORMAT,
+                              "%s: %d dimensions, labels need 1", lbl_path,
+                              lbl_nd);
+        else if (status == TG_OK && lbl_dims[0] != img_dims[0])
+            status = tg_error(TG_ERR_MISMATCH,
+                              "%s has %d images but %s has %d labels",
+                              img_path, img_dims[0], lbl_path, lbl_dims[0]);
+        if (status != TG_OK) {
+            free(pixels);
+            free(labels);
+            return status;
+        }
     }
 
     size_t count = (size_t)img_dims[0] * img_dims[1] * img_dims[2];
@@ -415,6 +403,49 @@ tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds)
     ds->images = images;
     ds->labels = labels;
     return TG_OK;
+}
+
+/* The set at path: a folder's <prefix>-images file, and its labels file
+ * (required when need_labels, else read when there is one), or with
+ * !need_labels an images file itself. */
+static tg_status load_set(const char *path, bool train, bool need_labels,
+                          tg_dataset *ds, const char *op)
+{
+    if (!path || !ds)
+        return tg_error(TG_ERR_ARG, "%s: NULL %s", op,
+                        path ? "dataset" : "folder");
+    const char *prefix = train ? "train" : "t10k";
+    char base[64], img_path[4096], lbl_path[4096];
+    struct stat st;
+    memset(ds, 0, sizeof *ds);
+    if (stat(path, &st) != 0)
+        return tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+        if (need_labels)
+            return tg_error(TG_ERR_IO, "%s: not a directory", path);
+        return load_files(path, NULL, ds);
+    }
+
+    snprintf(base, sizeof base, "%s-images-idx3-ubyte", prefix);
+    tg_status status = find_file(path, base, img_path, sizeof img_path, NULL);
+    if (status != TG_OK)
+        return status;
+    snprintf(base, sizeof base, "%s-labels-idx1-ubyte", prefix);
+    bool absent;
+    status = find_file(path, base, lbl_path, sizeof lbl_path, &absent);
+    if (status != TG_OK && (need_labels || !absent))
+        return status;
+    return load_files(img_path, absent ? NULL : lbl_path, ds);
+}
+
+tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds)
+{
+    return load_set(dir, train, true, ds, "mnist_load");
+}
+
+tg_status tg_idx_images_load(const char *path, bool train, tg_dataset *ds)
+{
+    return load_set(path, train, false, ds, "idx_images_load");
 }
 
 void tg_dataset_free(tg_dataset *ds)

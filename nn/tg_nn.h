@@ -649,7 +649,8 @@ tg_status tg_dir_lock(const char *dir);
 /* ---- data ---------------------------------------------------------------- */
 
 /* n images of rows x cols pixels as floats in [0, 1], row-major, and their
- * labels (0..255 as read; MNIST uses 0..9). */
+ * labels (0..255 as read; MNIST uses 0..9; NULL from tg_idx_images_load
+ * for a set without labels). */
 typedef struct tg_dataset {
     int n, rows, cols;
     float *images; /* n * rows * cols */
@@ -663,6 +664,13 @@ tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data);
 /* Loads "<dir>/train-images-idx3-ubyte" (or t10k- when train is false) and
  * its labels, trying each name raw and with .gz. Checks counts agree. */
 tg_status tg_mnist_load(const char *dir, bool train, tg_dataset *ds);
+/* A set to score rather than train on (out-of-distribution sets often come
+ * without labels, or with other file names): path is a folder, read as
+ * tg_mnist_load reads it but with the labels file optional, or an IDX
+ * images file itself (any name, raw or .gz; train is then unused).
+ * ds->labels is NULL when there are none; a labels file that is there
+ * must be readable and match. */
+tg_status tg_idx_images_load(const char *path, bool train, tg_dataset *ds);
 void tg_dataset_free(tg_dataset *ds);
 bool tg_have_zlib(void);
 /* What a checkpoint records about the data it was trained on: the sizes and

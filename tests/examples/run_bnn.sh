@@ -84,6 +84,15 @@ expect 2 "$bnn" --data "$data" --ood-data "$tmp/missing"
 mkdir -p "$tmp/junk"
 head -c 100 /dev/urandom >"$tmp/junk/t10k-images-idx3-ubyte"
 expect 2 "$bnn" --data "$data" --ood-data "$tmp/junk"
+# an OOD set without labels (a folder, or its images file by any name)
+mkdir -p "$tmp/unlab"
+cp "$data/t10k-images-idx3-ubyte.gz" "$tmp/unlab/"
+for o in "$tmp/unlab" "$tmp/unlab/t10k-images-idx3-ubyte.gz"; do
+    expect 0 "$bnn" --data "$data" --ood-data "$o" --method det --epochs 1 \
+        --max-batches 2 --max-eval 100 --hidden 16 --threads 1
+    grep -qF "OOD: $o (100 images)" "$tmp/out" || fail "unlabelled OOD $o: $(head -1 "$tmp/out")"
+    grep -Eq '^det .* 0\.[0-9]{4} +- ' "$tmp/out" || fail "unlabelled OOD $o: no AUROC: $(cat "$tmp/out")"
+done
 : >"$tmp/file"
 # shellcheck disable=SC2086
 expect 1 "$bnn" $quick --method det --out "$tmp/file/sub"

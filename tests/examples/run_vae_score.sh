@@ -145,6 +145,22 @@ head -c 300 /dev/urandom >"$tmp/junk.safetensors"
 expect 2 "$score" --checkpoint "$tmp/junk.safetensors"
 expect 2 "$score" --checkpoint "$ck" --data "$tmp/missing" --out "$tmp/o"
 expect 2 "$score" --checkpoint "$ck" --ood-data "$tmp/missing" --out "$tmp/o"
+# an OOD set without labels, as a folder or as its images file under any
+# name (EMNIST's): scored, its label column empty; labels that are there
+# must match (it refused every folder without labels)
+mkdir -p "$tmp/unlab"
+cp "$data/t10k-images-idx3-ubyte.gz" "$tmp/unlab/"
+cp "$data/t10k-images-idx3-ubyte.gz" "$tmp/emnist-letters-test-images-idx3-ubyte.gz"
+for o in "$tmp/unlab" "$tmp/emnist-letters-test-images-idx3-ubyte.gz"; do
+    expect 0 "$score" $common --near-ood none --ood-data "$o" --out "$tmp/unl"
+    grep -q "^ood: 60 images" "$tmp/out" || fail "unlabelled OOD set $o: $(cat "$tmp/out")"
+    [ "$(grep -c '^ood,[0-9]*,,' "$tmp/unl/scores.csv")" -eq 60 ] ||
+        fail "unlabelled OOD set $o: scores.csv rows: $(grep '^ood' "$tmp/unl/scores.csv" | head -2)"
+done
+grep -q "the images of $tmp/emnist" "$tmp/out" || fail "OOD file: $(cat "$tmp/out")"
+head -c 100 /dev/urandom >"$tmp/unlab/t10k-labels-idx1-ubyte"
+expect 2 "$score" $common --ood-data "$tmp/unlab" --out "$tmp/o"
+mentions "t10k-labels-idx1-ubyte"
 expect 0 "$score" --help
 expect 0 "$score" --version
 

@@ -249,6 +249,50 @@ static void mnist_counts_must_agree(void **state)
     assert_null(ds.images);
 }
 
+/* A set to score: the labels file may be missing (then labels NULL), but
+ * one that is there must match; the path may name an images file itself.
+ * vae_score and bnn_mnist had refused OOD folders without labels. */
+static void images_load_takes_unlabelled_sets(void **state)
+{
+    (void)state;
+    tg_dataset ds;
+    char p[256];
+    const char *d = make_mnist("unlabelled", 3, 3);
+    snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte", d);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(tg_mnist_load(d, true, &ds), TG_ERR_IO);
+    assert_int_equal(tg_idx_images_load(d, true, &ds), TG_OK);
+    assert_int_equal(ds.n, 3);
+    assert_int_equal(ds.rows, 4);
+    assert_int_equal(ds.cols, 5);
+    assert_null(ds.labels);
+    assert_true(ds.images[59] == 59 / 255.0f);
+    tg_dataset_free(&ds);
+    assert_int_equal(tg_idx_images_load(d, false, &ds), TG_ERR_IO); /* t10k */
+
+    /* the images file by its own name, labels beside it or not */
+    snprintf(p, sizeof p, "%s/train-images-idx3-ubyte", d);
+    assert_int_equal(tg_idx_images_load(p, false, &ds), TG_OK);
+    assert_int_equal(ds.n, 3);
+    assert_null(ds.labels);
+    tg_dataset_free(&ds);
+    assert_int_equal(tg_mnist_load(p, true, &ds), TG_ERR_IO); /* a file */
+
+    d = make_mnist("labelled", 3, 3);
+    assert_int_equal(tg_idx_images_load(d, true, &ds), TG_OK);
+    assert_non_null(ds.labels);
+    assert_int_equal(ds.labels[2], 2);
+    tg_dataset_free(&ds);
+    d = make_mnist("mismatched", 3, 2);
+    assert_int_equal(tg_idx_images_load(d, true, &ds), TG_ERR_MISMATCH);
+    assert_null(ds.images);
+    snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte", d); /* a labels file */
+    assert_int_equal(tg_idx_images_load(p, true, &ds), TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "images need 3"));
+    assert_int_equal(tg_idx_images_load(in_dir("nowhere"), true, &ds),
+                     TG_ERR_IO);
+}
+
 static void embedded_mnist_loads(void **state)
 {
     (void)state;
@@ -401,6 +445,7 @@ int main(void)
         cmocka_unit_test(gz_corrupt_stream_refused),
         cmocka_unit_test(not_a_file_refused),
         cmocka_unit_test(mnist_counts_must_agree),
+        cmocka_unit_test(images_load_takes_unlabelled_sets),
         cmocka_unit_test(embedded_mnist_loads),
         cmocka_unit_test(batcher_epoch_is_a_permutation),
         cmocka_unit_test(batcher_order_depends_on_seed_and_epoch_only),

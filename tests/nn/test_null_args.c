@@ -8,11 +8,23 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <string.h>
 
 #include "autograd/expect_abort.h"
 #include "tg_nn.h"
 
 static void step_null_optimizer(void) { tg_optim_step(NULL); }
+/* labels asked of a set read without them (tg_idx_images_load) */
+static void batcher_labels_of_unlabelled(void)
+{
+    static float images[2 * 4];
+    tg_dataset ds = {.n = 2, .rows = 2, .cols = 2, .images = images};
+    tg_batcher b;
+    tg_batcher_init(&b, &ds, 2, 1);
+    float x[8];
+    int labels[2];
+    tg_batcher_next(&b, x, labels);
+}
 
 /* More NULLs that were segfaults (a README-only audit): a tape, a layer,
  * a parameter set */
@@ -152,6 +164,8 @@ static void test_null_arguments_abort_with_a_message(void **state)
 {
     (void)state;
     expect_abort(step_null_optimizer, "optim_step", "NULL");
+    expect_abort(batcher_labels_of_unlabelled, "batcher_next",
+                 "dataset of 2 images has none");
     expect_abort(save_null_path, "checkpoint_save", "NULL path");
     expect_abort(load_null_path, "checkpoint_load", "NULL path");
     expect_abort(gradcheck_no_graph, "gradcheck", "n_inputs 0");
@@ -182,6 +196,9 @@ static void test_null_arguments_abort_with_a_message(void **state)
     tg_dataset ds;
     assert_int_equal(tg_mnist_load(NULL, true, &ds), TG_ERR_ARG);
     assert_int_equal(tg_mnist_load("data", true, NULL), TG_ERR_ARG);
+    assert_int_equal(tg_idx_images_load(NULL, true, &ds), TG_ERR_ARG);
+    assert_int_equal(tg_idx_images_load("data", true, NULL), TG_ERR_ARG);
+    assert_non_null(strstr(tg_errmsg(), "idx_images_load"));
 }
 
 int main(void)
