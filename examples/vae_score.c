@@ -222,8 +222,8 @@ static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols,
     return vae;
 }
 
-static void load_data(tg_dataset *ds, const char *dir, bool train,
-                      bool ood, const inputs *in, const char *checkpoint)
+static void load_data(tg_dataset *ds, const char *dir, bool train, bool ood,
+                      const inputs *in, const char *checkpoint)
 {
     const tg_vae *vae = in->vae;
     /* an OOD set needs no labels and may be an images file */

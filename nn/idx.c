@@ -373,13 +373,12 @@ static tg_status load_files(const char *img_path, const char *lbl_path,
     if (lbl_path) {
         status = tg_idx_read(lbl_path, &lbl_nd, lbl_dims, &labels);
         if (status == TG_OK && lbl_nd != 1)
-            status = tg_error(TG_ERR_FORMAT,
-                              "%s: %d dimensions, labels need 1", lbl_path,
-                              lbl_nd);
+            status = tg_error(TG_ERR_FORMAT, "%s: %d dimensions, labels need 1",
+                              lbl_path, lbl_nd);
         else if (status == TG_OK && lbl_dims[0] != img_dims[0])
             status = tg_error(TG_ERR_MISMATCH,
-                              "%s has %d images but %s has %d labels",
-                              img_path, img_dims[0], lbl_path, lbl_dims[0]);
+                              "%s has %d images but %s has %d labels", img_path,
+                              img_dims[0], lbl_path, lbl_dims[0]);
         if (status != TG_OK) {
             free(pixels);
             free(labels);
