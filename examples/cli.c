@@ -488,12 +488,33 @@ void cli_note_labels(const tg_dataset *ds, const char *dir, int classes,
 
 void cli_shell_word(FILE *f, const char *s)
 {
-    bool plain = s[0] != '\0';
-    for (const char *p = s; *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr("-_./=:,+@%", *p))
+    bool plain = s[0] != '\0', control = false;
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (!isalnum(c) && !strchr("-_./=:,+@%", c))
             plain = false;
+        control |= c < 0x20 || c == 0x7f;
+    }
     if (plain) {
         fputs(s, f);
+        return;
+    }
+    if (control) { /* $'...' keeps a line break on the line it is on */
+        fputs("$'", f);
+        for (const char *p = s; *p; p++) {
+            unsigned char c = (unsigned char)*p;
+            if (c == '\\' || c == '\'')
+                fprintf(f, "\\%c", c);
+            else if (c == '\n')
+                fputs("\\n", f);
+            else if (c == '\t')
+                fputs("\\t", f);
+            else if (c < 0x20 || c == 0x7f)
+                fprintf(f, "\\x%02x", c);
+            else
+                fputc(c, f);
+        }
+        fputc('\'', f);
         return;
     }
     fputc('\'', f);

@@ -195,7 +195,10 @@ struct tg_dataset;
 void cli_note_labels(const struct tg_dataset *ds, const char *dir, int classes,
                      const char *use);
 
-/* Writes s to f quoted for a POSIX shell when it needs quoting. */
+/* Writes s to f quoted for a POSIX shell when it needs quoting; a word
+ * with control characters (a line break in a path) as $'...' with
+ * escapes (bash, zsh, ksh, POSIX.1-2024 sh), so that it stays on one
+ * line. */
 void cli_shell_word(FILE *f, const char *s);
 
 /* A one-line progress bar redrawn on stderr by rank 0 when stderr is a

@@ -418,11 +418,15 @@ void stop_interrupted(const run *r)
     if (tg_dist_rank() == 0) {
         fprintf(stderr,
                 "vae_mnist: interrupted after step %lld (epoch %lld, batch "
-                "%lld); saved %s (the resumed run saves over it: copy it to "
-                "keep it); resume with: ",
+                "%lld); saved ",
                 (long long)r->opt->step,
                 (long long)(pos->batch ? pos->epoch + 1 : pos->epoch),
-                (long long)pos->batch, ck);
+                (long long)pos->batch);
+        /* paths quoted as in the command: one line whatever they hold */
+        cli_shell_word(stderr, ck);
+        fputs(" (the resumed run saves over it: copy it to keep it); resume "
+              "with: ",
+              stderr);
         print_resume_command(stderr, r->argv0, o, ck);
         fputc('\n', stderr);
     }

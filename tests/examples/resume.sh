@@ -89,9 +89,15 @@ cut -d, -f1-8 "$tmp/kill/metrics.csv" >"$tmp/m2"
 cmp -s "$tmp/m1" "$tmp/m2" || fail "metrics.csv differs after resume"
 
 # --- 3. SIGINT: checkpoint, exit 130, printed resume command ------------------
-ck="$tmp/int/checkpoint.safetensors"
+# an output folder whose name holds a line break, a space and a quote: the
+# message stays one line (the path was printed raw, and shell-quoted over
+# two lines in the command) and the printed command still works (in bash:
+# the break is written $'\n')
+int="$tmp/in
+t 'x"
+ck="$int/checkpoint.safetensors"
 # shellcheck disable=SC2086
-"$vae" $args --out "$tmp/int" >"$tmp/int.log" 2>"$tmp/int.err" &
+"$vae" $args --out "$int" >"$tmp/int.log" 2>"$tmp/int.err" &
 pid=$!
 pids="$pid"
 wait_for "$ck" "$pid" || fail "no checkpoint appeared before SIGINT"
@@ -105,7 +111,7 @@ cat "$tmp/int.err"
 grep -q '^vae_mnist: interrupted after step .*; resume with: ' "$tmp/int.err" ||
     fail "SIGINT: no resume command"
 cmd=$(sed -n 's/^.*; resume with: //p' "$tmp/int.err")
-eval "$cmd" >"$tmp/int2.log" 2>&1 || fail "the printed command failed: $cmd"
+bash -c "$cmd" >"$tmp/int2.log" 2>&1 || fail "the printed command failed: $cmd"
 same_tensors "$ref" "$ck" &&
     echo "SIGINT + printed command: tensors bit-identical to the uninterrupted run" ||
     fail "SIGINT + resume: tensors differ from the uninterrupted run"
