@@ -34,6 +34,10 @@ void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
         g->cfg.max_skipped_run = 10;
     if (g->cfg.max_skipped <= 0)
         g->cfg.max_skipped = 25;
+    if (!(g->cfg.clip_norm >= 0.0f) || isinf(g->cfg.clip_norm))
+        tg_fatal("step_guard_init",
+                 "clip_norm %g must be finite and >= 0 (0: no clipping)",
+                 (double)g->cfg.clip_norm);
     g->level = NAN;
 }
 
@@ -177,6 +181,12 @@ void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
     if (!skipped && rows > 0 && diverging(g, s->loss_sum / rows))
         s->verdict = TG_STEP_DIVERGED;
     s->level = g->best;
-    if (s->verdict == TG_STEP_TAKEN && g->opt)
-        tg_optim_step(g->opt);
+    s->grad_norm = 0.0;
+    if (s->verdict == TG_STEP_TAKEN && g->cfg.clip_norm > 0.0f)
+        s->grad_norm = tg_clip_grad_norm(g->ps, g->cfg.clip_norm);
+    if (g->opt) {
+        if (s->verdict == TG_STEP_TAKEN)
+            tg_optim_step(g->opt);
+        tg_params_zero_grad(g->ps);
+    }
 }

@@ -25,7 +25,8 @@
  *             tg_backward(tp, that sum / n);
  *             tg_step_shard(&g, &s);            // keeps this shard's part
  *         }
- *         tg_step_finish(&g, &s, n);             // sums, guards, steps
+ *         tg_step_finish(&g, &s, n);   // sums, guards, steps, and zeroes
+ *                                       // the gradients for the next step
  *     tg_dist_finalize();
  *
  * The lower-level tg_dist_share (this rank's rows) and
@@ -187,7 +188,9 @@ typedef struct tg_step {
     double part_sums[TG_STEP_PARTS]; /* over all ranks */
     bool interrupted_any;            /* some rank saw a stop signal */
     const char *bad, *why;           /* SKIPPED / NONFINITE: what and how */
-    double level; /* the lowest running per-row loss level (DIVERGED) */
+    double level;     /* the lowest running per-row loss level (DIVERGED) */
+    double grad_norm; /* with cfg.clip_norm: the summed gradient's L2 norm
+                         before clipping (0 otherwise) */
 } tg_step;
 
 typedef struct tg_step_config {
@@ -200,6 +203,10 @@ typedef struct tg_step_config {
     /* SKIPPED_TOO_OFTEN after max_skipped_run skipped steps in a row, or
      * more than max_skipped of the last 100 (defaults 10 and 25) */
     int max_skipped_run, max_skipped;
+    /* > 0: the summed gradient is clipped to this global L2 norm before
+     * the step (tg_clip_grad_norm: the same bits on every rank, as the
+     * sum is); 0: no clipping */
+    float clip_norm;
 } tg_step_config;
 
 typedef struct tg_step_guard {
@@ -216,14 +223,21 @@ typedef struct tg_step_guard {
                       other ranks' compute and the all-reduces */
 } tg_step_guard;
 
-/* cfg NULL: the defaults; zero fields of cfg also take the defaults. */
+/* cfg NULL: the defaults; zero fields of cfg also take the defaults. A
+ * clip_norm that is negative or not finite aborts. */
 void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
                         const tg_step_config *cfg);
 /* After the backward of each of this rank's shards, in shard order: keeps
  * the shard's gradient and s->loss, s->parts (then zeroes them, and the
  * gradient, for the next shard). Not collective. */
 void tg_step_shard(tg_step_guard *g, tg_step *s);
-/* Collective: every rank calls it once per step, rows = the global batch. */
+/* Collective: every rank calls it once per step, rows = the global batch.
+ * With an optimizer (the guard's opt), it leaves the gradients zero
+ * afterwards, whatever the verdict: the next step's first backward then
+ * starts from nothing on every rank (a summed gradient left in place would
+ * be added into each rank's first shard, a model that depends on the rank
+ * count); s.bad and s.why name a non-finite tensor. Without one (opt NULL)
+ * the summed gradient is left for the caller to clip, step and zero. */
 void tg_step_finish(tg_step_guard *g, tg_step *s, int rows);
 /* True while the loss is above its running level (a step toward
  * TG_STEP_DIVERGED) or the last step was skipped as non-finite (these

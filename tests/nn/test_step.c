@@ -159,13 +159,95 @@ static void shards_sum_in_one_process(void **state)
     assert_true(s.loss_sum == 60.0);
     for (int i = 0; i < 3; i++) {
         double sum = ((double)parts[0][i] + parts[1][i]) + parts[2][i];
-        assert_true(f.w->grad[i] == (float)sum);
         assert_true(f.w->data[i] == w0[i] - 0.1f * (float)sum);
+        assert_true(f.w->grad[i] == 0.0f); /* zeroed after the step */
     }
     /* in float, (1 + 1e8) - 1e8 is 0: the double sum keeps the 1 */
-    assert_true(f.w->grad[0] == 1.0f);
+    assert_true(f.w->data[0] == w0[0] - 0.1f);
     tg_dist_set_shards(1);
     drop(&f);
+}
+
+/* Steps without tg_params_zero_grad between them (tg_dist.h's first sketch
+ * had none): the same weights as with it, because tg_step_finish zeroes the
+ * gradients after its step. Before, the summed gradient was added into the
+ * next step's first shard, once per rank: a model that depended on the rank
+ * count. Without an optimizer the summed gradient is left, for the caller
+ * to clip and step. */
+static void finish_leaves_gradients_zero(void **state)
+{
+    (void)state;
+    float w[2][3];
+    for (int zero = 0; zero < 2; zero++) {
+        fixture f = make();
+        tg_step_guard g;
+        tg_step_guard_init(&g, f.ps, f.opt, NULL);
+        for (int t = 0; t < 3; t++) {
+            if (zero)
+                tg_params_zero_grad(f.ps);
+            for (int i = 0; i < 3; i++) /* a backward adds */
+                f.w->grad[i] += 0.5f * (float)(t + i + 1);
+            tg_step s = {.loss = 4.0};
+            tg_step_finish(&g, &s, 4);
+            assert_int_equal(s.verdict, TG_STEP_TAKEN);
+            for (int i = 0; i < 3; i++)
+                assert_true(f.w->grad[i] == 0.0f);
+        }
+        memcpy(w[zero], f.w->data, sizeof w[zero]);
+        drop(&f);
+    }
+    assert_memory_equal(w[0], w[1], sizeof w[0]);
+
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, NULL, NULL);
+    f.w->grad[1] = 2.0f;
+    tg_step s = {.loss = 4.0};
+    tg_step_finish(&g, &s, 4);
+    assert_true(f.w->grad[1] == 2.0f);
+    drop(&f);
+}
+
+/* cfg.clip_norm clips the summed gradient before the step and reports its
+ * norm; a negative or infinite one aborts. */
+static void clip_before_the_step(void **state)
+{
+    (void)state;
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt, &(tg_step_config){.clip_norm = 1.0f});
+    float w0[3];
+    memcpy(w0, f.w->data, sizeof w0);
+    f.w->grad[0] = 3.0f, f.w->grad[1] = 4.0f, f.w->grad[2] = 0.0f;
+    tg_step s = {.loss = 4.0};
+    tg_step_finish(&g, &s, 4);
+    assert_int_equal(s.verdict, TG_STEP_TAKEN);
+    assert_true(fabs(s.grad_norm - 5.0) < 1e-6);
+    /* the step took the gradient scaled to norm 1: (0.6, 0.8, 0) */
+    assert_true(fabsf(f.w->data[0] - (w0[0] - 0.1f * 0.6f)) < 1e-6f);
+    assert_true(fabsf(f.w->data[1] - (w0[1] - 0.1f * 0.8f)) < 1e-6f);
+    assert_true(f.w->data[2] == w0[2]);
+    drop(&f);
+}
+
+static void clip_negative(void)
+{
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt, &(tg_step_config){.clip_norm = -1.0f});
+}
+static void clip_infinite(void)
+{
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt,
+                       &(tg_step_config){.clip_norm = INFINITY});
+}
+static void clip_norm_checked(void **state)
+{
+    (void)state;
+    expect_abort(clip_negative, "step_guard_init", "clip_norm -1");
+    expect_abort(clip_infinite, "step_guard_init", "clip_norm inf");
 }
 
 /* A step over `shards` shards with `calls` calls of tg_step_shard. */
@@ -212,6 +294,9 @@ int main(void)
         cmocka_unit_test(divergence_after_steps_far_above),
         cmocka_unit_test(shards_sum_in_one_process),
         cmocka_unit_test(shard_misuse_aborts),
+        cmocka_unit_test(finish_leaves_gradients_zero),
+        cmocka_unit_test(clip_before_the_step),
+        cmocka_unit_test(clip_norm_checked),
     };
     return cmocka_run_group_tests_name("step", tests, NULL, NULL);
 }
