@@ -84,8 +84,10 @@ typedef struct update {
 
 /* g = grad + wd * p
  * v = momentum * v + g       (v starts at 0, so the first v is g)
- * p -= lr * v                 (momentum 0: plain SGD)
- * p -= lr * (g + momentum v)  (Nesterov: the step looks ahead along v) */
+ * p -= lr * v
+ * p -= lr * (g + momentum v)  (Nesterov: the step looks ahead along v)
+ * Momentum 0 is plain SGD, p -= lr * g, and leaves v alone (PyTorch keeps
+ * no buffer then: momentum set later starts from v = g, as there). */
 static void sgd_share(void *ctx, int thread, size_t begin, size_t len)
 {
     (void)thread;
@@ -102,6 +104,11 @@ static void sgd_share(void *ctx, int thread, size_t begin, size_t len)
         }
         return;
     }
+    if (mu == 0.0f) {
+        for (size_t i = 0; i < len; i++)
+            p[i] -= lr * (grad[i] + wd * p[i]);
+        return;
+    }
     for (size_t i = 0; i < len; i++) {
         float g = grad[i] + wd * p[i];
         v[i] = mu * v[i] + g;
@@ -111,7 +118,7 @@ static void sgd_share(void *ctx, int thread, size_t begin, size_t len)
 
 /* torch.optim.RMSprop (centered=False), g = grad + wd * p:
  * v = alpha v + (1 - alpha) g^2
- * momentum 0:  p -= lr * g / (sqrt(v) + eps)
+ * momentum 0:  p -= lr * g / (sqrt(v) + eps)  (m left alone, as for SGD)
  * momentum mu: m = mu m + g / (sqrt(v) + eps);  p -= lr * m */
 static void rmsprop_share(void *ctx, int thread, size_t begin, size_t len)
 {
@@ -126,8 +133,11 @@ static void rmsprop_share(void *ctx, int thread, size_t begin, size_t len)
         float g = grad[i] + wd * p[i];
         v[i] = alpha * v[i] + (1.0f - alpha) * g * g;
         float step = g / (sqrtf(v[i]) + eps);
-        m[i] = mu * m[i] + step;
-        p[i] -= lr * (mu > 0.0f ? m[i] : step);
+        if (mu > 0.0f) {
+            m[i] = mu * m[i] + step;
+            step = m[i];
+        }
+        p[i] -= lr * step;
     }
 }
 
@@ -206,14 +216,61 @@ static void ftz_share(void *ctx, int thread, size_t begin, size_t len)
 #endif
 }
 
-void tg_optim_step(tg_optim *opt)
+static const char *kind_name(tg_optim_kind kind)
 {
-    if (!opt)
-        tg_fatal("optim_step", "NULL optimizer");
+    return kind == TG_OPTIM_SGD       ? "SGD"
+           : kind == TG_OPTIM_ADAM    ? "Adam"
+           : kind == TG_OPTIM_ADAMW   ? "AdamW"
+           : kind == TG_OPTIM_RMSPROP ? "RMSprop"
+                                      : "unknown";
+}
+
+/* A setting in [lo, hi) (hi_open) or [lo, hi], else abort naming it. */
+static void check_range(const char *name, float x, float lo, float hi,
+                        bool hi_open)
+{
+    if (!(x >= lo) || !(hi_open ? x < hi : x <= hi))
+        tg_fatal("optim_step", "%s is %g (must be in [%g, %g%s)", name,
+                 (double)x, (double)lo, (double)hi, hi_open ? "" : "]");
+}
+
+/* The fields a program may change between steps, each checked before it is
+ * used: a beta of 1 or more, a negative decay or momentum, or a kind
+ * changed to one whose state was never allocated had given NaN weights or
+ * a crash without a word. */
+static void check_settings(const tg_optim *opt)
+{
     /* set by hand or by a schedule each step: NaN made every weight NaN */
     if (!(opt->lr >= 0.0f) || !isfinite(opt->lr))
         tg_fatal("optim_step", "learning rate is %g (must be finite, >= 0)",
                  (double)opt->lr);
+    if (opt->kind != TG_OPTIM_SGD && opt->kind != TG_OPTIM_ADAM &&
+        opt->kind != TG_OPTIM_ADAMW && opt->kind != TG_OPTIM_RMSPROP)
+        tg_fatal("optim_step", "kind %d is not an optimizer kind",
+                 (int)opt->kind);
+    if (opt->kind != TG_OPTIM_SGD && !opt->v)
+        tg_fatal("optim_step",
+                 "kind is %s, but the optimizer was made as SGD (no second "
+                 "moment): make a new one with its own tg_..._new",
+                 kind_name(opt->kind));
+    check_range("weight_decay", opt->weight_decay, 0.0f, INFINITY, true);
+    if (opt->kind == TG_OPTIM_SGD || opt->kind == TG_OPTIM_RMSPROP)
+        check_range("momentum", opt->momentum, 0.0f, 1.0f, true);
+    if (opt->kind == TG_OPTIM_ADAM || opt->kind == TG_OPTIM_ADAMW) {
+        check_range("beta1", opt->beta1, 0.0f, 1.0f, true);
+        check_range("beta2", opt->beta2, 0.0f, 1.0f, true);
+    }
+    if (opt->kind == TG_OPTIM_RMSPROP)
+        check_range("alpha", opt->alpha, 0.0f, 1.0f, false);
+    if (opt->kind != TG_OPTIM_SGD)
+        check_range("eps", opt->eps, 0.0f, INFINITY, true);
+}
+
+void tg_optim_step(tg_optim *opt)
+{
+    if (!opt)
+        tg_fatal("optim_step", "NULL optimizer");
+    check_settings(opt);
     update u = {.opt = opt,
                 .p = tg_params_data(opt->params),
                 .grad = tg_params_grad(opt->params)};

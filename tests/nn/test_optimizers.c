@@ -16,6 +16,7 @@
 #include <xmmintrin.h>
 #endif
 
+#include "autograd/expect_abort.h"
 #include "tg_nn.h"
 
 #include "tmpdir.h"
@@ -157,6 +158,84 @@ static void sgd_nesterov_three_steps(void **state)
     tg_optim_free(one);
     tg_params_free(ps1);
     tg_params_free(ps);
+}
+
+/* Momentum set after steps without it starts from v = g, as PyTorch's
+ * buffer does (made at its first use): momentum 0 leaves v alone. Before,
+ * v held the last gradient, and step 2 below moved w[0] to 0.71, not
+ * PyTorch's 0.80. The same for RMSprop's m. */
+static void momentum_set_later_starts_fresh(void **state)
+{
+    (void)state;
+    const double lr = 0.5;
+    tg_params *ps = small_set();
+    tg_optim *opt = tg_sgd_new(ps, (float)lr, 0.0f);
+    double want[N];
+    set_grad(ps, g1);
+    tg_optim_step(opt);
+    opt->momentum = 0.9f;
+    set_grad(ps, g2);
+    tg_optim_step(opt);
+    for (int i = 0; i < N; i++) /* v = g2 at its first use */
+        want[i] = p0[i] - lr * g1[i] - lr * g2[i];
+    assert_params(ps, want);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+
+    ps = small_set();
+    opt = tg_rmsprop_new(ps, 0.01f, 0.0f);
+    set_grad(ps, g1);
+    tg_optim_step(opt);
+    for (int i = 0; i < N; i++)
+        assert_true(opt->m[i] == 0.0f);
+    tg_optim_free(opt);
+    tg_params_free(ps);
+}
+
+/* Settings changed between steps are checked at each step, as the learning
+ * rate was: they gave NaN weights (beta1 = 1, beta2 = 1.5), were taken
+ * (negative decay or momentum), or crashed (SGD turned into Adam). */
+static tg_optim *settings_opt;
+static void bad_step(void) { tg_optim_step(settings_opt); }
+static void check_setting(int kind, const char *field, float value,
+                          const char *want)
+{
+    tg_params *ps = small_set();
+    settings_opt = kind == 0   ? tg_sgd_new(ps, 0.1f, 0.5f)
+                   : kind == 1 ? tg_adam_new(ps, 0.1f)
+                               : tg_rmsprop_new(ps, 0.1f, 0.5f);
+    if (!strcmp(field, "beta1"))
+        settings_opt->beta1 = value;
+    else if (!strcmp(field, "beta2"))
+        settings_opt->beta2 = value;
+    else if (!strcmp(field, "weight_decay"))
+        settings_opt->weight_decay = value;
+    else if (!strcmp(field, "momentum"))
+        settings_opt->momentum = value;
+    else if (!strcmp(field, "alpha"))
+        settings_opt->alpha = value;
+    else if (!strcmp(field, "eps"))
+        settings_opt->eps = value;
+    else if (!strcmp(field, "kind"))
+        settings_opt->kind = (tg_optim_kind)value;
+    expect_abort(bad_step, "optim_step", want);
+    tg_optim_free(settings_opt);
+    tg_params_free(ps);
+}
+
+static void settings_are_checked_each_step(void **state)
+{
+    (void)state;
+    check_setting(1, "beta1", 1.0f, "beta1 is 1 (must be in [0, 1)");
+    check_setting(1, "beta2", 1.5f, "beta2 is 1.5");
+    check_setting(1, "eps", -1e-8f, "eps is -1e-08");
+    check_setting(0, "weight_decay", -1.0f, "weight_decay is -1");
+    check_setting(0, "momentum", -0.5f, "momentum is -0.5");
+    check_setting(2, "momentum", 1.0f, "momentum is 1");
+    check_setting(2, "alpha", 1.5f, "alpha is 1.5 (must be in [0, 1])");
+    check_setting(0, "kind", (float)TG_OPTIM_ADAM,
+                  "kind is Adam, but the optimizer was made as SGD");
+    check_setting(1, "kind", 7.0f, "kind 7 is not an optimizer kind");
 }
 
 /* |g1| = sqrt(0.01 + 0.04 + 0.09 + 1e-8 + 4 + 0) = sqrt(4.14000001). */
@@ -423,6 +502,8 @@ int main(void)
         cmocka_unit_test(rmsprop_three_steps),
         cmocka_unit_test(rmsprop_first_step_by_hand),
         cmocka_unit_test(sgd_nesterov_three_steps),
+        cmocka_unit_test(momentum_set_later_starts_fresh),
+        cmocka_unit_test(settings_are_checked_each_step),
         cmocka_unit_test(clip_returns_the_norm_and_scales_above_it),
         cmocka_unit_test(clip_norm_is_the_same_on_any_thread_count),
         cmocka_unit_test(optimizers_are_the_same_on_any_thread_count),
