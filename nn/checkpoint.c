@@ -270,7 +270,24 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
         }
         off += p->size;
     }
-    int nmeta = 0;
+    int nmeta = 0, own = opt ? 3 : 0;
+    for (int i = 0; meta && i < meta->n; i++)
+        if (!own || (strcmp(meta->key[i], KIND_KEY) != 0 &&
+                     strcmp(meta->key[i], STEP_KEY) != 0 &&
+                     strcmp(meta->key[i], SETTINGS_KEY) != 0))
+            nmeta++;
+    if (nmeta + own > TG_META_MAX) { /* a file no load could read back */
+        for (int i = 0; i < n; i++)
+            free(owned[i]);
+        free(owned);
+        free(t);
+        return tg_error(TG_ERR_ARG,
+                        "%s: not saved: %d metadata entries and the "
+                        "optimizer's %d, at most %d (TG_META_MAX) can be "
+                        "loaded",
+                        path, nmeta, own, TG_META_MAX);
+    }
+    nmeta = 0;
     for (int i = 0; meta && i < meta->n; i++) {
         if (opt && (strcmp(meta->key[i], KIND_KEY) == 0 ||
                     strcmp(meta->key[i], STEP_KEY) == 0 ||

@@ -596,7 +596,11 @@ tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value);
 void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r);
 tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 
-/* opt and meta may be NULL. */
+/* opt and meta may be NULL. With opt, the file also gets the entries
+ * "optim.kind", "optim.step" and "optim.settings" (replacing any of meta's
+ * of those names), and meta may hold at most TG_META_MAX - 3 others: a
+ * save that would exceed TG_META_MAX returns TG_ERR_ARG and writes
+ * nothing (loading could not read the file's metadata back). */
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta);
 /* Every parameter of ps must be in the file with the same shape and every

@@ -828,12 +828,56 @@ static void failed_saves_leave_nothing(void **state)
     tg_params_free(ps);
 }
 
+/* The optimizer's three entries count toward TG_META_MAX: 30 of the
+ * caller's with them saved (TG_OK) a file whose metadata no load could read
+ * back ("35 metadata entries, at most 32"). Now such a save is refused and
+ * writes nothing; 29 save and load, and a caller's "optim.step" gives way
+ * to the optimizer's. */
+static void metadata_that_cannot_load_back_is_not_saved(void **state)
+{
+    (void)state;
+    tg_params *ps = model(4);
+    fill(tg_params_data(ps), tg_params_numel(ps), 4);
+    tg_optim *adam = tg_adam_new(ps, 1e-3f);
+    adam->step = 5;
+    tg_meta m = TG_META_INIT;
+    char key[16];
+    for (int i = 0; i < TG_META_MAX - 2; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        tg_meta_set(&m, key, "v");
+    }
+    const char *p = in_dir("meta_full.safetensors");
+    assert_int_equal(tg_checkpoint_save(p, ps, adam, &m), TG_ERR_ARG);
+    assert_non_null(strstr(tg_errmsg(), "30 metadata entries and the "
+                                        "optimizer's 3, at most 32"));
+    assert_int_equal(file_size(p), -1);
+    assert_no_temp_files();
+    /* without the optimizer all 30 fit */
+    assert_int_equal(tg_checkpoint_save(p, ps, NULL, &m), TG_OK);
+
+    m.n = TG_META_MAX - 3; /* 29, and the caller's own "optim.step" */
+    tg_meta_set(&m, "optim.step", "999");
+    assert_int_equal(tg_checkpoint_save(p, ps, adam, &m), TG_OK);
+    tg_meta back;
+    tg_params *ps2 = model(4);
+    tg_optim *adam2 = tg_adam_new(ps2, 1e-3f);
+    assert_int_equal(tg_checkpoint_load(p, ps2, adam2, &back), TG_OK);
+    assert_int_equal(back.n, TG_META_MAX);
+    assert_string_equal(tg_meta_get(&back, "optim.step"), "5");
+    assert_true(adam2->step == 5);
+    tg_optim_free(adam2);
+    tg_params_free(ps2);
+    tg_optim_free(adam);
+    tg_params_free(ps);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip_is_bit_exact),
         cmocka_unit_test(sgd_state_and_optimizer_kind),
         cmocka_unit_test(meta_set_get_and_integers),
+        cmocka_unit_test(metadata_that_cannot_load_back_is_not_saved),
         cmocka_unit_test_setup_teardown(truncated_and_resized_files,
                                         victim_setup, victim_teardown),
         cmocka_unit_test_setup_teardown(bad_headers_refused, victim_setup,
