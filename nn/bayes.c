@@ -367,24 +367,6 @@ static void dense_into(const float *x, int rows, int in, int out,
     tg_gemm(false, true, rows, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
 }
 
-/* The same with W given transposed, WT [in, out]: the GEMM packs B's
- * panels by plain copies instead of transposes, the same values in the
- * same order. */
-static void dense_into_t(const float *x, int rows, int in, int out,
-                         const float *WT, const float *b, float *y)
-{
-    for (int i = 0; i < rows; i++)
-        memcpy(y + (size_t)i * out, b, sizeof(float) * (size_t)out);
-    tg_gemm(false, false, rows, out, in, 1.0f, x, in, WT, out, 1.0f, y, out);
-}
-
-static void transpose_into(const float *a, int rows, int cols, float *t)
-{
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++)
-            t[(size_t)j * rows + i] = a[(size_t)i * cols + j];
-}
-
 void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
                          const float *x, int rows, int S, tg_rng *rng,
                          float *out)
@@ -409,12 +391,9 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
     /* One key per pass and layer, taken in the order S passes on the tape
      * would take them (pass by pass, layer by layer). */
     uint64_t *keys = malloc(sizeof(uint64_t) * (size_t)S * n_layers);
-    /* per layer: sigma^2 of W and b; past the first layer, which runs once
-     * per pass, W's mean and sigma^2 transposed as well */
-    float **var_W = calloc((size_t)n_layers * 4, sizeof(float *));
+    /* per layer: sigma^2 of W and b */
+    float **var_W = calloc((size_t)n_layers * 2, sizeof(float *));
     float **var_b = var_W ? var_W + n_layers : NULL;
-    float **mu_T = var_W ? var_b + n_layers : NULL;
-    float **var_T = var_W ? mu_T + n_layers : NULL;
     size_t plane = (size_t)rows * width, first = (size_t)rows * layers[0].out;
     int lanes = tg_par_threads() < S ? tg_par_threads() : S;
     lanes = lanes > 0 ? lanes : 1;
@@ -433,16 +412,6 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
         if (!var_W[l] || !var_b[l])
             tg_out_of_memory("bayes_mlp_sample", "out of memory");
         tg_bayes_dense_variances(&layers[l], var_W[l], var_b[l]);
-        if (l == 0)
-            continue;
-        size_t n = (size_t)layers[l].out * layers[l].in;
-        mu_T[l] = malloc(sizeof(float) * n);
-        var_T[l] = malloc(sizeof(float) * n);
-        if (!mu_T[l] || !var_T[l])
-            tg_out_of_memory("bayes_mlp_sample", "out of memory");
-        transpose_into(layers[l].W_mu->data, layers[l].out, layers[l].in,
-                       mu_T[l]);
-        transpose_into(var_W[l], layers[l].out, layers[l].in, var_T[l]);
     }
     /* Layer 1 sees the same x in every pass: its moments once, on all
      * threads (the GEMM's own). */
@@ -480,8 +449,12 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
         for (int l = 1; l < n_layers; l++) {
             const tg_bayes_dense *L = &layers[l];
             size_t n = (size_t)rows * L->out;
-            dense_into_t(h, rows, L->in, L->out, mu_T[l], L->b_mu->data, mean);
-            dense_into_t(h_sq, rows, L->in, L->out, var_T[l], var_b[l], var);
+            /* the tape's GEMM, W as [out, in]: a GEMM of W transposed
+             * (plain copies into the panels) summed differently for some
+             * shapes (784-400-10: 4 ulp apart) */
+            dense_into(h, rows, L->in, L->out, L->W_mu->data, L->b_mu->data,
+                       mean);
+            dense_into(h_sq, rows, L->in, L->out, var_W[l], var_b[l], var);
             if (l < n_layers - 1)
                 draw(key[l], mean, var, n, true, h, h_sq);
             else
@@ -491,8 +464,6 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
     for (int l = 0; l < n_layers; l++) {
         free(var_W[l]);
         free(var_b[l]);
-        free(mu_T[l]);
-        free(var_T[l]);
     }
     free(var_W);
     free(keys);
