@@ -29,6 +29,13 @@
  *                                       // the gradients for the next step
  *     tg_dist_finalize();
  *
+ * That holds when each row's loss depends on the global batch only:
+ * randomness in the model (dropout, noise) comes from a stream keyed by
+ * the step and the shard, tg_rng_seed(&r, seed, (uint64_t)step *
+ * TG_DIST_MAX_SHARDS + k), or is drawn for the whole batch on every rank;
+ * one generator shared by a rank's shards trains another model on each
+ * rank count.
+ *
  * The lower-level tg_dist_share (this rank's rows) and
  * tg_dist_allreduce_grads (sum of one gradient per rank, in rank order) do
  * the same for one shard per rank.
