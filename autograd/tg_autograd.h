@@ -86,7 +86,10 @@ int tg_tensor_cols(const tg_tensor *t); /* the last dim */
  * step allocates nothing: reset rewinds the arena and keeps its memory. */
 tg_tape *tg_tape_new(void);
 void tg_tape_free(tg_tape *tp);
-/* Forget every record and tensor made since the last reset. */
+/* Forget every record and tensor made since the last reset. Call it at
+ * the start of each step: without it the tape keeps every earlier step's
+ * ops (their gradients are not computed again, but memory grows and each
+ * backward walks them all). */
 void tg_tape_reset(tg_tape *tp);
 /* Recording on (default): ops append records for backward. Off: ops only
  * compute (inference); outputs never require grad. Returns the old value. */
