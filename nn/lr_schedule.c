@@ -8,7 +8,8 @@ float tg_lr_step_decay(float base, int64_t step, int64_t step_size, float gamma)
 {
     if (step < 0 || step_size < 1)
         tg_fatal("lr_step_decay",
-                 "step %lld, step_size %lld (needs >= 0, >= 1)",
+                 "step %lld, step_size %lld (needs step >= 0 and "
+                 "step_size >= 1)",
                  (long long)step, (long long)step_size);
     return (float)((double)base *
                    pow((double)gamma, (double)(step / step_size)));

@@ -547,13 +547,16 @@ float tg_clip_grad_norm(tg_params *ps, float max_norm);
 
 /* Learning-rate schedules: pure functions of the step (0-based, the number
  * of steps taken before this one), so a resumed run gets the same rates. Set
- * opt->lr = tg_lr_...(..., opt->step) before each tg_optim_step.
- * Step decay: base * gamma^floor(step / step_size). */
+ * opt->lr = tg_lr_...(..., opt->step) before each tg_optim_step. Each
+ * aborts, naming itself and its arguments, on a step < 0 and on the sizes
+ * noted below.
+ * Step decay: base * gamma^floor(step / step_size); step_size >= 1. */
 float tg_lr_step_decay(float base, int64_t step, int64_t step_size,
                        float gamma);
 /* Linear warm-up over warmup steps, base * (step + 1) / warmup, then cosine
  * decay to min_lr at total steps: min_lr + (base - min_lr) * (1 + cos(pi *
- * (step - warmup) / (total - warmup))) / 2; min_lr from total on. */
+ * (step - warmup) / (total - warmup))) / 2; min_lr from total on.
+ * 0 <= warmup < total. */
 float tg_lr_cosine_warmup(float base, int64_t step, int64_t warmup,
                           int64_t total, float min_lr);
 
