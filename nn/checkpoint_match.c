@@ -52,6 +52,15 @@ typedef struct diff {
 
 static const char *const state_prefix[3] = {"", "optim.m.", "optim.v."};
 
+/* Whether the file holds "optim.m.<name>". */
+static bool m_of(const tg_st_file *f, const char *name)
+{
+    char *m = tg_ck_join("optim.m.", name);
+    bool there = tg_st_find(f, m) != NULL;
+    free(m);
+    return there;
+}
+
 tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
                       const char *file_prefix, const char *model_prefix,
                       bool want_m, bool want_v, int *matched)
@@ -67,15 +76,18 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
         in_scope++;
         const tg_tensor *t = tg_params_get(ps, i);
         char *file_name = tg_ck_join(file_prefix, name + mlen);
+        /* counted per parameter, its optimizer state with it */
+        bool missing = false, shape = false;
         for (int k = 0; k < 3; k++) {
             if (!wanted[k])
                 continue;
             char *full = tg_ck_join(state_prefix[k], file_name);
             const tg_st_entry *e = tg_st_find(f, full);
-            if (!e && d.missing++ == 0)
+            if (!e && !missing && d.missing++ == 0)
                 snprintf(d.first_missing, sizeof d.first_missing, "%.120s",
                          full);
-            if (e && !tg_ck_same_shape(e, t) && d.shape++ == 0) {
+            missing |= !e;
+            if (e && !tg_ck_same_shape(e, t) && !shape && d.shape++ == 0) {
                 char fs[128], ms[64];
                 snprintf(d.first_shape, sizeof d.first_shape,
                          "'%.120s' has shape %s in the file but %s in the "
@@ -83,6 +95,7 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
                          full, tg_ck_entry_shape(e, fs, sizeof fs),
                          tg_shape_str(t, ms));
             }
+            shape |= e && !tg_ck_same_shape(e, t);
             free(full);
         }
         free(file_name);
@@ -90,14 +103,21 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
     size_t flen = strlen(file_prefix);
     for (int i = 0; i < f->n; i++) {
         const char *name = f->t[i].name;
-        if (starts_with(name, "optim.m.") || starts_with(name, "optim.v."))
+        bool state =
+            starts_with(name, "optim.m.") || starts_with(name, "optim.v.");
+        if (state)
             name += 8;
         if (!starts_with(name, file_prefix))
             continue;
         char *model_name = tg_ck_join(model_prefix, name + flen);
         bool known = tg_params_find(ps, model_name) != NULL;
         free(model_name);
-        if (!known && d.extra++ == 0)
+        /* once per name: its optimizer state counts only without it, or
+         * with a v but no m (counted with the m) */
+        bool counted =
+            state && (tg_st_find(f, name) ||
+                      (starts_with(f->t[i].name, "optim.v.") && m_of(f, name)));
+        if (!known && !counted && d.extra++ == 0)
             snprintf(d.first_extra, sizeof d.first_extra, "%.120s",
                      f->t[i].name);
     }
@@ -107,7 +127,8 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
         return TG_OK;
     char counts[160];
     snprintf(counts, sizeof counts,
-             "%d missing, %d with another shape, %d not in the model",
+             "parameters: %d missing, %d with another shape, %d not in the "
+             "model",
              d.missing, d.shape, d.extra);
     if (d.missing)
         return tg_error(TG_ERR_MISMATCH,

@@ -577,8 +577,9 @@ static void the_most_informative_difference_is_reported_first(void **state)
                      TG_ERR_MISMATCH);
     assert_non_null(strstr(tg_errmsg(), "'enc.bias' has shape [5] in the "
                                         "file but [3] in the model"));
-    assert_non_null(strstr(tg_errmsg(), "0 missing, 1 with another shape, "
-                                        "2 not in the model"));
+    assert_non_null(strstr(tg_errmsg(),
+                           "parameters: 0 missing, 1 with another shape, "
+                           "2 not in the model"));
 
     tg_params *fewer = tg_params_new(); /* missing beats shape and extra */
     tg_params_add(fewer, "aaa.extra", 1, (int[]){2});
@@ -589,10 +590,42 @@ static void the_most_informative_difference_is_reported_first(void **state)
     assert_int_equal(tg_checkpoint_load(p, victim, NULL, NULL),
                      TG_ERR_MISMATCH);
     assert_non_null(strstr(tg_errmsg(), "'dec.weight' missing"));
-    assert_non_null(strstr(tg_errmsg(), "1 missing, 1 with another shape, "
-                                        "1 not in the model"));
+    assert_non_null(strstr(tg_errmsg(),
+                           "parameters: 1 missing, 1 with another shape, "
+                           "1 not in the model"));
     assert_true(same_bits(tg_params_data(victim), victim_before,
                           tg_params_numel(victim)));
+}
+
+/* The counts are of parameters, each with its optimizer state: a file
+ * saved with Adam counted one mis-shaped parameter as "3 with another
+ * shape" and one extra as "3 not in the model", even when loaded without
+ * an optimizer. */
+static void counts_are_of_parameters(void **state)
+{
+    (void)state;
+    const char *p = in_dir("adam_counts.safetensors");
+    tg_params *file = tg_params_new();
+    tg_params_add(file, "w", 2, (int[]){3, 4});
+    tg_params_add(file, "b", 1, (int[]){3});
+    tg_params_add(file, "extra", 1, (int[]){2});
+    tg_optim *adam = tg_adam_new(file, 1e-3f);
+    assert_int_equal(tg_checkpoint_save(p, file, adam, NULL), TG_OK);
+    tg_optim_free(adam);
+    tg_params_free(file);
+
+    tg_params *model = tg_params_new();
+    tg_params_add(model, "w", 2, (int[]){3, 5});
+    tg_params_add(model, "b", 1, (int[]){3});
+    tg_optim *opt = tg_adam_new(model, 1e-3f);
+    assert_int_equal(tg_checkpoint_load(p, model, opt, NULL), TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "parameters: 0 missing, 1 with "
+                                        "another shape, 1 not in the model"));
+    assert_int_equal(tg_checkpoint_load(p, model, NULL, NULL), TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "parameters: 0 missing, 1 with "
+                                        "another shape, 1 not in the model"));
+    tg_optim_free(opt);
+    tg_params_free(model);
 }
 
 /* A model of an encoder and a head; the file holds an encoder and a
@@ -890,6 +923,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(unreachable_optimizer_state_refused,
                                         victim_setup, victim_teardown),
         cmocka_unit_test(a_prefix_loads_into_a_new_model),
+        cmocka_unit_test(counts_are_of_parameters),
         cmocka_unit_test(meta_initialiser_is_empty),
         cmocka_unit_test(failed_saves_leave_nothing),
         cmocka_unit_test(only_our_dead_temporaries_are_swept),
