@@ -32,7 +32,8 @@ static void init_conv(const char *op, const char *name, tg_tensor *W,
          * the same bound */
         float a = 1.0f / sqrtf(fan_in);
         tg_rng_fill_uniform(rng, W->data, W->size, -a, a);
-        tg_rng_fill_uniform(rng, b->data, b->size, -a, a);
+        if (b)
+            tg_rng_fill_uniform(rng, b->data, b->size, -a, a);
         break;
     }
     default:
@@ -40,14 +41,48 @@ static void init_conv(const char *op, const char *name, tg_tensor *W,
     }
 }
 
+/* W, and b unless nb is 0 (no bias: *b NULL). */
 static void add_params(tg_params *ps, const char *name, const int *wshape,
                        int nb, tg_tensor **W, tg_tensor **b)
 {
     char key[256];
     snprintf(key, sizeof key, "%s.weight", name);
     *W = tg_params_add(ps, key, 4, wshape);
+    *b = NULL;
+    if (nb == 0)
+        return;
     snprintf(key, sizeof key, "%s.bias", name);
     *b = tg_params_add(ps, key, 1, &nb);
+}
+
+/* The _ex inits' sizes and args, checked as the ops will check them (stride
+ * and dilation 0 mean 1), so that a bad layer fails where it is made. */
+static tg_conv2d_args checked_args(const char *op, const char *name, int in,
+                                   int out, int kh, int kw,
+                                   const tg_conv2d_args *args, bool transpose)
+{
+    tg_conv2d_args a = args ? *args : (tg_conv2d_args){0};
+    bool bad = in <= 0 || out <= 0 || kh <= 0 || kw <= 0;
+    for (int d = 0; d < 2; d++) {
+        a.stride[d] = a.stride[d] == 0 ? 1 : a.stride[d];
+        a.dilation[d] = a.dilation[d] == 0 ? 1 : a.dilation[d];
+        bad |= a.stride[d] < 0 || a.dilation[d] < 0 || a.padding[d] < 0 ||
+               a.output_padding[d] < 0 ||
+               (transpose ? a.output_padding[d] >= a.stride[d] &&
+                                a.output_padding[d] >= a.dilation[d]
+                          : a.output_padding[d] != 0);
+    }
+    if (bad)
+        tg_fatal(op,
+                 "%s: bad size in=%d out=%d kernel %dx%d, stride (%d, %d), "
+                 "padding (%d, %d), dilation (%d, %d), output padding "
+                 "(%d, %d) (%s)",
+                 name, in, out, kh, kw, a.stride[0], a.stride[1], a.padding[0],
+                 a.padding[1], a.dilation[0], a.dilation[1],
+                 a.output_padding[0], a.output_padding[1],
+                 transpose ? "output padding < stride or dilation"
+                           : "output padding is for conv_transpose2d");
+    return a;
 }
 
 static tg_conv2d_args square_args(int stride, int padding, int output_padding,
@@ -75,6 +110,22 @@ void tg_conv2d_layer_init(tg_conv2d_layer *l, tg_params *ps, const char *name,
     init_conv("conv2d_layer_init", name, l->W, l->b, init, rng);
 }
 
+void tg_conv2d_layer_init_ex(tg_conv2d_layer *l, tg_params *ps,
+                             const char *name, int in, int out, int kh, int kw,
+                             const tg_conv2d_args *args, bool bias,
+                             tg_init init, tg_rng *rng)
+{
+    const char *op = "conv2d_layer_init_ex";
+    layer_init_check(op, l, ps, name, true, rng);
+    tg_conv2d_args a = checked_args(op, name, in, out, kh, kw, args, false);
+    add_params(ps, name, (int[]){out, in, kh, kw}, bias ? out : 0, &l->W,
+               &l->b);
+    l->in = in;
+    l->out = out;
+    l->args = a;
+    init_conv(op, name, l->W, l->b, init, rng);
+}
+
 tg_tensor *tg_conv2d_apply(tg_tape *tp, const tg_conv2d_layer *l, tg_tensor *x)
 {
     if (!l)
@@ -100,6 +151,23 @@ void tg_conv_transpose2d_layer_init(tg_conv_transpose2d_layer *l, tg_params *ps,
     l->out = out;
     l->args = square_args(stride, padding, output_padding, 1);
     init_conv("conv_transpose2d_layer_init", name, l->W, l->b, init, rng);
+}
+
+void tg_conv_transpose2d_layer_init_ex(tg_conv_transpose2d_layer *l,
+                                       tg_params *ps, const char *name, int in,
+                                       int out, int kh, int kw,
+                                       const tg_conv2d_args *args, bool bias,
+                                       tg_init init, tg_rng *rng)
+{
+    const char *op = "conv_transpose2d_layer_init_ex";
+    layer_init_check(op, l, ps, name, true, rng);
+    tg_conv2d_args a = checked_args(op, name, in, out, kh, kw, args, true);
+    add_params(ps, name, (int[]){in, out, kh, kw}, bias ? out : 0, &l->W,
+               &l->b);
+    l->in = in;
+    l->out = out;
+    l->args = a;
+    init_conv(op, name, l->W, l->b, init, rng);
 }
 
 tg_tensor *tg_conv_transpose2d_apply(tg_tape *tp,

@@ -436,10 +436,13 @@ void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
                         tg_tensor **cell_out);
 
 /* ---- convolutional layers (nn/conv_layers.c) -----------------------------
- * PyTorch's torch.nn.Conv2d and ConvTranspose2d with square kernels:
- * parameters "<name>.weight" [out, in, k, k] (Conv2d) or [in, out, k, k]
- * (ConvTranspose2d, as torch stores it) and "<name>.bias" [out], so a
- * checkpoint loads into torch unchanged. TG_INIT_TORCH is torch's default
+ * PyTorch's torch.nn.Conv2d and ConvTranspose2d: parameters "<name>.weight"
+ * [out, in, kh, kw] (Conv2d) or [in, out, kh, kw] (ConvTranspose2d, as
+ * torch stores it) and "<name>.bias" [out], so a checkpoint loads into
+ * torch unchanged. The _init functions make square kernels with one stride
+ * and padding; the _init_ex ones take kh x kw, every tg_conv2d_args field
+ * per axis, and bias false for a layer without one (l->b NULL, torch's
+ * bias=False, before a normalisation). TG_INIT_TORCH is torch's default
  * (uniform +-1/sqrt(fan_in) for W and b, fan_in = weight.shape[1] * k * k,
  * torch's rule for both kinds); GLOROT and HE use the same fans. Pooling has
  * no parameters: call tg_max_pool2d / tg_avg_pool2d / tg_upsample2d. */
@@ -453,6 +456,11 @@ typedef struct tg_conv2d_layer {
 void tg_conv2d_layer_init(tg_conv2d_layer *l, tg_params *ps, const char *name,
                           int in, int out, int kernel, int stride, int padding,
                           tg_init init, tg_rng *rng);
+/* args NULL: stride 1, no padding; output_padding must be 0. */
+void tg_conv2d_layer_init_ex(tg_conv2d_layer *l, tg_params *ps,
+                             const char *name, int in, int out, int kh, int kw,
+                             const tg_conv2d_args *args, bool bias,
+                             tg_init init, tg_rng *rng);
 /* x [B, in, H, W] -> [B, out, OH, OW] */
 tg_tensor *tg_conv2d_apply(tg_tape *tp, const tg_conv2d_layer *l, tg_tensor *x);
 
@@ -469,6 +477,12 @@ void tg_conv_transpose2d_layer_init(tg_conv_transpose2d_layer *l, tg_params *ps,
                                     int kernel, int stride, int padding,
                                     int output_padding, tg_init init,
                                     tg_rng *rng);
+/* output_padding < stride or dilation, per axis. */
+void tg_conv_transpose2d_layer_init_ex(tg_conv_transpose2d_layer *l,
+                                       tg_params *ps, const char *name, int in,
+                                       int out, int kh, int kw,
+                                       const tg_conv2d_args *args, bool bias,
+                                       tg_init init, tg_rng *rng);
 tg_tensor *tg_conv_transpose2d_apply(tg_tape *tp,
                                      const tg_conv_transpose2d_layer *l,
                                      tg_tensor *x);

@@ -9,6 +9,7 @@
 
 #include <math.h>
 
+#include "autograd/expect_abort.h"
 #include "tg_nn.h"
 
 static void names_shapes_and_torch_bounds(void **state)
@@ -110,12 +111,120 @@ static void gradcheck_encoder_decoder(void **state)
     tg_params_free(ps);
 }
 
+/* The _ex inits: a 3 x 5 kernel, stride, padding and dilation per axis,
+ * no bias (PyTorch's bias=False) for the conv; the transposed conv with
+ * output padding on one axis and a bias. Names, shapes, torch's bound
+ * 1/sqrt(in * kh * kw), PyTorch's output sizes, and a gradient check
+ * through both. */
+typedef struct net_ex {
+    tg_conv2d_layer enc;
+    tg_conv_transpose2d_layer dec;
+} net_ex;
+
+static tg_tensor *f_net_ex(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const net_ex *n = ctx;
+    tg_tensor *h = tg_tanh(tp, tg_conv2d_apply(tp, &n->enc, in[0]));
+    return tg_conv_transpose2d_apply(tp, &n->dec, h);
+}
+
+static void ex_layers_take_every_geometry(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 9, 0);
+    net_ex n;
+    tg_conv2d_args ca = {
+        .stride = {2, 1}, .padding = {1, 2}, .dilation = {1, 2}};
+    tg_conv2d_layer_init_ex(&n.enc, ps, "enc", 2, 3, 3, 5, &ca, false,
+                            TG_INIT_TORCH, &rng);
+    tg_conv2d_args ta = {
+        .stride = {2, 1}, .padding = {1, 0}, .output_padding = {1, 0}};
+    tg_conv_transpose2d_layer_init_ex(&n.dec, ps, "dec", 3, 2, 2, 3, &ta, true,
+                                      TG_INIT_TORCH, &rng);
+    assert_null(n.enc.b);
+    assert_null(tg_params_find(ps, "enc.bias"));
+    assert_non_null(tg_params_find(ps, "dec.bias"));
+    const int ws[2][4] = {{3, 2, 3, 5}, {3, 2, 2, 3}};
+    const tg_tensor *W[2] = {n.enc.W, n.dec.W};
+    for (int l = 0; l < 2; l++)
+        for (int d = 0; d < 4; d++)
+            assert_int_equal(W[l]->shape[d], ws[l][d]);
+    for (size_t j = 0; j < n.enc.W->size; j++) /* fan_in 2 * 3 * 5 */
+        assert_true(fabsf(n.enc.W->data[j]) <= 1 / sqrtf(30));
+
+    tg_tensor *x = tg_tensor_new(4, (int[]){2, 2, 7, 9});
+    tg_rng_fill_uniform(&rng, x->data, x->size, -1.0f, 1.0f);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *in[4] = {x, n.enc.W, n.dec.W, n.dec.b};
+    tg_tensor *y = f_net_ex(tp, in, &n);
+    /* conv: H (7 + 2 - 2 - 1) / 2 + 1 = 4, W (9 + 4 - 8 - 1) / 1 + 1 = 5;
+     * transposed: H 3 * 2 - 2 + 1 + 1 + 1 = 7, W 4 - 0 + 2 + 0 + 1 = 7 */
+    assert_int_equal(y->shape[1], 2);
+    assert_int_equal(y->shape[2], 7);
+    assert_int_equal(y->shape[3], 7);
+    tg_tape_free(tp);
+    tg_gradcheck_report rep;
+    bool ok = tg_gradcheck(f_net_ex, 4, in, &n, NULL, &rep);
+    tg_gradcheck_print(&rep, "conv _ex layers");
+    assert_true(ok);
+    tg_tensor_free(x);
+    tg_params_free(ps);
+}
+
+static void ex_conv_with_output_padding(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_conv2d_layer l;
+    tg_conv2d_layer_init_ex(&l, ps, "c", 1, 1, 3, 3,
+                            &(tg_conv2d_args){.output_padding = {1, 0}}, true,
+                            TG_INIT_TORCH, &rng);
+}
+static void ex_transpose_output_padding_too_large(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_conv_transpose2d_layer l;
+    tg_conv_transpose2d_layer_init_ex(
+        &l, ps, "t", 1, 1, 3, 3,
+        &(tg_conv2d_args){.stride = {2, 2}, .output_padding = {0, 2}}, true,
+        TG_INIT_TORCH, &rng);
+}
+static void ex_negative_padding(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_conv2d_layer l;
+    tg_conv2d_layer_init_ex(&l, ps, "c", 1, 1, 3, 0,
+                            &(tg_conv2d_args){.padding = {0, -1}}, true,
+                            TG_INIT_TORCH, &rng);
+}
+static void ex_bad_geometry_aborts(void **state)
+{
+    (void)state;
+    expect_abort(ex_conv_with_output_padding, "conv2d_layer_init_ex",
+                 "c: bad size", "output padding (1, 0)",
+                 "output padding is for conv_transpose2d");
+    expect_abort(ex_transpose_output_padding_too_large,
+                 "conv_transpose2d_layer_init_ex", "output padding (0, 2)",
+                 "< stride or dilation");
+    expect_abort(ex_negative_padding, "conv2d_layer_init_ex", "kernel 3x0",
+                 "padding (0, -1)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(names_shapes_and_torch_bounds),
         cmocka_unit_test(flatten_round_trip),
         cmocka_unit_test(gradcheck_encoder_decoder),
+        cmocka_unit_test(ex_layers_take_every_geometry),
+        cmocka_unit_test(ex_bad_geometry_aborts),
     };
     return cmocka_run_group_tests_name("conv_layers", tests, NULL, NULL);
 }
