@@ -11,8 +11,13 @@
  * Parameters (W stored [out, in], as PyTorch's nn.Linear):
  *   encoder.fc1 [hidden, input]   encoder.fc2 [2*latent, hidden]
  *   decoder.fc1 [hidden, latent]  decoder.fc2 [input, hidden]
+ *   encoder: h = relu(fc1(x)); fc2(h) = [mean, logvar] (the first latent
+ *            outputs are the mean, the next latent logvar, clamped to
+ *            TG_VAE_LOGVAR_MIN..MAX)
+ *   decoder: logits = fc2(relu(fc1(z)))
  * With hidden = 0 the fc1 layers are absent: encoder.fc2 maps input to
- * 2*latent and decoder.fc2 maps latent to input (the seed's model).
+ * 2*latent and decoder.fc2 maps latent to input (the seed's model). Inputs
+ * are pixels in [0, 1]: tg_vae_rec aborts on one outside (NaN passes).
  *
  * The convolutional architecture (arch = TG_VAE_CONV) reads each input row
  * as a square image of side s = sqrt(input), s a multiple of 4 (28 for
@@ -92,7 +97,9 @@ void tg_cb_mean(const float *logits, float *mean, size_t n);
  * -Inf and +Inf, anything else NaN. */
 double tg_cb_logit_of_mean(double m);
 /* log p(x | logit) of one value x in [0, 1]: x log lambda + (1 - x)
- * log(1 - lambda), plus log C(lambda) for TG_VAE_CB, in double. */
+ * log(1 - lambda), plus log C(lambda) for TG_VAE_CB, in double. At an
+ * infinite logit, the limit: 0 (Bernoulli) or +Inf (CB) where it predicts
+ * x exactly (+Inf and x = 1, -Inf and x = 0), else -Inf. */
 double tg_vae_pixel_loglik(tg_vae_likelihood lik, double logit, double x);
 
 typedef struct tg_vae {
@@ -136,7 +143,10 @@ void tg_vae_encode(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
 tg_tensor *tg_vae_decode_logits(tg_tape *tp, const tg_vae *vae, tg_tensor *z);
 /* -log p(x|z) [B, 1] of x [B, input] under vae's likelihood, given the
  * decoder's logits [B, input]: bce_with_logits(logits, x), minus the row
- * sums of cb_log_norm(logits) for TG_VAE_CB. */
+ * sums of cb_log_norm(logits) for TG_VAE_CB. Pixels of x must be in
+ * [0, 1] (aborts naming the first outside: below 0 or above 1 a
+ * "log-likelihood" can come out positive); the forward passes and
+ * tg_vae_iwae score through it. */
 tg_tensor *tg_vae_rec(tg_tape *tp, const tg_vae *vae, tg_tensor *logits,
                       tg_tensor *x);
 /* The -ELBO graph with given noise eps [B, latent] (fixed eps: gradcheck). */

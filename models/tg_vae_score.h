@@ -49,7 +49,7 @@ typedef struct tg_iw_opts {
 
 /* The estimator for any model with a Gaussian q(z|x) = N(mean, exp(logvar))
  * [n, latent] and prior N(0, I): log_px[n] and elbo[n] (either may be NULL),
- * in nats. x is [n, input]. */
+ * in nats. x is [n, input]; n = 0 scores nothing (as tg_vae_iwae). */
 void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
                     const float *x, int n, int latent, const float *mean,
                     const float *logvar, const tg_iw_opts *opts, double *log_px,
@@ -86,8 +86,9 @@ typedef struct tg_typical {
     double chol[TG_TYPICAL_MAX_DIM][TG_TYPICAL_MAX_DIM]; /* cov = L L' */
 } tg_typical;
 
-/* feat is [n, d] row-major, n > d. TG_ERR_ARG when a feature is not finite
- * or the covariance is singular. */
+/* feat is [n, d] row-major, n > d; the covariance is the unbiased one
+ * (divided by n - 1). TG_ERR_ARG when a feature is not finite or the
+ * covariance is singular. */
 tg_status tg_typical_fit(tg_typical *ref, const double *feat, int n, int d);
 double tg_typical_score(const tg_typical *ref, const double *f);
 

@@ -82,13 +82,23 @@ double tg_cb_logit_of_mean(double m)
     return 0.5 * (lo + hi);
 }
 
+/* log sigmoid(t) without overflow: 0 at +Inf, -Inf at -Inf */
+static double log_sigmoid(double t)
+{
+    return t < 0 ? t - log1p(exp(t)) : -log1p(exp(-t));
+}
+
 double tg_vae_pixel_loglik(tg_vae_likelihood lik, double logit, double x)
 {
-    /* log sigmoid(+-logit) without overflow */
-    double log_lam =
-        logit < 0 ? logit - log1p(exp(logit)) : -log1p(exp(-logit));
-    double log_1m = log_lam - logit;
-    double ll = x * log_lam + (1.0 - x) * log_1m;
+    if (lik == TG_VAE_CB && isinf(logit)) /* C grows as |logit|: the limit */
+        return (logit > 0 ? x == 1.0 : x == 0.0) ? INFINITY : -INFINITY;
+    /* each term only where its weight is not 0 (0 * -Inf at an infinite
+     * logit gave NaN for the pixel it predicts exactly) */
+    double ll = 0.0;
+    if (x != 0.0)
+        ll += x * log_sigmoid(logit);
+    if (x != 1.0)
+        ll += (1.0 - x) * log_sigmoid(-logit);
     if (lik == TG_VAE_CB) /* log C = log(logit / tanh(logit/2)) */
         ll += logit == 0.0 ? log(2.0) : log(logit / tanh(0.5 * logit));
     return ll;
@@ -253,6 +263,20 @@ tg_tensor *tg_vae_decode_logits(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
 tg_tensor *tg_vae_rec(tg_tape *tp, const tg_vae *vae, tg_tensor *logits,
                       tg_tensor *x)
 {
+    /* both likelihoods are of x in [0, 1]: an image of -1s had log p(x) =
+     * +14163 nats, a probability above 1, without a word (NaN passes, to
+     * the guards that report it) */
+    for (size_t i = 0; x && i < x->size; i++)
+        if (x->data[i] < 0.0f || x->data[i] > 1.0f) {
+            char s[64];
+            int cols = tg_tensor_cols(x);
+            tg_fatal("vae_rec",
+                     "x %s: pixel %d of row %d is %g; the likelihood "
+                     "takes pixels in [0, 1] (scale the data, e.g. bytes "
+                     "/ 255)",
+                     tg_shape_str(x, s), (int)(i % (size_t)cols),
+                     (int)(i / (size_t)cols), (double)x->data[i]);
+        }
     tg_tensor *rec = tg_bce_with_logits(tp, logits, x);
     if (vae->cfg.likelihood == TG_VAE_CB)
         rec = tg_sub(tp, rec, tg_sum_rows(tp, tg_cb_log_norm(tp, logits)));

@@ -167,7 +167,7 @@ static iw_job make_job(tg_loglik_fn loglik, void *ctx, int input,
                        double *log_px, double *elbo)
 {
     check_opts("iw_estimate", opts);
-    if (n <= 0 || latent <= 0 || input <= 0)
+    if (n < 0 || latent <= 0 || input <= 0)
         tg_fatal("iw_estimate", "bad sizes n=%d latent=%d input=%d", n, latent,
                  input);
     iw_job jb = {loglik, ctx,  input,  latent, n,      0,   0,
@@ -194,6 +194,8 @@ void tg_iw_estimate(tg_tape *tp, tg_loglik_fn loglik, void *ctx, int input,
 {
     iw_job jb = make_job(loglik, ctx, input, x, n, latent, mean, logvar, opts,
                          log_px, elbo);
+    if (n == 0) /* nothing to score, as tg_vae_iwae with n = 0 */
+        return;
     bool was = tg_tape_set_recording(tp, false);
     iw_serial(tp, &jb);
     tg_tape_reset(tp);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/expect_abort.h"
 #include "tapegrad.h"
 
 enum { B = 4 };
@@ -358,6 +359,36 @@ static void training_same_on_one_and_two_threads(void **state)
     tg_dataset_free(&ds);
 }
 
+/* Pixels outside [0, 1] abort in tg_vae_rec (every ELBO and log p(x) goes
+ * through it): an image of -1s scored log p(x) = +14163 nats, a
+ * probability far above 1. NaN passes, for the guards to report. */
+static void score_pixel(float v)
+{
+    tg_vae *vae = tg_vae_new((tg_vae_config){.input = 4, .latent = 2}, 1);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tg_tape_tensor2(tp, 2, 4, true);
+    x->data[6] = v;
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_vae_out o = tg_vae_forward(tp, vae, x, &rng);
+    assert_true(v == v || isnan(o.loss->data[0]));
+    tg_tape_free(tp);
+    tg_vae_free(vae);
+}
+static void pixel_below_zero(void) { score_pixel(-1.0f); }
+static void pixel_above_one(void) { score_pixel(1.5f); }
+
+static void pixels_outside_the_unit_interval_abort(void **state)
+{
+    (void)state;
+    expect_abort(pixel_below_zero, "vae_rec", "x [2, 4]",
+                 "pixel 2 of row 1 is -1", "[0, 1]");
+    expect_abort(pixel_above_one, "vae_rec", "pixel 2 of row 1 is 1.5");
+    score_pixel(1.0f); /* the ends are in */
+    score_pixel(0.0f);
+    score_pixel(NAN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +401,7 @@ int main(void)
         cmocka_unit_test(logvar_clamp_keeps_loss_finite),
         cmocka_unit_test(training_improves_elbo),
         cmocka_unit_test(training_same_on_one_and_two_threads),
+        cmocka_unit_test(pixels_outside_the_unit_interval_abort),
     };
     return cmocka_run_group_tests_name("models_vae", tests, NULL, NULL);
 }

@@ -270,6 +270,29 @@ static void logit_of_mean_and_pixel_loglik(void **state)
     }
 }
 
+/* At an infinite logit, the limits: the Bernoulli's 0 where it predicts
+ * the pixel exactly, -Inf elsewhere; the CB's +Inf (its normaliser grows
+ * as |logit|) or -Inf. It gave NaN (0 * -Inf, Inf - Inf). */
+static void pixel_loglik_at_infinite_logits(void **state)
+{
+    (void)state;
+    const tg_vae_likelihood B = TG_VAE_BERNOULLI, C = TG_VAE_CB;
+    assert_true(tg_vae_pixel_loglik(B, -INFINITY, 0.0) == 0.0);
+    assert_true(tg_vae_pixel_loglik(B, INFINITY, 1.0) == 0.0);
+    const double far[] = {0.0, 0.5, 1.0};
+    for (int i = 0; i < 3; i++) {
+        double x = far[i], lp = tg_vae_pixel_loglik(B, INFINITY, x),
+               ln = tg_vae_pixel_loglik(B, -INFINITY, x);
+        assert_true(x == 1.0 ? lp == 0.0 : isinf(lp) && lp < 0);
+        assert_true(x == 0.0 ? ln == 0.0 : isinf(ln) && ln < 0);
+        double cp = tg_vae_pixel_loglik(C, INFINITY, x),
+               cn = tg_vae_pixel_loglik(C, -INFINITY, x);
+        assert_true(isinf(cp) && (cp > 0) == (x == 1.0));
+        assert_true(isinf(cn) && (cn > 0) == (x == 0.0));
+    }
+    assert_true(isnan(tg_vae_pixel_loglik(B, NAN, 0.5)));
+}
+
 /* decode / reconstruct / sample give the CB mean of the logits. */
 static void pictures_are_the_cb_mean(void **state)
 {
@@ -361,6 +384,7 @@ int main(void)
         cmocka_unit_test(cb_mean_matches_definition_and_integral),
         cmocka_unit_test(cb_mean_edges),
         cmocka_unit_test(logit_of_mean_and_pixel_loglik),
+        cmocka_unit_test(pixel_loglik_at_infinite_logits),
         cmocka_unit_test(pictures_are_the_cb_mean),
         cmocka_unit_test(iwae_uses_the_cb_density),
         cmocka_unit_test(cb_log_px_is_a_density_on_the_unit_interval),

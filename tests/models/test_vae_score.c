@@ -166,6 +166,12 @@ static void estimator_is_exact_with_the_true_posterior(void **state)
         assert_true(fabs(lp[i] - lg_exact(x + i * LG_IN)) < 1e-4);
         assert_true(fabs(elbo[i] - lg_exact(x + i * LG_IN)) < 1e-4);
     }
+    /* no examples: nothing scored, as tg_vae_iwae with n = 0 (it aborted,
+     * "bad sizes n=0") */
+    lp[0] = elbo[0] = 42.0;
+    tg_iw_estimate(tp, lg_loglik, NULL, LG_IN, x, 0, LG_Z, mean, logvar, &o, lp,
+                   elbo);
+    assert_true(lp[0] == 42.0 && elbo[0] == 42.0);
     tg_tape_free(tp);
 }
 
