@@ -330,7 +330,9 @@ double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
  *
  * tg_fpr_at_tpr: the share of negatives at or above the threshold t, t the
  * highest value that keeps a share >= tpr of the positives at or above it
- * (the ceil(tpr * n_pos)-th highest positive): "FPR at 95% TPR" for 0.95.
+ * (the ceil(tpr * n_pos - 1e-9)-th highest positive, the slack absorbing
+ * rounding: 0.55 * 100 is 55.000000000000007 in double, the 55th):
+ * "FPR at 95% TPR" for 0.95.
  * tg_aupr: area under the precision-recall curve of the positives as
  * average precision, sum over thresholds (one per group of equal scores,
  * from the highest) of (new positives / n_pos) * precision there, as
