@@ -91,5 +91,6 @@ void resume(run *r); /* rank 0: --resume into r, checked */
 void save_checkpoint(const run *r);
 void stop_interrupted(const run *r);
 void broadcast_pos(tg_vae_position *pos);
+void broadcast_guard(tg_step_guard *g);
 
 #endif

@@ -323,6 +323,13 @@ void resume(run *r)
     if (tg_vae_load(o->resume, vae, r->opt, &info) != TG_OK)
         fail_data();
     r->pos = info.pos;
+    /* the guard's levels and skip history: the verdicts of a run never
+     * stopped (a resumed diverging run had started them afresh, trained
+     * on and saved over the good checkpoint) */
+    if (tg_step_guard_restore(&r->guard, &info.meta) != TG_OK) {
+        cli_error("%s: %s", o->resume, tg_errmsg());
+        exit(2);
+    }
 }
 
 /* Saves the checkpoint at r->pos, refusing to write a non-finite one. */
@@ -344,6 +351,7 @@ void save_checkpoint(const run *r)
     char lr[32];
     snprintf(lr, sizeof lr, "%.9g", (double)o->lr);
     tg_meta_set(&extra, "lr", lr);
+    tg_step_guard_save(&r->guard, &extra);
     /* a fresh run: its own; a resumed one: the larger of the file's and its
      * own, unless the file's was not known */
     if (r->epoch_batches_max >= 0)
@@ -432,6 +440,25 @@ void stop_interrupted(const run *r)
     }
     tg_dist_finalize();
     exit(130);
+}
+
+/* Rank 0's guard state (from the checkpoint), copied to every rank: each
+ * takes the step's verdicts itself. */
+void broadcast_guard(tg_step_guard *g)
+{
+    int64_t v[8] = {0, 0, g->above, g->skipped_run, g->steps};
+    memcpy(v, &g->level, sizeof g->level);
+    memcpy(v + 1, &g->best, sizeof g->best);
+    for (int i = 0; i < 100; i++)
+        v[5 + i / 50] |= (int64_t)(g->recent[i] != 0) << (i % 50);
+    tg_dist_broadcast_i64(v, 8);
+    memcpy(&g->level, v, sizeof g->level);
+    memcpy(&g->best, v + 1, sizeof g->best);
+    g->above = (int)v[2];
+    g->skipped_run = (int)v[3];
+    g->steps = v[4];
+    for (int i = 0; i < 100; i++)
+        g->recent[i] = (unsigned char)((v[5 + i / 50] >> (i % 50)) & 1);
 }
 
 /* Rank 0's training position, copied to every rank after a resume. */

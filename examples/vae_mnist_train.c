@@ -490,8 +490,10 @@ void run_setup(run *r, const options *o, const char *argv0)
         resume(r);
     tg_dist_broadcast(r->ps, r->opt);
     r->first_step = r->opt->step;
-    if (o->resume)
+    if (o->resume) {
         broadcast_pos(&r->pos);
+        broadcast_guard(&r->guard);
+    }
     set_shards(r);
     if (r->pos.epoch >= o->epochs) {
         printf("vae_mnist: %s has trained %lld epoch%s%s, --epochs is %d: "

@@ -233,6 +233,15 @@ static tg_status write_atomic(const char *path, int n, const tg_st_tensor *t,
     return tg_error(st, "%s", why);
 }
 
+/* A key the library writes itself: the checksum, and with an optimizer
+ * its three entries. */
+static bool library_key(const char *key, bool opt)
+{
+    return strcmp(key, TG_CK_CHECKSUM_KEY) == 0 ||
+           (opt && (strcmp(key, KIND_KEY) == 0 || strcmp(key, STEP_KEY) == 0 ||
+                    strcmp(key, SETTINGS_KEY) == 0));
+}
+
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta)
 {
@@ -247,8 +256,8 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     int n = np * (1 + (m != NULL) + (v != NULL));
     tg_st_tensor *t = calloc((size_t)(n ? n : 1), sizeof *t);
     char **owned = calloc((size_t)(n ? n : 1), sizeof *owned);
-    const char *keys[TG_META_MAX + 3], *values[TG_META_MAX + 3];
-    char step[32], settings[256];
+    const char *keys[TG_META_MAX + 4], *values[TG_META_MAX + 4];
+    char step[32], settings[256], checksum[32];
     if (!t || !owned)
         tg_out_of_memory("checkpoint_save", "out of memory");
 
@@ -272,9 +281,7 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     }
     int nmeta = 0, own = opt ? 3 : 0;
     for (int i = 0; meta && i < meta->n; i++)
-        if (!own || (strcmp(meta->key[i], KIND_KEY) != 0 &&
-                     strcmp(meta->key[i], STEP_KEY) != 0 &&
-                     strcmp(meta->key[i], SETTINGS_KEY) != 0))
+        if (!library_key(meta->key[i], opt != NULL))
             nmeta++;
     if (nmeta + own > TG_META_MAX) { /* a file no load could read back */
         for (int i = 0; i < n; i++)
@@ -289,13 +296,14 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     }
     nmeta = 0;
     for (int i = 0; meta && i < meta->n; i++) {
-        if (opt && (strcmp(meta->key[i], KIND_KEY) == 0 ||
-                    strcmp(meta->key[i], STEP_KEY) == 0 ||
-                    strcmp(meta->key[i], SETTINGS_KEY) == 0))
-            continue; /* the optimizer's own values win */
+        if (library_key(meta->key[i], opt != NULL))
+            continue; /* the library's own values win */
         keys[nmeta] = meta->key[i];
         values[nmeta++] = meta->value[i];
     }
+    tg_ck_checksum_tensors(n, t, checksum);
+    keys[nmeta] = TG_CK_CHECKSUM_KEY;
+    values[nmeta++] = checksum;
     if (opt) {
         snprintf(step, sizeof step, "%" PRId64, opt->step);
         keys[nmeta] = KIND_KEY;
@@ -371,10 +379,13 @@ static tg_status expect(const tg_st_file *f, const char *prefix,
 static tg_status check_meta_fits(const tg_st_file *f)
 {
     const tg_meta *m = NULL;
-    if (f->nmeta > TG_META_MAX)
+    int n = 0; /* the checksum is not copied out */
+    for (int i = 0; i < f->nmeta; i++)
+        n += strcmp(f->meta_key[i], TG_CK_CHECKSUM_KEY) != 0;
+    if (n > TG_META_MAX)
         return tg_error(TG_ERR_FORMAT,
                         "%s: %d metadata entries, at most %d supported",
-                        f->path, f->nmeta, TG_META_MAX);
+                        f->path, n, TG_META_MAX);
     for (int i = 0; i < f->nmeta; i++)
         if (strlen(f->meta_key[i]) >= sizeof m->key[0] ||
             strlen(f->meta_value[i]) >= sizeof m->value[0])
@@ -388,7 +399,8 @@ static void copy_meta(const tg_st_file *f, tg_meta *meta)
 {
     memset(meta, 0, sizeof *meta);
     for (int i = 0; i < f->nmeta; i++)
-        tg_meta_set(meta, f->meta_key[i], f->meta_value[i]);
+        if (strcmp(f->meta_key[i], TG_CK_CHECKSUM_KEY) != 0)
+            tg_meta_set(meta, f->meta_key[i], f->meta_value[i]);
 }
 
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta)
@@ -422,7 +434,8 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
     size_t numel = tg_params_numel(ps);
     bool want_m = opt && opt->m, want_v = opt && opt->v;
     int64_t step = 0;
-    if (meta)
+    st = tg_ck_verify(&f);
+    if (meta && st == TG_OK)
         st = check_meta_fits(&f);
     if (st == TG_OK && opt) {
         const char *kind = file_meta(&f, KIND_KEY);

@@ -24,4 +24,18 @@ char *tg_ck_join(const char *prefix, const char *name);
 bool tg_ck_same_shape(const tg_st_entry *e, const tg_tensor *t);
 const char *tg_ck_entry_shape(const tg_st_entry *e, char *buf, size_t n);
 
+/* A checksum of a file's tensor data, in its metadata under this key (the
+ * library's: a caller's entry of the name is replaced, and it is not
+ * copied into a loaded tg_meta): a flipped bit in a weight or in the
+ * optimizer state is found at load instead of training another model. A
+ * file without it (PyTorch's, or from before) loads unchecked. */
+#define TG_CK_CHECKSUM_KEY "tapegrad.checksum"
+
+/* The checksum of tensors t[0..n) as they are written: "fnv4:" and 16 hex
+ * digits into out (at least 32 bytes). */
+void tg_ck_checksum_tensors(int n, const tg_st_tensor *t, char *out);
+/* TG_OK when f has no checksum or its data section matches it, else
+ * TG_ERR_FORMAT ("damaged"). */
+tg_status tg_ck_verify(tg_st_file *f);
+
 #endif

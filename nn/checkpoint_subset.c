@@ -29,10 +29,15 @@ tg_status tg_checkpoint_load_prefix(const char *path, tg_params *ps,
     if (st != TG_OK)
         return st;
     int matched = 0;
-    st = tg_ck_match(&f, ps, file_prefix, model_prefix, false, false, &matched);
-    if (matched == 0) /* whatever the file holds: a wrong prefix */
-        st = tg_error(TG_ERR_ARG, "%s: the model has no parameter named '%s*'",
-                      path, model_prefix);
+    st = tg_ck_verify(&f);
+    if (st == TG_OK) {
+        st = tg_ck_match(&f, ps, file_prefix, model_prefix, false, false,
+                         &matched);
+        if (matched == 0) /* whatever the file holds: a wrong prefix */
+            st = tg_error(TG_ERR_ARG,
+                          "%s: the model has no parameter named '%s*'", path,
+                          model_prefix);
+    }
     float *scratch = NULL;
     if (st == TG_OK) {
         scratch = malloc((numel ? numel : 1) * sizeof(float));

@@ -3,6 +3,8 @@
  * gradients, parameters kept identical), so the ranks decide alike without
  * more messages. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -189,4 +191,60 @@ void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
             tg_optim_step(g->opt);
         tg_params_zero_grad(g->ps);
     }
+}
+
+/* "level best above skipped_run steps recent": the levels as C99 hex
+ * floats (exact; nan before the first step), recent as 100 '0'/'1'. */
+void tg_step_guard_save(const tg_step_guard *g, tg_meta *m)
+{
+    if (!g || !m)
+        tg_fatal("step_guard_save", "NULL %s", g ? "metadata" : "guard");
+    char recent[101], v[256];
+    for (int i = 0; i < 100; i++)
+        recent[i] = g->recent[i] ? '1' : '0';
+    recent[100] = '\0';
+    snprintf(v, sizeof v, "%a %a %d %d %lld %s", g->level, g->best, g->above,
+             g->skipped_run, (long long)g->steps, recent);
+    tg_meta_set(m, "guard", v);
+}
+
+tg_status tg_step_guard_restore(tg_step_guard *g, const tg_meta *m)
+{
+    if (!g || !m)
+        return tg_error(TG_ERR_ARG, "step_guard_restore: NULL %s",
+                        g ? "metadata" : "guard");
+    const char *v = tg_meta_get(m, "guard");
+    if (!v)
+        return TG_OK;
+    char *end;
+    double level = strtod(v, &end), best;
+    bool ok = end != v;
+    if (ok) {
+        const char *p = end;
+        best = strtod(p, &end);
+        ok = end != p;
+    }
+    long long above = -1, run = -1, steps = -1;
+    char recent[101] = {0};
+    int used = 0;
+    ok = ok && sscanf(end, " %lld %lld %lld %100s%n", &above, &run, &steps,
+                      recent, &used) == 4;
+    ok = ok && end[used] == '\0' && strlen(recent) == 100 &&
+         strspn(recent, "01") == 100 && above >= 0 && above <= INT32_MAX &&
+         run >= 0 && run <= INT32_MAX && steps >= 0 &&
+         (isnan(level) ? !isinf(best) /* no step yet: best unused */
+                       : isfinite(level) && isfinite(best) && best <= level);
+    if (!ok)
+        return tg_error(TG_ERR_FORMAT,
+                        "metadata 'guard' is '%.60s', not the step guard's "
+                        "state (levels, counts, 100 skip flags)",
+                        v);
+    g->level = level;
+    g->best = best;
+    g->above = (int)above;
+    g->skipped_run = (int)run;
+    g->steps = steps;
+    for (int i = 0; i < 100; i++)
+        g->recent[i] = recent[i] == '1';
+    return TG_OK;
 }

@@ -246,6 +246,16 @@ void tg_step_shard(tg_step_guard *g, tg_step *s);
  * count); s.bad and s.why name a non-finite tensor. Without one (opt NULL)
  * the summed gradient is left for the caller to clip, step and zero. */
 void tg_step_finish(tg_step_guard *g, tg_step *s, int rows);
+/* The guard's state (running and best loss levels, steps above them, the
+ * skip history) as one metadata entry, key "guard", for a checkpoint: a
+ * run resumed from it takes the verdicts one never stopped would (without
+ * it a resumed diverging run started its levels afresh from the high
+ * losses, went on and saved over the good checkpoint). Restore reads it
+ * back into a guard made by tg_step_guard_init (same config):
+ * TG_ERR_FORMAT naming the value when malformed, TG_OK and the guard as it
+ * was when m has no "guard" (a file from before). */
+void tg_step_guard_save(const tg_step_guard *g, tg_meta *m);
+tg_status tg_step_guard_restore(tg_step_guard *g, const tg_meta *m);
 /* True while the loss is above its running level (a step toward
  * TG_STEP_DIVERGED) or the last step was skipped as non-finite (these
  * weights gave a NaN/Inf loss or gradient): no checkpoint should be

@@ -582,6 +582,11 @@ float tg_lr_cosine_warmup(float base, int64_t step, int64_t warmup,
  * optimizer state as "optim.m.<name>" / "optim.v.<name>", and string
  * metadata (model config, step, epoch, RNG state). Saving writes a temporary
  * file, fsyncs and renames: an interrupted save never leaves a broken file.
+ * Its metadata also holds a checksum of the tensor data
+ * ("tapegrad.checksum", the library's own, not copied into a loaded
+ * tg_meta): a load that reads tensors refuses a file whose data do not
+ * match it (TG_ERR_FORMAT, "damaged": a flipped bit in a weight had loaded
+ * as another model); a file without one (another writer's) loads unchecked.
  * Loading validates everything before touching the model. */
 #define TG_META_MAX 32
 typedef struct tg_meta {

@@ -304,7 +304,11 @@ raw = open(sys.argv[1], "rb").read()
 n = struct.unpack("<Q", raw[:8])[0]
 at = 8 + n + json.loads(raw[8:8 + n])["encoder.fc1.weight"]["data_offsets"][0]
 at += 4 * (14 * 28 + 14)
-open(sys.argv[2], "wb").write(raw[:at] + struct.pack("<f", 1e30) + raw[at + 4:])
+# without the library's data checksum (renamed, the same length): a file
+# another writer made, whose values the run meets
+hdr = raw[8:8 + n].replace(b'"tapegrad.checksum"', b'"tapegrad.nochecks"')
+open(sys.argv[2], "wb").write(raw[:8] + hdr + raw[8 + n:at] +
+                              struct.pack("<f", 1e30) + raw[at + 4:])
 PY
     expect 3 "its weights may be at fault" "$vae" $fast --resume \
         "$tmp/huge.safetensors" --out "$tmp/huge_out"

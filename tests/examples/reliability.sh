@@ -68,16 +68,40 @@ grep -q "^wrote" "$tmp/out" && fail "past --epochs: claims to have written files
 [ -z "$(ls -A "$tmp/o4")" ] || fail "past --epochs: wrote $(ls -A "$tmp/o4")"
 
 # 5. vae_score checks the weights: NaN in an encoder weight, in a decoder
-#    bias: exit 2 naming the checkpoint, no output folder
+#    bias: exit 2 naming the checkpoint, no output folder; the checksum
+#    finds it first ("damaged"), and without one the value check names
+#    the tensor
 for t in encoder.fc1.weight decoder.fc2.bias; do
     cp "$ck" "$tmp/nan.safetensors"
     st_poke "$tmp/nan.safetensors" "$(st_offset "$ck" $t)" '\377\377\377\177'
+    expect 2 "$score" --checkpoint "$tmp/nan.safetensors" --data "$small" \
+        --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o5"
+    mentions "nan.safetensors: damaged"
+    st_uncheck "$tmp/nan.safetensors"
     expect 2 "$score" --checkpoint "$tmp/nan.safetensors" --data "$small" \
         --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o5"
     mentions "nan.safetensors"
     mentions "$t"
     [ -e "$tmp/o5" ] && fail "vae_score left an output folder"
 done
+# a bit flipped in a weight, still finite (0.1030 read 0.0718): refused as
+# damaged by the data checksum (it trained on, another model, exit 0), by
+# vae_mnist and vae_score, in the weights and in Adam's state
+for t in decoder.fc2.bias optim.v.decoder.fc2.weight; do
+    cp "$ck" "$tmp/flip.safetensors"
+    at=$(($(st_offset "$ck" $t) + 402))
+    n=$(od -An -tu8 -N8 "$ck" | tr -d ' ')
+    b=$(od -An -tu1 -j $((8 + n + at)) -N1 "$ck" | tr -d ' ')
+    st_poke "$tmp/flip.safetensors" $at "$(printf '\\%03o' $((b ^ 64)))"
+    cmp -s "$ck" "$tmp/flip.safetensors" && fail "no bit flipped in $t"
+    expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o5b" \
+        --resume "$tmp/flip.safetensors"
+    mentions "flip.safetensors: damaged"
+    [ -e "$tmp/o5b" ] && fail "a refused resume left $tmp/o5b"
+done
+expect 2 "$score" --checkpoint "$tmp/flip.safetensors" --data "$small" \
+    --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o5"
+mentions "damaged"
 
 # 6. labels out of range where labels are not used: a note on stderr
 bad="$tmp/badlabels"; dataset "$mnist" "$bad" 64 64 12
@@ -152,6 +176,28 @@ st=$?
 mentions "diverged"
 cmp -s "$tmp/good.safetensors" "$tmp/o10/checkpoint.safetensors" ||
     fail "a diverged run replaced the good checkpoint"
+
+# 10b. a diverging run resumed from the checkpoint it kept diverges at the
+#     same step and keeps that checkpoint: the guard's levels are in it
+#     (without them the resumed run started its levels afresh from the high
+#     losses, trained on with exit 0 and saved over the good checkpoint)
+"$vae" $fast --data "$big" --epochs 3 --lr 20 --checkpoint-every 1 \
+    --out "$tmp/o10b" >"$tmp/out" 2>"$tmp/err"
+st=$?
+[ $st -eq 3 ] || fail "--lr 20: exit $st, want 3: $(cat "$tmp/err")"
+straight=$(grep -o 'step [0-9]* (epoch' "$tmp/err")
+mkdir -p "$tmp/o10c"
+cp "$tmp/o10b/checkpoint.safetensors" "$tmp/o10c/"
+"$vae" $fast --data "$big" --epochs 3 --lr 20 --checkpoint-every 1 \
+    --out "$tmp/o10c" --resume "$tmp/o10c/checkpoint.safetensors" \
+    >"$tmp/out" 2>"$tmp/err"
+st=$?
+[ $st -eq 3 ] || fail "resumed --lr 20: exit $st, want 3: $(cat "$tmp/err")"
+resumed=$(grep -o 'step [0-9]* (epoch' "$tmp/err")
+[ -n "$straight" ] && [ "$straight" = "$resumed" ] ||
+    fail "diverged at '$straight' straight, '$resumed' resumed"
+cmp -s "$tmp/o10b/checkpoint.safetensors" "$tmp/o10c/checkpoint.safetensors" ||
+    fail "the resumed diverging run replaced the good checkpoint"
 
 # 11. too many skipped steps: stop (exit 3), no poisoned checkpoint, no
 #     -nan in metrics.csv
@@ -242,6 +288,7 @@ mentions "optim.step"
 cp "$ck" "$tmp/negv.safetensors"
 st_poke "$tmp/negv.safetensors" "$(st_offset "$ck" optim.v.encoder.fc1.weight)" \
     '\000\000\200\277' # -1.0f
+st_uncheck "$tmp/negv.safetensors" # the value check, not the checksum
 expect 2 "$vae" $fast --data "$big" --epochs 3 --out "$tmp/o18" \
     --resume "$tmp/negv.safetensors"
 mentions "optim.v.encoder.fc1.weight"

@@ -904,6 +904,54 @@ static void metadata_that_cannot_load_back_is_not_saved(void **state)
     tg_params_free(ps);
 }
 
+/* The data checksum: one bit flipped in a weight or in Adam's state (a
+ * finite value still) is refused as damaged by every load that reads
+ * tensors; the metadata read alone does not hash, and the checksum is
+ * not copied into a loaded tg_meta. A file without it loads. */
+static void flip_byte(const char *path, long from_end)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, -from_end, SEEK_END), 0);
+    int c = fgetc(f);
+    assert_int_equal(fseek(f, -from_end, SEEK_END), 0);
+    fputc(c ^ 0x10, f);
+    fclose(f);
+}
+
+static void flipped_data_bits_are_found(void **state)
+{
+    (void)state;
+    const char *p = in_dir("flip.safetensors");
+    tg_params *ps = model(4);
+    fill(tg_params_data(ps), tg_params_numel(ps), 12);
+    tg_optim *adam = tg_adam_new(ps, 1e-3f);
+    tg_meta m = TG_META_INIT;
+    tg_meta_set(&m, "tapegrad.checksum", "mine"); /* the library's wins */
+    assert_int_equal(tg_checkpoint_save(p, ps, adam, &m), TG_OK);
+    tg_params *back = model(4);
+    tg_optim *adam2 = tg_adam_new(back, 1e-3f);
+    tg_meta got;
+    assert_int_equal(tg_checkpoint_load(p, back, adam2, &got), TG_OK);
+    assert_null(tg_meta_get(&got, "tapegrad.checksum"));
+    for (long at = 1; at <= 9; at += 8) { /* Adam's v, then its m */
+        assert_int_equal(tg_checkpoint_save(p, ps, adam, NULL), TG_OK);
+        flip_byte(p, at);
+        assert_int_equal(tg_checkpoint_load(p, back, adam2, NULL),
+                         TG_ERR_FORMAT);
+        assert_non_null(strstr(tg_errmsg(), "damaged"));
+        assert_int_equal(tg_checkpoint_load(p, back, NULL, NULL),
+                         TG_ERR_FORMAT);
+        assert_int_equal(tg_checkpoint_load_prefix(p, back, "", NULL),
+                         TG_ERR_FORMAT);
+        assert_int_equal(tg_checkpoint_read_meta(p, &got), TG_OK);
+    }
+    tg_optim_free(adam2);
+    tg_params_free(back);
+    tg_optim_free(adam);
+    tg_params_free(ps);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -924,6 +972,7 @@ int main(void)
                                         victim_setup, victim_teardown),
         cmocka_unit_test(a_prefix_loads_into_a_new_model),
         cmocka_unit_test(counts_are_of_parameters),
+        cmocka_unit_test(flipped_data_bits_are_found),
         cmocka_unit_test(meta_initialiser_is_empty),
         cmocka_unit_test(failed_saves_leave_nothing),
         cmocka_unit_test(only_our_dead_temporaries_are_swept),

@@ -230,6 +230,48 @@ static void clip_before_the_step(void **state)
     drop(&f);
 }
 
+/* The guard's state round-trips through a checkpoint's metadata exactly,
+ * so a resumed run's guard takes the verdicts of one never stopped; a
+ * malformed value is refused, an absent one leaves the guard fresh. */
+static void guard_state_round_trips(void **state)
+{
+    (void)state;
+    fixture f = make();
+    tg_step_guard g, back;
+    tg_step_guard_init(&g, f.ps, f.opt, NULL);
+    tg_step_guard_init(&back, f.ps, f.opt, NULL);
+    tg_meta m = TG_META_INIT;
+    assert_int_equal(tg_step_guard_restore(&back, &m), TG_OK); /* absent */
+    assert_true(isnan(back.level));
+    tg_step_guard_save(&g, &m); /* before the first step: nan levels */
+    assert_int_equal(tg_step_guard_restore(&back, &m), TG_OK);
+    assert_true(isnan(back.level));
+    const double losses[] = {1.0, 0.7, 0.9, 30.0, NAN, 0.8};
+    for (int t = 0; t < 6; t++)
+        step(&g, &f, losses[t], 1.0f);
+    tg_step_guard_save(&g, &m);
+    assert_int_equal(tg_step_guard_restore(&back, &m), TG_OK);
+    assert_memory_equal(&back.level, &g.level, sizeof g.level);
+    assert_memory_equal(&back.best, &g.best, sizeof g.best);
+    assert_int_equal(back.above, g.above);
+    assert_int_equal(back.skipped_run, g.skipped_run);
+    assert_int_equal(back.steps, g.steps);
+    assert_memory_equal(back.recent, g.recent, sizeof g.recent);
+    assert_int_equal(back.steps, 6);
+    const char *bad[] = {"1 2 0 0 5",
+                         "0x1p+0 0x1p+1 0 0 3 " /* best > level */
+                         "0000000000000000000000000000000000000"
+                         "0000000000000000000000000000000000000"
+                         "00000000000000000000000000",
+                         "nan nan -1 0 0 x", "inf inf 0 0 0 0"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tg_meta_set(&m, "guard", bad[i]);
+        assert_int_equal(tg_step_guard_restore(&back, &m), TG_ERR_FORMAT);
+        assert_non_null(strstr(tg_errmsg(), "metadata 'guard'"));
+    }
+    drop(&f);
+}
+
 static void clip_negative(void)
 {
     fixture f = make();
@@ -297,6 +339,7 @@ int main(void)
         cmocka_unit_test(finish_leaves_gradients_zero),
         cmocka_unit_test(clip_before_the_step),
         cmocka_unit_test(clip_norm_checked),
+        cmocka_unit_test(guard_state_round_trips),
     };
     return cmocka_run_group_tests_name("step", tests, NULL, NULL);
 }
