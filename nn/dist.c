@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "dist_shards.h"
+#include "tg_build_id.h"
 #include "tg_config.h"
+#include "tg_version.h"
 
 #ifdef TG_HAVE_MPI
 #include <mpi.h>
@@ -253,6 +255,42 @@ static void check(int rc, const char *op)
     }
 }
 
+/* Every rank must run the same program of the same build: rank 0's
+ * identity (program, version, commit), broadcast and compared by each
+ * rank, is every job's first collective, in a form kept fixed (64 bytes),
+ * so that a rank of another build or program stops here with one line
+ * instead of meeting collectives that differ (a truncated message aborted
+ * the job with a backtrace, or a rank running mlp_mnist was named as
+ * stalled). */
+static void same_build(void)
+{
+    enum { ID = 64 };
+    char me[ID] = {0}, r0[ID];
+    snprintf(me, sizeof me, "%.24s %.12s (%.20s)", dist.prog, TG_VERSION,
+             TG_BUILD_ID);
+    memcpy(r0, me, ID);
+    if (dist.size < 2)
+        return;
+    int rc = MPI_Bcast(r0, ID, MPI_CHAR, 0, MPI_COMM_WORLD);
+    r0[ID - 1] = '\0';
+    int bad = rc != MPI_SUCCESS || strcmp(me, r0) != 0;
+    int mine = bad ? dist.rank : dist.size, first = dist.size;
+    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) !=
+        MPI_SUCCESS)
+        first = bad ? dist.rank : 0;
+    if (first == dist.size)
+        return;
+    if (first == dist.rank)
+        fprintf(stderr,
+                "%s: rank %d runs %s but rank 0 runs %s: every rank must run "
+                "the same program of the same build; stopped\n",
+                dist.prog, dist.rank, me, rc == MPI_SUCCESS ? r0 : "another");
+    fflush(stderr);
+    dist.active = false;
+    MPI_Finalize();
+    exit(2);
+}
+
 void tg_dist_init(int *argc, char ***argv)
 {
     if (argv && *argv && (*argv)[0]) {
@@ -279,6 +317,7 @@ void tg_dist_init(int *argc, char ***argv)
     MPI_Comm_rank(local, &dist.local_rank);
     MPI_Comm_size(local, &dist.local_size);
     MPI_Comm_free(&local);
+    same_build();
 }
 
 /* The line naming a silent rank; stops the job (exit status 4). */

@@ -58,7 +58,10 @@ extern "C" {
 bool tg_dist_available(void);
 
 /* MPI_Init (when started by mpirun; harmless in a plain run) and the rank
- * queries below. Call once, first thing in main. */
+ * queries below. Call once, first thing in main. Its first collective
+ * compares every rank's program name (argv[0]'s last part), version and
+ * build commit with rank 0's: a rank of another program or build stops
+ * the job there, one line naming both, exit status 2. */
 void tg_dist_init(int *argc, char ***argv);
 /* MPI_Finalize. Every rank calls it, then returns from main or exits. */
 void tg_dist_finalize(void);

@@ -547,5 +547,30 @@ if [ -n "$mlp" ]; then
     done
 fi
 
+# --- ranks of another program (or build): refused at the start ----------------
+# Each job's first collective compares the ranks' program, version and
+# commit. vae_mnist with mlp_mnist as rank 1 (or rank 0) had rank 0 name
+# rank 1 as stalled (exit 4) or die of a truncated message with a
+# backtrace; now one line naming both, exit 2, nothing written.
+if [ -n "$mlp" ]; then
+    for order in vae_first mlp_first; do
+        rm -rf "$tmp/mix"
+        a="$vae --epochs 1 --max-batches 2 --hidden 16 --threads 1 --out $tmp/mix"
+        b="$mlp --epochs 1 --max-batches 2 --hidden 16 --threads 1"
+        if [ $order = mlp_first ]; then t=$a; a=$b; b=$t; fi
+        # shellcheck disable=SC2086
+        $run -np 1 $a : -np 1 $b >"$tmp/mix.out" 2>"$tmp/mix.err"
+        st=$?
+        n=$(grep -c 'every rank must run the same program of the same build' \
+            "$tmp/mix.err")
+        if [ "$st" -eq 0 ] || [ "$st" -eq 124 ] || [ "$n" -ne 1 ] ||
+            [ -e "$tmp/mix/checkpoint.safetensors" ]; then
+            fail "vae_mnist and mlp_mnist in one job ($order): exit $st: $(cat "$tmp/mix.err")"
+        else
+            echo "ok: vae_mnist and mlp_mnist in one job ($order): exit $st, $(grep 'same build' "$tmp/mix.err")"
+        fi
+    done
+fi
+
 [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "all ok"
