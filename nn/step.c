@@ -230,9 +230,10 @@ tg_status tg_step_guard_restore(tg_step_guard *g, const tg_meta *m)
     ok = ok && sscanf(end, " %lld %lld %lld %100s%n", &above, &run, &steps,
                       recent, &used) == 4;
     ok = ok && end[used] == '\0' && strlen(recent) == 100 &&
-         strspn(recent, "01") == 100 && above >= 0 && above <= INT32_MAX &&
-         run >= 0 && run <= INT32_MAX && steps >= 0 &&
-         (isnan(level) ? !isinf(best) /* no step yet: best unused */
+         strspn(recent, "01") == 100 && above >= 0 && above < (1 << 30) &&
+         run >= 0 && run < (1 << 30) && steps >= 0 &&
+         steps < ((int64_t)1 << 62) && /* room to count on: no overflow */
+         (isnan(level) ? !isinf(best)  /* no step yet: best unused */
                        : isfinite(level) && isfinite(best) && best <= level);
     if (!ok)
         return tg_error(TG_ERR_FORMAT,

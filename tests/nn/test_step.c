@@ -263,7 +263,14 @@ static void guard_state_round_trips(void **state)
                          "0000000000000000000000000000000000000"
                          "0000000000000000000000000000000000000"
                          "00000000000000000000000000",
-                         "nan nan -1 0 0 x", "inf inf 0 0 0 0"};
+                         "nan nan -1 0 0 x", "inf inf 0 0 0 0",
+                         /* counts that would overflow as steps go on */
+                         "nan 0x0p+0 0 0 9223372036854775807 "
+                         "00000000000000000000000000000000000000000000000000"
+                         "00000000000000000000000000000000000000000000000000",
+                         "nan 0x0p+0 2147483647 0 0 "
+                         "00000000000000000000000000000000000000000000000000"
+                         "00000000000000000000000000000000000000000000000000"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tg_meta_set(&m, "guard", bad[i]);
         assert_int_equal(tg_step_guard_restore(&back, &m), TG_ERR_FORMAT);
