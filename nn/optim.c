@@ -1,6 +1,7 @@
 /* Optimizers over a parameter set's contiguous data and grad buffers.
  * Every update is elementwise, so splitting the loop over threads changes
  * nothing in the result. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -248,11 +249,17 @@ static void check_settings(const tg_optim *opt)
         opt->kind != TG_OPTIM_ADAMW && opt->kind != TG_OPTIM_RMSPROP)
         tg_fatal("optim_step", "kind %d is not an optimizer kind",
                  (int)opt->kind);
-    if (opt->kind != TG_OPTIM_SGD && !opt->v)
+    if ((opt->kind != TG_OPTIM_SGD) != (opt->v != NULL))
         tg_fatal("optim_step",
-                 "kind is %s, but the optimizer was made as SGD (no second "
-                 "moment): make a new one with its own tg_..._new",
-                 kind_name(opt->kind));
+                 "kind is %s, but the optimizer was made as %s: make a new "
+                 "one with its own tg_..._new",
+                 kind_name(opt->kind),
+                 opt->v ? "Adam, AdamW or RMSprop (SGD would take the first "
+                          "moment as its momentum)"
+                        : "SGD (no second moment)");
+    if (opt->step < 0 || opt->step > TG_OPTIM_MAX_STEP)
+        tg_fatal("optim_step", "step is %lld (must be in [0, %lld])",
+                 (long long)opt->step, (long long)TG_OPTIM_MAX_STEP);
     check_range("weight_decay", opt->weight_decay, 0.0f, INFINITY, true);
     if (opt->kind == TG_OPTIM_SGD || opt->kind == TG_OPTIM_RMSPROP)
         check_range("momentum", opt->momentum, 0.0f, 1.0f, true);
@@ -262,8 +269,8 @@ static void check_settings(const tg_optim *opt)
     }
     if (opt->kind == TG_OPTIM_RMSPROP)
         check_range("alpha", opt->alpha, 0.0f, 1.0f, false);
-    if (opt->kind != TG_OPTIM_SGD)
-        check_range("eps", opt->eps, 0.0f, INFINITY, true);
+    if (opt->kind != TG_OPTIM_SGD) /* a denormal counts as 0: 0/0 = NaN */
+        check_range("eps", opt->eps, FLT_MIN, INFINITY, true);
 }
 
 void tg_optim_step(tg_optim *opt)

@@ -516,10 +516,12 @@ typedef enum tg_optim_kind {
 
 /* Fields may be changed between steps (lr by a schedule, say); each step
  * checks them and aborts naming one out of range (lr, weight_decay >= 0;
- * momentum, beta1, beta2 in [0, 1); alpha in [0, 1]; eps >= 0). kind may
- * change only among the kinds with a second moment (Adam, AdamW,
- * RMSprop), whose state SGD's lacks. Momentum 0 leaves the momentum buffer
- * alone, so momentum set later starts from the gradient, as in PyTorch. */
+ * momentum, beta1, beta2 in [0, 1); alpha in [0, 1]; eps a normal float,
+ * >= FLT_MIN: the updates count denormals as 0; step in [0,
+ * TG_OPTIM_MAX_STEP]). kind may change only among the kinds with a second
+ * moment (Adam, AdamW, RMSprop), whose state SGD's lacks. Momentum 0
+ * leaves the momentum buffer alone, so momentum set later starts from the
+ * gradient (as torch.optim.SGD; PyTorch's RMSprop refuses the switch). */
 typedef struct tg_optim {
     tg_optim_kind kind;
     tg_params *params;

@@ -218,6 +218,8 @@ static void check_setting(int kind, const char *field, float value,
         settings_opt->eps = value;
     else if (!strcmp(field, "kind"))
         settings_opt->kind = (tg_optim_kind)value;
+    else if (!strcmp(field, "step"))
+        settings_opt->step = value < 0 ? -5 : INT64_MAX;
     expect_abort(bad_step, "optim_step", want);
     tg_optim_free(settings_opt);
     tg_params_free(ps);
@@ -236,6 +238,16 @@ static void settings_are_checked_each_step(void **state)
     check_setting(0, "kind", (float)TG_OPTIM_ADAM,
                   "kind is Adam, but the optimizer was made as SGD");
     check_setting(1, "kind", 7.0f, "kind 7 is not an optimizer kind");
+    /* Adam's first moment is no SGD momentum buffer */
+    check_setting(1, "kind", (float)TG_OPTIM_SGD,
+                  "kind is SGD, but the optimizer was made as Adam");
+    /* a denormal eps counts as 0 in the update: 0 / 0 (torch: finite) */
+    check_setting(1, "eps", 1e-39f, "eps is 1e-39");
+    check_setting(2, "eps", 0.0f, "eps is 0");
+    /* a step outside the checkpoints' range: NaN weights (-5) or signed
+     * overflow (2^63 - 1) */
+    check_setting(1, "step", -1.0f, "step is -5");
+    check_setting(1, "step", 1.0f, "step is 9223372036854775807");
 }
 
 /* |g1| = sqrt(0.01 + 0.04 + 0.09 + 1e-8 + 4 + 0) = sqrt(4.14000001). */
