@@ -177,21 +177,36 @@ static void hash_text(const ck_hash *h, char *out)
     snprintf(out, 32, "fnv4:%016" PRIx64, r);
 }
 
+/* Tensor names in order, for the checksum's fixed order: another writer
+ * may lay the data out in another (the Python one sorts them). */
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(**(const char *const *const *)a,
+                  **(const char *const *const *)b);
+}
+
 void tg_ck_checksum_tensors(int n, const tg_st_tensor *t, char *out)
 {
+    const tg_st_tensor **order = malloc(sizeof *order * (size_t)(n ? n : 1));
+    if (!order)
+        tg_out_of_memory("checkpoint", "out of memory");
+    for (int k = 0; k < n; k++)
+        order[k] = &t[k];
+    qsort(order, (size_t)n, sizeof *order, by_name); /* name is first */
     ck_hash h;
     hash_init(&h);
     uint32_t buf[1024];
     for (int k = 0; k < n; k++) {
         size_t numel = 1;
-        for (int d = 0; d < t[k].ndim; d++)
-            numel *= (size_t)t[k].shape[d];
+        for (int d = 0; d < order[k]->ndim; d++)
+            numel *= (size_t)order[k]->shape[d];
         for (size_t i = 0; i < numel; i += 1024) {
             size_t c = numel - i < 1024 ? numel - i : 1024;
-            memcpy(buf, t[k].data + i, c * sizeof *buf); /* host order: */
+            memcpy(buf, order[k]->data + i, c * sizeof *buf); /* host order: */
             hash_words(&h, buf, c); /* the file's words, decoded */
         }
     }
+    free(order);
     hash_text(&h, out);
 }
 
@@ -203,22 +218,41 @@ tg_status tg_ck_verify(tg_st_file *f)
             want = f->meta_value[i];
     if (!want)
         return TG_OK;
-    uint64_t len = 0; /* the data section: contiguous from 0 */
-    for (int i = 0; i < f->n; i++)
-        len = f->t[i].end > len ? f->t[i].end : len;
+    if (strlen(want) != 21 || strncmp(want, "fnv4:", 5) != 0 ||
+        strspn(want + 5, "0123456789abcdef") != 16)
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata '%s' is '%.40s', not a checksum this "
+                        "library writes (fnv4: and 16 hex digits)",
+                        f->path, TG_CK_CHECKSUM_KEY, want);
+    const tg_st_entry **order =
+        malloc(sizeof *order * (size_t)(f->n ? f->n : 1));
+    if (!order)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", f->path);
+    for (int k = 0; k < f->n; k++)
+        order[k] = &f->t[k];
+    qsort(order, (size_t)f->n, sizeof *order, by_name); /* name is first */
     ck_hash h;
     hash_init(&h);
     uint32_t buf[4096];
-    if (fseeko(f->f, (off_t)f->data_start, SEEK_SET) != 0)
-        return tg_error(TG_ERR_IO, "%s: cannot read its data", f->path);
-    for (uint64_t at = 0; at < len;) {
-        size_t c = len - at < sizeof buf ? (size_t)(len - at) : sizeof buf;
-        if (fread(buf, 1, c, f->f) != c)
-            return tg_error(TG_ERR_IO, "%s: cannot read its data", f->path);
-        tg_st_swap_le32(buf, c / 4);
-        hash_words(&h, buf, c / 4);
-        at += c;
+    tg_status st = TG_OK;
+    for (int k = 0; k < f->n && st == TG_OK; k++) {
+        uint64_t len = order[k]->end - order[k]->begin;
+        if (fseeko(f->f, (off_t)(f->data_start + order[k]->begin), SEEK_SET))
+            st = tg_error(TG_ERR_IO, "%s: cannot read its data", f->path);
+        for (uint64_t at = 0; at < len && st == TG_OK;) {
+            size_t c = len - at < sizeof buf ? (size_t)(len - at) : sizeof buf;
+            if (fread(buf, 1, c, f->f) != c) {
+                st = tg_error(TG_ERR_IO, "%s: cannot read its data", f->path);
+                break;
+            }
+            tg_st_swap_le32(buf, c / 4);
+            hash_words(&h, buf, c / 4);
+            at += c;
+        }
     }
+    free(order);
+    if (st != TG_OK)
+        return st;
     char got[32];
     hash_text(&h, got);
     if (strcmp(got, want) != 0)

@@ -31,8 +31,10 @@ const char *tg_ck_entry_shape(const tg_st_entry *e, char *buf, size_t n);
  * file without it (PyTorch's, or from before) loads unchecked. */
 #define TG_CK_CHECKSUM_KEY "tapegrad.checksum"
 
-/* The checksum of tensors t[0..n) as they are written: "fnv4:" and 16 hex
- * digits into out (at least 32 bytes). */
+/* The checksum of tensors t[0..n), each tensor's data in the order of the
+ * names (so that a file laid out in another order by another writer,
+ * metadata kept, still checks): "fnv4:" and 16 hex digits into out (at
+ * least 32 bytes). */
 void tg_ck_checksum_tensors(int n, const tg_st_tensor *t, char *out);
 /* TG_OK when f has no checksum or its data section matches it, else
  * TG_ERR_FORMAT ("damaged"). */

@@ -102,6 +102,38 @@ done
 expect 2 "$score" --checkpoint "$tmp/flip.safetensors" --data "$small" \
     --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o5"
 mentions "damaged"
+# the same tensors laid out in another order (as another writer may), the
+# metadata kept: the checksum takes the tensors by name, so the file loads
+# (it was refused as damaged); a malformed checksum value is named as such
+if command -v python3 >/dev/null 2>&1; then
+    python3 - "$ck" "$tmp/reorder.safetensors" "$tmp/badsum.safetensors" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+data = raw[8 + n:]
+names = sorted((k for k in hdr if k != "__metadata__"),
+               key=lambda k: hdr[k]["data_offsets"][0], reverse=True)
+out, at = b"", 0
+for k in names:
+    b, e = hdr[k]["data_offsets"]
+    out += data[b:e]
+    hdr[k]["data_offsets"] = [at, at + e - b]
+    at += e - b
+def write(path, h):
+    j = json.dumps(h, separators=(",", ":")).encode()
+    j += b" " * (-len(j) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(j)) + j + out)
+write(sys.argv[2], hdr)
+hdr["__metadata__"]["tapegrad.checksum"] = "FNV4:0"
+write(sys.argv[3], hdr)
+PY
+    expect 0 "$score" --checkpoint "$tmp/reorder.safetensors" --data "$small" \
+        --iwae-k 2 --max-images 4 --near-ood none --threads 1 --out "$tmp/o5r"
+    expect 2 "$score" --checkpoint "$tmp/badsum.safetensors" --data "$small" \
+        --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/o5"
+    mentions "not a checksum this library writes"
+fi
 
 # 6. labels out of range where labels are not used: a note on stderr
 bad="$tmp/badlabels"; dataset "$mnist" "$bad" 64 64 12
