@@ -128,6 +128,8 @@ void tg_step_shard(tg_step_guard *g, tg_step *s)
 
 void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
 {
+    if (rows < 0) /* the divergence test would be skipped without a word */
+        tg_fatal("step_finish", "rows %d: the global batch's rows, >= 0", rows);
     int first, count = tg_dist_my_shards(&first), nshards = tg_dist_shards();
     size_t n = SLOTS + (size_t)nshards * WIDTH;
     double *v;
@@ -233,7 +235,9 @@ tg_status tg_step_guard_restore(tg_step_guard *g, const tg_meta *m)
          strspn(recent, "01") == 100 && above >= 0 && above < (1 << 30) &&
          run >= 0 && run < (1 << 30) && steps >= 0 &&
          steps < ((int64_t)1 << 62) && /* room to count on: no overflow */
-         (isnan(level) ? !isinf(best)  /* no step yet: best unused */
+         run <= (steps < 100 ? steps : 100) &&
+         (!isnan(level) || above == 0) && /* states the guard can reach */
+         (isnan(level) ? !isinf(best)     /* no step yet: best unused */
                        : isfinite(level) && isfinite(best) && best <= level);
     if (!ok)
         return tg_error(TG_ERR_FORMAT,

@@ -247,7 +247,8 @@ void tg_step_shard(tg_step_guard *g, tg_step *s);
  * starts from nothing on every rank (a summed gradient left in place would
  * be added into each rank's first shard, a model that depends on the rank
  * count); s.bad and s.why name a non-finite tensor. Without one (opt NULL)
- * the summed gradient is left for the caller to clip, step and zero. */
+ * the summed gradient (clipped when cfg.clip_norm asks) is left for the
+ * caller to step and zero. rows < 0 aborts. */
 void tg_step_finish(tg_step_guard *g, tg_step *s, int rows);
 /* The guard's state (running and best loss levels, steps above them, the
  * skip history) as one metadata entry, key "guard", for a checkpoint: a
