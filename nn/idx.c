@@ -158,6 +158,11 @@ static tg_status read_header(source *s, int *ndim, int dims[3],
         return tg_error(TG_ERR_FORMAT,
                         "%s: truncated: %lld bytes, no IDX header", s->path,
                         got);
+    if (h[0] == 0x1f && h[1] == 0x8b) /* gzip's magic */
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: gzip data in a file whose name does not end in "
+                        ".gz (name it .gz, or gunzip it)",
+                        s->path);
     if (h[0] != 0 || h[1] != 0)
         return tg_error(TG_ERR_FORMAT, "%s: bad magic 0x%08x (not an IDX file)",
                         s->path, be32(h));
@@ -338,11 +343,13 @@ static tg_status find_file(const char *dir, const char *base, char *out,
         return tg_error(TG_ERR_ARG, "%s: path too long", dir);
     /* a name that is there but cannot be followed (a link loop, no
      * permission on the way) is that error, not "not found" */
-    if (stat(out, &st) == 0 || errno != ENOENT)
+    /* a link whose target is missing is there (lstat), not absent: its
+     * read names it */
+    if (stat(out, &st) == 0 || errno != ENOENT || lstat(out, &st) == 0)
         return TG_OK;
     if ((size_t)snprintf(out, cap, "%s/%s.gz", dir, base) >= cap)
         return tg_error(TG_ERR_ARG, "%s: path too long", dir);
-    if (stat(out, &st) == 0 || errno != ENOENT)
+    if (stat(out, &st) == 0 || errno != ENOENT || lstat(out, &st) == 0)
         return TG_OK;
     if (absent)
         *absent = true;

@@ -291,6 +291,24 @@ static void images_load_takes_unlabelled_sets(void **state)
     assert_non_null(strstr(tg_errmsg(), "images need 3"));
     assert_int_equal(tg_idx_images_load(in_dir("nowhere"), true, &ds),
                      TG_ERR_IO);
+
+    /* a labels link whose target is gone is an error naming it, not "no
+     * labels" (it loaded without them, or took the .gz beside it) */
+    d = make_mnist("dangling", 3, 3);
+    snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte", d);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(symlink("/nonexistent-labels", p), 0);
+    assert_int_equal(tg_idx_images_load(d, true, &ds), TG_ERR_IO);
+    assert_non_null(strstr(tg_errmsg(), "train-labels-idx1-ubyte"));
+#ifdef TG_HAVE_ZLIB
+    /* gzip data under a name without .gz: said so (it was "bad magic") */
+    static uint8_t buf[64 + 3 * 4 * 5];
+    size_t len = make_idx(buf, 0x08, 3, (uint32_t[]){3, 4, 5}, 60, 0);
+    snprintf(p, sizeof p, "%s/gzip-images.idx", dir);
+    write_file(p, buf, len, true);
+    assert_int_equal(tg_idx_images_load(p, true, &ds), TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "gzip data"));
+#endif
 }
 
 static void embedded_mnist_loads(void **state)
