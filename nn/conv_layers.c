@@ -62,26 +62,30 @@ static tg_conv2d_args checked_args(const char *op, const char *name, int in,
                                    const tg_conv2d_args *args, bool transpose)
 {
     tg_conv2d_args a = args ? *args : (tg_conv2d_args){0};
-    bool bad = in <= 0 || out <= 0 || kh <= 0 || kw <= 0;
+    const char *why = in <= 0 || out <= 0 || kh <= 0 || kw <= 0
+                          ? "in, out and the kernel's sides must be >= 1"
+                          : NULL;
     for (int d = 0; d < 2; d++) {
+        if (!why && (a.stride[d] < 0 || a.dilation[d] < 0))
+            why = "stride and dilation must be >= 1 (0 means 1)";
+        if (!why && (a.padding[d] < 0 || a.output_padding[d] < 0))
+            why = "paddings must be >= 0";
         a.stride[d] = a.stride[d] == 0 ? 1 : a.stride[d];
         a.dilation[d] = a.dilation[d] == 0 ? 1 : a.dilation[d];
-        bad |= a.stride[d] < 0 || a.dilation[d] < 0 || a.padding[d] < 0 ||
-               a.output_padding[d] < 0 ||
-               (transpose ? a.output_padding[d] >= a.stride[d] &&
-                                a.output_padding[d] >= a.dilation[d]
-                          : a.output_padding[d] != 0);
+        if (!why && transpose && a.output_padding[d] >= a.stride[d] &&
+            a.output_padding[d] >= a.dilation[d])
+            why = "output padding must be < stride or dilation";
+        if (!why && !transpose && a.output_padding[d] != 0)
+            why = "output padding is for conv_transpose2d";
     }
-    if (bad)
+    if (why)
         tg_fatal(op,
                  "%s: bad size in=%d out=%d kernel %dx%d, stride (%d, %d), "
                  "padding (%d, %d), dilation (%d, %d), output padding "
                  "(%d, %d) (%s)",
                  name, in, out, kh, kw, a.stride[0], a.stride[1], a.padding[0],
                  a.padding[1], a.dilation[0], a.dilation[1],
-                 a.output_padding[0], a.output_padding[1],
-                 transpose ? "output padding < stride or dilation"
-                           : "output padding is for conv_transpose2d");
+                 a.output_padding[0], a.output_padding[1], why);
     return a;
 }
 

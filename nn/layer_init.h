@@ -5,11 +5,18 @@
 #define TG_LAYER_INIT_H
 
 #include <stdbool.h>
+#include <string.h>
 
 #include "tg_nn.h"
 
+/* The longest layer name: its parameters' names add a suffix (".weight",
+ * ".bias_rho", ...) in 256-byte buffers, which had cut a 250-byte name's
+ * "weight" to "weig" in a checkpoint without a word. */
+#define TG_LAYER_NAME_MAX 200
+
 /* layer, ps and name must not be NULL, and rng neither when draws (the
- * initial values are drawn from it). */
+ * initial values are drawn from it); name at most TG_LAYER_NAME_MAX
+ * bytes. */
 static inline void layer_init_check(const char *op, const void *layer,
                                     const tg_params *ps, const char *name,
                                     bool draws, const tg_rng *rng)
@@ -20,6 +27,9 @@ static inline void layer_init_check(const char *op, const void *layer,
                  : !ps   ? "parameter set"
                  : !name ? "name"
                          : "rng (the initial values are drawn from it)");
+    if (strlen(name) > TG_LAYER_NAME_MAX)
+        tg_fatal(op, "name '%.32s...' is %zu bytes, at most %d", name,
+                 strlen(name), TG_LAYER_NAME_MAX);
 }
 
 #endif

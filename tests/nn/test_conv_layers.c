@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <string.h>
 
 #include "autograd/expect_abort.h"
 #include "tg_nn.h"
@@ -204,6 +205,30 @@ static void ex_negative_padding(void)
                             &(tg_conv2d_args){.padding = {0, -1}}, true,
                             TG_INIT_TORCH, &rng);
 }
+static void ex_negative_stride(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_conv2d_layer l;
+    tg_conv2d_layer_init_ex(&l, ps, "c", 1, 1, 3, 3,
+                            &(tg_conv2d_args){.stride = {-1, 1}}, true,
+                            TG_INIT_TORCH, &rng);
+}
+/* a name whose parameters' names would not fit (".weight" was cut to
+ * ".weig" in the checkpoint) */
+static void ex_long_name(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_conv2d_layer l;
+    char name[251];
+    memset(name, 'a', 250);
+    name[250] = '\0';
+    tg_conv2d_layer_init_ex(&l, ps, name, 1, 1, 3, 3, NULL, true, TG_INIT_TORCH,
+                            &rng);
+}
 static void ex_bad_geometry_aborts(void **state)
 {
     (void)state;
@@ -213,8 +238,14 @@ static void ex_bad_geometry_aborts(void **state)
     expect_abort(ex_transpose_output_padding_too_large,
                  "conv_transpose2d_layer_init_ex", "output padding (0, 2)",
                  "< stride or dilation");
+    /* the reason named is the field's (every message gave the output
+     * padding rule) */
     expect_abort(ex_negative_padding, "conv2d_layer_init_ex", "kernel 3x0",
-                 "padding (0, -1)");
+                 "padding (0, -1)", "kernel's sides must be >= 1");
+    expect_abort(ex_negative_stride, "conv2d_layer_init_ex", "stride (-1, 1)",
+                 "stride and dilation must be >= 1");
+    expect_abort(ex_long_name, "conv2d_layer_init_ex", "is 250 bytes",
+                 "at most 200");
 }
 
 int main(void)
