@@ -223,7 +223,7 @@ static double train_step(trainer *t, int n, int epoch, int i, cli_progress *bar)
     tg_step s = {0};
     for (int k = k0; k < k1; k++) {
         int first, rows = tg_dist_shard_rows(n, k, &first);
-        tg_params_zero_grad(t->m.params);
+        /* gradients zero here: tg_step_shard and tg_step_finish zero them */
         if (rows > 0) {
             tg_tape_reset(t->tp);
             tg_tensor *x = tg_tape_view2(

@@ -42,7 +42,8 @@ static void shard_steps(run *r, int n, tg_step *s)
                        1.0f);
     for (int k = k0; k < k1; k++) {
         int first, rows = tg_dist_shard_rows(n, k, &first);
-        tg_params_zero_grad(r->ps);
+        /* the gradients start at zero: tg_step_shard zeroes them after
+         * keeping a shard's, tg_step_finish after its step */
         tg_tape_reset(r->tp);
         if (rows > 0) {
             tg_tensor *eps = tg_tape_view2(
