@@ -416,9 +416,12 @@ static void direct_image(const geom *g, const dlay *d, const direct_job *j,
         fill_planes(g, d, j->img + n * plane, planes);
     if (j->col)
         fill_cols(g, d, j->col + n * P * g->OC, cg);
-    if (j->col_out)
+    if (j->col_out) {
         corr_image(g, d, planes, src, j->W, j->col_bias, j->col_add, buf,
                    j->col_out + n * P * g->OC);
+        if (j->relu && !j->col_add)
+            conv_relu(j->col_out + n * P * g->OC, P * g->OC);
+    }
     if (j->part)
         wgrad_image(g, d, cg + d->F, planes, src,
                     j->part + (size_t)n * g->OC * d->KK);
@@ -430,6 +433,8 @@ static void direct_image(const geom *g, const dlay *d, const direct_job *j,
                 o[e] = b;
         }
         trans_image(g, d, cg, j->W, j->wq, buf, o);
+        if (j->relu && j->img_set)
+            conv_relu(o, plane);
     }
 }
 #endif

@@ -205,10 +205,11 @@ static int chunk_images(const geom *g, int ldk)
     return k < 1 ? 1 : k > g->N ? g->N : (int)k;
 }
 
-/* One image's nchw [C, P] = pm [P, C] + bias[c] (bias may be NULL), or with
- * tmp [C, P] nchw += pm transposed (through tmp). */
+/* One image's nchw [C, P] = pm [P, C] + bias[c] (bias may be NULL), then
+ * max(0, .) with relu; or with tmp [C, P], nchw += pm transposed (through
+ * tmp; relu must be false). */
 void conv_pm_to_nchw(int C, int P, const float *pm, const float *bias,
-                     float *tmp, float *nchw)
+                     bool relu, float *tmp, float *nchw)
 {
     if (tmp) {
         gemm_transpose(pm, C, P, C, tmp, P);
@@ -222,6 +223,15 @@ void conv_pm_to_nchw(int C, int P, const float *pm, const float *bias,
         for (int p = 0; p < P; p++)
             d[p] += b;
     }
+    if (relu)
+        conv_relu(nchw, (size_t)C * P);
+}
+
+/* y = max(0, y) as tg_relu (x < 0 ? 0 : x: NaN stays NaN). */
+void conv_relu(float *y, size_t n)
+{
+    for (size_t e = 0; e < n; e++)
+        y[e] = y[e] < 0.0f ? 0.0f : y[e];
 }
 
 /* Images [n0, n1) of im2col_gemm, a chunk at a time: the chunk's product
@@ -241,8 +251,8 @@ static void im2col_gemm_range(const geom *g, const float *x, float *col,
         gemm_rows(false, true, (c1 - c0) * P, OC, K, 1.0f, col + r0 * ldk, ldk,
                   W, K, 0.0f, pm, OC);
         for (int n = c0; n < c1; n++)
-            conv_pm_to_nchw(OC, P, pm + (size_t)(n - c0) * P * OC, o->bias, tmp,
-                            o->y + (size_t)n * OC * P);
+            conv_pm_to_nchw(OC, P, pm + (size_t)(n - c0) * P * OC, o->bias,
+                            o->relu, tmp, o->y + (size_t)n * OC * P);
     }
 }
 
@@ -270,7 +280,7 @@ void conv_im2col_gemm(const geom *g, const float *x, float *col, int ldk,
  * rather than in a pass of its own). */
 static void gemm_col2im_range(const geom *g, const float *in, const float *W,
                               int ldk, float *col, float *dx, bool init,
-                              const float *bias, int n0, int n1)
+                              const float *bias, bool relu, int n0, int n1)
 {
     const int G = chunk_images(g, ldk), K = K_of(g), P = P_of(g);
     const size_t plane = (size_t)g->H * g->W;
@@ -286,24 +296,26 @@ static void gemm_col2im_range(const geom *g, const float *in, const float *W,
                     d[e] = bc;
             }
             col2im_image(g, col + (size_t)(n - c0) * P * ldk, ldk, n, dx);
+            if (init && relu)
+                conv_relu(dx + (size_t)n * g->C * plane, g->C * plane);
         }
     }
 }
 
 /* dx [N, C, H, W] += col2im(in . W), in [N*P, OC], W [OC, K]; with init,
- * dx = bias (or 0) + col2im(in . W). The tape
+ * dx = bias (or 0) + col2im(in . W), then max(0, .) with relu. The tape
  * buffer is sized for all rows however many threads run (each touches
  * only a chunk's pages at the start of its range), so the arena does not
  * change size with the thread count. */
 void conv_gemm_col2im(tg_tape *tp, const geom *g, const float *in,
                       const float *W, int ldk, float *dx, bool init,
-                      const float *bias)
+                      const float *bias, bool relu)
 {
     const int P = P_of(g);
     float *col = tg_tape_alloc(tp, (size_t)g->N * P * ldk * sizeof(float));
     int T = image_threads(g, (size_t)g->N * P * K_of(g));
     if (T <= 1) {
-        gemm_col2im_range(g, in, W, ldk, col, dx, init, bias, 0, g->N);
+        gemm_col2im_range(g, in, W, ldk, col, dx, init, bias, relu, 0, g->N);
         return;
     }
 #ifdef TG_HAVE_OPENMP
@@ -312,7 +324,7 @@ void conv_gemm_col2im(tg_tape *tp, const geom *g, const float *in,
     for (int t = 0; t < T; t++) {
         int n0 = range_start(g->N, t, T), n1 = range_start(g->N, t + 1, T);
         gemm_col2im_range(g, in, W, ldk, col + (size_t)n0 * P * ldk, dx, init,
-                          bias, n0, n1);
+                          bias, relu, n0, n1);
     }
 }
 

@@ -392,7 +392,7 @@ void conv_implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
             (z ? rows_512 : rows_avx2)(a, rows, wp, off, K, OC, pm, NULL);
             for (int n = c0; n < c1; n++)
                 conv_pm_to_nchw(OC, P, pm + (size_t)(n - c0) * P * OC, o->bias,
-                                tmp, o->y + (size_t)n * OC * P);
+                                o->relu, tmp, o->y + (size_t)n * OC * P);
         }
     }
 #else
@@ -633,11 +633,12 @@ static void trans_outs(const geom *g, const tphase *f, float *ob, int rows,
     }
 }
 
-/* out [N, C, H, W] = bias (or 0) + col2im(in . W) with set, else out +=
- * col2im(in . W); in [N, OC, OH, OW] NCHW, W [OC, C, kh, kw]. */
+/* out [N, C, H, W] = bias (or 0) + col2im(in . W) with set (then max(0, .)
+ * with relu), else out += col2im(in . W); in [N, OC, OH, OW] NCHW,
+ * W [OC, C, kh, kw]. */
 void conv_implicit_trans(tg_tape *tp, const geom *g, const float *in,
                          const float *W, float *out, bool set,
-                         const float *bias)
+                         const float *bias, bool relu)
 {
 #ifdef TG_GEMM_X86
     tlay t = tlay_of(tp, g, W);
@@ -689,10 +690,12 @@ void conv_implicit_trans(tg_tape *tp, const geom *g, const float *in,
             for (int n = c0; n < c1; n++)
                 conv_pm_to_nchw(g->C, g->H * g->W,
                                 ob + (size_t)(n - c0) * out_image,
-                                set ? bias : NULL, tmp, out + n * out_image);
+                                set ? bias : NULL, set && relu, tmp,
+                                out + n * out_image);
         }
     }
 #else
-    (void)tp, (void)g, (void)in, (void)W, (void)out, (void)set, (void)bias;
+    (void)tp, (void)g, (void)in, (void)W, (void)out, (void)set, (void)bias,
+        (void)relu;
 #endif
 }

@@ -57,26 +57,29 @@ static inline float *scratch(tg_tape *tp, size_t rows, size_t cols)
 
 /* ---- conv_gemm.c --------------------------------------------------------- */
 
-/* Where im2col_gemm's product goes: y [N, OC, P] = product + bias, or with
- * tmp, y += product. pm and tmp are [N*P, OC] scratch of which each thread
- * uses a chunk's rows at the start of its range. */
+/* Where im2col_gemm's product goes: y [N, OC, P] = product + bias (then
+ * max(0, .) with relu), or with tmp, y += product. pm and tmp are [N*P, OC]
+ * scratch of which each thread uses a chunk's rows at the start of its
+ * range. */
 typedef struct nchw_out {
     float *y;
     const float *bias;
     float *pm, *tmp;
+    bool relu; /* only without tmp */
 } nchw_out;
 
 /* y (+)= the product of each image's patch rows col (made here) with W^T. */
 void conv_im2col_gemm(const geom *g, const float *x, float *col, int ldk,
                       const float *W, const nchw_out *o);
 /* dx [N, C, H, W] += col2im(in . W), in [N*P, OC]; with init, dx = bias
- * (or 0) + col2im(in . W). */
+ * (or 0) + col2im(in . W), then max(0, .) with relu. */
 void conv_gemm_col2im(tg_tape *tp, const geom *g, const float *in,
                       const float *W, int ldk, float *dx, bool init,
-                      const float *bias);
+                      const float *bias, bool relu);
 void conv_im2col(const geom *g, const float *x, float *col, int ldk);
 void conv_pm_to_nchw(int C, int P, const float *pm, const float *bias,
-                     float *tmp, float *nchw);
+                     bool relu, float *tmp, float *nchw);
+void conv_relu(float *y, size_t n);
 void conv_to_pm(int N, int C, int P, const float *nchw, float *pm);
 void conv_add_transposed(int OC, int K, const float *tmp, float *dW);
 void conv_bias_backward(int N, int C, int P, const float *dy, float *db);
@@ -108,11 +111,12 @@ void conv_implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
 void conv_implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
                          const float *xp, const float *dyp, float *dW);
 bool conv_trans_ok(const geom *g);
-/* out [N, C, H, W] = bias (or 0) + col2im(in . W) with set, else out +=
- * col2im(in . W); in [N, OC, OH, OW], W [OC, C, kh, kw]. */
+/* out [N, C, H, W] = bias (or 0) + col2im(in . W) with set (then max(0, .)
+ * with relu), else out += col2im(in . W); in [N, OC, OH, OW],
+ * W [OC, C, kh, kw]. */
 void conv_implicit_trans(tg_tape *tp, const geom *g, const float *in,
                          const float *W, float *out, bool set,
-                         const float *bias);
+                         const float *bias, bool relu);
 
 /* ---- conv_direct.c ------------------------------------------------------- */
 
@@ -132,6 +136,7 @@ typedef struct dlay {
  * col: the column side [N, OC, OH, OW] put on the grid;
  * col_out (+)= corr(img) (+ col_bias; += with col_add);
  * img_out (= img_bias[0] or 0 with img_set, then) += trans(col);
+ * relu: max(0, .) of col_out (without col_add) or img_out (with img_set);
  * part [N, OC, KK] = wgrad(col, img) per image. */
 typedef struct direct_job {
     const float *img, *col, *W;
@@ -141,6 +146,7 @@ typedef struct direct_job {
     float *img_out;
     const float *img_bias;
     bool img_set;
+    bool relu;
     float *part;
     const float *wq; /* trans_image's grouped weights (set by direct_images) */
 } direct_job;

@@ -118,7 +118,36 @@ typedef struct conv_saved {
     bool direct;   /* a one-channel image side: the direct kernels, laid out */
     dlay d;        /* as d */
     bool implicit; /* col read from the padded image (conv2d: col is it) */
+    bool relu;     /* the output is max(0, .) of the convolution */
 } conv_saved;
+
+/* With args->relu the op's output y is max(0, conv): computed in the pass
+ * that lays the output out NCHW, while each image is in cache, and the
+ * gradient reaching the convolution is dy where y > 0, else 0: tg_relu's
+ * values and gradients bit for bit, without its two passes over memory. */
+enum { MASK_BLOCK = 4096 };
+
+TG_VECTOR_CLONES
+static void mask_block(const float *y, const float *dy, float *out, size_t n)
+{
+    for (size_t e = 0; e < n; e++)
+        out[e] = y[e] <= 0.0f ? 0.0f : dy[e];
+}
+
+/* dy where y > 0, else 0, in tape scratch. */
+static const float *relu_masked(tg_tape *tp, const tg_tensor *y,
+                                const float *dy)
+{
+    float *m = tg_tape_alloc(tp, y->size * sizeof *m);
+    size_t blocks = (y->size + MASK_BLOCK - 1) / MASK_BLOCK;
+    TG_PARALLEL_FOR(blocks, MASK_BLOCK)
+    for (size_t i = 0; i < blocks; i++) {
+        size_t e0 = i * MASK_BLOCK,
+               n = y->size - e0 < MASK_BLOCK ? y->size - e0 : MASK_BLOCK;
+        mask_block(y->data + e0, dy + e0, m + e0, n);
+    }
+    return m;
+}
 
 /* y [N, OC, OH, OW] = conv(x [N, C, H, W], W [OC, C, kh, kw]) + b [OC].
  * With dy' = dy pixel-major [N*P, OC]:
@@ -152,6 +181,8 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     float *dx = conv_dx(tp, r, NP > 0, &fresh), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
+    if (s->relu)
+        dy = relu_masked(tp, r->out, dy);
     if (db)
         conv_bias_backward(g->N, g->OC, P, dy, db);
     if (NP == 0)
@@ -182,9 +213,9 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
         conv_add_transposed(g->OC, K, tmp, dW);
     }
     if (dx && conv_trans_ok(g)) /* fresh: written, not added to */
-        conv_implicit_trans(tp, g, dy, W->data, dx, fresh, NULL);
+        conv_implicit_trans(tp, g, dy, W->data, dx, fresh, NULL, false);
     else if (dx) /* fresh: each image's dx set to 0 while in cache */
-        conv_gemm_col2im(tp, g, dyp, W->data, ldk, dx, fresh, NULL);
+        conv_gemm_col2im(tp, g, dyp, W->data, ldk, dx, fresh, NULL, false);
 }
 
 tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
@@ -212,6 +243,7 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
     g.OW = conv_len(g.W, g.kw, g.sw, g.pw, g.dw);
     check_size(op, &g, x, W, g.OH, g.OW);
     int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
+    bool relu = args && args->relu;
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.OC, g.OH, g.OW});
     dlay d = {0};
     bool direct = conv_direct_layout(&g, &d);
@@ -223,17 +255,18 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
     if (implicit && NP > 0) {
         conv_pad_images(&g, &l, x->data, col);
         nchw_out o = {y->data, b ? b->data : NULL,
-                      scratch(tp, (size_t)NP, (size_t)g.OC), NULL};
+                      scratch(tp, (size_t)NP, (size_t)g.OC), NULL, relu};
         conv_implicit_fwd(tp, &g, &l, col, W->data, &o);
     } else if (direct && NP > 0) {
         direct_job j = {.img = x->data,
                         .W = W->data,
                         .col_out = y->data,
-                        .col_bias = b ? b->data : NULL};
+                        .col_bias = b ? b->data : NULL,
+                        .relu = relu};
         conv_direct_images(tp, &g, &d, &j, NULL);
     } else if (NP > 0) {
         float *yp = scratch(tp, (size_t)NP, (size_t)g.OC);
-        nchw_out o = {y->data, b ? b->data : NULL, yp, NULL};
+        nchw_out o = {y->data, b ? b->data : NULL, yp, NULL, relu};
         conv_im2col_gemm(&g, x->data, col, ldk, W->data, &o);
     }
     tg_tensor *in[] = {x, W, b};
@@ -245,6 +278,7 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
         s->direct = direct;
         s->d = d;
         s->implicit = implicit;
+        s->relu = relu;
         r->saved = s;
     }
     return y;
@@ -253,8 +287,9 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
 tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
                      int stride, int padding, int dilation)
 {
-    tg_conv2d_args a = {
-        {stride, stride}, {padding, padding}, {dilation, dilation}, {0, 0}};
+    tg_conv2d_args a = {.stride = {stride, stride},
+                        .padding = {padding, padding},
+                        .dilation = {dilation, dilation}};
     return tg_conv2d_ex(tp, x, W, b, &a);
 }
 
@@ -280,6 +315,8 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     float *dx = conv_dx(tp, r, NP > 0, &fresh), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
+    if (s->relu)
+        dy = relu_masked(tp, r->out, dy);
     if (db)
         conv_bias_backward(g->N, g->C, g->H * g->W, dy, db);
     if (NP == 0)
@@ -305,7 +342,8 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
         if (dx) { /* fresh: dx written, not added to */
             nchw_out o = {dx, NULL, scratch(tp, (size_t)NP, (size_t)g->OC),
                           fresh ? NULL
-                                : scratch(tp, (size_t)NP, (size_t)g->OC)};
+                                : scratch(tp, (size_t)NP, (size_t)g->OC),
+                          false};
             conv_implicit_fwd(tp, g, &l, xp, W->data, &o);
         }
         if (dW)
@@ -316,7 +354,8 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     if (dx) { /* conv_im2col(dy) and dx' by chunks, as conv2d's forward */
         float *dxp = scratch(tp, (size_t)NP, (size_t)g->OC);
         nchw_out o = {dx, NULL, dxp,
-                      fresh ? NULL : scratch(tp, (size_t)NP, (size_t)g->OC)};
+                      fresh ? NULL : scratch(tp, (size_t)NP, (size_t)g->OC),
+                      false};
         conv_im2col_gemm(g, dy, dcol, ldk, W->data, &o);
     } else {
         conv_im2col(g, dy, dcol, ldk);
@@ -356,6 +395,7 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     g.W = convt_len(g.OW, g.kw, g.sw, g.pw, g.dw, opw);
     check_size(op, &g, x, W, g.H, g.W);
     int P = P_of(&g), NP = g.N * P, ldk = ldk_of(&g);
+    bool relu = args && args->relu;
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.C, g.H, g.W});
     dlay d = {0};
     bool direct = conv_direct_layout(&g, &d);
@@ -365,16 +405,17 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
                         .W = W->data,
                         .img_out = y->data,
                         .img_bias = b ? b->data : NULL,
-                        .img_set = true};
+                        .img_set = true,
+                        .relu = relu};
         conv_direct_images(tp, &g, &d, &j, NULL);
     } else if (NP > 0) { /* y = b (or 0) + col2im(x' . W), image by image */
         conv_to_pm(g.N, g.OC, P, x->data, xp);
         if (conv_trans_ok(&g))
             conv_implicit_trans(tp, &g, x->data, W->data, y->data, true,
-                                b ? b->data : NULL);
+                                b ? b->data : NULL, relu);
         else
             conv_gemm_col2im(tp, &g, xp, W->data, ldk, y->data, true,
-                             b ? b->data : NULL);
+                             b ? b->data : NULL, relu);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv_transpose2d_backward, y, b ? 3 : 2, in);
@@ -385,6 +426,7 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
         s->direct = direct;
         s->d = d;
         s->implicit = !direct && conv_implicit_ok(&g);
+        s->relu = relu;
         r->saved = s;
     }
     return y;
@@ -394,9 +436,9 @@ tg_tensor *tg_conv_transpose2d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
                                tg_tensor *b, int stride, int padding,
                                int output_padding, int dilation)
 {
-    tg_conv2d_args a = {{stride, stride},
-                        {padding, padding},
-                        {dilation, dilation},
-                        {output_padding, output_padding}};
+    tg_conv2d_args a = {.stride = {stride, stride},
+                        .padding = {padding, padding},
+                        .dilation = {dilation, dilation},
+                        .output_padding = {output_padding, output_padding}};
     return tg_conv_transpose2d_ex(tp, x, W, b, &a);
 }

@@ -338,6 +338,11 @@ typedef struct tg_conv2d_args {
     int padding[2];
     int dilation[2];
     int output_padding[2]; /* conv_transpose2d only; < stride or dilation */
+    /* relu: the output is max(0, .) of the convolution plus bias, with
+     * tg_relu's values and gradients bit for bit, computed inside the op
+     * (without the two passes over memory and the tensor a tg_relu after
+     * it takes). */
+    bool relu;
 } tg_conv2d_args;
 
 /* y [N, OC, OH, OW] = x [N, C, H, W] convolved (cross-correlated, as

@@ -913,21 +913,25 @@ static void group_norm_cases(void)
 /* ---- convolution, pooling, upsampling --------------------------------------
  */
 
-/* iparams: N C H W OC kh kw sh sw ph pw dh dw oph opw has_bias */
+/* iparams: N C H W OC kh kw sh sw ph pw dh dw oph opw has_bias relu */
 static void conv_case(bool transpose, const int *g)
 {
     begin(transpose ? "conv_transpose2d" : "conv2d",
-          "x %dx%dx%dx%d oc %d k %dx%d s %d,%d p %d,%d d %d,%d op %d,%d b %d",
+          "x %dx%dx%dx%d oc %d k %dx%d s %d,%d p %d,%d d %d,%d op %d,%d b %d "
+          "relu %d",
           g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10],
-          g[11], g[12], g[13], g[14], g[15]);
+          g[11], g[12], g[13], g[14], g[15], g[16]);
     tg_tensor *x = input(4, (int[]){g[0], g[1], g[2], g[3]}, -1, 1);
     tg_tensor *W = transpose ? input(4, (int[]){g[1], g[4], g[5], g[6]}, -1, 1)
                              : input(4, (int[]){g[4], g[1], g[5], g[6]}, -1, 1);
     tg_tensor *b = g[15] ? input(1, &g[4], -1, 1) : NULL;
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < 17; i++)
         iparam(g[i]);
-    tg_conv2d_args a = {
-        {g[7], g[8]}, {g[9], g[10]}, {g[11], g[12]}, {g[13], g[14]}};
+    tg_conv2d_args a = {.stride = {g[7], g[8]},
+                        .padding = {g[9], g[10]},
+                        .dilation = {g[11], g[12]},
+                        .output_padding = {g[13], g[14]},
+                        .relu = g[16]};
     output(transpose ? tg_conv_transpose2d_ex(C.tp, x, W, b, &a)
                      : tg_conv2d_ex(C.tp, x, W, b, &a));
     end();
@@ -935,23 +939,31 @@ static void conv_case(bool transpose, const int *g)
 
 static void conv_cases(void)
 {
-    static const int cv[][16] = {
-        {2, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1},
-        {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1},
-        {2, 2, 7, 6, 3, 3, 2, 2, 3, 1, 0, 2, 1, 0, 0, 0},
-        {1, 3, 4, 4, 2, 4, 4, 1, 1, 0, 0, 1, 1, 0, 0, 1},
-        {2, 4, 9, 9, 5, 2, 2, 3, 3, 0, 1, 1, 2, 0, 0, 1},
-        {1, 2, 3, 3, 2, 3, 3, 1, 1, 2, 2, 1, 1, 0, 0, 1},
+    /* the last column: relu fused (args.relu), on the generic, direct
+     * (one-channel image side) and implicit (16-channel) paths */
+    static const int cv[][17] = {
+        {2, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0},
+        {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1, 0},
+        {2, 2, 7, 6, 3, 3, 2, 2, 3, 1, 0, 2, 1, 0, 0, 0, 0},
+        {1, 3, 4, 4, 2, 4, 4, 1, 1, 0, 0, 1, 1, 0, 0, 1, 0},
+        {2, 4, 9, 9, 5, 2, 2, 3, 3, 0, 1, 1, 2, 0, 0, 1, 0},
+        {1, 2, 3, 3, 2, 3, 3, 1, 1, 2, 2, 1, 1, 0, 0, 1, 0},
+        {2, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1},
+        {2, 1, 8, 8, 16, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1, 1},
+        {2, 16, 6, 6, 16, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1, 1},
     };
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 9; i++)
         conv_case(false, cv[i]);
-    static const int ct[][16] = {
-        {2, 3, 4, 4, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},
-        {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1},
-        {1, 2, 3, 5, 3, 2, 3, 3, 2, 0, 1, 1, 2, 2, 1, 0},
-        {2, 4, 7, 7, 3, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1},
+    static const int ct[][17] = {
+        {2, 3, 4, 4, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0},
+        {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1, 0},
+        {1, 2, 3, 5, 3, 2, 3, 3, 2, 0, 1, 1, 2, 2, 1, 0, 0},
+        {2, 4, 7, 7, 3, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1, 0},
+        {2, 3, 4, 4, 2, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1},
+        {2, 16, 4, 4, 1, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1, 1},
+        {2, 16, 3, 3, 16, 4, 4, 2, 2, 1, 1, 1, 1, 0, 0, 1, 1},
     };
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 7; i++)
         conv_case(true, ct[i]);
     /* pools: N C H W k s p, and whether the input has ties (small
      * integers) */
@@ -1156,7 +1168,9 @@ static void nn_cases(void)
     /* conv layers and flatten / unflatten */
     begin("conv2d", "layer, flatten");
     x = input(4, (int[]){2, 2, 5, 5}, -1, 1);
-    tg_conv2d_layer cl = {NULL, NULL, 2, 3, {{2, 2}, {1, 1}, {1, 1}, {0, 0}}};
+    tg_conv2d_layer cl = {NULL, NULL, 2, 3,
+                          {.stride = {2, 2}, .padding = {1, 1},
+                           .dilation = {1, 1}}};
     cl.W = input(4, (int[]){3, 2, 3, 3}, -1, 1);
     cl.b = input(1, (int[]){3}, -1, 1);
     int cg[16] = {2, 2, 5, 5, 3, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 1};
@@ -1168,8 +1182,10 @@ static void nn_cases(void)
     end();
     begin("conv_transpose2d", "layer");
     x = input(4, (int[]){2, 2, 3, 3}, -1, 1);
-    tg_conv_transpose2d_layer tl = {
-        NULL, NULL, 2, 3, {{2, 2}, {1, 1}, {1, 1}, {1, 1}}};
+    tg_conv_transpose2d_layer tl = {NULL, NULL, 2, 3,
+                                    {.stride = {2, 2}, .padding = {1, 1},
+                                     .dilation = {1, 1},
+                                     .output_padding = {1, 1}}};
     tl.W = input(4, (int[]){2, 3, 3, 3}, -1, 1);
     tl.b = input(1, (int[]){3}, -1, 1);
     int tgm[16] = {2, 2, 3, 3, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1};

@@ -205,9 +205,11 @@ def conv(c, x):
     g = c.ip
     b = x[2] if g[15] else None
     if c.op == 'conv2d':
-        return [F.conv2d(x[0], x[1], b, (g[7], g[8]), (g[9], g[10]), (g[11], g[12]))]
-    return [F.conv_transpose2d(x[0], x[1], b, (g[7], g[8]), (g[9], g[10]),
-                               (g[13], g[14]), 1, (g[11], g[12]))]
+        y = F.conv2d(x[0], x[1], b, (g[7], g[8]), (g[9], g[10]), (g[11], g[12]))
+    else:
+        y = F.conv_transpose2d(x[0], x[1], b, (g[7], g[8]), (g[9], g[10]),
+                               (g[13], g[14]), 1, (g[11], g[12]))
+    return [F.relu(y) if len(g) > 16 and g[16] else y]
 
 
 def max_pool_first(c, x):

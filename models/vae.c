@@ -130,6 +130,9 @@ static void conv_layers_init(tg_vae *vae, tg_rng *rng)
                                    4, 2, 1, 0, TG_INIT_TORCH, rng);
     tg_conv_transpose2d_layer_init(&vae->deconv2, ps, "decoder.deconv2", 32, 1,
                                    4, 2, 1, 0, TG_INIT_TORCH, rng);
+    /* the ReLUs after conv1, conv2 and deconv1, inside the ops */
+    vae->conv1.args.relu = vae->conv2.args.relu = true;
+    vae->deconv1.args.relu = true;
 }
 
 uint64_t tg_vae_numel(tg_vae_config cfg)
@@ -215,14 +218,14 @@ tg_params *tg_vae_params(tg_vae *vae) { return vae->params; }
 /* h            = relu(dense(enc1, x))          (x itself when hidden = 0)
  * mean, logvar = split(dense(enc2, h), 2)
  * logvar       = clamp(logvar, -30, 20)        (see TG_VAE_LOGVAR_MIN) */
-/* conv: h = flatten(relu(conv2(relu(conv1(x as [B, 1, s, s]))))) */
+/* conv: h = flatten(relu(conv2(relu(conv1(x as [B, 1, s, s])))))
+ * (the ReLUs fused into the convolutions: args.relu) */
 static tg_tensor *conv_encoder_features(tg_tape *tp, const tg_vae *vae,
                                         tg_tensor *x)
 {
     tg_tensor *img = tg_unflatten(tp, x, 1, vae->side, vae->side);
-    tg_tensor *h = tg_relu(tp, tg_conv2d_apply(tp, &vae->conv1, img));
-    h = tg_relu(tp, tg_conv2d_apply(tp, &vae->conv2, h));
-    return tg_flatten(tp, h);
+    tg_tensor *h = tg_conv2d_apply(tp, &vae->conv1, img);
+    return tg_flatten(tp, tg_conv2d_apply(tp, &vae->conv2, h));
 }
 
 void tg_vae_encode(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
@@ -249,7 +252,7 @@ tg_tensor *tg_vae_decode_logits(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
         int q = vae->side / 4;
         tg_tensor *h = tg_relu(tp, tg_dense_apply(tp, &vae->dec1, z));
         h = tg_unflatten(tp, h, 64, q, q);
-        h = tg_relu(tp, tg_conv_transpose2d_apply(tp, &vae->deconv1, h));
+        h = tg_conv_transpose2d_apply(tp, &vae->deconv1, h); /* relu fused */
         return tg_flatten(tp, tg_conv_transpose2d_apply(tp, &vae->deconv2, h));
     }
     tg_tensor *h = z;

@@ -53,7 +53,9 @@ void tg_bayes_conv2d_init(tg_bayes_conv2d *l, tg_params *ps, const char *name,
     l->out = out;
     l->kernel = kernel;
     l->args =
-        (tg_conv2d_args){{stride, stride}, {padding, padding}, {1, 1}, {0, 0}};
+        (tg_conv2d_args){.stride = {stride, stride},
+                         .padding = {padding, padding},
+                         .dilation = {1, 1}};
     l->prior_scale = prior_scale;
 
     /* The means as PyTorch's Conv2d (uniform +-1/sqrt(fan_in), fan_in = in
@@ -78,6 +80,11 @@ static void check_x(const char *op, const tg_bayes_conv2d *l,
         char s[64];
         tg_fatal(op, "x %s must be [B, %d, H, W]", tg_shape_str(x, s), l->in);
     }
+    /* the sample is mean + sd * eps of two convolutions: a ReLU fused into
+     * each would not be the ReLU of the sample */
+    if (l->args.relu)
+        tg_fatal(op, "args.relu is not supported here: apply tg_relu to the "
+                     "layer's output");
 }
 
 /* The sample (the formula at the top) for noise eps, or for noise drawn

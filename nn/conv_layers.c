@@ -92,10 +92,10 @@ static tg_conv2d_args checked_args(const char *op, const char *name, int in,
 static tg_conv2d_args square_args(int stride, int padding, int output_padding,
                                   int dilation)
 {
-    return (tg_conv2d_args){{stride, stride},
-                            {padding, padding},
-                            {dilation, dilation},
-                            {output_padding, output_padding}};
+    return (tg_conv2d_args){.stride = {stride, stride},
+                            .padding = {padding, padding},
+                            .dilation = {dilation, dilation},
+                            .output_padding = {output_padding, output_padding}};
 }
 
 void tg_conv2d_layer_init(tg_conv2d_layer *l, tg_params *ps, const char *name,

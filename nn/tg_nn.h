@@ -444,7 +444,8 @@ void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
  * torch unchanged. The _init functions make square kernels with one stride
  * and padding; the _init_ex ones take kh x kw, every tg_conv2d_args field
  * per axis, and bias false for a layer without one (l->b NULL, torch's
- * bias=False, before a normalisation). TG_INIT_TORCH is torch's default
+ * bias=False, before a normalisation). l->args.relu = true (or in the
+ * _init_ex args) fuses a ReLU after the layer into its op. TG_INIT_TORCH is torch's default
  * (uniform +-1/sqrt(fan_in) for W and b, fan_in = weight.shape[1] * k * k,
  * torch's rule for both kinds); GLOROT and HE use the same fans. Pooling has
  * no parameters: call tg_max_pool2d / tg_avg_pool2d / tg_upsample2d. */

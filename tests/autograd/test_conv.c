@@ -81,7 +81,8 @@ static int conv_out(int in, int k, int s, int p, int d)
 
 #define ARGS(sh, sw, ph, pw, dh, dw, oh, ow)                                   \
     {                                                                          \
-        {sh, sw}, {ph, pw}, {dh, dw}, { oh, ow }                               \
+        .stride = {sh, sw}, .padding = {ph, pw}, .dilation = {dh, dw},         \
+        .output_padding = {oh, ow}                                             \
     }
 
 /* The issue's edge cases; conv_transpose2d reads C as its input channels
@@ -1151,6 +1152,115 @@ static void test_threads_bit_identical(void **state)
     threads_bit_identical(16, 32, 16);
 }
 
+/* args.relu against tg_relu after the op: values and every gradient the
+ * same bits, for each edge case, both ops and every GEMM kernel the CPU
+ * runs (the generic, direct and implicit paths each fuse it in their own
+ * output pass); the fused run on 2 threads, tg_relu's on 1. */
+static void relu_run(const conv_case *c, bool transpose, bool fused,
+                     tg_tensor **in, const float *seed, float *out, size_t *n)
+{
+    int n_in = c->bias ? 3 : 2;
+    for (int i = 0; i < n_in; i++)
+        tg_tensor_zero_grad(in[i]);
+    conv_case cc = *c;
+    cc.a.relu = fused;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = transpose ? f_conv_transpose2d(tp, in, &cc)
+                             : f_conv2d(tp, in, &cc);
+    if (!fused)
+        y = tg_relu(tp, y);
+    tg_backward_with(tp, y, seed);
+    size_t k = 0;
+    for (size_t i = 0; i < y->size; i++)
+        out[k++] = y->data[i];
+    for (int j = 0; j < n_in; j++)
+        for (size_t i = 0; i < in[j]->size; i++)
+            out[k++] = in[j]->grad[i];
+    *n = k;
+    tg_tape_free(tp);
+}
+
+/* Adds the case's outputs and its outputs clipped to 0 to counts. */
+static void relu_case(const conv_case *c, bool transpose, size_t counts[2])
+{
+    tg_tensor *in[3] = {rand4(c->N, c->C, c->H, c->W),
+                        transpose ? rand4(c->C, c->OC, c->kh, c->kw)
+                                  : rand4(c->OC, c->C, c->kh, c->kw),
+                        rand1(c->OC)};
+    for (int i = 0; i < 3; i++)
+        tg_tensor_require_grad(in[i]);
+    size_t cap = 1 << 20, n1, n2;
+    float *seed = malloc(cap * sizeof *seed), *a = malloc(cap * sizeof *a),
+          *b = malloc(cap * sizeof *b);
+    for (size_t i = 0; i < cap; i++)
+        seed[i] = (float)(uniform() * 2.0 - 1.0);
+    int old = tg_get_threads();
+    tg_set_threads(2);
+    relu_run(c, transpose, true, in, seed, a, &n1);
+    tg_set_threads(1);
+    relu_run(c, transpose, false, in, seed, b, &n2);
+    tg_set_threads(old);
+    size_t zeros = 0, outs = n1 - (in[0]->size + in[1]->size +
+                                   (c->bias ? in[2]->size : 0));
+    for (size_t i = 0; i < outs; i++)
+        zeros += a[i] == 0.0f;
+    char name[160];
+    describe(c, transpose ? "conv_transpose2d" : "conv2d", name);
+    if (n1 != n2 || memcmp(a, b, n1 * sizeof *a) != 0)
+        printf("  fused relu differs from tg_relu: %s\n", name);
+    assert_true(n1 == n2 && n1 < cap);
+    assert_memory_equal(a, b, n1 * sizeof *a);
+    counts[0] += outs, counts[1] += zeros;
+    free(seed);
+    free(a);
+    free(b);
+    for (int i = 0; i < 3; i++)
+        tg_tensor_free(in[i]);
+}
+
+static void test_fused_relu(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"avx512", "avx2", "avx2-4x24",
+                                        "avx2-6x16", "portable"};
+    /* larger than the edge cases, so the loops go parallel: the conv
+     * VAE's 32 -> 64 and 1 -> 32 layers on 8 images */
+    static const conv_case big[] = {
+        {8, 32, 14, 14, 64, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0), true},
+        {8, 1, 28, 28, 32, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0), true},
+    };
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    int ran = 0;
+    for (int k = 0; k < 5; k++) {
+        if (!tg_gemm_set_kernel(names[k]))
+            continue;
+        ran++;
+        size_t counts[2] = {0, 0};
+        for (int e = 0; e < N_EDGE; e++) {
+            conv_case c = edge_cases[e];
+            relu_case(&c, true, counts);
+            c.a.output_padding[0] = c.a.output_padding[1] = 0;
+            if (conv_out(c.H, c.kh, stride_h(&c), c.a.padding[0], dil_h(&c)) >=
+                    1 &&
+                conv_out(c.W, c.kw, stride_w(&c), c.a.padding[1], dil_w(&c)) >=
+                    1)
+                relu_case(&c, false, counts);
+        }
+        for (int e = 0; e < 2; e++) {
+            relu_case(&big[e], false, counts);
+            /* as conv_transpose2d: 64 -> 32 and 32 -> 1 on 7x7 and 14x14 */
+            conv_case t = {8, big[e].OC, big[e].H / 2, big[e].W / 2, big[e].C,
+                           4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0), true};
+            relu_case(&t, true, counts);
+        }
+        /* a third to two thirds of the outputs clipped: the mask is used */
+        assert_true(counts[1] > counts[0] / 3 && counts[1] < counts[0] / 3 * 2);
+    }
+    assert_true(tg_gemm_set_kernel(saved));
+    assert_true(ran >= 1);
+}
+
 /* A 0-image batch goes through every op; parameter gradients stay zero
  * (the bias's too: a sum over no images). */
 /* The bias gradient sums N * OH * OW terms per channel. It must be the
@@ -1339,6 +1449,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_one_tensor_as_two_inputs),
         cmocka_unit_test(test_huge_stride_one_channel),
         cmocka_unit_test(test_threads_bit_identical),
+        cmocka_unit_test(test_fused_relu),
         cmocka_unit_test(test_bias_grad_is_the_nearest_float),
         cmocka_unit_test(test_empty_batch),
         cmocka_unit_test(test_misuse_aborts),

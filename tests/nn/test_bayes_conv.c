@@ -589,6 +589,18 @@ static void apply_kl_null_rng(void)
         tp, &l, tg_tape_tensor(tp, 4, (int[]){1, 2, 5, 5}, true), NULL, &kl);
 }
 
+static void apply_fused_relu(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_bayes_conv2d l = small_layer(ps, 1);
+    l.args.relu = true;
+    tg_tape *tp = tg_tape_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_bayes_conv2d_apply(
+        tp, &l, tg_tape_tensor(tp, 4, (int[]){1, 2, 5, 5}, true), &rng);
+}
+
 static void misuse_aborts_naming_the_layer(void **state)
 {
     (void)state;
@@ -601,6 +613,8 @@ static void misuse_aborts_naming_the_layer(void **state)
     expect_abort(apply_eps_wrong_shape, "bayes_conv2d",
                  "eps [1, 3, 5, 5] must be the output's shape [1, 3, 3, 3]");
     expect_abort(apply_kl_null_rng, "bayes_conv2d_apply_kl", "NULL rng");
+    expect_abort(apply_fused_relu, "bayes_conv2d",
+                 "args.relu is not supported here");
 }
 
 int main(void)
