@@ -83,6 +83,10 @@ void conv_relu(float *y, size_t n);
 void conv_to_pm(int N, int C, int P, const float *nchw, float *pm);
 void conv_add_transposed(int OC, int K, const float *tmp, float *dW);
 void conv_bias_backward(int N, int C, int P, const float *dy, float *db);
+/* A fused ReLU's backward: m [N, C, P] = dy where y > 0, else 0; with db,
+ * db += conv_bias_backward's sums of m, the same bits (sums: N*C scratch). */
+void conv_relu_backward(int N, int C, int P, const float *y, const float *dy,
+                        float *m, double *sums, float *db);
 
 /* ---- conv_implicit.c ----------------------------------------------------- */
 

@@ -125,27 +125,15 @@ typedef struct conv_saved {
  * that lays the output out NCHW, while each image is in cache, and the
  * gradient reaching the convolution is dy where y > 0, else 0: tg_relu's
  * values and gradients bit for bit, without its two passes over memory. */
-enum { MASK_BLOCK = 4096 };
-
-TG_VECTOR_CLONES
-static void mask_block(const float *y, const float *dy, float *out, size_t n)
-{
-    for (size_t e = 0; e < n; e++)
-        out[e] = y[e] <= 0.0f ? 0.0f : dy[e];
-}
-
-/* dy where y > 0, else 0, in tape scratch. */
+/* The gradient reaching the convolution under a fused ReLU (in tape
+ * scratch), and with db, db += its bias gradient from the same pass. */
 static const float *relu_masked(tg_tape *tp, const tg_tensor *y,
-                                const float *dy)
+                                const float *dy, int C, float *db)
 {
+    int N = y->shape[0], P = y->shape[2] * y->shape[3];
     float *m = tg_tape_alloc(tp, y->size * sizeof *m);
-    size_t blocks = (y->size + MASK_BLOCK - 1) / MASK_BLOCK;
-    TG_PARALLEL_FOR(blocks, MASK_BLOCK)
-    for (size_t i = 0; i < blocks; i++) {
-        size_t e0 = i * MASK_BLOCK,
-               n = y->size - e0 < MASK_BLOCK ? y->size - e0 : MASK_BLOCK;
-        mask_block(y->data + e0, dy + e0, m + e0, n);
-    }
+    double *sums = db ? tg_tape_alloc(tp, (size_t)N * C * sizeof *sums) : NULL;
+    conv_relu_backward(N, C, P, y->data, dy, m, sums, db);
     return m;
 }
 
@@ -181,9 +169,9 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     float *dx = conv_dx(tp, r, NP > 0, &fresh), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
-    if (s->relu)
-        dy = relu_masked(tp, r->out, dy);
-    if (db)
+    if (s->relu) /* db from the masking pass */
+        dy = relu_masked(tp, r->out, dy, g->OC, db);
+    else if (db)
         conv_bias_backward(g->N, g->OC, P, dy, db);
     if (NP == 0)
         return;
@@ -315,9 +303,9 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     float *dx = conv_dx(tp, r, NP > 0, &fresh), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
-    if (s->relu)
-        dy = relu_masked(tp, r->out, dy);
-    if (db)
+    if (s->relu) /* db from the masking pass */
+        dy = relu_masked(tp, r->out, dy, g->C, db);
+    else if (db)
         conv_bias_backward(g->N, g->C, g->H * g->W, dy, db);
     if (NP == 0)
         return;

@@ -1319,19 +1319,25 @@ static void test_empty_batch(void **state)
                        rand1(2)};
     for (int i = 0; i < 4; i++)
         tg_tensor_require_grad(p[i]);
-    tg_tape *tp = tg_tape_new();
-    tg_tensor *h = tg_conv2d(tp, x, p[0], p[1], 1, 1, 1);
-    h = tg_max_pool2d(tp, h, 2, 2, 0);
-    h = tg_conv_transpose2d(tp, h, p[2], p[3], 2, 1, 0, 1);
-    h = tg_upsample2d(tp, tg_avg_pool2d(tp, h, 2, 2, 0), 2);
-    int want[] = {0, 2, 8, 6};
-    for (int d = 0; d < 4; d++)
-        assert_int_equal(h->shape[d], want[d]);
-    tg_backward(tp, tg_sum(tp, h));
-    for (int i = 0; i < 4; i++)
-        for (size_t k = 0; k < p[i]->size; k++)
-            assert_float_equal(p[i]->grad[k], 0.0f, 0.0f);
-    tg_tape_free(tp);
+    for (int fused = 0; fused < 2; fused++) { /* then with args.relu */
+        tg_conv2d_args a1 = {.stride = {1, 1}, .padding = {1, 1},
+                             .relu = fused},
+                       a2 = {.stride = {2, 2}, .padding = {1, 1},
+                             .relu = fused};
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *h = tg_conv2d_ex(tp, x, p[0], p[1], &a1);
+        h = tg_max_pool2d(tp, h, 2, 2, 0);
+        h = tg_conv_transpose2d_ex(tp, h, p[2], p[3], &a2);
+        h = tg_upsample2d(tp, tg_avg_pool2d(tp, h, 2, 2, 0), 2);
+        int want[] = {0, 2, 8, 6};
+        for (int d = 0; d < 4; d++)
+            assert_int_equal(h->shape[d], want[d]);
+        tg_backward(tp, tg_sum(tp, h));
+        for (int i = 0; i < 4; i++)
+            for (size_t k = 0; k < p[i]->size; k++)
+                assert_float_equal(p[i]->grad[k], 0.0f, 0.0f);
+        tg_tape_free(tp);
+    }
     tg_tensor_free(x);
     for (int i = 0; i < 4; i++)
         tg_tensor_free(p[i]);
