@@ -376,8 +376,8 @@ void conv_bias_backward(int N, int C, int P, const float *dy, float *db)
 /* One image's rows of relu_backward: m = dy where y > 0, else 0, and with
  * sums, each channel row's vsum_f64 while the row is in L1. */
 TG_VECTOR_CLONES
-static void relu_image(int C, int P, const float *y, const float *dy,
-                       float *m, double *sums)
+static void relu_image(int C, int P, const float *y, const float *dy, float *m,
+                       double *sums)
 {
     for (int c = 0; c < C; c++) {
         size_t o = (size_t)c * P;

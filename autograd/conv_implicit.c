@@ -688,10 +688,9 @@ void conv_implicit_trans(tg_tape *tp, const geom *g, const float *in,
                                            NULL, d);
             }
             for (int n = c0; n < c1; n++)
-                conv_pm_to_nchw(g->C, g->H * g->W,
-                                ob + (size_t)(n - c0) * out_image,
-                                set ? bias : NULL, set && relu, tmp,
-                                out + n * out_image);
+                conv_pm_to_nchw(
+                    g->C, g->H * g->W, ob + (size_t)(n - c0) * out_image,
+                    set ? bias : NULL, set && relu, tmp, out + n * out_image);
         }
     }
 #else

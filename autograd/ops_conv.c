@@ -329,8 +329,7 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
         conv_pad_images(g, &l, dy, xp);
         if (dx) { /* fresh: dx written, not added to */
             nchw_out o = {dx, NULL, scratch(tp, (size_t)NP, (size_t)g->OC),
-                          fresh ? NULL
-                                : scratch(tp, (size_t)NP, (size_t)g->OC),
+                          fresh ? NULL : scratch(tp, (size_t)NP, (size_t)g->OC),
                           false};
             conv_implicit_fwd(tp, g, &l, xp, W->data, &o);
         }

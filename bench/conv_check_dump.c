@@ -129,11 +129,11 @@ int main(int argc, char **argv)
                 tg_rng_fill_uniform(&rng, all[i]->data, all[i]->size, -1, 1);
                 tg_tensor_require_grad(all[i]);
             }
-        tg_conv2d_args a = {
-            .stride = {c[8], c[9]},
-            .padding = {c[10], c[11]},
-            .dilation = {c[12], c[13]},
-            .output_padding = {op == CONVT ? c[14] : 0, op == CONVT ? c[15] : 0}};
+        tg_conv2d_args a = {.stride = {c[8], c[9]},
+                            .padding = {c[10], c[11]},
+                            .dilation = {c[12], c[13]},
+                            .output_padding = {op == CONVT ? c[14] : 0,
+                                               op == CONVT ? c[15] : 0}};
         tg_tape *tp = tg_tape_new();
         tg_tensor *y = op == CONV    ? tg_conv2d_ex(tp, x, W, b, &a)
                        : op == CONVT ? tg_conv_transpose2d_ex(tp, x, W, b, &a)

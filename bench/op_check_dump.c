@@ -1168,9 +1168,12 @@ static void nn_cases(void)
     /* conv layers and flatten / unflatten */
     begin("conv2d", "layer, flatten");
     x = input(4, (int[]){2, 2, 5, 5}, -1, 1);
-    tg_conv2d_layer cl = {NULL, NULL, 2, 3,
-                          {.stride = {2, 2}, .padding = {1, 1},
-                           .dilation = {1, 1}}};
+    tg_conv2d_layer cl = {
+        NULL,
+        NULL,
+        2,
+        3,
+        {.stride = {2, 2}, .padding = {1, 1}, .dilation = {1, 1}}};
     cl.W = input(4, (int[]){3, 2, 3, 3}, -1, 1);
     cl.b = input(1, (int[]){3}, -1, 1);
     int cg[16] = {2, 2, 5, 5, 3, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0, 1};
@@ -1182,8 +1185,12 @@ static void nn_cases(void)
     end();
     begin("conv_transpose2d", "layer");
     x = input(4, (int[]){2, 2, 3, 3}, -1, 1);
-    tg_conv_transpose2d_layer tl = {NULL, NULL, 2, 3,
-                                    {.stride = {2, 2}, .padding = {1, 1},
+    tg_conv_transpose2d_layer tl = {NULL,
+                                    NULL,
+                                    2,
+                                    3,
+                                    {.stride = {2, 2},
+                                     .padding = {1, 1},
                                      .dilation = {1, 1},
                                      .output_padding = {1, 1}}};
     tl.W = input(4, (int[]){2, 3, 3, 3}, -1, 1);

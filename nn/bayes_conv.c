@@ -52,10 +52,9 @@ void tg_bayes_conv2d_init(tg_bayes_conv2d *l, tg_params *ps, const char *name,
     l->in = in;
     l->out = out;
     l->kernel = kernel;
-    l->args =
-        (tg_conv2d_args){.stride = {stride, stride},
-                         .padding = {padding, padding},
-                         .dilation = {1, 1}};
+    l->args = (tg_conv2d_args){.stride = {stride, stride},
+                               .padding = {padding, padding},
+                               .dilation = {1, 1}};
     l->prior_scale = prior_scale;
 
     /* The means as PyTorch's Conv2d (uniform +-1/sqrt(fan_in), fan_in = in

@@ -82,7 +82,10 @@ static int conv_out(int in, int k, int s, int p, int d)
 #define ARGS(sh, sw, ph, pw, dh, dw, oh, ow)                                   \
     {                                                                          \
         .stride = {sh, sw}, .padding = {ph, pw}, .dilation = {dh, dw},         \
-        .output_padding = {oh, ow}                                             \
+        .output_padding = {                                                    \
+            oh,                                                                \
+            ow                                                                 \
+        }                                                                      \
     }
 
 /* The issue's edge cases; conv_transpose2d reads C as its input channels
@@ -1165,8 +1168,8 @@ static void relu_run(const conv_case *c, bool transpose, bool fused,
     conv_case cc = *c;
     cc.a.relu = fused;
     tg_tape *tp = tg_tape_new();
-    tg_tensor *y = transpose ? f_conv_transpose2d(tp, in, &cc)
-                             : f_conv2d(tp, in, &cc);
+    tg_tensor *y =
+        transpose ? f_conv_transpose2d(tp, in, &cc) : f_conv2d(tp, in, &cc);
     if (!fused)
         y = tg_relu(tp, y);
     tg_backward_with(tp, y, seed);
@@ -1250,8 +1253,15 @@ static void test_fused_relu(void **state)
         for (int e = 0; e < 2; e++) {
             relu_case(&big[e], false, counts);
             /* as conv_transpose2d: 64 -> 32 and 32 -> 1 on 7x7 and 14x14 */
-            conv_case t = {8, big[e].OC, big[e].H / 2, big[e].W / 2, big[e].C,
-                           4, 4, ARGS(2, 2, 1, 1, 1, 1, 0, 0), true};
+            conv_case t = {8,
+                           big[e].OC,
+                           big[e].H / 2,
+                           big[e].W / 2,
+                           big[e].C,
+                           4,
+                           4,
+                           ARGS(2, 2, 1, 1, 1, 1, 0, 0),
+                           true};
             relu_case(&t, true, counts);
         }
         /* a third to two thirds of the outputs clipped: the mask is used */
@@ -1320,10 +1330,11 @@ static void test_empty_batch(void **state)
     for (int i = 0; i < 4; i++)
         tg_tensor_require_grad(p[i]);
     for (int fused = 0; fused < 2; fused++) { /* then with args.relu */
-        tg_conv2d_args a1 = {.stride = {1, 1}, .padding = {1, 1},
+        tg_conv2d_args a1 = {.stride = {1, 1},
+                             .padding = {1, 1},
                              .relu = fused},
-                       a2 = {.stride = {2, 2}, .padding = {1, 1},
-                             .relu = fused};
+                       a2 = {
+                           .stride = {2, 2}, .padding = {1, 1}, .relu = fused};
         tg_tape *tp = tg_tape_new();
         tg_tensor *h = tg_conv2d_ex(tp, x, p[0], p[1], &a1);
         h = tg_max_pool2d(tp, h, 2, 2, 0);
