@@ -83,6 +83,8 @@ static void check_keys(const char *path, const tg_meta *m)
         "epoch_seen", "epoch_skipped", "epoch_rec", "epoch_kl", "noise_rng",
         "arch",       "likelihood",    "holdout",   "shards",   "ranks"};
     static const char *const need_shards[] = {"holdout", "likelihood", "arch"};
+    /* keys written only since 'shards' was: a file with one lacks none */
+    static const char *const after_shards[] = {"guard", EPOCH_BATCHES_MAX};
     static const char *const always[] = {"step", "optim.step"};
     char what[96];
     for (size_t i = 0; i < sizeof always / sizeof always[0]; i++)
@@ -99,6 +101,12 @@ static void check_keys(const char *path, const tg_meta *m)
         if (tg_meta_get(m, "shards") && !tg_meta_get(m, need_shards[i]))
             bad_meta(path, need_shards[i], NULL,
                      "optional in a file with 'shards'");
+    for (size_t i = 0; i < sizeof after_shards / sizeof after_shards[0]; i++)
+        if (tg_meta_get(m, after_shards[i]) && !tg_meta_get(m, "shards")) {
+            snprintf(what, sizeof what, "optional in a file with '%s'",
+                     after_shards[i]);
+            bad_meta(path, "shards", NULL, what);
+        }
 }
 
 /* Exits 2 naming key when v is outside lo..hi (what says why the bound

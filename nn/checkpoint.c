@@ -280,14 +280,24 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
         off += p->size;
     }
     int nmeta = 0, own = opt ? 3 : 0;
-    for (int i = 0; meta && i < meta->n; i++)
+    const char *reserved = NULL; /* a caller's key a load would refuse */
+    for (int i = 0; meta && i < meta->n; i++) {
         if (!library_key(meta->key[i], opt != NULL))
             nmeta++;
-    if (nmeta + own > TG_META_MAX) { /* a file no load could read back */
+        if (!reserved && strncmp(meta->key[i], "tapegrad.", 9) == 0 &&
+            strcmp(meta->key[i], TG_CK_CHECKSUM_KEY) != 0)
+            reserved = meta->key[i];
+    }
+    if (nmeta + own > TG_META_MAX || reserved) { /* no load could read it */
         for (int i = 0; i < n; i++)
             free(owned[i]);
         free(owned);
         free(t);
+        if (reserved)
+            return tg_error(TG_ERR_ARG,
+                            "%s: not saved: metadata key '%.60s': the "
+                            "'tapegrad.' prefix is the library's",
+                            path, reserved);
         return tg_error(TG_ERR_ARG,
                         "%s: not saved: %d metadata entries and the "
                         "optimizer's %d, at most %d (TG_META_MAX) can be "
@@ -301,9 +311,6 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
         keys[nmeta] = meta->key[i];
         values[nmeta++] = meta->value[i];
     }
-    tg_ck_checksum_tensors(n, t, checksum);
-    keys[nmeta] = TG_CK_CHECKSUM_KEY;
-    values[nmeta++] = checksum;
     if (opt) {
         snprintf(step, sizeof step, "%" PRId64, opt->step);
         keys[nmeta] = KIND_KEY;
@@ -314,6 +321,9 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
         keys[nmeta] = SETTINGS_KEY;
         values[nmeta++] = settings;
     }
+    tg_ck_checksum(n, t, nmeta, keys, values, checksum); /* over all else */
+    keys[nmeta] = TG_CK_CHECKSUM_KEY;
+    values[nmeta++] = checksum;
     tg_status st = write_atomic(path, n, t, nmeta, keys, values);
     for (int i = 0; i < n; i++)
         free(owned[i]);

@@ -144,11 +144,18 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
                     f->path, d.first_extra, counts);
 }
 
-/* ---- the data checksum ------------------------------------------------------
- * FNV-1a's step over the data as 32-bit little-endian words, word i into
- * lane i % 4 (four chains: a few GB/s), the lanes folded in order at the
- * end with the word count. Each step is a bijection of its lane, so a
- * change to one word always changes the result. */
+/* ---- the checksum -----------------------------------------------------------
+ * FNV-1a's step over 32-bit words, word i into lane i % 4 (four chains: a
+ * few GB/s), the lanes folded in order at the end with the word count.
+ * Each step is a bijection of its lane, so a change to one word always
+ * changes the result.
+ *
+ * "fnv4m:" (this version's): the tensors in name order, each as its name,
+ * rank and shape, then its data as little-endian words; then the metadata
+ * entries but the checksum's own, in key order, each as key and value.
+ * A text goes in as its length and its bytes, zero-padded to whole words.
+ * "fnv4:" (the first version's, still verified): the tensor data alone, so
+ * a flipped bit in the metadata (an epoch, a likelihood) went unseen. */
 typedef struct ck_hash {
     uint64_t lane[4];
     uint64_t words;
@@ -169,23 +176,73 @@ static void hash_words(ck_hash *h, const uint32_t *w, size_t n)
         h->lane[h->words & 3] = (h->lane[h->words & 3] ^ w[i]) * FNV_PRIME;
 }
 
-static void hash_text(const ck_hash *h, char *out)
+static void hash_word(ck_hash *h, uint64_t v)
+{
+    uint32_t w[2] = {(uint32_t)v, (uint32_t)(v >> 32)};
+    hash_words(h, w, 2);
+}
+
+static void hash_str(ck_hash *h, const char *s)
+{
+    size_t n = strlen(s);
+    hash_word(h, n);
+    for (size_t i = 0; i < n; i += 4) {
+        unsigned char b[4] = {0, 0, 0, 0};
+        memcpy(b, s + i, n - i < 4 ? n - i : 4);
+        uint32_t w = (uint32_t)b[0] | (uint32_t)b[1] << 8 |
+                     (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        hash_words(h, &w, 1);
+    }
+}
+
+static void hash_text(const ck_hash *h, const char *prefix, char *out)
 {
     uint64_t r = h->words * FNV_PRIME;
     for (int i = 0; i < 4; i++)
         r = (r ^ h->lane[i]) * FNV_PRIME;
-    snprintf(out, 32, "fnv4:%016" PRIx64, r);
+    snprintf(out, 32, "%s%016" PRIx64, prefix, r);
 }
 
-/* Tensor names in order, for the checksum's fixed order: another writer
- * may lay the data out in another (the Python one sorts them). */
+/* Names and keys in order, for the checksum's fixed order: another writer
+ * may lay the file out in another (the Python one sorts the tensors). */
 static int by_name(const void *a, const void *b)
 {
     return strcmp(**(const char *const *const *)a,
                   **(const char *const *const *)b);
 }
 
-void tg_ck_checksum_tensors(int n, const tg_st_tensor *t, char *out)
+typedef struct meta_pair {
+    const char *key, *value;
+} meta_pair;
+
+static int by_key(const void *a, const void *b)
+{
+    return strcmp(((const meta_pair *)a)->key, ((const meta_pair *)b)->key);
+}
+
+/* The metadata but the checksum, in key order, into h. */
+static bool hash_meta(ck_hash *h, int nmeta, const char *const *keys,
+                      const char *const *values)
+{
+    meta_pair *pairs = malloc(sizeof *pairs * (size_t)(nmeta ? nmeta : 1));
+    if (!pairs)
+        return false;
+    int n = 0;
+    for (int i = 0; i < nmeta; i++)
+        if (strcmp(keys[i], TG_CK_CHECKSUM_KEY) != 0)
+            pairs[n++] = (meta_pair){keys[i], values[i]};
+    qsort(pairs, (size_t)n, sizeof *pairs, by_key);
+    for (int i = 0; i < n; i++) {
+        hash_str(h, pairs[i].key);
+        hash_str(h, pairs[i].value);
+    }
+    free(pairs);
+    return true;
+}
+
+void tg_ck_checksum(int n, const tg_st_tensor *t, int nmeta,
+                    const char *const *keys, const char *const *values,
+                    char *out)
 {
     const tg_st_tensor **order = malloc(sizeof *order * (size_t)(n ? n : 1));
     if (!order)
@@ -198,8 +255,12 @@ void tg_ck_checksum_tensors(int n, const tg_st_tensor *t, char *out)
     uint32_t buf[1024];
     for (int k = 0; k < n; k++) {
         size_t numel = 1;
-        for (int d = 0; d < order[k]->ndim; d++)
+        hash_str(&h, order[k]->name);
+        hash_word(&h, (uint64_t)order[k]->ndim);
+        for (int d = 0; d < order[k]->ndim; d++) {
+            hash_word(&h, (uint64_t)order[k]->shape[d]);
             numel *= (size_t)order[k]->shape[d];
+        }
         for (size_t i = 0; i < numel; i += 1024) {
             size_t c = numel - i < 1024 ? numel - i : 1024;
             memcpy(buf, order[k]->data + i, c * sizeof *buf); /* host order: */
@@ -207,22 +268,39 @@ void tg_ck_checksum_tensors(int n, const tg_st_tensor *t, char *out)
         }
     }
     free(order);
-    hash_text(&h, out);
+    if (!hash_meta(&h, nmeta, keys, values))
+        tg_out_of_memory("checkpoint", "out of memory");
+    hash_text(&h, "fnv4m:", out);
+}
+
+/* Whether s is prefix and 16 lowercase hex digits. */
+static bool checksum_form(const char *s, const char *prefix)
+{
+    size_t p = strlen(prefix);
+    return strlen(s) == p + 16 && strncmp(s, prefix, p) == 0 &&
+           strspn(s + p, "0123456789abcdef") == 16;
 }
 
 tg_status tg_ck_verify(tg_st_file *f)
 {
     const char *want = NULL;
-    for (int i = 0; i < f->nmeta; i++)
-        if (strcmp(f->meta_key[i], TG_CK_CHECKSUM_KEY) == 0)
+    for (int i = 0; i < f->nmeta; i++) {
+        const char *key = f->meta_key[i];
+        if (strcmp(key, TG_CK_CHECKSUM_KEY) == 0)
             want = f->meta_value[i];
+        else if (strncmp(key, "tapegrad.", 9) == 0) /* the library's own */
+            return tg_error(TG_ERR_FORMAT,
+                            "%s: damaged or from another version: metadata "
+                            "key '%.60s' is none this library writes",
+                            f->path, key);
+    }
     if (!want)
         return TG_OK;
-    if (strlen(want) != 21 || strncmp(want, "fnv4:", 5) != 0 ||
-        strspn(want + 5, "0123456789abcdef") != 16)
+    bool full = checksum_form(want, "fnv4m:");
+    if (!full && !checksum_form(want, "fnv4:"))
         return tg_error(TG_ERR_FORMAT,
                         "%s: metadata '%s' is '%.40s', not a checksum this "
-                        "library writes (fnv4: and 16 hex digits)",
+                        "library writes (fnv4m: or fnv4: and 16 hex digits)",
                         f->path, TG_CK_CHECKSUM_KEY, want);
     const tg_st_entry **order =
         malloc(sizeof *order * (size_t)(f->n ? f->n : 1));
@@ -236,6 +314,12 @@ tg_status tg_ck_verify(tg_st_file *f)
     uint32_t buf[4096];
     tg_status st = TG_OK;
     for (int k = 0; k < f->n && st == TG_OK; k++) {
+        if (full) {
+            hash_str(&h, order[k]->name);
+            hash_word(&h, (uint64_t)order[k]->ndim);
+            for (int d = 0; d < order[k]->ndim; d++)
+                hash_word(&h, order[k]->shape[d]);
+        }
         uint64_t len = order[k]->end - order[k]->begin;
         if (fseeko(f->f, (off_t)(f->data_start + order[k]->begin), SEEK_SET))
             st = tg_error(TG_ERR_IO, "%s: cannot read its data", f->path);
@@ -251,14 +335,19 @@ tg_status tg_ck_verify(tg_st_file *f)
         }
     }
     free(order);
+    if (st == TG_OK && full &&
+        !hash_meta(&h, f->nmeta, (const char *const *)f->meta_key,
+                   (const char *const *)f->meta_value))
+        st = tg_error(TG_ERR_NOMEM, "%s: out of memory", f->path);
     if (st != TG_OK)
         return st;
     char got[32];
-    hash_text(&h, got);
+    hash_text(&h, full ? "fnv4m:" : "fnv4:", got);
     if (strcmp(got, want) != 0)
         return tg_error(TG_ERR_FORMAT,
-                        "%s: damaged: its tensor data do not match the "
-                        "checksum in its metadata (%.40s, the data give %s)",
-                        f->path, want, got);
+                        "%s: damaged: its %s do not match the checksum in "
+                        "its metadata (%.40s, the file gives %s)",
+                        f->path, full ? "tensors and metadata" : "tensor data",
+                        want, got);
     return TG_OK;
 }

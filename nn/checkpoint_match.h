@@ -24,20 +24,26 @@ char *tg_ck_join(const char *prefix, const char *name);
 bool tg_ck_same_shape(const tg_st_entry *e, const tg_tensor *t);
 const char *tg_ck_entry_shape(const tg_st_entry *e, char *buf, size_t n);
 
-/* A checksum of a file's tensor data, in its metadata under this key (the
- * library's: a caller's entry of the name is replaced, and it is not
- * copied into a loaded tg_meta): a flipped bit in a weight or in the
- * optimizer state is found at load instead of training another model. A
- * file without it (PyTorch's, or from before) loads unchecked. */
+/* A checksum of a file's tensors (names, shapes, data) and metadata, in its
+ * metadata under this key (the library's: a caller's entry of the name is
+ * replaced, and it is not copied into a loaded tg_meta): a flipped bit in
+ * a weight, in the optimizer state or in a metadata value (an epoch, a
+ * likelihood) is found at load instead of training another model. A file
+ * without it (PyTorch's, or from before) loads unchecked. The "tapegrad."
+ * key prefix is the library's: a save refuses a caller's key with it, and
+ * a load refuses a file with one it does not know (a damaged key name). */
 #define TG_CK_CHECKSUM_KEY "tapegrad.checksum"
 
-/* The checksum of tensors t[0..n), each tensor's data in the order of the
- * names (so that a file laid out in another order by another writer,
- * metadata kept, still checks): "fnv4:" and 16 hex digits into out (at
- * least 32 bytes). */
-void tg_ck_checksum_tensors(int n, const tg_st_tensor *t, char *out);
-/* TG_OK when f has no checksum or its data section matches it, else
- * TG_ERR_FORMAT ("damaged"). */
+/* The checksum of tensors t[0..n) and of the nmeta metadata entries (the
+ * checksum's own skipped), each in name order (so that a file laid out in
+ * another order by another writer still checks): "fnv4m:" and 16 hex
+ * digits into out (at least 32 bytes). */
+void tg_ck_checksum(int n, const tg_st_tensor *t, int nmeta,
+                    const char *const *keys, const char *const *values,
+                    char *out);
+/* TG_OK when f has no checksum or its tensors and metadata match it (its
+ * tensor data alone for the first version's "fnv4:"), else TG_ERR_FORMAT
+ * ("damaged"); TG_ERR_FORMAT too for a "tapegrad." key it does not know. */
 tg_status tg_ck_verify(tg_st_file *f);
 
 #endif

@@ -445,10 +445,11 @@ void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
  * and padding; the _init_ex ones take kh x kw, every tg_conv2d_args field
  * per axis, and bias false for a layer without one (l->b NULL, torch's
  * bias=False, before a normalisation). l->args.relu = true (or in the
- * _init_ex args) fuses a ReLU after the layer into its op. TG_INIT_TORCH is torch's default
- * (uniform +-1/sqrt(fan_in) for W and b, fan_in = weight.shape[1] * k * k,
- * torch's rule for both kinds); GLOROT and HE use the same fans. Pooling has
- * no parameters: call tg_max_pool2d / tg_avg_pool2d / tg_upsample2d. */
+ * _init_ex args) fuses a ReLU after the layer into its op. TG_INIT_TORCH is
+ * torch's default (uniform +-1/sqrt(fan_in) for W and b, fan_in =
+ * weight.shape[1] * k * k, torch's rule for both kinds); GLOROT and HE use the
+ * same fans. Pooling has no parameters: call tg_max_pool2d / tg_avg_pool2d /
+ * tg_upsample2d. */
 typedef struct tg_conv2d_layer {
     tg_tensor *W; /* [out, in, k, k] */
     tg_tensor *b; /* [out] */
@@ -585,11 +586,14 @@ float tg_lr_cosine_warmup(float base, int64_t step, int64_t warmup,
  * optimizer state as "optim.m.<name>" / "optim.v.<name>", and string
  * metadata (model config, step, epoch, RNG state). Saving writes a temporary
  * file, fsyncs and renames: an interrupted save never leaves a broken file.
- * Its metadata also holds a checksum of the tensor data
- * ("tapegrad.checksum", the library's own, not copied into a loaded
- * tg_meta): a load that reads tensors refuses a file whose data do not
- * match it (TG_ERR_FORMAT, "damaged": a flipped bit in a weight had loaded
- * as another model); a file without one (another writer's) loads unchecked.
+ * Its metadata also holds a checksum of the tensors (names, shapes, data)
+ * and the other metadata ("tapegrad.checksum", the library's own, not
+ * copied into a loaded tg_meta): a load that reads tensors refuses a file
+ * that does not match it (TG_ERR_FORMAT, "damaged": a flipped bit in a
+ * weight or in an "epoch" value had loaded as another model); a file
+ * without one (another writer's) loads unchecked. Keys starting with
+ * "tapegrad." are the library's: a save refuses a caller's (TG_ERR_ARG),
+ * and a load refuses a file with one it does not write.
  * Loading validates everything before touching the model. */
 #define TG_META_MAX 32
 typedef struct tg_meta {

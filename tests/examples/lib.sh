@@ -103,10 +103,14 @@ st_set_meta() {
     st_edit_header "$1" "s/\"$2\":\"[^\"]*\"/\"$2\":\"$3\"/" "$4"
 }
 # st_edit_header FILE SED_SCRIPT OUT: FILE with its JSON header edited by
-# SED_SCRIPT (padded to 8 bytes, its length word updated).
+# SED_SCRIPT (padded to 8 bytes, its length word updated) and without the
+# library's checksum (its key renamed), which covers the metadata: an
+# edited file is another writer's, whose values the checks behind the
+# checksum meet.
 st_edit_header() {
     n=$(od -An -tu8 -N8 "$1" | tr -d ' ')
-    head -c $((8 + n)) "$1" | tail -c +9 | sed "$2" | sed 's/ *$//' \
+    head -c $((8 + n)) "$1" | tail -c +9 | sed "$2" |
+        sed 's/"tapegrad.checksum"/"nochecks.checksum"/; s/ *$//' \
         >"$tmp/st_hdr"
     while [ $(($(wc -c <"$tmp/st_hdr") % 8)) -ne 0 ]; do
         printf ' ' >>"$tmp/st_hdr"
@@ -128,7 +132,7 @@ st_poke() {
 # renamed), as a file another writer made: the value checks behind it
 # (finite weights, Adam's v >= 0) are then what a damaged value meets.
 st_uncheck() {
-    st_edit_header "$1" 's/"tapegrad.checksum"/"tapegrad.nochecks"/' \
+    st_edit_header "$1" 's/"tapegrad.checksum"/"nochecks.checksum"/' \
         "$tmp/st_unchecked"
     mv "$tmp/st_unchecked" "$1"
 }

@@ -85,7 +85,7 @@ expect 0 "$vae" $q --epochs 2 --out "$tmp/ok2" --resume "$tmp/noebm.safetensors"
     fail "a run resumed from a file without epoch_batches_max wrote one"
 cp "$ck" "$tmp/old.safetensors"
 for k in batch_in_epoch epoch_seen epoch_skipped epoch_rec epoch_kl noise_rng \
-    shards holdout arch likelihood epoch_batches_max; do
+    shards holdout arch likelihood epoch_batches_max guard; do
     st_del "$tmp/old.safetensors" $k "$tmp/old.1"
     mv "$tmp/old.1" "$tmp/old.safetensors"
 done

@@ -952,10 +952,148 @@ static void flipped_data_bits_are_found(void **state)
     tg_params_free(ps);
 }
 
+/* The first byte of `from` in path's bytes replaced by `to`'s (the same
+ * length): a crafted change inside the header. */
+static void edit_file(const char *path, const char *from, const char *to)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f), len = strlen(from);
+    assert_int_equal(len, strlen(to));
+    char *at = NULL;
+    for (size_t i = 0; !at && i + len <= n; i++)
+        if (memcmp(buf + i, from, len) == 0)
+            at = buf + i;
+    assert_non_null(at);
+    assert_int_equal(fseek(f, (long)(at - buf), SEEK_SET), 0);
+    assert_int_equal(fwrite(to, 1, len, f), len);
+    fclose(f);
+}
+
+/* The checksum covers the metadata, names and shapes too: a flipped bit
+ * in a metadata value ("1" -> "3": a resumed run that would skip epochs)
+ * or in a key is refused as damaged; a damaged checksum key (now a
+ * "tapegrad." key the library does not write) too; a caller's key in the
+ * library's namespace is refused at save. */
+static void flipped_metadata_bits_are_found(void **state)
+{
+    (void)state;
+    const char *p = in_dir("meta.safetensors");
+    tg_params *ps = model(4);
+    fill(tg_params_data(ps), tg_params_numel(ps), 13);
+    tg_optim *adam = tg_adam_new(ps, 1e-3f);
+    tg_meta m = TG_META_INIT, got;
+    tg_meta_set(&m, "epoch", "1");
+    tg_meta_set(&m, "likelihood", "cb");
+    static const char *const edits[][2] = {
+        {"\"epoch\":\"1\"", "\"epoch\":\"3\""},
+        {"\"likelihood\"", "\"likelihooe\""},
+        {"\"optim.step\":\"0\"", "\"optim.step\":\"1\""},
+        {"\"tapegrad.checksum\"", "\"tapegrad.checksul\""},
+    };
+    tg_params *back = model(4);
+    tg_optim *adam2 = tg_adam_new(back, 1e-3f);
+    for (int e = 0; e < 4; e++) {
+        assert_int_equal(tg_checkpoint_save(p, ps, adam, &m), TG_OK);
+        assert_int_equal(tg_checkpoint_load(p, back, adam2, &got), TG_OK);
+        edit_file(p, edits[e][0], edits[e][1]);
+        assert_int_equal(tg_checkpoint_load(p, back, adam2, &got),
+                         TG_ERR_FORMAT);
+        assert_non_null(strstr(tg_errmsg(), e < 3 ? "damaged: its tensors "
+                                                    "and metadata"
+                                                  : "none this library "
+                                                    "writes"));
+    }
+    /* a renamed key outside the namespace: a file without a checksum,
+     * as another writer's, loads unchecked */
+    assert_int_equal(tg_checkpoint_save(p, ps, adam, &m), TG_OK);
+    edit_file(p, "\"tapegrad.checksum\"", "\"nochecks.checksum\"");
+    assert_int_equal(tg_checkpoint_load(p, back, adam2, &got), TG_OK);
+    tg_meta_set(&m, "tapegrad.mine", "x");
+    assert_int_equal(tg_checkpoint_save(p, ps, adam, &m), TG_ERR_ARG);
+    assert_non_null(strstr(tg_errmsg(), "the 'tapegrad.' prefix is the "
+                                        "library's"));
+    tg_optim_free(adam2);
+    tg_params_free(back);
+    tg_optim_free(adam);
+    tg_params_free(ps);
+}
+
+/* The first version's checksum ("fnv4:", the tensor data alone, in name
+ * order), written here from its definition: such files still load, and a
+ * flipped data bit in one is still found. */
+static uint64_t legacy_fnv4(int n, const tg_st_tensor *t)
+{
+    uint64_t lane[4], words = 0, prime = 0x100000001b3u;
+    for (int i = 0; i < 4; i++)
+        lane[i] = 0xcbf29ce484222325u + (uint64_t)i;
+    int order[8];
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    for (int i = 1; i < n; i++) /* insertion sort by name */
+        for (int j = i;
+             j > 0 && strcmp(t[order[j - 1]].name, t[order[j]].name) > 0; j--) {
+            int x = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = x;
+        }
+    for (int i = 0; i < n; i++) {
+        const tg_st_tensor *e = &t[order[i]];
+        size_t numel = 1;
+        for (int d = 0; d < e->ndim; d++)
+            numel *= (size_t)e->shape[d];
+        for (size_t k = 0; k < numel; k++, words++) {
+            uint32_t w;
+            memcpy(&w, &e->data[k], 4);
+            lane[words & 3] = (lane[words & 3] ^ w) * prime;
+        }
+    }
+    uint64_t r = words * prime;
+    for (int i = 0; i < 4; i++)
+        r = (r ^ lane[i]) * prime;
+    return r;
+}
+
+static void first_version_checksums_still_verify(void **state)
+{
+    (void)state;
+    const char *p = in_dir("legacy.safetensors");
+    tg_params *ps = model(4);
+    fill(tg_params_data(ps), tg_params_numel(ps), 14);
+    int n = tg_params_count(ps);
+    assert_true(n <= 8);
+    tg_st_tensor t[8];
+    for (int i = 0; i < n; i++) {
+        const tg_tensor *x = tg_params_get(ps, i);
+        t[i] =
+            (tg_st_tensor){tg_params_name(ps, i), x->ndim, x->shape, x->data};
+    }
+    char sum[32];
+    snprintf(sum, sizeof sum, "fnv4:%016llx",
+             (unsigned long long)legacy_fnv4(n, t));
+    const char *keys[] = {"epoch", "tapegrad.checksum"}, *values[] = {"1", sum};
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(tg_st_write(f, p, n, t, 2, keys, values), TG_OK);
+    fclose(f);
+    tg_params *back = model(4);
+    assert_int_equal(tg_checkpoint_load(p, back, NULL, NULL), TG_OK);
+    assert_memory_equal(tg_params_data(back), tg_params_data(ps),
+                        tg_params_numel(ps) * sizeof(float));
+    flip_byte(p, 3);
+    assert_int_equal(tg_checkpoint_load(p, back, NULL, NULL), TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "damaged: its tensor data"));
+    tg_params_free(back);
+    tg_params_free(ps);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip_is_bit_exact),
+        cmocka_unit_test(flipped_metadata_bits_are_found),
+        cmocka_unit_test(first_version_checksums_still_verify),
         cmocka_unit_test(sgd_state_and_optimizer_kind),
         cmocka_unit_test(meta_set_get_and_integers),
         cmocka_unit_test(metadata_that_cannot_load_back_is_not_saved),
