@@ -63,6 +63,47 @@ static bool m_of(const tg_st_file *f, const char *name)
     return there;
 }
 
+/* The parameters in scope, sorted by their names past model_prefix: a
+ * file tensor's name past file_prefix is looked up in O(log n) steps. */
+typedef struct scoped {
+    const char *rest;
+    const tg_tensor *t;
+} scoped;
+
+typedef struct scope {
+    scoped *p;
+    int n;
+} scope;
+
+static int by_rest(const void *a, const void *b)
+{
+    return strcmp(((const scoped *)a)->rest, ((const scoped *)b)->rest);
+}
+
+static void scope_init(scope *s, const tg_params *ps, const char *model_prefix)
+{
+    size_t mlen = strlen(model_prefix);
+    int np = tg_params_count(ps);
+    s->p = malloc(sizeof *s->p * (size_t)(np ? np : 1));
+    if (!s->p)
+        tg_out_of_memory("checkpoint", "out of memory");
+    s->n = 0;
+    for (int i = 0; i < np; i++)
+        if (starts_with(tg_params_name(ps, i), model_prefix))
+            s->p[s->n++] =
+                (scoped){tg_params_name(ps, i) + mlen, tg_params_get(ps, i)};
+    qsort(s->p, (size_t)s->n, sizeof *s->p, by_rest);
+}
+
+/* The parameter in scope named model_prefix + rest, or NULL. */
+static const tg_tensor *scope_find(const scope *s, const char *rest)
+{
+    const scoped key = {rest, NULL};
+    const scoped *hit =
+        s->n ? bsearch(&key, s->p, (size_t)s->n, sizeof *s->p, by_rest) : NULL;
+    return hit ? hit->t : NULL;
+}
+
 tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
                       const char *file_prefix, const char *model_prefix,
                       bool want_m, bool want_v, int *matched)
@@ -103,6 +144,8 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
         free(file_name);
     }
     size_t flen = strlen(file_prefix);
+    scope params;
+    scope_init(&params, ps, model_prefix);
     for (int i = 0; i < f->n; i++) {
         const char *name = f->t[i].name;
         bool state =
@@ -111,9 +154,7 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
             name += 8;
         if (!starts_with(name, file_prefix))
             continue;
-        char *model_name = tg_ck_join(model_prefix, name + flen);
-        bool known = tg_params_find(ps, model_name) != NULL;
-        free(model_name);
+        bool known = scope_find(&params, name + flen) != NULL;
         /* once per name: its optimizer state counts only without it, or
          * with a v but no m (counted with the m) */
         bool counted =
@@ -123,6 +164,7 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
             snprintf(d.first_extra, sizeof d.first_extra, "%.120s",
                      f->t[i].name);
     }
+    free(params.p);
     if (matched)
         *matched = in_scope;
     if (d.missing + d.shape + d.extra == 0)

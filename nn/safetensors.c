@@ -383,6 +383,28 @@ static tg_status check_unique(char **list, int n, const char *what)
     return st;
 }
 
+static int cmp_entry_names(const void *a, const void *b)
+{
+    return strcmp((*(tg_st_entry *const *)a)->name,
+                  (*(tg_st_entry *const *)b)->name);
+}
+
+/* f->by_name, refusing a tensor name seen twice. */
+static tg_status index_names(tg_st_file *f)
+{
+    f->by_name = malloc((size_t)(f->n ? f->n : 1) * sizeof *f->by_name);
+    if (!f->by_name)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory", f->path);
+    for (int i = 0; i < f->n; i++)
+        f->by_name[i] = &f->t[i];
+    qsort(f->by_name, (size_t)f->n, sizeof *f->by_name, cmp_entry_names);
+    for (int i = 1; i < f->n; i++)
+        if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0)
+            return tg_error(TG_ERR_FORMAT, "%s: key '%s' appears twice",
+                            f->path, f->by_name[i]->name);
+    return TG_OK;
+}
+
 static int cmp_offsets(const void *a, const void *b)
 {
     const tg_st_entry *x = *(const tg_st_entry *const *)a;
@@ -487,19 +509,10 @@ tg_status tg_st_parse_header(const char *json, size_t len, uint64_t data_len,
     if (!tg_st_utf8_valid((const unsigned char *)json, len))
         return tg_error(TG_ERR_FORMAT, "%s: header is not valid UTF-8", what);
     tg_status st = parse_top(&p, out);
-    if (st == TG_OK) {
-        char **names = malloc((size_t)(out->n ? out->n : 1) * sizeof *names);
-        if (!names) {
-            st = tg_error(TG_ERR_NOMEM, "%s: out of memory", what);
-        } else {
-            for (int i = 0; i < out->n; i++)
-                names[i] = out->t[i].name;
-            st = check_unique(names, out->n, what);
-            if (st == TG_OK)
-                st = check_unique(out->meta_key, out->nmeta, what);
-            free(names);
-        }
-    }
+    if (st == TG_OK)
+        st = index_names(out);
+    if (st == TG_OK)
+        st = check_unique(out->meta_key, out->nmeta, what);
     if (st == TG_OK)
         st = check_layout(out, data_len);
     if (st != TG_OK)
@@ -599,9 +612,17 @@ tg_status tg_st_open(const char *path, tg_st_file *out)
 
 const tg_st_entry *tg_st_find(const tg_st_file *f, const char *name)
 {
-    for (int i = 0; i < f->n; i++)
-        if (strcmp(f->t[i].name, name) == 0)
-            return &f->t[i];
+    int lo = 0, hi = f->n; /* the name, if there, is in by_name[lo, hi) */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strcmp(f->by_name[mid]->name, name);
+        if (c == 0)
+            return f->by_name[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }
 
@@ -626,6 +647,7 @@ void tg_st_close(tg_st_file *f)
         free(f->meta_value[i]);
     }
     free(f->t);
+    free(f->by_name);
     free(f->meta_key);
     free(f->meta_value);
     memset(f, 0, sizeof *f);

@@ -30,7 +30,8 @@ typedef struct tg_st_file {
     FILE *f;
     uint64_t data_start; /* 8 + N */
     int n;
-    tg_st_entry *t; /* in header order */
+    tg_st_entry *t;        /* in header order */
+    tg_st_entry **by_name; /* t sorted by name: tg_st_find's index */
     int nmeta;
     char **meta_key, **meta_value;
 } tg_st_file;
@@ -42,6 +43,8 @@ tg_status tg_st_parse_header(const char *json, size_t len, uint64_t data_len,
                              const char *what, tg_st_file *out);
 /* Opens path and validates header and file size; nothing else is read. */
 tg_status tg_st_open(const char *path, tg_st_file *out);
+/* The entry of that name or NULL: a binary search of by_name (a file may
+ * hold millions of tensors, and loading looks up one name per tensor). */
 const tg_st_entry *tg_st_find(const tg_st_file *f, const char *name);
 /* The entry's numel floats, converted from little-endian, into dst. */
 tg_status tg_st_read_f32(tg_st_file *f, const tg_st_entry *e, float *dst);

@@ -628,6 +628,55 @@ static void counts_are_of_parameters(void **state)
     tg_params_free(model);
 }
 
+/* A crafted file of the model's tensors and 200,000 empty ones named like
+ * optimizer state ("optim.v.z0199999" down to "optim.v.z0000000"): each
+ * such name was looked up by a scan of every tensor in the file, twice, so
+ * the load took about n^2 string comparisons (100,000 names: 5 minutes;
+ * 200,000: some 20). Now a sorted index: well under a second, so this
+ * test passes; with the scans it runs into meson's timeout (no clock is
+ * read here). */
+static void many_tensors_are_matched_in_n_log_n(void **state)
+{
+    (void)state;
+    enum { MANY = 200000 };
+    const char *entry = ",\"optim.v.z%07d\":{\"dtype\":\"F32\",\"shape\":[0],"
+                        "\"data_offsets\":[108,108]}";
+    size_t cap = 512 + (size_t)MANY * (strlen(entry) + 8), len = 0;
+    char *json = malloc(cap);
+    assert_non_null(json);
+    len += (size_t)sprintf(
+        json,
+        "{\"enc.weight\":{\"dtype\":\"F32\",\"shape\":[3,4],"
+        "\"data_offsets\":[0,48]},\"enc.bias\":{\"dtype\":\"F32\","
+        "\"shape\":[3],\"data_offsets\":[48,60]},\"dec.weight\":{\"dtype\":"
+        "\"F32\",\"shape\":[4,3],\"data_offsets\":[60,108]}");
+    for (int i = MANY - 1; i >= 0; i--)
+        len += (size_t)snprintf(json + len, cap - len, entry, i);
+    snprintf(json + len, cap - len, "}");
+    const char *p = craft("many.safetensors", json, 108);
+    free(json);
+
+    tg_st_file f; /* the index finds every name, and only those */
+    assert_int_equal(tg_st_open(p, &f), TG_OK);
+    assert_int_equal(f.n, 3 + MANY);
+    for (int i = 0; i < f.n; i += 997)
+        assert_ptr_equal(tg_st_find(&f, f.t[i].name), &f.t[i]);
+    assert_ptr_equal(tg_st_find(&f, "optim.v.z0000000"), &f.t[f.n - 1]);
+    assert_null(tg_st_find(&f, "optim.v.z0200000"));
+    assert_null(tg_st_find(&f, "optim.v.z"));
+    assert_null(tg_st_find(&f, ""));
+    tg_st_close(&f);
+
+    tg_params *ps = model(4);
+    assert_int_equal(tg_checkpoint_load(p, ps, NULL, NULL), TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), "'optim.v.z0199999' is not a "
+                                        "parameter of the model"));
+    assert_non_null(strstr(tg_errmsg(), "parameters: 0 missing, 0 with "
+                                        "another shape, 200000 not in the "
+                                        "model"));
+    tg_params_free(ps);
+}
+
 /* A model of an encoder and a head; the file holds an encoder and a
  * decoder. */
 static tg_params *two_part(const char *enc, const char *other, int in)
@@ -1110,6 +1159,7 @@ int main(void)
                                         victim_setup, victim_teardown),
         cmocka_unit_test(a_prefix_loads_into_a_new_model),
         cmocka_unit_test(counts_are_of_parameters),
+        cmocka_unit_test(many_tensors_are_matched_in_n_log_n),
         cmocka_unit_test(flipped_data_bits_are_found),
         cmocka_unit_test(meta_initialiser_is_empty),
         cmocka_unit_test(failed_saves_leave_nothing),
