@@ -54,6 +54,11 @@ typedef struct diff {
 
 static const char *const state_prefix[3] = {"", "optim.m.", "optim.v."};
 
+static bool is_state(const char *name)
+{
+    return starts_with(name, "optim.m.") || starts_with(name, "optim.v.");
+}
+
 /* Whether the file holds "optim.m.<name>". */
 static bool m_of(const tg_st_file *f, const char *name)
 {
@@ -119,17 +124,16 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
         in_scope++;
         const tg_tensor *t = tg_params_get(ps, i);
         char *file_name = tg_ck_join(file_prefix, name + mlen);
-        /* counted per parameter, its optimizer state with it */
+        /* counted per parameter, its optimizer state with it: state that
+         * is not loaded may be absent, but has the parameter's shape */
         bool missing = false, shape = false;
         for (int k = 0; k < 3; k++) {
-            if (!wanted[k])
-                continue;
             char *full = tg_ck_join(state_prefix[k], file_name);
             const tg_st_entry *e = tg_st_find(f, full);
-            if (!e && !missing && d.missing++ == 0)
+            if (!e && wanted[k] && !missing && d.missing++ == 0)
                 snprintf(d.first_missing, sizeof d.first_missing, "%.120s",
                          full);
-            missing |= !e;
+            missing |= !e && wanted[k];
             if (e && !tg_ck_same_shape(e, t) && !shape && d.shape++ == 0) {
                 char fs[128], ms[64];
                 snprintf(d.first_shape, sizeof d.first_shape,
@@ -148,17 +152,19 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
     scope_init(&params, ps, model_prefix);
     for (int i = 0; i < f->n; i++) {
         const char *name = f->t[i].name;
-        bool state =
-            starts_with(name, "optim.m.") || starts_with(name, "optim.v.");
+        bool state = is_state(name);
         if (state)
             name += 8;
         if (!starts_with(name, file_prefix))
             continue;
+        /* state of a parameter: "optim.m." / "optim.v." + its name (its
+         * shape was checked above), not + the name of any tensor of the
+         * file ("optim.m.optim.m.w" is no parameter's state) */
         bool known = scope_find(&params, name + flen) != NULL;
         /* once per name: its optimizer state counts only without it, or
          * with a v but no m (counted with the m) */
         bool counted =
-            state && (tg_st_find(f, name) ||
+            state && ((!is_state(name) && tg_st_find(f, name)) ||
                       (starts_with(f->t[i].name, "optim.v.") && m_of(f, name)));
         if (!known && !counted && d.extra++ == 0)
             snprintf(d.first_extra, sizeof d.first_extra, "%.120s",

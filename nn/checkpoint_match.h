@@ -5,15 +5,18 @@
 #include "safetensors.h"
 
 /* Model parameters whose names start with model_prefix correspond to file
- * tensors named file_prefix + the rest of the name (and, when want_m /
- * want_v, to "optim.m." / "optim.v." + that name). In scope in the file:
+ * tensors named file_prefix + the rest of the name, and to their optimizer
+ * state "optim.m." / "optim.v." + that name (which must be there when
+ * want_m / want_v, and may be absent otherwise). In scope in the file:
  * every tensor whose name, after an "optim.m." or "optim.v." is taken off,
  * starts with file_prefix. Returns TG_OK when every parameter in scope has
- * its tensors with the same shapes and every file tensor in scope belongs
- * to a parameter; otherwise TG_ERR_MISMATCH, naming the most informative
- * difference first (a missing tensor, then a shape, then an extra tensor)
- * with the count of each kind. *matched (may be NULL) gets the number of
- * parameters in scope. */
+ * its tensors, all of its shape, and every file tensor in scope is one of
+ * them (so "optim.m." + a name that is no parameter's, even that of
+ * another tensor of the file, is an extra tensor); otherwise
+ * TG_ERR_MISMATCH, naming the most informative difference first (a
+ * missing tensor, then a shape, then an extra tensor) with the count of
+ * each kind, counted per parameter name. *matched (may be NULL) gets the
+ * number of parameters in scope. */
 tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
                       const char *file_prefix, const char *model_prefix,
                       bool want_m, bool want_v, int *matched);

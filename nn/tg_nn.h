@@ -635,10 +635,12 @@ tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta);
 /* Every parameter of ps must be in the file with the same shape and every
- * tensor of the file must be a parameter (or its optimizer state); a
- * mismatch names a missing tensor first, then a shape, then an extra one,
- * with the count of each. Optimizer state is loaded when opt is not NULL
- * (and must then be present), its step in 0..TG_OPTIM_MAX_STEP (beyond, the
+ * tensor of the file must be a parameter or its optimizer state
+ * ("optim.m." / "optim.v." + the name of a parameter of ps, with that
+ * parameter's shape, also when opt is NULL); a mismatch names a missing
+ * tensor first, then a shape, then an extra one, with the count of each.
+ * Optimizer state is loaded when opt is not NULL (and must then be
+ * present), its step in 0..TG_OPTIM_MAX_STEP (beyond, the
  * step's count would not fit a double, and at INT64_MAX the next step
  * overflows). */
 #define TG_OPTIM_MAX_STEP ((int64_t)1 << 53)
@@ -652,8 +654,9 @@ tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
  * name ("encoder." -> "encoder.", or renamed: file "encoder." into model
  * "enc."; model_prefix NULL means file_prefix). Other parameters and file
  * tensors outside file_prefix are left alone; no optimizer state is read.
- * Strict: a parameter in scope missing from the file, a shape that differs,
- * or a file tensor in scope that is no parameter gives TG_ERR_MISMATCH (the
+ * Strict: a parameter in scope missing from the file, a shape that differs
+ * (its optimizer state's too, when the file has it), or a file tensor in
+ * scope that is neither a parameter nor its state gives TG_ERR_MISMATCH (the
  * message names a missing tensor first, then a shape, then an extra one,
  * with the count of each); nothing in scope gives TG_ERR_ARG. The model is
  * unchanged on any error. */

@@ -628,6 +628,76 @@ static void counts_are_of_parameters(void **state)
     tg_params_free(model);
 }
 
+/* The victim's file (model_json) plus one more tensor named name, of
+ * shape [len] (len floats of data after the model's). */
+static const char *with_one_more(const char *file, const char *name, int len)
+{
+    char *json = model_json(NULL), more[256];
+    json[strlen(json) - 1] = '\0'; /* the closing brace */
+    snprintf(more, sizeof more,
+             ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%d],"
+             "\"data_offsets\":[%d,%d]}}",
+             name, len, MODEL_BYTES, MODEL_BYTES + 4 * len);
+    strcat(json, more);
+    return craft(file, json, MODEL_BYTES + 4 * (size_t)len);
+}
+
+/* Optimizer state is "optim.m." / "optim.v." + the name of a parameter,
+ * with its shape. "optim.m." + the name of any tensor of the file was
+ * taken for state and skipped whatever its shape: the file's own state
+ * ("optim.m.optim.m.enc.bias", "optim.v.optim.v.enc.bias" of shape [7])
+ * loaded as if it were not there. */
+static void optimizer_state_needs_a_parameter_and_its_shape(void **state)
+{
+    (void)state;
+    const char *nested[] = {"optim.m.optim.m.enc.bias",
+                            "optim.v.optim.m.enc.bias",
+                            "optim.m.optim.v.enc.bias",
+                            "optim.v.optim.v.enc.bias", "optim.m.optim.m.x"};
+    for (size_t i = 0; i < sizeof nested / sizeof *nested; i++) {
+        for (int len = 3; len <= 7; len += 4) {
+            refused(with_one_more("nested", nested[i], len), TG_ERR_MISMATCH);
+            char want[160];
+            snprintf(want, sizeof want,
+                     "tensor '%s' is not a parameter of the model "
+                     "(parameters: 0 missing, 0 with another shape, 1 not "
+                     "in the model)",
+                     nested[i]);
+            assert_non_null(strstr(tg_errmsg(), want));
+            /* without the optimizer, and under the empty prefix */
+            assert_int_equal(
+                tg_checkpoint_load(in_dir("nested"), victim, NULL, NULL),
+                TG_ERR_MISMATCH);
+            assert_non_null(strstr(tg_errmsg(), want));
+            assert_int_equal(
+                tg_checkpoint_load_prefix(in_dir("nested"), victim, "", NULL),
+                TG_ERR_MISMATCH);
+            assert_non_null(strstr(tg_errmsg(), want));
+        }
+    }
+    /* State named after a parameter with another shape: the shape is
+     * reported, whether the state is loaded or not. */
+    const char *p = in_dir("v_shape.safetensors");
+    tg_params *file = tg_params_new();
+    tg_params_add(file, "enc.weight", 2, (int[]){3, 4});
+    tg_params_add(file, "enc.bias", 1, (int[]){3});
+    tg_params_add(file, "optim.v.enc.bias", 1, (int[]){7});
+    tg_params_add(file, "dec.weight", 2, (int[]){4, 3});
+    assert_int_equal(tg_checkpoint_save(p, file, NULL, NULL), TG_OK);
+    tg_params_free(file);
+    const char *want = "tensor 'optim.v.enc.bias' has shape [7] in the file "
+                       "but [3] in the model (parameters: 0 missing, 1 with "
+                       "another shape, 0 not in the model)";
+    assert_int_equal(tg_checkpoint_load(p, victim, NULL, NULL),
+                     TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), want));
+    assert_int_equal(tg_checkpoint_load_prefix(p, victim, "enc.", NULL),
+                     TG_ERR_MISMATCH);
+    assert_non_null(strstr(tg_errmsg(), want));
+    assert_true(same_bits(tg_params_data(victim), victim_before,
+                          tg_params_numel(victim)));
+}
+
 /* A crafted file of the model's tensors and 200,000 empty ones named like
  * optimizer state ("optim.v.z0199999" down to "optim.v.z0000000"): each
  * such name was looked up by a scan of every tensor in the file, twice, so
@@ -1157,6 +1227,9 @@ int main(void)
             victim_teardown),
         cmocka_unit_test_setup_teardown(unreachable_optimizer_state_refused,
                                         victim_setup, victim_teardown),
+        cmocka_unit_test_setup_teardown(
+            optimizer_state_needs_a_parameter_and_its_shape, victim_setup,
+            victim_teardown),
         cmocka_unit_test(a_prefix_loads_into_a_new_model),
         cmocka_unit_test(counts_are_of_parameters),
         cmocka_unit_test(many_tensors_are_matched_in_n_log_n),
