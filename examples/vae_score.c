@@ -398,12 +398,12 @@ static void add_reference(set_list *sl, const inputs *in, const options *o)
     sl->ref = add_set(sl, "ref", train->images + (size_t)n_bg * input,
                       train->labels + n_bg, n_ref, in->test.rows, in->test.cols,
                       4, false);
+    sl->ref_kind = in->data == DATA_OTHER ? "not the checkpoint's training data"
+                   : in->holdout >= n_ref ? "held out of training"
+                                          : "seen in training";
     snprintf(sl->ref->desc, sizeof sl->ref->desc,
              "training images %d..%d of %s (the reference, %s)", n_bg,
-             train->n - 1, o->data,
-             in->data == DATA_OTHER ? "not the checkpoint's training data"
-             : in->holdout >= n_ref ? "held out of training"
-                                    : "seen in training");
+             train->n - 1, o->data, sl->ref_kind);
 }
 
 /* The test set of --ood-data (or the images of the file it names),
@@ -644,7 +644,8 @@ int main(int argc, char **argv)
     reference rs;
     const scored *rset = sl.ref ? sl.ref : sl.in;
     fit_reference(&rs, rset, have_L);
-    print_reference(&rs, rset, sl.ref != NULL, have_L, vae, sl.n_bg, o.data);
+    print_reference(&rs, rset, sl.ref ? sl.ref_kind : NULL, have_L, vae,
+                    sl.n_bg, o.data);
     for (int g = 0; g < sl.n; g++)
         derive_scores(&sl.set[g], have_L, &rs);
 

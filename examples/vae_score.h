@@ -46,7 +46,8 @@ typedef struct scored {
 typedef struct set_list {
     scored set[MAX_SETS];
     int n;
-    scored *in, *ref; /* ref NULL with --reference test */
+    scored *in, *ref;     /* ref NULL with --reference test */
+    const char *ref_kind; /* what the reference is, for its summary line */
     int n_bg; /* the background model's images: training images 0..n_bg-1 */
     float *near_img[2]; /* rot90 and hflip images, or NULL */
 } set_list;
@@ -67,9 +68,11 @@ void *xcalloc(size_t n, size_t size);
 /* vae_score_report.c, in the order main calls them. */
 void print_model(const options *o, const tg_vae *vae);
 void print_set(const scored *s, int k, double min_ess, convergence *c);
-void print_reference(const reference *rs, const scored *rset, bool from_train,
-                     bool have_L, const tg_vae *vae, int n_bg,
-                     const char *data);
+/* train_kind: what the training-image reference is (held out, seen in
+ * training, other data), NULL for the test set. */
+void print_reference(const reference *rs, const scored *rset,
+                     const char *train_kind, bool have_L, const tg_vae *vae,
+                     int n_bg, const char *data);
 /* The OOD tables and ood_metrics.csv; first_auc gets the first OOD set's
  * AUROC of each score (NaN if none), and it returns that set's name (NULL
  * without an OOD set). */

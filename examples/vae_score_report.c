@@ -83,19 +83,19 @@ void print_set(const scored *s, int k, double min_ess, convergence *c)
     fflush(stdout);
 }
 
-void print_reference(const reference *rs, const scored *rset, bool from_train,
-                     bool have_L, const tg_vae *vae, int n_bg, const char *data)
+void print_reference(const reference *rs, const scored *rset,
+                     const char *train_kind, bool have_L, const tg_vae *vae,
+                     int n_bg, const char *data)
 {
     if (have_L)
-        printf("reference (%s, n = %d): S mean %.6f sd %.6f; L mean %.6f "
+        printf("reference (%s%s, n = %d): S mean %.6f sd %.6f; L mean %.6f "
                "sd %.6f; (-log2 p, L) mean [%.6f, %.6f] cov [[%.6f, %.6f], "
                "[%.6f, %.6f]]\n",
-               from_train ? "held-out training images"
-                          : "in-distribution test set",
-               rset->n, rs->S.mean[0], sqrt(rs->S.cov[0][0]), rs->L.mean[0],
-               sqrt(rs->L.cov[0][0]), rs->joint.mean[0], rs->joint.mean[1],
-               rs->joint.cov[0][0], rs->joint.cov[0][1], rs->joint.cov[1][0],
-               rs->joint.cov[1][1]);
+               train_kind ? "training images, " : "in-distribution test set",
+               train_kind ? train_kind : "", rset->n, rs->S.mean[0],
+               sqrt(rs->S.cov[0][0]), rs->L.mean[0], sqrt(rs->L.cov[0][0]),
+               rs->joint.mean[0], rs->joint.mean[1], rs->joint.cov[0][0],
+               rs->joint.cov[0][1], rs->joint.cov[1][0], rs->joint.cov[1][1]);
     else
         printf("complexity L(x): unavailable (this build has no zlib), so "
                "are S(x), the two-sided and DoSE scores\n");

@@ -81,7 +81,13 @@ expect 0 "$score" --checkpoint "$tmp/ho/checkpoint.safetensors" --data "$data" \
     --iwae-k 4 --max-images 60 --near-ood none --threads 1 --out "$tmp/hosc"
 grep -q '^ref: 40 images, training images 8960..8999 .*held out of training' \
     "$tmp/out" || fail "--holdout reference: $(cat "$tmp/out")"
+grep -q '^reference (training images, held out of training, n = 40)' \
+    "$tmp/out" || fail "--holdout reference summary: $(cat "$tmp/out")"
 grep -q 'seen in training' "$tmp/both.txt" || fail "no 'seen in training' note"
+# without --holdout the summary says so too (it read "held-out training
+# images" while the ref line said "seen in training")
+grep -q '^reference (training images, seen in training, n = ' "$tmp/both.txt" ||
+    fail "reference summary: $(grep '^reference' "$tmp/both.txt")"
 expect 2 "$vae" --holdout 9000 --epochs 1 --out "$tmp/ho2"
 # ... scored on other data: its last images were called "held out of
 # training" (the data's fingerprint was not compared); now a note, and the
