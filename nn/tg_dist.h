@@ -163,7 +163,6 @@ double tg_dist_allreduce_seconds(void);
  *     per global batch of n rows:              //       defaults
  *         tg_step s = {.interrupted = <signal seen>};
  *         for each of this rank's shards (tg_dist_my_shards):
- *             tg_params_zero_grad(ps);
  *             forward the shard's rows; s.loss = sum of their losses;
  *             s.parts[..] = the caller's own sums over them;
  *             if (isfinite(s.loss)) backward of s.loss / n;
@@ -171,6 +170,8 @@ double tg_dist_allreduce_seconds(void);
  *         tg_step_finish(&g, &s, n);
  *         switch (s.verdict) ... (s.interrupted_any: stop after this step)
  *
+ * (No tg_params_zero_grad in the loop: tg_step_shard zeroes the gradients
+ * after keeping a shard's, and tg_step_finish after its step.)
  * A rank that holds one shard may skip tg_step_shard: tg_step_finish then
  * takes s.loss, s.parts and the gradient as that shard's. Sums over the
  * batch (loss_sum, part_sums) are taken shard by shard in shard order, so
@@ -194,7 +195,9 @@ typedef struct tg_step {
     int shards;                  /* tg_step_shard calls so far (its own) */
     /* out: the same on every rank */
     tg_step_verdict verdict;
-    double loss_sum;                 /* over all ranks' rows */
+    double loss_sum; /* over all ranks' rows; a non-finite shard's loss
+                      * counts as 0 (see verdict and bad: the step is then
+                      * not taken) */
     double part_sums[TG_STEP_PARTS]; /* over all ranks */
     bool interrupted_any;            /* some rank saw a stop signal */
     const char *bad, *why;           /* SKIPPED / NONFINITE: what and how */
