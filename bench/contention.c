@@ -23,6 +23,7 @@
 static const char usage[] =
     "usage: contention [--load N] [--seconds S] [--rounds R] [--data DIR]\n"
     "                  [--batch B] [--hidden H] [--latent Z]\n"
+    "                  [--arch mlp|conv]\n"
     "Times the VAE step (samples/s) while N child processes spin on the CPU:\n"
     "one thread, the default thread count, and all cores forced, in\n"
     "alternating phases of S seconds, R rounds.\n"
@@ -33,6 +34,8 @@ static const char usage[] =
     "  --batch B     batch size (default 128)\n"
     "  --hidden H    hidden width (default 400)\n"
     "  --latent Z    latent size (default 20)\n"
+    "  --arch A      mlp (default) or conv (the convolutional VAE; hidden\n"
+    "                is then ignored)\n"
     "  --help        this text\n";
 
 static double now(void)
@@ -129,6 +132,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--hidden")) {
             cfg.hidden = (int)bench_long(
                 prog, a, bench_value(prog, argc, argv, &i), 0, 65536);
+        } else if (!strcmp(a, "--arch")) {
+            if (!tg_vae_arch_parse(bench_value(prog, argc, argv, &i),
+                                   &cfg.arch))
+                bench_usage_error(prog, "--arch is mlp or conv");
         } else if (!strcmp(a, "--latent")) {
             cfg.latent = (int)bench_long(
                 prog, a, bench_value(prog, argc, argv, &i), 1, 65536);
@@ -137,6 +144,8 @@ int main(int argc, char **argv)
         }
     }
 
+    if (cfg.arch == TG_VAE_CONV)
+        cfg.hidden = 0;
     tg_dataset ds;
     if (tg_mnist_load(dir, true, &ds) != TG_OK) {
         fprintf(stderr, "contention: %s\n", tg_errmsg());
@@ -158,9 +167,10 @@ int main(int argc, char **argv)
     pid_t kids[64];
     for (int i = 0; i < load; i++)
         kids[i] = start_spinner();
-    printf("contention: VAE %d-%d-%d batch %d, %d busy process%s, %d cores, "
-           "%d rounds of %.1f s phases\n",
-           cfg.input, cfg.hidden, cfg.latent, batch, load,
+    printf("contention: %s VAE %d-%d-%d batch %d, %d busy process%s, %d "
+           "cores, %d rounds of %.1f s phases\n",
+           tg_vae_arch_name(cfg.arch), cfg.input, cfg.hidden, cfg.latent,
+           batch, load,
            load == 1 ? "" : "es", cores, rounds, seconds);
     printf("%5s %14s %14s %14s\n", "round", "1 thread", "default",
            "all forced");
