@@ -373,35 +373,40 @@ void conv_bias_backward(int N, int C, int P, const float *dy, float *db)
         bias_block(N, C, P, c0, C - c0 < BIAS_CB ? C - c0 : BIAS_CB, dy, db);
 }
 
-/* One image's rows of relu_backward: m = dy where y > 0, else 0, and with
- * sums, each channel row's vsum_f64 while the row is in L1. */
+/* A fused ReLU's gradient over one channel plane: m = dy where y > 0,
+ * else 0, and with sum, *sum = vsum_f64(m) (conv_bias_backward's row sum)
+ * while m is in L1. */
 TG_VECTOR_CLONES
-static void relu_image(int C, int P, const float *y, const float *dy, float *m,
-                       double *sums)
+void conv_relu_plane(int P, const float *y, const float *dy, float *m,
+                     double *sum)
 {
-    for (int c = 0; c < C; c++) {
-        size_t o = (size_t)c * P;
-        for (int p = 0; p < P; p++)
-            m[o + p] = y[o + p] <= 0.0f ? 0.0f : dy[o + p];
-        if (sums)
-            sums[c] = vsum_f64(m + o, P);
-    }
+    for (int p = 0; p < P; p++)
+        m[p] = y[p] <= 0.0f ? 0.0f : dy[p];
+    if (sum)
+        *sum = vsum_f64(m, P);
 }
 
-void conv_relu_backward(int N, int C, int P, const float *y, const float *dy,
-                        float *m, double *sums, float *db)
+void conv_bias_from_sums(int N, int C, const double *sums, float *db)
 {
-    TG_PARALLEL_FOR(N, (size_t)C * P)
-    for (int n = 0; n < N; n++) {
-        size_t o = (size_t)n * C * P;
-        relu_image(C, P, y + o, dy + o, m + o,
-                   db ? sums + (size_t)n * C : NULL);
-    }
-    /* bias_block's sums: each channel's rows added in image order */
-    for (int c = 0; db && c < C; c++) {
+    for (int c = 0; c < C; c++) { /* bias_block's order: images in order */
         double s = 0.0;
         for (int n = 0; n < N; n++)
             s += sums[(size_t)n * C + c];
         db[c] += (float)s;
+    }
+}
+
+void conv_relu_backward(int N, int C, int P, const float *y, const float *dy,
+                        float *m, double *sums, float *pm)
+{
+    TG_PARALLEL_FOR(N, (size_t)C * P)
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C * P;
+        for (int c = 0; c < C; c++)
+            conv_relu_plane(P, y + o + (size_t)c * P, dy + o + (size_t)c * P,
+                            m + o + (size_t)c * P,
+                            sums ? sums + (size_t)n * C + c : NULL);
+        if (pm) /* the image's pixel-major copy while it is in cache */
+            gemm_transpose(m + o, P, C, P, pm + o, C);
     }
 }

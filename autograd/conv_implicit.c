@@ -62,6 +62,28 @@ void conv_pad_images(const geom *g, const ilay *l, const float *x, float *xp)
     }
 }
 
+void conv_pad_images_relu(const geom *g, const ilay *l, const float *y,
+                          const float *dy, float *xp, double *sums)
+{
+    const size_t plane = (size_t)g->H * g->W;
+    TG_PARALLEL_FOR((size_t)g->N * g->C, l->plane)
+    for (long nc = 0; nc < (long)g->N * g->C; nc++) {
+        float m[PAD_RELU_MAX]; /* the plane's gradient, in L1 */
+        conv_relu_plane((int)plane, y + (size_t)nc * plane,
+                        dy + (size_t)nc * plane, m, sums ? sums + nc : NULL);
+        const float *s = m;
+        float *d = xp + (size_t)nc * l->plane;
+        memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
+        d += (size_t)g->ph * l->Wq;
+        for (int h = 0; h < g->H; h++, d += l->Wq, s += g->W) {
+            memset(d, 0, (size_t)g->pw * sizeof *d);
+            memcpy(d + g->pw, s, (size_t)g->W * sizeof *d);
+            memset(d + g->pw + g->W, 0, (size_t)g->pw * sizeof *d);
+        }
+        memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
+    }
+}
+
 /* W [OC, K] as W^T in [OC/16][K][16] panels. */
 static float *w_panels(tg_tape *tp, const geom *g, const float *W)
 {

@@ -83,10 +83,15 @@ void conv_relu(float *y, size_t n);
 void conv_to_pm(int N, int C, int P, const float *nchw, float *pm);
 void conv_add_transposed(int OC, int K, const float *tmp, float *dW);
 void conv_bias_backward(int N, int C, int P, const float *dy, float *db);
-/* A fused ReLU's backward: m [N, C, P] = dy where y > 0, else 0; with db,
- * db += conv_bias_backward's sums of m, the same bits (sums: N*C scratch). */
+/* A fused ReLU's backward: m [N, C, P] = dy where y > 0, else 0; with
+ * sums [N, C], each channel row's vsum_f64 (conv_bias_from_sums then gives
+ * conv_bias_backward's bits); with pm, also m pixel-major (conv_to_pm). */
 void conv_relu_backward(int N, int C, int P, const float *y, const float *dy,
-                        float *m, double *sums, float *db);
+                        float *m, double *sums, float *pm);
+void conv_relu_plane(int P, const float *y, const float *dy, float *m,
+                     double *sum);
+/* db [C] += the sums [N, C] over n, in image order. */
+void conv_bias_from_sums(int N, int C, const double *sums, float *db);
 
 /* ---- conv_implicit.c ----------------------------------------------------- */
 
@@ -108,6 +113,12 @@ static inline ilay ilay_of(const geom *g)
 
 bool conv_implicit_ok(const geom *g);
 void conv_pad_images(const geom *g, const ilay *l, const float *x, float *xp);
+/* conv_pad_images of a fused ReLU's gradient (dy where y > 0, else 0) with,
+ * when sums is not NULL, each channel plane's vsum_f64 into sums [N, C];
+ * only for planes of at most PAD_RELU_MAX floats. */
+enum { PAD_RELU_MAX = 4096 };
+void conv_pad_images_relu(const geom *g, const ilay *l, const float *y,
+                          const float *dy, float *xp, double *sums);
 /* y [N, OC, OH, OW] (+)= col(xp) . W^T as o says. */
 void conv_implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
                        const float *xp, const float *W, const nchw_out *o);

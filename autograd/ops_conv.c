@@ -126,14 +126,19 @@ typedef struct conv_saved {
  * gradient reaching the convolution is dy where y > 0, else 0: tg_relu's
  * values and gradients bit for bit, without its two passes over memory. */
 /* The gradient reaching the convolution under a fused ReLU (in tape
- * scratch), and with db, db += its bias gradient from the same pass. */
+ * scratch); with db, db += its bias gradient from the same pass; with pm,
+ * *pm = it pixel-major [N*P, C], made while each image is in cache. */
 static const float *relu_masked(tg_tape *tp, const tg_tensor *y,
-                                const float *dy, int C, float *db)
+                                const float *dy, int C, float *db, float **pm)
 {
     int N = y->shape[0], P = y->shape[2] * y->shape[3];
     float *m = tg_tape_alloc(tp, y->size * sizeof *m);
     double *sums = db ? tg_tape_alloc(tp, (size_t)N * C * sizeof *sums) : NULL;
-    conv_relu_backward(N, C, P, y->data, dy, m, sums, db);
+    if (pm)
+        *pm = scratch(tp, (size_t)N * P, (size_t)C);
+    conv_relu_backward(N, C, P, y->data, dy, m, sums, pm ? *pm : NULL);
+    if (db)
+        conv_bias_from_sums(N, C, sums, db);
     return m;
 }
 
@@ -169,8 +174,9 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     float *dx = conv_dx(tp, r, NP > 0, &fresh), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
-    if (s->relu) /* db from the masking pass */
-        dy = relu_masked(tp, r->out, dy, g->OC, db);
+    float *dyp = NULL; /* dy pixel-major [N*P, OC] */
+    if (s->relu) /* db (and dyp off the direct path) from the masking pass */
+        dy = relu_masked(tp, r->out, dy, g->OC, db, s->direct ? NULL : &dyp);
     else if (db)
         conv_bias_backward(g->N, g->OC, P, dy, db);
     if (NP == 0)
@@ -189,8 +195,10 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
         conv_direct_images(tp, g, &s->d, &j, dW);
         return;
     }
-    float *dyp = scratch(tp, (size_t)NP, (size_t)g->OC);
-    conv_to_pm(g->N, g->OC, P, dy, dyp);
+    if (!dyp) {
+        dyp = scratch(tp, (size_t)NP, (size_t)g->OC);
+        conv_to_pm(g->N, g->OC, P, dy, dyp);
+    }
     if (dW && s->implicit) {
         ilay l = ilay_of(g);
         conv_implicit_wgrad(tp, g, &l, s->col, dyp, dW);
@@ -303,10 +311,24 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
     float *dx = conv_dx(tp, r, NP > 0, &fresh), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
-    if (s->relu) /* db from the masking pass */
-        dy = relu_masked(tp, r->out, dy, g->C, db);
-    else if (db)
+    ilay l = ilay_of(g);
+    /* on the implicit path the masked gradient goes straight into the
+     * padded images the tiles read */
+    bool pad_fused =
+        s->relu && s->implicit && NP > 0 && (size_t)g->H * g->W <= PAD_RELU_MAX;
+    float *xp = NULL;
+    if (pad_fused) {
+        double *sums =
+            db ? tg_tape_alloc(tp, (size_t)g->N * g->C * sizeof *sums) : NULL;
+        xp = scratch(tp, (size_t)g->N, l.image);
+        conv_pad_images_relu(g, &l, r->out->data, dy, xp, sums);
+        if (db)
+            conv_bias_from_sums(g->N, g->C, sums, db);
+    } else if (s->relu) { /* db from the masking pass */
+        dy = relu_masked(tp, r->out, dy, g->C, db, NULL);
+    } else if (db) {
         conv_bias_backward(g->N, g->C, g->H * g->W, dy, db);
+    }
     if (NP == 0)
         return;
     if (s->direct) {
@@ -324,9 +346,10 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
         return;
     }
     if (s->implicit) { /* conv_im2col(dy) read from dy padded */
-        ilay l = ilay_of(g);
-        float *xp = scratch(tp, (size_t)g->N, l.image);
-        conv_pad_images(g, &l, dy, xp);
+        if (!xp) {
+            xp = scratch(tp, (size_t)g->N, l.image);
+            conv_pad_images(g, &l, dy, xp);
+        }
         if (dx) { /* fresh: dx written, not added to */
             nchw_out o = {dx, NULL, scratch(tp, (size_t)NP, (size_t)g->OC),
                           fresh ? NULL : scratch(tp, (size_t)NP, (size_t)g->OC),

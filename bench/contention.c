@@ -169,9 +169,8 @@ int main(int argc, char **argv)
         kids[i] = start_spinner();
     printf("contention: %s VAE %d-%d-%d batch %d, %d busy process%s, %d "
            "cores, %d rounds of %.1f s phases\n",
-           tg_vae_arch_name(cfg.arch), cfg.input, cfg.hidden, cfg.latent,
-           batch, load,
-           load == 1 ? "" : "es", cores, rounds, seconds);
+           tg_vae_arch_name(cfg.arch), cfg.input, cfg.hidden, cfg.latent, batch,
+           load, load == 1 ? "" : "es", cores, rounds, seconds);
     printf("%5s %14s %14s %14s\n", "round", "1 thread", "default",
            "all forced");
     enum { ONE, DEFAULT, FORCED };
