@@ -398,6 +398,16 @@ bool cli_prepare_out_dir(const char *dir)
     return true;
 }
 
+bool cli_check_outputs(const char *dir, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (tg_atomic_check(cli_path(dir, names[i])) != TG_OK) {
+            cli_error("%s", tg_errmsg());
+            return false;
+        }
+    return true;
+}
+
 const char *cli_path(const char *dir, const char *name)
 {
     static char bufs[4][CLI_PATH_MAX];

@@ -121,6 +121,14 @@ bool cli_check_out_dir(const char *dir);
  * "<prog>: ..." and returns false. */
 bool cli_prepare_out_dir(const char *dir);
 
+/* After cli_prepare_out_dir, before the work: each of the n names in dir
+ * that is there must be a file the run can replace (a regular file, or a
+ * symbolic link to one, which is written through): a FIFO, a folder, a
+ * device or a link to one of them or to nothing is refused
+ * (tg_atomic_check), "<prog>: cannot write <path>: it is a FIFO; not
+ * replaced", and it returns false. */
+bool cli_check_outputs(const char *dir, const char *const *names, int n);
+
 /* "<dir>/<name>" in a static buffer that is reused after 4 calls. */
 const char *cli_path(const char *dir, const char *name);
 

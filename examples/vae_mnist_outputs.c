@@ -150,8 +150,9 @@ int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
 {
     /* O_NONBLOCK: a FIFO opens at once instead of waiting for a writer.
      * Anything but a regular file (a FIFO, a link to /dev/zero) is not a
-     * history of ours: it is left unread and replaced when the run writes
-     * its own. The lines read are bounded too: unparsable ones never
+     * history of ours: it is left unread (run_setup has refused it already,
+     * as an output the run cannot replace; this guards a file that changed
+     * since). The lines read are bounded too: unparsable ones never
      * advance n. */
     const char *path = cli_path(o->out, "metrics.csv");
     int fd = open(path, O_RDONLY | O_NONBLOCK);
@@ -163,8 +164,7 @@ int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
         /* (a folder: the run's write there fails, saying so) */
         if (tg_dist_rank() == 0 && !S_ISDIR(st.st_mode))
             cli_error("note: %s is not a regular file: no earlier "
-                      "epochs read from it; the run writes its own in its "
-                      "place",
+                      "epochs read from it",
                       path);
         return 0;
     }

@@ -506,8 +506,15 @@ void run_setup(run *r, const options *o, const char *argv0)
         exit(0);
     }
     /* Only now, with the data and checkpoint accepted: bad input leaves no
-     * output behind. */
-    if (!tg_dist_all_ok(tg_dist_rank() != 0 || cli_prepare_out_dir(o->out))) {
+     * output behind. An output name taken by what a run cannot replace (a
+     * FIFO, a folder) is refused before training, not after it. */
+    const char *outputs[] = {
+        "checkpoint.safetensors", "metrics.csv", "loss.svg",
+        "reconstructions.png",    "samples.png", "manifold.png"};
+    int n_outputs = o->latent == 2 ? 6 : 5;
+    if (!tg_dist_all_ok(tg_dist_rank() != 0 ||
+                        (cli_prepare_out_dir(o->out) &&
+                         cli_check_outputs(o->out, outputs, n_outputs)))) {
         tg_dist_finalize();
         exit(1);
     }

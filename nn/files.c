@@ -7,17 +7,23 @@
  * sweep removes are ones no other program writes (it had removed a
  * user's "thesis.tex.tmp.20261204", and a checkpoint named "*.tmp.<n>"
  * given to --resume), and a link planted at a temporary's or the lock's
- * name cannot make a run write through it into another file. */
+ * name cannot make a run write through it into another file. The rename
+ * replaces regular files only: a link to one is written through (the
+ * file it names is replaced, the link stays), anything else (/dev/null, a
+ * FIFO, a folder) is refused, where it had been replaced by a file. */
+#define _DEFAULT_SOURCE /* realpath */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tg_nn.h"
@@ -77,18 +83,85 @@ static char *folder_of(const char *path)
     return dir;
 }
 
+/* What a file of mode m is, for a refusal ("a FIFO"). */
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m)    ? "a folder"
+           : S_ISFIFO(m) ? "a FIFO"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+           : S_ISSOCK(m) ? "a socket"
+                         : "not a regular file";
+}
+
+/* The path a write of path commits to, malloc'd into *target: path itself
+ * when nothing is there or a regular file is; the file a symbolic link
+ * leads to when it is a regular file (the link stays a link). Anything
+ * else there (a folder, a FIFO, a device, a link to one of them or to
+ * nothing) is refused, as a rename would replace it. */
+static tg_status commit_target(const char *path, char **target)
+{
+    *target = NULL;
+    struct stat st;
+    bool exists = lstat(path, &st) == 0;
+    if (!exists && errno != ENOENT)
+        return tg_error(TG_ERR_IO, "cannot write %s: %s", path,
+                        strerror(errno));
+    if (!exists || S_ISREG(st.st_mode)) {
+        *target = malloc(strlen(path) + 1);
+        if (!*target)
+            return tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
+        strcpy(*target, path);
+        return TG_OK;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        char *real = realpath(path, NULL);
+        if (!real)
+            return tg_error(
+                TG_ERR_IO,
+                "cannot write %s: a symbolic link %s; not "
+                "replaced",
+                path, errno == ENOENT ? "to a missing file" : strerror(errno));
+        if (stat(real, &st) != 0)
+            st.st_mode = 0;
+        if (!S_ISREG(st.st_mode)) {
+            tg_status e = tg_error(TG_ERR_IO,
+                                   "cannot write %s: a symbolic link to %s, "
+                                   "%s; not replaced",
+                                   path, real, file_kind(st.st_mode));
+            free(real);
+            return e;
+        }
+        *target = real;
+        return TG_OK;
+    }
+    return tg_error(TG_ERR_IO, "cannot write %s: it is %s; not replaced", path,
+                    file_kind(st.st_mode));
+}
+
+tg_status tg_atomic_check(const char *path)
+{
+    char *target;
+    tg_status st = commit_target(path, &target);
+    free(target);
+    return st;
+}
+
 tg_status tg_atomic_open(tg_atomic_file *a, const char *path)
 {
     memset(a, 0, sizeof *a);
+    tg_status resolved = commit_target(path, &a->path);
+    if (resolved != TG_OK)
+        return resolved;
+    path = a->path;
     size_t n = strlen(path) + 32;
-    a->path = malloc(strlen(path) + 1);
     a->tmp = malloc(n);
-    if (!a->path || !a->tmp) {
+    if (!a->tmp) {
+        tg_status st = tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
         free(a->path);
-        free(a->tmp);
-        return tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
+        a->path = NULL;
+        return st;
     }
-    strcpy(a->path, path);
     snprintf(a->tmp, n, "%s" TEMP_MARK "%ld", path, (long)getpid());
     const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     int fd = open(a->tmp, flags, 0644);
@@ -148,6 +221,15 @@ tg_status tg_atomic_commit(tg_atomic_file *a, bool ok)
     if (fclose(a->f) != 0 && st == TG_OK)
         st = tg_error(TG_ERR_IO, "cannot write %s: %s", a->path,
                       strerror(errno));
+    /* what is at the path may have changed while the file was written */
+    struct stat there;
+    if (st == TG_OK && lstat(a->path, &there) == 0 && !S_ISREG(there.st_mode))
+        st = tg_error(TG_ERR_IO,
+                      "cannot write %s: it became %s while being written; "
+                      "not replaced",
+                      a->path,
+                      S_ISLNK(there.st_mode) ? "a symbolic link"
+                                             : file_kind(there.st_mode));
     if (st == TG_OK && rename(a->tmp, a->path) != 0)
         st = tg_error(TG_ERR_IO, "cannot write %s: %s", a->path,
                       strerror(errno));

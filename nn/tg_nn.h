@@ -633,7 +633,9 @@ tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
  * "optim.kind", "optim.step" and "optim.settings" (replacing any of meta's
  * of those names), and meta may hold at most TG_META_MAX - 3 others: a
  * save that would exceed TG_META_MAX returns TG_ERR_ARG and writes
- * nothing (loading could not read the file's metadata back). */
+ * nothing (loading could not read the file's metadata back). path is
+ * written as tg_atomic_open says: a regular file there (or the one a
+ * symbolic link names) is replaced whole; anything else is refused. */
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta);
 /* Every parameter of ps must be in the file with the same shape and every
@@ -671,13 +673,21 @@ tg_status tg_checkpoint_load_prefix(const char *path, tg_params *ps,
  * goes to "<path>.tapegrad-tmp.<pid>" (created new, never through a
  * symbolic link), is flushed and fsynced, renamed over path, and the folder
  * is fsynced; on any failure (or ok false) the temporary is removed and
- * path keeps its old contents. */
+ * path keeps its old contents. Only a regular file is replaced: when path
+ * is a symbolic link to one, that file is written (in its own folder) and
+ * the link stays; a folder, FIFO, device or socket at path, or a link to
+ * one or to nothing, is refused with TG_ERR_IO ("cannot write PATH: it is
+ * a FIFO; not replaced"), by tg_atomic_open and again by the commit. */
 typedef struct tg_atomic_file {
     FILE *f;
     char *path, *tmp;
 } tg_atomic_file;
 
 tg_status tg_atomic_open(tg_atomic_file *a, const char *path);
+/* What tg_atomic_open would say of what is at path now (TG_OK: nothing, a
+ * regular file or a link to one), without writing: a program checks its
+ * outputs before hours of work, not after them. */
+tg_status tg_atomic_check(const char *path);
 /* ok: the caller's own writes succeeded. Closes a in every case. */
 tg_status tg_atomic_commit(tg_atomic_file *a, bool ok);
 /* Removes the temporaries of files not yet committed (async-signal-safe:

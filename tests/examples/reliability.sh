@@ -369,18 +369,38 @@ grep -qi nan "$tmp/o19/metrics.csv" "$tmp/o19/loss.svg" &&
 
 # 20. a metrics.csv in --out that is not a regular file: a FIFO (opening it
 #     waited for a writer for ever) or a link to /dev/zero (the lines, none
-#     parsed, were read for ever): a note, the run trains, and writes a
-#     regular metrics.csv in its place
-mkdir -p "$tmp/o20a" "$tmp/o20b"
+#     parsed, were read for ever): refused before training, exit 1, one
+#     line naming it, left as it was (it was replaced by a regular file:
+#     a rename over a FIFO, or over /dev/null as root). A link to a regular
+#     file is written through: the file it names is replaced, the link
+#     stays (it was replaced by a file).
+mkdir -p "$tmp/o20a" "$tmp/o20b" "$tmp/o20c" "$tmp/o20d"
 mkfifo "$tmp/o20a/metrics.csv"
 ln -s /dev/zero "$tmp/o20b/metrics.csv"
-for o in o20a o20b; do
-    expect 0 timeout -k 5 60 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/$o"
-    mentions "metrics.csv is not a regular file"
-    [ -f "$tmp/$o/metrics.csv" ] && [ ! -L "$tmp/$o/metrics.csv" ] &&
-        [ "$(cut -d, -f1 "$tmp/$o/metrics.csv" | tr '\n' ' ')" = "epoch 1 " ] ||
-        fail "$o: metrics.csv afterwards: $(ls -l "$tmp/$o")"
+mkdir "$tmp/o20c/loss.svg"
+for o in o20a o20b o20c; do
+    expect 1 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/$o"
+    mentions "not replaced"
+    [ -e "$tmp/$o/checkpoint.safetensors" ] && fail "$o: trained, then refused"
 done
+[ -p "$tmp/o20a/metrics.csv" ] || fail "o20a: the FIFO was replaced"
+[ "$(readlink "$tmp/o20b/metrics.csv")" = /dev/zero ] ||
+    fail "o20b: the link to /dev/zero was replaced"
+[ -d "$tmp/o20c/loss.svg" ] || fail "o20c: the folder was replaced"
+echo old >"$tmp/o20d-metrics.csv"
+echo old >"$tmp/o20d-ck.safetensors"
+ln -s ../o20d-metrics.csv "$tmp/o20d/metrics.csv"
+ln -s "$tmp/o20d-ck.safetensors" "$tmp/o20d/checkpoint.safetensors"
+expect 0 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o20d"
+for f in metrics.csv checkpoint.safetensors; do
+    [ -L "$tmp/o20d/$f" ] || fail "o20d: the link $f was replaced by a file"
+done
+[ "$(cut -d, -f1 "$tmp/o20d-metrics.csv" | tr '\n' ' ')" = "epoch 1 " ] ||
+    fail "o20d: not written through the link: $(cat "$tmp/o20d-metrics.csv")"
+cmp -s "$tmp/o20d/checkpoint.safetensors" "$tmp/e1.safetensors" ||
+    fail "o20d: the checkpoint through the link differs from a plain run's"
+left=$(find "$tmp" -maxdepth 2 -name '*tapegrad-tmp.*')
+[ -z "$left" ] || fail "o20: temporaries left: $left"
 
 # 21. images that are not square (14x56): uncertainty.png was not drawn
 #     (square images only) while the closing line listed it, and one left in

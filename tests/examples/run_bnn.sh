@@ -96,11 +96,13 @@ done
 : >"$tmp/file"
 # shellcheck disable=SC2086
 expect 1 "$bnn" $quick --method det --out "$tmp/file/sub"
-# a picture's path taken by a folder: the message names the file
+# a picture's path taken by a folder: the message names the file, and the
+# folder is left as it is
 mkdir -p "$tmp/pdir/coverage.svg"
 # shellcheck disable=SC2086
 expect 1 "$bnn" $quick --method det --out "$tmp/pdir"
-grep -q "coverage.svg: Is a directory" "$tmp/err" ||
+[ -d "$tmp/pdir/coverage.svg" ] || fail "the folder at coverage.svg was replaced"
+grep -q "coverage.svg: it is a folder; not replaced" "$tmp/err" ||
     fail "unwritable picture not named: $(cat "$tmp/err")"
 # a prior so narrow that its KL overflows: blamed, not the rate
 # shellcheck disable=SC2086

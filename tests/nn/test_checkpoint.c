@@ -948,6 +948,92 @@ static void a_discarded_temporary_leaves_nothing(void **state)
     assert_no_temp_files();
 }
 
+/* Only a regular file is replaced: a save to a FIFO, a folder, a link to
+ * either or a link to nothing is refused (TG_ERR_IO, "not replaced") and
+ * leaves them as they were; as root, a save to /dev/null had returned
+ * TG_OK and made it a regular file. A link to a regular file is written
+ * through: the file it names gets the checkpoint, the link stays a link
+ * (it had been replaced by a file). */
+static void only_regular_files_are_replaced(void **state)
+{
+    (void)state;
+    tg_params *ps = model(4);
+    fill(tg_params_data(ps), tg_params_numel(ps), 6);
+    char fifo[320], folder[320], to_fifo[320], to_folder[320], dangling[320];
+    snprintf(fifo, sizeof fifo, "%s", in_dir("fifo.safetensors"));
+    snprintf(folder, sizeof folder, "%s", in_dir("empty_folder"));
+    snprintf(to_fifo, sizeof to_fifo, "%s", in_dir("to_fifo"));
+    snprintf(to_folder, sizeof to_folder, "%s", in_dir("to_folder"));
+    snprintf(dangling, sizeof dangling, "%s", in_dir("dangling"));
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    assert_int_equal(mkdir(folder, 0755), 0);
+    assert_int_equal(symlink(fifo, to_fifo), 0);
+    assert_int_equal(symlink(folder, to_folder), 0);
+    assert_int_equal(symlink(in_dir("nothing"), dangling), 0);
+    const char *paths[] = {fifo, folder, to_fifo, to_folder, dangling};
+    const char *why[] = {"it is a FIFO", "it is a folder", "a FIFO", "a folder",
+                         "a symbolic link to a missing file"};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(tg_atomic_check(paths[i]), TG_ERR_IO);
+        assert_int_equal(tg_checkpoint_save(paths[i], ps, NULL, NULL),
+                         TG_ERR_IO);
+        assert_non_null(strstr(tg_errmsg(), paths[i]));
+        assert_non_null(strstr(tg_errmsg(), why[i]));
+        assert_non_null(strstr(tg_errmsg(), "not replaced"));
+        assert_null(strchr(tg_errmsg(), '\n'));
+    }
+    struct stat st;
+    assert_int_equal(lstat(fifo, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_int_equal(lstat(folder, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    for (int i = 2; i < 5; i++) {
+        assert_int_equal(lstat(paths[i], &st), 0);
+        assert_true(S_ISLNK(st.st_mode));
+    }
+    assert_int_equal(access(in_dir("nothing"), F_OK), -1);
+    assert_no_temp_files();
+    /* the same through tg_atomic_open, which the programs' CSV, SVG and
+     * PNG outputs use */
+    tg_atomic_file a;
+    assert_int_equal(tg_atomic_open(&a, fifo), TG_ERR_IO);
+    assert_null(a.f);
+
+    /* a link to a regular file in another folder: written through */
+    char sub[320], real[340], link[320];
+    snprintf(sub, sizeof sub, "%s", in_dir("elsewhere"));
+    snprintf(real, sizeof real, "%s/ck.safetensors", sub);
+    snprintf(link, sizeof link, "%s", in_dir("link.safetensors"));
+    assert_int_equal(mkdir(sub, 0755), 0);
+    write_text(real, "old");
+    assert_int_equal(tg_atomic_check(real), TG_OK);
+    assert_int_equal(tg_atomic_check(link), TG_OK); /* not there yet */
+    assert_int_equal(symlink("elsewhere/ck.safetensors", link), 0);
+    assert_int_equal(tg_atomic_check(link), TG_OK);
+    assert_int_equal(tg_checkpoint_save(link, ps, NULL, NULL), TG_OK);
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    tg_params *back = model(4);
+    assert_int_equal(tg_checkpoint_load(real, back, NULL, NULL), TG_OK);
+    assert_true(same_bits(tg_params_data(ps), tg_params_data(back),
+                          tg_params_numel(ps)));
+    DIR *d = opendir(sub);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        assert_null(strstr(e->d_name, "tmp."));
+    closedir(d);
+    assert_no_temp_files();
+
+    unlink(link);
+    unlink(real);
+    rmdir(sub);
+    for (int i = 0; i < 5; i++)
+        remove(paths[i]);
+    tg_params_free(back);
+    tg_params_free(ps);
+}
+
 static void failed_saves_leave_nothing(void **state)
 {
     (void)state;
@@ -1236,6 +1322,7 @@ int main(void)
         cmocka_unit_test(flipped_data_bits_are_found),
         cmocka_unit_test(meta_initialiser_is_empty),
         cmocka_unit_test(failed_saves_leave_nothing),
+        cmocka_unit_test(only_regular_files_are_replaced),
         cmocka_unit_test(only_our_dead_temporaries_are_swept),
         cmocka_unit_test(links_at_our_names_are_not_followed),
         cmocka_unit_test(a_discarded_temporary_leaves_nothing),
