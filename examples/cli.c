@@ -469,15 +469,17 @@ static void catch_stops(void (*handler)(int))
     /* mpirun turns Ctrl-C into SIGTERM for every rank (then SIGKILL a few
      * seconds later): a rank stops the same way. */
     sigaction(SIGTERM, &sa, NULL);
+    /* a closed terminal or ssh session: a stop like any other (it had
+     * killed vae_mnist mid-save, leaving the temporary checkpoint), unless
+     * the run was started to outlive it (nohup: SIGHUP ignored) */
+    struct sigaction hup;
+    if (sigaction(SIGHUP, NULL, &hup) == 0 && hup.sa_handler != SIG_IGN)
+        sigaction(SIGHUP, &sa, NULL);
 }
 
 void cli_catch_sigint(void) { catch_stops(on_sigint); }
 
-void cli_stop_cleanly(void)
-{
-    catch_stops(stop_now);
-    signal(SIGHUP, stop_now);
-}
+void cli_stop_cleanly(void) { catch_stops(stop_now); }
 
 void cli_note_labels(const tg_dataset *ds, const char *dir, int classes,
                      const char *use)

@@ -185,10 +185,11 @@ struct tg_atomic_file;
 FILE *cli_out_open(struct tg_atomic_file *a, const char *path);
 void cli_out_commit(struct tg_atomic_file *a, bool ok);
 
-/* SIGINT (Ctrl-C) or SIGTERM (what mpirun sends every rank on Ctrl-C) sets
- * cli_interrupted instead of killing; a second one kills as usual, first
- * removing the temporary of a file being written. Training loops poll it
- * between steps. */
+/* SIGINT (Ctrl-C), SIGTERM (what mpirun sends every rank on Ctrl-C) or
+ * SIGHUP (the terminal or ssh session closed; left ignored when it is, as
+ * under nohup) sets cli_interrupted instead of killing; a second one kills as
+ * usual, first removing the temporary of a file being written. Training loops
+ * poll it between steps. */
 extern volatile sig_atomic_t cli_interrupted;
 void cli_catch_sigint(void);
 /* For programs with nothing to save on a stop (vae_score, bnn_mnist):

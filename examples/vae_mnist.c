@@ -16,7 +16,7 @@
  *
  * Exit status: 0 done, 1 an output file could not be written, 2 bad flags
  * or input (data, checkpoint), 3 a non-finite loss or gradient, 130
- * interrupted by SIGINT (after saving a checkpoint). */
+ * interrupted by SIGINT, SIGTERM or SIGHUP (after saving a checkpoint). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -89,7 +89,8 @@ static options parse_options(int argc, char **argv)
               "2 bad flags or input (data files, checkpoint); 3 the loss or "
               "a gradient became NaN/Inf, or the run diverged (no such "
               "weights are saved); 4 under mpirun, a rank was silent for "
-              "--rank-timeout seconds; 130 interrupted (Ctrl-C): the step "
+              "--rank-timeout seconds; 130 interrupted (Ctrl-C, SIGTERM, or "
+              "SIGHUP when the terminal closes): the step "
               "finishes, a checkpoint is "
               "saved and the command to resume is printed.\n");
     if (!tg_vae_arch_parse(arch, &o.arch))

@@ -124,7 +124,7 @@ static void in_range(const char *path, const tg_meta *m, const char *key,
 /* The checkpoint's position, checked against what this run can do and
  * against what a run of this program writes (each relation holds for every
  * checkpoint one saves: at an epoch's end, every --checkpoint-every
- * batches, on SIGINT/SIGTERM, for any rank or shard count, whatever
+ * batches, on SIGINT/SIGTERM/SIGHUP, for any rank or shard count, whatever
  * --max-batches or data each run had). */
 static void check_position(const run *r, const tg_vae_info *info,
                            int64_t batches_max)
@@ -420,8 +420,8 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
     cli_shell_word(f, ck);
 }
 
-/* After SIGINT, between steps: save where training stands, say how to go
- * on, exit 130. */
+/* After SIGINT, SIGTERM or SIGHUP, between steps: save where training stands,
+ * say how to go on, exit 130. */
 void stop_interrupted(const run *r)
 {
     const options *o = r->o;

@@ -36,22 +36,32 @@ expect() {
 # fsync (an output being committed; strace's fault injection) exits 130 and
 # leaves no temporary in OUT. Skipped where strace cannot trace.
 stopped_mid_write() {
-    out=$1
-    shift
+    signalled_mid_write SIGINT 130 "$@"
+}
+
+# signalled_mid_write SIG STATUS OUT PROG ARGS...: as stopped_mid_write,
+# with signal SIG and exit status STATUS; stderr is left in $tmp/err.
+# Returns 1 when skipped.
+signalled_mid_write() {
+    sig=$1 want=$2 out=$3
+    shift 3
     if ! strace -f -o /dev/null -e trace=fsync true 2>/dev/null; then
-        echo "skip: strace cannot trace here (the stop-signal case)"
-        return
+        echo "skip: strace cannot trace here (the $sig case)"
+        return 1
     fi
     for when in 1 3; do
         rm -rf "$out"
+        before=$fails
         strace -f -o /dev/null -e trace=fsync \
-            -e inject=fsync:signal=SIGINT:when=$when "$@" \
+            -e inject=fsync:signal=$sig:when=$when "$@" \
             >/dev/null 2>"$tmp/err"
         st=$?
-        [ "$st" -eq 130 ] ||
-            fail "$(basename "$1") stopped at fsync $when exited $st: $(cat "$tmp/err")"
+        [ "$st" -eq "$want" ] ||
+            fail "$(basename "$1") sent $sig at fsync $when exited $st, want $want: $(cat "$tmp/err")"
         left=$(find "$out" -name '*tmp.*')
-        [ -z "$left" ] || fail "$(basename "$1") stopped at fsync $when left $left"
+        [ -z "$left" ] || fail "$(basename "$1") sent $sig at fsync $when left $left"
+        [ "$fails" -eq "$before" ] &&
+            echo "ok: $(basename "$1") sent $sig at fsync $when -> $st"
     done
 }
 
