@@ -268,6 +268,10 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
                      const char *head, const char *foot)
 {
     tg_set_oom_handler(out_of_memory);
+    /* A file-size limit (ulimit -f) reached: the write fails (EFBIG) and
+     * takes the write-error path (one line, status 1, no temporary), as a
+     * full disk does, instead of SIGXFSZ killing without a word. */
+    signal(SIGXFSZ, SIG_IGN);
     enum { HELP = 1000, VERSION = 1001, MAX_FLAGS = 64 };
     struct option longopts[MAX_FLAGS + 3];
     if (n > MAX_FLAGS)

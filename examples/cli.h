@@ -40,7 +40,9 @@ float cli_float_pos(const char *flag, const char *s, double hi); /* (0, hi] */
  * line, each wrapped at 79 characters. --version prints the version and
  * exits 0. It also makes the library's running out of memory (a model or
  * batch too large for the machine) "<prog>: OP: out of memory ..." on one
- * line and exit status 1, not an abort. */
+ * line and exit status 1, not an abort, and ignores SIGXFSZ: a file-size
+ * limit (ulimit -f) fails the write instead ("<prog>: cannot write PATH:
+ * File too large", status 1). */
 typedef enum cli_kind {
     CLI_INT,      /* int *, in [lo, hi] */
     CLI_U64,      /* uint64_t * */
