@@ -85,8 +85,11 @@ static options parse_options(int argc, char **argv)
         "(the ensemble's time covers all its members); inference = test and "
         "OOD images / time to compute their S-sample predictive. The same "
         "seed gives the same table (throughput aside) on any thread count.\n"
-        "Exit status: 0 done; 1 an output file could not be written; 2 bad "
-        "flags or input data; 3 the loss became NaN/Inf.\n");
+        "Exit status: 0 done; 1 an output file could not be written, or "
+        "without --out standard output (the table is the result: a closed "
+        "pipe stops the run at once); 2 bad flags or input data; 3 the loss "
+        "became NaN/Inf. With --out, a closed standard output (| head) "
+        "does not stop it: a note on stderr, the pictures are written.\n");
     o.ood_given = o.ood != NULL;
     if (!o.ood_given)
         o.ood = DEFAULT_OOD_DIR;
@@ -419,13 +422,14 @@ int main(int argc, char **argv)
            train_set.rows * train_set.cols, o.hidden, o.hidden, BNN_CLASSES,
            o.epochs, o.batch, (double)o.lr, o.samples, o.members,
            (double)o.rho_init, (unsigned long long)o.seed, tg_get_threads());
-    fflush(stdout);
+    cli_flush_stdout(!o.out); /* without --out the table is the result */
 
     bnn_result results[N_METHODS];
     int n_results;
     int status = run_methods(&o, &train_set, &test, &ood, test_set.rows,
                              results, &n_results);
     print_table(results, n_results);
+    cli_flush_stdout(!o.out);
 
     for (int i = 0; i < n_results; i++) {
         free(results[i].mean);

@@ -61,8 +61,9 @@ static options parse_options(int argc, char **argv)
         "Trains a character-level GRU or LSTM on a text file, a batch of "
         "windows a step, and prints the loss per epoch and samples from the "
         "model.\n",
-        "Exit status: 0 done; 2 bad flags or text; 3 the loss became "
-        "NaN/Inf.\n");
+        "Exit status: 0 done; 1 standard output could not be written (a "
+        "pipe whose reader ended, as with | head, or a full disk: training "
+        "stops); 2 bad flags or text; 3 the loss became NaN/Inf.\n");
     o.lstm = cell.chosen == 1;
     return o;
 }
@@ -274,6 +275,7 @@ static int train_epoch(trainer *t, model *m, const options *o, int e)
     }
     printf("epoch %d: loss %.4f nats = %.3f bits/char, mean grad norm %.3f\n",
            e + 1, sum / o->steps, sum / o->steps / log(2.0), norm / o->steps);
+    cli_flush_stdout(true);
     return 0;
 }
 
@@ -329,6 +331,7 @@ int main(int argc, char **argv)
            "uniform guess: %.3f bits/char\n",
            len, n_vocab, o.lstm ? "LSTM" : "GRU", o.hidden,
            tg_params_numel(m.params), log2((double)n_vocab));
+    cli_flush_stdout(true);
 
     int status = 0;
     for (int e = 0; e < o.epochs && status == 0; e++)
@@ -336,6 +339,7 @@ int main(int argc, char **argv)
     if (status == 0 && o.sample > 0) {
         printf("sample (temperature %g):\n", (double)o.temperature);
         sample(t.tp, &m, vocab, ids[0], o.sample, o.temperature, &noise);
+        cli_flush_stdout(true);
     }
     free(t.in);
     free(ids);

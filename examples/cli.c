@@ -272,6 +272,10 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
      * takes the write-error path (one line, status 1, no temporary), as a
      * full disk does, instead of SIGXFSZ killing without a word. */
     signal(SIGXFSZ, SIG_IGN);
+    /* A closed stdout (| head) fails a write (EPIPE), which
+     * cli_flush_stdout reports, instead of SIGPIPE killing without a word
+     * and losing the work not yet saved. */
+    signal(SIGPIPE, SIG_IGN);
     enum { HELP = 1000, VERSION = 1001, MAX_FLAGS = 64 };
     struct option longopts[MAX_FLAGS + 3];
     if (n > MAX_FLAGS)
@@ -443,6 +447,24 @@ void cli_out_commit(tg_atomic_file *a, bool ok)
         fprintf(stderr, "%s: %s\n", cli_prog, tg_errmsg());
         exit(1);
     }
+}
+
+void cli_flush_stdout(bool output)
+{
+    static bool noted;
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return;
+    const char *why = errno ? strerror(errno) : "write failed";
+    if (output) {
+        cli_error("cannot write standard output: %s", why);
+        exit(1);
+    }
+    if (!noted)
+        cli_error("note: cannot write standard output (%s): its lines are "
+                  "lost; the run goes on and writes its files",
+                  why);
+    noted = true;
 }
 
 volatile sig_atomic_t cli_interrupted;

@@ -42,7 +42,8 @@ float cli_float_pos(const char *flag, const char *s, double hi); /* (0, hi] */
  * batch too large for the machine) "<prog>: OP: out of memory ..." on one
  * line and exit status 1, not an abort, and ignores SIGXFSZ: a file-size
  * limit (ulimit -f) fails the write instead ("<prog>: cannot write PATH:
- * File too large", status 1). */
+ * File too large", status 1). SIGPIPE is ignored too: see
+ * cli_flush_stdout. */
 typedef enum cli_kind {
     CLI_INT,      /* int *, in [lo, hi] */
     CLI_U64,      /* uint64_t * */
@@ -177,6 +178,15 @@ void cli_check_model_size(uint64_t numel, const char *what);
  * N pixels, more than M" (rank 0), and every rank exits with status 2. */
 #define CLI_MAX_BATCH_PIXELS ((uint64_t)1 << 30)
 void cli_check_batch_size(int batch, int rows, int cols);
+
+/* Flushes stdout after a program's lines. When that fails (a closed pipe,
+ * as with "| head": SIGPIPE is ignored; a full disk): if output, stdout is
+ * the program's result (mlp_mnist, char_rnn, bnn_mnist without --out):
+ * "<prog>: cannot write standard output: Broken pipe" and exit status 1,
+ * at once rather than after the work; else its lines only show progress
+ * and the result is in files: a note on stderr, once, and the run goes on
+ * (its exit status is its work's). */
+void cli_flush_stdout(bool output);
 
 /* Output files appear whole or not at all (tg_atomic_open / commit):
  *     tg_atomic_file a;

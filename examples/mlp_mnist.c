@@ -49,7 +49,9 @@ static options parse_options(int argc, char **argv)
               "files.\n",
               "Under mpirun, --threads 0 means the machine's cores divided "
               "among its ranks.\n"
-              "Exit status: 0 done; 2 bad flags or input data; 3 the loss or "
+              "Exit status: 0 done; 1 standard output could not be written "
+              "(a pipe whose reader ended, as with | head, or a full disk: "
+              "training stops); 2 bad flags or input data; 3 the loss or "
               "a gradient became NaN/Inf (training stops); 4 under mpirun, a "
               "rank was silent for --rank-timeout seconds. mlp_mnist writes "
               "no files and keeps no checkpoint: Ctrl-C simply stops it.\n");
@@ -271,7 +273,7 @@ static void train_epoch(trainer *t, int epoch, const tg_dataset *test)
            "samples/s\n",
            epoch, total / seen, 100.0 * accuracy(t->tp, &t->m, test),
            seen / dt);
-    fflush(stdout);
+    cli_flush_stdout(true);
 }
 
 int main(int argc, char **argv)
@@ -316,6 +318,7 @@ int main(int argc, char **argv)
            "parameters, batch %d, Adam lr %g\n",
            train.n, test.n, t.input, o.hidden, CLASSES,
            tg_params_numel(t.m.params), o.batch, (double)o.lr);
+    cli_flush_stdout(true);
     for (int epoch = 1; epoch <= o.epochs; epoch++)
         train_epoch(&t, epoch, &test);
     trainer_free(&t);

@@ -16,7 +16,9 @@
  *
  * Exit status: 0 done, 1 an output file could not be written, 2 bad flags
  * or input (data, checkpoint), 3 a non-finite loss or gradient, 130
- * interrupted by SIGINT, SIGTERM or SIGHUP (after saving a checkpoint). */
+ * interrupted by SIGINT, SIGTERM or SIGHUP (after saving a checkpoint).
+ * A closed stdout (| head) only costs the progress lines (a note on
+ * stderr); the files and the exit status are the run's. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -92,7 +94,11 @@ static options parse_options(int argc, char **argv)
               "--rank-timeout seconds; 130 interrupted (Ctrl-C, SIGTERM, or "
               "SIGHUP when the terminal closes): the step "
               "finishes, a checkpoint is "
-              "saved and the command to resume is printed.\n");
+              "saved and the command to resume is printed.\n"
+              "A closed standard output (a pipe whose reader ended, as with "
+              "| head) does not stop training: a note on stderr, every file "
+              "is written to --out, and the exit status is the run's (0 "
+              "when it finished).\n");
     if (!tg_vae_arch_parse(arch, &o.arch))
         cli_usage_error("--arch is mlp or conv, not '%s'", arch);
     if (!tg_vae_likelihood_parse(likelihood, &o.likelihood))
@@ -149,6 +155,7 @@ int main(int argc, char **argv)
     printf("wrote %s/{metrics.csv, loss.svg, reconstructions.png, "
            "samples.png%s, checkpoint.safetensors}\n",
            o.out, o.latent == 2 ? ", manifold.png" : "");
+    cli_flush_stdout(false);
     run_free(&r);
     tg_dist_finalize();
     return 0;

@@ -250,7 +250,7 @@ void end_epoch(run *r, int epoch)
     if (done.skipped)
         printf("epoch %d  skipped %lld non-finite step%s\n", epoch,
                (long long)done.skipped, done.skipped == 1 ? "" : "s");
-    fflush(stdout);
+    cli_flush_stdout(false);
 
     /* A diverging run's weights replace nothing: the training loss far
      * above its level, or a test loss far above it or not finite (with
@@ -538,7 +538,7 @@ void run_setup(run *r, const options *o, const char *argv0)
         printf("resumed from %s after epoch %lld, batch %lld (step %lld)\n",
                o->resume, (long long)r->pos.epoch, (long long)r->pos.batch,
                (long long)r->opt->step);
-    fflush(stdout);
+    cli_flush_stdout(false);
 }
 
 void run_free(run *r)

@@ -104,7 +104,10 @@ static options parse_options(int argc, char **argv)
               "out-of-distribution tables (AUROC with a bootstrap 95% "
               "interval, FPR at 95% TPR, AUPR), posterior uncertainty "
               "maps.\n",
-              NULL);
+              "Exit status: 0 done; 1 an output file could not be written; "
+              "2 bad flags or input (data, checkpoint). A closed standard "
+              "output (| head) does not stop it: a note on stderr, the files "
+              "are written to --out, exit status 0.\n");
     if (!o.checkpoint)
         cli_usage_error("--checkpoint FILE is required");
     if (!o.data[0] || !o.out[0] || (o.ood && !o.ood[0]))
@@ -663,6 +666,7 @@ int main(int argc, char **argv)
     printf("wrote %s/{scores.csv, ood_metrics.csv, convergence.csv, "
            "ood_hist.svg, uncertainty.png%s}\n",
            o.out, vae->cfg.latent == 2 ? ", latent.svg" : "");
+    cli_flush_stdout(false);
 
     free_sets(&sl);
     free(bg);

@@ -27,7 +27,7 @@ void print_model(const options *o, const tg_vae *vae)
            vae->cfg.latent, tg_vae_likelihood_name(vae->cfg.likelihood),
            o->checkpoint, o->k, (unsigned long long)o->seed, tg_get_threads(),
            tg_gemm_kernel());
-    fflush(stdout);
+    cli_flush_stdout(false);
 }
 
 static double mean_of(const double *v, int n)
@@ -80,7 +80,7 @@ void print_set(const scored *s, int k, double min_ess, convergence *c)
            mean_of(s->log_px, s->n) - mean_of(s->elbo, s->n), s->seconds,
            1e3 * s->seconds / s->n, c->ess_mean, c->ess_median, c->ess_min, k,
            100.0 * c->below, min_ess, c->se_mean, c->se_max);
-    fflush(stdout);
+    cli_flush_stdout(false);
 }
 
 void print_reference(const reference *rs, const scored *rset,

@@ -1,12 +1,14 @@
 #!/bin/sh
 # Signals the example programs meet outside Ctrl-C: each case failed
 # before its fix.
-# usage: signals.sh VAE_MNIST VAE_SCORE BNN_MNIST MNIST_DIR
+# usage: signals.sh VAE_MNIST VAE_SCORE BNN_MNIST MLP_MNIST CHAR_RNN MNIST_DIR
 set -u
 vae=$1
 score=$2
 bnn=$3
-mnist=$4
+mlp=$4
+rnn=$5
+mnist=$6
 . "$(dirname "$0")/lib.sh"
 
 small="$tmp/small"; dataset "$mnist" "$small" 64 64
@@ -72,6 +74,72 @@ file_limit 4 "$tmp/fsz_score" "$score" $score_args --out "$tmp/fsz_score"
 file_limit 4 "$tmp/fsz_bnn" "$bnn" --data "$small" --ood-data "$small" \
     --method det --epochs 1 --max-batches 2 --max-eval 32 --hidden 16 \
     --threads 1 --out "$tmp/fsz_bnn"
+
+# 3. a closed stdout (| head): SIGPIPE is ignored. Where the results are
+#    files (vae_mnist, vae_score, bnn_mnist --out) the run goes on: one
+#    note on stderr, exit 0, every file written (SIGPIPE had killed them,
+#    exit 141, no word: vae_mnist's later epochs trained, never saved).
+#    Where stdout is the result (mlp_mnist, char_rnn, bnn_mnist without
+#    --out), one line and exit 1 at once (141, no word); a full disk
+#    (/dev/full) too (it was exit 0, the lines lost without a word).
+# piped WANT PROG ARGS...: PROG's stdout a pipe whose reader has gone (as
+# after "| head -n 1" has read its line; closed before PROG starts, so that
+# no timing decides which write fails first); PROG exits WANT with one
+# line on stderr about standard output.
+mkfifo "$tmp/fifo"
+piped() {
+    want=$1
+    shift
+    name=$(basename "$1")
+    exec 4<>"$tmp/fifo" # both ends: the next open does not wait
+    exec 5>"$tmp/fifo"
+    exec 4<&- # the only reader gone
+    "$@" >&5 2>"$tmp/err"
+    st=$?
+    exec 5>&-
+    if [ "$st" -ne "$want" ] || [ "$(wc -l <"$tmp/err")" -ne 1 ] ||
+        ! grep -q "^$name: .*standard output" "$tmp/err"; then
+        fail "$name, stdout a closed pipe, exited $st, want $want: $(cat "$tmp/err")"
+    else
+        echo "ok: $name, stdout a closed pipe -> $st: $(cat "$tmp/err")"
+    fi
+}
+# shellcheck disable=SC2086
+piped 0 "$vae" $fast --data "$small" --epochs 3 --out "$tmp/pipe"
+[ "$(st_meta "$tmp/pipe/checkpoint.safetensors" epoch)" = 3 ] ||
+    fail "vae_mnist, stdout closed: the checkpoint is not of epoch 3"
+[ "$(cut -d, -f1 "$tmp/pipe/metrics.csv" | tr '\n' ' ')" = "epoch 1 2 3 " ] ||
+    fail "vae_mnist, stdout closed: metrics.csv: $(cat "$tmp/pipe/metrics.csv")"
+# shellcheck disable=SC2086
+piped 0 "$score" $score_args --out "$tmp/pipe_score"
+[ -s "$tmp/pipe_score/scores.csv" ] && [ -s "$tmp/pipe_score/uncertainty.png" ] ||
+    fail "vae_score, stdout closed: outputs missing: $(ls "$tmp/pipe_score")"
+bnn_quick="--data $small --ood-data $small --method det --epochs 1
+    --max-batches 2 --max-eval 32 --hidden 16 --threads 1"
+# shellcheck disable=SC2086
+piped 0 "$bnn" $bnn_quick --out "$tmp/pipe_bnn"
+[ -s "$tmp/pipe_bnn/coverage.svg" ] ||
+    fail "bnn_mnist --out, stdout closed: outputs missing: $(ls "$tmp/pipe_bnn")"
+# shellcheck disable=SC2086
+piped 1 "$bnn" $bnn_quick
+mentions "Broken pipe"
+# shellcheck disable=SC2086
+piped 1 "$mlp" --data "$small" --epochs 3 --hidden 16 --threads 1
+mentions "Broken pipe"
+rnn_quick="--epochs 3 --steps 4 --hidden 16 --seq 12 --batch 8 --threads 1"
+# shellcheck disable=SC2086
+piped 1 "$rnn" $rnn_quick
+mentions "Broken pipe"
+if [ -w /dev/full ]; then
+    for run in "$mlp --data $small --epochs 1 --hidden 16 --threads 1" \
+        "$rnn $rnn_quick"; do
+        # shellcheck disable=SC2086
+        $run >/dev/full 2>"$tmp/err"
+        st=$?
+        [ "$st" -eq 1 ] && grep -q "No space left on device" "$tmp/err" ||
+            fail "$run >/dev/full exited $st: $(cat "$tmp/err")"
+    done
+fi
 
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all signal checks passed"
