@@ -496,20 +496,29 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
         }
         off += t->size;
     }
-    /* opt->v is a running mean of squares (Adam's second moment,
-     * RMSprop's): a negative one is no state an optimizer wrote, and its
-     * square root made the first step after a resume NaN. */
-    off = 0;
-    for (int i = 0; i < np && st == TG_OK && want_v; i++) {
-        const float *v = scratch + numel * (1 + want_m) + off;
-        size_t n = tg_params_get(ps, i)->size;
-        for (size_t j = 0; j < n && st == TG_OK; j++)
-            if (v[j] < 0.0f)
-                st = tg_error(TG_ERR_FORMAT,
-                              "%s: tensor 'optim.v.%s' holds %g, but a "
-                              "second moment is never negative",
-                              path, tg_params_name(ps, i), (double)v[j]);
-        off += n;
+    /* The optimizer state is finite (a NaN or Inf in it made every weight
+     * it touches NaN at the first step after a resume), and opt->v is a
+     * running mean of squares (Adam's second moment, RMSprop's): a
+     * negative one is no state an optimizer wrote, and its square root
+     * made that step NaN too. The weights are the caller's to check
+     * (tg_vae_load does): a diverged model may be saved on purpose. */
+    for (int k = 1; k <= want_m + want_v && st == TG_OK; k++) {
+        bool is_v = want_v && k == want_m + want_v;
+        off = 0;
+        for (int i = 0; i < np && st == TG_OK; i++) {
+            const float *x = scratch + numel * (size_t)k + off;
+            size_t n = tg_params_get(ps, i)->size;
+            for (size_t j = 0; j < n && st == TG_OK; j++)
+                if (!isfinite(x[j]) || (is_v && x[j] < 0.0f))
+                    st = tg_error(TG_ERR_FORMAT,
+                                  "%s: tensor 'optim.%c.%s' holds %g, but "
+                                  "optimizer state is finite%s",
+                                  path, is_v ? 'v' : 'm', tg_params_name(ps, i),
+                                  (double)x[j],
+                                  is_v ? " and a second moment never negative"
+                                       : "");
+            off += n;
+        }
     }
     if (st == TG_OK) {
         memcpy(tg_params_data(ps), scratch, numel * sizeof(float));

@@ -1293,12 +1293,67 @@ static void first_version_checksums_still_verify(void **state)
     tg_params_free(ps);
 }
 
+/* The float at element k of tensor name in path set to v (the data only). */
+static void poke_float(const char *path, const char *name, size_t k, float v)
+{
+    tg_st_file f;
+    assert_int_equal(tg_st_open(path, &f), TG_OK);
+    const tg_st_entry *e = tg_st_find(&f, name);
+    assert_non_null(e);
+    long at = (long)(f.data_start + e->begin + 4 * k);
+    tg_st_close(&f);
+    FILE *out = fopen(path, "r+b");
+    assert_non_null(out);
+    assert_int_equal(fseek(out, at, SEEK_SET), 0);
+    assert_int_equal(fwrite(&v, 4, 1, out), 1); /* a little-endian host */
+    fclose(out);
+}
+
+/* Optimizer state that is not finite (a NaN or Inf in Adam's m or v) is
+ * refused by a load that takes it, even without a checksum (it made every
+ * weight it touches NaN at the next step); weights are loaded as they are
+ * (a diverged model may be saved on purpose), and without the optimizer
+ * the state is not read for its values. */
+static void non_finite_optimizer_state_is_refused(void **state)
+{
+    (void)state;
+    const char *p = in_dir("nanstate.safetensors");
+    tg_params *ps = model(4);
+    fill(tg_params_data(ps), tg_params_numel(ps), 15);
+    tg_optim *adam = tg_adam_new(ps, 1e-3f);
+    tg_params *back = model(4);
+    tg_optim *adam2 = tg_adam_new(back, 1e-3f);
+    static const char *const names[] = {"optim.m.enc.bias",
+                                        "optim.v.dec.weight", "enc.weight"};
+    const float bad[] = {NAN, INFINITY, NAN};
+    for (int c = 0; c < 3; c++) {
+        assert_int_equal(tg_checkpoint_save(p, ps, adam, NULL), TG_OK);
+        poke_float(p, names[c], 1, bad[c]);
+        edit_file(p, "\"tapegrad.checksum\"", "\"nochecks.checksum\"");
+        tg_status st = tg_checkpoint_load(p, back, adam2, NULL);
+        if (c < 2) {
+            assert_int_equal(st, TG_ERR_FORMAT);
+            assert_non_null(strstr(tg_errmsg(), names[c]));
+            assert_non_null(strstr(tg_errmsg(), "optimizer state is finite"));
+            assert_int_equal(tg_checkpoint_load(p, back, NULL, NULL), TG_OK);
+        } else {
+            assert_int_equal(st, TG_OK);
+            assert_true(isnan(tg_params_get(back, 0)->data[1]));
+        }
+    }
+    tg_optim_free(adam2);
+    tg_params_free(back);
+    tg_optim_free(adam);
+    tg_params_free(ps);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip_is_bit_exact),
         cmocka_unit_test(flipped_metadata_bits_are_found),
         cmocka_unit_test(first_version_checksums_still_verify),
+        cmocka_unit_test(non_finite_optimizer_state_is_refused),
         cmocka_unit_test(sgd_state_and_optimizer_kind),
         cmocka_unit_test(meta_set_get_and_integers),
         cmocka_unit_test(metadata_that_cannot_load_back_is_not_saved),
