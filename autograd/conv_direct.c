@@ -139,12 +139,21 @@ static void fill_planes(const geom *g, const dlay *d, const float *x,
 }
 
 /* One image's column side c [OC, OH, OW] on the grid: plane oc at cg +
- * oc*CS, F zeros, then rows of Wp (OW values, zeros), zeros to CS. */
-static void fill_cols(const geom *g, const dlay *d, const float *c, float *cg)
+ * oc*CS, F zeros, then rows of Wp (OW values, zeros), zeros to CS. With y
+ * (a fused ReLU's output), c where y > 0, else 0, each plane's vsum_f64
+ * into sums[oc] (planes of at most PAD_RELU_MAX floats). */
+static void fill_cols(const geom *g, const dlay *d, const float *c,
+                      const float *y, double *sums, float *cg)
 {
+    const size_t P = (size_t)g->OH * g->OW;
     for (int oc = 0; oc < g->OC; oc++) {
         float *p = cg + (size_t)oc * d->CS;
-        const float *s = c + (size_t)oc * g->OH * g->OW;
+        const float *s = c + (size_t)oc * P;
+        float m[PAD_RELU_MAX]; /* the masked plane, in L1 */
+        if (y) {
+            conv_relu_plane((int)P, y + (size_t)oc * P, s, m, sums + oc);
+            s = m;
+        }
         memset(p, 0, (size_t)d->F * sizeof *p);
         p += d->F;
         for (int oh = 0; oh < g->OH; oh++, p += d->Wp, s += g->OW) {
@@ -415,7 +424,9 @@ static void direct_image(const geom *g, const dlay *d, const direct_job *j,
     if (j->img)
         fill_planes(g, d, j->img + n * plane, planes);
     if (j->col)
-        fill_cols(g, d, j->col + n * P * g->OC, cg);
+        fill_cols(g, d, j->col + n * P * g->OC,
+                  j->col_y ? j->col_y + n * P * g->OC : NULL,
+                  j->col_sums ? j->col_sums + (size_t)n * g->OC : NULL, cg);
     if (j->col_out) {
         corr_image(g, d, planes, src, j->W, j->col_bias, j->col_add, buf,
                    j->col_out + n * P * g->OC);

@@ -152,6 +152,9 @@ typedef struct dlay {
  * col_out (+)= corr(img) (+ col_bias; += with col_add);
  * img_out (= img_bias[0] or 0 with img_set, then) += trans(col);
  * relu: max(0, .) of col_out (without col_add) or img_out (with img_set);
+ * col_y: col is a fused ReLU's gradient with output col_y: masked by it
+ *   on the grid, each channel plane's sum into col_sums [N, OC] (planes of
+ *   at most PAD_RELU_MAX floats);
  * part [N, OC, KK] = wgrad(col, img) per image. */
 typedef struct direct_job {
     const float *img, *col, *W;
@@ -162,6 +165,8 @@ typedef struct direct_job {
     const float *img_bias;
     bool img_set;
     bool relu;
+    const float *col_y;
+    double *col_sums;
     float *part;
     const float *wq; /* trans_image's grouped weights (set by direct_images) */
 } direct_job;

@@ -175,9 +175,15 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
     float *dyp = NULL; /* dy pixel-major [N*P, OC] */
-    if (s->relu) /* db (and dyp off the direct path) from the masking pass */
+    /* the direct kernels mask dy as they put each image on their grid */
+    bool grid_fused =
+        s->relu && s->direct && NP > 0 && (dx || dW) && P <= PAD_RELU_MAX;
+    double *sums = grid_fused && db
+                       ? tg_tape_alloc(tp, (size_t)g->N * g->OC * sizeof *sums)
+                       : NULL;
+    if (s->relu && !grid_fused) /* db (and dyp) from the masking pass */
         dy = relu_masked(tp, r->out, dy, g->OC, db, s->direct ? NULL : &dyp);
-    else if (db)
+    else if (db && !grid_fused)
         conv_bias_backward(g->N, g->OC, P, dy, db);
     if (NP == 0)
         return;
@@ -190,9 +196,13 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
             .W = W->data,
             .img_out = dx,
             .img_set = fresh,
+            .col_y = grid_fused ? r->out->data : NULL,
+            .col_sums = sums,
             .part =
                 dW ? scratch(tp, (size_t)g->N, (size_t)g->OC * s->d.KK) : NULL};
         conv_direct_images(tp, g, &s->d, &j, dW);
+        if (sums)
+            conv_bias_from_sums(g->N, g->OC, sums, db);
         return;
     }
     if (!dyp) {

@@ -1164,7 +1164,8 @@ static void relu_run(const conv_case *c, bool transpose, bool fused,
 {
     int n_in = c->bias ? 3 : 2;
     for (int i = 0; i < n_in; i++)
-        tg_tensor_zero_grad(in[i]);
+        if (in[i]->grad)
+            tg_tensor_zero_grad(in[i]);
     conv_case cc = *c;
     cc.a.relu = fused;
     tg_tape *tp = tg_tape_new();
@@ -1177,20 +1178,22 @@ static void relu_run(const conv_case *c, bool transpose, bool fused,
     for (size_t i = 0; i < y->size; i++)
         out[k++] = y->data[i];
     for (int j = 0; j < n_in; j++)
-        for (size_t i = 0; i < in[j]->size; i++)
+        for (size_t i = 0; in[j]->grad && i < in[j]->size; i++)
             out[k++] = in[j]->grad[i];
     *n = k;
     tg_tape_free(tp);
 }
 
-/* Adds the case's outputs and its outputs clipped to 0 to counts. */
-static void relu_case(const conv_case *c, bool transpose, size_t counts[2])
+/* Adds the case's outputs and its outputs clipped to 0 to counts. With
+ * x_grad false, x is data (the VAE's first layer: no input gradient). */
+static void relu_case(const conv_case *c, bool transpose, bool x_grad,
+                      size_t counts[2])
 {
     tg_tensor *in[3] = {rand4(c->N, c->C, c->H, c->W),
                         transpose ? rand4(c->C, c->OC, c->kh, c->kw)
                                   : rand4(c->OC, c->C, c->kh, c->kw),
                         rand1(c->OC)};
-    for (int i = 0; i < 3; i++)
+    for (int i = x_grad ? 0 : 1; i < 3; i++)
         tg_tensor_require_grad(in[i]);
     size_t cap = 1 << 20, n1, n2;
     float *seed = malloc(cap * sizeof *seed), *a = malloc(cap * sizeof *a),
@@ -1203,7 +1206,7 @@ static void relu_case(const conv_case *c, bool transpose, size_t counts[2])
     tg_set_threads(1);
     relu_run(c, transpose, false, in, seed, b, &n2);
     tg_set_threads(old);
-    size_t zeros = 0, outs = n1 - (in[0]->size + in[1]->size +
+    size_t zeros = 0, outs = n1 - ((x_grad ? in[0]->size : 0) + in[1]->size +
                                    (c->bias ? in[2]->size : 0));
     for (size_t i = 0; i < outs; i++)
         zeros += a[i] == 0.0f;
@@ -1242,16 +1245,17 @@ static void test_fused_relu(void **state)
         size_t counts[2] = {0, 0};
         for (int e = 0; e < N_EDGE; e++) {
             conv_case c = edge_cases[e];
-            relu_case(&c, true, counts);
+            relu_case(&c, true, true, counts);
             c.a.output_padding[0] = c.a.output_padding[1] = 0;
             if (conv_out(c.H, c.kh, stride_h(&c), c.a.padding[0], dil_h(&c)) >=
                     1 &&
                 conv_out(c.W, c.kw, stride_w(&c), c.a.padding[1], dil_w(&c)) >=
                     1)
-                relu_case(&c, false, counts);
+                relu_case(&c, false, true, counts);
         }
         for (int e = 0; e < 2; e++) {
-            relu_case(&big[e], false, counts);
+            relu_case(&big[e], false, true, counts);
+            relu_case(&big[e], false, false, counts);
             /* as conv_transpose2d: 64 -> 32 and 32 -> 1 on 7x7 and 14x14 */
             conv_case t = {8,
                            big[e].OC,
@@ -1262,7 +1266,7 @@ static void test_fused_relu(void **state)
                            4,
                            ARGS(2, 2, 1, 1, 1, 1, 0, 0),
                            true};
-            relu_case(&t, true, counts);
+            relu_case(&t, true, true, counts);
         }
         /* a third to two thirds of the outputs clipped: the mask is used */
         assert_true(counts[1] > counts[0] / 3 && counts[1] < counts[0] / 3 * 2);
