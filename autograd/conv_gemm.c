@@ -205,6 +205,22 @@ static int chunk_images(const geom *g, int ldk)
     return k < 1 ? 1 : k > g->N ? g->N : (int)k;
 }
 
+/* y += b, then with relu y = max(0, y): the two roundings of y + b and
+ * tg_relu's rule, in one pass. */
+TG_VECTOR_CLONES
+static void bias_relu(float *y, size_t n, float b, bool relu)
+{
+    if (!relu) {
+        for (size_t e = 0; e < n; e++)
+            y[e] += b;
+        return;
+    }
+    for (size_t e = 0; e < n; e++) {
+        float v = y[e] + b;
+        y[e] = v < 0.0f ? 0.0f : v;
+    }
+}
+
 /* One image's nchw [C, P] = pm [P, C] + bias[c] (bias may be NULL), then
  * max(0, .) with relu; or with tmp [C, P], nchw += pm transposed (through
  * tmp; relu must be false). */
@@ -218,16 +234,14 @@ void conv_pm_to_nchw(int C, int P, const float *pm, const float *bias,
         return;
     }
     gemm_transpose(pm, C, P, C, nchw, P);
-    for (int c = 0; bias && c < C; c++) {
-        float b = bias[c], *d = nchw + (size_t)c * P;
-        for (int p = 0; p < P; p++)
-            d[p] += b;
-    }
-    if (relu)
+    for (int c = 0; bias && c < C; c++) /* + bias, then the ReLU, in one */
+        bias_relu(nchw + (size_t)c * P, (size_t)P, bias[c], relu);
+    if (relu && !bias)
         conv_relu(nchw, (size_t)C * P);
 }
 
 /* y = max(0, y) as tg_relu (x < 0 ? 0 : x: NaN stays NaN). */
+TG_VECTOR_CLONES
 void conv_relu(float *y, size_t n)
 {
     for (size_t e = 0; e < n; e++)
