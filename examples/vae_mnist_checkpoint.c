@@ -328,8 +328,15 @@ void resume(run *r)
         same_flag(o->resume, "shards", theirs, ours);
     }
     r->shards = (int)shards;
+    tg_meta checked = info.meta; /* what the checks above read */
     if (tg_vae_load(o->resume, vae, r->opt, &info) != TG_OK)
         fail_data();
+    if (!tg_meta_equal(&checked, &info.meta)) {
+        cli_error("%s: changed while it was being read (another process "
+                  "saving it?): try again",
+                  o->resume);
+        exit(2);
+    }
     r->pos = info.pos;
     /* the guard's levels and skip history: the verdicts of a run never
      * stopped (a resumed diverging run had started them afresh, trained

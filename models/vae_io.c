@@ -230,8 +230,16 @@ tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
                         path, tg_vae_likelihood_name(in->cfg.likelihood),
                         tg_vae_likelihood_name(vae->cfg.likelihood));
     tg_params *ps = tg_vae_params(vae);
-    if ((st = tg_checkpoint_load(path, ps, opt, NULL)) != TG_OK)
+    tg_meta loaded;
+    if ((st = tg_checkpoint_load(path, ps, opt, &loaded)) != TG_OK)
         return st;
+    /* the tensors' file must be the one whose metadata were checked: a
+     * save over path in between had mixed two checkpoints */
+    if (!tg_meta_equal(&loaded, &in->meta))
+        return tg_error(TG_ERR_IO,
+                        "%s: changed while it was being read (another "
+                        "process saving it?): try again",
+                        path);
     tg_params_zero_grad(ps);
     const char *bad = tg_params_nonfinite(ps, NULL);
     if (bad)

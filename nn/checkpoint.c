@@ -121,6 +121,20 @@ const char *tg_meta_get(const tg_meta *m, const char *key)
     return NULL;
 }
 
+bool tg_meta_equal(const tg_meta *a, const tg_meta *b)
+{
+    if (!a || !b)
+        tg_fatal("meta_equal", "NULL metadata");
+    if (a->n != b->n)
+        return false;
+    for (int i = 0; i < a->n; i++) { /* keys are unique in each */
+        const char *v = tg_meta_get(b, a->key[i]);
+        if (!v || strcmp(v, a->value[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
 static tg_status parse_int(const char *what, const char *key, const char *s,
                            int64_t *value)
 {
@@ -420,6 +434,8 @@ tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta)
     if (st != TG_OK)
         return st;
     st = check_meta_fits(&f);
+    if (st == TG_OK) /* the metadata are trusted only once verified */
+        st = tg_ck_verify(&f);
     if (st == TG_OK)
         copy_meta(&f, meta);
     tg_st_close(&f);

@@ -617,6 +617,8 @@ void tg_meta_init(tg_meta *m);
 void tg_meta_set(tg_meta *m, const char *key, const char *value);
 void tg_meta_set_int(tg_meta *m, const char *key, int64_t value);
 const char *tg_meta_get(const tg_meta *m, const char *key); /* or NULL */
+/* Whether a and b hold the same entries (in any order). */
+bool tg_meta_equal(const tg_meta *a, const tg_meta *b);
 /* Parses an integer value; TG_ERR_FORMAT if missing or not an integer. */
 tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value);
 /* A double as C99 hex ("%a"), so that it reads back bit for bit; getting
@@ -651,8 +653,11 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
 #define TG_OPTIM_MAX_STEP ((int64_t)1 << 53)
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta);
-/* Only the metadata (after validating the header), to check a model's
- * config before building it. */
+/* Only the metadata (after validating the header and verifying the
+ * checksum, which reads the whole file), to check a model's config before
+ * building it. A caller that then loads the tensors with a second open
+ * should compare the metadata that load returns (tg_meta_equal): another
+ * process may have saved over the file between the two. */
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta);
 /* Loads part of a file: every parameter of ps whose name starts with
  * model_prefix gets the file's tensor named file_prefix + the rest of its
