@@ -329,6 +329,18 @@ static bool checksum_form(const char *s, const char *prefix)
            strspn(s + p, "0123456789abcdef") == 16;
 }
 
+/* Whether a and b differ in exactly one bit. */
+static bool one_bit_apart(const char *a, const char *b)
+{
+    size_t n = strlen(a);
+    if (n != strlen(b))
+        return false;
+    int bits = 0;
+    for (size_t i = 0; i < n && bits <= 1; i++)
+        bits += __builtin_popcount((unsigned char)a[i] ^ (unsigned char)b[i]);
+    return bits == 1;
+}
+
 tg_status tg_ck_verify(tg_st_file *f)
 {
     const char *want = NULL;
@@ -336,6 +348,12 @@ tg_status tg_ck_verify(tg_st_file *f)
         const char *key = f->meta_key[i];
         if (strcmp(key, TG_CK_CHECKSUM_KEY) == 0)
             want = f->meta_value[i];
+        else if (one_bit_apart(key, TG_CK_CHECKSUM_KEY)) /* in any byte */
+            return tg_error(TG_ERR_FORMAT,
+                            "%s: damaged: metadata key '%.60s' is one bit "
+                            "from the checksum's ('%s'), which would turn "
+                            "the check off",
+                            f->path, key, TG_CK_CHECKSUM_KEY);
         else if (strncmp(key, "tapegrad.", 9) == 0) /* the library's own */
             return tg_error(TG_ERR_FORMAT,
                             "%s: damaged or from another version: metadata "

@@ -34,7 +34,8 @@ const char *tg_ck_entry_shape(const tg_st_entry *e, char *buf, size_t n);
  * likelihood) is found at load instead of training another model. A file
  * without it (PyTorch's, or from before) loads unchecked. The "tapegrad."
  * key prefix is the library's: a save refuses a caller's key with it, and
- * a load refuses a file with one it does not know (a damaged key name). */
+ * a load refuses a file with one it does not know, or with a key one bit
+ * from the checksum's (a damaged key name would have turned it off). */
 #define TG_CK_CHECKSUM_KEY "tapegrad.checksum"
 
 /* The checksum of tensors t[0..n) and of the nmeta metadata entries (the
