@@ -51,10 +51,17 @@ bool tg_gradcheck(tg_graph_fn f, int n_inputs, tg_tensor **inputs, void *ctx,
                  "report",
                  n_inputs);
     tg_check_tensors("gradcheck", n_inputs, (const tg_tensor *const *)inputs);
+    /* a field left 0 (or not > 0) takes its default: {.eps = 2^-8} keeps
+     * the tolerances, and with them the all-zero guard (atol 0 had turned
+     * it off and failed correct graphs) */
     tg_gradcheck_opts o = {0x1p-6, 1e-4, 1e-3, 42};
-    if (opts)
-        o = *opts;
-    double h = exp2(round(log2(o.eps > 0 ? o.eps : 0x1p-6)));
+    if (opts) {
+        o.eps = opts->eps > 0 ? opts->eps : o.eps;
+        o.atol = opts->atol > 0 ? opts->atol : o.atol;
+        o.rtol = opts->rtol > 0 ? opts->rtol : o.rtol;
+        o.seed = opts->seed ? opts->seed : o.seed;
+    }
+    double h = exp2(round(log2(o.eps)));
     memset(rep, 0, sizeof *rep);
     rep->worst_input = -1;
 

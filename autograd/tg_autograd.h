@@ -457,11 +457,13 @@ typedef struct tg_gradcheck_report {
     size_t checked; /* elements compared */
 } tg_gradcheck_report;
 
+/* Every field left 0 takes its default (so {.eps = 0x1p-8} changes the step
+ * alone); a value not > 0 is taken as 0. */
 typedef struct tg_gradcheck_opts {
-    double eps;  /* step, rounded to a power of two (default 2^-6) */
-    double atol; /* default 1e-4 */
-    double rtol; /* default 1e-3 */
-    uint64_t seed;
+    double eps;    /* step, rounded to a power of two (default 2^-6) */
+    double atol;   /* default 1e-4; also the all-zero guard's bound */
+    double rtol;   /* default 1e-3 */
+    uint64_t seed; /* of the random output weights (default 42) */
 } tg_gradcheck_opts;
 
 /* opts may be NULL for the defaults. Returns report.ok. */

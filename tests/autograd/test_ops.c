@@ -520,6 +520,15 @@ static void test_all_zero_gradients_fail(void **state)
     tg_gradcheck_report rep;
     assert_false(tg_gradcheck(f_relu, 1, &x, NULL, NULL, &rep));
     assert_true(rep.all_zero);
+    /* with options that set only the step (the README's advice), the
+     * tolerances keep their defaults and so does the guard (atol 0 had
+     * turned it off: the all-zero graph passed) */
+    tg_gradcheck_opts step_only = {.eps = 0x1p-8};
+    assert_false(tg_gradcheck(f_relu, 1, &x, NULL, &step_only, &rep));
+    assert_true(rep.all_zero);
+    for (size_t i = 0; i < x->size; i++) /* and a correct graph passes */
+        x->data[i] = -x->data[i];
+    assert_true(tg_gradcheck(f_relu, 1, &x, NULL, &step_only, &rep));
     tg_tensor_free(x);
 }
 
