@@ -119,11 +119,21 @@ void tg_tape_reset(tg_tape *tp)
             memset(b->mem, TG_POISON_BYTE, b->used);
             total += b->cap;
         }
-        blocks_free(tp->grave[GRAVE_GENERATIONS - 1]);
+        /* The arena leaving the graveyard becomes this step's when it is
+         * one block large enough, as it is once steps settle: a pointer
+         * stale by more resets than the window then reads poison or this
+         * step's tensors (an abort naming the op, as without checks),
+         * never memory handed back to the system (a segfault). */
+        block *oldest = tp->grave[GRAVE_GENERATIONS - 1];
         for (int g = GRAVE_GENERATIONS - 1; g > 0; g--)
             tp->grave[g] = tp->grave[g - 1];
         tp->grave[0] = tp->first;
-        tp->first = block_new(tp, total);
+        if (oldest && !oldest->next && oldest->cap >= total) {
+            tp->first = oldest;
+        } else {
+            blocks_free(oldest);
+            tp->first = block_new(tp, total);
+        }
     } else if (tp->first->next) {
         size_t total = 0;
         for (block *b = tp->first; b; b = b->next)

@@ -235,11 +235,28 @@ static void stale_op_input(void)
     tg_tape_reset(tp); /* two resets back: still caught */
     tg_add(tp, x, y);
 }
+/* three resets back and more: past the checks' window, yet an abort, not
+ * a segfault (the arena leaving the window had been freed while stale
+ * pointers into it were still read) */
+static void stale_past_the_window(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_checks(tp, true);
+    tg_tensor *x = filled(2, 3, 0.1f);
+    tg_tensor *y = tg_exp(tp, x);
+    for (int k = 0; k < 5; k++) {
+        tg_tape_reset(tp);
+        tg_tape_tensor2(tp, 64, 64, true);
+        if (k >= 2)
+            tg_mul(tp, y, x);
+    }
+}
 static void test_checks_catch_a_tensor_kept_past_reset(void **state)
 {
     (void)state;
     expect_abort(stale_loss_backward, "backward", "before its tape's last");
     expect_abort(stale_op_input, "add", "tensor argument 2 was made on a tape");
+    expect_abort(stale_past_the_window, "mul");
     /* a checked tape still trains: fresh memory each step, same values */
     tg_tape *tp = tg_tape_new(), *plain = tg_tape_new();
     tg_tape_set_checks(tp, true);
