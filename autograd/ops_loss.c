@@ -145,9 +145,25 @@ static void xent_backward(tg_tape *tp, tg_record *r)
     }
 }
 
+/* Logits must be [R, C]: labels are a bare array of R ints, so a [B, C, H,
+ * W] map with B labels (PyTorch's dim-1 classes) read past the array's end
+ * (an ASan stack overflow); as [R, C] the op and the labels' count are
+ * the caller's explicit choice. */
+static void check_rows_cols(const char *op, const tg_tensor *x)
+{
+    char sx[64];
+    if (x->ndim != 2)
+        tg_fatal(op,
+                 "logits %s must be [R, C] (classes on the last axis, one "
+                 "label per row): reshape a [B, C, H, W] map to [B*H*W, C] "
+                 "with its labels in that order",
+                 tg_shape_str(x, sx));
+}
+
 tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels)
 {
     check_inputs("softmax_xent", logits);
+    check_rows_cols("softmax_xent", logits);
     if (!labels && tg_tensor_rows(logits) > 0)
         tg_fatal("softmax_xent", "labels is NULL");
     int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
@@ -194,6 +210,7 @@ static void nll_backward(tg_tape *tp, tg_record *r)
 tg_tensor *tg_nll(tg_tape *tp, tg_tensor *logp, const int *labels)
 {
     check_inputs("nll", logp);
+    check_rows_cols("nll", logp);
     int rows = tg_tensor_rows(logp), cols = tg_tensor_cols(logp);
     if (!labels && rows > 0)
         tg_fatal("nll", "labels is NULL");

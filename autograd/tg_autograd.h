@@ -202,7 +202,9 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
 /* Softmax cross-entropy of logits [R, C] against class labels (0..C-1):
  * [R, 1], each row -log softmax(x)[label]. Labels get no gradient. labels
  * must hold R entries (one per row of logits; a shorter array is read past
- * its end: pass the batch's labels with the batch's logits). */
+ * its end: pass the batch's labels with the batch's logits). Logits of
+ * another rank abort: classes are the last axis here, dim 1 in PyTorch's
+ * cross_entropy on [B, C, H, W]. */
 tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels);
 /* Negative log-likelihood of log-probabilities logp [R, C] (tg_log_softmax's
  * output, say) at class labels (0..C-1): [R, 1], each row -logp[label], as

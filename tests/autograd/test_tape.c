@@ -171,6 +171,21 @@ static void misuse_bce(void)
     tg_bce_with_logits(tp, tg_tensor_new2(2, 3), tg_tensor_new2(3, 2));
 }
 
+/* a [B, C, H, W] map with B labels (PyTorch's dim-1 classes): read past
+ * the labels' end before (an ASan stack-buffer overflow) */
+static void misuse_xent_rank(void)
+{
+    tg_tape *tp = tg_tape_new();
+    int labels[2] = {0, 1};
+    tg_softmax_xent(tp, tg_tensor_new(4, (int[]){2, 3, 4, 4}), labels);
+}
+static void misuse_nll_rank(void)
+{
+    tg_tape *tp = tg_tape_new();
+    int labels[2] = {0, 1};
+    tg_nll(tp, tg_tensor_new(3, (int[]){2, 3, 4}), labels);
+}
+
 static void test_misuse_aborts_naming_op_and_shapes(void **state)
 {
     (void)state;
@@ -180,6 +195,9 @@ static void test_misuse_aborts_naming_op_and_shapes(void **state)
     expect_abort(misuse_split, "split", "[2, 5]");
     expect_abort(misuse_backward, "backward", "[2, 3]");
     expect_abort(misuse_bce, "bce_with_logits", "[3, 2]");
+    expect_abort(misuse_xent_rank, "softmax_xent",
+                 "[2, 3, 4, 4] must be [R, C]");
+    expect_abort(misuse_nll_rank, "nll", "[2, 3, 4] must be [R, C]");
 }
 
 /* ---- TG_TAPE_CHECKS: a tensor changed between an op's forward and its
