@@ -515,6 +515,9 @@ tg_record *tg_op_record(tg_tape *tp, const char *name, tg_backward_fn backward,
                         tg_tensor *const *outputs, void *saved)
 {
     const char *op = name ? name : "op_record";
+    if (!name || !*name)
+        tg_fatal(op, "tg_op_record needs the op's name (for messages and the "
+                     "profile)");
     if (!tp || !backward)
         tg_fatal(op, "tg_op_record needs a tape and a backward function");
     if (n_in < 1 || n_out < 1 || !inputs || !outputs)

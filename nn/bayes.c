@@ -190,12 +190,25 @@ void bayes_layer_posterior(tg_tape *tp, tg_tensor *W_mu, tg_tensor *W_rho,
         *kl = tg_add(tp, kl_W, kl_b);
 }
 
+/* x's last axis must be the layer's width: checked here so that the
+ * message names the layer's call, not the dense op (and W_mu) inside. */
+static void check_width(const char *op, const tg_bayes_dense *l,
+                        const tg_tensor *x)
+{
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != l->in) {
+        char s[64];
+        tg_fatal(op, "x %s must be [B, %d] (the layer's in)",
+                 tg_shape_str(x, s), l->in);
+    }
+}
+
 /* The sample for noise eps (the formula at the top), and the layer's KL
  * from the same softplus pass when kl is not NULL. var >= sigma_b^2 > 0, so
  * sqrt's gradient is finite. */
 static tg_tensor *sample(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
                          tg_tensor *eps, tg_tensor **kl)
 {
+    check_width("bayes_dense", l, x);
     tg_tensor *mean = tg_dense(tp, x, l->W_mu, l->b_mu);
     if (eps->ndim != 2 || eps->shape[0] != mean->shape[0] ||
         eps->shape[1] != l->out) {
@@ -219,6 +232,7 @@ void tg_bayes_dense_moments(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
                  !x      ? "x"
                  : !mean ? "mean"
                          : "sd");
+    check_width("bayes_dense_moments", l, x);
     *mean = tg_dense(tp, x, l->W_mu, l->b_mu);
     tg_tensor *var_W, *var_b;
     bayes_layer_posterior(tp, l->W_mu, l->W_rho, l->b_mu, l->b_rho,
@@ -260,6 +274,7 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
         tg_fatal("bayes_dense_apply", "NULL layer");
     if (!x)
         tg_fatal("bayes_dense", "NULL x");
+    check_width("bayes_dense", l, x);
     if (!rng)
         return tg_dense(tp, x, l->W_mu, l->b_mu);
     if (x->ndim != 2)

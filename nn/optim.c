@@ -16,8 +16,10 @@ static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
 {
     if (!ps)
         tg_fatal("optim_new", "NULL parameter set");
-    if (!(lr > 0.0f) || !isfinite(lr))
-        tg_fatal("optim_new", "learning rate must be > 0, got %g", (double)lr);
+    /* >= 0 as tg_optim_step takes it: a warm-up schedule starts at 0 */
+    if (!(lr >= 0.0f) || !isfinite(lr))
+        tg_fatal("optim_new", "learning rate must be finite and >= 0, got %g",
+                 (double)lr);
     tg_optim *opt = calloc(1, sizeof *opt);
     if (!opt)
         tg_out_of_memory("optim_new", "out of memory");

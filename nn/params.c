@@ -133,6 +133,14 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
                  name);
     if (!name || !*name)
         tg_fatal("params_add", "empty parameter name");
+    /* names a checkpoint could not hold: its load would refuse the file */
+    if (!strncmp(name, "optim.m.", 8) || !strncmp(name, "optim.v.", 8) ||
+        !strcmp(name, "__metadata__"))
+        tg_fatal("params_add",
+                 "parameter name '%s': 'optim.m.' and 'optim.v.' name an "
+                 "optimizer's state in a checkpoint, '__metadata__' its "
+                 "metadata",
+                 name);
     if (tg_params_find(ps, name))
         tg_fatal("params_add", "duplicate parameter name '%s'", name);
     if (ps->n == ps->cap) {

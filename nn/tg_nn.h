@@ -107,7 +107,8 @@ typedef struct tg_params tg_params;
 tg_params *tg_params_new(void);
 void tg_params_free(tg_params *ps);
 /* A new zeroed parameter owned by the set (requires grad, grad zeroed);
- * aborts on a duplicate name or after sealing. */
+ * aborts on a duplicate name, after sealing, or on a name a checkpoint
+ * reserves ("optim.m." / "optim.v." + anything, "__metadata__"). */
 tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
                          const int *shape);
 void tg_params_seal(tg_params *ps);

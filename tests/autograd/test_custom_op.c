@@ -214,6 +214,15 @@ static void misuse_input_index(void)
     tg_op_input(r, 1);
 }
 
+static void misuse_no_name(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tg_tensor_new2(2, 2);
+    tg_tensor_require_grad(x);
+    tg_tensor *y = tg_tape_tensor2(tp, 2, 2, false);
+    tg_op_record(tp, NULL, cube_backward, 1, &x, 1, &y, NULL);
+}
+
 static void test_user_op_misuse_aborts_with_a_message(void **state)
 {
     (void)state;
@@ -223,6 +232,8 @@ static void test_user_op_misuse_aborts_with_a_message(void **state)
     expect_abort(misuse_input_index, "myop:", "input 1 of 1");
     expect_abort(misuse_output_recorded_twice, "again:", "output 0 [2, 2]",
                  "already requires grad");
+    /* was accepted, the profile listing it as "op_record" */
+    expect_abort(misuse_no_name, "op_record:", "needs the op's name");
 }
 
 int main(void)

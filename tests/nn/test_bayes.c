@@ -606,6 +606,17 @@ static void variances_null_out(void)
     tg_bayes_dense_variances(&l, NULL, vb);
 }
 
+/* the wrong width named the dense op and W_mu, not the layer's call */
+static void apply_wrong_width(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_bayes_dense l = wide_layer(ps, "a", 4, 5, &rng);
+    tg_tape *tp = tg_tape_new();
+    tg_bayes_dense_apply(tp, &l, tg_tape_tensor2(tp, 2, 3, false), &rng);
+}
+
 static void prediction_misuse_aborts_naming_the_call(void **state)
 {
     (void)state;
@@ -615,6 +626,8 @@ static void prediction_misuse_aborts_naming_the_call(void **state)
     expect_abort(mlp_sample_null_rng, "bayes_mlp_sample", "NULL rng");
     expect_abort(draw_null_var, "bayes_draw", "NULL var");
     expect_abort(variances_null_out, "bayes_dense_variances", "NULL var_W");
+    expect_abort(apply_wrong_width,
+                 "bayes_dense:", "x [2, 3] must be [B, 4] (the layer's in)");
 }
 
 int main(void)

@@ -228,6 +228,15 @@ static void check_setting(int kind, const char *field, float value,
 static void settings_are_checked_each_step(void **state)
 {
     (void)state;
+    /* a learning rate of 0 (a warm-up's first step) at construction too:
+     * it aborted there while tg_optim_step took it */
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "w", 1, (int[]){3});
+    tg_optim *zero = tg_adam_new(ps, 0.0f);
+    tg_optim_step(zero);
+    assert_true(tg_params_get(ps, 0)->data[0] == 0.0f);
+    tg_optim_free(zero);
+    tg_params_free(ps);
     check_setting(1, "beta1", 1.0f, "beta1 is 1 (must be in [0, 1)");
     check_setting(1, "beta2", 1.5f, "beta2 is 1.5");
     check_setting(1, "eps", -1e-8f, "eps is -1e-08");

@@ -244,11 +244,26 @@ static void add_after_seal(void)
     tg_params_add(ps, "late", 1, (int[]){3});
 }
 
+/* a name a checkpoint reserves: its save had written a file its own load
+ * refused ("tensor 'optim.m.x' is not a parameter") */
+static void add_reserved(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "optim.m.x", 1, (int[]){3});
+}
+static void add_metadata_name(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_params_add(ps, "__metadata__", 1, (int[]){3});
+}
+
 static void misuse_aborts(void **state)
 {
     (void)state;
     assert_true(aborts(add_duplicate));
     assert_true(aborts(add_after_seal));
+    assert_true(aborts(add_reserved));
+    assert_true(aborts(add_metadata_name));
 }
 
 static void empty_set_seals(void **state)
