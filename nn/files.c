@@ -117,11 +117,13 @@ static tg_status commit_target(const char *path, char **target)
     if (S_ISLNK(st.st_mode)) {
         char *real = realpath(path, NULL);
         if (!real)
-            return tg_error(
-                TG_ERR_IO,
-                "cannot write %s: a symbolic link %s; not "
-                "replaced",
-                path, errno == ENOENT ? "to a missing file" : strerror(errno));
+            return tg_error(TG_ERR_IO,
+                            "cannot write %s: a symbolic link %s%s; not "
+                            "replaced",
+                            path,
+                            errno == ENOENT ? "to a missing file"
+                                            : "that cannot be followed: ",
+                            errno == ENOENT ? "" : strerror(errno));
         if (stat(real, &st) != 0)
             st.st_mode = 0;
         if (!S_ISREG(st.st_mode)) {
@@ -143,6 +145,15 @@ tg_status tg_atomic_check(const char *path)
 {
     char *target;
     tg_status st = commit_target(path, &target);
+    if (st == TG_OK) { /* the temporary is made in the target's folder */
+        char *dir = folder_of(target);
+        if (!dir)
+            st = tg_error(TG_ERR_NOMEM, "%s: out of memory", path);
+        else if (access(dir, W_OK | X_OK) != 0)
+            st = tg_error(TG_ERR_IO, "cannot write %s: folder %s: %s", path,
+                          dir, strerror(errno));
+        free(dir);
+    }
     free(target);
     return st;
 }
@@ -169,6 +180,11 @@ tg_status tg_atomic_open(tg_atomic_file *a, const char *path)
         fd = open(a->tmp, flags, 0644); /* our pid's: a dead process's */
     if (fd >= 0)
         open_temps_add(a->tmp);
+    /* a file replaced keeps its permissions (a private 0600 file had come
+     * back 0644, readable by all); a new one gets 0644 less the umask */
+    struct stat old;
+    if (fd >= 0 && stat(path, &old) == 0 && S_ISREG(old.st_mode))
+        (void)fchmod(fd, old.st_mode & 07777);
     a->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!a->f) {
         tg_status st =

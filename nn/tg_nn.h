@@ -684,7 +684,9 @@ tg_status tg_checkpoint_load_prefix(const char *path, tg_params *ps,
  * is a symbolic link to one, that file is written (in its own folder) and
  * the link stays; a folder, FIFO, device or socket at path, or a link to
  * one or to nothing, is refused with TG_ERR_IO ("cannot write PATH: it is
- * a FIFO; not replaced"), by tg_atomic_open and again by the commit. */
+ * a FIFO; not replaced"), by tg_atomic_open and again by the commit. A
+ * replaced file keeps its permission bits (not its owner); as with any
+ * rename, a hard link to the old file keeps the old contents. */
 typedef struct tg_atomic_file {
     FILE *f;
     char *path, *tmp;
@@ -692,8 +694,9 @@ typedef struct tg_atomic_file {
 
 tg_status tg_atomic_open(tg_atomic_file *a, const char *path);
 /* What tg_atomic_open would say of what is at path now (TG_OK: nothing, a
- * regular file or a link to one), without writing: a program checks its
- * outputs before hours of work, not after them. */
+ * regular file or a link to one, in a folder this process may write),
+ * without writing: a program checks its outputs before hours of work, not
+ * after them. */
 tg_status tg_atomic_check(const char *path);
 /* ok: the caller's own writes succeeded. Closes a in every case. */
 tg_status tg_atomic_commit(tg_atomic_file *a, bool ok);

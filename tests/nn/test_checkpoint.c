@@ -956,6 +956,28 @@ static void a_discarded_temporary_leaves_nothing(void **state)
  * TG_OK and made it a regular file. A link to a regular file is written
  * through: the file it names gets the checkpoint, the link stays a link
  * (it had been replaced by a file). */
+/* A replaced file keeps its permission bits, directly and through a
+ * link (a private 0600 checkpoint came back 0644, readable by all). */
+static void replaced_files_keep_their_mode(void **state)
+{
+    (void)state;
+    tg_params *ps = model(4);
+    char priv[320], link_to[320];
+    snprintf(priv, sizeof priv, "%s", in_dir("private.safetensors"));
+    snprintf(link_to, sizeof link_to, "%s", in_dir("to_private"));
+    assert_int_equal(tg_checkpoint_save(priv, ps, NULL, NULL), TG_OK);
+    assert_int_equal(chmod(priv, 0600), 0);
+    assert_int_equal(symlink(priv, link_to), 0);
+    const char *paths[] = {priv, link_to};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(tg_checkpoint_save(paths[i], ps, NULL, NULL), TG_OK);
+        struct stat st;
+        assert_int_equal(stat(priv, &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0600);
+    }
+    tg_params_free(ps);
+}
+
 static void only_regular_files_are_replaced(void **state)
 {
     (void)state;
@@ -1362,6 +1384,7 @@ int main(void)
         cmocka_unit_test(flipped_metadata_bits_are_found),
         cmocka_unit_test(first_version_checksums_still_verify),
         cmocka_unit_test(non_finite_optimizer_state_is_refused),
+        cmocka_unit_test(replaced_files_keep_their_mode),
         cmocka_unit_test(sgd_state_and_optimizer_kind),
         cmocka_unit_test(meta_set_get_and_integers),
         cmocka_unit_test(metadata_that_cannot_load_back_is_not_saved),
