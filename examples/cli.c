@@ -327,10 +327,12 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
                     printf("\n");
                     print_paragraphs(stdout, foot);
                 }
+                cli_flush_stdout(true); /* the text is the output */
                 exit(0);
             }
             if (c == VERSION) {
                 printf("%s (tapegrad %s)\n", cli_prog, TG_VERSION);
+                cli_flush_stdout(true);
                 exit(0);
             }
             if (c < 0 || c >= n)

@@ -131,8 +131,9 @@ rnn_quick="--epochs 3 --steps 4 --hidden 16 --seq 12 --batch 8 --threads 1"
 piped 1 "$rnn" $rnn_quick
 mentions "Broken pipe"
 if [ -w /dev/full ]; then
+    # --help and --version too: their text is the output (exit 0 before)
     for run in "$mlp --data $small --epochs 1 --hidden 16 --threads 1" \
-        "$rnn $rnn_quick"; do
+        "$rnn $rnn_quick" "$vae --help" "$score --version"; do
         # shellcheck disable=SC2086
         $run >/dev/full 2>"$tmp/err"
         st=$?
