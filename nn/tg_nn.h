@@ -241,7 +241,8 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
 typedef struct tg_bayes_conv2d {
     tg_tensor *W_mu, *W_rho, *b_mu, *b_rho;
     int in, out, kernel;
-    tg_conv2d_args args; /* stride and padding; dilation 1 */
+    tg_conv2d_args args; /* stride and padding; dilation 1; relu refused
+                          * (apply tg_relu to the output) */
     float prior_scale;
 } tg_bayes_conv2d;
 
