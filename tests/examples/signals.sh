@@ -32,7 +32,8 @@ if signalled_mid_write SIGHUP 130 "$tmp/hup" "$vae" $fast --data "$small" \
     cmd=$(sed -n 's/^.*; resume with: //p' "$tmp/err")
     bash -c "$cmd" >"$tmp/out" 2>&1 || fail "the printed command failed: $cmd"
     # under nohup (SIGHUP ignored) the run goes on to its end
-    if sh -c 'trap "" HUP; exec "$@"' sh strace -f -o /dev/null \
+    if ASAN_OPTIONS=$(asan_no_leaks) sh -c 'trap "" HUP; exec "$@"' sh \
+        strace -f -o /dev/null \
         -e trace=fsync -e inject=fsync:signal=SIGHUP:when=1 "$vae" $fast \
         --data "$small" --epochs 2 --out "$tmp/nohup" >/dev/null 2>"$tmp/err"
     then
