@@ -43,23 +43,26 @@ bool conv_implicit_ok(const geom *g)
 #endif
 }
 
-/* xp (all images) from x [N, C, H, W]: rows copied, padding zeroed. */
+/* One padded plane d [Hq][Wq] from s [H][W]: rows copied, padding zeroed. */
+static void pad_plane(const geom *g, const ilay *l, const float *s, float *d)
+{
+    memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
+    d += (size_t)g->ph * l->Wq;
+    for (int h = 0; h < g->H; h++, d += l->Wq, s += g->W) {
+        memset(d, 0, (size_t)g->pw * sizeof *d);
+        memcpy(d + g->pw, s, (size_t)g->W * sizeof *d);
+        memset(d + g->pw + g->W, 0, (size_t)g->pw * sizeof *d);
+    }
+    memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
+}
+
+/* xp (all images) from x [N, C, H, W]. */
 void conv_pad_images(const geom *g, const ilay *l, const float *x, float *xp)
 {
     const size_t plane = (size_t)g->H * g->W;
     TG_PARALLEL_FOR((size_t)g->N * g->C, l->plane)
-    for (long nc = 0; nc < (long)g->N * g->C; nc++) {
-        const float *s = x + (size_t)nc * plane;
-        float *d = xp + (size_t)nc * l->plane;
-        memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
-        d += (size_t)g->ph * l->Wq;
-        for (int h = 0; h < g->H; h++, d += l->Wq, s += g->W) {
-            memset(d, 0, (size_t)g->pw * sizeof *d);
-            memcpy(d + g->pw, s, (size_t)g->W * sizeof *d);
-            memset(d + g->pw + g->W, 0, (size_t)g->pw * sizeof *d);
-        }
-        memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
-    }
+    for (long nc = 0; nc < (long)g->N * g->C; nc++)
+        pad_plane(g, l, x + (size_t)nc * plane, xp + (size_t)nc * l->plane);
 }
 
 void conv_pad_images_relu(const geom *g, const ilay *l, const float *y,
@@ -71,16 +74,7 @@ void conv_pad_images_relu(const geom *g, const ilay *l, const float *y,
         float m[PAD_RELU_MAX]; /* the plane's gradient, in L1 */
         conv_relu_plane((int)plane, y + (size_t)nc * plane,
                         dy + (size_t)nc * plane, m, sums ? sums + nc : NULL);
-        const float *s = m;
-        float *d = xp + (size_t)nc * l->plane;
-        memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
-        d += (size_t)g->ph * l->Wq;
-        for (int h = 0; h < g->H; h++, d += l->Wq, s += g->W) {
-            memset(d, 0, (size_t)g->pw * sizeof *d);
-            memcpy(d + g->pw, s, (size_t)g->W * sizeof *d);
-            memset(d + g->pw + g->W, 0, (size_t)g->pw * sizeof *d);
-        }
-        memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
+        pad_plane(g, l, m, xp + (size_t)nc * l->plane);
     }
 }
 

@@ -55,6 +55,5 @@ int open64(const char *path, int flags, ...)
         mode = (mode_t)va_arg(ap, int);
         va_end(ap);
     }
-    maybe_swap(path);
-    return real_open(path, flags, mode);
+    return open(path, flags, mode); /* the swap above, then the real one */
 }
