@@ -207,6 +207,18 @@ static int chunk_images(const geom *g, int ldk)
 
 /* y += b, then with relu y = max(0, y): the two roundings of y + b and
  * tg_relu's rule, in one pass. */
+/* y = max(0, y) as tg_relu (x < 0 ? 0 : x: NaN stays NaN). The clones
+ * are static (clang takes target_clones only on a function's first
+ * declaration, and the header's has none); the wrapper is conv_relu. */
+TG_VECTOR_CLONES
+static void relu_clones(float *y, size_t n)
+{
+    for (size_t e = 0; e < n; e++)
+        y[e] = y[e] < 0.0f ? 0.0f : y[e];
+}
+
+void conv_relu(float *y, size_t n) { relu_clones(y, n); }
+
 TG_VECTOR_CLONES
 static void bias_relu(float *y, size_t n, float b, bool relu)
 {
@@ -238,14 +250,6 @@ void conv_pm_to_nchw(int C, int P, const float *pm, const float *bias,
         bias_relu(nchw + (size_t)c * P, (size_t)P, bias[c], relu);
     if (relu && !bias)
         conv_relu(nchw, (size_t)C * P);
-}
-
-/* y = max(0, y) as tg_relu (x < 0 ? 0 : x: NaN stays NaN). */
-TG_VECTOR_CLONES
-void conv_relu(float *y, size_t n)
-{
-    for (size_t e = 0; e < n; e++)
-        y[e] = y[e] < 0.0f ? 0.0f : y[e];
 }
 
 /* Images [n0, n1) of im2col_gemm, a chunk at a time: the chunk's product
@@ -391,13 +395,19 @@ void conv_bias_backward(int N, int C, int P, const float *dy, float *db)
  * else 0, and with sum, *sum = vsum_f64(m) (conv_bias_backward's row sum)
  * while m is in L1. */
 TG_VECTOR_CLONES
-void conv_relu_plane(int P, const float *y, const float *dy, float *m,
-                     double *sum)
+static void relu_plane_clones(int P, const float *y, const float *dy, float *m,
+                              double *sum)
 {
     for (int p = 0; p < P; p++)
         m[p] = y[p] <= 0.0f ? 0.0f : dy[p];
     if (sum)
         *sum = vsum_f64(m, P);
+}
+
+void conv_relu_plane(int P, const float *y, const float *dy, float *m,
+                     double *sum)
+{
+    relu_plane_clones(P, y, dy, m, sum);
 }
 
 void conv_bias_from_sums(int N, int C, const double *sums, float *db)
