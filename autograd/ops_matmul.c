@@ -1,5 +1,5 @@
-/* Products: the fused Dense op and a general matmul. Both run on tg_gemm,
- * forward and backward. */
+/* Products: the fused Dense op and a general matmul (batched too). Both run
+ * on tg_gemm, forward and backward. */
 #include "parallel.h"
 #include "tape.h"
 
@@ -72,33 +72,123 @@ tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b)
     return y;
 }
 
-/* C [M, N] = op(A) . op(B), op(A) [M, K], op(B) [K, N].
+/* C = op(A) . op(B), op(A) [M, K], op(B) [K, N], for each of nb matrices
+ * of a batch; an operand without batch dims (2-D) is shared by all.
  * dA = dC . op(B)^T, stored transposed when A is: op(B) . dC^T
- * dB = op(A)^T . dC, stored transposed when B is: dC^T . op(A) */
+ * dB = op(A)^T . dC, stored transposed when B is: dC^T . op(A)
+ * A shared operand's gradient is the sum over the batch, added matrix by
+ * matrix in batch order. */
+typedef struct mm {
+    int M, N, K, nb;
+    bool ta, tb;
+    int lda, ldb;  /* row lengths of A and B as stored */
+    size_t sa, sb; /* floats from one matrix of A (B) to the next; 0: shared */
+} mm;
+
+/* One matrix's product or gradient. */
+enum { PRODUCT, GRAD_A, GRAD_B };
+enum { MM_ITEM_MAX_FLOPS = 4000000 }; /* tg_gemm threads larger products */
+
+static void mm_item(const mm *m, int what, int i, const float *A,
+                    const float *B, const float *dC, float *out)
+{
+    const int M = m->M, N = m->N, K = m->K;
+    const float *a = A + i * m->sa, *b = B + i * m->sb;
+    const float *dc = what == PRODUCT ? NULL : dC + (size_t)i * M * N;
+    switch (what) {
+    case PRODUCT:
+        tg_gemm(m->ta, m->tb, M, N, K, 1.0f, a, m->lda, b, m->ldb, 0.0f,
+                out + (size_t)i * M * N, N);
+        break;
+    case GRAD_A:
+        if (!m->ta)
+            tg_gemm(false, !m->tb, M, K, N, 1.0f, dc, N, b, m->ldb, 1.0f,
+                    out + i * m->sa, K);
+        else
+            tg_gemm(m->tb, true, K, M, N, 1.0f, b, m->ldb, dc, N, 1.0f,
+                    out + i * m->sa, M);
+        break;
+    case GRAD_B:
+        if (!m->tb)
+            tg_gemm(!m->ta, false, K, N, M, 1.0f, a, m->lda, dc, N, 1.0f,
+                    out + i * m->sb, N);
+        else
+            tg_gemm(true, m->ta, N, K, M, 1.0f, dc, N, a, m->lda, 1.0f,
+                    out + i * m->sb, K);
+        break;
+    }
+}
+
+/* mm_item over the batch. Matrices too small for a threaded GEMM go to the
+ * threads whole, each with a one-thread GEMM (inside a region tg_gemm does
+ * not open another), when each writes its own output; into a shared
+ * gradient they are added one after the other, in order. tg_gemm gives the
+ * same bits on any thread count, so both ways give the same result. */
+static void mm_batch(const mm *m, int what, const float *A, const float *B,
+                     const float *dC, float *out)
+{
+    bool shared_out =
+        (what == GRAD_A && m->sa == 0) || (what == GRAD_B && m->sb == 0);
+    int T = tg_par_threads();
+    if (shared_out || T < 2 || m->nb < 2 ||
+        2.0 * m->M * m->N * m->K >= MM_ITEM_MAX_FLOPS) {
+        for (int i = 0; i < m->nb; i++)
+            mm_item(m, what, i, A, B, dC, out);
+        return;
+    }
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (int i = 0; i < m->nb; i++)
+        mm_item(m, what, i, A, B, dC, out);
+}
+
+/* The matrices in a batch: the product of all dims but the last two. */
+static int batch_count(const tg_tensor *t)
+{
+    int nb = 1;
+    for (int d = 0; d < t->ndim - 2; d++)
+        nb *= t->shape[d];
+    return nb;
+}
+
+static mm mm_of(const tg_tensor *a, const tg_tensor *b, bool ta, bool tb,
+                const tg_tensor *c)
+{
+    mm m = {.ta = ta, .tb = tb};
+    m.lda = a->shape[a->ndim - 1];
+    m.ldb = b->shape[b->ndim - 1];
+    m.M = m.ta ? a->shape[a->ndim - 1] : a->shape[a->ndim - 2];
+    m.K = m.ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
+    m.N = m.tb ? b->shape[b->ndim - 2] : b->shape[b->ndim - 1];
+    m.sa = a->ndim > 2 ? (size_t)m.M * m.K : 0;
+    m.sb = b->ndim > 2 ? (size_t)m.K * m.N : 0;
+    m.nb = batch_count(c);
+    return m;
+}
+
+/* A batch whose B is shared and A not transposed is one product
+ * [nb*M, K] . op(B): one GEMM, with rows enough for tiles and threads. */
+static void mm_flatten(mm *m)
+{
+    if (m->sb == 0 && !m->ta && m->nb > 1) {
+        m->M *= m->nb;
+        m->sa = 0;
+        m->nb = 1;
+    }
+}
+
 static void matmul_backward(tg_tape *tp, tg_record *r)
 {
     tg_tensor *A = r->in[0], *B = r->in[1];
-    bool ta = r->i[0], tb = r->i[1];
-    int M = r->out->shape[0], N = r->out->shape[1];
-    int K = ta ? A->shape[0] : A->shape[1];
+    mm m = mm_of(A, B, r->i[0], r->i[1], r->out);
     const float *dC = r->out->grad;
     float *dA = grad_of(tp, A), *dB = grad_of(tp, B);
-    if (dA) {
-        if (!ta)
-            tg_gemm(false, !tb, M, K, N, 1.0f, dC, N, B->data, B->shape[1],
-                    1.0f, dA, K);
-        else
-            tg_gemm(tb, true, K, M, N, 1.0f, B->data, B->shape[1], dC, N, 1.0f,
-                    dA, M);
-    }
-    if (dB) {
-        if (!tb)
-            tg_gemm(!ta, false, K, N, M, 1.0f, A->data, A->shape[1], dC, N,
-                    1.0f, dB, N);
-        else
-            tg_gemm(true, ta, N, K, M, 1.0f, dC, N, A->data, A->shape[1], 1.0f,
-                    dB, K);
-    }
+    mm_flatten(&m);
+    if (dA)
+        mm_batch(&m, GRAD_A, A->data, B->data, dC, dA);
+    if (dB)
+        mm_batch(&m, GRAD_B, A->data, B->data, dC, dB);
 }
 
 tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b, bool trans_a,
@@ -106,20 +196,36 @@ tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b, bool trans_a,
 {
     check_inputs("matmul", a, b);
     char sa[64], sb[64];
-    if (a->ndim != 2 || b->ndim != 2)
-        tg_fatal("matmul", "needs 2-D tensors, got %s and %s",
+    if (a->ndim < 2 || b->ndim < 2)
+        tg_fatal("matmul",
+                 "needs matrices (2-D, or 3-D and 4-D batches of "
+                 "them), got %s and %s",
                  tg_shape_str(a, sa), tg_shape_str(b, sb));
-    int M = trans_a ? a->shape[1] : a->shape[0];
-    int K = trans_a ? a->shape[0] : a->shape[1];
-    int Kb = trans_b ? b->shape[1] : b->shape[0];
-    int N = trans_b ? b->shape[0] : b->shape[1];
+    bool same_batch = a->ndim == b->ndim;
+    for (int d = 0; same_batch && d < a->ndim - 2; d++)
+        same_batch = a->shape[d] == b->shape[d];
+    if (a->ndim > 2 && b->ndim > 2 && !same_batch)
+        tg_fatal("matmul",
+                 "batch dims differ: %s and %s (they must be equal, or one "
+                 "operand 2-D and shared by the batch)",
+                 tg_shape_str(a, sa), tg_shape_str(b, sb));
+    int ra = a->ndim - 2, rb = b->ndim - 2; /* the matrix dims */
+    int M = a->shape[ra + trans_a], K = a->shape[ra + !trans_a];
+    int Kb = b->shape[rb + trans_b], N = b->shape[rb + !trans_b];
     if (K != Kb)
         tg_fatal("matmul", "inner dims differ: %s%s . %s%s",
                  tg_shape_str(a, sa), trans_a ? "^T" : "", tg_shape_str(b, sb),
                  trans_b ? "^T" : "");
-    tg_tensor *c = out_tensor(tp, 2, (int[]){M, N});
-    tg_gemm(trans_a, trans_b, M, N, K, 1.0f, a->data, a->shape[1], b->data,
-            b->shape[1], 0.0f, c->data, N);
+    const tg_tensor *batched = a->ndim >= b->ndim ? a : b;
+    int shape[TG_MAX_DIMS], nd = batched->ndim;
+    for (int d = 0; d < nd - 2; d++)
+        shape[d] = batched->shape[d];
+    shape[nd - 2] = M;
+    shape[nd - 1] = N;
+    tg_tensor *c = out_tensor(tp, nd, shape);
+    mm m = mm_of(a, b, trans_a, trans_b, c);
+    mm_flatten(&m);
+    mm_batch(&m, PRODUCT, a->data, b->data, NULL, c->data);
     tg_record *r =
         record(tp, "matmul", matmul_backward, c, 2, (tg_tensor *[]){a, b});
     if (r) {

@@ -156,7 +156,13 @@ void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed);
  * (tg_flatten): with W's in equal to the image width, it would be taken
  * row by row. */
 tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b);
-/* C = op(A) . op(B), op transposes when its flag is set; 2-D only. */
+/* C = op(A) . op(B), op transposing a matrix when its flag is set. A and B
+ * are matrices [M, K] and [K, N] (as stored: [K, M] for op(A) = A^T), or
+ * batches of them, [..., M, K]: the leading dims (one or two) equal in both,
+ * or one operand 2-D and shared by every matrix of the other (PyTorch's
+ * torch.matmul broadcasting, without size-1 dims stretching). C is
+ * [..., M, N]. Attention's scores are tg_matmul(tp, q, k, false, true) on
+ * [B, T, D] queries and keys. */
 tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b, bool trans_a,
                      bool trans_b);
 

@@ -568,6 +568,35 @@ static void product_cases(void)
     }
 }
 
+/* tg_matmul on batches: [nb.., M, K] . [nb.., K, N], or one operand 2-D
+ * and shared. Last in the file, so the cases before keep their inputs. */
+static void batched_matmul_cases(void)
+{
+    static const int bm[][6] = {/* M, K, N, batch dims of a, of b, B1 */
+                                {3, 4, 5, 1, 1, 4},   {1, 1, 1, 1, 1, 1},
+                                {5, 3, 2, 2, 2, 3},   {6, 7, 5, 1, 0, 3},
+                                {6, 7, 5, 0, 1, 3},   {4, 3, 6, 2, 0, 2},
+                                {33, 17, 40, 1, 1, 5}};
+    for (int s = 0; s < 7; s++)
+        for (int t = 0; t < 4; t++) {
+            const int *d = bm[s];
+            bool ta = t & 1, tb = t & 2;
+            begin("matmul", "batched %dx%dx%d dims %d/%d%s%s", d[0], d[1], d[2],
+                  d[3], d[4], ta ? " A^T" : "", tb ? " B^T" : "");
+            int sa[4] = {d[5], 2}, sb[4] = {d[5], 2};
+            sa[d[3]] = ta ? d[1] : d[0];
+            sa[d[3] + 1] = ta ? d[0] : d[1];
+            sb[d[4]] = tb ? d[2] : d[1];
+            sb[d[4] + 1] = tb ? d[1] : d[2];
+            tg_tensor *a = input(d[3] + 2, sa, -1, 1);
+            tg_tensor *b = input(d[4] + 2, sb, -1, 1);
+            iparam(ta);
+            iparam(tb);
+            output(tg_matmul(C.tp, a, b, ta, tb));
+            end();
+        }
+}
+
 static void movement_cases(void)
 {
     static const int tshape[][2] = {{1, 1}, {1, 5}, {5, 1}, {33, 47}};
@@ -1319,6 +1348,7 @@ int main(int argc, char **argv)
     conv_cases();
     nn_cases();
     optim_cases();
+    batched_matmul_cases();
     put_u32(0);
     if (fclose(F) != 0) {
         perror(argv[1]);

@@ -361,7 +361,8 @@ REF = {
     'mean_rows': sum_mean(True, 1),
     'sum_axis0': sum_mean(False, 0),
     'mean_axis0': sum_mean(True, 0),
-    'matmul': lambda c, x: [(x[0].t() if c.ip[0] else x[0]) @ (x[1].t() if c.ip[1] else x[1])],
+    'matmul': lambda c, x: [(x[0].transpose(-1, -2) if c.ip[0] else x[0]) @
+                            (x[1].transpose(-1, -2) if c.ip[1] else x[1])],
     'dense': lambda c, x: [F.linear(x[0], x[1], x[2].reshape(-1) if len(x) > 2 else None)],
     'transpose': lambda c, x: [x[0].t()],
     'reshape': lambda c, x: [x[0].reshape(list(c.outs[0][0].shape))],
