@@ -1,5 +1,6 @@
 /* Pooling and upsampling over NCHW image planes: max_pool2d, avg_pool2d,
- * nearest-neighbour upsample2d. Each (image, channel) plane is independent:
+ * nearest-neighbour upsample2d; max_pool1d and avg_pool1d are the first two
+ * on [N, C, 1, L]. Each (image, channel) plane is independent:
  * the loops run in parallel over planes, each plane in a fixed order, so
  * results do not depend on the thread count. */
 #include "parallel.h"
@@ -10,18 +11,58 @@
 #include <string.h>
 
 typedef struct pool_geom {
-    int planes, H, W, OH, OW, k, s, p;
+    int planes, H, W, OH, OW;
+    int kh, kw, sh, sw, ph, pw; /* window, stride, padding per axis */
 } pool_geom;
 
-/* Square window k, stride s (0: s = k), padding p <= k/2 (as PyTorch);
- * output floor((H + 2p - k)/s) + 1 per axis. */
-static pool_geom pool_geom_of(const char *op, const tg_tensor *x, int k, int s,
-                              int p)
+/* Window kh x kw, stride sh x sw, padding ph x pw, checked by the caller;
+ * output floor((H + 2p - k)/s) + 1 per axis, which must be >= 1. x is
+ * [N, C, H, W]; shown (for the messages) is what the caller was given. */
+static pool_geom pool_geom_rect(const char *op, const tg_tensor *x,
+                                const tg_tensor *shown, int kh, int kw, int sh,
+                                int sw, int ph, int pw)
+{
+    char sx[64];
+    pool_geom g = {x->shape[0] * x->shape[1],
+                   x->shape[2],
+                   x->shape[3],
+                   0,
+                   0,
+                   kh,
+                   kw,
+                   sh,
+                   sw,
+                   ph,
+                   pw};
+    /* in 64 bits: H + 2p overflowed int for a kernel near INT_MAX */
+    long long span_h = (long long)g.H + 2LL * ph - kh,
+              span_w = (long long)g.W + 2LL * pw - kw;
+    g.OH = span_h < 0 ? 0 : (int)(span_h / sh + 1);
+    g.OW = span_w < 0 ? 0 : (int)(span_w / sw + 1);
+    if (g.OH < 1 || g.OW < 1) {
+        if (shown == x)
+            tg_fatal(op,
+                     "kernel %d, stride %d, padding %d on x %s gives an "
+                     "output of %d x %d",
+                     kw, sw, pw, tg_shape_str(shown, sx), g.OH, g.OW);
+        tg_fatal(op,
+                 "kernel %d, stride %d, padding %d on x %s gives an output "
+                 "of length %d",
+                 kw, sw, pw, tg_shape_str(shown, sx), g.OW);
+    }
+    return g;
+}
+
+/* kernel >= 1, stride >= 1 (0: = kernel), padding in 0..kernel/2 (as
+ * PyTorch), x of ndim dims; returns the stride. */
+static int pool_args(const char *op, const tg_tensor *x, int ndim, int k, int s,
+                     int p)
 {
     char sx[64];
     check_inputs(op, x);
-    if (x->ndim != 4)
-        tg_fatal(op, "needs x [N, C, H, W], got %s", tg_shape_str(x, sx));
+    if (x->ndim != ndim)
+        tg_fatal(op, "needs x %s, got %s",
+                 ndim == 4 ? "[N, C, H, W]" : "[N, C, L]", tg_shape_str(x, sx));
     if (s == 0)
         s = k;
     if (k < 1 || s < 1 || p < 0 || p > k / 2)
@@ -29,19 +70,15 @@ static pool_geom pool_geom_of(const char *op, const tg_tensor *x, int k, int s,
                  "kernel %d, stride %d, padding %d on x %s: kernel and "
                  "stride must be >= 1, padding in 0..kernel/2",
                  k, s, p, tg_shape_str(x, sx));
-    pool_geom g = {
-        x->shape[0] * x->shape[1], x->shape[2], x->shape[3], 0, 0, k, s, p};
-    /* in 64 bits: H + 2p overflowed int for a kernel near INT_MAX */
-    long long span_h = (long long)g.H + 2LL * p - k,
-              span_w = (long long)g.W + 2LL * p - k;
-    g.OH = span_h < 0 ? 0 : (int)(span_h / s + 1);
-    g.OW = span_w < 0 ? 0 : (int)(span_w / s + 1);
-    if (g.OH < 1 || g.OW < 1)
-        tg_fatal(op,
-                 "kernel %d, stride %d, padding %d on x %s gives an "
-                 "output of %d x %d",
-                 k, s, p, tg_shape_str(x, sx), g.OH, g.OW);
-    return g;
+    return s;
+}
+
+/* Square window k, stride s (0: s = k), padding p <= k/2. */
+static pool_geom pool_geom_of(const char *op, const tg_tensor *x, int k, int s,
+                              int p)
+{
+    s = pool_args(op, x, 4, k, s, p);
+    return pool_geom_rect(op, x, x, k, k, s, s, p, p);
 }
 
 static tg_tensor *pool_out(tg_tape *tp, const tg_tensor *x, const pool_geom *g)
@@ -77,10 +114,9 @@ static void max_pool2d_backward(tg_tape *tp, tg_record *r)
 
 /* y [N, C, OH, OW]: the maximum of each window over the real (unpadded)
  * elements. Ties go to the first in row-major window order; a NaN wins. */
-tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
-                         int padding)
+static tg_tensor *max_pool(tg_tape *tp, const char *op, tg_tensor *x,
+                           pool_geom g)
 {
-    pool_geom g = pool_geom_of("max_pool2d", x, kernel, stride, padding);
     tg_tensor *y = pool_out(tp, x, &g);
     size_t in_plane = (size_t)g.H * g.W, out_plane = (size_t)g.OH * g.OW;
     int *argmax = tg_tape_alloc(tp, y->size * sizeof *argmax);
@@ -91,10 +127,10 @@ tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
         int *am = argmax + (size_t)t * out_plane;
         for (int oh = 0; oh < g.OH; oh++)
             for (int ow = 0; ow < g.OW; ow++) {
-                int h0 = oh * g.s - g.p, w0 = ow * g.s - g.p, best = -1;
+                int h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw, best = -1;
                 float m = -INFINITY;
-                for (int i = h0; i < h0 + g.k; i++)
-                    for (int j = w0; j < w0 + g.k; j++) {
+                for (int i = h0; i < h0 + g.kh; i++)
+                    for (int j = w0; j < w0 + g.kw; j++) {
                         if (i < 0 || i >= g.H || j < 0 || j >= g.W)
                             continue;
                         float v = xp[i * g.W + j];
@@ -107,7 +143,7 @@ tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
                 am[oh * g.OW + ow] = best;
             }
     }
-    tg_record *r = record(tp, "max_pool2d", max_pool2d_backward, y, 1, &x);
+    tg_record *r = record(tp, op, max_pool2d_backward, y, 1, &x);
     if (r) {
         max_saved *s = tg_tape_alloc(tp, sizeof *s);
         s->g = g;
@@ -115,6 +151,13 @@ tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
         r->saved = s;
     }
     return y;
+}
+
+tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding)
+{
+    return max_pool(tp, "max_pool2d", x,
+                    pool_geom_of("max_pool2d", x, kernel, stride, padding));
 }
 
 /* ---- avg_pool2d ------------------------------------------------------------
@@ -127,17 +170,17 @@ static void avg_pool2d_backward(tg_tape *tp, tg_record *r)
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
     size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->OH * g->OW;
-    float inv = 1.0f / (float)(g->k * g->k);
+    float inv = 1.0f / (float)(g->kh * g->kw);
     TG_PARALLEL_FOR(g->planes, in_plane)
     for (int t = 0; t < g->planes; t++) {
         float *dxp = dx + (size_t)t * in_plane;
         const float *dyp = dy + (size_t)t * out_plane;
         for (int oh = 0; oh < g->OH; oh++)
             for (int ow = 0; ow < g->OW; ow++) {
-                int h0 = oh * g->s - g->p, w0 = ow * g->s - g->p;
+                int h0 = oh * g->sh - g->ph, w0 = ow * g->sw - g->pw;
                 float d = dyp[oh * g->OW + ow] * inv;
-                for (int i = h0 > 0 ? h0 : 0; i < h0 + g->k && i < g->H; i++)
-                    for (int j = w0 > 0 ? w0 : 0; j < w0 + g->k && j < g->W;
+                for (int i = h0 > 0 ? h0 : 0; i < h0 + g->kh && i < g->H; i++)
+                    for (int j = w0 > 0 ? w0 : 0; j < w0 + g->kw && j < g->W;
                          j++)
                         dxp[i * g->W + j] += d;
             }
@@ -146,34 +189,68 @@ static void avg_pool2d_backward(tg_tape *tp, tg_record *r)
 
 /* y [N, C, OH, OW]: the window sum over real elements divided by k^2 (padding
  * counts as zeros, PyTorch's count_include_pad=True). */
-tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
-                         int padding)
+static tg_tensor *avg_pool(tg_tape *tp, const char *op, tg_tensor *x,
+                           pool_geom g)
 {
-    pool_geom g = pool_geom_of("avg_pool2d", x, kernel, stride, padding);
     tg_tensor *y = pool_out(tp, x, &g);
     size_t in_plane = (size_t)g.H * g.W, out_plane = (size_t)g.OH * g.OW;
-    float inv = 1.0f / (float)(g.k * g.k);
+    float inv = 1.0f / (float)(g.kh * g.kw);
     TG_PARALLEL_FOR(g.planes, in_plane)
     for (int t = 0; t < g.planes; t++) {
         const float *xp = x->data + (size_t)t * in_plane;
         float *yp = y->data + (size_t)t * out_plane;
         for (int oh = 0; oh < g.OH; oh++)
             for (int ow = 0; ow < g.OW; ow++) {
-                int h0 = oh * g.s - g.p, w0 = ow * g.s - g.p;
+                int h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
                 float sum = 0.0f;
-                for (int i = h0 > 0 ? h0 : 0; i < h0 + g.k && i < g.H; i++)
-                    for (int j = w0 > 0 ? w0 : 0; j < w0 + g.k && j < g.W; j++)
+                for (int i = h0 > 0 ? h0 : 0; i < h0 + g.kh && i < g.H; i++)
+                    for (int j = w0 > 0 ? w0 : 0; j < w0 + g.kw && j < g.W; j++)
                         sum += xp[i * g.W + j];
                 yp[oh * g.OW + ow] = sum * inv;
             }
     }
-    tg_record *r = record(tp, "avg_pool2d", avg_pool2d_backward, y, 1, &x);
+    tg_record *r = record(tp, op, avg_pool2d_backward, y, 1, &x);
     if (r) {
         pool_geom *s = tg_tape_alloc(tp, sizeof *s);
         *s = g;
         r->saved = s;
     }
     return y;
+}
+
+tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding)
+{
+    return avg_pool(tp, "avg_pool2d", x,
+                    pool_geom_of("avg_pool2d", x, kernel, stride, padding));
+}
+
+/* ---- 1-D pooling: the 2-D ops on the view [N, C, 1, L] -------------------
+ */
+
+typedef tg_tensor *(*pool_fn)(tg_tape *, const char *, tg_tensor *, pool_geom);
+
+static tg_tensor *pool1d(tg_tape *tp, const char *op, pool_fn f, tg_tensor *x,
+                         int kernel, int stride, int padding)
+{
+    stride = pool_args(op, x, 3, kernel, stride, padding);
+    int N = x->shape[0], C = x->shape[1];
+    tg_tensor *x4 = tg_reshape(tp, x, 4, (int[]){N, C, 1, x->shape[2]});
+    pool_geom g = pool_geom_rect(op, x4, x, 1, kernel, 1, stride, 0, padding);
+    tg_tensor *y = f(tp, op, x4, g);
+    return tg_reshape(tp, y, 3, (int[]){N, C, g.OW});
+}
+
+tg_tensor *tg_max_pool1d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding)
+{
+    return pool1d(tp, "max_pool1d", max_pool, x, kernel, stride, padding);
+}
+
+tg_tensor *tg_avg_pool1d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding)
+{
+    return pool1d(tp, "avg_pool1d", avg_pool, x, kernel, stride, padding);
 }
 
 /* ---- upsample2d ------------------------------------------------------------

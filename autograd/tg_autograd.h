@@ -378,6 +378,23 @@ tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
 /* Nearest neighbour: y [N, C, H*s, W*s], y[.., h, w] = x[.., h/s, w/s]. */
 tg_tensor *tg_upsample2d(tg_tape *tp, tg_tensor *x, int scale);
 
+/* 1-D, as PyTorch's Conv1d, ConvTranspose1d, MaxPool1d and AvgPool1d:
+ * sequences x [N, C, L], weights [OC, C, k] (conv1d) and [C, OC, k]
+ * (conv_transpose1d), b [OC] or NULL, output lengths by the formulas above;
+ * stride and dilation 0 mean 1 (a pool's stride 0: = kernel). Each is its
+ * 2-D op on the views [N, C, 1, L] and [.., 1, k], with the same paths,
+ * determinism and edge rules (ties, padding), and aborts naming the 1-D op
+ * with the shapes it was given. */
+tg_tensor *tg_conv1d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
+                     int stride, int padding, int dilation);
+tg_tensor *tg_conv_transpose1d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
+                               tg_tensor *b, int stride, int padding,
+                               int output_padding, int dilation);
+tg_tensor *tg_max_pool1d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding);
+tg_tensor *tg_avg_pool1d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
+                         int padding);
+
 /* ---- writing your own op ------------------------------------------------
  * An op is two functions. Its forward checks its inputs
  * (tg_check_tensors), makes its outputs on the tape (tg_tape_tensor),

@@ -568,6 +568,61 @@ static void product_cases(void)
     }
 }
 
+/* 1-D convolution and pooling: iparams N C L OC k stride padding dilation
+ * output_padding bias (conv), N C L k stride padding ties (pools). After
+ * the cases before, so those keep their inputs. */
+static void conv1d_cases(void)
+{
+    static const int cv[][10] = {
+        {2, 3, 9, 4, 3, 1, 1, 1, 0, 1},   {1, 1, 11, 16, 4, 2, 1, 1, 0, 1},
+        {2, 16, 8, 16, 4, 2, 1, 1, 0, 1}, {1, 2, 7, 3, 2, 3, 0, 1, 0, 0},
+        {2, 3, 12, 2, 3, 2, 2, 2, 0, 1},  {1, 3, 1, 2, 1, 1, 0, 1, 0, 1},
+    };
+    static const int ct[][10] = {
+        {2, 3, 4, 2, 3, 2, 1, 1, 1, 1},   {2, 16, 4, 1, 4, 2, 1, 1, 0, 1},
+        {2, 16, 4, 16, 4, 2, 1, 1, 0, 0}, {1, 2, 3, 3, 2, 3, 0, 1, 2, 1},
+        {2, 3, 5, 2, 3, 1, 0, 2, 1, 1},
+    };
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < (t ? 5 : 6); i++) {
+            const int *d = t ? ct[i] : cv[i];
+            begin(t ? "conv_transpose1d" : "conv1d",
+                  "x %dx%dx%d OC %d k %d s %d p %d d %d op %d%s", d[0], d[1],
+                  d[2], d[3], d[4], d[5], d[6], d[7], d[8],
+                  d[9] ? "" : ", no bias");
+            tg_tensor *x = input(3, d, -1, 1);
+            tg_tensor *W = t ? input(3, (int[]){d[1], d[3], d[4]}, -1, 1)
+                             : input(3, (int[]){d[3], d[1], d[4]}, -1, 1);
+            tg_tensor *b = d[9] ? input(1, &d[3], -1, 1) : NULL;
+            for (int k = 0; k < 10; k++)
+                iparam(d[k]);
+            output(
+                t ? tg_conv_transpose1d(C.tp, x, W, b, d[5], d[6], d[8], d[7])
+                  : tg_conv1d(C.tp, x, W, b, d[5], d[6], d[7]));
+            end();
+        }
+    static const int pl[][7] = {
+        {2, 3, 9, 3, 2, 1, 0}, {1, 2, 8, 2, 0, 1, 0}, {1, 2, 10, 3, 1, 1, 1},
+        {1, 1, 1, 1, 1, 0, 0}, {2, 2, 7, 4, 3, 2, 1},
+    };
+    for (int i = 0; i < 5; i++)
+        for (int avg = 0; avg < 2; avg++) {
+            const int *d = pl[i];
+            begin(avg ? "avg_pool1d" : "max_pool1d",
+                  "x %dx%dx%d k %d s %d p %d%s", d[0], d[1], d[2], d[3], d[4],
+                  d[5], d[6] ? ", ties" : "");
+            tg_tensor *x = input(3, d, -1, 1);
+            if (d[6])
+                for (size_t k = 0; k < x->size; k++)
+                    x->data[k] = (float)irand(3) - 1.0f;
+            for (int k = 3; k < 6; k++)
+                iparam(d[k]);
+            output(avg ? tg_avg_pool1d(C.tp, x, d[3], d[4], d[5])
+                       : tg_max_pool1d(C.tp, x, d[3], d[4], d[5]));
+            end();
+        }
+}
+
 /* tg_matmul on batches: [nb.., M, K] . [nb.., K, N], or one operand 2-D
  * and shared. Last in the file, so the cases before keep their inputs. */
 static void batched_matmul_cases(void)
@@ -1349,6 +1404,7 @@ int main(int argc, char **argv)
     nn_cases();
     optim_cases();
     batched_matmul_cases();
+    conv1d_cases();
     put_u32(0);
     if (fclose(F) != 0) {
         perror(argv[1]);

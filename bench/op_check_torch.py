@@ -212,6 +212,23 @@ def conv(c, x):
     return [F.relu(y) if len(g) > 16 and g[16] else y]
 
 
+def conv1d(c, x):
+    g = c.ip
+    b = x[2] if g[9] else None
+    if c.op == 'conv1d':
+        return [F.conv1d(x[0], x[1], b, g[5], g[6], g[7])]
+    return [F.conv_transpose1d(x[0], x[1], b, g[5], g[6], g[8], 1, g[7])]
+
+
+def max_pool1d_first(c, x):
+    """max_pool_first on [N, C, 1, L]: a 1 x k window."""
+    k, s, p = c.ip[0], c.ip[1] or c.ip[0], c.ip[2]
+    xp = F.pad(x[0], (p, p), value=-math.inf)
+    cols = xp.unfold(2, k, s)                           # N C OL k
+    idx = cols.detach().argmax(-1, keepdim=True)       # first maximum
+    return [cols.gather(-1, idx).squeeze(-1)]
+
+
 def max_pool_first(c, x):
     """The documented tie rule: the first maximum in row-major window order
     (padding never wins)."""
@@ -392,6 +409,11 @@ REF = {
     'avg_pool2d': lambda c, x: [F.avg_pool2d(x[0], c.ip[0], c.ip[1] or c.ip[0], c.ip[2],
                                              count_include_pad=True)],
     'upsample2d': lambda c, x: [F.interpolate(x[0], scale_factor=c.ip[0], mode='nearest')],
+    'conv1d': conv1d,
+    'conv_transpose1d': conv1d,
+    'max_pool1d': max_pool1d_first,
+    'avg_pool1d': lambda c, x: [F.avg_pool1d(x[0], c.ip[0], c.ip[1] or c.ip[0], c.ip[2],
+                                             count_include_pad=True)],
     'gru': rnn,
     'lstm': rnn,
     'bayes_dense': bayes,
@@ -414,6 +436,7 @@ TORCH_OWN = {
     'mean': torch_mean(),
     'mean_axis0': torch_mean(0),
     'max_pool2d': lambda c, x: [F.max_pool2d(x[0], c.ip[0], c.ip[1] or c.ip[0], c.ip[2])],
+    'max_pool1d': lambda c, x: [F.max_pool1d(x[0], c.ip[0], c.ip[1] or c.ip[0], c.ip[2])],
 }
 DOCUMENTED = {
     'maximum': 'a tie gives the whole gradient to a (PyTorch: halves); '
@@ -424,6 +447,7 @@ DOCUMENTED = {
     'mean': 'the mean of no elements is 0 (PyTorch: NaN)',
     'mean_axis0': 'the mean of no rows is 0 (PyTorch: NaN)',
     'max_pool2d': 'ties: the first maximum in row-major window order',
+    'max_pool1d': 'ties: the first maximum in the window',
 }
 
 
@@ -469,6 +493,7 @@ def err(ours, ref, scale=None):
 # scales with the sum of the magnitudes of its terms, which the same op on
 # |inputs| and |g| computes; a cancelling sum is judged against that.
 MULTILINEAR = {'matmul', 'dense', 'conv2d', 'conv_transpose2d', 'avg_pool2d',
+               'conv1d', 'conv_transpose1d', 'avg_pool1d',
                'add', 'mul', 'sum', 'mean', 'sum_rows', 'mean_rows',
                'sum_axis0', 'mean_axis0', 'upsample2d'}
 

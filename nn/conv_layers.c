@@ -1,4 +1,5 @@
-/* Convolutional layers (PyTorch's Conv2d and ConvTranspose2d: parameter
+/* Convolutional layers (PyTorch's Conv2d, ConvTranspose2d, Conv1d and
+ * ConvTranspose1d: parameter
  * names, weight layouts and default init) and the reshapes between image
  * batches [B, C, H, W] and rows [B, C*H*W]. The layers own nothing
  * themselves: W and b live in the parameter set. */
@@ -15,7 +16,9 @@
 static void init_conv(const char *op, const char *name, tg_tensor *W,
                       tg_tensor *b, tg_init init, tg_rng *rng)
 {
-    int rf = W->shape[2] * W->shape[3];
+    int rf = 1; /* the kernel's size: kh*kw, or k for a 1-D layer */
+    for (int d = 2; d < W->ndim; d++)
+        rf *= W->shape[d];
     float fan_in = (float)(W->shape[1] * rf),
           fan_out = (float)(W->shape[0] * rf);
     switch (init) {
@@ -41,18 +44,25 @@ static void init_conv(const char *op, const char *name, tg_tensor *W,
     }
 }
 
-/* W, and b unless nb is 0 (no bias: *b NULL). */
-static void add_params(tg_params *ps, const char *name, const int *wshape,
-                       int nb, tg_tensor **W, tg_tensor **b)
+/* W (4-D, or 3-D with wdims 3), and b unless nb is 0 (no bias: *b NULL). */
+static void add_params_n(tg_params *ps, const char *name, int wdims,
+                         const int *wshape, int nb, tg_tensor **W,
+                         tg_tensor **b)
 {
     char key[256];
     snprintf(key, sizeof key, "%s.weight", name);
-    *W = tg_params_add(ps, key, 4, wshape);
+    *W = tg_params_add(ps, key, wdims, wshape);
     *b = NULL;
     if (nb == 0)
         return;
     snprintf(key, sizeof key, "%s.bias", name);
     *b = tg_params_add(ps, key, 1, &nb);
+}
+
+static void add_params(tg_params *ps, const char *name, const int *wshape,
+                       int nb, tg_tensor **W, tg_tensor **b)
+{
+    add_params_n(ps, name, 4, wshape, nb, W, b);
 }
 
 /* The _ex inits' sizes and args, checked as the ops will check them (stride
@@ -181,6 +191,76 @@ tg_tensor *tg_conv_transpose2d_apply(tg_tape *tp,
     if (!l)
         tg_fatal("conv_transpose2d_apply", "NULL layer");
     return tg_conv_transpose2d_ex(tp, x, l->W, l->b, &l->args);
+}
+
+/* ---- 1-D layers: weights [out, in, k] / [in, out, k] ----------------------
+ */
+
+void tg_conv1d_layer_init(tg_conv1d_layer *l, tg_params *ps, const char *name,
+                          int in, int out, int kernel, int stride, int padding,
+                          int dilation, bool bias, tg_init init, tg_rng *rng)
+{
+    const char *op = "conv1d_layer_init";
+    layer_init_check(op, l, ps, name, true, rng);
+    if (in <= 0 || out <= 0 || kernel <= 0 || stride <= 0 || padding < 0 ||
+        dilation <= 0)
+        tg_fatal(op,
+                 "%s: bad size in=%d out=%d kernel=%d stride=%d padding=%d "
+                 "dilation=%d",
+                 name, in, out, kernel, stride, padding, dilation);
+    add_params_n(ps, name, 3, (int[]){out, in, kernel}, bias ? out : 0, &l->W,
+                 &l->b);
+    l->in = in;
+    l->out = out;
+    l->stride = stride;
+    l->padding = padding;
+    l->dilation = dilation;
+    init_conv(op, name, l->W, l->b, init, rng);
+}
+
+tg_tensor *tg_conv1d_apply(tg_tape *tp, const tg_conv1d_layer *l, tg_tensor *x)
+{
+    if (!l)
+        tg_fatal("conv1d_apply", "NULL layer");
+    return tg_conv1d(tp, x, l->W, l->b, l->stride, l->padding, l->dilation);
+}
+
+void tg_conv_transpose1d_layer_init(tg_conv_transpose1d_layer *l, tg_params *ps,
+                                    const char *name, int in, int out,
+                                    int kernel, int stride, int padding,
+                                    int output_padding, int dilation, bool bias,
+                                    tg_init init, tg_rng *rng)
+{
+    const char *op = "conv_transpose1d_layer_init";
+    layer_init_check(op, l, ps, name, true, rng);
+    if (in <= 0 || out <= 0 || kernel <= 0 || stride <= 0 || padding < 0 ||
+        dilation <= 0 || output_padding < 0 ||
+        (output_padding >= stride && output_padding >= dilation))
+        tg_fatal(op,
+                 "%s: bad size in=%d out=%d kernel=%d stride=%d padding=%d "
+                 "output_padding=%d dilation=%d (output padding must be < "
+                 "stride or dilation)",
+                 name, in, out, kernel, stride, padding, output_padding,
+                 dilation);
+    add_params_n(ps, name, 3, (int[]){in, out, kernel}, bias ? out : 0, &l->W,
+                 &l->b);
+    l->in = in;
+    l->out = out;
+    l->stride = stride;
+    l->padding = padding;
+    l->output_padding = output_padding;
+    l->dilation = dilation;
+    init_conv(op, name, l->W, l->b, init, rng);
+}
+
+tg_tensor *tg_conv_transpose1d_apply(tg_tape *tp,
+                                     const tg_conv_transpose1d_layer *l,
+                                     tg_tensor *x)
+{
+    if (!l)
+        tg_fatal("conv_transpose1d_apply", "NULL layer");
+    return tg_conv_transpose1d(tp, x, l->W, l->b, l->stride, l->padding,
+                               l->output_padding, l->dilation);
 }
 
 tg_tensor *tg_flatten(tg_tape *tp, tg_tensor *x)

@@ -453,7 +453,7 @@ void tg_lstm_cell_apply(tg_tape *tp, const tg_lstm_cell *c, tg_tensor *x,
  * torch's default (uniform +-1/sqrt(fan_in) for W and b, fan_in =
  * weight.shape[1] * k * k, torch's rule for both kinds); GLOROT and HE use the
  * same fans. Pooling has no parameters: call tg_max_pool2d / tg_avg_pool2d /
- * tg_upsample2d. */
+ * tg_upsample2d (tg_max_pool1d / tg_avg_pool1d for sequences). */
 typedef struct tg_conv2d_layer {
     tg_tensor *W; /* [out, in, k, k] */
     tg_tensor *b; /* [out] */
@@ -493,6 +493,36 @@ void tg_conv_transpose2d_layer_init_ex(tg_conv_transpose2d_layer *l,
                                        tg_init init, tg_rng *rng);
 tg_tensor *tg_conv_transpose2d_apply(tg_tape *tp,
                                      const tg_conv_transpose2d_layer *l,
+                                     tg_tensor *x);
+
+/* 1-D layers, PyTorch's Conv1d and ConvTranspose1d: "<name>.weight"
+ * [out, in, k] or [in, out, k], "<name>.bias" [out] unless bias is false;
+ * init as above with fan_in = weight.shape[1] * k. x [B, C, L]. */
+typedef struct tg_conv1d_layer {
+    tg_tensor *W; /* [out, in, k] */
+    tg_tensor *b; /* [out] or NULL */
+    int in, out, stride, padding, dilation;
+} tg_conv1d_layer;
+
+void tg_conv1d_layer_init(tg_conv1d_layer *l, tg_params *ps, const char *name,
+                          int in, int out, int kernel, int stride, int padding,
+                          int dilation, bool bias, tg_init init, tg_rng *rng);
+tg_tensor *tg_conv1d_apply(tg_tape *tp, const tg_conv1d_layer *l, tg_tensor *x);
+
+typedef struct tg_conv_transpose1d_layer {
+    tg_tensor *W; /* [in, out, k] */
+    tg_tensor *b; /* [out] or NULL */
+    int in, out, stride, padding, output_padding, dilation;
+} tg_conv_transpose1d_layer;
+
+/* output_padding < stride or dilation. */
+void tg_conv_transpose1d_layer_init(tg_conv_transpose1d_layer *l, tg_params *ps,
+                                    const char *name, int in, int out,
+                                    int kernel, int stride, int padding,
+                                    int output_padding, int dilation, bool bias,
+                                    tg_init init, tg_rng *rng);
+tg_tensor *tg_conv_transpose1d_apply(tg_tape *tp,
+                                     const tg_conv_transpose1d_layer *l,
                                      tg_tensor *x);
 
 /* [B, C, H, W] <-> [B, C*H*W] (any [B, ...] flattens): views, no copy. */

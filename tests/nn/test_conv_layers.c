@@ -1,6 +1,6 @@
-/* Conv2d and ConvTranspose2d layers: PyTorch's names, layouts and init
- * bounds; flatten/unflatten; a gradient check through a small encoder and
- * decoder (every input and parameter). */
+/* Conv2d and ConvTranspose2d layers (and the 1-D ones): PyTorch's names,
+ * layouts and init bounds; flatten/unflatten; a gradient check through a small
+ * encoder and decoder (every input and parameter). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -248,6 +248,97 @@ static void ex_bad_geometry_aborts(void **state)
                  "at most 200");
 }
 
+/* The 1-D layers: names, PyTorch's layouts [out, in, k] / [in, out, k] and
+ * bounds 1/sqrt(weight.shape[1] * k), no bias when asked, output lengths,
+ * and a gradient check of a sequence encoder/decoder through pooling. */
+typedef struct net1d {
+    tg_conv1d_layer enc;
+    tg_conv_transpose1d_layer dec;
+} net1d;
+
+static tg_tensor *f_net1d(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const net1d *n = ctx;
+    tg_tensor *h = tg_tanh(tp, tg_conv1d_apply(tp, &n->enc, in[0]));
+    h = tg_avg_pool1d(tp, h, 2, 1, 1);
+    return tg_conv_transpose1d_apply(tp, &n->dec, h);
+}
+
+static void layers_1d(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 8, 0);
+    net1d n;
+    tg_conv1d_layer_init(&n.enc, ps, "enc", 3, 8, 5, 2, 2, 1, false,
+                         TG_INIT_TORCH, &rng);
+    tg_conv_transpose1d_layer_init(&n.dec, ps, "dec", 8, 2, 3, 2, 1, 1, 1, true,
+                                   TG_INIT_TORCH, &rng);
+    assert_null(n.enc.b);
+    assert_null(tg_params_find(ps, "enc.bias"));
+    const char *names[3] = {"enc.weight", "dec.weight", "dec.bias"};
+    const int shapes[3][3] = {{8, 3, 5}, {8, 2, 3}, {2}};
+    const int ndims[3] = {3, 3, 1};
+    const float bounds[3] = {1 / sqrtf(15), 1 / sqrtf(6), 1 / sqrtf(6)};
+    for (int i = 0; i < 3; i++) {
+        tg_tensor *p = tg_params_find(ps, names[i]);
+        assert_non_null(p);
+        assert_int_equal(p->ndim, ndims[i]);
+        for (int d = 0; d < ndims[i]; d++)
+            assert_int_equal(p->shape[d], shapes[i][d]);
+        float maxabs = 0.0f;
+        for (size_t j = 0; j < p->size; j++)
+            maxabs = fmaxf(maxabs, fabsf(p->data[j]));
+        assert_true(maxabs <= bounds[i]);
+        assert_true(maxabs > 0.5f * bounds[i]);
+    }
+    tg_tensor *x = tg_tensor_new(3, (int[]){2, 3, 11});
+    tg_rng_fill_uniform(&rng, x->data, x->size, -1.0f, 1.0f);
+    tg_tensor *in[4] = {x, n.enc.W, n.dec.W, n.dec.b};
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = f_net1d(tp, in, &n);
+    /* conv: (11 + 4 - 4 - 1)/2 + 1 = 6; pool: (6 + 2 - 2)/1 + 1 = 7;
+     * transpose: (7 - 1)*2 - 2 + 2 + 1 + 1 = 14 */
+    assert_int_equal(y->ndim, 3);
+    assert_int_equal(y->shape[1], 2);
+    assert_int_equal(y->shape[2], 14);
+    tg_tape_free(tp);
+    tg_gradcheck_report rep;
+    bool ok = tg_gradcheck(f_net1d, 4, in, &n, NULL, &rep);
+    tg_gradcheck_print(&rep, "conv1d encoder/decoder");
+    assert_true(ok);
+    tg_tensor_free(x);
+    tg_params_free(ps);
+}
+
+static void bad_conv1d_layer(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_conv1d_layer l;
+    tg_conv1d_layer_init(&l, ps, "c", 3, 4, 3, 0, 1, 1, true, TG_INIT_TORCH,
+                         &rng);
+}
+static void bad_transpose1d_layer(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_conv_transpose1d_layer l;
+    tg_conv_transpose1d_layer_init(&l, ps, "t", 3, 4, 3, 2, 1, 2, 1, true,
+                                   TG_INIT_TORCH, &rng);
+}
+static void layers_1d_bad_geometry_aborts(void **state)
+{
+    (void)state;
+    expect_abort(bad_conv1d_layer, "conv1d_layer_init", "c: bad size",
+                 "stride=0");
+    expect_abort(bad_transpose1d_layer, "conv_transpose1d_layer_init",
+                 "output_padding=2");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +347,8 @@ int main(void)
         cmocka_unit_test(gradcheck_encoder_decoder),
         cmocka_unit_test(ex_layers_take_every_geometry),
         cmocka_unit_test(ex_bad_geometry_aborts),
+        cmocka_unit_test(layers_1d),
+        cmocka_unit_test(layers_1d_bad_geometry_aborts),
     };
     return cmocka_run_group_tests_name("conv_layers", tests, NULL, NULL);
 }

@@ -39,6 +39,21 @@ static void conv_null_layer(void)
     tg_tape *tp = tg_tape_new();
     tg_conv2d_apply(tp, NULL, NULL);
 }
+static void conv1d_null_layer(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv1d_apply(tp, NULL, NULL);
+}
+static void conv1d_null_input(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv1d(tp, NULL, tg_tensor_new(3, (int[]){1, 1, 1}), NULL, 1, 0, 1);
+}
+static void pool1d_null_input(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_max_pool1d(tp, NULL, 2, 2, 0);
+}
 static void gru_null_cell(void)
 {
     tg_tape *tp = tg_tape_new();
@@ -112,6 +127,18 @@ static void deconv_init_null_rng(void)
     tg_conv_transpose2d_layer_init(&l, ps_for_init(), "t", 2, 1, 4, 2, 1, 0,
                                    TG_INIT_TORCH, NULL);
 }
+static void conv1d_init_null_rng(void)
+{
+    tg_conv1d_layer l;
+    tg_conv1d_layer_init(&l, ps_for_init(), "c", 1, 2, 3, 1, 1, 1, true,
+                         TG_INIT_TORCH, NULL);
+}
+static void deconv1d_init_null_rng(void)
+{
+    tg_conv_transpose1d_layer l;
+    tg_conv_transpose1d_layer_init(&l, ps_for_init(), "t", 2, 1, 4, 2, 1, 0, 1,
+                                   true, TG_INIT_TORCH, NULL);
+}
 static void bayes_dense_init_null_rng(void)
 {
     tg_bayes_dense l;
@@ -173,6 +200,9 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(reset_null_tape, "tape_reset", "NULL tape");
     expect_abort(dense_null_layer, "dense_apply", "NULL layer");
     expect_abort(conv_null_layer, "conv2d_apply", "NULL layer");
+    expect_abort(conv1d_null_layer, "conv1d_apply", "NULL layer");
+    expect_abort(conv1d_null_input, "conv1d", "argument 1 is NULL");
+    expect_abort(pool1d_null_input, "max_pool1d", "argument 1 is NULL");
     expect_abort(gru_null_cell, "gru_cell", "NULL cell");
     expect_abort(params_add_null_set, "params_add", "NULL parameter set");
     expect_abort(adam_null_set, "optim_new", "NULL parameter set");
@@ -181,6 +211,9 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(dense_init_null_rng, "dense_layer_init", "NULL rng");
     expect_abort(conv_init_null_rng, "conv2d_layer_init", "NULL rng");
     expect_abort(deconv_init_null_rng, "conv_transpose2d_layer_init",
+                 "NULL rng");
+    expect_abort(conv1d_init_null_rng, "conv1d_layer_init", "NULL rng");
+    expect_abort(deconv1d_init_null_rng, "conv_transpose1d_layer_init",
                  "NULL rng");
     expect_abort(bayes_dense_init_null_rng, "bayes_dense_init", "NULL rng");
     expect_abort(bayes_conv_init_null_rng, "bayes_conv2d_init", "NULL rng");
