@@ -327,8 +327,8 @@ static int *eval_sets(const options *o, const tg_dataset *test_set,
  * drawing its pictures into --out when given, then the coverage chart of
  * all. Returns 0, or 1 when a picture could not be written. */
 static int run_methods(const options *o, const tg_dataset *train_set,
-                       const eval_set *test, const eval_set *ood, int side,
-                       bnn_result *results, int *n_results)
+                       const eval_set *test, const eval_set *ood, int side_r,
+                       int side_c, bnn_result *results, int *n_results)
 {
     int status = 0;
     *n_results = 0;
@@ -341,7 +341,7 @@ static int run_methods(const options *o, const tg_dataset *train_set,
         /* the first picture that cannot be written stops the run: one
          * line, not one per picture after training every method */
         if (o->out && (!bnn_plot_reliability(o->out, r) ||
-                       !bnn_plot_sure(o->out, r, test->images, side,
+                       !bnn_plot_sure(o->out, r, test->images, side_r, side_c,
                                       test->labels, test->n))) {
             cli_error("%s", tg_errmsg());
             return 1;
@@ -427,7 +427,7 @@ int main(int argc, char **argv)
     bnn_result results[N_METHODS];
     int n_results;
     int status = run_methods(&o, &train_set, &test, &ood, test_set.rows,
-                             results, &n_results);
+                             test_set.cols, results, &n_results);
     print_table(results, n_results);
     cli_flush_stdout(!o.out);
 

@@ -68,11 +68,12 @@ typedef struct bnn_result {
 } bnn_result;
 
 /* reliability_<method>.svg, coverage.svg and sure_<method>.png in dir;
- * images [n, 784] are the test digits. false (errno set) on a write error. */
+ * images [n, side_r * side_c] are the test digits. false (errno set) on a write
+ * error. */
 bool bnn_plot_reliability(const char *dir, const bnn_result *r);
 bool bnn_plot_coverage(const char *dir, const bnn_result *r, int n_results,
                        const int *labels, int n);
 bool bnn_plot_sure(const char *dir, const bnn_result *r, const float *images,
-                   int side, const int *labels, int n);
+                   int side_r, int side_c, const int *labels, int n);
 
 #endif

@@ -171,20 +171,20 @@ static int lower_entropy_first(const void *a, const void *b)
 
 enum { ROWS = 8, SCALE = 2, BAR_W = 6, GAP = 6 };
 
-/* One cell: the digit (side x side, scaled) on the left, then ten bars of
+/* One cell: the digit (rows x cols, scaled) on the left, then ten bars of
  * height p_k (class 0 first), the true class's bar red, the others blue. */
 static void draw_cell(uint8_t *rgb, int w, int x0, int y0, const float *img,
-                      int side, const float *p, int label)
+                      int rows, int cols, const float *p, int label)
 {
-    int hgt = side * SCALE;
+    int hgt = rows * SCALE, wid = cols * SCALE;
     for (int y = 0; y < hgt; y++)
-        for (int x = 0; x < hgt; x++) {
-            float v = img[(y / SCALE) * side + x / SCALE];
+        for (int x = 0; x < wid; x++) {
+            float v = img[(y / SCALE) * cols + x / SCALE];
             uint8_t g = (uint8_t)(fminf(fmaxf(v, 0.0f), 1.0f) * 255.0f);
             uint8_t *px = rgb + 3 * ((size_t)(y0 + y) * w + x0 + x);
             px[0] = px[1] = px[2] = g;
         }
-    int bx = x0 + hgt + GAP;
+    int bx = x0 + wid + GAP;
     for (int k = 0; k < BNN_CLASSES; k++) {
         int top = hgt - (int)lroundf(p[k] * (float)(hgt - 1)) - 1;
         for (int y = 0; y < hgt; y++)
@@ -205,7 +205,7 @@ static void draw_cell(uint8_t *rgb, int w, int x0, int y0, const float *img,
 /* Left column: the ROWS lowest predictive entropies; right column: the ROWS
  * highest. */
 bool bnn_plot_sure(const char *dir, const bnn_result *r, const float *images,
-                   int side, const int *labels, int n)
+                   int side_r, int side_c, const int *labels, int n)
 {
     by_entropy *order = malloc(sizeof *order * (size_t)n);
     if (!order)
@@ -215,8 +215,8 @@ bool bnn_plot_sure(const char *dir, const bnn_result *r, const float *images,
         order[i] = (by_entropy){r->u[i].total, i};
     qsort(order, (size_t)n, sizeof *order, lower_entropy_first);
     int rows = n < ROWS ? n : ROWS;
-    int cell_w = side * SCALE + GAP + BNN_CLASSES * BAR_W;
-    int cell_h = side * SCALE;
+    int cell_w = side_c * SCALE + GAP + BNN_CLASSES * BAR_W;
+    int cell_h = side_r * SCALE;
     int w = 2 * cell_w + 4 * GAP, h = rows * (cell_h + GAP) + GAP;
     uint8_t *rgb = malloc(3 * (size_t)w * h);
     if (!rgb) {
@@ -232,7 +232,7 @@ bool bnn_plot_sure(const char *dir, const bnn_result *r, const float *images,
             int i = col ? order[n - 1 - row].i : order[row].i;
             draw_cell(rgb, w, GAP + col * (cell_w + 2 * GAP),
                       GAP + row * (cell_h + GAP),
-                      images + (size_t)i * side * side, side,
+                      images + (size_t)i * side_r * side_c, side_r, side_c,
                       r->mean + (size_t)i * BNN_CLASSES, labels[i]);
         }
     char name[96];

@@ -136,6 +136,19 @@ expect 2 "$bnn" --data "$data" --ood-data "$tmp/wi
 de" --epochs 1 --max-batches 1
 mentions "wi?de: images are 14x56"
 
+# images taller than wide, with --out: sure_det.png draws each digit as
+# 56x14 (it read them as 56x56, past the end of the test images: ASan's
+# heap-buffer-overflow, and wrong pictures without ASan)
+tall="$tmp/tall"; dataset "$data" "$tall" 64 2
+regeom "$tall/t10k-images-idx3-ubyte" 56 14
+regeom "$tall/train-images-idx3-ubyte" 56 14
+expect 0 "$bnn" --data "$tall" --ood-data none --method det --epochs 1 \
+    --max-batches 1 --hidden 16 --threads 1 --out "$tmp/tall_out"
+# PNG width and height: 2 x (14*2 + 6 + 10*6) + 4*6 by 2 x (56*2 + 6) + 6
+wh=$(od -An -tu1 -j16 -N8 "$tmp/tall_out/sure_det.png" 2>/dev/null | tr -s ' ')
+[ "$wh" = " 0 0 0 212 0 0 0 242" ] ||
+    fail "sure_det.png of 56x14 digits is not 212x242: $wh"
+
 # the default OOD folder (never asked for) of another geometry than the
 # training data: skipped with a note (it failed the run); --ood-data none
 # skips any; an empty --ood-data is refused (it read "bnn_mnist: : No such
