@@ -88,7 +88,8 @@ static options parse_options(int argc, char **argv)
         "Exit status: 0 done; 1 an output file could not be written, or "
         "without --out standard output (the table is the result: a closed "
         "pipe stops the run at once); 2 bad flags or input data; 3 the loss "
-        "became NaN/Inf. With --out, a closed standard output (| head) "
+        "or a trained network's predictions became NaN/Inf. With --out, a "
+        "closed standard output (| head) "
         "does not stop it: a note on stderr, the pictures are written.\n");
     o.ood_given = o.ood != NULL;
     if (!o.ood_given)
@@ -105,6 +106,14 @@ typedef struct eval_set {
     const int *labels; /* NULL for OOD */
     int n;
 } eval_set;
+
+static bool finite_all(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return false;
+    return true;
+}
 
 /* Trains by method, scores test (and ood when ood->n > 0) into r. */
 static void run_method(int method, const options *o,
@@ -152,6 +161,15 @@ static void run_method(int method, const options *o,
         predict(tp, nets, n_nets, S, rng, ood->images, ood->n, input, so);
     double infer_s = cli_now() - t0;
     tg_tape_free(tp);
+    /* weights that the last steps blew up (finite losses, then --lr 1e6)
+     * give Inf logits, NaN probabilities: tg_predictive aborted on them */
+    if (!finite_all(st, plane * (size_t)test->n) ||
+        !finite_all(so, plane * (size_t)ood->n)) {
+        cli_error("%s: the trained network's predictions are not finite "
+                  "(its weights overflowed); stopped (try a smaller --lr)",
+                  method_names[method]);
+        exit(3);
+    }
 
     tg_predictive(st, S, test->n, BNN_CLASSES, r->mean, r->u);
     const float *p = r->mean;

@@ -110,6 +110,13 @@ expect 3 "$bnn" $quick --method bbb --prior-scale 1e-30
 grep -q "prior-scale" "$tmp/err" ||
     fail "--prior-scale 1e-30: $(cat "$tmp/err")"
 
+# a rate whose last step overflows the weights (every loss finite): the
+# predictions are Inf/NaN, stopped with status 3 (tg_predictive aborted on
+# them: "tapegrad: predictive: ... p[0] = -nan", status 134)
+# shellcheck disable=SC2086
+expect 3 "$bnn" $quick --method bbb --lr 1e6 --max-batches 1 --threads 1
+mentions "predictions are not finite"
+
 # bench/bnn_val_split.py (the tuning split): 8,000 + 1,000 of the 9,000
 # training digits, which bnn_mnist reads as train and test
 if command -v python3 >/dev/null 2>&1; then
