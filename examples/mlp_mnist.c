@@ -197,6 +197,9 @@ static void trainer_init(trainer *t, const tg_dataset *train, const options *o)
     tg_batcher_init(&t->batcher, train, o->batch, o->seed);
     t->xbuf = malloc(sizeof(float) * (size_t)o->batch * t->input);
     t->labels = malloc(sizeof(int) * (size_t)o->batch);
+    if (!t->xbuf || !t->labels) /* was written through NULL: SIGSEGV */
+        tg_out_of_memory("training batch", "out of memory for --batch %d",
+                         o->batch);
     t->n_batches = tg_batcher_count(&t->batcher);
     if (o->max_batches && o->max_batches < t->n_batches)
         t->n_batches = o->max_batches;

@@ -457,6 +457,17 @@ if [ -z "$wrap" ] && ! grep -q __asan_init "$mlp"; then
         ! grep -q "^mlp_mnist: .*out of memory" "$tmp/stderr"; then
         fail "mlp_mnist --hidden 65536 in 1 GB exited $st: $(cat "$tmp/stderr")"
     fi
+    # the batch buffer alone past it: --batch 65536 of 128x128 images is
+    # 4 GiB (its malloc's NULL was written to: SIGSEGV, status 139)
+    cases=$((cases + 1))
+    d="$tmp/bigbuf"; dataset "$d" 8 8 128
+    (ulimit -v 1000000 && exec "$mlp" --data "$d" --hidden 1 --batch 65536 \
+        --epochs 1 --threads 1) >"$tmp/stdout" 2>"$tmp/stderr"
+    st=$?
+    if [ "$st" -ne 1 ] || [ "$(wc -l <"$tmp/stderr")" -ne 1 ] ||
+        ! grep -q "^mlp_mnist: .*out of memory" "$tmp/stderr"; then
+        fail "mlp_mnist --batch 65536 in 1 GB exited $st: $(cat "$tmp/stderr")"
+    fi
 fi
 
 echo "$cases cases, $fails failed"
