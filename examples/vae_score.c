@@ -624,8 +624,15 @@ int main(int argc, char **argv)
     load_inputs(&in, &o);
     set_list sl;
     make_sets(&sl, &in, &o);
-    /* only now, with the inputs accepted: bad input leaves no output */
-    if (!cli_prepare_out_dir(o.out)) {
+    /* only now, with the inputs accepted: bad input leaves no output. An
+     * output name taken by a folder, a FIFO or a dangling link is refused
+     * before the scoring, not after it with the other files replaced */
+    static const char *const outputs[] = {"ood_metrics.csv", "convergence.csv",
+                                          "ood_hist.svg",    "uncertainty.png",
+                                          "scores.csv",      "latent.svg"};
+    int n_outputs = in.vae->cfg.latent == 2 ? 6 : 5;
+    if (!cli_prepare_out_dir(o.out) ||
+        !cli_check_outputs(o.out, outputs, n_outputs)) {
         free_sets(&sl);
         free_inputs(&in);
         return 1;

@@ -127,6 +127,15 @@ awk -F, 'NR > 1 && !($11 == "nan" && $12 == "nan") { bad = 1; print }
     END { exit bad }' "$tmp/k1/convergence.csv" ||
     fail "k = 1: standard errors should be nan: $(cat "$tmp/k1/convergence.csv")"
 
+# an output name taken by a folder: refused before scoring, nothing else
+# replaced (it scored every set, wrote four files, then failed on
+# scores.csv)
+mkdir -p "$tmp/taken/scores.csv"
+expect 1 "$score" $common --out "$tmp/taken"
+mentions "scores.csv: it is a folder; not replaced"
+[ -e "$tmp/taken/ood_metrics.csv" ] && fail "vae_score wrote ood_metrics.csv, then refused"
+grep -q "ELBO" "$tmp/out" && fail "vae_score scored, then refused"
+
 # rejected flags and files
 expect 2 "$score"
 expect 2 "$score" --checkpoint ""
