@@ -405,6 +405,28 @@ static void check_model_size(const options *o, const tg_dataset *train_set)
     cli_check_batch_size(o->batch, train_set->rows, train_set->cols);
 }
 
+/* The pictures' names in --out are files this run can replace: one taken
+ * by a folder or a FIFO is refused before training (it was found when
+ * written, after training the methods before it). */
+static bool outputs_writable(const options *o)
+{
+    char names[2 * N_METHODS + 1][32];
+    const char *list[2 * N_METHODS + 1];
+    int n = 0;
+    for (int k = 0; k < N_METHODS; k++)
+        if (o->run[k]) {
+            snprintf(names[n], sizeof names[n], "reliability_%s.svg",
+                     method_names[k]);
+            snprintf(names[n + 1], sizeof names[n + 1], "sure_%s.png",
+                     method_names[k]);
+            n += 2;
+        }
+    snprintf(names[n++], sizeof names[0], "coverage.svg");
+    for (int i = 0; i < n; i++)
+        list[i] = names[i];
+    return cli_check_outputs(o->out, list, n);
+}
+
 int main(int argc, char **argv)
 {
     cli_prog = "bnn_mnist";
@@ -420,7 +442,8 @@ int main(int argc, char **argv)
     int code = load_data(&o, &train_set, &test_set, &ood_set, &have_ood);
     if (code == 0)
         check_model_size(&o, &train_set);
-    if (code == 0 && o.out && !cli_prepare_out_dir(o.out))
+    if (code == 0 && o.out &&
+        (!cli_prepare_out_dir(o.out) || !outputs_writable(&o)))
         code = 1;
     if (code) {
         tg_dataset_free(&train_set);

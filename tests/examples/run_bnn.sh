@@ -104,6 +104,9 @@ expect 1 "$bnn" $quick --method det --out "$tmp/pdir"
 [ -d "$tmp/pdir/coverage.svg" ] || fail "the folder at coverage.svg was replaced"
 grep -q "coverage.svg: it is a folder; not replaced" "$tmp/err" ||
     fail "unwritable picture not named: $(cat "$tmp/err")"
+# ... before training (it trained, wrote det's pictures, then refused)
+[ -e "$tmp/pdir/reliability_det.svg" ] &&
+    fail "bnn_mnist wrote reliability_det.svg, then refused coverage.svg"
 # a prior so narrow that its KL overflows: blamed, not the rate
 # shellcheck disable=SC2086
 expect 3 "$bnn" $quick --method bbb --prior-scale 1e-30
