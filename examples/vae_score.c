@@ -395,8 +395,17 @@ static void add_reference(set_list *sl, const inputs *in, const options *o)
         exit(2);
     }
     sl->n_bg = train->n - n_ref;
-    if (strcmp(o->reference, "train"))
+    if (strcmp(o->reference, "train")) {
+        /* the reference is the scored test set: too few images were found
+         * after scoring every set, blaming images "that differ" */
+        if (sl->in->n < 3) {
+            cli_error("--reference test: the test set of %s has %d "
+                      "images, fewer than 3",
+                      o->data, sl->in->n);
+            exit(2);
+        }
         return;
+    }
     int n_bg = sl->n_bg, input = in->vae->cfg.input;
     sl->ref = add_set(sl, "ref", train->images + (size_t)n_bg * input,
                       train->labels + n_bg, n_ref, in->test.rows, in->test.cols,

@@ -150,6 +150,13 @@ expect 2 "$score" --checkpoint "$ck" --data "$data" --max-images 2 \
 mentions "--max-images 2"
 [ -e "$tmp/few" ] && fail "vae_score left an output folder"
 expect 2 "$score" --checkpoint "$ck" --ref-images 2
+# the same with --reference test: refused before scoring (it scored every
+# set, then failed to fit "images that differ", leaving a folder)
+dataset "$data" "$tmp/two" 300 2
+expect 2 "$score" --checkpoint "$ck" --data "$tmp/two" --reference test \
+    --iwae-k 2 --threads 1 --out "$tmp/few"
+mentions "has 2 images, fewer than 3"
+[ -e "$tmp/few" ] && fail "vae_score left an output folder"
 expect 2 "$score" --checkpoint "$ck" --frobnicate
 expect 2 "$score" --checkpoint "$ck" stray
 expect 2 "$score" --checkpoint "$ck" --near-ood rot45
