@@ -145,6 +145,22 @@ static bool near_wanted(const options *o, const char *name)
     return false;
 }
 
+/* --out, when this run created it (it was not there before) */
+static const char *created_out;
+
+/* Bad input found after --out was prepared (a model whose ELBO is not
+ * finite, a reference that cannot be fitted): exit status 2, and the
+ * folder this run created is removed (only its .lock is there yet; the
+ * bare rmdir failed on it) so that bad input leaves no output. */
+static void fail_late(void)
+{
+    if (created_out) {
+        unlink(cli_path(created_out, ".lock"));
+        rmdir(created_out);
+    }
+    exit(2);
+}
+
 static void fail_data(void)
 {
     cli_error("%s", tg_errmsg());
@@ -555,8 +571,7 @@ static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
             cli_error("%s: the model's ELBO of image %d of "
                       "%s is not finite",
                       o->checkpoint, i, s->desc);
-            rmdir(o->out); /* ours if empty: no empty folder left behind */
-            exit(2);
+            fail_late();
         }
 
     bool have_L = true;
@@ -598,7 +613,7 @@ static void fit_reference(reference *ref, const scored *r, bool have_L)
                   "typicality scores: %s; they need images that differ "
                   "(another --data, or --reference test)",
                   r->desc, tg_errmsg());
-        exit(2);
+        fail_late();
     }
     free(S);
     free(feat);
@@ -640,12 +655,15 @@ int main(int argc, char **argv)
                                           "ood_hist.svg",    "uncertainty.png",
                                           "scores.csv",      "latent.svg"};
     int n_outputs = in.vae->cfg.latent == 2 ? 6 : 5;
+    struct stat st;
+    bool existed = lstat(o.out, &st) == 0;
     if (!cli_prepare_out_dir(o.out) ||
         !cli_check_outputs(o.out, outputs, n_outputs)) {
         free_sets(&sl);
         free_inputs(&in);
         return 1;
     }
+    created_out = existed ? NULL : o.out;
     print_model(&o, in.vae);
 
     /* score every set */

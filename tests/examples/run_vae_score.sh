@@ -118,6 +118,14 @@ expect 2 "$score" --checkpoint "$ck" --data "$black" --iwae-k 2 \
     --max-images 20 --near-ood none --samples 1 --threads 1 --out "$tmp/black_o"
 mentions "the reference images (training images 280..299 of $black"
 mentions "cannot fit the typicality scores"
+# bad input leaves no output folder (its .lock kept the rmdir from
+# removing it); one that was there before is left
+[ -e "$tmp/black_o" ] && fail "vae_score left $tmp/black_o: $(ls -A "$tmp/black_o")"
+mkdir "$tmp/black_kept"
+expect 2 "$score" --checkpoint "$ck" --data "$black" --iwae-k 2 \
+    --max-images 20 --near-ood none --samples 1 --threads 1 \
+    --out "$tmp/black_kept"
+[ -d "$tmp/black_kept" ] || fail "vae_score removed a folder it did not create"
 
 # k = 1: no standard error, and none claimed (the max read 0 beside a
 # mean of nan)
