@@ -46,6 +46,91 @@ tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *x)
     return y;
 }
 
+/* y = x with its axes reordered: y.shape[d] = x.shape[perm[d]]. Both are
+ * walked as 4-D (leading 1s); for y's element (a, b, c, e) in order, xs[d]
+ * is the x stride of y's axis d. add: dst (x-shaped) += src (y-shaped)
+ * instead of dst (y-shaped) = src (x-shaped). Each y element is one x
+ * element: the threads split y's first axis, any split the same bits. */
+typedef struct perm_walk {
+    int n[4];     /* y's dims, padded in front with 1s */
+    size_t xs[4]; /* x's stride for each of them */
+} perm_walk;
+
+static perm_walk perm_walk_of(const tg_tensor *x, const int *perm)
+{
+    size_t stride[TG_MAX_DIMS];
+    size_t st = 1;
+    for (int d = x->ndim - 1; d >= 0; d--) {
+        stride[d] = st;
+        st *= (size_t)x->shape[d];
+    }
+    perm_walk w = {{1, 1, 1, 1}, {0, 0, 0, 0}};
+    int off = 4 - x->ndim;
+    for (int d = 0; d < x->ndim; d++) {
+        w.n[off + d] = x->shape[perm[d]];
+        w.xs[off + d] = stride[perm[d]];
+    }
+    return w;
+}
+
+static void permute_copy(const perm_walk *w, const float *src, float *dst,
+                         bool add)
+{
+    size_t inner = (size_t)w->n[1] * w->n[2] * w->n[3];
+    TG_PARALLEL_FOR(w->n[0], inner)
+    for (int a = 0; a < w->n[0]; a++) {
+        size_t y = (size_t)a * inner;
+        for (int b = 0; b < w->n[1]; b++)
+            for (int c = 0; c < w->n[2]; c++) {
+                size_t x = a * w->xs[0] + b * w->xs[1] + c * w->xs[2];
+                for (int e = 0; e < w->n[3]; e++, y++, x += w->xs[3]) {
+                    if (add)
+                        dst[x] += src[y];
+                    else
+                        dst[y] = src[x];
+                }
+            }
+    }
+}
+
+static void permute_backward(tg_tape *tp, tg_record *r)
+{
+    tg_tensor *x = r->in[0];
+    int perm[TG_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++)
+        perm[d] = r->i[d];
+    perm_walk w = perm_walk_of(x, perm);
+    permute_copy(&w, r->out->grad, grad_of(tp, x), true);
+}
+
+tg_tensor *tg_permute(tg_tape *tp, tg_tensor *x, const int *perm)
+{
+    check_inputs("permute", x);
+    char s[64];
+    if (!perm)
+        tg_fatal("permute", "NULL perm for x %s", tg_shape_str(x, s));
+    bool seen[TG_MAX_DIMS] = {false};
+    for (int d = 0; d < x->ndim; d++) {
+        if (perm[d] < 0 || perm[d] >= x->ndim || seen[perm[d]])
+            tg_fatal("permute",
+                     "perm[%d] = %d on x %s: perm must list each of the %d "
+                     "axes 0..%d once",
+                     d, perm[d], tg_shape_str(x, s), x->ndim, x->ndim - 1);
+        seen[perm[d]] = true;
+    }
+    int shape[TG_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++)
+        shape[d] = x->shape[perm[d]];
+    tg_tensor *y = out_tensor(tp, x->ndim, shape);
+    perm_walk w = perm_walk_of(x, perm);
+    permute_copy(&w, x->data, y->data, false);
+    tg_record *r = record(tp, "permute", permute_backward, y, 1, &x);
+    if (r)
+        for (int d = 0; d < x->ndim; d++)
+            r->i[d] = perm[d];
+    return y;
+}
+
 /* x [..., C] -> y [..., c1 - c0], y[r, j] = x[r, c0 + j];
  * dx[r, c0 + j] += dy[r, j]. r->i[0] = c0. */
 static void slice_cols_backward(tg_tape *tp, tg_record *r)

@@ -571,6 +571,37 @@ static void product_cases(void)
 /* 1-D convolution and pooling: iparams N C L OC k stride padding dilation
  * output_padding bias (conv), N C L k stride padding ties (pools). After
  * the cases before, so those keep their inputs. */
+/* permute: every perm of a 4-D tensor, two of a 3-D one, and [1, 0] */
+static void permute_cases(void)
+{
+    for (int code = 0; code < 256; code++) {
+        int p[4] = {code & 3, (code >> 2) & 3, (code >> 4) & 3, code >> 6};
+        if ((1 << p[0] | 1 << p[1] | 1 << p[2] | 1 << p[3]) != 15)
+            continue;
+        begin("permute", "2x3x4x5 (%d, %d, %d, %d)", p[0], p[1], p[2], p[3]);
+        tg_tensor *x = input(4, (int[]){2, 3, 4, 5}, -1, 1);
+        for (int d = 0; d < 4; d++)
+            iparam(p[d]);
+        output(tg_permute(C.tp, x, p));
+        end();
+    }
+    static const int p3[][3] = {{2, 0, 1}, {1, 2, 0}};
+    for (int k = 0; k < 2; k++) {
+        begin("permute", "3x1x4 (%d, %d, %d)", p3[k][0], p3[k][1], p3[k][2]);
+        tg_tensor *x = input(3, (int[]){3, 1, 4}, -1, 1);
+        for (int d = 0; d < 3; d++)
+            iparam(p3[k][d]);
+        output(tg_permute(C.tp, x, p3[k]));
+        end();
+    }
+    begin("permute", "5x7 (1, 0)");
+    tg_tensor *x = input2(5, 7, -1, 1);
+    iparam(1);
+    iparam(0);
+    output(tg_permute(C.tp, x, (int[]){1, 0}));
+    end();
+}
+
 static void conv1d_cases(void)
 {
     static const int cv[][10] = {
@@ -1405,6 +1436,7 @@ int main(int argc, char **argv)
     optim_cases();
     batched_matmul_cases();
     conv1d_cases();
+    permute_cases();
     put_u32(0);
     if (fclose(F) != 0) {
         perror(argv[1]);

@@ -409,6 +409,7 @@ REF = {
     'avg_pool2d': lambda c, x: [F.avg_pool2d(x[0], c.ip[0], c.ip[1] or c.ip[0], c.ip[2],
                                              count_include_pad=True)],
     'upsample2d': lambda c, x: [F.interpolate(x[0], scale_factor=c.ip[0], mode='nearest')],
+    'permute': lambda c, x: [x[0].permute(*c.ip)],
     'conv1d': conv1d,
     'conv_transpose1d': conv1d,
     'max_pool1d': max_pool1d_first,

@@ -204,6 +204,9 @@ static void run_big(int threads, float *out, float *grads)
     tg_tensor *loss =
         tg_add(tp, tg_sum(tp, tg_mean_axis0(tp, tg_transpose(tp, y))),
                tg_sum(tp, tg_logsumexp(tp, tg_slice_cols(tp, y, 5, 300))));
+    tg_tensor *y3 = tg_reshape(tp, y, 3, (int[]){30, 10, BIG_C});
+    tg_tensor *p = tg_permute(tp, y3, (int[]){2, 0, 1});
+    loss = tg_add(tp, loss, tg_sum(tp, tg_logsumexp(tp, p)));
     tg_backward(tp, loss);
     out[0] = loss->data[0];
     memcpy(grads, x->grad, x->size * sizeof(float));
@@ -229,6 +232,58 @@ static void same_bits_on_1_and_2_threads(void **state)
     assert_memory_equal(g1, g2, n * sizeof *g1);
     free(g1);
     free(g2);
+}
+
+/* ---- permute: each element where the index math puts it ------------------
+ * y[i0, i1, i2, i3] = x at the index whose axis perm[d] is i_d, for every
+ * perm of 4 axes (and a 3-D one), and the gradient of sum(y * g) is g put
+ * back the same way. */
+
+static void permute_values(void **state)
+{
+    (void)state;
+    tg_tape *tp = tg_tape_new();
+    const int shp[4] = {2, 3, 4, 5};
+    for (int code = 0; code < 256; code++) {
+        int perm[4] = {code & 3, (code >> 2) & 3, (code >> 4) & 3, code >> 6};
+        if ((1 << perm[0] | 1 << perm[1] | 1 << perm[2] | 1 << perm[3]) != 15)
+            continue;
+        tg_tape_reset(tp);
+        tg_tensor *x = tg_tape_tensor(tp, 4, shp, true);
+        x->requires_grad = true;
+        for (size_t e = 0; e < x->size; e++)
+            x->data[e] = (float)e;
+        tg_tensor *y = tg_permute(tp, x, perm);
+        tg_tensor *g = tg_tape_tensor(tp, 4, y->shape, true);
+        for (size_t e = 0; e < g->size; e++)
+            g->data[e] = 1000.0f + (float)e;
+        tg_backward(tp, tg_sum(tp, tg_mul(tp, y, g)));
+        for (int d = 0; d < 4; d++)
+            assert_int_equal(y->shape[d], shp[perm[d]]);
+        int i[4];
+        size_t ye = 0;
+        for (i[0] = 0; i[0] < y->shape[0]; i[0]++)
+            for (i[1] = 0; i[1] < y->shape[1]; i[1]++)
+                for (i[2] = 0; i[2] < y->shape[2]; i[2]++)
+                    for (i[3] = 0; i[3] < y->shape[3]; i[3]++, ye++) {
+                        int xi[4];
+                        for (int d = 0; d < 4; d++)
+                            xi[perm[d]] = i[d];
+                        size_t xe =
+                            ((size_t)(xi[0] * 3 + xi[1]) * 4 + xi[2]) * 5 +
+                            xi[3];
+                        assert_true(y->data[ye] == (float)xe);
+                        assert_true(x->grad[xe] == g->data[ye]);
+                    }
+    }
+    /* 3-D, with a 0 dim */
+    tg_tape_reset(tp);
+    tg_tensor *z = tg_tape_tensor(tp, 3, (int[]){2, 0, 3}, true);
+    tg_tensor *w = tg_permute(tp, z, (int[]){2, 0, 1});
+    assert_int_equal(w->shape[0], 3);
+    assert_int_equal(w->shape[1], 2);
+    assert_int_equal(w->shape[2], 0);
+    tg_tape_free(tp);
 }
 
 /* ---- misuse aborts, naming the op (and the shapes)
@@ -267,6 +322,15 @@ static void bad_kl_prior(void)
     tg_tensor *q = tg_tensor_new2(2, 3), *p = tg_tensor_new2(2, 2);
     tg_kl_normals(mtp, q, q, p, p);
 }
+static void bad_permute_repeat(void)
+{
+    tg_permute(mtp, tg_tensor_new(3, (int[]){2, 3, 4}), (int[]){0, 2, 2});
+}
+static void bad_permute_range(void)
+{
+    tg_permute(mtp, tg_tensor_new2(2, 3), (int[]){0, 2});
+}
+static void null_permute(void) { tg_permute(mtp, tg_tensor_new2(2, 3), NULL); }
 static void null_softmax(void) { tg_softmax(mtp, NULL); }
 static void null_neg(void) { tg_neg(mtp, NULL); }
 static void bad_div_shapes(void)
@@ -291,6 +355,10 @@ static void misuse_aborts_naming_the_op(void **state)
     expect_abort(bad_gamma, "tapegrad: layer_norm: ");
     expect_abort(bad_bce_shapes, "tapegrad: bce: ");
     expect_abort(bad_kl_prior, "tapegrad: kl_normals: ");
+    expect_abort(bad_permute_repeat, "tapegrad: permute: ", "perm[2] = 2",
+                 "[2, 3, 4]");
+    expect_abort(bad_permute_range, "tapegrad: permute: ", "perm[1] = 2");
+    expect_abort(null_permute, "tapegrad: permute: ", "NULL perm");
     expect_abort(null_softmax, "tapegrad: softmax: ");
     expect_abort(null_neg, "tapegrad: neg: ");
     expect_abort(bad_div_shapes, "tapegrad: div: ");
@@ -305,6 +373,7 @@ int main(void)
         cmocka_unit_test(zero_rows_pass_through_every_op),
         cmocka_unit_test(empty_inner_and_output_dims),
         cmocka_unit_test(same_bits_on_1_and_2_threads),
+        cmocka_unit_test(permute_values),
         cmocka_unit_test(misuse_aborts_naming_the_op),
     };
     return cmocka_run_group_tests_name("autograd more ops: edges", tests, NULL,

@@ -117,6 +117,10 @@ UNARY(f_logsumexp, tg_logsumexp(tp, x))
 UNARY(f_sum_axis0, tg_sum_axis0(tp, x))
 UNARY(f_mean_axis0, tg_mean_axis0(tp, x))
 UNARY(f_transpose, tg_transpose(tp, x))
+UNARY(f_permute2, tg_permute(tp, x, (int[]){1, 0}))
+UNARY(f_permute3, tg_permute(tp, x, (int[]){2, 0, 1}))
+UNARY(f_permute4_heads, tg_permute(tp, x, (int[]){0, 2, 1, 3}))
+UNARY(f_permute4, tg_permute(tp, x, (int[]){3, 1, 0, 2}))
 /* x has 3 more columns than C: keep columns [1, C + 1) */
 UNARY(f_slice_cols, tg_slice_cols(tp, x, 1, tg_tensor_cols(x) - 2))
 /* x has 2 more rows than R: keep rows [1, R + 1) */
@@ -186,6 +190,11 @@ static int make_two_classes(int R, int C, int dom, tg_tensor **in)
 static int make_rank3(int R, int C, int dom, tg_tensor **in)
 {
     in[0] = rand_t(3, (int[]){2, R, C}, dom);
+    return 1;
+}
+static int make_rank4(int R, int C, int dom, tg_tensor **in)
+{
+    in[0] = rand_t(4, (int[]){2, R, 3, C}, dom);
     return 1;
 }
 static int make_wider(int R, int C, int dom, tg_tensor **in)
@@ -419,6 +428,10 @@ static const op_case cases[] = {
     {"sum_axis0 rank 3", f_sum_axis0, make_rank3, ANY, 0},
     {"mean_axis0", f_mean_axis0, make_one, ANY, 0},
     {"transpose", f_transpose, make_one, ANY, 0},
+    {"permute (1, 0)", f_permute2, make_one, ANY, 0},
+    {"permute (2, 0, 1)", f_permute3, make_rank3, ANY, 0},
+    {"permute (0, 2, 1, 3)", f_permute4_heads, make_rank4, ANY, 0},
+    {"permute (3, 1, 0, 2)", f_permute4, make_rank4, ANY, 0},
     {"slice_cols", f_slice_cols, make_wider, ANY, 0},
     {"slice_cols rank 3", f_slice_cols, make_wider3, ANY, 0},
     {"slice_rows", f_slice_rows, make_taller, ANY, 0},
