@@ -1,7 +1,7 @@
 #!/bin/sh
 # char_rnn runs briefly (a few seconds): the loss falls from epoch 1 to the
-# last, a sample is printed, GRU and LSTM both train, the same seed gives the
-# same output on 1 and 2 threads; bad flags and texts: one line, exit 2.
+# last, a sample is printed, GRU, LSTM and attention all train, the same
+# seed gives the same output on 1 and 2 threads; bad flags and texts: one line, exit 2.
 # usage: run_char_rnn.sh CHAR_RNN
 set -u
 rnn=$1
@@ -31,6 +31,17 @@ cmp -s "$tmp/out" "$tmp/gru1" || fail "1 and 2 threads differ"
 # shellcheck disable=SC2086
 expect 0 "$rnn" $small --cell lstm --threads 1
 loss_falls lstm
+# attention (batched matmul over 4 heads, permute, a causal mask): trains,
+# samples, the same bits on 1 and 2 threads; --seq 1 (one position) too
+# shellcheck disable=SC2086
+expect 0 "$rnn" $small --cell attention --threads 1
+loss_falls attention
+grep -q 'attention 24' "$tmp/out" || fail "attention: not named: $(head -n 1 "$tmp/out")"
+cp "$tmp/out" "$tmp/attn1"
+# shellcheck disable=SC2086
+expect 0 "$rnn" $small --cell attention --threads 2
+cmp -s "$tmp/out" "$tmp/attn1" || fail "attention: 1 and 2 threads differ"
+expect 0 "$rnn" --cell attention --epochs 1 --steps 2 --hidden 6 --seq 1 --batch 3 --sample 5
 # a text of control bytes only: the sample shows them escaped, never raw
 # (ESC sequences reached the terminal)
 printf '\033\001\002\033[2J\007\177' >"$tmp/ctrl.txt"
