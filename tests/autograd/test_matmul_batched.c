@@ -252,6 +252,29 @@ static void empty_batches(void **state)
     tg_backward(tp, tg_add(tp, tg_sum(tp, c), tg_sum(tp, a)));
     for (size_t e = 0; e < a->size; e++)
         assert_true(a->grad[e] == 1.0f);
+    /* the other way round, a shared A [5, 4] (a long-lived leaf: its
+     * gradient on the heap, exactly its size) times a batch of B [4, 0]
+     * (plain, transposed, 4-D): B has a stride of 0 floats, and was taken
+     * for a shared B, flattening A's rows: dA was written 2·5·4 floats
+     * past its end (ASan, valgrind; a SIGSEGV for large sizes) */
+    static const int bshape[3][4] = {{3, 4, 0}, {3, 0, 4}, {2, 3, 4, 0}};
+    for (int k = 0; k < 3; k++) {
+        tg_tape_reset(tp);
+        tg_tensor *A = tg_tensor_new2(5, 4);
+        tg_tensor_require_grad(A);
+        b = tg_tape_tensor(tp, k == 2 ? 4 : 3, bshape[k], true);
+        b->requires_grad = true;
+        for (size_t e = 0; e < A->size; e++)
+            A->data[e] = 1.0f;
+        c = tg_matmul(tp, A, b, false, k == 1);
+        assert_int_equal(c->ndim, b->ndim);
+        assert_int_equal(c->shape[c->ndim - 2], 5);
+        assert_int_equal(c->shape[c->ndim - 1], 0);
+        tg_backward(tp, tg_add(tp, tg_sum(tp, c), tg_sum(tp, A)));
+        for (size_t e = 0; e < A->size; e++)
+            assert_true(A->grad[e] == 1.0f);
+        tg_tensor_free(A);
+    }
     tg_tape_free(tp);
 }
 
