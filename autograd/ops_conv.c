@@ -85,7 +85,10 @@ static void check_size(const char *op, const geom *g, const tg_tensor *x,
                  "dilation (%d, %d) gives an output of %d x %d",
                  tg_shape_str(x, sx), tg_shape_str(W, sw), g->sh, g->sw, g->ph,
                  g->pw, g->dh, g->dw, oh, ow);
-    if ((long)g->N * oh * ow > INT_MAX || (long)g->N * g->H * g->W > INT_MAX)
+    /* a length of INT_MAX is conv_len's clamp of a longer one: with one
+     * image the product did not see it (audit: an output cut short) */
+    if (oh == INT_MAX || ow == INT_MAX || (long)g->N * oh * ow > INT_MAX ||
+        (long)g->N * g->H * g->W > INT_MAX)
         tg_fatal(op, "x %s: too many output positions for one GEMM",
                  tg_shape_str(x, sx));
 }
@@ -467,7 +470,7 @@ tg_tensor *tg_conv_transpose2d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
  * Checked here first, so that a bad call names the 1-D op and the shapes
  * it was given; the 2-D op then cannot fail. */
 
-static tg_conv2d_args args_1d(const char *op, const tg_tensor *x,
+static tg_conv2d_args args_1d(tg_tape *tp, const char *op, const tg_tensor *x,
                               const tg_tensor *W, const tg_tensor *b,
                               bool transpose, int stride, int padding,
                               int output_padding, int dilation)
@@ -510,6 +513,15 @@ static tg_conv2d_args args_1d(const char *op, const tg_tensor *x,
                  "x %s with W %s, stride %d, padding %d, dilation %d gives an "
                  "output of length %d",
                  tg_shape_str(x, sx), tg_shape_str(W, sw), s, padding, d, len);
+    long long N = x->shape[0];
+    if (len == INT_MAX || N * len > INT_MAX || N * L > INT_MAX)
+        tg_fatal(op,
+                 "x %s with W %s, stride %d, padding %d, dilation %d: too "
+                 "many positions (over %d in all)",
+                 tg_shape_str(x, sx), tg_shape_str(W, sw), s, padding, d,
+                 INT_MAX);
+    tg_tensor *in[] = {(tg_tensor *)x, (tg_tensor *)W, (tg_tensor *)b};
+    check_recorded_inputs(tp, op, b ? 3 : 2, in);
     return (tg_conv2d_args){.stride = {1, s},
                             .dilation = {1, d},
                             .padding = {0, padding},
@@ -532,7 +544,7 @@ tg_tensor *tg_conv1d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
                      int stride, int padding, int dilation)
 {
     tg_conv2d_args a =
-        args_1d("conv1d", x, W, b, false, stride, padding, 0, dilation);
+        args_1d(tp, "conv1d", x, W, b, false, stride, padding, 0, dilation);
     return drop_rows(
         tp, tg_conv2d_ex(tp, rows_view(tp, x), rows_view(tp, W), b, &a));
 }
@@ -541,7 +553,7 @@ tg_tensor *tg_conv_transpose1d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
                                tg_tensor *b, int stride, int padding,
                                int output_padding, int dilation)
 {
-    tg_conv2d_args a = args_1d("conv_transpose1d", x, W, b, true, stride,
+    tg_conv2d_args a = args_1d(tp, "conv_transpose1d", x, W, b, true, stride,
                                padding, output_padding, dilation);
     return drop_rows(tp, tg_conv_transpose2d_ex(tp, rows_view(tp, x),
                                                 rows_view(tp, W), b, &a));

@@ -234,6 +234,7 @@ static tg_tensor *pool1d(tg_tape *tp, const char *op, pool_fn f, tg_tensor *x,
                          int kernel, int stride, int padding)
 {
     stride = pool_args(op, x, 3, kernel, stride, padding);
+    check_recorded_inputs(tp, op, 1, &x);
     int N = x->shape[0], C = x->shape[1];
     tg_tensor *x4 = tg_reshape(tp, x, 4, (int[]){N, C, 1, x->shape[2]});
     pool_geom g = pool_geom_rect(op, x4, x, 1, kernel, 1, stride, 0, padding);

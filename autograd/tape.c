@@ -467,6 +467,15 @@ static void check_same_tape(const tg_tape *tp, const char *op, int n_in,
     }
 }
 
+void check_recorded_inputs(const tg_tape *tp, const char *op, int n_in,
+                           tg_tensor *const *in)
+{
+    if (!tp)
+        tg_fatal(op, "NULL tape");
+    if (wants_grad(tp, n_in, in))
+        check_same_tape(tp, op, n_in, in);
+}
+
 tg_record *record_multi(tg_tape *tp, const char *op, tg_backward_fn backward,
                         int n_out, tg_tensor **outs, int n_in,
                         tg_tensor *const *in)

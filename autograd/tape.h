@@ -64,6 +64,12 @@ static inline bool tg_tensor_is_poisoned(const tg_tensor *t)
     return t->ndim == (int)0xA5A5A5A5u;
 }
 
+/* What record() checks of its inputs (none computed on another tape),
+ * done first by an op that records others' ops under its own name (the 1-D
+ * convolutions and pools, on reshaped views). */
+void check_recorded_inputs(const tg_tape *tp, const char *op, int n_in,
+                           tg_tensor *const *in);
+
 /* Aborts unless a and b have the same shape. */
 void check_same_shape(const char *op, const tg_tensor *a, const tg_tensor *b);
 

@@ -1425,6 +1425,15 @@ static void misuse_transpose_huge_stride(void)
                         0, 0, 1);
 }
 
+/* one axis past INT_MAX, the other 1: the length's clamp to INT_MAX gave
+ * N * OH * OW = INT_MAX, which passed (an output cut short) */
+static void misuse_one_axis_huge(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d_args a = {.padding = {1 << 30, 0}};
+    tg_conv2d_ex(tp, rand4(1, 1, 10, 1), rand4(1, 1, 1, 1), NULL, &a);
+}
+
 static void misuse_null(void)
 {
     tg_tape *tp = tg_tape_new();
@@ -1449,6 +1458,7 @@ static void test_misuse_aborts(void **state)
     expect_abort(misuse_huge_padding, "conv2d", "too many output positions");
     expect_abort(misuse_transpose_huge_stride, "conv_transpose2d",
                  "too many output positions");
+    expect_abort(misuse_one_axis_huge, "conv2d", "too many output positions");
 }
 
 /* An argument selects the tests whose names match it (cmocka's filter). */

@@ -364,6 +364,43 @@ static void pool_too_short(void)
     tg_max_pool1d(mtp, tg_tensor_new(3, (int[]){2, 3, 2}), 4, 1, 0);
 }
 
+/* a length past INT_MAX with one sample: refused naming the 1-D op (the
+ * clamped length went through with N = 1; with N = 2 the 2-D op's message
+ * named conv2d and the view [2, 3, 1, 10]) */
+static void conv_huge_padding(void)
+{
+    tg_conv1d(mtp, tg_tensor_new(3, (int[]){1, 1, 10}),
+              tg_tensor_new(3, (int[]){1, 1, 1}), NULL, 1, 1 << 30, 1);
+}
+static void conv_huge_padding_two(void)
+{
+    tg_conv1d(mtp, tg_tensor_new(3, (int[]){2, 3, 10}),
+              tg_tensor_new(3, (int[]){1, 3, 1}), NULL, 1, 1 << 30, 1);
+}
+static void transpose_huge_stride(void)
+{
+    tg_conv_transpose1d(mtp, tg_tensor_new(3, (int[]){1, 1, 5}),
+                        tg_tensor_new(3, (int[]){1, 1, 1}), NULL, 1 << 30, 0, 0,
+                        1);
+}
+/* an input another tape computed: named by the 1-D op, not "reshape" */
+static tg_tensor *from_other_tape(void)
+{
+    tg_tape *other = tg_tape_new();
+    tg_tensor *x = tg_tensor_new(3, (int[]){2, 3, 5});
+    tg_tensor_require_grad(x);
+    return tg_scale(other, x, 2.0f);
+}
+static void conv_other_tape(void)
+{
+    tg_conv1d(mtp, from_other_tape(), tg_tensor_new(3, (int[]){4, 3, 2}), NULL,
+              1, 0, 1);
+}
+static void pool_other_tape(void)
+{
+    tg_max_pool1d(mtp, from_other_tape(), 2, 2, 0);
+}
+
 static void test_misuse_aborts(void **state)
 {
     (void)state;
@@ -380,6 +417,14 @@ static void test_misuse_aborts(void **state)
     expect_abort(pool_rank, "tapegrad: avg_pool1d: ", "[N, C, L]");
     expect_abort(pool_too_short, "tapegrad: max_pool1d: ", "[2, 3, 2]",
                  "length");
+    expect_abort(conv_huge_padding, "tapegrad: conv1d: ", "[1, 1, 10]",
+                 "too many positions");
+    expect_abort(conv_huge_padding_two, "tapegrad: conv1d: ", "[2, 3, 10]",
+                 "too many positions");
+    expect_abort(transpose_huge_stride,
+                 "tapegrad: conv_transpose1d: ", "too many positions");
+    expect_abort(conv_other_tape, "tapegrad: conv1d: ", "another tape");
+    expect_abort(pool_other_tape, "tapegrad: max_pool1d: ", "another tape");
     tg_tape_free(mtp);
 }
 
