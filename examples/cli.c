@@ -705,6 +705,10 @@ void cli_one_process(void)
 
 void cli_dist_start(int *argc, char ***argv)
 {
+    /* Before MPI_Init, which sizes a shared-memory file: past a file-size
+     * limit (ulimit -f) SIGXFSZ killed the rank there without a word
+     * (cli_parse_flags, which ignores it too, came too late) */
+    signal(SIGXFSZ, SIG_IGN);
     tg_dist_init(argc, argv);
     if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
         exit(1);
