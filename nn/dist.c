@@ -266,7 +266,7 @@ static void same_build(void)
 {
     enum { ID = 64 };
     char me[ID] = {0}, r0[ID];
-    snprintf(me, sizeof me, "%.24s %.12s (%.20s)", dist.prog, TG_VERSION,
+    snprintf(me, sizeof me, "%.20s %.10s (%.29s)", dist.prog, TG_VERSION,
              TG_BUILD_ID);
     memcpy(r0, me, ID);
     if (dist.size < 2)
