@@ -687,19 +687,30 @@ static void cli_parse_end(void)
     }
 }
 
+/* Rank 0 says why, at once; a rank r > 0 only when the job is still
+ * running 2 s on (mpirun ends a job one of whose processes failed, and its
+ * signal ends the wait): rank 0 is then another program, vae_mnist say,
+ * waiting in MPI_Init (with rank 0 alone speaking, such a mixed job
+ * stopped without a word). */
 void cli_one_process(void)
 {
-    int n = tg_dist_launcher_size();
+    int n = tg_dist_launcher_size(), rank = tg_dist_launcher_rank();
     if (n <= 1)
         return;
-    if (tg_dist_launcher_rank() == 0) /* one line for the job */
-        fprintf(
-            stderr,
-            "%s: started by an MPI launcher as one of %d processes, but %s "
+    struct timespec wait = {2, 0};
+    if (rank > 0 && nanosleep(&wait, NULL) != 0)
+        exit(2);
+    char as[48];
+    if (rank > 0)
+        snprintf(as, sizeof as, "rank %d of", rank);
+    else
+        snprintf(as, sizeof as, "one of");
+    fprintf(stderr,
+            "%s: started by an MPI launcher as %s %d processes, but %s "
             "runs as one process (only vae_mnist and mlp_mnist train "
             "data-parallel): each copy would do the whole job into the same "
             "files; run it without mpirun\n",
-            cli_prog, n, cli_prog);
+            cli_prog, as, n, cli_prog);
     exit(2);
 }
 

@@ -704,23 +704,33 @@ bool tg_dist_all_ok(bool ok)
 #else /* single process */
 
 /* N copies of a program built without MPI would each train alone, all
- * writing to the same folder: refuse. */
+ * writing to the same folder: refuse. Rank 0 says why, at once; a rank
+ * r > 0 only when the job is still running 2 s on (mpirun ends a job one
+ * of whose processes failed, and its signal ends the wait): rank 0 is then
+ * not a copy of this build but, say, a build with MPI waiting in MPI_Init
+ * (with rank 0 alone speaking, such a mixed job stopped without a word). */
 void tg_dist_init(int *argc, char ***argv)
 {
     (void)argc;
-    int n = tg_dist_launcher_size();
+    int n = tg_dist_launcher_size(), rank = tg_dist_launcher_rank();
     if (n > 1) {
         const char *prog =
             argv && *argv && (*argv)[0] ? (*argv)[0] : "tapegrad";
         const char *slash = strrchr(prog, '/');
-        if (tg_dist_launcher_rank() == 0) /* one line for the job */
-            fprintf(
-                stderr,
-                "%s: started by an MPI launcher as one of %d processes, but "
+        struct timespec wait = {2, 0};
+        if (rank > 0 && nanosleep(&wait, NULL) != 0)
+            exit(2);
+        char as[48];
+        if (rank > 0)
+            snprintf(as, sizeof as, "rank %d of", rank);
+        else
+            snprintf(as, sizeof as, "one of");
+        fprintf(stderr,
+                "%s: started by an MPI launcher as %s %d processes, but "
                 "this build of tapegrad has no MPI: each would train alone "
                 "into the same folder; rebuild with MPI (meson "
                 "-Dmpi=enabled) or run without mpirun\n",
-                slash ? slash + 1 : prog, n);
+                slash ? slash + 1 : prog, as, n);
         exit(2);
     }
 }
