@@ -694,17 +694,11 @@ static void cli_parse_end(void)
  * stopped without a word). */
 void cli_one_process(void)
 {
-    int n = tg_dist_launcher_size(), rank = tg_dist_launcher_rank();
+    int n = tg_dist_launcher_size();
     if (n <= 1)
         return;
-    struct timespec wait = {2, 0};
-    if (rank > 0 && nanosleep(&wait, NULL) != 0)
-        exit(2);
     char as[48];
-    if (rank > 0)
-        snprintf(as, sizeof as, "rank %d of", rank);
-    else
-        snprintf(as, sizeof as, "one of");
+    tg_dist_refusal_prefix(as, sizeof as);
     fprintf(stderr,
             "%s: started by an MPI launcher as %s %d processes, but %s "
             "runs as one process (only vae_mnist and mlp_mnist train "

@@ -81,6 +81,18 @@ int tg_dist_launcher_rank(void)
     return 0;
 }
 
+void tg_dist_refusal_prefix(char *buf, size_t n)
+{
+    int rank = tg_dist_launcher_rank();
+    struct timespec wait = {2, 0};
+    if (rank > 0 && nanosleep(&wait, NULL) != 0)
+        exit(2);
+    if (rank > 0)
+        snprintf(buf, n, "rank %d of", rank);
+    else
+        snprintf(buf, n, "one of");
+}
+
 /* ---- shards ----------------------------------------------------------- */
 
 static struct {
@@ -712,19 +724,13 @@ bool tg_dist_all_ok(bool ok)
 void tg_dist_init(int *argc, char ***argv)
 {
     (void)argc;
-    int n = tg_dist_launcher_size(), rank = tg_dist_launcher_rank();
+    int n = tg_dist_launcher_size();
     if (n > 1) {
         const char *prog =
             argv && *argv && (*argv)[0] ? (*argv)[0] : "tapegrad";
         const char *slash = strrchr(prog, '/');
-        struct timespec wait = {2, 0};
-        if (rank > 0 && nanosleep(&wait, NULL) != 0)
-            exit(2);
         char as[48];
-        if (rank > 0)
-            snprintf(as, sizeof as, "rank %d of", rank);
-        else
-            snprintf(as, sizeof as, "one of");
+        tg_dist_refusal_prefix(as, sizeof as);
         fprintf(stderr,
                 "%s: started by an MPI launcher as %s %d processes, but "
                 "this build of tapegrad has no MPI: each would train alone "

@@ -146,6 +146,13 @@ int tg_dist_launcher_size(void);
  * started by one (before tg_dist_init, or in a build without MPI: for a
  * refusal that only one process of the job should print). */
 int tg_dist_launcher_rank(void);
+/* For a process that refuses to run as one of a launcher's processes,
+ * before its line: a rank r > 0 first waits 2 s (exit status 2 if a signal
+ * ends the wait: mpirun ends a job one of whose processes failed, so in a
+ * job of identical copies only rank 0 speaks, while a rank whose rank 0 is
+ * another program still says why); then buf gets "rank r of" or "one of",
+ * for "started ... as <buf> N processes". */
+void tg_dist_refusal_prefix(char *buf, size_t n);
 
 /* Seconds spent in tg_dist_allreduce_grads so far on this rank (waiting for
  * slower ranks included), for the compute / communication split. */
