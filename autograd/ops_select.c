@@ -50,7 +50,7 @@ tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *x)
  * walked as 4-D (leading 1s); for y's element (a, b, c, e) in order, xs[d]
  * is the x stride of y's axis d. add: dst (x-shaped) += src (y-shaped)
  * instead of dst (y-shaped) = src (x-shaped). Each y element is one x
- * element: the threads split y's first axis, any split the same bits. */
+ * element: the threads split y's rows, any split the same bits. */
 typedef struct perm_walk {
     int n[4];     /* y's dims, padded in front with 1s */
     size_t xs[4]; /* x's stride for each of them */
@@ -76,20 +76,19 @@ static perm_walk perm_walk_of(const tg_tensor *x, const int *perm)
 static void permute_copy(const perm_walk *w, const float *src, float *dst,
                          bool add)
 {
-    size_t inner = (size_t)w->n[1] * w->n[2] * w->n[3];
-    TG_PARALLEL_FOR(w->n[0], inner)
-    for (int a = 0; a < w->n[0]; a++) {
-        size_t y = (size_t)a * inner;
-        for (int b = 0; b < w->n[1]; b++)
-            for (int c = 0; c < w->n[2]; c++) {
-                size_t x = a * w->xs[0] + b * w->xs[1] + c * w->xs[2];
-                for (int e = 0; e < w->n[3]; e++, y++, x += w->xs[3]) {
-                    if (add)
-                        dst[x] += src[y];
-                    else
-                        dst[y] = src[x];
-                }
-            }
+    long rows = (long)w->n[0] * w->n[1] * w->n[2]; /* y's rows of n[3] */
+    TG_PARALLEL_FOR(rows, w->n[3])
+    for (long r = 0; r < rows; r++) {
+        long c = r % w->n[2], ab = r / w->n[2];
+        long b = ab % w->n[1], a = ab / w->n[1];
+        size_t x = a * w->xs[0] + b * w->xs[1] + c * w->xs[2];
+        size_t y = (size_t)r * w->n[3];
+        for (int e = 0; e < w->n[3]; e++, y++, x += w->xs[3]) {
+            if (add)
+                dst[x] += src[y];
+            else
+                dst[y] = src[x];
+        }
     }
 }
 
