@@ -275,8 +275,10 @@ tg_tensor *tg_mean_axis0(tg_tape *tp, tg_tensor *x);
 /* x [R, C] -> [C, R] (2-D only; a copy). */
 tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *x);
 /* x with its axes reordered, as torch.permute: y.shape[d] =
- * x.shape[perm[d]], perm listing each of x's ndim axes once (a copy). For
- * heads of attention: [B, T, H, Dh] -> [B, H, T, Dh] is perm {0, 2, 1, 3}. */
+ * x.shape[perm[d]]. perm holds x->ndim entries (it is read that far: a
+ * shorter array is read past its end), each axis 0..ndim-1 once; unlike
+ * torch, negative axes are refused. A copy. For heads of attention:
+ * [B, T, H, Dh] -> [B, H, T, Dh] is perm {0, 2, 1, 3}. */
 tg_tensor *tg_permute(tg_tape *tp, tg_tensor *x, const int *perm);
 /* Columns [c0, c1) of the last axis: [..., C] -> [..., c1 - c0], a copy;
  * 0 <= c0 < c1 <= C. */

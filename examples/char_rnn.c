@@ -305,6 +305,8 @@ static void sample(tg_tape *tp, const model *m, const unsigned char *vocab,
             }
         hist[i] = ch;
         put_byte(vocab[ch]);
+        if (i % 64 == 0) /* a reader gone (| head): stop, not sample on */
+            cli_flush_stdout(true);
     }
     putchar('\n');
     free(state);
@@ -396,18 +398,41 @@ static int train_epoch(trainer *t, model *m, const options *o, int e)
     return 0;
 }
 
-/* One step's tape (the unrolled cell's activations and their gradients)
- * takes about 300 bytes per batch row, character and hidden unit (measured:
- * 250 for a GRU, 285 for an LSTM); attention's takes about as much, plus
- * its scores [batch, heads, seq, seq] in about ten copies (mask, sums,
- * softmax, gradients: 40 bytes each). A size past the machine's memory is
- * refused before anything is allocated: the flags allow --batch 65536
- * --seq 4096 --hidden 8192 (6e17 bytes), which died out of memory. */
-static void check_memory(const options *o)
+/* The model's parameter count over a vocabulary of V characters. */
+static double model_params(const options *o, int V)
 {
-    double need = 300.0 * o->batch * o->seq * o->hidden;
+    double D = o->hidden;
+    if (o->cell == CELL_ATTENTION) /* emb, pos, 2 LayerNorms, q k v proj,
+                                      ff1, ff2, out */
+        return (V + o->seq) * D + 4 * D + 4 * (D * D + D) + 4 * D * D + 4 * D +
+               4 * D * D + D + D * V + V;
+    double G = o->cell == CELL_LSTM ? 4 : 3; /* gates */
+    return G * D * (V + D) + 2 * G * D + D * V + V;
+}
+
+/* A model past what a parameter set holds (512 M floats), or a step past
+ * the machine's memory, is refused before anything is allocated (the flags
+ * allow --batch 65536 --seq 4096 --hidden 8192: 6e17 bytes, which died
+ * out of memory; attention's parameters past the set aborted in
+ * tg_params_add). One step takes about 300 bytes per batch row, character
+ * and hidden unit (measured: 250 for a GRU, 285 for an LSTM, attention
+ * about as much), 16 per logit (logits, softmax, gradient), 16 per
+ * parameter (value, gradient, Adam's two moments) and, for attention, its
+ * scores [batch, heads, seq, seq] in about ten copies (mask, sums,
+ * softmax, gradients: 40 bytes each). */
+static void check_memory(const options *o, int V)
+{
+    double params = model_params(o, V);
+    if (params > (double)(1 << 29)) {
+        cli_error("--hidden %d makes a model of %.3g M parameters, more "
+                  "than a parameter set holds (%d M)",
+                  o->hidden, params / 1e6, 1 << 9);
+        exit(2);
+    }
+    double rows = (double)o->batch * o->seq;
+    double need = 300.0 * rows * o->hidden + 16.0 * rows * V + 16.0 * params;
     if (o->cell == CELL_ATTENTION)
-        need += 160.0 * o->batch * o->seq * o->seq;
+        need += 40.0 * (o->hidden % 4 == 0 ? 4 : 1) * rows * o->seq;
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     double have = pages > 0 && page > 0 ? (double)pages * page : 0.0;
     if (have > 0.0 && need > have) {
@@ -423,13 +448,13 @@ int main(int argc, char **argv)
     cli_prog = "char_rnn";
     cli_one_process();
     options o = parse_options(argc, argv);
-    check_memory(&o);
     tg_set_threads(o.threads);
     int *ids = NULL, n_vocab = 0;
     unsigned char vocab[256];
     long len = read_text(o.text, o.seq, &ids, vocab, &n_vocab);
     if (len < 0)
         return 2;
+    check_memory(&o, n_vocab);
 
     model m;
     tg_rng init, noise;

@@ -51,6 +51,16 @@ expect 0 "$rnn" $small --text "$tmp/ctrl.txt" --threads 1
 grep -q '\\x1b' "$tmp/out" || fail "control bytes not escaped: $(cat "$tmp/out")"
 if LC_ALL=C grep -q "$(printf '\033')" "$tmp/out"; then fail "raw ESC in the sample"; fi
 
+# an attention model past what a parameter set holds: refused (aborted in
+# tg_params_add), and a sample whose reader is gone stops at once (it went
+# on sampling: hours for --sample 1048576 at a long --seq)
+expect 2 "$rnn" --cell attention --hidden 8192 --seq 2 --batch 1
+mentions "more than a parameter set holds"
+timeout 60 "$rnn" --cell attention --epochs 1 --steps 2 --hidden 8 --seq 64 \
+    --batch 2 --sample 1048576 2>"$tmp/err" | head -c 100 >/dev/null
+st=$(grep -c 'Broken pipe' "$tmp/err")
+[ "$st" -eq 1 ] || fail "sampling into a closed pipe: $(cat "$tmp/err")"
+
 expect 0 "$rnn" --help
 expect 0 "$rnn" --version
 expect 2 "$rnn" --no-such-flag
