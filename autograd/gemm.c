@@ -108,9 +108,8 @@ static struct {
     int blocks_kc; /* TG_GEMM_BLOCKS="kc,nc" (tuning aid), else 0 */
     int blocks_nc;
     size_t buffer_floats; /* per-thread pack buffer: the largest blocks */
-    double min_flops_parallel;
-    atomic_int pack_a_t; /* A transposed: pack it (1) or read it in place
-                            (0) as TG_GEMM_PACK_A fixes it; -1: measured */
+    atomic_int pack_a_t;  /* A transposed: pack it (1) or read it in place
+                             (0) as TG_GEMM_PACK_A fixes it; -1: measured */
 } cfg;
 static atomic_int cfg_ready;
 /* pack_a_transposed's measurement per kernel: 0 until taken, else 1 + the
@@ -251,7 +250,6 @@ static void init(void)
             cfg.kern = kernels[i];
             break;
         }
-    cfg.min_flops_parallel = 4e6;
     const char *env = getenv("TG_GEMM_KERNEL");
     if (env && *env && !tg_gemm_set_kernel(env))
         fprintf(stderr,
@@ -745,7 +743,7 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
         pn = (pb.N + kern->nr - 1) / kern->nr;
     int T = 1;
 #ifdef TG_HAVE_OPENMP
-    if (2.0 * M * N * K >= cfg.min_flops_parallel && !omp_in_parallel())
+    if (2.0 * M * N * K >= GEMM_MIN_PARALLEL_FLOPS && !omp_in_parallel())
         T = tg_get_threads();
 #endif
     if (T > pm * pn)

@@ -26,6 +26,10 @@ typedef void (*gemm_transpose_fn)(const float *src, ptrdiff_t ld, int rows,
 void gemm_transpose(const float *src, ptrdiff_t ld, int rows, int cols,
                     float *dst, ptrdiff_t dst_ld);
 
+/* tg_gemm threads a product of at least this many flops (2 M N K); a
+ * smaller one runs on the calling thread. */
+#define GEMM_MIN_PARALLEL_FLOPS 4e6
+
 /* tg_gemm without computing C^T instead: then the tile and K blocks depend
  * on N, K and the transposes alone, and a row of C gets the same bits
  * however many rows are computed with it (the convolutions' chunks). */

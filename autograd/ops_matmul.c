@@ -1,5 +1,6 @@
 /* Products: the fused Dense op and a general matmul (batched too). Both run
  * on tg_gemm, forward and backward. */
+#include "gemm_internal.h"
 #include "parallel.h"
 #include "tape.h"
 
@@ -81,21 +82,19 @@ tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b)
 typedef struct mm {
     int M, N, K, nb;
     bool ta, tb;
-    int lda, ldb;            /* row lengths of A and B as stored */
-    size_t sa, sb;           /* floats from one matrix of A (B) to the next */
+    int lda, ldb;  /* row lengths of A and B as stored */
+    size_t sa, sb; /* floats from one matrix of A (B) to the next: 0 shared */
     bool shared_a, shared_b; /* 2-D: one matrix for the whole batch */
 } mm;
 
 /* One matrix's product or gradient. */
 enum { PRODUCT, GRAD_A, GRAD_B };
-enum { MM_ITEM_MAX_FLOPS = 4000000 }; /* tg_gemm threads larger products */
 
 static void mm_item(const mm *m, int what, int i, const float *A,
                     const float *B, const float *dC, float *out)
 {
     const int M = m->M, N = m->N, K = m->K;
-    const float *a = m->shared_a ? A : A + i * m->sa;
-    const float *b = m->shared_b ? B : B + i * m->sb;
+    const float *a = A + i * m->sa, *b = B + i * m->sb;
     const float *dc = what == PRODUCT ? NULL : dC + (size_t)i * M * N;
     switch (what) {
     case PRODUCT:
@@ -105,18 +104,18 @@ static void mm_item(const mm *m, int what, int i, const float *A,
     case GRAD_A:
         if (!m->ta)
             tg_gemm(false, !m->tb, M, K, N, 1.0f, dc, N, b, m->ldb, 1.0f,
-                    m->shared_a ? out : out + i * m->sa, K);
+                    out + i * m->sa, K);
         else
             tg_gemm(m->tb, true, K, M, N, 1.0f, b, m->ldb, dc, N, 1.0f,
-                    m->shared_a ? out : out + i * m->sa, M);
+                    out + i * m->sa, M);
         break;
     case GRAD_B:
         if (!m->tb)
             tg_gemm(!m->ta, false, K, N, M, 1.0f, a, m->lda, dc, N, 1.0f,
-                    m->shared_b ? out : out + i * m->sb, N);
+                    out + i * m->sb, N);
         else
             tg_gemm(true, m->ta, N, K, M, 1.0f, dc, N, a, m->lda, 1.0f,
-                    m->shared_b ? out : out + i * m->sb, K);
+                    out + i * m->sb, K);
         break;
     }
 }
@@ -133,7 +132,7 @@ static void mm_batch(const mm *m, int what, const float *A, const float *B,
         (what == GRAD_A && m->shared_a) || (what == GRAD_B && m->shared_b);
     int T = tg_par_threads();
     if (shared_out || T < 2 || m->nb < 2 ||
-        2.0 * m->M * m->N * m->K >= MM_ITEM_MAX_FLOPS) {
+        2.0 * m->M * m->N * m->K >= GEMM_MIN_PARALLEL_FLOPS) {
         for (int i = 0; i < m->nb; i++)
             mm_item(m, what, i, A, B, dC, out);
         return;
@@ -163,13 +162,13 @@ static mm mm_of(const tg_tensor *a, const tg_tensor *b, bool ta, bool tb,
     m.M = m.ta ? a->shape[a->ndim - 1] : a->shape[a->ndim - 2];
     m.K = m.ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
     m.N = m.tb ? b->shape[b->ndim - 2] : b->shape[b->ndim - 1];
-    /* shared by the rank, not by a stride of 0: a batch of [K, 0]
-     * matrices has that stride, and was taken for a shared B (dA was
+    /* shared by the rank, never judged by the stride: a batch of [K, 0]
+     * matrices has a stride of 0 too, and was taken for a shared B (dA was
      * written past its end) */
     m.shared_a = a->ndim == 2;
     m.shared_b = b->ndim == 2;
-    m.sa = (size_t)m.M * m.K;
-    m.sb = (size_t)m.K * m.N;
+    m.sa = m.shared_a ? 0 : (size_t)m.M * m.K;
+    m.sb = m.shared_b ? 0 : (size_t)m.K * m.N;
     m.nb = batch_count(c);
     return m;
 }
@@ -180,7 +179,6 @@ static void mm_flatten(mm *m)
 {
     if (m->shared_b && !m->ta && m->nb > 1) {
         m->M *= m->nb;
-        m->sa = (size_t)m->M * m->K;
         m->nb = 1;
     }
 }
