@@ -470,10 +470,10 @@ tg_tensor *tg_conv_transpose2d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
  * Checked here first, so that a bad call names the 1-D op and the shapes
  * it was given; the 2-D op then cannot fail. */
 
-static tg_conv2d_args args_1d(tg_tape *tp, const char *op, const tg_tensor *x,
-                              const tg_tensor *W, const tg_tensor *b,
-                              bool transpose, int stride, int padding,
-                              int output_padding, int dilation)
+static tg_conv2d_args args_1d(tg_tape *tp, const char *op, tg_tensor *x,
+                              tg_tensor *W, tg_tensor *b, bool transpose,
+                              int stride, int padding, int output_padding,
+                              int dilation)
 {
     char sx[64], sw[64], sb[64];
     check_inputs(op, x, W);
@@ -520,7 +520,7 @@ static tg_conv2d_args args_1d(tg_tape *tp, const char *op, const tg_tensor *x,
                  "many positions (over %d in all)",
                  tg_shape_str(x, sx), tg_shape_str(W, sw), s, padding, d,
                  INT_MAX);
-    tg_tensor *in[] = {(tg_tensor *)x, (tg_tensor *)W, (tg_tensor *)b};
+    tg_tensor *in[] = {x, W, b};
     check_recorded_inputs(tp, op, b ? 3 : 2, in);
     return (tg_conv2d_args){.stride = {1, s},
                             .dilation = {1, d},
