@@ -56,7 +56,9 @@ fi
 
 # The blocks, continuation lines joined, each line either kept or turned
 # into a note of why it is not run here.
-awk -v mpi="$mpi" '
+fashion=yes
+[ -d /usr/share/datasets/fashion-mnist ] || fashion=no
+awk -v mpi="$mpi" -v fashion="$fashion" '
     /^```sh$/ { inblock = 1; n++; print "echo \"== README sh block " n "\""; next }
     /^```$/   { inblock = 0; next }
     !inblock  { next }
@@ -71,8 +73,7 @@ awk -v mpi="$mpi" '
         if (skip != "") { gsub(/\047/, "\047\\\047\047", line); print "echo \047skipped (" skip "): " line "\047"; next }
         gsub(/\/opt\/torchvenv\/bin\/python /, "torch_run /opt/torchvenv/bin/python ", line)
         gsub(/\/tmp\//, "tmp/", line)
-        if (line ~ /^[ \t]*F=\/usr\/share\/datasets\/fashion-mnist/)
-            line = line "; [ -d \"$F\" ] || F=data/mnist"
+        if (fashion != "yes") gsub(/\/usr\/share\/datasets\/fashion-mnist/, "data/mnist", line)
         print line
     }' "$src/README.md" >"$work/blocks.sh"
 
