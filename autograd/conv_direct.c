@@ -23,8 +23,11 @@
  * it gives the im2col path's bits (the AVX2 family's). wgrad sums each
  * image's products (fixed order) into its own slot, the slots added in
  * image order afterwards; everything else is per image: the same bits for
- * any thread count. AVX2+FMA only: with the portable GEMM kernel the
- * convolutions take the im2col path. */
+ * any thread count. AVX2+FMA, or AVX-512 when the avx512 GEMM kernel is
+ * chosen: 16 outputs per vector, the same FMA chain for each output (corr
+ * and trans give the AVX2 forms' bits; wgrad's lanes are summed 16 at a
+ * time, so its bits differ from the AVX2 form's in rounding). With the
+ * portable GEMM kernel the convolutions take the im2col path. */
 #include "conv_internal.h"
 
 #ifdef TG_GEMM_X86
@@ -64,8 +67,12 @@ bool conv_direct_layout(const geom *g, dlay *d)
     if (lt > (1 << 22) || F > (1 << 22))
         return false;
     d->Wp = (int)Wp;
-    d->Lf = (int)((lf + 8 * CORR_V - 1) / (8 * CORR_V) * (8 * CORR_V));
-    d->Lt = (int)((lt + 8 * TRANS_V - 1) / (8 * TRANS_V) * (8 * TRANS_V));
+    d->wide = strcmp(tg_gemm_kernel(), "avx512") == 0;
+    /* whole blocks of the kernels: CORR_V / TRANS_V vectors of 8 or 16 */
+    long long lanes = d->wide ? 16 : 8, bf = lanes * CORR_V,
+              bt = lanes * TRANS_V;
+    d->Lf = (int)((lf + bf - 1) / bf * bf);
+    d->Lt = (int)((lt + bt - 1) / bt * bt);
     d->F = (int)F;
     d->PS = round8((size_t)d->Lf + (size_t)F);
     d->CS = round8((size_t)F + (size_t)(d->Lf > d->Lt ? d->Lf : d->Lt));
@@ -193,18 +200,67 @@ corr_block(const int NB, const dlay *d, const float *planes, const int *src,
     }
 }
 
-/* out [OC, OH, OW] = corr + bias[oc] (bias may be NULL), or += corr. */
+/* corr_block, 16 outputs per vector. */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+corr_block_512(const int NB, const dlay *d, const float *planes, const int *src,
+               const float *w, float *buf)
+{
+    const int KK = d->KK, Lf = d->Lf;
+    for (int t0 = 0; t0 < Lf; t0 += 16 * CORR_V) {
+        __m512 acc[4][CORR_V];
+        for (int c = 0; c < NB; c++)
+            for (int v = 0; v < CORR_V; v++)
+                acc[c][v] = _mm512_setzero_ps();
+        for (int k = 0; k < KK; k++) {
+            const float *s = planes + src[k] + t0;
+            __m512 x[CORR_V];
+            for (int v = 0; v < CORR_V; v++)
+                x[v] = _mm512_loadu_ps(s + 16 * v);
+            for (int c = 0; c < NB; c++) {
+                __m512 wv = _mm512_set1_ps(w[(size_t)c * KK + k]);
+                for (int v = 0; v < CORR_V; v++)
+                    acc[c][v] = _mm512_fmadd_ps(x[v], wv, acc[c][v]);
+            }
+        }
+        for (int c = 0; c < NB; c++)
+            for (int v = 0; v < CORR_V; v++)
+                _mm512_storeu_ps(buf + (size_t)c * Lf + t0 + 16 * v, acc[c][v]);
+    }
+}
+
+/* corr of NB (4 or 1) output channels in the layout's vector width. */
 __attribute__((target("avx2,fma"))) static void
-corr_image(const geom *g, const dlay *d, const float *planes, const int *src,
-           const float *W, const float *bias, bool add, float *buf, float *out)
+corr_blocks_avx2(int NB, const dlay *d, const float *planes, const int *src,
+                 const float *w, float *buf)
+{
+    if (NB == 4)
+        corr_block(4, d, planes, src, w, buf);
+    else
+        corr_block(1, d, planes, src, w, buf);
+}
+
+__attribute__((target("avx512f,fma"))) static void
+corr_blocks_512(int NB, const dlay *d, const float *planes, const int *src,
+                const float *w, float *buf)
+{
+    if (NB == 4)
+        corr_block_512(4, d, planes, src, w, buf);
+    else
+        corr_block_512(1, d, planes, src, w, buf);
+}
+
+/* out [OC, OH, OW] = corr + bias[oc] (bias may be NULL), or += corr. */
+static void corr_image(const geom *g, const dlay *d, const float *planes,
+                       const int *src, const float *W, const float *bias,
+                       bool add, float *buf, float *out)
 {
     for (int oc = 0; oc < g->OC;) {
         int nb = g->OC - oc >= 4 ? 4 : 1;
         const float *w = W + (size_t)oc * d->KK;
-        if (nb == 4)
-            corr_block(4, d, planes, src, w, buf);
+        if (d->wide)
+            corr_blocks_512(nb, d, planes, src, w, buf);
         else
-            corr_block(1, d, planes, src, w, buf);
+            corr_blocks_avx2(nb, d, planes, src, w, buf);
         for (int c = 0; c < nb; c++, oc++) {
             const float *s = buf + (size_t)c * d->Lf;
             float *o = out + (size_t)oc * g->OH * g->OW;
@@ -264,10 +320,71 @@ wgrad_block(const int NB, const int NT, const dlay *d, const float *cg,
             part[(size_t)c * d->KK + k0 + k] = hsum8(acc[c][k]);
 }
 
-/* part [OC, KK] = one image's wgrad; cg is its column grid (past F). */
+/* wgrad_block, 16 products per vector. */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+wgrad_block_512(const int NB, const int NT, const dlay *d, const float *cg,
+                const float *planes, const int *src, int k0, float *part)
+{
+    __m512 acc[4][2];
+    for (int c = 0; c < NB; c++)
+        for (int k = 0; k < NT; k++)
+            acc[c][k] = _mm512_setzero_ps();
+    const float *xs[2];
+    for (int k = 0; k < NT; k++)
+        xs[k] = planes + src[k0 + k];
+    const int Lf = d->Lf;
+    const size_t CS = d->CS;
+    for (int t = 0; t < Lf; t += 16) {
+        __m512 x[2];
+        for (int k = 0; k < NT; k++)
+            x[k] = _mm512_loadu_ps(xs[k] + t);
+        for (int c = 0; c < NB; c++) {
+            __m512 dv = _mm512_loadu_ps(cg + c * CS + t);
+            for (int k = 0; k < NT; k++)
+                acc[c][k] = _mm512_fmadd_ps(dv, x[k], acc[c][k]);
+        }
+    }
+    for (int c = 0; c < NB; c++)
+        for (int k = 0; k < NT; k++) /* halves, then hsum8's order */
+            part[(size_t)c * d->KK + k0 + k] =
+                hsum8(_mm256_add_ps(_mm512_castps512_ps256(acc[c][k]),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                        _mm512_castps_pd(acc[c][k]), 1))));
+}
+
+/* wgrad of NB (4 or 1) channels and NT (2 or 1) taps in the layout's
+ * vector width. */
 __attribute__((target("avx2,fma"))) static void
-wgrad_image(const geom *g, const dlay *d, const float *cg, const float *planes,
-            const int *src, float *part)
+wgrad_blocks_avx2(int NB, int NT, const dlay *d, const float *c,
+                  const float *planes, const int *src, int k, float *p)
+{
+    if (NB == 4 && NT == 2)
+        wgrad_block(4, 2, d, c, planes, src, k, p);
+    else if (NB == 4)
+        wgrad_block(4, 1, d, c, planes, src, k, p);
+    else if (NT == 2)
+        wgrad_block(1, 2, d, c, planes, src, k, p);
+    else
+        wgrad_block(1, 1, d, c, planes, src, k, p);
+}
+
+__attribute__((target("avx512f,fma"))) static void
+wgrad_blocks_512(int NB, int NT, const dlay *d, const float *c,
+                 const float *planes, const int *src, int k, float *p)
+{
+    if (NB == 4 && NT == 2)
+        wgrad_block_512(4, 2, d, c, planes, src, k, p);
+    else if (NB == 4)
+        wgrad_block_512(4, 1, d, c, planes, src, k, p);
+    else if (NT == 2)
+        wgrad_block_512(1, 2, d, c, planes, src, k, p);
+    else
+        wgrad_block_512(1, 1, d, c, planes, src, k, p);
+}
+
+/* part [OC, KK] = one image's wgrad; cg is its column grid (past F). */
+static void wgrad_image(const geom *g, const dlay *d, const float *cg,
+                        const float *planes, const int *src, float *part)
 {
     for (int oc = 0; oc < g->OC;) {
         int nb = g->OC - oc >= 4 ? 4 : 1;
@@ -275,14 +392,10 @@ wgrad_image(const geom *g, const dlay *d, const float *cg, const float *planes,
         float *p = part + (size_t)oc * d->KK;
         for (int k = 0; k < d->KK;) {
             int nt = d->KK - k >= 2 ? 2 : 1;
-            if (nb == 4 && nt == 2)
-                wgrad_block(4, 2, d, c, planes, src, k, p);
-            else if (nb == 4)
-                wgrad_block(4, 1, d, c, planes, src, k, p);
-            else if (nt == 2)
-                wgrad_block(1, 2, d, c, planes, src, k, p);
+            if (d->wide)
+                wgrad_blocks_512(nb, nt, d, c, planes, src, k, p);
             else
-                wgrad_block(1, 1, d, c, planes, src, k, p);
+                wgrad_blocks_avx2(nb, nt, d, c, planes, src, k, p);
             k += nt;
         }
         oc += nb;
@@ -319,37 +432,81 @@ static void scatter_phase(const geom *g, const dlay *d, int r, const float *buf,
  * each have a tap at every shift (stride 2 with an even kernel, as the
  * VAE's) go together: each column vector loaded serves the four, with
  * weights wq [shift][oc][phase]; else one phase at a time. */
+/* The four grouped phases' grid values into buf [4, Lt] (trans_image). */
+__attribute__((target("avx2,fma"))) static void
+trans_grouped_avx2(const geom *g, const dlay *d, const float *cg,
+                   const float *wq, float *buf)
+{
+    int S = (d->amax + 1) * (d->bmax + 1);
+    for (int t0 = 0; t0 < d->Lt; t0 += 8 * TRANS_V) {
+        __m256 acc[4][TRANS_V];
+        for (int q = 0; q < 4; q++)
+            for (int v = 0; v < TRANS_V; v++)
+                acc[q][v] = _mm256_setzero_ps();
+        const float *w = wq;
+        for (int sh = 0; sh < S; sh++) {
+            int shift = sh / (d->bmax + 1) * d->Wp + sh % (d->bmax + 1);
+            const float *s = cg + d->F - shift + t0;
+            for (int oc = 0; oc < g->OC; oc++, s += d->CS, w += 4) {
+                __m256 x[TRANS_V];
+                for (int v = 0; v < TRANS_V; v++)
+                    x[v] = _mm256_loadu_ps(s + 8 * v);
+                for (int q = 0; q < 4; q++) {
+                    __m256 wv = _mm256_broadcast_ss(w + q);
+                    for (int v = 0; v < TRANS_V; v++)
+                        acc[q][v] = _mm256_fmadd_ps(x[v], wv, acc[q][v]);
+                }
+            }
+        }
+        for (int q = 0; q < 4; q++)
+            for (int v = 0; v < TRANS_V; v++)
+                _mm256_storeu_ps(buf + (size_t)q * d->Lt + t0 + 8 * v,
+                                 acc[q][v]);
+    }
+}
+
+/* trans_grouped_avx2, 16 outputs per vector. */
+__attribute__((target("avx512f,fma"))) static void
+trans_grouped_512(const geom *g, const dlay *d, const float *cg,
+                  const float *wq, float *buf)
+{
+    int S = (d->amax + 1) * (d->bmax + 1);
+    for (int t0 = 0; t0 < d->Lt; t0 += 16 * TRANS_V) {
+        __m512 acc[4][TRANS_V];
+        for (int q = 0; q < 4; q++)
+            for (int v = 0; v < TRANS_V; v++)
+                acc[q][v] = _mm512_setzero_ps();
+        const float *w = wq;
+        for (int sh = 0; sh < S; sh++) {
+            int shift = sh / (d->bmax + 1) * d->Wp + sh % (d->bmax + 1);
+            const float *s = cg + d->F - shift + t0;
+            for (int oc = 0; oc < g->OC; oc++, s += d->CS, w += 4) {
+                __m512 x[TRANS_V];
+                for (int v = 0; v < TRANS_V; v++)
+                    x[v] = _mm512_loadu_ps(s + 16 * v);
+                for (int q = 0; q < 4; q++) {
+                    __m512 wv = _mm512_set1_ps(w[q]);
+                    for (int v = 0; v < TRANS_V; v++)
+                        acc[q][v] = _mm512_fmadd_ps(x[v], wv, acc[q][v]);
+                }
+            }
+        }
+        for (int q = 0; q < 4; q++)
+            for (int v = 0; v < TRANS_V; v++)
+                _mm512_storeu_ps(buf + (size_t)q * d->Lt + t0 + 16 * v,
+                                 acc[q][v]);
+    }
+}
+
 __attribute__((target("avx2,fma"))) static void
 trans_image(const geom *g, const dlay *d, const float *cg, const float *W,
             const float *wq, float *buf, float *out)
 {
     if (wq) {
-        int S = (d->amax + 1) * (d->bmax + 1);
-        for (int t0 = 0; t0 < d->Lt; t0 += 8 * TRANS_V) {
-            __m256 acc[4][TRANS_V];
-            for (int q = 0; q < 4; q++)
-                for (int v = 0; v < TRANS_V; v++)
-                    acc[q][v] = _mm256_setzero_ps();
-            const float *w = wq;
-            for (int sh = 0; sh < S; sh++) {
-                int shift = sh / (d->bmax + 1) * d->Wp + sh % (d->bmax + 1);
-                const float *s = cg + d->F - shift + t0;
-                for (int oc = 0; oc < g->OC; oc++, s += d->CS, w += 4) {
-                    __m256 x[TRANS_V];
-                    for (int v = 0; v < TRANS_V; v++)
-                        x[v] = _mm256_loadu_ps(s + 8 * v);
-                    for (int q = 0; q < 4; q++) {
-                        __m256 wv = _mm256_broadcast_ss(w + q);
-                        for (int v = 0; v < TRANS_V; v++)
-                            acc[q][v] = _mm256_fmadd_ps(x[v], wv, acc[q][v]);
-                    }
-                }
-            }
-            for (int q = 0; q < 4; q++)
-                for (int v = 0; v < TRANS_V; v++)
-                    _mm256_storeu_ps(buf + (size_t)q * d->Lt + t0 + 8 * v,
-                                     acc[q][v]);
-        }
+        if (d->wide)
+            trans_grouped_512(g, d, cg, wq, buf);
+        else
+            trans_grouped_avx2(g, d, cg, wq, buf);
         for (int r = 0; r < 4; r++)
             scatter_phase(g, d, r, buf + (size_t)r * d->Lt, out);
         return;

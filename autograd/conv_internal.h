@@ -140,6 +140,7 @@ typedef struct dlay {
     int P, KK;      /* phases sh*sw, taps kh*kw */
     int amax, bmax; /* largest tap shifts, in phase rows and columns */
     int Wp;         /* grid row: OW + bmax */
+    bool wide;      /* AVX-512 kernels (the avx512 GEMM kernel chosen) */
     int Lf, Lt;     /* grid lengths of corr/wgrad and trans, whole blocks */
     int F;          /* zeros before a column plane: amax*Wp + bmax */
     size_t PS, CS;  /* floats per phase plane, per column plane */
