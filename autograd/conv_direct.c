@@ -161,14 +161,10 @@ static void fill_cols(const geom *g, const dlay *d, const float *c,
             conv_relu_plane((int)P, y + (size_t)oc * P, s, m, sums + oc);
             s = m;
         }
-        memset(p, 0, (size_t)d->F * sizeof *p);
+        memset(p, 0, d->CS * sizeof *p); /* one call, not two per row */
         p += d->F;
-        for (int oh = 0; oh < g->OH; oh++, p += d->Wp, s += g->OW) {
+        for (int oh = 0; oh < g->OH; oh++, p += d->Wp, s += g->OW)
             memcpy(p, s, (size_t)g->OW * sizeof *p);
-            memset(p + g->OW, 0, (size_t)(d->Wp - g->OW) * sizeof *p);
-        }
-        size_t used = (size_t)d->F + (size_t)g->OH * d->Wp;
-        memset(p, 0, (d->CS - used) * sizeof *p);
     }
 }
 

@@ -43,17 +43,16 @@ bool conv_implicit_ok(const geom *g)
 #endif
 }
 
-/* One padded plane d [Hq][Wq] from s [H][W]: rows copied, padding zeroed. */
+/* One padded plane d [Hq][Wq] from s [H][W]: zeroed whole, rows copied
+ * in (one call per row: zeroing each row's few padding floats apart cost
+ * two more calls per row, 3% of the conv VAE's step). */
 static void pad_plane(const geom *g, const ilay *l, const float *s, float *d)
 {
-    memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
-    d += (size_t)g->ph * l->Wq;
-    for (int h = 0; h < g->H; h++, d += l->Wq, s += g->W) {
-        memset(d, 0, (size_t)g->pw * sizeof *d);
-        memcpy(d + g->pw, s, (size_t)g->W * sizeof *d);
-        memset(d + g->pw + g->W, 0, (size_t)g->pw * sizeof *d);
-    }
-    memset(d, 0, (size_t)g->ph * l->Wq * sizeof *d);
+    if (g->ph || g->pw)
+        memset(d, 0, l->plane * sizeof *d);
+    d += (size_t)g->ph * l->Wq + g->pw;
+    for (int h = 0; h < g->H; h++, d += l->Wq, s += g->W)
+        memcpy(d, s, (size_t)g->W * sizeof *d);
 }
 
 /* xp (all images) from x [N, C, H, W]. */
