@@ -355,6 +355,19 @@ void conv_to_pm(int N, int C, int P, const float *nchw, float *pm)
                        pm + (size_t)n * P * C, C);
 }
 
+/* pan [C/16][N*P][16] = nchw [N, C, P], C a multiple of 16: pixel-major
+ * in 16-channel panels, the implicit dW's layout (a transpose per image
+ * and panel). */
+void conv_to_panels(int N, int C, int P, const float *nchw, float *pan)
+{
+    const size_t NP = (size_t)N * P;
+    TG_PARALLEL_FOR(N, (size_t)C * P)
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c += 16)
+            gemm_transpose(nchw + ((size_t)n * C + c) * P, P, 16, P,
+                           pan + ((size_t)c * NP + (size_t)n * P * 16), 16);
+}
+
 /* dW [OC, K] += tmp [K, OC] transposed. */
 void conv_add_transposed(int OC, int K, const float *tmp, float *dW)
 {
@@ -421,8 +434,9 @@ void conv_bias_from_sums(int N, int C, const double *sums, float *db)
 }
 
 void conv_relu_backward(int N, int C, int P, const float *y, const float *dy,
-                        float *m, double *sums, float *pm)
+                        float *m, double *sums, float *pm, bool panels)
 {
+    const size_t NP = (size_t)N * P;
     TG_PARALLEL_FOR(N, (size_t)C * P)
     for (int n = 0; n < N; n++) {
         size_t o = (size_t)n * C * P;
@@ -430,7 +444,12 @@ void conv_relu_backward(int N, int C, int P, const float *y, const float *dy,
             conv_relu_plane(P, y + o + (size_t)c * P, dy + o + (size_t)c * P,
                             m + o + (size_t)c * P,
                             sums ? sums + (size_t)n * C + c : NULL);
-        if (pm) /* the image's pixel-major copy while it is in cache */
+        /* the image's pixel-major copy while it is in cache */
+        if (pm && panels)
+            for (int c = 0; c < C; c += 16)
+                gemm_transpose(m + o + (size_t)c * P, P, 16, P,
+                               pm + ((size_t)c * NP + (size_t)n * P * 16), 16);
+        else if (pm)
             gemm_transpose(m + o, P, C, P, pm + o, C);
     }
 }

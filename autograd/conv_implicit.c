@@ -415,22 +415,16 @@ void conv_implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
 #endif
 }
 
-/* dW [OC, K] += (col(xp)^T . dyp)^T, dyp [N*P, OC]. Threads take ranges of
- * 6-row tiles of dW^T; each runs every block of images in order. */
+/* dW [OC, K] += (col(xp)^T . dy')^T, dy' given in panels dpan (see
+ * conv_internal.h). Threads take ranges of 6-row tiles of dW^T; each runs
+ * every block of images in order. */
 void conv_implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
-                         const float *xp, const float *dyp, float *dW)
+                         const float *xp, const float *dpan, float *dW)
 {
 #ifdef TG_GEMM_X86
     const int K = K_of(g), P = P_of(g);
     const int *off = k_offsets(tp, g, l);
     float *dWt = scratch(tp, (size_t)K, (size_t)g->OC);
-    const size_t NP = (size_t)g->N * P;
-    float *dpan = scratch(tp, NP, (size_t)g->OC);
-    TG_PARALLEL_FOR(g->OC / 16, NP * 16)
-    for (int pn = 0; pn < g->OC / 16; pn++)
-        for (size_t q = 0; q < NP; q++)
-            memcpy(dpan + ((size_t)pn * NP + q) * 16,
-                   dyp + q * g->OC + (size_t)pn * 16, 16 * sizeof(float));
     /* images per block: about 256 pixels */
     int G = 256 / (P > 0 ? P : 1);
     G = G < 1 ? 1 : G;
@@ -455,7 +449,7 @@ void conv_implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
     }
     conv_add_transposed(g->OC, K, dWt, dW);
 #else
-    (void)tp, (void)g, (void)l, (void)xp, (void)dyp, (void)dW;
+    (void)tp, (void)g, (void)l, (void)xp, (void)dpan, (void)dW;
 #endif
 }
 

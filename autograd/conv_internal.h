@@ -81,13 +81,17 @@ void conv_pm_to_nchw(int C, int P, const float *pm, const float *bias,
                      bool relu, float *tmp, float *nchw);
 void conv_relu(float *y, size_t n);
 void conv_to_pm(int N, int C, int P, const float *nchw, float *pm);
+/* pan [C/16][N*P][16] = nchw [N, C, P] (C a multiple of 16): pixel-major
+ * in 16-channel panels, as conv_implicit_wgrad reads it. */
+void conv_to_panels(int N, int C, int P, const float *nchw, float *pan);
 void conv_add_transposed(int OC, int K, const float *tmp, float *dW);
 void conv_bias_backward(int N, int C, int P, const float *dy, float *db);
 /* A fused ReLU's backward: m [N, C, P] = dy where y > 0, else 0; with
  * sums [N, C], each channel row's vsum_f64 (conv_bias_from_sums then gives
- * conv_bias_backward's bits); with pm, also m pixel-major (conv_to_pm). */
+ * conv_bias_backward's bits); with pm, also m pixel-major (conv_to_pm, or
+ * with panels conv_to_panels). */
 void conv_relu_backward(int N, int C, int P, const float *y, const float *dy,
-                        float *m, double *sums, float *pm);
+                        float *m, double *sums, float *pm, bool panels);
 void conv_relu_plane(int P, const float *y, const float *dy, float *m,
                      double *sum);
 /* db [C] += the sums [N, C] over n, in image order. */
@@ -122,9 +126,10 @@ void conv_pad_images_relu(const geom *g, const ilay *l, const float *y,
 /* y [N, OC, OH, OW] (+)= col(xp) . W^T as o says. */
 void conv_implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
                        const float *xp, const float *W, const nchw_out *o);
-/* dW [OC, K] += (col(xp)^T . dyp)^T, dyp [N*P, OC]. */
+/* dW [OC, K] += (col(xp)^T . dy')^T, dy' pixel-major [N*P, OC] given in
+ * 16-channel panels, dpan [OC/16][N*P][16] (conv_to_panels). */
 void conv_implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
-                         const float *xp, const float *dyp, float *dW);
+                         const float *xp, const float *dpan, float *dW);
 bool conv_trans_ok(const geom *g);
 /* out [N, C, H, W] = bias (or 0) + col2im(in . W) with set (then max(0, .)
  * with relu), else out += col2im(in . W); in [N, OC, OH, OW],

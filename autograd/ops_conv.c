@@ -130,16 +130,18 @@ typedef struct conv_saved {
  * values and gradients bit for bit, without its two passes over memory. */
 /* The gradient reaching the convolution under a fused ReLU (in tape
  * scratch); with db, db += its bias gradient from the same pass; with pm,
- * *pm = it pixel-major [N*P, C], made while each image is in cache. */
+ * *pm = it pixel-major [N*P, C] (with panels, in conv_to_panels' layout),
+ * made while each image is in cache. */
 static const float *relu_masked(tg_tape *tp, const tg_tensor *y,
-                                const float *dy, int C, float *db, float **pm)
+                                const float *dy, int C, float *db, float **pm,
+                                bool panels)
 {
     int N = y->shape[0], P = y->shape[2] * y->shape[3];
     float *m = tg_tape_alloc(tp, y->size * sizeof *m);
     double *sums = db ? tg_tape_alloc(tp, (size_t)N * C * sizeof *sums) : NULL;
     if (pm)
         *pm = scratch(tp, (size_t)N * P, (size_t)C);
-    conv_relu_backward(N, C, P, y->data, dy, m, sums, pm ? *pm : NULL);
+    conv_relu_backward(N, C, P, y->data, dy, m, sums, pm ? *pm : NULL, panels);
     if (db)
         conv_bias_from_sums(N, C, sums, db);
     return m;
@@ -177,7 +179,12 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
     float *dx = conv_dx(tp, r, NP > 0, &fresh), *dW = grad_of(tp, W);
     float *db = r->n_in == 3 ? grad_of(tp, r->in[2]) : NULL;
     const float *dy = r->out->grad;
-    float *dyp = NULL; /* dy pixel-major [N*P, OC] */
+    /* dy pixel-major [N*P, OC] for the GEMM paths (dyp), in 16-channel
+     * panels for the implicit dW (dpan); the gathered dx reads dy NCHW */
+    const bool trans = dx && conv_trans_ok(g);
+    const bool need_pan = dW && s->implicit,
+               need_pm = (dW && !s->implicit) || (dx && !trans);
+    float *dyp = NULL, *dpan = NULL;
     /* the direct kernels mask dy as they put each image on their grid */
     bool grid_fused =
         s->relu && s->direct && NP > 0 && (dx || dW) && P <= PAD_RELU_MAX;
@@ -185,7 +192,12 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
                        ? tg_tape_alloc(tp, (size_t)g->N * g->OC * sizeof *sums)
                        : NULL;
     if (s->relu && !grid_fused) /* db (and dyp) from the masking pass */
-        dy = relu_masked(tp, r->out, dy, g->OC, db, s->direct ? NULL : &dyp);
+        dy = relu_masked(tp, r->out, dy, g->OC, db,
+                         s->direct  ? NULL
+                         : need_pm  ? &dyp
+                         : need_pan ? &dpan
+                                    : NULL,
+                         !need_pm);
     else if (db && !grid_fused)
         conv_bias_backward(g->N, g->OC, P, dy, db);
     if (NP == 0)
@@ -208,20 +220,24 @@ static void conv2d_backward(tg_tape *tp, tg_record *r)
             conv_bias_from_sums(g->N, g->OC, sums, db);
         return;
     }
-    if (!dyp) {
+    if (need_pm && !dyp) {
         dyp = scratch(tp, (size_t)NP, (size_t)g->OC);
         conv_to_pm(g->N, g->OC, P, dy, dyp);
     }
-    if (dW && s->implicit) {
+    if (need_pan && !dpan) {
+        dpan = scratch(tp, (size_t)NP, (size_t)g->OC);
+        conv_to_panels(g->N, g->OC, P, dy, dpan);
+    }
+    if (need_pan) {
         ilay l = ilay_of(g);
-        conv_implicit_wgrad(tp, g, &l, s->col, dyp, dW);
+        conv_implicit_wgrad(tp, g, &l, s->col, dpan, dW);
     } else if (dW) {
         float *tmp = scratch(tp, (size_t)K, (size_t)g->OC);
         tg_gemm(true, false, K, g->OC, NP, 1.0f, s->col, ldk, dyp, g->OC, 0.0f,
                 tmp, g->OC);
         conv_add_transposed(g->OC, K, tmp, dW);
     }
-    if (dx && conv_trans_ok(g)) /* fresh: written, not added to */
+    if (trans) /* fresh: written, not added to */
         conv_implicit_trans(tp, g, dy, W->data, dx, fresh, NULL, false);
     else if (dx) /* fresh: each image's dx set to 0 while in cache */
         conv_gemm_col2im(tp, g, dyp, W->data, ldk, dx, fresh, NULL, false);
@@ -338,7 +354,7 @@ static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
         if (db)
             conv_bias_from_sums(g->N, g->C, sums, db);
     } else if (s->relu) { /* db from the masking pass */
-        dy = relu_masked(tp, r->out, dy, g->C, db, NULL);
+        dy = relu_masked(tp, r->out, dy, g->C, db, NULL, false);
     } else if (db) {
         conv_bias_backward(g->N, g->C, g->H * g->W, dy, db);
     }
@@ -422,6 +438,9 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
     tg_tensor *y = out_tensor(tp, 4, (int[]){g.N, g.C, g.H, g.W});
     dlay d = {0};
     bool direct = conv_direct_layout(&g, &d);
+    /* x pixel-major for the backward, in 16-channel panels when its dW
+     * is the implicit one */
+    bool implicit = !direct && conv_implicit_ok(&g);
     float *xp = direct ? NULL : scratch(tp, (size_t)NP, (size_t)g.OC);
     if (direct && NP > 0) {
         direct_job j = {.col = x->data,
@@ -432,13 +451,21 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
                         .relu = relu};
         conv_direct_images(tp, &g, &d, &j, NULL);
     } else if (NP > 0) { /* y = b (or 0) + col2im(x' . W), image by image */
-        conv_to_pm(g.N, g.OC, P, x->data, xp);
-        if (conv_trans_ok(&g))
+        bool trans = conv_trans_ok(&g);
+        if (trans)
             conv_implicit_trans(tp, &g, x->data, W->data, y->data, true,
                                 b ? b->data : NULL, relu);
-        else
+        else { /* col2im reads x' plain pixel-major */
+            conv_to_pm(g.N, g.OC, P, x->data, xp);
             conv_gemm_col2im(tp, &g, xp, W->data, ldk, y->data, true,
                              b ? b->data : NULL, relu);
+        }
+        if (implicit && !trans) /* saved in panels, as below */
+            xp = scratch(tp, (size_t)NP, (size_t)g.OC);
+        if (implicit)
+            conv_to_panels(g.N, g.OC, P, x->data, xp);
+        else if (trans)
+            conv_to_pm(g.N, g.OC, P, x->data, xp);
     }
     tg_tensor *in[] = {x, W, b};
     tg_record *r = record(tp, op, conv_transpose2d_backward, y, b ? 3 : 2, in);
@@ -448,7 +475,7 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
         s->col = xp;
         s->direct = direct;
         s->d = d;
-        s->implicit = !direct && conv_implicit_ok(&g);
+        s->implicit = implicit;
         s->relu = relu;
         r->saved = s;
     }
