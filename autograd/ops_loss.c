@@ -108,8 +108,10 @@ tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
     return y;
 }
 
-/* logits x [R, C], labels -> y [R, 1], y[r] = m + ls - x[r, label] with m
- * the row max and ls = log sum_j exp(x[r, j] - m).
+/* logits x [R, C], labels -> y [R, 1], y[r] = (m - x[r, label]) + ls with
+ * m the row max and ls = log sum_j exp(x[r, j] - m): m - x[r, label] first
+ * (in double), as log_softmax's (x - m) - ls, so a row of logits beyond
+ * 2^53 keeps its O(1) loss (m + ls would round ls away).
  * dx += dy * (softmax(x) - onehot), softmax(x)_j = exp((x_j - m) - ls):
  * m and ls are saved apart, as the softmax family does (ops_softmax.c),
  * since m + ls rounded to float would put up to half an ulp of the logits
@@ -183,7 +185,7 @@ tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels)
         for (int j = 0; j < cols; j++)
             sum += exp((double)(x[j] - max));
         double ls = log(sum);
-        y->data[i] = (float)(max + ls - x[labels[i]]);
+        y->data[i] = (float)(((double)max - x[labels[i]]) + ls);
         s->m[i] = max;
         s->ls[i] = (float)ls;
     }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +200,32 @@ static void softmax_xent_gradient_exact_at_large_logits(void **state)
         for (int j = 0; j < 4; j++)
             near("d softmax_xent", 4 * r + j, x->grad[4 * r + j],
                  exp(ref[j]) - (j == labels[r]), 1e-6);
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
+/* Rows of equal logits far beyond 2^53 (1e17, FLT_MAX, -FLT_MAX): the loss
+ * is log C whatever the magnitude (PyTorch's cross_entropy in float32 gives
+ * it), as nll of log_softmax does; m + ls in double rounded it to 0. */
+static void softmax_xent_exact_at_huge_logits(void **state)
+{
+    (void)state;
+    const float v[] = {1e17f,    1e17f,    1e17f,    1e17f,
+                       FLT_MAX,  FLT_MAX,  FLT_MAX,  FLT_MAX,
+                       -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX};
+    tg_tensor *x = from(3, 4, v);
+    const int labels[] = {2, 0, 3};
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_softmax_xent(tp, x, labels);
+    tg_tensor *nll = tg_nll(tp, tg_log_softmax(tp, x), labels);
+    tg_backward(tp, tg_sum(tp, y));
+    for (int r = 0; r < 3; r++) {
+        near("softmax_xent", r, y->data[r], log(4.0), 1e-6);
+        near("nll of log_softmax", r, nll->data[r], log(4.0), 1e-6);
+        for (int j = 0; j < 4; j++)
+            near("d softmax_xent", 4 * r + j, x->grad[4 * r + j],
+                 0.25 - (j == labels[r]), 1e-6);
     }
     tg_tape_free(tp);
     tg_tensor_free(x);
@@ -422,6 +449,7 @@ int main(void)
         cmocka_unit_test(log_softmax_exact_at_large_logits),
         cmocka_unit_test(logsumexp_gradient_exact_at_large_logits),
         cmocka_unit_test(softmax_xent_gradient_exact_at_large_logits),
+        cmocka_unit_test(softmax_xent_exact_at_huge_logits),
         cmocka_unit_test(kl_normal_exact_near_zero),
         cmocka_unit_test(kl_normals_exact_near_zero),
         cmocka_unit_test(layer_norm_exact_for_a_row_with_a_large_offset),
