@@ -104,7 +104,7 @@ static void posterior_backward(tg_tape *tp, tg_record *r)
         for (size_t i = 0; i < n; i++) {
             float g = dkl * s[i] * c;
             if (dvar)
-                g += 2.0f * s[i] * dvar[i];
+                g += 2.0f * (s[i] * dvar[i]); /* not (2s): inf * 0 */
             float sig_over_s = rh[i] < RHO_TINY ? 1.0f : sig[i] / s[i];
             drho[i] += sig[i] * g - dkl * sig_over_s;
         }

@@ -119,6 +119,34 @@ static void kl_exact_for_very_negative_rho(void **state)
     tg_params_free(ps);
 }
 
+/* A huge rho (softplus 2e38): the standard deviation overflows to inf, so
+ * d sum(sd) / d var is 0; the rho gradient must stay the KL's finite one
+ * (torch: 2e38), where 2 * s overflowed first and inf * 0 gave NaN. */
+static void rho_gradient_finite_when_variance_overflows(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_bayes_dense l = small_layer(ps, 5);
+    l.W_rho->data[0] = 2e38f;
+    tg_tensor *x = tg_tensor_new2(1, 3);
+    x->data[0] = 1.0f;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *mean, *sd;
+    tg_bayes_dense_moments(tp, &l, x, &mean, &sd);
+    assert_true(isinf(sd->data[0]));
+    tg_backward(tp, tg_add(tp, tg_bayes_dense_kl(tp, &l), tg_sum(tp, sd)));
+    /* dKL/drho = sig (s / p^2 - 1 / s) = 2e38 / 0.25 overflows float: the
+     * KL term alone is +inf, not NaN */
+    float g = l.W_rho->grad[0];
+    if (isnan(g)) {
+        print_error("dL/drho at rho 2e38 is NaN\n");
+        fail();
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_params_free(ps);
+}
+
 /* KL = E_q[log q(w) - log p(w)]: the mean over 50,000 draws from q is
  * within 5 standard errors of the graph's value. */
 static void kl_matches_monte_carlo(void **state)
@@ -636,6 +664,7 @@ int main(void)
         cmocka_unit_test(init_names_shapes_and_rho),
         cmocka_unit_test(kl_matches_closed_form),
         cmocka_unit_test(kl_exact_for_very_negative_rho),
+        cmocka_unit_test(rho_gradient_finite_when_variance_overflows),
         cmocka_unit_test(kl_matches_monte_carlo),
         cmocka_unit_test(samples_have_the_local_reparameterization_moments),
         cmocka_unit_test(gradients_with_fixed_noise),
