@@ -55,8 +55,10 @@ static geom geom_from(const char *op, const tg_tensor *x, const tg_tensor *W,
                  "needs x [N, C, H, W] and a 4-D weight with no 0 dims "
                  "(but N), got x %s, W %s",
                  tg_shape_str(x, sx), tg_shape_str(W, sw));
-    if (b && (b->size != (size_t)b_size))
-        tg_fatal(op, "bias %s does not fit W %s (bias has %d elements)",
+    /* 1-D only, as PyTorch: a [OC, 1] bias has the right count but is not
+     * a per-channel vector */
+    if (b && (b->ndim != 1 || b->size != (size_t)b_size))
+        tg_fatal(op, "bias %s does not fit W %s (bias is [%d])",
                  tg_shape_str(b, sb), tg_shape_str(W, sw), b_size);
     tg_conv2d_args d = a ? *a : (tg_conv2d_args){0};
     geom g = {.kh = W->shape[2], .kw = W->shape[3]};
@@ -518,8 +520,8 @@ static tg_conv2d_args args_1d(tg_tape *tp, const char *op, tg_tensor *x,
         tg_fatal(op, "x %s has %d channels, W %s takes %d (W is %s)",
                  tg_shape_str(x, sx), x->shape[1], tg_shape_str(W, sw), C,
                  transpose ? "[in, out, k]" : "[out, in, k]");
-    if (b && b->size != (size_t)OC)
-        tg_fatal(op, "bias %s does not fit W %s (bias has %d elements)",
+    if (b && (b->ndim != 1 || b->size != (size_t)OC))
+        tg_fatal(op, "bias %s does not fit W %s (bias is [%d])",
                  tg_shape_str(b, sb), tg_shape_str(W, sw), OC);
     int s = arg_or_1(stride), d = arg_or_1(dilation);
     if (s < 1 || d < 1 || padding < 0 || output_padding < 0)

@@ -1399,6 +1399,39 @@ static void misuse_bias(void)
     tg_tape *tp = tg_tape_new();
     tg_conv2d(tp, rand4(1, 2, 5, 5), rand4(4, 2, 3, 3), rand1(3), 1, 0, 1);
 }
+/* The right count in the wrong shape: PyTorch refuses a bias that is not
+ * 1-D [OC] (a [OC, 1] column went through, read as [OC]). */
+static tg_tensor *bias_column(int oc)
+{
+    tg_tensor *t = tg_tensor_new(2, (int[]){oc, 1});
+    for (size_t i = 0; i < t->size; i++)
+        t->data[i] = (float)(uniform() * 2.0 - 1.0);
+    return t;
+}
+static void misuse_bias_column(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d(tp, rand4(1, 2, 5, 5), rand4(4, 2, 3, 3), bias_column(4), 1, 0,
+              1);
+}
+static void misuse_bias_column_ex(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv2d_ex(tp, rand4(1, 2, 5, 5), rand4(4, 2, 3, 3), bias_column(4),
+                 NULL);
+}
+static void misuse_transpose_bias_column(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_conv_transpose2d(tp, rand4(1, 3, 5, 5), rand4(3, 2, 3, 3),
+                        bias_column(2), 1, 0, 0, 1);
+}
+static void misuse_transpose_bias_row_ex(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *b = tg_tensor_new(2, (int[]){1, 2});
+    tg_conv_transpose2d_ex(tp, rand4(1, 3, 5, 5), rand4(3, 2, 3, 3), b, NULL);
+}
 static void misuse_pool_padding(void)
 {
     tg_tape *tp = tg_tape_new();
@@ -1453,6 +1486,16 @@ static void test_misuse_aborts(void **state)
         "output_padding (1, 0) with x [1, 3, 5, 5] and W [2, 3, 3, 3]");
     expect_abort(misuse_transpose_size, "conv_transpose2d", "[3, 2, 1, 1]");
     expect_abort(misuse_bias, "conv2d", "bias [3]");
+    expect_abort(misuse_bias_column, "tapegrad: conv2d: ", "bias [4, 1]",
+                 "W [4, 2, 3, 3]", "[4]");
+    expect_abort(misuse_bias_column_ex, "tapegrad: conv2d: ", "bias [4, 1]",
+                 "W [4, 2, 3, 3]");
+    expect_abort(misuse_transpose_bias_column,
+                 "tapegrad: conv_transpose2d: ", "bias [2, 1]",
+                 "W [3, 2, 3, 3]", "[2]");
+    expect_abort(misuse_transpose_bias_row_ex,
+                 "tapegrad: conv_transpose2d: ", "bias [1, 2]",
+                 "W [3, 2, 3, 3]");
     expect_abort(misuse_pool_padding, "max_pool2d", "[1, 2, 5, 5]");
     expect_abort(misuse_pool_rank, "avg_pool2d", "[4, 4]");
     expect_abort(misuse_huge_padding, "conv2d", "too many output positions");

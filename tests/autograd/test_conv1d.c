@@ -341,6 +341,19 @@ static void conv_bias(void)
               tg_tensor_new(3, (int[]){4, 3, 2}), tg_tensor_new(1, (int[]){3}),
               1, 0, 1);
 }
+/* [OC, 1]: the right count, refused as PyTorch does (it was read as [OC]) */
+static void conv_bias_column(void)
+{
+    tg_conv1d(mtp, tg_tensor_new(3, (int[]){2, 3, 5}),
+              tg_tensor_new(3, (int[]){4, 3, 2}),
+              tg_tensor_new(2, (int[]){4, 1}), 1, 0, 1);
+}
+static void transpose_bias_column(void)
+{
+    tg_conv_transpose1d(mtp, tg_tensor_new(3, (int[]){2, 3, 5}),
+                        tg_tensor_new(3, (int[]){3, 4, 2}),
+                        tg_tensor_new(2, (int[]){4, 1}), 1, 0, 0, 1);
+}
 static void transpose_output_padding(void)
 {
     tg_conv_transpose1d(mtp, tg_tensor_new(3, (int[]){2, 3, 5}),
@@ -409,6 +422,10 @@ static void test_misuse_aborts(void **state)
     expect_abort(conv_channels, "tapegrad: conv1d: ", "[2, 3, 5]", "[4, 2, 2]");
     expect_abort(conv_too_short, "tapegrad: conv1d: ", "length");
     expect_abort(conv_bias, "tapegrad: conv1d: ", "bias [3]");
+    expect_abort(conv_bias_column, "tapegrad: conv1d: ", "bias [4, 1]",
+                 "W [4, 3, 2]");
+    expect_abort(transpose_bias_column,
+                 "tapegrad: conv_transpose1d: ", "bias [4, 1]", "W [3, 4, 2]");
     expect_abort(transpose_output_padding,
                  "tapegrad: conv_transpose1d: ", "output padding 2");
     expect_abort(transpose_channels,
