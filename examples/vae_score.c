@@ -118,15 +118,19 @@ static options parse_options(int argc, char **argv)
         cli_usage_error("--reference: want train or test, got '%s'",
                         o.reference);
     if (strcmp(o.near, "none")) {
+        /* every item is a name: an empty one ("rot90,", "rot90,,hflip",
+         * "") is refused, not skipped */
         const char *p = o.near;
-        while (*p) {
+        for (;;) {
             size_t len = strcspn(p, ",");
             if (!((len == 5 && !strncmp(p, "rot90", 5)) ||
                   (len == 5 && !strncmp(p, "hflip", 5))))
                 cli_usage_error("--near-ood: want rot90, hflip (comma-"
-                                "separated) or none, got '%s'",
-                                o.near);
-            p += len + (p[len] == ',');
+                                "separated) or none, got '%s'%s",
+                                o.near, len ? "" : " (an empty item)");
+            if (!p[len])
+                break;
+            p += len + 1;
         }
     }
     return o;

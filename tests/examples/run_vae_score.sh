@@ -168,6 +168,15 @@ mentions "has 2 images, fewer than 3"
 expect 2 "$score" --checkpoint "$ck" --frobnicate
 expect 2 "$score" --checkpoint "$ck" stray
 expect 2 "$score" --checkpoint "$ck" --near-ood rot45
+# an empty item in the list (a trailing comma, two in a row; a leading
+# one and no item at all were refused already): refused before scoring
+# (the empty item was skipped and the run went on)
+for near in 'rot90,' 'rot90,,hflip' 'hflip,rot90,' ',hflip' ''; do
+    expect 2 "$score" --checkpoint "$ck" --data "$data" --near-ood "$near" \
+        --iwae-k 2 --max-images 4 --samples 1 --threads 1 --out "$tmp/near"
+    mentions "--near-ood"
+    [ -e "$tmp/near" ] && fail "vae_score --near-ood '$near' left an output folder"
+done
 expect 2 "$score" --checkpoint "$ck" --reference both
 expect 2 "$score" --checkpoint "$ck" --min-ess -1
 expect 2 "$score" --checkpoint "$tmp/missing.safetensors"
