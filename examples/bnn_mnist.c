@@ -314,8 +314,9 @@ static int load_data(const options *o, tg_dataset *train_set,
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < sets[s]->n; i++)
             if (sets[s]->labels[i] >= BNN_CLASSES) {
-                cli_error("%s: label %d of image %d is not 0..9", o->data,
-                          sets[s]->labels[i], i);
+                cli_error("%s: label %d of image %d is not 0..9",
+                          cli_labels_file(o->data, s == 0), sets[s]->labels[i],
+                          i);
                 return 2;
             }
     return 0;

@@ -509,8 +509,21 @@ void cli_catch_sigint(void) { catch_stops(on_sigint); }
 
 void cli_stop_cleanly(void) { catch_stops(stop_now); }
 
-void cli_note_labels(const tg_dataset *ds, const char *dir, int classes,
-                     const char *use)
+const char *cli_labels_file(const char *dir, bool train)
+{
+    const char *base =
+        train ? "train-labels-idx1-ubyte" : "t10k-labels-idx1-ubyte";
+    char gz[CLI_NAME_MAX];
+    struct stat st;
+    const char *raw = cli_path(dir, base);
+    if (lstat(raw, &st) == 0)
+        return raw;
+    snprintf(gz, sizeof gz, "%s.gz", base);
+    return cli_path(dir, gz);
+}
+
+void cli_note_labels(const tg_dataset *ds, const char *dir, bool train,
+                     int classes, const char *use)
 {
     int bad = 0, first = -1;
     for (int i = 0; ds->labels && i < ds->n; i++)
@@ -522,8 +535,8 @@ void cli_note_labels(const tg_dataset *ds, const char *dir, int classes,
         fprintf(stderr,
                 "%s: note: %s: %d label%s outside 0..%d (the first: image "
                 "%d, label %d); %s\n",
-                cli_prog, dir, bad, bad == 1 ? "" : "s", classes - 1, first,
-                ds->labels[first], use);
+                cli_prog, cli_labels_file(dir, train), bad, bad == 1 ? "" : "s",
+                classes - 1, first, ds->labels[first], use);
 }
 
 void cli_shell_word(FILE *f, const char *s)

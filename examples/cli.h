@@ -209,12 +209,19 @@ void cli_catch_sigint(void);
  * of a file being written, so an output folder holds whole files only. */
 void cli_stop_cleanly(void);
 
+/* The labels file of folder dir's training (train) or test set, as
+ * tg_mnist_load picks it: <dir>/<prefix>-labels-idx1-ubyte when that name
+ * is there, else its .gz; in cli_path's buffers. What a message about the
+ * labels' values names (not the folder). */
+const char *cli_labels_file(const char *dir, bool train);
+
 /* For programs that do not need labels: a note on stderr when some of ds's
- * labels are outside 0..classes-1, ending with use (how the program treats
+ * labels are outside 0..classes-1, naming its labels file (dir's training
+ * or test set, cli_labels_file) and ending with use (how the program treats
  * labels); nothing when ds has no labels. */
 struct tg_dataset;
-void cli_note_labels(const struct tg_dataset *ds, const char *dir, int classes,
-                     const char *use);
+void cli_note_labels(const struct tg_dataset *ds, const char *dir, bool train,
+                     int classes, const char *use);
 
 /* Writes s to f quoted for a POSIX shell when it needs quoting; a word
  * with control characters (a line break in a path) as $'...' with

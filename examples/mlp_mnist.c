@@ -99,14 +99,15 @@ static double accuracy(tg_tape *tp, const mlp *m, const tg_dataset *test)
     return sum / test->n;
 }
 
-/* TG_OK, or an error naming the first label outside 0..9. */
-static tg_status labels_ok(const tg_dataset *ds, const char *dir)
+/* TG_OK, or an error naming dir's labels file and its first label
+ * outside 0..9. */
+static tg_status labels_ok(const tg_dataset *ds, const char *dir, bool train)
 {
     for (int i = 0; i < ds->n; i++)
         if (ds->labels[i] >= CLASSES)
             return tg_error(TG_ERR_FORMAT,
-                            "%s: label %d of image %d is not 0..9", dir,
-                            ds->labels[i], i);
+                            "%s: label %d of image %d is not 0..9",
+                            cli_labels_file(dir, train), ds->labels[i], i);
     return TG_OK;
 }
 
@@ -122,7 +123,8 @@ static bool load_data(const char *dir, tg_dataset *train, tg_dataset *test)
          tg_error(TG_ERR_MISMATCH, "%s: train images are %dx%d, test %dx%d",
                   dir, train->rows, train->cols, test->rows,
                   test->cols) == TG_OK) &&
-        labels_ok(train, dir) == TG_OK && labels_ok(test, dir) == TG_OK;
+        labels_ok(train, dir, true) == TG_OK &&
+        labels_ok(test, dir, false) == TG_OK;
     if (!tg_dist_all_ok(loaded)) {
         if (tg_dist_first_failed() == tg_dist_rank())
             cli_error("%s", tg_errmsg());

@@ -318,8 +318,8 @@ static void load_data(run *r)
     }
     if (tg_dist_rank() == 0) {
         const char *use = "vae_mnist does not use labels";
-        cli_note_labels(&r->train, o->data, 10, use);
-        cli_note_labels(&r->test, o->data, 10, use);
+        cli_note_labels(&r->train, o->data, true, 10, use);
+        cli_note_labels(&r->test, o->data, false, 10, use);
     }
     /* --holdout: the last images are never trained on (the fingerprint
      * covers what is, so a resume with another --holdout is refused) */

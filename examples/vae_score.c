@@ -324,14 +324,14 @@ static void load_inputs(inputs *in, const options *o)
                o->checkpoint, trained_fp, o->data, here);
         in->holdout = 0; /* not these images' */
     }
-    cli_note_labels(&in->test, o->data, 10,
+    cli_note_labels(&in->test, o->data, false, 10,
                     "labels only colour latent.svg (modulo 10) and are "
                     "copied to scores.csv");
     same_geometry(&in->train, o->data, "training", &in->test);
     if (o->ood) {
         load_data(&in->ood, o->ood, false, true, in, o->checkpoint);
         same_geometry(&in->ood, o->ood, "test", &in->test);
-        cli_note_labels(&in->ood, o->ood, 10,
+        cli_note_labels(&in->ood, o->ood, false, 10,
                         "labels are only copied to scores.csv");
     }
 }

@@ -423,6 +423,18 @@ expect 0 "" "$vae" $fast --lr 1e-2 --epochs 1 --max-batches 4 \
 # log-sum-exp rounded to float (exp(x - lse) with lse below the max logit);
 # the NaN/Inf stop itself is covered by the VAE cases above and tests/nn.
 expect 0 "" "$mlp" $fast_mlp --lr 1e6 --epochs 1
+# a label outside 0..9: refused naming the labels file read, raw or .gz
+# (the message named the data folder)
+d="$tmp/lab_train"; dataset "$d"
+{ printf '\000\000\010\001'; be32 256
+  head -c 256 /dev/zero | tr '\0' '\014'; } >"$d/train-labels-idx1-ubyte"
+expect 2 "$d/train-labels-idx1-ubyte: label 12 of image 0" "$mlp" --data "$d"
+d="$tmp/lab_test"; dataset "$d"
+{ printf '\000\000\010\001'; be32 64
+  head -c 64 /dev/zero | tr '\0' '\014'; } | gzip -c \
+    >"$d/t10k-labels-idx1-ubyte.gz"
+rm "$d/t10k-labels-idx1-ubyte"
+expect 2 "$d/t10k-labels-idx1-ubyte.gz: label 12" "$mlp" --data "$d"
 
 # --- and the good runs still work ------------------------------------------
 d="$tmp/side32"; dataset "$d" 256 64 32

@@ -164,6 +164,9 @@ bad="$tmp/badlabels"; dataset "$mnist" "$bad" 64 64 12
 "$vae" $fast --data "$bad" --epochs 1 --out "$tmp/o6" >"$tmp/out" 2>"$tmp/err" ||
     fail "labels out of range stopped vae_mnist: $(cat "$tmp/err")"
 grep -q "labels" "$tmp/err" || fail "labels out of range: no word said"
+# ... naming the labels file, not the folder
+grep -qF "$bad/train-labels-idx1-ubyte: 64 labels outside 0..9" "$tmp/err" ||
+    fail "labels out of range: the file is not named: $(cat "$tmp/err")"
 
 # 7. temporaries of dead processes are removed, a live one's are kept, and
 #    so is a user's file that only looks like a temporary (was removed)

@@ -132,6 +132,21 @@ if command -v python3 >/dev/null 2>&1; then
         fail "the split should hold 8000 training images: $(head -1 "$tmp/out")"
 fi
 
+# a label outside 0..9: refused naming the labels file read, raw or .gz
+# (the message named the data folder, for the test set's labels too)
+bad="$tmp/badlabels"; dataset "$data" "$bad" 64 64 12
+expect 2 "$bnn" --data "$bad" --ood-data none --method det --epochs 1 \
+    --max-batches 1
+mentions "$bad/train-labels-idx1-ubyte: label 12 of image 0"
+dataset "$data" "$tmp/badtest" 64 64
+dataset "$data" "$tmp/labels12" 64 64 12
+gzip -c "$tmp/labels12/t10k-labels-idx1-ubyte" \
+    >"$tmp/badtest/t10k-labels-idx1-ubyte.gz"
+rm "$tmp/badtest/t10k-labels-idx1-ubyte"
+expect 2 "$bnn" --data "$tmp/badtest" --ood-data none --method det \
+    --epochs 1 --max-batches 1
+mentions "$tmp/badtest/t10k-labels-idx1-ubyte.gz: label 12 of image 0"
+
 # OOD images of another geometry with the same number of pixels: refused
 # (only the pixel count was compared)
 wide="$tmp/wide"; dataset "$data" "$wide" 64 64
