@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bnn_mnist.h"
 #include "cli.h"
@@ -25,7 +26,11 @@ static const char *const method_names[N_METHODS] = {"det", "mcdropout", "bbb",
 /* where bbb's rho should end (rho_init_auto) */
 #define RHO_END -3.6
 #define RHO_END_STR "-3.6"
+/* Debian's dataset-fashion-mnist (tests/examples build a copy that looks
+ * elsewhere, to meet a damaged one) */
+#ifndef DEFAULT_OOD_DIR
 #define DEFAULT_OOD_DIR "/usr/share/datasets/fashion-mnist"
+#endif
 
 static options parse_options(int argc, char **argv)
 {
@@ -42,8 +47,8 @@ static options parse_options(int argc, char **argv)
         {"ood-data", CLI_STR, &o.ood, 0, 0, "DIR", NULL,
          "out-of-distribution IDX folder (its t10k images are scored, "
          "labels optional) or IDX images file (default " DEFAULT_OOD_DIR
-         ", skipped when absent or of another image size; none: no OOD "
-         "set)"},
+         ", skipped when absent or of another image size, refused when "
+         "unreadable; none: no OOD set)"},
         {"out", CLI_STR, &o.out, 0, 0, "DIR", NULL,
          "write reliability_<method>.svg, coverage.svg and "
          "sure_<method>.png there (default: no pictures)"},
@@ -268,6 +273,14 @@ static void print_table(const bnn_result *r, int n)
     }
 }
 
+/* The default OOD folder is there unless its path names nothing (then it
+ * is skipped); anything else there, it is read or refused. */
+static bool default_ood_there(const char *dir)
+{
+    struct stat st;
+    return stat(dir, &st) == 0 || errno != ENOENT;
+}
+
 /* Loads the training and test sets and (when given, or present at the
  * default place) the OOD test set, and checks their sizes and labels.
  * Returns 0, or 2 after printing one line. */
@@ -283,9 +296,16 @@ static int load_data(const options *o, tg_dataset *train_set,
             return 2;
         }
         *have_ood = true;
-    } else if (tg_idx_images_load(o->ood, false, ood_set) == TG_OK) {
-        /* the default set, not asked for: of another size, it is skipped
-         * (it failed the run) */
+    } else if (default_ood_there(o->ood)) {
+        /* the default set, not asked for: there, it must be readable (a
+         * damaged one, as a truncated file, was skipped in silence) */
+        if (tg_idx_images_load(o->ood, false, ood_set) != TG_OK) {
+            cli_error("%s (the default OOD set; --ood-data none runs "
+                      "without one)",
+                      tg_errmsg());
+            return 2;
+        }
+        /* of another size, it is skipped (it failed the run) */
         *have_ood = ood_set->rows == train_set->rows &&
                     ood_set->cols == train_set->cols;
         if (!*have_ood) {

@@ -3,10 +3,14 @@
 # writes its table and pictures; the same seed gives the same table (all but
 # the throughput columns) on 1 and 2 threads; bad flags and data are
 # rejected with one line and exit 2, an unwritable --out with exit 1.
-# usage: run_bnn.sh BNN_MNIST MNIST_DIR
+# usage: run_bnn.sh BNN_MNIST MNIST_DIR [BNN_OOD DEFAULT_OOD_DIR]
+# BNN_OOD is bnn_mnist built with DEFAULT_OOD_DIR as its default OOD folder
+# (a path this test may create and remove).
 set -u
 bnn=$1
 data=$2
+bnn_ood=${3:-}
+default_ood=${4:-}
 . "$(dirname "$0")/lib.sh"
 
 # The embedded MNIST doubles as the OOD folder: the test only needs the
@@ -193,6 +197,57 @@ grep -q "OOD: none (0 images)" "$tmp/out" ||
     fail "--ood-data none: $(head -1 "$tmp/out")"
 expect 2 "$bnn" --ood-data ""
 mentions "--ood-data is empty"
+
+# the default OOD folder: absent, skipped without a word; there but
+# damaged (a truncated images file, raw or .gz, a labels file that does
+# not match, no images file at all), refused before training with one
+# line naming the file (it was skipped in silence); whole, scored
+if [ -n "$bnn_ood" ]; then
+    # run by the name it speaks with, as expect wants
+    mkdir -p "$tmp/bin"
+    ln -s "$(cd "$(dirname "$bnn_ood")" && pwd)/$(basename "$bnn_ood")" \
+        "$tmp/bin/bnn_mnist"
+    ood_run() {
+        expect "$1" "$tmp/bin/bnn_mnist" --data "$data" --method det --epochs 1 \
+            --max-batches 1 --max-eval 20 --hidden 16 --threads 1
+    }
+    # damaged FILE: the default set is the embedded digits' test set, FILE
+    # in it cut to 300 bytes
+    damaged() {
+        rm -rf "$default_ood"
+        mkdir -p "$default_ood"
+        cp "$data/t10k-images-idx3-ubyte.gz" "$data/t10k-labels-idx1-ubyte.gz" \
+            "$default_ood/"
+        case $1 in
+        *.gz) head -c 300 "$data/$1" >"$default_ood/$1" ;;
+        *) rm "$default_ood/$1.gz"
+           gzip -dc "$data/$1.gz" | head -c 300 >"$default_ood/$1" ;;
+        esac
+    }
+    rm -rf "$default_ood"
+    ood_run 0
+    grep -q "OOD: none (0 images)" "$tmp/out" ||
+        fail "absent default OOD set: $(head -1 "$tmp/out")"
+    [ -s "$tmp/err" ] && fail "absent default OOD set: $(cat "$tmp/err")"
+    for f in t10k-images-idx3-ubyte t10k-images-idx3-ubyte.gz \
+        t10k-labels-idx1-ubyte; do
+        damaged "$f"
+        ood_run 2
+        mentions "$default_ood/$f: "
+        mentions "(the default OOD set"
+        [ -s "$tmp/out" ] && fail "damaged $f: ran on: $(head -1 "$tmp/out")"
+    done
+    rm -rf "$default_ood"
+    mkdir -p "$default_ood"
+    ood_run 2
+    mentions "t10k-images-idx3-ubyte"
+    cp "$data/t10k-images-idx3-ubyte.gz" "$data/t10k-labels-idx1-ubyte.gz" \
+        "$default_ood/"
+    ood_run 0
+    grep -qF "OOD: $default_ood (20 images)" "$tmp/out" ||
+        fail "whole default OOD set: $(head -1 "$tmp/out")"
+    rm -rf "$default_ood"
+fi
 expect 2 "$bnn" --out ""
 mentions "--out is empty"
 
