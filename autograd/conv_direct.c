@@ -158,7 +158,8 @@ static void fill_cols(const geom *g, const dlay *d, const float *c,
         const float *s = c + (size_t)oc * P;
         float m[PAD_RELU_MAX]; /* the masked plane, in L1 */
         if (y) {
-            conv_relu_plane((int)P, y + (size_t)oc * P, s, m, sums + oc);
+            conv_relu_plane((int)P, y + (size_t)oc * P, s, m,
+                            sums ? sums + oc : NULL);
             s = m;
         }
         memset(p, 0, d->CS * sizeof *p); /* one call, not two per row */

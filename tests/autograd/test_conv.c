@@ -114,6 +114,9 @@ static const conv_case edge_cases[] = {
     /* 6 in, one out (conv_transpose2d's direct kernels, its four phases
      * together), output padding */
     {2, 6, 5, 4, 1, 4, 4, ARGS(2, 2, 1, 1, 1, 1, 1, 1), true},
+    /* one channel in, three out, no bias: the direct kernels' fused ReLU
+     * backward without bias sums */
+    {2, 1, 7, 6, 3, 3, 2, ARGS(1, 2, 1, 0, 1, 1, 0, 0), false},
     /* one channel on both sides, a single image: stride > kernel rows,
      * dilation, padding */
     {1, 1, 6, 5, 1, 3, 2, ARGS(3, 1, 2, 0, 2, 1, 0, 0), false},
