@@ -108,11 +108,16 @@ bool tg_gradcheck(tg_graph_fn f, int n_inputs, tg_tensor **inputs, void *ctx,
             double err = fabs(analytic - numeric);
             double tol = o.atol + o.rtol * fabs(numeric);
             double rel = err / fmax(fabs(numeric), 1e-3);
+            /* A NaN on either side fails the element: compared as it
+             * comes, NaN > tol is false and a NaN gradient passed. */
+            double ratio = isnan(err) ? INFINITY : err / tol;
             max_grad = fmax(max_grad, fmax(fabs(analytic), fabs(numeric)));
-            rep->max_abs_err = fmax(rep->max_abs_err, err);
-            rep->max_rel_err = fmax(rep->max_rel_err, rel);
-            if (err / tol > worst_ratio) {
-                worst_ratio = err / tol;
+            rep->max_abs_err =
+                isnan(err) ? INFINITY : fmax(rep->max_abs_err, err);
+            rep->max_rel_err =
+                isnan(rel) ? INFINITY : fmax(rep->max_rel_err, rel);
+            if (ratio > worst_ratio) {
+                worst_ratio = ratio;
                 rep->worst_input = i;
                 rep->worst_index = j;
                 rep->worst_analytic = analytic;

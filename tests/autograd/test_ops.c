@@ -511,6 +511,40 @@ static void test_wrong_backward_fails(void **state)
     tg_tensor_free(x);
 }
 
+/* 2x whose backward leaves a NaN in element 1's gradient: NaN compares
+ * false with any tolerance, and the check had passed it. */
+static void nan_grad_backward(tg_tape *tp, tg_record *r)
+{
+    tg_tensor *x = tg_op_input(r, 0);
+    float *dx = tg_grad_of(tp, x);
+    const float *dy = tg_op_grad_out(r, 0);
+    for (size_t i = 0; i < x->size; i++)
+        dx[i] += 2.0f * dy[i];
+    dx[1] = NAN;
+}
+
+static tg_tensor *f_nan_grad(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    tg_tensor *x = in[0], *y = tg_tape_tensor(tp, x->ndim, x->shape, false);
+    for (size_t i = 0; i < x->size; i++)
+        y->data[i] = 2.0f * x->data[i];
+    tg_op_record(tp, "nan_grad", nan_grad_backward, 1, &x, 1, &y, NULL);
+    return y;
+}
+
+static void test_nan_gradient_fails(void **state)
+{
+    (void)state;
+    tg_tensor *x = rand2(3, 4, ANY);
+    tg_gradcheck_report rep;
+    assert_false(tg_gradcheck(f_nan_grad, 1, &x, NULL, NULL, &rep));
+    assert_int_equal(rep.worst_input, 0);
+    assert_int_equal(rep.worst_index, 1);
+    assert_true(isnan(rep.worst_analytic));
+    tg_tensor_free(x);
+}
+
 static void test_all_zero_gradients_fail(void **state)
 {
     (void)state;
@@ -539,6 +573,7 @@ int main(void)
         cmocka_unit_test(test_mlp_loss),
         cmocka_unit_test(test_shared_weights_and_fan_out),
         cmocka_unit_test(test_wrong_backward_fails),
+        cmocka_unit_test(test_nan_gradient_fails),
         cmocka_unit_test(test_all_zero_gradients_fail),
     };
     return cmocka_run_group_tests_name("autograd gradcheck", tests, NULL, NULL);
