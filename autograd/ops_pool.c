@@ -170,7 +170,7 @@ static void avg_pool2d_backward(tg_tape *tp, tg_record *r)
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
     size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->OH * g->OW;
-    float inv = 1.0f / (float)(g->kh * g->kw);
+    float inv = 1.0f / ((float)g->kh * (float)g->kw); /* kh * kw: int */
     TG_PARALLEL_FOR(g->planes, in_plane)
     for (int t = 0; t < g->planes; t++) {
         float *dxp = dx + (size_t)t * in_plane;
@@ -194,7 +194,9 @@ static tg_tensor *avg_pool(tg_tape *tp, const char *op, tg_tensor *x,
 {
     tg_tensor *y = pool_out(tp, x, &g);
     size_t in_plane = (size_t)g.H * g.W, out_plane = (size_t)g.OH * g.OW;
-    float inv = 1.0f / (float)(g.kh * g.kw);
+    /* in float: a kernel of 46341 or more (padding up to half of it keeps
+     * the output >= 1) overflowed kh * kw in int, dividing by a negative */
+    float inv = 1.0f / ((float)g.kh * (float)g.kw);
     TG_PARALLEL_FOR(g.planes, in_plane)
     for (int t = 0; t < g.planes; t++) {
         const float *xp = x->data + (size_t)t * in_plane;

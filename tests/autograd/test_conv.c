@@ -648,6 +648,31 @@ static void test_upsample(void **state)
            w.abs_err, w.rel_err);
 }
 
+/* avg_pool2d divides by kernel^2: with kernel 46341 (padding 23170 keeps
+ * the output 2 x 2 on a 2 x 2 image) that product overflowed int, and the
+ * averages of ones came out negative. Every window holds the whole image. */
+static void test_avg_pool_huge_kernel(void **state)
+{
+    (void)state;
+    const int k = 46341;
+    const float inv = 1.0f / ((float)k * (float)k);
+    tg_tensor *x = tg_tensor_new(4, (int[]){1, 1, 2, 2});
+    for (int i = 0; i < 4; i++)
+        x->data[i] = 1.0f;
+    tg_tensor_require_grad(x);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_avg_pool2d(tp, x, k, 1, k / 2);
+    assert_int_equal(y->shape[2], 2);
+    assert_int_equal(y->shape[3], 2);
+    for (int i = 0; i < 4; i++)
+        assert_float_equal(y->data[i], 4.0f * inv, 1e-15f);
+    tg_backward(tp, tg_sum(tp, y));
+    for (int i = 0; i < 4; i++)
+        assert_float_equal(x->grad[i], 4.0f * inv, 1e-15f);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+
 /* ---- direct and implicit kernels against the im2col path -----------------
  * With an AVX2 or AVX-512 GEMM kernel, conv2d with one input channel and
  * conv_transpose2d with one output channel take direct kernels (phase
@@ -1520,6 +1545,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
+        cmocka_unit_test(test_avg_pool_huge_kernel),
         cmocka_unit_test(test_kernel_paths_agree),
         cmocka_unit_test(test_gathered_image_side),
         cmocka_unit_test(test_fan_out_first_writer),
