@@ -2,6 +2,7 @@
 #include "parallel.h"
 #include "tape.h"
 
+#include <limits.h>
 #include <string.h>
 
 /* x [R, C] -> k outputs [R, C/k]; outs[p] holds columns [p*w, (p+1)*w).
@@ -76,7 +77,8 @@ tg_tensor *tg_concat(tg_tape *tp, int n, tg_tensor **xs)
     if (n < 1 || !xs)
         tg_fatal("concat", "needs at least one tensor, got %d", xs ? n : 0);
     tg_check_tensors("concat", n, (const tg_tensor *const *)xs);
-    int rows = tg_tensor_rows(xs[0]), cols = 0;
+    int rows = tg_tensor_rows(xs[0]);
+    long long cols = 0; /* n widths near INT_MAX overflowed an int sum */
     bool any_grad = false;
     for (int p = 0; p < n; p++) {
         char s0[64], sp[64];
@@ -87,11 +89,16 @@ tg_tensor *tg_concat(tg_tape *tp, int n, tg_tensor **xs)
             tg_fatal("concat", "leading dims differ: %s and %s",
                      tg_shape_str(xs[0], s0), tg_shape_str(xs[p], sp));
         cols += tg_tensor_cols(xs[p]);
+        if (cols > INT_MAX)
+            tg_fatal("concat",
+                     "the last dims up to input %d (%s) sum to %lld, more "
+                     "than a dim holds",
+                     p, tg_shape_str(xs[p], sp), cols);
         any_grad |= xs[p]->requires_grad;
     }
     int shape[TG_MAX_DIMS];
     memcpy(shape, xs[0]->shape, sizeof shape);
-    shape[xs[0]->ndim - 1] = cols;
+    shape[xs[0]->ndim - 1] = (int)cols;
     tg_tensor *y = out_tensor(tp, xs[0]->ndim, shape);
     int off = 0;
     for (int p = 0; p < n; p++) {

@@ -344,6 +344,14 @@ static void short_gemm_rows(void) /* A 2 x 3 with rows 2 apart */
     tg_gemm(false, false, 2, 2, 3, 1.0f, A, 2, B, 2, 0.0f, C, 2);
 }
 
+/* Two widths of 2^30 (0 rows: no memory) sum past INT_MAX: the int sum had
+ * overflowed (undefined; a negative dim after it). */
+static void wide_concat(void)
+{
+    tg_tensor *a = tg_tensor_new2(0, 1 << 30);
+    tg_concat(mtp, 2, (tg_tensor *[]){a, a});
+}
+
 static void misuse_aborts_naming_the_op(void **state)
 {
     (void)state;
@@ -364,6 +372,8 @@ static void misuse_aborts_naming_the_op(void **state)
     expect_abort(bad_div_shapes, "tapegrad: div: ");
     expect_abort(null_maximum, "tapegrad: maximum: ");
     expect_abort(short_gemm_rows, "tapegrad: tg_gemm: ", "lda=2 (op(A) 2x3)");
+    expect_abort(wide_concat, "tapegrad: concat: ", "[0, 1073741824]",
+                 "2147483648");
     tg_tape_free(mtp);
 }
 
