@@ -41,7 +41,9 @@ float tg_clip_grad_norm(tg_params *ps, float max_norm)
     for (int k = 0; k < CLIP_BLOCKS; k++)
         total += partial[k];
     double norm = sqrt(total);
-    if (isfinite(norm) && norm > (double)max_norm) {
+    /* finite as the float returned, or the caller sees an Inf norm with
+     * the gradients scaled all the same */
+    if (isfinite((float)norm) && norm > (double)max_norm) {
         float scale = (float)((double)max_norm / (norm + 1e-6));
         TG_PARALLEL_FOR(n, 1)
         for (int k = 0; k < CLIP_BLOCKS; k++) {

@@ -282,6 +282,22 @@ static void clip_returns_the_norm_and_scales_above_it(void **state)
     tg_params_free(ps);
 }
 
+/* A norm finite in double but past FLT_MAX is returned as +Inf: then, as
+ * for any Inf norm, nothing is scaled (the scaled gradients came with an
+ * Inf that told the caller's guard to skip them). */
+static void clip_norm_past_float_range_scales_nothing(void **state)
+{
+    (void)state;
+    tg_params *ps = small_set();
+    float *g = tg_params_grad(ps);
+    for (int i = 0; i < N; i++)
+        g[i] = 3e38f;
+    assert_true(isinf(tg_clip_grad_norm(ps, 1.0f)));
+    for (int i = 0; i < N; i++)
+        assert_true(g[i] == 3e38f);
+    tg_params_free(ps);
+}
+
 /* A large set split over the fixed blocks gives the same bits on one and
  * two threads, and the double sum of the squares. */
 static void clip_norm_is_the_same_on_any_thread_count(void **state)
@@ -526,6 +542,7 @@ int main(void)
         cmocka_unit_test(momentum_set_later_starts_fresh),
         cmocka_unit_test(settings_are_checked_each_step),
         cmocka_unit_test(clip_returns_the_norm_and_scales_above_it),
+        cmocka_unit_test(clip_norm_past_float_range_scales_nothing),
         cmocka_unit_test(clip_norm_is_the_same_on_any_thread_count),
         cmocka_unit_test(optimizers_are_the_same_on_any_thread_count),
         cmocka_unit_test(step_decay_by_hand),
