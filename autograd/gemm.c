@@ -699,6 +699,12 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  "ldb=%d (op(B) %dx%d%s) ldc=%d (C %dx%d)",
                  lda, M, K, trans_a ? " transposed" : "", ldb, K, N,
                  trans_b ? " transposed" : "", ldc, M, N);
+    if ((M > 0 && N > 0 && !C) || (M > 0 && N > 0 && K > 0 && (!A || !B)))
+        tg_fatal("tg_gemm", "NULL %s with M=%d N=%d K=%d",
+                 !C   ? "C"
+                 : !A ? "A"
+                      : "B",
+                 M, N, K);
     problem pb = {trans_a, trans_b, M,   N,   K,   alpha, beta,  A,
                   B,       C,       lda, ldb, ldc, false, false, false};
     if (M == 0 || N == 0)

@@ -144,6 +144,10 @@ bool tg_gradcheck(tg_graph_fn f, int n_inputs, tg_tensor **inputs, void *ctx,
 
 void tg_gradcheck_print(const tg_gradcheck_report *r, const char *name)
 {
+    if (!r)
+        tg_fatal("gradcheck_print", "NULL report");
+    if (!name)
+        name = "gradcheck";
     if (r->all_zero)
         printf("%s: FAIL: every gradient is zero (%zu elements): the check "
                "cannot tell right from wrong\n",

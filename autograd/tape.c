@@ -150,12 +150,19 @@ void tg_tape_reset(tg_tape *tp)
 
 bool tg_tape_set_recording(tg_tape *tp, bool on)
 {
+    if (!tp)
+        tg_fatal("tape", "tg_tape_set_recording: NULL tape");
     bool old = tp->recording;
     tp->recording = on;
     return old;
 }
 
-bool tg_tape_recording(const tg_tape *tp) { return tp->recording; }
+bool tg_tape_recording(const tg_tape *tp)
+{
+    if (!tp)
+        tg_fatal("tape", "tg_tape_recording: NULL tape");
+    return tp->recording;
+}
 
 bool tg_tape_set_checks(tg_tape *tp, bool on)
 {

@@ -56,6 +56,10 @@ const char *tg_shape_str(const tg_tensor *t, char *buf)
 {
     /* A damaged header (a tape tensor used after its tape's reset) must
      * not overrun buf in the message that reports it. */
+    if (!t) {
+        snprintf(buf, 64, "NULL");
+        return buf;
+    }
     if (t->ndim < 0 || t->ndim > TG_MAX_DIMS) {
         snprintf(buf, 64, "[ndim %d?]", t->ndim);
         return buf;
@@ -73,6 +77,8 @@ static size_t shape_size(const char *op, int ndim, const int *shape)
 {
     if (ndim < 1 || ndim > TG_MAX_DIMS)
         tg_fatal(op, "ndim %d outside 1..%d", ndim, TG_MAX_DIMS);
+    if (!shape)
+        tg_fatal(op, "NULL shape for ndim %d", ndim);
     size_t size = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0)
@@ -147,10 +153,17 @@ void tg_tensor_zero_grad(tg_tensor *t)
         memset(t->grad, 0, t->size * sizeof(float));
 }
 
-int tg_tensor_cols(const tg_tensor *t) { return t->shape[t->ndim - 1]; }
+int tg_tensor_cols(const tg_tensor *t)
+{
+    if (!t)
+        tg_fatal("tensor_cols", "NULL tensor");
+    return t->shape[t->ndim - 1];
+}
 
 int tg_tensor_rows(const tg_tensor *t)
 {
+    if (!t)
+        tg_fatal("tensor_rows", "NULL tensor");
     size_t rows = 1;
     for (int d = 0; d < t->ndim - 1; d++)
         rows *= (size_t)t->shape[d];

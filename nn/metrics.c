@@ -426,6 +426,12 @@ void tg_auroc_bootstrap(const double *neg, int n_neg, const double *pos,
                  "need two non-empty lists, resamples >= 2 and level in "
                  "(0, 1) (%d, %d, %d, %g)",
                  n_neg, n_pos, resamples, level);
+    if (!neg || !pos || !lo || !hi)
+        tg_fatal("auroc_bootstrap", "NULL %s",
+                 !neg   ? "neg"
+                 : !pos ? "pos"
+                 : !lo  ? "lo"
+                        : "hi");
     size_t n = (size_t)n_neg + (size_t)n_pos;
     for (size_t i = 0; i < n; i++)
         if (isnan(i < (size_t)n_neg ? neg[i] : pos[i - n_neg])) {

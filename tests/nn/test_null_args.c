@@ -65,6 +65,23 @@ static void params_add_null_set(void)
 }
 static void adam_null_set(void) { tg_adam_new(NULL, 1e-3f); }
 static void clip_null_set(void) { tg_clip_grad_norm(NULL, 1.0f); }
+/* NULL where a pointer is required: an abort naming the call, not a
+ * segfault (API audit) */
+static void tensor_null_shape(void) { tg_tensor_new(2, NULL); }
+static void rows_null_tensor(void) { tg_tensor_rows(NULL); }
+static void recording_null_tape(void) { tg_tape_set_recording(NULL, true); }
+static void gemm_null_c(void)
+{
+    static float A[4], B[4];
+    tg_gemm(false, false, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, NULL, 2);
+}
+static void gradcheck_print_null(void) { tg_gradcheck_print(NULL, "x"); }
+static void bootstrap_null_lo(void)
+{
+    static const double neg[2] = {0, 1}, pos[2] = {2, 3};
+    double hi;
+    tg_auroc_bootstrap(neg, 2, pos, 2, 10, 1, 0.95, NULL, &hi);
+}
 /* a NaN learning rate set by hand made every weight NaN */
 static void step_nan_lr(void)
 {
@@ -207,6 +224,12 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(params_add_null_set, "params_add", "NULL parameter set");
     expect_abort(adam_null_set, "optim_new", "NULL parameter set");
     expect_abort(clip_null_set, "clip_grad_norm", "NULL parameter set");
+    expect_abort(tensor_null_shape, "tensor", "NULL shape");
+    expect_abort(rows_null_tensor, "tensor_rows", "NULL tensor");
+    expect_abort(recording_null_tape, "tg_tape_set_recording", "NULL tape");
+    expect_abort(gemm_null_c, "tg_gemm", "NULL C");
+    expect_abort(gradcheck_print_null, "gradcheck_print", "NULL report");
+    expect_abort(bootstrap_null_lo, "auroc_bootstrap", "NULL lo");
     expect_abort(step_nan_lr, "optim_step", "learning rate is nan");
     expect_abort(dense_init_null_rng, "dense_layer_init", "NULL rng");
     expect_abort(conv_init_null_rng, "conv2d_layer_init", "NULL rng");
