@@ -289,45 +289,14 @@ static int load_data(const options *o, tg_dataset *train_set,
 {
     if (!load(o->data, true, train_set) || !load(o->data, false, test_set))
         return 2;
-    if (o->no_ood) {
-    } else if (o->ood_given) { /* scored only: labels optional */
-        if (tg_idx_images_load(o->ood, false, ood_set) != TG_OK) {
-            cli_error("%s", tg_errmsg());
-            return 2;
-        }
-        *have_ood = true;
-    } else if (default_ood_there(o->ood)) {
-        /* the default set, not asked for: there, it must be readable (a
-         * damaged one, as a truncated file, was skipped in silence) */
-        if (tg_idx_images_load(o->ood, false, ood_set) != TG_OK) {
-            cli_error("%s (the default OOD set; --ood-data none runs "
-                      "without one)",
-                      tg_errmsg());
-            return 2;
-        }
-        /* of another size, it is skipped (it failed the run) */
-        *have_ood = ood_set->rows == train_set->rows &&
-                    ood_set->cols == train_set->cols;
-        if (!*have_ood) {
-            cli_error("note: %s (the default OOD set) has %dx%d "
-                      "images, the training images are %dx%d: no OOD set "
-                      "(--ood-data gives one)",
-                      o->ood, ood_set->rows, ood_set->cols, train_set->rows,
-                      train_set->cols);
-            tg_dataset_free(ood_set);
-        }
-    }
-    /* the same geometry, not only the same number of pixels: a 14x56
-     * image is not a 28x28 one */
+    /* the in-distribution sets are checked first, so that refusing them
+     * is the one line, with no note on the default OOD set before it; the
+     * same geometry, not only the same number of pixels: a 14x56 image is
+     * not a 28x28 one */
     int r = train_set->rows, c = train_set->cols;
-    const tg_dataset *odd =
-        test_set->rows != r || test_set->cols != c                ? test_set
-        : *have_ood && (ood_set->rows != r || ood_set->cols != c) ? ood_set
-                                                                  : NULL;
-    if (odd) {
-        cli_error("%s: images are %dx%d, the training images %dx%d",
-                  odd == test_set ? o->data : o->ood, odd->rows, odd->cols, r,
-                  c);
+    if (test_set->rows != r || test_set->cols != c) {
+        cli_error("%s: images are %dx%d, the training images %dx%d", o->data,
+                  test_set->rows, test_set->cols, r, c);
         return 2;
     }
     const tg_dataset *sets[2] = {train_set, test_set};
@@ -339,6 +308,37 @@ static int load_data(const options *o, tg_dataset *train_set,
                           i);
                 return 2;
             }
+    if (o->no_ood) {
+    } else if (o->ood_given) { /* scored only: labels optional */
+        if (tg_idx_images_load(o->ood, false, ood_set) != TG_OK) {
+            cli_error("%s", tg_errmsg());
+            return 2;
+        }
+        *have_ood = true;
+        if (ood_set->rows != r || ood_set->cols != c) {
+            cli_error("%s: images are %dx%d, the training images %dx%d", o->ood,
+                      ood_set->rows, ood_set->cols, r, c);
+            return 2;
+        }
+    } else if (default_ood_there(o->ood)) {
+        /* the default set, not asked for: there, it must be readable (a
+         * damaged one, as a truncated file, was skipped in silence) */
+        if (tg_idx_images_load(o->ood, false, ood_set) != TG_OK) {
+            cli_error("%s (the default OOD set; --ood-data none runs "
+                      "without one)",
+                      tg_errmsg());
+            return 2;
+        }
+        /* of another size, it is skipped (it failed the run) */
+        *have_ood = ood_set->rows == r && ood_set->cols == c;
+        if (!*have_ood) {
+            cli_error("note: %s (the default OOD set) has %dx%d "
+                      "images, the training images are %dx%d: no OOD set "
+                      "(--ood-data gives one)",
+                      o->ood, ood_set->rows, ood_set->cols, r, c);
+            tg_dataset_free(ood_set);
+        }
+    }
     return 0;
 }
 

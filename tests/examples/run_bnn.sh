@@ -246,6 +246,17 @@ if [ -n "$bnn_ood" ]; then
     ood_run 0
     grep -qF "OOD: $default_ood (20 images)" "$tmp/out" ||
         fail "whole default OOD set: $(head -1 "$tmp/out")"
+    # 14x14 training images with the 28x28 test set: refused with one line
+    # (the note that the 28x28 default OOD set is skipped came first)
+    mkdir -p "$tmp/odd14"
+    { printf '\0\0\10\3\0\0\0\1\0\0\0\16\0\0\0\16'
+      head -c 196 /dev/zero; } >"$tmp/odd14/train-images-idx3-ubyte"
+    printf '\0\0\10\1\0\0\0\1\0' >"$tmp/odd14/train-labels-idx1-ubyte"
+    cp "$data/t10k-images-idx3-ubyte.gz" "$data/t10k-labels-idx1-ubyte.gz" \
+        "$tmp/odd14/"
+    expect 2 "$tmp/bin/bnn_mnist" --data "$tmp/odd14" --method det \
+        --epochs 1 --max-batches 1 --max-eval 20 --hidden 16 --threads 1
+    mentions "images are 28x28, the training images 14x14"
     rm -rf "$default_ood"
 fi
 expect 2 "$bnn" --out ""
