@@ -700,6 +700,25 @@ static void cli_parse_end(void)
     }
 }
 
+/* A standard stream the program was started without (">&-", "2>&-"):
+ * /dev/null, read-only, takes its number. Left free, the number went to
+ * the next file opened, the output folder's .lock, held for the whole
+ * run: the progress lines or bnn_mnist's table were written into it, over
+ * the PID that names the run to another one, and exit status 0. A write
+ * now fails (EBADF) as on a closed pipe, and is reported as one. */
+static void std_streams_open(void)
+{
+    for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int null = open("/dev/null", O_RDONLY);
+        if (null >= 0 && null != fd) {
+            dup2(null, fd);
+            close(null);
+        }
+    }
+}
+
 /* Rank 0 says why, at once; a rank r > 0 only when the job is still
  * running 2 s on (mpirun ends a job one of whose processes failed, and its
  * signal ends the wait): rank 0 is then another program, vae_mnist say,
@@ -707,6 +726,7 @@ static void cli_parse_end(void)
  * stopped without a word). */
 void cli_one_process(void)
 {
+    std_streams_open();
     int n = tg_dist_launcher_size();
     if (n <= 1)
         return;
@@ -727,6 +747,7 @@ void cli_dist_start(int *argc, char ***argv)
      * limit (ulimit -f) SIGXFSZ killed the rank there without a word
      * (cli_parse_flags, which ignores it too, came too late) */
     signal(SIGXFSZ, SIG_IGN);
+    std_streams_open();
     tg_dist_init(argc, argv);
     if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
         exit(1);

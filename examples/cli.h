@@ -140,7 +140,11 @@ double cli_now(void); /* seconds, monotonic */
 /* The start of a program that runs as one process (bnn_mnist, vae_score,
  * char_rnn): started by an MPI launcher as one of several processes, each
  * copy would do the whole job and write the same files, so it refuses
- * (a line on stderr, exit status 2). */
+ * (a line on stderr, exit status 2). Both starts (this and
+ * cli_dist_start) first put /dev/null, read-only, in place of a standard
+ * stream the program was started without (">&-"), so that no file the
+ * program opens takes its number; writing to it fails as to a closed
+ * pipe. */
 void cli_one_process(void);
 
 /* The start of a data-parallel program (vae_mnist, mlp_mnist), around its
