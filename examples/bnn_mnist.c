@@ -283,16 +283,17 @@ static bool default_ood_there(const char *dir)
 
 /* Loads the training and test sets and (when given, or present at the
  * default place) the OOD test set, and checks their sizes and labels.
- * Returns 0, or 2 after printing one line. */
+ * Returns 0, or 2 after printing one line. The default set, of another
+ * size than the training images, is skipped: its rows and cols go to
+ * skipped, for the caller's note. */
 static int load_data(const options *o, tg_dataset *train_set,
-                     tg_dataset *test_set, tg_dataset *ood_set, bool *have_ood)
+                     tg_dataset *test_set, tg_dataset *ood_set, bool *have_ood,
+                     int skipped[2])
 {
     if (!load(o->data, true, train_set) || !load(o->data, false, test_set))
         return 2;
-    /* the in-distribution sets are checked first, so that refusing them
-     * is the one line, with no note on the default OOD set before it; the
-     * same geometry, not only the same number of pixels: a 14x56 image is
-     * not a 28x28 one */
+    /* the same geometry, not only the same number of pixels: a 14x56
+     * image is not a 28x28 one */
     int r = train_set->rows, c = train_set->cols;
     if (test_set->rows != r || test_set->cols != c) {
         cli_error("%s: images are %dx%d, the training images %dx%d", o->data,
@@ -331,11 +332,9 @@ static int load_data(const options *o, tg_dataset *train_set,
         }
         /* of another size, it is skipped (it failed the run) */
         *have_ood = ood_set->rows == r && ood_set->cols == c;
-        if (!*have_ood) {
-            cli_error("note: %s (the default OOD set) has %dx%d "
-                      "images, the training images are %dx%d: no OOD set "
-                      "(--ood-data gives one)",
-                      o->ood, ood_set->rows, ood_set->cols, r, c);
+        if (!*have_ood) { /* noted once every check has passed */
+            skipped[0] = ood_set->rows;
+            skipped[1] = ood_set->cols;
             tg_dataset_free(ood_set);
         }
     }
@@ -460,7 +459,9 @@ int main(int argc, char **argv)
 
     tg_dataset train_set = {0}, test_set = {0}, ood_set = {0};
     bool have_ood = false;
-    int code = load_data(&o, &train_set, &test_set, &ood_set, &have_ood);
+    int skipped[2] = {0, 0}; /* the default OOD set's size, when skipped */
+    int code =
+        load_data(&o, &train_set, &test_set, &ood_set, &have_ood, skipped);
     if (code == 0)
         check_model_size(&o, &train_set);
     if (code == 0 && o.out &&
@@ -472,6 +473,13 @@ int main(int argc, char **argv)
         tg_dataset_free(&ood_set);
         return code;
     }
+    /* after the checks: a refused run says one line, without this note */
+    if (skipped[0])
+        cli_error("note: %s (the default OOD set) has %dx%d images, the "
+                  "training images are %dx%d: no OOD set (--ood-data gives "
+                  "one)",
+                  o.ood, skipped[0], skipped[1], train_set.rows,
+                  train_set.cols);
     if (isnan(o.rho_init))
         o.rho_init = rho_init_auto(&o, train_set.n);
     eval_set test, ood;

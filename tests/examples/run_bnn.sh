@@ -257,6 +257,19 @@ if [ -n "$bnn_ood" ]; then
     expect 2 "$tmp/bin/bnn_mnist" --data "$tmp/odd14" --method det \
         --epochs 1 --max-batches 1 --max-eval 20 --hidden 16 --threads 1
     mentions "images are 28x28, the training images 14x14"
+    # 14x14 test images too, and an --out that cannot be made: one line
+    # (the note came first), and the note itself when the run goes on
+    cp "$tmp/odd14/train-images-idx3-ubyte" "$tmp/odd14/t10k-images-idx3-ubyte"
+    cp "$tmp/odd14/train-labels-idx1-ubyte" "$tmp/odd14/t10k-labels-idx1-ubyte"
+    rm "$tmp/odd14/"*.gz
+    : >"$tmp/odd14_file"
+    expect 1 "$tmp/bin/bnn_mnist" --data "$tmp/odd14" --method det \
+        --epochs 1 --max-batches 1 --hidden 16 --threads 1 \
+        --out "$tmp/odd14_file/sub"
+    mentions "odd14_file/sub"
+    expect 0 "$tmp/bin/bnn_mnist" --data "$tmp/odd14" --method det \
+        --epochs 1 --max-batches 1 --hidden 16 --threads 1
+    mentions "(the default OOD set) has 28x28 images"
     rm -rf "$default_ood"
 fi
 expect 2 "$bnn" --out ""
