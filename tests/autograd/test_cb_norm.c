@@ -19,6 +19,9 @@
 
 #include "tg_autograd.h"
 
+#define TEST_SEED 19
+#include "test_random.h"
+
 #define LN2 0.69314718055994530942
 
 static tg_tensor *from(int n, const float *v)
@@ -53,16 +56,6 @@ static tg_tensor *f_cb(tg_tape *tp, tg_tensor **in, void *c)
 {
     (void)c;
     return tg_cb_log_norm(tp, in[0]);
-}
-
-static uint64_t rng_state = 19;
-
-static double uniform(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
 }
 
 /* n values with |x| in [lo, hi], random signs */

@@ -18,18 +18,9 @@
 #include "expect_abort.h"
 #include "tg_autograd.h"
 
-static uint64_t rng_state = 1202;
-static double uniform(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
-}
-static int randint(int lo, int hi)
-{
-    return lo + (int)(uniform() * (hi - lo + 1));
-}
+#define TEST_SEED 1202
+#include "test_random.h"
+
 static tg_tensor *rand_t(int ndim, const int *shape)
 {
     tg_tensor *t = tg_tensor_new(ndim, shape);

@@ -16,22 +16,10 @@
 
 #include "tg_autograd.h"
 
+#define TEST_SEED 2026
+#include "test_random.h"
+
 /* ---- random inputs ------------------------------------------------------- */
-
-static uint64_t rng_state = 2026;
-
-static double uniform(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
-}
-
-static int randint(int lo, int hi)
-{
-    return lo + (int)(uniform() * (hi - lo + 1));
-}
 
 /* Values in [lo, hi], at least gap away from kink (when gap > 0). */
 typedef struct domain {
