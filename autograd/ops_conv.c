@@ -462,7 +462,9 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
             conv_gemm_col2im(tp, &g, xp, W->data, ldk, y->data, true,
                              b ? b->data : NULL, relu);
         }
-        if (implicit && !trans) /* saved in panels, as below */
+        /* the backward's x': in panels for the implicit dW (a buffer of
+         * its own when col2im used xp), else pixel-major */
+        if (implicit && !trans)
             xp = scratch(tp, (size_t)NP, (size_t)g.OC);
         if (implicit)
             conv_to_panels(g.N, g.OC, P, x->data, xp);
