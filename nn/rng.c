@@ -18,8 +18,18 @@ static uint64_t splitmix64(uint64_t *x)
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
+/* A NULL generator aborts naming the call (it was a segfault). One
+ * predictable branch per call: the library's own loops draw through
+ * rng_next, not through these. */
+static void need_rng(const tg_rng *r, const char *op)
+{
+    if (!r)
+        tg_fatal(op, "NULL rng");
+}
+
 void tg_rng_seed(tg_rng *r, uint64_t seed, uint64_t stream)
 {
+    need_rng(r, "rng_seed");
     /* key = mix(seed) combined with mix(stream) under a different constant,
      * so (seed, stream) and (stream, seed) give different keys. */
     uint64_t a = seed, b = stream ^ 0x6A09E667F3BCC909ull;
@@ -30,11 +40,16 @@ void tg_rng_seed(tg_rng *r, uint64_t seed, uint64_t stream)
         r->s[0] = 1; /* the all-zero state is a fixed point */
 }
 
-uint64_t tg_rng_u64(tg_rng *r) { return rng_next(r->s); }
+uint64_t tg_rng_u64(tg_rng *r)
+{
+    need_rng(r, "rng_u64");
+    return rng_next(r->s);
+}
 
 /* Lemire's multiply-shift with rejection: exactly uniform in [0, n). */
 uint32_t tg_rng_below(tg_rng *r, uint32_t n)
 {
+    need_rng(r, "rng_below");
     if (n == 0)
         tg_fatal("rng_below", "n must be >= 1");
     uint64_t m = (tg_rng_u64(r) >> 32) * n;
@@ -53,6 +68,7 @@ uint32_t tg_rng_below(tg_rng *r, uint32_t n)
  * return is exact, and 1.0f is impossible. */
 float tg_rng_uniform(tg_rng *r)
 {
+    need_rng(r, "rng_uniform");
     return (float)(tg_rng_u64(r) >> 40) * 0x1.0p-24f;
 }
 
@@ -72,6 +88,7 @@ static void normal_pair(tg_rng *r, double *z0, double *z1)
  * no spare, so a saved tg_rng is the whole story). */
 float tg_rng_normal(tg_rng *r)
 {
+    need_rng(r, "rng_normal");
     double z0, z1;
     normal_pair(r, &z0, &z1);
     return (float)z0;
@@ -79,6 +96,8 @@ float tg_rng_normal(tg_rng *r)
 
 void tg_rng_fill_uniform(tg_rng *r, float *x, size_t n, float lo, float hi)
 {
+    if (!r || (!x && n))
+        tg_fatal("rng_fill_uniform", "NULL %s", r ? "x" : "rng");
     for (size_t i = 0; i < n; i++)
         x[i] = lo + (hi - lo) * tg_rng_uniform(r);
 }
@@ -86,6 +105,8 @@ void tg_rng_fill_uniform(tg_rng *r, float *x, size_t n, float lo, float hi)
 /* Uses both values of each Box-Muller pair. */
 void tg_rng_fill_normal(tg_rng *r, float *x, size_t n, float mean, float std)
 {
+    if (!r || (!x && n))
+        tg_fatal("rng_fill_normal", "NULL %s", r ? "x" : "rng");
     size_t i = 0;
     for (; i + 1 < n; i += 2) {
         double z0, z1;

@@ -204,6 +204,22 @@ static void bayes_dense_init_inf_prior(void)
                         &rng);
 }
 
+/* a NULL generator drawn from directly: segfaults in the draw itself */
+static void u64_null_rng(void) { tg_rng_u64(NULL); }
+static void seed_null_rng(void) { tg_rng_seed(NULL, 1, 0); }
+static void normal_null_rng(void) { tg_rng_normal(NULL); }
+static void fill_normal_null_x(void)
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_rng_fill_normal(&rng, NULL, 4, 0.0f, 1.0f);
+}
+static void fill_uniform_null_rng(void)
+{
+    float x[4];
+    tg_rng_fill_uniform(NULL, x, 4, 0.0f, 1.0f);
+}
+
 static void test_null_arguments_abort_with_a_message(void **state)
 {
     (void)state;
@@ -243,6 +259,11 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(embedding_init_null_rng, "embedding_layer_init", "NULL rng");
     expect_abort(gru_init_null_rng, "gru_cell_init", "NULL rng");
     expect_abort(lstm_init_null_rng, "lstm_cell_init", "NULL rng");
+    expect_abort(u64_null_rng, "rng_u64", "NULL rng");
+    expect_abort(seed_null_rng, "rng_seed", "NULL rng");
+    expect_abort(normal_null_rng, "rng_normal", "NULL rng");
+    expect_abort(fill_normal_null_x, "rng_fill_normal", "NULL x");
+    expect_abort(fill_uniform_null_rng, "rng_fill_uniform", "NULL rng");
     expect_abort(dense_init_null_set, "dense_layer_init", "NULL parameter set");
     expect_abort(group_norm_init_null_name, "group_norm_layer_init",
                  "NULL name");
