@@ -50,7 +50,11 @@ tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b)
     if (W->ndim != 2 || tg_tensor_cols(x) != W->shape[1])
         tg_fatal("dense", "x %s does not fit W %s (W is [out, in])",
                  tg_shape_str(x, sx), tg_shape_str(W, sw));
-    if (b && b->size != (size_t)W->shape[0])
+    /* a row, [out] or [1, out]: a column [out, 1] (one value per row under
+     * tg_add's broadcasting, as torch would add it) or any other shape of
+     * out elements was taken as [out] without a word */
+    if (b && (b->size != (size_t)W->shape[0] ||
+              (b->ndim != 1 && (b->ndim != 2 || b->shape[0] != 1))))
         tg_fatal("dense", "bias %s does not fit W %s (bias is [out])",
                  tg_shape_str(b, sb), tg_shape_str(W, sw));
     int B = tg_tensor_rows(x), in = W->shape[1], out = W->shape[0];

@@ -150,8 +150,9 @@ void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed);
  * row is [R, 1]. A smaller a with a larger b is refused (swap the operands). */
 
 /* y[B, out] = x[B, in] . W^T + b, with W stored [out, in] as in PyTorch and
- * b [out] (b may be NULL). One fused op. As torch.nn.Linear, x may have
- * more dimensions: [..., in] -> [..., out], over its last axis alone. So
+ * b a row, [out] or [1, out] (b may be NULL). One fused op. As
+ * torch.nn.Linear, x may have more dimensions: [..., in] -> [..., out],
+ * over its last axis alone. So
  * an image batch [B, C, H, W] must be flattened to [B, C*H*W] first
  * (tg_flatten): with W's in equal to the image width, it would be taken
  * row by row. */

@@ -352,6 +352,14 @@ static void wide_concat(void)
     tg_concat(mtp, 2, (tg_tensor *[]){a, a});
 }
 
+/* A bias of out elements that is not a row: a column [out, 1] (under
+ * tg_add's rules one value per row) was taken as [out] without a word. */
+static void dense_column_bias(void)
+{
+    tg_dense(mtp, tg_tensor_new2(3, 2), tg_tensor_new2(3, 2),
+             tg_tensor_new2(3, 1));
+}
+
 static void misuse_aborts_naming_the_op(void **state)
 {
     (void)state;
@@ -363,6 +371,21 @@ static void misuse_aborts_naming_the_op(void **state)
     expect_abort(bad_gamma, "tapegrad: layer_norm: ");
     expect_abort(bad_bce_shapes, "tapegrad: bce: ");
     expect_abort(bad_kl_prior, "tapegrad: kl_normals: ");
+    expect_abort(dense_column_bias, "tapegrad: dense: ", "bias [3, 1]");
+    { /* a row [1, out] is the bias [out] */
+        tg_tensor *x = tg_tensor_new2(2, 2), *W = tg_tensor_new2(3, 2);
+        tg_tensor *b1 = tg_tensor_new(1, (int[]){3}),
+                  *b2 = tg_tensor_new2(1, 3);
+        for (int i = 0; i < 6; i++)
+            W->data[i] = 0.25f * (float)i - 0.5f;
+        for (int i = 0; i < 4; i++)
+            x->data[i] = (float)i;
+        for (int i = 0; i < 3; i++)
+            b1->data[i] = b2->data[i] = (float)i + 0.5f;
+        tg_tensor *y1 = tg_dense(mtp, x, W, b1), *y2 = tg_dense(mtp, x, W, b2);
+        for (int i = 0; i < 6; i++)
+            assert_true(y1->data[i] == y2->data[i] && y1->data[i] != 0.0f);
+    }
     expect_abort(bad_permute_repeat, "tapegrad: permute: ", "perm[2] = 2",
                  "[2, 3, 4]");
     expect_abort(bad_permute_range, "tapegrad: permute: ", "perm[1] = 2");
