@@ -263,13 +263,24 @@ tg_tensor *tg_vae_decode_logits(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
 
 /* rec = -log p(x|z) = sum over pixels of bce(logits, x)          [B, 1]
  *       (cb: minus sum over pixels of log C(sigmoid(logits)))    */
+static bool any_outside_unit(const float *x, size_t n)
+{
+    int out = 0;
+    for (size_t i = 0; i < n; i++)
+        out |= (x[i] < 0.0f) | (x[i] > 1.0f);
+    return out;
+}
+
 tg_tensor *tg_vae_rec(tg_tape *tp, const tg_vae *vae, tg_tensor *logits,
                       tg_tensor *x)
 {
     /* both likelihoods are of x in [0, 1]: an image of -1s had log p(x) =
      * +14163 nats, a probability above 1, without a word (NaN passes, to
-     * the guards that report it) */
-    for (size_t i = 0; x && i < x->size; i++)
+     * the guards that report it). A branch-free pass that vectorises finds
+     * whether any pixel is out (the search with a branch per pixel took 30
+     * us of a 1.3 ms training step, on one thread), then the first one. */
+    bool out = x && any_outside_unit(x->data, x->size);
+    for (size_t i = 0; out && i < x->size; i++)
         if (x->data[i] < 0.0f || x->data[i] > 1.0f) {
             char s[64];
             int cols = tg_tensor_cols(x);
