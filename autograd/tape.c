@@ -313,17 +313,18 @@ void *tg_tape_alloc(tg_tape *tp, size_t bytes)
 }
 
 /* A tensor header on tp's arena; data is set by the caller. */
-static tg_tensor *tape_header(tg_tape *tp, int ndim, const int *shape)
+static tg_tensor *tape_header(tg_tape *tp, const char *op, int ndim,
+                              const int *shape)
 {
     tg_tensor *t = tg_tape_alloc(tp, sizeof *t);
-    tg_tensor_init_shape(t, ndim, shape);
+    tg_tensor_init_shape(t, op, ndim, shape);
     t->tape = tp;
     return t;
 }
 
 tg_tensor *tg_tape_tensor(tg_tape *tp, int ndim, const int *shape, bool zeroed)
 {
-    tg_tensor *t = tape_header(tp, ndim, shape);
+    tg_tensor *t = tape_header(tp, "tape_tensor", ndim, shape);
     t->data = tg_tape_alloc(tp, t->size * sizeof(float));
     if (zeroed)
         memset(t->data, 0, t->size * sizeof(float));
@@ -337,7 +338,7 @@ tg_tensor *tg_tape_tensor2(tg_tape *tp, int rows, int cols, bool zeroed)
 
 tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols)
 {
-    tg_tensor *t = tape_header(tp, 2, (int[]){rows, cols});
+    tg_tensor *t = tape_header(tp, "tape_view2", 2, (int[]){rows, cols});
     if (!data && t->size) /* was a crash in the first op that read it */
         tg_fatal("tape_view2", "data is NULL for a view of %d x %d", rows,
                  cols);
@@ -347,7 +348,7 @@ tg_tensor *tg_tape_view2(tg_tape *tp, float *data, int rows, int cols)
 
 tg_tensor *view_tensor(tg_tape *tp, float *data, int ndim, const int *shape)
 {
-    tg_tensor *t = tape_header(tp, ndim, shape);
+    tg_tensor *t = tape_header(tp, "view", ndim, shape);
     t->data = data;
     return t;
 }

@@ -52,9 +52,10 @@ float *grad_of(tg_tape *tp, tg_tensor *t);
  * input, which is where a separate pass of zeros cost 3-7% of a step. */
 float *grad_fresh(tg_tape *tp, const tg_record *r, int i, bool *fresh);
 
-/* Sets t to an empty tensor of this shape (aborts on a bad shape). Dims may
- * be 0 (an empty batch). */
-void tg_tensor_init_shape(tg_tensor *t, int ndim, const int *shape);
+/* Sets t to an empty tensor of this shape (aborts on a bad shape, naming the
+ * public call op). Dims may be 0 (an empty batch). */
+void tg_tensor_init_shape(tg_tensor *t, const char *op, int ndim,
+                          const int *shape);
 
 /* The byte a checked tape (tg_tape_set_checks) writes over a step's arena
  * at reset, and whether a tensor header is made of it. */

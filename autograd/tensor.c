@@ -90,10 +90,11 @@ static size_t shape_size(const char *op, int ndim, const int *shape)
     return size;
 }
 
-void tg_tensor_init_shape(tg_tensor *t, int ndim, const int *shape)
+void tg_tensor_init_shape(tg_tensor *t, const char *op, int ndim,
+                          const int *shape)
 {
     memset(t, 0, sizeof *t);
-    t->size = shape_size("tensor", ndim, shape);
+    t->size = shape_size(op, ndim, shape);
     t->ndim = ndim;
     memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
 }
@@ -103,7 +104,7 @@ tg_tensor *tg_tensor_new(int ndim, const int *shape)
     tg_tensor *t = malloc(sizeof *t);
     if (!t)
         tg_out_of_memory("tensor_new", "out of memory");
-    tg_tensor_init_shape(t, ndim, shape);
+    tg_tensor_init_shape(t, "tensor_new", ndim, shape);
     t->data = calloc(t->size ? t->size : 1, sizeof(float));
     if (!t->data)
         tg_out_of_memory("tensor_new", "out of memory for %zu floats", t->size);

@@ -12,17 +12,18 @@
 #include "params_split.h"
 #include "tg_nn.h"
 
-static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
+static tg_optim *optim_new(const char *op, tg_params *ps, tg_optim_kind kind,
+                           float lr)
 {
     if (!ps)
-        tg_fatal("optim_new", "NULL parameter set");
+        tg_fatal(op, "NULL parameter set");
     /* >= 0 as tg_optim_step takes it: a warm-up schedule starts at 0 */
     if (!(lr >= 0.0f) || !isfinite(lr))
-        tg_fatal("optim_new", "learning rate must be finite and >= 0, got %g",
+        tg_fatal(op, "learning rate must be finite and >= 0, got %g",
                  (double)lr);
     tg_optim *opt = calloc(1, sizeof *opt);
     if (!opt)
-        tg_out_of_memory("optim_new", "out of memory");
+        tg_out_of_memory(op, "out of memory");
     size_t n = tg_params_numel(ps);
     tg_params_seal(ps);
     opt->kind = kind;
@@ -37,7 +38,7 @@ static tg_optim *optim_new(tg_params *ps, tg_optim_kind kind, float lr)
     if (second_moment)
         opt->v = calloc(n ? n : 1, sizeof(float));
     if (!opt->m || (second_moment && !opt->v))
-        tg_out_of_memory("optim_new", "out of memory for %zu elements", n);
+        tg_out_of_memory(op, "out of memory for %zu elements", n);
     return opt;
 }
 
@@ -46,14 +47,14 @@ tg_optim *tg_sgd_new(tg_params *ps, float lr, float momentum)
     if (!(momentum >= 0.0f && momentum < 1.0f))
         tg_fatal("sgd_new", "momentum must be in [0, 1), got %g",
                  (double)momentum);
-    tg_optim *opt = optim_new(ps, TG_OPTIM_SGD, lr);
+    tg_optim *opt = optim_new("sgd_new", ps, TG_OPTIM_SGD, lr);
     opt->momentum = momentum;
     return opt;
 }
 
 tg_optim *tg_adam_new(tg_params *ps, float lr)
 {
-    return optim_new(ps, TG_OPTIM_ADAM, lr);
+    return optim_new("adam_new", ps, TG_OPTIM_ADAM, lr);
 }
 
 tg_optim *tg_adamw_new(tg_params *ps, float lr, float weight_decay)
@@ -61,7 +62,7 @@ tg_optim *tg_adamw_new(tg_params *ps, float lr, float weight_decay)
     if (!(weight_decay >= 0.0f) || !isfinite(weight_decay))
         tg_fatal("adamw_new", "weight decay must be >= 0, got %g",
                  (double)weight_decay);
-    tg_optim *opt = optim_new(ps, TG_OPTIM_ADAMW, lr);
+    tg_optim *opt = optim_new("adamw_new", ps, TG_OPTIM_ADAMW, lr);
     opt->weight_decay = weight_decay;
     return opt;
 }
@@ -71,7 +72,7 @@ tg_optim *tg_rmsprop_new(tg_params *ps, float lr, float momentum)
     if (!(momentum >= 0.0f && momentum < 1.0f))
         tg_fatal("rmsprop_new", "momentum must be in [0, 1), got %g",
                  (double)momentum);
-    tg_optim *opt = optim_new(ps, TG_OPTIM_RMSPROP, lr);
+    tg_optim *opt = optim_new("rmsprop_new", ps, TG_OPTIM_RMSPROP, lr);
     opt->momentum = momentum;
     return opt;
 }

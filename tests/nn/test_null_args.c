@@ -238,9 +238,9 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(pool1d_null_input, "max_pool1d", "argument 1 is NULL");
     expect_abort(gru_null_cell, "gru_cell", "NULL cell");
     expect_abort(params_add_null_set, "params_add", "NULL parameter set");
-    expect_abort(adam_null_set, "optim_new", "NULL parameter set");
+    expect_abort(adam_null_set, "adam_new", "NULL parameter set");
     expect_abort(clip_null_set, "clip_grad_norm", "NULL parameter set");
-    expect_abort(tensor_null_shape, "tensor", "NULL shape");
+    expect_abort(tensor_null_shape, "tensor_new", "NULL shape");
     expect_abort(rows_null_tensor, "tensor_rows", "NULL tensor");
     expect_abort(recording_null_tape, "tg_tape_set_recording", "NULL tape");
     expect_abort(gemm_null_c, "tg_gemm", "NULL C");
