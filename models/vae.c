@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parallel.h"
 #include "tg_vae.h"
 
 const char *tg_vae_arch_name(tg_vae_arch arch)
@@ -263,6 +264,7 @@ tg_tensor *tg_vae_decode_logits(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
 
 /* rec = -log p(x|z) = sum over pixels of bce(logits, x)          [B, 1]
  *       (cb: minus sum over pixels of log C(sigmoid(logits)))    */
+TG_VECTOR_CLONES
 static bool any_outside_unit(const float *x, size_t n)
 {
     int out = 0;

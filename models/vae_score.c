@@ -124,15 +124,18 @@ static void iw_group(tg_tape *tp, const iw_job *jb, int i0, int ng, iw_acc *a)
         /* z = mean + exp(logvar / 2) * eps, and
          * log p(z) - log q(z|x) = sum_d 0.5 * (eps^2 - z^2 + logvar)
          * (the log 2 pi terms cancel). */
+        float *sd = tg_tape_alloc(tp, sizeof(float) * (size_t)latent);
         for (int i = 0; i < ng; i++) {
             const float *m = jb->mean + (size_t)(i0 + i) * latent;
             const float *lv = jb->logvar + (size_t)(i0 + i) * latent;
+            for (int d = 0; d < latent; d++) /* once, not once per draw */
+                sd[d] = expf(0.5f * lv[d]);
             for (int j = 0; j < nk; j++) {
                 float *zr = z->data + (size_t)(i * nk + j) * latent;
                 double prior_minus_q = 0.0;
                 for (int d = 0; d < latent; d++) {
                     float eps = tg_rng_normal(&a->rng[i]);
-                    zr[d] = m[d] + expf(0.5f * lv[d]) * eps;
+                    zr[d] = m[d] + sd[d] * eps;
                     prior_minus_q += 0.5 * ((double)eps * eps -
                                             (double)zr[d] * zr[d] + lv[d]);
                 }
