@@ -1,7 +1,8 @@
 /* tg_dropout: the fraction dropped and the mean kept, the three modes
  * (train, eval, auto = the tape's recording), the same mask for a seed on 1
- * and 2 threads, a gradient check through a fixed mask, and misuse. The
- * statistical bounds are > 6 standard deviations wide. */
+ * and 2 threads, a gradient check through a fixed mask (in train and auto
+ * mode), and misuse. The statistical bounds are > 6 standard deviations
+ * wide. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -152,6 +153,29 @@ static void gradient_check_through_a_fixed_mask(void **state)
     tg_tensor_free(x);
 }
 
+/* TG_DROPOUT_AUTO drops while the tape records: the check's differences
+ * must run on a recording tape too, or they differentiate another graph. */
+static tg_tensor *f_dropout_auto(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    (void)ctx;
+    tg_rng rng;
+    tg_rng_seed(&rng, 99, 0);
+    return tg_tanh(tp, tg_dropout(tp, in[0], 0.4f, &rng, TG_DROPOUT_AUTO));
+}
+
+static void gradient_check_through_auto_mode(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_new2(5, 7);
+    for (size_t k = 0; k < x->size; k++)
+        x->data[k] = (float)k * 0.1f - 1.0f;
+    tg_gradcheck_report rep;
+    bool ok = tg_gradcheck(f_dropout_auto, 1, &x, NULL, NULL, &rep);
+    tg_gradcheck_print(&rep, "dropout 0.4, auto mode");
+    assert_true(ok);
+    tg_tensor_free(x);
+}
+
 static bool aborts(void (*f)(void))
 {
     pid_t pid = fork();
@@ -232,6 +256,7 @@ int main(void)
         cmocka_unit_test(modes_decide_not_the_tape_alone),
         cmocka_unit_test(same_seed_same_mask_on_1_and_2_threads),
         cmocka_unit_test(gradient_check_through_a_fixed_mask),
+        cmocka_unit_test(gradient_check_through_auto_mode),
         cmocka_unit_test(misuse_aborts),
     };
     return cmocka_run_group_tests_name("nn dropout", tests, NULL, NULL);
