@@ -475,7 +475,9 @@ const char *tg_gemm_numerics(void);
  * analytic and numeric gradient is zero (a check that cannot fail is no
  * check). Inputs may be long-lived tensors or tape tensors (of a tape other
  * than the one f is given); their data, gradients and requires_grad are
- * restored. */
+ * restored. Any other tensor f uses that requires grad (a parameter left
+ * out of inputs, say) collects the check's one backward pass into its
+ * gradient: pass every parameter f uses, or zero the gradients after. */
 typedef tg_tensor *(*tg_graph_fn)(tg_tape *tp, tg_tensor **inputs, void *ctx);
 
 typedef struct tg_gradcheck_report {

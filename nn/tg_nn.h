@@ -529,7 +529,10 @@ tg_tensor *tg_conv_transpose1d_apply(tg_tape *tp,
 tg_tensor *tg_flatten(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_unflatten(tg_tape *tp, tg_tensor *x, int C, int H, int W);
 
-/* ---- losses (scalars: the mean over the rows of a batch) ----------------- */
+/* ---- losses (scalars: the mean over the rows of a batch) -----------------
+ * A row is the last axis, as for the ops: [B, C, L] is B*C rows of L, so
+ * bce and mse of [B, C, L] tensors are the mean over B*C rows, C times
+ * less than the per-example sum; tg_flatten them to [B, C*L] for that. */
 
 tg_tensor *tg_loss_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                                    tg_tensor *targets); /* summed per row */
