@@ -109,7 +109,10 @@ tg_tensor *tg_concat(tg_tape *tp, int n, tg_tensor **xs)
         off += w;
     }
     /* Record with a stand-in input list: any one input that requires grad
-     * makes the op recorded; the real list is in saved. */
+     * makes the op recorded; the real list is in saved. record() checks the
+     * stand-in alone, so every input is checked here first: one computed on
+     * another tape, ahead of the stand-in, lost its gradient without a word. */
+    check_recorded_inputs(tp, "concat", n, xs);
     tg_tensor *probe = xs[0];
     for (int p = 0; p < n && any_grad; p++)
         if (xs[p]->requires_grad)

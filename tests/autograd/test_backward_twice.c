@@ -206,6 +206,26 @@ static void test_input_computed_on_another_tape_aborts(void **state)
                  "another tape");
 }
 
+/* concat records a stand-in input (the last one that requires grad), so
+ * the check saw that one alone: an input another tape computed ahead of it
+ * went through, and its gradient stopped at the tape's edge without a word
+ * (w's gradient stayed 0). */
+static void misuse_concat_input_from_another_tape(void)
+{
+    tg_tensor *w = param(2, 3), *v = param(2, 3);
+    tg_tape *tp1 = tg_tape_new(), *tp2 = tg_tape_new();
+    tg_tensor *h = tg_exp(tp1, w);
+    tg_tensor *c = tg_concat(tp2, 2, (tg_tensor *[]){h, v});
+    tg_backward(tp2, tg_sum(tp2, c));
+}
+
+static void test_concat_input_computed_on_another_tape_aborts(void **state)
+{
+    (void)state;
+    expect_abort(misuse_concat_input_from_another_tape, "concat",
+                 "input 0 [2, 3]", "another tape");
+}
+
 /* What stays allowed across tapes: a leaf made on another tape and marked
  * requires_grad by hand (tg_gradcheck's inputs) gets its gradient, and a
  * detached result of another tape is a constant. */
@@ -332,6 +352,7 @@ int main(void)
         cmocka_unit_test(test_one_loss_twice_is_twice_the_gradient),
         cmocka_unit_test(test_loss_from_another_tape_aborts),
         cmocka_unit_test(test_input_computed_on_another_tape_aborts),
+        cmocka_unit_test(test_concat_input_computed_on_another_tape_aborts),
         cmocka_unit_test(test_leaf_or_detached_from_another_tape_works),
         cmocka_unit_test(
             test_leaf_of_another_tape_keeps_its_gradient_past_a_reset),
