@@ -560,7 +560,11 @@ typedef enum tg_optim_kind {
  * TG_OPTIM_MAX_STEP]). kind may change only among the kinds with a second
  * moment (Adam, AdamW, RMSprop), whose state SGD's lacks. Momentum 0
  * leaves the momentum buffer alone, so momentum set later starts from the
- * gradient (as torch.optim.SGD; PyTorch's RMSprop refuses the switch). */
+ * gradient (as torch.optim.SGD; PyTorch's RMSprop refuses the switch).
+ * A step updates every parameter of the set, also one the loss did not
+ * reach (its gradient 0): momentum and Adam's moments keep moving it and
+ * weight decay shrinks it, where torch.optim skips a parameter whose .grad
+ * is None. Give such a parameter its own set (and optimizer) to freeze it. */
 typedef struct tg_optim {
     tg_optim_kind kind;
     tg_params *params;
