@@ -73,13 +73,20 @@ void print_set(const scored *s, int k, double min_ess, convergence *c)
     printf("%s: %d images, %s\n  ELBO %.2f  log p(x) %.2f nats "
            "(IWAE, k = %d; gap %.2f)  %.1f s, %.2f ms/image\n"
            "  convergence: ESS mean %.1f median %.1f min %.2f of k = %d; "
-           "%.1f%% below ESS %g (not converged); log p(x) standard error "
-           "mean %.3f max %.3f nats\n",
+           "%.1f%% below ESS %g (not converged); ",
            s->name, s->n, s->desc, mean_of(s->elbo, s->n),
            mean_of(s->log_px, s->n), k,
            mean_of(s->log_px, s->n) - mean_of(s->elbo, s->n), s->seconds,
            1e3 * s->seconds / s->n, c->ess_mean, c->ess_median, c->ess_min, k,
-           100.0 * c->below, min_ess, c->se_mean, c->se_max);
+           100.0 * c->below, min_ess);
+    /* one draw has no spread to estimate an error from: said, where "mean
+     * nan max nan" was printed (the CSV files keep nan) */
+    if (k < 2)
+        printf("no log p(x) standard error at k = 1 (it needs --iwae-k 2 "
+               "or more)\n");
+    else
+        printf("log p(x) standard error mean %.3f max %.3f nats\n", c->se_mean,
+               c->se_max);
     cli_flush_stdout(false);
 }
 

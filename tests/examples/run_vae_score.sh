@@ -134,6 +134,10 @@ expect 0 "$score" --checkpoint "$ck" --data "$data" --iwae-k 1 \
 awk -F, 'NR > 1 && !($11 == "nan" && $12 == "nan") { bad = 1; print }
     END { exit bad }' "$tmp/k1/convergence.csv" ||
     fail "k = 1: standard errors should be nan: $(cat "$tmp/k1/convergence.csv")"
+# ... and the report says why, not "standard error mean nan max nan nats"
+grep -q 'nan' "$tmp/out" && fail "k = 1: nan in the report: $(grep nan "$tmp/out")"
+grep -q 'no log p(x) standard error at k = 1' "$tmp/out" ||
+    fail "k = 1: the report does not say there is no standard error"
 
 # an output name taken by a folder: refused before scoring, nothing else
 # replaced (it scored every set, wrote four files, then failed on
