@@ -596,7 +596,9 @@ static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
     return have_L;
 }
 
-static void fit_reference(reference *ref, const scored *r, bool have_L)
+/* other: the --reference that was not used, offered as the way out */
+static void fit_reference(reference *ref, const scored *r, bool have_L,
+                          const char *other)
 {
     memset(ref, 0, sizeof *ref);
     if (!have_L)
@@ -615,8 +617,8 @@ static void fit_reference(reference *ref, const scored *r, bool have_L)
          * of 20 examples is constant") */
         cli_error("the reference images (%s) cannot fit the "
                   "typicality scores: %s; they need images that differ "
-                  "(another --data, or --reference test)",
-                  r->desc, tg_errmsg());
+                  "(another --data, or --reference %s)",
+                  r->desc, tg_errmsg(), other);
         fail_late();
     }
     free(S);
@@ -684,7 +686,7 @@ int main(int argc, char **argv)
     }
     reference rs;
     const scored *rset = sl.ref ? sl.ref : sl.in;
-    fit_reference(&rs, rset, have_L);
+    fit_reference(&rs, rset, have_L, sl.ref ? "test" : "train");
     print_reference(&rs, rset, sl.ref ? sl.ref_kind : NULL, have_L, vae,
                     sl.n_bg, o.data);
     for (int g = 0; g < sl.n; g++)

@@ -169,6 +169,15 @@ expect 2 "$score" --checkpoint "$ck" --data "$tmp/two" --reference test \
     --iwae-k 2 --threads 1 --out "$tmp/few"
 mentions "has 2 images, fewer than 3"
 [ -e "$tmp/few" ] && fail "vae_score left an output folder"
+# a test set of blank images as the reference: L(x) is constant, refused,
+# offering the other reference (it offered --reference test, the one used)
+dataset "$data" "$tmp/blank" 300 5
+{ printf '\000\000\010\003'; be32 5; be32 28; be32 28
+  head -c $((5 * 784)) /dev/zero; } >"$tmp/blank/t10k-images-idx3-ubyte"
+expect 2 "$score" --checkpoint "$ck" --data "$tmp/blank" --reference test \
+    --iwae-k 2 --samples 1 --threads 1 --out "$tmp/blank_out"
+mentions "or --reference train)"
+[ -e "$tmp/blank_out" ] && fail "vae_score left an output folder"
 expect 2 "$score" --checkpoint "$ck" --frobnicate
 expect 2 "$score" --checkpoint "$ck" stray
 expect 2 "$score" --checkpoint "$ck" --near-ood rot45
