@@ -610,15 +610,23 @@ static void fit_reference(reference *ref, const scored *r, bool have_L,
         feat[2 * i] = r->nll_bits[i];
         feat[2 * i + 1] = r->L[i];
     }
-    if (tg_typical_fit(&ref->S, S, r->n, 1) != TG_OK ||
-        tg_typical_fit(&ref->L, r->L, r->n, 1) != TG_OK ||
-        tg_typical_fit(&ref->joint, feat, r->n, 2) != TG_OK) {
-        /* say which images, and what to do (it read "typicality: feature 0
-         * of 20 examples is constant") */
-        cli_error("the reference images (%s) cannot fit the "
-                  "typicality scores: %s; they need images that differ "
-                  "(another --data, or --reference %s)",
-                  r->desc, tg_errmsg(), other);
+    /* say which images, which statistic, and what to do (it read
+     * "typicality: feature 0 of 20 examples is constant"; images that
+     * differ can still share a statistic: 2x2 images compress to one
+     * length) */
+    const char *bad = NULL;
+    if (tg_typical_fit(&ref->S, S, r->n, 1) != TG_OK)
+        bad = "S(x) = -log2 p(x) - L(x)";
+    else if (tg_typical_fit(&ref->L, r->L, r->n, 1) != TG_OK)
+        bad = "the compressed length L(x)";
+    else if (tg_typical_fit(&ref->joint, feat, r->n, 2) != TG_OK)
+        bad = "(-log2 p(x), L(x)) together";
+    if (bad) {
+        cli_error("the reference images (%s) cannot fit the typicality "
+                  "scores: %s is the same for all of them (%s); it needs "
+                  "images on which it varies (another --data, or "
+                  "--reference %s)",
+                  r->desc, bad, tg_errmsg(), other);
         fail_late();
     }
     free(S);
