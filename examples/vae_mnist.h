@@ -63,6 +63,9 @@ typedef struct run {
      * record it (this run's own count is added when saving) */
     int64_t epoch_batches_max;
     int64_t first_step; /* the optimizer's step this run started from */
+    /* rank 0: the last finished epoch's metrics.csv row, from --resume
+     * (epoch 0: none); see save_checkpoint */
+    epoch_stats resumed_row;
 } run;
 
 /* vae_mnist_train.c: run_setup reads the data (and --resume), builds the

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <float.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,6 +252,8 @@ static void same_flag(const char *path, const char *flag, const char *theirs,
     exit(2);
 }
 
+static void read_last_row(run *r, const tg_vae_info *info);
+
 /* Loads --resume into r's model and optimizer; the run's config must be
  * the file's. Sets r->pos to where training stands. */
 void resume(run *r)
@@ -345,6 +348,50 @@ void resume(run *r)
         cli_error("%s: %s", o->resume, tg_errmsg());
         exit(2);
     }
+    read_last_row(r, &info);
+}
+
+/* The last finished epoch's row of metrics.csv as that file has it, less
+ * the timing: "epoch,step,train,rec,kl,test,rec,kl". */
+#define LAST_ROW "metrics_last_epoch"
+
+/* A checkpoint is saved before the metrics.csv that describes it: a run
+ * stopped between the two (killed, or ended by mpirun when another rank
+ * died) left metrics.csv without the epoch, and a run resumed from it wrote
+ * its metrics.csv without that row for good. The checkpoint carries the
+ * row (read_last_row puts it back). */
+static void save_last_row(const run *r, tg_meta *extra)
+{
+    if (r->n_hist == 0 || r->hist[r->n_hist - 1].epoch != r->pos.epoch)
+        return;
+    const epoch_stats *s = &r->hist[r->n_hist - 1];
+    char row[256];
+    snprintf(row, sizeof row, "%d,%lld,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f", s->epoch,
+             (long long)s->step, s->train, s->train_rec, s->train_kl, s->test,
+             s->test_rec, s->test_kl);
+    tg_meta_set(extra, LAST_ROW, row);
+}
+
+/* The row of LAST_ROW, which must be the checkpoint's last finished epoch
+ * (a file from before it was kept has none). */
+static void read_last_row(run *r, const tg_vae_info *info)
+{
+    const char *v = tg_meta_get(&info->meta, LAST_ROW);
+    if (!v)
+        return;
+    epoch_stats s = {0};
+    long long step;
+    int used = 0;
+    if (sscanf(v, "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf%n", &s.epoch, &step,
+               &s.train, &s.train_rec, &s.train_kl, &s.test, &s.test_rec,
+               &s.test_kl, &used) != 8 ||
+        v[used] != '\0' || s.epoch != info->pos.epoch || s.epoch < 1 ||
+        step < s.epoch || step > info->step || !isfinite(s.train) ||
+        !isfinite(s.test))
+        bad_meta(r->o->resume, LAST_ROW, v,
+                 "the metrics.csv row of the checkpoint's last epoch");
+    s.step = step;
+    r->resumed_row = s;
 }
 
 /* Saves the checkpoint at r->pos, refusing to write a non-finite one. */
@@ -367,6 +414,7 @@ void save_checkpoint(const run *r)
     snprintf(lr, sizeof lr, "%.9g", (double)o->lr);
     tg_meta_set(&extra, "lr", lr);
     tg_step_guard_save(&r->guard, &extra);
+    save_last_row(r, &extra);
     /* a fresh run: its own; a resumed one: the larger of the file's and its
      * own, unless the file's was not known */
     if (r->epoch_batches_max >= 0)

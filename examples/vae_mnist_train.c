@@ -520,6 +520,12 @@ void run_setup(run *r, const options *o, const char *argv0)
     }
     r->hist = calloc(2 * (size_t)o->epochs + 1, sizeof *r->hist);
     r->n_hist = read_metrics(o, r->hist, (int)r->pos.epoch + 1, o->epochs);
+    /* the checkpoint's last epoch, when metrics.csv lacks it (the run that
+     * saved the checkpoint stopped before writing metrics.csv) */
+    const epoch_stats *last = &r->resumed_row;
+    if (last->epoch > 0 &&
+        (r->n_hist == 0 || r->hist[r->n_hist - 1].epoch < last->epoch))
+        r->hist[r->n_hist++] = *last;
     r->tp = tg_tape_new();
     r->xbuf = malloc(sizeof(float) * (size_t)o->batch * input);
     r->epsbuf = malloc(sizeof(float) * (size_t)o->batch * o->latent);
