@@ -1,6 +1,7 @@
 /* Mini-batches in a shuffled order that is a function of (seed, epoch) only,
  * so a run resumed at batch k of epoch e sees exactly the batches it would
  * have seen. */
+#include "parallel.h"
 #include "tg_nn.h"
 
 #include <stdlib.h>
@@ -73,6 +74,9 @@ int tg_batcher_next(tg_batcher *b, float *x, int *labels)
                  ds->n);
     size_t pixels = (size_t)ds->rows * (size_t)ds->cols;
     int count = ds->n - b->pos < b->batch ? ds->n - b->pos : b->batch;
+    /* on the threads: a batch's rows are gathered from all over the set
+     * (128 MNIST rows took 50 us on one core of a 1.2 ms two-core step) */
+    TG_PARALLEL_FOR(count, pixels)
     for (int r = 0; r < count; r++) {
         int idx = b->order[b->pos + r];
         memcpy(x + (size_t)r * pixels, ds->images + (size_t)idx * pixels,
