@@ -92,7 +92,7 @@ int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap);
 /* vae_mnist_checkpoint.c */
 void resume(run *r); /* rank 0: --resume into r, checked */
 void save_checkpoint(const run *r);
-void stop_interrupted(const run *r);
+void stop_interrupted(const run *r, bool save);
 void broadcast_pos(tg_vae_position *pos);
 void broadcast_guard(tg_step_guard *g);
 

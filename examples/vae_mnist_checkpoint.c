@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "vae_mnist.h"
@@ -475,13 +476,15 @@ static void print_resume_command(FILE *f, const char *argv0, const options *o,
     cli_shell_word(f, ck);
 }
 
-/* After SIGINT, SIGTERM or SIGHUP, between steps: save where training stands,
+/* After SIGINT, SIGTERM or SIGHUP, between steps: save where training stands
+ * (unless save is false: a diverging run, whose weights replace nothing),
  * say how to go on, exit 130. */
-void stop_interrupted(const run *r)
+void stop_interrupted(const run *r, bool save)
 {
     const options *o = r->o;
     const tg_vae_position *pos = &r->pos;
-    save_checkpoint(r); /* rank 0 writes */
+    if (save)
+        save_checkpoint(r); /* rank 0 writes */
     /* every rank waits for the save: a rank that exited first could make
      * mpirun kill rank 0 mid-save (the old checkpoint would stay, whole) */
     tg_dist_all_ok(true);
@@ -489,16 +492,32 @@ void stop_interrupted(const run *r)
     if (tg_dist_rank() == 0) {
         fprintf(stderr,
                 "vae_mnist: interrupted after step %lld (epoch %lld, batch "
-                "%lld); saved ",
+                "%lld); ",
                 (long long)r->opt->step,
                 (long long)(pos->batch ? pos->epoch + 1 : pos->epoch),
                 (long long)pos->batch);
+        /* a Ctrl-C as the loss blows up had saved the blown-up weights over
+         * the last good checkpoint */
+        bool have = save || access(ck, F_OK) == 0;
+        if (!save)
+            fprintf(stderr,
+                    "the run was diverging (the loss far above its "
+                    "level, or steps skipped as non-finite): its "
+                    "weights not saved, %s",
+                    have ? "the last checkpoint kept"
+                         : "no checkpoint written");
+        else
+            fputs("saved ", stderr);
         /* paths quoted as in the command: one line whatever they hold */
-        cli_shell_word(stderr, ck);
-        fputs(" (the resumed run saves over it: copy it to keep it); resume "
-              "with: ",
-              stderr);
-        print_resume_command(stderr, r->argv0, o, ck);
+        if (save) {
+            cli_shell_word(stderr, ck);
+            fputs(" (the resumed run saves over it: copy it to keep it)",
+                  stderr);
+        }
+        if (have) {
+            fputs("; resume with: ", stderr);
+            print_resume_command(stderr, r->argv0, o, ck);
+        }
         fputc('\n', stderr);
     }
     tg_dist_finalize();

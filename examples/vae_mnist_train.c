@@ -209,7 +209,7 @@ void train_epoch(run *r, int epoch)
         /* every rank saw the same interrupted_any: all stop here */
         if (s.interrupted_any && pos->batch < r->n_batches) {
             cli_progress_end(&bar);
-            stop_interrupted(r);
+            stop_interrupted(r, !tg_step_suspect(&r->guard));
         }
     }
     cli_progress_end(&bar);
@@ -294,7 +294,7 @@ void end_epoch(run *r, int epoch)
     }
     /* agreed: a rank interrupted during the I/O above stops them all */
     if (!tg_dist_all_ok(!cli_interrupted) && epoch < o->epochs)
-        stop_interrupted(r);
+        stop_interrupted(r, !(far || wrecked));
 }
 
 /* Reads the data; a rank that cannot stops every rank, the lowest such rank

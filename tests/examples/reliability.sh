@@ -258,6 +258,33 @@ resumed=$(grep -o 'step [0-9]* (epoch' "$tmp/err")
 cmp -s "$tmp/o10b/checkpoint.safetensors" "$tmp/o10c/checkpoint.safetensors" ||
     fail "the resumed diverging run replaced the good checkpoint"
 
+# 10c. interrupted (Ctrl-C, SIGTERM) while the loss is far above its level:
+#     the diverging weights replace nothing (Ctrl-C as the loss blew up had
+#     saved them over the good checkpoint). The checkpoint's guard level is
+#     set to 1 nat, so every step's loss is far above it, and SIGINT comes as
+#     the data is opened, so the run stops after step 1.
+if strace -f -o /dev/null -e trace=fsync true 2>/dev/null; then
+    guard=$(head -c 4096 "$ck" | grep -ao '"guard":"[^"]*"' | cut -d'"' -f4)
+    rest=$(echo "$guard" | cut -d' ' -f3-)
+    mkdir -p "$tmp/o10d"
+    st_set_meta "$ck" guard "0x1p+0 0x1p+0 $rest" \
+        "$tmp/o10d/checkpoint.safetensors"
+    cp "$tmp/o10d/checkpoint.safetensors" "$tmp/low.safetensors"
+    ASAN_OPTIONS=$(asan_no_leaks) strace -f -o /dev/null \
+        -P "$big/train-images-idx3-ubyte" -e trace=openat \
+        -e inject=openat:signal=SIGINT:when=1 "$vae" $fast --data "$big" \
+        --epochs 4 --out "$tmp/o10d" \
+        --resume "$tmp/o10d/checkpoint.safetensors" >"$tmp/out" 2>"$tmp/err"
+    st=$?
+    [ $st -eq 130 ] || fail "interrupted while diverging: exit $st, want 130: $(cat "$tmp/err")"
+    mentions "its weights not saved, the last checkpoint kept; resume with: "
+    cmp -s "$tmp/low.safetensors" "$tmp/o10d/checkpoint.safetensors" ||
+        fail "an interrupted diverging run replaced the checkpoint"
+    [ $fails -eq 0 ] && echo "ok: interrupted while diverging -> 130, checkpoint kept"
+else
+    echo "skip: strace cannot trace here (the interrupted divergence case)"
+fi
+
 # 11. too many skipped steps: stop (exit 3), no poisoned checkpoint, no
 #     -nan in metrics.csv
 expect 3 "$vae" $fast --data "$big" --epochs 4 --lr 1e6 --skip-nonfinite \
