@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -440,6 +441,43 @@ static void set_shards(run *r)
                   (long long)shards, tg_dist_size() - 1);
 }
 
+/* A resume with nothing to train from the checkpoint of --out itself,
+ * whose metrics.csv lacks the checkpoint's last epoch: the run that saved
+ * it was stopped (killed, or ended by mpirun) before the files that
+ * describe it, and a resume said "nothing to train" and left them an epoch
+ * behind for good. They are written from the checkpoint (its row with
+ * samples/s 0.0). True when written. */
+static bool repair_outputs(run *r)
+{
+    const options *o = r->o;
+    const epoch_stats *last = &r->resumed_row;
+    struct stat a, b;
+    if (r->pos.batch != 0 || last->epoch != r->pos.epoch || last->epoch < 1 ||
+        stat(o->resume, &a) != 0 ||
+        stat(cli_path(o->out, "checkpoint.safetensors"), &b) != 0 ||
+        a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+        return false;
+    epoch_stats *hist = calloc((size_t)last->epoch + 1, sizeof *hist);
+    if (!hist)
+        fail_write(o->out);
+    int n = read_metrics(o, hist, last->epoch + 1, last->epoch + 1);
+    bool stale = n == 0 || hist[n - 1].epoch < last->epoch;
+    const char *outputs[] = {
+        "checkpoint.safetensors", "metrics.csv", "loss.svg",
+        "reconstructions.png",    "samples.png", "manifold.png"};
+    if (stale && cli_prepare_out_dir(o->out) &&
+        cli_check_outputs(o->out, outputs, o->latent == 2 ? 6 : 5)) {
+        hist[n++] = *last;
+        write_metrics(o, hist, n);
+        r->tp = tg_tape_new();
+        write_pictures(r->tp, r->vae, &r->test, o);
+    } else {
+        stale = false;
+    }
+    free(hist);
+    return stale;
+}
+
 void run_setup(run *r, const options *o, const char *argv0)
 {
     memset(r, 0, sizeof *r);
@@ -497,11 +535,14 @@ void run_setup(run *r, const options *o, const char *argv0)
     }
     set_shards(r);
     if (r->pos.epoch >= o->epochs) {
+        bool repaired = tg_dist_rank() == 0 && repair_outputs(r);
         printf("vae_mnist: %s has trained %lld epoch%s%s, --epochs is %d: "
-               "nothing to train, nothing written (pass a larger --epochs "
-               "to go on)\n",
+               "nothing to train, %s (pass a larger --epochs to go on)\n",
                o->resume, (long long)r->pos.epoch, r->pos.epoch == 1 ? "" : "s",
-               r->pos.batch ? " and part of the next" : "", o->epochs);
+               r->pos.batch ? " and part of the next" : "", o->epochs,
+               repaired ? "its metrics.csv and pictures written"
+                        : "nothing written");
+        cli_flush_stdout(false);
         tg_dist_finalize();
         exit(0);
     }

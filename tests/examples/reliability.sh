@@ -478,5 +478,25 @@ else
     done
 fi
 
+# 16. a finished run stopped after its last checkpoint, before metrics.csv
+#     and the pictures: resuming it with nothing to train writes them from
+#     the checkpoint (it said "nothing to train, nothing written" and left
+#     them an epoch behind for good); a complete folder is left alone
+expect 0 "$vae" $fast --data "$big" --epochs 2 --out "$tmp/o16"
+cp "$tmp/o16/metrics.csv" "$tmp/metrics16.csv"
+head -n 2 "$tmp/metrics16.csv" >"$tmp/o16/metrics.csv" # epoch 1 only
+rm "$tmp/o16/samples.png"
+expect 0 "$vae" $fast --data "$big" --epochs 2 --out "$tmp/o16" \
+    --resume "$tmp/o16/checkpoint.safetensors"
+grep -q "nothing to train, its metrics.csv and pictures written" "$tmp/out" ||
+    fail "stale outputs: $(cat "$tmp/out")"
+[ "$(cut -d, -f1-8 "$tmp/o16/metrics.csv")" = "$(cut -d, -f1-8 "$tmp/metrics16.csv")" ] ||
+    fail "metrics.csv not restored: $(cat "$tmp/o16/metrics.csv")"
+[ -s "$tmp/o16/samples.png" ] || fail "samples.png not written again"
+expect 0 "$vae" $fast --data "$big" --epochs 2 --out "$tmp/o16" \
+    --resume "$tmp/o16/checkpoint.safetensors"
+grep -q "nothing to train, nothing written" "$tmp/out" ||
+    fail "a complete folder: $(cat "$tmp/out")"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"
