@@ -385,6 +385,9 @@ static void misuse_aborts_naming_the_op(void **state)
         tg_tensor *y1 = tg_dense(mtp, x, W, b1), *y2 = tg_dense(mtp, x, W, b2);
         for (int i = 0; i < 6; i++)
             assert_true(y1->data[i] == y2->data[i] && y1->data[i] != 0.0f);
+        tg_tensor *ts[] = {x, W, b1, b2};
+        for (int i = 0; i < 4; i++)
+            tg_tensor_free(ts[i]);
     }
     expect_abort(bad_permute_repeat, "tapegrad: permute: ", "perm[2] = 2",
                  "[2, 3, 4]");
