@@ -622,6 +622,8 @@ static void fit_reference(reference *ref, const scored *r, bool have_L,
     else if (tg_typical_fit(&ref->joint, feat, r->n, 2) != TG_OK)
         bad = "(-log2 p(x), L(x)) together";
     if (bad) {
+        free(S);
+        free(feat);
         cli_error("the reference images (%s) cannot fit the typicality "
                   "scores: %s is the same for all of them (%s); it needs "
                   "images on which it varies (another --data, or "
