@@ -90,6 +90,9 @@ static options parse_options(int argc, char **argv)
         "(the ensemble's time covers all its members); inference = test and "
         "OOD images / time to compute their S-sample predictive. The same "
         "seed gives the same table (throughput aside) on any thread count.\n"
+        "A method's own flags (--samples, --members, --dropout, "
+        "--prior-scale, --rho-init, --kl-warmup, --train-samples) are "
+        "refused when no method that uses them runs.\n"
         "Exit status: 0 done; 1 an output file could not be written, or "
         "without --out standard output (the table is the result: a closed "
         "pipe stops the run at once); 2 bad flags or input data; 3 the loss "
@@ -100,9 +103,34 @@ static options parse_options(int argc, char **argv)
     if (!o.ood_given)
         o.ood = DEFAULT_OOD_DIR;
     o.no_ood = !strcmp(o.ood, "none");
-    for (int k = 0; k < N_METHODS; k++)
+    unsigned run = 0;
+    for (int k = 0; k < N_METHODS; k++) {
         o.run[k] = method.given == 0 || (method.given >> N_METHODS) & 1u ||
                    (method.given >> k) & 1u;
+        run |= (unsigned)o.run[k] << k;
+    }
+    /* a method's own flag, given when no method that uses it runs, would
+     * change nothing: refused (--method det --dropout 0.5 ran det alone,
+     * its header showing the flag's value as if used) */
+    const struct {
+        const void *value;
+        const char *flag, *methods;
+        unsigned uses; /* bit k: method k */
+    } own[] = {
+        {&o.samples, "--samples", "mcdropout or bbb",
+         1u << MCDROPOUT | 1u << BBB},
+        {&o.members, "--members", "ensemble", 1u << ENSEMBLE},
+        {&o.dropout, "--dropout", "mcdropout", 1u << MCDROPOUT},
+        {&o.prior_scale, "--prior-scale", "bbb", 1u << BBB},
+        {&o.rho_init, "--rho-init", "bbb", 1u << BBB},
+        {&o.kl_warmup, "--kl-warmup", "bbb", 1u << BBB},
+        {&o.train_samples, "--train-samples", "bbb", 1u << BBB},
+    };
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (cli_given(own[i].value) && !(own[i].uses & run))
+            cli_usage_error("%s is for --method %s, which this run does not "
+                            "train",
+                            own[i].flag, own[i].methods);
     return o;
 }
 

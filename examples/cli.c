@@ -264,6 +264,18 @@ static void out_of_memory(const char *message)
     _exit(1);
 }
 
+/* The values of the flags the last cli_parse_flags found in argv. */
+static const void *given_values[64];
+static int n_given;
+
+bool cli_given(const void *value)
+{
+    for (int i = 0; i < n_given; i++)
+        if (given_values[i] == value)
+            return true;
+    return false;
+}
+
 void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
                      const char *head, const char *foot)
 {
@@ -291,6 +303,7 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
                 ((cli_choice *)flags[i].value)->given = 0;
         }
     }
+    n_given = 0;
     longopts[n] = (struct option){"help", no_argument, NULL, HELP};
     longopts[n + 1] = (struct option){"version", no_argument, NULL, VERSION};
     longopts[n + 2] = (struct option){NULL, 0, NULL, 0};
@@ -338,6 +351,9 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
             if (c < 0 || c >= n)
                 cli_getopt_error(c, argc, argv);
             set_value(&flags[c], optarg);
+            if (!cli_given(flags[c].value) &&
+                n_given < (int)(sizeof given_values / sizeof *given_values))
+                given_values[n_given++] = flags[c].value;
         }
     }
     if (optind < argc)

@@ -81,6 +81,10 @@ typedef struct cli_flag {
 void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
                      const char *head, const char *foot);
 
+/* After cli_parse_flags: whether the flag whose value is value was given
+ * on the command line (its default alone was not). */
+bool cli_given(const void *value);
+
 /* cli_parse_flags over a whole array. */
 #define CLI_PARSE(argc, argv, flags, head, foot)                               \
     cli_parse_flags(argc, argv, flags, (int)(sizeof flags / sizeof flags[0]),  \

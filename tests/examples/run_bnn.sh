@@ -15,10 +15,13 @@ default_ood=${4:-}
 
 # The embedded MNIST doubles as the OOD folder: the test only needs the
 # columns filled, not a meaningful AUROC.
+# (--samples and --members only where a method that uses them runs: given
+# to a run without one, they are refused)
 quick="--data $data --ood-data $data --epochs 1 --max-batches 4 --max-eval 150
-       --samples 3 --members 2 --hidden 48 --seed 7"
+       --hidden 48 --seed 7"
+all="$quick --samples 3 --members 2"
 # shellcheck disable=SC2086
-expect 0 "$bnn" $quick --threads 1 --out "$tmp/pics"
+expect 0 "$bnn" $all --threads 1 --out "$tmp/pics"
 cp "$tmp/out" "$tmp/t1"
 for m in det mcdropout bbb ensemble; do
     grep -q "^$m " "$tmp/t1" || fail "no table row for $m"
@@ -29,7 +32,7 @@ for m in det mcdropout bbb ensemble; do
 done
 grep -q '<svg' "$tmp/pics/coverage.svg" || fail "coverage.svg is not an SVG"
 # shellcheck disable=SC2086
-expect 0 "$bnn" $quick --threads 2
+expect 0 "$bnn" $all --threads 2
 cp "$tmp/out" "$tmp/t2"
 # the table without its last two columns (throughput)
 table() { grep -E '^(det|mcdropout|bbb|ensemble) ' "$1" |
@@ -48,10 +51,10 @@ grep -qE '^det +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- ' "$tmp/out" ||
 # bbb with KL warm-up and two posterior samples per step: the same row on
 # 1 and 2 threads
 # shellcheck disable=SC2086
-expect 0 "$bnn" $quick --method bbb --kl-warmup 1 --train-samples 2 --threads 1
+expect 0 "$bnn" $quick --method bbb --samples 3 --kl-warmup 1 --train-samples 2 --threads 1
 cp "$tmp/out" "$tmp/w1"
 # shellcheck disable=SC2086
-expect 0 "$bnn" $quick --method bbb --kl-warmup 1 --train-samples 2 --threads 2
+expect 0 "$bnn" $quick --method bbb --samples 3 --kl-warmup 1 --train-samples 2 --threads 2
 [ -n "$(table "$tmp/w1")" ] && [ "$(table "$tmp/w1")" = "$(table "$tmp/out")" ] ||
     fail "bbb with warm-up: 1 and 2 threads differ: $(table "$tmp/w1")"
 [ "$(table "$tmp/w1")" != "$(grep '^bbb ' "$tmp/t1" | awk '{ NF -= 2; print }')" ] ||
@@ -62,7 +65,7 @@ expect 0 "$bnn" $quick --method det --lr 0.05 --epochs 2
 grep -q "bbb rho init -4.00," "$tmp/out" ||
     fail "default rho init should be -4.00: $(head -1 "$tmp/out")"
 # shellcheck disable=SC2086
-expect 0 "$bnn" $quick --method det --rho-init -5
+expect 0 "$bnn" $quick --method bbb --samples 3 --rho-init -5
 grep -q "bbb rho init -5.00," "$tmp/out" ||
     fail "--rho-init -5 not shown: $(head -1 "$tmp/out")"
 
@@ -76,6 +79,28 @@ expect 2 "$bnn" --kl-warmup -1
 expect 2 "$bnn" --train-samples 0
 expect 2 "$bnn" --train-samples 65
 expect 2 "$bnn" --members 0
+# a method's own flag given to a run that does not train that method:
+# refused (it was ignored, the header showing its value as if used)
+one="--data $data --ood-data none --epochs 1 --max-batches 1 --max-eval 20
+     --hidden 16 --threads 1"
+# shellcheck disable=SC2086
+expect 2 "$bnn" $one --method det --dropout 0.5
+mentions "--dropout is for --method mcdropout, which this run does not train"
+# shellcheck disable=SC2086
+expect 2 "$bnn" $one --method det --method ensemble --samples 3
+mentions "--samples is for --method mcdropout or bbb"
+# shellcheck disable=SC2086
+expect 2 "$bnn" $one --method mcdropout --rho-init -5
+mentions "--rho-init is for --method bbb"
+# shellcheck disable=SC2086
+expect 2 "$bnn" $one --method bbb --members 3
+mentions "--members is for --method ensemble"
+# shellcheck disable=SC2086
+expect 2 "$bnn" $one --method det --kl-warmup 0
+# ... and taken where one of them runs
+# shellcheck disable=SC2086
+expect 0 "$bnn" $one --method det --method bbb --samples 2 --rho-init -5 \
+    --prior-scale 0.5 --kl-warmup 1 --train-samples 2
 # 784-H-H-10 with H = 65536 (its largest --hidden): 4.3 G parameters, past
 # a tg_params' reservation: was an abort in tg_params_add
 expect 2 "$bnn" --data "$data" --hidden 65536 --method det
