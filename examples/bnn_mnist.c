@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bnn_mnist.h"
 #include "cli.h"
@@ -51,7 +52,8 @@ static options parse_options(int argc, char **argv)
          "unreadable; none: no OOD set)"},
         {"out", CLI_STR, &o.out, 0, 0, "DIR", NULL,
          "write reliability_<method>.svg, coverage.svg and "
-         "sure_<method>.png there (default: no pictures)"},
+         "sure_<method>.png there, removing those an earlier run left of "
+         "methods this run does not train (default: no pictures)"},
         {"epochs", CLI_INT, &o.epochs, 1, 100000, "N", "10", "epochs"},
         CLI_FLAG_BATCH(&o.batch, "128"),
         {"hidden", CLI_INT, &o.hidden, 1, 65536, "N", "400",
@@ -475,6 +477,33 @@ static bool outputs_writable(const options *o)
     return cli_check_outputs(o->out, list, n);
 }
 
+/* The pictures of the methods this run does not train, left in --out by an
+ * earlier run, are removed before training: next to this run's
+ * coverage.svg, which has no line for them, they passed for this run's
+ * (--method det into a folder of --method all kept the other three
+ * methods' pictures of another seed or epoch count). Only regular files
+ * and links to them (the link, not the file it names) go. */
+static bool remove_other_pictures(const options *o)
+{
+    for (int k = 0; k < N_METHODS; k++)
+        for (int p = 0; p < 2 && !o->run[k]; p++) {
+            char name[32];
+            snprintf(name, sizeof name,
+                     p ? "sure_%s.png" : "reliability_%s.svg", method_names[k]);
+            const char *path = cli_path(o->out, name);
+            struct stat st;
+            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+                continue;
+            if (unlink(path) != 0) {
+                cli_error("cannot remove %s, an earlier run's picture of a "
+                          "method this run does not train: %s",
+                          path, strerror(errno));
+                return false;
+            }
+        }
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     cli_prog = "bnn_mnist";
@@ -493,7 +522,8 @@ int main(int argc, char **argv)
     if (code == 0)
         check_model_size(&o, &train_set);
     if (code == 0 && o.out &&
-        (!cli_prepare_out_dir(o.out) || !outputs_writable(&o)))
+        (!cli_prepare_out_dir(o.out) || !outputs_writable(&o) ||
+         !remove_other_pictures(&o)))
         code = 1;
     if (code) {
         tg_dataset_free(&train_set);

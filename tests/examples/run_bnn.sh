@@ -31,6 +31,23 @@ for m in det mcdropout bbb ensemble; do
         89504e470d0a1a0a ] || fail "sure_$m.png is not a PNG"
 done
 grep -q '<svg' "$tmp/pics/coverage.svg" || fail "coverage.svg is not an SVG"
+# the same folder, det alone: the other methods' pictures of the run above
+# are removed (they stayed, passing for this run's next to a coverage.svg
+# without them); a folder at one of their names is left as it is
+cp -r "$tmp/pics" "$tmp/pics_again"
+rm "$tmp/pics_again/sure_bbb.png"
+mkdir "$tmp/pics_again/sure_bbb.png"
+# shellcheck disable=SC2086
+expect 0 "$bnn" $quick --method det --threads 1 --out "$tmp/pics_again"
+for m in mcdropout bbb ensemble; do
+    [ -e "$tmp/pics_again/reliability_$m.svg" ] &&
+        fail "reliability_$m.svg of an earlier run left beside det's"
+    [ "$m" = bbb ] || [ ! -e "$tmp/pics_again/sure_$m.png" ] ||
+        fail "sure_$m.png of an earlier run left beside det's"
+done
+[ -d "$tmp/pics_again/sure_bbb.png" ] || fail "the folder at sure_bbb.png was removed"
+[ -s "$tmp/pics_again/reliability_det.svg" ] && [ -s "$tmp/pics_again/sure_det.png" ] ||
+    fail "det's pictures missing: $(ls "$tmp/pics_again")"
 # shellcheck disable=SC2086
 expect 0 "$bnn" $all --threads 2
 cp "$tmp/out" "$tmp/t2"
