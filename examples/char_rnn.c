@@ -61,7 +61,7 @@ static options parse_options(int argc, char **argv)
         {"sample", CLI_INT, &o.sample, 0, 1 << 20, "N", "300",
          "characters sampled after training, 0 = none"},
         {"temperature", CLI_FLOAT, &o.temperature, 0, 100, "X", "0.8",
-         "sampling temperature"},
+         "sampling temperature (with --sample N > 0)"},
     };
     CLI_PARSE(
         argc, argv, flags,
@@ -73,6 +73,10 @@ static options parse_options(int argc, char **argv)
         "pipe whose reader ended, as with | head, or a full disk: training "
         "stops); 2 bad flags or text; 3 the loss became NaN/Inf.\n");
     o.cell = cell.chosen;
+    /* a sampling flag with no sampling was ignored without a word */
+    if (o.sample == 0 && cli_given(&o.temperature))
+        cli_usage_error("--temperature is for sampling, which --sample 0 "
+                        "turns off");
     return o;
 }
 

@@ -69,6 +69,9 @@ expect 2 "$rnn" --steps 0
 expect 2 "$rnn" --text ""
 mentions "--text is empty"
 expect 2 "$rnn" --hidden x
+# a sampling flag with sampling off (it was ignored without a word)
+expect 2 "$rnn" --sample 0 --temperature 0.5
+mentions "--temperature is for sampling, which --sample 0 turns off"
 # sizes the flags allow but no memory holds: refused, not an out-of-memory
 # abort
 expect 2 "$rnn" --batch 65536 --seq 4096 --hidden 8192
