@@ -543,13 +543,26 @@ int main(int argc, char **argv)
     eval_set test, ood;
     int *test_labels =
         eval_sets(&o, &test_set, &ood_set, have_ood, &test, &ood);
+    /* the settings of the methods this run trains only (a det run showed
+     * S, M and rho as if it used them) */
+    char own[96] = "";
+    size_t at = 0;
+    if (o.run[MCDROPOUT] || o.run[BBB])
+        at +=
+            (size_t)snprintf(own + at, sizeof own - at, "S = %d, ", o.samples);
+    if (o.run[ENSEMBLE])
+        at +=
+            (size_t)snprintf(own + at, sizeof own - at, "M = %d, ", o.members);
+    if (o.run[BBB])
+        snprintf(own + at, sizeof own - at, "bbb rho init %.2f, ",
+                 (double)o.rho_init);
     printf("bnn_mnist: %d train / %d test images from %s; OOD: %s (%d "
            "images); model %d-%d-%d-%d, %d epochs, batch %d, Adam lr %g, "
-           "S = %d, M = %d, bbb rho init %.2f, seed %llu, %d thread(s)\n",
+           "%sseed %llu, %d thread(s)\n",
            train_set.n, test.n, o.data, have_ood ? o.ood : "none", ood.n,
            train_set.rows * train_set.cols, o.hidden, o.hidden, BNN_CLASSES,
-           o.epochs, o.batch, (double)o.lr, o.samples, o.members,
-           (double)o.rho_init, (unsigned long long)o.seed, tg_get_threads());
+           o.epochs, o.batch, (double)o.lr, own, (unsigned long long)o.seed,
+           tg_get_threads());
     cli_flush_stdout(!o.out); /* without --out the table is the result */
 
     bnn_result results[N_METHODS];

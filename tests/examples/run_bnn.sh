@@ -62,6 +62,10 @@ table() { grep -E '^(det|mcdropout|bbb|ensemble) ' "$1" |
 expect 0 "$bnn" $quick --method det --threads 1
 [ "$(grep -cE '^(det|mcdropout|bbb|ensemble) ' "$tmp/out")" -eq 1 ] ||
     fail "--method det printed other rows"
+# its header shows no other method's settings (S, M and rho were shown as
+# if used)
+grep -q "S = \|M = \|rho init" "$tmp/out" &&
+    fail "--method det shows other methods' settings: $(head -1 "$tmp/out")"
 grep -qE '^det +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +- ' "$tmp/out" ||
     fail "det's AUROC-MI should be '-': $(cat "$tmp/out")"
 
@@ -78,7 +82,7 @@ expect 0 "$bnn" $quick --method bbb --samples 3 --kl-warmup 1 --train-samples 2 
     fail "--kl-warmup 1 --train-samples 2 changed nothing"
 # the default rho init: -3.6 - lr x steps (0.05 x 2 epochs x 4 batches)
 # shellcheck disable=SC2086
-expect 0 "$bnn" $quick --method det --lr 0.05 --epochs 2
+expect 0 "$bnn" $quick --method bbb --samples 2 --lr 0.05 --epochs 2
 grep -q "bbb rho init -4.00," "$tmp/out" ||
     fail "default rho init should be -4.00: $(head -1 "$tmp/out")"
 # shellcheck disable=SC2086
