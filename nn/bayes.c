@@ -12,6 +12,7 @@
  *
  * Each row draws its own weights, which lowers the gradient's variance
  * compared with one weight sample per batch. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +79,13 @@ void tg_bayes_dense_init(tg_bayes_dense *l, tg_params *ps, const char *name,
  * count. Below rho = RHO_TINY, s = log1p(e^rho) = e^rho (1 - e^rho / 2 + ...)
  * is e^rho to float precision: there log s = rho and sig / s = 1 exactly as
  * floats (also where s is denormal or 0, rho < -87 or -104, so the KL and
- * its gradient stay right for any finite rho). */
+ * its gradient stay right for any finite rho). var is s^2 floored at
+ * FLT_MIN (s^2 is denormal below rho -43.7, 0 below -52): a layer's
+ * variance is then >= sigma_b^2 > 0, so sqrt's gradient is finite, where a
+ * zero input row (or conv window) and sigma_b^2 = 0 gave 1 / (2 sqrt 0) =
+ * inf and NaN in every rho and x gradient; the floor moves sd by at most
+ * 1e-19 * |x|. Backward keeps s^2's gradient 2 s sig dvar (below 1e-38
+ * dvar there). */
 #define RHO_TINY -20.0f
 enum { KL_BLOCK = 4096 };
 
@@ -133,7 +140,7 @@ static double posterior_block(const float *restrict mu,
         float q = 1.0f / (1.0f + e);
         s_out[i] = s;
         sig_out[i] = v >= 0.0f ? q : e * q;
-        var[i] = s * s;
+        var[i] = fmaxf(s * s, FLT_MIN); /* 0 below rho -52: see above */
         /* vlogf_ge1 takes any normal s > 0: s > 2e-9 from RHO_TINY up */
         float log_s = v < RHO_TINY ? v : vlogf_ge1(v < RHO_TINY ? 1.0f : s);
         term[i] = c * (s * s + mu[i] * mu[i]) - log_s;

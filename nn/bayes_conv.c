@@ -88,8 +88,8 @@ static void check_x(const char *op, const tg_bayes_conv2d *l,
 
 /* The sample (the formula at the top) for noise eps, or for noise drawn
  * from rng when eps is NULL, and the layer's KL from the same softplus pass
- * when kl is not NULL. var >= sigma_b^2 > 0, so sqrt's gradient is
- * finite (while rho_b > -51: below, sigma_b^2 underflows to 0 in float). */
+ * when kl is not NULL. var >= sigma_b^2 > 0 (sigma^2 is floored at
+ * FLT_MIN, bayes.c), so sqrt's gradient is finite for any rho. */
 static tg_tensor *sample(tg_tape *tp, const tg_bayes_conv2d *l, tg_tensor *x,
                          tg_tensor *eps, tg_rng *rng, tg_tensor **kl)
 {

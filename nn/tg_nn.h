@@ -158,9 +158,12 @@ tg_tensor *tg_dense_apply(tg_tape *tp, const tg_dense_layer *l, tg_tensor *x);
  * Bayes by Backprop (Blundell et al. 2015) with the local reparameterization
  * trick (Kingma et al. 2015). Posterior over W [out, in] and b [out]: a
  * factorised Gaussian N(mu, sigma^2), sigma = softplus(rho); prior
- * N(0, prior_scale^2) on every weight and bias. Parameters "<name>.weight_mu",
- * ".weight_rho", ".bias_mu", ".bias_rho" live in the set (save and load like
- * any other). Training loss (the negative ELBO per example):
+ * N(0, prior_scale^2) on every weight and bias. The sample's sigma^2 is
+ * floored at FLT_MIN (rho < -43.7), so its variance is > 0 and its
+ * gradient finite for any rho; the KL uses softplus(rho) itself. Parameters
+ * "<name>.weight_mu", ".weight_rho", ".bias_mu", ".bias_rho" live in the set
+ * (save and load like any other). Training loss (the negative ELBO per
+ * example):
  *   mean NLL over the batch + (sum of the layers' KL) / N,  N = training set
  * size. Costs two GEMMs forward where a Dense layer costs one. */
 typedef struct tg_bayes_dense {
@@ -202,7 +205,7 @@ tg_tensor *tg_bayes_dense_apply_kl(tg_tape *tp, const tg_bayes_dense *l,
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l);
 /* Prediction without a tape (S sampled passes of a trained network):
  * sigma^2 of the weights into var_W [out * in] and of the biases into
- * var_b [out], the values the layer's forward uses. */
+ * var_b [out], the values the layer's forward uses (floored at FLT_MIN). */
 void tg_bayes_dense_variances(const tg_bayes_dense *l, float *var_W,
                               float *var_b);
 /* y[i] = mean[i] + sqrt(var[i]) * eps[i] for i < n, then max(y, 0) when
@@ -231,7 +234,8 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
  * Bayes by Backprop over a convolution (tg_conv2d_layer's geometry: square
  * kernel, stride, padding, no dilation), the counterpart of tg_bayes_dense:
  * posterior N(mu, softplus(rho)^2) per weight of W [out, in, k, k] and per
- * bias b [out], prior N(0, prior_scale^2). Parameters "<name>.weight_mu",
+ * bias b [out] (the sample's sigma^2 floored at FLT_MIN, as there), prior
+ * N(0, prior_scale^2). Parameters "<name>.weight_mu",
  * ".weight_rho" [out, in, k, k] and ".bias_mu", ".bias_rho" [out] live in
  * the set (save and load like any other). Local reparameterization for
  * convolutions (Kingma et al. 2015): every output element is sampled

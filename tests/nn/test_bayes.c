@@ -147,6 +147,45 @@ static void rho_gradient_finite_when_variance_overflows(void **state)
     tg_params_free(ps);
 }
 
+/* rho = -60 everywhere (an init tg_bayes_dense_init accepts): sigma^2 =
+ * e^-120 underflows float, so a row of x that is all zeros (a dead ReLU
+ * layer's output) had var = 0, sd's gradient 1 / (2 sqrt 0) = inf and NaN
+ * in every rho and x gradient (torch, in double: all finite). The rho
+ * gradients are the KL's, sig (s / p^2 - 1 / s) ~ -1. */
+static void gradients_finite_when_the_variance_underflows(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 8, 0);
+    tg_bayes_dense l;
+    tg_bayes_dense_init(&l, ps, "u", 3, 4, 0.5f, -60.0f, &rng);
+    tg_tensor *x = tg_params_add(ps, "x", 2, (int[]){2, 3});
+    tg_params_seal(ps);
+    const float xv[] = {0.5f, -1.0f, 2.0f, 0.0f, 0.0f, 0.0f};
+    memcpy(x->data, xv, sizeof xv);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *eps = tg_tape_tensor2(tp, 2, 4, false);
+    for (size_t i = 0; i < eps->size; i++)
+        eps->data[i] = 1.0f;
+    tg_tensor *y = tg_bayes_dense_apply_eps(tp, &l, x, eps);
+    tg_backward(tp, tg_add(tp, tg_sum(tp, y), tg_bayes_dense_kl(tp, &l)));
+    const tg_tensor *t[] = {l.W_mu, l.W_rho, l.b_mu, l.b_rho, x};
+    for (int k = 0; k < 5; k++)
+        for (size_t i = 0; i < t[k]->size; i++)
+            if (!isfinite(t[k]->grad[i])) {
+                print_error("tensor %d, gradient %zu is %g\n", k, i,
+                            (double)t[k]->grad[i]);
+                fail();
+            }
+    for (size_t i = 0; i < l.W_rho->size; i++)
+        assert_true(fabsf(l.W_rho->grad[i] + 1.0f) < 1e-6f);
+    for (size_t i = 0; i < l.b_rho->size; i++)
+        assert_true(fabsf(l.b_rho->grad[i] + 1.0f) < 1e-6f);
+    tg_tape_free(tp);
+    tg_params_free(ps);
+}
+
 /* KL = E_q[log q(w) - log p(w)]: the mean over 50,000 draws from q is
  * within 5 standard errors of the graph's value. */
 static void kl_matches_monte_carlo(void **state)
@@ -665,6 +704,7 @@ int main(void)
         cmocka_unit_test(kl_matches_closed_form),
         cmocka_unit_test(kl_exact_for_very_negative_rho),
         cmocka_unit_test(rho_gradient_finite_when_variance_overflows),
+        cmocka_unit_test(gradients_finite_when_the_variance_underflows),
         cmocka_unit_test(kl_matches_monte_carlo),
         cmocka_unit_test(samples_have_the_local_reparameterization_moments),
         cmocka_unit_test(gradients_with_fixed_noise),

@@ -367,6 +367,38 @@ static void sigma_near_zero_is_the_deterministic_conv(void **state)
     tg_params_free(ps);
 }
 
+/* A blank image (MNIST's background: every window all zeros) and bias rho
+ * -60: var = conv2d(0, sigma_W^2) + sigma_b^2 with sigma_b^2 = e^-120,
+ * 0 in float, so sd's gradient was inf and the rho and x gradients NaN
+ * (torch, in double: all finite). */
+static void gradients_finite_when_the_variance_underflows(void **state)
+{
+    (void)state;
+    tg_params *ps = tg_params_new();
+    tg_bayes_conv2d l = small_layer(ps, 9);
+    for (size_t i = 0; i < l.b_rho->size; i++)
+        l.b_rho->data[i] = -60.0f;
+    tg_params *xs = tg_params_new(); /* x too, for its gradient */
+    tg_tensor *x = tg_params_add(xs, "x", 4, (int[]){1, 2, 5, 5});
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *eps = tg_tape_tensor(tp, 4, (int[]){1, 3, 3, 3}, false);
+    for (size_t i = 0; i < eps->size; i++)
+        eps->data[i] = 1.0f;
+    tg_tensor *y = tg_bayes_conv2d_apply_eps(tp, &l, x, eps);
+    tg_backward(tp, tg_add(tp, tg_sum(tp, y), tg_bayes_conv2d_kl(tp, &l)));
+    const tg_tensor *t[] = {l.W_mu, l.W_rho, l.b_mu, l.b_rho, x};
+    for (int k = 0; k < 5; k++)
+        for (size_t i = 0; i < t[k]->size; i++)
+            if (!isfinite(t[k]->grad[i])) {
+                print_error("tensor %d, gradient %zu is %g\n", k, i,
+                            (double)t[k]->grad[i]);
+                fail();
+            }
+    tg_tape_free(tp);
+    tg_params_free(xs);
+    tg_params_free(ps);
+}
+
 /* Over 20,000 draws (500 copies of one image, 40 calls) each output element
  * has mean conv2d(x, W_mu) + b_mu and variance conv2d(x*x, sigma_W^2) +
  * sigma_b^2, computed by the naive convolution in double (5 standard
@@ -633,6 +665,7 @@ int main(void)
         cmocka_unit_test(kl_matches_monte_carlo),
         cmocka_unit_test(gradients_with_fixed_noise),
         cmocka_unit_test(sigma_near_zero_is_the_deterministic_conv),
+        cmocka_unit_test(gradients_finite_when_the_variance_underflows),
         cmocka_unit_test(samples_have_the_local_reparameterization_moments),
         cmocka_unit_test(apply_kl_matches_apply_and_kl),
         cmocka_unit_test(same_bits_on_one_and_two_threads),
