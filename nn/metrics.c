@@ -205,8 +205,9 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
         tg_out_of_memory("predictive", "out of memory (C = %d)", C);
     size_t plane = (size_t)n * C;
     for (int i = 0; i < n; i++) {
-        /* A sum of S floats in double is exact for S < 2^29, so identical
-         * samples give pbar equal to each of them and zero information. */
+        /* S copies of one float sum exactly in double for S < 2^29 (24 +
+         * 29 bits), and S f / S is f: identical samples give pbar equal to
+         * each of them and zero information. */
         for (int k = 0; k < C; k++) {
             double sum = 0.0;
             for (int s = 0; s < S; s++)
