@@ -298,8 +298,9 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     for (int i = 0; meta && i < meta->n; i++) {
         if (!library_key(meta->key[i], opt != NULL))
             nmeta++;
-        if (!reserved && strncmp(meta->key[i], "tapegrad.", 9) == 0 &&
-            strcmp(meta->key[i], TG_CK_CHECKSUM_KEY) != 0)
+        if (!reserved && ((strncmp(meta->key[i], "tapegrad.", 9) == 0 &&
+                           strcmp(meta->key[i], TG_CK_CHECKSUM_KEY) != 0) ||
+                          tg_ck_near_checksum_key(meta->key[i])))
             reserved = meta->key[i];
     }
     if (nmeta + own > TG_META_MAX || reserved) { /* no load could read it */
@@ -307,6 +308,12 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
             free(owned[i]);
         free(owned);
         free(t);
+        if (reserved && tg_ck_near_checksum_key(reserved))
+            return tg_error(TG_ERR_ARG,
+                            "%s: not saved: metadata key '%.60s' is one bit "
+                            "from the library's '%s' (a load would take the "
+                            "file for damaged)",
+                            path, reserved, TG_CK_CHECKSUM_KEY);
         if (reserved)
             return tg_error(TG_ERR_ARG,
                             "%s: not saved: metadata key '%.60s': the "

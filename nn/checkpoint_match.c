@@ -341,6 +341,11 @@ static bool one_bit_apart(const char *a, const char *b)
     return bits == 1;
 }
 
+bool tg_ck_near_checksum_key(const char *key)
+{
+    return one_bit_apart(key, TG_CK_CHECKSUM_KEY);
+}
+
 tg_status tg_ck_verify(tg_st_file *f)
 {
     const char *want = NULL;
@@ -348,7 +353,7 @@ tg_status tg_ck_verify(tg_st_file *f)
         const char *key = f->meta_key[i];
         if (strcmp(key, TG_CK_CHECKSUM_KEY) == 0)
             want = f->meta_value[i];
-        else if (one_bit_apart(key, TG_CK_CHECKSUM_KEY)) /* in any byte */
+        else if (tg_ck_near_checksum_key(key)) /* in any byte */
             return tg_error(TG_ERR_FORMAT,
                             "%s: damaged: metadata key '%.60s' is one bit "
                             "from the checksum's ('%s'), which would turn "

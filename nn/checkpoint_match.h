@@ -45,6 +45,10 @@ const char *tg_ck_entry_shape(const tg_st_entry *e, char *buf, size_t n);
 void tg_ck_checksum(int n, const tg_st_tensor *t, int nmeta,
                     const char *const *keys, const char *const *values,
                     char *out);
+/* Whether key is one bit from TG_CK_CHECKSUM_KEY (in any byte, the
+ * "tapegrad." prefix too): a load refuses such a key as damaged, so a save
+ * refuses a caller's. */
+bool tg_ck_near_checksum_key(const char *key);
 /* TG_OK when f has no checksum or its tensors and metadata match it (its
  * tensor data alone for the first version's "fnv4:"), else TG_ERR_FORMAT
  * ("damaged"); TG_ERR_FORMAT too for a "tapegrad." key it does not know. */

@@ -638,7 +638,8 @@ float tg_lr_cosine_warmup(float base, int64_t step, int64_t warmup,
  * weight or in an "epoch" value had loaded as another model); a file
  * without one (another writer's) loads unchecked. Keys starting with
  * "tapegrad." are the library's: a save refuses a caller's (TG_ERR_ARG),
- * and a load refuses a file with one it does not write.
+ * and a load refuses a file with one it does not write; both refuse a key
+ * one bit from the checksum's ("Tapegrad.checksum": a damaged name).
  * Loading validates everything before touching the model. */
 #define TG_META_MAX 32
 typedef struct tg_meta {

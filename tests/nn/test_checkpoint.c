@@ -1133,6 +1133,39 @@ static void metadata_that_cannot_load_back_is_not_saved(void **state)
     tg_params_free(ps);
 }
 
+/* A caller's key one bit from the checksum's outside the "tapegrad."
+ * prefix ("Tapegrad.checksum", "tapegrad/checksum") was saved, and every
+ * load then refused the file as damaged: the save refuses it instead. */
+static void keys_a_load_refuses_are_not_saved(void **state)
+{
+    (void)state;
+    tg_params *ps = model(4);
+    const char *p = in_dir("near_checksum.safetensors");
+    const char *near[] = {"Tapegrad.checksum", "tapegrad/checksum",
+                          "uapegrad.checksum", "tapegraD.checksum"};
+    for (size_t i = 0; i < sizeof near / sizeof *near; i++) {
+        tg_meta m = TG_META_INIT;
+        tg_meta_set(&m, near[i], "x");
+        tg_status st = tg_checkpoint_save(p, ps, NULL, &m);
+        if (st == TG_OK) { /* what a load makes of it */
+            tg_meta back;
+            fail_msg("'%s' saved; read_meta gives %d (%s)", near[i],
+                     tg_checkpoint_read_meta(p, &back), tg_errmsg());
+        }
+        assert_int_equal(st, TG_ERR_ARG);
+        assert_non_null(strstr(tg_errmsg(), near[i]));
+        assert_int_equal(file_size(p), -1);
+    }
+    /* two bits away is any other key */
+    tg_meta m = TG_META_INIT;
+    tg_meta_set(&m, "Tapegrad/checksum", "x");
+    assert_int_equal(tg_checkpoint_save(p, ps, NULL, &m), TG_OK);
+    tg_meta back;
+    assert_int_equal(tg_checkpoint_read_meta(p, &back), TG_OK);
+    assert_true(tg_meta_equal(&m, &back));
+    tg_params_free(ps);
+}
+
 /* The data checksum: one bit flipped in a weight or in Adam's state (a
  * finite value still) is refused as damaged by every load, the metadata
  * read alone too (a program checks its flags on those), and the checksum
@@ -1388,6 +1421,7 @@ int main(void)
         cmocka_unit_test(sgd_state_and_optimizer_kind),
         cmocka_unit_test(meta_set_get_and_integers),
         cmocka_unit_test(metadata_that_cannot_load_back_is_not_saved),
+        cmocka_unit_test(keys_a_load_refuses_are_not_saved),
         cmocka_unit_test_setup_teardown(truncated_and_resized_files,
                                         victim_setup, victim_teardown),
         cmocka_unit_test_setup_teardown(bad_headers_refused, victim_setup,
