@@ -89,6 +89,11 @@ void tg_meta_init(tg_meta *m) { memset(m, 0, sizeof *m); }
 
 void tg_meta_set(tg_meta *m, const char *key, const char *value)
 {
+    if (!m || !key || !value)
+        tg_fatal("meta_set", "NULL %s",
+                 !m     ? "metadata"
+                 : !key ? "key"
+                        : "value");
     if (strlen(key) >= sizeof m->key[0])
         tg_fatal("meta_set", "key '%s' longer than %zu bytes", key,
                  sizeof m->key[0] - 1);
@@ -115,6 +120,8 @@ void tg_meta_set_int(tg_meta *m, const char *key, int64_t value)
 
 const char *tg_meta_get(const tg_meta *m, const char *key)
 {
+    if (!m || !key)
+        tg_fatal("meta_get", "NULL %s", m ? "key" : "metadata");
     for (int i = 0; i < m->n; i++)
         if (strcmp(m->key[i], key) == 0)
             return m->value[i];
@@ -436,6 +443,8 @@ static void copy_meta(const tg_st_file *f, tg_meta *meta)
 
 tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta)
 {
+    if (!path || !meta)
+        tg_fatal("checkpoint_read_meta", "NULL %s", path ? "metadata" : "path");
     tg_st_file f;
     tg_status st = tg_st_open(path, &f);
     if (st != TG_OK)

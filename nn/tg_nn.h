@@ -656,8 +656,8 @@ typedef struct tg_meta {
 void tg_meta_init(tg_meta *m);
 
 /* Sets key (a new one, or replaces its value). Aborts naming meta_set on a
- * key of 64 bytes or more, a value of 256 or more, or a 33rd key
- * (TG_META_MAX). */
+ * NULL argument, a key of 64 bytes or more, a value of 256 or more, or a
+ * 33rd key (TG_META_MAX). */
 void tg_meta_set(tg_meta *m, const char *key, const char *value);
 void tg_meta_set_int(tg_meta *m, const char *key, int64_t value);
 const char *tg_meta_get(const tg_meta *m, const char *key); /* or NULL */

@@ -106,6 +106,36 @@ static void load_null_path(void)
 {
     tg_checkpoint_load(NULL, one_param(), NULL, NULL);
 }
+/* the metadata reader and tg_meta's accessors: a UBSan report (open and
+ * strcmp given NULL) or a segfault after the whole file had been read */
+static void read_meta_null_path(void)
+{
+    tg_meta m = TG_META_INIT;
+    tg_checkpoint_read_meta(NULL, &m);
+}
+/* refused before the file is opened (it need not exist) */
+static void read_meta_null_meta(void)
+{
+    tg_checkpoint_read_meta("no-such-checkpoint.safetensors", NULL);
+}
+static void meta_set_null_meta(void) { tg_meta_set(NULL, "k", "v"); }
+static void meta_set_null_key(void)
+{
+    tg_meta m = TG_META_INIT;
+    tg_meta_set(&m, NULL, "v");
+}
+static void meta_set_null_value(void)
+{
+    tg_meta m = TG_META_INIT;
+    tg_meta_set(&m, "k", NULL);
+}
+static void meta_get_null_meta(void) { tg_meta_get(NULL, "k"); }
+static void meta_get_null_key(void)
+{
+    tg_meta m = TG_META_INIT;
+    tg_meta_set(&m, "k", "v");
+    tg_meta_get(&m, NULL);
+}
 static void gradcheck_no_graph(void)
 {
     tg_gradcheck_report rep;
@@ -228,6 +258,13 @@ static void test_null_arguments_abort_with_a_message(void **state)
                  "dataset of 2 images has none");
     expect_abort(save_null_path, "checkpoint_save", "NULL path");
     expect_abort(load_null_path, "checkpoint_load", "NULL path");
+    expect_abort(read_meta_null_path, "checkpoint_read_meta", "NULL path");
+    expect_abort(read_meta_null_meta, "checkpoint_read_meta", "NULL metadata");
+    expect_abort(meta_set_null_meta, "meta_set", "NULL metadata");
+    expect_abort(meta_set_null_key, "meta_set", "NULL key");
+    expect_abort(meta_set_null_value, "meta_set", "NULL value");
+    expect_abort(meta_get_null_meta, "meta_get", "NULL metadata");
+    expect_abort(meta_get_null_key, "meta_get", "NULL key");
     expect_abort(gradcheck_no_graph, "gradcheck", "n_inputs 0");
     expect_abort(batcher_y_without_dim, "array_batcher_next", "y_dim 0");
     expect_abort(reset_null_tape, "tape_reset", "NULL tape");
