@@ -18,11 +18,50 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The step between its first tg_step_shard and its tg_step_finish: its
+ * guard (NULL: none) and the shard count it began with. dist.c keeps one
+ * step's sums and gradients, so another guard's step interleaved with it
+ * (a GAN's two models, shard by shard) had summed the two models' losses
+ * and gradients into each other without a word, and a shard count changed
+ * mid-step had dropped the kept gradients. */
+static struct {
+    const tg_step_guard *guard;
+    int shards;
+} open_step;
+
+/* Aborts naming op unless g may go on with a step over the current shard
+ * count (s_shards, the tg_step's count of tg_step_shard calls, 0: the
+ * step begins), then marks g's step open. */
+static void step_open(const tg_step_guard *g, int s_shards, const char *op)
+{
+    bool begin = s_shards == 0;
+    int shards = tg_dist_shards();
+    if (open_step.guard && open_step.guard != g)
+        tg_fatal(op, "another guard's step is under way (tg_step_shard called, "
+                     "tg_step_finish not yet): finish one guard's step before "
+                     "the next guard's first tg_step_shard");
+    if (!begin && open_step.guard != g)
+        tg_fatal(op,
+                 "the tg_step counts %d tg_step_shard call%s, but none of "
+                 "this step: a tg_step from a finished step (zero it, "
+                 "tg_step s = {0}, for each step)",
+                 s_shards, s_shards == 1 ? "" : "s");
+    if (!begin && open_step.shards != shards)
+        tg_fatal(op,
+                 "the shard count changed from %d to %d during the step "
+                 "(tg_dist_set_shards between its tg_step_shard calls)",
+                 open_step.shards, shards);
+    open_step.guard = g;
+    open_step.shards = shards;
+}
+
 void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
                         const tg_step_config *cfg)
 {
     if (opt && opt->params != ps)
         tg_fatal("step_guard_init", "optimizer of another parameter set");
+    if (open_step.guard == g) /* a step left unfinished by a former guard */
+        open_step.guard = NULL;
     memset(g, 0, sizeof *g);
     g->ps = ps;
     g->opt = opt;
@@ -110,6 +149,7 @@ static void keep_sums(double *v, int shard, const tg_step *s)
 
 void tg_step_shard(tg_step_guard *g, tg_step *s)
 {
+    step_open(g, s->shards, "step_shard");
     int first, count = tg_dist_my_shards(&first);
     if (s->shards >= count)
         tg_fatal("step_shard",
@@ -130,6 +170,7 @@ void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
 {
     if (rows < 0) /* the divergence test would be skipped without a word */
         tg_fatal("step_finish", "rows %d: the global batch's rows, >= 0", rows);
+    step_open(g, s->shards, "step_finish");
     int first, count = tg_dist_my_shards(&first), nshards = tg_dist_shards();
     size_t n = SLOTS + (size_t)nshards * WIDTH;
     double *v;
@@ -176,6 +217,7 @@ void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
         s->bad = tg_params_nonfinite(g->ps, &s->why);
     }
     g->wait_s += now() - t0;
+    open_step.guard = NULL; /* the sums are read: the next step may begin */
     bool skipped = s->bad != NULL;
     if (skipped)
         s->verdict =

@@ -249,7 +249,12 @@ void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
                         const tg_step_config *cfg);
 /* After the backward of each of this rank's shards, in shard order: keeps
  * the shard's gradient and s->loss, s->parts (then zeroes them, and the
- * gradient, for the next shard). Not collective. */
+ * gradient, for the next shard). Not collective. One step at a time in a
+ * process: between a step's first tg_step_shard and its tg_step_finish, a
+ * call for another guard aborts (two models, a GAN's say, take their steps
+ * one after the other), and so does the step's next call after
+ * tg_dist_set_shards changed the count; so does a call with a tg_step that
+ * still counts the calls of a finished step. */
 void tg_step_shard(tg_step_guard *g, tg_step *s);
 /* Collective: every rank calls it once per step, rows = the global batch.
  * With an optimizer (the guard's opt), it leaves the gradients zero

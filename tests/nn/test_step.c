@@ -343,6 +343,103 @@ static void shard_misuse_aborts(void **state)
     expect_abort(set_zero_shards, "dist_set_shards", "0 shards");
 }
 
+/* Two guards' shards interleaved (a GAN's two models) had summed each
+ * model's losses and gradients into the other's step without a word (one
+ * scratch and one gradient sum in dist.c), and a shard count changed
+ * mid-step had dropped the kept gradient: each now aborts, naming the
+ * call. Steps taken one after the other stay each model's own. */
+static void interleaved_guards(void)
+{
+    fixture a = make(), b = make();
+    tg_step_guard ga, gb;
+    tg_step_guard_init(&ga, a.ps, a.opt, NULL);
+    tg_step_guard_init(&gb, b.ps, b.opt, NULL);
+    tg_dist_set_shards(2);
+    tg_step sa = {0}, sb = {0};
+    for (int k = 0; k < 2; k++) {
+        a.w->grad[0] = 1.0f;
+        tg_step_shard(&ga, &sa);
+        b.w->grad[0] = 100.0f;
+        tg_step_shard(&gb, &sb);
+    }
+    tg_step_finish(&ga, &sa, 4);
+    tg_step_finish(&gb, &sb, 4);
+}
+static void finish_between_other_guard_shards(void)
+{
+    fixture a = make(), b = make();
+    tg_step_guard ga, gb;
+    tg_step_guard_init(&ga, a.ps, a.opt, NULL);
+    tg_step_guard_init(&gb, b.ps, b.opt, NULL);
+    tg_step sa = {.loss = 1.0}, sb = {.loss = 100.0};
+    tg_step_shard(&gb, &sb); /* one shard: S = 1 */
+    tg_step_finish(&ga, &sa, 4);
+    tg_step_finish(&gb, &sb, 4);
+}
+static void shards_changed_mid_step(void)
+{
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt, NULL);
+    tg_dist_set_shards(2);
+    tg_step s = {0};
+    f.w->grad[0] = 1.0f;
+    tg_step_shard(&g, &s);
+    tg_dist_set_shards(1);
+    tg_step_finish(&g, &s, 4);
+}
+static void step_reused_without_zeroing(void)
+{
+    fixture f = make();
+    tg_step_guard g;
+    tg_step_guard_init(&g, f.ps, f.opt, NULL);
+    tg_dist_set_shards(2);
+    tg_step s = {0};
+    for (int t = 0; t < 2; t++) {
+        for (int k = 0; k < 2 && t == 0; k++)
+            tg_step_shard(&g, &s);
+        tg_step_finish(&g, &s, 4); /* t = 1: the last step's sums again */
+    }
+}
+
+static void one_step_at_a_time(void **state)
+{
+    (void)state;
+    expect_abort(interleaved_guards, "step_shard",
+                 "another guard's step is under way");
+    expect_abort(finish_between_other_guard_shards, "step_finish",
+                 "another guard's step is under way");
+    expect_abort(shards_changed_mid_step, "step_finish",
+                 "shard count changed from 2 to 1");
+    expect_abort(step_reused_without_zeroing, "step_finish",
+                 "counts 2 tg_step_shard calls");
+    /* one after the other: each model's own losses and gradients */
+    fixture a = make(), b = make();
+    tg_step_guard ga, gb;
+    tg_step_guard_init(&ga, a.ps, a.opt, NULL);
+    tg_step_guard_init(&gb, b.ps, b.opt, NULL);
+    tg_dist_set_shards(2);
+    tg_step sa = {0}, sb = {0};
+    for (int k = 0; k < 2; k++) {
+        a.w->grad[0] = 1.0f;
+        sa.loss = 1.0;
+        tg_step_shard(&ga, &sa);
+    }
+    tg_step_finish(&ga, &sa, 4);
+    for (int k = 0; k < 2; k++) {
+        b.w->grad[0] = 100.0f;
+        sb.loss = 100.0;
+        tg_step_shard(&gb, &sb);
+    }
+    tg_step_finish(&gb, &sb, 4);
+    assert_true(sa.loss_sum == 2.0 && sb.loss_sum == 200.0);
+    assert_true(a.w->data[0] == -0.1f * 2.0f);
+    assert_true(b.w->data[0] == -0.1f * 200.0f);
+    tg_dist_set_shards(1);
+    drop(&a);
+    drop(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +448,7 @@ int main(void)
         cmocka_unit_test(divergence_after_steps_far_above),
         cmocka_unit_test(shards_sum_in_one_process),
         cmocka_unit_test(shard_misuse_aborts),
+        cmocka_unit_test(one_step_at_a_time),
         cmocka_unit_test(finish_leaves_gradients_zero),
         cmocka_unit_test(clip_before_the_step),
         cmocka_unit_test(clip_norm_checked),
