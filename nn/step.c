@@ -277,7 +277,7 @@ tg_status tg_step_guard_restore(tg_step_guard *g, const tg_meta *m)
          strspn(recent, "01") == 100 && above >= 0 && above < (1 << 30) &&
          run >= 0 && run < (1 << 30) && steps >= 0 &&
          steps < ((int64_t)1 << 62) && /* room to count on: no overflow */
-         run <= (steps < 100 ? steps : 100) &&
+         run <= steps &&               /* a run may outlast the window of 100 */
          (!isnan(level) || above == 0) && /* states the guard can reach */
          (isnan(level) ? !isinf(best)     /* no step yet: best unused */
                        : isfinite(level) && isfinite(best) && best <= level);

@@ -287,6 +287,37 @@ static void guard_state_round_trips(void **state)
     drop(&f);
 }
 
+/* A run of skipped steps longer than the window of 100 (max_skipped_run
+ * above 100, max_skipped 100 or more) is a state the guard reaches: its
+ * saved state was refused as malformed. */
+static void long_skip_run_round_trips(void **state)
+{
+    (void)state;
+    fixture f = make();
+    tg_step_config cfg = {
+        .skip_nonfinite = true, .max_skipped_run = 200, .max_skipped = 100};
+    tg_step_guard g, back;
+    tg_step_guard_init(&g, f.ps, f.opt, &cfg);
+    tg_step_guard_init(&back, f.ps, f.opt, &cfg);
+    for (int t = 0; t < 150; t++)
+        assert_int_equal(step(&g, &f, NAN, 1.0f), TG_STEP_SKIPPED);
+    assert_int_equal(g.skipped_run, 150);
+    tg_meta m = TG_META_INIT;
+    tg_step_guard_save(&g, &m);
+    assert_int_equal(tg_step_guard_restore(&back, &m), TG_OK);
+    assert_int_equal(back.skipped_run, 150);
+    assert_int_equal(back.steps, 150);
+    assert_memory_equal(back.recent, g.recent, sizeof g.recent);
+    /* both go on alike: the 200th skip in a row stops */
+    for (int t = 150; t < 199; t++) {
+        assert_int_equal(step(&g, &f, NAN, 1.0f), TG_STEP_SKIPPED);
+        assert_int_equal(step(&back, &f, NAN, 1.0f), TG_STEP_SKIPPED);
+    }
+    assert_int_equal(step(&g, &f, NAN, 1.0f), TG_STEP_SKIPPED_TOO_OFTEN);
+    assert_int_equal(step(&back, &f, NAN, 1.0f), TG_STEP_SKIPPED_TOO_OFTEN);
+    drop(&f);
+}
+
 static void clip_negative(void)
 {
     fixture f = make();
@@ -453,6 +484,7 @@ int main(void)
         cmocka_unit_test(clip_before_the_step),
         cmocka_unit_test(clip_norm_checked),
         cmocka_unit_test(guard_state_round_trips),
+        cmocka_unit_test(long_skip_run_round_trips),
     };
     return cmocka_run_group_tests_name("step", tests, NULL, NULL);
 }
