@@ -97,6 +97,14 @@ static void commit(tg_params *ps, size_t numel, const char *name)
     ps->committed = want;
 }
 
+/* A NULL set where one is needed: a message naming the call, not a
+ * segfault inside it. */
+static void need_set(const tg_params *ps, const char *op)
+{
+    if (!ps)
+        tg_fatal(op, "NULL parameter set");
+}
+
 tg_params *tg_params_new(void)
 {
     tg_params *ps = calloc(1, sizeof *ps);
@@ -163,6 +171,8 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
     if (ndim < 1 || ndim > TG_MAX_DIMS)
         tg_fatal("params_add", "'%s': ndim %d outside 1..%d", name, ndim,
                  TG_MAX_DIMS);
+    if (!shape)
+        tg_fatal("params_add", "'%s': NULL shape", name);
     size_t size = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 1)
@@ -192,12 +202,21 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
     return t;
 }
 
-void tg_params_seal(tg_params *ps) { ps->sealed = true; }
+void tg_params_seal(tg_params *ps)
+{
+    need_set(ps, "params_seal");
+    ps->sealed = true;
+}
 
-int tg_params_count(const tg_params *ps) { return ps->n; }
+int tg_params_count(const tg_params *ps)
+{
+    need_set(ps, "params_count");
+    return ps->n;
+}
 
 tg_tensor *tg_params_get(const tg_params *ps, int i)
 {
+    need_set(ps, "params_get");
     if (i < 0 || i >= ps->n)
         tg_fatal("params_get", "index %d outside 0..%d", i, ps->n - 1);
     return ps->tensors[i];
@@ -205,6 +224,7 @@ tg_tensor *tg_params_get(const tg_params *ps, int i)
 
 const char *tg_params_name(const tg_params *ps, int i)
 {
+    need_set(ps, "params_name");
     if (i < 0 || i >= ps->n)
         tg_fatal("params_name", "index %d outside 0..%d", i, ps->n - 1);
     return ps->names[i];
@@ -213,22 +233,31 @@ const char *tg_params_name(const tg_params *ps, int i)
 /* Linear: sets hold tens of tensors, and lookups happen at load time. */
 tg_tensor *tg_params_find(const tg_params *ps, const char *name)
 {
+    need_set(ps, "params_find");
+    if (!name)
+        tg_fatal("params_find", "NULL name");
     for (int i = 0; i < ps->n; i++)
         if (strcmp(ps->names[i], name) == 0)
             return ps->tensors[i];
     return NULL;
 }
 
-size_t tg_params_numel(const tg_params *ps) { return ps->numel; }
+size_t tg_params_numel(const tg_params *ps)
+{
+    need_set(ps, "params_numel");
+    return ps->numel;
+}
 
 float *tg_params_data(tg_params *ps)
 {
+    need_set(ps, "params_data");
     tg_params_seal(ps);
     return ps->data;
 }
 
 float *tg_params_grad(tg_params *ps)
 {
+    need_set(ps, "params_grad");
     tg_params_seal(ps);
     return ps->grad;
 }
@@ -281,6 +310,7 @@ static void zero_share(void *ctx, int thread, size_t begin, size_t len)
 /* 2.6 MB for the VAE, every step, on the library's threads. */
 void tg_params_zero_grad(tg_params *ps)
 {
+    need_set(ps, "params_zero_grad");
     params_for_shares(ps, zero_share, ps->grad);
 }
 
@@ -351,6 +381,7 @@ static void absmax_share(void *ctx, int thread, size_t begin, size_t len)
  * scan each step (2.6 MB of each for the VAE). */
 void tg_params_absmax(tg_params *ps, float *value, float *grad)
 {
+    need_set(ps, "params_absmax");
     absmax_ctx c = {.x = tg_params_data(ps), .g = tg_params_grad(ps)};
     int T = params_for_shares(ps, absmax_share, &c);
     uint32_t xmax = 0, gmax = 0;
@@ -369,6 +400,7 @@ static bool all_finite(const float *x, size_t n)
 
 bool tg_params_finite(tg_params *ps, const char **where)
 {
+    need_set(ps, "params_finite");
     /* Fast path: both contiguous buffers at once; names only on failure.
      * NaN compares false, so it takes the slow path too. */
     float value, grad;

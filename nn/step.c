@@ -58,6 +58,8 @@ static void step_open(const tg_step_guard *g, int s_shards, const char *op)
 void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
                         const tg_step_config *cfg)
 {
+    if (!g || !ps)
+        tg_fatal("step_guard_init", "NULL %s", g ? "parameter set" : "guard");
     if (opt && opt->params != ps)
         tg_fatal("step_guard_init", "optimizer of another parameter set");
     if (open_step.guard == g) /* a step left unfinished by a former guard */
@@ -84,6 +86,8 @@ void tg_step_guard_init(tg_step_guard *g, tg_params *ps, tg_optim *opt,
 
 bool tg_step_suspect(const tg_step_guard *g)
 {
+    if (!g)
+        tg_fatal("step_suspect", "NULL guard");
     return g->above > 0 || g->skipped_run > 0;
 }
 
@@ -94,6 +98,8 @@ static double divergence_limit(const tg_step_guard *g)
 
 bool tg_step_loss_far_above(const tg_step_guard *g, double loss)
 {
+    if (!g)
+        tg_fatal("step_loss_far_above", "NULL guard");
     if (!isfinite(loss))
         return true;
     return !isnan(g->level) && loss > divergence_limit(g);
@@ -149,6 +155,8 @@ static void keep_sums(double *v, int shard, const tg_step *s)
 
 void tg_step_shard(tg_step_guard *g, tg_step *s)
 {
+    if (!g || !s)
+        tg_fatal("step_shard", "NULL %s", g ? "step" : "guard");
     step_open(g, s->shards, "step_shard");
     int first, count = tg_dist_my_shards(&first);
     if (s->shards >= count)
@@ -168,6 +176,8 @@ void tg_step_shard(tg_step_guard *g, tg_step *s)
 
 void tg_step_finish(tg_step_guard *g, tg_step *s, int rows)
 {
+    if (!g || !s)
+        tg_fatal("step_finish", "NULL %s", g ? "step" : "guard");
     if (rows < 0) /* the divergence test would be skipped without a word */
         tg_fatal("step_finish", "rows %d: the global batch's rows, >= 0", rows);
     step_open(g, s->shards, "step_finish");

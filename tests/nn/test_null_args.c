@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "autograd/expect_abort.h"
+#include "tg_dist.h"
 #include "tg_nn.h"
 
 static void step_null_optimizer(void) { tg_optim_step(NULL); }
@@ -250,6 +251,33 @@ static void fill_uniform_null_rng(void)
     tg_rng_fill_uniform(NULL, x, 4, 0.0f, 1.0f);
 }
 
+/* a NULL set, name or shape in the parameter-set calls, and a NULL guard,
+ * set or step in the step's (an audit of a hand-written training loop) */
+static void find_null_name(void) { tg_params_find(ps_for_init(), NULL); }
+static void zero_grad_null_set(void) { tg_params_zero_grad(NULL); }
+static void seal_null_set(void) { tg_params_seal(NULL); }
+static void count_null_set(void) { tg_params_count(NULL); }
+static void data_null_set(void) { tg_params_data(NULL); }
+static void finite_null_set(void) { tg_params_finite(NULL, NULL); }
+static void add_null_shape(void) { tg_params_add(ps_for_init(), "w", 1, NULL); }
+static void guard_null_set(void)
+{
+    tg_step_guard g;
+    tg_step_guard_init(&g, NULL, NULL, NULL);
+}
+static void guard_init_null(void)
+{
+    tg_step_guard_init(NULL, ps_for_init(), NULL, NULL);
+}
+static void finish_null_step(void)
+{
+    tg_step_guard g;
+    tg_step_guard_init(&g, ps_for_init(), NULL, NULL);
+    tg_step_finish(&g, NULL, 1);
+}
+static void shard_null_guard(void) { tg_step_shard(NULL, &(tg_step){0}); }
+static void suspect_null_guard(void) { tg_step_suspect(NULL); }
+
 static void test_null_arguments_abort_with_a_message(void **state)
 {
     (void)state;
@@ -306,6 +334,18 @@ static void test_null_arguments_abort_with_a_message(void **state)
                  "NULL name");
     expect_abort(bayes_dense_init_inf_prior, "bayes_dense_init",
                  "prior_scale inf must be finite and > 0");
+    expect_abort(find_null_name, "params_find", "NULL name");
+    expect_abort(zero_grad_null_set, "params_zero_grad", "NULL parameter set");
+    expect_abort(seal_null_set, "params_seal", "NULL parameter set");
+    expect_abort(count_null_set, "params_count", "NULL parameter set");
+    expect_abort(data_null_set, "params_data", "NULL parameter set");
+    expect_abort(finite_null_set, "params_finite", "NULL parameter set");
+    expect_abort(add_null_shape, "params_add", "'w': NULL shape");
+    expect_abort(guard_null_set, "step_guard_init", "NULL parameter set");
+    expect_abort(guard_init_null, "step_guard_init", "NULL guard");
+    expect_abort(finish_null_step, "step_finish", "NULL step");
+    expect_abort(shard_null_guard, "step_shard", "NULL guard");
+    expect_abort(suspect_null_guard, "step_suspect", "NULL guard");
     /* a loader reports, it does not abort */
     tg_dataset ds;
     assert_int_equal(tg_mnist_load(NULL, true, &ds), TG_ERR_ARG);
