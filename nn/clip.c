@@ -42,8 +42,10 @@ float tg_clip_grad_norm(tg_params *ps, float max_norm)
         total += partial[k];
     double norm = sqrt(total);
     /* finite as the float returned, or the caller sees an Inf norm with
-     * the gradients scaled all the same */
-    if (isfinite((float)norm) && norm > (double)max_norm) {
+     * the gradients scaled all the same; torch scales when max_norm /
+     * (norm + 1e-6) < 1, so also a norm within 1e-6 below max_norm (a
+     * norm of exactly max_norm was left as it was) */
+    if (isfinite((float)norm) && norm + 1e-6 > (double)max_norm) {
         float scale = (float)((double)max_norm / (norm + 1e-6));
         TG_PARALLEL_FOR(n, 1)
         for (int k = 0; k < CLIP_BLOCKS; k++) {

@@ -603,8 +603,9 @@ void tg_optim_free(tg_optim *opt);
 const char *tg_optim_nonfinite(const tg_optim *opt);
 
 /* Global gradient-norm clipping, as torch.nn.utils.clip_grad_norm_: returns
- * the L2 norm of every gradient of ps taken together and, when it exceeds
- * max_norm (> 0), scales every gradient by max_norm / (norm + 1e-6). The sum
+ * the L2 norm of every gradient of ps taken together and, when max_norm
+ * (> 0) / (norm + 1e-6) < 1 (the norm above max_norm - 1e-6, torch's
+ * test), scales every gradient by max_norm / (norm + 1e-6). The sum
  * runs in double over fixed blocks added in order: the same bits on any
  * thread count. A NaN or Inf norm is returned and nothing is scaled (the
  * caller's guard decides). */

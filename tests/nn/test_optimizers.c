@@ -282,6 +282,28 @@ static void clip_returns_the_norm_and_scales_above_it(void **state)
     tg_params_free(ps);
 }
 
+/* torch's test, max_norm / (norm + 1e-6) < 1: a norm of exactly max_norm
+ * is scaled too (it was left as it was), one 2e-6 below it is not. */
+static void clip_at_max_norm_as_torch(void **state)
+{
+    (void)state;
+    tg_params *ps = small_set();
+    float *g = tg_params_grad(ps);
+    memset(g, 0, N * sizeof *g);
+    g[0] = 1.0f;
+    assert_true(tg_clip_grad_norm(ps, 1.0f) == 1.0f);
+    assert_true(g[0] == (float)(1.0 / (1.0 + 1e-6)));
+    assert_true(g[0] < 1.0f);
+    g[0] = 4.0f;
+    float below = 4.0f - 2e-6f; /* 4 - 2.4e-6 as a float */
+    assert_true(tg_clip_grad_norm(ps, 4.0f) == 4.0f);
+    assert_true(g[0] == 4.0f * (float)(4.0 / (4.0 + 1e-6)));
+    g[0] = below;
+    tg_clip_grad_norm(ps, 4.0f);
+    assert_true(g[0] == below);
+    tg_params_free(ps);
+}
+
 /* A norm finite in double but past FLT_MAX is returned as +Inf: then, as
  * for any Inf norm, nothing is scaled (the scaled gradients came with an
  * Inf that told the caller's guard to skip them). */
@@ -542,6 +564,7 @@ int main(void)
         cmocka_unit_test(momentum_set_later_starts_fresh),
         cmocka_unit_test(settings_are_checked_each_step),
         cmocka_unit_test(clip_returns_the_norm_and_scales_above_it),
+        cmocka_unit_test(clip_at_max_norm_as_torch),
         cmocka_unit_test(clip_norm_past_float_range_scales_nothing),
         cmocka_unit_test(clip_norm_is_the_same_on_any_thread_count),
         cmocka_unit_test(optimizers_are_the_same_on_any_thread_count),
