@@ -50,6 +50,9 @@ int tg_array_batcher_count(const tg_array_batcher *b)
 
 void tg_array_batcher_start(tg_array_batcher *b, int64_t epoch, int first_batch)
 {
+    if (!b->order) /* tg_array_batcher_free sets it NULL: was a segfault */
+        tg_fatal("array_batcher_start",
+                 "the batcher was freed (tg_array_batcher_free)");
     if (first_batch < 0 || first_batch > tg_array_batcher_count(b))
         tg_fatal("array_batcher_start", "batch %d outside 0..%d", first_batch,
                  tg_array_batcher_count(b));
@@ -93,6 +96,9 @@ static tg_tensor *rows_of(tg_tape *tp, const tg_array_batcher *b,
 int tg_array_batcher_next(tg_array_batcher *b, tg_tape *tp, tg_tensor **x,
                           tg_tensor **y, const int **labels)
 {
+    if (!b->order)
+        tg_fatal("array_batcher_next",
+                 "the batcher was freed (tg_array_batcher_free)");
     int left = b->n - b->pos;
     int count = left < b->batch ? left : b->batch;
     if (count == 0 || (b->drop_last && count < b->batch))

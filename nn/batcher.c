@@ -45,6 +45,8 @@ int tg_batcher_count(const tg_batcher *b)
 /* Fisher-Yates from the identity: order[i] swaps with a uniform j <= i. */
 void tg_batcher_start(tg_batcher *b, int64_t epoch, int first_batch)
 {
+    if (!b->order) /* tg_batcher_free sets it NULL: was a segfault */
+        tg_fatal("batcher_start", "the batcher was freed (tg_batcher_free)");
     int n = b->ds->n;
     if (first_batch < 0 || first_batch > tg_batcher_count(b))
         tg_fatal("batcher_start", "batch %d outside 0..%d", first_batch,
@@ -67,6 +69,8 @@ void tg_batcher_start(tg_batcher *b, int64_t epoch, int first_batch)
 int tg_batcher_next(tg_batcher *b, float *x, int *labels)
 {
     const tg_dataset *ds = b->ds;
+    if (!b->order)
+        tg_fatal("batcher_next", "the batcher was freed (tg_batcher_free)");
     if (labels && !ds->labels)
         tg_fatal("batcher_next",
                  "labels asked for, but the dataset of %d images has none "

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "autograd/expect_abort.h"
 #include "tg_nn.h"
 
 static bool aborts(void (*f)(void))
@@ -210,6 +211,45 @@ static void unshuffled_batches_are_views_and_drop_last_skips(void **state)
     tg_array_batcher_free(&b);
 }
 
+/* A batcher used after its free: a segfault on the freed order (NULL);
+ * now an abort naming the call. */
+static void array_next_after_free(void)
+{
+    static float x[4 * 2];
+    tg_array_batcher b;
+    tg_array_batcher_init(&b, x, 4, 2, 2, 1);
+    tg_array_batcher_free(&b);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *t;
+    tg_array_batcher_next(&b, tp, &t, NULL, NULL);
+}
+static void array_start_after_free(void)
+{
+    static float x[4 * 2];
+    tg_array_batcher b;
+    tg_array_batcher_init(&b, x, 4, 2, 2, 1);
+    tg_array_batcher_free(&b);
+    tg_array_batcher_start(&b, 1, 0);
+}
+static void next_after_free(void)
+{
+    static float images[4 * 2];
+    tg_dataset ds = {.n = 4, .rows = 1, .cols = 2, .images = images};
+    tg_batcher b;
+    tg_batcher_init(&b, &ds, 2, 1);
+    tg_batcher_free(&b);
+    float out[4];
+    tg_batcher_next(&b, out, NULL);
+}
+
+static void batchers_used_after_free_abort(void **state)
+{
+    (void)state;
+    expect_abort(array_next_after_free, "array_batcher_next", "was freed");
+    expect_abort(array_start_after_free, "array_batcher_start", "was freed");
+    expect_abort(next_after_free, "batcher_next", "was freed");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +260,7 @@ int main(void)
         cmocka_unit_test(an_epoch_covers_every_row_once_with_matching_targets),
         cmocka_unit_test(order_depends_on_seed_and_epoch_only),
         cmocka_unit_test(unshuffled_batches_are_views_and_drop_last_skips),
+        cmocka_unit_test(batchers_used_after_free_abort),
     };
     return cmocka_run_group_tests_name("nn_helpers", tests, NULL, NULL);
 }
