@@ -499,20 +499,18 @@ void stop_interrupted(const run *r, bool save)
         /* a Ctrl-C as the loss blows up had saved the blown-up weights over
          * the last good checkpoint */
         bool have = save || access(ck, F_OK) == 0;
-        if (!save)
+        if (save) { /* paths quoted as in the command: one line always */
+            fputs("saved ", stderr);
+            cli_shell_word(stderr, ck);
+            fputs(" (the resumed run saves over it: copy it to keep it)",
+                  stderr);
+        } else {
             fprintf(stderr,
                     "the run was diverging (the loss far above its "
                     "level, or steps skipped as non-finite): its "
                     "weights not saved, %s",
                     have ? "the last checkpoint kept"
                          : "no checkpoint written");
-        else
-            fputs("saved ", stderr);
-        /* paths quoted as in the command: one line whatever they hold */
-        if (save) {
-            cli_shell_word(stderr, ck);
-            fputs(" (the resumed run saves over it: copy it to keep it)",
-                  stderr);
         }
         if (have) {
             fputs("; resume with: ", stderr);

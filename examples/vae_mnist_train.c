@@ -441,6 +441,18 @@ static void set_shards(run *r)
                   (long long)shards, tg_dist_size() - 1);
 }
 
+/* Locks --out (made if need be) and checks that every output this run
+ * writes there can be replaced: an output name taken by what a run cannot
+ * replace (a FIFO, a folder) is refused before anything is written. */
+static bool out_ready(const options *o)
+{
+    static const char *const outputs[] = {
+        "checkpoint.safetensors", "metrics.csv", "loss.svg",
+        "reconstructions.png",    "samples.png", "manifold.png"};
+    return cli_prepare_out_dir(o->out) &&
+           cli_check_outputs(o->out, outputs, o->latent == 2 ? 6 : 5);
+}
+
 /* A resume with nothing to train from the checkpoint of --out itself,
  * whose metrics.csv lacks the checkpoint's last epoch: the run that saved
  * it was stopped (killed, or ended by mpirun) before the files that
@@ -462,11 +474,7 @@ static bool repair_outputs(run *r)
         fail_write(o->out);
     int n = read_metrics(o, hist, last->epoch + 1, last->epoch + 1);
     bool stale = n == 0 || hist[n - 1].epoch < last->epoch;
-    const char *outputs[] = {
-        "checkpoint.safetensors", "metrics.csv", "loss.svg",
-        "reconstructions.png",    "samples.png", "manifold.png"};
-    if (stale && cli_prepare_out_dir(o->out) &&
-        cli_check_outputs(o->out, outputs, o->latent == 2 ? 6 : 5)) {
+    if (stale && out_ready(o)) {
         hist[n++] = *last;
         write_metrics(o, hist, n);
         r->tp = tg_tape_new();
@@ -547,15 +555,9 @@ void run_setup(run *r, const options *o, const char *argv0)
         exit(0);
     }
     /* Only now, with the data and checkpoint accepted: bad input leaves no
-     * output behind. An output name taken by what a run cannot replace (a
-     * FIFO, a folder) is refused before training, not after it. */
-    const char *outputs[] = {
-        "checkpoint.safetensors", "metrics.csv", "loss.svg",
-        "reconstructions.png",    "samples.png", "manifold.png"};
-    int n_outputs = o->latent == 2 ? 6 : 5;
-    if (!tg_dist_all_ok(tg_dist_rank() != 0 ||
-                        (cli_prepare_out_dir(o->out) &&
-                         cli_check_outputs(o->out, outputs, n_outputs)))) {
+     * output behind, and outputs that cannot be replaced are refused before
+     * training, not after it. */
+    if (!tg_dist_all_ok(tg_dist_rank() != 0 || out_ready(o))) {
         tg_dist_finalize();
         exit(1);
     }
