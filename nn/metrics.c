@@ -507,7 +507,9 @@ double tg_ess_from_logw(const double *logw, int k)
 
 double tg_iw_log_se(double ess, int k)
 {
-    if (k < 2 || !(ess >= 1.0))
+    /* an ess above k (beyond the rounding of k equal weights) comes from
+     * no set of k weights: NaN, not a standard error of 0 */
+    if (k < 2 || !(ess >= 1.0) || ess > k * (1.0 + 1e-9))
         return NAN;
     double v = ((double)k / ess - 1.0) / (k - 1);
     return sqrt(v > 0.0 ? v : 0.0);

@@ -364,7 +364,8 @@ void tg_auroc_bootstrap(const double *neg, int n_neg, const double *pos,
 double tg_ess_from_logw(const double *logw, int k);
 /* Standard error of log((1/k) sum w) by the delta method on the mean of the
  * weights: se(mean w) / mean w = sqrt((k / ess - 1) / (k - 1)) with the
- * sample variance of the weights; NaN when k < 2 or ess < 1. */
+ * sample variance of the weights; NaN when k < 2, ess < 1 or ess > k (more
+ * than rounding above k: no k weights give it). */
 double tg_iw_log_se(double ess, int k);
 
 /* LayerNorm over the last axis, as torch.nn.LayerNorm(dim, eps):

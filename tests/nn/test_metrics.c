@@ -283,6 +283,11 @@ static void ess_by_hand(void **state)
     /* weights 1 and 3: mean 2, sample sd sqrt(2), se of the mean 1: 1/2 */
     assert_true(fabs(tg_iw_log_se(1.6, 2) - 0.5) < 1e-12);
     assert_true(isnan(tg_iw_log_se(1.0, 1)));
+    /* an ess above k is no k weights' (it gave 0, a perfect estimate);
+     * rounding of k equal weights just above k still gives 0 */
+    assert_true(isnan(tg_iw_log_se(5.0, 4)));
+    assert_true(isnan(tg_iw_log_se(INFINITY, 4)));
+    assert_true(tg_iw_log_se(4.0 * (1.0 + 1e-15), 4) == 0.0);
 }
 
 /* A NaN, a negative, an Inf or a sum far from 1 in any row is refused,
