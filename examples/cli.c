@@ -396,11 +396,32 @@ bool cli_check_out_dir(const char *dir)
     return true;
 }
 
+/* The folder cli_prepare_out_dir created (it was not there before) and its
+ * .lock: a stop or a late refusal removes it when nothing else is in it
+ * (rmdir fails otherwise), so a run that wrote nothing leaves nothing. Set
+ * before the handlers can read them. */
+static char new_dir[CLI_PATH_MAX], new_dir_lock[CLI_PATH_MAX];
+static volatile sig_atomic_t have_new_dir;
+
+void cli_remove_new_out_dir(void) /* async-signal-safe */
+{
+    if (have_new_dir) {
+        unlink(new_dir_lock);
+        rmdir(new_dir);
+    }
+}
+
 bool cli_prepare_out_dir(const char *dir)
 {
     if (!cli_check_out_dir(dir))
         return false;
     struct stat st;
+    if (lstat(dir, &st) != 0 && errno == ENOENT && !have_new_dir) {
+        /* cli_check_out_dir bounded the length */
+        snprintf(new_dir, sizeof new_dir, "%s", dir);
+        snprintf(new_dir_lock, sizeof new_dir_lock, "%s/.lock", dir);
+        have_new_dir = 1;
+    }
     if (!mkdir_p(dir) || stat(dir, &st) != 0) {
         cli_error("cannot create output folder %s: %s", dir, strerror(errno));
         return false;
@@ -418,6 +439,7 @@ bool cli_prepare_out_dir(const char *dir)
     FILE *f = fopen(probe, "w");
     if (!f || fclose(f) != 0) {
         cli_error("output folder %s is not writable: %s", dir, strerror(errno));
+        cli_remove_new_out_dir();
         return false;
     }
     remove(probe);
@@ -492,6 +514,7 @@ volatile sig_atomic_t cli_interrupted;
 static void stop_now(int sig)
 {
     tg_atomic_discard_open();
+    cli_remove_new_out_dir();
     signal(sig, SIG_DFL);
     raise(sig); /* blocked in the handler: delivered on return */
 }

@@ -127,6 +127,11 @@ bool cli_check_out_dir(const char *dir);
  * temporaries of killed runs, and proves it is writable. On failure prints
  * "<prog>: ..." and returns false. */
 bool cli_prepare_out_dir(const char *dir);
+/* When cli_prepare_out_dir created its folder and nothing but the .lock is
+ * in it yet, removes the folder (async-signal-safe); otherwise does nothing.
+ * For bad input found after the folder was prepared; a stop signal
+ * (cli_stop_cleanly, the second Ctrl-C of cli_catch_sigint) does it too. */
+void cli_remove_new_out_dir(void);
 
 /* After cli_prepare_out_dir, before the work: each of the n names in dir
  * that is there must be a file the run can replace (a regular file, or a

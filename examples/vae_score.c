@@ -149,19 +149,12 @@ static bool near_wanted(const options *o, const char *name)
     return false;
 }
 
-/* --out, when this run created it (it was not there before) */
-static const char *created_out;
-
 /* Bad input found after --out was prepared (a model whose ELBO is not
  * finite, a reference that cannot be fitted): exit status 2, and the
- * folder this run created is removed (only its .lock is there yet; the
- * bare rmdir failed on it) so that bad input leaves no output. */
+ * folder this run created is removed, so that bad input leaves no output. */
 static void fail_late(void)
 {
-    if (created_out) {
-        unlink(cli_path(created_out, ".lock"));
-        rmdir(created_out);
-    }
+    cli_remove_new_out_dir();
     exit(2);
 }
 
@@ -671,15 +664,12 @@ int main(int argc, char **argv)
                                           "ood_hist.svg",    "uncertainty.png",
                                           "scores.csv",      "latent.svg"};
     int n_outputs = in.vae->cfg.latent == 2 ? 6 : 5;
-    struct stat st;
-    bool existed = lstat(o.out, &st) == 0;
     if (!cli_prepare_out_dir(o.out) ||
         !cli_check_outputs(o.out, outputs, n_outputs)) {
         free_sets(&sl);
         free_inputs(&in);
         return 1;
     }
-    created_out = existed ? NULL : o.out;
     print_model(&o, in.vae);
 
     /* score every set */

@@ -167,5 +167,42 @@ closed "$vae" $fast --data "$small" --epochs 1 --out "$tmp/closed_vae"
 # shellcheck disable=SC2086
 closed "$bnn" $bnn_quick --out "$tmp/closed_bnn"
 
+# 5. stopped (SIGTERM) before writing anything, in an --out folder the run
+#    created: the folder is removed, as bad input found late removes it;
+#    one that was there before stays (vae_score and bnn_mnist left the new
+#    folder holding only their .lock). The signal comes at the unlink of
+#    the writability probe, the last step of preparing the folder.
+# stopped_early PROG ARGS... (ARGS end with --out DIR)
+stopped_early() {
+    name=$(basename "$1")
+    eval "out=\${$#}"
+    for pre in new existing; do
+        rm -rf "$out"
+        [ "$pre" = new ] || mkdir "$out"
+        ASAN_OPTIONS=$(asan_no_leaks) strace -f -o /dev/null \
+            -e trace=unlink,unlinkat \
+            -e inject=unlink,unlinkat:signal=SIGTERM:when=1 "$@" \
+            >/dev/null 2>"$tmp/err"
+        st=$?
+        if [ "$st" -ne 143 ]; then
+            fail "$name, SIGTERM while preparing --out ($pre), exited $st: $(cat "$tmp/err")"
+        elif [ "$pre" = new ] && [ -e "$out" ]; then
+            fail "$name, SIGTERM while preparing --out (new), left: $(ls -A "$out")"
+        elif [ "$pre" = existing ] && [ ! -d "$out" ]; then
+            fail "$name, SIGTERM while preparing --out (existing) removed it"
+        else
+            echo "ok: $name, SIGTERM while preparing --out ($pre) -> $st"
+        fi
+    done
+}
+if strace -f -o /dev/null -e trace=unlink true 2>/dev/null; then
+    # shellcheck disable=SC2086
+    stopped_early "$score" $score_args --out "$tmp/early_score"
+    # shellcheck disable=SC2086
+    stopped_early "$bnn" $bnn_quick --out "$tmp/early_bnn"
+else
+    echo "skip: strace cannot trace here (the early-stop case)"
+fi
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all signal checks passed"
