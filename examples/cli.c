@@ -561,6 +561,17 @@ const char *cli_labels_file(const char *dir, bool train)
     return cli_path(dir, gz);
 }
 
+bool cli_load_unlabelled(const char *dir, bool train, tg_dataset *ds)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        memset(ds, 0, sizeof *ds);
+        tg_error(TG_ERR_IO, "%s: not a directory", dir);
+        return false;
+    }
+    return tg_idx_images_load(dir, train, ds) == TG_OK;
+}
+
 void cli_note_labels(const tg_dataset *ds, const char *dir, bool train,
                      int classes, const char *use)
 {

@@ -113,6 +113,9 @@ enum { CLI_MAX_BATCH = 65536 }; /* --batch's largest value */
     "N", NULL, "stop each epoch after N batches (quick runs)"}
 #define CLI_FLAG_DATA(p) {"data", CLI_STR, (p), 0, 0, "DIR", \
     TG_DEFAULT_DATA_DIR, "folder with the 4 IDX files, raw or .gz"}
+#define CLI_FLAG_DATA_IMAGES(p) {"data", CLI_STR, (p), 0, 0, "DIR", \
+    TG_DEFAULT_DATA_DIR, "folder with the IDX train and t10k images, raw " \
+    "or .gz (labels files optional: not used)"}
 #define CLI_FLAG_OUT(p, dir) {"out", CLI_STR, (p), 0, 0, "DIR", (dir), \
     "output folder"}
 /* clang-format on */
@@ -228,11 +231,18 @@ void cli_stop_cleanly(void);
  * labels' values names (not the folder). */
 const char *cli_labels_file(const char *dir, bool train);
 
+/* For programs that do not need labels: dir's training (train) or test set
+ * as tg_idx_images_load reads a folder, the labels file read when it is
+ * there (ds->labels NULL otherwise). dir must be a folder: an images file
+ * named itself would be both sets. False on failure, with tg_errmsg()
+ * saying why. */
+struct tg_dataset;
+bool cli_load_unlabelled(const char *dir, bool train, struct tg_dataset *ds);
+
 /* For programs that do not need labels: a note on stderr when some of ds's
  * labels are outside 0..classes-1, naming its labels file (dir's training
  * or test set, cli_labels_file) and ending with use (how the program treats
  * labels); nothing when ds has no labels. */
-struct tg_dataset;
 void cli_note_labels(const struct tg_dataset *ds, const char *dir, bool train,
                      int classes, const char *use);
 

@@ -300,9 +300,9 @@ bool plot_scatter(FILE *f, const char *title, const char *xlabel,
                 "fill-opacity=\"0.7\"/>\n",
                 L + (x[i] - x0) / (x1 - x0) * pw,
                 T + (1 - (y[i] - y0) / (y1 - y0)) * ph,
-                palette[labels[i] % 10]);
+                palette[labels ? labels[i] % 10 : 0]);
     }
-    for (int c = 0; c < 10; c++)
+    for (int c = 0; labels && c < 10; c++) /* no labels: no legend */
         fprintf(f,
                 "<circle cx=\"%g\" cy=\"%d\" r=\"5\" fill=\"%s\"/>"
                 "<text x=\"%g\" y=\"%d\">%d</text>\n",

@@ -27,7 +27,8 @@ bool plot_histograms(FILE *f, const char *title, const hist_panel *panels,
                      int n_panels, const char *const *set_names, int n_sets,
                      const char *auroc_of, int bins);
 
-/* n points (x, y) coloured by label (0..9 get distinct colours). */
+/* n points (x, y) coloured by label (0..9 get distinct colours), with a
+ * legend; labels NULL: one colour, no legend. */
 bool plot_scatter(FILE *f, const char *title, const char *xlabel,
                   const char *ylabel, const float *x, const float *y,
                   const uint8_t *labels, int n);

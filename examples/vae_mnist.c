@@ -37,7 +37,7 @@ static options parse_options(int argc, char **argv)
     options o = {.hidden = -1}; /* --hidden not given: 400 for mlp */
     const char *arch = NULL, *likelihood = NULL;
     const cli_flag flags[] = {
-        CLI_FLAG_DATA(&o.data),
+        CLI_FLAG_DATA_IMAGES(&o.data),
         {"epochs", CLI_INT, &o.epochs, 1, MAX_EPOCHS, "N", "10",
          "epochs in total"},
         CLI_FLAG_BATCH(&o.batch, "128"),

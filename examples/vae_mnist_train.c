@@ -303,8 +303,10 @@ void end_epoch(run *r, int epoch)
 static void load_data(run *r)
 {
     const options *o = r->o;
-    bool loaded = tg_mnist_load(o->data, true, &r->train) == TG_OK &&
-                  tg_mnist_load(o->data, false, &r->test) == TG_OK;
+    /* labels are not used: read when there (the data's fingerprint covers
+     * them), not required */
+    bool loaded = cli_load_unlabelled(o->data, true, &r->train) &&
+                  cli_load_unlabelled(o->data, false, &r->test);
     if (loaded &&
         (r->test.rows != r->train.rows || r->test.cols != r->train.cols))
         loaded =

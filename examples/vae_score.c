@@ -65,8 +65,9 @@ static options parse_options(int argc, char **argv)
         {"checkpoint", CLI_STR, &o.checkpoint, 0, 0, "FILE", NULL,
          "checkpoint.safetensors from vae_mnist"},
         {"data", CLI_STR, &o.data, 0, 0, "DIR", TG_DEFAULT_DATA_DIR,
-         "in-distribution IDX folder: its test set is scored, its training "
-         "images give the reference and the background model"},
+         "in-distribution IDX folder (labels optional): its test set is "
+         "scored, its training images give the reference and the "
+         "background model"},
         {"ood-data", CLI_STR, &o.ood, 0, 0, "DIR", NULL,
          "IDX folder whose test set (labels optional) is scored as "
          "out-of-distribution, or an IDX images file itself; none (as "
@@ -242,9 +243,9 @@ static void load_data(tg_dataset *ds, const char *dir, bool train, bool ood,
                       const inputs *in, const char *checkpoint)
 {
     const tg_vae *vae = in->vae;
-    /* an OOD set needs no labels and may be an images file */
-    if ((ood ? tg_idx_images_load(dir, false, ds)
-             : tg_mnist_load(dir, train, ds)) != TG_OK) {
+    /* no set needs labels; an OOD set may be an images file */
+    if (!(ood ? tg_idx_images_load(dir, false, ds) == TG_OK
+              : cli_load_unlabelled(dir, train, ds))) {
         if (train)
             cli_error("%s (the training images give the "
                       "reference statistics and the background model)",
@@ -421,8 +422,8 @@ static void add_reference(set_list *sl, const inputs *in, const options *o)
     }
     int n_bg = sl->n_bg, input = in->vae->cfg.input;
     sl->ref = add_set(sl, "ref", train->images + (size_t)n_bg * input,
-                      train->labels + n_bg, n_ref, in->test.rows, in->test.cols,
-                      4, false);
+                      train->labels ? train->labels + n_bg : NULL, n_ref,
+                      in->test.rows, in->test.cols, 4, false);
     sl->ref_kind = in->data == DATA_OTHER ? "not the checkpoint's training data"
                    : in->holdout >= n_ref ? "held out of training"
                                           : "seen in training";

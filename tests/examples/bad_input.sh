@@ -125,8 +125,10 @@ for prog in "$vae" "$mlp"; do
     d="$tmp/$p.wide"; dataset "$d"
     images "$d/t10k-images-idx3-ubyte" 64 14 56
     expect 2 "14x56" "$prog" --data "$d" $out
-    d="$tmp/$p.nolabels"; dataset "$d"; rm "$d/t10k-labels-idx1-ubyte"
-    expect 2 "t10k-labels-idx1-ubyte" "$prog" --data "$d" $out
+    if [ "$p" = mlp_mnist ]; then # vae_mnist needs none (run_vae_score.sh)
+        d="$tmp/$p.nolabels"; dataset "$d"; rm "$d/t10k-labels-idx1-ubyte"
+        expect 2 "t10k-labels-idx1-ubyte" "$prog" --data "$d" $out
+    fi
     d="$tmp/$p.locked"; dataset "$d"; chmod 000 "$d"
     if ! ls "$d" >/dev/null 2>&1; then # root reads it anyway: skip
         expect 2 "$d" "$prog" --data "$d" $out

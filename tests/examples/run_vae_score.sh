@@ -249,5 +249,26 @@ expect 2 "$score" --checkpoint "$tmp/cb_nolik.safetensors" --data "$data" \
     --iwae-k 2 --max-images 4 --threads 1 --out "$tmp/cb_nolik"
 mentions "'likelihood'"
 
+# A data folder without labels files: the VAE uses none. vae_mnist trains
+# and vae_score scores (latent.svg in one colour, the label column empty);
+# both had refused for want of train-labels-idx1-ubyte. A file given as the
+# folder is refused (it would be both the training and the test set).
+dataset "$data" "$tmp/nolabels" 200 60
+rm "$tmp/nolabels"/*-labels-idx1-ubyte
+expect 0 "$vae" --data "$tmp/nolabels" --epochs 1 --hidden 16 --latent 2 \
+    --batch 32 --threads 1 --out "$tmp/nolabels_model"
+expect 0 "$score" --checkpoint "$tmp/nolabels_model/checkpoint.safetensors" \
+    --data "$tmp/nolabels" --iwae-k 2 --max-images 20 --samples 2 \
+    --bootstrap 10 --threads 1 --out "$tmp/nolabels_scores"
+[ -s "$tmp/nolabels_scores/latent.svg" ] || fail "no labels: no latent.svg"
+grep -q '^in,0,,' "$tmp/nolabels_scores/scores.csv" ||
+    fail "no labels: scores.csv row: $(sed -n 2p "$tmp/nolabels_scores/scores.csv")"
+expect 2 "$vae" --data "$tmp/nolabels/train-images-idx3-ubyte" --epochs 1 \
+    --out "$tmp/nolabels_file"
+mentions "not a directory"
+expect 2 "$score" --checkpoint "$tmp/nolabels_model/checkpoint.safetensors" \
+    --data "$tmp/nolabels/t10k-images-idx3-ubyte" --out "$tmp/nolabels_file"
+mentions "not a directory"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all vae_score checks passed"
