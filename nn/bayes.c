@@ -234,6 +234,8 @@ static tg_tensor *sample(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
 void tg_bayes_dense_moments(tg_tape *tp, const tg_bayes_dense *l, tg_tensor *x,
                             tg_tensor **mean, tg_tensor **sd)
 {
+    if (!l)
+        tg_fatal("bayes_dense_moments", "NULL layer");
     if (!x || !mean || !sd)
         tg_fatal("bayes_dense_moments", "NULL %s",
                  !x      ? "x"
@@ -295,6 +297,8 @@ tg_tensor *tg_bayes_dense_apply(tg_tape *tp, const tg_bayes_dense *l,
 
 tg_tensor *tg_bayes_dense_kl(tg_tape *tp, const tg_bayes_dense *l)
 {
+    if (!l)
+        tg_fatal("bayes_dense_kl", "NULL layer");
     tg_tensor *var_W, *var_b, *kl;
     bayes_layer_posterior(tp, l->W_mu, l->W_rho, l->b_mu, l->b_rho,
                           l->prior_scale, &var_W, &var_b, &kl);

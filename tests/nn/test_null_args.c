@@ -235,6 +235,21 @@ static void bayes_dense_init_inf_prior(void)
                         &rng);
 }
 
+/* a NULL Bayesian dense layer where its siblings (apply, apply_eps,
+ * apply_kl, and every tg_bayes_conv2d_* call) abort: a segfault inside
+ * (static-analysis audit) */
+static void bayes_dense_moments_null_layer(void)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *mean, *sd;
+    tg_bayes_dense_moments(tp, NULL, tg_tape_tensor2(tp, 1, 2, true), &mean,
+                           &sd);
+}
+static void bayes_dense_kl_null_layer(void)
+{
+    tg_bayes_dense_kl(tg_tape_new(), NULL);
+}
+
 /* a NULL generator drawn from directly: segfaults in the draw itself */
 static void u64_null_rng(void) { tg_rng_u64(NULL); }
 static void seed_null_rng(void) { tg_rng_seed(NULL, 1, 0); }
@@ -332,6 +347,9 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(dense_init_null_set, "dense_layer_init", "NULL parameter set");
     expect_abort(group_norm_init_null_name, "group_norm_layer_init",
                  "NULL name");
+    expect_abort(bayes_dense_moments_null_layer, "bayes_dense_moments",
+                 "NULL layer");
+    expect_abort(bayes_dense_kl_null_layer, "bayes_dense_kl", "NULL layer");
     expect_abort(bayes_dense_init_inf_prior, "bayes_dense_init",
                  "prior_scale inf must be finite and > 0");
     expect_abort(find_null_name, "params_find", "NULL name");
