@@ -214,7 +214,19 @@ void tg_vae_free(tg_vae *vae)
     free(vae);
 }
 
-tg_params *tg_vae_params(tg_vae *vae) { return vae->params; }
+/* A NULL model where one is needed: a message naming the call, not a
+ * segfault inside it. */
+static void need_model(const tg_vae *vae, const char *op)
+{
+    if (!vae)
+        tg_fatal(op, "NULL model");
+}
+
+tg_params *tg_vae_params(tg_vae *vae)
+{
+    need_model(vae, "vae_params");
+    return vae->params;
+}
 
 /* h            = relu(dense(enc1, x))          (x itself when hidden = 0)
  * mean, logvar = split(dense(enc2, h), 2)
@@ -232,6 +244,7 @@ static tg_tensor *conv_encoder_features(tg_tape *tp, const tg_vae *vae,
 void tg_vae_encode(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
                    tg_tensor **mean, tg_tensor **logvar)
 {
+    need_model(vae, "vae_encode");
     tg_tensor *h = x;
     if (vae->cfg.arch == TG_VAE_CONV)
         h = conv_encoder_features(tp, vae, x);
@@ -247,6 +260,7 @@ void tg_vae_encode(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
 /* logits = dense(dec2, relu(dense(dec1, z)))   (dense(dec2, z), hidden = 0) */
 tg_tensor *tg_vae_decode_logits(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
 {
+    need_model(vae, "vae_decode_logits");
     if (vae->cfg.arch == TG_VAE_CONV) {
         /* logits = flatten(deconv2(relu(deconv1(relu(fc(z)) as
          *          [B, 64, s/4, s/4])))) */
@@ -276,6 +290,7 @@ static bool any_outside_unit(const float *x, size_t n)
 tg_tensor *tg_vae_rec(tg_tape *tp, const tg_vae *vae, tg_tensor *logits,
                       tg_tensor *x)
 {
+    need_model(vae, "vae_rec");
     /* both likelihoods are of x in [0, 1]: an image of -1s had log p(x) =
      * +14163 nats, a probability above 1, without a word (NaN passes, to
      * the guards that report it). A branch-free pass that vectorises finds
@@ -302,6 +317,7 @@ tg_tensor *tg_vae_rec(tg_tape *tp, const tg_vae *vae, tg_tensor *logits,
 tg_vae_out tg_vae_forward_eps(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
                               tg_tensor *eps)
 {
+    need_model(vae, "vae_forward_eps");
     tg_vae_out o;
     tg_vae_encode(tp, vae, x, &o.mean, &o.logvar);
 
@@ -332,12 +348,14 @@ static tg_tensor *normal_noise(tg_tape *tp, int rows, int cols, tg_rng *rng)
 tg_vae_out tg_vae_forward(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
                           tg_rng *rng)
 {
+    need_model(vae, "vae_forward");
     tg_tensor *eps = normal_noise(tp, tg_tensor_rows(x), vae->cfg.latent, rng);
     return tg_vae_forward_eps(tp, vae, x, eps);
 }
 
 tg_tensor *tg_vae_decode(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
 {
+    need_model(vae, "vae_decode");
     tg_tensor *logits = tg_vae_decode_logits(tp, vae, z);
     if (vae->cfg.likelihood != TG_VAE_CB)
         return tg_sigmoid(tp, logits);
@@ -348,6 +366,7 @@ tg_tensor *tg_vae_decode(tg_tape *tp, const tg_vae *vae, tg_tensor *z)
 
 tg_tensor *tg_vae_reconstruct(tg_tape *tp, const tg_vae *vae, tg_tensor *x)
 {
+    need_model(vae, "vae_reconstruct");
     tg_tensor *mean, *logvar;
     tg_vae_encode(tp, vae, x, &mean, &logvar);
     return tg_vae_decode(tp, vae, mean);
@@ -355,6 +374,7 @@ tg_tensor *tg_vae_reconstruct(tg_tape *tp, const tg_vae *vae, tg_tensor *x)
 
 tg_tensor *tg_vae_sample(tg_tape *tp, const tg_vae *vae, int n, tg_rng *rng)
 {
+    need_model(vae, "vae_sample");
     if (n <= 0)
         tg_fatal("vae_sample", "n must be > 0, got %d", n);
     return tg_vae_decode(tp, vae, normal_noise(tp, n, vae->cfg.latent, rng));

@@ -27,6 +27,8 @@ static bool own_key(const char *key)
 tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
                       const tg_vae_position *pos, const tg_meta *extra)
 {
+    if (!vae)
+        tg_fatal("vae_save", "NULL model");
     tg_params *ps = tg_vae_params(vae);
     tg_params_zero_grad(ps); /* a skipped step's grads are not state */
     const char *bad = tg_params_nonfinite(ps, NULL);
@@ -206,6 +208,8 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
 tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
                       tg_vae_info *info)
 {
+    if (!vae)
+        tg_fatal("vae_load", "NULL model");
     tg_vae_info local, *in = info ? info : &local;
     tg_status st = tg_vae_read_info(path, in);
     if (st != TG_OK)

@@ -251,6 +251,8 @@ static void encode_rows(tg_tape *tp, const tg_vae *vae, const float *x, int n,
 void tg_vae_iwae(tg_tape *tp, const tg_vae *vae, const float *x, int n,
                  const tg_iw_opts *opts, double *log_px, double *elbo)
 {
+    if (!vae)
+        tg_fatal("vae_iwae", "NULL model");
     check_opts("vae_iwae", opts);
     int input = vae->cfg.input, latent = vae->cfg.latent;
     float *mean = malloc(sizeof(float) * ENCODE_BATCH * (size_t)latent);
@@ -314,6 +316,8 @@ void tg_vae_posterior_pixels(tg_tape *tp, const tg_vae *vae, const float *x,
                              int n, int S, uint64_t seed, uint64_t stream,
                              float *mean, float *std)
 {
+    if (!vae)
+        tg_fatal("vae_posterior_pixels", "NULL model");
     if (S < 1)
         tg_fatal("vae_posterior_pixels", "need S >= 1, got %d", S);
     int input = vae->cfg.input, latent = vae->cfg.latent;

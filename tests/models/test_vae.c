@@ -389,6 +389,86 @@ static void pixels_outside_the_unit_interval_abort(void **state)
     score_pixel(NAN);
 }
 
+/* A NULL model in any call that takes one aborts naming the call: each
+ * was a segfault inside (vae->cfg, vae->params read unchecked), where a
+ * NULL layer or parameter set names its call (static-analysis audit). */
+static tg_tape *null_tp;
+static tg_tensor *rows2(int cols)
+{
+    return tg_tape_tensor2(null_tp, 2, cols, true);
+}
+static tg_rng *rng1(void)
+{
+    static tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    return &rng;
+}
+static void params_of_null(void) { tg_vae_params(NULL); }
+static void encode_null(void)
+{
+    tg_tensor *mean, *logvar;
+    tg_vae_encode(null_tp, NULL, rows2(4), &mean, &logvar);
+}
+static void decode_logits_null(void)
+{
+    tg_vae_decode_logits(null_tp, NULL, rows2(2));
+}
+static void rec_null(void) { tg_vae_rec(null_tp, NULL, rows2(4), rows2(4)); }
+static void forward_eps_null(void)
+{
+    tg_vae_forward_eps(null_tp, NULL, rows2(4), rows2(2));
+}
+static void forward_null(void)
+{
+    tg_vae_forward(null_tp, NULL, rows2(4), rng1());
+}
+static void decode_null(void) { tg_vae_decode(null_tp, NULL, rows2(2)); }
+static void reconstruct_null(void)
+{
+    tg_vae_reconstruct(null_tp, NULL, rows2(4));
+}
+static void sample_null(void) { tg_vae_sample(null_tp, NULL, 2, rng1()); }
+static void save_null(void)
+{
+    tg_vae_save("unused.safetensors", NULL, NULL, NULL, NULL);
+}
+static void load_null(void)
+{
+    tg_vae_load("unused.safetensors", NULL, NULL, NULL);
+}
+static void iwae_null(void)
+{
+    static const float x[4];
+    double log_px[1];
+    tg_vae_iwae(null_tp, NULL, x, 1, &(tg_iw_opts){.k = 2}, log_px, NULL);
+}
+static void posterior_pixels_null(void)
+{
+    static const float x[4];
+    float mean[4], std[4];
+    tg_vae_posterior_pixels(null_tp, NULL, x, 1, 2, 1, 0, mean, std);
+}
+
+static void null_model_aborts_naming_the_call(void **state)
+{
+    (void)state;
+    null_tp = tg_tape_new();
+    expect_abort(params_of_null, "vae_params", "NULL model");
+    expect_abort(encode_null, "vae_encode", "NULL model");
+    expect_abort(decode_logits_null, "vae_decode_logits", "NULL model");
+    expect_abort(rec_null, "vae_rec", "NULL model");
+    expect_abort(forward_eps_null, "vae_forward_eps", "NULL model");
+    expect_abort(forward_null, "vae_forward", "NULL model");
+    expect_abort(decode_null, "vae_decode", "NULL model");
+    expect_abort(reconstruct_null, "vae_reconstruct", "NULL model");
+    expect_abort(sample_null, "vae_sample", "NULL model");
+    expect_abort(save_null, "vae_save", "NULL model");
+    expect_abort(load_null, "vae_load", "NULL model");
+    expect_abort(iwae_null, "vae_iwae", "NULL model");
+    expect_abort(posterior_pixels_null, "vae_posterior_pixels", "NULL model");
+    tg_tape_free(null_tp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -402,6 +482,7 @@ int main(void)
         cmocka_unit_test(training_improves_elbo),
         cmocka_unit_test(training_same_on_one_and_two_threads),
         cmocka_unit_test(pixels_outside_the_unit_interval_abort),
+        cmocka_unit_test(null_model_aborts_naming_the_call),
     };
     return cmocka_run_group_tests_name("models_vae", tests, NULL, NULL);
 }
