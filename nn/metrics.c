@@ -250,12 +250,20 @@ static int by_value(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Both score lists given (their lengths are checked by each caller). */
+static void need_lists(const char *op, const double *neg, const double *pos)
+{
+    if (!neg || !pos)
+        tg_fatal(op, "NULL %s", neg ? "pos" : "neg");
+}
+
 /* Mann-Whitney: AUROC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg),
  * R_pos the sum of the positives' ranks (1-based, ties get their mean). */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos)
 {
     if (n_neg < 1 || n_pos < 1)
         tg_fatal("auroc", "need two non-empty lists (%d, %d)", n_neg, n_pos);
+    need_lists("auroc", neg, pos);
     size_t n = (size_t)n_neg + (size_t)n_pos;
     ranked *r = malloc(sizeof *r * n);
     if (!r)
@@ -319,6 +327,7 @@ double tg_fpr_at_tpr(const double *neg, int n_neg, const double *pos, int n_pos,
                  "need two non-empty lists and tpr in (0, 1] "
                  "(%d, %d, %g)",
                  n_neg, n_pos, tpr);
+    need_lists("fpr_at_tpr", neg, pos);
     double *p = sorted_desc("fpr_at_tpr", pos, n_pos);
     if (!p)
         return NAN;
@@ -341,6 +350,7 @@ double tg_aupr(const double *neg, int n_neg, const double *pos, int n_pos)
 {
     if (n_neg < 1 || n_pos < 1)
         tg_fatal("aupr", "need two non-empty lists (%d, %d)", n_neg, n_pos);
+    need_lists("aupr", neg, pos);
     size_t n = (size_t)n_neg + (size_t)n_pos;
     ranked *r = malloc(sizeof *r * n);
     if (!r)
@@ -486,6 +496,8 @@ double tg_ess_from_logw(const double *logw, int k)
 {
     if (k < 1)
         tg_fatal("ess_from_logw", "need k >= 1, got %d", k);
+    if (!logw)
+        tg_fatal("ess_from_logw", "NULL logw");
     double max = -INFINITY;
     for (int i = 0; i < k; i++) {
         if (isnan(logw[i]) || logw[i] == INFINITY)

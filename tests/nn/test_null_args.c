@@ -83,6 +83,13 @@ static void bootstrap_null_lo(void)
     double hi;
     tg_auroc_bootstrap(neg, 2, pos, 2, 10, 1, 0.95, NULL, &hi);
 }
+/* NULL score lists where tg_auroc_bootstrap names them: segfaults in the
+ * first read (static-analysis audit) */
+static const double two_scores[2] = {0, 1};
+static void auroc_null_pos(void) { tg_auroc(two_scores, 2, NULL, 2); }
+static void aupr_null_neg(void) { tg_aupr(NULL, 2, two_scores, 2); }
+static void fpr_null_pos(void) { tg_fpr_at_tpr(two_scores, 2, NULL, 2, 0.95); }
+static void ess_null_logw(void) { tg_ess_from_logw(NULL, 2); }
 /* a NaN learning rate set by hand made every weight NaN */
 static void step_nan_lr(void)
 {
@@ -326,6 +333,10 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(gemm_null_c, "tg_gemm", "NULL C");
     expect_abort(gradcheck_print_null, "gradcheck_print", "NULL report");
     expect_abort(bootstrap_null_lo, "auroc_bootstrap", "NULL lo");
+    expect_abort(auroc_null_pos, "auroc", "NULL pos");
+    expect_abort(aupr_null_neg, "aupr", "NULL neg");
+    expect_abort(fpr_null_pos, "fpr_at_tpr", "NULL pos");
+    expect_abort(ess_null_logw, "ess_from_logw", "NULL logw");
     expect_abort(step_nan_lr, "optim_step", "learning rate is nan");
     expect_abort(dense_init_null_rng, "dense_layer_init", "NULL rng");
     expect_abort(conv_init_null_rng, "conv2d_layer_init", "NULL rng");
