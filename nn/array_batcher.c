@@ -14,9 +14,17 @@ static uint64_t order_stream(int64_t epoch)
     return 0x6261746368000000ull ^ (uint64_t)epoch; /* as batcher.c */
 }
 
+/* A NULL batcher: a message naming the call, not a segfault inside it. */
+static void need_batcher(const tg_array_batcher *b, const char *op)
+{
+    if (!b)
+        tg_fatal(op, "NULL batcher");
+}
+
 void tg_array_batcher_init(tg_array_batcher *b, const float *x, int n, int dim,
                            int batch, uint64_t seed)
 {
+    need_batcher(b, "array_batcher_init");
     if (!x || n < 1 || dim < 1)
         tg_fatal("array_batcher_init", "x %s with n=%d dim=%d",
                  x ? "given" : "NULL", n, dim);
@@ -38,18 +46,22 @@ void tg_array_batcher_init(tg_array_batcher *b, const float *x, int n, int dim,
 
 void tg_array_batcher_free(tg_array_batcher *b)
 {
+    if (!b)
+        return;
     free(b->order);
     b->order = NULL;
 }
 
 int tg_array_batcher_count(const tg_array_batcher *b)
 {
+    need_batcher(b, "array_batcher_count");
     return b->drop_last ? b->n / b->batch
                         : (int)(((int64_t)b->n + b->batch - 1) / b->batch);
 }
 
 void tg_array_batcher_start(tg_array_batcher *b, int64_t epoch, int first_batch)
 {
+    need_batcher(b, "array_batcher_start");
     if (!b->order) /* tg_array_batcher_free sets it NULL: was a segfault */
         tg_fatal("array_batcher_start",
                  "the batcher was freed (tg_array_batcher_free)");
@@ -96,6 +108,9 @@ static tg_tensor *rows_of(tg_tape *tp, const tg_array_batcher *b,
 int tg_array_batcher_next(tg_array_batcher *b, tg_tape *tp, tg_tensor **x,
                           tg_tensor **y, const int **labels)
 {
+    need_batcher(b, "array_batcher_next");
+    if (!x)
+        tg_fatal("array_batcher_next", "NULL x (it receives the batch)");
     if (!b->order)
         tg_fatal("array_batcher_next",
                  "the batcher was freed (tg_array_batcher_free)");

@@ -14,9 +14,17 @@ static uint64_t order_stream(int64_t epoch)
     return 0x6261746368000000ull ^ (uint64_t)epoch; /* "batch" */
 }
 
+/* A NULL batcher: a message naming the call, not a segfault inside it. */
+static void need_batcher(const tg_batcher *b, const char *op)
+{
+    if (!b)
+        tg_fatal(op, "NULL batcher");
+}
+
 void tg_batcher_init(tg_batcher *b, const tg_dataset *ds, int batch,
                      uint64_t seed)
 {
+    need_batcher(b, "batcher_init");
     if (batch < 1)
         tg_fatal("batcher_init", "batch size %d must be >= 1", batch);
     if (!ds || ds->n < 1)
@@ -33,18 +41,22 @@ void tg_batcher_init(tg_batcher *b, const tg_dataset *ds, int batch,
 
 void tg_batcher_free(tg_batcher *b)
 {
+    if (!b)
+        return;
     free(b->order);
     b->order = NULL;
 }
 
 int tg_batcher_count(const tg_batcher *b)
 {
+    need_batcher(b, "batcher_count");
     return (int)(((int64_t)b->ds->n + b->batch - 1) / b->batch);
 }
 
 /* Fisher-Yates from the identity: order[i] swaps with a uniform j <= i. */
 void tg_batcher_start(tg_batcher *b, int64_t epoch, int first_batch)
 {
+    need_batcher(b, "batcher_start");
     if (!b->order) /* tg_batcher_free sets it NULL: was a segfault */
         tg_fatal("batcher_start", "the batcher was freed (tg_batcher_free)");
     int n = b->ds->n;
@@ -68,9 +80,12 @@ void tg_batcher_start(tg_batcher *b, int64_t epoch, int first_batch)
 
 int tg_batcher_next(tg_batcher *b, float *x, int *labels)
 {
+    need_batcher(b, "batcher_next");
     const tg_dataset *ds = b->ds;
     if (!b->order)
         tg_fatal("batcher_next", "the batcher was freed (tg_batcher_free)");
+    if (!x)
+        tg_fatal("batcher_next", "NULL x (the batch's rows go there)");
     if (labels && !ds->labels)
         tg_fatal("batcher_next",
                  "labels asked for, but the dataset of %d images has none "

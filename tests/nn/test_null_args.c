@@ -83,6 +83,45 @@ static void bootstrap_null_lo(void)
     double hi;
     tg_auroc_bootstrap(neg, 2, pos, 2, 10, 1, 0.95, NULL, &hi);
 }
+/* a NULL batcher (or batch buffer) where a freed one names the call:
+ * segfaults inside (static-analysis audit) */
+static float four_images[4 * 2];
+static tg_dataset four_set = {
+    .n = 4, .rows = 1, .cols = 2, .images = four_images};
+static void batcher_init_null(void) { tg_batcher_init(NULL, &four_set, 2, 1); }
+static void batcher_start_null(void) { tg_batcher_start(NULL, 0, 0); }
+static void batcher_next_null(void)
+{
+    float x[4];
+    tg_batcher_next(NULL, x, NULL);
+}
+static void batcher_count_null(void) { tg_batcher_count(NULL); }
+static void batcher_next_null_x(void)
+{
+    tg_batcher b;
+    tg_batcher_init(&b, &four_set, 2, 1);
+    tg_batcher_next(&b, NULL, NULL);
+}
+static void array_batcher_init_null(void)
+{
+    tg_array_batcher_init(NULL, four_images, 4, 2, 2, 1);
+}
+static void array_batcher_start_null(void)
+{
+    tg_array_batcher_start(NULL, 0, 0);
+}
+static void array_batcher_next_null(void)
+{
+    tg_tensor *x;
+    tg_array_batcher_next(NULL, tg_tape_new(), &x, NULL, NULL);
+}
+static void array_batcher_count_null(void) { tg_array_batcher_count(NULL); }
+static void array_batcher_next_null_x(void)
+{
+    tg_array_batcher b;
+    tg_array_batcher_init(&b, four_images, 4, 2, 2, 1);
+    tg_array_batcher_next(&b, tg_tape_new(), NULL, NULL, NULL);
+}
 /* NULL score lists where tg_auroc_bootstrap names them: segfaults in the
  * first read (static-analysis audit) */
 static const double two_scores[2] = {0, 1};
@@ -333,6 +372,20 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(gemm_null_c, "tg_gemm", "NULL C");
     expect_abort(gradcheck_print_null, "gradcheck_print", "NULL report");
     expect_abort(bootstrap_null_lo, "auroc_bootstrap", "NULL lo");
+    expect_abort(batcher_init_null, "batcher_init", "NULL batcher");
+    expect_abort(batcher_start_null, "batcher_start", "NULL batcher");
+    expect_abort(batcher_next_null, "batcher_next", "NULL batcher");
+    expect_abort(batcher_count_null, "batcher_count", "NULL batcher");
+    expect_abort(batcher_next_null_x, "batcher_next", "NULL x");
+    expect_abort(array_batcher_init_null, "array_batcher_init", "NULL batcher");
+    expect_abort(array_batcher_start_null, "array_batcher_start",
+                 "NULL batcher");
+    expect_abort(array_batcher_next_null, "array_batcher_next", "NULL batcher");
+    expect_abort(array_batcher_count_null, "array_batcher_count",
+                 "NULL batcher");
+    expect_abort(array_batcher_next_null_x, "array_batcher_next", "NULL x");
+    tg_batcher_free(NULL); /* as free(NULL): nothing to do */
+    tg_array_batcher_free(NULL);
     expect_abort(auroc_null_pos, "auroc", "NULL pos");
     expect_abort(aupr_null_neg, "aupr", "NULL neg");
     expect_abort(fpr_null_pos, "fpr_at_tpr", "NULL pos");
