@@ -85,7 +85,12 @@ static tg_status check_settings(const char *path, const char *text,
 
 /* ---- metadata ------------------------------------------------------------ */
 
-void tg_meta_init(tg_meta *m) { memset(m, 0, sizeof *m); }
+void tg_meta_init(tg_meta *m)
+{
+    if (!m)
+        tg_fatal("meta_init", "NULL metadata");
+    memset(m, 0, sizeof *m);
+}
 
 void tg_meta_set(tg_meta *m, const char *key, const char *value)
 {
@@ -162,6 +167,8 @@ static tg_status parse_int(const char *what, const char *key, const char *s,
 
 tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value)
 {
+    if (!value)
+        tg_fatal("meta_get_int", "NULL value");
     return parse_int("checkpoint", key, tg_meta_get(m, key), value);
 }
 
@@ -174,6 +181,8 @@ void tg_meta_set_double(tg_meta *m, const char *key, double value)
 
 tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value)
 {
+    if (!value)
+        tg_fatal("meta_get_double", "NULL value");
     const char *s = tg_meta_get(m, key);
     char *end = NULL;
     double v = s && *s && !isspace((unsigned char)*s) ? strtod(s, &end) : NAN;
@@ -186,6 +195,8 @@ tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value)
 
 void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r)
 {
+    if (!r)
+        tg_fatal("meta_set_rng", "NULL rng");
     char buf[4 * 16 + 1];
     for (int i = 0; i < 4; i++)
         snprintf(buf + 16 * i, 17, "%016" PRIx64, r->s[i]);
@@ -194,6 +205,8 @@ void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r)
 
 tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r)
 {
+    if (!r)
+        tg_fatal("meta_get_rng", "NULL rng");
     const char *s = tg_meta_get(m, key);
     bool ok = s && strlen(s) == 4 * 16;
     tg_rng v = {{0}};

@@ -143,6 +143,8 @@ static tg_status commit_target(const char *path, char **target)
 
 tg_status tg_atomic_check(const char *path)
 {
+    if (!path)
+        tg_fatal("atomic_check", "NULL path");
     char *target;
     tg_status st = commit_target(path, &target);
     if (st == TG_OK) { /* the temporary is made in the target's folder */
@@ -160,6 +162,8 @@ tg_status tg_atomic_check(const char *path)
 
 tg_status tg_atomic_open(tg_atomic_file *a, const char *path)
 {
+    if (!a || !path)
+        tg_fatal("atomic_open", "NULL %s", a ? "path" : "file");
     memset(a, 0, sizeof *a);
     tg_status resolved = commit_target(path, &a->path);
     if (resolved != TG_OK)
@@ -222,6 +226,8 @@ static tg_status sync_folder(const char *path)
 
 tg_status tg_atomic_commit(tg_atomic_file *a, bool ok)
 {
+    if (!a)
+        tg_fatal("atomic_commit", "NULL file");
     if (!a->f)
         return tg_error(TG_ERR_ARG, "atomic file not open");
     /* The reason of a failed write: errno, when the stream saw an I/O
@@ -277,6 +283,8 @@ static long temp_pid(const char *name)
 
 int tg_remove_stale_temps(const char *dir)
 {
+    if (!dir)
+        tg_fatal("remove_stale_temps", "NULL folder");
     DIR *d = opendir(dir);
     if (!d)
         return 0;
@@ -300,6 +308,8 @@ int tg_remove_stale_temps(const char *dir)
 
 tg_status tg_dir_lock(const char *dir)
 {
+    if (!dir)
+        tg_fatal("dir_lock", "NULL folder");
     char path[4096];
     if (snprintf(path, sizeof path, "%s/.lock", dir) >= (int)sizeof path)
         return tg_error(TG_ERR_ARG, "%s: path too long", dir);

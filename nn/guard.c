@@ -47,6 +47,8 @@ static bool all_finite(const float *x, size_t n)
 
 const char *tg_optim_nonfinite(const tg_optim *opt)
 {
+    if (!opt)
+        tg_fatal("optim_nonfinite", "NULL optimizer");
     size_t off = 0;
     for (int k = 0; k < tg_params_count(opt->params); k++) {
         size_t n = tg_params_get(opt->params, k)->size;

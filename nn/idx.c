@@ -306,6 +306,12 @@ static tg_status read_source(source *s, off_t raw_size, int *ndim, int dims[3],
 
 tg_status tg_idx_read(const char *path, int *ndim, int dims[3], uint8_t **data)
 {
+    if (!path || !ndim || !dims || !data)
+        return tg_error(TG_ERR_ARG, "idx_read: NULL %s",
+                        !path   ? "path"
+                        : !ndim ? "ndim"
+                        : !dims ? "dims"
+                                : "data");
     source s;
     off_t file_size = 0;
     *data = NULL;
@@ -472,6 +478,8 @@ static uint64_t mix(uint64_t h, uint32_t w)
 
 void tg_dataset_fingerprint(const tg_dataset *ds, char out[TG_FINGERPRINT_MAX])
 {
+    if (!ds || !out)
+        tg_fatal("dataset_fingerprint", "NULL %s", ds ? "out" : "dataset");
     uint64_t h = 0xcbf29ce484222325ull;
     size_t n = (size_t)ds->n * (size_t)ds->rows * (size_t)ds->cols;
     for (size_t i = 0; i < n; i++) {

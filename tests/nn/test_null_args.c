@@ -122,6 +122,59 @@ static void array_batcher_next_null_x(void)
     tg_array_batcher_init(&b, four_images, 4, 2, 2, 1);
     tg_array_batcher_next(&b, tg_tape_new(), NULL, NULL, NULL);
 }
+/* NULL objects, paths and outputs of the file, metadata and data helpers:
+ * segfaults inside, or a NULL path printed with %s (undefined) in the
+ * message of a returned status (static-analysis audit) */
+static void atomic_open_null_file(void) { tg_atomic_open(NULL, "unused.out"); }
+static void atomic_open_null_path(void)
+{
+    tg_atomic_file a;
+    tg_atomic_open(&a, NULL);
+}
+static void atomic_check_null_path(void) { tg_atomic_check(NULL); }
+static void atomic_commit_null_file(void) { tg_atomic_commit(NULL, true); }
+static void stale_temps_null_folder(void) { tg_remove_stale_temps(NULL); }
+static void dir_lock_null_folder(void) { tg_dir_lock(NULL); }
+static void fingerprint_null_set(void)
+{
+    char out[TG_FINGERPRINT_MAX];
+    tg_dataset_fingerprint(NULL, out);
+}
+static void fingerprint_null_out(void)
+{
+    tg_dataset_fingerprint(&four_set, NULL);
+}
+static void optim_nonfinite_null(void) { tg_optim_nonfinite(NULL); }
+static void meta_init_null(void) { tg_meta_init(NULL); }
+static void meta_set_rng_null_rng(void)
+{
+    tg_meta m;
+    tg_meta_init(&m);
+    tg_meta_set_rng(&m, "rng", NULL);
+}
+static void meta_get_int_null_value(void)
+{
+    tg_meta m;
+    tg_meta_init(&m);
+    tg_meta_set(&m, "epoch", "3");
+    tg_meta_get_int(&m, "epoch", NULL);
+}
+static void meta_get_double_null_value(void)
+{
+    tg_meta m;
+    tg_meta_init(&m);
+    tg_meta_set(&m, "lr", "0.5");
+    tg_meta_get_double(&m, "lr", NULL);
+}
+static void meta_get_rng_null_rng(void)
+{
+    tg_meta m;
+    tg_rng r;
+    tg_rng_seed(&r, 1, 0);
+    tg_meta_init(&m);
+    tg_meta_set_rng(&m, "rng", &r);
+    tg_meta_get_rng(&m, "rng", NULL);
+}
 /* NULL score lists where tg_auroc_bootstrap names them: segfaults in the
  * first read (static-analysis audit) */
 static const double two_scores[2] = {0, 1};
@@ -386,6 +439,20 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(array_batcher_next_null_x, "array_batcher_next", "NULL x");
     tg_batcher_free(NULL); /* as free(NULL): nothing to do */
     tg_array_batcher_free(NULL);
+    expect_abort(atomic_open_null_file, "atomic_open", "NULL file");
+    expect_abort(atomic_open_null_path, "atomic_open", "NULL path");
+    expect_abort(atomic_check_null_path, "atomic_check", "NULL path");
+    expect_abort(atomic_commit_null_file, "atomic_commit", "NULL file");
+    expect_abort(stale_temps_null_folder, "remove_stale_temps", "NULL folder");
+    expect_abort(dir_lock_null_folder, "dir_lock", "NULL folder");
+    expect_abort(fingerprint_null_set, "dataset_fingerprint", "NULL dataset");
+    expect_abort(fingerprint_null_out, "dataset_fingerprint", "NULL out");
+    expect_abort(optim_nonfinite_null, "optim_nonfinite", "NULL optimizer");
+    expect_abort(meta_init_null, "meta_init", "NULL metadata");
+    expect_abort(meta_set_rng_null_rng, "meta_set_rng", "NULL rng");
+    expect_abort(meta_get_int_null_value, "meta_get_int", "NULL value");
+    expect_abort(meta_get_double_null_value, "meta_get_double", "NULL value");
+    expect_abort(meta_get_rng_null_rng, "meta_get_rng", "NULL rng");
     expect_abort(auroc_null_pos, "auroc", "NULL pos");
     expect_abort(aupr_null_neg, "aupr", "NULL neg");
     expect_abort(fpr_null_pos, "fpr_at_tpr", "NULL pos");
@@ -435,6 +502,14 @@ static void test_null_arguments_abort_with_a_message(void **state)
     assert_int_equal(tg_idx_images_load(NULL, true, &ds), TG_ERR_ARG);
     assert_int_equal(tg_idx_images_load("data", true, NULL), TG_ERR_ARG);
     assert_non_null(strstr(tg_errmsg(), "idx_images_load"));
+    /* as tg_mnist_load: a status naming the call (the path had been
+     * printed with %s, undefined for NULL; a NULL output a segfault) */
+    int ndim, dims[3];
+    uint8_t *data;
+    assert_int_equal(tg_idx_read(NULL, &ndim, dims, &data), TG_ERR_ARG);
+    assert_non_null(strstr(tg_errmsg(), "idx_read: NULL path"));
+    assert_int_equal(tg_idx_read("data", &ndim, dims, NULL), TG_ERR_ARG);
+    assert_non_null(strstr(tg_errmsg(), "idx_read: NULL data"));
 }
 
 int main(void)
