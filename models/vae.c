@@ -61,6 +61,8 @@ static double cb_mean(double x)
 
 void tg_cb_mean(const float *logits, float *mean, size_t n)
 {
+    if (n && (!logits || !mean))
+        tg_fatal("cb_mean", "NULL %s", logits ? "mean" : "logits");
     for (size_t i = 0; i < n; i++)
         mean[i] = (float)cb_mean(logits[i]);
 }

@@ -27,8 +27,8 @@ static bool own_key(const char *key)
 tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
                       const tg_vae_position *pos, const tg_meta *extra)
 {
-    if (!vae)
-        tg_fatal("vae_save", "NULL model");
+    if (!vae || !path)
+        tg_fatal("vae_save", "NULL %s", vae ? "path" : "model");
     tg_params *ps = tg_vae_params(vae);
     tg_params_zero_grad(ps); /* a skipped step's grads are not state */
     const char *bad = tg_params_nonfinite(ps, NULL);
@@ -120,6 +120,8 @@ static tg_status read_position(const char *path, const tg_meta *m,
 
 tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
 {
+    if (!path || !info)
+        tg_fatal("vae_read_info", "NULL %s", path ? "info" : "path");
     memset(info, 0, sizeof *info);
     tg_meta *m = &info->meta;
     tg_status st = tg_checkpoint_read_meta(path, m);
@@ -208,8 +210,8 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
 tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
                       tg_vae_info *info)
 {
-    if (!vae)
-        tg_fatal("vae_load", "NULL model");
+    if (!vae || !path)
+        tg_fatal("vae_load", "NULL %s", vae ? "path" : "model");
     tg_vae_info local, *in = info ? info : &local;
     tg_status st = tg_vae_read_info(path, in);
     if (st != TG_OK)
@@ -261,6 +263,9 @@ tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
 
 tg_status tg_vae_open(const char *path, tg_vae **vae, tg_vae_info *info)
 {
+    if (!path || !vae)
+        tg_fatal("vae_open", "NULL %s",
+                 path ? "vae (it receives the model)" : "path");
     tg_vae_info local, *in = info ? info : &local;
     *vae = NULL;
     tg_status st = tg_vae_read_info(path, in);

@@ -436,6 +436,22 @@ static void load_null(void)
 {
     tg_vae_load("unused.safetensors", NULL, NULL, NULL);
 }
+static void save_null_path(void)
+{
+    tg_vae *vae = tg_vae_new((tg_vae_config){.input = 4, .latent = 2}, 1);
+    vae->dec2.b->data[0] = NAN; /* refused, with a message naming path */
+    tg_vae_save(NULL, vae, NULL, NULL, NULL);
+}
+static void read_info_null(void)
+{
+    tg_vae_read_info("unused.safetensors", NULL);
+}
+static void open_null(void) { tg_vae_open("unused.safetensors", NULL, NULL); }
+static void cb_mean_null(void)
+{
+    float mean[2];
+    tg_cb_mean(NULL, mean, 2);
+}
 static void iwae_null(void)
 {
     static const float x[4];
@@ -464,6 +480,11 @@ static void null_model_aborts_naming_the_call(void **state)
     expect_abort(sample_null, "vae_sample", "NULL model");
     expect_abort(save_null, "vae_save", "NULL model");
     expect_abort(load_null, "vae_load", "NULL model");
+    expect_abort(save_null_path, "vae_save", "NULL path");
+    expect_abort(read_info_null, "vae_read_info", "NULL info");
+    expect_abort(open_null, "vae_open", "NULL vae");
+    expect_abort(cb_mean_null, "cb_mean", "NULL logits");
+    tg_cb_mean(NULL, NULL, 0); /* nothing to read or write */
     expect_abort(iwae_null, "vae_iwae", "NULL model");
     expect_abort(posterior_pixels_null, "vae_posterior_pixels", "NULL model");
     tg_tape_free(null_tp);
