@@ -73,7 +73,9 @@ bool tg_gradcheck(tg_graph_fn f, int n_inputs, tg_tensor **inputs, void *ctx,
     for (int i = 0; i < n_inputs; i++) {
         had_grad[i] = inputs[i]->requires_grad;
         saved_grad[i] = inputs[i]->grad;
-        inputs[i]->grad = calloc(inputs[i]->size, sizeof(float));
+        /* at least one float: calloc(0) may be NULL, not out of memory */
+        inputs[i]->grad =
+            calloc(inputs[i]->size ? inputs[i]->size : 1, sizeof(float));
         if (!inputs[i]->grad)
             tg_out_of_memory("gradcheck", "out of memory");
         inputs[i]->requires_grad = true;

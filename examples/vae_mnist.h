@@ -78,8 +78,10 @@ void end_epoch(run *r, int epoch);
 void run_free(run *r);
 
 /* vae_mnist.c */
-void fail_data(void);              /* tg_errmsg(), exit 2 */
-void fail_write(const char *path); /* errno's reason, exit 1 */
+/* tg_errmsg(), exit 2 */
+__attribute__((noreturn)) void fail_data(void);
+/* errno's reason, exit 1 */
+__attribute__((noreturn)) void fail_write(const char *path);
 /* Rows [first, first + n) of ds as a tape tensor [n, pixels] (a view). */
 tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first, int n);
 

@@ -278,7 +278,7 @@ static tg_status parse_tensor(parser *p, tg_st_entry *e)
             have_shape = true;
             st = parse_u64_array(p, e->shape, TG_ST_MAX_DIMS, &e->ndim);
         } else if (strcmp(key, "data_offsets") == 0 && !have_offsets) {
-            uint64_t off[2];
+            uint64_t off[2] = {0, 0}; /* kept on a failed parse too */
             int k;
             have_offsets = true;
             st = parse_u64_array(p, off, 2, &k);
