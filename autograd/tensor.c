@@ -1,6 +1,7 @@
 /* Long-lived tensors, shapes, and the one abort path for API misuse. */
 #include "tape.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -168,5 +169,12 @@ int tg_tensor_rows(const tg_tensor *t)
     size_t rows = 1;
     for (int d = 0; d < t->ndim - 1; d++)
         rows *= (size_t)t->shape[d];
+    if (rows > INT_MAX) { /* the ops count rows in int */
+        char s[64];
+        tg_fatal("tensor_rows",
+                 "%s has %zu rows (all dims but the last), "
+                 "more than %d",
+                 tg_shape_str(t, s), rows, INT_MAX);
+    }
     return (int)rows;
 }

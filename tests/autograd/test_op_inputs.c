@@ -137,6 +137,25 @@ static void test_zero_row_tape_tensors(void **state)
     tg_tape_free(tp);
 }
 
+/* More rows than an int holds (all dims but the last: 2^32 here) abort
+ * naming the shape: the count was truncated, and an op reading it would
+ * have walked a wrong number of rows. Only the shape is read, so the
+ * tensor needs no data. */
+static void rows_of_huge(void)
+{
+    tg_tensor t;
+    memset(&t, 0, sizeof t);
+    t.ndim = 3;
+    t.shape[0] = 65536, t.shape[1] = 65536, t.shape[2] = 1;
+    t.size = (size_t)1 << 32;
+    tg_tensor_rows(&t);
+}
+static void test_rows_past_int_abort(void **state)
+{
+    (void)state;
+    expect_abort(rows_of_huge, "tensor_rows", "[65536, 65536, 1]");
+}
+
 /* ---- split into one part ---------------------------------------------------
  * k = 1 kept its single output where backward did not look for it: forward
  * worked, backward crashed. */
@@ -273,6 +292,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_rows_pass_every_op),
         cmocka_unit_test(test_zero_row_tape_tensors),
+        cmocka_unit_test(test_rows_past_int_abort),
         cmocka_unit_test(test_split_into_one_part),
         cmocka_unit_test(test_null_tensor_aborts_naming_the_op),
         cmocka_unit_test(test_bad_reshape_aborts_naming_reshape),
