@@ -387,7 +387,29 @@ tg_tensor *tg_bce(tg_tape *tp, tg_tensor *probs, tg_tensor *targets)
  * dvq += dy 0.5 (e^(vq - vp) - 1)      dvp += dy 0.5 (1 - e^(vq - vp)
  *                                                     - (mq - mp)^2 e^-vp)
  * One thread, rows in order (a shared prior sums over the rows). r->i[0]:
- * the prior's row stride (C, or 0 when shared). */
+ * the prior's row stride (C, or 0 when shared).
+ * (mq - mp)^2 e^-vp is taken as written where neither factor can overflow
+ * or lose digits to a subnormal (kl_direct_ok); elsewhere as (diff h)^2 with
+ * h = e^(-vp/2), and 0 when diff is 0: the direct form made 0 * Inf = NaN
+ * for q = p = N(0, e^-100) (KL 0), Inf for a mean gap of 1e-20 at vp = -100
+ * (KL 1.3e3), and 0 * Inf or Inf for large gaps at large vp. */
+static inline bool kl_direct_ok(float diff, float vp)
+{
+    float a = fabsf(diff);
+    return a >= 0x1p-63f && a <= 0x1p63f && fabsf(vp) <= 87.0f;
+}
+
+/* diff e^-vp and diff^2 e^-vp through h = e^(-vp/2), for the inputs
+ * kl_direct_ok refuses; each 0 when diff is 0 (a NaN vp or diff gives
+ * NaN). */
+static inline float kl_gap_scaled(float diff, float vp, float *sq)
+{
+    float h = vexpf(-0.5f * vp), w = diff * h;
+    bool zero = diff == 0.0f && h == h;
+    *sq = zero ? 0.0f : w * w;
+    return zero ? 0.0f : w * h;
+}
+
 static void kl_normals_backward(tg_tape *tp, tg_record *r)
 {
     const float *mq = r->in[0]->data, *vq = r->in[1]->data;
@@ -402,14 +424,21 @@ static void kl_normals_backward(tg_tape *tp, tg_record *r)
             size_t k = (size_t)i * cols + j, kp = (size_t)i * stride + j;
             float diff = mq[k] - mp[kp], inv_vp = vexpf(-vp[kp]);
             float ratio_m1 = expm1f(vq[k] - vp[kp]), g = dy[i];
+            float lin, sq;
+            if (kl_direct_ok(diff, vp[kp])) {
+                lin = g * diff * inv_vp;
+                sq = diff * diff * inv_vp;
+            } else {
+                lin = g * kl_gap_scaled(diff, vp[kp], &sq);
+            }
             if (dmq)
-                dmq[k] += g * diff * inv_vp;
+                dmq[k] += lin;
             if (dmp)
-                dmp[kp] -= g * diff * inv_vp;
+                dmp[kp] -= lin;
             if (dvq)
                 dvq[k] += g * 0.5f * ratio_m1;
             if (dvp)
-                dvp[kp] -= g * 0.5f * (ratio_m1 + diff * diff * inv_vp);
+                dvp[kp] -= g * 0.5f * (ratio_m1 + sq);
         }
 }
 
@@ -434,9 +463,12 @@ tg_tensor *tg_kl_normals(tg_tape *tp, tg_tensor *mean_q, tg_tensor *logvar_q,
         double acc = 0.0;
         for (int j = 0; j < cols; j++) {
             size_t k = (size_t)i * cols + j, kp = (size_t)i * stride + j;
-            float diff = mq[k] - mp[kp];
-            acc += (double)exp_m1_minus(vq[k] - vp[kp]) +
-                   (double)(diff * diff * vexpf(-vp[kp]));
+            float diff = mq[k] - mp[kp], sq;
+            if (kl_direct_ok(diff, vp[kp]))
+                sq = diff * diff * vexpf(-vp[kp]);
+            else
+                kl_gap_scaled(diff, vp[kp], &sq);
+            acc += (double)exp_m1_minus(vq[k] - vp[kp]) + (double)sq;
         }
         y->data[i] = (float)(0.5 * acc);
     }

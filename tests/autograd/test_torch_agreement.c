@@ -303,6 +303,51 @@ static void kl_normals_exact_near_zero(void **state)
         tg_tensor_free(ts[i]);
 }
 
+/* KL(N(mq, e^vq) || N(mp, e^vp)) at extreme prior log-variances, where
+ * (mq - mp)^2 e^-vp written out overflows or makes 0 * Inf though the KL
+ * and its gradients are finite: q = p = N(0, e^-100) (KL 0, was NaN), a
+ * mean gap of 1e-20 at vp = -100 (was Inf), a gap of 1e20 at vp = 100 (was
+ * Inf), a gap of 1e-25 at vp = -80 (its square underflowed: was 0). */
+static void kl_normals_finite_at_extreme_prior_logvar(void **state)
+{
+    (void)state;
+    const float mq_v[] = {0.0f, 1e-20f, 1e20f, 1e-25f, 0.5f};
+    const float vq_v[] = {-100.0f, -100.0f, 0.0f, -80.0f, 0.3f};
+    const float vp_v[] = {-100.0f, -100.0f, 100.0f, -80.0f, -0.7f};
+    enum { N = 5 };
+    tg_tensor *mq = from(N, 1, mq_v), *lq = from(N, 1, vq_v);
+    tg_tensor *mp = from(N, 1, (float[N]){0}), *lp = from(N, 1, vp_v);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_kl_normals(tp, mq, lq, mp, lp);
+    tg_backward(tp, tg_sum(tp, y));
+    for (int k = 0; k < N; k++) {
+        double d = (double)vq_v[k] - vp_v[k], m = mq_v[k];
+        double w = m * exp(-0.5 * (double)vp_v[k]);
+        double kl = 0.5 * (expm1(d) - d + w * w);
+        double dm = w * exp(-0.5 * (double)vp_v[k]);
+        if (kl == 0)
+            assert_true(y->data[k] == 0.0f);
+        else
+            near("kl_normals", k, y->data[k], kl, 1e-5);
+        if (dm == 0) {
+            assert_true(mq->grad[k] == 0.0f && mp->grad[k] == 0.0f);
+        } else {
+            near("d kl_normals / dmq", k, mq->grad[k], dm, 1e-5);
+            near("d kl_normals / dmp", k, mp->grad[k], -dm, 1e-5);
+        }
+        double dvp = -0.5 * (expm1(d) + w * w);
+        if (dvp == 0)
+            assert_true(lp->grad[k] == 0.0f && lq->grad[k] == 0.0f);
+        else
+            near("d kl_normals / dvp", k, lp->grad[k], dvp, 1e-5);
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(mq);
+    tg_tensor_free(lq);
+    tg_tensor_free(mp);
+    tg_tensor_free(lp);
+}
+
 /* ---- layer_norm of a row far from 0
  * ------------------------------------------- x = 1000 + k / 256 (exact in
  * float), spread ~0.01: the mean, 1000 + 8 / 1792, is not a float, and rounding
@@ -452,6 +497,7 @@ int main(void)
         cmocka_unit_test(softmax_xent_exact_at_huge_logits),
         cmocka_unit_test(kl_normal_exact_near_zero),
         cmocka_unit_test(kl_normals_exact_near_zero),
+        cmocka_unit_test(kl_normals_finite_at_extreme_prior_logvar),
         cmocka_unit_test(layer_norm_exact_for_a_row_with_a_large_offset),
         cmocka_unit_test(dense_bias_grad_is_the_nearest_float),
         cmocka_unit_test(broadcast_grad_is_the_nearest_float),
