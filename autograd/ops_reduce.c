@@ -5,56 +5,64 @@
 #include "parallel.h"
 #include "tape.h"
 
-/* y[0] = s * sum(x), s = 1 or 1/n; dx += s * dy */
+/* y[0] = sum(x), or for the mean sum(x) / n, the double sum divided in
+ * double and rounded once (a float 1/n times the sum was up to an ulp off:
+ * the mean of seven 7s was 7.0000005); dx += dy, or dy / n rounded once.
+ * r->i[0]: 1 for the mean. */
+static float mean_grad(const tg_record *r, float dy, size_t n)
+{
+    return r->i[0] ? (float)((double)dy / (double)n) : dy;
+}
+
 static void sum_all_backward(tg_tape *tp, tg_record *r)
 {
     float *dx = grad_of(tp, r->in[0]);
-    float g = r->f[0] * r->out->grad[0];
+    float g = mean_grad(r, r->out->grad[0], r->in[0]->size);
     for (size_t i = 0; i < r->in[0]->size; i++)
         dx[i] += g;
 }
 
-static tg_tensor *sum_all(tg_tape *tp, tg_tensor *x, const char *op, float s)
+static tg_tensor *sum_all(tg_tape *tp, tg_tensor *x, const char *op, bool mean)
 {
     tg_tensor *y = out_tensor(tp, 1, (int[]){1});
     double acc = 0.0;
     for (size_t i = 0; i < x->size; i++)
         acc += x->data[i];
-    y->data[0] = (float)(s * acc);
+    /* The mean of no elements is 0 (not NaN): an empty batch adds nothing. */
+    y->data[0] = (float)(mean ? (x->size ? acc / (double)x->size : 0.0) : acc);
     tg_record *r = record(tp, op, sum_all_backward, y, 1, &x);
     if (r)
-        r->f[0] = s;
+        r->i[0] = mean;
     return y;
 }
 
 tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x)
 {
     check_inputs("sum", x);
-    return sum_all(tp, x, "sum", 1.0f);
+    return sum_all(tp, x, "sum", false);
 }
 
 tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x)
 {
     check_inputs("mean", x);
-    /* The mean of no elements is 0 (not NaN): an empty batch adds nothing. */
-    return sum_all(tp, x, "mean",
-                   x->size ? (float)(1.0 / (double)x->size) : 0.0f);
+    return sum_all(tp, x, "mean", true);
 }
 
-/* x [R, C] -> y [R, 1], y[r] = s * sum_c x[r, c]; dx[r, c] += s * dy[r] */
+/* x [R, C] -> y [R, 1], y[r] = sum_c x[r, c] (or that over C, as the mean
+ * above); dx[r, c] += dy[r] (or dy[r] / C) */
 static void sum_rows_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
     for (int i = 0; i < rows; i++) {
-        float g = r->f[0] * r->out->grad[i];
+        float g = mean_grad(r, r->out->grad[i], (size_t)cols);
         for (int j = 0; j < cols; j++)
             dx[(size_t)i * cols + j] += g;
     }
 }
 
-static tg_tensor *sum_rows(tg_tape *tp, tg_tensor *x, const char *op, float s)
+static tg_tensor *sum_rows(tg_tape *tp, tg_tensor *x, const char *op, bool mean)
 {
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
@@ -62,25 +70,24 @@ static tg_tensor *sum_rows(tg_tape *tp, tg_tensor *x, const char *op, float s)
         double acc = 0.0;
         for (int j = 0; j < cols; j++)
             acc += x->data[(size_t)i * cols + j];
-        y->data[i] = (float)(s * acc);
+        y->data[i] = (float)(mean ? (cols ? acc / cols : 0.0) : acc);
     }
     tg_record *r = record(tp, op, sum_rows_backward, y, 1, &x);
     if (r)
-        r->f[0] = s;
+        r->i[0] = mean;
     return y;
 }
 
 tg_tensor *tg_sum_rows(tg_tape *tp, tg_tensor *x)
 {
     check_inputs("sum_rows", x);
-    return sum_rows(tp, x, "sum_rows", 1.0f);
+    return sum_rows(tp, x, "sum_rows", false);
 }
 
 tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x)
 {
     check_inputs("mean_rows", x);
-    int cols = tg_tensor_cols(x);
-    return sum_rows(tp, x, "mean_rows", cols ? (float)(1.0 / cols) : 0.0f);
+    return sum_rows(tp, x, "mean_rows", true);
 }
 
 /* x [R, C] -> y [1, C], y[c] = s * sum_r x[r, c] with s = 1 (sum) or 1/R

@@ -348,6 +348,36 @@ static void kl_normals_finite_at_extreme_prior_logvar(void **state)
     tg_tensor_free(lp);
 }
 
+/* mean and mean_rows divide the double sum by n and round once, as
+ * torch.mean's sum / n: the mean of seven 7s is 7 (a float 1/7 times the
+ * sum made it 7.0000005), and the gradient is dy / n rounded once
+ * (3 / 7 was 0.42857146). */
+static void mean_is_the_rounded_quotient(void **state)
+{
+    (void)state;
+    const float vals[] = {7.0f, 1.5f, 3.14159f, 1.9999999f};
+    const int counts[] = {7, 13, 97, 1000};
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++) {
+            int n = counts[b];
+            tg_tensor *x = tg_tensor_new2(1, n);
+            for (int k = 0; k < n; k++)
+                x->data[k] = vals[a];
+            tg_tensor_require_grad(x);
+            tg_tape *tp = tg_tape_new();
+            tg_tensor *m = tg_mean(tp, x), *mr = tg_mean_rows(tp, x);
+            assert_true(m->data[0] == vals[a]);
+            assert_true(mr->data[0] == vals[a]);
+            tg_backward_with(tp, m, (float[]){3.0f});
+            tg_backward_with(tp, mr, (float[]){1.5f});
+            float want = (float)(3.0 / n) + (float)(1.5 / n);
+            for (int k = 0; k < n; k++)
+                assert_true(x->grad[k] == want);
+            tg_tape_free(tp);
+            tg_tensor_free(x);
+        }
+}
+
 /* ---- layer_norm of a row far from 0
  * ------------------------------------------- x = 1000 + k / 256 (exact in
  * float), spread ~0.01: the mean, 1000 + 8 / 1792, is not a float, and rounding
@@ -498,6 +528,7 @@ int main(void)
         cmocka_unit_test(kl_normal_exact_near_zero),
         cmocka_unit_test(kl_normals_exact_near_zero),
         cmocka_unit_test(kl_normals_finite_at_extreme_prior_logvar),
+        cmocka_unit_test(mean_is_the_rounded_quotient),
         cmocka_unit_test(layer_norm_exact_for_a_row_with_a_large_offset),
         cmocka_unit_test(dense_bias_grad_is_the_nearest_float),
         cmocka_unit_test(broadcast_grad_is_the_nearest_float),
