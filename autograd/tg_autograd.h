@@ -203,7 +203,8 @@ tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape);
 
 /* Binary cross-entropy of logits x against targets z in [0,1], summed over
  * the last axis: [R, C] -> [R, 1], each row -log p(z|x) under
- * Bernoulli(sigmoid(x)). Stable form: max(x,0) - x*z + log1p(exp(-|x|)). */
+ * Bernoulli(sigmoid(x)). Stable form: ([x > 0] - z) x + log1p(exp(-|x|))
+ * (max(x,0) - x*z without its cancellation for x > 0 and z near 1). */
 tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                               tg_tensor *targets);
 /* Softmax cross-entropy of logits [R, C] against class labels (0..C-1):

@@ -378,6 +378,36 @@ static void mean_is_the_rounded_quotient(void **state)
         }
 }
 
+/* bce_with_logits of confident positive logits against targets near 1:
+ * (1 - z) x, where max(x, 0) - x z cancelled (x = 20, z = 1 - 2^-24: 1.9e-6
+ * for 1.19e-6; x = 1e30: 7.6e22 for 6.0e22), and +Inf for x = +Inf with z
+ * in (0, 1) (was NaN, Inf - Inf), as PyTorch. */
+static void bce_with_logits_exact_for_targets_near_one(void **state)
+{
+    (void)state;
+    const float zn = 1.0f - 0x1p-24f;
+    const float xs[] = {20.0f, 17.0f, 100.0f, 1e30f, 3.0f, -20.0f};
+    const float zs[] = {zn, zn, zn, zn, 0.99f, 1e-7f};
+    enum { N = 6 };
+    tg_tensor *x = from(N, 1, xs), *z = from(N, 1, zs);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_bce_with_logits(tp, x, z);
+    for (int k = 0; k < N; k++) {
+        double xv = xs[k], zv = zs[k];
+        double ref = xv > 0 ? (1.0 - zv) * xv + log1p(exp(-xv))
+                            : -zv * xv + log1p(exp(xv));
+        near("bce_with_logits", k, y->data[k], ref, 1e-6);
+    }
+    tg_tensor *xi = from(1, 2, (float[]){INFINITY, INFINITY});
+    tg_tensor *zi = from(1, 2, (float[]){0.5f, 0.25f});
+    assert_true(tg_bce_with_logits(tp, xi, zi)->data[0] == INFINITY);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(z);
+    tg_tensor_free(xi);
+    tg_tensor_free(zi);
+}
+
 /* ---- layer_norm of a row far from 0
  * ------------------------------------------- x = 1000 + k / 256 (exact in
  * float), spread ~0.01: the mean, 1000 + 8 / 1792, is not a float, and rounding
@@ -529,6 +559,7 @@ int main(void)
         cmocka_unit_test(kl_normals_exact_near_zero),
         cmocka_unit_test(kl_normals_finite_at_extreme_prior_logvar),
         cmocka_unit_test(mean_is_the_rounded_quotient),
+        cmocka_unit_test(bce_with_logits_exact_for_targets_near_one),
         cmocka_unit_test(layer_norm_exact_for_a_row_with_a_large_offset),
         cmocka_unit_test(dense_bias_grad_is_the_nearest_float),
         cmocka_unit_test(broadcast_grad_is_the_nearest_float),
