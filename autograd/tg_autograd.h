@@ -175,6 +175,10 @@ tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, float s); /* x + s */
 
 tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_log(tg_tape *tp, tg_tensor *x);
+/* sigmoid and tanh take their gradients from the float output y, as
+ * PyTorch: y (1 - y) and 1 - y^2. Once y rounds to 1 they are 0 (sigmoid
+ * beyond x = 16.6, tanh beyond |x| = 9.01) and coarse before that
+ * (sigmoid(15)'s is 17% high), where float64 keeps e^-|x|. */
 tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x);
 /* max(x, 0), gradient 0 where x <= 0; NaN stays NaN and passes its gradient
  * (as PyTorch). */
@@ -242,7 +246,9 @@ tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x); /* |x| */
 /* sqrt(x); the gradient 1 / (2 sqrt x) is +Inf at 0 and NaN below. */
 tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x);
 /* x^p for a constant p (gradient p x^(p-1); p = 0 gives 1 and gradient 0).
- * A non-integer p needs x >= 0 (NaN otherwise, as powf). */
+ * A non-integer p needs x >= 0: a finite x < 0 gives NaN, and x = -Inf
+ * what powf gives (+Inf for p > 0, 0 for p < 0; PyTorch gives NaN for
+ * p = +-0.5, its sqrt path), as -0 does ((-0)^-0.5 = +Inf, PyTorch -Inf). */
 tg_tensor *tg_pow(tg_tape *tp, tg_tensor *x, float p);
 /* x for x > 0, slope * x otherwise (PyTorch's default slope is 0.01). */
 tg_tensor *tg_leaky_relu(tg_tape *tp, tg_tensor *x, float slope);
@@ -260,7 +266,10 @@ tg_tensor *tg_cb_log_norm(tg_tape *tp, tg_tensor *logits);
 
 /* ---- more ops: softmax family (over the last axis, rows independent) -------
  * x [R, C] (leading dims flattened into R), C >= 1. Each row's max is
- * subtracted before exp, so large logits never overflow. */
+ * subtracted before exp, so large logits never overflow. A row holding +Inf
+ * is shifted by 0: its +Inf entries come out NaN and the others 0 (log:
+ * -Inf), where PyTorch makes the whole row NaN; a row of -Inf gives NaN
+ * (logsumexp -Inf), as PyTorch. */
 tg_tensor *tg_softmax(tg_tape *tp, tg_tensor *x);     /* x's shape */
 tg_tensor *tg_log_softmax(tg_tape *tp, tg_tensor *x); /* x's shape */
 tg_tensor *tg_logsumexp(tg_tape *tp, tg_tensor *x);   /* [R, 1] */
