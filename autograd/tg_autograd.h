@@ -208,7 +208,9 @@ tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int ndim, const int *shape);
 /* Binary cross-entropy of logits x against targets z in [0,1], summed over
  * the last axis: [R, C] -> [R, 1], each row -log p(z|x) under
  * Bernoulli(sigmoid(x)). Stable form: ([x > 0] - z) x + log1p(exp(-|x|))
- * (max(x,0) - x*z without its cancellation for x > 0 and z near 1). */
+ * (max(x,0) - x*z without its cancellation for x > 0 and z near 1). The
+ * gradient sigmoid(x) - z is rounded as PyTorch's: for z = 1 it is 0 beyond
+ * x = 16.6, where sigmoid(x) rounds to 1. */
 tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits,
                               tg_tensor *targets);
 /* Softmax cross-entropy of logits [R, C] against class labels (0..C-1):
@@ -328,7 +330,9 @@ tg_tensor *tg_group_norm(tg_tape *tp, tg_tensor *x, int groups,
                          tg_tensor *gamma, tg_tensor *beta, float eps);
 /* y = keep[k] ? scale * x[k] : 0 for each element k (keep has x->size
  * bytes, nonzero = keep; copied, so the caller's may go). The building block
- * of dropout: tg_dropout (tg_nn.h) draws the mask from a tg_rng. */
+ * of dropout: tg_dropout (tg_nn.h) draws the mask from a tg_rng. A select,
+ * not a product: a dropped element and its gradient are 0 even where x or
+ * dy is Inf or NaN (PyTorch's x * mask gives NaN there). */
 tg_tensor *tg_mask_scale(tg_tape *tp, tg_tensor *x, const uint8_t *keep,
                          float scale);
 
@@ -386,8 +390,9 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
 /* Square windows of side kernel, stride (0: = kernel), padding at most
  * kernel/2; output floor((H + 2p - k) / s) + 1 per axis. max_pool2d sends
  * each output's gradient to its window's maximum (ties: the first in
- * row-major window order; padding never wins). avg_pool2d divides the sum of
- * the real elements by kernel^2 (PyTorch's count_include_pad=True). */
+ * row-major window order; padding never wins; a NaN wins, the first of a
+ * window's NaNs). avg_pool2d divides the sum of the real elements by
+ * kernel^2 (PyTorch's count_include_pad=True). */
 tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
                          int padding);
 tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
