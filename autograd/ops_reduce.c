@@ -90,21 +90,29 @@ tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x)
     return sum_rows(tp, x, "mean_rows", true);
 }
 
-/* x [R, C] -> y [1, C], y[c] = s * sum_r x[r, c] with s = 1 (sum) or 1/R
- * (mean); dx[r, c] += s * dy[c]. x of rank > 2 is viewed as [R, C] (R the
- * product of the leading dims). Each column sums its rows in order, in
- * double. With 0 rows both are 0 (the mean of nothing is 0, as tg_mean). */
+/* x [R, C] -> y [1, C], y[c] = sum_r x[r, c] (sum) or that divided by R in
+ * double (mean); dx[r, c] += dy[c], or dy[c] / R rounded once (a float 1/R
+ * times dy was up to an ulp off). r->i[0]: 1 for the mean. x of rank > 2 is
+ * viewed as [R, C] (R the product of the leading dims). Each column sums its
+ * rows in order, in double. With 0 rows both are 0 (the mean of nothing is 0,
+ * as tg_mean). */
 static void sum_axis0_backward(tg_tape *tp, tg_record *r)
 {
     const tg_tensor *x = r->in[0];
     float *dx = grad_of(tp, r->in[0]);
     const float *dy = r->out->grad;
-    const float s = r->f[0];
     int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    const float *g = dy;
+    if (r->i[0]) { /* the mean: dy / R, each rounded once */
+        float *q = tg_tape_alloc(tp, (size_t)cols * sizeof *q);
+        for (int j = 0; j < cols; j++)
+            q[j] = mean_grad(r, dy[j], (size_t)rows);
+        g = q;
+    }
     TG_PARALLEL_FOR(rows, cols)
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < cols; j++)
-            dx[(size_t)i * cols + j] += s * dy[j];
+            dx[(size_t)i * cols + j] += g[j];
 }
 
 static tg_tensor *sum_axis0(tg_tape *tp, tg_tensor *x, const char *op,
@@ -120,12 +128,11 @@ static tg_tensor *sum_axis0(tg_tape *tp, tg_tensor *x, const char *op,
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < cols; j++)
             acc[j] += xd[(size_t)i * cols + j];
-    double s = mean && rows > 0 ? 1.0 / (double)rows : 1.0;
     for (int j = 0; j < cols; j++)
         y->data[j] = (float)(mean && rows > 0 ? acc[j] / (double)rows : acc[j]);
     tg_record *r = record(tp, op, sum_axis0_backward, y, 1, &x);
     if (r)
-        r->f[0] = (float)s;
+        r->i[0] = mean;
     return y;
 }
 

@@ -348,9 +348,9 @@ static void kl_normals_finite_at_extreme_prior_logvar(void **state)
     tg_tensor_free(lp);
 }
 
-/* mean and mean_rows divide the double sum by n and round once, as
- * torch.mean's sum / n: the mean of seven 7s is 7 (a float 1/7 times the
- * sum made it 7.0000005), and the gradient is dy / n rounded once
+/* mean, mean_rows and mean_axis0 divide the double sum by n and round
+ * once, as torch.mean's sum / n: the mean of seven 7s is 7 (a float 1/7
+ * times the sum made it 7.0000005), and the gradient is dy / n rounded once
  * (3 / 7 was 0.42857146). */
 static void mean_is_the_rounded_quotient(void **state)
 {
@@ -366,11 +366,16 @@ static void mean_is_the_rounded_quotient(void **state)
             tg_tensor_require_grad(x);
             tg_tape *tp = tg_tape_new();
             tg_tensor *m = tg_mean(tp, x), *mr = tg_mean_rows(tp, x);
+            tg_tensor *xt = tg_reshape(tp, x, 2, (int[]){n, 1});
+            tg_tensor *m0 = tg_mean_axis0(tp, xt);
             assert_true(m->data[0] == vals[a]);
             assert_true(mr->data[0] == vals[a]);
+            assert_true(m0->data[0] == vals[a]);
             tg_backward_with(tp, m, (float[]){3.0f});
             tg_backward_with(tp, mr, (float[]){1.5f});
+            tg_backward_with(tp, m0, (float[]){5.0f});
             float want = (float)(3.0 / n) + (float)(1.5 / n);
+            want += (float)(5.0 / n);
             for (int k = 0; k < n; k++)
                 assert_true(x->grad[k] == want);
             tg_tape_free(tp);
