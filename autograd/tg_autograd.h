@@ -361,7 +361,11 @@ tg_tensor *tg_kl_normals(tg_tape *tp, tg_tensor *mean_q, tg_tensor *logvar_q,
  * Output sizes are PyTorch's:
  *   conv2d:           floor((H + 2p - d(k-1) - 1) / s) + 1
  *   conv_transpose2d: (H - 1)s - 2p + d(k-1) + output_padding + 1
- * A geometry that gives an output size < 1 aborts, naming op and shapes. */
+ * A geometry that gives an output size < 1 aborts, naming op and shapes.
+ * An Inf or NaN in x of a conv2d with C = 1 (the direct kernels, on AVX2)
+ * makes the weight gradients whose taps pass over it NaN, where PyTorch's
+ * may be +-Inf or finite: those kernels multiply it by the zeros of their
+ * padding columns. The output is non-finite there already. */
 typedef struct tg_conv2d_args {
     int stride[2];
     int padding[2];
