@@ -184,7 +184,11 @@ tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x);
  * (as PyTorch). */
 tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x);
-tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x); /* log(1 + e^x), stable */
+/* log(1 + e^x), stable for any x. Take log sigmoid(x) as -softplus(-x):
+ * the composition log(sigmoid(x)) goes wrong where sigmoid does in float
+ * (-99.983 at x = -100, subnormal; -Inf below -103.9; 0 above 16.6), as
+ * PyTorch's float32 composition does (-Inf already at -100). */
+tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x);
 /* min(max(x, lo), hi); the gradient passes where lo < x < hi and is zero
  * elsewhere, at x == lo and x == hi too (as PyTorch 2.15's clamp; Debian's
