@@ -188,15 +188,19 @@ static void avg_pool2d_backward(tg_tape *tp, tg_record *r)
 }
 
 /* y [N, C, OH, OW]: the window sum over real elements divided by k^2 (padding
- * counts as zeros, PyTorch's count_include_pad=True). */
+ * counts as zeros, PyTorch's count_include_pad=True). The sum and the
+ * scaling are in double, rounded once to float: a float sum rounded at
+ * every addition (nine 0.1s averaged to 0.10000001, as in PyTorch's float32)
+ * and overflowed for a window of values near FLT_MAX (four 3e38s averaged to
+ * Inf). */
 static tg_tensor *avg_pool(tg_tape *tp, const char *op, tg_tensor *x,
                            pool_geom g)
 {
     tg_tensor *y = pool_out(tp, x, &g);
     size_t in_plane = (size_t)g.H * g.W, out_plane = (size_t)g.OH * g.OW;
-    /* in float: a kernel of 46341 or more (padding up to half of it keeps
+    /* in double: a kernel of 46341 or more (padding up to half of it keeps
      * the output >= 1) overflowed kh * kw in int, dividing by a negative */
-    float inv = 1.0f / ((float)g.kh * (float)g.kw);
+    double inv = 1.0 / ((double)g.kh * (double)g.kw);
     TG_PARALLEL_FOR(g.planes, in_plane)
     for (int t = 0; t < g.planes; t++) {
         const float *xp = x->data + (size_t)t * in_plane;
@@ -204,11 +208,11 @@ static tg_tensor *avg_pool(tg_tape *tp, const char *op, tg_tensor *x,
         for (int oh = 0; oh < g.OH; oh++)
             for (int ow = 0; ow < g.OW; ow++) {
                 int h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
-                float sum = 0.0f;
+                double sum = 0.0;
                 for (int i = h0 > 0 ? h0 : 0; i < h0 + g.kh && i < g.H; i++)
                     for (int j = w0 > 0 ? w0 : 0; j < w0 + g.kw && j < g.W; j++)
                         sum += xp[i * g.W + j];
-                yp[oh * g.OW + ow] = sum * inv;
+                yp[oh * g.OW + ow] = (float)(sum * inv);
             }
     }
     tg_record *r = record(tp, op, avg_pool2d_backward, y, 1, &x);

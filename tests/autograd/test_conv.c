@@ -661,6 +661,29 @@ static void test_avg_pool_huge_kernel(void **state)
     tg_tensor_free(x);
 }
 
+/* avg_pool2d and avg_pool1d sum and divide in double, rounded once: a
+ * window of one value averages to it (nine 0.1s gave 0.10000001, a float
+ * running sum), also near FLT_MAX (four 3e38s overflowed to Inf). */
+static void test_avg_pool_of_a_constant_is_the_constant(void **state)
+{
+    (void)state;
+    const float vals[] = {0.1f, 3e38f, -3e38f, 1.9999999f, 7.0f};
+    for (int v = 0; v < 5; v++)
+        for (int k = 2; k <= 3; k++) {
+            tg_tensor *x = tg_tensor_new(4, (int[]){1, 1, k, k});
+            for (int i = 0; i < k * k; i++)
+                x->data[i] = vals[v];
+            tg_tape *tp = tg_tape_new();
+            tg_tensor *y = tg_avg_pool2d(tp, x, k, 0, 0);
+            assert_true(y->data[0] == vals[v]);
+            tg_tensor *x1 = tg_reshape(tp, x, 3, (int[]){1, 1, k * k});
+            y = tg_avg_pool1d(tp, x1, k * k, 0, 0);
+            assert_true(y->data[0] == vals[v]);
+            tg_tape_free(tp);
+            tg_tensor_free(x);
+        }
+}
+
 /* ---- direct and implicit kernels against the im2col path -----------------
  * With an AVX2 or AVX-512 GEMM kernel, conv2d with one input channel and
  * conv_transpose2d with one output channel take direct kernels (phase
@@ -1534,6 +1557,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
         cmocka_unit_test(test_avg_pool_huge_kernel),
+        cmocka_unit_test(test_avg_pool_of_a_constant_is_the_constant),
         cmocka_unit_test(test_kernel_paths_agree),
         cmocka_unit_test(test_gathered_image_side),
         cmocka_unit_test(test_fan_out_first_writer),
