@@ -233,6 +233,8 @@ typedef enum layout {
     SPLIT,        /* x [R, k * w] */
     CONCAT3,      /* three [R, C_p] */
     RANK3,        /* x [2, R, C] */
+    RANK3_ROW,    /* a [2, R, C], b [1, 1, C] */
+    RANK3_COL,    /* a [2, R, C], b [2, R, 1] */
 } layout;
 
 typedef struct op_case {
@@ -287,6 +289,13 @@ static const op_case cases[] = {
     {"softmax_xent", f_xent, ONE, {ANY}, NULL},
     {"nll", f_nll, ONE, {ANY}, NULL},
     {"kl_normal", f_kl, SAME2, {ANY, ANY}, NULL},
+    /* broadcasting over a rank-3 a (last: the rows above keep their draws) */
+    {"add rank 3, row [1, 1, C]", f_add, RANK3_ROW, {ANY, ANY}, NULL},
+    {"sub rank 3, row [1, 1, C]", f_sub, RANK3_ROW, {ANY, ANY}, NULL},
+    {"mul rank 3, row [1, 1, C]", f_mul, RANK3_ROW, {ANY, ANY}, NULL},
+    {"add rank 3, per-row [2, R, 1]", f_add, RANK3_COL, {ANY, ANY}, NULL},
+    {"sub rank 3, per-row [2, R, 1]", f_sub, RANK3_COL, {ANY, ANY}, NULL},
+    {"mul rank 3, per-row [2, R, 1]", f_mul, RANK3_COL, {ANY, ANY}, NULL},
 };
 
 static int make_inputs(const op_case *c, int R, int C, tg_tensor **in)
@@ -337,6 +346,13 @@ static int make_inputs(const op_case *c, int R, int C, tg_tensor **in)
     case RANK3:
         in[0] = random_tensor(3, (int[]){2, R, C}, c->dom[0]);
         return 1;
+    case RANK3_ROW:
+    case RANK3_COL:
+        in[0] = random_tensor(3, (int[]){2, R, C}, c->dom[0]);
+        in[1] = c->layout == RANK3_ROW
+                    ? random_tensor(3, (int[]){1, 1, C}, c->dom[1])
+                    : random_tensor(3, (int[]){2, R, 1}, c->dom[1]);
+        return 2;
     }
     return 0;
 }
@@ -377,6 +393,10 @@ static void test_every_op(void **state)
             int n = make_inputs(c, R, C, in);
             if (c->f == f_clamp)
                 in[0]->data[0] = 0.25f; /* at least one value unclamped */
+            /* one value positive: a 1x1 relu input had an even chance of
+             * all-zero gradients, which the check fails */
+            if (c->f == f_relu)
+                in[0]->data[0] = fabsf(in[0]->data[0]);
             int labels[16];
             for (int i = 0; i < R; i++)
                 labels[i] = randint(0, C - 1);
