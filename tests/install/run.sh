@@ -1,8 +1,9 @@
 #!/bin/sh
 # The README's install notes, followed for a non-system prefix: install the
 # library into a temporary prefix, find it with pkg-config (the .pc is in the
-# multiarch libdir), build the README's first C example against it with the
-# rpath the README gives, run it. The library alone is compiled.
+# multiarch libdir), build the README's first C example and its attention
+# example (which calls libm) against it with the flags and rpath the README
+# gives, run them. The library alone is compiled.
 # usage: tests/install/run.sh   (from anywhere; about 20 s on 2 cores)
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,3 +34,18 @@ case $out in
 f\ =*) echo "ok: the README example builds and runs against $prefix" ;;
 *) echo "FAIL: unexpected output"; exit 1 ;;
 esac
+# The attention example calls sqrtf: the README's line adds -lm (the .pc
+# has it in Libs.private only), which this build needs.
+awk '/^### Batched products: attention/ { sec = 1 }
+     sec && /^```c$/ { keep = 1; next }
+     keep && /^```$/ { exit }
+     keep' "$root/README.md" >"$tmp/attention.c"
+grep -q sqrtf "$tmp/attention.c" ||
+    { echo "FAIL: no attention example in README.md"; exit 1; }
+# shellcheck disable=SC2046
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror "$tmp/attention.c" \
+    $(pkg-config --cflags --libs tapegrad) -lm -Wl,-rpath,"$libdir" \
+    -o "$tmp/attention"
+"$tmp/attention" >/dev/null ||
+    { echo "FAIL: the attention example's gradient check"; exit 1; }
+echo "ok: the attention example builds with -lm and passes its check"
