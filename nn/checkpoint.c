@@ -208,7 +208,10 @@ tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r)
     if (!r)
         tg_fatal("meta_get_rng", "NULL rng");
     const char *s = tg_meta_get(m, key);
-    bool ok = s && strlen(s) == 4 * 16;
+    if (!s)
+        return tg_error(TG_ERR_FORMAT, "checkpoint: metadata '%s' missing",
+                        key);
+    bool ok = strlen(s) == 4 * 16;
     tg_rng v = {{0}};
     for (int i = 0; ok && i < 4 * 16; i++) {
         int c = tolower((unsigned char)s[i]);

@@ -672,8 +672,8 @@ tg_status tg_meta_get_int(const tg_meta *m, const char *key, int64_t *value);
 void tg_meta_set_double(tg_meta *m, const char *key, double value);
 tg_status tg_meta_get_double(const tg_meta *m, const char *key, double *value);
 /* A generator's state (64 hex digits): a checkpoint resumes its stream
- * exactly. Getting it gives TG_ERR_FORMAT unless it is 64 hex digits, not
- * all zero. */
+ * exactly. Getting it gives TG_ERR_FORMAT if missing, or unless it is 64
+ * hex digits, not all zero. */
 void tg_meta_set_rng(tg_meta *m, const char *key, const tg_rng *r);
 tg_status tg_meta_get_rng(const tg_meta *m, const char *key, tg_rng *r);
 

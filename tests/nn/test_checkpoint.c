@@ -205,6 +205,24 @@ static void meta_set_get_and_integers(void **state)
     assert_true(v == -42);
 }
 
+/* A generator state reads back exactly; a missing key is called missing
+ * (it had been called "not a generator state", as a damaged value is). */
+static void meta_rng_round_trip_and_missing_key(void **state)
+{
+    (void)state;
+    tg_meta m = TG_META_INIT;
+    tg_rng r, back;
+    tg_rng_seed(&r, 3, 7);
+    tg_meta_set_rng(&m, "drop_rng", &r);
+    assert_int_equal(tg_meta_get_rng(&m, "drop_rng", &back), TG_OK);
+    assert_memory_equal(&r, &back, sizeof r);
+    assert_int_equal(tg_meta_get_rng(&m, "noise_rng", &back), TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "'noise_rng' missing"));
+    tg_meta_set(&m, "noise_rng", "12ab");
+    assert_int_equal(tg_meta_get_rng(&m, "noise_rng", &back), TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_errmsg(), "not a generator state"));
+}
+
 /* ---- refused files ------------------------------------------------------- */
 
 static tg_params *victim;
@@ -1414,6 +1432,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip_is_bit_exact),
+        cmocka_unit_test(meta_rng_round_trip_and_missing_key),
         cmocka_unit_test(flipped_metadata_bits_are_found),
         cmocka_unit_test(first_version_checksums_still_verify),
         cmocka_unit_test(non_finite_optimizer_state_is_refused),
