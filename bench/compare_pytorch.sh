@@ -11,9 +11,17 @@
 # PyPI torch in $TORCH_PYTHON (default /opt/torchvenv/bin/python), each at
 # 1 and 2 threads. A missing peer is skipped with a note.
 set -euo pipefail
+case ${1:-} in
+-h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 build=${1:-$root/build}
+[ -x "$build/examples/vae_mnist" ] || {
+    echo "compare_pytorch.sh: no $build/examples/vae_mnist: BUILD_DIR is a" \
+        "meson build folder (see --help)" >&2
+    exit 2
+}
 epochs=${2:-3}
 rounds=${3:-3}
 arch=${4:-mlp}
