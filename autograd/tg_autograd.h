@@ -481,9 +481,10 @@ void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
  * in a build without OpenMP, whatever was set. */
 void tg_set_threads(int n);
 int tg_get_threads(void);
-/* The micro-kernel in use ("avx512", "avx2", "portable"). Forcing one the CPU
- * cannot run is refused (returns false). TG_GEMM_KERNEL in the environment
- * does the same at start-up. */
+/* The micro-kernel in use ("avx512", "avx2", "portable"; "avx2-4x24" or
+ * "avx2-6x16" pin one AVX2 tile, where "avx2" picks per call). Forcing one
+ * the CPU cannot run is refused (returns false). TG_GEMM_KERNEL in the
+ * environment does the same at start-up. */
 const char *tg_gemm_kernel(void);
 bool tg_gemm_set_kernel(const char *name);
 /* What decides the GEMM's float results here, as text: the kernel and its
