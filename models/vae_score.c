@@ -1,5 +1,6 @@
 /* Scoring inputs with a trained VAE: importance-weighted log p(x), ELBO,
- * complexity, AUROC, typicality, posterior pixel spread. See tg_vae_score.h. */
+ * complexity, typicality, posterior pixel spread (AUROC is in nn/metrics.c).
+ * See tg_vae_score.h. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,9 +1,11 @@
 /* tapegrad nn: what a model is built from. Seeded RNG, parameter sets,
- * layers (Dense, LayerNorm, GroupNorm, Embedding, GRU and LSTM cells,
- * variational Dense, dropout), losses, optimizers (SGD/Nesterov, Adam, AdamW,
- * RMSprop), gradient clipping, learning-rate schedules, the reparameterization
- * trick and one-hot, checkpoints (safetensors, whole or by name prefix), IDX
- * data and batchers.
+ * layers (Dense, Conv1d and Conv2d and their transposes, LayerNorm,
+ * GroupNorm, Embedding, GRU and LSTM cells, variational Dense and Conv2d,
+ * dropout), losses, optimizers (SGD/Nesterov, Adam, AdamW, RMSprop),
+ * gradient clipping, learning-rate schedules, metrics of predictive
+ * distributions and OOD scores, the reparameterization trick and one-hot,
+ * checkpoints (safetensors, whole or by name prefix), atomic output files,
+ * IDX data and batchers.
  *
  * Bad data (files, arguments) is reported, never aborted on: functions that
  * read or write return a tg_status and leave a one-line message for
