@@ -82,6 +82,12 @@ def main():
         errs = check(name, path, folder)
         print("%-12s %s" % (name, "ok" if not errs else "FAIL"))
         failures += errs
+    # bench/compare_pytorch.sh, a benchmark script, answers --help too (it
+    # took the flag for its build folder and ran on without a word)
+    script = os.path.join(sys.argv[2], "bench", "compare_pytorch.sh")
+    errs = check("compare_pytorch.sh", script, "bench")
+    print("%-12s %s" % ("compare_pytorch.sh", "ok" if not errs else "FAIL"))
+    failures += errs
     for f in failures:
         print("FAIL: " + f)
     if len(found) < 4:
