@@ -216,8 +216,9 @@ typedef struct tg_step {
 typedef struct tg_step_config {
     bool skip_nonfinite; /* skip non-finite steps instead of stopping */
     /* DIVERGED after diverge_steps steps in a row whose per-row loss is
-     * above best + (diverge_factor - 1) * |best|, best the lowest running
-     * mean of the steps that were not (default 20 steps, factor 10) */
+     * above best + (diverge_factor - 1) * max(|best|, 1e-6), best the
+     * lowest running mean of the steps that were not (default 20 steps,
+     * factor 10; a factor not above 1 takes the default) */
     int diverge_steps;
     double diverge_factor;
     /* SKIPPED_TOO_OFTEN after max_skipped_run skipped steps in a row, or
@@ -282,8 +283,8 @@ tg_status tg_step_guard_restore(tg_step_guard *g, const tg_meta *m);
 bool tg_step_suspect(const tg_step_guard *g);
 /* True when a per-row loss of the current weights (an evaluation's, say)
  * is NaN/Inf or above the divergence limit, best + (diverge_factor - 1) *
- * |best|, best the training loss's lowest running level (false before the
- * first step, unless not finite). */
+ * max(|best|, 1e-6), best the training loss's lowest running level (false
+ * before the first step, unless not finite). */
 bool tg_step_loss_far_above(const tg_step_guard *g, double loss);
 
 #ifdef __cplusplus
