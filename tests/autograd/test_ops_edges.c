@@ -61,10 +61,28 @@ static tg_tensor *zero_row_op(tg_tape *tp, int k, tg_tensor *x, tg_tensor *row)
         return tg_kl_normals(tp, x, x, x, x);
     case 19:
         return tg_group_norm(tp, x, 3, row, row, 1e-5f);
+    case 20:
+        return tg_div(tp, x, row);
+    case 21:
+        return tg_maximum(tp, x, row);
+    case 22:
+        return tg_minimum(tp, x, x);
+    case 23:
+        return tg_mean_axis0(tp, x);
+    case 24:
+        return tg_permute(tp, x, (const int[]){1, 0});
+    case 25:
+        return tg_cb_log_norm(tp, x);
+    case 26:
+        return tg_add(tp, tg_detach(tp, x), row);
     default:
         return NULL;
     }
 }
+
+/* down the rows: [1, 3] of zeros; transposed: [3, 0] */
+static bool down_rows(int k) { return k == 9 || k == 23; }
+static bool transposed(int k) { return k == 10 || k == 24; }
 
 static void zero_rows_pass_through_every_op(void **state)
 {
@@ -79,26 +97,60 @@ static void zero_rows_pass_through_every_op(void **state)
         tg_tensor *y = zero_row_op(tp, k, x, row);
         if (!y)
             break;
-        assert_int_equal(y->size, k == 9 ? 3 : 0);
-        if (k == 9) { /* mean down no rows: [1, 3] of zeros */
+        assert_int_equal(y->size, down_rows(k) ? 3 : 0);
+        if (down_rows(k)) { /* sum or mean down no rows: [1, 3] of zeros */
             for (int j = 0; j < 3; j++)
                 assert_float_equal(y->data[j], 0.0, 0);
         }
-        if (k == 10) {
+        if (transposed(k)) {
             assert_int_equal(y->shape[0], 3);
             assert_int_equal(y->shape[1], 0);
-        } else if (k != 9) {
+        } else if (!down_rows(k)) {
             assert_int_equal(y->shape[0], 0);
         }
         tg_backward(tp, tg_sum(tp, y));
     }
-    /* layer_norm, group_norm and the shared prior got a zero gradient from
-     * no rows */
+    /* layer_norm, group_norm, the shared prior and the broadcast rows of
+     * div, maximum and add got a zero gradient from no rows */
     for (int j = 0; j < 3; j++)
         assert_float_equal(row->grad[j], 0.0, 0);
     tg_tape_free(tp);
     tg_tensor_free(x);
     tg_tensor_free(row);
+}
+
+/* The 1-D convolution and pooling ops on a batch of no sequences, [0, 2, 8]:
+ * forward and backward, the weights' and bias's gradients zero. */
+static void zero_batch_through_1d_ops(void **state)
+{
+    (void)state;
+    tg_tensor *x = tg_tensor_new(3, (int[]){0, 2, 8});
+    tg_tensor *w = tg_tensor_new(3, (int[]){4, 2, 3});
+    tg_tensor *wt = tg_tensor_new(3, (int[]){2, 4, 3});
+    tg_tensor *b = tg_tensor_new(1, (int[]){4});
+    tg_tensor *all[] = {x, w, wt, b};
+    for (int i = 0; i < 4; i++)
+        tg_tensor_require_grad(all[i]);
+    static const int want_len[] = {8, 10, 4, 4}, want_c[] = {4, 4, 2, 2};
+    tg_tape *tp = tg_tape_new();
+    for (int k = 0; k < 4; k++) {
+        tg_tape_reset(tp);
+        tg_tensor *y = k == 0   ? tg_conv1d(tp, x, w, b, 1, 1, 1)
+                       : k == 1 ? tg_conv_transpose1d(tp, x, wt, b, 1, 0, 0, 1)
+                       : k == 2 ? tg_max_pool1d(tp, x, 2, 2, 0)
+                                : tg_avg_pool1d(tp, x, 2, 2, 0);
+        assert_int_equal(y->ndim, 3);
+        assert_int_equal(y->shape[0], 0);
+        assert_int_equal(y->shape[1], want_c[k]);
+        assert_int_equal(y->shape[2], want_len[k]);
+        tg_backward(tp, tg_sum(tp, y));
+    }
+    for (int i = 1; i < 4; i++)
+        for (size_t j = 0; j < all[i]->size; j++)
+            assert_float_equal(all[i]->grad[j], 0.0, 0);
+    tg_tape_free(tp);
+    for (int i = 0; i < 4; i++)
+        tg_tensor_free(all[i]);
 }
 
 /* ---- empty inner and output dimensions -------------------------------------
@@ -407,6 +459,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(zero_rows_pass_through_every_op),
+        cmocka_unit_test(zero_batch_through_1d_ops),
         cmocka_unit_test(empty_inner_and_output_dims),
         cmocka_unit_test(same_bits_on_1_and_2_threads),
         cmocka_unit_test(permute_values),
