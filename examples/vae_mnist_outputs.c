@@ -99,6 +99,17 @@ void write_pictures(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
     tg_tape_set_recording(tp, was);
 }
 
+/* v as metrics.csv has it (4 decimals). loss.svg is drawn from these: a
+ * resumed run reads its earlier epochs back from metrics.csv, and its chart
+ * (scale from the unrounded losses of its own epochs and the rounded ones
+ * of the others) had a grid line 0.1 px from a run never stopped. */
+static double as_written(double v)
+{
+    char text[512]; /* any double in %.4f */
+    snprintf(text, sizeof text, "%.4f", v);
+    return strtod(text, NULL);
+}
+
 void write_metrics(const options *o, const epoch_stats *hist, int n)
 {
     tg_atomic_file a;
@@ -118,8 +129,8 @@ void write_metrics(const options *o, const epoch_stats *hist, int n)
         fail_write(o->out);
     for (int i = 0; i < n; i++) {
         xy[i] = hist[i].epoch;
-        xy[n + i] = hist[i].train;
-        xy[2 * n + i] = hist[i].test;
+        xy[n + i] = as_written(hist[i].train);
+        xy[2 * n + i] = as_written(hist[i].test);
     }
     svg_series s[2] = {{"train", "#1f77b4", xy, xy + n, n},
                        {"test", "#d62728", xy, xy + 2 * n, n}};

@@ -6,6 +6,11 @@
 #     must be bit-identical to run 1's.
 #  3. The same run sent SIGINT: exit 130, one line on stderr with the resume
 #     command; running that command gives run 1's tensors again.
+#  4. A run stopped after an epoch and resumed with a larger --epochs: the
+#     same checkpoint, metrics.csv and pictures as one never stopped; loss.svg
+#     too, whose scale came from the earlier epochs' losses as metrics.csv
+#     rounds them (4 decimals) in the resumed run but unrounded in the other
+#     (seed 57 here: a grid line 136.7 against 136.6).
 # usage: resume.sh VAE_MNIST MNIST_DIR
 set -u
 vae=$1
@@ -115,6 +120,29 @@ bash -c "$cmd" >"$tmp/int2.log" 2>&1 || fail "the printed command failed: $cmd"
 same_tensors "$ref" "$ck" &&
     echo "SIGINT + printed command: tensors bit-identical to the uninterrupted run" ||
     fail "SIGINT + resume: tensors differ from the uninterrupted run"
+
+# --- 4. stopped after epoch 1, resumed to epoch 3 ----------------------------
+staged="--data $mnist --hidden 16 --latent 2 --batch 32 --threads 1
+        --max-batches 20 --seed 57"
+# shellcheck disable=SC2086
+"$vae" $staged --epochs 3 --out "$tmp/whole" >"$tmp/whole.log" 2>&1 ||
+    fail "3 epochs: $(cat "$tmp/whole.log")"
+# shellcheck disable=SC2086
+"$vae" $staged --epochs 1 --out "$tmp/staged" >"$tmp/staged.log" 2>&1 ||
+    fail "1 epoch: $(cat "$tmp/staged.log")"
+# shellcheck disable=SC2086
+"$vae" $staged --epochs 3 --out "$tmp/staged" \
+    --resume "$tmp/staged/checkpoint.safetensors" >"$tmp/staged.log" 2>&1 ||
+    fail "resumed to 3 epochs: $(cat "$tmp/staged.log")"
+for f in checkpoint.safetensors loss.svg reconstructions.png samples.png \
+    manifold.png; do
+    cmp -s "$tmp/whole/$f" "$tmp/staged/$f" ||
+        fail "stopped after epoch 1 and resumed: $f differs"
+done
+cut -d, -f1-8 "$tmp/whole/metrics.csv" >"$tmp/m1"
+cut -d, -f1-8 "$tmp/staged/metrics.csv" >"$tmp/m2"
+cmp -s "$tmp/m1" "$tmp/m2" ||
+    fail "stopped after epoch 1 and resumed: metrics.csv differs"
 
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "resume checks passed"
