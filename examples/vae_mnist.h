@@ -89,6 +89,11 @@ tg_tensor *rows_on_tape(tg_tape *tp, const tg_dataset *ds, int first, int n);
 void write_pictures(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
                     const options *o);
 void write_metrics(const options *o, const epoch_stats *hist, int n);
+/* True when metrics.csv, loss.svg or a picture in --out is missing or is
+ * not what write_metrics (hist) and write_pictures would write; writes
+ * nothing. */
+bool outputs_differ(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
+                    const options *o, const epoch_stats *hist, int n);
 int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap);
 
 /* vae_mnist_checkpoint.c */

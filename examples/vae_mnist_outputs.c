@@ -1,5 +1,6 @@
 /* vae_mnist's outputs: pictures (PNG), metrics.csv and loss.svg, each
- * written whole or not at all (cli_out_open / cli_out_commit). */
+ * written whole or not at all (cli_out_open / cli_out_commit), or compared
+ * with what --out holds (outputs_differ). */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -27,6 +28,64 @@ static double normal_quantile(double p)
     return 0.5 * (lo + hi);
 }
 
+/* An output being written: through cli_out_open / cli_out_commit, or,
+ * while outputs_differ checks, into memory and compared with the file. */
+typedef struct out_file {
+    tg_atomic_file a;
+    FILE *mem;
+    char *path, *buf;
+    size_t len;
+} out_file;
+
+static bool checking; /* outputs_differ: compare, write nothing */
+static bool differs;  /* a file compared was missing or other */
+
+static FILE *out_open(out_file *of, const char *path)
+{
+    if (!checking)
+        return cli_out_open(&of->a, path);
+    of->path = strdup(path); /* cli_path's buffers are reused */
+    of->mem = open_memstream(&of->buf, &of->len);
+    if (!of->path || !of->mem)
+        fail_write(path);
+    return of->mem;
+}
+
+/* True when path is a regular file of exactly len bytes, buf's (anything
+ * else, a FIFO say, is never opened for long: O_NONBLOCK). */
+static bool file_holds(const char *path, const char *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    bool same =
+        fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size == len;
+    char chunk[65536];
+    for (size_t at = 0; same && at < len;) {
+        size_t want = len - at < sizeof chunk ? len - at : sizeof chunk;
+        ssize_t got = read(fd, chunk, want);
+        same = got > 0 && memcmp(chunk, buf + at, (size_t)got) == 0;
+        at += got > 0 ? (size_t)got : 0;
+    }
+    close(fd);
+    return same;
+}
+
+static void out_commit(out_file *of, bool ok)
+{
+    if (!checking) {
+        cli_out_commit(&of->a, ok);
+        return;
+    }
+    if (fclose(of->mem) != 0 || !ok)
+        fail_write(of->path);
+    if (!file_holds(of->path, of->buf, of->len))
+        differs = true;
+    free(of->buf);
+    free(of->path);
+}
+
 static void write_grid(const char *path, const float *tiles, int n,
                        const tg_dataset *shape, int cols, int scale)
 {
@@ -35,8 +94,8 @@ static void write_grid(const char *path, const float *tiles, int n,
         png_tile_grid(tiles, n, shape->rows, shape->cols, cols, scale, &w, &h);
     if (!img)
         fail_write(path);
-    tg_atomic_file a;
-    cli_out_commit(&a, png_write(cli_out_open(&a, path), w, h, 1, img));
+    out_file of;
+    out_commit(&of, png_write(out_open(&of, path), w, h, 1, img));
     free(img);
 }
 
@@ -112,8 +171,8 @@ static double as_written(double v)
 
 void write_metrics(const options *o, const epoch_stats *hist, int n)
 {
-    tg_atomic_file a;
-    FILE *f = cli_out_open(&a, cli_path(o->out, "metrics.csv"));
+    out_file of;
+    FILE *f = out_open(&of, cli_path(o->out, "metrics.csv"));
     fprintf(f, "epoch,step,train_neg_elbo,train_rec,train_kl,test_neg_elbo,"
                "test_rec,test_kl,samples_per_s\n");
     for (int i = 0; i < n; i++)
@@ -121,7 +180,7 @@ void write_metrics(const options *o, const epoch_stats *hist, int n)
                 hist[i].epoch, (long long)hist[i].step, hist[i].train,
                 hist[i].train_rec, hist[i].train_kl, hist[i].test,
                 hist[i].test_rec, hist[i].test_kl, hist[i].samples_per_s);
-    cli_out_commit(&a, true);
+    out_commit(&of, true);
 
     size_t points = n > 0 ? (size_t)n : 1;
     double *xy = malloc(sizeof(double) * 3 * points);
@@ -134,10 +193,21 @@ void write_metrics(const options *o, const epoch_stats *hist, int n)
     }
     svg_series s[2] = {{"train", "#1f77b4", xy, xy + n, n},
                        {"test", "#d62728", xy, xy + 2 * n, n}};
-    FILE *svg = cli_out_open(&a, cli_path(o->out, "loss.svg"));
-    cli_out_commit(&a, svg_line_chart(svg, "VAE on MNIST: -ELBO per sample",
-                                      "epoch", "-ELBO (nats)", s, 2));
+    FILE *svg = out_open(&of, cli_path(o->out, "loss.svg"));
+    out_commit(&of, svg_line_chart(svg, "VAE on MNIST: -ELBO per sample",
+                                   "epoch", "-ELBO (nats)", s, 2));
     free(xy);
+}
+
+bool outputs_differ(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
+                    const options *o, const epoch_stats *hist, int n)
+{
+    checking = true;
+    differs = false;
+    write_metrics(o, hist, n);
+    write_pictures(tp, vae, test, o);
+    checking = false;
+    return differs;
 }
 
 /* A row this program could have written after the rows before it (the

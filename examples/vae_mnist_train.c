@@ -456,10 +456,12 @@ static bool out_ready(const options *o)
 }
 
 /* A resume with nothing to train from the checkpoint of --out itself,
- * whose metrics.csv lacks the checkpoint's last epoch: the run that saved
- * it was stopped (killed, or ended by mpirun) before the files that
+ * whose metrics.csv lacks the checkpoint's last epoch, or whose loss.svg
+ * or pictures are not the checkpoint's: the run that saved it was stopped
+ * (killed, or ended by mpirun) before or while writing the files that
  * describe it, and a resume said "nothing to train" and left them an epoch
- * behind for good. They are written from the checkpoint (its row with
+ * behind for good (a kill after metrics.csv too: it was the only file
+ * looked at). They are written from the checkpoint (a missing row with
  * samples/s 0.0). True when written. */
 static bool repair_outputs(run *r)
 {
@@ -476,10 +478,12 @@ static bool repair_outputs(run *r)
         fail_write(o->out);
     int n = read_metrics(o, hist, last->epoch + 1, last->epoch + 1);
     bool stale = n == 0 || hist[n - 1].epoch < last->epoch;
-    if (stale && out_ready(o)) {
+    if (stale)
         hist[n++] = *last;
+    r->tp = tg_tape_new();
+    stale = stale || outputs_differ(r->tp, r->vae, &r->test, o, hist, n);
+    if (stale && out_ready(o)) {
         write_metrics(o, hist, n);
-        r->tp = tg_tape_new();
         write_pictures(r->tp, r->vae, &r->test, o);
     } else {
         stale = false;

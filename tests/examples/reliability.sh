@@ -498,5 +498,45 @@ expect 0 "$vae" $fast --data "$big" --epochs 2 --out "$tmp/o16" \
 grep -q "nothing to train, nothing written" "$tmp/out" ||
     fail "a complete folder: $(cat "$tmp/out")"
 
+# 16b. ... and one killed after its last metrics.csv, while writing loss.svg
+#      or the pictures: they are the last epoch's again, the killed run's
+#      temporary removed (metrics.csv had the epoch, so the resume said
+#      "nothing written" and left epoch 1's pictures beside epoch 2's
+#      checkpoint for good)
+expect 0 "$vae" $fast --data "$big" --epochs 1 --out "$tmp/o16b"
+mkdir "$tmp/e1"
+for f in loss.svg reconstructions.png samples.png manifold.png; do
+    cp "$tmp/o16b/$f" "$tmp/e1/$f"
+done
+expect 0 "$vae" $fast --data "$big" --epochs 2 --out "$tmp/o16b" \
+    --resume "$tmp/o16b/checkpoint.safetensors"
+mkdir "$tmp/e2"
+for f in metrics.csv loss.svg reconstructions.png samples.png manifold.png; do
+    cp "$tmp/o16b/$f" "$tmp/e2/$f"
+done
+sh -c 'exit 0' &
+dead=$!
+wait "$dead"
+for stale in loss.svg samples.png manifold.png; do
+    cp "$tmp/e1/$stale" "$tmp/o16b/$stale"
+    : >"$tmp/o16b/$stale.tapegrad-tmp.$dead"
+    expect 0 "$vae" $fast --data "$big" --epochs 2 --out "$tmp/o16b" \
+        --resume "$tmp/o16b/checkpoint.safetensors"
+    grep -q "nothing to train, its metrics.csv and pictures written" \
+        "$tmp/out" || fail "stale $stale: $(cat "$tmp/out")"
+    for f in loss.svg reconstructions.png samples.png manifold.png; do
+        cmp -s "$tmp/o16b/$f" "$tmp/e2/$f" ||
+            fail "stale $stale: $f is not the last epoch's"
+    done
+    [ -e "$tmp/o16b/$stale.tapegrad-tmp.$dead" ] &&
+        fail "stale $stale: the killed run's temporary was left"
+    cmp -s "$tmp/o16b/metrics.csv" "$tmp/e2/metrics.csv" ||
+        fail "stale $stale: metrics.csv changed"
+done
+expect 0 "$vae" $fast --data "$big" --epochs 2 --out "$tmp/o16b" \
+    --resume "$tmp/o16b/checkpoint.safetensors"
+grep -q "nothing to train, nothing written" "$tmp/out" ||
+    fail "a complete folder after a repair: $(cat "$tmp/out")"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"
