@@ -255,6 +255,26 @@ static void same_flag(const char *path, const char *flag, const char *theirs,
 
 static void read_last_row(run *r, const tg_vae_info *info);
 
+/* The GEMM numerics (tg_gemm_numerics: kernel and K blocks) of the process
+ * that saved the checkpoint. */
+#define GEMM_NUMERICS "gemm_numerics"
+
+/* A resume under other GEMM numerics (another CPU class, TG_GEMM_KERNEL,
+ * TG_GEMM_BLOCKS) trains the same model, its floats rounded otherwise: a
+ * note says so, since the run will not end with the bits of one that
+ * stayed where it began. Files from before the key say nothing. */
+static void note_numerics(const char *path, const tg_meta *m)
+{
+    const char *theirs = tg_meta_get(m, GEMM_NUMERICS);
+    if (!theirs || !strcmp(theirs, tg_gemm_numerics()) || tg_dist_rank() != 0)
+        return;
+    cli_error("note: %s was saved under GEMM numerics '%.64s', this process "
+              "computes with '%s': the same model trains on, its floats "
+              "rounded otherwise (not the bits of a run that stayed under "
+              "the first)",
+              path, theirs, tg_gemm_numerics());
+}
+
 /* Loads --resume into r's model and optimizer; the run's config must be
  * the file's. Sets r->pos to where training stands. */
 void resume(run *r)
@@ -342,6 +362,7 @@ void resume(run *r)
         exit(2);
     }
     r->pos = info.pos;
+    note_numerics(o->resume, &info.meta);
     /* the guard's levels and skip history: the verdicts of a run never
      * stopped (a resumed diverging run had started them afresh, trained
      * on and saved over the good checkpoint) */
@@ -414,6 +435,8 @@ void save_checkpoint(const run *r)
     char lr[32];
     snprintf(lr, sizeof lr, "%.9g", (double)o->lr);
     tg_meta_set(&extra, "lr", lr);
+    /* what decided the float results (a resume elsewhere notes it) */
+    tg_meta_set(&extra, GEMM_NUMERICS, tg_gemm_numerics());
     tg_step_guard_save(&r->guard, &extra);
     save_last_row(r, &extra);
     /* a fresh run: its own; a resumed one: the larger of the file's and its
