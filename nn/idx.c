@@ -45,6 +45,27 @@ typedef struct source {
 #endif
 } source;
 
+#ifdef TG_HAVE_ZLIB
+/* A gzread that failed with code: zlib short of memory is not bad data. */
+static tg_status gz_failure(const char *path, int code, const char *why)
+{
+    if (code == Z_MEM_ERROR)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory decompressing it",
+                        path);
+    return tg_error(TG_ERR_FORMAT, "%s: corrupt gzip data (%s)", path, why);
+}
+#endif
+
+/* An open that failed with errno err: ENOMEM (the stream's buffers) is out
+ * of memory, not a file that cannot be read. */
+static tg_status open_failure(const char *path, int err)
+{
+    if (err == ENOMEM)
+        return tg_error(TG_ERR_NOMEM, "%s: out of memory opening it", path);
+    return tg_error(TG_ERR_IO, "%s: %s", path,
+                    err ? strerror(err) : "cannot open");
+}
+
 /* Reads up to n bytes; returns the count, or -1 (message set) on error. */
 static long long src_read(source *s, void *buf, size_t n)
 {
@@ -57,8 +78,7 @@ static long long src_read(source *s, void *buf, size_t n)
             if (r < 0) {
                 int code;
                 const char *why = gzerror(s->gz, &code);
-                s->err = tg_error(TG_ERR_FORMAT, "%s: corrupt gzip data (%s)",
-                                  s->path, why);
+                s->err = gz_failure(s->path, code, why);
                 return -1;
             }
             if (r == 0)
@@ -69,8 +89,7 @@ static long long src_read(source *s, void *buf, size_t n)
         int code = Z_OK;
         const char *why = gzerror(s->gz, &code);
         if (got < n && code != Z_OK) {
-            s->err = tg_error(TG_ERR_FORMAT, "%s: corrupt gzip data (%s)",
-                              s->path, why);
+            s->err = gz_failure(s->path, code, why);
             return -1;
         }
         return (long long)got;
@@ -128,10 +147,10 @@ static tg_status open_source(const char *path, source *s, off_t *raw_size)
     *raw_size = st.st_size;
     if (ends_with(path, ".gz")) {
 #ifdef TG_HAVE_ZLIB
+        errno = 0;
         s->gz = gzopen(path, "rb");
         if (!s->gz)
-            return tg_error(TG_ERR_IO, "%s: %s", path,
-                            errno ? strerror(errno) : "cannot open");
+            return open_failure(path, errno);
         return TG_OK;
 #else
         return tg_error(TG_ERR_UNSUPPORTED,
@@ -142,7 +161,7 @@ static tg_status open_source(const char *path, source *s, off_t *raw_size)
     }
     s->f = fopen(path, "rb");
     if (!s->f)
-        return tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+        return open_failure(path, errno);
     return TG_OK;
 }
 
