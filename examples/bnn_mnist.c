@@ -384,6 +384,8 @@ static int *eval_sets(const options *o, const tg_dataset *test_set,
                 : o->max_eval && o->max_eval < ood_set->n ? o->max_eval
                                                           : ood_set->n;
     int *test_labels = malloc(sizeof(int) * (size_t)n_test);
+    if (!test_labels)
+        tg_out_of_memory("test labels", "out of memory for %d labels", n_test);
     for (int i = 0; i < n_test; i++)
         test_labels[i] = test_set->labels[i];
     *test = (eval_set){test_set->images, test_labels, n_test};

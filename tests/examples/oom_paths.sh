@@ -1,0 +1,43 @@
+#!/bin/sh
+# Out of memory where the programs read, write or keep their own buffers:
+# the fail_alloc_from shim makes the allocations of one size, or every one
+# zlib makes, fail. Each run must end as the library's out of memory does:
+# one line "<prog>: ... out of memory ...", exit status 1, no temporary
+# left, never a segfault or "bad input" (2).
+# usage: oom_paths.sh VAE_MNIST MLP_MNIST BNN_MNIST SHIM MNIST_DIR
+set -u
+vae=$1
+mlp=$2
+bnn=$3
+shim=$4
+mnist=$5
+. "$(dirname "$0")/lib.sh"
+
+# oom WHAT PROG ARGS...: PROG under the shim (TG_FAIL_ALLOC_* set by the
+# caller) ends with exit 1 and one line naming out of memory.
+oom() {
+    what=$1
+    shift
+    LD_PRELOAD="$shim" "$@" >"$tmp/out" 2>"$tmp/err"
+    st=$?
+    name=$(basename "$1")
+    if [ "$st" -ne 1 ] || [ "$(wc -l <"$tmp/err")" -ne 1 ] ||
+        ! grep -q "^$name: .*out of memory" "$tmp/err"; then
+        fail "$what: exit $st: $(cat "$tmp/err")"
+        return
+    fi
+    left=$(find "$tmp" -name '*.tapegrad-tmp.*' | head -1)
+    [ -z "$left" ] || fail "$what: left $left"
+    echo "ok: $what -> $st: $(cat "$tmp/err")"
+}
+
+small="$tmp/small"; dataset "$mnist" "$small" 64 997
+
+# bnn_mnist's copy of the test labels (--max-eval 997 of them, 3988 bytes):
+# unchecked, a segfault
+TG_FAIL_ALLOC_SIZE=3988 oom "bnn_mnist, test labels" "$bnn" --data "$small" \
+    --ood-data none --method det --epochs 1 --max-batches 1 --hidden 8 \
+    --max-eval 997 --threads 1
+
+[ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
+echo "all out-of-memory checks passed"
