@@ -568,6 +568,8 @@ void run_setup(run *r, const options *o, const char *argv0)
         exit(1);
     }
     r->hist = calloc(2 * (size_t)o->epochs + 1, sizeof *r->hist);
+    if (!r->hist) /* before read_metrics fills it */
+        tg_out_of_memory("metrics", "out of memory for %d epochs", o->epochs);
     r->n_hist = read_metrics(o, r->hist, (int)r->pos.epoch + 1, o->epochs);
     /* the checkpoint's last epoch, when metrics.csv lacks it (the run that
      * saved the checkpoint stopped before writing metrics.csv) */

@@ -39,5 +39,13 @@ TG_FAIL_ALLOC_SIZE=3988 oom "bnn_mnist, test labels" "$bnn" --data "$small" \
     --ood-data none --method det --epochs 1 --max-batches 1 --hidden 8 \
     --max-eval 997 --threads 1
 
+# vae_mnist --resume's history of --epochs 37 (75 rows of 72 bytes, 5400):
+# unchecked, metrics.csv's rows were read into NULL, a segfault
+fast="--data $small --hidden 8 --latent 2 --batch 32 --threads 1"
+expect 0 "$vae" $fast --epochs 1 --out "$tmp/r"
+TG_FAIL_ALLOC_SIZE=5400 oom "vae_mnist --resume, metrics history" "$vae" \
+    $fast --epochs 37 --max-batches 1 --resume "$tmp/r/checkpoint.safetensors" \
+    --out "$tmp/r"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all out-of-memory checks passed"
