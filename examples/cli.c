@@ -250,11 +250,11 @@ void cli_print_flags(FILE *f, const cli_flag *flags, int n)
     fprintf(f, "  --help, --version\n");
 }
 
-/* The library ran out of memory (tg_out_of_memory): a model or batch too
- * large for this machine, not a bug. One line, no temporary left behind,
- * status 1; _exit, as this may run on any thread, inside a parallel
- * region. */
-static void out_of_memory(const char *message)
+/* The library ran out of memory (tg_out_of_memory, the handler set below),
+ * or a call returned TG_ERR_NOMEM: a model or batch too large for this
+ * machine, not a bug. One line, no temporary left behind, status 1; _exit,
+ * as this may run on any thread, inside a parallel region. */
+void cli_out_of_memory(const char *message)
 {
     tg_atomic_discard_open();
     fflush(stdout);
@@ -279,7 +279,7 @@ bool cli_given(const void *value)
 void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
                      const char *head, const char *foot)
 {
-    tg_set_oom_handler(out_of_memory);
+    tg_set_oom_handler(cli_out_of_memory);
     /* A file-size limit (ulimit -f) reached: the write fails (EFBIG) and
      * takes the write-error path (one line, status 1, no temporary), as a
      * full disk does, instead of SIGXFSZ killing without a word. */

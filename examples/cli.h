@@ -24,6 +24,16 @@ __attribute__((noreturn, format(printf, 1, 2)))
 #endif
 void cli_usage_error(const char *fmt, ...);
 
+/* Running out of memory: "<prog>: <message> (the model or the batch is too
+ * large for this machine's memory)", the temporaries open removed, exit
+ * status 1. The library's out-of-memory handler (set by cli_parse_flags),
+ * and the way out for a call that returned TG_ERR_NOMEM (message:
+ * tg_errmsg()), which is not bad input. */
+#if defined(__GNUC__)
+__attribute__((noreturn))
+#endif
+void cli_out_of_memory(const char *message);
+
 /* Whole-string parses; a value out of [lo, hi] or with trailing junk is a
  * usage error naming the flag. */
 int cli_int(const char *flag, const char *s, long lo, long hi);

@@ -578,9 +578,12 @@ static bool score_set(tg_tape *tp, const tg_vae *vae, scored *s,
         const float *x = s->images + (size_t)i * input;
         for (int p = 0; p < input; p++)
             bytes[p] = (uint8_t)lrintf(x[p] * 255.0f);
-        if (have_L &&
-            tg_complexity_bits(bytes, (size_t)input, &s->L[i]) != TG_OK)
+        tg_status st =
+            have_L ? tg_complexity_bits(bytes, (size_t)input, &s->L[i]) : TG_OK;
+        if (st == TG_ERR_UNSUPPORTED) /* no zlib */
             have_L = false;
+        else if (st != TG_OK) /* out of memory: not "this build has no zlib" */
+            cli_out_of_memory(tg_errmsg());
         if (!have_L)
             s->L[i] = NAN;
         s->nll_bits[i] = -s->log_px[i] / log(2.0);

@@ -383,6 +383,8 @@ tg_status tg_complexity_bits(const uint8_t *bytes, size_t n, double *bits)
                         n);
     int rc = compress2(buf, &cap, bytes, (uLong)n, 9);
     free(buf);
+    if (rc == Z_MEM_ERROR)
+        return tg_error(TG_ERR_NOMEM, "complexity: out of memory in zlib");
     if (rc != Z_OK)
         return tg_error(TG_ERR_NOMEM, "complexity: zlib compress2 failed (%d)",
                         rc);

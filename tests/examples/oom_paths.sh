@@ -4,13 +4,14 @@
 # zlib makes, fail. Each run must end as the library's out of memory does:
 # one line "<prog>: ... out of memory ...", exit status 1, no temporary
 # left, never a segfault or "bad input" (2).
-# usage: oom_paths.sh VAE_MNIST MLP_MNIST BNN_MNIST SHIM MNIST_DIR
+# usage: oom_paths.sh VAE_MNIST VAE_SCORE MLP_MNIST BNN_MNIST SHIM MNIST_DIR
 set -u
 vae=$1
-mlp=$2
-bnn=$3
-shim=$4
-mnist=$5
+score=$2
+mlp=$3
+bnn=$4
+shim=$5
+mnist=$6
 . "$(dirname "$0")/lib.sh"
 
 # oom WHAT PROG ARGS...: PROG under the shim (TG_FAIL_ALLOC_* set by the
@@ -46,6 +47,14 @@ expect 0 "$vae" $fast --epochs 1 --out "$tmp/r"
 TG_FAIL_ALLOC_SIZE=5400 oom "vae_mnist --resume, metrics history" "$vae" \
     $fast --epochs 37 --max-batches 1 --resume "$tmp/r/checkpoint.safetensors" \
     --out "$tmp/r"
+
+# vae_score's complexity L(x) (zlib's compress2) out of memory: it had
+# said "unavailable (this build has no zlib)" and exited 0 without the
+# S(x), two-sided and DoSE scores. The data is raw IDX: zlib reads none.
+TG_FAIL_ALLOC_FROM=libz.so oom "vae_score, complexity" "$score" \
+    --checkpoint "$tmp/r/checkpoint.safetensors" --data "$small" \
+    --ref-images 20 --iwae-k 2 --bootstrap 10 --max-images 20 --samples 2 \
+    --threads 1 --out "$tmp/s"
 
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all out-of-memory checks passed"
