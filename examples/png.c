@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tapegrad.h"
 #include "tg_config.h"
 #ifdef TG_HAVE_ZLIB
 #include <zlib.h>
@@ -74,7 +75,7 @@ static uint8_t *deflate_stored(const uint8_t *raw, size_t n, size_t *out_n)
     size_t blocks = n / 65535 + 1;
     uint8_t *out = malloc(2 + blocks * 5 + n + 4);
     if (!out)
-        return NULL;
+        tg_out_of_memory("png", "out of memory for %zu bytes", n);
     size_t o = 0;
     out[o++] = 0x78;
     out[o++] = 0x01;
@@ -102,11 +103,14 @@ static uint8_t *deflate_any(const uint8_t *raw, size_t n, size_t *out_n,
     if (compress_it) {
         uLongf cap = compressBound((uLong)n);
         uint8_t *out = malloc(cap);
-        if (out && compress2(out, &cap, raw, (uLong)n, 9) == Z_OK) {
+        int rc = out ? compress2(out, &cap, raw, (uLong)n, 9) : Z_MEM_ERROR;
+        if (rc == Z_OK) {
             *out_n = cap;
             return out;
         }
         free(out);
+        if (rc == Z_MEM_ERROR)
+            tg_out_of_memory("png", "out of memory compressing %zu bytes", n);
         return NULL;
     }
 #else
@@ -127,7 +131,7 @@ bool png_write_ex(FILE *f, int w, int h, int channels, const uint8_t *pixels,
     size_t stride = row + 1, n = stride * (size_t)h;
     uint8_t *raw = malloc(n);
     if (!raw)
-        return false;
+        tg_out_of_memory("png", "out of memory for a %dx%d image", w, h);
     for (int y = 0; y < h; y++) {
         raw[(size_t)y * stride] = 0;
         memcpy(raw + (size_t)y * stride + 1, pixels + (size_t)y * row, row);

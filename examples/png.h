@@ -11,7 +11,8 @@
 
 /* Writes w x h pixels of channels bytes each (1: gray, 0 = black; 3: RGB),
  * row-major, to f (see cli_out_open). Returns false with errno set when
- * something could not be written. */
+ * something could not be written; out of memory is tg_out_of_memory's (the
+ * program's handler), not a write that failed. */
 bool png_write(FILE *f, int w, int h, int channels, const uint8_t *pixels);
 /* The same, choosing the encoding: stored blocks when compress is false. */
 bool png_write_ex(FILE *f, int w, int h, int channels, const uint8_t *pixels,

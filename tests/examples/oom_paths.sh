@@ -48,6 +48,11 @@ TG_FAIL_ALLOC_SIZE=5400 oom "vae_mnist --resume, metrics history" "$vae" \
     $fast --epochs 37 --max-batches 1 --resume "$tmp/r/checkpoint.safetensors" \
     --out "$tmp/r"
 
+# vae_mnist's pictures (zlib's compress2 in the PNG writer) out of memory:
+# "cannot write reconstructions.png: write failed", as if the disk had failed
+TG_FAIL_ALLOC_FROM=libz.so oom "vae_mnist, PNG" "$vae" $fast --epochs 1 \
+    --out "$tmp/p"
+
 # vae_score's complexity L(x) (zlib's compress2) out of memory: it had
 # said "unavailable (this build has no zlib)" and exited 0 without the
 # S(x), two-sided and DoSE scores. The data is raw IDX: zlib reads none.
