@@ -266,9 +266,21 @@ static void run_method(int method, const options *o,
 
 /* ---- data and output --------------------------------------------------- */
 
+/* The OOD set at path; out of memory is not bad data. */
+static tg_status load_ood(const char *path, tg_dataset *ds)
+{
+    tg_status st = tg_idx_images_load(path, false, ds);
+    if (st == TG_ERR_NOMEM)
+        cli_out_of_memory(tg_errmsg());
+    return st;
+}
+
 static bool load(const char *dir, bool train, tg_dataset *ds)
 {
-    if (tg_mnist_load(dir, train, ds) != TG_OK) {
+    tg_status st = tg_mnist_load(dir, train, ds);
+    if (st == TG_ERR_NOMEM) /* not bad data */
+        cli_out_of_memory(tg_errmsg());
+    if (st != TG_OK) {
         cli_error("%s", tg_errmsg());
         return false;
     }
@@ -341,7 +353,7 @@ static int load_data(const options *o, tg_dataset *train_set,
             }
     if (o->no_ood) {
     } else if (o->ood_given) { /* scored only: labels optional */
-        if (tg_idx_images_load(o->ood, false, ood_set) != TG_OK) {
+        if (load_ood(o->ood, ood_set) != TG_OK) {
             cli_error("%s", tg_errmsg());
             return 2;
         }
@@ -354,7 +366,7 @@ static int load_data(const options *o, tg_dataset *train_set,
     } else if (default_ood_there(o->ood)) {
         /* the default set, not asked for: there, it must be readable (a
          * damaged one, as a truncated file, was skipped in silence) */
-        if (tg_idx_images_load(o->ood, false, ood_set) != TG_OK) {
+        if (load_ood(o->ood, ood_set) != TG_OK) {
             cli_error("%s (the default OOD set; --ood-data none runs "
                       "without one)",
                       tg_errmsg());

@@ -90,6 +90,8 @@ static long read_text(const char *path, int seq, int **ids,
     int fd = open(path, O_RDONLY | O_NONBLOCK);
     struct stat st;
     FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!f && fd >= 0 && errno == ENOMEM) /* the stream's own memory */
+        tg_out_of_memory("text", "%s: out of memory opening it", path);
     if (!f || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         cli_error("%s: %s", path, !f ? strerror(errno) : "not a regular file");
         if (f)
@@ -99,13 +101,14 @@ static long read_text(const char *path, int seq, int **ids,
         return -1;
     }
     unsigned char *buf = malloc(MAX_TEXT + 1);
-    size_t len = buf ? fread(buf, 1, MAX_TEXT + 1, f) : 0;
+    if (!buf) /* not bad text */
+        tg_out_of_memory("text", "%s: out of memory", path);
+    size_t len = fread(buf, 1, MAX_TEXT + 1, f);
     bool err = ferror(f);
     fclose(f);
-    if (!buf || err || len > MAX_TEXT || len < (size_t)seq + 2) {
+    if (err || len > MAX_TEXT || len < (size_t)seq + 2) {
         cli_error("%s: %s", path,
-                  !buf  ? "out of memory"
-                  : err ? "read error"
+                  err ? "read error"
                   : len > MAX_TEXT
                       ? "larger than 16 MB"
                       : "too short for one window (need --seq + 2 bytes)");
@@ -123,11 +126,8 @@ static long read_text(const char *path, int seq, int **ids,
             vocab[(*n_vocab)++] = (unsigned char)b;
         }
     *ids = malloc(len * sizeof **ids);
-    if (!*ids) {
-        cli_error("%s: out of memory", path);
-        free(buf);
-        return -1;
-    }
+    if (!*ids)
+        tg_out_of_memory("text", "%s: out of memory", path);
     for (size_t i = 0; i < len; i++)
         (*ids)[i] = index[buf[i]];
     free(buf);

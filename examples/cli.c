@@ -563,13 +563,16 @@ const char *cli_labels_file(const char *dir, bool train)
 
 bool cli_load_unlabelled(const char *dir, bool train, tg_dataset *ds)
 {
-    struct stat st;
-    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+    struct stat sb;
+    if (stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
         memset(ds, 0, sizeof *ds);
         tg_error(TG_ERR_IO, "%s: not a directory", dir);
         return false;
     }
-    return tg_idx_images_load(dir, train, ds) == TG_OK;
+    tg_status st = tg_idx_images_load(dir, train, ds);
+    if (st == TG_ERR_NOMEM) /* not bad data */
+        cli_out_of_memory(tg_errmsg());
+    return st == TG_OK;
 }
 
 void cli_note_labels(const tg_dataset *ds, const char *dir, bool train,

@@ -245,7 +245,7 @@ const char *cli_labels_file(const char *dir, bool train);
  * as tg_idx_images_load reads a folder, the labels file read when it is
  * there (ds->labels NULL otherwise). dir must be a folder: an images file
  * named itself would be both sets. False on failure, with tg_errmsg()
- * saying why. */
+ * saying why; out of memory ends the process (cli_out_of_memory). */
 struct tg_dataset;
 bool cli_load_unlabelled(const char *dir, bool train, struct tg_dataset *ds);
 

@@ -116,9 +116,13 @@ static tg_status labels_ok(const tg_dataset *ds, const char *dir, bool train)
  * collective); the lowest such rank says why. */
 static bool load_data(const char *dir, tg_dataset *train, tg_dataset *test)
 {
+    tg_status st = tg_mnist_load(dir, true, train);
+    if (st == TG_OK)
+        st = tg_mnist_load(dir, false, test);
+    if (st == TG_ERR_NOMEM) /* not bad data: this rank stops, as on any */
+        cli_out_of_memory(tg_errmsg());
     bool loaded =
-        tg_mnist_load(dir, true, train) == TG_OK &&
-        tg_mnist_load(dir, false, test) == TG_OK &&
+        st == TG_OK &&
         ((test->rows == train->rows && test->cols == train->cols) ||
          tg_error(TG_ERR_MISMATCH, "%s: train images are %dx%d, test %dx%d",
                   dir, train->rows, train->cols, test->rows,

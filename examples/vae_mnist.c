@@ -123,6 +123,14 @@ void fail_data(void)
     exit(2);
 }
 
+void fail_read(tg_status st)
+{
+    if (st == TG_ERR_NOMEM) /* not bad input */
+        cli_out_of_memory(tg_errmsg());
+    if (st != TG_OK)
+        fail_data();
+}
+
 /* errno says why, when the failing call set it. */
 void fail_write(const char *path)
 {

@@ -80,6 +80,8 @@ void run_free(run *r);
 /* vae_mnist.c */
 /* tg_errmsg(), exit 2 */
 __attribute__((noreturn)) void fail_data(void);
+/* TG_OK: returns; TG_ERR_NOMEM: exit 1; else fail_data */
+void fail_read(tg_status st);
 /* errno's reason, exit 1 */
 __attribute__((noreturn)) void fail_write(const char *path);
 /* Rows [first, first + n) of ds as a tape tensor [n, pixels] (a view). */

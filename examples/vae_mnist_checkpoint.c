@@ -283,8 +283,7 @@ void resume(run *r)
     tg_vae *vae = r->vae;
     /* The metadata first, so a config mismatch is reported as a flag. */
     tg_vae_info info;
-    if (tg_vae_read_info(o->resume, &info) != TG_OK)
-        fail_data();
+    fail_read(tg_vae_read_info(o->resume, &info));
     if (info.cfg.input != vae->cfg.input) {
         cli_error("%s: checkpoint has input %d pixels but "
                   "the images in %s have %d",
@@ -353,8 +352,7 @@ void resume(run *r)
     }
     r->shards = (int)shards;
     tg_meta checked = info.meta; /* what the checks above read */
-    if (tg_vae_load(o->resume, vae, r->opt, &info) != TG_OK)
-        fail_data();
+    fail_read(tg_vae_load(o->resume, vae, r->opt, &info));
     if (!tg_meta_equal(&checked, &info.meta)) {
         cli_error("%s: changed while it was being read (another process "
                   "saving it?): try again",

@@ -196,7 +196,10 @@ static tg_vae *load_model(const char *path, int *holdout, int *rows, int *cols,
 {
     tg_vae *vae;
     tg_vae_info info;
-    if (tg_vae_open(path, &vae, &info) != TG_OK)
+    tg_status st = tg_vae_open(path, &vae, &info);
+    if (st == TG_ERR_NOMEM) /* not a bad checkpoint */
+        cli_out_of_memory(tg_errmsg());
+    if (st != TG_OK)
         fail_data();
     /* An absent 'likelihood' means a Bernoulli only in files from before
      * it; vae_mnist's files with 'shards' (newer) all have it, as its

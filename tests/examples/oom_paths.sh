@@ -4,14 +4,17 @@
 # zlib makes, fail. Each run must end as the library's out of memory does:
 # one line "<prog>: ... out of memory ...", exit status 1, no temporary
 # left, never a segfault or "bad input" (2).
-# usage: oom_paths.sh VAE_MNIST VAE_SCORE MLP_MNIST BNN_MNIST SHIM MNIST_DIR
+# usage: oom_paths.sh VAE_MNIST VAE_SCORE MLP_MNIST BNN_MNIST CHAR_RNN SHIM
+#                     MNIST_DIR TEXT
 set -u
 vae=$1
 score=$2
 mlp=$3
 bnn=$4
-shim=$5
-mnist=$6
+rnn=$5
+shim=$6
+mnist=$7
+text=$8
 . "$(dirname "$0")/lib.sh"
 
 # oom WHAT PROG ARGS...: PROG under the shim (TG_FAIL_ALLOC_* set by the
@@ -60,6 +63,27 @@ TG_FAIL_ALLOC_FROM=libz.so oom "vae_score, complexity" "$score" \
     --checkpoint "$tmp/r/checkpoint.safetensors" --data "$small" \
     --ref-images 20 --iwae-k 2 --bootstrap 10 --max-images 20 --samples 2 \
     --threads 1 --out "$tmp/s"
+
+# Reading the data or a checkpoint out of memory is not bad input (exit 2,
+# "corrupt gzip data" or "Cannot allocate memory"): zlib's allocations fail
+# in gzopen and inflate on the .gz data; a checkpoint's header, by its size
+# (its first 8 bytes, little-endian).
+TG_FAIL_ALLOC_FROM=libz.so oom "mlp_mnist, .gz data" "$mlp" --data "$mnist" \
+    --epochs 1 --max-batches 1 --hidden 8 --threads 1
+TG_FAIL_ALLOC_FROM=libz.so oom "vae_mnist, .gz data" "$vae" --data "$mnist" \
+    --hidden 8 --latent 2 --epochs 1 --max-batches 1 --threads 1 --out "$tmp/g"
+TG_FAIL_ALLOC_FROM=libz.so oom "bnn_mnist, .gz data" "$bnn" --data "$mnist" \
+    --ood-data none --method det --epochs 1 --max-batches 1 --hidden 8 \
+    --threads 1
+header=$(od -An -tu8 -N8 "$tmp/r/checkpoint.safetensors" | tr -d ' ')
+TG_FAIL_ALLOC_SIZE=$header oom "vae_score, checkpoint header" "$score" \
+    --checkpoint "$tmp/r/checkpoint.safetensors" --data "$small" --threads 1 \
+    --out "$tmp/s2"
+TG_FAIL_ALLOC_SIZE=$header oom "vae_mnist --resume, checkpoint header" "$vae" \
+    $fast --epochs 2 --resume "$tmp/r/checkpoint.safetensors" --out "$tmp/r"
+# char_rnn's text buffer (16 MB + 1): it had exited 2, as for bad text
+TG_FAIL_ALLOC_SIZE=16777217 oom "char_rnn, text" "$rnn" --text "$text" \
+    --epochs 1 --steps 1 --hidden 8 --sample 0 --threads 1
 
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all out-of-memory checks passed"
