@@ -191,8 +191,12 @@ tg_status tg_atomic_open(tg_atomic_file *a, const char *path)
         (void)fchmod(fd, old.st_mode & 07777);
     a->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!a->f) {
+        /* ENOMEM: fdopen's stream, out of memory rather than a bad path */
         tg_status st =
-            tg_error(TG_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+            fd >= 0 && errno == ENOMEM
+                ? tg_error(TG_ERR_NOMEM, "%s: out of memory opening it", path)
+                : tg_error(TG_ERR_IO, "cannot write %s: %s", path,
+                           strerror(errno));
         if (fd >= 0) {
             close(fd);
             unlink(a->tmp);

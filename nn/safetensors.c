@@ -557,7 +557,11 @@ tg_status tg_st_open(const char *path, tg_st_file *out)
     int fd = open(path, O_RDONLY | O_NONBLOCK);
     FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
     if (!f) {
-        tg_status st_err = tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+        /* ENOMEM: fdopen's stream, out of memory rather than a bad file */
+        tg_status st_err =
+            errno == ENOMEM && fd >= 0
+                ? tg_error(TG_ERR_NOMEM, "%s: out of memory opening it", path)
+                : tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return st_err;

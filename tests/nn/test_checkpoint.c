@@ -19,6 +19,7 @@
 #include "nn/safetensors.h"
 #include "tg_nn.h"
 
+#include "fail_alloc.h"
 #include "tmpdir.h"
 
 /* A small model: enc.weight [3, 4], enc.bias [3], dec.weight [4, 3]. */
@@ -1428,11 +1429,73 @@ static void non_finite_optimizer_state_is_refused(void **state)
     tg_params_free(ps);
 }
 
+/* Out of memory while loading, at each allocation in turn: the load either
+ * works around it, returns TG_ERR_NOMEM or reaches the out-of-memory
+ * handler, never another status, and a save leaves the file there whole.
+ * fdopen's ENOMEM had been TG_ERR_IO "Cannot allocate memory", which the
+ * examples took for a bad checkpoint (a load) or an unwritable path. */
+static jmp_buf oom_jump;
+static void oom_jumps(const char *message)
+{
+    (void)message;
+    longjmp(oom_jump, 1);
+}
+
+static void out_of_memory_while_loading(void **state)
+{
+    (void)state;
+    if (!FAIL_ALLOC_ACTIVE)
+        skip();
+    tg_params *ps = model(4);
+    tg_optim *opt = adam_with_state(ps, 10);
+    char p[256];
+    snprintf(p, sizeof p, "%s", in_dir("oom.safetensors"));
+    assert_int_equal(tg_checkpoint_save(p, ps, opt, NULL), TG_OK);
+    tg_params *ps2 = model(4);
+    tg_optim *opt2 = tg_adam_new(ps2, 1e-3f);
+    tg_set_oom_handler(oom_jumps);
+    for (long k = 1;; k++) {
+        tg_meta meta;
+        volatile tg_status st = TG_ERR_NOMEM; /* the handler's, on a jump */
+        fail_alloc_arm(k);
+        if (setjmp(oom_jump) == 0)
+            st = tg_checkpoint_load(p, ps2, opt2, &meta);
+        if (!fail_alloc_disarm()) {
+            assert_int_equal(st, TG_OK);
+            break;
+        }
+        if (st != TG_OK && st != TG_ERR_NOMEM)
+            fail_msg("allocation %ld failing: status %d, \"%s\"", k, st,
+                     tg_errmsg());
+    }
+    /* saving over it: the same, and the file there stays whole */
+    for (volatile long k = 1;; k++) {
+        volatile tg_status st = TG_ERR_NOMEM;
+        fail_alloc_arm(k);
+        if (setjmp(oom_jump) == 0)
+            st = tg_checkpoint_save(p, ps2, opt2, NULL);
+        bool came = fail_alloc_disarm();
+        if (st != TG_OK && st != TG_ERR_NOMEM)
+            fail_msg("saving, allocation %ld failing: status %d, \"%s\"", k, st,
+                     tg_errmsg());
+        tg_atomic_discard_open(); /* what the examples' handler does */
+        assert_int_equal(tg_checkpoint_load(p, ps2, opt2, NULL), TG_OK);
+        if (!came)
+            break;
+    }
+    tg_set_oom_handler(NULL);
+    tg_optim_free(opt);
+    tg_optim_free(opt2);
+    tg_params_free(ps);
+    tg_params_free(ps2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip_is_bit_exact),
         cmocka_unit_test(meta_rng_round_trip_and_missing_key),
+        cmocka_unit_test(out_of_memory_while_loading),
         cmocka_unit_test(flipped_metadata_bits_are_found),
         cmocka_unit_test(first_version_checksums_still_verify),
         cmocka_unit_test(non_finite_optimizer_state_is_refused),
