@@ -186,7 +186,7 @@ static void check_position(const run *r, const tg_vae_info *info,
         size_t n = (size_t)o->batch * (size_t)info->cfg.latent;
         float *buf = malloc(n * sizeof *buf);
         if (!buf)
-            fail_write(o->out);
+            tg_out_of_memory("resume", "out of memory");
         tg_rng want;
         tg_rng_seed(&want, o->seed, 1000 + (uint64_t)(pos->epoch + 1));
         for (int64_t b = 0; b < pos->batch; b++)

@@ -47,7 +47,7 @@ static FILE *out_open(out_file *of, const char *path)
     of->path = strdup(path); /* cli_path's buffers are reused */
     of->mem = open_memstream(&of->buf, &of->len);
     if (!of->path || !of->mem)
-        fail_write(path);
+        tg_out_of_memory("outputs", "out of memory comparing %s", path);
     return of->mem;
 }
 
@@ -93,7 +93,7 @@ static void write_grid(const char *path, const float *tiles, int n,
     uint8_t *img =
         png_tile_grid(tiles, n, shape->rows, shape->cols, cols, scale, &w, &h);
     if (!img)
-        fail_write(path);
+        tg_out_of_memory("png", "out of memory for %s", path);
     out_file of;
     out_commit(&of, png_write(out_open(&of, path), w, h, 1, img));
     free(img);
@@ -111,7 +111,7 @@ void write_pictures(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
     bool was = tg_tape_set_recording(tp, false);
     float *tiles = malloc(sizeof(float) * (size_t)pixels * SIDE_N * SIDE_N);
     if (!tiles)
-        fail_write(o->out);
+        tg_out_of_memory("pictures", "out of memory");
 
     int n = COLS * PAIRS <= test->n ? COLS * PAIRS : test->n;
     tg_tape_reset(tp);
@@ -185,7 +185,7 @@ void write_metrics(const options *o, const epoch_stats *hist, int n)
     size_t points = n > 0 ? (size_t)n : 1;
     double *xy = malloc(sizeof(double) * 3 * points);
     if (!xy)
-        fail_write(o->out);
+        tg_out_of_memory("loss.svg", "out of memory");
     for (int i = 0; i < n; i++) {
         xy[i] = hist[i].epoch;
         xy[n + i] = as_written(hist[i].train);

@@ -83,7 +83,7 @@ static void evaluate(run *r, int epoch, epoch_stats *st)
     float *buf = malloc(sizeof(float) * (size_t)chunk * (size_t)latent);
     double *slot = calloc(n_slots, sizeof(double)); /* rec, kl per shard */
     if (!buf || !slot)
-        fail_write(r->o->out);
+        tg_out_of_memory("evaluation", "out of memory");
     for (int i = 0, c = 0; i < test->n; i += chunk, c++) {
         int n = test->n - i < chunk ? test->n - i : chunk;
         tg_rng_fill_normal(&noise, buf, (size_t)n * latent, 0.0f, 1.0f);
@@ -475,7 +475,7 @@ static bool repair_outputs(run *r)
         return false;
     epoch_stats *hist = calloc((size_t)last->epoch + 1, sizeof *hist);
     if (!hist)
-        fail_write(o->out);
+        tg_out_of_memory("metrics", "out of memory for %d epochs", last->epoch);
     int n = read_metrics(o, hist, last->epoch + 1, last->epoch + 1);
     bool stale = n == 0 || hist[n - 1].epoch < last->epoch;
     if (stale)
@@ -580,8 +580,9 @@ void run_setup(run *r, const options *o, const char *argv0)
     r->tp = tg_tape_new();
     r->xbuf = malloc(sizeof(float) * (size_t)o->batch * input);
     r->epsbuf = malloc(sizeof(float) * (size_t)o->batch * o->latent);
-    if (!r->hist || !r->xbuf || !r->epsbuf)
-        fail_write(o->out);
+    if (!r->xbuf || !r->epsbuf)
+        tg_out_of_memory("training batch", "out of memory for --batch %d",
+                         o->batch);
 
     printf("vae_mnist: %d train / %d test images of %dx%d from %s\n",
            r->train.n, r->test.n, r->train.rows, r->train.cols, o->data);

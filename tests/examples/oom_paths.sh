@@ -51,6 +51,11 @@ TG_FAIL_ALLOC_SIZE=5400 oom "vae_mnist --resume, metrics history" "$vae" \
     $fast --epochs 37 --max-batches 1 --resume "$tmp/r/checkpoint.safetensors" \
     --out "$tmp/r"
 
+# vae_mnist's batch buffer (--batch 31 of 784 floats, 97216 bytes): "cannot
+# write OUT: Cannot allocate memory", as if the output folder had failed
+TG_FAIL_ALLOC_SIZE=97216 oom "vae_mnist, batch buffer" "$vae" --data "$small" \
+    --hidden 8 --latent 2 --batch 31 --epochs 1 --threads 1 --out "$tmp/b"
+
 # vae_mnist's pictures (zlib's compress2 in the PNG writer) out of memory:
 # "cannot write reconstructions.png: write failed", as if the disk had failed
 TG_FAIL_ALLOC_FROM=libz.so oom "vae_mnist, PNG" "$vae" $fast --epochs 1 \
