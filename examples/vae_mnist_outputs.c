@@ -250,6 +250,8 @@ int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
         return 0;
     }
     FILE *f = fdopen(fd, "r");
+    if (!f && errno == ENOMEM) /* the earlier epochs were dropped, exit 0 */
+        tg_out_of_memory("metrics", "%s: out of memory reading it", path);
     if (!f) {
         close(fd);
         return 0;

@@ -56,6 +56,15 @@ TG_FAIL_ALLOC_SIZE=5400 oom "vae_mnist --resume, metrics history" "$vae" \
 TG_FAIL_ALLOC_SIZE=97216 oom "vae_mnist, batch buffer" "$vae" --data "$small" \
     --hidden 8 --latent 2 --batch 31 --epochs 1 --threads 1 --out "$tmp/b"
 
+# vae_mnist --resume reading metrics.csv, fdopen out of memory: the
+# earlier epochs' rows were dropped from the new metrics.csv, exit 0
+expect 0 "$vae" $fast --epochs 2 --out "$tmp/m"
+TG_FAIL_ALLOC_AFTER_OPEN=/metrics.csv oom "vae_mnist --resume, metrics.csv" \
+    "$vae" $fast --epochs 3 --resume "$tmp/m/checkpoint.safetensors" \
+    --out "$tmp/m"
+grep -q '^1,' "$tmp/m/metrics.csv" ||
+    fail "vae_mnist --resume out of memory dropped epoch 1 from metrics.csv"
+
 # vae_mnist's pictures (zlib's compress2 in the PNG writer) out of memory:
 # "cannot write reconstructions.png: write failed", as if the disk had failed
 TG_FAIL_ALLOC_FROM=libz.so oom "vae_mnist, PNG" "$vae" $fast --epochs 1 \
