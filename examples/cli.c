@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,6 +257,13 @@ void cli_print_flags(FILE *f, const cli_flag *flags, int n)
  * as this may run on any thread, inside a parallel region. */
 void cli_out_of_memory(const char *message)
 {
+    /* One line: threads of a parallel region may run out together, and
+     * each had printed its line before the first _exit ended them all.
+     * The first says it; the others wait for its _exit. */
+    static atomic_flag said = ATOMIC_FLAG_INIT;
+    if (atomic_flag_test_and_set(&said))
+        for (;;)
+            pause();
     tg_atomic_discard_open();
     fflush(stdout);
     cli_error("%s (the model or the batch is too large for this machine's "
