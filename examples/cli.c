@@ -445,6 +445,8 @@ bool cli_prepare_out_dir(const char *dir)
     tg_remove_stale_temps(dir);
     const char *probe = cli_path(dir, ".write_test");
     FILE *f = fopen(probe, "w");
+    if (!f && errno == ENOMEM) /* its FILE: the folder may be fine */
+        cli_out_of_memory("output folder: out of memory opening a file");
     if (!f || fclose(f) != 0) {
         cli_error("output folder %s is not writable: %s", dir, strerror(errno));
         cli_remove_new_out_dir();
