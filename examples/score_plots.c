@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "svg.h"
+#include "tapegrad.h"
 
 static const char *const palette[10] = {
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -24,8 +25,10 @@ static int cmp_double(const void *a, const void *b)
 static double quantile(const double *v, int n, double q)
 {
     double *s = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    if (!s) /* a NaN here was left out of the range: another axis */
+        tg_out_of_memory("ood_hist", "out of memory (%d scores)", n);
     int m = 0;
-    for (int i = 0; s && i < n; i++)
+    for (int i = 0; i < n; i++)
         if (isfinite(v[i]))
             s[m++] = v[i];
     double r = NAN;
@@ -135,11 +138,11 @@ bool plot_histograms(FILE *f, const char *title, const hist_panel *panels,
         n_sets = HIST_MAX_SETS;
     int rows = (n_panels + COLS - 1) / COLS;
     int w = COLS * (PW + 2 * PAD), h = 70 + rows * (PH + 2 * PAD);
-    double(*fr)[64 + 2] = malloc(sizeof *fr * (size_t)n_sets);
-    if (!fr || bins > 64 || bins < 1) {
-        free(fr);
+    if (bins > 64 || bins < 1)
         return false;
-    }
+    double(*fr)[64 + 2] = malloc(sizeof *fr * (size_t)n_sets);
+    if (!fr)
+        tg_out_of_memory("ood_hist", "out of memory");
     svg_begin(f, w, h, 11, title);
     /* legend */
     double lx = 20;

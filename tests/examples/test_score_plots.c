@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fail_alloc.h"
 #include "score_plots.h"
+#include "tapegrad.h"
 
 /* The panel drawn into memory, NUL-terminated (caller frees). */
 static char *draw(const hist_panel *p, int n_sets)
@@ -76,11 +78,74 @@ static void narrow_range_at_large_magnitude(void **state)
     free(svg);
 }
 
+/* Out of memory while drawing, at each allocation in turn: the picture is
+ * the same, or the out-of-memory handler ends it. A percentile whose copy
+ * could not be made had been NaN, silently left out of the range (another
+ * axis), and the panels' table "false", a write that failed. */
+static jmp_buf oom_jump;
+static void oom_jumps(const char *message)
+{
+    (void)message;
+    longjmp(oom_jump, 1);
+}
+
+/* The panel drawn into f from its start; the bytes written, or -1 when
+ * the out-of-memory handler was called. */
+static long draw_into(FILE *f, const hist_panel *p)
+{
+    static const char *const names[2] = {"in", "ood"};
+    rewind(f);
+    if (setjmp(oom_jump) != 0)
+        return -1;
+    assert_true(plot_histograms(f, "t", p, 1, names, 2, "ood", 10));
+    fflush(f);
+    return ftell(f);
+}
+
+static void out_of_memory_is_not_another_picture(void **state)
+{
+    (void)state;
+    if (!FAIL_ALLOC_ACTIVE)
+        skip();
+    double v[100], w[100];
+    for (int i = 0; i < 100; i++) {
+        v[i] = i;
+        w[i] = 50 + 2 * i;
+    }
+    hist_panel p = {.name = "s", .v = {v, w}, .n = {100, 100}, .auroc = 0.7};
+    static char want[1 << 16], got[1 << 16], fbuf[1 << 16];
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    setvbuf(f, fbuf, _IOFBF, sizeof fbuf); /* writes allocate nothing */
+    long n = draw_into(f, &p);
+    assert_true(n > 0 && n < (long)sizeof want);
+    rewind(f);
+    assert_int_equal(fread(want, 1, (size_t)n, f), n);
+    tg_set_oom_handler(oom_jumps);
+    for (long k = 1;; k++) {
+        fail_alloc_arm(k);
+        long m = draw_into(f, &p);
+        if (!fail_alloc_disarm()) {
+            assert_int_equal(m, n);
+            break;
+        }
+        if (m < 0)
+            continue; /* the handler's */
+        rewind(f);
+        if (m != n || fread(got, 1, (size_t)n, f) != (size_t)n ||
+            memcmp(got, want, (size_t)n) != 0)
+            fail_msg("allocation %ld failing: another picture", k);
+    }
+    tg_set_oom_handler(NULL);
+    fclose(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(overflow_ticks_and_labels),
         cmocka_unit_test(narrow_range_at_large_magnitude),
+        cmocka_unit_test(out_of_memory_is_not_another_picture),
     };
     return cmocka_run_group_tests_name("score_plots", tests, NULL, NULL);
 }
