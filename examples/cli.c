@@ -443,16 +443,26 @@ bool cli_prepare_out_dir(const char *dir)
         return false;
     }
     tg_remove_stale_temps(dir);
-    const char *probe = cli_path(dir, ".write_test");
-    FILE *f = fopen(probe, "w");
-    if (!f && errno == ENOMEM) /* its FILE: the folder may be fine */
-        cli_out_of_memory("output folder: out of memory opening a file");
-    if (!f || fclose(f) != 0) {
+    /* The write test is a temporary of this process, made new and never
+     * through a link (a plain ".write_test" had emptied the file a link of
+     * that name led to, deleted a user's file of that name, and waited
+     * forever on a FIFO there); a killed run's is swept as any temporary. */
+    char probe[64];
+    snprintf(probe, sizeof probe, ".write_test.tapegrad-tmp.%ld",
+             (long)getpid());
+    const char *path = cli_path(dir, probe);
+    const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(path, flags, 0600);
+    if (fd < 0 && errno == EEXIST && unlink(path) == 0)
+        fd = open(path, flags, 0600); /* our pid's: a dead process's */
+    if (fd < 0 || close(fd) != 0) {
         cli_error("output folder %s is not writable: %s", dir, strerror(errno));
+        if (fd >= 0)
+            unlink(path);
         cli_remove_new_out_dir();
         return false;
     }
-    remove(probe);
+    unlink(path);
     return true;
 }
 

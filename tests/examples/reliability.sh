@@ -195,6 +195,28 @@ expect 1 "$vae" $fast --data "$small" --epochs 1 --out "$tmp/o7b"
 grep -q "symbolic link" "$tmp/err" || fail "linked .lock: $(cat "$tmp/err")"
 [ "$(cat "$tmp/victim")" = precious ] || fail "a linked .lock's target was written"
 
+# 7c. the output folder's write test leaves what is in the folder alone: a
+#     user's .write_test (was deleted), a link of that name (its target
+#     was emptied), a FIFO (the run waited forever), a folder (the folder
+#     was refused as "not writable: Is a directory")
+mkdir -p "$tmp/o7c/link" "$tmp/o7c/fifo" "$tmp/o7c/dir/.write_test"
+echo notes >"$tmp/o7c/.write_test"
+ln -s "$tmp/victim" "$tmp/o7c/link/.write_test"
+mkfifo "$tmp/o7c/fifo/.write_test"
+for o in "$tmp/o7c" "$tmp/o7c/link" "$tmp/o7c/fifo" "$tmp/o7c/dir"; do
+    expect 0 timeout 60 "$vae" $fast --data "$small" --epochs 1 --out "$o"
+done
+expect 0 timeout 60 "$score" --checkpoint "$tmp/o7c/checkpoint.safetensors" \
+    --data "$small" --near-ood hflip --iwae-k 2 --max-images 4 --samples 2 \
+    --bootstrap 10 --ref-images 10 --threads 1 --out "$tmp/o7c/fifo"
+[ "$(cat "$tmp/o7c/.write_test" 2>/dev/null)" = notes ] ||
+    fail "a user's .write_test in --out was removed"
+[ "$(cat "$tmp/victim")" = precious ] ||
+    fail "the target of a .write_test link in --out was written"
+[ -p "$tmp/o7c/fifo/.write_test" ] || fail "a .write_test FIFO was removed"
+[ -z "$(find "$tmp/o7c" -name '*tmp.*')" ] ||
+    fail "the write test left $(find "$tmp/o7c" -name '*tmp.*')"
+
 # 8. a failed save leaves the folder consistent: metrics.csv and the
 #    pictures still describe the checkpoint that is there (epoch 1)
 cp "$tmp/o7/checkpoint.safetensors" "$tmp/e1.safetensors"
