@@ -217,6 +217,21 @@ expect 0 timeout 60 "$score" --checkpoint "$tmp/o7c/checkpoint.safetensors" \
 [ -z "$(find "$tmp/o7c" -name '*tmp.*')" ] ||
     fail "the write test left $(find "$tmp/o7c" -name '*tmp.*')"
 
+# 7d. a run that draws no manifold (--latent 3) into the folder of a
+#     --latent 2 run removes its manifold.png (it stayed, next to the new
+#     checkpoint, and passed for this model's); a link of that name goes,
+#     not the file it names
+expect 0 "$vae" --hidden 16 --latent 3 --batch 32 --threads 1 \
+    --data "$small" --epochs 1 --out "$tmp/o7c"
+[ -e "$tmp/o7c/manifold.png" ] &&
+    fail "a --latent 3 run kept the --latent 2 run's manifold.png"
+cp "$tmp/o7c/samples.png" "$tmp/picture.png"
+ln -s "$tmp/picture.png" "$tmp/o7c/manifold.png"
+expect 0 "$vae" --hidden 16 --latent 3 --batch 32 --threads 1 \
+    --data "$small" --epochs 1 --out "$tmp/o7c"
+[ ! -e "$tmp/o7c/manifold.png" ] && [ -s "$tmp/picture.png" ] ||
+    fail "a manifold.png link: not removed, or its target removed"
+
 # 8. a failed save leaves the folder consistent: metrics.csv and the
 #    pictures still describe the checkpoint that is there (epoch 1)
 cp "$tmp/o7/checkpoint.safetensors" "$tmp/e1.safetensors"
