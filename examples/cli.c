@@ -476,6 +476,16 @@ bool cli_check_outputs(const char *dir, const char *const *names, int n)
     return true;
 }
 
+bool cli_remove_stale_output(const char *dir, const char *name, const char *why)
+{
+    const char *path = cli_path(dir, name);
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || unlink(path) == 0)
+        return true;
+    cli_error("cannot remove %s, %s: %s", path, why, strerror(errno));
+    return false;
+}
+
 const char *cli_path(const char *dir, const char *name)
 {
     static char bufs[4][CLI_PATH_MAX];

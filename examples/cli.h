@@ -154,6 +154,15 @@ void cli_remove_new_out_dir(void);
  * replaced", and it returns false. */
 bool cli_check_outputs(const char *dir, const char *const *names, int n);
 
+/* An output of an earlier run that this run does not write (vae_mnist's
+ * manifold.png, vae_score's latent.svg when the latent is not 2-D) is
+ * removed from dir: next to this run's files it passed for this run's.
+ * Only a regular file or a link to one (the link, not the file it names)
+ * goes. On failure prints "<prog>: cannot remove <path>, <why>: ..." and
+ * returns false. */
+bool cli_remove_stale_output(const char *dir, const char *name,
+                             const char *why);
+
 /* "<dir>/<name>" in a static buffer that is reused after 4 calls. */
 const char *cli_path(const char *dir, const char *name);
 

@@ -443,25 +443,6 @@ static void set_shards(run *r)
                   (long long)shards, tg_dist_size() - 1);
 }
 
-/* A manifold.png an earlier run of --latent 2 left in --out, removed by a
- * run of another latent size, which draws none: next to this run's
- * checkpoint and pictures it passed for this model's. Only a regular file
- * or a link to one (the link, not the file it names) goes. */
-static bool remove_stale_manifold(const options *o)
-{
-    const char *path = cli_path(o->out, "manifold.png");
-    struct stat st;
-    if (o->latent == 2 || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-        return true;
-    if (unlink(path) != 0) {
-        cli_error("cannot remove %s, an earlier run's picture (this run's "
-                  "latent size %d draws none): %s",
-                  path, o->latent, strerror(errno));
-        return false;
-    }
-    return true;
-}
-
 /* Locks --out (made if need be) and checks that every output this run
  * writes there can be replaced: an output name taken by what a run cannot
  * replace (a FIFO, a folder) is refused before anything is written. */
@@ -472,7 +453,10 @@ static bool out_ready(const options *o)
         "reconstructions.png",    "samples.png", "manifold.png"};
     return cli_prepare_out_dir(o->out) &&
            cli_check_outputs(o->out, outputs, o->latent == 2 ? 6 : 5) &&
-           remove_stale_manifold(o);
+           (o->latent == 2 ||
+            cli_remove_stale_output(o->out, "manifold.png",
+                                    "an earlier run's picture (this run's "
+                                    "latent is not 2-D)"));
 }
 
 /* A resume with nothing to train from the checkpoint of --out itself,

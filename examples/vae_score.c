@@ -672,7 +672,11 @@ int main(int argc, char **argv)
                                           "scores.csv",      "latent.svg"};
     int n_outputs = in.vae->cfg.latent == 2 ? 6 : 5;
     if (!cli_prepare_out_dir(o.out) ||
-        !cli_check_outputs(o.out, outputs, n_outputs)) {
+        !cli_check_outputs(o.out, outputs, n_outputs) ||
+        (n_outputs == 5 &&
+         !cli_remove_stale_output(o.out, "latent.svg",
+                                  "an earlier run's picture (this "
+                                  "checkpoint's latent is not 2-D)"))) {
         free_sets(&sl);
         free_inputs(&in);
         return 1;

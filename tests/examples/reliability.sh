@@ -231,6 +231,16 @@ expect 0 "$vae" --hidden 16 --latent 3 --batch 32 --threads 1 \
     --data "$small" --epochs 1 --out "$tmp/o7c"
 [ ! -e "$tmp/o7c/manifold.png" ] && [ -s "$tmp/picture.png" ] ||
     fail "a manifold.png link: not removed, or its target removed"
+# ... and so does vae_score's latent.svg, drawn for a 2-D latent only
+score7d="--data $small --near-ood hflip --iwae-k 2 --max-images 4 --samples 2
+    --bootstrap 10 --ref-images 10 --threads 1 --out $tmp/o7d"
+# shellcheck disable=SC2086
+expect 0 "$score" --checkpoint "$tmp/o7c/fifo/checkpoint.safetensors" $score7d
+[ -s "$tmp/o7d/latent.svg" ] || fail "vae_score of a 2-D latent: no latent.svg"
+# shellcheck disable=SC2086
+expect 0 "$score" --checkpoint "$tmp/o7c/checkpoint.safetensors" $score7d
+[ -e "$tmp/o7d/latent.svg" ] &&
+    fail "vae_score of a 3-D latent kept a 2-D latent's latent.svg"
 
 # 8. a failed save leaves the folder consistent: metrics.csv and the
 #    pictures still describe the checkpoint that is there (epoch 1)
