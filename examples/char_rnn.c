@@ -106,9 +106,14 @@ static long read_text(const char *path, int seq, int **ids,
     size_t len = fread(buf, 1, MAX_TEXT + 1, f);
     bool err = ferror(f);
     fclose(f);
-    if (err || len > MAX_TEXT || len < (size_t)seq + 2) {
+    /* fewer bytes than the file held when opened: it was truncated (or
+     * rewritten) while being read, and a prefix of it had trained without
+     * a word. (/proc files say 0 bytes: only a size given is held to.) */
+    bool shrank = !err && len <= MAX_TEXT && (off_t)len < st.st_size;
+    if (err || len > MAX_TEXT || shrank || len < (size_t)seq + 2) {
         cli_error("%s: %s", path,
-                  err ? "read error"
+                  err      ? "read error"
+                  : shrank ? "file shrank while reading"
                   : len > MAX_TEXT
                       ? "larger than 16 MB"
                       : "too short for one window (need --seq + 2 bytes)");
