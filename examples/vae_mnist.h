@@ -96,7 +96,9 @@ void write_metrics(const options *o, const epoch_stats *hist, int n);
  * nothing. */
 bool outputs_differ(tg_tape *tp, const tg_vae *vae, const tg_dataset *test,
                     const options *o, const epoch_stats *hist, int n);
-int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap);
+int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap,
+                 const epoch_stats *last);
+void metrics_row(const epoch_stats *s, char *buf, size_t size);
 
 /* vae_mnist_checkpoint.c */
 void resume(run *r); /* rank 0: --resume into r, checked */

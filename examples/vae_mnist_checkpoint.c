@@ -386,9 +386,7 @@ static void save_last_row(const run *r, tg_meta *extra)
         return;
     const epoch_stats *s = &r->hist[r->n_hist - 1];
     char row[256];
-    snprintf(row, sizeof row, "%d,%lld,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f", s->epoch,
-             (long long)s->step, s->train, s->train_rec, s->train_kl, s->test,
-             s->test_rec, s->test_kl);
+    metrics_row(s, row, sizeof row);
     tg_meta_set(extra, LAST_ROW, row);
 }
 

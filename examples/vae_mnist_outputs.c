@@ -224,10 +224,37 @@ static bool plausible_row(const epoch_stats *s, long long step, int last)
     return s->epoch > last && step >= 0;
 }
 
+/* A metrics.csv row as the file has it, less the timing:
+ * "epoch,step,train,rec,kl,test,rec,kl". */
+void metrics_row(const epoch_stats *s, char *buf, size_t size)
+{
+    snprintf(buf, size, "%d,%lld,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f", s->epoch,
+             (long long)s->step, s->train, s->train_rec, s->train_kl, s->test,
+             s->test_rec, s->test_kl);
+}
+
+/* Whether rows (n of them) may be the history of the checkpoint whose last
+ * epoch's row is last (epoch 0: a checkpoint without it): their row of
+ * that epoch, when there, is the checkpoint's own. */
+static bool same_run(const epoch_stats *rows, int n, const epoch_stats *last)
+{
+    char a[256], b[256];
+    for (int i = 0; last && last->epoch > 0 && i < n; i++)
+        if (rows[i].epoch == last->epoch) {
+            metrics_row(&rows[i], a, sizeof a);
+            metrics_row(last, b, sizeof b);
+            return strcmp(a, b) == 0;
+        }
+    return true;
+}
+
 /* Rows of an earlier run's metrics.csv before first_epoch, so a resumed run
  * keeps its curves; rows that are not plausible_row are left out. A missing
- * file gives none. */
-int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
+ * file gives none, and so does another run's (its row of the last epoch of
+ * the checkpoint resumed, last, is not the checkpoint's): its epochs had
+ * been kept before this run's, one curve of two runs, with no word. */
+int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap,
+                 const epoch_stats *last)
 {
     /* O_NONBLOCK: a FIFO opens at once instead of waiting for a writer.
      * Anything but a regular file (a FIFO, a link to /dev/zero) is not a
@@ -272,5 +299,12 @@ int read_metrics(const options *o, epoch_stats *hist, int first_epoch, int cap)
         }
     }
     fclose(f);
+    if (!same_run(hist, n, last)) {
+        if (tg_dist_rank() == 0)
+            cli_error("note: %s is another run's (its epoch %d row is not the "
+                      "checkpoint's): its rows are not kept",
+                      path, last->epoch);
+        return 0;
+    }
     return n;
 }

@@ -480,7 +480,7 @@ static bool repair_outputs(run *r)
     epoch_stats *hist = calloc((size_t)last->epoch + 1, sizeof *hist);
     if (!hist)
         tg_out_of_memory("metrics", "out of memory for %d epochs", last->epoch);
-    int n = read_metrics(o, hist, last->epoch + 1, last->epoch + 1);
+    int n = read_metrics(o, hist, last->epoch + 1, last->epoch + 1, last);
     bool stale = n == 0 || hist[n - 1].epoch < last->epoch;
     if (stale)
         hist[n++] = *last;
@@ -574,7 +574,8 @@ void run_setup(run *r, const options *o, const char *argv0)
     r->hist = calloc(2 * (size_t)o->epochs + 1, sizeof *r->hist);
     if (!r->hist) /* before read_metrics fills it */
         tg_out_of_memory("metrics", "out of memory for %d epochs", o->epochs);
-    r->n_hist = read_metrics(o, r->hist, (int)r->pos.epoch + 1, o->epochs);
+    r->n_hist = read_metrics(o, r->hist, (int)r->pos.epoch + 1, o->epochs,
+                             &r->resumed_row);
     /* the checkpoint's last epoch, when metrics.csv lacks it (the run that
      * saved the checkpoint stopped before writing metrics.csv) */
     const epoch_stats *last = &r->resumed_row;

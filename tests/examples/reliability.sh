@@ -585,5 +585,27 @@ expect 0 "$vae" $fast --data "$big" --epochs 2 --out "$tmp/o16b" \
 grep -q "nothing to train, nothing written" "$tmp/out" ||
     fail "a complete folder after a repair: $(cat "$tmp/out")"
 
+# 24. a resume into a folder whose metrics.csv is another run's (its row of
+#     the checkpoint's last epoch is not the checkpoint's) keeps none of its
+#     rows, with a note: its epochs were kept before this run's, one curve
+#     of two runs, exit 0 without a word
+expect 0 "$vae" $fast --data "$small" --epochs 3 --out "$tmp/o24a"
+expect 0 "$vae" $fast --data "$small" --epochs 2 --seed 2 --out "$tmp/o24b"
+cp "$tmp/o24b/checkpoint.safetensors" "$tmp/b2.safetensors"
+expect 0 "$vae" $fast --data "$small" --epochs 3 --seed 2 \
+    --resume "$tmp/b2.safetensors" --out "$tmp/o24a"
+grep -q "metrics.csv is another run's" "$tmp/err" ||
+    fail "another run's metrics.csv: no note: $(cat "$tmp/err")"
+[ "$(cut -d, -f1 "$tmp/o24a/metrics.csv" | tr '\n' ' ')" = "epoch 2 3 " ] &&
+    [ "$(sed -n 2p "$tmp/o24a/metrics.csv" | cut -d, -f1-8)" = \
+        "$(sed -n 3p "$tmp/o24b/metrics.csv" | cut -d, -f1-8)" ] ||
+    fail "another run's rows kept: $(cat "$tmp/o24a/metrics.csv")"
+# (its own folder: every row kept, no note)
+expect 0 "$vae" $fast --data "$small" --epochs 3 --seed 2 \
+    --resume "$tmp/b2.safetensors" --out "$tmp/o24b"
+[ -s "$tmp/err" ] && fail "a resume in its own folder: $(cat "$tmp/err")"
+[ "$(cut -d, -f1 "$tmp/o24b/metrics.csv" | tr '\n' ' ')" = "epoch 1 2 3 " ] ||
+    fail "a resume in its own folder: $(cat "$tmp/o24b/metrics.csv")"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all reliability checks passed"
