@@ -5,11 +5,13 @@
 #include "tg_config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #ifdef TG_HAVE_ZLIB
 #include <zlib.h>
 #endif
@@ -133,36 +135,54 @@ static uint32_t be32(const uint8_t *p)
            (uint32_t)p[3];
 }
 
+/* The file is opened first, then checked (fstat of what was opened): a
+ * stat of the path, then an fopen, had opened what was there by then, and
+ * a FIFO renamed over the file in between made the open wait for a writer
+ * for ever. O_NONBLOCK: such a FIFO opens at once and is refused. */
 static tg_status open_source(const char *path, source *s, off_t *raw_size)
 {
     struct stat st;
     memset(s, 0, sizeof *s);
     s->path = path;
-    if (stat(path, &st) != 0)
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode))
-        return tg_error(TG_ERR_IO, "%s: is a directory, not an IDX file", path);
-    if (!S_ISREG(st.st_mode))
-        return tg_error(TG_ERR_IO, "%s: not a regular file", path);
+    tg_status status = TG_OK;
+    if (fstat(fd, &st) != 0)
+        status = tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+    else if (S_ISDIR(st.st_mode))
+        status =
+            tg_error(TG_ERR_IO, "%s: is a directory, not an IDX file", path);
+    else if (!S_ISREG(st.st_mode))
+        status = tg_error(TG_ERR_IO, "%s: not a regular file", path);
+    if (status != TG_OK) {
+        close(fd);
+        return status;
+    }
     *raw_size = st.st_size;
     if (ends_with(path, ".gz")) {
 #ifdef TG_HAVE_ZLIB
         errno = 0;
-        s->gz = gzopen(path, "rb");
-        if (!s->gz)
-            return open_failure(path, errno);
-        return TG_OK;
+        s->gz = gzdopen(fd, "rb");
+        if (!s->gz) {
+            status = open_failure(path, errno);
+            close(fd);
+        }
+        return status;
 #else
+        close(fd);
         return tg_error(TG_ERR_UNSUPPORTED,
                         "%s: reading .gz needs zlib, which this build lacks "
                         "(gunzip the file or rebuild with zlib)",
                         path);
 #endif
     }
-    s->f = fopen(path, "rb");
-    if (!s->f)
-        return open_failure(path, errno);
-    return TG_OK;
+    s->f = fdopen(fd, "rb");
+    if (!s->f) {
+        status = open_failure(path, errno);
+        close(fd);
+    }
+    return status;
 }
 
 /* Reads magic and dims; *payload = product of dims, overflow-checked. */

@@ -70,5 +70,27 @@ for at in 1 2 3; do
         fail "vae_score, swap at open $at: exit $st: $(cat "$tmp/err")"
     echo "ok: vae_score, swap at open $at: exit $st"
 done
+# An IDX file replaced by a FIFO right after a stat of it (the shim renames
+# the FIFO over it then): a refusal or a run on the file it opened, never a
+# wait for a writer (the IDX reader checked the path with stat, then opened
+# it: the open of the FIFO waited for ever)
+for at in 1 2 3; do
+    rm -rf "$tmp/fd" "$tmp/o"
+    cp -r "$small" "$tmp/fd"
+    mkfifo "$tmp/fifo"
+    TG_SWAP_AFTER_STAT=1 TG_SWAP_PATH="$tmp/fd/train-images-idx3-ubyte" \
+        TG_SWAP_SRC="$tmp/fifo" TG_SWAP_AT=$at LD_PRELOAD="$shim" \
+        timeout 60 "$vae" --data "$tmp/fd" --hidden 16 --latent 2 --batch 32 \
+        --threads 1 --epochs 1 --out "$tmp/o" >"$tmp/out" 2>"$tmp/err"
+    st=$?
+    rm -f "$tmp/fifo"
+    if [ "$st" -eq 0 ] || { [ "$st" -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] &&
+        grep -q 'train-images-idx3-ubyte: not a regular file' "$tmp/err"; }; then
+        echo "ok: a FIFO renamed over the images after stat $at: exit $st"
+    else
+        fail "a FIFO renamed over the images after stat $at: exit $st: $(cat "$tmp/err")"
+    fi
+done
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all swap checks passed"
