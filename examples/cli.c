@@ -368,25 +368,42 @@ void cli_parse_flags(int argc, char **argv, const cli_flag *flags, int n,
         cli_usage_error("unexpected argument '%s'", argv[optind]);
 }
 
-static bool mkdir_p(const char *dir)
+enum { CLI_PATH_MAX = 4096, CLI_NAME_MAX = 96 }; /* cli_path's buffers */
+
+/* mkdir -p dir, dir without trailing slashes. *made: the length of the
+ * shallowest folder of dir this call created, when it created each one
+ * below it as well; 0 when dir was there (or another process made part of
+ * the way in the meantime: not ours to remove). */
+static bool mkdir_p(const char *dir, size_t *made)
 {
-    char buf[4096];
+    char buf[CLI_PATH_MAX];
+    *made = 0;
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
         errno = ENAMETOOLONG;
         return false;
     }
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
+    if (!buf[0]) {
+        errno = ENOENT;
+        return false;
+    }
+    for (char *p = buf + 1;; p++) {
+        bool end = *p == '\0';
+        if (!end && (*p != '/' || p[-1] == '/'))
             continue;
         *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        if (mkdir(buf, 0777) == 0) {
+            if (!*made)
+                *made = (size_t)(p - buf);
+        } else if (errno == EEXIST) {
+            *made = 0;
+        } else {
             return false;
+        }
+        if (end)
+            return true;
         *p = '/';
     }
-    return mkdir(buf, 0777) == 0 || errno == EEXIST;
 }
-
-enum { CLI_PATH_MAX = 4096, CLI_NAME_MAX = 96 }; /* cli_path's buffers */
 
 bool cli_check_out_dir(const char *dir)
 {
@@ -404,18 +421,40 @@ bool cli_check_out_dir(const char *dir)
     return true;
 }
 
-/* The folder cli_prepare_out_dir created (it was not there before) and its
- * .lock: a stop or a late refusal removes it when nothing else is in it
- * (rmdir fails otherwise), so a run that wrote nothing leaves nothing. Set
- * before the handlers can read them. */
-static char new_dir[CLI_PATH_MAX], new_dir_lock[CLI_PATH_MAX];
-static volatile sig_atomic_t have_new_dir;
+/* The folder cli_prepare_out_dir created, and the parents it made for it
+ * (new_dir[0, new_dir_top) is the shallowest; 0: it created none): a stop
+ * or a late refusal removes them while nothing else is in them (rmdir fails
+ * otherwise), with the .lock when this run holds it (new_dir_locked), so a
+ * run that wrote nothing leaves nothing. A folder that was there before is
+ * never recorded: only what this process's own mkdir made. Set before the
+ * handlers can read them. */
+static char new_dir[CLI_PATH_MAX];
+static volatile sig_atomic_t new_dir_top, new_dir_locked;
 
 void cli_remove_new_out_dir(void) /* async-signal-safe */
 {
-    if (have_new_dir) {
-        unlink(new_dir_lock);
-        rmdir(new_dir);
+    size_t top = (size_t)new_dir_top, n = 0;
+    if (!top)
+        return;
+    char path[CLI_PATH_MAX];
+    for (; new_dir[n]; n++)
+        path[n] = new_dir[n];
+    if (new_dir_locked) { /* the lock is ours: nobody else's run is here */
+        const char *lock = "/.lock";
+        size_t i = 0;
+        for (; lock[i]; i++)
+            path[n + i] = lock[i];
+        path[n + i] = '\0';
+        unlink(path);
+    }
+    path[n] = '\0';
+    /* the folder, then each parent made for it, deepest first */
+    while (n >= top && rmdir(path) == 0) {
+        while (n > 0 && path[n - 1] != '/')
+            n--;
+        while (n > 1 && path[n - 1] == '/')
+            n--;
+        path[n] = '\0';
     }
 }
 
@@ -423,16 +462,22 @@ bool cli_prepare_out_dir(const char *dir)
 {
     if (!cli_check_out_dir(dir))
         return false;
+    /* cli_check_out_dir bounded the length */
+    char clean[CLI_PATH_MAX];
+    snprintf(clean, sizeof clean, "%s", dir);
+    for (size_t n = strlen(clean); n > 1 && clean[n - 1] == '/';)
+        clean[--n] = '\0';
+    size_t made;
     struct stat st;
-    if (lstat(dir, &st) != 0 && errno == ENOENT && !have_new_dir) {
-        /* cli_check_out_dir bounded the length */
-        snprintf(new_dir, sizeof new_dir, "%s", dir);
-        snprintf(new_dir_lock, sizeof new_dir_lock, "%s/.lock", dir);
-        have_new_dir = 1;
-    }
-    if (!mkdir_p(dir) || stat(dir, &st) != 0) {
+    if (!mkdir_p(clean, &made) || stat(dir, &st) != 0) {
         cli_error("cannot create output folder %s: %s", dir, strerror(errno));
         return false;
+    }
+    bool ours = made && !new_dir_top; /* (a second call's: not recorded) */
+    if (ours) {
+        memcpy(new_dir, clean, sizeof new_dir);
+        atomic_signal_fence(memory_order_seq_cst); /* the path, then the flag */
+        new_dir_top = (sig_atomic_t)made;
     }
     if (!S_ISDIR(st.st_mode)) {
         cli_error("output path %s is not a folder", dir);
@@ -440,8 +485,11 @@ bool cli_prepare_out_dir(const char *dir)
     }
     if (tg_dir_lock(dir) != TG_OK) {
         fprintf(stderr, "%s: %s\n", cli_prog, tg_errmsg());
+        if (ours) /* not its .lock: another run's */
+            cli_remove_new_out_dir();
         return false;
     }
+    new_dir_locked = ours;
     tg_remove_stale_temps(dir);
     /* The write test is a temporary of this process, made new and never
      * through a link (a plain ".write_test" had emptied the file a link of

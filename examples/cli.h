@@ -140,8 +140,9 @@ bool cli_check_out_dir(const char *dir);
  * temporaries of killed runs, and proves it is writable. On failure prints
  * "<prog>: ..." and returns false. */
 bool cli_prepare_out_dir(const char *dir);
-/* When cli_prepare_out_dir created its folder and nothing but the .lock is
- * in it yet, removes the folder (async-signal-safe); otherwise does nothing.
+/* When cli_prepare_out_dir created its folder (and parents, as mkdir -p)
+ * and nothing but the .lock is in it yet, removes the folder and those
+ * parents left empty (async-signal-safe); otherwise does nothing.
  * For bad input found after the folder was prepared; a stop signal
  * (cli_stop_cleanly, the second Ctrl-C of cli_catch_sigint) does it too. */
 void cli_remove_new_out_dir(void);

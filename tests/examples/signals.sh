@@ -168,38 +168,47 @@ closed "$vae" $fast --data "$small" --epochs 1 --out "$tmp/closed_vae"
 closed "$bnn" $bnn_quick --out "$tmp/closed_bnn"
 
 # 5. stopped (SIGTERM) before writing anything, in an --out folder the run
-#    created: the folder is removed, as bad input found late removes it;
-#    one that was there before stays (vae_score and bnn_mnist left the new
-#    folder holding only their .lock). The signal comes at the unlink of
-#    the writability probe, the last step of preparing the folder.
-# stopped_early PROG ARGS... (ARGS end with --out DIR)
+#    created: the folder is removed, and the parents it made for it (as
+#    mkdir -p), as bad input found late removes them; folders that were
+#    there before stay (vae_score and bnn_mnist left the new folder holding
+#    only their .lock, and the new parents of a nested --out). The signal
+#    comes at the unlink of the writability probe, the last step of
+#    preparing the folder.
+# stopped_early PROG ARGS... (ARGS end with --out TOP/new/out): TOP absent,
+# TOP there (TOP stays, TOP/new goes), TOP/new/out there (it stays)
 stopped_early() {
     name=$(basename "$1")
     eval "out=\${$#}"
-    for pre in new existing; do
-        rm -rf "$out"
-        [ "$pre" = new ] || mkdir "$out"
+    top=${out%/new/out}
+    for pre in none top out; do
+        rm -rf "$top"
+        case $pre in
+        top) mkdir "$top" ;;
+        out) mkdir -p "$out" ;;
+        esac
         ASAN_OPTIONS=$(asan_no_leaks) strace -f -o /dev/null \
             -e trace=unlink,unlinkat \
             -e inject=unlink,unlinkat:signal=SIGTERM:when=1 "$@" \
             >/dev/null 2>"$tmp/err"
         st=$?
         if [ "$st" -ne 143 ]; then
-            fail "$name, SIGTERM while preparing --out ($pre), exited $st: $(cat "$tmp/err")"
-        elif [ "$pre" = new ] && [ -e "$out" ]; then
-            fail "$name, SIGTERM while preparing --out (new), left: $(ls -A "$out")"
-        elif [ "$pre" = existing ] && [ ! -d "$out" ]; then
-            fail "$name, SIGTERM while preparing --out (existing) removed it"
+            fail "$name, SIGTERM while preparing --out ($pre there), exited $st: $(cat "$tmp/err")"
+        elif [ "$pre" = none ] && [ -e "$top" ]; then
+            fail "$name, SIGTERM while preparing a new --out left: $(find "$top")"
+        elif [ "$pre" = top ] && { [ ! -d "$top" ] || [ -e "$top/new" ]; }; then
+            fail "$name, SIGTERM while preparing --out ($pre there) left: $(find "$top")"
+        elif [ "$pre" = out ] && [ ! -d "$out" ]; then
+            fail "$name, SIGTERM while preparing --out (there before) removed it"
         else
-            echo "ok: $name, SIGTERM while preparing --out ($pre) -> $st"
+            echo "ok: $name, SIGTERM while preparing --out ($pre there) -> $st"
         fi
     done
 }
 if strace -f -o /dev/null -e trace=unlink true 2>/dev/null; then
     # shellcheck disable=SC2086
-    stopped_early "$score" $score_args --out "$tmp/early_score"
+    stopped_early "$score" $score_args --out "$tmp/early_score/new/out"
     # shellcheck disable=SC2086
-    stopped_early "$bnn" $bnn_quick --out "$tmp/early_bnn"
+    stopped_early "$bnn" $bnn_quick --out "$tmp/early_bnn/new/out"
 else
     echo "skip: strace cannot trace here (the early-stop case)"
 fi
