@@ -247,8 +247,16 @@ static void load_data(tg_dataset *ds, const char *dir, bool train, bool ood,
 {
     const tg_vae *vae = in->vae;
     /* no set needs labels; an OOD set may be an images file */
-    if (!(ood ? tg_idx_images_load(dir, false, ds) == TG_OK
-              : cli_load_unlabelled(dir, train, ds))) {
+    bool loaded;
+    if (ood) {
+        tg_status st = tg_idx_images_load(dir, false, ds);
+        if (st == TG_ERR_NOMEM) /* not bad data */
+            cli_out_of_memory(tg_errmsg());
+        loaded = st == TG_OK;
+    } else {
+        loaded = cli_load_unlabelled(dir, train, ds);
+    }
+    if (!loaded) {
         if (train)
             cli_error("%s (the training images give the "
                       "reference statistics and the background model)",

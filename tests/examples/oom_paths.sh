@@ -92,6 +92,11 @@ TG_FAIL_ALLOC_FROM=libz.so oom "vae_mnist, .gz data" "$vae" --data "$mnist" \
 TG_FAIL_ALLOC_FROM=libz.so oom "bnn_mnist, .gz data" "$bnn" --data "$mnist" \
     --ood-data none --method det --epochs 1 --max-batches 1 --hidden 8 \
     --threads 1
+# vae_score's out-of-distribution set (--ood-data, .gz) the same way: it
+# had exited 2, as for corrupt data (the in-distribution data is raw)
+TG_FAIL_ALLOC_FROM=libz.so oom "vae_score, .gz --ood-data" "$score" \
+    --checkpoint "$tmp/r/checkpoint.safetensors" --data "$small" \
+    --ood-data "$mnist" --threads 1 --out "$tmp/s3"
 header=$(od -An -tu8 -N8 "$tmp/r/checkpoint.safetensors" | tr -d ' ')
 TG_FAIL_ALLOC_SIZE=$header oom "vae_score, checkpoint header" "$score" \
     --checkpoint "$tmp/r/checkpoint.safetensors" --data "$small" --threads 1 \
