@@ -3,16 +3,15 @@
  * $TG_FAIL_ALLOC_FROM ("libz.so": zlib's inflate and deflate state), or of
  * exactly $TG_FAIL_ALLOC_SIZE bytes (one buffer a flag sizes), or the first
  * one after a read-only open() of a path ending in $TG_FAIL_ALLOC_AFTER_OPEN
- * (the FILE of an fdopen that follows), or the FILE of an fopen() of such a
- * path, returns NULL with errno ENOMEM, as it would on a machine out of
- * memory; the others are served by glibc (oom_paths.sh). */
+ * (the FILE of an fdopen that follows), returns NULL with errno ENOMEM, as
+ * it would on a machine out of memory; the others are served by glibc
+ * (oom_paths.sh). */
 #undef _FILE_OFFSET_BITS /* open and open64 as two symbols, both caught */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
-#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +68,6 @@ void *realloc(void *p, size_t n)
 }
 
 typedef int (*open_fn)(const char *, int, ...);
-typedef FILE *(*fopen_fn)(const char *, const char *);
 
 static bool named(const char *path)
 {
@@ -107,26 +105,4 @@ int open64(const char *path, int flags, ...)
     int fd = open_then_fail("open64", path, flags, ap);
     va_end(ap);
     return fd;
-}
-
-static FILE *fopen_failing(const char *name, const char *path, const char *mode)
-{
-    fopen_fn real;
-    void *sym = dlsym(RTLD_NEXT, name);
-    memcpy(&real, &sym, sizeof real);
-    if (named(path))
-        fail_next = true; /* the FILE, allocated before the open */
-    FILE *f = real(path, mode);
-    fail_next = false;
-    return f;
-}
-
-FILE *fopen(const char *path, const char *mode)
-{
-    return fopen_failing("fopen", path, mode);
-}
-
-FILE *fopen64(const char *path, const char *mode)
-{
-    return fopen_failing("fopen64", path, mode);
 }

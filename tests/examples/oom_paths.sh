@@ -65,9 +65,6 @@ TG_FAIL_ALLOC_AFTER_OPEN=/metrics.csv oom "vae_mnist --resume, metrics.csv" \
 grep -q '^1,' "$tmp/m/metrics.csv" ||
     fail "vae_mnist --resume out of memory dropped epoch 1 from metrics.csv"
 
-# (The output folder's write test, whose fopen out of memory had blamed the
-# folder, is an open(2) now: no FILE, nothing to allocate.)
-
 # vae_mnist's pictures (zlib's compress2 in the PNG writer) out of memory:
 # "cannot write reconstructions.png: write failed", as if the disk had failed
 TG_FAIL_ALLOC_FROM=libz.so oom "vae_mnist, PNG" "$vae" $fast --epochs 1 \
