@@ -402,7 +402,8 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
  * window's NaNs). avg_pool2d divides the sum of the real elements by
  * kernel^2 (PyTorch's count_include_pad=True), summed and scaled in
  * double and rounded once: a window of one value averages to that value,
- * also near FLT_MAX (PyTorch's float32 rounds at each addition). */
+ * also near FLT_MAX (PyTorch's float32 rounds at each addition); each
+ * element's gradient is dy / kernel^2 rounded once, as the means'. */
 tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
                          int padding);
 tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,

@@ -684,6 +684,28 @@ static void test_avg_pool_of_a_constant_is_the_constant(void **state)
         }
 }
 
+/* The gradient is dy / k^2 rounded once, as the means' (a float 1/k^2
+ * times dy was up to an ulp off: 3 / 7 came out 0.42857146). */
+static void test_avg_pool_gradient_is_the_rounded_quotient(void **state)
+{
+    (void)state;
+    const int ks[] = {7, 13, 97};
+    const float dys[] = {3.0f, 1.5f, 5.0f, 0.1f};
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 4; b++) {
+            int k = ks[a];
+            tg_tensor *x = tg_tensor_new(3, (int[]){1, 1, k});
+            tg_tensor_require_grad(x);
+            tg_tape *tp = tg_tape_new();
+            tg_tensor *y = tg_avg_pool1d(tp, x, k, 0, 0);
+            tg_backward_with(tp, y, &dys[b]);
+            for (int i = 0; i < k; i++)
+                assert_true(x->grad[i] == (float)((double)dys[b] / k));
+            tg_tape_free(tp);
+            tg_tensor_free(x);
+        }
+}
+
 /* ---- direct and implicit kernels against the im2col path -----------------
  * With an AVX2 or AVX-512 GEMM kernel, conv2d with one input channel and
  * conv_transpose2d with one output channel take direct kernels (phase
@@ -1558,6 +1580,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_upsample),
         cmocka_unit_test(test_avg_pool_huge_kernel),
         cmocka_unit_test(test_avg_pool_of_a_constant_is_the_constant),
+        cmocka_unit_test(test_avg_pool_gradient_is_the_rounded_quotient),
         cmocka_unit_test(test_kernel_paths_agree),
         cmocka_unit_test(test_gathered_image_side),
         cmocka_unit_test(test_fan_out_first_writer),
