@@ -169,17 +169,26 @@ static double as_written(double v)
     return strtod(text, NULL);
 }
 
+/* A metrics.csv row less the timing, "epoch,step,train,rec,kl,test,rec,kl":
+ * write_metrics's rows, and the one a checkpoint carries (compared). */
+void metrics_row(const epoch_stats *s, char *buf, size_t size)
+{
+    snprintf(buf, size, "%d,%lld,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f", s->epoch,
+             (long long)s->step, s->train, s->train_rec, s->train_kl, s->test,
+             s->test_rec, s->test_kl);
+}
+
 void write_metrics(const options *o, const epoch_stats *hist, int n)
 {
     out_file of;
     FILE *f = out_open(&of, cli_path(o->out, "metrics.csv"));
     fprintf(f, "epoch,step,train_neg_elbo,train_rec,train_kl,test_neg_elbo,"
                "test_rec,test_kl,samples_per_s\n");
-    for (int i = 0; i < n; i++)
-        fprintf(f, "%d,%lld,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.1f\n",
-                hist[i].epoch, (long long)hist[i].step, hist[i].train,
-                hist[i].train_rec, hist[i].train_kl, hist[i].test,
-                hist[i].test_rec, hist[i].test_kl, hist[i].samples_per_s);
+    for (int i = 0; i < n; i++) {
+        char row[4096]; /* six doubles of any size in %.4f */
+        metrics_row(&hist[i], row, sizeof row);
+        fprintf(f, "%s,%.1f\n", row, hist[i].samples_per_s);
+    }
     out_commit(&of, true);
 
     size_t points = n > 0 ? (size_t)n : 1;
@@ -222,15 +231,6 @@ static bool plausible_row(const epoch_stats *s, long long step, int last)
         if (!isfinite(v[i]) || fabs(v[i]) > 1e30)
             return false;
     return s->epoch > last && step >= 0;
-}
-
-/* A metrics.csv row as the file has it, less the timing:
- * "epoch,step,train,rec,kl,test,rec,kl". */
-void metrics_row(const epoch_stats *s, char *buf, size_t size)
-{
-    snprintf(buf, size, "%d,%lld,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f", s->epoch,
-             (long long)s->step, s->train, s->train_rec, s->train_kl, s->test,
-             s->test_rec, s->test_kl);
 }
 
 /* Whether rows (n of them) may be the history of the checkpoint whose last
