@@ -39,6 +39,15 @@ void cli_error(const char *fmt, ...)
     va_end(ap);
 }
 
+const char *cli_rank(void)
+{
+    static _Thread_local char text[32];
+    if (tg_dist_size() < 2)
+        return "";
+    snprintf(text, sizeof text, "rank %d: ", tg_dist_rank());
+    return text;
+}
+
 void cli_usage_error(const char *fmt, ...)
 {
     va_list ap;

@@ -18,6 +18,11 @@ __attribute__((format(printf, 1, 2)))
 #endif
 void cli_error(const char *fmt, ...);
 
+/* "rank R: " under mpirun with more than one rank, else "": the start of a
+ * line about what this rank alone met (its data, its memory), which the
+ * others' machines may not show. */
+const char *cli_rank(void);
+
 /* As cli_error, with " (try --help)", then exits with status 2. */
 #if defined(__GNUC__)
 __attribute__((noreturn, format(printf, 1, 2)))

@@ -130,8 +130,9 @@ static bool load_data(const char *dir, tg_dataset *train, tg_dataset *test)
         labels_ok(train, dir, true) == TG_OK &&
         labels_ok(test, dir, false) == TG_OK;
     if (!tg_dist_all_ok(loaded)) {
+        /* named: rank 0's machine may well hold the data */
         if (tg_dist_first_failed() == tg_dist_rank())
-            cli_error("%s", tg_errmsg());
+            cli_error("%s%s", cli_rank(), tg_errmsg());
         return false;
     }
     return true;

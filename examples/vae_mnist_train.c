@@ -314,8 +314,9 @@ static void load_data(run *r)
                      o->data, r->train.rows, r->train.cols, r->test.rows,
                      r->test.cols) == TG_OK;
     if (!tg_dist_all_ok(loaded)) {
+        /* named: rank 0's machine may well hold the data */
         if (tg_dist_first_failed() == tg_dist_rank())
-            cli_error("%s", tg_errmsg());
+            cli_error("%s%s", cli_rank(), tg_errmsg());
         tg_dist_finalize();
         exit(2);
     }

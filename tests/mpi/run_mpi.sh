@@ -212,6 +212,24 @@ $run -np 1 -wdir "$tmp/w0" "$vae" $small --data mnist --out "$tmp/w0/out" : \
 echo $? >"$tmp/st"
 one_error "$tmp/st" "$tmp/err" "rank 1 without data"
 [ -e "$tmp/w0/out" ] && fail "rank 1 without data: output folder created"
+# the line names the rank: rank 0's machine has the data, and
+# "mnist: No such file or directory" alone sent the user to look there
+grep -q '^vae_mnist: rank 1: mnist: ' "$tmp/err" ||
+    fail "rank 1 without data: not named: $(cat "$tmp/err")"
+if [ -n "$mlp" ]; then
+    $run -np 1 -wdir "$tmp/w0" "$mlp" --epochs 1 --max-batches 1 --hidden 8 \
+        --threads 1 --data mnist : -np 1 -wdir "$tmp/w1" "$mlp" --epochs 1 \
+        --max-batches 1 --hidden 8 --threads 1 --data mnist \
+        >/dev/null 2>"$tmp/err"
+    st=$?
+    if [ $st -eq 0 ] || [ $st -eq 124 ] ||
+        [ "$(grep -c '^mlp_mnist: ' "$tmp/err")" -ne 1 ] ||
+        ! grep -q '^mlp_mnist: rank 1: mnist: ' "$tmp/err"; then
+        fail "mlp_mnist, rank 1 without data: exit $st: $(cat "$tmp/err")"
+    else
+        echo "ok: mlp_mnist, rank 1 without data: exit $st, $(grep '^mlp_mnist: ' "$tmp/err")"
+    fi
+fi
 
 head -c 1000 "$tmp/np2/checkpoint.safetensors" >"$tmp/broken.safetensors"
 $run -np 2 "$vae" $small --data "$data" --out "$tmp/broken" \
