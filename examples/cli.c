@@ -275,9 +275,10 @@ void cli_out_of_memory(const char *message)
             pause();
     tg_atomic_discard_open();
     fflush(stdout);
-    cli_error("%s (the model or the batch is too large for this machine's "
+    /* under mpirun, which rank's machine: the others may have memory */
+    cli_error("%s%s (the model or the batch is too large for this machine's "
               "memory)",
-              message);
+              cli_rank(), message);
     _exit(1);
 }
 

@@ -30,7 +30,8 @@ __attribute__((noreturn, format(printf, 1, 2)))
 void cli_usage_error(const char *fmt, ...);
 
 /* Running out of memory: "<prog>: <message> (the model or the batch is too
- * large for this machine's memory)", the temporaries open removed, exit
+ * large for this machine's memory)", under mpirun "<prog>: rank R:
+ * <message> ...", the temporaries open removed, exit
  * status 1. The library's out-of-memory handler (set by cli_parse_flags),
  * and the way out for a call that returned TG_ERR_NOMEM (message:
  * tg_errmsg()), which is not bad input. */
