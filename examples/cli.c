@@ -274,6 +274,7 @@ void cli_out_of_memory(const char *message)
         for (;;)
             pause();
     tg_atomic_discard_open();
+    cli_remove_new_out_dir(); /* when this run made it and wrote nothing */
     fflush(stdout);
     /* under mpirun, which rank's machine: the others may have memory */
     cli_error("%s%s (the model or the batch is too large for this machine's "

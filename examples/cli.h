@@ -31,7 +31,8 @@ void cli_usage_error(const char *fmt, ...);
 
 /* Running out of memory: "<prog>: <message> (the model or the batch is too
  * large for this machine's memory)", under mpirun "<prog>: rank R:
- * <message> ...", the temporaries open removed, exit
+ * <message> ...", the temporaries open removed (and the folder
+ * cli_prepare_out_dir made, when it holds nothing else), exit
  * status 1. The library's out-of-memory handler (set by cli_parse_flags),
  * and the way out for a call that returned TG_ERR_NOMEM (message:
  * tg_errmsg()), which is not bad input. */
@@ -150,7 +151,8 @@ bool cli_prepare_out_dir(const char *dir);
  * and nothing but the .lock is in it yet, removes the folder and those
  * parents left empty (async-signal-safe); otherwise does nothing.
  * For bad input found after the folder was prepared; a stop signal
- * (cli_stop_cleanly, the second Ctrl-C of cli_catch_sigint) does it too. */
+ * (cli_stop_cleanly, the second Ctrl-C of cli_catch_sigint) and running out
+ * of memory (cli_out_of_memory) do it too. */
 void cli_remove_new_out_dir(void);
 
 /* After cli_prepare_out_dir, before the work: each of the n names in dir

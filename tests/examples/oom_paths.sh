@@ -55,6 +55,9 @@ TG_FAIL_ALLOC_SIZE=5400 oom "vae_mnist --resume, metrics history" "$vae" \
 # write OUT: Cannot allocate memory", as if the output folder had failed
 TG_FAIL_ALLOC_SIZE=97216 oom "vae_mnist, batch buffer" "$vae" --data "$small" \
     --hidden 8 --latent 2 --batch 31 --epochs 1 --threads 1 --out "$tmp/b"
+# the folder it made holds nothing of it: removed, as after bad input or a
+# stop (it was left with only its .lock)
+[ -e "$tmp/b" ] && fail "vae_mnist, batch buffer: left $tmp/b: $(ls -A "$tmp/b")"
 
 # vae_mnist --resume reading metrics.csv, fdopen out of memory: the
 # earlier epochs' rows were dropped from the new metrics.csv, exit 0

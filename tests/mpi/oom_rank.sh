@@ -70,6 +70,10 @@ else
 fi
 oom eval-rank0 3 0 TG_FAIL_ALLOC_SIZE=28000 evaluation $small --latent 7 \
     --data "$data"
+# rank 0 made --out and wrote nothing there yet: the folder goes (a rank > 0
+# running out leaves it with its .lock: mpirun ends rank 0)
+[ -e "$tmp/eval-rank0" ] &&
+    fail "eval-rank0: left $tmp/eval-rank0: $(ls -A "$tmp/eval-rank0")"
 
 [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "all ok"
