@@ -295,6 +295,18 @@ $run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same3" : \
     >/dev/null 2>"$tmp/err"
 echo $? >"$tmp/st"
 one_error_naming "$tmp/st" "$tmp/err" "other data on rank 1" "rank 1" "800x28x28"
+# the same images, without the labels files (vae_mnist needs none): refused
+# (the fingerprint covers the labels), saying so: the line showed two
+# fingerprints of the same sizes, as if the images differed
+mkdir -p "$tmp/d900nl"
+cp "$tmp/d900/"*images* "$tmp/d900nl/"
+$run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same3" : \
+    -np 1 "$vae" $tiny --data "$tmp/d900nl" --out "$tmp/same3" \
+    >/dev/null 2>"$tmp/err"
+echo $? >"$tmp/st"
+one_error_naming "$tmp/st" "$tmp/err" "no labels files on rank 1" "rank 1" \
+    "labels: train no, test no" "labels: train yes, test yes"
+[ -e "$tmp/same3" ] && fail "no labels files on rank 1: output folder created"
 $run -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same4" : \
     -np 1 "$vae" $tiny --data "$tmp/d900" --out "$tmp/same4" --batch 0 \
     >/dev/null 2>"$tmp/err"
