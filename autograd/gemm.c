@@ -218,7 +218,9 @@ static void set_blocks(void)
 {
     cache_sizes(cfg.cache);
     const char *env = getenv("TG_GEMM_BLOCKS");
-    if (!env || sscanf(env, "%d,%d", &cfg.blocks_kc, &cfg.blocks_nc) != 2 ||
+    char junk;
+    if (!env ||
+        sscanf(env, "%d,%d%c", &cfg.blocks_kc, &cfg.blocks_nc, &junk) != 2 ||
         cfg.blocks_kc <= 0 || cfg.blocks_nc <= 0)
         cfg.blocks_kc = cfg.blocks_nc = 0;
     size_t most = 0;
@@ -257,6 +259,12 @@ static void init(void)
                 "using %s\n",
                 env, cfg.kern->name);
     set_blocks();
+    env = getenv("TG_GEMM_BLOCKS");
+    if (env && *env && !cfg.blocks_kc) /* once, as TG_GEMM_KERNEL's */
+        fprintf(stderr,
+                "tapegrad: TG_GEMM_BLOCKS=%s is not \"kc,nc\" (two whole "
+                "numbers above 0): ignored\n",
+                env);
     atomic_store(&cfg_ready, 1);
 }
 

@@ -489,8 +489,9 @@ int tg_get_threads(void);
 const char *tg_gemm_kernel(void);
 bool tg_gemm_set_kernel(const char *name);
 /* What decides the GEMM's float results here, as text: the kernel and its
- * K blocks (from the CPU's L1 size, or TG_GEMM_BLOCKS). Processes with the
- * same text compute the same bits; data-parallel ranks compare it. */
+ * K blocks (from the CPU's L1 size, or TG_GEMM_BLOCKS="kc,nc", a tuning aid;
+ * a value not of that form is ignored with a note on stderr). Processes with
+ * the same text compute the same bits; data-parallel ranks compare it. */
 const char *tg_gemm_numerics(void);
 
 /* ---- gradient check ---------------------------------------------------------

@@ -103,5 +103,18 @@ grep -q "unknown option '-x'" "$tmp/err" || fail "-x: $(cat "$tmp/err")"
 expect 2 "$mlp" --data "$tmp/missing"
 expect 0 "$mlp" --version
 
+# the GEMM's tuning variables: one that cannot be used says so, once (a
+# TG_GEMM_BLOCKS of one number, or with junk after it, was ignored without
+# a word); a good one says nothing
+for blocks in 256 256,1536x 0,64; do
+    TG_GEMM_BLOCKS=$blocks expect 0 "$mlp" --epochs 1 --max-batches 1 \
+        --hidden 8 --threads 1
+    [ "$(grep -c "^tapegrad: TG_GEMM_BLOCKS=$blocks is not \"kc,nc\"" "$tmp/err")" = 1 ] ||
+        fail "TG_GEMM_BLOCKS=$blocks: $(cat "$tmp/err")"
+done
+TG_GEMM_BLOCKS=256,1536 expect 0 "$mlp" --epochs 1 --max-batches 1 \
+    --hidden 8 --threads 1
+[ -s "$tmp/err" ] && fail "TG_GEMM_BLOCKS=256,1536: $(cat "$tmp/err")"
+
 [ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all example checks passed"
