@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "bnn_mnist.h"
 #include "cli.h"
@@ -504,16 +503,10 @@ static bool remove_other_pictures(const options *o)
             char name[32];
             snprintf(name, sizeof name,
                      p ? "sure_%s.png" : "reliability_%s.svg", method_names[k]);
-            const char *path = cli_path(o->out, name);
-            struct stat st;
-            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-                continue;
-            if (unlink(path) != 0) {
-                cli_error("cannot remove %s, an earlier run's picture of a "
-                          "method this run does not train: %s",
-                          path, strerror(errno));
+            if (!cli_remove_stale_output(o->out, name,
+                                         "an earlier run's picture of a "
+                                         "method this run does not train"))
                 return false;
-            }
         }
     return true;
 }

@@ -146,7 +146,7 @@ static tg_status open_source(const char *path, source *s, off_t *raw_size)
     s->path = path;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
-        return tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
+        return open_failure(path, errno);
     tg_status status = TG_OK;
     if (fstat(fd, &st) != 0)
         status = tg_error(TG_ERR_IO, "%s: %s", path, strerror(errno));
