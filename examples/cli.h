@@ -1,5 +1,7 @@
-/* What the example programs share: strict flag values, the output folder,
- * and a progress bar. Errors print one line "<prog>: ..." to stderr. */
+/* What the example programs share: strict flag values and messages
+ * (cli.c), the output folder and stop signals (cli_files.c), the start
+ * under mpirun or alone and a progress bar (cli_run.c). Errors print one
+ * line "<prog>: ..." to stderr. */
 #ifndef EX_CLI_H
 #define EX_CLI_H
 
