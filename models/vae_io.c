@@ -24,6 +24,17 @@ static bool own_key(const char *key)
     return false;
 }
 
+/* How the tensors lay out their weights (as PyTorch's layers do), the
+ * "weight_layout" entry every checkpoint of this library has written. */
+static const char *weight_layout(tg_vae_arch arch)
+{
+    return arch == TG_VAE_CONV
+               ? "[out, in] (torch.nn.Linear); [out, in, kh, kw] "
+                 "(torch.nn.Conv2d); [in, out, kh, kw] "
+                 "(torch.nn.ConvTranspose2d)"
+               : "[out, in] (torch.nn.Linear)";
+}
+
 tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
                       const tg_vae_position *pos, const tg_meta *extra)
 {
@@ -50,12 +61,7 @@ tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
     tg_meta_set_int(&m, "input", vae->cfg.input);
     tg_meta_set_int(&m, "hidden", vae->cfg.hidden);
     tg_meta_set_int(&m, "latent", vae->cfg.latent);
-    tg_meta_set(&m, "weight_layout",
-                vae->cfg.arch == TG_VAE_CONV
-                    ? "[out, in] (torch.nn.Linear); [out, in, kh, kw] "
-                      "(torch.nn.Conv2d); [in, out, kh, kw] "
-                      "(torch.nn.ConvTranspose2d)"
-                    : "[out, in] (torch.nn.Linear)");
+    tg_meta_set(&m, "weight_layout", weight_layout(vae->cfg.arch));
     tg_meta_set_int(&m, "step", opt ? opt->step : 0);
     if (pos) {
         tg_meta_set_int(&m, "epoch", pos->epoch);
@@ -153,6 +159,17 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
                         "%s: metadata 'likelihood' is '%.40s', not "
                         "'bernoulli' or 'cb'",
                         path, lik);
+    /* absent in files of other writers: the layout is this library's; but
+     * a file that says its layout is another ("[in, out]") holds the
+     * transposes, which a square weight (hidden 2 x latent) took silently */
+    const char *layout = tg_meta_get(m, "weight_layout");
+    if (layout && strcmp(layout, weight_layout(info->cfg.arch)) != 0)
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata 'weight_layout' is '%.80s', not '%s' "
+                        "(the %s VAE's layout: its tensors would be read "
+                        "as another model)",
+                        path, layout, weight_layout(info->cfg.arch),
+                        tg_vae_arch_name(info->cfg.arch));
     if (info->cfg.arch == TG_VAE_CONV) {
         int s = (int)lround(sqrt((double)input));
         if (s * s != input || s % 4 || hidden != 0)

@@ -123,6 +123,14 @@ static void refuses_bad_files(void **state)
         {"epoch_skipped", "4", "epoch_skipped"},
         {"epoch_rec", "nan", "epoch_rec"},
         {"likelihood", "gaussian", "metadata 'likelihood' is 'gaussian'"},
+        /* another writer's transposed weights: a square one (hidden =
+         * 2 x latent) loaded silently as another model */
+        {"weight_layout", "[in, out]",
+         "metadata 'weight_layout' is '[in, out]'"},
+        {"weight_layout",
+         "[out, in] (torch.nn.Linear); [out, in, kh, kw] (torch.nn.Conv2d); "
+         "[in, out, kh, kw] (torch.nn.ConvTranspose2d)",
+         "weight_layout"},
         {"noise_rng",
          "0000000000000000000000000000000000000000000000000000000000000000",
          "noise_rng"},
@@ -136,6 +144,10 @@ static void refuses_bad_files(void **state)
             fail_msg("%s = %s: message '%s'", bad[i].key, bad[i].value,
                      tg_errmsg());
     }
+    /* the layout every file of this library states, or none: loads */
+    const char *path =
+        crafted(vae, "weight_layout", "[out, in] (torch.nn.Linear)");
+    assert_int_equal(tg_vae_load(path, vae, NULL, NULL), TG_OK);
     tg_vae_free(vae);
 }
 
