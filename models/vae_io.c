@@ -254,8 +254,24 @@ tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
                         tg_vae_likelihood_name(vae->cfg.likelihood));
     tg_params *ps = tg_vae_params(vae);
     tg_meta loaded;
-    if ((st = tg_checkpoint_load(path, ps, opt, &loaded)) != TG_OK)
+    if ((st = tg_checkpoint_load(path, ps, opt, &loaded)) != TG_OK) {
+        /* tensors missing, extra or of other shapes ("(parameters: ..."),
+         * though the metadata describe this model: say so, since "the
+         * model" is the metadata's (vae_score builds it from them, and
+         * reported "[32, 784] in the model" of a file whose metadata alone
+         * said hidden 32) */
+        if (st == TG_ERR_MISMATCH && strstr(tg_errmsg(), "(parameters: ")) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", tg_errmsg());
+            return tg_error(st,
+                            "%s; its metadata describe that model (%s, "
+                            "input %d, hidden %d, latent %d), its tensors "
+                            "another",
+                            why, tg_vae_arch_name(in->cfg.arch), in->cfg.input,
+                            in->cfg.hidden, in->cfg.latent);
+        }
         return st;
+    }
     /* the tensors' file must be the one whose metadata were checked: a
      * save over path in between had mixed two checkpoints */
     if (!tg_meta_equal(&loaded, &in->meta))

@@ -144,6 +144,16 @@ static void refuses_bad_files(void **state)
             fail_msg("%s = %s: message '%s'", bad[i].key, bad[i].value,
                      tg_errmsg());
     }
+    /* metadata of another model than the tensors: the model the metadata
+     * describe is the one tg_vae_open builds, and the message says so */
+    tg_vae *opened = NULL;
+    assert_int_equal(tg_vae_open(crafted(vae, "hidden", "6"), &opened, NULL),
+                     TG_ERR_MISMATCH);
+    assert_null(opened);
+    if (!strstr(tg_errmsg(), "[6, 12] in the model") ||
+        !strstr(tg_errmsg(), "its metadata describe that model (mlp, input "
+                             "12, hidden 6, latent 3), its tensors another"))
+        fail_msg("message '%s'", tg_errmsg());
     /* the layout every file of this library states, or none: loads */
     const char *path =
         crafted(vae, "weight_layout", "[out, in] (torch.nn.Linear)");
