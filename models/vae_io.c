@@ -163,13 +163,23 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
      * a file that says its layout is another ("[in, out]") holds the
      * transposes, which a square weight (hidden 2 x latent) took silently */
     const char *layout = tg_meta_get(m, "weight_layout");
+    tg_vae_arch other =
+        info->cfg.arch == TG_VAE_CONV ? TG_VAE_MLP : TG_VAE_CONV;
+    if (layout && strcmp(layout, weight_layout(other)) == 0)
+        return tg_error(TG_ERR_FORMAT,
+                        "%s: metadata 'arch' is %s%s, but 'weight_layout' "
+                        "is the %s VAE's: the file contradicts itself",
+                        path, tg_vae_arch_name(info->cfg.arch),
+                        arch ? "" : " (absent)", tg_vae_arch_name(other));
     if (layout && strcmp(layout, weight_layout(info->cfg.arch)) != 0)
         return tg_error(TG_ERR_FORMAT,
-                        "%s: metadata 'weight_layout' is '%.80s', not '%s' "
-                        "(the %s VAE's layout: its tensors would be read "
-                        "as another model)",
-                        path, layout, weight_layout(info->cfg.arch),
-                        tg_vae_arch_name(info->cfg.arch));
+                        "%s: metadata 'weight_layout' is '%.40s', not the "
+                        "%s VAE's '%s' (its tensors would be read as "
+                        "another model)",
+                        path, layout, tg_vae_arch_name(info->cfg.arch),
+                        info->cfg.arch == TG_VAE_CONV
+                            ? "[out, in] ..."
+                            : weight_layout(TG_VAE_MLP));
     if (info->cfg.arch == TG_VAE_CONV) {
         int s = (int)lround(sqrt((double)input));
         if (s * s != input || s % 4 || hidden != 0)
@@ -256,11 +266,13 @@ tg_status tg_vae_load(const char *path, tg_vae *vae, tg_optim *opt,
     tg_meta loaded;
     if ((st = tg_checkpoint_load(path, ps, opt, &loaded)) != TG_OK) {
         /* tensors missing, extra or of other shapes ("(parameters: ..."),
-         * though the metadata describe this model: say so, since "the
-         * model" is the metadata's (vae_score builds it from them, and
+         * though the metadata describe this model, loaded without an
+         * optimizer (tg_vae_open's way): say so, since "the model" is the
+         * metadata's (vae_score builds it from them, and
          * reported "[32, 784] in the model" of a file whose metadata alone
          * said hidden 32) */
-        if (st == TG_ERR_MISMATCH && strstr(tg_errmsg(), "(parameters: ")) {
+        if (st == TG_ERR_MISMATCH && !opt &&
+            strstr(tg_errmsg(), "(parameters: ")) {
             char why[400];
             snprintf(why, sizeof why, "%s", tg_errmsg());
             return tg_error(st,

@@ -131,7 +131,8 @@ static void refuses_bad_files(void **state)
         {"weight_layout",
          "[out, in] (torch.nn.Linear); [out, in, kh, kw] (torch.nn.Conv2d); "
          "[in, out, kh, kw] (torch.nn.ConvTranspose2d)",
-         "weight_layout"},
+         "metadata 'arch' is mlp (absent), but 'weight_layout' is the conv "
+         "VAE's"},
         {"noise_rng",
          "0000000000000000000000000000000000000000000000000000000000000000",
          "noise_rng"},
