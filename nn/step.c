@@ -291,6 +291,17 @@ tg_status tg_step_guard_restore(tg_step_guard *g, const tg_meta *m)
          (!isnan(level) || above == 0) && /* states the guard can reach */
          (isnan(level) ? !isinf(best)     /* no step yet: best unused */
                        : isfinite(level) && isfinite(best) && best <= level);
+    /* the skip flags as skip_limits leaves them: the last 'run' set, the
+     * one before clear, none past 'steps' (a crafted window of 100 skips
+     * with run 0 stopped a resumed --skip-nonfinite run at its first
+     * skip, "skipped too often", though it had skipped none) */
+    long long written = steps < 100 ? steps : 100;
+    for (long long k = 0; ok && k < written; k++) {
+        char c = recent[(steps - 1 - k) % 100];
+        ok = k < run ? c == '1' : k > run || c == '0';
+    }
+    for (long long i = written; ok && steps < 100 && i < 100; i++)
+        ok = recent[i] == '0';
     if (!ok)
         return tg_error(TG_ERR_FORMAT,
                         "metadata 'guard' is '%.60s', not the step guard's "
