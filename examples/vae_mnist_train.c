@@ -125,6 +125,13 @@ static const char *kept(const options *o)
                : "no checkpoint written";
 }
 
+/* Whether no step was taken since the run resumed: the checkpoint's
+ * weights went into every step unchanged, so they may be at fault. */
+static bool none_since_resume(const run *r)
+{
+    return r->o->resume && r->opt->step == r->first_step;
+}
+
 /* Every rank stops with one message from rank 0 and exit status 3. */
 static void stop_numeric(run *r, const tg_step *s, int epoch, int batch,
                          int rows)
@@ -154,6 +161,13 @@ static void stop_numeric(run *r, const tg_step *s, int epoch, int batch,
                      "(try a smaller --lr)",
                      s->loss_sum / rows, r->guard.cfg.diverge_factor, s->level,
                      r->guard.cfg.diverge_steps, kept(r->o));
+        else if (none_since_resume(r)) /* --skip-nonfinite: all skipped */
+            snprintf(why, sizeof why,
+                     "%s: %s at every step from %s (%d in a row, none "
+                     "taken): its weights may be at fault; stopped, %s "
+                     "(else try a smaller --lr)",
+                     s->bad, s->why, r->o->resume, r->guard.skipped_run,
+                     kept(r->o));
         else
             snprintf(why, sizeof why,
                      "%s: %s, and too many steps were skipped (%d in a row, "
@@ -224,7 +238,12 @@ void end_epoch(run *r, int epoch)
     tg_vae_position done = r->pos;
     r->pos = (tg_vae_position){.epoch = epoch, .noise = done.noise};
     if (done.seen == 0) {
-        if (tg_dist_rank() == 0)
+        if (tg_dist_rank() == 0 && none_since_resume(r))
+            cli_error("every step of epoch %d was skipped as non-finite, "
+                      "none taken since %s: its weights may be at fault; "
+                      "stopped, %s (else try a smaller --lr)",
+                      epoch, o->resume, kept(o));
+        else if (tg_dist_rank() == 0)
             cli_error("every step of epoch %d was skipped as "
                       "non-finite; stopped, %s (try a smaller --lr)",
                       epoch, kept(o));

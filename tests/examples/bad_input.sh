@@ -317,6 +317,18 @@ PY
     expect 3 "its weights may be at fault" "$vae" $fast --resume \
         "$tmp/huge.safetensors" --out "$tmp/huge_out"
     rm -rf "$tmp/huge_out"
+    # ... and with --skip-nonfinite, every step skipped from the resume on:
+    # a whole epoch (8 batches), or 10 in a row (larger data) said only to
+    # try a smaller --lr
+    expect 3 "none taken since $tmp/huge.safetensors: its weights may be" \
+        "$vae" $fast --skip-nonfinite --resume "$tmp/huge.safetensors" \
+        --out "$tmp/huge_out"
+    rm -rf "$tmp/huge_out"
+    expect 3 "(10 in a row, none taken): its weights may be at fault" \
+        "$vae" --data "$mnist" --allow-data-change --hidden 16 --latent 2 \
+        --batch 32 --threads 1 --skip-nonfinite --resume \
+        "$tmp/huge.safetensors" --out "$tmp/huge_out"
+    rm -rf "$tmp/huge_out"
     # the same from a path with a line break: still one line (the path was
     # printed raw)
     cp "$tmp/huge.safetensors" "$tmp/huge
