@@ -284,6 +284,17 @@ void resume(run *r)
     /* The metadata first, so a config mismatch is reported as a flag. */
     tg_vae_info info;
     fail_read(tg_vae_read_info(o->resume, &info));
+    /* A model other than this run's: its flags are named below, but only
+     * once the file's tensors are that model's (metadata saying hidden 32
+     * over tensors of 64 had this run advised to pass --hidden 32, which
+     * the tensors then refused) */
+    if (info.cfg.input != vae->cfg.input || info.cfg.arch != vae->cfg.arch ||
+        info.cfg.hidden != vae->cfg.hidden ||
+        info.cfg.latent != vae->cfg.latent) {
+        tg_vae *theirs;
+        fail_read(tg_vae_open(o->resume, &theirs, NULL));
+        tg_vae_free(theirs);
+    }
     if (info.cfg.input != vae->cfg.input) {
         cli_error("%s: checkpoint has input %d pixels but "
                   "the images in %s have %d",

@@ -298,6 +298,12 @@ spoil hold '"holdout":"0"' '"holdout":"-"'
 expect 2 "'holdout'" "$vae" $fast --resume "$tmp/hold.safetensors" --out "$o"
 spoil shards '"shards":"1"' '"shards":"0"'
 expect 2 "'shards'" "$vae" $fast --resume "$tmp/shards.safetensors" --out "$o"
+# metadata of another model than the tensors (hidden 17 over weights of
+# 16): named as such, not turned into a hint ('pass --hidden 17', which the
+# tensors then refused)
+spoil hid17 '"hidden":"16"' '"hidden":"17"'
+expect 2 "its metadata describe that model (mlp, input 784, hidden 17" \
+    "$vae" $fast --resume "$tmp/hid17.safetensors" --out "$o"
 # weights that are finite but overflow the loss at once (encoder.fc1's
 # weight on the centre pixel set to 1e30): the line says the checkpoint may
 # be at fault (it only said to try a smaller --lr)
