@@ -11,7 +11,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <float.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
@@ -475,40 +474,6 @@ tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta)
     return st;
 }
 
-/* Adam's moments come from one gradient sequence: m = (1-b1) sum b1^k g_k
- * and v = (1-b2) sum b2^k g_k^2, so by Cauchy-Schwarz m^2 <= c v with
- * c = (1-b1)^2 / ((1-b2) (1 - b1^2/b2)) (52.9 for 0.9, 0.999; real files
- * reach 51). A crafted m of 1 where v is 0 passed every other check and
- * moved its weight by lr / eps (to -845991 in vae_mnist), exit 0. Slack:
- * 1% for rounding, and the squares the update flushed to 0 (each below
- * FLT_MIN: at most FLT_MIN / (1-b2) of v in all). Checked with the file's
- * betas only (settings verified equal); none when b1^2 >= b2. */
-static tg_status check_adam_moments(const char *path, const tg_params *ps,
-                                    const tg_optim *opt, const float *m,
-                                    const float *v)
-{
-    double b1 = opt->beta1, b2 = opt->beta2;
-    if (!(b2 < 1.0) || !(b1 * b1 < b2))
-        return TG_OK;
-    double c = (1.0 - b1) * (1.0 - b1) / ((1.0 - b2) * (1.0 - b1 * b1 / b2)),
-           flushed = FLT_MIN * (1.0 / (1.0 - b2) + 2.0);
-    size_t off = 0;
-    for (int i = 0; i < tg_params_count(ps); i++) {
-        size_t n = tg_params_get(ps, i)->size;
-        for (size_t j = off; j < off + n; j++)
-            if ((double)m[j] * m[j] > 1.01 * c * ((double)v[j] + flushed))
-                return tg_error(TG_ERR_FORMAT,
-                                "%s: tensor 'optim.m.%s' holds %g where "
-                                "'optim.v.%s' holds %g: no state of Adam "
-                                "(m^2 is at most %.3g v for beta1 %g, beta2 "
-                                "%g)",
-                                path, tg_params_name(ps, i), (double)m[j],
-                                tg_params_name(ps, i), (double)v[j], c, b1, b2);
-        off += n;
-    }
-    return TG_OK;
-}
-
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta)
 {
@@ -603,10 +568,6 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
             off += n;
         }
     }
-    if (st == TG_OK && want_m && want_v && file_meta(&f, SETTINGS_KEY) &&
-        (opt->kind == TG_OPTIM_ADAM || opt->kind == TG_OPTIM_ADAMW))
-        st = check_adam_moments(path, ps, opt, scratch + numel,
-                                scratch + 2 * numel);
     if (st == TG_OK) {
         memcpy(tg_params_data(ps), scratch, numel * sizeof(float));
         if (want_m)

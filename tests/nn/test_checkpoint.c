@@ -56,13 +56,8 @@ static tg_optim *adam_with_state(tg_params *ps, uint64_t seed)
     size_t n = tg_params_numel(ps);
     fill(opt->m, n, seed + 1);
     fill(opt->v, n, seed + 2);
-    /* a state Adam can reach: v >= 1.01 m^2 > m^2 / 52.9 (betas 0.9,
-     * 0.999: check_adam_moments); the largest float stays in v alone */
-    for (size_t i = 0; i < n; i++) {
-        if (fabsf(opt->m[i]) > 1e18f)
-            opt->m[i] = copysignf(1e18f, opt->m[i]);
-        opt->v[i] = fmaxf(fabsf(opt->v[i]), 1.01f * opt->m[i] * opt->m[i]);
-    }
+    for (size_t i = 0; i < n; i++)
+        opt->v[i] = fabsf(opt->v[i]);
     opt->step = 123456789012ll;
     return opt;
 }
@@ -579,40 +574,6 @@ static void unreachable_optimizer_state_refused(void **state)
     tg_params_free(ps);
     refused(p, TG_ERR_FORMAT);
     assert_non_null(strstr(tg_errmsg(), "optim.v.dec.weight"));
-
-    /* Moments no gradient sequence makes: m 1 where v is 0 (its step is
-     * lr / eps: the weight moved by 1e5 at the first step after a resume,
-     * exit 0). Real states load, the largest ratios and flushed squares
-     * among them (gradients of 3e-20: v 0, m not). */
-    ps = model(4);
-    opt = tg_adam_new(ps, 1e-3f);
-    size_t n = tg_params_numel(ps);
-    float *g = tg_params_grad(ps);
-    tg_rng r;
-    tg_rng_seed(&r, 5, 0);
-    for (int step = 0; step < 300; step++) {
-        tg_rng_fill_normal(&r, g, n, 0.0f, 1.0f);
-        for (size_t i = 0; i < n; i++) /* one sign, growing: m^2 / v high */
-            g[i] = i % 3 == 0   ? 3e-20f
-                   : i % 3 == 1 ? 1e-3f * (float)step
-                                : g[i];
-        tg_optim_step(opt);
-    }
-    p = in_dir("real_adam.safetensors");
-    assert_int_equal(tg_checkpoint_save(p, ps, opt, NULL), TG_OK);
-    tg_optim *back = tg_adam_new(ps, 1e-3f);
-    if (tg_checkpoint_load(p, ps, back, NULL) != TG_OK)
-        fail_msg("a state Adam wrote: %s", tg_errmsg());
-    tg_optim_free(back);
-    opt->m[n - 1] = 1.0f;
-    opt->v[n - 1] = 0.0f;
-    p = in_dir("m_without_v.safetensors");
-    assert_int_equal(tg_checkpoint_save(p, ps, opt, NULL), TG_OK);
-    tg_optim_free(opt);
-    tg_params_free(ps);
-    refused(p, TG_ERR_FORMAT);
-    assert_non_null(strstr(tg_errmsg(), "'optim.m.dec.weight' holds 1 where "
-                                        "'optim.v.dec.weight' holds 0"));
 }
 
 /* Issue 20: a file holding more tensors than the model reported its first
