@@ -576,6 +576,39 @@ static void unreachable_optimizer_state_refused(void **state)
     assert_non_null(strstr(tg_errmsg(), "optim.v.dec.weight"));
 }
 
+/* The moments of an Adam that was an RMSprop with momentum before (a
+ * switch tg_optim allows among the kinds with a second moment), or whose
+ * beta1 a schedule changed, are no state a constant Adam reaches (m^2
+ * beyond 52.9 v for the default betas), yet a run saved them: they load.
+ * A check of that bound refused them (the file's state is the file's, as
+ * its weights are). */
+static void moments_of_a_changed_optimizer_load(void **state)
+{
+    (void)state;
+    tg_params *ps = model(4);
+    size_t n = tg_params_numel(ps);
+    fill(tg_params_data(ps), n, 5);
+    tg_optim *opt = tg_rmsprop_new(ps, 1e-3f, 0.9f);
+    for (size_t i = 0; i < n; i++) { /* RMSprop's m is g / sqrt(v) summed */
+        opt->v[i] = 1e-6f;
+        opt->m[i] = i % 2 ? 10.0f : -10.0f;
+    }
+    opt->step = 500;
+    opt->kind = TG_OPTIM_ADAM;
+    opt->momentum = 0.0f; /* (Adam's settings hold no momentum) */
+    const char *p = in_dir("switched.safetensors");
+    assert_int_equal(tg_checkpoint_save(p, ps, opt, NULL), TG_OK);
+    tg_params *ps2 = model(4);
+    tg_optim *adam = tg_adam_new(ps2, 1e-3f);
+    if (tg_checkpoint_load(p, ps2, adam, NULL) != TG_OK)
+        fail_msg("%s", tg_errmsg());
+    assert_true(same_bits(opt->m, adam->m, n) && same_bits(opt->v, adam->v, n));
+    tg_optim_free(adam);
+    tg_optim_free(opt);
+    tg_params_free(ps2);
+    tg_params_free(ps);
+}
+
 /* Issue 20: a file holding more tensors than the model reported its first
  * extra tensor even when another tensor's shape was the real problem. Now:
  * missing first, then shape, then extra, each with the counts. */
@@ -1494,6 +1527,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip_is_bit_exact),
+        cmocka_unit_test(moments_of_a_changed_optimizer_load),
         cmocka_unit_test(meta_rng_round_trip_and_missing_key),
         cmocka_unit_test(out_of_memory_while_loading),
         cmocka_unit_test(flipped_metadata_bits_are_found),
