@@ -1,6 +1,7 @@
-/* vae_score in two files: vae_score.c reads the flags, the model and the
- * images, and scores each set; vae_score_report.c prints and writes what
- * the scores say (tables, CSV files, pictures). */
+/* vae_score in three files: vae_score.c reads the flags and scores each
+ * set; vae_score_sets.c reads the model and the images and makes the sets
+ * to score; vae_score_report.c prints and writes what the scores say
+ * (tables, CSV files, pictures). */
 #ifndef EX_VAE_SCORE_H
 #define EX_VAE_SCORE_H
 
@@ -61,6 +62,27 @@ typedef struct reference {
 typedef struct convergence {
     double ess_mean, ess_median, ess_min, below, se_mean, se_max;
 } convergence;
+
+/* What vae_score reads: the model, and the images of --data (test and
+ * training sets) and --ood-data (its test set; ood.n == 0 without it). */
+typedef struct inputs {
+    tg_vae *vae;
+    int holdout;    /* training images vae_mnist --holdout kept out, or 0 */
+    int rows, cols; /* the images it was trained on, or 0 if unknown */
+    /* the checkpoint's training images against --data's (its fingerprint
+     * of what it trained on: the training set less the held-out images) */
+    enum { DATA_UNKNOWN, DATA_SAME, DATA_OTHER } data;
+    tg_dataset test, train, ood;
+} inputs;
+
+/* vae_score_sets.c. load_inputs reads the checkpoint's model and the
+ * images of o->data and o->ood, checked against each other (bad input:
+ * one line, exit status 2); make_sets makes the sets to score from them,
+ * in the order of set_list. */
+void load_inputs(inputs *in, const options *o);
+void free_inputs(inputs *in);
+void make_sets(set_list *sl, const inputs *in, const options *o);
+void free_sets(set_list *sl);
 
 /* calloc, or exit(1) with "vae_score: out of memory". */
 void *xcalloc(size_t n, size_t size);
