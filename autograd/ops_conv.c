@@ -88,11 +88,26 @@ static void check_size(const char *op, const geom *g, const tg_tensor *x,
                  tg_shape_str(x, sx), tg_shape_str(W, sw), g->sh, g->sw, g->ph,
                  g->pw, g->dh, g->dw, oh, ow);
     /* a length of INT_MAX is conv_len's clamp of a longer one: with one
-     * image the product did not see it (audit: an output cut short) */
-    if (oh == INT_MAX || ow == INT_MAX || (long)g->N * oh * ow > INT_MAX ||
-        (long)g->N * g->H * g->W > INT_MAX)
+     * image the product did not see it (audit: an output cut short). Both
+     * sides are counted (conv_transpose2d's input, the column side, can be
+     * larger than its output), an empty batch as one image: P = OH * OW
+     * and H * W are ints wherever N is. */
+    long long n = g->N > 0 ? g->N : 1;
+    if (oh == INT_MAX || ow == INT_MAX || n * g->OH * g->OW > INT_MAX ||
+        n * g->H * g->W > INT_MAX)
         tg_fatal(op, "x %s: too many output positions for one GEMM",
                  tg_shape_str(x, sx));
+    /* K = C * kh * kw is the GEMM's inner size and, rounded up (ldk_of),
+     * col's row stride, both int; im2col's positions reach H + 2 * ph */
+    long long K = (long long)g->C * g->kh * g->kw;
+    if (K > INT_MAX - 32 || (long long)g->H + 2LL * g->ph > INT_MAX ||
+        (long long)g->W + 2LL * g->pw > INT_MAX)
+        tg_fatal(op,
+                 "x %s with W %s, padding (%d, %d): C * kh * kw = %lld and "
+                 "the padded image %lld x %lld must be at most %d",
+                 tg_shape_str(x, sx), tg_shape_str(W, sw), g->ph, g->pw, K,
+                 (long long)g->H + 2LL * g->ph, (long long)g->W + 2LL * g->pw,
+                 INT_MAX - 32);
 }
 
 /* Output length along one axis, as PyTorch's Conv2d: floor((in + 2p -

@@ -4,6 +4,7 @@
 #include "parallel.h"
 #include "tape.h"
 
+#include <limits.h>
 #include <string.h>
 
 /* y [B, out] = x [B, in] . W^T + b, W [out, in], b [out] or NULL.
@@ -226,6 +227,13 @@ tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b, bool trans_a,
                  tg_shape_str(a, sa), trans_a ? "^T" : "", tg_shape_str(b, sb),
                  trans_b ? "^T" : "");
     const tg_tensor *batched = a->ndim >= b->ndim ? a : b;
+    /* the batch is counted (batch_count) and walked in int */
+    long long nb = 1;
+    for (int d = 0; d < batched->ndim - 2; d++)
+        nb *= batched->shape[d];
+    if (nb > INT_MAX)
+        tg_fatal("matmul", "%s . %s: %lld matrices in the batch, more than %d",
+                 tg_shape_str(a, sa), tg_shape_str(b, sb), nb, INT_MAX);
     int shape[TG_MAX_DIMS], nd = batched->ndim;
     for (int d = 0; d < nd - 2; d++)
         shape[d] = batched->shape[d];

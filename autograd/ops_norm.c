@@ -5,6 +5,7 @@
 #include "parallel.h"
 #include "tape.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -211,6 +212,16 @@ tg_tensor *tg_group_norm(tg_tape *tp, tg_tensor *x, int groups,
         tg_fatal("group_norm",
                  "groups %d must be >= 1 and divide the %d channels of x %s",
                  groups, x->shape[1], tg_shape_str(x, sx));
+    /* the positions S and the groups B * G are counted in int */
+    long long S = 1;
+    for (int d = 2; d < x->ndim; d++)
+        S *= x->shape[d];
+    if (S > INT_MAX || (long long)x->shape[0] * groups > INT_MAX)
+        tg_fatal("group_norm",
+                 "x %s in %d groups: %lld positions per channel and %lld "
+                 "groups in all must each be at most %d",
+                 tg_shape_str(x, sx), groups, S,
+                 (long long)x->shape[0] * groups, INT_MAX);
     return normalise(tp, "group_norm", group_norm_backward, x,
                      group_geom(x, groups), gamma, beta, eps);
 }

@@ -23,17 +23,7 @@ static pool_geom pool_geom_rect(const char *op, const tg_tensor *x,
                                 int sw, int ph, int pw)
 {
     char sx[64];
-    pool_geom g = {x->shape[0] * x->shape[1],
-                   x->shape[2],
-                   x->shape[3],
-                   0,
-                   0,
-                   kh,
-                   kw,
-                   sh,
-                   sw,
-                   ph,
-                   pw};
+    pool_geom g = {0, x->shape[2], x->shape[3], 0, 0, kh, kw, sh, sw, ph, pw};
     /* in 64 bits: H + 2p overflowed int for a kernel near INT_MAX */
     long long span_h = (long long)g.H + 2LL * ph - kh,
               span_w = (long long)g.W + 2LL * pw - kw;
@@ -50,6 +40,22 @@ static pool_geom pool_geom_rect(const char *op, const tg_tensor *x,
                  "of length %d",
                  kw, sw, pw, tg_shape_str(shown, sx), g.OW);
     }
+    /* the loops count planes and index within a plane (argmax, i * W + j,
+     * h0 + kh up to H + p) in int */
+    size_t planes = (size_t)x->shape[0] * (size_t)x->shape[1];
+    if (planes > INT_MAX || (size_t)g.H * (size_t)g.W > INT_MAX ||
+        (size_t)g.OH * (size_t)g.OW > INT_MAX ||
+        (long long)g.H + 2LL * ph > INT_MAX ||
+        (long long)g.W + 2LL * pw > INT_MAX)
+        tg_fatal(op,
+                 "x %s, kernel %d, padding %d: %zu planes (N * C) of %d x %d "
+                 "(padded %lld x %lld, output %d x %d); the planes, a "
+                 "plane's elements and its padded sides must each be at most "
+                 "%d",
+                 tg_shape_str(shown, sx), kw, pw, planes, g.H, g.W,
+                 (long long)g.H + 2LL * ph, (long long)g.W + 2LL * pw, g.OH,
+                 g.OW, INT_MAX);
+    g.planes = (int)planes;
     return g;
 }
 
@@ -303,6 +309,12 @@ tg_tensor *tg_upsample2d(tg_tape *tp, tg_tensor *x, int scale)
     if ((long)H * scale > INT_MAX / 2 || (long)W * scale > INT_MAX / 2)
         tg_fatal("upsample2d", "x %s times %d is too large",
                  tg_shape_str(x, sx), scale);
+    /* planes are counted, and x's plane indexed, in int */
+    if ((size_t)x->shape[0] * (size_t)x->shape[1] > INT_MAX ||
+        (size_t)H * (size_t)W > INT_MAX)
+        tg_fatal("upsample2d",
+                 "x %s: more than %d planes (N * C) or elements in a plane",
+                 tg_shape_str(x, sx), INT_MAX);
     int OH = H * scale, OW = W * scale, planes = x->shape[0] * x->shape[1];
     tg_tensor *y = out_tensor(tp, 4, (int[]){x->shape[0], x->shape[1], OH, OW});
     size_t in_plane = (size_t)H * W, out_plane = (size_t)OH * OW;

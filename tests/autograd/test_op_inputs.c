@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
@@ -287,12 +289,146 @@ static void test_bad_reshape_aborts_naming_reshape(void **state)
     expect_abort(reshape_null_shape, "reshape:", "shape is NULL");
 }
 
+/* ---- sizes past int --------------------------------------------------------
+ * Shapes tg_tensor_new accepts (size_t element counts) whose planes, batch
+ * or positions an op counts in int abort at the op, naming it and the
+ * shape; they wrapped, and the op read or wrote out of bounds or walked the
+ * wrong elements. Each op checks before touching data, so the tensors are
+ * headers over a few floats (no huge allocation: fine under ASan and
+ * valgrind). */
+
+static float few_floats[64];
+
+static tg_tensor *header(int ndim, const int *shape)
+{
+    tg_tensor *t = calloc(1, sizeof *t);
+    assert_non_null(t);
+    t->ndim = ndim;
+    t->size = 1;
+    for (int d = 0; d < ndim; d++) {
+        t->shape[d] = shape[d];
+        t->size *= (size_t)shape[d];
+    }
+    t->data = few_floats;
+    return t;
+}
+
+/* N * C = 2^32 planes of 1 x 2 */
+static void max_pool_many_planes(void)
+{
+    tg_max_pool2d(tape(), header(4, (int[]){65536, 65536, 1, 2}), 1, 1, 0);
+}
+/* one plane of 2^16 x 2^16: argmax and i * W + j are ints */
+static void avg_pool_huge_plane(void)
+{
+    tg_avg_pool2d(tape(), header(4, (int[]){1, 1, 65536, 65536}), 2, 2, 0);
+}
+static void max_pool1d_many_planes(void)
+{
+    tg_max_pool1d(tape(), header(3, (int[]){65536, 65536, 2}), 2, 2, 0);
+}
+static void upsample_many_planes(void)
+{
+    tg_upsample2d(tape(), header(4, (int[]){65536, 65536, 1, 1}), 2);
+}
+static void upsample_huge_plane(void)
+{
+    tg_upsample2d(tape(), header(4, (int[]){1, 1, 65536, 65536}), 1);
+}
+
+static void test_pool_planes_past_int_abort(void **state)
+{
+    (void)state;
+    expect_abort(max_pool_many_planes, "max_pool2d:", "[65536, 65536, 1, 2]",
+                 "4294967296 planes");
+    expect_abort(avg_pool_huge_plane, "avg_pool2d:", "[1, 1, 65536, 65536]",
+                 "at most 2147483647");
+    expect_abort(max_pool1d_many_planes, "max_pool1d:", "[65536, 65536, 2]",
+                 "4294967296 planes");
+    expect_abort(upsample_many_planes, "upsample2d:", "[65536, 65536, 1, 1]",
+                 "planes");
+    expect_abort(upsample_huge_plane, "upsample2d:", "[1, 1, 65536, 65536]",
+                 "planes");
+}
+
+/* C * kh * kw = 2^31 (W is [1, 2^21, 32, 32], 8 GiB as a real tensor) */
+static void conv_huge_patch(void)
+{
+    tg_conv2d(tape(), header(4, (int[]){1, 2097152, 32, 32}),
+              header(4, (int[]){1, 2097152, 32, 32}), NULL, 1, 0, 1);
+}
+/* conv_transpose2d's input [1, 1, 65536, 65536] (2^32 positions) with a
+ * padding that makes its output small: only the output was counted */
+static void conv_transpose_huge_input(void)
+{
+    tg_conv_transpose2d_ex(tape(), header(4, (int[]){1, 1, 65536, 65536}),
+                           header(4, (int[]){1, 1, 1, 1}), NULL,
+                           &(tg_conv2d_args){.padding = {32000, 32000}});
+}
+/* an empty batch did not count its planes: P = OH * OW wrapped */
+static void conv_empty_batch_huge_plane(void)
+{
+    tg_conv2d(tape(), header(4, (int[]){0, 1, 65536, 65536}),
+              header(4, (int[]){1, 1, 1, 1}), NULL, 1, 0, 1);
+}
+
+static void test_conv_sizes_past_int_abort(void **state)
+{
+    (void)state;
+    expect_abort(conv_huge_patch, "conv2d:", "[1, 2097152, 32, 32]",
+                 "C * kh * kw = 2147483648");
+    expect_abort(conv_transpose_huge_input,
+                 "conv_transpose2d:", "[1, 1, 65536, 65536]",
+                 "too many output positions");
+    expect_abort(conv_empty_batch_huge_plane, "conv2d:", "[0, 1, 65536, 65536]",
+                 "too many output positions");
+}
+
+/* a batch of 2^32 [1, 1] matrices: its count was an int product (0) */
+static void matmul_huge_batch(void)
+{
+    tg_matmul(tape(), header(4, (int[]){65536, 65536, 1, 1}),
+              header(4, (int[]){65536, 65536, 1, 1}), false, false);
+}
+
+static void test_matmul_batch_past_int_aborts(void **state)
+{
+    (void)state;
+    expect_abort(matmul_huge_batch, "matmul:", "[65536, 65536, 1, 1]",
+                 "4294967296 matrices");
+}
+
+/* positions per channel H * W = 2^32, and B * G = 2^32 groups */
+static void group_norm_huge_plane(void)
+{
+    tg_group_norm(tape(), header(4, (int[]){1, 1, 65536, 65536}), 1, NULL, NULL,
+                  1e-5f);
+}
+static void group_norm_many_groups(void)
+{
+    tg_group_norm(tape(), header(2, (int[]){65536, 65536}), 65536, NULL, NULL,
+                  1e-5f);
+}
+
+static void test_group_norm_sizes_past_int_abort(void **state)
+{
+    (void)state;
+    expect_abort(group_norm_huge_plane, "group_norm:", "[1, 1, 65536, 65536]",
+                 "4294967296 positions");
+    expect_abort(group_norm_many_groups, "group_norm:", "[65536, 65536]",
+                 "4294967296 groups");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_rows_pass_every_op),
         cmocka_unit_test(test_zero_row_tape_tensors),
         cmocka_unit_test(test_rows_past_int_abort),
+        cmocka_unit_test(test_pool_planes_past_int_abort),
+        cmocka_unit_test(test_conv_sizes_past_int_abort),
+        cmocka_unit_test(test_matmul_batch_past_int_aborts),
+        cmocka_unit_test(test_group_norm_sizes_past_int_abort),
         cmocka_unit_test(test_split_into_one_part),
         cmocka_unit_test(test_null_tensor_aborts_naming_the_op),
         cmocka_unit_test(test_bad_reshape_aborts_naming_reshape),
