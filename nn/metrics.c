@@ -3,6 +3,7 @@
  * the entropy decomposition of S sampled predictions, and accuracy at a
  * coverage. Everything is computed in double, serially, in index order:
  * the same inputs give the same bits on any thread count. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,11 +251,18 @@ static int by_value(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Both score lists given (their lengths are checked by each caller). */
-static void need_lists(const char *op, const double *neg, const double *pos)
+/* Both score lists given (their lengths are checked by each caller), and
+ * at most INT_MAX scores in all: the merged list is indexed, and a score's
+ * place kept, in int (n_neg + i wrapped, writing before the list). */
+static void need_lists(const char *op, const double *neg, int n_neg,
+                       const double *pos, int n_pos)
 {
     if (!neg || !pos)
         tg_fatal(op, "NULL %s", neg ? "pos" : "neg");
+    if ((long long)n_neg + n_pos > INT_MAX)
+        tg_fatal(op,
+                 "%d negatives and %d positives: more than %d scores in all",
+                 n_neg, n_pos, INT_MAX);
 }
 
 /* Mann-Whitney: AUROC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg),
@@ -263,7 +271,7 @@ double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos)
 {
     if (n_neg < 1 || n_pos < 1)
         tg_fatal("auroc", "need two non-empty lists (%d, %d)", n_neg, n_pos);
-    need_lists("auroc", neg, pos);
+    need_lists("auroc", neg, n_neg, pos, n_pos);
     size_t n = (size_t)n_neg + (size_t)n_pos;
     ranked *r = malloc(sizeof *r * n);
     if (!r)
@@ -327,7 +335,7 @@ double tg_fpr_at_tpr(const double *neg, int n_neg, const double *pos, int n_pos,
                  "need two non-empty lists and tpr in (0, 1] "
                  "(%d, %d, %g)",
                  n_neg, n_pos, tpr);
-    need_lists("fpr_at_tpr", neg, pos);
+    need_lists("fpr_at_tpr", neg, 0, pos, 0); /* each list alone */
     double *p = sorted_desc("fpr_at_tpr", pos, n_pos);
     if (!p)
         return NAN;
@@ -350,7 +358,7 @@ double tg_aupr(const double *neg, int n_neg, const double *pos, int n_pos)
 {
     if (n_neg < 1 || n_pos < 1)
         tg_fatal("aupr", "need two non-empty lists (%d, %d)", n_neg, n_pos);
-    need_lists("aupr", neg, pos);
+    need_lists("aupr", neg, n_neg, pos, n_pos);
     size_t n = (size_t)n_neg + (size_t)n_pos;
     ranked *r = malloc(sizeof *r * n);
     if (!r)
@@ -437,12 +445,9 @@ void tg_auroc_bootstrap(const double *neg, int n_neg, const double *pos,
                  "need two non-empty lists, resamples >= 2 and level in "
                  "(0, 1) (%d, %d, %d, %g)",
                  n_neg, n_pos, resamples, level);
-    if (!neg || !pos || !lo || !hi)
-        tg_fatal("auroc_bootstrap", "NULL %s",
-                 !neg   ? "neg"
-                 : !pos ? "pos"
-                 : !lo  ? "lo"
-                        : "hi");
+    need_lists("auroc_bootstrap", neg, n_neg, pos, n_pos);
+    if (!lo || !hi)
+        tg_fatal("auroc_bootstrap", "NULL %s", !lo ? "lo" : "hi");
     size_t n = (size_t)n_neg + (size_t)n_pos;
     for (size_t i = 0; i < n; i++)
         if (isnan(i < (size_t)n_neg ? neg[i] : pos[i - n_neg])) {

@@ -332,7 +332,8 @@ void tg_predictive(const float *samples, int S, int n, int C, float *mean,
 /* P(pos > neg) + P(pos == neg) / 2 over all pairs, from ranks (O(n log n)):
  * the area under the ROC curve of a score that should be higher for the
  * positives (e.g. out-of-distribution inputs). NaN when a score is NaN.
- * Aborts when a list is empty. */
+ * Aborts when a list is empty or the two hold more than INT_MAX scores
+ * (as tg_aupr and tg_auroc_bootstrap). */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos);
 
 /* Out-of-distribution detection with the positives (OOD inputs) scoring

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -334,6 +335,33 @@ static void non_distributions_refused(void **state)
     assert_true(tg_metric_nll(bad_rows, bad_labels, 2, 3) > 0.0);
 }
 
+/* More than INT_MAX scores in all: the merged list was indexed in int
+ * (r[n_neg + i] wrapped to before the list). Refused before a score is
+ * read, so a few doubles stand for the lists. */
+static const double few_scores[4] = {0.1, 0.2, 0.3, 0.4};
+static void auroc_past_int(void)
+{
+    tg_auroc(few_scores, INT_MAX - 1, few_scores, 2);
+}
+static void aupr_past_int(void) { tg_aupr(few_scores, 2, few_scores, INT_MAX); }
+static void bootstrap_past_int(void)
+{
+    double lo, hi;
+    tg_auroc_bootstrap(few_scores, INT_MAX, few_scores, INT_MAX, 10, 1, 0.9,
+                       &lo, &hi);
+}
+
+static void score_counts_past_int_refused(void **state)
+{
+    (void)state;
+    expect_abort(auroc_past_int, "auroc:", "2147483646 negatives",
+                 "2 positives", "more than 2147483647 scores");
+    expect_abort(aupr_past_int, "aupr:", "2147483647 positives",
+                 "more than 2147483647 scores");
+    expect_abort(bootstrap_past_int,
+                 "auroc_bootstrap:", "more than 2147483647 scores");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +374,7 @@ int main(void)
         cmocka_unit_test(fpr_at_tpr_by_hand),
         cmocka_unit_test(aupr_by_hand),
         cmocka_unit_test(auroc_bootstrap_by_hand),
+        cmocka_unit_test(score_counts_past_int_refused),
         cmocka_unit_test(ess_by_hand),
         cmocka_unit_test(non_distributions_refused),
     };
