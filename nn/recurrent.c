@@ -4,6 +4,7 @@
  * a checkpoint's "<name>.weight_ih" etc. load there unchanged:
  *   weight_ih [G*H, in], weight_hh [G*H, H], bias_ih [G*H], bias_hh [G*H]
  * with G = 3 gates (r, z, n) for the GRU and 4 (i, f, g, o) for the LSTM. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -19,6 +20,12 @@ static void rnn_params(tg_params *ps, const char *op, const char *name,
 {
     if (in < 1 || hidden < 1)
         tg_fatal(op, "%s: bad size in=%d hidden=%d", name, in, hidden);
+    /* the stacked gates are one dim: gates * hidden wrapped (4 * 1.1e9 to
+     * 105032704, a weight of the wrong shape) */
+    if (hidden > INT_MAX / gates)
+        tg_fatal(op,
+                 "%s: hidden=%d: %d gates of it, more than a dim holds (%d)",
+                 name, hidden, gates, INT_MAX);
     char key[256];
     int g = gates * hidden;
     snprintf(key, sizeof key, "%s.weight_ih", name);

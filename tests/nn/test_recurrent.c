@@ -10,6 +10,7 @@
 
 #include <math.h>
 
+#include "autograd/expect_abort.h"
 #include "tg_nn.h"
 
 static double sig(double x) { return 1.0 / (1.0 + exp(-x)); }
@@ -204,6 +205,35 @@ static void lstm_gradcheck_two_unrolled_steps(void **state)
     check_cell(true, 2);
 }
 
+/* hidden sizes whose stacked gates (G * H rows) pass INT_MAX: 3 * 1e9
+ * wrapped negative, 4 * 1.1e9 to a positive 105032704 (a weight of the
+ * wrong shape, allocated). Refused before any parameter is made. */
+static void gru_gates_past_int(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_gru_cell c;
+    tg_gru_cell_init(&c, ps, "gru", 1, 1000000000, &rng);
+}
+static void lstm_gates_past_int(void)
+{
+    tg_params *ps = tg_params_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 1, 0);
+    tg_lstm_cell c;
+    tg_lstm_cell_init(&c, ps, "lstm", 1, 1100000000, &rng);
+}
+
+static void stacked_gates_past_int_refused(void **state)
+{
+    (void)state;
+    expect_abort(gru_gates_past_int, "gru_cell_init:", "hidden=1000000000",
+                 "3 gates");
+    expect_abort(lstm_gates_past_int, "lstm_cell_init:", "hidden=1100000000",
+                 "4 gates");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +244,7 @@ int main(void)
         cmocka_unit_test(gru_gradcheck_two_unrolled_steps),
         cmocka_unit_test(lstm_gradcheck_one_step),
         cmocka_unit_test(lstm_gradcheck_two_unrolled_steps),
+        cmocka_unit_test(stacked_gates_past_int_refused),
     };
     return cmocka_run_group_tests_name("nn_recurrent", tests, NULL, NULL);
 }
