@@ -37,6 +37,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdatomic.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,7 @@ enum { N_KERNELS = sizeof kernels / sizeof kernels[0] };
 
 /* ---- configuration: kernel, blocking, threads ---------------------------- */
 enum { MAX_MR = 32, MAX_NR = 64 };
+enum { GEMM_MAX_DIM = INT_MAX - 2 * MAX_NR };
 
 static struct {
     const gemm_kernel *kern;
@@ -488,10 +490,12 @@ static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
     /* op(A)(i, p) is A[i * rsa + p * csa]. */
     const ptrdiff_t rsa = pb->ta ? 1 : pb->lda, csa = pb->ta ? pb->lda : 1;
 
-    for (int jc = n0; jc < n1; jc += NC) {
-        int nc = n1 - jc < NC ? n1 - jc : NC;
-        for (int pc = 0; pc < pb->K; pc += kc_step) {
-            int kc = pb->K - pc < kc_step ? pb->K - pc : kc_step;
+    /* each loop steps by what it took (nc, kc): jc + NC and pc + kc_step
+     * could pass INT_MAX on the last block (TG_GEMM_BLOCKS sets them) */
+    for (int jc = n0, nc; jc < n1; jc += nc) {
+        nc = n1 - jc < NC ? n1 - jc : NC;
+        for (int pc = 0, kc; pc < pb->K; pc += kc) {
+            kc = pb->K - pc < kc_step ? pb->K - pc : kc_step;
             float beta = pc == 0 ? pb->beta : 1.0f;
             /* In place, only a partial column panel is packed (at 0). */
             int full = pb->b_in_place ? nc / nr * nr : 0;
@@ -698,6 +702,12 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     init();
     if (M < 0 || N < 0 || K < 0)
         tg_fatal("tg_gemm", "negative size M=%d N=%d K=%d", M, N, K);
+    /* tiles are counted in int past the last row and column (a size
+     * rounded up to MR or NR <= 64, ir + MR): a size within 64 of INT_MAX
+     * wrapped there */
+    if (M > GEMM_MAX_DIM || N > GEMM_MAX_DIM || K > GEMM_MAX_DIM)
+        tg_fatal("tg_gemm", "M=%d N=%d K=%d: each must be at most %d", M, N, K,
+                 GEMM_MAX_DIM);
     /* At least a stored row's length: 0 for an operand with no columns
      * (K = 0 or N = 0: tg_matmul of [3, 0] by [0, 4] is zeros) */
     int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
@@ -741,7 +751,7 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     pb.a_packed = pb.ta && pb.M >= kern->mr && pack_a_transposed(base);
     int kc_max, NC;
     blocks_for(kern, pb.ta, &kc_max, &NC);
-    int nk = (K + kc_max - 1) / kc_max;
+    int nk = K / kc_max + (K % kc_max != 0); /* K + kc_max - 1 could wrap */
     /* A Dense layer's input gradient dy.W computed as C^T = W^T dy^T: K
      * runs over W's rows, which Adam and the forward keep split over the
      * cores, while any split of C makes each core read the other's half of
@@ -751,7 +761,7 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
         pb.ta && pb.tb && pb.c_trans && alpha == 1.0f && nk == 1 && K >= 256;
     if (k_halves)
         nk = 2;
-    int kc_step = (K + nk - 1) / nk;
+    int kc_step = K / nk + (K % nk != 0);
 
     int pm = (pb.M + kern->mr - 1) / kern->mr,
         pn = (pb.N + kern->nr - 1) / kern->nr;
@@ -760,8 +770,8 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     if (2.0 * M * N * K >= GEMM_MIN_PARALLEL_FLOPS && !omp_in_parallel())
         T = tg_get_threads();
 #endif
-    if (T > pm * pn)
-        T = pm * pn;
+    if (T > (long long)pm * pn)
+        T = (int)((long long)pm * pn);
     /* The K split's scratch grows the calling thread's buffer whether or
      * not this call splits: the busy-machine fallback (tg_par_begin) may
      * run every call of a warm-up on one thread, and a step must not
@@ -792,16 +802,18 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     for (int t = 0; t < T; t++) {
         int64_t start = t == 0 ? tg_par_now_ns() : 0;
         int ti = t / tn, tj = t % tn;
-        int m0 = (int)((long)pm * ti / tm) * kern->mr,
-            m1 = (int)((long)pm * (ti + 1) / tm) * kern->mr;
-        int n0 = (int)((long)pn * tj / tn) * kern->nr,
-            n1 = (int)((long)pn * (tj + 1) / tn) * kern->nr;
+        /* in long: the last tile's end, rounded up to MR, may pass M */
+        long m0 = (long)pm * ti / tm * kern->mr,
+             m1 = (long)pm * (ti + 1) / tm * kern->mr;
+        long n0 = (long)pn * tj / tn * kern->nr,
+             n1 = (long)pn * (tj + 1) / tn * kern->nr;
         if (m1 > pb.M)
             m1 = pb.M;
         if (n1 > pb.N)
             n1 = pb.N;
         if (m0 < m1 && n0 < n1)
-            gemm_block(&pb, kern, kc_step, NC, m0, m1, n0, n1);
+            gemm_block(&pb, kern, kc_step, NC, (int)m0, (int)m1, (int)n0,
+                       (int)n1);
         if (t == 0) /* the master's share of the tiles, timed */
             master_ns = tg_par_now_ns() - start;
     }

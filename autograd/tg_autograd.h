@@ -470,8 +470,9 @@ void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts);
 /* ---- matmul kernel --------------------------------------------------------
  * C[M,N] = alpha * op(A) . op(B) + beta * C, row-major, leading dimensions in
  * elements (at least a stored row's length; any dimension may be 0, K = 0
- * giving beta * C). op(A) is M x K, op(B) is K x N. Used by dense and matmul
- * forward and backward. Results do not depend on the thread count. As in
+ * giving beta * C; each at most INT_MAX - 128, else it aborts). op(A) is
+ * M x K, op(B) is K x N. Used by dense and matmul forward and backward.
+ * Results do not depend on the thread count. As in
  * BLAS, beta = 0 never reads C and alpha = 0 never reads A or B (a NaN
  * there does not reach the result). */
 void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,

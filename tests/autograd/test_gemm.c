@@ -9,12 +9,14 @@
 
 #include <cmocka.h>
 
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "expect_abort.h"
 #include "tg_autograd.h"
 
 /* Every kernel the CPU can run is forced in turn: each tile, and "avx2",
@@ -510,6 +512,29 @@ static void test_gemm_set_kernel_refuses_unknown_names(void **state)
 }
 
 /* An argument selects the tests whose names match it (cmocka's filter). */
+/* A size within 128 of INT_MAX is refused: the tiles were counted past the
+ * last row (M rounded up to MR, ir + MR) in int, which wrapped. Refused
+ * before A, B or C is read, so a few floats stand for them. */
+static float few[64];
+static void gemm_rows_near_int_max(void)
+{
+    tg_gemm(false, false, INT_MAX - 10, 1, 1, 1.0f, few, 1, few, 1, 0.0f, few,
+            1);
+}
+static void gemm_k_near_int_max(void)
+{
+    tg_gemm(true, false, 1, 1, INT_MAX - 1, 1.0f, few, 1, few, 1, 0.0f, few, 1);
+}
+
+static void test_gemm_sizes_near_int_max_abort(void **state)
+{
+    (void)state;
+    expect_abort(gemm_rows_near_int_max, "tg_gemm:", "M=2147483637",
+                 "at most 2147483519");
+    expect_abort(gemm_k_near_int_max, "tg_gemm:", "K=2147483646",
+                 "at most 2147483519");
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -526,6 +551,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gemm_packed_a_gives_the_same_bits),
         cmocka_unit_test(test_gemm_concurrent_callers_match_serial_calls),
         cmocka_unit_test(test_gemm_set_kernel_refuses_unknown_names),
+        cmocka_unit_test(test_gemm_sizes_near_int_max_abort),
     };
     return cmocka_run_group_tests_name("gemm", tests, NULL, NULL);
 }
