@@ -77,6 +77,10 @@ static geom geom_from(const char *op, const tg_tensor *x, const tg_tensor *W,
     return g;
 }
 
+/* Positions N * OH * OW and N * H * W: the chunk loops step c0 + G images
+ * (G <= 65536) past the last in int. C * kh * kw and OC: tg_gemm's sizes. */
+enum { CONV_MAX_POS = INT_MAX - 65536, CONV_MAX_DIM = INT_MAX - 128 };
+
 static void check_size(const char *op, const geom *g, const tg_tensor *x,
                        const tg_tensor *W, int oh, int ow)
 {
@@ -93,21 +97,24 @@ static void check_size(const char *op, const geom *g, const tg_tensor *x,
      * larger than its output), an empty batch as one image: P = OH * OW
      * and H * W are ints wherever N is. */
     long long n = g->N > 0 ? g->N : 1;
-    if (oh == INT_MAX || ow == INT_MAX || n * g->OH * g->OW > INT_MAX ||
-        n * g->H * g->W > INT_MAX)
+    if (oh == INT_MAX || ow == INT_MAX || n * g->OH * g->OW > CONV_MAX_POS ||
+        n * g->H * g->W > CONV_MAX_POS)
         tg_fatal(op, "x %s: too many output positions for one GEMM",
                  tg_shape_str(x, sx));
     /* K = C * kh * kw is the GEMM's inner size and, rounded up (ldk_of),
-     * col's row stride, both int; im2col's positions reach H + 2 * ph */
+     * col's row stride, OC a GEMM size (tg_gemm takes sizes up to INT_MAX
+     * - 128); im2col's positions reach H + 2 * ph */
     long long K = (long long)g->C * g->kh * g->kw;
-    if (K > INT_MAX - 32 || (long long)g->H + 2LL * g->ph > INT_MAX ||
+    if (K > CONV_MAX_DIM || g->OC > CONV_MAX_DIM ||
+        (long long)g->H + 2LL * g->ph > INT_MAX ||
         (long long)g->W + 2LL * g->pw > INT_MAX)
         tg_fatal(op,
-                 "x %s with W %s, padding (%d, %d): C * kh * kw = %lld and "
-                 "the padded image %lld x %lld must be at most %d",
+                 "x %s with W %s, padding (%d, %d): C * kh * kw = %lld, OC = "
+                 "%d and the padded image %lld x %lld; the first two must be "
+                 "at most %d, the sides at most %d",
                  tg_shape_str(x, sx), tg_shape_str(W, sw), g->ph, g->pw, K,
-                 (long long)g->H + 2LL * g->ph, (long long)g->W + 2LL * g->pw,
-                 INT_MAX - 32);
+                 g->OC, (long long)g->H + 2LL * g->ph,
+                 (long long)g->W + 2LL * g->pw, CONV_MAX_DIM, INT_MAX);
 }
 
 /* Output length along one axis, as PyTorch's Conv2d: floor((in + 2p -

@@ -7,7 +7,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -419,6 +421,28 @@ static void test_group_norm_sizes_past_int_abort(void **state)
                  "4294967296 groups");
 }
 
+/* conv: N * P within 65536 of INT_MAX (the chunk loops stepped c0 + G
+ * images past it), and OC past tg_gemm's sizes */
+static void conv_images_near_int_max(void)
+{
+    tg_conv2d(tape(), header(4, (int[]){INT_MAX - 10, 1, 1, 1}),
+              header(4, (int[]){1, 1, 1, 1}), NULL, 1, 0, 1);
+}
+static void conv_channels_near_int_max(void)
+{
+    tg_conv2d(tape(), header(4, (int[]){1, 1, 1, 1}),
+              header(4, (int[]){INT_MAX - 10, 1, 1, 1}), NULL, 1, 0, 1);
+}
+
+static void test_conv_counts_near_int_max_abort(void **state)
+{
+    (void)state;
+    expect_abort(conv_images_near_int_max, "conv2d:", "[2147483637, 1, 1, 1]",
+                 "too many output positions");
+    expect_abort(conv_channels_near_int_max, "conv2d:", "OC = 2147483637",
+                 "at most 2147483519");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_conv_sizes_past_int_abort),
         cmocka_unit_test(test_matmul_batch_past_int_aborts),
         cmocka_unit_test(test_group_norm_sizes_past_int_abort),
+        cmocka_unit_test(test_conv_counts_near_int_max_abort),
         cmocka_unit_test(test_split_into_one_part),
         cmocka_unit_test(test_null_tensor_aborts_naming_the_op),
         cmocka_unit_test(test_bad_reshape_aborts_naming_reshape),
