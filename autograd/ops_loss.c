@@ -70,8 +70,10 @@ static float bce_row(const float *x, const float *z, float *e, int n)
 {
     double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     float et[BCE_TILE], t[BCE_TILE];
-    for (int j0 = 0; j0 < n; j0 += BCE_TILE) {
-        int m = n - j0 < BCE_TILE ? n - j0 : BCE_TILE;
+    /* steps by the tile it took: j0 + BCE_TILE passed INT_MAX for a row
+     * of more than INT_MAX - 255 columns */
+    for (int j0 = 0, m; j0 < n; j0 += m) {
+        m = n - j0 < BCE_TILE ? n - j0 : BCE_TILE;
         const float *xj = x + j0, *zj = z + j0;
         float *ej = e ? e + j0 : et;
         for (int j = 0; j < m; j++) {
@@ -279,8 +281,8 @@ static double kl_row(const float *m, const float *v, int n)
 {
     double acc = 0.0;
     float t[KL_TILE];
-    for (int j0 = 0; j0 < n; j0 += KL_TILE) {
-        int len = n - j0 < KL_TILE ? n - j0 : KL_TILE;
+    for (int j0 = 0, len; j0 < n; j0 += len) { /* as bce_row */
+        len = n - j0 < KL_TILE ? n - j0 : KL_TILE;
         for (int j = 0; j < len; j++)
             t[j] = m[j0 + j] * m[j0 + j] + exp_m1_minus(v[j0 + j]);
         acc += vsum_f64(t, len);

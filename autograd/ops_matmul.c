@@ -30,10 +30,11 @@ static void dense_backward(tg_tape *tp, tg_record *r)
     float *db = b ? grad_of(tp, b) : NULL;
     if (db) {
         enum { COLS = 64 };
-        int n_blocks = (out + COLS - 1) / COLS;
+        /* out + COLS - 1 and j0 + COLS passed INT_MAX near it */
+        int n_blocks = out / COLS + (out % COLS != 0);
         TG_PARALLEL_FOR(B, out)
         for (int k = 0; k < n_blocks; k++) {
-            int j0 = k * COLS, j1 = j0 + COLS < out ? j0 + COLS : out;
+            int j0 = k * COLS, j1 = out - j0 > COLS ? j0 + COLS : out;
             double acc[COLS] = {0};
             for (int i = 0; i < B; i++)
                 for (int j = j0; j < j1; j++)

@@ -14,14 +14,17 @@
 
 static void transpose_add(const float *src, float *dst, int rows, int cols)
 {
-    for (int i0 = 0; i0 < rows; i0 += TILE)
-        for (int j0 = 0; j0 < cols; j0 += TILE) {
-            int i1 = i0 + TILE < rows ? i0 + TILE : rows;
-            int j1 = j0 + TILE < cols ? j0 + TILE : cols;
+    /* i0 + TILE passed INT_MAX for a dim within TILE of it: each loop
+     * steps to the end of the tile it took */
+    for (int i0 = 0, i1; i0 < rows; i0 = i1) {
+        i1 = rows - i0 > TILE ? i0 + TILE : rows;
+        for (int j0 = 0, j1; j0 < cols; j0 = j1) {
+            j1 = cols - j0 > TILE ? j0 + TILE : cols;
             for (int i = i0; i < i1; i++)
                 for (int j = j0; j < j1; j++)
                     dst[(size_t)j * rows + i] += src[(size_t)i * cols + j];
         }
+    }
 }
 
 static void transpose_backward(tg_tape *tp, tg_record *r)

@@ -1,6 +1,7 @@
 /* Inputs at the edges of every op: a batch of 0 rows goes through forward
  * and backward (tg_dist_share can hand a rank no rows), and a NULL tensor
  * aborts with a message naming the op instead of a segfault. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 
 #include "expect_abort.h"
@@ -443,6 +445,64 @@ static void test_conv_counts_near_int_max_abort(void **state)
                  "at most 2147483519");
 }
 
+/* ---- a row of more than INT_MAX - 256 columns --------------------------
+ * bce_with_logits and kl_normal walk a row in tiles of 256 (j0 += 256
+ * passed INT_MAX on the last one and wrapped). The row is 8 GiB of
+ * mapped zeros that are only read (no gradient wanted): the zero page, not
+ * memory. Skipped under ASan and valgrind, which would check every read. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define OP_INPUTS_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define OP_INPUTS_ASAN 1
+#endif
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+
+static bool under_valgrind(void)
+{
+#ifdef RUNNING_ON_VALGRIND
+    if (RUNNING_ON_VALGRIND)
+        return true;
+#endif
+    const char *pre = getenv("LD_PRELOAD");
+    return pre && strstr(pre, "vgpreload");
+}
+
+static void test_row_past_int_max_minus_tile(void **state)
+{
+    (void)state;
+#ifdef OP_INPUTS_ASAN
+    skip();
+#endif
+    if (under_valgrind())
+        skip();
+    /* mapped, not calloc'd: meson's MALLOC_PERTURB_ makes glibc's calloc
+     * write every byte of even a fresh mapping */
+    const int cols = INT_MAX - 100; /* the last tile: 155 columns */
+    size_t bytes = (size_t)cols * sizeof(float);
+    float *zeros = mmap(NULL, bytes, PROT_READ,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (zeros == MAP_FAILED)
+        skip(); /* no 8 GiB of address space here */
+    tg_tensor *x = header(2, (int[]){1, cols});
+    x->data = zeros;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *bce = tg_bce_with_logits(tp, x, x); /* log 2 per column */
+    assert_float_equal(bce->data[0], (float)((double)cols * log(2.0)),
+                       1e-5 * cols);
+    tg_tensor *kl = tg_kl_normal(tp, x, x); /* N(0, 1) from itself: 0 */
+    assert_float_equal(kl->data[0], 0.0f, 0.0f);
+    tg_tape_free(tp);
+    free(x);
+    munmap(zeros, bytes);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -454,6 +514,7 @@ int main(void)
         cmocka_unit_test(test_matmul_batch_past_int_aborts),
         cmocka_unit_test(test_group_norm_sizes_past_int_abort),
         cmocka_unit_test(test_conv_counts_near_int_max_abort),
+        cmocka_unit_test(test_row_past_int_max_minus_tile),
         cmocka_unit_test(test_split_into_one_part),
         cmocka_unit_test(test_null_tensor_aborts_naming_the_op),
         cmocka_unit_test(test_bad_reshape_aborts_naming_reshape),
