@@ -183,7 +183,10 @@ static mm mm_of(const tg_tensor *a, const tg_tensor *b, bool ta, bool tb,
  * [nb*M, K] . op(B): one GEMM, with rows enough for tiles and threads. */
 static void mm_flatten(mm *m)
 {
-    if (m->shared_b && !m->ta && m->nb > 1) {
+    /* only while the stacked rows fit tg_gemm's int M: nb * M wrapped, a
+     * product of a few rows silently taken for the whole batch's */
+    if (m->shared_b && !m->ta && m->nb > 1 &&
+        (long long)m->M * m->nb <= INT_MAX) {
         m->M *= m->nb;
         m->nb = 1;
     }
