@@ -413,23 +413,28 @@ tg_status tg_typical_fit(tg_typical *ref, const double *feat, int n, int d)
     ref->d = d;
     ref->n = n;
     double sq[TG_TYPICAL_MAX_DIM] = {0}; /* mean square, for the scale */
-    for (int i = 0; i < n; i++)
+    /* rows at (size_t)i * d: i * d wrapped for n * d > INT_MAX */
+    for (int i = 0; i < n; i++) {
+        const double *f = feat + (size_t)i * d;
         for (int a = 0; a < d; a++) {
-            if (!isfinite(feat[i * d + a]))
+            if (!isfinite(f[a]))
                 return tg_error(TG_ERR_ARG,
                                 "typicality: feature %d of example %d is %g", a,
-                                i, feat[i * d + a]);
-            ref->mean[a] += feat[i * d + a];
-            sq[a] += feat[i * d + a] * feat[i * d + a] / n;
+                                i, f[a]);
+            ref->mean[a] += f[a];
+            sq[a] += f[a] * f[a] / n;
         }
+    }
     for (int a = 0; a < d; a++)
         ref->mean[a] /= n;
     /* cov = sum (f - mean)(f - mean)' / (n - 1), then Cholesky cov = L L'. */
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        const double *f = feat + (size_t)i * d;
         for (int a = 0; a < d; a++)
             for (int b = 0; b < d; b++)
-                ref->cov[a][b] += (feat[i * d + a] - ref->mean[a]) *
-                                  (feat[i * d + b] - ref->mean[b]) / (n - 1);
+                ref->cov[a][b] +=
+                    (f[a] - ref->mean[a]) * (f[b] - ref->mean[b]) / (n - 1);
+    }
     for (int a = 0; a < d; a++)
         for (int b = 0; b <= a; b++) {
             double s = ref->cov[a][b];

@@ -4,6 +4,7 @@
  * example and = at k = 1, the k = 1 estimate against the VAE graph with the
  * same noise, results independent of chunking, flat memory, typicality
  * reference statistics, complexity, posterior pixel spread. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "tapegrad.h"
 
@@ -491,6 +493,64 @@ static void complexity_is_deflate_bits(void **state)
     assert_true(fmod(a, 8) == 0);
 }
 
+/* n * d past INT_MAX: feat[i * d + a] wrapped (2^29 + 1 examples of 4
+ * features: i * d reaches 2^31), reading up to 16 GiB before feat. feat is
+ * mapped zeros (the zero page, read only) but for four unit rows at the
+ * end, after 16 GiB that may not be read (PROT_NONE): the old index landed
+ * there. Half a GiB of page tables at most, no memory. Skipped under ASan
+ * and valgrind (every read checked). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define VAE_SCORE_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define VAE_SCORE_ASAN 1
+#endif
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+
+static void typicality_fit_past_int_max_features(void **state)
+{
+    (void)state;
+#ifdef VAE_SCORE_ASAN
+    skip();
+#endif
+#ifdef RUNNING_ON_VALGRIND
+    if (RUNNING_ON_VALGRIND)
+        skip();
+#endif
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre && strstr(pre, "vgpreload"))
+        skip();
+    const int d = 4, n = (1 << 29) + 1;
+    size_t half = ((size_t)n * d * sizeof(double) + 8191) / 4096 * 4096;
+    char *base = mmap(NULL, 2 * half, PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED)
+        skip(); /* no 32 GiB of address space here */
+    assert_int_equal(mprotect(base + half, half, PROT_READ), 0);
+    double *feat = (double *)(base + half);
+    /* the last d examples, e_0 .. e_3, on a writable page of their own */
+    char *tail = (char *)(feat + (size_t)(n - d) * d);
+    char *page = (char *)((uintptr_t)tail & ~(uintptr_t)4095);
+    assert_true(mmap(page, 2 * 4096, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+                     0) == (void *)page);
+    for (int a = 0; a < d; a++)
+        feat[(size_t)(n - d + a) * d + a] = 1.0;
+    tg_typical r;
+    assert_int_equal(tg_typical_fit(&r, feat, n, d), TG_OK);
+    for (int a = 0; a < d; a++) {
+        assert_float_equal(r.mean[a], 1.0 / n, 1e-20);
+        assert_float_equal(r.cov[a][a], (1.0 - 1.0 / n) / (n - 1), 1e-20);
+    }
+    munmap(base, 2 * half);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -506,6 +566,7 @@ int main(void)
         cmocka_unit_test(iwae_is_the_same_on_1_and_2_threads),
         cmocka_unit_test(posterior_pixels_spread),
         cmocka_unit_test(typicality_reference_comes_from_the_fit_data_only),
+        cmocka_unit_test(typicality_fit_past_int_max_features),
         cmocka_unit_test(complexity_is_deflate_bits),
     };
     return cmocka_run_group_tests_name("models_vae_score", tests, NULL, NULL);
