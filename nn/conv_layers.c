@@ -3,6 +3,7 @@
  * names, weight layouts and default init) and the reshapes between image
  * batches [B, C, H, W] and rows [B, C*H*W]. The layers own nothing
  * themselves: W and b live in the parameter set. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -270,10 +271,18 @@ tg_tensor *tg_flatten(tg_tape *tp, tg_tensor *x)
         tg_fatal("flatten", "needs a batch [B, ...] of at least 2 dims, got %s",
                  x ? tg_shape_str(x, s) : "NULL");
     }
-    int cols = 1;
+    /* in 64 bits: an int product wrapped, and reshape refused a shape
+     * nobody asked for ("[2, 65536, 65536] has 8589934592 elements, [2, 0]
+     * has 0") */
+    long long cols = 1;
     for (int d = 1; d < x->ndim; d++)
         cols *= x->shape[d];
-    return tg_reshape(tp, x, 2, (int[]){x->shape[0], cols});
+    if (cols > INT_MAX) {
+        char s[64];
+        tg_fatal("flatten", "x %s: %lld columns, more than a dim holds (%d)",
+                 tg_shape_str(x, s), cols, INT_MAX);
+    }
+    return tg_reshape(tp, x, 2, (int[]){x->shape[0], (int)cols});
 }
 
 tg_tensor *tg_unflatten(tg_tape *tp, tg_tensor *x, int C, int H, int W)

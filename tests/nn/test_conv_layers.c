@@ -67,6 +67,23 @@ static void flatten_round_trip(void **state)
     tg_tape_free(tp);
 }
 
+/* [2, 65536, 65536]'s 2^32 columns: an int product, 0, which reshape then
+ * refused as "[2, 0] has 0" elements. The header's shape alone is read. */
+static void flatten_past_int(void)
+{
+    static float few[4];
+    tg_tensor x = {.data = few, .ndim = 3, .shape = {2, 65536, 65536}};
+    x.size = (size_t)2 << 32;
+    tg_flatten(tg_tape_new(), &x);
+}
+
+static void flatten_past_int_aborts(void **state)
+{
+    (void)state;
+    expect_abort(flatten_past_int, "flatten:", "[2, 65536, 65536]",
+                 "4294967296 columns");
+}
+
 typedef struct net {
     tg_conv2d_layer enc;
     tg_dense_layer mid;
@@ -344,6 +361,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(names_shapes_and_torch_bounds),
         cmocka_unit_test(flatten_round_trip),
+        cmocka_unit_test(flatten_past_int_aborts),
         cmocka_unit_test(gradcheck_encoder_decoder),
         cmocka_unit_test(ex_layers_take_every_geometry),
         cmocka_unit_test(ex_bad_geometry_aborts),
