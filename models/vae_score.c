@@ -116,8 +116,8 @@ static void iw_group(tg_tape *tp, const iw_job *jb, int i0, int ng, iw_acc *a)
         a->sum2[i] = (lse){-INFINITY, 0.0};
         a->sum_logw[i] = 0.0;
     }
-    for (int j0 = 0; j0 < opts->k; j0 += kc) {
-        int nk = opts->k - j0 < kc ? opts->k - j0 : kc;
+    for (int j0 = 0, nk; j0 < opts->k; j0 += nk) { /* j0 + kc may wrap */
+        nk = opts->k - j0 < kc ? opts->k - j0 : kc;
         int rows = ng * nk;
         tg_tape_reset(tp);
         tg_tensor *z = tg_tape_tensor2(tp, rows, latent, false);
@@ -186,8 +186,10 @@ static void iw_serial(tg_tape *tp, const iw_job *jb)
 {
     iw_acc a;
     acc_alloc(&a, jb->g);
-    for (int i0 = 0; i0 < jb->n; i0 += jb->g)
-        iw_group(tp, jb, i0, jb->n - i0 < jb->g ? jb->n - i0 : jb->g, &a);
+    for (int i0 = 0, ng; i0 < jb->n; i0 += ng) { /* i0 + g may wrap */
+        ng = jb->n - i0 < jb->g ? jb->n - i0 : jb->g;
+        iw_group(tp, jb, i0, ng, &a);
+    }
     acc_free(&a);
 }
 
@@ -272,8 +274,8 @@ void tg_vae_iwae(tg_tape *tp, const tg_vae *vae, const float *x, int n,
         tapes[t] = tg_tape_new();
         tg_tape_set_recording(tapes[t], false);
     }
-    for (int i0 = 0; i0 < n; i0 += ENCODE_BATCH) {
-        int nb = n - i0 < ENCODE_BATCH ? n - i0 : ENCODE_BATCH;
+    for (int i0 = 0, nb; i0 < n; i0 += nb) { /* i0 + ENCODE_BATCH may wrap */
+        nb = n - i0 < ENCODE_BATCH ? n - i0 : ENCODE_BATCH;
         const float *xb = x + (size_t)i0 * input;
         encode_rows(tp, vae, xb, nb, mean, logvar);
         tg_iw_opts o = *opts;
@@ -337,8 +339,8 @@ void tg_vae_posterior_pixels(tg_tape *tp, const tg_vae *vae, const float *x,
         tg_rng_seed(&rng, seed, stream + (uint64_t)i);
         memset(s1, 0, sizeof(double) * (size_t)input);
         memset(s2, 0, sizeof(double) * (size_t)input);
-        for (int j0 = 0; j0 < S; j0 += chunk) {
-            int nk = S - j0 < chunk ? S - j0 : chunk;
+        for (int j0 = 0, nk; j0 < S; j0 += nk) { /* j0 + chunk may wrap */
+            nk = S - j0 < chunk ? S - j0 : chunk;
             tg_tape_reset(tp);
             tg_tensor *z = tg_tape_tensor2(tp, nk, latent, false);
             for (int j = 0; j < nk; j++)
