@@ -197,9 +197,13 @@ tg_tensor *tg_square(tg_tape *tp, tg_tensor *x);
  * torch 1.13 passes it at x == lo and x == hi). */
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, float lo, float hi);
 
-tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);      /* all elements -> [1] */
-tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x);     /* all -> [1]; 0 if none */
-tg_tensor *tg_sum_rows(tg_tape *tp, tg_tensor *x); /* [R, C] -> [R, 1] */
+tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);  /* all elements -> [1] */
+tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x); /* all -> [1]; 0 if none */
+/* Per row: [R, C] -> [R, 1], R the product of the leading dims, so
+ * [2, 3, 4] gives [6, 1] (torch's keepdim gives [2, 3, 1]); as b of add, sub,
+ * mul or div it broadcasts back onto x as one value per row. The per-row
+ * losses and logsumexp give [R, 1] in the same way. */
+tg_tensor *tg_sum_rows(tg_tape *tp, tg_tensor *x);
 tg_tensor *tg_mean_rows(tg_tape *tp, tg_tensor *x);
 
 /* Splits x along its last axis into k equal parts: outs[i] gets columns
@@ -316,8 +320,10 @@ tg_tensor *tg_detach(tg_tape *tp, tg_tensor *x);
 
 /* ---- more ops: normalisation and masking --------------------------------- */
 
-/* Layer normalisation over the last axis: x [R, C], gamma and beta [C] or
- * [1, C] (either may be NULL: scale 1, shift 0), eps >= 0 (PyTorch: 1e-5):
+/* Layer normalisation over the last axis: x [R, C] or [..., C] (each row
+ * of the last axis alone; y has x's shape, so [B, T, D] stays [B, T, D]),
+ * gamma and beta [C] or [1, C] (either may be NULL: scale 1, shift 0),
+ * eps >= 0 (PyTorch: 1e-5):
  * y = (x - mean) / sqrt(var + eps) * gamma + beta, per row, with the biased
  * variance (divide by C) as PyTorch. Saves mean and 1/std for backward. */
 tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma,

@@ -139,6 +139,7 @@ const char *tg_params_nonfinite(tg_params *ps, const char **why);
 
 /* ---- layers -------------------------------------------------------------- */
 
+/* GLOROT and HE draw W alone and leave the bias at 0; TORCH draws both. */
 typedef enum tg_init {
     TG_INIT_GLOROT, /* uniform +-sqrt(6 / (in + out)): sigmoid, tanh, linear */
     TG_INIT_HE,     /* normal, std sqrt(2 / in): followed by ReLU */
@@ -384,7 +385,7 @@ typedef struct tg_layer_norm_layer {
 void tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
                               const char *name, int dim, float eps);
 tg_tensor *tg_layer_norm_apply(tg_tape *tp, const tg_layer_norm_layer *l,
-                               tg_tensor *x); /* [R, dim] -> [R, dim] */
+                               tg_tensor *x); /* [..., dim] -> same */
 
 /* GroupNorm as torch.nn.GroupNorm(groups, channels, eps): "<name>.weight"
  * (gamma, starts at 1) and "<name>.bias" (beta, 0), both [channels], so a
