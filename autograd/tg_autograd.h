@@ -84,8 +84,11 @@ int tg_tensor_cols(const tg_tensor *t); /* the last dim */
 /* ---- the tape ------------------------------------------------------------ */
 
 /* A tape owns an arena from which every op output is allocated, and a list of
- * records, one per op called while recording. After the first step a training
- * step allocates nothing: reset rewinds the arena and keeps its memory. */
+ * records, one per op called while recording. Reset rewinds the arena and
+ * keeps its memory; the first reset after a step outgrew the arena's first
+ * block merges its blocks into one (a heap allocation), and from then on a
+ * step of the same graph allocates nothing (tg_tape_heap_allocs stays put
+ * from the second step's ops on). */
 tg_tape *tg_tape_new(void);
 void tg_tape_free(tg_tape *tp);
 /* Forget every record and tensor made since the last reset. Call it at
