@@ -207,7 +207,9 @@ typedef struct tg_step {
                       * not taken) */
     double part_sums[TG_STEP_PARTS]; /* over all ranks */
     bool interrupted_any;            /* some rank saw a stop signal */
-    const char *bad, *why;           /* SKIPPED / NONFINITE: what and how */
+    const char *bad, *why; /* SKIPPED / NONFINITE / SKIPPED_TOO_OFTEN: what
+                            * and how ("loss", "is not finite"); NULL when
+                            * TAKEN or DIVERGED */
     double level;     /* the lowest running per-row loss level (DIVERGED) */
     double grad_norm; /* with cfg.clip_norm: the summed gradient's L2 norm
                          before clipping (0 otherwise) */
