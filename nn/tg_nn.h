@@ -654,11 +654,18 @@ typedef struct tg_meta {
     char value[TG_META_MAX][256];
 } tg_meta;
 /* An empty tg_meta: `tg_meta meta = TG_META_INIT;` or tg_meta_init(&meta)
- * (all zero bytes is also empty). */
+ * (all zero bytes is also empty). In C++ it is {}, value-initialised: a
+ * designated initializer is C++20's, and flagged before it. */
+#ifdef __cplusplus
+#define TG_META_INIT                                                           \
+    {                                                                          \
+    }
+#else
 #define TG_META_INIT                                                           \
     {                                                                          \
         .n = 0                                                                 \
     }
+#endif
 void tg_meta_init(tg_meta *m);
 
 /* Sets key (a new one, or replaces its value). Aborts naming meta_set on a
