@@ -99,6 +99,27 @@ static bcast broadcast(const char *op, const tg_tensor *a, const tg_tensor *b)
     ((size_t)(r) * (size_t)(g).row_stride +                                    \
      (size_t)(c) * (size_t)(g).col_stride)
 
+/* Records a binary op with its broadcast geometry in r->i, which
+ * recorded_bcast reads back in the backward. */
+static tg_record *record_binary(tg_tape *tp, const char *op, tg_backward_fn bwd,
+                                tg_tensor *y, tg_tensor *a, tg_tensor *b,
+                                bcast g)
+{
+    tg_record *r = record(tp, op, bwd, y, 2, (tg_tensor *[]){a, b});
+    if (r) {
+        r->i[0] = g.rows;
+        r->i[1] = g.cols;
+        r->i[2] = g.row_stride;
+        r->i[3] = g.col_stride;
+    }
+    return r;
+}
+
+static bcast recorded_bcast(const tg_record *r)
+{
+    return (bcast){r->i[0], r->i[1], r->i[2], r->i[3]};
+}
+
 /* The gradient of a broadcast b sums many terms into each element (all
  * R * C of them for one element): they go into zeroed double sums from the
  * arena, in row-major order, and db += their float once (a float running
@@ -121,7 +142,7 @@ static void bsum_finish(float *db, const double *acc, size_t n)
 static void binary_backward(tg_tape *tp, tg_record *r, float sign_b)
 {
     tg_tensor *a = r->in[0], *b = r->in[1];
-    bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
+    bcast g = recorded_bcast(r);
     const float *dy = r->out->grad;
     float *da = grad_of(tp, a), *db = grad_of(tp, b);
     if (da) {
@@ -158,13 +179,7 @@ static tg_tensor *add_or_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b,
             size_t k = (size_t)i * g.cols + j;
             y->data[k] = a->data[k] + sign_b * b->data[BIDX(g, i, j)];
         }
-    tg_record *r = record(tp, op, bwd, y, 2, (tg_tensor *[]){a, b});
-    if (r) {
-        r->i[0] = g.rows;
-        r->i[1] = g.cols;
-        r->i[2] = g.row_stride;
-        r->i[3] = g.col_stride;
-    }
+    record_binary(tp, op, bwd, y, a, b, g);
     return y;
 }
 
@@ -185,7 +200,7 @@ tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b)
 static void mul_backward(tg_tape *tp, tg_record *r)
 {
     tg_tensor *a = r->in[0], *b = r->in[1];
-    bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
+    bcast g = recorded_bcast(r);
     const float *dy = r->out->grad;
     float *da = grad_of(tp, a), *db = grad_of(tp, b);
     if (da) {
@@ -217,28 +232,8 @@ tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
             size_t k = (size_t)i * g.cols + j;
             y->data[k] = a->data[k] * b->data[BIDX(g, i, j)];
         }
-    tg_record *r = record(tp, "mul", mul_backward, y, 2, (tg_tensor *[]){a, b});
-    if (r) {
-        r->i[0] = g.rows;
-        r->i[1] = g.cols;
-        r->i[2] = g.row_stride;
-        r->i[3] = g.col_stride;
-    }
+    record_binary(tp, "mul", mul_backward, y, a, b, g);
     return y;
-}
-
-static tg_record *record_binary(tg_tape *tp, const char *op, tg_backward_fn bwd,
-                                tg_tensor *y, tg_tensor *a, tg_tensor *b,
-                                bcast g)
-{
-    tg_record *r = record(tp, op, bwd, y, 2, (tg_tensor *[]){a, b});
-    if (r) {
-        r->i[0] = g.rows;
-        r->i[1] = g.cols;
-        r->i[2] = g.row_stride;
-        r->i[3] = g.col_stride;
-    }
-    return r;
 }
 
 /* y = a / b; da += dy / b (rows in parallel), db += -dy * y / b (= -dy a /
@@ -247,7 +242,7 @@ static tg_record *record_binary(tg_tape *tp, const char *op, tg_backward_fn bwd,
 static void div_backward(tg_tape *tp, tg_record *r)
 {
     tg_tensor *a = r->in[0], *b = r->in[1];
-    bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
+    bcast g = recorded_bcast(r);
     const float *dy = r->out->grad, *y = r->out->data, *bd = b->data;
     float *da = grad_of(tp, a), *db = grad_of(tp, b);
     if (da) {
@@ -297,7 +292,7 @@ static inline bool picks_a(float a, float b, bool max)
 static void extremum_backward(tg_tape *tp, tg_record *r)
 {
     tg_tensor *a = r->in[0], *b = r->in[1];
-    bcast g = {r->i[0], r->i[1], r->i[2], r->i[3]};
+    bcast g = recorded_bcast(r);
     const bool max = r->f[0] > 0.0f;
     const float *dy = r->out->grad, *ad = a->data, *bd = b->data;
     float *da = grad_of(tp, a), *db = grad_of(tp, b);
