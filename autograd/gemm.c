@@ -216,6 +216,15 @@ static void blocks_for(const gemm_kernel *k, bool a_trans, int *kc_max, int *nc)
     }
 }
 
+/* The blocks of the kernel's three tile classes: t = 0, op(A) read along
+ * rows in the row tile; 1, A transposed in the strided tile; 2, rows in the
+ * strided tile (tile_for_n's choice for some N). */
+static void tile_class_blocks(int t, int *kc, int *nc)
+{
+    const gemm_kernel *k = tile_for(cfg.kern, t != 0);
+    blocks_for(k, t == 1, kc, nc);
+}
+
 static void set_blocks(void)
 {
     cache_sizes(cfg.cache);
@@ -226,12 +235,9 @@ static void set_blocks(void)
         cfg.blocks_kc <= 0 || cfg.blocks_nc <= 0)
         cfg.blocks_kc = cfg.blocks_nc = 0;
     size_t most = 0;
-    for (int t = 0; t < 3;
-         t++) { /* rows, A transposed, rows in the strided tile */
-        const gemm_kernel *k =
-            t == 2 ? tile_for(cfg.kern, true) : tile_for(cfg.kern, t);
+    for (int t = 0; t < 3; t++) {
         int kc, nc;
-        blocks_for(k, t == 1, &kc, &nc);
+        tile_class_blocks(t, &kc, &nc);
         size_t need = ((size_t)nc + MAX_MR) * (size_t)kc + 16;
         most = need > most ? need : most;
     }
@@ -287,13 +293,9 @@ const char *tg_gemm_numerics(void)
 {
     static _Thread_local char text[96];
     init();
-    int kc[3];
-    for (int t = 0; t < 3; t++) {
-        const gemm_kernel *k =
-            t == 2 ? tile_for(cfg.kern, true) : tile_for(cfg.kern, t);
-        int nc;
-        blocks_for(k, t == 1, &kc[t], &nc);
-    }
+    int kc[3], nc;
+    for (int t = 0; t < 3; t++)
+        tile_class_blocks(t, &kc[t], &nc);
     snprintf(text, sizeof text, "%s, K blocks %d/%d/%d", cfg.kern->name, kc[0],
              kc[1], kc[2]);
     return text;
@@ -746,11 +748,12 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     /* Packing B pays off over many row panels, not over a few (measured:
      * 20x128x400 gains 35% in place, 1024^3 loses 20%). */
     pb.b_in_place = !pb.tb && pb.M <= 96;
-    /* K blocks of near-equal size, a function of K alone. */
     kern = tile_for_n(kern, pb.ta, pb.N);
     pb.a_packed = pb.ta && pb.M >= kern->mr && pack_a_transposed(base);
     int kc_max, NC;
     blocks_for(kern, pb.ta, &kc_max, &NC);
+    /* K blocks of near-equal size, a function of K and kc_max (op(A)'s
+     * tile class), never of the thread count. */
     int nk = K / kc_max + (K % kc_max != 0); /* K + kc_max - 1 could wrap */
     /* A Dense layer's input gradient dy.W computed as C^T = W^T dy^T: K
      * runs over W's rows, which Adam and the forward keep split over the
