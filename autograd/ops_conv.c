@@ -1,4 +1,5 @@
-/* Convolutions, NCHW, through the GEMM (im2col / col2im in patch rows).
+/* Convolutions, NCHW: conv2d and conv_transpose2d, and the patch-row layout
+ * col that every path computes or reads in place.
  *
  * Both ops share one geometry: an "image" side [N, C, H, W] (conv2d's input,
  * conv_transpose2d's output) and a "column" side [N, OC, OH, OW] (conv2d's
@@ -148,6 +149,21 @@ typedef struct conv_saved {
     bool relu;     /* the output is max(0, .) of the convolution */
 } conv_saved;
 
+/* Records a convolution (inputs x, W and b when not NULL) with what its
+ * backward reads. */
+static void record_conv(tg_tape *tp, const char *op, tg_backward_fn backward,
+                        tg_tensor *y, tg_tensor *x, tg_tensor *W, tg_tensor *b,
+                        conv_saved saved)
+{
+    tg_tensor *in[] = {x, W, b};
+    tg_record *r = record(tp, op, backward, y, b ? 3 : 2, in);
+    if (r) {
+        conv_saved *s = tg_tape_alloc(tp, sizeof *s);
+        *s = saved;
+        r->saved = s;
+    }
+}
+
 /* With args->relu the op's output y is max(0, conv): computed in the pass
  * that lays the output out NCHW, while each image is in cache, and the
  * gradient reaching the convolution is dy where y > 0, else 0: tg_relu's
@@ -171,12 +187,6 @@ static const float *relu_masked(tg_tape *tp, const tg_tensor *y,
     return m;
 }
 
-/* y [N, OC, OH, OW] = conv(x [N, C, H, W], W [OC, C, kh, kw]) + b [OC].
- * With dy' = dy pixel-major [N*P, OC]:
- * dW [OC, K] += (col^T . dy')^T
- * dx         += col2im(dy' . W)
- * db [OC]    += sum over n, p of dy
- * Saved: col. */
 /* The gradient of a convolution's input: written whole (fresh, see
  * grad_fresh) on the paths that write it, set to zeros first where nothing
  * writes it (an empty batch). Every path writes a fresh dx image by image
@@ -193,6 +203,13 @@ static float *conv_dx(tg_tape *tp, const tg_record *r, bool writes, bool *fresh)
     return dx;
 }
 
+/* y [N, OC, OH, OW] = conv(x [N, C, H, W], W [OC, C, kh, kw]) + b [OC].
+ * With dy' = dy pixel-major [N*P, OC]:
+ * dW [OC, K] += (col^T . dy')^T
+ * dx         += col2im(dy' . W)
+ * db [OC]    += sum over n, p of dy
+ * Saved: col (on the implicit path the padded images col is read from;
+ * nothing on the direct path, which reads x). */
 static void conv2d_backward(tg_tape *tp, tg_record *r)
 {
     const conv_saved *s = r->saved;
@@ -318,18 +335,8 @@ tg_tensor *tg_conv2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
         nchw_out o = {y->data, b ? b->data : NULL, yp, NULL, relu};
         conv_im2col_gemm(&g, x->data, col, ldk, W->data, &o);
     }
-    tg_tensor *in[] = {x, W, b};
-    tg_record *r = record(tp, op, conv2d_backward, y, b ? 3 : 2, in);
-    if (r) {
-        conv_saved *s = tg_tape_alloc(tp, sizeof *s);
-        s->g = g;
-        s->col = col;
-        s->direct = direct;
-        s->d = d;
-        s->implicit = implicit;
-        s->relu = relu;
-        r->saved = s;
-    }
+    record_conv(tp, op, conv2d_backward, y, x, W, b,
+                (conv_saved){g, col, direct, d, implicit, relu});
     return y;
 }
 
@@ -353,7 +360,8 @@ tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
  * dx' [N*P, C_in] += conv_im2col(dy) . W^T
  * dW [C_in, K]    += (conv_im2col(dy)^T . x')^T
  * db [C_out]      += sum over n, p of dy
- * Saved: x'. */
+ * Saved: x' (in 16-channel panels on the implicit path; nothing on the
+ * direct path, which reads x). */
 static void conv_transpose2d_backward(tg_tape *tp, tg_record *r)
 {
     const conv_saved *s = r->saved;
@@ -493,18 +501,8 @@ tg_tensor *tg_conv_transpose2d_ex(tg_tape *tp, tg_tensor *x, tg_tensor *W,
         else if (trans)
             conv_to_pm(g.N, g.OC, P, x->data, xp);
     }
-    tg_tensor *in[] = {x, W, b};
-    tg_record *r = record(tp, op, conv_transpose2d_backward, y, b ? 3 : 2, in);
-    if (r) {
-        conv_saved *s = tg_tape_alloc(tp, sizeof *s);
-        s->g = g;
-        s->col = xp;
-        s->direct = direct;
-        s->d = d;
-        s->implicit = implicit;
-        s->relu = relu;
-        r->saved = s;
-    }
+    record_conv(tp, op, conv_transpose2d_backward, y, x, W, b,
+                (conv_saved){g, xp, direct, d, implicit, relu});
     return y;
 }
 
