@@ -154,12 +154,14 @@ static void xent_backward(tg_tape *tp, tg_record *r)
     }
 }
 
-/* Logits must be [R, C]: labels are a bare array of R ints, so a [B, C, H,
- * W] map with B labels (PyTorch's dim-1 classes) read past the array's end
- * (an ASan stack overflow); as [R, C] the op and the labels' count are
- * the caller's explicit choice. */
-static void check_rows_cols(const char *op, const tg_tensor *x)
+/* Aborts unless x is [R, C] and labels holds R classes in 0..C-1. x must
+ * be 2-D: labels are a bare array of R ints, so a [B, C, H, W] map with B
+ * labels (PyTorch's dim-1 classes) read past the array's end (an ASan stack
+ * overflow); as [R, C] the op and the labels' count are the caller's
+ * explicit choice. */
+static void check_labels(const char *op, const tg_tensor *x, const int *labels)
 {
+    check_inputs(op, x);
     char sx[64];
     if (x->ndim != 2)
         tg_fatal(op,
@@ -167,23 +169,24 @@ static void check_rows_cols(const char *op, const tg_tensor *x)
                  "label per row): reshape a [B, C, H, W] map to [B*H*W, C] "
                  "with its labels in that order",
                  tg_shape_str(x, sx));
+    int rows = tg_tensor_rows(x), cols = tg_tensor_cols(x);
+    if (!labels && rows > 0)
+        tg_fatal(op, "labels is NULL");
+    for (int i = 0; i < rows; i++)
+        if (labels[i] < 0 || labels[i] >= cols)
+            tg_fatal(op, "label %d of row %d outside 0..%d", labels[i], i,
+                     cols - 1);
 }
 
 tg_tensor *tg_softmax_xent(tg_tape *tp, tg_tensor *logits, const int *labels)
 {
-    check_inputs("softmax_xent", logits);
-    check_rows_cols("softmax_xent", logits);
-    if (!labels && tg_tensor_rows(logits) > 0)
-        tg_fatal("softmax_xent", "labels is NULL");
+    check_labels("softmax_xent", logits, labels);
     int rows = tg_tensor_rows(logits), cols = tg_tensor_cols(logits);
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
     xent_saved *s = tg_tape_alloc(tp, sizeof *s);
     s->m = tg_tape_alloc(tp, 2 * (size_t)rows * sizeof(float));
     s->ls = s->m + rows;
     for (int i = 0; i < rows; i++) {
-        if (labels[i] < 0 || labels[i] >= cols)
-            tg_fatal("softmax_xent", "label %d of row %d outside 0..%d",
-                     labels[i], i, cols - 1);
         const float *x = &logits->data[(size_t)i * cols];
         float max = x[0];
         for (int j = 1; j < cols; j++)
@@ -218,18 +221,11 @@ static void nll_backward(tg_tape *tp, tg_record *r)
 
 tg_tensor *tg_nll(tg_tape *tp, tg_tensor *logp, const int *labels)
 {
-    check_inputs("nll", logp);
-    check_rows_cols("nll", logp);
+    check_labels("nll", logp, labels);
     int rows = tg_tensor_rows(logp), cols = tg_tensor_cols(logp);
-    if (!labels && rows > 0)
-        tg_fatal("nll", "labels is NULL");
     tg_tensor *y = out_tensor(tp, 2, (int[]){rows, 1});
-    for (int i = 0; i < rows; i++) {
-        if (labels[i] < 0 || labels[i] >= cols)
-            tg_fatal("nll", "label %d of row %d outside 0..%d", labels[i], i,
-                     cols - 1);
+    for (int i = 0; i < rows; i++)
         y->data[i] = -logp->data[(size_t)i * cols + labels[i]];
-    }
     tg_record *r = record(tp, "nll", nll_backward, y, 1, &logp);
     if (r)
         r->saved = labels_copy(tp, labels, rows);
