@@ -50,8 +50,8 @@ void tg_split(tg_tape *tp, tg_tensor *x, int k, tg_tensor **outs)
 }
 
 /* xs[p] [R, C_p] -> y [R, sum C_p]; each input gets back its columns. The
- * inputs are kept in arena memory (r->saved) since a record holds at most
- * TG_MAX_INPUTS. */
+ * record holds one stand-in input (see tg_concat); the whole list is kept in
+ * arena memory (r->saved). */
 typedef struct concat_saved {
     int n;
     tg_tensor **xs;
