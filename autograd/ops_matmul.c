@@ -74,7 +74,7 @@ tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b)
     }
     tg_gemm(false, true, B, out, in, 1.0f, x->data, in, W->data, in,
             b ? 1.0f : 0.0f, y->data, out);
-    tg_tensor *in_list[] = {x, W, b ? b : W};
+    tg_tensor *in_list[] = {x, W, b};
     record(tp, "dense", dense_backward, y, b ? 3 : 2, in_list);
     return y;
 }
