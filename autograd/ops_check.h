@@ -1,5 +1,6 @@
-/* Private to autograd: a shape check shared by layer_norm (gamma, beta) and
- * kl_normals (a shared prior row). NULL checks are tape.h's check_inputs. */
+/* Private to autograd: a shape check shared by layer_norm and group_norm
+ * (gamma, beta) and kl_normals (a shared prior row). NULL checks are
+ * tape.h's check_inputs. */
 #ifndef TG_OPS_CHECK_H
 #define TG_OPS_CHECK_H
 

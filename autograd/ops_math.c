@@ -5,7 +5,6 @@
  * local pointers so that they vectorise (see ops_elementwise.c). */
 #include "ops_unary.h"
 #include "parallel.h"
-#include "ops_check.h"
 #include "tape.h"
 #include "vmath.h"
 

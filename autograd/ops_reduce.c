@@ -1,7 +1,6 @@
 /* Reductions: over all elements, over the last axis of each row, or down
  * the rows (axis 0). Sums run in a fixed order (double accumulators) so
  * results never depend on the thread count. */
-#include "ops_check.h"
 #include "parallel.h"
 #include "tape.h"
 

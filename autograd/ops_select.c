@@ -2,7 +2,6 @@
  * along the rows and the last axis, gather rows by index (an embedding
  * lookup), and detach. Each backward adds the output gradient back into the
  * places the forward read from. */
-#include "ops_check.h"
 #include "parallel.h"
 #include "tape.h"
 

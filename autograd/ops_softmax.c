@@ -13,7 +13,6 @@
  * exp(x - lse) with lse = m + ls rounded to float (for logits near 1e5
  * that rounding alone, half an ulp of 1e5 = 0.004, would put 0.4% into every
  * probability). Saved per row for backward: m and ls. */
-#include "ops_check.h"
 #include "parallel.h"
 #include "tape.h"
 #include "vmath.h"
