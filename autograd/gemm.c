@@ -697,11 +697,11 @@ static void k_split(const problem *pb, const gemm_kernel *kern, int kc_step,
     tg_par_end(region, 2 * master_ns);
 }
 
-static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                 const float *A, int lda, const float *B, int ldb, float beta,
-                 float *C, int ldc, bool may_swap)
+/* Aborts on sizes, leading dimensions or pointers tg_gemm cannot take. */
+static void check_args(bool trans_a, bool trans_b, int M, int N, int K,
+                       const float *A, int lda, const float *B, int ldb,
+                       const float *C, int ldc)
 {
-    init();
     if (M < 0 || N < 0 || K < 0)
         tg_fatal("tg_gemm", "negative size M=%d N=%d K=%d", M, N, K);
     /* tiles are counted in int past the last row and column (a size
@@ -725,6 +725,52 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  : !A ? "A"
                       : "B",
                  M, N, K);
+}
+
+/* The pm x pn tiles of C split into a tm x tn grid of rectangles, one per
+ * thread (split_grid), on T threads; the master's share timed for
+ * tg_par_end. */
+static void run_grid(const problem *pb, const gemm_kernel *kern, int kc_step,
+                     int NC, int pm, int pn, int T, tg_par_region *region)
+{
+    int tm = 1, tn = T;
+    split_grid(pm, pn, kern->mr, kern->nr, T,
+               (pb->ta && !pb->tb && !pb->c_trans) ||
+                   (pb->c_trans && !pb->ta && pb->tb),
+               &tm, &tn);
+    int64_t master_ns = 0;
+#ifdef TG_HAVE_OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (int t = 0; t < T; t++) {
+        int64_t start = t == 0 ? tg_par_now_ns() : 0;
+        int ti = t / tn, tj = t % tn;
+        /* in long: the last tile's end, rounded up to MR, may pass M */
+        long m0 = (long)pm * ti / tm * kern->mr,
+             m1 = (long)pm * (ti + 1) / tm * kern->mr;
+        long n0 = (long)pn * tj / tn * kern->nr,
+             n1 = (long)pn * (tj + 1) / tn * kern->nr;
+        if (m1 > pb->M)
+            m1 = pb->M;
+        if (n1 > pb->N)
+            n1 = pb->N;
+        if (m0 < m1 && n0 < n1)
+            gemm_block(pb, kern, kc_step, NC, (int)m0, (int)m1, (int)n0,
+                       (int)n1);
+        if (t == 0) /* the master's share of the tiles, timed */
+            master_ns = tg_par_now_ns() - start;
+    }
+    /* One thread would take about master_ns / (its share of the tiles). */
+    double share = (double)(pm / tm) * (double)(pn / tn) / ((double)pm * pn);
+    tg_par_end(region, (int64_t)((double)master_ns / share));
+}
+
+static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta,
+                 float *C, int ldc, bool may_swap)
+{
+    init();
+    check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     problem pb = {trans_a, trans_b, M,   N,   K,   alpha, beta,  A,
                   B,       C,       lda, ldb, ldc, false, false, false};
     if (M == 0 || N == 0)
@@ -793,36 +839,7 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
         k_split(&pb, kern, kc_step, NC, S, &region);
         return;
     }
-    int tm = 1, tn = T;
-    split_grid(pm, pn, kern->mr, kern->nr, T,
-               (pb.ta && !pb.tb && !pb.c_trans) ||
-                   (pb.c_trans && !pb.ta && pb.tb),
-               &tm, &tn);
-    int64_t master_ns = 0;
-#ifdef TG_HAVE_OPENMP
-#pragma omp parallel for num_threads(T) schedule(static)
-#endif
-    for (int t = 0; t < T; t++) {
-        int64_t start = t == 0 ? tg_par_now_ns() : 0;
-        int ti = t / tn, tj = t % tn;
-        /* in long: the last tile's end, rounded up to MR, may pass M */
-        long m0 = (long)pm * ti / tm * kern->mr,
-             m1 = (long)pm * (ti + 1) / tm * kern->mr;
-        long n0 = (long)pn * tj / tn * kern->nr,
-             n1 = (long)pn * (tj + 1) / tn * kern->nr;
-        if (m1 > pb.M)
-            m1 = pb.M;
-        if (n1 > pb.N)
-            n1 = pb.N;
-        if (m0 < m1 && n0 < n1)
-            gemm_block(&pb, kern, kc_step, NC, (int)m0, (int)m1, (int)n0,
-                       (int)n1);
-        if (t == 0) /* the master's share of the tiles, timed */
-            master_ns = tg_par_now_ns() - start;
-    }
-    /* One thread would take about master_ns / (its share of the tiles). */
-    double share = (double)(pm / tm) * (double)(pn / tn) / ((double)pm * pn);
-    tg_par_end(&region, (int64_t)((double)master_ns / share));
+    run_grid(&pb, kern, kc_step, NC, pm, pn, T, &region);
 }
 
 void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
