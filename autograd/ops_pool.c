@@ -92,8 +92,7 @@ static tg_tensor *pool_out(tg_tape *tp, const tg_tensor *x, const pool_geom *g)
     return out_tensor(tp, 4, (int[]){x->shape[0], x->shape[1], g->OH, g->OW});
 }
 
-/* ---- max_pool2d ------------------------------------------------------------
- */
+/* ---- max_pool2d ---------------------------------------------------------- */
 
 typedef struct max_saved {
     pool_geom g;
@@ -166,8 +165,7 @@ tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
                     pool_geom_of("max_pool2d", x, kernel, stride, padding));
 }
 
-/* ---- avg_pool2d ------------------------------------------------------------
- */
+/* ---- avg_pool2d ---------------------------------------------------------- */
 
 /* dx[n, c, i, j] += dy[n, c, oh, ow] / k^2 for each window holding (i, j),
  * the quotient in double rounded once, as the means' gradients (a float
@@ -239,8 +237,7 @@ tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
                     pool_geom_of("avg_pool2d", x, kernel, stride, padding));
 }
 
-/* ---- 1-D pooling: the 2-D ops on the view [N, C, 1, L] -------------------
- */
+/* ---- 1-D pooling: the 2-D ops on the view [N, C, 1, L] ------------------- */
 
 typedef tg_tensor *(*pool_fn)(tg_tape *, const char *, tg_tensor *, pool_geom);
 
@@ -268,8 +265,7 @@ tg_tensor *tg_avg_pool1d(tg_tape *tp, tg_tensor *x, int kernel, int stride,
     return pool1d(tp, "avg_pool1d", avg_pool, x, kernel, stride, padding);
 }
 
-/* ---- upsample2d ------------------------------------------------------------
- */
+/* ---- upsample2d ---------------------------------------------------------- */
 
 /* y [N, C, H*s, W*s], y[n, c, h, w] = x[n, c, h/s, w/s].
  * dx[n, c, i, j] += sum of dy over its s x s block (row-major order). */
