@@ -42,7 +42,8 @@ enum { CORR_V = 3, TRANS_V = 3, DIRECT_MAX_TAPS = 1024 };
 static size_t round8(size_t v) { return (v + 7) / 8 * 8; }
 
 /* The layout for g, false when the direct kernels do not apply: an image
- * side of more than one channel, no AVX2, or planes too large. */
+ * side of more than one channel, no AVX2 and FMA, the portable GEMM kernel
+ * chosen, or planes too large. */
 bool conv_direct_layout(const geom *g, dlay *d)
 {
 #ifdef TG_GEMM_X86

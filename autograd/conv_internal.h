@@ -4,7 +4,8 @@
  *   conv_implicit.c  implicit GEMM tiles reading the padded image, and the
  *                    transposed products gathered by stride phase (AVX2 /
  *                    AVX-512, channels a multiple of 16);
- *   conv_direct.c    direct kernels for a one-channel image side (AVX2);
+ *   conv_direct.c    direct kernels for a one-channel image side (AVX2 /
+ *                    AVX-512);
  * and ops_conv.c, the ops themselves, which choose among them. */
 #ifndef TG_CONV_INTERNAL_H
 #define TG_CONV_INTERNAL_H

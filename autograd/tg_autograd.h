@@ -377,10 +377,11 @@ tg_tensor *tg_kl_normals(tg_tape *tp, tg_tensor *mean_q, tg_tensor *logvar_q,
  *   conv2d:           floor((H + 2p - d(k-1) - 1) / s) + 1
  *   conv_transpose2d: (H - 1)s - 2p + d(k-1) + output_padding + 1
  * A geometry that gives an output size < 1 aborts, naming op and shapes.
- * An Inf or NaN in x of a conv2d with C = 1 (the direct kernels, on AVX2)
- * makes the weight gradients whose taps pass over it NaN, where PyTorch's
- * may be +-Inf or finite: those kernels multiply it by the zeros of their
- * padding columns. The output is non-finite there already. */
+ * An Inf or NaN in x of a conv2d with C = 1 (the direct kernels, taken
+ * with an AVX2 or AVX-512 GEMM kernel) makes the weight gradients whose
+ * taps pass over it NaN, where PyTorch's may be +-Inf or finite: those
+ * kernels multiply it by the zeros of their padding columns. The output is
+ * non-finite there already. */
 typedef struct tg_conv2d_args {
     int stride[2];
     int padding[2];
@@ -480,8 +481,8 @@ void tg_check_tensors(const char *op, int n, const tg_tensor *const *ts);
  * C[M,N] = alpha * op(A) . op(B) + beta * C, row-major, leading dimensions in
  * elements (at least a stored row's length; any dimension may be 0, K = 0
  * giving beta * C; each at most INT_MAX - 128, else it aborts). op(A) is
- * M x K, op(B) is K x N. Used by dense and matmul forward and backward.
- * Results do not depend on the thread count. As in
+ * M x K, op(B) is K x N. Used by dense, matmul and the convolutions,
+ * forward and backward. Results do not depend on the thread count. As in
  * BLAS, beta = 0 never reads C and alpha = 0 never reads A or B (a NaN
  * there does not reach the result). */
 void tg_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
