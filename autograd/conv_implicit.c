@@ -425,9 +425,7 @@ void conv_implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
     const int K = K_of(g), P = P_of(g);
     const int *off = k_offsets(tp, g, l);
     float *dWt = scratch(tp, (size_t)K, (size_t)g->OC);
-    /* images per block: about 256 pixels */
-    int G = 256 / (P > 0 ? P : 1);
-    G = G < 1 ? 1 : G;
+    const int G = block_images(g->N, P);
     const bool z = implicit_512();
     const int mr = z ? I512_MR : 6;
     int tiles = (K + mr - 1) / mr;
