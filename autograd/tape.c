@@ -633,7 +633,7 @@ void tg_backward_with(tg_tape *tp, tg_tensor *out, const float *seed)
         tg_fatal("backward", "output does not depend on anything that "
                              "requires grad (or was computed while not "
                              "recording)");
-    if (out->tape == tp && !computed_on(tp, out)) {
+    if (!computed_on(tp, out)) {
         char s[64];
         tg_fatal("backward",
                  "the output %s is no op's result on this tape since its "
