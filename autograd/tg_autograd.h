@@ -88,7 +88,7 @@ int tg_tensor_cols(const tg_tensor *t); /* the last dim */
  * keeps its memory; the first reset after a step outgrew the arena's first
  * block merges its blocks into one (a heap allocation), and from then on a
  * step of the same graph allocates nothing (tg_tape_heap_allocs stays put
- * from the second step's ops on). */
+ * from the second step's ops on; not with tg_tape_set_checks on). */
 tg_tape *tg_tape_new(void);
 void tg_tape_free(tg_tape *tp);
 /* Forget every record and tensor made since the last reset. Call it at
@@ -105,8 +105,11 @@ bool tg_tape_recording(const tg_tape *tp);
  * outputs' data, and backward recomputes it before running the op's
  * backward, aborting with the op's name when a tensor changed in between
  * (written by hand after use: the gradient would silently be wrong).
- * Costs one pass over every op's tensors at record and at backward: for
- * debugging. Returns the old value. */
+ * A reset then also fills the step's arena with a poison byte and sets its
+ * blocks aside for two resets, so that a tensor kept past a reset is
+ * refused by the next op or backward given it; a checked step therefore
+ * allocates. Costs one pass over every op's tensors at record and at
+ * backward: for debugging. Returns the old value. */
 bool tg_tape_set_checks(tg_tape *tp, bool on);
 /* Profile (off by default; on for every new tape when the environment has
  * TG_PROFILE=1): per op name, its calls, forward time and backward time.
