@@ -1,8 +1,8 @@
 /* Private to the library: OpenMP for elementwise and per-row loops.
  *
- * TG_PARALLEL_FOR(n) before a for loop splits its iterations over the
- * library's threads when the loop touches at least TG_PARALLEL_MIN floats
- * in all (n counts iterations, per_iter floats each); smaller loops stay on
+ * TG_PARALLEL_FOR(n, per_iter) before a for loop splits its iterations over
+ * the library's threads when the loop touches at least TG_PARALLEL_MIN
+ * floats in all (n iterations, per_iter floats each); smaller loops stay on
  * one thread, where a parallel region would cost more than it saves. Each
  * iteration must write only its own outputs: then the result is the same
  * for any thread count. Without OpenMP it expands to nothing. The thread
