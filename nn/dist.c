@@ -93,156 +93,6 @@ void tg_dist_refusal_prefix(char *buf, size_t n)
         snprintf(buf, n, "one of");
 }
 
-/* ---- shards ----------------------------------------------------------- */
-
-static struct {
-    int count;     /* tg_dist_set_shards; 0: the rank count */
-    size_t numel;  /* of acc and of each stashed gradient */
-    double *acc;   /* the running sum of the shards' gradients */
-    float *stash;  /* ranks > 0: their shards' gradients, in order */
-    int stash_cap; /* gradients stash can hold */
-    double *scratch;
-    size_t scratch_cap;
-} sh;
-
-static void *grow(void *p, size_t bytes, const char *op)
-{
-    void *q = realloc(p, bytes ? bytes : 1);
-    if (!q)
-        tg_out_of_memory(op, "out of memory (%zu bytes)", bytes);
-    return q;
-}
-
-static void shards_free(void)
-{
-    free(sh.acc);
-    free(sh.stash);
-    free(sh.scratch);
-    int count = sh.count;
-    memset(&sh, 0, sizeof sh);
-    sh.count = count;
-}
-
-void tg_dist_set_shards(int shards)
-{
-    if (shards < 1 || shards > TG_DIST_MAX_SHARDS)
-        tg_fatal("dist_set_shards", "%d shards: not 1..%d", shards,
-                 TG_DIST_MAX_SHARDS);
-    sh.count = shards;
-}
-
-int tg_dist_shards(void)
-{
-    if (sh.count)
-        return sh.count;
-    return dist.size < TG_DIST_MAX_SHARDS ? dist.size : TG_DIST_MAX_SHARDS;
-}
-
-/* rank r of N holds shards [r * S / N, (r + 1) * S / N) */
-int tg_dist_my_shards(int *first)
-{
-    int64_t s = tg_dist_shards();
-    int64_t lo = dist.rank * s / dist.size,
-            hi = (dist.rank + 1) * s / dist.size;
-    if (first)
-        *first = (int)lo;
-    return (int)(hi - lo);
-}
-
-int tg_dist_shard_rows(int n, int shard, int *first)
-{
-    int64_t s = tg_dist_shards();
-    if (n < 0 || shard < 0 || shard >= s)
-        tg_fatal("dist_shard_rows",
-                 "shard %d of a batch of %d rows (%d shards)", shard, n,
-                 (int)s);
-    int64_t lo = shard * (int64_t)n / s, hi = (shard + 1) * (int64_t)n / s;
-    if (first)
-        *first = (int)lo;
-    return (int)(hi - lo);
-}
-
-/* The rows of this rank's shards, which are consecutive. */
-int tg_dist_share(int n, int *first)
-{
-    if (n < 0)
-        tg_fatal("dist_share", "negative batch size %d", n);
-    int64_t s = tg_dist_shards();
-    int k0, k = tg_dist_my_shards(&k0);
-    int64_t lo = k0 * (int64_t)n / s, hi = (k0 + k) * (int64_t)n / s;
-    if (first)
-        *first = (int)lo;
-    return (int)(hi - lo);
-}
-
-double *tg_dist_scratch_(size_t n, bool zero)
-{
-    if (n > sh.scratch_cap) {
-        sh.scratch = grow(sh.scratch, n * sizeof(double), "dist_scratch");
-        sh.scratch_cap = n;
-    }
-    if (zero)
-        memset(sh.scratch, 0, n * sizeof(double));
-    return sh.scratch;
-}
-
-static double *acc_for(size_t n)
-{
-    if (n != sh.numel || !sh.acc) {
-        sh.acc = grow(sh.acc, n * sizeof(double), "dist_reduce");
-        sh.numel = n;
-        sh.stash_cap = 0;
-    }
-    return sh.acc;
-}
-
-/* Rank 0 (the first in shard order) sums its shards into acc as they come;
- * the other ranks must add theirs after the sum of the ranks before them,
- * so they keep each shard's gradient until then. */
-void tg_dist_keep_shard_(tg_params *ps, int j, int count)
-{
-    if (count <= 1)
-        return;
-    size_t n = tg_params_numel(ps);
-    float *g = tg_params_grad(ps);
-    double *acc = acc_for(n);
-    if (dist.rank == 0) {
-        if (j == 0)
-            for (size_t i = 0; i < n; i++)
-                acc[i] = g[i];
-        else
-            for (size_t i = 0; i < n; i++)
-                acc[i] += g[i];
-    } else {
-        if (sh.stash_cap < count) {
-            sh.stash = grow(sh.stash, (size_t)count * n * sizeof(float),
-                            "dist_keep_shard");
-            sh.stash_cap = count;
-        }
-        memcpy(sh.stash + (size_t)j * n, g, n * sizeof(float));
-    }
-    memset(g, 0, n * sizeof(float));
-}
-
-#ifdef TG_HAVE_MPI
-static void chain_shards(float *g, double *acc, size_t n, int count);
-#endif
-
-void tg_dist_reduce_shards_(tg_params *ps, int count)
-{
-    size_t n = tg_params_numel(ps);
-    float *g = tg_params_grad(ps);
-    if (dist.size == 1) { /* one process holds every shard */
-        if (count > 1)
-            for (size_t i = 0; i < n; i++)
-                g[i] = (float)sh.acc[i];
-        return;
-    }
-#ifdef TG_HAVE_MPI
-    chain_shards(g, acc_for(n), n, count);
-#endif
-}
-
 #ifdef TG_HAVE_MPI
 
 /* Started by a launcher (mpirun, srun with PMI/PMIx)? A plain run never
@@ -347,7 +197,7 @@ static void timed_wait(MPI_Request *req, const char *op);
 
 void tg_dist_finalize(void)
 {
-    shards_free();
+    tg_dist_shards_free_();
     if (!dist.active)
         return;
     /* MPI_Finalize waits for every rank, with no deadline: a rank stopped
@@ -520,7 +370,8 @@ static void acks_wait(acks *a, MPI_Request *bcast, double deadline,
  * rank receives the sum so far from the rank before, adds its shards in
  * order and passes it on; the last rank rounds it to float and broadcasts
  * it. The additions are those one process makes, in the same order. */
-static void chain_shards(float *g, double *acc, size_t n, int count)
+void tg_dist_chain_shards_(float *g, double *acc, const float *stash, size_t n,
+                           int count)
 {
     double t0 = MPI_Wtime();
     int r = dist.rank, last = dist.size - 1;
@@ -547,7 +398,7 @@ static void chain_shards(float *g, double *acc, size_t n, int count)
                   op);
             peer_wait(&req, before, chain_deadline(), op);
             for (int j = 0; j < count; j++) {
-                const float *x = count == 1 ? g : sh.stash + (size_t)j * n;
+                const float *x = count == 1 ? g : stash + (size_t)j * n;
                 for (size_t k = i; k < i + (size_t)m; k++)
                     acc[k] += x[k];
             }
@@ -741,7 +592,7 @@ void tg_dist_init(int *argc, char ***argv)
     }
 }
 
-void tg_dist_finalize(void) { shards_free(); }
+void tg_dist_finalize(void) { tg_dist_shards_free_(); }
 
 void tg_dist_abort(int code) { exit(code); }
 
