@@ -265,6 +265,28 @@ static void need_lists(const char *op, const double *neg, int n_neg,
                  n_neg, n_pos, INT_MAX);
 }
 
+/* neg and pos (need_lists checked) in one list sorted by score, each
+ * marked with its list; NULL when a score is NaN. The caller frees it. */
+static ranked *merged_sorted(const char *op, const double *neg, int n_neg,
+                             const double *pos, int n_pos)
+{
+    size_t n = (size_t)n_neg + (size_t)n_pos;
+    ranked *r = malloc(sizeof *r * n);
+    if (!r)
+        tg_out_of_memory(op, "out of memory (%zu scores)", n);
+    for (int i = 0; i < n_neg; i++)
+        r[i] = (ranked){neg[i], 0};
+    for (int i = 0; i < n_pos; i++)
+        r[n_neg + i] = (ranked){pos[i], 1};
+    for (size_t i = 0; i < n; i++)
+        if (isnan(r[i].v)) {
+            free(r);
+            return NULL;
+        }
+    qsort(r, n, sizeof *r, by_value);
+    return r;
+}
+
 /* Mann-Whitney: AUROC = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg),
  * R_pos the sum of the positives' ranks (1-based, ties get their mean). */
 double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos)
@@ -273,19 +295,9 @@ double tg_auroc(const double *neg, int n_neg, const double *pos, int n_pos)
         tg_fatal("auroc", "need two non-empty lists (%d, %d)", n_neg, n_pos);
     need_lists("auroc", neg, n_neg, pos, n_pos);
     size_t n = (size_t)n_neg + (size_t)n_pos;
-    ranked *r = malloc(sizeof *r * n);
+    ranked *r = merged_sorted("auroc", neg, n_neg, pos, n_pos);
     if (!r)
-        tg_out_of_memory("auroc", "out of memory (%zu scores)", n);
-    for (int i = 0; i < n_neg; i++)
-        r[i] = (ranked){neg[i], 0};
-    for (int i = 0; i < n_pos; i++)
-        r[n_neg + i] = (ranked){pos[i], 1};
-    for (size_t i = 0; i < n; i++)
-        if (isnan(r[i].v)) {
-            free(r);
-            return NAN;
-        }
-    qsort(r, n, sizeof *r, by_value);
+        return NAN;
     double rank_sum = 0.0;
     for (size_t i = 0; i < n;) {
         size_t j = i;
@@ -360,19 +372,9 @@ double tg_aupr(const double *neg, int n_neg, const double *pos, int n_pos)
         tg_fatal("aupr", "need two non-empty lists (%d, %d)", n_neg, n_pos);
     need_lists("aupr", neg, n_neg, pos, n_pos);
     size_t n = (size_t)n_neg + (size_t)n_pos;
-    ranked *r = malloc(sizeof *r * n);
+    ranked *r = merged_sorted("aupr", neg, n_neg, pos, n_pos);
     if (!r)
-        tg_out_of_memory("aupr", "out of memory (%zu scores)", n);
-    for (int i = 0; i < n_neg; i++)
-        r[i] = (ranked){neg[i], 0};
-    for (int i = 0; i < n_pos; i++)
-        r[n_neg + i] = (ranked){pos[i], 1};
-    for (size_t i = 0; i < n; i++)
-        if (isnan(r[i].v)) {
-            free(r);
-            return NAN;
-        }
-    qsort(r, n, sizeof *r, by_value);
+        return NAN;
     /* from the highest score down, one threshold per group of equal
      * scores: AP = sum over groups of (positives in it / n_pos) * precision
      * at that threshold */
