@@ -1,9 +1,10 @@
 /* Checkpoints: a parameter set, optimizer state and string metadata in one
  * safetensors file. Tensors: each parameter under its name, then
- * "optim.m.<name>" and (Adam) "optim.v.<name>". Metadata: the caller's
- * entries plus "optim.kind" ("sgd" / "adam"), "optim.step" and
- * "optim.settings" (momentum, nesterov, betas, eps, alpha, weight decay:
- * loading refuses an optimizer set otherwise).
+ * "optim.m.<name>" and (Adam, AdamW, RMSprop) "optim.v.<name>". Metadata:
+ * the caller's entries plus, with an optimizer, "optim.kind" ("sgd",
+ * "adam", "adamw", "rmsprop"), "optim.step" and "optim.settings"
+ * (momentum, nesterov, betas, eps, alpha, weight decay: loading refuses an
+ * optimizer set otherwise), and always the checksum (TG_CK_CHECKSUM_KEY).
  * Saving is atomic (temporary file, fsync, rename, fsync of the directory);
  * loading checks the whole file against the model before changing it. */
 #include "checkpoint_match.h"
@@ -240,18 +241,6 @@ static const char *kind_name(tg_optim_kind k)
                                    : "sgd";
 }
 
-/* "<prefix><name>", malloc'd. */
-static char *prefixed(const char *prefix, const char *name)
-{
-    size_t a = strlen(prefix), b = strlen(name);
-    char *s = malloc(a + b + 1);
-    if (!s)
-        tg_out_of_memory("checkpoint", "out of memory");
-    memcpy(s, prefix, a);
-    memcpy(s + a, name, b + 1);
-    return s;
-}
-
 /* Writes the tensors and metadata through tg_atomic_open / commit: an
  * interrupted or failed save leaves the old file as it was. */
 static tg_status write_atomic(const char *path, int n, const tg_st_tensor *t,
@@ -305,12 +294,12 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
         const char *name = tg_params_name(ps, i);
         t[k++] = (tg_st_tensor){name, p->ndim, p->shape, p->data};
         if (m) {
-            owned[k] = prefixed("optim.m.", name);
+            owned[k] = tg_ck_join("optim.m.", name);
             t[k] = (tg_st_tensor){owned[k], p->ndim, p->shape, m + off};
             k++;
         }
         if (v) {
-            owned[k] = prefixed("optim.v.", name);
+            owned[k] = tg_ck_join("optim.v.", name);
             t[k] = (tg_st_tensor){owned[k], p->ndim, p->shape, v + off};
             k++;
         }
@@ -412,7 +401,7 @@ static tg_status expect(const tg_st_file *f, const char *prefix,
                         const char *name, const tg_tensor *t,
                         const tg_st_entry **out)
 {
-    char *full = prefixed(prefix, name);
+    char *full = tg_ck_join(prefix, name);
     const tg_st_entry *e = tg_st_find(f, full);
     tg_status st = TG_OK;
     char fs[256], ms[64];
