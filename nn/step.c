@@ -19,11 +19,11 @@ static double now(void)
 }
 
 /* The step between its first tg_step_shard and its tg_step_finish: its
- * guard (NULL: none) and the shard count it began with. dist.c keeps one
- * step's sums and gradients, so another guard's step interleaved with it
- * (a GAN's two models, shard by shard) had summed the two models' losses
- * and gradients into each other without a word, and a shard count changed
- * mid-step had dropped the kept gradients. */
+ * guard (NULL: none) and the shard count it began with. dist_shards.c
+ * keeps one step's sums and gradients, so another guard's step interleaved with
+ * it (a GAN's two models, shard by shard) had summed the two models' losses and
+ * gradients into each other without a word, and a shard count changed mid-step
+ * had dropped the kept gradients. */
 static struct {
     const tg_step_guard *guard;
     int shards;
@@ -139,7 +139,7 @@ static bool diverging(tg_step_guard *g, double m)
     return false;
 }
 
-/* dist.c's scratch holds, between tg_step_shard calls: index 0 the
+/* dist_shards.c's scratch holds, between tg_step_shard calls: index 0 the
  * non-finite flag, 1 the interrupted flag, then one slot of sums per shard
  * (each filled by the rank that holds the shard; the others' are zero). */
 enum { NONFINITE, INTERRUPTED, SLOTS, WIDTH = 1 + TG_STEP_PARTS };

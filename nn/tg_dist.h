@@ -154,8 +154,9 @@ int tg_dist_launcher_rank(void);
  * for "started ... as <buf> N processes". */
 void tg_dist_refusal_prefix(char *buf, size_t n);
 
-/* Seconds spent in tg_dist_allreduce_grads so far on this rank (waiting for
- * slower ranks included), for the compute / communication split. */
+/* Seconds spent summing gradients across ranks so far on this rank
+ * (tg_dist_allreduce_grads and tg_step_finish's sum; waiting for slower
+ * ranks included), for the compute / communication split. */
 double tg_dist_allreduce_seconds(void);
 
 /* ---- the guarded step (nn/step.c) ------------------------------------------
