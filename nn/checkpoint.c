@@ -375,27 +375,6 @@ static const char *file_meta(const tg_st_file *f, const char *key)
     return NULL;
 }
 
-static bool same_shape(const tg_st_entry *e, const tg_tensor *t)
-{
-    if (e->ndim != t->ndim)
-        return false;
-    for (int d = 0; d < t->ndim; d++)
-        if (e->shape[d] != (uint64_t)t->shape[d])
-            return false;
-    return true;
-}
-
-static const char *entry_shape_str(const tg_st_entry *e, char *buf, size_t n)
-{
-    size_t at = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < e->ndim && at < n; d++)
-        at += (size_t)snprintf(buf + at, n - at, d ? ", %llu" : "%llu",
-                               (unsigned long long)e->shape[d]);
-    if (at < n)
-        snprintf(buf + at, n - at, "]");
-    return buf;
-}
-
 /* The entry called "<prefix><name>" with t's shape, or an error. */
 static tg_status expect(const tg_st_file *f, const char *prefix,
                         const char *name, const tg_tensor *t,
@@ -408,11 +387,11 @@ static tg_status expect(const tg_st_file *f, const char *prefix,
     if (!e)
         st = tg_error(TG_ERR_MISMATCH, "%s: tensor '%s' missing from the file",
                       f->path, full);
-    else if (!same_shape(e, t))
+    else if (!tg_ck_same_shape(e, t))
         st = tg_error(TG_ERR_MISMATCH,
                       "%s: tensor '%s' has shape %s in the "
                       "file but %s in the model",
-                      f->path, full, entry_shape_str(e, fs, sizeof fs),
+                      f->path, full, tg_ck_entry_shape(e, fs, sizeof fs),
                       tg_shape_str(t, ms));
     free(full);
     *out = e;
