@@ -201,9 +201,11 @@ typedef struct tg_vae_info {
     tg_meta meta;        /* every metadata entry, the caller's too */
 } tg_vae_info;
 
-/* Saves vae (and opt, pos, extra when not NULL) to path atomically.
- * Refuses (TG_ERR_ARG, file untouched) when a parameter or the optimizer
- * state is not finite. extra's keys must not be the model's own. */
+/* Saves vae (and opt, pos, extra when not NULL) to path atomically. Zeroes
+ * vae's gradients first (they are not saved; a skipped step's are no
+ * state). Refuses (TG_ERR_ARG, file untouched) when a parameter or the
+ * optimizer state is not finite. extra's keys must not be the model's own
+ * ("model", "input", "epoch", ...: vae_save aborts naming the key). */
 tg_status tg_vae_save(const char *path, tg_vae *vae, const tg_optim *opt,
                       const tg_vae_position *pos, const tg_meta *extra);
 /* Reads and checks path's metadata only (a model can then be built). */

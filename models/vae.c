@@ -230,9 +230,6 @@ tg_params *tg_vae_params(tg_vae *vae)
     return vae->params;
 }
 
-/* h            = relu(dense(enc1, x))          (x itself when hidden = 0)
- * mean, logvar = split(dense(enc2, h), 2)
- * logvar       = clamp(logvar, -30, 20)        (see TG_VAE_LOGVAR_MIN) */
 /* conv: h = flatten(relu(conv2(relu(conv1(x as [B, 1, s, s])))))
  * (the ReLUs fused into the convolutions: args.relu) */
 static tg_tensor *conv_encoder_features(tg_tape *tp, const tg_vae *vae,
@@ -243,6 +240,10 @@ static tg_tensor *conv_encoder_features(tg_tape *tp, const tg_vae *vae,
     return tg_flatten(tp, tg_conv2d_apply(tp, &vae->conv2, h));
 }
 
+/* h            = relu(dense(enc1, x))          (x itself when hidden = 0;
+ *                                               conv: the features above)
+ * mean, logvar = split(dense(enc2, h), 2)
+ * logvar       = clamp(logvar, -30, 20)        (see TG_VAE_LOGVAR_MIN) */
 void tg_vae_encode(tg_tape *tp, const tg_vae *vae, tg_tensor *x,
                    tg_tensor **mean, tg_tensor **logvar)
 {
