@@ -423,8 +423,8 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
     size_t plane = (size_t)rows * width, first = (size_t)rows * layers[0].out;
     int lanes = tg_par_threads() < S ? tg_par_threads() : S;
     lanes = lanes > 0 ? lanes : 1;
-    /* layer 1's mean and variance, then 4 planes per lane: h, h_sq, the
-     * pre-activations' mean and variance */
+    /* layer 1's mean and variance, x^2, then 4 planes per lane: h, h_sq,
+     * the pre-activations' mean and variance */
     size_t n_work =
         2 * first + (size_t)layers[0].in * rows + 4 * plane * (size_t)lanes;
     float *work = malloc(sizeof(float) * (n_work ? n_work : 1));

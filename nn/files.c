@@ -3,7 +3,8 @@
  * left behind, and one process at a time per output folder.
  *
  * A temporary is "<path>.tapegrad-tmp.<pid>", created new (O_EXCL) and
- * never through a symbolic link, as is the lock: the names a stale-temp
+ * never through a symbolic link (the lock, which may exist already, is
+ * never opened through one either): the names a stale-temp
  * sweep removes are ones no other program writes (it had removed a
  * user's "thesis.tex.tmp.20261204", and a checkpoint named "*.tmp.<n>"
  * given to --resume), and a link planted at a temporary's or the lock's

@@ -62,7 +62,7 @@ static void check(const char *op, const float *probs, const int *labels,
                          C - 1);
 }
 
-/* The predicted class (first of the largest) and its probability. */
+/* The predicted class: the first of the largest probabilities. */
 static int argmax(const float *p, int C)
 {
     int best = 0;
