@@ -4,15 +4,11 @@
  * the same batches. Batches are tape tensors: with shuffling off they are
  * views of the caller's rows (no copy); shuffled rows are gathered into the
  * tape's arena (no heap allocation after warm-up). */
+#include "batch_order.h"
 #include "tg_nn.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static uint64_t order_stream(int64_t epoch)
-{
-    return 0x6261746368000000ull ^ (uint64_t)epoch; /* as batcher.c */
-}
 
 /* A NULL batcher: a message naming the call, not a segfault inside it. */
 static void need_batcher(const tg_array_batcher *b, const char *op)
@@ -68,18 +64,7 @@ void tg_array_batcher_start(tg_array_batcher *b, int64_t epoch, int first_batch)
     if (first_batch < 0 || first_batch > tg_array_batcher_count(b))
         tg_fatal("array_batcher_start", "batch %d outside 0..%d", first_batch,
                  tg_array_batcher_count(b));
-    for (int i = 0; i < b->n; i++)
-        b->order[i] = i;
-    if (b->shuffle) { /* Fisher-Yates: order[i] swaps with a j <= i */
-        tg_rng rng;
-        tg_rng_seed(&rng, b->seed, order_stream(epoch));
-        for (int i = b->n - 1; i > 0; i--) {
-            int j = (int)tg_rng_below(&rng, (uint32_t)i + 1);
-            int t = b->order[i];
-            b->order[i] = b->order[j];
-            b->order[j] = t;
-        }
-    }
+    batch_order(b->order, b->n, b->seed, epoch, b->shuffle);
     b->epoch = epoch;
     int64_t pos = (int64_t)first_batch * b->batch;
     b->pos = pos > b->n ? b->n : (int)pos;

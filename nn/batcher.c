@@ -1,18 +1,12 @@
 /* Mini-batches in a shuffled order that is a function of (seed, epoch) only,
  * so a run resumed at batch k of epoch e sees exactly the batches it would
  * have seen. */
+#include "batch_order.h"
 #include "parallel.h"
 #include "tg_nn.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* The rng stream for an epoch's order; the constant keeps it apart from the
- * streams other purposes derive from small integers. */
-static uint64_t order_stream(int64_t epoch)
-{
-    return 0x6261746368000000ull ^ (uint64_t)epoch; /* "batch" */
-}
 
 /* A NULL batcher: a message naming the call, not a segfault inside it. */
 static void need_batcher(const tg_batcher *b, const char *op)
@@ -53,7 +47,6 @@ int tg_batcher_count(const tg_batcher *b)
     return (int)(((int64_t)b->ds->n + b->batch - 1) / b->batch);
 }
 
-/* Fisher-Yates from the identity: order[i] swaps with a uniform j <= i. */
 void tg_batcher_start(tg_batcher *b, int64_t epoch, int first_batch)
 {
     need_batcher(b, "batcher_start");
@@ -63,16 +56,7 @@ void tg_batcher_start(tg_batcher *b, int64_t epoch, int first_batch)
     if (first_batch < 0 || first_batch > tg_batcher_count(b))
         tg_fatal("batcher_start", "batch %d outside 0..%d", first_batch,
                  tg_batcher_count(b));
-    tg_rng rng;
-    tg_rng_seed(&rng, b->seed, order_stream(epoch));
-    for (int i = 0; i < n; i++)
-        b->order[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)tg_rng_below(&rng, (uint32_t)i + 1);
-        int t = b->order[i];
-        b->order[i] = b->order[j];
-        b->order[j] = t;
-    }
+    batch_order(b->order, n, b->seed, epoch, true);
     b->epoch = epoch;
     int64_t pos = (int64_t)first_batch * b->batch;
     b->pos = pos > n ? n : (int)pos;
