@@ -194,8 +194,7 @@ tg_tensor *tg_conv_transpose2d_apply(tg_tape *tp,
     return tg_conv_transpose2d_ex(tp, x, l->W, l->b, &l->args);
 }
 
-/* ---- 1-D layers: weights [out, in, k] / [in, out, k] ----------------------
- */
+/* ---- 1-D layers: weights [out, in, k] / [in, out, k] ------------------ */
 
 void tg_conv1d_layer_init(tg_conv1d_layer *l, tg_params *ps, const char *name,
                           int in, int out, int kernel, int stride, int padding,
