@@ -109,14 +109,18 @@ static const tg_tensor *scope_find(const scope *s, const char *rest)
     return hit ? hit->t : NULL;
 }
 
-tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
-                      const char *file_prefix, const char *model_prefix,
-                      bool want_m, bool want_v, int *matched)
+/* Each parameter in scope against the file: its tensor, and its optimizer
+ * state where the file has it (or must: wanted), each of its shape.
+ * Counted per parameter, its optimizer state with it: state that is not
+ * loaded may be absent, but has the parameter's shape. Returns the number
+ * of parameters in scope. */
+static int count_missing_and_shapes(const tg_st_file *f, const tg_params *ps,
+                                    const char *file_prefix,
+                                    const char *model_prefix,
+                                    const bool wanted[3], diff *d)
 {
-    diff d = {0};
     int in_scope = 0;
     size_t mlen = strlen(model_prefix);
-    bool wanted[3] = {true, want_m, want_v};
     for (int i = 0; i < tg_params_count(ps); i++) {
         const char *name = tg_params_name(ps, i);
         if (!starts_with(name, model_prefix))
@@ -124,19 +128,17 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
         in_scope++;
         const tg_tensor *t = tg_params_get(ps, i);
         char *file_name = tg_ck_join(file_prefix, name + mlen);
-        /* counted per parameter, its optimizer state with it: state that
-         * is not loaded may be absent, but has the parameter's shape */
         bool missing = false, shape = false;
         for (int k = 0; k < 3; k++) {
             char *full = tg_ck_join(state_prefix[k], file_name);
             const tg_st_entry *e = tg_st_find(f, full);
-            if (!e && wanted[k] && !missing && d.missing++ == 0)
-                snprintf(d.first_missing, sizeof d.first_missing, "%.120s",
+            if (!e && wanted[k] && !missing && d->missing++ == 0)
+                snprintf(d->first_missing, sizeof d->first_missing, "%.120s",
                          full);
             missing |= !e && wanted[k];
-            if (e && !tg_ck_same_shape(e, t) && !shape && d.shape++ == 0) {
+            if (e && !tg_ck_same_shape(e, t) && !shape && d->shape++ == 0) {
                 char fs[128], ms[64];
-                snprintf(d.first_shape, sizeof d.first_shape,
+                snprintf(d->first_shape, sizeof d->first_shape,
                          "'%.120s' has shape %s in the file but %s in the "
                          "model",
                          full, tg_ck_entry_shape(e, fs, sizeof fs),
@@ -147,6 +149,15 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
         }
         free(file_name);
     }
+    return in_scope;
+}
+
+/* Each file tensor in scope against the parameters: one that is neither a
+ * parameter in scope nor its optimizer state is extra. */
+static void count_extra(const tg_st_file *f, const tg_params *ps,
+                        const char *file_prefix, const char *model_prefix,
+                        diff *d)
+{
     size_t flen = strlen(file_prefix);
     scope params;
     scope_init(&params, ps, model_prefix);
@@ -157,20 +168,32 @@ tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
             name += 8;
         if (!starts_with(name, file_prefix))
             continue;
-        /* state of a parameter: "optim.m." / "optim.v." + its name (its
-         * shape was checked above), not + the name of any tensor of the
-         * file ("optim.m.optim.m.w" is no parameter's state) */
+        /* state of a parameter: "optim.m." / "optim.v." + its name (whose
+         * shape count_missing_and_shapes checks), not + the name of any
+         * tensor of the file ("optim.m.optim.m.w" is no parameter's state) */
         bool known = scope_find(&params, name + flen) != NULL;
-        /* once per name: its optimizer state counts only without it, or
-         * with a v but no m (counted with the m) */
+        /* an extra name counts once: its optimizer state is not counted
+         * again when the file holds the name itself, nor its v when the
+         * file holds its m */
         bool counted =
             state && ((!is_state(name) && tg_st_find(f, name)) ||
                       (starts_with(f->t[i].name, "optim.v.") && m_of(f, name)));
-        if (!known && !counted && d.extra++ == 0)
-            snprintf(d.first_extra, sizeof d.first_extra, "%.120s",
+        if (!known && !counted && d->extra++ == 0)
+            snprintf(d->first_extra, sizeof d->first_extra, "%.120s",
                      f->t[i].name);
     }
     free(params.p);
+}
+
+tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
+                      const char *file_prefix, const char *model_prefix,
+                      bool want_m, bool want_v, int *matched)
+{
+    diff d = {0};
+    const bool wanted[3] = {true, want_m, want_v};
+    int in_scope =
+        count_missing_and_shapes(f, ps, file_prefix, model_prefix, wanted, &d);
+    count_extra(f, ps, file_prefix, model_prefix, &d);
     if (matched)
         *matched = in_scope;
     if (d.missing + d.shape + d.extra == 0)
