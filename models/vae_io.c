@@ -124,20 +124,18 @@ static tg_status read_position(const char *path, const tg_meta *m,
     return TG_OK;
 }
 
-tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
+/* The model the metadata describe, into *cfg: a VAE whose sizes are in
+ * the limits, whose arch, likelihood and weight layout agree, and whose
+ * weights fit in the file. */
+static tg_status read_config(const char *path, const tg_meta *m,
+                             tg_vae_config *cfg)
 {
-    if (!path || !info)
-        tg_fatal("vae_read_info", "NULL %s", path ? "info" : "path");
-    memset(info, 0, sizeof *info);
-    tg_meta *m = &info->meta;
-    tg_status st = tg_checkpoint_read_meta(path, m);
-    if (st != TG_OK)
-        return st;
     const char *model = tg_meta_get(m, "model");
     if (!model || strcmp(model, "vae") != 0)
         return tg_error(TG_ERR_MISMATCH, "%s: model is '%.40s', not 'vae'",
                         path, model ? model : "(missing)");
-    int64_t input, hidden, latent, step = 0;
+    int64_t input, hidden, latent;
+    tg_status st;
     if ((st = get_int(path, m, "input", 1, TG_VAE_MAX_INPUT, &input)) !=
             TG_OK ||
         (st = get_int(path, m, "hidden", 0, TG_VAE_MAX_HIDDEN, &hidden)) !=
@@ -145,16 +143,16 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
         (st = get_int(path, m, "latent", 1, TG_VAE_MAX_LATENT, &latent)) !=
             TG_OK)
         return st;
-    info->cfg = (tg_vae_config){(int)input, (int)hidden, (int)latent,
-                                TG_VAE_MLP, TG_VAE_BERNOULLI};
+    *cfg = (tg_vae_config){(int)input, (int)hidden, (int)latent, TG_VAE_MLP,
+                           TG_VAE_BERNOULLI};
     const char *arch = tg_meta_get(m, "arch"); /* absent: an MLP */
-    if (arch && !tg_vae_arch_parse(arch, &info->cfg.arch))
+    if (arch && !tg_vae_arch_parse(arch, &cfg->arch))
         return tg_error(TG_ERR_FORMAT,
                         "%s: metadata 'arch' is '%.40s', not 'mlp' or 'conv'",
                         path, arch);
     /* absent (files from before the continuous Bernoulli): a Bernoulli */
     const char *lik = tg_meta_get(m, "likelihood");
-    if (lik && !tg_vae_likelihood_parse(lik, &info->cfg.likelihood))
+    if (lik && !tg_vae_likelihood_parse(lik, &cfg->likelihood))
         return tg_error(TG_ERR_FORMAT,
                         "%s: metadata 'likelihood' is '%.40s', not "
                         "'bernoulli' or 'cb'",
@@ -163,24 +161,22 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
      * a file that says its layout is another ("[in, out]") holds the
      * transposes, which a square weight (hidden 2 x latent) took silently */
     const char *layout = tg_meta_get(m, "weight_layout");
-    tg_vae_arch other =
-        info->cfg.arch == TG_VAE_CONV ? TG_VAE_MLP : TG_VAE_CONV;
+    tg_vae_arch other = cfg->arch == TG_VAE_CONV ? TG_VAE_MLP : TG_VAE_CONV;
     if (layout && strcmp(layout, weight_layout(other)) == 0)
         return tg_error(TG_ERR_FORMAT,
                         "%s: metadata 'arch' is %s%s, but 'weight_layout' "
                         "is the %s VAE's: the file contradicts itself",
-                        path, tg_vae_arch_name(info->cfg.arch),
+                        path, tg_vae_arch_name(cfg->arch),
                         arch ? "" : " (absent)", tg_vae_arch_name(other));
-    if (layout && strcmp(layout, weight_layout(info->cfg.arch)) != 0)
+    if (layout && strcmp(layout, weight_layout(cfg->arch)) != 0)
         return tg_error(TG_ERR_FORMAT,
                         "%s: metadata 'weight_layout' is '%.40s', not the "
                         "%s VAE's '%s' (its tensors would be read as "
                         "another model)",
-                        path, layout, tg_vae_arch_name(info->cfg.arch),
-                        info->cfg.arch == TG_VAE_CONV
-                            ? "[out, in] ..."
-                            : weight_layout(TG_VAE_MLP));
-    if (info->cfg.arch == TG_VAE_CONV) {
+                        path, layout, tg_vae_arch_name(cfg->arch),
+                        cfg->arch == TG_VAE_CONV ? "[out, in] ..."
+                                                 : weight_layout(TG_VAE_MLP));
+    if (cfg->arch == TG_VAE_CONV) {
         int s = (int)lround(sqrt((double)input));
         if (s * s != input || s % 4 || hidden != 0)
             return tg_error(TG_ERR_FORMAT,
@@ -193,7 +189,7 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
      * its weights must fit in the file: a crafted header (input 16777216,
      * or hidden 65536 and latent 4096) had vae_score build a model of
      * billions of parameters, and abort, before finding tensors missing. */
-    uint64_t numel = tg_vae_numel(info->cfg);
+    uint64_t numel = tg_vae_numel(*cfg);
     struct stat sb;
     if (stat(path, &sb) != 0)
         sb.st_size = 0;
@@ -203,14 +199,20 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
             "%s: metadata describes a %s VAE %lld-%lld-%lld of "
             "%llu parameters (at most %llu), but the file is "
             "%lld bytes",
-            path, tg_vae_arch_name(info->cfg.arch), (long long)input,
+            path, tg_vae_arch_name(cfg->arch), (long long)input,
             (long long)hidden, (long long)latent, (unsigned long long)numel,
             (unsigned long long)TG_VAE_MAX_PARAMS, (long long)sb.st_size);
-    /* The optimizer's step ("optim.step", the checkpoint's own) and the
-     * model's ("step"): each in range, and the same when both are there
-     * (Adam's bias correction follows it: a crafted 1000 against 2 resumed
-     * a different trajectory). */
-    int64_t model_step = 0;
+    return TG_OK;
+}
+
+/* The optimizer's step ("optim.step", the checkpoint's own) and the
+ * model's ("step"): each in range, and the same when both are there (Adam's
+ * bias correction follows it: a crafted 1000 against 2 resumed a different
+ * trajectory). */
+static tg_status read_step(const char *path, const tg_meta *m, int64_t *out)
+{
+    int64_t model_step = 0, step;
+    tg_status st;
     if (tg_meta_get(m, "step") &&
         (st = get_int(path, m, "step", 0, TG_OPTIM_MAX_STEP, &model_step)) !=
             TG_OK)
@@ -226,6 +228,23 @@ tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
                             "%lld",
                             path, (long long)model_step, (long long)step);
     }
+    *out = step;
+    return TG_OK;
+}
+
+tg_status tg_vae_read_info(const char *path, tg_vae_info *info)
+{
+    if (!path || !info)
+        tg_fatal("vae_read_info", "NULL %s", path ? "info" : "path");
+    memset(info, 0, sizeof *info);
+    tg_meta *m = &info->meta;
+    tg_status st = tg_checkpoint_read_meta(path, m);
+    if (st != TG_OK)
+        return st;
+    int64_t step = 0;
+    if ((st = read_config(path, m, &info->cfg)) != TG_OK ||
+        (st = read_step(path, m, &step)) != TG_OK)
+        return st;
     info->step = step;
     if (tg_meta_get(m, "epoch")) {
         info->has_position = true;
