@@ -442,6 +442,68 @@ tg_status tg_checkpoint_read_meta(const char *path, tg_meta *meta)
     return st;
 }
 
+/* The file's optimizer entries against opt: its kind, settings, and its
+ * step (into *step) in 0..TG_OPTIM_MAX_STEP. */
+static tg_status read_optim_meta(const tg_st_file *f, const tg_optim *opt,
+                                 int64_t *step)
+{
+    const char *path = f->path;
+    tg_status st;
+    const char *kind = file_meta(f, KIND_KEY);
+    if (!kind)
+        st = tg_error(TG_ERR_MISMATCH, "%s: no optimizer state in the file",
+                      path);
+    else if (strcmp(kind, kind_name(opt->kind)) != 0)
+        st = tg_error(TG_ERR_MISMATCH,
+                      "%s: optimizer is '%.16s' in the "
+                      "file but '%s' in the model",
+                      path, kind, kind_name(opt->kind));
+    else
+        st = parse_int(path, STEP_KEY, file_meta(f, STEP_KEY), step);
+    if (st == TG_OK && (*step < 0 || *step > TG_OPTIM_MAX_STEP))
+        st = tg_error(TG_ERR_FORMAT,
+                      "%s: optimizer step %" PRId64 " is outside 0..%" PRId64,
+                      path, *step, TG_OPTIM_MAX_STEP);
+    if (st == TG_OK)
+        st = check_settings(path, file_meta(f, SETTINGS_KEY), opt);
+    return st;
+}
+
+/* The optimizer state read into scratch (slots 1.. of numel floats each,
+ * after the weights' slot 0) is finite (a NaN or Inf in it made every
+ * weight it touches NaN at the first step after a resume), and opt->v is a
+ * running mean of squares (Adam's second moment, RMSprop's): a negative one
+ * is no state an optimizer wrote, and its square root made that step NaN
+ * too. The weights are the caller's to check (tg_vae_load does): a
+ * diverged model may be saved on purpose. */
+static tg_status check_optim_state(const char *path, const tg_params *ps,
+                                   const float *scratch, bool want_m,
+                                   bool want_v)
+{
+    size_t numel = tg_params_numel(ps);
+    int np = tg_params_count(ps);
+    tg_status st = TG_OK;
+    for (int k = 1; k <= want_m + want_v && st == TG_OK; k++) {
+        bool is_v = want_v && k == want_m + want_v;
+        size_t off = 0;
+        for (int i = 0; i < np && st == TG_OK; i++) {
+            const float *x = scratch + numel * (size_t)k + off;
+            size_t n = tg_params_get(ps, i)->size;
+            for (size_t j = 0; j < n && st == TG_OK; j++)
+                if (!isfinite(x[j]) || (is_v && x[j] < 0.0f))
+                    st = tg_error(TG_ERR_FORMAT,
+                                  "%s: tensor 'optim.%c.%s' holds %g, but "
+                                  "optimizer state is finite%s",
+                                  path, is_v ? 'v' : 'm', tg_params_name(ps, i),
+                                  (double)x[j],
+                                  is_v ? " and a second moment never negative"
+                                       : "");
+            off += n;
+        }
+    }
+    return st;
+}
+
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
                              tg_meta *meta)
 {
@@ -463,26 +525,8 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
     st = tg_ck_verify(&f);
     if (meta && st == TG_OK)
         st = check_meta_fits(&f);
-    if (st == TG_OK && opt) {
-        const char *kind = file_meta(&f, KIND_KEY);
-        if (!kind)
-            st = tg_error(TG_ERR_MISMATCH, "%s: no optimizer state in the file",
-                          path);
-        else if (strcmp(kind, kind_name(opt->kind)) != 0)
-            st = tg_error(TG_ERR_MISMATCH,
-                          "%s: optimizer is '%.16s' in the "
-                          "file but '%s' in the model",
-                          path, kind, kind_name(opt->kind));
-        else
-            st = parse_int(path, STEP_KEY, file_meta(&f, STEP_KEY), &step);
-        if (st == TG_OK && (step < 0 || step > TG_OPTIM_MAX_STEP))
-            st = tg_error(TG_ERR_FORMAT,
-                          "%s: optimizer step %" PRId64
-                          " is outside 0..%" PRId64,
-                          path, step, TG_OPTIM_MAX_STEP);
-        if (st == TG_OK)
-            st = check_settings(path, file_meta(&f, SETTINGS_KEY), opt);
-    }
+    if (st == TG_OK && opt)
+        st = read_optim_meta(&f, opt, &step);
     /* Every parameter (and its state) in the file, nothing else. */
     if (st == TG_OK)
         st = tg_ck_match(&f, ps, "", "", want_m, want_v, NULL);
@@ -512,30 +556,8 @@ tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
         }
         off += t->size;
     }
-    /* The optimizer state is finite (a NaN or Inf in it made every weight
-     * it touches NaN at the first step after a resume), and opt->v is a
-     * running mean of squares (Adam's second moment, RMSprop's): a
-     * negative one is no state an optimizer wrote, and its square root
-     * made that step NaN too. The weights are the caller's to check
-     * (tg_vae_load does): a diverged model may be saved on purpose. */
-    for (int k = 1; k <= want_m + want_v && st == TG_OK; k++) {
-        bool is_v = want_v && k == want_m + want_v;
-        off = 0;
-        for (int i = 0; i < np && st == TG_OK; i++) {
-            const float *x = scratch + numel * (size_t)k + off;
-            size_t n = tg_params_get(ps, i)->size;
-            for (size_t j = 0; j < n && st == TG_OK; j++)
-                if (!isfinite(x[j]) || (is_v && x[j] < 0.0f))
-                    st = tg_error(TG_ERR_FORMAT,
-                                  "%s: tensor 'optim.%c.%s' holds %g, but "
-                                  "optimizer state is finite%s",
-                                  path, is_v ? 'v' : 'm', tg_params_name(ps, i),
-                                  (double)x[j],
-                                  is_v ? " and a second moment never negative"
-                                       : "");
-            off += n;
-        }
-    }
+    if (st == TG_OK)
+        st = check_optim_state(path, ps, scratch, want_m, want_v);
     if (st == TG_OK) {
         memcpy(tg_params_data(ps), scratch, numel * sizeof(float));
         if (want_m)
