@@ -371,8 +371,6 @@ void tg_vae_posterior_pixels(tg_tape *tp, const tg_vae *vae, const float *x,
     free(s2);
 }
 
-/* tg_auroc moved to nn/metrics.c (declared in tg_nn.h). */
-
 /* ---- complexity ---------------------------------------------------------- */
 
 tg_status tg_complexity_bits(const uint8_t *bytes, size_t n, double *bits)
@@ -401,8 +399,7 @@ tg_status tg_complexity_bits(const uint8_t *bytes, size_t n, double *bits)
 #endif
 }
 
-/* ---- typicality ------------------------------------------------------------
- */
+/* ---- typicality -------------------------------------------------------- */
 
 tg_status tg_typical_fit(tg_typical *ref, const double *feat, int n, int d)
 {
