@@ -268,6 +268,52 @@ static bool library_key(const char *key, bool opt)
                     strcmp(key, SETTINGS_KEY) == 0));
 }
 
+/* A caller's metadata that a load can read back: with the optimizer's
+ * three entries at most TG_META_MAX, and no key a load would refuse (the
+ * library's "tapegrad." prefix, but for the checksum's own, which is
+ * replaced; or one bit from the checksum's). */
+static tg_status check_caller_meta(const char *path, const tg_meta *meta,
+                                   bool opt)
+{
+    int nmeta = 0, own = opt ? 3 : 0;
+    const char *reserved = NULL; /* a caller's key a load would refuse */
+    for (int i = 0; meta && i < meta->n; i++) {
+        if (!library_key(meta->key[i], opt))
+            nmeta++;
+        if (!reserved && ((strncmp(meta->key[i], "tapegrad.", 9) == 0 &&
+                           strcmp(meta->key[i], TG_CK_CHECKSUM_KEY) != 0) ||
+                          tg_ck_near_checksum_key(meta->key[i])))
+            reserved = meta->key[i];
+    }
+    if (reserved && tg_ck_near_checksum_key(reserved))
+        return tg_error(TG_ERR_ARG,
+                        "%s: not saved: metadata key '%.60s' is one bit "
+                        "from the library's '%s' (a load would take the "
+                        "file for damaged)",
+                        path, reserved, TG_CK_CHECKSUM_KEY);
+    if (reserved)
+        return tg_error(TG_ERR_ARG,
+                        "%s: not saved: metadata key '%.60s': the "
+                        "'tapegrad.' prefix is the library's",
+                        path, reserved);
+    if (nmeta + own > TG_META_MAX)
+        return tg_error(TG_ERR_ARG,
+                        "%s: not saved: %d metadata entries and the "
+                        "optimizer's %d, at most %d (TG_META_MAX) can be "
+                        "loaded",
+                        path, nmeta, own, TG_META_MAX);
+    return TG_OK;
+}
+
+/* The tensors of a save and the names it made for the optimizer state. */
+static void free_tensor_list(tg_st_tensor *t, char **owned, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(owned[i]);
+    free(owned);
+    free(t);
+}
+
 tg_status tg_checkpoint_save(const char *path, tg_params *ps,
                              const tg_optim *opt, const tg_meta *meta)
 {
@@ -305,39 +351,12 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
         }
         off += p->size;
     }
-    int nmeta = 0, own = opt ? 3 : 0;
-    const char *reserved = NULL; /* a caller's key a load would refuse */
-    for (int i = 0; meta && i < meta->n; i++) {
-        if (!library_key(meta->key[i], opt != NULL))
-            nmeta++;
-        if (!reserved && ((strncmp(meta->key[i], "tapegrad.", 9) == 0 &&
-                           strcmp(meta->key[i], TG_CK_CHECKSUM_KEY) != 0) ||
-                          tg_ck_near_checksum_key(meta->key[i])))
-            reserved = meta->key[i];
+    tg_status st = check_caller_meta(path, meta, opt != NULL);
+    if (st != TG_OK) {
+        free_tensor_list(t, owned, n);
+        return st;
     }
-    if (nmeta + own > TG_META_MAX || reserved) { /* no load could read it */
-        for (int i = 0; i < n; i++)
-            free(owned[i]);
-        free(owned);
-        free(t);
-        if (reserved && tg_ck_near_checksum_key(reserved))
-            return tg_error(TG_ERR_ARG,
-                            "%s: not saved: metadata key '%.60s' is one bit "
-                            "from the library's '%s' (a load would take the "
-                            "file for damaged)",
-                            path, reserved, TG_CK_CHECKSUM_KEY);
-        if (reserved)
-            return tg_error(TG_ERR_ARG,
-                            "%s: not saved: metadata key '%.60s': the "
-                            "'tapegrad.' prefix is the library's",
-                            path, reserved);
-        return tg_error(TG_ERR_ARG,
-                        "%s: not saved: %d metadata entries and the "
-                        "optimizer's %d, at most %d (TG_META_MAX) can be "
-                        "loaded",
-                        path, nmeta, own, TG_META_MAX);
-    }
-    nmeta = 0;
+    int nmeta = 0;
     for (int i = 0; meta && i < meta->n; i++) {
         if (library_key(meta->key[i], opt != NULL))
             continue; /* the library's own values win */
@@ -357,11 +376,8 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
     tg_ck_checksum(n, t, nmeta, keys, values, checksum); /* over all else */
     keys[nmeta] = TG_CK_CHECKSUM_KEY;
     values[nmeta++] = checksum;
-    tg_status st = write_atomic(path, n, t, nmeta, keys, values);
-    for (int i = 0; i < n; i++)
-        free(owned[i]);
-    free(owned);
-    free(t);
+    st = write_atomic(path, n, t, nmeta, keys, values);
+    free_tensor_list(t, owned, n);
     return st;
 }
 
