@@ -1,4 +1,6 @@
-/* Private to nn: how a checkpoint file's tensors correspond to a model's. */
+/* Private to nn: what the checkpoint files (checkpoint.c,
+ * checkpoint_subset.c, meta.c) share: how a file's tensors correspond to a
+ * model's, the checksum, and a few helpers. */
 #ifndef TG_CHECKPOINT_MATCH_H
 #define TG_CHECKPOINT_MATCH_H
 
@@ -20,6 +22,12 @@
 tg_status tg_ck_match(const tg_st_file *f, const tg_params *ps,
                       const char *file_prefix, const char *model_prefix,
                       bool want_m, bool want_v, int *matched);
+
+/* The integer metadata value s of key (NULL: missing), decimal, within
+ * int64_t; else TG_ERR_FORMAT naming what (a path, or "checkpoint") and
+ * key. In meta.c, for tg_meta_get_int and a loaded file's optimizer step. */
+tg_status tg_ck_parse_int(const char *what, const char *key, const char *s,
+                          int64_t *value);
 
 /* prefix + name, malloc'd (aborts when out of memory). */
 char *tg_ck_join(const char *prefix, const char *name);
