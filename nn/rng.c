@@ -19,8 +19,8 @@ static uint64_t splitmix64(uint64_t *x)
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 /* A NULL generator aborts naming the call (it was a segfault). One
- * predictable branch per call: the library's own loops draw through
- * rng_next, not through these. */
+ * predictable branch per call; the hottest loops (the bulk normals,
+ * dropout's masks) draw through rng_next, not through these. */
 static void need_rng(const tg_rng *r, const char *op)
 {
     if (!r)
