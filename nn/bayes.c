@@ -393,6 +393,38 @@ static void dense_into(const float *x, int rows, int in, int out,
     tg_gemm(false, true, rows, out, in, 1.0f, x, in, W, in, 1.0f, y, out);
 }
 
+/* One sampled pass of tg_bayes_mlp_sample into y [rows, last layer's out],
+ * from layer 1's moments mean1 and var1 (the same for every pass), with
+ * one key per layer and the 4 planes of its lane (h, h_sq, the next
+ * layer's pre-activation mean and variance; plane floats each). */
+static void mlp_pass(const tg_bayes_dense *layers, int n_layers, int rows,
+                     const uint64_t *key, float *const *var_W,
+                     float *const *var_b, const float *mean1, const float *var1,
+                     float *lane, size_t plane, float *y)
+{
+    size_t first = (size_t)rows * layers[0].out;
+    float *h = lane, *h_sq = h + plane, *mean = h_sq + plane,
+          *var = mean + plane;
+    if (n_layers == 1) {
+        draw(key[0], mean1, var1, first, false, y, NULL);
+        return;
+    }
+    draw(key[0], mean1, var1, first, true, h, h_sq);
+    for (int l = 1; l < n_layers; l++) {
+        const tg_bayes_dense *L = &layers[l];
+        size_t n = (size_t)rows * L->out;
+        /* the tape's GEMM, W as [out, in]: a GEMM of W transposed (plain
+         * copies into the panels) summed differently for some shapes
+         * (784-400-10: 4 ulp apart) */
+        dense_into(h, rows, L->in, L->out, L->W_mu->data, L->b_mu->data, mean);
+        dense_into(h_sq, rows, L->in, L->out, var_W[l], var_b[l], var);
+        if (l < n_layers - 1)
+            draw(key[l], mean, var, n, true, h, h_sq);
+        else
+            draw(key[l], mean, var, n, false, y, NULL);
+    }
+}
+
 void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
                          const float *x, int rows, int S, tg_rng *rng,
                          float *out)
@@ -463,29 +495,9 @@ void tg_bayes_mlp_sample(const tg_bayes_dense *layers, int n_layers,
 #ifdef TG_HAVE_OPENMP
         t = omp_get_thread_num();
 #endif
-        float *h = lane_work + 4 * plane * (size_t)t, *h_sq = h + plane,
-              *mean = h_sq + plane, *var = mean + plane;
-        const uint64_t *key = keys + (size_t)s * n_layers;
-        float *y = out + (size_t)s * rows * n_out;
-        if (n_layers == 1) {
-            draw(key[0], mean1, var1, first, false, y, NULL);
-            continue;
-        }
-        draw(key[0], mean1, var1, first, true, h, h_sq);
-        for (int l = 1; l < n_layers; l++) {
-            const tg_bayes_dense *L = &layers[l];
-            size_t n = (size_t)rows * L->out;
-            /* the tape's GEMM, W as [out, in]: a GEMM of W transposed
-             * (plain copies into the panels) summed differently for some
-             * shapes (784-400-10: 4 ulp apart) */
-            dense_into(h, rows, L->in, L->out, L->W_mu->data, L->b_mu->data,
-                       mean);
-            dense_into(h_sq, rows, L->in, L->out, var_W[l], var_b[l], var);
-            if (l < n_layers - 1)
-                draw(key[l], mean, var, n, true, h, h_sq);
-            else
-                draw(key[l], mean, var, n, false, y, NULL);
-        }
+        mlp_pass(layers, n_layers, rows, keys + (size_t)s * n_layers, var_W,
+                 var_b, mean1, var1, lane_work + 4 * plane * (size_t)t, plane,
+                 out + (size_t)s * rows * n_out);
     }
     for (int l = 0; l < n_layers; l++) {
         free(var_W[l]);
