@@ -234,6 +234,21 @@ static tg_status parse_u64_array(parser *p, uint64_t *v, int max, int *count)
     return eat(p, ']') ? TG_OK : bad(p, "expected ',' or ']'");
 }
 
+/* An object's key and the ':' after it into *key (malloc'd); nothing is
+ * left allocated on failure. */
+static tg_status parse_key(parser *p, char **key)
+{
+    tg_status st = parse_string(p, key);
+    if (st != TG_OK)
+        return st;
+    if (!eat(p, ':')) {
+        free(*key);
+        *key = NULL;
+        return bad(p, "expected ':'");
+    }
+    return TG_OK;
+}
+
 /* ---- the header ---------------------------------------------------------- */
 
 static bool is_known_dtype(const char *d)
@@ -256,13 +271,9 @@ static tg_status parse_tensor(parser *p, tg_st_entry *e)
         return bad(p, "expected a tensor object");
     do {
         char *key;
-        tg_status st = parse_string(p, &key);
+        tg_status st = parse_key(p, &key);
         if (st != TG_OK)
             return st;
-        if (!eat(p, ':')) {
-            free(key);
-            return bad(p, "expected ':'");
-        }
         if (strcmp(key, "dtype") == 0 && !have_dtype) {
             char *dtype;
             have_dtype = true;
@@ -338,16 +349,13 @@ static tg_status parse_metadata(parser *p, tg_st_file *f)
                 return tg_error(TG_ERR_NOMEM, "%s: out of memory", p->what);
         }
         char *key, *value = NULL;
-        tg_status st = parse_string(p, &key);
+        tg_status st = parse_key(p, &key);
         if (st != TG_OK)
             return st;
-        if (!eat(p, ':'))
-            st = bad(p, "expected ':'");
         skip_ws(p);
-        if (st == TG_OK)
-            st = p->i < p->n && p->s[p->i] == '"'
-                     ? parse_string(p, &value)
-                     : bad(p, "__metadata__ values must be strings");
+        st = p->i < p->n && p->s[p->i] == '"'
+                 ? parse_string(p, &value)
+                 : bad(p, "__metadata__ values must be strings");
         if (st != TG_OK) {
             free(key);
             return st;
@@ -454,13 +462,9 @@ static tg_status parse_top(parser *p, tg_st_file *f)
         goto done;
     do {
         char *name;
-        tg_status st = parse_string(p, &name);
+        tg_status st = parse_key(p, &name);
         if (st != TG_OK)
             return st;
-        if (!eat(p, ':')) {
-            free(name);
-            return bad(p, "expected ':'");
-        }
         if (strcmp(name, "__metadata__") == 0) {
             free(name);
             if (have_meta)
