@@ -43,8 +43,11 @@
  * Built without MPI (meson -Dmpi=disabled, or no MPI found) every function
  * is a single-process no-op: rank 0 of 1, shares are everything, reductions
  * return their input; shards still work (a rank count of 1 holds them all).
- * Calls other than the queries are collective: every rank makes them, in
- * the same order. */
+ * The calls that communicate are collective: every rank makes them, in the
+ * same order (tg_dist_init and _finalize, the broadcasts, the sums,
+ * tg_dist_all_ok, tg_dist_same, tg_step_finish). The rest is local: the
+ * queries, the setters, the launcher's helpers, tg_dist_abort and
+ * tg_step_shard. */
 #ifndef TG_DIST_H
 #define TG_DIST_H
 
