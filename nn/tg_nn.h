@@ -702,10 +702,11 @@ tg_status tg_checkpoint_save(const char *path, tg_params *ps,
  * ("optim.m." / "optim.v." + the name of a parameter of ps, with that
  * parameter's shape, also when opt is NULL); a mismatch names a missing
  * tensor first, then a shape, then an extra one, with the count of each.
- * Optimizer state is loaded when opt is not NULL (and must then be
- * present, finite, and v >= 0: TG_ERR_FORMAT naming the tensor), its step
- * in 0..TG_OPTIM_MAX_STEP (beyond, the step's count would not fit a
- * double, and at INT64_MAX the next step overflows). Weights are loaded as
+ * Optimizer state is loaded when opt is not NULL: it must then be present
+ * and of opt's kind and settings (else TG_ERR_MISMATCH), finite, and v >= 0
+ * (else TG_ERR_FORMAT naming the tensor), its step in 0..TG_OPTIM_MAX_STEP
+ * (beyond, the step's count would not fit a double, and at INT64_MAX the
+ * next step overflows). Weights are loaded as
  * they are, NaN included (tg_vae_load checks a VAE's). */
 #define TG_OPTIM_MAX_STEP ((int64_t)1 << 53)
 tg_status tg_checkpoint_load(const char *path, tg_params *ps, tg_optim *opt,
