@@ -133,14 +133,14 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, int ndim,
 {
     if (!ps)
         tg_fatal("params_add", "NULL parameter set");
+    if (!name || !*name) /* first: the message below prints the name */
+        tg_fatal("params_add", "empty parameter name");
     if (ps->sealed)
         tg_fatal("params_add",
                  "'%s' added after the set was sealed (by an optimizer, a "
                  "checkpoint, zero_grad or tg_params_seal): add every "
                  "parameter first",
                  name);
-    if (!name || !*name)
-        tg_fatal("params_add", "empty parameter name");
     /* names a checkpoint could not hold: its load would refuse the file */
     if (!strncmp(name, "optim.m.", 8) || !strncmp(name, "optim.v.", 8) ||
         !strcmp(name, "__metadata__"))

@@ -42,7 +42,7 @@ tg_status tg_st_open(const char *path, tg_st_file *out)
     out->path = path;
     /* O_NONBLOCK: a FIFO opens at once (and is refused below) instead of
      * blocking until some writer comes; a regular file reads as usual. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
     if (!f) {
         /* ENOMEM: fdopen's stream, out of memory rather than a bad file */

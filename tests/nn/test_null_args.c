@@ -374,6 +374,14 @@ static void count_null_set(void) { tg_params_count(NULL); }
 static void data_null_set(void) { tg_params_data(NULL); }
 static void finite_null_set(void) { tg_params_finite(NULL, NULL); }
 static void add_null_shape(void) { tg_params_add(ps_for_init(), "w", 1, NULL); }
+/* a NULL name to a sealed set: it was printed by %s, undefined behaviour
+ * ("'(null)' added after the set was sealed" with glibc) */
+static void add_null_name_sealed(void)
+{
+    tg_params *ps = ps_for_init();
+    tg_params_seal(ps);
+    tg_params_add(ps, NULL, 1, (int[]){2});
+}
 static void guard_null_set(void)
 {
     tg_step_guard g;
@@ -490,6 +498,7 @@ static void test_null_arguments_abort_with_a_message(void **state)
     expect_abort(data_null_set, "params_data", "NULL parameter set");
     expect_abort(finite_null_set, "params_finite", "NULL parameter set");
     expect_abort(add_null_shape, "params_add", "'w': NULL shape");
+    expect_abort(add_null_name_sealed, "params_add", "empty parameter name");
     expect_abort(guard_null_set, "step_guard_init", "NULL parameter set");
     expect_abort(guard_init_null, "step_guard_init", "NULL guard");
     expect_abort(finish_null_step, "step_finish", "NULL step");
