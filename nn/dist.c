@@ -153,6 +153,35 @@ static void same_build(void)
     exit(2);
 }
 
+/* A launcher that says N > 1 processes while MPI_Init found a job of one:
+ * the launcher is another MPI library's (MPICH's mpiexec starting this
+ * Open MPI build, or the other way round), so every process is a job of
+ * its own. Each trained alone (one shard, another model than N ranks
+ * train), all into the same folder, and exited 0. Refused as a build
+ * without MPI refuses, before anything is read or written. */
+static void singleton_of_many(void)
+{
+    int n = tg_dist_launcher_size();
+    if (dist.size != 1 || n <= 1)
+        return;
+    char as[48], lib[MPI_MAX_LIBRARY_VERSION_STRING] = "";
+    int len = 0;
+    tg_dist_refusal_prefix(as, sizeof as);
+    if (MPI_Get_library_version(lib, &len) != MPI_SUCCESS)
+        lib[0] = '\0';
+    lib[strcspn(lib, ",\n")] = '\0';
+    fprintf(stderr,
+            "%s: started by an MPI launcher as %s %d processes, but MPI "
+            "found a job of 1 (%.40s): the launcher is another MPI "
+            "library's, and each would train alone into the same folder; "
+            "start it with the mpirun of the MPI it was built with\n",
+            dist.prog, as, n, lib[0] ? lib : "this build's MPI");
+    fflush(stderr);
+    dist.active = false;
+    MPI_Finalize();
+    exit(2);
+}
+
 void tg_dist_init(int *argc, char ***argv)
 {
     if (argv && *argv && (*argv)[0]) {
@@ -179,6 +208,7 @@ void tg_dist_init(int *argc, char ***argv)
     MPI_Comm_rank(local, &dist.local_rank);
     MPI_Comm_size(local, &dist.local_size);
     MPI_Comm_free(&local);
+    singleton_of_many();
     same_build();
 }
 

@@ -64,7 +64,10 @@ bool tg_dist_available(void);
  * queries below. Call once, first thing in main. Its first collective
  * compares every rank's program name (argv[0]'s last part), version and
  * build commit with rank 0's: a rank of another program or build stops
- * the job there, one line naming both, exit status 2. */
+ * the job there, one line naming both, exit status 2. So does a process
+ * that the launcher's environment counts as one of N > 1 while MPI_Init
+ * finds a job of one (another MPI library's launcher): each would train
+ * alone. */
 void tg_dist_init(int *argc, char ***argv);
 /* MPI_Finalize. Every rank calls it, then returns from main or exits. */
 void tg_dist_finalize(void);
