@@ -1,6 +1,7 @@
 /* The examples' runs: the start of a program as one process or as one rank
  * of many (flags parsed on every rank, one message for all), the limits of
  * a model and a batch, and the progress bar. */
+#define _GNU_SOURCE /* memfd_create */
 #include "cli.h"
 
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -115,16 +117,41 @@ static void finalize_if_parsing(void)
     tg_dist_finalize();
 }
 
+/* A file in memory for a rank's held stderr (Linux: no file system
+ * involved), else a temporary file. It was tmpfile() alone, in /tmp, with
+ * /dev/null in its stead when that failed: a rank whose /tmp was full or
+ * read-only lost its message (a flag only it had wrong stopped the job,
+ * exit status 2, without a word). */
+static FILE *hold_file(void)
+{
+#if defined(__linux__) && defined(MFD_CLOEXEC)
+    int fd = memfd_create("held-stderr", MFD_CLOEXEC);
+    if (fd >= 0) {
+        FILE *f = fdopen(fd, "w+");
+        if (f)
+            return f;
+        close(fd);
+    }
+#endif
+    return tmpfile();
+}
+
 static void cli_parse_begin(void)
 {
     if (tg_dist_rank() != 0) {
         fflush(stderr);
-        held = tmpfile();
-        saved_stderr = dup(STDERR_FILENO);
-        int fd = held ? fileno(held) : open("/dev/null", O_WRONLY);
-        dup2(fd, STDERR_FILENO);
-        if (!held)
-            close(fd);
+        /* nothing to hold it in: the rank speaks for itself (a line from
+         * more than one rank, rather than none) */
+        held = hold_file();
+        if (held) {
+            saved_stderr = dup(STDERR_FILENO);
+            if (saved_stderr < 0) {
+                fclose(held);
+                held = NULL;
+            } else {
+                dup2(fileno(held), STDERR_FILENO);
+            }
+        }
     }
     parsing = true;
     atexit(finalize_if_parsing);
