@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tapegrad.h"
+#include "tg_build_id.h"
 
 double cli_now(void)
 {
@@ -216,6 +217,9 @@ void cli_dist_start(int *argc, char ***argv)
      * (cli_parse_flags, which ignores it too, came too late) */
     signal(SIGXFSZ, SIG_IGN);
     std_streams_open();
+    /* this program's build, which a library of another build (found
+     * through LD_LIBRARY_PATH) does not share: the ranks compare both */
+    tg_dist_set_program_build(TG_BUILD_ID);
     tg_dist_init(argc, argv);
     if (tg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
         exit(1);

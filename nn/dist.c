@@ -23,9 +23,15 @@ static struct {
     int rank, size, local_rank, local_size;
     int first_failed;
     double allreduce_s;
-    double timeout_s; /* 0: wait forever */
-    char prog[64];    /* for the timeout's message */
+    double timeout_s;       /* 0: wait forever */
+    char prog[64];          /* for the timeout's message */
+    char program_build[64]; /* tg_dist_set_program_build; "": not set */
 } dist = {.size = 1, .local_size = 1, .prog = "tapegrad"};
+
+void tg_dist_set_program_build(const char *id)
+{
+    snprintf(dist.program_build, sizeof dist.program_build, "%s", id ? id : "");
+}
 
 void tg_dist_set_timeout(double seconds)
 {
@@ -127,9 +133,23 @@ static void check(int rc, const char *op)
 static void same_build(void)
 {
     enum { ID = 64 };
-    char me[ID] = {0}, r0[ID];
+    char me[ID] = {0}, r0[ID], build[32];
+    /* A program of another build than its library (LD_LIBRARY_PATH naming
+     * another build's) had the library's identity, and trained with its
+     * own code: the library's commit and a hash of the program's id then
+     * (the usual case, one build, keeps the form older builds compare) */
+    const char *prog_id = dist.program_build;
+    bool mixed = prog_id[0] && strcmp(prog_id, TG_BUILD_ID) != 0;
+    if (mixed) {
+        uint32_t h = 2166136261u;
+        for (const char *c = prog_id; *c; c++)
+            h = (h ^ (unsigned char)*c) * 16777619u;
+        snprintf(build, sizeof build, "%.12s~%08x", TG_BUILD_ID, (unsigned)h);
+    } else {
+        snprintf(build, sizeof build, "%.29s", TG_BUILD_ID);
+    }
     snprintf(me, sizeof me, "%.20s %.10s (%.29s)", dist.prog, TG_VERSION,
-             TG_BUILD_ID);
+             build);
     memcpy(r0, me, ID);
     if (dist.size < 2)
         return;
@@ -142,11 +162,23 @@ static void same_build(void)
         first = bad ? dist.rank : 0;
     if (first == dist.size)
         return;
-    if (first == dist.rank)
+    if (first == dist.rank && mixed)
         fprintf(stderr,
-                "%s: rank %d runs %s but rank 0 runs %s: every rank must run "
-                "the same program of the same build; stopped\n",
-                dist.prog, dist.rank, me, rc == MPI_SUCCESS ? r0 : "another");
+                "%s: rank %d runs %s (its program built from %.40s, its "
+                "library from %.29s: LD_LIBRARY_PATH?) but rank 0 runs %s: "
+                "every rank must run the same program of the same build; "
+                "stopped\n",
+                dist.prog, dist.rank, me, prog_id, TG_BUILD_ID,
+                rc == MPI_SUCCESS ? r0 : "another");
+    else if (first == dist.rank)
+        fprintf(stderr,
+                "%s: rank %d runs %s but rank 0 runs %s%s: every rank must "
+                "run the same program of the same build; stopped\n",
+                dist.prog, dist.rank, me, rc == MPI_SUCCESS ? r0 : "another",
+                rc == MPI_SUCCESS && strchr(r0, '~')
+                    ? " (a program of another build than its library, the "
+                      "id's part after '~': LD_LIBRARY_PATH?)"
+                    : "");
     fflush(stderr);
     dist.active = false;
     MPI_Finalize();

@@ -69,6 +69,14 @@ bool tg_dist_available(void);
  * finds a job of one (another MPI library's launcher): each would train
  * alone. */
 void tg_dist_init(int *argc, char ***argv);
+/* Before tg_dist_init: the build the program itself was compiled from
+ * (any text naming it, a commit say). The identity compared above is the
+ * library's: a rank whose program and library come from different builds
+ * (LD_LIBRARY_PATH naming another build's library) passed it, and trained
+ * with the other build's code. With this set, a program of another build
+ * than its library counts as another build (the library's id and a hash
+ * of the program's). NULL or the library's own id: nothing changes. */
+void tg_dist_set_program_build(const char *id);
 /* MPI_Finalize. Every rank calls it, then returns from main or exits. */
 void tg_dist_finalize(void);
 /* Stops every rank from one rank alone (MPI_Abort), for failures the others
