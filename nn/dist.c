@@ -130,6 +130,14 @@ static void check(int rc, const char *op)
  * instead of meeting collectives that differ (a truncated message aborted
  * the job with a backtrace, or a rank running mlp_mnist was named as
  * stalled). */
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
 static void same_build(void)
 {
     enum { ID = 64 };
@@ -141,15 +149,20 @@ static void same_build(void)
     const char *prog_id = dist.program_build;
     bool mixed = prog_id[0] && strcmp(prog_id, TG_BUILD_ID) != 0;
     if (mixed) {
-        uint32_t h = 2166136261u;
-        for (const char *c = prog_id; *c; c++)
-            h = (h ^ (unsigned char)*c) * 16777619u;
-        snprintf(build, sizeof build, "%.12s~%08x", TG_BUILD_ID, (unsigned)h);
+        snprintf(build, sizeof build, "%.12s~%08x", TG_BUILD_ID,
+                 (unsigned)fnv1a(prog_id));
     } else {
         snprintf(build, sizeof build, "%.29s", TG_BUILD_ID);
     }
-    snprintf(me, sizeof me, "%.20s %.10s (%.29s)", dist.prog, TG_VERSION,
-             build);
+    /* a name past 20 characters as its first 11 and a hash of it all:
+     * "train_model_version_1" and "..._2" had passed as one program */
+    char name[24];
+    if (strlen(dist.prog) > 20)
+        snprintf(name, sizeof name, "%.11s~%08x", dist.prog,
+                 (unsigned)fnv1a(dist.prog));
+    else
+        snprintf(name, sizeof name, "%s", dist.prog);
+    snprintf(me, sizeof me, "%.20s %.10s (%.29s)", name, TG_VERSION, build);
     memcpy(r0, me, ID);
     if (dist.size < 2)
         return;
@@ -175,7 +188,8 @@ static void same_build(void)
                 "%s: rank %d runs %s but rank 0 runs %s%s: every rank must "
                 "run the same program of the same build; stopped\n",
                 dist.prog, dist.rank, me, rc == MPI_SUCCESS ? r0 : "another",
-                rc == MPI_SUCCESS && strchr(r0, '~')
+                rc == MPI_SUCCESS && strrchr(r0, '(') &&
+                        strchr(strrchr(r0, '('), '~')
                     ? " (a program of another build than its library, the "
                       "id's part after '~': LD_LIBRARY_PATH?)"
                     : "");

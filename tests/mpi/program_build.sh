@@ -5,7 +5,8 @@
 # library's build alone, so it passed and trained with its own code (a
 # model no one build trains, exit 0). A program of the library's build, or
 # one that does not say its build, runs as before. Then vae_mnist: a job
-# of its copies runs (it names its build, the library's).
+# of its copies runs (it names its build, the library's). And programs
+# whose names differ past their 20th character are two programs.
 # usage: program_build.sh MPIRUN PROGRAM_BUILD VAE_MNIST DATA_DIR
 set -u
 mpirun=$1
@@ -57,6 +58,22 @@ $run -np 1 "$prog" lib : -np 1 "$prog" - >"$tmp/out" 2>"$tmp/err"
 runs "the library's build and a program that does not say" $? 2
 $run -np 2 "$prog" other-build >"$tmp/out" 2>"$tmp/err"
 runs "every rank of one mixed build" $? 2
+# two programs whose names part after 20 characters (links to this one
+# under two names): they had passed as one program
+for v in 1 2; do
+    ln -s "$prog" "$tmp/train_my_model_version_$v"
+done
+$run -np 1 "$tmp/train_my_model_version_1" lib : \
+    -np 1 "$tmp/train_my_model_version_2" lib >"$tmp/out" 2>"$tmp/err"
+st=$?
+n=$(grep -c '^train_my_model_version_2: rank 1 runs .*every rank must run the same program' "$tmp/err")
+if [ $st -ne 2 ] || [ "$n" -ne 1 ] || grep -q 'same build$' "$tmp/out"; then
+    fail "two programs named alike past 20 characters: exit $st: $(cat "$tmp/err")"
+else
+    echo "ok: two programs named alike past 20 characters: exit 2, one line"
+fi
+$run -np 2 "$tmp/train_my_model_version_1" lib >"$tmp/out" 2>"$tmp/err"
+runs "two copies of a program with a long name" $? 2
 $run -np 2 "$vae" --epochs 1 --max-batches 1 --batch 32 --hidden 16 \
     --latent 2 --threads 1 --data "$data" --out "$tmp/vae" \
     >"$tmp/out" 2>"$tmp/err" ||
