@@ -6,11 +6,18 @@
 # refuses in tg_dist_init, one line, exit status 2, before anything is
 # written (rank 0 at once, a rank r > 0 after 2 s, saying its rank).
 # Simulated without mpirun: the launcher's variables, no launcher.
-# usage: launcher_mismatch.sh VAE_MNIST MLP_MNIST DATA_DIR
+# With another MPI than Open MPI (whose MPI_Init, given PMI_* alone, makes a
+# singleton) the test is skipped.
+# usage: launcher_mismatch.sh MPIRUN VAE_MNIST MLP_MNIST DATA_DIR
 set -u
-vae=$1
-mlp=$2
-data=$3
+mpirun=$1
+vae=$2
+mlp=$3
+data=$4
+if ! "$mpirun" --version 2>/dev/null | grep -q 'Open MPI'; then
+    echo "skipped: $mpirun is not Open MPI's"
+    exit 77
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
