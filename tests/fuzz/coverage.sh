@@ -10,16 +10,21 @@ root=$(cd "$here/../.." && pwd)
 build=${FUZZ_BUILD:-$root/build-fuzz}
 out=${1:-/tmp/tg-fuzz-cov}
 mkdir -p "$out"
-lib="status.c idx.c safetensors.c safetensors_write.c checkpoint.c
-     checkpoint_meta.c params.c optim.c"
-srcs="$root/autograd/tensor.c"
+# the readers and what they call, as tests/fuzz/meson.build lists them
+lib="status.c idx.c safetensors.c safetensors_read.c safetensors_write.c
+     checkpoint.c meta.c checkpoint_match.c files.c params.c optim.c"
+srcs="$root/autograd/tensor.c $root/autograd/threads.c"
 for f in $lib; do srcs="$srcs $root/nn/$f"; done
 targets="idx safetensors"
 grep -q '^#define TG_HAVE_ZLIB' "$build/tg_config.h" && targets="idx idx_gz safetensors"
+# params.c and threads.c call OpenMP when the build has it
+omp=
+grep -q '^#define TG_HAVE_OPENMP' "$build/tg_config.h" && omp=-fopenmp
 for t in $targets; do
     clang -std=c11 -D_POSIX_C_SOURCE=200809L -DIDX_FIRST_CHUNK=64 -O1 \
-        -fsanitize=fuzzer \
-        -fprofile-instr-generate -fcoverage-mapping -I"$build" -I"$root/nn" \
+        -fsanitize=fuzzer $omp \
+        -fprofile-instr-generate -fcoverage-mapping -I"$build" \
+        -I"$build/autograd" -I"$root/nn" \
         -I"$root/autograd" -o "$out/cov_$t" "$here/fuzz_$t.c" \
         "$here/fuzz_file.c" $srcs -lz -lm
     mkdir -p "$build/fuzz-corpus/$t"
@@ -42,4 +47,5 @@ report "$out/idx.profdata" "$out"/cov_idx* -- "$root/nn/idx.c"
 llvm-profdata merge -o "$out/st.profdata" "$out/safetensors.profraw"
 echo "== fuzz_safetensors"
 report "$out/st.profdata" "$out/cov_safetensors" -- "$root/nn/safetensors.c" \
-    "$root/nn/checkpoint.c" "$root/nn/checkpoint_meta.c"
+    "$root/nn/safetensors_read.c" "$root/nn/checkpoint.c" "$root/nn/meta.c" \
+    "$root/nn/checkpoint_match.c"
