@@ -144,13 +144,18 @@ static void same_build(void)
     char me[ID] = {0}, r0[ID], build[32];
     /* A program of another build than its library (LD_LIBRARY_PATH naming
      * another build's) had the library's identity, and trained with its
-     * own code: the library's commit and a hash of the program's id then
-     * (the usual case, one build, keeps the form older builds compare) */
+     * own code: the library's commit and a hash of both ids then (the
+     * usual case, one build, keeps the form older builds compare) */
     const char *prog_id = dist.program_build;
     bool mixed = prog_id[0] && strcmp(prog_id, TG_BUILD_ID) != 0;
     if (mixed) {
+        /* the library's whole id in the hash: its first 12 characters
+         * are the commit alone, and libraries of one commit with different
+         * changes ("-dirty+<hash>") under one program had passed as one */
+        char both[128];
+        snprintf(both, sizeof both, "%s\n%s", TG_BUILD_ID, prog_id);
         snprintf(build, sizeof build, "%.12s~%08x", TG_BUILD_ID,
-                 (unsigned)fnv1a(prog_id));
+                 (unsigned)fnv1a(both));
     } else {
         snprintf(build, sizeof build, "%.29s", TG_BUILD_ID);
     }

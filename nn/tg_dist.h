@@ -74,8 +74,8 @@ void tg_dist_init(int *argc, char ***argv);
  * library's: a rank whose program and library come from different builds
  * (LD_LIBRARY_PATH naming another build's library) passed it, and trained
  * with the other build's code. With this set, a program of another build
- * than its library counts as another build (the library's id and a hash
- * of the program's). NULL or the library's own id: nothing changes. */
+ * than its library counts as another build (the library's commit and a
+ * hash of both ids). NULL or the library's own id: nothing changes. */
 void tg_dist_set_program_build(const char *id);
 /* MPI_Finalize. Every rank calls it, then returns from main or exits. */
 void tg_dist_finalize(void);
