@@ -70,7 +70,9 @@ const char *tg_shape_str(const tg_tensor *t, char *buf);
 /* Zero-filled tensor with its own storage; grad stays NULL until
  * tg_tensor_require_grad(). Its element count may pass INT_MAX; an op that
  * counts rows, planes (N * C), a plane's elements, batched matrices or conv
- * positions in int aborts (tg_fatal) on a shape where one passes INT_MAX. */
+ * positions in int aborts (tg_fatal) on a shape where one passes INT_MAX
+ * (a matrix product's sizes: INT_MAX - 128; conv positions: INT_MAX -
+ * 65536, where blocks are stepped past the end). */
 tg_tensor *tg_tensor_new(int ndim, const int *shape);
 tg_tensor *tg_tensor_new2(int rows, int cols);
 void tg_tensor_free(tg_tensor *t);
