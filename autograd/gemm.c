@@ -102,7 +102,8 @@ enum { N_KERNELS = sizeof kernels / sizeof kernels[0] };
 
 /* ---- configuration: kernel, blocking, threads ---------------------------- */
 enum { MAX_MR = 32, MAX_NR = 64 };
-enum { GEMM_MAX_DIM = INT_MAX - 2 * MAX_NR };
+_Static_assert(GEMM_MAX_DIM <= INT_MAX - 2 * MAX_NR,
+               "a size rounded up to a tile must fit an int");
 
 static struct {
     const gemm_kernel *kern;

@@ -3,8 +3,15 @@
 #ifndef TG_GEMM_INTERNAL_H
 #define TG_GEMM_INTERNAL_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+/* The largest M, N or K tg_gemm takes (it aborts past it): tiles are
+ * counted in int up to a size rounded up to MR or NR (at most 64). A
+ * caller that makes a size (a batch stacked into rows, a conv's C * kh *
+ * kw) keeps it at most this. */
+#define GEMM_MAX_DIM (INT_MAX - 128)
 
 /* One register-blocked tile: c[mr, nr] (row stride ldc) =
  *   alpha * sum_{p<k} a[i*rsa + p*csa] * b[p*nr + j] + beta * c[i, j],

@@ -80,7 +80,7 @@ static geom geom_from(const char *op, const tg_tensor *x, const tg_tensor *W,
 
 /* Positions N * OH * OW and N * H * W: the chunk loops step c0 + G images
  * (G <= 65536) past the last in int. C * kh * kw and OC: tg_gemm's sizes. */
-enum { CONV_MAX_POS = INT_MAX - 65536, CONV_MAX_DIM = INT_MAX - 128 };
+enum { CONV_MAX_POS = INT_MAX - 65536, CONV_MAX_DIM = GEMM_MAX_DIM };
 
 static void check_size(const char *op, const geom *g, const tg_tensor *x,
                        const tg_tensor *W, int oh, int ow)

@@ -183,10 +183,12 @@ static mm mm_of(const tg_tensor *a, const tg_tensor *b, bool ta, bool tb,
  * [nb*M, K] . op(B): one GEMM, with rows enough for tiles and threads. */
 static void mm_flatten(mm *m)
 {
-    /* only while the stacked rows fit tg_gemm's int M: nb * M wrapped, a
-     * product of a few rows silently taken for the whole batch's */
+    /* only while the stacked rows are a size tg_gemm takes: nb * M
+     * wrapped, a product of a few rows silently taken for the whole
+     * batch's, and past GEMM_MAX_DIM tg_gemm refused a batch that one
+     * product per matrix computes */
     if (m->shared_b && !m->ta && m->nb > 1 &&
-        (long long)m->M * m->nb <= INT_MAX) {
+        (long long)m->M * m->nb <= GEMM_MAX_DIM) {
         m->M *= m->nb;
         m->nb = 1;
     }
