@@ -140,8 +140,7 @@ static void stop_numeric(run *r, const tg_step *s, int epoch, int batch,
         /* one message through cli_error: a path with a control character
          * (--resume, --out) stays on one line */
         char why[1536];
-        if (s->verdict == TG_STEP_NONFINITE && r->o->resume &&
-            r->opt->step == r->first_step)
+        if (s->verdict == TG_STEP_NONFINITE && none_since_resume(r))
             /* the resumed weights went in unchanged: they may be at fault
              * (finite, as loading checks, but 1e30 overflows the loss) */
             snprintf(why, sizeof why,
