@@ -17,6 +17,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Internal to the library: not exported from libtapegrad.so. */
+#pragma GCC visibility push(hidden)
+
 /* The image side [N, C, H, W] and the column side [N, OC, OH, OW], joined
  * by a kernel kh x kw with stride, padding and dilation (ops_conv.c). */
 typedef struct geom {
@@ -181,5 +184,7 @@ typedef struct direct_job {
 bool conv_direct_layout(const geom *g, dlay *d);
 void conv_direct_images(tg_tape *tp, const geom *g, const dlay *d,
                         const direct_job *job, float *dW);
+
+#pragma GCC visibility pop
 
 #endif

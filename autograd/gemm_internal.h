@@ -7,6 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Internal to the library: not exported from libtapegrad.so. */
+#pragma GCC visibility push(hidden)
+
 /* The largest M, N or K tg_gemm takes (it aborts past it): tiles are
  * counted in int up to a size rounded up to MR or NR (at most 64). A
  * caller that makes a size (a batch stacked into rows, a conv's C * kh *
@@ -70,5 +73,7 @@ extern const gemm_kernel tg_gemm_kernel_avx2_6x16;
  * L1d, L2, L3 in bytes; entries cpuid does not report are left alone. */
 void tg_gemm_x86_caches(long size[3]);
 #endif
+
+#pragma GCC visibility pop
 
 #endif

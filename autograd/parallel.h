@@ -16,6 +16,9 @@
 
 #include <stdint.h>
 
+/* Internal to the library: not exported from libtapegrad.so. */
+#pragma GCC visibility push(hidden)
+
 /* Threads for the next parallel region: tg_get_threads(), or 1 while the
  * adaptive default (tg_set_threads(0)) finds that more do not pay. */
 int tg_par_threads(void);
@@ -59,5 +62,7 @@ int64_t tg_par_now_ns(void); /* CLOCK_MONOTONIC */
 #else
 #define TG_VECTOR_CLONES
 #endif
+
+#pragma GCC visibility pop
 
 #endif

@@ -12,6 +12,9 @@
 
 #include "tg_autograd.h"
 
+/* Internal to the library: not exported from libtapegrad.so. */
+#pragma GCC visibility push(hidden)
+
 struct tg_record {
     const char *op;
     tg_backward_fn backward;
@@ -82,5 +85,7 @@ void check_same_shape(const char *op, const tg_tensor *a, const tg_tensor *b);
                      (int)(sizeof((const tg_tensor *[]){__VA_ARGS__}) /        \
                            sizeof(const tg_tensor *)),                         \
                      (const tg_tensor *[]){__VA_ARGS__})
+
+#pragma GCC visibility pop
 
 #endif

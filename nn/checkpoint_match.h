@@ -6,6 +6,9 @@
 
 #include "safetensors.h"
 
+/* Internal to the library: not exported from libtapegrad.so. */
+#pragma GCC visibility push(hidden)
+
 /* Model parameters whose names start with model_prefix correspond to file
  * tensors named file_prefix + the rest of the name, and to their optimizer
  * state "optim.m." / "optim.v." + that name (which must be there when
@@ -61,5 +64,7 @@ bool tg_ck_near_checksum_key(const char *key);
  * tensor data alone for the first version's "fnv4:"), else TG_ERR_FORMAT
  * ("damaged"); TG_ERR_FORMAT too for a "tapegrad." key it does not know. */
 tg_status tg_ck_verify(tg_st_file *f);
+
+#pragma GCC visibility pop
 
 #endif

@@ -6,6 +6,9 @@
 
 #include "tg_dist.h"
 
+/* Internal to the library: not exported from libtapegrad.so. */
+#pragma GCC visibility push(hidden)
+
 /* Keeps the gradient of this rank's shard j (0-based, in order) of count
  * for tg_dist_reduce_shards_, and zeroes the gradient. With count 1 the
  * gradient stays where it is. */
@@ -26,5 +29,7 @@ void tg_dist_shards_free_(void);
  * count kept gradients (with count 1, g itself is the shard). */
 void tg_dist_chain_shards_(float *g, double *acc, const float *stash, size_t n,
                            int count);
+
+#pragma GCC visibility pop
 
 #endif

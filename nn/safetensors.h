@@ -14,6 +14,9 @@
 
 #include <stdio.h>
 
+/* Internal to the library: not exported from libtapegrad.so. */
+#pragma GCC visibility push(hidden)
+
 #define TG_ST_MAX_HEADER 100000000ull /* 100 MB, the official reader's cap */
 #define TG_ST_MAX_DIMS 8
 
@@ -68,5 +71,7 @@ tg_status tg_st_write(FILE *out, const char *path, int n, const tg_st_tensor *t,
 /* Helpers shared by the reader and the writer. */
 bool tg_st_utf8_valid(const unsigned char *s, size_t n);
 void tg_st_swap_le32(void *p, size_t n); /* in place; no-op on LE hosts */
+
+#pragma GCC visibility pop
 
 #endif
