@@ -1,13 +1,6 @@
 # Sourced by the example drivers: a temporary folder ($tmp, removed on
-# exit), a failure count ($fails) with fail(), and expect().
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
+# exit), a failure count ($fails) with fail() (../lib.sh), and expect().
+. "$(dirname "$0")/../lib.sh"
 
 # expect STATUS PROG ARGS...: exit status STATUS and, when not 0, exactly one
 # line on stderr that starts with the program's name. Leaves the program's

@@ -12,14 +12,7 @@ set -u
 script=$1
 src=$2
 build=$3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
+. "$(dirname "$0")/../lib.sh"
 
 if ! command -v git >/dev/null; then
     echo "git not found: skipped"

@@ -14,17 +14,10 @@ mpirun=$1
 vae=$2
 data=$3
 mlp=${4:-}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+. "$(dirname "$0")/../lib.sh"
 run="timeout 120 $mpirun --bind-to none --oversubscribe"
 # 100 KB: below Open MPI's shared-memory file, below the checkpoint (600 KB)
 limit="ulimit -f 100 && exec \"\$0\" \"\$@\""
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
 
 small="--epochs 1 --max-batches 2 --batch 64 --hidden 32 --latent 4 --threads 1"
 # shellcheck disable=SC2086

@@ -13,15 +13,8 @@ vae=$2
 mlp=$3
 shim=$4
 data=$5
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+. "$(dirname "$0")/../lib.sh"
 run="timeout 60 $mpirun --bind-to none --oversubscribe"
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
 
 # check WHAT STATUS NAME: exit 2, one line of NAME naming rank 1's flag
 check() {

@@ -18,14 +18,7 @@ if ! "$mpirun" --version 2>/dev/null | grep -q 'Open MPI'; then
     echo "skipped: $mpirun is not Open MPI's"
     exit 77
 fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
+. "$(dirname "$0")/../lib.sh"
 
 # check WHAT STATUS NAME RANK_TEXT
 check() {

@@ -12,16 +12,9 @@ set -u
 mpirun=$1
 vae=$2
 data=$3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+. "$(dirname "$0")/../lib.sh"
 run="timeout 120 $mpirun --bind-to none --oversubscribe"
 tiny="--max-batches 4 --batch 32 --hidden 16 --latent 2 --threads 1 --data $data"
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
 
 # shellcheck disable=SC2086
 $run -np 2 "$vae" $tiny --epochs 2 --out "$tmp/ref" >"$tmp/ref.log" 2>&1 ||

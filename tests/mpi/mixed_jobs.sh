@@ -12,15 +12,8 @@ mpirun=$1
 vae=$2
 data=$3
 shift 3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+. "$(dirname "$0")/../lib.sh"
 run="timeout 60 $mpirun --bind-to none --oversubscribe"
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
 
 # check WHAT STATUS NAME RANK_TEXT: exit 2 (not the timeout), one line of
 # NAME's refusal on stderr, saying RANK_TEXT

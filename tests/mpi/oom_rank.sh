@@ -9,13 +9,7 @@ mpirun=$1
 vae=$2
 shim=$3
 data=$4
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
+. "$(dirname "$0")/../lib.sh"
 run="timeout 120 $mpirun --bind-to none --oversubscribe"
 
 # only.sh RANK VAR=VALUE -- PROG ARGS: the shim and VAR on that rank only

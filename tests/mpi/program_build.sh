@@ -13,15 +13,8 @@ mpirun=$1
 prog=$2
 vae=$3
 data=$4
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+. "$(dirname "$0")/../lib.sh"
 run="timeout 60 $mpirun --bind-to none --oversubscribe"
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
 
 # refused WHAT STATUS RANK
 refused() {

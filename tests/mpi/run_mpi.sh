@@ -21,16 +21,9 @@ vae=$2
 ck_diff=$3
 data=$4
 mlp=${5:-}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+. "$(dirname "$0")/../lib.sh"
 run="timeout 120 $mpirun --bind-to none --oversubscribe"
 small="--epochs 2 --max-batches 6 --batch 101 --hidden 64 --latent 4 --threads 1"
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
 
 # one_error STATUS_FILE ERR_FILE WHAT: non-zero exit, not a timeout (124),
 # and exactly one line from vae_mnist on stderr.

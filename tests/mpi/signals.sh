@@ -17,15 +17,8 @@ mpirun=$1
 vae=$2
 ck_diff=$3
 data=$4
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
+. "$(dirname "$0")/../lib.sh"
 run="timeout 120 $mpirun --bind-to none --oversubscribe"
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
 
 # ranks PID: the PIDs of the ranks of the mpirun started as PID (by timeout)
 ranks() {
