@@ -11,18 +11,8 @@
  * 5-20% on every shape); only a partial row panel is packed (zero-padded),
  * and, when A is transposed, every row panel where a measurement at first
  * use says packing pays (pack_a_transposed: an Intel Xeon).
- * Partial tiles go through a small buffer.
- *
- * Blocks come from the cache sizes the CPU reports (cpuid, else sysfs):
- * when op(A) is A transposed, each k step of the AVX2 kernels touches a new
- * cache line of A, so kc lines of A plus a B~ micro-panel must fit L1d
- * (Zen 3: kc <= 256; the AVX-512 tile kept long blocks, measured on Zen 5);
- * when op(A) is read along rows, longer K blocks win (fewer passes over C;
- * up to 832 measured best on Zen 3 and Zen 5). B~ fills 3/4
- * of L2. A kernel family may use a different tile for each case (AVX2: 4x24
- * on rows, 6x16 down columns: 6 floats per line touched instead of 4; and
- * 6x16 on rows too when N is a multiple of 16 that 24 pads by 5% or more,
- * such as a convolution's 32 or 64 output channels).
+ * Partial tiles go through a small buffer. The kernel, its tiles and the
+ * blocks (from the cache sizes the CPU reports) are gemm_config.c's.
  *
  * Determinism: every C element is computed by exactly one thread as the sum
  * over K blocks in order, each block summed in k order by the micro-kernel.
@@ -37,300 +27,12 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdatomic.h>
-#include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #ifdef TG_HAVE_OPENMP
 #include <omp.h>
 #endif
-
-/* ---- portable kernel: C arrays the compiler may vectorise ---------------- */
-enum { PORT_MR = 8, PORT_NR = 8 };
-
-static void ukr_portable(int k, const float *a, ptrdiff_t rsa, ptrdiff_t csa,
-                         const float *b, ptrdiff_t rsb, float *c, ptrdiff_t ldc,
-                         float alpha, float beta)
-{
-    float acc[PORT_MR][PORT_NR] = {{0}};
-    for (int p = 0; p < k; p++, a += csa, b += rsb) {
-        float bp[PORT_NR];
-        memcpy(bp, b, sizeof bp);
-#pragma GCC unroll 8
-        for (int i = 0; i < PORT_MR; i++) {
-            float ai = a[i * rsa];
-#pragma GCC unroll 16
-            for (int j = 0; j < PORT_NR; j++)
-                acc[i][j] += ai * bp[j];
-        }
-    }
-    for (int i = 0; i < PORT_MR; i++)
-        for (int j = 0; j < PORT_NR; j++) {
-            float *cij = &c[i * ldc + j];
-            *cij = beta == 0.0f ? alpha * acc[i][j]
-                                : alpha * acc[i][j] + beta * *cij;
-        }
-}
-
-static void transpose_portable(const float *src, ptrdiff_t ld, int rows,
-                               int cols, float *dst, ptrdiff_t dst_ld)
-{
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++)
-            dst[c * dst_ld + r] = src[r * ld + c];
-}
-
-static int always(void) { return 1; }
-
-static const gemm_kernel kernel_portable = {.name = "portable",
-                                            .mr = PORT_MR,
-                                            .nr = PORT_NR,
-                                            .ukr = ukr_portable,
-                                            .transpose = transpose_portable,
-                                            .supported = always};
-
-/* Best first. */
-static const gemm_kernel *const kernels[] = {
-#ifdef TG_GEMM_X86
-    &tg_gemm_kernel_avx512,    &tg_gemm_kernel_avx2,
-    &tg_gemm_kernel_avx2_4x24, &tg_gemm_kernel_avx2_6x16,
-#endif
-    &kernel_portable,
-};
-enum { N_KERNELS = sizeof kernels / sizeof kernels[0] };
-
-/* ---- configuration: kernel, blocking, threads ---------------------------- */
-enum { MAX_MR = 32, MAX_NR = 64 };
-_Static_assert(GEMM_MAX_DIM <= INT_MAX - 2 * MAX_NR,
-               "a size rounded up to a tile must fit an int");
-
-static struct {
-    const gemm_kernel *kern;
-    long cache[3]; /* L1d, L2, L3 bytes */
-    int blocks_kc; /* TG_GEMM_BLOCKS="kc,nc" (tuning aid), else 0 */
-    int blocks_nc;
-    size_t buffer_floats; /* per-thread pack buffer: the largest blocks */
-    atomic_int pack_a_t;  /* A transposed: pack it (1) or read it in place
-                             (0) as TG_GEMM_PACK_A fixes it; -1: measured */
-} cfg;
-static atomic_int cfg_ready;
-/* pack_a_transposed's measurement per kernel: 0 until taken, else 1 + the
- * choice; kept when another kernel is set, so each is measured once. */
-static atomic_int pack_a_measured[N_KERNELS];
-
-/* Data cache sizes in bytes (L1d, L2, L3 per cpu0's view) from sysfs;
- * entries it cannot read are left alone. */
-static void sysfs_caches(long size[3])
-{
-    for (int index = 0; index < 8; index++) {
-        char path[96], type[16] = "";
-        int level = 0;
-        long v = 0;
-        char unit = 0;
-        snprintf(path, sizeof path,
-                 "/sys/devices/system/cpu/cpu0/cache/index%d/level", index);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            break;
-        int ok = fscanf(f, "%d", &level) == 1;
-        fclose(f);
-        snprintf(path, sizeof path,
-                 "/sys/devices/system/cpu/cpu0/cache/index%d/type", index);
-        if (ok && (f = fopen(path, "r"))) {
-            ok = fscanf(f, "%15s", type) == 1;
-            fclose(f);
-        }
-        snprintf(path, sizeof path,
-                 "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
-        if (ok && (f = fopen(path, "r"))) {
-            ok = fscanf(f, "%ld%c", &v, &unit) >= 1;
-            fclose(f);
-        }
-        if (!ok || v <= 0 || level < 1 || level > 3 ||
-            strcmp(type, "Instruction") == 0)
-            continue;
-        v *= unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1;
-        size[level - 1] = v;
-    }
-}
-
-/* L1d, L2, L3: cpuid (x86), else sysfs, else a common desktop's sizes. */
-static void cache_sizes(long size[3])
-{
-    size[0] = size[1] = size[2] = 0;
-#ifdef TG_GEMM_X86
-    tg_gemm_x86_caches(size);
-#endif
-    if (!size[0] || !size[1])
-        sysfs_caches(size);
-    if (size[0] < 16 * 1024 || size[0] > 1024 * 1024)
-        size[0] = 32 * 1024;
-    if (size[1] < 128 * 1024 || size[1] > 64 * 1024 * 1024)
-        size[1] = 512 * 1024;
-    if (size[2] < size[1])
-        size[2] = 4 * size[1];
-}
-
-static int round_down(int v, int m) { return v / m * m > 0 ? v / m * m : m; }
-
-static int clamp_int(long v, int lo, int hi)
-{
-    return v < lo ? lo : v > hi ? hi : (int)v;
-}
-
-/* The tile for op(A) read in place with its rows strided (A transposed) or
- * contiguous, and its blocks. A function of the shape class only. */
-static const gemm_kernel *tile_for(const gemm_kernel *k, bool a_trans)
-{
-    return a_trans && k->strided ? k->strided : k;
-}
-
-/* Columns of C in tiles nr wide, padding included. */
-static int padded(int n, int nr) { return (n + nr - 1) / nr * nr; }
-
-/* The tile for a C of N columns: tile_for's, except that a family's row tile
- * gives way to its strided one when that pads N by at least 5% less (AVX2:
- * 6x16 for N = 16, 32, 64, where 4x24 fills 67-89% of its lanes; Zen 3, one
- * thread: 6272x64x512 NT 82 GFLOP/s against 76, 25088x32x16 NT 74 against
- * 42). A function of N and the transposes; the arithmetic of an element
- * does not depend on the tile, and the K blocks of rows do not either. */
-static const gemm_kernel *tile_for_n(const gemm_kernel *k, bool a_trans, int N)
-{
-    if (!a_trans && k->strided &&
-        20 * padded(N, k->nr) > 21 * padded(N, k->strided->nr))
-        return k->strided;
-    return tile_for(k, a_trans);
-}
-
-static void blocks_for(const gemm_kernel *k, bool a_trans, int *kc_max, int *nc)
-{
-    const long l1 = cfg.cache[0], l2 = cfg.cache[1], f = sizeof(float);
-    if (a_trans && k->l1_k_blocks_strided) /* a line of A, NR floats of B */
-        *kc_max = clamp_int(l1 / (64 + k->nr * f), 128, 832);
-    else
-        *kc_max = clamp_int(l1 * 26 / 1024, 256, 832);
-    *nc = round_down(clamp_int(l2 * 3 / 4 / (*kc_max * f), 1, 4096), k->nr);
-    if (cfg.blocks_kc > 0) {
-        *kc_max = cfg.blocks_kc;
-        *nc = round_down(cfg.blocks_nc, k->nr);
-    }
-}
-
-/* The blocks of the kernel's three tile classes: t = 0, op(A) read along
- * rows in the row tile; 1, A transposed in the strided tile; 2, rows in the
- * strided tile (tile_for_n's choice for some N). */
-static void tile_class_blocks(int t, int *kc, int *nc)
-{
-    const gemm_kernel *k = tile_for(cfg.kern, t != 0);
-    blocks_for(k, t == 1, kc, nc);
-}
-
-static void set_blocks(void)
-{
-    cache_sizes(cfg.cache);
-    const char *env = getenv("TG_GEMM_BLOCKS");
-    char junk;
-    if (!env ||
-        sscanf(env, "%d,%d%c", &cfg.blocks_kc, &cfg.blocks_nc, &junk) != 2 ||
-        cfg.blocks_kc <= 0 || cfg.blocks_nc <= 0)
-        cfg.blocks_kc = cfg.blocks_nc = 0;
-    size_t most = 0;
-    for (int t = 0; t < 3; t++) {
-        int kc, nc;
-        tile_class_blocks(t, &kc, &nc);
-        size_t need = ((size_t)nc + MAX_MR) * (size_t)kc + 16;
-        most = need > most ? need : most;
-    }
-    cfg.buffer_floats = most;
-    /* TG_GEMM_PACK_A=0 or 1 fixes the choice (tests, tuning), read again
-     * when a kernel is set; otherwise each kernel's is measured at its
-     * first use */
-    env = getenv("TG_GEMM_PACK_A");
-    atomic_store(
-        &cfg.pack_a_t,
-        env && (env[0] == '0' || env[0] == '1') && !env[1] ? env[0] - '0' : -1);
-}
-
-static void init(void)
-{
-    if (atomic_load(&cfg_ready))
-        return;
-    for (int i = 0; i < N_KERNELS; i++)
-        if (kernels[i]->supported()) {
-            cfg.kern = kernels[i];
-            break;
-        }
-    const char *env = getenv("TG_GEMM_KERNEL");
-    if (env && *env && !tg_gemm_set_kernel(env))
-        fprintf(stderr,
-                "tapegrad: TG_GEMM_KERNEL=%s unknown or unsupported here, "
-                "using %s\n",
-                env, cfg.kern->name);
-    set_blocks();
-    env = getenv("TG_GEMM_BLOCKS");
-    if (env && *env && !cfg.blocks_kc) /* once, as TG_GEMM_KERNEL's */
-        fprintf(stderr,
-                "tapegrad: TG_GEMM_BLOCKS=%s is not \"kc,nc\" (two whole "
-                "numbers above 0): ignored\n",
-                env);
-    atomic_store(&cfg_ready, 1);
-}
-
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((constructor)) static void init_at_load(void) { init(); }
-#endif
-
-const char *tg_gemm_kernel(void)
-{
-    init();
-    return cfg.kern->name;
-}
-
-/* The kernel and the K blocks of its three tiles: the K loop sums each
- * block from zero and adds it to C, so the blocks decide the float results
- * (the N blocks and the thread count do not). */
-const char *tg_gemm_numerics(void)
-{
-    static _Thread_local char text[96];
-    init();
-    int kc[3], nc;
-    for (int t = 0; t < 3; t++)
-        tile_class_blocks(t, &kc[t], &nc);
-    snprintf(text, sizeof text, "%s, K blocks %d/%d/%d", cfg.kern->name, kc[0],
-             kc[1], kc[2]);
-    return text;
-}
-
-bool tg_gemm_set_kernel(const char *name)
-{
-    for (int i = 0; i < N_KERNELS; i++)
-        if (name && strcmp(name, kernels[i]->name) == 0) {
-            if (!kernels[i]->supported())
-                return false;
-            cfg.kern = kernels[i];
-            if (atomic_load(&cfg_ready))
-                set_blocks();
-            return true;
-        }
-    return false;
-}
-
-/* dst[c * dst_ld + r] = src[r * ld + c] for r < rows, c < cols, through
- * the kernel's transpose (8x8 register blocks for AVX2) for whole groups of
- * 8 rows; the kernels' transposes may write past a partial group (packing
- * pads it), so the last rows go one by one. */
-void gemm_transpose(const float *src, ptrdiff_t ld, int rows, int cols,
-                    float *dst, ptrdiff_t dst_ld)
-{
-    init();
-    int r8 = rows / 8 * 8;
-    if (r8 > 0 && cols > 0)
-        cfg.kern->transpose(src, ld, r8, cols, dst, dst_ld);
-    for (int r = r8; r < rows; r++)
-        for (int c = 0; c < cols; c++)
-            dst[c * dst_ld + r] = src[r * ld + c];
-}
 
 /* ---- pack buffers: one per thread, allocated on first use ----------------
  * Each thread's buffer hangs on a pthread key whose destructor frees it when
@@ -464,7 +166,7 @@ static inline void tile(const problem *pb, const gemm_kernel *kern, int kc,
     /* Edge tile: same kernel on a padded copy, so an element's arithmetic
      * never depends on the tile. With beta == 0 the kernel does not read
      * it; rows of C are copied whole when they are contiguous. */
-    _Alignas(64) float edge[MAX_MR * MAX_NR];
+    _Alignas(64) float edge[GEMM_MAX_MR * GEMM_MAX_NR];
     size_t row_bytes = (size_t)cols * sizeof(float);
     if (cs != 1) { /* C^T: c[j * cs + i], a transpose each way */
         if (beta != 0.0f)
@@ -485,7 +187,7 @@ static void gemm_block(const problem *pb, const gemm_kernel *kern, int kc_step,
                        int NC, int m0, int m1, int n0, int n1)
 {
     const int mr = kern->mr, nr = kern->nr;
-    float *bpack = thread_buffer(cfg.buffer_floats);
+    float *bpack = thread_buffer(gemm_buffer_floats());
     float *apack = bpack + (size_t)NC * kc_step;
     /* Element (i, j) of the C being computed is at c[i * rs + j * cs]. */
     const ptrdiff_t ldc = pb->ldc, rs = pb->c_trans ? 1 : ldc,
@@ -604,18 +306,16 @@ static void split_grid(int pm, int pn, int mr, int nr, int T, bool rows_first,
  * chains either way. */
 static bool pack_a_transposed(const gemm_kernel *base)
 {
-    int fixed = atomic_load(&cfg.pack_a_t);
+    int fixed = gemm_pack_a_fixed();
     if (fixed >= 0)
         return fixed;
-    int i = 0;
-    while (i < N_KERNELS - 1 && kernels[i] != base)
-        i++;
-    int v = atomic_load(&pack_a_measured[i]);
+    atomic_int *measured = gemm_pack_a_measured(base);
+    int v = atomic_load(measured);
     if (v)
         return v - 1;
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&lock);
-    v = atomic_load(&pack_a_measured[i]);
+    v = atomic_load(measured);
     if (!v) {
         enum { M = 768, N = 128, K = 128 };
         float *a = malloc(sizeof(float) * (M * K + K * N + M * N));
@@ -625,9 +325,9 @@ static bool pack_a_transposed(const gemm_kernel *base)
         for (size_t i = 0; i < (size_t)M * K + K * N; i++)
             a[i] = 0.5f;
         float *b = a + M * K, *c = b + K * N;
-        const gemm_kernel *kern = tile_for_n(base, true, N);
+        const gemm_kernel *kern = gemm_tile_for_n(base, true, N);
         int kc, NC;
-        blocks_for(kern, true, &kc, &NC);
+        gemm_blocks_for(kern, true, &kc, &NC);
         problem pb = {true, false, M, N, K, 1.0f,  0.0f,  a,
                       b,    c,     M, N, N, false, false, false};
         int64_t best[2] = {INT64_MAX, INT64_MAX};
@@ -641,7 +341,7 @@ static bool pack_a_transposed(const gemm_kernel *base)
             }
         free(a);
         v = 1 + ((double)best[1] < 0.97 * (double)best[0]);
-        atomic_store(&pack_a_measured[i], v);
+        atomic_store(measured, v);
     }
     pthread_mutex_unlock(&lock);
     return v - 1;
@@ -770,7 +470,7 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb, float beta,
                  float *C, int ldc, bool may_swap)
 {
-    init();
+    const gemm_kernel *base = gemm_config_kernel(), *kern = base;
     check_args(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
     problem pb = {trans_a, trans_b, M,   N,   K,   alpha, beta,  A,
                   B,       C,       lda, ldb, ldc, false, false, false};
@@ -781,13 +481,12 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
         return;
     }
 
-    const gemm_kernel *base = cfg.kern, *kern = base;
     /* A narrow C wastes most of each NR-wide tile (N = 40 fills 40 of 64
      * lanes): compute C^T = op(B)^T op(A)^T instead when that costs less.
      * Each element is the same FMA chain either way (a*b = b*a). */
     if (may_swap &&
-        tile_cost(N, M, K, true, tile_for(kern, !trans_b)) <
-            0.95 * tile_cost(M, N, K, false, tile_for(kern, trans_a))) {
+        tile_cost(N, M, K, true, gemm_tile_for(kern, !trans_b)) <
+            0.95 * tile_cost(M, N, K, false, gemm_tile_for(kern, trans_a))) {
         problem t = {!trans_b, !trans_a, N,   M,   K,   alpha, beta,  B,
                      A,        C,        ldb, lda, ldc, true,  false, false};
         pb = t;
@@ -795,10 +494,10 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
     /* Packing B pays off over many row panels, not over a few (measured:
      * 20x128x400 gains 35% in place, 1024^3 loses 20%). */
     pb.b_in_place = !pb.tb && pb.M <= 96;
-    kern = tile_for_n(kern, pb.ta, pb.N);
+    kern = gemm_tile_for_n(kern, pb.ta, pb.N);
     pb.a_packed = pb.ta && pb.M >= kern->mr && pack_a_transposed(base);
     int kc_max, NC;
-    blocks_for(kern, pb.ta, &kc_max, &NC);
+    gemm_blocks_for(kern, pb.ta, &kc_max, &NC);
     /* K blocks of near-equal size, a function of K and kc_max (op(A)'s
      * tile class), never of the thread count. */
     int nk = K / kc_max + (K % kc_max != 0); /* K + kc_max - 1 could wrap */
@@ -827,9 +526,9 @@ static void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
      * run every call of a warm-up on one thread, and a step must not
      * allocate when it next runs two. */
     float *S = NULL;
+    size_t floats = gemm_buffer_floats();
     if (k_halves)
-        S = thread_buffer(cfg.buffer_floats + (size_t)pb.M * (size_t)pb.N) +
-            cfg.buffer_floats;
+        S = thread_buffer(floats + (size_t)pb.M * (size_t)pb.N) + floats;
     tg_par_region region;
     T = tg_par_begin(&region, T);
     if (T <= 1) {

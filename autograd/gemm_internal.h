@@ -1,9 +1,11 @@
 /* Private to the GEMM: the micro-kernel interface shared by gemm.c (driver:
- * blocking, packing, threads) and gemm_x86.c (AVX-512 and AVX2 kernels). */
+ * loops, packing, threads), gemm_config.c (the kernel chosen, its tiles and
+ * blocks) and gemm_x86.c (AVX-512 and AVX2 kernels). */
 #ifndef TG_GEMM_INTERNAL_H
 #define TG_GEMM_INTERNAL_H
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -15,6 +17,12 @@
  * caller that makes a size (a batch stacked into rows, a conv's C * kh *
  * kw) keeps it at most this. */
 #define GEMM_MAX_DIM (INT_MAX - 128)
+
+/* The largest tile of any kernel: edge tiles and pack buffers are sized
+ * for it. */
+enum { GEMM_MAX_MR = 32, GEMM_MAX_NR = 64 };
+_Static_assert(GEMM_MAX_DIM <= INT_MAX - 2 * GEMM_MAX_NR,
+               "a size rounded up to a tile must fit an int");
 
 /* One register-blocked tile: c[mr, nr] (row stride ldc) =
  *   alpha * sum_{p<k} a[i*rsa + p*csa] * b[p*nr + j] + beta * c[i, j],
@@ -32,7 +40,7 @@ typedef void (*gemm_transpose_fn)(const float *src, ptrdiff_t ld, int rows,
                                   int cols, float *dst, ptrdiff_t dst_ld);
 
 /* The same with the chosen kernel's transpose, any rows and cols (for
- * the convolutions' layout changes; defined in gemm.c). */
+ * the convolutions' layout changes; defined in gemm_config.c). */
 void gemm_transpose(const float *src, ptrdiff_t ld, int rows, int cols,
                     float *dst, ptrdiff_t dst_ld);
 
@@ -62,6 +70,28 @@ typedef struct gemm_kernel {
      * so on Zen 5). */
     bool l1_k_blocks_strided;
 } gemm_kernel;
+
+/* ---- gemm_config.c: what the driver reads once per product ----------------
+ */
+
+/* The kernel family chosen (TG_GEMM_KERNEL, tg_gemm_set_kernel, else the
+ * best the CPU runs); the first call reads the environment and caches. */
+const gemm_kernel *gemm_config_kernel(void);
+/* A family's tile for op(A) read along rows or, a_trans, down columns. */
+const gemm_kernel *gemm_tile_for(const gemm_kernel *k, bool a_trans);
+/* The same, for a C of N columns (a row tile may give way to the strided
+ * one where it pads N less). */
+const gemm_kernel *gemm_tile_for_n(const gemm_kernel *k, bool a_trans, int N);
+/* A tile's largest K block and its N block, from the caches (or
+ * TG_GEMM_BLOCKS). The K blocks decide the float results. */
+void gemm_blocks_for(const gemm_kernel *k, bool a_trans, int *kc_max, int *nc);
+/* Floats in a thread's pack buffer: room for the largest blocks. */
+size_t gemm_buffer_floats(void);
+/* TG_GEMM_PACK_A's fixed choice for A transposed (0 or 1), or -1: measure
+ * per kernel, in the slot gemm_pack_a_measured gives (0 until measured,
+ * else 1 + the choice; kept across tg_gemm_set_kernel). */
+int gemm_pack_a_fixed(void);
+atomic_int *gemm_pack_a_measured(const gemm_kernel *base);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define TG_GEMM_X86 1
