@@ -1,9 +1,11 @@
 /* Private to the convolutions: the geometry both ops share and the three
  * ways their products are computed, each in its own file:
  *   conv_gemm.c      im2col / col2im around the GEMM (any shape, any CPU);
- *   conv_implicit.c  implicit GEMM tiles reading the padded image, and the
- *                    transposed products gathered by stride phase (AVX2 /
- *                    AVX-512, channels a multiple of 16);
+ *   conv_implicit.c  implicit GEMM tiles reading the padded image (AVX2 /
+ *                    AVX-512, output channels a multiple of 16);
+ *   conv_implicit_trans.c  the transposed products gathered by stride
+ *                    phase, with those tiles (image channels a multiple
+ *                    of 16);
  *   conv_direct.c    direct kernels for a one-channel image side (AVX2 /
  *                    AVX-512);
  * and ops_conv.c, the ops themselves, which choose among them. */
@@ -134,6 +136,28 @@ void conv_implicit_fwd(tg_tape *tp, const geom *g, const ilay *l,
  * 16-channel panels, dpan [OC/16][N*P][16] (conv_to_panels). */
 void conv_implicit_wgrad(tg_tape *tp, const geom *g, const ilay *l,
                          const float *xp, const float *dpan, float *dW);
+
+/* Tiles take row bases in blocks of images of about 256 rows, so that a
+ * tile's rows may span images (a 7 x 7 image alone fills 7 tiles of 8 for
+ * 49 rows) and each base is computed once per block, not per K chunk;
+ * bases and outputs are rounded up to a whole tile of at most
+ * CONV_TILE_MAX rows. */
+enum { CONV_BLOCK_ROWS = 256, CONV_TILE_MAX = 8 };
+/* Images per block, for images of pix rows each. */
+int conv_block_images(int N, int pix);
+#ifdef TG_GEMM_X86
+/* The product of the rows whose bases are a[0 .. rows) (a padded with
+ * copies of the last to a whole tile) and the W^T panels wp
+ * [NC/16][K][16], offsets off[K], into pm [rows, NC], or row q into dr[q]
+ * [NC] when dr is given; the AVX-512 tiles when the GEMM's kernel is
+ * avx512, else the AVX2 tiles (the same chains: the same bits). */
+void conv_implicit_rows(const float *const *a, int rows, const float *wp,
+                        const int *off, int K, int NC, float *pm,
+                        float *const *dr);
+#endif
+
+/* ---- conv_implicit_trans.c ----------------------------------------------- */
+
 bool conv_trans_ok(const geom *g);
 /* out [N, C, H, W] = bias (or 0) + col2im(in . W) with set (then max(0, .)
  * with relu), else out += col2im(in . W); in [N, OC, OH, OW],

@@ -31,8 +31,9 @@
  * chooses for each product among three ways of computing it, each in its
  * own file (conv_internal.h): im2col / col2im around the GEMM
  * (conv_gemm.c, any shape), implicit GEMM tiles that read the padded image
- * or gather the transposed products by stride phase (conv_implicit.c), and
- * direct kernels for a one-channel image side (conv_direct.c). */
+ * (conv_implicit.c) or gather the transposed products by stride phase
+ * (conv_implicit_trans.c), and direct kernels for a one-channel image side
+ * (conv_direct.c). */
 #include "conv_internal.h"
 
 #include <limits.h>
