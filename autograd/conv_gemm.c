@@ -379,7 +379,7 @@ void conv_add_transposed(int OC, int K, const float *tmp, float *dW)
 /* db[c] += sum over n, p of dy [N, C, P]: each image's row by vsum_f64
  * (double, a fixed order, vectorised), the rows added in order in double.
  * In float, a [5, 7, 48, 50] gradient's 12,000-term sums were 1.2e-4 off
- * (bench/conv_check_dump 3000 2; tests/autograd/test_conv.c). */
+ * (bench/conv_check_dump 3000 2; tests/autograd/test_conv_bits.c). */
 enum { BIAS_CB = 8 }; /* channels per block: their rows are contiguous */
 
 /* db[c0 .. c0 + nc) += the sums of bias_backward (nc <= BIAS_CB). */
