@@ -1,6 +1,6 @@
 /* The shards of a global batch: which rows each shard and rank holds, and
  * the bookkeeping that sums the shards' gradients in shard order (see
- * tg_dist.h and dist_shards.h). The MPI transport is dist.c. */
+ * tg_dist.h and dist_shards.h). The MPI transport is dist_collectives.c. */
 #include <stdlib.h>
 #include <string.h>
 
