@@ -6,7 +6,8 @@
  * grad_of() (NULL for inputs that need none). A user's op does the same
  * through the public tg_op_record() / tg_grad_of() (tg_autograd.h): the
  * names here are shorthands for the library's own ops, and are not exported
- * from the shared library (tapegrad.map). */
+ * from the shared library (tapegrad.map). struct tg_tape, at the end, is for
+ * tape.c and tape_record.c alone. */
 #ifndef TG_TAPE_H
 #define TG_TAPE_H
 
@@ -85,6 +86,35 @@ void check_same_shape(const char *op, const tg_tensor *a, const tg_tensor *b);
                      (int)(sizeof((const tg_tensor *[]){__VA_ARGS__}) /        \
                            sizeof(const tg_tensor *)),                         \
                      (const tg_tensor *[]){__VA_ARGS__})
+
+/* The tape itself, whose fields only tape.c (the arena) and tape_record.c
+ * (the records, backward, profile) read; every op goes through the calls
+ * above. */
+typedef struct block block;       /* an arena block (tape.c) */
+typedef struct prof_row prof_row; /* a profile row (tape_record.c) */
+
+/* With checks on, a reset does not hand the arena's memory to the next
+ * step: the used bytes are overwritten with TG_POISON_BYTE and the blocks
+ * kept for GRAVE_GENERATIONS resets, while the new step gets fresh blocks.
+ * A tensor kept past the reset then has a poisoned header, which every op
+ * and tg_backward refuse (tg_check_tensors); without checks the next step
+ * reuses the memory and its new tensors sit where the old ones were, so a
+ * stale pointer may alias a new tensor. */
+enum { GRAVE_GENERATIONS = 2 };
+
+struct tg_tape {
+    block *first, *cur;
+    block *grave[GRAVE_GENERATIONS]; /* checks: older steps' arenas */
+    tg_record *records;
+    size_t n_records, cap_records;
+    bool recording;
+    bool checks; /* tg_tape_set_checks: record data sums, compare them */
+    size_t heap_allocs;
+    prof_row *prof; /* NULL until profiling is first turned on */
+    int n_prof;
+    bool profile;
+    int64_t prof_mark; /* the clock at the last record, reset or backward */
+};
 
 #pragma GCC visibility pop
 
