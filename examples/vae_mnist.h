@@ -1,6 +1,7 @@
 /* vae_mnist's own header: the types its files share. vae_mnist.c trains,
- * vae_mnist_outputs.c writes pictures and metrics, vae_mnist_checkpoint.c
- * saves and resumes. */
+ * vae_mnist_setup.c and vae_mnist_train.c set the run up and run its
+ * epochs, vae_mnist_outputs.c writes pictures and metrics,
+ * vae_mnist_checkpoint.c saves and resumes. */
 #ifndef VAE_MNIST_H
 #define VAE_MNIST_H
 
@@ -37,7 +38,8 @@ typedef struct epoch_stats {
 enum { MAX_EPOCHS = 100000, EVAL_BATCH = 1000, EVAL_BATCH_CONV = 250 };
 enum { MAX_BATCH = CLI_MAX_BATCH, MAX_HOLDOUT = 1 << 30 };
 
-/* A training run: what vae_mnist_train.c's functions share. */
+/* A training run: what vae_mnist_setup.c's and vae_mnist_train.c's
+ * functions share. */
 typedef struct run {
     const options *o;
     const char *argv0;
@@ -68,14 +70,15 @@ typedef struct run {
     epoch_stats resumed_row;
 } run;
 
-/* vae_mnist_train.c: run_setup reads the data (and --resume), builds the
- * model and prepares --out; train_epoch runs an epoch's guarded steps
- * (exits on a stop); end_epoch evaluates, prints, saves the checkpoint and
- * then metrics.csv and the pictures. */
+/* vae_mnist_setup.c: run_setup reads the data (and --resume), builds the
+ * model and prepares --out; run_free frees what it made. */
 void run_setup(run *r, const options *o, const char *argv0);
+void run_free(run *r);
+/* vae_mnist_train.c: train_epoch runs an epoch's guarded steps (exits on a
+ * stop); end_epoch evaluates, prints, saves the checkpoint and then
+ * metrics.csv and the pictures. */
 void train_epoch(run *r, int epoch);
 void end_epoch(run *r, int epoch);
-void run_free(run *r);
 
 /* vae_mnist.c */
 /* tg_errmsg(), exit 2 */
