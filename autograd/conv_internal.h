@@ -8,7 +8,8 @@
  *                    of 16);
  *   conv_direct.c    direct kernels for a one-channel image side (AVX2 /
  *                    AVX-512);
- * and ops_conv.c, the ops themselves, which choose among them. */
+ * and ops_conv.c, the ops themselves, which choose among them (ops_conv1d.c
+ * adds the 1-D ops over them). */
 #ifndef TG_CONV_INTERNAL_H
 #define TG_CONV_INTERNAL_H
 
@@ -208,6 +209,14 @@ typedef struct direct_job {
 bool conv_direct_layout(const geom *g, dlay *d);
 void conv_direct_images(tg_tape *tp, const geom *g, const dlay *d,
                         const direct_job *job, float *dW);
+
+/* ops_conv.c's argument rules, which ops_conv1d.c applies to the 1-D ops:
+ * a stride or dilation of 0 means 1; the output length along one axis of a
+ * convolution (<= 0 when the kernel does not fit) and of a transposed one,
+ * both clamped to INT_MAX. */
+int arg_or_1(int v);
+int conv_len(int in, int k, int s, int p, int d);
+int convt_len(int in, int k, int s, int p, int d, int op);
 
 #pragma GCC visibility pop
 

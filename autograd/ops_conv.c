@@ -27,13 +27,14 @@
  * which each iteration writes only its own outputs, col2im summing each
  * image's contributions in a fixed (oh, ow, c, i, j) order.
  *
- * This file holds the ops (checks, forward, backward, saved state) and
+ * This file holds the 2-D ops (checks, forward, backward, saved state) and
  * chooses for each product among three ways of computing it, each in its
  * own file (conv_internal.h): im2col / col2im around the GEMM
  * (conv_gemm.c, any shape), implicit GEMM tiles that read the padded image
  * (conv_implicit.c) or gather the transposed products by stride phase
  * (conv_implicit_trans.c), and direct kernels for a one-channel image side
- * (conv_direct.c). */
+ * (conv_direct.c). The 1-D ops, conv1d and conv_transpose1d, are these on
+ * views (ops_conv1d.c). */
 #include "conv_internal.h"
 
 #include <limits.h>
@@ -41,7 +42,7 @@
 
 /* ---- argument checks ----------------------------------------------------- */
 
-static int arg_or_1(int v) { return v == 0 ? 1 : v; }
+int arg_or_1(int v) { return v == 0 ? 1 : v; }
 
 /* Kernel, stride, padding, dilation from W [*, *, kh, kw] and args; aborts
  * on bad values. x and W are 4-D. */
@@ -121,7 +122,7 @@ static void check_size(const char *op, const geom *g, const tg_tensor *x,
 
 /* Output length along one axis, as PyTorch's Conv2d: floor((in + 2p -
  * d(k-1) - 1) / s) + 1, or <= 0 when the kernel does not fit. */
-static int conv_len(int in, int k, int s, int p, int d)
+int conv_len(int in, int k, int s, int p, int d)
 {
     /* in 64 bits: a huge padding or dilation overflowed int (UB) */
     long long span = (long long)in + 2LL * p - (long long)d * (k - 1) - 1;
@@ -131,7 +132,7 @@ static int conv_len(int in, int k, int s, int p, int d)
 
 /* conv_transpose2d's output length (in - 1)s - 2p + d(k-1) + op + 1, in
  * 64 bits, clamped to 0..INT_MAX (check_size refuses both ends). */
-static int convt_len(int in, int k, int s, int p, int d, int op)
+int convt_len(int in, int k, int s, int p, int d, int op)
 {
     long long len =
         (long long)(in - 1) * s - 2LL * p + (long long)d * (k - 1) + op + 1;
@@ -516,97 +517,4 @@ tg_tensor *tg_conv_transpose2d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
                         .dilation = {dilation, dilation},
                         .output_padding = {output_padding, output_padding}};
     return tg_conv_transpose2d_ex(tp, x, W, b, &a);
-}
-
-/* ---- 1-D: conv2d and conv_transpose2d on the views [N, C, 1, L] ----------
- * Checked here first, so that a bad call names the 1-D op and the shapes
- * it was given; the 2-D op then cannot fail. */
-
-static tg_conv2d_args args_1d(tg_tape *tp, const char *op, tg_tensor *x,
-                              tg_tensor *W, tg_tensor *b, bool transpose,
-                              int stride, int padding, int output_padding,
-                              int dilation)
-{
-    char sx[64], sw[64], sb[64];
-    check_inputs(op, x, W);
-    bool empty =
-        W->ndim == 3 && (W->shape[0] < 1 || W->shape[1] < 1 || W->shape[2] < 1);
-    if (x->ndim != 3 || W->ndim != 3 || empty || x->shape[1] < 1 ||
-        x->shape[2] < 1)
-        tg_fatal(op,
-                 "needs x [N, C, L] and a 3-D weight with no 0 dims (but N), "
-                 "got x %s, W %s",
-                 tg_shape_str(x, sx), tg_shape_str(W, sw));
-    int C = transpose ? W->shape[0] : W->shape[1];
-    int OC = transpose ? W->shape[1] : W->shape[0];
-    if (x->shape[1] != C)
-        tg_fatal(op, "x %s has %d channels, W %s takes %d (W is %s)",
-                 tg_shape_str(x, sx), x->shape[1], tg_shape_str(W, sw), C,
-                 transpose ? "[in, out, k]" : "[out, in, k]");
-    if (b && (b->ndim != 1 || b->size != (size_t)OC))
-        tg_fatal(op, "bias %s does not fit W %s (bias is [%d])",
-                 tg_shape_str(b, sb), tg_shape_str(W, sw), OC);
-    int s = arg_or_1(stride), d = arg_or_1(dilation);
-    if (s < 1 || d < 1 || padding < 0 || output_padding < 0)
-        tg_fatal(op,
-                 "stride %d, dilation %d, padding %d, output padding %d: "
-                 "stride and dilation must be >= 1 (0 means 1), paddings >= 0",
-                 stride, dilation, padding, output_padding);
-    if (transpose && output_padding >= s && output_padding >= d)
-        tg_fatal(op,
-                 "output padding %d must be smaller than the stride %d or the "
-                 "dilation %d",
-                 output_padding, s, d);
-    int k = W->shape[2], L = x->shape[2];
-    int len = transpose ? convt_len(L, k, s, padding, d, output_padding)
-                        : conv_len(L, k, s, padding, d);
-    if (len < 1)
-        tg_fatal(op,
-                 "x %s with W %s, stride %d, padding %d, dilation %d gives an "
-                 "output of length %d",
-                 tg_shape_str(x, sx), tg_shape_str(W, sw), s, padding, d, len);
-    long long N = x->shape[0];
-    if (len == INT_MAX || N * len > INT_MAX || N * L > INT_MAX)
-        tg_fatal(op,
-                 "x %s with W %s, stride %d, padding %d, dilation %d: too "
-                 "many positions (over %d in all)",
-                 tg_shape_str(x, sx), tg_shape_str(W, sw), s, padding, d,
-                 INT_MAX);
-    tg_tensor *in[] = {x, W, b};
-    check_recorded_inputs(tp, op, b ? 3 : 2, in);
-    return (tg_conv2d_args){.stride = {1, s},
-                            .dilation = {1, d},
-                            .padding = {0, padding},
-                            .output_padding = {0, output_padding}};
-}
-
-/* [a, b, c] as [a, b, 1, c] */
-static tg_tensor *rows_view(tg_tape *tp, tg_tensor *t)
-{
-    return tg_reshape(tp, t, 4,
-                      (int[]){t->shape[0], t->shape[1], 1, t->shape[2]});
-}
-
-static tg_tensor *drop_rows(tg_tape *tp, tg_tensor *y)
-{
-    return tg_reshape(tp, y, 3, (int[]){y->shape[0], y->shape[1], y->shape[3]});
-}
-
-tg_tensor *tg_conv1d(tg_tape *tp, tg_tensor *x, tg_tensor *W, tg_tensor *b,
-                     int stride, int padding, int dilation)
-{
-    tg_conv2d_args a =
-        args_1d(tp, "conv1d", x, W, b, false, stride, padding, 0, dilation);
-    return drop_rows(
-        tp, tg_conv2d_ex(tp, rows_view(tp, x), rows_view(tp, W), b, &a));
-}
-
-tg_tensor *tg_conv_transpose1d(tg_tape *tp, tg_tensor *x, tg_tensor *W,
-                               tg_tensor *b, int stride, int padding,
-                               int output_padding, int dilation)
-{
-    tg_conv2d_args a = args_1d(tp, "conv_transpose1d", x, W, b, true, stride,
-                               padding, output_padding, dilation);
-    return drop_rows(tp, tg_conv_transpose2d_ex(tp, rows_view(tp, x),
-                                                rows_view(tp, W), b, &a));
 }
