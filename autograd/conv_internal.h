@@ -214,7 +214,7 @@ void conv_direct_images(tg_tape *tp, const geom *g, const dlay *d,
  * a stride or dilation of 0 means 1; the output length along one axis of a
  * convolution (<= 0 when the kernel does not fit) and of a transposed one,
  * both clamped to INT_MAX. */
-int arg_or_1(int v);
+int conv_arg_or_1(int v);
 int conv_len(int in, int k, int s, int p, int d);
 int convt_len(int in, int k, int s, int p, int d, int op);
 

@@ -42,7 +42,7 @@
 
 /* ---- argument checks ----------------------------------------------------- */
 
-int arg_or_1(int v) { return v == 0 ? 1 : v; }
+int conv_arg_or_1(int v) { return v == 0 ? 1 : v; }
 
 /* Kernel, stride, padding, dilation from W [*, *, kh, kw] and args; aborts
  * on bad values. x and W are 4-D. */
@@ -65,8 +65,8 @@ static geom geom_from(const char *op, const tg_tensor *x, const tg_tensor *W,
                  tg_shape_str(b, sb), tg_shape_str(W, sw), b_size);
     tg_conv2d_args d = a ? *a : (tg_conv2d_args){0};
     geom g = {.kh = W->shape[2], .kw = W->shape[3]};
-    g.sh = arg_or_1(d.stride[0]), g.sw = arg_or_1(d.stride[1]);
-    g.dh = arg_or_1(d.dilation[0]), g.dw = arg_or_1(d.dilation[1]);
+    g.sh = conv_arg_or_1(d.stride[0]), g.sw = conv_arg_or_1(d.stride[1]);
+    g.dh = conv_arg_or_1(d.dilation[0]), g.dw = conv_arg_or_1(d.dilation[1]);
     g.ph = d.padding[0], g.pw = d.padding[1];
     if (g.sh < 1 || g.sw < 1 || g.dh < 1 || g.dw < 1 || g.ph < 0 || g.pw < 0 ||
         d.output_padding[0] < 0 || d.output_padding[1] < 0)

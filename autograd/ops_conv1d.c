@@ -32,7 +32,7 @@ static tg_conv2d_args args_1d(tg_tape *tp, const char *op, tg_tensor *x,
     if (b && (b->ndim != 1 || b->size != (size_t)OC))
         tg_fatal(op, "bias %s does not fit W %s (bias is [%d])",
                  tg_shape_str(b, sb), tg_shape_str(W, sw), OC);
-    int s = arg_or_1(stride), d = arg_or_1(dilation);
+    int s = conv_arg_or_1(stride), d = conv_arg_or_1(dilation);
     if (s < 1 || d < 1 || padding < 0 || output_padding < 0)
         tg_fatal(op,
                  "stride %d, dilation %d, padding %d, output padding %d: "

@@ -22,16 +22,17 @@
 #include <mpi.h>
 #endif
 /* The job (its fields in dist_shards.h): rank 0 of 1 until tg_dist_init. */
-struct dist_job dist = {.size = 1, .local_size = 1, .prog = "tapegrad"};
+struct dist_job dist_state = {.size = 1, .local_size = 1, .prog = "tapegrad"};
 
 void tg_dist_set_program_build(const char *id)
 {
-    snprintf(dist.program_build, sizeof dist.program_build, "%s", id ? id : "");
+    snprintf(dist_state.program_build, sizeof dist_state.program_build, "%s",
+             id ? id : "");
 }
 
 void tg_dist_set_timeout(double seconds)
 {
-    dist.timeout_s = seconds > 0 ? seconds : 0;
+    dist_state.timeout_s = seconds > 0 ? seconds : 0;
 }
 
 bool tg_dist_available(void)
@@ -43,19 +44,19 @@ bool tg_dist_available(void)
 #endif
 }
 
-int tg_dist_rank(void) { return dist.rank; }
-int tg_dist_size(void) { return dist.size; }
-int tg_dist_local_rank(void) { return dist.local_rank; }
-int tg_dist_local_size(void) { return dist.local_size; }
-double tg_dist_allreduce_seconds(void) { return dist.allreduce_s; }
-int tg_dist_first_failed(void) { return dist.first_failed; }
+int tg_dist_rank(void) { return dist_state.rank; }
+int tg_dist_size(void) { return dist_state.size; }
+int tg_dist_local_rank(void) { return dist_state.local_rank; }
+int tg_dist_local_size(void) { return dist_state.local_size; }
+double tg_dist_allreduce_seconds(void) { return dist_state.allreduce_s; }
+int tg_dist_first_failed(void) { return dist_state.first_failed; }
 
 int tg_dist_default_threads(void)
 {
-    if (dist.local_size <= 1)
+    if (dist_state.local_size <= 1)
         return 0;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    long per_rank = cores / dist.local_size;
+    long per_rank = cores / dist_state.local_size;
     return per_rank >= 1 ? (int)per_rank : 1;
 }
 
@@ -109,7 +110,7 @@ static bool launched(void)
     return false;
 }
 
-void check(int rc, const char *op)
+void dist_check(int rc, const char *op)
 {
     if (rc != MPI_SUCCESS) {
         char msg[MPI_MAX_ERROR_STRING];
@@ -142,7 +143,7 @@ static void same_build(void)
      * another build's) had the library's identity, and trained with its
      * own code: the library's commit and a hash of both ids then (the
      * usual case, one build, keeps the form older builds compare) */
-    const char *prog_id = dist.program_build;
+    const char *prog_id = dist_state.program_build;
     bool mixed = prog_id[0] && strcmp(prog_id, TG_BUILD_ID) != 0;
     if (mixed) {
         /* the library's whole id in the hash: its first 12 characters
@@ -158,44 +159,45 @@ static void same_build(void)
     /* a name past 20 characters as its first 11 and a hash of it all:
      * "train_model_version_1" and "..._2" had passed as one program */
     char name[24];
-    if (strlen(dist.prog) > 20)
-        snprintf(name, sizeof name, "%.11s~%08x", dist.prog,
-                 (unsigned)fnv1a(dist.prog));
+    if (strlen(dist_state.prog) > 20)
+        snprintf(name, sizeof name, "%.11s~%08x", dist_state.prog,
+                 (unsigned)fnv1a(dist_state.prog));
     else
-        snprintf(name, sizeof name, "%s", dist.prog);
+        snprintf(name, sizeof name, "%s", dist_state.prog);
     snprintf(me, sizeof me, "%.20s %.10s (%.29s)", name, TG_VERSION, build);
     memcpy(r0, me, ID);
-    if (dist.size < 2)
+    if (dist_state.size < 2)
         return;
     int rc = MPI_Bcast(r0, ID, MPI_CHAR, 0, MPI_COMM_WORLD);
     r0[ID - 1] = '\0';
     int bad = rc != MPI_SUCCESS || strcmp(me, r0) != 0;
-    int mine = bad ? dist.rank : dist.size, first = dist.size;
+    int mine = bad ? dist_state.rank : dist_state.size, first = dist_state.size;
     if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) !=
         MPI_SUCCESS)
-        first = bad ? dist.rank : 0;
-    if (first == dist.size)
+        first = bad ? dist_state.rank : 0;
+    if (first == dist_state.size)
         return;
-    if (first == dist.rank && mixed)
+    if (first == dist_state.rank && mixed)
         fprintf(stderr,
                 "%s: rank %d runs %s (its program built from %.40s, its "
                 "library from %.29s: LD_LIBRARY_PATH?) but rank 0 runs %s: "
                 "every rank must run the same program of the same build; "
                 "stopped\n",
-                dist.prog, dist.rank, me, prog_id, TG_BUILD_ID,
+                dist_state.prog, dist_state.rank, me, prog_id, TG_BUILD_ID,
                 rc == MPI_SUCCESS ? r0 : "another");
-    else if (first == dist.rank)
+    else if (first == dist_state.rank)
         fprintf(stderr,
                 "%s: rank %d runs %s but rank 0 runs %s%s: every rank must "
                 "run the same program of the same build; stopped\n",
-                dist.prog, dist.rank, me, rc == MPI_SUCCESS ? r0 : "another",
+                dist_state.prog, dist_state.rank, me,
+                rc == MPI_SUCCESS ? r0 : "another",
                 rc == MPI_SUCCESS && strrchr(r0, '(') &&
                         strchr(strrchr(r0, '('), '~')
                     ? " (a program of another build than its library, the "
                       "id's part after '~': LD_LIBRARY_PATH?)"
                     : "");
     fflush(stderr);
-    dist.active = false;
+    dist_state.active = false;
     MPI_Finalize();
     exit(2);
 }
@@ -209,7 +211,7 @@ static void same_build(void)
 static void singleton_of_many(void)
 {
     int n = tg_dist_launcher_size();
-    if (dist.size != 1 || n <= 1)
+    if (dist_state.size != 1 || n <= 1)
         return;
     char as[48], lib[MPI_MAX_LIBRARY_VERSION_STRING] = "";
     int len = 0;
@@ -222,9 +224,9 @@ static void singleton_of_many(void)
             "found a job of 1 (%.40s): the launcher is another MPI "
             "library's, and each would train alone into the same folder; "
             "start it with the mpirun of the MPI it was built with\n",
-            dist.prog, as, n, lib[0] ? lib : "this build's MPI");
+            dist_state.prog, as, n, lib[0] ? lib : "this build's MPI");
     fflush(stderr);
-    dist.active = false;
+    dist_state.active = false;
     MPI_Finalize();
     exit(2);
 }
@@ -233,7 +235,7 @@ void tg_dist_init(int *argc, char ***argv)
 {
     if (argv && *argv && (*argv)[0]) {
         const char *slash = strrchr((*argv)[0], '/');
-        snprintf(dist.prog, sizeof dist.prog, "%s",
+        snprintf(dist_state.prog, sizeof dist_state.prog, "%s",
                  slash ? slash + 1 : (*argv)[0]);
     }
     int inited = 0;
@@ -242,18 +244,18 @@ void tg_dist_init(int *argc, char ***argv)
         return;
     /* Only the main thread calls MPI; OpenMP threads only compute. */
     int provided;
-    check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided),
-          "dist_init");
+    dist_check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided),
+               "dist_init");
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    dist.active = true;
-    MPI_Comm_rank(MPI_COMM_WORLD, &dist.rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &dist.size);
+    dist_state.active = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &dist_state.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &dist_state.size);
     MPI_Comm local;
-    check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, dist.rank,
-                              MPI_INFO_NULL, &local),
-          "dist_init");
-    MPI_Comm_rank(local, &dist.local_rank);
-    MPI_Comm_size(local, &dist.local_size);
+    dist_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED,
+                                   dist_state.rank, MPI_INFO_NULL, &local),
+               "dist_init");
+    MPI_Comm_rank(local, &dist_state.local_rank);
+    MPI_Comm_size(local, &dist_state.local_size);
     MPI_Comm_free(&local);
     singleton_of_many();
     same_build();
@@ -262,7 +264,7 @@ void tg_dist_init(int *argc, char ***argv)
 void tg_dist_finalize(void)
 {
     tg_dist_shards_free_();
-    if (!dist.active)
+    if (!dist_state.active)
         return;
     /* MPI_Finalize waits for every rank, with no deadline: a rank stopped
      * after the last collective left the others there for ever. A barrier
@@ -271,18 +273,18 @@ void tg_dist_finalize(void)
      * too: no process of ours can end that wait). Whatever the timeout, so
      * that ranks started with different ones (0 on some, which the flags'
      * comparison stops) all pass it. */
-    if (dist.size > 1) {
+    if (dist_state.size > 1) {
         MPI_Request req;
-        check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "dist_finalize");
-        timed_wait(&req, "dist_finalize");
+        dist_check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "dist_finalize");
+        dist_timed_wait(&req, "dist_finalize");
     }
-    dist.active = false;
+    dist_state.active = false;
     MPI_Finalize();
 }
 
 void tg_dist_abort(int code)
 {
-    if (dist.active && dist.size > 1) {
+    if (dist_state.active && dist_state.size > 1) {
         fflush(stdout);
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, code);

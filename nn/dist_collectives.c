@@ -21,7 +21,7 @@ static void timed_out(const char *who)
     fprintf(stderr,
             "%s: rank %s did not answer within %g s (stalled or dead); "
             "stopping the job\n",
-            dist.prog, who, dist.timeout_s);
+            dist_state.prog, who, dist_state.timeout_s);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 4);
 }
@@ -34,14 +34,15 @@ static void bcast_floats(float *x, size_t n, const char *op)
     for (size_t i = 0; i < n; i += CHUNK) {
         int count = (int)(n - i < CHUNK ? n - i : CHUNK);
         MPI_Request req;
-        check(MPI_Ibcast(x + i, count, MPI_FLOAT, 0, MPI_COMM_WORLD, &req), op);
-        timed_wait(&req, op);
+        dist_check(MPI_Ibcast(x + i, count, MPI_FLOAT, 0, MPI_COMM_WORLD, &req),
+                   op);
+        dist_timed_wait(&req, op);
     }
 }
 
 void tg_dist_allreduce_grads(tg_params *ps)
 {
-    if (dist.size > 1)
+    if (dist_state.size > 1)
         tg_dist_reduce_shards_(ps, 1);
 }
 
@@ -75,7 +76,10 @@ static double waited_since(double *t0, double *last)
  * of the others one speaks, the others' lines cut short by its
  * MPI_Abort; on a loaded machine a second line may still come out, naming
  * the same rank). */
-static double chain_deadline(void) { return dist.timeout_s + dist.rank; }
+static double chain_deadline(void)
+{
+    return dist_state.timeout_s + dist_state.rank;
+}
 
 /* Waits for a point-to-point request with a peer, or for a broadcast; with
  * a timeout set, after deadline seconds the peer (who) is named and the
@@ -83,14 +87,14 @@ static double chain_deadline(void) { return dist.timeout_s + dist.rank; }
 static void peer_wait(MPI_Request *req, const char *who, double deadline,
                       const char *op)
 {
-    if (dist.timeout_s <= 0) {
-        check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
+    if (dist_state.timeout_s <= 0) {
+        dist_check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
         return;
     }
     double t0 = MPI_Wtime(), last = t0;
     for (;;) {
         int done = 0;
-        check(MPI_Test(req, &done, MPI_STATUS_IGNORE), op);
+        dist_check(MPI_Test(req, &done, MPI_STATUS_IGNORE), op);
         if (done)
             return;
         double waited = waited_since(&t0, &last);
@@ -116,12 +120,12 @@ typedef struct acks {
 static void acks_post(acks *a, int root, const char *op)
 {
     a->root = root;
-    for (int r = 0; r < dist.size && r < ACKED; r++) {
+    for (int r = 0; r < dist_state.size && r < ACKED; r++) {
         a->req[r] = MPI_REQUEST_NULL;
         if (r != root)
-            check(MPI_Irecv(&a->got[r], 1, MPI_INT, r, ACK, MPI_COMM_WORLD,
-                            &a->req[r]),
-                  op);
+            dist_check(MPI_Irecv(&a->got[r], 1, MPI_INT, r, ACK, MPI_COMM_WORLD,
+                                 &a->req[r]),
+                       op);
     }
 }
 
@@ -130,21 +134,21 @@ static void acks_post(acks *a, int root, const char *op)
 static void acks_wait(acks *a, MPI_Request *bcast, double deadline,
                       const char *op)
 {
-    int n = dist.size < ACKED ? dist.size : ACKED;
-    if (dist.timeout_s <= 0) {
+    int n = dist_state.size < ACKED ? dist_state.size : ACKED;
+    if (dist_state.timeout_s <= 0) {
         if (bcast)
-            check(MPI_Wait(bcast, MPI_STATUS_IGNORE), op);
+            dist_check(MPI_Wait(bcast, MPI_STATUS_IGNORE), op);
         else
-            check(MPI_Waitall(n, a->req, MPI_STATUSES_IGNORE), op);
+            dist_check(MPI_Waitall(n, a->req, MPI_STATUSES_IGNORE), op);
         return;
     }
     double t0 = MPI_Wtime(), last = t0;
     for (;;) {
         int done = 0;
         if (bcast)
-            check(MPI_Test(bcast, &done, MPI_STATUS_IGNORE), op);
+            dist_check(MPI_Test(bcast, &done, MPI_STATUS_IGNORE), op);
         else
-            check(MPI_Testall(n, a->req, &done, MPI_STATUSES_IGNORE), op);
+            dist_check(MPI_Testall(n, a->req, &done, MPI_STATUSES_IGNORE), op);
         if (done)
             return;
         if (waited_since(&t0, &last) > deadline) {
@@ -173,14 +177,14 @@ void tg_dist_chain_shards_(float *g, double *acc, const float *stash, size_t n,
                            int count)
 {
     double t0 = MPI_Wtime();
-    int r = dist.rank, last = dist.size - 1;
+    int r = dist_state.rank, last = dist_state.size - 1;
     const char *op = "dist_reduce_grads";
     char before[16], after[16], root[16];
     snprintf(before, sizeof before, "%d", r - 1);
     snprintf(after, sizeof after, "%d", r + 1);
     snprintf(root, sizeof root, "%d", last);
     double root_deadline =
-        r != last ? chain_deadline() : dist.timeout_s + dist.size;
+        r != last ? chain_deadline() : dist_state.timeout_s + dist_state.size;
     if (r == 0) {
         if (count == 0)
             memset(acc, 0, n * sizeof(double));
@@ -192,9 +196,9 @@ void tg_dist_chain_shards_(float *g, double *acc, const float *stash, size_t n,
         int m = (int)(n - i < PIECE ? n - i : PIECE);
         MPI_Request req;
         if (r > 0) {
-            check(MPI_Irecv(acc + i, m, MPI_DOUBLE, r - 1, CHAIN,
-                            MPI_COMM_WORLD, &req),
-                  op);
+            dist_check(MPI_Irecv(acc + i, m, MPI_DOUBLE, r - 1, CHAIN,
+                                 MPI_COMM_WORLD, &req),
+                       op);
             peer_wait(&req, before, chain_deadline(), op);
             for (int j = 0; j < count; j++) {
                 const float *x = count == 1 ? g : stash + (size_t)j * n;
@@ -203,9 +207,9 @@ void tg_dist_chain_shards_(float *g, double *acc, const float *stash, size_t n,
             }
         }
         if (r < last) {
-            check(MPI_Isend(acc + i, m, MPI_DOUBLE, r + 1, CHAIN,
-                            MPI_COMM_WORLD, &req),
-                  op);
+            dist_check(MPI_Isend(acc + i, m, MPI_DOUBLE, r + 1, CHAIN,
+                                 MPI_COMM_WORLD, &req),
+                       op);
             peer_wait(&req, after, chain_deadline(), op);
         } else {
             for (size_t k = i; k < i + (size_t)m; k++)
@@ -221,7 +225,8 @@ void tg_dist_chain_shards_(float *g, double *acc, const float *stash, size_t n,
     for (size_t i = 0; i < n; i += CHUNK) {
         int m = (int)(n - i < CHUNK ? n - i : CHUNK);
         MPI_Request req;
-        check(MPI_Ibcast(g + i, m, MPI_FLOAT, last, MPI_COMM_WORLD, &req), op);
+        dist_check(MPI_Ibcast(g + i, m, MPI_FLOAT, last, MPI_COMM_WORLD, &req),
+                   op);
         if (r == last)
             acks_wait(&ack, &req, root_deadline, op);
         else
@@ -232,15 +237,16 @@ void tg_dist_chain_shards_(float *g, double *acc, const float *stash, size_t n,
     } else {
         int one = 1;
         MPI_Request req;
-        check(MPI_Isend(&one, 1, MPI_INT, last, ACK, MPI_COMM_WORLD, &req), op);
+        dist_check(MPI_Isend(&one, 1, MPI_INT, last, ACK, MPI_COMM_WORLD, &req),
+                   op);
         peer_wait(&req, root, root_deadline, op);
     }
-    dist.allreduce_s += MPI_Wtime() - t0;
+    dist_state.allreduce_s += MPI_Wtime() - t0;
 }
 
 void tg_dist_broadcast(tg_params *ps, tg_optim *opt)
 {
-    if (dist.size == 1)
+    if (dist_state.size == 1)
         return;
     size_t n = tg_params_numel(ps);
     bcast_floats(tg_params_data(ps), n, "dist_broadcast");
@@ -256,12 +262,12 @@ void tg_dist_broadcast(tg_params *ps, tg_optim *opt)
 
 void tg_dist_broadcast_i64(int64_t *x, int n)
 {
-    if (dist.size == 1)
+    if (dist_state.size == 1)
         return;
     MPI_Request req;
-    check(MPI_Ibcast(x, n, MPI_INT64_T, 0, MPI_COMM_WORLD, &req),
-          "dist_broadcast_i64");
-    timed_wait(&req, "dist_broadcast_i64");
+    dist_check(MPI_Ibcast(x, n, MPI_INT64_T, 0, MPI_COMM_WORLD, &req),
+               "dist_broadcast_i64");
+    dist_timed_wait(&req, "dist_broadcast_i64");
 }
 
 /* A collective started as *req, waited for with a deadline when a timeout
@@ -278,38 +284,39 @@ void tg_dist_broadcast_i64(int64_t *x, int n)
  * spinning. */
 enum { TOKEN = 7177, WATCHED = 1024 };
 
-void timed_wait(MPI_Request *req, const char *op)
+void dist_timed_wait(MPI_Request *req, const char *op)
 {
-    int n = dist.size, token = 1, got[WATCHED] = {0};
+    int n = dist_state.size, token = 1, got[WATCHED] = {0};
     int watched = n < WATCHED ? n : WATCHED;
     MPI_Request tokens[WATCHED], sent = MPI_REQUEST_NULL;
-    if (dist.rank == 0)
+    if (dist_state.rank == 0)
         for (int r = 1; r < watched; r++)
-            check(MPI_Irecv(&got[r], 1, MPI_INT, r, TOKEN, MPI_COMM_WORLD,
-                            &tokens[r]),
-                  op);
-    else if (dist.rank < watched)
-        check(MPI_Isend(&token, 1, MPI_INT, 0, TOKEN, MPI_COMM_WORLD, &sent),
-              op);
-    int others = dist.rank == 0 ? watched - 1 : 1;
-    MPI_Request *theirs = dist.rank == 0 ? tokens + 1 : &sent;
-    if (dist.timeout_s <= 0) {
-        check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
-        check(MPI_Waitall(others, theirs, MPI_STATUSES_IGNORE), op);
+            dist_check(MPI_Irecv(&got[r], 1, MPI_INT, r, TOKEN, MPI_COMM_WORLD,
+                                 &tokens[r]),
+                       op);
+    else if (dist_state.rank < watched)
+        dist_check(
+            MPI_Isend(&token, 1, MPI_INT, 0, TOKEN, MPI_COMM_WORLD, &sent), op);
+    int others = dist_state.rank == 0 ? watched - 1 : 1;
+    MPI_Request *theirs = dist_state.rank == 0 ? tokens + 1 : &sent;
+    if (dist_state.timeout_s <= 0) {
+        dist_check(MPI_Wait(req, MPI_STATUS_IGNORE), op);
+        dist_check(MPI_Waitall(others, theirs, MPI_STATUSES_IGNORE), op);
         return;
     }
     double t0 = MPI_Wtime(), last = t0;
     int done = 0, all_tokens = 0;
     for (;;) {
         if (!done)
-            check(MPI_Test(req, &done, MPI_STATUS_IGNORE), op);
+            dist_check(MPI_Test(req, &done, MPI_STATUS_IGNORE), op);
         if (!all_tokens)
-            check(MPI_Testall(others, theirs, &all_tokens, MPI_STATUSES_IGNORE),
-                  op);
+            dist_check(
+                MPI_Testall(others, theirs, &all_tokens, MPI_STATUSES_IGNORE),
+                op);
         if (done && all_tokens)
             return;
         double waited = waited_since(&t0, &last);
-        if (dist.rank == 0 && waited > dist.timeout_s + n + 3) {
+        if (dist_state.rank == 0 && waited > dist_state.timeout_s + n + 3) {
             char silent[256] = "";
             size_t at = 0;
             for (int r = 1; r < watched && at < sizeof silent - 16; r++) {
@@ -324,8 +331,8 @@ void timed_wait(MPI_Request *req, const char *op)
                          n - 1);
             timed_out(silent);
         }
-        if (dist.rank != 0 &&
-            waited > 2 * dist.timeout_s + n + 4 + 2 * dist.rank)
+        if (dist_state.rank != 0 &&
+            waited > 2 * dist_state.timeout_s + n + 4 + 2 * dist_state.rank)
             timed_out("0");
         if (waited > 0.002) { /* spin briefly, as MPI_Wait does, then nap */
             struct timespec nap = {0, 200000}; /* 0.2 ms */
@@ -336,31 +343,31 @@ void timed_wait(MPI_Request *req, const char *op)
 
 void tg_dist_sum(double *x, int n)
 {
-    if (dist.size == 1)
+    if (dist_state.size == 1)
         return;
     MPI_Request req;
-    check(MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM,
-                         MPI_COMM_WORLD, &req),
-          "dist_sum");
-    timed_wait(&req, "dist_sum");
+    dist_check(MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM,
+                              MPI_COMM_WORLD, &req),
+               "dist_sum");
+    dist_timed_wait(&req, "dist_sum");
 }
 
 /* Each rank sends its rank when it failed and size when not: the minimum is
  * the lowest failing rank, or size when none failed. */
 bool tg_dist_all_ok(bool ok)
 {
-    if (dist.size == 1) {
-        dist.first_failed = ok ? 1 : 0;
+    if (dist_state.size == 1) {
+        dist_state.first_failed = ok ? 1 : 0;
         return ok;
     }
-    int mine = ok ? dist.size : dist.rank, lowest;
+    int mine = ok ? dist_state.size : dist_state.rank, lowest;
     MPI_Request req;
-    check(MPI_Iallreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD,
-                         &req),
-          "dist_all_ok");
-    timed_wait(&req, "dist_all_ok");
-    dist.first_failed = lowest;
-    return lowest == dist.size;
+    dist_check(MPI_Iallreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN,
+                              MPI_COMM_WORLD, &req),
+               "dist_all_ok");
+    dist_timed_wait(&req, "dist_all_ok");
+    dist_state.first_failed = lowest;
+    return lowest == dist_state.size;
 }
 
 #else /* single process */
@@ -387,7 +394,7 @@ void tg_dist_sum(double *x, int n)
 
 bool tg_dist_all_ok(bool ok)
 {
-    dist.first_failed = ok ? 1 : 0;
+    dist_state.first_failed = ok ? 1 : 0;
     return ok;
 }
 

@@ -46,14 +46,14 @@ struct dist_job {
     char prog[64];          /* for the timeout's message */
     char program_build[64]; /* tg_dist_set_program_build; "": not set */
 };
-extern struct dist_job dist;
+extern struct dist_job dist_state;
 
 #ifdef TG_HAVE_MPI
 /* In dist.c: aborts naming op unless rc is MPI_SUCCESS. */
-void check(int rc, const char *op);
+void dist_check(int rc, const char *op);
 /* In dist_collectives.c: waits for the collective *req under the job's
  * timeout, naming the ranks that never reached it (its comment there). */
-void timed_wait(MPI_Request *req, const char *op);
+void dist_timed_wait(MPI_Request *req, const char *op);
 #endif
 
 #pragma GCC visibility pop
