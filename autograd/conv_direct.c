@@ -426,10 +426,6 @@ static void scatter_phase(const geom *g, const dlay *d, int r, const float *buf,
     }
 }
 
-/* out [H, W] += trans of one image's column grid cg. Four phases that
- * each have a tap at every shift (stride 2 with an even kernel, as the
- * VAE's) go together: each column vector loaded serves the four, with
- * weights wq [shift][oc][phase]; else one phase at a time. */
 /* The four grouped phases' grid values into buf [4, Lt] (trans_image). */
 __attribute__((target("avx2,fma"))) static void
 trans_grouped_avx2(const geom *g, const dlay *d, const float *cg,
@@ -496,6 +492,10 @@ trans_grouped_512(const geom *g, const dlay *d, const float *cg,
     }
 }
 
+/* out [H, W] += trans of one image's column grid cg. Four phases that
+ * each have a tap at every shift (stride 2 with an even kernel, as the
+ * VAE's) go together: each column vector loaded serves the four, with
+ * weights wq [shift][oc][phase]; else one phase at a time. */
 __attribute__((target("avx2,fma"))) static void
 trans_image(const geom *g, const dlay *d, const float *cg, const float *W,
             const float *wq, float *buf, float *out)
@@ -540,7 +540,7 @@ trans_image(const geom *g, const dlay *d, const float *cg, const float *W,
 
 /* Whether trans_image may take the four phases together: P == 4 and each
  * phase has a tap at every shift (a tap's phase and shift determine it, so
- * counting suffices). wq [shift][oc][phase] from W [OC, KK]. */
+ * counting suffices). */
 static bool grouped_phases(const geom *g, const dlay *d)
 {
     int S = (d->amax + 1) * (d->bmax + 1), count[4] = {0};
@@ -551,10 +551,10 @@ static bool grouped_phases(const geom *g, const dlay *d)
     return count[0] == S && count[1] == S && count[2] == S && count[3] == S;
 }
 
+/* wq [shift][oc][phase] from W [OC, KK], for grouped phases. */
 static void pack_grouped(const geom *g, const dlay *d, const float *W,
                          float *wq)
 {
-    int S = (d->amax + 1) * (d->bmax + 1);
     for (int k = 0; k < d->KK; k++) {
         int i = k / g->kw, j = k % g->kw;
         int sh = i * g->dh / g->sh * (d->bmax + 1) + j * g->dw / g->sw;
@@ -562,7 +562,6 @@ static void pack_grouped(const geom *g, const dlay *d, const float *W,
         for (int oc = 0; oc < g->OC; oc++)
             wq[((size_t)sh * g->OC + oc) * 4 + r] = W[(size_t)oc * d->KK + k];
     }
-    (void)S;
 }
 #endif
 
