@@ -374,9 +374,31 @@ static void shape_for_trial(int trial, int *R, int *C)
 
 #define TRIALS 6
 
-static void test_every_op(void **state)
+/* The op's graph with every input used once more after it: y and the
+ * inputs themselves, each flattened to one row, joined side by side. The
+ * later uses run their backward first, so the op's backward finds each
+ * input's gradient already holding the check's weights and must add to it
+ * (a backward that wrote its share over them passed the check of the op
+ * alone). Joined rather than summed into y: y + sum(x^2) carried float
+ * rounding of the sum into every element, 1e-2 off for logits ~100. */
+typedef struct fan_out_ctx {
+    const op_case *c;
+    int n;
+} fan_out_ctx;
+
+static tg_tensor *f_fan_out(tg_tape *tp, tg_tensor **in, void *ctx)
 {
-    (void)state;
+    const fan_out_ctx *fo = ctx;
+    tg_tensor *y = fo->c->f(tp, in, fo->c->ctx);
+    tg_tensor *parts[5];
+    parts[0] = tg_reshape(tp, y, 2, (int[]){1, (int)y->size});
+    for (int i = 0; i < fo->n; i++)
+        parts[i + 1] = tg_reshape(tp, in[i], 2, (int[]){1, (int)in[i]->size});
+    return tg_concat(tp, fo->n + 1, parts);
+}
+
+static void check_every_op(bool fan_out)
+{
     int failures = 0;
     printf("%-26s %8s %12s %12s\n", "op", "elements", "max abs err",
            "max rel err");
@@ -402,10 +424,13 @@ static void test_every_op(void **state)
                 labels[i] = randint(0, C - 1);
             xent_labels = labels;
             tg_gradcheck_report rep;
-            if (!tg_gradcheck(c->f, n, in, c->ctx, NULL, &rep)) {
+            fan_out_ctx fo = {c, n};
+            bool ok = fan_out ? tg_gradcheck(f_fan_out, n, in, &fo, NULL, &rep)
+                              : tg_gradcheck(c->f, n, in, c->ctx, NULL, &rep);
+            if (!ok) {
                 char name[96];
-                snprintf(name, sizeof name, "%s (trial %d, R=%d C=%d)", c->name,
-                         trial, R, C);
+                snprintf(name, sizeof name, "%s%s (trial %d, R=%d C=%d)",
+                         c->name, fan_out ? ", fan-out" : "", trial, R, C);
                 tg_gradcheck_print(&rep, name);
                 failures++;
             }
@@ -419,6 +444,19 @@ static void test_every_op(void **state)
                worst_rel);
     }
     assert_int_equal(failures, 0);
+}
+
+static void test_every_op(void **state)
+{
+    (void)state;
+    check_every_op(false);
+}
+
+/* Each op's backward adds into gradients that already hold something. */
+static void test_every_op_accumulates(void **state)
+{
+    (void)state;
+    check_every_op(true);
 }
 
 /* ---- composite graphs ---------------------------------------------------- */
@@ -578,6 +616,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_op),
+        cmocka_unit_test(test_every_op_accumulates),
         cmocka_unit_test(test_mlp_loss),
         cmocka_unit_test(test_shared_weights_and_fan_out),
         cmocka_unit_test(test_wrong_backward_fails),

@@ -470,9 +470,31 @@ static void shape_for_trial(int trial, int *R, int *C)
 
 #define TRIALS 6
 
-static void test_every_new_op(void **state)
+/* The op's graph with every input used once more after it: y and the
+ * inputs themselves, each flattened to one row, joined side by side. The
+ * later uses run their backward first, so the op's backward finds each
+ * input's gradient already holding the check's weights and must add to it
+ * (a backward that wrote its share over them passed the check of the op
+ * alone). Joined rather than summed into y: y + sum(x^2) carried float
+ * rounding of the sum into every element, 1e-2 off for logits ~100. */
+typedef struct fan_out_ctx {
+    const op_case *c;
+    int n;
+} fan_out_ctx;
+
+static tg_tensor *f_fan_out(tg_tape *tp, tg_tensor **in, void *ctx)
 {
-    (void)state;
+    const fan_out_ctx *fo = ctx;
+    tg_tensor *y = fo->c->f(tp, in, NULL);
+    tg_tensor *parts[5];
+    parts[0] = tg_reshape(tp, y, 2, (int[]){1, (int)y->size});
+    for (int i = 0; i < fo->n; i++)
+        parts[i + 1] = tg_reshape(tp, in[i], 2, (int[]){1, (int)in[i]->size});
+    return tg_concat(tp, fo->n + 1, parts);
+}
+
+static void check_every_new_op(bool fan_out)
+{
     int failures = 0;
     printf("%-28s %8s %12s %12s\n", "op", "elements", "max abs err",
            "max rel err");
@@ -487,11 +509,13 @@ static void test_every_new_op(void **state)
             int n = c->make(R, C, c->dom, in);
             tg_gradcheck_report rep;
             tg_gradcheck_opts opts = {c->eps, 1e-4, 1e-3, 42};
-            if (!tg_gradcheck(c->f, n, in, NULL, c->eps > 0 ? &opts : NULL,
+            fan_out_ctx fo = {c, n};
+            if (!tg_gradcheck(fan_out ? f_fan_out : c->f, n, in,
+                              fan_out ? &fo : NULL, c->eps > 0 ? &opts : NULL,
                               &rep)) {
                 char name[96];
-                snprintf(name, sizeof name, "%s (trial %d, R=%d C=%d)", c->name,
-                         trial, R, C);
+                snprintf(name, sizeof name, "%s%s (trial %d, R=%d C=%d)",
+                         c->name, fan_out ? ", fan-out" : "", trial, R, C);
                 tg_gradcheck_print(&rep, name);
                 failures++;
             }
@@ -505,6 +529,19 @@ static void test_every_new_op(void **state)
                worst_rel);
     }
     assert_int_equal(failures, 0);
+}
+
+static void test_every_new_op(void **state)
+{
+    (void)state;
+    check_every_new_op(false);
+}
+
+/* Each op's backward adds into gradients that already hold something. */
+static void test_every_new_op_accumulates(void **state)
+{
+    (void)state;
+    check_every_new_op(true);
 }
 
 /* ---- composites: the new ops inside a small model -------------------------
@@ -539,6 +576,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_new_op),
+        cmocka_unit_test(test_every_new_op_accumulates),
         cmocka_unit_test(test_composite_model),
     };
     return cmocka_run_group_tests_name("autograd gradcheck, more ops", tests,
