@@ -14,6 +14,7 @@
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 static uint64_t rng_state = 777;
 

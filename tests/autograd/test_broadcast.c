@@ -10,6 +10,7 @@
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 static tg_tensor *counting(int ndim, const int *shape, float start)
 {

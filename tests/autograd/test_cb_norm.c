@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 #define TEST_SEED 19
 #include "test_random.h"

@@ -15,6 +15,7 @@
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 #define TEST_SEED 20261202
 #include "conv_common.h"

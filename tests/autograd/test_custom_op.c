@@ -11,6 +11,7 @@
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 /* ---- cube: y = x^3; dx += 3 x^2 dy ----------------------------------------
  */

@@ -18,6 +18,7 @@
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 /* Every kernel the CPU can run is forced in turn: each tile, and "avx2",
  * which picks one of its two tiles per call. */

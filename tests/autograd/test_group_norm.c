@@ -18,6 +18,7 @@
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 static uint32_t lcg = 7;
 

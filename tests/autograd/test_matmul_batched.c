@@ -16,6 +16,7 @@
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 static uint64_t rng_state = 77;
 static double uniform(void)

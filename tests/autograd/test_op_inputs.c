@@ -17,6 +17,7 @@
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 /* ---- 0 rows ----------------------------------------------------------------
  */

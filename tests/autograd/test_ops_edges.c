@@ -13,6 +13,7 @@
 
 #include "expect_abort.h"
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 /* ---- 0-row batches
  * ------------------------------------------------------------ Every op takes x

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 static tg_tensor *from(int rows, int cols, const float *v)
 {

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 #define TEST_SEED 20261202
 #include "conv_common.h"

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "tg_autograd.h"
+#include "float_equal.h"
 
 static tg_tensor *filled(int rows, int cols, float start)
 {
