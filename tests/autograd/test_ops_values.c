@@ -459,6 +459,35 @@ static void bce_clamps_probabilities(void **state)
     tg_tensor_free(zt);
 }
 
+/* At and beyond both bounds (p = 0, eps, 1 - eps, 1) the gradient to p is
+ * 0, and the target's gradient is that of the clamped q, finite:
+ * dz = log(1 - q) - log(q). The check above asked neither for z's
+ * gradient (q = -eps at p = 0 gave NaN there) nor about p exactly at a
+ * bound (p = 1 - eps got (q - z) / (q (1 - q))). */
+static void bce_gradients_at_the_bounds(void **state)
+{
+    (void)state;
+    const float lo = TG_BCE_EPS, hi = 1.0f - TG_BCE_EPS;
+    const float p[] = {0.0f, lo, hi, 1.0f, 0.25f},
+                z[] = {1.0f, 0.5f, 0.0f, 0.5f, 1.0f};
+    tg_tensor *pt = from(1, 5, p), *zt = from(1, 5, z);
+    tg_tensor_require_grad(pt);
+    tg_tensor_require_grad(zt);
+    tg_tape *tp = tg_tape_new();
+    backward_ones(tp, tg_bce(tp, pt, zt));
+    const float q[] = {lo, lo, hi, hi, 0.25f};
+    for (int k = 0; k < 5; k++) {
+        double dz = log1p(-(double)q[k]) - log((double)q[k]);
+        assert_float_equal(zt->grad[k], dz, 1e-4 * fabs(dz));
+        if (k < 4)
+            assert_float_equal(pt->grad[k], 0.0, 0);
+    }
+    assert_float_equal(pt->grad[4], -1.0 / 0.25, 1e-5);
+    tg_tape_free(tp);
+    tg_tensor_free(pt);
+    tg_tensor_free(zt);
+}
+
 /* kl_normals against N(0, 1) is kl_normal; KL(q || q) = 0; and a closed
  * form for one element: KL(N(1, e^0.5) || N(-1, e^-0.3)). */
 static void kl_normals_values(void **state)
@@ -549,6 +578,7 @@ int main(void)
         cmocka_unit_test(mask_scale_values),
         cmocka_unit_test(mask_scale_blocks_select),
         cmocka_unit_test(bce_clamps_probabilities),
+        cmocka_unit_test(bce_gradients_at_the_bounds),
         cmocka_unit_test(kl_normals_values),
         cmocka_unit_test(kl_normal_matches_double),
     };
