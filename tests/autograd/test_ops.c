@@ -459,6 +459,70 @@ static void test_every_op_accumulates(void **state)
     check_every_op(true);
 }
 
+/* ---- forward values -------------------------------------------------------
+ * The check above compares the backward with the forward's differences, so
+ * it passes a forward off by a constant (add_scalar's x - s had passed).
+ * Each elementwise op here against its closed form in double. */
+
+static double ref_exp(double x) { return exp(x); }
+static double ref_log(double x) { return log(fabs(x) + 0.125); }
+static double ref_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+static double ref_relu(double x) { return x > 0 ? x : 0.0; }
+static double ref_tanh(double x) { return tanh(x); }
+static double ref_softplus(double x) { return log1p(exp(x)); }
+static double ref_square(double x) { return x * x; }
+static double ref_scale(double x) { return -1.75 * x; }
+static double ref_add_scalar(double x) { return x + 0.3; }
+static double ref_clamp(double x) { return fmin(fmax(x, -0.5), 0.5); }
+
+static tg_tensor *f_log_shifted(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c; /* log of |x| + 1/8, so that every x of the grid has one */
+    return tg_log(tp, tg_add_scalar(tp, tg_abs(tp, in[0]), 0.125f));
+}
+
+static void test_elementwise_values(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        tg_graph_fn f;
+        double (*ref)(double);
+    } ops[] = {
+        {"exp", f_exp, ref_exp},
+        {"log", f_log_shifted, ref_log},
+        {"sigmoid", f_sigmoid, ref_sigmoid},
+        {"relu", f_relu, ref_relu},
+        {"tanh", f_tanh, ref_tanh},
+        {"softplus", f_softplus, ref_softplus},
+        {"square", f_square, ref_square},
+        {"scale", f_scale, ref_scale},
+        {"add_scalar", f_add_scalar, ref_add_scalar},
+        {"clamp", f_clamp, ref_clamp},
+    };
+    enum { N = 33 };
+    tg_tensor *x = tg_tensor_new2(1, N);
+    for (int k = 0; k < N; k++) /* -4 .. 4 by 1/4, 0 and both signs */
+        x->data[k] = -4.0f + 0.25f * (float)k;
+    int failures = 0;
+    for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *y = ops[o].f(tp, &x, NULL);
+        assert_int_equal(y->size, N);
+        for (int k = 0; k < N; k++) {
+            double want = ops[o].ref(x->data[k]);
+            if (!(fabs(y->data[k] - want) <= 1e-6 + 1e-5 * fabs(want))) {
+                printf("%s(%g) = %.9g, want %.9g\n", ops[o].name,
+                       (double)x->data[k], (double)y->data[k], want);
+                failures++;
+            }
+        }
+        tg_tape_free(tp);
+    }
+    tg_tensor_free(x);
+    assert_int_equal(failures, 0);
+}
+
 /* ---- composite graphs ---------------------------------------------------- */
 
 /* Two-layer MLP: mean over rows of bce(dense(relu(dense(x))), target). */
@@ -617,6 +681,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_op),
         cmocka_unit_test(test_every_op_accumulates),
+        cmocka_unit_test(test_elementwise_values),
         cmocka_unit_test(test_mlp_loss),
         cmocka_unit_test(test_shared_weights_and_fan_out),
         cmocka_unit_test(test_wrong_backward_fails),
