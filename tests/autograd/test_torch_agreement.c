@@ -502,6 +502,32 @@ static void dense_bias_grad_is_the_nearest_float(void **state)
     tg_tensor_free(b);
 }
 
+/* The bias gradient's columns go in blocks of 64: with 150 outputs (blocks
+ * of 64, 64 and 22) every column still gets its own column sum (the test
+ * above, of 3 outputs, had one block, where j - j0 and j + j0 agree). */
+static void dense_bias_grad_over_column_blocks(void **state)
+{
+    (void)state;
+    enum { B = 5, OUT = 150 };
+    tg_tensor *x = tg_tensor_new2(B, 2), *W = tg_tensor_new2(OUT, 2);
+    tg_tensor *b = tg_tensor_new(1, (int[]){OUT});
+    tg_tensor_require_grad(b);
+    float *dy = ramp((size_t)B * OUT, 31);
+    tg_tape *tp = tg_tape_new();
+    tg_backward_with(tp, tg_dense(tp, x, W, b), dy);
+    for (int j = 0; j < OUT; j++) {
+        double exact = 0.0;
+        for (int i = 0; i < B; i++)
+            exact += dy[i * OUT + j];
+        nearest("dense db", j, b->grad[j], exact);
+    }
+    free(dy);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(W);
+    tg_tensor_free(b);
+}
+
 /* ---- broadcast operands: their gradient sums over the broadcast axes ------
  * One scale s for a [256, 784] x (200,704 terms in [0.5, 1.5]): the
  * gradient of s in y = x * s, y = x + s, y = x - s, y = x / s and maximum
@@ -591,6 +617,7 @@ int main(void)
         cmocka_unit_test(gelu_exact_for_negative_inputs),
         cmocka_unit_test(layer_norm_exact_for_a_row_with_a_large_offset),
         cmocka_unit_test(dense_bias_grad_is_the_nearest_float),
+        cmocka_unit_test(dense_bias_grad_over_column_blocks),
         cmocka_unit_test(broadcast_grad_is_the_nearest_float),
         cmocka_unit_test(layer_norm_beta_grad_is_the_nearest_float),
     };
