@@ -185,6 +185,47 @@ static void test_upsample(void **state)
            w.abs_err, w.rel_err);
 }
 
+/* Each op's output and then its input, flattened and joined: the input's
+ * gradient holds the check's weights before the op's backward runs, which
+ * must add to them (upsample2d's dx = sum had passed: nothing else wrote
+ * dx first, and its blocks do not overlap). */
+typedef struct fan_out_ctx {
+    tg_graph_fn f;
+    void *ctx;
+} fan_out_ctx;
+
+static tg_tensor *f_fan_out(tg_tape *tp, tg_tensor **in, void *ctx)
+{
+    const fan_out_ctx *fo = ctx;
+    tg_tensor *y = fo->f(tp, in, fo->ctx);
+    tg_tensor *parts[2] = {
+        tg_reshape(tp, y, 2, (int[]){1, (int)y->size}),
+        tg_reshape(tp, in[0], 2, (int[]){1, (int)in[0]->size})};
+    return tg_concat(tp, 2, parts);
+}
+
+static void test_gradients_add_to_what_dx_holds(void **state)
+{
+    (void)state;
+    int s = 2;
+    for (size_t k = 0; k < sizeof pool_edges / sizeof *pool_edges; k++) {
+        const pool_case *c = &pool_edges[k];
+        fan_out_ctx fo[3] = {
+            {f_max_pool, (void *)c}, {f_avg_pool, (void *)c}, {f_upsample, &s}};
+        for (int o = 0; o < 3; o++) {
+            tg_tensor *x = distinct4(c->N, c->C, c->H, c->W);
+            tg_gradcheck_report rep;
+            bool ok = tg_gradcheck(f_fan_out, 1, &x, &fo[o], NULL, &rep);
+            if (!ok)
+                tg_gradcheck_print(&rep, o == 0   ? "max_pool2d, fan-out"
+                                         : o == 1 ? "avg_pool2d, fan-out"
+                                                  : "upsample2d, fan-out");
+            assert_true(ok);
+            tg_tensor_free(x);
+        }
+    }
+}
+
 /* avg_pool2d divides by kernel^2: with kernel 46341 (padding 23170 keeps
  * the output 2 x 2 on a 2 x 2 image) that product overflowed int, and the
  * averages of ones came out negative. Every window holds the whole image. */
@@ -264,6 +305,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_max_pool_ties),
         cmocka_unit_test(test_upsample),
+        cmocka_unit_test(test_gradients_add_to_what_dx_holds),
         cmocka_unit_test(test_avg_pool_huge_kernel),
         cmocka_unit_test(test_avg_pool_of_a_constant_is_the_constant),
         cmocka_unit_test(test_avg_pool_gradient_is_the_rounded_quotient),
