@@ -102,6 +102,30 @@ static void gradcheck_in_every_region(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* cb_log_norm's output and then x, flattened and joined: x's gradient holds
+ * the check's weights before cb_log_norm's backward runs, which must add to
+ * them (dx = dy g(x) had passed the checks of the op alone). */
+static tg_tensor *f_cb_fan_out(tg_tape *tp, tg_tensor **in, void *c)
+{
+    (void)c;
+    tg_tensor *y = tg_cb_log_norm(tp, in[0]);
+    tg_tensor *parts[2] = {
+        tg_reshape(tp, y, 2, (int[]){1, (int)y->size}),
+        tg_reshape(tp, in[0], 2, (int[]){1, (int)in[0]->size})};
+    return tg_concat(tp, 2, parts);
+}
+
+static void gradient_adds_to_what_dx_holds(void **state)
+{
+    (void)state;
+    tg_tensor *x = rand_abs(3, 5, 0.0f, 3.0f);
+    tg_gradcheck_report rep;
+    bool ok = tg_gradcheck(f_cb_fan_out, 1, &x, NULL, NULL, &rep);
+    tg_gradcheck_print(&rep, "cb_log_norm, fan-out");
+    assert_true(ok);
+    tg_tensor_free(x);
+}
+
 /* ---- forward values ------------------------------------------------------ */
 
 /* log C from the definition in lambda, in long double: away from
@@ -274,6 +298,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gradcheck_in_every_region),
+        cmocka_unit_test(gradient_adds_to_what_dx_holds),
         cmocka_unit_test(forward_matches_two_references),
         cmocka_unit_test(gradient_matches_long_double),
         cmocka_unit_test(continuous_across_the_series_threshold),
