@@ -514,6 +514,37 @@ static void kl_normals_near_the_series_bound(void **state)
     tg_tensor_free(zero);
 }
 
+/* Equal means under a prior variance e^vp whose e^(-vp/2) overflows float
+ * (vp = -200): the mean terms (mq - mp)^2 e^-vp and their gradients are 0,
+ * not 0 * Inf = NaN, and KL(q || q) is 0. With unequal means there they
+ * are +-Inf, as the math says. */
+static void kl_normals_equal_means_at_a_tiny_prior_variance(void **state)
+{
+    (void)state;
+    const float mq[] = {0.5f, -2.0f, 0.5f}, mp[] = {0.5f, -2.0f, 0.25f},
+                vv[] = {-200.0f, -200.0f, -200.0f};
+    tg_tensor *a = from(3, 1, mq), *b = from(3, 1, mp);
+    tg_tensor *va = from(3, 1, vv), *vb = from(3, 1, vv);
+    tg_tensor_require_grad(a);
+    tg_tensor_require_grad(b);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_kl_normals(tp, a, va, b, vb);
+    backward_ones(tp, y);
+    for (int k = 0; k < 2; k++) {
+        assert_float_equal(y->data[k], 0.0, 0);
+        assert_float_equal(a->grad[k], 0.0, 0);
+        assert_float_equal(b->grad[k], 0.0, 0);
+    }
+    assert_true(isinf(y->data[2]) && y->data[2] > 0);
+    assert_true(isinf(a->grad[2]) && a->grad[2] > 0);
+    assert_true(isinf(b->grad[2]) && b->grad[2] < 0);
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(va);
+    tg_tensor_free(vb);
+}
+
 /* kl_normals against N(0, 1) is kl_normal; KL(q || q) = 0; and a closed
  * form for one element: KL(N(1, e^0.5) || N(-1, e^-0.3)). */
 static void kl_normals_values(void **state)
@@ -606,6 +637,7 @@ int main(void)
         cmocka_unit_test(bce_clamps_probabilities),
         cmocka_unit_test(bce_gradients_at_the_bounds),
         cmocka_unit_test(kl_normals_near_the_series_bound),
+        cmocka_unit_test(kl_normals_equal_means_at_a_tiny_prior_variance),
         cmocka_unit_test(kl_normals_values),
         cmocka_unit_test(kl_normal_matches_double),
     };
