@@ -274,6 +274,35 @@ static void test_null_tensor_aborts_naming_the_op(void **state)
         expect_abort(cases[k].fn, cases[k].op, cases[k].what);
 }
 
+/* A label outside 0..C-1 aborts naming the op, the label and its row, in
+ * the first row as in any other (the range check had no test: starting
+ * it at row 1 passed every test). */
+static void xent_label_row0_negative(void)
+{
+    tg_softmax_xent(tape(), some(), (int[]){-1, 0});
+}
+static void xent_label_row1_past(void)
+{
+    tg_softmax_xent(tape(), some(), (int[]){0, 3});
+}
+static void nll_label_row0_past(void) { tg_nll(tape(), some(), (int[]){3, 0}); }
+static void nll_label_row1_negative(void)
+{
+    tg_nll(tape(), some(), (int[]){2, -1});
+}
+
+static void test_label_outside_the_classes_aborts(void **state)
+{
+    (void)state;
+    expect_abort(xent_label_row0_negative,
+                 "softmax_xent:", "label -1 of row 0 outside 0..2");
+    expect_abort(xent_label_row1_past,
+                 "softmax_xent:", "label 3 of row 1 outside 0..2");
+    expect_abort(nll_label_row0_past, "nll:", "label 3 of row 0 outside 0..2");
+    expect_abort(nll_label_row1_negative,
+                 "nll:", "label -1 of row 1 outside 0..2");
+}
+
 /* A bad new shape in tg_reshape (PyTorch's -1, a dim count past 4) names
  * reshape and x's shape, not a generic "tensor:". */
 static void reshape_minus_one(void)
@@ -518,6 +547,7 @@ int main(void)
         cmocka_unit_test(test_row_past_int_max_minus_tile),
         cmocka_unit_test(test_split_into_one_part),
         cmocka_unit_test(test_null_tensor_aborts_naming_the_op),
+        cmocka_unit_test(test_label_outside_the_classes_aborts),
         cmocka_unit_test(test_bad_reshape_aborts_naming_reshape),
     };
     return cmocka_run_group_tests_name("autograd op inputs", tests, NULL, NULL);
