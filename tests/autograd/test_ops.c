@@ -246,7 +246,7 @@ typedef struct op_case {
 } op_case;
 
 static int tt[] = {1, 1}, tn[] = {1, 0}, nt[] = {0, 1}, nn[] = {0, 0};
-static int split2 = 2, split3 = 3;
+static int split1 = 1, split2 = 2, split3 = 3;
 
 static const op_case cases[] = {
     {"dense", f_dense, DENSE, {ANY, ANY}, NULL},
@@ -296,6 +296,8 @@ static const op_case cases[] = {
     {"add rank 3, per-row [2, R, 1]", f_add, RANK3_COL, {ANY, ANY}, NULL},
     {"sub rank 3, per-row [2, R, 1]", f_sub, RANK3_COL, {ANY, ANY}, NULL},
     {"mul rank 3, per-row [2, R, 1]", f_mul, RANK3_COL, {ANY, ANY}, NULL},
+    /* one part, the whole of x: a valid split (k <= 1 refused it) */
+    {"split 1", f_split, SPLIT, {ANY}, &split1},
 };
 
 static int make_inputs(const op_case *c, int R, int C, tg_tensor **in)
