@@ -11,6 +11,33 @@
 #include <string.h>
 
 #define ARENA_ALIGN 64
+
+/* Built with AddressSanitizer, the arena tells it where each allocation
+ * ends: a block starts poisoned, and each allocation makes exactly the
+ * bytes asked for addressable and the rest of its 64-byte slot, plus
+ * ARENA_REDZONE bytes after it, poisoned. So an op that writes or reads
+ * past its own output, into bytes no test would see change (padding, or
+ * the next tensor), is an ASan error. A reset leaves the old step's bytes
+ * as they were: the library reads a stale tensor's header to name the
+ * misuse (and, with checks on, the poison byte written over it). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TG_ARENA_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TG_ARENA_ASAN 1
+#endif
+#ifdef TG_ARENA_ASAN
+#include <sanitizer/asan_interface.h>
+#define ARENA_REDZONE ARENA_ALIGN
+#define arena_poison(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define arena_unpoison(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define ARENA_REDZONE 0
+#define arena_poison(p, n) ((void)(p), (void)(n))
+#define arena_unpoison(p, n) ((void)(p), (void)(n))
+#endif
 #define ARENA_MIN_BLOCK ((size_t)1 << 20)
 
 /* The arena is a chain of blocks. During the first steps it may grow a block
@@ -36,6 +63,7 @@ static block *block_new(tg_tape *tp, size_t cap)
     b->cap = cap;
     b->used = 0;
     tp->heap_allocs += 2;
+    arena_poison(b->mem, cap);
     return b;
 }
 
@@ -43,6 +71,7 @@ static void blocks_free(block *b)
 {
     while (b) {
         block *next = b->next;
+        arena_unpoison(b->mem, b->cap);
         free(b->mem);
         free(b);
         b = next;
@@ -85,6 +114,7 @@ void tg_tape_reset(tg_tape *tp)
     if (tp->checks) {
         size_t total = 0;
         for (block *b = tp->first; b; b = b->next) {
+            arena_unpoison(b->mem, b->cap);
             memset(b->mem, TG_POISON_BYTE, b->used);
             total += b->cap;
         }
@@ -157,11 +187,13 @@ void *tg_tape_alloc(tg_tape *tp, size_t bytes)
 {
     if (!tp)
         tg_fatal("tape", "NULL tape");
-    if (bytes > SIZE_MAX - ARENA_ALIGN)
+    if (bytes > SIZE_MAX - 2 * ARENA_ALIGN)
         tg_fatal("tape", "allocation of %zu bytes", bytes);
+    size_t asked = bytes;
     bytes = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     if (bytes == 0)
         bytes = ARENA_ALIGN;
+    bytes += ARENA_REDZONE;
     block *b = tp->cur;
     if (b->cap - b->used < bytes) {
         size_t cap = b->cap * 2 > bytes ? b->cap * 2 : bytes;
@@ -170,8 +202,10 @@ void *tg_tape_alloc(tg_tape *tp, size_t bytes)
         b->next = fresh;
         tp->cur = b = fresh;
     }
-    void *p = b->mem + b->used;
+    unsigned char *p = b->mem + b->used;
     b->used += bytes;
+    arena_poison(p, bytes);
+    arena_unpoison(p, asked);
     return p;
 }
 

@@ -19,6 +19,17 @@
 #include "tg_autograd.h"
 #include "float_equal.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TG_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TG_TEST_ASAN 1
+#endif
+#endif
+#ifdef TG_TEST_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 static tg_tensor *filled(int rows, int cols, float start)
 {
     tg_tensor *t = tg_tensor_new2(rows, cols);
@@ -270,6 +281,35 @@ static void stale_past_the_window(void)
             tg_mul(tp, y, x);
     }
 }
+/* Under AddressSanitizer each arena allocation ends where it was asked to:
+ * the rest of its slot and a redzone after it are poisoned, so an op that
+ * writes one float past its output is an ASan error (a sum_axis0 whose
+ * accumulator was one double short passed every value and gradient check,
+ * and ASan, while the arena was one unmarked malloc). */
+static void test_arena_marks_where_each_tensor_ends(void **state)
+{
+    (void)state;
+#ifdef TG_TEST_ASAN
+    tg_tape *tp = tg_tape_new();
+    for (int k = 0; k < 3; k++) { /* a fresh arena, then reset ones */
+        tg_tape_reset(tp);
+        tg_tensor *a = tg_tape_tensor2(tp, 1, 3, true);
+        tg_tensor *b = tg_tape_tensor2(tp, 4, 4, true);
+        assert_false(__asan_address_is_poisoned(&a->data[2]));
+        assert_true(__asan_address_is_poisoned(&a->data[3]));
+        assert_false(__asan_address_is_poisoned(&b->data[15]));
+        assert_true(__asan_address_is_poisoned(&b->data[16]));
+        assert_true(__asan_address_is_poisoned(&b->data[16 + 15]));
+        double *d = tg_tape_alloc(tp, 5 * sizeof *d);
+        assert_false(__asan_address_is_poisoned(&d[4]));
+        assert_true(__asan_address_is_poisoned(&d[5]));
+    }
+    tg_tape_free(tp);
+#else
+    skip();
+#endif
+}
+
 static void test_checks_catch_a_tensor_kept_past_reset(void **state)
 {
     (void)state;
@@ -395,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_view_reads_caller_memory_without_copy),
         cmocka_unit_test(test_misuse_aborts_naming_op_and_shapes),
         cmocka_unit_test(test_checks_catch_a_tensor_changed_before_backward),
+        cmocka_unit_test(test_arena_marks_where_each_tensor_ends),
         cmocka_unit_test(test_checks_catch_a_tensor_kept_past_reset),
         cmocka_unit_test(test_checks_skip_ops_this_backward_does_not_reach),
         cmocka_unit_test(test_profile_counts_calls_per_op),
