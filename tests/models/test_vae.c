@@ -231,6 +231,48 @@ static void pictures_are_probabilities(void **state)
     unmake(&f);
 }
 
+/* forward draws eps ~ N(0, 1) from its rng, row-major, and sample decodes
+ * such noise: the same as forward_eps and decode given that noise drawn by
+ * hand from a copy of the rng. reconstruct decodes the posterior mean. */
+static void forward_and_sample_draw_standard_normal_noise(void **state)
+{
+    (void)state;
+    fixture f = make(12, 5, 3, 8);
+    tg_tape *tp = tg_tape_new();
+    tg_rng r1, r2;
+    tg_rng_seed(&r1, 11, 2);
+    tg_rng_seed(&r2, 11, 2);
+    tg_tensor *eps = tg_tensor_new2(B, 3);
+    tg_rng_fill_normal(&r2, eps->data, eps->size, 0.0f, 1.0f);
+    tg_vae_out o = tg_vae_forward(tp, f.vae, f.x, &r1);
+    tg_vae_out want = tg_vae_forward_eps(tp, f.vae, f.x, eps);
+    assert_memory_equal(o.z->data, want.z->data, o.z->size * sizeof(float));
+    assert_true(o.loss->data[0] == want.loss->data[0]);
+    /* z - mean = exp(logvar / 2) * eps, by hand */
+    for (size_t i = 0; i < o.z->size; i++) {
+        double d = exp(0.5 * o.logvar->data[i]) * eps->data[i];
+        assert_true(fabs(o.z->data[i] - o.mean->data[i] - d) <
+                    1e-5 * (1 + fabs(d)));
+    }
+
+    tg_tape_set_recording(tp, false);
+    tg_rng_seed(&r1, 12, 0);
+    tg_rng_seed(&r2, 12, 0);
+    tg_rng_fill_normal(&r2, eps->data, eps->size, 0.0f, 1.0f);
+    tg_tensor *s = tg_vae_sample(tp, f.vae, B, &r1);
+    tg_tensor *d = tg_vae_decode(tp, f.vae, eps);
+    assert_memory_equal(s->data, d->data, s->size * sizeof(float));
+
+    tg_tensor *mean, *logvar;
+    tg_vae_encode(tp, f.vae, f.x, &mean, &logvar);
+    tg_tensor *rec = tg_vae_reconstruct(tp, f.vae, f.x);
+    tg_tensor *dm = tg_vae_decode(tp, f.vae, mean);
+    assert_memory_equal(rec->data, dm->data, rec->size * sizeof(float));
+    tg_tensor_free(eps);
+    tg_tape_free(tp);
+    unmake(&f);
+}
+
 /* A huge logvar is clamped to 20 before exp: the loss stays finite. */
 static void logvar_clamp_keeps_loss_finite(void **state)
 {
@@ -499,6 +541,7 @@ int main(void)
         cmocka_unit_test(gradcheck_no_hidden),
         cmocka_unit_test(parameter_names_and_shapes),
         cmocka_unit_test(pictures_are_probabilities),
+        cmocka_unit_test(forward_and_sample_draw_standard_normal_noise),
         cmocka_unit_test(logvar_clamp_keeps_loss_finite),
         cmocka_unit_test(training_improves_elbo),
         cmocka_unit_test(training_same_on_one_and_two_threads),

@@ -418,9 +418,11 @@ static void posterior_pixels_spread(void **state)
 static void typicality_reference_comes_from_the_fit_data_only(void **state)
 {
     (void)state;
-    double one[5] = {1, 2, 3, 4, 5}; /* mean 3, variance 2.5 */
+    /* mean 3, variance 2.5: the sixth value is past n and not read */
+    double one[6] = {1, 2, 3, 4, 5, 1000};
     tg_typical r1;
     assert_int_equal(tg_typical_fit(&r1, one, 5, 1), TG_OK);
+    assert_true(fabs(r1.mean[0] - 3.0) < 1e-12);
     double f = 3 + sqrt(2.5), g = 3 - 2 * sqrt(2.5);
     assert_true(fabs(tg_typical_score(&r1, &f) - 1.0) < 1e-12);
     assert_true(fabs(tg_typical_score(&r1, &g) - 2.0) < 1e-12);
