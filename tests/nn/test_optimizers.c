@@ -419,6 +419,8 @@ static void step_decay_by_hand(void **state)
     assert_float_equal(tg_lr_step_decay(0.1f, 9, 10, 0.5f), 0.1, 1e-9);
     assert_float_equal(tg_lr_step_decay(0.1f, 10, 10, 0.5f), 0.05, 1e-9);
     assert_float_equal(tg_lr_step_decay(0.1f, 25, 10, 0.5f), 0.025, 1e-9);
+    /* step_size 1 decays every step */
+    assert_float_equal(tg_lr_step_decay(1.0f, 3, 1, 0.5f), 0.125, 1e-9);
 }
 
 /* warmup 4, total 12, base 1, min 0.1: steps 0..3 give 0.25, 0.5, 0.75, 1;
