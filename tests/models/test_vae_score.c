@@ -353,6 +353,37 @@ results_do_not_depend_on_chunking_and_memory_stays_flat(void **state)
     free(x);
 }
 
+/* More examples than one encoding batch (256 rows): every example's log
+ * p(x), ELBO and ESS past the first batch are its own, the same as that
+ * example scored alone with the stream it had in the batch. */
+static void rows_past_the_first_encoding_batch_are_their_own(void **state)
+{
+    (void)state;
+    enum { MANY = 300 };
+    tg_vae *vae = tg_vae_new(
+        (tg_vae_config){IN, HID, LAT, TG_VAE_MLP, TG_VAE_BERNOULLI}, 9);
+    float *x = random_images(MANY, 5);
+    tg_tape *tp = tg_tape_new();
+    double *lp = malloc(sizeof(double) * MANY * 3);
+    assert_non_null(lp);
+    double *elbo = lp + MANY, *ess = lp + 2 * MANY;
+    tg_iw_opts o = {.k = 4, .seed = 2, .stream = 3, .ess = ess};
+    tg_vae_iwae(tp, vae, x, MANY, &o, lp, elbo);
+    for (int i = 0; i < MANY; i += 7) {
+        double lp1, elbo1, ess1;
+        tg_iw_opts oi = {
+            .k = 4, .seed = 2, .stream = 3 + (uint64_t)i, .ess = &ess1};
+        tg_vae_iwae(tp, vae, x + i * IN, 1, &oi, &lp1, &elbo1);
+        assert_true(fabs(lp[i] - lp1) < 1e-9 * (1 + fabs(lp1)));
+        assert_true(fabs(elbo[i] - elbo1) < 1e-9 * (1 + fabs(elbo1)));
+        assert_true(fabs(ess[i] - ess1) < 1e-9 * ess1);
+    }
+    tg_tape_free(tp);
+    tg_vae_free(vae);
+    free(lp);
+    free(x);
+}
+
 /* tg_vae_iwae spreads groups of examples over the threads, one tape each:
  * every estimate and ESS must be the same bits on 1 and 2 threads, with
  * many groups (max_rows 100, k 30: three examples per group) and one. */
@@ -565,6 +596,7 @@ int main(void)
         cmocka_unit_test(k1_estimate_matches_the_training_graph),
         cmocka_unit_test(
             results_do_not_depend_on_chunking_and_memory_stays_flat),
+        cmocka_unit_test(rows_past_the_first_encoding_batch_are_their_own),
         cmocka_unit_test(iwae_is_the_same_on_1_and_2_threads),
         cmocka_unit_test(posterior_pixels_spread),
         cmocka_unit_test(typicality_reference_comes_from_the_fit_data_only),
