@@ -160,6 +160,54 @@ static void sgd_nesterov_three_steps(void **state)
     tg_params_free(ps);
 }
 
+/* Weight decay set on SGD (with and without momentum), RMSprop (with and
+ * without momentum) and Adam is torch's coupled one: g = grad + wd * p
+ * feeds the update and the moments. Three steps each against the update
+ * written out in double. */
+static void coupled_weight_decay_three_steps(void **state)
+{
+    (void)state;
+    const double wd = 0.05, b1 = 0.9, b2 = 0.999, alpha = 0.99, eps = 1e-8;
+    for (int c = 0; c < 5; c++) {
+        const int kind = c < 2 ? 0 : c < 4 ? 1 : 2; /* SGD, RMSprop, Adam */
+        const double mu = c == 1 || c == 3 ? 0.9 : 0.0;
+        const double lr = kind == 0 ? 0.1 : 0.01;
+        tg_params *ps = small_set();
+        tg_optim *opt = kind == 0   ? tg_sgd_new(ps, (float)lr, (float)mu)
+                        : kind == 1 ? tg_rmsprop_new(ps, (float)lr, (float)mu)
+                                    : tg_adam_new(ps, (float)lr);
+        opt->weight_decay = (float)wd;
+        double want[N], m[N] = {0}, v[N] = {0};
+        for (int i = 0; i < N; i++)
+            want[i] = p0[i];
+        for (int t = 1; t <= 3; t++) {
+            set_grad(ps, gs[t - 1]);
+            tg_optim_step(opt);
+            for (int i = 0; i < N; i++) {
+                double g = gs[t - 1][i] + wd * want[i];
+                if (kind == 0) {
+                    m[i] = mu * m[i] + g;
+                    want[i] -= lr * (mu > 0 ? m[i] : g);
+                } else if (kind == 1) {
+                    v[i] = alpha * v[i] + (1 - alpha) * g * g;
+                    double step = g / (sqrt(v[i]) + eps);
+                    m[i] = mu * m[i] + step;
+                    want[i] -= lr * (mu > 0 ? m[i] : step);
+                } else {
+                    m[i] = b1 * m[i] + (1 - b1) * g;
+                    v[i] = b2 * v[i] + (1 - b2) * g * g;
+                    double mhat = m[i] / (1 - pow(b1, t));
+                    double vhat = v[i] / (1 - pow(b2, t));
+                    want[i] -= lr * mhat / (sqrt(vhat) + eps);
+                }
+            }
+            assert_params(ps, want);
+        }
+        tg_optim_free(opt);
+        tg_params_free(ps);
+    }
+}
+
 /* Momentum set after steps without it starts from v = g, as PyTorch's
  * buffer does (made at its first use): momentum 0 leaves v alone. Before,
  * v held the last gradient, and step 2 below moved w[0] to 0.71, not
@@ -563,6 +611,7 @@ int main(void)
         cmocka_unit_test(rmsprop_three_steps),
         cmocka_unit_test(rmsprop_first_step_by_hand),
         cmocka_unit_test(sgd_nesterov_three_steps),
+        cmocka_unit_test(coupled_weight_decay_three_steps),
         cmocka_unit_test(momentum_set_later_starts_fresh),
         cmocka_unit_test(settings_are_checked_each_step),
         cmocka_unit_test(clip_returns_the_norm_and_scales_above_it),
