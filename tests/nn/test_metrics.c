@@ -259,6 +259,24 @@ static void auroc_bootstrap_by_hand(void **state)
     assert_true(lo < auc && auc < hi);
     assert_true(hi - lo > 0.02 && hi - lo < 0.15);
     assert_true(lo == lo2 && hi == hi2);
+    /* the interval is the floor(a B)-th and the ceil((1 - a) B)-th of B
+     * sorted values, a = (1 - level) / 2: symmetric about the middle. The
+     * scores negated draw the same resamples (the same seed and list
+     * sizes), each with AUROC 1 - its AUROC, so their interval is [1 - hi,
+     * 1 - lo]. */
+    double na[N], nb[N], nlo, nhi;
+    for (int i = 0; i < N; i++)
+        na[i] = -a[i], nb[i] = -b[i];
+    /* (level 0.1, B 200: (1 - a) B is 110.00000000000001 in double, the
+     * ceil still 110) */
+    for (int t = 0; t < 4; t++) {
+        int resamples = t % 2 ? 1000 : 200;
+        double level = t < 2 ? 0.9 : 0.1;
+        tg_auroc_bootstrap(a, N, b, N, resamples, 5, level, &lo, &hi);
+        tg_auroc_bootstrap(na, N, nb, N, resamples, 5, level, &nlo, &nhi);
+        assert_true(fabs(nlo - (1 - hi)) < 1e-12);
+        assert_true(fabs(nhi - (1 - lo)) < 1e-12);
+    }
 }
 
 static void ess_by_hand(void **state)
