@@ -220,6 +220,9 @@ static void aupr_by_hand(void **state)
      * 1/2 * 1 + 1/2 * 2/3 */
     const double n2[2] = {1, 2}, p2[2] = {2, 3};
     assert_true(fabs(tg_aupr(n2, 2, p2, 2) - (0.5 + 1.0 / 3.0)) < 1e-12);
+    /* one positive, below one of two negatives: precision 1/2 there */
+    const double half = 1.5;
+    assert_true(fabs(tg_aupr(n2, 2, &half, 1) - 0.5) < 1e-12);
 }
 
 static void auroc_bootstrap_by_hand(void **state)

@@ -37,6 +37,14 @@ static void layer_norm_names_init_and_forward(void **state)
     assert_float_equal(y->data[1], -1 / s, 1e-5);
     assert_float_equal(y->data[2], 0, 1e-6);
     assert_float_equal(y->data[3], 2 * 3 / s, 1e-5);
+    /* one feature (valid, eps 0 too): x - mean is 0, y is the bias */
+    tg_layer_norm_layer ln1;
+    tg_layer_norm_layer_init(&ln1, ps, "one", 1, 0.0f);
+    ln1.bias->data[0] = 0.25f;
+    ln1.eps = 1e-5f;
+    y = tg_layer_norm_apply(tp, &ln1, tg_tape_view2(tp, xv, 4, 1));
+    for (int i = 0; i < 4; i++)
+        assert_float_equal(y->data[i], 0.25, 1e-6);
     tg_tape_free(tp);
     tg_params_free(ps);
 }
@@ -191,6 +199,25 @@ static void embedding_names_init_and_lookup(void **state)
         for (int d = 0; d < 3; d++)
             assert_true(emb.weight->grad[r * 3 + d] == uses[r]);
     tg_tape_free(tp);
+    tg_params_free(ps);
+
+    /* PyTorch's init, N(0, 1): 20000 draws have mean 0 +- 0.03 and
+     * variance 1 +- 0.05 (over 4 standard errors each); one row of one
+     * element is a valid table */
+    ps = tg_params_new();
+    tg_embedding_layer big, one;
+    tg_embedding_layer_init(&big, ps, "big", 1000, 20, &rng);
+    tg_embedding_layer_init(&one, ps, "one", 1, 1, &rng);
+    double sum = 0, sq = 0;
+    for (size_t i = 0; i < big.weight->size; i++) {
+        sum += big.weight->data[i];
+        sq += (double)big.weight->data[i] * big.weight->data[i];
+    }
+    double mean = sum / (double)big.weight->size;
+    double var = sq / (double)big.weight->size - mean * mean;
+    assert_true(fabs(mean) < 0.03);
+    assert_true(fabs(var - 1.0) < 0.05);
+    assert_true(one.num == 1 && one.dim == 1);
     tg_params_free(ps);
 }
 
