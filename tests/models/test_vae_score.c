@@ -504,6 +504,12 @@ static void typicality_reference_comes_from_the_fit_data_only(void **state)
         strstr(tg_errmsg(), "feature 0 of 11 examples is constant"));
     double one_cst[7] = {1e5, 1e5, 1e5, 1e5, 1e5, 1e5, 1e5};
     assert_int_equal(tg_typical_fit(&ref, one_cst, 7, 1), TG_ERR_ARG);
+    /* a constant of 1e6 + 0.1: its mean rounds, the variance comes out
+     * about 6e-20, far below 1e-20 of the mean square (1e-8) */
+    double big_cst[11];
+    for (int i = 0; i < 11; i++)
+        big_cst[i] = 1e6 + 0.1;
+    assert_int_equal(tg_typical_fit(&ref, big_cst, 11, 1), TG_ERR_ARG);
 }
 
 static void complexity_is_deflate_bits(void **state)
