@@ -510,6 +510,12 @@ static void typicality_reference_comes_from_the_fit_data_only(void **state)
     for (int i = 0; i < 11; i++)
         big_cst[i] = 1e6 + 0.1;
     assert_int_equal(tg_typical_fit(&ref, big_cst, 11, 1), TG_ERR_ARG);
+    /* 1e6 +- 5e-5 (six +, five -): variance 1.2 * (5e-5)^2 = 2.7e-9, below
+     * 1e-20 of the mean square 1e12 over all examples (that of one example
+     * alone would be 9e-10): constant too */
+    for (int i = 0; i < 11; i++)
+        big_cst[i] = 1e6 + (i % 2 ? -5e-5 : 5e-5);
+    assert_int_equal(tg_typical_fit(&ref, big_cst, 11, 1), TG_ERR_ARG);
 }
 
 static void complexity_is_deflate_bits(void **state)

@@ -80,6 +80,23 @@ static void adamw_decays_the_weights_outside_the_moments(void **state)
     /* Element 5 has a zero first gradient: step 1 only decays it. */
     tg_optim_free(opt);
     tg_params_free(ps);
+
+    /* weight decay 0 is allowed, and is Adam */
+    tg_params *pa = small_set(), *pb = small_set();
+    tg_optim *adamw = tg_adamw_new(pa, (float)lr, 0.0f);
+    tg_optim *adam = tg_adam_new(pb, (float)lr);
+    for (int t = 0; t < 3; t++) {
+        set_grad(pa, gs[t]);
+        set_grad(pb, gs[t]);
+        tg_optim_step(adamw);
+        tg_optim_step(adam);
+    }
+    assert_memory_equal(tg_params_data(pa), tg_params_data(pb),
+                        N * sizeof(float));
+    tg_optim_free(adamw);
+    tg_optim_free(adam);
+    tg_params_free(pa);
+    tg_params_free(pb);
 }
 
 static void rmsprop_three_steps(void **state)
