@@ -110,6 +110,14 @@ static void group_norm_names_init_and_forward(void **state)
                             -1 / s1 + 0.5, -1 / s1 + 0.5, 1 / s1, 1 / s1};
     for (int k = 0; k < 8; k++)
         assert_float_equal(y->data[k], want[k], 1e-5);
+    /* one group: the 8 values together, mean 2, biased variance
+     * (1 + 0 + 1 + 16 + 4 + 4 + 0 + 0) / 8 = 3.25 */
+    tg_group_norm_layer g1;
+    tg_group_norm_layer_init(&g1, ps, "one", 1, 4, 1e-5f);
+    y = tg_group_norm_apply(tp, &g1, x);
+    double s = sqrt(3.25 + 1e-5);
+    for (int k = 0; k < 8; k++)
+        assert_float_equal(y->data[k], (xv[k] - 2) / s, 1e-5);
     tg_tape_free(tp);
     tg_params_free(ps);
 }
