@@ -118,6 +118,10 @@ static void group_norm_names_init_and_forward(void **state)
     double s = sqrt(3.25 + 1e-5);
     for (int k = 0; k < 8; k++)
         assert_float_equal(y->data[k], (xv[k] - 2) / s, 1e-5);
+    /* one channel in one group is a valid layer */
+    tg_group_norm_layer c1;
+    tg_group_norm_layer_init(&c1, ps, "c1", 1, 1, 1e-5f);
+    assert_int_equal(c1.weight->shape[0], 1);
     tg_tape_free(tp);
     tg_params_free(ps);
 }
