@@ -345,6 +345,21 @@ static void clip_returns_the_norm_and_scales_above_it(void **state)
     assert_true(isnan(tg_clip_grad_norm(ps, 1.0f)));
     assert_true(w[0] == (float)(g1[0] / (norm + 1e-6)) || fabs(w[0]) < 1);
     tg_params_free(ps);
+
+    /* 1000 elements (blocks of 16, the last short): g[i] = (i % 7) - 3 */
+    ps = tg_params_new();
+    tg_params_add(ps, "big", 1, (int[]){1000});
+    w = tg_params_grad(ps);
+    double sq = 0;
+    for (int i = 0; i < 1000; i++) {
+        w[i] = (float)(i % 7 - 3);
+        sq += (double)(i % 7 - 3) * (i % 7 - 3);
+    }
+    const double big = sqrt(sq);
+    assert_float_equal(tg_clip_grad_norm(ps, 2.0f), big, 1e-9 * big);
+    for (int i = 0; i < 1000; i++)
+        assert_float_equal(w[i], (i % 7 - 3) * 2.0 / (big + 1e-6), 1e-6);
+    tg_params_free(ps);
 }
 
 /* torch's test, max_norm / (norm + 1e-6) < 1: a norm of exactly max_norm
