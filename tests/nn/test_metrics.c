@@ -223,6 +223,8 @@ static void aupr_by_hand(void **state)
     /* one positive, below one of two negatives: precision 1/2 there */
     const double half = 1.5;
     assert_true(fabs(tg_aupr(n2, 2, &half, 1) - 0.5) < 1e-12);
+    /* one negative, above one of two positives: 1/1, then 2/3 */
+    assert_true(fabs(tg_aupr(&half, 1, n2, 2) - (1.0 + 2.0 / 3.0) / 2) < 1e-12);
 }
 
 static void auroc_bootstrap_by_hand(void **state)
