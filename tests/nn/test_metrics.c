@@ -202,6 +202,15 @@ static void fpr_at_tpr_by_hand(void **state)
     const double below = 1.5, at = 2.0;
     assert_true(tg_fpr_at_tpr(&below, 1, p20, 20, 0.95) == 0.0);
     assert_true(tg_fpr_at_tpr(&at, 1, p20, 20, 0.95) == 1.0);
+    /* 0.28 * 25 is 7.000000000000001 in double: still 7 positives of 25
+     * down to 1, threshold 19, so a negative at 18.5 is below it */
+    double p25[25];
+    for (int i = 0; i < 25; i++)
+        p25[i] = i + 1;
+    const double n185 = 18.5, n19 = 19.0;
+    assert_true(0.28 * 25 > 7.0);
+    assert_true(tg_fpr_at_tpr(&n185, 1, p25, 25, 0.28) == 0.0);
+    assert_true(tg_fpr_at_tpr(&n19, 1, p25, 25, 0.28) == 1.0);
     const double nan = NAN;
     assert_true(isnan(tg_fpr_at_tpr(&nan, 1, p2, 2, 0.95)));
 }
