@@ -71,6 +71,11 @@ static void brier_nll_accuracy_by_hand(void **state)
     const int sure_l[2] = {0, 1};
     assert_true(tg_metric_brier(sure, sure_l, 2, 2) == 0.0);
     assert_true(tg_metric_ece(sure, sure_l, 2, 2, 15, NULL) == 0.0);
+    /* the predicted class of a tie is the first of the largest */
+    const float tied[3] = {0.25f, 0.375f, 0.375f};
+    const int second = 1, third = 2;
+    assert_true(tg_metric_accuracy(tied, &second, 1, 3) == 1.0);
+    assert_true(tg_metric_accuracy(tied, &third, 1, 3) == 0.0);
 }
 
 static void accuracy_at_coverage_by_hand(void **state)
@@ -90,6 +95,19 @@ static void accuracy_at_coverage_by_hand(void **state)
     const float tie[4] = {0.6f, 0.4f, 0.6f, 0.4f};
     const int tie_l[2] = {1, 0};
     assert_true(tg_metric_accuracy_at_coverage(tie, tie_l, 2, 2, 0.5) == 0.0);
+    /* 0.28 * 25 is 7.000000000000001 in double: the 7 most confident rows
+     * (right), not 8 (the 8th is wrong). Row i: confidence 0.99 - 0.01 i
+     * on class 0, label 0 for the first 7. */
+    float p25[25 * 2];
+    int l25[25];
+    for (int i = 0; i < 25; i++) {
+        p25[2 * i] = 0.99f - 0.01f * (float)i;
+        p25[2 * i + 1] = 1.0f - p25[2 * i];
+        l25[i] = i < 7 ? 0 : 1;
+    }
+    assert_true(tg_metric_accuracy_at_coverage(p25, l25, 25, 2, 0.28) == 1.0);
+    assert_true(tg_metric_accuracy_at_coverage(p25, l25, 25, 2, 0.32) ==
+                7.0 / 8.0);
 }
 
 static void auroc_by_hand(void **state)
@@ -347,6 +365,12 @@ static void predictive_of_bad(void)
     tg_predictive(samples, 2, 2, 3, NULL, u);
 }
 
+static void brier_of_label_c(void)
+{
+    const int three[2] = {0, 3}; /* C = 3: 3 is one past the last class */
+    tg_metric_brier(bad_rows, three, 2, 3);
+}
+
 static void non_distributions_refused(void **state)
 {
     (void)state;
@@ -363,7 +387,15 @@ static void non_distributions_refused(void **state)
     expect_abort(nll_of_bad, "metric_nll", "p[1] = inf");
     bad_rows[4] = 0.6f; /* row 1 sums to 1.2 */
     expect_abort(ece_of_bad, "metric_ece", "row 1", "sum to 1.2");
+    /* two bad entries: the first is named */
+    bad_rows[3] = NAN;
+    bad_rows[5] = -1.0f;
+    expect_abort(ece_of_bad, "metric_ece", "row 1", "p[0] = nan");
+    bad_rows[3] = 0.3f;
+    bad_rows[5] = 0.3f;
     bad_rows[4] = 0.4f; /* a distribution again: fine */
+    expect_abort(brier_of_label_c, "metric_brier", "label 3 of row 1",
+                 "outside 0..2");
     assert_true(tg_metric_nll(bad_rows, bad_labels, 2, 3) > 0.0);
 }
 
