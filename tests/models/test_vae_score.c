@@ -438,6 +438,40 @@ static void posterior_pixels_spread(void **state)
         avg += std[q] / (2 * IN);
     }
     assert_true(avg > 1e-4); /* an untrained q is wide: pixels do vary */
+
+    /* against a Monte Carlo of its own (another rng): z = mean + exp(logvar
+     * / 2) eps from tg_vae_encode, decoded; 4000 draws each, so the means
+     * and the standard deviations (of values in [0, 1]) agree within 0.04,
+     * several standard errors; the seeds are fixed */
+    enum { MC = 4000 };
+    tg_vae_posterior_pixels(tp, vae, x, 2, MC, 3, 0, mean, std);
+    tg_rng rng;
+    tg_rng_seed(&rng, 77, 5);
+    for (int i = 0; i < 2; i++) {
+        tg_tape_reset(tp);
+        tg_tape_set_recording(tp, false);
+        tg_tensor *xi = tg_tape_view2(tp, x + i * IN, 1, IN);
+        tg_tensor *m, *lv;
+        tg_vae_encode(tp, vae, xi, &m, &lv);
+        tg_tensor *z = tg_tape_tensor2(tp, MC, LAT, false);
+        for (int j = 0; j < MC; j++)
+            for (int d = 0; d < LAT; d++)
+                z->data[j * LAT + d] =
+                    (float)(m->data[d] +
+                            exp(0.5 * lv->data[d]) * tg_rng_normal(&rng));
+        tg_tensor *p = tg_vae_decode(tp, vae, z);
+        for (int q = 0; q < IN; q++) {
+            double s1 = 0, s2 = 0;
+            for (int j = 0; j < MC; j++) {
+                double v = p->data[j * IN + q];
+                s1 += v;
+                s2 += v * v;
+            }
+            double mq = s1 / MC, sq = sqrt(fmax(s2 / MC - mq * mq, 0));
+            assert_true(fabs(mean[i * IN + q] - mq) < 0.04);
+            assert_true(fabs(std[i * IN + q] - sq) < 0.04);
+        }
+    }
     tg_tape_free(tp);
     tg_vae_free(vae);
     free(x);
