@@ -71,6 +71,7 @@ static void brier_nll_accuracy_by_hand(void **state)
     const int sure_l[2] = {0, 1};
     assert_true(tg_metric_brier(sure, sure_l, 2, 2) == 0.0);
     assert_true(tg_metric_ece(sure, sure_l, 2, 2, 15, NULL) == 0.0);
+    assert_true(tg_metric_accuracy(sure, sure_l, 2, 2) == 1.0);
     /* the predicted class of a tie is the first of the largest */
     const float tied[3] = {0.25f, 0.375f, 0.375f};
     const int second = 1, third = 2;
