@@ -276,6 +276,18 @@ static void auroc_bootstrap_by_hand(void **state)
     /* a 40% interval, the 301st to the 700th value: inside the halves */
     tg_auroc_bootstrap(n2, 2, &one, 1, 1000, 7, 0.4, &lo, &hi);
     assert_true(lo == 0.5 && hi == 0.5);
+    /* equal scores in one list: neg {0, 0, 2}, pos {1}. A resample's AUROC
+     * is the share of its 3 negatives below 1, Binomial(3, 2/3) / 3: 0 (p
+     * 1/27), 1/3 (6/27), 2/3 (12/27) or 1 (8/27). Of 1000 sorted values the
+     * 101st is 1/3 (about 37 below, 259 up to it) and the 900th is 1 (about
+     * 703 below it). */
+    const double n002[3] = {0, 0, 2};
+    tg_auroc_bootstrap(n002, 3, &one, 1, 1000, 7, 0.8, &lo, &hi);
+    assert_true(fabs(lo - 1.0 / 3.0) < 1e-12 && hi == 1.0);
+    /* the same with the equal scores positive: pos {2, 2, 0}, neg {1} */
+    const double p220[3] = {2, 2, 0};
+    tg_auroc_bootstrap(&one, 1, p220, 3, 1000, 7, 0.8, &lo, &hi);
+    assert_true(fabs(lo - 1.0 / 3.0) < 1e-12 && hi == 1.0);
     /* overlapping normals: the interval holds the AUROC, is neither empty
      * nor huge, and is the same for the same seed */
     enum { N = 300 };
