@@ -47,6 +47,17 @@ static void init_names_shapes_and_rho(void **state)
         assert_true(l.W_rho->data[i] == -5.0f);
     for (size_t i = 0; i < l.W_mu->size; i++)
         assert_true(fabsf(l.W_mu->data[i]) <= 1.0f / sqrtf(5.0f));
+    /* the means fill PyTorch's range +-1/sqrt(in), the bias's too: of 5000
+     * and 50 uniform draws the largest |value| is above 0.8 of the bound */
+    tg_bayes_dense wide;
+    tg_bayes_dense_init(&wide, ps, "wide", 100, 50, 1.0f, -5.0f, &rng);
+    const tg_tensor *mus[2] = {wide.W_mu, wide.b_mu};
+    for (int t = 0; t < 2; t++) {
+        float maxabs = 0.0f;
+        for (size_t i = 0; i < mus[t]->size; i++)
+            maxabs = fmaxf(maxabs, fabsf(mus[t]->data[i]));
+        assert_true(maxabs <= 0.1f && maxabs > 0.08f);
+    }
     tg_params_free(ps);
 }
 
