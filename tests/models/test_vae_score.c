@@ -547,6 +547,9 @@ static void typicality_reference_comes_from_the_fit_data_only(void **state)
     assert_int_equal(tg_typical_fit(&ref, cst, 11, 2), TG_ERR_ARG);
     assert_non_null(
         strstr(tg_errmsg(), "feature 0 of 11 examples is constant"));
+    double zeros[5] = {0};
+    assert_int_equal(tg_typical_fit(&ref, zeros, 5, 1), TG_ERR_ARG);
+    assert_non_null(strstr(tg_errmsg(), "feature 0 of 5 examples is constant"));
     double one_cst[7] = {1e5, 1e5, 1e5, 1e5, 1e5, 1e5, 1e5};
     assert_int_equal(tg_typical_fit(&ref, one_cst, 7, 1), TG_ERR_ARG);
     /* a constant of 1e6 + 0.1: its mean rounds, the variance comes out
