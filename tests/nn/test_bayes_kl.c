@@ -72,6 +72,13 @@ static void kl_matches_closed_form(void **state)
         kl_closed(l.W_mu, l.W_rho, 0.5) + kl_closed(l.b_mu, l.b_rho, 0.5);
     assert_int_equal(kl->size, 1);
     assert_true(fabs(kl->data[0] - want) < 1e-5 * fabs(want) + 1e-5);
+    /* the KL taken twice adds its gradient twice into the means: d/dmu of
+     * 2 KL = 2 mu / p^2 = 8 mu */
+    tg_params_zero_grad(ps);
+    tg_backward(tp, tg_add(tp, kl, tg_bayes_dense_kl(tp, &l)));
+    for (size_t i = 0; i < l.W_mu->size; i++)
+        assert_true(fabs(l.W_mu->grad[i] - 8.0 * l.W_mu->data[i]) <
+                    1e-5 * (1 + fabs(8.0 * l.W_mu->data[i])));
     tg_tape_free(tp);
     tg_params_free(ps);
 }
