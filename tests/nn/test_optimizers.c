@@ -520,6 +520,9 @@ static void cosine_with_warmup_by_hand(void **state)
             assert_true(lr <= tg_lr_cosine_warmup(1.0f, s - 1, 4, 12, 0.1f));
     }
     assert_float_equal(tg_lr_cosine_warmup(1.0f, 4, 4, 12, 0.1f), 1.0, 1e-6);
+    /* no warm-up: the cosine from step 0, half-way down at step 4 of 8 */
+    assert_float_equal(tg_lr_cosine_warmup(1.0f, 0, 0, 8, 0.0f), 1.0, 1e-6);
+    assert_float_equal(tg_lr_cosine_warmup(1.0f, 4, 0, 8, 0.0f), 0.5, 1e-6);
 }
 
 /* A schedule drives opt->lr; two SGD steps with rates 0.25 and 0.5. */
