@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "tapegrad.h"
+#include "float_equal.h"
 
 enum { B = 4, IN = 12, LATENT = 3 };
 

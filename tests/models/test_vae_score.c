@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 
 #include "tapegrad.h"
+#include "float_equal.h"
 
 #define LOG_2PI 1.8378770664093453
 

@@ -12,6 +12,7 @@
 
 #include "autograd/expect_abort.h"
 #include "tg_nn.h"
+#include "float_equal.h"
 
 static void names_shapes_and_torch_bounds(void **state)
 {

@@ -16,6 +16,7 @@
 
 #include "autograd/expect_abort.h"
 #include "tg_nn.h"
+#include "float_equal.h"
 
 static bool aborts(void (*f)(void))
 {

@@ -9,6 +9,7 @@
 
 #include "autograd/expect_abort.h"
 #include "tg_nn.h"
+#include "float_equal.h"
 
 static void mse_column_target(void)
 {

@@ -12,6 +12,7 @@
 #include "tg_nn.h"
 
 #include "autograd/expect_abort.h"
+#include "float_equal.h"
 
 static void layer_norm_names_init_and_forward(void **state)
 {

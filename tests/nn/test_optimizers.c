@@ -20,6 +20,7 @@
 #include "tg_nn.h"
 
 #include "tmpdir.h"
+#include "float_equal.h"
 
 enum { N = 6 };
 static const double p0[N] = {0.5, -1.0, 2.0, 0.0, 3.0, -0.25};

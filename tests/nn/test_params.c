@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "tg_nn.h"
+#include "float_equal.h"
 
 static tg_params *three_params(void)
 {
