@@ -8,13 +8,25 @@
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# the build folder right under the temporary root: shallower than the
+# source's nn/ (see the identity check below)
+build=$(mktemp -d)
+trap 'rm -rf "$tmp" "$build"' EXIT
 prefix=$tmp/prefix
-meson setup "$tmp/build" "$root" --prefix="$prefix" -Dtests=false \
+meson setup "$build" "$root" --prefix="$prefix" -Dtests=false \
     >"$tmp/setup.log" 2>&1 || { cat "$tmp/setup.log"; exit 1; }
-meson compile -C "$tmp/build" tapegrad >"$tmp/compile.log" 2>&1 ||
+meson compile -C "$build" tapegrad >"$tmp/compile.log" 2>&1 ||
     { cat "$tmp/compile.log"; exit 1; }
-meson install -C "$tmp/build" --no-rebuild --quiet
+meson install -C "$build" --no-rebuild --quiet
+# This build folder is outside the tree: vcs_tag ran build_id.sh by a path
+# relative to the build folder, from the source's nn/, which missed the
+# script for a build folder shallower than nn/, and such a build got the
+# identity 'unknown' (so ranks of two builds passed as one)
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1 &&
+    grep -q '^#define TG_BUILD_ID "unknown"' "$build/nn/tg_build_id.h"; then
+    echo "FAIL: an out-of-tree build's identity is 'unknown'"
+    exit 1
+fi
 pc=$(find "$prefix" -name tapegrad.pc)
 [ -n "$pc" ] || { echo "FAIL: no tapegrad.pc under $prefix"; exit 1; }
 echo "tapegrad.pc: ${pc#"$prefix"/}"
