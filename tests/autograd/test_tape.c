@@ -310,6 +310,33 @@ static void test_arena_marks_where_each_tensor_ends(void **state)
 #endif
 }
 
+/* tg_tape_alloc promises 64-byte aligned memory: on a fresh arena, after
+ * a reset, in a block grown past the first, for sizes that are and are
+ * not multiples of 64, and tape tensors' data with it. A zeroed tape
+ * tensor reads zeros in memory a step before filled. */
+static void test_arena_is_aligned_and_zeroed_tensors_are_zero(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {1, 3, 64, 100, 4096, (size_t)3 << 20, 8};
+    tg_tape *tp = tg_tape_new();
+    for (int k = 0; k < 3; k++) {
+        for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+            unsigned char *p = tg_tape_alloc(tp, sizes[s]);
+            assert_int_equal((uintptr_t)p % 64, 0);
+            memset(p, 0xff, sizes[s]); /* NaN bits, for the next step */
+            tg_tensor *t = tg_tape_tensor2(tp, 1, 5, false);
+            assert_int_equal((uintptr_t)t->data % 64, 0);
+        }
+        tg_tensor *z = tg_tape_tensor2(tp, 300, 301, true);
+        assert_int_equal((uintptr_t)z->data % 64, 0);
+        for (size_t i = 0; i < z->size; i++)
+            assert_true(z->data[i] == 0.0f);
+        memset(z->data, 0xff, z->size * sizeof(float));
+        tg_tape_reset(tp);
+    }
+    tg_tape_free(tp);
+}
+
 static void test_checks_catch_a_tensor_kept_past_reset(void **state)
 {
     (void)state;
@@ -436,6 +463,7 @@ int main(void)
         cmocka_unit_test(test_misuse_aborts_naming_op_and_shapes),
         cmocka_unit_test(test_checks_catch_a_tensor_changed_before_backward),
         cmocka_unit_test(test_arena_marks_where_each_tensor_ends),
+        cmocka_unit_test(test_arena_is_aligned_and_zeroed_tensors_are_zero),
         cmocka_unit_test(test_checks_catch_a_tensor_kept_past_reset),
         cmocka_unit_test(test_checks_skip_ops_this_backward_does_not_reach),
         cmocka_unit_test(test_profile_counts_calls_per_op),
