@@ -337,6 +337,33 @@ static void test_arena_is_aligned_and_zeroed_tensors_are_zero(void **state)
     tg_tape_free(tp);
 }
 
+/* With checks, a reset keeps the step's blocks aside for two resets
+ * (stale pointers read poison) and, once steps settle on one block, the
+ * step after them runs on the block that left the graveyard: three blocks
+ * in turn, no new ones, the arena's size fixed. */
+static void test_checked_resets_cycle_three_blocks(void **state)
+{
+    (void)state;
+    tg_tape *tp = tg_tape_new();
+    tg_tape_set_checks(tp, true);
+    enum { STEPS = 9 };
+    void *first[STEPS];
+    size_t bytes[STEPS];
+    for (int k = 0; k < STEPS; k++) {
+        tg_tape_reset(tp);
+        first[k] = tg_tape_alloc(tp, 64); /* the step's block's start */
+        (void)tg_tape_alloc(tp, 1000 * sizeof(float));
+        bytes[k] = tg_tape_arena_bytes(tp);
+    }
+    for (int k = 3; k < STEPS; k++) {
+        assert_int_equal(bytes[k], bytes[2]);
+        assert_ptr_equal(first[k], first[k - 3]);
+        assert_ptr_not_equal(first[k], first[k - 1]);
+        assert_ptr_not_equal(first[k], first[k - 2]);
+    }
+    tg_tape_free(tp);
+}
+
 static void test_checks_catch_a_tensor_kept_past_reset(void **state)
 {
     (void)state;
@@ -465,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_arena_marks_where_each_tensor_ends),
         cmocka_unit_test(test_arena_is_aligned_and_zeroed_tensors_are_zero),
         cmocka_unit_test(test_checks_catch_a_tensor_kept_past_reset),
+        cmocka_unit_test(test_checked_resets_cycle_three_blocks),
         cmocka_unit_test(test_checks_skip_ops_this_backward_does_not_reach),
         cmocka_unit_test(test_profile_counts_calls_per_op),
     };
