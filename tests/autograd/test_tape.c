@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tg_autograd.h"
@@ -435,8 +436,18 @@ static void test_checks_skip_ops_this_backward_does_not_reach(void **state)
     tg_tensor_free(w);
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
 /* The profile counts each recorded op once per call, forward and backward
- * timed, and a profiled step after warm-up still allocates nothing. */
+ * timed, and a profiled step after warm-up still allocates nothing;
+ * turning it on again keeps its rows. The times are the op's: together no
+ * more than the steps took by the clock, the rows adding up to the total
+ * line, the shares to 100%. */
 static void test_profile_counts_calls_per_op(void **state)
 {
     (void)state;
@@ -445,11 +456,14 @@ static void test_profile_counts_calls_per_op(void **state)
     tg_tensor_require_grad(W);
     tg_tensor_require_grad(b);
     tg_tape *tp = tg_tape_new();
+    double t0 = now_ms();
     tg_tape_set_profile(tp, true);
     step(tp, x, W, b);
     size_t allocs = tg_tape_heap_allocs(tp);
+    assert_true(tg_tape_set_profile(tp, true));
     for (int i = 0; i < 4; i++)
         step(tp, x, W, b);
+    double elapsed = now_ms() - t0;
     assert_int_equal(tg_tape_heap_allocs(tp), allocs);
     FILE *f = tmpfile();
     assert_non_null(f);
@@ -457,20 +471,30 @@ static void test_profile_counts_calls_per_op(void **state)
     rewind(f);
     char line[256];
     int seen = 0;
+    double rows_ms = 0.0, share = 0.0, total_ms = -1.0;
     while (fgets(line, sizeof line, f)) {
         char op[64];
         long calls;
-        double fwd, bwd;
-        if (sscanf(line, "tapegrad profile: %63s %ld %lf %lf", op, &calls, &fwd,
-                   &bwd) != 4)
+        double fwd, bwd, pct;
+        if (sscanf(line, "tapegrad profile: total %lf ms in all", &total_ms) ==
+            1)
+            continue;
+        if (sscanf(line, "tapegrad profile: %63s %ld %lf %lf %lf%%", op, &calls,
+                   &fwd, &bwd, &pct) != 5)
             continue;
         /* dense, relu, square, mean: five steps each */
         assert_int_equal(calls, 5);
-        assert_true(fwd >= 0.0 && bwd >= 0.0);
+        assert_true(fwd >= 0.0 && bwd >= 0.0 && pct >= 0.0);
+        rows_ms += fwd + bwd;
+        share += pct;
         seen++;
     }
     fclose(f);
     assert_int_equal(seen, 4);
+    /* printed to 0.001 ms and 0.1% a row */
+    assert_true(total_ms >= 0.0 && total_ms <= elapsed);
+    assert_true(fabs(rows_ms - total_ms) <= 0.001 * 2 * seen + 1e-9);
+    assert_true(fabs(share - 100.0) <= 0.05 * seen + 1e-9);
     assert_true(tg_tape_set_profile(tp, false)); /* nothing printed at free */
     tg_tape_free(tp);
     tg_tensor_free(x);
