@@ -286,6 +286,53 @@ static void test_huge_stride_one_channel(void **state)
     check_case(&d, true, &w);
 }
 
+/* The agreement above holds whichever path a product takes, so a choice
+ * that sent every geometry to the im2col path (conv_implicit_ok refusing
+ * 16k channels) passed it. Which path ran shows in the arena: with W
+ * requiring grad, the im2col path keeps col [N * P, K] on the tape for
+ * backward (1.6 MB here, past the arena's first 1 MB block); the implicit
+ * GEMM reads a padded copy of the image (150 KB) and keeps no col. Forward
+ * only. *col is col's size in bytes. */
+static size_t forward_arena_bytes(const char *kernel, const conv_case *c,
+                                  size_t *col)
+{
+    assert_true(tg_gemm_set_kernel(kernel));
+    tg_tensor *x = rand4(c->N, c->C, c->H, c->W),
+              *w = rand4(c->OC, c->C, c->kh, c->kw);
+    tg_tensor_require_grad(w);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_conv2d_ex(tp, x, w, NULL, &c->a);
+    *col = (size_t)c->N * y->shape[2] * y->shape[3] * c->C * c->kh * c->kw *
+           sizeof(float);
+    size_t bytes = tg_tape_arena_bytes(tp);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(w);
+    return bytes;
+}
+
+static void test_implicit_path_keeps_no_col(void **state)
+{
+    (void)state;
+    char saved[32];
+    snprintf(saved, sizeof saved, "%s", tg_gemm_kernel());
+    if (!tg_gemm_set_kernel("avx2")) {
+        printf("  no AVX2 here: only the im2col path runs\n");
+        return;
+    }
+    const conv_case c = {8,   32, 8, 8, 16, 5, 5, ARGS(1, 1, 2, 2, 1, 1, 0, 0),
+                         true};
+    size_t col;
+    /* the im2col path keeps col: the measure sees it */
+    assert_true(forward_arena_bytes("portable", &c, &col) >= col);
+    static const char *const fast[] = {"avx2", "avx2-4x24", "avx2-6x16",
+                                       "avx512"};
+    for (int k = 0; k < 4; k++)
+        if (tg_gemm_set_kernel(fast[k]))
+            assert_true(forward_arena_bytes(fast[k], &c, &col) < col);
+    assert_true(tg_gemm_set_kernel(saved));
+}
+
 /* An argument selects the tests whose names match it (cmocka's filter). */
 int main(int argc, char **argv)
 {
@@ -295,6 +342,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_kernel_paths_agree),
         cmocka_unit_test(test_gathered_image_side),
         cmocka_unit_test(test_huge_stride_one_channel),
+        cmocka_unit_test(test_implicit_path_keeps_no_col),
     };
     return cmocka_run_group_tests_name("conv_paths", tests, NULL, NULL);
 }
