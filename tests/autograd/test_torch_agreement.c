@@ -474,19 +474,17 @@ static void layer_norm_exact_for_a_row_with_a_large_offset(void **state)
     tg_tensor_free(x);
 }
 
-/* ---- dense: the bias gradient over a large batch --------------------------
- * db sums B rows of dy; a float running sum drifted by several ulp at
- * B = 65,536 (rows in [0.5, 1.5]). Now the float nearest the exact sum. */
-static void dense_bias_grad_is_the_nearest_float(void **state)
+/* ---- dense: the bias gradient ---------------------------------------------
+ * db [OUT] sums B rows of dy (a ramp from seed): each column the float
+ * nearest its exact sum. */
+static void check_dense_bias_grad(int B, int OUT, uint32_t seed)
 {
-    (void)state;
-    enum { B = 65536, OUT = 3 };
     tg_tensor *x = tg_tensor_new2(B, 1), *W = tg_tensor_new2(OUT, 1);
     tg_tensor *b = tg_tensor_new(1, (int[]){OUT});
     tg_tensor_require_grad(b);
     for (int i = 0; i < B; i++)
         x->data[i] = 1.0f;
-    float *dy = ramp((size_t)B * OUT, 777);
+    float *dy = ramp((size_t)B * OUT, seed);
     tg_tape *tp = tg_tape_new();
     tg_backward_with(tp, tg_dense(tp, x, W, b), dy);
     for (int j = 0; j < OUT; j++) {
@@ -502,30 +500,21 @@ static void dense_bias_grad_is_the_nearest_float(void **state)
     tg_tensor_free(b);
 }
 
-/* The bias gradient's columns go in blocks of 64: with 150 outputs (blocks
- * of 64, 64 and 22) every column still gets its own column sum (the test
- * above, of 3 outputs, had one block, where j - j0 and j + j0 agree). */
+/* A float running sum drifted by several ulp at B = 65,536 (rows in
+ * [0.5, 1.5]). */
+static void dense_bias_grad_is_the_nearest_float(void **state)
+{
+    (void)state;
+    check_dense_bias_grad(65536, 3, 777);
+}
+
+/* The columns go in blocks of 64: with 150 outputs (blocks of 64, 64 and
+ * 22) every column still gets its own column sum (3 outputs make one
+ * block, where j - j0 and j + j0 agree). */
 static void dense_bias_grad_over_column_blocks(void **state)
 {
     (void)state;
-    enum { B = 5, OUT = 150 };
-    tg_tensor *x = tg_tensor_new2(B, 2), *W = tg_tensor_new2(OUT, 2);
-    tg_tensor *b = tg_tensor_new(1, (int[]){OUT});
-    tg_tensor_require_grad(b);
-    float *dy = ramp((size_t)B * OUT, 31);
-    tg_tape *tp = tg_tape_new();
-    tg_backward_with(tp, tg_dense(tp, x, W, b), dy);
-    for (int j = 0; j < OUT; j++) {
-        double exact = 0.0;
-        for (int i = 0; i < B; i++)
-            exact += dy[i * OUT + j];
-        nearest("dense db", j, b->grad[j], exact);
-    }
-    free(dy);
-    tg_tape_free(tp);
-    tg_tensor_free(x);
-    tg_tensor_free(W);
-    tg_tensor_free(b);
+    check_dense_bias_grad(5, 150, 31);
 }
 
 /* ---- broadcast operands: their gradient sums over the broadcast axes ------
